@@ -1,0 +1,504 @@
+//! [`Array<T>`]: a typed handle over a mapped array file, with consistent reads, zero-copy
+//! optimistic reads and closure-scoped writes.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::path::Path;
+
+use crate::dtype::{DType, Element};
+use crate::error::{OpenError, ReadError, WriteError};
+use crate::raw::{Access, RawArray, Snapshot, WriteScope};
+use crate::seqlock;
+use crate::shape::Order;
+
+/// A typed handle on a mapped array of `T`.
+///
+/// It dereferences to [`RawArray`] for what does not depend on `T`: `version()`,
+/// `wait_for_version()`, `flush()`, `is_torn()`, `set_timeout()`, `recover_dead_writer()`, ...
+///
+/// # Example
+/// ```
+/// use std::time::Duration;
+/// use mmshare::{create_array_file, Access, Array, ArraySpec, DType};
+/// let dir = tempfile::tempdir()?;
+/// let (path, _) = create_array_file(dir.path(), &ArraySpec::new("v", DType::F32, vec![3]))?;
+/// let writer = Array::<f32>::open(&path, Access::Write)?;
+/// let reader = Array::<f32>::open(&path, Access::Read)?;
+/// writer.write_with(|view| {
+///     for i in 0..view.len() {
+///         view.set(i, i as f32 * 0.5);
+///     }
+/// })?;
+/// assert_eq!(reader.read_to_vec()?, [0.0, 0.5, 1.0]);
+/// // Zero-copy: sum in place, validated afterwards, retried if a write overlapped.
+/// let sum = reader.read_with(|view| (0..view.len()).map(|i| view.get(i)).sum::<f32>())?;
+/// assert_eq!(sum, 1.5);
+/// assert_eq!(reader.wait_for_version(0, Duration::from_secs(1))?, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Array<T: Element> {
+    raw: RawArray,
+    _element: PhantomData<fn() -> T>,
+}
+
+impl<T: Element> fmt::Debug for Array<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Array")
+            .field("element", &T::DTYPE)
+            .field("raw", &self.raw)
+            .finish()
+    }
+}
+
+impl<T: Element> Deref for Array<T> {
+    type Target = RawArray;
+    fn deref(&self) -> &RawArray {
+        &self.raw
+    }
+}
+
+impl<T: Element> Array<T> {
+    /// Opens and maps the array file at `path`, checking that it holds `T` elements.
+    ///
+    /// # Errors
+    /// As [`RawArray::open`], plus [`OpenError::DTypeMismatch`].
+    pub fn open(path: impl AsRef<Path>, access: Access) -> Result<Array<T>, OpenError> {
+        Self::from_raw(RawArray::open(path, access)?)
+    }
+
+    /// Types an untyped handle.
+    ///
+    /// # Errors
+    /// [`OpenError::DTypeMismatch`] when the array's dtype is not `T`'s.
+    pub fn from_raw(raw: RawArray) -> Result<Array<T>, OpenError> {
+        let found = raw.header().dtype;
+        if found != T::DTYPE {
+            return Err(OpenError::DTypeMismatch {
+                expected: T::DTYPE,
+                found,
+            });
+        }
+        Ok(Array {
+            raw,
+            _element: PhantomData,
+        })
+    }
+
+    /// The untyped handle back.
+    pub fn into_raw(self) -> RawArray {
+        self.raw
+    }
+
+    /// Mutable access to the untyped handle's settings (timeout, torn policy).
+    pub fn raw_mut(&mut self) -> &mut RawArray {
+        &mut self.raw
+    }
+
+    /// The dimensions.
+    pub fn shape(&self) -> &[u64] {
+        &self.raw.header().shape
+    }
+
+    /// The element type (always `T::DTYPE`).
+    pub fn dtype(&self) -> DType {
+        T::DTYPE
+    }
+
+    /// The memory order of the dimensions.
+    pub fn order(&self) -> Order {
+        self.raw.header().order
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        // The mapping holds every element, so the count fits in usize.
+        self.raw.header().len() as usize
+    }
+
+    /// True when the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn element_range(&self, start: usize, count: usize) -> Option<usize> {
+        let end = start.checked_add(count)?;
+        (end <= self.len()).then_some(start * size_of::<T>())
+    }
+
+    /// Copies the whole array into `dst` as one consistent snapshot.
+    ///
+    /// # Errors
+    /// [`ReadError::LengthMismatch`] if `dst.len()` is not the element count, and the errors of
+    /// [`Array::read_range_into`].
+    pub fn read_into(&self, dst: &mut [T]) -> Result<Snapshot, ReadError> {
+        if dst.len() != self.len() {
+            return Err(ReadError::LengthMismatch {
+                expected: self.len() as u64,
+                got: dst.len() as u64,
+            });
+        }
+        self.read_range_into(0, dst)
+    }
+
+    /// Copies elements `start..start + dst.len()` (in storage order) into `dst`, consistently.
+    ///
+    /// # Errors
+    /// [`ReadError::OutOfBounds`], [`ReadError::Torn`] (unless torn data is accepted), or
+    /// [`ReadError::Timeout`] when no consistent copy could be made in time.
+    pub fn read_range_into(&self, start: usize, dst: &mut [T]) -> Result<Snapshot, ReadError> {
+        let offset = self
+            .element_range(start, dst.len())
+            .ok_or(ReadError::OutOfBounds {
+                start: start as u64,
+                end: start.saturating_add(dst.len()) as u64,
+                len: self.len() as u64,
+            })?;
+        self.raw
+            .read_bytes(offset as u64, bytemuck::cast_slice_mut(dst))
+    }
+
+    /// A consistent copy of the whole array.
+    ///
+    /// # Errors
+    /// As [`Array::read_range_into`].
+    pub fn read_to_vec(&self) -> Result<Vec<T>, ReadError> {
+        let mut v = vec![T::zeroed(); self.len()];
+        self.read_range_into(0, &mut v)?;
+        Ok(v)
+    }
+
+    /// Zero-copy read: runs `f` on a view of the live mapping, then validates; if a write
+    /// overlapped, runs `f` again, until a run validates or the timeout passes.
+    ///
+    /// Element loads inside `f` are atomic, so a run that overlaps a write sees a mix of old
+    /// and new values, but is never undefined behaviour; its result is thrown away. So `f` must
+    /// not act on what it sees (no I/O, no sending) until this returns; compute and return.
+    ///
+    /// # Errors
+    /// [`ReadError::Torn`] or [`ReadError::Timeout`], as for copies.
+    pub fn read_with<R>(&self, mut f: impl FnMut(&ReadView<'_, T>) -> R) -> Result<R, ReadError> {
+        self.raw
+            .read_protocol(false, |data, s| f(&ReadView::new(data, self.len(), s)))
+            .map(|(r, _)| r)
+    }
+
+    /// Like [`Array::read_with`] but runs `f` once: if a write overlapped, the result is
+    /// discarded and [`ReadError::Conflict`] returned.
+    ///
+    /// # Errors
+    /// [`ReadError::Conflict`], [`ReadError::Torn`], [`ReadError::Timeout`] (only while waiting
+    /// for a write in progress to finish before the single run).
+    pub fn try_read_with<R>(&self, f: impl FnOnce(&ReadView<'_, T>) -> R) -> Result<R, ReadError> {
+        let mut f = Some(f);
+        self.raw
+            .read_protocol(true, |data, s| {
+                let f = f.take().expect("try_read_with runs its closure once");
+                f(&ReadView::new(data, self.len(), s))
+            })
+            .map(|(r, _)| r)
+    }
+
+    /// Takes the write side, runs `f` on a writable view, and publishes a new version.
+    ///
+    /// If `f` panics, the array is published as TORN (its data may be half-written) and the
+    /// write side is released; the panic then continues. A closure write does not clear TORN
+    /// unless it calls [`WriteView::clear_torn`] to say it restored the whole array.
+    ///
+    /// # Errors
+    /// [`WriteError::ReadOnly`] or [`WriteError::Timeout`]; `f` did not run.
+    pub fn write_with<R>(&self, f: impl FnOnce(&WriteView<'_, T>) -> R) -> Result<R, WriteError> {
+        self.raw.write_protocol(false, |scope| {
+            f(&WriteView {
+                scope,
+                len: self.len(),
+                _element: PhantomData,
+            })
+        })
+    }
+
+    /// Replaces the whole array with `src` and publishes; clears TORN. Returns the new version.
+    ///
+    /// # Errors
+    /// [`WriteError::LengthMismatch`], [`WriteError::ReadOnly`], [`WriteError::Timeout`].
+    pub fn write_all(&self, src: &[T]) -> Result<u64, WriteError> {
+        if src.len() != self.len() {
+            return Err(WriteError::LengthMismatch {
+                expected: self.len() as u64,
+                got: src.len() as u64,
+            });
+        }
+        self.raw.write_bytes(0, bytemuck::cast_slice(src))
+    }
+
+    /// Writes `src` at elements `start..start + src.len()` and publishes. Returns the version.
+    ///
+    /// # Errors
+    /// [`WriteError::OutOfBounds`], [`WriteError::ReadOnly`], [`WriteError::Timeout`].
+    pub fn write_range(&self, start: usize, src: &[T]) -> Result<u64, WriteError> {
+        let offset = self
+            .element_range(start, src.len())
+            .ok_or(WriteError::OutOfBounds {
+                start: start as u64,
+                end: start.saturating_add(src.len()) as u64,
+                len: self.len() as u64,
+            })?;
+        self.raw
+            .write_bytes(offset as u64, bytemuck::cast_slice(src))
+    }
+}
+
+/// A read-only view of the live mapping inside [`Array::read_with`]. Each `get` is an atomic
+/// load; nothing here is a reference into shared memory.
+pub struct ReadView<'a, T> {
+    data: *const u8,
+    len: usize,
+    sequence: u64,
+    _life: PhantomData<&'a T>,
+}
+
+impl<T: Element> ReadView<'_, T> {
+    fn new(data: *const u8, len: usize, sequence: u64) -> Self {
+        ReadView {
+            data,
+            len,
+            sequence,
+            _life: PhantomData,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The version this view is reading (valid if the read validates).
+    pub fn version(&self) -> u64 {
+        self.sequence / 2
+    }
+
+    /// Element `i` (in storage order).
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn get(&self, i: usize) -> T {
+        assert!(
+            i < self.len,
+            "index {i} out of bounds for {} elements",
+            self.len
+        );
+        let mut v = T::zeroed();
+        // SAFETY: `i < len`, so the element lies in the mapped data area, which the handle
+        // borrowed for 'a keeps mapped; all shared accesses are atomic words.
+        unsafe {
+            seqlock::load_bytes(
+                self.data,
+                i * size_of::<T>(),
+                bytemuck::bytes_of_mut(&mut v),
+            )
+        };
+        v
+    }
+
+    /// Copies elements `start..start + dst.len()` into `dst`.
+    ///
+    /// # Panics
+    /// If the range is out of bounds.
+    pub fn copy_to(&self, start: usize, dst: &mut [T]) {
+        assert!(
+            start.checked_add(dst.len()).is_some_and(|e| e <= self.len),
+            "range out of bounds"
+        );
+        // SAFETY: as for `get`.
+        unsafe {
+            seqlock::load_bytes(
+                self.data,
+                start * size_of::<T>(),
+                bytemuck::cast_slice_mut(dst),
+            )
+        };
+    }
+}
+
+impl<T> fmt::Debug for ReadView<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadView").field("len", &self.len).finish()
+    }
+}
+
+/// A writable view inside [`Array::write_with`]: the write side is held for its whole life.
+pub struct WriteView<'a, T> {
+    scope: &'a WriteScope<'a>,
+    len: usize,
+    _element: PhantomData<fn() -> T>,
+}
+
+impl<T: Element> WriteView<'_, T> {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The version this write will publish.
+    pub fn version(&self) -> u64 {
+        self.scope.version()
+    }
+
+    fn check(&self, start: usize, count: usize) -> usize {
+        assert!(
+            start.checked_add(count).is_some_and(|e| e <= self.len),
+            "range {start}..{} out of bounds for {} elements",
+            start.saturating_add(count),
+            self.len
+        );
+        start * size_of::<T>()
+    }
+
+    /// Element `i` as it is now (this write's stores included).
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn get(&self, i: usize) -> T {
+        let at = self.check(i, 1);
+        let mut v = T::zeroed();
+        // SAFETY: in bounds of the mapped data area; the write side is held.
+        unsafe { seqlock::load_bytes(self.scope.data_ptr(), at, bytemuck::bytes_of_mut(&mut v)) };
+        v
+    }
+
+    /// Sets element `i`.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn set(&self, i: usize, value: T) {
+        let at = self.check(i, 1);
+        // SAFETY: in bounds of the writable data area; the write side is held.
+        unsafe { seqlock::store_bytes(self.scope.data_ptr(), at, bytemuck::bytes_of(&value)) };
+    }
+
+    /// Writes `src` at elements `start..start + src.len()`.
+    ///
+    /// # Panics
+    /// If the range is out of bounds.
+    pub fn copy_from(&self, start: usize, src: &[T]) {
+        let at = self.check(start, src.len());
+        // SAFETY: as for `set`.
+        unsafe { seqlock::store_bytes(self.scope.data_ptr(), at, bytemuck::cast_slice(src)) };
+    }
+
+    /// Sets every element to `value`.
+    pub fn fill(&self, value: T) {
+        const CHUNK: usize = 4096;
+        let buf = vec![value; CHUNK.min(self.len)];
+        let mut start = 0;
+        while start < self.len {
+            let n = CHUNK.min(self.len - start);
+            self.copy_from(start, &buf[..n]);
+            start += n;
+        }
+        self.clear_torn();
+    }
+
+    /// Declares that this write leaves the whole array consistent, so publishing it clears the
+    /// TORN mark left by a dead writer. (`fill` and `Array::write_all` do this themselves.)
+    pub fn clear_torn(&self) {
+        self.scope.set_clear_torn();
+    }
+}
+
+impl<T> fmt::Debug for WriteView<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteView").field("len", &self.len).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::create::create_array_file;
+    use crate::format::ArraySpec;
+
+    fn make<T: Element>(shape: Vec<u64>) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) =
+            create_array_file(dir.path(), &ArraySpec::new("a", T::DTYPE, shape)).unwrap();
+        (dir, path)
+    }
+
+    /// Opening with the wrong element type names both dtypes.
+    #[test]
+    fn open_with_another_element_type_is_a_clear_error() {
+        let (_d, path) = make::<f32>(vec![4]);
+        let err = Array::<f64>::open(&path, Access::Read).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "array holds <f4 elements, but the program asked for <f8"
+        );
+    }
+
+    /// Typed ranges, views and whole-array writes agree with a plain Vec oracle.
+    #[test]
+    fn typed_reads_and_writes_match_a_vec_oracle() {
+        let (_d, path) = make::<u16>(vec![3, 7]);
+        let a = Array::<u16>::open(&path, Access::Write).unwrap();
+        let mut oracle = vec![0u16; 21];
+        let data: Vec<u16> = (100..121).collect();
+        a.write_all(&data).unwrap();
+        oracle.copy_from_slice(&data);
+        a.write_range(5, &[1, 2, 3]).unwrap();
+        oracle[5..8].copy_from_slice(&[1, 2, 3]);
+        a.write_with(|v| {
+            v.set(20, 9);
+            assert_eq!(v.get(5), 1);
+            assert_eq!(v.version(), 3);
+        })
+        .unwrap();
+        oracle[20] = 9;
+        assert_eq!(a.read_to_vec().unwrap(), oracle);
+        let mut part = [0u16; 4];
+        assert_eq!(a.read_range_into(4, &mut part).unwrap().version, 3);
+        assert_eq!(part, oracle[4..8]);
+        assert_eq!(a.read_with(|v| v.get(20)).unwrap(), 9);
+        assert_eq!(a.try_read_with(|v| v.len()).unwrap(), 21);
+        assert!(matches!(
+            a.read_range_into(19, &mut part),
+            Err(ReadError::OutOfBounds {
+                start: 19,
+                end: 23,
+                len: 21
+            })
+        ));
+        assert!(matches!(
+            a.write_all(&[0; 3]),
+            Err(WriteError::LengthMismatch {
+                expected: 21,
+                got: 3
+            })
+        ));
+    }
+
+    /// 0-d and empty arrays behave: one element, and none.
+    #[test]
+    fn zero_dimensional_and_empty_arrays_work() {
+        let (_d, path) = make::<f64>(vec![]);
+        let a = Array::<f64>::open(&path, Access::Write).unwrap();
+        assert_eq!(a.len(), 1);
+        a.write_all(&[2.5]).unwrap();
+        assert_eq!(a.read_to_vec().unwrap(), [2.5]);
+        let (_d2, path) = make::<f64>(vec![3, 0]);
+        let e = Array::<f64>::open(&path, Access::Write).unwrap();
+        assert!(e.is_empty());
+        assert_eq!(e.write_all(&[]).unwrap(), 1);
+        assert_eq!(e.read_to_vec().unwrap(), Vec::<f64>::new());
+    }
+}

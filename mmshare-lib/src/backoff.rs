@@ -1,0 +1,60 @@
+//! How a reader or writer waits for the other side: spin, then yield, then sleep on the futex.
+//!
+//! Measured here (DESIGN.md): a store is seen by a spinning process on the other core in about
+//! 50 ns, but waking a *sleeping* process costs about 20 µs. So waiting starts by spinning for a
+//! short while (a stream of frequent updates is then seen at spin latency), then yields, then
+//! sleeps on the shared futex word so that a quiet array costs no CPU. Every wait has a deadline.
+
+use std::sync::atomic::AtomicU32;
+use std::time::{Duration, Instant};
+
+use crate::sys;
+
+/// Spin this long before yielding.
+const SPIN_FOR: Duration = Duration::from_micros(20);
+/// Then yield until this much time has passed, then sleep.
+const YIELD_UNTIL: Duration = Duration::from_micros(100);
+/// Longest single futex sleep: waiters re-check their condition at least this often, which
+/// bounds the cost of any wake-up that could be missed (for example a writer in a process that
+/// died after publishing but before waking).
+const MAX_SLEEP: Duration = Duration::from_millis(50);
+
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    started: Option<Instant>,
+    timeout: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(timeout: Duration) -> Backoff {
+        Backoff {
+            started: None,
+            timeout,
+        }
+    }
+
+    /// Time since the first pause (zero before it).
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.started.map_or(Duration::ZERO, |s| s.elapsed())
+    }
+
+    /// Waits a little for `futex` to move away from `seen`. Returns `false` once the deadline
+    /// has passed (the caller reports its timeout error), `true` to try again.
+    pub(crate) fn pause(&mut self, futex: &AtomicU32, seen: u32) -> bool {
+        let started = *self.started.get_or_insert_with(Instant::now);
+        let elapsed = started.elapsed();
+        if elapsed >= self.timeout {
+            return false;
+        }
+        if elapsed < SPIN_FOR {
+            for _ in 0..32 {
+                std::hint::spin_loop();
+            }
+        } else if elapsed < YIELD_UNTIL {
+            std::thread::yield_now();
+        } else {
+            sys::futex_wait(futex, seen, (self.timeout - elapsed).min(MAX_SLEEP));
+        }
+        true
+    }
+}

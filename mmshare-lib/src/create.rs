@@ -1,0 +1,107 @@
+//! Crash-safe creation of an array file: nobody ever sees a half-made array under its name.
+//!
+//! 1. Create a temporary file `.tmp-NAME-PID-NANOS` (mode 0600) in the target directory.
+//! 2. Reserve the full size with `fallocate`, so the file is never sparse and a full disk is an
+//!    error now (`NoSpace`) rather than a SIGBUS in some writer later.
+//! 3. Write the header page and fsync the file.
+//! 4. Rename it to NAME with `RENAME_NOREPLACE` (an existing array is never replaced), then
+//!    fsync the directory so the name survives a machine crash.
+//!
+//! A crash before step 4 leaves only a `.tmp-*` file, which names can never collide with
+//! (names may not start with '.') and which the daemon removes at start.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{CWD, RenameFlags, renameat_with};
+
+use crate::error::CreateError;
+use crate::format::{ArraySpec, Header, now_ns};
+use crate::sys::reserve_space;
+
+/// Prefix of temporary files made by an unfinished create.
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+/// Creates the array file `dir/spec.name` crash-safely and returns its path and header.
+///
+/// The data starts zeroed, at version 0.
+///
+/// # Errors
+/// [`CreateError::Invalid`] for a bad name, shape or mode (no file is touched);
+/// [`CreateError::AlreadyExists`]; [`CreateError::NoSpace`] when the filesystem cannot hold
+/// the file; [`CreateError::Io`] otherwise. On every error the temporary file is removed.
+///
+/// # Example
+/// ```
+/// use mmshare::{create_array_file, Access, Array, ArraySpec, DType};
+/// let dir = tempfile::tempdir()?;
+/// let (path, header) = create_array_file(dir.path(), &ArraySpec::new("grid", DType::F64, vec![4, 4]))?;
+/// assert_eq!(header.data_len, 128);
+/// let grid = Array::<f64>::open(&path, Access::Write)?;
+/// grid.write_all(&[1.0; 16])?;
+/// assert_eq!(grid.read_to_vec()?, vec![1.0; 16]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn create_array_file(dir: &Path, spec: &ArraySpec) -> Result<(PathBuf, Header), CreateError> {
+    let header = Header::new(spec)?;
+    let target = dir.join(&header.name);
+    let temp = dir.join(format!(
+        "{TEMP_PREFIX}{}-{}-{}",
+        header.name,
+        std::process::id(),
+        now_ns()
+    ));
+    let io_err = |source: io::Error| CreateError::Io {
+        dir: dir.to_owned(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .map_err(io_err)?;
+    let result = fill_and_publish(&file, &header, &temp, &target, dir);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result.map(|()| (target, header))
+}
+
+fn fill_and_publish(
+    file: &File,
+    header: &Header,
+    temp: &Path,
+    target: &Path,
+    dir: &Path,
+) -> Result<(), CreateError> {
+    let io_err = |source: io::Error| CreateError::Io {
+        dir: dir.to_owned(),
+        source,
+    };
+    let needed = header.file_len();
+    reserve_space(file, needed).map_err(|e| {
+        if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) {
+            CreateError::NoSpace {
+                needed,
+                dir: dir.to_owned(),
+            }
+        } else {
+            io_err(e)
+        }
+    })?;
+    file.write_all_at(&header.encode()[..], 0).map_err(io_err)?;
+    file.sync_all().map_err(io_err)?;
+    renameat_with(CWD, temp, CWD, target, RenameFlags::NOREPLACE).map_err(|e| {
+        if e == rustix::io::Errno::EXIST {
+            CreateError::AlreadyExists(target.to_owned())
+        } else {
+            io_err(e.into())
+        }
+    })?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
+    Ok(())
+}

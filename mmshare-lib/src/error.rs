@@ -1,0 +1,176 @@
+//! Typed errors, one enum per operation whose failure modes differ.
+//!
+//! Format, dtype, shape and name errors live next to their parsers (`FormatError`,
+//! `DTypeError`, `ShapeError`, `NameError`) and are wrapped here.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::dtype::DType;
+use crate::format::FormatError;
+use crate::sys::ProcessId;
+
+/// Opening an array file failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The file could not be opened, read or mapped.
+    #[error("cannot open array file {path}: {source}")]
+    Io {
+        /// The file (or `<fd>` when opened from a descriptor).
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The file is not a valid array file.
+    #[error("invalid array file {path}: {source}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: FormatError,
+    },
+    /// A typed handle was asked for a different element type than the array holds.
+    #[error("array holds {found} elements, but the program asked for {expected}")]
+    DTypeMismatch {
+        /// The Rust element type's dtype.
+        expected: DType,
+        /// The array's dtype.
+        found: DType,
+    },
+}
+
+/// Creating an array file failed; no file was left behind.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The name, shape or mode is invalid.
+    #[error("{0}")]
+    Invalid(#[from] FormatError),
+    /// An array with that name exists.
+    #[error("array file {0} already exists")]
+    AlreadyExists(PathBuf),
+    /// The filesystem has no room for the array.
+    #[error("no space for {needed} bytes in {dir}")]
+    NoSpace {
+        /// Bytes the file needs.
+        needed: u64,
+        /// Target directory.
+        dir: PathBuf,
+    },
+    /// Any other I/O failure.
+    #[error("cannot create array file in {dir}: {source}")]
+    Io {
+        /// Target directory.
+        dir: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// A consistent read did not produce a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// A writer died in the middle of a write: the data may be half-written. Use
+    /// `set_accept_torn(true)` to read it anyway.
+    #[error(
+        "array is torn at version {version}: a writer died mid-write; the next whole-array write repairs it"
+    )]
+    Torn {
+        /// Version of the torn state.
+        version: u64,
+    },
+    /// No consistent snapshot could be taken in time: a write was in progress (held by
+    /// `writer`, if known) or writes kept overlapping the copy.
+    #[error("no consistent read within {waited:?} (sequence {sequence}, {retries} retries{})", holder_note(.writer))]
+    Timeout {
+        /// How long the read tried.
+        waited: Duration,
+        /// The last sequence seen (odd: a write in progress).
+        sequence: u64,
+        /// Copies that were invalidated by a concurrent write.
+        retries: u64,
+        /// The process recorded as holding the write side, if any.
+        writer: Option<ProcessId>,
+    },
+    /// An optimistic read (`try_read_with`) overlapped a write; nothing was retried.
+    #[error("optimistic read overlapped a write (sequence {seen} then {now})")]
+    Conflict {
+        /// Sequence before the read.
+        seen: u64,
+        /// Sequence after it.
+        now: u64,
+    },
+    /// The requested element range is not inside the array.
+    #[error("range {start}..{end} is out of bounds for an array of {len} elements")]
+    OutOfBounds {
+        /// First element.
+        start: u64,
+        /// One past the last element.
+        end: u64,
+        /// Elements in the array.
+        len: u64,
+    },
+    /// A whole-array read was given a buffer of the wrong length.
+    #[error("buffer holds {got} elements but the array has {expected}")]
+    LengthMismatch {
+        /// Elements in the array.
+        expected: u64,
+        /// Elements in the buffer.
+        got: u64,
+    },
+}
+
+/// A write did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// The handle was opened read-only.
+    #[error("array is open read-only; open it with write access to write")]
+    ReadOnly,
+    /// Another writer held the write side for the whole timeout.
+    #[error("write side still held after {waited:?} (sequence {sequence}{})", holder_note(.writer))]
+    Timeout {
+        /// How long the writer waited.
+        waited: Duration,
+        /// The last sequence seen.
+        sequence: u64,
+        /// The process recorded as holding it, if any.
+        writer: Option<ProcessId>,
+    },
+    /// The element range is not inside the array.
+    #[error("range {start}..{end} is out of bounds for an array of {len} elements")]
+    OutOfBounds {
+        /// First element.
+        start: u64,
+        /// One past the last element.
+        end: u64,
+        /// Elements in the array.
+        len: u64,
+    },
+    /// A whole-array write was given data of the wrong length.
+    #[error("data holds {got} elements but the array has {expected}")]
+    LengthMismatch {
+        /// Elements in the array.
+        expected: u64,
+        /// Elements given.
+        got: u64,
+    },
+}
+
+/// No newer version was published in time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no version newer than {newer_than} within {waited:?} (still at {current})")]
+pub struct WaitTimeout {
+    /// The version the caller already had.
+    pub newer_than: u64,
+    /// The version when the wait gave up.
+    pub current: u64,
+    /// How long it waited.
+    pub waited: Duration,
+}
+
+fn holder_note(writer: &Option<ProcessId>) -> String {
+    match writer {
+        Some(w) => format!(", writer pid {}", w.pid),
+        None => String::new(),
+    }
+}

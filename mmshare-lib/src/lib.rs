@@ -1,0 +1,75 @@
+//! mmshare: named N-dimensional arrays in memory-mapped files that several processes, in
+//! several languages, read and write without copying, coordinated by a seqlock that lives in the
+//! file itself.
+//!
+//! This crate holds the file format, the element types, the seqlock and the typed handles. A
+//! process that has an array file (or a descriptor for one) maps it with [`Array::open`] or
+//! [`RawArray::from_file`] and from then on every process works on the same physical pages.
+//!
+//! ```
+//! use mmshare::{create_array_file, Access, Array, ArraySpec, DType};
+//! let dir = tempfile::tempdir()?;
+//! let (path, _) = create_array_file(dir.path(), &ArraySpec::new("frame", DType::U8, vec![4, 4]))?;
+//! let producer = Array::<u8>::open(&path, Access::Write)?;
+//! let consumer = Array::<u8>::open(&path, Access::Read)?; // could be another process
+//! producer.write_all(&[7; 16])?;
+//! let mut frame = [0u8; 16];
+//! let snap = consumer.read_into(&mut frame)?;
+//! assert_eq!((snap.version, frame), (1, [7; 16]));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Layout
+//! - `dtype`: element types named as NumPy names them, and the [`Element`] trait.
+//! - `shape`: shapes, memory order, checked byte sizes.
+//! - `name`: which array names are allowed (they become file names).
+//! - `format`: the v1 file header, byte for byte (docs/FORMAT.md is its prose twin).
+//! - `seqlock`: the concurrency protocol, documented first, then its primitives.
+//! - `backoff`: how waiting works: spin, yield, then sleep on the shared futex.
+//! - `mapping`: the shared mapping and the hazard it carries.
+//! - `raw`: [`RawArray`], byte-level consistent reads and writes, waiting, recovery.
+//! - `array`: [`Array<T>`], typed handles, zero-copy views, closure-scoped writes.
+//! - `create`: crash-safe creation of array files.
+//! - `sys`: the Linux system calls (shared futex, process identity, space reservation).
+//! - `error`: typed errors, one per operation.
+//! - `fault`: deliberate seqlock faults for tests (compiled out unless `fault-injection`).
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+#[cfg(not(all(
+    target_os = "linux",
+    target_endian = "little",
+    target_has_atomic = "64"
+)))]
+compile_error!("mmshare supports little-endian Linux with 64-bit atomics");
+
+mod array;
+mod backoff;
+mod create;
+mod dtype;
+mod error;
+mod fault;
+mod format;
+mod mapping;
+mod name;
+mod raw;
+mod seqlock;
+mod shape;
+mod sys;
+
+pub use array::{Array, ReadView, WriteView};
+pub use create::{TEMP_PREFIX, create_array_file};
+pub use dtype::{ALL_DTYPES, Bool8, DType, DTypeError, Element};
+pub use error::{CreateError, OpenError, ReadError, WaitTimeout, WriteError};
+#[cfg(feature = "fault-injection")]
+pub use fault::{Fault, inject as inject_fault};
+pub use format::{
+    ArraySpec, FLAG_TORN, FORMAT_VERSION, FormatError, HEADER_SIZE, Header, Kind, MAGIC, offsets,
+    padded_len,
+};
+pub use half::f16;
+pub use name::{MAX_NAME_LEN, NameError, validate_name};
+pub use num_complex::Complex;
+pub use raw::{Access, DEFAULT_TIMEOUT, RawArray, Recovery, Snapshot};
+pub use shape::{MAX_DATA_LEN, MAX_NDIM, Order, ShapeError, data_len, element_count, parse_shape};
+pub use sys::{Liveness, ProcessId, reserve_space};

@@ -1,0 +1,121 @@
+//! The memory mapping of one array file, and typed access to its header words.
+
+use std::fs::File;
+use std::io;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use memmap2::{Mmap, MmapMut, MmapOptions};
+
+use crate::format::HEADER_SIZE;
+
+/// A shared mapping of a whole array file: the header page, then the padded data area.
+///
+/// # The hazard, and what this type does about it
+/// Other processes map the same file and may write any byte of it at any time, and a process
+/// with write access to the file could even truncate it, after which touching the lost pages
+/// raises SIGBUS. So:
+/// * no `&[u8]`, `&T` or `&mut` is ever formed over the mapped bytes; every access is an atomic
+///   load or store through a raw pointer (the seqlock module), which makes concurrent writes by
+///   others well-defined;
+/// * the mapping length is checked against the file size and the header before mapping, and no
+///   access goes past `len`;
+/// * truncation is not defended against in-process: mmshare's daemon never truncates a file,
+///   array files are 0600 in a directory clients cannot list, and clients only ever receive a
+///   descriptor. A process that truncates the file anyway crashes the readers (SIGBUS), as with
+///   any shared mapping; docs/FORMAT.md says so.
+pub(crate) struct Mapping {
+    // Holds the mapping alive; never dereferenced as a slice.
+    _map: MapKind,
+    base: *mut u8,
+    len: usize,
+    writable: bool,
+}
+
+enum MapKind {
+    ReadOnly(#[allow(dead_code)] Mmap),
+    ReadWrite(MmapMut),
+}
+
+// SAFETY: the mapping is plain shared memory, valid until drop from any thread; every access to
+// the bytes behind `base` is atomic (see the type docs), so sharing it across threads adds no
+// data race beyond the cross-process ones the seqlock already handles.
+unsafe impl Send for Mapping {}
+// SAFETY: as for Send: `&Mapping` only allows atomic access to the mapped bytes.
+unsafe impl Sync for Mapping {}
+
+impl std::fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mapping")
+            .field("base", &self.base)
+            .field("len", &self.len)
+            .field("writable", &self.writable)
+            .finish()
+    }
+}
+
+impl Mapping {
+    /// Maps the first `len` bytes of `file`, shared, read-only or read-write.
+    ///
+    /// The caller has checked that the file is at least `len` bytes long.
+    pub(crate) fn map(file: &File, len: usize, writable: bool) -> io::Result<Mapping> {
+        debug_assert!(len >= HEADER_SIZE);
+        let mut opts = MmapOptions::new();
+        opts.len(len);
+        let (map, base) = if writable {
+            // SAFETY: memmap2 requires that the file is not modified or truncated in ways the
+            // program does not expect. Modification by other processes is the point and is only
+            // observed through atomics (type docs); truncation is excluded by mmshare's rules
+            // (never truncate) and its consequence (SIGBUS) is documented.
+            let mut m = unsafe { opts.map_mut(file)? };
+            let base = m.as_mut_ptr();
+            (MapKind::ReadWrite(m), base)
+        } else {
+            // SAFETY: as above.
+            let m = unsafe { opts.map(file)? };
+            let base = m.as_ptr().cast_mut();
+            (MapKind::ReadOnly(m), base)
+        };
+        // mmap returns page-aligned addresses; the data area starts one page in.
+        debug_assert_eq!(base as usize % HEADER_SIZE, 0);
+        Ok(Mapping {
+            _map: map,
+            base,
+            len,
+            writable,
+        })
+    }
+
+    /// Whether stores are allowed (the mapping is read-write).
+    pub(crate) fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// The 8-byte header word at `offset`.
+    pub(crate) fn u64_at(&self, offset: usize) -> &AtomicU64 {
+        assert!(offset % 8 == 0 && offset + 8 <= HEADER_SIZE);
+        // SAFETY: the header page is mapped for the life of `self`, the offset is 8-aligned in a
+        // page-aligned mapping, and every process accesses header words only atomically.
+        unsafe { AtomicU64::from_ptr(self.base.add(offset).cast()) }
+    }
+
+    /// The 4-byte header word at `offset`.
+    pub(crate) fn u32_at(&self, offset: usize) -> &AtomicU32 {
+        assert!(offset % 4 == 0 && offset + 4 <= HEADER_SIZE);
+        // SAFETY: as for `u64_at`.
+        unsafe { AtomicU32::from_ptr(self.base.add(offset).cast()) }
+    }
+
+    /// Start of the data area (page aligned). Valid for `len - HEADER_SIZE` bytes.
+    pub(crate) fn data_ptr(&self) -> *mut u8 {
+        // SAFETY: `len >= HEADER_SIZE`, so the result is inside (or one past) the mapping.
+        unsafe { self.base.add(HEADER_SIZE) }
+    }
+
+    /// Writes dirty pages back to the file and waits (msync). A no-op for read-only mappings.
+    pub(crate) fn flush(&self) -> io::Result<()> {
+        match &self._map {
+            MapKind::ReadWrite(m) => m.flush(),
+            MapKind::ReadOnly(_) => Ok(()),
+        }
+    }
+}

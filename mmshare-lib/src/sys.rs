@@ -1,0 +1,123 @@
+//! The Linux-specific system calls, in one place: shared futexes, process identity, space
+//! reservation. The rest of the crate speaks in project terms.
+
+use std::fs::File;
+use std::io;
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+use rustix::fs::FallocateFlags;
+use rustix::thread::futex;
+
+/// Waits while `*word == expected`, for at most `timeout`, on a **shared** futex.
+///
+/// A shared futex is keyed by the physical page (inode and offset for a file mapping), so a
+/// wake from any process mapping the same file reaches this waiter; a private futex (the
+/// default of most libraries) is keyed by the virtual address and silently never wakes across
+/// processes. Waiting only reads the word, so it works on a read-only mapping.
+///
+/// Returns when woken, when the word no longer holds `expected`, on a signal, or on timeout;
+/// callers re-check their condition in every case.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = rustix::time::Timespec {
+        tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(timeout.subsec_nanos()),
+    };
+    // EAGAIN (value changed), EINTR and ETIMEDOUT all mean "look again"; there is nothing else
+    // a valid, aligned, mapped word can produce.
+    let _ = futex::wait(word, futex::Flags::empty(), expected, Some(&ts));
+}
+
+/// Wakes every waiter on the shared futex `word`.
+pub(crate) fn futex_wake_all(word: &AtomicU32) {
+    let _ = futex::wake(word, futex::Flags::empty(), i32::MAX as u32);
+}
+
+/// A process, identified so that a reused pid is not mistaken for it: the pid plus the time the
+/// process started (clock ticks since boot, field 22 of `/proc/PID/stat`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProcessId {
+    /// The process id.
+    pub pid: u32,
+    /// Its start time in clock ticks since boot.
+    pub start_time: u64,
+}
+
+/// Liveness of a recorded process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// The same process is still running.
+    Alive,
+    /// It exited (or is a zombie), or its pid now belongs to another process.
+    Dead,
+}
+
+impl ProcessId {
+    /// The calling process. Cached per pid, so it stays right across `fork`.
+    pub fn current() -> ProcessId {
+        static CACHE: OnceLock<ProcessId> = OnceLock::new();
+        let pid = std::process::id();
+        let cached =
+            CACHE.get_or_init(|| Self::read(pid).unwrap_or(ProcessId { pid, start_time: 0 }));
+        if cached.pid == pid {
+            *cached
+        } else {
+            // A forked child inherits the parent's cache; read its own identity.
+            Self::read(pid).unwrap_or(ProcessId { pid, start_time: 0 })
+        }
+    }
+
+    /// Reads the identity of `pid` from /proc, if that process exists (zombies count as gone).
+    pub fn read(pid: u32) -> Option<ProcessId> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name (field 2) is in parentheses and may contain spaces and ')'; the
+        // fields after the last ')' are plain numbers. Field 3 is the state, field 22 the start.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let mut fields = rest.split_ascii_whitespace();
+        let state = fields.next()?;
+        if state == "Z" || state == "X" {
+            return None;
+        }
+        let start_time = fields.nth(22 - 4)?.parse().ok()?;
+        Some(ProcessId { pid, start_time })
+    }
+
+    /// Whether this exact process (same pid, same start time) still runs.
+    pub fn liveness(&self) -> Liveness {
+        match Self::read(self.pid) {
+            Some(now) if now.start_time == self.start_time => Liveness::Alive,
+            _ => Liveness::Dead,
+        }
+    }
+}
+
+/// Reserves `len` bytes of real disk space for `file`, so later writes through a mapping cannot
+/// hit a full disk (which would be a SIGBUS, not an error).
+///
+/// # Errors
+/// The OS error; `ENOSPC` when the space is not there.
+pub fn reserve_space(file: &File, len: u64) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    rustix::fs::fallocate(file, FallocateFlags::empty(), 0, len).map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn current_process_is_alive_and_a_made_up_one_is_not() {
+        let me = ProcessId::current();
+        assert_eq!(me.pid, std::process::id());
+        assert!(me.start_time > 0);
+        assert_eq!(me.liveness(), Liveness::Alive);
+        let imposter = ProcessId {
+            pid: me.pid,
+            start_time: me.start_time + 1,
+        };
+        assert_eq!(imposter.liveness(), Liveness::Dead);
+    }
+}
