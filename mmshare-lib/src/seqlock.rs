@@ -72,10 +72,11 @@
 //! * **A writer dies mid-write.** The sequence stays odd forever and the data may be half
 //!   written. Nothing in the mapping can tell a dead writer from a slow one, so *recovery* is
 //!   done from outside (the daemon, which holds a read-write mapping): it checks that the
-//!   recorded writer process is gone (pid and start time, so a reused pid does not fool it), sets
-//!   TORN, and publishes `s + 1`, which is even, as a new version. Waiting readers wake up; reads
-//!   then fail with a distinct *torn* error (unless the caller opts in to torn data) until a
-//!   write that replaces the whole array clears the flag. A partial write keeps it: the rest of
+//!   recorded writer process is gone (pid and start time, so a reused pid does not fool it),
+//!   takes the write side over with a CAS from odd `s` to odd `s + 2` (so two recoveries cannot
+//!   both act), sets TORN, and publishes `s + 3`, which is even: the version advances by 2.
+//!   Waiting readers wake up; reads then fail with a distinct *torn* error (unless the caller
+//!   opts in to torn data) until a write that replaces the whole array clears the flag. A partial write keeps it: the rest of
 //!   the array may still be half-written. A write closure that panics is treated the same way:
 //!   the guard sets TORN and publishes, so the lock is never left held.
 //! * **A writer dies between its CAS and recording its identity** (a window of a few

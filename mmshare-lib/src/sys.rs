@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io;
 use std::sync::OnceLock;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rustix::fs::FallocateFlags;
@@ -25,8 +25,20 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
         tv_nsec: i64::from(timeout.subsec_nanos()),
     };
     // EAGAIN (value changed), EINTR and ETIMEDOUT all mean "look again"; there is nothing else
-    // a valid, aligned, mapped word can produce.
-    let _ = futex::wait(word, futex::Flags::empty(), expected, Some(&ts));
+    // a valid, aligned, mapped word can produce. Success means another thread or process woke
+    // us with FUTEX_WAKE: counted, so tests can prove wakes cross process boundaries.
+    if futex::wait(word, futex::Flags::empty(), expected, Some(&ts)).is_ok() {
+        FUTEX_WAKEUPS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+static FUTEX_WAKEUPS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times a futex sleep in this process ended because it was woken (rather than by a
+/// timeout or a changed value). A diagnostic: tests use it to prove that a write in one process
+/// wakes a sleeper in another.
+pub fn futex_wakeups() -> u64 {
+    FUTEX_WAKEUPS.load(Ordering::Relaxed)
 }
 
 /// Wakes every waiter on the shared futex `word`.

@@ -1,1 +1,261 @@
-fn main() {}
+//! `mmshare-test-worker`: the other process in cross-process and cross-language tests.
+//!
+//! Each subcommand plays one role against an array file and reports on stdout in `key=value`
+//! lines, so tests in Rust and Python can drive it the same way. Exit codes: 0 success,
+//! 2 usage error, 3 a torn snapshot was accepted (the detector fired), 4 timeout, 1 other error.
+#![forbid(unsafe_code)]
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use mmshare::{
+    Access, Array, ArraySpec, Complex, DType, Fault, Order, RawArray, ReadError, f16, inject_fault,
+    parse_shape,
+};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Multiplier of the torn-read pattern: element `i` of version `v` is `v * K + i` (wrapping),
+/// so every word of every version differs from every word of every other version.
+const K: u64 = 0x9E37_79B9_7F4A_7C15;
+
+fn pattern(version: u64, i: usize) -> u64 {
+    version.wrapping_mul(K).wrapping_add(i as u64)
+}
+
+const USAGE: &str = "usage: mmshare-test-worker <command> ...
+  writer PATH SECONDS [early-publish]   fill the u64 array with pattern(version) repeatedly
+  reader PATH SECONDS [skip-recheck]    read snapshots and check each one is consistent
+  hold PATH                             take the write side, print 'holding', sleep forever
+  scribble PATH                         write patterns back to back forever (to be killed)
+  expect-torn PATH TIMEOUT_MS           wait for the array to become torn; print 'torn'
+  wait PATH NEWER_THAN TIMEOUT_MS       wait for a newer version; print version and wakeups
+  sample DIR NAME DTYPE SHAPE ORDER     create an array with element i = i % 251 (per dtype)
+  write-u8 PATH BYTE                    fill a u8 array with BYTE";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let outcome = match args.as_slice() {
+        ["writer", path, secs, rest @ ..] => writer(path, secs.parse().unwrap_or(1.0), rest),
+        ["reader", path, secs, rest @ ..] => reader(path, secs.parse().unwrap_or(1.0), rest),
+        ["hold", path] => hold(path),
+        ["scribble", path] => scribble(path),
+        ["expect-torn", path, ms] => expect_torn(path, ms.parse().unwrap_or(10_000)),
+        ["wait", path, newer, ms] => wait(
+            path,
+            newer.parse().unwrap_or(0),
+            ms.parse().unwrap_or(10_000),
+        ),
+        ["sample", dir, name, dtype, shape, order] => sample(dir, name, dtype, shape, order),
+        ["write-u8", path, byte] => write_u8(path, byte.parse().unwrap_or(0)),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mmshare-test-worker: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn writer(path: &str, secs: f64, rest: &[&str]) -> Result<ExitCode> {
+    if rest == ["early-publish"] {
+        inject_fault(Fault::EarlyPublish);
+    }
+    let a = Array::<u64>::open(path, Access::Write)?;
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut writes = 0u64;
+    loop {
+        a.write_with(|v| {
+            let version = v.version();
+            let buf: Vec<u64> = (0..v.len()).map(|i| pattern(version, i)).collect();
+            v.copy_from(0, &buf);
+            v.clear_torn();
+        })?;
+        writes += 1;
+        if Instant::now() >= deadline {
+            break;
+        }
+        // A producer publishes frames, it does not hold the lock every instant: give readers a
+        // window (a yield, not a sleep, so writes still overlap reads constantly).
+        std::thread::yield_now();
+    }
+    say(&format!("writes={writes}"));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks one snapshot: every element must be `pattern(version, i)`.
+fn consistent(version: u64, buf: &[u64]) -> bool {
+    buf.iter()
+        .enumerate()
+        .all(|(i, &x)| x == pattern(version, i))
+}
+
+fn reader(path: &str, secs: f64, rest: &[&str]) -> Result<ExitCode> {
+    if rest == ["skip-recheck"] {
+        inject_fault(Fault::SkipRecheck);
+    }
+    let a = Array::<u64>::open(path, Access::Read)?;
+    let mut buf = vec![0u64; a.len()];
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let (mut reads, mut last_version, mut versions_seen) = (0u64, 0u64, 0u64);
+    while Instant::now() < deadline {
+        let snap = a.read_into(&mut buf)?;
+        reads += 1;
+        if snap.version == 0 {
+            continue; // never written yet: all zeros
+        }
+        if !consistent(snap.version, &buf) {
+            let bad = buf
+                .iter()
+                .enumerate()
+                .filter(|&(i, &x)| x != pattern(snap.version, i))
+                .count();
+            say(&format!(
+                "torn snapshot accepted: version {} has {bad} of {} elements from another version",
+                snap.version,
+                buf.len()
+            ));
+            return Ok(ExitCode::from(3));
+        }
+        if snap.version < last_version {
+            say(&format!(
+                "version went backwards: {last_version} -> {}",
+                snap.version
+            ));
+            return Ok(ExitCode::from(3));
+        }
+        if snap.version > last_version {
+            versions_seen += 1;
+        }
+        last_version = snap.version;
+    }
+    say(&format!(
+        "reads={reads} retries={} versions={versions_seen} last={last_version}",
+        a.retries()
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hold(path: &str) -> Result<ExitCode> {
+    let a = Array::<u64>::open(path, Access::Write)?;
+    a.write_with(|v| {
+        // Half a write, then stop forever: the state a SIGKILL mid-write leaves.
+        v.set(0, 12345);
+        say(&format!("holding pid={}", std::process::id()));
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn scribble(path: &str) -> Result<ExitCode> {
+    let a = Array::<u64>::open(path, Access::Write)?;
+    say("scribbling");
+    loop {
+        a.write_with(|v| {
+            let version = v.version();
+            for i in 0..v.len() {
+                v.set(i, pattern(version, i));
+            }
+            v.clear_torn();
+        })?;
+    }
+}
+
+fn expect_torn(path: &str, ms: u64) -> Result<ExitCode> {
+    let mut a = Array::<u64>::open(path, Access::Read)?;
+    a.raw_mut().set_timeout(Duration::from_millis(ms));
+    say("waiting");
+    match a.read_to_vec() {
+        Err(ReadError::Torn { version }) => {
+            say(&format!("torn version={version}"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ ReadError::Timeout { .. }) => {
+            say(&format!("timeout: {e}"));
+            Ok(ExitCode::from(4))
+        }
+        Err(e) => Err(e.into()),
+        Ok(_) => {
+            say("read succeeded: not torn");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn wait(path: &str, newer_than: u64, ms: u64) -> Result<ExitCode> {
+    let a = RawArray::open(path, Access::Read)?;
+    say("waiting");
+    match a.wait_for_version(newer_than, Duration::from_millis(ms)) {
+        Ok(v) => {
+            say(&format!(
+                "version={v} futex_wakeups={}",
+                mmshare::futex_wakeups()
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            say(&format!("timeout: {e}"));
+            Ok(ExitCode::from(4))
+        }
+    }
+}
+
+fn write_u8(path: &str, byte: u8) -> Result<ExitCode> {
+    let a = Array::<u8>::open(path, Access::Write)?;
+    let v = a.write_all(&vec![byte; a.len()])?;
+    say(&format!("version={v}"));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates `DIR/NAME` and fills element `i` (storage order) with `i % 251` converted to the
+/// dtype (bool: `i % 2`; complex: real `i % 251`, imaginary `-(i % 251)`). The Python tests
+/// compute the same values with NumPy and compare through a raw `np.memmap`.
+fn sample(dir: &str, name: &str, dtype: &str, shape: &str, order: &str) -> Result<ExitCode> {
+    let dtype = DType::parse(dtype)?;
+    let mut spec = ArraySpec::new(name, dtype, parse_shape(shape)?);
+    spec.order = order.parse::<Order>()?;
+    let (path, header) = mmshare::create_array_file(Path::new(dir), &spec)?;
+    let raw = RawArray::open(&path, Access::Write)?;
+    let n = header.len() as usize;
+    let v = |i: usize| (i % 251) as u8;
+    let version = match dtype {
+        DType::Bool => fill(raw, n, |i| mmshare::Bool8((i % 2) as u8))?,
+        DType::I8 => fill(raw, n, |i| v(i) as i8)?,
+        DType::I16 => fill(raw, n, |i| i16::from(v(i)))?,
+        DType::I32 => fill(raw, n, |i| i32::from(v(i)))?,
+        DType::I64 => fill(raw, n, |i| i64::from(v(i)))?,
+        DType::U8 => fill(raw, n, v)?,
+        DType::U16 => fill(raw, n, |i| u16::from(v(i)))?,
+        DType::U32 => fill(raw, n, |i| u32::from(v(i)))?,
+        DType::U64 => fill(raw, n, |i| u64::from(v(i)))?,
+        DType::F16 => fill(raw, n, |i| f16::from_f32(f32::from(v(i))))?,
+        DType::F32 => fill(raw, n, |i| f32::from(v(i)))?,
+        DType::F64 => fill(raw, n, |i| f64::from(v(i)))?,
+        DType::Complex64 => fill(raw, n, |i| Complex::new(f32::from(v(i)), -f32::from(v(i))))?,
+        DType::Complex128 => fill(raw, n, |i| Complex::new(f64::from(v(i)), -f64::from(v(i))))?,
+    };
+    say(&format!("path={} version={version}", path.display()));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fill<T: mmshare::Element>(raw: RawArray, n: usize, f: impl Fn(usize) -> T) -> Result<u64> {
+    let a = Array::<T>::from_raw(raw)?;
+    let data: Vec<T> = (0..n).map(f).collect();
+    Ok(a.write_all(&data)?)
+}
