@@ -582,6 +582,7 @@ mod tests {
     use crate::format::ArraySpec;
 
     fn make(dir: &Path, len: u64) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
         create_array_file(dir, &ArraySpec::new("t", DType::U8, vec![len]))
             .unwrap()
             .0
@@ -661,6 +662,48 @@ mod tests {
         w.write_bytes(0, &[1; 8]).unwrap();
         assert!(!w.is_torn());
         assert_eq!(w.read_bytes(0, &mut [0u8; 8]).unwrap().version, 3);
+    }
+
+    /// Files that are cut short are refused with their own errors before anything is mapped.
+    #[test]
+    fn short_and_truncated_files_are_refused_before_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), 100);
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(4096 + 50).unwrap();
+        let err = RawArray::open(&path, Access::Read).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                OpenError::Format {
+                    source: FormatError::FileTooShort {
+                        size: 4146,
+                        needed: 4200
+                    },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        f.set_len(10).unwrap();
+        let err = RawArray::open(&path, Access::Read).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                OpenError::Format {
+                    source: FormatError::Truncated { len: 10 },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let fresh = make(&dir.path().join("b"), 100);
+        let ro = std::fs::File::open(&fresh).unwrap();
+        let err = RawArray::from_file(ro, Access::Write).unwrap_err();
+        assert!(
+            matches!(err, OpenError::Io { .. }),
+            "a read-only fd cannot be mapped writable: {err:?}"
+        );
     }
 
     /// Waiting times out with the current version, and sees a write made by another thread.
