@@ -92,7 +92,7 @@ impl Mapping {
 
     /// The 8-byte header word at `offset`.
     pub(crate) fn u64_at(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset % 8 == 0 && offset + 8 <= HEADER_SIZE);
+        assert!(offset.is_multiple_of(8) && offset + 8 <= HEADER_SIZE);
         // SAFETY: the header page is mapped for the life of `self`, the offset is 8-aligned in a
         // page-aligned mapping, and every process accesses header words only atomically.
         unsafe { AtomicU64::from_ptr(self.base.add(offset).cast()) }
@@ -100,7 +100,7 @@ impl Mapping {
 
     /// The 4-byte header word at `offset`.
     pub(crate) fn u32_at(&self, offset: usize) -> &AtomicU32 {
-        assert!(offset % 4 == 0 && offset + 4 <= HEADER_SIZE);
+        assert!(offset.is_multiple_of(4) && offset + 4 <= HEADER_SIZE);
         // SAFETY: as for `u64_at`.
         unsafe { AtomicU32::from_ptr(self.base.add(offset).cast()) }
     }

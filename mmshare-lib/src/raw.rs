@@ -468,10 +468,10 @@ impl RawArray {
         let mut backoff = Backoff::new(timeout);
         loop {
             let futex_seen = self.futex().load(Ordering::Relaxed);
-            if let Ok(s) = read_begin(self.seq()) {
-                if s / 2 > newer_than {
-                    return Ok(s / 2);
-                }
+            if let Ok(s) = read_begin(self.seq())
+                && s / 2 > newer_than
+            {
+                return Ok(s / 2);
             }
             if !backoff.pause(self.futex(), futex_seen) {
                 return Err(WaitTimeout {

@@ -193,10 +193,10 @@ pub(crate) unsafe fn load_bytes(base: *const u8, offset: usize, dst: &mut [u8]) 
     let end = offset + dst.len();
     let mut pos = offset;
     let mut out = 0;
-    // SAFETY (for every `load_word` below): `pos & !7` and the words after it lie in the padded
-    // data area, which the caller guarantees is mapped and only accessed atomically.
     // Head: a partial first word.
-    if pos % 8 != 0 && pos < end {
+    if !pos.is_multiple_of(8) && pos < end {
+        // SAFETY: the word holding `pos` is in the padded data area, which the caller guarantees
+        // is mapped and only accessed atomically.
         let word = unsafe { load_word(base, pos & !7) }.to_le_bytes();
         let from = pos % 8;
         let n = (8 - from).min(end - pos);
@@ -216,6 +216,7 @@ pub(crate) unsafe fn load_bytes(base: *const u8, offset: usize, dst: &mut [u8]) 
     out += body_words * 8;
     // Tail: a partial last word (the padding guarantees the whole word is mapped).
     if pos < end {
+        // SAFETY: the last word is inside the padded data area (padding is to 8 bytes).
         let word = unsafe { load_word(base, pos) }.to_le_bytes();
         let n = end - pos;
         dst[out..].copy_from_slice(&word[..n]);
@@ -288,14 +289,16 @@ pub(crate) unsafe fn store_bytes(base: *mut u8, offset: usize, src: &[u8]) {
     let end = offset + src.len();
     let mut pos = offset;
     let mut inp = 0;
-    // SAFETY (for every `load_word`/`store_word` below): the words lie in the padded, writable
-    // data area; the caller holds the write side, so no one else stores concurrently.
-    if pos % 8 != 0 && pos < end {
+    // Every word touched below lies in the padded, writable data area, and the caller holds the
+    // write side, so no one else stores concurrently: the read-merge-store loses nothing.
+    if !pos.is_multiple_of(8) && pos < end {
         let at = pos & !7;
+        // SAFETY: see above.
         let mut word = unsafe { load_word(base, at) }.to_le_bytes();
         let from = pos % 8;
         let n = (8 - from).min(end - pos);
         word[from..from + n].copy_from_slice(&src[..n]);
+        // SAFETY: see above.
         unsafe { store_word(base, at, u64::from_le_bytes(word)) };
         pos += n;
         inp += n;
@@ -303,14 +306,17 @@ pub(crate) unsafe fn store_bytes(base: *mut u8, offset: usize, src: &[u8]) {
     let body_words = (end - pos) / 8;
     for (i, chunk) in src[inp..inp + body_words * 8].chunks_exact(8).enumerate() {
         let word = u64::from_le_bytes(chunk.try_into().expect("8-byte chunk"));
+        // SAFETY: see above.
         unsafe { store_word(base, pos + 8 * i, word) };
     }
     pos += body_words * 8;
     inp += body_words * 8;
     if pos < end {
+        // SAFETY: see above.
         let mut word = unsafe { load_word(base, pos) }.to_le_bytes();
         let n = end - pos;
         word[..n].copy_from_slice(&src[inp..]);
+        // SAFETY: see above.
         unsafe { store_word(base, pos, u64::from_le_bytes(word)) };
     }
 }
@@ -356,6 +362,7 @@ mod tests {
             for len in 0..30 {
                 // SAFETY: `backing` is 64 aligned bytes owned by this thread; start + len <= 50.
                 unsafe { store_bytes(base, 0, &[0xAA; 64]) };
+                // SAFETY: as above.
                 unsafe { store_bytes(base, start, &pattern[..len]) };
                 let mut all = [0u8; 64];
                 // SAFETY: as above.
