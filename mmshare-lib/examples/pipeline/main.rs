@@ -41,6 +41,12 @@ fn main() -> Result<(), Box<dyn Error>> {
         path.display()
     );
 
+    println!(
+        "while it runs, Python sees the same pages (docs/FORMAT.md):\n  import numpy as np\n  a = np.memmap({:?}, dtype='|u1', mode='r', offset={}, shape={:?})\n",
+        path.display().to_string(),
+        header.data_offset,
+        (SHAPE[0], SHAPE[1], SHAPE[2])
+    );
     let frames = Array::<u8>::open(&path, Access::Write)?;
     let consumer = Command::new(std::env::current_exe()?)
         .args(["consume", path.to_str().ok_or("non-UTF-8 temp path")?])
@@ -69,12 +75,6 @@ fn main() -> Result<(), Box<dyn Error>> {
         published as f64 * frames.len() as f64 / elapsed / 1e9
     );
     let status = consumer.wait_with_output()?.status;
-    println!(
-        "\nThe same array from Python, raw (docs/FORMAT.md):\n  import numpy as np\n  a = np.memmap({:?}, dtype='|u1', mode='r', offset={}, shape={:?})",
-        path.display().to_string(),
-        header.data_offset,
-        (SHAPE[0], SHAPE[1], SHAPE[2])
-    );
     if !status.success() {
         return Err("consumer failed".into());
     }
@@ -111,7 +111,7 @@ fn consume(path: &Path) -> Result<(), Box<dyn Error>> {
             / 1e3
     };
     println!(
-        "consumer: {seen} frames, every one consistent; {} reads retried; publish->read latency p50 {:.1} us, p99 {:.1} us",
+        "consumer: {seen} frames, every one consistent; {} reads retried; stamp->copy done (write + wake + read of 0.9 MB) p50 {:.1} us, p99 {:.1} us",
         frames.retries(),
         pct(0.5),
         pct(0.99)
