@@ -161,9 +161,16 @@ impl<T: Element> Array<T> {
     /// A consistent copy of the whole array.
     ///
     /// # Errors
-    /// As [`Array::read_range_into`].
+    /// [`ReadError::OutOfMemory`] if the copy cannot be allocated (read a range instead), and
+    /// the errors of [`Array::read_range_into`].
     pub fn read_to_vec(&self) -> Result<Vec<T>, ReadError> {
-        let mut v = vec![T::zeroed(); self.len()];
+        // The length comes from a file another process made: ask, do not assume, for memory.
+        let mut v = Vec::new();
+        v.try_reserve_exact(self.len())
+            .map_err(|_| ReadError::OutOfMemory {
+                bytes: self.raw.header().data_len,
+            })?;
+        v.resize(self.len(), T::zeroed());
         self.read_range_into(0, &mut v)?;
         Ok(v)
     }

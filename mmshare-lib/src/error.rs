@@ -110,6 +110,12 @@ pub enum ReadError {
         /// Elements in the array.
         len: u64,
     },
+    /// A copy of the whole array could not be allocated.
+    #[error("cannot allocate {bytes} bytes for a copy of the array; read it in ranges")]
+    OutOfMemory {
+        /// Bytes the copy needs.
+        bytes: u64,
+    },
     /// A whole-array read was given a buffer of the wrong length.
     #[error("buffer holds {got} elements but the array has {expected}")]
     LengthMismatch {

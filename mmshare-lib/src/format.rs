@@ -73,10 +73,10 @@ pub mod offsets {
     pub const SEQUENCE: usize = 0x400;
     /// `u32` futex word, bumped on every publish (own cache line).
     pub const FUTEX: usize = 0x440;
-    /// `u32` pid of the process holding the write side, 0 when none.
-    pub const WRITER_PID: usize = 0x480;
-    /// `u64` start time of that process (clock ticks since boot, /proc/PID/stat field 22).
-    pub const WRITER_START: usize = 0x488;
+    /// `u64` identity of the process holding the write side, 0 when none: pid in the low 32
+    /// bits, the low 32 bits of its start time (clock ticks since boot, /proc/PID/stat field
+    /// 22) in the high 32 bits. One word, so it is read and claimed atomically.
+    pub const WRITER: usize = 0x480;
     /// `u32` flags; bit 0 = TORN (own cache line).
     pub const FLAGS: usize = 0x4C0;
     /// `u64` completed writes.
@@ -445,6 +445,7 @@ impl Header {
             (offsets::RESERVED, offsets::SHAPE),
             (offsets::SHAPE + 8 * ndim as usize, offsets::NAME),
             (offsets::NAME + name_len as usize, offsets::IMMUTABLE_END),
+            (offsets::CRC + 4, offsets::SEQUENCE),
         ];
         for (start, end) in unused_ranges {
             if let Some(i) = page[start..end].iter().position(|&b| b != 0) {

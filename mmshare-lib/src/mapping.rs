@@ -94,7 +94,10 @@ impl Mapping {
     pub(crate) fn u64_at(&self, offset: usize) -> &AtomicU64 {
         assert!(offset.is_multiple_of(8) && offset + 8 <= HEADER_SIZE);
         // SAFETY: the header page is mapped for the life of `self`, the offset is 8-aligned in a
-        // page-aligned mapping, and every process accesses header words only atomically.
+        // page-aligned mapping, and every process accesses header words only atomically. On a
+        // read-only mapping the crate only ever performs Relaxed loads through these (stores and
+        // RMWs are behind `writable()` checks), which the std atomic docs allow on read-only
+        // memory for register-sized atomics.
         unsafe { AtomicU64::from_ptr(self.base.add(offset).cast()) }
     }
 

@@ -4,7 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use std::time::Duration;
 
 use crate::backoff::Backoff;
@@ -219,13 +219,24 @@ impl RawArray {
 
     /// The process recorded as holding the write side, if any.
     pub fn writer(&self) -> Option<ProcessId> {
-        // Relaxed: advisory, for error messages and recovery (which re-checks with a CAS).
-        let pid = self.map.u32_at(offsets::WRITER_PID).load(Ordering::Relaxed);
-        let start_time = self
-            .map
-            .u64_at(offsets::WRITER_START)
-            .load(Ordering::Relaxed);
-        (pid != 0).then_some(ProcessId { pid, start_time })
+        // Relaxed: advisory, for error messages (recovery claims it with a CAS).
+        ProcessId::from_word(self.writer_word().load(Ordering::Relaxed))
+    }
+
+    fn writer_word(&self) -> &AtomicU64 {
+        self.map.u64_at(offsets::WRITER)
+    }
+
+    /// The futex word's value, read before the sequence: if a publish happens after this read,
+    /// the word differs and a futex sleep on this value returns at once.
+    fn futex_snapshot(&self) -> u32 {
+        let f = self.futex().load(Ordering::Relaxed);
+        // Acquire fence: keeps the sequence load that follows after this load even on weakly
+        // ordered CPUs; otherwise a waiter could pair an old odd sequence with an already
+        // bumped futex value and sleep through the wake. Pairs with the Release `fetch_add` in
+        // `wake`.
+        fence(Ordering::Acquire);
+        f
     }
 
     /// Writes dirty pages of a read-write mapping to the file (msync) and waits for it.
@@ -254,9 +265,7 @@ impl RawArray {
         let mut backoff = Backoff::new(self.timeout);
         let mut retries = 0u64;
         loop {
-            // Read the futex word before the sequence: if a publish happens after this point,
-            // the word changes and a sleep below returns at once.
-            let futex_seen = self.futex().load(Ordering::Relaxed);
+            let futex_seen = self.futex_snapshot();
             let s = match read_begin(self.seq()) {
                 Ok(s) => s,
                 Err(odd) => {
@@ -353,8 +362,9 @@ impl RawArray {
         // If `body` panics, dropping `scope` marks the array TORN and publishes, so the write
         // side is never left held by a live process.
         let value = body(&scope);
+        // Disarm the guard *before* publishing, so nothing can publish this sequence twice.
+        let scope = std::mem::ManuallyDrop::new(scope);
         scope.publish(false);
-        std::mem::forget(scope);
         Ok(value)
     }
 
@@ -382,12 +392,15 @@ impl RawArray {
     }
 
     fn acquire_write(&self) -> Result<u64, WriteError> {
+        // Before taking the lock: the first call reads /proc, which must not lengthen the time
+        // the write side is held without an identity.
+        let me = ProcessId::current();
         let mut backoff = Backoff::new(self.timeout);
         loop {
-            let futex_seen = self.futex().load(Ordering::Relaxed);
+            let futex_seen = self.futex_snapshot();
             match try_begin_write(self.seq()) {
                 Ok(s) => {
-                    self.record_writer(Some(ProcessId::current()));
+                    self.record_writer(Some(me));
                     if fault::early_publish() {
                         end_write(self.seq(), s);
                     }
@@ -409,15 +422,11 @@ impl RawArray {
     }
 
     fn record_writer(&self, who: Option<ProcessId>) {
-        let (pid, start) = who.map_or((0, 0), |p| (p.pid, p.start_time));
-        // Relaxed: these fields are protected by the odd sequence like the data; recovery reads
-        // them only while the sequence is odd and re-checks with a CAS.
-        self.map
-            .u32_at(offsets::WRITER_PID)
-            .store(pid, Ordering::Relaxed);
-        self.map
-            .u64_at(offsets::WRITER_START)
-            .store(start, Ordering::Relaxed);
+        // Relaxed: written only by the holder of the write side. The clear (None) precedes the
+        // Release publish, so whoever acquires the next sequence sees 0 here, never a stale
+        // identity; recovery claims the word with a CAS before acting on it.
+        self.writer_word()
+            .store(who.map_or(0, ProcessId::to_word), Ordering::Relaxed);
     }
 
     /// Makes the new state visible: statistics, TORN, writer cleared, sequence, futex wake.
@@ -425,8 +434,12 @@ impl RawArray {
         if !mark_torn {
             // Relaxed: statistics, written only under the write side. Recoveries and panicked
             // writes are not completed writes.
+            // Wrapping: the mapping may hold any value; nothing here may panic.
             let count = self.map.u64_at(offsets::WRITE_COUNT);
-            count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            count.store(
+                count.load(Ordering::Relaxed).wrapping_add(1),
+                Ordering::Relaxed,
+            );
             self.map
                 .u64_at(offsets::LAST_WRITE_NS)
                 .store(now_ns(), Ordering::Relaxed);
@@ -446,12 +459,12 @@ impl RawArray {
             end_write(self.seq(), s);
         }
         self.wake();
-        (s + 2) / 2
+        s.wrapping_add(2) / 2
     }
 
     fn wake(&self) {
         // Release: a waiter that sees the new futex value also sees the new sequence. Pairs
-        // with the Relaxed futex load + the Acquire fence of `read_begin` in waiters.
+        // with the Acquire fence in `futex_snapshot`.
         self.futex().fetch_add(1, Ordering::Release);
         crate::sys::futex_wake_all(self.futex());
     }
@@ -467,7 +480,7 @@ impl RawArray {
     pub fn wait_for_version(&self, newer_than: u64, timeout: Duration) -> Result<u64, WaitTimeout> {
         let mut backoff = Backoff::new(timeout);
         loop {
-            let futex_seen = self.futex().load(Ordering::Relaxed);
+            let futex_seen = self.futex_snapshot();
             if let Ok(s) = read_begin(self.seq())
                 && s / 2 > newer_than
             {
@@ -497,29 +510,55 @@ impl RawArray {
         if !self.map.writable() {
             return Err(WriteError::ReadOnly);
         }
-        // Acquire: if odd, see the writer identity the holder stored after its CAS.
-        let s = self.seq().load(Ordering::Acquire);
-        if s & 1 == 0 {
-            return Ok(Recovery::NotHeld);
+        let me = ProcessId::current();
+        // A lost race below means the state changed under us; look again (a few times at most:
+        // each retry means another process made progress).
+        for _ in 0..4 {
+            // Acquire: synchronizes with the last publish (the holder's CAS continues its release
+            // sequence), so the writer word below is the holder's or 0, never an older one.
+            let s = self.seq().load(Ordering::Acquire);
+            if s & 1 == 0 {
+                return Ok(Recovery::NotHeld);
+            }
+            let word = self.writer_word().load(Ordering::Acquire);
+            let Some(writer) = ProcessId::from_word(word) else {
+                return Ok(Recovery::WriterUnknown { sequence: s });
+            };
+            match writer.liveness() {
+                Liveness::Alive => return Ok(Recovery::WriterAlive(writer)),
+                Liveness::Unknown => return Ok(Recovery::WriterUnknown { sequence: s }),
+                Liveness::Dead => {}
+            }
+            // Claim the dead writer's identity: of several recoverers, exactly one replaces it
+            // with its own; the others then see a live recoverer and leave it alone.
+            if self
+                .writer_word()
+                .compare_exchange(word, me.to_word(), Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            // Take the write side over: odd `s` to odd `s + 2`. Only the claimant gets here and
+            // the dead writer cannot move the sequence, so this succeeds; if it somehow does not,
+            // the sequence moved and there is nothing to recover. Acquire: see the dead writer's
+            // stores before overwriting state.
+            if self
+                .seq()
+                .compare_exchange(s, s.wrapping_add(2), Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            // Release fence: the TORN store below cannot become visible before `s + 2`, so a
+            // reader that validated an older version never sees it (pairs with the reader's
+            // Acquire fence in `read_validate`, as for writers).
+            fence(Ordering::Release);
+            let version = self.publish(s.wrapping_add(1), false, true);
+            return Ok(Recovery::Recovered { writer, version });
         }
-        let Some(writer) = self.writer() else {
-            return Ok(Recovery::WriterUnknown { sequence: s });
-        };
-        if writer.liveness() == Liveness::Alive {
-            return Ok(Recovery::WriterAlive(writer));
-        }
-        // Acquire: pairs with the dead writer's Release fence/stores; we take over its lock.
-        if self
-            .seq()
-            .compare_exchange(s, s + 2, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            // The sequence moved: someone else recovered it, or it was never dead.
-            return Ok(Recovery::NotHeld);
-        }
-        self.record_writer(Some(ProcessId::current()));
-        let version = self.publish(s + 1, false, true);
-        Ok(Recovery::Recovered { writer, version })
+        Ok(Recovery::WriterUnknown {
+            sequence: self.sequence(),
+        })
     }
 }
 

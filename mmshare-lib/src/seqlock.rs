@@ -8,8 +8,9 @@
 //! * `SEQUENCE` (u64): even = stable, odd = a write is in progress. Only the process holding the
 //!   write side changes it; taking the write side *is* changing it from even to odd.
 //! * `FUTEX` (u32): bumped after every publish, so sleepers can wait for "something changed".
-//! * `WRITER_PID`/`WRITER_START`: who holds the write side; written only by the holder, while
-//!   the sequence is odd, and cleared before it publishes.
+//! * `WRITER` (u64: pid and start time in one word): who holds the write side; written by the
+//!   holder right after its CAS and cleared to 0 before it publishes, so the next holder always
+//!   finds 0, never a stale identity.
 //! * `FLAGS` (TORN bit), `WRITE_COUNT`, `LAST_WRITE_NS`: written only while the sequence is
 //!   odd, by the holder or by recovery; so readers see them consistently, like the data.
 //!
@@ -17,11 +18,12 @@
 //!
 //! ```text
 //! loop:
+//!     f = FUTEX.load(Relaxed); fence(Acquire)      // for sleeping (see the reader)
 //!     s = SEQUENCE.load(Relaxed)
-//!     if s is odd: back off (spin, yield, sleep on FUTEX), give up after the timeout
+//!     if s is odd: back off (spin, yield, sleep on FUTEX while it is f), give up on timeout
 //!     if SEQUENCE.compare_exchange(s, s + 1, Acquire, Relaxed) succeeds: break
+//! fence(Release)                               // the stores below stay after s + 1
 //! WRITER = (my pid, my start time)             // Relaxed: protected by the odd sequence
-//! fence(Release)                               // data stores below stay after s + 1
 //! write the data with Relaxed 8-byte atomic stores
 //! WRITE_COUNT += 1; LAST_WRITE_NS = now; FLAGS &= !TORN if the write replaced everything
 //! WRITER = 0
@@ -37,9 +39,12 @@
 //!
 //! ```text
 //! loop:
+//!     f = FUTEX.load(Relaxed); fence(Acquire)
 //!     s1 = SEQUENCE.load(Relaxed); fence(Acquire)   // = an Acquire load; pairs with the
 //!                                                   //   writer's Release store of s1
 //!     if s1 is odd: back off as above (a write is in progress), continue
+//!                   (the futex sleep is FUTEX_WAIT(FUTEX, f): a publish after the load of f
+//!                   changed FUTEX, so the sleep returns at once; no wake-up can be lost)
 //!     copy the data with Relaxed 8-byte atomic loads (and read FLAGS)
 //!     fence(Acquire)                                // keeps the copy before the re-check
 //!     s2 = SEQUENCE.load(Relaxed)
@@ -73,8 +78,10 @@
 //!   written. Nothing in the mapping can tell a dead writer from a slow one, so *recovery* is
 //!   done from outside (the daemon, which holds a read-write mapping): it checks that the
 //!   recorded writer process is gone (pid and start time, so a reused pid does not fool it),
-//!   takes the write side over with a CAS from odd `s` to odd `s + 2` (so two recoveries cannot
-//!   both act), sets TORN, and publishes `s + 3`, which is even: the version advances by 2.
+//!   *claims* the dead writer's identity word with a CAS (so of several recoverers exactly one
+//!   acts; the others then see a live recoverer), takes the write side over with a CAS from odd
+//!   `s` to odd `s + 2`, sets TORN, and publishes `s + 3`: the version advances by 2.
+//!   A writer whose start time could not be read (no /proc) is never judged dead.
 //!   Waiting readers wake up; reads then fail with a distinct *torn* error (unless the caller
 //!   opts in to torn data) until a write that replaces the whole array clears the flag. A partial write keeps it: the rest of
 //!   the array may still be half-written. A write closure that panics is treated the same way:
@@ -137,7 +144,7 @@ pub(crate) fn try_begin_write<W: SeqWord>(seq: &W) -> Result<u64, u64> {
     }
     // Acquire: pairs with the Release store in `end_write` of the previous writer, so this
     // writer sees the complete previous version. Failure needs no ordering: we retry.
-    seq.compare_exchange(s, s + 1, Ordering::Acquire, Ordering::Relaxed)?;
+    seq.compare_exchange(s, s.wrapping_add(1), Ordering::Acquire, Ordering::Relaxed)?;
     // Release fence: the data stores that follow cannot become visible before `s + 1`. Pairs
     // with the reader's Acquire fence in `read_validate`.
     W::fence(Ordering::Release);
@@ -154,7 +161,8 @@ pub(crate) fn end_write<W: SeqWord>(seq: &W, s: u64) {
     );
     // Release: every data store of this write happens-before a reader's Acquire of `s + 2`.
     // Pairs with the Acquire fence in `read_begin` and the Acquire CAS in `try_begin_write`.
-    seq.store(s + 2, Ordering::Release);
+    // Wrapping: a hostile writer can put any value in the mapping; nothing here may panic.
+    seq.store(s.wrapping_add(2), Ordering::Release);
 }
 
 /// Reader, step 1: the sequence to validate against, or `Err(odd)` while a write is in

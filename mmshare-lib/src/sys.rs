@@ -63,9 +63,26 @@ pub enum Liveness {
     Alive,
     /// It exited (or is a zombie), or its pid now belongs to another process.
     Dead,
+    /// It cannot be told (no start time was recorded).
+    Unknown,
 }
 
 impl ProcessId {
+    /// The identity as one header word: pid in the low 32 bits, the low 32 bits of the start
+    /// time in the high 32 bits (a reused pid would also need a start time equal modulo 2^32
+    /// ticks, about 497 days at 100 Hz, to be mistaken for the writer).
+    pub fn to_word(self) -> u64 {
+        u64::from(self.pid) | (self.start_time & 0xFFFF_FFFF) << 32
+    }
+
+    /// The identity stored in a header word, `None` for 0 (no writer).
+    pub fn from_word(word: u64) -> Option<ProcessId> {
+        (word != 0).then_some(ProcessId {
+            pid: word as u32,
+            start_time: word >> 32,
+        })
+    }
+
     /// The calling process. Cached per pid, so it stays right across `fork`.
     pub fn current() -> ProcessId {
         static CACHE: OnceLock<ProcessId> = OnceLock::new();
@@ -95,10 +112,19 @@ impl ProcessId {
         Some(ProcessId { pid, start_time })
     }
 
-    /// Whether this exact process (same pid, same start time) still runs.
+    /// Whether this exact process (same pid, same start time modulo 2^32 ticks) still runs.
+    ///
+    /// `Unknown` when the identity has no start time (its /proc entry was unreadable when it was
+    /// recorded), or is not a process this one can see: a pid from another pid namespace means
+    /// nothing here. Callers must not treat `Unknown` as dead.
     pub fn liveness(&self) -> Liveness {
+        if self.pid == 0 || self.start_time == 0 {
+            return Liveness::Unknown;
+        }
         match Self::read(self.pid) {
-            Some(now) if now.start_time == self.start_time => Liveness::Alive,
+            Some(now) if now.start_time & 0xFFFF_FFFF == self.start_time & 0xFFFF_FFFF => {
+                Liveness::Alive
+            }
             _ => Liveness::Dead,
         }
     }
@@ -131,5 +157,15 @@ mod tests {
             start_time: me.start_time + 1,
         };
         assert_eq!(imposter.liveness(), Liveness::Dead);
+        assert_eq!(
+            ProcessId::from_word(me.to_word()).unwrap().liveness(),
+            Liveness::Alive
+        );
+        assert_eq!(ProcessId::from_word(0), None);
+        let no_start = ProcessId {
+            pid: me.pid,
+            start_time: 0,
+        };
+        assert_eq!(no_start.liveness(), Liveness::Unknown);
     }
 }

@@ -111,3 +111,40 @@ fn writer_killed_at_random_points_never_leaves_a_silent_half_write() {
     // The scribbler holds the write side nearly all the time, so most kills land mid-write.
     assert!(recovered > 0, "no kill landed inside a write in 8 rounds");
 }
+
+/// Several recoverers racing on one dead writer: exactly one recovers it, the sequence ends
+/// even at s + 3, and no one takes the write side from a live recoverer.
+#[test]
+fn concurrent_recoveries_act_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_array(dir.path(), "raced", DType::U64, &[512]);
+    let p = path.to_str().unwrap();
+    let handles: Vec<Array<u64>> = (0..3)
+        .map(|_| Array::<u64>::open(&path, Access::Write).unwrap())
+        .collect();
+    for round in 0..10 {
+        let mut holder = Worker::spawn(&["hold", p]);
+        holder.expect_line("holding", WATCHDOG);
+        holder.kill();
+        let held = handles[0].sequence();
+        assert_eq!(held % 2, 1);
+        let outcomes: Vec<Recovery> = std::thread::scope(|s| {
+            let joins: Vec<_> = handles
+                .iter()
+                .map(|h| s.spawn(move || h.recover_dead_writer().unwrap()))
+                .collect();
+            joins.into_iter().map(|j| j.join().unwrap()).collect()
+        });
+        let recovered = outcomes
+            .iter()
+            .filter(|o| matches!(o, Recovery::Recovered { .. }))
+            .count();
+        assert_eq!(recovered, 1, "round {round}: {outcomes:?}");
+        assert_eq!(
+            handles[0].sequence(),
+            held + 3,
+            "round {round}: {outcomes:?}"
+        );
+        handles[0].write_all(&[round; 512]).unwrap();
+    }
+}
