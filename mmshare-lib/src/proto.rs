@@ -1,0 +1,232 @@
+//! The wire protocol between clients and `mmshared`: typed messages encoded with postcard.
+//!
+//! One request per SOCK_SEQPACKET message, one reply per request; file descriptors ride on the
+//! reply that carries them (SCM_RIGHTS). docs/PROTOCOL.md gives every message byte for byte
+//! with test vectors (checked by the tests below and by the Python client's tests).
+//!
+//! Everything a client sends is untrusted: decoding is bounded by [`MAX_MESSAGE`] and never
+//! allocates more than the message holds; names, dtypes, shapes and modes are validated by the
+//! daemon after decoding, each with its own error kind.
+
+use serde::{Deserialize, Serialize};
+
+/// Protocol version spoken by this build; sent in [`Request::Hello`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest message either side sends or accepts, in bytes. A longer request gets a
+/// `ProtocolError` reply. `List` replies are paginated to stay under it.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// Where an array's file lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Backing {
+    /// The daemon's storage directory: survives daemon and machine restarts.
+    File,
+    /// The daemon's tmpfs directory (default `/dev/shm/mmshare-$UID`): RAM speed, survives a
+    /// daemon restart but not a reboot.
+    Memory,
+}
+
+/// Access requested by `Open`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OpenAccess {
+    /// A read-only descriptor (and so a read-only mapping).
+    Read,
+    /// A read-write descriptor; the connection becomes the writer's lease.
+    Write,
+}
+
+/// Memory order on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum WireOrder {
+    /// Row-major.
+    C,
+    /// Column-major.
+    F,
+}
+
+/// A client's request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Must be the first message on a connection.
+    Hello {
+        /// The client's [`PROTOCOL_VERSION`].
+        version: u32,
+        /// Free text for the daemon's log (program name).
+        client: String,
+    },
+    /// Create an array; the reply carries a read-write descriptor.
+    Create {
+        /// Array name.
+        name: String,
+        /// NumPy dtype string (`<f4`, `float32`, ...).
+        dtype: String,
+        /// Dimensions.
+        shape: Vec<u64>,
+        /// Memory order.
+        order: WireOrder,
+        /// File or memory backing.
+        backing: Backing,
+        /// Permission bits (`0o777` mask).
+        mode: u32,
+        /// Succeed (and open it read-write) if an identical array exists.
+        exist_ok: bool,
+    },
+    /// Open an existing array; the reply carries the descriptor.
+    Open {
+        /// Array name.
+        name: String,
+        /// Read or write.
+        access: OpenAccess,
+    },
+    /// Describe an array.
+    Stat {
+        /// Array name.
+        name: String,
+    },
+    /// List arrays whose names start with `prefix`, in name order, after `after`.
+    List {
+        /// Name prefix ("" for all).
+        prefix: String,
+        /// Continue after this name (from the previous page), or from the start.
+        after: Option<String>,
+    },
+    /// Delete (unlink) an array. Mappings that exist keep working.
+    Delete {
+        /// Array name.
+        name: String,
+    },
+}
+
+/// Everything a client needs to know about an array.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayInfo {
+    /// Name.
+    pub name: String,
+    /// Canonical NumPy descr (`<f4`).
+    pub dtype: String,
+    /// Dimensions.
+    pub shape: Vec<u64>,
+    /// Memory order.
+    pub order: WireOrder,
+    /// Offset of the data in the file (4096).
+    pub data_offset: u64,
+    /// Data length in bytes.
+    pub data_len: u64,
+    /// Version when the reply was made.
+    pub version: u64,
+    /// File or memory.
+    pub backing: Backing,
+    /// Owner uid.
+    pub owner_uid: u32,
+    /// Owner gid.
+    pub owner_gid: u32,
+    /// Permission bits.
+    pub mode: u32,
+    /// Whether the array is marked TORN.
+    pub torn: bool,
+    /// Path of the file (for `np.memmap` by users allowed to read it, and for diagnostics).
+    pub path: String,
+}
+
+/// The kind of a failed request; mirrored by the Python client's exceptions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// No array with that name.
+    NotFound,
+    /// An array with that name exists (and differs, with `exist_ok`).
+    AlreadyExists,
+    /// The name breaks the naming rules.
+    InvalidName,
+    /// The dtype is not supported.
+    InvalidDtype,
+    /// The shape is invalid (too many dimensions, overflow) or the mode has bad bits.
+    InvalidShape,
+    /// The caller's uid/gid may not do this.
+    PermissionDenied,
+    /// A daemon limit (arrays, bytes) would be exceeded.
+    QuotaExceeded,
+    /// The filesystem has no room.
+    NoSpace,
+    /// The daemon is at its connection limit.
+    Busy,
+    /// The message was malformed, too large, out of order, or of another version.
+    ProtocolError,
+    /// Something failed inside the daemon; it logged the details.
+    Internal,
+}
+
+/// The daemon's reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Handshake accepted.
+    Hello {
+        /// The daemon's [`PROTOCOL_VERSION`].
+        version: u32,
+        /// The daemon's name and version.
+        server: String,
+    },
+    /// Create, Open (with a descriptor attached) or Stat succeeded.
+    Array(ArrayInfo),
+    /// A page of List.
+    List {
+        /// Arrays, in name order.
+        arrays: Vec<ArrayInfo>,
+        /// More arrays follow: ask again with `after` = the last name.
+        more: bool,
+    },
+    /// Delete succeeded.
+    Deleted,
+    /// The request failed.
+    Error {
+        /// What kind of failure.
+        kind: ErrorKind,
+        /// What was wrong, with the value.
+        message: String,
+    },
+}
+
+/// A message that could not be encoded or decoded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProtoError {
+    /// Larger than [`MAX_MESSAGE`].
+    #[error("message of {len} bytes exceeds the {MAX_MESSAGE}-byte limit")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+    },
+    /// Not a valid encoding (truncated, unknown variant, bad UTF-8, trailing bytes, ...).
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+/// Encodes a message.
+///
+/// # Errors
+/// [`ProtoError::TooLarge`] beyond [`MAX_MESSAGE`].
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtoError> {
+    let bytes = postcard::to_allocvec(msg).map_err(|e| ProtoError::Malformed(e.to_string()))?;
+    if bytes.len() > MAX_MESSAGE {
+        return Err(ProtoError::TooLarge { len: bytes.len() });
+    }
+    Ok(bytes)
+}
+
+/// Decodes a whole message: every byte must be used.
+///
+/// # Errors
+/// [`ProtoError::TooLarge`] or [`ProtoError::Malformed`].
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ProtoError> {
+    if bytes.len() > MAX_MESSAGE {
+        return Err(ProtoError::TooLarge { len: bytes.len() });
+    }
+    let (msg, rest) =
+        postcard::take_from_bytes(bytes).map_err(|e| ProtoError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(ProtoError::Malformed(format!(
+            "{} trailing bytes after the message",
+            rest.len()
+        )));
+    }
+    Ok(msg)
+}
