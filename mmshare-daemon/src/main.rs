@@ -1,7 +1,9 @@
-//! `mmshared`: placeholder until the daemon issue lands. It only says so.
+//! `mmshared`: the mmshare daemon. All the work is in the `mmshare_daemon` library.
 #![forbid(unsafe_code)]
 
-fn main() {
-    eprintln!("mmshared: the daemon is not implemented yet (see issue 3); nothing to do");
-    std::process::exit(2);
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let config = mmshare_daemon::Config::parse();
+    mmshare_daemon::main_with(config)
 }

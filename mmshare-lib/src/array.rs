@@ -175,6 +175,19 @@ impl<T: Element> Array<T> {
         Ok(v)
     }
 
+    /// A consistent copy as an `ndarray` array with this array's shape and memory order.
+    ///
+    /// # Errors
+    /// As [`Array::read_to_vec`].
+    pub fn read_array(&self) -> Result<ndarray::ArrayD<T>, ReadError> {
+        use ndarray::ShapeBuilder;
+        let data = self.read_to_vec()?;
+        let dims: Vec<usize> = self.shape().iter().map(|&d| d as usize).collect();
+        let shape = ndarray::IxDyn(&dims).set_f(self.order() == Order::F);
+        Ok(ndarray::ArrayD::from_shape_vec(shape, data)
+            .expect("the header's shape matches its data length"))
+    }
+
     /// Zero-copy read: runs `f` on a view of the live mapping, then validates; if a write
     /// overlapped, runs `f` again, until a run validates or the timeout passes.
     ///

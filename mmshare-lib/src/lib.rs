@@ -30,6 +30,8 @@
 //! - `raw`: [`RawArray`], byte-level consistent reads and writes, waiting, recovery.
 //! - `array`: [`Array<T>`], typed handles, zero-copy views, closure-scoped writes.
 //! - `create`: crash-safe creation of array files.
+//! - `proto`: the wire protocol (postcard messages; docs/PROTOCOL.md is its prose twin).
+//! - `client`: the synchronous client of the daemon, and typed handles on what it hands out.
 //! - `sys`: the Linux system calls (shared futex, process identity, space reservation).
 //! - `error`: typed errors, one per operation.
 //! - `fault`: deliberate seqlock faults for tests (compiled out unless `fault-injection`).
@@ -45,6 +47,7 @@ compile_error!("mmshare supports little-endian Linux with 64-bit atomics");
 
 mod array;
 mod backoff;
+mod client;
 mod create;
 mod dtype;
 mod error;
@@ -52,12 +55,14 @@ mod fault;
 mod format;
 mod mapping;
 mod name;
+pub mod proto;
 mod raw;
 mod seqlock;
 mod shape;
 mod sys;
 
 pub use array::{Array, ReadView, WriteView};
+pub use client::{Client, ClientError, CreateOptions, SOCKET_ENV, Shared, default_socket_path};
 pub use create::{TEMP_PREFIX, create_array_file};
 pub use dtype::{ALL_DTYPES, Bool8, DType, DTypeError, Element};
 pub use error::{CreateError, OpenError, ReadError, WaitTimeout, WriteError};
@@ -70,6 +75,7 @@ pub use format::{
 pub use half::f16;
 pub use name::{MAX_NAME_LEN, NameError, validate_name};
 pub use num_complex::Complex;
+pub use proto::{ArrayInfo, Backing, ErrorKind};
 pub use raw::{Access, DEFAULT_TIMEOUT, RawArray, Recovery, Snapshot};
 pub use shape::{MAX_DATA_LEN, MAX_NDIM, Order, ShapeError, data_len, element_count, parse_shape};
 pub use sys::{Liveness, ProcessId, futex_wakeups, reserve_space};

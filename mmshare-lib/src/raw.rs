@@ -562,6 +562,63 @@ impl RawArray {
     }
 }
 
+impl RawArray {
+    /// Releases a write side that is held with **no writer recorded**, marking the array TORN.
+    ///
+    /// A writer records itself a few instructions after taking the write side, so an odd
+    /// `sequence` that stays unidentified for seconds means the writer died in between. Only a
+    /// caller that has watched it stay so (the daemon waits 2 s) should call this: a writer
+    /// stopped (SIGSTOP) in exactly that window would otherwise lose its write side.
+    ///
+    /// Does nothing (returns [`Recovery::NotHeld`]) unless the sequence still equals
+    /// `sequence` and no writer is recorded; if a writer recorded itself meanwhile, defers to
+    /// [`RawArray::recover_dead_writer`].
+    ///
+    /// # Errors
+    /// [`WriteError::ReadOnly`] on a read-only handle.
+    pub fn recover_unidentified_writer(&self, sequence: u64) -> Result<Recovery, WriteError> {
+        if !self.map.writable() {
+            return Err(WriteError::ReadOnly);
+        }
+        if sequence & 1 == 0 || self.seq().load(Ordering::Acquire) != sequence {
+            return Ok(Recovery::NotHeld);
+        }
+        let me = ProcessId::current();
+        // Claim the empty identity word; failing means the writer recorded itself after all.
+        if self
+            .writer_word()
+            .compare_exchange(0, me.to_word(), Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return self.recover_dead_writer();
+        }
+        if self
+            .seq()
+            .compare_exchange(
+                sequence,
+                sequence.wrapping_add(2),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            // The holder was alive and published (clearing the word, or overwriting our claim
+            // with its identity first): nothing to recover.
+            return Ok(Recovery::NotHeld);
+        }
+        // Release fence: as in `recover_dead_writer`.
+        fence(Ordering::Release);
+        let version = self.publish(sequence.wrapping_add(1), false, true);
+        Ok(Recovery::Recovered {
+            writer: ProcessId {
+                pid: 0,
+                start_time: 0,
+            },
+            version,
+        })
+    }
+}
+
 /// The write side while held: gives write bodies the data pointer and finishes the write.
 pub(crate) struct WriteScope<'a> {
     array: &'a RawArray,

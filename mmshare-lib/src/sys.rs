@@ -7,7 +7,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use std::os::fd::OwnedFd;
+
 use rustix::fs::FallocateFlags;
+use rustix::net;
 use rustix::thread::futex;
 
 /// Waits while `*word == expected`, for at most `timeout`, on a **shared** futex.
@@ -140,6 +143,72 @@ pub fn reserve_space(file: &File, len: u64) -> io::Result<()> {
         return Ok(());
     }
     rustix::fs::fallocate(file, FallocateFlags::empty(), 0, len).map_err(io::Error::from)
+}
+
+/// Connects a close-on-exec SOCK_SEQPACKET Unix socket to `path`.
+///
+/// # Errors
+/// The OS error (`ENOENT`, `ECONNREFUSED`, `EACCES`, ...).
+pub(crate) fn seqpacket_connect(path: &std::path::Path) -> io::Result<OwnedFd> {
+    let fd = net::socket_with(
+        net::AddressFamily::UNIX,
+        net::SocketType::SEQPACKET,
+        net::SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let addr = net::SocketAddrUnix::new(path)?;
+    net::connect(&fd, &addr)?;
+    Ok(fd)
+}
+
+/// Sends one message (no descriptors). `MSG_NOSIGNAL`: a closed peer is an error, not SIGPIPE.
+pub(crate) fn send_message(fd: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
+    let n = net::send(fd, bytes, net::SendFlags::NOSIGNAL)?;
+    if n != bytes.len() {
+        return Err(io::Error::other(format!(
+            "sent {n} of {} bytes",
+            bytes.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A received message: its length (0 means the peer closed), whether it was longer than the
+/// buffer, and the first descriptor attached to it (received close-on-exec; any others are
+/// closed at once).
+pub(crate) struct Received {
+    pub(crate) len: usize,
+    pub(crate) truncated: bool,
+    pub(crate) fd: Option<OwnedFd>,
+}
+
+/// Receives one message into `buf`, with at most a few descriptors.
+pub(crate) fn recv_message(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Received> {
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    let mut control = net::RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let msg = loop {
+        match net::recvmsg(fd, &mut iov, &mut control, net::RecvFlags::CMSG_CLOEXEC) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break other?,
+        }
+    };
+    let mut first = None;
+    for m in control.drain() {
+        if let net::RecvAncillaryMessage::ScmRights(fds) = m {
+            for received in fds {
+                // Keep the first; dropping the rest closes them.
+                if first.is_none() {
+                    first = Some(received);
+                }
+            }
+        }
+    }
+    Ok(Received {
+        len: msg.bytes,
+        truncated: msg.flags.contains(net::ReturnFlags::TRUNC),
+        fd: first,
+    })
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use mmshare::{
-    Access, Array, ArraySpec, Complex, DType, Fault, Order, RawArray, ReadError, f16, inject_fault,
-    parse_shape,
+    Access, Array, ArraySpec, Client, Complex, CreateOptions, DType, Fault, Order, RawArray,
+    ReadError, f16, inject_fault, parse_shape,
 };
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -33,7 +33,11 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
   expect-torn PATH TIMEOUT_MS           wait for the array to become torn; print 'torn'
   wait PATH NEWER_THAN TIMEOUT_MS       wait for a newer version; print version and wakeups
   sample DIR NAME DTYPE SHAPE ORDER     create an array with element i = i % 251 (per dtype)
-  write-u8 PATH BYTE                    fill a u8 array with BYTE";
+  write-u8 PATH BYTE                    fill a u8 array with BYTE
+  client-write SOCKET NAME BYTE         open NAME (u8) for writing through the daemon, fill it
+  client-hold SOCKET NAME               open NAME for writing through the daemon, hold the write side
+  create-loop SOCKET PREFIX MIB         create PREFIX-0, PREFIX-1, ... of MIB MiB each, forever
+  perm-probe SOCKET NAME600 NAME644     report what this uid may do with the two arrays";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -51,6 +55,14 @@ fn main() -> ExitCode {
         ),
         ["sample", dir, name, dtype, shape, order] => sample(dir, name, dtype, shape, order),
         ["write-u8", path, byte] => write_u8(path, byte.parse().unwrap_or(0)),
+        ["client-write", socket, name, byte] => {
+            client_write(socket, name, byte.parse().unwrap_or(0))
+        }
+        ["client-hold", socket, name] => client_hold(socket, name),
+        ["create-loop", socket, prefix, mib] => {
+            create_loop(socket, prefix, mib.parse().unwrap_or(1))
+        }
+        ["perm-probe", socket, n600, n644] => perm_probe(socket, n600, n644),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -258,4 +270,90 @@ fn fill<T: mmshare::Element>(raw: RawArray, n: usize, f: impl Fn(usize) -> T) ->
     let a = Array::<T>::from_raw(raw)?;
     let data: Vec<T> = (0..n).map(f).collect();
     Ok(a.write_all(&data)?)
+}
+
+fn client_write(socket: &str, name: &str, byte: u8) -> Result<ExitCode> {
+    use std::os::unix::fs::MetadataExt;
+    let client = Client::connect(socket)?;
+    let a = client.open::<u8>(name, Access::Write)?;
+    let v = a.write_all(&vec![byte; a.len()])?;
+    let ino = a.file().metadata()?.ino();
+    say(&format!("version={v} inode={ino}"));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn client_hold(socket: &str, name: &str) -> Result<ExitCode> {
+    let client = Client::connect(socket)?;
+    let a = client.open_raw(name, Access::Write)?;
+    a.write_bytes(0, &[1])?; // a complete write first, so the torn state is clearly new
+    let v = a.version();
+    let typed = Array::<u8>::from_raw(RawArray::from_file(a.file().try_clone()?, Access::Write)?)?;
+    typed.write_with(|view| {
+        view.set(0, 99);
+        say(&format!("holding pid={} version={v}", std::process::id()));
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn create_loop(socket: &str, prefix: &str, mib: u64) -> Result<ExitCode> {
+    let client = Client::connect(socket)?;
+    for i in 0.. {
+        let name = format!("{prefix}-{i}");
+        client.create(&CreateOptions::new(&name, "u1", &[mib << 20]))?;
+        say(&format!("created {name}"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs as another uid: every attempt prints one `what=outcome` line.
+fn perm_probe(socket: &str, n600: &str, n644: &str) -> Result<ExitCode> {
+    use std::os::fd::AsRawFd;
+    let client = Client::connect(socket)?;
+    let outcome = |r: std::result::Result<(), mmshare::ClientError>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e
+            .kind()
+            .map_or_else(|| format!("error:{e}"), |k| format!("{k:?}")),
+    };
+    say(&format!("uid={}", rustix::process::getuid().as_raw()));
+    say(&format!(
+        "write600={}",
+        outcome(client.open_raw(n600, Access::Write).map(drop))
+    ));
+    say(&format!(
+        "write644={}",
+        outcome(client.open_raw(n644, Access::Write).map(drop))
+    ));
+    say(&format!(
+        "read600={}",
+        outcome(client.open_raw(n600, Access::Read).map(drop))
+    ));
+    say(&format!("stat600={}", outcome(client.stat(n600).map(drop))));
+    say(&format!("delete644={}", outcome(client.delete(n644))));
+    let reader = client.open_raw(n644, Access::Read)?;
+    say(&format!("read644=ok version={}", reader.version()));
+    // The descriptor is read-only: mapping it writable must fail.
+    let ro = reader.file().try_clone()?;
+    let writable = RawArray::from_file(ro, Access::Write);
+    say(&format!(
+        "map_writable={}",
+        if writable.is_ok() { "ok" } else { "denied" }
+    ));
+    // Nor can this uid reopen the file read-write through /proc.
+    let proc_path = format!("/proc/self/fd/{}", reader.file().as_raw_fd());
+    let reopen = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&proc_path);
+    say(&format!(
+        "proc_reopen_rw={}",
+        match reopen {
+            Ok(_) => "ok".to_string(),
+            Err(e) => format!("denied:{}", e.kind()),
+        }
+    ));
+    Ok(ExitCode::SUCCESS)
 }

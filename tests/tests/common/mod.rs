@@ -128,3 +128,149 @@ pub fn pattern(version: u64, i: usize) -> u64 {
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .wrapping_add(i as u64)
 }
+
+/// Path of the real `mmshared` binary, built next to the worker (`cargo build --workspace`;
+/// `./scripts/test` does that before running the tests).
+pub fn daemon_path() -> PathBuf {
+    let path = Path::new(worker_path()).with_file_name("mmshared");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p mmshare-daemon` first (./scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// A real `mmshared` process on a temp directory, killed when dropped.
+pub struct Daemon {
+    child: Option<Child>,
+    pub root: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub extra: Vec<String>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts a daemon with its socket and both directories under a new temp dir.
+    pub fn start(extra: &[&str]) -> Daemon {
+        let root = tempfile::tempdir().expect("tempdir");
+        let socket = root.path().join("mmshared.sock");
+        let mut d = Daemon {
+            child: None,
+            root,
+            socket,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: Default::default(),
+        };
+        d.launch();
+        d
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    pub fn mem_dir(&self) -> PathBuf {
+        self.root.path().join("mem")
+    }
+
+    fn launch(&mut self) {
+        let mut child = Command::new(daemon_path())
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--dir")
+            .arg(self.data_dir())
+            .arg("--mem-dir")
+            .arg(self.mem_dir())
+            .args(&self.extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mmshared");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listening on") {
+                    let _ = tx.send(());
+                }
+                log.lock().unwrap().push(line);
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let _ = child.kill();
+            panic!(
+                "watchdog: mmshared did not start; log: {:?}",
+                self.log.lock().unwrap()
+            );
+        }
+        self.child = Some(child);
+    }
+
+    /// SIGKILLs the daemon and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("SIGKILL mmshared");
+            c.wait().expect("reap mmshared");
+        }
+    }
+
+    /// Starts it again on the same socket and directories.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    /// Sends a signal and waits for the exit, with a watchdog.
+    pub fn stop_with(&mut self, signal: rustix::process::Signal) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let pid = rustix::process::Pid::from_raw(c.id() as i32).expect("pid");
+        rustix::process::kill_process(pid, signal).expect("signal");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = c.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("watchdog: mmshared did not exit after {signal:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    pub fn client(&self) -> mmshare::Client {
+        mmshare::Client::connect(&self.socket).expect("connect to test daemon")
+    }
+
+    pub fn log_has(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Open descriptors of the daemon process.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,89 @@
+//! One client connection: receive a bounded request, send a reply with an optional descriptor.
+//!
+//! SOCK_SEQPACKET keeps message boundaries, so there is no framing code: one `recv` is one
+//! request. The receive buffer is one byte larger than the limit, so an oversized message is
+//! detected (the kernel truncates it to the buffer) instead of being mistaken for a short one.
+//! Descriptors a client attaches to a request are never accepted: `recv` passes no control
+//! buffer, so the kernel discards them.
+
+use std::io;
+use std::os::fd::AsFd;
+
+use mmshare::proto::{self, MAX_MESSAGE, ProtoError, Request, Response};
+use tokio_seqpacket::UnixSeqpacket;
+use tokio_seqpacket::ancillary::AncillaryMessageWriter;
+
+/// What arrived on the socket.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A well-formed request.
+    Request(Request),
+    /// Bytes that are not a valid request (the client gets a ProtocolError reply).
+    Bad(ProtoError),
+    /// The client closed the connection.
+    Closed,
+}
+
+/// A client connection with its receive buffer.
+#[derive(Debug)]
+pub struct Connection {
+    socket: UnixSeqpacket,
+    buf: Vec<u8>,
+}
+
+impl Connection {
+    /// Wraps an accepted socket.
+    pub fn new(socket: UnixSeqpacket) -> Self {
+        Connection {
+            socket,
+            buf: vec![0; MAX_MESSAGE + 1],
+        }
+    }
+
+    /// Receives one message.
+    ///
+    /// # Errors
+    /// Socket errors other than an orderly close.
+    pub async fn recv(&mut self) -> io::Result<Incoming> {
+        let info = match self.socket.recv(&mut self.buf).await {
+            Ok(info) => info,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(Incoming::Closed),
+            Err(e) => return Err(e),
+        };
+        let len = info.bytes_read();
+        if len == 0 {
+            return Ok(Incoming::Closed);
+        }
+        if info.truncated() || len > MAX_MESSAGE {
+            return Ok(Incoming::Bad(ProtoError::TooLarge { len }));
+        }
+        Ok(match proto::decode::<Request>(&self.buf[..len]) {
+            Ok(req) => Incoming::Request(req),
+            Err(e) => Incoming::Bad(e),
+        })
+    }
+
+    /// Sends a reply, with `fd` attached (SCM_RIGHTS) when given.
+    ///
+    /// # Errors
+    /// Socket errors, or a reply that cannot be encoded within the limit.
+    pub async fn send(&self, response: &Response, fd: Option<&std::fs::File>) -> io::Result<()> {
+        let bytes = proto::encode(response).map_err(io::Error::other)?;
+        match fd {
+            None => {
+                self.socket.send(&bytes).await?;
+            }
+            Some(file) => {
+                let mut space = [0u8; 64];
+                let mut ancillary = AncillaryMessageWriter::new(&mut space);
+                ancillary
+                    .add_fds([file.as_fd()])
+                    .map_err(|e| io::Error::other(format!("cannot attach descriptor: {e:?}")))?;
+                self.socket
+                    .send_with_ancillary(&bytes, &mut ancillary)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,698 @@
+//! The named arrays: what exists, where its file is, who may do what with it.
+//!
+//! The registry is rebuilt from the two directories at start (every header validated), kept in
+//! memory under one mutex, and changed only by create and delete. File work that can be slow
+//! (fallocate of a large array) happens outside the lock: the name and the bytes are reserved
+//! first, so concurrent creates of one name or past a quota cannot both succeed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use mmshare::proto::{ArrayInfo, Backing, ErrorKind, MAX_MESSAGE, OpenAccess, WireOrder};
+use mmshare::{
+    Access, ArraySpec, CreateError, DType, FormatError, Header, OpenError, Order, RawArray,
+    Recovery, TEMP_PREFIX, create_array_file, data_len, validate_name,
+};
+use tracing::{error, info, warn};
+
+/// Peer credentials of a connection (SO_PEERCRED).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Creds {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Process id (0 if unknown).
+    pub pid: u32,
+}
+
+/// A refused request: the kind the client sees, and a message naming the bad value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestError {
+    /// Error kind on the wire.
+    pub kind: ErrorKind,
+    /// Human-readable reason.
+    pub message: String,
+}
+
+impl RequestError {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        RequestError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Limits set on the command line.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Most arrays.
+    pub max_arrays: usize,
+    /// Most bytes in all array files together.
+    pub max_bytes: Option<u64>,
+}
+
+/// One array the daemon serves.
+#[derive(Debug)]
+pub struct Entry {
+    /// Its immutable header.
+    pub header: Header,
+    /// Which directory it lives in.
+    pub backing: Backing,
+    /// Its file.
+    pub path: PathBuf,
+    /// The daemon's own read-write mapping: for versions, TORN, and dead-writer recovery.
+    pub raw: RawArray,
+}
+
+impl Entry {
+    /// The description sent to clients.
+    pub fn info(&self) -> ArrayInfo {
+        ArrayInfo {
+            name: self.header.name.clone(),
+            dtype: self.header.dtype.descr().to_owned(),
+            shape: self.header.shape.clone(),
+            order: match self.header.order {
+                Order::C => WireOrder::C,
+                Order::F => WireOrder::F,
+            },
+            data_offset: self.header.data_offset,
+            data_len: self.header.data_len,
+            version: self.raw.version(),
+            backing: self.backing,
+            owner_uid: self.header.owner_uid,
+            owner_gid: self.header.owner_gid,
+            mode: self.header.mode,
+            torn: self.raw.is_torn(),
+            path: self.path.display().to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    arrays: BTreeMap<String, Arc<Entry>>,
+    /// Names being created right now (reserved, not yet visible).
+    pending: HashSet<String>,
+    /// Bytes of all files plus pending reservations.
+    bytes: u64,
+    /// Odd sequences seen with no writer recorded: name -> (sequence, first seen).
+    unidentified: HashMap<String, (u64, Instant)>,
+}
+
+/// The arrays, and the directories that hold them.
+#[derive(Debug)]
+pub struct Registry {
+    file_dir: PathBuf,
+    mem_dir: PathBuf,
+    limits: Limits,
+    state: Mutex<State>,
+}
+
+/// What a permission check is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Perm {
+    /// Open for reading, stat, list.
+    Read,
+    /// Open for writing, delete.
+    Write,
+}
+
+/// Unix-style check: root and the owner always pass; others need the group or other bit.
+pub fn permits(header: &Header, who: Creds, perm: Perm) -> bool {
+    if who.uid == 0 || who.uid == header.owner_uid {
+        return true;
+    }
+    let bits = if who.gid == header.owner_gid {
+        (header.mode >> 3) & 7
+    } else {
+        header.mode & 7
+    };
+    let need = match perm {
+        Perm::Read => 4,
+        Perm::Write => 2,
+    };
+    bits & need != 0
+}
+
+/// How long a write may sit at an odd sequence with no writer recorded before the daemon
+/// concludes the writer died between taking the lock and recording itself.
+const UNIDENTIFIED_GRACE: Duration = Duration::from_secs(2);
+
+fn not_found(name: &str) -> RequestError {
+    RequestError::new(ErrorKind::NotFound, format!("no array named {name:?}"))
+}
+
+fn denied(name: &str, who: Creds, what: &str, header: &Header) -> RequestError {
+    warn!(
+        name,
+        uid = who.uid,
+        gid = who.gid,
+        pid = who.pid,
+        what,
+        "permission denied"
+    );
+    RequestError::new(
+        ErrorKind::PermissionDenied,
+        format!(
+            "uid {} (gid {}) may not {what} array {name:?} (owner {}:{}, mode {:#o})",
+            who.uid, who.gid, header.owner_uid, header.owner_gid, header.mode
+        ),
+    )
+}
+
+fn internal(context: &str, err: impl std::fmt::Display) -> RequestError {
+    error!("{context}: {err}");
+    RequestError::new(ErrorKind::Internal, format!("{context}: {err}"))
+}
+
+/// Creates `dir` (and parents) if needed, and makes it 0700: only the daemon lists it.
+fn prepare_dir(dir: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let meta = std::fs::metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(io::Error::other(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+impl Registry {
+    /// Prepares both directories and rebuilds the registry from them.
+    ///
+    /// Leftover temporary files of interrupted creates are removed; files whose header does
+    /// not validate are renamed aside with a `.corrupt` suffix and logged, never served and
+    /// never deleted.
+    ///
+    /// # Errors
+    /// A directory cannot be created or read.
+    pub fn load(file_dir: PathBuf, mem_dir: PathBuf, limits: Limits) -> io::Result<Registry> {
+        prepare_dir(&file_dir)?;
+        prepare_dir(&mem_dir)?;
+        let registry = Registry {
+            file_dir,
+            mem_dir,
+            limits,
+            state: Mutex::new(State::default()),
+        };
+        {
+            let mut state = registry.lock();
+            registry.scan(Backing::File, &mut state)?;
+            registry.scan(Backing::Memory, &mut state)?;
+            info!(
+                arrays = state.arrays.len(),
+                bytes = state.bytes,
+                "registry loaded"
+            );
+        }
+        Ok(registry)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave State inconsistent in a way that matters
+        // more than stopping service would; keep serving.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn dir(&self, backing: Backing) -> &Path {
+        match backing {
+            Backing::File => &self.file_dir,
+            Backing::Memory => &self.mem_dir,
+        }
+    }
+
+    fn scan(&self, backing: Backing, state: &mut State) -> io::Result<()> {
+        let dir = self.dir(backing).to_owned();
+        for item in std::fs::read_dir(&dir)? {
+            let item = item?;
+            let path = item.path();
+            let Some(name) = item.file_name().to_str().map(str::to_owned) else {
+                warn!(path = %path.display(), "ignoring a file whose name is not UTF-8");
+                continue;
+            };
+            if name.starts_with(TEMP_PREFIX) {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {
+                        info!(path = %path.display(), "removed the temp file of an interrupted create")
+                    }
+                    Err(e) => warn!(path = %path.display(), "cannot remove temp file: {e}"),
+                }
+                continue;
+            }
+            if name.ends_with(".corrupt") || name == ".mmshared.lock" {
+                continue;
+            }
+            if validate_name(&name).is_err() || !item.file_type()?.is_file() {
+                warn!(path = %path.display(), "ignoring a file that is not an array");
+                continue;
+            }
+            let raw = match RawArray::open(&path, Access::Write) {
+                Ok(raw) => raw,
+                Err(OpenError::Format { source, .. }) => {
+                    quarantine(&path, &source.to_string());
+                    continue;
+                }
+                Err(e) => {
+                    error!(path = %path.display(), "cannot open array file, not serving it: {e}");
+                    continue;
+                }
+            };
+            let header = raw.header().clone();
+            if header.name != name {
+                quarantine(&path, &format!("its header names it {:?}", header.name));
+                continue;
+            }
+            if state.arrays.contains_key(&name) {
+                quarantine(
+                    &path,
+                    "an array of the same name exists in the other directory",
+                );
+                continue;
+            }
+            state.bytes = state.bytes.saturating_add(header.file_len());
+            state.arrays.insert(
+                name,
+                Arc::new(Entry {
+                    header,
+                    backing,
+                    path,
+                    raw,
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    /// Number of arrays served.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.lock().arrays.len()
+    }
+
+    /// The entry for `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Entry>> {
+        self.lock().arrays.get(name).cloned()
+    }
+
+    fn lookup(&self, name: &str) -> Result<Arc<Entry>, RequestError> {
+        validate_name(name)
+            .map_err(|e| RequestError::new(ErrorKind::InvalidName, e.to_string()))?;
+        self.get(name).ok_or_else(|| not_found(name))
+    }
+
+    /// Creates an array owned by `who` and returns its description and a read-write file.
+    ///
+    /// # Errors
+    /// InvalidName, InvalidDtype, InvalidShape, ProtocolError (mode), AlreadyExists,
+    /// QuotaExceeded, NoSpace, Internal; nothing is left behind on any of them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create(
+        &self,
+        who: Creds,
+        name: &str,
+        dtype: &str,
+        shape: &[u64],
+        order: WireOrder,
+        backing: Backing,
+        mode: u32,
+        exist_ok: bool,
+    ) -> Result<(ArrayInfo, File), RequestError> {
+        validate_name(name)
+            .map_err(|e| RequestError::new(ErrorKind::InvalidName, e.to_string()))?;
+        let dtype = DType::parse(dtype)
+            .map_err(|e| RequestError::new(ErrorKind::InvalidDtype, e.to_string()))?;
+        let len = data_len(dtype, shape)
+            .map_err(|e| RequestError::new(ErrorKind::InvalidShape, e.to_string()))?;
+        if mode & !0o777 != 0 {
+            return Err(RequestError::new(
+                ErrorKind::ProtocolError,
+                format!("mode {mode:#o} has bits outside 0o777"),
+            ));
+        }
+        let order = match order {
+            WireOrder::C => Order::C,
+            WireOrder::F => Order::F,
+        };
+        let file_len = Header::new(&ArraySpec::new("x", dtype, shape.to_vec()))
+            .map(|h| h.file_len())
+            .unwrap_or(len);
+        {
+            let mut state = self.lock();
+            if let Some(existing) = state.arrays.get(name).cloned() {
+                drop(state);
+                let h = &existing.header;
+                if exist_ok && h.dtype == dtype && h.shape == shape && h.order == order {
+                    return self.open(who, name, OpenAccess::Write);
+                }
+                return Err(RequestError::new(
+                    ErrorKind::AlreadyExists,
+                    format!(
+                        "array {name:?} already exists ({} {:?} order {})",
+                        h.dtype, h.shape, h.order
+                    ),
+                ));
+            }
+            if state.pending.contains(name) {
+                return Err(RequestError::new(
+                    ErrorKind::AlreadyExists,
+                    format!("array {name:?} is being created by another client"),
+                ));
+            }
+            let count = state.arrays.len() + state.pending.len();
+            if count >= self.limits.max_arrays {
+                return Err(RequestError::new(
+                    ErrorKind::QuotaExceeded,
+                    format!(
+                        "the daemon already holds {count} arrays (--max-arrays {})",
+                        self.limits.max_arrays
+                    ),
+                ));
+            }
+            let new_total = state.bytes.saturating_add(file_len);
+            if let Some(max) = self.limits.max_bytes
+                && new_total > max
+            {
+                return Err(RequestError::new(
+                    ErrorKind::QuotaExceeded,
+                    format!(
+                        "array {name:?} needs {file_len} bytes; {} of --max-bytes {max} are in use",
+                        state.bytes
+                    ),
+                ));
+            }
+            state.pending.insert(name.to_owned());
+            state.bytes = new_total;
+        }
+        let result = self.create_file(who, name, dtype, shape, order, backing, mode);
+        let mut state = self.lock();
+        state.pending.remove(name);
+        match result {
+            Ok(entry) => {
+                let info = entry.info();
+                let file = OpenOptions::new().read(true).write(true).open(&entry.path);
+                state.arrays.insert(name.to_owned(), entry);
+                info!(name, uid = who.uid, bytes = len, ?backing, "created");
+                let file = file.map_err(|e| internal("cannot open the new array", e))?;
+                Ok((info, file))
+            }
+            Err(e) => {
+                state.bytes = state.bytes.saturating_sub(file_len);
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create_file(
+        &self,
+        who: Creds,
+        name: &str,
+        dtype: DType,
+        shape: &[u64],
+        order: Order,
+        backing: Backing,
+        mode: u32,
+    ) -> Result<Arc<Entry>, RequestError> {
+        let spec = ArraySpec {
+            name: name.to_owned(),
+            dtype,
+            shape: shape.to_vec(),
+            order,
+            owner_uid: who.uid,
+            owner_gid: who.gid,
+            mode,
+        };
+        let dir = self.dir(backing);
+        let (path, header) = create_array_file(dir, &spec).map_err(|e| match e {
+            CreateError::Invalid(FormatError::BadName(n)) => {
+                RequestError::new(ErrorKind::InvalidName, n.to_string())
+            }
+            CreateError::Invalid(other) => {
+                RequestError::new(ErrorKind::InvalidShape, other.to_string())
+            }
+            CreateError::AlreadyExists(p) => RequestError::new(
+                ErrorKind::AlreadyExists,
+                format!("a file for {name:?} already exists at {}", p.display()),
+            ),
+            CreateError::NoSpace { needed, dir } => RequestError::new(
+                ErrorKind::NoSpace,
+                format!("no space for {needed} bytes in {}", dir.display()),
+            ),
+            CreateError::Io { .. } => internal("create failed", e),
+        })?;
+        let raw = RawArray::open(&path, Access::Write)
+            .map_err(|e| internal("cannot map the new array", e))?;
+        Ok(Arc::new(Entry {
+            header,
+            backing,
+            path,
+            raw,
+        }))
+    }
+
+    /// Opens an array for `who` and returns its description and a file opened read-only or
+    /// read-write, as asked.
+    ///
+    /// # Errors
+    /// InvalidName, NotFound, PermissionDenied, Internal.
+    pub fn open(
+        &self,
+        who: Creds,
+        name: &str,
+        access: OpenAccess,
+    ) -> Result<(ArrayInfo, File), RequestError> {
+        let entry = self.lookup(name)?;
+        let (perm, what) = match access {
+            OpenAccess::Read => (Perm::Read, "read"),
+            OpenAccess::Write => (Perm::Write, "write"),
+        };
+        if !permits(&entry.header, who, perm) {
+            return Err(denied(name, who, what, &entry.header));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(access == OpenAccess::Write)
+            .open(&entry.path)
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::NotFound {
+                    not_found(name) // deleted between the lookup and the open
+                } else {
+                    internal("cannot open array file", e)
+                }
+            })?;
+        Ok((entry.info(), file))
+    }
+
+    /// Describes an array (needs read permission).
+    ///
+    /// # Errors
+    /// InvalidName, NotFound, PermissionDenied.
+    pub fn stat(&self, who: Creds, name: &str) -> Result<ArrayInfo, RequestError> {
+        let entry = self.lookup(name)?;
+        if !permits(&entry.header, who, Perm::Read) {
+            return Err(denied(name, who, "stat", &entry.header));
+        }
+        Ok(entry.info())
+    }
+
+    /// One page of the arrays `who` may read whose names start with `prefix`, after `after`;
+    /// and whether more follow. Pages stay under the message size limit.
+    pub fn list(&self, who: Creds, prefix: &str, after: Option<&str>) -> (Vec<ArrayInfo>, bool) {
+        let entries: Vec<Arc<Entry>> = {
+            let state = self.lock();
+            let start = match after {
+                Some(a) => std::ops::Bound::Excluded(a.to_owned()),
+                None => std::ops::Bound::Included(prefix.to_owned()),
+            };
+            state
+                .arrays
+                .range((start, std::ops::Bound::Unbounded))
+                .take_while(|(k, _)| k.starts_with(prefix) || k.as_str() < prefix)
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(_, e)| e.clone())
+                .collect()
+        };
+        // Room for the enum tag, the Vec length and the `more` flag.
+        let budget = MAX_MESSAGE - 64;
+        let mut used = 0;
+        let mut page = Vec::new();
+        for entry in entries
+            .iter()
+            .filter(|e| permits(&e.header, who, Perm::Read))
+        {
+            let info = entry.info();
+            let size = mmshare::proto::encode(&info).map_or(budget, |b| b.len());
+            if used + size > budget {
+                return (page, true);
+            }
+            used += size;
+            page.push(info);
+        }
+        (page, false)
+    }
+
+    /// Deletes (unlinks) an array. Needs write permission (root and the owner always have it).
+    ///
+    /// # Errors
+    /// InvalidName, NotFound, PermissionDenied, Internal.
+    pub fn delete(&self, who: Creds, name: &str) -> Result<(), RequestError> {
+        validate_name(name)
+            .map_err(|e| RequestError::new(ErrorKind::InvalidName, e.to_string()))?;
+        let mut state = self.lock();
+        let entry = state
+            .arrays
+            .get(name)
+            .cloned()
+            .ok_or_else(|| not_found(name))?;
+        if !permits(&entry.header, who, Perm::Write) {
+            return Err(denied(name, who, "delete", &entry.header));
+        }
+        match std::fs::remove_file(&entry.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(internal("cannot unlink array file", e)),
+        }
+        state.arrays.remove(name);
+        state.unidentified.remove(name);
+        state.bytes = state.bytes.saturating_sub(entry.header.file_len());
+        info!(name, uid = who.uid, "deleted");
+        Ok(())
+    }
+
+    /// Recovers every array whose writer died mid-write; run at start and periodically.
+    pub fn recover_all(&self) {
+        let entries: Vec<Arc<Entry>> = self.lock().arrays.values().cloned().collect();
+        for entry in entries {
+            if entry.raw.sequence() % 2 == 1 {
+                self.recover(&entry, None);
+            }
+        }
+    }
+
+    /// After a connection that had `names` open for writing closed: waits briefly for that
+    /// process (`pid`) to finish exiting, and recovers any write it left half-done.
+    pub fn recover_after_close(&self, names: &[String], pid: u32) {
+        for name in names {
+            let Some(entry) = self.get(name) else {
+                continue;
+            };
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                if entry.raw.sequence() % 2 == 0 {
+                    break;
+                }
+                match entry.raw.writer() {
+                    Some(w) if w.pid == pid => {}
+                    _ => break, // someone else's write (or not yet identified): periodic check
+                }
+                if matches!(
+                    self.recover(&entry, Some(pid)),
+                    Some(Recovery::Recovered { .. })
+                ) {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    warn!(
+                        name,
+                        pid, "writer closed its connection mid-write but is still running"
+                    );
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    fn recover(&self, entry: &Entry, closed_pid: Option<u32>) -> Option<Recovery> {
+        let name = &entry.header.name;
+        match entry.raw.recover_dead_writer() {
+            Ok(r @ Recovery::Recovered { writer, version }) => {
+                warn!(
+                    name,
+                    writer_pid = writer.pid,
+                    version,
+                    "writer died mid-write: array marked TORN and released"
+                );
+                self.lock().unidentified.remove(name);
+                Some(r)
+            }
+            Ok(Recovery::WriterUnknown { sequence }) if closed_pid.is_none() => {
+                let mut state = self.lock();
+                let first = state
+                    .unidentified
+                    .entry(name.clone())
+                    .or_insert((sequence, Instant::now()));
+                if first.0 != sequence {
+                    *first = (sequence, Instant::now());
+                    return None;
+                }
+                if first.1.elapsed() < UNIDENTIFIED_GRACE {
+                    return None;
+                }
+                state.unidentified.remove(name);
+                drop(state);
+                match entry.raw.recover_unidentified_writer(sequence) {
+                    Ok(r @ Recovery::Recovered { version, .. }) => {
+                        warn!(
+                            name,
+                            version,
+                            "a write stayed unidentified for 2 s: marked TORN and released"
+                        );
+                        Some(r)
+                    }
+                    Ok(other) => Some(other),
+                    Err(e) => {
+                        error!(name, "recovery failed: {e}");
+                        None
+                    }
+                }
+            }
+            Ok(other) => Some(other),
+            Err(e) => {
+                error!(name, "recovery failed: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// Renames a bad file aside as `NAME.corrupt` (or `NAME.N.corrupt`), never deleting it.
+fn quarantine(path: &Path, reason: &str) {
+    let base = path.as_os_str().to_string_lossy().into_owned();
+    let target = (0..1000)
+        .map(|i| {
+            if i == 0 {
+                PathBuf::from(format!("{base}.corrupt"))
+            } else {
+                PathBuf::from(format!("{base}.{i}.corrupt"))
+            }
+        })
+        .find(|p| !p.exists());
+    match target.map(|t| std::fs::rename(path, &t).map(|()| t)) {
+        Some(Ok(t)) => error!(
+            path = %path.display(),
+            moved_to = %t.display(),
+            "invalid array file quarantined: {reason}"
+        ),
+        Some(Err(e)) => {
+            error!(path = %path.display(), "invalid array file ({reason}); cannot rename it aside: {e}")
+        }
+        None => {
+            error!(path = %path.display(), "invalid array file ({reason}); no free .corrupt name")
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! The listener and the per-connection handler.
+//!
+//! Start-up order matters: first make sure no other daemon serves this socket or these
+//! directories (a second daemon scanning the directories would delete the first one's
+//! in-progress temp files), then rebuild the registry, recover dead writers, and only then bind
+//! and announce `listening on <socket>`.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mmshare::proto::{ErrorKind, OpenAccess, PROTOCOL_VERSION, Request, Response};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_seqpacket::{UnixSeqpacket, UnixSeqpacketListener};
+use tracing::{debug, error, info, warn};
+
+use crate::Config;
+use crate::connection::{Connection, Incoming};
+use crate::registry::{Creds, Limits, Registry, RequestError};
+use crate::shutdown::{self, Shutdown};
+
+/// How often every array is checked for a writer that died mid-write.
+const RECOVERY_PERIOD: Duration = Duration::from_secs(1);
+/// Consecutive malformed messages after which a client is disconnected.
+const MAX_BAD_MESSAGES: u32 = 8;
+
+/// Runs the daemon until SIGINT/SIGTERM.
+///
+/// # Errors
+/// A message for the operator: another daemon is running, a directory or the socket cannot be
+/// set up.
+pub async fn run(config: Config) -> Result<(), String> {
+    let mut signals =
+        shutdown::Signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let socket_path = config.socket_path();
+    let storage = config.storage_dir();
+    let memory = config.memory_dir();
+    check_socket_free(&socket_path)?;
+    let _dir_lock = lock_storage(&storage)?;
+    let limits = Limits {
+        max_arrays: config.max_arrays,
+        max_bytes: config.max_bytes,
+    };
+    let registry = {
+        let (s, m) = (storage.clone(), memory.clone());
+        tokio::task::spawn_blocking(move || Registry::load(s, m, limits))
+            .await
+            .map_err(|e| format!("registry load panicked: {e}"))?
+            .map_err(|e| {
+                format!(
+                    "cannot use array directories {} and {}: {e}",
+                    storage.display(),
+                    memory.display()
+                )
+            })?
+    };
+    let registry = Arc::new(registry);
+    {
+        let r = registry.clone();
+        let _ = tokio::task::spawn_blocking(move || r.recover_all()).await;
+    }
+    let listener = bind(&socket_path, config.socket_mode)?;
+    info!(
+        storage = %storage.display(),
+        memory = %memory.display(),
+        arrays = registry.len(),
+        "listening on {}",
+        socket_path.display()
+    );
+
+    let (trigger, shutdown) = shutdown::channel();
+    tokio::spawn(async move {
+        let name = signals.recv().await;
+        info!("{name}: shutting down");
+        trigger.fire();
+    });
+    tokio::spawn(periodic_recovery(registry.clone(), shutdown.clone()));
+
+    let result = accept_loop(
+        listener,
+        registry,
+        Arc::new(Semaphore::new(config.max_connections)),
+        config.max_connections,
+        shutdown,
+    )
+    .await;
+    let _ = std::fs::remove_file(&socket_path);
+    info!("stopped");
+    result
+}
+
+async fn accept_loop(
+    mut listener: UnixSeqpacketListener,
+    registry: Arc<Registry>,
+    limit: Arc<Semaphore>,
+    max_connections: usize,
+    mut shutdown: Shutdown,
+) -> Result<(), String> {
+    // Every connection task holds a clone of `done_tx`; when all are dropped, `recv` ends.
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    loop {
+        let socket = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(s) => s,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning, keep serving.
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            () = shutdown.wait() => break,
+        };
+        match limit.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let (registry, shutdown, done) =
+                    (registry.clone(), shutdown.clone(), done_tx.clone());
+                tokio::spawn(async move {
+                    handle_connection(socket, registry, shutdown).await;
+                    drop(permit);
+                    drop(done);
+                });
+            }
+            Err(_) => {
+                tokio::spawn(async move {
+                    let conn = Connection::new(socket);
+                    let reply = Response::Error {
+                        kind: ErrorKind::Busy,
+                        message: format!(
+                            "mmshared is at its connection limit ({max_connections}, --max-connections); try again"
+                        ),
+                    };
+                    let _ = conn.send(&reply, None).await;
+                });
+            }
+        }
+    }
+    drop(listener);
+    drop(done_tx);
+    let _ = done_rx.recv().await;
+    Ok(())
+}
+
+async fn periodic_recovery(registry: Arc<Registry>, mut shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(RECOVERY_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.wait() => return,
+        }
+        let r = registry.clone();
+        let _ = tokio::task::spawn_blocking(move || r.recover_all()).await;
+    }
+}
+
+fn error_response(e: RequestError) -> Response {
+    Response::Error {
+        kind: e.kind,
+        message: e.message,
+    }
+}
+
+async fn handle_connection(socket: UnixSeqpacket, registry: Arc<Registry>, mut shutdown: Shutdown) {
+    let creds = match socket.peer_cred() {
+        Ok(c) => Creds {
+            uid: c.uid(),
+            gid: c.gid(),
+            pid: c.pid().map_or(0, |p| p as u32),
+        },
+        Err(e) => {
+            warn!("cannot read peer credentials, closing: {e}");
+            return;
+        }
+    };
+    let mut conn = Connection::new(socket);
+    let mut greeted = false;
+    let mut bad = 0u32;
+    // Arrays this connection opened for writing: its writer leases.
+    let mut leases = BTreeSet::new();
+    loop {
+        let incoming = tokio::select! {
+            incoming = conn.recv() => incoming,
+            () = shutdown.wait() => break,
+        };
+        let request = match incoming {
+            Ok(Incoming::Request(r)) => r,
+            Ok(Incoming::Closed) => break,
+            Ok(Incoming::Bad(e)) => {
+                bad += 1;
+                debug!(pid = creds.pid, "malformed request: {e}");
+                let reply = Response::Error {
+                    kind: ErrorKind::ProtocolError,
+                    message: e.to_string(),
+                };
+                if conn.send(&reply, None).await.is_err() || bad >= MAX_BAD_MESSAGES || !greeted {
+                    break;
+                }
+                continue;
+            }
+            Err(e) => {
+                debug!(pid = creds.pid, "connection error: {e}");
+                break;
+            }
+        };
+        bad = 0;
+        if !greeted {
+            let reply = match request {
+                Request::Hello { version, client } if version == PROTOCOL_VERSION => {
+                    debug!(pid = creds.pid, uid = creds.uid, client, "hello");
+                    greeted = true;
+                    Response::Hello {
+                        version: PROTOCOL_VERSION,
+                        server: format!("mmshared {}", env!("CARGO_PKG_VERSION")),
+                    }
+                }
+                Request::Hello { version, .. } => Response::Error {
+                    kind: ErrorKind::ProtocolError,
+                    message: format!(
+                        "unsupported protocol version {version}: this daemon speaks version {PROTOCOL_VERSION}"
+                    ),
+                },
+                _ => Response::Error {
+                    kind: ErrorKind::ProtocolError,
+                    message: "the first message on a connection must be Hello".into(),
+                },
+            };
+            if conn.send(&reply, None).await.is_err() || !greeted {
+                break;
+            }
+            continue;
+        }
+        let r = registry.clone();
+        let handled = tokio::task::spawn_blocking(move || handle_request(&r, creds, request)).await;
+        let (reply, file, lease) = match handled {
+            Ok(x) => x,
+            Err(e) => {
+                error!("request handler panicked: {e}");
+                (
+                    Response::Error {
+                        kind: ErrorKind::Internal,
+                        message: "internal error; see the daemon log".into(),
+                    },
+                    None,
+                    None,
+                )
+            }
+        };
+        if let Some(name) = lease {
+            leases.insert(name);
+        }
+        if let Err(e) = conn.send(&reply, file.as_ref()).await {
+            debug!(pid = creds.pid, "cannot send reply: {e}");
+            break;
+        }
+    }
+    drop(conn);
+    if !leases.is_empty() {
+        let names: Vec<String> = leases.into_iter().collect();
+        let _ =
+            tokio::task::spawn_blocking(move || registry.recover_after_close(&names, creds.pid))
+                .await;
+    }
+}
+
+/// Serves one request. Returns the reply, the file to attach, and the name of an array the
+/// connection now holds write access to.
+fn handle_request(
+    registry: &Registry,
+    who: Creds,
+    request: Request,
+) -> (Response, Option<File>, Option<String>) {
+    match request {
+        Request::Hello { version, .. } if version == PROTOCOL_VERSION => (
+            Response::Hello {
+                version: PROTOCOL_VERSION,
+                server: format!("mmshared {}", env!("CARGO_PKG_VERSION")),
+            },
+            None,
+            None,
+        ),
+        Request::Hello { version, .. } => (
+            Response::Error {
+                kind: ErrorKind::ProtocolError,
+                message: format!(
+                    "unsupported protocol version {version}: this daemon speaks version {PROTOCOL_VERSION}"
+                ),
+            },
+            None,
+            None,
+        ),
+        Request::Create {
+            name,
+            dtype,
+            shape,
+            order,
+            backing,
+            mode,
+            exist_ok,
+        } => match registry.create(who, &name, &dtype, &shape, order, backing, mode, exist_ok) {
+            Ok((info, file)) => (Response::Array(info), Some(file), Some(name)),
+            Err(e) => (error_response(e), None, None),
+        },
+        Request::Open { name, access } => match registry.open(who, &name, access) {
+            Ok((info, file)) => {
+                let lease = (access == OpenAccess::Write).then_some(name);
+                (Response::Array(info), Some(file), lease)
+            }
+            Err(e) => (error_response(e), None, None),
+        },
+        Request::Stat { name } => match registry.stat(who, &name) {
+            Ok(info) => (Response::Array(info), None, None),
+            Err(e) => (error_response(e), None, None),
+        },
+        Request::List { prefix, after } => {
+            let (arrays, more) = registry.list(who, &prefix, after.as_deref());
+            (Response::List { arrays, more }, None, None)
+        }
+        Request::Delete { name } => match registry.delete(who, &name) {
+            Ok(()) => (Response::Deleted, None, None),
+            Err(e) => (error_response(e), None, None),
+        },
+    }
+}
+
+/// Refuses to start if another daemon answers on `path`; removes a stale socket file.
+fn check_socket_free(path: &Path) -> Result<(), String> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot inspect {}: {e}", path.display())),
+    };
+    use std::os::unix::fs::FileTypeExt;
+    if !meta.file_type().is_socket() {
+        return Err(format!(
+            "{} exists and is not a socket; refusing to replace it",
+            path.display()
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        // A SOCK_SEQPACKET listener refuses a stream connect with EPROTOTYPE; either answer
+        // means someone is listening.
+        Ok(_) => Err(live_daemon(path)),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PROTOTYPE.raw_os_error()) => {
+            Err(live_daemon(path))
+        }
+        Err(_) => {
+            std::fs::remove_file(path)
+                .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+            info!(socket = %path.display(), "removed a stale socket file");
+            Ok(())
+        }
+    }
+}
+
+fn live_daemon(path: &Path) -> String {
+    format!(
+        "another mmshared is already listening on {}; stop it first, or use --socket for a second one",
+        path.display()
+    )
+}
+
+/// Takes an exclusive lock on the storage directory so two daemons never share it.
+fn lock_storage(dir: &Path) -> Result<File, String> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join(".mmshared.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+        |_| {
+            format!(
+                "another mmshared already uses the storage directory {}",
+                dir.display()
+            )
+        },
+    )?;
+    Ok(file)
+}
+
+fn bind(path: &Path, mode: u32) -> Result<UnixSeqpacketListener, String> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        prepare_socket_dir(parent)?;
+    }
+    let listener = UnixSeqpacketListener::bind_with_backlog(path, 1024)
+        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot set mode {mode:o} on {}: {e}", path.display()))?;
+    Ok(listener)
+}
+
+/// Creates the socket's directory (0700) if missing; refuses one owned by someone else.
+fn prepare_socket_dir(dir: &Path) -> Result<(), String> {
+    let dir: PathBuf = dir.to_owned();
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("cannot create socket directory {}: {e}", dir.display()))?;
+    }
+    let meta = std::fs::metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let me = rustix::process::getuid().as_raw();
+    if meta.uid() != me && me != 0 && meta.mode() & 0o1000 == 0 {
+        return Err(format!(
+            "socket directory {} belongs to uid {}, not to you (uid {me})",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    Ok(())
+}

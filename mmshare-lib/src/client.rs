@@ -1,0 +1,452 @@
+//! The synchronous Rust client of `mmshared`: no async runtime needed in user programs.
+//!
+//! A [`Client`] is one SOCK_SEQPACKET connection. Requests are serialized on it (one in flight
+//! at a time), so a client can be shared between threads. Arrays come back as [`Shared`]
+//! handles: the mapping (built from the descriptor the daemon sent) plus the reply's
+//! [`ArrayInfo`]. A handle opened for writing keeps the connection open: the connection is the
+//! writer's lease, and when it closes the daemon checks for a write left half-done.
+
+use std::ops::Deref;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::array::Array;
+use crate::dtype::{DType, Element};
+use crate::error::OpenError;
+use crate::proto::{
+    self, ArrayInfo, Backing, ErrorKind, MAX_MESSAGE, OpenAccess, PROTOCOL_VERSION, Request,
+    Response, WireOrder,
+};
+use crate::raw::{Access, RawArray};
+use crate::shape::Order;
+use crate::sys;
+
+/// Environment variable that points every client (and the daemon) at another socket.
+pub const SOCKET_ENV: &str = "MMSHARE_SOCKET";
+
+/// The socket path clients and the daemon use by default: `$MMSHARE_SOCKET`, else
+/// `$XDG_RUNTIME_DIR/mmshare/mmshared.sock`, else `/tmp/mmshare-$UID/mmshared.sock`.
+pub fn default_socket_path() -> PathBuf {
+    if let Some(p) = std::env::var_os(SOCKET_ENV).filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|p| !p.is_empty()) {
+        return Path::new(&dir).join("mmshare").join("mmshared.sock");
+    }
+    let uid = rustix::process::getuid().as_raw();
+    PathBuf::from(format!("/tmp/mmshare-{uid}/mmshared.sock"))
+}
+
+/// A client request that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The daemon's socket could not be reached.
+    #[error(
+        "cannot connect to mmshared at {path}: {source} (is the daemon running? start it with `mmshared`, or set {SOCKET_ENV})"
+    )]
+    Connect {
+        /// The socket path tried.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Sending or receiving failed (for example the daemon went away).
+    #[error("connection to mmshared failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The daemon's reply made no sense, or it speaks another protocol version.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The daemon refused the request.
+    #[error("{kind:?}: {message}")]
+    Server {
+        /// The kind of failure.
+        kind: ErrorKind,
+        /// The daemon's message.
+        message: String,
+    },
+    /// The descriptor could not be mapped, or holds another dtype than asked for.
+    #[error("{0}")]
+    Open(#[from] OpenError),
+}
+
+impl ClientError {
+    /// The daemon's error kind, when the daemon refused the request.
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            ClientError::Server { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+}
+
+/// One connection; requests on it are serialized by the mutex.
+#[derive(Debug)]
+struct Connection {
+    fd: Mutex<OwnedFd>,
+}
+
+impl Connection {
+    fn call(&self, request: &Request) -> Result<(Response, Option<OwnedFd>), ClientError> {
+        let bytes = proto::encode(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let fd = self.fd.lock().unwrap_or_else(|p| p.into_inner());
+        sys::send_message(&fd, &bytes)?;
+        let mut buf = vec![0u8; MAX_MESSAGE + 1];
+        let got = sys::recv_message(&fd, &mut buf)?;
+        if got.len == 0 {
+            return Err(ClientError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "mmshared closed the connection",
+            )));
+        }
+        if got.truncated || got.len > MAX_MESSAGE {
+            return Err(ClientError::Protocol(format!(
+                "reply longer than {MAX_MESSAGE} bytes"
+            )));
+        }
+        let response: Response =
+            proto::decode(&buf[..got.len]).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok((response, got.fd))
+    }
+}
+
+/// A connection to `mmshared`.
+///
+/// # Example
+/// ```no_run
+/// use mmshare::{Access, Client};
+/// let client = Client::connect_default()?;
+/// let frames = client.open::<u8>("camera.frames", Access::Read)?;
+/// let latest = frames.read_to_vec()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    conn: Arc<Connection>,
+    path: PathBuf,
+    server: String,
+}
+
+/// What to create; built with [`CreateOptions::new`] and the setters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateOptions {
+    /// Array name.
+    pub name: String,
+    /// NumPy dtype string.
+    pub dtype: String,
+    /// Dimensions.
+    pub shape: Vec<u64>,
+    /// Memory order (default C).
+    pub order: Order,
+    /// File (default) or memory backing.
+    pub backing: Backing,
+    /// Permission bits (default 0o600).
+    pub mode: u32,
+    /// Return the existing array if one with the same dtype, shape and order exists.
+    pub exist_ok: bool,
+}
+
+impl CreateOptions {
+    /// A C-order, file-backed, mode 0600 array.
+    pub fn new(name: impl Into<String>, dtype: impl Into<String>, shape: &[u64]) -> Self {
+        CreateOptions {
+            name: name.into(),
+            dtype: dtype.into(),
+            shape: shape.to_vec(),
+            order: Order::C,
+            backing: Backing::File,
+            mode: 0o600,
+            exist_ok: false,
+        }
+    }
+
+    /// Backed by the daemon's tmpfs directory instead of its storage directory.
+    pub fn memory(mut self) -> Self {
+        self.backing = Backing::Memory;
+        self
+    }
+
+    /// Sets the permission bits.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets the memory order.
+    pub fn order(mut self, order: Order) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// Accept an existing identical array.
+    pub fn exist_ok(mut self, yes: bool) -> Self {
+        self.exist_ok = yes;
+        self
+    }
+}
+
+fn wire_order(order: Order) -> WireOrder {
+    match order {
+        Order::C => WireOrder::C,
+        Order::F => WireOrder::F,
+    }
+}
+
+impl Client {
+    /// Connects to the daemon at `path` and performs the version handshake.
+    ///
+    /// # Errors
+    /// [`ClientError::Connect`] naming the path; [`ClientError::Protocol`] if the daemon
+    /// speaks another protocol version.
+    pub fn connect(path: impl AsRef<Path>) -> Result<Client, ClientError> {
+        let path = path.as_ref().to_owned();
+        let fd = sys::seqpacket_connect(&path).map_err(|source| ClientError::Connect {
+            path: path.clone(),
+            source,
+        })?;
+        let conn = Arc::new(Connection { fd: Mutex::new(fd) });
+        let hello = Request::Hello {
+            version: PROTOCOL_VERSION,
+            client: program_name(),
+        };
+        let server = match conn.call(&hello)? {
+            (Response::Hello { version, server }, _) if version == PROTOCOL_VERSION => server,
+            (Response::Hello { version, .. }, _) => {
+                return Err(ClientError::Protocol(format!(
+                    "daemon speaks protocol version {version}, this client {PROTOCOL_VERSION}"
+                )));
+            }
+            (Response::Error { kind, message }, _) => {
+                return Err(ClientError::Server { kind, message });
+            }
+            (other, _) => return Err(unexpected(&other)),
+        };
+        Ok(Client { conn, path, server })
+    }
+
+    /// Connects to [`default_socket_path`].
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub fn connect_default() -> Result<Client, ClientError> {
+        Client::connect(default_socket_path())
+    }
+
+    /// The socket this client is connected to.
+    pub fn socket_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The daemon's name and version, from the handshake.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    fn call(&self, request: &Request) -> Result<(Response, Option<OwnedFd>), ClientError> {
+        match self.conn.call(request)? {
+            (Response::Error { kind, message }, _) => Err(ClientError::Server { kind, message }),
+            ok => Ok(ok),
+        }
+    }
+
+    fn call_for_array(&self, request: &Request) -> Result<(ArrayInfo, OwnedFd), ClientError> {
+        match self.call(request)? {
+            (Response::Array(info), Some(fd)) => Ok((info, fd)),
+            (Response::Array(_), None) => Err(ClientError::Protocol(
+                "reply carried no file descriptor".into(),
+            )),
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    fn shared(
+        &self,
+        info: ArrayInfo,
+        fd: OwnedFd,
+        access: Access,
+    ) -> Result<Shared<RawArray>, ClientError> {
+        let raw = RawArray::from_file(std::fs::File::from(fd), access)?;
+        let lease = (access == Access::Write).then(|| self.conn.clone());
+        Ok(Shared {
+            array: raw,
+            info,
+            _lease: lease,
+        })
+    }
+
+    /// Creates an array and returns a read-write handle on it.
+    ///
+    /// # Errors
+    /// [`ClientError::Server`] with `AlreadyExists`, `InvalidName`, `InvalidDtype`,
+    /// `InvalidShape`, `QuotaExceeded`, `NoSpace`, ...
+    pub fn create(&self, options: &CreateOptions) -> Result<Shared<RawArray>, ClientError> {
+        let request = Request::Create {
+            name: options.name.clone(),
+            dtype: options.dtype.clone(),
+            shape: options.shape.clone(),
+            order: wire_order(options.order),
+            backing: options.backing,
+            mode: options.mode,
+            exist_ok: options.exist_ok,
+        };
+        let (info, fd) = self.call_for_array(&request)?;
+        self.shared(info, fd, Access::Write)
+    }
+
+    /// Creates a file-backed, mode 0600 array of `T` and returns a typed read-write handle.
+    ///
+    /// # Errors
+    /// As [`Client::create`].
+    pub fn create_array<T: Element>(
+        &self,
+        name: &str,
+        shape: &[u64],
+    ) -> Result<Shared<Array<T>>, ClientError> {
+        self.create(&CreateOptions::new(name, T::DTYPE.descr(), shape))?
+            .typed()
+    }
+
+    /// Opens an array as `T` elements.
+    ///
+    /// # Errors
+    /// `NotFound`, `PermissionDenied` from the daemon; [`OpenError::DTypeMismatch`] if the
+    /// array holds another dtype.
+    pub fn open<T: Element>(
+        &self,
+        name: &str,
+        access: Access,
+    ) -> Result<Shared<Array<T>>, ClientError> {
+        self.open_raw(name, access)?.typed()
+    }
+
+    /// Opens an array untyped.
+    ///
+    /// # Errors
+    /// As [`Client::open`], without the dtype check.
+    pub fn open_raw(&self, name: &str, access: Access) -> Result<Shared<RawArray>, ClientError> {
+        let request = Request::Open {
+            name: name.to_owned(),
+            access: match access {
+                Access::Read => OpenAccess::Read,
+                Access::Write => OpenAccess::Write,
+            },
+        };
+        let (info, fd) = self.call_for_array(&request)?;
+        self.shared(info, fd, access)
+    }
+
+    /// Describes an array.
+    ///
+    /// # Errors
+    /// `NotFound`, `PermissionDenied`.
+    pub fn stat(&self, name: &str) -> Result<ArrayInfo, ClientError> {
+        match self.call(&Request::Stat {
+            name: name.to_owned(),
+        })? {
+            (Response::Array(info), _) => Ok(info),
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    /// Lists the arrays whose names start with `prefix`, in name order (all pages).
+    ///
+    /// # Errors
+    /// Connection or protocol errors.
+    pub fn list(&self, prefix: &str) -> Result<Vec<ArrayInfo>, ClientError> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let request = Request::List {
+                prefix: prefix.to_owned(),
+                after: after.take(),
+            };
+            match self.call(&request)? {
+                (Response::List { arrays, more }, _) => {
+                    after = arrays.last().map(|a| a.name.clone());
+                    all.extend(arrays);
+                    if !more || after.is_none() {
+                        return Ok(all);
+                    }
+                }
+                (other, _) => return Err(unexpected(&other)),
+            }
+        }
+    }
+
+    /// Deletes an array. Processes that map it keep working; the name is free at once.
+    ///
+    /// # Errors
+    /// `NotFound`, `PermissionDenied`.
+    pub fn delete(&self, name: &str) -> Result<(), ClientError> {
+        match self.call(&Request::Delete {
+            name: name.to_owned(),
+        })? {
+            (Response::Deleted, _) => Ok(()),
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+}
+
+fn unexpected(response: &Response) -> ClientError {
+    ClientError::Protocol(format!("unexpected reply {response:?}"))
+}
+
+fn program_name() -> String {
+    std::env::args()
+        .next()
+        .and_then(|a| {
+            Path::new(&a)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "rust-client".into())
+}
+
+/// An array handed out by the daemon: the mapping plus the reply that described it.
+///
+/// Dereferences to the handle (`Array<T>` or `RawArray`), so every seqlock operation is there.
+/// A handle opened for writing keeps its connection open (the writer's lease).
+#[derive(Debug)]
+pub struct Shared<A> {
+    array: A,
+    info: ArrayInfo,
+    _lease: Option<Arc<Connection>>,
+}
+
+impl<A> Deref for Shared<A> {
+    type Target = A;
+    fn deref(&self) -> &A {
+        &self.array
+    }
+}
+
+impl<A> Shared<A> {
+    /// The daemon's description of the array when it was opened.
+    pub fn info(&self) -> &ArrayInfo {
+        &self.info
+    }
+
+    /// Mutable access to the handle's settings (timeout, torn policy).
+    pub fn handle_mut(&mut self) -> &mut A {
+        &mut self.array
+    }
+}
+
+impl Shared<RawArray> {
+    /// Types the handle.
+    ///
+    /// # Errors
+    /// [`OpenError::DTypeMismatch`] (as a [`ClientError::Open`]).
+    pub fn typed<T: Element>(self) -> Result<Shared<Array<T>>, ClientError> {
+        Ok(Shared {
+            array: Array::from_raw(self.array)?,
+            info: self.info,
+            _lease: self._lease,
+        })
+    }
+
+    /// The array's dtype.
+    pub fn dtype(&self) -> DType {
+        self.array.header().dtype
+    }
+}
