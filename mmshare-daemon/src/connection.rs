@@ -40,6 +40,14 @@ impl Connection {
         }
     }
 
+    /// Wraps a socket that will only be sent to (no receive buffer).
+    pub fn new_small(socket: UnixSeqpacket) -> Self {
+        Connection {
+            socket,
+            buf: Vec::new(),
+        }
+    }
+
     /// Receives one message.
     ///
     /// # Errors

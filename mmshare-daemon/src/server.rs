@@ -25,6 +25,8 @@ use crate::shutdown::{self, Shutdown};
 
 /// How often every array is checked for a writer that died mid-write.
 const RECOVERY_PERIOD: Duration = Duration::from_secs(1);
+/// Connections being refused (Busy) at once; beyond this they are closed without a reply.
+const MAX_REFUSALS: usize = 1024;
 /// Consecutive malformed messages after which a client is disconnected.
 const MAX_BAD_MESSAGES: u32 = 8;
 
@@ -102,6 +104,8 @@ async fn accept_loop(
 ) -> Result<(), String> {
     // Every connection task holds a clone of `done_tx`; when all are dropped, `recv` ends.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    // Connections being told Busy are bounded too.
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     loop {
         let socket = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -125,18 +129,29 @@ async fn accept_loop(
                     drop(done);
                 });
             }
-            Err(_) => {
-                tokio::spawn(async move {
-                    let conn = Connection::new(socket);
-                    let reply = Response::Error {
-                        kind: ErrorKind::Busy,
-                        message: format!(
-                            "mmshared is at its connection limit ({max_connections}, --max-connections); try again"
-                        ),
-                    };
-                    let _ = conn.send(&reply, None).await;
-                });
-            }
+            Err(_) => match refusals.clone().try_acquire_owned() {
+                // Read the client's first message before replying Busy and closing: closing a
+                // socket with an unread message resets it, and the client would lose the reply.
+                Ok(permit) => {
+                    tokio::spawn(async move {
+                        let mut first = [0u8; 256]; // a Hello fits; the rest is truncated away
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(1), socket.recv(&mut first))
+                                .await;
+                        let conn = Connection::new_small(socket);
+                        let reply = Response::Error {
+                            kind: ErrorKind::Busy,
+                            message: format!(
+                                "mmshared is at its connection limit ({max_connections}, --max-connections); try again"
+                            ),
+                        };
+                        let _ = conn.send(&reply, None).await;
+                        drop(permit);
+                    });
+                }
+                // Even the refusals are at their limit: just close.
+                Err(_) => drop(socket),
+            },
         }
     }
     drop(listener);

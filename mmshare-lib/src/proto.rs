@@ -230,3 +230,202 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ProtoError> 
     }
     Ok(msg)
 }
+
+/// The test vectors of docs/PROTOCOL.md: every message kind, its exact bytes in hex.
+#[cfg(test)]
+pub(crate) fn test_vectors() -> Vec<(&'static str, Result<Request, Response>, &'static str)> {
+    let info = ArrayInfo {
+        name: "frames".into(),
+        dtype: "<f4".into(),
+        shape: vec![2, 3],
+        order: WireOrder::C,
+        data_offset: 4096,
+        data_len: 24,
+        version: 300,
+        backing: Backing::Memory,
+        owner_uid: 1000,
+        owner_gid: 100,
+        mode: 0o644,
+        torn: false,
+        path: "/m/frames".into(),
+    };
+    vec![
+        (
+            "Hello request",
+            Ok(Request::Hello {
+                version: 1,
+                client: "py".into(),
+            }),
+            "00 01 02 70 79",
+        ),
+        (
+            "Create request",
+            Ok(Request::Create {
+                name: "frames".into(),
+                dtype: "<f4".into(),
+                shape: vec![2, 3],
+                order: WireOrder::C,
+                backing: Backing::Memory,
+                mode: 0o644,
+                exist_ok: true,
+            }),
+            "01 06 66 72 61 6d 65 73 03 3c 66 34 02 02 03 00 01 a4 03 01",
+        ),
+        (
+            "Open request (write)",
+            Ok(Request::Open {
+                name: "frames".into(),
+                access: OpenAccess::Write,
+            }),
+            "02 06 66 72 61 6d 65 73 01",
+        ),
+        (
+            "Stat request",
+            Ok(Request::Stat {
+                name: "frames".into(),
+            }),
+            "03 06 66 72 61 6d 65 73",
+        ),
+        (
+            "List request, first page",
+            Ok(Request::List {
+                prefix: "fr".into(),
+                after: None,
+            }),
+            "04 02 66 72 00",
+        ),
+        (
+            "List request, next page",
+            Ok(Request::List {
+                prefix: "".into(),
+                after: Some("a".into()),
+            }),
+            "04 00 01 01 61",
+        ),
+        (
+            "Delete request",
+            Ok(Request::Delete {
+                name: "frames".into(),
+            }),
+            "05 06 66 72 61 6d 65 73",
+        ),
+        (
+            "Hello reply",
+            Err(Response::Hello {
+                version: 1,
+                server: "mmshared 0.1.0".into(),
+            }),
+            "00 01 0e 6d 6d 73 68 61 72 65 64 20 30 2e 31 2e 30",
+        ),
+        (
+            "Array reply",
+            Err(Response::Array(info.clone())),
+            "01 06 66 72 61 6d 65 73 03 3c 66 34 02 02 03 00 80 20 18 ac 02 01 e8 07 64 a4 03 00 09 2f 6d 2f 66 72 61 6d 65 73",
+        ),
+        (
+            "List reply",
+            Err(Response::List {
+                arrays: vec![info],
+                more: false,
+            }),
+            "02 01 06 66 72 61 6d 65 73 03 3c 66 34 02 02 03 00 80 20 18 ac 02 01 e8 07 64 a4 03 00 09 2f 6d 2f 66 72 61 6d 65 73 00",
+        ),
+        ("Deleted reply", Err(Response::Deleted), "03"),
+        (
+            "Error reply",
+            Err(Response::Error {
+                kind: ErrorKind::NotFound,
+                message: "no array named \"x\"".into(),
+            }),
+            "04 00 12 6e 6f 20 61 72 72 61 79 20 6e 61 6d 65 64 20 22 78 22",
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(b: &[u8]) -> String {
+        b.iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn unhex(h: &str) -> Vec<u8> {
+        h.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    }
+
+    /// The bytes in docs/PROTOCOL.md are what this code sends, and decode back to the message.
+    #[test]
+    fn test_vectors_match_the_encoding_both_ways() {
+        for (what, msg, expected) in test_vectors() {
+            match msg {
+                Ok(req) => {
+                    assert_eq!(hex(&encode(&req).unwrap()), expected, "{what}");
+                    assert_eq!(decode::<Request>(&unhex(expected)).unwrap(), req, "{what}");
+                }
+                Err(resp) => {
+                    assert_eq!(hex(&encode(&resp).unwrap()), expected, "{what}");
+                    assert_eq!(
+                        decode::<Response>(&unhex(expected)).unwrap(),
+                        resp,
+                        "{what}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// docs/protocol_vectors.json (what the Python client's tests read) holds the same bytes.
+    #[test]
+    fn json_vectors_file_matches() {
+        let file: Vec<serde_json::Value> =
+            serde_json::from_str(include_str!("../../docs/protocol_vectors.json")).unwrap();
+        let ours = test_vectors();
+        assert_eq!(file.len(), ours.len());
+        for (entry, (what, _, hex)) in file.iter().zip(ours) {
+            assert_eq!(entry["name"], what);
+            assert_eq!(entry["hex"], hex, "{what}");
+        }
+    }
+
+    /// Truncated, extended and unknown-variant messages are errors, never panics.
+    #[test]
+    fn damaged_messages_are_errors() {
+        for (what, msg, expected) in test_vectors() {
+            let bytes = unhex(expected);
+            for cut in 0..bytes.len() {
+                let r = match &msg {
+                    Ok(_) => decode::<Request>(&bytes[..cut]).map(drop),
+                    Err(_) => decode::<Response>(&bytes[..cut]).map(drop),
+                };
+                // A prefix may happen to be a complete shorter message only if it is all of it.
+                assert!(r.is_err(), "{what} cut at {cut} decoded");
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(decode::<Request>(&longer).is_err() || decode::<Response>(&longer).is_err());
+        }
+        assert!(matches!(
+            decode::<Request>(&[6]),
+            Err(ProtoError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode::<Request>(&vec![0; MAX_MESSAGE + 1]),
+            Err(ProtoError::TooLarge { .. })
+        ));
+    }
+
+    proptest::proptest! {
+        /// Arbitrary bytes never panic the decoder.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = decode::<Request>(&bytes);
+            let _ = decode::<Response>(&bytes);
+        }
+    }
+}
