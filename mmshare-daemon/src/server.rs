@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +38,7 @@ const MAX_BAD_MESSAGES: u32 = 8;
 pub async fn run(config: Config) -> Result<(), String> {
     let mut signals =
         shutdown::Signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    raise_fd_limit();
     let socket_path = config.socket_path();
     let storage = config.storage_dir();
     let memory = config.memory_dir();
@@ -249,21 +250,27 @@ async fn handle_connection(socket: UnixSeqpacket, registry: Arc<Registry>, mut s
             }
             continue;
         }
-        let r = registry.clone();
-        let handled = tokio::task::spawn_blocking(move || handle_request(&r, creds, request)).await;
-        let (reply, file, lease) = match handled {
-            Ok(x) => x,
-            Err(e) => {
-                error!("request handler panicked: {e}");
-                (
-                    Response::Error {
-                        kind: ErrorKind::Internal,
-                        message: "internal error; see the daemon log".into(),
-                    },
-                    None,
-                    None,
-                )
+        // Create may reserve gigabytes (fallocate) and fsyncs: run it off the async workers.
+        // Everything else is a map lookup and at most one open(2) of a local file, cheaper
+        // than the two thread hand-offs a blocking task costs (measured in benches/open.rs).
+        let (reply, file, lease) = if matches!(request, Request::Create { .. }) {
+            let r = registry.clone();
+            match tokio::task::spawn_blocking(move || handle_request(&r, creds, request)).await {
+                Ok(x) => x,
+                Err(e) => {
+                    error!("request handler panicked: {e}");
+                    (
+                        Response::Error {
+                            kind: ErrorKind::Internal,
+                            message: "internal error; see the daemon log".into(),
+                        },
+                        None,
+                        None,
+                    )
+                }
             }
+        } else {
+            handle_request(&registry, creds, request)
         };
         if let Some(name) = lease {
             leases.insert(name);
@@ -342,6 +349,19 @@ fn handle_request(
     }
 }
 
+/// Raises the soft descriptor limit to the hard one: every connection and every array costs
+/// descriptors, and the default soft limit (often 1024) is below --max-connections.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            warn!("cannot raise the descriptor limit: {e}");
+        }
+    }
+}
+
 /// Refuses to start if another daemon answers on `path`; removes a stale socket file.
 fn check_socket_free(path: &Path) -> Result<(), String> {
     let meta = match std::fs::symlink_metadata(path) {
@@ -391,6 +411,7 @@ fn lock_storage(dir: &Path) -> Result<File, String> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(

@@ -80,19 +80,20 @@ impl ClientError {
     }
 }
 
-/// One connection; requests on it are serialized by the mutex.
+/// One connection; requests on it are serialized by the mutex, which also guards the reply
+/// buffer (allocated once, not per request).
 #[derive(Debug)]
 struct Connection {
-    fd: Mutex<OwnedFd>,
+    inner: Mutex<(OwnedFd, Vec<u8>)>,
 }
 
 impl Connection {
     fn call(&self, request: &Request) -> Result<(Response, Option<OwnedFd>), ClientError> {
         let bytes = proto::encode(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let fd = self.fd.lock().unwrap_or_else(|p| p.into_inner());
-        sys::send_message(&fd, &bytes)?;
-        let mut buf = vec![0u8; MAX_MESSAGE + 1];
-        let got = sys::recv_message(&fd, &mut buf)?;
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (fd, buf) = &mut *guard;
+        sys::send_message(fd, &bytes)?;
+        let got = sys::recv_message(fd, buf)?;
         if got.len == 0 {
             return Err(ClientError::Io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
@@ -204,7 +205,9 @@ impl Client {
             path: path.clone(),
             source,
         })?;
-        let conn = Arc::new(Connection { fd: Mutex::new(fd) });
+        let conn = Arc::new(Connection {
+            inner: Mutex::new((fd, vec![0u8; MAX_MESSAGE + 1])),
+        });
         let hello = Request::Hello {
             version: PROTOCOL_VERSION,
             client: program_name(),

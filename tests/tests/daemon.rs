@@ -28,6 +28,9 @@ fn another_process_writes_and_this_one_reads_the_same_pages() {
         field(&lines[0], "inode"),
         mine.file().metadata().unwrap().ino()
     );
+    // Descriptors arrive close-on-exec, so they do not leak into programs the client runs.
+    let flags = rustix::io::fcntl_getfd(mine.file()).unwrap();
+    assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
     let info = client.stat("shared").unwrap();
     assert_eq!(
         (info.version, info.shape.as_slice(), info.dtype.as_str()),
