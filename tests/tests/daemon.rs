@@ -230,3 +230,78 @@ fn restart_quarantines_corrupt_files_and_removes_temp_files() {
         vec![3; 10]
     );
 }
+
+/// A writer that dies while the daemon is down is recovered when the daemon starts again.
+#[test]
+fn writer_that_died_while_the_daemon_was_down_is_recovered_at_start() {
+    let mut d = Daemon::start(&[]);
+    let client = d.client();
+    client.create_array::<u8>("orphan", &[64]).unwrap();
+    let mut w = Worker::spawn(&["client-hold", d.socket.to_str().unwrap(), "orphan"]);
+    w.expect_line("holding", WATCHDOG);
+    d.kill();
+    w.kill();
+    d.restart();
+    let info = d.client().stat("orphan").unwrap();
+    assert!(info.torn, "recovered at start: {info:?}");
+    let a = d.client().open::<u8>("orphan", Access::Read).unwrap();
+    assert_eq!(a.sequence() % 2, 0);
+    assert!(matches!(a.read_to_vec(), Err(ReadError::Torn { .. })));
+}
+
+/// Asking for the wrong element type through the daemon is a clear error naming both.
+#[test]
+fn typed_open_of_another_dtype_is_a_clear_error() {
+    let d = Daemon::start(&[]);
+    let client = d.client();
+    client.create_array::<f32>("f", &[4]).unwrap();
+    let err = client.open::<f64>("f", Access::Read).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "array holds <f4 elements, but the program asked for <f8"
+    );
+    let arr = client
+        .open::<f32>("f", Access::Read)
+        .unwrap()
+        .read_array()
+        .unwrap();
+    assert_eq!(arr.shape(), &[4]);
+}
+
+/// A full filesystem: Create replies NoSpace and leaves no file behind (a 1 MiB tmpfs is
+/// mounted for the memory directory; needs root, which CI has).
+#[test]
+fn create_on_a_full_filesystem_is_nospace_and_leaves_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let mnt = root.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !mounted {
+        eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let d = Daemon::start(&["--mem-dir", mnt.to_str().unwrap()]);
+    let client = d.client();
+    let err = client
+        .create(&CreateOptions::new("huge", "u1", &[4 << 20]).memory())
+        .unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::NoSpace), "{err}");
+    assert!(err.to_string().contains("4198400"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&mnt).unwrap().collect();
+    assert!(left.is_empty(), "temp file left behind: {left:?}");
+    client
+        .create(&CreateOptions::new("small", "u1", &[1000]).memory())
+        .unwrap();
+}

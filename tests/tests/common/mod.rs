@@ -175,13 +175,15 @@ impl Daemon {
     }
 
     fn launch(&mut self) {
-        let mut child = Command::new(daemon_path())
-            .arg("--socket")
-            .arg(&self.socket)
-            .arg("--dir")
-            .arg(self.data_dir())
-            .arg("--mem-dir")
-            .arg(self.mem_dir())
+        let mut cmd = Command::new(daemon_path());
+        cmd.arg("--socket").arg(&self.socket);
+        if !self.extra.iter().any(|a| a == "--dir") {
+            cmd.arg("--dir").arg(self.data_dir());
+        }
+        if !self.extra.iter().any(|a| a == "--mem-dir") {
+            cmd.arg("--mem-dir").arg(self.mem_dir());
+        }
+        let mut child = cmd
             .args(&self.extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
