@@ -46,11 +46,83 @@ pub fn main_with(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::run(config)) {
+    match runtime.block_on(server::run(config, server::StopOn::Signals, None)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("mmshared: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A daemon running on a thread of this process (what `mmshare demo` uses when no daemon is
+/// reachable). It stops, finishing requests in flight, when stopped or dropped.
+#[derive(Debug)]
+pub struct EmbeddedDaemon {
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+    socket: std::path::PathBuf,
+}
+
+impl EmbeddedDaemon {
+    /// Starts a daemon with `config` and returns once it listens.
+    ///
+    /// # Errors
+    /// What would make `mmshared` refuse to start (a live socket, unusable directories).
+    pub fn start(config: Config) -> Result<EmbeddedDaemon, String> {
+        let socket = config.socket_path();
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name("mmshared-embedded".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+                runtime.block_on(server::run(
+                    config,
+                    server::StopOn::Handle(rx),
+                    Some(ready_tx),
+                ))
+            })
+            .map_err(|e| format!("cannot start the daemon thread: {e}"))?;
+        match ready_rx.recv() {
+            Ok(()) => Ok(EmbeddedDaemon {
+                stop,
+                thread: Some(thread),
+                socket,
+            }),
+            // The thread ended before it was ready: report why.
+            Err(_) => Err(thread
+                .join()
+                .map_err(|_| "the daemon thread panicked".to_string())?
+                .err()
+                .unwrap_or_else(|| "the daemon stopped before it was ready".into())),
+        }
+    }
+
+    /// The socket it listens on.
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
+    /// Stops it and waits until it has.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for EmbeddedDaemon {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }

@@ -11,6 +11,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
 use mmshare::proto::{ErrorKind, OpenAccess, PROTOCOL_VERSION, Request, Response};
@@ -30,14 +31,37 @@ const MAX_REFUSALS: usize = 1024;
 /// Consecutive malformed messages after which a client is disconnected.
 const MAX_BAD_MESSAGES: u32 = 8;
 
-/// Runs the daemon until SIGINT/SIGTERM.
+/// What stops the daemon.
+#[derive(Debug)]
+pub enum StopOn {
+    /// SIGINT or SIGTERM (the `mmshared` binary).
+    Signals,
+    /// The value in this channel becoming `true` (an embedded daemon).
+    Handle(tokio::sync::watch::Receiver<bool>),
+}
+
+enum Stop {
+    Signals(shutdown::Signals),
+    Handle(tokio::sync::watch::Receiver<bool>),
+}
+
+/// Runs the daemon until it is told to stop; sends on `ready` once it listens.
 ///
 /// # Errors
 /// A message for the operator: another daemon is running, a directory or the socket cannot be
 /// set up.
-pub async fn run(config: Config) -> Result<(), String> {
-    let mut signals =
-        shutdown::Signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+pub async fn run(
+    config: Config,
+    stop: StopOn,
+    ready: Option<SyncSender<()>>,
+) -> Result<(), String> {
+    let stop = match stop {
+        StopOn::Signals => Stop::Signals(
+            shutdown::Signals::install()
+                .map_err(|e| format!("cannot install signal handlers: {e}"))?,
+        ),
+        StopOn::Handle(rx) => Stop::Handle(rx),
+    };
     raise_fd_limit();
     let socket_path = config.socket_path();
     let storage = config.storage_dir();
@@ -75,10 +99,21 @@ pub async fn run(config: Config) -> Result<(), String> {
         socket_path.display()
     );
 
+    if let Some(ready) = ready {
+        let _ = ready.send(());
+    }
     let (trigger, shutdown) = shutdown::channel();
     tokio::spawn(async move {
-        let name = signals.recv().await;
-        info!("{name}: shutting down");
+        match stop {
+            Stop::Signals(mut signals) => {
+                let name = signals.recv().await;
+                info!("{name}: shutting down");
+            }
+            Stop::Handle(mut rx) => {
+                let _ = rx.wait_for(|stop| *stop).await;
+                info!("stop requested: shutting down");
+            }
+        }
         trigger.fire();
     });
     tokio::spawn(periodic_recovery(registry.clone(), shutdown.clone()));

@@ -76,6 +76,6 @@ pub use half::f16;
 pub use name::{MAX_NAME_LEN, NameError, validate_name};
 pub use num_complex::Complex;
 pub use proto::{ArrayInfo, Backing, ErrorKind};
-pub use raw::{Access, DEFAULT_TIMEOUT, RawArray, Recovery, Snapshot};
+pub use raw::{Access, ByteReader, ByteWriter, DEFAULT_TIMEOUT, RawArray, Recovery, Snapshot};
 pub use shape::{MAX_DATA_LEN, MAX_NDIM, Order, ShapeError, data_len, element_count, parse_shape};
 pub use sys::{Liveness, ProcessId, futex_wakeups, reserve_space};

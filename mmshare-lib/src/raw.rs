@@ -358,6 +358,7 @@ impl RawArray {
             array: self,
             sequence: s,
             clear_torn: std::cell::Cell::new(full),
+            mark_torn: std::cell::Cell::new(false),
         };
         // If `body` panics, dropping `scope` marks the array TORN and publishes, so the write
         // side is never left held by a live process.
@@ -619,11 +620,143 @@ impl RawArray {
     }
 }
 
+impl RawArray {
+    /// A consistent read of any size, streamed: `f` pulls bytes through a [`ByteReader`] (for
+    /// example chunk by chunk into a file). If a write overlapped, `f` runs again from the
+    /// start, so it must be able to restart (truncate its output) and must not act on the bytes
+    /// until this returns.
+    ///
+    /// # Errors
+    /// [`ReadError::Torn`] (unless accepted) or [`ReadError::Timeout`].
+    pub fn read_stream<R>(
+        &self,
+        mut f: impl FnMut(&ByteReader<'_>) -> R,
+    ) -> Result<(R, Snapshot), ReadError> {
+        let len = self.header.data_len;
+        self.read_protocol(false, |data, _| {
+            f(&ByteReader {
+                data,
+                len,
+                _life: std::marker::PhantomData,
+            })
+        })
+    }
+
+    /// A write of any size, streamed: takes the write side, lets `f` write bytes through a
+    /// [`ByteWriter`], then publishes. As for closure writes, a panic in `f` publishes TORN,
+    /// and TORN is cleared only if `f` calls [`ByteWriter::clear_torn`].
+    ///
+    /// # Errors
+    /// [`WriteError::ReadOnly`] or [`WriteError::Timeout`]; `f` did not run.
+    pub fn write_stream<R>(&self, f: impl FnOnce(&ByteWriter<'_>) -> R) -> Result<R, WriteError> {
+        let len = self.header.data_len;
+        self.write_protocol(false, |scope| f(&ByteWriter { scope, len }))
+    }
+}
+
+/// Byte access to the live data inside [`RawArray::read_stream`].
+#[derive(Debug)]
+pub struct ByteReader<'a> {
+    data: *const u8,
+    len: u64,
+    _life: std::marker::PhantomData<&'a ()>,
+}
+
+impl ByteReader<'_> {
+    /// Data length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True for an empty array.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies `dst.len()` bytes from `offset` (atomic 8-byte loads).
+    ///
+    /// # Panics
+    /// If the range is outside the data.
+    pub fn read_at(&self, offset: u64, dst: &mut [u8]) {
+        assert!(
+            offset
+                .checked_add(dst.len() as u64)
+                .is_some_and(|e| e <= self.len),
+            "read of {} bytes at {offset} is outside {} bytes of data",
+            dst.len(),
+            self.len
+        );
+        // SAFETY: the range is inside the mapped data area, kept mapped by the handle this
+        // reader borrows; all shared accesses are atomic words.
+        unsafe { seqlock::load_bytes(self.data, offset as usize, dst) };
+    }
+}
+
+/// Byte access to the data inside [`RawArray::write_stream`], with the write side held.
+pub struct ByteWriter<'a> {
+    scope: &'a WriteScope<'a>,
+    len: u64,
+}
+
+impl std::fmt::Debug for ByteWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ByteWriter")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl ByteWriter<'_> {
+    /// Data length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True for an empty array.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The version this write will publish.
+    pub fn version(&self) -> u64 {
+        self.scope.version()
+    }
+
+    /// Writes `src` at `offset`.
+    ///
+    /// # Panics
+    /// If the range is outside the data.
+    pub fn write_at(&self, offset: u64, src: &[u8]) {
+        assert!(
+            offset
+                .checked_add(src.len() as u64)
+                .is_some_and(|e| e <= self.len),
+            "write of {} bytes at {offset} is outside {} bytes of data",
+            src.len(),
+            self.len
+        );
+        // SAFETY: the range is inside the writable data area and the write side is held.
+        unsafe { seqlock::store_bytes(self.scope.data_ptr(), offset as usize, src) };
+    }
+
+    /// Declares that this write left the whole array consistent: publishing clears TORN.
+    pub fn clear_torn(&self) {
+        self.scope.set_clear_torn();
+    }
+
+    /// Declares that this write could not be finished (for example its input failed midway):
+    /// publishing marks the array TORN, so readers are not handed a half-written array.
+    pub fn mark_torn(&self) {
+        self.scope.set_mark_torn();
+    }
+}
+
 /// The write side while held: gives write bodies the data pointer and finishes the write.
 pub(crate) struct WriteScope<'a> {
     array: &'a RawArray,
     sequence: u64,
     clear_torn: std::cell::Cell<bool>,
+    mark_torn: std::cell::Cell<bool>,
 }
 
 impl WriteScope<'_> {
@@ -640,12 +773,14 @@ impl WriteScope<'_> {
         self.clear_torn.set(true);
     }
 
+    pub(crate) fn set_mark_torn(&self) {
+        self.mark_torn.set(true);
+    }
+
     fn publish(&self, panicking: bool) -> u64 {
-        self.array.publish(
-            self.sequence,
-            self.clear_torn.get() && !panicking,
-            panicking,
-        )
+        let torn = panicking || self.mark_torn.get();
+        self.array
+            .publish(self.sequence, self.clear_torn.get() && !torn, torn)
     }
 }
 

@@ -1,0 +1,228 @@
+//! `mmshare demo`: a producer process and a consumer process share one frame array through the
+//! daemon; the numbers are printed, then the Python that opens the same array.
+//!
+//! If no daemon answers (and the user did not name a socket), the demo starts one inside this
+//! process on a temporary directory and stops it at the end. Everything it creates is removed.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mmshare::{Access, Client, CreateOptions};
+
+use crate::commands::{Result, connect};
+
+/// One 640×480 RGB frame.
+const SHAPE: [u64; 3] = [480, 640, 3];
+/// Frames per second the producer aims for.
+const FPS: u64 = 1000;
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+pub fn run(socket_given: bool, socket: &Path, seconds: f64) -> Result {
+    if !(seconds > 0.0 && seconds <= 3600.0) {
+        return Err(format!("--seconds {seconds} must be between 0 and 3600"));
+    }
+    // Keep the temp dir and the embedded daemon alive until the end.
+    let mut _temp = None;
+    let mut embedded = None;
+    let socket = match Client::connect(socket) {
+        Ok(_) => socket.to_owned(),
+        Err(e) if socket_given => return Err(e.to_string()),
+        Err(_) => {
+            let dir = tempfile::Builder::new()
+                .prefix("mmshare-demo-")
+                .tempdir()
+                .map_err(|e| format!("cannot make a temp dir: {e}"))?;
+            let mem = if Path::new("/dev/shm").is_dir() {
+                tempfile::Builder::new()
+                    .prefix("mmshare-demo-")
+                    .tempdir_in("/dev/shm")
+                    .map_err(|e| format!("cannot make a dir in /dev/shm: {e}"))?
+            } else {
+                tempfile::Builder::new()
+                    .prefix("mmshare-demo-mem-")
+                    .tempdir()
+                    .map_err(|e| format!("cannot make a temp dir: {e}"))?
+            };
+            let sock = dir.path().join("mmshared.sock");
+            let config = <mmshare_daemon::Config as clap::Parser>::try_parse_from([
+                "mmshared".as_ref(),
+                "--socket".as_ref(),
+                sock.as_os_str(),
+                "--dir".as_ref(),
+                dir.path().join("data").as_os_str(),
+                "--mem-dir".as_ref(),
+                mem.path().join("arrays").as_os_str(),
+            ])
+            .map_err(|e| e.to_string())?;
+            let daemon = mmshare_daemon::EmbeddedDaemon::start(config)?;
+            println!(
+                "no daemon was running: started one inside this process ({})",
+                sock.display()
+            );
+            embedded = Some(daemon);
+            _temp = Some((dir, mem));
+            sock
+        }
+    };
+    let client = connect(&socket)?;
+    let name = format!("demo.frames-{}", std::process::id());
+    let frames = client
+        .create(&CreateOptions::new(&name, "u1", &SHAPE).memory().mode(0o644))
+        .map_err(|e| e.to_string())?;
+    let frame_bytes = frames.header().data_len;
+    println!(
+        "created {name}: {SHAPE:?} uint8 ({:.2} MB per frame) in RAM, at {}",
+        frame_bytes as f64 / 1e6,
+        frames.info().path
+    );
+    println!("starting a producer and a consumer process for {seconds} s ...");
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let spawn = |args: &[&str]| {
+        Command::new(&exe)
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", exe.display()))
+    };
+    let consumer = spawn(&["__demo-consumer", &name])?;
+    std::thread::sleep(Duration::from_millis(200)); // let it map and start waiting
+    let producer = spawn(&["__demo-producer", &name, &seconds.to_string()])?;
+    let produced = producer.wait_with_output().map_err(|e| e.to_string())?;
+    let consumed = consumer.wait_with_output().map_err(|e| e.to_string())?;
+    let result = if produced.status.success() && consumed.status.success() {
+        print!("{}", String::from_utf8_lossy(&produced.stdout));
+        print!("{}", String::from_utf8_lossy(&consumed.stdout));
+        println!("\nThe same array from Python, zero-copy, while it exists:");
+        println!("    import mmshare");
+        println!(
+            "    client = mmshare.connect({:?})",
+            socket.display().to_string()
+        );
+        println!(
+            "    frame = client.open({name:?}).read()   # numpy array, shape {:?}",
+            (480, 640, 3)
+        );
+        if embedded.is_some() {
+            println!(
+                "(this demo's daemon and array are gone when it exits: start `mmshared`, then"
+            );
+            println!(
+                " `mmshare create cam --dtype u1 --shape 480,640,3 --memory` to keep one around)"
+            );
+        }
+        Ok(())
+    } else {
+        Err(format!(
+            "the demo's processes failed (producer {}, consumer {})",
+            produced.status, consumed.status
+        ))
+    };
+    drop(frames);
+    let _ = client.delete(&name);
+    drop(client);
+    if let Some(d) = embedded {
+        d.stop();
+    }
+    result
+}
+
+/// Publishes frames: each is filled with its number, stamped with its publish time.
+pub fn producer(socket: &Path, name: &str, seconds: f64) -> Result {
+    let client = connect(socket)?;
+    let frames = client
+        .open::<u8>(name, Access::Write)
+        .map_err(|e| e.to_string())?;
+    let mut frame = vec![0u8; frames.len()];
+    let period = Duration::from_nanos(1_000_000_000 / FPS);
+    let start = Instant::now();
+    let mut published = 0u64;
+    while start.elapsed().as_secs_f64() < seconds {
+        published += 1;
+        frame[16..].fill(published as u8);
+        frame[8..16].copy_from_slice(&published.to_le_bytes());
+        frame[..8].copy_from_slice(&now_ns().to_le_bytes());
+        frames.write_all(&frame).map_err(|e| e.to_string())?;
+        let next = period * published as u32;
+        if let Some(wait) = next.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    // A frame with stamp 0 tells the consumer to stop.
+    frames
+        .write_all(&vec![0u8; frames.len()])
+        .map_err(|e| e.to_string())?;
+    println!(
+        "producer: {published} frames in {elapsed:.2} s = {:.0} frames/s, {:.2} GB/s written",
+        published as f64 / elapsed,
+        published as f64 * frames.len() as f64 / elapsed / 1e9
+    );
+    Ok(())
+}
+
+/// Waits for each new version, copies it consistently, checks it, and measures latency.
+pub fn consumer(socket: &Path, name: &str) -> Result {
+    let client = connect(socket)?;
+    let frames = client
+        .open::<u8>(name, Access::Read)
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; frames.len()];
+    let mut latencies = Vec::new();
+    let (mut seen, mut last, mut bad) = (0u64, frames.version(), 0u64);
+    let mut first: Option<Instant> = None;
+    let mut last_number = 0u64;
+    loop {
+        last = frames
+            .wait_for_version(last, Duration::from_secs(10))
+            .map_err(|e| format!("no frame arrived: {e}"))?;
+        let snap = frames.read_into(&mut buf).map_err(|e| e.to_string())?;
+        let received = now_ns();
+        last = last.max(snap.version);
+        let stamp = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
+        if stamp == 0 {
+            break;
+        }
+        first.get_or_insert_with(Instant::now);
+        let number = u64::from_le_bytes(buf[8..16].try_into().expect("8 bytes"));
+        if buf[16..].iter().any(|&b| b != number as u8) {
+            bad += 1;
+        }
+        latencies.push(received.saturating_sub(stamp));
+        seen += 1;
+        last_number = number;
+    }
+    let elapsed = first.map_or(0.0, |f| f.elapsed().as_secs_f64()).max(1e-9);
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len().max(1) - 1) as f64 * p) as usize)
+            .copied()
+            .unwrap_or(0) as f64
+            / 1e3
+    };
+    println!(
+        "consumer: read {seen} of {last_number} frames ({:.0} frames/s, {:.2} GB/s copied out), {bad} inconsistent, {} retried reads",
+        seen as f64 / elapsed,
+        seen as f64 * frames.len() as f64 / elapsed / 1e9,
+        frames.retries()
+    );
+    println!(
+        "latency publish -> consistent copy in the consumer: p50 {:.0} µs, p99 {:.0} µs (includes copying {:.2} MB)",
+        pct(0.5),
+        pct(0.99),
+        frames.len() as f64 / 1e6
+    );
+    if bad > 0 {
+        return Err(format!("{bad} frames were inconsistent"));
+    }
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! `mmshare`: the command line for mmshare arrays.
+//!
+//! Every command talks to `mmshared` (`--socket` or `MMSHARE_SOCKET`, else the default socket).
+//! On success it exits 0; on any error it prints one line to stderr and exits 1, never a
+//! backtrace. Output meant for programs is available as `--json`.
+#![forbid(unsafe_code)]
+
+mod commands;
+mod demo;
+mod npy;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Shared-memory N-dimensional arrays, from the shell.
+#[derive(Debug, Parser)]
+#[command(name = "mmshare", version, about)]
+struct Cli {
+    /// The daemon's socket [default: $MMSHARE_SOCKET, else $XDG_RUNTIME_DIR/mmshare/mmshared.sock,
+    /// else /tmp/mmshare-$UID/mmshared.sock]
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create an array
+    Create {
+        /// Array name ([A-Za-z0-9_.-], not starting with '.')
+        name: String,
+        /// NumPy dtype (f4, float32, <i8, u1, bool, c8, ...)
+        #[arg(long)]
+        dtype: String,
+        /// Dimensions, e.g. 1080,1920,3 (empty for a 0-d array)
+        #[arg(long, allow_hyphen_values = true)]
+        shape: String,
+        /// Keep it in RAM (tmpfs) instead of the storage directory
+        #[arg(long)]
+        memory: bool,
+        /// Permission bits, octal
+        #[arg(long, default_value = "0600")]
+        mode: String,
+        /// Memory order: C (row-major) or F (column-major)
+        #[arg(long, default_value = "C")]
+        order: String,
+        /// Succeed if an identical array exists
+        #[arg(long)]
+        exist_ok: bool,
+    },
+    /// List arrays
+    Ls {
+        /// Only names starting with this
+        prefix: Option<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Describe an array
+    Info {
+        /// Array name
+        name: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an array (processes that map it keep working)
+    Rm {
+        /// Array name
+        name: String,
+    },
+    /// Write a .npy file into an array, as one consistent write (streamed)
+    Put {
+        /// Array name
+        name: String,
+        /// The .npy file
+        file: PathBuf,
+        /// Create the array (dtype, shape, order from the file) if it does not exist
+        #[arg(long)]
+        create: bool,
+        /// With --create: keep it in RAM
+        #[arg(long)]
+        memory: bool,
+    },
+    /// Save a consistent snapshot of an array as a .npy file (streamed)
+    Get {
+        /// Array name
+        name: String,
+        /// The .npy file to write
+        file: PathBuf,
+        /// Save it even if a writer died mid-write (TORN)
+        #[arg(long)]
+        allow_torn: bool,
+    },
+    /// Print every new version of an array, until Ctrl-C
+    Watch {
+        /// Array name
+        name: String,
+        /// Print JSON lines
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a producer and a consumer process on a shared frame array and report the numbers
+    Demo {
+        /// How long to run, in seconds
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
+    /// (internal) the demo's producer process
+    #[command(hide = true, name = "__demo-producer")]
+    DemoProducer { name: String, seconds: f64 },
+    /// (internal) the demo's consumer process
+    #[command(hide = true, name = "__demo-consumer")]
+    DemoConsumer { name: String },
+}
+
+fn main() -> ExitCode {
+    // One line, never a backtrace, even for a bug.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("mmshare: internal error: {info}");
+    }));
+    let cli = Cli::parse();
+    let socket = cli.socket.unwrap_or_else(mmshare::default_socket_path);
+    let result = match cli.command {
+        Command::Create {
+            name,
+            dtype,
+            shape,
+            memory,
+            mode,
+            order,
+            exist_ok,
+        } => commands::create(
+            &socket, &name, &dtype, &shape, memory, &mode, &order, exist_ok,
+        ),
+        Command::Ls { prefix, json } => {
+            commands::ls(&socket, prefix.as_deref().unwrap_or(""), json)
+        }
+        Command::Info { name, json } => commands::info(&socket, &name, json),
+        Command::Rm { name } => commands::rm(&socket, &name),
+        Command::Put {
+            name,
+            file,
+            create,
+            memory,
+        } => commands::put(&socket, &name, &file, create, memory),
+        Command::Get {
+            name,
+            file,
+            allow_torn,
+        } => commands::get(&socket, &name, &file, allow_torn),
+        Command::Watch { name, json } => commands::watch(&socket, &name, json),
+        Command::Demo { seconds } => demo::run(cli_socket_given(&socket), &socket, seconds),
+        Command::DemoProducer { name, seconds } => demo::producer(&socket, &name, seconds),
+        Command::DemoConsumer { name } => demo::consumer(&socket, &name),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mmshare: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Whether the user chose the socket (then the demo must use it, not start its own daemon).
+fn cli_socket_given(_socket: &std::path::Path) -> bool {
+    std::env::args().any(|a| a == "--socket" || a.starts_with("--socket="))
+        || std::env::var_os(mmshare::SOCKET_ENV).is_some_and(|v| !v.is_empty())
+}

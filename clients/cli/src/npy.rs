@@ -1,0 +1,221 @@
+//! The NumPy `.npy` header: just enough to stream arrays in and out without loading them.
+//!
+//! Format (numpy.lib.format): magic `\x93NUMPY`, major and minor version bytes, a header length
+//! (u16 for version 1.0, u32 for 2.0 and 3.0), then an ASCII Python dict literal
+//! `{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }` padded with spaces and a
+//! newline so the data starts at a multiple of 64 bytes. The raw data follows.
+
+use std::io::Read;
+
+use mmshare::DType;
+
+/// What a `.npy` header says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NpyHeader {
+    /// Element type.
+    pub dtype: DType,
+    /// Fortran (column-major) order.
+    pub fortran: bool,
+    /// Dimensions.
+    pub shape: Vec<u64>,
+    /// Where the data starts in the file.
+    pub data_offset: u64,
+}
+
+const MAGIC: &[u8; 6] = b"\x93NUMPY";
+/// Longest header accepted (NumPy itself refuses more than 10 000 bytes by default).
+const MAX_HEADER: usize = 1 << 16;
+
+/// Reads and parses the header at the start of `r`.
+///
+/// # Errors
+/// A message naming what is wrong: not a .npy file, an unsupported version, dtype or layout.
+pub fn read_header(r: &mut impl Read) -> Result<NpyHeader, String> {
+    let mut pre = [0u8; 8];
+    r.read_exact(&mut pre)
+        .map_err(|_| "not a .npy file (shorter than its magic)".to_string())?;
+    if &pre[..6] != MAGIC {
+        return Err("not a .npy file (bad magic)".into());
+    }
+    let (len, prefix) = match pre[6] {
+        1 => {
+            let mut b = [0u8; 2];
+            r.read_exact(&mut b).map_err(|e| e.to_string())?;
+            (u16::from_le_bytes(b) as usize, 10)
+        }
+        2 | 3 => {
+            let mut b = [0u8; 4];
+            r.read_exact(&mut b).map_err(|e| e.to_string())?;
+            (u32::from_le_bytes(b) as usize, 12)
+        }
+        v => return Err(format!("unsupported .npy format version {v}.{}", pre[7])),
+    };
+    if len > MAX_HEADER {
+        return Err(format!(".npy header of {len} bytes is too large"));
+    }
+    let mut text = vec![0u8; len];
+    r.read_exact(&mut text)
+        .map_err(|_| ".npy header is truncated".to_string())?;
+    let text = String::from_utf8(text).map_err(|_| ".npy header is not text".to_string())?;
+    let descr = dict_value(&text, "descr")?;
+    let descr = descr
+        .strip_prefix('\'')
+        .and_then(|d| d.strip_suffix('\''))
+        .ok_or_else(|| {
+            format!("unsupported .npy dtype {descr} (structured dtypes are not supported)")
+        })?;
+    let dtype = DType::parse(descr).map_err(|e| e.to_string())?;
+    let fortran = match dict_value(&text, "fortran_order")?.as_str() {
+        "True" => true,
+        "False" => false,
+        other => return Err(format!("bad fortran_order {other} in .npy header")),
+    };
+    let shape_text = dict_value(&text, "shape")?;
+    let inner = shape_text
+        .strip_prefix('(')
+        .and_then(|s| s.strip_suffix(')'))
+        .ok_or_else(|| format!("bad shape {shape_text} in .npy header"))?;
+    let shape = inner
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_end_matches('L').parse::<u64>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| format!("bad shape {shape_text} in .npy header"))?;
+    Ok(NpyHeader {
+        dtype,
+        fortran,
+        shape,
+        data_offset: (prefix + len) as u64,
+    })
+}
+
+/// The value text after `'key':` up to the next top-level `,` or `}`.
+fn dict_value(text: &str, key: &str) -> Result<String, String> {
+    let needle = format!("'{key}':");
+    let start = text
+        .find(&needle)
+        .ok_or_else(|| format!(".npy header has no '{key}'"))?
+        + needle.len();
+    let rest = text[start..].trim_start();
+    let mut depth = 0i32;
+    let mut end = rest.len();
+    for (i, c) in rest.char_indices() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' => depth -= 1,
+            '}' if depth == 0 => {
+                end = i;
+                break;
+            }
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                end = i;
+                break;
+            }
+            _ => {}
+        }
+    }
+    Ok(rest[..end].trim().to_owned())
+}
+
+/// A version 1.0 (or 2.0 if needed) header for an array, data 64-byte aligned.
+pub fn header_bytes(dtype: DType, fortran: bool, shape: &[u64]) -> Vec<u8> {
+    let shape_text = match shape {
+        [] => "()".to_string(),
+        [one] => format!("({one},)"),
+        many => format!(
+            "({})",
+            many.iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let dict = format!(
+        "{{'descr': '{}', 'fortran_order': {}, 'shape': {shape_text}, }}",
+        dtype.descr(),
+        if fortran { "True" } else { "False" }
+    );
+    let build = |prefix: usize| {
+        let unpadded = prefix + dict.len() + 1;
+        let pad = (64 - unpadded % 64) % 64;
+        let mut text = dict.clone().into_bytes();
+        text.extend(std::iter::repeat_n(b' ', pad));
+        text.push(b'\n');
+        text
+    };
+    let text = build(10);
+    let mut out = MAGIC.to_vec();
+    if text.len() <= u16::MAX as usize {
+        out.extend([1, 0]);
+        out.extend((text.len() as u16).to_le_bytes());
+        out.extend(text);
+    } else {
+        let text = build(12);
+        out.extend([2, 0]);
+        out.extend((text.len() as u32).to_le_bytes());
+        out.extend(text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_and_align_the_data() {
+        for (dtype, fortran, shape) in [
+            (DType::F32, false, vec![2, 3]),
+            (DType::U8, true, vec![7]),
+            (DType::Complex128, false, vec![]),
+            (DType::Bool, false, vec![0, 4]),
+        ] {
+            let bytes = header_bytes(dtype, fortran, &shape);
+            assert_eq!(bytes.len() % 64, 0);
+            let h = read_header(&mut &bytes[..]).unwrap();
+            assert_eq!(
+                (h.dtype, h.fortran, h.shape, h.data_offset),
+                (dtype, fortran, shape, bytes.len() as u64)
+            );
+        }
+    }
+
+    #[test]
+    fn numpy_written_header_parses() {
+        let text = "{'descr': '<i8', 'fortran_order': False, 'shape': (3, 4), }";
+        let mut file = b"\x93NUMPY\x01\x00".to_vec();
+        let padded = format!("{text:<117}\n");
+        file.extend((padded.len() as u16).to_le_bytes());
+        file.extend(padded.as_bytes());
+        let h = read_header(&mut &file[..]).unwrap();
+        assert_eq!(
+            (h.dtype, h.shape, h.data_offset),
+            (DType::I64, vec![3, 4], 128)
+        );
+    }
+
+    #[test]
+    fn unsupported_files_are_refused_by_name() {
+        assert!(
+            read_header(&mut &b"hello world"[..])
+                .unwrap_err()
+                .contains("not a .npy")
+        );
+        let text = "{'descr': '>f4', 'fortran_order': False, 'shape': (3,), }\n";
+        let mut file = b"\x93NUMPY\x01\x00".to_vec();
+        file.extend((text.len() as u16).to_le_bytes());
+        file.extend(text.as_bytes());
+        assert!(read_header(&mut &file[..]).unwrap_err().contains(">f4"));
+        let text = "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (3,), }\n";
+        let mut file = b"\x93NUMPY\x01\x00".to_vec();
+        file.extend((text.len() as u16).to_le_bytes());
+        file.extend(text.as_bytes());
+        assert!(
+            read_header(&mut &file[..])
+                .unwrap_err()
+                .contains("structured")
+        );
+    }
+}
