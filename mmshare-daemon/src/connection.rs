@@ -76,7 +76,22 @@ impl Connection {
     /// # Errors
     /// Socket errors, or a reply that cannot be encoded within the limit.
     pub async fn send(&self, response: &Response, fd: Option<&std::fs::File>) -> io::Result<()> {
-        let bytes = proto::encode(response).map_err(io::Error::other)?;
+        let bytes = match proto::encode(response) {
+            Ok(b) => b,
+            // An error message that echoes a huge bad value: shorten it rather than drop the reply.
+            Err(ProtoError::TooLarge { .. }) => {
+                let Response::Error { kind, message } = response else {
+                    return Err(io::Error::other("reply exceeds the message limit"));
+                };
+                let short: String = message.chars().take(512).collect();
+                proto::encode(&Response::Error {
+                    kind: *kind,
+                    message: format!("{short}... (truncated)"),
+                })
+                .map_err(io::Error::other)?
+            }
+            Err(e) => return Err(io::Error::other(e)),
+        };
         match fd {
             None => {
                 self.socket.send(&bytes).await?;

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -69,11 +69,45 @@ pub struct Entry {
     pub path: PathBuf,
     /// The daemon's own read-write mapping: for versions, TORN, and dead-writer recovery.
     pub raw: RawArray,
+    /// Device and inode of the file, to check that a file opened by path is this array.
+    pub id: (u64, u64),
+}
+
+fn file_id(file: &File) -> io::Result<(u64, u64)> {
+    let m = file.metadata()?;
+    Ok((m.dev(), m.ino()))
 }
 
 impl Entry {
+    /// Whether the file still holds everything its header declares. An array file is writable
+    /// by its writers; one that truncated it would make the daemon's own accesses fault, so the
+    /// daemon checks (fstat) before touching its mapping. (A truncation racing with the check
+    /// itself is not covered; see the README caveats.)
+    pub fn intact(&self) -> bool {
+        self.raw
+            .file()
+            .metadata()
+            .is_ok_and(|m| m.len() >= self.header.file_len())
+    }
+
+    fn new(header: Header, backing: Backing, path: PathBuf, raw: RawArray) -> io::Result<Entry> {
+        let id = file_id(raw.file())?;
+        Ok(Entry {
+            header,
+            backing,
+            path,
+            raw,
+            id,
+        })
+    }
+
     /// The description sent to clients.
     pub fn info(&self) -> ArrayInfo {
+        let (version, torn) = if self.intact() {
+            (self.raw.version(), self.raw.is_torn())
+        } else {
+            (0, true)
+        };
         ArrayInfo {
             name: self.header.name.clone(),
             dtype: self.header.dtype.descr().to_owned(),
@@ -84,12 +118,12 @@ impl Entry {
             },
             data_offset: self.header.data_offset,
             data_len: self.header.data_len,
-            version: self.raw.version(),
+            version,
             backing: self.backing,
             owner_uid: self.header.owner_uid,
             owner_gid: self.header.owner_gid,
             mode: self.header.mode,
-            torn: self.raw.is_torn(),
+            torn,
             path: self.path.display().to_string(),
         }
     }
@@ -172,17 +206,27 @@ fn internal(context: &str, err: impl std::fmt::Display) -> RequestError {
     RequestError::new(ErrorKind::Internal, format!("{context}: {err}"))
 }
 
-/// Creates `dir` (and parents) if needed, and makes it 0700: only the daemon lists it.
-fn prepare_dir(dir: &Path) -> io::Result<()> {
+/// Creates `dir` (and parents) if needed with mode 0700, so only the daemon lists it; refuses a
+/// symlink or a directory owned by someone else (`/dev/shm` and `/tmp` are writable by all: a
+/// planted `/dev/shm/mmshare-$UID` symlink must not redirect the daemon's files).
+pub(crate) fn prepare_dir(dir: &Path) -> io::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    let meta = std::fs::metadata(dir)?;
+    let meta = std::fs::symlink_metadata(dir)?;
     if !meta.is_dir() {
         return Err(io::Error::other(format!(
-            "{} is not a directory",
+            "{} is not a directory (a symlink is refused)",
             dir.display()
+        )));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(io::Error::other(format!(
+            "{} belongs to uid {}, not to this daemon's uid {me}",
+            dir.display(),
+            meta.uid()
         )));
     }
     if meta.permissions().mode() & 0o077 != 0 {
@@ -283,16 +327,14 @@ impl Registry {
                 );
                 continue;
             }
-            state.bytes = state.bytes.saturating_add(header.file_len());
-            state.arrays.insert(
-                name,
-                Arc::new(Entry {
-                    header,
-                    backing,
-                    path,
-                    raw,
-                }),
-            );
+            let file_len = header.file_len();
+            match Entry::new(header, backing, path.clone(), raw) {
+                Ok(entry) => {
+                    state.bytes = state.bytes.saturating_add(file_len);
+                    state.arrays.insert(name, Arc::new(entry));
+                }
+                Err(e) => error!(path = %path.display(), "cannot stat array file: {e}"),
+            }
         }
         Ok(())
     }
@@ -454,14 +496,20 @@ impl Registry {
             ),
             CreateError::Io { .. } => internal("create failed", e),
         })?;
-        let raw = RawArray::open(&path, Access::Write)
-            .map_err(|e| internal("cannot map the new array", e))?;
-        Ok(Arc::new(Entry {
-            header,
-            backing,
-            path,
-            raw,
-        }))
+        // The file is visible under its name now; if it cannot be served, take it away again
+        // rather than leave a name nobody can create or open until a restart.
+        let entry = RawArray::open(&path, Access::Write)
+            .map_err(|e| e.to_string())
+            .and_then(|raw| {
+                Entry::new(header, backing, path.clone(), raw).map_err(|e| e.to_string())
+            });
+        match entry {
+            Ok(entry) => Ok(Arc::new(entry)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(internal("cannot map the new array", e))
+            }
+        }
     }
 
     /// Opens an array for `who` and returns its description and a file opened read-only or
@@ -494,6 +542,11 @@ impl Registry {
                     internal("cannot open array file", e)
                 }
             })?;
+        // The permission check was made on `entry`; make sure the file is that array and not a
+        // new one created under the same name in between.
+        if file_id(&file).ok() != Some(entry.id) {
+            return Err(not_found(name));
+        }
         Ok((entry.info(), file))
     }
 
@@ -573,10 +626,25 @@ impl Registry {
         Ok(())
     }
 
-    /// Recovers every array whose writer died mid-write; run at start and periodically.
+    /// Recovers every array whose writer died mid-write; run at start and periodically. Also
+    /// stops serving arrays whose file was truncated under the daemon.
     pub fn recover_all(&self) {
         let entries: Vec<Arc<Entry>> = self.lock().arrays.values().cloned().collect();
         for entry in entries {
+            if !entry.intact() {
+                let name = &entry.header.name;
+                error!(name, path = %entry.path.display(), "array file was truncated by a client; no longer served");
+                let mut state = self.lock();
+                if state
+                    .arrays
+                    .get(name)
+                    .is_some_and(|e| Arc::ptr_eq(e, &entry))
+                {
+                    state.arrays.remove(name);
+                    state.bytes = state.bytes.saturating_sub(entry.header.file_len());
+                }
+                continue;
+            }
             if entry.raw.sequence() % 2 == 1 {
                 self.recover(&entry, None);
             }

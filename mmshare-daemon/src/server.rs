@@ -28,6 +28,12 @@ use crate::shutdown::{self, Shutdown};
 const RECOVERY_PERIOD: Duration = Duration::from_secs(1);
 /// Connections being refused (Busy) at once; beyond this they are closed without a reply.
 const MAX_REFUSALS: usize = 1024;
+/// A new connection must say Hello within this time, or it is closed (so idle connections
+/// cannot hold every connection slot).
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// A reply the client does not read within this time ends the connection (a client that never
+/// reads cannot block shutdown or hold a task forever).
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Consecutive malformed messages after which a client is disconnected.
 const MAX_BAD_MESSAGES: u32 = 8;
 
@@ -67,7 +73,7 @@ pub async fn run(
     let storage = config.storage_dir();
     let memory = config.memory_dir();
     check_socket_free(&socket_path)?;
-    let _dir_lock = lock_storage(&storage)?;
+    let _dir_locks = (lock_dir(&storage)?, lock_dir(&memory)?);
     let limits = Limits {
         max_arrays: config.max_arrays,
         max_bytes: config.max_bytes,
@@ -107,7 +113,13 @@ pub async fn run(
         match stop {
             Stop::Signals(mut signals) => {
                 let name = signals.recv().await;
-                info!("{name}: shutting down");
+                info!("{name}: shutting down (again to exit at once)");
+                let second = tokio::spawn(async move {
+                    let name = signals.recv().await;
+                    warn!("{name} again: exiting without waiting for connections");
+                    std::process::exit(1);
+                });
+                drop(second);
             }
             Stop::Handle(mut rx) => {
                 let _ = rx.wait_for(|stop| *stop).await;
@@ -237,6 +249,10 @@ async fn handle_connection(socket: UnixSeqpacket, registry: Arc<Registry>, mut s
         let incoming = tokio::select! {
             incoming = conn.recv() => incoming,
             () = shutdown.wait() => break,
+            () = tokio::time::sleep(HELLO_TIMEOUT), if !greeted => {
+                debug!(pid = creds.pid, "no Hello within {HELLO_TIMEOUT:?}: closing");
+                break;
+            }
         };
         let request = match incoming {
             Ok(Incoming::Request(r)) => r,
@@ -248,7 +264,7 @@ async fn handle_connection(socket: UnixSeqpacket, registry: Arc<Registry>, mut s
                     kind: ErrorKind::ProtocolError,
                     message: e.to_string(),
                 };
-                if conn.send(&reply, None).await.is_err() || bad >= MAX_BAD_MESSAGES || !greeted {
+                if !send_within(&conn, &reply, None).await || bad >= MAX_BAD_MESSAGES || !greeted {
                     break;
                 }
                 continue;
@@ -280,7 +296,7 @@ async fn handle_connection(socket: UnixSeqpacket, registry: Arc<Registry>, mut s
                     message: "the first message on a connection must be Hello".into(),
                 },
             };
-            if conn.send(&reply, None).await.is_err() || !greeted {
+            if !send_within(&conn, &reply, None).await || !greeted {
                 break;
             }
             continue;
@@ -310,8 +326,8 @@ async fn handle_connection(socket: UnixSeqpacket, registry: Arc<Registry>, mut s
         if let Some(name) = lease {
             leases.insert(name);
         }
-        if let Err(e) = conn.send(&reply, file.as_ref()).await {
-            debug!(pid = creds.pid, "cannot send reply: {e}");
+        if !send_within(&conn, &reply, file.as_ref()).await {
+            debug!(pid = creds.pid, "reply not delivered: closing");
             break;
         }
     }
@@ -322,6 +338,14 @@ async fn handle_connection(socket: UnixSeqpacket, registry: Arc<Registry>, mut s
             tokio::task::spawn_blocking(move || registry.recover_after_close(&names, creds.pid))
                 .await;
     }
+}
+
+/// Sends a reply unless the client has not made room for it within [`SEND_TIMEOUT`].
+async fn send_within(conn: &Connection, reply: &Response, file: Option<&File>) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, conn.send(reply, file)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Serves one request. Returns the reply, the file to attach, and the name of an array the
@@ -412,18 +436,22 @@ fn check_socket_free(path: &Path) -> Result<(), String> {
         ));
     }
     match std::os::unix::net::UnixStream::connect(path) {
-        // A SOCK_SEQPACKET listener refuses a stream connect with EPROTOTYPE; either answer
-        // means someone is listening.
-        Ok(_) => Err(live_daemon(path)),
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PROTOTYPE.raw_os_error()) => {
-            Err(live_daemon(path))
-        }
-        Err(_) => {
+        // Only "connection refused" proves nobody listens. A SOCK_SEQPACKET listener answers a
+        // stream connect with EPROTOTYPE; any other error (EACCES, ...) is not proof either.
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::CONNREFUSED.raw_os_error()) => {
             std::fs::remove_file(path)
                 .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
             info!(socket = %path.display(), "removed a stale socket file");
             Ok(())
         }
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PROTOTYPE.raw_os_error()) => {
+            Err(live_daemon(path))
+        }
+        Ok(_) => Err(live_daemon(path)),
+        Err(e) => Err(format!(
+            "cannot tell whether {} is in use: {e}",
+            path.display()
+        )),
     }
 }
 
@@ -434,13 +462,9 @@ fn live_daemon(path: &Path) -> String {
     )
 }
 
-/// Takes an exclusive lock on the storage directory so two daemons never share it.
-fn lock_storage(dir: &Path) -> Result<File, String> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+/// Takes an exclusive lock on an array directory so two daemons never share it.
+fn lock_dir(dir: &Path) -> Result<File, String> {
+    crate::registry::prepare_dir(dir).map_err(|e| format!("cannot use {}: {e}", dir.display()))?;
     let path = dir.join(".mmshared.lock");
     let file = File::options()
         .create(true)
@@ -452,7 +476,7 @@ fn lock_storage(dir: &Path) -> Result<File, String> {
     rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
         |_| {
             format!(
-                "another mmshared already uses the storage directory {}",
+                "another mmshared already uses the array directory {}",
                 dir.display()
             )
         },

@@ -4,8 +4,9 @@
 //! reply that carries them (SCM_RIGHTS). docs/PROTOCOL.md gives every message byte for byte
 //! with test vectors (checked by the tests below and by the Python client's tests).
 //!
-//! Everything a client sends is untrusted: decoding is bounded by [`MAX_MESSAGE`] and never
-//! allocates more than the message holds; names, dtypes, shapes and modes are validated by the
+//! Everything a client sends is untrusted: decoding is bounded by [`MAX_MESSAGE`], and a
+//! claimed length never makes it allocate more than a small multiple of that (serde caps
+//! preallocation; every element must be present in the message); names, dtypes, shapes and modes are validated by the
 //! daemon after decoding, each with its own error kind.
 
 use serde::{Deserialize, Serialize};
@@ -125,7 +126,8 @@ pub struct ArrayInfo {
     pub mode: u32,
     /// Whether the array is marked TORN.
     pub torn: bool,
-    /// Path of the file (for `np.memmap` by users allowed to read it, and for diagnostics).
+    /// Path of the file: for `np.memmap` by the daemon's own uid (the directories are 0700),
+    /// and for diagnostics. Other users go through the descriptor.
     pub path: String,
 }
 
@@ -140,7 +142,7 @@ pub enum ErrorKind {
     InvalidName,
     /// The dtype is not supported.
     InvalidDtype,
-    /// The shape is invalid (too many dimensions, overflow) or the mode has bad bits.
+    /// The shape is invalid (too many dimensions, overflow).
     InvalidShape,
     /// The caller's uid/gid may not do this.
     PermissionDenied,
