@@ -1,24 +1,66 @@
-"""Shared fixtures for the Python tests: the Rust worker binary that writes real array files."""
+"""Shared fixtures for the Python tests: the Rust binaries (worker, daemon, CLI) and a real
+daemon on a temporary directory."""
 
 import os
 import pathlib
 import subprocess
+import time
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def worker() -> str:
-    """Path of `mmshare-test-worker`, built by cargo if the test script did not say where it is."""
-    path = os.environ.get("MMSHARE_TEST_WORKER")
+def _binary(env_var: str, package: str, name: str) -> str:
+    path = os.environ.get(env_var)
     if path:
         return path
-    subprocess.run(
-        ["cargo", "build", "--quiet", "-p", "mmshare-tests", "--bin", "mmshare-test-worker"],
-        cwd=REPO,
-        check=True,
-    )
+    subprocess.run(["cargo", "build", "--quiet", "-p", package, "--bin", name], cwd=REPO, check=True)
     target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-    return str(target / "debug" / "mmshare-test-worker")
+    return str(target / "debug" / name)
+
+
+@pytest.fixture(scope="session")
+def worker() -> str:
+    """Path of `mmshare-test-worker` (tests/src/main.rs)."""
+    return _binary("MMSHARE_TEST_WORKER", "mmshare-tests", "mmshare-test-worker")
+
+
+@pytest.fixture(scope="session")
+def daemon_bin() -> str:
+    return _binary("MMSHARE_DAEMON", "mmshare-daemon", "mmshared")
+
+
+@pytest.fixture(scope="session")
+def cli_bin() -> str:
+    return _binary("MMSHARE_CLI", "mmshare-cli", "mmshare")
+
+
+class Daemon:
+    def __init__(self, binary, root: pathlib.Path, *extra):
+        self.socket = str(root / "mmshared.sock")
+        self.root = root
+        self.proc = subprocess.Popen(
+            [binary, "--socket", self.socket, "--dir", str(root / "data"),
+             "--mem-dir", str(root / "mem"), *extra],
+            stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        for line in self.proc.stderr:
+            if "listening on" in line:
+                break
+            if time.monotonic() > deadline:
+                break
+        else:
+            raise RuntimeError("mmshared did not start")
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def daemon(daemon_bin, tmp_path):
+    """A real mmshared on a temp dir; yields it, kills it afterwards."""
+    d = Daemon(daemon_bin, tmp_path)
+    yield d
+    d.stop()

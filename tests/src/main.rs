@@ -27,6 +27,8 @@ fn pattern(version: u64, i: usize) -> u64 {
 
 const USAGE: &str = "usage: mmshare-test-worker <command> ...
   writer PATH SECONDS [early-publish]   fill the u64 array with pattern(version) repeatedly
+  client-writer SOCKET NAME SECONDS     the same, on an array opened through the daemon
+  client-reader SOCKET NAME SECONDS     like reader, on an array opened through the daemon
   reader PATH SECONDS [skip-recheck]    read snapshots and check each one is consistent
   hold PATH                             take the write side, print 'holding', sleep forever
   scribble PATH                         write patterns back to back forever (to be killed)
@@ -45,6 +47,14 @@ fn main() -> ExitCode {
     let outcome = match args.as_slice() {
         ["writer", path, secs, rest @ ..] => writer(path, secs.parse().unwrap_or(1.0), rest),
         ["reader", path, secs, rest @ ..] => reader(path, secs.parse().unwrap_or(1.0), rest),
+        ["client-writer", socket, name, secs] => Client::connect(socket)
+            .map_err(Into::into)
+            .and_then(|c| Ok(c.open::<u64>(name, Access::Write)?))
+            .and_then(|a| write_patterns(&a, secs.parse().unwrap_or(1.0))),
+        ["client-reader", socket, name, secs] => Client::connect(socket)
+            .map_err(Into::into)
+            .and_then(|c| Ok(c.open::<u64>(name, Access::Read)?))
+            .and_then(|a| check_patterns(&a, secs.parse().unwrap_or(1.0))),
         ["hold", path] => hold(path),
         ["scribble", path] => scribble(path),
         ["expect-torn", path, ms] => expect_torn(path, ms.parse().unwrap_or(10_000)),
@@ -88,6 +98,10 @@ fn writer(path: &str, secs: f64, rest: &[&str]) -> Result<ExitCode> {
         inject_fault(Fault::EarlyPublish);
     }
     let a = Array::<u64>::open(path, Access::Write)?;
+    write_patterns(&a, secs)
+}
+
+fn write_patterns(a: &Array<u64>, secs: f64) -> Result<ExitCode> {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut writes = 0u64;
     loop {
@@ -121,6 +135,10 @@ fn reader(path: &str, secs: f64, rest: &[&str]) -> Result<ExitCode> {
         inject_fault(Fault::SkipRecheck);
     }
     let a = Array::<u64>::open(path, Access::Read)?;
+    check_patterns(&a, secs)
+}
+
+fn check_patterns(a: &Array<u64>, secs: f64) -> Result<ExitCode> {
     let mut buf = vec![0u64; a.len()];
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let (mut reads, mut last_version, mut versions_seen) = (0u64, 0u64, 0u64);

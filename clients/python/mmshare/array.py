@@ -1,0 +1,247 @@
+"""SharedArray: a mapped mmshare array with the seqlock protocol of docs/FORMAT.md.
+
+Memory ordering of the pure-Python seqlock
+-----------------------------------------
+A reader loads the sequence, copies the data, loads the sequence again and accepts the copy
+only if both loads agree and are even. This needs the three steps to reach memory in program
+order. CPython performs them as separate C calls (the compiler cannot move loads across an
+opaque call), and **x86-64 never reorders a load with an earlier load** (its TSO model), so no
+fence instruction is needed there. On weakly ordered CPUs (ARM, POWER) the hardware may reorder
+the copy's loads with the second sequence load; a reader there can accept a torn copy unless an
+acquire fence separates them. This package therefore only trusts its lock-free `read()` on
+x86-64; elsewhere `read()` is still correct for the writer side it controls but makes no
+promise, and the Rust client is the one to use. Writers use real atomic operations (libatomic)
+everywhere: compare-and-swap to take the write side, a release store to publish.
+"""
+
+import mmap
+import os
+import platform
+import time
+import warnings
+from contextlib import contextmanager
+
+import numpy as np
+
+from . import _format as fmt
+from . import _sys, errors
+
+_SPIN = 20e-6          # spin this long before yielding
+_YIELD_UNTIL = 100e-6  # then yield until this long, then sleep on the futex
+_MAX_SLEEP = 0.05      # longest futex sleep between re-checks
+
+ORDERED_LOADS = platform.machine() in ("x86_64", "AMD64", "i686", "i386")
+
+
+def _file_len(data_len: int) -> int:
+    return fmt.HEADER_SIZE + (data_len + 7) // 8 * 8
+
+
+class _Backoff:
+    """Spin, then yield, then sleep on the futex; with a deadline."""
+
+    def __init__(self, timeout):
+        self.start = time.monotonic()
+        self.deadline = None if timeout is None else self.start + timeout
+
+    def pause(self, futex_address, seen) -> bool:
+        now = time.monotonic()
+        if self.deadline is not None and now >= self.deadline:
+            return False
+        elapsed = now - self.start
+        if elapsed < _SPIN:
+            pass
+        elif elapsed < _YIELD_UNTIL:
+            os.sched_yield()
+        else:
+            left = _MAX_SLEEP if self.deadline is None else min(_MAX_SLEEP, self.deadline - now)
+            if _sys.HAVE_FUTEX:
+                _sys.futex_wait(futex_address, seen, max(left, 0.0))
+            else:
+                time.sleep(min(left, 0.001))
+        return True
+
+
+class SharedArray:
+    """An array handed out by the daemon, mapped into this process.
+
+    `array` is a zero-copy view of the live pages (read-only unless opened "r+"); `read()`
+    takes a consistent copy; `write()` takes the write side and publishes a new version.
+    """
+
+    def __init__(self, info, fd: int, writable: bool, lease=None):
+        self.info = info
+        self.writable = writable
+        self._lease = lease  # a write handle keeps its connection open: the writer's lease
+        try:
+            size = os.fstat(fd).st_size
+            length = _file_len(info.data_len)
+            if size < length:
+                raise errors.FormatError(f"array file is {size} bytes, its header needs {length}")
+            prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+            self._mm = mmap.mmap(fd, length, flags=mmap.MAP_SHARED, prot=prot)
+        finally:
+            os.close(fd)  # the mapping keeps what it needs
+        header = fmt.parse_header(self._mm[:fmt.HEADER_SIZE])
+        if (header["dtype"], header["shape"]) != (info.dtype, tuple(info.shape)):
+            raise errors.FormatError("the file's header does not match the daemon's description")
+        self.dtype = np.dtype(info.dtype)
+        self.shape = tuple(info.shape)
+        self.order = info.order
+        self.name = info.name
+        self.path = info.path
+        self._words = np.frombuffer(self._mm, dtype="<u8", count=fmt.HEADER_SIZE // 8)
+        self._u32 = np.frombuffer(self._mm, dtype="<u4", count=fmt.HEADER_SIZE // 4)
+        self._base = self._words.ctypes.data
+        count = int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        flat = np.frombuffer(self._mm, dtype=self.dtype, count=count, offset=fmt.HEADER_SIZE)
+        self._array = flat.reshape(self.shape, order=self.order)
+        self.retries = 0
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def array(self) -> np.ndarray:
+        """The live pages as an ndarray, zero-copy. Not synchronized: it may show a write in
+        progress. Read-only unless the array was opened with mode "r+"."""
+        return self._array
+
+    def _seq(self) -> int:
+        return int(self._words[fmt.SEQUENCE // 8])
+
+    def _futex(self) -> int:
+        return int(self._u32[fmt.FUTEX // 4])
+
+    @property
+    def version(self) -> int:
+        """The current version: sequence // 2."""
+        return self._seq() // 2
+
+    @property
+    def torn(self) -> bool:
+        """Whether a writer died mid-write (until the next whole-array write)."""
+        return bool(self._u32[fmt.FLAGS // 4] & fmt.FLAG_TORN)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def read(self, index=None, timeout: float = 10.0, allow_torn: bool = False) -> np.ndarray:
+        """A consistent copy of the array, or of `array[index]`, through the seqlock.
+
+        Raises `Torn` if a writer died mid-write (unless `allow_torn`), `Timeout` if no
+        consistent copy could be taken within `timeout` seconds.
+        """
+        if not ORDERED_LOADS:
+            warnings.warn("mmshare's Python read() relies on x86-64 load ordering; on this CPU a "
+                          "torn copy could be accepted (see mmshare.array docs)", stacklevel=2)
+        backoff = _Backoff(timeout)
+        futex_address = self._base + fmt.FUTEX
+        view = self._array if index is None else self._array[index]
+        while True:
+            seen = self._futex()
+            s1 = self._seq()
+            if s1 & 1 == 0:
+                copy = np.array(view, copy=True)
+                flags = int(self._u32[fmt.FLAGS // 4])
+                if self._seq() == s1:
+                    if flags & fmt.FLAG_TORN and not allow_torn:
+                        raise errors.Torn(s1 // 2)
+                    return copy
+                self.retries += 1
+            if not backoff.pause(futex_address, seen):
+                raise errors.Timeout(
+                    f"no consistent read of {self.name} within {timeout} s "
+                    f"(sequence {self._seq()}, {self.retries} retries)")
+
+    def wait(self, newer_than=None, timeout=None) -> int:
+        """Waits until a version newer than `newer_than` (default: the current one) is
+        published and returns it. Sleeps on the shared futex in the file, so a quiet array
+        costs no CPU; polls if the futex cannot be used. Raises `Timeout`."""
+        if newer_than is None:
+            newer_than = self.version
+        backoff = _Backoff(timeout)
+        futex_address = self._base + fmt.FUTEX
+        while True:
+            seen = self._futex()
+            s = self._seq()
+            if s & 1 == 0 and s // 2 > newer_than:
+                return s // 2
+            if not backoff.pause(futex_address, seen):
+                raise errors.Timeout(
+                    f"no version of {self.name} newer than {newer_than} within {timeout} s")
+
+    # -- writing ----------------------------------------------------------------------------
+
+    @contextmanager
+    def write(self, timeout: float = 10.0, repair: bool = False):
+        """Takes the write side, yields the writable array, publishes a new version on exit.
+
+        If the body raises, the data may be half-written: the version is published marked
+        TORN (readers get `Torn` until a repairing write), the write side is released, and the
+        exception propagates. The lock is never left held. A write that replaces the whole
+        array can pass `repair=True` to clear an earlier TORN mark.
+        """
+        if not self.writable:
+            raise errors.PermissionDenied(f"{self.name} is open read-only; open it with mode 'r+'")
+        seq_address = self._base + fmt.SEQUENCE
+        futex_address = self._base + fmt.FUTEX
+        me = _sys.process_identity()
+        backoff = _Backoff(timeout)
+        while True:
+            seen = self._futex()
+            s = self._seq()
+            if s & 1 == 0 and _sys.cas_u64(seq_address, s, s + 1):
+                break
+            if s & 1 and not backoff.pause(futex_address, seen):
+                raise errors.Timeout(
+                    f"write side of {self.name} still held after {timeout} s (sequence {s})")
+        _sys.store_u64_relaxed(self._base + fmt.WRITER, me)
+        ok = False
+        try:
+            yield self._array
+            ok = True
+        finally:
+            self._publish(s, ok, repair)
+
+    def _publish(self, s: int, ok: bool, repair: bool):
+        flags = int(self._u32[fmt.FLAGS // 4])
+        if not ok:
+            flags |= fmt.FLAG_TORN
+        elif repair:
+            flags &= ~fmt.FLAG_TORN
+        w = self._words
+        if ok:
+            w[fmt.WRITE_COUNT // 8] = (int(w[fmt.WRITE_COUNT // 8]) + 1) & (2**64 - 1)
+            w[fmt.LAST_WRITE_NS // 8] = time.time_ns()
+        self._u32[fmt.FLAGS // 4] = flags
+        _sys.store_u64_relaxed(self._base + fmt.WRITER, 0)
+        _sys.store_u64_release(self._base + fmt.SEQUENCE, (s + 2) & (2**64 - 1))
+        _sys.fetch_add_u32_release(self._base + fmt.FUTEX, 1)
+        _sys.futex_wake_all(self._base + fmt.FUTEX)
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def flush(self):
+        """Writes dirty pages to the file (msync). A no-op for read-only arrays."""
+        if self.writable:
+            self._mm.flush()
+
+    def close(self):
+        """Unmaps the array (views taken from `array` must be gone) and drops the lease."""
+        self._array = None
+        self._words = self._u32 = None
+        try:
+            self._mm.close()
+        except BufferError:
+            pass  # a caller still holds a view; the mapping goes when it does
+        self._lease = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        mode = "r+" if self.writable else "r"
+        return (f"<SharedArray {self.name} {self.dtype.str} {self.shape} order {self.order} "
+                f"mode {mode} version {self.version}>")

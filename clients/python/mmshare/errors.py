@@ -1,0 +1,78 @@
+"""Exceptions. Daemon refusals mirror the Rust `ErrorKind` variants one to one."""
+
+
+class MmshareError(Exception):
+    """Base class of every mmshare error."""
+
+    kind = None
+
+
+class NotFound(MmshareError):
+    kind = "NotFound"
+
+
+class AlreadyExists(MmshareError):
+    kind = "AlreadyExists"
+
+
+class InvalidName(MmshareError, ValueError):
+    kind = "InvalidName"
+
+
+class InvalidDtype(MmshareError, ValueError):
+    kind = "InvalidDtype"
+
+
+class InvalidShape(MmshareError, ValueError):
+    kind = "InvalidShape"
+
+
+class PermissionDenied(MmshareError, PermissionError):
+    kind = "PermissionDenied"
+
+
+class QuotaExceeded(MmshareError):
+    kind = "QuotaExceeded"
+
+
+class NoSpace(MmshareError):
+    kind = "NoSpace"
+
+
+class Busy(MmshareError):
+    kind = "Busy"
+
+
+class ProtocolError(MmshareError):
+    kind = "ProtocolError"
+
+
+class Internal(MmshareError):
+    kind = "Internal"
+
+
+# Wire order of ErrorKind (docs/PROTOCOL.md).
+BY_INDEX = [NotFound, AlreadyExists, InvalidName, InvalidDtype, InvalidShape,
+            PermissionDenied, QuotaExceeded, NoSpace, Busy, ProtocolError, Internal]
+
+
+class ConnectError(MmshareError, ConnectionError):
+    """The daemon's socket could not be reached (the message names the path)."""
+
+
+class Torn(MmshareError):
+    """A writer died in the middle of a write: the data may be half-written."""
+
+    def __init__(self, version):
+        super().__init__(
+            f"array is torn at version {version}: a writer died mid-write; "
+            "the next whole-array write repairs it (read(allow_torn=True) reads it anyway)")
+        self.version = version
+
+
+class Timeout(MmshareError, TimeoutError):
+    """A read, write or wait did not complete in time."""
+
+
+class FormatError(MmshareError):
+    """The mapped file is not a valid mmshare array file."""

@@ -1,0 +1,149 @@
+"""The Python client against a real daemon: lifecycle, errors, seqlock reads and writes,
+waiting, torn handling, and raw np.memmap access."""
+
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import mmshare
+
+
+def test_create_open_list_stat_delete(daemon):
+    c = mmshare.connect(daemon.socket)
+    a = c.create("grid", np.float64, (4, 5), mode=0o644)
+    assert a.version == 0 and a.shape == (4, 5) and a.dtype == np.float64
+    with a.write() as view:
+        view[:] = np.arange(20.0).reshape(4, 5)
+    assert a.version == 1
+    info = c.stat("grid")
+    assert (info.dtype, info.shape, info.order, info.mode, info.version) == ("<f8", (4, 5), "C", 0o644, 1)
+    assert [i.name for i in c.list()] == ["grid"]
+    assert c.list("nothing") == []
+    r = c.open("grid")
+    np.testing.assert_array_equal(r.read(), np.arange(20.0).reshape(4, 5))
+    np.testing.assert_array_equal(r.read(index=(slice(1, 3), 2)), [7.0, 12.0])
+    assert not r.array.flags.writeable
+    with pytest.raises(ValueError):
+        r.array[0, 0] = 1
+    with pytest.raises(mmshare.PermissionDenied):
+        with r.write():
+            pass
+    c.delete("grid")
+    with pytest.raises(mmshare.NotFound, match="grid"):
+        c.stat("grid")
+    # The mapping outlives the name.
+    np.testing.assert_array_equal(r.read()[0], [0, 1, 2, 3, 4])
+
+
+def test_errors_mirror_the_rust_kinds(daemon):
+    c = mmshare.connect(daemon.socket)
+    with pytest.raises(mmshare.InvalidName, match=r"\.\./x"):
+        c.create("../x", "f4", (2,))
+    with pytest.raises(mmshare.InvalidDtype, match=">f4"):
+        c.create("a", ">f4", (2,))
+    with pytest.raises(mmshare.InvalidShape, match="33 dimensions"):
+        c.create("a", "u1", (1,) * 33)
+    with pytest.raises(mmshare.InvalidShape):
+        c.create("a", "u1", (-1,))
+    c.create("a", "u1", (2,))
+    with pytest.raises(mmshare.AlreadyExists):
+        c.create("a", "u1", (2,))
+    assert c.create("a", "u1", (2,), exist_ok=True).shape == (2,)
+    with pytest.raises(mmshare.NotFound):
+        c.open("b")
+    with pytest.raises(mmshare.ConnectError, match="/nonexistent/sock"):
+        mmshare.connect("/nonexistent/sock")
+
+
+def test_zero_d_empty_and_fortran_arrays(daemon):
+    c = mmshare.connect(daemon.socket)
+    s = c.create("scalar", "<c16", ())
+    with s.write() as v:
+        v[()] = 1 + 2j
+    assert c.open("scalar").read() == 1 + 2j
+    e = c.create("empty", "f4", (0, 3))
+    assert c.open("empty").read().shape == (0, 3)
+    f = c.create("fort", "i4", (2, 3), order="F")
+    with f.write() as v:
+        v[:] = [[1, 2, 3], [4, 5, 6]]
+    got = c.open("fort").read()
+    np.testing.assert_array_equal(got, [[1, 2, 3], [4, 5, 6]])
+    raw = np.memmap(f.path, dtype="<i4", mode="r", offset=4096, shape=(6,))
+    np.testing.assert_array_equal(raw, [1, 4, 2, 5, 3, 6])  # column-major on disk
+    del e
+
+
+def test_np_memmap_of_the_path_sees_what_was_written(daemon):
+    c = mmshare.connect(daemon.socket)
+    a = c.create("raw", "<u2", (3, 7))
+    data = (np.arange(21, dtype="<u2") * 3).reshape(3, 7)
+    with a.write() as v:
+        v[:] = data
+    info = c.stat("raw")
+    m = np.memmap(info.path, dtype=info.dtype, mode="r", offset=info.data_offset, shape=info.shape)
+    np.testing.assert_array_equal(m, data)
+
+
+def test_wait_sleeps_until_a_write_in_another_thread(daemon):
+    c = mmshare.connect(daemon.socket)
+    w = c.create("w", "f4", (8,))
+    r = c.open("w")
+    with pytest.raises(mmshare.Timeout):
+        r.wait(newer_than=0, timeout=0.05)
+
+    def later():
+        time.sleep(0.2)
+        with w.write() as v:
+            v[:] = 3
+
+    t = threading.Thread(target=later)
+    t.start()
+    assert r.wait(newer_than=0, timeout=10) == 1
+    t.join()
+    np.testing.assert_array_equal(r.read(), [3] * 8)
+
+
+def test_a_raising_write_publishes_torn_and_releases_the_lock(daemon):
+    c = mmshare.connect(daemon.socket)
+    a = c.create("t", "i8", (4,))
+    with pytest.raises(RuntimeError):
+        with a.write() as v:
+            v[0] = 1
+            raise RuntimeError("boom")
+    assert a.version == 1 and a.torn and c.stat("t").torn
+    with pytest.raises(mmshare.Torn):
+        a.read()
+    assert a.read(allow_torn=True)[0] == 1
+    with a.write() as v:  # an ordinary write keeps TORN
+        v[1] = 2
+    assert a.torn
+    with a.write(repair=True) as v:
+        v[:] = 7
+    assert not a.torn
+    np.testing.assert_array_equal(a.read(), [7] * 4)
+
+
+def test_python_writer_killed_mid_write_is_recovered_by_the_daemon(daemon, tmp_path):
+    c = mmshare.connect(daemon.socket)
+    c.create("victim", "u1", (64,))
+    reader = c.open("victim")
+    script = tmp_path / "hold.py"
+    script.write_text(
+        "import sys, time, mmshare\n"
+        "a = mmshare.connect(sys.argv[1]).open('victim', 'r+')\n"
+        "with a.write() as v:\n"
+        "    v[0] = 9\n"
+        "    print('holding', flush=True)\n"
+        "    time.sleep(3600)\n")
+    import sys
+    p = subprocess.Popen([sys.executable, str(script), daemon.socket], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "holding"
+    p.kill()
+    p.wait()
+    v = reader.wait(newer_than=0, timeout=30)
+    assert v >= 1
+    with pytest.raises(mmshare.Torn):
+        reader.read()
