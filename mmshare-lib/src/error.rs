@@ -73,7 +73,7 @@ pub enum ReadError {
     /// A writer died in the middle of a write: the data may be half-written. Use
     /// `set_accept_torn(true)` to read it anyway.
     #[error(
-        "array is torn at version {version}: a writer died mid-write; the next whole-array write repairs it"
+        "array is torn at version {version}: a write did not complete (its writer died or failed); a write of the whole array repairs it"
     )]
     Torn {
         /// Version of the torn state.

@@ -87,7 +87,7 @@ fn sigkill_during_creates_leaves_no_half_made_array() {
             "create-loop",
             d.socket.to_str().unwrap(),
             &format!("r{round}"),
-            "16",
+            "1",
         ]);
         w.expect_line("created", WATCHDOG);
         std::thread::sleep(Duration::from_millis(30 + 17 * round));
@@ -99,7 +99,7 @@ fn sigkill_during_creates_leaves_no_half_made_array() {
         assert!(!listed.is_empty());
         for info in &listed {
             let a = client.open_raw(&info.name, Access::Read).unwrap();
-            assert_eq!(a.header().data_len, 16 << 20, "{}", info.name);
+            assert_eq!(a.header().data_len, 1 << 20, "{}", info.name);
         }
         let leftovers: Vec<_> = std::fs::read_dir(d.data_dir())
             .unwrap()

@@ -127,7 +127,7 @@ class SharedArray:
     def read(self, index=None, timeout: float = 10.0, allow_torn: bool = False) -> np.ndarray:
         """A consistent copy of the array, or of `array[index]`, through the seqlock.
 
-        Raises `Torn` if a writer died mid-write (unless `allow_torn`), `Timeout` if no
+        Raises `Torn` if a write did not complete (unless `allow_torn`), `Timeout` if no
         consistent copy could be taken within `timeout` seconds.
         """
         if not ORDERED_LOADS:

@@ -61,12 +61,14 @@ class ConnectError(MmshareError, ConnectionError):
 
 
 class Torn(MmshareError):
-    """A writer died in the middle of a write: the data may be half-written."""
+    """A write did not complete (its writer died, or its body raised): the data may be
+    half-written."""
 
     def __init__(self, version):
         super().__init__(
-            f"array is torn at version {version}: a writer died mid-write; "
-            "the next whole-array write repairs it (read(allow_torn=True) reads it anyway)")
+            f"array is torn at version {version}: a write did not complete (its writer died or "
+            "failed); a write of the whole array with write(repair=True) repairs it, "
+            "read(allow_torn=True) reads it anyway")
         self.version = version
 
 
