@@ -654,11 +654,16 @@ impl Registry {
     /// After a connection that had `names` open for writing closed: waits briefly for that
     /// process (`pid`) to finish exiting, and recovers any write it left half-done.
     pub fn recover_after_close(&self, names: &[String], pid: u32) {
+        // One deadline for all of them: a client that left many arrays odd on purpose cannot
+        // hold this blocking thread for long (the periodic check covers what is left).
+        let deadline = Instant::now() + Duration::from_secs(2);
         for name in names {
             let Some(entry) = self.get(name) else {
                 continue;
             };
-            let deadline = Instant::now() + Duration::from_secs(2);
+            if !entry.intact() {
+                continue;
+            }
             loop {
                 if entry.raw.sequence() % 2 == 0 {
                     break;

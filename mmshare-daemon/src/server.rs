@@ -34,6 +34,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// A reply the client does not read within this time ends the connection (a client that never
 /// reads cannot block shutdown or hold a task forever).
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Arrays one connection is tracked as writer of (its leases), at most.
+const MAX_LEASES: usize = 1024;
 /// Consecutive malformed messages after which a client is disconnected.
 const MAX_BAD_MESSAGES: u32 = 8;
 
@@ -323,7 +325,10 @@ async fn handle_connection(socket: UnixSeqpacket, registry: Arc<Registry>, mut s
         } else {
             handle_request(&registry, creds, request)
         };
-        if let Some(name) = lease {
+        if let Some(name) = lease
+            && leases.len() < MAX_LEASES
+        {
+            // Beyond the cap, the periodic check (every second) still recovers dead writers.
             leases.insert(name);
         }
         if !send_within(&conn, &reply, file.as_ref()).await {
