@@ -48,7 +48,12 @@ fn consumer_mmshare(frame_path: &str, ack_path: &str, in_place: bool) {
         seen = frame.wait_for_version(seen, TIMEOUT).unwrap();
         if in_place {
             let sum = frame
-                .read_with(|v| (0..v.len()).step_by(4096).map(|i| u64::from(v.get(i))).sum::<u64>())
+                .read_with(|v| {
+                    (0..v.len())
+                        .step_by(4096)
+                        .map(|i| u64::from(v.get(i)))
+                        .sum::<u64>()
+                })
                 .unwrap();
             std::hint::black_box(sum);
         } else {
@@ -104,13 +109,20 @@ fn main() {
             &ArraySpec::new(format!("frame-{mode}"), DType::U8, vec![FRAME as u64]),
         )
         .unwrap();
-        let (ack_path, _) =
-            create_array_file(dir.path(), &ArraySpec::new(format!("ack-{mode}"), DType::U64, vec![1]))
-                .unwrap();
+        let (ack_path, _) = create_array_file(
+            dir.path(),
+            &ArraySpec::new(format!("ack-{mode}"), DType::U64, vec![1]),
+        )
+        .unwrap();
         let frame = Array::<u8>::open(&frame_path, Access::Write).unwrap();
         let acks = Array::<u64>::open(&ack_path, Access::Read).unwrap();
         let mut child = Command::new(&exe)
-            .args(["__mmshare", frame_path.to_str().unwrap(), ack_path.to_str().unwrap(), mode])
+            .args([
+                "__mmshare",
+                frame_path.to_str().unwrap(),
+                ack_path.to_str().unwrap(),
+                mode,
+            ])
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
@@ -128,7 +140,9 @@ fn main() {
         results.push((mode, times));
     }
 
-    println!("\nhanding an 8 MiB frame to another process and getting its ack (same run, {ROUNDS} rounds)");
+    println!(
+        "\nhanding an 8 MiB frame to another process and getting its ack (same run, {ROUNDS} rounds)"
+    );
     println!("command: cargo bench -p mmshare --bench transfer\n");
     println!("| method | p50 per frame | p99 | frames/s at p50 | speed vs socket |");
     println!("|---|---|---|---|---|");

@@ -136,3 +136,31 @@ def test_demo_starts_its_own_daemon_when_none_is_running(cli_bin, tmp_path):
     p = run(cli_bin, "demo", "--seconds", "1", env=env)
     assert "started one inside this process" in p.stdout
     assert "0 inconsistent" in p.stdout
+
+
+def test_get_follows_symlinks_and_writes_to_stdout(cli_bin, daemon, tmp_path):
+    data = np.arange(5, dtype="<i2")
+    np.save(tmp_path / "in.npy", data)
+    run(cli_bin, "put", "s", str(tmp_path / "in.npy"), "--create", socket=daemon.socket)
+    real = tmp_path / "real.npy"
+    real.write_bytes(b"")
+    os.chmod(real, 0o640)
+    link = tmp_path / "link.npy"
+    link.symlink_to(real)
+    run(cli_bin, "get", "s", str(link), socket=daemon.socket)
+    assert link.is_symlink() and oct(real.stat().st_mode & 0o777) == "0o640"
+    np.testing.assert_array_equal(np.load(link), data)
+    p = subprocess.run([cli_bin, "--socket", daemon.socket, "get", "s", "-"], capture_output=True, timeout=60)
+    assert p.returncode == 0
+    import io
+    np.testing.assert_array_equal(np.load(io.BytesIO(p.stdout)), data)
+
+
+def test_closed_stdout_and_usage_errors_stay_one_line(cli_bin, daemon):
+    run(cli_bin, "create", "p", "--dtype", "u1", "--shape", "1", socket=daemon.socket)
+    # `mmshare info p | head -0`: the reader is gone before we write.
+    p = subprocess.run(f"'{cli_bin}' --socket '{daemon.socket}' info p | head -c 0", shell=True,
+                       capture_output=True, text=True, timeout=60)
+    assert "panicked" not in p.stderr and "internal error" not in p.stderr, p.stderr
+    p = run(cli_bin, "create", "q", "--dtype", "u1", "--shape", "1", "--bogus", socket=daemon.socket, check=False)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "--bogus" in p.stderr, p.stderr

@@ -147,3 +147,44 @@ def test_python_writer_killed_mid_write_is_recovered_by_the_daemon(daemon, tmp_p
     assert v >= 1
     with pytest.raises(mmshare.Torn):
         reader.read()
+
+
+def test_keyboard_interrupt_in_a_write_body_releases_the_lock(daemon):
+    c = mmshare.connect(daemon.socket)
+    a = c.create("ki", "u1", (8,))
+    with pytest.raises(KeyboardInterrupt):
+        with a.write() as v:
+            v[0] = 1
+            raise KeyboardInterrupt
+    assert a._seq() % 2 == 0 and a.torn
+    with a.write(repair=True) as v:  # and the next writer gets in at once
+        v[:] = 2
+    assert not a.torn
+
+
+def test_an_interrupted_request_breaks_only_that_connection(daemon, monkeypatch):
+    import socket as socket_module
+    c = mmshare.connect(daemon.socket)
+    c.create("z", "u1", (1,))
+    real = socket_module.recv_fds
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(socket_module, "recv_fds", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        c.stat("z")
+    monkeypatch.setattr(socket_module, "recv_fds", real)
+    # The reply to the interrupted request must never be taken as the next one's.
+    with pytest.raises(mmshare.ConnectError, match="interrupted"):
+        c.stat("z")
+    assert mmshare.connect(daemon.socket).stat("z").name == "z"
+
+
+def test_a_closed_array_says_so(daemon):
+    c = mmshare.connect(daemon.socket)
+    a = c.create("cl", "u1", (1,))
+    a.close()
+    with pytest.raises(mmshare.MmshareError, match="closed"):
+        a.read()
+    assert "closed" in repr(a)

@@ -18,6 +18,17 @@ const CHUNK: usize = 8 << 20;
 /// Arrays at least this large get a progress bar (when stderr is a terminal).
 const PROGRESS_FROM: u64 = 64 << 20;
 
+/// Prints a line on stdout. A closed pipe (`mmshare ls | head`) ends the program quietly with
+/// success; any other write error is an error like the others.
+pub fn emit(line: &str) -> Result {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(format!("cannot write to standard output: {e}")),
+    }
+}
+
 pub fn connect(socket: &Path) -> Result<Client> {
     Client::connect(socket).map_err(|e| e.to_string())
 }
@@ -111,7 +122,7 @@ pub fn create(
         .create(&options)
         .map_err(|e| e.to_string())?;
     let info = array.info();
-    println!(
+    emit(&format!(
         "created {} {} {} order {} ({}, {}) at {}",
         info.name,
         info.dtype,
@@ -120,26 +131,22 @@ pub fn create(
         human_bytes(info.data_len),
         backing_name(info.backing),
         info.path
-    );
+    ))?;
     Ok(())
 }
 
 pub fn ls(socket: &Path, prefix: &str, json: bool) -> Result {
     let arrays = connect(socket)?.list(prefix).map_err(|e| e.to_string())?;
-    let mut out = std::io::stdout().lock();
     if json {
         let list: Vec<_> = arrays.iter().map(info_json).collect();
-        let _ = writeln!(out, "{}", serde_json::Value::Array(list));
-        return Ok(());
+        return emit(&serde_json::Value::Array(list).to_string());
     }
-    let _ = writeln!(
-        out,
+    emit(&format!(
         "{:<24} {:<5} {:<18} {:<5} {:<7} {:>10} {:>8} {:>5} TORN",
         "NAME", "DTYPE", "SHAPE", "ORDER", "BACKING", "SIZE", "VERSION", "MODE"
-    );
+    ))?;
     for a in &arrays {
-        let _ = writeln!(
-            out,
+        emit(&format!(
             "{:<24} {:<5} {:<18} {:<5} {:<7} {:>10} {:>8} {:>5o} {}",
             a.name,
             a.dtype,
@@ -150,7 +157,7 @@ pub fn ls(socket: &Path, prefix: &str, json: bool) -> Result {
             a.version,
             a.mode,
             if a.torn { "yes" } else { "no" }
-        );
+        ))?;
     }
     Ok(())
 }
@@ -158,31 +165,34 @@ pub fn ls(socket: &Path, prefix: &str, json: bool) -> Result {
 pub fn info(socket: &Path, name: &str, json: bool) -> Result {
     let info = connect(socket)?.stat(name).map_err(|e| e.to_string())?;
     if json {
-        println!("{}", info_json(&info));
+        emit(&format!("{}", info_json(&info)))?;
         return Ok(());
     }
-    println!("name:        {}", info.name);
-    println!("dtype:       {}", info.dtype);
-    println!("shape:       {}", shape_text(&info.shape));
-    println!("order:       {}", order_name(&info));
-    println!(
+    emit(&format!("name:        {}", info.name))?;
+    emit(&format!("dtype:       {}", info.dtype))?;
+    emit(&format!("shape:       {}", shape_text(&info.shape)))?;
+    emit(&format!("order:       {}", order_name(&info)))?;
+    emit(&format!(
         "nbytes:      {} ({})",
         info.data_len,
         human_bytes(info.data_len)
-    );
-    println!("data_offset: {}", info.data_offset);
-    println!("path:        {}", info.path);
-    println!("version:     {}", info.version);
-    println!("backing:     {}", backing_name(info.backing));
-    println!("owner:       {}:{}", info.owner_uid, info.owner_gid);
-    println!("mode:        {:04o}", info.mode);
-    println!("torn:        {}", info.torn);
+    ))?;
+    emit(&format!("data_offset: {}", info.data_offset))?;
+    emit(&format!("path:        {}", info.path))?;
+    emit(&format!("version:     {}", info.version))?;
+    emit(&format!("backing:     {}", backing_name(info.backing)))?;
+    emit(&format!(
+        "owner:       {}:{}",
+        info.owner_uid, info.owner_gid
+    ))?;
+    emit(&format!("mode:        {:04o}", info.mode))?;
+    emit(&format!("torn:        {}", info.torn))?;
     Ok(())
 }
 
 pub fn rm(socket: &Path, name: &str) -> Result {
     connect(socket)?.delete(name).map_err(|e| e.to_string())?;
-    println!("deleted {name}");
+    emit(&format!("deleted {name}"))?;
     Ok(())
 }
 
@@ -232,7 +242,9 @@ pub fn put(socket: &Path, name: &str, path: &Path, create: bool, memory: bool) -
     }
     .map_err(|e| e.to_string())?;
     let h = array.header();
-    if h.dtype != header.dtype || h.shape != header.shape || h.order != order {
+    // Order only matters when more than one dimension is longer than 1.
+    let same_layout = h.order == order || h.shape.iter().filter(|&&d| d > 1).count() <= 1;
+    if h.dtype != header.dtype || h.shape != header.shape || !same_layout {
         return Err(format!(
             "{} holds {} {} order {}, but array {name} is {} {} order {}; nothing was written",
             path.display(),
@@ -271,11 +283,11 @@ pub fn put(socket: &Path, name: &str, path: &Path, create: bool, memory: bool) -
             path.display()
         )
     })?;
-    println!(
+    emit(&format!(
         "wrote {} ({}) into {name}, version {version}",
         path.display(),
         human_bytes(nbytes)
-    );
+    ))?;
     Ok(())
 }
 
@@ -288,11 +300,9 @@ pub fn get(socket: &Path, name: &str, path: &Path, allow_torn: bool) -> Result {
     array.handle_mut().set_accept_torn(allow_torn);
     // Reads of a big array take time; do not give up while writers come and go.
     array.handle_mut().set_timeout(Duration::from_secs(600));
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+    let target = OutputTarget::of(path)?;
+    let dir = target.temp_dir();
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
         .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
     let head = npy::header_bytes(h.dtype, h.order == Order::F, &h.shape);
     let bar = progress(h.data_len, "get");
@@ -321,16 +331,103 @@ pub fn get(socket: &Path, name: &str, path: &Path, allow_torn: bool) -> Result {
         })?;
     bar.finish_and_clear();
     written.map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| format!("cannot write {}: {}", path.display(), e.error))?;
-    println!(
+    target.deliver(tmp)?;
+    if matches!(target, OutputTarget::Stdout) {
+        return Ok(());
+    }
+    emit(&format!(
         "saved {name} version {}{} to {} ({})",
         snap.version,
         if snap.torn { " (TORN)" } else { "" },
         path.display(),
         human_bytes(h.data_len)
-    );
+    ))?;
     Ok(())
+}
+
+/// Where `get` puts the snapshot. A snapshot is first taken into a temporary file (a read that
+/// overlaps a write starts over, which only a file can do), then delivered.
+#[derive(Debug)]
+enum OutputTarget {
+    /// `-`: copied to standard output.
+    Stdout,
+    /// A device, FIFO or other non-regular file: copied into it, never replaced.
+    Special(std::path::PathBuf),
+    /// A regular file (or a new one): the temp file is renamed over it, atomically. Symlinks
+    /// are followed, so the link stays and its target is replaced.
+    Regular { path: std::path::PathBuf, mode: u32 },
+}
+
+impl OutputTarget {
+    fn of(path: &Path) -> Result<OutputTarget> {
+        use std::os::unix::fs::PermissionsExt;
+        if path.as_os_str() == "-" {
+            return Ok(OutputTarget::Stdout);
+        }
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => Ok(OutputTarget::Regular {
+                path: std::fs::canonicalize(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?,
+                mode: m.permissions().mode() & 0o7777,
+            }),
+            Ok(m) if m.is_dir() => Err(format!(
+                "{} is a directory; give a file name",
+                path.display()
+            )),
+            Ok(_) => Ok(OutputTarget::Special(path.to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // A new file gets the usual permissions: 0666 minus the umask.
+                let umask = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+                rustix::process::umask(umask);
+                Ok(OutputTarget::Regular {
+                    path: path.to_owned(),
+                    mode: 0o666 & !umask.as_raw_mode(),
+                })
+            }
+            Err(e) => Err(format!("cannot write {}: {e}", path.display())),
+        }
+    }
+
+    fn temp_dir(&self) -> std::path::PathBuf {
+        match self {
+            OutputTarget::Regular { path, .. } => path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_owned(),
+            _ => std::env::temp_dir(),
+        }
+    }
+
+    fn deliver(&self, tmp: tempfile::NamedTempFile) -> Result {
+        use std::os::unix::fs::PermissionsExt;
+        let copy_into = |mut out: Box<dyn Write>, what: &str| -> Result {
+            let mut file = tmp.reopen().map_err(|e| e.to_string())?;
+            std::io::copy(&mut file, &mut out)
+                .and_then(|_| out.flush())
+                .map_err(|e| format!("cannot write {what}: {e}"))
+        };
+        match self {
+            OutputTarget::Stdout => {
+                copy_into(Box::new(std::io::stdout().lock()), "to standard output")
+            }
+            OutputTarget::Special(path) => {
+                let out = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                copy_into(Box::new(out), &path.display().to_string())
+            }
+            OutputTarget::Regular { path, mode } => {
+                tmp.as_file()
+                    .set_permissions(std::fs::Permissions::from_mode(*mode))
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                tmp.persist(path)
+                    .map(drop)
+                    .map_err(|e| format!("cannot write {}: {}", path.display(), e.error))
+            }
+        }
+    }
 }
 
 /// `2026-11-26T09:40:01.123Z` for a time in ns since the epoch.
@@ -366,7 +463,6 @@ pub fn watch(socket: &Path, name: &str, json: bool) -> Result {
         eprintln!("watching {name} from version {seen} (Ctrl-C to stop)");
     }
     let mut window: std::collections::VecDeque<Instant> = Default::default();
-    let mut out = std::io::stdout().lock();
     loop {
         match array.wait_for_version(seen, Duration::from_secs(1)) {
             Ok(v) => {
@@ -398,9 +494,7 @@ pub fn watch(socket: &Path, name: &str, json: bool) -> Result {
                         if array.is_torn() { "  TORN" } else { "" }
                     )
                 };
-                if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-                    return Ok(()); // stdout closed (e.g. piped into head)
-                }
+                emit(&line)?;
             }
             Err(_) => continue, // quiet: keep waiting
         }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mmshare::{Access, Client, CreateOptions};
 
-use crate::commands::{Result, connect};
+use crate::commands::{Result, connect, emit};
 
 /// One 640×480 RGB frame.
 const SHAPE: [u64; 3] = [480, 640, 3];
@@ -61,10 +61,10 @@ pub fn run(socket_given: bool, socket: &Path, seconds: f64) -> Result {
             ])
             .map_err(|e| e.to_string())?;
             let daemon = mmshare_daemon::EmbeddedDaemon::start(config)?;
-            println!(
+            emit(&format!(
                 "no daemon was running: started one inside this process ({})",
                 sock.display()
-            );
+            ))?;
             embedded = Some(daemon);
             _temp = Some((dir, mem));
             sock
@@ -76,12 +76,14 @@ pub fn run(socket_given: bool, socket: &Path, seconds: f64) -> Result {
         .create(&CreateOptions::new(&name, "u1", &SHAPE).memory().mode(0o644))
         .map_err(|e| e.to_string())?;
     let frame_bytes = frames.header().data_len;
-    println!(
+    emit(&format!(
         "created {name}: {SHAPE:?} uint8 ({:.2} MB per frame) in RAM, at {}",
         frame_bytes as f64 / 1e6,
         frames.info().path
-    );
-    println!("starting a producer and a consumer process for {seconds} s ...");
+    ))?;
+    emit(&format!(
+        "starting a producer and a consumer process for {seconds} s ..."
+    ))?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let spawn = |args: &[&str]| {
         Command::new(&exe)
@@ -101,23 +103,25 @@ pub fn run(socket_given: bool, socket: &Path, seconds: f64) -> Result {
     let result = if produced.status.success() && consumed.status.success() {
         print!("{}", String::from_utf8_lossy(&produced.stdout));
         print!("{}", String::from_utf8_lossy(&consumed.stdout));
-        println!("\nThe same array from Python, zero-copy, while it exists:");
-        println!("    import mmshare");
-        println!(
+        emit(&format!(
+            "\nThe same array from Python, while the demo runs (it deletes the array at the end):"
+        ))?;
+        emit(&format!("    import mmshare"))?;
+        emit(&format!(
             "    client = mmshare.connect({:?})",
             socket.display().to_string()
-        );
-        println!(
-            "    frame = client.open({name:?}).read()   # numpy array, shape {:?}",
+        ))?;
+        emit(&format!(
+            "    frame = client.open({name:?}).read()   # consistent copy, shape {:?}; .array is the zero-copy view",
             (480, 640, 3)
-        );
+        ))?;
         if embedded.is_some() {
-            println!(
+            emit(&format!(
                 "(this demo's daemon and array are gone when it exits: start `mmshared`, then"
-            );
-            println!(
+            ))?;
+            emit(&format!(
                 " `mmshare create cam --dtype u1 --shape 480,640,3 --memory` to keep one around)"
-            );
+            ))?;
         }
         Ok(())
     } else {
@@ -161,11 +165,11 @@ pub fn producer(socket: &Path, name: &str, seconds: f64) -> Result {
     frames
         .write_all(&vec![0u8; frames.len()])
         .map_err(|e| e.to_string())?;
-    println!(
+    emit(&format!(
         "producer: {published} frames in {elapsed:.2} s = {:.0} frames/s, {:.2} GB/s written",
         published as f64 / elapsed,
         published as f64 * frames.len() as f64 / elapsed / 1e9
-    );
+    ))?;
     Ok(())
 }
 
@@ -209,18 +213,18 @@ pub fn consumer(socket: &Path, name: &str) -> Result {
             .unwrap_or(0) as f64
             / 1e3
     };
-    println!(
+    emit(&format!(
         "consumer: read {seen} of {last_number} frames ({:.0} frames/s, {:.2} GB/s copied out), {bad} inconsistent, {} retried reads",
         seen as f64 / elapsed,
         seen as f64 * frames.len() as f64 / elapsed / 1e9,
         frames.retries()
-    );
-    println!(
+    ))?;
+    emit(&format!(
         "latency publish -> consistent copy in the consumer: p50 {:.0} µs, p99 {:.0} µs (includes copying {:.2} MB)",
         pct(0.5),
         pct(0.99),
         frames.len() as f64 / 1e6
-    );
+    ))?;
     if bad > 0 {
         return Err(format!("{bad} frames were inconsistent"));
     }

@@ -1,8 +1,9 @@
 //! `mmshare`: the command line for mmshare arrays.
 //!
 //! Every command talks to `mmshared` (`--socket` or `MMSHARE_SOCKET`, else the default socket).
-//! On success it exits 0; on any error it prints one line to stderr and exits 1, never a
-//! backtrace. Output meant for programs is available as `--json`.
+//! On success it exits 0; on any error it prints one line to stderr and exits non-zero (1, or 2
+//! for a malformed command line), never a backtrace. Output meant for programs is available as
+//! `--json`.
 #![forbid(unsafe_code)]
 
 mod commands;
@@ -122,7 +123,34 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         eprintln!("mmshare: internal error: {info}");
     }));
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // One line, like every other error; `mmshare --help` has the details.
+            let text = e.to_string();
+            let first: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let first = first.join(" ");
+            eprintln!(
+                "mmshare: {} (see mmshare --help)",
+                first.trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
+        }
+    };
     let socket = cli.socket.unwrap_or_else(mmshare::default_socket_path);
     let result = match cli.command {
         Command::Create {

@@ -61,6 +61,7 @@ pub fn read_header(r: &mut impl Read) -> Result<NpyHeader, String> {
     let descr = descr
         .strip_prefix('\'')
         .and_then(|d| d.strip_suffix('\''))
+        .or_else(|| descr.strip_prefix('"').and_then(|d| d.strip_suffix('"')))
         .ok_or_else(|| {
             format!("unsupported .npy dtype {descr} (structured dtypes are not supported)")
         })?;
@@ -92,11 +93,12 @@ pub fn read_header(r: &mut impl Read) -> Result<NpyHeader, String> {
 
 /// The value text after `'key':` up to the next top-level `,` or `}`.
 fn dict_value(text: &str, key: &str) -> Result<String, String> {
-    let needle = format!("'{key}':");
-    let start = text
-        .find(&needle)
-        .ok_or_else(|| format!(".npy header has no '{key}'"))?
-        + needle.len();
+    // NumPy writes single quotes; np.load also takes double-quoted keys.
+    let (at, needle_len) = [format!("'{key}':"), format!("\"{key}\":")]
+        .iter()
+        .find_map(|n| text.find(n.as_str()).map(|i| (i, n.len())))
+        .ok_or_else(|| format!(".npy header has no '{key}'"))?;
+    let start = at + needle_len;
     let rest = text[start..].trim_start();
     let mut depth = 0i32;
     let mut end = rest.len();

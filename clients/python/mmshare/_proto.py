@@ -107,21 +107,20 @@ class _Reader:
         raise errors.ProtocolError(f"malformed reply from the daemon: {what} at byte {self.pos}")
 
     def varint(self, bits: int = 64) -> int:
+        max_bytes = (bits + 6) // 7  # as postcard: 5 bytes for u32, 10 for u64
         value, shift = 0, 0
-        while True:
+        for _ in range(max_bytes):
             if self.pos >= len(self.buf):
                 self._fail("truncated varint")
             byte = self.buf[self.pos]
             self.pos += 1
             value |= (byte & 0x7F) << shift
             if not byte & 0x80:
-                break
+                if value >= 1 << bits:
+                    self._fail("varint out of range")
+                return value
             shift += 7
-            if shift >= bits + 7:
-                self._fail("varint too long")
-        if value >= 1 << bits:
-            self._fail("varint out of range")
-        return value
+        self._fail("varint too long")
 
     def string(self) -> str:
         n = self.varint()
@@ -135,7 +134,10 @@ class _Reader:
             self._fail("string is not UTF-8")
 
     def boolean(self) -> bool:
-        v = self.varint(8)
+        if self.pos >= len(self.buf):
+            self._fail("truncated bool")
+        v = self.buf[self.pos]
+        self.pos += 1
         if v > 1:
             self._fail("bad bool")
         return bool(v)

@@ -72,8 +72,34 @@ def atomics():
         lib.__atomic_store_8.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int]
         lib.__atomic_fetch_add_4.restype = ctypes.c_uint32
         lib.__atomic_fetch_add_4.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int]
+        lib.atomic_thread_fence.restype = None
+        lib.atomic_thread_fence.argtypes = [ctypes.c_int]
         _atomic = lib
     return _atomic
+
+
+_ACQUIRE = 2
+_fence = None
+
+
+def _fence_fn():
+    """libatomic's atomic_thread_fence, or a no-op when libatomic is missing (then only
+    x86-64's ordered loads keep readers correct; see mmshare.array)."""
+    global _fence
+    if _fence is None:
+        try:
+            _fence = atomics().atomic_thread_fence
+        except (OSError, AttributeError):
+            _fence = lambda order: None  # noqa: E731
+    return _fence
+
+
+def fence_acquire() -> None:
+    _fence_fn()(_ACQUIRE)
+
+
+def fence_release() -> None:
+    _fence_fn()(_RELEASE)
 
 
 def cas_u64(address: int, expected: int, new: int) -> bool:
@@ -106,3 +132,12 @@ def process_identity() -> int:
     except (OSError, IndexError, ValueError):
         pass
     return pid | (start & 0xFFFFFFFF) << 32
+
+
+def have_fences() -> bool:
+    """True when real fences (libatomic) back the reader's ordering."""
+    try:
+        atomics()
+        return True
+    except OSError:
+        return False

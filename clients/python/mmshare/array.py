@@ -17,6 +17,8 @@ everywhere: compare-and-swap to take the write side, a release store to publish.
 import mmap
 import os
 import platform
+import signal
+import threading
 import time
 import warnings
 from contextlib import contextmanager
@@ -35,6 +37,22 @@ ORDERED_LOADS = platform.machine() in ("x86_64", "AMD64", "i686", "i386")
 
 def _file_len(data_len: int) -> int:
     return fmt.HEADER_SIZE + (data_len + 7) // 8 * 8
+
+
+@contextmanager
+def _deferred_signals():
+    """Defers SIGINT/SIGTERM for a few statements, so a KeyboardInterrupt cannot split a
+    compare-and-swap from the bookkeeping that must follow it. Python-level handlers only run
+    in the main thread; elsewhere there is nothing to defer."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    blocked = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class _Backoff:
@@ -106,10 +124,16 @@ class SharedArray:
         progress. Read-only unless the array was opened with mode "r+"."""
         return self._array
 
+    def _check_open(self):
+        if self._words is None:
+            raise errors.MmshareError(f"array {self.name} is closed")
+
     def _seq(self) -> int:
+        self._check_open()
         return int(self._words[fmt.SEQUENCE // 8])
 
     def _futex(self) -> int:
+        self._check_open()
         return int(self._u32[fmt.FUTEX // 4])
 
     @property
@@ -119,7 +143,8 @@ class SharedArray:
 
     @property
     def torn(self) -> bool:
-        """Whether a writer died mid-write (until the next whole-array write)."""
+        """Whether a write did not complete (until a repairing write)."""
+        self._check_open()
         return bool(self._u32[fmt.FLAGS // 4] & fmt.FLAG_TORN)
 
     # -- reading ----------------------------------------------------------------------------
@@ -130,7 +155,8 @@ class SharedArray:
         Raises `Torn` if a write did not complete (unless `allow_torn`), `Timeout` if no
         consistent copy could be taken within `timeout` seconds.
         """
-        if not ORDERED_LOADS:
+        self._check_open()
+        if not ORDERED_LOADS and not _sys.have_fences():
             warnings.warn("mmshare's Python read() relies on x86-64 load ordering; on this CPU a "
                           "torn copy could be accepted (see mmshare.array docs)", stacklevel=2)
         backoff = _Backoff(timeout)
@@ -139,9 +165,11 @@ class SharedArray:
         while True:
             seen = self._futex()
             s1 = self._seq()
+            _sys.fence_acquire()  # the copy below stays after the first sequence load
             if s1 & 1 == 0:
                 copy = np.array(view, copy=True)
                 flags = int(self._u32[fmt.FLAGS // 4])
+                _sys.fence_acquire()  # ... and before the second one
                 if self._seq() == s1:
                     if flags & fmt.FLAG_TORN and not allow_torn:
                         raise errors.Torn(s1 // 2)
@@ -175,48 +203,61 @@ class SharedArray:
     def write(self, timeout: float = 10.0, repair: bool = False):
         """Takes the write side, yields the writable array, publishes a new version on exit.
 
-        If the body raises, the data may be half-written: the version is published marked
-        TORN (readers get `Torn` until a repairing write), the write side is released, and the
-        exception propagates. The lock is never left held. A write that replaces the whole
+        If the body raises (KeyboardInterrupt included), the data may be half-written: the
+        version is published marked TORN (readers get `Torn` until a repairing write), the
+        write side is released, and the exception propagates. The lock is never left held:
+        taking it and publishing run with SIGINT/SIGTERM deferred, so an interrupt cannot land
+        between the compare-and-swap and the bookkeeping. A write that replaces the whole
         array can pass `repair=True` to clear an earlier TORN mark.
         """
         if not self.writable:
             raise errors.PermissionDenied(f"{self.name} is open read-only; open it with mode 'r+'")
+        self._check_open()
+        _sys.atomics()  # fail before anything is taken if libatomic is missing
         seq_address = self._base + fmt.SEQUENCE
         futex_address = self._base + fmt.FUTEX
         me = _sys.process_identity()
         backoff = _Backoff(timeout)
-        while True:
-            seen = self._futex()
-            s = self._seq()
-            if s & 1 == 0 and _sys.cas_u64(seq_address, s, s + 1):
-                break
-            if s & 1 and not backoff.pause(futex_address, seen):
-                raise errors.Timeout(
-                    f"write side of {self.name} still held after {timeout} s (sequence {s})")
-        _sys.store_u64_relaxed(self._base + fmt.WRITER, me)
-        ok = False
+        taken = None   # the even sequence we replaced, once the write side is ours
+        yielded = ok = False
         try:
+            while taken is None:
+                seen = self._futex()
+                s = self._seq()
+                if s & 1 == 0:
+                    with _deferred_signals():
+                        if _sys.cas_u64(seq_address, s, s + 1):
+                            _sys.fence_release()  # the stores below stay after s + 1
+                            _sys.store_u64_relaxed(self._base + fmt.WRITER, me)
+                            taken = s
+                    continue
+                if not backoff.pause(futex_address, seen):
+                    raise errors.Timeout(
+                        f"write side of {self.name} still held after {timeout} s (sequence {s})")
+            yielded = True
             yield self._array
             ok = True
         finally:
-            self._publish(s, ok, repair)
+            if taken is not None:
+                # Interrupted before the body ran: nothing was written, publish it clean.
+                self._publish(taken, ok or not yielded, repair and ok)
 
     def _publish(self, s: int, ok: bool, repair: bool):
-        flags = int(self._u32[fmt.FLAGS // 4])
-        if not ok:
-            flags |= fmt.FLAG_TORN
-        elif repair:
-            flags &= ~fmt.FLAG_TORN
-        w = self._words
-        if ok:
-            w[fmt.WRITE_COUNT // 8] = (int(w[fmt.WRITE_COUNT // 8]) + 1) & (2**64 - 1)
-            w[fmt.LAST_WRITE_NS // 8] = time.time_ns()
-        self._u32[fmt.FLAGS // 4] = flags
-        _sys.store_u64_relaxed(self._base + fmt.WRITER, 0)
-        _sys.store_u64_release(self._base + fmt.SEQUENCE, (s + 2) & (2**64 - 1))
-        _sys.fetch_add_u32_release(self._base + fmt.FUTEX, 1)
-        _sys.futex_wake_all(self._base + fmt.FUTEX)
+        with _deferred_signals():
+            flags = int(self._u32[fmt.FLAGS // 4])
+            if not ok:
+                flags |= fmt.FLAG_TORN
+            elif repair:
+                flags &= ~fmt.FLAG_TORN
+            w = self._words
+            if ok:
+                w[fmt.WRITE_COUNT // 8] = (int(w[fmt.WRITE_COUNT // 8]) + 1) & (2**64 - 1)
+                w[fmt.LAST_WRITE_NS // 8] = time.time_ns()
+            self._u32[fmt.FLAGS // 4] = flags
+            _sys.store_u64_relaxed(self._base + fmt.WRITER, 0)
+            _sys.store_u64_release(self._base + fmt.SEQUENCE, (s + 2) & (2**64 - 1))
+            _sys.fetch_add_u32_release(self._base + fmt.FUTEX, 1)
+            _sys.futex_wake_all(self._base + fmt.FUTEX)
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -243,5 +284,6 @@ class SharedArray:
 
     def __repr__(self):
         mode = "r+" if self.writable else "r"
+        state = "closed" if self._words is None else f"version {self.version}"
         return (f"<SharedArray {self.name} {self.dtype.str} {self.shape} order {self.order} "
-                f"mode {mode} version {self.version}>")
+                f"mode {mode} {state}>")

@@ -39,6 +39,7 @@ class Client:
     def __init__(self, path=None):
         self.path = os.fspath(path) if path is not None else default_socket_path()
         self._lock = threading.Lock()
+        self._broken = False
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._sock.connect(self.path)
@@ -59,8 +60,20 @@ class Client:
 
     def _call(self, request: bytes, want_fd: bool = False):
         with self._lock:
-            self._sock.sendall(request)
-            data, fds, flags, _ = socket.recv_fds(self._sock, _proto.MAX_MESSAGE + 1, 1)
+            if self._broken:
+                raise errors.ConnectError(
+                    f"the connection to {self.path} was interrupted mid-request; connect again")
+            try:
+                self._sock.sendall(request)
+                data, fds, flags, _ = socket.recv_fds(self._sock, _proto.MAX_MESSAGE + 1, 1)
+            except BaseException as e:
+                # A reply may still be on its way: this connection can no longer pair replies
+                # with requests. (KeyboardInterrupt lands here too.)
+                self._broken = True
+                self._sock.close()
+                if isinstance(e, OSError):
+                    raise errors.ConnectError(f"connection to mmshared at {self.path} failed: {e}") from None
+                raise
         for extra in fds[1:]:
             os.close(extra)
         fd = fds[0] if fds else None
