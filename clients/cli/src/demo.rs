@@ -103,10 +103,10 @@ pub fn run(socket_given: bool, socket: &Path, seconds: f64) -> Result {
     let result = if produced.status.success() && consumed.status.success() {
         print!("{}", String::from_utf8_lossy(&produced.stdout));
         print!("{}", String::from_utf8_lossy(&consumed.stdout));
-        emit(&format!(
-            "\nThe same array from Python, while the demo runs (it deletes the array at the end):"
-        ))?;
-        emit(&format!("    import mmshare"))?;
+        emit(
+            "\nThe same array from Python, while the demo runs (it deletes the array at the end):",
+        )?;
+        emit("    import mmshare")?;
         emit(&format!(
             "    client = mmshare.connect({:?})",
             socket.display().to_string()
@@ -116,12 +116,10 @@ pub fn run(socket_given: bool, socket: &Path, seconds: f64) -> Result {
             (480, 640, 3)
         ))?;
         if embedded.is_some() {
-            emit(&format!(
-                "(this demo's daemon and array are gone when it exits: start `mmshared`, then"
-            ))?;
-            emit(&format!(
-                " `mmshare create cam --dtype u1 --shape 480,640,3 --memory` to keep one around)"
-            ))?;
+            emit("(this demo's daemon and array are gone when it exits: start `mmshared`, then")?;
+            emit(
+                " `mmshare create cam --dtype u1 --shape 480,640,3 --memory` to keep one around)",
+            )?;
         }
         Ok(())
     } else {
