@@ -12,6 +12,9 @@ use mmshare::{Access, Client, CreateOptions};
 
 use crate::commands::{Result, connect, emit};
 
+/// The demo's child processes, for the Ctrl-C handler to stop.
+static CHILDREN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
 /// One 640×480 RGB frame.
 const SHAPE: [u64; 3] = [480, 640, 3];
 /// Frames per second the producer aims for.
@@ -72,6 +75,30 @@ pub fn run(socket_given: bool, socket: &Path, seconds: f64) -> Result {
     };
     let client = connect(&socket)?;
     let name = format!("demo.frames-{}", std::process::id());
+    // Ctrl-C (or SIGTERM) must not leave the frame array or the temp directories behind. The
+    // child processes get the same Ctrl-C from the terminal; this process cleans up and exits.
+    {
+        let (socket, name) = (socket.clone(), name.clone());
+        let dirs: Vec<std::path::PathBuf> = _temp
+            .as_ref()
+            .map(|(d, m)| vec![d.path().to_owned(), m.path().to_owned()])
+            .unwrap_or_default();
+        let _ = ctrlc::set_handler(move || {
+            for pid in CHILDREN.lock().map(|c| c.clone()).unwrap_or_default() {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                }
+            }
+            if let Ok(c) = Client::connect(&socket) {
+                let _ = c.delete(&name);
+            }
+            for d in &dirs {
+                let _ = std::fs::remove_dir_all(d);
+            }
+            eprintln!("mmshare: demo interrupted; cleaned up");
+            std::process::exit(130);
+        });
+    }
     let frames = client
         .create(&CreateOptions::new(&name, "u1", &SHAPE).memory().mode(0o644))
         .map_err(|e| e.to_string())?;
@@ -86,14 +113,18 @@ pub fn run(socket_given: bool, socket: &Path, seconds: f64) -> Result {
     ))?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let spawn = |args: &[&str]| {
-        Command::new(&exe)
+        let child = Command::new(&exe)
             .arg("--socket")
             .arg(&socket)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", exe.display()))
+            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+        if let Ok(mut c) = CHILDREN.lock() {
+            c.push(child.id());
+        }
+        Ok::<_, String>(child)
     };
     let consumer = spawn(&["__demo-consumer", &name])?;
     std::thread::sleep(Duration::from_millis(200)); // let it map and start waiting
