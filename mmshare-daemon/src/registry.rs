@@ -138,6 +138,8 @@ struct State {
     bytes: u64,
     /// Odd sequences seen with no writer recorded: name -> (sequence, first seen).
     unidentified: HashMap<String, (u64, Instant)>,
+    /// Open connections holding write access, per array name.
+    leases: HashMap<String, u32>,
 }
 
 /// The arrays, and the directories that hold them.
@@ -626,10 +628,41 @@ impl Registry {
         Ok(())
     }
 
+    /// Counts a connection that now holds write access to `name`.
+    pub fn add_lease(&self, name: &str) {
+        *self.lock().leases.entry(name.to_owned()).or_insert(0) += 1;
+    }
+
+    /// Forgets the write access of a connection that closed.
+    pub fn release_leases(&self, names: &[String]) {
+        let mut state = self.lock();
+        for name in names {
+            if let Some(n) = state.leases.get_mut(name) {
+                *n -= 1;
+                if *n == 0 {
+                    state.leases.remove(name);
+                }
+            }
+        }
+    }
+
     /// Recovers every array whose writer died mid-write; run at start and periodically. Also
     /// stops serving arrays whose file was truncated under the daemon.
+    ///
+    /// Arrays that a connected client holds write access to are left to the lease: while a
+    /// writer's connection is open it is alive, whatever its recorded pid looks like from here
+    /// (a writer in another pid namespace records a pid the daemon cannot interpret). When that
+    /// connection closes, `recover_after_close` runs.
     pub fn recover_all(&self) {
-        let entries: Vec<Arc<Entry>> = self.lock().arrays.values().cloned().collect();
+        let entries: Vec<Arc<Entry>> = {
+            let state = self.lock();
+            state
+                .arrays
+                .values()
+                .filter(|e| !state.leases.contains_key(&e.header.name))
+                .cloned()
+                .collect()
+        };
         for entry in entries {
             if !entry.intact() {
                 let name = &entry.header.name;

@@ -327,8 +327,10 @@ async fn handle_connection(socket: UnixSeqpacket, registry: Arc<Registry>, mut s
         };
         if let Some(name) = lease
             && leases.len() < MAX_LEASES
+            && !leases.contains(&name)
         {
             // Beyond the cap, the periodic check (every second) still recovers dead writers.
+            registry.add_lease(&name);
             leases.insert(name);
         }
         if !send_within(&conn, &reply, file.as_ref()).await {
@@ -339,9 +341,11 @@ async fn handle_connection(socket: UnixSeqpacket, registry: Arc<Registry>, mut s
     drop(conn);
     if !leases.is_empty() {
         let names: Vec<String> = leases.into_iter().collect();
-        let _ =
-            tokio::task::spawn_blocking(move || registry.recover_after_close(&names, creds.pid))
-                .await;
+        let _ = tokio::task::spawn_blocking(move || {
+            registry.recover_after_close(&names, creds.pid);
+            registry.release_leases(&names);
+        })
+        .await;
     }
 }
 

@@ -87,17 +87,36 @@ impl ProcessId {
     }
 
     /// The calling process. Cached per pid, so it stays right across `fork`.
+    ///
+    /// The pid is the one `/proc` shows (field 1 of `/proc/self/stat`), not `getpid()`: in a
+    /// child pid namespace that still shares the host's `/proc` (`unshare --pid`), `getpid()`
+    /// is a namespace-local number (often 1) that would name another process to the daemon,
+    /// while `/proc` speaks the daemon's language. Without a readable `/proc`, the start time is
+    /// 0, which recovery treats as "cannot tell" and never as dead.
     pub fn current() -> ProcessId {
-        static CACHE: OnceLock<ProcessId> = OnceLock::new();
-        let pid = std::process::id();
-        let cached =
-            CACHE.get_or_init(|| Self::read(pid).unwrap_or(ProcessId { pid, start_time: 0 }));
-        if cached.pid == pid {
-            *cached
+        static CACHE: OnceLock<(u32, ProcessId)> = OnceLock::new();
+        let local = std::process::id();
+        let read = || {
+            Self::read_self().unwrap_or(ProcessId {
+                pid: local,
+                start_time: 0,
+            })
+        };
+        let cached = CACHE.get_or_init(|| (local, read()));
+        if cached.0 == local {
+            cached.1
         } else {
             // A forked child inherits the parent's cache; read its own identity.
-            Self::read(pid).unwrap_or(ProcessId { pid, start_time: 0 })
+            read()
         }
+    }
+
+    fn read_self() -> Option<ProcessId> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let pid = stat.split_ascii_whitespace().next()?.parse().ok()?;
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let start_time = rest.split_ascii_whitespace().nth(22 - 3)?.parse().ok()?;
+        Some(ProcessId { pid, start_time })
     }
 
     /// Reads the identity of `pid` from /proc, if that process exists (zombies count as gone).

@@ -309,3 +309,56 @@ fn create_on_a_full_filesystem_is_nospace_and_leaves_nothing() {
         .create(&CreateOptions::new("small", "u1", &[1000]).memory())
         .unwrap();
 }
+
+/// A writer in a child pid namespace (sharing this /proc) is judged by the pid /proc shows,
+/// not its namespace-local pid (1): the daemon does not steal its write side while it lives,
+/// and recovers it when it dies. Needs root for `unshare --pid`; skips elsewhere.
+#[test]
+fn writer_in_a_child_pid_namespace_is_judged_correctly() {
+    let ok = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child", "true"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!(
+            "skipped: `unshare --pid --fork --kill-child` is not available here (needs root)"
+        );
+        return;
+    }
+    let d = Daemon::start(&[]);
+    let client = d.client();
+    let reader = client.create_array::<u8>("ns", &[64]).unwrap();
+    drop(reader);
+    drop(client); // no lease held by this test: only the periodic check could act
+    let mut holder = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child"])
+        .arg(common::worker_path())
+        .args(["client-hold", d.socket.to_str().unwrap(), "ns"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(holder.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert!(line.starts_with("holding"), "{line}");
+    assert_eq!(
+        common::field(&line, "pid"),
+        1,
+        "the worker is pid 1 in its namespace"
+    );
+    // Several periodic checks pass: the live writer must keep its write side.
+    std::thread::sleep(Duration::from_millis(2500));
+    let info = d.client().stat("ns").unwrap();
+    assert!(
+        !info.torn,
+        "a live writer in a pid namespace was judged dead"
+    );
+    let a = d.client().open::<u8>("ns", Access::Read).unwrap();
+    assert_eq!(a.sequence() % 2, 1, "write side still held");
+    holder.kill().unwrap(); // unshare dies; --kill-child takes the worker with it
+    holder.wait().unwrap();
+    let v = a.wait_for_version(a.version(), WATCHDOG).unwrap();
+    assert!(v > 0);
+    assert!(matches!(a.read_to_vec(), Err(ReadError::Torn { .. })));
+}

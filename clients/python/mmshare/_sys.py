@@ -122,13 +122,17 @@ def fetch_add_u32_release(address: int, value: int) -> int:
 
 
 def process_identity() -> int:
-    """This process as the header's writer word: pid | (start time & 0xFFFFFFFF) << 32."""
-    pid = os.getpid()
-    start = 0
+    """This process as the header's writer word: pid | (start time & 0xFFFFFFFF) << 32.
+
+    The pid is the one /proc shows (field 1 of /proc/self/stat), not os.getpid(): in a child
+    pid namespace sharing the host's /proc, getpid() is namespace-local and would name another
+    process to the daemon. Without /proc the start time is 0 ("cannot tell", never "dead")."""
+    pid, start = os.getpid(), 0
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        start = int(fields[19])  # field 22 overall; fields[0] is field 3
+        with open("/proc/self/stat") as f:
+            text = f.read()
+        fields = text.rsplit(")", 1)[1].split()
+        pid, start = int(text.split()[0]), int(fields[19])  # field 22; fields[0] is field 3
     except (OSError, IndexError, ValueError):
         pass
     return pid | (start & 0xFFFFFFFF) << 32
