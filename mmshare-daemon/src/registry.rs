@@ -394,13 +394,20 @@ impl Registry {
         let file_len = Header::new(&ArraySpec::new("x", dtype, shape.to_vec()))
             .map(|h| h.file_len())
             .unwrap_or(len);
-        {
+        let wait_until = Instant::now() + Duration::from_secs(5);
+        loop {
             let mut state = self.lock();
             if let Some(existing) = state.arrays.get(name).cloned() {
                 drop(state);
                 let h = &existing.header;
                 if exist_ok && h.dtype == dtype && h.shape == shape && h.order == order {
-                    return self.open(who, name, OpenAccess::Write);
+                    match self.open(who, name, OpenAccess::Write) {
+                        // Deleted between the lookup and the open: create it after all.
+                        Err(e) if e.kind == ErrorKind::NotFound && Instant::now() < wait_until => {
+                            continue;
+                        }
+                        other => return other,
+                    }
                 }
                 return Err(RequestError::new(
                     ErrorKind::AlreadyExists,
@@ -409,6 +416,13 @@ impl Registry {
                         h.dtype, h.shape, h.order
                     ),
                 ));
+            }
+            if state.pending.contains(name) && exist_ok && Instant::now() < wait_until {
+                // Another client is creating it right now: with exist_ok, wait for that create
+                // to finish and then take its result, instead of failing a race it should win.
+                drop(state);
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
             }
             if state.pending.contains(name) {
                 return Err(RequestError::new(
@@ -440,6 +454,7 @@ impl Registry {
             }
             state.pending.insert(name.to_owned());
             state.bytes = new_total;
+            break;
         }
         let result = self.create_file(who, name, dtype, shape, order, backing, mode);
         let mut state = self.lock();

@@ -362,3 +362,24 @@ fn writer_in_a_child_pid_namespace_is_judged_correctly() {
     assert!(v > 0);
     assert!(matches!(a.read_to_vec(), Err(ReadError::Torn { .. })));
 }
+
+/// Many clients racing to create the same array with exist_ok all get it: none loses the race
+/// with AlreadyExists, and there is one array.
+#[test]
+fn racing_exist_ok_creates_all_succeed() {
+    let d = Daemon::start(&[]);
+    let socket = d.socket.clone();
+    std::thread::scope(|s| {
+        for _ in 0..16 {
+            let socket = socket.clone();
+            s.spawn(move || {
+                let c = mmshare::Client::connect(&socket).unwrap();
+                let a = c
+                    .create(&CreateOptions::new("shared.state", "f8", &[1 << 18]).exist_ok(true))
+                    .unwrap();
+                assert_eq!(a.header().data_len, 8 << 18);
+            });
+        }
+    });
+    assert_eq!(d.client().list("").unwrap().len(), 1);
+}
