@@ -83,8 +83,9 @@ class _Backoff:
 class SharedArray:
     """An array handed out by the daemon, mapped into this process.
 
-    `array` is a zero-copy view of the live pages (read-only unless opened "r+"); `read()`
-    takes a consistent copy; `write()` takes the write side and publishes a new version.
+    `array` is a zero-copy, read-only view of the live pages (whatever the mode); `read()`
+    takes a consistent copy; `write()` takes the write side, yields the only writable view,
+    and publishes a new version.
     """
 
     def __init__(self, info, fd: int, writable: bool, lease=None):
@@ -112,16 +113,23 @@ class SharedArray:
         self._u32 = np.frombuffer(self._mm, dtype="<u4", count=fmt.HEADER_SIZE // 4)
         self._base = self._words.ctypes.data
         count = int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
-        flat = np.frombuffer(self._mm, dtype=self.dtype, count=count, offset=fmt.HEADER_SIZE)
-        self._array = flat.reshape(self.shape, order=self.order)
+        # `.array` is read-only down to its buffer (a read-only memoryview), so its WRITEABLE
+        # flag cannot be turned back on: NumPy code cannot write around the seqlock.
+        self._array = self._data_view(memoryview(self._mm).toreadonly(), count)
+        # The writable pages: only write() hands out views of them, read-only again on exit.
+        self._rw = self._data_view(self._mm, count) if writable else None
         self.retries = 0
+
+    def _data_view(self, buffer, count: int) -> np.ndarray:
+        flat = np.frombuffer(buffer, dtype=self.dtype, count=count, offset=fmt.HEADER_SIZE)
+        return flat.reshape(self.shape, order=self.order)
 
     # -- state ------------------------------------------------------------------------------
 
     @property
     def array(self) -> np.ndarray:
         """The live pages as an ndarray, zero-copy. Not synchronized: it may show a write in
-        progress. Read-only unless the array was opened with mode "r+"."""
+        progress. Always read-only, even with mode "r+" (write through `write()`)."""
         return self._array
 
     def _check_open(self):
@@ -135,6 +143,27 @@ class SharedArray:
     def _futex(self) -> int:
         self._check_open()
         return int(self._u32[fmt.FUTEX // 4])
+
+    def _futex_snapshot(self) -> int:
+        """The futex word, then an acquire fence, as `futex_snapshot` in mmshare-lib/src/raw.rs.
+
+        The fence keeps the sequence load that follows after this load even on weakly ordered
+        CPUs; otherwise a waiter could pair an old odd sequence with an already bumped futex
+        value and sleep through the wake-up. Pairs with the release fetch-add in `_publish`."""
+        seen = self._futex()
+        _sys.fence_acquire()
+        return seen
+
+    def _copy(self, index) -> np.ndarray:
+        """`array[index]` (all of it for None) copied out of the pages; called between the two
+        sequence loads of `read()`. For fancy, boolean and scalar indexes applying the index
+        *is* the copy, so it must happen here, inside the protocol, like any copy."""
+        if index is None:
+            return np.array(self._array, copy=True)
+        got = self._array[index]
+        if isinstance(got, np.ndarray) and got.flags.owndata:
+            return got  # a fancy or boolean index copied: that copy is this attempt's
+        return np.array(got, copy=True)  # a view of the pages (basic index) or a scalar
 
     @property
     def version(self) -> int:
@@ -152,8 +181,10 @@ class SharedArray:
     def read(self, index=None, timeout: float = 10.0, allow_torn: bool = False) -> np.ndarray:
         """A consistent copy of the array, or of `array[index]`, through the seqlock.
 
-        Raises `Torn` if a write did not complete (unless `allow_torn`), `Timeout` if no
-        consistent copy could be taken within `timeout` seconds.
+        Any NumPy index works (slices, integers, integer or boolean arrays); it is applied in
+        every attempt, inside the protocol, so the copy returned is the one the seqlock
+        validated. Raises `Torn` if a write did not complete (unless `allow_torn`), `Timeout`
+        if no consistent copy could be taken within `timeout` seconds.
         """
         self._check_open()
         if not ORDERED_LOADS and not _sys.have_fences():
@@ -161,13 +192,12 @@ class SharedArray:
                           "torn copy could be accepted (see mmshare.array docs)", stacklevel=2)
         backoff = _Backoff(timeout)
         futex_address = self._base + fmt.FUTEX
-        view = self._array if index is None else self._array[index]
         while True:
-            seen = self._futex()
+            seen = self._futex_snapshot()
             s1 = self._seq()
             _sys.fence_acquire()  # the copy below stays after the first sequence load
             if s1 & 1 == 0:
-                copy = np.array(view, copy=True)
+                copy = self._copy(index)
                 flags = int(self._u32[fmt.FLAGS // 4])
                 _sys.fence_acquire()  # ... and before the second one
                 if self._seq() == s1:
@@ -189,8 +219,9 @@ class SharedArray:
         backoff = _Backoff(timeout)
         futex_address = self._base + fmt.FUTEX
         while True:
-            seen = self._futex()
+            seen = self._futex_snapshot()  # before the sequence: a publish after it wakes us
             s = self._seq()
+            _sys.fence_acquire()  # an acquire load of the sequence, as Rust's read_begin
             if s & 1 == 0 and s // 2 > newer_than:
                 return s // 2
             if not backoff.pause(futex_address, seen):
@@ -201,7 +232,12 @@ class SharedArray:
 
     @contextmanager
     def write(self, timeout: float = 10.0, repair: bool = False):
-        """Takes the write side, yields the writable array, publishes a new version on exit.
+        """Takes the write side, yields a writable view of the array, publishes a new version
+        on exit.
+
+        The view is the only writable one there is (`array` is read-only) and it is made
+        read-only when the block ends, however it ends: keep writing to it afterwards and
+        NumPy raises ValueError instead of writing around the seqlock.
 
         If the body raises (KeyboardInterrupt included), the data may be half-written: the
         version is published marked TORN (readers get `Torn` until a repairing write), the
@@ -222,7 +258,7 @@ class SharedArray:
         yielded = ok = False
         try:
             while taken is None:
-                seen = self._futex()
+                seen = self._futex_snapshot()
                 s = self._seq()
                 if s & 1 == 0:
                     with _deferred_signals():
@@ -234,8 +270,12 @@ class SharedArray:
                 if not backoff.pause(futex_address, seen):
                     raise errors.Timeout(
                         f"write side of {self.name} still held after {timeout} s (sequence {s})")
+            view = self._rw.view()
             yielded = True
-            yield self._array
+            try:
+                yield view
+            finally:
+                view.flags.writeable = False  # nothing may write once the version is published
             ok = True
         finally:
             if taken is not None:
@@ -268,7 +308,7 @@ class SharedArray:
 
     def close(self):
         """Unmaps the array (views taken from `array` must be gone) and drops the lease."""
-        self._array = None
+        self._array = self._rw = None
         self._words = self._u32 = None
         try:
             self._mm.close()
