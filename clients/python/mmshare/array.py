@@ -8,10 +8,20 @@ order. CPython performs them as separate C calls (the compiler cannot move loads
 opaque call), and **x86-64 never reorders a load with an earlier load** (its TSO model), so no
 fence instruction is needed there. On weakly ordered CPUs (ARM, POWER) the hardware may reorder
 the copy's loads with the second sequence load; a reader there can accept a torn copy unless an
-acquire fence separates them. This package therefore only trusts its lock-free `read()` on
-x86-64; elsewhere `read()` is still correct for the writer side it controls but makes no
-promise, and the Rust client is the one to use. Writers use real atomic operations (libatomic)
-everywhere: compare-and-swap to take the write side, a release store to publish.
+acquire fence separates them. The reader therefore issues libatomic's
+`atomic_thread_fence(acquire)` where Rust's `read_begin` / `read_validate` do; without
+libatomic there is no fence, and `read()` is only trusted on x86-64 (elsewhere it warns and the
+Rust client is the one to use). Writers use real atomic operations (libatomic) everywhere:
+compare-and-swap to take the write side, a release store to publish.
+
+Every loop that may sleep (`read()`, `wait()`, `write()`) loads the futex word, then an acquire
+fence, then the sequence, as Rust's `futex_snapshot`: a publish after the futex load changes
+the word, so FUTEX_WAIT returns at once instead of sleeping through the wake-up.
+
+`read(index=...)` applies the index inside the loop, between the two sequence loads: fancy,
+boolean and scalar indexes copy as they are applied, and the copy returned must be the one
+validated. `.array` is read-only on every handle; the only writable view is the one `write()`
+yields, made read-only when its block ends.
 """
 
 import mmap
