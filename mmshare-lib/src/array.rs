@@ -70,13 +70,26 @@ impl<T: Element> Array<T> {
     /// Types an untyped handle.
     ///
     /// # Errors
-    /// [`OpenError::DTypeMismatch`] when the array's dtype is not `T`'s.
+    /// [`OpenError::DTypeMismatch`] when the array's dtype is not `T`'s;
+    /// [`OpenError::ElementLayout`] if `T`'s size is not its dtype's size or it needs more than
+    /// 8-byte alignment (impossible for the sealed [`Element`] types; checked because every
+    /// index below relies on it).
     pub fn from_raw(raw: RawArray) -> Result<Array<T>, OpenError> {
         let found = raw.header().dtype;
         if found != T::DTYPE {
             return Err(OpenError::DTypeMismatch {
                 expected: T::DTYPE,
                 found,
+            });
+        }
+        // Indexing multiplies by `size_of::<T>()` within `data_len = count * dtype.size()`
+        // bytes, and the data area is page-aligned: both hold only if these do.
+        if size_of::<T>() != T::DTYPE.size() || align_of::<T>() > 8 {
+            return Err(OpenError::ElementLayout {
+                dtype: T::DTYPE,
+                size: size_of::<T>(),
+                align: align_of::<T>(),
+                expected: T::DTYPE.size(),
             });
         }
         Ok(Array {
@@ -178,14 +191,29 @@ impl<T: Element> Array<T> {
     /// A consistent copy as an `ndarray` array with this array's shape and memory order.
     ///
     /// # Errors
-    /// As [`Array::read_to_vec`].
+    /// [`ReadError::ShapeTooLarge`] when `ndarray` cannot represent the shape on this machine
+    /// (an axis or the product of the non-zero axes exceeds `isize::MAX`, which an empty array
+    /// such as `[0, 2^63]` can do), and the errors of [`Array::read_to_vec`].
     pub fn read_array(&self) -> Result<ndarray::ArrayD<T>, ReadError> {
         use ndarray::ShapeBuilder;
+        let too_large = || ReadError::ShapeTooLarge {
+            shape: self.shape().to_vec(),
+        };
+        let dims = self
+            .shape()
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| too_large()))
+            .collect::<Result<Vec<usize>, _>>()?;
+        // Check the shape before copying: ndarray refuses shapes whose non-zero axes multiply
+        // past isize::MAX, even with no elements.
+        dims.iter()
+            .filter(|&&d| d != 0)
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .filter(|&n| isize::try_from(n).is_ok())
+            .ok_or_else(too_large)?;
         let data = self.read_to_vec()?;
-        let dims: Vec<usize> = self.shape().iter().map(|&d| d as usize).collect();
         let shape = ndarray::IxDyn(&dims).set_f(self.order() == Order::F);
-        Ok(ndarray::ArrayD::from_shape_vec(shape, data)
-            .expect("the header's shape matches its data length"))
+        ndarray::ArrayD::from_shape_vec(shape, data).map_err(|_| too_large())
     }
 
     /// Zero-copy read: runs `f` on a view of the live mapping, then validates; if a write
@@ -194,6 +222,13 @@ impl<T: Element> Array<T> {
     /// Element loads inside `f` are atomic, so a run that overlaps a write sees a mix of old
     /// and new values, but is never undefined behaviour; its result is thrown away. So `f` must
     /// not act on what it sees (no I/O, no sending) until this returns; compute and return.
+    /// `f` must also **terminate on any input**, torn mixes included (no loop whose end
+    /// depends on the data being consistent): validation happens only after it returns.
+    ///
+    /// If `f` panics, the panic is caught and the sequence re-checked: when a write overlapped,
+    /// the panic is blamed on torn data and `f` runs again; when none did, `f` panicked on a
+    /// consistent snapshot and the panic continues to the caller. (The panic hook still runs
+    /// for a caught panic, so its message may be printed.)
     ///
     /// # Errors
     /// [`ReadError::Torn`] or [`ReadError::Timeout`], as for copies.
@@ -203,8 +238,8 @@ impl<T: Element> Array<T> {
             .map(|(r, _)| r)
     }
 
-    /// Like [`Array::read_with`] but runs `f` once: if a write overlapped, the result is
-    /// discarded and [`ReadError::Conflict`] returned.
+    /// Like [`Array::read_with`] but runs `f` once: if a write overlapped, the result (or a
+    /// panic of `f`) is discarded and [`ReadError::Conflict`] returned.
     ///
     /// # Errors
     /// [`ReadError::Conflict`], [`ReadError::Torn`], [`ReadError::Timeout`] (only while waiting
@@ -447,6 +482,7 @@ mod tests {
     use super::*;
     use crate::create::create_array_file;
     use crate::format::ArraySpec;
+    use crate::raw::Access;
 
     fn make<T: Element>(shape: Vec<u64>) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
@@ -505,6 +541,101 @@ mod tests {
                 got: 3
             })
         ));
+    }
+
+    /// An element type whose size is not its dtype's size. Only this crate can write this
+    /// (the trait is sealed; see the `compile_fail` example on `Element`), which is exactly
+    /// why the check at open must hold on its own.
+    #[derive(Clone, Copy, bytemuck::Zeroable, bytemuck::Pod)]
+    #[repr(transparent)]
+    struct Big([u64; 512]);
+    impl crate::dtype::sealed::Sealed for Big {}
+    impl Element for Big {
+        const DTYPE: DType = DType::U8;
+    }
+
+    /// A typed handle whose element size disagrees with the dtype is refused at open, so
+    /// `get`/`set` can never index past the mapping.
+    #[test]
+    fn element_type_of_the_wrong_size_is_refused_at_open() {
+        let (_d, path) = make::<u8>(vec![16]);
+        let err = Array::<Big>::open(&path, Access::Write).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                OpenError::ElementLayout {
+                    dtype: DType::U8,
+                    size: 4096,
+                    align: 8,
+                    expected: 1
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("4096 bytes"), "{err}");
+    }
+
+    /// Shapes the format accepts but ndarray cannot hold are an error from `read_array`, not a
+    /// panic.
+    #[test]
+    fn read_array_of_an_unrepresentable_shape_is_an_error() {
+        for shape in [vec![0, 1 << 63], vec![1 << 62, 0, 4]] {
+            let (_d, path) = make::<u8>(shape.clone());
+            let a = Array::<u8>::open(&path, Access::Read).unwrap();
+            assert_eq!(a.read_to_vec().unwrap(), Vec::<u8>::new());
+            assert_eq!(
+                a.read_array().unwrap_err(),
+                ReadError::ShapeTooLarge { shape }
+            );
+        }
+        let (_d, path) = make::<u8>(vec![2, 0, 1 << 40]);
+        let a = Array::<u8>::open(&path, Access::Read).unwrap();
+        assert_eq!(a.read_array().unwrap().shape(), [2, 0, 1 << 40]);
+    }
+
+    /// A closure that panics on data torn by an overlapping write is run again; one that
+    /// panics on a consistent snapshot propagates its panic.
+    #[test]
+    fn read_with_retries_a_panic_on_torn_data_and_propagates_one_on_consistent_data() {
+        let (_d, path) = make::<u32>(vec![2]);
+        let w = Array::<u32>::open(&path, Access::Write).unwrap();
+        let r = Array::<u32>::open(&path, Access::Read).unwrap();
+        w.write_all(&[1, 1]).unwrap();
+        let mut runs = 0;
+        let sum = r
+            .read_with(|v| {
+                runs += 1;
+                if runs == 1 {
+                    // A write lands while this run looks at the data: it sees a torn mix.
+                    w.write_all(&[2, 2]).unwrap();
+                    panic!("saw a torn pair");
+                }
+                v.get(0) + v.get(1)
+            })
+            .unwrap();
+        assert_eq!((runs, sum), (2, 4));
+        let mut once = 0;
+        let conflict = r.try_read_with(|_| {
+            once += 1;
+            w.write_all(&[3, 3]).unwrap();
+            panic!("torn");
+        });
+        assert!(
+            matches!(conflict, Err(ReadError::Conflict { .. })),
+            "{conflict:?}"
+        );
+        assert_eq!(once, 1);
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            r.read_with(|v| {
+                assert_eq!(v.get(0), 4, "a bug of the caller's own");
+            })
+        }));
+        let message = caught.unwrap_err();
+        let message = message
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .unwrap_or_default();
+        assert!(message.contains("a bug of the caller's own"), "{message}");
     }
 
     /// 0-d and empty arrays behave: one element, and none.

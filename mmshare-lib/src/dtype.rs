@@ -233,16 +233,50 @@ impl From<bool> for Bool8 {
 /// A Rust type that can be an array element.
 ///
 /// Implemented for the integer and float primitives, [`half::f16`], [`Bool8`] and
-/// [`num_complex::Complex`] of `f32`/`f64`. Every implementor is [`Pod`]: any bit pattern is a
-/// valid value, which is what makes reading bytes another process wrote sound.
-pub trait Element: Pod + Send + Sync + 'static {
+/// [`num_complex::Complex`] of `f32`/`f64`, and for nothing else: the trait is *sealed*.
+/// Typed handles index the mapping by `size_of::<T>()` and trust `T::DTYPE` to describe the
+/// bytes, so a foreign implementation with a wrong size would reach past the mapping from safe
+/// code. Every implementor is [`Pod`] (any bit pattern is a valid value, which is what makes
+/// reading bytes another process wrote sound) and has exactly its dtype's size. Typed handles
+/// re-check the size and alignment when they open an array, so even a mistake here is an error,
+/// not an out-of-bounds access.
+///
+/// Code outside this crate cannot implement it:
+///
+/// ```compile_fail
+/// #[derive(Clone, Copy, bytemuck::Zeroable, bytemuck::Pod)]
+/// #[repr(transparent)]
+/// struct Big([u64; 512]);
+/// impl mmshare::Element for Big {
+///     const DTYPE: mmshare::DType = mmshare::DType::U8;
+/// }
+/// ```
+///
+/// (The same type without the `impl` compiles, so the seal is what refuses it:)
+///
+/// ```
+/// #[derive(Clone, Copy, bytemuck::Zeroable, bytemuck::Pod)]
+/// #[repr(transparent)]
+/// struct Big([u64; 512]);
+/// assert_eq!(bytemuck::bytes_of(&Big([0; 512])).len(), 4096);
+/// ```
+pub trait Element: sealed::Sealed + Pod + Send + Sync + 'static {
     /// The dtype an array must have to be opened with this element type.
     const DTYPE: DType;
 }
 
+/// The seal: a public trait in a private module, so no other crate can name it.
+pub(crate) mod sealed {
+    /// Implemented exactly for the types the `element!` list below names.
+    pub trait Sealed {}
+}
+
 macro_rules! element {
     ($($t:ty => $d:ident),* $(,)?) => {
-        $(impl Element for $t { const DTYPE: DType = DType::$d; })*
+        $(
+            impl sealed::Sealed for $t {}
+            impl Element for $t { const DTYPE: DType = DType::$d; }
+        )*
     };
 }
 

@@ -38,6 +38,22 @@ pub enum OpenError {
         /// The array's dtype.
         found: DType,
     },
+    /// The element type's layout does not match its dtype: its size is not the dtype's size,
+    /// or it needs more alignment than the data area guarantees. Indexing with it would reach
+    /// past the mapping, so the handle is refused.
+    #[error(
+        "element type for {dtype} is {size} bytes with alignment {align}, but {dtype} elements are {expected} bytes (alignment at most 8)"
+    )]
+    ElementLayout {
+        /// The dtype the element type claims.
+        dtype: DType,
+        /// `size_of` the element type.
+        size: usize,
+        /// `align_of` the element type.
+        align: usize,
+        /// The dtype's element size.
+        expected: usize,
+    },
 }
 
 /// Creating an array file failed; no file was left behind.
@@ -124,6 +140,15 @@ pub enum ReadError {
         /// Elements in the buffer.
         got: u64,
     },
+    /// The array's shape cannot be an in-memory `ndarray` on this machine (a dimension or the
+    /// element count does not fit `isize`); read it in ranges instead.
+    #[error(
+        "shape {shape:?} cannot be held as an ndarray here (too large for this machine's address space); read it in ranges"
+    )]
+    ShapeTooLarge {
+        /// The array's shape.
+        shape: Vec<u64>,
+    },
 }
 
 /// A write did not happen.
@@ -159,6 +184,19 @@ pub enum WriteError {
         expected: u64,
         /// Elements given.
         got: u64,
+    },
+    /// The write side was taken from this writer before it could publish: something judged it
+    /// dead (a recovery) or it stalled so long that its write was released. Its stores may
+    /// have landed after the recovery, so the array is left TORN; nothing was published as
+    /// this write.
+    #[error(
+        "lost the write side before publishing (took sequence {sequence}, found {found}): the write was not published and the array is marked torn"
+    )]
+    LostWriteSide {
+        /// The odd sequence this writer held.
+        sequence: u64,
+        /// The sequence found when publishing.
+        found: u64,
     },
 }
 

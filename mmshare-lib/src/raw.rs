@@ -257,6 +257,11 @@ impl RawArray {
     /// `attempt` gets the data pointer and the even sequence; it must only load (atomically).
     /// With `once`, a failed validation is reported as [`ReadError::Conflict`] instead of
     /// retried.
+    ///
+    /// A panic in `attempt` is caught and judged like its result: if a write overlapped, the
+    /// panic may come from torn data and is thrown away with the copy (retried, or `Conflict`);
+    /// if the snapshot validates, the data was consistent and the panic is the caller's own,
+    /// so it continues unwinding.
     pub(crate) fn read_protocol<R>(
         &self,
         once: bool,
@@ -275,11 +280,14 @@ impl RawArray {
                     continue;
                 }
             };
-            let value = attempt(self.map.data_ptr(), s);
+            let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                attempt(self.map.data_ptr(), s)
+            }));
             // Relaxed: ordered by the fence in `read_validate`, and written only under the
             // odd sequence, so a validated copy sees the flags of its own version.
             let flags = self.flags().load(Ordering::Relaxed);
             if read_validate(self.seq(), s) || fault::skip_recheck() {
+                let value = value.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
                 if retries > 0 {
                     self.retries.fetch_add(retries, Ordering::Relaxed);
                 }
@@ -353,10 +361,11 @@ impl RawArray {
         if !self.map.writable() {
             return Err(WriteError::ReadOnly);
         }
-        let s = self.acquire_write()?;
+        let (s, holder) = self.acquire_write()?;
         let scope = WriteScope {
             array: self,
             sequence: s,
+            holder,
             clear_torn: std::cell::Cell::new(full),
             mark_torn: std::cell::Cell::new(false),
         };
@@ -365,8 +374,13 @@ impl RawArray {
         let value = body(&scope);
         // Disarm the guard *before* publishing, so nothing can publish this sequence twice.
         let scope = std::mem::ManuallyDrop::new(scope);
-        scope.publish(false);
-        Ok(value)
+        match scope.publish(false) {
+            Ok(_) => Ok(value),
+            Err(lost) => {
+                self.mark_torn_after_loss();
+                Err(lost)
+            }
+        }
     }
 
     /// Writes `src` at byte `offset` of the data, under the seqlock.
@@ -392,20 +406,25 @@ impl RawArray {
         })
     }
 
-    fn acquire_write(&self) -> Result<u64, WriteError> {
+    /// Takes the write side: returns the even sequence it replaced and the identity word it
+    /// recorded (which `publish` gives back).
+    fn acquire_write(&self) -> Result<(u64, u64), WriteError> {
         // Before taking the lock: the first call reads /proc, which must not lengthen the time
         // the write side is held without an identity.
-        let me = ProcessId::current();
+        self.acquire_write_as(ProcessId::current())
+    }
+
+    fn acquire_write_as(&self, me: ProcessId) -> Result<(u64, u64), WriteError> {
         let mut backoff = Backoff::new(self.timeout);
         loop {
             let futex_seen = self.futex_snapshot();
             match try_begin_write(self.seq()) {
                 Ok(s) => {
-                    self.record_writer(Some(me));
+                    self.record_writer(s, me)?;
                     if fault::early_publish() {
-                        end_write(self.seq(), s);
+                        let _ = end_write(self.seq(), s);
                     }
-                    return Ok(s);
+                    return Ok((s, me.to_word()));
                 }
                 Err(seen) if seen & 1 == 1 => {
                     if !backoff.pause(self.futex(), futex_seen) {
@@ -422,16 +441,58 @@ impl RawArray {
         }
     }
 
-    fn record_writer(&self, who: Option<ProcessId>) {
-        // Relaxed: written only by the holder of the write side. The clear (None) precedes the
-        // Release publish, so whoever acquires the next sequence sees 0 here, never a stale
-        // identity; recovery claims the word with a CAS before acting on it.
+    /// Records this process as the holder of the write side it just took (replacing even `s`).
+    ///
+    /// The word is 0 whenever the sequence is even (`publish` clears it, by CAS, before its
+    /// Release publish), so the CAS from 0 fails only if a recovery claimed the word after
+    /// watching the write side sit unidentified: the write side is lost before anything was
+    /// written, and this writer must not go on.
+    fn record_writer(&self, s: u64, me: ProcessId) -> Result<(), WriteError> {
+        // Relaxed: the word is protected by the odd sequence; the recovery that may race for it
+        // uses a CAS too, so exactly one of the two owns it.
         self.writer_word()
-            .store(who.map_or(0, ProcessId::to_word), Ordering::Relaxed);
+            .compare_exchange(0, me.to_word(), Ordering::Relaxed, Ordering::Relaxed)
+            .map(drop)
+            .map_err(|_| WriteError::LostWriteSide {
+                sequence: s.wrapping_add(1),
+                found: self.sequence(),
+            })
     }
 
-    /// Makes the new state visible: statistics, TORN, writer cleared, sequence, futex wake.
-    fn publish(&self, s: u64, clear_torn: bool, mark_torn: bool) -> u64 {
+    /// Makes the new state visible: writer cleared, statistics, TORN, sequence, futex wake.
+    /// Returns the published version.
+    ///
+    /// `s` is the even sequence the holder replaced, `holder` the identity word it recorded.
+    /// Both hand-overs are compare-and-swaps, so a holder whose write side was taken over by a
+    /// recovery (which claims the identity word, then moves the sequence on) finds out here and
+    /// changes nothing: not the flags (it would clear the recovery's TORN), not the sequence
+    /// (it would move it backwards).
+    ///
+    /// # Errors
+    /// [`WriteError::LostWriteSide`] when the write side was taken over.
+    fn publish(
+        &self,
+        s: u64,
+        clear_torn: bool,
+        mark_torn: bool,
+        holder: u64,
+    ) -> Result<u64, WriteError> {
+        let lost = |found| WriteError::LostWriteSide {
+            sequence: s.wrapping_add(1),
+            found,
+        };
+        // Give the identity up first, by CAS: a recovery claims this word (with a CAS) before
+        // it takes the sequence over, so exactly one of the two wins. If we win, the recovery
+        // sees no writer recorded and leaves the write alone; if it won, we touch nothing more.
+        // Release is not needed here (the sequence CAS below publishes everything); AcqRel
+        // keeps the word's history simple to reason about and costs nothing more on x86.
+        if self
+            .writer_word()
+            .compare_exchange(holder, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(lost(self.sequence()));
+        }
         if !mark_torn {
             // Relaxed: statistics, written only under the write side. Recoveries and panicked
             // writes are not completed writes.
@@ -453,14 +514,23 @@ impl RawArray {
         } else {
             flags
         };
-        // Relaxed: published by the Release store in `end_write`.
+        // Relaxed: published by the Release CAS in `end_write`.
         self.flags().store(new_flags, Ordering::Relaxed);
-        self.record_writer(None);
         if !fault::early_publish() {
-            end_write(self.seq(), s);
+            end_write(self.seq(), s).map_err(lost)?;
         }
         self.wake();
-        s.wrapping_add(2) / 2
+        Ok(s.wrapping_add(2) / 2)
+    }
+
+    /// After losing the write side: takes it again (within the handle's timeout) and publishes
+    /// TORN, so that the stores this writer made while it no longer held the write side
+    /// cannot hide behind a version that a later whole write declared consistent. If the write
+    /// side cannot be had, the recovery's own TORN mark stands.
+    fn mark_torn_after_loss(&self) {
+        if let Ok((s, holder)) = self.acquire_write() {
+            let _ = self.publish(s, false, true, holder);
+        }
     }
 
     fn wake(&self) {
@@ -530,36 +600,52 @@ impl RawArray {
                 Liveness::Unknown => return Ok(Recovery::WriterUnknown { sequence: s }),
                 Liveness::Dead => {}
             }
-            // Claim the dead writer's identity: of several recoverers, exactly one replaces it
-            // with its own; the others then see a live recoverer and leave it alone.
-            if self
-                .writer_word()
-                .compare_exchange(word, me.to_word(), Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-            {
-                continue;
+            if let Some(version) = self.take_over(s, word, me) {
+                return Ok(Recovery::Recovered { writer, version });
             }
-            // Take the write side over: odd `s` to odd `s + 2`. Only the claimant gets here and
-            // the dead writer cannot move the sequence, so this succeeds; if it somehow does not,
-            // the sequence moved and there is nothing to recover. Acquire: see the dead writer's
-            // stores before overwriting state.
-            if self
-                .seq()
-                .compare_exchange(s, s.wrapping_add(2), Ordering::Acquire, Ordering::Relaxed)
-                .is_err()
-            {
-                continue;
-            }
-            // Release fence: the TORN store below cannot become visible before `s + 2`, so a
-            // reader that validated an older version never sees it (pairs with the reader's
-            // Acquire fence in `read_validate`, as for writers).
-            fence(Ordering::Release);
-            let version = self.publish(s.wrapping_add(1), false, true);
-            return Ok(Recovery::Recovered { writer, version });
         }
         Ok(Recovery::WriterUnknown {
             sequence: self.sequence(),
         })
+    }
+
+    /// The recovery itself, once the holder of odd `s` (identity `word`, 0 if none) is judged
+    /// gone: claims the identity word, takes the write side over (`s` to `s + 2`), marks TORN
+    /// and publishes `s + 3`. Returns the published version, or `None` if the state changed
+    /// first (another recoverer claimed the word, or the holder recorded itself or published).
+    fn take_over(&self, s: u64, word: u64, me: ProcessId) -> Option<u64> {
+        // Claim the identity: of several recoverers, exactly one replaces it with its own; the
+        // others then see a live recoverer and leave it alone. The holder's own CASes on this
+        // word (recording itself, giving it up before publishing) fail from now on, so it can
+        // no longer publish or change the flags.
+        self.writer_word()
+            .compare_exchange(word, me.to_word(), Ordering::AcqRel, Ordering::Relaxed)
+            .ok()?;
+        // Take the write side over: odd `s` to odd `s + 2`. Only the claimant gets here and the
+        // holder cannot publish any more, so this fails only if the sequence moved before the
+        // claim (the holder published): then there is nothing to recover. Acquire: see the
+        // holder's stores before overwriting state.
+        if self
+            .seq()
+            .compare_exchange(s, s.wrapping_add(2), Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            // Give the word back if it is still ours, so the next holder finds 0.
+            let _ = self.writer_word().compare_exchange(
+                me.to_word(),
+                0,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            return None;
+        }
+        // Release fence: the TORN store below cannot become visible before `s + 2`, so a reader
+        // that validated an older version never sees it (pairs with the reader's Acquire fence
+        // in `read_validate`, as for writers).
+        fence(Ordering::Release);
+        // Only the claimant publishes `s + 3`: it holds the identity word and `s + 2`.
+        self.publish(s.wrapping_add(1), false, true, me.to_word())
+            .ok()
     }
 }
 
@@ -584,39 +670,22 @@ impl RawArray {
         if sequence & 1 == 0 || self.seq().load(Ordering::Acquire) != sequence {
             return Ok(Recovery::NotHeld);
         }
-        let me = ProcessId::current();
         // Claim the empty identity word; failing means the writer recorded itself after all.
-        if self
-            .writer_word()
-            .compare_exchange(0, me.to_word(), Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
-        {
+        if self.writer_word().load(Ordering::Acquire) != 0 {
             return self.recover_dead_writer();
         }
-        if self
-            .seq()
-            .compare_exchange(
-                sequence,
-                sequence.wrapping_add(2),
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
-            // The holder was alive and published (clearing the word, or overwriting our claim
-            // with its identity first): nothing to recover.
-            return Ok(Recovery::NotHeld);
+        match self.take_over(sequence, 0, ProcessId::current()) {
+            Some(version) => Ok(Recovery::Recovered {
+                writer: ProcessId {
+                    pid: 0,
+                    start_time: 0,
+                },
+                version,
+            }),
+            // The holder recorded itself (defer to the liveness check) or published.
+            None if self.writer().is_some() => self.recover_dead_writer(),
+            None => Ok(Recovery::NotHeld),
         }
-        // Release fence: as in `recover_dead_writer`.
-        fence(Ordering::Release);
-        let version = self.publish(sequence.wrapping_add(1), false, true);
-        Ok(Recovery::Recovered {
-            writer: ProcessId {
-                pid: 0,
-                start_time: 0,
-            },
-            version,
-        })
     }
 }
 
@@ -755,6 +824,7 @@ impl ByteWriter<'_> {
 pub(crate) struct WriteScope<'a> {
     array: &'a RawArray,
     sequence: u64,
+    holder: u64,
     clear_torn: std::cell::Cell<bool>,
     mark_torn: std::cell::Cell<bool>,
 }
@@ -777,10 +847,14 @@ impl WriteScope<'_> {
         self.mark_torn.set(true);
     }
 
-    fn publish(&self, panicking: bool) -> u64 {
+    fn publish(&self, panicking: bool) -> Result<u64, WriteError> {
         let torn = panicking || self.mark_torn.get();
-        self.array
-            .publish(self.sequence, self.clear_torn.get() && !torn, torn)
+        self.array.publish(
+            self.sequence,
+            self.clear_torn.get() && !torn,
+            torn,
+            self.holder,
+        )
     }
 }
 
@@ -788,7 +862,9 @@ impl Drop for WriteScope<'_> {
     /// Reached only when the write body panicked (success paths `forget` the scope): the data
     /// may be half-written, so publish it as TORN rather than leave the lock held.
     fn drop(&mut self) {
-        self.publish(true);
+        // If the write side was lost meanwhile, the recovery that took it marked the array
+        // TORN; nothing more can be done while unwinding without blocking.
+        let _ = self.publish(true);
     }
 }
 
@@ -893,6 +969,109 @@ mod tests {
         w.write_bytes(0, &[1; 8]).unwrap();
         assert!(!w.is_torn());
         assert_eq!(w.read_bytes(0, &mut [0u8; 8]).unwrap().version, 3);
+    }
+
+    /// A recovery that wrongly judges a live writer dead (its pid read from another pid
+    /// namespace, say) takes the write side over; the writer then must not publish: not move
+    /// the sequence backwards, not clear TORN, not complete a third writer's write in progress.
+    #[test]
+    fn a_writer_that_lost_its_write_side_cannot_publish_over_a_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), 16);
+        let live = RawArray::open(&path, Access::Write).unwrap();
+        let recoverer = RawArray::open(&path, Access::Write).unwrap();
+        let third = RawArray::open(&path, Access::Write).unwrap();
+        // Three identities, as if three processes.
+        let [a, b, c] = [1, 2, 3].map(|pid| ProcessId { pid, start_time: 7 });
+        let (s, holder) = live.acquire_write_as(a).unwrap();
+        assert_eq!((s, live.sequence()), (0, 1));
+        // What `recover_dead_writer` does once liveness says Dead.
+        assert_eq!(recoverer.take_over(1, holder, b), Some(2));
+        assert_eq!(live.sequence(), 4);
+        assert!(live.is_torn());
+        // A third writer takes the write side and is mid-write when the live one publishes.
+        let (s3, holder3) = third.acquire_write_as(c).unwrap();
+        assert_eq!(live.sequence(), 5);
+        assert_eq!(
+            live.publish(s, true, false, holder),
+            Err(WriteError::LostWriteSide {
+                sequence: 1,
+                found: 5
+            })
+        );
+        assert_eq!(live.sequence(), 5, "the loser's publish moved the sequence");
+        assert!(live.is_torn(), "the loser's publish cleared TORN");
+        assert_eq!(
+            third.writer(),
+            Some(c),
+            "the loser's publish cleared the holder"
+        );
+        // The third writer's (partial) write completes normally and keeps TORN.
+        assert_eq!(third.publish(s3, false, false, holder3), Ok(3));
+        assert_eq!(third.sequence(), 6);
+        assert!(third.is_torn());
+    }
+
+    /// Through the public write path: the writer gets `LostWriteSide`, not a silent success,
+    /// and leaves the array TORN even if a whole write cleared it meanwhile; the sequence only
+    /// ever grows.
+    #[test]
+    fn a_write_whose_side_was_taken_over_reports_it_and_leaves_the_array_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), 16);
+        let live = RawArray::open(&path, Access::Write).unwrap();
+        let other = RawArray::open(&path, Access::Write).unwrap();
+        let mut seen = vec![];
+        let result = live.write_protocol(true, |scope| {
+            seen.push(other.sequence());
+            let holder = other.writer_word().load(Ordering::Relaxed);
+            let recoverer = ProcessId {
+                pid: 1,
+                start_time: 7,
+            };
+            assert_eq!(other.take_over(1, holder, recoverer), Some(2));
+            seen.push(other.sequence());
+            // A whole write by someone else clears TORN while the loser still "writes".
+            other.write_bytes(0, &[5; 16]).unwrap();
+            seen.push(other.sequence());
+            // SAFETY: in bounds, writable; the write side is (no longer) held: that is the
+            // scenario, and every store is atomic, so it is not undefined behaviour.
+            unsafe { seqlock::store_bytes(scope.data_ptr(), 0, &[9; 16]) };
+        });
+        seen.push(live.sequence());
+        assert_eq!(
+            result,
+            Err(WriteError::LostWriteSide {
+                sequence: 1,
+                found: 6
+            })
+        );
+        assert_eq!(seen, [1, 4, 6, 8]);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+        assert!(
+            live.is_torn(),
+            "the loser's stores hide behind a clean version"
+        );
+        assert_eq!(
+            live.read_bytes(0, &mut [0u8; 16]),
+            Err(ReadError::Torn { version: 4 })
+        );
+    }
+
+    /// A recovery that loses the race for the identity word (the holder gave it up to publish)
+    /// changes nothing.
+    #[test]
+    fn a_takeover_that_loses_the_identity_word_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), 8);
+        let w = RawArray::open(&path, Access::Write).unwrap();
+        let (s, holder) = w.acquire_write().unwrap();
+        assert_eq!(w.take_over(1, holder ^ 1, ProcessId::current()), None);
+        assert_eq!(w.sequence(), 1);
+        assert_eq!(w.publish(s, true, false, holder), Ok(1));
+        assert_eq!(w.take_over(1, 0, ProcessId::current()), None);
+        assert_eq!((w.sequence(), w.writer()), (2, None));
+        assert!(!w.is_torn());
     }
 
     /// Files that are cut short are refused with their own errors before anything is mapped.

@@ -8,9 +8,11 @@
 //! * `SEQUENCE` (u64): even = stable, odd = a write is in progress. Only the process holding the
 //!   write side changes it; taking the write side *is* changing it from even to odd.
 //! * `FUTEX` (u32): bumped after every publish, so sleepers can wait for "something changed".
-//! * `WRITER` (u64: pid and start time in one word): who holds the write side; written by the
-//!   holder right after its CAS and cleared to 0 before it publishes, so the next holder always
-//!   finds 0, never a stale identity.
+//! * `WRITER` (u64: pid and start time in one word): who holds the write side. The holder moves
+//!   it from 0 to its identity (CAS) right after taking the write side, and back to 0 (CAS)
+//!   before it publishes, so it is 0 whenever the sequence is even. A recovery *claims* it with
+//!   a CAS before taking the write side over; whoever loses one of these CASes has lost the
+//!   write side and touches nothing more.
 //! * `FLAGS` (TORN bit), `WRITE_COUNT`, `LAST_WRITE_NS`: written only while the sequence is
 //!   odd, by the holder or by recovery; so readers see them consistently, like the data.
 //!
@@ -23,13 +25,22 @@
 //!     if s is odd: back off (spin, yield, sleep on FUTEX while it is f), give up on timeout
 //!     if SEQUENCE.compare_exchange(s, s + 1, Acquire, Relaxed) succeeds: break
 //! fence(Release)                               // the stores below stay after s + 1
-//! WRITER = (my pid, my start time)             // Relaxed: protected by the odd sequence
+//! WRITER.compare_exchange(0, me)               // fails only if a recovery claimed it: lost,
+//!                                              //   stop before writing anything
 //! write the data with Relaxed 8-byte atomic stores
+//! WRITER.compare_exchange(me, 0, AcqRel)       // fails if a recovery claimed it: lost
 //! WRITE_COUNT += 1; LAST_WRITE_NS = now; FLAGS &= !TORN if the write replaced everything
-//! WRITER = 0
-//! SEQUENCE.store(s + 2, Release)               // publish: everything above happens-before
+//! SEQUENCE.compare_exchange(s + 1, s + 2, Release)   // publish: everything above
+//!                                              //   happens-before; fails if taken over: lost
 //! FUTEX.fetch_add(1, Release); futex_wake(FUTEX, all)
+//! lost: take the write side again and publish TORN (the stores made after losing it may
+//!       have landed on a version someone else published); report `LostWriteSide`
 //! ```
+//!
+//! Publishing is a compare-and-swap, never a plain store, so only the holder of `s + 1` can
+//! publish: a writer that was wrongly judged dead (its pid read from another pid namespace,
+//! say) cannot move the sequence backwards, clear the TORN mark the recovery set, or make a
+//! third writer's half-done write look complete. It gets an error instead.
 //!
 //! The compare-and-swap is what excludes other writers: only one of them moves `s` to `s + 1`.
 //! Its Acquire pairs with the previous writer's Release store of `s`, so a writer updating part
@@ -80,8 +91,9 @@
 //!   recorded writer process is gone (pid and start time, so a reused pid does not fool it),
 //!   *claims* the dead writer's identity word with a CAS (so of several recoverers exactly one
 //!   acts; the others then see a live recoverer), takes the write side over with a CAS from odd
-//!   `s` to odd `s + 2`, sets TORN, and publishes `s + 3`: the version advances by 2.
-//!   A writer whose start time could not be read (no /proc) is never judged dead.
+//!   `s` to odd `s + 2`, sets TORN, and publishes `s + 3`: the version advances by 2 (the
+//!   dead write's version is never published). A writer is judged dead only on positive
+//!   evidence (`sys::Liveness`); one whose liveness cannot be told is left alone.
 //!   Waiting readers wake up; reads then fail with a distinct *torn* error (unless the caller
 //!   opts in to torn data) until a write that replaces the whole array clears the flag. A partial write keeps it: the rest of
 //!   the array may still be half-written. A write closure that panics is treated the same way:
@@ -101,7 +113,6 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 /// Implemented for `std`'s [`AtomicU64`] (mappings) and, in tests, for loom's.
 pub(crate) trait SeqWord {
     fn load(&self, order: Ordering) -> u64;
-    fn store(&self, value: u64, order: Ordering);
     fn compare_exchange(
         &self,
         current: u64,
@@ -116,10 +127,6 @@ impl SeqWord for AtomicU64 {
     #[inline]
     fn load(&self, order: Ordering) -> u64 {
         AtomicU64::load(self, order)
-    }
-    #[inline]
-    fn store(&self, value: u64, order: Ordering) {
-        AtomicU64::store(self, value, order);
     }
     #[inline]
     fn compare_exchange(&self, c: u64, n: u64, s: Ordering, f: Ordering) -> Result<u64, u64> {
@@ -151,18 +158,31 @@ pub(crate) fn try_begin_write<W: SeqWord>(seq: &W) -> Result<u64, u64> {
     Ok(s)
 }
 
-/// Writer, last step: publish the version `(s + 2) / 2`.
+/// Writer, last step: publish the version `(s + 2) / 2`, if this writer still holds the write
+/// side.
+///
+/// Returns `Err(found)` when the sequence is no longer `s + 1`: a recovery took the write side
+/// over (it judged this writer dead). Nothing is published then, so the sequence never moves
+/// backwards and a third writer's write in progress is never made to look complete.
 #[inline]
-pub(crate) fn end_write<W: SeqWord>(seq: &W, s: u64) {
+pub(crate) fn end_write<W: SeqWord>(seq: &W, s: u64) -> Result<(), u64> {
     debug_assert_eq!(
         s & 1,
         0,
         "end_write takes the even sequence begin_write replaced"
     );
-    // Release: every data store of this write happens-before a reader's Acquire of `s + 2`.
-    // Pairs with the Acquire fence in `read_begin` and the Acquire CAS in `try_begin_write`.
+    // Release (on success): every data store of this write happens-before a reader's Acquire
+    // of `s + 2`. Pairs with the Acquire fence in `read_begin` and the Acquire CAS in
+    // `try_begin_write`. A compare-and-swap, not a store: only the holder of `s + 1` may
+    // publish. Failure needs no ordering: the caller only reports it.
     // Wrapping: a hostile writer can put any value in the mapping; nothing here may panic.
-    seq.store(s.wrapping_add(2), Ordering::Release);
+    seq.compare_exchange(
+        s.wrapping_add(1),
+        s.wrapping_add(2),
+        Ordering::Release,
+        Ordering::Relaxed,
+    )
+    .map(drop)
 }
 
 /// Reader, step 1: the sequence to validate against, or `Err(odd)` while a write is in
@@ -386,6 +406,23 @@ mod tests {
         }
     }
 
+    /// Publishing succeeds only from `s + 1`: after a takeover moved the sequence on, a late
+    /// publish reports what it found and leaves the sequence alone (never backwards).
+    #[test]
+    fn publish_fails_once_the_sequence_moved_on() {
+        let seq = AtomicU64::new(0);
+        assert_eq!(try_begin_write(&seq), Ok(0));
+        assert_eq!(end_write(&seq, 0), Ok(()));
+        assert_eq!(seq.load(Ordering::Relaxed), 2);
+        assert_eq!(try_begin_write(&seq), Ok(2));
+        seq.store(5, Ordering::Relaxed); // a recovery took 3 over (3 -> 5)
+        assert_eq!(end_write(&seq, 2), Err(5));
+        assert_eq!(seq.load(Ordering::Relaxed), 5);
+        seq.store(6, Ordering::Relaxed); // ... and published 6
+        assert_eq!(end_write(&seq, 2), Err(6));
+        assert_eq!(seq.load(Ordering::Relaxed), 6);
+    }
+
     /// Big copies take the non-temporal path; they must produce the same bytes.
     #[test]
     fn big_copies_match_plain_copies() {
@@ -419,9 +456,6 @@ mod model_tests {
         fn load(&self, order: Ordering) -> u64 {
             LoomU64::load(self, order)
         }
-        fn store(&self, value: u64, order: Ordering) {
-            LoomU64::store(self, value, order);
-        }
         fn compare_exchange(&self, c: u64, n: u64, s: Ordering, f: Ordering) -> Result<u64, u64> {
             LoomU64::compare_exchange(self, c, n, s, f)
         }
@@ -437,9 +471,6 @@ mod model_tests {
     impl<const NO_ACQUIRE: bool, const NO_RELEASE: bool> SeqWord for Fenceless<NO_ACQUIRE, NO_RELEASE> {
         fn load(&self, order: Ordering) -> u64 {
             self.0.load(order)
-        }
-        fn store(&self, value: u64, order: Ordering) {
-            self.0.store(value, order);
         }
         fn compare_exchange(&self, c: u64, n: u64, s: Ordering, f: Ordering) -> Result<u64, u64> {
             self.0.compare_exchange(c, n, s, f)

@@ -60,14 +60,62 @@ pub struct ProcessId {
 }
 
 /// Liveness of a recorded process.
+///
+/// Recovery acts only on `Dead`, which needs positive evidence; everything that cannot be
+/// checked is `Unknown`, and `Unknown` is never treated as dead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Liveness {
     /// The same process is still running.
     Alive,
-    /// It exited (or is a zombie), or its pid now belongs to another process.
+    /// Positive evidence that it is gone: no process has its pid (`kill(pid, 0)` fails with
+    /// `ESRCH`), it is a zombie, or the pid now belongs to a process with another start time.
     Dead,
-    /// It cannot be told (no start time was recorded).
+    /// It cannot be told: no start time was recorded, or its `/proc` entry cannot be read
+    /// (hidepid, permissions) while a process with that pid may exist.
     Unknown,
+}
+
+/// What `/proc/PID/stat` says of a pid.
+enum Stat {
+    /// The process runs (or sleeps, or is stopped), with this start time.
+    Running { start_time: u64 },
+    /// It exited and waits to be reaped.
+    Zombie,
+}
+
+/// Reads the state and start time of `pid` from `/proc`. `Ok(None)` when there is no entry
+/// for it (which alone does not prove it is gone: hidepid hides other users' processes).
+fn read_stat(pid: u32) -> io::Result<Option<Stat>> {
+    let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let malformed = || io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/PID/stat");
+    // The command name (field 2) is in parentheses and may contain spaces and ')'; the fields
+    // after the last ')' are plain numbers. Field 3 is the state, field 22 the start time.
+    let rest = &stat[stat.rfind(')').ok_or_else(malformed)? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next().ok_or_else(malformed)?;
+    if state == "Z" || state == "X" {
+        return Ok(Some(Stat::Zombie));
+    }
+    let start_time = fields
+        .nth(22 - 4)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(malformed)?;
+    Ok(Some(Stat::Running { start_time }))
+}
+
+/// Whether a process with this pid exists, by `kill(pid, 0)`: `Some(false)` only on `ESRCH`
+/// (positive evidence), `Some(true)` when it exists (success or `EPERM`), `None` otherwise.
+fn pid_exists(pid: u32) -> Option<bool> {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)?;
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) | Err(rustix::io::Errno::PERM) => Some(true),
+        Err(rustix::io::Errno::SRCH) => Some(false),
+        Err(_) => None,
+    }
 }
 
 impl ProcessId {
@@ -119,35 +167,42 @@ impl ProcessId {
         Some(ProcessId { pid, start_time })
     }
 
-    /// Reads the identity of `pid` from /proc, if that process exists (zombies count as gone).
+    /// Reads the identity of `pid` from /proc, if that process exists and its entry can be
+    /// read (zombies count as gone).
     pub fn read(pid: u32) -> Option<ProcessId> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // The command name (field 2) is in parentheses and may contain spaces and ')'; the
-        // fields after the last ')' are plain numbers. Field 3 is the state, field 22 the start.
-        let rest = &stat[stat.rfind(')')? + 1..];
-        let mut fields = rest.split_ascii_whitespace();
-        let state = fields.next()?;
-        if state == "Z" || state == "X" {
-            return None;
+        match read_stat(pid) {
+            Ok(Some(Stat::Running { start_time })) => Some(ProcessId { pid, start_time }),
+            _ => None,
         }
-        let start_time = fields.nth(22 - 4)?.parse().ok()?;
-        Some(ProcessId { pid, start_time })
     }
 
     /// Whether this exact process (same pid, same start time modulo 2^32 ticks) still runs.
     ///
-    /// `Unknown` when the identity has no start time (its /proc entry was unreadable when it was
-    /// recorded), or is not a process this one can see: a pid from another pid namespace means
-    /// nothing here. Callers must not treat `Unknown` as dead.
+    /// `Dead` only on positive evidence (see [`Liveness::Dead`]). `Unknown` when the identity
+    /// has no start time (its /proc entry was unreadable when it was recorded), or when this
+    /// process cannot read the pid's `/proc` entry and cannot rule out that it exists. Callers
+    /// must not treat `Unknown` as dead.
+    ///
+    /// A pid recorded in another pid namespace with its own `/proc` names some other process
+    /// here, and may be judged `Dead` although its writer runs: that is why publishing is a
+    /// compare-and-swap (module `seqlock`), which turns such a mistake into a clean error for
+    /// that writer instead of a sequence that runs backwards.
     pub fn liveness(&self) -> Liveness {
         if self.pid == 0 || self.start_time == 0 {
             return Liveness::Unknown;
         }
-        match Self::read(self.pid) {
-            Some(now) if now.start_time & 0xFFFF_FFFF == self.start_time & 0xFFFF_FFFF => {
+        match read_stat(self.pid) {
+            Ok(Some(Stat::Running { start_time }))
+                if start_time & 0xFFFF_FFFF == self.start_time & 0xFFFF_FFFF =>
+            {
                 Liveness::Alive
             }
-            _ => Liveness::Dead,
+            Ok(Some(_)) => Liveness::Dead,
+            // No entry, or an unreadable one: only ESRCH from kill(pid, 0) proves it is gone.
+            Ok(None) | Err(_) => match pid_exists(self.pid) {
+                Some(false) => Liveness::Dead,
+                _ => Liveness::Unknown,
+            },
         }
     }
 }
@@ -255,5 +310,36 @@ mod tests {
             start_time: 0,
         };
         assert_eq!(no_start.liveness(), Liveness::Unknown);
+    }
+
+    /// Dead needs positive evidence: a reaped child's pid (ESRCH) is dead; a pid this process
+    /// cannot even name (beyond pid_t) is unknown, never dead.
+    #[test]
+    fn liveness_is_dead_only_on_positive_evidence() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let id = ProcessId::read(child.id()).expect("a running child has a /proc entry");
+        assert_eq!(id.liveness(), Liveness::Alive);
+        child.kill().unwrap();
+        // Not yet reaped: a zombie has exited, which is positive evidence too. (The signal is
+        // delivered asynchronously; the watchdog only stops a broken build from hanging.)
+        let watchdog = std::time::Instant::now() + Duration::from_secs(10);
+        while id.liveness() != Liveness::Dead {
+            assert!(
+                std::time::Instant::now() < watchdog,
+                "killed child still alive"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(std::fs::read_to_string(format!("/proc/{}/stat", id.pid)).is_ok());
+        child.wait().unwrap();
+        assert_eq!(id.liveness(), Liveness::Dead);
+        let unnameable = ProcessId {
+            pid: u32::MAX,
+            start_time: 5,
+        };
+        assert_eq!(unnameable.liveness(), Liveness::Unknown);
     }
 }
