@@ -59,7 +59,7 @@ impl Connection {
             Err(e) => return Err(e),
         };
         let len = info.bytes_read();
-        if len == 0 {
+        if len == 0 && self.peer_closed() {
             return Ok(Incoming::Closed);
         }
         if info.truncated() || len > MAX_MESSAGE {
@@ -69,6 +69,25 @@ impl Connection {
             Ok(req) => Incoming::Request(req),
             Err(e) => Incoming::Bad(e),
         })
+    }
+
+    /// After a 0-byte receive: whether the peer closed (end of stream) rather than sent an
+    /// empty message. On a SOCK_SEQPACKET socket both read as 0 bytes; at end of stream every
+    /// further receive returns 0 at once, while after an empty message from a live client that
+    /// waits for its reply there is nothing to receive (EAGAIN). An empty message decodes to a
+    /// ProtocolError reply.
+    fn peer_closed(&self) -> bool {
+        use rustix::net::{RecvFlags, recv};
+        let mut probe = [0u8; 1];
+        match recv(
+            &self.socket,
+            &mut probe,
+            RecvFlags::PEEK | RecvFlags::DONTWAIT,
+        ) {
+            Ok((0, _)) => true, // end of stream (or a second empty message sent without waiting)
+            Ok(_) => false,     // the next message is already queued
+            Err(e) => e != rustix::io::Errno::AGAIN && e != rustix::io::Errno::INTR,
+        }
     }
 
     /// Sends a reply, with `fd` attached (SCM_RIGHTS) when given.

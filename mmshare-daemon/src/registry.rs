@@ -203,6 +203,29 @@ fn denied(name: &str, who: Creds, what: &str, header: &Header) -> RequestError {
     )
 }
 
+/// NoSpace for a file of `needed` bytes (header page and padding included) in `dir`, naming
+/// the limit that was hit: the free space, or else the filesystem's largest file size.
+fn no_space(name: &str, needed: u64, dir: &Path) -> RequestError {
+    let free = rustix::fs::statvfs(dir)
+        .ok()
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize));
+    let message = match free {
+        Some(free) if free < needed => format!(
+            "no space for array {name:?}: its file needs {needed} bytes (4096-byte header + data padded to 8 bytes), but the filesystem of {} has {free} bytes free",
+            dir.display()
+        ),
+        Some(free) => format!(
+            "array {name:?} needs a file of {needed} bytes (4096-byte header + data padded to 8 bytes), more than the filesystem of {} allows for one file or than the daemon's disk quota allows ({free} bytes free)",
+            dir.display()
+        ),
+        None => format!(
+            "no space for array {name:?}: its file needs {needed} bytes (4096-byte header + data padded to 8 bytes) in {}",
+            dir.display()
+        ),
+    };
+    RequestError::new(ErrorKind::NoSpace, message)
+}
+
 fn internal(context: &str, err: impl std::fmt::Display) -> RequestError {
     error!("{context}: {err}");
     RequestError::new(ErrorKind::Internal, format!("{context}: {err}"))
@@ -507,10 +530,7 @@ impl Registry {
                 ErrorKind::AlreadyExists,
                 format!("a file for {name:?} already exists at {}", p.display()),
             ),
-            CreateError::NoSpace { needed, dir } => RequestError::new(
-                ErrorKind::NoSpace,
-                format!("no space for {needed} bytes in {}", dir.display()),
-            ),
+            CreateError::NoSpace { needed, dir } => no_space(name, needed, &dir),
             CreateError::Io { .. } => internal("create failed", e),
         })?;
         // The file is visible under its name now; if it cannot be served, take it away again

@@ -1,6 +1,8 @@
 //! Crash-safe creation of an array file: nobody ever sees a half-made array under its name.
 //!
-//! 1. Create a temporary file `.tmp-NAME-PID-NANOS` (mode 0600) in the target directory.
+//! 1. Create a temporary file `.tmp-PID-NANOS-SEQ-NAMEPREFIX` (mode 0600) in the target
+//!    directory. Only the first [`TEMP_NAME_PREFIX_LEN`] bytes of the name go into it, so the
+//!    temporary name stays within the 255-byte file-name limit for every valid array name.
 //! 2. Reserve the full size with `fallocate`, so the file is never sparse and a full disk is an
 //!    error now (`NoSpace`) rather than a SIGBUS in some writer later.
 //! 3. Write the header page and fsync the file.
@@ -24,6 +26,28 @@ use crate::sys::reserve_space;
 /// Prefix of temporary files made by an unfinished create.
 pub const TEMP_PREFIX: &str = ".tmp-";
 
+/// How many leading bytes of the array name a temporary file name carries (for diagnostics).
+/// `.tmp-` + pid (≤ 10 digits) + nanoseconds (≤ 20) + sequence (≤ 20) + 3 dashes + this is
+/// at most 158 bytes, under the 255-byte limit of a file name.
+pub const TEMP_NAME_PREFIX_LEN: usize = 100;
+
+/// Distinguishes temporary files of creates started in the same nanosecond by one process.
+static TEMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The temporary file name for a create of `name`: never longer than 158 bytes.
+fn temp_name(name: &str) -> String {
+    // Names are ASCII (validated), so cutting at a byte index is a character boundary.
+    let short = name
+        .get(..name.len().min(TEMP_NAME_PREFIX_LEN))
+        .unwrap_or("");
+    format!(
+        "{TEMP_PREFIX}{}-{}-{}-{short}",
+        std::process::id(),
+        now_ns(),
+        TEMP_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
 /// Creates the array file `dir/spec.name` crash-safely and returns its path and header.
 ///
 /// The data starts zeroed, at version 0.
@@ -31,7 +55,8 @@ pub const TEMP_PREFIX: &str = ".tmp-";
 /// # Errors
 /// [`CreateError::Invalid`] for a bad name, shape or mode (no file is touched);
 /// [`CreateError::AlreadyExists`]; [`CreateError::NoSpace`] when the filesystem cannot hold
-/// the file; [`CreateError::Io`] otherwise. On every error the temporary file is removed.
+/// the file (`ENOSPC`, `EDQUOT`, or `EFBIG`: larger than the largest file it allows);
+/// [`CreateError::Io`] otherwise. On every error the temporary file is removed.
 ///
 /// # Example
 /// ```
@@ -47,12 +72,7 @@ pub const TEMP_PREFIX: &str = ".tmp-";
 pub fn create_array_file(dir: &Path, spec: &ArraySpec) -> Result<(PathBuf, Header), CreateError> {
     let header = Header::new(spec)?;
     let target = dir.join(&header.name);
-    let temp = dir.join(format!(
-        "{TEMP_PREFIX}{}-{}-{}",
-        header.name,
-        std::process::id(),
-        now_ns()
-    ));
+    let temp = dir.join(temp_name(&header.name));
     let io_err = |source: io::Error| CreateError::Io {
         dir: dir.to_owned(),
         source,
@@ -84,7 +104,9 @@ fn fill_and_publish(
     };
     let needed = header.file_len();
     reserve_space(file, needed).map_err(|e| {
-        if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) {
+        use rustix::io::Errno;
+        let no_room = [Errno::NOSPC, Errno::DQUOT, Errno::FBIG].map(Errno::raw_os_error);
+        if e.raw_os_error().is_some_and(|code| no_room.contains(&code)) {
             CreateError::NoSpace {
                 needed,
                 dir: dir.to_owned(),
@@ -104,4 +126,34 @@ fn fill_and_publish(
     })?;
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::DType;
+
+    /// Every valid name length works: the temporary file name must not grow with the name
+    /// (a `.tmp-NAME-...` temp file made names of 225..=255 bytes fail with ENAMETOOLONG).
+    #[test]
+    fn names_of_every_valid_length_can_be_created() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [1, 100, 224, 225, 240, 254, 255] {
+            let name = "n".repeat(len - 1) + "x";
+            let (path, header) = create_array_file(
+                dir.path(),
+                &ArraySpec::new(name.as_str(), DType::U8, vec![3]),
+            )
+            .unwrap_or_else(|e| panic!("name of {len} bytes: {e}"));
+            assert_eq!(header.name, name);
+            assert_eq!(path, dir.path().join(&name));
+        }
+        assert!(temp_name(&"z".repeat(255)).len() <= 158);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(TEMP_PREFIX))
+            .collect();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
+    }
 }

@@ -214,14 +214,42 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtoError> {
     Ok(bytes)
 }
 
-/// Decodes a whole message: every byte must be used.
+/// A message type of the protocol: [`Request`] or [`Response`].
+///
+/// Decoding first checks the bytes against the message's layout (docs/PROTOCOL.md) field by
+/// field, so that an error names the field, its byte offset and the bad value (an unknown
+/// variant index, a non-minimal varint, a string longer than the message, ...), then decodes
+/// them with postcard.
+pub trait Message: Serialize {
+    /// Checks that `bytes` is exactly one well-formed message of this type.
+    ///
+    /// # Errors
+    /// A sentence naming the field, the byte offset and the value that is wrong.
+    fn check(bytes: &[u8]) -> Result<(), String>;
+}
+
+impl Message for Request {
+    fn check(bytes: &[u8]) -> Result<(), String> {
+        Walk::new(bytes).message("Request", REQUEST)
+    }
+}
+
+impl Message for Response {
+    fn check(bytes: &[u8]) -> Result<(), String> {
+        Walk::new(bytes).message("Response", RESPONSE)
+    }
+}
+
+/// Decodes a whole message: every byte must be used, and every varint must be minimal.
 ///
 /// # Errors
-/// [`ProtoError::TooLarge`] or [`ProtoError::Malformed`].
-pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ProtoError> {
+/// [`ProtoError::TooLarge`] or [`ProtoError::Malformed`] (whose text names the field, the byte
+/// offset and the value).
+pub fn decode<'a, T: Message + Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ProtoError> {
     if bytes.len() > MAX_MESSAGE {
         return Err(ProtoError::TooLarge { len: bytes.len() });
     }
+    T::check(bytes).map_err(ProtoError::Malformed)?;
     let (msg, rest) =
         postcard::take_from_bytes(bytes).map_err(|e| ProtoError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
@@ -233,115 +261,283 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ProtoError> 
     Ok(msg)
 }
 
-/// The test vectors of docs/PROTOCOL.md: every message kind, its exact bytes in hex.
-#[cfg(test)]
-pub(crate) fn test_vectors() -> Vec<(&'static str, Result<Request, Response>, &'static str)> {
-    let info = ArrayInfo {
-        name: "frames".into(),
-        dtype: "<f4".into(),
-        shape: vec![2, 3],
-        order: WireOrder::C,
-        data_offset: 4096,
-        data_len: 24,
-        version: 300,
-        backing: Backing::Memory,
-        owner_uid: 1000,
-        owner_gid: 100,
-        mode: 0o644,
-        torn: false,
-        path: "/m/frames".into(),
-    };
-    vec![
-        (
-            "Hello request",
-            Ok(Request::Hello {
-                version: 1,
-                client: "py".into(),
-            }),
-            "00 01 02 70 79",
-        ),
-        (
-            "Create request",
-            Ok(Request::Create {
-                name: "frames".into(),
-                dtype: "<f4".into(),
-                shape: vec![2, 3],
-                order: WireOrder::C,
-                backing: Backing::Memory,
-                mode: 0o644,
-                exist_ok: true,
-            }),
-            "01 06 66 72 61 6d 65 73 03 3c 66 34 02 02 03 00 01 a4 03 01",
-        ),
-        (
-            "Open request (write)",
-            Ok(Request::Open {
-                name: "frames".into(),
-                access: OpenAccess::Write,
-            }),
-            "02 06 66 72 61 6d 65 73 01",
-        ),
-        (
-            "Stat request",
-            Ok(Request::Stat {
-                name: "frames".into(),
-            }),
-            "03 06 66 72 61 6d 65 73",
-        ),
-        (
-            "List request, first page",
-            Ok(Request::List {
-                prefix: "fr".into(),
-                after: None,
-            }),
-            "04 02 66 72 00",
-        ),
-        (
-            "List request, next page",
-            Ok(Request::List {
-                prefix: "".into(),
-                after: Some("a".into()),
-            }),
-            "04 00 01 01 61",
-        ),
-        (
-            "Delete request",
-            Ok(Request::Delete {
-                name: "frames".into(),
-            }),
-            "05 06 66 72 61 6d 65 73",
-        ),
-        (
-            "Hello reply",
-            Err(Response::Hello {
-                version: 1,
-                server: "mmshared 0.1.0".into(),
-            }),
-            "00 01 0e 6d 6d 73 68 61 72 65 64 20 30 2e 31 2e 30",
-        ),
-        (
-            "Array reply",
-            Err(Response::Array(info.clone())),
-            "01 06 66 72 61 6d 65 73 03 3c 66 34 02 02 03 00 80 20 18 ac 02 01 e8 07 64 a4 03 00 09 2f 6d 2f 66 72 61 6d 65 73",
-        ),
-        (
-            "List reply",
-            Err(Response::List {
-                arrays: vec![info],
-                more: false,
-            }),
-            "02 01 06 66 72 61 6d 65 73 03 3c 66 34 02 02 03 00 80 20 18 ac 02 01 e8 07 64 a4 03 00 09 2f 6d 2f 66 72 61 6d 65 73 00",
-        ),
-        ("Deleted reply", Err(Response::Deleted), "03"),
-        (
-            "Error reply",
-            Err(Response::Error {
-                kind: ErrorKind::NotFound,
-                message: "no array named \"x\"".into(),
-            }),
-            "04 00 12 6e 6f 20 61 72 72 61 79 20 6e 61 6d 65 64 20 22 78 22",
-        ),
-    ]
+/// The type of a field, as laid out on the wire (docs/PROTOCOL.md, "Encoding").
+#[derive(Clone, Copy, Debug)]
+enum Ty {
+    U32,
+    U64,
+    Bool,
+    Str,
+    /// `Vec<u64>`.
+    Shape,
+    /// `Option<String>`.
+    OptStr,
+    /// An enum without fields: its name and its variants, by index.
+    Small(&'static str, &'static [&'static str]),
+    /// [`ArrayInfo`].
+    Info,
+    /// `Vec<ArrayInfo>`.
+    Infos,
+}
+
+type Fields = &'static [(&'static str, Ty)];
+
+const ORDER: Ty = Ty::Small("Order", &["C", "F"]);
+const BACKING: Ty = Ty::Small("Backing", &["File", "Memory"]);
+const ACCESS: Ty = Ty::Small("Access", &["Read", "Write"]);
+const ERROR_KIND: Ty = Ty::Small(
+    "ErrorKind",
+    &[
+        "NotFound",
+        "AlreadyExists",
+        "InvalidName",
+        "InvalidDtype",
+        "InvalidShape",
+        "PermissionDenied",
+        "QuotaExceeded",
+        "NoSpace",
+        "Busy",
+        "ProtocolError",
+        "Internal",
+    ],
+);
+
+const REQUEST: &[(&str, Fields)] = &[
+    ("Hello", &[("version", Ty::U32), ("client", Ty::Str)]),
+    (
+        "Create",
+        &[
+            ("name", Ty::Str),
+            ("dtype", Ty::Str),
+            ("shape", Ty::Shape),
+            ("order", ORDER),
+            ("backing", BACKING),
+            ("mode", Ty::U32),
+            ("exist_ok", Ty::Bool),
+        ],
+    ),
+    ("Open", &[("name", Ty::Str), ("access", ACCESS)]),
+    ("Stat", &[("name", Ty::Str)]),
+    ("List", &[("prefix", Ty::Str), ("after", Ty::OptStr)]),
+    ("Delete", &[("name", Ty::Str)]),
+];
+
+const INFO: Fields = &[
+    ("name", Ty::Str),
+    ("dtype", Ty::Str),
+    ("shape", Ty::Shape),
+    ("order", ORDER),
+    ("data_offset", Ty::U64),
+    ("data_len", Ty::U64),
+    ("version", Ty::U64),
+    ("backing", BACKING),
+    ("owner_uid", Ty::U32),
+    ("owner_gid", Ty::U32),
+    ("mode", Ty::U32),
+    ("torn", Ty::Bool),
+    ("path", Ty::Str),
+];
+
+const RESPONSE: &[(&str, Fields)] = &[
+    ("Hello", &[("version", Ty::U32), ("server", Ty::Str)]),
+    ("Array", &[("info", Ty::Info)]),
+    ("List", &[("arrays", Ty::Infos), ("more", Ty::Bool)]),
+    ("Deleted", &[]),
+    ("Error", &[("kind", ERROR_KIND), ("message", Ty::Str)]),
+];
+
+fn hex_bytes(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Walks a message along its layout; every error names the field, the offset and the value.
+struct Walk<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Walk<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Walk { bytes, pos: 0 }
+    }
+
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
+    fn message(mut self, what: &str, variants: &[(&str, Fields)]) -> Result<(), String> {
+        if self.bytes.is_empty() {
+            return Err(format!(
+                "empty message (0 bytes): a {what} starts with its variant index"
+            ));
+        }
+        let index = self.varint(&format!("{what} variant index"), 32)?;
+        let Some((name, fields)) = usize::try_from(index).ok().and_then(|i| variants.get(i)) else {
+            let known: Vec<String> = variants
+                .iter()
+                .enumerate()
+                .map(|(i, (n, _))| format!("{i} {n}"))
+                .collect();
+            return Err(format!(
+                "unknown {what} variant {index} at byte 0 (expected one of: {})",
+                known.join(", ")
+            ));
+        };
+        self.fields(name, fields)?;
+        if self.remaining() != 0 {
+            return Err(format!(
+                "{} trailing bytes after a complete {what}::{name} (which ends at byte {})",
+                self.remaining(),
+                self.pos
+            ));
+        }
+        Ok(())
+    }
+
+    fn fields(&mut self, path: &str, fields: Fields) -> Result<(), String> {
+        for (field, ty) in fields {
+            self.value(&format!("{path}.{field}"), *ty)?;
+        }
+        Ok(())
+    }
+
+    fn value(&mut self, what: &str, ty: Ty) -> Result<(), String> {
+        match ty {
+            Ty::U32 => self.varint(what, 32).map(drop),
+            Ty::U64 => self.varint(what, 64).map(drop),
+            Ty::Bool => self.flag(what, "bool", "false", "true"),
+            Ty::Str => self.string(what),
+            Ty::OptStr => {
+                let at = self.pos;
+                self.flag(what, "Option tag", "None", "Some")?;
+                if self.bytes[at] == 1 {
+                    self.string(what)?;
+                }
+                Ok(())
+            }
+            Ty::Shape => {
+                // Every element takes at least one byte.
+                let n = self.count(what, "elements", 1)?;
+                (0..n).try_for_each(|i| self.varint(&format!("{what}[{i}]"), 64).map(drop))
+            }
+            Ty::Small(name, variants) => {
+                let at = self.pos;
+                let v = self.varint(what, 32)?;
+                if usize::try_from(v).is_ok_and(|v| v < variants.len()) {
+                    return Ok(());
+                }
+                let known: Vec<String> = variants
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| format!("{i} = {n}"))
+                    .collect();
+                Err(format!(
+                    "unknown {name} value {v} for {what} at byte {at} (expected {})",
+                    known.join(", ")
+                ))
+            }
+            Ty::Info => self.fields(what, INFO),
+            Ty::Infos => {
+                // Every element takes at least one byte.
+                let n = self.count(what, "elements", 1)?;
+                (0..n).try_for_each(|i| self.fields(&format!("{what}[{i}]"), INFO))
+            }
+        }
+    }
+
+    /// A length prefix that must not claim more than the rest of the message can hold.
+    fn count(&mut self, what: &str, unit: &str, min_size: usize) -> Result<usize, String> {
+        let at = self.pos;
+        let n = self.varint(&format!("length of {what}"), 64)?;
+        let fits = usize::try_from(n).ok().filter(|&n| {
+            n.checked_mul(min_size)
+                .is_some_and(|b| b <= self.remaining())
+        });
+        fits.ok_or_else(|| {
+            format!(
+                "{what} at byte {at} claims {n} {unit}, but only {} bytes follow",
+                self.remaining()
+            )
+        })
+    }
+
+    fn flag(&mut self, what: &str, kind: &str, zero: &str, one: &str) -> Result<(), String> {
+        match self.bytes.get(self.pos) {
+            None => Err(format!(
+                "the message ends at byte {} where {what} ({kind}) should be",
+                self.pos
+            )),
+            Some(0 | 1) => {
+                self.pos += 1;
+                Ok(())
+            }
+            Some(&b) => Err(format!(
+                "{kind} {what} at byte {} is {b:#04x} (expected 00 = {zero} or 01 = {one})",
+                self.pos
+            )),
+        }
+    }
+
+    fn string(&mut self, what: &str) -> Result<(), String> {
+        let at = self.pos;
+        let len = self.count(what, "bytes", 1)?;
+        let text = &self.bytes[self.pos..self.pos + len];
+        if let Err(e) = std::str::from_utf8(text) {
+            return Err(format!(
+                "string {what} at byte {at} is not UTF-8 (bad byte at message offset {})",
+                self.pos + e.valid_up_to()
+            ));
+        }
+        self.pos += len;
+        Ok(())
+    }
+
+    /// An unsigned LEB128 varint of at most `bits` bits, in its minimal form.
+    fn varint(&mut self, what: &str, bits: u32) -> Result<u64, String> {
+        let start = self.pos;
+        let max_len = bits.div_ceil(7) as usize; // 5 bytes for a u32, 10 for a u64
+        let mut value = 0u64;
+        for i in 0..max_len {
+            let Some(&b) = self.bytes.get(self.pos) else {
+                return Err(format!(
+                    "the message ends inside the varint of {what} (which starts at byte {start})"
+                ));
+            };
+            self.pos += 1;
+            let low = u64::from(b & 0x7f);
+            let shown = || hex_bytes(&self.bytes[start..self.pos]);
+            if i == max_len - 1 {
+                if b & 0x80 != 0 {
+                    return Err(format!(
+                        "varint of {what} at byte {start} is longer than {max_len} bytes, the most a u{bits} takes ({} ...)",
+                        shown()
+                    ));
+                }
+                if low >> (bits - 7 * i as u32) != 0 {
+                    return Err(format!(
+                        "varint of {what} at byte {start} ({}) exceeds the u{bits} range",
+                        shown()
+                    ));
+                }
+            }
+            value |= low << (7 * i);
+            if b & 0x80 == 0 {
+                if i > 0 && b == 0 {
+                    return Err(format!(
+                        "varint of {what} at byte {start} ({}) is not minimal: {value} is encoded as {}",
+                        shown(),
+                        hex_bytes(&postcard::to_allocvec(&value).unwrap_or_default())
+                    ));
+                }
+                return Ok(value);
+            }
+        }
+        // Not reached: the last byte either ends the varint or is refused above.
+        Err(format!("varint of {what} at byte {start} is too long"))
+    }
 }
 
 #[cfg(test)]
@@ -349,10 +545,7 @@ mod tests {
     use super::*;
 
     fn hex(b: &[u8]) -> String {
-        b.iter()
-            .map(|x| format!("{x:02x}"))
-            .collect::<Vec<_>>()
-            .join(" ")
+        hex_bytes(b)
     }
 
     fn unhex(h: &str) -> Vec<u8> {
@@ -361,56 +554,156 @@ mod tests {
             .collect()
     }
 
-    /// The bytes in docs/PROTOCOL.md are what this code sends, and decode back to the message.
-    #[test]
-    fn test_vectors_match_the_encoding_both_ways() {
-        for (what, msg, expected) in test_vectors() {
-            match msg {
-                Ok(req) => {
-                    assert_eq!(hex(&encode(&req).unwrap()), expected, "{what}");
-                    assert_eq!(decode::<Request>(&unhex(expected)).unwrap(), req, "{what}");
-                }
-                Err(resp) => {
-                    assert_eq!(hex(&encode(&resp).unwrap()), expected, "{what}");
-                    assert_eq!(
-                        decode::<Response>(&unhex(expected)).unwrap(),
-                        resp,
-                        "{what}"
-                    );
-                }
+    /// A message of either direction, from a vector's `type` and `value`.
+    #[derive(Clone, Debug, PartialEq)]
+    enum Msg {
+        Request(Request),
+        Response(Response),
+    }
+
+    impl Msg {
+        fn encode(&self) -> Vec<u8> {
+            match self {
+                Msg::Request(m) => encode(m).unwrap(),
+                Msg::Response(m) => encode(m).unwrap(),
+            }
+        }
+
+        fn decode_like(&self, bytes: &[u8]) -> Result<Msg, ProtoError> {
+            match self {
+                Msg::Request(_) => decode::<Request>(bytes).map(Msg::Request),
+                Msg::Response(_) => decode::<Response>(bytes).map(Msg::Response),
             }
         }
     }
 
-    /// docs/protocol_vectors.json (what the Python client's tests read) holds the same bytes.
-    #[test]
-    fn json_vectors_file_matches() {
+    /// Every vector of docs/protocol_vectors.json: (name, decoded message, bytes).
+    fn vectors() -> Vec<(String, Msg, Vec<u8>)> {
         let file: Vec<serde_json::Value> =
             serde_json::from_str(include_str!("../../docs/protocol_vectors.json")).unwrap();
-        let ours = test_vectors();
-        assert_eq!(file.len(), ours.len());
-        for (entry, (what, _, hex)) in file.iter().zip(ours) {
-            assert_eq!(entry["name"], what);
-            assert_eq!(entry["hex"], hex, "{what}");
+        file.into_iter()
+            .map(|e| {
+                let name = e["name"].as_str().unwrap().to_owned();
+                let value = e["value"].clone();
+                let msg = match e["type"].as_str() {
+                    Some("Request") => Msg::Request(serde_json::from_value(value).unwrap()),
+                    Some("Response") => Msg::Response(serde_json::from_value(value).unwrap()),
+                    other => panic!("{name}: unknown type {other:?}"),
+                };
+                (name, msg, unhex(e["hex"].as_str().unwrap()))
+            })
+            .collect()
+    }
+
+    /// Every vector in docs/protocol_vectors.json: its decoded value encodes to exactly its
+    /// bytes, and its bytes decode to exactly its value.
+    #[test]
+    fn every_json_vector_matches_the_encoding_both_ways() {
+        let all = vectors();
+        assert!(all.len() >= 30, "{} vectors", all.len());
+        for (what, msg, bytes) in &all {
+            assert_eq!(hex(&msg.encode()), hex(bytes), "{what}: encoding");
+            assert_eq!(&msg.decode_like(bytes).unwrap(), msg, "{what}: decoding");
         }
+    }
+
+    /// The vectors cover what a client implementer needs to see at least once.
+    #[test]
+    fn json_vectors_cover_every_variant_kind_and_edge() {
+        let all = vectors();
+        let mut kinds = std::collections::HashSet::new();
+        let (mut file, mut read, mut no_exist_ok, mut zero_d, mut more, mut torn) =
+            (false, false, false, false, false, false);
+        let mut requests = std::collections::HashSet::new();
+        let mut responses = std::collections::HashSet::new();
+        let mut long_len = false;
+        for (_, msg, _) in &all {
+            // A length over 127 takes a 2-byte varint.
+            long_len |= match msg {
+                Msg::Request(Request::Stat { name }) => name.len() > 127,
+                Msg::Response(Response::Array(a)) => a.name.len() > 127 && a.path.len() > 127,
+                _ => false,
+            };
+            match msg {
+                Msg::Request(r) => {
+                    requests.insert(std::mem::discriminant(r));
+                    match r {
+                        Request::Create {
+                            backing,
+                            exist_ok,
+                            shape,
+                            ..
+                        } => {
+                            file |= *backing == Backing::File;
+                            no_exist_ok |= !exist_ok;
+                            zero_d |= shape.is_empty();
+                        }
+                        Request::Open { access, .. } => read |= *access == OpenAccess::Read,
+                        _ => {}
+                    }
+                }
+                Msg::Response(r) => {
+                    responses.insert(std::mem::discriminant(r));
+                    match r {
+                        Response::Error { kind, .. } => {
+                            kinds.insert(*kind);
+                        }
+                        Response::List { more: m, arrays } => {
+                            more |= *m;
+                            torn |= arrays.iter().any(|a| a.torn);
+                        }
+                        Response::Array(a) => torn |= a.torn,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        assert_eq!(requests.len(), 6, "every Request variant");
+        assert_eq!(responses.len(), 5, "every Response variant");
+        assert_eq!(kinds.len(), 11, "every ErrorKind: {kinds:?}");
+        assert!(file && read && no_exist_ok && zero_d && more && torn && long_len);
+    }
+
+    /// docs/PROTOCOL.md's test-vector table lists exactly the vectors of the JSON file.
+    #[test]
+    fn protocol_md_lists_the_json_vectors() {
+        let doc = include_str!("../../docs/PROTOCOL.md");
+        let section = doc
+            .split("## Test vectors")
+            .nth(1)
+            .expect("a Test vectors section");
+        let in_doc: Vec<(String, String)> = section
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split(" | ").collect();
+                let name = cells.first()?.strip_prefix("| ")?;
+                let hex = cells.get(1)?.trim_end_matches(" |").trim_matches('`');
+                (hex.len() >= 2 && hex.bytes().all(|b| b.is_ascii_hexdigit() || b == b' '))
+                    .then(|| (name.to_owned(), hex.to_owned()))
+            })
+            .collect();
+        let in_json: Vec<(String, String)> = vectors()
+            .into_iter()
+            .map(|(n, _, b)| (n, hex(&b)))
+            .collect();
+        assert_eq!(in_doc, in_json);
     }
 
     /// Truncated, extended and unknown-variant messages are errors, never panics.
     #[test]
     fn damaged_messages_are_errors() {
-        for (what, msg, expected) in test_vectors() {
-            let bytes = unhex(expected);
+        for (what, msg, bytes) in vectors() {
             for cut in 0..bytes.len() {
-                let r = match &msg {
-                    Ok(_) => decode::<Request>(&bytes[..cut]).map(drop),
-                    Err(_) => decode::<Response>(&bytes[..cut]).map(drop),
-                };
                 // A prefix may happen to be a complete shorter message only if it is all of it.
-                assert!(r.is_err(), "{what} cut at {cut} decoded");
+                assert!(
+                    msg.decode_like(&bytes[..cut]).is_err(),
+                    "{what} cut at {cut} decoded"
+                );
             }
             let mut longer = bytes.clone();
             longer.push(0);
-            assert!(decode::<Request>(&longer).is_err() || decode::<Response>(&longer).is_err());
+            let e = msg.decode_like(&longer).unwrap_err().to_string();
+            assert!(e.contains("1 trailing bytes"), "{what}: {e}");
         }
         assert!(matches!(
             decode::<Request>(&[6]),
@@ -422,12 +715,142 @@ mod tests {
         ));
     }
 
+    fn malformed(bytes: &[u8]) -> String {
+        match decode::<Request>(bytes) {
+            Err(ProtoError::Malformed(m)) => m,
+            other => panic!("{} decoded to {other:?}", hex(bytes)),
+        }
+    }
+
+    /// Unknown variant indices and enum values name the tag, the field and the byte offset
+    /// (postcard alone says only "Serde Deserialization Error").
+    #[test]
+    fn unknown_tags_are_named() {
+        let m = malformed(&[99, 0, 0]);
+        assert!(m.starts_with("unknown Request variant 99 at byte 0"), "{m}");
+        assert!(m.contains("5 Delete"), "{m}");
+        // Open { name: "x", access: 7 }
+        let m = malformed(&[2, 1, b'x', 7]);
+        assert_eq!(
+            m,
+            "unknown Access value 7 for Open.access at byte 3 (expected 0 = Read, 1 = Write)"
+        );
+        // Create with order 5, then backing 9.
+        let mut create = unhex("01 01 78 02 75 31 01 02 00 01 80 03 00");
+        create[8] = 5;
+        let m = malformed(&create);
+        assert!(
+            m.contains("Order value 5 for Create.order at byte 8"),
+            "{m}"
+        );
+        create[8] = 0;
+        create[9] = 9;
+        let m = malformed(&create);
+        assert!(
+            m.contains("Backing value 9 for Create.backing at byte 9"),
+            "{m}"
+        );
+        // exist_ok = 2, List.after tag = 3.
+        let m = malformed(&unhex("01 01 78 02 75 31 01 02 00 01 80 03 02"));
+        assert!(m.contains("bool Create.exist_ok at byte 12 is 0x02"), "{m}");
+        let m = malformed(&unhex("04 00 03"));
+        assert!(m.contains("Option tag List.after at byte 2 is 0x03"), "{m}");
+        match decode::<Response>(&unhex("04 0b 00")) {
+            Err(ProtoError::Malformed(m)) => {
+                assert!(
+                    m.contains("ErrorKind value 11 for Error.kind at byte 1"),
+                    "{m}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Empty, truncated, over-long and non-minimal encodings each say what is wrong.
+    #[test]
+    fn encoding_errors_name_the_field_and_offset() {
+        assert_eq!(
+            malformed(&[]),
+            "empty message (0 bytes): a Request starts with its variant index"
+        );
+        // Stat with a name claiming 2^32-1 bytes.
+        let m = malformed(&[3, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(
+            m.contains("Stat.name at byte 1 claims 4294967295 bytes, but only 0 bytes follow"),
+            "{m}"
+        );
+        let m = malformed(&[3, 2, 0xc3, 0x28]);
+        assert!(m.contains("Stat.name at byte 1 is not UTF-8"), "{m}");
+        let m = malformed(&[0, 0x80]);
+        assert!(m.contains("ends inside the varint of Hello.version"), "{m}");
+        let m = malformed(&[0, 0xff, 0xff, 0xff, 0xff, 0x10, 0]);
+        assert!(m.contains("exceeds the u32 range"), "{m}");
+        let m = malformed(&[0, 0xff, 0xff, 0xff, 0xff, 0x8f, 0]);
+        assert!(m.contains("longer than 5 bytes"), "{m}");
+        // Non-minimal: 1 as `81 00`, the variant index 3 as `83 00`, a dimension 0 as `80 00`.
+        let m = malformed(&[0, 0x81, 0x00, 0]);
+        assert_eq!(
+            m,
+            "varint of Hello.version at byte 1 (81 00) is not minimal: 1 is encoded as 01"
+        );
+        let m = malformed(&[0x83, 0x00, 1, b'x']);
+        assert!(
+            m.contains("Request variant index at byte 0 (83 00) is not minimal"),
+            "{m}"
+        );
+        let m = malformed(&unhex("01 01 78 02 75 31 01 80 00 00 01 80 03 00"));
+        assert!(
+            m.contains("Create.shape[0] at byte 7 (80 00) is not minimal"),
+            "{m}"
+        );
+        // Postcard alone accepts that last one; the check is what refuses it.
+        assert!(
+            postcard::from_bytes::<Request>(&unhex("01 01 78 02 75 31 01 80 00 00 01 80 03 00"))
+                .is_ok()
+        );
+    }
+
+    /// The layout check and postcard agree on every message: whatever the check accepts
+    /// postcard decodes, and whatever postcard refuses the check refuses (the check also
+    /// refuses non-minimal varints, which postcard accepts).
+    fn check_agrees(bytes: &[u8]) {
+        for (checked, decoded) in [
+            (
+                Request::check(bytes),
+                postcard::take_from_bytes::<Request>(bytes).map(|(_, r)| r.is_empty()),
+            ),
+            (
+                Response::check(bytes),
+                postcard::take_from_bytes::<Response>(bytes).map(|(_, r)| r.is_empty()),
+            ),
+        ] {
+            match (checked, decoded) {
+                (Ok(()), Ok(true)) | (Err(_), Err(_)) | (Err(_), Ok(false)) => {}
+                (Ok(()), other) => panic!("check accepted {} but postcard: {other:?}", hex(bytes)),
+                (Err(e), Ok(true)) => {
+                    assert!(e.contains("not minimal"), "{}: {e}", hex(bytes))
+                }
+            }
+        }
+    }
+
     proptest::proptest! {
         /// Arbitrary bytes never panic the decoder.
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
             let _ = decode::<Request>(&bytes);
             let _ = decode::<Response>(&bytes);
+            check_agrees(&bytes);
+        }
+
+        /// Vectors with one byte changed: the check and postcard agree.
+        #[test]
+        fn mutated_vectors_agree(index in 0usize..1000, at in 0usize..1000, byte in proptest::num::u8::ANY) {
+            let all = vectors();
+            let (_, _, mut bytes) = all[index % all.len()].clone();
+            let at = at % bytes.len();
+            bytes[at] = byte;
+            check_agrees(&bytes);
         }
     }
 }

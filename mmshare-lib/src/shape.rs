@@ -9,9 +9,13 @@ use crate::dtype::DType;
 /// for exactly this many).
 pub const MAX_NDIM: usize = 32;
 
-/// Largest data length in bytes: 2^63 - 1, so every size fits in an `i64` (what `lseek`,
-/// `fallocate` and NumPy's offsets use).
-pub const MAX_DATA_LEN: u64 = i64::MAX as u64;
+/// Largest size of a whole array file in bytes: 2^63 − 1, so every size and offset fits in an
+/// `i64` (`off_t`, what `lseek`, `fallocate` and NumPy's offsets use).
+pub const MAX_FILE_LEN: u64 = i64::MAX as u64;
+
+/// Largest data length in bytes: 2^63 − 4104 = 9223372036854771704, the most whose file (the
+/// 4096-byte header page plus the data padded to a multiple of 8) fits in 2^63 − 1 bytes.
+pub const MAX_DATA_LEN: u64 = (MAX_FILE_LEN - crate::format::HEADER_SIZE as u64) & !7;
 
 /// Memory order of a multi-dimensional array.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -71,8 +75,10 @@ pub enum ShapeError {
         /// How many dimensions were given.
         ndim: usize,
     },
-    /// The element count or byte size overflows.
-    #[error("shape {shape:?} of {dtype} elements overflows 2^63 bytes")]
+    /// The byte size exceeds [`MAX_DATA_LEN`] (or overflows 64 bits).
+    #[error(
+        "shape {shape:?} of {dtype} elements is too large: the data may be at most {MAX_DATA_LEN} bytes (2^63 - 4104), so that the whole file (4096-byte header + data padded to 8 bytes) fits in 2^63 - 1 bytes"
+    )]
     Overflow {
         /// The shape as given.
         shape: Vec<u64>,
@@ -92,8 +98,8 @@ pub fn element_count(shape: &[u64]) -> Option<u64> {
 /// Byte length of an array of `dtype` with `shape`, checked.
 ///
 /// # Errors
-/// [`ShapeError::TooManyDims`] beyond [`MAX_NDIM`]; [`ShapeError::Overflow`] when the size does
-/// not fit in [`MAX_DATA_LEN`].
+/// [`ShapeError::TooManyDims`] beyond [`MAX_NDIM`]; [`ShapeError::Overflow`] when the size
+/// exceeds [`MAX_DATA_LEN`] (the file, header and padding included, must fit in 2^63 − 1 bytes).
 ///
 /// # Example
 /// ```
@@ -159,10 +165,26 @@ mod tests {
         let err = data_len(DType::U8, &[1 << 32, 1 << 32]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "shape [4294967296, 4294967296] of |u1 elements overflows 2^63 bytes"
+            "shape [4294967296, 4294967296] of |u1 elements is too large: the data may be at most 9223372036854771704 bytes (2^63 - 4104), so that the whole file (4096-byte header + data padded to 8 bytes) fits in 2^63 - 1 bytes"
         );
         assert!(data_len(DType::F64, &[1 << 61]).is_err());
         assert!(data_len(DType::U8, &[u64::MAX, 0]).is_ok());
+    }
+
+    /// The limit counts the header page and the padding: the largest accepted array still has
+    /// a file size that fits in an `i64` (`fallocate` refused bigger ones with EINVAL).
+    #[test]
+    fn the_size_limit_counts_header_and_padding() {
+        assert_eq!(MAX_DATA_LEN, (1 << 63) - 4104);
+        let largest = data_len(DType::U8, &[MAX_DATA_LEN]).unwrap();
+        let file_len = 4096 + crate::format::padded_len(largest);
+        assert!(file_len <= i64::MAX as u64, "{file_len}");
+        for too_big in [MAX_DATA_LEN + 1, (1 << 63) - 4096, (1 << 63) - 1, 1 << 63] {
+            let e = data_len(DType::U8, &[too_big]).unwrap_err();
+            assert!(e.to_string().contains("9223372036854771704"), "{e}");
+        }
+        assert!(data_len(DType::U16, &[MAX_DATA_LEN / 2]).is_ok());
+        assert!(data_len(DType::U16, &[MAX_DATA_LEN / 2 + 1]).is_err());
     }
 
     #[test]

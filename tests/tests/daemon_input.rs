@@ -362,3 +362,165 @@ fn idle_connections_do_not_block_others() {
     assert!(status.success(), "{lines:?}");
     drop(idle);
 }
+
+/// Every valid name length works end to end, in both directories: names of 225..=255 bytes
+/// used to pass validation and then fail Create with `Internal: File name too long`, because
+/// the temporary file's name was `.tmp-NAME-PID-NANOS`.
+#[test]
+fn names_of_every_valid_length_can_be_created_opened_listed_and_deleted() {
+    let d = Daemon::start(&[]);
+    let c = d.client();
+    for len in [1usize, 200, 224, 225, 240, 254, 255] {
+        for memory in [false, true] {
+            let name = format!("{}{}", if memory { "m" } else { "f" }, "x".repeat(len - 1));
+            let mut options = CreateOptions::new(name.as_str(), "u1", &[4]);
+            if memory {
+                options = options.memory();
+            }
+            let created = c
+                .create(&options)
+                .unwrap_or_else(|e| panic!("create of a {len}-byte name: {e}"));
+            assert_eq!(created.info().name, name);
+            assert_eq!(c.stat(&name).unwrap().name, name);
+            assert!(c.open_raw(&name, Access::Read).is_ok());
+            let listed = c.list(&name).unwrap();
+            assert_eq!(listed.len(), 1, "{len}");
+            assert_eq!(listed[0].name, name);
+            c.delete(&name).unwrap();
+        }
+    }
+    assert!(c.list("").unwrap().is_empty());
+}
+
+/// Arrays too large for the format are InvalidShape naming the limit (which counts the header
+/// page and the padding); arrays the filesystem cannot hold are NoSpace naming the bytes
+/// needed and the directory. Neither is Internal (`u1` shapes of 2^60..2^63-1 used to be,
+/// from EFBIG and EINVAL), and nothing is left behind.
+#[test]
+fn oversized_arrays_are_invalid_shape_or_no_space_naming_the_limit() {
+    let mut d = Daemon::start(&[]);
+    let c = d.client();
+    const LIMIT: u64 = (1 << 63) - 4104;
+    for memory in [false, true] {
+        let opts = |dtype: &str, shape: &[u64]| {
+            let o = CreateOptions::new("big", dtype, shape);
+            if memory { o.memory() } else { o }
+        };
+        for (dtype, shape) in [
+            ("u1", vec![LIMIT + 1]),
+            ("u1", vec![(1 << 63) - 4096]),
+            ("u1", vec![(1 << 63) - 1]),
+            ("u1", vec![1 << 63]),
+            ("u1", vec![1 << 62, 2]),
+            ("f8", vec![1 << 60]),
+            ("c16", vec![1 << 59, 1]),
+        ] {
+            expect_err(
+                c.create(&opts(dtype, &shape)),
+                ErrorKind::InvalidShape,
+                "at most 9223372036854771704 bytes",
+            );
+        }
+        for (dtype, shape) in [
+            ("u1", vec![1 << 60]),
+            ("u1", vec![LIMIT]),
+            ("f8", vec![1 << 59]),
+            ("u1", vec![1 << 50]),
+        ] {
+            let len: u64 = shape.iter().product::<u64>() * if dtype == "f8" { 8 } else { 1 };
+            let needed = 4096 + len.div_ceil(8) * 8;
+            let err = c.create(&opts(dtype, &shape)).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                Some(ErrorKind::NoSpace),
+                "{dtype} {shape:?}: {err}"
+            );
+            let m = err.to_string();
+            assert!(m.contains(&format!("{needed} bytes")), "{m}");
+            let dir = if memory { d.mem_dir() } else { d.data_dir() };
+            assert!(m.contains(&dir.display().to_string()), "{m}");
+        }
+    }
+    for dir in [d.data_dir(), d.mem_dir()] {
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".mmshared.lock")
+            .collect();
+        assert!(left.is_empty(), "{}: {left:?}", dir.display());
+    }
+    assert!(d.is_running());
+}
+
+/// A zero-length message is a malformed request (ProtocolError), not the end of the stream:
+/// it used to get no reply because the daemon closed the connection as if at EOF.
+#[test]
+fn an_empty_message_gets_a_protocol_error() {
+    let d = Daemon::start(&[]);
+    let raw = Raw::hello(&d);
+    let (k, m) = kind_and_message(raw.call_bytes(&[]));
+    assert_eq!(k, ErrorKind::ProtocolError);
+    assert!(m.contains("empty message (0 bytes)"), "{m}");
+    // The connection still works.
+    assert!(matches!(
+        raw.call_bytes(
+            &proto::encode(&Request::List {
+                prefix: String::new(),
+                after: None
+            })
+            .unwrap()
+        ),
+        Some(Response::List { .. })
+    ));
+    // Before Hello too (and then, as for any bad first message, the connection closes).
+    let early = Raw::connect(&d);
+    let (k, m) = kind_and_message(early.call_bytes(&[]));
+    assert_eq!(k, ErrorKind::ProtocolError);
+    assert!(m.contains("empty message"), "{m}");
+    assert!(early.call_bytes(&[]).is_none());
+}
+
+/// Unknown variant indices and enum values, and non-minimal varints, get a ProtocolError that
+/// names the tag or field, its byte offset and the value (postcard alone said "Serde
+/// Deserialization Error").
+#[test]
+fn malformed_messages_name_the_tag_field_and_value() {
+    let d = Daemon::start(&[]);
+    d.client().create_array::<u8>("ok", &[1]).unwrap();
+    let raw = Raw::hello(&d);
+    for (bytes, says) in [
+        (vec![99, 0, 0], "unknown Request variant 99 at byte 0"),
+        (
+            vec![2, 2, b'o', b'k', 7],
+            "unknown Access value 7 for Open.access at byte 4",
+        ),
+        (
+            vec![1, 1, b'x', 2, b'u', b'1', 1, 2, 3, 1, 0x80, 3, 0],
+            "unknown Order value 3 for Create.order at byte 8",
+        ),
+        (
+            vec![1, 1, b'x', 2, b'u', b'1', 1, 2, 0, 4, 0x80, 3, 0],
+            "unknown Backing value 4 for Create.backing at byte 9",
+        ),
+        (
+            vec![1, 1, b'x', 2, b'u', b'1', 1, 2, 0, 1, 0x80, 3, 2],
+            "bool Create.exist_ok at byte 12 is 0x02",
+        ),
+        (vec![4, 0, 2], "Option tag List.after at byte 2 is 0x02"),
+        (vec![3, 0x82, 0x00, b'o', b'k'], "Stat.name"),
+        (
+            vec![3, 0x82, 0x00, b'o', b'k'],
+            "(82 00) is not minimal: 2 is encoded as 02",
+        ),
+    ] {
+        let (k, m) = kind_and_message(raw.call_bytes(&bytes));
+        assert_eq!(k, ErrorKind::ProtocolError, "{m}");
+        assert!(m.contains(says), "{bytes:02x?}: {m:?} should say {says:?}");
+        assert!(!m.contains("Serde"), "{m}");
+        // A well-formed request resets the count of consecutive malformed ones (8 close).
+        assert!(matches!(
+            raw.call_bytes(&proto::encode(&Request::Stat { name: "ok".into() }).unwrap()),
+            Some(Response::Array(_))
+        ));
+    }
+}

@@ -1,8 +1,10 @@
 """The wire protocol (docs/PROTOCOL.md): postcard-encoded messages, written out by hand.
 
-Encoding rules used: unsigned LEB128 varints for u32/u64 and lengths, one byte for bool and
-Option tags, enums as a varint variant index followed by their fields, structs as their fields
-in order. A message must use every byte.
+Encoding rules used: unsigned LEB128 varints for u32/u64 and lengths (always in their minimal
+form: a varint of more than one byte never ends in a 0x00 byte), one byte for bool and Option
+tags, enums as a varint variant index followed by their fields, structs as their fields in
+order. A message must use every byte. Replies that break a rule are refused with a
+ProtocolError naming the byte offset.
 """
 
 from dataclasses import dataclass
@@ -118,6 +120,8 @@ class _Reader:
             if not byte & 0x80:
                 if value >= 1 << bits:
                     self._fail("varint out of range")
+                if byte == 0 and shift:
+                    self._fail(f"non-minimal varint for {value}")
                 return value
             shift += 7
         self._fail("varint too long")
@@ -142,10 +146,10 @@ class _Reader:
             self._fail("bad bool")
         return bool(v)
 
-    def index(self, choices):
+    def index(self, choices, what="enum"):
         v = self.varint(32)
         if v >= len(choices):
-            self._fail(f"unknown variant {v}")
+            self._fail(f"unknown {what} value {v}")
         return choices[v]
 
     def info(self) -> ArrayInfo:
@@ -156,9 +160,9 @@ class _Reader:
             self._fail(f"{ndim} dimensions")
         shape = tuple(self.varint() for _ in range(ndim))
         return ArrayInfo(
-            name=name, dtype=dtype, shape=shape, order=self.index(ORDERS),
+            name=name, dtype=dtype, shape=shape, order=self.index(ORDERS, "Order"),
             data_offset=self.varint(), data_len=self.varint(), version=self.varint(),
-            backing=self.index(BACKINGS), owner_uid=self.varint(32), owner_gid=self.varint(32),
+            backing=self.index(BACKINGS, "Backing"), owner_uid=self.varint(32), owner_gid=self.varint(32),
             mode=self.varint(32), torn=self.boolean(), path=self.string())
 
     def end(self):
@@ -192,6 +196,6 @@ def decode_response(buf: bytes):
             raise errors.ProtocolError(f"unknown error kind {kind}: {message}")
         raise errors.BY_INDEX[kind](message)
     else:
-        r._fail(f"unknown reply variant {tag}")
+        r._fail(f"unknown Response variant {tag}")
     r.end()
     return out
