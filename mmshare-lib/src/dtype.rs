@@ -74,8 +74,10 @@ pub enum DTypeError {
     /// A big-endian descriptor.
     #[error("big-endian dtype {0:?} is not supported: mmshare stores little-endian data")]
     BigEndian(String),
-    /// Object, string, datetime, void or structured dtypes.
-    #[error("dtype {0:?} is not supported: only bool, integer, float and complex elements are")]
+    /// Object, string, datetime, void, long double or structured dtypes.
+    #[error(
+        "dtype {0:?} is not supported: elements must be bool, 1- to 8-byte integers, float16/32/64 or complex64/128"
+    )]
     Unsupported(String),
 }
 
@@ -131,7 +133,16 @@ impl DType {
         }
     }
 
-    /// Parses a descriptor or an alias.
+    /// Parses a dtype string exactly the way `np.dtype()` does on little-endian x86-64 Linux
+    /// (NumPy 2), for the supported types.
+    ///
+    /// Accepted: a type code (`f`, `d`, `?`, `B`, `l`, `p`, ...) or a kind and size (`f4`,
+    /// `u1`, `c16`, ...), optionally after one byte-order character `<`, `=` or `|` (and `>`
+    /// on one-byte types, where byte order means nothing); or a type name (`float32`, `int`,
+    /// `double`, `ubyte`, `longlong`, ...) with no prefix. Nothing else: no whitespace, case
+    /// matters, and names NumPy 2 removed (`float_`, `int0`, `bool8`, ...) are refused.
+    /// docs/FORMAT.md tables every accepted spelling; tests check that table against this
+    /// function and against NumPy itself.
     ///
     /// # Errors
     /// [`DTypeError`] naming the input when it is unknown, big-endian, or not a plain numeric
@@ -142,40 +153,110 @@ impl DType {
     /// use mmshare::DType;
     /// assert_eq!(DType::parse("float32")?, DType::F32);
     /// assert_eq!(DType::parse("<f4")?, DType::F32);
+    /// assert_eq!(DType::parse("int")?, DType::I64);
+    /// assert_eq!(DType::parse(">u1")?, DType::U8);
     /// assert!(DType::parse(">f4").is_err());
+    /// assert!(DType::parse("<f4 ").is_err());
     /// # Ok::<(), mmshare::DTypeError>(())
     /// ```
     pub fn parse(input: &str) -> Result<DType, DTypeError> {
-        let s = input.trim();
-        let (byte_order, body) = match s.as_bytes().first() {
-            Some(b'<' | b'|' | b'=') => (Some(s.as_bytes()[0]), &s[1..]),
-            Some(b'>' | b'!') => return Err(DTypeError::BigEndian(input.to_owned())),
-            _ => (None, s),
-        };
-        let dtype = match body {
-            "b1" | "?" | "bool" | "bool_" => DType::Bool,
-            "i1" | "int8" | "b" => DType::I8,
-            "i2" | "int16" | "h" => DType::I16,
-            "i4" | "int32" | "i" => DType::I32,
-            "i8" | "int64" | "q" | "l" => DType::I64,
-            "u1" | "uint8" | "B" => DType::U8,
-            "u2" | "uint16" | "H" => DType::U16,
-            "u4" | "uint32" | "I" => DType::U32,
-            "u8" | "uint64" | "Q" | "L" => DType::U64,
-            "f2" | "float16" | "half" | "e" => DType::F16,
-            "f4" | "float32" | "single" | "f" => DType::F32,
-            "f8" | "float64" | "double" | "float" | "d" => DType::F64,
-            "c8" | "complex64" | "csingle" | "F" => DType::Complex64,
-            "c16" | "complex128" | "cdouble" | "complex" | "D" => DType::Complex128,
-            _ => return Err(unsupported_or_unknown(input, body)),
-        };
-        // NumPy writes '|' only for one-byte types; '<' on them is harmless and accepted too.
-        if byte_order == Some(b'|') && dtype.size() != 1 {
-            return Err(DTypeError::Unknown(input.to_owned()));
+        if let Some(&(_, dtype)) = DTYPE_NAMES.iter().find(|(n, _)| *n == input) {
+            return Ok(dtype);
         }
-        Ok(dtype)
+        let (prefix, code) = match input.as_bytes().first() {
+            Some(b'<' | b'>' | b'=' | b'|' | b'!') => input.split_at(1),
+            _ => ("", input),
+        };
+        match DTYPE_CODES.iter().find(|(c, _)| *c == code) {
+            Some(&(_, dtype)) if prefix != ">" && prefix != "!" => Ok(dtype),
+            // Byte order means nothing for one byte: NumPy maps `>u1` to `|u1`.
+            Some(&(_, dtype)) if prefix == ">" && dtype.size() == 1 => Ok(dtype),
+            Some(_) => Err(DTypeError::BigEndian(input.to_owned())),
+            None => Err(unsupported_or_unknown(input, code)),
+        }
     }
 }
+
+/// Type names `np.dtype()` accepts for the supported types (NumPy 2, x86-64 Linux, where C
+/// `long` and `intp` are 64 bits). They take no byte-order prefix.
+const DTYPE_NAMES: &[(&str, DType)] = &[
+    ("bool", DType::Bool),
+    ("bool_", DType::Bool),
+    ("byte", DType::I8),
+    ("int8", DType::I8),
+    ("ubyte", DType::U8),
+    ("uint8", DType::U8),
+    ("int16", DType::I16),
+    ("short", DType::I16),
+    ("uint16", DType::U16),
+    ("ushort", DType::U16),
+    ("int32", DType::I32),
+    ("intc", DType::I32),
+    ("uint32", DType::U32),
+    ("uintc", DType::U32),
+    ("int", DType::I64),
+    ("int64", DType::I64),
+    ("int_", DType::I64),
+    ("intp", DType::I64),
+    ("long", DType::I64),
+    ("longlong", DType::I64),
+    ("uint", DType::U64),
+    ("uint64", DType::U64),
+    ("uintp", DType::U64),
+    ("ulong", DType::U64),
+    ("ulonglong", DType::U64),
+    ("float16", DType::F16),
+    ("half", DType::F16),
+    ("float32", DType::F32),
+    ("single", DType::F32),
+    ("double", DType::F64),
+    ("float", DType::F64),
+    ("float64", DType::F64),
+    ("complex64", DType::Complex64),
+    ("csingle", DType::Complex64),
+    ("cdouble", DType::Complex128),
+    ("complex", DType::Complex128),
+    ("complex128", DType::Complex128),
+];
+
+/// Type codes and kind+size codes; they may follow one byte-order character (`<`, `=`, `|`;
+/// `>` only for one-byte types).
+const DTYPE_CODES: &[(&str, DType)] = &[
+    ("?", DType::Bool),
+    ("b1", DType::Bool),
+    ("b", DType::I8),
+    ("i1", DType::I8),
+    ("B", DType::U8),
+    ("u1", DType::U8),
+    ("h", DType::I16),
+    ("i2", DType::I16),
+    ("H", DType::U16),
+    ("u2", DType::U16),
+    ("i", DType::I32),
+    ("i4", DType::I32),
+    ("I", DType::U32),
+    ("u4", DType::U32),
+    ("i8", DType::I64),
+    ("l", DType::I64),
+    ("n", DType::I64),
+    ("p", DType::I64),
+    ("q", DType::I64),
+    ("L", DType::U64),
+    ("N", DType::U64),
+    ("P", DType::U64),
+    ("Q", DType::U64),
+    ("u8", DType::U64),
+    ("e", DType::F16),
+    ("f2", DType::F16),
+    ("f", DType::F32),
+    ("f4", DType::F32),
+    ("d", DType::F64),
+    ("f8", DType::F64),
+    ("F", DType::Complex64),
+    ("c8", DType::Complex64),
+    ("D", DType::Complex128),
+    ("c16", DType::Complex128),
+];
 
 fn unsupported_or_unknown(input: &str, body: &str) -> DTypeError {
     let kind = body.chars().next();
@@ -186,7 +267,21 @@ fn unsupported_or_unknown(input: &str, body: &str) -> DTypeError {
         || body.contains(',')
         || matches!(
             body,
-            "object" | "str" | "bytes" | "void" | "datetime64" | "timedelta64"
+            "object"
+                | "str"
+                | "bytes"
+                | "void"
+                | "datetime64"
+                | "timedelta64"
+                | "c"
+                | "g"
+                | "G"
+                | "f16"
+                | "c32"
+                | "longdouble"
+                | "clongdouble"
+                | "float128"
+                | "complex256"
         );
     if known_unsupported {
         DTypeError::Unsupported(input.to_owned())
@@ -330,6 +425,98 @@ mod tests {
         assert_eq!(DType::parse("bool"), Ok(DType::Bool));
         assert_eq!(DType::parse("=f8"), Ok(DType::F64));
         assert_eq!(DType::parse("<c16"), Ok(DType::Complex128));
+        // Spellings NumPy accepts that were refused before.
+        assert_eq!(DType::parse("int"), Ok(DType::I64));
+        assert_eq!(DType::parse("byte"), Ok(DType::I8));
+        assert_eq!(DType::parse("ubyte"), Ok(DType::U8));
+        assert_eq!(DType::parse("longlong"), Ok(DType::I64));
+        assert_eq!(DType::parse("p"), Ok(DType::I64));
+        assert_eq!(DType::parse("P"), Ok(DType::U64));
+        assert_eq!(DType::parse("|f4"), Ok(DType::F32));
+        assert_eq!(DType::parse(">u1"), Ok(DType::U8));
+    }
+
+    /// The accepted spellings of docs/FORMAT.md ("dtype strings"), as (spelling, descr).
+    fn format_md_table() -> Vec<(String, String)> {
+        let doc = include_str!("../../docs/FORMAT.md");
+        let section = doc
+            .split("\n## dtype strings\n")
+            .nth(1)
+            .expect("FORMAT.md has a '## dtype strings' section")
+            .split("\n## ")
+            .next()
+            .unwrap();
+        let mut rows = Vec::new();
+        for line in section.lines().filter(|l| l.starts_with("| `")) {
+            let line = line.replace("\\|", "\u{1}");
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let ticks = |cell: &str| -> Vec<String> {
+                cell.split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .map(|t| t.replace('\u{1}', "|"))
+                    .collect()
+            };
+            let descr = ticks(cells[1]).remove(0);
+            for spelling in ticks(cells[3]) {
+                rows.push((spelling, descr.clone()));
+            }
+        }
+        rows
+    }
+
+    /// `DType::parse` accepts exactly the spellings FORMAT.md tables (which
+    /// tests/python/test_format_numpy.py checks against `np.dtype()`), each as its descr.
+    #[test]
+    fn parse_accepts_exactly_the_format_md_table() {
+        let table = format_md_table();
+        assert_eq!(table.len(), 179, "spellings in the table");
+        for (spelling, descr) in &table {
+            match DType::parse(spelling) {
+                Ok(d) => assert_eq!(d.descr(), descr, "{spelling:?}"),
+                Err(e) => panic!("{spelling:?} in the table is refused: {e}"),
+            }
+        }
+        let listed: std::collections::HashSet<&str> =
+            table.iter().map(|(s, _)| s.as_str()).collect();
+        let mut bodies: Vec<String> = table
+            .iter()
+            .map(|(s, _)| s.trim_start_matches(['<', '>', '=', '|']).to_owned())
+            .collect();
+        for kind in "?bBhHiIlLqQnNpPeEfFdDgGcCbiufcSUVOMmaxyz".chars() {
+            bodies.push(kind.to_string());
+            for size in 0..=32 {
+                bodies.push(format!("{kind}{size}"));
+            }
+        }
+        for name in [
+            "float_",
+            "complex_",
+            "int0",
+            "uint0",
+            "bool8",
+            "cfloat",
+            "singlecomplex",
+        ] {
+            bodies.push(name.to_owned());
+        }
+        let mut tried = 0;
+        for body in &bodies {
+            for candidate in [body.clone(), body.to_uppercase(), body.to_lowercase()] {
+                for prefix in ["", "<", ">", "=", "|", "!", " "] {
+                    for suffix in ["", " ", "\n", "\0"] {
+                        let s = format!("{prefix}{candidate}{suffix}");
+                        tried += 1;
+                        assert_eq!(
+                            DType::parse(&s).is_ok(),
+                            listed.contains(s.as_str()),
+                            "{s:?}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(tried > 10_000, "{tried}");
     }
 
     #[test]
@@ -349,7 +536,28 @@ mod tests {
         );
         assert_eq!(DType::parse("f3"), Err(DTypeError::Unknown("f3".into())));
         assert_eq!(DType::parse(""), Err(DTypeError::Unknown("".into())));
-        assert_eq!(DType::parse("|f4"), Err(DTypeError::Unknown("|f4".into())));
+        // What NumPy refuses, mmshare refuses: whitespace, a prefix on a name, other cases,
+        // names NumPy 2 removed, and the `!` order character.
+        for bad in [
+            "<f4 ", " f4", "f4\n", "<float32", "=bool", "F4", "Float32", "float_", "int0", "bool8",
+            "i16", "u16", "b2", "f1",
+        ] {
+            assert_eq!(DType::parse(bad), Err(DTypeError::Unknown(bad.into())));
+        }
+        assert_eq!(
+            DType::parse("!f4"),
+            Err(DTypeError::BigEndian("!f4".into()))
+        );
+        assert_eq!(
+            DType::parse(">i8"),
+            Err(DTypeError::BigEndian(">i8".into()))
+        );
+        for long_double in ["g", "<G", "f16", "c32", "longdouble", "float128"] {
+            assert_eq!(
+                DType::parse(long_double),
+                Err(DTypeError::Unsupported(long_double.into()))
+            );
+        }
         let msg = DType::parse("float33").unwrap_err().to_string();
         assert!(msg.contains("float33"), "{msg}");
     }

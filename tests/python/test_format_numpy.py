@@ -3,7 +3,9 @@ exactly as the document says, then `np.memmap` the data, and compare with what t
 wrote (element i = i % 251, per dtype)."""
 
 import pathlib
+import re
 import struct
+import warnings
 import subprocess
 import zlib
 
@@ -100,3 +102,68 @@ def test_crc_catches_a_flipped_header_byte(worker, tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(AssertionError):
         read_header(path)
+
+
+# --- dtype strings: the table in docs/FORMAT.md against np.dtype() itself -------------------
+
+SUPPORTED = set(DTYPES)
+# NumPy 1.x accepted these aliases; NumPy 2 removed them and mmshare refuses them.
+NUMPY1_ONLY = {"bool8", "int0", "uint0", "float_", "complex_", "cfloat", "singlecomplex"}
+# New in NumPy 2; NumPy 1.x refuses them.
+NUMPY2_ONLY = {p + c for p in ("", "<", "=", "|") for c in "nN"}
+
+
+def dtype_table():
+    """(spelling, descr) for every accepted spelling in FORMAT.md's "dtype strings" table."""
+    doc = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md").read_text()
+    section = doc.split("\n## dtype strings\n")[1].split("\n## ")[0]
+    rows = []
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = [c.strip() for c in line.replace("\\|", "\x01").split("|")]
+        ticks = lambda cell: [t.replace("\x01", "|") for t in re.findall(r"`([^`]*)`", cell)]
+        descr = ticks(cells[1])[0]
+        rows += [(spelling, descr) for spelling in ticks(cells[3])]
+    return rows
+
+
+def numpy_descr(s):
+    """What np.dtype(s) gives, as a descr, or None if NumPy refuses it or it is not a plain
+    scalar type (structured, subarray)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            dt = np.dtype(s)
+        except Exception:
+            return None
+    if dt.fields is not None or dt.subdtype is not None:
+        return None
+    return dt.str
+
+
+def test_the_dtype_table_is_what_numpy_accepts():
+    table = dict(dtype_table())
+    assert len(table) == 179 and set(table.values()) == SUPPORTED
+    numpy2 = int(np.__version__.split(".")[0]) >= 2
+    for spelling, descr in table.items():
+        if not numpy2 and spelling in NUMPY2_ONLY:
+            assert numpy_descr(spelling) is None, spelling
+            continue
+        assert numpy_descr(spelling) == descr, spelling
+    # NumPy accepts no other spelling of the supported types among these candidates.
+    bodies = {s.lstrip("<>=|") for s in table}
+    bodies |= {k for k in np.sctypeDict if isinstance(k, str)}
+    bodies |= set(np.typecodes["All"]) | NUMPY1_ONLY
+    bodies |= {f"{k}{n}" for k in "?bBhHiIlLqQnNpPeEfFdDgGcCbiufcSUVOMma" for n in range(33)}
+    tried = 0
+    for body in bodies:
+        for variant in {body, body.upper(), body.lower()}:
+            for prefix in ("", "<", ">", "=", "|", "!", " "):
+                for suffix in ("", " ", "\n"):
+                    s = prefix + variant + suffix
+                    tried += 1
+                    descr = numpy_descr(s)
+                    if descr in SUPPORTED and s not in table:
+                        assert not numpy2 and s in NUMPY1_ONLY, (s, descr)
+    assert tried > 10_000

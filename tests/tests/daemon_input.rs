@@ -524,3 +524,40 @@ fn malformed_messages_name_the_tag_field_and_value() {
         ));
     }
 }
+
+/// dtype strings are taken exactly as `np.dtype()` takes them (docs/FORMAT.md, "dtype
+/// strings"): NumPy spellings that used to be refused are accepted and mapped as NumPy maps
+/// them on x86-64, and what NumPy refuses (a trailing space, a prefix on a name) is refused.
+#[test]
+fn dtype_strings_are_taken_exactly_as_numpy_takes_them() {
+    let d = Daemon::start(&[]);
+    let c = d.client();
+    for (given, descr) in [
+        ("int", "<i8"),
+        ("byte", "|i1"),
+        ("ubyte", "|u1"),
+        ("longlong", "<i8"),
+        ("p", "<i8"),
+        ("P", "<u8"),
+        ("|f4", "<f4"),
+        (">u1", "|u1"),
+        ("=?", "|b1"),
+        ("complex", "<c16"),
+    ] {
+        let a = c
+            .create(&CreateOptions::new("t", given, &[2]))
+            .unwrap_or_else(|e| panic!("{given:?}: {e}"));
+        assert_eq!(a.info().dtype, descr, "{given:?}");
+        c.delete("t").unwrap();
+    }
+    for refused in [
+        "<f4 ", " f4", "<float32", "=bool", "F4", "float_", "int0", "!f4",
+    ] {
+        let shown = format!("{refused:?}");
+        expect_err(
+            c.create(&CreateOptions::new("t", refused, &[2])),
+            ErrorKind::InvalidDtype,
+            &shown,
+        );
+    }
+}
