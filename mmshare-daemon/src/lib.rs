@@ -27,6 +27,10 @@ use tracing_subscriber::EnvFilter;
 /// Runs the daemon with `config` (logging to stderr) and returns the process exit code:
 /// 0 after a clean shutdown, 1 when it could not start.
 pub fn main_with(config: Config) -> ExitCode {
+    if let Err(message) = config.prepare_paths() {
+        eprintln!("mmshared: {message}");
+        return ExitCode::FAILURE;
+    }
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -70,6 +74,7 @@ impl EmbeddedDaemon {
     /// # Errors
     /// What would make `mmshared` refuse to start (a live socket, unusable directories).
     pub fn start(config: Config) -> Result<EmbeddedDaemon, String> {
+        config.prepare_paths()?;
         let socket = config.socket_path();
         let (stop, rx) = tokio::sync::watch::channel(false);
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);

@@ -423,7 +423,11 @@ impl Registry {
             if let Some(existing) = state.arrays.get(name).cloned() {
                 drop(state);
                 let h = &existing.header;
-                if exist_ok && h.dtype == dtype && h.shape == shape && h.order == order {
+                let same = h.dtype == dtype
+                    && h.shape == shape
+                    && h.order == order
+                    && existing.backing == backing;
+                if exist_ok && same {
                     match self.open(who, name, OpenAccess::Write) {
                         // Deleted between the lookup and the open: create it after all.
                         Err(e) if e.kind == ErrorKind::NotFound && Instant::now() < wait_until => {
@@ -432,13 +436,28 @@ impl Registry {
                         other => return other,
                     }
                 }
-                return Err(RequestError::new(
-                    ErrorKind::AlreadyExists,
+                let describe = |dtype: DType, shape: &[u64], order: Order, backing: Backing| {
+                    let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
+                    let dims = match dims.as_slice() {
+                        [one] => format!("({one},)"),
+                        _ => format!("({})", dims.join(", ")),
+                    };
+                    let place = match backing {
+                        Backing::File => "in a file",
+                        Backing::Memory => "in memory",
+                    };
+                    format!("{} {dims} order {order} {place}", dtype.descr())
+                };
+                let have = describe(h.dtype, &h.shape, h.order, existing.backing);
+                let message = if exist_ok {
                     format!(
-                        "array {name:?} already exists ({} {:?} order {})",
-                        h.dtype, h.shape, h.order
-                    ),
-                ));
+                        "array {name:?} already exists as {have}, not {}; delete it first or ask for the same",
+                        describe(dtype, shape, order, backing)
+                    )
+                } else {
+                    format!("array {name:?} already exists ({have})")
+                };
+                return Err(RequestError::new(ErrorKind::AlreadyExists, message));
             }
             if state.pending.contains(name) && exist_ok && Instant::now() < wait_until {
                 // Another client is creating it right now: with exist_ok, wait for that create

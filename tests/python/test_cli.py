@@ -3,7 +3,12 @@ change nothing, --json output, clear one-line errors, and the demo."""
 
 import json
 import os
+import queue
+import re
+import signal
 import subprocess
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -85,9 +90,11 @@ def test_info_and_ls_json_fields(cli_bin, daemon):
         socket=daemon.socket)
     info = json.loads(run(cli_bin, "info", "j", "--json", socket=daemon.socket).stdout)
     assert set(info) == {"name", "dtype", "shape", "order", "nbytes", "data_offset", "path",
-                         "version", "backing", "owner_uid", "mode", "torn"}
-    assert (info["dtype"], info["shape"], info["nbytes"], info["backing"], info["mode"]) == \
-        ("<u2", [4, 4], 32, "memory", 0o644)
+                         "version", "backing", "owner_uid", "mode", "file_mode", "torn"}
+    # Modes are octal text, as people write them; the file's own mode is shown next to the
+    # access mode the daemon checks (the file stays 0600: raw mapping is for its owner).
+    assert (info["dtype"], info["shape"], info["nbytes"], info["backing"], info["mode"],
+            info["file_mode"]) == ("<u2", [4, 4], 32, "memory", "0644", "0600")
     m = np.memmap(info["path"], dtype=info["dtype"], mode="r", offset=info["data_offset"],
                   shape=tuple(info["shape"]))
     assert m.sum() == 0
@@ -164,3 +171,252 @@ def test_closed_stdout_and_usage_errors_stay_one_line(cli_bin, daemon):
     assert "panicked" not in p.stderr and "internal error" not in p.stderr, p.stderr
     p = run(cli_bin, "create", "q", "--dtype", "u1", "--shape", "1", "--bogus", socket=daemon.socket, check=False)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "--bogus" in p.stderr, p.stderr
+
+
+def test_bare_mmshare_prints_help_and_exits_2(cli_bin):
+    p = run(cli_bin, check=False)
+    assert p.returncode == 2, p
+    assert "Usage: mmshare" in p.stderr and "create" in p.stderr, p.stderr
+
+
+def test_rm_takes_several_names_and_reports_each_failure(cli_bin, daemon):
+    for n in ["r1", "r2", "r3"]:
+        run(cli_bin, "create", n, "--dtype", "u1", "--shape", "1", socket=daemon.socket)
+    p = run(cli_bin, "rm", "r1", "ghost", "r3", socket=daemon.socket, check=False)
+    assert p.returncode == 1
+    assert p.stdout.split("\n")[:2] == ["deleted r1", "deleted r3"], p.stdout
+    assert p.stderr.count("\n") == 1 and 'no array named "ghost"' in p.stderr, p.stderr
+    assert [a.name for a in mmshare.connect(daemon.socket).list()] == ["r2"]
+    assert run(cli_bin, "rm", socket=daemon.socket, check=False).returncode == 2
+
+
+def test_info_shows_the_access_mode_and_the_file_mode(cli_bin, daemon):
+    run(cli_bin, "create", "fm", "--dtype", "u1", "--shape", "2", "--mode", "0644",
+        socket=daemon.socket)
+    text = run(cli_bin, "info", "fm", socket=daemon.socket).stdout
+    assert re.search(r"^mode: +0644 ", text, re.M) and re.search(r"^file mode: +0600 ", text, re.M), text
+    ls = run(cli_bin, "ls", socket=daemon.socket).stdout
+    assert " 0644 " in ls, ls
+
+
+@pytest.mark.parametrize("shape", ["3,,4", "3,4,", ",3", "3x,4", "(3,,)"])
+def test_shape_with_an_empty_dimension_is_refused(cli_bin, daemon, shape):
+    p = run(cli_bin, "create", "s", "--dtype", "u1", "--shape", shape, socket=daemon.socket,
+            check=False)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
+    assert repr(shape).strip("'") in p.stderr and "empty dimension" in p.stderr, p.stderr
+    assert mmshare.connect(daemon.socket).list() == []
+
+
+@pytest.mark.parametrize("shape,expect", [("7,", [7]), ("(7,)", [7]), ("3,4", [3, 4]), ("", [])])
+def test_python_style_shapes_are_still_accepted(cli_bin, daemon, shape, expect):
+    out = run(cli_bin, "create", "s", "--dtype", "u1", "--shape", shape, socket=daemon.socket).stdout
+    assert mmshare.connect(daemon.socket).stat("s").shape == tuple(expect)
+    assert "(7,)" in out if expect == [7] else True
+
+
+def test_create_exist_ok_says_exists_and_refuses_a_different_array(cli_bin, daemon):
+    args = ["create", "e", "--dtype", "f4", "--shape", "3,4", "--memory", "--mode", "0644"]
+    assert run(cli_bin, *args, socket=daemon.socket).stdout.startswith("created e ")
+    p = run(cli_bin, *args, "--exist-ok", socket=daemon.socket)
+    assert p.stdout.startswith("exists e ") and p.stderr == "", (p.stdout, p.stderr)
+    # A different access mode is not applied, and not silently either.
+    p = run(cli_bin, *args[:-1], "0600", "--exist-ok", socket=daemon.socket)
+    assert p.stdout.startswith("exists e ") and "mode 0644" in p.stdout, p.stdout
+    assert "0600 was not applied" in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    # A different backing, dtype or shape is refused, naming both.
+    for other, needle in [(["--dtype", "f4", "--shape", "3,4"], "in a file"),
+                          (["--dtype", "f8", "--shape", "3,4", "--memory"], "<f8"),
+                          (["--dtype", "f4", "--shape", "4,3", "--memory"], "(4, 3)")]:
+        base = ["create", "e", "--exist-ok"]
+        p = run(cli_bin, *base, *other, socket=daemon.socket, check=False)
+        assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
+        assert "already exists as <f4 (3, 4) order C in memory" in p.stderr and needle in p.stderr, p.stderr
+    assert mmshare.connect(daemon.socket).stat("e").backing == "memory"
+
+
+def _held_write_side(socket, name):
+    """Holds the write side of `name` from this process until the returned event is set."""
+    arr = mmshare.connect(socket).open(name, "r+")
+    ready, release = threading.Event(), threading.Event()
+
+    def hold():
+        with arr.write():
+            ready.set()
+            release.wait(60)
+    t = threading.Thread(target=hold, daemon=True)
+    t.start()
+    assert ready.wait(30)
+    return release, t
+
+
+def test_a_held_write_side_is_reported_with_its_pid_and_seconds(cli_bin, daemon, tmp_path):
+    run(cli_bin, "create", "h", "--dtype", "u1", "--shape", "4", socket=daemon.socket)
+    tmp_path = tmp_path / "files"
+    tmp_path.mkdir()
+    np.save(tmp_path / "in.npy", np.arange(4, dtype="u1"))
+    release, t = _held_write_side(daemon.socket, "h")
+    try:
+        for args, what in [(["put", "h", str(tmp_path / "in.npy")], "nothing was written"),
+                           (["get", "h", str(tmp_path / "out.npy")], "nothing was saved")]:
+            p = run(cli_bin, *args, "--timeout", "0.5", socket=daemon.socket, check=False)
+            assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
+            assert f"held by pid {os.getpid()} for 0.5 s" in p.stderr and what in p.stderr, p.stderr
+        p = run(cli_bin, "get", "h", "x.npy", "--timeout", "soon", socket=daemon.socket, check=False)
+        assert p.returncode == 2 and "soon" in p.stderr
+    finally:
+        release.set()
+        t.join(30)
+    assert sorted(os.listdir(tmp_path)) == ["in.npy"]
+
+
+def _wait_for(predicate, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"watchdog: no {what} within {timeout} s"
+        time.sleep(0.005)
+
+
+def test_ctrl_c_during_put_says_what_happened_and_how_to_repair(cli_bin, daemon, tmp_path):
+    # Waiting for a held write side: nothing was written, and it says so.
+    run(cli_bin, "create", "c", "--dtype", "u1", "--shape", "4", socket=daemon.socket)
+    np.save(tmp_path / "small.npy", np.arange(4, dtype="u1"))
+    release, t = _held_write_side(daemon.socket, "c")
+    try:
+        p = subprocess.Popen([cli_bin, "--socket", daemon.socket, "put", "c",
+                              str(tmp_path / "small.npy")], stderr=subprocess.PIPE, text=True)
+        time.sleep(0.3)  # let it start waiting (either way it must not write)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+        assert p.returncode == 130 and "interrupted" in err and "nothing was written to c" in err, (p.returncode, err)
+    finally:
+        release.set()
+        t.join(30)
+    # In the middle of a write (data streamed on stdin, so the test decides where it stops):
+    # the array is published TORN at once (the write side is released) and stderr says how to
+    # repair it.
+    n = 24 << 20
+    run(cli_bin, "create", "big", "--dtype", "u1", "--shape", str(n), socket=daemon.socket)
+    data = np.full(n, 7, dtype="u1")
+    np.save(tmp_path / "big.npy", data)
+    raw = (tmp_path / "big.npy").read_bytes()
+    head = len(raw) - n
+    p = subprocess.Popen([cli_bin, "--socket", daemon.socket, "put", "big", "-"],
+                         stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdin.write(raw[:head + (8 << 20)])  # the header and the first 8 MiB chunk
+    p.stdin.flush()
+    view = mmshare.connect(daemon.socket).open("big")
+    _wait_for(lambda: view.array[0] == 7, what="first chunk written")
+    p.send_signal(signal.SIGINT)
+    try:  # more data, in case the signal did not interrupt its read of chunk 2
+        p.stdin.write(raw[head + (8 << 20):head + (16 << 20)])
+        p.stdin.close()
+    except BrokenPipeError:
+        pass
+    err = p.stderr.read().decode()
+    p.wait(timeout=30)
+    assert p.returncode == 130, (p.returncode, err)
+    assert err.count("\n") == 1 and "big is marked TORN" in err, err
+    assert "repair it with: mmshare put big -" in err, err
+    assert view.torn
+    # The write side is free: the repair works at once.
+    run(cli_bin, "put", "big", str(tmp_path / "big.npy"), "--timeout", "5", socket=daemon.socket)
+    assert not view.torn
+
+
+def _fds_in(pid, directory):
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(directory)):
+            out.append(target)
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_an_interrupted_get_leaves_no_temporary_file(cli_bin, daemon, tmp_path, sig):
+    run(cli_bin, "create", "k", "--dtype", "u1", "--shape", "4", socket=daemon.socket)
+    out = tmp_path / "out"
+    out.mkdir()
+    release, t = _held_write_side(daemon.socket, "k")  # the get waits with its snapshot file open
+    try:
+        p = subprocess.Popen([cli_bin, "--socket", daemon.socket, "get", "k", str(out / "k.npy")],
+                             stderr=subprocess.PIPE, text=True)
+        _wait_for(lambda: _fds_in(p.pid, out), what="snapshot file open in the output directory")
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=30)
+    finally:
+        release.set()
+        t.join(30)
+    assert os.listdir(out) == [], os.listdir(out)
+    if sig == signal.SIGINT:
+        assert p.returncode == 130 and "nothing was saved" in err, (p.returncode, err)
+
+
+class _Lines:
+    """A process's output lines, read on a thread, with timeouts."""
+
+    def __init__(self, stream):
+        self.q = queue.Queue()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream):
+        for line in stream:
+            self.q.put(line)
+        self.q.put(None)
+
+    def expect(self, needle, timeout=30):
+        deadline = time.monotonic() + timeout
+        seen = []
+        while True:
+            line = self.q.get(timeout=max(0.0, deadline - time.monotonic()))
+            assert line is not None, f"ended before {needle!r}; saw {seen}"
+            seen.append(line)
+            if needle in line:
+                return line
+
+
+def test_watch_stops_when_the_array_is_deleted_and_follows_a_recreated_one(cli_bin, daemon):
+    c = mmshare.connect(daemon.socket)
+    a = c.create("w", "u1", (4,))
+    p = subprocess.Popen([cli_bin, "--socket", daemon.socket, "watch", "w", "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = _Lines(p.stdout), _Lines(p.stderr)
+        time.sleep(0.3)
+        with a.write() as v:
+            v[:] = 1
+        assert json.loads(out.expect('"version"'))["version"] == 1
+        a.close()
+        c.delete("w")
+        b = c.create("w", "u1", (4,))
+        err.expect("created again")
+        with b.write() as v:
+            v[:] = 2
+        assert json.loads(out.expect('"version"'))["version"] == 1
+        b.close()
+        c.delete("w")
+        assert "was deleted" in err.expect("was deleted")
+        assert p.wait(timeout=30) == 1
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_demo_prints_its_python_while_the_array_exists(cli_bin, daemon):
+    p = subprocess.Popen([cli_bin, "--socket", daemon.socket, "demo", "--seconds", "3"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out = _Lines(p.stdout)
+        line = out.expect("client.open(", timeout=60)
+        name = re.search(r'client\.open\("([^"]+)"\)', line).group(1)
+        frame = mmshare.connect(daemon.socket).open(name).read()
+        assert frame.shape == (480, 640, 3)
+        assert "latest frame" in out.expect("consumer:", timeout=60)
+        assert p.wait(timeout=60) == 0
+    finally:
+        p.kill()
+        p.wait()

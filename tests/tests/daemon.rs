@@ -383,3 +383,205 @@ fn racing_exist_ok_creates_all_succeed() {
     });
     assert_eq!(d.client().list("").unwrap().len(), 1);
 }
+
+/// `mmshared ARGS...` that is expected to refuse to start: its exit code and stderr (killed,
+/// and the test failed, if it is still running after the watchdog).
+fn refused_start(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(common::daemon_path())
+        .args(args)
+        .env_remove("MMSHARE_SOCKET")
+        .env_remove("MMSHARE_DIR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + WATCHDOG;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("watchdog: mmshared {args:?} started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status.code(), err)
+}
+
+/// A daemon started with exactly `args` (no --dir/--mem-dir added), killed and its derived
+/// memory directory removed when dropped.
+struct BareDaemon {
+    child: std::process::Child,
+    memory_dir: std::path::PathBuf,
+}
+
+impl BareDaemon {
+    fn start(args: &[&std::ffi::OsStr]) -> BareDaemon {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(common::daemon_path())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("MMSHARE_SOCKET")
+            .env_remove("MMSHARE_DIR")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let mut seen = Vec::new();
+        loop {
+            match rx.recv_timeout(WATCHDOG) {
+                Ok(line) if line.contains("listening on") => {
+                    let memory_dir = line
+                        .split_whitespace()
+                        .find_map(|kv| kv.strip_prefix("memory="))
+                        .expect("the start line names the memory directory")
+                        .into();
+                    return BareDaemon { child, memory_dir };
+                }
+                Ok(line) => seen.push(line),
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("watchdog: mmshared {args:?} did not start; said {seen:?}");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for BareDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.memory_dir);
+    }
+}
+
+/// The README's advice for a second daemon (its own --socket and --dir) is enough: its memory
+/// arrays go to a directory derived from its --dir instead of the shared
+/// /dev/shm/mmshare-$UID. And `--home DIR` alone makes a whole separate daemon.
+#[test]
+fn a_second_daemon_with_its_own_socket_and_dir_starts_and_shares_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let p = |s: &str| root.path().join(s).into_os_string();
+    let a = BareDaemon::start(&["--socket".as_ref(), &p("a.sock"), "--dir".as_ref(), &p("a")]);
+    let b = BareDaemon::start(&["--socket".as_ref(), &p("b.sock"), "--dir".as_ref(), &p("b")]);
+    let c = BareDaemon::start(&["--home".as_ref(), &p("c")]);
+    assert!(a.memory_dir.starts_with("/dev/shm"), "{:?}", a.memory_dir);
+    let dirs = [&a.memory_dir, &b.memory_dir, &c.memory_dir];
+    assert!(
+        dirs[0] != dirs[1] && dirs[1] != dirs[2] && dirs[0] != dirs[2],
+        "{dirs:?}"
+    );
+    let mut paths = Vec::new();
+    for sock in ["a.sock", "b.sock", "c/mmshared.sock"] {
+        let client = mmshare::Client::connect(root.path().join(sock)).unwrap();
+        let arr = client
+            .create(&CreateOptions::new("same.name", "u1", &[4]).memory())
+            .unwrap();
+        paths.push(arr.info().path.clone());
+    }
+    assert!(paths[0] != paths[1] && paths[1] != paths[2], "{paths:?}");
+    assert!(root.path().join("c/arrays").is_dir());
+    drop((a, b, c));
+}
+
+/// Two daemons on one memory directory: the second refuses in one line that names the
+/// directory and the fix.
+#[test]
+fn a_daemon_on_a_taken_directory_refuses_and_names_the_fix() {
+    let d = Daemon::start(&[]);
+    let other = d.root.path().join("other");
+    let (code, err) = refused_start(&[
+        "--socket".as_ref(),
+        other.with_extension("sock").as_os_str(),
+        "--dir".as_ref(),
+        other.as_os_str(),
+        "--mem-dir".as_ref(),
+        d.mem_dir().as_os_str(),
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&*d.mem_dir().to_string_lossy()), "{err}");
+    assert!(err.contains("--home") && err.contains("--mem-dir"), "{err}");
+}
+
+/// Unknown log levels, a file given as a directory, and paths under missing directories are
+/// refused in one line naming the value, and nothing is created outside the documented
+/// default directories.
+#[test]
+fn bad_flags_and_paths_are_refused_in_one_line() {
+    let root = tempfile::tempdir().unwrap();
+    let sock = root.path().join("s.sock");
+    let file = root.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let missing = root.path().join("no/such");
+    let cases: Vec<(Vec<std::ffi::OsString>, i32, String)> = vec![
+        (
+            vec!["--log-level".into(), "chatty".into()],
+            2,
+            "unknown log level \"chatty\"".into(),
+        ),
+        (
+            vec!["--log-level".into(), "mmshare_daemon=loud".into()],
+            2,
+            "\"loud\"".into(),
+        ),
+        (
+            vec![
+                "--socket".into(),
+                sock.clone().into(),
+                "--dir".into(),
+                file.clone().into(),
+            ],
+            1,
+            format!("--dir {} is not a directory", file.display()),
+        ),
+        (
+            vec![
+                "--socket".into(),
+                missing.join("dir/s.sock").into(),
+                "--dir".into(),
+                root.path().join("d").into(),
+            ],
+            1,
+            format!("directory {} does not exist", missing.join("dir").display()),
+        ),
+        (
+            vec![
+                "--socket".into(),
+                sock.clone().into(),
+                "--dir".into(),
+                missing.join("d").into(),
+            ],
+            1,
+            format!("--dir {}", missing.join("d").display()),
+        ),
+    ];
+    for (args, want_code, needle) in cases {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let (code, err) = refused_start(&args);
+        assert_eq!(code, Some(want_code), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(&needle), "{args:?}: {err}");
+        assert!(!missing.exists(), "{args:?} created {}", missing.display());
+    }
+    assert!(
+        !root.path().join("d").exists(),
+        "a refused start created --dir"
+    );
+}

@@ -2,11 +2,17 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use mmshare::{Access, ArrayInfo, Backing, Client, CreateOptions, Order, ReadError};
+use mmshare::{
+    Access, ArrayInfo, Backing, Client, CreateOptions, ErrorKind, Order, ProcessId, ReadError,
+    WriteError,
+};
 use serde_json::json;
 
 use crate::npy;
@@ -60,9 +66,21 @@ pub fn info_json(info: &ArrayInfo) -> serde_json::Value {
         "version": info.version,
         "backing": backing_name(info.backing),
         "owner_uid": info.owner_uid,
-        "mode": info.mode,
+        "mode": format!("{:04o}", info.mode),
+        "file_mode": file_mode(info, None).map(|m| format!("{m:04o}")),
         "torn": info.torn,
     })
+}
+
+/// The permission bits of the array's file itself (not the access mode the daemon checks):
+/// from the path when this user can reach it, else from a descriptor opened through the
+/// daemon (`client`), else unknown.
+fn file_mode(info: &ArrayInfo, client: Option<&Client>) -> Option<u32> {
+    if let Ok(m) = std::fs::metadata(&info.path) {
+        return Some(m.mode() & 0o7777);
+    }
+    let array = client?.open_raw(&info.name, Access::Read).ok()?;
+    array.file().metadata().ok().map(|m| m.mode() & 0o7777)
 }
 
 fn human_bytes(n: u64) -> String {
@@ -80,7 +98,8 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-fn shape_text(shape: &[u64]) -> String {
+/// A shape as every command prints it, the way NumPy does: `(480, 640)`, `(7,)`, `()`.
+pub fn shape_text(shape: &[u64]) -> String {
     format!(
         "({})",
         match shape {
@@ -94,6 +113,46 @@ fn shape_text(shape: &[u64]) -> String {
     )
 }
 
+/// `10 s`, `0.5 s`: a duration for people.
+fn seconds_text(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if (s - s.round()).abs() < 0.05 {
+        format!("{:.0} s", s.round())
+    } else {
+        format!("{s:.1} s")
+    }
+}
+
+fn holder_text(writer: Option<ProcessId>) -> String {
+    match writer {
+        Some(w) => format!("pid {}", w.pid),
+        None => "a process that did not record its pid".into(),
+    }
+}
+
+/// `--shape` as the user typed it: like `mmshare::parse_shape`, but an empty dimension
+/// (`3,,4`, `3,4,`, `,3`) is a typo to report, not something to skip. `7,` and `(7,)` stay
+/// valid: that is how Python writes a 1-d shape.
+fn parse_shape_arg(text: &str) -> Result<Vec<u64>> {
+    let inner = text
+        .trim()
+        .trim_start_matches(['(', '['])
+        .trim_end_matches([')', ']']);
+    if !inner.trim().is_empty() {
+        let parts: Vec<&str> = inner.split([',', 'x']).map(str::trim).collect();
+        let parts = match parts.as_slice() {
+            [one, ""] if !one.is_empty() => &parts[..1],
+            _ => &parts[..],
+        };
+        if parts.iter().any(|p| p.is_empty()) {
+            return Err(format!(
+                "bad shape {text:?}: it has an empty dimension (write it like 3,4)"
+            ));
+        }
+    }
+    mmshare::parse_shape(text)
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn create(
     socket: &Path,
@@ -101,37 +160,53 @@ pub fn create(
     dtype: &str,
     shape: &str,
     memory: bool,
-    mode: &str,
+    mode: Option<&str>,
     order: &str,
     exist_ok: bool,
 ) -> Result {
-    let shape = mmshare::parse_shape(shape)?;
-    let mode = u32::from_str_radix(mode.trim_start_matches("0o"), 8)
-        .map_err(|_| format!("bad mode {mode:?}: expected octal digits such as 0644"))?;
+    let shape = parse_shape_arg(shape)?;
+    let mode_text = mode.unwrap_or("0600");
+    let mode_bits = u32::from_str_radix(mode_text.trim_start_matches("0o"), 8)
+        .map_err(|_| format!("bad mode {mode_text:?}: expected octal digits such as 0644"))?;
     let order: Order = order
         .parse()
         .map_err(|e: mmshare::ShapeError| e.to_string())?;
-    let mut options = CreateOptions::new(name, dtype, &shape)
-        .mode(mode)
-        .order(order)
-        .exist_ok(exist_ok);
-    if memory {
-        options = options.memory();
-    }
-    let array = connect(socket)?
-        .create(&options)
-        .map_err(|e| e.to_string())?;
+    let options = |exist_ok: bool| {
+        let o = CreateOptions::new(name, dtype, &shape)
+            .mode(mode_bits)
+            .order(order)
+            .exist_ok(exist_ok);
+        if memory { o.memory() } else { o }
+    };
+    let client = connect(socket)?;
+    // Create first; only if the name is taken, accept the existing array (the daemon checks
+    // that it has the same dtype, shape, order and backing), so the output can say which.
+    let (array, verb) = match client.create(&options(false)) {
+        Ok(array) => (array, "created"),
+        Err(e) if exist_ok && e.kind() == Some(ErrorKind::AlreadyExists) => (
+            client.create(&options(true)).map_err(|e| e.to_string())?,
+            "exists",
+        ),
+        Err(e) => return Err(e.to_string()),
+    };
     let info = array.info();
     emit(&format!(
-        "created {} {} {} order {} ({}, {}) at {}",
+        "{verb} {} {} {} order {} ({}, {}) mode {:04o} at {}",
         info.name,
         info.dtype,
         shape_text(&info.shape),
         order_name(info),
         human_bytes(info.data_len),
         backing_name(info.backing),
+        info.mode,
         info.path
     ))?;
+    if verb == "exists" && mode.is_some() && info.mode != mode_bits {
+        eprintln!(
+            "mmshare: note: {name} already existed with mode {:04o}; --mode {mode_text} was not applied (delete it and create it again to change it)",
+            info.mode
+        );
+    }
     Ok(())
 }
 
@@ -147,7 +222,7 @@ pub fn ls(socket: &Path, prefix: &str, json: bool) -> Result {
     ))?;
     for a in &arrays {
         emit(&format!(
-            "{:<24} {:<5} {:<18} {:<5} {:<7} {:>10} {:>8} {:>5o} {}",
+            "{:<24} {:<5} {:<18} {:<5} {:<7} {:>10} {:>8} {:>5} {}",
             a.name,
             a.dtype,
             shape_text(&a.shape),
@@ -155,7 +230,7 @@ pub fn ls(socket: &Path, prefix: &str, json: bool) -> Result {
             backing_name(a.backing),
             human_bytes(a.data_len),
             a.version,
-            a.mode,
+            format!("{:04o}", a.mode),
             if a.torn { "yes" } else { "no" }
         ))?;
     }
@@ -163,9 +238,13 @@ pub fn ls(socket: &Path, prefix: &str, json: bool) -> Result {
 }
 
 pub fn info(socket: &Path, name: &str, json: bool) -> Result {
-    let info = connect(socket)?.stat(name).map_err(|e| e.to_string())?;
+    let client = connect(socket)?;
+    let info = client.stat(name).map_err(|e| e.to_string())?;
+    let file_mode = file_mode(&info, Some(&client));
     if json {
-        emit(&format!("{}", info_json(&info)))?;
+        let mut value = info_json(&info);
+        value["file_mode"] = json!(file_mode.map(|m| format!("{m:04o}")));
+        emit(&value.to_string())?;
         return Ok(());
     }
     emit(&format!("name:        {}", info.name))?;
@@ -185,15 +264,34 @@ pub fn info(socket: &Path, name: &str, json: bool) -> Result {
         "owner:       {}:{}",
         info.owner_uid, info.owner_gid
     ))?;
-    emit(&format!("mode:        {:04o}", info.mode))?;
+    emit(&format!(
+        "mode:        {:04o} (who may open it through mmshared)",
+        info.mode
+    ))?;
+    emit(&format!(
+        "file mode:   {} (a raw np.memmap of the path works for the file's owner only; other users open it through mmshared)",
+        file_mode.map_or_else(|| "unknown".to_string(), |m| format!("{m:04o}"))
+    ))?;
     emit(&format!("torn:        {}", info.torn))?;
     Ok(())
 }
 
-pub fn rm(socket: &Path, name: &str) -> Result {
-    connect(socket)?.delete(name).map_err(|e| e.to_string())?;
-    emit(&format!("deleted {name}"))?;
-    Ok(())
+/// Deletes each name in turn; one that fails does not stop the others. Every failure is one
+/// line on stderr, and the exit status is 1 if any failed.
+pub fn rm(socket: &Path, names: &[String]) -> Result {
+    let client = connect(socket)?;
+    let mut failed: Option<String> = None;
+    for name in names {
+        match client.delete(name) {
+            Ok(()) => emit(&format!("deleted {name}"))?,
+            Err(e) => {
+                if let Some(previous) = failed.replace(e.to_string()) {
+                    eprintln!("mmshare: {previous}");
+                }
+            }
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 fn progress(total: u64, verb: &str) -> ProgressBar {
@@ -215,12 +313,73 @@ fn progress(total: u64, verb: &str) -> ProgressBar {
     bar
 }
 
-pub fn put(socket: &Path, name: &str, path: &Path, create: bool, memory: bool) -> Result {
-    let mut file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+/// Set by Ctrl-C (or SIGTERM) during `put` and `get`.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// Names `get` has put in a directory for a moment; removed if it is interrupted.
+static TEMP_NAMES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// A `put` waits for the write side in slices this long, so Ctrl-C is noticed at once.
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+
+/// Ctrl-C during `put` is not allowed to leave the write side held: the first one asks the
+/// writing loop to stop (it then publishes the array marked TORN and says how to repair it);
+/// a second one exits at once.
+fn on_interrupt_stop_put(name: &str, path: &Path) {
+    let (name, path) = (name.to_owned(), path.display().to_string());
+    let _ = ctrlc::set_handler(move || {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            eprintln!(
+                "mmshare: interrupted again: exiting; array {name} may be left TORN (repair it with: mmshare put {name} {path})"
+            );
+            std::process::exit(130);
+        }
+    });
+}
+
+/// Ctrl-C during `get`: remove the temporary names it made, say nothing was saved, exit 130.
+/// (The snapshot itself is an unnamed file that vanishes with the process.)
+fn on_interrupt_clean_get() {
+    let _ = ctrlc::set_handler(|| {
+        if let Ok(names) = TEMP_NAMES.lock() {
+            for p in names.iter() {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        eprintln!("mmshare: interrupted; nothing was saved");
+        std::process::exit(130);
+    });
+}
+
+fn interrupted(message: &str) -> ! {
+    eprintln!("mmshare: interrupted; {message}");
+    std::process::exit(130);
+}
+
+pub fn put(
+    socket: &Path,
+    name: &str,
+    path: &Path,
+    create: bool,
+    memory: bool,
+    timeout: Duration,
+) -> Result {
+    on_interrupt_stop_put(name, path);
+    // `-` is standard input; a pipe or FIFO is read as it comes (its size is unknown ahead).
+    let (mut file, regular): (Box<dyn Read>, Option<u64>) = if path.as_os_str() == "-" {
+        (Box::new(std::io::stdin().lock()), None)
+    } else {
+        let f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let meta = f
+            .metadata()
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let size = meta.is_file().then_some(meta.len());
+        (Box::new(f), size)
+    };
     let header = npy::read_header(&mut file).map_err(|e| format!("{}: {e}", path.display()))?;
     let nbytes = mmshare::data_len(header.dtype, &header.shape).map_err(|e| e.to_string())?;
-    let size = file.metadata().map_err(|e| e.to_string())?.len();
-    if size < header.data_offset + nbytes {
+    if let Some(size) = regular
+        && size < header.data_offset + nbytes
+    {
         return Err(format!(
             "{} is truncated: its header promises {nbytes} bytes of data, the file holds {}",
             path.display(),
@@ -229,19 +388,23 @@ pub fn put(socket: &Path, name: &str, path: &Path, create: bool, memory: bool) -
     }
     let order = if header.fortran { Order::F } else { Order::C };
     let client = connect(socket)?;
-    let array = if create {
-        let mut options = CreateOptions::new(name, header.dtype.descr(), &header.shape)
-            .order(order)
-            .exist_ok(true);
-        if memory {
-            options = options.memory();
+    let opened = client.open_raw(name, Access::Write);
+    let mut array = match opened {
+        // --create: make it from the file's dtype, shape and order if the name is free; an
+        // existing array is written into if it matches (checked below), whatever its backing.
+        Err(e) if create && e.kind() == Some(ErrorKind::NotFound) => {
+            let mut options = CreateOptions::new(name, header.dtype.descr(), &header.shape)
+                .order(order)
+                .exist_ok(true);
+            if memory {
+                options = options.memory();
+            }
+            client.create(&options)
         }
-        client.create(&options)
-    } else {
-        client.open_raw(name, Access::Write)
+        other => other,
     }
     .map_err(|e| e.to_string())?;
-    let h = array.header();
+    let h = array.header().clone();
     // Order only matters when more than one dimension is longer than 1.
     let same_layout = h.order == order || h.shape.iter().filter(|&&d| d > 1).count() <= 1;
     if h.dtype != header.dtype || h.shape != header.shape || !same_layout {
@@ -256,12 +419,24 @@ pub fn put(socket: &Path, name: &str, path: &Path, create: bool, memory: bool) -
             h.order
         ));
     }
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        interrupted(&format!("nothing was written to {name}"));
+    }
     let bar = progress(nbytes, "put");
     let mut buf = vec![0u8; CHUNK.min(nbytes as usize).max(1)];
-    let outcome = array
-        .write_stream(|w| -> std::io::Result<u64> {
+    let start = Instant::now();
+    array.handle_mut().set_timeout(WAIT_SLICE.min(timeout));
+    let mut written = 0u64;
+    let outcome = loop {
+        let attempt = array.write_stream(|w| -> std::io::Result<u64> {
             let mut offset = 0u64;
             while offset < nbytes {
+                if INTERRUPTED.load(Ordering::SeqCst) {
+                    if offset > 0 {
+                        w.mark_torn();
+                    }
+                    return Err(std::io::Error::from(std::io::ErrorKind::Interrupted));
+                }
                 let n = ((nbytes - offset) as usize).min(buf.len());
                 if let Err(e) = file.read_exact(&mut buf[..n]) {
                     // The data is now partly new: do not let readers take it as whole.
@@ -270,19 +445,52 @@ pub fn put(socket: &Path, name: &str, path: &Path, create: bool, memory: bool) -
                 }
                 w.write_at(offset, &buf[..n]);
                 offset += n as u64;
+                written = offset;
                 bar.set_position(offset);
             }
             w.clear_torn();
             Ok(w.version())
-        })
-        .map_err(|e| e.to_string())?;
+        });
+        match attempt {
+            Ok(outcome) => break outcome,
+            Err(WriteError::Timeout { writer, .. }) => {
+                if INTERRUPTED.load(Ordering::SeqCst) {
+                    interrupted(&format!("nothing was written to {name}"));
+                }
+                let waited = start.elapsed();
+                if waited >= timeout {
+                    return Err(format!(
+                        "array {name}: the write side is held by {} for {} (--timeout); nothing was written",
+                        holder_text(writer),
+                        seconds_text(waited)
+                    ));
+                }
+                let left = timeout - waited;
+                array.handle_mut().set_timeout(WAIT_SLICE.min(left));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    };
     bar.finish_and_clear();
-    let version = outcome.map_err(|e| {
-        format!(
-            "reading {} failed midway ({e}); array {name} is marked TORN",
+    let version = match outcome {
+        Ok(version) => version,
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted && written == 0 => {
+            interrupted(&format!("nothing was written to {name}"))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => interrupted(&format!(
+            "array {name} is marked TORN ({} of {} written); repair it with: mmshare put {name} {}",
+            human_bytes(written),
+            human_bytes(nbytes),
             path.display()
-        )
-    })?;
+        )),
+        Err(e) => {
+            return Err(format!(
+                "reading {} failed midway ({e}); array {name} is marked TORN (repair it with: mmshare put {name} {})",
+                path.display(),
+                path.display()
+            ));
+        }
+    };
     emit(&format!(
         "wrote {} ({}) into {name}, version {version}",
         path.display(),
@@ -291,26 +499,44 @@ pub fn put(socket: &Path, name: &str, path: &Path, create: bool, memory: bool) -
     Ok(())
 }
 
-pub fn get(socket: &Path, name: &str, path: &Path, allow_torn: bool) -> Result {
+/// The message for a snapshot that did not validate in time.
+fn read_error_text(name: &str, e: &ReadError, timeout: Duration) -> String {
+    match e {
+        ReadError::Torn { .. } => format!("{e} (use --allow-torn to save it anyway)"),
+        ReadError::Timeout {
+            sequence, writer, ..
+        } if sequence % 2 == 1 => format!(
+            "array {name}: the write side is held by {} for {} (--timeout); nothing was saved",
+            holder_text(*writer),
+            seconds_text(timeout)
+        ),
+        ReadError::Timeout { retries, .. } => format!(
+            "array {name}: writes kept overlapping the copy for {} ({retries} retries); nothing was saved (give the writer a pause, or a longer --timeout)",
+            seconds_text(timeout)
+        ),
+        other => other.to_string(),
+    }
+}
+
+pub fn get(socket: &Path, name: &str, path: &Path, allow_torn: bool, timeout: Duration) -> Result {
+    on_interrupt_clean_get();
     let client = connect(socket)?;
     let mut array = client
         .open_raw(name, Access::Read)
         .map_err(|e| e.to_string())?;
     let h = array.header().clone();
     array.handle_mut().set_accept_torn(allow_torn);
-    // Reads of a big array take time; do not give up while writers come and go.
-    array.handle_mut().set_timeout(Duration::from_secs(600));
+    array.handle_mut().set_timeout(timeout);
     let target = OutputTarget::of(path)?;
     let dir = target.temp_dir();
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
-        .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+    let mut tmp = TempOut::new_in(&dir)?;
     let head = npy::header_bytes(h.dtype, h.order == Order::F, &h.shape);
     let bar = progress(h.data_len, "get");
     let mut buf = vec![0u8; CHUNK.min(h.data_len as usize).max(1)];
     let (written, snap) = array
         .read_stream(|r| -> std::io::Result<()> {
             // Each attempt starts the file over; only a validated attempt is kept.
-            let f = tmp.as_file_mut();
+            let f = &mut tmp.file;
             f.set_len(0)?;
             f.seek(SeekFrom::Start(0))?;
             let mut out = BufWriter::new(f);
@@ -325,10 +551,7 @@ pub fn get(socket: &Path, name: &str, path: &Path, allow_torn: bool) -> Result {
             }
             out.flush()
         })
-        .map_err(|e| match e {
-            ReadError::Torn { .. } => format!("{e} (use --allow-torn to save it anyway)"),
-            other => other.to_string(),
-        })?;
+        .map_err(|e| read_error_text(name, &e, timeout))?;
     bar.finish_and_clear();
     written.map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     target.deliver(tmp)?;
@@ -343,6 +566,85 @@ pub fn get(socket: &Path, name: &str, path: &Path, allow_torn: bool) -> Result {
         human_bytes(h.data_len)
     ))?;
     Ok(())
+}
+
+/// The file a snapshot is taken into: an unnamed `O_TMPFILE` inode in the target's directory
+/// when the filesystem supports it (a killed `get` leaves nothing behind), else a named
+/// temporary file (removed on Ctrl-C; only SIGKILL can leave it).
+struct TempOut {
+    file: File,
+    dir: PathBuf,
+    /// Set for a named temporary file.
+    named: Option<tempfile::TempPath>,
+}
+
+impl TempOut {
+    fn new_in(dir: &Path) -> Result<TempOut> {
+        use rustix::fs::{Mode, OFlags};
+        let cant = |e: &dyn std::fmt::Display| format!("cannot write in {}: {e}", dir.display());
+        match rustix::fs::open(
+            dir,
+            OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        ) {
+            Ok(fd) => Ok(TempOut {
+                file: File::from(fd),
+                dir: dir.to_owned(),
+                named: None,
+            }),
+            // Not supported here (EOPNOTSUPP, EISDIR or EINVAL from older kernels and some
+            // filesystems): a named file, registered for removal on Ctrl-C.
+            Err(e) if e == rustix::io::Errno::ACCESS || e == rustix::io::Errno::NOENT => {
+                Err(cant(&std::io::Error::from(e)))
+            }
+            Err(_) => {
+                let named = tempfile::NamedTempFile::new_in(dir).map_err(|e| cant(&e))?;
+                if let Ok(mut names) = TEMP_NAMES.lock() {
+                    names.push(named.path().to_owned());
+                }
+                let (file, path) = named.into_parts();
+                Ok(TempOut {
+                    file,
+                    dir: dir.to_owned(),
+                    named: Some(path),
+                })
+            }
+        }
+    }
+
+    /// Puts the file at `target`, replacing what is there atomically.
+    fn persist(self, target: &Path) -> std::io::Result<()> {
+        if let Some(named) = self.named {
+            return named.persist(target).map_err(|e| e.error);
+        }
+        // An O_TMPFILE inode gets a name with linkat through /proc (no privilege needed), a
+        // temporary one since linkat never replaces, which the rename then moves over the
+        // target. Only the instant between the two can leave that name behind.
+        let fd_path = format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&self.file)
+        );
+        let staging = self.dir.join(format!(
+            ".mmshare-get-{}-{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        ));
+        if let Ok(mut names) = TEMP_NAMES.lock() {
+            names.push(staging.clone());
+        }
+        rustix::fs::linkat(
+            rustix::fs::CWD,
+            fd_path.as_str(),
+            rustix::fs::CWD,
+            &staging,
+            rustix::fs::AtFlags::SYMLINK_FOLLOW,
+        )?;
+        std::fs::rename(&staging, target).inspect_err(|_| {
+            let _ = std::fs::remove_file(&staging);
+        })
+    }
 }
 
 /// Where `get` puts the snapshot. A snapshot is first taken into a temporary file (a read that
@@ -399,11 +701,12 @@ impl OutputTarget {
         }
     }
 
-    fn deliver(&self, tmp: tempfile::NamedTempFile) -> Result {
+    fn deliver(&self, mut tmp: TempOut) -> Result {
         use std::os::unix::fs::PermissionsExt;
-        let copy_into = |mut out: Box<dyn Write>, what: &str| -> Result {
-            let mut file = tmp.reopen().map_err(|e| e.to_string())?;
-            std::io::copy(&mut file, &mut out)
+        let mut copy_into = |mut out: Box<dyn Write>, what: &str| -> Result {
+            let file = &mut tmp.file;
+            file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+            std::io::copy(file, &mut out)
                 .and_then(|_| out.flush())
                 .map_err(|e| format!("cannot write {what}: {e}"))
         };
@@ -419,12 +722,11 @@ impl OutputTarget {
                 copy_into(Box::new(out), &path.display().to_string())
             }
             OutputTarget::Regular { path, mode } => {
-                tmp.as_file()
+                tmp.file
                     .set_permissions(std::fs::Permissions::from_mode(*mode))
                     .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
                 tmp.persist(path)
-                    .map(drop)
-                    .map_err(|e| format!("cannot write {}: {}", path.display(), e.error))
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))
             }
         }
     }
@@ -453,50 +755,111 @@ pub fn utc(ns: u64) -> String {
     )
 }
 
+/// What became of the watched array's name.
+enum NameNow {
+    /// It still names the mapped file.
+    Same,
+    /// Nothing has the name any more.
+    Deleted,
+    /// Another array has the name now (deleted and created again).
+    Replaced(Box<mmshare::Shared<mmshare::RawArray>>),
+    /// The daemon did not answer.
+    Unknown(String),
+}
+
+fn file_id(array: &mmshare::RawArray) -> Option<(u64, u64)> {
+    array.file().metadata().ok().map(|m| (m.dev(), m.ino()))
+}
+
+fn name_now(client: &Client, name: &str, id: Option<(u64, u64)>) -> NameNow {
+    match client.open_raw(name, Access::Read) {
+        Ok(a) if file_id(&a) == id => NameNow::Same,
+        Ok(a) => NameNow::Replaced(Box::new(a)),
+        Err(e) if e.kind() == Some(ErrorKind::NotFound) => NameNow::Deleted,
+        Err(e) => NameNow::Unknown(e.to_string()),
+    }
+}
+
+/// How often `watch` checks that the name still means the array it maps.
+const NAME_CHECK: Duration = Duration::from_secs(1);
+
 pub fn watch(socket: &Path, name: &str, json: bool) -> Result {
-    let client = connect(socket)?;
-    let array = client
+    let first = connect(socket)?;
+    let mut array = first
         .open_raw(name, Access::Read)
         .map_err(|e| e.to_string())?;
+    let mut client = Some(first);
+    let mut id = file_id(&array);
     let mut seen = array.version();
     if !json {
         eprintln!("watching {name} from version {seen} (Ctrl-C to stop)");
     }
     let mut window: std::collections::VecDeque<Instant> = Default::default();
+    let mut checked = Instant::now();
     loop {
-        match array.wait_for_version(seen, Duration::from_secs(1)) {
-            Ok(v) => {
-                let now = Instant::now();
-                window.push_back(now);
-                while window
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(1))
-                {
-                    window.pop_front();
-                }
-                let wall = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64);
-                let missed = v - seen - 1;
-                seen = v;
-                let line = if json {
-                    json!({"version": v, "time": utc(wall), "rate": window.len(), "torn": array.is_torn(), "skipped": missed}).to_string()
-                } else {
-                    format!(
-                        "version {v:<10} {}  {:>6} updates/s{}{}",
-                        utc(wall),
-                        window.len(),
-                        if missed > 0 {
-                            format!("  ({missed} skipped)")
-                        } else {
-                            String::new()
-                        },
-                        if array.is_torn() { "  TORN" } else { "" }
-                    )
-                };
-                emit(&line)?;
+        if let Ok(v) = array.wait_for_version(seen, NAME_CHECK) {
+            let now = Instant::now();
+            window.push_back(now);
+            while window
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(1))
+            {
+                window.pop_front();
             }
-            Err(_) => continue, // quiet: keep waiting
+            let wall = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            let missed = v - seen - 1;
+            seen = v;
+            let line = if json {
+                json!({"version": v, "time": utc(wall), "rate": window.len(), "torn": array.is_torn(), "skipped": missed}).to_string()
+            } else {
+                format!(
+                    "version {v:<10} {}  {:>6} updates/s{}{}",
+                    utc(wall),
+                    window.len(),
+                    if missed > 0 {
+                        format!("  ({missed} skipped)")
+                    } else {
+                        String::new()
+                    },
+                    if array.is_torn() { "  TORN" } else { "" }
+                )
+            };
+            emit(&line)?;
+        }
+        if checked.elapsed() < NAME_CHECK {
+            continue;
+        }
+        checked = Instant::now();
+        // The mapping alone cannot tell that the array was deleted (its pages live on while
+        // mapped): ask the daemon what the name means now.
+        if client.is_none() {
+            client = Client::connect(socket).ok();
+        }
+        let Some(c) = client.as_ref() else { continue };
+        match name_now(c, name, id) {
+            NameNow::Same => {}
+            NameNow::Deleted => {
+                return Err(format!(
+                    "array {name} was deleted (last version {seen}); stopped watching"
+                ));
+            }
+            NameNow::Replaced(new) => {
+                array = *new;
+                id = file_id(&array);
+                seen = array.version();
+                window.clear();
+                eprintln!(
+                    "mmshare: array {name} was deleted and created again; watching the new one from version {seen}"
+                );
+            }
+            NameNow::Unknown(e) => {
+                eprintln!(
+                    "mmshare: cannot ask mmshared about {name} ({e}); still watching the mapped array"
+                );
+                client = None;
+            }
         }
     }
 }

@@ -1,5 +1,8 @@
 //! `mmshare demo`: a producer process and a consumer process share one frame array through the
-//! daemon; the numbers are printed, then the Python that opens the same array.
+//! daemon. The Python that opens the same array is printed first (the array exists while the
+//! demo runs), then the numbers. The consumer reads the latest frame each time it looks, not
+//! every frame: one array holds one frame, and a frame published while the consumer copies the
+//! previous one replaces it.
 //!
 //! If no daemon answers (and the user did not name a socket), the demo starts one inside this
 //! process on a temporary directory and stops it at the end. Everything it creates is removed.
@@ -104,12 +107,29 @@ pub fn run(socket_given: bool, socket: &Path, seconds: f64) -> Result {
         .map_err(|e| e.to_string())?;
     let frame_bytes = frames.header().data_len;
     emit(&format!(
-        "created {name}: {SHAPE:?} uint8 ({:.2} MB per frame) in RAM, at {}",
+        "created {name}: {} uint8 ({:.2} MB per frame) in RAM, at {}",
+        crate::commands::shape_text(&SHAPE),
         frame_bytes as f64 / 1e6,
         frames.info().path
     ))?;
+    // Printed now: the array is deleted when the demo ends.
+    emit(
+        "\nThe same array from Python while the demo runs (Python client: pip install ./clients/python):",
+    )?;
+    emit("    import mmshare")?;
     emit(&format!(
-        "starting a producer and a consumer process for {seconds} s ..."
+        "    client = mmshare.connect({:?})",
+        socket.display().to_string()
+    ))?;
+    emit(&format!(
+        "    frame = client.open({name:?}).read()   # consistent copy of the latest frame, shape {}",
+        crate::commands::shape_text(&SHAPE)
+    ))?;
+    emit(&format!(
+        "(the demo deletes {name} when it ends in {seconds} s; `--seconds 60` gives you time)\n"
+    ))?;
+    emit(&format!(
+        "starting a producer and a consumer process for {seconds} s; the consumer copies the latest frame each time, so frames published while it copies are skipped ..."
     ))?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let spawn = |args: &[&str]| {
@@ -134,20 +154,8 @@ pub fn run(socket_given: bool, socket: &Path, seconds: f64) -> Result {
     let result = if produced.status.success() && consumed.status.success() {
         print!("{}", String::from_utf8_lossy(&produced.stdout));
         print!("{}", String::from_utf8_lossy(&consumed.stdout));
-        emit(
-            "\nThe same array from Python, while the demo runs (it deletes the array at the end):",
-        )?;
-        emit("    import mmshare")?;
-        emit(&format!(
-            "    client = mmshare.connect({:?})",
-            socket.display().to_string()
-        ))?;
-        emit(&format!(
-            "    frame = client.open({name:?}).read()   # consistent copy, shape {:?}; .array is the zero-copy view",
-            (480, 640, 3)
-        ))?;
         if embedded.is_some() {
-            emit("(this demo's daemon and array are gone when it exits: start `mmshared`, then")?;
+            emit("\n(this demo's daemon and array are gone now: start `mmshared`, then")?;
             emit(
                 " `mmshare create cam --dtype u1 --shape 480,640,3 --memory` to keep one around)",
             )?;
@@ -243,7 +251,7 @@ pub fn consumer(socket: &Path, name: &str) -> Result {
             / 1e3
     };
     emit(&format!(
-        "consumer: read {seen} of {last_number} frames ({:.0} frames/s, {:.2} GB/s copied out), {bad} inconsistent, {} retried reads",
+        "consumer: read the latest frame {seen} times, frames 1 to {last_number} ({:.0} frames/s, {:.2} GB/s copied out), {bad} inconsistent, {} retried reads",
         seen as f64 / elapsed,
         seen as f64 * frames.len() as f64 / elapsed / 1e9,
         frames.retries()

@@ -12,6 +12,7 @@ mod npy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -42,13 +43,15 @@ enum Command {
         /// Keep it in RAM (tmpfs) instead of the storage directory
         #[arg(long)]
         memory: bool,
-        /// Permission bits, octal
-        #[arg(long, default_value = "0600")]
-        mode: String,
+        /// Who may open it through mmshared: permission bits, octal [default: 0600]. The file
+        /// itself stays 0600 in a 0700 directory: other users map it through the daemon
+        #[arg(long)]
+        mode: Option<String>,
         /// Memory order: C (row-major) or F (column-major)
         #[arg(long, default_value = "C")]
         order: String,
-        /// Succeed if an identical array exists
+        /// Succeed (and say "exists") if an array with this name, dtype, shape, order and
+        /// backing exists; refuse one that differs
         #[arg(long)]
         exist_ok: bool,
     },
@@ -68,10 +71,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Delete an array (processes that map it keep working)
+    /// Delete arrays (processes that map them keep working)
     Rm {
-        /// Array name
-        name: String,
+        /// Array names
+        #[arg(required = true)]
+        names: Vec<String>,
     },
     /// Write a .npy file into an array, as one consistent write (streamed)
     Put {
@@ -85,6 +89,9 @@ enum Command {
         /// With --create: keep it in RAM
         #[arg(long)]
         memory: bool,
+        /// Seconds to wait for the write side if another writer holds it
+        #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
+        timeout: f64,
     },
     /// Save a consistent snapshot of an array as a .npy file (streamed)
     Get {
@@ -95,8 +102,12 @@ enum Command {
         /// Save it even if a writer died mid-write (TORN)
         #[arg(long)]
         allow_torn: bool,
+        /// Seconds to try for a consistent snapshot while writers hold the array or keep
+        /// overwriting it
+        #[arg(long, default_value_t = 60.0, value_parser = parse_seconds)]
+        timeout: f64,
     },
-    /// Print every new version of an array, until Ctrl-C
+    /// Print every new version of an array, until Ctrl-C or until the array is deleted
     Watch {
         /// Array name
         name: String,
@@ -127,14 +138,15 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(
-                e.kind(),
-                ErrorKind::DisplayHelp
-                    | ErrorKind::DisplayVersion
-                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            ) {
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
+            }
+            // Bare `mmshare` (or a command missing its subcommand): the help, on stderr, and
+            // the usage-error status, so a script that forgot the command does not succeed.
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                eprint!("{}", e.render());
+                return ExitCode::from(2);
             }
             // One line, like every other error; `mmshare --help` has the details.
             let text = e.to_string();
@@ -162,24 +174,46 @@ fn main() -> ExitCode {
             order,
             exist_ok,
         } => commands::create(
-            &socket, &name, &dtype, &shape, memory, &mode, &order, exist_ok,
+            &socket,
+            &name,
+            &dtype,
+            &shape,
+            memory,
+            mode.as_deref(),
+            &order,
+            exist_ok,
         ),
         Command::Ls { prefix, json } => {
             commands::ls(&socket, prefix.as_deref().unwrap_or(""), json)
         }
         Command::Info { name, json } => commands::info(&socket, &name, json),
-        Command::Rm { name } => commands::rm(&socket, &name),
+        Command::Rm { names } => commands::rm(&socket, &names),
         Command::Put {
             name,
             file,
             create,
             memory,
-        } => commands::put(&socket, &name, &file, create, memory),
+            timeout,
+        } => commands::put(
+            &socket,
+            &name,
+            &file,
+            create,
+            memory,
+            Duration::from_secs_f64(timeout),
+        ),
         Command::Get {
             name,
             file,
             allow_torn,
-        } => commands::get(&socket, &name, &file, allow_torn),
+            timeout,
+        } => commands::get(
+            &socket,
+            &name,
+            &file,
+            allow_torn,
+            Duration::from_secs_f64(timeout),
+        ),
         Command::Watch { name, json } => commands::watch(&socket, &name, json),
         Command::Demo { seconds } => demo::run(cli_socket_given(&socket), &socket, seconds),
         Command::DemoProducer { name, seconds } => demo::producer(&socket, &name, seconds),
@@ -192,6 +226,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A duration in seconds for `--timeout`: positive and at most a day.
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| *v > 0.0 && *v <= 86_400.0)
+        .ok_or_else(|| format!("{s:?} is not a number of seconds between 0 and 86400"))
 }
 
 /// Whether the user chose the socket (then the demo must use it, not start its own daemon).
