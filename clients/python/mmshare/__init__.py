@@ -14,12 +14,12 @@ from ._proto import PROTOCOL_VERSION, ArrayInfo
 from .array import SharedArray
 from .client import Client, connect, default_socket_path
 from .errors import (AlreadyExists, Busy, ConnectError, FormatError, Internal, InvalidDtype,
-                     InvalidName, InvalidShape, MmshareError, NoSpace, NotFound,
+                     InvalidName, InvalidShape, LostWriteSide, MmshareError, NoSpace, NotFound,
                      PermissionDenied, ProtocolError, QuotaExceeded, Timeout, Torn)
 
 __all__ = [
     "PROTOCOL_VERSION", "ArrayInfo", "SharedArray", "Client", "connect", "default_socket_path",
     "AlreadyExists", "Busy", "ConnectError", "FormatError", "Internal", "InvalidDtype",
-    "InvalidName", "InvalidShape", "MmshareError", "NoSpace", "NotFound", "PermissionDenied",
-    "ProtocolError", "QuotaExceeded", "Timeout", "Torn",
+    "InvalidName", "InvalidShape", "LostWriteSide", "MmshareError", "NoSpace", "NotFound",
+    "PermissionDenied", "ProtocolError", "QuotaExceeded", "Timeout", "Torn",
 ]

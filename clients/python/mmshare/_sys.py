@@ -3,7 +3,7 @@
 * The shared futex (`syscall(SYS_futex, ...)` without FUTEX_PRIVATE_FLAG), so `wait()` sleeps
   until a writer in any process publishes. If it cannot be called, waiting falls back to
   polling.
-* Atomic compare-and-swap, store and fetch-add on words of the mapping, from the system's
+* Atomic compare-and-swap and fetch-add on words of the mapping, and fences, from the system's
   libatomic (`libatomic.so.1`, Debian package libatomic1, installed with gcc). Only writers
   need them; reading works without.
 """
@@ -18,7 +18,6 @@ _FUTEX_WAIT = 0
 _FUTEX_WAKE = 1
 _SEQ_CST = 5
 _RELEASE = 3
-_RELAXED = 0
 
 
 class _Timespec(ctypes.Structure):
@@ -68,8 +67,6 @@ def atomics():
         lib.__atomic_compare_exchange_8.restype = ctypes.c_bool
         lib.__atomic_compare_exchange_8.argtypes = [
             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int, ctypes.c_int]
-        lib.__atomic_store_8.restype = None
-        lib.__atomic_store_8.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int]
         lib.__atomic_fetch_add_4.restype = ctypes.c_uint32
         lib.__atomic_fetch_add_4.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int]
         lib.atomic_thread_fence.restype = None
@@ -104,17 +101,18 @@ def fence_release() -> None:
 
 def cas_u64(address: int, expected: int, new: int) -> bool:
     """Sequentially consistent compare-and-swap of the u64 at `address` (a full barrier)."""
+    return compare_exchange_u64(address, expected, new) == expected
+
+
+def compare_exchange_u64(address: int, expected: int, new: int) -> int:
+    """Sequentially consistent compare-and-swap of the u64 at `address` (a full barrier, so at
+    least as strong as the Acquire, AcqRel and Release CASes of the Rust writer). Returns the
+    value found there: `expected` exactly when the swap happened."""
     exp = ctypes.c_uint64(expected)
-    return bool(atomics().__atomic_compare_exchange_8(
-        address, ctypes.addressof(exp), new, _SEQ_CST, _SEQ_CST))
-
-
-def store_u64_release(address: int, value: int) -> None:
-    atomics().__atomic_store_8(address, value, _RELEASE)
-
-
-def store_u64_relaxed(address: int, value: int) -> None:
-    atomics().__atomic_store_8(address, value, _RELAXED)
+    if atomics().__atomic_compare_exchange_8(
+            address, ctypes.addressof(exp), new, _SEQ_CST, _SEQ_CST):
+        return expected
+    return exp.value  # libatomic wrote the value it found into `exp`
 
 
 def fetch_add_u32_release(address: int, value: int) -> int:

@@ -11,8 +11,13 @@ the copy's loads with the second sequence load; a reader there can accept a torn
 acquire fence separates them. The reader therefore issues libatomic's
 `atomic_thread_fence(acquire)` where Rust's `read_begin` / `read_validate` do; without
 libatomic there is no fence, and `read()` is only trusted on x86-64 (elsewhere it warns and the
-Rust client is the one to use). Writers use real atomic operations (libatomic) everywhere:
-compare-and-swap to take the write side, a release store to publish.
+Rust client is the one to use). Writers use real atomic operations (libatomic) everywhere,
+and follow the Rust writer (mmshare-lib/src/seqlock.rs) step for step: compare-and-swap the
+sequence from even s to s + 1, then the writer word from 0 to this process; to publish,
+compare-and-swap the writer word back to 0, store the statistics and flags, compare-and-swap
+the sequence from s + 1 to s + 2. A failed writer-word or publishing CAS means a recovery took
+the write side over: the writer changes nothing more, takes the write side again to mark the
+array TORN, and raises `LostWriteSide`.
 
 Every loop that may sleep (`read()`, `wait()`, `write()`) loads the futex word, then an acquire
 fence, then the sequence, as Rust's `futex_snapshot`: a publish after the futex load changes
@@ -41,6 +46,7 @@ from . import _sys, errors
 _SPIN = 20e-6          # spin this long before yielding
 _YIELD_UNTIL = 100e-6  # then yield until this long, then sleep on the futex
 _MAX_SLEEP = 0.05      # longest futex sleep between re-checks
+_U64 = 2**64 - 1
 
 ORDERED_LOADS = platform.machine() in ("x86_64", "AMD64", "i686", "i386")
 
@@ -253,33 +259,25 @@ class SharedArray:
         version is published marked TORN (readers get `Torn` until a repairing write), the
         write side is released, and the exception propagates. The lock is never left held:
         taking it and publishing run with SIGINT/SIGTERM deferred, so an interrupt cannot land
-        between the compare-and-swap and the bookkeeping. A write that replaces the whole
+        between a compare-and-swap and the bookkeeping. A write that replaces the whole
         array can pass `repair=True` to clear an earlier TORN mark.
+
+        Raises `LostWriteSide` if the write side was taken from this writer (a recovery judged
+        it dead) before it published: nothing is published as this write, the sequence is left
+        to whoever holds it now, and the array ends up TORN (this writer takes the write side
+        again, within `timeout`, to mark it so, since its stores may have landed on a version
+        someone else published). If that happens while the body's own exception propagates,
+        the body's exception is the one raised; the array is TORN all the same.
         """
         if not self.writable:
             raise errors.PermissionDenied(f"{self.name} is open read-only; open it with mode 'r+'")
         self._check_open()
         _sys.atomics()  # fail before anything is taken if libatomic is missing
-        seq_address = self._base + fmt.SEQUENCE
-        futex_address = self._base + fmt.FUTEX
-        me = _sys.process_identity()
-        backoff = _Backoff(timeout)
-        taken = None   # the even sequence we replaced, once the write side is ours
+        me = _sys.process_identity()  # before taking the lock: it reads /proc
+        held = []      # [s], s the even sequence replaced, once the write side is ours
         yielded = ok = False
         try:
-            while taken is None:
-                seen = self._futex_snapshot()
-                s = self._seq()
-                if s & 1 == 0:
-                    with _deferred_signals():
-                        if _sys.cas_u64(seq_address, s, s + 1):
-                            _sys.fence_release()  # the stores below stay after s + 1
-                            _sys.store_u64_relaxed(self._base + fmt.WRITER, me)
-                            taken = s
-                    continue
-                if not backoff.pause(futex_address, seen):
-                    raise errors.Timeout(
-                        f"write side of {self.name} still held after {timeout} s (sequence {s})")
+            self._take_write_side(timeout, me, held)
             view = self._rw.view()
             yielded = True
             try:
@@ -288,26 +286,99 @@ class SharedArray:
                 view.flags.writeable = False  # nothing may write once the version is published
             ok = True
         finally:
-            if taken is not None:
+            if held:
                 # Interrupted before the body ran: nothing was written, publish it clean.
-                self._publish(taken, ok or not yielded, repair and ok)
+                self._finish_write(held[0], me, timeout, clean=ok or not yielded,
+                                   repair=repair and ok, wrote=yielded, raising=not ok)
 
-    def _publish(self, s: int, ok: bool, repair: bool):
+    def _take_write_side(self, timeout, me: int, held: list) -> None:
+        """Takes the write side (CAS of the sequence from even s to s + 1) and records `me` as
+        its holder (CAS of the writer word from 0), as `acquire_write_as` in
+        mmshare-lib/src/raw.rs. Appends s to `held` with signals deferred, so a caller's
+        `finally` sees it even if an interrupt lands right after.
+
+        Raises `Timeout` if the write side stays held, and `LostWriteSide` if the writer word
+        was not 0 after the sequence CAS: a recovery claimed it, the write side is no longer
+        ours, and nothing may be written (the sequence is left alone: it is the recovery's)."""
+        seq_address = self._base + fmt.SEQUENCE
+        writer_address = self._base + fmt.WRITER
+        futex_address = self._base + fmt.FUTEX
+        backoff = _Backoff(timeout)
+        while True:
+            seen = self._futex_snapshot()
+            s = self._seq()
+            if s & 1 == 0:
+                with _deferred_signals():
+                    if _sys.cas_u64(seq_address, s, s + 1):
+                        _sys.fence_release()  # the stores below stay after s + 1
+                        if _sys.compare_exchange_u64(writer_address, 0, me) != 0:
+                            raise errors.LostWriteSide(s + 1, self._seq())
+                        held.append(s)
+                        return
+                continue  # another writer won the race from the same even value
+            if not backoff.pause(futex_address, seen):
+                raise errors.Timeout(
+                    f"write side of {self.name} still held after {timeout} s (sequence {s})")
+
+    def _finish_write(self, s: int, me: int, timeout, clean: bool, repair: bool, wrote: bool,
+                      raising: bool) -> None:
+        """Publishes the write that replaced even `s`; on a loss, marks the array TORN and
+        raises `LostWriteSide` (unless the block's own exception is propagating)."""
+        try:
+            self._publish(s, me, clean, repair)
+        except errors.LostWriteSide:
+            if wrote:
+                self._mark_torn_after_loss(timeout, me)
+            if not raising:
+                raise
+
+    def _publish(self, s: int, me: int, clean: bool, repair: bool) -> None:
+        """Gives the writer word up, stores the statistics and flags, publishes s + 2: `publish`
+        in mmshare-lib/src/raw.rs. Both hand-overs are compare-and-swaps: if a recovery took
+        the write side over (it claims the writer word, then moves the sequence on), this
+        raises `LostWriteSide` and changes nothing more, so the sequence never moves
+        backwards, the recovery's TORN mark stays, and a third writer's write in progress is
+        not published. `clean` False publishes TORN (and counts no write)."""
+        held = (s + 1) & _U64
         with _deferred_signals():
+            # Give the identity up first: a recovery claims this word (CAS) before it takes the
+            # sequence over, so exactly one of us wins. If it did, touch nothing more.
+            if _sys.compare_exchange_u64(self._base + fmt.WRITER, me, 0) != me:
+                raise errors.LostWriteSide(held, self._seq())
+            w = self._words
+            if clean:
+                w[fmt.WRITE_COUNT // 8] = (int(w[fmt.WRITE_COUNT // 8]) + 1) & _U64
+                w[fmt.LAST_WRITE_NS // 8] = time.time_ns()
             flags = int(self._u32[fmt.FLAGS // 4])
-            if not ok:
+            if not clean:
                 flags |= fmt.FLAG_TORN
             elif repair:
                 flags &= ~fmt.FLAG_TORN
-            w = self._words
-            if ok:
-                w[fmt.WRITE_COUNT // 8] = (int(w[fmt.WRITE_COUNT // 8]) + 1) & (2**64 - 1)
-                w[fmt.LAST_WRITE_NS // 8] = time.time_ns()
             self._u32[fmt.FLAGS // 4] = flags
-            _sys.store_u64_relaxed(self._base + fmt.WRITER, 0)
-            _sys.store_u64_release(self._base + fmt.SEQUENCE, (s + 2) & (2**64 - 1))
+            # Publish: a compare-and-swap (sequentially consistent, so also a release), never a
+            # store, so only the holder of s + 1 can publish.
+            found = _sys.compare_exchange_u64(self._base + fmt.SEQUENCE, held, (s + 2) & _U64)
+            if found != held:
+                raise errors.LostWriteSide(held, found)
             _sys.fetch_add_u32_release(self._base + fmt.FUTEX, 1)
             _sys.futex_wake_all(self._base + fmt.FUTEX)
+
+    def _mark_torn_after_loss(self, timeout, me: int) -> None:
+        """After losing the write side: takes it again (within `timeout`) and publishes TORN,
+        so the stores made after the loss cannot hide behind a version that a later whole
+        write declared consistent (`mark_torn_after_loss` in mmshare-lib/src/raw.rs). If the
+        write side cannot be had, the recovery's own TORN mark stands."""
+        held = []
+        try:
+            self._take_write_side(timeout, me, held)
+        except (errors.Timeout, errors.LostWriteSide):
+            pass
+        finally:
+            if held:
+                try:
+                    self._publish(held[0], me, clean=False, repair=False)
+                except errors.LostWriteSide:
+                    pass
 
     # -- lifetime ---------------------------------------------------------------------------
 

@@ -72,6 +72,20 @@ class Torn(MmshareError):
         self.version = version
 
 
+class LostWriteSide(MmshareError):
+    """The write side was taken from this writer before it could publish (a recovery judged it
+    dead, or it stalled so long that its write was released). Nothing was published as this
+    write; its stores may have landed after the recovery, so the array is left TORN. Mirrors
+    the Rust `WriteError::LostWriteSide`."""
+
+    def __init__(self, sequence, found):
+        super().__init__(
+            f"lost the write side before publishing (took sequence {sequence}, found {found}): "
+            "the write was not published and the array is marked torn")
+        self.sequence = sequence  # the odd sequence this writer held
+        self.found = found        # the sequence found when it tried to go on
+
+
 class Timeout(MmshareError, TimeoutError):
     """A read, write or wait did not complete in time."""
 
