@@ -1,9 +1,11 @@
 //! How a reader or writer waits for the other side: spin, then yield, then sleep on the futex.
 //!
-//! Measured here (DESIGN.md): a store is seen by a spinning process on the other core in about
-//! 50 ns, but waking a *sleeping* process costs about 20 µs. So waiting starts by spinning for a
-//! short while (a stream of frequent updates is then seen at spin latency), then yields, then
-//! sleeps on the shared futex word so that a quiet array costs no CPU. Every wait has a deadline.
+//! A store is seen by a process spinning on another core as soon as the cache line moves (tens
+//! of nanoseconds), but waking a *sleeping* process costs about 20 µs on the reference machine
+//! (docs/BENCHMARKS.md: the round-trip floor of the daemon benchmark). So waiting starts by
+//! spinning for a short while (a stream of frequent updates is then seen at spin latency), then
+//! yields, then sleeps on the shared futex word so that a quiet array costs no CPU. Every wait
+//! has a deadline.
 
 use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};

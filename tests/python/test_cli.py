@@ -420,3 +420,66 @@ def test_demo_prints_its_python_while_the_array_exists(cli_bin, daemon):
     finally:
         p.kill()
         p.wait()
+
+
+# The documentation a new user starts from (README.md, the examples' README, the benchmark
+# figures) is checked here too: it must stand on its own and match the code.
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+def test_docs_reference_only_files_in_the_repository():
+    sources = [REPO / "README.md", REPO / "docs" / "BENCHMARKS.md",
+               REPO / "mmshare-lib" / "src" / "backoff.rs",
+               *sorted((REPO / "mmshare-lib" / "examples").rglob("*.md")),
+               *sorted((REPO / "clients" / "cli" / "src").glob("*.rs"))]
+    missing = []
+    for src in sources:
+        for ref in set(re.findall(r"[\w./-]*[A-Za-z_]\.md\b", src.read_text())):
+            candidates = [REPO / ref, src.parent / ref, REPO / "docs" / ref]
+            if not any(c.is_file() for c in candidates):
+                missing.append(f"{src.relative_to(REPO)}: {ref}")
+    assert missing == []
+
+
+def test_benchmark_figures_name_the_commit_and_its_date():
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout: commits cannot be looked up")
+    text = (REPO / "docs" / "BENCHMARKS.md").read_text()
+    runs = re.findall(r"[Rr]uns? of \d{4}-\d\d-\d\d[^:]*:", text)
+    assert runs, "no dated runs found"
+    for run_text in runs:
+        assert "commit" in run_text, f"a run is not dated by a commit: {run_text!r}"
+    cited = re.findall(r"commit ([0-9a-f]{7,40}) \(committed (\d{4}-\d\d-\d\d \d\d:\d\d) UTC", text)
+    assert len(cited) >= len(runs)
+    for sha, when in cited:
+        p = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%cd",
+                            "--date=format-local:%Y-%m-%d %H:%M", sha],
+                           capture_output=True, text=True, env=dict(os.environ, TZ="UTC"),
+                           timeout=60)
+        assert p.returncode == 0, f"commit {sha} is not in the history: {p.stderr}"
+        assert p.stdout.strip() == when, (sha, p.stdout, when)
+    # Every bare "commit abc1234" mentioned exists too.
+    for sha in set(re.findall(r"\b(?:commit|in) ([0-9a-f]{7,40})\b", text)):
+        p = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{sha}^{{commit}}"],
+                           capture_output=True, timeout=60)
+        assert p.returncode == 0, f"commit {sha} is not in the history"
+
+
+def test_readme_rust_quick_start_is_the_compiled_example():
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Quick start in Rust"):readme.index("## Quick start from the shell")]
+    assert re.search(r'^mmshare = \{ path = "[^"]*mmshare-lib" \}$', section, re.M), section
+    block = section[section.index("```rust\n") + len("```rust\n"):]
+    block = block[:block.index("```")]
+    example = (REPO / "mmshare-lib" / "examples" / "quickstart" / "main.rs").read_text()
+    begin, end = "// README quick start: begin\n", "// README quick start: end"
+    body = example[example.index(begin) + len(begin):example.index(end)]
+    assert block == body, "README's Rust quick start differs from examples/quickstart/main.rs"
+    assert "fn main() -> Result<" in block
+
+
+def test_examples_readme_builds_the_examples():
+    text = (REPO / "mmshare-lib" / "examples" / "README.md").read_text()
+    builds = re.findall(r"^cargo build[^\n]*$", text, re.M)
+    assert builds and all("--examples" in b for b in builds), builds

@@ -585,3 +585,42 @@ fn bad_flags_and_paths_are_refused_in_one_line() {
         "a refused start created --dir"
     );
 }
+
+/// The subscribe example (examples/README.md) waits out a TORN frame, as documented, and goes
+/// on with the next whole frame instead of exiting.
+#[test]
+fn subscribe_example_waits_out_a_torn_frame() {
+    let example = common::example_path("subscribe");
+    let d = Daemon::start(&[]);
+    let client = d.client();
+    let frame = client
+        .create(&CreateOptions::new("demo.frame", "f4", &[480, 640]).memory())
+        .unwrap();
+    let mut sub = Worker::spawn_program(
+        &example,
+        &["demo.frame"],
+        &[("MMSHARE_SOCKET", d.socket.as_os_str())],
+    );
+    sub.expect_line("reading demo.frame", WATCHDOG);
+    let whole = vec![0u8; frame.header().data_len as usize];
+    frame.write_bytes(0, &whole).unwrap();
+    // A write whose writer "died" half-way: published marked TORN.
+    frame.write_stream(|w| w.mark_torn()).unwrap();
+    assert!(frame.is_torn());
+    let line = sub.expect_line("version", WATCHDOG);
+    assert!(line.contains("TORN"), "{line}");
+    // Whole frames again: it reports them (once a second) instead of having exited.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                frame.write_bytes(0, &whole).unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        let line = sub.expect_line("version", WATCHDOG);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(line.contains("frames/s"), "{line}");
+    });
+    sub.kill();
+}

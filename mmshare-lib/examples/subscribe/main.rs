@@ -1,12 +1,13 @@
-//! Terminal 3 of the two-terminal example: opens the frame read-only and prints every new
-//! version it sees, with a checksum of a consistent copy. See examples/README.md.
+//! Terminal 3 of the publish/subscribe example: opens the frame read-only, sleeps until each new
+//! version, takes a consistent copy and prints once a second what it saw. A TORN frame (the
+//! publisher died mid-write) is reported and waited out. See examples/README.md.
 //!
 //! Run: `cargo run --release -p mmshare --example subscribe [NAME]`
 
 use std::error::Error;
 use std::time::{Duration, Instant};
 
-use mmshare::{Access, Client};
+use mmshare::{Access, Client, ReadError};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let name = std::env::args()
@@ -32,7 +33,22 @@ fn main() -> Result<(), Box<dyn Error>> {
                 continue;
             }
         }
-        let snap = frame.read_into(&mut copy)?;
+        let snap = match frame.read_into(&mut copy) {
+            Ok(snap) => snap,
+            // A writer died mid-write: wait for the next whole frame instead of giving up.
+            Err(ReadError::Torn { version }) => {
+                println!(
+                    "version {version} is TORN (its writer died mid-write); waiting for a whole frame"
+                );
+                continue;
+            }
+            // Writes kept overlapping the copy: try again with the next version.
+            Err(e @ ReadError::Timeout { .. }) => {
+                println!("{e}; trying again");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         count += 1;
         if last_report.elapsed() >= Duration::from_secs(1) {
             let mean = copy.iter().sum::<f32>() / copy.len() as f32;

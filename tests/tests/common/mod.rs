@@ -47,6 +47,36 @@ impl Worker {
         }
     }
 
+    /// Starts another program (an example, say) with `args` and extra environment variables,
+    /// its stdout delivered line by line like the worker's.
+    pub fn spawn_program(
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Worker {
+        let mut child = Command::new(program)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Worker {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
     /// Waits for a stdout line starting with `prefix`; panics after `timeout` (watchdog).
     pub fn expect_line(&mut self, prefix: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
@@ -275,4 +305,18 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Path of an example of the `mmshare` crate, built next to the worker (`cargo test` builds
+/// the examples before it runs the tests).
+pub fn example_path(name: &str) -> PathBuf {
+    let path = Path::new(worker_path())
+        .with_file_name("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p mmshare --examples` first (cargo test --workspace does)",
+        path.display()
+    );
+    path
 }
