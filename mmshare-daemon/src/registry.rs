@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use mmshare::proto::{ArrayInfo, Backing, ErrorKind, MAX_MESSAGE, OpenAccess, WireOrder};
 use mmshare::{
-    Access, ArraySpec, CreateError, DType, FormatError, Header, OpenError, Order, RawArray,
-    Recovery, TEMP_PREFIX, create_array_file, data_len, validate_name,
+    Access, ArraySpec, CreateError, DType, FormatError, Header, Liveness, OpenError, Order,
+    ProcessId, RawArray, Recovery, TEMP_PREFIX, create_array_file, data_len, validate_name,
 };
 use tracing::{error, info, warn};
 
@@ -138,8 +138,32 @@ struct State {
     bytes: u64,
     /// Odd sequences seen with no writer recorded: name -> (sequence, first seen).
     unidentified: HashMap<String, (u64, Instant)>,
-    /// Open connections holding write access, per array name.
-    leases: HashMap<String, u32>,
+    /// Open connections holding write access, per array name: each connection's peer process
+    /// as the daemon sees it (pid in the daemon's namespace, start time), one entry per
+    /// connection.
+    leases: HashMap<String, Vec<Lease>>,
+}
+
+/// A connection holding write access to an array.
+#[derive(Clone, Copy, Debug)]
+struct Lease {
+    /// The peer process, as the daemon sees it (its pid in the daemon's pid namespace).
+    who: ProcessId,
+    /// Whether it runs in another pid namespace than the daemon: then the pid it records as a
+    /// writer is its own namespace's, and means nothing (or another process) here.
+    foreign: bool,
+}
+
+/// Whether `pid` runs in another pid namespace than this process (false if it cannot be told).
+fn in_foreign_pid_namespace(pid: u32) -> bool {
+    let ns = |path: String| std::fs::read_link(path).ok();
+    match (
+        ns(format!("/proc/{pid}/ns/pid")),
+        ns("/proc/self/ns/pid".into()),
+    ) {
+        (Some(theirs), Some(ours)) => theirs != ours,
+        _ => false,
+    }
 }
 
 /// The arrays, and the directories that hold them.
@@ -683,41 +707,75 @@ impl Registry {
     }
 
     /// Counts a connection that now holds write access to `name`.
-    pub fn add_lease(&self, name: &str) {
-        *self.lock().leases.entry(name.to_owned()).or_insert(0) += 1;
+    pub fn add_lease(&self, name: &str, pid: u32) {
+        // The start time lets recovery recognise this process in a writer identity recorded in
+        // another pid namespace (start times do not depend on the namespace; pids do).
+        let who = ProcessId::read(pid).unwrap_or(ProcessId { pid, start_time: 0 });
+        let foreign = in_foreign_pid_namespace(pid);
+        self.lock()
+            .leases
+            .entry(name.to_owned())
+            .or_default()
+            .push(Lease { who, foreign });
     }
 
     /// Forgets the write access of a connection that closed.
-    pub fn release_leases(&self, names: &[String]) {
+    pub fn release_leases(&self, names: &[String], pid: u32) {
         let mut state = self.lock();
         for name in names {
-            if let Some(n) = state.leases.get_mut(name) {
-                *n -= 1;
-                if *n == 0 {
+            if let Some(holders) = state.leases.get_mut(name) {
+                if let Some(i) = holders.iter().position(|h| h.who.pid == pid) {
+                    holders.swap_remove(i);
+                }
+                if holders.is_empty() {
                     state.leases.remove(name);
                 }
             }
         }
     }
 
+    /// The liveness of a recorded writer of `name`, as the daemon judges it: what `/proc` and
+    /// `kill(pid, 0)` say, except that a writer they call dead is `Alive` if a live process in
+    /// another pid namespace holds a write lease on the array and has the writer's start time:
+    /// it recorded its pid in its own namespace, where it names another process than here.
+    /// (Start times count clock ticks since boot in every namespace; pids do not. A worker
+    /// forked in that namespace within the same tick as the lease holder is indistinguishable
+    /// from it, and is then left alone while the lease stays open.)
+    fn judge(&self, name: &str, writer: ProcessId) -> Liveness {
+        let own = writer.liveness();
+        if own != Liveness::Dead {
+            return own;
+        }
+        let low = |t: u64| t & 0xFFFF_FFFF;
+        let holders = self.lock().leases.get(name).cloned().unwrap_or_default();
+        let holder_alive = holders.iter().any(|h| {
+            h.foreign
+                && h.who.start_time != 0
+                && low(h.who.start_time) == low(writer.start_time)
+                && h.who.liveness() == Liveness::Alive
+        });
+        if holder_alive { Liveness::Alive } else { own }
+    }
+
     /// Recovers every array whose writer died mid-write; run at start and periodically. Also
     /// stops serving arrays whose file was truncated under the daemon.
     ///
-    /// Arrays that a connected client holds write access to are left to the lease: while a
-    /// writer's connection is open it is alive, whatever its recorded pid looks like from here
-    /// (a writer in another pid namespace records a pid the daemon cannot interpret). When that
-    /// connection closes, `recover_after_close` runs.
+    /// A recorded writer that is positively dead (`Liveness::Dead`) is recovered whatever
+    /// connections are open: a connected client may have forked the worker that died, and the
+    /// client's lease says nothing about that worker. A write lease protects only what cannot
+    /// be judged: a write whose writer is not yet recorded, which is taken over after
+    /// `UNIDENTIFIED_GRACE` only while no connection holds write access. A recorded writer
+    /// whose liveness is `Unknown` is never taken over.
     pub fn recover_all(&self) {
-        let entries: Vec<Arc<Entry>> = {
+        let entries: Vec<(Arc<Entry>, bool)> = {
             let state = self.lock();
             state
                 .arrays
                 .values()
-                .filter(|e| !state.leases.contains_key(&e.header.name))
-                .cloned()
+                .map(|e| (e.clone(), state.leases.contains_key(&e.header.name)))
                 .collect()
         };
-        for entry in entries {
+        for (entry, leased) in entries {
             if !entry.intact() {
                 let name = &entry.header.name;
                 error!(name, path = %entry.path.display(), "array file was truncated by a client; no longer served");
@@ -733,7 +791,9 @@ impl Registry {
                 continue;
             }
             if entry.raw.sequence() % 2 == 1 {
-                self.recover(&entry, None);
+                self.recover(&entry, None, leased);
+            } else if leased {
+                self.lock().unidentified.remove(&entry.header.name);
             }
         }
     }
@@ -760,7 +820,7 @@ impl Registry {
                     _ => break, // someone else's write (or not yet identified): periodic check
                 }
                 if matches!(
-                    self.recover(&entry, Some(pid)),
+                    self.recover(&entry, Some(pid), true),
                     Some(Recovery::Recovered { .. })
                 ) {
                     break;
@@ -777,9 +837,15 @@ impl Registry {
         }
     }
 
-    fn recover(&self, entry: &Entry, closed_pid: Option<u32>) -> Option<Recovery> {
+    /// Recovers `entry` if its recorded writer is positively dead; with no writer recorded,
+    /// takes the write side over once it has stayed so for `UNIDENTIFIED_GRACE` and no
+    /// connection holds write access (`leased`).
+    fn recover(&self, entry: &Entry, closed_pid: Option<u32>, leased: bool) -> Option<Recovery> {
         let name = &entry.header.name;
-        match entry.raw.recover_dead_writer() {
+        match entry
+            .raw
+            .recover_dead_writer_judged(|writer| self.judge(name, writer))
+        {
             Ok(r @ Recovery::Recovered { writer, version }) => {
                 warn!(
                     name,
@@ -789,6 +855,13 @@ impl Registry {
                 );
                 self.lock().unidentified.remove(name);
                 Some(r)
+            }
+            Ok(Recovery::WriterUnknown { .. }) if leased => {
+                // A connected client holds write access: an unidentified write is most likely
+                // its own, between taking the write side and recording itself. Start the
+                // grace period afresh once the lease is gone.
+                self.lock().unidentified.remove(name);
+                None
             }
             Ok(Recovery::WriterUnknown { sequence }) if closed_pid.is_none() => {
                 let mut state = self.lock();

@@ -24,8 +24,10 @@ use crate::connection::{Connection, Incoming};
 use crate::registry::{Creds, Limits, Registry, RequestError};
 use crate::shutdown::{self, Shutdown};
 
-/// How often every array is checked for a writer that died mid-write.
-const RECOVERY_PERIOD: Duration = Duration::from_secs(1);
+/// How often every array is checked for a writer that died mid-write. A check of an array
+/// with no write in progress is one load of its sequence, so this can be frequent: a writer
+/// that is positively dead is recovered well within a second.
+const RECOVERY_PERIOD: Duration = Duration::from_millis(250);
 /// Connections being refused (Busy) at once; beyond this they are closed without a reply.
 const MAX_REFUSALS: usize = 1024;
 /// A new connection must say Hello within this time, or it is closed (so idle connections
@@ -330,7 +332,7 @@ async fn handle_connection(socket: UnixSeqpacket, registry: Arc<Registry>, mut s
             && !leases.contains(&name)
         {
             // Beyond the cap, the periodic check (every second) still recovers dead writers.
-            registry.add_lease(&name);
+            registry.add_lease(&name, creds.pid);
             leases.insert(name);
         }
         if !send_within(&conn, &reply, file.as_ref()).await {
@@ -343,7 +345,7 @@ async fn handle_connection(socket: UnixSeqpacket, registry: Arc<Registry>, mut s
         let names: Vec<String> = leases.into_iter().collect();
         let _ = tokio::task::spawn_blocking(move || {
             registry.recover_after_close(&names, creds.pid);
-            registry.release_leases(&names);
+            registry.release_leases(&names, creds.pid);
         })
         .await;
     }

@@ -55,8 +55,20 @@ impl Backoff {
         } else if elapsed < YIELD_UNTIL {
             std::thread::yield_now();
         } else {
+            #[cfg(test)]
+            if let Some(hook) = BEFORE_SLEEP.with(|h| h.borrow_mut().take()) {
+                hook();
+            }
             sys::futex_wait(futex, seen, (self.timeout - elapsed).min(MAX_SLEEP));
         }
         true
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test hook: runs once, in the waiting thread, just before its next futex sleep, that is
+    /// inside the window between a waiter's last check and its sleep.
+    pub(crate) static BEFORE_SLEEP: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+        std::cell::RefCell::new(None);
 }

@@ -578,6 +578,20 @@ impl RawArray {
     /// # Errors
     /// [`WriteError::ReadOnly`] on a read-only handle.
     pub fn recover_dead_writer(&self) -> Result<Recovery, WriteError> {
+        self.recover_dead_writer_judged(|writer| writer.liveness())
+    }
+
+    /// [`RawArray::recover_dead_writer`] with the caller's judgement of the recorded writer's
+    /// liveness (for example [`ProcessId::liveness`] overruled by what the caller knows: the
+    /// daemon knows which live processes hold write access, whatever pid namespace they
+    /// recorded their pid in). Recovery acts only on [`Liveness::Dead`].
+    ///
+    /// # Errors
+    /// [`WriteError::ReadOnly`] on a read-only handle.
+    pub fn recover_dead_writer_judged(
+        &self,
+        judge: impl Fn(ProcessId) -> Liveness,
+    ) -> Result<Recovery, WriteError> {
         if !self.map.writable() {
             return Err(WriteError::ReadOnly);
         }
@@ -595,7 +609,7 @@ impl RawArray {
             let Some(writer) = ProcessId::from_word(word) else {
                 return Ok(Recovery::WriterUnknown { sequence: s });
             };
-            match writer.liveness() {
+            match judge(writer) {
                 Liveness::Alive => return Ok(Recovery::WriterAlive(writer)),
                 Liveness::Unknown => return Ok(Recovery::WriterUnknown { sequence: s }),
                 Liveness::Dead => {}
@@ -1072,6 +1086,54 @@ mod tests {
         assert_eq!(w.take_over(1, 0, ProcessId::current()), None);
         assert_eq!((w.sequence(), w.writer()), (2, None));
         assert!(!w.is_torn());
+    }
+
+    /// Every publish (a write, a recovery) bumps the futex word, so a waiter that read the
+    /// word before the publish cannot sleep through it.
+    #[test]
+    fn every_publish_bumps_the_futex_word() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), 8);
+        let w = RawArray::open(&path, Access::Write).unwrap();
+        let before = w.futex().load(Ordering::Relaxed);
+        w.write_bytes(0, &[1; 8]).unwrap();
+        assert_eq!(w.futex().load(Ordering::Relaxed), before.wrapping_add(1));
+        let (_, holder) = w.acquire_write().unwrap();
+        let recoverer = ProcessId {
+            pid: 1,
+            start_time: 7,
+        };
+        assert_eq!(w.take_over(3, holder, recoverer), Some(3));
+        assert_eq!(w.futex().load(Ordering::Relaxed), before.wrapping_add(2));
+    }
+
+    /// The lost-wake-up window: a publish that lands after a waiter's last look at the sequence
+    /// but before it sleeps must not be slept through. The waiter's futex sleep returns at once
+    /// because the word moved on (counted), not after a sleep that times out.
+    #[test]
+    fn a_publish_inside_the_lost_wake_up_window_is_not_slept_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), 8);
+        let w = RawArray::open(&path, Access::Write).unwrap();
+        let r = RawArray::open(&path, Access::Read).unwrap();
+        let writer = std::sync::Arc::new(w);
+        let hook_writer = writer.clone();
+        crate::backoff::BEFORE_SLEEP.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                hook_writer.write_bytes(0, &[1; 8]).unwrap();
+            }));
+        });
+        let changed = crate::sys::futex_already_changed();
+        assert_eq!(r.wait_for_version(0, Duration::from_secs(30)), Ok(1));
+        assert!(
+            crate::backoff::BEFORE_SLEEP.with(|h| h.borrow().is_none()),
+            "the waiter never reached its futex sleep"
+        );
+        // Counters are per process and other tests run in parallel: only growth is exact.
+        assert!(
+            crate::sys::futex_already_changed() > changed,
+            "the sleep did not see that the word had moved: it slept through the publish"
+        );
     }
 
     /// Files that are cut short are refused with their own errors before anything is mapped.

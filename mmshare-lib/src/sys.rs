@@ -30,12 +30,29 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     // EAGAIN (value changed), EINTR and ETIMEDOUT all mean "look again"; there is nothing else
     // a valid, aligned, mapped word can produce. Success means another thread or process woke
     // us with FUTEX_WAKE: counted, so tests can prove wakes cross process boundaries.
-    if futex::wait(word, futex::Flags::empty(), expected, Some(&ts)).is_ok() {
-        FUTEX_WAKEUPS.fetch_add(1, Ordering::Relaxed);
+    match futex::wait(word, futex::Flags::empty(), expected, Some(&ts)) {
+        Ok(()) => {
+            FUTEX_WAKEUPS.fetch_add(1, Ordering::Relaxed);
+        }
+        // The word had already moved on: the publish this waiter was about to sleep through
+        // happened between its check and its sleep (the lost-wake-up window), and the bumped
+        // word turned the sleep into an immediate return. Counted for the test of that window.
+        Err(rustix::io::Errno::AGAIN) => {
+            FUTEX_ALREADY_CHANGED.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(_) => {}
     }
 }
 
 static FUTEX_WAKEUPS: AtomicU64 = AtomicU64::new(0);
+static FUTEX_ALREADY_CHANGED: AtomicU64 = AtomicU64::new(0);
+
+/// How many futex sleeps in this process returned at once because the word no longer held the
+/// expected value. A diagnostic for tests.
+#[cfg(test)]
+pub(crate) fn futex_already_changed() -> u64 {
+    FUTEX_ALREADY_CHANGED.load(Ordering::Relaxed)
+}
 
 /// How many times a futex sleep in this process ended because it was woken (rather than by a
 /// timeout or a changed value). A diagnostic: tests use it to prove that a write in one process

@@ -3,7 +3,8 @@
 //! Each subcommand plays one role against an array file and reports on stdout in `key=value`
 //! lines, so tests in Rust and Python can drive it the same way. Exit codes: 0 success,
 //! 2 usage error, 3 a torn snapshot was accepted (the detector fired), 4 timeout, 1 other error.
-#![forbid(unsafe_code)]
+// One function (`fork_holder`) forks, which needs `unsafe`; everything else is safe code.
+#![deny(unsafe_code)]
 
 use std::io::Write as _;
 use std::path::Path;
@@ -39,7 +40,15 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
   client-write SOCKET NAME BYTE         open NAME (u8) for writing through the daemon, fill it
   client-hold SOCKET NAME               open NAME for writing through the daemon, hold the write side
   create-loop SOCKET PREFIX MIB         create PREFIX-0, PREFIX-1, ... of MIB MiB each, forever
-  perm-probe SOCKET NAME600 NAME644     report what this uid may do with the two arrays";
+  perm-probe SOCKET NAME600 NAME644     report what this uid may do with the two arrays
+  client-fork-hold SOCKET NAME          open NAME for writing through the daemon, fork a child
+                                        that holds the write side (inherited mapping), stay connected
+  ledger-writer PATH ID                 whole writes of pattern(version) + ID, printing
+                                        'w ID VERSION' inside each write, until PATH.stop exists
+  ledger-reader PATH                    check every snapshot against the writer-id pattern until
+                                        PATH.stop exists (exit 3 on a torn one)
+  slow-writes SOCKET NAME N HOLD_MS     N whole writes through the daemon, each holding the write
+                                        side HOLD_MS; print 'ok VERSION' or 'lost ERROR' per write";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -73,6 +82,15 @@ fn main() -> ExitCode {
             create_loop(socket, prefix, mib.parse().unwrap_or(1))
         }
         ["perm-probe", socket, n600, n644] => perm_probe(socket, n600, n644),
+        ["client-fork-hold", socket, name] => fork_holder(socket, name),
+        ["ledger-writer", path, id] => ledger_writer(path, id.parse().unwrap_or(0)),
+        ["ledger-reader", path] => ledger_reader(path),
+        ["slow-writes", socket, name, n, ms] => slow_writes(
+            socket,
+            name,
+            n.parse().unwrap_or(1),
+            ms.parse().unwrap_or(100),
+        ),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -377,5 +395,153 @@ fn perm_probe(socket: &str, n600: &str, n644: &str) -> Result<ExitCode> {
             Err(e) => format!("denied:{}", e.kind()),
         }
     ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A connected client (holding a write lease on NAME) forks a worker that inherits the
+/// read-write mapping and takes the write side; the parent stays connected and idle. The
+/// worker is what the test kills: the daemon must recover it although the lease stays open.
+fn fork_holder(socket: &str, name: &str) -> Result<ExitCode> {
+    let client = Client::connect(socket)?;
+    let a = client.open::<u8>(name, Access::Write)?;
+    // SAFETY: this process has a single thread (the worker never spawns any), so the child of
+    // `fork` may run arbitrary code.
+    #[allow(unsafe_code)]
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(std::io::Error::last_os_error().into()),
+        0 => {
+            a.write_with(|v| {
+                v.set(0, 1);
+                say(&format!("child holding pid={}", std::process::id()));
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        child => {
+            say(&format!(
+                "parent connected pid={} child={child}",
+                std::process::id()
+            ));
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+    }
+}
+
+/// Multiplier that puts a writer's id into every word of its pattern.
+const ID_K: u64 = 0xD6E8_FEB8_6659_FD93;
+
+/// Word `i` of the ledger pattern: word 0 is the writer id, the others mix version and id, so
+/// a snapshot mixing two writes, or two writers' stores of one version, is caught.
+fn ledger_word(version: u64, id: u64, i: usize) -> u64 {
+    if i == 0 {
+        id
+    } else {
+        pattern(version, i).wrapping_add(id.wrapping_mul(ID_K))
+    }
+}
+
+fn stop_requested(path: &str) -> bool {
+    Path::new(&format!("{path}.stop")).exists()
+}
+
+/// Whole writes back to back; each prints `w ID VERSION` *inside* the write (before it is
+/// published), so the test knows every version a writer took, even one it was killed in.
+fn ledger_writer(path: &str, id: u64) -> Result<ExitCode> {
+    let a = Array::<u64>::open(path, Access::Write)?;
+    let mut buf = vec![0u64; a.len()];
+    let mut writes = 0u64;
+    while !stop_requested(path) {
+        a.write_with(|v| {
+            let version = v.version();
+            for (i, w) in buf.iter_mut().enumerate() {
+                *w = ledger_word(version, id, i);
+            }
+            v.copy_from(0, &buf);
+            v.clear_torn();
+            say(&format!("w {id} {version}"));
+        })?;
+        writes += 1;
+    }
+    say(&format!("writes={writes}"));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads until told to stop; every accepted snapshot must be one writer's whole write of
+/// exactly the snapshot's version. Torn arrays and timeouts (a killed writer not yet
+/// recovered) are waited out.
+fn ledger_reader(path: &str) -> Result<ExitCode> {
+    let mut a = Array::<u64>::open(path, Access::Read)?;
+    a.raw_mut().set_timeout(Duration::from_millis(200));
+    let mut buf = vec![0u64; a.len()];
+    let (mut reads, mut torn, mut timeouts, mut last) = (0u64, 0u64, 0u64, 0u64);
+    while !stop_requested(path) {
+        let snap = match a.read_into(&mut buf) {
+            Ok(snap) => snap,
+            Err(ReadError::Torn { .. }) => {
+                torn += 1;
+                continue;
+            }
+            Err(ReadError::Timeout { .. }) => {
+                timeouts += 1;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        reads += 1;
+        if snap.version < last {
+            say(&format!(
+                "version went backwards: {last} -> {}",
+                snap.version
+            ));
+            return Ok(ExitCode::from(3));
+        }
+        last = snap.version;
+        if snap.version == 0 {
+            continue;
+        }
+        let id = buf[0];
+        if id > 1000
+            || buf
+                .iter()
+                .enumerate()
+                .any(|(i, &w)| w != ledger_word(snap.version, id, i))
+        {
+            say(&format!(
+                "torn snapshot accepted: version {} word0 {id}",
+                snap.version
+            ));
+            return Ok(ExitCode::from(3));
+        }
+    }
+    say(&format!(
+        "reads={reads} torn={torn} timeouts={timeouts} last={last}"
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `n` whole writes through the daemon, each holding the write side for `hold_ms`. A write
+/// whose write side a recovery took over must fail cleanly (`LostWriteSide`), never succeed.
+fn slow_writes(socket: &str, name: &str, n: u32, hold_ms: u64) -> Result<ExitCode> {
+    let client = Client::connect(socket)?;
+    let a = client.open::<u8>(name, Access::Write)?;
+    say(&format!("writing pid={}", std::process::id()));
+    for round in 0..n {
+        let result = a.write_with(|v| {
+            v.fill(round as u8);
+            std::thread::sleep(Duration::from_millis(hold_ms));
+            v.version()
+        });
+        match result {
+            Ok(version) => say(&format!("ok {version}")),
+            Err(e @ mmshare::WriteError::LostWriteSide { .. }) => say(&format!("lost {e}")),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    say("done");
     Ok(ExitCode::SUCCESS)
 }

@@ -26,14 +26,17 @@ fn futex_wake_crosses_processes() {
     let writer = RawArray::open(&path, Access::Write).unwrap();
     let mut waiter = Worker::spawn(&["wait", path.to_str().unwrap(), "0", "20000"]);
     waiter.expect_line("waiting", WATCHDOG);
-    // Let it get past spinning and yielding into the futex sleep; it must be asleep, not
-    // burning CPU.
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        proc_state(waiter.pid()),
-        'S',
-        "a waiter on a quiet array should sleep"
-    );
+    // It gets past spinning and yielding into the futex sleep: it must be seen asleep, not
+    // burning CPU. (It re-checks every 50 ms, so a single sample can catch it running: wait
+    // until it is seen sleeping; the watchdog fails a waiter that never sleeps.)
+    let deadline = std::time::Instant::now() + WATCHDOG;
+    while proc_state(waiter.pid()) != 'S' {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a waiter on a quiet array should sleep"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     assert_eq!(writer.write_bytes(0, &[1; 64]).unwrap(), 1);
     let (status, lines) = waiter.finish(WATCHDOG);
     assert!(status.success(), "{lines:?}");

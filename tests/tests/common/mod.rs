@@ -285,8 +285,20 @@ impl Daemon {
         mmshare::Client::connect(&self.socket).expect("connect to test daemon")
     }
 
+    /// Whether the daemon logged a line containing `needle`. The log is collected from the
+    /// daemon's stderr by another thread, so a line the daemon wrote just before the event the
+    /// test saw may not be here yet: wait for it (up to a watchdog) rather than race it.
     pub fn log_has(&self, needle: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     pub fn log(&self) -> Vec<String> {
