@@ -422,6 +422,9 @@ impl RawArray {
                 Ok(s) => {
                     self.record_writer(s, me)?;
                     if fault::early_publish() {
+                        // The broken writer of the fault tests: it hands the write side back
+                        // (identity, then sequence) before writing anything.
+                        self.writer_word().store(0, Ordering::Relaxed);
                         let _ = end_write(self.seq(), s);
                     }
                     return Ok((s, me.to_word()));
@@ -486,10 +489,11 @@ impl RawArray {
         // sees no writer recorded and leaves the write alone; if it won, we touch nothing more.
         // Release is not needed here (the sequence CAS below publishes everything); AcqRel
         // keeps the word's history simple to reason about and costs nothing more on x86.
-        if self
-            .writer_word()
-            .compare_exchange(holder, 0, Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
+        if !fault::early_publish()
+            && self
+                .writer_word()
+                .compare_exchange(holder, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
         {
             return Err(lost(self.sequence()));
         }
