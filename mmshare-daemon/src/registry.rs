@@ -735,12 +735,11 @@ impl Registry {
     }
 
     /// The liveness of a recorded writer of `name`, as the daemon judges it: what `/proc` and
-    /// `kill(pid, 0)` say, except that a writer they call dead is `Alive` if a live process in
-    /// another pid namespace holds a write lease on the array and has the writer's start time:
-    /// it recorded its pid in its own namespace, where it names another process than here.
-    /// (Start times count clock ticks since boot in every namespace; pids do not. A worker
-    /// forked in that namespace within the same tick as the lease holder is indistinguishable
-    /// from it, and is then left alone while the lease stays open.)
+    /// `kill(pid, 0)` say, except while a live process in another pid namespace holds a write
+    /// lease on the array. Writers of that namespace record pids that mean nothing here (or
+    /// name another process), so a writer those checks call dead is then `Alive` if it has the
+    /// lease holder's start time (the holder itself: start times count clock ticks since boot
+    /// in every namespace, pids do not), and `Unknown` otherwise: no positive evidence.
     fn judge(&self, name: &str, writer: ProcessId) -> Liveness {
         let own = writer.liveness();
         if own != Liveness::Dead {
@@ -748,13 +747,23 @@ impl Registry {
         }
         let low = |t: u64| t & 0xFFFF_FFFF;
         let holders = self.lock().leases.get(name).cloned().unwrap_or_default();
-        let holder_alive = holders.iter().any(|h| {
-            h.foreign
-                && h.who.start_time != 0
-                && low(h.who.start_time) == low(writer.start_time)
-                && h.who.liveness() == Liveness::Alive
-        });
-        if holder_alive { Liveness::Alive } else { own }
+        let mut foreign_alive = holders
+            .iter()
+            .filter(|h| h.foreign && h.who.liveness() == Liveness::Alive);
+        match foreign_alive.clone().next() {
+            None => own,
+            // The lease holder itself, seen through its own namespace's pid.
+            Some(_)
+                if foreign_alive.any(|h| {
+                    h.who.start_time != 0 && low(h.who.start_time) == low(writer.start_time)
+                }) =>
+            {
+                Liveness::Alive
+            }
+            // Some process of that namespace (a forked worker, say) whose pid means nothing
+            // here: no positive evidence either way.
+            Some(_) => Liveness::Unknown,
+        }
     }
 
     /// Recovers every array whose writer died mid-write; run at start and periodically. Also
@@ -863,6 +872,13 @@ impl Registry {
                 self.lock().unidentified.remove(name);
                 None
             }
+            Ok(Recovery::WriterUnknown { .. }) if entry.raw.writer().is_some() => {
+                // A recorded writer whose liveness cannot be told: never taken over. Any
+                // unidentified stretch seen before is over (a write that is seen unidentified
+                // at its start and again at its publish, 2 s apart, is not one to take over).
+                self.lock().unidentified.remove(name);
+                None
+            }
             Ok(Recovery::WriterUnknown { sequence }) if closed_pid.is_none() => {
                 let mut state = self.lock();
                 let first = state
@@ -894,7 +910,10 @@ impl Registry {
                     }
                 }
             }
-            Ok(other) => Some(other),
+            Ok(other) => {
+                self.lock().unidentified.remove(name);
+                Some(other)
+            }
             Err(e) => {
                 error!(name, "recovery failed: {e}");
                 None

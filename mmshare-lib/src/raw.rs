@@ -447,19 +447,69 @@ impl RawArray {
     /// Records this process as the holder of the write side it just took (replacing even `s`).
     ///
     /// The word is 0 whenever the sequence is even (`publish` clears it, by CAS, before its
-    /// Release publish), so the CAS from 0 fails only if a recovery claimed the word after
-    /// watching the write side sit unidentified: the write side is lost before anything was
-    /// written, and this writer must not go on.
+    /// Release publish), so the CAS from 0 fails only while a recovery has claimed the word:
+    /// see [`RawArray::swap_identity`].
     fn record_writer(&self, s: u64, me: ProcessId) -> Result<(), WriteError> {
-        // Relaxed: the word is protected by the odd sequence; the recovery that may race for it
-        // uses a CAS too, so exactly one of the two owns it.
-        self.writer_word()
-            .compare_exchange(0, me.to_word(), Ordering::Relaxed, Ordering::Relaxed)
-            .map(drop)
-            .map_err(|_| WriteError::LostWriteSide {
+        self.swap_identity(s, 0, me.to_word())?;
+        // A writer that stalled between its sequence CAS and here for the 2 s after which an
+        // unidentified write is taken over finds the word free again once that recovery has
+        // published: the sequence tells. Hand the word back and stop before writing.
+        let now = self.sequence();
+        if now != s.wrapping_add(1) {
+            let _ = self.writer_word().compare_exchange(
+                me.to_word(),
+                0,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+            return Err(WriteError::LostWriteSide {
                 sequence: s.wrapping_add(1),
-                found: self.sequence(),
-            })
+                found: now,
+            });
+        }
+        Ok(())
+    }
+
+    /// The holder of odd `s + 1` moves the identity word from `from` to `to` by CAS.
+    ///
+    /// The CAS fails only while a recovery has claimed the word. A claim is always followed
+    /// by one of two things, so wait (within the handle's timeout) to see which:
+    /// - the recovery takes the write side over (the sequence leaves `s + 1`): this writer
+    ///   lost it, and gets [`WriteError::LostWriteSide`];
+    /// - the recovery finds the sequence moved (it claimed on a stale look: the same identity
+    ///   word recorded again by a later write of the same process, an ABA) and hands the word
+    ///   back as it found it: the CAS then succeeds.
+    ///
+    /// Deciding "lost" on the first failure would leave `s + 1` held by nobody.
+    fn swap_identity(&self, s: u64, from: u64, to: u64) -> Result<(), WriteError> {
+        let held = s.wrapping_add(1);
+        let lost = |found| WriteError::LostWriteSide {
+            sequence: held,
+            found,
+        };
+        let mut backoff = Backoff::new(self.timeout);
+        loop {
+            // AcqRel: the word's modification order decides who owns the write side (this
+            // writer or a recoverer); the Release half also keeps this write's data stores
+            // before a recoverer's successful claim of the word after our hand-over.
+            if self
+                .writer_word()
+                .compare_exchange(from, to, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Ok(());
+            }
+            let now = self.sequence();
+            if now != held {
+                return Err(lost(now));
+            }
+            let futex_seen = self.futex_snapshot();
+            if !backoff.pause(self.futex(), futex_seen) {
+                // A recoverer claimed the word and stopped there (it died): leave the write
+                // side to the recovery of that recoverer.
+                return Err(lost(now));
+            }
+        }
     }
 
     /// Makes the new state visible: writer cleared, statistics, TORN, sequence, futex wake.
@@ -485,17 +535,11 @@ impl RawArray {
             found,
         };
         // Give the identity up first, by CAS: a recovery claims this word (with a CAS) before
-        // it takes the sequence over, so exactly one of the two wins. If we win, the recovery
-        // sees no writer recorded and leaves the write alone; if it won, we touch nothing more.
-        // Release is not needed here (the sequence CAS below publishes everything); AcqRel
-        // keeps the word's history simple to reason about and costs nothing more on x86.
-        if !fault::early_publish()
-            && self
-                .writer_word()
-                .compare_exchange(holder, 0, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-        {
-            return Err(lost(self.sequence()));
+        // it takes the sequence over, so exactly one of the two wins. If we win, a recovery that
+        // looks now sees no writer recorded (only the 2 s unidentified rule could act, and its
+        // takeover then makes our sequence CAS below fail); if it won, we touch nothing more.
+        if !fault::early_publish() {
+            self.swap_identity(s, holder, 0)?;
         }
         if !mark_torn {
             // Relaxed: statistics, written only under the write side. Recoveries and panicked
@@ -648,11 +692,14 @@ impl RawArray {
             .compare_exchange(s, s.wrapping_add(2), Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            // Give the word back if it is still ours, so the next holder finds 0.
+            // The claim was made on a stale look (the holder published, and the word we
+            // claimed may already be a later holder's: the same process records the same
+            // word). Hand it back exactly as found; that holder waits for this in
+            // `swap_identity`.
             let _ = self.writer_word().compare_exchange(
                 me.to_word(),
-                0,
-                Ordering::Relaxed,
+                word,
+                Ordering::AcqRel,
                 Ordering::Relaxed,
             );
             return None;
@@ -688,9 +735,10 @@ impl RawArray {
         if sequence & 1 == 0 || self.seq().load(Ordering::Acquire) != sequence {
             return Ok(Recovery::NotHeld);
         }
-        // Claim the empty identity word; failing means the writer recorded itself after all.
+        // A writer recorded itself after all: its liveness is for the caller to judge
+        // (`recover_dead_writer` or the `_judged` variant), not for this unconditional takeover.
         if self.writer_word().load(Ordering::Acquire) != 0 {
-            return self.recover_dead_writer();
+            return Ok(Recovery::WriterUnknown { sequence });
         }
         match self.take_over(sequence, 0, ProcessId::current()) {
             Some(version) => Ok(Recovery::Recovered {
@@ -700,8 +748,8 @@ impl RawArray {
                 },
                 version,
             }),
-            // The holder recorded itself (defer to the liveness check) or published.
-            None if self.writer().is_some() => self.recover_dead_writer(),
+            // The holder recorded itself (its liveness is the caller's to judge) or published.
+            None if self.sequence() == sequence => Ok(Recovery::WriterUnknown { sequence }),
             None => Ok(Recovery::NotHeld),
         }
     }
@@ -1074,6 +1122,103 @@ mod tests {
             live.read_bytes(0, &mut [0u8; 16]),
             Err(ReadError::Torn { version: 4 })
         );
+    }
+
+    /// ABA on the identity word: a recoverer looked at a write (odd sequence, word W), the
+    /// writer published and the same process took the next write (same word W again); the
+    /// recoverer's claim of W then succeeds but its take-over of the old sequence fails. It must
+    /// hand W back, and the writer must finish normally: nothing is left held by nobody.
+    #[test]
+    fn a_claim_on_a_stale_look_is_handed_back_and_the_writer_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), 8);
+        let w = RawArray::open(&path, Access::Write).unwrap();
+        let recoverer = RawArray::open(&path, Access::Write).unwrap();
+        let [a, b] = [1, 2].map(|pid| ProcessId { pid, start_time: 7 });
+        let (s0, h) = w.acquire_write_as(a).unwrap();
+        let stale = w.sequence(); // what the recoverer saw: 1, held by `a`
+        assert_eq!(w.publish(s0, true, false, h), Ok(1));
+        let (s1, h1) = w.acquire_write_as(a).unwrap();
+        assert_eq!((h1, w.sequence()), (h, 3));
+        assert_eq!(recoverer.take_over(stale, h, b), None);
+        assert_eq!(w.writer(), Some(a), "the claimed word was not handed back");
+        assert_eq!(w.publish(s1, true, false, h1), Ok(2));
+        assert_eq!((w.sequence(), w.writer()), (4, None));
+        assert!(!w.is_torn());
+    }
+
+    /// A writer whose identity CAS fails while the sequence is still its own waits for the
+    /// claimant to decide (here: hand the word back) instead of giving up and leaving the
+    /// write side held by nobody.
+    #[test]
+    fn a_writer_waits_out_a_claim_that_is_handed_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), 8);
+        let w = RawArray::open(&path, Access::Write).unwrap();
+        let claimant = ProcessId {
+            pid: 2,
+            start_time: 7,
+        }
+        .to_word();
+        // A claim made on a stale look, not yet handed back.
+        w.writer_word().store(claimant, Ordering::Relaxed);
+        let version = std::thread::scope(|scope| {
+            let writer = scope.spawn(|| w.write_bytes(0, &[3; 8]));
+            // Hand the word back once the writer is waiting on it (the watchdog only keeps
+            // a broken build from hanging).
+            let watchdog = std::time::Instant::now() + Duration::from_secs(10);
+            while w.sequence() != 1 {
+                assert!(
+                    std::time::Instant::now() < watchdog,
+                    "writer never took the sequence"
+                );
+                std::thread::yield_now();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            w.writer_word()
+                .compare_exchange(claimant, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .unwrap();
+            writer.join().unwrap()
+        });
+        assert_eq!(version, Ok(1));
+        assert_eq!((w.sequence(), w.writer()), (2, None));
+    }
+
+    /// A writer that records itself only after a take-over moved the sequence on (it stalled
+    /// between its sequence CAS and recording itself) gives the word back and stops.
+    #[test]
+    fn a_writer_that_records_itself_after_a_take_over_stops_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), 8);
+        let w = RawArray::open(&path, Access::Write).unwrap();
+        let recoverer = RawArray::open(&path, Access::Write).unwrap();
+        let a = ProcessId {
+            pid: 1,
+            start_time: 7,
+        };
+        // The writer's sequence CAS, then (before it records itself) the unidentified
+        // take-over: 1 -> 3 -> 4, TORN.
+        assert_eq!(try_begin_write(w.seq()), Ok(0));
+        assert_eq!(
+            recoverer.take_over(
+                1,
+                0,
+                ProcessId {
+                    pid: 2,
+                    start_time: 7
+                }
+            ),
+            Some(2)
+        );
+        assert_eq!(
+            w.record_writer(0, a),
+            Err(WriteError::LostWriteSide {
+                sequence: 1,
+                found: 4
+            })
+        );
+        assert_eq!((w.sequence(), w.writer()), (4, None));
+        assert!(w.is_torn());
     }
 
     /// A recovery that loses the race for the identity word (the holder gave it up to publish)

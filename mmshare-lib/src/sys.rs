@@ -114,14 +114,30 @@ fn read_stat(pid: u32) -> io::Result<Option<Stat>> {
     let rest = &stat[stat.rfind(')').ok_or_else(malformed)? + 1..];
     let mut fields = rest.split_ascii_whitespace();
     let state = fields.next().ok_or_else(malformed)?;
-    if state == "Z" || state == "X" {
-        return Ok(Some(Stat::Zombie));
-    }
     let start_time = fields
         .nth(22 - 4)
         .and_then(|f| f.parse().ok())
         .ok_or_else(malformed)?;
+    // A zombie *leader* may still have live threads (its main thread called pthread_exit):
+    // the process is gone only when no task of it is left running.
+    if (state == "Z" || state == "X") && !has_live_thread(pid) {
+        return Ok(Some(Stat::Zombie));
+    }
     Ok(Some(Stat::Running { start_time }))
+}
+
+/// Whether some thread of `pid` other than a zombie is listed in `/proc/PID/task`.
+fn has_live_thread(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            stat.rfind(')')
+                .and_then(|i| stat[i + 1..].split_ascii_whitespace().next())
+                .is_some_and(|state| state != "Z" && state != "X")
+        })
+    })
 }
 
 /// Whether a process with this pid exists, by `kill(pid, 0)`: `Some(false)` only on `ESRCH`
