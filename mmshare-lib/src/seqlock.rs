@@ -43,8 +43,8 @@
 //! third writer's half-done write look complete. It gets an error instead.
 //!
 //! The compare-and-swap is what excludes other writers: only one of them moves `s` to `s + 1`.
-//! Its Acquire pairs with the previous writer's Release store of `s`, so a writer updating part
-//! of the array builds on the complete previous version.
+//! Its Acquire pairs with the previous writer's Release CAS that published `s`, so a writer
+//! updating part of the array builds on the complete previous version.
 //!
 //! **Readers** (any process; read-only mappings are enough because readers never store):
 //!
@@ -52,7 +52,7 @@
 //! loop:
 //!     f = FUTEX.load(Relaxed); fence(Acquire)
 //!     s1 = SEQUENCE.load(Relaxed); fence(Acquire)   // = an Acquire load; pairs with the
-//!                                                   //   writer's Release store of s1
+//!                                                   //   writer's Release CAS that published s1
 //!     if s1 is odd: back off as above (a write is in progress), continue
 //!                   (the futex sleep is FUTEX_WAIT(FUTEX, f): a publish after the load of f
 //!                   changed FUTEX, so the sleep returns at once; no wake-up can be lost)
@@ -168,7 +168,7 @@ pub(crate) fn try_begin_write<W: SeqWord>(seq: &W) -> Result<u64, u64> {
     if s & 1 == 1 {
         return Err(s);
     }
-    // Acquire: pairs with the Release store in `end_write` of the previous writer, so this
+    // Acquire: pairs with the Release CAS in `end_write` of the previous writer, so this
     // writer sees the complete previous version. Failure needs no ordering: we retry.
     seq.compare_exchange(s, s.wrapping_add(1), Ordering::Acquire, Ordering::Relaxed)?;
     // Release fence: the data stores that follow cannot become visible before `s + 1`. Pairs
@@ -209,7 +209,7 @@ pub(crate) fn end_write<W: SeqWord>(seq: &W, s: u64) -> Result<(), u64> {
 #[inline]
 pub(crate) fn read_begin<W: SeqWord>(seq: &W) -> Result<u64, u64> {
     // Relaxed load + Acquire fence = Acquire load, but valid on read-only memory. Pairs with the
-    // Release store in `end_write`: a stable `s` means its data is visible to the copy.
+    // Release CAS in `end_write`: a stable `s` means its data is visible to the copy.
     let s = seq.load(Ordering::Relaxed);
     W::fence_after_begin();
     if s & 1 == 1 { Err(s) } else { Ok(s) }
@@ -390,7 +390,7 @@ pub(crate) unsafe fn store_word(base: *mut u8, at: usize, value: u64) {
     debug_assert_eq!((base as usize + at) % 8, 0);
     // SAFETY: the caller guarantees alignment, validity, writability and exclusive write side.
     // Relaxed: ordered after the CAS by the Release fence in `try_begin_write` and before the
-    // publish by the Release store in `end_write`.
+    // publish by the Release CAS in `end_write`.
     unsafe { AtomicU64::from_ptr(base.add(at).cast::<u64>()) }.store(value, Ordering::Relaxed);
 }
 
