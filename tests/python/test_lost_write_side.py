@@ -8,12 +8,17 @@ The test plays the recovery that (wrongly) judged the writer dead, from inside t
 over from odd s + 1 to s + 3, sets TORN and publishes s + 4, as `take_over` does. Other
 writers are real processes (mmshare-test-worker). The header is read and changed through a
 mapping of its own, at the offsets of docs/FORMAT.md. Nothing here depends on timing: every
-step happens at a known point of the writer's protocol.
+step happens at a known point of the writer's protocol. Where the recovery must act while the
+writer waits (a claimed writer word is followed by a hand-back or a takeover), it runs in a
+thread that starts only once the writer's CAS on the word has failed; the ~50 ms it then lets
+pass only lets the writer reach its sleep, and no result depends on it.
 """
 
 import mmap
 import select
 import subprocess
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -23,6 +28,7 @@ from mmshare import _sys
 
 SEQUENCE, WRITER, FLAGS, WRITE_COUNT = 0x400, 0x480, 0x4C0, 0x500
 TORN = 1
+_real_cas = _sys.compare_exchange_u64  # the test's own CASes, never the watched one
 
 
 class Header:
@@ -45,6 +51,10 @@ class Header:
     @writer.setter
     def writer(self, word: int):
         self._u64[WRITER // 8] = word
+
+    def cas_writer(self, expected: int, new: int) -> int:
+        """A recovery's compare-and-swap of the writer word; returns the word found."""
+        return _real_cas(self._u64.ctypes.data + WRITER, expected, new)
 
     @property
     def torn(self) -> bool:
@@ -220,30 +230,187 @@ def test_the_publish_is_a_compare_and_swap_of_the_sequence(daemon):
     c.close()
 
 
-@pytest.mark.parametrize("when", ["before-the-take", "right-after-the-sequence-cas"])
-def test_a_writer_whose_word_was_claimed_raises_before_writing(daemon, monkeypatch, when):
-    """The writer word is not 0 right after the sequence CAS: a recovery claimed it (having
-    watched the write side sit unidentified). Recording must be a CAS from 0 that fails here:
-    the writer raises before its block runs, stores nothing, and leaves the sequence (odd,
-    now the recovery's) and the recovery's word alone."""
-    c, a, h = setup(daemon, f"claimed-{when}")
+def watch_writer_word(monkeypatch, a):
+    """Wraps the writer's compare-and-swap: records every CAS `a` makes on its writer word as
+    (expected, new, succeeded), and sets the returned event when one fails."""
+    writer_address = a._base + WRITER
+    calls, failed = [], threading.Event()
+
+    def watching(address, expected, new):
+        found = _real_cas(address, expected, new)
+        if address == writer_address:
+            calls.append((expected, new, found == expected))
+            if found != expected:
+                failed.set()
+        return found
+
+    monkeypatch.setattr(_sys, "compare_exchange_u64", watching)
+    return calls, failed
+
+
+class Claimant(threading.Thread):
+    """The recovery that has claimed the writer word, running beside the writer. Once the
+    writer's CAS on the word has failed (`failed`: the writer is now deciding what that
+    means), it lets ~50 ms pass, so the writer gets as far as sleeping, then does `then`: hands
+    the word back, or takes the write side over. Bounded: gives up after 30 s."""
+
+    def __init__(self, failed, then):
+        super().__init__(daemon=True)
+        self.failed, self.then = failed, then
+        self.result = self.error = None
+
+    def run(self):
+        try:
+            if not self.failed.wait(30):
+                self.error = "the writer's CAS on the writer word never failed"
+                return
+            time.sleep(0.05)
+            self.result = self.then()
+        except BaseException as e:  # reported by finish()
+            self.error = e
+
+    def finish(self):
+        self.join(60)
+        assert not self.is_alive(), "the claimant thread did not finish"
+        assert self.error is None, self.error
+
+
+@pytest.mark.parametrize("phase", ["recording", "publishing"])
+def test_a_claimed_word_handed_back_is_waited_for_and_the_write_succeeds(daemon, monkeypatch,
+                                                                         phase):
+    """A recovery claimed the writer word on a stale look (an ABA: it watched an earlier state,
+    the write it meant had published, and the word is the same again) while the sequence is
+    still this writer's. Its sequence CAS fails, so it hands the word back exactly as found.
+    The writer's CAS on the word (recording itself: 0 -> me; giving it up: me -> 0) fails
+    meanwhile; deciding "lost" there would leave the odd sequence held by nobody. The writer
+    must wait for the hand-back and then complete its write normally."""
+    c, a, h = setup(daemon, f"handback-{phase}")
     recoverer = identity(daemon.proc.pid)
-    if when == "before-the-take":
-        h.writer = recoverer
+    me = _sys.process_identity()
+    calls, failed = watch_writer_word(monkeypatch, a)
+    entered = []
+    if phase == "recording":
+        # Claimed while the word was 0 (it is 0 whenever the sequence is even).
+        assert h.cas_writer(0, recoverer) == 0
+        claimant = Claimant(failed, lambda: h.cas_writer(recoverer, 0))
+        claimant.start()
     else:
-        # The sequence CAS is followed by the release fence and then the record: claim the
-        # word in that window.
-        real_fence = _sys.fence_release
+        claimant = None
+    try:
+        with a.write(timeout=30) as v:
+            entered.append(h.sequence)
+            v[:] = 9
+            if phase == "publishing":
+                assert h.cas_writer(me, recoverer) == me       # claimed, found = me
+                claimant = Claimant(failed, lambda: h.cas_writer(recoverer, me))
+                claimant.start()
+    finally:
+        if claimant is not None:
+            claimant.finish()
+        monkeypatch.undo()
+    assert entered == [3]
+    # The hand-back found the claim still in place: the writer's CAS had not overwritten it.
+    assert claimant.result == recoverer
+    swap = (0, me) if phase == "recording" else (me, 0)
+    tries = [ok for expected, new, ok in calls if (expected, new) == swap]
+    assert tries[0] is False and tries[-1] is True, calls  # failed on the claim, then succeeded
+    assert (h.sequence, h.writer, h.torn, h.write_count) == (4, 0, False, 2)
+    assert a.read(timeout=10).tolist() == [9, 9, 9, 9]
+    c.close()
 
-        def claim_then_fence():
-            if h.sequence & 1 and h.writer == 0:
-                h.writer = recoverer
-            real_fence()
 
-        monkeypatch.setattr(_sys, "fence_release", claim_then_fence)
+def test_a_claimed_word_followed_by_a_takeover_raises_without_writing(daemon, monkeypatch):
+    """The writer's record (CAS 0 -> me) fails against a recovery's claim while the sequence
+    is still its own; the recovery then takes the write side over (3 -> 5, TORN, word given
+    up, 6). The writer raises `LostWriteSide` reporting the sequence it found moved on (not
+    its own: it waited for the sequence to tell), never runs its block, and leaves the
+    recovery's state alone (if it recorded itself on the word the recovery gave up, it hands
+    it back)."""
+    c, a, h = setup(daemon, "claim-takeover")
+    recoverer = identity(daemon.proc.pid)
+    calls, failed = watch_writer_word(monkeypatch, a)
+    assert h.cas_writer(0, recoverer) == 0
+    claimant = Claimant(failed, lambda: h.finish_take_over(recoverer))
+    claimant.start()
+    entered = []
+    try:
+        with pytest.raises(mmshare.LostWriteSide) as lost:
+            with a.write(timeout=30) as v:
+                entered.append(True)
+                v[:] = 9
+    finally:
+        claimant.finish()
+        monkeypatch.undo()
+    assert claimant.result == 6
+    assert not entered, "the block ran although the write side was lost"
+    assert lost.value.sequence == 3
+    assert lost.value.found in (5, 6), f"decided before the sequence moved: {lost.value}"
+    assert (h.sequence, h.writer, h.torn, h.write_count) == (6, 0, True, 1)
+    assert a.array.tolist() == [1, 1, 1, 1]            # nothing written
+    with a.write(timeout=30, repair=True) as v:
+        v[:] = 2
+    assert a.read(timeout=10).tolist() == [2, 2, 2, 2] and h.sequence == 8
+    c.close()
+
+
+def test_a_writer_recording_itself_after_a_takeover_hands_the_word_back(daemon, monkeypatch):
+    """The writer stalls between its sequence CAS (2 -> 3) and recording itself; meanwhile a
+    recovery of the unidentified write side takes it over and publishes (claim 0 -> R, 3 -> 5,
+    TORN, word given up, 6). The record (CAS 0 -> me) then succeeds on the free word, but the
+    sequence is no longer 3: the writer must give the word back (CAS me -> 0) and raise before
+    its block runs, writing nothing."""
+    c, a, h = setup(daemon, "record-late")
+    recoverer = identity(daemon.proc.pid)
+    me = _sys.process_identity()
+    calls, _ = watch_writer_word(monkeypatch, a)
+    real_fence = _sys.fence_release
+    taken = []
+
+    def take_over_then_fence():
+        # The sequence CAS is followed by the release fence and then the record: the whole
+        # takeover happens in that window, once.
+        if not taken and h.sequence == 3 and h.writer == 0:
+            assert h.cas_writer(0, recoverer) == 0
+            taken.append(h.finish_take_over(recoverer))
+        real_fence()
+
+    monkeypatch.setattr(_sys, "fence_release", take_over_then_fence)
     entered = []
     with pytest.raises(mmshare.LostWriteSide) as lost:
         with a.write(timeout=30) as v:
+            entered.append(True)
+            v[:] = 9
+    monkeypatch.undo()
+    assert taken == [6]
+    assert not entered, "the block ran although the write side was lost"
+    assert (lost.value.sequence, lost.value.found) == (3, 6)
+    assert calls == [(0, me, True), (me, 0, True)], calls   # recorded, then handed back
+    assert (h.sequence, h.writer, h.torn, h.write_count) == (6, 0, True, 1)
+    assert a.array.tolist() == [1, 1, 1, 1]            # nothing written
+    with a.write(timeout=30, repair=True) as v:
+        v[:] = 2
+    assert a.read(timeout=10).tolist() == [2, 2, 2, 2] and h.sequence == 8
+    c.close()
+
+
+def test_a_claimant_that_never_follows_up_is_given_up_on_after_the_timeout(daemon, monkeypatch):
+    """A recovery claims the word right after the writer's sequence CAS and then does nothing
+    more (it died there). The writer waits for a takeover or a hand-back only as long as its
+    timeout, then raises `LostWriteSide` before its block runs, storing nothing and leaving the
+    sequence (odd) and the claimant's word to the recovery of that claimant."""
+    c, a, h = setup(daemon, "claim-stuck")
+    recoverer = identity(daemon.proc.pid)
+    real_fence = _sys.fence_release
+
+    def claim_then_fence():
+        if h.sequence & 1 and h.writer == 0:
+            h.writer = recoverer
+        real_fence()
+
+    monkeypatch.setattr(_sys, "fence_release", claim_then_fence)
+    entered = []
+    with pytest.raises(mmshare.LostWriteSide) as lost:
+        with a.write(timeout=0.5) as v:
             entered.append(True)
             v[:] = 9
     monkeypatch.undo()
@@ -252,7 +419,7 @@ def test_a_writer_whose_word_was_claimed_raises_before_writing(daemon, monkeypat
     assert h.sequence == 3 and h.writer == recoverer   # left to the recovery
     assert not h.torn and h.write_count == 1
     assert a.array.tolist() == [1, 1, 1, 1]            # nothing written
-    # The recovery finishes its take-over (3 -> 5, TORN, word given up, 6); writes work again.
+    # That claimant's takeover completes (3 -> 5, TORN, word given up, 6); writes work again.
     h.finish_take_over(recoverer)
     assert h.sequence == 6 and h.torn
     with a.write(timeout=30, repair=True) as v:

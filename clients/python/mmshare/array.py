@@ -15,9 +15,12 @@ Rust client is the one to use). Writers use real atomic operations (libatomic) e
 and follow the Rust writer (mmshare-lib/src/seqlock.rs) step for step: compare-and-swap the
 sequence from even s to s + 1, then the writer word from 0 to this process; to publish,
 compare-and-swap the writer word back to 0, store the statistics and flags, compare-and-swap
-the sequence from s + 1 to s + 2. A failed writer-word or publishing CAS means a recovery took
-the write side over: the writer changes nothing more, takes the write side again to mark the
-array TORN, and raises `LostWriteSide`.
+the sequence from s + 1 to s + 2. A writer-word CAS fails only while a recovery has claimed the
+word, and a claim is always followed either by a takeover (the sequence leaves s + 1) or by a
+hand-back of the word as the recovery found it (its claim was made on a stale look), so the
+writer waits (within its timeout) until the sequence or the CAS tells which. A takeover, or a
+failed publishing CAS, means the write side is lost: the writer changes nothing more, takes the
+write side again to mark the array TORN if it wrote anything, and raises `LostWriteSide`.
 
 Every loop that may sleep (`read()`, `wait()`, `write()`) loads the futex word, then an acquire
 fence, then the sequence, as Rust's `futex_snapshot`: a publish after the futex load changes
@@ -259,8 +262,10 @@ class SharedArray:
         version is published marked TORN (readers get `Torn` until a repairing write), the
         write side is released, and the exception propagates. The lock is never left held:
         taking it and publishing run with SIGINT/SIGTERM deferred, so an interrupt cannot land
-        between a compare-and-swap and the bookkeeping. A write that replaces the whole
-        array can pass `repair=True` to clear an earlier TORN mark.
+        between a compare-and-swap and the bookkeeping (while a recovery has claimed the writer
+        word, that includes waiting, at most `timeout`, for it to take over or hand it back).
+        A write that replaces the whole array can pass `repair=True` to clear an earlier TORN
+        mark.
 
         Raises `LostWriteSide` if the write side was taken from this writer (a recovery judged
         it dead) before it published: nothing is published as this write, the sequence is left
@@ -297,9 +302,11 @@ class SharedArray:
         mmshare-lib/src/raw.rs. Appends s to `held` with signals deferred, so a caller's
         `finally` sees it even if an interrupt lands right after.
 
-        Raises `Timeout` if the write side stays held, and `LostWriteSide` if the writer word
-        was not 0 after the sequence CAS: a recovery claimed it, the write side is no longer
-        ours, and nothing may be written (the sequence is left alone: it is the recovery's)."""
+        Raises `Timeout` if the write side stays held, and `LostWriteSide` if a recovery took
+        it over before this writer could record itself (`record_writer`): nothing may be
+        written, and the sequence is left alone (it is the recovery's). The record runs with
+        signals deferred, waiting as `_swap_identity` does: an interrupt there could leave
+        s + 1 held by nobody."""
         seq_address = self._base + fmt.SEQUENCE
         writer_address = self._base + fmt.WRITER
         futex_address = self._base + fmt.FUTEX
@@ -309,10 +316,17 @@ class SharedArray:
             s = self._seq()
             if s & 1 == 0:
                 with _deferred_signals():
-                    if _sys.cas_u64(seq_address, s, s + 1):
+                    if _sys.cas_u64(seq_address, s, (s + 1) & _U64):
                         _sys.fence_release()  # the stores below stay after s + 1
-                        if _sys.compare_exchange_u64(writer_address, 0, me) != 0:
-                            raise errors.LostWriteSide(s + 1, self._seq())
+                        self._swap_identity(s, 0, me, timeout)
+                        # A writer that stalled between its sequence CAS and the record for the
+                        # 2 s after which an unidentified write is taken over finds the word free
+                        # again once that recovery has published: the sequence tells. Hand the
+                        # word back and stop before writing anything.
+                        now = self._seq()
+                        if now != (s + 1) & _U64:
+                            _sys.compare_exchange_u64(writer_address, me, 0)
+                            raise errors.LostWriteSide((s + 1) & _U64, now)
                         held.append(s)
                         return
                 continue  # another writer won the race from the same even value
@@ -320,31 +334,62 @@ class SharedArray:
                 raise errors.Timeout(
                     f"write side of {self.name} still held after {timeout} s (sequence {s})")
 
+    def _swap_identity(self, s: int, old: int, new: int, timeout) -> None:
+        """The holder of odd s + 1 moves the writer word from `old` to `new` by CAS
+        (`swap_identity` in mmshare-lib/src/raw.rs). Call with signals deferred.
+
+        The CAS fails only while a recovery has claimed the word, and a claim is always
+        followed by one of two things, so wait (within `timeout`) to see which:
+        - the recovery takes the write side over (the sequence leaves s + 1): raises
+          `LostWriteSide`;
+        - the recovery finds the sequence moved (it claimed on a stale look: the same identity
+          word recorded again by a later write of this process, an ABA) and hands the word back
+          as it found it: the CAS then succeeds.
+        Deciding "lost" on the first failure would leave s + 1 held by nobody. If the claimant
+        neither takes over nor hands back within `timeout` (it died after claiming), raises
+        `LostWriteSide` and leaves the write side to the recovery of that claimant."""
+        held = (s + 1) & _U64
+        writer_address = self._base + fmt.WRITER
+        futex_address = self._base + fmt.FUTEX
+        backoff = _Backoff(timeout)
+        while True:
+            # The futex word first: a takeover's publish after this load changes it, so the
+            # pause below does not sleep through it.
+            seen = self._futex_snapshot()
+            if _sys.compare_exchange_u64(writer_address, old, new) == old:
+                return
+            now = self._seq()
+            if now != held:
+                raise errors.LostWriteSide(held, now)
+            if not backoff.pause(futex_address, seen):
+                raise errors.LostWriteSide(held, now)
+
     def _finish_write(self, s: int, me: int, timeout, clean: bool, repair: bool, wrote: bool,
                       raising: bool) -> None:
         """Publishes the write that replaced even `s`; on a loss, marks the array TORN and
         raises `LostWriteSide` (unless the block's own exception is propagating)."""
         try:
-            self._publish(s, me, clean, repair)
+            self._publish(s, me, clean, repair, timeout)
         except errors.LostWriteSide:
             if wrote:
                 self._mark_torn_after_loss(timeout, me)
             if not raising:
                 raise
 
-    def _publish(self, s: int, me: int, clean: bool, repair: bool) -> None:
+    def _publish(self, s: int, me: int, clean: bool, repair: bool, timeout) -> None:
         """Gives the writer word up, stores the statistics and flags, publishes s + 2: `publish`
         in mmshare-lib/src/raw.rs. Both hand-overs are compare-and-swaps: if a recovery took
         the write side over (it claims the writer word, then moves the sequence on), this
         raises `LostWriteSide` and changes nothing more, so the sequence never moves
         backwards, the recovery's TORN mark stays, and a third writer's write in progress is
-        not published. `clean` False publishes TORN (and counts no write)."""
+        not published. A claim that is handed back (made on a stale look) is waited out, within
+        `timeout` (`_swap_identity`). `clean` False publishes TORN (and counts no write)."""
         held = (s + 1) & _U64
         with _deferred_signals():
             # Give the identity up first: a recovery claims this word (CAS) before it takes the
-            # sequence over, so exactly one of us wins. If it did, touch nothing more.
-            if _sys.compare_exchange_u64(self._base + fmt.WRITER, me, 0) != me:
-                raise errors.LostWriteSide(held, self._seq())
+            # sequence over, so exactly one of us wins. If it took the write side over, touch
+            # nothing more; if it hands the word back (a stale claim), this waits for that.
+            self._swap_identity(s, me, 0, timeout)
             w = self._words
             if clean:
                 w[fmt.WRITE_COUNT // 8] = (int(w[fmt.WRITE_COUNT // 8]) + 1) & _U64
@@ -376,7 +421,7 @@ class SharedArray:
         finally:
             if held:
                 try:
-                    self._publish(held[0], me, clean=False, repair=False)
+                    self._publish(held[0], me, clean=False, repair=False, timeout=timeout)
                 except errors.LostWriteSide:
                     pass
 
