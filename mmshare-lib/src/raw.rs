@@ -1237,6 +1237,35 @@ mod tests {
         assert!(!w.is_torn());
     }
 
+    /// A read that starts while a write is in progress waits it out and returns the new
+    /// version; it neither times out at once nor returns the half-written state.
+    #[test]
+    fn a_read_during_a_write_waits_for_the_publish() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), 8);
+        let w = RawArray::open(&path, Access::Write).unwrap();
+        let r = RawArray::open(&path, Access::Read).unwrap();
+        let started = std::sync::Barrier::new(2);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                w.write_protocol(true, |scope| {
+                    // SAFETY: in bounds, writable, write side held.
+                    unsafe { seqlock::store_bytes(scope.data_ptr(), 0, &[1; 4]) };
+                    started.wait();
+                    std::thread::sleep(Duration::from_millis(30));
+                    // SAFETY: as above.
+                    unsafe { seqlock::store_bytes(scope.data_ptr(), 4, &[1; 4]) };
+                })
+                .unwrap();
+            });
+            started.wait();
+            assert_eq!(r.sequence(), 1, "the write is in progress");
+            let mut buf = [0u8; 8];
+            assert_eq!(r.read_bytes(0, &mut buf).map(|s| s.version), Ok(1));
+            assert_eq!(buf, [1; 8]);
+        });
+    }
+
     /// Every publish (a write, a recovery) bumps the futex word, so a waiter that read the
     /// word before the publish cannot sleep through it.
     #[test]
