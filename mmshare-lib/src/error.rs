@@ -97,7 +97,7 @@ pub enum ReadError {
     },
     /// No consistent snapshot could be taken in time: a write was in progress (held by
     /// `writer`, if known) or writes kept overlapping the copy.
-    #[error("no consistent read within {waited:?} (sequence {sequence}, {retries} retries{})", holder_note(.writer))]
+    #[error("no consistent read within {} (sequence {sequence}, {retries} retries{})", seconds(*.waited), holder_note(.writer))]
     Timeout {
         /// How long the read tried.
         waited: Duration,
@@ -158,7 +158,7 @@ pub enum WriteError {
     #[error("array is open read-only; open it with write access to write")]
     ReadOnly,
     /// Another writer held the write side for the whole timeout.
-    #[error("write side still held after {waited:?} (sequence {sequence}{})", holder_note(.writer))]
+    #[error("write side still held after {} (sequence {sequence}{})", seconds(*.waited), holder_note(.writer))]
     Timeout {
         /// How long the writer waited.
         waited: Duration,
@@ -202,7 +202,7 @@ pub enum WriteError {
 
 /// No newer version was published in time.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("no version newer than {newer_than} within {waited:?} (still at {current})")]
+#[error("no version newer than {newer_than} within {} (still at {current})", seconds(*.waited))]
 pub struct WaitTimeout {
     /// The version the caller already had.
     pub newer_than: u64,
@@ -212,9 +212,45 @@ pub struct WaitTimeout {
     pub waited: Duration,
 }
 
+/// A duration for people: "10 s", "0.25 s", "1.5 ms".
+fn seconds(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 1.0 {
+        format!("{} s", (s * 100.0).round() / 100.0)
+    } else if s >= 0.001 {
+        format!("{} ms", (s * 1e5).round() / 100.0)
+    } else {
+        format!("{} µs", (s * 1e8).round() / 100.0)
+    }
+}
+
 fn holder_note(writer: &Option<ProcessId>) -> String {
     match writer {
         Some(w) => format!(", writer pid {}", w.pid),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Durations in messages read as people write them, not as `Debug` prints them.
+    #[test]
+    fn timeouts_print_durations_for_people() {
+        let e = WriteError::Timeout {
+            waited: Duration::from_millis(10_000) + Duration::from_nanos(123_456),
+            sequence: 7,
+            writer: Some(ProcessId {
+                pid: 42,
+                start_time: 1,
+            }),
+        };
+        assert_eq!(
+            e.to_string(),
+            "write side still held after 10 s (sequence 7, writer pid 42)"
+        );
+        assert_eq!(seconds(Duration::from_micros(2500)), "2.5 ms");
+        assert_eq!(seconds(Duration::from_nanos(1500)), "1.5 µs");
     }
 }
