@@ -1266,6 +1266,97 @@ mod tests {
         });
     }
 
+    /// A write that finds the write side held waits for the holder's publish and then writes.
+    #[test]
+    fn a_write_during_a_write_waits_for_the_publish() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), 8);
+        let first = RawArray::open(&path, Access::Write).unwrap();
+        let second = RawArray::open(&path, Access::Write).unwrap();
+        let started = std::sync::Barrier::new(2);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                first
+                    .write_protocol(true, |_| {
+                        started.wait();
+                        std::thread::sleep(Duration::from_millis(30));
+                    })
+                    .unwrap();
+            });
+            started.wait();
+            assert_eq!(second.sequence(), 1, "the first write is in progress");
+            assert_eq!(second.write_bytes(0, &[2; 8]), Ok(2));
+        });
+        assert_eq!(first.sequence(), 4);
+    }
+
+    /// Marking TORN is idempotent: a second torn publish (a failed write, a recovery) on an
+    /// array that is already TORN keeps it TORN; `ByteWriter::mark_torn` marks it.
+    #[test]
+    fn torn_stays_torn_through_further_torn_publishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), 8);
+        let w = RawArray::open(&path, Access::Write).unwrap();
+        w.write_stream(|bw| bw.mark_torn()).unwrap();
+        assert!(w.is_torn());
+        w.write_stream(|bw| bw.mark_torn()).unwrap();
+        assert!(w.is_torn(), "a second torn publish cleared TORN");
+        let (_, holder) = w.acquire_write().unwrap();
+        let recoverer = ProcessId {
+            pid: 1,
+            start_time: 7,
+        };
+        assert_eq!(w.take_over(5, holder, recoverer), Some(4));
+        assert!(w.is_torn(), "a recovery of a torn array cleared TORN");
+        w.write_stream(|bw| {
+            bw.write_at(0, &[1; 8]);
+            bw.clear_torn();
+        })
+        .unwrap();
+        assert!(!w.is_torn());
+    }
+
+    /// The unidentified take-over acts only on the exact odd sequence it was asked about with
+    /// no writer recorded; otherwise it changes nothing and says why.
+    #[test]
+    fn the_unidentified_take_over_acts_only_on_what_it_watched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), 8);
+        let w = RawArray::open(&path, Access::Write).unwrap();
+        assert_eq!(w.recover_unidentified_writer(1), Ok(Recovery::NotHeld));
+        // A writer took the write side and died before recording itself.
+        assert_eq!(try_begin_write(w.seq()), Ok(0));
+        assert_eq!(w.recover_unidentified_writer(2), Ok(Recovery::NotHeld));
+        assert_eq!(w.recover_unidentified_writer(3), Ok(Recovery::NotHeld));
+        // A writer recorded after all: its liveness is for the caller to judge.
+        w.writer_word().store(
+            ProcessId {
+                pid: 1,
+                start_time: 7,
+            }
+            .to_word(),
+            Ordering::Relaxed,
+        );
+        assert_eq!(
+            w.recover_unidentified_writer(1),
+            Ok(Recovery::WriterUnknown { sequence: 1 })
+        );
+        assert_eq!(w.sequence(), 1);
+        w.writer_word().store(0, Ordering::Relaxed);
+        let recovered = w.recover_unidentified_writer(1).unwrap();
+        assert!(
+            matches!(recovered, Recovery::Recovered { version: 2, writer } if writer.pid == 0),
+            "{recovered:?}"
+        );
+        assert_eq!((w.sequence(), w.writer()), (4, None));
+        assert!(w.is_torn());
+        let r = RawArray::open(&path, Access::Read).unwrap();
+        assert_eq!(
+            r.read_bytes(0, &mut [0u8; 8]),
+            Err(ReadError::Torn { version: 2 })
+        );
+    }
+
     /// Every publish (a write, a recovery) bumps the futex word, so a waiter that read the
     /// word before the publish cannot sleep through it.
     #[test]
@@ -1367,12 +1458,18 @@ mod tests {
             .wait_for_version(0, Duration::from_millis(20))
             .unwrap_err();
         assert_eq!(err.current, 0);
+        w.write_bytes(0, &[1; 8]).unwrap();
+        // Version 1 is not newer than 1: waiting for it times out.
+        let err = r
+            .wait_for_version(1, Duration::from_millis(20))
+            .unwrap_err();
+        assert_eq!(err.current, 1);
         std::thread::scope(|s| {
             s.spawn(|| {
                 std::thread::sleep(Duration::from_millis(50));
                 w.write_bytes(0, &[1; 8]).unwrap();
             });
-            assert_eq!(r.wait_for_version(0, Duration::from_secs(10)), Ok(1));
+            assert_eq!(r.wait_for_version(1, Duration::from_secs(10)), Ok(2));
         });
     }
 }
