@@ -1324,6 +1324,9 @@ mod tests {
         let path = make(dir.path(), 8);
         let w = RawArray::open(&path, Access::Write).unwrap();
         assert_eq!(w.recover_unidentified_writer(1), Ok(Recovery::NotHeld));
+        // An even sequence is never "held", even when it is the current one.
+        assert_eq!(w.recover_unidentified_writer(0), Ok(Recovery::NotHeld));
+        assert_eq!((w.sequence(), w.is_torn()), (0, false));
         // A writer took the write side and died before recording itself.
         assert_eq!(try_begin_write(w.seq()), Ok(0));
         assert_eq!(w.recover_unidentified_writer(2), Ok(Recovery::NotHeld));
