@@ -589,6 +589,33 @@ mod tests {
             },
             &|e| matches!(e, FormatError::BadNdim(33)),
         );
+        // Bytes after the dtype's terminating NUL must be zero, like every unused byte.
+        check(
+            &|p| {
+                p[offsets::DTYPE + 6] = b'x';
+                reseal(p);
+            },
+            &|e| matches!(e, FormatError::BadDTypeBytes(_)),
+        );
+        // The name's length must fit the name field: one byte more is refused as such (before
+        // any slicing), the whole field is read and then refused as a name.
+        let room = (offsets::IMMUTABLE_END - offsets::NAME) as u32;
+        for too_long in [room + 1, u32::MAX] {
+            check(
+                &|p| {
+                    put_u32(p, offsets::NAME_LEN, too_long);
+                    reseal(p);
+                },
+                &|e| matches!(e, FormatError::BadNameBytes(n) if *n == too_long),
+            );
+        }
+        check(
+            &|p| {
+                put_u32(p, offsets::NAME_LEN, room);
+                reseal(p);
+            },
+            &|e| matches!(e, FormatError::BadName(_)),
+        );
         check(
             &|p| {
                 p[offsets::NAME] = b'.';
