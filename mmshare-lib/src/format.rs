@@ -628,7 +628,7 @@ mod tests {
                 p[offsets::RESERVED + 3] = 1;
                 reseal(p);
             },
-            &|e| matches!(e, FormatError::ReservedNotZero { .. }),
+            &|e| matches!(e, FormatError::ReservedNotZero { offset } if *offset == offsets::RESERVED + 3),
         );
         assert!(matches!(
             Header::decode(&good[..100]),
