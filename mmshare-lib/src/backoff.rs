@@ -43,10 +43,24 @@ impl Backoff {
     /// Waits a little for `futex` to move away from `seen`. Returns `false` once the deadline
     /// has passed (the caller reports its timeout error), `true` to try again.
     pub(crate) fn pause(&mut self, futex: &AtomicU32, seen: u32) -> bool {
+        match self.step() {
+            Step::TimedOut => false,
+            Step::Sleep(at_most) => {
+                sys::futex_wait(futex, seen, at_most);
+                true
+            }
+            Step::Spun => true,
+        }
+    }
+
+    /// One step of the schedule: spins or yields itself, or tells the caller to sleep (for at
+    /// most the duration given), or that the deadline has passed. For waiters that must
+    /// register themselves as sleepers around the sleep (streams).
+    pub(crate) fn step(&mut self) -> Step {
         let started = *self.started.get_or_insert_with(Instant::now);
         let elapsed = started.elapsed();
         if elapsed >= self.timeout {
-            return false;
+            return Step::TimedOut;
         }
         if elapsed < SPIN_FOR {
             for _ in 0..32 {
@@ -59,10 +73,21 @@ impl Backoff {
             if let Some(hook) = BEFORE_SLEEP.with(|h| h.borrow_mut().take()) {
                 hook();
             }
-            sys::futex_wait(futex, seen, (self.timeout - elapsed).min(MAX_SLEEP));
+            return Step::Sleep((self.timeout - elapsed).min(MAX_SLEEP));
         }
-        true
+        Step::Spun
     }
+}
+
+/// What [`Backoff::step`] did or asks for.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// It spun or yielded; check again.
+    Spun,
+    /// Sleep on the futex for at most this long, then check again.
+    Sleep(Duration),
+    /// The deadline has passed.
+    TimedOut,
 }
 
 #[cfg(test)]

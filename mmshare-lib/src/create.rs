@@ -35,7 +35,7 @@ pub const TEMP_NAME_PREFIX_LEN: usize = 100;
 static TEMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The temporary file name for a create of `name`: never longer than 158 bytes.
-fn temp_name(name: &str) -> String {
+pub(crate) fn temp_name(name: &str) -> String {
     // Names are ASCII (validated), so cutting at a byte index is a character boundary.
     let short = name
         .get(..name.len().min(TEMP_NAME_PREFIX_LEN))
@@ -102,19 +102,7 @@ fn fill_and_publish(
         dir: dir.to_owned(),
         source,
     };
-    let needed = header.file_len();
-    reserve_space(file, needed).map_err(|e| {
-        use rustix::io::Errno;
-        let no_room = [Errno::NOSPC, Errno::DQUOT, Errno::FBIG].map(Errno::raw_os_error);
-        if e.raw_os_error().is_some_and(|code| no_room.contains(&code)) {
-            CreateError::NoSpace {
-                needed,
-                dir: dir.to_owned(),
-            }
-        } else {
-            io_err(e)
-        }
-    })?;
+    reserve(file, header.file_len(), dir)?;
     file.write_all_at(&header.encode()[..], 0).map_err(io_err)?;
     file.sync_all().map_err(io_err)?;
     renameat_with(CWD, temp, CWD, target, RenameFlags::NOREPLACE).map_err(|e| {
@@ -126,6 +114,26 @@ fn fill_and_publish(
     })?;
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
     Ok(())
+}
+
+/// Reserves `needed` bytes for `file` (in `dir`), reporting a full filesystem (`ENOSPC`,
+/// `EDQUOT`, or `EFBIG`: larger than the largest file it allows) as [`CreateError::NoSpace`].
+pub(crate) fn reserve(file: &File, needed: u64, dir: &Path) -> Result<(), CreateError> {
+    reserve_space(file, needed).map_err(|e| {
+        use rustix::io::Errno;
+        let no_room = [Errno::NOSPC, Errno::DQUOT, Errno::FBIG].map(Errno::raw_os_error);
+        if e.raw_os_error().is_some_and(|code| no_room.contains(&code)) {
+            CreateError::NoSpace {
+                needed,
+                dir: dir.to_owned(),
+            }
+        } else {
+            CreateError::Io {
+                dir: dir.to_owned(),
+                source: e,
+            }
+        }
+    })
 }
 
 #[cfg(test)]

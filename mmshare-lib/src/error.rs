@@ -30,6 +30,14 @@ pub enum OpenError {
         /// What is wrong with it.
         source: FormatError,
     },
+    /// The file holds another kind of object (a stream's data file).
+    #[error("{path} holds a {kind}, not an array")]
+    NotAnArray {
+        /// The file.
+        path: PathBuf,
+        /// What it holds.
+        kind: &'static str,
+    },
     /// A typed handle was asked for a different element type than the array holds.
     #[error("array holds {found} elements, but the program asked for {expected}")]
     DTypeMismatch {
@@ -253,4 +261,118 @@ mod tests {
         assert_eq!(seconds(Duration::from_micros(2500)), "2.5 ms");
         assert_eq!(seconds(Duration::from_nanos(1500)), "1.5 µs");
     }
+}
+
+/// A stream operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The stream's files could not be opened or are not valid.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The file holds an array, not a stream (or the other way round).
+    #[error("{path} holds {found}, not {expected}")]
+    WrongKind {
+        /// The file.
+        path: PathBuf,
+        /// What the caller asked for ("stream" or "array").
+        expected: &'static str,
+        /// What the file holds.
+        found: &'static str,
+    },
+    /// The control file does not belong to the data file (wrong magic, version or size).
+    #[error("invalid control file {path}: {reason}")]
+    BadControl {
+        /// The control file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Another publisher is attached and alive (or its liveness cannot be told).
+    #[error("stream {name:?} already has a publisher (pid {pid}); a stream has one at a time")]
+    PublisherBusy {
+        /// The stream's name.
+        name: String,
+        /// The attached publisher's pid.
+        pid: u32,
+    },
+    /// This publisher's attachment was taken over (it was judged dead); it publishes nothing
+    /// more.
+    #[error("stream {name:?}: this publisher was replaced by pid {by} and may not publish")]
+    PublisherLost {
+        /// The stream's name.
+        name: String,
+        /// The pid now recorded as publisher (0 if none).
+        by: u32,
+    },
+    /// Every subscriber record is taken.
+    #[error(
+        "stream {name:?} has all its {max_subscribers} subscriber records taken; create it with a larger max_subscribers"
+    )]
+    NoRecord {
+        /// The stream's name.
+        name: String,
+        /// Its subscriber limit.
+        max_subscribers: u32,
+    },
+    /// The hold budget (`slots - 2` held samples over all subscribers) is used up.
+    #[error(
+        "stream {name:?} cannot grant any more held samples: its {slots} slots allow {budget} over all subscribers, and they are taken; create it with more slots or subscribe with a smaller max_held"
+    )]
+    NoHoldBudget {
+        /// The stream's name.
+        name: String,
+        /// Its slot count.
+        slots: u32,
+        /// Its budget, `slots - 2`.
+        budget: u64,
+    },
+    /// `max_held` outside `1..=MAX_HELD`.
+    #[error("max_held must be 1 to {max}, not {given}")]
+    BadMaxHeld {
+        /// The value given.
+        given: usize,
+        /// The largest allowed.
+        max: usize,
+    },
+    /// The subscriber already holds its `max_held` samples; drop one first.
+    #[error("this subscriber already holds {max_held} samples (its max_held); drop one first")]
+    HoldLimit {
+        /// Samples it may hold.
+        max_held: usize,
+    },
+    /// This subscriber's record was reclaimed (it was judged dead); it receives nothing more.
+    #[error("stream {name:?}: this subscriber's record was reclaimed and it may not receive")]
+    SubscriptionLost {
+        /// The stream's name.
+        name: String,
+    },
+    /// No free slot within the timeout: lossless subscribers are a whole ring behind.
+    #[error(
+        "no free slot within {}: the slowest lossless subscriber is {lag} frames behind ({slots} slots)",
+        seconds(*.waited)
+    )]
+    LoanTimeout {
+        /// How long it waited.
+        waited: Duration,
+        /// Frames between the slowest lossless subscriber and the publisher.
+        lag: u64,
+        /// The ring's slots.
+        slots: u32,
+    },
+    /// No frame arrived within the timeout.
+    #[error("no frame within {} (next expected frame {next})", seconds(*.waited))]
+    ReceiveTimeout {
+        /// How long it waited.
+        waited: Duration,
+        /// The frame number it waited for.
+        next: u64,
+    },
+    /// `send` was given a frame of the wrong number of elements.
+    #[error("frame has {given} elements, but the stream's frames have {expected}")]
+    LengthMismatch {
+        /// Elements given.
+        given: usize,
+        /// Elements per frame.
+        expected: usize,
+    },
 }

@@ -40,7 +40,7 @@ pub mod offsets {
     pub const DATA_OFFSET: usize = 0x010;
     /// `u64` data length in bytes.
     pub const DATA_LEN: usize = 0x018;
-    /// `u32` kind: 1 = array (2 = ring of frames, reserved).
+    /// `u32` kind: 1 = array, 2 = stream (a ring of frames).
     pub const KIND: usize = 0x020;
     /// `u32` order: 0 = C, 1 = Fortran.
     pub const ORDER: usize = 0x024;
@@ -58,8 +58,12 @@ pub mod offsets {
     pub const OWNER_GID: usize = 0x04C;
     /// `u32` permission bits (0o777 mask).
     pub const MODE: usize = 0x050;
-    /// 44 reserved bytes (zero): room for the ring kind's frame count and frame size.
-    pub const RESERVED: usize = 0x054;
+    /// Streams only (zero for arrays): `u32` number of slots in the ring.
+    pub const STREAM_SLOTS: usize = 0x054;
+    /// Streams only (zero for arrays): `u32` number of subscriber records in the control file.
+    pub const STREAM_MAX_SUBSCRIBERS: usize = 0x058;
+    /// 36 reserved bytes (zero).
+    pub const RESERVED: usize = 0x05C;
     /// `[u64; 32]` shape; entries past `ndim` are zero.
     pub const SHAPE: usize = 0x080;
     /// `[u8; 256]` name, NUL padded.
@@ -85,16 +89,43 @@ pub mod offsets {
     pub const LAST_WRITE_NS: usize = 0x508;
     /// Reserved for per-stripe sequences: 32 `u64`, one per 64-byte line, from here to 0x1000.
     pub const STRIPES: usize = 0x800;
+
+    /// Streams: `u64` frames published so far, which is also the number the next frame gets.
+    /// Only the publisher writes it (the array's sequence line; streams have no sequence).
+    pub const PUBLISHED: usize = 0x400;
+    /// Streams: `u64` identity of the attached publisher (pid and start time as for
+    /// [`WRITER`]), 0 when none.
+    pub const PUBLISHER: usize = WRITER;
+    /// Streams: the slot table starts on the page after the header: `slots` tags (`u64`, 0 =
+    /// no frame, else frame number + 1), then `slots` publish times (`u64`, ns since the Unix
+    /// epoch). The frames follow on the next page boundary.
+    pub const SLOT_TABLE: usize = 0x1000;
 }
 
 /// The TORN bit of the flags word: a writer died mid-write; the data may be half-written.
 pub const FLAG_TORN: u32 = 1;
 
+/// Fewest slots a stream may have: one on loan to the publisher, one for the newest frame,
+/// and at least one a subscriber can hold.
+pub const MIN_SLOTS: u32 = 3;
+/// Most slots a stream may have (its slot table is then 64 KiB).
+pub const MAX_SLOTS: u32 = 4096;
+/// Most subscriber records a stream's control file may have.
+pub const MAX_SUBSCRIBERS: u32 = 1024;
+
 /// What kind of object the file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
-    /// A single N-dimensional array (the only kind in v1).
+    /// A single N-dimensional array behind a seqlock.
     Array,
+    /// A ring of `slots` frames, each an N-dimensional array of the header's dtype and shape,
+    /// with a control file for up to `max_subscribers` subscribers (see the `stream` module).
+    Stream {
+        /// Frames in the ring, [`MIN_SLOTS`]`..=`[`MAX_SLOTS`].
+        slots: u32,
+        /// Subscriber records, `1..=`[`MAX_SUBSCRIBERS`].
+        max_subscribers: u32,
+    },
 }
 
 impl Kind {
@@ -102,6 +133,15 @@ impl Kind {
     pub const fn code(self) -> u32 {
         match self {
             Kind::Array => 1,
+            Kind::Stream { .. } => 2,
+        }
+    }
+
+    /// "array" or "stream".
+    pub const fn name(self) -> &'static str {
+        match self {
+            Kind::Array => "array",
+            Kind::Stream { .. } => "stream",
         }
     }
 }
@@ -167,6 +207,29 @@ impl ArraySpec {
     }
 }
 
+/// What a caller specifies to create a stream; the rest of the [`Header`] is derived.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamSpec {
+    /// Name, dtype, shape, order, owner and mode of the stream; the shape is one frame's.
+    pub frame: ArraySpec,
+    /// Frames in the ring, [`MIN_SLOTS`]`..=`[`MAX_SLOTS`].
+    pub slots: u32,
+    /// Subscriber records, `1..=`[`MAX_SUBSCRIBERS`].
+    pub max_subscribers: u32,
+}
+
+impl StreamSpec {
+    /// A stream of 8 slots and 16 subscriber records, C order, owned by the calling process's
+    /// uid/gid with mode 0600.
+    pub fn new(name: impl Into<String>, dtype: DType, frame_shape: impl Into<Vec<u64>>) -> Self {
+        StreamSpec {
+            frame: ArraySpec::new(name, dtype, frame_shape),
+            slots: 8,
+            max_subscribers: 16,
+        }
+    }
+}
+
 /// Why a header (or the file around it) is not a valid v1 array file.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FormatError {
@@ -204,11 +267,13 @@ pub enum FormatError {
         /// CRC of the bytes.
         computed: u32,
     },
-    /// The data offset is not the v1 page-aligned value.
-    #[error("data offset {offset} is invalid: it must be {HEADER_SIZE} (page aligned)")]
+    /// The data offset is not where v1 puts the data of this kind (page aligned).
+    #[error("data offset {offset} is invalid: it must be {expected} (page aligned)")]
     MisalignedDataOffset {
         /// Offset found.
         offset: u64,
+        /// Where the data of this kind starts.
+        expected: u64,
     },
     /// Unknown kind code.
     #[error("unknown kind code {0}")]
@@ -257,6 +322,22 @@ pub enum FormatError {
         /// The shape.
         shape: Vec<u64>,
     },
+    /// A stream's slot count is outside [`MIN_SLOTS`]`..=`[`MAX_SLOTS`].
+    #[error("a stream has {MIN_SLOTS} to {MAX_SLOTS} slots, not {0}")]
+    BadSlots(u32),
+    /// A stream's subscriber limit is outside `1..=`[`MAX_SUBSCRIBERS`].
+    #[error("a stream has 1 to {MAX_SUBSCRIBERS} subscriber records, not {0}")]
+    BadMaxSubscribers(u32),
+    /// A stream's ring (slots × frame size, page aligned) does not fit in a file.
+    #[error(
+        "{slots} slots of {frame_len}-byte frames (each padded to whole 4096-byte pages) do not fit in a file of at most 2^63 - 1 bytes"
+    )]
+    StreamTooLarge {
+        /// Slots asked for.
+        slots: u32,
+        /// Bytes per frame.
+        frame_len: u64,
+    },
     /// The file is shorter than the data it declares.
     #[error(
         "file is {size} bytes but its header needs {needed} (data offset + padded data length)"
@@ -303,6 +384,26 @@ impl Header {
     /// # Errors
     /// [`FormatError::BadName`], [`FormatError::BadShape`] or [`FormatError::BadMode`].
     pub fn new(spec: &ArraySpec) -> Result<Header, FormatError> {
+        Self::build(spec, Kind::Array)
+    }
+
+    /// Builds the header for a new stream, validating what [`Header::new`] does plus the slot
+    /// count, the subscriber limit and the ring's size.
+    ///
+    /// # Errors
+    /// As [`Header::new`], plus [`FormatError::BadSlots`], [`FormatError::BadMaxSubscribers`]
+    /// and [`FormatError::StreamTooLarge`].
+    pub fn new_stream(spec: &StreamSpec) -> Result<Header, FormatError> {
+        let kind = Kind::Stream {
+            slots: spec.slots,
+            max_subscribers: spec.max_subscribers,
+        };
+        let header = Self::build(&spec.frame, kind)?;
+        header.check_stream_geometry()?;
+        Ok(header)
+    }
+
+    fn build(spec: &ArraySpec, kind: Kind) -> Result<Header, FormatError> {
         validate_name(&spec.name)?;
         let data_len = data_len(spec.dtype, &spec.shape)?;
         if spec.mode & !0o777 != 0 {
@@ -313,8 +414,8 @@ impl Header {
             dtype: spec.dtype,
             shape: spec.shape.clone(),
             order: spec.order,
-            kind: Kind::Array,
-            data_offset: HEADER_SIZE as u64,
+            kind,
+            data_offset: data_offset_of(kind),
             data_len,
             created_ns: now_ns(),
             owner_uid: spec.owner_uid,
@@ -337,9 +438,60 @@ impl Header {
         self.data_len == 0
     }
 
-    /// The smallest valid file size: data offset plus the data length padded to 8 bytes.
+    /// The smallest valid file size. Arrays: data offset plus the data length padded to 8
+    /// bytes. Streams: data offset plus `slots` frames, each [`Header::slot_stride`] apart.
+    /// For a decoded or built header this never overflows (checked when it was made).
     pub fn file_len(&self) -> u64 {
-        self.data_offset + padded_len(self.data_len)
+        match self.kind {
+            Kind::Array => self.data_offset + padded_len(self.data_len),
+            Kind::Stream { slots, .. } => self
+                .data_offset
+                .saturating_add(self.slot_stride().saturating_mul(u64::from(slots))),
+        }
+    }
+
+    /// Streams: the distance between the starts of two frames, the frame length rounded up
+    /// to whole 4096-byte pages (at least one page), so that every frame starts page
+    /// aligned. Arrays: the padded data length.
+    pub fn slot_stride(&self) -> u64 {
+        match self.kind {
+            Kind::Array => padded_len(self.data_len),
+            Kind::Stream { .. } => self
+                .data_len
+                .max(1)
+                .div_ceil(HEADER_SIZE as u64)
+                .saturating_mul(HEADER_SIZE as u64),
+        }
+    }
+
+    fn check_stream_geometry(&self) -> Result<(), FormatError> {
+        let Kind::Stream {
+            slots,
+            max_subscribers,
+        } = self.kind
+        else {
+            return Ok(());
+        };
+        if !(MIN_SLOTS..=MAX_SLOTS).contains(&slots) {
+            return Err(FormatError::BadSlots(slots));
+        }
+        if !(1..=MAX_SUBSCRIBERS).contains(&max_subscribers) {
+            return Err(FormatError::BadMaxSubscribers(max_subscribers));
+        }
+        let ring = self
+            .data_len
+            .max(1)
+            .checked_next_multiple_of(HEADER_SIZE as u64)
+            .and_then(|stride| stride.checked_mul(u64::from(slots)))
+            .and_then(|ring| ring.checked_add(self.data_offset))
+            .filter(|&len| len <= i64::MAX as u64);
+        if ring.is_none() {
+            return Err(FormatError::StreamTooLarge {
+                slots,
+                frame_len: self.data_len,
+            });
+        }
+        Ok(())
     }
 
     /// The full header page for a new file: immutable part with its CRC, mutable part zero
@@ -353,6 +505,14 @@ impl Header {
         put_u64(p, offsets::DATA_OFFSET, self.data_offset);
         put_u64(p, offsets::DATA_LEN, self.data_len);
         put_u32(p, offsets::KIND, self.kind.code());
+        if let Kind::Stream {
+            slots,
+            max_subscribers,
+        } = self.kind
+        {
+            put_u32(p, offsets::STREAM_SLOTS, slots);
+            put_u32(p, offsets::STREAM_MAX_SUBSCRIBERS, max_subscribers);
+        }
         put_u32(p, offsets::ORDER, self.order.code());
         put_u32(p, offsets::NDIM, self.shape.len() as u32);
         put_u32(p, offsets::NAME_LEN, self.name.len() as u32);
@@ -406,16 +566,34 @@ impl Header {
         if stored != computed {
             return Err(FormatError::BadChecksum { stored, computed });
         }
-        let data_offset = u64_at(page, offsets::DATA_OFFSET);
-        if data_offset != HEADER_SIZE as u64 {
-            return Err(FormatError::MisalignedDataOffset {
-                offset: data_offset,
-            });
-        }
         let kind = match u32_at(page, offsets::KIND) {
             1 => Kind::Array,
+            2 => Kind::Stream {
+                slots: u32_at(page, offsets::STREAM_SLOTS),
+                max_subscribers: u32_at(page, offsets::STREAM_MAX_SUBSCRIBERS),
+            },
             other => return Err(FormatError::BadKind(other)),
         };
+        if let Kind::Stream {
+            slots,
+            max_subscribers,
+        } = kind
+        {
+            if !(MIN_SLOTS..=MAX_SLOTS).contains(&slots) {
+                return Err(FormatError::BadSlots(slots));
+            }
+            if !(1..=MAX_SUBSCRIBERS).contains(&max_subscribers) {
+                return Err(FormatError::BadMaxSubscribers(max_subscribers));
+            }
+        }
+        let data_offset = u64_at(page, offsets::DATA_OFFSET);
+        let expected = data_offset_of(kind);
+        if data_offset != expected {
+            return Err(FormatError::MisalignedDataOffset {
+                offset: data_offset,
+                expected,
+            });
+        }
         let order_code = u32_at(page, offsets::ORDER);
         let order = Order::from_code(order_code).ok_or(FormatError::BadOrder(order_code))?;
         let dtype = decode_dtype(&page[offsets::DTYPE..offsets::DTYPE + 16])?;
@@ -441,8 +619,12 @@ impl Header {
         }
         // Everything the fields do not use must be zero, so a v1 reader never silently ignores
         // data a later writer put there.
+        let reserved_from = match kind {
+            Kind::Array => offsets::STREAM_SLOTS,
+            Kind::Stream { .. } => offsets::RESERVED,
+        };
         let unused_ranges = [
-            (offsets::RESERVED, offsets::SHAPE),
+            (reserved_from, offsets::SHAPE),
             (offsets::SHAPE + 8 * ndim as usize, offsets::NAME),
             (offsets::NAME + name_len as usize, offsets::IMMUTABLE_END),
             (offsets::CRC + 4, offsets::SEQUENCE),
@@ -462,7 +644,7 @@ impl Header {
                 shape,
             });
         }
-        Ok(Header {
+        let header = Header {
             name,
             dtype,
             shape,
@@ -474,7 +656,9 @@ impl Header {
             owner_uid: u32_at(page, offsets::OWNER_UID),
             owner_gid: u32_at(page, offsets::OWNER_GID),
             mode,
-        })
+        };
+        header.check_stream_geometry()?;
+        Ok(header)
     }
 
     /// Checks that a file of `size` bytes holds all the data this header declares.
@@ -487,6 +671,16 @@ impl Header {
             return Err(FormatError::FileTooShort { size, needed });
         }
         Ok(())
+    }
+}
+
+/// Where the data starts: right after the header page for arrays; for streams after the
+/// header page and the slot table (16 bytes per slot), on a page boundary.
+fn data_offset_of(kind: Kind) -> u64 {
+    let page = HEADER_SIZE as u64;
+    match kind {
+        Kind::Array => page,
+        Kind::Stream { slots, .. } => page + (16 * u64::from(slots)).next_multiple_of(page),
     }
 }
 
@@ -557,7 +751,15 @@ mod tests {
                 put_u64(p, offsets::DATA_OFFSET, 4000);
                 reseal(p);
             },
-            &|e| matches!(e, FormatError::MisalignedDataOffset { offset: 4000 }),
+            &|e| {
+                matches!(
+                    e,
+                    FormatError::MisalignedDataOffset {
+                        offset: 4000,
+                        expected: 4096
+                    }
+                )
+            },
         );
         check(
             &|p| {

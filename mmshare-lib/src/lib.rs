@@ -31,6 +31,8 @@
 //! - `array`: [`Array<T>`], typed handles, zero-copy views, closure-scoped writes.
 //! - `create`: crash-safe creation of array files.
 //! - `proto`: the wire protocol (postcard messages; docs/PROTOCOL.md is its prose twin).
+//! - `stream`: streams, rings of frames written and read in place ([`Publisher`],
+//!   [`Subscriber`]); the slot protocol is documented there.
 //! - `client`: the synchronous client of the daemon, and typed handles on what it hands out.
 //! - `sys`: the Linux system calls (shared futex, process identity, space reservation).
 //! - `error`: typed errors, one per operation.
@@ -59,18 +61,19 @@ pub mod proto;
 mod raw;
 mod seqlock;
 mod shape;
+mod stream;
 mod sys;
 
 pub use array::{Array, ReadView, WriteView};
 pub use client::{Client, ClientError, CreateOptions, SOCKET_ENV, Shared, default_socket_path};
 pub use create::{TEMP_PREFIX, create_array_file};
 pub use dtype::{ALL_DTYPES, Bool8, DType, DTypeError, Element};
-pub use error::{CreateError, OpenError, ReadError, WaitTimeout, WriteError};
+pub use error::{CreateError, OpenError, ReadError, StreamError, WaitTimeout, WriteError};
 #[cfg(feature = "fault-injection")]
 pub use fault::{Fault, inject as inject_fault};
 pub use format::{
-    ArraySpec, FLAG_TORN, FORMAT_VERSION, FormatError, HEADER_SIZE, Header, Kind, MAGIC, offsets,
-    padded_len,
+    ArraySpec, FLAG_TORN, FORMAT_VERSION, FormatError, HEADER_SIZE, Header, Kind, MAGIC, MAX_SLOTS,
+    MAX_SUBSCRIBERS, MIN_SLOTS, StreamSpec, offsets, padded_len,
 };
 pub use half::f16;
 pub use name::{MAX_NAME_LEN, NameError, validate_name};
@@ -78,4 +81,8 @@ pub use num_complex::Complex;
 pub use proto::{ArrayInfo, Backing, ErrorKind};
 pub use raw::{Access, ByteReader, ByteWriter, DEFAULT_TIMEOUT, RawArray, Recovery, Snapshot};
 pub use shape::{MAX_DATA_LEN, MAX_NDIM, Order, ShapeError, data_len, element_count, parse_shape};
-pub use sys::{Liveness, ProcessId, futex_wakeups, reserve_space};
+pub use stream::{
+    CONTROL_FILE, DATA_FILE, DEFAULT_MAX_HELD, Delivery, MAX_HELD, Publisher, Sample, SampleMut,
+    StreamFiles, Subscriber, SubscriberInfo, create_stream_files,
+};
+pub use sys::{Liveness, ProcessId, futex_wake_calls, futex_wakeups, reserve_space};

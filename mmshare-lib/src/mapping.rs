@@ -108,6 +108,64 @@ impl Mapping {
         unsafe { AtomicU32::from_ptr(self.base.add(offset).cast()) }
     }
 
+    /// `count` consecutive 8-byte words from `offset` (anywhere in the mapping).
+    ///
+    /// # Panics
+    /// If the range is not 8-aligned or not inside the mapping (a caller bug: offsets come
+    /// from validated headers).
+    pub(crate) fn words(&self, offset: usize, count: usize) -> &[AtomicU64] {
+        let end = count
+            .checked_mul(8)
+            .and_then(|n| n.checked_add(offset))
+            .expect("word range overflows");
+        assert!(
+            offset.is_multiple_of(8) && end <= self.len,
+            "words {offset}..{end}"
+        );
+        // SAFETY: the range is inside the mapping (checked), 8-aligned in a page-aligned
+        // mapping, alive for `&self`, and `AtomicU64` has the layout of `u64`. Every process
+        // accesses these bytes only atomically; on a read-only mapping the crate only loads
+        // (Relaxed) through them, as for `u64_at`.
+        unsafe { std::slice::from_raw_parts(self.base.add(offset).cast::<AtomicU64>(), count) }
+    }
+
+    /// The 4-byte word at `offset` (anywhere in the mapping).
+    pub(crate) fn u32_word(&self, offset: usize) -> &AtomicU32 {
+        assert!(offset.is_multiple_of(4) && offset + 4 <= self.len);
+        // SAFETY: as for `words`.
+        unsafe { AtomicU32::from_ptr(self.base.add(offset).cast()) }
+    }
+
+    /// `count` values of `R` from `offset`.
+    ///
+    /// # Safety
+    /// `R` is `repr(C)` and made only of `AtomicU64`s (so any bytes are a valid `R` and every
+    /// access to it is atomic).
+    pub(crate) unsafe fn atomic_structs<R>(&self, offset: usize, count: usize) -> &[R] {
+        let end = count
+            .checked_mul(size_of::<R>())
+            .and_then(|n| n.checked_add(offset))
+            .expect("struct range overflows");
+        assert!(
+            offset.is_multiple_of(8) && end <= self.len,
+            "structs {offset}..{end}"
+        );
+        debug_assert!(align_of::<R>() <= 8);
+        // SAFETY: inside the mapping and aligned (checked); the caller vouches that `R` is
+        // made of atomics, so as for `words`.
+        unsafe { std::slice::from_raw_parts(self.base.add(offset).cast::<R>(), count) }
+    }
+
+    /// Pointer to byte `offset` of the mapping.
+    ///
+    /// # Panics
+    /// If `offset` is past the end.
+    pub(crate) fn ptr_at(&self, offset: usize) -> *mut u8 {
+        assert!(offset <= self.len);
+        // SAFETY: inside (or one past) the mapping.
+        unsafe { self.base.add(offset) }
+    }
+
     /// Start of the data area (page aligned). Valid for `len - HEADER_SIZE` bytes.
     pub(crate) fn data_ptr(&self) -> *mut u8 {
         // SAFETY: `len >= HEADER_SIZE`, so the result is inside (or one past) the mapping.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::backoff::Backoff;
 use crate::error::{OpenError, ReadError, WaitTimeout, WriteError};
 use crate::fault;
-use crate::format::{FLAG_TORN, FormatError, HEADER_SIZE, Header, now_ns, offsets};
+use crate::format::{FLAG_TORN, FormatError, HEADER_SIZE, Header, Kind, now_ns, offsets};
 use crate::mapping::Mapping;
 use crate::seqlock::{self, end_write, read_begin, read_validate, try_begin_write};
 use crate::sys::{Liveness, ProcessId};
@@ -118,6 +118,12 @@ impl RawArray {
         let mut page = vec![0u8; HEADER_SIZE];
         let got = read_up_to(&file, &mut page).map_err(io_err)?;
         let header = Header::decode(&page[..got]).map_err(format_err)?;
+        if header.kind != Kind::Array {
+            return Err(OpenError::NotAnArray {
+                path,
+                kind: header.kind.name(),
+            });
+        }
         header.check_file_len(size).map_err(format_err)?;
         let len = usize::try_from(header.file_len()).map_err(|_| {
             format_err(FormatError::FileTooShort {
@@ -934,7 +940,7 @@ impl Drop for WriteScope<'_> {
     }
 }
 
-fn read_up_to(file: &File, buf: &mut [u8]) -> std::io::Result<usize> {
+pub(crate) fn read_up_to(file: &File, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match file.read_at(&mut buf[got..], got as u64) {

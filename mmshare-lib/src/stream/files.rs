@@ -1,0 +1,380 @@
+//! A stream's two files: crash-safe creation, opening, mapping, and the shared words in them.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use rustix::fs::{CWD, RenameFlags, renameat_with};
+
+use super::layout::{self, Record, control_len};
+use super::protocol::Ring;
+use crate::create::{reserve, temp_name};
+use crate::error::{CreateError, OpenError, StreamError};
+use crate::format::{FormatError, HEADER_SIZE, Header, Kind, StreamSpec, offsets};
+use crate::mapping::Mapping;
+use crate::raw::read_up_to;
+use crate::sys::ProcessId;
+
+/// The data file's name inside a stream's directory.
+pub const DATA_FILE: &str = "data";
+/// The control file's name inside a stream's directory.
+pub const CONTROL_FILE: &str = "control";
+
+/// Creates the stream `dir/NAME/` (its data and control files) crash-safely and returns the
+/// directory's path and the data file's header.
+///
+/// Both files are made in a temporary directory (`.tmp-*`, never a valid name), their space
+/// reserved (no sparse files), their headers written and synced, and the directory renamed to
+/// `NAME` with `RENAME_NOREPLACE`; so a stream is either whole under its name or absent.
+///
+/// # Errors
+/// As [`crate::create_array_file`]: [`CreateError::Invalid`] (also for bad `slots` or
+/// `max_subscribers`), [`CreateError::AlreadyExists`], [`CreateError::NoSpace`],
+/// [`CreateError::Io`]. Nothing is left behind on error.
+///
+/// # Example
+/// ```
+/// use mmshare::{create_stream_files, DType, StreamSpec};
+/// let dir = tempfile::tempdir()?;
+/// let (path, header) = create_stream_files(dir.path(), &StreamSpec::new("camera", DType::U8, vec![480, 640]))?;
+/// assert!(path.join("data").is_file() && path.join("control").is_file());
+/// assert_eq!(header.data_len, 480 * 640);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn create_stream_files(
+    dir: &Path,
+    spec: &StreamSpec,
+) -> Result<(PathBuf, Header), CreateError> {
+    let header = Header::new_stream(spec)?;
+    let target = dir.join(&header.name);
+    let temp = dir.join(temp_name(&header.name));
+    let io_err = |source: std::io::Error| CreateError::Io {
+        dir: dir.to_owned(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&temp)
+        .map_err(io_err)?;
+    let result = fill(&temp, &header, spec, dir).and_then(|()| {
+        renameat_with(CWD, &temp, CWD, &target, RenameFlags::NOREPLACE).map_err(|e| {
+            if e == rustix::io::Errno::EXIST {
+                CreateError::AlreadyExists(target.clone())
+            } else {
+                io_err(e.into())
+            }
+        })?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&temp);
+    }
+    result.map(|()| (target, header))
+}
+
+fn fill(temp: &Path, header: &Header, spec: &StreamSpec, dir: &Path) -> Result<(), CreateError> {
+    let io_err = |source: std::io::Error| CreateError::Io {
+        dir: dir.to_owned(),
+        source,
+    };
+    let new_file = |name: &str| {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(temp.join(name))
+            .map_err(io_err)
+    };
+    let data = new_file(DATA_FILE)?;
+    reserve(&data, header.file_len(), dir)?;
+    data.write_all_at(&header.encode()[..], 0).map_err(io_err)?;
+    data.sync_all().map_err(io_err)?;
+    let control = new_file(CONTROL_FILE)?;
+    reserve(&control, control_len(spec.max_subscribers) as u64, dir)?;
+    control
+        .write_all_at(&layout::control_header(spec.slots, spec.max_subscribers), 0)
+        .map_err(io_err)?;
+    control.sync_all().map_err(io_err)?;
+    File::open(temp).and_then(|d| d.sync_all()).map_err(io_err)
+}
+
+/// A stream's two files, mapped: the data file read-only (subscribers) or read-write (the
+/// publisher), the control file always read-write.
+pub struct StreamFiles {
+    header: Header,
+    slots: usize,
+    max_subscribers: usize,
+    data: Mapping,
+    control: Mapping,
+    data_file: File,
+    control_file: File,
+}
+
+impl std::fmt::Debug for StreamFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamFiles")
+            .field("name", &self.header.name)
+            .field("slots", &self.slots)
+            .field("max_subscribers", &self.max_subscribers)
+            .field("data", &self.data)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamFiles {
+    /// Opens the stream directory `path` (as made by [`create_stream_files`]).
+    ///
+    /// # Errors
+    /// [`StreamError::Open`] when a file cannot be opened or its header is invalid;
+    /// [`StreamError::WrongKind`] for an array; [`StreamError::BadControl`].
+    pub fn open(path: impl AsRef<Path>, writable_data: bool) -> Result<StreamFiles, StreamError> {
+        let path = path.as_ref();
+        let open = |name: &str, write: bool| {
+            let p = path.join(name);
+            OpenOptions::new()
+                .read(true)
+                .write(write)
+                .open(&p)
+                .map_err(|source| OpenError::Io { path: p, source })
+        };
+        let data = open(DATA_FILE, writable_data)?;
+        let control = open(CONTROL_FILE, true)?;
+        Self::from_files_at(data, control, writable_data, path.to_owned())
+    }
+
+    /// Maps a stream from descriptors (as the daemon hands them out).
+    ///
+    /// # Errors
+    /// As [`StreamFiles::open`].
+    pub fn from_files(
+        data: File,
+        control: File,
+        writable_data: bool,
+    ) -> Result<StreamFiles, StreamError> {
+        Self::from_files_at(data, control, writable_data, PathBuf::from("<descriptor>"))
+    }
+
+    fn from_files_at(
+        data: File,
+        control: File,
+        writable_data: bool,
+        path: PathBuf,
+    ) -> Result<StreamFiles, StreamError> {
+        let data_path = path.join(DATA_FILE);
+        let io_err = |p: &Path| {
+            let p = p.to_owned();
+            move |source| OpenError::Io { path: p, source }
+        };
+        let format_err = |source| OpenError::Format {
+            path: data_path.clone(),
+            source,
+        };
+        let size = data.metadata().map_err(io_err(&data_path))?.len();
+        let mut page = vec![0u8; HEADER_SIZE];
+        let got = read_up_to(&data, &mut page).map_err(io_err(&data_path))?;
+        let header = Header::decode(&page[..got]).map_err(format_err)?;
+        let Kind::Stream {
+            slots,
+            max_subscribers,
+        } = header.kind
+        else {
+            return Err(StreamError::WrongKind {
+                path: data_path,
+                expected: "a stream",
+                found: "an array",
+            });
+        };
+        header.check_file_len(size).map_err(format_err)?;
+        let len = usize::try_from(header.file_len()).map_err(|_| {
+            format_err(FormatError::FileTooShort {
+                size,
+                needed: header.file_len(),
+            })
+        })?;
+        let data_map = Mapping::map(&data, len, writable_data).map_err(io_err(&data_path))?;
+
+        let control_path = path.join(CONTROL_FILE);
+        let bad = |reason: String| StreamError::BadControl {
+            path: control_path.clone(),
+            reason,
+        };
+        let control_size = control.metadata().map_err(io_err(&control_path))?.len();
+        let needed = control_len(max_subscribers);
+        if control_size < needed as u64 {
+            return Err(bad(format!(
+                "it is {control_size} bytes; {max_subscribers} subscriber records need {needed}"
+            )));
+        }
+        let mut head = [0u8; 16];
+        read_up_to(&control, &mut head).map_err(io_err(&control_path))?;
+        if head[..8] != layout::MAGIC {
+            return Err(bad(format!("bad magic {:02x?}", &head[..8])));
+        }
+        let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+        if version != layout::VERSION {
+            return Err(bad(format!(
+                "layout version {version} (this build reads {})",
+                layout::VERSION
+            )));
+        }
+        let control_map = Mapping::map(&control, needed, true).map_err(io_err(&control_path))?;
+        Ok(StreamFiles {
+            header,
+            slots: slots as usize,
+            max_subscribers: max_subscribers as usize,
+            data: data_map,
+            control: control_map,
+            data_file: data,
+            control_file: control,
+        })
+    }
+
+    /// The data file's header: name, dtype, frame shape, order, slots, owner, mode.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The data file (for handing its descriptor on).
+    pub fn data_file(&self) -> &File {
+        &self.data_file
+    }
+
+    /// The control file.
+    pub fn control_file(&self) -> &File {
+        &self.control_file
+    }
+
+    /// Slots in the ring.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// Frames published so far.
+    pub fn published(&self) -> u64 {
+        // Relaxed: a statistic.
+        self.data.u64_at(offsets::PUBLISHED).load(Ordering::Relaxed)
+    }
+
+    /// The attached publisher, if any.
+    pub fn publisher(&self) -> Option<ProcessId> {
+        ProcessId::from_word(self.publisher_word().load(Ordering::Relaxed))
+    }
+
+    /// Every subscriber record in use: who, in which mode, how far behind, how much missed.
+    pub fn subscribers(&self) -> Vec<SubscriberInfo> {
+        let published = self.published();
+        self.records()
+            .iter()
+            .filter_map(|r| {
+                // Relaxed: statistics, read without synchronization.
+                let who = owner_of(r.owner.load(Ordering::Relaxed))?;
+                let cursor = r.cursor.load(Ordering::Relaxed);
+                let config = r.config.load(Ordering::Relaxed);
+                Some(SubscriberInfo {
+                    who,
+                    lossless: config & layout::CONFIG_LOSSLESS != 0,
+                    max_held: (config & layout::CONFIG_HELD_MASK) as usize,
+                    lag: published.saturating_sub(cursor),
+                    missed: r.missed.load(Ordering::Relaxed),
+                    received: r.received.load(Ordering::Relaxed),
+                })
+            })
+            .collect()
+    }
+
+    /// Reclaims the records of subscribers that `judge` says are dead (positive evidence
+    /// only: see [`crate::Liveness`]); returns how many it freed.
+    pub fn reclaim_subscribers(&self, judge: impl Fn(ProcessId) -> crate::Liveness) -> usize {
+        let ring = self.ring();
+        (0..self.max_subscribers)
+            .filter(|&r| {
+                let owner = ring.records[r].owner.load(Ordering::Relaxed);
+                owner_of(owner).is_some_and(|who| judge(who) == crate::Liveness::Dead)
+                    && super::protocol::reclaim(&ring, r, owner)
+            })
+            .count()
+    }
+
+    pub(crate) fn ring(&self) -> Ring<'_, AtomicU64> {
+        let table = self.data.words(offsets::SLOT_TABLE, 2 * self.slots);
+        let (tags, times) = table.split_at(self.slots);
+        Ring {
+            published: self.data.u64_at(offsets::PUBLISHED),
+            tags,
+            times,
+            records: self.records(),
+            budget: self.control.u64_at(layout::offsets::BUDGET),
+        }
+    }
+
+    fn records(&self) -> &[Record<AtomicU64>] {
+        // SAFETY: `Record<AtomicU64>` is `repr(C)` and made only of `AtomicU64`s.
+        unsafe {
+            self.control
+                .atomic_structs(layout::offsets::RECORDS, self.max_subscribers)
+        }
+    }
+
+    pub(crate) fn publisher_word(&self) -> &AtomicU64 {
+        self.data.u64_at(offsets::PUBLISHER)
+    }
+
+    /// Subscribers sleep on this (data file); the publisher bumps it.
+    pub(crate) fn futex(&self) -> &AtomicU32 {
+        self.data.u32_at(offsets::FUTEX)
+    }
+
+    pub(crate) fn sleepers(&self) -> &AtomicU32 {
+        self.control.u32_word(layout::offsets::SLEEPERS)
+    }
+
+    pub(crate) fn pub_sleepers(&self) -> &AtomicU32 {
+        self.control.u32_word(layout::offsets::PUB_SLEEPERS)
+    }
+
+    pub(crate) fn pub_futex(&self) -> &AtomicU32 {
+        self.control.u32_word(layout::offsets::PUB_FUTEX)
+    }
+
+    /// Start of slot `slot`'s frame: page aligned, `header.data_len` bytes.
+    pub(crate) fn slot_ptr(&self, slot: usize) -> *mut u8 {
+        assert!(slot < self.slots);
+        let offset = self.header.data_offset + self.header.slot_stride() * slot as u64;
+        // Inside the mapping: file_len covers every slot (checked at open).
+        self.data.ptr_at(offset as usize)
+    }
+
+    /// Whether the data file is mapped read-write.
+    pub(crate) fn data_writable(&self) -> bool {
+        self.data.writable()
+    }
+}
+
+/// The process a record's owner word names, if it names one: not free, not being reclaimed,
+/// and a pid that can exist (anyone can write the control file; a pid of 0 or above 2^31 - 1
+/// would mean "every process" or nothing to `kill(pid, 0)`).
+fn owner_of(word: u64) -> Option<ProcessId> {
+    if word == layout::OWNER_RECLAIMING {
+        return None;
+    }
+    ProcessId::from_word(word).filter(|who| who.pid != 0 && who.pid <= i32::MAX as u32)
+}
+
+/// One subscriber of a stream, as its record shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubscriberInfo {
+    /// The subscribing process.
+    pub who: ProcessId,
+    /// Lossless (holds the publisher back) or lossy.
+    pub lossless: bool,
+    /// Samples it may hold at once.
+    pub max_held: usize,
+    /// Frames published that it has not taken yet.
+    pub lag: u64,
+    /// Frames it skipped.
+    pub missed: u64,
+    /// Frames it took.
+    pub received: u64,
+}

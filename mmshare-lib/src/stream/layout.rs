@@ -1,0 +1,119 @@
+//! The control file of a stream, byte for byte, and the subscriber record type.
+//!
+//! docs/FORMAT.md describes the same layout in prose. All integers are little-endian. The
+//! header's fixed part (magic to `RECORDS_OFFSET`) is written at create and only checked by
+//! readers; since every participant can write this file, nothing in it is trusted: slot and
+//! record counts are taken from the data file's header, which only the publisher can write.
+
+/// First bytes of a control file.
+pub(crate) const MAGIC: [u8; 8] = *b"MMSHCTL\0";
+/// Control file layout version.
+pub(crate) const VERSION: u32 = 1;
+
+/// Byte offsets in the control file.
+pub(crate) mod offsets {
+    /// `[u8; 8]` magic.
+    pub(crate) const MAGIC: usize = 0x000;
+    /// `u32` layout version (1).
+    pub(crate) const VERSION: usize = 0x008;
+    /// `u32` slots (a copy of the data file's, for diagnostics).
+    pub(crate) const SLOTS: usize = 0x00C;
+    /// `u32` subscriber records.
+    pub(crate) const MAX_SUBSCRIBERS: usize = 0x010;
+    /// `u32` bytes per record (256).
+    pub(crate) const RECORD_SIZE: usize = 0x014;
+    /// `u32` offset of record 0 (4096).
+    pub(crate) const RECORDS_OFFSET: usize = 0x018;
+    /// `u32` subscribers asleep (or about to sleep) on the data file's futex word (own line).
+    pub(crate) const SLEEPERS: usize = 0x040;
+    /// `u32` 1 while the publisher sleeps waiting for a lossless subscriber (own line).
+    pub(crate) const PUB_SLEEPERS: usize = 0x080;
+    /// `u32` futex word the waiting publisher sleeps on; bumped by subscribers that wake it.
+    pub(crate) const PUB_FUTEX: usize = 0x0C0;
+    /// `u64` holds granted to subscribers, out of `slots - 2` (own line).
+    pub(crate) const BUDGET: usize = 0x100;
+    /// Record 0.
+    pub(crate) const RECORDS: usize = 0x1000;
+}
+
+/// Size of one subscriber record.
+pub(crate) const RECORD_SIZE: usize = 256;
+
+/// Most samples one subscriber may hold at once (the held entries of a record).
+pub const MAX_HELD: usize = 16;
+
+/// `config` bits 0..8: the number of holds granted (`1..=MAX_HELD`).
+pub(crate) const CONFIG_HELD_MASK: u64 = 0xFF;
+/// `config` bit 8: the subscriber is lossless.
+pub(crate) const CONFIG_LOSSLESS: u64 = 1 << 8;
+
+/// `owner` while a record is being reclaimed: not free, not anyone's.
+pub(crate) const OWNER_RECLAIMING: u64 = u64::MAX;
+
+/// The control-file length for `max_subscribers` records.
+pub(crate) const fn control_len(max_subscribers: u32) -> usize {
+    offsets::RECORDS + RECORD_SIZE * max_subscribers as usize
+}
+
+/// One subscriber's record, as laid out in the control file (`W` is `AtomicU64` there; the
+/// model tests use loom's atomics). Each group sits on its own 64-byte line: the publisher
+/// reads line 0 on every loan and it rarely changes; the subscriber writes line 1 on every
+/// receive; lines 2 and 3 hold the held entries.
+///
+/// | offset | field | meaning |
+/// |---|---|---|
+/// | 0 | `owner` | 0 = free; else the subscriber's pid and start time (as the data file's writer word); `u64::MAX` while being reclaimed |
+/// | 8 | `config` | bits 0–7: holds granted; bit 8: lossless |
+/// | 64 | `cursor` | the next frame number this subscriber wants |
+/// | 72 | `missed` | frames it skipped so far |
+/// | 80 | `received` | frames it received so far |
+/// | 128 | `held[16]` | 0 = free, else slot index + 1 |
+#[repr(C)]
+pub(crate) struct Record<W> {
+    pub(crate) owner: W,
+    pub(crate) config: W,
+    _line0: [W; 6],
+    pub(crate) cursor: W,
+    pub(crate) missed: W,
+    pub(crate) received: W,
+    _line1: [W; 5],
+    pub(crate) held: [W; MAX_HELD],
+}
+
+impl<W> Record<W> {
+    /// A record whose every word is `new()` (the model tests build their own).
+    #[cfg(test)]
+    pub(crate) fn new_with(new: impl Fn() -> W) -> Record<W> {
+        Record {
+            owner: new(),
+            config: new(),
+            _line0: std::array::from_fn(|_| new()),
+            cursor: new(),
+            missed: new(),
+            received: new(),
+            _line1: std::array::from_fn(|_| new()),
+            held: std::array::from_fn(|_| new()),
+        }
+    }
+}
+
+const _: () = assert!(size_of::<Record<std::sync::atomic::AtomicU64>>() == RECORD_SIZE);
+const _: () = assert!(std::mem::offset_of!(Record<std::sync::atomic::AtomicU64>, cursor) == 64);
+const _: () = assert!(std::mem::offset_of!(Record<std::sync::atomic::AtomicU64>, held) == 128);
+
+/// The fixed part of a new control file (the rest is zero).
+pub(crate) fn control_header(slots: u32, max_subscribers: u32) -> [u8; 64] {
+    let mut head = [0u8; 64];
+    head[offsets::MAGIC..offsets::MAGIC + 8].copy_from_slice(&MAGIC);
+    let fields = [
+        (offsets::VERSION, VERSION),
+        (offsets::SLOTS, slots),
+        (offsets::MAX_SUBSCRIBERS, max_subscribers),
+        (offsets::RECORD_SIZE, RECORD_SIZE as u32),
+        (offsets::RECORDS_OFFSET, offsets::RECORDS as u32),
+    ];
+    for (at, value) in fields {
+        head[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    }
+    head
+}

@@ -1,0 +1,160 @@
+//! Streams: a ring of frames that one publisher fills in place and any number of subscribers
+//! read in place, every frame delivered (or every miss counted), with no system call on the
+//! fast path.
+//!
+//! # The pieces
+//!
+//! A stream named `NAME` is a directory `NAME/` holding two files:
+//!
+//! * `data`: a v1 header page of kind *stream* (dtype, frame shape, order, `slots`,
+//!   `max_subscribers`), then the **slot table** (one tag and one publish time per slot), then
+//!   `slots` frames, each starting on a page boundary. Only the publisher may write it;
+//!   subscribers map it read-only (they receive an `O_RDONLY` descriptor), so frame data, frame
+//!   numbers and publish times are protected by the kernel from everyone but the publisher.
+//! * `control`: what subscribers must write. A small header (sleeper counters, the hold
+//!   budget), then `max_subscribers` **records**, one per subscriber: its owner (pid and start
+//!   time), its mode and hold limit, its cursor, its counters and its **held** entries. Every
+//!   participant maps it read-write, so nothing in it is trusted: every value read from it is
+//!   bounds-checked before use, and a wrong value can only cost frames or time (below).
+//!
+//! # The slot protocol
+//!
+//! Frames are numbered 0, 1, 2, ... by the publisher. Shared words (all `u64`):
+//!
+//! * `PUBLISHED` (data file): how many frames have been published; frame `n` exists once
+//!   `PUBLISHED > n`. Only the publisher stores it, always upwards.
+//! * `TAG[i]` (data file): which frame slot `i` holds: 0 = none (never used, or taken back for
+//!   reuse, or on loan), otherwise frame number + 1. Only the publisher stores it.
+//! * `TIME[i]` (data file): when the frame in slot `i` was published (ns since the epoch).
+//! * `HELD[r][k]` (control file): subscriber `r`'s hold `k`: 0 = none, otherwise slot + 1.
+//!   Only subscriber `r` stores it (and whoever reclaims a dead subscriber's record).
+//! * `CURSOR[r]` (control file): the next frame subscriber `r` wants. The publisher reads it
+//!   for lossless subscribers only.
+//!
+//! A slot is **free** when its tag is 0 and no subscriber holds it. The publisher reuses a
+//! slot only after it has taken its tag back *and then* found no hold on it; a subscriber
+//! reads a slot only after it has recorded its hold *and then* found the tag it wanted still
+//! there. Each side stores first and checks the other's word second, with a `SeqCst` fence in
+//! between (Dekker's pattern), so in every interleaving at least one of them sees the other:
+//! either the publisher sees the hold and leaves the slot alone, or the subscriber sees the
+//! taken-back tag and lets go before reading anything.
+//!
+//! **Publisher** (one at a time; `next` is its copy of `PUBLISHED`):
+//!
+//! ```text
+//! loan:
+//!     floor = lowest CURSOR of the lossless subscribers (Relaxed loads, then fence(Acquire))
+//!     for each slot i, oldest frame first (ring order from next % slots):
+//!         if TAG[i] = g + 1:
+//!             skip if g = next - 1     // the newest frame stays readable (latest())
+//!             skip if g >= floor       // a lossless subscriber has not taken it yet
+//!             TAG[i].store(0, Relaxed) // take it back
+//!         fence(SeqCst)                // pairs with the subscriber's fence after its hold
+//!         skip if any HELD[r][k] = i + 1 (Relaxed loads, then fence(Acquire): the holder's
+//!                                      //   reads of the old frame happen-before our writes)
+//!         loan slot i: the publisher writes the frame through a plain &mut [T]
+//!     no slot: wait (only lossless subscribers can cause this), or time out
+//! publish:
+//!     TIME[i] = now; TAG[i].store(next + 1, Release)   // the frame happens-before a
+//!     PUBLISHED.store(next + 1, Release)               //   subscriber's Acquire of either
+//!     next += 1
+//!     fence(SeqCst); if SLEEPERS != 0: bump FUTEX and wake (see Sleeping)
+//! ```
+//!
+//! **Subscriber** (`cursor` is its copy of `CURSOR[r]`):
+//!
+//! ```text
+//! receive:
+//!     if cursor >= PUBLISHED (Relaxed load, fence(Acquire)): nothing new
+//!     find slot i with TAG[i] = cursor + 1 (slot cursor % slots first, then all slots);
+//!         none: the frame was taken back (we are too slow): take the oldest frame after
+//!         it instead and count the frames skipped as missed
+//!     HELD[r][k].store(i + 1, Relaxed)
+//!     fence(SeqCst)                     // pairs with the publisher's fence after take-back
+//!     TAG[i] still the tag we found (Relaxed load, fence(Acquire): pairs with the publish's
+//!         Release store, so the frame's bytes and TIME[i] are visible)?
+//!         no: HELD[r][k] = 0 and look again (the frame is gone: counted as missed)
+//!     yes: the frame is ours to read in place until we release it; cursor = frame + 1;
+//!          CURSOR[r].store(cursor, Release)
+//! release:
+//!     HELD[r][k].store(0, Release)      // our reads happen-before the publisher's reuse
+//! ```
+//!
+//! **Lossless subscribers** also hold the publisher back: the publisher never takes back a
+//! frame at or above a lossless subscriber's cursor. A lossless subscriber stores its hold
+//! before it advances its cursor (Release), so a publisher that sees the advanced cursor
+//! (Acquire) also finds the hold in its scan. A new subscriber records its mode and a cursor
+//! no higher than `PUBLISHED` first, then fences (SeqCst) and reads `PUBLISHED` again for its
+//! starting point; the publisher fences (SeqCst) after every publish before it reads cursors.
+//! So either the publisher sees the new subscriber, or the subscriber starts after every frame
+//! the publisher might be taking back.
+//!
+//! **`latest()`** takes the frame `PUBLISHED - 1` the same way. It never starves: the
+//! publisher never takes back its newest frame, so the frame can only go away after the
+//! publisher has published at least `slots - 1` more; each attempt re-reads `PUBLISHED`.
+//!
+//! # Why a free slot always exists for lossy subscribers
+//!
+//! Each subscriber holds at most `max_held` samples. Subscribing takes `max_held` from the
+//! stream's **hold budget** of `slots - 2` (one slot is on loan, one keeps the newest frame);
+//! when the budget is short the subscriber gets what is left, and when nothing is left the
+//! subscribe fails with a clear error. With the budget respected, at most `slots - 2` slots are
+//! held, so a loan always finds a slot that is neither held, nor newest, nor on loan, unless a
+//! lossless subscriber still needs it. Lossy subscribers therefore never make the publisher
+//! wait.
+//!
+//! # Sleeping, and why a publish makes no system call when nobody sleeps
+//!
+//! Waiters spin briefly, then yield, then sleep on a futex (the `backoff` module's schedule).
+//! Before sleeping, a subscriber adds itself to `SLEEPERS` (control file), fences (SeqCst),
+//! reads `FUTEX` (data file) and checks `PUBLISHED` once more; it sleeps only if nothing
+//! arrived, on `FUTEX` holding that value, and removes itself when it wakes. A publish stores
+//! `PUBLISHED`, fences (SeqCst), and bumps `FUTEX` and calls `FUTEX_WAKE` only if `SLEEPERS`
+//! is not zero. Either the publisher sees the sleeper, or the sleeper sees the frame; and if the
+//! bump comes between the sleeper's read of `FUTEX` and its sleep, the kernel sees the changed
+//! value and does not sleep. No wake-up is lost, and with nobody asleep a publish is a few
+//! stores and one fence. The publisher waiting for lossless subscribers sleeps the same way on
+//! `PUB_FUTEX` (control file), and a subscriber that advances its cursor or releases a hold
+//! wakes it only if `PUB_SLEEPERS` says it sleeps.
+//!
+//! # What a scribbler can do
+//!
+//! Anything that can write the control file can write any of its bytes. It cannot touch frame
+//! data, tags, times or `PUBLISHED` (the data file is read-only to it), and every index taken
+//! from the control file is checked against the data file's header, so it cannot make anyone
+//! access memory out of bounds. It can: erase its own or others' holds (the publisher may then
+//! reuse a held slot, and the holder reads a newer frame's bytes: `Sample::is_intact` reports
+//! it), lower or raise cursors (lossless subscribers miss frames, counted; or the publisher
+//! waits until its loan times out), zero `SLEEPERS` (sleepers then wake by the sleep's 50 ms
+//! re-check instead of at once), or take every record and the whole budget (new subscribers get
+//! a clear error). A sleep never lasts more than 50 ms and every wait has a timeout.
+//!
+//! # Crashes
+//!
+//! * **A subscriber dies.** Its record still shows its holds and cursor. Whoever can prove it
+//!   is dead (pid gone, or reused with another start time; never a guess) reclaims the record:
+//!   the daemon does it for the connections it leased the stream to, and
+//!   [`Publisher::reclaim_dead_subscribers`] does it for file-only use.
+//! * **The publisher dies mid-loan.** The slot it was filling has tag 0, so nothing
+//!   half-written is ever delivered. A new publisher reads `PUBLISHED` and the tags and
+//!   continues the numbering: if the old one died between storing a tag and storing
+//!   `PUBLISHED`, the new one counts that complete frame as published.
+//! * **The daemon dies.** It is not on the data path: publisher and subscribers go on.
+//!
+//! # Layout
+//! - `layout`: byte offsets of the control file and the shared record type.
+//! - `protocol`: the algorithm above, generic over its atomic words so that loom checks it.
+//! - `files`: creating a stream's files, opening and mapping them.
+//! - `publisher`: [`Publisher`] and its loans, [`SampleMut`].
+//! - `subscriber`: [`Subscriber`] and its samples, [`Sample`].
+
+mod files;
+mod layout;
+mod protocol;
+mod publisher;
+mod subscriber;
+
+pub use files::{CONTROL_FILE, DATA_FILE, StreamFiles, SubscriberInfo, create_stream_files};
+pub use layout::MAX_HELD;
+pub use publisher::{Publisher, SampleMut};
+pub use subscriber::{DEFAULT_MAX_HELD, Delivery, Sample, Subscriber};

@@ -1,0 +1,827 @@
+//! The slot protocol of the module docs, as code generic over its atomic words, so that the
+//! loom model checker runs exactly this algorithm (see `model_tests`).
+//!
+//! Nothing here sleeps, allocates on the fast path or trusts a value from the control file:
+//! every slot index read from it is checked against the slot count, and arithmetic on shared
+//! values wraps instead of panicking.
+
+use std::sync::atomic::Ordering::{self, AcqRel, Acquire, Relaxed, Release, SeqCst};
+
+use super::layout::{CONFIG_HELD_MASK, CONFIG_LOSSLESS, MAX_HELD, OWNER_RECLAIMING, Record};
+
+/// The operations the protocol needs from a shared `u64` word, and its fences.
+///
+/// Implemented for `std`'s `AtomicU64` (mappings) and, in tests, for loom's. The fence hooks
+/// are separate methods only so that the model tests can remove one at a time.
+pub(crate) trait Word: Sync {
+    fn load(&self, order: Ordering) -> u64;
+    fn store(&self, value: u64, order: Ordering);
+    fn compare_exchange(
+        &self,
+        current: u64,
+        new: u64,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u64, u64>;
+    fn fence(order: Ordering);
+
+    /// The subscriber's fence between storing its hold and re-checking the tag.
+    #[inline]
+    fn fence_after_hold() {
+        Self::fence(SeqCst);
+    }
+
+    /// The publisher's fence between taking a tag back and scanning the holds.
+    #[inline]
+    fn fence_after_take_back() {
+        Self::fence(SeqCst);
+    }
+
+    /// Whether the publisher scans the holds at all (false only in a model test).
+    const SCAN_HOLDS: bool = true;
+
+    /// Whether the publisher respects lossless cursors (false only in a model test).
+    const KEEP_LOSSLESS: bool = true;
+
+    /// Whether a reclaim marks the record as being reclaimed while it clears it (false only
+    /// in a model test, where the record is freed first and cleared after).
+    const RECLAIM_MARKS_FIRST: bool = true;
+}
+
+impl Word for std::sync::atomic::AtomicU64 {
+    #[inline]
+    fn load(&self, order: Ordering) -> u64 {
+        std::sync::atomic::AtomicU64::load(self, order)
+    }
+    #[inline]
+    fn store(&self, value: u64, order: Ordering) {
+        std::sync::atomic::AtomicU64::store(self, value, order);
+    }
+    #[inline]
+    fn compare_exchange(&self, c: u64, n: u64, s: Ordering, f: Ordering) -> Result<u64, u64> {
+        std::sync::atomic::AtomicU64::compare_exchange(self, c, n, s, f)
+    }
+    #[inline]
+    fn fence(order: Ordering) {
+        std::sync::atomic::fence(order);
+    }
+}
+
+/// The shared words of one stream. `tags` and `times` have one entry per slot; their length
+/// is the slot count, taken from the data file's header.
+pub(crate) struct Ring<'a, W> {
+    /// Frames published so far (data file).
+    pub(crate) published: &'a W,
+    /// Per slot: 0, or the frame number + 1 it holds (data file).
+    pub(crate) tags: &'a [W],
+    /// Per slot: publish time, ns since the Unix epoch (data file).
+    pub(crate) times: &'a [W],
+    /// Subscriber records (control file).
+    pub(crate) records: &'a [Record<W>],
+    /// Holds granted out of `slots - 2` (control file).
+    pub(crate) budget: &'a W,
+}
+
+/// A Relaxed load followed by an Acquire fence: an Acquire load that is also valid on a
+/// read-only mapping (the Rust memory model promises only Relaxed loads there).
+#[inline]
+fn load_acquire<W: Word>(word: &W) -> u64 {
+    let v = word.load(Relaxed);
+    W::fence(Acquire);
+    v
+}
+
+// ---------------------------------------------------------------------------------------------
+// Publisher
+
+/// What the publisher keeps in its own memory: the next frame number and its copy of the tags
+/// (it is their only writer).
+#[derive(Debug)]
+pub(crate) struct PublisherState {
+    pub(crate) next: u64,
+    pub(crate) tags: Vec<u64>,
+}
+
+/// Takes over the publishing side of `ring` (the caller owns the publisher word). The
+/// numbering continues from the highest frame any slot holds: a previous publisher that died
+/// between storing a tag and storing `PUBLISHED` had completed that frame, so it is published
+/// now rather than numbered twice.
+pub(crate) fn attach<W: Word>(ring: &Ring<'_, W>) -> PublisherState {
+    let published = load_acquire(ring.published);
+    let tags: Vec<u64> = ring.tags.iter().map(|t| t.load(Relaxed)).collect();
+    W::fence(Acquire);
+    let next = tags.iter().copied().fold(published, u64::max);
+    if next != published {
+        // Release: pairs with subscribers' Acquire of PUBLISHED, as a publish's store does.
+        ring.published.store(next, Release);
+    }
+    // Pairs with a new lossless subscriber's fence (see `subscribe`): from here on, our reads
+    // of cursors see it, or it starts after every frame we could take back.
+    W::fence(SeqCst);
+    PublisherState { next, tags }
+}
+
+/// The lowest cursor among the lossless subscribers (`u64::MAX` when there are none): frames
+/// at or above it must not be taken back.
+fn lossless_floor<W: Word>(ring: &Ring<'_, W>) -> u64 {
+    let mut floor = u64::MAX;
+    for record in ring.records {
+        // Relaxed: the fence below orders these before everything the loan does next.
+        if record.owner.load(Relaxed) != 0 && record.config.load(Relaxed) & CONFIG_LOSSLESS != 0 {
+            floor = floor.min(record.cursor.load(Relaxed));
+        }
+    }
+    // Acquire: pairs with the Release store of a lossless subscriber's cursor, so a cursor
+    // past frame g comes with the hold that subscriber stored before advancing it.
+    W::fence(Acquire);
+    floor
+}
+
+/// Whether any subscriber records a hold on `slot`.
+fn is_held<W: Word>(ring: &Ring<'_, W>, slot: usize) -> bool {
+    let want = slot as u64 + 1;
+    let held = ring.records.iter().any(|record| {
+        if record.owner.load(Relaxed) == 0 {
+            return false;
+        }
+        let granted = (record.config.load(Relaxed) & CONFIG_HELD_MASK) as usize;
+        record.held[..granted.min(MAX_HELD)]
+            .iter()
+            .any(|h| h.load(Relaxed) == want)
+    });
+    // Acquire: pairs with the Release store of a hold's release, so a subscriber's reads of
+    // the old frame happen-before the writes of the new one.
+    W::fence(Acquire);
+    held
+}
+
+/// Finds a free slot for the next frame, oldest frame first, or `None` when every slot is
+/// held, newest, or still needed by a lossless subscriber. Slots whose tags it takes back stay
+/// empty (a frame a lossless subscriber needs is never taken back).
+pub(crate) fn try_loan<W: Word>(ring: &Ring<'_, W>, state: &mut PublisherState) -> Option<usize> {
+    let slots = state.tags.len();
+    let next = state.next;
+    let floor = lossless_floor(ring);
+    // In steady state slot `next % slots` holds the oldest frame; ring order from there is
+    // oldest first.
+    let start = (next % slots as u64) as usize;
+    for k in 0..slots {
+        let slot = (start + k) % slots;
+        let tag = state.tags[slot];
+        if tag != 0 {
+            let frame = tag - 1;
+            if frame.wrapping_add(1) >= next || (W::KEEP_LOSSLESS && frame >= floor) {
+                continue;
+            }
+            // Relaxed: ordered before the hold scan by the SeqCst fence below.
+            ring.tags[slot].store(0, Relaxed);
+            state.tags[slot] = 0;
+        }
+        // Pairs with `fence_after_hold`: a subscriber that stored its hold before this fence
+        // is seen below; one that stores it after sees tag 0 and lets go.
+        W::fence_after_take_back();
+        if W::SCAN_HOLDS && is_held(ring, slot) {
+            continue;
+        }
+        return Some(slot);
+    }
+    None
+}
+
+/// Publishes the frame written into the loaned `slot` and returns its number.
+///
+/// Ends with a SeqCst fence: the caller reads the sleeper count next (to wake only when
+/// someone sleeps), and the next loan reads cursors; both pair with fences on the other side.
+pub(crate) fn publish<W: Word>(
+    ring: &Ring<'_, W>,
+    state: &mut PublisherState,
+    slot: usize,
+    now_ns: u64,
+) -> u64 {
+    let frame = state.next;
+    let tag = frame.wrapping_add(1);
+    // Relaxed: published by the Release store of the tag just below.
+    ring.times[slot].store(now_ns, Relaxed);
+    // Release: the frame's bytes and time happen-before a subscriber's Acquire of this tag.
+    ring.tags[slot].store(tag, Release);
+    // Release: pairs with the subscriber's Acquire of PUBLISHED; the tag store above is then
+    // visible to its slot search.
+    ring.published.store(tag, Release);
+    state.tags[slot] = tag;
+    state.next = tag;
+    W::fence(SeqCst);
+    frame
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subscriber
+
+/// What a subscriber keeps in its own memory.
+#[derive(Debug)]
+pub(crate) struct SubscriberState {
+    /// Index of its record.
+    pub(crate) record: usize,
+    /// The next frame it wants.
+    pub(crate) cursor: u64,
+    /// Frames skipped since the last sample it took (reported with the next one).
+    pub(crate) pending_missed: u64,
+    /// Frames skipped in all.
+    pub(crate) missed: u64,
+    /// Frames taken in all.
+    pub(crate) received: u64,
+}
+
+/// A frame a subscriber now holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Taken {
+    pub(crate) slot: usize,
+    pub(crate) number: u64,
+    pub(crate) missed_before: u64,
+}
+
+/// How many times a receive looks again after losing a race with the publisher before it
+/// reports "nothing yet" (its caller waits and tries again).
+const ATTEMPTS: usize = 64;
+
+/// Claims a free record for `owner` (a process identity word, never 0).
+pub(crate) fn claim_record<W: Word>(ring: &Ring<'_, W>, owner: u64) -> Option<usize> {
+    ring.records.iter().position(|record| {
+        record.owner.load(Relaxed) == 0
+            // AcqRel: Acquire pairs with the Release that freed the record (its previous
+            // owner's stores are done); Release is not needed but harmless.
+            && record.owner.compare_exchange(0, owner, AcqRel, Relaxed).is_ok()
+    })
+}
+
+/// Takes up to `want` holds from the budget of `capacity`; returns how many were granted
+/// (0 when the budget is used up).
+pub(crate) fn take_budget<W: Word>(ring: &Ring<'_, W>, want: u64, capacity: u64) -> u64 {
+    let mut used = ring.budget.load(Relaxed);
+    loop {
+        let grant = want.min(capacity.saturating_sub(used));
+        if grant == 0 {
+            return 0;
+        }
+        match ring
+            .budget
+            .compare_exchange(used, used + grant, Relaxed, Relaxed)
+        {
+            Ok(_) => return grant,
+            Err(now) => used = now,
+        }
+    }
+}
+
+/// Gives `holds` back to the budget (never below zero, whatever a scribbler stored).
+pub(crate) fn return_budget<W: Word>(ring: &Ring<'_, W>, holds: u64) {
+    let mut used = ring.budget.load(Relaxed);
+    while let Err(now) =
+        ring.budget
+            .compare_exchange(used, used.saturating_sub(holds), Relaxed, Relaxed)
+    {
+        used = now;
+    }
+}
+
+/// Starts subscriber `record` (already claimed) with `holds` granted holds; returns its first
+/// cursor: the first frame published after this call.
+pub(crate) fn subscribe<W: Word>(
+    ring: &Ring<'_, W>,
+    record: usize,
+    holds: u64,
+    lossless: bool,
+) -> u64 {
+    let rec = &ring.records[record];
+    for h in &rec.held {
+        h.store(0, Relaxed);
+    }
+    rec.missed.store(0, Relaxed);
+    rec.received.store(0, Relaxed);
+    // A cursor no higher than any frame the publisher might still keep for us, before the
+    // mode that makes the publisher respect it.
+    rec.cursor.store(load_acquire(ring.published), Relaxed);
+    let lossless_bit = if lossless { CONFIG_LOSSLESS } else { 0 };
+    rec.config
+        .store(holds.min(MAX_HELD as u64) | lossless_bit, Release);
+    // Pairs with the publisher's fence after a publish (and in `attach`): either its next
+    // loan sees this record, or the load below sees its newest PUBLISHED.
+    W::fence(SeqCst);
+    let start = load_acquire(ring.published);
+    rec.cursor.store(start, Release);
+    start
+}
+
+/// Frees `record` (which holds nothing any more) and returns its holds to the budget.
+pub(crate) fn unsubscribe<W: Word>(ring: &Ring<'_, W>, record: usize, owner: u64) {
+    let rec = &ring.records[record];
+    let holds = rec.config.load(Relaxed) & CONFIG_HELD_MASK;
+    rec.config.store(0, Relaxed);
+    for h in &rec.held {
+        h.store(0, Relaxed);
+    }
+    // Release: the cleared record is what the next claimer (Acquire) finds. A failure means
+    // the record was reclaimed under us (we were judged dead); the reclaimer returned the
+    // budget then.
+    if rec
+        .owner
+        .compare_exchange(owner, 0, Release, Relaxed)
+        .is_ok()
+    {
+        return_budget(ring, holds);
+    }
+}
+
+/// Frees the record of a subscriber known to be dead, if its owner word is still `owner`:
+/// its holds are dropped, its cursor no longer holds the publisher back, its budget returns.
+/// Returns whether this call did it.
+pub(crate) fn reclaim<W: Word>(ring: &Ring<'_, W>, record: usize, owner: u64) -> bool {
+    let rec = &ring.records[record];
+    let mark = if W::RECLAIM_MARKS_FIRST {
+        OWNER_RECLAIMING
+    } else {
+        0
+    };
+    if owner == 0
+        || owner == OWNER_RECLAIMING
+        || rec
+            .owner
+            .compare_exchange(owner, mark, AcqRel, Relaxed)
+            .is_err()
+    {
+        return false;
+    }
+    let holds = rec.config.load(Relaxed) & CONFIG_HELD_MASK;
+    rec.config.store(0, Relaxed);
+    for h in &rec.held {
+        h.store(0, Relaxed);
+    }
+    if W::RECLAIM_MARKS_FIRST {
+        // Release: a claimer (Acquire) finds the record cleared.
+        rec.owner.store(0, Release);
+    }
+    return_budget(ring, holds);
+    true
+}
+
+/// Finds the slot holding tag `want`, or (unless `exact`) the slot holding the lowest tag
+/// above it. Tags are read Relaxed: the caller validates its choice after its hold.
+fn find<W: Word>(ring: &Ring<'_, W>, want: u64, exact: bool) -> Option<(usize, u64)> {
+    let slots = ring.tags.len();
+    let hint = (want.wrapping_sub(1) % slots as u64) as usize;
+    if ring.tags[hint].load(Relaxed) == want {
+        return Some((hint, want));
+    }
+    let mut best: Option<(usize, u64)> = None;
+    for (slot, word) in ring.tags.iter().enumerate() {
+        let tag = word.load(Relaxed);
+        if tag == want {
+            return Some((slot, tag));
+        }
+        if !exact && tag > want && best.is_none_or(|(_, b)| tag < b) {
+            best = Some((slot, tag));
+        }
+    }
+    best
+}
+
+/// Records a hold of `slot` in `entry` and checks that it still has `tag`; lets go if not.
+fn hold<W: Word>(ring: &Ring<'_, W>, record: usize, entry: usize, slot: usize, tag: u64) -> bool {
+    let held = &ring.records[record].held[entry];
+    // Release, although the fence below orders it before the re-check: this entry may have
+    // held another slot just before, and a publisher that reads this new value instead of
+    // that slot's release must still find our reads of it done (C++20 release sequences do
+    // not extend over later plain stores; loom finds the overwrite with Relaxed here).
+    held.store(slot as u64 + 1, Release);
+    // Pairs with the publisher's `fence_after_take_back`.
+    W::fence_after_hold();
+    // Acquire (load + fence): pairs with the publish's Release store of the tag, so the
+    // frame's bytes and time are visible once it matches.
+    if load_acquire(&ring.tags[slot]) == tag {
+        return true;
+    }
+    // Release: as above.
+    held.store(0, Release);
+    false
+}
+
+/// Takes the next frame for subscriber `state` into hold `entry` (free), skipping (and
+/// counting) frames that were already taken back. `None` when there is nothing new yet.
+pub(crate) fn receive<W: Word>(
+    ring: &Ring<'_, W>,
+    state: &mut SubscriberState,
+    entry: usize,
+) -> Option<Taken> {
+    for _ in 0..ATTEMPTS {
+        let published = load_acquire(ring.published);
+        if state.cursor >= published {
+            return None;
+        }
+        let want = state.cursor.wrapping_add(1);
+        let Some((slot, tag)) = find(ring, want, false) else {
+            // Every frame from the cursor on was taken back and replaced since we read
+            // PUBLISHED: read it again.
+            continue;
+        };
+        if tag > want {
+            let skipped = tag - want;
+            state.cursor = tag - 1;
+            state.pending_missed += skipped;
+            state.missed += skipped;
+            ring.records[state.record]
+                .missed
+                .store(state.missed, Relaxed);
+        }
+        if hold(ring, state.record, entry, slot, tag) {
+            return Some(take(ring, state, slot));
+        }
+    }
+    None
+}
+
+/// Takes the newest published frame into hold `entry`, counting the frames between the
+/// cursor and it as missed. `None` before the first publish.
+pub(crate) fn latest<W: Word>(
+    ring: &Ring<'_, W>,
+    state: &mut SubscriberState,
+    entry: usize,
+) -> Option<Taken> {
+    for _ in 0..ATTEMPTS {
+        let published = load_acquire(ring.published);
+        if published == 0 {
+            return None;
+        }
+        let Some((slot, tag)) = find(ring, published, true) else {
+            continue;
+        };
+        if hold(ring, state.record, entry, slot, tag) {
+            let number = tag - 1;
+            if number >= state.cursor {
+                let skipped = number - state.cursor;
+                state.pending_missed += skipped;
+                state.missed += skipped;
+                ring.records[state.record]
+                    .missed
+                    .store(state.missed, Relaxed);
+                state.cursor = number;
+                return Some(take(ring, state, slot));
+            }
+            // Already past it (received it before): give it again, cursor unchanged.
+            return Some(Taken {
+                slot,
+                number,
+                missed_before: 0,
+            });
+        }
+    }
+    None
+}
+
+fn take<W: Word>(ring: &Ring<'_, W>, state: &mut SubscriberState, slot: usize) -> Taken {
+    let number = state.cursor;
+    state.cursor = number.wrapping_add(1);
+    state.received += 1;
+    let rec = &ring.records[state.record];
+    // Release: a lossless subscriber's hold (stored above) comes with its advanced cursor.
+    rec.cursor.store(state.cursor, Release);
+    rec.received.store(state.received, Relaxed);
+    Taken {
+        slot,
+        number,
+        missed_before: std::mem::take(&mut state.pending_missed),
+    }
+}
+
+/// Lets go of hold `entry`.
+pub(crate) fn release<W: Word>(ring: &Ring<'_, W>, record: usize, entry: usize) {
+    // Release: our reads of the frame happen-before the publisher's reuse of the slot (it
+    // reads this with an Acquire fence in `is_held`).
+    ring.records[record].held[entry].store(0, Release);
+}
+
+/// Whether hold `entry` of `record` still names `slot` and the slot still has `tag`: false if
+/// a scribbler erased the hold and the publisher reused the slot.
+pub(crate) fn still_intact<W: Word>(
+    ring: &Ring<'_, W>,
+    record: usize,
+    entry: usize,
+    slot: usize,
+    tag: u64,
+) -> bool {
+    ring.records[record].held[entry].load(Relaxed) == slot as u64 + 1
+        && load_acquire(&ring.tags[slot]) == tag
+}
+
+/// The slot protocol above, run by the loom model checker on loom's atomics. Frame data lives
+/// in loom's `UnsafeCell`s, so loom reports any write by the publisher that is not ordered
+/// after a subscriber's read of the same slot (or the other way round) as a causality
+/// violation: exactly the overwrite of a held frame the protocol exists to prevent. Each model
+/// has a twin with one piece of the protocol removed, which loom must reject.
+#[cfg(test)]
+mod model_tests {
+    use super::*;
+    use crate::stream::layout::CONFIG_LOSSLESS;
+    use loom::cell::UnsafeCell;
+    use loom::sync::Arc;
+    use loom::sync::atomic::AtomicU64 as LoomU64;
+
+    /// Which piece of the protocol a [`Mutant`] word removes.
+    const HOLD_FENCE: u8 = 1;
+    const TAKE_BACK_FENCE: u8 = 2;
+    const HOLD_SCAN: u8 = 4;
+    const LOSSLESS_FLOOR: u8 = 8;
+    const RECLAIM_IN_ONE_STEP: u8 = 16;
+
+    /// Loom's atomics, with the pieces named in `DROP` removed from the protocol.
+    struct Mutant<const DROP: u8>(LoomU64);
+
+    impl<const DROP: u8> Word for Mutant<DROP> {
+        fn load(&self, order: Ordering) -> u64 {
+            self.0.load(order)
+        }
+        fn store(&self, value: u64, order: Ordering) {
+            self.0.store(value, order);
+        }
+        fn compare_exchange(&self, c: u64, n: u64, s: Ordering, f: Ordering) -> Result<u64, u64> {
+            self.0.compare_exchange(c, n, s, f)
+        }
+        fn fence(order: Ordering) {
+            loom::sync::atomic::fence(order);
+        }
+        fn fence_after_hold() {
+            if DROP & HOLD_FENCE == 0 {
+                Self::fence(SeqCst);
+            }
+        }
+        fn fence_after_take_back() {
+            if DROP & TAKE_BACK_FENCE == 0 {
+                Self::fence(SeqCst);
+            }
+        }
+        const SCAN_HOLDS: bool = DROP & HOLD_SCAN == 0;
+        const KEEP_LOSSLESS: bool = DROP & LOSSLESS_FLOOR == 0;
+        const RECLAIM_MARKS_FIRST: bool = DROP & RECLAIM_IN_ONE_STEP == 0;
+    }
+
+    /// A whole stream in loom's memory: `SLOTS` slots of one word of data each.
+    struct Model<W> {
+        published: W,
+        tags: Vec<W>,
+        times: Vec<W>,
+        records: Vec<Record<W>>,
+        budget: W,
+        data: Vec<UnsafeCell<u64>>,
+    }
+
+    // SAFETY: (for the model only) every access to `data` goes through loom's UnsafeCell,
+    // which checks it against the happens-before order; that is the point of the model.
+    unsafe impl<W: Sync> Sync for Model<W> {}
+
+    impl<const DROP: u8> Model<Mutant<DROP>> {
+        fn new(slots: usize, records: usize) -> Arc<Self> {
+            let w = || Mutant::<DROP>(LoomU64::new(0));
+            Arc::new(Model {
+                published: w(),
+                tags: (0..slots).map(|_| w()).collect(),
+                times: (0..slots).map(|_| w()).collect(),
+                records: (0..records).map(|_| Record::new_with(w)).collect(),
+                budget: w(),
+                data: (0..slots).map(|_| UnsafeCell::new(u64::MAX)).collect(),
+            })
+        }
+
+        fn ring(&self) -> Ring<'_, Mutant<DROP>> {
+            Ring {
+                published: &self.published,
+                tags: &self.tags,
+                times: &self.times,
+                records: &self.records,
+                budget: &self.budget,
+            }
+        }
+    }
+
+    /// The publisher: frames `state.next..until`, each slot's data set to its frame number.
+    /// Waits (by yielding) when no slot is free.
+    fn publish_frames<const DROP: u8>(
+        m: &Model<Mutant<DROP>>,
+        state: &mut PublisherState,
+        until: u64,
+    ) {
+        let ring = m.ring();
+        while state.next < until {
+            let slot = loop {
+                match try_loan(&ring, state) {
+                    Some(slot) => break slot,
+                    None => loom::thread::yield_now(),
+                }
+            };
+            let n = state.next;
+            // SAFETY: loom checks this access against the subscriber's reads.
+            m.data[slot].with_mut(|p| unsafe { *p = n });
+            assert_eq!(publish(&ring, state, slot, 0), n);
+        }
+    }
+
+    /// Reads a taken frame's data: it must be the frame the protocol says it is.
+    fn read_taken<const DROP: u8>(m: &Model<Mutant<DROP>>, taken: Taken) {
+        // SAFETY: loom checks this access against the publisher's writes.
+        let value = m.data[taken.slot].with(|p| unsafe { *p });
+        assert_eq!(value, taken.number, "a held frame was overwritten");
+    }
+
+    fn subscriber(record: usize, cursor: u64) -> SubscriberState {
+        SubscriberState {
+            record,
+            cursor,
+            pending_missed: 0,
+            missed: 0,
+            received: 0,
+        }
+    }
+
+    /// Runs `model` under loom, and requires that loom rejects it: with a causality violation
+    /// (a frame written while read) or the model's own assertion. Any other panic (a broken
+    /// harness) fails the test.
+    fn expect_rejected(model: fn(), assertion: &str) {
+        let panic = std::panic::catch_unwind(model).expect_err("loom accepted a broken protocol");
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        assert!(
+            message.contains("Causality violation") || message.contains(assertion),
+            "rejected for another reason: {message}"
+        );
+    }
+
+    fn builder() -> loom::model::Builder {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder
+    }
+
+    /// Frames 0 and 1 are in slots 0 and 1 of a 3-slot ring and a lossy subscriber wants
+    /// frame 0 when the publisher publishes frames 2 and 3; the loan for frame 3 wants slot 0
+    /// back. The subscriber never reads a frame being rewritten, every frame it gets is the
+    /// one numbered, and received + missed covers all four.
+    fn check_lossy<const DROP: u8>() {
+        builder().check(|| {
+            let m = Model::<Mutant<DROP>>::new(3, 1);
+            let ring = m.ring();
+            let record = claim_record(&ring, 7).unwrap();
+            assert_eq!(take_budget(&ring, 1, 1), 1);
+            let start = subscribe(&ring, record, 1, false);
+            let mut state = attach(&ring);
+            publish_frames(&m, &mut state, 2);
+            let publisher = {
+                let m = m.clone();
+                loom::thread::spawn(move || publish_frames(&m, &mut state, 4))
+            };
+            let mut sub = subscriber(record, start);
+            if let Some(taken) = receive(&ring, &mut sub, 0) {
+                read_taken(&m, taken);
+                release(&ring, record, 0);
+            }
+            publisher.join().unwrap();
+            while let Some(taken) = receive(&ring, &mut sub, 0) {
+                read_taken(&m, taken);
+                release(&ring, record, 0);
+            }
+            assert_eq!(sub.received + sub.missed, 4);
+        });
+    }
+
+    #[test]
+    fn model_lossy_subscriber_never_reads_a_rewritten_frame() {
+        check_lossy::<0>();
+    }
+
+    #[test]
+    fn model_catches_a_missing_fence_after_the_hold() {
+        expect_rejected(check_lossy::<HOLD_FENCE>, "a held frame was overwritten");
+    }
+
+    #[test]
+    fn model_catches_a_missing_fence_after_the_take_back() {
+        expect_rejected(
+            check_lossy::<TAKE_BACK_FENCE>,
+            "a held frame was overwritten",
+        );
+    }
+
+    #[test]
+    fn model_catches_a_publisher_that_ignores_holds() {
+        expect_rejected(check_lossy::<HOLD_SCAN>, "a held frame was overwritten");
+    }
+
+    /// A lossless subscriber that has not taken frame 0 yet, with frames 0 and 1 published
+    /// in a 3-slot ring: while the publisher publishes frames 2 and 3 (it must wait for the
+    /// subscriber), the subscriber gets all four, in order, none missed.
+    fn check_lossless<const DROP: u8>() {
+        builder().check(|| {
+            let m = Model::<Mutant<DROP>>::new(3, 1);
+            let ring = m.ring();
+            let record = claim_record(&ring, 7).unwrap();
+            assert_eq!(take_budget(&ring, 1, 1), 1);
+            assert_eq!(subscribe(&ring, record, 1, true), 0);
+            let mut state = attach(&ring);
+            publish_frames(&m, &mut state, 2);
+            let publisher = {
+                let m = m.clone();
+                loom::thread::spawn(move || publish_frames(&m, &mut state, 4))
+            };
+            let mut sub = subscriber(record, 0);
+            let mut got = Vec::new();
+            while sub.cursor < 4 {
+                match receive(&ring, &mut sub, 0) {
+                    Some(taken) => {
+                        read_taken(&m, taken);
+                        got.push(taken.number);
+                        release(&ring, record, 0);
+                    }
+                    None => loom::thread::yield_now(),
+                }
+            }
+            publisher.join().unwrap();
+            assert_eq!(got, [0, 1, 2, 3], "lossless delivery missed or reordered");
+            assert_eq!(sub.missed, 0);
+        });
+    }
+
+    #[test]
+    fn model_lossless_subscriber_gets_every_frame_in_order() {
+        check_lossless::<0>();
+    }
+
+    #[test]
+    fn model_catches_a_publisher_that_ignores_lossless_cursors() {
+        expect_rejected(
+            check_lossless::<LOSSLESS_FLOOR>,
+            "lossless delivery missed or reordered",
+        );
+    }
+
+    /// Record 1 was left by a dead lossless subscriber that wants frame 0; record 0 belongs
+    /// to an idle live subscriber; frames 0, 1 and 2 fill the 3-slot ring, so no slot is free
+    /// until record 1 is reclaimed. Concurrently: one thread reclaims record 1, the publisher
+    /// tries one loan for frame 3 (and publishes it if it gets one), and a new subscriber
+    /// tries to claim a record and, if it gets record 1, reads the oldest frame, the one the
+    /// loan wants back. The new subscriber never reads a rewritten frame (the reclaim's
+    /// clean-up never erases its hold), and once the reclaim is done the publisher goes on.
+    fn check_reclaim<const DROP: u8>() {
+        builder().check(|| {
+            let m = Model::<Mutant<DROP>>::new(3, 2);
+            let ring = m.ring();
+            ring.records[0].owner.store(5, Relaxed);
+            let mut state = attach(&ring);
+            publish_frames(&m, &mut state, 3);
+            let dead = 0xDEAD;
+            let stale = &ring.records[1];
+            stale.owner.store(dead, Relaxed);
+            stale.config.store(1 | CONFIG_LOSSLESS, Relaxed);
+            let reclaimer = {
+                let m = m.clone();
+                loom::thread::spawn(move || assert!(reclaim(&m.ring(), 1, dead)))
+            };
+            let publisher = {
+                let m = m.clone();
+                loom::thread::spawn(move || {
+                    let ring = m.ring();
+                    if let Some(slot) = try_loan(&ring, &mut state) {
+                        // SAFETY: loom checks this access against the subscriber's reads.
+                        m.data[slot].with_mut(|p| unsafe { *p = 3 });
+                        publish(&ring, &mut state, slot, 0);
+                    }
+                    state
+                })
+            };
+            if let Some(record) = claim_record(&ring, 7) {
+                assert_eq!(record, 1);
+                subscribe(&ring, record, 1, false);
+                // It wants the oldest frame (as if it had subscribed before frame 0).
+                let mut sub = subscriber(record, 0);
+                if let Some(taken) = receive(&ring, &mut sub, 0) {
+                    read_taken(&m, taken);
+                    release(&ring, record, 0);
+                }
+            }
+            reclaimer.join().unwrap();
+            let mut state = publisher.join().unwrap();
+            publish_frames(&m, &mut state, 4);
+        });
+    }
+
+    #[test]
+    fn model_a_dead_subscribers_record_is_reclaimed_while_the_publisher_loans() {
+        check_reclaim::<0>();
+    }
+
+    #[test]
+    fn model_catches_a_reclaim_that_frees_the_record_before_clearing_it() {
+        expect_rejected(
+            check_reclaim::<RECLAIM_IN_ONE_STEP>,
+            "a held frame was overwritten",
+        );
+    }
+}

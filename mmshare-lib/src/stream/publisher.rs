@@ -1,0 +1,387 @@
+//! [`Publisher`]: the one process that fills a stream's slots in place and publishes them.
+
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::fence;
+use std::time::Duration;
+
+use ndarray::{ArrayViewMutD, IxDyn, ShapeBuilder};
+
+use super::files::StreamFiles;
+use super::protocol::{self, PublisherState};
+use crate::backoff::{Backoff, Step};
+use crate::dtype::Element;
+use crate::error::{OpenError, StreamError};
+use crate::format::now_ns;
+use crate::raw::DEFAULT_TIMEOUT;
+use crate::shape::Order;
+use crate::sys::{self, Liveness, ProcessId};
+
+/// The publishing side of a stream: loans a free slot, lets the caller fill it in place,
+/// publishes it as the next frame.
+///
+/// One publisher is attached to a stream at a time (its identity is recorded in the data
+/// file; a second gets [`StreamError::PublisherBusy`]). Dropping it detaches.
+///
+/// # Example
+/// ```
+/// use mmshare::{create_stream_files, Delivery, DType, Publisher, StreamSpec, Subscriber};
+/// let dir = tempfile::tempdir()?;
+/// let (path, _) = create_stream_files(dir.path(), &StreamSpec::new("counts", DType::U32, vec![4]))?;
+/// let mut publisher = Publisher::<u32>::open(&path)?;
+/// let subscriber = Subscriber::<u32>::open(&path, Delivery::Lossless)?; // another process, usually
+///
+/// let mut frame = publisher.loan()?;
+/// frame.copy_from_slice(&[1, 2, 3, 4]); // plain &mut [u32] over shared memory
+/// assert_eq!(frame.publish(), 0); // frame numbers start at 0
+///
+/// let sample = subscriber.receive()?.expect("published above");
+/// assert_eq!((sample.number(), &sample[..]), (0, &[1, 2, 3, 4][..]));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Publisher<T: Element> {
+    files: StreamFiles,
+    state: PublisherState,
+    me: u64,
+    timeout: Duration,
+    _element: PhantomData<fn() -> T>,
+}
+
+impl<T: Element> std::fmt::Debug for Publisher<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("stream", &self.files.header().name)
+            .field("next", &self.state.next)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks that `T` is the stream's element type, with the layout the slot arithmetic needs.
+pub(super) fn check_element<T: Element>(files: &StreamFiles) -> Result<(), StreamError> {
+    let found = files.header().dtype;
+    if found != T::DTYPE {
+        return Err(OpenError::DTypeMismatch {
+            expected: T::DTYPE,
+            found,
+        }
+        .into());
+    }
+    if size_of::<T>() != T::DTYPE.size() || align_of::<T>() > 8 {
+        return Err(OpenError::ElementLayout {
+            dtype: T::DTYPE,
+            size: size_of::<T>(),
+            align: align_of::<T>(),
+            expected: T::DTYPE.size(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+impl<T: Element> Publisher<T> {
+    /// Attaches as the publisher of the stream directory `path`.
+    ///
+    /// # Errors
+    /// As [`StreamFiles::open`]; [`OpenError::DTypeMismatch`] (in [`StreamError::Open`]);
+    /// [`StreamError::PublisherBusy`] while another publisher is attached and not positively
+    /// dead.
+    pub fn open(path: impl AsRef<Path>) -> Result<Publisher<T>, StreamError> {
+        Self::attach(StreamFiles::open(path, true)?)
+    }
+
+    /// Attaches as the publisher of already mapped stream files (data file read-write).
+    ///
+    /// # Errors
+    /// As [`Publisher::open`].
+    pub fn attach(files: StreamFiles) -> Result<Publisher<T>, StreamError> {
+        check_element::<T>(&files)?;
+        if !files.data_writable() {
+            return Err(OpenError::Io {
+                path: files.header().name.clone().into(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "a publisher needs the data file mapped read-write",
+                ),
+            }
+            .into());
+        }
+        let me = ProcessId::current().to_word();
+        let word = files.publisher_word();
+        loop {
+            let current = word.load(Acquire);
+            let free = match ProcessId::from_word(current) {
+                None => true,
+                Some(other) => current != me && other.liveness() == Liveness::Dead,
+            };
+            if !free {
+                return Err(StreamError::PublisherBusy {
+                    name: files.header().name.clone(),
+                    pid: current as u32,
+                });
+            }
+            // AcqRel: Acquire pairs with the previous publisher's Release when it detached,
+            // so its last stores to the slot table are visible to `attach` below.
+            if word.compare_exchange(current, me, AcqRel, Relaxed).is_ok() {
+                break;
+            }
+        }
+        let state = protocol::attach(&files.ring());
+        Ok(Publisher {
+            files,
+            state,
+            me,
+            timeout: DEFAULT_TIMEOUT,
+            _element: PhantomData,
+        })
+    }
+
+    /// The stream's files (header, statistics, subscribers).
+    pub fn files(&self) -> &StreamFiles {
+        &self.files
+    }
+
+    /// Elements per frame.
+    pub fn frame_len(&self) -> usize {
+        self.files.header().len() as usize
+    }
+
+    /// The number the next published frame gets (= frames published so far).
+    pub fn next_number(&self) -> u64 {
+        self.state.next
+    }
+
+    /// How long [`Publisher::loan`] waits for a free slot (default 10 s).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    fn check_attached(&self) -> Result<(), StreamError> {
+        // Relaxed: only detects a take-over; nothing is read through it.
+        let now = self.files.publisher_word().load(Relaxed);
+        if now == self.me {
+            Ok(())
+        } else {
+            Err(StreamError::PublisherLost {
+                name: self.files.header().name.clone(),
+                by: now as u32,
+            })
+        }
+    }
+
+    /// Loans a free slot at once, or `None` when lossless subscribers are a whole ring behind.
+    ///
+    /// # Errors
+    /// [`StreamError::PublisherLost`].
+    pub fn try_loan(&mut self) -> Result<Option<SampleMut<'_, T>>, StreamError> {
+        self.check_attached()?;
+        Ok(protocol::try_loan(&self.files.ring(), &mut self.state)
+            .map(move |slot| SampleMut::new(self, slot)))
+    }
+
+    /// Loans a free slot, waiting up to the timeout (10 s by default, [`Publisher::set_timeout`])
+    /// while lossless subscribers are a whole ring behind. Lossy subscribers never make it wait.
+    ///
+    /// # Errors
+    /// [`StreamError::LoanTimeout`] with the slowest lossless subscriber's lag;
+    /// [`StreamError::PublisherLost`].
+    pub fn loan(&mut self) -> Result<SampleMut<'_, T>, StreamError> {
+        self.loan_timeout(self.timeout)
+    }
+
+    /// [`Publisher::loan`] with its own timeout.
+    ///
+    /// # Errors
+    /// As [`Publisher::loan`].
+    pub fn loan_timeout(&mut self, timeout: Duration) -> Result<SampleMut<'_, T>, StreamError> {
+        self.check_attached()?;
+        let slot = match protocol::try_loan(&self.files.ring(), &mut self.state) {
+            Some(slot) => slot,
+            None => self.wait_for_slot(timeout)?,
+        };
+        Ok(SampleMut::new(self, slot))
+    }
+
+    fn wait_for_slot(&mut self, timeout: Duration) -> Result<usize, StreamError> {
+        let mut backoff = Backoff::new(timeout);
+        loop {
+            match backoff.step() {
+                Step::Spun => {}
+                Step::TimedOut => {
+                    let lag = self
+                        .files
+                        .subscribers()
+                        .iter()
+                        .filter(|s| s.lossless)
+                        .map(|s| s.lag)
+                        .max()
+                        .unwrap_or(0);
+                    return Err(StreamError::LoanTimeout {
+                        waited: backoff.elapsed(),
+                        lag,
+                        slots: self.files.slots() as u32,
+                    });
+                }
+                Step::Sleep(at_most) => {
+                    let (sleepers, futex) = (self.files.pub_sleepers(), self.files.pub_futex());
+                    sleepers.fetch_add(1, Relaxed);
+                    // Pairs with the fence a subscriber makes after releasing a hold or moving
+                    // its cursor, before it reads PUB_SLEEPERS: it sees us, or we see its
+                    // progress in the loan attempt below.
+                    fence(SeqCst);
+                    let seen = futex.load(Relaxed);
+                    // Acquire: a bump we saw comes with the progress made before it.
+                    fence(Acquire);
+                    let got = protocol::try_loan(&self.files.ring(), &mut self.state);
+                    if got.is_none() {
+                        sys::futex_wait(futex, seen, at_most);
+                    }
+                    sleepers.fetch_sub(1, Relaxed);
+                    if let Some(slot) = got {
+                        return Ok(slot);
+                    }
+                    self.check_attached()?;
+                    continue;
+                }
+            }
+            self.check_attached()?;
+            if let Some(slot) = protocol::try_loan(&self.files.ring(), &mut self.state) {
+                return Ok(slot);
+            }
+        }
+    }
+
+    /// Copies `frame` into a loaned slot and publishes it; returns its frame number.
+    ///
+    /// # Errors
+    /// [`StreamError::LengthMismatch`], and as [`Publisher::loan`].
+    pub fn send(&mut self, frame: &[T]) -> Result<u64, StreamError> {
+        if frame.len() != self.frame_len() {
+            return Err(StreamError::LengthMismatch {
+                given: frame.len(),
+                expected: self.frame_len(),
+            });
+        }
+        let mut slot = self.loan()?;
+        slot.copy_from_slice(frame);
+        Ok(slot.publish())
+    }
+
+    /// Frees the records of subscribers that are positively dead (their pid is gone or was
+    /// reused): their holds and lossless cursors stop holding this publisher back. The daemon
+    /// does this for the streams it serves; call it when using stream files without one.
+    pub fn reclaim_dead_subscribers(&self) -> usize {
+        let freed = self.files.reclaim_subscribers(|who| who.liveness());
+        if freed > 0 {
+            wake_publisher_side(&self.files);
+        }
+        freed
+    }
+
+    fn publish_slot(&mut self, slot: usize) -> u64 {
+        let number = protocol::publish(&self.files.ring(), &mut self.state, slot, now_ns());
+        // `publish` ended with the SeqCst fence that pairs with a sleeping subscriber's fence
+        // after it registered: it sees the new frame, or we see it here.
+        if self.files.sleepers().load(Relaxed) != 0 {
+            // Release: a subscriber that sees the bump (and fences Acquire) sees the frame.
+            self.files.futex().fetch_add(1, Release);
+            sys::futex_wake_all(self.files.futex());
+        }
+        number
+    }
+}
+
+/// Wakes the publisher if it sleeps waiting for a slot (after a hold was released or a
+/// lossless cursor moved). Only a system call when it does sleep.
+pub(super) fn wake_publisher_side(files: &StreamFiles) {
+    // Pairs with the publisher's fence after it counted itself in PUB_SLEEPERS.
+    fence(SeqCst);
+    if files.pub_sleepers().load(Relaxed) != 0 {
+        files.pub_futex().fetch_add(1, Release);
+        sys::futex_wake_all(files.pub_futex());
+    }
+}
+
+impl<T: Element> Drop for Publisher<T> {
+    fn drop(&mut self) {
+        // Release: our last stores to the slot table happen-before the next publisher's
+        // attach. A failure means we were replaced; nothing to give back then.
+        let _ = self
+            .files
+            .publisher_word()
+            .compare_exchange(self.me, 0, Release, Relaxed);
+    }
+}
+
+/// A loaned slot: a plain `&mut [T]` over shared memory that no subscriber reads until it is
+/// published. Dropping it unpublished returns the slot; nothing is delivered.
+pub struct SampleMut<'a, T: Element> {
+    publisher: &'a mut Publisher<T>,
+    slot: usize,
+}
+
+impl<T: Element> std::fmt::Debug for SampleMut<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SampleMut")
+            .field("number", &self.number())
+            .field("slot", &self.slot)
+            .finish()
+    }
+}
+
+impl<'a, T: Element> SampleMut<'a, T> {
+    fn new(publisher: &'a mut Publisher<T>, slot: usize) -> Self {
+        SampleMut { publisher, slot }
+    }
+
+    /// The number this frame gets when published.
+    pub fn number(&self) -> u64 {
+        self.publisher.state.next
+    }
+
+    /// Which slot of the ring it is (for diagnostics).
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
+    /// The frame as an N-dimensional view in the stream's shape and order.
+    pub fn view_mut(&mut self) -> ArrayViewMutD<'_, T> {
+        let header = self.publisher.files.header();
+        let dims: Vec<usize> = header.shape.iter().map(|&d| d as usize).collect();
+        let fortran = header.order == Order::F;
+        ArrayViewMutD::from_shape(IxDyn(&dims).set_f(fortran), &mut self[..])
+            .expect("the slot holds exactly shape-many elements")
+    }
+
+    /// Publishes the frame; returns its number.
+    pub fn publish(self) -> u64 {
+        let slot = self.slot;
+        self.publisher.publish_slot(slot)
+    }
+}
+
+impl<T: Element> Deref for SampleMut<'_, T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        let len = self.publisher.frame_len();
+        let ptr = self.publisher.files.slot_ptr(self.slot).cast::<T>();
+        // SAFETY: the slot is inside the read-write mapping (checked at open), page aligned
+        // (enough for any `Element`, checked in `check_element`), and holds `len` elements
+        // (data_len = len * size_of::<T>()). Every bit pattern is a valid `T` (sealed
+        // plain-data element types). No one else accesses it while it is loaned: its tag is
+        // 0 and no subscriber held it when it was loaned (`protocol::try_loan`), and
+        // subscribers read only slots whose tag they validated after recording a hold.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+}
+
+impl<T: Element> DerefMut for SampleMut<'_, T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        let len = self.publisher.frame_len();
+        let ptr = self.publisher.files.slot_ptr(self.slot).cast::<T>();
+        // SAFETY: as for `deref`, and `&mut self` makes this the only reference in this
+        // process; the mapping is writable (the publisher maps the data file read-write).
+        unsafe { std::slice::from_raw_parts_mut(ptr, len) }
+    }
+}

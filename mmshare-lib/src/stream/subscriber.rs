@@ -1,0 +1,405 @@
+//! [`Subscriber`]: receives a stream's frames and reads them in place.
+
+use std::cell::{Cell, RefCell};
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+use std::sync::atomic::fence;
+use std::time::Duration;
+
+use ndarray::{ArrayViewD, IxDyn, ShapeBuilder};
+
+use super::files::StreamFiles;
+use super::layout::MAX_HELD;
+use super::protocol::{self, SubscriberState, Taken};
+use super::publisher::{check_element, wake_publisher_side};
+use crate::backoff::{Backoff, Step};
+use crate::dtype::Element;
+use crate::error::StreamError;
+use crate::raw::DEFAULT_TIMEOUT;
+use crate::shape::Order;
+use crate::sys::{self, ProcessId};
+
+/// How a subscriber takes frames.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Delivery {
+    /// Never slows the publisher; a subscriber that falls more than a ring behind skips
+    /// ahead, and counts exactly what it skipped ([`Subscriber::missed`],
+    /// [`Sample::missed_before`]).
+    #[default]
+    Lossy,
+    /// Every frame, in order, none twice: the publisher waits (up to its loan timeout) while
+    /// this subscriber is a whole ring behind.
+    Lossless,
+}
+
+/// Samples a subscriber may hold at once unless it asks otherwise.
+pub const DEFAULT_MAX_HELD: usize = 2;
+
+/// The receiving side of a stream.
+///
+/// Not `Sync`: one thread receives (samples borrow the subscriber). Dropping it frees its
+/// record for another subscriber.
+pub struct Subscriber<T: Element> {
+    files: StreamFiles,
+    state: RefCell<SubscriberState>,
+    /// Bit `k` set = held entry `k` is in use by a live [`Sample`].
+    in_use: Cell<u32>,
+    max_held: usize,
+    delivery: Delivery,
+    me: u64,
+    timeout: Duration,
+    _element: PhantomData<fn() -> T>,
+}
+
+impl<T: Element> std::fmt::Debug for Subscriber<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("stream", &self.files.header().name)
+            .field("delivery", &self.delivery)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Element> Subscriber<T> {
+    /// Subscribes to the stream directory `path`, holding at most [`DEFAULT_MAX_HELD`]
+    /// samples at once. It receives the frames published from now on.
+    ///
+    /// # Errors
+    /// As [`Subscriber::attach`].
+    pub fn open(path: impl AsRef<Path>, delivery: Delivery) -> Result<Subscriber<T>, StreamError> {
+        Self::attach(StreamFiles::open(path, false)?, delivery, DEFAULT_MAX_HELD)
+    }
+
+    /// Subscribes through already mapped stream files, holding at most `max_held` samples at
+    /// once (fewer if the stream's hold budget is short: see [`Subscriber::max_held`]).
+    ///
+    /// # Errors
+    /// [`StreamError::BadMaxHeld`] outside `1..=16`; [`StreamError::NoRecord`] when every
+    /// subscriber record is taken; [`StreamError::NoHoldBudget`] when the stream's `slots - 2`
+    /// holds are all granted; a dtype mismatch in [`StreamError::Open`].
+    pub fn attach(
+        files: StreamFiles,
+        delivery: Delivery,
+        max_held: usize,
+    ) -> Result<Subscriber<T>, StreamError> {
+        check_element::<T>(&files)?;
+        if !(1..=MAX_HELD).contains(&max_held) {
+            return Err(StreamError::BadMaxHeld {
+                given: max_held,
+                max: MAX_HELD,
+            });
+        }
+        let me = ProcessId::current().to_word();
+        let ring = files.ring();
+        let name = || files.header().name.clone();
+        let record = protocol::claim_record(&ring, me).ok_or_else(|| StreamError::NoRecord {
+            name: name(),
+            max_subscribers: ring.records.len() as u32,
+        })?;
+        let budget = files.slots() as u64 - 2;
+        let granted = protocol::take_budget(&ring, max_held as u64, budget);
+        if granted == 0 {
+            protocol::unsubscribe(&ring, record, me);
+            return Err(StreamError::NoHoldBudget {
+                name: name(),
+                slots: files.slots() as u32,
+                budget,
+            });
+        }
+        let lossless = delivery == Delivery::Lossless;
+        let cursor = protocol::subscribe(&ring, record, granted, lossless);
+        Ok(Subscriber {
+            files,
+            state: RefCell::new(SubscriberState {
+                record,
+                cursor,
+                pending_missed: 0,
+                missed: 0,
+                received: 0,
+            }),
+            in_use: Cell::new(0),
+            max_held: granted as usize,
+            delivery,
+            me,
+            timeout: DEFAULT_TIMEOUT,
+            _element: PhantomData,
+        })
+    }
+
+    /// The stream's files (header, statistics, subscribers).
+    pub fn files(&self) -> &StreamFiles {
+        &self.files
+    }
+
+    /// Lossy or lossless.
+    pub fn delivery(&self) -> Delivery {
+        self.delivery
+    }
+
+    /// Samples this subscriber may hold at once (what it asked for, or less if the stream's
+    /// hold budget was short).
+    pub fn max_held(&self) -> usize {
+        self.max_held
+    }
+
+    /// Frames skipped so far (lossy subscribers that fell behind, or `latest()` jumps).
+    pub fn missed(&self) -> u64 {
+        self.state.borrow().missed
+    }
+
+    /// Frames received so far.
+    pub fn received(&self) -> u64 {
+        self.state.borrow().received
+    }
+
+    /// The number of the next frame it will receive.
+    pub fn next_number(&self) -> u64 {
+        self.state.borrow().cursor
+    }
+
+    /// How long [`Subscriber::receive_timeout`] waits by default in iteration (10 s).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    fn frame_len(&self) -> usize {
+        self.files.header().len() as usize
+    }
+
+    fn record(&self) -> usize {
+        self.state.borrow().record
+    }
+
+    fn check_record(&self) -> Result<(), StreamError> {
+        // Relaxed: only detects a reclaim.
+        let owner = self.files.ring().records[self.record()].owner.load(Relaxed);
+        if owner == self.me {
+            Ok(())
+        } else {
+            Err(StreamError::SubscriptionLost {
+                name: self.files.header().name.clone(),
+            })
+        }
+    }
+
+    fn free_entry(&self) -> Result<usize, StreamError> {
+        let in_use = self.in_use.get();
+        let entry = in_use.trailing_ones() as usize;
+        if entry >= self.max_held {
+            return Err(StreamError::HoldLimit {
+                max_held: self.max_held,
+            });
+        }
+        Ok(entry)
+    }
+
+    fn take(
+        &self,
+        how: fn(
+            &protocol::Ring<'_, std::sync::atomic::AtomicU64>,
+            &mut SubscriberState,
+            usize,
+        ) -> Option<Taken>,
+    ) -> Result<Option<Sample<'_, T>>, StreamError> {
+        self.check_record()?;
+        let entry = self.free_entry()?;
+        let ring = self.files.ring();
+        let Some(taken) = how(&ring, &mut self.state.borrow_mut(), entry) else {
+            return Ok(None);
+        };
+        self.in_use.set(self.in_use.get() | 1 << entry);
+        // Relaxed: the tag's Acquire validation in `protocol::hold` made it visible, and the
+        // hold keeps it from changing.
+        let published_ns = ring.times[taken.slot].load(Relaxed);
+        if self.delivery == Delivery::Lossless {
+            // Our cursor moved: a publisher waiting for us may go on.
+            wake_publisher_side(&self.files);
+        }
+        Ok(Some(Sample {
+            subscriber: self,
+            slot: taken.slot,
+            entry,
+            number: taken.number,
+            missed_before: taken.missed_before,
+            published_ns,
+        }))
+    }
+
+    /// The next frame, if one was published since the last one taken; never waits.
+    ///
+    /// # Errors
+    /// [`StreamError::HoldLimit`] while `max_held` samples are alive;
+    /// [`StreamError::SubscriptionLost`].
+    pub fn receive(&self) -> Result<Option<Sample<'_, T>>, StreamError> {
+        self.take(protocol::receive)
+    }
+
+    /// The newest published frame (`None` before the first), skipping older ones (counted as
+    /// missed). Returns the newest frame again if it was already received.
+    ///
+    /// # Errors
+    /// As [`Subscriber::receive`].
+    pub fn latest(&self) -> Result<Option<Sample<'_, T>>, StreamError> {
+        self.take(protocol::latest)
+    }
+
+    /// The next frame, waiting up to `timeout`: spinning briefly, then yielding, then asleep
+    /// on the stream's futex (woken by the next publish).
+    ///
+    /// # Errors
+    /// [`StreamError::ReceiveTimeout`], and as [`Subscriber::receive`].
+    pub fn receive_timeout(&self, timeout: Duration) -> Result<Sample<'_, T>, StreamError> {
+        let mut backoff = Backoff::new(timeout);
+        loop {
+            if let Some(sample) = self.receive()? {
+                return Ok(sample);
+            }
+            match backoff.step() {
+                Step::Spun => {}
+                Step::TimedOut => {
+                    return Err(StreamError::ReceiveTimeout {
+                        waited: backoff.elapsed(),
+                        next: self.next_number(),
+                    });
+                }
+                Step::Sleep(at_most) => self.sleep(at_most),
+            }
+        }
+    }
+
+    /// Sleeps until the next publish (or `at_most`), registered as a sleeper so that the
+    /// publisher knows to wake us.
+    fn sleep(&self, at_most: Duration) {
+        let (sleepers, futex) = (self.files.sleepers(), self.files.futex());
+        sleepers.fetch_add(1, Relaxed);
+        // Pairs with the fence at the end of `protocol::publish`: the publisher sees us in
+        // SLEEPERS, or we see its PUBLISHED below.
+        fence(SeqCst);
+        let seen = futex.load(Relaxed);
+        // Acquire: a bump we saw comes with the frame published before it.
+        fence(Acquire);
+        let published = self.files.ring().published.load(Relaxed);
+        if published <= self.next_number() {
+            sys::futex_wait(futex, seen, at_most);
+        }
+        sleepers.fetch_sub(1, Relaxed);
+    }
+
+    /// Iterates over frames as they arrive, waiting up to the subscriber's timeout for each;
+    /// ends at the first error (a timeout included). Each sample must be dropped before the
+    /// next is taken if `max_held` is 1.
+    pub fn iter(&self) -> impl Iterator<Item = Result<Sample<'_, T>, StreamError>> + '_ {
+        let mut done = false;
+        std::iter::from_fn(move || {
+            if done {
+                return None;
+            }
+            let next = self.receive_timeout(self.timeout);
+            done = next.is_err();
+            Some(next)
+        })
+    }
+
+    fn release(&self, entry: usize) {
+        protocol::release(&self.files.ring(), self.record(), entry);
+        self.in_use.set(self.in_use.get() & !(1 << entry));
+        wake_publisher_side(&self.files);
+    }
+}
+
+impl<T: Element> Drop for Subscriber<T> {
+    fn drop(&mut self) {
+        // Samples borrow the subscriber, so none is alive here.
+        protocol::unsubscribe(&self.files.ring(), self.record(), self.me);
+        wake_publisher_side(&self.files);
+    }
+}
+
+/// A received frame: a plain `&[T]` over shared memory, never rewritten while it is held.
+/// Dropping it releases the slot.
+pub struct Sample<'a, T: Element> {
+    subscriber: &'a Subscriber<T>,
+    slot: usize,
+    entry: usize,
+    number: u64,
+    missed_before: u64,
+    published_ns: u64,
+}
+
+impl<T: Element> std::fmt::Debug for Sample<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sample")
+            .field("number", &self.number)
+            .field("missed_before", &self.missed_before)
+            .field("published_ns", &self.published_ns)
+            .field("slot", &self.slot)
+            .finish()
+    }
+}
+
+impl<T: Element> Sample<'_, T> {
+    /// The frame's number (0 for the first frame ever published on the stream).
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
+    /// Frames this subscriber skipped just before this one.
+    pub fn missed_before(&self) -> u64 {
+        self.missed_before
+    }
+
+    /// When it was published, ns since the Unix epoch.
+    pub fn published_ns(&self) -> u64 {
+        self.published_ns
+    }
+
+    /// The frame as an N-dimensional view in the stream's shape and order.
+    pub fn view(&self) -> ArrayViewD<'_, T> {
+        let header = self.subscriber.files.header();
+        let dims: Vec<usize> = header.shape.iter().map(|&d| d as usize).collect();
+        let fortran = header.order == Order::F;
+        ArrayViewD::from_shape(IxDyn(&dims).set_f(fortran), &self[..])
+            .expect("the slot holds exactly shape-many elements")
+    }
+
+    /// Whether the slot still holds this frame and this subscriber's hold on it: false only
+    /// if someone erased the hold in the control file and the publisher reused the slot, in
+    /// which case the bytes read may belong to a newer frame.
+    pub fn is_intact(&self) -> bool {
+        let sub = self.subscriber;
+        protocol::still_intact(
+            &sub.files.ring(),
+            sub.record(),
+            self.entry,
+            self.slot,
+            self.number.wrapping_add(1),
+        )
+    }
+
+    /// Releases the slot (the same as dropping the sample).
+    pub fn release(self) {}
+}
+
+impl<T: Element> Deref for Sample<'_, T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        let sub = self.subscriber;
+        let ptr = sub.files.slot_ptr(self.slot).cast::<T>();
+        // SAFETY: the slot is inside the mapping, page aligned and holds `frame_len`
+        // elements (checked at open; element layout checked in `check_element`), and every
+        // bit pattern is a valid `T`. The publisher does not write it while we hold it: our
+        // hold was recorded and the tag re-validated after a SeqCst fence, so its loan scan
+        // sees the hold (`protocol` module docs). A process that erases holds in the control
+        // file can break that; `is_intact` then reports it.
+        unsafe { std::slice::from_raw_parts(ptr, sub.frame_len()) }
+    }
+}
+
+impl<T: Element> Drop for Sample<'_, T> {
+    fn drop(&mut self) {
+        self.subscriber.release(self.entry);
+    }
+}
