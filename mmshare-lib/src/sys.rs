@@ -63,16 +63,19 @@ pub fn futex_wakeups() -> u64 {
 
 /// Wakes every waiter on the shared futex `word`.
 pub(crate) fn futex_wake_all(word: &AtomicU32) {
-    FUTEX_WAKE_CALLS.fetch_add(1, Ordering::Relaxed);
+    FUTEX_WAKE_CALLS.with(|n| n.set(n.get() + 1));
     let _ = futex::wake(word, futex::Flags::empty(), i32::MAX as u32);
 }
 
-static FUTEX_WAKE_CALLS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    static FUTEX_WAKE_CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
-/// How many `FUTEX_WAKE` system calls this process has made. A diagnostic: tests use it to
-/// prove that publishing with nobody asleep makes no system call.
+/// How many `FUTEX_WAKE` system calls the calling thread has made. A diagnostic: tests use it
+/// to prove that publishing with nobody asleep makes no system call (per thread, so that other
+/// threads of a test binary do not disturb the count).
 pub fn futex_wake_calls() -> u64 {
-    FUTEX_WAKE_CALLS.load(Ordering::Relaxed)
+    FUTEX_WAKE_CALLS.with(std::cell::Cell::get)
 }
 
 /// A process, identified so that a reused pid is not mistaken for it: the pid plus the time the

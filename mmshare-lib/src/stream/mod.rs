@@ -23,16 +23,19 @@
 //!
 //! * `PUBLISHED` (data file): how many frames have been published; frame `n` exists once
 //!   `PUBLISHED > n`. Only the publisher stores it, always upwards.
-//! * `TAG[i]` (data file): which frame slot `i` holds: 0 = none (never used, or taken back for
-//!   reuse, or on loan), otherwise frame number + 1. Only the publisher stores it.
+//! * `TAG[i]` (data file): which frame slot `i` holds: 0 = none (never used, or on loan);
+//!   frame number + 1 = that frame, offered to subscribers; the same with bit 63 set = that
+//!   frame, *taken back*: no longer offered, but maybe still held, so not reused yet. Only the
+//!   publisher stores it.
 //! * `TIME[i]` (data file): when the frame in slot `i` was published (ns since the epoch).
 //! * `HELD[r][k]` (control file): subscriber `r`'s hold `k`: 0 = none, otherwise slot + 1.
 //!   Only subscriber `r` stores it (and whoever reclaims a dead subscriber's record).
 //! * `CURSOR[r]` (control file): the next frame subscriber `r` wants. The publisher reads it
 //!   for lossless subscribers only.
 //!
-//! A slot is **free** when its tag is 0 and no subscriber holds it. The publisher reuses a
-//! slot only after it has taken its tag back *and then* found no hold on it; a subscriber
+//! A slot is **free** when its frame is taken back (or it has none) and no subscriber holds
+//! it. The publisher reuses a slot only after it has taken its frame back *and then* found no
+//! hold on it; a subscriber
 //! reads a slot only after it has recorded its hold *and then* found the tag it wanted still
 //! there. Each side stores first and checks the other's word second, with a `SeqCst` fence in
 //! between (Dekker's pattern), so in every interleaving at least one of them sees the other:
@@ -48,10 +51,11 @@
 //!         if TAG[i] = g + 1:
 //!             skip if g = next - 1     // the newest frame stays readable (latest())
 //!             skip if g >= floor       // a lossless subscriber has not taken it yet
-//!             TAG[i].store(0, Relaxed) // take it back
+//!             TAG[i].store(TAKEN_BACK | (g + 1), Relaxed)   // take it back
 //!         fence(SeqCst)                // pairs with the subscriber's fence after its hold
 //!         skip if any HELD[r][k] = i + 1 (Relaxed loads, then fence(Acquire): the holder's
 //!                                      //   reads of the old frame happen-before our writes)
+//!         TAG[i].store(0, Relaxed)     // on loan
 //!         loan slot i: the publisher writes the frame through a plain &mut [T]
 //!     no slot: wait (only lossless subscribers can cause this), or time out
 //! publish:
@@ -68,7 +72,7 @@
 //!     if cursor >= PUBLISHED (Relaxed load, fence(Acquire)): nothing new
 //!     find slot i with TAG[i] = cursor + 1 (slot cursor % slots first, then all slots);
 //!         none: the frame was taken back (we are too slow): take the oldest frame after
-//!         it instead and count the frames skipped as missed
+//!         it that is still offered instead, and count the frames skipped as missed
 //!     HELD[r][k].store(i + 1, Relaxed)
 //!     fence(SeqCst)                     // pairs with the publisher's fence after take-back
 //!     TAG[i] still the tag we found (Relaxed load, fence(Acquire): pairs with the publish's
@@ -124,7 +128,7 @@
 //! from the control file is checked against the data file's header, so it cannot make anyone
 //! access memory out of bounds. It can: erase its own or others' holds (the publisher may then
 //! reuse a held slot, and the holder reads a newer frame's bytes: `Sample::is_intact` reports
-//! it), lower or raise cursors (lossless subscribers miss frames, counted; or the publisher
+//! it, because a held slot keeps its frame's tag, taken back or not, until it is reused), lower or raise cursors (lossless subscribers miss frames, counted; or the publisher
 //! waits until its loan times out), zero `SLEEPERS` (sleepers then wake by the sleep's 50 ms
 //! re-check instead of at once), or take every record and the whole budget (new subscribers get
 //! a clear error). A sleep never lasts more than 50 ms and every wait has a timeout.
@@ -153,6 +157,8 @@ mod layout;
 mod protocol;
 mod publisher;
 mod subscriber;
+#[cfg(test)]
+mod tests;
 
 pub use files::{CONTROL_FILE, DATA_FILE, StreamFiles, SubscriberInfo, create_stream_files};
 pub use layout::MAX_HELD;

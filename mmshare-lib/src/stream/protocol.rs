@@ -82,6 +82,11 @@ pub(crate) struct Ring<'a, W> {
     pub(crate) budget: &'a W,
 }
 
+/// A tag with this bit set names a frame that was taken back: no longer offered to
+/// subscribers, but possibly still held by one (so the slot is not reused yet). The other bits
+/// are the frame's tag, which is what lets a holder tell that its slot was never reused.
+pub(crate) const TAKEN_BACK: u64 = 1 << 63;
+
 /// A Relaxed load followed by an Acquire fence: an Acquire load that is also valid on a
 /// read-only mapping (the Rust memory model promises only Relaxed loads there).
 #[inline]
@@ -110,7 +115,10 @@ pub(crate) fn attach<W: Word>(ring: &Ring<'_, W>) -> PublisherState {
     let published = load_acquire(ring.published);
     let tags: Vec<u64> = ring.tags.iter().map(|t| t.load(Relaxed)).collect();
     W::fence(Acquire);
-    let next = tags.iter().copied().fold(published, u64::max);
+    let next = tags
+        .iter()
+        .map(|&t| t & !TAKEN_BACK)
+        .fold(published, u64::max);
     if next != published {
         // Release: pairs with subscribers' Acquire of PUBLISHED, as a publish's store does.
         ring.published.store(next, Release);
@@ -168,21 +176,26 @@ pub(crate) fn try_loan<W: Word>(ring: &Ring<'_, W>, state: &mut PublisherState) 
     for k in 0..slots {
         let slot = (start + k) % slots;
         let tag = state.tags[slot];
-        if tag != 0 {
+        if tag != 0 && tag & TAKEN_BACK == 0 {
             let frame = tag - 1;
-            if frame.wrapping_add(1) >= next || (W::KEEP_LOSSLESS && frame >= floor) {
+            if tag >= next || (W::KEEP_LOSSLESS && frame >= floor) {
                 continue;
             }
             // Relaxed: ordered before the hold scan by the SeqCst fence below.
-            ring.tags[slot].store(0, Relaxed);
-            state.tags[slot] = 0;
+            ring.tags[slot].store(tag | TAKEN_BACK, Relaxed);
+            state.tags[slot] = tag | TAKEN_BACK;
         }
         // Pairs with `fence_after_hold`: a subscriber that stored its hold before this fence
-        // is seen below; one that stores it after sees tag 0 and lets go.
+        // is seen below; one that stores it after sees the taken-back tag and lets go.
         W::fence_after_take_back();
         if W::SCAN_HOLDS && is_held(ring, slot) {
+            // Still held: it stays taken back (and its holder's frame intact) for now.
             continue;
         }
+        // On loan: tag 0 from here until the publish. Relaxed: only `Sample::is_intact` of a
+        // holder whose hold was erased by a scribbler looks at it.
+        ring.tags[slot].store(0, Relaxed);
+        state.tags[slot] = 0;
         return Some(slot);
     }
     None
@@ -242,6 +255,12 @@ pub(crate) struct Taken {
 /// How many times a receive looks again after losing a race with the publisher before it
 /// reports "nothing yet" (its caller waits and tries again).
 const ATTEMPTS: usize = 64;
+
+/// The same for `latest()`, which has no caller loop: it gives up only if the newest frame
+/// keeps vanishing this many times in a row, which needs a publisher publishing thousands of
+/// frames within the few nanoseconds between our search and our check (or a publisher that
+/// breaks the protocol).
+const LATEST_ATTEMPTS: usize = 1 << 16;
 
 /// Claims a free record for `owner` (a process identity word, never 0).
 pub(crate) fn claim_record<W: Word>(ring: &Ring<'_, W>, owner: u64) -> Option<usize> {
@@ -377,7 +396,7 @@ fn find<W: Word>(ring: &Ring<'_, W>, want: u64, exact: bool) -> Option<(usize, u
         if tag == want {
             return Some((slot, tag));
         }
-        if !exact && tag > want && best.is_none_or(|(_, b)| tag < b) {
+        if !exact && tag > want && tag & TAKEN_BACK == 0 && best.is_none_or(|(_, b)| tag < b) {
             best = Some((slot, tag));
         }
     }
@@ -445,7 +464,7 @@ pub(crate) fn latest<W: Word>(
     state: &mut SubscriberState,
     entry: usize,
 ) -> Option<Taken> {
-    for _ in 0..ATTEMPTS {
+    for _ in 0..LATEST_ATTEMPTS {
         let published = load_acquire(ring.published);
         if published == 0 {
             return None;
@@ -498,8 +517,9 @@ pub(crate) fn release<W: Word>(ring: &Ring<'_, W>, record: usize, entry: usize) 
     ring.records[record].held[entry].store(0, Release);
 }
 
-/// Whether hold `entry` of `record` still names `slot` and the slot still has `tag`: false if
-/// a scribbler erased the hold and the publisher reused the slot.
+/// Whether hold `entry` of `record` still names `slot` and the slot still has `tag` (offered
+/// or taken back, but not reused): false if a scribbler erased the hold and the publisher
+/// reused the slot.
 pub(crate) fn still_intact<W: Word>(
     ring: &Ring<'_, W>,
     record: usize,
@@ -508,7 +528,7 @@ pub(crate) fn still_intact<W: Word>(
     tag: u64,
 ) -> bool {
     ring.records[record].held[entry].load(Relaxed) == slot as u64 + 1
-        && load_acquire(&ring.tags[slot]) == tag
+        && load_acquire(&ring.tags[slot]) & !TAKEN_BACK == tag
 }
 
 /// The slot protocol above, run by the loom model checker on loom's atomics. Frame data lives

@@ -1,0 +1,615 @@
+//! Streams in one process: publisher and subscribers on real files and real mappings, in
+//! threads. The cross-process, crash and scribbler tests live in the workspace's `tests`
+//! crate; the protocol's interleavings are checked by loom in `protocol::model_tests`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use super::*;
+use crate::dtype::DType;
+use crate::error::{OpenError, StreamError};
+use crate::format::StreamSpec;
+use crate::raw::{Access, RawArray};
+use crate::shape::Order;
+use crate::sys::{ProcessId, futex_wake_calls};
+
+const ELEMS: usize = 64;
+
+fn make(dir: &Path, slots: u32, max_subscribers: u32) -> PathBuf {
+    let mut spec = StreamSpec::new("s", DType::U64, vec![ELEMS as u64]);
+    spec.slots = slots;
+    spec.max_subscribers = max_subscribers;
+    create_stream_files(dir, &spec).unwrap().0
+}
+
+/// Fills a loaned frame with a pattern only frame `n` has.
+fn fill(frame: &mut [u64], n: u64) {
+    for (i, x) in frame.iter_mut().enumerate() {
+        *x = n.wrapping_mul(1_000_003).wrapping_add(i as u64);
+    }
+}
+
+/// Whether `frame` is exactly frame `n`'s pattern.
+fn is_frame(frame: &[u64], n: u64) -> bool {
+    frame
+        .iter()
+        .enumerate()
+        .all(|(i, &x)| x == n.wrapping_mul(1_000_003).wrapping_add(i as u64))
+}
+
+fn send(publisher: &mut Publisher<u64>) -> u64 {
+    let mut loan = publisher.loan().unwrap();
+    let n = loan.number();
+    fill(&mut loan, n);
+    assert_eq!(loan.publish(), n);
+    n
+}
+
+/// The basic path: loan, fill in place, publish; receive in place with number and time.
+#[test]
+fn a_published_frame_is_received_in_place_with_its_number_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossy).unwrap();
+    assert!(
+        subscriber.receive().unwrap().is_none(),
+        "nothing published yet"
+    );
+    let before = crate::format::now_ns();
+    for n in 0..10 {
+        assert_eq!(send(&mut publisher), n);
+        let sample = subscriber.receive().unwrap().expect("just published");
+        assert_eq!((sample.number(), sample.missed_before()), (n, 0));
+        assert!(is_frame(&sample, n));
+        assert!(
+            sample.published_ns() >= before && sample.published_ns() <= crate::format::now_ns()
+        );
+        assert!(sample.is_intact());
+    }
+    assert_eq!((subscriber.received(), subscriber.missed()), (10, 0));
+    assert_eq!(publisher.files().published(), 10);
+}
+
+/// A loan dropped without publishing is returned: nobody receives it and the next frame gets
+/// its number.
+#[test]
+fn a_dropped_loan_is_never_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
+    for _ in 0..10 {
+        let mut loan = publisher.loan().unwrap();
+        loan.fill(u64::MAX);
+    }
+    assert!(subscriber.receive().unwrap().is_none());
+    assert_eq!(send(&mut publisher), 0);
+    let sample = subscriber.receive().unwrap().unwrap();
+    assert!(is_frame(&sample, 0));
+}
+
+/// A subscriber receives what is published after it subscribed; `latest()` also gives the
+/// newest frame from before.
+#[test]
+fn a_new_subscriber_starts_after_the_frames_published_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    for _ in 0..3 {
+        send(&mut publisher);
+    }
+    let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossy).unwrap();
+    assert_eq!(subscriber.next_number(), 3);
+    assert!(subscriber.receive().unwrap().is_none());
+    {
+        let newest = subscriber.latest().unwrap().expect("frame 2 exists");
+        assert_eq!((newest.number(), newest.missed_before()), (2, 0));
+        assert!(is_frame(&newest, 2));
+    }
+    send(&mut publisher);
+    assert_eq!(subscriber.receive().unwrap().unwrap().number(), 3);
+}
+
+/// Lossy: a subscriber that falls behind skips to the oldest frame still there and counts
+/// exactly what it skipped; received + missed == published.
+#[test]
+fn a_lossy_subscriber_that_falls_behind_counts_every_missed_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 5, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossy).unwrap();
+    for _ in 0..20 {
+        send(&mut publisher);
+    }
+    // The publisher kept the newest frames; the oldest it kept is 20 - 4 = 16 (one slot was
+    // on loan each time, and frames are taken back oldest first).
+    let first = subscriber.receive().unwrap().unwrap();
+    assert!(first.number() >= 15, "frame {}", first.number());
+    assert_eq!(first.missed_before(), first.number());
+    assert!(is_frame(&first, first.number()));
+    drop(first);
+    let mut last = 0;
+    while let Some(sample) = subscriber.receive().unwrap() {
+        assert!(is_frame(&sample, sample.number()));
+        assert_eq!(sample.missed_before(), 0);
+        last = sample.number();
+    }
+    assert_eq!(last, 19);
+    assert_eq!(subscriber.received() + subscriber.missed(), 20);
+    let info = publisher.files().subscribers();
+    assert_eq!(info.len(), 1);
+    assert_eq!(
+        (info[0].received, info[0].missed, info[0].lag),
+        (subscriber.received(), subscriber.missed(), 0)
+    );
+    assert!(!info[0].lossless);
+}
+
+/// Lossless: the publisher cannot get more than a ring ahead of the slowest lossless
+/// subscriber; `try_loan` says so at once, `loan` times out with the lag, and once the
+/// subscriber catches up every frame arrives in order.
+#[test]
+fn a_lossless_subscriber_holds_the_publisher_back_and_misses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
+    let mut sent = 0;
+    while let Some(mut loan) = publisher.try_loan().unwrap() {
+        fill(&mut loan, sent);
+        loan.publish();
+        sent += 1;
+        assert!(sent < 100, "the publisher was never held back");
+    }
+    // 4 slots: the loan needs one the subscriber has taken; none is.
+    assert_eq!(sent, 4);
+    let err = publisher
+        .loan_timeout(Duration::from_millis(20))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StreamError::LoanTimeout {
+                lag: 4,
+                slots: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("4 frames behind"), "{err}");
+    for n in 0..4 {
+        let sample = subscriber.receive().unwrap().unwrap();
+        assert_eq!((sample.number(), sample.missed_before()), (n, 0));
+        assert!(is_frame(&sample, n));
+    }
+    assert!(publisher.try_loan().unwrap().is_some());
+    assert_eq!(subscriber.missed(), 0);
+}
+
+/// Lossless through threads: 10 000 frames through a 4-slot ring to two lossless subscribers,
+/// each frame's content and number checked, none missed or duplicated, while a lossy one
+/// never slows anyone down and keeps its books.
+#[test]
+fn lossless_frames_arrive_whole_and_in_order_across_threads() {
+    const FRAMES: u64 = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 6, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let subscribers: Vec<_> = [Delivery::Lossless, Delivery::Lossless, Delivery::Lossy]
+        .into_iter()
+        .map(|mode| {
+            let sub = StreamFiles::open(&path, false).unwrap();
+            let sub = Subscriber::<u64>::attach(sub, mode, 1).unwrap();
+            std::thread::spawn(move || {
+                let mut next = 0;
+                let mut received = 0;
+                while next < FRAMES {
+                    let sample = sub.receive_timeout(Duration::from_secs(20)).unwrap();
+                    assert!(
+                        is_frame(&sample, sample.number()),
+                        "torn frame {}",
+                        sample.number()
+                    );
+                    if mode == Delivery::Lossless {
+                        assert_eq!((sample.number(), sample.missed_before()), (next, 0));
+                    } else {
+                        assert_eq!(sample.number(), next + sample.missed_before());
+                    }
+                    next = sample.number() + 1;
+                    received += 1;
+                }
+                assert_eq!(received + sub.missed(), FRAMES);
+                (mode, received, sub.missed())
+            })
+        })
+        .collect();
+    for _ in 0..FRAMES {
+        send(&mut publisher);
+    }
+    for handle in subscribers {
+        let (mode, received, missed) = handle.join().unwrap();
+        if mode == Delivery::Lossless {
+            assert_eq!((received, missed), (FRAMES, 0));
+        }
+    }
+}
+
+/// A held sample is never rewritten, however many frames are published meanwhile (lossy
+/// subscriber, so the publisher never waits for it).
+#[test]
+fn a_held_sample_is_never_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossy).unwrap();
+    send(&mut publisher);
+    send(&mut publisher);
+    let held = subscriber.receive().unwrap().unwrap();
+    let also = subscriber.receive().unwrap().unwrap();
+    for _ in 0..100 {
+        send(&mut publisher);
+    }
+    assert!(is_frame(&held, 0) && is_frame(&also, 1));
+    assert!(held.is_intact() && also.is_intact());
+}
+
+/// `max_held` is enforced, and the hold budget (`slots - 2`) caps what subscribers may hold,
+/// with clear errors.
+#[test]
+fn holds_are_limited_per_subscriber_and_by_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 5, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let open = |max_held| {
+        Subscriber::<u64>::attach(
+            StreamFiles::open(&path, false).unwrap(),
+            Delivery::Lossy,
+            max_held,
+        )
+    };
+    let first = open(2).unwrap();
+    assert_eq!(first.max_held(), 2);
+    // Budget 3: the second gets what is left.
+    let second = open(2).unwrap();
+    assert_eq!(second.max_held(), 1);
+    let err = open(1).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StreamError::NoHoldBudget {
+                slots: 5,
+                budget: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("more slots"), "{err}");
+    assert!(matches!(
+        open(0),
+        Err(StreamError::BadMaxHeld { given: 0, max: 16 })
+    ));
+    assert!(matches!(
+        open(17),
+        Err(StreamError::BadMaxHeld { given: 17, .. })
+    ));
+    for _ in 0..3 {
+        send(&mut publisher);
+    }
+    let a = first.receive().unwrap().unwrap();
+    let b = first.receive().unwrap().unwrap();
+    let err = first.receive().unwrap_err();
+    assert!(
+        matches!(err, StreamError::HoldLimit { max_held: 2 }),
+        "{err}"
+    );
+    drop(a);
+    assert_eq!(first.receive().unwrap().unwrap().number(), 2);
+    drop(b);
+    // Dropping a subscriber gives its holds back.
+    drop(second);
+    assert_eq!(open(1).unwrap().max_held(), 1);
+}
+
+/// Every record taken is a clear error; a dropped subscriber frees its record.
+#[test]
+fn every_record_taken_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 8, 2);
+    let a = Subscriber::<u64>::open(&path, Delivery::Lossy).unwrap();
+    let _b = Subscriber::<u64>::open(&path, Delivery::Lossy).unwrap();
+    let err = Subscriber::<u64>::open(&path, Delivery::Lossy).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StreamError::NoRecord {
+                max_subscribers: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    drop(a);
+    Subscriber::<u64>::open(&path, Delivery::Lossy).unwrap();
+}
+
+/// One publisher at a time; a new one continues the numbering, including a frame whose
+/// publish was cut short between its tag and `PUBLISHED` (a publisher killed there).
+#[test]
+fn a_second_publisher_is_refused_and_a_new_one_continues_the_numbering() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let err = Publisher::<u64>::open(&path).unwrap_err();
+    assert!(
+        matches!(err, StreamError::PublisherBusy { pid, .. } if pid == ProcessId::current().pid),
+        "{err}"
+    );
+    send(&mut publisher);
+    send(&mut publisher);
+    drop(publisher);
+    let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    assert_eq!(publisher.next_number(), 2);
+    // Frame 2 written and tagged, then the publisher "dies" before storing PUBLISHED.
+    let mut loan = publisher.loan().unwrap();
+    fill(&mut loan, 2);
+    let slot = loan.slot();
+    drop(loan);
+    publisher.files().ring().tags[slot].store(3, Relaxed);
+    drop(publisher);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    assert_eq!(
+        publisher.next_number(),
+        3,
+        "the complete frame 2 counts as published"
+    );
+    assert_eq!(publisher.files().published(), 3);
+    send(&mut publisher);
+    let numbers: Vec<u64> = std::iter::from_fn(|| {
+        subscriber.receive().unwrap().map(|s| {
+            assert!(is_frame(&s, s.number()));
+            s.number()
+        })
+    })
+    .collect();
+    assert_eq!(numbers, [2, 3]);
+}
+
+/// A publisher replaced while attached (judged dead) gets an error instead of publishing.
+#[test]
+fn a_replaced_publisher_may_not_publish() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let other = ProcessId {
+        pid: 1,
+        start_time: 1,
+    }
+    .to_word();
+    publisher.files().publisher_word().store(other, Relaxed);
+    let err = publisher.loan().unwrap_err();
+    assert!(
+        matches!(err, StreamError::PublisherLost { by: 1, .. }),
+        "{err}"
+    );
+}
+
+/// With nobody asleep a publish makes no system call; with a subscriber asleep it wakes it.
+#[test]
+fn a_publish_with_nobody_asleep_makes_no_system_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 8, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossy).unwrap();
+    let before = futex_wake_calls();
+    for _ in 0..1000 {
+        send(&mut publisher);
+        drop(subscriber.receive().unwrap().unwrap());
+    }
+    assert_eq!(
+        futex_wake_calls() - before,
+        0,
+        "a publish with nobody asleep made a FUTEX_WAKE"
+    );
+
+    let sleeper = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossy).unwrap();
+            let woken = crate::sys::futex_wakeups();
+            let sample = subscriber.receive_timeout(Duration::from_secs(20)).unwrap();
+            (sample.number(), crate::sys::futex_wakeups() > woken)
+        })
+    };
+    // Wait until the subscriber is registered as a sleeper, then publish.
+    let files = publisher.files();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while files.sleepers().load(Relaxed) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the subscriber never slept"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let before = futex_wake_calls();
+    let n = send(&mut publisher);
+    assert_eq!(futex_wake_calls() - before, 1);
+    let (got, _woken) = sleeper.join().unwrap();
+    assert_eq!(got, n);
+}
+
+/// A dead subscriber's record (here: a lossless one that stopped taking frames) holds the
+/// publisher back until it is reclaimed; live subscribers' records are left alone.
+#[test]
+fn a_dead_subscribers_record_is_reclaimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 5, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let live = Subscriber::<u64>::open(&path, Delivery::Lossy).unwrap();
+    // A process that existed and is gone: its pid with a start time nobody has.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    let dead = ProcessId { pid, start_time: 1 };
+    let ring = publisher.files().ring();
+    let record = protocol::claim_record(&ring, dead.to_word()).unwrap();
+    assert_eq!(protocol::take_budget(&ring, 1, 3), 1);
+    protocol::subscribe(&ring, record, 1, true);
+    for _ in 0..5 {
+        send(&mut publisher);
+    }
+    assert!(
+        publisher.try_loan().unwrap().is_none(),
+        "the dead lossless subscriber holds it back"
+    );
+    assert_eq!(publisher.files().subscribers().len(), 2);
+    assert_eq!(publisher.reclaim_dead_subscribers(), 1);
+    assert_eq!(publisher.reclaim_dead_subscribers(), 0);
+    assert!(publisher.try_loan().unwrap().is_some());
+    let left = publisher.files().subscribers();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].who, ProcessId::current());
+    assert!(live.receive().unwrap().is_some());
+}
+
+/// Views have the stream's frame shape and memory order.
+#[test]
+fn views_have_the_frame_shape_and_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = StreamSpec::new("img", DType::F32, vec![2, 3]);
+    spec.frame.order = Order::F;
+    let path = create_stream_files(dir.path(), &spec).unwrap().0;
+    let mut publisher = Publisher::<f32>::open(&path).unwrap();
+    let subscriber = Subscriber::<f32>::open(&path, Delivery::Lossy).unwrap();
+    let mut loan = publisher.loan().unwrap();
+    {
+        let mut view = loan.view_mut();
+        assert_eq!(view.shape(), [2, 3]);
+        view[[1, 2]] = 7.5;
+    }
+    // Fortran order: element [1, 2] is at 1 + 2 * 2.
+    assert_eq!(loan[5], 7.5);
+    loan.publish();
+    let sample = subscriber.receive().unwrap().unwrap();
+    assert_eq!(sample.view()[[1, 2]], 7.5);
+    assert_eq!(sample.view().shape(), [2, 3]);
+}
+
+/// The wrong element type, an array opened as a stream and a stream opened as an array are
+/// refused with errors naming what is wrong.
+#[test]
+fn kinds_and_element_types_are_checked_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let err = Subscriber::<f32>::open(&path, Delivery::Lossy).unwrap_err();
+    assert!(
+        matches!(err, StreamError::Open(OpenError::DTypeMismatch { .. })),
+        "{err}"
+    );
+    let err = RawArray::open(path.join(DATA_FILE), Access::Read).unwrap_err();
+    assert!(
+        matches!(err, OpenError::NotAnArray { kind: "stream", .. }),
+        "{err}"
+    );
+    let (array, _) = crate::create::create_array_file(
+        dir.path(),
+        &crate::format::ArraySpec::new("a", DType::U64, vec![4]),
+    )
+    .unwrap();
+    let fake = dir.path().join("fake");
+    std::fs::create_dir(&fake).unwrap();
+    std::fs::copy(&array, fake.join(DATA_FILE)).unwrap();
+    std::fs::copy(path.join(CONTROL_FILE), fake.join(CONTROL_FILE)).unwrap();
+    let err = Subscriber::<u64>::open(&fake, Delivery::Lossy).unwrap_err();
+    assert!(matches!(err, StreamError::WrongKind { .. }), "{err}");
+    // A control file that is not one.
+    std::fs::copy(path.join(DATA_FILE), fake.join(DATA_FILE)).unwrap();
+    std::fs::write(fake.join(CONTROL_FILE), vec![0u8; 1 << 16]).unwrap();
+    let err = Subscriber::<u64>::open(&fake, Delivery::Lossy).unwrap_err();
+    assert!(matches!(err, StreamError::BadControl { .. }), "{err}");
+    std::fs::write(fake.join(CONTROL_FILE), b"MMSHCTL\0").unwrap();
+    let err = Subscriber::<u64>::open(&fake, Delivery::Lossy).unwrap_err();
+    assert!(err.to_string().contains("subscriber records need"), "{err}");
+}
+
+/// Creating a stream validates its geometry and leaves nothing behind on error.
+#[test]
+fn stream_creation_checks_slots_and_subscribers() {
+    let dir = tempfile::tempdir().unwrap();
+    for (slots, subs) in [(2, 4), (4097, 4), (4, 0), (4, 1025)] {
+        let mut spec = StreamSpec::new("bad", DType::U8, vec![1]);
+        spec.slots = slots;
+        spec.max_subscribers = subs;
+        let err = create_stream_files(dir.path(), &spec).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!(
+                "not {}",
+                if slots == 2 || slots == 4097 {
+                    slots
+                } else {
+                    subs
+                }
+            )),
+            "{err}"
+        );
+    }
+    let mut huge = StreamSpec::new("huge", DType::U8, vec![1 << 62]);
+    huge.slots = 4;
+    let err = create_stream_files(dir.path(), &huge).unwrap_err();
+    assert!(err.to_string().contains("do not fit"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing left behind"
+    );
+    make(dir.path(), 4, 4);
+    let err =
+        create_stream_files(dir.path(), &StreamSpec::new("s", DType::U8, vec![1])).unwrap_err();
+    assert!(
+        matches!(err, crate::error::CreateError::AlreadyExists(_)),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+/// `latest()` under a publisher running flat out returns whole, increasing frames, every time.
+#[test]
+fn latest_under_a_flat_out_publisher_returns_whole_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    send(&mut publisher);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let running = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Relaxed) {
+                send(&mut publisher);
+            }
+        })
+    };
+    let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossy).unwrap();
+    let mut last = 0;
+    let mut taken = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // Until the publisher has gone through the ring many times while we watched.
+    while last < 5_000 || taken < 5_000 {
+        assert!(std::time::Instant::now() < deadline, "the publisher made no progress");
+        taken += 1;
+        let sample = subscriber.latest().unwrap().expect("frames exist");
+        assert!(
+            is_frame(&sample, sample.number()),
+            "torn frame {}",
+            sample.number()
+        );
+        assert!(sample.number() >= last);
+        assert!(sample.is_intact());
+        last = sample.number();
+    }
+    stop.store(true, Relaxed);
+    running.join().unwrap();
+}
