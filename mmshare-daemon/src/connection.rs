@@ -90,11 +90,11 @@ impl Connection {
         }
     }
 
-    /// Sends a reply, with `fd` attached (SCM_RIGHTS) when given.
+    /// Sends a reply, with `files` attached (SCM_RIGHTS, in order) when there are any.
     ///
     /// # Errors
     /// Socket errors, or a reply that cannot be encoded within the limit.
-    pub async fn send(&self, response: &Response, fd: Option<&std::fs::File>) -> io::Result<()> {
+    pub async fn send(&self, response: &Response, files: &[&std::fs::File]) -> io::Result<()> {
         let bytes = match proto::encode(response) {
             Ok(b) => b,
             // An error message that echoes a huge bad value: shorten it rather than drop the reply.
@@ -111,20 +111,17 @@ impl Connection {
             }
             Err(e) => return Err(io::Error::other(e)),
         };
-        match fd {
-            None => {
-                self.socket.send(&bytes).await?;
-            }
-            Some(file) => {
-                let mut space = [0u8; 64];
-                let mut ancillary = AncillaryMessageWriter::new(&mut space);
-                ancillary
-                    .add_fds([file.as_fd()])
-                    .map_err(|e| io::Error::other(format!("cannot attach descriptor: {e:?}")))?;
-                self.socket
-                    .send_with_ancillary(&bytes, &mut ancillary)
-                    .await?;
-            }
+        if files.is_empty() {
+            self.socket.send(&bytes).await?;
+        } else {
+            let mut space = [0u8; 128];
+            let mut ancillary = AncillaryMessageWriter::new(&mut space);
+            ancillary
+                .add_fds(files.iter().map(|f| f.as_fd()))
+                .map_err(|e| io::Error::other(format!("cannot attach descriptors: {e:?}")))?;
+            self.socket
+                .send_with_ancillary(&bytes, &mut ancillary)
+                .await?;
         }
         Ok(())
     }

@@ -197,7 +197,7 @@ async fn accept_loop(
                                 "mmshared is at its connection limit ({max_connections}, --max-connections); try again"
                             ),
                         };
-                        let _ = conn.send(&reply, None).await;
+                        let _ = conn.send(&reply, &[]).await;
                         drop(permit);
                     });
                 }
@@ -268,7 +268,7 @@ async fn handle_connection(socket: UnixSeqpacket, registry: Arc<Registry>, mut s
                     kind: ErrorKind::ProtocolError,
                     message: e.to_string(),
                 };
-                if !send_within(&conn, &reply, None).await || bad >= MAX_BAD_MESSAGES || !greeted {
+                if !send_within(&conn, &reply, &[]).await || bad >= MAX_BAD_MESSAGES || !greeted {
                     break;
                 }
                 continue;
@@ -300,7 +300,7 @@ async fn handle_connection(socket: UnixSeqpacket, registry: Arc<Registry>, mut s
                     message: "the first message on a connection must be Hello".into(),
                 },
             };
-            if !send_within(&conn, &reply, None).await || !greeted {
+            if !send_within(&conn, &reply, &[]).await || !greeted {
                 break;
             }
             continue;
@@ -308,7 +308,11 @@ async fn handle_connection(socket: UnixSeqpacket, registry: Arc<Registry>, mut s
         // Create may reserve gigabytes (fallocate) and fsyncs: run it off the async workers.
         // Everything else is a map lookup and at most one open(2) of a local file, cheaper
         // than the two thread hand-offs a blocking task costs (measured in benches/open.rs).
-        let (reply, file, lease) = if matches!(request, Request::Create { .. }) {
+        let slow = matches!(
+            request,
+            Request::Create { .. } | Request::CreateStream { .. } | Request::Delete { .. }
+        );
+        let (reply, files, lease) = if slow {
             let r = registry.clone();
             match tokio::task::spawn_blocking(move || handle_request(&r, creds, request)).await {
                 Ok(x) => x,
@@ -319,7 +323,7 @@ async fn handle_connection(socket: UnixSeqpacket, registry: Arc<Registry>, mut s
                             kind: ErrorKind::Internal,
                             message: "internal error; see the daemon log".into(),
                         },
-                        None,
+                        Vec::new(),
                         None,
                     )
                 }
@@ -335,7 +339,8 @@ async fn handle_connection(socket: UnixSeqpacket, registry: Arc<Registry>, mut s
             registry.add_lease(&name, creds.pid);
             leases.insert(name);
         }
-        if !send_within(&conn, &reply, file.as_ref()).await {
+        let attached: Vec<&File> = files.iter().collect();
+        if !send_within(&conn, &reply, &attached).await {
             debug!(pid = creds.pid, "reply not delivered: closing");
             break;
         }
@@ -352,27 +357,27 @@ async fn handle_connection(socket: UnixSeqpacket, registry: Arc<Registry>, mut s
 }
 
 /// Sends a reply unless the client has not made room for it within [`SEND_TIMEOUT`].
-async fn send_within(conn: &Connection, reply: &Response, file: Option<&File>) -> bool {
+async fn send_within(conn: &Connection, reply: &Response, files: &[&File]) -> bool {
     matches!(
-        tokio::time::timeout(SEND_TIMEOUT, conn.send(reply, file)).await,
+        tokio::time::timeout(SEND_TIMEOUT, conn.send(reply, files)).await,
         Ok(Ok(()))
     )
 }
 
-/// Serves one request. Returns the reply, the file to attach, and the name of an array the
-/// connection now holds write access to.
+/// Serves one request. Returns the reply, the files to attach, and the name of an array the
+/// connection now holds write access to (or of a stream it attached to).
 fn handle_request(
     registry: &Registry,
     who: Creds,
     request: Request,
-) -> (Response, Option<File>, Option<String>) {
+) -> (Response, Vec<File>, Option<String>) {
     match request {
         Request::Hello { version, .. } if version == PROTOCOL_VERSION => (
             Response::Hello {
                 version: PROTOCOL_VERSION,
                 server: format!("mmshared {}", env!("CARGO_PKG_VERSION")),
             },
-            None,
+            Vec::new(),
             None,
         ),
         Request::Hello { version, .. } => (
@@ -382,7 +387,7 @@ fn handle_request(
                     "unsupported protocol version {version}: this daemon speaks version {PROTOCOL_VERSION}"
                 ),
             },
-            None,
+            Vec::new(),
             None,
         ),
         Request::Create {
@@ -394,27 +399,64 @@ fn handle_request(
             mode,
             exist_ok,
         } => match registry.create(who, &name, &dtype, &shape, order, backing, mode, exist_ok) {
-            Ok((info, file)) => (Response::Array(info), Some(file), Some(name)),
-            Err(e) => (error_response(e), None, None),
+            Ok((info, file)) => (Response::Array(info), vec![file], Some(name)),
+            Err(e) => (error_response(e), Vec::new(), None),
         },
         Request::Open { name, access } => match registry.open(who, &name, access) {
             Ok((info, file)) => {
                 let lease = (access == OpenAccess::Write).then_some(name);
-                (Response::Array(info), Some(file), lease)
+                (Response::Array(info), vec![file], lease)
             }
-            Err(e) => (error_response(e), None, None),
+            Err(e) => (error_response(e), Vec::new(), None),
         },
-        Request::Stat { name } => match registry.stat(who, &name) {
-            Ok(info) => (Response::Array(info), None, None),
-            Err(e) => (error_response(e), None, None),
+        Request::Stat { name } => match registry.stat_stream(who, &name) {
+            Some(Ok(info)) => (Response::Stream(info), Vec::new(), None),
+            Some(Err(e)) => (error_response(e), Vec::new(), None),
+            None => match registry.stat(who, &name) {
+                Ok(info) => (Response::Array(info), Vec::new(), None),
+                Err(e) => (error_response(e), Vec::new(), None),
+            },
+        },
+        Request::CreateStream {
+            name,
+            dtype,
+            shape,
+            order,
+            slots,
+            max_subscribers,
+            backing,
+            mode,
+            exist_ok,
+        } => match registry.create_stream(
+            who,
+            &name,
+            &dtype,
+            &shape,
+            order,
+            slots,
+            max_subscribers,
+            backing,
+            mode,
+            exist_ok,
+        ) {
+            Ok(info) => (Response::Stream(info), Vec::new(), None),
+            Err(e) => (error_response(e), Vec::new(), None),
         },
         Request::List { prefix, after } => {
             let (arrays, more) = registry.list(who, &prefix, after.as_deref());
-            (Response::List { arrays, more }, None, None)
+            (Response::List { arrays, more }, Vec::new(), None)
         }
+        Request::ListAll { prefix, after } => {
+            let (objects, more) = registry.list_all(who, &prefix, after.as_deref());
+            (Response::Objects { objects, more }, Vec::new(), None)
+        }
+        Request::OpenStream { name, role } => match registry.open_stream(who, &name, role) {
+            Ok((info, data, control)) => (Response::Stream(info), vec![data, control], Some(name)),
+            Err(e) => (error_response(e), Vec::new(), None),
+        },
         Request::Delete { name } => match registry.delete(who, &name) {
-            Ok(()) => (Response::Deleted, None, None),
-            Err(e) => (error_response(e), None, None),
+            Ok(()) => (Response::Deleted, Vec::new(), None),
+            Err(e) => (error_response(e), Vec::new(), None),
         },
     }
 }

@@ -13,13 +13,14 @@ use std::sync::{Arc, Mutex};
 
 use crate::array::Array;
 use crate::dtype::{DType, Element};
-use crate::error::OpenError;
+use crate::error::{OpenError, StreamError};
 use crate::proto::{
-    self, ArrayInfo, Backing, ErrorKind, MAX_MESSAGE, OpenAccess, PROTOCOL_VERSION, Request,
-    Response, WireOrder,
+    self, ArrayInfo, Backing, ErrorKind, MAX_MESSAGE, ObjectInfo, OpenAccess, PROTOCOL_VERSION,
+    Request, Response, StreamInfo, StreamRole, WireOrder,
 };
 use crate::raw::{Access, RawArray};
 use crate::shape::Order;
+use crate::stream::{Delivery, Publisher, StreamFiles, Subscriber};
 use crate::sys;
 
 /// Environment variable that points every client (and the daemon) at another socket.
@@ -68,6 +69,9 @@ pub enum ClientError {
     /// The descriptor could not be mapped, or holds another dtype than asked for.
     #[error("{0}")]
     Open(#[from] OpenError),
+    /// A stream could not be attached (its files, its records, its publisher).
+    #[error("{0}")]
+    Stream(#[from] StreamError),
 }
 
 impl ClientError {
@@ -88,7 +92,7 @@ struct Connection {
 }
 
 impl Connection {
-    fn call(&self, request: &Request) -> Result<(Response, Option<OwnedFd>), ClientError> {
+    fn call(&self, request: &Request) -> Result<(Response, Vec<OwnedFd>), ClientError> {
         let bytes = proto::encode(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let (fd, buf) = &mut *guard;
@@ -107,7 +111,7 @@ impl Connection {
         }
         let response: Response =
             proto::decode(&buf[..got.len]).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        Ok((response, got.fd))
+        Ok((response, got.fds))
     }
 }
 
@@ -193,6 +197,82 @@ fn wire_order(order: Order) -> WireOrder {
     }
 }
 
+/// What [`Client::create_stream`] creates: name, dtype, one frame's shape, and the ring.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// Stream name.
+    pub name: String,
+    /// NumPy dtype string (`<f4`, `float32`, `uint8`, ...).
+    pub dtype: String,
+    /// One frame's dimensions.
+    pub shape: Vec<u64>,
+    /// Memory order of a frame.
+    pub order: Order,
+    /// Frames in the ring (default 8).
+    pub slots: u32,
+    /// Subscriber records (default 16).
+    pub max_subscribers: u32,
+    /// File (default) or memory backing.
+    pub backing: Backing,
+    /// Permission bits (default 0600).
+    pub mode: u32,
+    /// Succeed if an identical stream exists (default false).
+    pub exist_ok: bool,
+}
+
+impl StreamOptions {
+    /// A file-backed, C-order stream of 8 slots and 16 subscriber records, mode 0600.
+    pub fn new(name: impl Into<String>, dtype: impl Into<String>, frame_shape: &[u64]) -> Self {
+        StreamOptions {
+            name: name.into(),
+            dtype: dtype.into(),
+            shape: frame_shape.to_vec(),
+            order: Order::C,
+            slots: 8,
+            max_subscribers: 16,
+            backing: Backing::File,
+            mode: 0o600,
+            exist_ok: false,
+        }
+    }
+
+    /// Frames in the ring.
+    pub fn slots(mut self, slots: u32) -> Self {
+        self.slots = slots;
+        self
+    }
+
+    /// Subscriber records.
+    pub fn max_subscribers(mut self, n: u32) -> Self {
+        self.max_subscribers = n;
+        self
+    }
+
+    /// Back it with the daemon's tmpfs directory.
+    pub fn memory(mut self) -> Self {
+        self.backing = Backing::Memory;
+        self
+    }
+
+    /// Permission bits.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Memory order of a frame.
+    pub fn order(mut self, order: Order) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// Succeed if an identical stream exists.
+    pub fn exist_ok(mut self, yes: bool) -> Self {
+        self.exist_ok = yes;
+        self
+    }
+}
+
 impl Client {
     /// Connects to the daemon at `path` and performs the version handshake.
     ///
@@ -245,7 +325,7 @@ impl Client {
         &self.server
     }
 
-    fn call(&self, request: &Request) -> Result<(Response, Option<OwnedFd>), ClientError> {
+    fn call(&self, request: &Request) -> Result<(Response, Vec<OwnedFd>), ClientError> {
         match self.conn.call(request)? {
             (Response::Error { kind, message }, _) => Err(ClientError::Server { kind, message }),
             ok => Ok(ok),
@@ -254,10 +334,12 @@ impl Client {
 
     fn call_for_array(&self, request: &Request) -> Result<(ArrayInfo, OwnedFd), ClientError> {
         match self.call(request)? {
-            (Response::Array(info), Some(fd)) => Ok((info, fd)),
-            (Response::Array(_), None) => Err(ClientError::Protocol(
-                "reply carried no file descriptor".into(),
-            )),
+            (Response::Array(info), fds) => match fds.into_iter().next() {
+                Some(fd) => Ok((info, fd)),
+                None => Err(ClientError::Protocol(
+                    "reply carried no file descriptor".into(),
+                )),
+            },
             (other, _) => Err(unexpected(&other)),
         }
     }
@@ -374,6 +456,138 @@ impl Client {
                 (other, _) => return Err(unexpected(&other)),
             }
         }
+    }
+
+    /// Describes an array or a stream.
+    ///
+    /// # Errors
+    /// `NotFound`, `PermissionDenied`.
+    pub fn describe(&self, name: &str) -> Result<ObjectInfo, ClientError> {
+        match self.call(&Request::Stat {
+            name: name.to_owned(),
+        })? {
+            (Response::Array(info), _) => Ok(ObjectInfo::Array(info)),
+            (Response::Stream(info), _) => Ok(ObjectInfo::Stream(info)),
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    /// Lists the arrays and streams whose names start with `prefix`, in name order (all
+    /// pages). Streams come without their subscriber lists (use [`Client::describe`]).
+    ///
+    /// # Errors
+    /// Connection or protocol errors.
+    pub fn list_all(&self, prefix: &str) -> Result<Vec<ObjectInfo>, ClientError> {
+        let mut all: Vec<ObjectInfo> = Vec::new();
+        let mut after = None;
+        loop {
+            let request = Request::ListAll {
+                prefix: prefix.to_owned(),
+                after: after.take(),
+            };
+            match self.call(&request)? {
+                (Response::Objects { objects, more }, _) => {
+                    after = objects.last().map(|o| o.name().to_owned());
+                    all.extend(objects);
+                    if !more || after.is_none() {
+                        return Ok(all);
+                    }
+                }
+                (other, _) => return Err(unexpected(&other)),
+            }
+        }
+    }
+
+    /// Creates a stream (a ring of frames); attach to it with [`Client::publisher`] and
+    /// [`Client::subscribe`].
+    ///
+    /// # Errors
+    /// [`ClientError::Server`] with `AlreadyExists`, `InvalidName`, `InvalidDtype`,
+    /// `InvalidShape` (also for bad `slots` or `max_subscribers`), `QuotaExceeded`, `NoSpace`.
+    pub fn create_stream(&self, options: &StreamOptions) -> Result<StreamInfo, ClientError> {
+        let request = Request::CreateStream {
+            name: options.name.clone(),
+            dtype: options.dtype.clone(),
+            shape: options.shape.clone(),
+            order: wire_order(options.order),
+            slots: options.slots,
+            max_subscribers: options.max_subscribers,
+            backing: options.backing,
+            mode: options.mode,
+            exist_ok: options.exist_ok,
+        };
+        match self.call(&request)? {
+            (Response::Stream(info), _) => Ok(info),
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    fn open_stream(
+        &self,
+        name: &str,
+        role: StreamRole,
+    ) -> Result<(StreamFiles, Arc<Connection>), ClientError> {
+        let request = Request::OpenStream {
+            name: name.to_owned(),
+            role,
+        };
+        let (_, fds) = match self.call(&request)? {
+            (Response::Stream(info), fds) => (info, fds),
+            (other, _) => return Err(unexpected(&other)),
+        };
+        let mut fds = fds.into_iter();
+        let (Some(data), Some(control)) = (fds.next(), fds.next()) else {
+            return Err(ClientError::Protocol(
+                "a stream reply must carry two file descriptors".into(),
+            ));
+        };
+        let files = StreamFiles::from_files(
+            std::fs::File::from(data),
+            std::fs::File::from(control),
+            role == StreamRole::Publish,
+        )?;
+        Ok((files, self.conn.clone()))
+    }
+
+    /// Attaches as the publisher of stream `name` (needs write permission). The connection
+    /// stays open while the publisher lives.
+    ///
+    /// # Errors
+    /// `NotFound`, `WrongKind`, `PermissionDenied`, `Busy` (another publisher is attached)
+    /// from the daemon; [`StreamError`] from the files (a dtype mismatch included).
+    pub fn publisher<T: Element>(&self, name: &str) -> Result<Publisher<T>, ClientError> {
+        let (files, conn) = self.open_stream(name, StreamRole::Publish)?;
+        Ok(Publisher::attach(files)?.with_lease(conn))
+    }
+
+    /// Subscribes to stream `name` (needs read permission), holding at most
+    /// [`crate::DEFAULT_MAX_HELD`] samples at once.
+    ///
+    /// # Errors
+    /// As [`Client::subscribe_with`].
+    pub fn subscribe<T: Element>(
+        &self,
+        name: &str,
+        delivery: Delivery,
+    ) -> Result<Subscriber<T>, ClientError> {
+        self.subscribe_with(name, delivery, crate::DEFAULT_MAX_HELD)
+    }
+
+    /// Subscribes to stream `name`, holding at most `max_held` samples at once (fewer if the
+    /// stream's hold budget is short). The connection stays open while the subscriber lives,
+    /// so the daemon reclaims its record if the process dies.
+    ///
+    /// # Errors
+    /// `NotFound`, `WrongKind`, `PermissionDenied` from the daemon; [`StreamError`]
+    /// (`NoRecord`, `NoHoldBudget`, a dtype mismatch).
+    pub fn subscribe_with<T: Element>(
+        &self,
+        name: &str,
+        delivery: Delivery,
+        max_held: usize,
+    ) -> Result<Subscriber<T>, ClientError> {
+        let (files, conn) = self.open_stream(name, StreamRole::Subscribe)?;
+        Ok(Subscriber::attach(files, delivery, max_held)?.with_lease(conn))
     }
 
     /// Deletes an array. Processes that map it keep working; the name is free at once.

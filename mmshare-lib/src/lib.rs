@@ -65,7 +65,9 @@ mod stream;
 mod sys;
 
 pub use array::{Array, ReadView, WriteView};
-pub use client::{Client, ClientError, CreateOptions, SOCKET_ENV, Shared, default_socket_path};
+pub use client::{
+    Client, ClientError, CreateOptions, SOCKET_ENV, Shared, StreamOptions, default_socket_path,
+};
 pub use create::{TEMP_PREFIX, create_array_file};
 pub use dtype::{ALL_DTYPES, Bool8, DType, DTypeError, Element};
 pub use error::{CreateError, OpenError, ReadError, StreamError, WaitTimeout, WriteError};
@@ -78,7 +80,7 @@ pub use format::{
 pub use half::f16;
 pub use name::{MAX_NAME_LEN, NameError, validate_name};
 pub use num_complex::Complex;
-pub use proto::{ArrayInfo, Backing, ErrorKind};
+pub use proto::{ArrayInfo, Backing, ErrorKind, ObjectInfo, StreamInfo, SubscriberStat};
 pub use raw::{Access, ByteReader, ByteWriter, DEFAULT_TIMEOUT, RawArray, Recovery, Snapshot};
 pub use shape::{MAX_DATA_LEN, MAX_NDIM, Order, ShapeError, data_len, element_count, parse_shape};
 pub use stream::{

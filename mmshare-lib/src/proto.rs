@@ -92,11 +92,133 @@ pub enum Request {
         /// Continue after this name (from the previous page), or from the start.
         after: Option<String>,
     },
-    /// Delete (unlink) an array. Mappings that exist keep working.
+    /// Delete (unlink) an array or a stream. Mappings that exist keep working.
     Delete {
         /// Array name.
         name: String,
     },
+    /// Create a stream: a ring of `slots` frames of `dtype` and `shape`. The reply
+    /// (`Response::Stream`) carries no descriptor; attach with `OpenStream`.
+    CreateStream {
+        /// Stream name (the same namespace as arrays).
+        name: String,
+        /// NumPy dtype string.
+        dtype: String,
+        /// One frame's dimensions.
+        shape: Vec<u64>,
+        /// Memory order of a frame.
+        order: WireOrder,
+        /// Frames in the ring (3..=4096).
+        slots: u32,
+        /// Subscriber records (1..=1024).
+        max_subscribers: u32,
+        /// File or memory backing.
+        backing: Backing,
+        /// Permission bits (`0o777` mask).
+        mode: u32,
+        /// Succeed if an identical stream exists.
+        exist_ok: bool,
+    },
+    /// Attach to a stream as its publisher or as a subscriber. The reply
+    /// (`Response::Stream`) carries two descriptors: the data file (read-write for the
+    /// publisher, read-only for a subscriber), then the control file (read-write).
+    OpenStream {
+        /// Stream name.
+        name: String,
+        /// Publisher or subscriber.
+        role: StreamRole,
+    },
+    /// Like `List`, for arrays and streams both.
+    ListAll {
+        /// Name prefix ("" for all).
+        prefix: String,
+        /// Continue after this name, or from the start.
+        after: Option<String>,
+    },
+}
+
+/// Which side of a stream `OpenStream` attaches to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StreamRole {
+    /// The one publisher (needs write permission).
+    Publish,
+    /// A subscriber (needs read permission).
+    Subscribe,
+}
+
+/// Everything a client needs to know about a stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamInfo {
+    /// Name.
+    pub name: String,
+    /// Canonical NumPy descr of the frames' elements.
+    pub dtype: String,
+    /// One frame's dimensions.
+    pub shape: Vec<u64>,
+    /// Memory order of a frame.
+    pub order: WireOrder,
+    /// Frames in the ring.
+    pub slots: u32,
+    /// Subscriber records.
+    pub max_subscribers: u32,
+    /// Offset of slot 0's frame in the data file.
+    pub data_offset: u64,
+    /// Bytes per frame.
+    pub frame_len: u64,
+    /// Distance between two slots' frames (page aligned).
+    pub slot_stride: u64,
+    /// Frames published so far.
+    pub published: u64,
+    /// File or memory.
+    pub backing: Backing,
+    /// Owner uid.
+    pub owner_uid: u32,
+    /// Owner gid.
+    pub owner_gid: u32,
+    /// Permission bits.
+    pub mode: u32,
+    /// Path of the stream's directory (holding `data` and `control`).
+    pub path: String,
+    /// The attached publisher's pid, if any.
+    pub publisher: Option<u32>,
+    /// Its subscribers (empty in `ListAll` replies).
+    pub subscribers: Vec<SubscriberStat>,
+}
+
+/// One subscriber of a stream, as `Stat` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriberStat {
+    /// Its pid.
+    pub pid: u32,
+    /// Lossless (holds the publisher back) or lossy.
+    pub lossless: bool,
+    /// Samples it may hold at once.
+    pub max_held: u32,
+    /// Frames published that it has not taken.
+    pub lag: u64,
+    /// Frames it skipped.
+    pub missed: u64,
+    /// Frames it took.
+    pub received: u64,
+}
+
+/// An array or a stream, in a `ListAll` reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectInfo {
+    /// An array.
+    Array(ArrayInfo),
+    /// A stream.
+    Stream(StreamInfo),
+}
+
+impl ObjectInfo {
+    /// The object's name.
+    pub fn name(&self) -> &str {
+        match self {
+            ObjectInfo::Array(a) => &a.name,
+            ObjectInfo::Stream(s) => &s.name,
+        }
+    }
 }
 
 /// Everything a client needs to know about an array.
@@ -156,6 +278,8 @@ pub enum ErrorKind {
     ProtocolError,
     /// Something failed inside the daemon; it logged the details.
     Internal,
+    /// The name belongs to an array where a stream was asked for, or the other way round.
+    WrongKind,
 }
 
 /// The daemon's reply.
@@ -185,6 +309,15 @@ pub enum Response {
         kind: ErrorKind,
         /// What was wrong, with the value.
         message: String,
+    },
+    /// CreateStream, OpenStream (with two descriptors attached) or Stat of a stream succeeded.
+    Stream(StreamInfo),
+    /// A page of ListAll.
+    Objects {
+        /// Arrays and streams, in name order.
+        objects: Vec<ObjectInfo>,
+        /// More follow: ask again with `after` = the last name.
+        more: bool,
     },
 }
 
@@ -278,6 +411,14 @@ enum Ty {
     Info,
     /// `Vec<ArrayInfo>`.
     Infos,
+    /// `Option<u32>`.
+    OptU32,
+    /// A struct with these fields.
+    Struct(Fields),
+    /// A `Vec` of structs with these fields.
+    Structs(Fields),
+    /// A `Vec` of enums with fields: the enum's name and its variants, by index.
+    Enums(&'static str, &'static [(&'static str, Fields)]),
 }
 
 type Fields = &'static [(&'static str, Ty)];
@@ -299,8 +440,10 @@ const ERROR_KIND: Ty = Ty::Small(
         "Busy",
         "ProtocolError",
         "Internal",
+        "WrongKind",
     ],
 );
+const ROLE: Ty = Ty::Small("StreamRole", &["Publish", "Subscribe"]);
 
 const REQUEST: &[(&str, Fields)] = &[
     ("Hello", &[("version", Ty::U32), ("client", Ty::Str)]),
@@ -320,6 +463,56 @@ const REQUEST: &[(&str, Fields)] = &[
     ("Stat", &[("name", Ty::Str)]),
     ("List", &[("prefix", Ty::Str), ("after", Ty::OptStr)]),
     ("Delete", &[("name", Ty::Str)]),
+    (
+        "CreateStream",
+        &[
+            ("name", Ty::Str),
+            ("dtype", Ty::Str),
+            ("shape", Ty::Shape),
+            ("order", ORDER),
+            ("slots", Ty::U32),
+            ("max_subscribers", Ty::U32),
+            ("backing", BACKING),
+            ("mode", Ty::U32),
+            ("exist_ok", Ty::Bool),
+        ],
+    ),
+    ("OpenStream", &[("name", Ty::Str), ("role", ROLE)]),
+    ("ListAll", &[("prefix", Ty::Str), ("after", Ty::OptStr)]),
+];
+
+const SUBSCRIBER: Fields = &[
+    ("pid", Ty::U32),
+    ("lossless", Ty::Bool),
+    ("max_held", Ty::U32),
+    ("lag", Ty::U64),
+    ("missed", Ty::U64),
+    ("received", Ty::U64),
+];
+
+const STREAM_INFO: Fields = &[
+    ("name", Ty::Str),
+    ("dtype", Ty::Str),
+    ("shape", Ty::Shape),
+    ("order", ORDER),
+    ("slots", Ty::U32),
+    ("max_subscribers", Ty::U32),
+    ("data_offset", Ty::U64),
+    ("frame_len", Ty::U64),
+    ("slot_stride", Ty::U64),
+    ("published", Ty::U64),
+    ("backing", BACKING),
+    ("owner_uid", Ty::U32),
+    ("owner_gid", Ty::U32),
+    ("mode", Ty::U32),
+    ("path", Ty::Str),
+    ("publisher", Ty::OptU32),
+    ("subscribers", Ty::Structs(SUBSCRIBER)),
+];
+
+const OBJECT: &[(&str, Fields)] = &[
+    ("Array", &[("info", Ty::Info)]),
+    ("Stream", &[("info", Ty::Struct(STREAM_INFO))]),
 ];
 
 const INFO: Fields = &[
@@ -344,6 +537,14 @@ const RESPONSE: &[(&str, Fields)] = &[
     ("List", &[("arrays", Ty::Infos), ("more", Ty::Bool)]),
     ("Deleted", &[]),
     ("Error", &[("kind", ERROR_KIND), ("message", Ty::Str)]),
+    ("Stream", &[("info", Ty::Struct(STREAM_INFO))]),
+    (
+        "Objects",
+        &[
+            ("objects", Ty::Enums("ObjectInfo", OBJECT)),
+            ("more", Ty::Bool),
+        ],
+    ),
 ];
 
 fn hex_bytes(b: &[u8]) -> String {
@@ -439,11 +640,53 @@ impl<'a> Walk<'a> {
                     known.join(", ")
                 ))
             }
+            Ty::OptU32 => {
+                let at = self.pos;
+                self.flag(what, "Option tag", "None", "Some")?;
+                if self.bytes[at] == 1 {
+                    self.varint(what, 32)?;
+                }
+                Ok(())
+            }
+            Ty::Struct(fields) => self.fields(what, fields),
+            Ty::Structs(fields) => {
+                let n = self.count(what, "elements", 1)?;
+                (0..n).try_for_each(|i| self.fields(&format!("{what}[{i}]"), fields))
+            }
+            Ty::Enums(name, variants) => {
+                let n = self.count(what, "elements", 1)?;
+                (0..n).try_for_each(|i| self.variant(&format!("{what}[{i}]"), name, variants))
+            }
             Ty::Info => self.fields(what, INFO),
             Ty::Infos => {
                 // Every element takes at least one byte.
                 let n = self.count(what, "elements", 1)?;
                 (0..n).try_for_each(|i| self.fields(&format!("{what}[{i}]"), INFO))
+            }
+        }
+    }
+
+    /// One value of an enum with fields: its variant index, then that variant's fields.
+    fn variant(
+        &mut self,
+        what: &str,
+        name: &str,
+        variants: &[(&'static str, Fields)],
+    ) -> Result<(), String> {
+        let at = self.pos;
+        let v = self.varint(what, 32)?;
+        match usize::try_from(v).ok().and_then(|v| variants.get(v)) {
+            Some((variant, fields)) => self.fields(&format!("{what}.{variant}"), fields),
+            None => {
+                let known: Vec<String> = variants
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (n, _))| format!("{i} = {n}"))
+                    .collect();
+                Err(format!(
+                    "unknown {name} value {v} for {what} at byte {at} (expected {})",
+                    known.join(", ")
+                ))
             }
         }
     }

@@ -293,12 +293,12 @@ pub(crate) fn send_message(fd: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// A received message: its length (0 means the peer closed), whether it was longer than the
-/// buffer, and the first descriptor attached to it (received close-on-exec; any others are
-/// closed at once).
+/// buffer, and the descriptors attached to it (received close-on-exec; at most 4 are kept,
+/// any others closed at once).
 pub(crate) struct Received {
     pub(crate) len: usize,
     pub(crate) truncated: bool,
-    pub(crate) fd: Option<OwnedFd>,
+    pub(crate) fds: Vec<OwnedFd>,
 }
 
 /// Receives one message into `buf`, with at most a few descriptors.
@@ -312,13 +312,13 @@ pub(crate) fn recv_message(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Received>
             other => break other?,
         }
     };
-    let mut first = None;
+    let mut kept = Vec::new();
     for m in control.drain() {
         if let net::RecvAncillaryMessage::ScmRights(fds) = m {
             for received in fds {
-                // Keep the first; dropping the rest closes them.
-                if first.is_none() {
-                    first = Some(received);
+                // Dropping the ones beyond the limit closes them.
+                if kept.len() < 4 {
+                    kept.push(received);
                 }
             }
         }
@@ -326,7 +326,7 @@ pub(crate) fn recv_message(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Received>
     Ok(Received {
         len: msg.bytes,
         truncated: msg.flags.contains(net::ReturnFlags::TRUNC),
-        fd: first,
+        fds: kept,
     })
 }
 

@@ -12,8 +12,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use mmshare::{
-    Access, Array, ArraySpec, Client, Complex, CreateOptions, DType, Fault, Order, RawArray,
-    ReadError, f16, inject_fault, parse_shape,
+    Access, Array, ArraySpec, Client, Complex, CreateOptions, DType, Delivery, Fault, Order,
+    RawArray, ReadError, StreamError, f16, inject_fault, parse_shape,
 };
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -48,7 +48,20 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
   ledger-reader PATH                    check every snapshot against the writer-id pattern until
                                         PATH.stop exists (exit 3 on a torn one)
   slow-writes SOCKET NAME N HOLD_MS     N whole writes through the daemon, each holding the write
-                                        side HOLD_MS; print 'ok VERSION' or 'lost ERROR' per write";
+                                        side HOLD_MS; print 'ok VERSION' or 'lost ERROR' per write
+  stream-pub SOCKET NAME FRAMES         publish FRAMES u64 frames (element i of frame n is
+                                        pattern(n, i)) as fast as the ring allows; print
+                                        'published N'
+  stream-sub SOCKET NAME MODE LAST [US] subscribe (lossless|lossy), print 'subscribed', take
+                                        frames until frame LAST, checking each, sleeping US µs
+                                        per frame; print 'received=R missed=M last=L'
+  stream-hold SOCKET NAME MODE          subscribe, take one frame, print 'holding N', sleep
+  stream-loan-hold SOCKET NAME          attach as publisher, loan a slot, half fill it with
+                                        garbage, print 'loaned N', sleep
+  stream-latest SOCKET NAME COUNT       call latest() until it returned COUNT frames (30 s at
+                                        most), checking each; print 'latest=COUNT newest=N'
+                                        and the rate
+  stream-scribble FILE SECONDS          write pseudo-random words at random offsets of FILE";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -91,6 +104,22 @@ fn main() -> ExitCode {
             n.parse().unwrap_or(1),
             ms.parse().unwrap_or(100),
         ),
+        ["stream-pub", socket, name, frames] => {
+            stream_pub(socket, name, frames.parse().unwrap_or(0))
+        }
+        ["stream-sub", socket, name, mode, last, rest @ ..] => stream_sub(
+            socket,
+            name,
+            mode,
+            last.parse().unwrap_or(0),
+            rest.first().and_then(|us| us.parse().ok()).unwrap_or(0),
+        ),
+        ["stream-hold", socket, name, mode] => stream_hold(socket, name, mode),
+        ["stream-loan-hold", socket, name] => stream_loan_hold(socket, name),
+        ["stream-latest", socket, name, count] => {
+            stream_latest(socket, name, count.parse().unwrap_or(1000))
+        }
+        ["stream-scribble", file, secs] => stream_scribble(file, secs.parse().unwrap_or(1.0)),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -543,5 +572,169 @@ fn slow_writes(socket: &str, name: &str, n: u32, hold_ms: u64) -> Result<ExitCod
         }
     }
     say("done");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn delivery(mode: &str) -> Result<Delivery> {
+    match mode {
+        "lossless" => Ok(Delivery::Lossless),
+        "lossy" => Ok(Delivery::Lossy),
+        other => Err(format!("mode must be lossless or lossy, not {other:?}").into()),
+    }
+}
+
+/// Whether `frame` is frame `n`'s pattern.
+fn is_frame(frame: &[u64], n: u64) -> bool {
+    frame.iter().enumerate().all(|(i, &x)| x == pattern(n, i))
+}
+
+fn stream_pub(socket: &str, name: &str, frames: u64) -> Result<ExitCode> {
+    let client = Client::connect(socket)?;
+    let mut publisher = client.publisher::<u64>(name)?;
+    publisher.set_timeout(Duration::from_secs(10));
+    let first = publisher.next_number();
+    for _ in 0..frames {
+        let mut loan = publisher.loan()?;
+        let n = loan.number();
+        for (i, x) in loan.iter_mut().enumerate() {
+            *x = pattern(n, i);
+        }
+        loan.publish();
+    }
+    say(&format!(
+        "published {} first={first}",
+        publisher.next_number() - first
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn stream_sub(socket: &str, name: &str, mode: &str, last: u64, delay_us: u64) -> Result<ExitCode> {
+    let client = Client::connect(socket)?;
+    let delivery = delivery(mode)?;
+    let subscriber = client.subscribe_with::<u64>(name, delivery, 1)?;
+    say(&format!("subscribed next={}", subscriber.next_number()));
+    let mut expected = subscriber.next_number();
+    let mut torn = 0u64;
+    loop {
+        let sample = match subscriber.receive_timeout(Duration::from_secs(10)) {
+            Ok(sample) => sample,
+            Err(StreamError::ReceiveTimeout { .. }) => return Ok(ExitCode::from(4)),
+            Err(e) => return Err(e.into()),
+        };
+        let n = sample.number();
+        if !is_frame(&sample, n) || !sample.is_intact() {
+            torn += 1;
+        }
+        if n != expected + sample.missed_before() {
+            say(&format!(
+                "gap: expected {expected} + {} missed, got {n}",
+                sample.missed_before()
+            ));
+            return Ok(ExitCode::from(3));
+        }
+        if delivery == Delivery::Lossless && sample.missed_before() != 0 {
+            say(&format!(
+                "lossless subscriber missed {} before {n}",
+                sample.missed_before()
+            ));
+            return Ok(ExitCode::from(3));
+        }
+        expected = n + 1;
+        drop(sample);
+        if delay_us > 0 {
+            std::thread::sleep(Duration::from_micros(delay_us));
+        }
+        if n >= last {
+            break;
+        }
+    }
+    say(&format!(
+        "received={} missed={} last={} torn={torn}",
+        subscriber.received(),
+        subscriber.missed(),
+        expected - 1
+    ));
+    Ok(if torn == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+fn stream_hold(socket: &str, name: &str, mode: &str) -> Result<ExitCode> {
+    let client = Client::connect(socket)?;
+    let subscriber = client.subscribe_with::<u64>(name, delivery(mode)?, 1)?;
+    say(&format!("subscribed next={}", subscriber.next_number()));
+    let sample = subscriber.receive_timeout(Duration::from_secs(30))?;
+    say(&format!("holding {}", sample.number()));
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        // Keep the sample (and the subscriber) alive until killed.
+        std::hint::black_box(&sample);
+    }
+}
+
+fn stream_loan_hold(socket: &str, name: &str) -> Result<ExitCode> {
+    let client = Client::connect(socket)?;
+    let mut publisher = client.publisher::<u64>(name)?;
+    let mut loan = publisher.loan()?;
+    let half = loan.len() / 2;
+    loan[..half].fill(0xBAD0_BAD0_BAD0_BAD0);
+    say(&format!("loaned {}", loan.number()));
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        std::hint::black_box(&loan);
+    }
+}
+
+fn stream_latest(socket: &str, name: &str, want: u64) -> Result<ExitCode> {
+    let client = Client::connect(socket)?;
+    let subscriber = client.subscribe::<u64>(name, Delivery::Lossy)?;
+    say("subscribed");
+    let start = Instant::now();
+    let (mut count, mut newest, mut bad) = (0u64, 0u64, 0u64);
+    while count < want && start.elapsed() < Duration::from_secs(30) {
+        if let Some(sample) = subscriber.latest()? {
+            if !is_frame(&sample, sample.number()) || sample.number() < newest {
+                bad += 1;
+            }
+            newest = sample.number();
+            count += 1;
+        }
+    }
+    let rate = count as f64 / start.elapsed().as_secs_f64();
+    say(&format!(
+        "latest={count} newest={newest} bad={bad} per_second={rate:.0}"
+    ));
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+fn stream_scribble(file: &str, secs: f64) -> Result<ExitCode> {
+    use std::os::unix::fs::FileExt as _;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)?;
+    let len = f.metadata()?.len();
+    let start = Instant::now();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D ^ u64::from(std::process::id());
+    let mut writes = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        // xorshift64
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let at = (x % len.max(8)) & !7;
+        let value = x.rotate_left(17);
+        // Mostly small numbers (plausible slots, counts, pids), sometimes anything.
+        let value = if value.is_multiple_of(3) { value } else { value % 20 };
+        f.write_all_at(&value.to_le_bytes(), at)?;
+        writes += 1;
+    }
+    say(&format!("scribbled={writes}"));
     Ok(ExitCode::SUCCESS)
 }

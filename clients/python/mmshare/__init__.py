@@ -15,11 +15,12 @@ from .array import SharedArray
 from .client import Client, connect, default_socket_path
 from .errors import (AlreadyExists, Busy, ConnectError, FormatError, Internal, InvalidDtype,
                      InvalidName, InvalidShape, LostWriteSide, MmshareError, NoSpace, NotFound,
-                     PermissionDenied, ProtocolError, QuotaExceeded, Timeout, Torn)
+                     PermissionDenied, ProtocolError, QuotaExceeded, Timeout, Torn,
+                     WrongKind)
 
 __all__ = [
     "PROTOCOL_VERSION", "ArrayInfo", "SharedArray", "Client", "connect", "default_socket_path",
     "AlreadyExists", "Busy", "ConnectError", "FormatError", "Internal", "InvalidDtype",
     "InvalidName", "InvalidShape", "LostWriteSide", "MmshareError", "NoSpace", "NotFound",
-    "PermissionDenied", "ProtocolError", "QuotaExceeded", "Timeout", "Torn",
+    "PermissionDenied", "ProtocolError", "QuotaExceeded", "Timeout", "Torn", "WrongKind",
 ]

@@ -51,9 +51,14 @@ class Internal(MmshareError):
     kind = "Internal"
 
 
+class WrongKind(MmshareError):
+    """The name belongs to an array where a stream was asked for, or the other way round."""
+    kind = "WrongKind"
+
+
 # Wire order of ErrorKind (docs/PROTOCOL.md).
 BY_INDEX = [NotFound, AlreadyExists, InvalidName, InvalidDtype, InvalidShape,
-            PermissionDenied, QuotaExceeded, NoSpace, Busy, ProtocolError, Internal]
+            PermissionDenied, QuotaExceeded, NoSpace, Busy, ProtocolError, Internal, WrongKind]
 
 
 class ConnectError(MmshareError, ConnectionError):

@@ -3,6 +3,7 @@
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::fence;
 use std::time::Duration;
@@ -46,6 +47,8 @@ pub struct Publisher<T: Element> {
     state: PublisherState,
     me: u64,
     timeout: Duration,
+    /// What must live as long as this handle (the daemon connection that is its lease).
+    lease: Option<Arc<dyn std::fmt::Debug + Send + Sync>>,
     _element: PhantomData<fn() -> T>,
 }
 
@@ -133,8 +136,15 @@ impl<T: Element> Publisher<T> {
             state,
             me,
             timeout: DEFAULT_TIMEOUT,
+            lease: None,
             _element: PhantomData,
         })
+    }
+
+    /// Keeps `lease` alive as long as this handle (the client's daemon connection).
+    pub(crate) fn with_lease(mut self, lease: Arc<dyn std::fmt::Debug + Send + Sync>) -> Self {
+        self.lease = Some(lease);
+        self
     }
 
     /// The stream's files (header, statistics, subscribers).

@@ -4,6 +4,7 @@ use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::ops::Deref;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 use std::sync::atomic::fence;
 use std::time::Duration;
@@ -50,6 +51,8 @@ pub struct Subscriber<T: Element> {
     delivery: Delivery,
     me: u64,
     timeout: Duration,
+    /// What must live as long as this handle (the daemon connection that is its lease).
+    lease: Option<Arc<dyn std::fmt::Debug + Send + Sync>>,
     _element: PhantomData<fn() -> T>,
 }
 
@@ -125,8 +128,15 @@ impl<T: Element> Subscriber<T> {
             delivery,
             me,
             timeout: DEFAULT_TIMEOUT,
+            lease: None,
             _element: PhantomData,
         })
+    }
+
+    /// Keeps `lease` alive as long as this handle (the client's daemon connection).
+    pub(crate) fn with_lease(mut self, lease: Arc<dyn std::fmt::Debug + Send + Sync>) -> Self {
+        self.lease = Some(lease);
+        self
     }
 
     /// The stream's files (header, statistics, subscribers).

@@ -355,10 +355,11 @@ fn a_second_publisher_is_refused_and_a_new_one_continues_the_numbering() {
     let mut publisher = Publisher::<u64>::open(&path).unwrap();
     assert_eq!(publisher.next_number(), 2);
     // Frame 2 written and tagged, then the publisher "dies" before storing PUBLISHED.
-    let mut loan = publisher.loan().unwrap();
-    fill(&mut loan, 2);
-    let slot = loan.slot();
-    drop(loan);
+    let slot = {
+        let mut loan = publisher.loan().unwrap();
+        fill(&mut loan, 2);
+        loan.slot()
+    };
     publisher.files().ring().tags[slot].store(3, Relaxed);
     drop(publisher);
     let mut publisher = Publisher::<u64>::open(&path).unwrap();
@@ -598,7 +599,10 @@ fn latest_under_a_flat_out_publisher_returns_whole_frames() {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     // Until the publisher has gone through the ring many times while we watched.
     while last < 5_000 || taken < 5_000 {
-        assert!(std::time::Instant::now() < deadline, "the publisher made no progress");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the publisher made no progress"
+        );
         taken += 1;
         let sample = subscriber.latest().unwrap().expect("frames exist");
         assert!(

@@ -1,4 +1,5 @@
-//! The named arrays: what exists, where its file is, who may do what with it.
+//! The named arrays and streams: what exists, where its files are, who may do what with it.
+//! Arrays are handled here; streams (one directory each) in `streams`.
 //!
 //! The registry is rebuilt from the two directories at start (every header validated), kept in
 //! memory under one mutex, and changed only by create and delete. File work that can be slow
@@ -19,6 +20,9 @@ use mmshare::{
     ProcessId, RawArray, Recovery, TEMP_PREFIX, create_array_file, data_len, validate_name,
 };
 use tracing::{error, info, warn};
+
+mod streams;
+pub use streams::StreamEntry;
 
 /// Peer credentials of a connection (SO_PEERCRED).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +136,8 @@ impl Entry {
 #[derive(Debug, Default)]
 struct State {
     arrays: BTreeMap<String, Arc<Entry>>,
+    /// Streams, in the same namespace as arrays (a name is one or the other).
+    streams: BTreeMap<String, Arc<StreamEntry>>,
     /// Names being created right now (reserved, not yet visible).
     pending: HashSet<String>,
     /// Bytes of all files plus pending reservations.
@@ -308,6 +314,7 @@ impl Registry {
             registry.scan(Backing::Memory, &mut state)?;
             info!(
                 arrays = state.arrays.len(),
+                streams = state.streams.len(),
                 bytes = state.bytes,
                 "registry loaded"
             );
@@ -338,7 +345,12 @@ impl Registry {
                 continue;
             };
             if name.starts_with(TEMP_PREFIX) {
-                match std::fs::remove_file(&path) {
+                let removed = if item.file_type()?.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                match removed {
                     Ok(()) => {
                         info!(path = %path.display(), "removed the temp file of an interrupted create")
                     }
@@ -347,6 +359,10 @@ impl Registry {
                 continue;
             }
             if name.ends_with(".corrupt") || name == ".mmshared.lock" {
+                continue;
+            }
+            if validate_name(&name).is_ok() && item.file_type()?.is_dir() {
+                self.scan_stream(backing, name, path, state);
                 continue;
             }
             if validate_name(&name).is_err() || !item.file_type()?.is_file() {
@@ -369,7 +385,7 @@ impl Registry {
                 quarantine(&path, &format!("its header names it {:?}", header.name));
                 continue;
             }
-            if state.arrays.contains_key(&name) {
+            if state.arrays.contains_key(&name) || state.streams.contains_key(&name) {
                 quarantine(
                     &path,
                     "an array of the same name exists in the other directory",
@@ -402,7 +418,17 @@ impl Registry {
     fn lookup(&self, name: &str) -> Result<Arc<Entry>, RequestError> {
         validate_name(name)
             .map_err(|e| RequestError::new(ErrorKind::InvalidName, e.to_string()))?;
-        self.get(name).ok_or_else(|| not_found(name))
+        let state = self.lock();
+        if let Some(entry) = state.arrays.get(name) {
+            return Ok(entry.clone());
+        }
+        if state.streams.contains_key(name) {
+            return Err(RequestError::new(
+                ErrorKind::WrongKind,
+                format!("{name:?} is a stream, not an array: subscribe to it or publish to it"),
+            ));
+        }
+        Err(not_found(name))
     }
 
     /// Creates an array owned by `who` and returns its description and a read-write file.
@@ -444,6 +470,12 @@ impl Registry {
         let wait_until = Instant::now() + Duration::from_secs(5);
         loop {
             let mut state = self.lock();
+            if state.streams.contains_key(name) {
+                return Err(RequestError::new(
+                    ErrorKind::AlreadyExists,
+                    format!("a stream named {name:?} exists; arrays and streams share names"),
+                ));
+            }
             if let Some(existing) = state.arrays.get(name).cloned() {
                 drop(state);
                 let h = &existing.header;
@@ -496,16 +528,7 @@ impl Registry {
                     format!("array {name:?} is being created by another client"),
                 ));
             }
-            let count = state.arrays.len() + state.pending.len();
-            if count >= self.limits.max_arrays {
-                return Err(RequestError::new(
-                    ErrorKind::QuotaExceeded,
-                    format!(
-                        "the daemon already holds {count} arrays (--max-arrays {})",
-                        self.limits.max_arrays
-                    ),
-                ));
-            }
+            self.check_count(&state)?;
             let new_total = state.bytes.saturating_add(file_len);
             if let Some(max) = self.limits.max_bytes
                 && new_total > max
@@ -686,6 +709,9 @@ impl Registry {
         validate_name(name)
             .map_err(|e| RequestError::new(ErrorKind::InvalidName, e.to_string()))?;
         let mut state = self.lock();
+        if state.streams.contains_key(name) {
+            return self.delete_stream(&mut state, who, name);
+        }
         let entry = state
             .arrays
             .get(name)
@@ -703,6 +729,21 @@ impl Registry {
         state.unidentified.remove(name);
         state.bytes = state.bytes.saturating_sub(entry.header.file_len());
         info!(name, uid = who.uid, "deleted");
+        Ok(())
+    }
+
+    /// Refuses a new name when the daemon holds `--max-arrays` arrays and streams already.
+    fn check_count(&self, state: &State) -> Result<(), RequestError> {
+        let count = state.arrays.len() + state.streams.len() + state.pending.len();
+        if count >= self.limits.max_arrays {
+            return Err(RequestError::new(
+                ErrorKind::QuotaExceeded,
+                format!(
+                    "the daemon already holds {count} arrays and streams (--max-arrays {})",
+                    self.limits.max_arrays
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -776,6 +817,7 @@ impl Registry {
     /// `UNIDENTIFIED_GRACE` only while no connection holds write access. A recorded writer
     /// whose liveness is `Unknown` is never taken over.
     pub fn recover_all(&self) {
+        self.reclaim_streams(None);
         let entries: Vec<(Arc<Entry>, bool)> = {
             let state = self.lock();
             state
@@ -813,6 +855,9 @@ impl Registry {
         // One deadline for all of them: a client that left many arrays odd on purpose cannot
         // hold this blocking thread for long (the periodic check covers what is left).
         let deadline = Instant::now() + Duration::from_secs(2);
+        if names.iter().any(|n| self.lock().streams.contains_key(n)) {
+            self.reclaim_after_close(pid, deadline);
+        }
         for name in names {
             let Some(entry) = self.get(name) else {
                 continue;

@@ -1,0 +1,560 @@
+//! The streams the daemon serves: creating them, handing out their two descriptors, listing,
+//! deleting, and reclaiming the records of subscribers that died.
+//!
+//! A stream is a directory `NAME/` with `data` and `control` (see the library's `stream`
+//! module). The daemon keeps both mapped (the data file read-write) to report frames published
+//! and subscribers, and to reclaim dead subscribers' records; it is never on the data path.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, MutexGuard};
+use std::time::{Duration, Instant};
+
+use mmshare::proto::{
+    Backing, ErrorKind, MAX_MESSAGE, ObjectInfo, StreamInfo, StreamRole, SubscriberStat, WireOrder,
+};
+use mmshare::{
+    CONTROL_FILE, CreateError, DATA_FILE, DType, FormatError, Header, Kind, Liveness, Order,
+    ProcessId, StreamError, StreamFiles, StreamSpec, TEMP_PREFIX, create_stream_files,
+    validate_name,
+};
+use tracing::{error, info, warn};
+
+use super::{
+    Creds, Perm, Registry, RequestError, State, denied, file_id, internal, no_space, not_found,
+    permits, quarantine,
+};
+
+/// One stream the daemon serves.
+#[derive(Debug)]
+pub struct StreamEntry {
+    /// The data file's header (dtype, frame shape, slots, owner, mode).
+    pub header: Header,
+    /// Which directory it lives in.
+    pub backing: Backing,
+    /// Its directory.
+    pub path: PathBuf,
+    /// The daemon's own mapping of both files.
+    pub files: StreamFiles,
+    /// Device and inode of the data file, to check that files opened by path are this stream.
+    pub id: (u64, u64),
+}
+
+fn wire_order(order: Order) -> WireOrder {
+    match order {
+        Order::C => WireOrder::C,
+        Order::F => WireOrder::F,
+    }
+}
+
+impl StreamEntry {
+    fn open(header: Header, backing: Backing, path: PathBuf) -> Result<StreamEntry, String> {
+        let files = StreamFiles::open(&path, true).map_err(|e| e.to_string())?;
+        let id = file_id(files.data_file()).map_err(|e| e.to_string())?;
+        Ok(StreamEntry {
+            header,
+            backing,
+            path,
+            files,
+            id,
+        })
+    }
+
+    /// Whether the data file still holds every slot (a publisher could truncate it; the
+    /// daemon then stops touching its mapping).
+    pub fn intact(&self) -> bool {
+        self.files
+            .data_file()
+            .metadata()
+            .is_ok_and(|m| m.len() >= self.header.file_len())
+    }
+
+    /// The description sent to clients; `subscribers` lists each subscriber (Stat) or none
+    /// (ListAll, to keep pages small).
+    pub fn info(&self, subscribers: bool) -> StreamInfo {
+        let Kind::Stream {
+            slots,
+            max_subscribers,
+        } = self.header.kind
+        else {
+            unreachable!("stream entries hold stream headers");
+        };
+        let intact = self.intact();
+        let subs = if subscribers && intact {
+            self.files
+                .subscribers()
+                .into_iter()
+                .map(|s| SubscriberStat {
+                    pid: s.who.pid,
+                    lossless: s.lossless,
+                    max_held: s.max_held as u32,
+                    lag: s.lag,
+                    missed: s.missed,
+                    received: s.received,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        StreamInfo {
+            name: self.header.name.clone(),
+            dtype: self.header.dtype.descr().to_owned(),
+            shape: self.header.shape.clone(),
+            order: wire_order(self.header.order),
+            slots,
+            max_subscribers,
+            data_offset: self.header.data_offset,
+            frame_len: self.header.data_len,
+            slot_stride: self.header.slot_stride(),
+            published: if intact { self.files.published() } else { 0 },
+            backing: self.backing,
+            owner_uid: self.header.owner_uid,
+            owner_gid: self.header.owner_gid,
+            mode: self.header.mode,
+            path: self.path.display().to_string(),
+            publisher: if intact {
+                self.files.publisher().map(|p| p.pid)
+            } else {
+                None
+            },
+            subscribers: subs,
+        }
+    }
+
+    /// Bytes its files take.
+    fn bytes(&self) -> u64 {
+        stream_bytes(&self.header)
+    }
+}
+
+fn stream_bytes(header: &Header) -> u64 {
+    let Kind::Stream {
+        max_subscribers, ..
+    } = header.kind
+    else {
+        return header.file_len();
+    };
+    header
+        .file_len()
+        .saturating_add(4096 + 256 * u64::from(max_subscribers))
+}
+
+fn wrong_kind(name: &str) -> RequestError {
+    RequestError::new(
+        ErrorKind::WrongKind,
+        format!("{name:?} is an array, not a stream: open it as an array"),
+    )
+}
+
+impl Registry {
+    /// Adds the stream directory `path` found at start, or quarantines it.
+    pub(super) fn scan_stream(
+        &self,
+        backing: Backing,
+        name: String,
+        path: PathBuf,
+        state: &mut State,
+    ) {
+        let data = path.join(DATA_FILE);
+        let header = match StreamFiles::open(&path, true) {
+            Ok(files) => files.header().clone(),
+            Err(StreamError::Open(mmshare::OpenError::Format { source, .. })) => {
+                quarantine(&path, &source.to_string());
+                return;
+            }
+            Err(e @ (StreamError::BadControl { .. } | StreamError::WrongKind { .. })) => {
+                quarantine(&path, &e.to_string());
+                return;
+            }
+            Err(e) => {
+                error!(path = %data.display(), "cannot open stream, not serving it: {e}");
+                return;
+            }
+        };
+        if header.name != name {
+            quarantine(&path, &format!("its header names it {:?}", header.name));
+            return;
+        }
+        if state.arrays.contains_key(&name) || state.streams.contains_key(&name) {
+            quarantine(
+                &path,
+                "an array or stream of the same name exists in the other directory",
+            );
+            return;
+        }
+        match StreamEntry::open(header, backing, path.clone()) {
+            Ok(entry) => {
+                state.bytes = state.bytes.saturating_add(entry.bytes());
+                state.streams.insert(name, Arc::new(entry));
+            }
+            Err(e) => error!(path = %path.display(), "cannot map stream, not serving it: {e}"),
+        }
+    }
+
+    fn lookup_stream(&self, name: &str) -> Result<Arc<StreamEntry>, RequestError> {
+        validate_name(name)
+            .map_err(|e| RequestError::new(ErrorKind::InvalidName, e.to_string()))?;
+        let state = self.lock();
+        if let Some(entry) = state.streams.get(name) {
+            return Ok(entry.clone());
+        }
+        if state.arrays.contains_key(name) {
+            return Err(wrong_kind(name));
+        }
+        Err(RequestError::new(
+            ErrorKind::NotFound,
+            format!("no stream named {name:?}"),
+        ))
+    }
+
+    /// Creates a stream owned by `who`.
+    ///
+    /// # Errors
+    /// InvalidName, InvalidDtype, InvalidShape (also for bad `slots` or `max_subscribers`),
+    /// ProtocolError (mode), AlreadyExists, QuotaExceeded, NoSpace, Internal; nothing is left
+    /// behind on any of them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_stream(
+        &self,
+        who: Creds,
+        name: &str,
+        dtype: &str,
+        shape: &[u64],
+        order: WireOrder,
+        slots: u32,
+        max_subscribers: u32,
+        backing: Backing,
+        mode: u32,
+        exist_ok: bool,
+    ) -> Result<StreamInfo, RequestError> {
+        validate_name(name)
+            .map_err(|e| RequestError::new(ErrorKind::InvalidName, e.to_string()))?;
+        let dtype = DType::parse(dtype)
+            .map_err(|e| RequestError::new(ErrorKind::InvalidDtype, e.to_string()))?;
+        if mode & !0o777 != 0 {
+            return Err(RequestError::new(
+                ErrorKind::ProtocolError,
+                format!("mode {mode:#o} has bits outside 0o777"),
+            ));
+        }
+        let order = match order {
+            WireOrder::C => Order::C,
+            WireOrder::F => Order::F,
+        };
+        let mut spec = StreamSpec::new(name, dtype, shape.to_vec());
+        spec.frame.order = order;
+        spec.frame.owner_uid = who.uid;
+        spec.frame.owner_gid = who.gid;
+        spec.frame.mode = mode;
+        spec.slots = slots;
+        spec.max_subscribers = max_subscribers;
+        let header = Header::new_stream(&spec).map_err(|e| {
+            let kind = match e {
+                FormatError::BadName(_) => ErrorKind::InvalidName,
+                _ => ErrorKind::InvalidShape,
+            };
+            RequestError::new(kind, e.to_string())
+        })?;
+        let bytes = stream_bytes(&header);
+        {
+            let mut state = self.lock();
+            if let Some(existing) = state.streams.get(name).cloned() {
+                let h = &existing.header;
+                let same = h.dtype == dtype
+                    && h.shape == shape
+                    && h.order == order
+                    && h.kind == header.kind
+                    && existing.backing == backing;
+                if exist_ok && same {
+                    drop(state);
+                    if !permits(&existing.header, who, Perm::Read) {
+                        return Err(denied(name, who, "open", &existing.header));
+                    }
+                    return Ok(existing.info(true));
+                }
+                return Err(RequestError::new(
+                    ErrorKind::AlreadyExists,
+                    format!(
+                        "stream {name:?} already exists ({} {:?}, {} slots)",
+                        h.dtype.descr(),
+                        h.shape,
+                        existing.files.slots()
+                    ),
+                ));
+            }
+            if state.arrays.contains_key(name) {
+                return Err(RequestError::new(
+                    ErrorKind::AlreadyExists,
+                    format!("an array named {name:?} exists; arrays and streams share names"),
+                ));
+            }
+            if state.pending.contains(name) {
+                return Err(RequestError::new(
+                    ErrorKind::AlreadyExists,
+                    format!("{name:?} is being created by another client"),
+                ));
+            }
+            self.check_count(&state)?;
+            let new_total = state.bytes.saturating_add(bytes);
+            if let Some(max) = self.limits.max_bytes
+                && new_total > max
+            {
+                return Err(RequestError::new(
+                    ErrorKind::QuotaExceeded,
+                    format!(
+                        "stream {name:?} needs {bytes} bytes; {} of --max-bytes {max} are in use",
+                        state.bytes
+                    ),
+                ));
+            }
+            state.pending.insert(name.to_owned());
+            state.bytes = new_total;
+        }
+        let result = self.create_stream_files(name, &spec, backing);
+        let mut state = self.lock();
+        state.pending.remove(name);
+        match result {
+            Ok(entry) => {
+                let info = entry.info(true);
+                state.streams.insert(name.to_owned(), entry);
+                info!(
+                    name,
+                    uid = who.uid,
+                    bytes,
+                    slots,
+                    ?backing,
+                    "stream created"
+                );
+                Ok(info)
+            }
+            Err(e) => {
+                state.bytes = state.bytes.saturating_sub(bytes);
+                Err(e)
+            }
+        }
+    }
+
+    fn create_stream_files(
+        &self,
+        name: &str,
+        spec: &StreamSpec,
+        backing: Backing,
+    ) -> Result<Arc<StreamEntry>, RequestError> {
+        let dir = self.dir(backing);
+        let (path, header) = create_stream_files(dir, spec).map_err(|e| match e {
+            CreateError::Invalid(other) => {
+                RequestError::new(ErrorKind::InvalidShape, other.to_string())
+            }
+            CreateError::AlreadyExists(p) => RequestError::new(
+                ErrorKind::AlreadyExists,
+                format!("files for {name:?} already exist at {}", p.display()),
+            ),
+            CreateError::NoSpace { needed, dir } => no_space(name, needed, &dir),
+            CreateError::Io { .. } => internal("stream create failed", e),
+        })?;
+        match StreamEntry::open(header, backing, path.clone()) {
+            Ok(entry) => Ok(Arc::new(entry)),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&path);
+                Err(internal("cannot map the new stream", e))
+            }
+        }
+    }
+
+    /// Attaches `who` to a stream: returns its description, the data file (read-write for
+    /// the publisher, read-only for a subscriber) and the control file.
+    ///
+    /// # Errors
+    /// InvalidName, NotFound, WrongKind, PermissionDenied (write to publish, read to
+    /// subscribe), Busy (a live publisher is attached), Internal.
+    pub fn open_stream(
+        &self,
+        who: Creds,
+        name: &str,
+        role: StreamRole,
+    ) -> Result<(StreamInfo, File, File), RequestError> {
+        let entry = self.lookup_stream(name)?;
+        let (perm, what) = match role {
+            StreamRole::Publish => (Perm::Write, "publish to"),
+            StreamRole::Subscribe => (Perm::Read, "subscribe to"),
+        };
+        if !permits(&entry.header, who, perm) {
+            return Err(denied(name, who, what, &entry.header));
+        }
+        if role == StreamRole::Publish
+            && entry.intact()
+            && let Some(publisher) = entry.files.publisher()
+            && self.judge(name, publisher) != Liveness::Dead
+        {
+            return Err(RequestError::new(
+                ErrorKind::Busy,
+                format!(
+                    "stream {name:?} already has a publisher (pid {}); a stream has one at a time",
+                    publisher.pid
+                ),
+            ));
+        }
+        let open = |file: &str, write: bool| {
+            OpenOptions::new()
+                .read(true)
+                .write(write)
+                .open(entry.path.join(file))
+                .map_err(|e| {
+                    if e.kind() == io::ErrorKind::NotFound {
+                        not_found(name)
+                    } else {
+                        internal("cannot open stream file", e)
+                    }
+                })
+        };
+        let data = open(DATA_FILE, role == StreamRole::Publish)?;
+        let control = open(CONTROL_FILE, true)?;
+        if file_id(&data).ok() != Some(entry.id) {
+            return Err(not_found(name));
+        }
+        Ok((entry.info(true), data, control))
+    }
+
+    /// Describes a stream (needs read permission); `None` if `name` is not a stream.
+    ///
+    /// # Errors
+    /// PermissionDenied.
+    pub fn stat_stream(&self, who: Creds, name: &str) -> Option<Result<StreamInfo, RequestError>> {
+        let entry = self.lock().streams.get(name).cloned()?;
+        Some(if permits(&entry.header, who, Perm::Read) {
+            Ok(entry.info(true))
+        } else {
+            Err(denied(name, who, "stat", &entry.header))
+        })
+    }
+
+    /// One page of the arrays and streams `who` may read whose names start with `prefix`,
+    /// after `after`; and whether more follow.
+    pub fn list_all(
+        &self,
+        who: Creds,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> (Vec<ObjectInfo>, bool) {
+        enum Item {
+            Array(Arc<super::Entry>),
+            Stream(Arc<StreamEntry>),
+        }
+        let items: Vec<(String, Item)> = {
+            let state = self.lock();
+            let keep = |k: &String| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a);
+            let mut items: Vec<(String, Item)> = state
+                .arrays
+                .iter()
+                .filter(|(k, _)| keep(k))
+                .map(|(k, e)| (k.clone(), Item::Array(e.clone())))
+                .chain(
+                    state
+                        .streams
+                        .iter()
+                        .filter(|(k, _)| keep(k))
+                        .map(|(k, e)| (k.clone(), Item::Stream(e.clone()))),
+                )
+                .collect();
+            items.sort_by(|a, b| a.0.cmp(&b.0));
+            items
+        };
+        let budget = MAX_MESSAGE - 64;
+        let mut used = 0;
+        let mut page = Vec::new();
+        for (_, item) in items {
+            let info = match item {
+                Item::Array(e) if permits(&e.header, who, Perm::Read) => {
+                    ObjectInfo::Array(e.info())
+                }
+                Item::Stream(e) if permits(&e.header, who, Perm::Read) => {
+                    ObjectInfo::Stream(e.info(false))
+                }
+                _ => continue,
+            };
+            let size = mmshare::proto::encode(&info).map_or(budget, |b| b.len());
+            if used + size > budget {
+                return (page, true);
+            }
+            used += size;
+            page.push(info);
+        }
+        (page, false)
+    }
+
+    /// Deletes a stream: its directory is renamed aside (so the name is free at once) and
+    /// removed. Processes that map its files keep streaming on them.
+    pub(super) fn delete_stream(
+        &self,
+        state: &mut MutexGuard<'_, State>,
+        who: Creds,
+        name: &str,
+    ) -> Result<(), RequestError> {
+        let entry = state
+            .streams
+            .get(name)
+            .cloned()
+            .ok_or_else(|| not_found(name))?;
+        if !permits(&entry.header, who, Perm::Write) {
+            return Err(denied(name, who, "delete", &entry.header));
+        }
+        let parent = entry.path.parent().unwrap_or(Path::new("."));
+        let aside = parent.join(format!(
+            "{TEMP_PREFIX}deleted-{}-{}",
+            std::process::id(),
+            mmshare::ProcessId::current().start_time ^ entry.id.1
+        ));
+        match std::fs::rename(&entry.path, &aside) {
+            Ok(()) => {
+                if let Err(e) = std::fs::remove_dir_all(&aside) {
+                    warn!(path = %aside.display(), "cannot remove a deleted stream's files: {e}");
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(internal("cannot remove stream directory", e)),
+        }
+        state.streams.remove(name);
+        state.bytes = state.bytes.saturating_sub(entry.bytes());
+        info!(name, uid = who.uid, "stream deleted");
+        Ok(())
+    }
+
+    /// Frees the records of subscribers that are positively dead, in every stream (or only
+    /// those of `pid`, after its connection closed); run periodically.
+    pub(crate) fn reclaim_streams(&self, pid: Option<u32>) -> usize {
+        let streams: Vec<Arc<StreamEntry>> = self.lock().streams.values().cloned().collect();
+        let mut freed = 0;
+        for entry in streams {
+            if !entry.intact() {
+                continue;
+            }
+            let name = &entry.header.name;
+            let n = entry.files.reclaim_subscribers(|who: ProcessId| {
+                if pid.is_some_and(|p| p != who.pid) {
+                    return Liveness::Unknown;
+                }
+                self.judge(name, who)
+            });
+            if n > 0 {
+                warn!(
+                    name,
+                    records = n,
+                    "reclaimed the records of dead subscribers"
+                );
+                freed += n;
+            }
+        }
+        freed
+    }
+
+    /// After a connection that had streams open closed: waits (until `deadline`) for that
+    /// process to finish exiting, then reclaims its subscriber records.
+    pub(crate) fn reclaim_after_close(&self, pid: u32, deadline: Instant) {
+        let me = ProcessId::read(pid);
+        while me.is_some_and(|p| p.liveness() == Liveness::Alive) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.reclaim_streams(Some(pid));
+    }
+}

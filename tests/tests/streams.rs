@@ -1,0 +1,292 @@
+//! Streams across real processes and a real daemon: every frame through lossless
+//! subscribers, exact books for lossy ones, `latest()` under a flat-out publisher, and the
+//! crash and scribbler cases (SIGKILL of a subscriber, of a publisher mid-loan, of the daemon;
+//! random bytes in the control file).
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::time::{Duration, Instant};
+
+use common::{Daemon, Worker, field, pattern};
+use mmshare::{Delivery, ErrorKind, ObjectInfo, StreamInfo, StreamOptions};
+
+const WATCHDOG: Duration = Duration::from_secs(120);
+
+fn socket(daemon: &Daemon) -> String {
+    daemon.socket.display().to_string()
+}
+
+/// A stream of u64 frames of 64 elements (what the workers use).
+fn create(daemon: &Daemon, name: &str, slots: u32) -> StreamInfo {
+    daemon
+        .client()
+        .create_stream(&StreamOptions::new(name, "uint64", &[64]).slots(slots))
+        .unwrap()
+}
+
+fn describe(daemon: &Daemon, name: &str) -> StreamInfo {
+    match daemon.client().describe(name).unwrap() {
+        ObjectInfo::Stream(info) => info,
+        other => panic!("{name} is not a stream: {other:?}"),
+    }
+}
+
+/// Waits (watchdog `WATCHDOG`) until `done` holds.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < WATCHDOG, "watchdog: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    start.elapsed()
+}
+
+fn publish(publisher: &mut mmshare::Publisher<u64>) -> u64 {
+    let mut loan = publisher.loan().unwrap();
+    let n = loan.number();
+    for (i, x) in loan.iter_mut().enumerate() {
+        *x = pattern(n, i);
+    }
+    loan.publish()
+}
+
+fn is_frame(frame: &[u64], n: u64) -> bool {
+    frame.iter().enumerate().all(|(i, &x)| x == pattern(n, i))
+}
+
+/// Lossless: 100 000 frames through three subscriber processes, each frame's content and
+/// number checked by each, none missed or duplicated (the workers exit 3 on any gap or
+/// mismatch).
+#[test]
+fn lossless_frames_all_reach_three_subscriber_processes() {
+    const FRAMES: u64 = 100_000;
+    let daemon = Daemon::start(&[]);
+    let info = create(&daemon, "frames", 8);
+    assert_eq!((info.slots, info.frame_len, info.published), (8, 512, 0));
+    let sock = socket(&daemon);
+    let last = (FRAMES - 1).to_string();
+    let mut subs: Vec<Worker> = (0..3)
+        .map(|_| Worker::spawn(&["stream-sub", &sock, "frames", "lossless", &last]))
+        .collect();
+    for sub in &mut subs {
+        sub.expect_line("subscribed next=0", WATCHDOG);
+    }
+    let info = describe(&daemon, "frames");
+    assert_eq!(info.subscribers.len(), 3);
+    assert!(
+        info.subscribers
+            .iter()
+            .all(|s| s.lossless && s.max_held == 1)
+    );
+    let publisher = Worker::spawn(&["stream-pub", &sock, "frames", &FRAMES.to_string()]);
+    let (status, lines) = publisher.finish(WATCHDOG);
+    assert!(status.success(), "publisher: {lines:?}");
+    for sub in subs {
+        let (status, lines) = sub.finish(WATCHDOG);
+        assert!(status.success(), "subscriber: {status:?} {lines:?}");
+        let report = lines.last().unwrap();
+        assert_eq!(field(report, "received"), FRAMES, "{report}");
+        assert_eq!(field(report, "missed"), 0, "{report}");
+        assert_eq!(field(report, "last"), FRAMES - 1, "{report}");
+    }
+    assert_eq!(describe(&daemon, "frames").published, FRAMES);
+}
+
+/// Lossy: a deliberately slow subscriber never slows the publisher, and its books are exact:
+/// received + missed == published.
+#[test]
+fn a_slow_lossy_subscriber_counts_exactly_what_it_missed() {
+    const FRAMES: u64 = 20_000;
+    let daemon = Daemon::start(&[]);
+    create(&daemon, "fast", 8);
+    let sock = socket(&daemon);
+    let last = (FRAMES - 1).to_string();
+    let mut slow = Worker::spawn(&["stream-sub", &sock, "fast", "lossy", &last, "200"]);
+    slow.expect_line("subscribed next=0", WATCHDOG);
+    let publisher = Worker::spawn(&["stream-pub", &sock, "fast", &FRAMES.to_string()]);
+    let (status, lines) = publisher.finish(WATCHDOG);
+    assert!(status.success(), "publisher: {lines:?}");
+    let (status, lines) = slow.finish(WATCHDOG);
+    assert!(status.success(), "subscriber: {status:?} {lines:?}");
+    let report = lines.last().unwrap();
+    let (received, missed) = (field(report, "received"), field(report, "missed"));
+    assert_eq!(received + missed, FRAMES, "{report}");
+    assert!(
+        missed > 0,
+        "the slow subscriber should have fallen behind: {report}"
+    );
+    assert_eq!(field(report, "last"), FRAMES - 1);
+}
+
+/// `latest()` never starves: under a publisher running flat out it keeps returning whole,
+/// non-decreasing frames (the worker checks each; it stops after 20 000 or reports fewer).
+#[test]
+fn latest_under_a_flat_out_publisher_keeps_returning_whole_frames() {
+    let daemon = Daemon::start(&[]);
+    create(&daemon, "flat", 4);
+    let sock = socket(&daemon);
+    let mut publisher = Worker::spawn(&["stream-pub", &sock, "flat", "1000000000"]);
+    eventually("the publisher publishes", || {
+        describe(&daemon, "flat").published > 100
+    });
+    let reader = Worker::spawn(&["stream-latest", &sock, "flat", "20000"]);
+    let (status, lines) = reader.finish(WATCHDOG);
+    let published = describe(&daemon, "flat").published;
+    publisher.child.kill().unwrap();
+    publisher.child.wait().unwrap();
+    assert!(status.success(), "{status:?} {lines:?}");
+    let report = lines.last().unwrap();
+    assert_eq!(field(report, "latest"), 20_000, "{report}");
+    assert_eq!(field(report, "bad"), 0, "{report}");
+    assert!(
+        field(report, "newest") > 100 && published > 20_000,
+        "{report}, {published}"
+    );
+    println!("latest() under a flat-out publisher: {report}");
+}
+
+/// SIGKILL a lossless subscriber that holds a sample: the daemon reclaims its record (its
+/// hold and its cursor), and the publisher, held back until then, goes on.
+#[test]
+fn a_killed_subscriber_holding_a_sample_stops_holding_the_publisher_back() {
+    let daemon = Daemon::start(&[]);
+    create(&daemon, "held", 4);
+    let sock = socket(&daemon);
+    let mut holder = Worker::spawn(&["stream-hold", &sock, "held", "lossless"]);
+    holder.expect_line("subscribed", WATCHDOG);
+    let client = daemon.client();
+    let mut publisher = client.publisher::<u64>("held").unwrap();
+    publish(&mut publisher);
+    holder.expect_line("holding 0", WATCHDOG);
+    while publisher.try_loan().unwrap().is_some_and(|loan| {
+        let n = loan.number();
+        let mut loan = loan;
+        loan.fill(n);
+        loan.publish();
+        true
+    }) {}
+    assert!(
+        publisher.try_loan().unwrap().is_none(),
+        "held back by the lossless subscriber"
+    );
+    holder.kill();
+    let took = eventually("the dead subscriber's record is reclaimed", || {
+        publisher.try_loan().unwrap().is_some()
+    });
+    println!("reclaimed {took:?} after the SIGKILL");
+    assert!(describe(&daemon, "held").subscribers.is_empty());
+    assert!(daemon.log_has("reclaimed the records of dead subscribers"));
+}
+
+/// SIGKILL the publisher in the middle of a loan: nothing half-written is delivered, a new
+/// publisher can attach (after the daemon sees the old one gone), and numbering continues.
+#[test]
+fn a_publisher_killed_mid_loan_delivers_nothing_half_written() {
+    let daemon = Daemon::start(&[]);
+    create(&daemon, "cam", 4);
+    let client = daemon.client();
+    let subscriber = client.subscribe::<u64>("cam", Delivery::Lossless).unwrap();
+    {
+        let mut publisher = client.publisher::<u64>("cam").unwrap();
+        for _ in 0..2 {
+            publish(&mut publisher);
+        }
+    }
+    let mut doomed = Worker::spawn(&["stream-loan-hold", &socket(&daemon), "cam"]);
+    doomed.expect_line("loaned 2", WATCHDOG);
+    let busy = client.publisher::<u64>("cam").unwrap_err();
+    assert_eq!(busy.kind(), Some(ErrorKind::Busy), "{busy}");
+    doomed.kill();
+    let mut publisher = client.publisher::<u64>("cam").unwrap();
+    assert_eq!(publisher.next_number(), 2);
+    assert_eq!(publish(&mut publisher), 2);
+    let got: Vec<u64> = std::iter::from_fn(|| {
+        subscriber.receive().unwrap().map(|s| {
+            assert!(
+                is_frame(&s, s.number()),
+                "frame {} is not whole",
+                s.number()
+            );
+            s.number()
+        })
+    })
+    .collect();
+    assert_eq!(got, [0, 1, 2]);
+}
+
+/// SIGKILL the daemon: publisher and subscriber keep streaming (the daemon is not on the
+/// data path). A subscriber that dies while the daemon is down is reclaimed after the
+/// restart.
+#[test]
+fn streams_outlive_the_daemon_and_dead_records_are_reclaimed_after_a_restart() {
+    const FRAMES: u64 = 30_000;
+    let mut daemon = Daemon::start(&[]);
+    create(&daemon, "live", 8);
+    let sock = socket(&daemon);
+    let last = (FRAMES - 1).to_string();
+    let mut sub = Worker::spawn(&["stream-sub", &sock, "live", "lossless", &last]);
+    sub.expect_line("subscribed next=0", WATCHDOG);
+    let mut holder = Worker::spawn(&["stream-hold", &sock, "live", "lossy"]);
+    holder.expect_line("subscribed", WATCHDOG);
+    let publisher = Worker::spawn(&["stream-pub", &sock, "live", &FRAMES.to_string()]);
+    holder.expect_line("holding", WATCHDOG);
+    daemon.kill();
+    holder.kill();
+    let (status, lines) = publisher.finish(WATCHDOG);
+    assert!(status.success(), "publisher: {lines:?}");
+    let (status, lines) = sub.finish(WATCHDOG);
+    assert!(status.success(), "subscriber: {status:?} {lines:?}");
+    assert_eq!(field(lines.last().unwrap(), "received"), FRAMES);
+    daemon.restart();
+    eventually("the dead holder's record is reclaimed", || {
+        describe(&daemon, "live").subscribers.is_empty()
+    });
+    assert_eq!(describe(&daemon, "live").published, FRAMES);
+}
+
+/// A process that writes random words all over the control file while a pipeline runs can
+/// cost frames or time, never a crash: no process dies of a signal, the daemon keeps
+/// serving, and afterwards the stream still works.
+#[test]
+fn scribbling_on_the_control_file_never_crashes_anyone() {
+    let daemon = Daemon::start(&[]);
+    let info = create(&daemon, "scribbled", 8);
+    let sock = socket(&daemon);
+    let control = std::path::Path::new(&info.path).join(mmshare::CONTROL_FILE);
+    let mut subs: Vec<Worker> = ["lossy", "lossless"]
+        .iter()
+        .map(|mode| Worker::spawn(&["stream-sub", &sock, "scribbled", mode, "19999"]))
+        .collect();
+    for sub in &mut subs {
+        sub.expect_line("subscribed", WATCHDOG);
+    }
+    let scribbler = Worker::spawn(&["stream-scribble", &control.display().to_string(), "3"]);
+    let publisher = Worker::spawn(&["stream-pub", &sock, "scribbled", "20000"]);
+    let (status, lines) = scribbler.finish(WATCHDOG);
+    assert!(status.success(), "scribbler: {lines:?}");
+    for (who, worker) in
+        std::iter::once(("publisher", publisher)).chain(subs.into_iter().map(|s| ("subscriber", s)))
+    {
+        let (status, lines) = worker.finish(WATCHDOG);
+        assert_eq!(status.signal(), None, "{who} died of a signal: {lines:?}");
+        // Success, a clean error (1), a frame reported not intact or a gap (3), or a timeout
+        // (4): the scribbler may cause any of these, never a crash.
+        assert!(
+            matches!(status.code(), Some(0 | 1 | 3 | 4)),
+            "{who}: {status:?} {lines:?}"
+        );
+    }
+    // The daemon serves, and a fresh pipeline works once the scribbling stopped.
+    let info = describe(&daemon, "scribbled");
+    assert!(info.published > 0);
+    let client = daemon.client();
+    let fresh = client.subscribe::<u64>("scribbled", Delivery::Lossy);
+    if let Ok(subscriber) = fresh {
+        let mut publisher = client.publisher::<u64>("scribbled").unwrap();
+        let n = publish(&mut publisher);
+        let sample = subscriber.receive_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(sample.number(), n);
+        assert!(is_frame(&sample, n));
+    }
+}
