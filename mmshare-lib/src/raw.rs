@@ -1483,4 +1483,135 @@ mod tests {
             assert_eq!(r.wait_for_version(1, Duration::from_secs(10)), Ok(2));
         });
     }
+
+    /// The streamed writer reports the data length and the version it will publish, and
+    /// stores bytes where asked; the streamed reader reports the length and loads them back.
+    /// An array with no elements is empty to both.
+    #[test]
+    fn streamed_reader_and_writer_report_len_and_version_and_move_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), 21);
+        let w = RawArray::open(&path, Access::Write).unwrap();
+        let r = RawArray::open(&path, Access::Read).unwrap();
+        for version in 1..=2 {
+            let seen = w
+                .write_stream(|bw| {
+                    bw.write_at(3, &[version as u8; 5]);
+                    (bw.len(), bw.is_empty(), bw.version(), format!("{bw:?}"))
+                })
+                .unwrap();
+            assert_eq!(
+                seen,
+                (21, false, version, "ByteWriter { len: 21 }".to_owned())
+            );
+        }
+        let (seen, snap) = r
+            .read_stream(|br| {
+                let mut buf = [0u8; 7];
+                br.read_at(2, &mut buf);
+                (br.len(), br.is_empty(), buf)
+            })
+            .unwrap();
+        assert_eq!(seen, (21, false, [0, 2, 2, 2, 2, 2, 0]));
+        assert_eq!(
+            snap,
+            Snapshot {
+                version: 2,
+                torn: false
+            }
+        );
+        let empty = make(&dir.path().join("empty"), 0);
+        let e = RawArray::open(&empty, Access::Write).unwrap();
+        assert_eq!(
+            e.write_stream(|bw| (bw.len(), bw.is_empty())),
+            Ok((0, true))
+        );
+        assert_eq!(
+            e.read_stream(|br| (br.len(), br.is_empty()))
+                .map(|(seen, _)| seen),
+            Ok((0, true))
+        );
+    }
+
+    /// A handle set to accept torn data reads a TORN array and is told it is torn; set back,
+    /// it refuses it again.
+    #[test]
+    fn a_handle_that_accepts_torn_data_reads_a_torn_array() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), 8);
+        let w = RawArray::open(&path, Access::Write).unwrap();
+        w.write_stream(|bw| {
+            bw.write_at(0, &[4; 8]);
+            bw.mark_torn();
+        })
+        .unwrap();
+        let mut r = RawArray::open(&path, Access::Read).unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            r.read_bytes(0, &mut buf),
+            Err(ReadError::Torn { version: 1 })
+        );
+        r.set_accept_torn(true);
+        assert_eq!(
+            r.read_bytes(0, &mut buf),
+            Ok(Snapshot {
+                version: 1,
+                torn: true
+            })
+        );
+        assert_eq!(buf, [4; 8]);
+        r.set_accept_torn(false);
+        assert_eq!(
+            r.read_bytes(0, &mut buf),
+            Err(ReadError::Torn { version: 1 })
+        );
+    }
+
+    /// A copy that a write overlapped is thrown away and counted on the reading handle. The
+    /// read body itself makes the overlapping write (through another handle) on its first two
+    /// attempts; the third copy validates.
+    #[test]
+    fn copies_that_a_write_overlapped_are_counted_as_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), 8);
+        let w = RawArray::open(&path, Access::Write).unwrap();
+        let r = RawArray::open(&path, Access::Read).unwrap();
+        assert_eq!(r.read_bytes(0, &mut [0u8; 8]).map(|s| s.version), Ok(0));
+        assert_eq!(r.retries(), 0);
+        let mut attempts = 0u8;
+        let (buf, snap) = r
+            .read_stream(|br| {
+                attempts += 1;
+                let mut buf = [0u8; 8];
+                br.read_at(0, &mut buf);
+                if attempts <= 2 {
+                    w.write_bytes(0, &[attempts; 8]).unwrap();
+                }
+                buf
+            })
+            .unwrap();
+        assert_eq!((attempts, buf, snap.version), (3, [2; 8], 2));
+        assert_eq!(r.retries(), 2);
+        assert_eq!(w.retries(), 0, "the counter is per handle");
+    }
+
+    /// A read error other than EINTR while reading the header is reported, not retried: a
+    /// directory opens, but reading it fails with EISDIR.
+    #[test]
+    fn a_header_read_error_is_reported_not_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_owned();
+        // On a thread with a deadline, so a retry loop fails the test instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(RawArray::open(&path, Access::Read).map(drop)));
+        let err = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("opening a directory never returned")
+            .unwrap_err();
+        assert!(
+            matches!(&err, OpenError::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::IsADirectory),
+            "{err:?}"
+        );
+    }
 }
