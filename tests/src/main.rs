@@ -731,7 +731,11 @@ fn stream_scribble(file: &str, secs: f64) -> Result<ExitCode> {
         let at = (x % len.max(8)) & !7;
         let value = x.rotate_left(17);
         // Mostly small numbers (plausible slots, counts, pids), sometimes anything.
-        let value = if value.is_multiple_of(3) { value } else { value % 20 };
+        let value = if value.is_multiple_of(3) {
+            value
+        } else {
+            value % 20
+        };
         f.write_all_at(&value.to_le_bytes(), at)?;
         writes += 1;
     }
