@@ -399,13 +399,18 @@ fn handle_request(
             mode,
             exist_ok,
         } => match registry.create(who, &name, &dtype, &shape, order, backing, mode, exist_ok) {
-            Ok((info, file)) => (Response::Array(info), vec![file], Some(name)),
+            Ok((info, file, control)) => (
+                Response::Array(info),
+                std::iter::once(file).chain(control).collect(),
+                Some(name),
+            ),
             Err(e) => (error_response(e), Vec::new(), None),
         },
         Request::Open { name, access } => match registry.open(who, &name, access) {
-            Ok((info, file)) => {
+            Ok((info, file, control)) => {
                 let lease = (access == OpenAccess::Write).then_some(name);
-                (Response::Array(info), vec![file], lease)
+                let files = std::iter::once(file).chain(control).collect();
+                (Response::Array(info), files, lease)
             }
             Err(e) => (error_response(e), Vec::new(), None),
         },

@@ -7,7 +7,7 @@
 //! yields, then sleeps on the shared futex word so that a quiet array costs no CPU. Every wait
 //! has a deadline.
 
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::time::{Duration, Instant};
 
 use crate::sys;
@@ -42,11 +42,30 @@ impl Backoff {
 
     /// Waits a little for `futex` to move away from `seen`. Returns `false` once the deadline
     /// has passed (the caller reports its timeout error), `true` to try again.
-    pub(crate) fn pause(&mut self, futex: &AtomicU32, seen: u32) -> bool {
+    ///
+    /// With `sleepers` (an array's control file), the sleep is registered there first, so
+    /// that the writer knows to wake us (module `sleepers`).
+    pub(crate) fn pause(
+        &mut self,
+        futex: &AtomicU32,
+        seen: u32,
+        sleepers: Option<&AtomicU32>,
+    ) -> bool {
         match self.step() {
             Step::TimedOut => false,
             Step::Sleep(at_most) => {
-                sys::futex_wait(futex, seen, at_most);
+                match sleepers {
+                    Some(count) => {
+                        count.fetch_add(1, Ordering::Relaxed);
+                        // Pairs with the writer's fence between bumping the futex word and
+                        // reading the count: it sees us, or the kernel's check of the futex
+                        // word inside FUTEX_WAIT (after this fence) sees its bump.
+                        fence(Ordering::SeqCst);
+                        sys::futex_wait(futex, seen, at_most);
+                        count.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    None => sys::futex_wait(futex, seen, at_most),
+                }
                 true
             }
             Step::Spun => true,

@@ -332,14 +332,22 @@ impl Client {
         }
     }
 
-    fn call_for_array(&self, request: &Request) -> Result<(ArrayInfo, OwnedFd), ClientError> {
+    /// An array reply: its description, the array's descriptor, and its control file's if the
+    /// daemon sent one.
+    fn call_for_array(
+        &self,
+        request: &Request,
+    ) -> Result<(ArrayInfo, OwnedFd, Option<OwnedFd>), ClientError> {
         match self.call(request)? {
-            (Response::Array(info), fds) => match fds.into_iter().next() {
-                Some(fd) => Ok((info, fd)),
-                None => Err(ClientError::Protocol(
-                    "reply carried no file descriptor".into(),
-                )),
-            },
+            (Response::Array(info), fds) => {
+                let mut fds = fds.into_iter();
+                match fds.next() {
+                    Some(fd) => Ok((info, fd, fds.next())),
+                    None => Err(ClientError::Protocol(
+                        "reply carried no file descriptor".into(),
+                    )),
+                }
+            }
             (other, _) => Err(unexpected(&other)),
         }
     }
@@ -347,10 +355,14 @@ impl Client {
     fn shared(
         &self,
         info: ArrayInfo,
-        fd: OwnedFd,
+        (fd, control): (OwnedFd, Option<OwnedFd>),
         access: Access,
     ) -> Result<Shared<RawArray>, ClientError> {
-        let raw = RawArray::from_file(std::fs::File::from(fd), access)?;
+        let raw = RawArray::from_files(
+            std::fs::File::from(fd),
+            control.map(std::fs::File::from),
+            access,
+        )?;
         let lease = (access == Access::Write).then(|| self.conn.clone());
         Ok(Shared {
             array: raw,
@@ -374,8 +386,8 @@ impl Client {
             mode: options.mode,
             exist_ok: options.exist_ok,
         };
-        let (info, fd) = self.call_for_array(&request)?;
-        self.shared(info, fd, Access::Write)
+        let (info, fd, control) = self.call_for_array(&request)?;
+        self.shared(info, (fd, control), Access::Write)
     }
 
     /// Creates a file-backed, mode 0600 array of `T` and returns a typed read-write handle.
@@ -416,8 +428,8 @@ impl Client {
                 Access::Write => OpenAccess::Write,
             },
         };
-        let (info, fd) = self.call_for_array(&request)?;
-        self.shared(info, fd, access)
+        let (info, fd, control) = self.call_for_array(&request)?;
+        self.shared(info, (fd, control), access)
     }
 
     /// Describes an array.

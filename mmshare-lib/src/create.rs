@@ -9,8 +9,12 @@
 //! 4. Rename it to NAME with `RENAME_NOREPLACE` (an existing array is never replaced), then
 //!    fsync the directory so the name survives a machine crash.
 //!
+//! 5. Create the array's control file `.control/NAME` (module `sleepers`).
+//!
 //! A crash before step 4 leaves only a `.tmp-*` file, which names can never collide with
-//! (names may not start with '.') and which the daemon removes at start.
+//! (names may not start with '.') and which the daemon removes at start. A crash between 4 and
+//! 5 leaves an array without a control file, which works (its writers always wake) and gets
+//! one when the daemon next starts.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -88,7 +92,14 @@ pub fn create_array_file(dir: &Path, spec: &ArraySpec) -> Result<(PathBuf, Heade
     if result.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
-    result.map(|()| (target, header))
+    result?;
+    // The control file (module `sleepers`) comes second: a handle opened in between simply
+    // works without it.
+    if let Err(source) = crate::sleepers::create_control(&target) {
+        let _ = std::fs::remove_file(&target);
+        return Err(io_err(source));
+    }
+    Ok((target, header))
 }
 
 fn fill_and_publish(

@@ -26,6 +26,7 @@
 //! - `format`: the v1 file header, byte for byte (docs/FORMAT.md is its prose twin).
 //! - `seqlock`: the concurrency protocol, documented first, then its primitives.
 //! - `backoff`: how waiting works: spin, yield, then sleep on the shared futex.
+//! - `sleepers`: an array's control file, where waiters register so writes wake only sleepers.
 //! - `mapping`: the shared mapping and the hazard it carries.
 //! - `raw`: [`RawArray`], byte-level consistent reads and writes, waiting, recovery.
 //! - `array`: [`Array<T>`], typed handles, zero-copy views, closure-scoped writes.
@@ -61,6 +62,7 @@ pub mod proto;
 mod raw;
 mod seqlock;
 mod shape;
+mod sleepers;
 mod stream;
 mod sys;
 
@@ -83,6 +85,7 @@ pub use num_complex::Complex;
 pub use proto::{ArrayInfo, Backing, ErrorKind, ObjectInfo, StreamInfo, SubscriberStat};
 pub use raw::{Access, ByteReader, ByteWriter, DEFAULT_TIMEOUT, RawArray, Recovery, Snapshot};
 pub use shape::{MAX_DATA_LEN, MAX_NDIM, Order, ShapeError, data_len, element_count, parse_shape};
+pub use sleepers::{CONTROL_DIR, control_path, create_control};
 pub use stream::{
     CONTROL_FILE, DATA_FILE, DEFAULT_MAX_HELD, Delivery, MAX_HELD, Publisher, Sample, SampleMut,
     StreamFiles, Subscriber, SubscriberInfo, create_stream_files,

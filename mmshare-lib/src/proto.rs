@@ -843,7 +843,7 @@ mod tests {
     #[test]
     fn every_json_vector_matches_the_encoding_both_ways() {
         let all = vectors();
-        assert!(all.len() >= 30, "{} vectors", all.len());
+        assert!(all.len() >= 42, "{} vectors", all.len());
         for (what, msg, bytes) in &all {
             assert_eq!(hex(&msg.encode()), hex(bytes), "{what}: encoding");
             assert_eq!(&msg.decode_like(bytes).unwrap(), msg, "{what}: decoding");
@@ -860,6 +860,14 @@ mod tests {
         let mut requests = std::collections::HashSet::new();
         let mut responses = std::collections::HashSet::new();
         let mut long_len = false;
+        // Streams: both roles, both object kinds, a publisher present and absent, lossless and
+        // lossy subscribers, a stream with none, `more` true and false in Objects replies.
+        let mut roles = std::collections::HashSet::new();
+        let (mut array_obj, mut stream_obj, mut objects_more, mut objects_last) =
+            (false, false, false, false);
+        let (mut with_publisher, mut without_publisher, mut no_subscribers) = (false, false, false);
+        let (mut lossless, mut lossy, mut stream_file, mut stream_f, mut stream_exist_ok) =
+            (false, false, false, false, false);
         for (_, msg, _) in &all {
             // A length over 127 takes a 2-byte varint.
             long_len |= match msg {
@@ -882,6 +890,19 @@ mod tests {
                             zero_d |= shape.is_empty();
                         }
                         Request::Open { access, .. } => read |= *access == OpenAccess::Read,
+                        Request::CreateStream {
+                            backing,
+                            order,
+                            exist_ok,
+                            ..
+                        } => {
+                            stream_file |= *backing == Backing::File;
+                            stream_f |= *order == WireOrder::F;
+                            stream_exist_ok |= *exist_ok;
+                        }
+                        Request::OpenStream { role, .. } => {
+                            roles.insert(*role);
+                        }
                         _ => {}
                     }
                 }
@@ -896,15 +917,78 @@ mod tests {
                             torn |= arrays.iter().any(|a| a.torn);
                         }
                         Response::Array(a) => torn |= a.torn,
+                        Response::Stream(s) => {
+                            with_publisher |= s.publisher.is_some();
+                            without_publisher |= s.publisher.is_none();
+                            no_subscribers |= s.subscribers.is_empty();
+                            lossless |= s.subscribers.iter().any(|x| x.lossless);
+                            lossy |= s.subscribers.iter().any(|x| !x.lossless);
+                        }
+                        Response::Objects { objects, more: m } => {
+                            objects_more |= *m;
+                            objects_last |= !*m;
+                            for o in objects {
+                                array_obj |= matches!(o, ObjectInfo::Array(_));
+                                stream_obj |= matches!(o, ObjectInfo::Stream(_));
+                            }
+                        }
                         _ => {}
                     }
                 }
             }
         }
-        assert_eq!(requests.len(), 6, "every Request variant");
-        assert_eq!(responses.len(), 5, "every Response variant");
-        assert_eq!(kinds.len(), 11, "every ErrorKind: {kinds:?}");
+        assert_eq!(requests.len(), 9, "every Request variant");
+        assert_eq!(responses.len(), 7, "every Response variant");
+        assert_eq!(kinds.len(), 12, "every ErrorKind: {kinds:?}");
         assert!(file && read && no_exist_ok && zero_d && more && torn && long_len);
+        assert_eq!(roles.len(), 2, "both StreamRoles");
+        assert!(stream_file && stream_f && stream_exist_ok);
+        assert!(array_obj && stream_obj && objects_more && objects_last);
+        assert!(with_publisher && without_publisher && no_subscribers && lossless && lossy);
+    }
+
+    /// Every StreamInfo in the vectors describes a stream the format allows, with the
+    /// geometry docs/FORMAT.md derives from it (data offset after the slot table, page-aligned
+    /// slot stride, frame length = itemsize x shape), so the vectors double as examples of it.
+    #[test]
+    fn json_stream_vectors_have_the_format_geometry() {
+        let mut infos = Vec::new();
+        for (_, msg, _) in vectors() {
+            match msg {
+                Msg::Response(Response::Stream(s)) => infos.push(s),
+                Msg::Response(Response::Objects { objects, .. }) => {
+                    infos.extend(objects.into_iter().filter_map(|o| match o {
+                        ObjectInfo::Stream(s) => Some(s),
+                        ObjectInfo::Array(_) => None,
+                    }))
+                }
+                _ => {}
+            }
+        }
+        assert!(infos.len() >= 4, "{} stream infos", infos.len());
+        for s in infos {
+            let mut spec = crate::format::StreamSpec::new(
+                s.name.clone(),
+                crate::dtype::DType::parse(&s.dtype).unwrap(),
+                s.shape.clone(),
+            );
+            spec.slots = s.slots;
+            spec.max_subscribers = s.max_subscribers;
+            let h = crate::format::Header::new_stream(&spec).unwrap();
+            assert_eq!(h.dtype.descr(), s.dtype, "{}: canonical dtype", s.name);
+            assert_eq!(h.data_offset, s.data_offset, "{}: data_offset", s.name);
+            assert_eq!(
+                h.data_offset,
+                4096 + (16 * u64::from(s.slots)).next_multiple_of(4096)
+            );
+            assert_eq!(h.data_len, s.frame_len, "{}: frame_len", s.name);
+            assert_eq!(h.slot_stride(), s.slot_stride, "{}: slot_stride", s.name);
+            assert_eq!(s.slot_stride % 4096, 0);
+            let budget = u64::from(s.slots) - 2;
+            let held: u64 = s.subscribers.iter().map(|x| u64::from(x.max_held)).sum();
+            assert!(held <= budget, "{}: {held} holds granted of {budget}", s.name);
+            assert!(s.subscribers.len() <= s.max_subscribers as usize);
+        }
     }
 
     /// docs/PROTOCOL.md's test-vector table lists exactly the vectors of the JSON file.
@@ -948,10 +1032,12 @@ mod tests {
             let e = msg.decode_like(&longer).unwrap_err().to_string();
             assert!(e.contains("1 trailing bytes"), "{what}: {e}");
         }
-        assert!(matches!(
-            decode::<Request>(&[6]),
-            Err(ProtoError::Malformed(_))
-        ));
+        for unknown_or_truncated in [6, 7, 8, 9] {
+            assert!(matches!(
+                decode::<Request>(&[unknown_or_truncated]),
+                Err(ProtoError::Malformed(_))
+            ));
+        }
         assert!(matches!(
             decode::<Request>(&vec![0; MAX_MESSAGE + 1]),
             Err(ProtoError::TooLarge { .. })
@@ -972,6 +1058,16 @@ mod tests {
         let m = malformed(&[99, 0, 0]);
         assert!(m.starts_with("unknown Request variant 99 at byte 0"), "{m}");
         assert!(m.contains("5 Delete"), "{m}");
+        assert!(m.contains("8 ListAll"), "{m}");
+        // Request variant 9 is the first unknown one.
+        let m = malformed(&[9, 0, 0]);
+        assert!(m.starts_with("unknown Request variant 9 at byte 0"), "{m}");
+        // OpenStream { name: "x", role: 2 }
+        let m = malformed(&[7, 1, b'x', 2]);
+        assert_eq!(
+            m,
+            "unknown StreamRole value 2 for OpenStream.role at byte 3 (expected 0 = Publish, 1 = Subscribe)"
+        );
         // Open { name: "x", access: 7 }
         let m = malformed(&[2, 1, b'x', 7]);
         assert_eq!(
@@ -998,10 +1094,52 @@ mod tests {
         assert!(m.contains("bool Create.exist_ok at byte 12 is 0x02"), "{m}");
         let m = malformed(&unhex("04 00 03"));
         assert!(m.contains("Option tag List.after at byte 2 is 0x03"), "{m}");
-        match decode::<Response>(&unhex("04 0b 00")) {
+        // ErrorKind 11 is WrongKind; 12 is the first unknown one.
+        assert!(matches!(
+            decode::<Response>(&unhex("04 0b 00")),
+            Ok(Response::Error {
+                kind: ErrorKind::WrongKind,
+                ..
+            })
+        ));
+        match decode::<Response>(&unhex("04 0c 00")) {
             Err(ProtoError::Malformed(m)) => {
                 assert!(
-                    m.contains("ErrorKind value 11 for Error.kind at byte 1"),
+                    m.contains("ErrorKind value 12 for Error.kind at byte 1"),
+                    "{m}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // An Objects reply whose one object has the unknown ObjectInfo variant 2.
+        match decode::<Response>(&unhex("06 01 02 00")) {
+            Err(ProtoError::Malformed(m)) => {
+                assert_eq!(
+                    m,
+                    "unknown ObjectInfo value 2 for Objects.objects[0] at byte 2 (expected 0 = Array, 1 = Stream)"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // A Stream reply whose publisher Option tag is 2 (after the "Stream reply" vector's
+        // fields up to `path`).
+        let all = vectors();
+        let (_, _, stream) = all.iter().find(|(n, _, _)| n == "Stream reply").unwrap();
+        let path = b"/dev/shm/mmshare-1000/points";
+        let at = stream
+            .windows(path.len())
+            .position(|w| w == path)
+            .unwrap()
+            + path.len();
+        let mut bad = stream.clone();
+        assert_eq!(bad[at], 1, "publisher is Some");
+        bad[at] = 2;
+        match decode::<Response>(&bad) {
+            Err(ProtoError::Malformed(m)) => {
+                assert!(
+                    m.contains(&format!(
+                        "Option tag Stream.info.publisher at byte {at} is 0x02"
+                    )),
                     "{m}"
                 )
             }

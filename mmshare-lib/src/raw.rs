@@ -13,6 +13,7 @@ use crate::fault;
 use crate::format::{FLAG_TORN, FormatError, HEADER_SIZE, Header, Kind, now_ns, offsets};
 use crate::mapping::Mapping;
 use crate::seqlock::{self, end_write, read_begin, read_validate, try_begin_write};
+use crate::sleepers::ArrayControl;
 use crate::sys::{Liveness, ProcessId};
 
 /// Default bound on how long a read or a write waits for the other side.
@@ -72,6 +73,8 @@ pub struct RawArray {
     timeout: Duration,
     accept_torn: bool,
     retries: AtomicU64,
+    /// The array's control file (sleeper count), when there is one.
+    control: Option<ArrayControl>,
 }
 
 impl RawArray {
@@ -90,7 +93,34 @@ impl RawArray {
                 path: path.to_owned(),
                 source,
             })?;
-        Self::from_file_at(file, access, path.to_owned())
+        let mut raw = Self::from_file_at(file, access, path.to_owned())?;
+        raw.control = ArrayControl::open_beside(path);
+        Ok(raw)
+    }
+
+    /// Maps an already open array file and its control file (as the daemon hands them out).
+    /// A `control` that is not an array control file is ignored.
+    ///
+    /// # Errors
+    /// As [`RawArray::from_file`].
+    pub fn from_files(
+        file: File,
+        control: Option<File>,
+        access: Access,
+    ) -> Result<RawArray, OpenError> {
+        let mut raw = Self::from_file(file, access)?;
+        raw.control = control.as_ref().and_then(ArrayControl::map);
+        Ok(raw)
+    }
+
+    /// Whether this handle has the array's control file, so that its waits register as
+    /// sleepers and its writes wake only when someone sleeps.
+    pub fn has_control(&self) -> bool {
+        self.control.is_some()
+    }
+
+    fn sleepers(&self) -> Option<&AtomicU32> {
+        self.control.as_ref().map(ArrayControl::sleepers)
     }
 
     /// Maps an already open array file (for example a descriptor received from the daemon).
@@ -139,6 +169,7 @@ impl RawArray {
             timeout: DEFAULT_TIMEOUT,
             accept_torn: false,
             retries: AtomicU64::new(0),
+            control: None,
         })
     }
 
@@ -280,7 +311,7 @@ impl RawArray {
             let s = match read_begin(self.seq()) {
                 Ok(s) => s,
                 Err(odd) => {
-                    if !backoff.pause(self.futex(), futex_seen) {
+                    if !backoff.pause(self.futex(), futex_seen, self.sleepers()) {
                         return Err(self.read_timeout(&backoff, odd, retries));
                     }
                     continue;
@@ -317,7 +348,7 @@ impl RawArray {
                     now: self.sequence(),
                 });
             }
-            if !backoff.pause(self.futex(), futex_seen) {
+            if !backoff.pause(self.futex(), futex_seen, self.sleepers()) {
                 return Err(self.read_timeout(&backoff, self.sequence(), retries));
             }
         }
@@ -436,7 +467,7 @@ impl RawArray {
                     return Ok((s, me.to_word()));
                 }
                 Err(seen) if seen & 1 == 1 => {
-                    if !backoff.pause(self.futex(), futex_seen) {
+                    if !backoff.pause(self.futex(), futex_seen, self.sleepers()) {
                         return Err(WriteError::Timeout {
                             waited: backoff.elapsed(),
                             sequence: seen,
@@ -510,7 +541,7 @@ impl RawArray {
                 return Err(lost(now));
             }
             let futex_seen = self.futex_snapshot();
-            if !backoff.pause(self.futex(), futex_seen) {
+            if !backoff.pause(self.futex(), futex_seen, self.sleepers()) {
                 // A recoverer claimed the word and stopped there (it died): leave the write
                 // side to the recovery of that recoverer.
                 return Err(lost(now));
@@ -591,6 +622,15 @@ impl RawArray {
         // Release: a waiter that sees the new futex value also sees the new sequence. Pairs
         // with the Acquire fence in `futex_snapshot`.
         self.futex().fetch_add(1, Ordering::Release);
+        if let Some(sleepers) = self.sleepers() {
+            // Pairs with a waiter's fence after it counted itself (`Backoff::pause`): we see
+            // it, or its FUTEX_WAIT sees the bump above and returns at once. With nobody
+            // asleep, no system call.
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if sleepers.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+        }
         crate::sys::futex_wake_all(self.futex());
     }
 
@@ -611,7 +651,7 @@ impl RawArray {
             {
                 return Ok(s / 2);
             }
-            if !backoff.pause(self.futex(), futex_seen) {
+            if !backoff.pause(self.futex(), futex_seen, self.sleepers()) {
                 return Err(WaitTimeout {
                     newer_than,
                     current: self.version(),
@@ -1613,5 +1653,65 @@ mod tests {
                 if source.kind() == std::io::ErrorKind::IsADirectory),
             "{err:?}"
         );
+    }
+
+    /// With the control file beside the array, a write with nobody asleep makes no
+    /// FUTEX_WAKE system call; a waiter asleep in another thread is registered there and is
+    /// woken by the next write with exactly one.
+    #[test]
+    fn a_write_with_nobody_asleep_makes_no_system_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), 64);
+        assert!(crate::sleepers::control_path(&path).is_file());
+        let writer = RawArray::open(&path, Access::Write).unwrap();
+        assert!(writer.has_control());
+        let before = crate::sys::futex_wake_calls();
+        for _ in 0..1000 {
+            writer.write_bytes(0, &[1; 64]).unwrap();
+        }
+        assert_eq!(crate::sys::futex_wake_calls() - before, 0);
+
+        let waiter = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let reader = RawArray::open(&path, Access::Read).unwrap();
+                let woken = crate::sys::futex_wakeups();
+                let version = reader
+                    .wait_for_version(1000, Duration::from_secs(20))
+                    .unwrap();
+                (version, crate::sys::futex_wakeups() - woken)
+            })
+        };
+        let control = crate::sleepers::ArrayControl::open_beside(&path).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while control.sleepers().load(Ordering::Relaxed) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the waiter never slept"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let before = crate::sys::futex_wake_calls();
+        writer.write_bytes(0, &[2; 64]).unwrap();
+        assert_eq!(crate::sys::futex_wake_calls() - before, 1);
+        let (version, wakeups) = waiter.join().unwrap();
+        assert_eq!(version, 1001);
+        assert!(wakeups >= 1, "the waiter returned without being woken");
+        assert_eq!(control.sleepers().load(Ordering::Relaxed), 0);
+
+        // Without the control file (a descriptor passed alone), every write wakes.
+        let bare = RawArray::from_file(
+            std::fs::File::options()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap(),
+            Access::Write,
+        )
+        .unwrap();
+        assert!(!bare.has_control());
+        let before = crate::sys::futex_wake_calls();
+        bare.write_bytes(0, &[3; 64]).unwrap();
+        assert_eq!(crate::sys::futex_wake_calls() - before, 1);
     }
 }

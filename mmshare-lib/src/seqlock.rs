@@ -32,7 +32,8 @@
 //! WRITE_COUNT += 1; LAST_WRITE_NS = now; FLAGS &= !TORN if the write replaced everything
 //! SEQUENCE.compare_exchange(s + 1, s + 2, Release)   // publish: everything above
 //!                                              //   happens-before; fails if taken over: lost
-//! FUTEX.fetch_add(1, Release); futex_wake(FUTEX, all)
+//! FUTEX.fetch_add(1, Release); fence(SeqCst)
+//! if SLEEPERS != 0 (the array's control file; module `sleepers`): futex_wake(FUTEX, all)
 //! lost: take the write side again and publish TORN (the stores made after losing it may
 //!       have landed on a version someone else published); report `LostWriteSide`
 //! ```
@@ -54,8 +55,10 @@
 //!     s1 = SEQUENCE.load(Relaxed); fence(Acquire)   // = an Acquire load; pairs with the
 //!                                                   //   writer's Release CAS that published s1
 //!     if s1 is odd: back off as above (a write is in progress), continue
-//!                   (the futex sleep is FUTEX_WAIT(FUTEX, f): a publish after the load of f
-//!                   changed FUTEX, so the sleep returns at once; no wake-up can be lost)
+//!                   (the futex sleep is SLEEPERS += 1; fence(SeqCst); FUTEX_WAIT(FUTEX, f);
+//!                   SLEEPERS -= 1: a publish after the load of f changed FUTEX, so the sleep
+//!                   returns at once, and a writer that bumped FUTEX after our fence sees us
+//!                   in SLEEPERS and wakes us; no wake-up can be lost)
 //!     copy the data with Relaxed 8-byte atomic loads (and read FLAGS)
 //!     fence(Acquire)                                // keeps the copy before the re-check
 //!     s2 = SEQUENCE.load(Relaxed)

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use mmshare::proto::{ArrayInfo, Backing, ErrorKind, MAX_MESSAGE, OpenAccess, WireOrder};
 use mmshare::{
-    Access, ArraySpec, CreateError, DType, FormatError, Header, Liveness, OpenError, Order,
-    ProcessId, RawArray, Recovery, TEMP_PREFIX, create_array_file, data_len, validate_name,
+    Access, ArraySpec, CONTROL_DIR, CreateError, DType, FormatError, Header, Liveness, OpenError,
+    Order, ProcessId, RawArray, Recovery, TEMP_PREFIX, control_path, create_array_file,
+    create_control, data_len, validate_name,
 };
 use tracing::{error, info, warn};
 
@@ -358,7 +359,7 @@ impl Registry {
                 }
                 continue;
             }
-            if name.ends_with(".corrupt") || name == ".mmshared.lock" {
+            if name.ends_with(".corrupt") || name == ".mmshared.lock" || name == CONTROL_DIR {
                 continue;
             }
             if validate_name(&name).is_ok() && item.file_type()?.is_dir() {
@@ -368,6 +369,11 @@ impl Registry {
             if validate_name(&name).is_err() || !item.file_type()?.is_file() {
                 warn!(path = %path.display(), "ignoring a file that is not an array");
                 continue;
+            }
+            if !control_path(&path).exists()
+                && let Err(e) = create_control(&path)
+            {
+                warn!(path = %path.display(), "cannot create the array's control file: {e}");
             }
             let raw = match RawArray::open(&path, Access::Write) {
                 Ok(raw) => raw,
@@ -447,7 +453,7 @@ impl Registry {
         backing: Backing,
         mode: u32,
         exist_ok: bool,
-    ) -> Result<(ArrayInfo, File), RequestError> {
+    ) -> Result<(ArrayInfo, File, Option<File>), RequestError> {
         validate_name(name)
             .map_err(|e| RequestError::new(ErrorKind::InvalidName, e.to_string()))?;
         let dtype = DType::parse(dtype)
@@ -552,10 +558,11 @@ impl Registry {
             Ok(entry) => {
                 let info = entry.info();
                 let file = OpenOptions::new().read(true).write(true).open(&entry.path);
+                let control = open_control(&entry.path);
                 state.arrays.insert(name.to_owned(), entry);
                 info!(name, uid = who.uid, bytes = len, ?backing, "created");
                 let file = file.map_err(|e| internal("cannot open the new array", e))?;
-                Ok((info, file))
+                Ok((info, file, control))
             }
             Err(e) => {
                 state.bytes = state.bytes.saturating_sub(file_len);
@@ -625,7 +632,7 @@ impl Registry {
         who: Creds,
         name: &str,
         access: OpenAccess,
-    ) -> Result<(ArrayInfo, File), RequestError> {
+    ) -> Result<(ArrayInfo, File, Option<File>), RequestError> {
         let entry = self.lookup(name)?;
         let (perm, what) = match access {
             OpenAccess::Read => (Perm::Read, "read"),
@@ -650,7 +657,7 @@ impl Registry {
         if file_id(&file).ok() != Some(entry.id) {
             return Err(not_found(name));
         }
-        Ok((entry.info(), file))
+        Ok((entry.info(), file, open_control(&entry.path)))
     }
 
     /// Describes an array (needs read permission).
@@ -725,6 +732,8 @@ impl Registry {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(internal("cannot unlink array file", e)),
         }
+        // Processes that map it keep their mapping; a new array of this name gets a new one.
+        let _ = std::fs::remove_file(control_path(&entry.path));
         state.arrays.remove(name);
         state.unidentified.remove(name);
         state.bytes = state.bytes.saturating_sub(entry.header.file_len());
@@ -965,6 +974,16 @@ impl Registry {
             }
         }
     }
+}
+
+/// The control file of the array at `path`, opened read-write (every participant registers
+/// its sleeps there, readers included). `None` if it is missing; the array works without it.
+fn open_control(path: &Path) -> Option<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(control_path(path))
+        .ok()
 }
 
 /// Renames a bad file aside as `NAME.corrupt` (or `NAME.N.corrupt`), never deleting it.

@@ -1,0 +1,116 @@
+//! An array's control file: where waiters count themselves as sleepers, so that a writer makes
+//! the `FUTEX_WAKE` system call only when someone sleeps.
+//!
+//! Readers map the array itself read-only, so they cannot write a sleeper count into it. Each
+//! array `DIR/NAME` therefore has a small control file `DIR/.control/NAME` that every
+//! participant maps read-write (names never start with '.', so `.control` never collides with
+//! an array or a stream). It holds one word that matters:
+//!
+//! * `SLEEPERS` (`u32` at 0x040): waiters that are asleep on the array's futex word, or about
+//!   to be. A waiter adds itself, fences (SeqCst), sleeps with `FUTEX_WAIT` while the futex word
+//!   still holds the value it saw, and removes itself when it wakes. A writer bumps the futex
+//!   word after publishing, fences (SeqCst), and calls `FUTEX_WAKE` only if `SLEEPERS` is not
+//!   zero. Either the writer sees the sleeper, or the kernel's check inside `FUTEX_WAIT` sees
+//!   the bumped word and does not sleep: no wake-up is lost.
+//!
+//! Like a stream's control file, nothing in it is trusted: a process that zeroes `SLEEPERS`
+//! makes sleepers wake by their 50 ms re-check instead of at once; one that raises it makes
+//! writers call `FUTEX_WAKE` needlessly. Neither can corrupt data. A handle opened without the
+//! control file (an older file, or a descriptor passed without it) always wakes when it
+//! writes, and sleeps unregistered when it waits (woken by writers that have no control file
+//! either, otherwise by the re-check).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU32;
+
+use crate::mapping::Mapping;
+use crate::stream::control_header;
+
+/// The directory beside the arrays that holds their control files.
+pub const CONTROL_DIR: &str = ".control";
+
+/// Size of an array's control file.
+const CONTROL_LEN: usize = 4096;
+
+/// Offset of the `SLEEPERS` word (the same as in a stream's control file).
+const SLEEPERS: usize = 0x040;
+
+/// The control file of the array file at `array`: `DIR/.control/NAME`.
+pub fn control_path(array: &Path) -> PathBuf {
+    let dir = array.parent().unwrap_or(Path::new("."));
+    let name = array.file_name().unwrap_or_default();
+    dir.join(CONTROL_DIR).join(name)
+}
+
+/// Creates (or replaces) the control file of the array file at `array`.
+///
+/// # Errors
+/// The OS error.
+pub fn create_control(array: &Path) -> io::Result<PathBuf> {
+    let path = control_path(array);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    let temp = dir.join(crate::create::temp_name(
+        &path.file_name().unwrap_or_default().to_string_lossy(),
+    ));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)?;
+    let result = (|| {
+        crate::sys::reserve_space(&file, CONTROL_LEN as u64)?;
+        file.write_all_at(&control_header(0, 0), 0)?;
+        // Replaces a stale control file of an earlier array of the same name: nobody can be
+        // registered in it for this array.
+        std::fs::rename(&temp, &path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result.map(|()| path)
+}
+
+/// A mapped array control file.
+#[derive(Debug)]
+pub(crate) struct ArrayControl {
+    map: Mapping,
+}
+
+impl ArrayControl {
+    /// Maps `file` if it is an array control file (at least 4096 bytes, the right magic);
+    /// `None` otherwise (the handle then works without one).
+    pub(crate) fn map(file: &File) -> Option<ArrayControl> {
+        let len = file.metadata().ok()?.len();
+        let mut head = [0u8; 8];
+        file.read_exact_at(&mut head, 0).ok()?;
+        if len < CONTROL_LEN as u64 || head != control_header(0, 0)[..8] {
+            return None;
+        }
+        Mapping::map(file, CONTROL_LEN, true)
+            .ok()
+            .map(|map| ArrayControl { map })
+    }
+
+    /// Opens and maps the control file of the array file at `array`, if there is one.
+    pub(crate) fn open_beside(array: &Path) -> Option<ArrayControl> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(control_path(array))
+            .ok()?;
+        Self::map(&file)
+    }
+
+    /// The sleeper count.
+    pub(crate) fn sleepers(&self) -> &AtomicU32 {
+        self.map.u32_at(SLEEPERS)
+    }
+}
