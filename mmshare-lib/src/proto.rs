@@ -986,7 +986,11 @@ mod tests {
             assert_eq!(s.slot_stride % 4096, 0);
             let budget = u64::from(s.slots) - 2;
             let held: u64 = s.subscribers.iter().map(|x| u64::from(x.max_held)).sum();
-            assert!(held <= budget, "{}: {held} holds granted of {budget}", s.name);
+            assert!(
+                held <= budget,
+                "{}: {held} holds granted of {budget}",
+                s.name
+            );
             assert!(s.subscribers.len() <= s.max_subscribers as usize);
         }
     }
@@ -1126,11 +1130,7 @@ mod tests {
         let all = vectors();
         let (_, _, stream) = all.iter().find(|(n, _, _)| n == "Stream reply").unwrap();
         let path = b"/dev/shm/mmshare-1000/points";
-        let at = stream
-            .windows(path.len())
-            .position(|w| w == path)
-            .unwrap()
-            + path.len();
+        let at = stream.windows(path.len()).position(|w| w == path).unwrap() + path.len();
         let mut bad = stream.clone();
         assert_eq!(bad[at], 1, "publisher is Some");
         bad[at] = 2;

@@ -1,6 +1,7 @@
 """The Python client speaks the same bytes as the Rust side: every vector of
 docs/protocol_vectors.json, in both directions, checked against its decoded `value`."""
 
+import dataclasses
 import json
 import pathlib
 
@@ -36,6 +37,14 @@ def encode_request(value):
         return _proto.encode_list(f["prefix"], f["after"])
     if variant == "Delete":
         return _proto.encode_delete(f["name"])
+    if variant == "CreateStream":
+        return _proto.encode_create_stream(f["name"], f["dtype"], f["shape"], f["order"],
+                                           f["slots"], f["max_subscribers"],
+                                           f["backing"] == "Memory", f["mode"], f["exist_ok"])
+    if variant == "OpenStream":
+        return _proto.encode_open_stream(f["name"], f["role"].lower())
+    if variant == "ListAll":
+        return _proto.encode_list_all(f["prefix"], f["after"])
     raise AssertionError(f"unknown request variant {variant}")
 
 
@@ -45,6 +54,21 @@ def info(v):
         data_offset=v["data_offset"], data_len=v["data_len"], version=v["version"],
         backing=v["backing"].lower(), owner_uid=v["owner_uid"], owner_gid=v["owner_gid"],
         mode=v["mode"], torn=v["torn"], path=v["path"])
+
+
+def stream_info(v):
+    return _proto.StreamInfo(
+        name=v["name"], dtype=v["dtype"], shape=tuple(v["shape"]), order=v["order"],
+        slots=v["slots"], max_subscribers=v["max_subscribers"], data_offset=v["data_offset"],
+        frame_len=v["frame_len"], slot_stride=v["slot_stride"], published=v["published"],
+        backing=v["backing"].lower(), owner_uid=v["owner_uid"], owner_gid=v["owner_gid"],
+        mode=v["mode"], path=v["path"], publisher=v["publisher"],
+        subscribers=tuple(_proto.SubscriberStat(**s) for s in v["subscribers"]))
+
+
+def object_info(v):
+    (kind, fields), = v.items()
+    return info(fields) if kind == "Array" else stream_info(fields)
 
 
 def expected_reply(value):
@@ -59,14 +83,33 @@ def expected_reply(value):
         return ("array", info(f))
     if variant == "List":
         return ("list", ([info(a) for a in f["arrays"]], f["more"]))
+    if variant == "Stream":
+        return ("stream", stream_info(f))
+    if variant == "Objects":
+        return ("objects", ([object_info(o) for o in f["objects"]], f["more"]))
     assert variant == "Error"
     return None
 
 
+def variant(entry):
+    value = entry["value"]
+    return value if isinstance(value, str) else next(iter(value))
+
+
 def test_the_vectors_cover_every_message_and_error_kind():
-    assert len(REQUESTS) >= 11 and len(RESPONSES) >= 19
+    assert len(REQUESTS) >= 17 and len(RESPONSES) >= 25
+    assert {variant(e) for e in REQUESTS} == {
+        "Hello", "Create", "Open", "Stat", "List", "Delete", "CreateStream", "OpenStream",
+        "ListAll"}
+    assert {variant(e) for e in RESPONSES} == {
+        "Hello", "Array", "List", "Deleted", "Error", "Stream", "Objects"}
     kinds = {e["value"]["Error"]["kind"] for e in RESPONSES if "Error" in e["value"]}
     assert kinds == {cls.kind for cls in errors.BY_INDEX}
+    roles = {e["value"]["OpenStream"]["role"] for e in REQUESTS if variant(e) == "OpenStream"}
+    assert roles == {"Publish", "Subscribe"}
+    objects = [o for e in RESPONSES if variant(e) == "Objects"
+               for o in e["value"]["Objects"]["objects"]]
+    assert {next(iter(o)) for o in objects} == {"Array", "Stream"}
 
 
 @pytest.mark.parametrize("entry", REQUESTS, ids=[e["name"] for e in REQUESTS])
@@ -95,6 +138,40 @@ def test_the_first_vectors_are_the_documented_examples():
         _proto.decode_response(VECTORS["Error reply (NotFound)"])
 
 
+POINTS = _proto.StreamInfo(
+    name="points", dtype="<f4", shape=(100, 3), order="C", slots=8, max_subscribers=16,
+    data_offset=8192, frame_len=1200, slot_stride=4096, published=300, backing="memory",
+    owner_uid=1000, owner_gid=100, mode=0o640, path="/dev/shm/mmshare-1000/points",
+    publisher=4242, subscribers=(
+        _proto.SubscriberStat(pid=4243, lossless=True, max_held=2, lag=0, missed=0, received=300),
+        _proto.SubscriberStat(pid=4250, lossless=False, max_held=4, lag=3, missed=131,
+                              received=66)))
+
+
+def test_the_stream_vectors_are_the_documented_examples():
+    assert _proto.encode_create_stream("points", "<f4", (100, 3), "C", 8, 16, True, 0o640,
+                                       False) == VECTORS["CreateStream request"]
+    assert _proto.encode_open_stream("points", "subscribe") == VECTORS["OpenStream request (subscribe)"]
+    assert _proto.encode_list_all("", None) == VECTORS["ListAll request, first page"]
+    assert _proto.decode_response(VECTORS["Stream reply"]) == ("stream", POINTS)
+    kind, (objects, more) = _proto.decode_response(VECTORS["Objects reply"])
+    assert (kind, more) == ("objects", False)
+    assert objects == [INFO, dataclasses.replace(POINTS, subscribers=())]
+    with pytest.raises(errors.WrongKind, match='"frames" is an array, not a stream'):
+        _proto.decode_response(VECTORS["Error reply (WrongKind)"])
+
+
+def test_stream_requests_refuse_what_they_cannot_encode():
+    with pytest.raises(ValueError, match="role"):
+        _proto.encode_open_stream("points", "Publish")
+    with pytest.raises(ValueError, match="order"):
+        _proto.encode_create_stream("points", "<f4", (1,), "A", 8, 16, True, 0o600, False)
+    with pytest.raises(ValueError, match="slots"):
+        _proto.encode_create_stream("points", "<f4", (1,), "C", 1 << 32, 16, True, 0o600, False)
+    with pytest.raises(errors.InvalidShape):
+        _proto.encode_create_stream("points", "<f4", (-1,), "C", 8, 16, True, 0o600, False)
+
+
 def test_damaged_replies_are_protocol_errors_not_crashes():
     for entry in RESPONSES:
         raw = bytes.fromhex(entry["hex"])
@@ -104,6 +181,8 @@ def test_damaged_replies_are_protocol_errors_not_crashes():
         if "Error" not in entry["value"]:
             with pytest.raises(mmshare.ProtocolError):
                 _proto.decode_response(raw + b"\x00")
+    with pytest.raises(mmshare.ProtocolError, match="unknown Response variant 7"):
+        _proto.decode_response(b"\x07")
     with pytest.raises(mmshare.ProtocolError):
         _proto.decode_response(b"\x09")
     with pytest.raises(mmshare.ProtocolError):
@@ -121,3 +200,23 @@ def test_non_minimal_varints_and_unknown_values_are_refused_by_name():
     raw[order_at] = 2
     with pytest.raises(mmshare.ProtocolError, match="unknown Order value 2"):
         _proto.decode_response(bytes(raw))
+
+
+def test_bad_stream_replies_are_refused_by_name():
+    # An Objects reply whose one object has the unknown ObjectInfo variant 2.
+    with pytest.raises(mmshare.ProtocolError, match="unknown ObjectInfo value 2"):
+        _proto.decode_response(bytes.fromhex("06 01 02 00"))
+    # An Objects reply claiming more objects than bytes follow.
+    with pytest.raises(mmshare.ProtocolError, match="objects claims 5 entries"):
+        _proto.decode_response(bytes.fromhex("06 05 00"))
+    # The Stream reply with its publisher Option tag set to 2.
+    raw = bytearray(VECTORS["Stream reply"])
+    path = b"/dev/shm/mmshare-1000/points"
+    at = raw.index(path) + len(path)
+    assert raw[at] == 1
+    raw[at] = 2
+    with pytest.raises(mmshare.ProtocolError, match="bad Option tag 2 for publisher"):
+        _proto.decode_response(bytes(raw))
+    # ErrorKind 12 does not exist (11 is WrongKind).
+    with pytest.raises(mmshare.ProtocolError, match="unknown error kind 12"):
+        _proto.decode_response(bytes.fromhex("04 0c 00"))

@@ -17,6 +17,7 @@ MAX_MESSAGE = 64 * 1024
 
 ORDERS = ("C", "F")
 BACKINGS = ("file", "memory")
+ROLES = ("publish", "subscribe")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,43 @@ class ArrayInfo:
     @property
     def nbytes(self) -> int:
         return self.data_len
+
+
+@dataclass(frozen=True)
+class SubscriberStat:
+    """One subscriber of a stream, as the daemon reports it (statistics, read unsynchronized)."""
+
+    pid: int
+    lossless: bool
+    max_held: int
+    lag: int
+    missed: int
+    received: int
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What the daemon says about a stream (docs/PROTOCOL.md, StreamInfo). `shape`, `dtype`
+    and `order` are one frame's; slot `i`'s frame starts at `data_offset + i * slot_stride`
+    in the stream's data file."""
+
+    name: str
+    dtype: str
+    shape: Tuple[int, ...]
+    order: str
+    slots: int
+    max_subscribers: int
+    data_offset: int
+    frame_len: int
+    slot_stride: int
+    published: int
+    backing: str
+    owner_uid: int
+    owner_gid: int
+    mode: int
+    path: str
+    publisher: Optional[int]
+    subscribers: Tuple[SubscriberStat, ...]
 
 
 def _varint(n: int) -> bytes:
@@ -100,6 +138,41 @@ def encode_delete(name: str) -> bytes:
     return _varint(5) + _string(name)
 
 
+def _shape(shape) -> bytes:
+    shape = tuple(int(d) for d in shape)
+    if any(d < 0 for d in shape):
+        raise errors.InvalidShape(f"shape {shape} has a negative dimension")
+    return _varint(len(shape)) + b"".join(_varint(d) for d in shape)
+
+
+def encode_create_stream(name: str, dtype: str, shape, order: str, slots: int,
+                         max_subscribers: int, memory: bool, mode: int, exist_ok: bool) -> bytes:
+    """Request::CreateStream: `shape`, `dtype` and `order` are one frame's. Note the wire order:
+    slots and max_subscribers come before the backing."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be 'C' or 'F', not {order!r}")
+    for what, v in (("slots", slots), ("max_subscribers", max_subscribers), ("mode", mode)):
+        if not 0 <= v < 1 << 32:
+            raise ValueError(f"{what} {v} does not fit in an unsigned 32-bit integer")
+    body = _string(name) + _string(dtype) + _shape(shape) + _varint(ORDERS.index(order))
+    body += _varint(slots) + _varint(max_subscribers) + _varint(1 if memory else 0)
+    body += _varint(mode) + _bool(exist_ok)
+    return _varint(6) + body
+
+
+def encode_open_stream(name: str, role: str) -> bytes:
+    """Request::OpenStream with role "publish" or "subscribe" (the reply carries two
+    descriptors: the data file, then the control file)."""
+    if role not in ROLES:
+        raise ValueError(f"role must be 'publish' or 'subscribe', not {role!r}")
+    return _varint(7) + _string(name) + _varint(ROLES.index(role))
+
+
+def encode_list_all(prefix: str, after: Optional[str]) -> bytes:
+    tail = b"\x00" if after is None else b"\x01" + _string(after)
+    return _varint(8) + _string(prefix) + tail
+
+
 class _Reader:
     def __init__(self, buf: bytes):
         self.buf = memoryview(buf)
@@ -146,24 +219,73 @@ class _Reader:
             self._fail("bad bool")
         return bool(v)
 
+    def option_tag(self, what: str) -> bool:
+        if self.pos >= len(self.buf):
+            self._fail(f"truncated Option tag of {what}")
+        v = self.buf[self.pos]
+        self.pos += 1
+        if v > 1:
+            self._fail(f"bad Option tag {v} for {what}")
+        return bool(v)
+
+    def count(self, what: str) -> int:
+        """A Vec length; every element takes at least one byte, so it cannot exceed the rest."""
+        n = self.varint()
+        if n > len(self.buf) - self.pos:
+            self._fail(f"{what} claims {n} entries")
+        return n
+
     def index(self, choices, what="enum"):
         v = self.varint(32)
         if v >= len(choices):
             self._fail(f"unknown {what} value {v}")
         return choices[v]
 
-    def info(self) -> ArrayInfo:
-        name = self.string()
-        dtype = self.string()
+    def shape(self) -> Tuple[int, ...]:
         ndim = self.varint()
         if ndim > 32:
             self._fail(f"{ndim} dimensions")
-        shape = tuple(self.varint() for _ in range(ndim))
+        return tuple(self.varint() for _ in range(ndim))
+
+    def info(self) -> ArrayInfo:
+        name = self.string()
+        dtype = self.string()
+        shape = self.shape()
         return ArrayInfo(
             name=name, dtype=dtype, shape=shape, order=self.index(ORDERS, "Order"),
             data_offset=self.varint(), data_len=self.varint(), version=self.varint(),
             backing=self.index(BACKINGS, "Backing"), owner_uid=self.varint(32), owner_gid=self.varint(32),
             mode=self.varint(32), torn=self.boolean(), path=self.string())
+
+    def subscriber(self) -> SubscriberStat:
+        return SubscriberStat(pid=self.varint(32), lossless=self.boolean(),
+                              max_held=self.varint(32), lag=self.varint(), missed=self.varint(),
+                              received=self.varint())
+
+    def stream_info(self) -> StreamInfo:
+        name = self.string()
+        dtype = self.string()
+        shape = self.shape()
+        order = self.index(ORDERS, "Order")
+        slots, max_subscribers = self.varint(32), self.varint(32)
+        data_offset, frame_len, slot_stride = self.varint(), self.varint(), self.varint()
+        published = self.varint()
+        backing = self.index(BACKINGS, "Backing")
+        owner_uid, owner_gid, mode = self.varint(32), self.varint(32), self.varint(32)
+        path = self.string()
+        publisher = self.varint(32) if self.option_tag("publisher") else None
+        subscribers = tuple(self.subscriber() for _ in range(self.count("subscribers")))
+        return StreamInfo(
+            name=name, dtype=dtype, shape=shape, order=order, slots=slots,
+            max_subscribers=max_subscribers, data_offset=data_offset, frame_len=frame_len,
+            slot_stride=slot_stride, published=published, backing=backing, owner_uid=owner_uid,
+            owner_gid=owner_gid, mode=mode, path=path, publisher=publisher,
+            subscribers=subscribers)
+
+    def object_info(self):
+        """ObjectInfo: an ArrayInfo (variant 0) or a StreamInfo (variant 1)."""
+        kind = self.index(("Array", "Stream"), "ObjectInfo")
+        return self.info() if kind == "Array" else self.stream_info()
 
     def end(self):
         if self.pos != len(self.buf):
@@ -172,8 +294,9 @@ class _Reader:
 
 def decode_response(buf: bytes):
     """Decodes a reply into ("hello", (version, server)), ("array", ArrayInfo),
-    ("list", ([ArrayInfo], more)) or ("deleted", None); an Error reply is raised as the
-    matching exception."""
+    ("list", ([ArrayInfo], more)), ("deleted", None), ("stream", StreamInfo) or
+    ("objects", ([ArrayInfo or StreamInfo], more)); an Error reply is raised as the matching
+    exception."""
     r = _Reader(buf)
     tag = r.varint(32)
     if tag == 0:
@@ -188,6 +311,11 @@ def decode_response(buf: bytes):
         out = ("list", (infos, r.boolean()))
     elif tag == 3:
         out = ("deleted", None)
+    elif tag == 5:
+        out = ("stream", r.stream_info())
+    elif tag == 6:
+        objects = [r.object_info() for _ in range(r.count("objects"))]
+        out = ("objects", (objects, r.boolean()))
     elif tag == 4:
         kind = r.varint(32)
         message = r.string()
