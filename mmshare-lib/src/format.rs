@@ -97,8 +97,9 @@ pub mod offsets {
     /// [`WRITER`]), 0 when none.
     pub const PUBLISHER: usize = WRITER;
     /// Streams: the slot table starts on the page after the header: `slots` tags (`u64`, 0 =
-    /// no frame, else frame number + 1), then `slots` publish times (`u64`, ns since the Unix
-    /// epoch). The frames follow on the next page boundary.
+    /// no frame or on loan, else frame number + 1, with bit 63 set once the frame is taken
+    /// back for reuse), then `slots` publish times (`u64`, ns since the Unix epoch). The
+    /// frames follow on the next page boundary.
     pub const SLOT_TABLE: usize = 0x1000;
 }
 

@@ -80,9 +80,9 @@ pub enum Request {
         /// Read or write.
         access: OpenAccess,
     },
-    /// Describe an array.
+    /// Describe an array (`Response::Array`) or a stream (`Response::Stream`).
     Stat {
-        /// Array name.
+        /// Array or stream name.
         name: String,
     },
     /// List arrays whose names start with `prefix`, in name order, after `after`.
@@ -94,7 +94,7 @@ pub enum Request {
     },
     /// Delete (unlink) an array or a stream. Mappings that exist keep working.
     Delete {
-        /// Array name.
+        /// Array or stream name.
         name: String,
     },
     /// Create a stream: a ring of `slots` frames of `dtype` and `shape`. The reply
@@ -256,7 +256,7 @@ pub struct ArrayInfo {
 /// The kind of a failed request; mirrored by the Python client's exceptions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ErrorKind {
-    /// No array with that name.
+    /// No array or stream with that name.
     NotFound,
     /// An array with that name exists (and differs, with `exist_ok`).
     AlreadyExists,

@@ -268,6 +268,10 @@ impl Registry {
                     && existing.backing == backing;
                 if exist_ok && same {
                     drop(state);
+                    // Unlike an array's Create (which hands out a read-write descriptor and
+                    // so needs write permission), this reply carries no descriptor: it only
+                    // says the stream exists, which read permission may know. Attaching
+                    // checks its own permission.
                     if !permits(&existing.header, who, Perm::Read) {
                         return Err(denied(name, who, "open", &existing.header));
                     }
@@ -408,6 +412,10 @@ impl Registry {
                     }
                 })
         };
+        // A scribbled fixed header would make the attach fail: put it right first.
+        if entry.intact() {
+            entry.files.repair_control();
+        }
         let data = open(DATA_FILE, role == StreamRole::Publish)?;
         let control = open(CONTROL_FILE, true)?;
         if file_id(&data).ok() != Some(entry.id) {
@@ -530,11 +538,33 @@ impl Registry {
                 continue;
             }
             let name = &entry.header.name;
+            if pid.is_none() && entry.files.repair_control() {
+                warn!(
+                    name,
+                    "repaired the stream's control file (someone wrote garbage into it)"
+                );
+            }
+            let leased: Vec<u32> = self
+                .lock()
+                .leases
+                .get(name)
+                .map(|l| l.iter().map(|h| h.who.pid).collect())
+                .unwrap_or_default();
             let n = entry.files.reclaim_subscribers(|who: ProcessId| {
                 if pid.is_some_and(|p| p != who.pid) {
                     return Liveness::Unknown;
                 }
-                self.judge(name, who)
+                match self.judge(name, who) {
+                    // A record whose owner cannot be judged is kept while a connection of that
+                    // pid holds the stream (every subscriber that came through the daemon
+                    // does). Without one it is garbage (a scribbled owner word, say) or a
+                    // file-only subscriber whose /proc entry is unreadable: reclaimed; the
+                    // latter then gets a clean SubscriptionLost.
+                    Liveness::Unknown if pid.is_none() && !leased.contains(&who.pid) => {
+                        Liveness::Dead
+                    }
+                    other => other,
+                }
             });
             if n > 0 {
                 warn!(

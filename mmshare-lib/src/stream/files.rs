@@ -110,6 +110,8 @@ pub struct StreamFiles {
     control: Mapping,
     data_file: File,
     control_file: File,
+    /// Records seen marked as being reclaimed at the last `repair_control`.
+    reclaiming: std::sync::Mutex<Vec<usize>>,
 }
 
 impl std::fmt::Debug for StreamFiles {
@@ -228,6 +230,7 @@ impl StreamFiles {
             control: control_map,
             data_file: data,
             control_file: control,
+            reclaiming: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -297,6 +300,68 @@ impl StreamFiles {
             .count()
     }
 
+    /// Repairs what a process scribbling on the control file can leave behind for good:
+    /// a damaged fixed header (which would make every later attach fail), records whose owner
+    /// word names no possible process (never reclaimable by liveness), and a hold budget
+    /// above its maximum. Live records are left alone. The daemon runs it periodically.
+    /// Returns whether anything was repaired.
+    pub fn repair_control(&self) -> bool {
+        let mut repaired = false;
+        let Kind::Stream {
+            slots,
+            max_subscribers,
+        } = self.header.kind
+        else {
+            return false;
+        };
+        let want = layout::control_header(slots, max_subscribers);
+        let mut have = [0u8; 64];
+        if self.control_file.read_exact_at(&mut have, 0).is_ok()
+            && have[..offsets_fixed_end()] != want[..offsets_fixed_end()]
+        {
+            repaired |= self
+                .control_file
+                .write_all_at(&want[..offsets_fixed_end()], 0)
+                .is_ok();
+        }
+        let ring = self.ring();
+        let mut stuck = self.reclaiming.lock().unwrap_or_else(|p| p.into_inner());
+        let seen_before = std::mem::take(&mut *stuck);
+        for (r, record) in ring.records.iter().enumerate() {
+            let owner = record.owner.load(Ordering::Relaxed);
+            if owner == layout::OWNER_RECLAIMING {
+                // A reclaim takes microseconds; one still marked at the previous repair (the
+                // daemon's period apart) was left by a reclaimer that died, or scribbled.
+                if seen_before.contains(&r) {
+                    repaired |= super::protocol::reclaim_stuck(&ring, r);
+                } else {
+                    stuck.push(r);
+                }
+            } else if owner != 0 && owner_of(owner).is_none() {
+                repaired |= super::protocol::reclaim(&ring, r, owner);
+            }
+        }
+        drop(stuck);
+        let capacity = self.slots as u64 - 2;
+        let used = ring.budget.load(Ordering::Relaxed);
+        if used > capacity {
+            let granted: u64 = ring
+                .records
+                .iter()
+                .filter(|r| r.owner.load(Ordering::Relaxed) != 0)
+                .map(|r| r.config.load(Ordering::Relaxed) & layout::CONFIG_HELD_MASK)
+                .sum();
+            let _ = ring.budget.compare_exchange(
+                used,
+                granted.min(capacity),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            repaired = true;
+        }
+        repaired
+    }
+
     pub(crate) fn ring(&self) -> Ring<'_, AtomicU64> {
         let table = self.data.words(offsets::SLOT_TABLE, 2 * self.slots);
         let (tags, times) = table.split_at(self.slots);
@@ -350,6 +415,11 @@ impl StreamFiles {
     pub(crate) fn data_writable(&self) -> bool {
         self.data.writable()
     }
+}
+
+/// End of the control file's fixed header (magic to records offset).
+const fn offsets_fixed_end() -> usize {
+    layout::offsets::RECORDS_OFFSET + 4
 }
 
 /// The process a record's owner word names, if it names one: not free, not being reclaimed,

@@ -73,11 +73,13 @@
 //!     find slot i with TAG[i] = cursor + 1 (slot cursor % slots first, then all slots);
 //!         none: the frame was taken back (we are too slow): take the oldest frame after
 //!         it that is still offered instead, and count the frames skipped as missed
-//!     HELD[r][k].store(i + 1, Relaxed)
+//!     HELD[r][k].store(i + 1, Release) // Release: the entry may have held another slot just
+//!                                       //   before; see `protocol::hold`
 //!     fence(SeqCst)                     // pairs with the publisher's fence after take-back
 //!     TAG[i] still the tag we found (Relaxed load, fence(Acquire): pairs with the publish's
 //!         Release store, so the frame's bytes and TIME[i] are visible)?
-//!         no: HELD[r][k] = 0 and look again (the frame is gone: counted as missed)
+//!         no: HELD[r][k].store(0, Release) and look again (the frame is gone; the search
+//!             then skips to the oldest frame still offered, counting the skipped ones)
 //!     yes: the frame is ours to read in place until we release it; cursor = frame + 1;
 //!          CURSOR[r].store(cursor, Release)
 //! release:

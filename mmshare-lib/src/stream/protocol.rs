@@ -382,6 +382,31 @@ pub(crate) fn reclaim<W: Word>(ring: &Ring<'_, W>, record: usize, owner: u64) ->
     true
 }
 
+/// Frees a record left marked as being reclaimed (its reclaimer died halfway, or a scribbler
+/// wrote the mark): clears it as `reclaim` does. Returns whether this call freed it.
+pub(crate) fn reclaim_stuck<W: Word>(ring: &Ring<'_, W>, record: usize) -> bool {
+    let rec = &ring.records[record];
+    if rec.owner.load(Acquire) != OWNER_RECLAIMING {
+        return false;
+    }
+    let holds = rec.config.load(Relaxed) & CONFIG_HELD_MASK;
+    rec.config.store(0, Relaxed);
+    for h in &rec.held {
+        h.store(0, Relaxed);
+    }
+    // Release: a claimer (Acquire) finds the record cleared. A failure means someone else
+    // freed it meanwhile.
+    if rec
+        .owner
+        .compare_exchange(OWNER_RECLAIMING, 0, Release, Relaxed)
+        .is_ok()
+    {
+        return_budget(ring, holds);
+        return true;
+    }
+    false
+}
+
 /// Finds the slot holding tag `want`, or (unless `exact`) the slot holding the lowest tag
 /// above it. Tags are read Relaxed: the caller validates its choice after its hold.
 fn find<W: Word>(ring: &Ring<'_, W>, want: u64, exact: bool) -> Option<(usize, u64)> {
