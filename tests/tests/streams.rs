@@ -292,3 +292,61 @@ fn scribbling_on_the_control_file_never_crashes_anyone() {
         true
     });
 }
+
+/// A subscriber killed while asleep leaves no sleeper counted behind: once its record is
+/// reclaimed, publishing makes no system call again.
+#[test]
+fn a_subscriber_killed_asleep_leaves_no_sleeper_counted() {
+    let daemon = Daemon::start(&[]);
+    create(&daemon, "quiet", 8);
+    let mut sleeper = Worker::spawn(&["stream-sub", &socket(&daemon), "quiet", "lossy", "1000"]);
+    sleeper.expect_line("subscribed", WATCHDOG);
+    // Nothing is published: it spins, yields, then sleeps on the futex within a few ms.
+    std::thread::sleep(Duration::from_millis(300));
+    sleeper.kill();
+    eventually("the dead sleeper's record is reclaimed", || {
+        describe(&daemon, "quiet").subscribers.is_empty()
+    });
+    let client = daemon.client();
+    let mut publisher = client.publisher::<u64>("quiet").unwrap();
+    let before = mmshare::futex_wake_calls();
+    for _ in 0..100 {
+        publish(&mut publisher);
+    }
+    assert_eq!(
+        mmshare::futex_wake_calls() - before,
+        0,
+        "a dead sleeper is still counted: every publish wakes"
+    );
+}
+
+/// A participant that truncates the control file cannot take the daemon down: it stops
+/// touching that stream's mappings and keeps serving everything else.
+#[test]
+fn a_truncated_control_file_does_not_crash_the_daemon() {
+    let mut daemon = Daemon::start(&[]);
+    let info = create(&daemon, "cut", 8);
+    let client = daemon.client();
+    let _subscriber = client.subscribe::<u64>("cut", Delivery::Lossy).unwrap();
+    let control = std::path::Path::new(&info.path).join(mmshare::CONTROL_FILE);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&control)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    // Stat (which reads the records) and the periodic check (every 250 ms) both run.
+    for _ in 0..5 {
+        let _ = daemon.client().describe("cut");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(daemon.is_running(), "the daemon died");
+    daemon
+        .client()
+        .create_stream(&StreamOptions::new("other", "uint64", &[64]))
+        .unwrap();
+    assert!(matches!(describe(&daemon, "other").published, 0));
+    // The subscriber's own mapping would fault if it touched the record now; dropping it
+    // would, so leak it (the process exits soon).
+    std::mem::forget(_subscriber);
+}

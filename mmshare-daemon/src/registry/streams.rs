@@ -7,6 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
@@ -39,6 +40,8 @@ pub struct StreamEntry {
     pub files: StreamFiles,
     /// Device and inode of the data file, to check that files opened by path are this stream.
     pub id: (u64, u64),
+    /// The same for the control file.
+    pub control_id: (u64, u64),
 }
 
 fn wire_order(order: Order) -> WireOrder {
@@ -52,22 +55,34 @@ impl StreamEntry {
     fn open(header: Header, backing: Backing, path: PathBuf) -> Result<StreamEntry, String> {
         let files = StreamFiles::open(&path, true).map_err(|e| e.to_string())?;
         let id = file_id(files.data_file()).map_err(|e| e.to_string())?;
+        let control_id = file_id(files.control_file()).map_err(|e| e.to_string())?;
         Ok(StreamEntry {
             header,
             backing,
             path,
             files,
             id,
+            control_id,
         })
     }
 
-    /// Whether the data file still holds every slot (a publisher could truncate it; the
-    /// daemon then stops touching its mapping).
+    /// Whether both files still hold what the daemon maps of them: a publisher could
+    /// truncate the data file and any participant the control file, and touching a mapped
+    /// page past the end would kill the daemon (SIGBUS). Checked before every access; a
+    /// truncation racing with the check itself is not covered (README, Caveats).
     pub fn intact(&self) -> bool {
-        self.files
-            .data_file()
-            .metadata()
-            .is_ok_and(|m| m.len() >= self.header.file_len())
+        let long_enough = |file: &File, len: u64| file.metadata().is_ok_and(|m| m.len() >= len);
+        let Kind::Stream {
+            max_subscribers, ..
+        } = self.header.kind
+        else {
+            return false;
+        };
+        long_enough(self.files.data_file(), self.header.file_len())
+            && long_enough(
+                self.files.control_file(),
+                4096 + 256 * u64::from(max_subscribers),
+            )
     }
 
     /// The description sent to clients; `subscribers` lists each subscriber (Stat) or none
@@ -403,6 +418,7 @@ impl Registry {
             OpenOptions::new()
                 .read(true)
                 .write(write)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
                 .open(entry.path.join(file))
                 .map_err(|e| {
                     if e.kind() == io::ErrorKind::NotFound {
@@ -412,13 +428,13 @@ impl Registry {
                     }
                 })
         };
-        // A scribbled fixed header would make the attach fail: put it right first.
-        if entry.intact() {
-            entry.files.repair_control();
-        }
         let data = open(DATA_FILE, role == StreamRole::Publish)?;
         let control = open(CONTROL_FILE, true)?;
-        if file_id(&data).ok() != Some(entry.id) {
+        // Both files must be this stream's: a delete and a create of the same name between
+        // the lookup and the opens would otherwise pair one stream's data with another's
+        // control file.
+        if file_id(&data).ok() != Some(entry.id) || file_id(&control).ok() != Some(entry.control_id)
+        {
             return Err(not_found(name));
         }
         Ok((entry.info(true), data, control))

@@ -110,8 +110,6 @@ pub struct StreamFiles {
     control: Mapping,
     data_file: File,
     control_file: File,
-    /// Records seen marked as being reclaimed at the last `repair_control`.
-    reclaiming: std::sync::Mutex<Vec<usize>>,
 }
 
 impl std::fmt::Debug for StreamFiles {
@@ -230,7 +228,6 @@ impl StreamFiles {
             control: control_map,
             data_file: data,
             control_file: control,
-            reclaiming: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -288,24 +285,47 @@ impl StreamFiles {
     }
 
     /// Reclaims the records of subscribers that `judge` says are dead (positive evidence
-    /// only: see [`crate::Liveness`]); returns how many it freed.
+    /// only: see [`crate::Liveness`]); returns how many it freed. Their holds and lossless
+    /// cursors stop holding the publisher back (a publisher waiting for them is woken), their
+    /// budget returns, and a sleeper count they left behind is taken out.
     pub fn reclaim_subscribers(&self, judge: impl Fn(ProcessId) -> crate::Liveness) -> usize {
+        let _one_at_a_time = RECLAIMS.lock().unwrap_or_else(|p| p.into_inner());
         let ring = self.ring();
-        (0..self.max_subscribers)
-            .filter(|&r| {
-                let owner = ring.records[r].owner.load(Ordering::Relaxed);
-                owner_of(owner).is_some_and(|who| judge(who) == crate::Liveness::Dead)
-                    && super::protocol::reclaim(&ring, r, owner)
-            })
-            .count()
+        let mut freed = 0;
+        for r in 0..self.max_subscribers {
+            let owner = ring.records[r].owner.load(Ordering::Relaxed);
+            if owner_of(owner).is_some_and(|who| judge(who) == crate::Liveness::Dead)
+                && let Some(found) = super::protocol::reclaim(&ring, r, owner, me(), dead_reclaimer)
+            {
+                self.forget_sleeper(found);
+                freed += 1;
+            }
+        }
+        if freed > 0 {
+            super::publisher::wake_publisher_side(self);
+        }
+        freed
+    }
+
+    /// Takes a dead subscriber's registration out of `SLEEPERS`.
+    fn forget_sleeper(&self, found: super::protocol::Freed) {
+        if found.was_sleeping {
+            let _ = self
+                .sleepers()
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                });
+        }
     }
 
     /// Repairs what a process scribbling on the control file can leave behind for good:
     /// a damaged fixed header (which would make every later attach fail), records whose owner
-    /// word names no possible process (never reclaimable by liveness), and a hold budget
-    /// above its maximum. Live records are left alone. The daemon runs it periodically.
-    /// Returns whether anything was repaired.
+    /// word names no possible process (never reclaimable by liveness), records marked as
+    /// being freed by a process that is gone (or by none), and a hold budget above its
+    /// maximum. Live records are left alone. The daemon runs it periodically. Returns whether
+    /// anything was repaired.
     pub fn repair_control(&self) -> bool {
+        let _one_at_a_time = RECLAIMS.lock().unwrap_or_else(|p| p.into_inner());
         let mut repaired = false;
         let Kind::Stream {
             slots,
@@ -325,23 +345,18 @@ impl StreamFiles {
                 .is_ok();
         }
         let ring = self.ring();
-        let mut stuck = self.reclaiming.lock().unwrap_or_else(|p| p.into_inner());
-        let seen_before = std::mem::take(&mut *stuck);
         for (r, record) in ring.records.iter().enumerate() {
             let owner = record.owner.load(Ordering::Relaxed);
-            if owner == layout::OWNER_RECLAIMING {
-                // A reclaim takes microseconds; one still marked at the previous repair (the
-                // daemon's period apart) was left by a reclaimer that died, or scribbled.
-                if seen_before.contains(&r) {
-                    repaired |= super::protocol::reclaim_stuck(&ring, r);
-                } else {
-                    stuck.push(r);
-                }
-            } else if owner != 0 && owner_of(owner).is_none() {
-                repaired |= super::protocol::reclaim(&ring, r, owner);
+            let garbage =
+                owner != 0 && owner != layout::OWNER_RECLAIMING && owner_of(owner).is_none();
+            if (garbage || owner == layout::OWNER_RECLAIMING)
+                && let Some(found) =
+                    super::protocol::free_record(&ring, r, owner, me(), dead_reclaimer)
+            {
+                self.forget_sleeper(found);
+                repaired = true;
             }
         }
-        drop(stuck);
         let capacity = self.slots as u64 - 2;
         let used = ring.budget.load(Ordering::Relaxed);
         if used > capacity {
@@ -358,6 +373,9 @@ impl StreamFiles {
                 Ordering::Relaxed,
             );
             repaired = true;
+        }
+        if repaired {
+            super::publisher::wake_publisher_side(self);
         }
         repaired
     }
@@ -415,6 +433,22 @@ impl StreamFiles {
     pub(crate) fn data_writable(&self) -> bool {
         self.data.writable()
     }
+}
+
+/// Reclaims and repairs in this process, one at a time: a record's `reclaimer` names a
+/// process, so two threads of one process must not free records concurrently.
+static RECLAIMS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// This process, as a reclaimer.
+fn me() -> u64 {
+    ProcessId::current().to_word()
+}
+
+/// Whether a record's `reclaimer` word names a process that can no longer finish: gone
+/// (positive evidence), this very process (which frees one record at a time, so a mark of its
+/// own is a leftover), or no possible process at all (a scribble).
+fn dead_reclaimer(word: u64) -> bool {
+    word == me() || owner_of(word).is_none_or(|who| who.liveness() == crate::Liveness::Dead)
 }
 
 /// End of the control file's fixed header (magic to records offset).

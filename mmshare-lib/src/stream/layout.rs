@@ -26,7 +26,8 @@ pub(crate) mod offsets {
     pub(crate) const RECORDS_OFFSET: usize = 0x018;
     /// `u32` subscribers asleep (or about to sleep) on the data file's futex word (own line).
     pub(crate) const SLEEPERS: usize = 0x040;
-    /// `u32` 1 while the publisher sleeps waiting for a lossless subscriber (own line).
+    /// `u32` publishers asleep waiting for a lossless subscriber (0 or 1; reset when a
+    /// publisher attaches) (own line).
     pub(crate) const PUB_SLEEPERS: usize = 0x080;
     /// `u32` futex word the waiting publisher sleeps on; bumped by subscribers that wake it.
     pub(crate) const PUB_FUTEX: usize = 0x0C0;
@@ -47,7 +48,7 @@ pub(crate) const CONFIG_HELD_MASK: u64 = 0xFF;
 /// `config` bit 8: the subscriber is lossless.
 pub(crate) const CONFIG_LOSSLESS: u64 = 1 << 8;
 
-/// `owner` while a record is being reclaimed: not free, not anyone's.
+/// `owner` while a record is being freed (reclaimed, or left): not free, not anyone's.
 pub(crate) const OWNER_RECLAIMING: u64 = u64::MAX;
 
 /// The control-file length for `max_subscribers` records.
@@ -62,21 +63,25 @@ pub(crate) const fn control_len(max_subscribers: u32) -> usize {
 ///
 /// | offset | field | meaning |
 /// |---|---|---|
-/// | 0 | `owner` | 0 = free; else the subscriber's pid and start time (as the data file's writer word); `u64::MAX` while being reclaimed |
+/// | 0 | `owner` | 0 = free; else the subscriber's pid and start time (as the data file's writer word); `u64::MAX` while being freed |
 /// | 8 | `config` | bits 0–7: holds granted; bit 8: lossless |
+/// | 16 | `reclaimer` | 0, or the identity of the process freeing the record (set before `owner` is marked, cleared after it is 0) |
 /// | 64 | `cursor` | the next frame number this subscriber wants |
 /// | 72 | `missed` | frames it skipped so far |
 /// | 80 | `received` | frames it received so far |
+/// | 88 | `sleeping` | 1 while the subscriber is counted in `SLEEPERS` |
 /// | 128 | `held[16]` | 0 = free, else slot index + 1 |
 #[repr(C)]
 pub(crate) struct Record<W> {
     pub(crate) owner: W,
     pub(crate) config: W,
-    _line0: [W; 6],
+    pub(crate) reclaimer: W,
+    _line0: [W; 5],
     pub(crate) cursor: W,
     pub(crate) missed: W,
     pub(crate) received: W,
-    _line1: [W; 5],
+    pub(crate) sleeping: W,
+    _line1: [W; 4],
     pub(crate) held: [W; MAX_HELD],
 }
 
@@ -87,10 +92,12 @@ impl<W> Record<W> {
         Record {
             owner: new(),
             config: new(),
+            reclaimer: new(),
             _line0: std::array::from_fn(|_| new()),
             cursor: new(),
             missed: new(),
             received: new(),
+            sleeping: new(),
             _line1: std::array::from_fn(|_| new()),
             held: std::array::from_fn(|_| new()),
         }

@@ -9,6 +9,12 @@ use std::sync::atomic::Ordering::{self, AcqRel, Acquire, Relaxed, Release, SeqCs
 
 use super::layout::{CONFIG_HELD_MASK, CONFIG_LOSSLESS, MAX_HELD, OWNER_RECLAIMING, Record};
 
+/// Whether a record's owner word is still `me` (checked again after a hold's fence: a
+/// subscriber that was reclaimed while alive must not use what is now someone else's record).
+fn still_owner<W: Word>(ring: &Ring<'_, W>, record: usize, me: u64) -> bool {
+    ring.records[record].owner.load(Relaxed) == me
+}
+
 /// The operations the protocol needs from a shared `u64` word, and its fences.
 ///
 /// Implemented for `std`'s `AtomicU64` (mappings) and, in tests, for loom's. The fence hooks
@@ -192,11 +198,26 @@ pub(crate) fn try_loan<W: Word>(ring: &Ring<'_, W>, state: &mut PublisherState) 
             // Still held: it stays taken back (and its holder's frame intact) for now.
             continue;
         }
-        // On loan: tag 0 from here until the publish. Relaxed: only `Sample::is_intact` of a
-        // holder whose hold was erased by a scribbler looks at it.
+        // On loan: tag 0 from here until the publish. The Release fence orders it before
+        // the frame's writes, for `Sample::is_intact` of a holder whose hold was erased.
         ring.tags[slot].store(0, Relaxed);
+        W::fence(Release);
         state.tags[slot] = 0;
         return Some(slot);
+    }
+    // The scan looks at one slot at a time, so a lossy subscriber moving its hold from slot
+    // to slot can make every check fail although a slot was free at every instant. Slots
+    // taken back above can only be held transiently now: one more look at them.
+    for slot in 0..slots {
+        if state.tags[slot] & TAKEN_BACK != 0 || state.tags[slot] == 0 {
+            W::fence_after_take_back();
+            if !(W::SCAN_HOLDS && is_held(ring, slot)) {
+                ring.tags[slot].store(0, Relaxed);
+                W::fence(Release);
+                state.tags[slot] = 0;
+                return Some(slot);
+            }
+        }
     }
     None
 }
@@ -242,6 +263,13 @@ pub(crate) struct SubscriberState {
     pub(crate) missed: u64,
     /// Frames taken in all.
     pub(crate) received: u64,
+    /// A hold was stored and dropped again since the caller last looked (a waiting publisher
+    /// may have seen it and must be woken).
+    pub(crate) dropped_a_hold: bool,
+    /// Its identity word (the record's owner while the record is its own).
+    pub(crate) me: u64,
+    /// Its record was found reclaimed: it must stop.
+    pub(crate) lost: bool,
 }
 
 /// A frame a subscriber now holds.
@@ -330,86 +358,110 @@ pub(crate) fn subscribe<W: Word>(
     start
 }
 
-/// Frees `record` (which holds nothing any more) and returns its holds to the budget.
-pub(crate) fn unsubscribe<W: Word>(ring: &Ring<'_, W>, record: usize, owner: u64) {
-    let rec = &ring.records[record];
-    let holds = rec.config.load(Relaxed) & CONFIG_HELD_MASK;
-    rec.config.store(0, Relaxed);
-    for h in &rec.held {
-        h.store(0, Relaxed);
-    }
-    // Release: the cleared record is what the next claimer (Acquire) finds. A failure means
-    // the record was reclaimed under us (we were judged dead); the reclaimer returned the
-    // budget then.
-    if rec
-        .owner
-        .compare_exchange(owner, 0, Release, Relaxed)
-        .is_ok()
-    {
-        return_budget(ring, holds);
-    }
+/// What freeing a record found in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Freed {
+    /// It was counted in `SLEEPERS` (its owner died asleep): the caller takes it out.
+    pub(crate) was_sleeping: bool,
 }
 
-/// Frees the record of a subscriber known to be dead, if its owner word is still `owner`:
-/// its holds are dropped, its cursor no longer holds the publisher back, its budget returns.
-/// Returns whether this call did it.
-pub(crate) fn reclaim<W: Word>(ring: &Ring<'_, W>, record: usize, owner: u64) -> bool {
+/// Frees `record` if its owner word is still `owner` (or, with `owner ==
+/// OWNER_RECLAIMING`, if it is stuck being freed by a process `reclaimer_dead` says is dead,
+/// or by nobody). `me` is the freeing process's identity word.
+///
+/// The steps, each of which the next freer can see: (1) become the record's `reclaimer`
+/// (CAS from 0, or from a dead reclaimer); (2) mark `owner` as being freed (CAS from
+/// `owner`); (3) clear `config` and the holds (Release: the holder's reads of its frames
+/// happen-before a publisher that reads the cleared values reuses the slots); (4) `owner`
+/// back to 0 (CAS, Release: a claimer finds the record cleared); (5) give up `reclaimer`;
+/// (6) return the holds to the budget. A freer that dies between (1) and (5) leaves a mark
+/// naming it, which the next freer can take over once it is positively dead. Never touches a
+/// record someone else owns or is freeing.
+pub(crate) fn free_record<W: Word>(
+    ring: &Ring<'_, W>,
+    record: usize,
+    owner: u64,
+    me: u64,
+    reclaimer_dead: impl Fn(u64) -> bool,
+) -> Option<Freed> {
     let rec = &ring.records[record];
+    if owner == 0 {
+        return None;
+    }
+    let current = rec.reclaimer.load(Acquire);
+    if current != 0 && !reclaimer_dead(current) {
+        return None;
+    }
+    rec.reclaimer
+        .compare_exchange(current, me, AcqRel, Relaxed)
+        .ok()?;
+    let give_up = || {
+        let _ = rec.reclaimer.compare_exchange(me, 0, Release, Relaxed);
+    };
     let mark = if W::RECLAIM_MARKS_FIRST {
         OWNER_RECLAIMING
     } else {
         0
     };
-    if owner == 0
-        || owner == OWNER_RECLAIMING
-        || rec
-            .owner
+    let marked = if owner == OWNER_RECLAIMING {
+        rec.owner.load(Acquire) == OWNER_RECLAIMING
+    } else {
+        rec.owner
             .compare_exchange(owner, mark, AcqRel, Relaxed)
-            .is_err()
-    {
-        return false;
+            .is_ok()
+    };
+    if !marked {
+        give_up();
+        return None;
     }
     let holds = rec.config.load(Relaxed) & CONFIG_HELD_MASK;
-    rec.config.store(0, Relaxed);
+    let was_sleeping = rec.sleeping.load(Relaxed) != 0;
+    rec.config.store(0, Release);
     for h in &rec.held {
-        h.store(0, Relaxed);
+        h.store(0, Release);
     }
+    rec.sleeping.store(0, Relaxed);
     if W::RECLAIM_MARKS_FIRST {
-        // Release: a claimer (Acquire) finds the record cleared.
-        rec.owner.store(0, Release);
+        let _ = rec
+            .owner
+            .compare_exchange(OWNER_RECLAIMING, 0, Release, Relaxed);
     }
+    give_up();
     return_budget(ring, holds);
-    true
+    Some(Freed { was_sleeping })
 }
 
-/// Frees a record left marked as being reclaimed (its reclaimer died halfway, or a scribbler
-/// wrote the mark): clears it as `reclaim` does. Returns whether this call freed it.
-pub(crate) fn reclaim_stuck<W: Word>(ring: &Ring<'_, W>, record: usize) -> bool {
-    let rec = &ring.records[record];
-    if rec.owner.load(Acquire) != OWNER_RECLAIMING {
-        return false;
+/// Frees this subscriber's own `record` (which holds nothing any more). Does nothing if the
+/// record is no longer its own (it was reclaimed: judged dead).
+pub(crate) fn unsubscribe<W: Word>(ring: &Ring<'_, W>, record: usize, owner: u64) {
+    // A reclaimer that stays registered is one that died mid-way (or a scribble): ours to
+    // take over, since the record is still ours.
+    let _ = free_record(ring, record, owner, owner, |_| true);
+}
+
+/// Frees the record of a subscriber known to be dead, if its owner word is still `owner`.
+/// Returns what it found, or `None` if this call did not free it.
+pub(crate) fn reclaim<W: Word>(
+    ring: &Ring<'_, W>,
+    record: usize,
+    owner: u64,
+    me: u64,
+    reclaimer_dead: impl Fn(u64) -> bool,
+) -> Option<Freed> {
+    if owner == OWNER_RECLAIMING {
+        return None;
     }
-    let holds = rec.config.load(Relaxed) & CONFIG_HELD_MASK;
-    rec.config.store(0, Relaxed);
-    for h in &rec.held {
-        h.store(0, Relaxed);
-    }
-    // Release: a claimer (Acquire) finds the record cleared. A failure means someone else
-    // freed it meanwhile.
-    if rec
-        .owner
-        .compare_exchange(OWNER_RECLAIMING, 0, Release, Relaxed)
-        .is_ok()
-    {
-        return_budget(ring, holds);
-        return true;
-    }
-    false
+    free_record(ring, record, owner, me, reclaimer_dead)
 }
 
 /// Finds the slot holding tag `want`, or (unless `exact`) the slot holding the lowest tag
 /// above it. Tags are read Relaxed: the caller validates its choice after its hold.
-fn find<W: Word>(ring: &Ring<'_, W>, want: u64, exact: bool) -> Option<(usize, u64)> {
+fn find<W: Word>(
+    ring: &Ring<'_, W>,
+    want: u64,
+    exact: bool,
+    published: u64,
+) -> Option<(usize, u64)> {
     let slots = ring.tags.len();
     let hint = (want.wrapping_sub(1) % slots as u64) as usize;
     if ring.tags[hint].load(Relaxed) == want {
@@ -421,7 +473,14 @@ fn find<W: Word>(ring: &Ring<'_, W>, want: u64, exact: bool) -> Option<(usize, u
         if tag == want {
             return Some((slot, tag));
         }
-        if !exact && tag > want && tag & TAKEN_BACK == 0 && best.is_none_or(|(_, b)| tag < b) {
+        // Only frames below the PUBLISHED read are sure to show their tags here (tags of
+        // later ones may still look stale): skip only to those.
+        if !exact
+            && tag > want
+            && tag <= published
+            && tag & TAKEN_BACK == 0
+            && best.is_none_or(|(_, b)| tag < b)
+        {
             best = Some((slot, tag));
         }
     }
@@ -429,8 +488,14 @@ fn find<W: Word>(ring: &Ring<'_, W>, want: u64, exact: bool) -> Option<(usize, u
 }
 
 /// Records a hold of `slot` in `entry` and checks that it still has `tag`; lets go if not.
-fn hold<W: Word>(ring: &Ring<'_, W>, record: usize, entry: usize, slot: usize, tag: u64) -> bool {
-    let held = &ring.records[record].held[entry];
+fn hold<W: Word>(
+    ring: &Ring<'_, W>,
+    state: &mut SubscriberState,
+    entry: usize,
+    slot: usize,
+    tag: u64,
+) -> Hold {
+    let held = &ring.records[state.record].held[entry];
     // Release, although the fence below orders it before the re-check: this entry may have
     // held another slot just before, and a publisher that reads this new value instead of
     // that slot's release must still find our reads of it done (C++20 release sequences do
@@ -438,14 +503,33 @@ fn hold<W: Word>(ring: &Ring<'_, W>, record: usize, entry: usize, slot: usize, t
     held.store(slot as u64 + 1, Release);
     // Pairs with the publisher's `fence_after_take_back`.
     W::fence_after_hold();
+    if !still_owner(ring, state.record, state.me) {
+        // Reclaimed while we were alive (judged dead): the record may be someone else's
+        // now. Take back what we wrote, touch nothing more.
+        let _ = held.compare_exchange(slot as u64 + 1, 0, Release, Relaxed);
+        state.lost = true;
+        return Hold::Lost;
+    }
     // Acquire (load + fence): pairs with the publish's Release store of the tag, so the
     // frame's bytes and time are visible once it matches.
     if load_acquire(&ring.tags[slot]) == tag {
-        return true;
+        return Hold::Held;
     }
     // Release: as above.
     held.store(0, Release);
-    false
+    Hold::Gone
+}
+
+/// What a hold attempt found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hold {
+    /// The slot still had the tag: the frame is ours until released.
+    Held,
+    /// The frame was taken back meanwhile; the hold was dropped again (a publisher waiting
+    /// for a free slot may have seen it: the caller wakes it).
+    Gone,
+    /// The record is no longer ours (it was reclaimed): nothing taken.
+    Lost,
 }
 
 /// Takes the next frame for subscriber `state` into hold `entry` (free), skipping (and
@@ -461,7 +545,7 @@ pub(crate) fn receive<W: Word>(
             return None;
         }
         let want = state.cursor.wrapping_add(1);
-        let Some((slot, tag)) = find(ring, want, false) else {
+        let Some((slot, tag)) = find(ring, want, false, published) else {
             // Every frame from the cursor on was taken back and replaced since we read
             // PUBLISHED: read it again.
             continue;
@@ -469,14 +553,16 @@ pub(crate) fn receive<W: Word>(
         if tag > want {
             let skipped = tag - want;
             state.cursor = tag - 1;
-            state.pending_missed += skipped;
-            state.missed += skipped;
+            state.pending_missed = state.pending_missed.saturating_add(skipped);
+            state.missed = state.missed.saturating_add(skipped);
             ring.records[state.record]
                 .missed
                 .store(state.missed, Relaxed);
         }
-        if hold(ring, state.record, entry, slot, tag) {
-            return Some(take(ring, state, slot));
+        match hold(ring, state, entry, slot, tag) {
+            Hold::Held => return Some(take(ring, state, slot)),
+            Hold::Gone => state.dropped_a_hold = true,
+            Hold::Lost => return None,
         }
     }
     None
@@ -494,28 +580,34 @@ pub(crate) fn latest<W: Word>(
         if published == 0 {
             return None;
         }
-        let Some((slot, tag)) = find(ring, published, true) else {
+        let Some((slot, tag)) = find(ring, published, true, published) else {
             continue;
         };
-        if hold(ring, state.record, entry, slot, tag) {
-            let number = tag - 1;
-            if number >= state.cursor {
-                let skipped = number - state.cursor;
-                state.pending_missed += skipped;
-                state.missed += skipped;
-                ring.records[state.record]
-                    .missed
-                    .store(state.missed, Relaxed);
-                state.cursor = number;
-                return Some(take(ring, state, slot));
+        match hold(ring, state, entry, slot, tag) {
+            Hold::Gone => {
+                state.dropped_a_hold = true;
+                continue;
             }
-            // Already past it (received it before): give it again, cursor unchanged.
-            return Some(Taken {
-                slot,
-                number,
-                missed_before: 0,
-            });
+            Hold::Lost => return None,
+            Hold::Held => {}
         }
+        let number = tag - 1;
+        if number >= state.cursor {
+            let skipped = number - state.cursor;
+            state.pending_missed = state.pending_missed.saturating_add(skipped);
+            state.missed = state.missed.saturating_add(skipped);
+            ring.records[state.record]
+                .missed
+                .store(state.missed, Relaxed);
+            state.cursor = number;
+            return Some(take(ring, state, slot));
+        }
+        // Already past it (received it before): give it again, cursor unchanged.
+        return Some(Taken {
+            slot,
+            number,
+            missed_before: 0,
+        });
     }
     None
 }
@@ -536,10 +628,11 @@ fn take<W: Word>(ring: &Ring<'_, W>, state: &mut SubscriberState, slot: usize) -
 }
 
 /// Lets go of hold `entry`.
-pub(crate) fn release<W: Word>(ring: &Ring<'_, W>, record: usize, entry: usize) {
+pub(crate) fn release<W: Word>(ring: &Ring<'_, W>, record: usize, entry: usize, slot: usize) {
     // Release: our reads of the frame happen-before the publisher's reuse of the slot (it
-    // reads this with an Acquire fence in `is_held`).
-    ring.records[record].held[entry].store(0, Release);
+    // reads this with an Acquire fence in `is_held`). A compare-and-swap: if our record was
+    // reclaimed and reused meanwhile, the entry may hold someone else's hold now.
+    let _ = ring.records[record].held[entry].compare_exchange(slot as u64 + 1, 0, Release, Relaxed);
 }
 
 /// Whether hold `entry` of `record` still names `slot` and the slot still has `tag` (offered
@@ -552,6 +645,9 @@ pub(crate) fn still_intact<W: Word>(
     slot: usize,
     tag: u64,
 ) -> bool {
+    // Acquire: the reads of the frame made before this check stay before it (a seqlock-style
+    // re-check: it detects a reuse, it does not make a racing read defined).
+    W::fence(Acquire);
     ring.records[record].held[entry].load(Relaxed) == slot as u64 + 1
         && load_acquire(&ring.tags[slot]) & !TAKEN_BACK == tag
 }
@@ -681,6 +777,9 @@ mod model_tests {
             pending_missed: 0,
             missed: 0,
             received: 0,
+            dropped_a_hold: false,
+            me: 7,
+            lost: false,
         }
     }
 
@@ -726,12 +825,12 @@ mod model_tests {
             let mut sub = subscriber(record, start);
             if let Some(taken) = receive(&ring, &mut sub, 0) {
                 read_taken(&m, taken);
-                release(&ring, record, 0);
+                release(&ring, record, 0, taken.slot);
             }
             publisher.join().unwrap();
             while let Some(taken) = receive(&ring, &mut sub, 0) {
                 read_taken(&m, taken);
-                release(&ring, record, 0);
+                release(&ring, record, 0, taken.slot);
             }
             assert_eq!(sub.received + sub.missed, 4);
         });
@@ -783,7 +882,7 @@ mod model_tests {
                     Some(taken) => {
                         read_taken(&m, taken);
                         got.push(taken.number);
-                        release(&ring, record, 0);
+                        release(&ring, record, 0, taken.slot);
                     }
                     None => loom::thread::yield_now(),
                 }
@@ -827,7 +926,9 @@ mod model_tests {
             stale.config.store(1 | CONFIG_LOSSLESS, Relaxed);
             let reclaimer = {
                 let m = m.clone();
-                loom::thread::spawn(move || assert!(reclaim(&m.ring(), 1, dead)))
+                loom::thread::spawn(move || {
+                    assert!(reclaim(&m.ring(), 1, dead, 0x5EED, |_| false).is_some());
+                })
             };
             let publisher = {
                 let m = m.clone();
@@ -848,7 +949,7 @@ mod model_tests {
                 let mut sub = subscriber(record, 0);
                 if let Some(taken) = receive(&ring, &mut sub, 0) {
                     read_taken(&m, taken);
-                    release(&ring, record, 0);
+                    release(&ring, record, 0, taken.slot);
                 }
             }
             reclaimer.join().unwrap();
@@ -868,5 +969,105 @@ mod model_tests {
             check_reclaim::<RECLAIM_IN_ONE_STEP>,
             "a held frame was overwritten",
         );
+    }
+
+    /// A lossy subscriber takes frame 0, reads it, releases it and unsubscribes while the
+    /// publisher loans for frames 2 and 3 (the loan for 3 wants slot 0 back): the publisher's
+    /// rewrite of slot 0 is ordered after the subscriber's read (the unsubscribe's clears are
+    /// Release stores; with Relaxed ones loom reports the race).
+    #[test]
+    fn model_unsubscribe_racing_a_loan_never_races_a_read() {
+        builder().check(|| {
+            let m = Model::<Mutant<0>>::new(3, 1);
+            let ring = m.ring();
+            let record = claim_record(&ring, 7).unwrap();
+            assert_eq!(take_budget(&ring, 1, 1), 1);
+            let start = subscribe(&ring, record, 1, false);
+            let mut state = attach(&ring);
+            publish_frames(&m, &mut state, 2);
+            let publisher = {
+                let m = m.clone();
+                loom::thread::spawn(move || publish_frames(&m, &mut state, 4))
+            };
+            let mut sub = subscriber(record, start);
+            if let Some(taken) = receive(&ring, &mut sub, 0) {
+                read_taken(&m, taken);
+                release(&ring, record, 0, taken.slot);
+            }
+            unsubscribe(&ring, record, 7);
+            publisher.join().unwrap();
+        });
+    }
+
+    /// Only a lossy subscriber with one hold (the budget of a 3-slot ring), frames 0, 1, 2
+    /// filling the ring: while the subscriber moves its hold from frame 0 to frame 1, one
+    /// `try_loan` still finds a slot (its second look at taken-back slots).
+    #[test]
+    fn model_try_loan_never_fails_with_only_lossy_subscribers() {
+        builder().check(|| {
+            let m = Model::<Mutant<0>>::new(3, 1);
+            let ring = m.ring();
+            let record = claim_record(&ring, 7).unwrap();
+            assert_eq!(take_budget(&ring, 1, 1), 1);
+            let _ = subscribe(&ring, record, 1, false);
+            let mut state = attach(&ring);
+            publish_frames(&m, &mut state, 3);
+            let publisher = {
+                let m = m.clone();
+                loom::thread::spawn(move || {
+                    let ring = m.ring();
+                    let slot = try_loan(&ring, &mut state);
+                    assert!(
+                        slot.is_some(),
+                        "try_loan failed with only a lossy subscriber"
+                    );
+                    let slot = slot.unwrap();
+                    // SAFETY: loom checks this access against the subscriber's reads.
+                    m.data[slot].with_mut(|p| unsafe { *p = 3 });
+                })
+            };
+            let mut sub = subscriber(record, 0);
+            for _ in 0..2 {
+                if let Some(taken) = receive(&ring, &mut sub, 0) {
+                    read_taken(&m, taken);
+                    release(&ring, record, 0, taken.slot);
+                }
+            }
+            publisher.join().unwrap();
+        });
+    }
+
+    /// A lossless subscriber that subscribes while the publisher publishes gets every frame
+    /// from its starting point on, none missed.
+    #[test]
+    fn model_a_lossless_subscriber_joining_mid_stream_misses_nothing() {
+        builder().check(|| {
+            let m = Model::<Mutant<0>>::new(3, 1);
+            let ring = m.ring();
+            let mut state = attach(&ring);
+            publish_frames(&m, &mut state, 2);
+            let publisher = {
+                let m = m.clone();
+                loom::thread::spawn(move || publish_frames(&m, &mut state, 5))
+            };
+            let record = claim_record(&ring, 7).unwrap();
+            assert_eq!(take_budget(&ring, 1, 1), 1);
+            let start = subscribe(&ring, record, 1, true);
+            let mut sub = subscriber(record, start);
+            let mut got = Vec::new();
+            while sub.cursor < 5 {
+                match receive(&ring, &mut sub, 0) {
+                    Some(taken) => {
+                        read_taken(&m, taken);
+                        got.push(taken.number);
+                        release(&ring, record, 0, taken.slot);
+                    }
+                    None => loom::thread::yield_now(),
+                }
+            }
+            publisher.join().unwrap();
+            assert_eq!(sub.missed, 0, "missed frames: got {got:?} from {start}");
+            assert_eq!(got, (start..5).collect::<Vec<_>>());
+        });
     }
 }

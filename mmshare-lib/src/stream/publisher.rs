@@ -130,6 +130,9 @@ impl<T: Element> Publisher<T> {
                 break;
             }
         }
+        // A publisher killed while it slept waiting for a slot left itself counted; nobody
+        // else counts there (one publisher at a time).
+        files.pub_sleepers().store(0, Relaxed);
         let state = protocol::attach(&files.ring());
         Ok(Publisher {
             files,
@@ -281,12 +284,13 @@ impl<T: Element> Publisher<T> {
     /// Frees the records of subscribers that are positively dead (their pid is gone or was
     /// reused): their holds and lossless cursors stop holding this publisher back. The daemon
     /// does this for the streams it serves; call it when using stream files without one.
+    ///
+    /// Without the daemon, liveness is judged from this process's view of `/proc`: a live
+    /// subscriber in another pid namespace with its own `/proc` may be judged dead, and then
+    /// gets [`StreamError::SubscriptionLost`] (streams shared across pid namespaces should go
+    /// through the daemon, whose connection leases tell).
     pub fn reclaim_dead_subscribers(&self) -> usize {
-        let freed = self.files.reclaim_subscribers(|who| who.liveness());
-        if freed > 0 {
-            wake_publisher_side(&self.files);
-        }
-        freed
+        self.files.reclaim_subscribers(|who| who.liveness())
     }
 
     fn publish_slot(&mut self, slot: usize) -> u64 {
@@ -315,6 +319,10 @@ pub(super) fn wake_publisher_side(files: &StreamFiles) {
 
 impl<T: Element> Drop for Publisher<T> {
     fn drop(&mut self) {
+        // A forked child that drops its copy must not detach the parent.
+        if ProcessId::current().to_word() != self.me {
+            return;
+        }
         // Release: our last stores to the slot table happen-before the next publisher's
         // attach. A failure means we were replaced; nothing to give back then.
         let _ = self

@@ -122,6 +122,9 @@ impl<T: Element> Subscriber<T> {
                 pending_missed: 0,
                 missed: 0,
                 received: 0,
+                dropped_a_hold: false,
+                me,
+                lost: false,
             }),
             in_use: Cell::new(0),
             max_held: granted as usize,
@@ -217,7 +220,21 @@ impl<T: Element> Subscriber<T> {
         self.check_record()?;
         let entry = self.free_entry()?;
         let ring = self.files.ring();
-        let Some(taken) = how(&ring, &mut self.state.borrow_mut(), entry) else {
+        let got = {
+            let mut state = self.state.borrow_mut();
+            let got = how(&ring, &mut state, entry);
+            if std::mem::take(&mut state.dropped_a_hold) {
+                // A publisher waiting for a slot may have seen that hold.
+                wake_publisher_side(&self.files);
+            }
+            if state.lost {
+                return Err(StreamError::SubscriptionLost {
+                    name: self.files.header().name.clone(),
+                });
+            }
+            got
+        };
+        let Some(taken) = got else {
             return Ok(None);
         };
         self.in_use.set(self.in_use.get() | 1 << entry);
@@ -284,7 +301,11 @@ impl<T: Element> Subscriber<T> {
     /// publisher knows to wake us.
     fn sleep(&self, at_most: Duration) {
         let (sleepers, futex) = (self.files.sleepers(), self.files.futex());
+        let sleeping = &self.files.ring().records[self.record()].sleeping;
         sleepers.fetch_add(1, Relaxed);
+        // Counted first, flagged second (and unflagged before uncounted): whoever reclaims
+        // our record if we die asleep takes us out of SLEEPERS exactly when the flag is set.
+        sleeping.store(1, Relaxed);
         // Pairs with the fence at the end of `protocol::publish`: the publisher sees us in
         // SLEEPERS, or we see its PUBLISHED below.
         fence(SeqCst);
@@ -295,6 +316,7 @@ impl<T: Element> Subscriber<T> {
         if published <= self.next_number() {
             sys::futex_wait(futex, seen, at_most);
         }
+        sleeping.store(0, Relaxed);
         sleepers.fetch_sub(1, Relaxed);
     }
 
@@ -313,8 +335,8 @@ impl<T: Element> Subscriber<T> {
         })
     }
 
-    fn release(&self, entry: usize) {
-        protocol::release(&self.files.ring(), self.record(), entry);
+    fn release(&self, entry: usize, slot: usize) {
+        protocol::release(&self.files.ring(), self.record(), entry, slot);
         self.in_use.set(self.in_use.get() & !(1 << entry));
         wake_publisher_side(&self.files);
     }
@@ -322,6 +344,10 @@ impl<T: Element> Subscriber<T> {
 
 impl<T: Element> Drop for Subscriber<T> {
     fn drop(&mut self) {
+        // A forked child that drops its copy must not free the parent's record.
+        if ProcessId::current().to_word() != self.me {
+            return;
+        }
         // Samples borrow the subscriber, so none is alive here.
         protocol::unsubscribe(&self.files.ring(), self.record(), self.me);
         wake_publisher_side(&self.files);
@@ -410,6 +436,6 @@ impl<T: Element> Deref for Sample<'_, T> {
 
 impl<T: Element> Drop for Sample<'_, T> {
     fn drop(&mut self) {
-        self.subscriber.release(self.entry);
+        self.subscriber.release(self.entry, self.slot);
     }
 }
