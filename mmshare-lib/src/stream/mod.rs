@@ -55,8 +55,11 @@
 //!         fence(SeqCst)                // pairs with the subscriber's fence after its hold
 //!         skip if any HELD[r][k] = i + 1 (Relaxed loads, then fence(Acquire): the holder's
 //!                                      //   reads of the old frame happen-before our writes)
-//!         TAG[i].store(0, Relaxed)     // on loan
+//!         TAG[i].store(0, Relaxed); fence(Release)     // on loan
 //!         loan slot i: the publisher writes the frame through a plain &mut [T]
+//!     second look: each taken-back or empty slot again (fence(SeqCst), scan the holds): the
+//!         scan above looks at one slot at a time, and a lossy subscriber moving its hold
+//!         from slot to slot could fail every check although a slot was free at each instant
 //!     no slot: wait (only lossless subscribers can cause this), or time out
 //! publish:
 //!     TIME[i] = now; TAG[i].store(next + 1, Release)   // the frame happens-before a
@@ -72,10 +75,12 @@
 //!     if cursor >= PUBLISHED (Relaxed load, fence(Acquire)): nothing new
 //!     find slot i with TAG[i] = cursor + 1 (slot cursor % slots first, then all slots);
 //!         none: the frame was taken back (we are too slow): take the oldest frame after
-//!         it that is still offered instead, and count the frames skipped as missed
+//!         it that is still offered and below the PUBLISHED we read (the tags of later
+//!         frames may still look stale to us), and count the frames skipped as missed
 //!     HELD[r][k].store(i + 1, Release) // Release: the entry may have held another slot just
 //!                                       //   before; see `protocol::hold`
 //!     fence(SeqCst)                     // pairs with the publisher's fence after take-back
+//!     OWNER[r] still us? no: we were reclaimed (judged dead): CAS our hold back to 0, stop
 //!     TAG[i] still the tag we found (Relaxed load, fence(Acquire): pairs with the publish's
 //!         Release store, so the frame's bytes and TIME[i] are visible)?
 //!         no: HELD[r][k].store(0, Release) and look again (the frame is gone; the search
@@ -83,7 +88,9 @@
 //!     yes: the frame is ours to read in place until we release it; cursor = frame + 1;
 //!          CURSOR[r].store(cursor, Release)
 //! release:
-//!     HELD[r][k].store(0, Release)      // our reads happen-before the publisher's reuse
+//!     HELD[r][k].CAS(i + 1 -> 0, Release)   // our reads happen-before the publisher's
+//!                                           //   reuse; a CAS so as never to erase a hold
+//!                                           //   that is not ours
 //! ```
 //!
 //! **Lossless subscribers** also hold the publisher back: the publisher never takes back a
@@ -96,8 +103,10 @@
 //! the publisher might be taking back.
 //!
 //! **`latest()`** takes the frame `PUBLISHED - 1` the same way. It never starves: the
-//! publisher never takes back its newest frame, so the frame can only go away after the
-//! publisher has published at least `slots - 1` more; each attempt re-reads `PUBLISHED`.
+//! publisher never takes back its newest frame, so the frame can only go away once a newer
+//! one is published (and then in the very next loan, if every older slot is held); each
+//! attempt re-reads `PUBLISHED`, so an attempt fails only if the publisher published and
+//! loaned again within the few nanoseconds between our search and our check.
 //!
 //! # Why a free slot always exists for lossy subscribers
 //!
@@ -105,14 +114,18 @@
 //! stream's **hold budget** of `slots - 2` (one slot is on loan, one keeps the newest frame);
 //! when the budget is short the subscriber gets what is left, and when nothing is left the
 //! subscribe fails with a clear error. With the budget respected, at most `slots - 2` slots are
-//! held, so a loan always finds a slot that is neither held, nor newest, nor on loan, unless a
-//! lossless subscriber still needs it. Lossy subscribers therefore never make the publisher
-//! wait.
+//! held, so at every instant some slot is neither held, nor newest, nor on loan, unless a
+//! lossless subscriber still needs it; the loan's second look at the slots it took back finds
+//! it even while a lossy subscriber moves its hold from slot to slot under the first scan
+//! (`model_try_loan_never_fails_with_only_lossy_subscribers`). Lossy subscribers therefore
+//! never make the publisher wait.
 //!
 //! # Sleeping, and why a publish makes no system call when nobody sleeps
 //!
 //! Waiters spin briefly, then yield, then sleep on a futex (the `backoff` module's schedule).
-//! Before sleeping, a subscriber adds itself to `SLEEPERS` (control file), fences (SeqCst),
+//! Before sleeping, a subscriber adds itself to `SLEEPERS` (control file) and then sets the
+//! `sleeping` flag of its record (cleared before it takes itself out again: a subscriber
+//! that dies asleep is taken out of `SLEEPERS` by whoever reclaims its record), fences (SeqCst),
 //! reads `FUTEX` (data file) and checks `PUBLISHED` once more; it sleeps only if nothing
 //! arrived, on `FUTEX` holding that value, and removes itself when it wakes. A publish stores
 //! `PUBLISHED`, fences (SeqCst), and bumps `FUTEX` and calls `FUTEX_WAKE` only if `SLEEPERS`
@@ -120,8 +133,10 @@
 //! bump comes between the sleeper's read of `FUTEX` and its sleep, the kernel sees the changed
 //! value and does not sleep. No wake-up is lost, and with nobody asleep a publish is a few
 //! stores and one fence. The publisher waiting for lossless subscribers sleeps the same way on
-//! `PUB_FUTEX` (control file), and a subscriber that advances its cursor or releases a hold
-//! wakes it only if `PUB_SLEEPERS` says it sleeps.
+//! `PUB_FUTEX` (control file), and a subscriber that advances its cursor, releases a hold or
+//! drops a hold it could not use, and whoever reclaims a record, wake it only if
+//! `PUB_SLEEPERS` says it sleeps (a publisher that attaches resets it: one that died asleep
+//! left itself counted).
 //!
 //! # What a scribbler can do
 //!
@@ -133,19 +148,43 @@
 //! it, because a held slot keeps its frame's tag, taken back or not, until it is reused), lower or raise cursors (lossless subscribers miss frames, counted; or the publisher
 //! waits until its loan times out), zero `SLEEPERS` (sleepers then wake by the sleep's 50 ms
 //! re-check instead of at once), or take every record and the whole budget (new subscribers get
-//! a clear error). A sleep never lasts more than 50 ms and every wait has a timeout.
+//! a clear error). A sleep never lasts more than 50 ms and every wait has a timeout. The
+//! daemon repairs what would otherwise last for good: the control file's fixed header, owner
+//! words that name no possible process, records left half-freed by a freer that is gone, a
+//! budget above its maximum, and records of owners it cannot judge that hold no lease on the
+//! stream.
+//!
+//! Two things are beyond that. **Truncating** the control file makes every process that maps
+//! it fault (SIGBUS) at its next access, as truncating an array file does to its readers; the
+//! daemon checks both files' sizes before it touches a stream (racy, but it keeps the daemon
+//! up), and only processes the stream's owner allowed to attach can do it. And a held sample
+//! is a plain `&[T]` over shared memory: if a scribbler's erased hold lets the publisher
+//! reuse the slot, the holder's reads race with the publisher's writes, which is undefined
+//! behaviour in the Rust model, however benign on the hardware (bytes of two frames).
+//! `Sample::is_intact` detects such a reuse after the reads, as a seqlock re-check does; it
+//! does not make the reads defined.
 //!
 //! # Crashes
 //!
 //! * **A subscriber dies.** Its record still shows its holds and cursor. Whoever can prove it
 //!   is dead (pid gone, or reused with another start time; never a guess) reclaims the record:
 //!   the daemon does it for the connections it leased the stream to, and
-//!   [`Publisher::reclaim_dead_subscribers`] does it for file-only use.
+//!   [`Publisher::reclaim_dead_subscribers`] does it for file-only use. Freeing a record
+//!   (reclaiming it, or leaving) first records who frees it (`reclaimer`, a CAS), then marks
+//!   the owner word (a CAS), clears the record with Release stores, and unmarks with CASes:
+//!   it never clears a record someone else owns, and one left half-freed by a freer that died
+//!   is finished by the next freer once that one is positively gone. A subscriber that was
+//!   reclaimed while alive (misjudged) finds out at its next hold (it re-checks its owner word
+//!   after the hold's fence) and stops with `SubscriptionLost`; its releases are CASes that
+//!   never erase another subscriber's hold.
 //! * **The publisher dies mid-loan.** The slot it was filling has tag 0, so nothing
 //!   half-written is ever delivered. A new publisher reads `PUBLISHED` and the tags and
 //!   continues the numbering: if the old one died between storing a tag and storing
 //!   `PUBLISHED`, the new one counts that complete frame as published.
 //! * **The daemon dies.** It is not on the data path: publisher and subscribers go on.
+//! * **A publisher is misjudged dead** (file-only use across pid namespaces): another may
+//!   attach; the first finds out at its next loan (`PublisherLost`), but a publish already
+//!   under way completes. Through the daemon, whose leases tell, this does not happen.
 //!
 //! # Layout
 //! - `layout`: byte offsets of the control file and the shared record type.

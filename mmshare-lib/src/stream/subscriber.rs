@@ -30,8 +30,10 @@ pub enum Delivery {
     /// [`Sample::missed_before`]).
     #[default]
     Lossy,
-    /// Every frame, in order, none twice: the publisher waits (up to its loan timeout) while
-    /// this subscriber is a whole ring behind.
+    /// Every frame, in order, none twice, through [`Subscriber::receive`]: the publisher
+    /// waits (up to its loan timeout) while this subscriber is a whole ring behind.
+    /// [`Subscriber::latest`] still jumps to the newest frame (counting the frames it skips
+    /// as missed) and may give the newest frame again.
     Lossless,
 }
 
