@@ -350,3 +350,33 @@ fn a_truncated_control_file_does_not_crash_the_daemon() {
     // would, so leak it (the process exits soon).
     std::mem::forget(_subscriber);
 }
+
+/// The stream example (examples/README.md): a lossless subscriber started before the
+/// publisher gets every frame the publisher sends, and says so when the stream goes quiet.
+#[test]
+fn the_stream_example_delivers_every_frame() {
+    let example = common::example_path("stream");
+    let daemon = Daemon::start(&[]);
+    daemon
+        .client()
+        .create_stream(
+            &StreamOptions::new("demo.camera", "u1", &[480, 640])
+                .slots(8)
+                .memory(),
+        )
+        .unwrap();
+    let env = [("MMSHARE_SOCKET", daemon.socket.as_os_str())];
+    let mut sub = Worker::spawn_program(&example, &["subscribe", "--lossless"], &env);
+    sub.expect_line("subscribed (Lossless)", WATCHDOG);
+    let publisher = Worker::spawn_program(&example, &["publish", "30"], &env);
+    let (status, lines) = publisher.finish(WATCHDOG);
+    assert!(status.success(), "publisher: {lines:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("published 30 frames")),
+        "{lines:?}"
+    );
+    let line = sub.expect_line("no frame for 5 s", WATCHDOG);
+    assert!(line.contains("received 30, missed 0"), "{line}");
+    let (status, _) = sub.finish(WATCHDOG);
+    assert!(status.success());
+}
