@@ -175,6 +175,35 @@ fn child_big(path: &str, ack: &str, copy: bool) {
     }
 }
 
+/// Reads `frames` frames from a lossless subscription, every byte, with no ack.
+fn child_big_flow(path: &str, copy: bool, frames: usize) {
+    pin(1);
+    let subscriber = Subscriber::<u64>::open(path, Delivery::Lossless).unwrap();
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    let mut buf = vec![0u64; BIG / 8];
+    for _ in 0..frames {
+        let sample = subscriber.receive_timeout(TIMEOUT).unwrap();
+        if copy {
+            buf.copy_from_slice(&sample);
+            std::hint::black_box(&buf);
+        } else {
+            std::hint::black_box(sample.iter().fold(0u64, |a, &x| a.wrapping_add(x)));
+        }
+    }
+}
+
+/// Reads `frames` 8 MiB messages from a Unix socket, with no ack.
+fn child_socket_flow(path: &str, frames: usize) {
+    pin(1);
+    let mut s = UnixStream::connect(path).unwrap();
+    let mut buf = vec![0u8; BIG];
+    for _ in 0..frames {
+        s.read_exact(&mut buf).unwrap();
+        std::hint::black_box(&buf);
+    }
+}
+
 fn child_socket(path: &str) {
     pin(1);
     let mut s = UnixStream::connect(path).unwrap();
@@ -246,6 +275,10 @@ fn main() {
         Some("__sleeper") => return child_sleeper(arg(2), arg(3).parse().unwrap()),
         Some("__big") => return child_big(arg(2), arg(3), arg(4) == "copy"),
         Some("__socket") => return child_socket(arg(2)),
+        Some("__big_flow") => {
+            return child_big_flow(arg(2), arg(3) == "copy", arg(4).parse().unwrap());
+        }
+        Some("__socket_flow") => return child_socket_flow(arg(2), arg(3).parse().unwrap()),
         Some("__count") => {
             return child_count(arg(2), arg(3).parse().unwrap(), arg(4).parse().unwrap());
         }
@@ -453,6 +486,69 @@ fn main() {
             "| {label} | {p50:.0} µs | {p99:.0} µs | {:.1} | {:.2}× |",
             BIG as f64 / p50 / 1e3,
             sock50 / p50
+        );
+    }
+
+    // 8 MiB frames streamed: the producer makes each frame (writes every byte) and sends it
+    // on; the consumer reads every byte of every frame; nobody waits for an ack, so the two
+    // sides overlap as a pipeline does.
+    const FLOW: usize = 200;
+    let mut flow = Vec::new();
+    for mode in ["in-place", "copy"] {
+        let path = stream_of(d, &format!("flow-{mode}"), DType::U64, BIG as u64 / 8, 4);
+        let mut publisher = Publisher::<u64>::open(&path).unwrap();
+        let mut child = spawn(&[
+            "__big_flow",
+            path.to_str().unwrap(),
+            mode,
+            &FLOW.to_string(),
+        ]);
+        wait_ready(&mut child);
+        let t = Instant::now();
+        for i in 0..FLOW as u64 {
+            let mut loan = publisher.loan().unwrap();
+            loan.fill(i);
+            loan.publish();
+        }
+        output(child);
+        let label = if mode == "copy" {
+            "stream: fill in place / copy out"
+        } else {
+            "stream: fill in place / read in place"
+        };
+        flow.push((label, t.elapsed().as_secs_f64() / FLOW as f64));
+    }
+    {
+        let sock = d.join("flow.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let child = spawn(&["__socket_flow", sock.to_str().unwrap(), &FLOW.to_string()]);
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; BIG];
+        let t = Instant::now();
+        for i in 0..FLOW {
+            buf.fill(i as u8);
+            s.write_all(&buf).unwrap();
+        }
+        output(child);
+        flow.push((
+            "Unix socket: fill a buffer, write / read into a buffer",
+            t.elapsed().as_secs_f64() / FLOW as f64,
+        ));
+    }
+    println!(
+        "
+8 MiB frames streamed to another process, no ack ({FLOW} frames)
+"
+    );
+    println!("| case | per frame | GB/s | × socket |");
+    println!("|---|---|---|---|");
+    let sock = flow[2].1;
+    for (label, secs) in &flow {
+        println!(
+            "| {label} | {:.0} µs | {:.1} | {:.2}× |",
+            secs * 1e6,
+            BIG as f64 / secs / 1e9,
+            sock / secs
         );
     }
 
