@@ -295,7 +295,7 @@ impl StreamFiles {
         for r in 0..self.max_subscribers {
             let owner = ring.records[r].owner.load(Ordering::Relaxed);
             if owner_of(owner).is_some_and(|who| judge(who) == crate::Liveness::Dead)
-                && let Some(found) = super::protocol::reclaim(&ring, r, owner, me(), dead_reclaimer)
+                && let Some(found) = super::protocol::reclaim(&ring, r, owner, me(), reclaimer_gone)
             {
                 self.forget_sleeper(found);
                 freed += 1;
@@ -351,7 +351,7 @@ impl StreamFiles {
                 owner != 0 && owner != layout::OWNER_RECLAIMING && owner_of(owner).is_none();
             if (garbage || owner == layout::OWNER_RECLAIMING)
                 && let Some(found) =
-                    super::protocol::free_record(&ring, r, owner, me(), dead_reclaimer)
+                    super::protocol::free_record(&ring, r, owner, me(), reclaimer_gone)
             {
                 self.forget_sleeper(found);
                 repaired = true;
@@ -444,11 +444,18 @@ fn me() -> u64 {
     ProcessId::current().to_word()
 }
 
-/// Whether a record's `reclaimer` word names a process that can no longer finish: gone
-/// (positive evidence), this very process (which frees one record at a time, so a mark of its
-/// own is a leftover), or no possible process at all (a scribble).
-fn dead_reclaimer(word: u64) -> bool {
-    word == me() || owner_of(word).is_none_or(|who| who.liveness() == crate::Liveness::Dead)
+/// Whether a record's `reclaimer` word names a process that will not finish its work: this
+/// very process (which frees one record at a time, so a mark of its own is a leftover), a
+/// process that is not positively alive, or no possible process at all. A scribbled word
+/// (often a small pid with no start time) can never be judged dead, and would otherwise keep
+/// its record, and whatever lossless cursor or holds it shows, for good. The cost: a genuine
+/// free by a process whose liveness cannot be told (another pid namespace with its own
+/// `/proc`), caught in its few instructions between registering and marking the owner, may
+/// be finished twice, which returns its holds to the budget twice: the budget then
+/// under-counts, and holds may be over-granted (a publisher may then have to wait for lossy
+/// subscribers) until subscribers leave.
+pub(crate) fn reclaimer_gone(word: u64) -> bool {
+    word == me() || owner_of(word).is_none_or(|who| who.liveness() != crate::Liveness::Alive)
 }
 
 /// End of the control file's fixed header (magic to records offset).

@@ -433,10 +433,15 @@ pub(crate) fn free_record<W: Word>(
 
 /// Frees this subscriber's own `record` (which holds nothing any more). Does nothing if the
 /// record is no longer its own (it was reclaimed: judged dead).
-pub(crate) fn unsubscribe<W: Word>(ring: &Ring<'_, W>, record: usize, owner: u64) {
-    // A reclaimer that stays registered is one that died mid-way (or a scribble): ours to
-    // take over, since the record is still ours.
-    let _ = free_record(ring, record, owner, owner, |_| true);
+pub(crate) fn unsubscribe<W: Word>(
+    ring: &Ring<'_, W>,
+    record: usize,
+    owner: u64,
+    reclaimer_gone: impl Fn(u64) -> bool,
+) {
+    // A registered reclaimer that is still at work (it judged us dead) frees the record
+    // itself; one that is gone (or a scribble) is ours to take over.
+    let _ = free_record(ring, record, owner, owner, reclaimer_gone);
 }
 
 /// Frees the record of a subscriber known to be dead, if its owner word is still `owner`.
@@ -994,7 +999,7 @@ mod model_tests {
                 read_taken(&m, taken);
                 release(&ring, record, 0, taken.slot);
             }
-            unsubscribe(&ring, record, 7);
+            unsubscribe(&ring, record, 7, |_| true);
             publisher.join().unwrap();
         });
     }

@@ -107,7 +107,7 @@ impl<T: Element> Subscriber<T> {
         let budget = files.slots() as u64 - 2;
         let granted = protocol::take_budget(&ring, max_held as u64, budget);
         if granted == 0 {
-            protocol::unsubscribe(&ring, record, me);
+            protocol::unsubscribe(&ring, record, me, super::files::reclaimer_gone);
             return Err(StreamError::NoHoldBudget {
                 name: name(),
                 slots: files.slots() as u32,
@@ -351,7 +351,12 @@ impl<T: Element> Drop for Subscriber<T> {
             return;
         }
         // Samples borrow the subscriber, so none is alive here.
-        protocol::unsubscribe(&self.files.ring(), self.record(), self.me);
+        protocol::unsubscribe(
+            &self.files.ring(),
+            self.record(),
+            self.me,
+            super::files::reclaimer_gone,
+        );
         wake_publisher_side(&self.files);
     }
 }
