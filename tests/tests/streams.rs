@@ -380,3 +380,72 @@ fn the_stream_example_delivers_every_frame() {
     let (status, _) = sub.finish(WATCHDOG);
     assert!(status.success());
 }
+
+/// Bad stream requests get clear errors of the right kind, and arrays and streams share one
+/// namespace and one `--max-arrays` count.
+#[test]
+fn stream_requests_are_checked_and_share_names_with_arrays() {
+    let daemon = Daemon::start(&["--max-arrays", "2"]);
+    let client = daemon.client();
+    let err = client
+        .create_stream(&StreamOptions::new("few", "uint64", &[4]).slots(2))
+        .unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::InvalidShape), "{err}");
+    assert!(err.to_string().contains("not 2"), "{err}");
+    let err = client
+        .create_stream(&StreamOptions::new("bad", "float128", &[4]))
+        .unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::InvalidDtype), "{err}");
+    let err = client
+        .create_stream(&StreamOptions::new("../x", "uint64", &[4]))
+        .unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::InvalidName), "{err}");
+
+    create(&daemon, "s", 4);
+    client
+        .create(&mmshare::CreateOptions::new("a", "uint64", &[4]))
+        .unwrap();
+    // One namespace: a stream's name is taken for arrays and the other way round.
+    let err = client
+        .create(&mmshare::CreateOptions::new("s", "uint64", &[4]))
+        .unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::AlreadyExists), "{err}");
+    let err = client
+        .create_stream(&StreamOptions::new("a", "uint64", &[4]))
+        .unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::AlreadyExists), "{err}");
+    // The wrong kind is named as such.
+    let err = client.open::<u64>("s", mmshare::Access::Read).unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::WrongKind), "{err}");
+    let err = client.subscribe::<u64>("a", Delivery::Lossy).unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::WrongKind), "{err}");
+    // One count: two objects reach --max-arrays 2.
+    let err = client
+        .create_stream(&StreamOptions::new("third", "uint64", &[4]))
+        .unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::QuotaExceeded), "{err}");
+    // exist_ok with the same description succeeds; ListAll shows both kinds in name order.
+    client
+        .create_stream(
+            &StreamOptions::new("s", "uint64", &[64])
+                .slots(4)
+                .exist_ok(true),
+        )
+        .unwrap();
+    let names: Vec<(String, bool)> = client
+        .list_all("")
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.name().to_owned(), matches!(o, ObjectInfo::Stream(_))))
+        .collect();
+    assert_eq!(names, [("a".to_owned(), false), ("s".to_owned(), true)]);
+    // Delete frees the name (and the count) at once; mappings that exist keep working.
+    let subscriber = client.subscribe::<u64>("s", Delivery::Lossy).unwrap();
+    client.delete("s").unwrap();
+    assert_eq!(
+        client.describe("s").unwrap_err().kind(),
+        Some(ErrorKind::NotFound)
+    );
+    assert!(subscriber.receive().unwrap().is_none());
+    create(&daemon, "s", 4);
+}

@@ -528,27 +528,7 @@ impl Registry {
                 std::thread::sleep(Duration::from_millis(2));
                 continue;
             }
-            if state.pending.contains(name) {
-                return Err(RequestError::new(
-                    ErrorKind::AlreadyExists,
-                    format!("array {name:?} is being created by another client"),
-                ));
-            }
-            self.check_count(&state)?;
-            let new_total = state.bytes.saturating_add(file_len);
-            if let Some(max) = self.limits.max_bytes
-                && new_total > max
-            {
-                return Err(RequestError::new(
-                    ErrorKind::QuotaExceeded,
-                    format!(
-                        "array {name:?} needs {file_len} bytes; {} of --max-bytes {max} are in use",
-                        state.bytes
-                    ),
-                ));
-            }
-            state.pending.insert(name.to_owned());
-            state.bytes = new_total;
+            self.reserve(&mut state, "array", name, file_len)?;
             break;
         }
         let result = self.create_file(who, name, dtype, shape, order, backing, mode);
@@ -738,6 +718,40 @@ impl Registry {
         state.unidentified.remove(name);
         state.bytes = state.bytes.saturating_sub(entry.header.file_len());
         info!(name, uid = who.uid, "deleted");
+        Ok(())
+    }
+
+    /// Reserves `name` and `bytes` for a create of a `what` ("array" or "stream") about to
+    /// make its files outside the lock: refused while another client creates the same name,
+    /// at `--max-arrays`, or past `--max-bytes`.
+    fn reserve(
+        &self,
+        state: &mut State,
+        what: &str,
+        name: &str,
+        bytes: u64,
+    ) -> Result<(), RequestError> {
+        if state.pending.contains(name) {
+            return Err(RequestError::new(
+                ErrorKind::AlreadyExists,
+                format!("{what} {name:?} is being created by another client"),
+            ));
+        }
+        self.check_count(state)?;
+        let new_total = state.bytes.saturating_add(bytes);
+        if let Some(max) = self.limits.max_bytes
+            && new_total > max
+        {
+            return Err(RequestError::new(
+                ErrorKind::QuotaExceeded,
+                format!(
+                    "{what} {name:?} needs {bytes} bytes; {} of --max-bytes {max} are in use",
+                    state.bytes
+                ),
+            ));
+        }
+        state.pending.insert(name.to_owned());
+        state.bytes = new_total;
         Ok(())
     }
 

@@ -308,27 +308,7 @@ impl Registry {
                     format!("an array named {name:?} exists; arrays and streams share names"),
                 ));
             }
-            if state.pending.contains(name) {
-                return Err(RequestError::new(
-                    ErrorKind::AlreadyExists,
-                    format!("{name:?} is being created by another client"),
-                ));
-            }
-            self.check_count(&state)?;
-            let new_total = state.bytes.saturating_add(bytes);
-            if let Some(max) = self.limits.max_bytes
-                && new_total > max
-            {
-                return Err(RequestError::new(
-                    ErrorKind::QuotaExceeded,
-                    format!(
-                        "stream {name:?} needs {bytes} bytes; {} of --max-bytes {max} are in use",
-                        state.bytes
-                    ),
-                ));
-            }
-            state.pending.insert(name.to_owned());
-            state.bytes = new_total;
+            self.reserve(&mut state, "stream", name, bytes)?;
         }
         let result = self.create_stream_files(name, &spec, backing);
         let mut state = self.lock();
