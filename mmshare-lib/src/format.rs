@@ -96,10 +96,10 @@ pub mod offsets {
     /// Streams: `u64` identity of the attached publisher (pid and start time as for
     /// [`WRITER`]), 0 when none.
     pub const PUBLISHER: usize = WRITER;
-    /// Streams: the slot table starts on the page after the header: `slots` tags (`u64`, 0 =
-    /// no frame or on loan, else frame number + 1, with bit 63 set once the frame is taken
-    /// back for reuse), then `slots` publish times (`u64`, ns since the Unix epoch). The
-    /// frames follow on the next page boundary.
+    /// Streams: the slot table starts on the page after the header: for each slot, its tag
+    /// (`u64`, 0 = no frame or on loan, else frame number + 1, with bit 63 set once the frame
+    /// is taken back for reuse) then its publish time (`u64`, ns since the Unix epoch), 16
+    /// bytes per slot. The frames follow on the next page boundary.
     pub const SLOT_TABLE: usize = 0x1000;
 }
 

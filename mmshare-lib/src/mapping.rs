@@ -108,31 +108,12 @@ impl Mapping {
         unsafe { AtomicU32::from_ptr(self.base.add(offset).cast()) }
     }
 
-    /// `count` consecutive 8-byte words from `offset` (anywhere in the mapping).
-    ///
-    /// # Panics
-    /// If the range is not 8-aligned or not inside the mapping (a caller bug: offsets come
-    /// from validated headers).
-    pub(crate) fn words(&self, offset: usize, count: usize) -> &[AtomicU64] {
-        let end = count
-            .checked_mul(8)
-            .and_then(|n| n.checked_add(offset))
-            .expect("word range overflows");
-        assert!(
-            offset.is_multiple_of(8) && end <= self.len,
-            "words {offset}..{end}"
-        );
-        // SAFETY: the range is inside the mapping (checked), 8-aligned in a page-aligned
-        // mapping, alive for `&self`, and `AtomicU64` has the layout of `u64`. Every process
-        // accesses these bytes only atomically; on a read-only mapping the crate only loads
-        // (Relaxed) through them, as for `u64_at`.
-        unsafe { std::slice::from_raw_parts(self.base.add(offset).cast::<AtomicU64>(), count) }
-    }
-
     /// The 4-byte word at `offset` (anywhere in the mapping).
     pub(crate) fn u32_word(&self, offset: usize) -> &AtomicU32 {
         assert!(offset.is_multiple_of(4) && offset + 4 <= self.len);
-        // SAFETY: as for `words`.
+        // SAFETY: inside the mapping (checked), 4-aligned in a page-aligned mapping, alive for
+        // `&self`; every process accesses it only atomically, and on a read-only mapping the
+        // crate only loads through it (Relaxed), as for `u64_at`.
         unsafe { AtomicU32::from_ptr(self.base.add(offset).cast()) }
     }
 
@@ -151,8 +132,9 @@ impl Mapping {
             "structs {offset}..{end}"
         );
         debug_assert!(align_of::<R>() <= 8);
-        // SAFETY: inside the mapping and aligned (checked); the caller vouches that `R` is
-        // made of atomics, so as for `words`.
+        // SAFETY: inside the mapping and aligned (checked), alive for `&self`; the caller
+        // vouches that `R` is made of atomics, which every process uses only atomically (on a
+        // read-only mapping the crate only loads through them, Relaxed, as for `u64_at`).
         unsafe { std::slice::from_raw_parts(self.base.add(offset).cast::<R>(), count) }
     }
 

@@ -551,12 +551,13 @@ impl Registry {
                     return Liveness::Unknown;
                 }
                 match self.judge(name, who) {
-                    // A record whose owner cannot be judged is kept while a connection of that
-                    // pid holds the stream (every subscriber that came through the daemon
-                    // does). Without one it is garbage (a scribbled owner word, say) or a
-                    // file-only subscriber whose /proc entry is unreadable: reclaimed; the
-                    // latter then gets a clean SubscriptionLost.
-                    Liveness::Unknown if pid.is_none() && !leased.contains(&who.pid) => {
+                    // An owner that cannot be judged and recorded no start time (every running
+                    // process records its own) is garbage, a scribbled owner word, unless a
+                    // connection of that pid holds the stream. One with a start time (a live
+                    // subscriber in another pid namespace, say) is never taken for dead.
+                    Liveness::Unknown
+                        if pid.is_none() && who.start_time == 0 && !leased.contains(&who.pid) =>
+                    {
                         Liveness::Dead
                     }
                     other => other,

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use rustix::fs::{CWD, RenameFlags, renameat_with};
 
 use super::layout::{self, Record, control_len};
-use super::protocol::Ring;
+use super::protocol::{Ring, SlotWords};
 use crate::create::{reserve, temp_name};
 use crate::error::{CreateError, OpenError, StreamError};
 use crate::format::{FormatError, HEADER_SIZE, Header, Kind, StreamSpec, offsets};
@@ -381,12 +381,14 @@ impl StreamFiles {
     }
 
     pub(crate) fn ring(&self) -> Ring<'_, AtomicU64> {
-        let table = self.data.words(offsets::SLOT_TABLE, 2 * self.slots);
-        let (tags, times) = table.split_at(self.slots);
+        // SAFETY: `SlotWords<AtomicU64>` is `repr(C)` and made only of `AtomicU64`s.
+        let slots = unsafe {
+            self.data
+                .atomic_structs::<SlotWords<AtomicU64>>(offsets::SLOT_TABLE, self.slots)
+        };
         Ring {
             published: self.data.u64_at(offsets::PUBLISHED),
-            tags,
-            times,
+            slots,
             records: self.records(),
             budget: self.control.u64_at(layout::offsets::BUDGET),
         }
@@ -445,17 +447,19 @@ fn me() -> u64 {
 }
 
 /// Whether a record's `reclaimer` word names a process that will not finish its work: this
-/// very process (which frees one record at a time, so a mark of its own is a leftover), a
-/// process that is not positively alive, or no possible process at all. A scribbled word
-/// (often a small pid with no start time) can never be judged dead, and would otherwise keep
-/// its record, and whatever lossless cursor or holds it shows, for good. The cost: a genuine
-/// free by a process whose liveness cannot be told (another pid namespace with its own
-/// `/proc`), caught in its few instructions between registering and marking the owner, may
-/// be finished twice, which returns its holds to the budget twice: the budget then
-/// under-counts, and holds may be over-granted (a publisher may then have to wait for lossy
-/// subscribers) until subscribers leave.
+/// very process (which frees one record at a time, so a mark of its own is a leftover), no
+/// possible process, a process positively dead, or one whose liveness cannot be told and that
+/// recorded no start time. Every identity a running process records has its start time (read
+/// from `/proc/self/stat`), so the last case is a scribble (small numbers are the usual
+/// garbage) or a process that could not read its own `/proc`; a live reclaimer in another pid
+/// namespace, whose liveness cannot be told either, has its start time and is left alone.
 pub(crate) fn reclaimer_gone(word: u64) -> bool {
-    word == me() || owner_of(word).is_none_or(|who| who.liveness() != crate::Liveness::Alive)
+    word == me()
+        || owner_of(word).is_none_or(|who| match who.liveness() {
+            crate::Liveness::Alive => false,
+            crate::Liveness::Dead => true,
+            crate::Liveness::Unknown => who.start_time == 0,
+        })
 }
 
 /// End of the control file's fixed header (magic to records offset).

@@ -27,7 +27,8 @@
 //!   frame number + 1 = that frame, offered to subscribers; the same with bit 63 set = that
 //!   frame, *taken back*: no longer offered, but maybe still held, so not reused yet. Only the
 //!   publisher stores it.
-//! * `TIME[i]` (data file): when the frame in slot `i` was published (ns since the epoch).
+//! * `TIME[i]` (data file): when the frame in slot `i` was published (ns since the epoch),
+//!   right after `TAG[i]` in the slot table, so that both come with one cache line.
 //! * `HELD[r][k]` (control file): subscriber `r`'s hold `k`: 0 = none, otherwise slot + 1.
 //!   Only subscriber `r` stores it (and whoever reclaims a dead subscriber's record).
 //! * `CURSOR[r]` (control file): the next frame subscriber `r` wants. The publisher reads it
@@ -72,6 +73,9 @@
 //!
 //! ```text
 //! receive:
+//!     fast path: TAG[cursor % slots] = cursor + 1 (Relaxed load, fence(Acquire))? then hold
+//!         that slot as below; the tag alone proves the frame published, and PUBLISHED's
+//!         cache line is not read
 //!     if cursor >= PUBLISHED (Relaxed load, fence(Acquire)): nothing new
 //!     find slot i with TAG[i] = cursor + 1 (slot cursor % slots first, then all slots);
 //!         none: the frame was taken back (we are too slow): take the oldest frame after
@@ -169,14 +173,20 @@
 //! * **A subscriber dies.** Its record still shows its holds and cursor. Whoever can prove it
 //!   is dead (pid gone, or reused with another start time; never a guess) reclaims the record:
 //!   the daemon does it for the connections it leased the stream to, and
-//!   [`Publisher::reclaim_dead_subscribers`] does it for file-only use. Freeing a record
-//!   (reclaiming it, or leaving) first records who frees it (`reclaimer`, a CAS), then marks
-//!   the owner word (a CAS), clears the record with Release stores, and unmarks with CASes:
-//!   it never clears a record someone else owns, and one left half-freed by a freer that died
-//!   is finished by the next freer once that one is positively gone. A subscriber that was
-//!   reclaimed while alive (misjudged) finds out at its next hold (it re-checks its owner word
-//!   after the hold's fence) and stops with `SubscriptionLost`; its releases are CASes that
-//!   never erase another subscriber's hold.
+//!   [`Publisher::reclaim_dead_subscribers`] does it for file-only use. (One exception to
+//!   "never a guess": an owner word that cannot be judged and carries no start time, which
+//!   every running process records, is taken for garbage unless a connection of that pid
+//!   holds the stream.) Freeing a record (reclaiming it, or leaving) first records who frees
+//!   it (`reclaimer`, a CAS), then marks the owner word (a CAS) and fences (SeqCst), clears
+//!   the record with Release stores, and unmarks with CASes: it never clears a record someone
+//!   else owns, and one left half-freed by a freer that is gone (dead, or a start-time-less
+//!   scribble) is finished by the next freer. A subscriber that was reclaimed while alive
+//!   (misjudged) finds out at its next hold (it re-checks its owner word after the hold's
+//!   fence) and stops with `SubscriptionLost`, and its `Drop` then leaves the record alone.
+//!   Until it finds out, what it writes into the record (a hold, a release, its cursor) may
+//!   land in a record another subscriber has claimed since and disturb that one (its hold
+//!   erased, its lossless cursor moved): the price of a misjudgment, which the daemon avoids by
+//!   judging with its connection leases.
 //! * **The publisher dies mid-loan.** The slot it was filling has tag 0, so nothing
 //!   half-written is ever delivered. A new publisher reads `PUBLISHED` and the tags and
 //!   continues the numbering: if the old one died between storing a tag and storing

@@ -242,7 +242,7 @@ impl<T: Element> Subscriber<T> {
         self.in_use.set(self.in_use.get() | 1 << entry);
         // Relaxed: the tag's Acquire validation in `protocol::hold` made it visible, and the
         // hold keeps it from changing.
-        let published_ns = ring.times[taken.slot].load(Relaxed);
+        let published_ns = ring.slots[taken.slot].time.load(Relaxed);
         if self.delivery == Delivery::Lossless {
             // Our cursor moved: a publisher waiting for us may go on.
             wake_publisher_side(&self.files);
@@ -318,8 +318,10 @@ impl<T: Element> Subscriber<T> {
         if published <= self.next_number() {
             sys::futex_wait(futex, seen, at_most);
         }
-        sleeping.store(0, Relaxed);
-        sleepers.fetch_sub(1, Relaxed);
+        // Take ourselves out only if nobody (a reclaimer that judged us dead) did it for us.
+        if sleeping.compare_exchange(1, 0, Relaxed, Relaxed).is_ok() {
+            let _ = sleepers.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        }
     }
 
     /// Iterates over frames as they arrive, waiting up to the subscriber's timeout for each;
@@ -346,8 +348,10 @@ impl<T: Element> Subscriber<T> {
 
 impl<T: Element> Drop for Subscriber<T> {
     fn drop(&mut self) {
-        // A forked child that drops its copy must not free the parent's record.
-        if ProcessId::current().to_word() != self.me {
+        // A forked child that drops its copy must not free the parent's record, and a
+        // subscriber that lost its record (it was judged dead) must not free it again: the
+        // record may belong to another subscriber of this process now.
+        if ProcessId::current().to_word() != self.me || self.state.borrow().lost {
             return;
         }
         // Samples borrow the subscriber, so none is alive here.

@@ -360,7 +360,7 @@ fn a_second_publisher_is_refused_and_a_new_one_continues_the_numbering() {
         fill(&mut loan, 2);
         loan.slot()
     };
-    publisher.files().ring().tags[slot].store(3, Relaxed);
+    publisher.files().ring().slots[slot].tag.store(3, Relaxed);
     drop(publisher);
     let mut publisher = Publisher::<u64>::open(&path).unwrap();
     assert_eq!(
