@@ -1,6 +1,7 @@
 //! Streams against the floor and the alternatives, in one run, between two pinned processes.
 //!
-//! Run: `cargo bench -p mmshare --bench stream`
+//! Run: `cargo bench -p mmshare --bench stream`; add section names (`latency`, `publish`,
+//! `handoff`, `flow`, `fanout`) after `--` to run only those.
 //!
 //! - **one-way latency** (64 B and 4 KiB frames, the receiver spinning): ping-pong round trips
 //!   between two processes, halved. The floor is a raw cache-line ping-pong (two words in a
@@ -284,6 +285,17 @@ fn main() {
         }
         _ => {}
     }
+    let sections = ["latency", "publish", "handoff", "flow", "fanout"];
+    let chosen: Vec<&str> = args[1..]
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if let Some(bad) = chosen.iter().find(|a| !sections.contains(a)) {
+        eprintln!("unknown section {bad:?}; the sections are {sections:?}");
+        std::process::exit(2);
+    }
+    let run = |section: &str| chosen.is_empty() || chosen.contains(&section);
     let cpus = cpus();
     pin(0);
     let dir = if Path::new("/dev/shm").is_dir() {
@@ -297,296 +309,302 @@ fn main() {
         "command: cargo bench -p mmshare --bench stream ({cpus} CPUs; parent on CPU 0, child on CPU 1)\n"
     );
 
-    // Raw floor.
-    let raw_path = d.join("raw");
-    std::fs::write(&raw_path, vec![0u8; 4096]).unwrap();
-    let (_map, ping, pong) = raw_words(&raw_path);
-    // SAFETY: valid for the life of `_map`.
-    let (ping, pong) = unsafe { (&*ping, &*pong) };
-    let child = spawn(&["__raw", raw_path.to_str().unwrap()]);
-    let raw = one_way(|i| {
-        ping.store(i, Ordering::Release);
-        while pong.load(Ordering::Acquire) != i {
-            std::hint::spin_loop();
-        }
-    });
-    output(child);
-
-    let mut latency = vec![("raw cache-line ping-pong (the floor)".to_string(), raw)];
-    for size in [64u64, 4096] {
-        let ping = stream(d, &format!("ping{size}"), size, 8);
-        let pong = stream(d, &format!("pong{size}"), size, 8);
-        let mut publisher = Publisher::<u8>::open(&ping).unwrap();
-        let mut child = spawn(&[
-            "__stream_echo",
-            ping.to_str().unwrap(),
-            pong.to_str().unwrap(),
-        ]);
-        wait_ready(&mut child);
-        let replies = Subscriber::<u8>::open(&pong, Delivery::Lossless).unwrap();
-        let fill = vec![7u8; size as usize];
-        let r = one_way(|_| {
-            let mut loan = publisher.loan().unwrap();
-            loan.copy_from_slice(&fill);
-            loan.publish();
-            loop {
-                if replies.receive().unwrap().is_some() {
-                    break;
-                }
+    if run("latency") {
+        // Raw floor.
+        let raw_path = d.join("raw");
+        std::fs::write(&raw_path, vec![0u8; 4096]).unwrap();
+        let (_map, ping, pong) = raw_words(&raw_path);
+        // SAFETY: valid for the life of `_map`.
+        let (ping, pong) = unsafe { (&*ping, &*pong) };
+        let child = spawn(&["__raw", raw_path.to_str().unwrap()]);
+        let raw = one_way(|i| {
+            ping.store(i, Ordering::Release);
+            while pong.load(Ordering::Acquire) != i {
                 std::hint::spin_loop();
             }
         });
         output(child);
-        latency.push((
-            format!("stream, {size} B frame (loan, fill, publish / receive, read, release)"),
-            r,
-        ));
 
-        let (ping_a, _) = create_array_file(
-            d,
-            &ArraySpec::new(format!("aping{size}"), DType::U8, vec![size]),
-        )
-        .unwrap();
-        let (pong_a, _) = create_array_file(
-            d,
-            &ArraySpec::new(format!("apong{size}"), DType::U8, vec![8]),
-        )
-        .unwrap();
-        let writer = Array::<u8>::open(&ping_a, Access::Write).unwrap();
-        let acks = Array::<u8>::open(&pong_a, Access::Read).unwrap();
-        let child = spawn(&[
-            "__array_echo",
-            ping_a.to_str().unwrap(),
-            pong_a.to_str().unwrap(),
-        ]);
-        let mut seen = 0;
-        let r = one_way(|_| {
-            writer.write_all(&fill).unwrap();
-            seen = acks.wait_for_version(seen, TIMEOUT).unwrap();
-        });
-        output(child);
-        latency.push((
-            format!("array, {size} B (seqlock write / wait for the version, copy)"),
-            r,
-        ));
-    }
-    println!("one-way latency, receiver spinning ({ROUND_TRIPS} round trips halved)\n");
-    println!("| case | p50 | p99 | p99.9 | p50 × raw |");
-    println!("|---|---|---|---|---|");
-    let floor = latency[0].1.0;
-    for (label, (p50, p99, p999)) in &latency {
-        println!(
-            "| {label} | {p50:.0} ns | {p99:.0} ns | {p999:.0} ns | {:.1}× |",
-            p50 / floor
-        );
-    }
+        let mut latency = vec![("raw cache-line ping-pong (the floor)".to_string(), raw)];
+        for size in [64u64, 4096] {
+            let ping = stream(d, &format!("ping{size}"), size, 8);
+            let pong = stream(d, &format!("pong{size}"), size, 8);
+            let mut publisher = Publisher::<u8>::open(&ping).unwrap();
+            let mut child = spawn(&[
+                "__stream_echo",
+                ping.to_str().unwrap(),
+                pong.to_str().unwrap(),
+            ]);
+            wait_ready(&mut child);
+            let replies = Subscriber::<u8>::open(&pong, Delivery::Lossless).unwrap();
+            let fill = vec![7u8; size as usize];
+            let r = one_way(|_| {
+                let mut loan = publisher.loan().unwrap();
+                loan.copy_from_slice(&fill);
+                loan.publish();
+                loop {
+                    if replies.receive().unwrap().is_some() {
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
+            });
+            output(child);
+            latency.push((
+                format!("stream, {size} B frame (loan, fill, publish / receive, read, release)"),
+                r,
+            ));
 
-    // Blocking latency and publish cost.
-    let path = stream(d, "sleepy", 64, 8);
-    let mut publisher = Publisher::<u8>::open(&path).unwrap();
-    let before = futex_wake_calls();
-    let t = Instant::now();
-    const QUIET: u32 = 200_000;
-    for _ in 0..QUIET {
-        let mut loan = publisher.loan().unwrap();
-        loan[0] = 1;
-        loan.publish();
-    }
-    let quiet_ns = t.elapsed().as_nanos() as f64 / f64::from(QUIET);
-    let quiet_wakes = futex_wake_calls() - before;
-    const SLEEPY: usize = 300;
-    let mut child = spawn(&["__sleeper", path.to_str().unwrap(), &SLEEPY.to_string()]);
-    wait_ready(&mut child);
-    let before = futex_wake_calls();
-    let mut costs = Vec::new();
-    for _ in 0..SLEEPY {
-        std::thread::sleep(Duration::from_millis(2));
-        let t = Instant::now();
-        let mut loan = publisher.loan().unwrap();
-        loan[0] = 2;
-        loan.publish();
-        costs.push(t.elapsed().as_nanos() as f64);
-    }
-    let sleepy_wakes = futex_wake_calls() - before;
-    let report = output(child);
-    let (sleepy_ns, _, _) = percentiles(costs);
-    println!("\npublish cost (64 B frame, loan + publish)\n");
-    println!("| case | per publish | FUTEX_WAKE calls |");
-    println!("|---|---|---|");
-    println!(
-        "| nobody asleep ({QUIET} publishes back to back) | {quiet_ns:.0} ns | {quiet_wakes} |"
-    );
-    println!(
-        "| a subscriber asleep ({SLEEPY} publishes, 2 ms apart; p50) | {sleepy_ns:.0} ns | {sleepy_wakes} |"
-    );
-    println!(
-        "\nblocking latency (subscriber asleep in receive_timeout, publish → its wake-up, µs): {}",
-        report.trim()
-    );
-
-    // 8 MiB frames.
-    let frame: Vec<u64> = (0..BIG as u64 / 8).collect();
-    let mut big = Vec::new();
-    for mode in ["in-place", "copy"] {
-        let path = stream_of(d, &format!("big-{mode}"), DType::U64, BIG as u64 / 8, 4);
-        let ack = stream(d, &format!("ack-{mode}"), 1, 4);
-        let mut publisher = Publisher::<u64>::open(&path).unwrap();
-        let mut child = spawn(&["__big", path.to_str().unwrap(), ack.to_str().unwrap(), mode]);
-        wait_ready(&mut child);
-        let acks = Subscriber::<u8>::open(&ack, Delivery::Lossless).unwrap();
-        let mut times = Vec::new();
-        for round in 0..BIG_ROUNDS + 5 {
-            let t = Instant::now();
-            let mut loan = publisher.loan().unwrap();
-            loan.copy_from_slice(&frame);
-            loan.publish();
-            drop(acks.receive_timeout(TIMEOUT).unwrap());
-            if round >= 5 {
-                times.push(t.elapsed().as_nanos() as f64 / 1e3);
-            }
+            let (ping_a, _) = create_array_file(
+                d,
+                &ArraySpec::new(format!("aping{size}"), DType::U8, vec![size]),
+            )
+            .unwrap();
+            let (pong_a, _) = create_array_file(
+                d,
+                &ArraySpec::new(format!("apong{size}"), DType::U8, vec![8]),
+            )
+            .unwrap();
+            let writer = Array::<u8>::open(&ping_a, Access::Write).unwrap();
+            let acks = Array::<u8>::open(&pong_a, Access::Read).unwrap();
+            let child = spawn(&[
+                "__array_echo",
+                ping_a.to_str().unwrap(),
+                pong_a.to_str().unwrap(),
+            ]);
+            let mut seen = 0;
+            let r = one_way(|_| {
+                writer.write_all(&fill).unwrap();
+                seen = acks.wait_for_version(seen, TIMEOUT).unwrap();
+            });
+            output(child);
+            latency.push((
+                format!("array, {size} B (seqlock write / wait for the version, copy)"),
+                r,
+            ));
         }
-        output(child);
-        let label = if mode == "copy" {
-            "stream, the consumer copies the frame out"
-        } else {
-            "stream, the consumer reads every byte in place"
-        };
-        big.push((label.to_string(), percentiles(times)));
-    }
-    {
-        let sock = d.join("big.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-        let child = spawn(&["__socket", sock.to_str().unwrap()]);
-        let (mut s, _) = listener.accept().unwrap();
-        let bytes: Vec<u8> = frame.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let mut ack = [0u8; 1];
-        let mut times = Vec::new();
-        for round in 0..BIG_ROUNDS + 5 {
-            let t = Instant::now();
-            s.write_all(&bytes).unwrap();
-            s.read_exact(&mut ack).unwrap();
-            if round >= 5 {
-                times.push(t.elapsed().as_nanos() as f64 / 1e3);
-            }
+        println!("one-way latency, receiver spinning ({ROUND_TRIPS} round trips halved)\n");
+        println!("| case | p50 | p99 | p99.9 | p50 × raw |");
+        println!("|---|---|---|---|---|");
+        let floor = latency[0].1.0;
+        for (label, (p50, p99, p999)) in &latency {
+            println!(
+                "| {label} | {p50:.0} ns | {p99:.0} ns | {p999:.0} ns | {:.1}× |",
+                p50 / floor
+            );
         }
-        output(child);
-        big.push((
-            "Unix socket (write 8 MiB / read 8 MiB, ack)".to_string(),
-            percentiles(times),
-        ));
     }
-    println!(
-        "\n8 MiB frame to another process and an ack back ({BIG_ROUNDS} rounds; producer fills the frame each round)\n"
-    );
-    println!("| case | p50 | p99 | GB/s at p50 | × socket |");
-    println!("|---|---|---|---|---|");
-    let sock50 = big[2].1.0;
-    for (label, (p50, p99, _)) in &big {
-        println!(
-            "| {label} | {p50:.0} µs | {p99:.0} µs | {:.1} | {:.2}× |",
-            BIG as f64 / p50 / 1e3,
-            sock50 / p50
-        );
-    }
-
-    // 8 MiB frames streamed: the producer makes each frame (writes every byte) and sends it
-    // on; the consumer reads every byte of every frame; nobody waits for an ack, so the two
-    // sides overlap as a pipeline does.
-    const FLOW: usize = 200;
-    let mut flow = Vec::new();
-    for mode in ["in-place", "copy"] {
-        let path = stream_of(d, &format!("flow-{mode}"), DType::U64, BIG as u64 / 8, 4);
-        let mut publisher = Publisher::<u64>::open(&path).unwrap();
-        let mut child = spawn(&[
-            "__big_flow",
-            path.to_str().unwrap(),
-            mode,
-            &FLOW.to_string(),
-        ]);
-        wait_ready(&mut child);
+    if run("publish") {
+        // Blocking latency and publish cost.
+        let path = stream(d, "sleepy", 64, 8);
+        let mut publisher = Publisher::<u8>::open(&path).unwrap();
+        let before = futex_wake_calls();
         let t = Instant::now();
-        for i in 0..FLOW as u64 {
+        const QUIET: u32 = 200_000;
+        for _ in 0..QUIET {
             let mut loan = publisher.loan().unwrap();
-            loan.fill(i);
+            loan[0] = 1;
             loan.publish();
         }
-        output(child);
-        let label = if mode == "copy" {
-            "stream: fill in place / copy out"
-        } else {
-            "stream: fill in place / read in place"
-        };
-        flow.push((label, t.elapsed().as_secs_f64() / FLOW as f64));
-    }
-    {
-        let sock = d.join("flow.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-        let child = spawn(&["__socket_flow", sock.to_str().unwrap(), &FLOW.to_string()]);
-        let (mut s, _) = listener.accept().unwrap();
-        let mut buf = vec![0u8; BIG];
-        let t = Instant::now();
-        for i in 0..FLOW {
-            buf.fill(i as u8);
-            s.write_all(&buf).unwrap();
+        let quiet_ns = t.elapsed().as_nanos() as f64 / f64::from(QUIET);
+        let quiet_wakes = futex_wake_calls() - before;
+        const SLEEPY: usize = 300;
+        let mut child = spawn(&["__sleeper", path.to_str().unwrap(), &SLEEPY.to_string()]);
+        wait_ready(&mut child);
+        let before = futex_wake_calls();
+        let mut costs = Vec::new();
+        for _ in 0..SLEEPY {
+            std::thread::sleep(Duration::from_millis(2));
+            let t = Instant::now();
+            let mut loan = publisher.loan().unwrap();
+            loan[0] = 2;
+            loan.publish();
+            costs.push(t.elapsed().as_nanos() as f64);
         }
-        output(child);
-        flow.push((
-            "Unix socket: fill a buffer, write / read into a buffer",
-            t.elapsed().as_secs_f64() / FLOW as f64,
-        ));
+        let sleepy_wakes = futex_wake_calls() - before;
+        let report = output(child);
+        let (sleepy_ns, _, _) = percentiles(costs);
+        println!("\npublish cost (64 B frame, loan + publish)\n");
+        println!("| case | per publish | FUTEX_WAKE calls |");
+        println!("|---|---|---|");
+        println!(
+            "| nobody asleep ({QUIET} publishes back to back) | {quiet_ns:.0} ns | {quiet_wakes} |"
+        );
+        println!(
+            "| a subscriber asleep ({SLEEPY} publishes, 2 ms apart; p50) | {sleepy_ns:.0} ns | {sleepy_wakes} |"
+        );
+        println!(
+            "\nblocking latency (subscriber asleep in receive_timeout, publish → its wake-up, µs): {}",
+            report.trim()
+        );
     }
-    println!(
-        "
+    if run("handoff") {
+        // 8 MiB frames.
+        let frame: Vec<u64> = (0..BIG as u64 / 8).collect();
+        let mut big = Vec::new();
+        for mode in ["in-place", "copy"] {
+            let path = stream_of(d, &format!("big-{mode}"), DType::U64, BIG as u64 / 8, 4);
+            let ack = stream(d, &format!("ack-{mode}"), 1, 4);
+            let mut publisher = Publisher::<u64>::open(&path).unwrap();
+            let mut child = spawn(&["__big", path.to_str().unwrap(), ack.to_str().unwrap(), mode]);
+            wait_ready(&mut child);
+            let acks = Subscriber::<u8>::open(&ack, Delivery::Lossless).unwrap();
+            let mut times = Vec::new();
+            for round in 0..BIG_ROUNDS + 5 {
+                let t = Instant::now();
+                let mut loan = publisher.loan().unwrap();
+                loan.copy_from_slice(&frame);
+                loan.publish();
+                drop(acks.receive_timeout(TIMEOUT).unwrap());
+                if round >= 5 {
+                    times.push(t.elapsed().as_nanos() as f64 / 1e3);
+                }
+            }
+            output(child);
+            let label = if mode == "copy" {
+                "stream, the consumer copies the frame out"
+            } else {
+                "stream, the consumer reads every byte in place"
+            };
+            big.push((label.to_string(), percentiles(times)));
+        }
+        {
+            let sock = d.join("big.sock");
+            let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+            let child = spawn(&["__socket", sock.to_str().unwrap()]);
+            let (mut s, _) = listener.accept().unwrap();
+            let bytes: Vec<u8> = frame.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let mut ack = [0u8; 1];
+            let mut times = Vec::new();
+            for round in 0..BIG_ROUNDS + 5 {
+                let t = Instant::now();
+                s.write_all(&bytes).unwrap();
+                s.read_exact(&mut ack).unwrap();
+                if round >= 5 {
+                    times.push(t.elapsed().as_nanos() as f64 / 1e3);
+                }
+            }
+            output(child);
+            big.push((
+                "Unix socket (write 8 MiB / read 8 MiB, ack)".to_string(),
+                percentiles(times),
+            ));
+        }
+        println!(
+            "\n8 MiB frame to another process and an ack back ({BIG_ROUNDS} rounds; producer fills the frame each round)\n"
+        );
+        println!("| case | p50 | p99 | GB/s at p50 | × socket |");
+        println!("|---|---|---|---|---|");
+        let sock50 = big[2].1.0;
+        for (label, (p50, p99, _)) in &big {
+            println!(
+                "| {label} | {p50:.0} µs | {p99:.0} µs | {:.1} | {:.2}× |",
+                BIG as f64 / p50 / 1e3,
+                sock50 / p50
+            );
+        }
+    }
+    if run("flow") {
+        // 8 MiB frames streamed: the producer makes each frame (writes every byte) and sends it
+        // on; the consumer reads every byte of every frame; nobody waits for an ack, so the two
+        // sides overlap as a pipeline does.
+        const FLOW: usize = 200;
+        let mut flow = Vec::new();
+        for mode in ["in-place", "copy"] {
+            let path = stream_of(d, &format!("flow-{mode}"), DType::U64, BIG as u64 / 8, 4);
+            let mut publisher = Publisher::<u64>::open(&path).unwrap();
+            let mut child = spawn(&[
+                "__big_flow",
+                path.to_str().unwrap(),
+                mode,
+                &FLOW.to_string(),
+            ]);
+            wait_ready(&mut child);
+            let t = Instant::now();
+            for i in 0..FLOW as u64 {
+                let mut loan = publisher.loan().unwrap();
+                loan.fill(i);
+                loan.publish();
+            }
+            output(child);
+            let label = if mode == "copy" {
+                "stream: fill in place / copy out"
+            } else {
+                "stream: fill in place / read in place"
+            };
+            flow.push((label, t.elapsed().as_secs_f64() / FLOW as f64));
+        }
+        {
+            let sock = d.join("flow.sock");
+            let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+            let child = spawn(&["__socket_flow", sock.to_str().unwrap(), &FLOW.to_string()]);
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = vec![0u8; BIG];
+            let t = Instant::now();
+            for i in 0..FLOW {
+                buf.fill(i as u8);
+                s.write_all(&buf).unwrap();
+            }
+            output(child);
+            flow.push((
+                "Unix socket: fill a buffer, write / read into a buffer",
+                t.elapsed().as_secs_f64() / FLOW as f64,
+            ));
+        }
+        println!(
+            "
 8 MiB frames streamed to another process, no ack ({FLOW} frames)
 "
-    );
-    println!("| case | per frame | GB/s | × socket |");
-    println!("|---|---|---|---|");
-    let sock = flow[2].1;
-    for (label, secs) in &flow {
-        println!(
-            "| {label} | {:.0} µs | {:.1} | {:.2}× |",
-            secs * 1e6,
-            BIG as f64 / secs / 1e9,
-            sock / secs
         );
+        println!("| case | per frame | GB/s | × socket |");
+        println!("|---|---|---|---|");
+        let sock = flow[2].1;
+        for (label, secs) in &flow {
+            println!(
+                "| {label} | {:.0} µs | {:.1} | {:.2}× |",
+                secs * 1e6,
+                BIG as f64 / secs / 1e9,
+                sock / secs
+            );
+        }
     }
-
-    // 1 → N subscribers.
-    println!("\n4 KiB frames to N lossless subscriber processes, each reading every byte\n");
-    println!("| subscribers | frames/s | per frame |");
-    println!("|---|---|---|");
-    const FRAMES: u64 = 50_000;
-    for n in [1usize, 2, 4] {
-        let path = stream_of(d, &format!("fan{n}"), DType::U64, 512, 16);
-        let mut publisher = Publisher::<u64>::open(&path).unwrap();
-        let mut children: Vec<Child> = (0..n)
-            .map(|i| {
-                spawn(&[
-                    "__count",
-                    path.to_str().unwrap(),
-                    &FRAMES.to_string(),
-                    &(1 + i).to_string(),
-                ])
-            })
-            .collect();
-        for c in &mut children {
-            wait_ready(c);
+    if run("fanout") {
+        // 1 → N subscribers.
+        println!("\n4 KiB frames to N lossless subscriber processes, each reading every byte\n");
+        println!("| subscribers | frames/s | per frame |");
+        println!("|---|---|---|");
+        const FRAMES: u64 = 50_000;
+        for n in [1usize, 2, 4] {
+            let path = stream_of(d, &format!("fan{n}"), DType::U64, 512, 16);
+            let mut publisher = Publisher::<u64>::open(&path).unwrap();
+            let mut children: Vec<Child> = (0..n)
+                .map(|i| {
+                    spawn(&[
+                        "__count",
+                        path.to_str().unwrap(),
+                        &FRAMES.to_string(),
+                        &(1 + i).to_string(),
+                    ])
+                })
+                .collect();
+            for c in &mut children {
+                wait_ready(c);
+            }
+            let t = Instant::now();
+            for i in 0..FRAMES {
+                let mut loan = publisher.loan().unwrap();
+                loan.fill(i);
+                loan.publish();
+            }
+            for c in children {
+                output(c);
+            }
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "| {n} | {:.0} | {:.2} µs |",
+                FRAMES as f64 / secs,
+                secs * 1e6 / FRAMES as f64
+            );
         }
-        let t = Instant::now();
-        for i in 0..FRAMES {
-            let mut loan = publisher.loan().unwrap();
-            loan.fill(i);
-            loan.publish();
-        }
-        for c in children {
-            output(c);
-        }
-        let secs = t.elapsed().as_secs_f64();
-        println!(
-            "| {n} | {:.0} | {:.2} µs |",
-            FRAMES as f64 / secs,
-            secs * 1e6 / FRAMES as f64
-        );
     }
 }

@@ -47,6 +47,8 @@
 //!
 //! ```text
 //! loan:
+//!     first, each slot that offers no frame (TAG 0: a dropped loan's; or taken back while
+//!         held): fence(SeqCst), scan the holds as below; free: loan it (it costs no frame)
 //!     floor = lowest CURSOR of the lossless subscribers (Relaxed loads, then fence(Acquire))
 //!     for each slot i, oldest frame first (ring order from next % slots):
 //!         if TAG[i] = g + 1:
@@ -58,7 +60,7 @@
 //!                                      //   reads of the old frame happen-before our writes)
 //!         TAG[i].store(0, Relaxed); fence(Release)     // on loan
 //!         loan slot i: the publisher writes the frame through a plain &mut [T]
-//!     second look: each taken-back or empty slot again (fence(SeqCst), scan the holds): the
+//!     second look: each taken-back or empty slot again, as in the first step: the
 //!         scan above looks at one slot at a time, and a lossy subscriber moving its hold
 //!         from slot to slot could fail every check although a slot was free at each instant
 //!     no slot: wait (only lossless subscribers can cause this), or time out

@@ -181,6 +181,11 @@ fn is_held<W: Word>(ring: &Ring<'_, W>, slot: usize) -> bool {
 /// held, newest, or still needed by a lossless subscriber. Slots whose tags it takes back stay
 /// empty (a frame a lossless subscriber needs is never taken back).
 pub(crate) fn try_loan<W: Word>(ring: &Ring<'_, W>, state: &mut PublisherState) -> Option<usize> {
+    // A slot that offers no frame (a dropped loan's, or one taken back while it was held)
+    // costs nobody a frame: it goes first, if its holder has let go.
+    if let Some(slot) = loan_unoffered(ring, state) {
+        return Some(slot);
+    }
     let slots = state.tags.len();
     let next = state.next;
     let floor = lossless_floor(ring);
@@ -216,8 +221,15 @@ pub(crate) fn try_loan<W: Word>(ring: &Ring<'_, W>, state: &mut PublisherState) 
     // The scan looks at one slot at a time, so a lossy subscriber moving its hold from slot
     // to slot can make every check fail although a slot was free at every instant. Slots
     // taken back above can only be held transiently now: one more look at them.
-    for slot in 0..slots {
-        if state.tags[slot] & TAKEN_BACK != 0 || state.tags[slot] == 0 {
+    loan_unoffered(ring, state)
+}
+
+/// Loans a slot whose tag is 0 or taken back (it offers no frame) and that nobody holds.
+fn loan_unoffered<W: Word>(ring: &Ring<'_, W>, state: &mut PublisherState) -> Option<usize> {
+    for slot in 0..state.tags.len() {
+        let tag = state.tags[slot];
+        if tag & TAKEN_BACK != 0 || tag == 0 {
+            // The tag was taken back (or emptied) before this fence, as in `try_loan`.
             W::fence_after_take_back();
             if !(W::SCAN_HOLDS && is_held(ring, slot)) {
                 ring.slots[slot].tag.store(0, Relaxed);

@@ -617,3 +617,126 @@ fn latest_under_a_flat_out_publisher_returns_whole_frames() {
     stop.store(true, Relaxed);
     running.join().unwrap();
 }
+
+/// Loans and publishes `n` frames; returns the slot each went into.
+fn send_recording_slots(publisher: &mut Publisher<u64>, n: usize) -> Vec<usize> {
+    (0..n)
+        .map(|_| {
+            let mut loan = publisher.loan().unwrap();
+            let (number, slot) = (loan.number(), loan.slot());
+            fill(&mut loan, number);
+            loan.publish();
+            slot
+        })
+        .collect()
+}
+
+/// A loan reuses the slot of the oldest frame, so a lossy subscriber that is behind keeps
+/// every newer frame: it misses exactly the one taken back.
+#[test]
+fn a_loan_reuses_the_oldest_frames_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossy).unwrap();
+    let mut slots = send_recording_slots(&mut publisher, 4);
+    let mut sorted = slots.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, [0, 1, 2, 3], "four frames fill the four slots");
+    for n in 4..9 {
+        slots.extend(send_recording_slots(&mut publisher, 1));
+        assert_eq!(slots[n], slots[n - 4], "frame {n} replaces frame {}", n - 4);
+    }
+    // Frames 0..=4 were taken back; 5..=8 are all still there.
+    let first = subscriber.receive().unwrap().unwrap();
+    assert_eq!((first.number(), first.missed_before()), (5, 5));
+    assert!(is_frame(&first, 5));
+    drop(first);
+    for n in 6..9 {
+        let sample = subscriber.receive().unwrap().unwrap();
+        assert_eq!((sample.number(), sample.missed_before()), (n, 0));
+    }
+}
+
+/// A frame taken back while a subscriber holds it stays intact for that holder, is offered to
+/// nobody else (they skip it, counted), and the loan goes to the next oldest slot instead.
+#[test]
+fn a_frame_taken_back_while_held_goes_to_nobody_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let open = || {
+        Subscriber::<u64>::attach(StreamFiles::open(&path, false).unwrap(), Delivery::Lossy, 1)
+            .unwrap()
+    };
+    let (holder, other) = (open(), open());
+    let slots = send_recording_slots(&mut publisher, 4);
+    let held = holder.receive().unwrap().unwrap();
+    assert_eq!(held.number(), 0);
+    // Frame 4 cannot have frame 0's slot (held): frame 0 is taken back, frame 1's slot is used.
+    assert_eq!(send_recording_slots(&mut publisher, 1), [slots[1]]);
+    assert!(is_frame(&held, 0) && held.is_intact());
+    let sample = other.receive().unwrap().unwrap();
+    assert_eq!((sample.number(), sample.missed_before()), (2, 2));
+    drop(sample);
+    drop(held);
+    // Released, the taken-back slot is free again and used before any frame is dropped.
+    assert_eq!(send_recording_slots(&mut publisher, 1), [slots[0]]);
+    let sample = other.receive().unwrap().unwrap();
+    assert_eq!((sample.number(), sample.missed_before()), (3, 0));
+}
+
+/// Holds recorded beyond what a subscriber was granted (a scribble) are ignored by the
+/// publisher: only the granted entries can keep a slot from reuse.
+#[test]
+fn holds_beyond_the_granted_count_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let subscriber =
+        Subscriber::<u64>::attach(StreamFiles::open(&path, false).unwrap(), Delivery::Lossy, 1)
+            .unwrap();
+    let slots = send_recording_slots(&mut publisher, 4);
+    let ring = subscriber.files().ring();
+    let record = ring
+        .records
+        .iter()
+        .find(|r| r.owner.load(Relaxed) != 0)
+        .expect("the subscriber's record");
+    record.held[MAX_HELD - 1].store(slots[0] as u64 + 1, Relaxed);
+    assert_eq!(send_recording_slots(&mut publisher, 1), [slots[0]]);
+    // The same entry within the grant does keep the slot.
+    record.held[0].store(slots[1] as u64 + 1, Relaxed);
+    assert_eq!(send_recording_slots(&mut publisher, 1), [slots[2]]);
+    record.held[0].store(0, Relaxed);
+}
+
+/// A subscriber whose record was reclaimed (judged dead) and claimed by someone else takes
+/// nothing and leaves the record's holds alone, even when the loss shows only at the hold.
+#[test]
+fn a_subscriber_that_lost_its_record_takes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let files = StreamFiles::open(&path, false).unwrap();
+    let ring = files.ring();
+    let record = protocol::claim_record(&ring, 7).unwrap();
+    let cursor = protocol::subscribe(&ring, record, 1, false);
+    send(&mut publisher);
+    // Reclaimed and reused by owner 8 between our last check and our hold.
+    ring.records[record].owner.store(8, Relaxed);
+    let mut state = protocol::SubscriberState {
+        record,
+        cursor,
+        pending_missed: 0,
+        missed: 0,
+        received: 0,
+        dropped_a_hold: false,
+        me: 7,
+        lost: false,
+    };
+    assert_eq!(protocol::receive(&ring, &mut state, 0), None);
+    assert!(state.lost);
+    assert_eq!(ring.records[record].held[0].load(Relaxed), 0);
+    assert_eq!(ring.records[record].cursor.load(Relaxed), cursor);
+}
