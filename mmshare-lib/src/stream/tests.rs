@@ -740,3 +740,48 @@ fn a_subscriber_that_lost_its_record_takes_nothing() {
     assert_eq!(ring.records[record].held[0].load(Relaxed), 0);
     assert_eq!(ring.records[record].cursor.load(Relaxed), cursor);
 }
+
+/// A lossless subscriber's cursor keeps exactly the frames it has not taken: the frame just
+/// below it is free for reuse, even when it is the only one.
+#[test]
+fn the_frame_a_lossless_subscriber_took_last_is_free_for_reuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
+    let slots = send_recording_slots(&mut publisher, 4);
+    assert!(
+        publisher.try_loan().unwrap().is_none(),
+        "frame 0 is not taken yet"
+    );
+    drop(subscriber.receive().unwrap().unwrap());
+    let loan = publisher
+        .try_loan()
+        .unwrap()
+        .expect("frame 0 was taken and released");
+    assert_eq!(loan.slot(), slots[0]);
+}
+
+/// An empty slot (a dropped loan's) that a hold names is not loaned while the hold stays;
+/// the loan takes the oldest frame's slot instead.
+#[test]
+fn a_held_empty_slot_is_not_loaned() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let subscriber =
+        Subscriber::<u64>::attach(StreamFiles::open(&path, false).unwrap(), Delivery::Lossy, 1)
+            .unwrap();
+    let slots = send_recording_slots(&mut publisher, 3);
+    let empty = publisher.loan().unwrap().slot();
+    let ring = subscriber.files().ring();
+    let record = ring
+        .records
+        .iter()
+        .find(|r| r.owner.load(Relaxed) != 0)
+        .expect("the subscriber's record");
+    record.held[0].store(empty as u64 + 1, Relaxed);
+    assert_eq!(send_recording_slots(&mut publisher, 1), [slots[0]]);
+    record.held[0].store(0, Relaxed);
+    assert_eq!(send_recording_slots(&mut publisher, 1), [empty]);
+}
