@@ -47,14 +47,15 @@
 //!
 //! ```text
 //! loan:
-//!     first, each slot that offers no frame (TAG 0: a dropped loan's; or taken back while
-//!         held): fence(SeqCst), scan the holds as below; free: loan it (it costs no frame)
+//!     first, each slot that offers no frame (TAG 0: never used, or a dropped loan's; or
+//!         taken back while held): fence(SeqCst), scan the holds as below; free: loan it (it
+//!         costs nobody a frame)
 //!     floor = lowest CURSOR of the lossless subscribers (Relaxed loads, then fence(Acquire))
-//!     for each slot i, oldest frame first (ring order from next % slots):
-//!         if TAG[i] = g + 1:
-//!             skip if g = next - 1     // the newest frame stays readable (latest())
-//!             skip if g >= floor       // a lossless subscriber has not taken it yet
-//!             TAG[i].store(TAKEN_BACK | (g + 1), Relaxed)   // take it back
+//!     for each slot i that offers a frame, oldest frame first (ring order from next % slots):
+//!         TAG[i] = g + 1:
+//!         skip if g = next - 1         // the newest frame stays readable (latest())
+//!         skip if g >= floor           // a lossless subscriber has not taken it yet
+//!         TAG[i].store(TAKEN_BACK | (g + 1), Relaxed)       // take it back
 //!         fence(SeqCst)                // pairs with the subscriber's fence after its hold
 //!         skip if any HELD[r][k] = i + 1 (Relaxed loads, then fence(Acquire): the holder's
 //!                                      //   reads of the old frame happen-before our writes)

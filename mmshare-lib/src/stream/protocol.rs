@@ -177,12 +177,13 @@ fn is_held<W: Word>(ring: &Ring<'_, W>, slot: usize) -> bool {
     held
 }
 
-/// Finds a free slot for the next frame, oldest frame first, or `None` when every slot is
-/// held, newest, or still needed by a lossless subscriber. Slots whose tags it takes back stay
-/// empty (a frame a lossless subscriber needs is never taken back).
+/// Finds a free slot for the next frame, or `None` when every slot is held, newest, or still
+/// needed by a lossless subscriber: first a slot that offers no frame, then the oldest
+/// frame's. Slots whose tags it takes back stay empty (a frame a lossless subscriber needs is
+/// never taken back).
 pub(crate) fn try_loan<W: Word>(ring: &Ring<'_, W>, state: &mut PublisherState) -> Option<usize> {
-    // A slot that offers no frame (a dropped loan's, or one taken back while it was held)
-    // costs nobody a frame: it goes first, if its holder has let go.
+    // A slot that offers no frame (never used, a dropped loan's, or one taken back while it
+    // was held) costs nobody a frame: it goes first, if no hold names it.
     if let Some(slot) = loan_unoffered(ring, state) {
         return Some(slot);
     }
@@ -195,15 +196,18 @@ pub(crate) fn try_loan<W: Word>(ring: &Ring<'_, W>, state: &mut PublisherState) 
     for k in 0..slots {
         let slot = (start + k) % slots;
         let tag = state.tags[slot];
-        if tag != 0 && tag & TAKEN_BACK == 0 {
-            let frame = tag - 1;
-            if tag >= next || (W::KEEP_LOSSLESS && frame >= floor) {
-                continue;
-            }
-            // Relaxed: ordered before the hold scan by the SeqCst fence below.
-            ring.slots[slot].tag.store(tag | TAKEN_BACK, Relaxed);
-            state.tags[slot] = tag | TAKEN_BACK;
+        if tag == 0 || tag & TAKEN_BACK != 0 {
+            // Offers no frame: `loan_unoffered` looked at it just before, and looks again
+            // after the scan.
+            continue;
         }
+        let frame = tag - 1;
+        if tag >= next || (W::KEEP_LOSSLESS && frame >= floor) {
+            continue;
+        }
+        // Relaxed: ordered before the hold scan by the SeqCst fence below.
+        ring.slots[slot].tag.store(tag | TAKEN_BACK, Relaxed);
+        state.tags[slot] = tag | TAKEN_BACK;
         // Pairs with `fence_after_hold`: a subscriber that stored its hold before this fence
         // is seen below; one that stores it after sees the taken-back tag and lets go.
         W::fence_after_take_back();
@@ -229,7 +233,9 @@ fn loan_unoffered<W: Word>(ring: &Ring<'_, W>, state: &mut PublisherState) -> Op
     for slot in 0..state.tags.len() {
         let tag = state.tags[slot];
         if tag & TAKEN_BACK != 0 || tag == 0 {
-            // The tag was taken back (or emptied) before this fence, as in `try_loan`.
+            // A taken-back tag was stored before this fence (in this call or an earlier
+            // one), so the pairing with `fence_after_hold` is as in `try_loan`. A tag of 0
+            // never validates a hold; a hold that names it is transient (or a scribble).
             W::fence_after_take_back();
             if !(W::SCAN_HOLDS && is_held(ring, slot)) {
                 ring.slots[slot].tag.store(0, Relaxed);
