@@ -83,7 +83,10 @@ pub use half::f16;
 pub use name::{MAX_NAME_LEN, NameError, validate_name};
 pub use num_complex::Complex;
 pub use proto::{ArrayInfo, Backing, ErrorKind, ObjectInfo, StreamInfo, SubscriberStat};
-pub use raw::{Access, ByteReader, ByteWriter, DEFAULT_TIMEOUT, RawArray, Recovery, Snapshot};
+pub use raw::{
+    Access, ByteReader, ByteWriter, DEFAULT_TIMEOUT, Finish, RawArray, Recovery, Snapshot,
+    WriteSession,
+};
 pub use shape::{MAX_DATA_LEN, MAX_NDIM, Order, ShapeError, data_len, element_count, parse_shape};
 pub use sleepers::{CONTROL_DIR, control_path, create_control};
 pub use stream::{

@@ -61,6 +61,13 @@ pub enum Recovery {
     },
 }
 
+thread_local! {
+    /// A per-call timeout set by [`RawArray::with_timeout`]: the handle's address and the
+    /// timeout.
+    static TIMEOUT_OVERRIDE: std::cell::Cell<Option<(usize, Duration)>> =
+        const { std::cell::Cell::new(None) };
+}
+
 /// An array file mapped into this process, accessed as bytes.
 ///
 /// Every method is safe to call from any thread; reads and writes go through the seqlock
@@ -198,6 +205,30 @@ impl RawArray {
         self.timeout = timeout;
     }
 
+    /// Runs `f` with this handle's reads and writes waiting at most `timeout` instead of the
+    /// handle's own, on this thread only (other threads using the handle meanwhile keep
+    /// theirs): for callers that share one handle between threads with per-call timeouts.
+    pub fn with_timeout<R>(&self, timeout: Duration, f: impl FnOnce() -> R) -> R {
+        struct Restore(Option<(usize, Duration)>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                TIMEOUT_OVERRIDE.with(|o| o.set(self.0));
+            }
+        }
+        let me = std::ptr::from_ref(self) as usize;
+        let _restore = Restore(TIMEOUT_OVERRIDE.with(|o| o.replace(Some((me, timeout)))));
+        f()
+    }
+
+    /// The timeout in force for this handle on this thread.
+    fn timeout(&self) -> Duration {
+        let me = std::ptr::from_ref(self) as usize;
+        match TIMEOUT_OVERRIDE.with(std::cell::Cell::get) {
+            Some((handle, timeout)) if handle == me => timeout,
+            _ => self.timeout,
+        }
+    }
+
     /// Chooses whether reads of a TORN array succeed (reporting `torn: true` in the
     /// [`Snapshot`]) or fail with [`ReadError::Torn`] (the default).
     pub fn set_accept_torn(&mut self, accept: bool) {
@@ -304,7 +335,7 @@ impl RawArray {
         once: bool,
         mut attempt: impl FnMut(*const u8, u64) -> R,
     ) -> Result<(R, Snapshot), ReadError> {
-        let mut backoff = Backoff::new(self.timeout);
+        let mut backoff = Backoff::new(self.timeout());
         let mut retries = 0u64;
         loop {
             let futex_seen = self.futex_snapshot();
@@ -452,7 +483,7 @@ impl RawArray {
     }
 
     fn acquire_write_as(&self, me: ProcessId) -> Result<(u64, u64), WriteError> {
-        let mut backoff = Backoff::new(self.timeout);
+        let mut backoff = Backoff::new(self.timeout());
         loop {
             let futex_seen = self.futex_snapshot();
             match try_begin_write(self.seq()) {
@@ -524,7 +555,7 @@ impl RawArray {
             sequence: held,
             found,
         };
-        let mut backoff = Backoff::new(self.timeout);
+        let mut backoff = Backoff::new(self.timeout());
         loop {
             // AcqRel: the word's modification order decides who owns the write side (this
             // writer or a recoverer); the Release half also keeps this write's data stores
@@ -835,6 +866,125 @@ impl RawArray {
     }
 }
 
+/// The write side of an array held across calls, for bindings that cannot run the write
+/// inside a closure (Python's `with array.write() as view:`, a C caller's begin / commit).
+/// Made by [`RawArray::begin_write`]; ended by [`RawArray::finish_write`], which must be
+/// called exactly once (there is no `Drop` that publishes: a session that is forgotten leaves
+/// the write side held until a recovery takes it over, as for a writer that died).
+#[derive(Debug)]
+#[must_use = "a write session holds the write side until finish_write"]
+pub struct WriteSession {
+    /// The even sequence the write replaced.
+    sequence: u64,
+    /// The identity word recorded as the holder.
+    holder: u64,
+    /// The mapping it belongs to (checked by `finish_write`).
+    data: *mut u8,
+}
+
+// SAFETY: a session is plain numbers (the pointer is only compared, never dereferenced); the
+// write side it stands for belongs to the process, not to a thread.
+unsafe impl Send for WriteSession {}
+// SAFETY: as above; `&WriteSession` gives access to nothing.
+unsafe impl Sync for WriteSession {}
+
+impl WriteSession {
+    /// The version the write will publish.
+    pub fn version(&self) -> u64 {
+        self.sequence / 2 + 1
+    }
+}
+
+/// How a [`WriteSession`] ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// The write completed; TORN stays as it was (a partial write cannot repair).
+    Complete,
+    /// The write completed and replaced every byte: TORN is cleared.
+    Repair,
+    /// The write failed part-way: the data may be half-written, so the version is published
+    /// TORN (readers get [`ReadError::Torn`] until a repairing write).
+    Torn,
+}
+
+impl RawArray {
+    /// Takes the write side for a write made in place between this call and
+    /// [`RawArray::finish_write`], through [`RawArray::data_ptr`].
+    ///
+    /// # Errors
+    /// [`WriteError::ReadOnly`], [`WriteError::Timeout`] when the write side stays held,
+    /// [`WriteError::LostWriteSide`] if a recovery took it over before this writer recorded
+    /// itself (nothing may be written then).
+    pub fn begin_write(&self) -> Result<WriteSession, WriteError> {
+        if !self.map.writable() {
+            return Err(WriteError::ReadOnly);
+        }
+        let (sequence, holder) = self.acquire_write()?;
+        Ok(WriteSession {
+            sequence,
+            holder,
+            data: self.map.data_ptr(),
+        })
+    }
+
+    /// Publishes the write of `session` (see [`Finish`]) and returns its version.
+    ///
+    /// # Errors
+    /// [`WriteError::LostWriteSide`] if a recovery took the write side over meanwhile (this
+    /// writer was judged dead): nothing is published as this write, and the array is left
+    /// TORN (this writer takes the write side again to mark it so, since its stores may have
+    /// landed on a version someone else published).
+    ///
+    /// # Panics
+    /// If `session` was made by another array handle (a bug in the caller).
+    pub fn finish_write(&self, session: WriteSession, how: Finish) -> Result<u64, WriteError> {
+        assert!(
+            session.data == self.map.data_ptr(),
+            "finish_write: the session belongs to another array handle"
+        );
+        let torn = how == Finish::Torn;
+        match self.publish(
+            session.sequence,
+            how == Finish::Repair,
+            torn,
+            session.holder,
+        ) {
+            Ok(version) => Ok(version),
+            Err(lost) => {
+                self.mark_torn_after_loss();
+                Err(lost)
+            }
+        }
+    }
+
+    /// The first byte of the data area (`header().data_len` bytes, then padding to 8). Writing
+    /// through it is for the holder of a [`WriteSession`] only; reading through it outside
+    /// [`RawArray::read_raw`] sees whatever is there (a write in progress included).
+    pub fn data_ptr(&self) -> *mut u8 {
+        self.map.data_ptr()
+    }
+
+    /// Runs `attempt` inside the seqlock read protocol, retried until a copy validates, for
+    /// bindings whose copies are made by foreign code (NumPy indexing from Python).
+    ///
+    /// # Safety
+    /// `attempt` may only read the data area (through the pointer it gets, within
+    /// `data_len` bytes) and must tolerate bytes that change while it reads them: a copy
+    /// that overlapped a write is thrown away and `attempt` runs again, so it must not act on
+    /// what it read before this returns. Its reads race with writers' stores; like a
+    /// seqlock reader in C, it relies on the hardware making such reads return some value.
+    ///
+    /// # Errors
+    /// [`ReadError::Torn`] (unless accepted) or [`ReadError::Timeout`].
+    pub unsafe fn read_raw<R>(
+        &self,
+        attempt: impl FnMut(*const u8) -> R,
+    ) -> Result<(R, Snapshot), ReadError> {
+        let mut attempt = attempt;
+        self.read_protocol(false, |data, _| attempt(data))
+    }
+}
+
 /// Byte access to the live data inside [`RawArray::read_stream`].
 #[derive(Debug)]
 pub struct ByteReader<'a> {
@@ -1005,6 +1155,111 @@ mod tests {
         create_array_file(dir, &ArraySpec::new("t", DType::U8, vec![len]))
             .unwrap()
             .0
+    }
+
+    /// A write session held across calls: the data is written in place through `data_ptr`,
+    /// readers wait while it is held, and `finish_write` publishes clean, repairing or TORN.
+    #[test]
+    fn a_write_session_publishes_in_place_and_ends_as_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), 16);
+        let w = RawArray::open(&path, Access::Write).unwrap();
+        let mut r = RawArray::open(&path, Access::Read).unwrap();
+        r.set_timeout(Duration::from_millis(20));
+        let write = |how, byte: u8| {
+            let session = w.begin_write().unwrap();
+            assert_eq!(w.sequence() % 2, 1, "held while the session lives");
+            assert_eq!(session.version(), w.version() + 1);
+            assert!(matches!(
+                r.read_bytes(0, &mut [0u8; 16]),
+                Err(ReadError::Timeout { .. })
+            ));
+            // SAFETY: 16 data bytes, and this thread holds the write side.
+            unsafe { std::ptr::write_bytes(w.data_ptr(), byte, 16) };
+            w.finish_write(session, how).unwrap()
+        };
+        let mut buf = [0u8; 16];
+        assert_eq!(write(Finish::Complete, 1), 1);
+        assert_eq!(r.read_bytes(0, &mut buf).unwrap().version, 1);
+        assert_eq!(buf, [1; 16]);
+        assert_eq!(write(Finish::Torn, 2), 2);
+        assert_eq!(
+            r.read_bytes(0, &mut buf),
+            Err(ReadError::Torn { version: 2 })
+        );
+        assert_eq!(write(Finish::Complete, 3), 3);
+        assert!(w.is_torn(), "a complete write is not a repair");
+        assert_eq!(write(Finish::Repair, 4), 4);
+        assert_eq!(r.read_bytes(0, &mut buf).unwrap().version, 4);
+        assert_eq!(buf, [4; 16]);
+        assert_eq!(w.write_count(), 3, "the torn write is not counted");
+        assert!(matches!(r.begin_write(), Err(WriteError::ReadOnly)));
+    }
+
+    /// A session can only be finished by the handle that made it.
+    #[test]
+    #[should_panic(expected = "belongs to another array handle")]
+    fn a_write_session_of_another_handle_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), 8);
+        let a = RawArray::open(&path, Access::Write).unwrap();
+        let b = RawArray::open(&path, Access::Write).unwrap();
+        let session = a.begin_write().unwrap();
+        let _ = b.finish_write(session, Finish::Complete);
+    }
+
+    /// `with_timeout` changes the wait of this handle on this thread only, for the call.
+    #[test]
+    fn with_timeout_applies_to_one_handle_on_one_thread_for_one_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), 8);
+        let w = RawArray::open(&path, Access::Write).unwrap();
+        let r = RawArray::open(&path, Access::Read).unwrap();
+        let other = RawArray::open(&path, Access::Read).unwrap();
+        let session = w.begin_write().unwrap();
+        let short = Duration::from_millis(30);
+        let err = r
+            .with_timeout(short, || r.read_bytes(0, &mut [0u8; 8]))
+            .unwrap_err();
+        let ReadError::Timeout { waited, .. } = err else {
+            panic!("{err:?}")
+        };
+        assert!(waited >= short && waited < DEFAULT_TIMEOUT, "{waited:?}");
+        assert_eq!(r.timeout(), DEFAULT_TIMEOUT, "restored after the call");
+        r.with_timeout(short, || {
+            assert_eq!(
+                other.timeout(),
+                DEFAULT_TIMEOUT,
+                "another handle keeps its own"
+            );
+            std::thread::scope(|s| {
+                s.spawn(|| assert_eq!(r.timeout(), DEFAULT_TIMEOUT, "another thread too"));
+            });
+        });
+        w.finish_write(session, Finish::Complete).unwrap();
+    }
+
+    /// `read_raw` runs the attempt inside the protocol and returns the validated value.
+    #[test]
+    fn read_raw_returns_what_the_attempt_read_with_its_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), 8);
+        let w = RawArray::open(&path, Access::Write).unwrap();
+        w.write_bytes(0, &[9; 8]).unwrap();
+        let mut attempts = 0;
+        // SAFETY: the attempt reads one byte inside the 8 data bytes.
+        let (byte, snap) = unsafe {
+            w.read_raw(|data| {
+                attempts += 1;
+                if attempts == 1 {
+                    // Overlapped by a write: this copy must be thrown away.
+                    w.write_bytes(0, &[5; 8]).unwrap();
+                }
+                std::ptr::read_volatile(data.add(7))
+            })
+        }
+        .unwrap();
+        assert_eq!((byte, snap.version, attempts), (5, 2, 2));
     }
 
     /// Bytes written through one handle are read back through another, at odd offsets too.

@@ -1,17 +1,17 @@
-"""A Python writer that loses its write side follows the Rust writer (mmshare-lib/src/raw.rs
-`acquire_write_as`, `record_writer`, `publish`, `mark_torn_after_loss`): it raises
-`LostWriteSide`, never moves the sequence backwards, never publishes a write that is not its
-own, and leaves the array TORN.
+"""A Python writer that loses its write side behaves as the Rust writer (it is the Rust writer:
+mmshare-lib/src/raw.rs `acquire_write_as`, `record_writer`, `publish`, `mark_torn_after_loss`,
+run by `mmshare._native`): it raises `LostWriteSide`, never moves the sequence backwards, never
+publishes a write that is not its own, and leaves the array TORN.
 
 The test plays the recovery that (wrongly) judged the writer dead, from inside the writer's
 `with a.write()` block: it claims the writer word with its own identity, takes the sequence
 over from odd s + 1 to s + 3, sets TORN and publishes s + 4, as `take_over` does. Other
 writers are real processes (mmshare-test-worker). The header is read and changed through a
-mapping of its own, at the offsets of docs/FORMAT.md. Nothing here depends on timing: every
-step happens at a known point of the writer's protocol. Where the recovery must act while the
+mapping of its own, at the offsets of docs/FORMAT.md. Where the recovery must act while the
 writer waits (a claimed writer word is followed by a hand-back or a takeover), it runs in a
-thread that starts only once the writer's CAS on the word has failed; the ~50 ms it then lets
-pass only lets the writer reach its sleep, and no result depends on it.
+thread that acts after ~0.2 s; if it acted before the writer reached its wait, the outcome
+asserted is the same. The interleavings that need a hook inside the writer's steps (a
+takeover between its sequence CAS and its record) are tested in Rust (`raw::tests`).
 """
 
 import mmap
@@ -24,11 +24,10 @@ import numpy as np
 import pytest
 
 import mmshare
-from mmshare import _sys
+from atomics import compare_exchange_u64, process_identity
 
 SEQUENCE, WRITER, FLAGS, WRITE_COUNT = 0x400, 0x480, 0x4C0, 0x500
 TORN = 1
-_real_cas = _sys.compare_exchange_u64  # the test's own CASes, never the watched one
 
 
 class Header:
@@ -54,7 +53,7 @@ class Header:
 
     def cas_writer(self, expected: int, new: int) -> int:
         """A recovery's compare-and-swap of the writer word; returns the word found."""
-        return _real_cas(self._u64.ctypes.data + WRITER, expected, new)
+        return compare_exchange_u64(self._u64.ctypes.data + WRITER, expected, new)
 
     @property
     def torn(self) -> bool:
@@ -137,7 +136,7 @@ def test_a_taken_over_writer_raises_and_marks_torn_over_a_repairing_write(daemon
     with pytest.raises(mmshare.LostWriteSide) as lost:
         with a.write(timeout=30) as v:
             seen.append(h.sequence)
-            assert h.sequence == 3 and h.writer == _sys.process_identity()
+            assert h.sequence == 3 and h.writer == process_identity()
             v[0] = 7                                  # stored while the write side is ours
             seen.append(h.take_over(recoverer))       # 6, TORN
             whole_write_by_another_process(worker, a.path)
@@ -175,7 +174,7 @@ def test_a_taken_over_writer_does_not_publish_a_third_writers_write(daemon, work
                 holder = start_holder(worker, a.path)
                 third_sequence, third_word = h.sequence, h.writer
                 assert third_sequence == 7
-                assert third_word not in (0, recoverer, _sys.process_identity())
+                assert third_word not in (0, recoverer, process_identity())
         assert (lost.value.sequence, lost.value.found) == (3, 7)
         assert h.sequence == third_sequence, "the loser published (or undid) the third write"
         assert h.writer == third_word, "the loser cleared the third writer's identity"
@@ -230,41 +229,18 @@ def test_the_publish_is_a_compare_and_swap_of_the_sequence(daemon):
     c.close()
 
 
-def watch_writer_word(monkeypatch, a):
-    """Wraps the writer's compare-and-swap: records every CAS `a` makes on its writer word as
-    (expected, new, succeeded), and sets the returned event when one fails."""
-    writer_address = a._base + WRITER
-    calls, failed = [], threading.Event()
-
-    def watching(address, expected, new):
-        found = _real_cas(address, expected, new)
-        if address == writer_address:
-            calls.append((expected, new, found == expected))
-            if found != expected:
-                failed.set()
-        return found
-
-    monkeypatch.setattr(_sys, "compare_exchange_u64", watching)
-    return calls, failed
-
-
 class Claimant(threading.Thread):
-    """The recovery that has claimed the writer word, running beside the writer. Once the
-    writer's CAS on the word has failed (`failed`: the writer is now deciding what that
-    means), it lets ~50 ms pass, so the writer gets as far as sleeping, then does `then`: hands
-    the word back, or takes the write side over. Bounded: gives up after 30 s."""
+    """The recovery that has claimed the writer word, running beside the writer: after
+    `delay` seconds it does `then` (hands the word back, or takes the write side over)."""
 
-    def __init__(self, failed, then):
+    def __init__(self, then, delay=0.2):
         super().__init__(daemon=True)
-        self.failed, self.then = failed, then
+        self.then, self.delay = then, delay
         self.result = self.error = None
 
     def run(self):
         try:
-            if not self.failed.wait(30):
-                self.error = "the writer's CAS on the writer word never failed"
-                return
-            time.sleep(0.05)
+            time.sleep(self.delay)
             self.result = self.then()
         except BaseException as e:  # reported by finish()
             self.error = e
@@ -276,8 +252,7 @@ class Claimant(threading.Thread):
 
 
 @pytest.mark.parametrize("phase", ["recording", "publishing"])
-def test_a_claimed_word_handed_back_is_waited_for_and_the_write_succeeds(daemon, monkeypatch,
-                                                                         phase):
+def test_a_claimed_word_handed_back_is_waited_for_and_the_write_succeeds(daemon, phase):
     """A recovery claimed the writer word on a stale look (an ABA: it watched an earlier state,
     the write it meant had published, and the word is the same again) while the sequence is
     still this writer's. Its sequence CAS fails, so it hands the word back exactly as found.
@@ -286,13 +261,12 @@ def test_a_claimed_word_handed_back_is_waited_for_and_the_write_succeeds(daemon,
     must wait for the hand-back and then complete its write normally."""
     c, a, h = setup(daemon, f"handback-{phase}")
     recoverer = identity(daemon.proc.pid)
-    me = _sys.process_identity()
-    calls, failed = watch_writer_word(monkeypatch, a)
+    me = process_identity()
     entered = []
     if phase == "recording":
         # Claimed while the word was 0 (it is 0 whenever the sequence is even).
         assert h.cas_writer(0, recoverer) == 0
-        claimant = Claimant(failed, lambda: h.cas_writer(recoverer, 0))
+        claimant = Claimant(lambda: h.cas_writer(recoverer, 0))
         claimant.start()
     else:
         claimant = None
@@ -302,35 +276,29 @@ def test_a_claimed_word_handed_back_is_waited_for_and_the_write_succeeds(daemon,
             v[:] = 9
             if phase == "publishing":
                 assert h.cas_writer(me, recoverer) == me       # claimed, found = me
-                claimant = Claimant(failed, lambda: h.cas_writer(recoverer, me))
+                claimant = Claimant(lambda: h.cas_writer(recoverer, me))
                 claimant.start()
     finally:
         if claimant is not None:
             claimant.finish()
-        monkeypatch.undo()
     assert entered == [3]
     # The hand-back found the claim still in place: the writer's CAS had not overwritten it.
     assert claimant.result == recoverer
-    swap = (0, me) if phase == "recording" else (me, 0)
-    tries = [ok for expected, new, ok in calls if (expected, new) == swap]
-    assert tries[0] is False and tries[-1] is True, calls  # failed on the claim, then succeeded
     assert (h.sequence, h.writer, h.torn, h.write_count) == (4, 0, False, 2)
     assert a.read(timeout=10).tolist() == [9, 9, 9, 9]
     c.close()
 
 
-def test_a_claimed_word_followed_by_a_takeover_raises_without_writing(daemon, monkeypatch):
+def test_a_claimed_word_followed_by_a_takeover_raises_without_writing(daemon):
     """The writer's record (CAS 0 -> me) fails against a recovery's claim while the sequence
     is still its own; the recovery then takes the write side over (3 -> 5, TORN, word given
     up, 6). The writer raises `LostWriteSide` reporting the sequence it found moved on (not
     its own: it waited for the sequence to tell), never runs its block, and leaves the
-    recovery's state alone (if it recorded itself on the word the recovery gave up, it hands
-    it back)."""
+    recovery's state alone."""
     c, a, h = setup(daemon, "claim-takeover")
     recoverer = identity(daemon.proc.pid)
-    calls, failed = watch_writer_word(monkeypatch, a)
     assert h.cas_writer(0, recoverer) == 0
-    claimant = Claimant(failed, lambda: h.finish_take_over(recoverer))
+    claimant = Claimant(lambda: h.finish_take_over(recoverer))
     claimant.start()
     entered = []
     try:
@@ -340,7 +308,6 @@ def test_a_claimed_word_followed_by_a_takeover_raises_without_writing(daemon, mo
                 v[:] = 9
     finally:
         claimant.finish()
-        monkeypatch.undo()
     assert claimant.result == 6
     assert not entered, "the block ran although the write side was lost"
     assert lost.value.sequence == 3
@@ -353,67 +320,19 @@ def test_a_claimed_word_followed_by_a_takeover_raises_without_writing(daemon, mo
     c.close()
 
 
-def test_a_writer_recording_itself_after_a_takeover_hands_the_word_back(daemon, monkeypatch):
-    """The writer stalls between its sequence CAS (2 -> 3) and recording itself; meanwhile a
-    recovery of the unidentified write side takes it over and publishes (claim 0 -> R, 3 -> 5,
-    TORN, word given up, 6). The record (CAS 0 -> me) then succeeds on the free word, but the
-    sequence is no longer 3: the writer must give the word back (CAS me -> 0) and raise before
-    its block runs, writing nothing."""
-    c, a, h = setup(daemon, "record-late")
-    recoverer = identity(daemon.proc.pid)
-    me = _sys.process_identity()
-    calls, _ = watch_writer_word(monkeypatch, a)
-    real_fence = _sys.fence_release
-    taken = []
-
-    def take_over_then_fence():
-        # The sequence CAS is followed by the release fence and then the record: the whole
-        # takeover happens in that window, once.
-        if not taken and h.sequence == 3 and h.writer == 0:
-            assert h.cas_writer(0, recoverer) == 0
-            taken.append(h.finish_take_over(recoverer))
-        real_fence()
-
-    monkeypatch.setattr(_sys, "fence_release", take_over_then_fence)
-    entered = []
-    with pytest.raises(mmshare.LostWriteSide) as lost:
-        with a.write(timeout=30) as v:
-            entered.append(True)
-            v[:] = 9
-    monkeypatch.undo()
-    assert taken == [6]
-    assert not entered, "the block ran although the write side was lost"
-    assert (lost.value.sequence, lost.value.found) == (3, 6)
-    assert calls == [(0, me, True), (me, 0, True)], calls   # recorded, then handed back
-    assert (h.sequence, h.writer, h.torn, h.write_count) == (6, 0, True, 1)
-    assert a.array.tolist() == [1, 1, 1, 1]            # nothing written
-    with a.write(timeout=30, repair=True) as v:
-        v[:] = 2
-    assert a.read(timeout=10).tolist() == [2, 2, 2, 2] and h.sequence == 8
-    c.close()
-
-
-def test_a_claimant_that_never_follows_up_is_given_up_on_after_the_timeout(daemon, monkeypatch):
-    """A recovery claims the word right after the writer's sequence CAS and then does nothing
-    more (it died there). The writer waits for a takeover or a hand-back only as long as its
-    timeout, then raises `LostWriteSide` before its block runs, storing nothing and leaving the
-    sequence (odd) and the claimant's word to the recovery of that claimant."""
+def test_a_claimant_that_never_follows_up_is_given_up_on_after_the_timeout(daemon):
+    """A recovery claims the word and then does nothing more (it died there). The writer takes
+    the sequence (2 -> 3), fails to record itself, waits for a takeover or a hand-back only as
+    long as its timeout, then raises `LostWriteSide` before its block runs, storing nothing and
+    leaving the sequence (odd) and the claimant's word to the recovery of that claimant."""
     c, a, h = setup(daemon, "claim-stuck")
     recoverer = identity(daemon.proc.pid)
-    real_fence = _sys.fence_release
-
-    def claim_then_fence():
-        if h.sequence & 1 and h.writer == 0:
-            h.writer = recoverer
-        real_fence()
-
-    monkeypatch.setattr(_sys, "fence_release", claim_then_fence)
+    h.writer = recoverer
     entered = []
     with pytest.raises(mmshare.LostWriteSide) as lost:
         with a.write(timeout=0.5) as v:
             entered.append(True)
             v[:] = 9
-    monkeypatch.undo()
     assert not entered, "the block ran although the write side was lost"
     assert (lost.value.sequence, lost.value.found) == (3, 3)
     assert h.sequence == 3 and h.writer == recoverer   # left to the recovery

@@ -1,0 +1,270 @@
+//! `NativeArray`: a mapped array (mmshare-lib's `RawArray`, through the daemon) and the
+//! seqlock operations on it; `WriteToken`: a write side held across Python statements.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use mmshare::{Finish, RawArray, Shared, WriteSession};
+use pyo3::prelude::*;
+use pyo3::types::PyByteArray;
+
+use crate::errors;
+
+/// A timeout from Python: seconds (`None`: as good as forever).
+fn duration(seconds: Option<f64>) -> PyResult<Duration> {
+    match seconds {
+        None => Ok(Duration::from_secs(u64::from(u32::MAX))),
+        Some(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s.min(1e9))),
+        Some(s) => Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "timeout must be a number of seconds >= 0 or None, not {s}"
+        ))),
+    }
+}
+
+/// A mapped array. The mapping lives as long as this object does; NumPy views of it hold a
+/// reference to it (through their `base`), so `close()` only refuses further operations.
+#[pyclass(frozen, module = "mmshare._native")]
+pub(crate) struct NativeArray {
+    array: Arc<Shared<RawArray>>,
+    closed: AtomicBool,
+}
+
+impl NativeArray {
+    pub(crate) fn new(mut shared: Shared<RawArray>) -> NativeArray {
+        // Torn data is reported per call (`allow_torn`), so the handle itself accepts it.
+        shared.handle_mut().set_accept_torn(true);
+        NativeArray {
+            array: Arc::new(shared),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.array.header().name
+    }
+
+    fn live(&self, py: Python<'_>) -> PyResult<&RawArray> {
+        if self.closed.load(Ordering::Relaxed) {
+            Err(errors::with_message(
+                py,
+                "MmshareError",
+                format!("array {} is closed", self.name()),
+            ))
+        } else {
+            Ok(&self.array)
+        }
+    }
+}
+
+#[pymethods]
+impl NativeArray {
+    /// Address of the first data byte in this process (for `__array_interface__`).
+    #[getter]
+    fn data_address(&self) -> usize {
+        self.array.data_ptr() as usize
+    }
+
+    /// Data length in bytes.
+    #[getter]
+    fn data_len(&self) -> u64 {
+        self.array.header().data_len
+    }
+
+    /// Whether the mapping is writable (opened "r+" or created).
+    #[getter]
+    fn writable(&self) -> bool {
+        self.array.access() == mmshare::Access::Write
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// The seqlock sequence (odd while a write is in progress).
+    #[getter]
+    fn sequence(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.live(py)?.sequence())
+    }
+
+    #[getter]
+    fn version(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.live(py)?.version())
+    }
+
+    #[getter]
+    fn torn(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.live(py)?.is_torn())
+    }
+
+    /// Copies that a concurrent write invalidated, so far.
+    #[getter]
+    fn retries(&self) -> u64 {
+        self.array.retries()
+    }
+
+    /// A consistent copy of the whole data area, as a new `bytearray` (copied with the GIL
+    /// released); returns it with the version it holds.
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+        allow_torn: bool,
+    ) -> PyResult<(Bound<'py, PyByteArray>, u64)> {
+        let array = self.live(py)?;
+        let timeout = duration(timeout)?;
+        let len = usize::try_from(array.header().data_len).expect("mapped, so it fits");
+        let mut outcome = None;
+        let bytes = PyByteArray::new_with(py, len, |buf| {
+            // Nothing else can see `buf` yet: it is safe to fill without the GIL.
+            outcome = Some(py.detach(|| array.with_timeout(timeout, || array.read_bytes(0, buf))));
+            Ok(())
+        })?;
+        match outcome.expect("new_with ran the initializer") {
+            Ok(snapshot) if snapshot.torn && !allow_torn => {
+                Err(errors::raise(py, "Torn", (snapshot.version,)))
+            }
+            Ok(snapshot) => Ok((bytes, snapshot.version)),
+            Err(e) => Err(errors::read(py, self.name(), e)),
+        }
+    }
+
+    /// Runs `attempt()` (which copies out of the live pages, for example NumPy applying an
+    /// index) inside the seqlock read protocol, until a copy validates; returns that copy.
+    /// An exception from an attempt that a write overlapped is thrown away with its copy.
+    fn read_with(
+        &self,
+        py: Python<'_>,
+        attempt: Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        allow_torn: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let array = self.live(py)?;
+        let timeout = duration(timeout)?;
+        let attempt = attempt.unbind();
+        // The GIL is released while the protocol waits for a write to end, and taken for each
+        // attempt only: the writer may be another thread of this process.
+        let got = py.detach(|| {
+            // SAFETY: `attempt` only reads the data area (through NumPy views of it) and its
+            // result is used only after `read_raw` validated it; a copy that overlapped a
+            // write, and any exception it raised, is dropped and the attempt made again.
+            array.with_timeout(timeout, || unsafe {
+                array.read_raw(|_| Python::attach(|py| attempt.bind(py).call0().map(Bound::unbind)))
+            })
+        });
+        match got {
+            Ok((_, snapshot)) if snapshot.torn && !allow_torn => {
+                Err(errors::raise(py, "Torn", (snapshot.version,)))
+            }
+            Ok((value, _)) => value,
+            Err(e) => Err(errors::read(py, self.name(), e)),
+        }
+    }
+
+    /// Waits (GIL released, asleep on the shared futex) for a version newer than
+    /// `newer_than`; returns it.
+    fn wait(&self, py: Python<'_>, newer_than: u64, timeout: Option<f64>) -> PyResult<u64> {
+        let array = self.live(py)?;
+        let timeout = duration(timeout)?;
+        py.detach(|| array.wait_for_version(newer_than, timeout))
+            .map_err(|e| errors::wait(py, self.name(), &e))
+    }
+
+    /// Takes the write side (waiting with the GIL released); the token publishes.
+    fn begin_write(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<WriteToken> {
+        let array = self.live(py)?;
+        let timeout = duration(timeout)?;
+        let session = py
+            .detach(|| array.with_timeout(timeout, || array.begin_write()))
+            .map_err(|e| errors::write(py, self.name(), e))?;
+        Ok(WriteToken {
+            array: Arc::clone(&self.array),
+            session: std::sync::Mutex::new(Some(session)),
+            timeout,
+        })
+    }
+
+    /// Writes dirty pages to the file (msync); nothing for read-only handles.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let array = self.live(py)?;
+        if array.access() == mmshare::Access::Write {
+            py.detach(|| array.flush())
+                .map_err(|e| errors::with_message(py, "MmshareError", e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Refuses every further operation. The pages stay mapped while views of them exist.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The write side of an array, held from `NativeArray.begin_write` to `finish`.
+///
+/// If the token is dropped unfinished (an interrupt between `begin_write` returning and the
+/// caller keeping the token: the body never ran), the write is published as an untouched,
+/// complete one, so the write side is never left held by a live process.
+#[pyclass(frozen, module = "mmshare._native")]
+pub(crate) struct WriteToken {
+    array: Arc<Shared<RawArray>>,
+    session: std::sync::Mutex<Option<WriteSession>>,
+    timeout: Duration,
+}
+
+impl WriteToken {
+    fn take(&self) -> Option<WriteSession> {
+        self.session
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+#[pymethods]
+impl WriteToken {
+    /// The version this write publishes.
+    #[getter]
+    fn version(&self) -> Option<u64> {
+        self.session
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(WriteSession::version)
+    }
+
+    /// Publishes: `how` is "complete", "repair" (every byte replaced: clears TORN) or "torn"
+    /// (the body failed). Returns the version; raises `LostWriteSide` if a recovery took the
+    /// write side over meanwhile. A second call does nothing and returns None.
+    fn finish(&self, py: Python<'_>, how: &str) -> PyResult<Option<u64>> {
+        let how = match how {
+            "complete" => Finish::Complete,
+            "repair" => Finish::Repair,
+            "torn" => Finish::Torn,
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "how must be 'complete', 'repair' or 'torn', not {other:?}"
+                )));
+            }
+        };
+        let Some(session) = self.take() else {
+            return Ok(None);
+        };
+        let array = &self.array;
+        py.detach(|| array.with_timeout(self.timeout, || array.finish_write(session, how)))
+            .map(Some)
+            .map_err(|e| errors::write(py, &array.header().name, e))
+    }
+}
+
+impl Drop for WriteToken {
+    fn drop(&mut self) {
+        if let Some(session) = self.take() {
+            let array = &self.array;
+            let _ = array.with_timeout(self.timeout, || {
+                array.finish_write(session, Finish::Complete)
+            });
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! `mmshare._native`: the Python package's core, over mmshare-lib.
+//!
+//! The seqlock, the request protocol, crash recovery and (later) the stream slot protocol run
+//! here, in the same Rust code the Rust API uses; the Python modules beside it (`mmshare/`)
+//! only shape the API (context managers, NumPy views, dataclasses). Nothing here is public API:
+//! the Python package is.
+//!
+//! Memory is handed to NumPy without copies through `__array_interface__` (see
+//! `mmshare/array.py`): this module gives out the address and length of a mapping, and the
+//! Python object that carries the interface keeps the native object that owns the mapping
+//! alive, so a view can never outlive its pages. Every wait and every copy made by Rust runs
+//! with the GIL released.
+
+mod array;
+mod client;
+mod errors;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<client::Connection>()?;
+    m.add_class::<array::NativeArray>()?;
+    m.add_class::<array::WriteToken>()?;
+    m.add("PROTOCOL_VERSION", mmshare::proto::PROTOCOL_VERSION)?;
+    m.add_function(wrap_pyfunction!(client::default_socket_path, m)?)?;
+    Ok(())
+}
