@@ -602,6 +602,31 @@ impl Client {
         Ok(Subscriber::attach(files, delivery, max_held)?.with_lease(conn))
     }
 
+    /// [`Client::publisher`] for a stream of any dtype, handling frames as bytes
+    /// ([`Publisher::attach_bytes`]).
+    ///
+    /// # Errors
+    /// As [`Client::publisher`], without the dtype check.
+    pub fn publisher_bytes(&self, name: &str) -> Result<Publisher<u8>, ClientError> {
+        let (files, conn) = self.open_stream(name, StreamRole::Publish)?;
+        Ok(Publisher::attach_bytes(files)?.with_lease(conn))
+    }
+
+    /// [`Client::subscribe_with`] for a stream of any dtype, handling frames as bytes
+    /// ([`Subscriber::attach_bytes`]).
+    ///
+    /// # Errors
+    /// As [`Client::subscribe_with`], without the dtype check.
+    pub fn subscribe_bytes(
+        &self,
+        name: &str,
+        delivery: Delivery,
+        max_held: usize,
+    ) -> Result<Subscriber<u8>, ClientError> {
+        let (files, conn) = self.open_stream(name, StreamRole::Subscribe)?;
+        Ok(Subscriber::attach_bytes(files, delivery, max_held)?.with_lease(conn))
+    }
+
     /// Deletes an array. Processes that map it keep working; the name is free at once.
     ///
     /// # Errors

@@ -334,6 +334,13 @@ pub enum StreamError {
         /// The largest allowed.
         max: usize,
     },
+    /// A loan made by `Publisher::loan_token` is still outstanding: publish or abandon it
+    /// before the next loan.
+    #[error("stream {name:?}: a loan is still outstanding; publish or abandon it first")]
+    LoanOutstanding {
+        /// The stream.
+        name: String,
+    },
     /// The subscriber already holds its `max_held` samples; drop one first.
     #[error("this subscriber already holds {max_held} samples (its max_held); drop one first")]
     HoldLimit {

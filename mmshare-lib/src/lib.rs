@@ -90,7 +90,7 @@ pub use raw::{
 pub use shape::{MAX_DATA_LEN, MAX_NDIM, Order, ShapeError, data_len, element_count, parse_shape};
 pub use sleepers::{CONTROL_DIR, control_path, create_control};
 pub use stream::{
-    CONTROL_FILE, DATA_FILE, DEFAULT_MAX_HELD, Delivery, MAX_HELD, Publisher, Sample, SampleMut,
-    StreamFiles, Subscriber, SubscriberInfo, create_stream_files,
+    CONTROL_FILE, DATA_FILE, DEFAULT_MAX_HELD, Delivery, LoanToken, MAX_HELD, Publisher, Sample,
+    SampleMut, SampleToken, StreamFiles, Subscriber, SubscriberInfo, create_stream_files,
 };
 pub use sys::{Liveness, ProcessId, futex_wake_calls, futex_wakeups, reserve_space};

@@ -217,5 +217,5 @@ mod tests;
 pub use files::{CONTROL_FILE, DATA_FILE, StreamFiles, SubscriberInfo, create_stream_files};
 pub use layout::MAX_HELD;
 pub(crate) use layout::control_header;
-pub use publisher::{Publisher, SampleMut};
-pub use subscriber::{DEFAULT_MAX_HELD, Delivery, Sample, Subscriber};
+pub use publisher::{LoanToken, Publisher, SampleMut};
+pub use subscriber::{DEFAULT_MAX_HELD, Delivery, Sample, SampleToken, Subscriber};

@@ -45,6 +45,10 @@ use crate::sys::{self, Liveness, ProcessId};
 pub struct Publisher<T: Element> {
     files: StreamFiles,
     state: PublisherState,
+    /// Frames are handled as bytes whatever the dtype (`attach_bytes`).
+    bytes: bool,
+    /// The slot of a loan made by `loan_token` and not yet published or abandoned.
+    outstanding: Option<usize>,
     me: u64,
     timeout: Duration,
     /// What must live as long as this handle (the daemon connection that is its lease).
@@ -100,6 +104,10 @@ impl<T: Element> Publisher<T> {
     /// As [`Publisher::open`].
     pub fn attach(files: StreamFiles) -> Result<Publisher<T>, StreamError> {
         check_element::<T>(&files)?;
+        Self::attach_checked(files, false)
+    }
+
+    fn attach_checked(files: StreamFiles, bytes: bool) -> Result<Publisher<T>, StreamError> {
         if !files.data_writable() {
             return Err(OpenError::Io {
                 path: files.header().name.clone().into(),
@@ -137,6 +145,8 @@ impl<T: Element> Publisher<T> {
         Ok(Publisher {
             files,
             state,
+            bytes,
+            outstanding: None,
             me,
             timeout: DEFAULT_TIMEOUT,
             lease: None,
@@ -155,9 +165,13 @@ impl<T: Element> Publisher<T> {
         &self.files
     }
 
-    /// Elements per frame.
+    /// Elements per frame (bytes per frame for a handle made by `attach_bytes`).
     pub fn frame_len(&self) -> usize {
-        self.files.header().len() as usize
+        if self.bytes {
+            self.files.header().data_len as usize
+        } else {
+            self.files.header().len() as usize
+        }
     }
 
     /// The number the next published frame gets (= frames published so far).
@@ -189,6 +203,7 @@ impl<T: Element> Publisher<T> {
     /// [`StreamError::PublisherLost`].
     pub fn try_loan(&mut self) -> Result<Option<SampleMut<'_, T>>, StreamError> {
         self.check_attached()?;
+        self.check_no_token()?;
         Ok(protocol::try_loan(&self.files.ring(), &mut self.state)
             .map(move |slot| SampleMut::new(self, slot)))
     }
@@ -209,11 +224,84 @@ impl<T: Element> Publisher<T> {
     /// As [`Publisher::loan`].
     pub fn loan_timeout(&mut self, timeout: Duration) -> Result<SampleMut<'_, T>, StreamError> {
         self.check_attached()?;
+        self.check_no_token()?;
         let slot = match protocol::try_loan(&self.files.ring(), &mut self.state) {
             Some(slot) => slot,
             None => self.wait_for_slot(timeout)?,
         };
         Ok(SampleMut::new(self, slot))
+    }
+
+    fn check_no_token(&self) -> Result<(), StreamError> {
+        match self.outstanding {
+            None => Ok(()),
+            Some(_) => Err(StreamError::LoanOutstanding {
+                name: self.files.header().name.clone(),
+            }),
+        }
+    }
+
+    /// Loans a slot, waiting up to `timeout` as [`Publisher::loan_timeout`] does, without
+    /// borrowing the publisher: for bindings whose loans span calls (Python's
+    /// `with publisher.loan() as frame:`, a C caller). The frame is written through
+    /// [`Publisher::frame_ptr`] (`frame_len` elements) and ends with
+    /// [`Publisher::publish_token`] or [`Publisher::abandon_token`]; until then no other loan
+    /// is made ([`StreamError::LoanOutstanding`]).
+    ///
+    /// # Errors
+    /// As [`Publisher::loan`]; [`StreamError::LoanOutstanding`].
+    pub fn loan_token(&mut self, timeout: Duration) -> Result<LoanToken, StreamError> {
+        self.check_attached()?;
+        self.check_no_token()?;
+        let slot = match protocol::try_loan(&self.files.ring(), &mut self.state) {
+            Some(slot) => slot,
+            None => self.wait_for_slot(timeout)?,
+        };
+        self.outstanding = Some(slot);
+        Ok(LoanToken {
+            slot,
+            number: self.state.next,
+        })
+    }
+
+    /// The first byte of the frame `token` loans (writable, `frame_len` elements, page
+    /// aligned). Writing through it is for the holder of the token only, until it publishes
+    /// or abandons it.
+    pub fn frame_ptr(&self, token: &LoanToken) -> *mut u8 {
+        self.files.slot_ptr(token.slot)
+    }
+
+    /// Publishes the frame of `token`; returns its number.
+    ///
+    /// # Errors
+    /// [`StreamError::PublisherLost`] if another publisher took the stream over meanwhile
+    /// (this one was judged dead); nothing is published then.
+    ///
+    /// # Panics
+    /// If `token` is not this publisher's outstanding loan (a bug in the caller).
+    pub fn publish_token(&mut self, token: LoanToken) -> Result<u64, StreamError> {
+        assert_eq!(
+            self.outstanding,
+            Some(token.slot),
+            "publish_token: not this publisher's outstanding loan"
+        );
+        self.outstanding = None;
+        self.check_attached()?;
+        Ok(self.publish_slot(token.slot))
+    }
+
+    /// Gives the loan of `token` back unpublished: nothing is delivered, and the next loan
+    /// may take the slot again.
+    ///
+    /// # Panics
+    /// If `token` is not this publisher's outstanding loan (a bug in the caller).
+    pub fn abandon_token(&mut self, token: LoanToken) {
+        assert_eq!(
+            self.outstanding,
+            Some(token.slot),
+            "abandon_token: not this publisher's outstanding loan"
+        );
+        self.outstanding = None;
     }
 
     fn wait_for_slot(&mut self, timeout: Duration) -> Result<usize, StreamError> {
@@ -329,6 +417,39 @@ impl<T: Element> Drop for Publisher<T> {
             .files
             .publisher_word()
             .compare_exchange(self.me, 0, Release, Relaxed);
+    }
+}
+
+impl Publisher<u8> {
+    /// Attaches as the publisher of already mapped stream files of any dtype, handling frames
+    /// as bytes: [`Publisher::frame_len`] is the frame's length in bytes and loans deref to
+    /// all of its bytes. For tools and bindings that do not know the element type at compile
+    /// time (the frame is still written in the stream's dtype, shape and order).
+    ///
+    /// # Errors
+    /// As [`Publisher::open`], without the dtype check.
+    pub fn attach_bytes(files: StreamFiles) -> Result<Publisher<u8>, StreamError> {
+        Self::attach_checked(files, true)
+    }
+}
+
+/// A loan made by [`Publisher::loan_token`]: the slot and the number the frame gets.
+#[derive(Debug)]
+#[must_use = "a loan token must be published or abandoned"]
+pub struct LoanToken {
+    slot: usize,
+    number: u64,
+}
+
+impl LoanToken {
+    /// The number the frame gets when published.
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
+    /// Which slot of the ring it is (for diagnostics).
+    pub fn slot(&self) -> usize {
+        self.slot
     }
 }
 

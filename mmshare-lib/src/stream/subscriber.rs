@@ -51,6 +51,8 @@ pub struct Subscriber<T: Element> {
     in_use: Cell<u32>,
     max_held: usize,
     delivery: Delivery,
+    /// Frames are handled as bytes whatever the dtype (`attach_bytes`).
+    bytes: bool,
     me: u64,
     timeout: Duration,
     /// What must live as long as this handle (the daemon connection that is its lease).
@@ -91,6 +93,15 @@ impl<T: Element> Subscriber<T> {
         max_held: usize,
     ) -> Result<Subscriber<T>, StreamError> {
         check_element::<T>(&files)?;
+        Self::attach_checked(files, delivery, max_held, false)
+    }
+
+    fn attach_checked(
+        files: StreamFiles,
+        delivery: Delivery,
+        max_held: usize,
+        bytes: bool,
+    ) -> Result<Subscriber<T>, StreamError> {
         if !(1..=MAX_HELD).contains(&max_held) {
             return Err(StreamError::BadMaxHeld {
                 given: max_held,
@@ -131,6 +142,7 @@ impl<T: Element> Subscriber<T> {
             in_use: Cell::new(0),
             max_held: granted as usize,
             delivery,
+            bytes,
             me,
             timeout: DEFAULT_TIMEOUT,
             lease: None,
@@ -180,8 +192,35 @@ impl<T: Element> Subscriber<T> {
         self.timeout = timeout;
     }
 
-    fn frame_len(&self) -> usize {
-        self.files.header().len() as usize
+    /// Elements per frame (bytes per frame for a handle made by `attach_bytes`).
+    pub fn frame_len(&self) -> usize {
+        if self.bytes {
+            self.files.header().data_len as usize
+        } else {
+            self.files.header().len() as usize
+        }
+    }
+
+    /// The first byte of the frame `token` holds (`frame_len` elements, page aligned, read
+    /// only), valid until the token is released.
+    pub fn frame_ptr(&self, token: &SampleToken) -> *const u8 {
+        self.files.slot_ptr(token.slot).cast_const()
+    }
+
+    /// Releases the hold of `token` (as dropping its sample does).
+    pub fn release_token(&self, token: SampleToken) {
+        self.release(token.entry, token.slot);
+    }
+
+    /// [`Sample::is_intact`] for a token.
+    pub fn token_is_intact(&self, token: &SampleToken) -> bool {
+        protocol::still_intact(
+            &self.files.ring(),
+            self.record(),
+            token.entry,
+            token.slot,
+            token.number.wrapping_add(1),
+        )
     }
 
     fn record(&self) -> usize {
@@ -365,6 +404,53 @@ impl<T: Element> Drop for Subscriber<T> {
     }
 }
 
+impl Subscriber<u8> {
+    /// Subscribes through already mapped stream files of any dtype, handling frames as bytes:
+    /// [`Subscriber::frame_len`] is the frame's length in bytes and samples deref to all of
+    /// its bytes. For tools and bindings that do not know the element type at compile time.
+    ///
+    /// # Errors
+    /// As [`Subscriber::attach`], without the dtype check.
+    pub fn attach_bytes(
+        files: StreamFiles,
+        delivery: Delivery,
+        max_held: usize,
+    ) -> Result<Subscriber<u8>, StreamError> {
+        Self::attach_checked(files, delivery, max_held, true)
+    }
+}
+
+/// A held frame detached from the borrow of its subscriber ([`Sample::into_token`]), for
+/// bindings whose samples outlive a call (Python's `Sample`, a C caller). It keeps its hold
+/// (and counts against `max_held`) until [`Subscriber::release_token`]; a token that is
+/// dropped instead keeps the hold for the life of the subscriber.
+#[derive(Debug)]
+#[must_use = "a sample token holds its slot until released"]
+pub struct SampleToken {
+    slot: usize,
+    entry: usize,
+    number: u64,
+    missed_before: u64,
+    published_ns: u64,
+}
+
+impl SampleToken {
+    /// As [`Sample::number`].
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
+    /// As [`Sample::missed_before`].
+    pub fn missed_before(&self) -> u64 {
+        self.missed_before
+    }
+
+    /// As [`Sample::published_ns`].
+    pub fn published_ns(&self) -> u64 {
+        self.published_ns
+    }
+}
+
 /// A received frame: a plain `&[T]` over shared memory, never rewritten while it is held.
 /// Dropping it releases the slot.
 pub struct Sample<'a, T: Element> {
@@ -428,6 +514,19 @@ impl<T: Element> Sample<'_, T> {
 
     /// Releases the slot (the same as dropping the sample).
     pub fn release(self) {}
+
+    /// Keeps the hold but ends the borrow of the subscriber: the frame stays held until
+    /// [`Subscriber::release_token`].
+    pub fn into_token(self) -> SampleToken {
+        let me = std::mem::ManuallyDrop::new(self);
+        SampleToken {
+            slot: me.slot,
+            entry: me.entry,
+            number: me.number,
+            missed_before: me.missed_before,
+            published_ns: me.published_ns,
+        }
+    }
 }
 
 impl<T: Element> Deref for Sample<'_, T> {

@@ -785,3 +785,75 @@ fn a_held_empty_slot_is_not_loaned() {
     record.held[0].store(0, Relaxed);
     assert_eq!(send_recording_slots(&mut publisher, 1), [empty]);
 }
+
+/// Byte handles work on a stream of any dtype, and loans and samples can be detached from
+/// their borrows as tokens (for bindings): one outstanding loan at a time, abandoned loans
+/// never delivered, held tokens counted against `max_held` until released.
+#[test]
+fn byte_handles_and_tokens_move_frames_of_any_dtype() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 5, 4);
+    let mut publisher =
+        Publisher::<u8>::attach_bytes(StreamFiles::open(&path, true).unwrap()).unwrap();
+    assert_eq!(publisher.frame_len(), ELEMS * 8);
+    let typed = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
+    let bytes = Subscriber::<u8>::attach_bytes(
+        StreamFiles::open(&path, false).unwrap(),
+        Delivery::Lossy,
+        1,
+    )
+    .unwrap();
+    assert_eq!(bytes.frame_len(), ELEMS * 8);
+
+    let token = publisher.loan_token(Duration::from_secs(1)).unwrap();
+    assert_eq!(token.number(), 0);
+    assert!(matches!(
+        publisher.loan_token(Duration::from_secs(1)),
+        Err(StreamError::LoanOutstanding { .. })
+    ));
+    assert!(matches!(
+        publisher.try_loan(),
+        Err(StreamError::LoanOutstanding { .. })
+    ));
+    publisher.abandon_token(token);
+
+    let token = publisher.loan_token(Duration::from_secs(1)).unwrap();
+    assert_eq!(token.number(), 0, "an abandoned loan takes no number");
+    let mut frame = [0u64; ELEMS];
+    fill(&mut frame, 0);
+    // SAFETY: the loaned frame is ELEMS * 8 writable bytes, ours until published.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            frame.as_ptr().cast::<u8>(),
+            publisher.frame_ptr(&token),
+            ELEMS * 8,
+        );
+    }
+    assert_eq!(publisher.publish_token(token).unwrap(), 0);
+
+    let sample = typed.receive().unwrap().expect("published");
+    assert_eq!(sample.number(), 0);
+    assert!(is_frame(&sample, 0));
+    drop(sample);
+
+    let held = bytes.receive().unwrap().expect("published").into_token();
+    assert_eq!((held.number(), held.missed_before()), (0, 0));
+    assert!(held.published_ns() > 0);
+    assert!(bytes.token_is_intact(&held));
+    // SAFETY: the held frame is ELEMS * 8 readable bytes while the token is held.
+    let read = unsafe { std::slice::from_raw_parts(bytes.frame_ptr(&held), ELEMS * 8) };
+    assert_eq!(read, bytemuck::cast_slice::<u64, u8>(&frame));
+    fill(&mut frame, 1);
+    assert_eq!(
+        publisher
+            .send(bytemuck::cast_slice::<u64, u8>(&frame))
+            .unwrap(),
+        1
+    );
+    assert!(matches!(
+        bytes.receive(),
+        Err(StreamError::HoldLimit { max_held: 1 })
+    ));
+    bytes.release_token(held);
+    assert_eq!(bytes.receive().unwrap().expect("frame 1").number(), 1);
+}
