@@ -8,19 +8,30 @@
     b = client.open("frame")      # read-only
     b.wait(newer_than=0, timeout=5)
     copy = b.read()
+
+    client.create_stream("frames", "u1", (480, 640), slots=8)
+    pub = client.publisher("frames")
+    sub = client.subscribe("frames", lossless=True)
+    with pub.loan() as frame:     # fill a free slot in place; published on exit
+        frame[:] = 255
+    with sub.receive(timeout=1) as sample:
+        print(sample.number, sample.array.mean())
 """
 
-from ._proto import PROTOCOL_VERSION, ArrayInfo
+from ._proto import PROTOCOL_VERSION, ArrayInfo, StreamInfo, SubscriberStat
 from .array import SharedArray
 from .client import Client, connect, default_socket_path
-from .errors import (AlreadyExists, Busy, ConnectError, FormatError, Internal, InvalidDtype,
-                     InvalidName, InvalidShape, LostWriteSide, MmshareError, NoSpace, NotFound,
-                     PermissionDenied, ProtocolError, QuotaExceeded, Timeout, Torn,
-                     WrongKind)
+from .errors import (AlreadyExists, Busy, ConnectError, FormatError, HoldLimit, Internal,
+                     InvalidDtype, InvalidName, InvalidShape, LostWriteSide, MmshareError,
+                     NoSpace, NotFound, PermissionDenied, ProtocolError, QuotaExceeded, Timeout,
+                     Torn, WrongKind)
+from .stream import Loan, Publisher, Sample, Subscriber
 
 __all__ = [
-    "PROTOCOL_VERSION", "ArrayInfo", "SharedArray", "Client", "connect", "default_socket_path",
-    "AlreadyExists", "Busy", "ConnectError", "FormatError", "Internal", "InvalidDtype",
-    "InvalidName", "InvalidShape", "LostWriteSide", "MmshareError", "NoSpace", "NotFound",
-    "PermissionDenied", "ProtocolError", "QuotaExceeded", "Timeout", "Torn", "WrongKind",
+    "PROTOCOL_VERSION", "ArrayInfo", "StreamInfo", "SubscriberStat", "SharedArray", "Client",
+    "connect", "default_socket_path", "Loan", "Publisher", "Sample", "Subscriber",
+    "AlreadyExists", "Busy", "ConnectError", "FormatError", "HoldLimit", "Internal",
+    "InvalidDtype", "InvalidName", "InvalidShape", "LostWriteSide", "MmshareError", "NoSpace",
+    "NotFound", "PermissionDenied", "ProtocolError", "QuotaExceeded", "Timeout", "Torn",
+    "WrongKind",
 ]

@@ -24,13 +24,17 @@ from . import errors
 
 
 class _Pages:
-    """The object NumPy keeps as a view's `base`: it describes `count` elements at the
-    native handle's data address, and keeps the handle (so the mapping) alive."""
+    """The object NumPy keeps as a view's `base`: it describes the elements of `shape` at
+    `address` (default: the native handle's data address), and keeps `owner` (the native
+    handle, loan or sample that owns those pages) alive."""
 
     __slots__ = ("owner", "__array_interface__")
 
-    def __init__(self, owner, dtype: np.dtype, shape, order: str, writable: bool):
+    def __init__(self, owner, dtype: np.dtype, shape, order: str, writable: bool,
+                 address=None):
         self.owner = owner
+        if address is None:
+            address = owner.data_address
         count = int(np.prod(shape, dtype=np.int64)) if shape else 1
         strides = None
         if order == "F" and len(shape) > 1:
@@ -41,14 +45,14 @@ class _Pages:
             strides = tuple(strides)
         self.__array_interface__ = {
             "version": 3,
-            "data": (owner.data_address, not writable),
+            "data": (address, not writable),
             "shape": tuple(shape),
             "typestr": dtype.str,
             "strides": strides,
         }
         if count == 0 or dtype.itemsize == 0:
             # An empty array has no data to point at; NumPy accepts any aligned address.
-            self.__array_interface__["data"] = (owner.data_address or 8, not writable)
+            self.__array_interface__["data"] = (address or 8, not writable)
 
 
 class SharedArray:

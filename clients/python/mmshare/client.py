@@ -7,8 +7,9 @@ import os
 import numpy as np
 
 from . import _native, errors
-from ._proto import ArrayInfo
+from ._proto import ArrayInfo, StreamInfo, SubscriberStat
 from .array import SharedArray
+from .stream import Publisher, Subscriber
 
 SOCKET_ENV = "MMSHARE_SOCKET"
 
@@ -34,6 +35,14 @@ def _shape(shape) -> list:
             raise errors.InvalidShape(f"shape {shape}: dimension {n} is not in 0 .. 2**64 - 1")
         out.append(n)
     return out
+
+
+def _info(kind: str, info: dict):
+    if kind == "array":
+        return ArrayInfo(**info)
+    info = dict(info)
+    info["subscribers"] = tuple(SubscriberStat(**sub) for sub in info["subscribers"])
+    return StreamInfo(**info)
 
 
 class Client:
@@ -76,8 +85,40 @@ class Client:
         """Every array (that this uid may read) whose name starts with `prefix`."""
         return [ArrayInfo(**info) for info in self._c.list(prefix)]
 
+    def describe(self, name):
+        """An array's `ArrayInfo` or a stream's `StreamInfo`."""
+        return _info(*self._c.describe(name))
+
+    def list_all(self, prefix="") -> list:
+        """Every array and stream (that this uid may read) whose name starts with `prefix`,
+        as `ArrayInfo` and `StreamInfo`, in name order."""
+        return [_info(kind, info) for kind, info in self._c.list_all(prefix)]
+
+    def create_stream(self, name, dtype, shape, slots=8, memory=False, mode=0o600,
+                      exist_ok=False, max_subscribers=16, order="C") -> StreamInfo:
+        """Creates a stream of `slots` frames, each of `dtype` and `shape`, for at most
+        `max_subscribers` subscribers at once; returns its description."""
+        if order not in ("C", "F"):
+            raise ValueError(f"order must be 'C' or 'F', not {order!r}")
+        return _info("stream", self._c.create_stream(
+            name, _dtype_text(dtype), _shape(shape), order, int(slots), int(max_subscribers),
+            bool(memory), int(mode), bool(exist_ok)))
+
+    def publisher(self, name) -> Publisher:
+        """Attaches as the publisher of stream `name` (one at a time: `Busy` otherwise); needs
+        write permission. The connection stays open while it is attached (its lease)."""
+        info, native = self._c.publisher(name)
+        return Publisher(_info("stream", info), native, lease=self)
+
+    def subscribe(self, name, lossless=False, max_held=2) -> Subscriber:
+        """Subscribes to stream `name` (needs read permission): lossy by default (never
+        slows the publisher, counts what it skips), or `lossless` (every frame, in order).
+        It may hold `max_held` samples at once (fewer if the stream's budget is short)."""
+        info, native = self._c.subscribe(name, bool(lossless), int(max_held))
+        return Subscriber(_info("stream", info), native, lease=self)
+
     def delete(self, name) -> None:
-        """Unlinks the array: mappings keep working, the name is free at once."""
+        """Unlinks the array or stream: mappings keep working, the name is free at once."""
         self._c.delete(name)
 
     def close(self):

@@ -95,5 +95,11 @@ class Timeout(MmshareError, TimeoutError):
     """A read, write or wait did not complete in time."""
 
 
+class HoldLimit(MmshareError):
+    """A subscriber already holds its `max_held` samples. A sample is held until it is
+    released and no NumPy view of its frame is left: release samples (or use them in `with`
+    blocks) and keep copies, not views, of frames needed later."""
+
+
 class FormatError(MmshareError):
     """The mapped file is not a valid mmshare array file."""

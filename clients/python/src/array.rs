@@ -9,18 +9,7 @@ use mmshare::{Finish, RawArray, Shared, WriteSession};
 use pyo3::prelude::*;
 use pyo3::types::PyByteArray;
 
-use crate::errors;
-
-/// A timeout from Python: seconds (`None`: as good as forever).
-fn duration(seconds: Option<f64>) -> PyResult<Duration> {
-    match seconds {
-        None => Ok(Duration::from_secs(u64::from(u32::MAX))),
-        Some(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s.min(1e9))),
-        Some(s) => Err(pyo3::exceptions::PyValueError::new_err(format!(
-            "timeout must be a number of seconds >= 0 or None, not {s}"
-        ))),
-    }
-}
+use crate::{duration, errors};
 
 /// A mapped array. The mapping lives as long as this object does; NumPy views of it hold a
 /// reference to it (through their `base`), so `close()` only refuses further operations.

@@ -5,12 +5,16 @@
 use std::path::PathBuf;
 
 use mmshare::proto::WireOrder;
-use mmshare::{Access, ArrayInfo, Backing, Client, CreateOptions, Order};
+use mmshare::{
+    Access, ArrayInfo, Backing, Client, CreateOptions, Delivery, ObjectInfo, Order, StreamInfo,
+    StreamOptions,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use crate::array::NativeArray;
 use crate::errors;
+use crate::stream::{NativePublisher, NativeSubscriber};
 
 /// The socket path used when none is given (`$MMSHARE_SOCKET`, else
 /// `$XDG_RUNTIME_DIR/mmshare/mmshared.sock`, else `/tmp/mmshare-$UID/mmshared.sock`).
@@ -56,6 +60,54 @@ pub(crate) fn array_info<'py>(py: Python<'py>, info: &ArrayInfo) -> PyResult<Bou
     d.set_item("torn", info.torn)?;
     d.set_item("path", &info.path)?;
     Ok(d)
+}
+
+/// A `StreamInfo` as the keyword arguments of Python's `StreamInfo` (subscribers as dicts).
+pub(crate) fn stream_info<'py>(py: Python<'py>, info: &StreamInfo) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("name", &info.name)?;
+    d.set_item("dtype", &info.dtype)?;
+    d.set_item("shape", PyTuple::new(py, &info.shape)?)?;
+    d.set_item("order", order_text(info.order))?;
+    d.set_item("slots", info.slots)?;
+    d.set_item("max_subscribers", info.max_subscribers)?;
+    d.set_item("data_offset", info.data_offset)?;
+    d.set_item("frame_len", info.frame_len)?;
+    d.set_item("slot_stride", info.slot_stride)?;
+    d.set_item("published", info.published)?;
+    d.set_item("backing", backing_text(info.backing))?;
+    d.set_item("owner_uid", info.owner_uid)?;
+    d.set_item("owner_gid", info.owner_gid)?;
+    d.set_item("mode", info.mode)?;
+    d.set_item("path", &info.path)?;
+    d.set_item("publisher", info.publisher)?;
+    let subscribers = info
+        .subscribers
+        .iter()
+        .map(|s| {
+            let d = PyDict::new(py);
+            d.set_item("pid", s.pid)?;
+            d.set_item("lossless", s.lossless)?;
+            d.set_item("max_held", s.max_held)?;
+            d.set_item("lag", s.lag)?;
+            d.set_item("missed", s.missed)?;
+            d.set_item("received", s.received)?;
+            Ok(d)
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    d.set_item("subscribers", subscribers)?;
+    Ok(d)
+}
+
+/// An object's kind ("array" or "stream") and its description.
+fn object_info<'py>(
+    py: Python<'py>,
+    info: &ObjectInfo,
+) -> PyResult<(&'static str, Bound<'py, PyDict>)> {
+    match info {
+        ObjectInfo::Array(a) => Ok(("array", array_info(py, a)?)),
+        ObjectInfo::Stream(s) => Ok(("stream", stream_info(py, s)?)),
+    }
 }
 
 fn parse_order(order: &str) -> PyResult<Order> {
@@ -145,6 +197,102 @@ impl Connection {
             .detach(|| self.client.list(&prefix))
             .map_err(|e| errors::client(py, e))?;
         infos.iter().map(|info| array_info(py, info)).collect()
+    }
+
+    /// Creates a stream; returns its description.
+    #[allow(clippy::too_many_arguments)]
+    fn create_stream<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        dtype: String,
+        shape: Vec<u64>,
+        order: &str,
+        slots: u32,
+        max_subscribers: u32,
+        memory: bool,
+        mode: u32,
+        exist_ok: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let mut options = StreamOptions::new(name, dtype, &shape)
+            .order(parse_order(order)?)
+            .slots(slots)
+            .max_subscribers(max_subscribers)
+            .mode(mode)
+            .exist_ok(exist_ok);
+        if memory {
+            options = options.memory();
+        }
+        let info = py
+            .detach(|| self.client.create_stream(&options))
+            .map_err(|e| errors::client(py, e))?;
+        stream_info(py, &info)
+    }
+
+    /// Attaches as the publisher of a stream; returns its description too.
+    fn publisher<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+    ) -> PyResult<(Bound<'py, PyDict>, NativePublisher)> {
+        let (info, publisher) = py
+            .detach(|| {
+                let info = self.client.describe(&name)?;
+                Ok((info, self.client.publisher_bytes(&name)?))
+            })
+            .map_err(|e| errors::client(py, e))?;
+        let (_, info) = object_info(py, &info)?;
+        Ok((info, NativePublisher::new(publisher)))
+    }
+
+    /// Subscribes to a stream; returns its description too.
+    fn subscribe<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        lossless: bool,
+        max_held: usize,
+    ) -> PyResult<(Bound<'py, PyDict>, NativeSubscriber)> {
+        let delivery = if lossless {
+            Delivery::Lossless
+        } else {
+            Delivery::Lossy
+        };
+        let (info, subscriber) = py
+            .detach(|| {
+                let info = self.client.describe(&name)?;
+                Ok((
+                    info,
+                    self.client.subscribe_bytes(&name, delivery, max_held)?,
+                ))
+            })
+            .map_err(|e| errors::client(py, e))?;
+        let (_, info) = object_info(py, &info)?;
+        Ok((info, NativeSubscriber::new(subscriber)))
+    }
+
+    /// Describes an array or a stream: its kind ("array" or "stream") and description.
+    fn describe<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+    ) -> PyResult<(&'static str, Bound<'py, PyDict>)> {
+        let info = py
+            .detach(|| self.client.describe(&name))
+            .map_err(|e| errors::client(py, e))?;
+        object_info(py, &info)
+    }
+
+    /// Every array and stream (that this uid may read) whose name starts with `prefix`.
+    fn list_all<'py>(
+        &self,
+        py: Python<'py>,
+        prefix: String,
+    ) -> PyResult<Vec<(&'static str, Bound<'py, PyDict>)>> {
+        let infos = py
+            .detach(|| self.client.list_all(&prefix))
+            .map_err(|e| errors::client(py, e))?;
+        infos.iter().map(|info| object_info(py, info)).collect()
     }
 
     /// Deletes a name (an array or a stream).

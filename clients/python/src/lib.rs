@@ -14,14 +14,32 @@
 mod array;
 mod client;
 mod errors;
+mod stream;
+
+use std::time::Duration;
 
 use pyo3::prelude::*;
+
+/// A timeout from Python: seconds (`None`: as good as forever).
+pub(crate) fn duration(seconds: Option<f64>) -> PyResult<Duration> {
+    match seconds {
+        None => Ok(Duration::from_secs(u64::from(u32::MAX))),
+        Some(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s.min(1e9))),
+        Some(s) => Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "timeout must be a number of seconds >= 0 or None, not {s}"
+        ))),
+    }
+}
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::Connection>()?;
     m.add_class::<array::NativeArray>()?;
     m.add_class::<array::WriteToken>()?;
+    m.add_class::<stream::NativePublisher>()?;
+    m.add_class::<stream::NativeLoan>()?;
+    m.add_class::<stream::NativeSubscriber>()?;
+    m.add_class::<stream::NativeSample>()?;
     m.add("PROTOCOL_VERSION", mmshare::proto::PROTOCOL_VERSION)?;
     m.add_function(wrap_pyfunction!(client::default_socket_path, m)?)?;
     Ok(())

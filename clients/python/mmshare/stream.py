@@ -1,0 +1,235 @@
+"""Streams: a ring of frames that a publisher fills in place and subscribers read in place.
+
+The slot protocol (loans, holds, lossless cursors, sleeping and waking, crash rules) runs in
+the Rust core (`mmshare._native` over mmshare-lib's `stream` module); this module shapes it
+for NumPy:
+
+    pub = client.publisher("frames")
+    with pub.loan() as frame:          # a writable ndarray over a free slot
+        frame[:] = camera.read()       # published on normal exit, discarded on an exception
+
+    sub = client.subscribe("frames", lossless=True)
+    with sub.receive(timeout=1.0) as sample:
+        process(sample.array)          # read-only, zero-copy; released at the end of the block
+
+A sample's hold lasts as long as the sample is not released *and* as long as any NumPy view
+of its frame exists: `release()` (or the end of a `with` block) makes the sample itself
+unusable at once, and the slot is given back as soon as the last view of it is gone. A view
+therefore never shows a frame the publisher has reused. Views that are kept count against
+`max_held` (`HoldLimit`); keep a copy (`np.array(sample.array)`) instead.
+"""
+
+import numpy as np
+
+from . import errors
+from .array import _Pages
+
+
+class Loan:
+    """A loaned slot of a publisher. As a context manager it yields a writable ndarray over
+    the slot, publishes the frame when the block ends normally and discards it when the block
+    raises; `number` is the frame's number (set by the publish)."""
+
+    def __init__(self, publisher, timeout):
+        self._publisher = publisher
+        self._timeout = timeout
+        self._native = None
+        self._view = None
+        self.number = None
+
+    def __enter__(self) -> np.ndarray:
+        if self._native is not None or self.number is not None:
+            raise errors.MmshareError("a loan is entered once; take a new loan for each frame")
+        p = self._publisher
+        self._native = p._native.loan(self._timeout)
+        self._view = np.asarray(_Pages(self._native, p.dtype, p.shape, p.order, True,
+                                       address=self._native.address))
+        return self._view
+
+    def __exit__(self, exc_type, exc, tb):
+        native, view = self._native, self._view
+        self._view = None
+        if view is not None:
+            view.flags.writeable = False  # the frame is the subscribers' once published
+        if exc_type is None:
+            self.number = native.publish()
+        else:
+            native.abandon()
+        return False
+
+
+class Publisher:
+    """The publishing side of a stream (one at a time: another gets `Busy`)."""
+
+    def __init__(self, info, native, lease):
+        self.info = info
+        self._native = native
+        self._lease = lease
+        self.name = info.name
+        self.dtype = np.dtype(info.dtype)
+        self.shape = tuple(info.shape)
+        self.order = info.order
+
+    @property
+    def next_number(self) -> int:
+        """The number the next published frame gets (= frames published so far)."""
+        return self._native.next_number
+
+    def loan(self, timeout=None) -> Loan:
+        """A free slot to fill in place: `with pub.loan() as frame: frame[...] = ...`. Waits
+        (up to `timeout` seconds; None: no limit) only while a lossless subscriber is a whole
+        ring behind; raises `Timeout` then."""
+        return Loan(self, timeout)
+
+    def send(self, frame, timeout=None) -> int:
+        """Copies `frame` (any array of the stream's shape, converted to its dtype) into a
+        loaned slot and publishes it; returns its number."""
+        frame = np.asarray(frame)
+        if frame.shape != self.shape:
+            raise ValueError(f"frame shape {frame.shape} is not the stream's {self.shape}")
+        loan = self.loan(timeout)
+        with loan as slot:
+            np.copyto(slot, frame, casting="unsafe")  # as `slot[...] = frame` converts
+        return loan.number
+
+    def close(self):
+        """Detaches (another publisher may attach). Frames published stay readable."""
+        self._native = None
+        self._lease = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"<Publisher {self.name} {self.dtype.str} {self.shape}>"
+
+
+class Sample:
+    """A received frame: `array` (read-only, zero-copy), `number`, `missed_before` (frames
+    this subscriber missed just before it), `published_ns` (publish time, ns since the Unix
+    epoch). A context manager that releases it."""
+
+    def __init__(self, subscriber, native):
+        self._native = native
+        self.number = native.number
+        self.missed_before = native.missed_before
+        self.published_ns = native.published_ns
+        self._array = np.asarray(_Pages(native, subscriber.dtype, subscriber.shape,
+                                        subscriber.order, False, address=native.address))
+
+    @property
+    def array(self) -> np.ndarray:
+        """The frame, read-only and zero-copy, valid while the sample is held (any view of
+        it keeps the hold until the view is gone)."""
+        if self._native is None:
+            raise errors.MmshareError(
+                f"sample {self.number} was released; keep a copy (np.array(sample.array)) "
+                "to use a frame after its release")
+        return self._array
+
+    @property
+    def released(self) -> bool:
+        return self._native is None
+
+    def is_intact(self) -> bool:
+        """Whether the slot still holds this frame (false only if another process erased the
+        hold in the control file and the slot was reused)."""
+        return self._native is not None and self._native.is_intact()
+
+    def release(self):
+        """Lets the frame go: the sample is unusable from here on, and the slot returns to the
+        publisher once no view of it is left."""
+        self._native = None
+        self._array = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+    def __repr__(self):
+        state = "released" if self._native is None else "held"
+        return f"<Sample {self.number} missed_before {self.missed_before} {state}>"
+
+
+class Subscriber:
+    """The receiving side of a stream. Lossy (default): never slows the publisher and counts
+    every frame it skips; lossless: every frame, in order (the publisher waits for it)."""
+
+    def __init__(self, info, native, lease):
+        self.info = info
+        self._native = native
+        self._lease = lease
+        self.name = info.name
+        self.dtype = np.dtype(info.dtype)
+        self.shape = tuple(info.shape)
+        self.order = info.order
+        self.lossless = native.lossless
+        self._current = None
+
+    @property
+    def max_held(self) -> int:
+        """Samples it may hold at once (what it asked for, or less if the stream's hold budget
+        was short)."""
+        return self._native.max_held
+
+    @property
+    def missed(self) -> int:
+        """Frames skipped so far (exact: received + missed == frames published since it
+        subscribed)."""
+        return self._native.missed
+
+    @property
+    def received(self) -> int:
+        return self._native.received
+
+    @property
+    def next_number(self) -> int:
+        return self._native.next_number
+
+    def receive(self, timeout=None) -> Sample:
+        """The next frame, waiting up to `timeout` seconds (None: no limit) with the GIL
+        released; raises `Timeout` (a `TimeoutError`) if none comes."""
+        return Sample(self, self._native.receive(timeout))
+
+    def try_receive(self):
+        """The next frame if one is there, else None; never waits."""
+        got = self._native.try_receive()
+        return None if got is None else Sample(self, got)
+
+    def latest(self):
+        """The newest published frame (None before the first), skipping older ones (counted
+        as missed); the same frame again if it was already received."""
+        got = self._native.latest()
+        return None if got is None else Sample(self, got)
+
+    def __iter__(self):
+        """Every frame as it arrives, each sample released when the next is taken."""
+        while True:
+            if self._current is not None:
+                self._current.release()
+            self._current = self.receive()
+            yield self._current
+
+    def close(self):
+        """Unsubscribes once its samples (and their views) are gone."""
+        if self._current is not None:
+            self._current.release()
+            self._current = None
+        self._native = None
+        self._lease = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        mode = "lossless" if self.lossless else "lossy"
+        return f"<Subscriber {self.name} {mode} {self.dtype.str} {self.shape}>"

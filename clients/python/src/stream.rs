@@ -1,0 +1,304 @@
+//! Streams for Python: a publisher and its loans, a subscriber and its samples, over
+//! mmshare-lib's byte handles (`Publisher::<u8>::attach_bytes`, `Subscriber::<u8>::attach_bytes`)
+//! and tokens, so the slot protocol is the Rust code's.
+//!
+//! A loan or a sample is a Python object of its own, which NumPy views of its frame keep alive
+//! (through `mmshare/stream.py`'s `_Pages`). A sample's hold is let go when the native sample
+//! object goes, that is when the Python `Sample` and every view of its frame are gone: a view
+//! can never show a slot the publisher reused.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use mmshare::{Delivery, LoanToken, Publisher, SampleToken, StreamError, Subscriber};
+use pyo3::prelude::*;
+
+use crate::{duration, errors};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs `f` on what `m` guards, with the GIL released while it waits for the lock: another
+/// thread may hold it for as long as a `receive` or `loan` waits, and must be able to take the
+/// GIL meanwhile (a publisher thread of this process, for one).
+fn locked<T: Send, R: Send>(m: &Mutex<T>, f: impl FnOnce(&mut T) -> R + Send) -> R {
+    Python::attach(|py| py.detach(|| f(&mut lock(m))))
+}
+
+/// A stream error as the matching `mmshare.errors` exception.
+pub(crate) fn error(py: Python<'_>, e: StreamError) -> PyErr {
+    let class = match &e {
+        StreamError::ReceiveTimeout { .. } | StreamError::LoanTimeout { .. } => "Timeout",
+        StreamError::PublisherBusy { .. } => "Busy",
+        StreamError::HoldLimit { .. } => "HoldLimit",
+        StreamError::NoRecord { .. } | StreamError::NoHoldBudget { .. } => "QuotaExceeded",
+        _ => "MmshareError",
+    };
+    errors::with_message(py, class, e.to_string())
+}
+
+/// The publishing side of a stream (one per stream at a time).
+#[pyclass(frozen, module = "mmshare._native")]
+pub(crate) struct NativePublisher {
+    publisher: Arc<Mutex<Publisher<u8>>>,
+    frame_bytes: usize,
+}
+
+impl NativePublisher {
+    pub(crate) fn new(publisher: Publisher<u8>) -> NativePublisher {
+        NativePublisher {
+            frame_bytes: publisher.frame_len(),
+            publisher: Arc::new(Mutex::new(publisher)),
+        }
+    }
+}
+
+#[pymethods]
+impl NativePublisher {
+    /// Bytes per frame.
+    #[getter]
+    fn frame_bytes(&self) -> usize {
+        self.frame_bytes
+    }
+
+    /// The number the next published frame gets.
+    #[getter]
+    fn next_number(&self) -> u64 {
+        locked(&self.publisher, |p| p.next_number())
+    }
+
+    /// Loans a slot, waiting (GIL released) while lossless subscribers are a ring behind.
+    fn loan(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<NativeLoan> {
+        let timeout = duration(timeout)?;
+        let publisher = &self.publisher;
+        let (token, address) = py
+            .detach(|| {
+                let mut p = lock(publisher);
+                let token = p.loan_token(timeout)?;
+                let address = p.frame_ptr(&token) as usize;
+                Ok::<_, StreamError>((token, address))
+            })
+            .map_err(|e| error(py, e))?;
+        Ok(NativeLoan {
+            number: token.number(),
+            address,
+            publisher: Arc::clone(&self.publisher),
+            token: Mutex::new(Some(token)),
+        })
+    }
+}
+
+/// A loaned slot: written through its address, then published or abandoned (dropping it
+/// unpublished abandons it: nothing is delivered).
+#[pyclass(frozen, module = "mmshare._native")]
+pub(crate) struct NativeLoan {
+    publisher: Arc<Mutex<Publisher<u8>>>,
+    token: Mutex<Option<LoanToken>>,
+    number: u64,
+    address: usize,
+}
+
+#[pymethods]
+impl NativeLoan {
+    /// The number the frame gets when published.
+    #[getter]
+    fn number(&self) -> u64 {
+        self.number
+    }
+
+    /// Address of the frame's first byte (writable until published or abandoned).
+    #[getter]
+    fn address(&self) -> usize {
+        self.address
+    }
+
+    /// Publishes the frame; returns its number. A second call raises.
+    fn publish(&self, py: Python<'_>) -> PyResult<u64> {
+        let Some(token) = lock(&self.token).take() else {
+            return Err(errors::with_message(
+                py,
+                "MmshareError",
+                format!("frame {} was already published or abandoned", self.number),
+            ));
+        };
+        locked(&self.publisher, |p| p.publish_token(token)).map_err(|e| error(py, e))
+    }
+
+    /// Gives the slot back unpublished (nothing after publishing).
+    fn abandon(&self) {
+        if let Some(token) = lock(&self.token).take() {
+            locked(&self.publisher, |p| p.abandon_token(token));
+        }
+    }
+}
+
+impl Drop for NativeLoan {
+    fn drop(&mut self) {
+        self.abandon();
+    }
+}
+
+/// The receiving side of a stream.
+#[pyclass(frozen, module = "mmshare._native")]
+pub(crate) struct NativeSubscriber {
+    subscriber: Arc<Mutex<Subscriber<u8>>>,
+    frame_bytes: usize,
+    lossless: bool,
+}
+
+impl NativeSubscriber {
+    pub(crate) fn new(subscriber: Subscriber<u8>) -> NativeSubscriber {
+        NativeSubscriber {
+            frame_bytes: subscriber.frame_len(),
+            lossless: subscriber.delivery() == Delivery::Lossless,
+            subscriber: Arc::new(Mutex::new(subscriber)),
+        }
+    }
+
+    fn sample(&self, token: SampleToken, address: usize) -> NativeSample {
+        NativeSample {
+            number: token.number(),
+            missed_before: token.missed_before(),
+            published_ns: token.published_ns(),
+            address,
+            subscriber: Arc::clone(&self.subscriber),
+            token: Mutex::new(Some(token)),
+        }
+    }
+}
+
+/// Takes a sample with `how` and detaches it: the token and the frame's address.
+fn detached(
+    subscriber: &Mutex<Subscriber<u8>>,
+    how: impl FnOnce(&Subscriber<u8>) -> Result<Option<mmshare::Sample<'_, u8>>, StreamError>,
+) -> Result<Option<(SampleToken, usize)>, StreamError> {
+    let s = lock(subscriber);
+    Ok(how(&s)?.map(|sample| {
+        let token = sample.into_token();
+        let address = s.frame_ptr(&token) as usize;
+        (token, address)
+    }))
+}
+
+#[pymethods]
+impl NativeSubscriber {
+    #[getter]
+    fn frame_bytes(&self) -> usize {
+        self.frame_bytes
+    }
+
+    #[getter]
+    fn lossless(&self) -> bool {
+        self.lossless
+    }
+
+    #[getter]
+    fn max_held(&self) -> usize {
+        locked(&self.subscriber, |s| s.max_held())
+    }
+
+    /// Frames skipped so far.
+    #[getter]
+    fn missed(&self) -> u64 {
+        locked(&self.subscriber, |s| s.missed())
+    }
+
+    /// Frames received so far.
+    #[getter]
+    fn received(&self) -> u64 {
+        locked(&self.subscriber, |s| s.received())
+    }
+
+    /// The number of the next frame it will receive.
+    #[getter]
+    fn next_number(&self) -> u64 {
+        locked(&self.subscriber, |s| s.next_number())
+    }
+
+    /// The next frame, waiting up to `timeout` (GIL released): spinning briefly, then asleep
+    /// on the stream's futex, registered so that the publisher wakes it.
+    fn receive(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<NativeSample> {
+        let timeout = duration(timeout)?;
+        let subscriber = &self.subscriber;
+        let got = py.detach(|| detached(subscriber, |s| s.receive_timeout(timeout).map(Some)));
+        match got {
+            Ok(Some((token, address))) => Ok(self.sample(token, address)),
+            Ok(None) => unreachable!("receive_timeout returns a sample or an error"),
+            Err(e) => Err(error(py, e)),
+        }
+    }
+
+    /// The next frame if one is there, else None; never waits.
+    fn try_receive(&self, py: Python<'_>) -> PyResult<Option<NativeSample>> {
+        let subscriber = &self.subscriber;
+        py.detach(|| detached(subscriber, Subscriber::receive))
+            .map(|got| got.map(|(token, address)| self.sample(token, address)))
+            .map_err(|e| error(py, e))
+    }
+
+    /// The newest frame (None before the first), skipping older ones (counted as missed).
+    fn latest(&self, py: Python<'_>) -> PyResult<Option<NativeSample>> {
+        let subscriber = &self.subscriber;
+        py.detach(|| detached(subscriber, Subscriber::latest))
+            .map(|got| got.map(|(token, address)| self.sample(token, address)))
+            .map_err(|e| error(py, e))
+    }
+}
+
+/// A held frame. Its hold is released when this object goes (or by `release`, which the
+/// Python layer calls only once no view of the frame is left).
+#[pyclass(frozen, module = "mmshare._native")]
+pub(crate) struct NativeSample {
+    subscriber: Arc<Mutex<Subscriber<u8>>>,
+    token: Mutex<Option<SampleToken>>,
+    number: u64,
+    missed_before: u64,
+    published_ns: u64,
+    address: usize,
+}
+
+#[pymethods]
+impl NativeSample {
+    #[getter]
+    fn number(&self) -> u64 {
+        self.number
+    }
+
+    #[getter]
+    fn missed_before(&self) -> u64 {
+        self.missed_before
+    }
+
+    #[getter]
+    fn published_ns(&self) -> u64 {
+        self.published_ns
+    }
+
+    /// Address of the frame's first byte (read-only, valid while held).
+    #[getter]
+    fn address(&self) -> usize {
+        self.address
+    }
+
+    /// Whether the slot still holds this frame and this hold (false only if a scribbler
+    /// erased the hold and the slot was reused).
+    fn is_intact(&self) -> bool {
+        match &*lock(&self.token) {
+            Some(token) => locked(&self.subscriber, |s| s.token_is_intact(token)),
+            None => false,
+        }
+    }
+
+    /// Lets go of the hold (nothing if already let go).
+    fn release(&self) {
+        if let Some(token) = lock(&self.token).take() {
+            locked(&self.subscriber, |s| s.release_token(token));
+        }
+    }
+}
+
+impl Drop for NativeSample {
+    fn drop(&mut self) {
+        self.release();
+    }
+}

@@ -1,0 +1,241 @@
+"""Streams from Python, against Rust on the other side (mmshare-test-worker) and a real daemon.
+
+Frames are u64 arrays whose element i of frame n is n * K + i (mod 2**64), the pattern the
+Rust worker publishes and checks (tests/src/main.rs), so every frame is checked whole and by
+its number on both sides.
+"""
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import mmshare
+
+K = np.uint64(0x9E3779B97F4A7C15)
+ELEMS = 64
+
+
+def pattern(n: int) -> np.ndarray:
+    return np.full(ELEMS, n, dtype=np.uint64) * K + np.arange(ELEMS, dtype=np.uint64)
+
+
+def line_of(proc, timeout=60) -> str:
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline().strip() if ready else ""
+
+
+def stream(client, name, slots=8, **kw):
+    return client.create_stream(name, "<u8", (ELEMS,), slots=slots, **kw)
+
+
+def test_python_publisher_to_rust_lossless_subscribers(daemon, worker):
+    """10 000 frames filled in place from Python reach two Rust lossless subscribers, each
+    checked whole, in order, none missed or repeated."""
+    c = mmshare.connect(daemon.socket)
+    stream(c, "py2rs")
+    subs = [subprocess.Popen([worker, "stream-sub", daemon.socket, "py2rs", "lossless", "9999"],
+                             stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    for s in subs:
+        assert line_of(s).startswith("subscribed next=0")
+    pub = c.publisher("py2rs")
+    for n in range(10_000):
+        loan = pub.loan(timeout=30)
+        with loan as frame:
+            frame[:] = pattern(n)
+        assert loan.number == n
+    for s in subs:
+        out, _ = s.communicate(timeout=120)
+        assert s.returncode == 0, out
+        assert "received=10000 missed=0 last=9999 torn=0" in out, out
+
+
+def test_rust_publisher_to_a_python_lossless_subscriber(daemon, worker):
+    """10 000 frames from a Rust publisher, received in Python in order, each checked whole."""
+    c = mmshare.connect(daemon.socket)
+    stream(c, "rs2py")
+    sub = c.subscribe("rs2py", lossless=True)
+    pub = subprocess.Popen([worker, "stream-pub", daemon.socket, "rs2py", "10000"],
+                           stdout=subprocess.PIPE, text=True)
+    for n in range(10_000):
+        with sub.receive(timeout=30) as sample:
+            assert (sample.number, sample.missed_before) == (n, 0)
+            np.testing.assert_array_equal(sample.array, pattern(n))
+    out, _ = pub.communicate(timeout=60)
+    assert pub.returncode == 0 and "published 10000" in out, out
+    assert (sub.received, sub.missed) == (10_000, 0)
+    with pytest.raises(mmshare.Timeout):
+        sub.receive(timeout=0.05)
+
+
+def test_a_slow_lossy_python_subscriber_counts_every_frame_it_misses(daemon, worker):
+    c = mmshare.connect(daemon.socket)
+    stream(c, "slow", slots=4)
+    sub = c.subscribe("slow")
+    pub = subprocess.Popen([worker, "stream-pub", daemon.socket, "slow", "3000"],
+                           stdout=subprocess.PIPE, text=True)
+    numbers, missed_before = [], 0
+    for sample in sub:
+        np.testing.assert_array_equal(sample.array, pattern(sample.number))
+        numbers.append(sample.number)
+        missed_before += sample.missed_before
+        if sample.number == 2999:
+            break
+        os.sched_yield()
+        if sample.number % 50 == 0:
+            import time
+            time.sleep(0.002)
+    out, _ = pub.communicate(timeout=60)
+    assert pub.returncode == 0, out
+    assert numbers == sorted(set(numbers)), "a frame came twice or out of order"
+    assert sub.received == len(numbers)
+    assert sub.received + sub.missed == 3000
+    assert missed_before == sub.missed
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time, mmshare
+    c = mmshare.connect(sys.argv[1])
+    sub = c.subscribe(sys.argv[2], lossless=True, max_held=2)
+    print("subscribed", flush=True)
+    held = [sub.receive(timeout=30), sub.receive(timeout=30)]
+    print("holding", [s.number for s in held], flush=True)
+    time.sleep(600)
+""")
+
+
+def test_a_killed_python_subscriber_holding_samples_does_not_stop_the_publisher(daemon,
+                                                                                tmp_path):
+    """A lossless Python subscriber holds two samples and is SIGKILLed: its hold and cursor
+    would stall the publisher for good, but the daemon sees its connection close and reclaims
+    its record, so the publisher goes on (well within the loan timeout)."""
+    c = mmshare.connect(daemon.socket)
+    stream(c, "killed", slots=4)
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
+    holder = subprocess.Popen([sys.executable, str(script), daemon.socket, "killed"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert line_of(holder) == "subscribed"
+        pub = c.publisher("killed")
+        pub.send(pattern(0))
+        pub.send(pattern(1))
+        assert line_of(holder) == "holding [0, 1]"
+        # The ring is 4 slots: with frames 0 and 1 held and unread frames kept for the
+        # subscriber, the publisher would wait for it from here on.
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        for n in range(2, 40):
+            assert pub.send(pattern(n), timeout=10) == n
+        assert c.describe("killed").subscribers == ()
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
+def test_a_sample_is_read_only_and_unusable_after_release(daemon):
+    c = mmshare.connect(daemon.socket)
+    stream(c, "ro")
+    pub, sub = c.publisher("ro"), c.subscribe("ro")
+    pub.send(pattern(0))
+    sample = sub.receive(timeout=10)
+    assert isinstance(sample, mmshare.Sample)
+    a = sample.array
+    assert not a.flags.writeable
+    with pytest.raises(ValueError):
+        a[0] = 1
+    with pytest.raises(ValueError):
+        a.flags.writeable = True
+    assert sample.is_intact() and sample.published_ns > 0
+    sample.release()
+    assert sample.released and not sample.is_intact()
+    with pytest.raises(mmshare.MmshareError, match="released"):
+        sample.array
+    # The view taken before the release still shows frame 0: its hold lasts while it exists.
+    for n in range(1, 30):
+        pub.send(pattern(n))
+    np.testing.assert_array_equal(a, pattern(0))
+
+
+def test_views_kept_after_release_hold_their_slot_until_they_go(daemon):
+    """A released sample whose view is kept still holds its slot (never reused under the
+    view), so it counts against max_held; once the view goes, the hold goes."""
+    c = mmshare.connect(daemon.socket)
+    stream(c, "views")
+    pub, sub = c.publisher("views"), c.subscribe("views", max_held=1)
+    pub.send(pattern(0))
+    pub.send(pattern(1))
+    with sub.receive(timeout=10) as sample:
+        kept = sample.array[2:5]
+    with pytest.raises(mmshare.HoldLimit):
+        sub.receive(timeout=10)
+    np.testing.assert_array_equal(kept, pattern(0)[2:5])
+    del kept, sample
+    with sub.receive(timeout=10) as sample:
+        assert sample.number == 1
+
+
+def test_a_loan_that_raises_is_never_delivered_and_numbers_continue(daemon):
+    c = mmshare.connect(daemon.socket)
+    stream(c, "abandon")
+    pub, sub = c.publisher("abandon"), c.subscribe("abandon", lossless=True)
+    loan = pub.loan()
+    with pytest.raises(RuntimeError):
+        with loan as frame:
+            frame[:] = 7
+            raise RuntimeError("camera failed")
+    assert loan.number is None and not frame.flags.writeable
+    with pytest.raises(mmshare.Timeout):
+        sub.receive(timeout=0.05)
+    assert pub.send(pattern(0)) == 0
+    with sub.receive(timeout=10) as sample:
+        assert (sample.number, sample.missed_before) == (0, 0)
+        np.testing.assert_array_equal(sample.array, pattern(0))
+
+
+def test_latest_and_the_daemons_view_of_a_stream(daemon):
+    c = mmshare.connect(daemon.socket)
+    info = stream(c, "view", slots=6)
+    assert (info.slots, info.shape, info.dtype, info.published) == (6, (ELEMS,), "<u8", 0)
+    pub = c.publisher("view")
+    lossy, lossless = c.subscribe("view"), c.subscribe("view", lossless=True, max_held=1)
+    assert lossy.latest() is None
+    for n in range(3):
+        pub.send(pattern(n))
+    with lossy.latest() as newest:
+        assert (newest.number, newest.missed_before) == (2, 2)
+    assert lossy.missed == 2
+    with pytest.raises(mmshare.Busy):
+        c.publisher("view")
+    d = c.describe("view")
+    assert isinstance(d, mmshare.StreamInfo) and d.published == 3
+    assert d.publisher == os.getpid()
+    modes = sorted((s.lossless, s.lag) for s in d.subscribers)
+    assert modes == [(False, 0), (True, 3)], d.subscribers
+    kinds = {type(x).__name__: x.name for x in c.list_all()}
+    assert kinds == {"StreamInfo": "view"}
+    with pytest.raises(mmshare.WrongKind):
+        c.open("view")
+    c.create("arr", "u1", (3,))
+    with pytest.raises(mmshare.WrongKind):
+        c.subscribe("arr")
+
+
+def test_send_checks_the_shape_and_receive_times_out_on_an_idle_stream(daemon):
+    c = mmshare.connect(daemon.socket)
+    stream(c, "idle")
+    pub, sub = c.publisher("idle"), c.subscribe("idle")
+    with pytest.raises(ValueError, match="shape"):
+        pub.send(np.zeros(ELEMS + 1))
+    with pytest.raises(mmshare.Timeout) as timeout:
+        sub.receive(timeout=0.05)
+    assert isinstance(timeout.value, TimeoutError)
+    assert sub.try_receive() is None
+    assert pub.send(np.arange(ELEMS)) == 0
+    got = sub.try_receive()
+    assert got is not None and got.array.tolist() == list(range(ELEMS))
