@@ -170,3 +170,27 @@ def test_the_write_view_is_read_only_after_a_raising_block(daemon):
     with pytest.raises(ValueError):
         v[1] = 1
     assert a.torn and a.read(allow_torn=True).tolist() == [1, 0, 0]
+
+
+def test_read_into_out_copies_in_place_and_checks_the_destination(daemon):
+    c = mmshare.connect(daemon.socket)
+    for order in ("C", "F"):
+        a = c.create(f"out{order}", "<i4", (3, 4), order=order)
+        with a.write() as v:
+            v[:] = np.arange(12).reshape(3, 4)
+        out = np.zeros((3, 4), dtype="<i4", order=order)
+        assert a.read(out=out) is out
+        np.testing.assert_array_equal(out, np.arange(12).reshape(3, 4))
+        wrong_order = np.zeros((3, 4), dtype="<i4", order="F" if order == "C" else "C")
+        for bad in (np.zeros((3, 4), "<i8"), np.zeros((4, 3), "<i4"), wrong_order,
+                    np.zeros((3, 8), "<i4")[:, ::2], [0] * 12):
+            with pytest.raises(ValueError, match="out must be"):
+                a.read(out=bad)
+        with pytest.raises(ValueError, match="whole reads"):
+            a.read(index=0, out=out)
+    # The native copy refuses anything but a new flat uint8 ndarray of the right size.
+    native = a._native
+    for bad in (np.zeros(47, np.uint8), np.zeros(48, np.int8), np.zeros(96, np.uint8)[::2],
+                bytearray(48), np.zeros(48, np.uint8).view(np.matrix)):
+        with pytest.raises(ValueError, match="numpy.ndarray of 48 uint8"):
+            native.read_into(bad, 10.0, False)

@@ -35,7 +35,13 @@ class _Pages:
         self.owner = owner
         if address is None:
             address = owner.data_address
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        self.__array_interface__ = _Pages.located(_Pages.template(dtype, shape, order),
+                                                  address, writable)
+
+    @staticmethod
+    def template(dtype: np.dtype, shape, order: str) -> dict:
+        """The `__array_interface__` of elements of `dtype` in `shape` and `order`, without
+        its data address (made once per handle; `located` completes it per view)."""
         strides = None
         if order == "F" and len(shape) > 1:
             step, strides = dtype.itemsize, []
@@ -43,16 +49,23 @@ class _Pages:
                 strides.append(step)
                 step *= n
             strides = tuple(strides)
-        self.__array_interface__ = {
-            "version": 3,
-            "data": (address, not writable),
-            "shape": tuple(shape),
-            "typestr": dtype.str,
-            "strides": strides,
-        }
-        if count == 0 or dtype.itemsize == 0:
-            # An empty array has no data to point at; NumPy accepts any aligned address.
-            self.__array_interface__["data"] = (address or 8, not writable)
+        return {"version": 3, "shape": tuple(shape), "typestr": dtype.str, "strides": strides}
+
+    @staticmethod
+    def located(template: dict, address: int, writable: bool) -> dict:
+        interface = dict(template)
+        # An empty array has no data to point at, but NumPy wants a non-null address.
+        interface["data"] = (address or 8, not writable)
+        return interface
+
+    @classmethod
+    def at(cls, owner, template: dict, address: int, writable: bool) -> "_Pages":
+        """Pages at `address` kept alive by `owner`, from a template (the fast path of the
+        per-frame views of streams)."""
+        pages = cls.__new__(cls)
+        pages.owner = owner
+        pages.__array_interface__ = cls.located(template, address, writable)
+        return pages
 
 
 class SharedArray:
@@ -76,6 +89,11 @@ class SharedArray:
         # `.array` is read-only down to its base, so its WRITEABLE flag cannot be turned back
         # on: NumPy code cannot write around the seqlock.
         self._array = np.asarray(_Pages(native, self.dtype, self.shape, self.order, False))
+        self._nbytes = native.data_len
+        # The writable pages: write() yields a new view of them per block (made read-only when
+        # the block ends), so each block's view is its own.
+        self._rw = (np.asarray(_Pages(native, self.dtype, self.shape, self.order, True))
+                    if native.writable else None)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -111,19 +129,37 @@ class SharedArray:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def read(self, index=None, timeout: float = 10.0, allow_torn: bool = False) -> np.ndarray:
+    def read(self, index=None, timeout: float = 10.0, allow_torn: bool = False,
+             out=None) -> np.ndarray:
         """A consistent copy of the array, or of `array[index]`, through the seqlock.
 
         Any NumPy index works (slices, integers, integer or boolean arrays); it is applied in
         every attempt, inside the protocol, so the copy returned is the one the seqlock
         validated. Raises `Torn` if a write did not complete (unless `allow_torn`), `Timeout`
         if no consistent copy could be taken within `timeout` seconds (None: no limit).
+
+        `out` (whole reads only): an ndarray of the array's dtype and shape, contiguous in its
+        order, to copy into instead of a new array (no allocation: the fastest way to take
+        copies again and again); it is returned.
         """
         self._check_open()
+        if out is not None:
+            if index is not None:
+                raise ValueError("out= takes whole reads only (index=None)")
+            if (not isinstance(out, np.ndarray) or out.dtype != self.dtype
+                    or out.shape != self.shape or not out.flags.writeable
+                    or not (out.flags.f_contiguous if self.order == "F"
+                            else out.flags.c_contiguous)):
+                raise ValueError(
+                    f"out must be a writable {self.order}-contiguous ndarray of dtype "
+                    f"{self.dtype.str} and shape {self.shape}")
+            self._native.read_into(out.ravel(order=self.order).view(np.uint8), timeout,
+                                   allow_torn)
+            return out
         if index is None:
-            data, _version = self._native.read(timeout, allow_torn)
-            flat = np.frombuffer(data, dtype=self.dtype)
-            return flat.reshape(self.shape, order=self.order)
+            raw = np.empty(self._nbytes, dtype=np.uint8)
+            self._native.read_into(raw, timeout, allow_torn)
+            return raw.view(self.dtype).reshape(self.shape, order=self.order)
         live = self._array
 
         def attempt():
@@ -172,7 +208,7 @@ class SharedArray:
             raise errors.PermissionDenied(f"{self.name} is open read-only; open it with mode 'r+'")
         self._check_open()
         token = self._native.begin_write(timeout)
-        view = np.asarray(_Pages(self._native, self.dtype, self.shape, self.order, True))
+        view = self._rw.view()
         ok = False
         try:
             try:

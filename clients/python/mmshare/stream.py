@@ -42,8 +42,7 @@ class Loan:
             raise errors.MmshareError("a loan is entered once; take a new loan for each frame")
         p = self._publisher
         self._native = p._native.loan(self._timeout)
-        self._view = np.asarray(_Pages(self._native, p.dtype, p.shape, p.order, True,
-                                       address=self._native.address))
+        self._view = np.asarray(_Pages.at(self._native, p._template, self._native.address, True))
         return self._view
 
     def __exit__(self, exc_type, exc, tb):
@@ -69,6 +68,7 @@ class Publisher:
         self.dtype = np.dtype(info.dtype)
         self.shape = tuple(info.shape)
         self.order = info.order
+        self._template = _Pages.template(self.dtype, self.shape, self.order)
 
     @property
     def next_number(self) -> int:
@@ -117,8 +117,7 @@ class Sample:
         self.number = native.number
         self.missed_before = native.missed_before
         self.published_ns = native.published_ns
-        self._array = np.asarray(_Pages(native, subscriber.dtype, subscriber.shape,
-                                        subscriber.order, False, address=native.address))
+        self._array = np.asarray(_Pages.at(native, subscriber._template, native.address, False))
 
     @property
     def array(self) -> np.ndarray:
@@ -171,6 +170,7 @@ class Subscriber:
         self.order = info.order
         self.lossless = native.lossless
         self._current = None
+        self._template = _Pages.template(self.dtype, self.shape, self.order)
 
     @property
     def max_held(self) -> int:

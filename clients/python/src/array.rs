@@ -7,9 +7,33 @@ use std::time::Duration;
 
 use mmshare::{Finish, RawArray, Shared, WriteSession};
 use pyo3::prelude::*;
-use pyo3::types::PyByteArray;
 
 use crate::{duration, errors};
+
+/// The address of `dst`'s buffer if it is exactly a `numpy.ndarray` (no subclass, whose
+/// interface NumPy itself computes) of `len` bytes: uint8, one dimension, contiguous,
+/// writable.
+fn flat_bytes(py: Python<'_>, dst: &Bound<'_, PyAny>, len: usize) -> PyResult<usize> {
+    static NDARRAY: pyo3::sync::PyOnceLock<Py<pyo3::types::PyType>> = pyo3::sync::PyOnceLock::new();
+    let ndarray = NDARRAY.import(py, "numpy", "ndarray")?;
+    let bad = || {
+        pyo3::exceptions::PyValueError::new_err(format!(
+            "the destination must be a contiguous, writable numpy.ndarray of {len} uint8"
+        ))
+    };
+    if !dst.get_type().is(ndarray) {
+        return Err(bad());
+    }
+    let interface = dst.getattr(pyo3::intern!(py, "__array_interface__"))?;
+    let shape: Vec<usize> = interface.get_item("shape")?.extract()?;
+    let typestr: String = interface.get_item("typestr")?.extract()?;
+    let (address, read_only): (usize, bool) = interface.get_item("data")?.extract()?;
+    if shape != [len] || typestr != "|u1" || read_only || !interface.get_item("strides")?.is_none()
+    {
+        return Err(bad());
+    }
+    Ok(address)
+}
 
 /// A mapped array. The mapping lives as long as this object does; NumPy views of it hold a
 /// reference to it (through their `base`), so `close()` only refuses further operations.
@@ -93,28 +117,32 @@ impl NativeArray {
         self.array.retries()
     }
 
-    /// A consistent copy of the whole data area, as a new `bytearray` (copied with the GIL
-    /// released); returns it with the version it holds.
-    fn read<'py>(
+    /// A consistent copy of the whole data area into `dst`, a C-contiguous, writable
+    /// `numpy.ndarray` of `data_len` bytes (dtype uint8, one dimension), copied with the GIL
+    /// released; returns the version it holds.
+    fn read_into(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
+        dst: Bound<'_, PyAny>,
         timeout: Option<f64>,
         allow_torn: bool,
-    ) -> PyResult<(Bound<'py, PyByteArray>, u64)> {
+    ) -> PyResult<u64> {
         let array = self.live(py)?;
         let timeout = duration(timeout)?;
         let len = usize::try_from(array.header().data_len).expect("mapped, so it fits");
-        let mut outcome = None;
-        let bytes = PyByteArray::new_with(py, len, |buf| {
-            // Nothing else can see `buf` yet: it is safe to fill without the GIL.
-            outcome = Some(py.detach(|| array.with_timeout(timeout, || array.read_bytes(0, buf))));
-            Ok(())
-        })?;
-        match outcome.expect("new_with ran the initializer") {
+        let address = flat_bytes(py, &dst, len)?;
+        let got = py.detach(|| {
+            // SAFETY: `address` is the start of `dst`'s own `len`-byte buffer (checked by
+            // `flat_bytes`), which stays allocated while this call holds `dst`. Another
+            // thread writing into it meanwhile would only spoil its own copy.
+            let buf = unsafe { std::slice::from_raw_parts_mut(address as *mut u8, len) };
+            array.with_timeout(timeout, || array.read_bytes(0, buf))
+        });
+        match got {
             Ok(snapshot) if snapshot.torn && !allow_torn => {
                 Err(errors::raise(py, "Torn", (snapshot.version,)))
             }
-            Ok(snapshot) => Ok((bytes, snapshot.version)),
+            Ok(snapshot) => Ok(snapshot.version),
             Err(e) => Err(errors::read(py, self.name(), e)),
         }
     }
