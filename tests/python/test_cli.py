@@ -89,8 +89,9 @@ def test_info_and_ls_json_fields(cli_bin, daemon):
     run(cli_bin, "create", "j", "--dtype", "uint16", "--shape", "4,4", "--memory", "--mode", "0644",
         socket=daemon.socket)
     info = json.loads(run(cli_bin, "info", "j", "--json", socket=daemon.socket).stdout)
-    assert set(info) == {"name", "dtype", "shape", "order", "nbytes", "data_offset", "path",
-                         "version", "backing", "owner_uid", "mode", "file_mode", "torn"}
+    assert set(info) == {"kind", "name", "dtype", "shape", "order", "nbytes", "data_offset",
+                         "path", "version", "backing", "owner_uid", "mode", "file_mode", "torn"}
+    assert info["kind"] == "array"
     # Modes are octal text, as people write them; the file's own mode is shown next to the
     # access mode the daemon checks (the file stays 0600: raw mapping is for its owner).
     assert (info["dtype"], info["shape"], info["nbytes"], info["backing"], info["mode"],
@@ -103,6 +104,77 @@ def test_info_and_ls_json_fields(cli_bin, daemon):
     assert "j" in run(cli_bin, "ls", socket=daemon.socket).stdout
     run(cli_bin, "rm", "j", socket=daemon.socket)
     assert json.loads(run(cli_bin, "ls", "--json", socket=daemon.socket).stdout) == []
+
+
+def test_streams_from_the_shell_create_pub_sub_info_ls(cli_bin, daemon, tmp_path):
+    """create --stream, pub of a .npy stack, sub -o recording it (lossless, so every frame),
+    info --json with the stream's fields and subscribers, ls with a KIND column."""
+    sock = daemon.socket
+    out = run(cli_bin, "create", "cam", "--stream", "--slots", "4", "--dtype", "<i2",
+              "--shape", "3,5", "--memory", socket=sock).stdout
+    assert out.startswith("created stream cam <i2 frames of (3, 5)") and "4 slots" in out
+    run(cli_bin, "create", "plain", "--dtype", "u1", "--shape", "2", socket=sock)
+    frames = sample("<i2", (50, 3, 5), seed=7)
+    stack = tmp_path / "frames.npy"
+    np.save(stack, frames)
+    rec = tmp_path / "rec.npy"
+    sub = subprocess.Popen([cli_bin, "--socket", sock, "sub", "cam", "--lossless", "--count", "50",
+                            "-o", str(rec)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    c = mmshare.connect(sock)
+    for _ in range(500):  # wait until the subscriber is attached
+        if c.describe("cam").subscribers:
+            break
+        time.sleep(0.02)
+    info = json.loads(run(cli_bin, "info", "cam", "--json", socket=sock).stdout)
+    assert info["kind"] == "stream" and info["slots"] == 4 and info["published"] == 0
+    assert info["shape"] == [3, 5] and info["dtype"] == "<i2"
+    [s] = info["subscribers"]
+    assert set(s) >= {"pid", "mode", "lag", "missed"} and s["mode"] == "lossless"
+    published = run(cli_bin, "pub", "cam", str(stack), "--rate", "2000", socket=sock).stdout
+    assert published.startswith("published 50 frames (0..50) to cam"), published
+    stdout, stderr = sub.communicate(timeout=60)
+    assert sub.returncode == 0, stderr
+    assert "received 50 frames (0..50) from cam, missed 0" in stdout, stdout
+    np.testing.assert_array_equal(np.load(rec), frames)
+    assert not list(tmp_path.glob("*.partial"))
+    listing = run(cli_bin, "ls", socket=sock).stdout.splitlines()
+    assert listing[0].split()[:2] == ["NAME", "KIND"]
+    kinds = {line.split()[0]: line.split()[1] for line in listing[1:]}
+    assert kinds == {"cam": "stream", "plain": "array"}
+    listed = json.loads(run(cli_bin, "ls", "--json", socket=sock).stdout)
+    assert [(o["name"], o["kind"]) for o in listed] == [("cam", "stream"), ("plain", "array")]
+    assert json.loads(run(cli_bin, "info", "cam", "--json", socket=sock).stdout)["published"] == 50
+    text = run(cli_bin, "info", "cam", socket=sock).stdout
+    assert "kind:        stream" in text and "published:   50" in text
+    # A stack of the wrong frame shape publishes nothing, with one clear line.
+    np.save(tmp_path / "bad.npy", sample("<i2", (4, 5, 3)))
+    bad = run(cli_bin, "pub", "cam", str(tmp_path / "bad.npy"), socket=sock, check=False)
+    assert bad.returncode == 1 and "nothing was published" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    wrong = run(cli_bin, "pub", "plain", str(stack), socket=sock, check=False)
+    assert wrong.returncode == 1 and "not a stream" in wrong.stderr
+
+
+def test_sub_of_a_lossy_stream_reports_what_it_missed(cli_bin, daemon, tmp_path):
+    sock = daemon.socket
+    run(cli_bin, "create", "fast", "--stream", "--slots", "3", "--dtype", "u1", "--shape", "64",
+        socket=sock)
+    sub = subprocess.Popen([cli_bin, "--socket", sock, "sub", "fast", "--seconds", "3"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    c = mmshare.connect(sock)
+    for _ in range(500):
+        if c.describe("fast").subscribers:
+            break
+        time.sleep(0.02)
+    pub = c.publisher("fast")
+    for n in range(2000):
+        pub.send(np.full(64, n % 256, np.uint8))
+    stdout, stderr = sub.communicate(timeout=60)
+    assert sub.returncode == 0, stderr
+    m = re.search(r"received (\d+) frames .* missed (\d+)", stdout)
+    assert m, stdout
+    assert int(m.group(1)) + int(m.group(2)) == 2000, stdout
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mmshare::{
-    Access, ArrayInfo, Backing, Client, CreateOptions, ErrorKind, Order, ProcessId, ReadError,
-    WriteError,
+    Access, ArrayInfo, Backing, Client, CreateOptions, ErrorKind, ObjectInfo, Order, ProcessId,
+    ReadError, WriteError,
 };
 use serde_json::json;
 
@@ -56,6 +56,7 @@ fn backing_name(b: Backing) -> &'static str {
 /// The `--json` form of an array description.
 pub fn info_json(info: &ArrayInfo) -> serde_json::Value {
     json!({
+        "kind": "array",
         "name": info.name,
         "dtype": info.dtype,
         "shape": info.shape,
@@ -210,36 +211,100 @@ pub fn create(
     Ok(())
 }
 
+/// `create --stream`: the same flags as an array, plus the ring's size.
+#[allow(clippy::too_many_arguments)]
+pub fn create_stream(
+    socket: &Path,
+    name: &str,
+    dtype: &str,
+    shape: &str,
+    memory: bool,
+    mode: Option<&str>,
+    order: &str,
+    exist_ok: bool,
+    (slots, max_subscribers): (u32, u32),
+) -> Result {
+    let shape = parse_shape_arg(shape)?;
+    let mode_text = mode.unwrap_or("0600");
+    let mode_bits = u32::from_str_radix(mode_text.trim_start_matches("0o"), 8)
+        .map_err(|_| format!("bad mode {mode_text:?}: expected octal digits such as 0644"))?;
+    let order: Order = order
+        .parse()
+        .map_err(|e: mmshare::ShapeError| e.to_string())?;
+    crate::streams::create(
+        socket,
+        name,
+        dtype,
+        &shape,
+        memory,
+        mode_bits,
+        order,
+        exist_ok,
+        slots,
+        max_subscribers,
+    )
+}
+
 pub fn ls(socket: &Path, prefix: &str, json: bool) -> Result {
-    let arrays = connect(socket)?.list(prefix).map_err(|e| e.to_string())?;
+    let objects = connect(socket)?
+        .list_all(prefix)
+        .map_err(|e| e.to_string())?;
     if json {
-        let list: Vec<_> = arrays.iter().map(info_json).collect();
+        let list: Vec<_> = objects
+            .iter()
+            .map(|o| match o {
+                ObjectInfo::Array(a) => info_json(a),
+                ObjectInfo::Stream(s) => crate::streams::stream_json(s),
+            })
+            .collect();
         return emit(&serde_json::Value::Array(list).to_string());
     }
     emit(&format!(
-        "{:<24} {:<5} {:<18} {:<5} {:<7} {:>10} {:>8} {:>5} TORN",
-        "NAME", "DTYPE", "SHAPE", "ORDER", "BACKING", "SIZE", "VERSION", "MODE"
+        "{:<24} {:<6} {:<5} {:<18} {:<5} {:<7} {:>10} {:>8} {:>5} TORN",
+        "NAME", "KIND", "DTYPE", "SHAPE", "ORDER", "BACKING", "SIZE", "VERSION", "MODE"
     ))?;
-    for a in &arrays {
-        emit(&format!(
-            "{:<24} {:<5} {:<18} {:<5} {:<7} {:>10} {:>8} {:>5} {}",
-            a.name,
-            a.dtype,
-            shape_text(&a.shape),
-            order_name(a),
-            backing_name(a.backing),
-            human_bytes(a.data_len),
-            a.version,
-            format!("{:04o}", a.mode),
-            if a.torn { "yes" } else { "no" }
-        ))?;
+    for o in &objects {
+        match o {
+            ObjectInfo::Array(a) => emit(&format!(
+                "{:<24} {:<6} {:<5} {:<18} {:<5} {:<7} {:>10} {:>8} {:>5} {}",
+                a.name,
+                "array",
+                a.dtype,
+                shape_text(&a.shape),
+                order_name(a),
+                backing_name(a.backing),
+                human_bytes(a.data_len),
+                a.version,
+                format!("{:04o}", a.mode),
+                if a.torn { "yes" } else { "no" }
+            ))?,
+            // For a stream: one frame's shape, the ring's size, and frames published.
+            ObjectInfo::Stream(s) => emit(&format!(
+                "{:<24} {:<6} {:<5} {:<18} {:<5} {:<7} {:>10} {:>8} {:>5} -",
+                s.name,
+                "stream",
+                s.dtype,
+                shape_text(&s.shape),
+                match s.order {
+                    mmshare::proto::WireOrder::C => "C",
+                    mmshare::proto::WireOrder::F => "F",
+                },
+                backing_name(s.backing),
+                human_bytes(s.frame_len.saturating_mul(u64::from(s.slots))),
+                s.published,
+                format!("{:04o}", s.mode),
+            ))?,
+        }
     }
     Ok(())
 }
 
 pub fn info(socket: &Path, name: &str, json: bool) -> Result {
     let client = connect(socket)?;
-    let info = client.stat(name).map_err(|e| e.to_string())?;
+    let info = match client.describe(name).map_err(|e| e.to_string())? {
+        ObjectInfo::Array(info) => info,
+        ObjectInfo::Stream(info) => return crate::streams::info(&info, json),
+    };
     let file_mode = file_mode(&info, Some(&client));
     if json {
         let mut value = info_json(&info);
@@ -248,6 +313,7 @@ pub fn info(socket: &Path, name: &str, json: bool) -> Result {
         return Ok(());
     }
     emit(&format!("name:        {}", info.name))?;
+    emit("kind:        array")?;
     emit(&format!("dtype:       {}", info.dtype))?;
     emit(&format!("shape:       {}", shape_text(&info.shape)))?;
     emit(&format!("order:       {}", order_name(&info)))?;

@@ -9,6 +9,7 @@
 mod commands;
 mod demo;
 mod npy;
+mod streams;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,7 +31,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create an array
+    /// Create an array, or with --stream a stream (a ring of frames)
     Create {
         /// Array name ([A-Za-z0-9_.-], not starting with '.')
         name: String,
@@ -54,8 +55,17 @@ enum Command {
         /// backing exists; refuse one that differs
         #[arg(long)]
         exist_ok: bool,
+        /// Create a stream: a ring of frames of this dtype and shape (one frame's shape)
+        #[arg(long)]
+        stream: bool,
+        /// With --stream: frames in the ring
+        #[arg(long, default_value_t = 8, requires = "stream")]
+        slots: u32,
+        /// With --stream: subscribers that may be attached at once
+        #[arg(long, default_value_t = 16, requires = "stream")]
+        max_subscribers: u32,
     },
-    /// List arrays
+    /// List arrays and streams
     Ls {
         /// Only names starting with this
         prefix: Option<String>,
@@ -63,7 +73,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Describe an array
+    /// Describe an array or a stream
     Info {
         /// Array name
         name: String,
@@ -106,6 +116,36 @@ enum Command {
         /// overwriting it
         #[arg(long, default_value_t = 60.0, value_parser = parse_seconds)]
         timeout: f64,
+    },
+    /// Publish the frames of a .npy stack (first axis = frames) into a stream
+    Pub {
+        /// Stream name
+        name: String,
+        /// The .npy file: frames along its first axis, each of the stream's dtype and shape
+        file: PathBuf,
+        /// Frames per second (default: as fast as the ring allows)
+        #[arg(long, value_parser = parse_rate)]
+        rate: Option<f64>,
+        /// Start over at the first frame after the last, until Ctrl-C
+        #[arg(long = "loop")]
+        looping: bool,
+    },
+    /// Receive a stream's frames; report them, or record them into a .npy stack
+    Sub {
+        /// Stream name
+        name: String,
+        /// Every frame, in order (the publisher waits for this subscriber); default: lossy
+        #[arg(long)]
+        lossless: bool,
+        /// Stop after this many frames (default: at Ctrl-C)
+        #[arg(long)]
+        count: Option<u64>,
+        /// Record the frames into this .npy file (written as they come, not held in RAM)
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+        /// Stop after this many seconds
+        #[arg(long, value_parser = parse_seconds)]
+        seconds: Option<f64>,
     },
     /// Print every new version of an array, until Ctrl-C or until the array is deleted
     Watch {
@@ -173,15 +213,54 @@ fn main() -> ExitCode {
             mode,
             order,
             exist_ok,
-        } => commands::create(
+            stream,
+            slots,
+            max_subscribers,
+        } => {
+            if stream {
+                commands::create_stream(
+                    &socket,
+                    &name,
+                    &dtype,
+                    &shape,
+                    memory,
+                    mode.as_deref(),
+                    &order,
+                    exist_ok,
+                    (slots, max_subscribers),
+                )
+            } else {
+                commands::create(
+                    &socket,
+                    &name,
+                    &dtype,
+                    &shape,
+                    memory,
+                    mode.as_deref(),
+                    &order,
+                    exist_ok,
+                )
+            }
+        }
+        Command::Pub {
+            name,
+            file,
+            rate,
+            looping,
+        } => streams::publish(&socket, &name, &file, rate, looping),
+        Command::Sub {
+            name,
+            lossless,
+            count,
+            output,
+            seconds,
+        } => streams::subscribe(
             &socket,
             &name,
-            &dtype,
-            &shape,
-            memory,
-            mode.as_deref(),
-            &order,
-            exist_ok,
+            lossless,
+            count,
+            output.as_deref(),
+            seconds.map(Duration::from_secs_f64),
         ),
         Command::Ls { prefix, json } => {
             commands::ls(&socket, prefix.as_deref().unwrap_or(""), json)
@@ -235,6 +314,15 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
         .ok()
         .filter(|v| *v > 0.0 && *v <= 86_400.0)
         .ok_or_else(|| format!("{s:?} is not a number of seconds between 0 and 86400"))
+}
+
+/// Frames per second for `pub --rate`: positive, at most a million.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| *v > 0.0 && *v <= 1e6)
+        .ok_or_else(|| format!("{s:?} is not a rate between 0 and 1000000 frames per second"))
 }
 
 /// Whether the user chose the socket (then the demo must use it, not start its own daemon).

@@ -123,6 +123,18 @@ fn dict_value(text: &str, key: &str) -> Result<String, String> {
 
 /// A version 1.0 (or 2.0 if needed) header for an array, data 64-byte aligned.
 pub fn header_bytes(dtype: DType, fortran: bool, shape: &[u64]) -> Vec<u8> {
+    header_bytes_at_least(dtype, fortran, shape, 0)
+}
+
+/// [`header_bytes`], padded with spaces to at least `min_len` bytes in all (a multiple of 64):
+/// a header written before a stream of unknown length is rewritten in place once the length
+/// is known, in the same number of bytes.
+pub fn header_bytes_at_least(
+    dtype: DType,
+    fortran: bool,
+    shape: &[u64],
+    min_len: usize,
+) -> Vec<u8> {
     let shape_text = match shape {
         [] => "()".to_string(),
         [one] => format!("({one},)"),
@@ -141,7 +153,8 @@ pub fn header_bytes(dtype: DType, fortran: bool, shape: &[u64]) -> Vec<u8> {
     );
     let build = |prefix: usize| {
         let unpadded = prefix + dict.len() + 1;
-        let pad = (64 - unpadded % 64) % 64;
+        let pad = (64 - unpadded % 64) % 64
+            + min_len.saturating_sub(unpadded + (64 - unpadded % 64) % 64);
         let mut text = dict.clone().into_bytes();
         text.extend(std::iter::repeat_n(b' ', pad));
         text.push(b'\n');

@@ -1,0 +1,369 @@
+//! Streams from the shell: `create --stream`, `pub` (a .npy stack of frames into a stream),
+//! `sub` (a stream's frames into a .npy stack), and the stream side of `ls` and `info`.
+//!
+//! Frames are moved as bytes (`Client::publisher_bytes`, `Client::subscribe_bytes`), straight
+//! between the file and the slot, so a stream of any dtype needs no per-type code and no frame
+//! is held in RAM beyond the one being copied.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mmshare::{Backing, DType, Delivery, ErrorKind, Order, StreamError, StreamInfo, StreamOptions};
+use serde_json::json;
+
+use crate::commands::{Result, connect, emit, shape_text};
+use crate::npy;
+
+fn order_name(order: mmshare::proto::WireOrder) -> &'static str {
+    match order {
+        mmshare::proto::WireOrder::C => "C",
+        mmshare::proto::WireOrder::F => "F",
+    }
+}
+
+fn backing_name(b: Backing) -> &'static str {
+    match b {
+        Backing::File => "file",
+        Backing::Memory => "memory",
+    }
+}
+
+/// The `--json` form of a stream description.
+pub fn stream_json(info: &StreamInfo) -> serde_json::Value {
+    json!({
+        "kind": "stream",
+        "name": info.name,
+        "dtype": info.dtype,
+        "shape": info.shape,
+        "order": order_name(info.order),
+        "slots": info.slots,
+        "max_subscribers": info.max_subscribers,
+        "frame_nbytes": info.frame_len,
+        "published": info.published,
+        "publisher": info.publisher,
+        "subscribers": info.subscribers.iter().map(|s| json!({
+            "pid": s.pid,
+            "mode": if s.lossless { "lossless" } else { "lossy" },
+            "lag": s.lag,
+            "missed": s.missed,
+            "received": s.received,
+            "max_held": s.max_held,
+        })).collect::<Vec<_>>(),
+        "backing": backing_name(info.backing),
+        "owner_uid": info.owner_uid,
+        "mode": format!("{:04o}", info.mode),
+        "path": info.path,
+    })
+}
+
+/// `create --stream`.
+#[allow(clippy::too_many_arguments)]
+pub fn create(
+    socket: &Path,
+    name: &str,
+    dtype: &str,
+    shape: &[u64],
+    memory: bool,
+    mode_bits: u32,
+    order: Order,
+    exist_ok: bool,
+    slots: u32,
+    max_subscribers: u32,
+) -> Result {
+    let options = |exist_ok: bool| {
+        let o = StreamOptions::new(name, dtype, shape)
+            .slots(slots)
+            .max_subscribers(max_subscribers)
+            .mode(mode_bits)
+            .order(order)
+            .exist_ok(exist_ok);
+        if memory { o.memory() } else { o }
+    };
+    let client = connect(socket)?;
+    let (info, verb) = match client.create_stream(&options(false)) {
+        Ok(info) => (info, "created"),
+        Err(e) if exist_ok && e.kind() == Some(ErrorKind::AlreadyExists) => (
+            client
+                .create_stream(&options(true))
+                .map_err(|e| e.to_string())?,
+            "exists",
+        ),
+        Err(e) => return Err(e.to_string()),
+    };
+    emit(&format!(
+        "{verb} stream {} {} frames of {} order {}, {} slots, up to {} subscribers ({}) mode {:04o} at {}",
+        info.name,
+        info.dtype,
+        shape_text(&info.shape),
+        order_name(info.order),
+        info.slots,
+        info.max_subscribers,
+        backing_name(info.backing),
+        info.mode,
+        info.path
+    ))
+}
+
+/// `info` of a stream.
+pub fn info(info: &StreamInfo, as_json: bool) -> Result {
+    if as_json {
+        return emit(&stream_json(info).to_string());
+    }
+    emit(&format!("name:        {}", info.name))?;
+    emit("kind:        stream")?;
+    emit(&format!("dtype:       {}", info.dtype))?;
+    emit(&format!("frame shape: {}", shape_text(&info.shape)))?;
+    emit(&format!("order:       {}", order_name(info.order)))?;
+    emit(&format!("frame bytes: {}", info.frame_len))?;
+    emit(&format!("slots:       {}", info.slots))?;
+    emit(&format!("published:   {}", info.published))?;
+    emit(&format!(
+        "publisher:   {}",
+        info.publisher
+            .map_or_else(|| "none".to_string(), |p| format!("pid {p}"))
+    ))?;
+    emit(&format!(
+        "subscribers: {} (of at most {})",
+        info.subscribers.len(),
+        info.max_subscribers
+    ))?;
+    for s in &info.subscribers {
+        emit(&format!(
+            "  pid {:<8} {:<8} lag {:<8} missed {:<8} received {}",
+            s.pid,
+            if s.lossless { "lossless" } else { "lossy" },
+            s.lag,
+            s.missed,
+            s.received
+        ))?;
+    }
+    emit(&format!("backing:     {}", backing_name(info.backing)))?;
+    emit(&format!("mode:        {:04o}", info.mode))?;
+    emit(&format!("path:        {}", info.path))
+}
+
+/// Sets the returned flag on Ctrl-C (or SIGTERM), so a loop can stop cleanly.
+fn stop_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    // A second handler cannot be installed; a command installs one at most.
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+    stop
+}
+
+/// `pub NAME FILE [--rate HZ] [--loop]`: publishes the frames of a .npy stack (first axis =
+/// frames), each read from the file straight into a loaned slot.
+pub fn publish(socket: &Path, name: &str, path: &Path, rate: Option<f64>, looping: bool) -> Result {
+    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mut file = BufReader::with_capacity(1 << 20, file);
+    let header = npy::read_header(&mut file).map_err(|e| format!("{}: {e}", path.display()))?;
+    let client = connect(socket)?;
+    let info = match client.describe(name).map_err(|e| e.to_string())? {
+        mmshare::ObjectInfo::Stream(info) => info,
+        mmshare::ObjectInfo::Array(_) => {
+            return Err(format!(
+                "{name} is an array, not a stream (use `mmshare put`)"
+            ));
+        }
+    };
+    let (frames, frame_shape) = match header.shape.split_first() {
+        Some((&n, rest)) => (n, rest),
+        None => {
+            return Err(format!(
+                "{} holds a 0-d array, not a stack of frames",
+                path.display()
+            ));
+        }
+    };
+    let dtype: DType = info
+        .dtype
+        .parse()
+        .map_err(|e: mmshare::DTypeError| e.to_string())?;
+    if header.dtype != dtype || frame_shape != info.shape.as_slice() {
+        return Err(format!(
+            "{} holds frames of {} {}, but stream {name} takes {} {}; nothing was published",
+            path.display(),
+            header.dtype,
+            shape_text(frame_shape),
+            info.dtype,
+            shape_text(&info.shape)
+        ));
+    }
+    let multi_d = info.shape.iter().filter(|&&d| d > 1).count() > 1;
+    if header.fortran && frames > 1 {
+        return Err(format!(
+            "{} is in Fortran order: its frames are not contiguous; save the stack in C order",
+            path.display()
+        ));
+    }
+    if multi_d && info.order == mmshare::proto::WireOrder::F {
+        return Err(format!(
+            "stream {name} is in Fortran order; a C-order .npy stack cannot fill its frames"
+        ));
+    }
+    if frames == 0 {
+        return Err(format!("{} holds no frames", path.display()));
+    }
+    let mut publisher = client.publisher_bytes(name).map_err(|e| e.to_string())?;
+    let stop = stop_flag();
+    let period = rate.map(|hz| Duration::from_secs_f64(1.0 / hz));
+    let start = Instant::now();
+    let first = publisher.next_number();
+    let mut sent = 0u64;
+    'outer: loop {
+        for _ in 0..frames {
+            if stop.load(Ordering::Relaxed) {
+                break 'outer;
+            }
+            if let Some(period) = period {
+                let due = start + period.mul_f64(sent as f64);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            let mut loan = publisher.loan().map_err(|e| e.to_string())?;
+            file.read_exact(&mut loan)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            loan.publish();
+            sent += 1;
+        }
+        if !looping {
+            break;
+        }
+        file.seek(SeekFrom::Start(header.data_offset))
+            .map_err(|e| format!("cannot rewind {}: {e}", path.display()))?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    emit(&format!(
+        "published {sent} frames ({}..{}) to {name} in {secs:.2} s ({:.0} frames/s)",
+        first,
+        first + sent,
+        sent as f64 / secs.max(1e-9)
+    ))
+}
+
+/// `sub NAME [--lossless] [--count N] [-o FILE]`: receives frames and reports them; with `-o`,
+/// appends each to a .npy stack on disk as it comes (the header is rewritten with the final
+/// count at the end).
+pub fn subscribe(
+    socket: &Path,
+    name: &str,
+    lossless: bool,
+    count: Option<u64>,
+    out: Option<&Path>,
+    timeout: Option<Duration>,
+) -> Result {
+    let client = connect(socket)?;
+    let info = match client.describe(name).map_err(|e| e.to_string())? {
+        mmshare::ObjectInfo::Stream(info) => info,
+        mmshare::ObjectInfo::Array(_) => {
+            return Err(format!(
+                "{name} is an array, not a stream (use `mmshare watch`)"
+            ));
+        }
+    };
+    let dtype: DType = info
+        .dtype
+        .parse()
+        .map_err(|e: mmshare::DTypeError| e.to_string())?;
+    let delivery = if lossless {
+        Delivery::Lossless
+    } else {
+        Delivery::Lossy
+    };
+    let subscriber = client
+        .subscribe_bytes(name, delivery, 1)
+        .map_err(|e| e.to_string())?;
+    let stop = stop_flag();
+    let fortran = info.order == mmshare::proto::WireOrder::F;
+    let stack_shape = |n: u64| {
+        let mut s = vec![n];
+        s.extend(&info.shape);
+        s
+    };
+    // The header for the most frames a stack could hold: the real one is padded to its size.
+    let placeholder = npy::header_bytes(dtype, false, &stack_shape(u64::MAX));
+    let mut file = match out {
+        Some(path) => {
+            if fortran && info.shape.iter().filter(|&&d| d > 1).count() > 1 {
+                return Err(format!(
+                    "stream {name} is in Fortran order; a .npy stack of its frames would not be"
+                ));
+            }
+            let tmp = temp_path(path);
+            let f =
+                File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+            let mut w = BufWriter::with_capacity(1 << 20, f);
+            w.write_all(&placeholder)
+                .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+            Some((w, tmp, path.to_path_buf()))
+        }
+        None => None,
+    };
+    let started = Instant::now();
+    let mut received = 0u64;
+    let mut first = None;
+    let result = loop {
+        if stop.load(Ordering::Relaxed) || count.is_some_and(|c| received >= c) {
+            break Ok(());
+        }
+        if timeout.is_some_and(|t| started.elapsed() >= t) {
+            break Ok(());
+        }
+        let sample = match subscriber.receive_timeout(Duration::from_millis(200)) {
+            Ok(sample) => sample,
+            Err(StreamError::ReceiveTimeout { .. }) => continue,
+            Err(e) => break Err(e.to_string()),
+        };
+        first.get_or_insert(sample.number());
+        if let Some((w, tmp, _)) = &mut file
+            && let Err(e) = w.write_all(&sample)
+        {
+            break Err(format!("cannot write {}: {e}", tmp.display()));
+        }
+        received += 1;
+    };
+    let missed = subscriber.missed();
+    if let Some((w, tmp, path)) = file {
+        let finished = result.clone().and_then(|()| {
+            let mut f = w
+                .into_inner()
+                .map_err(|e| format!("cannot write {}: {}", tmp.display(), e.error()))?;
+            let header =
+                npy::header_bytes_at_least(dtype, false, &stack_shape(received), placeholder.len());
+            debug_assert_eq!(header.len(), placeholder.len());
+            f.seek(SeekFrom::Start(0))
+                .and_then(|_| f.write_all(&header))
+                .and_then(|()| f.sync_all())
+                .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+            std::fs::rename(&tmp, &path)
+                .map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))
+        });
+        if finished.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        finished?;
+        emit(&format!(
+            "received {received} frames{} from {name}, missed {missed}; saved to {}",
+            first.map_or_else(String::new, |f| format!(" ({f}..{})", f + received)),
+            path.display()
+        ))?;
+    } else {
+        emit(&format!(
+            "received {received} frames{} from {name}, missed {missed}",
+            first.map_or_else(String::new, |f| format!(" ({f}..{})", f + received)),
+        ))?;
+    }
+    result
+}
+
+/// A temporary name beside `path` (renamed to it once the stack is complete).
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.partial", std::process::id()));
+    path.with_file_name(name)
+}
