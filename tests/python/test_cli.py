@@ -177,6 +177,48 @@ def test_sub_of_a_lossy_stream_reports_what_it_missed(cli_bin, daemon, tmp_path)
     assert int(m.group(1)) + int(m.group(2)) == 2000, stdout
 
 
+def test_top_json_and_watch_of_a_stream_show_rates_and_subscribers(cli_bin, daemon):
+    sock = daemon.socket
+    c = mmshare.connect(sock)
+    c.create_stream("live", "u1", (1024,), slots=4)
+    arr = c.create("state", "<f4", (16,))
+    sub = c.subscribe("live")
+    pub = c.publisher("live")
+    stop = threading.Event()
+
+    def produce():
+        while not stop.is_set():
+            pub.send(np.zeros(1024, np.uint8))
+            with arr.write() as v:
+                v[:] = 1
+            time.sleep(0.002)
+
+    t = threading.Thread(target=produce)
+    t.start()
+    try:
+        top = json.loads(run(cli_bin, "top", "--json", "--interval", "0.5", socket=sock).stdout)
+        rows = {r["name"]: r for r in top}
+        assert set(rows) == {"live", "state"}
+        live, state = rows["live"], rows["state"]
+        assert live["kind"] == "stream" and state["kind"] == "array"
+        assert live["updates_per_s"] > 0 and state["updates_per_s"] > 0
+        assert live["gb_per_s"] > 0 and live["subscribers"] == 1 and live["writer"] == os.getpid()
+        assert live["max_lag"] >= 0 and state["subscribers"] == 0
+        w = subprocess.Popen([cli_bin, "--socket", sock, "watch", "live", "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            line = json.loads(w.stdout.readline())
+        finally:
+            w.kill()
+            w.wait(timeout=30)
+        assert line["kind"] == "stream" and line["frames_per_s"] > 0
+        assert [s["mode"] for s in line["subscribers"]] == ["lossy"]
+    finally:
+        stop.set()
+        t.join(30)
+    del sub
+
+
 @pytest.mark.parametrize("args,needle", [
     (["info", "ghost"], 'no array named "ghost"'),
     (["rm", "ghost"], 'no array named "ghost"'),

@@ -254,7 +254,14 @@ pub fn ls(socket: &Path, prefix: &str, json: bool) -> Result {
             .iter()
             .map(|o| match o {
                 ObjectInfo::Array(a) => info_json(a),
-                ObjectInfo::Stream(s) => crate::streams::stream_json(s),
+                ObjectInfo::Stream(s) => {
+                    // A listing carries no per-subscriber statistics (`info` has them).
+                    let mut value = crate::streams::stream_json(s);
+                    if let Some(map) = value.as_object_mut() {
+                        map.remove("subscribers");
+                    }
+                    value
+                }
             })
             .collect();
         return emit(&serde_json::Value::Array(list).to_string());
@@ -851,6 +858,9 @@ const NAME_CHECK: Duration = Duration::from_secs(1);
 
 pub fn watch(socket: &Path, name: &str, json: bool) -> Result {
     let first = connect(socket)?;
+    if let Ok(ObjectInfo::Stream(_)) = first.describe(name) {
+        return crate::streams::watch(socket, name, json);
+    }
     let mut array = first
         .open_raw(name, Access::Read)
         .map_err(|e| e.to_string())?;

@@ -10,6 +10,7 @@ mod commands;
 mod demo;
 mod npy;
 mod streams;
+mod top;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -147,13 +148,24 @@ enum Command {
         #[arg(long, value_parser = parse_seconds)]
         seconds: Option<f64>,
     },
-    /// Print every new version of an array, until Ctrl-C or until the array is deleted
+    /// Print every new version of an array (or, for a stream, its rate and subscribers every
+    /// second), until Ctrl-C or until it is deleted
     Watch {
         /// Array name
         name: String,
         /// Print JSON lines
         #[arg(long)]
         json: bool,
+    },
+    /// A live table of every array and stream: update rate, GB/s, writer or publisher,
+    /// subscribers and their lag (Ctrl-C to stop)
+    Top {
+        /// Print one snapshot as JSON (rates over one interval) and exit
+        #[arg(long)]
+        json: bool,
+        /// Seconds between refreshes
+        #[arg(long, default_value_t = 1.0, value_parser = parse_seconds)]
+        interval: f64,
     },
     /// Run a producer and a consumer process on a shared frame array and report the numbers
     Demo {
@@ -294,6 +306,7 @@ fn main() -> ExitCode {
             Duration::from_secs_f64(timeout),
         ),
         Command::Watch { name, json } => commands::watch(&socket, &name, json),
+        Command::Top { json, interval } => top::run(&socket, json, interval),
         Command::Demo { seconds } => demo::run(cli_socket_given(&socket), &socket, seconds),
         Command::DemoProducer { name, seconds } => demo::producer(&socket, &name, seconds),
         Command::DemoConsumer { name } => demo::consumer(&socket, &name),

@@ -367,3 +367,73 @@ fn temp_path(path: &Path) -> PathBuf {
     name.push(format!(".{}.partial", std::process::id()));
     path.with_file_name(name)
 }
+
+/// `watch` of a stream: once a second, the frames published, the rate, and each subscriber's
+/// mode, lag and misses; stops when the stream is deleted.
+pub fn watch(socket: &Path, name: &str, as_json: bool) -> Result {
+    let client = connect(socket)?;
+    let describe = |client: &mmshare::Client| match client.describe(name) {
+        Ok(mmshare::ObjectInfo::Stream(info)) => Ok(Some(info)),
+        Ok(mmshare::ObjectInfo::Array(_)) => Err(format!("{name} is now an array")),
+        Err(e) if e.kind() == Some(ErrorKind::NotFound) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    };
+    let Some(mut last) = describe(&client)? else {
+        return Err(format!("no stream named {name:?}"));
+    };
+    if !as_json {
+        eprintln!(
+            "watching stream {name} from frame {} (Ctrl-C to stop)",
+            last.published
+        );
+    }
+    let mut at = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let Some(info) = describe(&client)? else {
+            return Err(format!(
+                "stream {name} was deleted ({} frames published); stopped watching",
+                last.published
+            ));
+        };
+        let now = Instant::now();
+        let secs = now.duration_since(at).as_secs_f64();
+        let rate = info.published.saturating_sub(last.published) as f64 / secs;
+        let gbps = rate * info.frame_len as f64 / 1e9;
+        if as_json {
+            let mut value = stream_json(&info);
+            value["frames_per_s"] = json!(rate);
+            value["gb_per_s"] = json!(gbps);
+            emit(&value.to_string())?;
+        } else {
+            let subs: Vec<String> = info
+                .subscribers
+                .iter()
+                .map(|s| {
+                    format!(
+                        "pid {} {} lag {} missed {}",
+                        s.pid,
+                        if s.lossless { "lossless" } else { "lossy" },
+                        s.lag,
+                        s.missed
+                    )
+                })
+                .collect();
+            emit(&format!(
+                "frame {:<10} {:>9.0} frames/s {:>7.3} GB/s  publisher {}  subscribers: {}",
+                info.published,
+                rate,
+                gbps,
+                info.publisher
+                    .map_or_else(|| "none".to_string(), |p| format!("pid {p}")),
+                if subs.is_empty() {
+                    "none".to_string()
+                } else {
+                    subs.join(", ")
+                }
+            ))?;
+        }
+        last = info;
+        at = now;
+    }
+}
