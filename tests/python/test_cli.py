@@ -245,18 +245,28 @@ def test_no_daemon_names_the_socket(cli_bin, tmp_path):
 
 
 def test_demo_with_a_running_daemon(cli_bin, daemon):
-    p = run(cli_bin, "demo", "--seconds", "1", socket=daemon.socket)
-    assert "producer:" in p.stdout and "consumer:" in p.stdout and "0 inconsistent" in p.stdout
-    assert "import mmshare" in p.stdout
-    assert mmshare.connect(daemon.socket).list() == []  # it cleaned up
+    p = run(cli_bin, "demo", "--seconds", "2", "--fps", "200", socket=daemon.socket)
+    assert "import mmshare" in p.stdout and "client.subscribe(" in p.stdout
+    published = int(re.search(r"producer: published (\d+) frames", p.stdout).group(1))
+    assert published > 0
+    lossless = re.search(r"lossless: received (\d+) frames, missed (\d+), (\d+) not whole",
+                         p.stdout)
+    assert lossless and lossless.groups() == (str(published), "0", "0"), p.stdout
+    lossy = re.search(r"lossy: received (\d+) frames, missed (\d+), (\d+) not whole", p.stdout)
+    assert lossy and lossy.group(3) == "0", p.stdout
+    # The slow consumer accounts for every frame (the end-of-stream frame aside).
+    assert int(lossy.group(1)) + int(lossy.group(2)) == published, p.stdout
+    assert re.search(r"latest: received \d+ frames, missed \d+, 0 not whole", p.stdout)
+    assert "p50" in p.stdout and "frames/s" in p.stdout
+    assert mmshare.connect(daemon.socket).list_all() == []  # it cleaned up
 
 
 def test_demo_starts_its_own_daemon_when_none_is_running(cli_bin, tmp_path):
     env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path))
     env.pop("MMSHARE_SOCKET", None)
-    p = run(cli_bin, "demo", "--seconds", "1", env=env)
+    p = run(cli_bin, "demo", "--seconds", "1", "--fps", "100", env=env)
     assert "started one inside this process" in p.stdout
-    assert "0 inconsistent" in p.stdout
+    assert re.search(r"lossless: received \d+ frames, missed 0, 0 not whole", p.stdout)
 
 
 def test_get_follows_symlinks_and_writes_to_stdout(cli_bin, daemon, tmp_path):
@@ -520,16 +530,22 @@ def test_watch_stops_when_the_array_is_deleted_and_follows_a_recreated_one(cli_b
         p.wait()
 
 
-def test_demo_prints_its_python_while_the_array_exists(cli_bin, daemon):
-    p = subprocess.Popen([cli_bin, "--socket", daemon.socket, "demo", "--seconds", "3"],
+def test_demo_prints_its_python_while_the_stream_exists(cli_bin, daemon):
+    """The Python the demo prints attaches to its stream while it runs, and receives frames
+    (each frame's first 8 bytes are its number)."""
+    p = subprocess.Popen([cli_bin, "--socket", daemon.socket, "demo", "--seconds", "4",
+                          "--fps", "100"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out = _Lines(p.stdout)
-        line = out.expect("client.open(", timeout=60)
-        name = re.search(r'client\.open\("([^"]+)"\)', line).group(1)
-        frame = mmshare.connect(daemon.socket).open(name).read()
-        assert frame.shape == (480, 640, 3)
-        assert "latest frame" in out.expect("consumer:", timeout=60)
+        line = out.expect("client.subscribe(", timeout=60)
+        name = re.search(r'client\.subscribe\("([^"]+)"\)', line).group(1)
+        sub = mmshare.connect(daemon.socket).subscribe(name)
+        with sub.receive(timeout=30) as s:
+            assert s.array.shape == (480, 640, 3)
+            assert int(s.array.reshape(-1)[:8].view("<u8")[0]) == s.number
+        del sub
+        assert "lossless: received" in out.expect("lossless: received", timeout=60)
         assert p.wait(timeout=60) == 0
     finally:
         p.kill()

@@ -167,18 +167,26 @@ enum Command {
         #[arg(long, default_value_t = 1.0, value_parser = parse_seconds)]
         interval: f64,
     },
-    /// Run a producer and a consumer process on a shared frame array and report the numbers
+    /// Run a pipeline on a stream: a producer process, a lossless and a lossy consumer and a
+    /// latest() viewer, with a live line of rates, latencies and misses
     Demo {
-        /// How long to run, in seconds
-        #[arg(long, default_value_t = 3.0)]
+        /// How long to run, in seconds (Ctrl-C stops it earlier)
+        #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+        /// Frames per second the producer publishes
+        #[arg(long, default_value_t = 500.0)]
+        fps: f64,
     },
     /// (internal) the demo's producer process
     #[command(hide = true, name = "__demo-producer")]
-    DemoProducer { name: String, seconds: f64 },
-    /// (internal) the demo's consumer process
+    DemoProducer {
+        name: String,
+        seconds: f64,
+        fps: f64,
+    },
+    /// (internal) a demo consumer process: lossless, lossy or latest
     #[command(hide = true, name = "__demo-consumer")]
-    DemoConsumer { name: String },
+    DemoConsumer { name: String, role: String },
 }
 
 fn main() -> ExitCode {
@@ -307,9 +315,13 @@ fn main() -> ExitCode {
         ),
         Command::Watch { name, json } => commands::watch(&socket, &name, json),
         Command::Top { json, interval } => top::run(&socket, json, interval),
-        Command::Demo { seconds } => demo::run(cli_socket_given(&socket), &socket, seconds),
-        Command::DemoProducer { name, seconds } => demo::producer(&socket, &name, seconds),
-        Command::DemoConsumer { name } => demo::consumer(&socket, &name),
+        Command::Demo { seconds, fps } => {
+            demo::run(cli_socket_given(&socket), &socket, seconds, fps)
+        }
+        Command::DemoProducer { name, seconds, fps } => {
+            demo::producer(&socket, &name, seconds, fps)
+        }
+        Command::DemoConsumer { name, role } => demo::consumer(&socket, &name, &role),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
