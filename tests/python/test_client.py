@@ -135,6 +135,24 @@ def test_a_python_waiter_registers_as_a_sleeper_so_rust_writers_wake_it(daemon, 
     assert sleepers[0] == 0, "the waiter did not take itself out"
 
 
+def test_ctrl_c_interrupts_a_wait_without_a_timeout(daemon):
+    """Waits run in Rust with the GIL released, in slices between which Python's signal
+    handlers run: a KeyboardInterrupt ends a wait(timeout=None) at once."""
+    import signal
+    c = mmshare.connect(daemon.socket)
+    a = c.create("quiet", "u1", (1,))
+    old = signal.signal(signal.SIGALRM, signal.default_int_handler)
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            a.wait(newer_than=0, timeout=None)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    with pytest.raises(mmshare.Timeout, match=r"within 0\.3\d* s"):
+        a.wait(newer_than=0, timeout=0.3)
+
+
 @pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
 def test_a_raising_write_publishes_torn_and_releases_the_lock(daemon, exc):
     c = mmshare.connect(daemon.socket)

@@ -239,3 +239,77 @@ def test_send_checks_the_shape_and_receive_times_out_on_an_idle_stream(daemon):
     assert pub.send(np.arange(ELEMS)) == 0
     got = sub.try_receive()
     assert got is not None and got.array.tolist() == list(range(ELEMS))
+
+
+def test_threads_waiting_releasing_and_publishing_in_one_process_never_deadlock(daemon):
+    """A thread waits in receive() (no timeout) while others drop samples, ask is_intact()
+    and publish, all on the same subscriber: a waiting receive holds the subscriber for at
+    most a slice, and releases never wait for it."""
+    import threading
+    c = mmshare.connect(daemon.socket)
+    stream(c, "threads")
+    pub, sub = c.publisher("threads"), c.subscribe("threads", max_held=2)
+    pub.send(pattern(0))
+    held = sub.receive(timeout=10)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(sub.receive(timeout=None)))
+    reader.start()
+    checker = threading.Thread(target=lambda h=held: [h.is_intact() for _ in range(50)])
+    checker.start()
+    assert held.is_intact()
+    checker.join(30)
+    del held                      # dropped while the reader waits
+    pub.send(pattern(1))          # the publisher is a thread of this process too
+    reader.join(30)
+    checker.join(30)
+    assert not reader.is_alive() and not checker.is_alive(), "deadlocked"
+    assert got[0].number == 1
+    np.testing.assert_array_equal(got[0].array, pattern(1))
+
+
+def test_ctrl_c_interrupts_a_receive_and_a_loan_without_a_timeout(daemon):
+    c = mmshare.connect(daemon.socket)
+    stream(c, "intr", slots=3)
+    pub = c.publisher("intr")
+    sub = c.subscribe("intr", lossless=True, max_held=1)
+
+    def interrupted(call):
+        old = signal.signal(signal.SIGALRM, signal.default_int_handler)
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                call()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+
+    interrupted(lambda: sub.receive(timeout=None))
+    for n in range(3):            # the lossless subscriber now holds the publisher back
+        pub.send(pattern(n), timeout=10)
+    interrupted(lambda: pub.loan(timeout=None).__enter__())
+    with sub.receive(timeout=10) as s:
+        assert s.number == 0
+
+
+def test_a_published_frame_gives_no_new_writable_view(daemon):
+    c = mmshare.connect(daemon.socket)
+    stream(c, "sealed")
+    pub, sub = c.publisher("sealed"), c.subscribe("sealed")
+    with pub.loan() as frame:
+        frame[:] = pattern(0)
+    assert not frame.flags.writeable
+    with pytest.raises(mmshare.MmshareError, match="no new views"):
+        np.asarray(frame.base)
+    with sub.receive(timeout=10) as s:
+        np.testing.assert_array_equal(s.array, pattern(0))
+
+
+def test_subscribe_errors_are_the_matching_exceptions(daemon):
+    c = mmshare.connect(daemon.socket)
+    stream(c, "errs", slots=3, max_subscribers=1)
+    with pytest.raises(ValueError, match="max_held"):
+        c.subscribe("errs", max_held=0)
+    first = c.subscribe("errs", max_held=1)
+    with pytest.raises(mmshare.QuotaExceeded):
+        c.subscribe("errs", max_held=1)
+    del first

@@ -28,15 +28,24 @@ class _Pages:
     `address` (default: the native handle's data address), and keeps `owner` (the native
     handle, loan or sample that owns those pages) alive."""
 
-    __slots__ = ("owner", "__array_interface__")
+    __slots__ = ("owner", "_interface", "finished")
 
     def __init__(self, owner, dtype: np.dtype, shape, order: str, writable: bool,
                  address=None):
         self.owner = owner
+        self.finished = False
         if address is None:
             address = owner.data_address
-        self.__array_interface__ = _Pages.located(_Pages.template(dtype, shape, order),
-                                                  address, writable)
+        self._interface = _Pages.located(_Pages.template(dtype, shape, order), address,
+                                         writable)
+
+    @property
+    def __array_interface__(self) -> dict:
+        # Once a loan is published (`finished`), no new view of its frame may be made from
+        # here (`np.asarray(frame.base)`): the frame is the subscribers' now.
+        if self.finished:
+            raise errors.MmshareError("this frame was published or abandoned: no new views")
+        return self._interface
 
     @staticmethod
     def template(dtype: np.dtype, shape, order: str) -> dict:
@@ -64,7 +73,8 @@ class _Pages:
         per-frame views of streams)."""
         pages = cls.__new__(cls)
         pages.owner = owner
-        pages.__array_interface__ = cls.located(template, address, writable)
+        pages.finished = False
+        pages._interface = cls.located(template, address, writable)
         return pages
 
 
@@ -212,6 +222,7 @@ class SharedArray:
         ok = False
         try:
             try:
+                token.started()  # from here on, a token lost unfinished publishes TORN
                 yield view
             finally:
                 view.flags.writeable = False  # nothing may write once the version is published

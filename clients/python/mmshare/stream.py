@@ -49,7 +49,11 @@ class Loan:
         native, view = self._native, self._view
         self._view = None
         if view is not None:
-            view.flags.writeable = False  # the frame is the subscribers' once published
+            # The frame is the subscribers' once published: the view becomes read-only and no
+            # new view can be made from its base. (Views sliced from it inside the block stay
+            # writable, as NumPy cannot revoke them: do not keep them past the block.)
+            view.flags.writeable = False
+            view.base.finished = True
         if exc_type is None:
             self.number = native.publish()
         else:

@@ -5,10 +5,28 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use mmshare::{Finish, RawArray, Shared, WriteSession};
+use mmshare::{Finish, RawArray, ReadError, Shared, WriteSession};
 use pyo3::prelude::*;
 
-use crate::{duration, errors};
+use crate::{duration, errors, sliced};
+
+/// A read timeout that reports the whole wait, not its last slice.
+fn total_wait(e: ReadError, started: std::time::Instant) -> ReadError {
+    match e {
+        ReadError::Timeout {
+            sequence,
+            retries,
+            writer,
+            ..
+        } => ReadError::Timeout {
+            waited: started.elapsed(),
+            sequence,
+            retries,
+            writer,
+        },
+        other => other,
+    }
+}
 
 /// The address of `dst`'s buffer if it is exactly a `numpy.ndarray` (no subclass, whose
 /// interface NumPy itself computes) of `len` bytes: uint8, one dimension, contiguous,
@@ -131,13 +149,20 @@ impl NativeArray {
         let timeout = duration(timeout)?;
         let len = usize::try_from(array.header().data_len).expect("mapped, so it fits");
         let address = flat_bytes(py, &dst, len)?;
-        let got = py.detach(|| {
-            // SAFETY: `address` is the start of `dst`'s own `len`-byte buffer (checked by
-            // `flat_bytes`), which stays allocated while this call holds `dst`. Another
-            // thread writing into it meanwhile would only spoil its own copy.
-            let buf = unsafe { std::slice::from_raw_parts_mut(address as *mut u8, len) };
-            array.with_timeout(timeout, || array.read_bytes(0, buf))
-        });
+        let started = std::time::Instant::now();
+        let got = sliced(
+            py,
+            timeout,
+            |slice| {
+                // SAFETY: `address` is the start of `dst`'s own `len`-byte buffer (checked by
+                // `flat_bytes`), which stays allocated while this call holds `dst`. Another
+                // thread writing into it meanwhile would only spoil its own copy.
+                let buf = unsafe { std::slice::from_raw_parts_mut(address as *mut u8, len) };
+                array.with_timeout(slice, || array.read_bytes(0, buf))
+            },
+            |e| matches!(e, ReadError::Timeout { .. }),
+        )?
+        .map_err(|e| total_wait(e, started));
         match got {
             Ok(snapshot) if snapshot.torn && !allow_torn => {
                 Err(errors::raise(py, "Torn", (snapshot.version,)))
@@ -162,14 +187,24 @@ impl NativeArray {
         let attempt = attempt.unbind();
         // The GIL is released while the protocol waits for a write to end, and taken for each
         // attempt only: the writer may be another thread of this process.
-        let got = py.detach(|| {
-            // SAFETY: `attempt` only reads the data area (through NumPy views of it) and its
-            // result is used only after `read_raw` validated it; a copy that overlapped a
-            // write, and any exception it raised, is dropped and the attempt made again.
-            array.with_timeout(timeout, || unsafe {
-                array.read_raw(|_| Python::attach(|py| attempt.bind(py).call0().map(Bound::unbind)))
-            })
-        });
+        let started = std::time::Instant::now();
+        let got = sliced(
+            py,
+            timeout,
+            |slice| {
+                // SAFETY: `attempt` only reads the data area (through NumPy views of it) and
+                // its result is used only after `read_raw` validated it; a copy that
+                // overlapped a write, and any exception it raised, is dropped and the attempt
+                // made again.
+                array.with_timeout(slice, || unsafe {
+                    array.read_raw(|_| {
+                        Python::attach(|py| attempt.bind(py).call0().map(Bound::unbind))
+                    })
+                })
+            },
+            |e| matches!(e, ReadError::Timeout { .. }),
+        )?
+        .map_err(|e| total_wait(e, started));
         match got {
             Ok((_, snapshot)) if snapshot.torn && !allow_torn => {
                 Err(errors::raise(py, "Torn", (snapshot.version,)))
@@ -183,21 +218,33 @@ impl NativeArray {
     /// `newer_than`; returns it.
     fn wait(&self, py: Python<'_>, newer_than: u64, timeout: Option<f64>) -> PyResult<u64> {
         let array = self.live(py)?;
-        let timeout = duration(timeout)?;
-        py.detach(|| array.wait_for_version(newer_than, timeout))
-            .map_err(|e| errors::wait(py, self.name(), &e))
+        let limit = duration(timeout)?;
+        let started = std::time::Instant::now();
+        sliced(
+            py,
+            limit,
+            |slice| array.wait_for_version(newer_than, slice),
+            |_| true,
+        )?
+        .map_err(|mut e| {
+            e.waited = started.elapsed();
+            errors::wait(py, self.name(), &e)
+        })
     }
 
     /// Takes the write side (waiting with the GIL released); the token publishes.
     fn begin_write(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<WriteToken> {
         let array = self.live(py)?;
         let timeout = duration(timeout)?;
+        // Not sliced: the wait for a recovery's claim on the writer word inside it decides
+        // "lost" by the timeout, so it must see the whole of it.
         let session = py
             .detach(|| array.with_timeout(timeout, || array.begin_write()))
             .map_err(|e| errors::write(py, self.name(), e))?;
         Ok(WriteToken {
             array: Arc::clone(&self.array),
             session: std::sync::Mutex::new(Some(session)),
+            started: AtomicBool::new(false),
             timeout,
         })
     }
@@ -220,13 +267,17 @@ impl NativeArray {
 
 /// The write side of an array, held from `NativeArray.begin_write` to `finish`.
 ///
-/// If the token is dropped unfinished (an interrupt between `begin_write` returning and the
-/// caller keeping the token: the body never ran), the write is published as an untouched,
-/// complete one, so the write side is never left held by a live process.
+/// If the token is dropped unfinished, the write is published anyway, so the write side is
+/// never left held by a live process: as an untouched, complete write if the body never ran
+/// (an interrupt between `begin_write` returning and the caller keeping the token), as TORN
+/// once the caller said it `started`.
 #[pyclass(frozen, module = "mmshare._native")]
 pub(crate) struct WriteToken {
     array: Arc<Shared<RawArray>>,
     session: std::sync::Mutex<Option<WriteSession>>,
+    /// The caller said the body may have written (`started`): an unfinished token then
+    /// publishes TORN, not an untouched write.
+    started: AtomicBool,
     timeout: Duration,
 }
 
@@ -249,6 +300,12 @@ impl WriteToken {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .as_ref()
             .map(WriteSession::version)
+    }
+
+    /// Marks that the write's body is about to run (from here on the data may be changed):
+    /// a token dropped unfinished after this publishes TORN.
+    fn started(&self) {
+        self.started.store(true, Ordering::Relaxed);
     }
 
     /// Publishes: `how` is "complete", "repair" (every byte replaced: clears TORN) or "torn"
@@ -278,9 +335,17 @@ impl WriteToken {
 impl Drop for WriteToken {
     fn drop(&mut self) {
         if let Some(session) = self.take() {
-            let array = &self.array;
-            let _ = array.with_timeout(self.timeout, || {
-                array.finish_write(session, Finish::Complete)
+            let how = if self.started.load(Ordering::Relaxed) {
+                Finish::Torn
+            } else {
+                Finish::Complete
+            };
+            let (array, timeout) = (&self.array, self.timeout);
+            // Publishing may wait (for a recovery's claim to resolve): without the GIL.
+            Python::attach(|py| {
+                py.detach(|| {
+                    let _ = array.with_timeout(timeout, || array.finish_write(session, how));
+                });
             });
         }
     }

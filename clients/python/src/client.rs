@@ -110,6 +110,31 @@ fn object_info<'py>(
     }
 }
 
+/// Checks that the stream attached is the one described (Python builds its frame views from
+/// the description): a stream deleted and created again between the two requests, with
+/// another dtype or shape, must not be viewed with the old one.
+fn check_same(info: &ObjectInfo, header: &mmshare::Header) -> Result<(), mmshare::ClientError> {
+    let same = match info {
+        ObjectInfo::Stream(s) => {
+            s.dtype == header.dtype.descr()
+                && s.shape == header.shape
+                && matches!(
+                    (s.order, header.order),
+                    (WireOrder::C, Order::C) | (WireOrder::F, Order::F)
+                )
+        }
+        ObjectInfo::Array(_) => false,
+    };
+    if same {
+        Ok(())
+    } else {
+        Err(mmshare::ClientError::Protocol(format!(
+            "{:?} changed while it was being attached (deleted and created again?); try again",
+            info.name()
+        )))
+    }
+}
+
 fn parse_order(order: &str) -> PyResult<Order> {
     match order {
         "C" => Ok(Order::C),
@@ -238,7 +263,9 @@ impl Connection {
         let (info, publisher) = py
             .detach(|| {
                 let info = self.client.describe(&name)?;
-                Ok((info, self.client.publisher_bytes(&name)?))
+                let publisher = self.client.publisher_bytes(&name)?;
+                check_same(&info, publisher.files().header())?;
+                Ok((info, publisher))
             })
             .map_err(|e| errors::client(py, e))?;
         let (_, info) = object_info(py, &info)?;
@@ -261,10 +288,9 @@ impl Connection {
         let (info, subscriber) = py
             .detach(|| {
                 let info = self.client.describe(&name)?;
-                Ok((
-                    info,
-                    self.client.subscribe_bytes(&name, delivery, max_held)?,
-                ))
+                let subscriber = self.client.subscribe_bytes(&name, delivery, max_held)?;
+                check_same(&info, subscriber.files().header())?;
+                Ok((info, subscriber))
             })
             .map_err(|e| errors::client(py, e))?;
         let (_, info) = object_info(py, &info)?;

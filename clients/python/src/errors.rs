@@ -49,7 +49,7 @@ pub(crate) fn client(py: Python<'_>, e: ClientError) -> PyErr {
         ClientError::Io(_) => with_message(py, "ConnectError", e.to_string()),
         ClientError::Protocol(message) => with_message(py, "ProtocolError", message),
         ClientError::Open(open) => self::open(py, open),
-        ClientError::Stream(stream) => with_message(py, "MmshareError", stream.to_string()),
+        ClientError::Stream(stream) => crate::stream::error(py, stream),
     }
 }
 

@@ -16,9 +16,38 @@ mod client;
 mod errors;
 mod stream;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
+
+/// The longest stretch a wait runs without looking at pending signals: between slices, a
+/// Ctrl-C (KeyboardInterrupt) or another Python signal handler gets to run.
+const SLICE: Duration = Duration::from_millis(100);
+
+/// Runs `attempt(slice)` with the GIL released, slice after slice, until it gives something
+/// other than a timeout (`is_timeout`) or `timeout` has passed; handles pending signals between
+/// slices, so a long wait can be interrupted. Returns the last outcome.
+pub(crate) fn sliced<R: Send, E: Send>(
+    py: Python<'_>,
+    timeout: Duration,
+    mut attempt: impl FnMut(Duration) -> Result<R, E> + Send,
+    is_timeout: impl Fn(&E) -> bool,
+) -> PyResult<Result<R, E>> {
+    let start = Instant::now();
+    loop {
+        let left = timeout.saturating_sub(start.elapsed());
+        let got = py.detach(|| attempt(left.min(SLICE)));
+        match got {
+            Err(e) if is_timeout(&e) && start.elapsed() < timeout => py.check_signals()?,
+            other => return Ok(other),
+        }
+    }
+}
+
+/// `0.25 s`, `10 s`: a timeout for messages.
+pub(crate) fn seconds_text(d: Duration) -> String {
+    format!("{} s", (d.as_secs_f64() * 1000.0).round() / 1000.0)
+}
 
 /// A timeout from Python: seconds (`None`: as good as forever).
 pub(crate) fn duration(seconds: Option<f64>) -> PyResult<Duration> {

@@ -6,21 +6,26 @@
 //! (through `mmshare/stream.py`'s `_Pages`). A sample's hold is let go when the native sample
 //! object goes, that is when the Python `Sample` and every view of its frame are gone: a view
 //! can never show a slot the publisher reused.
+//!
+//! Locks, and why nothing deadlocks with the GIL: a handle's `Mutex` (the publisher, the
+//! subscriber) is taken only with the GIL released, and waits run in slices of at most 100 ms
+//! (signals are handled between them), so a thread that needs the lock waits at most one
+//! slice. A sample's release never waits for the subscriber: it queues its token, and whoever
+//! holds or next takes the subscriber lock releases it. A token's own small lock is never held
+//! while waiting for another.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use mmshare::{Delivery, LoanToken, Publisher, SampleToken, StreamError, Subscriber};
 use pyo3::prelude::*;
 
-use crate::{duration, errors};
+use crate::{duration, errors, seconds_text, sliced};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Runs `f` on what `m` guards, with the GIL released while it waits for the lock: another
-/// thread may hold it for as long as a `receive` or `loan` waits, and must be able to take the
-/// GIL meanwhile (a publisher thread of this process, for one).
+/// Runs `f` on what `m` guards, with the GIL released while it waits for the lock.
 fn locked<T: Send, R: Send>(m: &Mutex<T>, f: impl FnOnce(&mut T) -> R + Send) -> R {
     Python::attach(|py| py.detach(|| f(&mut lock(m))))
 }
@@ -32,6 +37,9 @@ pub(crate) fn error(py: Python<'_>, e: StreamError) -> PyErr {
         StreamError::PublisherBusy { .. } => "Busy",
         StreamError::HoldLimit { .. } => "HoldLimit",
         StreamError::NoRecord { .. } | StreamError::NoHoldBudget { .. } => "QuotaExceeded",
+        StreamError::BadMaxHeld { .. } | StreamError::LengthMismatch { .. } => {
+            return pyo3::exceptions::PyValueError::new_err(e.to_string());
+        }
         _ => "MmshareError",
     };
     errors::with_message(py, class, e.to_string())
@@ -67,18 +75,36 @@ impl NativePublisher {
         locked(&self.publisher, |p| p.next_number())
     }
 
-    /// Loans a slot, waiting (GIL released) while lossless subscribers are a ring behind.
+    /// Loans a slot, waiting (GIL released, interruptible) while lossless subscribers are a
+    /// ring behind.
     fn loan(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<NativeLoan> {
-        let timeout = duration(timeout)?;
+        let limit = duration(timeout)?;
         let publisher = &self.publisher;
-        let (token, address) = py
-            .detach(|| {
+        let got = sliced(
+            py,
+            limit,
+            |slice| {
                 let mut p = lock(publisher);
-                let token = p.loan_token(timeout)?;
+                let token = p.loan_token(slice)?;
                 let address = p.frame_ptr(&token) as usize;
                 Ok::<_, StreamError>((token, address))
-            })
-            .map_err(|e| error(py, e))?;
+            },
+            |e| matches!(e, StreamError::LoanTimeout { .. }),
+        )?;
+        let (token, address) = match got {
+            Ok(got) => got,
+            Err(StreamError::LoanTimeout { lag, slots, .. }) => {
+                return Err(errors::with_message(
+                    py,
+                    "Timeout",
+                    format!(
+                        "no free slot within {}: the slowest lossless subscriber is {lag} frames behind (the ring has {slots})",
+                        seconds_text(limit)
+                    ),
+                ));
+            }
+            Err(e) => return Err(error(py, e)),
+        };
         Ok(NativeLoan {
             number: token.number(),
             address,
@@ -112,9 +138,16 @@ impl NativeLoan {
         self.address
     }
 
+    /// Whether it was published or abandoned.
+    #[getter]
+    fn finished(&self) -> bool {
+        lock(&self.token).is_none()
+    }
+
     /// Publishes the frame; returns its number. A second call raises.
     fn publish(&self, py: Python<'_>) -> PyResult<u64> {
-        let Some(token) = lock(&self.token).take() else {
+        let token = lock(&self.token).take();
+        let Some(token) = token else {
             return Err(errors::with_message(
                 py,
                 "MmshareError",
@@ -126,7 +159,8 @@ impl NativeLoan {
 
     /// Gives the slot back unpublished (nothing after publishing).
     fn abandon(&self) {
-        if let Some(token) = lock(&self.token).take() {
+        let token = lock(&self.token).take();
+        if let Some(token) = token {
             locked(&self.publisher, |p| p.abandon_token(token));
         }
     }
@@ -138,10 +172,41 @@ impl Drop for NativeLoan {
     }
 }
 
+/// What a subscriber's samples share: the subscriber, and the tokens of samples released
+/// while it was busy (released by whoever takes the subscriber next).
+struct Shared {
+    subscriber: Mutex<Subscriber<u8>>,
+    released: Mutex<Vec<SampleToken>>,
+}
+
+impl Shared {
+    /// The subscriber, with every queued release carried out first.
+    fn take(&self) -> MutexGuard<'_, Subscriber<u8>> {
+        let s = lock(&self.subscriber);
+        Self::drain(&self.released, &s);
+        s
+    }
+
+    fn drain(released: &Mutex<Vec<SampleToken>>, s: &Subscriber<u8>) {
+        let tokens = std::mem::take(&mut *lock(released));
+        for token in tokens {
+            s.release_token(token);
+        }
+    }
+
+    /// Releases `token` now if the subscriber is free, else queues it.
+    fn release(&self, token: SampleToken) {
+        lock(&self.released).push(token);
+        if let Ok(s) = self.subscriber.try_lock() {
+            Self::drain(&self.released, &s);
+        }
+    }
+}
+
 /// The receiving side of a stream.
 #[pyclass(frozen, module = "mmshare._native")]
 pub(crate) struct NativeSubscriber {
-    subscriber: Arc<Mutex<Subscriber<u8>>>,
+    shared: Arc<Shared>,
     frame_bytes: usize,
     lossless: bool,
 }
@@ -151,7 +216,10 @@ impl NativeSubscriber {
         NativeSubscriber {
             frame_bytes: subscriber.frame_len(),
             lossless: subscriber.delivery() == Delivery::Lossless,
-            subscriber: Arc::new(Mutex::new(subscriber)),
+            shared: Arc::new(Shared {
+                subscriber: Mutex::new(subscriber),
+                released: Mutex::new(Vec::new()),
+            }),
         }
     }
 
@@ -161,18 +229,24 @@ impl NativeSubscriber {
             missed_before: token.missed_before(),
             published_ns: token.published_ns(),
             address,
-            subscriber: Arc::clone(&self.subscriber),
+            shared: Arc::clone(&self.shared),
             token: Mutex::new(Some(token)),
         }
+    }
+
+    /// Runs `f` on the subscriber (queued releases done first), the GIL released meanwhile.
+    fn with<R: Send>(&self, f: impl FnOnce(&Subscriber<u8>) -> R + Send) -> R {
+        let shared = &self.shared;
+        Python::attach(|py| py.detach(|| f(&shared.take())))
     }
 }
 
 /// Takes a sample with `how` and detaches it: the token and the frame's address.
 fn detached(
-    subscriber: &Mutex<Subscriber<u8>>,
+    shared: &Shared,
     how: impl FnOnce(&Subscriber<u8>) -> Result<Option<mmshare::Sample<'_, u8>>, StreamError>,
 ) -> Result<Option<(SampleToken, usize)>, StreamError> {
-    let s = lock(subscriber);
+    let s = shared.take();
     Ok(how(&s)?.map(|sample| {
         let token = sample.into_token();
         let address = s.frame_ptr(&token) as usize;
@@ -194,52 +268,65 @@ impl NativeSubscriber {
 
     #[getter]
     fn max_held(&self) -> usize {
-        locked(&self.subscriber, |s| s.max_held())
+        self.with(Subscriber::max_held)
     }
 
     /// Frames skipped so far.
     #[getter]
     fn missed(&self) -> u64 {
-        locked(&self.subscriber, |s| s.missed())
+        self.with(Subscriber::missed)
     }
 
     /// Frames received so far.
     #[getter]
     fn received(&self) -> u64 {
-        locked(&self.subscriber, |s| s.received())
+        self.with(Subscriber::received)
     }
 
     /// The number of the next frame it will receive.
     #[getter]
     fn next_number(&self) -> u64 {
-        locked(&self.subscriber, |s| s.next_number())
+        self.with(Subscriber::next_number)
     }
 
-    /// The next frame, waiting up to `timeout` (GIL released): spinning briefly, then asleep
-    /// on the stream's futex, registered so that the publisher wakes it.
+    /// The next frame, waiting up to `timeout` (GIL released, interruptible): spinning
+    /// briefly, then asleep on the stream's futex, registered so that the publisher wakes it.
     fn receive(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<NativeSample> {
-        let timeout = duration(timeout)?;
-        let subscriber = &self.subscriber;
-        let got = py.detach(|| detached(subscriber, |s| s.receive_timeout(timeout).map(Some)));
+        let limit = duration(timeout)?;
+        let shared = &self.shared;
+        let got = sliced(
+            py,
+            limit,
+            |slice| detached(shared, |s| s.receive_timeout(slice).map(Some)),
+            |e| matches!(e, StreamError::ReceiveTimeout { .. }),
+        )?;
         match got {
             Ok(Some((token, address))) => Ok(self.sample(token, address)),
             Ok(None) => unreachable!("receive_timeout returns a sample or an error"),
+            Err(StreamError::ReceiveTimeout { next, .. }) => Err(errors::with_message(
+                py,
+                "Timeout",
+                format!(
+                    "no frame within {} (next expected frame {next})",
+                    seconds_text(limit)
+                ),
+            )),
             Err(e) => Err(error(py, e)),
         }
     }
 
-    /// The next frame if one is there, else None; never waits.
+    /// The next frame if one is there, else None; never waits for a frame.
     fn try_receive(&self, py: Python<'_>) -> PyResult<Option<NativeSample>> {
-        let subscriber = &self.subscriber;
-        py.detach(|| detached(subscriber, Subscriber::receive))
+        let shared = &self.shared;
+        py.detach(|| detached(shared, Subscriber::receive))
             .map(|got| got.map(|(token, address)| self.sample(token, address)))
             .map_err(|e| error(py, e))
     }
 
     /// The newest frame (None before the first), skipping older ones (counted as missed).
     fn latest(&self, py: Python<'_>) -> PyResult<Option<NativeSample>> {
-        let subscriber = &self.subscriber;
-        py.detach(|| detached(subscriber, Subscriber::latest))
+        let shared = &self.shared;
+        py.detach(|| detached(shared, Subscriber::latest))
             .map(|got| got.map(|(token, address)| self.sample(token, address)))
             .map_err(|e| error(py, e))
     }
@@ -249,7 +336,7 @@ impl NativeSubscriber {
 /// Python layer calls only once no view of the frame is left).
 #[pyclass(frozen, module = "mmshare._native")]
 pub(crate) struct NativeSample {
-    subscriber: Arc<Mutex<Subscriber<u8>>>,
+    shared: Arc<Shared>,
     token: Mutex<Option<SampleToken>>,
     number: u64,
     missed_before: u64,
@@ -283,16 +370,22 @@ impl NativeSample {
     /// Whether the slot still holds this frame and this hold (false only if a scribbler
     /// erased the hold and the slot was reused).
     fn is_intact(&self) -> bool {
-        match &*lock(&self.token) {
-            Some(token) => locked(&self.subscriber, |s| s.token_is_intact(token)),
-            None => false,
-        }
+        let (shared, token) = (&self.shared, &self.token);
+        // The subscriber first (waited for without the GIL), then the token's own lock,
+        // which is never held while waiting for anything.
+        Python::attach(|py| {
+            py.detach(|| {
+                let s = shared.take();
+                lock(token).as_ref().is_some_and(|t| s.token_is_intact(t))
+            })
+        })
     }
 
-    /// Lets go of the hold (nothing if already let go).
+    /// Lets go of the hold (nothing if already let go). Never waits for the subscriber.
     fn release(&self) {
-        if let Some(token) = lock(&self.token).take() {
-            locked(&self.subscriber, |s| s.release_token(token));
+        let token = lock(&self.token).take();
+        if let Some(token) = token {
+            self.shared.release(token);
         }
     }
 }
