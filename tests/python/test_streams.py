@@ -128,10 +128,14 @@ def test_a_killed_python_subscriber_holding_samples_does_not_stop_the_publisher(
         assert line_of(holder) == "holding [0, 1]"
         # The ring is 4 slots: with frames 0 and 1 held and unread frames kept for the
         # subscriber, the publisher would wait for it from here on.
+        import time
+        killed = time.monotonic()
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=30)
         for n in range(2, 40):
             assert pub.send(pattern(n), timeout=10) == n
+        # Measured, not asserted (timing is the machine's): the issue asks for < 1 s.
+        print(f"the publisher went on {time.monotonic() - killed:.3f} s after the SIGKILL")
         assert c.describe("killed").subscribers == ()
     finally:
         holder.kill()
@@ -313,3 +317,30 @@ def test_subscribe_errors_are_the_matching_exceptions(daemon):
     with pytest.raises(mmshare.QuotaExceeded):
         c.subscribe("errs", max_held=1)
     del first
+
+
+def test_a_sample_dropped_while_another_thread_waits_is_released_when_the_wait_ends(daemon):
+    """A sample dropped while another thread holds the subscriber (waiting in receive) is
+    queued, and released as soon as that thread lets go of it, with no further call: its hold
+    entry in the control file (record 0, HELD at 128) is clear once the wait ends."""
+    import mmap
+    import threading
+    c = mmshare.connect(daemon.socket)
+    info = stream(c, "queued")
+    pub, sub = c.publisher("queued"), c.subscribe("queued", max_held=2)
+    pub.send(pattern(0))
+    held = sub.receive(timeout=10)
+    with open(os.path.join(info.path, "control"), "rb") as f:
+        m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+    holds = np.frombuffer(m, dtype="<u8", count=16, offset=4096 + 128)
+    assert holds.any(), "the held sample shows in the control file"
+    waiter = threading.Thread(target=lambda: pytest.raises(mmshare.Timeout, sub.receive, 0.3))
+    waiter.start()
+    import time
+    # Dropped during the waiter's last slice (0.2 to 0.3 s), when it holds the subscriber and
+    # makes no further call that would carry the release out. (If the drop lands elsewhere,
+    # the assertion holds all the same.)
+    time.sleep(0.25)
+    del held
+    waiter.join(30)
+    assert not holds.any(), f"a release stayed queued: {holds}"

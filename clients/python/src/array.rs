@@ -1,14 +1,18 @@
 //! `NativeArray`: a mapped array (mmshare-lib's `RawArray`, through the daemon) and the
 //! seqlock operations on it; `WriteToken`: a write side held across Python statements.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use mmshare::{Finish, RawArray, ReadError, Shared, WriteSession};
 use pyo3::prelude::*;
 
 use crate::{duration, errors, sliced};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// A read timeout that reports the whole wait, not its last slice.
 fn total_wait(e: ReadError, started: std::time::Instant) -> ReadError {
@@ -188,6 +192,9 @@ impl NativeArray {
         // The GIL is released while the protocol waits for a write to end, and taken for each
         // attempt only: the writer may be another thread of this process.
         let started = std::time::Instant::now();
+        // A KeyboardInterrupt (or SystemExit) raised inside an attempt is not an error of the
+        // copy: it is kept, even if that copy is thrown away, and raised once the read ends.
+        let interrupt: Mutex<Option<PyErr>> = Mutex::new(None);
         let got = sliced(
             py,
             timeout,
@@ -198,13 +205,27 @@ impl NativeArray {
                 // made again.
                 array.with_timeout(slice, || unsafe {
                     array.read_raw(|_| {
-                        Python::attach(|py| attempt.bind(py).call0().map(Bound::unbind))
+                        Python::attach(|py| {
+                            if lock(&interrupt).is_some() {
+                                return Ok(py.None());
+                            }
+                            let got = attempt.bind(py).call0().map(Bound::unbind);
+                            if let Err(e) = &got
+                                && !e.is_instance_of::<pyo3::exceptions::PyException>(py)
+                            {
+                                *lock(&interrupt) = Some(e.clone_ref(py));
+                            }
+                            got
+                        })
                     })
                 })
             },
             |e| matches!(e, ReadError::Timeout { .. }),
         )?
         .map_err(|e| total_wait(e, started));
+        if let Some(e) = lock(&interrupt).take() {
+            return Err(e);
+        }
         match got {
             Ok((_, snapshot)) if snapshot.torn && !allow_torn => {
                 Err(errors::raise(py, "Torn", (snapshot.version,)))

@@ -38,7 +38,11 @@ pub(crate) fn sliced<R: Send, E: Send>(
         let left = timeout.saturating_sub(start.elapsed());
         let got = py.detach(|| attempt(left.min(SLICE)));
         match got {
-            Err(e) if is_timeout(&e) && start.elapsed() < timeout => py.check_signals()?,
+            Err(e) if is_timeout(&e) && start.elapsed() < timeout => {
+                py.check_signals()?;
+                // Let another thread waiting for the same handle's lock take it first.
+                std::thread::yield_now();
+            }
             other => return Ok(other),
         }
     }

@@ -9,10 +9,11 @@
 //!
 //! Locks, and why nothing deadlocks with the GIL: a handle's `Mutex` (the publisher, the
 //! subscriber) is taken only with the GIL released, and waits run in slices of at most 100 ms
-//! (signals are handled between them), so a thread that needs the lock waits at most one
-//! slice. A sample's release never waits for the subscriber: it queues its token, and whoever
-//! holds or next takes the subscriber lock releases it. A token's own small lock is never held
-//! while waiting for another.
+//! (signals are handled between them, and the waiter yields before it takes the lock again),
+//! so a thread that needs the lock usually waits no more than a slice or two. A sample's
+//! release never waits for the subscriber: it queues its token, which is released at once if
+//! the subscriber is free, else by its holder when it lets go. A token's own small lock is
+//! never held while waiting for another.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -180,11 +181,15 @@ struct Shared {
 }
 
 impl Shared {
-    /// The subscriber, with every queued release carried out first.
-    fn take(&self) -> MutexGuard<'_, Subscriber<u8>> {
+    /// The subscriber, with every queued release carried out first. Whatever is queued
+    /// while it is held is released when the guard goes.
+    fn take(&self) -> Taken<'_> {
         let s = lock(&self.subscriber);
         Self::drain(&self.released, &s);
-        s
+        Taken {
+            shared: self,
+            guard: Some(s),
+        }
     }
 
     fn drain(released: &Mutex<Vec<SampleToken>>, s: &Subscriber<u8>) {
@@ -194,12 +199,44 @@ impl Shared {
         }
     }
 
-    /// Releases `token` now if the subscriber is free, else queues it.
+    /// Carries out queued releases if the subscriber is free; if it is not, its holder does
+    /// when it lets go (`Taken::drop`), so no release stays queued once nobody holds it.
+    fn drain_if_free(&self) {
+        while !lock(&self.released).is_empty() {
+            match self.subscriber.try_lock() {
+                Ok(s) => Self::drain(&self.released, &s),
+                Err(std::sync::TryLockError::Poisoned(p)) => {
+                    Self::drain(&self.released, &p.into_inner());
+                }
+                Err(std::sync::TryLockError::WouldBlock) => break,
+            }
+        }
+    }
+
+    /// Releases `token` now if the subscriber is free, else queues it for its holder.
     fn release(&self, token: SampleToken) {
         lock(&self.released).push(token);
-        if let Ok(s) = self.subscriber.try_lock() {
-            Self::drain(&self.released, &s);
-        }
+        self.drain_if_free();
+    }
+}
+
+/// The subscriber, locked; releases queued meanwhile are carried out when it is let go.
+struct Taken<'a> {
+    shared: &'a Shared,
+    guard: Option<MutexGuard<'a, Subscriber<u8>>>,
+}
+
+impl std::ops::Deref for Taken<'_> {
+    type Target = Subscriber<u8>;
+    fn deref(&self) -> &Subscriber<u8> {
+        self.guard.as_ref().expect("held until drop")
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        self.shared.drain_if_free();
     }
 }
 
@@ -315,7 +352,8 @@ impl NativeSubscriber {
         }
     }
 
-    /// The next frame if one is there, else None; never waits for a frame.
+    /// The next frame if one is there, else None; never waits for a frame (only, briefly, for
+    /// another thread's call on this subscriber).
     fn try_receive(&self, py: Python<'_>) -> PyResult<Option<NativeSample>> {
         let shared = &self.shared;
         py.detach(|| detached(shared, Subscriber::receive))
