@@ -40,13 +40,19 @@ pub fn connect(socket: &Path) -> Result<Client> {
 }
 
 fn order_name(info: &ArrayInfo) -> &'static str {
-    match info.order {
+    wire_order_name(info.order)
+}
+
+/// "C" or "F".
+pub fn wire_order_name(order: mmshare::proto::WireOrder) -> &'static str {
+    match order {
         mmshare::proto::WireOrder::C => "C",
         mmshare::proto::WireOrder::F => "F",
     }
 }
 
-fn backing_name(b: Backing) -> &'static str {
+/// "file" or "memory".
+pub fn backing_name(b: Backing) -> &'static str {
     match b {
         Backing::File => "file",
         Backing::Memory => "memory",
@@ -154,6 +160,23 @@ fn parse_shape_arg(text: &str) -> Result<Vec<u64>> {
     mmshare::parse_shape(text)
 }
 
+/// `--shape`, `--mode` and `--order` of `create` (arrays and streams alike): the shape, the
+/// mode as typed and as bits, and the order.
+fn parse_create_args<'a>(
+    shape: &str,
+    mode: Option<&'a str>,
+    order: &str,
+) -> Result<(Vec<u64>, &'a str, u32, Order)> {
+    let shape = parse_shape_arg(shape)?;
+    let mode_text = mode.unwrap_or("0600");
+    let mode_bits = u32::from_str_radix(mode_text.trim_start_matches("0o"), 8)
+        .map_err(|_| format!("bad mode {mode_text:?}: expected octal digits such as 0644"))?;
+    let order: Order = order
+        .parse()
+        .map_err(|e: mmshare::ShapeError| e.to_string())?;
+    Ok((shape, mode_text, mode_bits, order))
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn create(
     socket: &Path,
@@ -165,13 +188,7 @@ pub fn create(
     order: &str,
     exist_ok: bool,
 ) -> Result {
-    let shape = parse_shape_arg(shape)?;
-    let mode_text = mode.unwrap_or("0600");
-    let mode_bits = u32::from_str_radix(mode_text.trim_start_matches("0o"), 8)
-        .map_err(|_| format!("bad mode {mode_text:?}: expected octal digits such as 0644"))?;
-    let order: Order = order
-        .parse()
-        .map_err(|e: mmshare::ShapeError| e.to_string())?;
+    let (shape, mode_text, mode_bits, order) = parse_create_args(shape, mode, order)?;
     let options = |exist_ok: bool| {
         let o = CreateOptions::new(name, dtype, &shape)
             .mode(mode_bits)
@@ -224,13 +241,7 @@ pub fn create_stream(
     exist_ok: bool,
     (slots, max_subscribers): (u32, u32),
 ) -> Result {
-    let shape = parse_shape_arg(shape)?;
-    let mode_text = mode.unwrap_or("0600");
-    let mode_bits = u32::from_str_radix(mode_text.trim_start_matches("0o"), 8)
-        .map_err(|_| format!("bad mode {mode_text:?}: expected octal digits such as 0644"))?;
-    let order: Order = order
-        .parse()
-        .map_err(|e: mmshare::ShapeError| e.to_string())?;
+    let (shape, _, mode_bits, order) = parse_create_args(shape, mode, order)?;
     crate::streams::create(
         socket,
         name,
@@ -292,10 +303,7 @@ pub fn ls(socket: &Path, prefix: &str, json: bool) -> Result {
                 "stream",
                 s.dtype,
                 shape_text(&s.shape),
-                match s.order {
-                    mmshare::proto::WireOrder::C => "C",
-                    mmshare::proto::WireOrder::F => "F",
-                },
+                wire_order_name(s.order),
                 backing_name(s.backing),
                 human_bytes(s.frame_len.saturating_mul(u64::from(s.slots))),
                 s.published,

@@ -12,25 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use mmshare::{Backing, DType, Delivery, ErrorKind, Order, StreamError, StreamInfo, StreamOptions};
+use mmshare::{DType, Delivery, ErrorKind, Order, StreamError, StreamInfo, StreamOptions};
 use serde_json::json;
 
-use crate::commands::{Result, connect, emit, shape_text};
+use crate::commands::{
+    Result, backing_name, connect, emit, shape_text, wire_order_name as order_name,
+};
 use crate::npy;
-
-fn order_name(order: mmshare::proto::WireOrder) -> &'static str {
-    match order {
-        mmshare::proto::WireOrder::C => "C",
-        mmshare::proto::WireOrder::F => "F",
-    }
-}
-
-fn backing_name(b: Backing) -> &'static str {
-    match b {
-        Backing::File => "file",
-        Backing::Memory => "memory",
-    }
-}
 
 /// The `--json` form of a stream description.
 pub fn stream_json(info: &StreamInfo) -> serde_json::Value {

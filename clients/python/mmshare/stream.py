@@ -61,8 +61,9 @@ class Loan:
         return False
 
 
-class Publisher:
-    """The publishing side of a stream (one at a time: another gets `Busy`)."""
+class _Handle:
+    """What a publisher and a subscriber share: the stream's description, the native handle,
+    the connection that is its lease, the frame layout, and `with` support."""
 
     def __init__(self, info, native, lease):
         self.info = info
@@ -73,6 +74,20 @@ class Publisher:
         self.shape = tuple(info.shape)
         self.order = info.order
         self._template = _Pages.template(self.dtype, self.shape, self.order)
+
+    def close(self):
+        self._native = None
+        self._lease = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Publisher(_Handle):
+    """The publishing side of a stream (one at a time: another gets `Busy`)."""
 
     @property
     def next_number(self) -> int:
@@ -97,15 +112,9 @@ class Publisher:
         return loan.number
 
     def close(self):
-        """Detaches (another publisher may attach). Frames published stay readable."""
-        self._native = None
-        self._lease = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        """Detaches (another publisher may attach) once no loan of it, or view of a loaned
+        frame, is left. Frames published stay readable."""
+        super().close()
 
     def __repr__(self):
         return f"<Publisher {self.name} {self.dtype.str} {self.shape}>"
@@ -160,21 +169,14 @@ class Sample:
         return f"<Sample {self.number} missed_before {self.missed_before} {state}>"
 
 
-class Subscriber:
+class Subscriber(_Handle):
     """The receiving side of a stream. Lossy (default): never slows the publisher and counts
     every frame it skips; lossless: every frame, in order (the publisher waits for it)."""
 
     def __init__(self, info, native, lease):
-        self.info = info
-        self._native = native
-        self._lease = lease
-        self.name = info.name
-        self.dtype = np.dtype(info.dtype)
-        self.shape = tuple(info.shape)
-        self.order = info.order
+        super().__init__(info, native, lease)
         self.lossless = native.lossless
         self._current = None
-        self._template = _Pages.template(self.dtype, self.shape, self.order)
 
     @property
     def max_held(self) -> int:
@@ -225,14 +227,7 @@ class Subscriber:
         if self._current is not None:
             self._current.release()
             self._current = None
-        self._native = None
-        self._lease = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        super().close()
 
     def __repr__(self):
         mode = "lossless" if self.lossless else "lossy"
