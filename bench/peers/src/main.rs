@@ -1,0 +1,566 @@
+//! mmshare raced against what users would pick instead, in one run, between two processes
+//! pinned to two CPUs.
+//!
+//! Run: `./scripts/bench-peers` (it builds this crate in release mode and passes its arguments
+//! on), or `cargo run --release --manifest-path bench/peers/Cargo.toml -- [--quick]`.
+//!
+//! **One-way latency, receiver busy-waiting**: the parent process (CPU 0) fills a message of
+//! the size and sends it; the child (CPU 1) receives it, reads every byte, fills a reply of
+//! the same size and sends it back; the parent receives it and reads every byte. One-way =
+//! round trip / 2, per round; p50, p99 and p99.9 over the rounds after a warm-up. Every case
+//! moves and touches the same bytes, so the rows compare transports, not work:
+//! - the floor: a raw cache-line ping-pong (two words in a shared mapping, no payload);
+//! - mmshare stream: loan, fill in place, publish / receive, read in place, release;
+//! - mmshare array: seqlock write of the whole array / wait for the version, consistent copy;
+//! - iceoryx2 0.10 publish-subscribe, configured like its own benchmark for low latency
+//!   (one publisher, one subscriber, history 0, subscriber buffer 1, safe overflow, the slice
+//!   length set on the publisher): `loan_slice_uninit` + `write_from_slice` + `send` /
+//!   `receive` + read the payload;
+//! - a Unix stream socket: `write_all` / `read_exact` into a buffer.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use iceoryx2::prelude::*;
+use mmshare::{
+    Access, Array, ArraySpec, DType, Delivery, Publisher, StreamSpec, Subscriber,
+    create_array_file, create_stream_files,
+};
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+/// Message sizes, with the rounds each gets (fewer for big messages).
+const SIZES: [(usize, usize); 4] = [
+    (64, 20_000),
+    (4096, 20_000),
+    (1 << 20, 2_000),
+    (8 << 20, 300),
+];
+
+fn pin(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu % rustix::thread::CpuSet::MAX_CPU);
+    let _ = rustix::thread::sched_setaffinity(None, &set);
+}
+
+/// Fills `buf` with `round`'s bytes, eight at a time.
+fn fill(buf: &mut [u8], round: u64) {
+    for chunk in buf.chunks_exact_mut(8) {
+        chunk.copy_from_slice(&round.to_le_bytes());
+    }
+}
+
+/// Reads every byte (eight at a time); the sum keeps the reads from being optimized away.
+fn touch(buf: &[u8]) -> u64 {
+    buf.chunks_exact(8).fold(0u64, |a, c| {
+        a.wrapping_add(u64::from_le_bytes(c.try_into().expect("8 bytes")))
+    })
+}
+
+fn percentiles(mut v: Vec<f64>) -> [f64; 3] {
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q) as usize];
+    [at(0.5), at(0.99), at(0.999)]
+}
+
+/// Times `rounds` round trips of `round` after a tenth as many unmeasured; one-way figures.
+fn one_way(rounds: usize, mut round: impl FnMut(u64) -> Result) -> Result<[f64; 3]> {
+    let warm = rounds / 10;
+    let mut times = Vec::with_capacity(rounds);
+    for i in 0..(warm + rounds) as u64 {
+        let t = Instant::now();
+        round(i + 1)?;
+        if i as usize >= warm {
+            times.push(t.elapsed().as_nanos() as f64 / 2.0);
+        }
+    }
+    Ok(percentiles(times))
+}
+
+fn spawn(args: &[&str]) -> Result<Child> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    Command::new(exe)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the child: {e}"))
+}
+
+fn wait_ready(child: &mut Child) -> Result {
+    let mut line = [0u8; 6];
+    child
+        .stdout
+        .as_mut()
+        .expect("piped")
+        .read_exact(&mut line)
+        .map_err(|e| format!("the child did not start: {e}"))?;
+    if &line == b"ready\n" {
+        Ok(())
+    } else {
+        Err(format!("the child said {line:?}"))
+    }
+}
+
+fn ready() -> Result {
+    let mut out = std::io::stdout().lock();
+    out.write_all(b"ready\n")
+        .and_then(|()| out.flush())
+        .map_err(|e| e.to_string())
+}
+
+fn finish(child: Child) -> Result {
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("the child failed: {}", out.status))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The floor
+
+fn raw_words(path: &Path) -> Result<(memmap2::MmapMut, &'static AtomicU64, &'static AtomicU64)> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    // SAFETY: a private benchmark file of 4096 bytes, accessed only through atomics.
+    let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(|e| e.to_string())?;
+    let base = map.as_mut_ptr();
+    // SAFETY: offsets 0 and 64 are 8-aligned words inside the mapping, which the caller keeps
+    // alive for as long as it uses them (the returned map).
+    let words = unsafe {
+        (
+            &*base.cast::<AtomicU64>(),
+            &*base.add(64).cast::<AtomicU64>(),
+        )
+    };
+    Ok((map, words.0, words.1))
+}
+
+fn child_raw(path: &str, rounds: u64) -> Result {
+    pin(1);
+    let (_map, ping, pong) = raw_words(Path::new(path))?;
+    ready()?;
+    for i in 1..=rounds {
+        while ping.load(Ordering::Acquire) != i {
+            std::hint::spin_loop();
+        }
+        pong.store(i, Ordering::Release);
+    }
+    Ok(())
+}
+
+fn raw(dir: &Path, rounds: usize) -> Result<[f64; 3]> {
+    let path = dir.join("raw");
+    std::fs::write(&path, vec![0u8; 4096]).map_err(|e| e.to_string())?;
+    let (_map, ping, pong) = raw_words(&path)?;
+    let total = (rounds + rounds / 10) as u64;
+    let mut child = spawn(&["__raw", path.to_str().expect("utf-8"), &total.to_string()])?;
+    wait_ready(&mut child)?;
+    let r = one_way(rounds, |i| {
+        ping.store(i, Ordering::Release);
+        while pong.load(Ordering::Acquire) != i {
+            std::hint::spin_loop();
+        }
+        Ok(())
+    })?;
+    finish(child)?;
+    Ok(r)
+}
+
+// ---------------------------------------------------------------------------------------------
+// mmshare stream
+
+fn stream_path(dir: &Path, name: &str, size: usize) -> Result<PathBuf> {
+    let mut spec = StreamSpec::new(name, DType::U8, vec![size as u64]);
+    spec.slots = 4;
+    Ok(create_stream_files(dir, &spec)
+        .map_err(|e| e.to_string())?
+        .0)
+}
+
+fn stream_send(publisher: &mut Publisher<u8>, round: u64) -> Result {
+    let mut loan = publisher.loan().map_err(|e| e.to_string())?;
+    fill(&mut loan, round);
+    loan.publish();
+    Ok(())
+}
+
+fn stream_receive(subscriber: &Subscriber<u8>) -> Result<u64> {
+    loop {
+        if let Some(sample) = subscriber.receive().map_err(|e| e.to_string())? {
+            return Ok(touch(&sample));
+        }
+        std::hint::spin_loop();
+    }
+}
+
+fn child_stream(ping: &str, pong: &str, rounds: u64) -> Result {
+    pin(1);
+    let subscriber = Subscriber::<u8>::open(ping, Delivery::Lossless).map_err(|e| e.to_string())?;
+    let mut publisher = Publisher::<u8>::open(pong).map_err(|e| e.to_string())?;
+    ready()?;
+    let mut sum = 0u64;
+    for i in 1..=rounds {
+        sum = sum.wrapping_add(stream_receive(&subscriber)?);
+        stream_send(&mut publisher, i)?;
+    }
+    std::hint::black_box(sum);
+    Ok(())
+}
+
+fn stream(dir: &Path, size: usize, rounds: usize) -> Result<[f64; 3]> {
+    let ping = stream_path(dir, &format!("sping{size}"), size)?;
+    let pong = stream_path(dir, &format!("spong{size}"), size)?;
+    let mut publisher = Publisher::<u8>::open(&ping).map_err(|e| e.to_string())?;
+    let total = (rounds + rounds / 10) as u64;
+    let mut child = spawn(&[
+        "__stream",
+        ping.to_str().expect("utf-8"),
+        pong.to_str().expect("utf-8"),
+        &total.to_string(),
+    ])?;
+    wait_ready(&mut child)?;
+    let replies = Subscriber::<u8>::open(&pong, Delivery::Lossless).map_err(|e| e.to_string())?;
+    let r = one_way(rounds, |i| {
+        stream_send(&mut publisher, i)?;
+        std::hint::black_box(stream_receive(&replies)?);
+        Ok(())
+    })?;
+    finish(child)?;
+    Ok(r)
+}
+
+// ---------------------------------------------------------------------------------------------
+// mmshare array
+
+fn child_array(ping: &str, pong: &str, rounds: u64) -> Result {
+    pin(1);
+    let ping = Array::<u8>::open(ping, Access::Read).map_err(|e| e.to_string())?;
+    let pong = Array::<u8>::open(pong, Access::Write).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; ping.len()];
+    let mut reply = vec![0u8; pong.len()];
+    ready()?;
+    let mut seen = 0;
+    for i in 1..=rounds {
+        seen = spin_for_version(&ping, seen);
+        ping.read_into(&mut buf).map_err(|e| e.to_string())?;
+        std::hint::black_box(touch(&buf));
+        fill(&mut reply, i);
+        pong.write_all(&reply).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Busy-waits for a version newer than `seen` (as the other cases busy-wait).
+fn spin_for_version(array: &Array<u8>, seen: u64) -> u64 {
+    loop {
+        let v = array.version();
+        if v > seen {
+            return v;
+        }
+        std::hint::spin_loop();
+    }
+}
+
+fn array(dir: &Path, size: usize, rounds: usize) -> Result<[f64; 3]> {
+    let make = |name: String| {
+        create_array_file(dir, &ArraySpec::new(name, DType::U8, vec![size as u64]))
+            .map(|(p, _)| p)
+            .map_err(|e| e.to_string())
+    };
+    let (ping, pong) = (make(format!("aping{size}"))?, make(format!("apong{size}"))?);
+    let writer = Array::<u8>::open(&ping, Access::Write).map_err(|e| e.to_string())?;
+    let replies = Array::<u8>::open(&pong, Access::Read).map_err(|e| e.to_string())?;
+    let total = (rounds + rounds / 10) as u64;
+    let mut child = spawn(&[
+        "__array",
+        ping.to_str().expect("utf-8"),
+        pong.to_str().expect("utf-8"),
+        &total.to_string(),
+    ])?;
+    wait_ready(&mut child)?;
+    let (mut msg, mut buf) = (vec![0u8; size], vec![0u8; size]);
+    let mut seen = 0;
+    let r = one_way(rounds, |i| {
+        fill(&mut msg, i);
+        writer.write_all(&msg).map_err(|e| e.to_string())?;
+        seen = spin_for_version(&replies, seen);
+        replies.read_into(&mut buf).map_err(|e| e.to_string())?;
+        std::hint::black_box(touch(&buf));
+        Ok(())
+    })?;
+    finish(child)?;
+    Ok(r)
+}
+
+// ---------------------------------------------------------------------------------------------
+// iceoryx2
+
+/// One direction of an iceoryx2 ping-pong: a publish-subscribe service of byte slices.
+struct Iox {
+    publisher: iceoryx2::port::publisher::Publisher<ipc::Service, [u8], ()>,
+    subscriber: iceoryx2::port::subscriber::Subscriber<ipc::Service, [u8], ()>,
+    size: usize,
+}
+
+fn iox_service(
+    node: &Node<ipc::Service>,
+    name: &str,
+) -> Result<iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, [u8], ()>>
+{
+    node.service_builder(&ServiceName::new(name).map_err(|e| format!("{e:?}"))?)
+        .publish_subscribe::<[u8]>()
+        .max_publishers(1)
+        .max_subscribers(1)
+        .history_size(0)
+        .subscriber_max_buffer_size(1)
+        .enable_safe_overflow(true)
+        .open_or_create()
+        .map_err(|e| format!("iceoryx2 service {name}: {e:?}"))
+}
+
+impl Iox {
+    /// Publishes on `out`, subscribes to `inbound`.
+    fn new(node: &Node<ipc::Service>, out: &str, inbound: &str, size: usize) -> Result<Iox> {
+        let publisher = iox_service(node, out)?
+            .publisher_builder()
+            .initial_max_slice_len(size)
+            .create()
+            .map_err(|e| format!("iceoryx2 publisher: {e:?}"))?;
+        let subscriber = iox_service(node, inbound)?
+            .subscriber_builder()
+            .create()
+            .map_err(|e| format!("iceoryx2 subscriber: {e:?}"))?;
+        Ok(Iox {
+            publisher,
+            subscriber,
+            size,
+        })
+    }
+
+    fn send(&self, round: u64) -> Result {
+        let mut sample = self
+            .publisher
+            .loan_slice_uninit(self.size)
+            .map_err(|e| format!("iceoryx2 loan: {e:?}"))?;
+        // Filled in place, eight bytes at a time, as the other cases fill their messages.
+        let payload = sample.payload_mut();
+        let words = payload.len() / 8;
+        let base = payload.as_mut_ptr().cast::<u8>();
+        for k in 0..words {
+            // SAFETY: word `k` lies inside the loaned payload of `size` bytes; unaligned
+            // writes of plain bytes into it initialize it.
+            unsafe {
+                base.add(8 * k)
+                    .cast::<[u8; 8]>()
+                    .write_unaligned(round.to_le_bytes())
+            };
+        }
+        // SAFETY: every byte was written above (sizes here are multiples of 8).
+        let sample = unsafe { sample.assume_init() };
+        sample.send().map_err(|e| format!("iceoryx2 send: {e:?}"))?;
+        Ok(())
+    }
+
+    fn receive(&self) -> Result<u64> {
+        loop {
+            if let Some(sample) = self
+                .subscriber
+                .receive()
+                .map_err(|e| format!("iceoryx2 receive: {e:?}"))?
+            {
+                return Ok(touch(sample.payload()));
+            }
+            std::hint::spin_loop();
+        }
+    }
+}
+
+fn child_iox(ping: &str, pong: &str, size: usize, rounds: u64) -> Result {
+    pin(1);
+    set_log_level(LogLevel::Error);
+    let node = NodeBuilder::new()
+        .create::<ipc::Service>()
+        .map_err(|e| format!("iceoryx2 node: {e:?}"))?;
+    let iox = Iox::new(&node, pong, ping, size)?;
+    ready()?;
+    for i in 1..=rounds {
+        std::hint::black_box(iox.receive()?);
+        iox.send(i)?;
+    }
+    Ok(())
+}
+
+fn iceoryx2(size: usize, rounds: usize) -> Result<[f64; 3]> {
+    let id = std::process::id();
+    let (ping, pong) = (
+        format!("mmshare-bench/{id}/ping{size}"),
+        format!("mmshare-bench/{id}/pong{size}"),
+    );
+    let node = NodeBuilder::new()
+        .create::<ipc::Service>()
+        .map_err(|e| format!("iceoryx2 node: {e:?}"))?;
+    // Both services exist before the child opens them.
+    let _ = iox_service(&node, &ping)?;
+    let _ = iox_service(&node, &pong)?;
+    let total = (rounds + rounds / 10) as u64;
+    let mut child = spawn(&["__iox", &ping, &pong, &size.to_string(), &total.to_string()])?;
+    wait_ready(&mut child)?;
+    let iox = Iox::new(&node, &ping, &pong, size)?;
+    // The child's subscriber may connect a moment after ours: let the ports see each other.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let r = one_way(rounds, |i| {
+        iox.send(i)?;
+        std::hint::black_box(iox.receive()?);
+        Ok(())
+    })?;
+    finish(child)?;
+    Ok(r)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unix socket
+
+fn child_socket(path: &str, size: usize, rounds: u64) -> Result {
+    pin(1);
+    let mut s = UnixStream::connect(path).map_err(|e| e.to_string())?;
+    let (mut buf, mut reply) = (vec![0u8; size], vec![0u8; size]);
+    for i in 1..=rounds {
+        s.read_exact(&mut buf).map_err(|e| e.to_string())?;
+        std::hint::black_box(touch(&buf));
+        fill(&mut reply, i);
+        s.write_all(&reply).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn socket(dir: &Path, size: usize, rounds: usize) -> Result<[f64; 3]> {
+    let path = dir.join(format!("sock{size}"));
+    let listener = UnixListener::bind(&path).map_err(|e| e.to_string())?;
+    let total = (rounds + rounds / 10) as u64;
+    let child = spawn(&[
+        "__socket",
+        path.to_str().expect("utf-8"),
+        &size.to_string(),
+        &total.to_string(),
+    ])?;
+    let (mut s, _) = listener.accept().map_err(|e| e.to_string())?;
+    let (mut msg, mut buf) = (vec![0u8; size], vec![0u8; size]);
+    let r = one_way(rounds, |i| {
+        fill(&mut msg, i);
+        s.write_all(&msg).map_err(|e| e.to_string())?;
+        s.read_exact(&mut buf).map_err(|e| e.to_string())?;
+        std::hint::black_box(touch(&buf));
+        Ok(())
+    })?;
+    finish(child)?;
+    Ok(r)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn size_text(size: usize) -> String {
+    match size {
+        s if s >= 1 << 20 => format!("{} MiB", s >> 20),
+        s if s >= 1 << 10 => format!("{} KiB", s >> 10),
+        s => format!("{s} B"),
+    }
+}
+
+fn us(ns: f64) -> String {
+    if ns >= 10_000.0 {
+        format!("{:.0} µs", ns / 1e3)
+    } else if ns >= 1_000.0 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+fn run(quick: bool) -> Result {
+    pin(0);
+    // iceoryx2 warns on stdout that it found no config file (defaults are what we want).
+    set_log_level(LogLevel::Error);
+    let dir = tempfile::tempdir_in(if Path::new("/dev/shm").is_dir() {
+        "/dev/shm"
+    } else {
+        "/tmp"
+    })
+    .map_err(|e| e.to_string())?;
+    let d = dir.path();
+    let scale = if quick { 10 } else { 1 };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "command: ./scripts/bench-peers{} ({cpus} CPUs; parent on CPU 0, child on CPU 1; receivers busy-wait)\n",
+        if quick { " --quick" } else { "" }
+    );
+    let floor = raw(d, 20_000 / scale)?;
+    println!(
+        "## One-way latency, busy-waiting receiver (round trip / 2; every byte written and read)\n"
+    );
+    println!(
+        "raw cache-line ping-pong between the two processes (the floor): p50 {}, p99 {}, p99.9 {}\n",
+        us(floor[0]),
+        us(floor[1]),
+        us(floor[2])
+    );
+    let mut json_rows = Vec::new();
+    for (size, rounds) in SIZES {
+        let rounds = (rounds / scale).max(20);
+        let cases: Vec<(&str, [f64; 3])> = vec![
+            ("mmshare stream", stream(d, size, rounds)?),
+            ("mmshare array", array(d, size, rounds)?),
+            ("iceoryx2 0.10 pub-sub", iceoryx2(size, rounds)?),
+            ("Unix socket", socket(d, size, rounds)?),
+        ];
+        let ours = cases[0].1[0];
+        println!("### {} messages ({rounds} round trips)\n", size_text(size));
+        println!("| case | p50 | p99 | p99.9 | p50 × raw floor | p50 × mmshare stream |");
+        println!("|---|---|---|---|---|---|");
+        for (label, [p50, p99, p999]) in &cases {
+            println!(
+                "| {label} | {} | {} | {} | {:.1}× | {:.2}× |",
+                us(*p50),
+                us(*p99),
+                us(*p999),
+                p50 / floor[0],
+                p50 / ours
+            );
+            json_rows.push(serde_json::json!({
+                "case": label, "size": size, "p50_ns": p50, "p99_ns": p99, "p999_ns": p999,
+            }));
+        }
+        println!();
+    }
+    let results = serde_json::json!({ "floor_ns": floor, "latency": json_rows });
+    if let Some(path) = std::env::var_os("BENCH_PEERS_JSON") {
+        std::fs::write(&path, results.to_string()).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |i: usize| args.get(i).map_or("", String::as_str);
+    let num = |i: usize| arg(i).parse::<u64>().unwrap_or(0);
+    let result = match arg(1) {
+        "__raw" => child_raw(arg(2), num(3)),
+        "__stream" => child_stream(arg(2), arg(3), num(4)),
+        "__array" => child_array(arg(2), arg(3), num(4)),
+        "__iox" => child_iox(arg(2), arg(3), num(4) as usize, num(5)),
+        "__socket" => child_socket(arg(2), num(3) as usize, num(4)),
+        _ => run(args.iter().any(|a| a == "--quick")),
+    };
+    if let Err(e) = result {
+        eprintln!("bench-peers: {e}");
+        std::process::exit(1);
+    }
+}
