@@ -16,7 +16,10 @@
 //!   (one publisher, one subscriber, history 0, subscriber buffer 1, safe overflow, the slice
 //!   length set on the publisher): `loan_slice_uninit` + `write_from_slice` + `send` /
 //!   `receive` + read the payload;
-//! - a Unix stream socket: `write_all` / `read_exact` into a buffer.
+//! - a Unix stream socket: `write_all` / `read_exact` into a buffer;
+//! - Redis pub/sub through a redis-server on a private Unix socket (persistence off), with the
+//!   `redis` crate: `PUBLISH` / a subscribed connection's next message (Redis has no busy-wait
+//!   receive: each side blocks in a socket read).
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -466,6 +469,88 @@ fn socket(dir: &Path, size: usize, rounds: usize) -> Result<[f64; 3]> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Redis pub/sub
+
+fn redis_client(socket: &str) -> Result<redis::Client> {
+    redis::Client::open(format!("redis+unix://{socket}")).map_err(|e| format!("redis: {e}"))
+}
+
+fn redis_publish(conn: &mut redis::Connection, channel: &str, msg: &[u8]) -> Result {
+    redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(msg)
+        .query::<i64>(conn)
+        .map(|_| ())
+        .map_err(|e| format!("redis PUBLISH: {e}"))
+}
+
+fn redis_receive(pubsub: &mut redis::PubSub<'_>) -> Result<u64> {
+    let msg = pubsub
+        .get_message()
+        .map_err(|e| format!("redis message: {e}"))?;
+    let payload: Vec<u8> = msg
+        .get_payload()
+        .map_err(|e| format!("redis payload: {e}"))?;
+    Ok(touch(&payload))
+}
+
+fn child_redis(socket: &str, ping: &str, pong: &str, size: usize, rounds: u64) -> Result {
+    pin(1);
+    let client = redis_client(socket)?;
+    let mut out = client.get_connection().map_err(|e| format!("redis: {e}"))?;
+    let mut inbound = client.get_connection().map_err(|e| format!("redis: {e}"))?;
+    let mut pubsub = inbound.as_pubsub();
+    pubsub
+        .subscribe(ping)
+        .map_err(|e| format!("redis SUBSCRIBE: {e}"))?;
+    ready()?;
+    let mut reply = vec![0u8; size];
+    for i in 1..=rounds {
+        std::hint::black_box(redis_receive(&mut pubsub)?);
+        fill(&mut reply, i);
+        redis_publish(&mut out, pong, &reply)?;
+    }
+    Ok(())
+}
+
+/// Redis pub/sub between the two processes (each side blocks in a socket read: Redis has no
+/// busy-wait receive), through a redis-server on a private Unix socket.
+fn redis(socket: &str, size: usize, rounds: usize) -> Result<[f64; 3]> {
+    let id = std::process::id();
+    let (ping, pong) = (
+        format!("mmshare-bench-{id}-ping{size}"),
+        format!("mmshare-bench-{id}-pong{size}"),
+    );
+    let client = redis_client(socket)?;
+    let mut out = client.get_connection().map_err(|e| format!("redis: {e}"))?;
+    let mut inbound = client.get_connection().map_err(|e| format!("redis: {e}"))?;
+    let mut pubsub = inbound.as_pubsub();
+    pubsub
+        .subscribe(&pong)
+        .map_err(|e| format!("redis SUBSCRIBE: {e}"))?;
+    let total = (rounds + rounds / 10) as u64;
+    let mut child = spawn(&[
+        "__redis",
+        socket,
+        &ping,
+        &pong,
+        &size.to_string(),
+        &total.to_string(),
+    ])?;
+    wait_ready(&mut child)?;
+    let mut msg = vec![0u8; size];
+    let r = one_way(rounds, |i| {
+        fill(&mut msg, i);
+        redis_publish(&mut out, &ping, &msg)?;
+        std::hint::black_box(redis_receive(&mut pubsub)?);
+        Ok(())
+    })?;
+    drop(pubsub);
+    finish(child)?;
+    Ok(r)
+}
+
+// ---------------------------------------------------------------------------------------------
 
 fn size_text(size: usize) -> String {
     match size {
@@ -502,6 +587,12 @@ fn run(quick: bool) -> Result {
         "command: ./scripts/bench-peers{} ({cpus} CPUs; parent on CPU 0, child on CPU 1; receivers busy-wait)\n",
         if quick { " --quick" } else { "" }
     );
+    let redis_socket = std::env::var("MMSHARE_BENCH_REDIS").ok();
+    if redis_socket.is_none() {
+        println!(
+            "(no Redis rows: ./scripts/bench-peers starts a redis-server and sets MMSHARE_BENCH_REDIS)\n"
+        );
+    }
     let floor = raw(d, 20_000 / scale)?;
     println!(
         "## One-way latency, busy-waiting receiver (round trip / 2; every byte written and read)\n"
@@ -515,12 +606,18 @@ fn run(quick: bool) -> Result {
     let mut json_rows = Vec::new();
     for (size, rounds) in SIZES {
         let rounds = (rounds / scale).max(20);
-        let cases: Vec<(&str, [f64; 3])> = vec![
+        let mut cases: Vec<(&str, [f64; 3])> = vec![
             ("mmshare stream", stream(d, size, rounds)?),
             ("mmshare array", array(d, size, rounds)?),
             ("iceoryx2 0.10 pub-sub", iceoryx2(size, rounds)?),
             ("Unix socket", socket(d, size, rounds)?),
         ];
+        if let Some(socket) = &redis_socket {
+            cases.push((
+                "Redis pub/sub (blocking socket reads)",
+                redis(socket, size, rounds)?,
+            ));
+        }
         let ours = cases[0].1[0];
         println!("### {} messages ({rounds} round trips)\n", size_text(size));
         println!("| case | p50 | p99 | p99.9 | p50 × raw floor | p50 × mmshare stream |");
@@ -557,6 +654,7 @@ fn main() {
         "__array" => child_array(arg(2), arg(3), num(4)),
         "__iox" => child_iox(arg(2), arg(3), num(4) as usize, num(5)),
         "__socket" => child_socket(arg(2), num(3) as usize, num(4)),
+        "__redis" => child_redis(arg(2), arg(3), arg(4), num(5) as usize, num(6)),
         _ => run(args.iter().any(|a| a == "--quick")),
     };
     if let Err(e) = result {
