@@ -551,6 +551,277 @@ fn redis(socket: &str, size: usize, rounds: usize) -> Result<[f64; 3]> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Blocking receive: a message every GAP to a receiver that sleeps in its API's blocking call;
+// the message carries its send time (CLOCK_REALTIME ns, bytes 0..8), the receiver measures
+// send -> its wake-up with the same clock.
+
+/// Messages per blocking case, and the gap between them (long enough for the receiver to be
+/// asleep when the next one comes).
+const BLOCKING: usize = 300;
+const GAP: std::time::Duration = std::time::Duration::from_millis(2);
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn stamp(buf: &mut [u8]) {
+    buf[..8].copy_from_slice(&now_ns().to_le_bytes());
+}
+
+fn stamped(buf: &[u8]) -> u64 {
+    u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"))
+}
+
+/// The receiver's report: p50 and p99 wake-up latency in ns, on one line.
+fn report_latencies(lat: Vec<f64>) -> Result {
+    let [p50, p99, _] = percentiles(lat);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{p50} {p99}")
+        .and_then(|()| out.flush())
+        .map_err(|e| e.to_string())
+}
+
+fn parse_report(child: Child) -> Result<[f64; 2]> {
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("the receiver failed: {}", out.status));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let nums: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    match nums[..] {
+        [p50, p99] => Ok([p50, p99]),
+        _ => Err(format!("the receiver said {text:?}")),
+    }
+}
+
+fn blocking_child(kind: &str, a: &str, b: &str, size: usize) -> Result {
+    pin(1);
+    let mut lat = Vec::with_capacity(BLOCKING);
+    let timeout = std::time::Duration::from_secs(30);
+    match kind {
+        "stream" => {
+            let sub = Subscriber::<u8>::open(a, Delivery::Lossless).map_err(|e| e.to_string())?;
+            ready()?;
+            for _ in 0..BLOCKING {
+                let s = sub.receive_timeout(timeout).map_err(|e| e.to_string())?;
+                lat.push(now_ns().saturating_sub(stamped(&s)) as f64);
+                std::hint::black_box(touch(&s));
+            }
+        }
+        "array" => {
+            let arr = Array::<u8>::open(a, Access::Read).map_err(|e| e.to_string())?;
+            let mut buf = vec![0u8; size];
+            ready()?;
+            let mut seen = 0;
+            for _ in 0..BLOCKING {
+                seen = arr
+                    .wait_for_version(seen, timeout)
+                    .map_err(|e| e.to_string())?;
+                arr.read_into(&mut buf).map_err(|e| e.to_string())?;
+                lat.push(now_ns().saturating_sub(stamped(&buf)) as f64);
+                std::hint::black_box(touch(&buf));
+            }
+        }
+        "iceoryx2" => {
+            set_log_level(LogLevel::Error);
+            let node = NodeBuilder::new()
+                .create::<ipc::Service>()
+                .map_err(|e| format!("iceoryx2 node: {e:?}"))?;
+            let sub = iox_service(&node, a)?
+                .subscriber_builder()
+                .create()
+                .map_err(|e| format!("iceoryx2 subscriber: {e:?}"))?;
+            let listener = iox_event(&node, b)?
+                .listener_builder()
+                .create()
+                .map_err(|e| format!("iceoryx2 listener: {e:?}"))?;
+            ready()?;
+            let mut got = 0;
+            while got < BLOCKING {
+                listener
+                    .blocking_wait(|_| {})
+                    .map_err(|e| format!("iceoryx2 wait: {e:?}"))?;
+                while let Some(s) = sub
+                    .receive()
+                    .map_err(|e| format!("iceoryx2 receive: {e:?}"))?
+                {
+                    lat.push(now_ns().saturating_sub(stamped(s.payload())) as f64);
+                    std::hint::black_box(touch(s.payload()));
+                    got += 1;
+                }
+            }
+        }
+        "socket" => {
+            let mut s = UnixStream::connect(a).map_err(|e| e.to_string())?;
+            let mut buf = vec![0u8; size];
+            for _ in 0..BLOCKING {
+                s.read_exact(&mut buf).map_err(|e| e.to_string())?;
+                lat.push(now_ns().saturating_sub(stamped(&buf)) as f64);
+                std::hint::black_box(touch(&buf));
+            }
+        }
+        "redis" => {
+            let client = redis_client(a)?;
+            let mut conn = client.get_connection().map_err(|e| format!("redis: {e}"))?;
+            let mut pubsub = conn.as_pubsub();
+            pubsub
+                .subscribe(b)
+                .map_err(|e| format!("redis SUBSCRIBE: {e}"))?;
+            ready()?;
+            for _ in 0..BLOCKING {
+                let msg = pubsub.get_message().map_err(|e| format!("redis: {e}"))?;
+                let payload: Vec<u8> = msg.get_payload().map_err(|e| format!("redis: {e}"))?;
+                lat.push(now_ns().saturating_sub(stamped(&payload)) as f64);
+                std::hint::black_box(touch(&payload));
+            }
+        }
+        other => return Err(format!("unknown blocking case {other}")),
+    }
+    report_latencies(lat)
+}
+
+fn iox_event(
+    node: &Node<ipc::Service>,
+    name: &str,
+) -> Result<iceoryx2::service::port_factory::event::PortFactory<ipc::Service>> {
+    node.service_builder(&ServiceName::new(name).map_err(|e| format!("{e:?}"))?)
+        .event()
+        .max_notifiers(1)
+        .max_listeners(1)
+        .open_or_create()
+        .map_err(|e| format!("iceoryx2 event {name}: {e:?}"))
+}
+
+/// Sends BLOCKING stamped messages of `size`, GAP apart, with `send`.
+fn send_spaced(size: usize, mut send: impl FnMut(&mut [u8]) -> Result) -> Result {
+    let mut msg = vec![0u8; size];
+    for i in 0..BLOCKING as u64 {
+        std::thread::sleep(GAP);
+        fill(&mut msg, i);
+        stamp(&mut msg);
+        send(&mut msg)?;
+    }
+    Ok(())
+}
+
+fn blocking(
+    dir: &Path,
+    redis_socket: Option<&str>,
+    size: usize,
+) -> Result<Vec<(&'static str, [f64; 2])>> {
+    let mut rows = Vec::new();
+    // mmshare stream.
+    let path = stream_path(dir, &format!("bstream{size}"), size)?;
+    let mut publisher = Publisher::<u8>::open(&path).map_err(|e| e.to_string())?;
+    let mut child = spawn(&[
+        "__blocking",
+        "stream",
+        path.to_str().expect("utf-8"),
+        "-",
+        &size.to_string(),
+    ])?;
+    wait_ready(&mut child)?;
+    send_spaced(size, |msg| {
+        let mut loan = publisher.loan().map_err(|e| e.to_string())?;
+        loan.copy_from_slice(msg);
+        loan.publish();
+        Ok(())
+    })?;
+    rows.push(("mmshare stream (receive_timeout)", parse_report(child)?));
+    // mmshare array.
+    let (path, _) = create_array_file(
+        dir,
+        &ArraySpec::new(format!("barray{size}"), DType::U8, vec![size as u64]),
+    )
+    .map_err(|e| e.to_string())?;
+    let writer = Array::<u8>::open(&path, Access::Write).map_err(|e| e.to_string())?;
+    let mut child = spawn(&[
+        "__blocking",
+        "array",
+        path.to_str().expect("utf-8"),
+        "-",
+        &size.to_string(),
+    ])?;
+    wait_ready(&mut child)?;
+    send_spaced(size, |msg| {
+        writer.write_all(msg).map(|_| ()).map_err(|e| e.to_string())
+    })?;
+    rows.push((
+        "mmshare array (wait_for_version + read)",
+        parse_report(child)?,
+    ));
+    // iceoryx2: publish-subscribe plus an event service to wake the listener.
+    set_log_level(LogLevel::Error);
+    let id = std::process::id();
+    let (data, event) = (
+        format!("mmshare-bench/{id}/bdata{size}"),
+        format!("mmshare-bench/{id}/bevent{size}"),
+    );
+    let node = NodeBuilder::new()
+        .create::<ipc::Service>()
+        .map_err(|e| format!("iceoryx2 node: {e:?}"))?;
+    let service = iox_service(&node, &data)?;
+    let notifier = iox_event(&node, &event)?
+        .notifier_builder()
+        .create()
+        .map_err(|e| format!("iceoryx2 notifier: {e:?}"))?;
+    let publisher = service
+        .publisher_builder()
+        .initial_max_slice_len(size)
+        .create()
+        .map_err(|e| format!("iceoryx2 publisher: {e:?}"))?;
+    let mut child = spawn(&["__blocking", "iceoryx2", &data, &event, &size.to_string()])?;
+    wait_ready(&mut child)?;
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    send_spaced(size, |msg| {
+        let sample = publisher
+            .loan_slice_uninit(size)
+            .map_err(|e| format!("iceoryx2 loan: {e:?}"))?;
+        sample
+            .write_from_slice(msg)
+            .send()
+            .map_err(|e| format!("iceoryx2 send: {e:?}"))?;
+        notifier
+            .notify()
+            .map_err(|e| format!("iceoryx2 notify: {e:?}"))?;
+        Ok(())
+    })?;
+    rows.push((
+        "iceoryx2 0.10 (event listener blocking_wait + receive)",
+        parse_report(child)?,
+    ));
+    // Unix socket.
+    let path = dir.join(format!("bsock{size}"));
+    let listener = UnixListener::bind(&path).map_err(|e| e.to_string())?;
+    let child = spawn(&[
+        "__blocking",
+        "socket",
+        path.to_str().expect("utf-8"),
+        "-",
+        &size.to_string(),
+    ])?;
+    let (mut s, _) = listener.accept().map_err(|e| e.to_string())?;
+    send_spaced(size, |msg| s.write_all(msg).map_err(|e| e.to_string()))?;
+    rows.push(("Unix socket (blocking read)", parse_report(child)?));
+    // Redis.
+    if let Some(socket) = redis_socket {
+        let channel = format!("mmshare-bench-{id}-blocking{size}");
+        let client = redis_client(socket)?;
+        let mut conn = client.get_connection().map_err(|e| format!("redis: {e}"))?;
+        let mut child = spawn(&["__blocking", "redis", socket, &channel, &size.to_string()])?;
+        wait_ready(&mut child)?;
+        send_spaced(size, |msg| redis_publish(&mut conn, &channel, msg))?;
+        rows.push(("Redis pub/sub", parse_report(child)?));
+    }
+    Ok(rows)
+}
+
+// ---------------------------------------------------------------------------------------------
 
 fn size_text(size: usize) -> String {
     match size {
@@ -637,7 +908,32 @@ fn run(quick: bool) -> Result {
         }
         println!();
     }
-    let results = serde_json::json!({ "floor_ns": floor, "latency": json_rows });
+    println!(
+        "## Blocking receive: send -> the receiver's wake-up ({BLOCKING} messages, {} ms apart, the receiver asleep in its API's blocking call)\n",
+        GAP.as_millis()
+    );
+    let mut blocking_rows = Vec::new();
+    for size in [64usize, 4096] {
+        let rows = blocking(d, redis_socket.as_deref(), size)?;
+        let ours = rows[0].1[0];
+        println!("### {} messages\n", size_text(size));
+        println!("| case | p50 | p99 | p50 × mmshare stream |");
+        println!("|---|---|---|---|");
+        for (label, [p50, p99]) in &rows {
+            println!(
+                "| {label} | {} | {} | {:.2}× |",
+                us(*p50),
+                us(*p99),
+                p50 / ours
+            );
+            blocking_rows.push(
+                serde_json::json!({"case": label, "size": size, "p50_ns": p50, "p99_ns": p99}),
+            );
+        }
+        println!();
+    }
+    let results =
+        serde_json::json!({ "floor_ns": floor, "latency": json_rows, "blocking": blocking_rows });
     if let Some(path) = std::env::var_os("BENCH_PEERS_JSON") {
         std::fs::write(&path, results.to_string()).map_err(|e| e.to_string())?;
     }
@@ -655,6 +951,7 @@ fn main() {
         "__iox" => child_iox(arg(2), arg(3), num(4) as usize, num(5)),
         "__socket" => child_socket(arg(2), num(3) as usize, num(4)),
         "__redis" => child_redis(arg(2), arg(3), arg(4), num(5) as usize, num(6)),
+        "__blocking" => blocking_child(arg(2), arg(3), arg(4), num(5) as usize),
         _ => run(args.iter().any(|a| a == "--quick")),
     };
     if let Err(e) = result {
