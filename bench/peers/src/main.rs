@@ -822,6 +822,214 @@ fn blocking(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Throughput: frames to N consumer processes, each reading every byte of every frame; nobody
+// waits for an ack, so producer and consumers overlap as a pipeline does. frames/s = frames /
+// (first publish .. last consumer done).
+
+fn consumer_child(kind: &str, a: &str, b: &str, size: usize, frames: u64, cpu: usize) -> Result {
+    pin(cpu);
+    let mut buf = vec![0u8; size];
+    let mut sum = 0u64;
+    match kind {
+        "stream" | "stream-copy" => {
+            let sub = Subscriber::<u8>::attach(
+                mmshare::StreamFiles::open(a, false).map_err(|e| e.to_string())?,
+                Delivery::Lossless,
+                1,
+            )
+            .map_err(|e| e.to_string())?;
+            ready()?;
+            for _ in 0..frames {
+                let s = sub
+                    .receive_timeout(std::time::Duration::from_secs(30))
+                    .map_err(|e| e.to_string())?;
+                if kind == "stream" {
+                    sum = sum.wrapping_add(touch(&s));
+                } else {
+                    buf.copy_from_slice(&s);
+                    sum = sum.wrapping_add(touch(&buf));
+                }
+            }
+        }
+        "iceoryx2" => {
+            set_log_level(LogLevel::Error);
+            let node = NodeBuilder::new()
+                .create::<ipc::Service>()
+                .map_err(|e| format!("iceoryx2 node: {e:?}"))?;
+            let sub = iox_lossless(&node, a, b.parse().unwrap_or(1))?
+                .subscriber_builder()
+                .create()
+                .map_err(|e| format!("iceoryx2 subscriber: {e:?}"))?;
+            ready()?;
+            let mut got = 0;
+            while got < frames {
+                match sub
+                    .receive()
+                    .map_err(|e| format!("iceoryx2 receive: {e:?}"))?
+                {
+                    Some(s) => {
+                        sum = sum.wrapping_add(touch(s.payload()));
+                        got += 1;
+                    }
+                    // More consumers than CPUs: let the others run.
+                    None => std::thread::yield_now(),
+                }
+            }
+        }
+        "socket" => {
+            let mut s = UnixStream::connect(a).map_err(|e| e.to_string())?;
+            for _ in 0..frames {
+                s.read_exact(&mut buf).map_err(|e| e.to_string())?;
+                sum = sum.wrapping_add(touch(&buf));
+            }
+        }
+        other => return Err(format!("unknown consumer {other}")),
+    }
+    std::hint::black_box(sum);
+    Ok(())
+}
+
+/// A lossless iceoryx2 service for `consumers` subscribers: no safe overflow (the publisher
+/// retries until delivered when a subscriber's buffer is full), buffer 8.
+fn iox_lossless(
+    node: &Node<ipc::Service>,
+    name: &str,
+    consumers: usize,
+) -> Result<iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, [u8], ()>>
+{
+    node.service_builder(&ServiceName::new(name).map_err(|e| format!("{e:?}"))?)
+        .publish_subscribe::<[u8]>()
+        .max_publishers(1)
+        .max_subscribers(consumers)
+        .history_size(0)
+        .subscriber_max_buffer_size(8)
+        .enable_safe_overflow(false)
+        .open_or_create()
+        .map_err(|e| format!("iceoryx2 service {name}: {e:?}"))
+}
+
+fn spawn_consumers(
+    kind: &str,
+    a: &str,
+    b: &str,
+    size: usize,
+    frames: usize,
+    n: usize,
+) -> Result<Vec<Child>> {
+    (0..n)
+        .map(|i| {
+            spawn(&[
+                "__consumer",
+                kind,
+                a,
+                b,
+                &size.to_string(),
+                &frames.to_string(),
+                &(1 + i).to_string(),
+            ])
+        })
+        .collect()
+}
+
+fn throughput(dir: &Path, kind: &str, size: usize, frames: usize, n: usize) -> Result<f64> {
+    let tag = format!("{kind}{size}x{n}");
+    let start;
+    let children;
+    match kind {
+        "stream" | "stream-copy" => {
+            let mut spec = StreamSpec::new(format!("t{tag}"), DType::U8, vec![size as u64]);
+            spec.slots = 8;
+            let path = create_stream_files(dir, &spec)
+                .map_err(|e| e.to_string())?
+                .0;
+            let mut publisher = Publisher::<u8>::open(&path).map_err(|e| e.to_string())?;
+            let mut cs =
+                spawn_consumers(kind, path.to_str().expect("utf-8"), "-", size, frames, n)?;
+            for c in &mut cs {
+                wait_ready(c)?;
+            }
+            start = Instant::now();
+            for i in 0..frames as u64 {
+                let mut loan = publisher.loan().map_err(|e| e.to_string())?;
+                fill(&mut loan, i);
+                loan.publish();
+            }
+            children = cs;
+        }
+        "iceoryx2" => {
+            set_log_level(LogLevel::Error);
+            let name = format!("mmshare-bench/{}/t{tag}", std::process::id());
+            let node = NodeBuilder::new()
+                .create::<ipc::Service>()
+                .map_err(|e| format!("iceoryx2 node: {e:?}"))?;
+            let service = iox_lossless(&node, &name, n)?;
+            let publisher = service
+                .publisher_builder()
+                .initial_max_slice_len(size)
+                .max_loaned_samples(1)
+                .create()
+                .map_err(|e| format!("iceoryx2 publisher: {e:?}"))?;
+            let mut cs = spawn_consumers(kind, &name, &n.to_string(), size, frames, n)?;
+            for c in &mut cs {
+                wait_ready(c)?;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            start = Instant::now();
+            for i in 0..frames as u64 {
+                let mut sample = publisher
+                    .loan_slice_uninit(size)
+                    .map_err(|e| format!("iceoryx2 loan: {e:?}"))?;
+                let payload = sample.payload_mut();
+                let base = payload.as_mut_ptr().cast::<u8>();
+                for k in 0..size / 8 {
+                    // SAFETY: word `k` lies inside the loaned payload of `size` bytes.
+                    unsafe {
+                        base.add(8 * k)
+                            .cast::<[u8; 8]>()
+                            .write_unaligned(i.to_le_bytes())
+                    };
+                }
+                // SAFETY: every byte was written above (sizes here are multiples of 8).
+                let sample = unsafe { sample.assume_init() };
+                sample.send().map_err(|e| format!("iceoryx2 send: {e:?}"))?;
+            }
+            children = cs;
+        }
+        "socket" => {
+            let mut sockets = Vec::new();
+            let mut cs = Vec::new();
+            for i in 0..n {
+                let path = dir.join(format!("t{tag}-{i}.sock"));
+                let listener = UnixListener::bind(&path).map_err(|e| e.to_string())?;
+                cs.extend(spawn_consumers(
+                    kind,
+                    path.to_str().expect("utf-8"),
+                    "-",
+                    size,
+                    frames,
+                    1,
+                )?);
+                sockets.push(listener.accept().map_err(|e| e.to_string())?.0);
+            }
+            let mut msg = vec![0u8; size];
+            start = Instant::now();
+            for i in 0..frames as u64 {
+                fill(&mut msg, i);
+                for s in &mut sockets {
+                    s.write_all(&msg).map_err(|e| e.to_string())?;
+                }
+            }
+            children = cs;
+        }
+        other => return Err(format!("unknown case {other}")),
+    }
+    for c in children {
+        finish(c)?;
+    }
+    Ok(frames as f64 / start.elapsed().as_secs_f64())
+}
+
+// ---------------------------------------------------------------------------------------------
 
 fn size_text(size: usize) -> String {
     match size {
@@ -932,8 +1140,40 @@ fn run(quick: bool) -> Result {
         }
         println!();
     }
-    let results =
-        serde_json::json!({ "floor_ns": floor, "latency": json_rows, "blocking": blocking_rows });
+    let max_consumers = (cpus - 1).clamp(1, 4);
+    println!(
+        "## Throughput: frames to N consumer processes, each reading every byte (no ack; frames/s until the last consumer is done)\n"
+    );
+    let mut throughput_rows = Vec::new();
+    for (size, frames) in [(4096usize, 50_000usize), (1 << 20, 2_000), (8 << 20, 200)] {
+        let frames = (frames / scale).max(20);
+        println!("### {} frames ({frames} frames)\n", size_text(size));
+        println!("| case | consumers | frames/s | GB/s delivered | × mmshare stream (in place) |");
+        println!("|---|---|---|---|---|");
+        for n in 1..=max_consumers {
+            let cases = [
+                ("mmshare stream, read in place", "stream"),
+                ("mmshare stream, copied out", "stream-copy"),
+                ("iceoryx2 0.10 (lossless: no safe overflow)", "iceoryx2"),
+                ("Unix socket (one per consumer)", "socket"),
+            ];
+            let mut ours = 0.0;
+            for (label, kind) in cases {
+                let fps = throughput(d, kind, size, frames, n)?;
+                if kind == "stream" {
+                    ours = fps;
+                }
+                println!(
+                    "| {label} | {n} | {fps:.0} | {:.2} | {:.2}× |",
+                    fps * (size * n) as f64 / 1e9,
+                    fps / ours
+                );
+                throughput_rows.push(serde_json::json!({"case": label, "size": size, "consumers": n, "frames_per_s": fps}));
+            }
+        }
+        println!();
+    }
+    let results = serde_json::json!({ "floor_ns": floor, "latency": json_rows, "blocking": blocking_rows, "throughput": throughput_rows });
     if let Some(path) = std::env::var_os("BENCH_PEERS_JSON") {
         std::fs::write(&path, results.to_string()).map_err(|e| e.to_string())?;
     }
@@ -952,6 +1192,14 @@ fn main() {
         "__socket" => child_socket(arg(2), num(3) as usize, num(4)),
         "__redis" => child_redis(arg(2), arg(3), arg(4), num(5) as usize, num(6)),
         "__blocking" => blocking_child(arg(2), arg(3), arg(4), num(5) as usize),
+        "__consumer" => consumer_child(
+            arg(2),
+            arg(3),
+            arg(4),
+            num(5) as usize,
+            num(6),
+            num(7) as usize,
+        ),
         _ => run(args.iter().any(|a| a == "--quick")),
     };
     if let Err(e) = result {
