@@ -129,7 +129,10 @@
 //!
 //! # Sleeping, and why a publish makes no system call when nobody sleeps
 //!
-//! Waiters spin briefly, then yield, then sleep on a futex (the `backoff` module's schedule).
+//! Waiters spin briefly, then yield, then sleep on a futex (the `backoff` module's schedule;
+//! a publisher waiting for a lossless subscriber yields for up to 2 ms before it sleeps, since
+//! that subscriber is usually reading a frame right then, and a wake-up per frame would cost
+//! a pipeline of large frames more than half its throughput).
 //! Before sleeping, a subscriber adds itself to `SLEEPERS` (control file) and then sets the
 //! `sleeping` flag of its record (cleared before it takes itself out again: a subscriber
 //! that dies asleep is taken out of `SLEEPERS` by whoever reclaims its record), fences (SeqCst),

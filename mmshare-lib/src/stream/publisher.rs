@@ -305,7 +305,9 @@ impl<T: Element> Publisher<T> {
     }
 
     fn wait_for_slot(&mut self, timeout: Duration) -> Result<usize, StreamError> {
-        let mut backoff = Backoff::new(timeout);
+        // Patient: a lossless subscriber that holds the publisher back is usually reading a
+        // frame at this moment, and will free a slot within that frame's reading time.
+        let mut backoff = Backoff::patient(timeout);
         loop {
             match backoff.step() {
                 Step::Spun => {}
