@@ -1,0 +1,259 @@
+"""Python rows of ./scripts/bench-peers: handing NumPy frames between two Python processes.
+
+One-way latency (round trip / 2) of a ping-pong between two processes pinned to CPUs 0 and 1,
+each side writing every byte of its message and reading every byte of the other's:
+- mmshare stream from Python: `loan()` + fill in place / `try_receive()` in a busy loop, read
+  in place, release;
+- `multiprocessing.shared_memory` + `multiprocessing.Lock`: the writer copies its message into
+  the block and bumps a sequence word under the lock; the reader busy-polls the word, then
+  copies the message out under the lock (a consistent copy, as mmshare's);
+- `multiprocessing.Queue` of NumPy arrays (pickled through a pipe; the reader blocks in get).
+
+Usage: python_peers.py SOCKET [--quick] [--rust-json FILE]; SOCKET is a running mmshared's. With
+--rust-json (the Rust run's BENCH_PEERS_JSON), a column compares with mmshare's Rust figure.
+"""
+
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from multiprocessing import shared_memory
+
+import numpy as np
+
+import mmshare
+
+SIZES = [(64, 5000), (4096, 5000), (1 << 20, 300)]
+
+
+def pin(cpu):
+    try:
+        os.sched_setaffinity(0, {cpu % os.cpu_count()})
+    except OSError:
+        pass
+
+
+def percentiles(v):
+    v = sorted(v)
+    at = lambda q: v[int((len(v) - 1) * q)]  # noqa: E731
+    return at(0.5), at(0.99), at(0.999)
+
+
+def timed(rounds, one):
+    warm = rounds // 10
+    times = []
+    for i in range(warm + rounds):
+        t = time.perf_counter_ns()
+        one(i)
+        if i >= warm:
+            times.append((time.perf_counter_ns() - t) / 2)
+    return percentiles(times)
+
+
+def touch(a):
+    # Reads every byte (as the Rust cases do, 8 at a time).
+    return int(a.view(np.uint64).sum()) if a.nbytes % 8 == 0 else int(a.sum())
+
+
+# -- mmshare stream ------------------------------------------------------------------------------
+
+def mmshare_child(socket, ping, pong, size, total, ready):
+    pin(1)
+    c = mmshare.connect(socket)
+    sub = c.subscribe(ping, lossless=True, max_held=1)
+    pub = c.publisher(pong)
+    msg = np.full(size, 1, np.uint8)
+    ready.set()
+    for _ in range(total):
+        while True:
+            s = sub.try_receive()
+            if s is not None:
+                break
+        with s:
+            touch(s.array)
+        with pub.loan() as frame:
+            np.copyto(frame, msg)
+
+
+def mmshare_case(socket, size, rounds):
+    c = mmshare.connect(socket)
+    tag = f"py{os.getpid()}-{size}"
+    ping, pong = f"{tag}.ping", f"{tag}.pong"
+    for name in (ping, pong):
+        c.create_stream(name, "u1", (size,), slots=4, memory=True)
+    pub = c.publisher(ping)
+    replies = c.subscribe(pong, lossless=True, max_held=1)
+    ready = mp.Event()
+    total = rounds + rounds // 10
+    child = mp.Process(target=mmshare_child, args=(socket, ping, pong, size, total, ready))
+    child.start()
+    ready.wait(60)
+    msg = np.full(size, 2, np.uint8)
+
+    def one(_):
+        with pub.loan() as frame:
+            np.copyto(frame, msg)
+        while True:
+            s = replies.try_receive()
+            if s is not None:
+                break
+        with s:
+            touch(s.array)
+
+    r = timed(rounds, one)
+    child.join(60)
+    for name in (ping, pong):
+        c.delete(name)
+    return r
+
+
+# -- shared_memory + Lock ------------------------------------------------------------------------
+
+def shm_views(shm, size):
+    seq = np.ndarray((1,), dtype=np.uint64, buffer=shm.buf, offset=0)
+    data = np.ndarray((size,), dtype=np.uint8, buffer=shm.buf, offset=64)
+    return seq, data
+
+
+def shm_send(lock, seq, data, msg):
+    with lock:
+        np.copyto(data, msg)
+        seq[0] += 1
+
+
+def shm_receive(lock, seq, data, seen, out):
+    while int(seq[0]) == seen:
+        pass
+    with lock:
+        np.copyto(out, data)
+        now = int(seq[0])
+    touch(out)
+    return now
+
+
+def shm_child(ping_name, pong_name, size, total, lock_ping, lock_pong, ready):
+    pin(1)
+    ping = shared_memory.SharedMemory(ping_name)
+    pong = shared_memory.SharedMemory(pong_name)
+    pseq, pdata = shm_views(ping, size)
+    qseq, qdata = shm_views(pong, size)
+    out, msg = np.empty(size, np.uint8), np.full(size, 1, np.uint8)
+    ready.set()
+    seen = 0
+    for _ in range(total):
+        seen = shm_receive(lock_ping, pseq, pdata, seen, out)
+        shm_send(lock_pong, qseq, qdata, msg)
+    del pseq, pdata, qseq, qdata
+    ping.close()
+    pong.close()
+
+
+def shm_case(size, rounds):
+    ping = shared_memory.SharedMemory(create=True, size=64 + size)
+    pong = shared_memory.SharedMemory(create=True, size=64 + size)
+    lock_ping, lock_pong = mp.Lock(), mp.Lock()
+    pseq, pdata = shm_views(ping, size)
+    qseq, qdata = shm_views(pong, size)
+    pseq[0] = qseq[0] = 0
+    ready = mp.Event()
+    total = rounds + rounds // 10
+    child = mp.Process(target=shm_child,
+                       args=(ping.name, pong.name, size, total, lock_ping, lock_pong, ready))
+    child.start()
+    ready.wait(60)
+    out, msg = np.empty(size, np.uint8), np.full(size, 2, np.uint8)
+    seen = [0]
+
+    def one(_):
+        shm_send(lock_ping, pseq, pdata, msg)
+        seen[0] = shm_receive(lock_pong, qseq, qdata, seen[0], out)
+
+    r = timed(rounds, one)
+    child.join(60)
+    del pseq, pdata, qseq, qdata
+    for s in (ping, pong):
+        s.close()
+        s.unlink()
+    return r
+
+
+# -- multiprocessing.Queue -----------------------------------------------------------------------
+
+def queue_child(qin, qout, size, total, ready):
+    pin(1)
+    msg = np.full(size, 1, np.uint8)
+    ready.set()
+    for _ in range(total):
+        touch(qin.get())
+        qout.put(msg)
+
+
+def queue_case(size, rounds):
+    qin, qout = mp.Queue(), mp.Queue()
+    ready = mp.Event()
+    total = rounds + rounds // 10
+    child = mp.Process(target=queue_child, args=(qin, qout, size, total, ready))
+    child.start()
+    ready.wait(60)
+    msg = np.full(size, 2, np.uint8)
+
+    def one(_):
+        qin.put(msg)
+        touch(qout.get())
+
+    r = timed(rounds, one)
+    child.join(60)
+    return r
+
+
+def fmt(ns):
+    if ns >= 10_000:
+        return f"{ns / 1e3:.0f} µs"
+    if ns >= 1_000:
+        return f"{ns / 1e3:.2f} µs"
+    return f"{ns:.0f} ns"
+
+
+def main():
+    socket = sys.argv[1]
+    quick = "--quick" in sys.argv
+    rust = {}
+    if "--rust-json" in sys.argv:
+        path = sys.argv[sys.argv.index("--rust-json") + 1]
+        with open(path) as f:
+            for row in json.load(f)["latency"]:
+                if row["case"] == "mmshare stream":
+                    rust[row["size"]] = row["p50_ns"]
+    pin(0)
+    print("## Python: one-way latency between two Python processes (round trip / 2; every byte "
+          "written and read)\n")
+    rows = []
+    for size, rounds in SIZES:
+        rounds = max(rounds // (10 if quick else 1), 20)
+        cases = [
+            ("mmshare stream from Python (loan / try_receive)", mmshare_case(socket, size, rounds)),
+            ("multiprocessing.shared_memory + Lock (consistent copy)", shm_case(size, rounds)),
+            ("multiprocessing.Queue of NumPy arrays", queue_case(size, rounds)),
+        ]
+        ours = cases[0][1][0]
+        label = f"{size >> 20} MiB" if size >= 1 << 20 else f"{size >> 10} KiB" if size >= 1024 else f"{size} B"
+        print(f"### {label} messages ({rounds} round trips)\n")
+        print("| case | p50 | p99 | p99.9 | × mmshare from Python | × mmshare from Rust |")
+        print("|---|---|---|---|---|---|")
+        for name, (p50, p99, p999) in cases:
+            vs_rust = f"{p50 / rust[size]:.1f}×" if size in rust else "-"
+            print(f"| {name} | {fmt(p50)} | {fmt(p99)} | {fmt(p999)} | {p50 / ours:.2f}× | {vs_rust} |")
+            rows.append({"case": name, "size": size, "p50_ns": p50, "p99_ns": p99})
+        if size in rust:
+            print(f"| mmshare stream from Rust (the table above) | {fmt(rust[size])} | | | "
+                  f"{rust[size] / ours:.2f}× | 1.0× |")
+        print()
+    out = os.environ.get("BENCH_PEERS_PY_JSON")
+    if out:
+        with open(out, "w") as f:
+            json.dump(rows, f)
+
+
+if __name__ == "__main__":
+    main()
