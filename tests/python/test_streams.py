@@ -344,3 +344,25 @@ def test_a_sample_dropped_while_another_thread_waits_is_released_when_the_wait_e
     del held
     waiter.join(30)
     assert not holds.any(), f"a release stayed queued: {holds}"
+
+
+def test_released_views_are_reused_per_slot_and_always_show_their_own_frame(daemon):
+    """A released sample's view that nothing else refers to is reused for the next sample in
+    its slot (no new view per frame); every sample still shows exactly its own frame, and a view
+    that was kept is never handed to another sample."""
+    c = mmshare.connect(daemon.socket)
+    stream(c, "reuse", slots=4)
+    pub, sub = c.publisher("reuse"), c.subscribe("reuse", lossless=True, max_held=2)
+    kept = None
+    for n in range(200):
+        pub.send(pattern(n))
+        with sub.receive(timeout=10) as s:
+            np.testing.assert_array_equal(s.array, pattern(n))
+            if kept is not None:
+                assert s.array is not kept, "a kept view was handed to another sample"
+            if n == 100:
+                kept = s.array          # kept past the release: its slot stays held
+    # Released views wait for their slot's next sample (ids alone cannot show reuse: CPython
+    # hands a freed object's id to the next one).
+    assert sub._free_views, "no released view was kept for reuse"
+    np.testing.assert_array_equal(kept, pattern(100))

@@ -19,6 +19,8 @@ therefore never shows a frame the publisher has reused. Views that are kept coun
 `max_held` (`HoldLimit`); keep a copy (`np.array(sample.array)`) instead.
 """
 
+import sys
+
 import numpy as np
 
 from . import errors
@@ -106,10 +108,13 @@ class Publisher(_Handle):
         frame = np.asarray(frame)
         if frame.shape != self.shape:
             raise ValueError(f"frame shape {frame.shape} is not the stream's {self.shape}")
-        loan = self.loan(timeout)
-        with loan as slot:
-            np.copyto(slot, frame, casting="unsafe")  # as `slot[...] = frame` converts
-        return loan.number
+        # The frame's bytes in the stream's dtype and memory order (a copy only if they are
+        # not already), copied into the slot by the native core: no view is made.
+        if self.order == "F":
+            frame = np.asfortranarray(frame, dtype=self.dtype)
+        else:
+            frame = np.ascontiguousarray(frame, dtype=self.dtype)
+        return self._native.send(frame.ravel(order="K").view(np.uint8), timeout)
 
     def close(self):
         """Detaches (another publisher may attach) once no loan of it, or view of a loaned
@@ -127,10 +132,11 @@ class Sample:
 
     def __init__(self, subscriber, native):
         self._native = native
+        self._subscriber = subscriber
         self.number = native.number
         self.missed_before = native.missed_before
         self.published_ns = native.published_ns
-        self._array = np.asarray(_Pages.at(native, subscriber._template, native.address, False))
+        self._array = subscriber._view_of(native)
 
     @property
     def array(self) -> np.ndarray:
@@ -154,8 +160,17 @@ class Sample:
     def release(self):
         """Lets the frame go: the sample is unusable from here on, and the slot returns to the
         publisher once no view of it is left."""
+        view, self._array = self._array, None
         self._native = None
-        self._array = None
+        subscriber, self._subscriber = self._subscriber, None
+        if view is not None and subscriber is not None:
+            subscriber._recycle(view)
+
+    def __del__(self):
+        try:
+            self.release()
+        except Exception:  # at interpreter exit the modules may be gone
+            pass
 
     def __enter__(self):
         return self
@@ -177,6 +192,33 @@ class Subscriber(_Handle):
         super().__init__(info, native, lease)
         self.lossless = native.lossless
         self._current = None
+        # Views of released samples that nothing else refers to, by slot address, ready to be
+        # reused for the next sample in that slot (see `_view_of` and `Sample.release`).
+        self._free_views = {}
+
+    def _view_of(self, native) -> np.ndarray:
+        """A read-only view of `native`'s frame whose base keeps `native` (its hold) alive.
+
+        Building a view from `__array_interface__` costs microseconds, so a released sample's
+        view that nothing else referred to is kept (its base owning nothing) and reused for the
+        next sample in the same slot."""
+        reuse = self._free_views.pop(native.address, None)
+        if reuse is not None:
+            view, pages = reuse
+            pages.owner = native
+            return view
+        return np.asarray(_Pages.at(native, self._template, native.address, False))
+
+    def _recycle(self, view) -> None:
+        """Takes back a released sample's view if nothing else refers to it or to its base
+        (no view of it was kept): its base lets go of the sample, and the view waits for the
+        next sample in its slot."""
+        pages = view.base
+        # References: the caller's local and getrefcount's argument (the view); the view's
+        # base, the local and the argument (the pages).
+        if sys.getrefcount(view) == 3 and sys.getrefcount(pages) == 3:
+            pages.owner = None
+            self._free_views[pages._interface["data"][0]] = (view, pages)
 
     @property
     def max_held(self) -> int:

@@ -32,25 +32,35 @@ fn total_wait(e: ReadError, started: std::time::Instant) -> ReadError {
     }
 }
 
-/// The address of `dst`'s buffer if it is exactly a `numpy.ndarray` (no subclass, whose
-/// interface NumPy itself computes) of `len` bytes: uint8, one dimension, contiguous,
-/// writable.
-fn flat_bytes(py: Python<'_>, dst: &Bound<'_, PyAny>, len: usize) -> PyResult<usize> {
+/// The address of `buf`'s memory if it is exactly a `numpy.ndarray` (no subclass, whose
+/// interface NumPy itself computes) of `len` bytes: uint8, one dimension, contiguous, and
+/// writable if `writable`.
+pub(crate) fn flat_bytes(
+    py: Python<'_>,
+    buf: &Bound<'_, PyAny>,
+    len: usize,
+    writable: bool,
+) -> PyResult<usize> {
     static NDARRAY: pyo3::sync::PyOnceLock<Py<pyo3::types::PyType>> = pyo3::sync::PyOnceLock::new();
     let ndarray = NDARRAY.import(py, "numpy", "ndarray")?;
     let bad = || {
         pyo3::exceptions::PyValueError::new_err(format!(
-            "the destination must be a contiguous, writable numpy.ndarray of {len} uint8"
+            "the {} must be a contiguous{} numpy.ndarray of {len} uint8",
+            if writable { "destination" } else { "source" },
+            if writable { ", writable" } else { "" }
         ))
     };
-    if !dst.get_type().is(ndarray) {
+    if !buf.get_type().is(ndarray) {
         return Err(bad());
     }
-    let interface = dst.getattr(pyo3::intern!(py, "__array_interface__"))?;
+    let interface = buf.getattr(pyo3::intern!(py, "__array_interface__"))?;
     let shape: Vec<usize> = interface.get_item("shape")?.extract()?;
     let typestr: String = interface.get_item("typestr")?.extract()?;
     let (address, read_only): (usize, bool) = interface.get_item("data")?.extract()?;
-    if shape != [len] || typestr != "|u1" || read_only || !interface.get_item("strides")?.is_none()
+    if shape != [len]
+        || typestr != "|u1"
+        || (writable && read_only)
+        || !interface.get_item("strides")?.is_none()
     {
         return Err(bad());
     }
@@ -152,7 +162,7 @@ impl NativeArray {
         let array = self.live(py)?;
         let timeout = duration(timeout)?;
         let len = usize::try_from(array.header().data_len).expect("mapped, so it fits");
-        let address = flat_bytes(py, &dst, len)?;
+        let address = flat_bytes(py, &dst, len, true)?;
         let started = std::time::Instant::now();
         let got = sliced(
             py,

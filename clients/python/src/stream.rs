@@ -113,6 +113,22 @@ impl NativePublisher {
             token: Mutex::new(Some(token)),
         })
     }
+
+    /// Copies `src` (a contiguous uint8 `numpy.ndarray` of the frame's bytes, in the stream's
+    /// layout) into a loaned slot and publishes it, with no view made; returns the number.
+    fn send(&self, py: Python<'_>, src: Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<u64> {
+        let len = self.frame_bytes;
+        let from = crate::array::flat_bytes(py, &src, len, false)?;
+        let loan = self.loan(py, timeout)?;
+        let to = loan.address;
+        py.detach(|| {
+            // SAFETY: `from` is `src`'s own `len` bytes (checked), kept alive by this call's
+            // reference; `to` is the loaned slot's `len` bytes, ours until published. They do
+            // not overlap (one is private memory, the other the stream's mapping).
+            unsafe { std::ptr::copy_nonoverlapping(from as *const u8, to as *mut u8, len) };
+        });
+        loan.publish(py)
+    }
 }
 
 /// A loaned slot: written through its address, then published or abandoned (dropping it
