@@ -2,8 +2,8 @@
 
 One-way latency (round trip / 2) of a ping-pong between two processes pinned to CPUs 0 and 1,
 each side writing every byte of its message and reading every byte of the other's:
-- mmshare stream from Python: `loan()` + fill in place / `try_receive()` in a busy loop, read
-  in place, release;
+- mmshare stream from Python: `send()` (copied into a loaned slot by the native core) /
+  `try_receive()` in a busy loop, read in place, release;
 - `multiprocessing.shared_memory` + `multiprocessing.Lock`: the writer copies its message into
   the block and bumps a sequence word under the lock; the reader busy-polls the word, then
   copies the message out under the lock (a consistent copy, as mmshare's);
@@ -72,8 +72,7 @@ def mmshare_child(socket, ping, pong, size, total, ready):
                 break
         with s:
             touch(s.array)
-        with pub.loan() as frame:
-            np.copyto(frame, msg)
+        pub.send(msg)
 
 
 def mmshare_case(socket, size, rounds):
@@ -92,8 +91,7 @@ def mmshare_case(socket, size, rounds):
     msg = np.full(size, 2, np.uint8)
 
     def one(_):
-        with pub.loan() as frame:
-            np.copyto(frame, msg)
+        pub.send(msg)
         while True:
             s = replies.try_receive()
             if s is not None:
@@ -232,7 +230,7 @@ def main():
     for size, rounds in SIZES:
         rounds = max(rounds // (10 if quick else 1), 20)
         cases = [
-            ("mmshare stream from Python (loan / try_receive)", mmshare_case(socket, size, rounds)),
+            ("mmshare stream from Python (send / try_receive)", mmshare_case(socket, size, rounds)),
             ("multiprocessing.shared_memory + Lock (consistent copy)", shm_case(size, rounds)),
             ("multiprocessing.Queue of NumPy arrays", queue_case(size, rounds)),
         ]
