@@ -632,7 +632,7 @@ fn blocking_child(kind: &str, a: &str, b: &str, size: usize) -> Result {
             let node = NodeBuilder::new()
                 .create::<ipc::Service>()
                 .map_err(|e| format!("iceoryx2 node: {e:?}"))?;
-            let sub = iox_service(&node, a)?
+            let sub = iox_lossless(&node, a, 1)?
                 .subscriber_builder()
                 .create()
                 .map_err(|e| format!("iceoryx2 subscriber: {e:?}"))?;
@@ -765,7 +765,9 @@ fn blocking(
     let node = NodeBuilder::new()
         .create::<ipc::Service>()
         .map_err(|e| format!("iceoryx2 node: {e:?}"))?;
-    let service = iox_service(&node, &data)?;
+    // Lossless (no safe overflow, buffer 8): a receiver woken late must still get every
+    // message, or it would wait for ever for the ones overwritten.
+    let service = iox_lossless(&node, &data, 1)?;
     let notifier = iox_event(&node, &event)?
         .notifier_builder()
         .create()
@@ -1030,6 +1032,176 @@ fn throughput(dir: &Path, kind: &str, size: usize, frames: usize, n: usize) -> R
 }
 
 // ---------------------------------------------------------------------------------------------
+// Reader scaling: N reader processes take consistent copies of one 4 KiB array as fast as they
+// can while a writer process rewrites it 10 000 times a second: mmshare's seqlock (readers
+// never write shared memory) against a process-shared POSIX rwlock (readers take the lock,
+// which writes its cache line).
+
+const SCALE_BYTES: usize = 4096;
+const WRITER_HZ: f64 = 10_000.0;
+
+/// A file holding a process-shared `pthread_rwlock_t` (offset 0) and the data (offset 4096).
+fn rwlock_map(path: &Path) -> Result<memmap2::MmapMut> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    // SAFETY: a private benchmark file; the lock is used only through pthread calls and the
+    // data only under the lock.
+    unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(|e| e.to_string())
+}
+
+fn rwlock_of(map: &mut memmap2::MmapMut) -> *mut libc::pthread_rwlock_t {
+    map.as_mut_ptr().cast()
+}
+
+fn rwlock_init(path: &Path) -> Result {
+    std::fs::write(path, vec![0u8; 4096 + SCALE_BYTES]).map_err(|e| e.to_string())?;
+    let mut map = rwlock_map(path)?;
+    // SAFETY: the attribute and the lock live in valid memory (a local and the page-aligned
+    // start of the mapping, larger than pthread_rwlock_t); initialized once, before any user.
+    unsafe {
+        let mut attr: libc::pthread_rwlockattr_t = std::mem::zeroed();
+        libc::pthread_rwlockattr_init(&mut attr);
+        libc::pthread_rwlockattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED);
+        let rc = libc::pthread_rwlock_init(rwlock_of(&mut map), &attr);
+        libc::pthread_rwlockattr_destroy(&mut attr);
+        if rc != 0 {
+            return Err(format!("pthread_rwlock_init: {rc}"));
+        }
+    }
+    map.flush().map_err(|e| e.to_string())
+}
+
+/// Runs for `secs`; prints how many operations it made.
+fn scale_child(kind: &str, role: &str, path: &str, secs: f64, cpu: usize) -> Result {
+    pin(cpu);
+    let deadline = Instant::now() + std::time::Duration::from_secs_f64(secs);
+    let mut ops = 0u64;
+    let mut buf = vec![0u8; SCALE_BYTES];
+    match (kind, role) {
+        ("seqlock", "writer") => {
+            let a = Array::<u8>::open(path, Access::Write).map_err(|e| e.to_string())?;
+            let period = std::time::Duration::from_secs_f64(1.0 / WRITER_HZ);
+            let start = Instant::now();
+            ready()?;
+            while Instant::now() < deadline {
+                fill(&mut buf, ops);
+                a.write_all(&buf).map_err(|e| e.to_string())?;
+                ops += 1;
+                if let Some(wait) = period.mul_f64(ops as f64).checked_sub(start.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+        ("seqlock", "reader") => {
+            let a = Array::<u8>::open(path, Access::Read).map_err(|e| e.to_string())?;
+            ready()?;
+            while Instant::now() < deadline {
+                a.read_into(&mut buf).map_err(|e| e.to_string())?;
+                std::hint::black_box(touch(&buf));
+                ops += 1;
+            }
+        }
+        ("rwlock", role) => {
+            let mut map = rwlock_map(Path::new(path))?;
+            let lock = rwlock_of(&mut map);
+            // SAFETY: the data page follows the lock's page inside the mapping.
+            let data = unsafe { map.as_mut_ptr().add(4096) };
+            let period = std::time::Duration::from_secs_f64(1.0 / WRITER_HZ);
+            let start = Instant::now();
+            ready()?;
+            while Instant::now() < deadline {
+                if role == "writer" {
+                    fill(&mut buf, ops);
+                    // SAFETY: an initialized process-shared lock; the data is written only
+                    // under its write lock.
+                    unsafe {
+                        libc::pthread_rwlock_wrlock(lock);
+                        std::ptr::copy_nonoverlapping(buf.as_ptr(), data, SCALE_BYTES);
+                        libc::pthread_rwlock_unlock(lock);
+                    }
+                    ops += 1;
+                    if let Some(wait) = period.mul_f64(ops as f64).checked_sub(start.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                } else {
+                    // SAFETY: as above; read only under the read lock.
+                    unsafe {
+                        libc::pthread_rwlock_rdlock(lock);
+                        std::ptr::copy_nonoverlapping(data, buf.as_mut_ptr(), SCALE_BYTES);
+                        libc::pthread_rwlock_unlock(lock);
+                    }
+                    std::hint::black_box(touch(&buf));
+                    ops += 1;
+                }
+            }
+        }
+        other => return Err(format!("unknown scaling role {other:?}")),
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{ops}")
+        .and_then(|()| out.flush())
+        .map_err(|e| e.to_string())
+}
+
+fn ops_of(child: Child) -> Result<u64> {
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("a scaling process failed: {}", out.status));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .last()
+        .and_then(|w| w.parse().ok())
+        .ok_or_else(|| format!("a scaling process said {text:?}"))
+}
+
+/// One case: the writer and `readers` readers for `secs`; (reads/s in all, writes/s).
+fn scaling(dir: &Path, kind: &str, readers: usize, secs: f64, cpus: usize) -> Result<(f64, f64)> {
+    let path = if kind == "seqlock" {
+        create_array_file(
+            dir,
+            &ArraySpec::new(
+                format!("scale-{readers}"),
+                DType::U8,
+                vec![SCALE_BYTES as u64],
+            ),
+        )
+        .map_err(|e| e.to_string())?
+        .0
+    } else {
+        let path = dir.join(format!("scale-rwlock-{readers}"));
+        rwlock_init(&path)?;
+        path
+    };
+    let p = path.to_str().expect("utf-8");
+    let s = secs.to_string();
+    let mut children = vec![spawn(&["__scale", kind, "writer", p, &s, "0"])?];
+    for i in 0..readers {
+        children.push(spawn(&[
+            "__scale",
+            kind,
+            "reader",
+            p,
+            &s,
+            &((1 + i) % cpus).to_string(),
+        ])?);
+    }
+    for c in &mut children {
+        wait_ready(c)?;
+    }
+    let mut counts = Vec::new();
+    for c in children {
+        counts.push(ops_of(c)?);
+    }
+    let writes = counts[0] as f64 / secs;
+    let reads: u64 = counts[1..].iter().sum();
+    Ok((reads as f64 / secs, writes))
+}
+
+// ---------------------------------------------------------------------------------------------
 
 fn size_text(size: usize) -> String {
     match size {
@@ -1173,7 +1345,31 @@ fn run(quick: bool) -> Result {
         }
         println!();
     }
-    let results = serde_json::json!({ "floor_ns": floor, "latency": json_rows, "blocking": blocking_rows, "throughput": throughput_rows });
+    let max_readers = std::env::args()
+        .skip_while(|a| a != "--max-readers")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(cpus.max(2) - 1);
+    let secs = if quick { 0.5 } else { 2.0 };
+    println!(
+        "## Reader scaling: 1..{max_readers} reader processes copying one 4 KiB array as fast as they can, a writer rewriting it {WRITER_HZ:.0} times a second ({secs} s each; `--max-readers N`)\n"
+    );
+    println!(
+        "| readers | mmshare seqlock: consistent reads/s | process-shared rwlock: reads/s | × mmshare | writes/s (seqlock / rwlock) |"
+    );
+    println!("|---|---|---|---|---|");
+    let mut scaling_rows = Vec::new();
+    for n in 1..=max_readers {
+        let (ours, our_writes) = scaling(d, "seqlock", n, secs, cpus)?;
+        let (theirs, their_writes) = scaling(d, "rwlock", n, secs, cpus)?;
+        println!(
+            "| {n} | {ours:.0} | {theirs:.0} | {:.2}× | {our_writes:.0} / {their_writes:.0} |",
+            theirs / ours
+        );
+        scaling_rows.push(serde_json::json!({"readers": n, "seqlock_reads_per_s": ours, "rwlock_reads_per_s": theirs, "seqlock_writes_per_s": our_writes, "rwlock_writes_per_s": their_writes}));
+    }
+    println!();
+    let results = serde_json::json!({ "floor_ns": floor, "latency": json_rows, "blocking": blocking_rows, "throughput": throughput_rows, "scaling": scaling_rows });
     if let Some(path) = std::env::var_os("BENCH_PEERS_JSON") {
         std::fs::write(&path, results.to_string()).map_err(|e| e.to_string())?;
     }
@@ -1192,6 +1388,13 @@ fn main() {
         "__socket" => child_socket(arg(2), num(3) as usize, num(4)),
         "__redis" => child_redis(arg(2), arg(3), arg(4), num(5) as usize, num(6)),
         "__blocking" => blocking_child(arg(2), arg(3), arg(4), num(5) as usize),
+        "__scale" => scale_child(
+            arg(2),
+            arg(3),
+            arg(4),
+            arg(5).parse().unwrap_or(1.0),
+            num(6) as usize,
+        ),
         "__consumer" => consumer_child(
             arg(2),
             arg(3),
