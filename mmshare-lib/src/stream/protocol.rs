@@ -233,9 +233,13 @@ fn loan_unoffered<W: Word>(ring: &Ring<'_, W>, state: &mut PublisherState) -> Op
     for slot in 0..state.tags.len() {
         let tag = state.tags[slot];
         if tag & TAKEN_BACK != 0 || tag == 0 {
-            // A taken-back tag was stored before this fence (in this call or an earlier
-            // one), so the pairing with `fence_after_hold` is as in `try_loan`. A tag of 0
-            // never validates a hold; a hold that names it is transient (or a scribble).
+            // The pairing with `fence_after_hold` is already made by the fence that followed
+            // the take-back (in `try_loan`, in this call or an earlier one; or `attach`'s for a
+            // previous publisher's), which also precedes the hold scan below in program order;
+            // a tag of 0 never validates a hold. So this fence is redundant, and removing it
+            // is an equivalent mutation (the loom models pass without it: docs/TESTING.md). It
+            // is kept so that each look stands on its own; it runs only for slots that offer
+            // no frame, which steady streaming does not have.
             W::fence_after_take_back();
             if !(W::SCAN_HOLDS && is_held(ring, slot)) {
                 ring.slots[slot].tag.store(0, Relaxed);
