@@ -188,9 +188,19 @@ def test_read_into_out_copies_in_place_and_checks_the_destination(daemon):
                 a.read(out=bad)
         with pytest.raises(ValueError, match="whole reads"):
             a.read(index=0, out=out)
-    # The native copy refuses anything but a new flat uint8 ndarray of the right size.
+    # The native copy takes any C-contiguous, writable buffer of exactly the array's bytes,
+    # and refuses anything else, saying what it wanted and what it got.
     native = a._native
-    for bad in (np.zeros(47, np.uint8), np.zeros(48, np.int8), np.zeros(96, np.uint8)[::2],
-                bytearray(48), np.zeros(48, np.uint8).view(np.matrix)):
-        with pytest.raises(ValueError, match="numpy.ndarray of 48 uint8"):
+    read_only = np.zeros(48, np.uint8)
+    read_only.flags.writeable = False
+    for bad, why in ((np.zeros(47, np.uint8), "got 47 bytes"),
+                     (np.zeros(96, np.uint8), "got 96 bytes"),
+                     (np.zeros(96, np.uint8)[::2], "not C-contiguous"),
+                     (np.zeros((4, 3), "<i4", order="F"), "not C-contiguous"),
+                     (read_only, "read-only"), (bytes(48), "not writable"), (12, "buffer")):
+        with pytest.raises(ValueError, match="C-contiguous, writable buffer of 48 bytes") as e:
             native.read_into(bad, 10.0, False)
+        assert why in str(e.value), (bad, str(e.value))
+    for good in (bytearray(48), np.zeros(12, "<i4"), np.zeros((2, 24), np.int8)):
+        native.read_into(good, 10.0, False)
+        assert bytes(good) == np.arange(12, dtype="<i4").reshape(3, 4).tobytes(order="F"), good

@@ -366,3 +366,28 @@ def test_released_views_are_reused_per_slot_and_always_show_their_own_frame(daem
     # hands a freed object's id to the next one).
     assert sub._free_views, "no released view was kept for reuse"
     np.testing.assert_array_equal(kept, pattern(100))
+
+
+def test_send_converts_any_frame_to_the_streams_dtype_and_order(daemon):
+    c = mmshare.connect(daemon.socket)
+    want = np.arange(12, dtype="<i4").reshape(3, 4)
+    for order in ("C", "F"):
+        c.create_stream(f"conv{order}", "<i4", (3, 4), slots=4, order=order)
+        pub, sub = c.publisher(f"conv{order}"), c.subscribe(f"conv{order}")
+        # C-ordered, Fortran-ordered, strided, another dtype, a list: each arrives as `want`.
+        strided = np.zeros((3, 8), "<i4")
+        strided[:, ::2] = want
+        for frame in (want, np.asfortranarray(want), strided[:, ::2], want.astype(np.float64),
+                      want.tolist()):
+            pub.send(frame)
+            with sub.receive(timeout=10) as s:
+                np.testing.assert_array_equal(s.array, want)
+                assert s.array.flags.f_contiguous == (order == "F")
+        # The native copy takes only a C-contiguous buffer of exactly the frame's bytes.
+        for bad, why in ((np.zeros(47, np.uint8), "got 47 bytes"),
+                         (np.zeros(96, np.uint8)[::2], "not C-contiguous"),
+                         (object(), "buffer")):
+            with pytest.raises(ValueError, match="frame must be a C-contiguous buffer of 48") as e:
+                pub._native.send(bad, None)
+            assert why in str(e.value), (bad, str(e.value))
+        assert pub.next_number == 5

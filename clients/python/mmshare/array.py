@@ -163,8 +163,9 @@ class SharedArray:
                 raise ValueError(
                     f"out must be a writable {self.order}-contiguous ndarray of dtype "
                     f"{self.dtype.str} and shape {self.shape}")
-            self._native.read_into(out.ravel(order=self.order).view(np.uint8), timeout,
-                                   allow_torn)
+            # The native side takes a C-contiguous buffer: a Fortran-ordered array's
+            # transpose is one, over the same bytes.
+            self._native.read_into(out.T if self.order == "F" else out, timeout, allow_torn)
             return out
         if index is None:
             raw = np.empty(self._nbytes, dtype=np.uint8)

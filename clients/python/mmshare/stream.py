@@ -109,12 +109,13 @@ class Publisher(_Handle):
         if frame.shape != self.shape:
             raise ValueError(f"frame shape {frame.shape} is not the stream's {self.shape}")
         # The frame's bytes in the stream's dtype and memory order (a copy only if they are
-        # not already), copied into the slot by the native core: no view is made.
+        # not already), copied into the slot by the native core: no view is made. The native
+        # side takes a C-contiguous buffer: a Fortran-ordered frame's transpose is one.
         if self.order == "F":
-            frame = np.asfortranarray(frame, dtype=self.dtype)
+            frame = np.asfortranarray(frame, dtype=self.dtype).T
         else:
             frame = np.ascontiguousarray(frame, dtype=self.dtype)
-        return self._native.send(frame.ravel(order="K").view(np.uint8), timeout)
+        return self._native.send(frame, timeout)
 
     def close(self):
         """Detaches (another publisher may attach) once no loan of it, or view of a loaned

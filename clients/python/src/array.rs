@@ -8,7 +8,7 @@ use std::time::Duration;
 use mmshare::{Finish, RawArray, ReadError, Shared, WriteSession};
 use pyo3::prelude::*;
 
-use crate::{duration, errors, sliced};
+use crate::{Bytes, duration, errors, sliced};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -30,41 +30,6 @@ fn total_wait(e: ReadError, started: std::time::Instant) -> ReadError {
         },
         other => other,
     }
-}
-
-/// The address of `buf`'s memory if it is exactly a `numpy.ndarray` (no subclass, whose
-/// interface NumPy itself computes) of `len` bytes: uint8, one dimension, contiguous, and
-/// writable if `writable`.
-pub(crate) fn flat_bytes(
-    py: Python<'_>,
-    buf: &Bound<'_, PyAny>,
-    len: usize,
-    writable: bool,
-) -> PyResult<usize> {
-    static NDARRAY: pyo3::sync::PyOnceLock<Py<pyo3::types::PyType>> = pyo3::sync::PyOnceLock::new();
-    let ndarray = NDARRAY.import(py, "numpy", "ndarray")?;
-    let bad = || {
-        pyo3::exceptions::PyValueError::new_err(format!(
-            "the {} must be a contiguous{} numpy.ndarray of {len} uint8",
-            if writable { "destination" } else { "source" },
-            if writable { ", writable" } else { "" }
-        ))
-    };
-    if !buf.get_type().is(ndarray) {
-        return Err(bad());
-    }
-    let interface = buf.getattr(pyo3::intern!(py, "__array_interface__"))?;
-    let shape: Vec<usize> = interface.get_item("shape")?.extract()?;
-    let typestr: String = interface.get_item("typestr")?.extract()?;
-    let (address, read_only): (usize, bool) = interface.get_item("data")?.extract()?;
-    if shape != [len]
-        || typestr != "|u1"
-        || (writable && read_only)
-        || !interface.get_item("strides")?.is_none()
-    {
-        return Err(bad());
-    }
-    Ok(address)
 }
 
 /// A mapped array. The mapping lives as long as this object does; NumPy views of it hold a
@@ -149,8 +114,8 @@ impl NativeArray {
         self.array.retries()
     }
 
-    /// A consistent copy of the whole data area into `dst`, a C-contiguous, writable
-    /// `numpy.ndarray` of `data_len` bytes (dtype uint8, one dimension), copied with the GIL
+    /// A consistent copy of the whole data area into `dst`, a C-contiguous, writable buffer
+    /// of `data_len` bytes (an ndarray of any dtype, a `bytearray`, ...), copied with the GIL
     /// released; returns the version it holds.
     fn read_into(
         &self,
@@ -162,14 +127,15 @@ impl NativeArray {
         let array = self.live(py)?;
         let timeout = duration(timeout)?;
         let len = usize::try_from(array.header().data_len).expect("mapped, so it fits");
-        let address = flat_bytes(py, &dst, len, true)?;
+        let dst = Bytes::borrow(&dst, len, true, "destination")?;
+        let address = dst.address();
         let started = std::time::Instant::now();
         let got = sliced(
             py,
             timeout,
             |slice| {
-                // SAFETY: `address` is the start of `dst`'s own `len`-byte buffer (checked by
-                // `flat_bytes`), which stays allocated while this call holds `dst`. Another
+                // SAFETY: `address` is the start of `dst`'s own `len`-byte writable buffer,
+                // borrowed (so kept allocated) while this call holds `dst`. Another
                 // thread writing into it meanwhile would only spoil its own copy.
                 let buf = unsafe { std::slice::from_raw_parts_mut(address as *mut u8, len) };
                 array.with_timeout(slice, || array.read_bytes(0, buf))

@@ -49,6 +49,66 @@ pub(crate) fn sliced<R: Send, E: Send>(
 }
 
 /// `0.25 s`, `10 s`: a timeout for messages.
+/// A C-contiguous buffer of exactly `len` bytes, borrowed through the buffer protocol (any
+/// exporter: a NumPy array of any dtype, `bytes`, `bytearray`, `memoryview`) and released when
+/// this goes, which happens with the GIL held: callers keep it on their own stack and hand only
+/// its address to code that runs with the GIL released.
+pub(crate) struct Bytes(Box<pyo3::ffi::Py_buffer>);
+
+impl Bytes {
+    /// Borrows `obj`'s buffer: C-contiguous, of `len` bytes, writable if `writable`. `what`
+    /// names it in errors ("source", "destination").
+    pub(crate) fn borrow(
+        obj: &Bound<'_, PyAny>,
+        len: usize,
+        writable: bool,
+        what: &str,
+    ) -> PyResult<Bytes> {
+        use pyo3::ffi;
+        let wanted = || {
+            format!(
+                "the {what} must be a C-contiguous{} buffer of {len} bytes",
+                if writable { ", writable" } else { "" }
+            )
+        };
+        let mut view = Box::new(std::mem::MaybeUninit::<ffi::Py_buffer>::zeroed());
+        let flags = ffi::PyBUF_C_CONTIGUOUS | if writable { ffi::PyBUF_WRITABLE } else { 0 };
+        // SAFETY: `obj` is a live object (we hold the GIL through its `Bound`), `view` is
+        // writable memory for one `Py_buffer`, and the flags are the API's own constants.
+        if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), flags) } != 0 {
+            let cause = PyErr::fetch(obj.py());
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "{}: {cause}",
+                wanted()
+            )));
+        }
+        // SAFETY: `PyObject_GetBuffer` succeeded, so it filled `view` in.
+        let bytes = Bytes(unsafe { Box::from_raw(Box::into_raw(view).cast::<ffi::Py_buffer>()) });
+        let got = usize::try_from(bytes.0.len).unwrap_or(0);
+        if got != len {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "{} (got {got} bytes)",
+                wanted()
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// The first byte; valid for `len` bytes while this lives.
+    pub(crate) fn address(&self) -> usize {
+        self.0.buf as usize
+    }
+}
+
+impl Drop for Bytes {
+    fn drop(&mut self) {
+        // SAFETY: the view was filled by a successful `PyObject_GetBuffer` and is released
+        // once, here; `Bytes` is not `Send` (it holds raw pointers), so this runs on the thread
+        // that borrowed it, which holds the GIL whenever one of its `Bytes` goes (see above).
+        unsafe { pyo3::ffi::PyBuffer_Release(&mut *self.0) };
+    }
+}
+
 pub(crate) fn seconds_text(d: Duration) -> String {
     format!("{} s", (d.as_secs_f64() * 1000.0).round() / 1000.0)
 }

@@ -8,7 +8,8 @@
 //! can never show a slot the publisher reused.
 //!
 //! Locks, and why nothing deadlocks with the GIL: a handle's `Mutex` (the publisher, the
-//! subscriber) is taken only with the GIL released, and waits run in slices of at most 100 ms
+//! subscriber) is waited for only with the GIL released (`send`'s fast path tries it with the
+//! GIL held, and takes the slow path if it is taken), and waits run in slices of at most 100 ms
 //! (signals are handled between them, and the waiter yields before it takes the lock again),
 //! so a thread that needs the lock usually waits no more than a slice or two. A sample's
 //! release never waits for the subscriber: it queues its token, which is released at once if
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use mmshare::{Delivery, LoanToken, Publisher, SampleToken, StreamError, Subscriber};
 use pyo3::prelude::*;
 
-use crate::{duration, errors, seconds_text, sliced};
+use crate::{Bytes, duration, errors, seconds_text, sliced};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -114,19 +115,44 @@ impl NativePublisher {
         })
     }
 
-    /// Copies `src` (a contiguous uint8 `numpy.ndarray` of the frame's bytes, in the stream's
-    /// layout) into a loaned slot and publishes it, with no view made; returns the number.
+    /// Copies `src` (a C-contiguous buffer of the frame's bytes in the stream's layout: an
+    /// ndarray of any dtype, `bytes`, ...) into a loaned slot and publishes it, with no view
+    /// made; returns the number.
+    ///
+    /// The fast path (a free slot, nobody else using this publisher) never releases the GIL
+    /// for small frames: releasing and taking it back costs more than the copy. The publisher's
+    /// lock is only tried then, never waited for, so the rule above holds.
     fn send(&self, py: Python<'_>, src: Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<u64> {
+        /// Frames from this size on are copied with the GIL released.
+        const DETACH_FROM: usize = 64 << 10;
         let len = self.frame_bytes;
-        let from = crate::array::flat_bytes(py, &src, len, false)?;
+        let src = Bytes::borrow(&src, len, false, "frame")?;
+        let from = src.address();
+        let copy = move |to: usize| {
+            // SAFETY: `from` is the borrowed source's `len` bytes, kept by `src` for this
+            // call; `to` is the loaned slot's `len` bytes, ours until published. They do not
+            // overlap (one is the caller's memory, the other the stream's mapping).
+            unsafe { std::ptr::copy_nonoverlapping(from as *const u8, to as *mut u8, len) };
+        };
+        if len < DETACH_FROM
+            && let Ok(mut p) = self.publisher.try_lock()
+        {
+            match p.loan_token(std::time::Duration::ZERO) {
+                Ok(token) => {
+                    copy(p.frame_ptr(&token) as usize);
+                    return p.publish_token(token).map_err(|e| error(py, e));
+                }
+                Err(StreamError::LoanTimeout { .. }) => {} // full: wait below
+                Err(e) => return Err(error(py, e)),
+            }
+        }
         let loan = self.loan(py, timeout)?;
         let to = loan.address;
-        py.detach(|| {
-            // SAFETY: `from` is `src`'s own `len` bytes (checked), kept alive by this call's
-            // reference; `to` is the loaned slot's `len` bytes, ours until published. They do
-            // not overlap (one is private memory, the other the stream's mapping).
-            unsafe { std::ptr::copy_nonoverlapping(from as *const u8, to as *mut u8, len) };
-        });
+        if len < DETACH_FROM {
+            copy(to);
+        } else {
+            py.detach(|| copy(to));
+        }
         loan.publish(py)
     }
 }
@@ -206,6 +232,20 @@ impl Shared {
             shared: self,
             guard: Some(s),
         }
+    }
+
+    /// As `take`, if the subscriber is free now (never waits: callable with the GIL held).
+    fn try_take(&self) -> Option<Taken<'_>> {
+        let s = match self.subscriber.try_lock() {
+            Ok(s) => s,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Self::drain(&self.released, &s);
+        Some(Taken {
+            shared: self,
+            guard: Some(s),
+        })
     }
 
     fn drain(released: &Mutex<Vec<SampleToken>>, s: &Subscriber<u8>) {
@@ -299,8 +339,15 @@ fn detached(
     shared: &Shared,
     how: impl FnOnce(&Subscriber<u8>) -> Result<Option<mmshare::Sample<'_, u8>>, StreamError>,
 ) -> Result<Option<(SampleToken, usize)>, StreamError> {
-    let s = shared.take();
-    Ok(how(&s)?.map(|sample| {
+    taken(&shared.take(), how)
+}
+
+/// `how` on a subscriber already taken; the sample as its token and frame address.
+fn taken(
+    s: &Taken<'_>,
+    how: impl FnOnce(&Subscriber<u8>) -> Result<Option<mmshare::Sample<'_, u8>>, StreamError>,
+) -> Result<Option<(SampleToken, usize)>, StreamError> {
+    Ok(how(s)?.map(|sample| {
         let token = sample.into_token();
         let address = s.frame_ptr(&token) as usize;
         (token, address)
@@ -372,8 +419,13 @@ impl NativeSubscriber {
     /// another thread's call on this subscriber).
     fn try_receive(&self, py: Python<'_>) -> PyResult<Option<NativeSample>> {
         let shared = &self.shared;
-        py.detach(|| detached(shared, Subscriber::receive))
-            .map(|got| got.map(|(token, address)| self.sample(token, address)))
+        // Never waits, so with the GIL held if the subscriber is free (the common case, and
+        // the one a busy-polling caller repeats): releasing the GIL costs more than the poll.
+        let got = match shared.try_take() {
+            Some(s) => taken(&s, Subscriber::receive),
+            None => py.detach(|| detached(shared, Subscriber::receive)),
+        };
+        got.map(|got| got.map(|(token, address)| self.sample(token, address)))
             .map_err(|e| error(py, e))
     }
 
