@@ -9,8 +9,8 @@ each side writing every byte of its message and reading every byte of the other'
   copies the message out under the lock (a consistent copy, as mmshare's);
 - `multiprocessing.Queue` of NumPy arrays (pickled through a pipe; the reader blocks in get).
 
-Usage: python_peers.py SOCKET [--quick] [--rust-json FILE]; SOCKET is a running mmshared's. With
---rust-json (the Rust run's BENCH_PEERS_JSON), a column compares with mmshare's Rust figure.
+Usage: python_peers.py SOCKET --json FILE [--quick]; SOCKET is a running mmshared's; the figures
+go to FILE (report.py makes the tables, with mmshare's Rust figure beside them).
 """
 
 import json
@@ -216,16 +216,8 @@ def fmt(ns):
 def main():
     socket = sys.argv[1]
     quick = "--quick" in sys.argv
-    rust = {}
-    if "--rust-json" in sys.argv:
-        path = sys.argv[sys.argv.index("--rust-json") + 1]
-        with open(path) as f:
-            for row in json.load(f)["latency"]:
-                if row["case"] == "mmshare stream":
-                    rust[row["size"]] = row["p50_ns"]
+    out = sys.argv[sys.argv.index("--json") + 1]
     pin(0)
-    print("## Python: one-way latency between two Python processes (round trip / 2; every byte "
-          "written and read)\n")
     rows = []
     for size, rounds in SIZES:
         rounds = max(rounds // (10 if quick else 1), 20)
@@ -234,23 +226,13 @@ def main():
             ("multiprocessing.shared_memory + Lock (consistent copy)", shm_case(size, rounds)),
             ("multiprocessing.Queue of NumPy arrays", queue_case(size, rounds)),
         ]
-        ours = cases[0][1][0]
-        label = f"{size >> 20} MiB" if size >= 1 << 20 else f"{size >> 10} KiB" if size >= 1024 else f"{size} B"
-        print(f"### {label} messages ({rounds} round trips)\n")
-        print("| case | p50 | p99 | p99.9 | × mmshare from Python | × mmshare from Rust |")
-        print("|---|---|---|---|---|---|")
         for name, (p50, p99, p999) in cases:
-            vs_rust = f"{p50 / rust[size]:.1f}×" if size in rust else "-"
-            print(f"| {name} | {fmt(p50)} | {fmt(p99)} | {fmt(p999)} | {p50 / ours:.2f}× | {vs_rust} |")
-            rows.append({"case": name, "size": size, "p50_ns": p50, "p99_ns": p99})
-        if size in rust:
-            print(f"| mmshare stream from Rust (the table above) | {fmt(rust[size])} | | | "
-                  f"{rust[size] / ours:.2f}× | 1.0× |")
-        print()
-    out = os.environ.get("BENCH_PEERS_PY_JSON")
-    if out:
-        with open(out, "w") as f:
-            json.dump(rows, f)
+            print(f"python      {size:>7} B  {name:<56} p50 {fmt(p50)}  p99 {fmt(p99)}  "
+                  f"p99.9 {fmt(p999)}", file=sys.stderr)
+            rows.append({"case": name, "size": size, "rounds": rounds, "p50_ns": p50,
+                         "p99_ns": p99, "p999_ns": p999})
+    with open(out, "w") as f:
+        json.dump({"python": sys.version.split()[0], "numpy": np.__version__, "rows": rows}, f)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 //! mmshare raced against what users would pick instead, in one run, between two processes
 //! pinned to two CPUs.
 //!
-//! Run: `./scripts/bench-peers` (it builds this crate in release mode and passes its arguments
-//! on), or `cargo run --release --manifest-path bench/peers/Cargo.toml -- [--quick]`.
+//! Run: `./scripts/bench-peers` (it builds this crate in release mode, passes its arguments on,
+//! runs the Python rows and makes the tables and plots with `report.py`). This program writes
+//! its figures as JSON to `$BENCH_PEERS_JSON` and one progress line per case to standard error.
 //!
 //! **One-way latency, receiver busy-waiting**: the parent process (CPU 0) fills a message of
 //! the size and sends it; the child (CPU 1) receives it, reads every byte, fills a reply of
@@ -20,6 +21,10 @@
 //! - Redis pub/sub through a redis-server on a private Unix socket (persistence off), with the
 //!   `redis` crate: `PUBLISH` / a subscribed connection's next message (Redis has no busy-wait
 //!   receive: each side blocks in a socket read).
+//!
+//! **Blocking receive**, **throughput** to 1..N consumer processes (Redis: `SET` of a key per
+//! frame, `GET` polled by each consumer) and **reader scaling** are described where they are
+//! implemented, below.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -44,9 +49,17 @@ const SIZES: [(usize, usize); 4] = [
     (8 << 20, 300),
 ];
 
+/// The machine's online CPUs (not this process's affinity, which pinning narrows).
+fn cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
+}
+
+/// Pins this process to CPU `cpu` (modulo the CPUs there are: more processes than CPUs share).
 fn pin(cpu: usize) {
     let mut set = rustix::thread::CpuSet::new();
-    set.set(cpu % rustix::thread::CpuSet::MAX_CPU);
+    set.set(cpu % cpus().min(rustix::thread::CpuSet::MAX_CPU));
     let _ = rustix::thread::sched_setaffinity(None, &set);
 }
 
@@ -64,14 +77,38 @@ fn touch(buf: &[u8]) -> u64 {
     })
 }
 
-fn percentiles(mut v: Vec<f64>) -> [f64; 3] {
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() - 1) as f64 * q) as usize];
-    [at(0.5), at(0.99), at(0.999)]
+/// Latency samples in ns, sorted.
+struct Dist(Vec<f64>);
+
+impl Dist {
+    fn new(mut samples: Vec<f64>) -> Dist {
+        samples.sort_by(f64::total_cmp);
+        Dist(samples)
+    }
+
+    /// The `q` quantile (0 ..= 1).
+    fn at(&self, q: f64) -> f64 {
+        self.0[((self.0.len() - 1) as f64 * q) as usize]
+    }
+
+    /// p50, p99, p99.9, the sample count, and the quantiles 1 - 10^-x for x = 0, 0.05 .. 3
+    /// (0 % .. 99.9 %: a latency-by-percentile curve for the plots).
+    fn json(&self) -> serde_json::Value {
+        let curve: Vec<[f64; 2]> = (0..=60)
+            .map(|i| {
+                let q = 1.0 - 10f64.powf(-f64::from(i) / 20.0);
+                [q, self.at(q)]
+            })
+            .collect();
+        serde_json::json!({
+            "p50_ns": self.at(0.5), "p99_ns": self.at(0.99), "p999_ns": self.at(0.999),
+            "samples": self.0.len(), "quantiles": curve,
+        })
+    }
 }
 
 /// Times `rounds` round trips of `round` after a tenth as many unmeasured; one-way figures.
-fn one_way(rounds: usize, mut round: impl FnMut(u64) -> Result) -> Result<[f64; 3]> {
+fn one_way(rounds: usize, mut round: impl FnMut(u64) -> Result) -> Result<Dist> {
     let warm = rounds / 10;
     let mut times = Vec::with_capacity(rounds);
     for i in 0..(warm + rounds) as u64 {
@@ -81,7 +118,7 @@ fn one_way(rounds: usize, mut round: impl FnMut(u64) -> Result) -> Result<[f64; 
             times.push(t.elapsed().as_nanos() as f64 / 2.0);
         }
     }
-    Ok(percentiles(times))
+    Ok(Dist::new(times))
 }
 
 fn spawn(args: &[&str]) -> Result<Child> {
@@ -160,7 +197,7 @@ fn child_raw(path: &str, rounds: u64) -> Result {
     Ok(())
 }
 
-fn raw(dir: &Path, rounds: usize) -> Result<[f64; 3]> {
+fn raw(dir: &Path, rounds: usize) -> Result<Dist> {
     let path = dir.join("raw");
     std::fs::write(&path, vec![0u8; 4096]).map_err(|e| e.to_string())?;
     let (_map, ping, pong) = raw_words(&path)?;
@@ -219,7 +256,7 @@ fn child_stream(ping: &str, pong: &str, rounds: u64) -> Result {
     Ok(())
 }
 
-fn stream(dir: &Path, size: usize, rounds: usize) -> Result<[f64; 3]> {
+fn stream(dir: &Path, size: usize, rounds: usize) -> Result<Dist> {
     let ping = stream_path(dir, &format!("sping{size}"), size)?;
     let pong = stream_path(dir, &format!("spong{size}"), size)?;
     let mut publisher = Publisher::<u8>::open(&ping).map_err(|e| e.to_string())?;
@@ -273,7 +310,7 @@ fn spin_for_version(array: &Array<u8>, seen: u64) -> u64 {
     }
 }
 
-fn array(dir: &Path, size: usize, rounds: usize) -> Result<[f64; 3]> {
+fn array(dir: &Path, size: usize, rounds: usize) -> Result<Dist> {
     let make = |name: String| {
         create_array_file(dir, &ArraySpec::new(name, DType::U8, vec![size as u64]))
             .map(|(p, _)| p)
@@ -402,7 +439,7 @@ fn child_iox(ping: &str, pong: &str, size: usize, rounds: u64) -> Result {
     Ok(())
 }
 
-fn iceoryx2(size: usize, rounds: usize) -> Result<[f64; 3]> {
+fn iceoryx2(size: usize, rounds: usize) -> Result<Dist> {
     let id = std::process::id();
     let (ping, pong) = (
         format!("mmshare-bench/{id}/ping{size}"),
@@ -445,7 +482,7 @@ fn child_socket(path: &str, size: usize, rounds: u64) -> Result {
     Ok(())
 }
 
-fn socket(dir: &Path, size: usize, rounds: usize) -> Result<[f64; 3]> {
+fn socket(dir: &Path, size: usize, rounds: usize) -> Result<Dist> {
     let path = dir.join(format!("sock{size}"));
     let listener = UnixListener::bind(&path).map_err(|e| e.to_string())?;
     let total = (rounds + rounds / 10) as u64;
@@ -515,7 +552,7 @@ fn child_redis(socket: &str, ping: &str, pong: &str, size: usize, rounds: u64) -
 
 /// Redis pub/sub between the two processes (each side blocks in a socket read: Redis has no
 /// busy-wait receive), through a redis-server on a private Unix socket.
-fn redis(socket: &str, size: usize, rounds: usize) -> Result<[f64; 3]> {
+fn redis(socket: &str, size: usize, rounds: usize) -> Result<Dist> {
     let id = std::process::id();
     let (ping, pong) = (
         format!("mmshare-bench-{id}-ping{size}"),
@@ -557,7 +594,7 @@ fn redis(socket: &str, size: usize, rounds: usize) -> Result<[f64; 3]> {
 
 /// Messages per blocking case, and the gap between them (long enough for the receiver to be
 /// asleep when the next one comes).
-const BLOCKING: usize = 300;
+const BLOCKING: usize = 1000;
 const GAP: std::time::Duration = std::time::Duration::from_millis(2);
 
 fn now_ns() -> u64 {
@@ -574,16 +611,16 @@ fn stamped(buf: &[u8]) -> u64 {
     u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"))
 }
 
-/// The receiver's report: p50 and p99 wake-up latency in ns, on one line.
-fn report_latencies(lat: Vec<f64>) -> Result {
-    let [p50, p99, _] = percentiles(lat);
+/// The receiver's report: every wake-up latency in ns, on one line.
+fn report_latencies(lat: &[f64]) -> Result {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{p50} {p99}")
+    let line: Vec<String> = lat.iter().map(f64::to_string).collect();
+    writeln!(out, "{}", line.join(" "))
         .and_then(|()| out.flush())
         .map_err(|e| e.to_string())
 }
 
-fn parse_report(child: Child) -> Result<[f64; 2]> {
+fn parse_report(child: Child) -> Result<Dist> {
     let out = child.wait_with_output().map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(format!("the receiver failed: {}", out.status));
@@ -593,10 +630,10 @@ fn parse_report(child: Child) -> Result<[f64; 2]> {
         .split_whitespace()
         .filter_map(|w| w.parse().ok())
         .collect();
-    match nums[..] {
-        [p50, p99] => Ok([p50, p99]),
-        _ => Err(format!("the receiver said {text:?}")),
+    if nums.is_empty() {
+        return Err(format!("the receiver said {text:?}"));
     }
+    Ok(Dist::new(nums))
 }
 
 fn blocking_child(kind: &str, a: &str, b: &str, size: usize) -> Result {
@@ -617,8 +654,10 @@ fn blocking_child(kind: &str, a: &str, b: &str, size: usize) -> Result {
             let arr = Array::<u8>::open(a, Access::Read).map_err(|e| e.to_string())?;
             let mut buf = vec![0u8; size];
             ready()?;
+            // An array keeps only the newest value: a reader woken after the next write has
+            // come sees that one (one wake-up for two messages), so it runs to the last version.
             let mut seen = 0;
-            for _ in 0..BLOCKING {
+            while seen < BLOCKING as u64 {
                 seen = arr
                     .wait_for_version(seen, timeout)
                     .map_err(|e| e.to_string())?;
@@ -682,7 +721,7 @@ fn blocking_child(kind: &str, a: &str, b: &str, size: usize) -> Result {
         }
         other => return Err(format!("unknown blocking case {other}")),
     }
-    report_latencies(lat)
+    report_latencies(&lat)
 }
 
 fn iox_event(
@@ -713,7 +752,7 @@ fn blocking(
     dir: &Path,
     redis_socket: Option<&str>,
     size: usize,
-) -> Result<Vec<(&'static str, [f64; 2])>> {
+) -> Result<Vec<(&'static str, Dist)>> {
     let mut rows = Vec::new();
     // mmshare stream.
     let path = stream_path(dir, &format!("bstream{size}"), size)?;
@@ -878,6 +917,30 @@ fn consumer_child(kind: &str, a: &str, b: &str, size: usize, frames: u64, cpu: u
                 }
             }
         }
+        "redis" => {
+            // `a` is the server's socket, `b` the key prefix; frame i is the value of `b:i`.
+            let mut conn = redis_client(a)?
+                .get_connection()
+                .map_err(|e| format!("redis: {e}"))?;
+            ready()?;
+            for i in 0..frames {
+                let key = format!("{b}:{i}");
+                loop {
+                    let value: Option<Vec<u8>> = redis::cmd("GET")
+                        .arg(&key)
+                        .query(&mut conn)
+                        .map_err(|e| format!("redis GET: {e}"))?;
+                    match value {
+                        Some(v) => {
+                            sum = sum.wrapping_add(touch(&v));
+                            break;
+                        }
+                        // Not set yet: poll again after letting the producer and server run.
+                        None => std::thread::yield_now(),
+                    }
+                }
+            }
+        }
         "socket" => {
             let mut s = UnixStream::connect(a).map_err(|e| e.to_string())?;
             for _ in 0..frames {
@@ -933,7 +996,14 @@ fn spawn_consumers(
         .collect()
 }
 
-fn throughput(dir: &Path, kind: &str, size: usize, frames: usize, n: usize) -> Result<f64> {
+fn throughput(
+    dir: &Path,
+    redis_socket: Option<&str>,
+    kind: &str,
+    size: usize,
+    frames: usize,
+    n: usize,
+) -> Result<f64> {
     let tag = format!("{kind}{size}x{n}");
     let start;
     let children;
@@ -996,6 +1066,37 @@ fn throughput(dir: &Path, kind: &str, size: usize, frames: usize, n: usize) -> R
                 sample.send().map_err(|e| format!("iceoryx2 send: {e:?}"))?;
             }
             children = cs;
+        }
+        "redis" => {
+            // Frame i is SET as its own key; each consumer GETs the keys in order, polling
+            // until the next one exists. The keys are deleted (FLUSHDB) once all are read.
+            let socket = redis_socket.ok_or("no Redis server")?;
+            let mut conn = redis_client(socket)?
+                .get_connection()
+                .map_err(|e| format!("redis: {e}"))?;
+            let prefix = format!("mmshare-bench-{}-{tag}", std::process::id());
+            let mut cs = spawn_consumers(kind, socket, &prefix, size, frames, n)?;
+            for c in &mut cs {
+                wait_ready(c)?;
+            }
+            let mut msg = vec![0u8; size];
+            start = Instant::now();
+            for i in 0..frames as u64 {
+                fill(&mut msg, i);
+                redis::cmd("SET")
+                    .arg(format!("{prefix}:{i}"))
+                    .arg(&msg)
+                    .query::<()>(&mut conn)
+                    .map_err(|e| format!("redis SET: {e}"))?;
+            }
+            for c in cs {
+                finish(c)?;
+            }
+            let fps = frames as f64 / start.elapsed().as_secs_f64();
+            redis::cmd("FLUSHDB")
+                .query::<()>(&mut conn)
+                .map_err(|e| format!("redis FLUSHDB: {e}"))?;
+            return Ok(fps);
         }
         "socket" => {
             let mut sockets = Vec::new();
@@ -1221,7 +1322,21 @@ fn us(ns: f64) -> String {
     }
 }
 
-fn run(quick: bool) -> Result {
+/// One progress line on standard error (the tables are written by `report.py` from the JSON).
+fn progress(section: &str, size: usize, case: &str, figure: &str) {
+    eprintln!("{section:<11} {:>7}  {case:<48} {figure}", size_text(size));
+}
+
+fn latency_figure(d: &Dist) -> String {
+    format!(
+        "p50 {}  p99 {}  p99.9 {}",
+        us(d.at(0.5)),
+        us(d.at(0.99)),
+        us(d.at(0.999))
+    )
+}
+
+fn run(quick: bool, out: &Path) -> Result {
     pin(0);
     // iceoryx2 warns on stdout that it found no config file (defaults are what we want).
     set_log_level(LogLevel::Error);
@@ -1233,117 +1348,80 @@ fn run(quick: bool) -> Result {
     .map_err(|e| e.to_string())?;
     let d = dir.path();
     let scale = if quick { 10 } else { 1 };
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!(
-        "command: ./scripts/bench-peers{} ({cpus} CPUs; parent on CPU 0, child on CPU 1; receivers busy-wait)\n",
-        if quick { " --quick" } else { "" }
-    );
+    let cpus = cpus();
     let redis_socket = std::env::var("MMSHARE_BENCH_REDIS").ok();
     if redis_socket.is_none() {
-        println!(
-            "(no Redis rows: ./scripts/bench-peers starts a redis-server and sets MMSHARE_BENCH_REDIS)\n"
+        eprintln!(
+            "(no Redis rows: ./scripts/bench-peers starts a redis-server and sets MMSHARE_BENCH_REDIS)"
         );
     }
     let floor = raw(d, 20_000 / scale)?;
-    println!(
-        "## One-way latency, busy-waiting receiver (round trip / 2; every byte written and read)\n"
+    progress(
+        "latency",
+        8,
+        "raw cache-line ping-pong (the floor)",
+        &latency_figure(&floor),
     );
-    println!(
-        "raw cache-line ping-pong between the two processes (the floor): p50 {}, p99 {}, p99.9 {}\n",
-        us(floor[0]),
-        us(floor[1]),
-        us(floor[2])
-    );
-    let mut json_rows = Vec::new();
+    let mut latency = Vec::new();
     for (size, rounds) in SIZES {
         let rounds = (rounds / scale).max(20);
-        let mut cases: Vec<(&str, [f64; 3])> = vec![
+        let mut cases: Vec<(&str, Dist)> = vec![
             ("mmshare stream", stream(d, size, rounds)?),
             ("mmshare array", array(d, size, rounds)?),
             ("iceoryx2 0.10 pub-sub", iceoryx2(size, rounds)?),
             ("Unix socket", socket(d, size, rounds)?),
         ];
         if let Some(socket) = &redis_socket {
-            cases.push((
-                "Redis pub/sub (blocking socket reads)",
-                redis(socket, size, rounds)?,
-            ));
+            cases.push(("Redis pub/sub", redis(socket, size, rounds)?));
         }
-        let ours = cases[0].1[0];
-        println!("### {} messages ({rounds} round trips)\n", size_text(size));
-        println!("| case | p50 | p99 | p99.9 | p50 × raw floor | p50 × mmshare stream |");
-        println!("|---|---|---|---|---|---|");
-        for (label, [p50, p99, p999]) in &cases {
-            println!(
-                "| {label} | {} | {} | {} | {:.1}× | {:.2}× |",
-                us(*p50),
-                us(*p99),
-                us(*p999),
-                p50 / floor[0],
-                p50 / ours
-            );
-            json_rows.push(serde_json::json!({
-                "case": label, "size": size, "p50_ns": p50, "p99_ns": p99, "p999_ns": p999,
-            }));
+        for (case, dist) in &cases {
+            progress("latency", size, case, &latency_figure(dist));
+            let mut row = dist.json();
+            row["case"] = (*case).into();
+            row["size"] = size.into();
+            latency.push(row);
         }
-        println!();
     }
-    println!(
-        "## Blocking receive: send -> the receiver's wake-up ({BLOCKING} messages, {} ms apart, the receiver asleep in its API's blocking call)\n",
-        GAP.as_millis()
-    );
     let mut blocking_rows = Vec::new();
     for size in [64usize, 4096] {
-        let rows = blocking(d, redis_socket.as_deref(), size)?;
-        let ours = rows[0].1[0];
-        println!("### {} messages\n", size_text(size));
-        println!("| case | p50 | p99 | p50 × mmshare stream |");
-        println!("|---|---|---|---|");
-        for (label, [p50, p99]) in &rows {
-            println!(
-                "| {label} | {} | {} | {:.2}× |",
-                us(*p50),
-                us(*p99),
-                p50 / ours
-            );
-            blocking_rows.push(
-                serde_json::json!({"case": label, "size": size, "p50_ns": p50, "p99_ns": p99}),
-            );
+        for (case, dist) in blocking(d, redis_socket.as_deref(), size)? {
+            progress("blocking", size, case, &latency_figure(&dist));
+            let mut row = dist.json();
+            row["case"] = case.into();
+            row["size"] = size.into();
+            blocking_rows.push(row);
         }
-        println!();
     }
-    let max_consumers = (cpus - 1).clamp(1, 4);
-    println!(
-        "## Throughput: frames to N consumer processes, each reading every byte (no ack; frames/s until the last consumer is done)\n"
-    );
+    // 1 consumer, and N: one per CPU beside the producer's (at most 4), and at least 2 (on a
+    // 2-CPU machine the second shares a CPU, which the tables say).
+    let many = (cpus - 1).clamp(2, 4);
     let mut throughput_rows = Vec::new();
     for (size, frames) in [(4096usize, 50_000usize), (1 << 20, 2_000), (8 << 20, 200)] {
         let frames = (frames / scale).max(20);
-        println!("### {} frames ({frames} frames)\n", size_text(size));
-        println!("| case | consumers | frames/s | GB/s delivered | × mmshare stream (in place) |");
-        println!("|---|---|---|---|---|");
-        for n in 1..=max_consumers {
-            let cases = [
+        for n in [1, many] {
+            let mut cases = vec![
                 ("mmshare stream, read in place", "stream"),
                 ("mmshare stream, copied out", "stream-copy"),
-                ("iceoryx2 0.10 (lossless: no safe overflow)", "iceoryx2"),
+                ("iceoryx2 0.10 (lossless)", "iceoryx2"),
                 ("Unix socket (one per consumer)", "socket"),
             ];
-            let mut ours = 0.0;
-            for (label, kind) in cases {
-                let fps = throughput(d, kind, size, frames, n)?;
-                if kind == "stream" {
-                    ours = fps;
-                }
-                println!(
-                    "| {label} | {n} | {fps:.0} | {:.2} | {:.2}× |",
-                    fps * (size * n) as f64 / 1e9,
-                    fps / ours
+            if redis_socket.is_some() {
+                cases.push(("Redis SET / GET (a key per frame)", "redis"));
+            }
+            for (case, kind) in cases {
+                let fps = throughput(d, redis_socket.as_deref(), kind, size, frames, n)?;
+                progress(
+                    "throughput",
+                    size,
+                    case,
+                    &format!("{n} consumer(s): {fps:.0} frames/s"),
                 );
-                throughput_rows.push(serde_json::json!({"case": label, "size": size, "consumers": n, "frames_per_s": fps}));
+                throughput_rows.push(serde_json::json!({
+                    "case": case, "size": size, "consumers": n, "frames": frames,
+                    "frames_per_s": fps,
+                }));
             }
         }
-        println!();
     }
     let max_readers = std::env::args()
         .skip_while(|a| a != "--max-readers")
@@ -1351,29 +1429,29 @@ fn run(quick: bool) -> Result {
         .and_then(|n| n.parse().ok())
         .unwrap_or(cpus.max(2) - 1);
     let secs = if quick { 0.5 } else { 2.0 };
-    println!(
-        "## Reader scaling: 1..{max_readers} reader processes copying one 4 KiB array as fast as they can, a writer rewriting it {WRITER_HZ:.0} times a second ({secs} s each; `--max-readers N`)\n"
-    );
-    println!(
-        "| readers | mmshare seqlock: consistent reads/s | process-shared rwlock: reads/s | × mmshare | writes/s (seqlock / rwlock) |"
-    );
-    println!("|---|---|---|---|---|");
     let mut scaling_rows = Vec::new();
     for n in 1..=max_readers {
         let (ours, our_writes) = scaling(d, "seqlock", n, secs, cpus)?;
         let (theirs, their_writes) = scaling(d, "rwlock", n, secs, cpus)?;
-        println!(
-            "| {n} | {ours:.0} | {theirs:.0} | {:.2}× | {our_writes:.0} / {their_writes:.0} |",
-            theirs / ours
+        progress(
+            "scaling",
+            SCALE_BYTES,
+            &format!("{n} reader(s)"),
+            &format!("seqlock {ours:.0} reads/s, rwlock {theirs:.0} reads/s"),
         );
-        scaling_rows.push(serde_json::json!({"readers": n, "seqlock_reads_per_s": ours, "rwlock_reads_per_s": theirs, "seqlock_writes_per_s": our_writes, "rwlock_writes_per_s": their_writes}));
+        scaling_rows.push(serde_json::json!({
+            "readers": n, "seconds": secs, "writer_hz": WRITER_HZ,
+            "seqlock_reads_per_s": ours, "rwlock_reads_per_s": theirs,
+            "seqlock_writes_per_s": our_writes, "rwlock_writes_per_s": their_writes,
+        }));
     }
-    println!();
-    let results = serde_json::json!({ "floor_ns": floor, "latency": json_rows, "blocking": blocking_rows, "throughput": throughput_rows, "scaling": scaling_rows });
-    if let Some(path) = std::env::var_os("BENCH_PEERS_JSON") {
-        std::fs::write(&path, results.to_string()).map_err(|e| e.to_string())?;
-    }
-    Ok(())
+    let results = serde_json::json!({
+        "quick": quick, "cpus": cpus, "floor": floor.json(), "latency": latency,
+        "blocking": blocking_rows, "blocking_gap_ms": GAP.as_millis() as u64,
+        "throughput": throughput_rows, "scaling": scaling_rows,
+    });
+    std::fs::write(out, results.to_string())
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))
 }
 
 fn main() {
@@ -1403,7 +1481,13 @@ fn main() {
             num(6),
             num(7) as usize,
         ),
-        _ => run(args.iter().any(|a| a == "--quick")),
+        _ => match std::env::var_os("BENCH_PEERS_JSON") {
+            Some(out) => run(args.iter().any(|a| a == "--quick"), Path::new(&out)),
+            None => Err(
+                "set BENCH_PEERS_JSON to the file for the figures (./scripts/bench-peers does)"
+                    .into(),
+            ),
+        },
     };
     if let Err(e) = result {
         eprintln!("bench-peers: {e}");
