@@ -1,11 +1,15 @@
 """Tables and plots of one ./scripts/bench-peers run.
 
-Usage: report.py RUST_JSON PYTHON_JSON [--docs] [--command TEXT]
+Usage:
+  report.py --record RUN_JSON --command TEXT     before a run: notes the commit it runs on, the
+                                                 day, the command and any uncommitted change
+  report.py RUST_JSON PYTHON_JSON RUN_JSON [--docs]
 
-Prints the tables (Markdown) to standard output. With --docs it also replaces the generated part
-of docs/BENCHMARKS.md (between the `bench-peers` markers) and writes the plots to docs/plots/;
-it refuses when the code differs from the last commit (figures in the docs must come from a run
-of the committed code) or when the run was a --quick one.
+The second form prints the tables (Markdown) to standard output. With --docs it also replaces the
+generated part of docs/BENCHMARKS.md (between the `bench-peers` markers) and writes the plots to
+docs/plots/; it refuses a run made on code that differed from its commit (figures in the docs
+must come from a run of committed code) and a --quick run. ./scripts/bench-peers does both;
+BENCH_PEERS_KEEP=DIR keeps the three files, to make the tables and plots again from them.
 """
 
 import json
@@ -117,12 +121,18 @@ def code_changed():
 # -- tables --------------------------------------------------------------------------------------
 
 
-def tables(rust, py, info, command):
+def record(path, command):
+    h, when = commit()
+    with open(path, "w") as f:
+        json.dump({"commit": h, "committed": when, "command": command, "changed": code_changed(),
+                   "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}, f)
+
+
+def tables(rust, py, info, run_info):
     out = []
     w = out.append
-    h, when = commit()
-    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    w(f"Run of {today} on commit {h} (committed {when} UTC), made by `{command}` "
+    w(f"Run of {run_info['date']} on commit {run_info['commit']} (committed "
+      f"{run_info['committed']} UTC), made by `{run_info['command']}` "
       f"(the plots beside it come from the same run).\n")
     w(f"Machine: {info['cpu']}, {info['cpus']} CPUs, {info['mem']} RAM, Linux {info['kernel']}; "
       f"{info['rustc']}; iceoryx2 {info['iceoryx2']}; redis-server {info['redis_server']} "
@@ -330,20 +340,28 @@ def plots(rust, py):
     fig.savefig(os.path.join(PLOTS, "peers-throughput.svg"), metadata={"Date": None})
     plt.close(fig)
 
-    # Reader scaling.
+    # Reader scaling: the readers' reads/s, and what the writer achieved meanwhile.
     sc = rust["scaling"]
     if sc:
-        fig, ax = plt.subplots(figsize=(5, 3.4))
+        fig, (ax, wax) = plt.subplots(1, 2, figsize=(9, 3.4))
         n = [r["readers"] for r in sc]
-        ax.plot(n, [r["seqlock_reads_per_s"] / 1e6 for r in sc], "o-", label="mmshare seqlock")
-        ax.plot(n, [r["rwlock_reads_per_s"] / 1e6 for r in sc], "s-", label="process-shared rwlock")
-        ax.set_xticks(n)
-        ax.set_xlabel(f"reader processes ({rust['cpus']} CPUs)")
+        for kind, label, mark in (("seqlock", "mmshare seqlock", "o-"),
+                                  ("rwlock", "process-shared rwlock", "s-")):
+            c = "#1f77b4" if kind == "seqlock" else "#8c564b"
+            ax.plot(n, [r[f"{kind}_reads_per_s"] / 1e6 for r in sc], mark, label=label, color=c)
+            wax.plot(n, [r[f"{kind}_writes_per_s"] for r in sc], mark, label=label, color=c)
+        for a in (ax, wax):
+            a.set_xticks(n)
+            a.set_xlabel(f"reader processes ({rust['cpus']} CPUs)")
+            a.set_ylim(bottom=0)
+            a.grid(True, alpha=0.3)
         ax.set_ylabel("consistent 4 KiB reads/s, all readers (M)")
-        ax.set_ylim(bottom=0)
-        ax.set_title(f"Reader scaling under a {sc[0]['writer_hz']:,.0f} Hz writer (higher is better)")
-        ax.grid(True, alpha=0.3)
+        ax.set_title("Readers (higher is better)")
         ax.legend(frameon=False)
+        wax.set_ylabel("writes/s achieved")
+        wax.axhline(sc[0]["writer_hz"], color="k", ls=":", lw=1)
+        wax.set_title(f"The writer, aiming at {sc[0]['writer_hz']:,.0f}/s")
+        fig.suptitle("One 4 KiB array: N readers and one writer")
         save(fig, "peers-scaling.svg")
 
     # Python rows: p50 bars per size.
@@ -375,22 +393,24 @@ def plots(rust, py):
 
 def main():
     args = sys.argv[1:]
+    if args[:1] == ["--record"]:
+        record(args[1], args[args.index("--command") + 1])
+        return
     docs = "--docs" in args
-    command = args[args.index("--command") + 1] if "--command" in args else "./scripts/bench-peers"
-    with open(args[0]) as f:
-        rust = json.load(f)
-    with open(args[1]) as f:
-        py = json.load(f)
-    text = tables(rust, py, machine(py), command)
+    loaded = []
+    for path in args[:3]:
+        with open(path) as f:
+            loaded.append(json.load(f))
+    rust, py, run_info = loaded
+    text = tables(rust, py, machine(py), run_info)
     print(text)
     if not docs:
         return
     if rust.get("quick"):
         sys.exit("report.py: a --quick run does not go into the docs")
-    changed = code_changed()
-    if changed:
-        sys.exit("report.py: the code differs from the last commit, so the figures would not be "
-                 f"of committed code; commit first ({', '.join(changed)})")
+    if run_info["changed"]:
+        sys.exit("report.py: the run was made on code that differed from its commit "
+                 f"({', '.join(run_info['changed'])}): commit, then run again")
     plots(rust, py)
     doc = open(DOC).read()
     if BEGIN not in doc or END not in doc:
