@@ -1,0 +1,1534 @@
+//! The C API of mmshare: arrays and streams for C and C++ programs, over the same Rust code
+//! that Rust and Python programs use, so the seqlock and slot protocols exist once.
+//!
+//! Conventions (the header, `include/mmshare.h`, is generated from this file by cbindgen):
+//! - Every function that can fail returns an `MMS_*` status (`MMS_OK` is 0) and writes its
+//!   results through out-pointers only on success. `mms_last_error()` gives the one-line
+//!   message of the calling thread's last failure.
+//! - No Rust panic crosses the boundary: each entry point runs under `catch_unwind` and a
+//!   panic (a bug) becomes `MMS_ERR_INTERNAL` with its message.
+//! - Handles are opaque pointers. `*_close` releases what a handle holds and leaves it
+//!   usable only for `*_free` (other calls return `MMS_ERR_CLOSED`); `*_free` closes and frees
+//!   it (NULL is fine). A NULL handle or out-pointer is `MMS_ERR_INVALID_ARGUMENT`.
+//! - A handle is used by one thread at a time (handles are cheap: open one per thread).
+//!   Samples may be released from any thread.
+//! - Timeouts are in milliseconds: 0 = do not wait, negative = wait without limit.
+
+#![allow(non_camel_case_types)]
+
+use std::cell::RefCell;
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use mmshare::{
+    Access, ArrayInfo, Backing, Client, ClientError, CreateOptions, Delivery, ErrorKind, Finish,
+    LoanToken, ObjectInfo, OpenError, Order, Publisher, RawArray, ReadError, SampleToken, Shared,
+    StreamError, StreamInfo, StreamOptions, Subscriber, WaitTimeout, WriteError, WriteSession,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Status codes
+
+/// Success.
+pub const MMS_OK: c_int = 0;
+/// A NULL pointer, a string that is not UTF-8, a buffer of the wrong length, a bad flag.
+pub const MMS_ERR_INVALID_ARGUMENT: c_int = 1;
+/// No array or stream of that name.
+pub const MMS_ERR_NOT_FOUND: c_int = 2;
+/// The name is taken.
+pub const MMS_ERR_ALREADY_EXISTS: c_int = 3;
+/// Not allowed: the file's permissions, or a write through a read-only handle.
+pub const MMS_ERR_PERMISSION: c_int = 4;
+/// Nothing came (or no slot freed up) within the timeout.
+pub const MMS_ERR_TIMEOUT: c_int = 5;
+/// Taken: another publisher is attached, or this handle has a write or loan open already.
+pub const MMS_ERR_BUSY: c_int = 6;
+/// An array where a stream was expected, or the other way round.
+pub const MMS_ERR_WRONG_KIND: c_int = 7;
+/// Not the dtype asked for, or not a dtype at all.
+pub const MMS_ERR_DTYPE: c_int = 8;
+/// The array was left torn by a writer that died mid-write; the bytes were copied anyway.
+pub const MMS_ERR_TORN: c_int = 9;
+/// The handle was closed.
+pub const MMS_ERR_CLOSED: c_int = 10;
+/// The daemon could not be reached (is `mmshared` running?).
+pub const MMS_ERR_CONNECT: c_int = 11;
+/// An I/O error, or a file that is not a valid mmshare file.
+pub const MMS_ERR_IO: c_int = 12;
+/// The daemon's reply made no sense (another protocol version?).
+pub const MMS_ERR_PROTOCOL: c_int = 13;
+/// A limit was reached: quota, disk space, subscriber records, samples held at once.
+pub const MMS_ERR_QUOTA: c_int = 14;
+/// This handle lost its role: another process took over the publisher or the write side,
+/// or the subscription was reclaimed.
+pub const MMS_ERR_LOST: c_int = 15;
+/// A bug (in mmshare or the daemon); the message says where.
+pub const MMS_ERR_INTERNAL: c_int = 16;
+
+/// Flag for `mms_create_array` / `mms_create_stream`: back it by the daemon's tmpfs directory
+/// (RAM speed, gone at reboot) instead of its storage directory.
+pub const MMS_CREATE_MEMORY: u32 = 1;
+/// Flag: column-major (Fortran) order instead of row-major (C).
+pub const MMS_CREATE_ORDER_F: u32 = 2;
+/// Flag: an existing object with the same dtype, shape and order is not an error.
+pub const MMS_CREATE_EXIST_OK: u32 = 4;
+
+/// `mms_info.kind` of an array.
+pub const MMS_KIND_ARRAY: c_int = 1;
+/// `mms_info.kind` of a stream.
+pub const MMS_KIND_STREAM: c_int = 2;
+
+/// The most dimensions an array or frame has.
+pub const MMS_MAX_NDIM: usize = 32;
+const _: () = assert!(MMS_MAX_NDIM == mmshare::MAX_NDIM);
+
+/// The longest dtype string, with its terminating NUL.
+pub const MMS_DTYPE_LEN: usize = 16;
+
+// ---------------------------------------------------------------------------------------------
+// Errors: a status and a message, kept per thread
+
+struct Failure {
+    code: c_int,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: c_int, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> Failure {
+        Failure::new(MMS_ERR_INVALID_ARGUMENT, message)
+    }
+}
+
+type Result<T = ()> = std::result::Result<T, Failure>;
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_last_error(message: &str) {
+    // A message never holds a NUL from us; one from elsewhere is cut there.
+    let text = CString::new(message.split('\0').next().unwrap_or_default()).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = text);
+}
+
+/// Runs an entry point: its status, with the message stored on failure, and a panic turned
+/// into `MMS_ERR_INTERNAL` (it never unwinds into C).
+fn ffi(f: impl FnOnce() -> Result) -> c_int {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => MMS_OK,
+        Ok(Err(failure)) => {
+            set_last_error(&failure.message);
+            failure.code
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            set_last_error(&format!(
+                "internal error in mmshare (a bug, please report it): {what}"
+            ));
+            MMS_ERR_INTERNAL
+        }
+    }
+}
+
+fn server_code(kind: ErrorKind) -> c_int {
+    match kind {
+        ErrorKind::NotFound => MMS_ERR_NOT_FOUND,
+        ErrorKind::AlreadyExists => MMS_ERR_ALREADY_EXISTS,
+        ErrorKind::InvalidName | ErrorKind::InvalidShape => MMS_ERR_INVALID_ARGUMENT,
+        ErrorKind::InvalidDtype => MMS_ERR_DTYPE,
+        ErrorKind::PermissionDenied => MMS_ERR_PERMISSION,
+        ErrorKind::QuotaExceeded | ErrorKind::NoSpace => MMS_ERR_QUOTA,
+        ErrorKind::Busy => MMS_ERR_BUSY,
+        ErrorKind::WrongKind => MMS_ERR_WRONG_KIND,
+        ErrorKind::ProtocolError => MMS_ERR_PROTOCOL,
+        ErrorKind::Internal => MMS_ERR_INTERNAL,
+    }
+}
+
+fn open_code(e: &OpenError) -> c_int {
+    match e {
+        OpenError::DTypeMismatch { .. } => MMS_ERR_DTYPE,
+        _ => MMS_ERR_IO,
+    }
+}
+
+fn stream_code(e: &StreamError) -> c_int {
+    match e {
+        StreamError::Open(o) => open_code(o),
+        StreamError::WrongKind { .. } => MMS_ERR_WRONG_KIND,
+        StreamError::PublisherBusy { .. } | StreamError::LoanOutstanding { .. } => MMS_ERR_BUSY,
+        StreamError::PublisherLost { .. } | StreamError::SubscriptionLost { .. } => MMS_ERR_LOST,
+        StreamError::NoRecord { .. }
+        | StreamError::NoHoldBudget { .. }
+        | StreamError::HoldLimit { .. } => MMS_ERR_QUOTA,
+        StreamError::BadMaxHeld { .. } | StreamError::LengthMismatch { .. } => {
+            MMS_ERR_INVALID_ARGUMENT
+        }
+        StreamError::LoanTimeout { .. } | StreamError::ReceiveTimeout { .. } => MMS_ERR_TIMEOUT,
+        _ => MMS_ERR_IO,
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        let code = match &e {
+            ClientError::Connect { .. } => MMS_ERR_CONNECT,
+            ClientError::Io(_) => MMS_ERR_IO,
+            ClientError::Protocol(_) => MMS_ERR_PROTOCOL,
+            ClientError::Server { kind, .. } => server_code(*kind),
+            ClientError::Open(o) => open_code(o),
+            ClientError::Stream(s) => stream_code(s),
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+impl From<StreamError> for Failure {
+    fn from(e: StreamError) -> Failure {
+        Failure::new(stream_code(&e), e.to_string())
+    }
+}
+
+impl From<ReadError> for Failure {
+    fn from(e: ReadError) -> Failure {
+        let code = match &e {
+            ReadError::Torn { .. } => MMS_ERR_TORN,
+            ReadError::Timeout { .. } => MMS_ERR_TIMEOUT,
+            ReadError::Conflict { .. } => MMS_ERR_BUSY,
+            ReadError::OutOfMemory { .. } => MMS_ERR_QUOTA,
+            _ => MMS_ERR_INVALID_ARGUMENT,
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+impl From<WriteError> for Failure {
+    fn from(e: WriteError) -> Failure {
+        let code = match &e {
+            WriteError::ReadOnly => MMS_ERR_PERMISSION,
+            WriteError::Timeout { .. } => MMS_ERR_TIMEOUT,
+            WriteError::LostWriteSide { .. } => MMS_ERR_LOST,
+            _ => MMS_ERR_INVALID_ARGUMENT,
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+impl From<WaitTimeout> for Failure {
+    fn from(e: WaitTimeout) -> Failure {
+        Failure::new(MMS_ERR_TIMEOUT, e.to_string())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Arguments from C
+
+/// `p` as a `&str`; `what` names it in the error.
+///
+/// # Safety
+/// `p` is NULL or a NUL-terminated string that outlives the call.
+unsafe fn text<'a>(p: *const c_char, what: &str) -> Result<&'a str> {
+    if p.is_null() {
+        return Err(Failure::invalid(format!("{what} is NULL")));
+    }
+    // SAFETY: non-NULL, and NUL-terminated by the caller's contract.
+    unsafe { CStr::from_ptr(p) }
+        .to_str()
+        .map_err(|_| Failure::invalid(format!("{what} is not UTF-8")))
+}
+
+/// The handle behind `p`, open.
+///
+/// # Safety
+/// `p` is NULL or a live handle of this type from this library, used by this thread only.
+unsafe fn live<'a, H: Handle + 'a>(p: *mut H) -> Result<&'a mut H::Inner> {
+    if p.is_null() {
+        return Err(Failure::invalid(format!("the {} handle is NULL", H::WHAT)));
+    }
+    // SAFETY: a live handle, ours, not used by another thread meanwhile (the contract).
+    match unsafe { (*p).slot() } {
+        Some(inner) => Ok(inner),
+        None => Err(Failure::new(
+            MMS_ERR_CLOSED,
+            format!("the {} handle was closed", H::WHAT),
+        )),
+    }
+}
+
+/// Writes `value` through the out-pointer `p`.
+///
+/// # Safety
+/// `p` is NULL or valid for a write of one `T`.
+unsafe fn put<T>(p: *mut T, value: T) {
+    if !p.is_null() {
+        // SAFETY: non-NULL and valid for a write (the contract).
+        unsafe { p.write(value) };
+    }
+}
+
+/// Checks that the out-pointer `p` is not NULL.
+fn needed<T>(p: *mut T, what: &str) -> Result {
+    if p.is_null() {
+        Err(Failure::invalid(format!("{what} is NULL")))
+    } else {
+        Ok(())
+    }
+}
+
+/// `ndim` dimensions at `shape`.
+///
+/// # Safety
+/// `shape` is NULL or points at `ndim` readable `u64`s.
+unsafe fn dims<'a>(shape: *const u64, ndim: u32) -> Result<&'a [u64]> {
+    let n = ndim as usize;
+    if n > MMS_MAX_NDIM {
+        return Err(Failure::invalid(format!(
+            "ndim is {n}; at most {MMS_MAX_NDIM}"
+        )));
+    }
+    if n == 0 {
+        return Ok(&[]);
+    }
+    if shape.is_null() {
+        return Err(Failure::invalid(format!("shape is NULL with ndim {n}")));
+    }
+    // SAFETY: `n` readable values (the contract).
+    Ok(unsafe { std::slice::from_raw_parts(shape, n) })
+}
+
+/// A timeout in ms: `None` for "no limit" (negative).
+fn limit(timeout_ms: i64) -> Option<Duration> {
+    u64::try_from(timeout_ms).ok().map(Duration::from_millis)
+}
+
+/// Runs `attempt` with the timeout, in hour-long slices while there is no limit.
+fn waiting<R, E>(
+    timeout_ms: i64,
+    mut attempt: impl FnMut(Duration) -> std::result::Result<R, E>,
+    is_timeout: impl Fn(&E) -> bool,
+) -> std::result::Result<R, E> {
+    match limit(timeout_ms) {
+        Some(d) => attempt(d),
+        None => loop {
+            match attempt(Duration::from_secs(3600)) {
+                Err(e) if is_timeout(&e) => continue,
+                other => return other,
+            }
+        },
+    }
+}
+
+fn create_flags(flags: u32) -> Result<(Backing, Order, bool)> {
+    let known = MMS_CREATE_MEMORY | MMS_CREATE_ORDER_F | MMS_CREATE_EXIST_OK;
+    if flags & !known != 0 {
+        return Err(Failure::invalid(format!(
+            "unknown create flags {:#x}",
+            flags & !known
+        )));
+    }
+    Ok((
+        if flags & MMS_CREATE_MEMORY != 0 {
+            Backing::Memory
+        } else {
+            Backing::File
+        },
+        if flags & MMS_CREATE_ORDER_F != 0 {
+            Order::F
+        } else {
+            Order::C
+        },
+        flags & MMS_CREATE_EXIST_OK != 0,
+    ))
+}
+
+/// An opaque handle: its state while open, `None` once closed. (Each handle type is written
+/// out as its own struct, so that cbindgen declares it as an opaque C type.)
+trait Handle: Sized {
+    type Inner;
+    /// The handle's kind, for messages.
+    const WHAT: &'static str;
+    fn wrap(inner: Option<Self::Inner>) -> Self;
+    fn slot(&mut self) -> &mut Option<Self::Inner>;
+}
+
+macro_rules! handle {
+    ($name:ident, $inner:ty, $what:literal) => {
+        impl Handle for $name {
+            type Inner = $inner;
+            const WHAT: &'static str = $what;
+            fn wrap(inner: Option<$inner>) -> Self {
+                $name(inner)
+            }
+            fn slot(&mut self) -> &mut Option<$inner> {
+                &mut self.0
+            }
+        }
+    };
+}
+
+fn boxed<H: Handle>(inner: H::Inner) -> *mut H {
+    Box::into_raw(Box::new(H::wrap(Some(inner))))
+}
+
+/// Closes a handle (drops its state).
+///
+/// # Safety
+/// `p` is NULL or a live handle from this library.
+unsafe fn close<H: Handle>(p: *mut H) {
+    if !p.is_null() {
+        // SAFETY: a live handle (the contract).
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { (*p).slot().take() })));
+    }
+}
+
+/// Frees a handle.
+///
+/// # Safety
+/// `p` is NULL or a live handle from this library, not used after.
+unsafe fn free<H: Handle>(p: *mut H) {
+    if !p.is_null() {
+        // SAFETY: made by `boxed`, freed once (the contract).
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(p) })));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages and names
+
+/// The message of the calling thread's last failure ("" before any); valid until the next
+/// failing call on this thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn mms_last_error() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+/// The name of a status ("MMS_ERR_TIMEOUT"), or "MMS_UNKNOWN_STATUS".
+#[unsafe(no_mangle)]
+pub extern "C" fn mms_status_name(status: c_int) -> *const c_char {
+    let name: &'static CStr = match status {
+        MMS_OK => c"MMS_OK",
+        MMS_ERR_INVALID_ARGUMENT => c"MMS_ERR_INVALID_ARGUMENT",
+        MMS_ERR_NOT_FOUND => c"MMS_ERR_NOT_FOUND",
+        MMS_ERR_ALREADY_EXISTS => c"MMS_ERR_ALREADY_EXISTS",
+        MMS_ERR_PERMISSION => c"MMS_ERR_PERMISSION",
+        MMS_ERR_TIMEOUT => c"MMS_ERR_TIMEOUT",
+        MMS_ERR_BUSY => c"MMS_ERR_BUSY",
+        MMS_ERR_WRONG_KIND => c"MMS_ERR_WRONG_KIND",
+        MMS_ERR_DTYPE => c"MMS_ERR_DTYPE",
+        MMS_ERR_TORN => c"MMS_ERR_TORN",
+        MMS_ERR_CLOSED => c"MMS_ERR_CLOSED",
+        MMS_ERR_CONNECT => c"MMS_ERR_CONNECT",
+        MMS_ERR_IO => c"MMS_ERR_IO",
+        MMS_ERR_PROTOCOL => c"MMS_ERR_PROTOCOL",
+        MMS_ERR_QUOTA => c"MMS_ERR_QUOTA",
+        MMS_ERR_LOST => c"MMS_ERR_LOST",
+        MMS_ERR_INTERNAL => c"MMS_ERR_INTERNAL",
+        _ => c"MMS_UNKNOWN_STATUS",
+    };
+    name.as_ptr()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Descriptions
+
+/// What an array or a stream is (from `mms_stat`, `mms_array_info`).
+#[repr(C)]
+#[derive(Debug)]
+pub struct mms_info {
+    /// `MMS_KIND_ARRAY` or `MMS_KIND_STREAM`.
+    pub kind: c_int,
+    /// NumPy dtype string, NUL-terminated ("<f4", "|u1", ...).
+    pub dtype: [c_char; MMS_DTYPE_LEN],
+    /// Dimensions used in `shape` (an array's, or one frame's).
+    pub ndim: u32,
+    /// The shape; entries past `ndim` are 0.
+    pub shape: [u64; MMS_MAX_NDIM],
+    /// 'C' (row-major) or 'F' (column-major).
+    pub order: c_char,
+    /// Byte offset of the data in the file (of the first frame, for a stream).
+    pub data_offset: u64,
+    /// Bytes of data: the array's, or one frame's.
+    pub data_len: u64,
+    /// An array's version when described; a stream's frames published so far.
+    pub version: u64,
+    /// Whether an array was left torn by a writer that died mid-write.
+    pub torn: bool,
+    /// A stream's slots (0 for an array).
+    pub slots: u32,
+    /// A stream's subscriber limit (0 for an array).
+    pub max_subscribers: u32,
+}
+
+fn info_base(
+    kind: c_int,
+    dtype: &str,
+    shape: &[u64],
+    order: mmshare::proto::WireOrder,
+) -> mms_info {
+    let mut info = mms_info {
+        kind,
+        dtype: [0; MMS_DTYPE_LEN],
+        ndim: shape.len() as u32,
+        shape: [0; MMS_MAX_NDIM],
+        order: if order == mmshare::proto::WireOrder::F {
+            b'F' as c_char
+        } else {
+            b'C' as c_char
+        },
+        data_offset: 0,
+        data_len: 0,
+        version: 0,
+        torn: false,
+        slots: 0,
+        max_subscribers: 0,
+    };
+    for (to, from) in info
+        .dtype
+        .iter_mut()
+        .zip(dtype.bytes().take(MMS_DTYPE_LEN - 1))
+    {
+        *to = from as c_char;
+    }
+    for (to, from) in info.shape.iter_mut().zip(shape) {
+        *to = *from;
+    }
+    info
+}
+
+fn array_info(a: &ArrayInfo) -> mms_info {
+    let mut info = info_base(MMS_KIND_ARRAY, &a.dtype, &a.shape, a.order);
+    info.data_offset = a.data_offset;
+    info.data_len = a.data_len;
+    info.version = a.version;
+    info.torn = a.torn;
+    info
+}
+
+fn stream_info(s: &StreamInfo) -> mms_info {
+    let mut info = info_base(MMS_KIND_STREAM, &s.dtype, &s.shape, s.order);
+    info.data_offset = s.data_offset;
+    info.data_len = s.frame_len;
+    info.version = s.published;
+    info.slots = s.slots;
+    info.max_subscribers = s.max_subscribers;
+    info
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client
+
+/// A connection to the daemon.
+#[derive(Debug)]
+pub struct mms_client(Option<Client>);
+handle!(mms_client, Client, "client");
+
+/// Connects to the daemon at `socket_path`, or (NULL) at the default socket
+/// (`$MMSHARE_SOCKET`, else `$XDG_RUNTIME_DIR/mmshare.sock`, else `/tmp/mmshare-$UID.sock`).
+///
+/// # Safety
+/// `socket_path` is NULL or a NUL-terminated string; `out` is valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_connect(
+    socket_path: *const c_char,
+    out: *mut *mut mms_client,
+) -> c_int {
+    ffi(|| {
+        needed(out, "out")?;
+        let client = if socket_path.is_null() {
+            Client::connect_default()?
+        } else {
+            // SAFETY: NUL-terminated (the contract).
+            Client::connect(unsafe { text(socket_path, "socket_path") }?)?
+        };
+        // SAFETY: checked non-NULL; valid for a write (the contract).
+        unsafe { put(out, boxed(client)) };
+        Ok(())
+    })
+}
+
+/// Closes the connection (arrays and streams opened through it stay usable).
+///
+/// # Safety
+/// `client` is NULL or a live client handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_client_close(client: *mut mms_client) {
+    // SAFETY: the contract.
+    unsafe { close(client) }
+}
+
+/// Closes and frees the client handle.
+///
+/// # Safety
+/// `client` is NULL or a live client handle, not used after.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_client_free(client: *mut mms_client) {
+    // SAFETY: the contract.
+    unsafe { free(client) }
+}
+
+/// Describes the array or stream `name`.
+///
+/// # Safety
+/// `client` is a live client handle; `name` a NUL-terminated string; `out` valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_stat(
+    client: *mut mms_client,
+    name: *const c_char,
+    out: *mut mms_info,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let c = unsafe { live(client) }?;
+        // SAFETY: NULL or a NUL-terminated string (the contract).
+        let name = unsafe { text(name, "name") }?;
+        needed(out, "out")?;
+        let info = match c.describe(name)? {
+            ObjectInfo::Array(a) => array_info(&a),
+            ObjectInfo::Stream(s) => stream_info(&s),
+        };
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe { put(out, info) };
+        Ok(())
+    })
+}
+
+/// Deletes the array or stream `name` (processes that have it mapped keep working).
+///
+/// # Safety
+/// `client` is a live client handle; `name` a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_delete(client: *mut mms_client, name: *const c_char) -> c_int {
+    ffi(|| {
+        // SAFETY: the contract above.
+        let c = unsafe { live(client) }?;
+        // SAFETY: NULL or a NUL-terminated string (the contract).
+        let name = unsafe { text(name, "name") }?;
+        c.delete(name)?;
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Arrays
+
+/// The open state of an array handle.
+#[derive(Debug)]
+pub struct ArrayState {
+    array: Shared<RawArray>,
+    session: Option<WriteSession>,
+}
+
+/// An array mapped into this process.
+#[derive(Debug)]
+pub struct mms_array(Option<ArrayState>);
+handle!(mms_array, ArrayState, "array");
+
+/// Creates the array `name` (`dtype` a NumPy dtype string such as "<f4"; `ndim` dimensions at
+/// `shape`; `flags` from `MMS_CREATE_*`; `mode` the permission bits, 0 for 0600) and, if `out`
+/// is not NULL, opens it for writing.
+///
+/// # Safety
+/// `client` is a live client handle; `name` and `dtype` NUL-terminated strings; `shape`
+/// points at `ndim` values; `out` is NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_create_array(
+    client: *mut mms_client,
+    name: *const c_char,
+    dtype: *const c_char,
+    ndim: u32,
+    shape: *const u64,
+    flags: u32,
+    mode: u32,
+    out: *mut *mut mms_array,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let c = unsafe { live(client) }?;
+        // SAFETY: NULL or a NUL-terminated string (the contract).
+        let name = unsafe { text(name, "name") }?;
+        // SAFETY: NULL or a NUL-terminated string (the contract).
+        let dtype = unsafe { text(dtype, "dtype") }?;
+        // SAFETY: NULL or `ndim` readable values (the contract).
+        let shape = unsafe { dims(shape, ndim) }?;
+        let (backing, order, exist_ok) = create_flags(flags)?;
+        let mut options = CreateOptions::new(name, dtype, shape)
+            .order(order)
+            .exist_ok(exist_ok)
+            .mode(if mode == 0 { 0o600 } else { mode });
+        if backing == Backing::Memory {
+            options = options.memory();
+        }
+        let array = opened(c.create(&options)?);
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe {
+            put(
+                out,
+                boxed(ArrayState {
+                    array,
+                    session: None,
+                }),
+            )
+        };
+        Ok(())
+    })
+}
+
+/// Opens the array `name` for reading (`writable` 0) or writing. If `dtype` is not NULL the
+/// array must have that dtype (else `MMS_ERR_DTYPE`).
+///
+/// # Safety
+/// `client` is a live client handle; `name` a NUL-terminated string; `dtype` NULL or one;
+/// `out` valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_open_array(
+    client: *mut mms_client,
+    name: *const c_char,
+    dtype: *const c_char,
+    writable: bool,
+    out: *mut *mut mms_array,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let c = unsafe { live(client) }?;
+        // SAFETY: NULL or a NUL-terminated string (the contract).
+        let name = unsafe { text(name, "name") }?;
+        needed(out, "out")?;
+        let access = if writable {
+            Access::Write
+        } else {
+            Access::Read
+        };
+        let array = opened(c.open_raw(name, access)?);
+        if !dtype.is_null() {
+            // SAFETY: NULL or a NUL-terminated string (the contract).
+            let want = unsafe { text(dtype, "dtype") }?;
+            let have = &array.info().dtype;
+            if want != have {
+                return Err(Failure::new(
+                    MMS_ERR_DTYPE,
+                    format!("array {name} holds {have}, not {want}"),
+                ));
+            }
+        }
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe {
+            put(
+                out,
+                boxed(ArrayState {
+                    array,
+                    session: None,
+                }),
+            )
+        };
+        Ok(())
+    })
+}
+
+/// Describes the array (`version` is the current one).
+///
+/// # Safety
+/// `array` is a live array handle; `out` valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_array_info(array: *mut mms_array, out: *mut mms_info) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let a = unsafe { live(array) }?;
+        needed(out, "out")?;
+        let mut info = array_info(a.array.info());
+        info.version = a.array.version();
+        info.torn = a.array.is_torn();
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe { put(out, info) };
+        Ok(())
+    })
+}
+
+/// How long reads and writes wait for a writer (10 s unless set); negative: no limit.
+///
+/// # Safety
+/// `array` is a live array handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_array_set_timeout(array: *mut mms_array, timeout_ms: i64) -> c_int {
+    ffi(|| {
+        // SAFETY: the contract above.
+        let a = unsafe { live(array) }?;
+        let d = limit(timeout_ms).unwrap_or(Duration::from_secs(u64::from(u32::MAX)));
+        a.array.handle_mut().set_timeout(d);
+        Ok(())
+    })
+}
+
+/// An array as the C API keeps it: a read of a torn array copies the bytes and reports it
+/// (`MMS_ERR_TORN`) rather than refusing.
+fn opened(mut array: Shared<RawArray>) -> Shared<RawArray> {
+    array.handle_mut().set_accept_torn(true);
+    array
+}
+
+fn whole(a: &ArrayState, len: usize, what: &str) -> Result {
+    let want = a.array.header().data_len;
+    if len as u64 != want {
+        return Err(Failure::invalid(format!(
+            "{what} is {len} bytes; the array holds {want}"
+        )));
+    }
+    Ok(())
+}
+
+/// A consistent copy of the whole array into `dst` (`len` must be its data length); its
+/// version goes to `version` (may be NULL). `MMS_ERR_TORN`: a writer died mid-write; the
+/// bytes were copied and are what it left.
+///
+/// # Safety
+/// `array` is a live array handle; `dst` valid for `len` bytes of writes; `version` NULL or
+/// valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_array_read(
+    array: *mut mms_array,
+    dst: *mut c_void,
+    len: usize,
+    version: *mut u64,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let a = unsafe { live(array) }?;
+        needed(dst, "dst")?;
+        whole(a, len, "dst")?;
+        // SAFETY: checked non-NULL; valid for `len` bytes of writes (the contract).
+        let buf = unsafe { std::slice::from_raw_parts_mut(dst.cast::<u8>(), len) };
+        let snapshot = a.array.read_bytes(0, buf)?;
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe { put(version, snapshot.version) };
+        if snapshot.torn {
+            return Err(Failure::new(
+                MMS_ERR_TORN,
+                format!(
+                    "array {} is torn (a writer died mid-write at version {}); the bytes were copied as it left them",
+                    a.array.info().name,
+                    snapshot.version
+                ),
+            ));
+        }
+        Ok(())
+    })
+}
+
+/// Writes the whole array from `src` (`len` must be its data length) under the seqlock; the
+/// new version goes to `version` (may be NULL).
+///
+/// # Safety
+/// `array` is a live array handle; `src` valid for `len` bytes of reads; `version` NULL or
+/// valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_array_write(
+    array: *mut mms_array,
+    src: *const c_void,
+    len: usize,
+    version: *mut u64,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let a = unsafe { live(array) }?;
+        if src.is_null() {
+            return Err(Failure::invalid("src is NULL"));
+        }
+        whole(a, len, "src")?;
+        if a.session.is_some() {
+            return Err(Failure::new(
+                MMS_ERR_BUSY,
+                "this handle has a write open (mms_array_begin_write): commit or abort it first",
+            ));
+        }
+        // SAFETY: checked non-NULL; valid for `len` bytes of reads (the contract).
+        let buf = unsafe { std::slice::from_raw_parts(src.cast::<u8>(), len) };
+        let v = a.array.write_bytes(0, buf)?;
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe { put(version, v) };
+        Ok(())
+    })
+}
+
+/// Starts a write in place: takes the write side and gives the data's first byte (`data`)
+/// and length (`len`); readers wait (or retry) until `mms_array_commit` or
+/// `mms_array_abort`. Write only there, only until then.
+///
+/// # Safety
+/// `array` is a live array handle; `data` and `len` valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_array_begin_write(
+    array: *mut mms_array,
+    data: *mut *mut c_void,
+    len: *mut usize,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let a = unsafe { live(array) }?;
+        needed(data, "data")?;
+        needed(len, "len")?;
+        if a.session.is_some() {
+            return Err(Failure::new(
+                MMS_ERR_BUSY,
+                "this handle has a write open already: commit or abort it first",
+            ));
+        }
+        let session = a.array.begin_write()?;
+        let n = a.array.header().data_len as usize;
+        a.session = Some(session);
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe {
+            put(data, a.array.data_ptr().cast::<c_void>());
+            put(len, n);
+        }
+        Ok(())
+    })
+}
+
+/// Publishes the write started by `mms_array_begin_write`; the new version goes to
+/// `version` (may be NULL).
+///
+/// # Safety
+/// `array` is a live array handle; `version` NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_array_commit(array: *mut mms_array, version: *mut u64) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let a = unsafe { live(array) }?;
+        let Some(session) = a.session.take() else {
+            return Err(Failure::invalid(
+                "no write is open on this handle (mms_array_begin_write)",
+            ));
+        };
+        let v = a.array.finish_write(session, Finish::Complete)?;
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe { put(version, v) };
+        Ok(())
+    })
+}
+
+/// Ends the write started by `mms_array_begin_write` without a complete new value: the array
+/// is marked torn (readers see `MMS_ERR_TORN`) until the next complete write.
+///
+/// # Safety
+/// `array` is a live array handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_array_abort(array: *mut mms_array) -> c_int {
+    ffi(|| {
+        // SAFETY: the contract above.
+        let a = unsafe { live(array) }?;
+        let Some(session) = a.session.take() else {
+            return Err(Failure::invalid(
+                "no write is open on this handle (mms_array_begin_write)",
+            ));
+        };
+        a.array.finish_write(session, Finish::Torn)?;
+        Ok(())
+    })
+}
+
+/// Waits until the array's version is above `newer_than` (at most `timeout_ms`); the version
+/// goes to `version` (may be NULL). No system call while versions are already newer.
+///
+/// # Safety
+/// `array` is a live array handle; `version` NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_array_wait(
+    array: *mut mms_array,
+    newer_than: u64,
+    timeout_ms: i64,
+    version: *mut u64,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let a = unsafe { live(array) }?;
+        let v = waiting(
+            timeout_ms,
+            |d| a.array.wait_for_version(newer_than, d),
+            |_| true,
+        )?;
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe { put(version, v) };
+        Ok(())
+    })
+}
+
+/// Closes the array (a write left open is aborted: the array is marked torn).
+///
+/// # Safety
+/// `array` is NULL or a live array handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_array_close(array: *mut mms_array) {
+    if !array.is_null() {
+        // SAFETY: a live handle (the contract).
+        if let Some(a) = unsafe { (*array).slot() }
+            && let Some(session) = a.session.take()
+        {
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                a.array.finish_write(session, Finish::Torn)
+            }));
+        }
+    }
+    // SAFETY: the contract.
+    unsafe { close(array) }
+}
+
+/// Closes and frees the array handle.
+///
+/// # Safety
+/// `array` is NULL or a live array handle, not used after.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_array_free(array: *mut mms_array) {
+    // SAFETY: the contract.
+    unsafe {
+        mms_array_close(array);
+        free(array);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streams: creating, publishing
+
+/// Creates the stream `name`: `slots` frames (0: 8) of `dtype` and the frame shape (`ndim`
+/// dimensions at `shape`), for at most `max_subscribers` (0: 16) subscribers at once; `flags`
+/// from `MMS_CREATE_*`, `mode` the permission bits (0: 0600).
+///
+/// # Safety
+/// `client` is a live client handle; `name` and `dtype` NUL-terminated strings; `shape`
+/// points at `ndim` values.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_create_stream(
+    client: *mut mms_client,
+    name: *const c_char,
+    dtype: *const c_char,
+    ndim: u32,
+    shape: *const u64,
+    slots: u32,
+    max_subscribers: u32,
+    flags: u32,
+    mode: u32,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let c = unsafe { live(client) }?;
+        // SAFETY: NULL or a NUL-terminated string (the contract).
+        let name = unsafe { text(name, "name") }?;
+        // SAFETY: NULL or a NUL-terminated string (the contract).
+        let dtype = unsafe { text(dtype, "dtype") }?;
+        // SAFETY: NULL or `ndim` readable values (the contract).
+        let shape = unsafe { dims(shape, ndim) }?;
+        let (backing, order, exist_ok) = create_flags(flags)?;
+        let mut options = StreamOptions::new(name, dtype, shape)
+            .order(order)
+            .exist_ok(exist_ok)
+            .mode(if mode == 0 { 0o600 } else { mode });
+        if slots != 0 {
+            options = options.slots(slots);
+        }
+        if max_subscribers != 0 {
+            options = options.max_subscribers(max_subscribers);
+        }
+        if backing == Backing::Memory {
+            options = options.memory();
+        }
+        c.create_stream(&options)?;
+        Ok(())
+    })
+}
+
+/// The open state of a publisher handle.
+#[derive(Debug)]
+pub struct PublisherState {
+    publisher: Publisher<u8>,
+    loan: Option<LoanToken>,
+}
+
+/// The publishing side of a stream (one per stream at a time).
+#[derive(Debug)]
+pub struct mms_publisher(Option<PublisherState>);
+handle!(mms_publisher, PublisherState, "publisher");
+
+/// Attaches as the publisher of stream `name` (`MMS_ERR_BUSY` if another is attached).
+///
+/// # Safety
+/// `client` is a live client handle; `name` a NUL-terminated string; `out` valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_publisher_open(
+    client: *mut mms_client,
+    name: *const c_char,
+    out: *mut *mut mms_publisher,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let c = unsafe { live(client) }?;
+        // SAFETY: NULL or a NUL-terminated string (the contract).
+        let name = unsafe { text(name, "name") }?;
+        needed(out, "out")?;
+        let publisher = c.publisher_bytes(name)?;
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe {
+            put(
+                out,
+                boxed(PublisherState {
+                    publisher,
+                    loan: None,
+                }),
+            )
+        };
+        Ok(())
+    })
+}
+
+fn loan(p: &mut PublisherState, timeout_ms: i64) -> Result<LoanToken> {
+    if p.loan.is_some() {
+        return Err(Failure::new(
+            MMS_ERR_BUSY,
+            "a loan is outstanding on this publisher: publish or abandon it first",
+        ));
+    }
+    let publisher = &mut p.publisher;
+    Ok(waiting(
+        timeout_ms,
+        |d| publisher.loan_token(d),
+        |e| matches!(e, StreamError::LoanTimeout { .. }),
+    )?)
+}
+
+/// Loans a free slot to fill in place: its first byte (`frame`), its length in bytes (`len`,
+/// may be NULL) and the number the frame will get (`number`, may be NULL). Waits (at most
+/// `timeout_ms`) only while a lossless subscriber is a whole ring behind. Then call
+/// `mms_publisher_publish` or `mms_publisher_abandon`.
+///
+/// # Safety
+/// `publisher` is a live publisher handle; `frame` valid for a write; `len` and `number`
+/// NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_publisher_loan(
+    publisher: *mut mms_publisher,
+    timeout_ms: i64,
+    frame: *mut *mut c_void,
+    len: *mut usize,
+    number: *mut u64,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let p = unsafe { live(publisher) }?;
+        needed(frame, "frame")?;
+        let token = loan(p, timeout_ms)?;
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe {
+            put(frame, p.publisher.frame_ptr(&token).cast::<c_void>());
+            put(len, p.publisher.frame_len());
+            put(number, token.number());
+        }
+        p.loan = Some(token);
+        Ok(())
+    })
+}
+
+/// Publishes the loaned frame; its number goes to `number` (may be NULL).
+///
+/// # Safety
+/// `publisher` is a live publisher handle; `number` NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_publisher_publish(
+    publisher: *mut mms_publisher,
+    number: *mut u64,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let p = unsafe { live(publisher) }?;
+        let Some(token) = p.loan.take() else {
+            return Err(Failure::invalid(
+                "no loan is outstanding on this publisher (mms_publisher_loan)",
+            ));
+        };
+        let n = p.publisher.publish_token(token)?;
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe { put(number, n) };
+        Ok(())
+    })
+}
+
+/// Gives the loaned slot back unpublished (nothing is delivered; numbers continue).
+///
+/// # Safety
+/// `publisher` is a live publisher handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_publisher_abandon(publisher: *mut mms_publisher) -> c_int {
+    ffi(|| {
+        // SAFETY: the contract above.
+        let p = unsafe { live(publisher) }?;
+        let Some(token) = p.loan.take() else {
+            return Err(Failure::invalid(
+                "no loan is outstanding on this publisher (mms_publisher_loan)",
+            ));
+        };
+        p.publisher.abandon_token(token);
+        Ok(())
+    })
+}
+
+/// Copies `len` bytes (one whole frame) from `src` into a loaned slot and publishes it; the
+/// number goes to `number` (may be NULL).
+///
+/// # Safety
+/// `publisher` is a live publisher handle; `src` valid for `len` bytes of reads; `number`
+/// NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_publisher_send(
+    publisher: *mut mms_publisher,
+    src: *const c_void,
+    len: usize,
+    timeout_ms: i64,
+    number: *mut u64,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let p = unsafe { live(publisher) }?;
+        if src.is_null() {
+            return Err(Failure::invalid("src is NULL"));
+        }
+        let want = p.publisher.frame_len();
+        if len != want {
+            return Err(Failure::invalid(format!(
+                "src is {len} bytes; a frame is {want}"
+            )));
+        }
+        let token = loan(p, timeout_ms)?;
+        // SAFETY: `src` holds `len` bytes (the contract), the loaned slot `len` writable bytes that are ours until published; they do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.cast::<u8>(), p.publisher.frame_ptr(&token), len)
+        };
+        let n = p.publisher.publish_token(token)?;
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe { put(number, n) };
+        Ok(())
+    })
+}
+
+/// Frames published so far on this stream (the number the next one gets).
+///
+/// # Safety
+/// `publisher` is a live publisher handle; `out` valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_publisher_next_number(
+    publisher: *mut mms_publisher,
+    out: *mut u64,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let p = unsafe { live(publisher) }?;
+        needed(out, "out")?;
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe { put(out, p.publisher.next_number()) };
+        Ok(())
+    })
+}
+
+/// Detaches the publisher (an outstanding loan is abandoned); another may attach.
+///
+/// # Safety
+/// `publisher` is NULL or a live publisher handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_publisher_close(publisher: *mut mms_publisher) {
+    if !publisher.is_null() {
+        // SAFETY: a live handle (the contract).
+        if let Some(p) = unsafe { (*publisher).slot() }
+            && let Some(token) = p.loan.take()
+        {
+            let _ = catch_unwind(AssertUnwindSafe(|| p.publisher.abandon_token(token)));
+        }
+    }
+    // SAFETY: the contract.
+    unsafe { close(publisher) }
+}
+
+/// Closes and frees the publisher handle.
+///
+/// # Safety
+/// `publisher` is NULL or a live publisher handle, not used after.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_publisher_free(publisher: *mut mms_publisher) {
+    // SAFETY: the contract.
+    unsafe {
+        mms_publisher_close(publisher);
+        free(publisher);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streams: subscribing
+
+/// The subscriber, shared by its handle and its samples: it stays attached (its frames
+/// mapped) until the handle is closed and the last sample released.
+type SharedSubscriber = Arc<Mutex<Subscriber<u8>>>;
+
+/// The receiving side of a stream.
+#[derive(Debug)]
+pub struct mms_subscriber(Option<SharedSubscriber>);
+handle!(mms_subscriber, SharedSubscriber, "subscriber");
+
+/// A received frame, held (its slot is not reused) until `mms_sample_release`.
+#[derive(Debug)]
+pub struct mms_sample {
+    subscriber: SharedSubscriber,
+    token: Option<SampleToken>,
+    data: *const u8,
+    len: usize,
+    number: u64,
+    missed_before: u64,
+    published_ns: u64,
+}
+
+/// Subscribes to stream `name`: lossless (`lossless` true: every frame in order; the
+/// publisher waits for this subscriber) or lossy (never slows the publisher; every skipped
+/// frame is counted). `max_held` (0: 4) is how many samples it may hold at once.
+///
+/// # Safety
+/// `client` is a live client handle; `name` a NUL-terminated string; `out` valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_subscribe(
+    client: *mut mms_client,
+    name: *const c_char,
+    lossless: bool,
+    max_held: u32,
+    out: *mut *mut mms_subscriber,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let c = unsafe { live(client) }?;
+        // SAFETY: NULL or a NUL-terminated string (the contract).
+        let name = unsafe { text(name, "name") }?;
+        needed(out, "out")?;
+        let delivery = if lossless {
+            Delivery::Lossless
+        } else {
+            Delivery::Lossy
+        };
+        let held = if max_held == 0 {
+            mmshare::DEFAULT_MAX_HELD
+        } else {
+            max_held as usize
+        };
+        let s = c.subscribe_bytes(name, delivery, held)?;
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe { put(out, boxed(Arc::new(Mutex::new(s)))) };
+        Ok(())
+    })
+}
+
+fn sample_of(
+    shared: &SharedSubscriber,
+    s: &Subscriber<u8>,
+    got: Option<mmshare::Sample<'_, u8>>,
+) -> *mut mms_sample {
+    match got {
+        None => std::ptr::null_mut(),
+        Some(sample) => {
+            let (number, missed_before, published_ns) = (
+                sample.number(),
+                sample.missed_before(),
+                sample.published_ns(),
+            );
+            let token = sample.into_token();
+            Box::into_raw(Box::new(mms_sample {
+                subscriber: Arc::clone(shared),
+                data: s.frame_ptr(&token),
+                len: s.frame_len(),
+                token: Some(token),
+                number,
+                missed_before,
+                published_ns,
+            }))
+        }
+    }
+}
+
+/// Receives the next frame (lossless: the next in order; lossy: the oldest still there),
+/// waiting at most `timeout_ms` (`MMS_ERR_TIMEOUT` if none comes; 0 does not wait).
+///
+/// # Safety
+/// `subscriber` is a live subscriber handle; `out` valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_receive(
+    subscriber: *mut mms_subscriber,
+    timeout_ms: i64,
+    out: *mut *mut mms_sample,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let shared = unsafe { live(subscriber) }?;
+        needed(out, "out")?;
+        let s = shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let got = if timeout_ms == 0 {
+            s.receive()?
+        } else {
+            Some(waiting(
+                timeout_ms,
+                |d| s.receive_timeout(d),
+                |e| matches!(e, StreamError::ReceiveTimeout { .. }),
+            )?)
+        };
+        if got.is_none() {
+            return Err(Failure::new(MMS_ERR_TIMEOUT, "no frame is waiting"));
+        }
+        let sample = sample_of(shared, &s, got);
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe { put(out, sample) };
+        Ok(())
+    })
+}
+
+/// The newest published frame, skipping older ones (counted as missed); `*out` is NULL
+/// before the first frame.
+///
+/// # Safety
+/// `subscriber` is a live subscriber handle; `out` valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_latest(
+    subscriber: *mut mms_subscriber,
+    out: *mut *mut mms_sample,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let shared = unsafe { live(subscriber) }?;
+        needed(out, "out")?;
+        let s = shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let got = s.latest()?;
+        let sample = sample_of(shared, &s, got);
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe { put(out, sample) };
+        Ok(())
+    })
+}
+
+/// Frames this subscriber skipped so far (received + missed = frames published since it
+/// subscribed).
+///
+/// # Safety
+/// `subscriber` is a live subscriber handle; `out` valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_subscriber_missed(
+    subscriber: *mut mms_subscriber,
+    out: *mut u64,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let shared = unsafe { live(subscriber) }?;
+        needed(out, "out")?;
+        let missed = shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .missed();
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe { put(out, missed) };
+        Ok(())
+    })
+}
+
+/// Closes the subscriber handle; it unsubscribes once its samples are released too.
+///
+/// # Safety
+/// `subscriber` is NULL or a live subscriber handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_subscriber_close(subscriber: *mut mms_subscriber) {
+    // SAFETY: the contract.
+    unsafe { close(subscriber) }
+}
+
+/// Closes and frees the subscriber handle.
+///
+/// # Safety
+/// `subscriber` is NULL or a live subscriber handle, not used after.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_subscriber_free(subscriber: *mut mms_subscriber) {
+    // SAFETY: the contract.
+    unsafe { free(subscriber) }
+}
+
+/// The frame's first byte (read-only, valid until the sample is released); NULL for NULL.
+///
+/// # Safety
+/// `sample` is NULL or a sample not yet released.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_sample_data(sample: *const mms_sample) -> *const c_void {
+    // SAFETY: NULL or a live sample (the contract).
+    unsafe { sample.as_ref() }.map_or(std::ptr::null(), |s| s.data.cast())
+}
+
+/// The frame's length in bytes (0 for NULL).
+///
+/// # Safety
+/// As `mms_sample_data`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_sample_len(sample: *const mms_sample) -> usize {
+    // SAFETY: the contract.
+    unsafe { sample.as_ref() }.map_or(0, |s| s.len)
+}
+
+/// The frame's number (0 for the stream's first frame; 0 for NULL).
+///
+/// # Safety
+/// As `mms_sample_data`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_sample_number(sample: *const mms_sample) -> u64 {
+    // SAFETY: the contract.
+    unsafe { sample.as_ref() }.map_or(0, |s| s.number)
+}
+
+/// Frames this subscriber missed just before this one (0 for NULL).
+///
+/// # Safety
+/// As `mms_sample_data`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_sample_missed_before(sample: *const mms_sample) -> u64 {
+    // SAFETY: the contract.
+    unsafe { sample.as_ref() }.map_or(0, |s| s.missed_before)
+}
+
+/// When the frame was published, in ns since the Unix epoch (0 for NULL).
+///
+/// # Safety
+/// As `mms_sample_data`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_sample_published_ns(sample: *const mms_sample) -> u64 {
+    // SAFETY: the contract.
+    unsafe { sample.as_ref() }.map_or(0, |s| s.published_ns)
+}
+
+/// Releases the sample (its slot may be reused) and frees it; NULL is fine. From any thread.
+///
+/// # Safety
+/// `sample` is NULL or a sample from `mms_receive` / `mms_latest`, not used after.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_sample_release(sample: *mut mms_sample) {
+    if sample.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: made by `sample_of`, released once (the contract).
+        let mut sample = unsafe { Box::from_raw(sample) };
+        if let Some(token) = sample.token.take() {
+            sample
+                .subscriber
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .release_token(token);
+        }
+    }));
+}
+
+#[cfg(test)]
+mod tests;

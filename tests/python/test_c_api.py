@@ -1,0 +1,158 @@
+"""The C API (clients/c, include/mmshare.h) from real C programs compiled with the system `cc`
+against libmmshare_c, talking to a real daemon beside Rust and Python: a C reader of an array
+written by Rust (the CLI), a C writer read by Python, a C lossless subscriber of a Python
+publisher, and bad input refused with the documented statuses."""
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import mmshare
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SOURCES = REPO / "tests" / "c"
+
+
+def _lib_dir() -> pathlib.Path:
+    """Where libmmshare_c.so is (MMSHARE_C_LIB_DIR, else target/debug after building it)."""
+    path = os.environ.get("MMSHARE_C_LIB_DIR")
+    if path:
+        return pathlib.Path(path)
+    subprocess.run(["cargo", "build", "--quiet", "-p", "mmshare-c"], cwd=REPO, check=True)
+    return pathlib.Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "debug"
+
+
+@pytest.fixture(scope="session")
+def c_program(tmp_path_factory):
+    """Compiles tests/c/NAME.c (warnings are errors) and returns its path."""
+    cc = shutil.which(os.environ.get("CC", "cc"))
+    if cc is None:
+        pytest.fail("no C compiler: install one (cc) to test the C API")
+    lib = _lib_dir()
+    out = tmp_path_factory.mktemp("c")
+    built = {}
+
+    def build(name):
+        if name not in built:
+            exe = out / name
+            subprocess.run(
+                [cc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-o", str(exe),
+                 str(SOURCES / f"{name}.c"), f"-I{REPO / 'clients' / 'c' / 'include'}",
+                 f"-I{SOURCES}", f"-L{lib}", "-lmmshare_c", f"-Wl,-rpath,{lib}"],
+                check=True)
+            built[name] = str(exe)
+        return built[name]
+
+    return build
+
+
+def test_a_c_reader_reads_an_array_written_by_rust_and_waits_for_the_next_version(
+        daemon, cli_bin, c_program, tmp_path):
+    c = mmshare.connect(daemon.socket)
+    c.create("grid", "<f8", (3, 5))
+    first = np.arange(15, dtype="<f8").reshape(3, 5)
+    np.save(tmp_path / "first.npy", first)
+    env = dict(os.environ, MMSHARE_SOCKET=daemon.socket)
+    subprocess.run([cli_bin, "put", "grid", str(tmp_path / "first.npy")], env=env, check=True)
+    reader = subprocess.Popen([c_program("read_array"), daemon.socket, "grid"],
+                              stdout=subprocess.PIPE, text=True)
+    assert reader.stdout.readline().strip() == "shape=3x5 order=C"
+    assert reader.stdout.readline().split()[1:] == ["sum=105.0", "first=0.0", "last=14.0"]
+    assert reader.stdout.readline().strip() == "waiting"
+    np.save(tmp_path / "second.npy", first * 2)
+    subprocess.run([cli_bin, "put", "grid", str(tmp_path / "second.npy")], env=env, check=True)
+    line = reader.stdout.readline().split()
+    assert line[1:] == ["sum=210.0", "first=0.0", "last=28.0"], line
+    assert reader.wait(timeout=30) == 0
+
+
+def test_a_c_writer_is_read_by_python(daemon, c_program):
+    out = subprocess.run([c_program("write_array"), daemon.socket, "ints"],
+                         capture_output=True, text=True, check=True)
+    v1, v2 = map(int, out.stdout.split()[1:])
+    assert v2 > v1 > 0
+    a = mmshare.connect(daemon.socket).open("ints")
+    assert (a.dtype.str, a.shape, a.version) == ("<i4", (3, 4), v2)
+    np.testing.assert_array_equal(a.read(), 100 + np.arange(12).reshape(3, 4))
+    # The file is the same bytes NumPy maps by itself.
+    info = a.info
+    raw = np.memmap(info.path, dtype="<i4", mode="r", offset=info.data_offset, shape=(3, 4))
+    np.testing.assert_array_equal(raw, 100 + np.arange(12).reshape(3, 4))
+
+
+def test_a_c_lossless_subscriber_gets_every_frame_of_a_python_publisher(daemon, c_program):
+    frames, elems = 3000, 256
+    c = mmshare.connect(daemon.socket)
+    c.create_stream("cams", "<u4", (elems,), slots=4, memory=True)
+    sub = subprocess.Popen([c_program("subscribe"), daemon.socket, "cams", str(frames)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert sub.stdout.readline().strip() == "ready"
+    pub = c.publisher("cams")
+    base = np.arange(elems, dtype="<u4")
+    for n in range(frames):
+        pub.send(base + n * 1000, timeout=30)
+    out, err = sub.communicate(timeout=60)
+    assert sub.returncode == 0, err
+    assert out.strip() == f"ok frames={frames} missed=0"
+
+
+def test_bad_input_through_the_c_api_gets_errors_not_crashes(daemon, c_program):
+    out = subprocess.run([c_program("bad_input"), daemon.socket],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr + out.stdout
+    lines = out.stdout.splitlines()
+    assert lines[-1] == "all bad input refused"
+    # Every refusal came with a message that names what was wrong.
+    assert len(lines) > 40, lines
+    for line in lines[:-1]:
+        status, message = line.split(": ", 1)
+        assert status.startswith("MMS_ERR_") and message.strip(), line
+    assert any("holds <f8, not <i4" in line for line in lines), lines
+    assert any("closed" in line for line in lines if line.startswith("MMS_ERR_CLOSED")), lines
+
+
+def test_installed_with_pkg_config_a_program_builds_and_runs(daemon, tmp_path):
+    if shutil.which("pkg-config") is None:
+        pytest.fail("pkg-config is needed to test the installed C API (apt-get install pkg-config)")
+    lib = _lib_dir()
+    prefix = tmp_path / "prefix"
+    subprocess.run([str(REPO / "scripts" / "install-c"), "--from", str(lib), str(prefix)],
+                   check=True, capture_output=True)
+    env = dict(os.environ, PKG_CONFIG_PATH=str(prefix / "lib" / "pkgconfig"))
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "mmshare"], env=env,
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert f"-I{prefix}/include" in flags and "-lmmshare_c" in flags
+    exe = tmp_path / "write_array"
+    subprocess.run(["cc", "-o", str(exe), str(SOURCES / "write_array.c"), f"-I{SOURCES}", *flags,
+                    f"-Wl,-rpath,{prefix}/lib"], check=True)
+    out = subprocess.run([str(exe), daemon.socket, "installed"], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.startswith("versions ")
+    assert mmshare.connect(daemon.socket).open("installed").read().sum() == sum(range(100, 112))
+
+
+def test_the_readmes_quick_start_in_c_compiles_and_runs_as_shown(daemon, tmp_path):
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Quick start in C", 1)[1].split("\n## ", 1)[0]
+    source = section.split("```c\n", 1)[1].split("```", 1)[0]
+    python = section.split("<<'EOF'\n", 1)[1].split("EOF\n", 1)[0]
+    (tmp_path / "hello.c").write_text(source)
+    lib = _lib_dir()
+    exe = tmp_path / "hello"
+    subprocess.run(["cc", "-Wall", "-Werror", str(tmp_path / "hello.c"),
+                    f"-I{REPO / 'clients' / 'c' / 'include'}", f"-L{lib}", "-lmmshare_c",
+                    f"-Wl,-rpath,{lib}", "-o", str(exe)], check=True)
+    env = dict(os.environ, MMSHARE_SOCKET=daemon.socket)
+    hello = subprocess.Popen([str(exe)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env)
+    first = hello.stdout.readline()
+    assert first.endswith("px[1] = 1.0; waiting for another writer...\n"), first
+    subprocess.run([sys.executable, "-c", python], env=env, check=True)
+    out, err = hello.communicate(timeout=60)
+    assert hello.returncode == 0, err
+    assert out.strip().endswith("px[1] = 2.0"), out
