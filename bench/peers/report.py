@@ -165,7 +165,9 @@ def tables(rust, py, info, run_info):
     w(f"### Blocking receive: send → wake-up\n")
     w(f"A stamped message every {rust['blocking_gap_ms']} ms to a receiver asleep in its API's "
       "blocking call (so every message pays the wake-up); the latency is the receiver's clock "
-      "at wake-up minus the stamp.\n")
+      "at wake-up minus the stamp. The async row awaits `Subscriber::recv` in a tokio task "
+      "(current-thread runtime), woken through mmshare's waiter thread instead of sleeping in "
+      "the futex itself.\n")
     for size in sorted({r["size"] for r in rust["blocking"]}):
         rows = [r for r in rust["blocking"] if r["size"] == size]
         ours = rows[0]["p50_ns"]

@@ -65,6 +65,8 @@ mod shape;
 mod sleepers;
 mod stream;
 mod sys;
+#[cfg(feature = "async")]
+mod waiter;
 
 pub use array::{Array, ReadView, WriteView};
 pub use client::{
@@ -83,6 +85,8 @@ pub use half::f16;
 pub use name::{MAX_NAME_LEN, NameError, validate_name};
 pub use num_complex::Complex;
 pub use proto::{ArrayInfo, Backing, ErrorKind, ObjectInfo, StreamInfo, SubscriberStat};
+#[cfg(feature = "async")]
+pub use raw::Changed;
 pub use raw::{
     Access, ByteReader, ByteWriter, DEFAULT_TIMEOUT, Finish, RawArray, Recovery, Snapshot,
     WriteSession,
@@ -93,4 +97,8 @@ pub use stream::{
     CONTROL_FILE, DATA_FILE, DEFAULT_MAX_HELD, Delivery, LoanToken, MAX_HELD, Publisher, Sample,
     SampleMut, SampleToken, StreamFiles, Subscriber, SubscriberInfo, create_stream_files,
 };
+#[cfg(feature = "async")]
+pub use stream::{LoanAsync, Recv};
 pub use sys::{Liveness, ProcessId, futex_wake_calls, futex_wakeups, reserve_space};
+#[cfg(feature = "async")]
+pub use waiter::{WORDS_PER_THREAD, registered_waiters, waiter_polls, waiter_threads};

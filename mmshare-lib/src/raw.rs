@@ -1143,6 +1143,113 @@ pub(crate) fn read_up_to(file: &File, buf: &mut [u8]) -> std::io::Result<usize> 
     Ok(got)
 }
 
+/// Async waiting for a new version (feature `async`, or `tokio`).
+#[cfg(feature = "async")]
+impl RawArray {
+    /// Resolves to the version once one newer than `newer_than` is published, without
+    /// blocking a thread: the task sleeps until a writer's wake-up, which the process's waiter
+    /// thread turns into a `Waker` call (module `waiter`; one thread sleeps for many waiting
+    /// tasks). A writer makes no system call unless some task or thread waits. Works on
+    /// read-only handles; a recovery after a dead writer counts as a new version.
+    ///
+    /// No timeout of its own: wrap it in the runtime's (`tokio::time::timeout`). Cancel-safe:
+    /// dropping the future leaves no registration and no sleeper count behind.
+    pub fn changed(&self, newer_than: u64) -> Changed<'_> {
+        Changed {
+            array: self,
+            newer_than,
+            registration: None,
+            counted: false,
+        }
+    }
+}
+
+/// The future of [`RawArray::changed`] (also reached as `Array::changed`).
+#[cfg(feature = "async")]
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct Changed<'a> {
+    array: &'a RawArray,
+    newer_than: u64,
+    registration: Option<crate::waiter::Registration>,
+    /// Counted in the control file's sleepers (from the first unmet check until it resolves
+    /// or is dropped), as a blocking waiter is while it sleeps.
+    counted: bool,
+}
+
+#[cfg(feature = "async")]
+impl Changed<'_> {
+    fn newer(&self) -> Option<u64> {
+        read_begin(self.array.seq())
+            .ok()
+            .map(|s| s / 2)
+            .filter(|&v| v > self.newer_than)
+    }
+
+    fn uncount(&mut self) {
+        if std::mem::take(&mut self.counted)
+            && let Some(count) = self.array.sleepers()
+        {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(feature = "async")]
+impl std::future::Future for Changed<'_> {
+    type Output = u64;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<u64> {
+        let this = &mut *self;
+        // A registration from an earlier poll goes: it may hold another waker, and the word's
+        // value is read afresh below.
+        this.registration = None;
+        if let Some(v) = this.newer() {
+            this.uncount();
+            return std::task::Poll::Ready(v);
+        }
+        if !this.counted {
+            if let Some(count) = this.array.sleepers() {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            this.counted = true;
+        }
+        // As a blocking waiter before it sleeps (module `sleepers`): pairs with the writer's
+        // fence between bumping the futex word and reading the count. Either the writer sees
+        // us counted, or the check below (after the futex read) sees its version.
+        fence(Ordering::SeqCst);
+        let seen = self.array.futex_snapshot();
+        let this = &mut *self;
+        if let Some(v) = this.newer() {
+            this.uncount();
+            return std::task::Poll::Ready(v);
+        }
+        // SAFETY: the word lies in the array's mapping, which the borrowed handle keeps
+        // mapped for the future's life; the registration goes with the future at the latest.
+        this.registration = Some(unsafe {
+            crate::waiter::register(
+                this.array.futex(),
+                &this.array.file,
+                offsets::FUTEX,
+                seen,
+                cx.waker(),
+            )
+        });
+        std::task::Poll::Pending
+    }
+}
+
+#[cfg(feature = "async")]
+impl Drop for Changed<'_> {
+    fn drop(&mut self) {
+        self.registration = None;
+        self.uncount();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,6 +44,17 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     }
 }
 
+/// Sleeps while the process-private futex `word` holds `expected`, at most `timeout` (`None`:
+/// until woken). Any outcome means "look again".
+#[cfg(feature = "async")]
+pub(crate) fn futex_wait_private(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|t| rustix::time::Timespec {
+        tv_sec: i64::try_from(t.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(t.subsec_nanos()),
+    });
+    let _ = futex::wait(word, futex::Flags::PRIVATE, expected, ts.as_ref());
+}
+
 static FUTEX_WAKEUPS: AtomicU64 = AtomicU64::new(0);
 static FUTEX_ALREADY_CHANGED: AtomicU64 = AtomicU64::new(0);
 

@@ -61,7 +61,10 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
   stream-latest SOCKET NAME COUNT       call latest() until it returned COUNT frames (30 s at
                                         most), checking each; print 'latest=COUNT newest=N'
                                         and the rate
-  stream-scribble FILE SECONDS          write pseudo-random words at random offsets of FILE";
+  stream-scribble FILE SECONDS          write pseudo-random words at random offsets of FILE
+  poke [a:ARRAY | s:STREAM]...          write every element of each u64 array with its index
+                                        + 1; publish one frame of each u64 stream, element k =
+                                        k + 1; print 'poked N'";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
             .map_err(Into::into)
             .and_then(|c| Ok(c.open::<u64>(name, Access::Read)?))
             .and_then(|a| check_patterns(&a, secs.parse().unwrap_or(1.0))),
+        ["poke", targets @ ..] => poke(targets),
         ["hold", path] => hold(path),
         ["scribble", path] => scribble(path),
         ["expect-torn", path, ms] => expect_torn(path, ms.parse().unwrap_or(10_000)),
@@ -132,6 +136,30 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Wakes async waiters from another process: one write per array, one frame per stream.
+fn poke(targets: &[&str]) -> Result<ExitCode> {
+    for target in targets {
+        match target.split_once(':') {
+            Some(("a", path)) => {
+                let a = Array::<u64>::open(path, Access::Write)?;
+                let values: Vec<u64> = (1..=a.len() as u64).collect();
+                a.write_all(&values)?;
+            }
+            Some(("s", path)) => {
+                let mut p = mmshare::Publisher::<u64>::open(path)?;
+                let mut loan = p.loan()?;
+                for (k, x) in loan.iter_mut().enumerate() {
+                    *x = k as u64 + 1;
+                }
+                loan.publish();
+            }
+            _ => return Err(format!("poke: {target:?} is neither a:PATH nor s:PATH").into()),
+        }
+    }
+    say(&format!("poked {}", targets.len()));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn say(line: &str) {

@@ -650,6 +650,28 @@ fn blocking_child(kind: &str, a: &str, b: &str, size: usize) -> Result {
                 std::hint::black_box(touch(&s));
             }
         }
+        "stream-async" => {
+            // The same subscriber awaited from a tokio task (current-thread runtime): woken by
+            // mmshare's waiter thread, not sleeping in the futex itself.
+            let mut sub =
+                Subscriber::<u8>::open(a, Delivery::Lossless).map_err(|e| e.to_string())?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .map_err(|e| e.to_string())?;
+            ready()?;
+            runtime.block_on(async {
+                for _ in 0..BLOCKING {
+                    let s = tokio::time::timeout(timeout, sub.recv())
+                        .await
+                        .map_err(|_| "no frame within the timeout".to_string())?
+                        .map_err(|e| e.to_string())?;
+                    lat.push(now_ns().saturating_sub(stamped(&s)) as f64);
+                    std::hint::black_box(touch(&s));
+                }
+                Ok::<(), String>(())
+            })?;
+        }
         "array" => {
             let arr = Array::<u8>::open(a, Access::Read).map_err(|e| e.to_string())?;
             let mut buf = vec![0u8; size];
@@ -772,6 +794,24 @@ fn blocking(
         Ok(())
     })?;
     rows.push(("mmshare stream (receive_timeout)", parse_report(child)?));
+    // The same, awaited in a tokio task.
+    let path = stream_path(dir, &format!("bastream{size}"), size)?;
+    let mut publisher = Publisher::<u8>::open(&path).map_err(|e| e.to_string())?;
+    let mut child = spawn(&[
+        "__blocking",
+        "stream-async",
+        path.to_str().expect("utf-8"),
+        "-",
+        &size.to_string(),
+    ])?;
+    wait_ready(&mut child)?;
+    send_spaced(size, |msg| {
+        let mut loan = publisher.loan().map_err(|e| e.to_string())?;
+        loan.copy_from_slice(msg);
+        loan.publish();
+        Ok(())
+    })?;
+    rows.push(("mmshare stream (async recv, tokio)", parse_report(child)?));
     // mmshare array.
     let (path, _) = create_array_file(
         dir,

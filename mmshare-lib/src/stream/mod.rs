@@ -220,5 +220,9 @@ mod tests;
 pub use files::{CONTROL_FILE, DATA_FILE, StreamFiles, SubscriberInfo, create_stream_files};
 pub use layout::MAX_HELD;
 pub(crate) use layout::control_header;
+#[cfg(feature = "async")]
+pub use publisher::LoanAsync;
 pub use publisher::{LoanToken, Publisher, SampleMut};
+#[cfg(feature = "async")]
+pub use subscriber::Recv;
 pub use subscriber::{DEFAULT_MAX_HELD, Delivery, Sample, SampleToken, Subscriber};

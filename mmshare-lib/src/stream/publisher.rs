@@ -455,6 +455,123 @@ impl LoanToken {
     }
 }
 
+/// Async loans (feature `async`, or `tokio`).
+#[cfg(feature = "async")]
+impl<T: Element> Publisher<T> {
+    /// A free slot, awaited without blocking a thread while lossless subscribers are a whole
+    /// ring behind (lossless backpressure): the task sleeps until a subscriber's progress
+    /// wakes the publisher's futex word, which the process's waiter thread turns into a
+    /// `Waker` call. Resolves at once when a slot is free. No timeout of its own: wrap it in
+    /// the runtime's. Cancel-safe: a dropped future has loaned nothing and leaves no
+    /// registration or sleeper count behind.
+    ///
+    /// # Errors
+    /// [`StreamError::PublisherLost`]; [`StreamError::LoanOutstanding`].
+    pub fn loan_async(&mut self) -> LoanAsync<'_, T> {
+        LoanAsync {
+            publisher: Some(self),
+            registration: None,
+            counted: false,
+        }
+    }
+}
+
+/// The future of [`Publisher::loan_async`].
+#[cfg(feature = "async")]
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct LoanAsync<'a, T: Element> {
+    /// `None` once resolved.
+    publisher: Option<&'a mut Publisher<T>>,
+    registration: Option<crate::waiter::Registration>,
+    /// Counted in PUB_SLEEPERS from the first failed attempt until it resolves or is dropped.
+    counted: bool,
+}
+
+#[cfg(feature = "async")]
+impl<'a, T: Element> LoanAsync<'a, T> {
+    /// A slot, an error, or nothing yet.
+    fn attempt(&mut self) -> Option<Result<SampleMut<'a, T>, StreamError>> {
+        let p = self
+            .publisher
+            .as_deref_mut()
+            .expect("polled after it resolved");
+        let got = p
+            .check_attached()
+            .and_then(|()| p.check_no_token())
+            .map(|()| protocol::try_loan(&p.files.ring(), &mut p.state));
+        let got = match got {
+            Ok(None) => return None,
+            Ok(Some(slot)) => Ok(slot),
+            Err(e) => Err(e),
+        };
+        self.registration = None;
+        self.uncount();
+        let p = self.publisher.take().expect("not yet resolved");
+        Some(got.map(|slot| SampleMut::new(p, slot)))
+    }
+
+    fn uncount(&mut self) {
+        if std::mem::take(&mut self.counted)
+            && let Some(p) = self.publisher.as_deref()
+        {
+            p.files.pub_sleepers().fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+#[cfg(feature = "async")]
+impl<'a, T: Element> std::future::Future for LoanAsync<'a, T> {
+    type Output = Result<SampleMut<'a, T>, StreamError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = &mut *self;
+        this.registration = None;
+        if let Some(done) = this.attempt() {
+            return std::task::Poll::Ready(done);
+        }
+        let p = this.publisher.as_deref().expect("not yet resolved");
+        if !this.counted {
+            p.files.pub_sleepers().fetch_add(1, Relaxed);
+            this.counted = true;
+        }
+        // As `wait_for_slot`: pairs with the fence a subscriber makes after releasing a hold
+        // or moving its cursor, before it reads PUB_SLEEPERS; it sees us, or the attempt
+        // below sees its progress.
+        fence(SeqCst);
+        let seen = p.files.pub_futex().load(Relaxed);
+        fence(Acquire);
+        if let Some(done) = this.attempt() {
+            return std::task::Poll::Ready(done);
+        }
+        let p = this.publisher.as_deref().expect("not yet resolved");
+        // SAFETY: the word lies in the stream's control mapping, which the borrowed publisher
+        // keeps mapped for the future's life; the registration goes with the future at the
+        // latest.
+        this.registration = Some(unsafe {
+            crate::waiter::register(
+                p.files.pub_futex(),
+                p.files.control_file(),
+                super::layout::offsets::PUB_FUTEX,
+                seen,
+                cx.waker(),
+            )
+        });
+        std::task::Poll::Pending
+    }
+}
+
+#[cfg(feature = "async")]
+impl<T: Element> Drop for LoanAsync<'_, T> {
+    fn drop(&mut self) {
+        self.registration = None;
+        self.uncount();
+    }
+}
+
 /// A loaned slot: a plain `&mut [T]` over shared memory that no subscriber reads until it is
 /// published. Dropping it unpublished returns the slot; nothing is delivered.
 pub struct SampleMut<'a, T: Element> {

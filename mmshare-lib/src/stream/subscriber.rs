@@ -341,12 +341,8 @@ impl<T: Element> Subscriber<T> {
     /// Sleeps until the next publish (or `at_most`), registered as a sleeper so that the
     /// publisher knows to wake us.
     fn sleep(&self, at_most: Duration) {
-        let (sleepers, futex) = (self.files.sleepers(), self.files.futex());
-        let sleeping = &self.files.ring().records[self.record()].sleeping;
-        sleepers.fetch_add(1, Relaxed);
-        // Counted first, flagged second (and unflagged before uncounted): whoever reclaims
-        // our record if we die asleep takes us out of SLEEPERS exactly when the flag is set.
-        sleeping.store(1, Relaxed);
+        let futex = self.files.futex();
+        self.count_sleeping();
         // Pairs with the fence at the end of `protocol::publish`: the publisher sees us in
         // SLEEPERS, or we see its PUBLISHED below.
         fence(SeqCst);
@@ -357,9 +353,28 @@ impl<T: Element> Subscriber<T> {
         if published <= self.next_number() {
             sys::futex_wait(futex, seen, at_most);
         }
-        // Take ourselves out only if nobody (a reclaimer that judged us dead) did it for us.
+        self.uncount_sleeping();
+    }
+
+    /// Counts this subscriber in SLEEPERS and flags its record as asleep: counted first,
+    /// flagged second (and unflagged before uncounted, `uncount_sleeping`), so whoever
+    /// reclaims our record if we die asleep takes us out of SLEEPERS exactly when the flag is
+    /// set.
+    fn count_sleeping(&self) {
+        self.files.sleepers().fetch_add(1, Relaxed);
+        self.files.ring().records[self.record()]
+            .sleeping
+            .store(1, Relaxed);
+    }
+
+    /// Takes us out of SLEEPERS, only if nobody (a reclaimer that judged us dead) did it.
+    fn uncount_sleeping(&self) {
+        let sleeping = &self.files.ring().records[self.record()].sleeping;
         if sleeping.compare_exchange(1, 0, Relaxed, Relaxed).is_ok() {
-            let _ = sleepers.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+            let _ = self
+                .files
+                .sleepers()
+                .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
         }
     }
 
@@ -541,6 +556,144 @@ impl<T: Element> Deref for Sample<'_, T> {
         // sees the hold (`protocol` module docs). A process that erases holds in the control
         // file can break that; `is_intact` then reports it.
         unsafe { std::slice::from_raw_parts(ptr, sub.frame_len()) }
+    }
+}
+
+impl<'a, T: Element> Sample<'a, T> {
+    /// The sample again from its token (the hold and the in-use entry are the token's).
+    #[cfg(feature = "async")]
+    fn from_token(subscriber: &'a Subscriber<T>, token: SampleToken) -> Sample<'a, T> {
+        Sample {
+            subscriber,
+            slot: token.slot,
+            entry: token.entry,
+            number: token.number,
+            missed_before: token.missed_before,
+            published_ns: token.published_ns,
+        }
+    }
+}
+
+/// Async receiving (feature `async`, or `tokio`).
+#[cfg(feature = "async")]
+impl<T: Element> Subscriber<T> {
+    /// The next frame, awaited without blocking a thread: the task sleeps until a publish
+    /// wakes the stream's futex word, which the process's waiter thread turns into a `Waker`
+    /// call (one thread sleeps for many waiting tasks). A publish makes no system call unless
+    /// some task or thread waits.
+    ///
+    /// Takes `&mut self` so that the future is `Send` (a `Subscriber` is not `Sync`) and can
+    /// be awaited in a spawned task; release the sample before the next `recv`. No timeout of
+    /// its own: wrap it in the runtime's (`tokio::time::timeout`). Cancel-safe: a dropped
+    /// future has taken no frame and leaves no registration or sleeper count behind.
+    ///
+    /// # Errors
+    /// As [`Subscriber::receive`].
+    pub fn recv(&mut self) -> Recv<'_, T> {
+        Recv {
+            subscriber: Some(self),
+            registration: None,
+            counted: false,
+        }
+    }
+}
+
+/// The future of [`Subscriber::recv`].
+#[cfg(feature = "async")]
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct Recv<'a, T: Element> {
+    /// `None` once resolved.
+    subscriber: Option<&'a mut Subscriber<T>>,
+    registration: Option<crate::waiter::Registration>,
+    /// Counted in SLEEPERS (and flagged asleep) from the first empty check until it resolves
+    /// or is dropped.
+    counted: bool,
+}
+
+#[cfg(feature = "async")]
+impl<'a, T: Element> Recv<'a, T> {
+    fn uncount(&mut self) {
+        if std::mem::take(&mut self.counted)
+            && let Some(s) = self.subscriber.as_deref()
+        {
+            s.uncount_sleeping();
+        }
+    }
+
+    /// Resolves with what a receive attempt gave; `None` if it gave nothing.
+    fn resolve(
+        &mut self,
+        got: Result<Option<SampleToken>, StreamError>,
+    ) -> Option<Result<Sample<'a, T>, StreamError>> {
+        let got = match got {
+            Ok(None) => return None,
+            Ok(Some(token)) => Ok(token),
+            Err(e) => Err(e),
+        };
+        self.registration = None;
+        self.uncount();
+        let subscriber: &'a Subscriber<T> = self.subscriber.take().expect("not yet resolved");
+        Some(got.map(|token| Sample::from_token(subscriber, token)))
+    }
+}
+
+#[cfg(feature = "async")]
+impl<'a, T: Element> std::future::Future for Recv<'a, T> {
+    type Output = Result<Sample<'a, T>, StreamError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = &mut *self;
+        this.registration = None;
+        let attempt = |s: &Subscriber<T>| s.receive().map(|got| got.map(Sample::into_token));
+        let sub = this
+            .subscriber
+            .as_deref()
+            .expect("polled after it resolved");
+        let got = attempt(sub);
+        if let Some(done) = this.resolve(got) {
+            return std::task::Poll::Ready(done);
+        }
+        let sub = this.subscriber.as_deref().expect("not yet resolved");
+        if !this.counted {
+            sub.count_sleeping();
+            this.counted = true;
+        }
+        // As `Subscriber::sleep`: pairs with the fence at the end of `protocol::publish`; the
+        // publisher sees us in SLEEPERS, or the receive below sees its frame.
+        fence(SeqCst);
+        let futex = sub.files.futex();
+        let seen = futex.load(Relaxed);
+        fence(Acquire);
+        let got = attempt(sub);
+        if let Some(done) = this.resolve(got) {
+            return std::task::Poll::Ready(done);
+        }
+        let sub = this.subscriber.as_deref().expect("not yet resolved");
+        // SAFETY: the word lies in the stream's data mapping, which the borrowed subscriber
+        // keeps mapped for the future's life; the registration goes with the future at the
+        // latest.
+        this.registration = Some(unsafe {
+            crate::waiter::register(
+                sub.files.futex(),
+                sub.files.data_file(),
+                crate::format::offsets::FUTEX,
+                seen,
+                cx.waker(),
+            )
+        });
+        std::task::Poll::Pending
+    }
+}
+
+#[cfg(feature = "async")]
+impl<T: Element> Drop for Recv<'_, T> {
+    fn drop(&mut self) {
+        self.registration = None;
+        self.uncount();
     }
 }
 
