@@ -101,4 +101,6 @@ pub use stream::{
 pub use stream::{LoanAsync, Recv};
 pub use sys::{Liveness, ProcessId, futex_wake_calls, futex_wakeups, reserve_space};
 #[cfg(feature = "async")]
-pub use waiter::{WORDS_PER_THREAD, registered_waiters, waiter_polls, waiter_threads};
+pub use waiter::{
+    WORDS_PER_THREAD, registered_waiters, waiter_polls, waiter_threads, waiter_wakeups,
+};

@@ -1227,17 +1227,12 @@ impl std::future::Future for Changed<'_> {
             this.uncount();
             return std::task::Poll::Ready(v);
         }
-        // SAFETY: the word lies in the array's mapping, which the borrowed handle keeps
-        // mapped for the future's life; the registration goes with the future at the latest.
-        this.registration = Some(unsafe {
-            crate::waiter::register(
-                this.array.futex(),
-                &this.array.file,
-                offsets::FUTEX,
-                seen,
-                cx.waker(),
-            )
-        });
+        this.registration = Some(crate::waiter::register(
+            &this.array.file,
+            offsets::FUTEX,
+            seen,
+            cx.waker(),
+        ));
         std::task::Poll::Pending
     }
 }

@@ -36,11 +36,12 @@
 //! word moved after it and the thread's comparison or the kernel's check catches it: no
 //! wake-up is lost.
 //!
-//! Bounds, as for blocking waiters: the thread never sleeps longer than [`RESCAN`] (a word
-//! that moved without a `FUTEX_WAKE`, for example because a process zeroed the sleeper count,
-//! is found by the next scan), and every [`RECHECK_ALL`] it wakes every registered task, which
-//! polls again and so sees conditions that move no futex word (a subscription reclaimed by
-//! the daemon, a publisher that lost its stream).
+//! Bounds, as for blocking waiters: the thread never sleeps longer than [`RESCAN`] (an array
+//! word that moved without a `FUTEX_WAKE`, for example because a process zeroed the sleeper
+//! count, is found by the next scan), and every [`RECHECK_ALL`] it wakes every registered
+//! task, which polls again and so sees what moves no futex word: a subscription reclaimed by
+//! the daemon, a publisher that lost its stream, or a publish that did not bump the stream's
+//! word because its sleeper count had been zeroed by another process.
 //!
 //! # Without futex_waitv
 //! On kernels before 5.16 (`ENOSYS`), or when `MMSHARE_ASYNC_POLL=1` is set (for tests, or
@@ -51,11 +52,13 @@
 //!
 //! # Cancel safety and memory safety
 //! A registration is removed when its [`Registration`] is dropped (a future that is dropped or
-//! polled again drops its own). The thread reads a word only under the shard's lock and only
-//! while it is registered, and a registration is dropped by its future before the handle whose
-//! mapping holds the word can be dropped (the future borrows the handle). The kernel may still
-//! be asleep on an address that was unmapped meanwhile: that is harmless (it keys shared
-//! futexes by file and offset, and the thread's next scan no longer looks at it).
+//! polled again drops its own). The thread never touches a handle's memory: each word it
+//! watches it maps itself, one read-only page of the word's file per distinct word, so a
+//! future that is leaked (`mem::forget`) while its handle is dropped leaves only a stale
+//! registration, woken at the next full re-check and otherwise harmless. Wakers run outside
+//! the thread's lock and a panicking waker does not kill the thread. After `fork()` the child
+//! starts with no waiter threads of its own (the parent's do not exist there) and makes new
+//! ones as its tasks wait.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -82,28 +85,26 @@ const RECHECK_ALL: Duration = if cfg!(test) {
 /// The scan period without `futex_waitv`.
 const POLL_TICK: Duration = Duration::from_millis(1);
 
-/// Registers `waker` to be woken once the shared futex word `word` no longer holds `seen`
-/// (or at the latest within [`RECHECK_ALL`]).
-///
-/// # Safety
-/// `word` stays mapped (and a futex word of a shared mapping or of this process) until the
-/// returned registration is dropped.
-pub(crate) unsafe fn register(
-    word: &AtomicU32,
+/// Registers `waker` to be woken once the shared futex word at `offset` in `file` no longer
+/// holds `seen` (or at the latest within [`RECHECK_ALL`]).
+pub(crate) fn register(
     file: &std::fs::File,
     offset: usize,
     seen: u32,
     waker: &Waker,
 ) -> Registration {
     use std::os::unix::fs::MetadataExt;
-    let addr = std::ptr::from_ref(word) as usize;
     // The word's identity: its file and offset (module docs). Without the file's identity
-    // (fstat failed), the address stands in: correct, only not shared with other handles.
+    // (fstat failed), a key of our own keeps the entry apart from every other.
     let key = match file.metadata() {
         Ok(m) => Key(m.dev(), m.ino(), offset as u64),
-        Err(_) => Key(u64::MAX, addr as u64, 0),
+        Err(_) => Key(
+            u64::MAX,
+            reactor().next_id.fetch_add(1, Ordering::Relaxed),
+            0,
+        ),
     };
-    reactor().register(key, addr, seen, waker)
+    reactor().register(key, file, offset, seen, waker)
 }
 
 /// A shared futex word's identity: device, inode, offset in the file.
@@ -120,16 +121,23 @@ pub(crate) struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut state = lock(&self.shard.state);
-        if let Some(at) = state.entries.iter().position(|e| e.key == self.key) {
-            let entry = &mut state.entries[at];
-            entry.regs.retain(|r| r.id != self.id);
-            if entry.regs.is_empty() {
-                state.entries.swap_remove(at);
+        // What is taken out is dropped after the lock (a waker's drop may run user code).
+        let (mut reg, mut entry) = (None, None);
+        {
+            let mut state = lock(&self.shard.state);
+            if let Some(at) = state.entries.iter().position(|e| e.key == self.key) {
+                let regs = &mut state.entries[at].regs;
+                if let Some(i) = regs.iter().position(|r| r.id == self.id) {
+                    reg = Some(regs.swap_remove(i));
+                }
+                if regs.is_empty() {
+                    entry = Some(state.entries.swap_remove(at));
+                }
             }
         }
-        // The thread may still sleep on the word: harmless (see the module docs), and it
-        // drops the word from its next call.
+        drop((reg, entry));
+        // The thread may still sleep on the word's page: harmless, it drops the word from
+        // its next call.
     }
 }
 
@@ -161,11 +169,21 @@ pub fn waiter_polls() -> bool {
         .is_some_and(|r| r.poll.load(Ordering::Relaxed))
 }
 
+/// How many times a waiter thread was woken by a `FUTEX_WAKE` on a watched word (rather than
+/// by a rescan, a registration or a value that had already moved). A diagnostic: tests use it
+/// to prove that writers wake the waiter thread, not only its periodic scans.
+pub fn waiter_wakeups() -> u64 {
+    WAKEUPS.load(Ordering::Relaxed)
+}
+
+static WAKEUPS: AtomicU64 = AtomicU64::new(0);
+
 static REACTOR: OnceLock<Reactor> = OnceLock::new();
 
 fn reactor() -> &'static Reactor {
     REACTOR.get_or_init(|| Reactor {
         shards: Mutex::new(Vec::new()),
+        pid: AtomicU32::new(std::process::id()),
         next_id: AtomicU64::new(1),
         poll: AtomicBool::new(std::env::var_os("MMSHARE_ASYNC_POLL").is_some_and(|v| v == "1")),
     })
@@ -179,6 +197,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Reactor {
     /// Lock order: `shards`, then a shard's `state`.
     shards: Mutex<Vec<Arc<Shard>>>,
+    /// The process the shards' threads run in (a forked child has none of them).
+    pid: AtomicU32,
     next_id: AtomicU64,
     /// Poll instead of `futex_waitv` (set at start by the environment, or on `ENOSYS`).
     poll: AtomicBool,
@@ -200,33 +220,81 @@ struct ShardState {
 #[derive(Debug)]
 struct Entry {
     key: Key,
+    /// The thread's own read-only mapping of the page that holds the word, and the word's
+    /// offset in it; `None` if the page could not be mapped (the entry's tasks are then woken
+    /// by the full re-check only).
+    page: Option<(memmap2::Mmap, usize)>,
     /// Never empty: an entry goes with its last registration.
     regs: Vec<Reg>,
+}
+
+impl Entry {
+    fn word(&self) -> Option<&AtomicU32> {
+        self.page.as_ref().map(|(map, at)| {
+            // SAFETY: `at` is a 4-aligned offset inside the mapped page (checked in `new`),
+            // and the page stays mapped while the entry lives.
+            unsafe { &*map.as_ptr().add(*at).cast::<AtomicU32>() }
+        })
+    }
+
+    fn new(key: Key, file: &std::fs::File, offset: usize) -> Entry {
+        let size = rustix::param::page_size();
+        let start = offset - offset % size;
+        let page = offset
+            .is_multiple_of(4)
+            .then(|| {
+                // SAFETY: a read-only, shared mapping of one page of the word's file; the file
+                // may change under it (that is the point), and the thread reads the word only
+                // with atomic loads.
+                unsafe {
+                    memmap2::MmapOptions::new()
+                        .offset(start as u64)
+                        .len(size)
+                        .map(file)
+                }
+                .ok()
+            })
+            .flatten()
+            .map(|map| (map, offset - start));
+        Entry {
+            key,
+            page,
+            regs: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Reg {
     id: u64,
-    /// The word's address in this registration's mapping (mapped while it is registered).
-    addr: usize,
     seen: u32,
-    waker: Waker,
-    /// Woken already (it stays listed until its future drops the registration).
-    woken: bool,
+    /// Taken when the task is woken (it stays listed until its future drops the
+    /// registration).
+    waker: Option<Waker>,
 }
 
 impl Reactor {
-    fn register(&'static self, key: Key, addr: usize, seen: u32, waker: &Waker) -> Registration {
+    fn register(
+        &'static self,
+        key: Key,
+        file: &std::fs::File,
+        offset: usize,
+        seen: u32,
+        waker: &Waker,
+    ) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let reg = Reg {
             id,
-            addr,
             seen,
-            waker: waker.clone(),
-            woken: false,
+            waker: Some(waker.clone()),
         };
         let mut shards = lock(&self.shards);
-        // The shard that already sleeps on this word, else the first with room, else a new
+        let me = std::process::id();
+        if self.pid.swap(me, Ordering::Relaxed) != me {
+            // A forked child: the parent's threads do not run here.
+            shards.clear();
+        }
+        // The shard that already watches this word, else the first with room, else a new
         // shard with its own thread.
         let holding = shards
             .iter()
@@ -241,30 +309,30 @@ impl Reactor {
             let mut state = lock(&shard.state);
             match state.entries.iter_mut().find(|e| e.key == key) {
                 Some(entry) => entry.regs.push(reg),
-                None => state.entries.push(Entry {
-                    key,
-                    regs: vec![reg],
-                }),
+                None => {
+                    let mut entry = Entry::new(key, file, offset);
+                    entry.regs.push(reg);
+                    state.entries.push(entry);
+                }
             }
             drop(state);
             return self.poked(shard, key, id);
         }
+        let mut entry = Entry::new(key, file, offset);
+        entry.regs.push(reg);
         let shard = Arc::new(Shard {
             state: Mutex::new(ShardState {
-                entries: vec![Entry {
-                    key,
-                    regs: vec![reg],
-                }],
+                entries: vec![entry],
             }),
             poke: AtomicU32::new(0),
         });
-        shards.push(Arc::clone(&shard));
-        let n = shards.len();
         let for_thread = Arc::clone(&shard);
+        // Started before the shard is listed: a shard without its thread is never listed.
         std::thread::Builder::new()
-            .name(format!("mmshare-waiter-{n}"))
+            .name(format!("mmshare-waiter-{}", shards.len() + 1))
             .spawn(move || self.run(&for_thread))
             .expect("cannot start an mmshare waiter thread");
+        shards.push(Arc::clone(&shard));
         self.poked(shard, key, id)
     }
 
@@ -295,33 +363,28 @@ impl Reactor {
             {
                 let mut state = lock(&shard.state);
                 for entry in &mut state.entries {
-                    // Any registration's address will do: they all map the same word.
-                    let addr = entry.regs[0].addr;
-                    // SAFETY: the registration is listed, so its future (and the handle whose
-                    // mapping holds the word) is alive; registrations are removed under this
-                    // lock.
-                    let now = unsafe { &*(addr as *const AtomicU32) }.load(Ordering::Acquire);
+                    let now = entry.word().map(|w| w.load(Ordering::Acquire));
                     let mut waiting = false;
-                    for reg in entry.regs.iter_mut().filter(|r| !r.woken) {
-                        if reg.seen != now || full {
-                            reg.woken = true;
-                            to_wake.push(reg.waker.clone());
+                    for reg in entry.regs.iter_mut().filter(|r| r.waker.is_some()) {
+                        if full || now.is_some_and(|now| reg.seen != now) {
+                            to_wake.extend(reg.waker.take());
                         } else {
                             waiting = true;
                         }
                     }
-                    if waiting {
+                    if let (true, Some(now), Some(word)) = (waiting, now, entry.word()) {
                         let mut w = futex::Wait::new();
                         w.val = u64::from(now);
-                        w.uaddr = futex::WaitPtr::new(addr as *mut std::ffi::c_void);
+                        w.uaddr = futex::WaitPtr::new(std::ptr::from_ref(word).cast_mut().cast());
                         w.flags = futex::WaitFlags::SIZE_U32;
                         waits.push(w);
                     }
                 }
             }
-            // Woken outside the lock: a waker may run code that drops a registration.
+            // Woken outside the lock (a waker may run code that drops a registration); a
+            // waker that panics must not take the thread, and every other task, with it.
             for waker in to_wake.drain(..) {
-                waker.wake();
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()));
             }
             self.sleep(shard, &waits, poke_seen);
         }
@@ -351,10 +414,19 @@ impl Reactor {
                 Some(&until),
                 rustix::time::ClockId::Monotonic,
             ) {
-                Err(rustix::io::Errno::NOSYS) => self.poll.store(true, Ordering::Relaxed),
-                // Woken, a value had moved (EAGAIN), the period ended, a signal, or a word
-                // unmapped meanwhile (EFAULT): all mean "scan again".
-                _ => return,
+                // Woken by a FUTEX_WAKE on a watched word (index 0 is the poke word).
+                Ok(i) => {
+                    if i > 0 {
+                        WAKEUPS.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return;
+                }
+                // A value had moved, the period ended, a signal: scan again.
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::TIMEDOUT)
+                | Err(rustix::io::Errno::INTR) => return,
+                // No futex_waitv (before 5.16: ENOSYS), or refused (a seccomp filter: EPERM,
+                // ...): poll from now on rather than spin on the error.
+                Err(_) => self.poll.store(true, Ordering::Relaxed),
             }
         }
         crate::sys::futex_wait_private(&shard.poke, poke_seen, Some(POLL_TICK));
@@ -389,49 +461,85 @@ mod tests {
         }
     }
 
+    /// A file of `n` u32 futex words, mapped shared and writable here (the waiter maps its
+    /// own page of it, as it does for other processes' arrays and streams).
+    fn words(n: usize) -> (std::fs::File, memmap2::MmapMut) {
+        let file = tempfile::tempfile().expect("temp file");
+        file.set_len((n * 4).next_multiple_of(4096) as u64)
+            .expect("size");
+        // SAFETY: a private temp file, only accessed atomically below.
+        let map = unsafe { memmap2::MmapMut::map_mut(&file) }.expect("map");
+        (file, map)
+    }
+
+    fn word(map: &memmap2::MmapMut, i: usize) -> &AtomicU32 {
+        // SAFETY: in bounds and 4-aligned (the mapping is page aligned).
+        unsafe { &*map.as_ptr().add(4 * i).cast::<AtomicU32>() }
+    }
+
     // One test for the whole module: the reactor is global to the process.
     #[test]
     fn wakes_on_a_moved_word_shares_threads_and_forgets_dropped_registrations() {
-        let words: Vec<AtomicU32> = (0..200).map(|_| AtomicU32::new(0)).collect();
-        // The words' identity: this file, at offset = index (they are plain memory here).
-        let file = tempfile::tempfile().expect("temp file");
+        let (file, map) = words(200);
         // A word that moved before the thread saw the registration: woken by the scan.
         let (moved, waker) = counter();
-        // SAFETY: the words outlive every registration (dropped before the end).
-        let early = unsafe { register(&words[0], &file, 0, 7, &waker) };
+        let early = register(&file, 0, 7, &waker);
         until("the early wake-up", || moved.0.load(Ordering::SeqCst) == 1);
         drop(early);
 
-        // 199 words, 3 tasks each, then a FUTEX_WAKE-less bump of every word.
+        // 199 words, 3 tasks each, then a bump and FUTEX_WAKE of every word.
         let (hits, waker) = counter();
-        let regs: Vec<Registration> = (1..words.len())
+        let regs: Vec<Registration> = (1..200)
             .flat_map(|i| {
-                let (w, file, waker) = (&words[i], &file, &waker);
-                // SAFETY: as above.
-                (0..3).map(move |_| unsafe { register(w, file, i, 0, waker) })
+                let (file, waker) = (&file, &waker);
+                (0..3).map(move |_| register(file, 4 * i, 0, waker))
             })
             .collect();
         assert_eq!(registered_waiters(), 597);
         assert_eq!(waiter_threads(), 2, "199 words need two threads of 127");
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(hits.0.load(Ordering::SeqCst), 0, "nothing moved yet");
-        for w in &words[1..] {
-            w.store(1, Ordering::Release);
-            crate::sys::futex_wake_all(w);
+        let woken_before = waiter_wakeups();
+        for i in 1..200 {
+            word(&map, i).store(1, Ordering::Release);
+            crate::sys::futex_wake_all(word(&map, i));
         }
         until("597 wake-ups", || hits.0.load(Ordering::SeqCst) == 597);
+        assert!(
+            waiter_wakeups() > woken_before,
+            "FUTEX_WAKE woke the waiter threads"
+        );
         drop(regs);
         assert_eq!(registered_waiters(), 0, "dropped registrations are gone");
 
-        // A dropped registration is never woken.
+        // A dropped registration is never woken; a waker that panics does not stop the thread.
         let (none, waker) = counter();
-        // SAFETY: as above.
-        let reg = unsafe { register(&words[1], &file, 1, 1, &waker) };
-        drop(reg);
-        words[1].store(2, Ordering::Release);
-        crate::sys::futex_wake_all(&words[1]);
+        drop(register(&file, 4, 1, &waker));
+        let bad = Waker::from(Arc::new(Panics));
+        let panicking = register(&file, 8, 1, &bad);
+        word(&map, 1).store(2, Ordering::Release);
+        crate::sys::futex_wake_all(word(&map, 1));
+        word(&map, 2).store(2, Ordering::Release);
+        crate::sys::futex_wake_all(word(&map, 2));
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(none.0.load(Ordering::SeqCst), 0);
+        drop(panicking);
+        let (after, waker) = counter();
+        let reg = register(&file, 12, 1, &waker);
+        word(&map, 3).store(2, Ordering::Release);
+        crate::sys::futex_wake_all(word(&map, 3));
+        until("a wake-up after a panicking waker", || {
+            after.0.load(Ordering::SeqCst) == 1
+        });
+        drop(reg);
         assert_eq!(waiter_threads(), 2, "threads are reused, not added");
+    }
+
+    struct Panics;
+
+    impl Wake for Panics {
+        fn wake(self: Arc<Self>) {
+            panic!("a waker that panics");
+        }
     }
 }

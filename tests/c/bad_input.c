@@ -53,6 +53,8 @@ int main(int argc, char **argv) {
     CHECK(mms_open_array(c, "a", NULL, true, &a));
     CHECK(mms_array_begin_write(a, &data, &len));
     EXPECT(mms_array_begin_write(a, &data, &len), MMS_ERR_BUSY);
+    EXPECT(mms_array_read(a, buf, sizeof buf, NULL), MMS_ERR_BUSY); /* would wait for itself */
+    EXPECT(mms_array_wait(a, 0, 10, NULL), MMS_ERR_BUSY);
     EXPECT(mms_array_write(a, buf, sizeof buf, NULL), MMS_ERR_BUSY);
     ((double *)data)[0] = 42.0; /* half a write: then the writer gives up */
     CHECK(mms_array_abort(a));

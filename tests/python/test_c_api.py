@@ -41,9 +41,10 @@ def c_program(tmp_path_factory):
         if name not in built:
             exe = out / name
             subprocess.run(
-                [cc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-o", str(exe),
-                 str(SOURCES / f"{name}.c"), f"-I{REPO / 'clients' / 'c' / 'include'}",
-                 f"-I{SOURCES}", f"-L{lib}", "-lmmshare_c", f"-Wl,-rpath,{lib}"],
+                [cc, "-std=c11", "-D_DEFAULT_SOURCE", "-pthread", "-Wall", "-Wextra", "-Werror",
+                 "-o", str(exe), str(SOURCES / f"{name}.c"),
+                 f"-I{REPO / 'clients' / 'c' / 'include'}", f"-I{SOURCES}", f"-L{lib}",
+                 "-lmmshare_c", f"-Wl,-rpath,{lib}"],
                 check=True)
             built[name] = str(exe)
         return built[name]
@@ -116,6 +117,13 @@ def test_bad_input_through_the_c_api_gets_errors_not_crashes(daemon, c_program):
     assert any("closed" in line for line in lines if line.startswith("MMS_ERR_CLOSED")), lines
 
 
+def test_a_sample_released_by_another_thread_does_not_wait_for_a_receive(daemon, c_program):
+    out = subprocess.run([c_program("release_thread"), daemon.socket], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
 def test_installed_with_pkg_config_a_program_builds_and_runs(daemon, tmp_path):
     if shutil.which("pkg-config") is None:
         pytest.fail("pkg-config is needed to test the installed C API (apt-get install pkg-config)")
@@ -156,3 +164,17 @@ def test_the_readmes_quick_start_in_c_compiles_and_runs_as_shown(daemon, tmp_pat
     out, err = hello.communicate(timeout=60)
     assert hello.returncode == 0, err
     assert out.strip().endswith("px[1] = 2.0"), out
+
+
+def test_the_cpp_wrapper_owns_handles_and_throws_errors(daemon):
+    cxx = shutil.which(os.environ.get("CXX", "c++"))
+    if cxx is None:
+        pytest.fail("no C++ compiler: install one (c++) to test mmshare.hpp")
+    lib = _lib_dir()
+    exe = pathlib.Path(daemon.root) / "cpp_roundtrip"
+    subprocess.run([cxx, "-std=c++17", "-Wall", "-Wextra", "-Werror", "-o", str(exe),
+                    str(SOURCES / "cpp_roundtrip.cpp"), f"-I{REPO / 'clients' / 'c' / 'include'}",
+                    f"-L{lib}", "-lmmshare_c", f"-Wl,-rpath,{lib}"], check=True)
+    out = subprocess.run([str(exe), daemon.socket], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "c++ ok"

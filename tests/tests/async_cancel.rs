@@ -73,6 +73,8 @@ fn dropped_futures_lose_nothing_and_loans_wait_for_lossless_subscribers() {
         let (go, start) = std::sync::mpsc::channel::<()>();
         let reader = std::thread::spawn(move || {
             start.recv().expect("go");
+            // Late enough that the loan below is asleep when a slot frees up.
+            std::thread::sleep(Duration::from_millis(100));
             (0..4)
                 .map(|_| {
                     let s = sub
@@ -102,6 +104,11 @@ fn dropped_futures_lose_nothing_and_loans_wait_for_lossless_subscribers() {
         assert_eq!(loan.number(), 4);
         loan.fill(4);
         loan.publish();
+        assert_eq!(
+            word(&control, 0x80),
+            0,
+            "PUB_SLEEPERS back to 0 after a loan that waited"
+        );
         let got = reader.join().expect("reader thread");
         assert_eq!(
             got,

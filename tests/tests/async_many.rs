@@ -122,13 +122,14 @@ fn a_thousand_tasks_on_a_hundred_arrays_and_streams_need_one_waiter_thread() {
         );
         // Every waiting task is counted where writers look (a write wakes only if someone is).
         for a in &arrays2 {
-            assert!(sleepers(&mmshare::control_path(a)) >= 1);
+            assert_eq!(sleepers(&mmshare::control_path(a)), TASKS_EACH as u32);
         }
         for s in &streams2 {
             assert_eq!(sleepers(&stream_control(s)), TASKS_EACH as u32);
         }
 
         // Another process writes every array and publishes a frame to every stream.
+        let woken_before = mmshare::waiter_wakeups();
         let targets: Vec<String> = arrays2
             .iter()
             .map(|p| format!("a:{}", p.display()))
@@ -154,6 +155,8 @@ fn a_thousand_tasks_on_a_hundred_arrays_and_streams_need_one_waiter_thread() {
             let expected = if i < ARRAYS * TASKS_EACH { 1 } else { 0 };
             assert_eq!((n, &values), (expected, &want), "task {i}");
         }
+        // The writers saw the sleepers and woke the waiter thread (not only its rescans).
+        assert!(mmshare::waiter_wakeups() > woken_before);
     });
     assert_eq!(mmshare::registered_waiters(), 0, "nothing left registered");
     for a in &arrays {

@@ -1,10 +1,19 @@
 /*
- * mmshare: shared-memory arrays and streams, from C and C++.
+ * mmshare: shared-memory arrays and streams, from C and C++ (mmshare.hpp wraps this in RAII
+ * classes). Link with -lmmshare_c (pkg-config --cflags --libs mmshare).
  *
- * Link with -lmmshare_c (pkg-config --cflags --libs mmshare). Every function that can fail
- * returns an MMS_* status (MMS_OK is 0); mms_last_error() gives the one-line message of the
- * last failure on the calling thread. Handles are opaque pointers; *_close releases what a
- * handle holds (later calls on it return MMS_ERR_CLOSED), *_free closes and frees it.
+ * Conventions:
+ * - Every function that can fail returns an MMS_* status (MMS_OK is 0). mms_last_error() is
+ *   the one-line message of the calling thread's last failure.
+ * - Results go through out-pointers, written only on success; exceptions: mms_array_read
+ *   with MMS_ERR_TORN copies the bytes and the version, and a failed read may have
+ *   overwritten part of dst.
+ * - Handles are opaque pointers. *_close releases what a handle holds (later calls on it
+ *   return MMS_ERR_CLOSED); *_free closes and frees it; NULL is accepted by both.
+ * - A handle is used by one thread at a time (open one per thread: they are cheap). Samples
+ *   may be released from any thread.
+ * - Timeouts are in milliseconds: 0 = do not wait, negative = wait without limit.
+ * - No panic crosses into C: a bug inside the library returns MMS_ERR_INTERNAL.
  */
 
 #ifndef MMSHARE_H
@@ -317,7 +326,8 @@ int mms_publisher_loan(struct mms_publisher *publisher,
 // `publisher` is a live publisher handle; `number` NULL or valid for a write.
 int mms_publisher_publish(struct mms_publisher *publisher, uint64_t *number);
 
-// Gives the loaned slot back unpublished (nothing is delivered; numbers continue).
+// Gives the loaned slot back unpublished: nothing is delivered, and the next frame gets the
+// number this one would have had.
 //
 // # Safety
 // `publisher` is a live publisher handle.
@@ -355,7 +365,7 @@ void mms_publisher_free(struct mms_publisher *publisher);
 
 // Subscribes to stream `name`: lossless (`lossless` true: every frame in order; the
 // publisher waits for this subscriber) or lossy (never slows the publisher; every skipped
-// frame is counted). `max_held` (0: 4) is how many samples it may hold at once.
+// frame is counted). `max_held` (0: 2) is how many samples it may hold at once.
 //
 // # Safety
 // `client` is a live client handle; `name` a NUL-terminated string; `out` valid for a write.

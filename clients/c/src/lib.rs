@@ -83,6 +83,8 @@ pub const MMS_KIND_STREAM: c_int = 2;
 /// The most dimensions an array or frame has.
 pub const MMS_MAX_NDIM: usize = 32;
 const _: () = assert!(MMS_MAX_NDIM == mmshare::MAX_NDIM);
+// `mms_subscribe` documents its default hold count.
+const _: () = assert!(mmshare::DEFAULT_MAX_HELD == 2);
 
 /// The longest dtype string, with its terminating NUL.
 pub const MMS_DTYPE_LEN: usize = 16;
@@ -117,7 +119,8 @@ thread_local! {
 fn set_last_error(message: &str) {
     // A message never holds a NUL from us; one from elsewhere is cut there.
     let text = CString::new(message.split('\0').next().unwrap_or_default()).unwrap_or_default();
-    LAST_ERROR.with(|e| *e.borrow_mut() = text);
+    // `try_with`: at thread exit (a call from a thread-local destructor) the slot may be gone.
+    let _ = LAST_ERROR.try_with(|e| *e.borrow_mut() = text);
 }
 
 /// Runs an entry point: its status, with the message stored on failure, and a panic turned
@@ -412,7 +415,9 @@ unsafe fn free<H: Handle>(p: *mut H) {
 /// failing call on this thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn mms_last_error() -> *const c_char {
-    LAST_ERROR.with(|e| e.borrow().as_ptr())
+    LAST_ERROR
+        .try_with(|e| e.borrow().as_ptr())
+        .unwrap_or(c"".as_ptr())
 }
 
 /// The name of a status ("MMS_ERR_TIMEOUT"), or "MMS_UNKNOWN_STATUS".
@@ -672,7 +677,12 @@ pub unsafe extern "C" fn mms_create_array(
             options = options.memory();
         }
         let array = opened(c.create(&options)?);
-        // SAFETY: NULL or valid for a write (the contract).
+        if out.is_null() {
+            // Created only: the mapping (and its writer's lease) goes now.
+            drop(array);
+            return Ok(());
+        }
+        // SAFETY: checked non-NULL; valid for a write (the contract).
         unsafe {
             put(
                 out,
@@ -778,6 +788,18 @@ fn opened(mut array: Shared<RawArray>) -> Shared<RawArray> {
     array
 }
 
+/// Refuses to read or wait through a handle whose own write is open: it would wait for
+/// itself.
+fn no_open_write(a: &ArrayState) -> Result {
+    if a.session.is_some() {
+        return Err(Failure::new(
+            MMS_ERR_BUSY,
+            "this handle has a write open (mms_array_begin_write): commit or abort it first",
+        ));
+    }
+    Ok(())
+}
+
 fn whole(a: &ArrayState, len: usize, what: &str) -> Result {
     let want = a.array.header().data_len;
     if len as u64 != want {
@@ -807,6 +829,7 @@ pub unsafe extern "C" fn mms_array_read(
         let a = unsafe { live(array) }?;
         needed(dst, "dst")?;
         whole(a, len, "dst")?;
+        no_open_write(a)?;
         // SAFETY: checked non-NULL; valid for `len` bytes of writes (the contract).
         let buf = unsafe { std::slice::from_raw_parts_mut(dst.cast::<u8>(), len) };
         let snapshot = a.array.read_bytes(0, buf)?;
@@ -953,6 +976,7 @@ pub unsafe extern "C" fn mms_array_wait(
     ffi(|| {
         // SAFETY: a live handle of this type, used by this thread only (the contract).
         let a = unsafe { live(array) }?;
+        no_open_write(a)?;
         let v = waiting(
             timeout_ms,
             |d| a.array.wait_for_version(newer_than, d),
@@ -1161,7 +1185,8 @@ pub unsafe extern "C" fn mms_publisher_publish(
     })
 }
 
-/// Gives the loaned slot back unpublished (nothing is delivered; numbers continue).
+/// Gives the loaned slot back unpublished: nothing is delivered, and the next frame gets the
+/// number this one would have had.
 ///
 /// # Safety
 /// `publisher` is a live publisher handle.
@@ -1273,7 +1298,54 @@ pub unsafe extern "C" fn mms_publisher_free(publisher: *mut mms_publisher) {
 
 /// The subscriber, shared by its handle and its samples: it stays attached (its frames
 /// mapped) until the handle is closed and the last sample released.
-type SharedSubscriber = Arc<Mutex<Subscriber<u8>>>;
+type SharedSubscriber = Arc<SubscriberState>;
+
+/// A subscriber and the releases waiting for it. A sample released from another thread while
+/// `mms_receive` waits must not wait for that receive: its token is queued and released by
+/// whoever holds the subscriber next (a receive waits in slices of [`RECEIVE_SLICE`] and
+/// carries out queued releases between them), or at once if nobody holds it.
+#[derive(Debug)]
+pub struct SubscriberState {
+    subscriber: Mutex<Subscriber<u8>>,
+    released: Mutex<Vec<SampleToken>>,
+}
+
+/// The longest a receive waits before it carries out releases queued meanwhile.
+const RECEIVE_SLICE: Duration = Duration::from_millis(10);
+
+impl SubscriberState {
+    /// The subscriber, with queued releases carried out; run `f` on it, then carry out the
+    /// releases queued meanwhile.
+    fn with<R>(&self, f: impl FnOnce(&Subscriber<u8>) -> R) -> R {
+        let s = self
+            .subscriber
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.drain(&s);
+        let r = f(&s);
+        self.drain(&s);
+        r
+    }
+
+    fn drain(&self, s: &Subscriber<u8>) {
+        let tokens =
+            std::mem::take(&mut *self.released.lock().unwrap_or_else(PoisonError::into_inner));
+        for token in tokens {
+            s.release_token(token);
+        }
+    }
+
+    /// Releases `token` now if the subscriber is free, else queues it for its holder.
+    fn release(&self, token: SampleToken) {
+        self.released
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(token);
+        if let Ok(s) = self.subscriber.try_lock() {
+            self.drain(&s);
+        }
+    }
+}
 
 /// The receiving side of a stream.
 #[derive(Debug)]
@@ -1294,7 +1366,7 @@ pub struct mms_sample {
 
 /// Subscribes to stream `name`: lossless (`lossless` true: every frame in order; the
 /// publisher waits for this subscriber) or lossy (never slows the publisher; every skipped
-/// frame is counted). `max_held` (0: 4) is how many samples it may hold at once.
+/// frame is counted). `max_held` (0: 2) is how many samples it may hold at once.
 ///
 /// # Safety
 /// `client` is a live client handle; `name` a NUL-terminated string; `out` valid for a write.
@@ -1323,8 +1395,12 @@ pub unsafe extern "C" fn mms_subscribe(
             max_held as usize
         };
         let s = c.subscribe_bytes(name, delivery, held)?;
+        let state = SubscriberState {
+            subscriber: Mutex::new(s),
+            released: Mutex::new(Vec::new()),
+        };
         // SAFETY: NULL or valid for a write (the contract).
-        unsafe { put(out, boxed(Arc::new(Mutex::new(s)))) };
+        unsafe { put(out, boxed(Arc::new(state))) };
         Ok(())
     })
 }
@@ -1371,23 +1447,39 @@ pub unsafe extern "C" fn mms_receive(
         // SAFETY: a live handle of this type, used by this thread only (the contract).
         let shared = unsafe { live(subscriber) }?;
         needed(out, "out")?;
-        let s = shared.lock().unwrap_or_else(PoisonError::into_inner);
-        let got = if timeout_ms == 0 {
-            s.receive()?
-        } else {
-            Some(waiting(
-                timeout_ms,
-                |d| s.receive_timeout(d),
-                |e| matches!(e, StreamError::ReceiveTimeout { .. }),
-            )?)
-        };
-        if got.is_none() {
-            return Err(Failure::new(MMS_ERR_TIMEOUT, "no frame is waiting"));
+        let deadline = limit(timeout_ms).map(|d| std::time::Instant::now() + d);
+        loop {
+            // One slice with the subscriber held, then releases queued meanwhile are done.
+            let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+            let got = shared.with(|s| {
+                let got = match left {
+                    Some(left) if left.is_zero() => s.receive(),
+                    _ => {
+                        match s.receive_timeout(left.unwrap_or(RECEIVE_SLICE).min(RECEIVE_SLICE)) {
+                            Ok(sample) => Ok(Some(sample)),
+                            Err(StreamError::ReceiveTimeout { .. }) => Ok(None),
+                            Err(e) => Err(e),
+                        }
+                    }
+                };
+                got.map(|got| sample_of(shared, s, got))
+            })?;
+            if !got.is_null() {
+                // SAFETY: NULL or valid for a write (the contract).
+                unsafe { put(out, got) };
+                return Ok(());
+            }
+            if left.is_some_and(|l| l <= RECEIVE_SLICE) {
+                return Err(Failure::new(
+                    MMS_ERR_TIMEOUT,
+                    if timeout_ms == 0 {
+                        "no frame is waiting".to_owned()
+                    } else {
+                        format!("no frame within {timeout_ms} ms")
+                    },
+                ));
+            }
         }
-        let sample = sample_of(shared, &s, got);
-        // SAFETY: NULL or valid for a write (the contract).
-        unsafe { put(out, sample) };
-        Ok(())
     })
 }
 
@@ -1405,9 +1497,7 @@ pub unsafe extern "C" fn mms_latest(
         // SAFETY: a live handle of this type, used by this thread only (the contract).
         let shared = unsafe { live(subscriber) }?;
         needed(out, "out")?;
-        let s = shared.lock().unwrap_or_else(PoisonError::into_inner);
-        let got = s.latest()?;
-        let sample = sample_of(shared, &s, got);
+        let sample = shared.with(|s| s.latest().map(|got| sample_of(shared, s, got)))?;
         // SAFETY: NULL or valid for a write (the contract).
         unsafe { put(out, sample) };
         Ok(())
@@ -1428,10 +1518,7 @@ pub unsafe extern "C" fn mms_subscriber_missed(
         // SAFETY: a live handle of this type, used by this thread only (the contract).
         let shared = unsafe { live(subscriber) }?;
         needed(out, "out")?;
-        let missed = shared
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .missed();
+        let missed = shared.with(Subscriber::missed);
         // SAFETY: NULL or valid for a write (the contract).
         unsafe { put(out, missed) };
         Ok(())
@@ -1521,11 +1608,7 @@ pub unsafe extern "C" fn mms_sample_release(sample: *mut mms_sample) {
         // SAFETY: made by `sample_of`, released once (the contract).
         let mut sample = unsafe { Box::from_raw(sample) };
         if let Some(token) = sample.token.take() {
-            sample
-                .subscriber
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .release_token(token);
+            sample.subscriber.release(token);
         }
     }));
 }

@@ -512,10 +512,16 @@ impl<'a, T: Element> LoanAsync<'a, T> {
     }
 
     fn uncount(&mut self) {
+        // Not once another publisher took the stream over: it reset the count when it
+        // attached, and the count is its waiters' now. Saturating: the word is untrusted.
         if std::mem::take(&mut self.counted)
             && let Some(p) = self.publisher.as_deref()
+            && p.check_attached().is_ok()
         {
-            p.files.pub_sleepers().fetch_sub(1, Relaxed);
+            let _ = p
+                .files
+                .pub_sleepers()
+                .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
         }
     }
 }
@@ -548,18 +554,12 @@ impl<'a, T: Element> std::future::Future for LoanAsync<'a, T> {
             return std::task::Poll::Ready(done);
         }
         let p = this.publisher.as_deref().expect("not yet resolved");
-        // SAFETY: the word lies in the stream's control mapping, which the borrowed publisher
-        // keeps mapped for the future's life; the registration goes with the future at the
-        // latest.
-        this.registration = Some(unsafe {
-            crate::waiter::register(
-                p.files.pub_futex(),
-                p.files.control_file(),
-                super::layout::offsets::PUB_FUTEX,
-                seen,
-                cx.waker(),
-            )
-        });
+        this.registration = Some(crate::waiter::register(
+            p.files.control_file(),
+            super::layout::offsets::PUB_FUTEX,
+            seen,
+            cx.waker(),
+        ));
         std::task::Poll::Pending
     }
 }

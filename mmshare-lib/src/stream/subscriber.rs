@@ -614,8 +614,11 @@ pub struct Recv<'a, T: Element> {
 #[cfg(feature = "async")]
 impl<'a, T: Element> Recv<'a, T> {
     fn uncount(&mut self) {
+        // Not once the record was reclaimed: it may be another subscriber's by now, and its
+        // `sleeping` flag and count are not ours to clear.
         if std::mem::take(&mut self.counted)
             && let Some(s) = self.subscriber.as_deref()
+            && s.check_record().is_ok()
         {
             s.uncount_sleeping();
         }
@@ -673,18 +676,12 @@ impl<'a, T: Element> std::future::Future for Recv<'a, T> {
             return std::task::Poll::Ready(done);
         }
         let sub = this.subscriber.as_deref().expect("not yet resolved");
-        // SAFETY: the word lies in the stream's data mapping, which the borrowed subscriber
-        // keeps mapped for the future's life; the registration goes with the future at the
-        // latest.
-        this.registration = Some(unsafe {
-            crate::waiter::register(
-                sub.files.futex(),
-                sub.files.data_file(),
-                crate::format::offsets::FUTEX,
-                seen,
-                cx.waker(),
-            )
-        });
+        this.registration = Some(crate::waiter::register(
+            sub.files.data_file(),
+            crate::format::offsets::FUTEX,
+            seen,
+            cx.waker(),
+        ));
         std::task::Poll::Pending
     }
 }
