@@ -223,7 +223,9 @@ struct Entry {
     /// The thread's own read-only mapping of the page that holds the word, and the word's
     /// offset in it; `None` if the page could not be mapped (the entry's tasks are then woken
     /// by the full re-check only).
-    page: Option<(memmap2::Mmap, usize)>,
+    /// Shared (`Arc`) so the thread can keep a page mapped across its sleep even if the
+    /// entry goes meanwhile.
+    page: Option<(Arc<memmap2::Mmap>, usize)>,
     /// Never empty: an entry goes with its last registration.
     regs: Vec<Reg>,
 }
@@ -255,7 +257,7 @@ impl Entry {
                 .ok()
             })
             .flatten()
-            .map(|map| (map, offset - start));
+            .map(|map| (Arc::new(map), offset - start));
         Entry {
             key,
             page,
@@ -348,6 +350,9 @@ impl Reactor {
         let mut last_full = Instant::now();
         let mut waits: Vec<futex::Wait> = Vec::with_capacity(WORDS_PER_THREAD + 1);
         let mut to_wake: Vec<Waker> = Vec::new();
+        // The pages `waits` points into, kept mapped until the call returns: a registration
+        // dropped meanwhile may remove its entry (and would otherwise unmap the page).
+        let mut pinned: Vec<Arc<memmap2::Mmap>> = Vec::new();
         loop {
             let poke_seen = shard.poke.load(Ordering::Acquire);
             let full = last_full.elapsed() >= RECHECK_ALL;
@@ -360,6 +365,10 @@ impl Reactor {
             poke.uaddr = futex::WaitPtr::new(std::ptr::from_ref(&shard.poke).cast_mut().cast());
             poke.flags = futex::WaitFlags::SIZE_U32 | futex::WaitFlags::PRIVATE;
             waits.push(poke);
+            pinned.clear();
+            // Tasks waiting on a word whose page could not be mapped: only the full re-check
+            // wakes them, so the thread must not sleep past it.
+            let mut unwatched = false;
             {
                 let mut state = lock(&shard.state);
                 for entry in &mut state.entries {
@@ -378,6 +387,9 @@ impl Reactor {
                         w.uaddr = futex::WaitPtr::new(std::ptr::from_ref(word).cast_mut().cast());
                         w.flags = futex::WaitFlags::SIZE_U32;
                         waits.push(w);
+                        pinned.extend(entry.page.as_ref().map(|(map, _)| Arc::clone(map)));
+                    } else if waiting {
+                        unwatched = true;
                     }
                 }
             }
@@ -386,16 +398,18 @@ impl Reactor {
             for waker in to_wake.drain(..) {
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()));
             }
-            self.sleep(shard, &waits, poke_seen);
+            self.sleep(shard, &waits, poke_seen, unwatched);
         }
     }
 
     /// Sleeps until a word in `waits` moves or is woken, the poke word moves, or the rescan
     /// period ends.
-    fn sleep(&self, shard: &Shard, waits: &[futex::Wait], poke_seen: u32) {
+    fn sleep(&self, shard: &Shard, waits: &[futex::Wait], poke_seen: u32, unwatched: bool) {
         if waits.len() == 1 {
-            // Nothing registered: sleep until a registration comes.
-            crate::sys::futex_wait_private(&shard.poke, poke_seen, None);
+            // No word to watch: sleep until a registration comes, or (tasks on unmapped
+            // words) until the next full re-check may be due.
+            let at_most = unwatched.then_some(RESCAN);
+            crate::sys::futex_wait_private(&shard.poke, poke_seen, at_most);
             return;
         }
         if !self.poll.load(Ordering::Relaxed) {
@@ -421,9 +435,10 @@ impl Reactor {
                     }
                     return;
                 }
-                // A value had moved, the period ended, a signal: scan again.
+                // A value had moved, the period ended, a signal, or a page the kernel could
+                // not read (EFAULT; should not happen, the pages are pinned): scan again.
                 Err(rustix::io::Errno::AGAIN | rustix::io::Errno::TIMEDOUT)
-                | Err(rustix::io::Errno::INTR) => return,
+                | Err(rustix::io::Errno::INTR | rustix::io::Errno::FAULT) => return,
                 // No futex_waitv (before 5.16: ENOSYS), or refused (a seccomp filter: EPERM,
                 // ...): poll from now on rather than spin on the error.
                 Err(_) => self.poll.store(true, Ordering::Relaxed),

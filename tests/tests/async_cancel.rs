@@ -117,4 +117,6 @@ fn dropped_futures_lose_nothing_and_loans_wait_for_lossless_subscribers() {
         );
     });
     assert_eq!(mmshare::registered_waiters(), 0);
+    // Cancelled futures whose words the waiter slept on never made it fall back to polling.
+    assert!(!mmshare::waiter_polls());
 }

@@ -1324,7 +1324,26 @@ impl SubscriberState {
         self.drain(&s);
         let r = f(&s);
         self.drain(&s);
+        drop(s);
+        self.drain_if_free();
         r
+    }
+
+    /// Carries out queued releases if nobody holds the subscriber; a release queued while
+    /// someone held it is then never left waiting for the next call.
+    fn drain_if_free(&self) {
+        while !self
+            .released
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+        {
+            match self.subscriber.try_lock() {
+                Ok(s) => self.drain(&s),
+                Err(std::sync::TryLockError::Poisoned(p)) => self.drain(&p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => break,
+            }
+        }
     }
 
     fn drain(&self, s: &Subscriber<u8>) {
@@ -1341,9 +1360,7 @@ impl SubscriberState {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(token);
-        if let Ok(s) = self.subscriber.try_lock() {
-            self.drain(&s);
-        }
+        self.drain_if_free();
     }
 }
 
