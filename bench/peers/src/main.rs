@@ -776,42 +776,29 @@ fn blocking(
     size: usize,
 ) -> Result<Vec<(&'static str, Dist)>> {
     let mut rows = Vec::new();
-    // mmshare stream.
-    let path = stream_path(dir, &format!("bstream{size}"), size)?;
-    let mut publisher = Publisher::<u8>::open(&path).map_err(|e| e.to_string())?;
-    let mut child = spawn(&[
-        "__blocking",
-        "stream",
-        path.to_str().expect("utf-8"),
-        "-",
-        &size.to_string(),
-    ])?;
-    wait_ready(&mut child)?;
-    send_spaced(size, |msg| {
-        let mut loan = publisher.loan().map_err(|e| e.to_string())?;
-        loan.copy_from_slice(msg);
-        loan.publish();
-        Ok(())
-    })?;
-    rows.push(("mmshare stream (receive_timeout)", parse_report(child)?));
-    // The same, awaited in a tokio task.
-    let path = stream_path(dir, &format!("bastream{size}"), size)?;
-    let mut publisher = Publisher::<u8>::open(&path).map_err(|e| e.to_string())?;
-    let mut child = spawn(&[
-        "__blocking",
-        "stream-async",
-        path.to_str().expect("utf-8"),
-        "-",
-        &size.to_string(),
-    ])?;
-    wait_ready(&mut child)?;
-    send_spaced(size, |msg| {
-        let mut loan = publisher.loan().map_err(|e| e.to_string())?;
-        loan.copy_from_slice(msg);
-        loan.publish();
-        Ok(())
-    })?;
-    rows.push(("mmshare stream (async recv, tokio)", parse_report(child)?));
+    // mmshare stream, received by a blocking call, then awaited in a tokio task.
+    for (kind, label) in [
+        ("stream", "mmshare stream (receive_timeout)"),
+        ("stream-async", "mmshare stream (async recv, tokio)"),
+    ] {
+        let path = stream_path(dir, &format!("b{kind}{size}"), size)?;
+        let mut publisher = Publisher::<u8>::open(&path).map_err(|e| e.to_string())?;
+        let mut child = spawn(&[
+            "__blocking",
+            kind,
+            path.to_str().expect("utf-8"),
+            "-",
+            &size.to_string(),
+        ])?;
+        wait_ready(&mut child)?;
+        send_spaced(size, |msg| {
+            let mut loan = publisher.loan().map_err(|e| e.to_string())?;
+            loan.copy_from_slice(msg);
+            loan.publish();
+            Ok(())
+        })?;
+        rows.push((label, parse_report(child)?));
+    }
     // mmshare array.
     let (path, _) = create_array_file(
         dir,
