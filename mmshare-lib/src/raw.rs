@@ -1227,6 +1227,12 @@ impl std::future::Future for Changed<'_> {
             this.uncount();
             return std::task::Poll::Ready(v);
         }
+        // Test hook: a write here, after the last check and before the registration, lands
+        // inside the window the order above guards (`seen` is older than the write).
+        #[cfg(test)]
+        if let Some(hook) = crate::backoff::BEFORE_SLEEP.with(|h| h.borrow_mut().take()) {
+            hook();
+        }
         this.registration = Some(crate::waiter::register(
             &this.array.file,
             offsets::FUTEX,
@@ -1810,6 +1816,57 @@ mod tests {
         assert!(
             crate::sys::futex_already_changed() > changed,
             "the sleep did not see that the word had moved: it slept through the publish"
+        );
+    }
+
+    /// An async wait whose array is written between its last check and its registration
+    /// is still woken: its `seen` was read before the check, so the waiter thread finds the
+    /// word moved. (Reading `seen` after the check instead would register the new value and
+    /// sleep until the full re-check, which the unit tests set to an hour: this test fails.)
+    #[cfg(feature = "async")]
+    #[test]
+    fn an_async_wait_written_to_inside_its_window_is_woken() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Wake, Waker};
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let _serial = crate::waiter::TEST_LOCK
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), 8);
+        let writer = std::sync::Arc::new(RawArray::open(&path, Access::Write).unwrap());
+        let r = RawArray::open(&path, Access::Read).unwrap();
+        let hook_writer = writer.clone();
+        crate::backoff::BEFORE_SLEEP.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                hook_writer.write_bytes(0, &[1; 8]).unwrap();
+            }));
+        });
+        let count = std::sync::Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut changed = r.changed(0);
+        assert!(std::pin::Pin::new(&mut changed).poll(&mut cx).is_pending());
+        assert!(
+            crate::backoff::BEFORE_SLEEP.with(|h| h.borrow().is_none()),
+            "the future never reached its registration"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while count.0.load(Ordering::SeqCst) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the registration slept through a write made inside its window"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(
+            std::pin::Pin::new(&mut changed).poll(&mut cx),
+            Poll::Ready(1)
         );
     }
 

@@ -448,6 +448,10 @@ impl Reactor {
     }
 }
 
+/// Serializes the unit tests that use the (process-wide) waiter threads.
+#[cfg(test)]
+pub(crate) static TEST_LOCK: Mutex<()> = Mutex::new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,9 +496,11 @@ mod tests {
         unsafe { &*map.as_ptr().add(4 * i).cast::<AtomicU32>() }
     }
 
-    // One test for the whole module: the reactor is global to the process.
+    // One test for the whole module: the reactor is global to the process (other async unit
+    // tests take `TEST_LOCK` too, so the counts below are this test's alone).
     #[test]
     fn wakes_on_a_moved_word_shares_threads_and_forgets_dropped_registrations() {
+        let _serial = TEST_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
         let (file, map) = words(200);
         // A word that moved before the thread saw the registration: woken by the scan.
         let (moved, waker) = counter();
