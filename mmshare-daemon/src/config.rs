@@ -48,6 +48,14 @@ pub struct Config {
     /// filters; RUST_LOG overrides it
     #[arg(long, default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,
+    /// Do not keep control state in a descriptor keeper: the daemon then starts with fresh
+    /// control state for every object, so processes that were using an object when it
+    /// restarted no longer see the processes that attach after it (for throw-away daemons)
+    #[arg(long)]
+    pub no_fd_keeper: bool,
+    /// Run as the descriptor keeper on this socket (started by the daemon itself)
+    #[arg(long, hide = true, value_name = "SOCKET")]
+    pub fd_keeper: Option<PathBuf>,
 }
 
 const LOG_LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];

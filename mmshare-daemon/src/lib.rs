@@ -8,11 +8,14 @@
 //! - `registry`: the named arrays, access checks, create/open/stat/list/delete, recovery of
 //!   writers that died mid-write.
 //! - `shutdown`: SIGINT/SIGTERM handling and graceful stop.
+//! - `keeper`: the descriptor keeper, a small process that holds control memfds across
+//!   daemon restarts.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod config;
 mod connection;
+mod keeper;
 mod registry;
 mod server;
 mod shutdown;
@@ -21,6 +24,13 @@ pub use config::Config;
 pub use registry::{Creds, Perm, permits};
 
 use std::process::ExitCode;
+
+/// Runs the descriptor keeper on `socket` (what `mmshared --fd-keeper SOCKET` does; the
+/// daemon starts it itself): holds control memfds until no daemon is connected and none is in
+/// use.
+pub fn run_keeper(socket: &std::path::Path) -> ExitCode {
+    keeper::run(socket)
+}
 
 use tracing_subscriber::EnvFilter;
 

@@ -28,5 +28,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(socket) = &config.fd_keeper {
+        return mmshare_daemon::run_keeper(socket);
+    }
     mmshare_daemon::main_with(config)
 }

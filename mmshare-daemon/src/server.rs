@@ -82,9 +82,35 @@ pub async fn run(
         max_arrays: config.max_arrays,
         max_bytes: config.max_bytes,
     };
+    let keeper = if config.no_fd_keeper {
+        None
+    } else {
+        let m = memory.clone();
+        let reached = tokio::task::spawn_blocking(move || {
+            crate::keeper::Launch::this_executable()
+                .and_then(|launch| crate::keeper::Keeper::connect(&m, launch))
+        })
+        .await
+        .map_err(|e| format!("keeper start panicked: {e}"))?;
+        match reached {
+            Ok((keeper, held)) => {
+                info!(
+                    held = held.len(),
+                    "descriptor keeper reached: control state survives a daemon restart"
+                );
+                Some((keeper, held))
+            }
+            Err(e) => {
+                warn!(
+                    "no descriptor keeper ({e}): control state will not survive a restart of this daemon"
+                );
+                None
+            }
+        }
+    };
     let registry = {
         let (s, m) = (storage.clone(), memory.clone());
-        tokio::task::spawn_blocking(move || Registry::load(s, m, limits))
+        tokio::task::spawn_blocking(move || Registry::load(s, m, limits, keeper))
             .await
             .map_err(|e| format!("registry load panicked: {e}"))?
             .map_err(|e| {

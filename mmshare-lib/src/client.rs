@@ -358,11 +358,8 @@ impl Client {
         (fd, control): (OwnedFd, Option<OwnedFd>),
         access: Access,
     ) -> Result<Shared<RawArray>, ClientError> {
-        let raw = RawArray::from_files(
-            std::fs::File::from(fd),
-            control.map(std::fs::File::from),
-            access,
-        )?;
+        let control = control.map(std::fs::File::from).and_then(adopt_control);
+        let raw = RawArray::from_files(std::fs::File::from(fd), control, access)?;
         let lease = (access == Access::Write).then(|| self.conn.clone());
         Ok(Shared {
             array: raw,
@@ -553,9 +550,15 @@ impl Client {
                 "a stream reply must carry two file descriptors".into(),
             ));
         };
+        let Some(control) = adopt_control(std::fs::File::from(control)) else {
+            return Err(ClientError::Protocol(format!(
+                "the daemon sent stream {name:?}'s control state in a file whose size anyone \
+                 holding it could change (not a sealed memfd); refusing to map it"
+            )));
+        };
         let files = StreamFiles::from_files(
             std::fs::File::from(data),
-            std::fs::File::from(control),
+            control,
             role == StreamRole::Publish,
         )?;
         Ok((files, self.conn.clone()))
@@ -639,6 +642,20 @@ impl Client {
             (other, _) => Err(unexpected(&other)),
         }
     }
+}
+
+/// Takes control state the daemon sent: only a memfd sealed against resizing (a file that
+/// another participant could truncate would turn this process's accesses into SIGBUS), marked
+/// with this handle's participant lock so that the daemon and its descriptor keeper know the
+/// state is in use (`sys::hold_participant_lock`). A lock that cannot be taken (someone holds
+/// a conflicting one on purpose) costs only that: the state may be dropped while this handle
+/// still uses it once every other participant has gone.
+fn adopt_control(control: std::fs::File) -> Option<std::fs::File> {
+    if !sys::is_sealed(&control) {
+        return None;
+    }
+    let _ = sys::hold_participant_lock(&control);
+    Some(control)
 }
 
 fn unexpected(response: &Response) -> ClientError {

@@ -74,6 +74,26 @@ pub(crate) fn temp_name(name: &str) -> String {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn create_array_file(dir: &Path, spec: &ArraySpec) -> Result<(PathBuf, Header), CreateError> {
+    let (target, header) = create_array_data(dir, spec)?;
+    // The control file (module `sleepers`) comes second: a handle opened in between simply
+    // works without it.
+    if let Err(source) = crate::sleepers::create_control(&target) {
+        let _ = std::fs::remove_file(&target);
+        return Err(CreateError::Io {
+            dir: dir.to_owned(),
+            source,
+        });
+    }
+    Ok((target, header))
+}
+
+/// Creates the array file `dir/spec.name` crash-safely, as [`create_array_file`] does, but
+/// without the control file beside it: for a daemon, which keeps control state in sealed
+/// memory of its own (`new_array_control`) and hands it out with the file.
+///
+/// # Errors
+/// As [`create_array_file`].
+pub fn create_array_data(dir: &Path, spec: &ArraySpec) -> Result<(PathBuf, Header), CreateError> {
     let header = Header::new(spec)?;
     let target = dir.join(&header.name);
     let temp = dir.join(temp_name(&header.name));
@@ -93,12 +113,6 @@ pub fn create_array_file(dir: &Path, spec: &ArraySpec) -> Result<(PathBuf, Heade
         let _ = std::fs::remove_file(&temp);
     }
     result?;
-    // The control file (module `sleepers`) comes second: a handle opened in between simply
-    // works without it.
-    if let Err(source) = crate::sleepers::create_control(&target) {
-        let _ = std::fs::remove_file(&target);
-        return Err(io_err(source));
-    }
     Ok((target, header))
 }
 

@@ -72,7 +72,7 @@ pub use array::{Array, ReadView, WriteView};
 pub use client::{
     Client, ClientError, CreateOptions, SOCKET_ENV, Shared, StreamOptions, default_socket_path,
 };
-pub use create::{TEMP_PREFIX, create_array_file};
+pub use create::{TEMP_PREFIX, create_array_data, create_array_file};
 pub use dtype::{ALL_DTYPES, Bool8, DType, DTypeError, Element};
 pub use error::{CreateError, OpenError, ReadError, StreamError, WaitTimeout, WriteError};
 #[cfg(feature = "fault-injection")]
@@ -92,14 +92,20 @@ pub use raw::{
     WriteSession,
 };
 pub use shape::{MAX_DATA_LEN, MAX_NDIM, Order, ShapeError, data_len, element_count, parse_shape};
-pub use sleepers::{CONTROL_DIR, control_path, create_control};
+pub use sleepers::{
+    CONTROL_DIR, control_path, create_control, is_array_control, new_array_control,
+};
 pub use stream::{
     CONTROL_FILE, DATA_FILE, DEFAULT_MAX_HELD, Delivery, LoanToken, MAX_HELD, Publisher, Sample,
-    SampleMut, SampleToken, StreamFiles, Subscriber, SubscriberInfo, create_stream_files,
+    SampleMut, SampleToken, StreamFiles, Subscriber, SubscriberInfo, create_stream_data,
+    create_stream_files, new_stream_control,
 };
 #[cfg(feature = "async")]
 pub use stream::{LoanAsync, Recv};
-pub use sys::{Liveness, ProcessId, futex_wake_calls, futex_wakeups, reserve_space};
+pub use sys::{
+    CONTROL_SEALS, Liveness, ProcessId, futex_wake_calls, futex_wakeups, has_participants,
+    hold_participant_lock, is_sealed, reopen, reserve_space, sealed_memfd,
+};
 #[cfg(feature = "async")]
 pub use waiter::{
     WORDS_PER_THREAD, registered_waiters, waiter_polls, waiter_threads, waiter_wakeups,

@@ -78,6 +78,27 @@ pub fn create_control(array: &Path) -> io::Result<PathBuf> {
     result.map(|()| path)
 }
 
+/// Makes the control state of an array as the daemon hands it out: a sealed memfd (no file,
+/// and no one who receives it can change its size), 4096 bytes, laid out as a control file.
+///
+/// # Errors
+/// The OS error.
+pub fn new_array_control() -> io::Result<File> {
+    crate::sys::sealed_memfd(
+        "mmshare-array-control",
+        CONTROL_LEN as u64,
+        &control_header(0, 0),
+    )
+}
+
+/// Whether `file` holds an array's control state: at least 4096 bytes, the right magic.
+pub fn is_array_control(file: &File) -> bool {
+    let mut head = [0u8; 8];
+    file.metadata().is_ok_and(|m| m.len() >= CONTROL_LEN as u64)
+        && file.read_exact_at(&mut head, 0).is_ok()
+        && head == control_header(0, 0)[..8]
+}
+
 /// A mapped array control file.
 #[derive(Debug)]
 pub(crate) struct ArrayControl {
@@ -88,10 +109,7 @@ impl ArrayControl {
     /// Maps `file` if it is an array control file (at least 4096 bytes, the right magic);
     /// `None` otherwise (the handle then works without one).
     pub(crate) fn map(file: &File) -> Option<ArrayControl> {
-        let len = file.metadata().ok()?.len();
-        let mut head = [0u8; 8];
-        file.read_exact_at(&mut head, 0).ok()?;
-        if len < CONTROL_LEN as u64 || head != control_header(0, 0)[..8] {
+        if !is_array_control(file) {
             return None;
         }
         Mapping::map(file, CONTROL_LEN, true)

@@ -275,6 +275,107 @@ pub fn reserve_space(file: &File, len: u64) -> io::Result<()> {
     rustix::fs::fallocate(file, FallocateFlags::empty(), 0, len).map_err(io::Error::from)
 }
 
+/// The seals that make a control memfd safe to share: nobody can shrink it (which would turn
+/// every mapping's access past the new end into SIGBUS), grow it (which would bypass the
+/// daemon's byte limits: memfd pages are RAM), or change the seals.
+pub const CONTROL_SEALS: rustix::fs::SealFlags = rustix::fs::SealFlags::SHRINK
+    .union(rustix::fs::SealFlags::GROW)
+    .union(rustix::fs::SealFlags::SEAL);
+
+/// Makes an anonymous shared-memory file (`memfd_create`, close-on-exec) of exactly `len`
+/// bytes, space reserved, starting with `head`, then seals it with [`CONTROL_SEALS`]. What
+/// the kernel enforces from then on, for every process that ever gets a descriptor for it:
+/// its size never changes, whatever that descriptor's access mode.
+///
+/// # Errors
+/// The OS error (`ENOSPC`/`ENOMEM` when the memory is not there, `EMFILE`, ...).
+pub fn sealed_memfd(name: &str, len: u64, head: &[u8]) -> io::Result<File> {
+    use rustix::fs::{MemfdFlags, fcntl_add_seals, memfd_create};
+    use std::os::unix::fs::FileExt;
+    let fd = memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+    let file = File::from(fd);
+    file.set_len(len)?;
+    reserve_space(&file, len)?;
+    file.write_all_at(head, 0)?;
+    fcntl_add_seals(&file, CONTROL_SEALS)?;
+    Ok(file)
+}
+
+/// Whether `file` carries every seal of [`CONTROL_SEALS`] (false for a regular file, which
+/// cannot be sealed, and when the seals cannot be read).
+pub fn is_sealed(file: &File) -> bool {
+    rustix::fs::fcntl_get_seals(file).is_ok_and(|s| s.contains(CONTROL_SEALS))
+}
+
+/// Opens `file` again through `/proc/self/fd`, read-write and close-on-exec: a new open file
+/// description of the same file (for a memfd: the same memory, the same seals), so that locks
+/// taken through it are its own.
+///
+/// # Errors
+/// The OS error (`ENOENT` without `/proc`).
+pub fn reopen(file: &File) -> io::Result<File> {
+    use std::os::fd::AsRawFd;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
+/// The byte of a control file whose lock marks a live participant.
+const PARTICIPANT_BYTE: i64 = 0;
+
+fn ofd_lock(file: &File, cmd: libc::c_int, kind: libc::c_int) -> io::Result<libc::flock> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `flock` is a plain C struct for which all-zero bytes are a valid value.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = PARTICIPANT_BYTE;
+    lock.l_len = 1;
+    // l_pid must be 0 for the OFD commands.
+    loop {
+        // SAFETY: `file` is an open descriptor for the duration of the call, and `lock` is a
+        // valid, writable `struct flock` the kernel reads (SETLK) or fills in (GETLK).
+        let r = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut lock as *mut libc::flock) };
+        if r == 0 {
+            return Ok(lock);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Marks the calling handle as a live participant of the object whose control file `file`
+/// is: a shared open-file-description lock (`F_OFD_SETLK`, `F_RDLCK`) on byte 0, through
+/// `file`'s own open file description.
+///
+/// The kernel drops it when the last reference to that description goes: when the process
+/// dies, when it execs (the descriptor is close-on-exec and exec drops the mappings), or when
+/// the handle closes its descriptor and unmaps the file. A mapping keeps the description
+/// alive, so the lock lasts exactly as long as the handle can touch the control memory. A
+/// `fork()`ed child shares the description and so the lock: the object counts as in use while
+/// either process keeps it. OFD locks do not depend on pids, so this is right across pid
+/// namespaces and pid reuse.
+///
+/// # Errors
+/// The OS error; `EAGAIN` if someone holds a write lock on that byte (never an mmshare
+/// process: they only test for one).
+pub fn hold_participant_lock(file: &File) -> io::Result<()> {
+    ofd_lock(file, libc::F_OFD_SETLK, libc::F_RDLCK).map(|_| ())
+}
+
+/// Whether any open file description other than `file`'s holds a participant lock on the
+/// control file `file` (`F_OFD_GETLK`: asks, takes nothing).
+///
+/// # Errors
+/// The OS error (`EINVAL` on a kernel without OFD locks, before 3.15).
+pub fn has_participants(file: &File) -> io::Result<bool> {
+    let found = ofd_lock(file, libc::F_OFD_GETLK, libc::F_WRLCK)?;
+    Ok(found.l_type != libc::F_UNLCK as libc::c_short)
+}
+
 /// Connects a close-on-exec SOCK_SEQPACKET Unix socket to `path`.
 ///
 /// # Errors

@@ -62,6 +62,13 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
                                         most), checking each; print 'latest=COUNT newest=N'
                                         and the rate
   stream-scribble FILE SECONDS          write pseudo-random words at random offsets of FILE
+  stream-scribble-fd SOCKET NAME SECONDS
+                                        the same on the control state a subscriber receives
+  control-attack SOCKET NAME KIND [all] speak the protocol raw: open array NAME read-only (KIND
+                                        array) or subscribe to stream NAME (KIND stream), then
+                                        try to resize the control descriptor received (every
+                                        descriptor with 'all'); print 'fds=N' and
+                                        'fdI_WHAT=ok|ERRNO' lines
   poke [a:ARRAY | s:STREAM]...          write every element of each u64 array with its index
                                         + 1; publish one frame of each u64 stream, element k =
                                         k + 1; print 'poked N'";
@@ -123,7 +130,26 @@ fn main() -> ExitCode {
         ["stream-latest", socket, name, count] => {
             stream_latest(socket, name, count.parse().unwrap_or(1000))
         }
-        ["stream-scribble", file, secs] => stream_scribble(file, secs.parse().unwrap_or(1.0)),
+        ["stream-scribble", file, secs] => std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(file)
+            .map_err(Into::into)
+            .and_then(|f| stream_scribble(&f, secs.parse().unwrap_or(1.0))),
+        ["stream-scribble-fd", socket, name, secs] => raw_request(
+            socket,
+            &mmshare::proto::Request::OpenStream {
+                name: (*name).to_owned(),
+                role: mmshare::proto::StreamRole::Subscribe,
+            },
+        )
+        .and_then(|(_, fds)| {
+            let control = fds.into_iter().nth(1).ok_or("no control descriptor")?;
+            stream_scribble(&std::fs::File::from(control), secs.parse().unwrap_or(1.0))
+        }),
+        ["control-attack", socket, name, kind, rest @ ..] => {
+            control_attack(socket, name, kind, rest.first() == Some(&"all"))
+        }
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -741,12 +767,8 @@ fn stream_latest(socket: &str, name: &str, want: u64) -> Result<ExitCode> {
     })
 }
 
-fn stream_scribble(file: &str, secs: f64) -> Result<ExitCode> {
+fn stream_scribble(f: &std::fs::File, secs: f64) -> Result<ExitCode> {
     use std::os::unix::fs::FileExt as _;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(file)?;
     let len = f.metadata()?.len();
     let start = Instant::now();
     let mut x: u64 = 0x2545_F491_4F6C_DD1D ^ u64::from(std::process::id());
@@ -768,5 +790,122 @@ fn stream_scribble(file: &str, secs: f64) -> Result<ExitCode> {
         writes += 1;
     }
     say(&format!("scribbled={writes}"));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sends Hello then `request` on a fresh connection, the way any program can (no library
+/// checks in between), and returns the reply with the descriptors attached to it.
+fn raw_request(
+    socket: &str,
+    request: &mmshare::proto::Request,
+) -> Result<(mmshare::proto::Response, Vec<std::os::fd::OwnedFd>)> {
+    use mmshare::proto::{self, Request};
+    use rustix::net;
+    let fd = net::socket_with(
+        net::AddressFamily::UNIX,
+        net::SocketType::SEQPACKET,
+        net::SocketFlags::CLOEXEC,
+        None,
+    )?;
+    net::connect(&fd, &net::SocketAddrUnix::new(socket)?)?;
+    let call = |req: &Request| -> Result<(proto::Response, Vec<std::os::fd::OwnedFd>)> {
+        net::send(&fd, &proto::encode(req)?, net::SendFlags::NOSIGNAL)?;
+        let mut buf = vec![0u8; proto::MAX_MESSAGE + 1];
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+        let mut control = net::RecvAncillaryBuffer::new(&mut space);
+        let msg = net::recvmsg(
+            &fd,
+            &mut [std::io::IoSliceMut::new(&mut buf)],
+            &mut control,
+            net::RecvFlags::CMSG_CLOEXEC,
+        )?;
+        let mut fds = Vec::new();
+        for m in control.drain() {
+            if let net::RecvAncillaryMessage::ScmRights(got) = m {
+                fds.extend(got);
+            }
+        }
+        Ok((proto::decode(&buf[..msg.bytes])?, fds))
+    };
+    call(&Request::Hello {
+        version: proto::PROTOCOL_VERSION,
+        client: "attacker".into(),
+    })?;
+    call(request)
+}
+
+/// Tries to change the size of every descriptor an ordinary reader or subscriber receives:
+/// truncate to 0, grow by truncation, grow by fallocate (2 GiB), and the same through a
+/// reopened `/proc/self/fd` path.
+fn control_attack(socket: &str, name: &str, kind: &str, all: bool) -> Result<ExitCode> {
+    use mmshare::proto::{OpenAccess, Request, StreamRole};
+    use std::os::fd::AsRawFd as _;
+    let request = match kind {
+        "array" => Request::Open {
+            name: name.to_owned(),
+            access: OpenAccess::Read,
+        },
+        _ => Request::OpenStream {
+            name: name.to_owned(),
+            role: StreamRole::Subscribe,
+        },
+    };
+    let (reply, fds) = raw_request(socket, &request)?;
+    if let mmshare::proto::Response::Error { kind, message } = reply {
+        say(&format!("refused={kind:?} {message}"));
+        return Ok(ExitCode::from(1));
+    }
+    say(&format!("fds={}", fds.len()));
+    let outcome = |r: std::io::Result<()>| match r {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => match e.raw_os_error() {
+            Some(libc::EPERM) => "EPERM".to_owned(),
+            Some(libc::EACCES) => "EACCES".to_owned(),
+            Some(libc::EBADF) => "EBADF".to_owned(),
+            Some(libc::EINVAL) => "EINVAL".to_owned(),
+            _ => e.to_string(),
+        },
+    };
+    let count = fds.len();
+    for (i, fd) in fds.into_iter().enumerate() {
+        // The control state comes last in every reply that carries it.
+        if !all && i + 1 != count {
+            continue;
+        }
+        let file = std::fs::File::from(fd);
+        let len = file.metadata()?.len();
+        say(&format!("fd{i}_len={len}"));
+        let reopened = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        say(&format!(
+            "fd{i}_reopen_rw={}",
+            outcome(
+                reopened
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(0)))
+            )
+        ));
+        let grow = |f: &std::fs::File| {
+            rustix::fs::fallocate(f, rustix::fs::FallocateFlags::empty(), 0, 2 << 30)
+                .map_err(std::io::Error::from)
+        };
+        say(&format!("fd{i}_fallocate={}", outcome(grow(&file))));
+        say(&format!(
+            "fd{i}_grow={}",
+            outcome(file.set_len(len + (1 << 20)))
+        ));
+        say(&format!("fd{i}_truncate={}", outcome(file.set_len(0))));
+        if let Ok(r) = &reopened {
+            say(&format!(
+                "fd{i}_reopened_truncate={}",
+                outcome(r.set_len(0))
+            ));
+            say(&format!("fd{i}_reopened_fallocate={}", outcome(grow(r))));
+        }
+        say(&format!("fd{i}_len_after={}", file.metadata()?.len()));
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -251,9 +251,8 @@ fn streams_outlive_the_daemon_and_dead_records_are_reclaimed_after_a_restart() {
 #[test]
 fn scribbling_on_the_control_file_never_crashes_anyone() {
     let daemon = Daemon::start(&[]);
-    let info = create(&daemon, "scribbled", 8);
+    create(&daemon, "scribbled", 8);
     let sock = socket(&daemon);
-    let control = std::path::Path::new(&info.path).join(mmshare::CONTROL_FILE);
     let mut subs: Vec<Worker> = ["lossy", "lossless"]
         .iter()
         .map(|mode| Worker::spawn(&["stream-sub", &sock, "scribbled", mode, "19999"]))
@@ -261,7 +260,8 @@ fn scribbling_on_the_control_file_never_crashes_anyone() {
     for sub in &mut subs {
         sub.expect_line("subscribed", WATCHDOG);
     }
-    let scribbler = Worker::spawn(&["stream-scribble", &control.display().to_string(), "3"]);
+    // It gets the control state as any subscriber does: a descriptor from the daemon.
+    let scribbler = Worker::spawn(&["stream-scribble-fd", &sock, "scribbled", "3"]);
     let publisher = Worker::spawn(&["stream-pub", &sock, "scribbled", "20000"]);
     let (status, lines) = scribbler.finish(WATCHDOG);
     assert!(status.success(), "scribbler: {lines:?}");
@@ -320,35 +320,32 @@ fn a_subscriber_killed_asleep_leaves_no_sleeper_counted() {
     );
 }
 
-/// A participant that truncates the control file cannot take the daemon down: it stops
-/// touching that stream's mappings and keeps serving everything else.
+/// The control state a subscriber receives is a sealed memfd: truncating or growing it fails
+/// (EPERM), so no participant can turn the daemon's or another participant's accesses into
+/// SIGBUS, and the daemon and the subscriber carry on.
 #[test]
-fn a_truncated_control_file_does_not_crash_the_daemon() {
+fn the_control_state_a_subscriber_receives_cannot_be_resized() {
     let mut daemon = Daemon::start(&[]);
-    let info = create(&daemon, "cut", 8);
+    create(&daemon, "cut", 8);
     let client = daemon.client();
-    let _subscriber = client.subscribe::<u64>("cut", Delivery::Lossy).unwrap();
-    let control = std::path::Path::new(&info.path).join(mmshare::CONTROL_FILE);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&control)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    let subscriber = client.subscribe::<u64>("cut", Delivery::Lossy).unwrap();
+    let attack = Worker::spawn(&["control-attack", &socket(&daemon), "cut", "stream"]);
+    let (status, lines) = attack.finish(WATCHDOG);
+    assert!(status.success(), "{lines:?}");
+    for what in ["truncate", "grow", "fallocate", "reopened_truncate"] {
+        let line = format!("fd1_{what}=EPERM");
+        assert!(lines.contains(&line), "{line} not in {lines:?}");
+    }
     // Stat (which reads the records) and the periodic check (every 250 ms) both run.
     for _ in 0..5 {
         let _ = daemon.client().describe("cut");
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(daemon.is_running(), "the daemon died");
-    daemon
-        .client()
-        .create_stream(&StreamOptions::new("other", "uint64", &[64]))
-        .unwrap();
-    assert!(matches!(describe(&daemon, "other").published, 0));
-    // The subscriber's own mapping would fault if it touched the record now; dropping it
-    // would, so leak it (the process exits soon).
-    std::mem::forget(_subscriber);
+    let mut publisher = client.publisher::<u64>("cut").unwrap();
+    let n = publish(&mut publisher);
+    let sample = subscriber.receive_timeout(WATCHDOG).unwrap();
+    assert_eq!(sample.number(), n);
 }
 
 /// The stream example (examples/README.md): a lossless subscriber started before the

@@ -74,6 +74,8 @@ pub fn run(socket_given: bool, socket: &Path, seconds: f64, fps: f64) -> Result 
                 dir.path().join("data").as_os_str(),
                 "--mem-dir".as_ref(),
                 mem.path().join("arrays").as_os_str(),
+                // A throw-away daemon: nothing has to outlive it.
+                "--no-fd-keeper".as_ref(),
             ])
             .map_err(|e| e.to_string())?;
             let daemon = mmshare_daemon::EmbeddedDaemon::start(config)?;

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -17,10 +17,12 @@ use std::time::{Duration, Instant};
 use mmshare::proto::{ArrayInfo, Backing, ErrorKind, MAX_MESSAGE, OpenAccess, WireOrder};
 use mmshare::{
     Access, ArraySpec, CONTROL_DIR, CreateError, DType, FormatError, Header, Liveness, OpenError,
-    Order, ProcessId, RawArray, Recovery, TEMP_PREFIX, control_path, create_array_file,
-    create_control, data_len, validate_name,
+    Order, ProcessId, RawArray, Recovery, TEMP_PREFIX, create_array_data, data_len,
+    is_array_control, new_array_control, validate_name,
 };
 use tracing::{error, info, warn};
+
+use crate::keeper::{self, Keeper};
 
 mod streams;
 pub use streams::StreamEntry;
@@ -76,6 +78,8 @@ pub struct Entry {
     pub raw: RawArray,
     /// Device and inode of the file, to check that a file opened by path is this array.
     pub id: (u64, u64),
+    /// Its control state (sleeper count): a sealed memfd, reopened for each client.
+    pub control: File,
 }
 
 fn file_id(file: &File) -> io::Result<(u64, u64)> {
@@ -95,7 +99,13 @@ impl Entry {
             .is_ok_and(|m| m.len() >= self.header.file_len())
     }
 
-    fn new(header: Header, backing: Backing, path: PathBuf, raw: RawArray) -> io::Result<Entry> {
+    fn new(
+        header: Header,
+        backing: Backing,
+        path: PathBuf,
+        raw: RawArray,
+        control: File,
+    ) -> io::Result<Entry> {
         let id = file_id(raw.file())?;
         Ok(Entry {
             header,
@@ -103,7 +113,13 @@ impl Entry {
             path,
             raw,
             id,
+            control,
         })
+    }
+
+    /// The key of its control state in the descriptor keeper.
+    fn key(&self) -> String {
+        keeper::key('a', self.id, &self.header.name)
     }
 
     /// The description sent to clients.
@@ -180,6 +196,20 @@ pub struct Registry {
     mem_dir: PathBuf,
     limits: Limits,
     state: Mutex<State>,
+    /// The descriptor keeper that holds a copy of every control memfd (none with
+    /// `--no-fd-keeper`, or when it could not be started).
+    keeper: Mutex<Option<Keeper>>,
+    /// Control state the keeper handed over at start, by key, until objects claim it.
+    adoptable: Mutex<BTreeMap<String, File>>,
+}
+
+/// A descriptor for `control` to send to a client: a new open file description of the same
+/// memfd (so that the client's participant lock is its own, visible to the daemon and the
+/// keeper), or, without `/proc`, a duplicate of the daemon's own.
+pub(crate) fn client_control(control: &File) -> Option<File> {
+    mmshare::reopen(control)
+        .or_else(|_| control.try_clone())
+        .ok()
 }
 
 /// What a permission check is for.
@@ -291,6 +321,12 @@ pub(crate) fn prepare_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Locks `m`. A panic while holding one of the registry's locks cannot leave it inconsistent
+/// in a way that matters more than stopping service would; keep serving.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Registry {
     /// Prepares both directories and rebuilds the registry from them.
     ///
@@ -300,14 +336,29 @@ impl Registry {
     ///
     /// # Errors
     /// A directory cannot be created or read.
-    pub fn load(file_dir: PathBuf, mem_dir: PathBuf, limits: Limits) -> io::Result<Registry> {
+    ///
+    /// Each object's control state is taken from what `keeper` handed over when it still fits
+    /// the object (the state of a daemon that ran before, which live participants may be
+    /// using), else made fresh; the keeper is then told of every one, and forgets the rest.
+    pub fn load(
+        file_dir: PathBuf,
+        mem_dir: PathBuf,
+        limits: Limits,
+        keeper: Option<(Keeper, BTreeMap<String, File>)>,
+    ) -> io::Result<Registry> {
         prepare_dir(&file_dir)?;
         prepare_dir(&mem_dir)?;
+        let (keeper, held) = match keeper {
+            Some((k, held)) => (Some(k), held),
+            None => (None, BTreeMap::new()),
+        };
         let registry = Registry {
             file_dir,
             mem_dir,
             limits,
             state: Mutex::new(State::default()),
+            keeper: Mutex::new(keeper),
+            adoptable: Mutex::new(held),
         };
         {
             let mut state = registry.lock();
@@ -320,13 +371,94 @@ impl Registry {
                 "registry loaded"
             );
         }
+        let unclaimed = std::mem::take(&mut *lock(&registry.adoptable));
+        if let Some(k) = lock(&registry.keeper).as_mut() {
+            for key in unclaimed.keys() {
+                let _ = k.forget(key);
+            }
+        }
+        registry.keep_everything();
         Ok(registry)
     }
 
+    /// The control state for the object `key` found at start: the keeper's copy when it is
+    /// still sound (sealed, and `fits`: the size and layout this object needs), else `make()`.
+    fn control_for(
+        &self,
+        key: &str,
+        fits: impl Fn(&File) -> bool,
+        make: impl FnOnce() -> io::Result<File>,
+    ) -> io::Result<File> {
+        if let Some(held) = lock(&self.adoptable).remove(key) {
+            if mmshare::is_sealed(&held) && fits(&held) {
+                info!(
+                    key,
+                    "kept the control state a previous daemon left with the keeper"
+                );
+                return Ok(held);
+            }
+            warn!(
+                key,
+                "the keeper's control state does not fit the object: made afresh"
+            );
+        }
+        make()
+    }
+
+    /// Every object's keeper key and control state.
+    fn all_controls(&self) -> Vec<(String, File)> {
+        let state = self.lock();
+        let arrays = state
+            .arrays
+            .values()
+            .filter_map(|e| Some((e.key(), e.control.try_clone().ok()?)));
+        let streams = state
+            .streams
+            .values()
+            .filter_map(|e| Some((e.key(), e.files.control_file().try_clone().ok()?)));
+        arrays.chain(streams).collect()
+    }
+
+    /// Gives the keeper every object's control state.
+    fn keep_everything(&self) {
+        let all = self.all_controls();
+        if let Some(k) = lock(&self.keeper).as_mut() {
+            k.keep_all(all.iter().map(|(key, f)| (key.clone(), f)));
+        }
+    }
+
+    /// Tells the keeper to hold `control` under `key`; a keeper that had gone (and was
+    /// started again) is given everything.
+    pub(crate) fn keep(&self, key: &str, control: &File) {
+        let restarted = match lock(&self.keeper).as_mut().map(|k| k.keep(key, control)) {
+            None | Some(Ok(())) => false,
+            Some(Err(e)) if e.kind() == io::ErrorKind::NotConnected => true,
+            Some(Err(e)) => {
+                warn!(
+                    key,
+                    "cannot hand control state to the descriptor keeper: {e}"
+                );
+                false
+            }
+        };
+        if restarted {
+            self.keep_everything();
+        }
+    }
+
+    /// Tells the keeper to drop `key`.
+    pub(crate) fn forget(&self, key: &str) {
+        let restarted = match lock(&self.keeper).as_mut().map(|k| k.forget(key)) {
+            None | Some(Ok(())) => false,
+            Some(Err(e)) => e.kind() == io::ErrorKind::NotConnected,
+        };
+        if restarted {
+            self.keep_everything();
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave State inconsistent in a way that matters
-        // more than stopping service would; keep serving.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     fn dir(&self, backing: Backing) -> &Path {
@@ -359,7 +491,19 @@ impl Registry {
                 }
                 continue;
             }
-            if name.ends_with(".corrupt") || name == ".mmshared.lock" || name == CONTROL_DIR {
+            if name == CONTROL_DIR {
+                // Control files of an older daemon: control state is in sealed memfds now.
+                // Processes that still map these keep working on them.
+                match std::fs::remove_dir_all(&path) {
+                    Ok(()) => {
+                        info!(path = %path.display(), "removed an older daemon's control files")
+                    }
+                    Err(e) => warn!(path = %path.display(), "cannot remove old control files: {e}"),
+                }
+                continue;
+            }
+            if name.ends_with(".corrupt") || name == ".mmshared.lock" || name == keeper::SOCKET_NAME
+            {
                 continue;
             }
             if validate_name(&name).is_ok() && item.file_type()?.is_dir() {
@@ -370,13 +514,26 @@ impl Registry {
                 warn!(path = %path.display(), "ignoring a file that is not an array");
                 continue;
             }
-            if !control_path(&path).exists()
-                && let Err(e) = create_control(&path)
-            {
-                warn!(path = %path.display(), "cannot create the array's control file: {e}");
-            }
-            let raw = match RawArray::open(&path, Access::Write) {
-                Ok(raw) => raw,
+            let opened = open_array_file(&path).and_then(|file| {
+                let id = file_id(&file).map_err(|source| OpenError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                let control = self
+                    .control_for(
+                        &keeper::key('a', id, &name),
+                        is_array_control,
+                        new_array_control,
+                    )
+                    .map_err(|source| OpenError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
+                let raw = RawArray::from_files(file, control.try_clone().ok(), Access::Write)?;
+                Ok((raw, control))
+            });
+            let (raw, control) = match opened {
+                Ok(x) => x,
                 Err(OpenError::Format { source, .. }) => {
                     quarantine(&path, &source.to_string());
                     continue;
@@ -399,7 +556,7 @@ impl Registry {
                 continue;
             }
             let file_len = header.file_len();
-            match Entry::new(header, backing, path.clone(), raw) {
+            match Entry::new(header, backing, path.clone(), raw, control) {
                 Ok(entry) => {
                     state.bytes = state.bytes.saturating_add(file_len);
                     state.arrays.insert(name, Arc::new(entry));
@@ -538,8 +695,10 @@ impl Registry {
             Ok(entry) => {
                 let info = entry.info();
                 let file = OpenOptions::new().read(true).write(true).open(&entry.path);
-                let control = open_control(&entry.path);
-                state.arrays.insert(name.to_owned(), entry);
+                let control = client_control(&entry.control);
+                state.arrays.insert(name.to_owned(), entry.clone());
+                drop(state);
+                self.keep(&entry.key(), &entry.control);
                 info!(name, uid = who.uid, bytes = len, ?backing, "created");
                 let file = file.map_err(|e| internal("cannot open the new array", e))?;
                 Ok((info, file, control))
@@ -572,7 +731,7 @@ impl Registry {
             mode,
         };
         let dir = self.dir(backing);
-        let (path, header) = create_array_file(dir, &spec).map_err(|e| match e {
+        let (path, header) = create_array_data(dir, &spec).map_err(|e| match e {
             CreateError::Invalid(FormatError::BadName(n)) => {
                 RequestError::new(ErrorKind::InvalidName, n.to_string())
             }
@@ -588,10 +747,13 @@ impl Registry {
         })?;
         // The file is visible under its name now; if it cannot be served, take it away again
         // rather than leave a name nobody can create or open until a restart.
-        let entry = RawArray::open(&path, Access::Write)
+        let entry = new_array_control()
             .map_err(|e| e.to_string())
-            .and_then(|raw| {
-                Entry::new(header, backing, path.clone(), raw).map_err(|e| e.to_string())
+            .and_then(|control| {
+                let file = open_array_file(&path).map_err(|e| e.to_string())?;
+                let raw = RawArray::from_files(file, control.try_clone().ok(), Access::Write)
+                    .map_err(|e| e.to_string())?;
+                Entry::new(header, backing, path.clone(), raw, control).map_err(|e| e.to_string())
             });
         match entry {
             Ok(entry) => Ok(Arc::new(entry)),
@@ -637,7 +799,7 @@ impl Registry {
         if file_id(&file).ok() != Some(entry.id) {
             return Err(not_found(name));
         }
-        Ok((entry.info(), file, open_control(&entry.path)))
+        Ok((entry.info(), file, client_control(&entry.control)))
     }
 
     /// Describes an array (needs read permission).
@@ -697,7 +859,7 @@ impl Registry {
             .map_err(|e| RequestError::new(ErrorKind::InvalidName, e.to_string()))?;
         let mut state = self.lock();
         if state.streams.contains_key(name) {
-            return self.delete_stream(&mut state, who, name);
+            return self.delete_stream(state, who, name);
         }
         let entry = state
             .arrays
@@ -712,11 +874,13 @@ impl Registry {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(internal("cannot unlink array file", e)),
         }
-        // Processes that map it keep their mapping; a new array of this name gets a new one.
-        let _ = std::fs::remove_file(control_path(&entry.path));
+        // Processes that map it keep their mapping (and its control state); a new array of
+        // this name gets new ones.
         state.arrays.remove(name);
         state.unidentified.remove(name);
         state.bytes = state.bytes.saturating_sub(entry.header.file_len());
+        drop(state);
+        self.forget(&entry.key());
         info!(name, uid = who.uid, "deleted");
         Ok(())
     }
@@ -990,14 +1154,17 @@ impl Registry {
     }
 }
 
-/// The control file of the array at `path`, opened read-write (every participant registers
-/// its sleeps there, readers included). `None` if it is missing; the array works without it.
-fn open_control(path: &Path) -> Option<File> {
+/// Opens the array file at `path` read-write for the daemon's own mapping, refusing a symlink.
+fn open_array_file(path: &Path) -> Result<File, OpenError> {
     OpenOptions::new()
         .read(true)
         .write(true)
-        .open(control_path(path))
-        .ok()
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .map_err(|source| OpenError::Io {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// Renames a bad file aside as `NAME.corrupt` (or `NAME.N.corrupt`), never deleting it.

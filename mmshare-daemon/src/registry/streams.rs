@@ -17,10 +17,12 @@ use mmshare::proto::{
 };
 use mmshare::{
     CONTROL_FILE, CreateError, DATA_FILE, DType, FormatError, Header, Kind, Liveness, Order,
-    ProcessId, StreamError, StreamFiles, StreamSpec, TEMP_PREFIX, create_stream_files,
+    ProcessId, StreamError, StreamFiles, StreamSpec, TEMP_PREFIX, create_stream_data,
     validate_name,
 };
 use tracing::{error, info, warn};
+
+use crate::keeper;
 
 use super::{
     Creds, Perm, Registry, RequestError, State, denied, file_id, internal, no_space, not_found,
@@ -40,8 +42,6 @@ pub struct StreamEntry {
     pub files: StreamFiles,
     /// Device and inode of the data file, to check that files opened by path are this stream.
     pub id: (u64, u64),
-    /// The same for the control file.
-    pub control_id: (u64, u64),
 }
 
 fn wire_order(order: Order) -> WireOrder {
@@ -52,18 +52,9 @@ fn wire_order(order: Order) -> WireOrder {
 }
 
 impl StreamEntry {
-    fn open(header: Header, backing: Backing, path: PathBuf) -> Result<StreamEntry, String> {
-        let files = StreamFiles::open(&path, true).map_err(|e| e.to_string())?;
-        let id = file_id(files.data_file()).map_err(|e| e.to_string())?;
-        let control_id = file_id(files.control_file()).map_err(|e| e.to_string())?;
-        Ok(StreamEntry {
-            header,
-            backing,
-            path,
-            files,
-            id,
-            control_id,
-        })
+    /// The key of its control state in the descriptor keeper.
+    pub(super) fn key(&self) -> String {
+        keeper::key('s', self.id, &self.header.name)
     }
 
     /// Whether both files still hold what the daemon maps of them: a publisher could
@@ -172,8 +163,13 @@ impl Registry {
         state: &mut State,
     ) {
         let data = path.join(DATA_FILE);
-        let header = match StreamFiles::open(&path, true) {
-            Ok(files) => files.header().clone(),
+        // A control file beside the data is an older daemon's: control state is in sealed
+        // memfds now. Processes that still map it keep working on it.
+        if std::fs::remove_file(path.join(CONTROL_FILE)).is_ok() {
+            info!(path = %path.display(), "removed an older daemon's control file");
+        }
+        let files = match self.map_stream(&path, &name) {
+            Ok(files) => files,
             Err(StreamError::Open(mmshare::OpenError::Format { source, .. })) => {
                 quarantine(&path, &source.to_string());
                 return;
@@ -187,6 +183,7 @@ impl Registry {
                 return;
             }
         };
+        let header = files.header().clone();
         if header.name != name {
             quarantine(&path, &format!("its header names it {:?}", header.name));
             return;
@@ -198,13 +195,68 @@ impl Registry {
             );
             return;
         }
-        match StreamEntry::open(header, backing, path.clone()) {
-            Ok(entry) => {
+        match file_id(files.data_file()) {
+            Ok(id) => {
+                let entry = StreamEntry {
+                    header,
+                    backing,
+                    path,
+                    files,
+                    id,
+                };
                 state.bytes = state.bytes.saturating_add(entry.bytes());
                 state.streams.insert(name, Arc::new(entry));
             }
-            Err(e) => error!(path = %path.display(), "cannot map stream, not serving it: {e}"),
+            Err(e) => error!(path = %path.display(), "cannot stat stream, not serving it: {e}"),
         }
+    }
+
+    /// Maps the stream directory `path` for the daemon: its data file read-write, with the
+    /// control state the keeper still holds for it when that fits, else fresh state.
+    fn map_stream(&self, path: &Path, name: &str) -> Result<StreamFiles, StreamError> {
+        let data_path = path.join(DATA_FILE);
+        let io = |source| {
+            StreamError::Open(mmshare::OpenError::Io {
+                path: data_path.clone(),
+                source,
+            })
+        };
+        let data = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&data_path)
+            .map_err(io)?;
+        let id = file_id(&data).map_err(io)?;
+        // The geometry comes from the header, validated in full by `from_files` below.
+        let mut page = vec![0u8; mmshare::HEADER_SIZE];
+        let got = read_prefix(&data, &mut page).map_err(io)?;
+        let header = Header::decode(&page[..got]).map_err(|source| {
+            StreamError::Open(mmshare::OpenError::Format {
+                path: data_path.clone(),
+                source,
+            })
+        })?;
+        let Kind::Stream {
+            slots,
+            max_subscribers,
+        } = header.kind
+        else {
+            return Err(StreamError::WrongKind {
+                path: data_path,
+                expected: "a stream",
+                found: "an array",
+            });
+        };
+        let len = 4096 + 256 * u64::from(max_subscribers);
+        let control = self
+            .control_for(
+                &keeper::key('s', id, name),
+                |f| f.metadata().is_ok_and(|m| m.len() == len),
+                || mmshare::new_stream_control(slots, max_subscribers),
+            )
+            .map_err(io)?;
+        StreamFiles::from_files(data, control, true)
     }
 
     fn lookup_stream(&self, name: &str) -> Result<Arc<StreamEntry>, RequestError> {
@@ -341,7 +393,7 @@ impl Registry {
         backing: Backing,
     ) -> Result<Arc<StreamEntry>, RequestError> {
         let dir = self.dir(backing);
-        let (path, header) = create_stream_files(dir, spec).map_err(|e| match e {
+        let (path, _) = create_stream_data(dir, spec).map_err(|e| match e {
             CreateError::Invalid(other) => {
                 RequestError::new(ErrorKind::InvalidShape, other.to_string())
             }
@@ -352,8 +404,26 @@ impl Registry {
             CreateError::NoSpace { needed, dir } => no_space(name, needed, &dir),
             CreateError::Io { .. } => internal("stream create failed", e),
         })?;
-        match StreamEntry::open(header, backing, path.clone()) {
-            Ok(entry) => Ok(Arc::new(entry)),
+        let mapped = self.map_stream(&path, name).and_then(|files| {
+            let id = file_id(files.data_file()).map_err(|source| {
+                StreamError::Open(mmshare::OpenError::Io {
+                    path: path.clone(),
+                    source,
+                })
+            })?;
+            Ok(StreamEntry {
+                header: files.header().clone(),
+                backing,
+                path: path.clone(),
+                files,
+                id,
+            })
+        });
+        match mapped {
+            Ok(entry) => {
+                self.keep(&entry.key(), entry.files.control_file());
+                Ok(Arc::new(entry))
+            }
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&path);
                 Err(internal("cannot map the new stream", e))
@@ -409,14 +479,14 @@ impl Registry {
                 })
         };
         let data = open(DATA_FILE, role == StreamRole::Publish)?;
-        let control = open(CONTROL_FILE, true)?;
-        // Both files must be this stream's: a delete and a create of the same name between
-        // the lookup and the opens would otherwise pair one stream's data with another's
-        // control file.
-        if file_id(&data).ok() != Some(entry.id) || file_id(&control).ok() != Some(entry.control_id)
-        {
+        // The data file must be this stream's: a delete and a create of the same name between
+        // the lookup and the open would otherwise pair one stream's data with another's
+        // control state.
+        if file_id(&data).ok() != Some(entry.id) {
             return Err(not_found(name));
         }
+        let control = super::client_control(entry.files.control_file())
+            .ok_or_else(|| internal("cannot open stream control state", "no descriptor"))?;
         Ok((entry.info(true), data, control))
     }
 
@@ -491,7 +561,7 @@ impl Registry {
     /// removed. Processes that map its files keep streaming on them.
     pub(super) fn delete_stream(
         &self,
-        state: &mut MutexGuard<'_, State>,
+        mut state: MutexGuard<'_, State>,
         who: Creds,
         name: &str,
     ) -> Result<(), RequestError> {
@@ -520,6 +590,8 @@ impl Registry {
         }
         state.streams.remove(name);
         state.bytes = state.bytes.saturating_sub(entry.bytes());
+        drop(state);
+        self.forget(&entry.key());
         info!(name, uid = who.uid, "stream deleted");
         Ok(())
     }
@@ -584,4 +656,19 @@ impl Registry {
         }
         self.reclaim_streams(Some(pid));
     }
+}
+
+/// Reads up to `buf.len()` bytes from the start of `file` (fewer only at its end).
+fn read_prefix(file: &File, buf: &mut [u8]) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }

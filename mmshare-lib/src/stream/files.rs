@@ -46,6 +46,24 @@ pub fn create_stream_files(
     dir: &Path,
     spec: &StreamSpec,
 ) -> Result<(PathBuf, Header), CreateError> {
+    create_stream_dir(dir, spec, true)
+}
+
+/// Creates the stream directory `dir/NAME/` crash-safely, as [`create_stream_files`] does, but
+/// with only the data file in it: for a daemon, which keeps control state in sealed memory of
+/// its own ([`new_stream_control`]) and hands it out with the data file.
+///
+/// # Errors
+/// As [`create_stream_files`].
+pub fn create_stream_data(dir: &Path, spec: &StreamSpec) -> Result<(PathBuf, Header), CreateError> {
+    create_stream_dir(dir, spec, false)
+}
+
+fn create_stream_dir(
+    dir: &Path,
+    spec: &StreamSpec,
+    with_control: bool,
+) -> Result<(PathBuf, Header), CreateError> {
     let header = Header::new_stream(spec)?;
     let target = dir.join(&header.name);
     let temp = dir.join(temp_name(&header.name));
@@ -57,7 +75,7 @@ pub fn create_stream_files(
         .mode(0o700)
         .create(&temp)
         .map_err(io_err)?;
-    let result = fill(&temp, &header, spec, dir).and_then(|()| {
+    let result = fill(&temp, &header, spec, dir, with_control).and_then(|()| {
         renameat_with(CWD, &temp, CWD, &target, RenameFlags::NOREPLACE).map_err(|e| {
             if e == rustix::io::Errno::EXIST {
                 CreateError::AlreadyExists(target.clone())
@@ -73,7 +91,13 @@ pub fn create_stream_files(
     result.map(|()| (target, header))
 }
 
-fn fill(temp: &Path, header: &Header, spec: &StreamSpec, dir: &Path) -> Result<(), CreateError> {
+fn fill(
+    temp: &Path,
+    header: &Header,
+    spec: &StreamSpec,
+    dir: &Path,
+    with_control: bool,
+) -> Result<(), CreateError> {
     let io_err = |source: std::io::Error| CreateError::Io {
         dir: dir.to_owned(),
         source,
@@ -91,13 +115,29 @@ fn fill(temp: &Path, header: &Header, spec: &StreamSpec, dir: &Path) -> Result<(
     reserve(&data, header.file_len(), dir)?;
     data.write_all_at(&header.encode()[..], 0).map_err(io_err)?;
     data.sync_all().map_err(io_err)?;
-    let control = new_file(CONTROL_FILE)?;
-    reserve(&control, control_len(spec.max_subscribers) as u64, dir)?;
-    control
-        .write_all_at(&layout::control_header(spec.slots, spec.max_subscribers), 0)
-        .map_err(io_err)?;
-    control.sync_all().map_err(io_err)?;
+    if with_control {
+        let control = new_file(CONTROL_FILE)?;
+        reserve(&control, control_len(spec.max_subscribers) as u64, dir)?;
+        control
+            .write_all_at(&layout::control_header(spec.slots, spec.max_subscribers), 0)
+            .map_err(io_err)?;
+        control.sync_all().map_err(io_err)?;
+    }
     File::open(temp).and_then(|d| d.sync_all()).map_err(io_err)
+}
+
+/// Makes the control state of a stream as the daemon hands it out: a sealed memfd (no file,
+/// and no one who receives it can change its size) of `4096 + 256 × max_subscribers` bytes,
+/// laid out as a stream's control file, every record free.
+///
+/// # Errors
+/// The OS error.
+pub fn new_stream_control(slots: u32, max_subscribers: u32) -> std::io::Result<File> {
+    crate::sys::sealed_memfd(
+        "mmshare-stream-control",
+        control_len(max_subscribers) as u64,
+        &layout::control_header(slots, max_subscribers),
+    )
 }
 
 /// A stream's two files, mapped: the data file read-only (subscribers) or read-write (the

@@ -217,7 +217,10 @@ mod subscriber;
 #[cfg(test)]
 mod tests;
 
-pub use files::{CONTROL_FILE, DATA_FILE, StreamFiles, SubscriberInfo, create_stream_files};
+pub use files::{
+    CONTROL_FILE, DATA_FILE, StreamFiles, SubscriberInfo, create_stream_data, create_stream_files,
+    new_stream_control,
+};
 pub use layout::MAX_HELD;
 pub(crate) use layout::control_header;
 #[cfg(feature = "async")]

@@ -47,6 +47,22 @@ impl Worker {
         }
     }
 
+    /// Starts `mmshare-test-worker ARGS...` as user `uid` (group `uid`, no supplementary
+    /// groups) through `setpriv`, which execs it (so [`Worker::pid`] is the worker's). Only
+    /// root can; callers check [`can_switch_uid`] first.
+    pub fn spawn_as(uid: u32, args: &[&str]) -> Worker {
+        let id = uid.to_string();
+        let mut all = vec![
+            format!("--reuid={id}"),
+            format!("--regid={id}"),
+            "--clear-groups".to_owned(),
+            worker_path().to_owned(),
+        ];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        Worker::spawn_program(Path::new("setpriv"), &all, &[])
+    }
+
     /// Starts another program (an example, say) with `args` and extra environment variables,
     /// its stdout delivered line by line like the worker's.
     pub fn spawn_program(
@@ -331,4 +347,18 @@ pub fn example_path(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Whether this process may run workers as other users (root, with `setpriv`); if not, says
+/// why on stderr so the skip shows in the test output.
+pub fn can_switch_uid() -> bool {
+    let root = rustix::process::geteuid().as_raw() == 0;
+    let setpriv = Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !root || !setpriv {
+        eprintln!("skipped: running workers as other uids needs root and setpriv (CI has both)");
+    }
+    root && setpriv
 }

@@ -1,0 +1,126 @@
+//! Control state (sleeper counts, subscriber records, hold budgets) lives in sealed memfds
+//! that the daemon makes and a descriptor keeper process holds across daemon restarts
+//! (`mmshare-daemon/src/keeper.rs`). These tests restart real daemons under real pipelines.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Daemon, Worker};
+use mmshare::{Delivery, StreamOptions};
+
+const WATCHDOG: Duration = Duration::from_secs(60);
+
+fn socket(d: &Daemon) -> String {
+    d.socket.display().to_string()
+}
+
+/// A lossless subscriber that joins after a daemon SIGKILL and restart, while the publisher
+/// that attached before it keeps publishing, gets every frame published after it subscribed:
+/// the publisher and the new subscriber share one control state (the keeper's), so the
+/// publisher sees the new subscriber's cursor and holds. The subscriber from before the
+/// restart gets every frame too.
+#[test]
+fn a_subscriber_joining_after_a_restart_gets_every_frame() {
+    const FRAMES: u64 = 30_000;
+    let mut d = Daemon::start(&[]);
+    d.client()
+        .create_stream(&StreamOptions::new("live", "u8", &[64]).slots(8))
+        .unwrap();
+    let sock = socket(&d);
+    let last = (FRAMES - 1).to_string();
+    // A lossless subscriber that takes 100 µs a frame paces the publisher (about 3 s).
+    let mut early = Worker::spawn(&["stream-sub", &sock, "live", "lossless", &last, "100"]);
+    early.expect_line("subscribed next=0", WATCHDOG);
+    let publisher = Worker::spawn(&["stream-pub", &sock, "live", &FRAMES.to_string()]);
+    std::thread::sleep(Duration::from_millis(300));
+    d.kill();
+    d.restart();
+    let mut late = Worker::spawn(&["stream-sub", &sock, "live", "lossless", &last]);
+    let joined = late.expect_line("subscribed next=", WATCHDOG);
+    let next: u64 = joined["subscribed next=".len()..].parse().unwrap();
+    assert!(
+        next < FRAMES,
+        "the late subscriber joined after the last frame: {joined}"
+    );
+    let (status, lines) = publisher.finish(WATCHDOG);
+    assert!(status.success(), "publisher: {status:?} {lines:?}");
+    let (status, lines) = late.finish(WATCHDOG);
+    assert!(status.success(), "late subscriber: {status:?} {lines:?}");
+    let want = format!("received={} missed=0", FRAMES - next);
+    assert!(
+        lines.iter().any(|l| l.starts_with(&want)),
+        "{want}: {lines:?}"
+    );
+    let (status, lines) = early.finish(WATCHDOG);
+    assert!(status.success(), "early subscriber: {status:?} {lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("received={FRAMES} missed=0"))),
+        "{lines:?}"
+    );
+}
+
+/// The pid of the descriptor keeper that serves `d`'s memory directory (from its socket's
+/// peer credentials), if one runs.
+fn keeper_pid(d: &Daemon) -> Option<u32> {
+    use rustix::net;
+    let fd = net::socket_with(
+        net::AddressFamily::UNIX,
+        net::SocketType::SEQPACKET,
+        net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .ok()?;
+    let addr = net::SocketAddrUnix::new(d.mem_dir().join(".keeper.sock")).ok()?;
+    net::connect(&fd, &addr).ok()?;
+    let cred = net::sockopt::socket_peercred(&fd).ok()?;
+    Some(cred.pid.as_raw_nonzero().get() as u32)
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// The keeper outlives a stopped daemon only while some process still uses control state: it
+/// stays while a subscriber lives, and exits once the subscriber is gone.
+#[test]
+fn the_keeper_stays_only_while_control_state_is_in_use() {
+    let mut d = Daemon::start(&[]);
+    d.client()
+        .create_stream(&StreamOptions::new("s", "u8", &[8]))
+        .unwrap();
+    let pid = keeper_pid(&d).expect("a keeper serves the daemon");
+    let subscriber = d.client().subscribe::<u64>("s", Delivery::Lossy).unwrap();
+    d.stop_with(rustix::process::Signal::TERM);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        alive(pid),
+        "the keeper left while a subscriber used its state"
+    );
+    drop(subscriber);
+    let start = Instant::now();
+    while alive(pid) {
+        assert!(
+            start.elapsed() < WATCHDOG,
+            "watchdog: the keeper never exits"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// With `--no-fd-keeper` no keeper runs, and the daemon still serves.
+#[test]
+fn a_daemon_without_a_keeper_starts_none() {
+    let d = Daemon::start(&["--no-fd-keeper"]);
+    d.client()
+        .create_stream(&StreamOptions::new("s", "u8", &[8]))
+        .unwrap();
+    assert_eq!(keeper_pid(&d), None);
+    assert!(!d.log_has("descriptor keeper reached"));
+}

@@ -1,0 +1,216 @@
+//! One daemon shared by several users: what a participant of another uid can and cannot do to
+//! the daemon and to the other participants (docs/SECURITY.md). Every test runs its attackers
+//! as real other uids (`setpriv`); CI runs as root, elsewhere they skip and say so.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use common::{Daemon, Worker, can_switch_uid};
+use mmshare::{Access, CreateOptions, StreamOptions};
+
+const WATCHDOG: Duration = Duration::from_secs(60);
+/// Two unprivileged uids with no name in /etc/passwd.
+const ALICE: u32 = 4101;
+const MALLORY: u32 = 4102;
+
+/// A daemon (root) that every uid may connect to, as the README's multi-user set-up.
+fn shared_daemon(extra: &[&str]) -> Daemon {
+    let mut args = vec!["--socket-mode", "0666"];
+    args.extend_from_slice(extra);
+    let d = Daemon::start(&args);
+    std::fs::set_permissions(d.root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+/// Waits (watchdog `WATCHDOG`) until `done` holds.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < WATCHDOG, "watchdog: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn socket(d: &Daemon) -> String {
+    d.socket.display().to_string()
+}
+
+/// The lines of a `control-attack` worker run as `uid`.
+fn attack(uid: u32, d: &Daemon, name: &str, kind: &str) -> Vec<String> {
+    let (status, lines) =
+        Worker::spawn_as(uid, &["control-attack", &socket(d), name, kind, "all"]).finish(WATCHDOG);
+    assert!(status.success(), "attacker: {status:?} {lines:?}");
+    lines
+}
+
+fn expect(lines: &[String], wanted: &[&str]) {
+    for w in wanted {
+        assert!(
+            lines.iter().any(|l| l == w),
+            "{w:?} not among the attacker's lines {lines:?}"
+        );
+    }
+}
+
+/// What a reader of another uid gets cannot change size: the data descriptor is read-only
+/// (cannot be truncated, grown, or reopened read-write through /proc) and the control state
+/// is a sealed memfd (truncate, grow and fallocate all EPERM, also when reopened).
+const RESIZE_REFUSED: &[&str] = &[
+    "fd0_reopen_rw=EACCES",
+    "fd0_truncate=EINVAL",
+    "fd0_grow=EINVAL",
+    "fd0_fallocate=EBADF",
+    "fd1_truncate=EPERM",
+    "fd1_grow=EPERM",
+    "fd1_fallocate=EPERM",
+    "fd1_reopened_truncate=EPERM",
+    "fd1_reopened_fallocate=EPERM",
+];
+
+/// Finding 1: any user who could connect killed the daemon by truncating the array's control
+/// file (handed out read-write even to readers) and faking a dead writer, whose recovery then
+/// read the truncated page (SIGBUS). Now the truncation is refused, the recovery happens, and
+/// the daemon serves on.
+#[test]
+fn a_reader_cannot_resize_control_state_and_the_daemon_survives_a_recovery() {
+    if !can_switch_uid() {
+        return;
+    }
+    let d = shared_daemon(&[]);
+    let c = d.client();
+    c.create(
+        &CreateOptions::new("victim", "u1", &[8])
+            .memory()
+            .mode(0o666),
+    )
+    .unwrap();
+    let lines = attack(MALLORY, &d, "victim", "array");
+    expect(&lines, &["fds=2"]);
+    expect(&lines, RESIZE_REFUSED);
+    expect(&lines, &["fd1_len_after=4096"]);
+    // Now a dead writer: Mallory takes the write side and dies holding it.
+    let mut holder = Worker::spawn_as(MALLORY, &["client-hold", &socket(&d), "victim"]);
+    holder.expect_line("holding", WATCHDOG);
+    holder.kill();
+    let reader = c.open_raw("victim", Access::Read).unwrap();
+    eventually("the dead writer is recovered", || reader.is_torn());
+    assert!(
+        d.client().stat("victim").is_ok(),
+        "the daemon stopped serving"
+    );
+}
+
+/// Finding 2: a read-only reader crashed the array's writers (of another uid) the same way.
+/// Now the writer writes on undisturbed while the reader tries every resize.
+#[test]
+fn a_reader_cannot_crash_a_writer_of_another_uid() {
+    if !can_switch_uid() {
+        return;
+    }
+    let d = shared_daemon(&[]);
+    d.client()
+        .create(
+            &CreateOptions::new("shared", "u8", &[512])
+                .memory()
+                .mode(0o666),
+        )
+        .unwrap();
+    let writer = Worker::spawn_as(ALICE, &["client-writer", &socket(&d), "shared", "2"]);
+    for _ in 0..5 {
+        expect(&attack(MALLORY, &d, "shared", "array"), RESIZE_REFUSED);
+    }
+    let (status, lines) = writer.finish(WATCHDOG);
+    assert_eq!(
+        status.signal(),
+        None,
+        "the writer died of a signal: {lines:?}"
+    );
+    assert!(status.success(), "writer: {status:?} {lines:?}");
+}
+
+/// Finding 3: under `--max-bytes 1M`, a reader grew /dev/shm by 2 GiB with `fallocate` on the
+/// control descriptor it received. Now the control state cannot grow, and the daemon's memory
+/// directory holds what the arrays need and nothing more.
+#[test]
+fn a_reader_cannot_grow_memory_past_the_byte_limit() {
+    if !can_switch_uid() {
+        return;
+    }
+    let d = shared_daemon(&["--max-bytes", "1M"]);
+    d.client()
+        .create(
+            &CreateOptions::new("small", "u1", &[1000])
+                .memory()
+                .mode(0o644),
+        )
+        .unwrap();
+    d.client()
+        .create_stream(
+            &StreamOptions::new("frames", "u1", &[1000])
+                .memory()
+                .mode(0o644),
+        )
+        .unwrap();
+    let used = |dir: &std::path::Path| -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+            .sum()
+    };
+    let before = used(&d.mem_dir());
+    let array = attack(MALLORY, &d, "small", "array");
+    expect(&array, &["fd1_fallocate=EPERM", "fd1_len_after=4096"]);
+    let stream = attack(MALLORY, &d, "frames", "stream");
+    expect(
+        &stream,
+        &[
+            "fd0_fallocate=EBADF",
+            "fd1_fallocate=EPERM",
+            "fd1_reopened_fallocate=EPERM",
+        ],
+    );
+    assert_eq!(used(&d.mem_dir()), before, "the memory directory grew");
+}
+
+/// The same for streams: a subscriber of another uid cannot resize the stream's control state
+/// while a publisher and a lossless subscriber of the owner run; both finish normally with
+/// every frame delivered.
+#[test]
+fn a_subscriber_cannot_crash_a_pipeline_of_another_uid() {
+    if !can_switch_uid() {
+        return;
+    }
+    let d = shared_daemon(&[]);
+    d.client()
+        .create_stream(
+            &StreamOptions::new("cam", "u8", &[64])
+                .memory()
+                .mode(0o666)
+                .slots(8),
+        )
+        .unwrap();
+    let sock = socket(&d);
+    let mut sub = Worker::spawn_as(
+        ALICE,
+        &["stream-sub", &sock, "cam", "lossless", "19999", "20"],
+    );
+    sub.expect_line("subscribed next=0", WATCHDOG);
+    let publisher = Worker::spawn_as(ALICE, &["stream-pub", &sock, "cam", "20000"]);
+    for _ in 0..5 {
+        expect(&attack(MALLORY, &d, "cam", "stream"), RESIZE_REFUSED);
+    }
+    let (status, lines) = publisher.finish(WATCHDOG);
+    assert!(status.success(), "publisher: {status:?} {lines:?}");
+    let (status, lines) = sub.finish(WATCHDOG);
+    assert!(status.success(), "subscriber: {status:?} {lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("received=20000 missed=0")),
+        "{lines:?}"
+    );
+}
