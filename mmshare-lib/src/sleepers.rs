@@ -78,14 +78,16 @@ pub fn create_control(array: &Path) -> io::Result<PathBuf> {
     result.map(|()| path)
 }
 
-/// Makes the control state of an array as the daemon hands it out: a sealed memfd (no file,
-/// and no one who receives it can change its size), 4096 bytes, laid out as a control file.
+/// Makes the control state of array `name` as the daemon hands it out: a sealed memfd (no
+/// file, and no one who receives it can change its size), 4096 bytes, laid out as a control
+/// file. Its memfd name, `mmshare-control:NAME`, shows in `/proc/PID/maps` and `/proc/PID/fd`
+/// of the processes that map it, for diagnosis.
 ///
 /// # Errors
 /// The OS error.
-pub fn new_array_control() -> io::Result<File> {
+pub fn new_array_control(name: &str) -> io::Result<File> {
     crate::sys::sealed_memfd(
-        "mmshare-array-control",
+        &crate::sys::memfd_name(name),
         CONTROL_LEN as u64,
         &control_header(0, 0),
     )

@@ -282,6 +282,14 @@ pub const CONTROL_SEALS: rustix::fs::SealFlags = rustix::fs::SealFlags::SHRINK
     .union(rustix::fs::SealFlags::GROW)
     .union(rustix::fs::SealFlags::SEAL);
 
+/// The memfd name of object `name`'s control state: `mmshare-control:NAME`, cut to the
+/// kernel's 249-byte limit (names are ASCII, so any cut is a character boundary).
+pub(crate) fn memfd_name(name: &str) -> String {
+    let mut s = format!("mmshare-control:{name}");
+    s.truncate(249);
+    s
+}
+
 /// Makes an anonymous shared-memory file (`memfd_create`, close-on-exec) of exactly `len`
 /// bytes, space reserved, starting with `head`, then seals it with [`CONTROL_SEALS`]. What
 /// the kernel enforces from then on, for every process that ever gets a descriptor for it:

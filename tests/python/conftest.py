@@ -64,3 +64,16 @@ def daemon(daemon_bin, tmp_path):
     d = Daemon(daemon_bin, tmp_path)
     yield d
     d.stop()
+
+
+def control_state(name):
+    """The control state of object `name` as this process maps it: the memfd the daemon named
+    `mmshare-control:NAME`, found in /proc/self/maps and read in place (read-only bytes over
+    the live mapping; valid while the handle that mapped it lives)."""
+    import ctypes
+    for line in open("/proc/self/maps"):
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].strip() == f"/memfd:mmshare-control:{name} (deleted)":
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            return (ctypes.c_char * (end - start)).from_address(start)
+    raise AssertionError(f"no control state of {name!r} is mapped in this process")

@@ -107,18 +107,15 @@ def test_wait_sleeps_until_a_write_in_another_thread(daemon):
 
 
 def test_a_python_waiter_registers_as_a_sleeper_so_rust_writers_wake_it(daemon, worker):
-    """Writers skip FUTEX_WAKE when the array's control file counts no sleeper. A Python
-    `wait()` that sleeps counts itself there (SLEEPERS, a u32 at 0x40 of `.control/NAME`), so
-    a Rust writer in another process wakes it, and it takes itself out when it wakes."""
-    import mmap
-    import os
+    """Writers skip FUTEX_WAKE when the array's control state counts no sleeper. A Python
+    `wait()` that sleeps counts itself there (SLEEPERS, a u32 at 0x40 of the control memfd
+    `mmshare-control:NAME` the daemon hands out), so a Rust writer in another process wakes
+    it, and it takes itself out when it wakes."""
     import subprocess
+    from conftest import control_state
     c = mmshare.connect(daemon.socket)
     a = c.create("sl", "<u8", (4,))
-    control = os.path.join(os.path.dirname(a.path), ".control", "sl")
-    with open(control, "rb") as f:
-        m = mmap.mmap(f.fileno(), 4096, prot=mmap.PROT_READ)
-    sleepers = np.frombuffer(m, dtype="<u4", count=1, offset=0x40)
+    sleepers = np.frombuffer(control_state("sl"), dtype="<u4", count=1, offset=0x40)
     assert sleepers[0] == 0
     woke = []
     waiter = threading.Thread(target=lambda: woke.append(a.wait(newer_than=0, timeout=60)))

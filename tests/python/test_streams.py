@@ -323,16 +323,14 @@ def test_a_sample_dropped_while_another_thread_waits_is_released_when_the_wait_e
     """A sample dropped while another thread holds the subscriber (waiting in receive) is
     queued, and released as soon as that thread lets go of it, with no further call: its hold
     entry in the control file (record 0, HELD at 128) is clear once the wait ends."""
-    import mmap
     import threading
+    from conftest import control_state
     c = mmshare.connect(daemon.socket)
-    info = stream(c, "queued")
+    stream(c, "queued")
     pub, sub = c.publisher("queued"), c.subscribe("queued", max_held=2)
     pub.send(pattern(0))
     held = sub.receive(timeout=10)
-    with open(os.path.join(info.path, "control"), "rb") as f:
-        m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
-    holds = np.frombuffer(m, dtype="<u8", count=16, offset=4096 + 128)
+    holds = np.frombuffer(control_state("queued"), dtype="<u8", count=16, offset=4096 + 128)
     assert holds.any(), "the held sample shows in the control file"
     waiter = threading.Thread(target=lambda: pytest.raises(mmshare.Timeout, sub.receive, 0.3))
     waiter.start()

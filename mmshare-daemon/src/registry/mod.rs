@@ -520,11 +520,9 @@ impl Registry {
                     source,
                 })?;
                 let control = self
-                    .control_for(
-                        &keeper::key('a', id, &name),
-                        is_array_control,
-                        new_array_control,
-                    )
+                    .control_for(&keeper::key('a', id, &name), is_array_control, || {
+                        new_array_control(&name)
+                    })
                     .map_err(|source| OpenError::Io {
                         path: path.clone(),
                         source,
@@ -747,7 +745,7 @@ impl Registry {
         })?;
         // The file is visible under its name now; if it cannot be served, take it away again
         // rather than leave a name nobody can create or open until a restart.
-        let entry = new_array_control()
+        let entry = new_array_control(name)
             .map_err(|e| e.to_string())
             .and_then(|control| {
                 let file = open_array_file(&path).map_err(|e| e.to_string())?;

@@ -253,7 +253,7 @@ impl Registry {
             .control_for(
                 &keeper::key('s', id, name),
                 |f| f.metadata().is_ok_and(|m| m.len() == len),
-                || mmshare::new_stream_control(slots, max_subscribers),
+                || mmshare::new_stream_control(name, slots, max_subscribers),
             )
             .map_err(io)?;
         StreamFiles::from_files(data, control, true)

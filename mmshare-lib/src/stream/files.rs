@@ -126,15 +126,16 @@ fn fill(
     File::open(temp).and_then(|d| d.sync_all()).map_err(io_err)
 }
 
-/// Makes the control state of a stream as the daemon hands it out: a sealed memfd (no file,
-/// and no one who receives it can change its size) of `4096 + 256 × max_subscribers` bytes,
-/// laid out as a stream's control file, every record free.
+/// Makes the control state of stream `name` as the daemon hands it out: a sealed memfd (no
+/// file, and no one who receives it can change its size) of `4096 + 256 × max_subscribers`
+/// bytes, laid out as a stream's control file, every record free. Its memfd name is
+/// `mmshare-control:NAME`, as for arrays.
 ///
 /// # Errors
 /// The OS error.
-pub fn new_stream_control(slots: u32, max_subscribers: u32) -> std::io::Result<File> {
+pub fn new_stream_control(name: &str, slots: u32, max_subscribers: u32) -> std::io::Result<File> {
     crate::sys::sealed_memfd(
-        "mmshare-stream-control",
+        &crate::sys::memfd_name(name),
         control_len(max_subscribers) as u64,
         &layout::control_header(slots, max_subscribers),
     )
