@@ -419,7 +419,12 @@ fn a_planted_memory_directory_is_left_alone_for_a_private_one_that_survives_a_re
         std::os::unix::fs::lchown(&link, Some(ATTACKER), Some(ATTACKER)).unwrap();
 
         let args: [&OsStr; 2] = ["--home".as_ref(), os(&home)];
-        let daemon = launch(mmshared(Some(daemon_uid), &args, &[])).listening("planted");
+        let started = launch(mmshared(Some(daemon_uid), &args, &[]));
+        assert!(
+            !target.exists(),
+            "daemon uid {daemon_uid} created the symlink's target"
+        );
+        let daemon = started.listening("planted");
         let fallback = daemon.memory.clone();
         cleanup.0.push(fallback.clone());
         assert!(
@@ -535,6 +540,11 @@ fn an_explicit_mem_dir_of_another_user_is_refused_and_left_untouched() {
             &[],
         ))
         .refused("--mem-dir of another user");
+        assert!(
+            !target.exists(),
+            "daemon uid {daemon_uid} followed the planted lock"
+        );
+        assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 1);
         assert_eq!(code, Some(1), "{err}");
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(
@@ -544,8 +554,6 @@ fn an_explicit_mem_dir_of_another_user_is_refused_and_left_untouched() {
             )),
             "{err}"
         );
-        assert!(!target.exists(), "the daemon followed the planted lock");
-        assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 1);
     }
 }
 
