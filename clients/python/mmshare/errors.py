@@ -1,5 +1,7 @@
 """Exceptions. Daemon refusals mirror the Rust `ErrorKind` variants one to one."""
 
+import os
+
 
 class MmshareError(Exception):
     """Base class of every mmshare error."""
@@ -73,7 +75,7 @@ class WrongServer(ConnectError):
 
     def __init__(self, message, path=None, expected=None, actual=None):
         super().__init__(message)
-        self.path = path          # the socket
+        self.path = os.fspath(path) if path is not None else None  # the socket
         self.expected = expected  # the uid the daemon was expected to run as
         self.actual = actual      # the uid it runs as (SO_PEERCRED)
 
