@@ -18,8 +18,9 @@ pub struct Config {
     #[arg(long, value_name = "DIR")]
     pub home: Option<PathBuf>,
     /// Unix socket to listen on [default: $MMSHARE_SOCKET, else
-    /// $XDG_RUNTIME_DIR/mmshare/mmshared.sock, else /tmp/mmshare-$UID/mmshared.sock]. The
-    /// directory of a socket you name must exist; only the default one is created
+    /// $XDG_RUNTIME_DIR/mmshare/mmshared.sock, else /tmp/mmshare-$UID/mmshared.sock]. Its
+    /// directory must belong to the daemon's user (not /tmp itself, nor a directory another
+    /// user made); that of a socket you name must exist, only the default one is created
     #[arg(long)]
     pub socket: Option<PathBuf>,
     /// Directory of persistent (file-backed) arrays [default: $MMSHARE_DIR, else
@@ -28,8 +29,10 @@ pub struct Config {
     pub dir: Option<PathBuf>,
     /// Directory of memory arrays, on tmpfs [default: /dev/shm/mmshare-$UID with the default
     /// --dir; with any other --dir (or --home, or $MMSHARE_DIR), /dev/shm/mmshare-$UID-HASH,
-    /// HASH derived from that directory's absolute path, so two daemons never share one].
-    /// Created if its parent exists
+    /// HASH derived from that directory's absolute path, so two daemons never share one; if
+    /// another user holds that name, a private directory with a random suffix, remembered in
+    /// the storage directory for later starts]. Created if its parent exists; one you name must
+    /// belong to the daemon's user
     #[arg(long)]
     pub mem_dir: Option<PathBuf>,
     /// Most arrays the daemon will hold

@@ -111,3 +111,28 @@ def test_a_c_program_connects_with_mms_connect_as_only_to_the_expected_uid(
     assert refused.startswith("MMS_ERR_WRONG_SERVER: "), refused
     assert f"runs as uid {uid}, not as uid {uid + 1}" in refused, refused
     assert connected == "connected"
+
+
+def test_the_cli_takes_the_daemons_uid_with_server_uid_and_refuses_another(foreign, cli_bin):
+    socket, uid = foreign
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMSHARE_")}
+
+    def cli(*args, **extra):
+        return subprocess.run([cli_bin, *args], capture_output=True, text=True,
+                              env={**env, **extra}, timeout=60)
+
+    wrong = cli("--socket", socket, "--server-uid", str(uid + 1), "ls")
+    assert wrong.returncode == 1, wrong
+    assert f"the daemon at {socket} runs as uid {uid}, not as uid {uid + 1}" in wrong.stderr
+    assert wrong.stderr.count("\n") == 1, wrong.stderr
+    assert cli("--socket", socket, "--server-uid", str(uid), "ls").returncode == 0
+    assert cli("--socket", socket, "ls").returncode == 0  # a named socket, no uid: no check
+    # The default socket (here from MMSHARE_SOCKET) must be this user's daemon or root's.
+    default = cli("ls", MMSHARE_SOCKET=socket)
+    if uid == os.geteuid():
+        assert default.returncode == 0, default
+    else:
+        assert default.returncode == 1, default
+        assert f"not as uid {os.geteuid()} (this user) or root" in default.stderr
+        assert cli("--server-uid", str(uid), "ls", MMSHARE_SOCKET=socket).returncode == 0
+        assert cli("ls", MMSHARE_SOCKET=socket, MMSHARE_SERVER_UID=str(uid)).returncode == 0
