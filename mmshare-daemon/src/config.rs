@@ -1,10 +1,11 @@
 //! Command-line flags and their defaults (every default works without root).
 
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
+
+use crate::dirs::{self, DirError, DirLock, LockError, OwnDir};
 
 /// `mmshared`: owns named shared-memory arrays and hands out file descriptors to them.
 #[derive(Clone, Debug, Parser)]
@@ -17,8 +18,9 @@ pub struct Config {
     #[arg(long, value_name = "DIR")]
     pub home: Option<PathBuf>,
     /// Unix socket to listen on [default: $MMSHARE_SOCKET, else
-    /// $XDG_RUNTIME_DIR/mmshare/mmshared.sock, else /tmp/mmshare-$UID/mmshared.sock]. The
-    /// directory of a socket you name must exist; only the default one is created
+    /// $XDG_RUNTIME_DIR/mmshare/mmshared.sock, else /tmp/mmshare-$UID/mmshared.sock]. Its
+    /// directory must belong to the daemon's user (not /tmp itself, nor a directory another
+    /// user made); that of a socket you name must exist, only the default one is created
     #[arg(long)]
     pub socket: Option<PathBuf>,
     /// Directory of persistent (file-backed) arrays [default: $MMSHARE_DIR, else
@@ -27,8 +29,10 @@ pub struct Config {
     pub dir: Option<PathBuf>,
     /// Directory of memory arrays, on tmpfs [default: /dev/shm/mmshare-$UID with the default
     /// --dir; with any other --dir (or --home, or $MMSHARE_DIR), /dev/shm/mmshare-$UID-HASH,
-    /// HASH derived from that directory's absolute path, so two daemons never share one].
-    /// Created if its parent exists
+    /// HASH derived from that directory's absolute path, so two daemons never share one; if
+    /// another user holds that name, a private directory with a random suffix, remembered in
+    /// the storage directory for later starts]. Created if its parent exists; one you name must
+    /// belong to the daemon's user
     #[arg(long)]
     pub mem_dir: Option<PathBuf>,
     /// Most arrays the daemon will hold
@@ -137,17 +141,13 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// A directory the user named: it must be a directory if it exists; if not, it is created
-/// (0700) only when its parent exists, never with missing ancestors.
-fn ensure_named_dir(flag: &str, dir: &Path) -> Result<(), String> {
-    match std::fs::metadata(dir) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(format!("{flag} {} is not a directory", dir.display())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let parent = dir
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
+/// A directory the user named: it must be a directory of the daemon's own if it exists; if
+/// not, it is created (0700) only when its parent exists, never with missing ancestors.
+fn ensure_named_dir(flag: &str, dir: &Path) -> Result<OwnDir, String> {
+    match dirs::open_own(dir) {
+        Ok(own) => Ok(own),
+        Err(DirError::Missing) => {
+            let parent = parent_of(dir);
             if !parent.is_dir() {
                 return Err(format!(
                     "{flag} {}: its parent directory {} does not exist (mmshared creates only its \
@@ -156,65 +156,196 @@ fn ensure_named_dir(flag: &str, dir: &Path) -> Result<(), String> {
                     parent.display()
                 ));
             }
-            create_private_dir(dir, false)
-                .map_err(|e| format!("cannot create {flag} {}: {e}", dir.display()))
+            dirs::ensure_own(dir, false).map_err(|e| refusal(flag, dir, &e))
         }
-        Err(e) => Err(format!("{flag} {}: {e}", dir.display())),
+        Err(e) => Err(refusal(flag, dir, &e)),
     }
 }
 
-/// One of the documented default directories: created with its parents if missing.
-fn ensure_default_dir(what: &str, dir: &Path) -> Result<(), String> {
-    match std::fs::metadata(dir) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(format!(
-            "the default {what} {} is not a directory",
-            dir.display()
-        )),
-        Err(_) => create_private_dir(dir, true)
-            .map_err(|e| format!("cannot create the default {what} {}: {e}", dir.display())),
+/// The line that refuses directory `dir` (given by `flag`) for reason `e`.
+fn refusal(flag: &str, dir: &Path, e: &DirError) -> String {
+    match e {
+        DirError::Io(err) => format!("cannot use {flag} {}: {err}", dir.display()),
+        DirError::Foreign { .. } | DirError::Symlink { .. } | DirError::Unsafe { .. } => format!(
+            "{flag} {}; mmshared uses only directories of its own (another user could read, \
+             replace or redirect what it puts there): choose a directory you own",
+            e.explain(dir)
+        ),
+        DirError::Missing | DirError::NotADirectory => format!("{flag} {}", e.explain(dir)),
     }
 }
 
-fn create_private_dir(dir: &Path, parents: bool) -> io::Result<()> {
-    match std::fs::DirBuilder::new()
-        .recursive(parents)
-        .mode(0o700)
-        .create(dir)
-    {
-        // Made by someone else in the meantime: the checks that follow judge it.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        other => other,
-    }
+/// The directory `path` is in (`.` for a bare name).
+fn parent_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
-/// Refuses early, with the fix, when another daemon holds `dir`'s lock (the server takes the
-/// lock for real a moment later; this only tests it).
-fn check_dir_unlocked(what: &str, flag: &str, dir: &Path) -> Result<(), String> {
-    // Only a real directory: the server refuses symlinks (and says so) before it writes in one.
-    if !std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
-        return Ok(());
-    }
-    let path = dir.join(".mmshared.lock");
-    let file = match std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-    {
-        Ok(f) => f,
-        // The server reports what is wrong with the directory.
-        Err(_) => return Ok(()),
-    };
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(()),
-        Err(_) => Err(format!(
+/// One of the documented default directories: created with its parents if missing. Before
+/// anything is created, the nearest existing ancestor (what the new directories go into) is
+/// checked with [`dirs::check_parent`]; an existing directory must be the daemon's, in a
+/// parent that passes the same check.
+fn ensure_default_dir(what: &str, dir: &Path) -> Result<OwnDir, String> {
+    check_default_parent(what, dir)?;
+    dirs::ensure_own(dir, true).map_err(|e| match e {
+        DirError::Io(err) => format!("cannot create the default {what} {}: {err}", dir.display()),
+        e => format!(
+            "the default {what}: {}{}",
+            e.explain(dir),
+            if e.is_taken() { TAKEN_HINT } else { "" }
+        ),
+    })
+}
+
+/// What to do about a default directory that someone else holds.
+const TAKEN_HINT: &str = " (another user may have created it first: have it removed, or choose \
+                          a directory of your own with --home, --dir or --socket)";
+
+/// Checks the directory that the default directory `dir` is (or is about to be) created in.
+fn check_default_parent(what: &str, dir: &Path) -> Result<(), String> {
+    let base = dir
+        .ancestors()
+        .skip(1)
+        .find(|a| !a.as_os_str().is_empty() && a.exists())
+        .unwrap_or(Path::new("/"));
+    dirs::check_parent(base).map_err(|e| {
+        format!(
+            "cannot use the default {what} {}: {}{TAKEN_HINT}",
+            dir.display(),
+            e.explain(base)
+        )
+    })
+}
+
+/// The socket's directory: it must belong to the daemon (see [`dirs::check_socket_dir`]).
+/// `what` names it in the message ("--socket PATH: its directory", ...).
+fn check_socket_dir(what: &str, dir: &Path, default: bool) -> Result<(), String> {
+    dirs::check_socket_dir(dir).map_err(|e| {
+        let reason = e.explain(dir);
+        match e {
+            DirError::Foreign { .. } | DirError::Symlink { .. } => format!(
+                "{what} {reason}: refusing to listen there (its owner could replace the socket, \
+                 and clients would talk to their daemon instead); {}",
+                if default {
+                    "another user may have created it to take the socket over: have it \
+                     removed, set XDG_RUNTIME_DIR, or start mmshared with --socket or --home in \
+                     a directory of your own"
+                } else {
+                    "listen in a directory of your own"
+                }
+            ),
+            _ => format!("{what} {reason}"),
+        }
+    })
+}
+
+/// Takes the lock of the `what` directory, or says why not in one line.
+fn lock(what: &str, flag: &str, dir: &OwnDir) -> Result<DirLock, String> {
+    dir.lock().map_err(|e| match e {
+        LockError::Held => format!(
             "another mmshared already uses the {what} {}; stop it, or start this one with \
              its own --home DIR (or its own {flag})",
-            dir.display()
-        )),
+            dir.path().display()
+        ),
+        LockError::Refused(message) => format!("cannot use the {what}: {message}"),
+    })
+}
+
+/// The key of the line in the storage directory's lock file that records the private memory
+/// directory the daemon fell back to.
+const MEMORY_RECORD: &str = "memory_dir=";
+
+/// The default memory directory: the one recorded at an earlier start if it is still the
+/// daemon's, else the predictable `/dev/shm/mmshare-$UID[-HASH]`, else (another user holds
+/// that name, or it is a symlink or a file) a new private directory with an unpredictable
+/// name, which is recorded in the storage directory's lock file so that later starts (and
+/// the memory arrays in it) find it again.
+fn default_memory_dir(
+    predictable: &Path,
+    storage: &OwnDir,
+    storage_lock: &DirLock,
+    warnings: &mut Vec<String>,
+) -> Result<OwnDir, String> {
+    let record_file = storage.path().join(dirs::LOCK_FILE);
+    let record_error = |e: io::Error| format!("cannot use {}: {e}", record_file.display());
+    let recorded = storage_lock.record().map_err(record_error)?;
+    if let Some(path) = recorded
+        .lines()
+        .find_map(|l| l.strip_prefix(MEMORY_RECORD))
+        .map(PathBuf::from)
+    {
+        if dirs::is_fallback_of(predictable, &path) {
+            match dirs::open_own(&path) {
+                Ok(own) => return Ok(own),
+                Err(e) => warnings.push(format!(
+                    "the memory directory recorded at an earlier start cannot be used ({}): \
+                     choosing one again",
+                    e.explain(&path)
+                )),
+            }
+        } else {
+            warnings.push(format!(
+                "ignoring the memory directory {} recorded in {}: it is not a private \
+                 directory of {}",
+                path.display(),
+                record_file.display(),
+                predictable.display()
+            ));
+        }
+        storage_lock.set_record("").map_err(record_error)?;
     }
+    let flag = "memory directory (--mem-dir)";
+    let parent = parent_of(predictable);
+    if !parent.is_dir() {
+        return Err(format!(
+            "{flag} {}: its parent directory {} does not exist (mmshared creates only its \
+             default directories with their parents; create it first)",
+            predictable.display(),
+            parent.display()
+        ));
+    }
+    dirs::check_parent(parent).map_err(|e| refusal(flag, parent, &e))?;
+    match dirs::ensure_own(predictable, false) {
+        Ok(own) => Ok(own),
+        Err(taken) if taken.is_taken() => {
+            let own = dirs::create_fallback(predictable).map_err(|e| {
+                format!(
+                    "{}, and no private memory directory can be made next to it: {e}",
+                    taken.explain(predictable)
+                )
+            })?;
+            storage_lock
+                .set_record(&format!("{MEMORY_RECORD}{}\n", own.path().display()))
+                .map_err(record_error)?;
+            warnings.push(format!(
+                "{}: another user may have created it; using the private memory directory {} \
+                 instead (recorded in {}, so later starts use it too)",
+                taken.explain(predictable),
+                own.path().display(),
+                record_file.display()
+            ));
+            Ok(own)
+        }
+        Err(e) => Err(refusal(flag, predictable, &e)),
+    }
+}
+
+/// The socket and the two array directories, checked, created where missing and locked:
+/// what [`Config::prepare_paths`] returns. The directories' locks are held while it lives.
+#[derive(Debug)]
+pub(crate) struct Paths {
+    /// The socket to listen on, in a directory of the daemon's own.
+    pub(crate) socket: PathBuf,
+    /// The persistent storage directory.
+    pub(crate) storage: PathBuf,
+    /// The memory directory: the one configured, or a private one when the default name was
+    /// taken.
+    pub(crate) memory: PathBuf,
+    /// Warnings for the log (written once logging is set up).
+    pub(crate) warnings: Vec<String>,
+    /// The storage and memory directories' locks.
+    _locks: [DirLock; 2],
 }
 
 impl Config {
@@ -254,7 +385,9 @@ impl Config {
 
     /// The memory-array directory, defaults applied: `/dev/shm/mmshare-$UID` next to the
     /// default storage directory, else a directory derived from the storage directory's
-    /// absolute path, so that a daemon with its own storage never shares memory arrays.
+    /// absolute path, so that a daemon with its own storage never shares memory arrays. When
+    /// another user holds that default name, the daemon uses a private directory instead
+    /// (what `prepare_paths` returns).
     pub fn memory_dir(&self) -> PathBuf {
         if let Some(d) = &self.mem_dir {
             return d.clone();
@@ -269,19 +402,19 @@ impl Config {
         }
     }
 
-    /// Checks the paths and creates the directories that are missing, before anything else
-    /// happens: a path that is not a directory, a named directory whose parent is missing and
-    /// a directory another daemon uses are refused with one line that says what to do. Only
-    /// the documented default directories are created with their parents.
+    /// Checks the paths, creates the directories that are missing and takes the directories'
+    /// locks, before anything else happens. Refused, with one line that says what to do: a path
+    /// that is not a directory, a named directory whose parent is missing, a directory (or the
+    /// socket's directory) that belongs to another user or is a symlink, a lock file that is a
+    /// symlink, and a directory another daemon uses. Only the documented default directories
+    /// are created with their parents; for the default memory directory, a name another user
+    /// took is replaced by a private one (see `default_memory_dir`).
     ///
     /// # Errors
     /// That line.
-    pub fn prepare_paths(&self) -> Result<(), String> {
+    pub(crate) fn prepare_paths(&self) -> Result<Paths, String> {
         let socket = self.socket_path();
-        let socket_dir = socket
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let socket_dir = parent_of(&socket);
         let flag = if self.socket.is_some() {
             "--socket"
         } else {
@@ -308,29 +441,48 @@ impl Config {
                     ));
                 }
             }
-        }
-        if let Some(home) = &self.home {
-            ensure_named_dir("--home", home)?;
-        }
-        let storage = self.storage_dir();
-        match (&self.dir, &self.home, env_path("MMSHARE_DIR")) {
-            (Some(_), _, _) => ensure_named_dir("--dir", &storage)?,
-            (None, Some(_), _) => ensure_named_dir("--home's arrays directory", &storage)?,
-            (None, None, Some(_)) => ensure_named_dir("$MMSHARE_DIR", &storage)?,
-            (None, None, None) => ensure_default_dir("storage directory", &storage)?,
-        }
-        let memory = self.memory_dir();
-        if self.mem_dir.is_some() {
-            ensure_named_dir("--mem-dir", &memory)?;
+            let what = format!("{flag} {}: its directory", socket.display());
+            check_socket_dir(&what, socket_dir, false)?;
+        } else if let Some(home) = &self.home {
+            match dirs::check_socket_dir(home) {
+                Err(DirError::Missing) => {
+                    ensure_named_dir("--home", home)?;
+                }
+                _ => check_socket_dir("--home", home, false)?,
+            }
         } else {
-            ensure_named_dir("memory directory (--mem-dir)", &memory)?;
+            check_default_parent("socket directory", socket_dir)?;
+            if let Err(e) = dirs::ensure_own(socket_dir, true)
+                && let DirError::Io(err) = e
+            {
+                return Err(format!(
+                    "cannot create the default socket directory {}: {err}",
+                    socket_dir.display()
+                ));
+            }
+            check_socket_dir("the default socket directory", socket_dir, true)?;
         }
-        if !named && self.home.is_none() {
-            ensure_default_dir("socket directory", socket_dir)?;
-        }
-        check_dir_unlocked("storage directory", "--dir", &storage)?;
-        check_dir_unlocked("memory directory", "--mem-dir", &memory)?;
-        Ok(())
+        let storage_path = self.storage_dir();
+        let storage = match (&self.dir, &self.home, env_path("MMSHARE_DIR")) {
+            (Some(_), _, _) => ensure_named_dir("--dir", &storage_path)?,
+            (None, Some(_), _) => ensure_named_dir("--home's arrays directory", &storage_path)?,
+            (None, None, Some(_)) => ensure_named_dir("$MMSHARE_DIR", &storage_path)?,
+            (None, None, None) => ensure_default_dir("storage directory", &storage_path)?,
+        };
+        let storage_lock = lock("storage directory", "--dir", &storage)?;
+        let mut warnings = Vec::new();
+        let memory = match &self.mem_dir {
+            Some(dir) => ensure_named_dir("--mem-dir", dir)?,
+            None => default_memory_dir(&self.memory_dir(), &storage, &storage_lock, &mut warnings)?,
+        };
+        let memory_lock = lock("memory directory", "--mem-dir", &memory)?;
+        Ok(Paths {
+            socket,
+            storage: storage_path,
+            memory: memory.path().to_owned(),
+            warnings,
+            _locks: [storage_lock, memory_lock],
+        })
     }
 }
 

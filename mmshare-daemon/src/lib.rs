@@ -2,7 +2,10 @@
 //! file descriptors to them over a SOCK_SEQPACKET Unix socket. It is never on the data path.
 //!
 //! # Layout
-//! - `config`: command-line flags and their defaults.
+//! - `config`: command-line flags and their defaults; the start-up checks of the socket and
+//!   the directories.
+//! - `dirs`: directories opened so that the daemon never writes into another user's directory
+//!   or through a planted symlink.
 //! - `server`: start-up checks, the listener, the per-connection handler, request dispatch.
 //! - `connection`: receiving bounded requests and sending replies with descriptors.
 //! - `registry`: the named arrays, access checks, create/open/stat/list/delete, recovery of
@@ -15,6 +18,7 @@
 
 mod config;
 mod connection;
+mod dirs;
 mod keeper;
 mod registry;
 mod server;
@@ -37,10 +41,13 @@ use tracing_subscriber::EnvFilter;
 /// Runs the daemon with `config` (logging to stderr) and returns the process exit code:
 /// 0 after a clean shutdown, 1 when it could not start.
 pub fn main_with(config: Config) -> ExitCode {
-    if let Err(message) = config.prepare_paths() {
-        eprintln!("mmshared: {message}");
-        return ExitCode::FAILURE;
-    }
+    let paths = match config.prepare_paths() {
+        Ok(paths) => paths,
+        Err(message) => {
+            eprintln!("mmshared: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -60,7 +67,7 @@ pub fn main_with(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::run(config, server::StopOn::Signals, None)) {
+    match runtime.block_on(server::run(config, paths, server::StopOn::Signals, None)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("mmshared: {message}");
@@ -84,8 +91,8 @@ impl EmbeddedDaemon {
     /// # Errors
     /// What would make `mmshared` refuse to start (a live socket, unusable directories).
     pub fn start(config: Config) -> Result<EmbeddedDaemon, String> {
-        config.prepare_paths()?;
-        let socket = config.socket_path();
+        let paths = config.prepare_paths()?;
+        let socket = paths.socket.clone();
         let (stop, rx) = tokio::sync::watch::channel(false);
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
@@ -98,6 +105,7 @@ impl EmbeddedDaemon {
                     .map_err(|e| format!("cannot start the async runtime: {e}"))?;
                 runtime.block_on(server::run(
                     config,
+                    paths,
                     server::StopOn::Handle(rx),
                     Some(ready_tx),
                 ))

@@ -2,14 +2,15 @@
 //!
 //! Start-up order matters: first make sure no other daemon serves this socket or these
 //! directories (a second daemon scanning the directories would delete the first one's
-//! in-progress temp files), then rebuild the registry, recover dead writers, and only then bind
-//! and announce `listening on <socket>`.
+//! in-progress temp files; `Config::prepare_paths` has checked the directories and holds their
+//! locks), then rebuild the registry, recover dead writers, and only then bind and announce
+//! `listening on <socket>`.
 
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use tokio_seqpacket::{UnixSeqpacket, UnixSeqpacketListener};
 use tracing::{debug, error, info, warn};
 
 use crate::Config;
+use crate::config::Paths;
 use crate::connection::{Connection, Incoming};
 use crate::registry::{Creds, Limits, Registry, RequestError};
 use crate::shutdown::{self, Shutdown};
@@ -62,6 +64,7 @@ enum Stop {
 /// set up.
 pub async fn run(
     config: Config,
+    paths: Paths,
     stop: StopOn,
     ready: Option<SyncSender<()>>,
 ) -> Result<(), String> {
@@ -73,11 +76,13 @@ pub async fn run(
         StopOn::Handle(rx) => Stop::Handle(rx),
     };
     raise_fd_limit();
-    let socket_path = config.socket_path();
-    let storage = config.storage_dir();
-    let memory = config.memory_dir();
+    for warning in &paths.warnings {
+        warn!("{warning}");
+    }
+    let socket_path = paths.socket.clone();
+    let storage = paths.storage.clone();
+    let memory = paths.memory.clone();
     check_socket_free(&socket_path)?;
-    let _dir_locks = (lock_dir(&storage)?, lock_dir(&memory)?);
     let limits = Limits {
         max_arrays: config.max_arrays,
         max_bytes: config.max_bytes,
@@ -170,6 +175,8 @@ pub async fn run(
     .await;
     let _ = std::fs::remove_file(&socket_path);
     info!("stopped");
+    // The directories' locks are held until here.
+    drop(paths);
     result
 }
 
@@ -546,31 +553,9 @@ fn live_daemon(path: &Path) -> String {
     )
 }
 
-/// Takes an exclusive lock on an array directory so two daemons never share it.
-fn lock_dir(dir: &Path) -> Result<File, String> {
-    crate::registry::prepare_dir(dir).map_err(|e| format!("cannot use {}: {e}", dir.display()))?;
-    let path = dir.join(".mmshared.lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
-        |_| {
-            format!(
-                "another mmshared already uses the array directory {}",
-                dir.display()
-            )
-        },
-    )?;
-    Ok(file)
-}
-
 fn bind(path: &Path, mode: u32) -> Result<UnixSeqpacketListener, String> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        prepare_socket_dir(parent)?;
+        check_socket_dir(parent)?;
     }
     let listener = UnixSeqpacketListener::bind_with_backlog(path, 1024)
         .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
@@ -579,24 +564,13 @@ fn bind(path: &Path, mode: u32) -> Result<UnixSeqpacketListener, String> {
     Ok(listener)
 }
 
-/// Creates the socket's directory (0700) if missing; refuses one owned by someone else.
-fn prepare_socket_dir(dir: &Path) -> Result<(), String> {
-    let dir: PathBuf = dir.to_owned();
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| format!("cannot create socket directory {}: {e}", dir.display()))?;
-    }
-    let meta = std::fs::metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let me = rustix::process::getuid().as_raw();
-    if meta.uid() != me && me != 0 && meta.mode() & 0o1000 == 0 {
-        return Err(format!(
-            "socket directory {} belongs to uid {}, not to you (uid {me})",
-            dir.display(),
-            meta.uid()
-        ));
-    }
-    Ok(())
+/// Checks again, just before binding, that the socket's directory is the daemon's
+/// (`Config::prepare_paths` checked it at start, before the registry was loaded).
+fn check_socket_dir(dir: &Path) -> Result<(), String> {
+    crate::dirs::check_socket_dir(dir).map_err(|e| {
+        format!(
+            "socket directory {}: refusing to listen there",
+            e.explain(dir)
+        )
+    })
 }

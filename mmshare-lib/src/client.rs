@@ -39,6 +39,115 @@ pub fn default_socket_path() -> PathBuf {
     PathBuf::from(format!("/tmp/mmshare-{uid}/mmshared.sock"))
 }
 
+/// Environment variable with the uid the daemon is expected to run as (a number, such as
+/// `1000`), for clients that connect to another user's daemon; see [`ConnectOptions`].
+pub const SERVER_UID_ENV: &str = "MMSHARE_SERVER_UID";
+
+/// Where the daemon is, and which user it must run as: what [`Client::connect_with`] takes.
+///
+/// Before it sends anything, a client reads the uid of the process that listens on the socket
+/// (`SO_PEERCRED`) and refuses a daemon that runs as another user than expected, with
+/// [`ClientError::WrongServer`]. Root is always accepted (a socket that systemd's socket
+/// activation created and passed to the daemon reports root). The expected uid is:
+/// 1. the one given with [`ConnectOptions::server_uid`], else
+/// 2. the one in `$MMSHARE_SERVER_UID` ([`SERVER_UID_ENV`]), else
+/// 3. on the default socket ([`ConnectOptions::default_socket`]; a path from `$MMSHARE_SOCKET`
+///    counts as the default, since the user did not type it into the program): this
+///    process's effective uid. Another user can create the default directory
+///    `/tmp/mmshare-$UID` first and run a daemon there, which would then receive (and could
+///    read) this user's "private" arrays.
+/// 4. On a path the program names ([`ConnectOptions::new`]): nobody in particular, no check.
+///
+/// # Example
+/// ```no_run
+/// use mmshare::{Client, ConnectOptions};
+/// // A daemon that uid 1001 runs for several users.
+/// let client = Client::connect_with(&ConnectOptions::new("/srv/cams/mmshared.sock").server_uid(1001))?;
+/// # Ok::<(), mmshare::ClientError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectOptions {
+    path: PathBuf,
+    default: bool,
+    server_uid: Option<u32>,
+}
+
+impl ConnectOptions {
+    /// The daemon at `path`: its uid is checked only if one is given ([`Self::server_uid`],
+    /// or `$MMSHARE_SERVER_UID`).
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        ConnectOptions {
+            path: path.as_ref().to_owned(),
+            default: false,
+            server_uid: None,
+        }
+    }
+
+    /// The daemon at [`default_socket_path`] (`$MMSHARE_SOCKET` included): it must run as this
+    /// process's effective uid or as root, unless another uid is given ([`Self::server_uid`],
+    /// or `$MMSHARE_SERVER_UID`).
+    pub fn default_socket() -> Self {
+        ConnectOptions {
+            path: default_socket_path(),
+            default: true,
+            server_uid: None,
+        }
+    }
+
+    /// The uid the daemon must run as (root is accepted too). Overrides `$MMSHARE_SERVER_UID`.
+    pub fn server_uid(mut self, uid: u32) -> Self {
+        self.server_uid = Some(uid);
+        self
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether this is the default socket path (whose daemon must be this user's or root's).
+    pub fn is_default(&self) -> bool {
+        self.default
+    }
+
+    /// The uid the daemon must run as (or root), as [`Client::connect_with`] checks it; `None`
+    /// when it is not checked (a named path, with no uid given).
+    ///
+    /// # Errors
+    /// [`ClientError::BadServerUid`] when `$MMSHARE_SERVER_UID` is set but not a uid.
+    pub fn expected_server_uid(&self) -> Result<Option<u32>, ClientError> {
+        if let Some(uid) = self.server_uid {
+            return Ok(Some(uid));
+        }
+        if let Some(value) = std::env::var_os(SERVER_UID_ENV).filter(|v| !v.is_empty()) {
+            let text = value.to_string_lossy();
+            return text
+                .trim()
+                .parse::<u32>()
+                .map(Some)
+                .map_err(|_| ClientError::BadServerUid {
+                    value: text.into_owned(),
+                });
+        }
+        Ok(self.default.then(sys::euid))
+    }
+}
+
+/// The message of [`ClientError::WrongServer`].
+fn wrong_server_message(path: &Path, expected: u32, actual: u32) -> String {
+    let who = if expected == sys::euid() {
+        " (this user)"
+    } else {
+        ""
+    };
+    format!(
+        "the daemon at {} runs as uid {actual}, not as uid {expected}{who} or root: refusing to \
+         use it (another user may have taken the socket path; pass the expected uid with \
+         {SERVER_UID_ENV} / server_uid if this daemon is meant to be another user's)",
+        path.display()
+    )
+}
+
 /// A client request that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -51,6 +160,25 @@ pub enum ClientError {
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// The daemon listening on the socket runs as another user than expected (see
+    /// [`ConnectOptions`]); nothing was sent to it.
+    #[error("{}", wrong_server_message(.path, *.expected, *.actual))]
+    WrongServer {
+        /// The socket path.
+        path: PathBuf,
+        /// The uid the daemon was expected to run as (root would have been accepted too).
+        expected: u32,
+        /// The uid it runs as (`SO_PEERCRED`).
+        actual: u32,
+    },
+    /// `$MMSHARE_SERVER_UID` is set, but not to a uid.
+    #[error(
+        "{SERVER_UID_ENV}={value:?} is not a uid (a number such as 1000): set it to the uid the daemon runs as, or unset it"
+    )]
+    BadServerUid {
+        /// The variable's value.
+        value: String,
     },
     /// Sending or receiving failed (for example the daemon went away).
     #[error("connection to mmshared failed: {0}")]
@@ -274,17 +402,39 @@ impl StreamOptions {
 }
 
 impl Client {
-    /// Connects to the daemon at `path` and performs the version handshake.
+    /// Connects to the daemon at `path` and performs the version handshake. The daemon's uid
+    /// is checked only if `$MMSHARE_SERVER_UID` is set (see [`ConnectOptions`]).
     ///
     /// # Errors
-    /// [`ClientError::Connect`] naming the path; [`ClientError::Protocol`] if the daemon
-    /// speaks another protocol version.
+    /// As [`Client::connect_with`].
     pub fn connect(path: impl AsRef<Path>) -> Result<Client, ClientError> {
-        let path = path.as_ref().to_owned();
+        Client::connect_with(&ConnectOptions::new(path))
+    }
+
+    /// Connects as `options` say: checks who the daemon runs as (see [`ConnectOptions`]),
+    /// then performs the version handshake.
+    ///
+    /// # Errors
+    /// [`ClientError::Connect`] naming the path; [`ClientError::WrongServer`] naming both uids
+    /// if the daemon runs as another user than expected; [`ClientError::BadServerUid`];
+    /// [`ClientError::Protocol`] if the daemon speaks another protocol version.
+    pub fn connect_with(options: &ConnectOptions) -> Result<Client, ClientError> {
+        let path = options.path.clone();
+        let expected = options.expected_server_uid()?;
         let fd = sys::seqpacket_connect(&path).map_err(|source| ClientError::Connect {
             path: path.clone(),
             source,
         })?;
+        if let Some(expected) = expected {
+            let actual = sys::peer_uid(&fd)?;
+            if actual != expected && actual != 0 {
+                return Err(ClientError::WrongServer {
+                    path,
+                    expected,
+                    actual,
+                });
+            }
+        }
         let conn = Arc::new(Connection {
             inner: Mutex::new((fd, vec![0u8; MAX_MESSAGE + 1])),
         });
@@ -307,12 +457,13 @@ impl Client {
         Ok(Client { conn, path, server })
     }
 
-    /// Connects to [`default_socket_path`].
+    /// Connects to [`default_socket_path`], whose daemon must run as this user or root (or
+    /// as the uid in `$MMSHARE_SERVER_UID`): [`ConnectOptions::default_socket`].
     ///
     /// # Errors
-    /// As [`Client::connect`].
+    /// As [`Client::connect_with`].
     pub fn connect_default() -> Result<Client, ClientError> {
-        Client::connect(default_socket_path())
+        Client::connect_with(&ConnectOptions::default_socket())
     }
 
     /// The socket this client is connected to.

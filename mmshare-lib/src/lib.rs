@@ -70,7 +70,8 @@ mod waiter;
 
 pub use array::{Array, ReadView, WriteView};
 pub use client::{
-    Client, ClientError, CreateOptions, SOCKET_ENV, Shared, StreamOptions, default_socket_path,
+    Client, ClientError, ConnectOptions, CreateOptions, SERVER_UID_ENV, SOCKET_ENV, Shared,
+    StreamOptions, default_socket_path,
 };
 pub use create::{TEMP_PREFIX, create_array_data, create_array_file};
 pub use dtype::{ALL_DTYPES, Bool8, DType, DTypeError, Element};

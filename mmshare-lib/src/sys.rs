@@ -400,6 +400,18 @@ pub(crate) fn seqpacket_connect(path: &std::path::Path) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// The effective uid of the process at the other end of the connected Unix socket `fd`
+/// (`SO_PEERCRED`): for a client, the uid the daemon had when it called `listen` (root for a
+/// socket that systemd created and passed to it).
+pub(crate) fn peer_uid(fd: &OwnedFd) -> io::Result<u32> {
+    Ok(net::sockopt::socket_peercred(fd)?.uid.as_raw())
+}
+
+/// This process's effective uid.
+pub(crate) fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
 /// Sends one message (no descriptors). `MSG_NOSIGNAL`: a closed peer is an error, not SIGPIPE.
 pub(crate) fn send_message(fd: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
     let n = net::send(fd, bytes, net::SendFlags::NOSIGNAL)?;

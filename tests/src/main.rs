@@ -71,7 +71,14 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
                                         'fdI_WHAT=ok|ERRNO' lines
   poke [a:ARRAY | s:STREAM]...          write every element of each u64 array with its index
                                         + 1; publish one frame of each u64 stream, element k =
-                                        k + 1; print 'poked N'";
+                                        k + 1; print 'poked N'
+  connect-as SOCKET|default UID|- NAME|-
+                                        connect to SOCKET (or the default socket) expecting the
+                                        daemon to run as UID (- for the default expectation),
+                                        print 'connected euid=E path=P', then create the memory
+                                        array NAME (u1, 4 elements) and print 'created NAME';
+                                        on failure print 'error=VARIANT expected=E actual=A'
+                                        and 'message=...', exit 1";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -150,6 +157,7 @@ fn main() -> ExitCode {
         ["control-attack", socket, name, kind, rest @ ..] => {
             control_attack(socket, name, kind, rest.first() == Some(&"all"))
         }
+        ["connect-as", target, uid, name] => connect_as(target, uid, name),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -160,6 +168,47 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("mmshare-test-worker: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// Connects as a program would (the default socket, or a named one, with or without an
+/// expected server uid), and creates a memory array there if asked: what a victim of a taken
+/// socket path would do. Reports what happened in `key=value` lines.
+fn connect_as(target: &str, uid: &str, name: &str) -> Result<ExitCode> {
+    let mut options = match target {
+        "default" => mmshare::ConnectOptions::default_socket(),
+        path => mmshare::ConnectOptions::new(path),
+    };
+    if uid != "-" {
+        options = options.server_uid(uid.parse()?);
+    }
+    let created = Client::connect_with(&options).and_then(|client| {
+        say(&format!(
+            "connected euid={} path={}",
+            rustix::process::geteuid().as_raw(),
+            client.socket_path().display()
+        ));
+        if name != "-" {
+            client.create(&CreateOptions::new(name, "u1", &[4]).memory())?;
+            say(&format!("created {name}"));
+        }
+        Ok(())
+    });
+    match created {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            match &e {
+                mmshare::ClientError::WrongServer {
+                    expected, actual, ..
+                } => say(&format!(
+                    "error=WrongServer expected={expected} actual={actual}"
+                )),
+                mmshare::ClientError::BadServerUid { .. } => say("error=BadServerUid"),
+                other => say(&format!("error=Other kind={:?}", other.kind())),
+            }
+            say(&format!("message={e}"));
+            Ok(ExitCode::from(1))
         }
     }
 }

@@ -77,6 +77,10 @@
 // A bug (in mmshare or the daemon); the message says where.
 #define MMS_ERR_INTERNAL 16
 
+// The daemon on the socket runs as another user than expected (the message names both
+// uids); nothing was sent to it. See `mms_connect_as`.
+#define MMS_ERR_WRONG_SERVER 17
+
 // Flag for `mms_create_array` / `mms_create_stream`: back it by the daemon's tmpfs directory
 // (RAM speed, gone at reboot) instead of its storage directory.
 #define MMS_CREATE_MEMORY 1
@@ -152,11 +156,22 @@ const char *mms_last_error(void);
 const char *mms_status_name(int status);
 
 // Connects to the daemon at `socket_path`, or (NULL) at the default socket
-// (`$MMSHARE_SOCKET`, else `$XDG_RUNTIME_DIR/mmshare.sock`, else `/tmp/mmshare-$UID.sock`).
+// (`$MMSHARE_SOCKET`, else `$XDG_RUNTIME_DIR/mmshare/mmshared.sock`, else
+// `/tmp/mmshare-$UID/mmshared.sock`). The daemon on the default socket must run as this user
+// or root (`MMS_ERR_WRONG_SERVER` otherwise); `$MMSHARE_SERVER_UID` names another uid to
+// accept, and applies to a named `socket_path` too.
 //
 // # Safety
 // `socket_path` is NULL or a NUL-terminated string; `out` is valid for a write.
 int mms_connect(const char *socket_path, struct mms_client **out);
+
+// Connects like `mms_connect`, to a daemon that must run as `server_uid` (or root):
+// another uid is refused with `MMS_ERR_WRONG_SERVER` before anything is sent, and
+// `mms_last_error()` names both uids. For a daemon that another user runs on purpose.
+//
+// # Safety
+// `socket_path` is NULL or a NUL-terminated string; `out` is valid for a write.
+int mms_connect_as(const char *socket_path, uint32_t server_uid, struct mms_client **out);
 
 // Closes the connection (arrays and streams opened through it stay usable).
 //

@@ -222,6 +222,12 @@ public:
         detail::check(mms_connect(socket_path, &c));
         c_.reset(c);
     }
+    /// A daemon that must run as `server_uid` or root (MMS_ERR_WRONG_SERVER otherwise).
+    Client(const char *socket_path, uint32_t server_uid) {
+        mms_client *c = nullptr;
+        detail::check(mms_connect_as(socket_path, server_uid, &c));
+        c_.reset(c);
+    }
     Array create_array(const char *name, const char *dtype, std::initializer_list<uint64_t> shape,
                        uint32_t flags = 0, uint32_t mode = 0) {
         std::vector<uint64_t> dims(shape);

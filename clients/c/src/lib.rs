@@ -23,9 +23,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use mmshare::{
-    Access, ArrayInfo, Backing, Client, ClientError, CreateOptions, Delivery, ErrorKind, Finish,
-    LoanToken, ObjectInfo, OpenError, Order, Publisher, RawArray, ReadError, SampleToken, Shared,
-    StreamError, StreamInfo, StreamOptions, Subscriber, WaitTimeout, WriteError, WriteSession,
+    Access, ArrayInfo, Backing, Client, ClientError, ConnectOptions, CreateOptions, Delivery,
+    ErrorKind, Finish, LoanToken, ObjectInfo, OpenError, Order, Publisher, RawArray, ReadError,
+    SampleToken, Shared, StreamError, StreamInfo, StreamOptions, Subscriber, WaitTimeout,
+    WriteError, WriteSession,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -66,6 +67,9 @@ pub const MMS_ERR_QUOTA: c_int = 14;
 pub const MMS_ERR_LOST: c_int = 15;
 /// A bug (in mmshare or the daemon); the message says where.
 pub const MMS_ERR_INTERNAL: c_int = 16;
+/// The daemon on the socket runs as another user than expected (the message names both
+/// uids); nothing was sent to it. See `mms_connect_as`.
+pub const MMS_ERR_WRONG_SERVER: c_int = 17;
 
 /// Flag for `mms_create_array` / `mms_create_stream`: back it by the daemon's tmpfs directory
 /// (RAM speed, gone at reboot) instead of its storage directory.
@@ -189,6 +193,8 @@ impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Failure {
         let code = match &e {
             ClientError::Connect { .. } => MMS_ERR_CONNECT,
+            ClientError::WrongServer { .. } => MMS_ERR_WRONG_SERVER,
+            ClientError::BadServerUid { .. } => MMS_ERR_INVALID_ARGUMENT,
             ClientError::Io(_) => MMS_ERR_IO,
             ClientError::Protocol(_) => MMS_ERR_PROTOCOL,
             ClientError::Server { kind, .. } => server_code(*kind),
@@ -441,6 +447,7 @@ pub extern "C" fn mms_status_name(status: c_int) -> *const c_char {
         MMS_ERR_QUOTA => c"MMS_ERR_QUOTA",
         MMS_ERR_LOST => c"MMS_ERR_LOST",
         MMS_ERR_INTERNAL => c"MMS_ERR_INTERNAL",
+        MMS_ERR_WRONG_SERVER => c"MMS_ERR_WRONG_SERVER",
         _ => c"MMS_UNKNOWN_STATUS",
     };
     name.as_ptr()
@@ -541,7 +548,10 @@ pub struct mms_client(Option<Client>);
 handle!(mms_client, Client, "client");
 
 /// Connects to the daemon at `socket_path`, or (NULL) at the default socket
-/// (`$MMSHARE_SOCKET`, else `$XDG_RUNTIME_DIR/mmshare.sock`, else `/tmp/mmshare-$UID.sock`).
+/// (`$MMSHARE_SOCKET`, else `$XDG_RUNTIME_DIR/mmshare/mmshared.sock`, else
+/// `/tmp/mmshare-$UID/mmshared.sock`). The daemon on the default socket must run as this user
+/// or root (`MMS_ERR_WRONG_SERVER` otherwise); `$MMSHARE_SERVER_UID` names another uid to
+/// accept, and applies to a named `socket_path` too.
 ///
 /// # Safety
 /// `socket_path` is NULL or a NUL-terminated string; `out` is valid for a write.
@@ -552,16 +562,51 @@ pub unsafe extern "C" fn mms_connect(
 ) -> c_int {
     ffi(|| {
         needed(out, "out")?;
-        let client = if socket_path.is_null() {
-            Client::connect_default()?
-        } else {
-            // SAFETY: NUL-terminated (the contract).
-            Client::connect(unsafe { text(socket_path, "socket_path") }?)?
-        };
+        // SAFETY: NULL or NUL-terminated (the contract).
+        let options = unsafe { connect_options(socket_path) }?;
+        let client = Client::connect_with(&options)?;
         // SAFETY: checked non-NULL; valid for a write (the contract).
         unsafe { put(out, boxed(client)) };
         Ok(())
     })
+}
+
+/// Connects like `mms_connect`, to a daemon that must run as `server_uid` (or root):
+/// another uid is refused with `MMS_ERR_WRONG_SERVER` before anything is sent, and
+/// `mms_last_error()` names both uids. For a daemon that another user runs on purpose.
+///
+/// # Safety
+/// `socket_path` is NULL or a NUL-terminated string; `out` is valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_connect_as(
+    socket_path: *const c_char,
+    server_uid: u32,
+    out: *mut *mut mms_client,
+) -> c_int {
+    ffi(|| {
+        needed(out, "out")?;
+        // SAFETY: NULL or NUL-terminated (the contract).
+        let options = unsafe { connect_options(socket_path) }?.server_uid(server_uid);
+        let client = Client::connect_with(&options)?;
+        // SAFETY: checked non-NULL; valid for a write (the contract).
+        unsafe { put(out, boxed(client)) };
+        Ok(())
+    })
+}
+
+/// The default socket for NULL, else the named one.
+///
+/// # Safety
+/// `socket_path` is NULL or a NUL-terminated string.
+unsafe fn connect_options(socket_path: *const c_char) -> Result<ConnectOptions> {
+    if socket_path.is_null() {
+        Ok(ConnectOptions::default_socket())
+    } else {
+        // SAFETY: NUL-terminated (the contract).
+        Ok(ConnectOptions::new(unsafe {
+            text(socket_path, "socket_path")
+        }?))
+    }
 }
 
 /// Closes the connection (arrays and streams opened through it stay usable).

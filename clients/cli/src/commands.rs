@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mmshare::{
-    Access, ArrayInfo, Backing, Client, CreateOptions, ErrorKind, ObjectInfo, Order, ProcessId,
-    ReadError, WriteError,
+    Access, ArrayInfo, Backing, Client, ClientError, ConnectOptions, CreateOptions, ErrorKind,
+    ObjectInfo, Order, ProcessId, ReadError, WriteError,
 };
 use serde_json::json;
 
@@ -35,8 +35,53 @@ pub fn emit(line: &str) -> Result {
     }
 }
 
+/// How every command reaches the daemon, set once by `main` from `--socket` and
+/// `--server-uid`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Target {
+    /// No `--socket` was given: the socket is the default one (`$MMSHARE_SOCKET` included),
+    /// whose daemon must run as this user or root.
+    pub default_socket: bool,
+    /// `--server-uid`: the uid the daemon must run as (or root).
+    pub server_uid: Option<u32>,
+}
+
+static TARGET: std::sync::OnceLock<Target> = std::sync::OnceLock::new();
+
+/// Sets how commands connect (once, before any command runs).
+pub fn set_target(target: Target) {
+    let _ = TARGET.set(target);
+}
+
+/// The `--server-uid` given, if any (the demo passes it on to its child processes).
+pub fn server_uid() -> Option<u32> {
+    TARGET.get().and_then(|t| t.server_uid)
+}
+
+/// The options every command connects with: the default socket is checked as the default
+/// (its daemon must be this user's or root's), a named one only against `--server-uid` or
+/// `$MMSHARE_SERVER_UID`.
+fn connect_options(socket: &Path) -> ConnectOptions {
+    let target = TARGET.get().copied().unwrap_or_default();
+    let mut options = if target.default_socket && socket == mmshare::default_socket_path() {
+        ConnectOptions::default_socket()
+    } else {
+        ConnectOptions::new(socket)
+    };
+    if let Some(uid) = target.server_uid {
+        options = options.server_uid(uid);
+    }
+    options
+}
+
+/// Connects to the daemon at `socket`: the one place every command connects through.
+pub fn try_connect(socket: &Path) -> std::result::Result<Client, ClientError> {
+    Client::connect_with(&connect_options(socket))
+}
+
+/// [`try_connect`], its error as the line to print.
 pub fn connect(socket: &Path) -> Result<Client> {
-    Client::connect(socket).map_err(|e| e.to_string())
+    try_connect(socket).map_err(|e| e.to_string())
 }
 
 fn order_name(info: &ArrayInfo) -> &'static str {
@@ -919,7 +964,7 @@ pub fn watch(socket: &Path, name: &str, json: bool) -> Result {
         // The mapping alone cannot tell that the array was deleted (its pages live on while
         // mapped): ask the daemon what the name means now.
         if client.is_none() {
-            client = Client::connect(socket).ok();
+            client = try_connect(socket).ok();
         }
         let Some(c) = client.as_ref() else { continue };
         match name_now(c, name, id) {

@@ -15,10 +15,10 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mmshare::{Client, Delivery, StreamError, StreamOptions};
+use mmshare::{ClientError, Delivery, StreamError, StreamOptions};
 use serde_json::json;
 
-use crate::commands::{Result, connect, emit, shape_text};
+use crate::commands::{Result, connect, emit, shape_text, try_connect};
 
 /// The demo's child processes, for the Ctrl-C handler to stop.
 static CHILDREN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
@@ -46,9 +46,12 @@ pub fn run(socket_given: bool, socket: &Path, seconds: f64, fps: f64) -> Result 
     // Keep the temp dir and the embedded daemon alive until the end.
     let mut _temp = None;
     let mut embedded = None;
-    let socket = match Client::connect(socket) {
+    let socket = match try_connect(socket) {
         Ok(_) => socket.to_owned(),
-        Err(e) if socket_given => return Err(e.to_string()),
+        // A daemon of another user on the default socket is reported, not worked around.
+        Err(e) if socket_given || matches!(e, ClientError::WrongServer { .. }) => {
+            return Err(e.to_string());
+        }
         Err(_) => {
             let dir = tempfile::Builder::new()
                 .prefix("mmshare-demo-")
@@ -104,7 +107,7 @@ pub fn run(socket_given: bool, socket: &Path, seconds: f64, fps: f64) -> Result 
                     let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
                 }
             }
-            if let Ok(c) = Client::connect(&socket) {
+            if let Ok(c) = try_connect(&socket) {
                 let _ = c.delete(&name);
             }
             for d in &dirs {
@@ -143,9 +146,12 @@ pub fn run(socket_given: bool, socket: &Path, seconds: f64, fps: f64) -> Result 
     ))?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let spawn = |args: &[&str]| {
-        let child = Command::new(&exe)
-            .arg("--socket")
-            .arg(&socket)
+        let mut command = Command::new(&exe);
+        command.arg("--socket").arg(&socket);
+        if let Some(uid) = crate::commands::server_uid() {
+            command.arg("--server-uid").arg(uid.to_string());
+        }
+        let child = command
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

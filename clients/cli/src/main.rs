@@ -1,6 +1,7 @@
 //! `mmshare`: the command line for mmshare arrays.
 //!
-//! Every command talks to `mmshared` (`--socket` or `MMSHARE_SOCKET`, else the default socket).
+//! Every command talks to `mmshared` (`--socket` or `MMSHARE_SOCKET`, else the default socket),
+//! after checking which user it runs as (`--server-uid`; see `commands::connect`).
 //! On success it exits 0; on any error it prints one line to stderr and exits non-zero (1, or 2
 //! for a malformed command line), never a backtrace. Output meant for programs is available as
 //! `--json`.
@@ -26,6 +27,11 @@ struct Cli {
     /// else /tmp/mmshare-$UID/mmshared.sock]
     #[arg(long, global = true)]
     socket: Option<PathBuf>,
+    /// The uid the daemon must run as; root is always accepted, any other uid is refused
+    /// before anything is sent [default: $MMSHARE_SERVER_UID; on the default socket, your own
+    /// uid; with --socket, no check]
+    #[arg(long, global = true, value_name = "UID")]
+    server_uid: Option<u32>,
     #[command(subcommand)]
     command: Command,
 }
@@ -223,6 +229,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    commands::set_target(commands::Target {
+        default_socket: cli.socket.is_none(),
+        server_uid: cli.server_uid,
+    });
     let socket = cli.socket.unwrap_or_else(mmshare::default_socket_path);
     let result = match cli.command {
         Command::Create {

@@ -24,7 +24,7 @@ from .client import Client, connect, default_socket_path
 from .errors import (AlreadyExists, Busy, ConnectError, FormatError, HoldLimit, Internal,
                      InvalidDtype, InvalidName, InvalidShape, LostWriteSide, MmshareError,
                      NoSpace, NotFound, PermissionDenied, ProtocolError, QuotaExceeded, Timeout,
-                     Torn, WrongKind)
+                     Torn, WrongKind, WrongServer)
 from .stream import Loan, Publisher, Sample, Subscriber
 
 __all__ = [
@@ -33,5 +33,5 @@ __all__ = [
     "AlreadyExists", "Busy", "ConnectError", "FormatError", "HoldLimit", "Internal",
     "InvalidDtype", "InvalidName", "InvalidShape", "LostWriteSide", "MmshareError", "NoSpace",
     "NotFound", "PermissionDenied", "ProtocolError", "QuotaExceeded", "Timeout", "Torn",
-    "WrongKind",
+    "WrongKind", "WrongServer",
 ]

@@ -12,6 +12,7 @@ from .array import SharedArray
 from .stream import Publisher, Subscriber
 
 SOCKET_ENV = "MMSHARE_SOCKET"
+SERVER_UID_ENV = "MMSHARE_SERVER_UID"
 
 
 def default_socket_path() -> str:
@@ -47,11 +48,22 @@ def _info(kind: str, info: dict):
 
 class Client:
     """One connection to the daemon. Requests are serialized, so a client may be shared by
-    threads. Arrays opened for writing keep the connection open (the writer's lease)."""
+    threads. Arrays opened for writing keep the connection open (the writer's lease).
 
-    def __init__(self, path=None):
-        self.path = os.fspath(path) if path is not None else default_socket_path()
-        self._conn = _native.Connection(self.path)
+    Before sending anything, the client checks which user the daemon runs as (SO_PEERCRED)
+    and raises `errors.WrongServer` naming both uids if it is not the expected one; root is
+    always accepted. Expected: `server_uid` if given, else `$MMSHARE_SERVER_UID` if set, else,
+    on the default socket (`path=None`, which includes `$MMSHARE_SOCKET`), this user; a
+    `path` given with neither is not checked."""
+
+    def __init__(self, path=None, *, server_uid=None):
+        if server_uid is not None:
+            server_uid = int(server_uid)
+            if not 0 <= server_uid < 2**32:
+                raise ValueError(f"server_uid {server_uid} is not a uid (0 .. 2**32 - 1)")
+        self._conn = _native.Connection(os.fspath(path) if path is not None else None,
+                                        server_uid)
+        self.path = os.fspath(self._conn.path)
         self.server = self._conn.server
 
     @property
@@ -133,6 +145,8 @@ class Client:
         self.close()
 
 
-def connect(path=None) -> Client:
-    """Connects to the daemon at `path` (default: `default_socket_path()`)."""
-    return Client(path)
+def connect(path=None, *, server_uid=None) -> Client:
+    """Connects to the daemon at `path` (default: `default_socket_path()`, whose daemon must
+    run as this user or root). With `server_uid`, the daemon must run as that uid or root;
+    `errors.WrongServer` otherwise (see `Client`)."""
+    return Client(path, server_uid=server_uid)

@@ -1,5 +1,7 @@
 """Exceptions. Daemon refusals mirror the Rust `ErrorKind` variants one to one."""
 
+import os
+
 
 class MmshareError(Exception):
     """Base class of every mmshare error."""
@@ -63,6 +65,19 @@ BY_INDEX = [NotFound, AlreadyExists, InvalidName, InvalidDtype, InvalidShape,
 
 class ConnectError(MmshareError, ConnectionError):
     """The daemon's socket could not be reached (the message names the path)."""
+
+
+class WrongServer(ConnectError):
+    """The daemon on the socket runs as another user than expected, so nothing was sent to
+    it: on the default socket it must be this user's or root's (another user may have taken
+    the socket path), elsewhere the uid given as `server_uid` (or `$MMSHARE_SERVER_UID`) or
+    root. The message names the socket and both uids."""
+
+    def __init__(self, message, path=None, expected=None, actual=None):
+        super().__init__(message)
+        self.path = os.fspath(path) if path is not None else None  # the socket
+        self.expected = expected  # the uid the daemon was expected to run as
+        self.actual = actual      # the uid it runs as (SO_PEERCRED)
 
 
 class Torn(MmshareError):

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use mmshare::proto::WireOrder;
 use mmshare::{
-    Access, ArrayInfo, Backing, Client, CreateOptions, Delivery, ObjectInfo, Order, StreamInfo,
-    StreamOptions,
+    Access, ArrayInfo, Backing, Client, ConnectOptions, CreateOptions, Delivery, ObjectInfo, Order,
+    StreamInfo, StreamOptions,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
@@ -147,13 +147,29 @@ fn parse_order(order: &str) -> PyResult<Order> {
 
 #[pymethods]
 impl Connection {
-    /// Connects to the daemon at `path` and checks its protocol version.
+    /// Connects to the daemon at `path` (None: the default socket, whose daemon must run as
+    /// this user or root) and checks its protocol version; with `server_uid`, the daemon must
+    /// run as that uid or root (`ConnectOptions` in mmshare-lib).
     #[new]
-    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+    #[pyo3(signature = (path, server_uid=None))]
+    fn new(py: Python<'_>, path: Option<PathBuf>, server_uid: Option<u32>) -> PyResult<Self> {
+        let mut options = match path {
+            Some(path) => ConnectOptions::new(path),
+            None => ConnectOptions::default_socket(),
+        };
+        if let Some(uid) = server_uid {
+            options = options.server_uid(uid);
+        }
         let client = py
-            .detach(|| Client::connect(&path))
+            .detach(|| Client::connect_with(&options))
             .map_err(|e| errors::client(py, e))?;
         Ok(Connection { client })
+    }
+
+    /// The socket path connected to.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.client.socket_path().to_owned()
     }
 
     /// The daemon's name and version, from its hello.

@@ -46,6 +46,15 @@ pub(crate) fn client(py: Python<'_>, e: ClientError) -> PyErr {
     match e {
         ClientError::Server { kind, message } => with_message(py, kind_class(kind), message),
         ClientError::Connect { .. } => with_message(py, "ConnectError", e.to_string()),
+        ClientError::WrongServer {
+            ref path,
+            expected,
+            actual,
+        } => {
+            let message = e.to_string();
+            raise(py, "WrongServer", (message, path.clone(), expected, actual))
+        }
+        ClientError::BadServerUid { .. } => with_message(py, "ConnectError", e.to_string()),
         ClientError::Io(_) => with_message(py, "ConnectError", e.to_string()),
         ClientError::Protocol(message) => with_message(py, "ProtocolError", message),
         ClientError::Open(open) => self::open(py, open),

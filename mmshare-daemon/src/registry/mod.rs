@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -292,33 +292,17 @@ fn internal(context: &str, err: impl std::fmt::Display) -> RequestError {
     RequestError::new(ErrorKind::Internal, format!("{context}: {err}"))
 }
 
-/// Creates `dir` (and parents) if needed with mode 0700, so only the daemon lists it; refuses a
-/// symlink or a directory owned by someone else (`/dev/shm` and `/tmp` are writable by all: a
-/// planted `/dev/shm/mmshare-$UID` symlink must not redirect the daemon's files).
+/// Checks that `dir` is a directory of the daemon's own (not a symlink, owned by its
+/// effective uid: `/dev/shm` and `/tmp` are writable by all, and a planted
+/// `/dev/shm/mmshare-$UID` must not receive or redirect the daemon's files) and makes it 0700,
+/// so only the daemon lists it. It creates nothing: `Config::prepare_paths` made the
+/// directories, with the same checks, before the registry is loaded.
 pub(crate) fn prepare_dir(dir: &Path) -> io::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let meta = std::fs::symlink_metadata(dir)?;
-    if !meta.is_dir() {
-        return Err(io::Error::other(format!(
-            "{} is not a directory (a symlink is refused)",
-            dir.display()
-        )));
-    }
-    let me = rustix::process::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(io::Error::other(format!(
-            "{} belongs to uid {}, not to this daemon's uid {me}",
-            dir.display(),
-            meta.uid()
-        )));
-    }
-    if meta.permissions().mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
+    let own = crate::dirs::open_own(dir).map_err(|e| match e {
+        crate::dirs::DirError::Io(e) => e,
+        e => io::Error::other(e.explain(dir)),
+    })?;
+    own.make_private()
 }
 
 /// Locks `m`. A panic while holding one of the registry's locks cannot leave it inconsistent
