@@ -213,6 +213,9 @@ impl Keeper {
 
     fn try_connect(&self) -> io::Result<OwnedFd> {
         let fd = seqpacket()?;
+        // Before connecting: a blocking connect to a frozen keeper's full backlog waits for
+        // the send timeout, not for ever.
+        set_timeouts(&fd)?;
         net::connect(&fd, &SocketAddrUnix::new(&self.socket)?)?;
         if !same_uid(&fd) {
             return Err(io::Error::other(format!(
@@ -220,7 +223,6 @@ impl Keeper {
                 self.socket.display()
             )));
         }
-        set_timeouts(&fd)?;
         Ok(fd)
     }
 
@@ -285,8 +287,8 @@ impl Keeper {
         }
     }
 
-    /// Tells the keeper to hold `file` under `key`. A keeper that went away is started again
-    /// and given everything in `all` (the daemon's whole set) instead.
+    /// Tells the keeper to hold `file` under `key`. A keeper that went away is started again;
+    /// the error is then `NotConnected`, and the caller gives it everything (`keep_all`).
     pub fn keep(&mut self, key: &str, file: &File) -> io::Result<()> {
         self.with_conn(|conn| send(conn, b'K', key, Some(file)))
     }
@@ -364,13 +366,8 @@ fn serve(socket: &Path) -> io::Result<()> {
         let listener_ready = !fds[0].revents().is_empty();
         let daemon_ready = fds.get(1).is_some_and(|f| !f.revents().is_empty());
         drop(fds);
-        if listener_ready && let Ok(conn) = net::accept_with(&listener, SocketFlags::CLOEXEC) {
-            // Only the daemon's uid; a newer daemon replaces an older connection (only one
-            // daemon holds the directory's lock at a time).
-            if same_uid(&conn) && set_timeouts(&conn).is_ok() {
-                daemon = Some(conn);
-            }
-        }
+        // The daemon's messages (and its hang-up) first, so that a daemon that died and its
+        // successor seen in the same round are taken in that order.
         if daemon_ready && let Some(conn) = &daemon {
             match recv(conn) {
                 Ok(Some((b'K', key, Some(file)))) => {
@@ -390,6 +387,14 @@ fn serve(socket: &Path) -> io::Result<()> {
                 }
                 // Closed, an error, or a message that makes no sense: this daemon is gone.
                 _ => daemon = None,
+            }
+        }
+        if listener_ready && let Ok(conn) = net::accept_with(&listener, SocketFlags::CLOEXEC) {
+            // Only the daemon's uid, and only while no daemon is connected: one daemon holds
+            // the directory's lock at a time, so a second connection is a probe or a stray
+            // and must not take the daemon's place (it is closed at once).
+            if daemon.is_none() && same_uid(&conn) && set_timeouts(&conn).is_ok() {
+                daemon = Some(conn);
             }
         }
         if daemon.is_none() && last_check.elapsed() >= IDLE_CHECK {

@@ -86,11 +86,14 @@ pub struct EmbeddedDaemon {
 }
 
 impl EmbeddedDaemon {
-    /// Starts a daemon with `config` and returns once it listens.
+    /// Starts a daemon with `config` and returns once it listens. It runs without a
+    /// descriptor keeper (the keeper is `mmshared --fd-keeper`, and this process is not
+    /// `mmshared`): its objects' control state does not outlive it.
     ///
     /// # Errors
     /// What would make `mmshared` refuse to start (a live socket, unusable directories).
-    pub fn start(config: Config) -> Result<EmbeddedDaemon, String> {
+    pub fn start(mut config: Config) -> Result<EmbeddedDaemon, String> {
+        config.no_fd_keeper = true;
         let paths = config.prepare_paths()?;
         let socket = paths.socket.clone();
         let (stop, rx) = tokio::sync::watch::channel(false);

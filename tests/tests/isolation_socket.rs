@@ -283,7 +283,7 @@ fn a_client_refuses_another_users_daemon_on_the_default_socket_and_creates_nothi
     let mem: Vec<_> = std::fs::read_dir(home.join("mem"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
-        .filter(|n| n != ".mmshared.lock")
+        .filter(|n| n != ".mmshared.lock" && n != ".keeper.sock")
         .collect();
     assert!(mem.is_empty(), "{mem:?}");
 

@@ -249,14 +249,28 @@ impl Registry {
             });
         };
         let len = 4096 + 256 * u64::from(max_subscribers);
+        let fresh = || mmshare::new_stream_control(name, slots, max_subscribers);
         let control = self
             .control_for(
                 &keeper::key('s', id, name),
                 |f| f.metadata().is_ok_and(|m| m.len() == len),
-                || mmshare::new_stream_control(name, slots, max_subscribers),
+                fresh,
             )
             .map_err(io)?;
-        StreamFiles::from_files(data, control, true)
+        let data_again = data.try_clone().map_err(io)?;
+        match StreamFiles::from_files(data, control, true) {
+            // Kept state whose header someone scribbled on (or of another layout version):
+            // the stream is fine, its control state is not; start that afresh rather than set
+            // the stream aside.
+            Err(StreamError::BadControl { reason, .. }) => {
+                warn!(
+                    name,
+                    reason, "kept control state does not validate: made afresh"
+                );
+                StreamFiles::from_files(data_again, fresh().map_err(io)?, true)
+            }
+            other => other,
+        }
     }
 
     fn lookup_stream(&self, name: &str) -> Result<Arc<StreamEntry>, RequestError> {
@@ -368,7 +382,9 @@ impl Registry {
         match result {
             Ok(entry) => {
                 let info = entry.info(true);
-                state.streams.insert(name.to_owned(), entry);
+                state.streams.insert(name.to_owned(), entry.clone());
+                drop(state);
+                self.keep(&entry.key(), entry.files.control_file());
                 info!(
                     name,
                     uid = who.uid,
@@ -420,10 +436,9 @@ impl Registry {
             })
         });
         match mapped {
-            Ok(entry) => {
-                self.keep(&entry.key(), entry.files.control_file());
-                Ok(Arc::new(entry))
-            }
+            // Handed to the keeper by the caller once it is in the registry (a keeper
+            // restarted by that call is given the whole registry, this stream included).
+            Ok(entry) => Ok(Arc::new(entry)),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&path);
                 Err(internal("cannot map the new stream", e))
