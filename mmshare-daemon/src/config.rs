@@ -443,14 +443,18 @@ impl Config {
             }
             let what = format!("{flag} {}: its directory", socket.display());
             check_socket_dir(&what, socket_dir, false)?;
-        } else if let Some(home) = &self.home {
+        }
+        // --home holds the socket (unless --socket puts it elsewhere) and the arrays
+        // directory: the daemon's own, where a symlink is accepted as for a socket directory.
+        if let Some(home) = &self.home {
             match dirs::check_socket_dir(home) {
                 Err(DirError::Missing) => {
                     ensure_named_dir("--home", home)?;
                 }
+                Err(e) if named => return Err(refusal("--home", home, &e)),
                 _ => check_socket_dir("--home", home, false)?,
             }
-        } else {
+        } else if !named {
             check_default_parent("socket directory", socket_dir)?;
             if let Err(e) = dirs::ensure_own(socket_dir, true)
                 && let DirError::Io(err) = e

@@ -728,3 +728,26 @@ fn a_daemon_running_as_root_is_accepted_whatever_uid_is_expected() {
         assert!(out.contains(&format!("connected euid={VICTIM}")), "{out}");
     }
 }
+
+/// `--home DIR` with the socket elsewhere (`--socket`) still creates DIR and its arrays
+/// directory (the socket-directory checks do not skip it).
+#[test]
+fn a_home_with_the_socket_elsewhere_is_still_created() {
+    let t = scratch();
+    let home = t.path().join("home");
+    let daemon = launch(mmshared(
+        None,
+        &[
+            "--home".as_ref(),
+            os(&home),
+            "--socket".as_ref(),
+            os(&t.path().join("s.sock")),
+            "--mem-dir".as_ref(),
+            os(&t.path().join("mem")),
+        ],
+        &[],
+    ))
+    .listening("--home with --socket");
+    assert!(home.join("arrays").is_dir());
+    drop(daemon);
+}
