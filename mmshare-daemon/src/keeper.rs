@@ -30,9 +30,11 @@
 //! # Trust
 //! The socket is in the memory directory, which only the daemon's uid can enter; both sides
 //! also check the other's uid with `SO_PEERCRED` (the daemon's own uid only). Nothing a client
-//! sends ever reaches the keeper. Losing the keeper and the daemon at once (a `kill -9` of
-//! both) loses control state that participants still use: the next daemon then starts fresh
-//! state for new participants, and the running ones go on among themselves.
+//! sends ever reaches the keeper. A keeper that dies while the daemon runs is noticed within
+//! the daemon's 250 ms recovery pass, replaced and refilled. Losing the keeper and the daemon
+//! at once (a `kill -9` of both) loses control state that participants still use: the next
+//! daemon then starts fresh state for new participants, and the running ones go on among
+//! themselves.
 //!
 //! # Messages
 //! One SOCK_SEQPACKET message each: a tag byte, then a UTF-8 key (at most [`MAX_KEY`] bytes).
@@ -312,6 +314,35 @@ impl Keeper {
             io::ErrorKind::NotConnected,
             "keeper restarted",
         ))
+    }
+
+    /// Whether the keeper is still there; if it hung up (it died, or exited), starts another
+    /// and returns `true`: the caller then gives it everything (`keep_all`). The keeper
+    /// never sends anything unasked, so a readable connection means it closed.
+    pub fn check(&mut self) -> bool {
+        let gone = match &self.conn {
+            None => true,
+            Some(conn) => {
+                let mut fds = [PollFd::new(conn, PollFlags::IN)];
+                let zero = rustix::time::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+            }
+        };
+        if !gone {
+            return false;
+        }
+        warn!("the descriptor keeper went away; starting another");
+        self.conn = None;
+        match self.reach() {
+            Ok(()) => true,
+            Err(e) => {
+                warn!("cannot start a descriptor keeper: {e}");
+                false
+            }
+        }
     }
 
     /// Gives a (new) keeper every descriptor in `all`.

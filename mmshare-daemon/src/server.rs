@@ -99,6 +99,17 @@ pub async fn run(
         .map_err(|e| format!("keeper start panicked: {e}"))?;
         match reached {
             Ok((keeper, held)) => {
+                // Each client must get its own open file description of control state (a
+                // reopen through /proc), or its participant lock is invisible to the keeper.
+                let reopens = mmshare::sealed_memfd("mmshare-probe", 4096, &[])
+                    .and_then(|f| mmshare::reopen(&f));
+                if let Err(e) = reopens {
+                    error!(
+                        "cannot reopen a memfd through /proc ({e}): the keeper will not see \
+                         which control state is in use, and running participants lose it at \
+                         the next restart of this daemon"
+                    );
+                }
                 info!(
                     held = held.len(),
                     "descriptor keeper reached: control state survives a daemon restart"

@@ -947,6 +947,10 @@ fn control_attack(socket: &str, name: &str, kind: &str, all: bool) -> Result<Exi
             outcome(file.set_len(len + (1 << 20)))
         ));
         say(&format!("fd{i}_truncate={}", outcome(file.set_len(0))));
+        // A seal that forbids writing would break every later writable mapping.
+        let seal = rustix::fs::fcntl_add_seals(&file, rustix::fs::SealFlags::WRITE)
+            .map_err(std::io::Error::from);
+        say(&format!("fd{i}_add_seals={}", outcome(seal)));
         if let Ok(r) = &reopened {
             say(&format!(
                 "fd{i}_reopened_truncate={}",

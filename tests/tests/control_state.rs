@@ -36,7 +36,15 @@ fn a_subscriber_joining_after_a_restart_gets_every_frame() {
     std::thread::sleep(Duration::from_millis(300));
     d.kill();
     d.restart();
-    let mut late = Worker::spawn(&["stream-sub", &sock, "live", "lossless", &last]);
+    // The restarted daemon serves the state the pipeline uses: it sees the early subscriber.
+    let info = match d.client().describe("live").unwrap() {
+        mmshare::ObjectInfo::Stream(info) => info,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(info.subscribers.len(), 1, "{info:?}");
+    // Slower than the early one: with state the publisher did not share, it would be
+    // overtaken and miss frames.
+    let mut late = Worker::spawn(&["stream-sub", &sock, "live", "lossless", &last, "200"]);
     let joined = late.expect_line("subscribed next=", WATCHDOG);
     let next: u64 = joined["subscribed next=".len()..].parse().unwrap();
     assert!(
@@ -60,6 +68,35 @@ fn a_subscriber_joining_after_a_restart_gets_every_frame() {
             .any(|l| l.starts_with(&format!("received={FRAMES} missed=0"))),
         "{lines:?}"
     );
+}
+
+/// An array reader asleep across a daemon restart is still counted in the control state a
+/// writer opened after the restart gets, so that writer wakes it (one `FUTEX_WAKE`, counted
+/// in this process) instead of leaving it to its 50 ms re-check.
+#[test]
+fn an_array_sleeper_from_before_a_restart_is_seen_by_a_writer_after_it() {
+    let mut d = Daemon::start(&[]);
+    let reader = {
+        let c = d.client();
+        c.create(&mmshare::CreateOptions::new("a", "u8", &[4]).memory())
+            .unwrap();
+        c.open_raw("a", mmshare::Access::Read).unwrap()
+    };
+    let waiter = std::thread::spawn(move || reader.wait_for_version(0, WATCHDOG));
+    // It spins, yields, then sleeps on the futex within a few milliseconds.
+    std::thread::sleep(Duration::from_millis(300));
+    d.kill();
+    d.restart();
+    let writer = d.client().open_raw("a", mmshare::Access::Write).unwrap();
+    assert!(writer.has_control());
+    let before = mmshare::futex_wake_calls();
+    writer.write_bytes(0, &[1; 32]).unwrap();
+    assert_eq!(
+        mmshare::futex_wake_calls() - before,
+        1,
+        "the writer did not see the sleeper registered before the restart"
+    );
+    assert_eq!(waiter.join().unwrap().unwrap(), 1);
 }
 
 /// The pid of the descriptor keeper that serves `d`'s memory directory (from its socket's

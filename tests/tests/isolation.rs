@@ -68,6 +68,7 @@ const RESIZE_REFUSED: &[&str] = &[
     "fd1_fallocate=EPERM",
     "fd1_reopened_truncate=EPERM",
     "fd1_reopened_fallocate=EPERM",
+    "fd1_add_seals=EPERM",
 ];
 
 /// Finding 1: any user who could connect killed the daemon by truncating the array's control
@@ -161,7 +162,18 @@ fn a_reader_cannot_grow_memory_past_the_byte_limit() {
             .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
             .sum()
     };
-    let before = used(&d.mem_dir());
+    // Memory-backed files and memfds both count as Shmem.
+    let shmem = || -> u64 {
+        let info = std::fs::read_to_string("/proc/meminfo").unwrap();
+        let line = info.lines().find(|l| l.starts_with("Shmem:")).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 1024
+    };
+    let (before, shmem_before) = (used(&d.mem_dir()), shmem());
     let array = attack(MALLORY, &d, "small", "array");
     expect(&array, &["fd1_fallocate=EPERM", "fd1_len_after=4096"]);
     let stream = attack(MALLORY, &d, "frames", "stream");
@@ -174,6 +186,9 @@ fn a_reader_cannot_grow_memory_past_the_byte_limit() {
         ],
     );
     assert_eq!(used(&d.mem_dir()), before, "the memory directory grew");
+    // The attack asked for 2 GiB twice; other tests running meanwhile use far less.
+    let grown = shmem().saturating_sub(shmem_before);
+    assert!(grown < 1 << 30, "shared memory grew by {grown} bytes");
 }
 
 /// The same for streams: a subscriber of another uid cannot resize the stream's control state

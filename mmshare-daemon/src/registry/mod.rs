@@ -430,6 +430,15 @@ impl Registry {
         }
     }
 
+    /// Restarts and refills a descriptor keeper that went away (run with the periodic check,
+    /// so that state made meanwhile is never missing from it for long).
+    fn check_keeper(&self) {
+        let restarted = lock(&self.keeper).as_mut().is_some_and(Keeper::check);
+        if restarted {
+            self.keep_everything();
+        }
+    }
+
     /// Tells the keeper to drop `key`.
     pub(crate) fn forget(&self, key: &str) {
         let restarted = match lock(&self.keeper).as_mut().map(|k| k.forget(key)) {
@@ -504,9 +513,11 @@ impl Registry {
                     source,
                 })?;
                 let control = self
-                    .control_for(&keeper::key('a', id, &name), is_array_control, || {
-                        new_array_control(&name)
-                    })
+                    .control_for(
+                        &keeper::key('a', id, &name),
+                        |f| is_array_control(f) && f.metadata().is_ok_and(|m| m.len() == 4096),
+                        || new_array_control(&name),
+                    )
                     .map_err(|source| OpenError::Io {
                         path: path.clone(),
                         source,
@@ -986,6 +997,7 @@ impl Registry {
     /// `UNIDENTIFIED_GRACE` only while no connection holds write access. A recorded writer
     /// whose liveness is `Unknown` is never taken over.
     pub fn recover_all(&self) {
+        self.check_keeper();
         self.reclaim_streams(None);
         let entries: Vec<(Arc<Entry>, bool)> = {
             let state = self.lock();
