@@ -217,7 +217,9 @@ fn a_publisher_killed_mid_loan_delivers_nothing_half_written() {
 
 /// SIGKILL the daemon: publisher and subscriber keep streaming (the daemon is not on the
 /// data path). A subscriber that dies while the daemon is down is reclaimed after the
-/// restart.
+/// restart, from the control state the running pipeline kept (a second holder stays alive
+/// across the restart, so the keeper keeps that state, and it is the restarted daemon that
+/// frees the dead one's record).
 #[test]
 fn streams_outlive_the_daemon_and_dead_records_are_reclaimed_after_a_restart() {
     const FRAMES: u64 = 30_000;
@@ -229,6 +231,8 @@ fn streams_outlive_the_daemon_and_dead_records_are_reclaimed_after_a_restart() {
     sub.expect_line("subscribed next=0", WATCHDOG);
     let mut holder = Worker::spawn(&["stream-hold", &sock, "live", "lossy"]);
     holder.expect_line("subscribed", WATCHDOG);
+    let mut survivor = Worker::spawn(&["stream-hold", &sock, "live", "lossy"]);
+    survivor.expect_line("subscribed", WATCHDOG);
     let publisher = Worker::spawn(&["stream-pub", &sock, "live", &FRAMES.to_string()]);
     holder.expect_line("holding", WATCHDOG);
     daemon.kill();
@@ -239,9 +243,12 @@ fn streams_outlive_the_daemon_and_dead_records_are_reclaimed_after_a_restart() {
     assert!(status.success(), "subscriber: {status:?} {lines:?}");
     assert_eq!(field(lines.last().unwrap(), "received"), FRAMES);
     daemon.restart();
+    let survivor_pid = survivor.pid();
     eventually("the dead holder's record is reclaimed", || {
-        describe(&daemon, "live").subscribers.is_empty()
+        let subs = describe(&daemon, "live").subscribers;
+        subs.len() == 1 && subs[0].pid == survivor_pid
     });
+    survivor.kill();
     assert_eq!(describe(&daemon, "live").published, FRAMES);
 }
 
