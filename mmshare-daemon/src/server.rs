@@ -409,8 +409,41 @@ async fn send_within(conn: &Connection, reply: &Response, files: &[&File]) -> bo
 }
 
 /// Serves one request. Returns the reply, the files to attach, and the name of an array the
-/// connection now holds write access to (or of a stream it attached to).
+/// connection now holds write access to (or of a stream it attached to). The daemon's paths
+/// are left out of replies to users other than its own uid and root.
 fn handle_request(
+    registry: &Registry,
+    who: Creds,
+    request: Request,
+) -> (Response, Vec<File>, Option<String>) {
+    let (mut reply, files, lease) = dispatch(registry, who, request);
+    if !crate::registry::sees_paths(who) {
+        redact_paths(&mut reply);
+    }
+    (reply, files, lease)
+}
+
+/// Empties every `path` field of `reply`: the daemon's directories are its own business, and
+/// only its uid and root could open a path in them anyway.
+fn redact_paths(reply: &mut Response) {
+    use mmshare::proto::ObjectInfo;
+    match reply {
+        Response::Array(info) => info.path.clear(),
+        Response::Stream(info) => info.path.clear(),
+        Response::List { arrays, .. } => arrays.iter_mut().for_each(|a| a.path.clear()),
+        Response::Objects { objects, .. } => {
+            for object in objects {
+                match object {
+                    ObjectInfo::Array(a) => a.path.clear(),
+                    ObjectInfo::Stream(s) => s.path.clear(),
+                }
+            }
+        }
+        Response::Hello { .. } | Response::Deleted | Response::Error { .. } => {}
+    }
+}
+
+fn dispatch(
     registry: &Registry,
     who: Creds,
     request: Request,

@@ -64,6 +64,13 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
   stream-scribble FILE SECONDS          write pseudo-random words at random offsets of FILE
   stream-scribble-fd SOCKET NAME SECONDS
                                         the same on the control state a subscriber receives
+  names-probe SOCKET HIDDEN ABSENT      every request by name on HIDDEN (another user's object
+                                        this uid may not read) and on ABSENT (no object);
+                                        print 'OP hidden=KIND:MESSAGE' and 'OP absent=...' with
+                                        the name replaced by NAME; then a NoSpace create
+  create-exist-ok SOCKET NAME KIND      create array (KIND array: u1 (16,) in memory, 0666) or
+                                        stream (u1 (16,), 0666) NAME with exist_ok; print
+                                        'created' or 'refused=KIND:MESSAGE'
   control-attack SOCKET NAME KIND [all] speak the protocol raw: open array NAME read-only (KIND
                                         array) or subscribe to stream NAME (KIND stream), then
                                         try to resize the control descriptor received (every
@@ -154,6 +161,8 @@ fn main() -> ExitCode {
             let control = fds.into_iter().nth(1).ok_or("no control descriptor")?;
             stream_scribble(&std::fs::File::from(control), secs.parse().unwrap_or(1.0))
         }),
+        ["names-probe", socket, hidden, absent] => names_probe(socket, hidden, absent),
+        ["create-exist-ok", socket, name, kind] => create_exist_ok(socket, name, kind),
         ["control-attack", socket, name, kind, rest @ ..] => {
             control_attack(socket, name, kind, rest.first() == Some(&"all"))
         }
@@ -959,6 +968,135 @@ fn control_attack(socket: &str, name: &str, kind: &str, all: bool) -> Result<Exi
             say(&format!("fd{i}_reopened_fallocate={}", outcome(grow(r))));
         }
         say(&format!("fd{i}_len_after={}", file.metadata()?.len()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn outcome_of<T>(r: std::result::Result<T, mmshare::ClientError>, name: &str) -> String {
+    match r {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => format!(
+            "{}:{}",
+            e.kind().map_or("local".to_owned(), |k| format!("{k:?}")),
+            e.to_string().replace(name, "NAME")
+        ),
+    }
+}
+
+/// What a user learns of a name it may not read, next to what it learns of no object at all.
+fn names_probe(socket: &str, hidden: &str, absent: &str) -> Result<ExitCode> {
+    use mmshare::{CreateOptions, Delivery, StreamOptions};
+    let client = Client::connect(socket)?;
+    for (label, name) in [("hidden", hidden), ("absent", absent)] {
+        let ops: Vec<(&str, String)> = vec![
+            ("stat", outcome_of(client.stat(name), name)),
+            ("describe", outcome_of(client.describe(name), name)),
+            (
+                "open_read",
+                outcome_of(client.open_raw(name, Access::Read), name),
+            ),
+            (
+                "open_write",
+                outcome_of(client.open_raw(name, Access::Write), name),
+            ),
+            (
+                "subscribe",
+                outcome_of(client.subscribe_bytes(name, Delivery::Lossy, 1), name),
+            ),
+            ("publish", outcome_of(client.publisher_bytes(name), name)),
+            ("delete", outcome_of(client.delete(name), name)),
+            (
+                "listed",
+                client
+                    .list_all("")?
+                    .iter()
+                    .any(|o| match o {
+                        mmshare::ObjectInfo::Array(a) => a.name == name,
+                        mmshare::ObjectInfo::Stream(s) => s.name == name,
+                    })
+                    .to_string(),
+            ),
+        ];
+        for (op, result) in ops {
+            say(&format!("{op} {label}={result}"));
+        }
+        // A create of the name: an absent one is created (and removed again).
+        let created = client.create(&CreateOptions::new(name, "u1", &[16]).memory());
+        say(&format!(
+            "create {label}={}",
+            outcome_of(
+                created
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|e| mmshare::ClientError::Protocol(e.to_string())),
+                name
+            )
+        ));
+        if created.is_ok() {
+            client.delete(name)?;
+        }
+        let stream = client.create_stream(
+            &StreamOptions::new(name, "u1", &[16])
+                .memory()
+                .exist_ok(true),
+        );
+        say(&format!(
+            "create_stream {label}={}",
+            outcome_of(
+                stream
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|e| mmshare::ClientError::Protocol(e.to_string())),
+                name
+            )
+        ));
+        if stream.is_ok() {
+            client.delete(name)?;
+        }
+    }
+    let huge = format!("{absent}-huge");
+    let err = client
+        .create(&CreateOptions::new(&huge, "u1", &[1 << 50]).memory())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    say(&format!("nospace={err}"));
+    let mine = format!("{absent}-mine");
+    let own = client.create(&CreateOptions::new(&mine, "u1", &[16]).memory())?;
+    say(&format!("own_path={}", own.info().path));
+    say(&format!("own_stat_path={}", client.stat(&mine)?.path));
+    client.delete(&mine)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn create_exist_ok(socket: &str, name: &str, kind: &str) -> Result<ExitCode> {
+    use mmshare::{CreateOptions, StreamOptions};
+    let client = Client::connect(socket)?;
+    let result = if kind == "stream" {
+        client
+            .create_stream(
+                &StreamOptions::new(name, "u1", &[16])
+                    .memory()
+                    .mode(0o666)
+                    .exist_ok(true),
+            )
+            .map(drop)
+    } else {
+        client
+            .create(
+                &CreateOptions::new(name, "u1", &[16])
+                    .memory()
+                    .mode(0o666)
+                    .exist_ok(true),
+            )
+            .map(drop)
+    };
+    match result {
+        Ok(()) => say("created"),
+        Err(e) => say(&format!(
+            "refused={}:{e}",
+            e.kind().map_or("local".to_owned(), |k| format!("{k:?}"))
+        )),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -229,3 +229,120 @@ fn a_subscriber_cannot_crash_a_pipeline_of_another_uid() {
         "{lines:?}"
     );
 }
+
+/// Finding 6: another user created `camera.frame` (mode 0666) first, and the owner's
+/// README-style `create(..., exist_ok=True)` silently adopted it (streams needed only read
+/// permission). Now `exist_ok` adopts only an object the caller owns; another user's is an
+/// error that says the name is taken, and the squatter's own `exist_ok` still adopts its own.
+#[test]
+fn exist_ok_never_adopts_another_users_object() {
+    if !can_switch_uid() {
+        return;
+    }
+    let d = shared_daemon(&[]);
+    let sock = socket(&d);
+    let run = |uid: u32, name: &str, kind: &str| -> String {
+        let (status, lines) =
+            Worker::spawn_as(uid, &["create-exist-ok", &sock, name, kind]).finish(WATCHDOG);
+        assert!(status.success(), "{lines:?}");
+        lines.last().cloned().unwrap_or_default()
+    };
+    for (name, kind) in [("camera.frame", "array"), ("camera.stream", "stream")] {
+        assert_eq!(run(MALLORY, name, kind), "created");
+        let alice = run(ALICE, name, kind);
+        assert!(
+            alice.starts_with("refused=AlreadyExists:") && alice.contains("only its owner"),
+            "{kind}: {alice}"
+        );
+        assert!(alice.contains(&format!("uid {MALLORY}")), "{alice}");
+        // The squatter's own exist_ok is still an adoption.
+        assert_eq!(run(MALLORY, name, kind), "created");
+    }
+    // Alice was never handed the array: it is still at version 0.
+    let info = d.client().stat("camera.frame").unwrap();
+    assert_eq!((info.owner_uid, info.version), (MALLORY, 0));
+}
+
+/// Finding 9: Stat of a 0600 object answered PermissionDenied naming owner and mode (an
+/// unknown name answered NotFound), AlreadyExists described dtype, shape and order, and `path`
+/// and NoSpace messages showed the daemon's directories. Now every request by the name of an
+/// object the caller may not read is answered exactly as for a name that does not exist (a
+/// create: "taken", nothing more), and no reply shows a path to a user other than root or the
+/// daemon's own.
+#[test]
+fn an_object_a_user_may_not_read_is_answered_as_a_name_that_does_not_exist() {
+    if !can_switch_uid() {
+        return;
+    }
+    let d = shared_daemon(&[]);
+    let c = d.client();
+    c.create(
+        &CreateOptions::new("secret", "f8", &[3, 5])
+            .memory()
+            .mode(0o600),
+    )
+    .unwrap();
+    c.create_stream(
+        &StreamOptions::new("secret.s", "u2", &[7])
+            .memory()
+            .mode(0o600),
+    )
+    .unwrap();
+    let root_path = d.root.path().display().to_string();
+    for (hidden, absent) in [("secret", "nothing"), ("secret.s", "nothing.s")] {
+        let (status, lines) =
+            Worker::spawn_as(MALLORY, &["names-probe", &socket(&d), hidden, absent])
+                .finish(WATCHDOG);
+        assert!(status.success(), "{lines:?}");
+        let answer = |op: &str, label: &str| -> String {
+            let prefix = format!("{op} {label}=");
+            lines
+                .iter()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in {lines:?}"))
+                .to_owned()
+        };
+        for op in [
+            "stat",
+            "describe",
+            "open_read",
+            "open_write",
+            "subscribe",
+            "publish",
+            "delete",
+            "listed",
+        ] {
+            assert_eq!(answer(op, "hidden"), answer(op, "absent"), "{hidden}: {op}");
+        }
+        assert_eq!(answer("stat", "hidden").split(':').next(), Some("NotFound"));
+        for op in ["create", "create_stream"] {
+            let taken = answer(op, "hidden");
+            assert!(
+                taken.contains("AlreadyExists")
+                    && taken.contains("the name \"NAME\" is taken by an object of another user"),
+                "{op}: {taken}"
+            );
+            for detail in ["f8", "<f8", "u2", "(3, 5)", "0o600", "uid 0", "order"] {
+                assert!(!taken.contains(detail), "{op} leaks {detail:?}: {taken}");
+            }
+        }
+        for line in &lines {
+            assert!(!line.contains(&root_path), "a path leaked: {line}");
+        }
+        let nospace = lines.iter().find(|l| l.starts_with("nospace=")).unwrap();
+        assert!(
+            nospace.contains("NoSpace")
+                || nospace.contains("no space")
+                || nospace.contains("needs a file"),
+            "{nospace}"
+        );
+        assert!(
+            nospace.contains("the daemon's memory directory"),
+            "{nospace}"
+        );
+        assert!(lines.contains(&"own_path=".to_owned()), "{lines:?}");
+        assert!(lines.contains(&"own_stat_path=".to_owned()), "{lines:?}");
+    }
+    // Root (and the daemon's uid) still see paths.
+    assert!(c.stat("secret").unwrap().path.starts_with(&root_path));
+}

@@ -246,6 +246,40 @@ fn not_found(name: &str) -> RequestError {
     RequestError::new(ErrorKind::NotFound, format!("no array named {name:?}"))
 }
 
+/// Whether `who` may know that the object with `header` exists at all: its owner, root, and
+/// whoever the mode lets read it. Everyone else is answered exactly as for a name that does
+/// not exist (docs/SECURITY.md, "Names").
+pub(crate) fn visible(header: &Header, who: Creds) -> bool {
+    permits(header, who, Perm::Read)
+}
+
+/// Whether `who` owns the object with `header` (root counts as every owner). Only an owner's
+/// `exist_ok` create adopts an existing object.
+pub(crate) fn owns(header: &Header, who: Creds) -> bool {
+    who.uid == 0 || who.uid == header.owner_uid
+}
+
+/// Whether `who` may see the daemon's own paths (in `path` fields and messages): the
+/// daemon's uid and root, the only users who could open them anyway.
+pub(crate) fn sees_paths(who: Creds) -> bool {
+    who.uid == 0 || who.uid == rustix::process::geteuid().as_raw()
+}
+
+/// A create of `name` that another user's object already holds, as `who` is told it: with
+/// no detail of that object unless `who` may read it.
+pub(crate) fn name_taken(name: &str, header: &Header, who: Creds, what: &str) -> RequestError {
+    let message = if visible(header, who) {
+        format!(
+            "{name:?} is taken: {what} of uid {} (mode {:#o}) exists under that name, and only \
+             its owner's exist_ok create adopts it",
+            header.owner_uid, header.mode
+        )
+    } else {
+        format!("the name {name:?} is taken by an object of another user")
+    };
+    RequestError::new(ErrorKind::AlreadyExists, message)
+}
+
 fn denied(name: &str, who: Creds, what: &str, header: &Header) -> RequestError {
     warn!(
         name,
@@ -265,23 +299,30 @@ fn denied(name: &str, who: Creds, what: &str, header: &Header) -> RequestError {
 }
 
 /// NoSpace for a file of `needed` bytes (header page and padding included) in `dir`, naming
-/// the limit that was hit: the free space, or else the filesystem's largest file size.
-fn no_space(name: &str, needed: u64, dir: &Path) -> RequestError {
+/// the limit that was hit: the free space, or else the filesystem's largest file size. The
+/// directory is named only to `who` that [`sees_paths`]; others read "the memory directory"
+/// or "the storage directory".
+fn no_space(name: &str, needed: u64, dir: &Path, backing: Backing, who: Creds) -> RequestError {
     let free = rustix::fs::statvfs(dir)
         .ok()
         .map(|s| s.f_bavail.saturating_mul(s.f_frsize));
+    let place = if sees_paths(who) {
+        dir.display().to_string()
+    } else {
+        match backing {
+            Backing::Memory => "the daemon's memory directory".to_owned(),
+            Backing::File => "the daemon's storage directory".to_owned(),
+        }
+    };
     let message = match free {
         Some(free) if free < needed => format!(
-            "no space for array {name:?}: its file needs {needed} bytes (4096-byte header + data padded to 8 bytes), but the filesystem of {} has {free} bytes free",
-            dir.display()
+            "no space for array {name:?}: its file needs {needed} bytes (4096-byte header + data padded to 8 bytes), but the filesystem of {place} has {free} bytes free"
         ),
         Some(free) => format!(
-            "array {name:?} needs a file of {needed} bytes (4096-byte header + data padded to 8 bytes), more than the filesystem of {} allows for one file or than the daemon's disk quota allows ({free} bytes free)",
-            dir.display()
+            "array {name:?} needs a file of {needed} bytes (4096-byte header + data padded to 8 bytes), more than the filesystem of {place} allows for one file or than the daemon's disk quota allows ({free} bytes free)"
         ),
         None => format!(
-            "no space for array {name:?}: its file needs {needed} bytes (4096-byte header + data padded to 8 bytes) in {}",
-            dir.display()
+            "no space for array {name:?}: its file needs {needed} bytes (4096-byte header + data padded to 8 bytes) in {place}"
         ),
     };
     RequestError::new(ErrorKind::NoSpace, message)
@@ -571,14 +612,21 @@ impl Registry {
         self.lock().arrays.get(name).cloned()
     }
 
-    fn lookup(&self, name: &str) -> Result<Arc<Entry>, RequestError> {
+    /// The array `name` as `who` may know it: an object `who` may not read is answered as a
+    /// name that does not exist.
+    fn lookup(&self, name: &str, who: Creds) -> Result<Arc<Entry>, RequestError> {
         validate_name(name)
             .map_err(|e| RequestError::new(ErrorKind::InvalidName, e.to_string()))?;
         let state = self.lock();
         if let Some(entry) = state.arrays.get(name) {
+            if !visible(&entry.header, who) {
+                return Err(not_found(name));
+            }
             return Ok(entry.clone());
         }
-        if state.streams.contains_key(name) {
+        if let Some(stream) = state.streams.get(name)
+            && visible(&stream.header, who)
+        {
             return Err(RequestError::new(
                 ErrorKind::WrongKind,
                 format!("{name:?} is a stream, not an array: subscribe to it or publish to it"),
@@ -626,7 +674,10 @@ impl Registry {
         let wait_until = Instant::now() + Duration::from_secs(5);
         loop {
             let mut state = self.lock();
-            if state.streams.contains_key(name) {
+            if let Some(stream) = state.streams.get(name) {
+                if !visible(&stream.header, who) {
+                    return Err(name_taken(name, &stream.header, who, "a stream"));
+                }
                 return Err(RequestError::new(
                     ErrorKind::AlreadyExists,
                     format!("a stream named {name:?} exists; arrays and streams share names"),
@@ -635,11 +686,19 @@ impl Registry {
             if let Some(existing) = state.arrays.get(name).cloned() {
                 drop(state);
                 let h = &existing.header;
+                if !visible(h, who) {
+                    return Err(name_taken(name, h, who, "an array"));
+                }
                 let same = h.dtype == dtype
                     && h.shape == shape
                     && h.order == order
                     && existing.backing == backing;
                 if exist_ok && same {
+                    // Only the owner adopts: another user's object under this name (created
+                    // first, perhaps on purpose) is never taken for one's own.
+                    if !owns(h, who) {
+                        return Err(name_taken(name, h, who, "an array"));
+                    }
                     match self.open(who, name, OpenAccess::Write) {
                         // Deleted between the lookup and the open: create it after all.
                         Err(e) if e.kind == ErrorKind::NotFound && Instant::now() < wait_until => {
@@ -735,7 +794,7 @@ impl Registry {
                 ErrorKind::AlreadyExists,
                 format!("a file for {name:?} already exists at {}", p.display()),
             ),
-            CreateError::NoSpace { needed, dir } => no_space(name, needed, &dir),
+            CreateError::NoSpace { needed, dir } => no_space(name, needed, &dir, backing, who),
             CreateError::Io { .. } => internal("create failed", e),
         })?;
         // The file is visible under its name now; if it cannot be served, take it away again
@@ -768,7 +827,7 @@ impl Registry {
         name: &str,
         access: OpenAccess,
     ) -> Result<(ArrayInfo, File, Option<File>), RequestError> {
-        let entry = self.lookup(name)?;
+        let entry = self.lookup(name, who)?;
         let (perm, what) = match access {
             OpenAccess::Read => (Perm::Read, "read"),
             OpenAccess::Write => (Perm::Write, "write"),
@@ -800,11 +859,8 @@ impl Registry {
     /// # Errors
     /// InvalidName, NotFound, PermissionDenied.
     pub fn stat(&self, who: Creds, name: &str) -> Result<ArrayInfo, RequestError> {
-        let entry = self.lookup(name)?;
-        if !permits(&entry.header, who, Perm::Read) {
-            return Err(denied(name, who, "stat", &entry.header));
-        }
-        Ok(entry.info())
+        // `lookup` answers NotFound for an array `who` may not read.
+        Ok(self.lookup(name, who)?.info())
     }
 
     /// One page of the arrays `who` may read whose names start with `prefix`, after `after`;
@@ -857,6 +913,7 @@ impl Registry {
         let entry = state
             .arrays
             .get(name)
+            .filter(|e| visible(&e.header, who))
             .cloned()
             .ok_or_else(|| not_found(name))?;
         if !permits(&entry.header, who, Perm::Write) {

@@ -25,8 +25,8 @@ use tracing::{error, info, warn};
 use crate::keeper;
 
 use super::{
-    Creds, Perm, Registry, RequestError, State, denied, file_id, internal, no_space, not_found,
-    permits, quarantine,
+    Creds, Perm, Registry, RequestError, State, denied, file_id, internal, name_taken, no_space,
+    not_found, owns, permits, quarantine, visible,
 };
 
 /// One stream the daemon serves.
@@ -144,6 +144,10 @@ fn stream_bytes(header: &Header) -> u64 {
     header
         .file_len()
         .saturating_add(4096 + 256 * u64::from(max_subscribers))
+}
+
+fn stream_not_found(name: &str) -> RequestError {
+    RequestError::new(ErrorKind::NotFound, format!("no stream named {name:?}"))
 }
 
 fn wrong_kind(name: &str) -> RequestError {
@@ -273,20 +277,23 @@ impl Registry {
         }
     }
 
-    fn lookup_stream(&self, name: &str) -> Result<Arc<StreamEntry>, RequestError> {
+    /// The stream `name` as `who` may know it: an object `who` may not read is answered as a
+    /// name that does not exist.
+    fn lookup_stream(&self, name: &str, who: Creds) -> Result<Arc<StreamEntry>, RequestError> {
         validate_name(name)
             .map_err(|e| RequestError::new(ErrorKind::InvalidName, e.to_string()))?;
         let state = self.lock();
-        if let Some(entry) = state.streams.get(name) {
+        if let Some(entry) = state.streams.get(name)
+            && visible(&entry.header, who)
+        {
             return Ok(entry.clone());
         }
-        if state.arrays.contains_key(name) {
+        if let Some(array) = state.arrays.get(name)
+            && visible(&array.header, who)
+        {
             return Err(wrong_kind(name));
         }
-        Err(RequestError::new(
-            ErrorKind::NotFound,
-            format!("no stream named {name:?}"),
-        ))
+        Err(stream_not_found(name))
     }
 
     /// Creates a stream owned by `who`.
@@ -342,6 +349,9 @@ impl Registry {
             let mut state = self.lock();
             if let Some(existing) = state.streams.get(name).cloned() {
                 let h = &existing.header;
+                if !visible(h, who) {
+                    return Err(name_taken(name, h, who, "a stream"));
+                }
                 let same = h.dtype == dtype
                     && h.shape == shape
                     && h.order == order
@@ -349,12 +359,10 @@ impl Registry {
                     && existing.backing == backing;
                 if exist_ok && same {
                     drop(state);
-                    // Unlike an array's Create (which hands out a read-write descriptor and
-                    // so needs write permission), this reply carries no descriptor: it only
-                    // says the stream exists, which read permission may know. Attaching
-                    // checks its own permission.
-                    if !permits(&existing.header, who, Perm::Read) {
-                        return Err(denied(name, who, "open", &existing.header));
+                    // Only the owner adopts: another user's stream under this name (created
+                    // first, perhaps on purpose) is never taken for one's own.
+                    if !owns(h, who) {
+                        return Err(name_taken(name, h, who, "a stream"));
                     }
                     return Ok(existing.info(true));
                 }
@@ -368,7 +376,10 @@ impl Registry {
                     ),
                 ));
             }
-            if state.arrays.contains_key(name) {
+            if let Some(array) = state.arrays.get(name) {
+                if !visible(&array.header, who) {
+                    return Err(name_taken(name, &array.header, who, "an array"));
+                }
                 return Err(RequestError::new(
                     ErrorKind::AlreadyExists,
                     format!("an array named {name:?} exists; arrays and streams share names"),
@@ -376,7 +387,7 @@ impl Registry {
             }
             self.reserve(&mut state, "stream", name, bytes)?;
         }
-        let result = self.create_stream_files(name, &spec, backing);
+        let result = self.create_stream_files(who, name, &spec, backing);
         let mut state = self.lock();
         state.pending.remove(name);
         match result {
@@ -404,6 +415,7 @@ impl Registry {
 
     fn create_stream_files(
         &self,
+        who: Creds,
         name: &str,
         spec: &StreamSpec,
         backing: Backing,
@@ -417,7 +429,7 @@ impl Registry {
                 ErrorKind::AlreadyExists,
                 format!("files for {name:?} already exist at {}", p.display()),
             ),
-            CreateError::NoSpace { needed, dir } => no_space(name, needed, &dir),
+            CreateError::NoSpace { needed, dir } => no_space(name, needed, &dir, backing, who),
             CreateError::Io { .. } => internal("stream create failed", e),
         })?;
         let mapped = self.map_stream(&path, name).and_then(|files| {
@@ -458,7 +470,7 @@ impl Registry {
         name: &str,
         role: StreamRole,
     ) -> Result<(StreamInfo, File, File), RequestError> {
-        let entry = self.lookup_stream(name)?;
+        let entry = self.lookup_stream(name, who)?;
         let (perm, what) = match role {
             StreamRole::Publish => (Perm::Write, "publish to"),
             StreamRole::Subscribe => (Perm::Read, "subscribe to"),
@@ -510,12 +522,10 @@ impl Registry {
     /// # Errors
     /// PermissionDenied.
     pub fn stat_stream(&self, who: Creds, name: &str) -> Option<Result<StreamInfo, RequestError>> {
+        // A stream `who` may not read is not one: the caller then answers as for a name
+        // that does not exist.
         let entry = self.lock().streams.get(name).cloned()?;
-        Some(if permits(&entry.header, who, Perm::Read) {
-            Ok(entry.info(true))
-        } else {
-            Err(denied(name, who, "stat", &entry.header))
-        })
+        visible(&entry.header, who).then(|| Ok(entry.info(true)))
     }
 
     /// One page of the arrays and streams `who` may read whose names start with `prefix`,
@@ -583,6 +593,7 @@ impl Registry {
         let entry = state
             .streams
             .get(name)
+            .filter(|e| visible(&e.header, who))
             .cloned()
             .ok_or_else(|| not_found(name))?;
         if !permits(&entry.header, who, Perm::Write) {
