@@ -38,12 +38,41 @@ pub struct Config {
     /// Most arrays the daemon will hold
     #[arg(long, default_value_t = 4096)]
     pub max_arrays: usize,
-    /// Most bytes all arrays together may take (file sizes), e.g. 64G; unlimited by default
+    /// Most bytes all arrays and streams together may take (their files' apparent sizes and
+    /// their control state), e.g. 64G; only the filesystems' free space by default
     #[arg(long, value_parser = parse_bytes)]
     pub max_bytes: Option<u64>,
+    /// Most bytes one user's arrays and streams may take in each directory, e.g. 8G [default:
+    /// --user-share of what the daemon could hold there]. The daemon's own uid and root are
+    /// limited only by --max-bytes and the filesystems
+    #[arg(long, value_parser = parse_bytes)]
+    pub max_bytes_per_user: Option<u64>,
+    /// Without --max-bytes-per-user: the percent of what the daemon could hold in a directory
+    /// (its filesystem's free space plus what the daemon's objects take there, at most
+    /// --max-bytes) that one user's objects there may take
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub user_share: u32,
+    /// Percent of every limit (bytes in each directory, --max-arrays) that users other than
+    /// the daemon's own and root may never take together, so that they cannot lock those out
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u32).range(0..=99))]
+    pub reserve: u32,
+    /// Most arrays and streams one user may own (the daemon's own uid and root excepted)
+    #[arg(long, default_value_t = 512)]
+    pub max_objects_per_user: usize,
     /// Most simultaneous client connections; one more gets a Busy reply
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
+    /// Most connections one uid may hold at once (the daemon's own uid and root excepted)
+    #[arg(long, default_value_t = 64)]
+    pub max_connections_per_user: usize,
+    /// Connections out of --max-connections that only the daemon's own uid and root may use,
+    /// so that other users can never lock them out
+    #[arg(long, default_value_t = 16)]
+    pub reserved_connections: usize,
+    /// Seconds after which a connection that holds nothing (no write access, no stream) and
+    /// has sent nothing is closed; clients dial again by themselves on their next request
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub idle_timeout: u64,
     /// Permission bits of the socket file, in octal (0666 lets every user connect; access
     /// to each array is still checked against its owner and mode)
     #[arg(long, value_parser = parse_octal, default_value = "600")]

@@ -23,6 +23,7 @@ mod keeper;
 mod registry;
 mod server;
 mod shutdown;
+mod slots;
 
 pub use config::Config;
 pub use registry::{Creds, Perm, permits};

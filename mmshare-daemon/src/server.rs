@@ -25,6 +25,7 @@ use crate::config::Paths;
 use crate::connection::{Connection, Incoming};
 use crate::registry::{Creds, Limits, Registry, RequestError};
 use crate::shutdown::{self, Shutdown};
+use crate::slots::{Slot, SlotLimits, Slots};
 
 /// How often every array is checked for a writer that died mid-write. A check of an array
 /// with no write in progress is one load of its sequence, so this can be frequent: a writer
@@ -86,6 +87,11 @@ pub async fn run(
     let limits = Limits {
         max_arrays: config.max_arrays,
         max_bytes: config.max_bytes,
+        max_bytes_per_user: config.max_bytes_per_user,
+        user_share: config.user_share,
+        reserve: config.reserve,
+        max_objects_per_user: config.max_objects_per_user,
+        daemon_uid: rustix::process::geteuid().as_raw(),
     };
     let keeper = if config.no_fd_keeper {
         None
@@ -176,14 +182,16 @@ pub async fn run(
     });
     tokio::spawn(periodic_recovery(registry.clone(), shutdown.clone()));
 
-    let result = accept_loop(
-        listener,
-        registry,
-        Arc::new(Semaphore::new(config.max_connections)),
-        config.max_connections,
-        shutdown,
-    )
-    .await;
+    let slots = Slots::new(
+        SlotLimits {
+            total: config.max_connections,
+            reserved: config.reserved_connections.min(config.max_connections),
+            per_user: config.max_connections_per_user,
+        },
+        rustix::process::geteuid().as_raw(),
+    );
+    let idle = Duration::from_secs(config.idle_timeout.max(1));
+    let result = accept_loop(listener, registry, slots, idle, shutdown).await;
     let _ = std::fs::remove_file(&socket_path);
     info!("stopped");
     // The directories' locks are held until here.
@@ -194,8 +202,8 @@ pub async fn run(
 async fn accept_loop(
     mut listener: UnixSeqpacketListener,
     registry: Arc<Registry>,
-    limit: Arc<Semaphore>,
-    max_connections: usize,
+    slots: Slots,
+    idle: Duration,
     mut shutdown: Shutdown,
 ) -> Result<(), String> {
     // Every connection task holds a clone of `done_tx`; when all are dropped, `recv` ends.
@@ -215,17 +223,27 @@ async fn accept_loop(
             },
             () = shutdown.wait() => break,
         };
-        match limit.clone().try_acquire_owned() {
-            Ok(permit) => {
+        let creds = match socket.peer_cred() {
+            Ok(c) => Creds {
+                uid: c.uid(),
+                gid: c.gid(),
+                pid: c.pid().map_or(0, |p| p as u32),
+            },
+            Err(e) => {
+                warn!("cannot read peer credentials, closing: {e}");
+                continue;
+            }
+        };
+        match slots.take(creds.uid) {
+            Ok(slot) => {
                 let (registry, shutdown, done) =
                     (registry.clone(), shutdown.clone(), done_tx.clone());
                 tokio::spawn(async move {
-                    handle_connection(socket, registry, shutdown).await;
-                    drop(permit);
+                    handle_connection(socket, creds, slot, registry, idle, shutdown).await;
                     drop(done);
                 });
             }
-            Err(_) => match refusals.clone().try_acquire_owned() {
+            Err(why) => match refusals.clone().try_acquire_owned() {
                 // Read the client's first message before replying Busy and closing: closing a
                 // socket with an unread message resets it, and the client would lose the reply.
                 Ok(permit) => {
@@ -235,11 +253,14 @@ async fn accept_loop(
                             tokio::time::timeout(Duration::from_secs(1), socket.recv(&mut first))
                                 .await;
                         let conn = Connection::new_small(socket);
+                        debug!(
+                            uid = creds.uid,
+                            pid = creds.pid,
+                            "connection refused: {why}"
+                        );
                         let reply = Response::Error {
                             kind: ErrorKind::Busy,
-                            message: format!(
-                                "mmshared is at its connection limit ({max_connections}, --max-connections); try again"
-                            ),
+                            message: why,
                         };
                         let _ = conn.send(&reply, &[]).await;
                         drop(permit);
@@ -276,18 +297,19 @@ fn error_response(e: RequestError) -> Response {
     }
 }
 
-async fn handle_connection(socket: UnixSeqpacket, registry: Arc<Registry>, mut shutdown: Shutdown) {
-    let creds = match socket.peer_cred() {
-        Ok(c) => Creds {
-            uid: c.uid(),
-            gid: c.gid(),
-            pid: c.pid().map_or(0, |p| p as u32),
-        },
-        Err(e) => {
-            warn!("cannot read peer credentials, closing: {e}");
-            return;
-        }
-    };
+/// Serves one connection until it closes, the daemon stops, or it stays idle: no Hello within
+/// [`HELLO_TIMEOUT`], or nothing sent for `idle` while it holds no lease (no write access, no
+/// stream; a reader's connection holds none, and its client dials again when it next asks).
+/// The connection's `slot` is given back as soon as the connection is closed, before the
+/// recovery that may wait for the client process to exit.
+async fn handle_connection(
+    socket: UnixSeqpacket,
+    creds: Creds,
+    slot: Slot,
+    registry: Arc<Registry>,
+    idle: Duration,
+    mut shutdown: Shutdown,
+) {
     let mut conn = Connection::new(socket);
     let mut greeted = false;
     let mut bad = 0u32;
@@ -299,6 +321,10 @@ async fn handle_connection(socket: UnixSeqpacket, registry: Arc<Registry>, mut s
             () = shutdown.wait() => break,
             () = tokio::time::sleep(HELLO_TIMEOUT), if !greeted => {
                 debug!(pid = creds.pid, "no Hello within {HELLO_TIMEOUT:?}: closing");
+                break;
+            }
+            () = tokio::time::sleep(idle), if greeted && leases.is_empty() => {
+                debug!(pid = creds.pid, "idle for {idle:?} holding nothing: closing");
                 break;
             }
         };
@@ -390,6 +416,7 @@ async fn handle_connection(socket: UnixSeqpacket, registry: Arc<Registry>, mut s
         }
     }
     drop(conn);
+    drop(slot);
     if !leases.is_empty() {
         let names: Vec<String> = leases.into_iter().collect();
         let _ = tokio::task::spawn_blocking(move || {

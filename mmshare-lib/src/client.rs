@@ -217,14 +217,85 @@ impl ClientError {
 #[derive(Debug)]
 struct Connection {
     inner: Mutex<(OwnedFd, Vec<u8>)>,
+    /// Where it was made and which daemon uid it expects: to dial again when the daemon
+    /// closed an idle connection.
+    path: PathBuf,
+    expected: Option<u32>,
+}
+
+/// Whether a send failed because the daemon had already closed the connection: the request
+/// never reached it, so sending it again on a new connection cannot do it twice.
+fn closed_before_send(e: &std::io::Error) -> bool {
+    matches!(
+        rustix::io::Errno::from_io_error(e),
+        Some(rustix::io::Errno::PIPE | rustix::io::Errno::CONNRESET | rustix::io::Errno::NOTCONN)
+    )
 }
 
 impl Connection {
+    /// Connects to `path`, checks the daemon's uid, and says Hello; returns the connection
+    /// and the daemon's name.
+    fn dial(path: &Path, expected: Option<u32>) -> Result<(Connection, String), ClientError> {
+        let fd = sys::seqpacket_connect(path).map_err(|source| ClientError::Connect {
+            path: path.to_owned(),
+            source,
+        })?;
+        if let Some(expected) = expected {
+            let actual = sys::peer_uid(&fd)?;
+            if actual != expected && actual != 0 {
+                return Err(ClientError::WrongServer {
+                    path: path.to_owned(),
+                    expected,
+                    actual,
+                });
+            }
+        }
+        let conn = Connection {
+            inner: Mutex::new((fd, vec![0u8; MAX_MESSAGE + 1])),
+            path: path.to_owned(),
+            expected,
+        };
+        let server = conn.hello()?;
+        Ok((conn, server))
+    }
+
+    fn hello(&self) -> Result<String, ClientError> {
+        let hello = Request::Hello {
+            version: PROTOCOL_VERSION,
+            client: program_name(),
+        };
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes = proto::encode(&hello).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        sys::send_message(&guard.0, &bytes)?;
+        match Self::receive(&mut guard)? {
+            (Response::Hello { version, server }, _) if version == PROTOCOL_VERSION => Ok(server),
+            (Response::Hello { version, .. }, _) => Err(ClientError::Protocol(format!(
+                "daemon speaks protocol version {version}, this client {PROTOCOL_VERSION}"
+            ))),
+            (Response::Error { kind, message }, _) => Err(ClientError::Server { kind, message }),
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
     fn call(&self, request: &Request) -> Result<(Response, Vec<OwnedFd>), ClientError> {
         let bytes = proto::encode(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (fd, buf) = &mut *guard;
-        sys::send_message(fd, &bytes)?;
+        if let Err(e) = sys::send_message(&guard.0, &bytes) {
+            if !closed_before_send(&e) {
+                return Err(e.into());
+            }
+            // The daemon closed this connection (it closes connections that hold nothing and
+            // stay idle): dial again, once, and send the request there.
+            let (fresh, _) = Connection::dial(&self.path, self.expected)?;
+            let fresh = fresh.inner.into_inner().unwrap_or_else(|p| p.into_inner());
+            *guard = fresh;
+            sys::send_message(&guard.0, &bytes)?;
+        }
+        Self::receive(&mut guard)
+    }
+
+    fn receive(guard: &mut (OwnedFd, Vec<u8>)) -> Result<(Response, Vec<OwnedFd>), ClientError> {
+        let (fd, buf) = guard;
         let got = sys::recv_message(fd, buf)?;
         if got.len == 0 {
             return Err(ClientError::Io(std::io::Error::new(
@@ -421,40 +492,12 @@ impl Client {
     pub fn connect_with(options: &ConnectOptions) -> Result<Client, ClientError> {
         let path = options.path.clone();
         let expected = options.expected_server_uid()?;
-        let fd = sys::seqpacket_connect(&path).map_err(|source| ClientError::Connect {
-            path: path.clone(),
-            source,
-        })?;
-        if let Some(expected) = expected {
-            let actual = sys::peer_uid(&fd)?;
-            if actual != expected && actual != 0 {
-                return Err(ClientError::WrongServer {
-                    path,
-                    expected,
-                    actual,
-                });
-            }
-        }
-        let conn = Arc::new(Connection {
-            inner: Mutex::new((fd, vec![0u8; MAX_MESSAGE + 1])),
-        });
-        let hello = Request::Hello {
-            version: PROTOCOL_VERSION,
-            client: program_name(),
-        };
-        let server = match conn.call(&hello)? {
-            (Response::Hello { version, server }, _) if version == PROTOCOL_VERSION => server,
-            (Response::Hello { version, .. }, _) => {
-                return Err(ClientError::Protocol(format!(
-                    "daemon speaks protocol version {version}, this client {PROTOCOL_VERSION}"
-                )));
-            }
-            (Response::Error { kind, message }, _) => {
-                return Err(ClientError::Server { kind, message });
-            }
-            (other, _) => return Err(unexpected(&other)),
-        };
-        Ok(Client { conn, path, server })
+        let (conn, server) = Connection::dial(&path, expected)?;
+        Ok(Client {
+            conn: Arc::new(conn),
+            path,
+            server,
+        })
     }
 
     /// Connects to [`default_socket_path`], whose daemon must run as this user or root (or

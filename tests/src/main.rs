@@ -71,6 +71,15 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
   create-exist-ok SOCKET NAME KIND      create array (KIND array: u1 (16,) in memory, 0666) or
                                         stream (u1 (16,), 0666) NAME with exist_ok; print
                                         'created' or 'refused=KIND:MESSAGE'
+  hold-connections SOCKET N SECONDS     open N connections (each says Hello), print
+                                        'connected=K busy=B busy_message=M', then wait up to
+                                        SECONDS for the daemon to close them: 'closed=C'
+  churn SOCKET NAME N                   N times: connect, subscribe to stream NAME, close the
+                                        connection (this process lives on); print 'ok=K busy=B'
+  create-until SOCKET PREFIX MIB BACKING
+                                        create PREFIX-0, PREFIX-1, ... of MIB MiB each
+                                        (file|memory) until one is refused; print 'created=N'
+                                        and 'refused=KIND:MESSAGE'
   control-attack SOCKET NAME KIND [all] speak the protocol raw: open array NAME read-only (KIND
                                         array) or subscribe to stream NAME (KIND stream), then
                                         try to resize the control descriptor received (every
@@ -161,6 +170,13 @@ fn main() -> ExitCode {
             let control = fds.into_iter().nth(1).ok_or("no control descriptor")?;
             stream_scribble(&std::fs::File::from(control), secs.parse().unwrap_or(1.0))
         }),
+        ["hold-connections", socket, n, secs] => {
+            hold_connections(socket, n.parse().unwrap_or(1), secs.parse().unwrap_or(10.0))
+        }
+        ["churn", socket, name, n] => churn(socket, name, n.parse().unwrap_or(1)),
+        ["create-until", socket, prefix, mib, backing] => {
+            create_until(socket, prefix, mib.parse().unwrap_or(1), backing)
+        }
         ["names-probe", socket, hidden, absent] => names_probe(socket, hidden, absent),
         ["create-exist-ok", socket, name, kind] => create_exist_ok(socket, name, kind),
         ["control-attack", socket, name, kind, rest @ ..] => {
@@ -1097,6 +1113,98 @@ fn create_exist_ok(socket: &str, name: &str, kind: &str) -> Result<ExitCode> {
             "refused={}:{e}",
             e.kind().map_or("local".to_owned(), |k| format!("{k:?}"))
         )),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens `n` connections that each say Hello and then nothing, as an idle client would.
+fn hold_connections(socket: &str, n: usize, secs: f64) -> Result<ExitCode> {
+    use mmshare::proto::{self, Request, Response};
+    use rustix::net;
+    let mut held = Vec::new();
+    let (mut busy, mut busy_message) = (0, String::new());
+    for _ in 0..n {
+        let fd = net::socket_with(
+            net::AddressFamily::UNIX,
+            net::SocketType::SEQPACKET,
+            net::SocketFlags::CLOEXEC,
+            None,
+        )?;
+        net::connect(&fd, &net::SocketAddrUnix::new(socket)?)?;
+        let hello = Request::Hello {
+            version: proto::PROTOCOL_VERSION,
+            client: "idle".into(),
+        };
+        net::send(&fd, &proto::encode(&hello)?, net::SendFlags::NOSIGNAL)?;
+        let mut buf = vec![0u8; proto::MAX_MESSAGE + 1];
+        let got = net::recv(&fd, &mut buf, net::RecvFlags::empty())?.0;
+        match proto::decode::<Response>(&buf[..got]) {
+            Ok(Response::Hello { .. }) => held.push(fd),
+            Ok(Response::Error { message, .. }) => {
+                busy += 1;
+                busy_message = message;
+            }
+            other => return Err(format!("unexpected reply {other:?}").into()),
+        }
+    }
+    say(&format!(
+        "connected={} busy={busy} busy_message={busy_message}",
+        held.len()
+    ));
+    // Now idle: count the connections the daemon closes (a recv of 0 bytes).
+    let start = Instant::now();
+    let mut closed = vec![false; held.len()];
+    while start.elapsed().as_secs_f64() < secs && closed.iter().any(|c| !c) {
+        for (fd, c) in held.iter().zip(closed.iter_mut()) {
+            if *c {
+                continue;
+            }
+            let mut byte = [0u8; 1];
+            if let Ok((0, _)) = net::recv(fd, &mut byte, net::RecvFlags::DONTWAIT) {
+                *c = true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    say(&format!("closed={}", closed.iter().filter(|c| **c).count()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Connects, subscribes (a stream lease), and closes the connection, `n` times in a row,
+/// staying alive: the daemon's post-close recovery then waits for this process each time.
+fn churn(socket: &str, name: &str, n: usize) -> Result<ExitCode> {
+    let (mut ok, mut busy) = (0, 0);
+    for _ in 0..n {
+        let attached = Client::connect(socket)
+            .and_then(|c| c.subscribe_bytes(name, mmshare::Delivery::Lossy, 1));
+        match attached {
+            Ok(handle) => {
+                ok += 1;
+                drop(handle);
+            }
+            Err(e) if e.kind() == Some(mmshare::ErrorKind::Busy) => busy += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    say(&format!("ok={ok} busy={busy}"));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn create_until(socket: &str, prefix: &str, mib: u64, backing: &str) -> Result<ExitCode> {
+    let client = Client::connect(socket)?;
+    for i in 0.. {
+        let mut options = CreateOptions::new(format!("{prefix}-{i}"), "u1", &[mib << 20]);
+        if backing == "memory" {
+            options = options.memory();
+        }
+        if let Err(e) = client.create(&options) {
+            say(&format!("created={i}"));
+            say(&format!(
+                "refused={}:{e}",
+                e.kind().map_or("local".to_owned(), |k| format!("{k:?}"))
+            ));
+            return Ok(ExitCode::SUCCESS);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -59,10 +59,54 @@ impl RequestError {
 /// Limits set on the command line.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Most arrays.
+    /// Most arrays and streams.
     pub max_arrays: usize,
-    /// Most bytes in all array files together.
+    /// Most bytes in all objects together (data files and control state).
     pub max_bytes: Option<u64>,
+    /// Most bytes one user's objects may take, when set; else `user_share`.
+    pub max_bytes_per_user: Option<u64>,
+    /// Percent of what the daemon could hold in a directory (its filesystem's free space plus
+    /// what the daemon's objects take there) that one user's objects there may take.
+    pub user_share: u32,
+    /// Percent of every limit (bytes per directory, objects) kept for the daemon's own uid
+    /// and root: other users together never take it.
+    pub reserve: u32,
+    /// Most arrays and streams one user may own.
+    pub max_objects_per_user: usize,
+    /// The daemon's own uid, which (with root) per-user limits do not apply to.
+    pub daemon_uid: u32,
+}
+
+impl Limits {
+    /// Whether `uid` is the daemon's own or root: limited only by the daemon's totals.
+    fn privileged(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.daemon_uid
+    }
+}
+
+/// `pct` percent of `n`, rounded down.
+fn percent(n: u64, pct: u32) -> u64 {
+    (u128::from(n) * u128::from(pct.min(100)) / 100) as u64
+}
+
+/// Bytes an array costs: its file and its control state.
+fn array_bytes(header: &Header) -> u64 {
+    header.file_len().saturating_add(4096)
+}
+
+fn backing_index(backing: Backing) -> usize {
+    match backing {
+        Backing::File => 0,
+        Backing::Memory => 1,
+    }
+}
+
+/// What one uid's objects take: bytes per directory (file, memory) and objects, creates in
+/// progress included.
+#[derive(Clone, Copy, Debug, Default)]
+struct Usage {
+    bytes: [u64; 2],
+    objects: usize,
 }
 
 /// One array the daemon serves.
@@ -157,14 +201,50 @@ struct State {
     streams: BTreeMap<String, Arc<StreamEntry>>,
     /// Names being created right now (reserved, not yet visible).
     pending: HashSet<String>,
-    /// Bytes of all files plus pending reservations.
+    /// Bytes of all objects plus pending reservations.
     bytes: u64,
+    /// The same per uid and directory, with object counts.
+    usage: HashMap<u32, Usage>,
     /// Odd sequences seen with no writer recorded: name -> (sequence, first seen).
     unidentified: HashMap<String, (u64, Instant)>,
     /// Open connections holding write access, per array name: each connection's peer process
     /// as the daemon sees it (pid in the daemon's namespace, start time), one entry per
     /// connection.
     leases: HashMap<String, Vec<Lease>>,
+}
+
+impl State {
+    /// Counts an object of `uid` taking `bytes` in `backing` (a create in progress included).
+    fn charge(&mut self, uid: u32, backing: Backing, bytes: u64) {
+        self.bytes = self.bytes.saturating_add(bytes);
+        let u = self.usage.entry(uid).or_default();
+        u.bytes[backing_index(backing)] = u.bytes[backing_index(backing)].saturating_add(bytes);
+        u.objects += 1;
+    }
+
+    /// Gives back what [`State::charge`] counted.
+    fn refund(&mut self, uid: u32, backing: Backing, bytes: u64) {
+        self.bytes = self.bytes.saturating_sub(bytes);
+        if let Some(u) = self.usage.get_mut(&uid) {
+            let b = &mut u.bytes[backing_index(backing)];
+            *b = b.saturating_sub(bytes);
+            u.objects = u.objects.saturating_sub(1);
+            if u.objects == 0 {
+                self.usage.remove(&uid);
+            }
+        }
+    }
+
+    /// Bytes of all objects in `backing`, and of those of uids that `limits` does not
+    /// privilege.
+    fn backing_bytes(&self, backing: Backing, limits: &Limits) -> (u64, u64) {
+        let i = backing_index(backing);
+        self.usage.iter().fold((0, 0), |(all, others), (uid, u)| {
+            let b = u.bytes[i];
+            let o = if limits.privileged(*uid) { 0 } else { b };
+            (all.saturating_add(b), others.saturating_add(o))
+        })
+    }
 }
 
 /// A connection holding write access to an array.
@@ -589,10 +669,10 @@ impl Registry {
                 );
                 continue;
             }
-            let file_len = header.file_len();
+            let (bytes, owner) = (array_bytes(&header), header.owner_uid);
             match Entry::new(header, backing, path.clone(), raw, control) {
                 Ok(entry) => {
-                    state.bytes = state.bytes.saturating_add(file_len);
+                    state.charge(owner, backing, bytes);
                     state.arrays.insert(name, Arc::new(entry));
                 }
                 Err(e) => error!(path = %path.display(), "cannot stat array file: {e}"),
@@ -669,7 +749,7 @@ impl Registry {
             WireOrder::F => Order::F,
         };
         let file_len = Header::new(&ArraySpec::new("x", dtype, shape.to_vec()))
-            .map(|h| h.file_len())
+            .map(|h| array_bytes(&h))
             .unwrap_or(len);
         let wait_until = Instant::now() + Duration::from_secs(5);
         loop {
@@ -737,7 +817,7 @@ impl Registry {
                 std::thread::sleep(Duration::from_millis(2));
                 continue;
             }
-            self.reserve(&mut state, "array", name, file_len)?;
+            self.reserve(&mut state, who, backing, "array", name, file_len)?;
             break;
         }
         let result = self.create_file(who, name, dtype, shape, order, backing, mode);
@@ -756,7 +836,7 @@ impl Registry {
                 Ok((info, file, control))
             }
             Err(e) => {
-                state.bytes = state.bytes.saturating_sub(file_len);
+                state.refund(who.uid, backing, file_len);
                 Err(e)
             }
         }
@@ -928,19 +1008,29 @@ impl Registry {
         // this name gets new ones.
         state.arrays.remove(name);
         state.unidentified.remove(name);
-        state.bytes = state.bytes.saturating_sub(entry.header.file_len());
+        state.refund(
+            entry.header.owner_uid,
+            entry.backing,
+            array_bytes(&entry.header),
+        );
         drop(state);
         self.forget(&entry.key());
         info!(name, uid = who.uid, "deleted");
         Ok(())
     }
 
-    /// Reserves `name` and `bytes` for a create of a `what` ("array" or "stream") about to
-    /// make its files outside the lock: refused while another client creates the same name,
-    /// at `--max-arrays`, or past `--max-bytes`.
+    /// Reserves `name` and `bytes` (data and control state, apparent sizes) in `backing` for
+    /// a create by `who` of a `what` ("array" or "stream") about to make its files outside the
+    /// lock: refused while another client creates the same name, or past a limit (each refusal
+    /// names the limit, its value and the usage): the daemon's totals (`--max-arrays`,
+    /// `--max-bytes`), and for users other than the daemon's own and root, their own share
+    /// (`--max-objects-per-user`, `--max-bytes-per-user` or `--user-share`) and, all of them
+    /// together, what `--reserve` leaves them.
     fn reserve(
         &self,
         state: &mut State,
+        who: Creds,
+        backing: Backing,
         what: &str,
         name: &str,
         bytes: u64,
@@ -951,34 +1041,104 @@ impl Registry {
                 format!("{what} {name:?} is being created by another client"),
             ));
         }
-        self.check_count(state)?;
+        self.check_count(state, who)?;
+        let quota = |message: String| Err(RequestError::new(ErrorKind::QuotaExceeded, message));
         let new_total = state.bytes.saturating_add(bytes);
         if let Some(max) = self.limits.max_bytes
             && new_total > max
         {
-            return Err(RequestError::new(
-                ErrorKind::QuotaExceeded,
-                format!(
-                    "{what} {name:?} needs {bytes} bytes; {} of --max-bytes {max} are in use",
-                    state.bytes
-                ),
+            return quota(format!(
+                "{what} {name:?} needs {bytes} bytes; {} of --max-bytes {max} are in use",
+                state.bytes
             ));
         }
+        if !self.limits.privileged(who.uid) {
+            let place = match backing {
+                Backing::File => "files",
+                Backing::Memory => "memory",
+            };
+            let (all, others) = state.backing_bytes(backing, &self.limits);
+            // What the daemon could hold in this directory: its free space, plus what the
+            // daemon's objects take there already (and, with --max-bytes, no more than that).
+            let free = rustix::fs::statvfs(self.dir(backing))
+                .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+                .unwrap_or(0);
+            let mut room = free.saturating_add(all);
+            if let Some(max) = self.limits.max_bytes {
+                room = room.min(max);
+            }
+            let mine = state
+                .usage
+                .get(&who.uid)
+                .map_or(0, |u| u.bytes[backing_index(backing)]);
+            let (cap, rule) = match self.limits.max_bytes_per_user {
+                Some(cap) => (cap, format!("--max-bytes-per-user {cap}")),
+                None => {
+                    let cap = percent(room, self.limits.user_share);
+                    (
+                        cap,
+                        format!(
+                            "--user-share {}% of the {room} bytes the daemon could hold in {place}",
+                            self.limits.user_share
+                        ),
+                    )
+                }
+            };
+            if mine.saturating_add(bytes) > cap {
+                return quota(format!(
+                    "{what} {name:?} needs {bytes} bytes in {place}; uid {} has {mine} there and may have {cap} ({rule})",
+                    who.uid
+                ));
+            }
+            let shared = percent(room, 100u32.saturating_sub(self.limits.reserve));
+            if others.saturating_add(bytes) > shared {
+                return quota(format!(
+                    "{what} {name:?} needs {bytes} bytes in {place}; users other than the daemon's own and root have {others} there and may have {shared} together (--reserve {}% of {room} is kept for them)",
+                    self.limits.reserve
+                ));
+            }
+        }
         state.pending.insert(name.to_owned());
-        state.bytes = new_total;
+        state.charge(who.uid, backing, bytes);
         Ok(())
     }
 
-    /// Refuses a new name when the daemon holds `--max-arrays` arrays and streams already.
-    fn check_count(&self, state: &State) -> Result<(), RequestError> {
+    /// Refuses a new name when the daemon holds `--max-arrays` arrays and streams already, or
+    /// when `who` (other than the daemon's uid and root) owns `--max-objects-per-user`, or
+    /// those users together hold all that `--reserve` leaves them.
+    fn check_count(&self, state: &State, who: Creds) -> Result<(), RequestError> {
+        let quota = |message: String| Err(RequestError::new(ErrorKind::QuotaExceeded, message));
         let count = state.arrays.len() + state.streams.len() + state.pending.len();
         if count >= self.limits.max_arrays {
-            return Err(RequestError::new(
-                ErrorKind::QuotaExceeded,
-                format!(
-                    "the daemon already holds {count} arrays and streams (--max-arrays {})",
-                    self.limits.max_arrays
-                ),
+            return quota(format!(
+                "the daemon already holds {count} arrays and streams (--max-arrays {})",
+                self.limits.max_arrays
+            ));
+        }
+        if self.limits.privileged(who.uid) {
+            return Ok(());
+        }
+        let mine = state.usage.get(&who.uid).map_or(0, |u| u.objects);
+        if mine >= self.limits.max_objects_per_user {
+            return quota(format!(
+                "uid {} already owns {mine} arrays and streams (--max-objects-per-user {})",
+                who.uid, self.limits.max_objects_per_user
+            ));
+        }
+        let others: usize = state
+            .usage
+            .iter()
+            .filter(|(uid, _)| !self.limits.privileged(**uid))
+            .map(|(_, u)| u.objects)
+            .sum();
+        let shared = percent(
+            self.limits.max_arrays as u64,
+            100u32.saturating_sub(self.limits.reserve),
+        ) as usize;
+        if others >= shared {
+            return quota(format!(
+                "users other than the daemon's own and root already own {others} arrays and streams, all that --reserve {}% of --max-arrays {} leaves them",
+                self.limits.reserve, self.limits.max_arrays
             ));
         }
         Ok(())
@@ -1075,7 +1235,11 @@ impl Registry {
                     .is_some_and(|e| Arc::ptr_eq(e, &entry))
                 {
                     state.arrays.remove(name);
-                    state.bytes = state.bytes.saturating_sub(entry.header.file_len());
+                    state.refund(
+                        entry.header.owner_uid,
+                        entry.backing,
+                        array_bytes(&entry.header),
+                    );
                 }
                 continue;
             }
@@ -1242,5 +1406,30 @@ fn quarantine(path: &Path, reason: &str) {
         None => {
             error!(path = %path.display(), "invalid array file ({reason}); no free .corrupt name")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A NoSpace message names the directory only to root and the daemon's own uid.
+    #[test]
+    fn no_space_names_the_directory_only_to_those_who_can_open_it() {
+        let dir = Path::new("/dev/shm");
+        let creds = |uid| Creds {
+            uid,
+            gid: uid,
+            pid: 1,
+        };
+        let other = rustix::process::geteuid()
+            .as_raw()
+            .wrapping_add(4242)
+            .max(1);
+        let theirs = no_space("big", u64::MAX, dir, Backing::Memory, creds(other)).message;
+        assert!(!theirs.contains("/dev/shm"), "{theirs}");
+        assert!(theirs.contains("the daemon's memory directory"), "{theirs}");
+        let root = no_space("big", u64::MAX, dir, Backing::Memory, creds(0)).message;
+        assert!(root.contains("/dev/shm"), "{root}");
     }
 }

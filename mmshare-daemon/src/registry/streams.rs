@@ -208,7 +208,7 @@ impl Registry {
                     files,
                     id,
                 };
-                state.bytes = state.bytes.saturating_add(entry.bytes());
+                state.charge(entry.header.owner_uid, backing, entry.bytes());
                 state.streams.insert(name, Arc::new(entry));
             }
             Err(e) => error!(path = %path.display(), "cannot stat stream, not serving it: {e}"),
@@ -385,7 +385,7 @@ impl Registry {
                     format!("an array named {name:?} exists; arrays and streams share names"),
                 ));
             }
-            self.reserve(&mut state, "stream", name, bytes)?;
+            self.reserve(&mut state, who, backing, "stream", name, bytes)?;
         }
         let result = self.create_stream_files(who, name, &spec, backing);
         let mut state = self.lock();
@@ -407,7 +407,7 @@ impl Registry {
                 Ok(info)
             }
             Err(e) => {
-                state.bytes = state.bytes.saturating_sub(bytes);
+                state.refund(who.uid, backing, bytes);
                 Err(e)
             }
         }
@@ -615,7 +615,7 @@ impl Registry {
             Err(e) => return Err(internal("cannot remove stream directory", e)),
         }
         state.streams.remove(name);
-        state.bytes = state.bytes.saturating_sub(entry.bytes());
+        state.refund(entry.header.owner_uid, entry.backing, entry.bytes());
         drop(state);
         self.forget(&entry.key());
         info!(name, uid = who.uid, "stream deleted");

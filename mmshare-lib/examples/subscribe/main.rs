@@ -15,13 +15,15 @@ fn main() -> Result<(), Box<dyn Error>> {
         .unwrap_or_else(|| "demo.frame".into());
     let client = Client::connect_default()?;
     let frame = client.open::<f32>(&name, Access::Read)?;
+    // The version to wait past is taken before saying so: a version published after the
+    // line below is then never missed.
+    let mut seen = frame.version();
     println!(
         "reading {name} {:?} {} (Ctrl-C to stop)",
         frame.shape(),
         frame.dtype()
     );
     let mut copy = vec![0f32; frame.len()];
-    let mut seen = frame.version();
     let mut last_report = Instant::now();
     let mut count = 0u32;
     loop {

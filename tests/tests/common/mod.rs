@@ -93,6 +93,12 @@ impl Worker {
         }
     }
 
+    /// Whether a line starting with `prefix` was already seen (by an earlier `expect_line`
+    /// that was waiting for another line).
+    pub fn has_seen(&self, prefix: &str) -> bool {
+        self.seen.iter().any(|l| l.starts_with(prefix))
+    }
+
     /// Waits for a stdout line starting with `prefix`; panics after `timeout` (watchdog).
     pub fn expect_line(&mut self, prefix: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
