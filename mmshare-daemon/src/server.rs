@@ -77,6 +77,14 @@ pub async fn run(
         StopOn::Handle(rx) => Stop::Handle(rx),
     };
     raise_fd_limit();
+    // Writers hold data files read-write and can truncate them under the daemon's mappings:
+    // turn what would be SIGBUS into zero pages the daemon notices (mmshare-lib's `guard`).
+    // Room for every object's mappings (a stream has two) and some to spare.
+    if let Err(e) = mmshare::guard_mappings_against_truncation(
+        config.max_arrays.saturating_mul(2).saturating_add(256),
+    ) {
+        warn!("cannot install the truncation guard: {e}");
+    }
     for warning in &paths.warnings {
         warn!("{warning}");
     }

@@ -28,6 +28,7 @@
 //! - `backoff`: how waiting works: spin, yield, then sleep on the shared futex.
 //! - `sleepers`: an array's control file, where waiters register so writes wake only sleepers.
 //! - `mapping`: the shared mapping and the hazard it carries.
+//! - `guard`: the daemon's guard against files truncated under its mappings (SIGBUS).
 //! - `raw`: [`RawArray`], byte-level consistent reads and writes, waiting, recovery.
 //! - `array`: [`Array<T>`], typed handles, zero-copy views, closure-scoped writes.
 //! - `create`: crash-safe creation of array files.
@@ -56,6 +57,7 @@ mod dtype;
 mod error;
 mod fault;
 mod format;
+mod guard;
 mod mapping;
 mod name;
 pub mod proto;
@@ -82,6 +84,7 @@ pub use format::{
     ArraySpec, FLAG_TORN, FORMAT_VERSION, FormatError, HEADER_SIZE, Header, Kind, MAGIC, MAX_SLOTS,
     MAX_SUBSCRIBERS, MIN_SLOTS, StreamSpec, offsets, padded_len,
 };
+pub use guard::guard_mappings_against_truncation;
 pub use half::f16;
 pub use name::{MAX_NAME_LEN, NameError, validate_name};
 pub use num_complex::Complex;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 use memmap2::{Mmap, MmapMut, MmapOptions};
 
 use crate::format::HEADER_SIZE;
+use crate::guard::Guarded;
 
 /// A shared mapping of a whole array file: the header page, then the padded data area.
 ///
@@ -19,11 +20,16 @@ use crate::format::HEADER_SIZE;
 ///   others well-defined;
 /// * the mapping length is checked against the file size and the header before mapping, and no
 ///   access goes past `len`;
-/// * truncation is not defended against in-process: mmshare's daemon never truncates a file,
-///   array files are 0600 in a directory clients cannot list, and clients only ever receive a
-///   descriptor. A process that truncates the file anyway crashes the readers (SIGBUS), as with
-///   any shared mapping; docs/FORMAT.md says so.
+/// * truncation is not defended against in a client: mmshare's daemon never truncates a file,
+///   array files are 0600 in a directory clients cannot list, clients only ever receive a
+///   descriptor, and control state is sealed against resizing. A writer that truncates a data
+///   file anyway crashes the readers (SIGBUS), as with any shared mapping; docs/FORMAT.md says
+///   so. In a process that installed the truncation guard (module `guard`: the daemon), every
+///   mapping is registered, a truncation turns into zero pages instead of a signal, and
+///   [`Mapping::truncated`] reports it.
 pub(crate) struct Mapping {
+    // Declared first, so it is dropped (unregistered) before the mapping is unmapped.
+    guard: Option<Guarded>,
     // Holds the mapping alive; never dereferenced as a slice.
     _map: MapKind,
     base: *mut u8,
@@ -78,11 +84,18 @@ impl Mapping {
         // mmap returns page-aligned addresses; the data area starts one page in.
         debug_assert_eq!(base as usize % HEADER_SIZE, 0);
         Ok(Mapping {
+            guard: Guarded::register(base as usize, len),
             _map: map,
             base,
             len,
             writable,
         })
+    }
+
+    /// Whether the truncation guard caught an access past the end of the file (it was
+    /// truncated under this mapping). Always false without the guard.
+    pub(crate) fn truncated(&self) -> bool {
+        self.guard.as_ref().is_some_and(Guarded::truncated)
     }
 
     /// Whether stores are allowed (the mapping is read-write).

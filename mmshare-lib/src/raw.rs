@@ -120,6 +120,13 @@ impl RawArray {
         Ok(raw)
     }
 
+    /// Whether the truncation guard ([`crate::guard_mappings_against_truncation`], which the
+    /// daemon installs) caught an access of this handle past the end of the file: someone
+    /// truncated it. Always false in a process without the guard.
+    pub fn truncated_under_guard(&self) -> bool {
+        self.map.truncated()
+    }
+
     /// Whether this handle has the array's control file, so that its waits register as
     /// sleepers and its writes wake only when someone sleeps.
     pub fn has_control(&self) -> bool {

@@ -80,6 +80,8 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
                                         create PREFIX-0, PREFIX-1, ... of MIB MiB each
                                         (file|memory) until one is refused; print 'created=N'
                                         and 'refused=KIND:MESSAGE'
+  truncate-loop SOCKET NAME SECONDS     open array NAME for writing (raw protocol) and truncate
+                                        its file to 0 and back, over and over; print 'rounds=N'
   control-attack SOCKET NAME KIND [all] speak the protocol raw: open array NAME read-only (KIND
                                         array) or subscribe to stream NAME (KIND stream), then
                                         try to resize the control descriptor received (every
@@ -176,6 +178,9 @@ fn main() -> ExitCode {
         ["churn", socket, name, n] => churn(socket, name, n.parse().unwrap_or(1)),
         ["create-until", socket, prefix, mib, backing] => {
             create_until(socket, prefix, mib.parse().unwrap_or(1), backing)
+        }
+        ["truncate-loop", socket, name, secs] => {
+            truncate_loop(socket, name, secs.parse().unwrap_or(1.0))
         }
         ["names-probe", socket, hidden, absent] => names_probe(socket, hidden, absent),
         ["create-exist-ok", socket, name, kind] => create_exist_ok(socket, name, kind),
@@ -1206,5 +1211,32 @@ fn create_until(socket: &str, prefix: &str, mib: u64, backing: &str) -> Result<E
             return Ok(ExitCode::SUCCESS);
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A writer that abuses its read-write descriptor: truncates the array's file and extends it
+/// again, as fast as it can.
+fn truncate_loop(socket: &str, name: &str, secs: f64) -> Result<ExitCode> {
+    use mmshare::proto::{OpenAccess, Request, Response};
+    let (reply, fds) = raw_request(
+        socket,
+        &Request::Open {
+            name: name.to_owned(),
+            access: OpenAccess::Write,
+        },
+    )?;
+    if let Response::Error { message, .. } = reply {
+        return Err(message.into());
+    }
+    let file = std::fs::File::from(fds.into_iter().next().ok_or("no descriptor")?);
+    let len = file.metadata()?.len();
+    let start = Instant::now();
+    let mut rounds = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        file.set_len(0)?;
+        file.set_len(len)?;
+        rounds += 1;
+    }
+    say(&format!("rounds={rounds}"));
     Ok(ExitCode::SUCCESS)
 }

@@ -491,3 +491,35 @@ fn by_default_a_user_gets_a_share_of_memory_not_all_of_it() {
         "{why}"
     );
 }
+
+/// A writer (trusted with contents, not with the daemon) truncates its array's file to 0 and
+/// back as fast as it can while the daemon answers Stat and runs its periodic checks, which
+/// read that file's mapping: the daemon's size check races with the truncation, and the
+/// truncation guard turns what would be SIGBUS into a zero page. The daemon survives and
+/// serves everyone else. (`guard::tests` shows the guard itself deterministically.)
+#[test]
+fn a_writer_truncating_its_file_cannot_crash_the_daemon() {
+    if !can_switch_uid() {
+        return;
+    }
+    let mut d = shared_daemon(&[]);
+    let c = d.client();
+    c.create(
+        &CreateOptions::new("cut", "u8", &[4096])
+            .memory()
+            .mode(0o666),
+    )
+    .unwrap();
+    c.create(&CreateOptions::new("bystander", "u1", &[8]).memory())
+        .unwrap();
+    let writer = Worker::spawn_as(MALLORY, &["truncate-loop", &socket(&d), "cut", "3"]);
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        let _ = c.stat("cut");
+        let _ = c.list_all("");
+    }
+    let (status, lines) = writer.finish(WATCHDOG);
+    assert!(status.success(), "{lines:?}");
+    assert!(d.is_running(), "the daemon died");
+    assert!(c.stat("bystander").is_ok());
+}

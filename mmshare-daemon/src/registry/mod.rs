@@ -133,14 +133,16 @@ fn file_id(file: &File) -> io::Result<(u64, u64)> {
 
 impl Entry {
     /// Whether the file still holds everything its header declares. An array file is writable
-    /// by its writers; one that truncated it would make the daemon's own accesses fault, so the
-    /// daemon checks (fstat) before touching its mapping. (A truncation racing with the check
-    /// itself is not covered; see the README caveats.)
+    /// by its writers, who can truncate it: the daemon checks (fstat) before touching its
+    /// mapping, and a truncation racing with that check is caught by the truncation guard (the
+    /// access reads a zero page instead of raising SIGBUS, and this then says false).
     pub fn intact(&self) -> bool {
-        self.raw
-            .file()
-            .metadata()
-            .is_ok_and(|m| m.len() >= self.header.file_len())
+        !self.raw.truncated_under_guard()
+            && self
+                .raw
+                .file()
+                .metadata()
+                .is_ok_and(|m| m.len() >= self.header.file_len())
     }
 
     fn new(

@@ -69,7 +69,8 @@ impl StreamEntry {
         else {
             return false;
         };
-        long_enough(self.files.data_file(), self.header.file_len())
+        !self.files.truncated_under_guard()
+            && long_enough(self.files.data_file(), self.header.file_len())
             && long_enough(
                 self.files.control_file(),
                 4096 + 256 * u64::from(max_subscribers),

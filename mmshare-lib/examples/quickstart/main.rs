@@ -11,7 +11,8 @@ use mmshare::{Access, Client, CreateOptions};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::connect_default()?;
 
-    // Process A: create (or reuse) a 480x640 f32 array in RAM that other users may open.
+    // Process A: create (or reuse one of our own) a 480x640 f32 array in RAM that other
+    // users may open.
     let options = CreateOptions::new("camera.frame", "f4", &[480, 640])
         .memory()
         .mode(0o644)

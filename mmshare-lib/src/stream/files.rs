@@ -272,6 +272,13 @@ impl StreamFiles {
         })
     }
 
+    /// Whether the truncation guard ([`crate::guard_mappings_against_truncation`], which the
+    /// daemon installs) caught an access past the end of the data file or the control state:
+    /// someone truncated a file under these mappings. Always false without the guard.
+    pub fn truncated_under_guard(&self) -> bool {
+        self.data.truncated() || self.control.truncated()
+    }
+
     /// The data file's header: name, dtype, frame shape, order, slots, owner, mode.
     pub fn header(&self) -> &Header {
         &self.header
