@@ -25,8 +25,65 @@ use crate::shape::{MAX_NDIM, Order, ShapeError, data_len};
 pub const HEADER_SIZE: usize = 4096;
 /// First bytes of every array file.
 pub const MAGIC: [u8; 8] = *b"MMSHARE\0";
-/// The format version this code writes and reads.
+/// The format version of a file that uses no feature flag and no extension area: every file
+/// this code writes unless it needs one, so that readers of version 1 read it.
 pub const FORMAT_VERSION: u32 = 1;
+/// The format version of a file with feature flags or an extension area (docs/FORMAT.md,
+/// "Versions, features and extensions"). This code reads both.
+pub const FORMAT_VERSION_FEATURES: u32 = 2;
+
+/// Incompatible features this code knows: a file with any other bit set in
+/// [`Features::incompat`] is refused (none are defined yet).
+pub const KNOWN_INCOMPAT: u32 = 0;
+/// Read-only-compatible features this code knows: a file with any other bit set in
+/// [`Features::ro_compat`] may be read but never written (none are defined yet).
+pub const KNOWN_RO_COMPAT: u32 = 0;
+/// Extension record tags this code knows (none are defined yet). A record whose tag has bit 15
+/// set is *critical*: a reader that does not know it refuses the file; other records it skips.
+pub const KNOWN_EXTENSION_TAGS: &[u16] = &[];
+
+/// What a version-2 file says about the features it uses, ext4-style: `incompat` bits a
+/// reader must know to read the file at all, `ro_compat` bits it must know to write it, and
+/// `compat` bits it may ignore.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Features {
+    /// A reader that does not know one of these refuses the file.
+    pub incompat: u32,
+    /// A reader that does not know one of these may only read the file.
+    pub ro_compat: u32,
+    /// Anyone may ignore these.
+    pub compat: u32,
+}
+
+impl Features {
+    /// The `ro_compat` bits this code does not know (the file is then read-only to it).
+    pub fn unknown_ro_compat(&self) -> u32 {
+        self.ro_compat & !KNOWN_RO_COMPAT
+    }
+}
+
+/// A file's extension area: variable-length descriptions that do not fit the fixed header
+/// (a structured dtype's full descr, for example), as records right after the data (or the
+/// last slot), never mapped, read once at open. `len` 0 = none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ExtensionArea {
+    /// Bytes of records.
+    pub len: u32,
+    /// CRC-32 of those bytes.
+    pub crc: u32,
+}
+
+/// One record of an extension area.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Extension {
+    /// What it is; bit 15 set = critical (see [`KNOWN_EXTENSION_TAGS`]).
+    pub tag: u16,
+    /// Its bytes (at most 65535).
+    pub value: Vec<u8>,
+}
+
+/// Bit 15 of an extension tag: a reader that does not know the tag must refuse the file.
+pub const EXTENSION_CRITICAL: u16 = 0x8000;
 
 /// Byte offsets of every header field (see docs/FORMAT.md for invariants and writers).
 pub mod offsets {
@@ -62,8 +119,22 @@ pub mod offsets {
     pub const STREAM_SLOTS: usize = 0x054;
     /// Streams only (zero for arrays): `u32` number of subscriber records in the control file.
     pub const STREAM_MAX_SUBSCRIBERS: usize = 0x058;
-    /// 36 reserved bytes (zero).
+    /// 36 reserved bytes (zero); in a version-2 file the feature words and the extension
+    /// area's locator below, the rest reserved.
     pub const RESERVED: usize = 0x05C;
+    /// Version 2: `u32` incompatible feature bits.
+    pub const FEATURES_INCOMPAT: usize = 0x060;
+    /// Version 2: `u32` read-only-compatible feature bits.
+    pub const FEATURES_RO_COMPAT: usize = 0x064;
+    /// Version 2: `u32` compatible feature bits.
+    pub const FEATURES_COMPAT: usize = 0x068;
+    /// Version 2: `u32` length of the extension area (0 = none).
+    pub const EXT_LEN: usize = 0x06C;
+    /// Version 2: `u64` offset of the extension area: exactly where the data (or the last
+    /// slot) ends.
+    pub const EXT_OFFSET: usize = 0x070;
+    /// Version 2: `u32` CRC-32 of the extension area.
+    pub const EXT_CRC: usize = 0x078;
     /// `[u64; 32]` shape; entries past `ndim` are zero.
     pub const SHAPE: usize = 0x080;
     /// `[u8; 256]` name, NUL padded.
@@ -172,6 +243,10 @@ pub struct Header {
     pub owner_gid: u32,
     /// Permission bits, `0o777` mask.
     pub mode: u32,
+    /// Feature flags (all zero in a version-1 file).
+    pub features: Features,
+    /// The extension area (none in a version-1 file).
+    pub extension: ExtensionArea,
 }
 
 /// What a caller specifies to create an array; the rest of the [`Header`] is derived.
@@ -323,6 +398,36 @@ pub enum FormatError {
         /// The shape.
         shape: Vec<u64>,
     },
+    /// The file uses incompatible features this code does not know.
+    #[error(
+        "the file uses feature bits {unknown:#x} that this build does not know (it knows {known:#x}): open it with a newer mmshare"
+    )]
+    UnknownFeatures {
+        /// The unknown `incompat` bits.
+        unknown: u32,
+        /// The bits this build knows.
+        known: u32,
+    },
+    /// The file uses read-only-compatible features this code does not know, and it was
+    /// opened for writing.
+    #[error(
+        "the file uses feature bits {unknown:#x} that this build may read but not write: open it read-only, or with a newer mmshare"
+    )]
+    ReadOnlyFeatures {
+        /// The unknown `ro_compat` bits.
+        unknown: u32,
+    },
+    /// The extension area is malformed.
+    #[error("bad extension area: {0}")]
+    BadExtensions(String),
+    /// The extension area holds a critical record this code does not know.
+    #[error(
+        "the file has a critical extension record (tag {tag:#06x}) that this build does not know: open it with a newer mmshare"
+    )]
+    UnknownExtension {
+        /// The record's tag.
+        tag: u16,
+    },
     /// A stream's slot count is outside [`MIN_SLOTS`]`..=`[`MAX_SLOTS`].
     #[error("a stream has {MIN_SLOTS} to {MAX_SLOTS} slots, not {0}")]
     BadSlots(u32),
@@ -422,6 +527,8 @@ impl Header {
             owner_uid: spec.owner_uid,
             owner_gid: spec.owner_gid,
             mode: spec.mode,
+            features: Features::default(),
+            extension: ExtensionArea::default(),
         })
     }
 
@@ -443,12 +550,50 @@ impl Header {
     /// bytes. Streams: data offset plus `slots` frames, each [`Header::slot_stride`] apart.
     /// For a decoded or built header this never overflows (checked when it was made).
     pub fn file_len(&self) -> u64 {
+        self.extension_offset()
+            .saturating_add(padded_len(u64::from(self.extension.len)))
+    }
+
+    /// Where the data (or the last slot) ends, and the extension area, if any, starts.
+    pub fn extension_offset(&self) -> u64 {
         match self.kind {
             Kind::Array => self.data_offset + padded_len(self.data_len),
             Kind::Stream { slots, .. } => self
                 .data_offset
                 .saturating_add(self.slot_stride().saturating_mul(u64::from(slots))),
         }
+    }
+
+    /// The version this header is written with: 1 unless it needs feature flags or an
+    /// extension area.
+    pub fn format_version(&self) -> u32 {
+        if self.features == Features::default() && self.extension.len == 0 {
+            FORMAT_VERSION
+        } else {
+            FORMAT_VERSION_FEATURES
+        }
+    }
+
+    /// Reads and checks the extension area of the file this header came from (nothing to do
+    /// without one): its CRC, its records, and that every critical record is one this code
+    /// knows. Returns the records.
+    ///
+    /// # Errors
+    /// [`FormatError::FileTooShort`] when the area is past the end of the file,
+    /// [`FormatError::BadExtensions`] for a CRC mismatch or malformed records,
+    /// [`FormatError::UnknownExtension`] for a critical record this code does not know.
+    pub fn read_extensions(&self, file: &std::fs::File) -> Result<Vec<Extension>, FormatError> {
+        use std::os::unix::fs::FileExt;
+        if self.extension.len == 0 {
+            return Ok(Vec::new());
+        }
+        let mut area = vec![0u8; self.extension.len as usize];
+        file.read_exact_at(&mut area, self.extension_offset())
+            .map_err(|_| FormatError::FileTooShort {
+                size: file.metadata().map_or(0, |m| m.len()),
+                needed: self.file_len(),
+            })?;
+        decode_extensions(&area, self.extension.crc)
     }
 
     /// Streams: the distance between the starts of two frames, the frame length rounded up
@@ -501,11 +646,21 @@ impl Header {
         let mut page = Box::new([0u8; HEADER_SIZE]);
         let p = &mut page[..];
         p[offsets::MAGIC..offsets::MAGIC + 8].copy_from_slice(&MAGIC);
-        put_u32(p, offsets::VERSION, FORMAT_VERSION);
         put_u32(p, offsets::HEADER_LEN, offsets::IMMUTABLE_END as u32);
         put_u64(p, offsets::DATA_OFFSET, self.data_offset);
         put_u64(p, offsets::DATA_LEN, self.data_len);
         put_u32(p, offsets::KIND, self.kind.code());
+        put_u32(p, offsets::VERSION, self.format_version());
+        if self.format_version() == FORMAT_VERSION_FEATURES {
+            put_u32(p, offsets::FEATURES_INCOMPAT, self.features.incompat);
+            put_u32(p, offsets::FEATURES_RO_COMPAT, self.features.ro_compat);
+            put_u32(p, offsets::FEATURES_COMPAT, self.features.compat);
+            put_u32(p, offsets::EXT_LEN, self.extension.len);
+            if self.extension.len > 0 {
+                put_u64(p, offsets::EXT_OFFSET, self.extension_offset());
+                put_u32(p, offsets::EXT_CRC, self.extension.crc);
+            }
+        }
         if let Kind::Stream {
             slots,
             max_subscribers,
@@ -552,7 +707,7 @@ impl Header {
             return Err(FormatError::BadMagic { found: magic });
         }
         let version = u32_at(page, offsets::VERSION);
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_FEATURES {
             return Err(FormatError::UnsupportedVersion { found: version });
         }
         let header_len = u32_at(page, offsets::HEADER_LEN);
@@ -624,8 +779,42 @@ impl Header {
             Kind::Array => offsets::STREAM_SLOTS,
             Kind::Stream { .. } => offsets::RESERVED,
         };
+        // Version 2: the feature words and the extension locator are fields, not reserved.
+        let (features, extension, feature_ranges) = if version == FORMAT_VERSION_FEATURES {
+            let features = Features {
+                incompat: u32_at(page, offsets::FEATURES_INCOMPAT),
+                ro_compat: u32_at(page, offsets::FEATURES_RO_COMPAT),
+                compat: u32_at(page, offsets::FEATURES_COMPAT),
+            };
+            let unknown = features.incompat & !KNOWN_INCOMPAT;
+            if unknown != 0 {
+                return Err(FormatError::UnknownFeatures {
+                    unknown,
+                    known: KNOWN_INCOMPAT,
+                });
+            }
+            let extension = ExtensionArea {
+                len: u32_at(page, offsets::EXT_LEN),
+                crc: u32_at(page, offsets::EXT_CRC),
+            };
+            (
+                features,
+                extension,
+                [
+                    (reserved_from, offsets::FEATURES_INCOMPAT),
+                    (offsets::EXT_CRC + 4, offsets::SHAPE),
+                ],
+            )
+        } else {
+            (
+                Features::default(),
+                ExtensionArea::default(),
+                [(reserved_from, offsets::SHAPE), (0, 0)],
+            )
+        };
         let unused_ranges = [
-            (reserved_from, offsets::SHAPE),
+            feature_ranges[0],
+            feature_ranges[1],
             (offsets::SHAPE + 8 * ndim as usize, offsets::NAME),
             (offsets::NAME + name_len as usize, offsets::IMMUTABLE_END),
             (offsets::CRC + 4, offsets::SEQUENCE),
@@ -657,8 +846,24 @@ impl Header {
             owner_uid: u32_at(page, offsets::OWNER_UID),
             owner_gid: u32_at(page, offsets::OWNER_GID),
             mode,
+            features,
+            extension,
         };
         header.check_stream_geometry()?;
+        if version == FORMAT_VERSION_FEATURES {
+            let at = u64_at(page, offsets::EXT_OFFSET);
+            let expected = if extension.len == 0 {
+                0
+            } else {
+                header.extension_offset()
+            };
+            if at != expected || (extension.len == 0 && extension.crc != 0) {
+                return Err(FormatError::BadExtensions(format!(
+                    "the extension area is at {at} with {} bytes; it must start at {expected}",
+                    extension.len
+                )));
+            }
+        }
         Ok(header)
     }
 
@@ -683,6 +888,69 @@ fn data_offset_of(kind: Kind) -> u64 {
         Kind::Array => page,
         Kind::Stream { slots, .. } => page + (16 * u64::from(slots)).next_multiple_of(page),
     }
+}
+
+/// Encodes extension records into an area; returns the area and its CRC-32.
+///
+/// # Panics
+/// If a value is longer than 65535 bytes or a tag is 0.
+pub fn encode_extensions(records: &[Extension]) -> (Vec<u8>, u32) {
+    let mut area = Vec::new();
+    for r in records {
+        assert!(r.tag != 0, "tag 0 is not a record");
+        let len = u16::try_from(r.value.len()).expect("an extension value fits in 65535 bytes");
+        area.extend_from_slice(&r.tag.to_le_bytes());
+        area.extend_from_slice(&len.to_le_bytes());
+        area.extend_from_slice(&r.value);
+    }
+    let crc = crc32fast::hash(&area);
+    (area, crc)
+}
+
+/// Decodes an extension area (records of `tag: u16, len: u16, value: [u8; len]`, little
+/// endian, back to back, filling it exactly) whose CRC-32 must be `crc`.
+///
+/// # Errors
+/// [`FormatError::BadExtensions`], [`FormatError::UnknownExtension`].
+pub fn decode_extensions(area: &[u8], crc: u32) -> Result<Vec<Extension>, FormatError> {
+    let computed = crc32fast::hash(area);
+    if computed != crc {
+        return Err(FormatError::BadExtensions(format!(
+            "checksum mismatch: stored {crc:#010x}, computed {computed:#010x}"
+        )));
+    }
+    let mut records = Vec::new();
+    let mut at = 0;
+    while at < area.len() {
+        let Some(head) = area.get(at..at + 4) else {
+            return Err(FormatError::BadExtensions(format!(
+                "a record header at {at} is cut off by the end of the area ({} bytes)",
+                area.len()
+            )));
+        };
+        let tag = u16::from_le_bytes([head[0], head[1]]);
+        let len = usize::from(u16::from_le_bytes([head[2], head[3]]));
+        if tag == 0 {
+            return Err(FormatError::BadExtensions(format!(
+                "a record at {at} has tag 0"
+            )));
+        }
+        let Some(value) = area.get(at + 4..at + 4 + len) else {
+            return Err(FormatError::BadExtensions(format!(
+                "record {tag:#06x} at {at} says {len} bytes, past the end of the area ({} bytes)",
+                area.len()
+            )));
+        };
+        if tag & EXTENSION_CRITICAL != 0 && !KNOWN_EXTENSION_TAGS.contains(&tag) {
+            return Err(FormatError::UnknownExtension { tag });
+        }
+        records.push(Extension {
+            tag,
+            value: value.to_vec(),
+        });
+        at += 4 + len;
+    }
+    Ok(records)
 }
 
 fn decode_dtype(field: &[u8]) -> Result<DType, FormatError> {
@@ -718,6 +986,211 @@ mod tests {
         put_u32(page, offsets::CRC, crc);
     }
 
+    /// The format-extension policy's vectors (docs/format_vectors.json): each header page and
+    /// extension area, and what a reader must make of it. `MMSHARE_BLESS=1` rewrites the file
+    /// from the code; otherwise the committed file must match what the code makes.
+    fn policy_vectors() -> Vec<(String, Header, Vec<u8>, String)> {
+        let mut base = sample();
+        base.created_ns = 1_764_892_800_000_000_000;
+        let with = |f: Features, records: &[Extension]| {
+            let mut h = base.clone();
+            h.features = f;
+            let (area, crc) = encode_extensions(records);
+            h.extension = ExtensionArea {
+                len: area.len() as u32,
+                crc,
+            };
+            (h, area)
+        };
+        let note = |tag: u16, text: &str| Extension {
+            tag,
+            value: text.as_bytes().to_vec(),
+        };
+        let mut v = Vec::new();
+        let (h, a) = with(Features::default(), &[]);
+        v.push(("no features: version 1".into(), h, a, "ok".into()));
+        let (h, a) = with(
+            Features {
+                compat: 0x1,
+                ..Features::default()
+            },
+            &[],
+        );
+        v.push((
+            "an unknown compat bit: read and written".into(),
+            h,
+            a,
+            "ok".into(),
+        ));
+        let (h, a) = with(
+            Features {
+                ro_compat: 0x2,
+                ..Features::default()
+            },
+            &[],
+        );
+        v.push((
+            "an unknown ro_compat bit: read, never written".into(),
+            h,
+            a,
+            "read-only".into(),
+        ));
+        let (h, a) = with(
+            Features {
+                incompat: 0x4,
+                ..Features::default()
+            },
+            &[],
+        );
+        v.push((
+            "an unknown incompat bit: refused".into(),
+            h,
+            a,
+            "UnknownFeatures".into(),
+        ));
+        let (h, a) = with(
+            Features::default(),
+            &[note(0x0001, "a note anyone may skip")],
+        );
+        v.push((
+            "an extension area with a non-critical record: skipped".into(),
+            h,
+            a,
+            "ok".into(),
+        ));
+        let (h, a) = with(Features::default(), &[note(0x8001, "[('x', '<f4')]")]);
+        v.push((
+            "an unknown critical record: refused".into(),
+            h,
+            a,
+            "UnknownExtension".into(),
+        ));
+        v
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// What this code makes of a vector: "ok", "read-only", or the error's variant name.
+    fn verdict(page: &[u8], area: &[u8]) -> String {
+        match Header::decode(page) {
+            Err(e) => format!("{e:?}")
+                .split([' ', '{', '('])
+                .next()
+                .unwrap()
+                .to_owned(),
+            Ok(h) => match decode_extensions(area, h.extension.crc) {
+                Err(e) => format!("{e:?}")
+                    .split([' ', '{', '('])
+                    .next()
+                    .unwrap()
+                    .to_owned(),
+                Ok(_) if h.features.unknown_ro_compat() != 0 => "read-only".into(),
+                Ok(_) => "ok".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn the_format_policy_vectors_hold_and_match_the_committed_file() {
+        let vectors: Vec<serde_json::Value> = policy_vectors()
+            .into_iter()
+            .map(|(name, h, area, expect)| {
+                let page = h.encode();
+                // The whole page is zero past the CRC; the vector keeps what is not.
+                let kept = &page[..offsets::CRC + 4];
+                assert_eq!(verdict(&page[..], &area), expect, "{name}");
+                serde_json::json!({
+                    "name": name,
+                    "page_prefix_hex": hex(kept),
+                    "extension_hex": hex(&area),
+                    "extension_offset": h.extension_offset(),
+                    "expect": expect,
+                })
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(&vectors).unwrap() + "\n";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/format_vectors.json");
+        if std::env::var_os("MMSHARE_BLESS").is_some() {
+            std::fs::write(path, &text).unwrap();
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == text,
+            "docs/format_vectors.json differs from the code: run MMSHARE_BLESS=1 cargo test -p mmshare --lib format"
+        );
+    }
+
+    /// A header that needs nothing new is written as version 1, byte for byte as before, so
+    /// readers of version 1 read it; feature words in a version-1 file are reserved bytes.
+    #[test]
+    fn a_header_without_features_is_version_1_and_v1_files_have_no_feature_words() {
+        let page = sample().encode();
+        assert_eq!(u32_at(&page[..], offsets::VERSION), FORMAT_VERSION);
+        let mut bad = page.clone();
+        put_u32(&mut bad[..], offsets::FEATURES_COMPAT, 1);
+        reseal(&mut bad[..]);
+        assert_eq!(
+            Header::decode(&bad[..]),
+            Err(FormatError::ReservedNotZero {
+                offset: offsets::FEATURES_COMPAT
+            })
+        );
+    }
+
+    /// Features and an extension area make version 2, which round-trips; an unknown
+    /// incompatible bit is refused with a message that says what to do; a misplaced or
+    /// damaged extension area is its own error.
+    #[test]
+    fn version_2_round_trips_and_refuses_what_it_does_not_know() {
+        let mut h = sample();
+        h.features.compat = 0x10;
+        let (area, crc) = encode_extensions(&[Extension {
+            tag: 7,
+            value: b"hello".to_vec(),
+        }]);
+        h.extension = ExtensionArea {
+            len: area.len() as u32,
+            crc,
+        };
+        let page = h.encode();
+        assert_eq!(u32_at(&page[..], offsets::VERSION), FORMAT_VERSION_FEATURES);
+        assert_eq!(Header::decode(&page[..]), Ok(h.clone()));
+        assert_eq!(h.file_len(), h.extension_offset() + 16);
+        let records = decode_extensions(&area, crc).unwrap();
+        assert_eq!(records[0].value, b"hello");
+        let mut unknown = h.clone();
+        unknown.features.incompat = 0x8000_0000;
+        let e = Header::decode(&unknown.encode()[..]).unwrap_err();
+        assert!(
+            e.to_string().contains("0x80000000") && e.to_string().contains("newer"),
+            "{e}"
+        );
+        let mut moved = page.clone();
+        put_u64(&mut moved[..], offsets::EXT_OFFSET, 4096);
+        reseal(&mut moved[..]);
+        assert!(matches!(
+            Header::decode(&moved[..]),
+            Err(FormatError::BadExtensions(_))
+        ));
+        assert!(matches!(
+            decode_extensions(&area, crc ^ 1),
+            Err(FormatError::BadExtensions(m)) if m.contains("checksum")
+        ));
+        let mut cut = area.clone();
+        cut.truncate(6);
+        let cut_crc = crc32fast::hash(&cut);
+        assert!(matches!(
+            decode_extensions(&cut, cut_crc),
+            Err(FormatError::BadExtensions(m)) if m.contains("past the end")
+        ));
+        assert_eq!(
+            decode_extensions(&[0x01, 0x80, 0, 0], crc32fast::hash(&[0x01, 0x80, 0, 0])),
+            Err(FormatError::UnknownExtension { tag: 0x8001 })
+        );
+    }
+
     #[test]
     fn header_round_trips() {
         let h = sample();
@@ -739,10 +1212,10 @@ mod tests {
         });
         check(
             &|p| {
-                put_u32(p, offsets::VERSION, 2);
+                put_u32(p, offsets::VERSION, 3);
                 reseal(p);
             },
-            &|e| matches!(e, FormatError::UnsupportedVersion { found: 2 }),
+            &|e| matches!(e, FormatError::UnsupportedVersion { found: 3 }),
         );
         check(&|p| p[offsets::NAME] ^= 1, &|e| {
             matches!(e, FormatError::BadChecksum { .. })

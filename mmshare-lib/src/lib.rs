@@ -81,8 +81,10 @@ pub use error::{CreateError, OpenError, ReadError, StreamError, WaitTimeout, Wri
 #[cfg(feature = "fault-injection")]
 pub use fault::{Fault, inject as inject_fault};
 pub use format::{
-    ArraySpec, FLAG_TORN, FORMAT_VERSION, FormatError, HEADER_SIZE, Header, Kind, MAGIC, MAX_SLOTS,
-    MAX_SUBSCRIBERS, MIN_SLOTS, StreamSpec, offsets, padded_len,
+    ArraySpec, EXTENSION_CRITICAL, Extension, ExtensionArea, FLAG_TORN, FORMAT_VERSION,
+    FORMAT_VERSION_FEATURES, Features, FormatError, HEADER_SIZE, Header, KNOWN_EXTENSION_TAGS,
+    KNOWN_INCOMPAT, KNOWN_RO_COMPAT, Kind, MAGIC, MAX_SLOTS, MAX_SUBSCRIBERS, MIN_SLOTS,
+    StreamSpec, decode_extensions, encode_extensions, offsets, padded_len,
 };
 pub use guard::guard_mappings_against_truncation;
 pub use half::f16;

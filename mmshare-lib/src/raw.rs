@@ -169,6 +169,11 @@ impl RawArray {
             });
         }
         header.check_file_len(size).map_err(format_err)?;
+        header.read_extensions(&file).map_err(format_err)?;
+        let unknown = header.features.unknown_ro_compat();
+        if access == Access::Write && unknown != 0 {
+            return Err(format_err(FormatError::ReadOnlyFeatures { unknown }));
+        }
         let len = usize::try_from(header.file_len()).map_err(|_| {
             format_err(FormatError::FileTooShort {
                 size,

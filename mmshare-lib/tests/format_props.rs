@@ -88,3 +88,62 @@ fn crc32(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+/// A file written by a newer mmshare, as this build meets it: with an extension area after
+/// the data and an unknown read-only-compatible feature it opens for reading (the extension
+/// area read and checked) and is refused for writing; with an unknown incompatible feature it
+/// is refused outright; a damaged extension area is refused with its own error.
+#[test]
+fn files_of_a_newer_version_open_as_far_as_their_features_allow() {
+    use mmshare::{
+        Access, DType, Extension, ExtensionArea, OpenError, RawArray, create_array_file,
+        encode_extensions,
+    };
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, mut header) =
+        create_array_file(dir.path(), &ArraySpec::new("newer", DType::U8, vec![16])).unwrap();
+    let (area, crc) = encode_extensions(&[Extension {
+        tag: 3,
+        value: b"skip me".to_vec(),
+    }]);
+    header.extension = ExtensionArea {
+        len: area.len() as u32,
+        crc,
+    };
+    header.features.ro_compat = 1 << 20;
+    let write = |h: &Header, area: &[u8]| {
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&h.encode()[..], 0).unwrap();
+        f.set_len(h.file_len()).unwrap();
+        f.write_all_at(area, h.extension_offset()).unwrap();
+    };
+    write(&header, &area);
+    let reader = RawArray::open(&path, Access::Read).unwrap();
+    assert_eq!(reader.header().features.ro_compat, 1 << 20);
+    let refused = RawArray::open(&path, Access::Write).unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            OpenError::Format {
+                source: FormatError::ReadOnlyFeatures { unknown: 0x10_0000 },
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    let mut damaged = area.clone();
+    damaged[5] ^= 1;
+    write(&header, &damaged);
+    assert!(matches!(
+        RawArray::open(&path, Access::Read),
+        Err(OpenError::Format {
+            source: FormatError::BadExtensions(_),
+            ..
+        })
+    ));
+    header.features.incompat = 1;
+    write(&header, &area);
+    let e = RawArray::open(&path, Access::Read).unwrap_err();
+    assert!(e.to_string().contains("newer mmshare"), "{e}");
+}

@@ -167,3 +167,48 @@ def test_the_dtype_table_is_what_numpy_accepts():
                     if descr in SUPPORTED and s not in table:
                         assert not numpy2 and s in NUMPY1_ONLY, (s, descr)
     assert tried > 10_000
+
+
+def policy_verdict(page, area, known_incompat=0, known_ro_compat=0, known_tags=()):
+    """docs/FORMAT.md, "Versions, features and extensions", applied with the standard library:
+    what a reader makes of a header page and the extension area its header points at."""
+    assert page[:8] == b"MMSHARE\0"
+    version, header_len = struct.unpack_from("<II", page, 0x08)
+    if version not in (1, 2):
+        return "UnsupportedVersion"
+    assert header_len == 0x280
+    assert struct.unpack_from("<I", page, 0x280)[0] == zlib.crc32(page[:0x280])
+    if version == 1:
+        assert not any(page[0x060:0x07C]), "version 1 has no feature words"
+        return "ok"
+    incompat, ro_compat, _compat, ext_len = struct.unpack_from("<IIII", page, 0x060)
+    ext_offset, = struct.unpack_from("<Q", page, 0x070)
+    ext_crc, = struct.unpack_from("<I", page, 0x078)
+    if incompat & ~known_incompat:
+        return "UnknownFeatures"
+    data_offset, data_len = struct.unpack_from("<QQ", page, 0x10)
+    assert ext_offset == (data_offset + (data_len + 7) // 8 * 8 if ext_len else 0)
+    assert len(area) == ext_len and zlib.crc32(area) == ext_crc
+    at = 0
+    while at < len(area):
+        tag, n = struct.unpack_from("<HH", area, at)
+        assert tag != 0 and at + 4 + n <= len(area)
+        if tag & 0x8000 and tag not in known_tags:
+            return "UnknownExtension"
+        at += 4 + n
+    return "read-only" if ro_compat & ~known_ro_compat else "ok"
+
+
+def test_the_format_policy_vectors_read_as_the_document_says():
+    """Every vector of docs/format_vectors.json (made by the Rust code) gets, from a reader
+    written from docs/FORMAT.md alone, the verdict the vector states."""
+    import json
+    vectors = json.loads((pathlib.Path(__file__).parents[2] / "docs" / "format_vectors.json")
+                         .read_text())
+    assert {v["expect"] for v in vectors} >= {"ok", "read-only", "UnknownFeatures",
+                                             "UnknownExtension"}
+    for v in vectors:
+        prefix = bytes.fromhex(v["page_prefix_hex"])
+        page = prefix + bytes(4096 - len(prefix))
+        area = bytes.fromhex(v["extension_hex"])
+        assert policy_verdict(page, area) == v["expect"], v["name"]

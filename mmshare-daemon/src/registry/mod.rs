@@ -650,6 +650,10 @@ impl Registry {
             });
             let (raw, control) = match opened {
                 Ok(x) => x,
+                Err(OpenError::Format { source, .. }) if from_a_newer_version(&source) => {
+                    error!(path = %path.display(), "not serving a file of a newer mmshare (left in place): {source}");
+                    continue;
+                }
                 Err(OpenError::Format { source, .. }) => {
                     quarantine(&path, &source.to_string());
                     continue;
@@ -1382,6 +1386,19 @@ fn open_array_file(path: &Path) -> Result<File, OpenError> {
             path: path.to_owned(),
             source,
         })
+}
+
+/// Whether a file refused as `e` is not damaged but written by a newer mmshare (a format
+/// version, feature or critical extension this build does not know): it is left in place for
+/// a newer daemon, never renamed aside as corrupt.
+pub(crate) fn from_a_newer_version(e: &FormatError) -> bool {
+    matches!(
+        e,
+        FormatError::UnsupportedVersion { .. }
+            | FormatError::UnknownFeatures { .. }
+            | FormatError::ReadOnlyFeatures { .. }
+            | FormatError::UnknownExtension { .. }
+    )
 }
 
 /// Renames a bad file aside as `NAME.corrupt` (or `NAME.N.corrupt`), never deleting it.

@@ -175,6 +175,12 @@ impl Registry {
         }
         let files = match self.map_stream(&path, &name) {
             Ok(files) => files,
+            Err(StreamError::Open(mmshare::OpenError::Format { source, .. }))
+                if super::from_a_newer_version(&source) =>
+            {
+                error!(path = %path.display(), "not serving a stream of a newer mmshare (left in place): {source}");
+                return;
+            }
             Err(StreamError::Open(mmshare::OpenError::Format { source, .. })) => {
                 quarantine(&path, &source.to_string());
                 return;

@@ -228,6 +228,13 @@ impl StreamFiles {
             });
         };
         header.check_file_len(size).map_err(format_err)?;
+        header.read_extensions(&data).map_err(format_err)?;
+        let unknown = header.features.unknown_ro_compat();
+        if writable_data && unknown != 0 {
+            return Err(StreamError::Open(format_err(
+                FormatError::ReadOnlyFeatures { unknown },
+            )));
+        }
         let len = usize::try_from(header.file_len()).map_err(|_| {
             format_err(FormatError::FileTooShort {
                 size,
