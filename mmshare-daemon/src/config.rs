@@ -43,13 +43,13 @@ pub struct Config {
     #[arg(long, value_parser = parse_bytes)]
     pub max_bytes: Option<u64>,
     /// Most bytes one user's arrays and streams may take in each directory, e.g. 8G [default:
-    /// --user-share of what the daemon could hold there]. The daemon's own uid and root are
+    /// --user-share of what the daemon may hold there]. The daemon's own uid and root are
     /// limited only by --max-bytes and the filesystems
     #[arg(long, value_parser = parse_bytes)]
     pub max_bytes_per_user: Option<u64>,
-    /// Without --max-bytes-per-user: the percent of what the daemon could hold in a directory
-    /// (its filesystem's free space plus what the daemon's objects take there, at most
-    /// --max-bytes) that one user's objects there may take
+    /// Without --max-bytes-per-user: the percent of what the daemon may hold in a directory
+    /// (the size of its filesystem, at most --max-bytes) that one user's objects there may
+    /// take
     #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub user_share: u32,
     /// Percent of every limit (bytes in each directory, --max-arrays) that users other than
@@ -70,7 +70,8 @@ pub struct Config {
     #[arg(long, default_value_t = 16)]
     pub reserved_connections: usize,
     /// Seconds after which a connection that holds nothing (no write access, no stream) and
-    /// has sent nothing is closed; clients dial again by themselves on their next request
+    /// has sent nothing is closed; clients dial again by themselves on their next request.
+    /// 0: never
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub idle_timeout: u64,
     /// Permission bits of the socket file, in octal (0666 lets every user connect; access

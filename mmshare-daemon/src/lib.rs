@@ -57,6 +57,15 @@ pub fn main_with(config: Config) -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+    // Writers hold data files read-write and can truncate them under the daemon's mappings:
+    // turn what would be SIGBUS into zero pages the daemon notices (mmshare-lib's `guard`).
+    // Room for every object's mappings (a stream has two) and some to spare. Only in the
+    // `mmshared` process: a program that embeds a daemon keeps its own SIGBUS disposition.
+    if let Err(e) = mmshare::guard_mappings_against_truncation(
+        config.max_arrays.saturating_mul(2).saturating_add(256),
+    ) {
+        tracing::warn!("cannot install the truncation guard: {e}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("mmshared")

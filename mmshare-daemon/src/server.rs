@@ -77,14 +77,6 @@ pub async fn run(
         StopOn::Handle(rx) => Stop::Handle(rx),
     };
     raise_fd_limit();
-    // Writers hold data files read-write and can truncate them under the daemon's mappings:
-    // turn what would be SIGBUS into zero pages the daemon notices (mmshare-lib's `guard`).
-    // Room for every object's mappings (a stream has two) and some to spare.
-    if let Err(e) = mmshare::guard_mappings_against_truncation(
-        config.max_arrays.saturating_mul(2).saturating_add(256),
-    ) {
-        warn!("cannot install the truncation guard: {e}");
-    }
     for warning in &paths.warnings {
         warn!("{warning}");
     }
@@ -198,7 +190,7 @@ pub async fn run(
         },
         rustix::process::geteuid().as_raw(),
     );
-    let idle = Duration::from_secs(config.idle_timeout.max(1));
+    let idle = (config.idle_timeout > 0).then(|| Duration::from_secs(config.idle_timeout));
     let result = accept_loop(listener, registry, slots, idle, shutdown).await;
     let _ = std::fs::remove_file(&socket_path);
     info!("stopped");
@@ -211,7 +203,7 @@ async fn accept_loop(
     mut listener: UnixSeqpacketListener,
     registry: Arc<Registry>,
     slots: Slots,
-    idle: Duration,
+    idle: Option<Duration>,
     mut shutdown: Shutdown,
 ) -> Result<(), String> {
     // Every connection task holds a clone of `done_tx`; when all are dropped, `recv` ends.
@@ -315,7 +307,7 @@ async fn handle_connection(
     creds: Creds,
     slot: Slot,
     registry: Arc<Registry>,
-    idle: Duration,
+    idle: Option<Duration>,
     mut shutdown: Shutdown,
 ) {
     let mut conn = Connection::new(socket);
@@ -325,14 +317,16 @@ async fn handle_connection(
     let mut leases = BTreeSet::new();
     loop {
         let incoming = tokio::select! {
+            // A request that is there is read before any timeout is acted on.
+            biased;
             incoming = conn.recv() => incoming,
             () = shutdown.wait() => break,
             () = tokio::time::sleep(HELLO_TIMEOUT), if !greeted => {
                 debug!(pid = creds.pid, "no Hello within {HELLO_TIMEOUT:?}: closing");
                 break;
             }
-            () = tokio::time::sleep(idle), if greeted && leases.is_empty() => {
-                debug!(pid = creds.pid, "idle for {idle:?} holding nothing: closing");
+            () = tokio::time::sleep(idle.unwrap_or_default()), if idle.is_some() && greeted && leases.is_empty() => {
+                info!(pid = creds.pid, uid = creds.uid, "idle for {:?} holding nothing: closing", idle.unwrap_or_default());
                 break;
             }
         };
@@ -454,6 +448,9 @@ fn handle_request(
     let (mut reply, files, lease) = dispatch(registry, who, request);
     if !crate::registry::sees_paths(who) {
         redact_paths(&mut reply);
+        if let Response::Error { message, .. } = &mut reply {
+            *message = registry.scrub(message);
+        }
     }
     (reply, files, lease)
 }

@@ -81,8 +81,8 @@ impl Slots {
         let mut t = self.lock();
         if t.total >= l.total {
             return Err(format!(
-                "mmshared is at its connection limit ({} of --max-connections {}); try again",
-                t.total, l.total
+                "mmshared is at its connection limit (--max-connections {}); try again",
+                l.total
             ));
         }
         if !self.privileged(uid) {
@@ -102,7 +102,7 @@ impl Slots {
                 .sum();
             if others >= shared {
                 return Err(format!(
-                    "mmshared's connections for users other than its own are all taken ({others} of {shared}: --max-connections {} less --reserved-connections {}); try again",
+                    "mmshared's connections for users other than its own are all taken ({shared}: --max-connections {} less --reserved-connections {}); try again",
                     l.total, l.reserved
                 ));
             }
@@ -142,13 +142,13 @@ mod tests {
         let b = slots.take(2002).unwrap();
         let e = slots.take(2003).unwrap_err();
         assert!(
-            e.contains("4 of 4") && e.contains("--reserved-connections 2"),
+            e.contains("(4: ") && e.contains("--reserved-connections 2"),
             "{e}"
         );
         let owner = slots.take(1000).unwrap();
         let root = slots.take(0).unwrap();
         let e = slots.take(0).unwrap_err();
-        assert!(e.contains("6 of --max-connections 6"), "{e}");
+        assert!(e.contains("--max-connections 6"), "{e}");
         drop((owner, b));
         slots.take(2003).unwrap();
         drop(a);

@@ -280,18 +280,32 @@ impl Connection {
     fn call(&self, request: &Request) -> Result<(Response, Vec<OwnedFd>), ClientError> {
         let bytes = proto::encode(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let redial = |guard: &mut (OwnedFd, Vec<u8>)| -> Result<(), ClientError> {
+            let (fresh, _) = Connection::dial(&self.path, self.expected)?;
+            *guard = fresh.inner.into_inner().unwrap_or_else(|p| p.into_inner());
+            sys::send_message(&guard.0, &bytes)?;
+            Ok(())
+        };
         if let Err(e) = sys::send_message(&guard.0, &bytes) {
             if !closed_before_send(&e) {
                 return Err(e.into());
             }
             // The daemon closed this connection (it closes connections that hold nothing and
             // stay idle): dial again, once, and send the request there.
-            let (fresh, _) = Connection::dial(&self.path, self.expected)?;
-            let fresh = fresh.inner.into_inner().unwrap_or_else(|p| p.into_inner());
-            *guard = fresh;
-            sys::send_message(&guard.0, &bytes)?;
+            redial(&mut guard)?;
+            return Self::receive(&mut guard);
         }
-        Self::receive(&mut guard)
+        match Self::receive(&mut guard) {
+            // The daemon closed the connection with the request unread in it (a reset, not
+            // an end of file): it was not carried out, so it is sent again, once.
+            Err(ClientError::Io(e))
+                if rustix::io::Errno::from_io_error(&e) == Some(rustix::io::Errno::CONNRESET) =>
+            {
+                redial(&mut guard)?;
+                Self::receive(&mut guard)
+            }
+            other => other,
+        }
     }
 
     fn receive(guard: &mut (OwnedFd, Vec<u8>)) -> Result<(Response, Vec<OwnedFd>), ClientError> {

@@ -8,13 +8,14 @@
 //!
 //! So, once [`guard_mappings_against_truncation`] is called, every mapping this crate makes
 //! in the process is registered in a fixed table, and a `SIGBUS` handler looks the faulting
-//! address up there. For an address inside a registered mapping it maps a private, zeroed,
+//! address up there. For an address inside a registered mapping (and a fault the kernel
+//! raised for an access past the end of the file, `BUS_ADRERR`) it maps a private, zeroed,
 //! anonymous page over the faulting page (`mmap(MAP_FIXED)`), marks the mapping *truncated*,
 //! and returns: the interrupted load or store runs again on the fresh page, reading zeros or
 //! writing into memory nobody else sees. The owner then asks `Mapping::truncated()` (the
-//! daemon's `intact()` checks do) and stops using the object. A fault outside every registered
-//! mapping is not ours: the handler puts back the disposition it replaced and returns, so the
-//! fault happens again under it (for `SIG_DFL`: the process dies of `SIGBUS`, as before).
+//! daemon's `intact()` checks do) and stops using the object. Any other SIGBUS is not ours: it
+//! goes to the disposition the guard replaced (its handler is called; the default action is
+//! put back and the fault happens again under it, so the process dies of `SIGBUS` as before).
 //!
 //! Everything the handler does is async-signal-safe: atomic loads and stores on a table that
 //! is allocated once and never freed, `mmap`, and `sigaction`. Registration is a
@@ -71,15 +72,20 @@ pub fn guard_mappings_against_truncation(capacity: usize) -> io::Result<()> {
         // SAFETY: an all-zero `sigaction` is a valid value (empty mask, no flags), filled in
         // below; `on_sigbus` has the SA_SIGINFO signature; `old` is written by the kernel.
         unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_sigbus as *const () as usize;
-            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
-            libc::sigemptyset(&mut action.sa_mask);
+            // The disposition to hand faults that are not ours to is read (and kept) before
+            // the handler can run.
             let mut old: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(libc::SIGBUS, &action, &mut old) != 0 {
+            if libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut old) != 0 {
                 return Err(io::Error::last_os_error());
             }
             let _ = PREVIOUS.set(old);
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_sigbus as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            libc::sigemptyset(&mut action.sa_mask);
+            if libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
         }
         Ok(())
     });
@@ -142,9 +148,25 @@ impl Drop for Guarded {
     }
 }
 
-extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: errno is thread-local and always addressable.
+    let errno = unsafe { *libc::__errno_location() };
+    if !replace_lost_page(info) {
+        pass_on(sig, info, ctx);
+    }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+/// For a fault at an address past the end of a registered mapping's file (`BUS_ADRERR`, sent
+/// by the kernel, not by `kill`), maps a zero page over it and marks the mapping. Anything
+/// else (a hardware memory error, a misaligned access, a signal someone sent) is not ours.
+fn replace_lost_page(info: *mut libc::siginfo_t) -> bool {
     // SAFETY: the kernel passes a valid siginfo for a SA_SIGINFO handler.
-    let addr = unsafe { (*info).si_addr() } as usize;
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    if code != libc::BUS_ADRERR {
+        return false;
+    }
     let page = PAGE.load(Ordering::Relaxed);
     for entry in table() {
         let start = entry.start.load(Ordering::Acquire);
@@ -152,6 +174,10 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut
             continue;
         }
         let len = entry.len.load(Ordering::Relaxed);
+        // The entry must be the same one whose `len` was read (not freed and reused between).
+        if entry.start.load(Ordering::Acquire) != start {
+            continue;
+        }
         if addr >= start && addr < start.saturating_add(len) {
             let at = addr & !(page - 1);
             // SAFETY: the page lies inside a mapping this process made and still holds
@@ -169,15 +195,35 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut
             };
             if r != libc::MAP_FAILED {
                 entry.hit.store(true, Ordering::Release);
-                return;
+                return true;
             }
         }
     }
-    // Not ours (or the page could not be replaced): put back what was there and let the fault
-    // happen again under it.
-    if let Some(previous) = PREVIOUS.get() {
+    false
+}
+
+/// Hands a fault that is not ours to the disposition the guard replaced: its handler is
+/// called as the kernel would have called it; for the default action (or ignoring), that
+/// disposition is put back and the handler returns, so a fault raised by the faulting
+/// instruction happens again under it (the process dies of SIGBUS, as without the guard). A
+/// SIGBUS someone sent with `kill` is then not raised again; the guard stays off afterwards.
+fn pass_on(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let Some(previous) = PREVIOUS.get() else {
+        return;
+    };
+    let handler = previous.sa_sigaction;
+    if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
         // SAFETY: `previous` is the disposition the kernel returned for SIGBUS.
         unsafe { libc::sigaction(sig, previous, std::ptr::null_mut()) };
+    } else if previous.sa_flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: the kernel returned this as an SA_SIGINFO handler: it has that signature.
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { std::mem::transmute(handler) };
+        f(sig, info, ctx);
+    } else {
+        // SAFETY: the kernel returned this as a plain handler: it has that signature.
+        let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
+        f(sig);
     }
 }
 

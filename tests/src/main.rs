@@ -82,6 +82,10 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
                                         and 'refused=KIND:MESSAGE'
   truncate-loop SOCKET NAME SECONDS     open array NAME for writing (raw protocol) and truncate
                                         its file to 0 and back, over and over; print 'rounds=N'
+  grow SOCKET NAME MIB                   open array NAME for writing (raw protocol), grow its
+                                        file by MIB MiB with fallocate, print 'grown=SIZE', then
+                                        wait (30 s at most) until it is its own size again:
+                                        'cut_back=SIZE'
   control-attack SOCKET NAME KIND [all] speak the protocol raw: open array NAME read-only (KIND
                                         array) or subscribe to stream NAME (KIND stream), then
                                         try to resize the control descriptor received (every
@@ -182,6 +186,7 @@ fn main() -> ExitCode {
         ["truncate-loop", socket, name, secs] => {
             truncate_loop(socket, name, secs.parse().unwrap_or(1.0))
         }
+        ["grow", socket, name, mib] => grow(socket, name, mib.parse().unwrap_or(1)),
         ["names-probe", socket, hidden, absent] => names_probe(socket, hidden, absent),
         ["create-exist-ok", socket, name, kind] => create_exist_ok(socket, name, kind),
         ["control-attack", socket, name, kind, rest @ ..] => {
@@ -1238,5 +1243,35 @@ fn truncate_loop(socket: &str, name: &str, secs: f64) -> Result<ExitCode> {
         rounds += 1;
     }
     say(&format!("rounds={rounds}"));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A writer that grows its array's file to take memory past its limits.
+fn grow(socket: &str, name: &str, mib: u64) -> Result<ExitCode> {
+    use mmshare::proto::{OpenAccess, Request, Response};
+    let (reply, fds) = raw_request(
+        socket,
+        &Request::Open {
+            name: name.to_owned(),
+            access: OpenAccess::Write,
+        },
+    )?;
+    if let Response::Error { message, .. } = reply {
+        return Err(message.into());
+    }
+    let file = std::fs::File::from(fds.into_iter().next().ok_or("no descriptor")?);
+    let len = file.metadata()?.len();
+    rustix::fs::fallocate(
+        &file,
+        rustix::fs::FallocateFlags::empty(),
+        0,
+        len + (mib << 20),
+    )?;
+    say(&format!("grown={}", file.metadata()?.len()));
+    let start = Instant::now();
+    while file.metadata()?.len() != len && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    say(&format!("cut_back={}", file.metadata()?.len()));
     Ok(ExitCode::SUCCESS)
 }

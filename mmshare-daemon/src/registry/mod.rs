@@ -65,8 +65,8 @@ pub struct Limits {
     pub max_bytes: Option<u64>,
     /// Most bytes one user's objects may take, when set; else `user_share`.
     pub max_bytes_per_user: Option<u64>,
-    /// Percent of what the daemon could hold in a directory (its filesystem's free space plus
-    /// what the daemon's objects take there) that one user's objects there may take.
+    /// Percent of what the daemon may hold in a directory (the size of its filesystem, at most
+    /// `max_bytes`) that one user's objects there may take.
     pub user_share: u32,
     /// Percent of every limit (bytes per directory, objects) kept for the daemon's own uid
     /// and root: other users together never take it.
@@ -551,6 +551,20 @@ impl Registry {
         if restarted {
             self.keep_everything();
         }
+    }
+
+    /// `message` with the daemon's directories named instead of shown: for replies to users
+    /// other than root and the daemon's own uid (an I/O error can carry a path).
+    pub(crate) fn scrub(&self, message: &str) -> String {
+        message
+            .replace(
+                &self.mem_dir.display().to_string(),
+                "<the daemon's memory directory>",
+            )
+            .replace(
+                &self.file_dir.display().to_string(),
+                "<the daemon's storage directory>",
+            )
     }
 
     /// Restarts and refills a descriptor keeper that went away (run with the periodic check,
@@ -1063,13 +1077,13 @@ impl Registry {
                 Backing::File => "files",
                 Backing::Memory => "memory",
             };
-            let (all, others) = state.backing_bytes(backing, &self.limits);
-            // What the daemon could hold in this directory: its free space, plus what the
-            // daemon's objects take there already (and, with --max-bytes, no more than that).
-            let free = rustix::fs::statvfs(self.dir(backing))
-                .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+            let (_, others) = state.backing_bytes(backing, &self.limits);
+            // What the daemon could hold in this directory: the size of its filesystem (and,
+            // with --max-bytes, no more than that). Not its free space: a limit that moved
+            // with others' usage would tell every user how much the others hold.
+            let mut room = rustix::fs::statvfs(self.dir(backing))
+                .map(|s| s.f_blocks.saturating_mul(s.f_frsize))
                 .unwrap_or(0);
-            let mut room = free.saturating_add(all);
             if let Some(max) = self.limits.max_bytes {
                 room = room.min(max);
             }
@@ -1084,7 +1098,7 @@ impl Registry {
                     (
                         cap,
                         format!(
-                            "--user-share {}% of the {room} bytes the daemon could hold in {place}",
+                            "--user-share {}% of the {room} bytes the daemon may hold in {place}",
                             self.limits.user_share
                         ),
                     )
@@ -1099,7 +1113,7 @@ impl Registry {
             let shared = percent(room, 100u32.saturating_sub(self.limits.reserve));
             if others.saturating_add(bytes) > shared {
                 return quota(format!(
-                    "{what} {name:?} needs {bytes} bytes in {place}; users other than the daemon's own and root have {others} there and may have {shared} together (--reserve {}% of {room} is kept for them)",
+                    "{what} {name:?} needs {bytes} bytes in {place}, more than users other than the daemon's own and root may still have there together: {shared} in all (--reserve {}% of {room} is kept for the daemon's uid and root)",
                     self.limits.reserve
                 ));
             }
@@ -1143,7 +1157,7 @@ impl Registry {
         ) as usize;
         if others >= shared {
             return quota(format!(
-                "users other than the daemon's own and root already own {others} arrays and streams, all that --reserve {}% of --max-arrays {} leaves them",
+                "users other than the daemon's own and root already own all the arrays and streams that --reserve {}% of --max-arrays {} leaves them ({shared})",
                 self.limits.reserve, self.limits.max_arrays
             ));
         }
@@ -1231,21 +1245,32 @@ impl Registry {
                 .collect()
         };
         for (entry, leased) in entries {
+            cut_back(
+                entry.raw.file(),
+                entry.header.file_len(),
+                &entry.header.name,
+            );
             if !entry.intact() {
                 let name = &entry.header.name;
-                error!(name, path = %entry.path.display(), "array file was truncated by a client; no longer served");
+                error!(name, path = %entry.path.display(), "array file was truncated by a writer: removed");
                 let mut state = self.lock();
                 if state
                     .arrays
                     .get(name)
                     .is_some_and(|e| Arc::ptr_eq(e, &entry))
                 {
+                    // Removed as Delete removes (the name is free again; processes that map
+                    // the file keep what they have).
+                    let _ = std::fs::remove_file(&entry.path);
                     state.arrays.remove(name);
+                    state.unidentified.remove(name);
                     state.refund(
                         entry.header.owner_uid,
                         entry.backing,
                         array_bytes(&entry.header),
                     );
+                    drop(state);
+                    self.forget(&entry.key());
                 }
                 continue;
             }
@@ -1371,6 +1396,24 @@ impl Registry {
                 error!(name, "recovery failed: {e}");
                 None
             }
+        }
+    }
+}
+
+/// Cuts `file` back to `len` bytes if a writer grew it (with `ftruncate` or `fallocate`
+/// through its read-write descriptor) to take memory or disk past its limits. Nobody maps
+/// past `len`, so nothing anyone uses is lost; run with every periodic check.
+pub(crate) fn cut_back(file: &File, len: u64, name: &str) {
+    if file.metadata().is_ok_and(|m| m.len() > len) {
+        match file.set_len(len) {
+            Ok(()) => warn!(
+                name,
+                len, "a writer grew the object's file: cut back to its size"
+            ),
+            Err(e) => warn!(
+                name,
+                "a writer grew the object's file; cannot cut it back: {e}"
+            ),
         }
     }
 }

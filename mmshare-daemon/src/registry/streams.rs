@@ -57,10 +57,10 @@ impl StreamEntry {
         keeper::key('s', self.id, &self.header.name)
     }
 
-    /// Whether both files still hold what the daemon maps of them: a publisher could
-    /// truncate the data file and any participant the control file, and touching a mapped
-    /// page past the end would kill the daemon (SIGBUS). Checked before every access; a
-    /// truncation racing with the check itself is not covered (README, Caveats).
+    /// Whether both files still hold what the daemon maps of them: a publisher could truncate
+    /// the data file (the control state is sealed), and touching a mapped page past the end
+    /// would be SIGBUS. Checked before every access; a truncation racing with the check is
+    /// caught by the truncation guard, and then this says false for good.
     pub fn intact(&self) -> bool {
         let long_enough = |file: &File, len: u64| file.metadata().is_ok_and(|m| m.len() >= len);
         let Kind::Stream {
@@ -589,6 +589,27 @@ impl Registry {
         (page, false)
     }
 
+    /// Removes a stream whose data file a publisher truncated, as Delete removes it.
+    fn retire_stream(&self, entry: &Arc<StreamEntry>) {
+        let name = &entry.header.name;
+        let mut state = self.lock();
+        if !state
+            .streams
+            .get(name)
+            .is_some_and(|e| Arc::ptr_eq(e, entry))
+        {
+            return;
+        }
+        error!(name, path = %entry.path.display(), "stream data file was truncated by its publisher: removed");
+        if let Err(e) = remove_stream_dir(&entry.path, entry.id.1) {
+            warn!(name, "cannot remove the stream's directory: {e}");
+        }
+        state.streams.remove(name);
+        state.refund(entry.header.owner_uid, entry.backing, entry.bytes());
+        drop(state);
+        self.forget(&entry.key());
+    }
+
     /// Deletes a stream: its directory is renamed aside (so the name is free at once) and
     /// removed. Processes that map its files keep streaming on them.
     pub(super) fn delete_stream(
@@ -606,21 +627,8 @@ impl Registry {
         if !permits(&entry.header, who, Perm::Write) {
             return Err(denied(name, who, "delete", &entry.header));
         }
-        let parent = entry.path.parent().unwrap_or(Path::new("."));
-        let aside = parent.join(format!(
-            "{TEMP_PREFIX}deleted-{}-{}",
-            std::process::id(),
-            mmshare::ProcessId::current().start_time ^ entry.id.1
-        ));
-        match std::fs::rename(&entry.path, &aside) {
-            Ok(()) => {
-                if let Err(e) = std::fs::remove_dir_all(&aside) {
-                    warn!(path = %aside.display(), "cannot remove a deleted stream's files: {e}");
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(internal("cannot remove stream directory", e)),
-        }
+        remove_stream_dir(&entry.path, entry.id.1)
+            .map_err(|e| internal("cannot remove stream directory", e))?;
         state.streams.remove(name);
         state.refund(entry.header.owner_uid, entry.backing, entry.bytes());
         drop(state);
@@ -635,7 +643,17 @@ impl Registry {
         let streams: Vec<Arc<StreamEntry>> = self.lock().streams.values().cloned().collect();
         let mut freed = 0;
         for entry in streams {
+            if pid.is_none() {
+                super::cut_back(
+                    entry.files.data_file(),
+                    entry.header.file_len(),
+                    &entry.header.name,
+                );
+            }
             if !entry.intact() {
+                if pid.is_none() {
+                    self.retire_stream(&entry);
+                }
                 continue;
             }
             let name = &entry.header.name;
@@ -704,4 +722,25 @@ fn read_prefix(file: &File, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(got)
+}
+
+/// Removes a stream directory: renamed aside first (so the name is free at once), then
+/// removed. Processes that map its files keep streaming on them.
+fn remove_stream_dir(path: &Path, ino: u64) -> io::Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let aside = parent.join(format!(
+        "{TEMP_PREFIX}deleted-{}-{}",
+        std::process::id(),
+        mmshare::ProcessId::current().start_time ^ ino
+    ));
+    match std::fs::rename(path, &aside) {
+        Ok(()) => {
+            if let Err(e) = std::fs::remove_dir_all(&aside) {
+                warn!(path = %aside.display(), "cannot remove a deleted stream's files: {e}");
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
