@@ -567,7 +567,11 @@ impl Client {
         access: Access,
     ) -> Result<Shared<RawArray>, ClientError> {
         let control = control.map(std::fs::File::from).and_then(adopt_control);
-        let raw = RawArray::from_files(std::fs::File::from(fd), control, access)?;
+        let data = std::fs::File::from(fd);
+        // The data file is marked too: the daemon keeps counting a deleted array's memory
+        // against its owner while someone still maps it.
+        let _ = sys::hold_participant_lock(&data);
+        let raw = RawArray::from_files(data, control, access)?;
         let lease = (access == Access::Write).then(|| self.conn.clone());
         Ok(Shared {
             array: raw,
@@ -764,11 +768,10 @@ impl Client {
                  holding it could change (not a sealed memfd); refusing to map it"
             )));
         };
-        let files = StreamFiles::from_files(
-            std::fs::File::from(data),
-            control,
-            role == StreamRole::Publish,
-        )?;
+        let data = std::fs::File::from(data);
+        // As for arrays: a deleted stream's memory stays counted while someone maps it.
+        let _ = sys::hold_participant_lock(&data);
+        let files = StreamFiles::from_files(data, control, role == StreamRole::Publish)?;
         Ok((files, self.conn.clone()))
     }
 

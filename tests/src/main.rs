@@ -86,6 +86,9 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
                                         file by MIB MiB with fallocate, print 'grown=SIZE', then
                                         wait (30 s at most) until it is its own size again:
                                         'cut_back=SIZE'
+  map-and-delete SOCKET PREFIX MIB N    N times: create memory array PREFIX-i of MIB MiB, keep
+                                        it mapped, delete it; print 'created=K' and
+                                        'refused=KIND:MESSAGE' (or 'refused=none')
   control-attack SOCKET NAME KIND [all] speak the protocol raw: open array NAME read-only (KIND
                                         array) or subscribe to stream NAME (KIND stream), then
                                         try to resize the control descriptor received (every
@@ -187,6 +190,12 @@ fn main() -> ExitCode {
             truncate_loop(socket, name, secs.parse().unwrap_or(1.0))
         }
         ["grow", socket, name, mib] => grow(socket, name, mib.parse().unwrap_or(1)),
+        ["map-and-delete", socket, prefix, mib, n] => map_and_delete(
+            socket,
+            prefix,
+            mib.parse().unwrap_or(1),
+            n.parse().unwrap_or(1),
+        ),
         ["names-probe", socket, hidden, absent] => names_probe(socket, hidden, absent),
         ["create-exist-ok", socket, name, kind] => create_exist_ok(socket, name, kind),
         ["control-attack", socket, name, kind, rest @ ..] => {
@@ -1273,5 +1282,32 @@ fn grow(socket: &str, name: &str, mib: u64) -> Result<ExitCode> {
         std::thread::sleep(Duration::from_millis(10));
     }
     say(&format!("cut_back={}", file.metadata()?.len()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Holds memory past a share the way a delete makes possible: create, keep the mapping,
+/// delete, again.
+fn map_and_delete(socket: &str, prefix: &str, mib: u64, n: usize) -> Result<ExitCode> {
+    let client = Client::connect(socket)?;
+    let mut kept = Vec::new();
+    for i in 0..n {
+        let name = format!("{prefix}-{i}");
+        match client.create(&CreateOptions::new(&name, "u1", &[mib << 20]).memory()) {
+            Ok(handle) => {
+                kept.push(handle);
+                client.delete(&name)?;
+            }
+            Err(e) => {
+                say(&format!("created={i}"));
+                say(&format!(
+                    "refused={}:{e}",
+                    e.kind().map_or("local".to_owned(), |k| format!("{k:?}"))
+                ));
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+    say(&format!("created={n}"));
+    say("refused=none");
     Ok(ExitCode::SUCCESS)
 }

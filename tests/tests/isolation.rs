@@ -567,3 +567,42 @@ fn an_idle_clients_next_request_dials_again() {
     });
     assert_eq!(c.stat("later").unwrap().name, "later");
 }
+
+/// A user that creates memory arrays, keeps them mapped and deletes them holds their memory
+/// all the same (tmpfs pages live while mapped): a deleted object stays counted against its
+/// owner while any process maps it, so the loop stops at the user's share.
+#[test]
+fn deleting_what_one_still_maps_does_not_free_ones_share() {
+    if !can_switch_uid() {
+        return;
+    }
+    let d = shared_daemon(&["--max-bytes", "64M", "--user-share", "40"]);
+    let (status, lines) =
+        Worker::spawn_as(MALLORY, &["map-and-delete", &socket(&d), "md", "1", "100"])
+            .finish(WATCHDOG);
+    assert!(status.success(), "{lines:?}");
+    assert_eq!(number(&lines, "created"), 25, "{lines:?}");
+    assert!(
+        line_with(&lines, "refused=").starts_with("QuotaExceeded:"),
+        "{lines:?}"
+    );
+    // Once that process is gone, its deleted arrays are given back (by the daemon's next
+    // periodic check): it may create as many again.
+    let mut attempt = 0;
+    let created = loop {
+        let prefix = format!("again{attempt}");
+        let (status, lines) = Worker::spawn_as(
+            MALLORY,
+            &["create-until", &socket(&d), &prefix, "1", "memory"],
+        )
+        .finish(WATCHDOG);
+        assert!(status.success(), "{lines:?}");
+        let n = number(&lines, "created");
+        if n > 0 || attempt == 200 {
+            break n;
+        }
+        attempt += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(created, 25);
+}

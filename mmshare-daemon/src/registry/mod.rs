@@ -101,6 +101,16 @@ fn backing_index(backing: Backing) -> usize {
     }
 }
 
+/// A deleted object still in use: the daemon's own descriptor of its data file (for the
+/// participant check), and what it is charged.
+#[derive(Debug)]
+struct Retired {
+    file: File,
+    owner: u32,
+    backing: Backing,
+    bytes: u64,
+}
+
 /// What one uid's objects take: bytes per directory (file, memory) and objects, creates in
 /// progress included.
 #[derive(Clone, Copy, Debug, Default)]
@@ -207,6 +217,9 @@ struct State {
     bytes: u64,
     /// The same per uid and directory, with object counts.
     usage: HashMap<u32, Usage>,
+    /// Deleted objects that processes still map: their memory or disk is still taken, so it
+    /// stays counted against their owners until no participant holds their data file.
+    retired: Vec<Retired>,
     /// Odd sequences seen with no writer recorded: name -> (sequence, first seen).
     unidentified: HashMap<String, (u64, Instant)>,
     /// Open connections holding write access, per array name: each connection's peer process
@@ -234,6 +247,33 @@ impl State {
             if u.objects == 0 {
                 self.usage.remove(&uid);
             }
+        }
+    }
+
+    /// Gives back what a deleted object was charged, or, while some process still maps its
+    /// data file (a participant lock on it), keeps charging it until none does.
+    fn retire(&mut self, data: &File, owner: u32, backing: Backing, bytes: u64) {
+        match data.try_clone() {
+            Ok(file) if mmshare::has_participants(&file).unwrap_or(false) => {
+                self.retired.push(Retired {
+                    file,
+                    owner,
+                    backing,
+                    bytes,
+                });
+            }
+            _ => self.refund(owner, backing, bytes),
+        }
+    }
+
+    /// Refunds the deleted objects nobody maps any more.
+    fn release_retired(&mut self) {
+        let (gone, kept): (Vec<Retired>, Vec<Retired>) = std::mem::take(&mut self.retired)
+            .into_iter()
+            .partition(|r| !mmshare::has_participants(&r.file).unwrap_or(false));
+        self.retired = kept;
+        for r in gone {
+            self.refund(r.owner, r.backing, r.bytes);
         }
     }
 
@@ -1028,7 +1068,8 @@ impl Registry {
         // this name gets new ones.
         state.arrays.remove(name);
         state.unidentified.remove(name);
-        state.refund(
+        state.retire(
+            entry.raw.file(),
             entry.header.owner_uid,
             entry.backing,
             array_bytes(&entry.header),
@@ -1235,6 +1276,7 @@ impl Registry {
     /// whose liveness is `Unknown` is never taken over.
     pub fn recover_all(&self) {
         self.check_keeper();
+        self.lock().release_retired();
         self.reclaim_streams(None);
         let entries: Vec<(Arc<Entry>, bool)> = {
             let state = self.lock();
@@ -1264,7 +1306,8 @@ impl Registry {
                     let _ = std::fs::remove_file(&entry.path);
                     state.arrays.remove(name);
                     state.unidentified.remove(name);
-                    state.refund(
+                    state.retire(
+                        entry.raw.file(),
                         entry.header.owner_uid,
                         entry.backing,
                         array_bytes(&entry.header),

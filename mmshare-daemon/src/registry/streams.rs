@@ -605,7 +605,12 @@ impl Registry {
             warn!(name, "cannot remove the stream's directory: {e}");
         }
         state.streams.remove(name);
-        state.refund(entry.header.owner_uid, entry.backing, entry.bytes());
+        state.retire(
+            entry.files.data_file(),
+            entry.header.owner_uid,
+            entry.backing,
+            entry.bytes(),
+        );
         drop(state);
         self.forget(&entry.key());
     }
@@ -630,7 +635,12 @@ impl Registry {
         remove_stream_dir(&entry.path, entry.id.1)
             .map_err(|e| internal("cannot remove stream directory", e))?;
         state.streams.remove(name);
-        state.refund(entry.header.owner_uid, entry.backing, entry.bytes());
+        state.retire(
+            entry.files.data_file(),
+            entry.header.owner_uid,
+            entry.backing,
+            entry.bytes(),
+        );
         drop(state);
         self.forget(&entry.key());
         info!(name, uid = who.uid, "stream deleted");
