@@ -932,3 +932,31 @@ impl Shared<RawArray> {
         self.array.header().dtype
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client takes control state only as a memfd sealed against resizing: a plain file (which
+    /// any holder could truncate) is refused, a sealed memfd is taken and marked with the
+    /// participant lock, which the daemon's side of the memfd then sees.
+    #[test]
+    fn only_sealed_control_state_is_taken_and_it_is_marked_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("control"))
+            .unwrap();
+        plain.set_len(4096).unwrap();
+        assert!(adopt_control(plain).is_none());
+        let daemons = crate::new_array_control("sealed").unwrap();
+        assert!(!sys::has_participants(&daemons).unwrap());
+        let clients = adopt_control(sys::reopen(&daemons).unwrap()).expect("sealed state");
+        assert!(sys::has_participants(&daemons).unwrap());
+        drop(clients);
+        assert!(!sys::has_participants(&daemons).unwrap());
+    }
+}
