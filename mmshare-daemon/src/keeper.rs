@@ -40,8 +40,8 @@
 //! One SOCK_SEQPACKET message each: a tag byte, then a UTF-8 key (at most [`MAX_KEY`] bytes).
 //! `K` key + one descriptor: keep (replacing a descriptor kept under that key). `F` key:
 //! forget. `H`: hand over; the keeper answers with one `K` key + descriptor per entry, then
-//! `E`. Keys name the object and its data file: `a/DEV/INO/NAME` for an array, `s/...` for a
-//! stream.
+//! `E`. Keys name the object and its data file: `a/DEV/INO/CREATED_NS/NAME` for an array,
+//! `s/...` for a stream.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -69,9 +69,11 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// How long a reply or a send may take before the other side is given up on.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The key of an object's control state: its kind, its data file, its name.
-pub fn key(kind: char, id: (u64, u64), name: &str) -> String {
-    format!("{kind}/{}/{}/{name}", id.0, id.1)
+/// The key of an object's control state: its kind, its data file (device and inode), its
+/// creation time (an inode number can be reused by the next object of the same name), its
+/// name.
+pub fn key(kind: char, id: (u64, u64), created_ns: u64, name: &str) -> String {
+    format!("{kind}/{}/{}/{created_ns}/{name}", id.0, id.1)
 }
 
 fn seqpacket() -> io::Result<OwnedFd> {

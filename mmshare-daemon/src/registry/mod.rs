@@ -175,7 +175,7 @@ impl Entry {
 
     /// The key of its control state in the descriptor keeper.
     fn key(&self) -> String {
-        keeper::key('a', self.id, &self.header.name)
+        keeper::key('a', self.id, self.header.created_ns, &self.header.name)
     }
 
     /// The description sent to clients.
@@ -689,9 +689,15 @@ impl Registry {
                     path: path.clone(),
                     source,
                 })?;
+                // The creation time from the header (validated in full by `from_files`).
+                let mut page = vec![0u8; mmshare::HEADER_SIZE];
+                let created = streams::read_prefix(&file, &mut page)
+                    .ok()
+                    .and_then(|n| Header::decode(&page[..n]).ok())
+                    .map_or(0, |h| h.created_ns);
                 let control = self
                     .control_for(
-                        &keeper::key('a', id, &name),
+                        &keeper::key('a', id, created, &name),
                         |f| is_array_control(f) && f.metadata().is_ok_and(|m| m.len() == 4096),
                         || new_array_control(&name),
                     )

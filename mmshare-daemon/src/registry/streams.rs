@@ -54,7 +54,7 @@ fn wire_order(order: Order) -> WireOrder {
 impl StreamEntry {
     /// The key of its control state in the descriptor keeper.
     pub(super) fn key(&self) -> String {
-        keeper::key('s', self.id, &self.header.name)
+        keeper::key('s', self.id, self.header.created_ns, &self.header.name)
     }
 
     /// Whether both files still hold what the daemon maps of them: a publisher could truncate
@@ -263,7 +263,7 @@ impl Registry {
         let fresh = || mmshare::new_stream_control(name, slots, max_subscribers);
         let control = self
             .control_for(
-                &keeper::key('s', id, name),
+                &keeper::key('s', id, header.created_ns, name),
                 |f| f.metadata().is_ok_and(|m| m.len() == len),
                 fresh,
             )
@@ -720,7 +720,7 @@ impl Registry {
 }
 
 /// Reads up to `buf.len()` bytes from the start of `file` (fewer only at its end).
-fn read_prefix(file: &File, buf: &mut [u8]) -> io::Result<usize> {
+pub(super) fn read_prefix(file: &File, buf: &mut [u8]) -> io::Result<usize> {
     use std::os::unix::fs::FileExt;
     let mut got = 0;
     while got < buf.len() {
