@@ -62,13 +62,7 @@ impl Connection {
         if len == 0 && self.peer_closed() {
             return Ok(Incoming::Closed);
         }
-        if info.truncated() || len > MAX_MESSAGE {
-            return Ok(Incoming::Bad(ProtoError::TooLarge { len }));
-        }
-        Ok(match proto::decode::<Request>(&self.buf[..len]) {
-            Ok(req) => Incoming::Request(req),
-            Err(e) => Incoming::Bad(e),
-        })
+        Ok(classify(&self.buf[..len], info.truncated()))
     }
 
     /// After a 0-byte receive: whether the peer closed (end of stream) rather than sent an
@@ -95,22 +89,7 @@ impl Connection {
     /// # Errors
     /// Socket errors, or a reply that cannot be encoded within the limit.
     pub async fn send(&self, response: &Response, files: &[&std::fs::File]) -> io::Result<()> {
-        let bytes = match proto::encode(response) {
-            Ok(b) => b,
-            // An error message that echoes a huge bad value: shorten it rather than drop the reply.
-            Err(ProtoError::TooLarge { .. }) => {
-                let Response::Error { kind, message } = response else {
-                    return Err(io::Error::other("reply exceeds the message limit"));
-                };
-                let short: String = message.chars().take(512).collect();
-                proto::encode(&Response::Error {
-                    kind: *kind,
-                    message: format!("{short}... (truncated)"),
-                })
-                .map_err(io::Error::other)?
-            }
-            Err(e) => return Err(io::Error::other(e)),
-        };
+        let bytes = encode_reply(response)?;
         if files.is_empty() {
             self.socket.send(&bytes).await?;
         } else {
@@ -124,5 +103,42 @@ impl Connection {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// What one received message is: `message` holds the bytes received (at most the receive
+/// buffer, `MAX_MESSAGE + 1`), `truncated` says the kernel cut a longer one to fit. Shared by
+/// [`Connection::recv`] and the fuzzing harness, so both decode exactly alike.
+pub(crate) fn classify(message: &[u8], truncated: bool) -> Incoming {
+    if truncated || message.len() > MAX_MESSAGE {
+        return Incoming::Bad(ProtoError::TooLarge { len: message.len() });
+    }
+    match proto::decode::<Request>(message) {
+        Ok(req) => Incoming::Request(req),
+        Err(e) => Incoming::Bad(e),
+    }
+}
+
+/// The bytes [`Connection::send`] sends for `response`: its encoding, or, for an error whose
+/// message echoes a huge bad value, the error with its message shortened (rather than no
+/// reply at all).
+///
+/// # Errors
+/// A reply other than an error that does not fit in `MAX_MESSAGE`.
+pub(crate) fn encode_reply(response: &Response) -> io::Result<Vec<u8>> {
+    match proto::encode(response) {
+        Ok(b) => Ok(b),
+        Err(ProtoError::TooLarge { .. }) => {
+            let Response::Error { kind, message } = response else {
+                return Err(io::Error::other("reply exceeds the message limit"));
+            };
+            let short: String = message.chars().take(512).collect();
+            proto::encode(&Response::Error {
+                kind: *kind,
+                message: format!("{short}... (truncated)"),
+            })
+            .map_err(io::Error::other)
+        }
+        Err(e) => Err(io::Error::other(e)),
     }
 }

@@ -13,12 +13,14 @@
 //! - `shutdown`: SIGINT/SIGTERM handling and graceful stop.
 //! - `keeper`: the descriptor keeper, a small process that holds control memfds across
 //!   daemon restarts.
+//! - [`fuzzing`]: request decoding and dispatch without a socket, for fuzzing and tests.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod config;
 mod connection;
 mod dirs;
+pub mod fuzzing;
 mod keeper;
 mod registry;
 mod server;

@@ -440,7 +440,7 @@ async fn send_within(conn: &Connection, reply: &Response, files: &[&File]) -> bo
 /// Serves one request. Returns the reply, the files to attach, and the name of an array the
 /// connection now holds write access to (or of a stream it attached to). The daemon's paths
 /// are left out of replies to users other than its own uid and root.
-fn handle_request(
+pub(crate) fn handle_request(
     registry: &Registry,
     who: Creds,
     request: Request,

@@ -753,6 +753,14 @@ impl Registry {
         self.lock().arrays.len()
     }
 
+    /// What counts against the limits: arrays and streams, names being created, and bytes
+    /// reserved (checked by the fuzzing harness).
+    pub(crate) fn usage(&self) -> (usize, usize, u64) {
+        let state = self.lock();
+        let objects = state.arrays.len() + state.streams.len();
+        (objects, state.pending.len(), state.bytes)
+    }
+
     /// The entry for `name`.
     pub fn get(&self, name: &str) -> Option<Arc<Entry>> {
         self.lock().arrays.get(name).cloned()

@@ -1,0 +1,658 @@
+//! A harness that drives the daemon's request handling without a socket, for the wire fuzz
+//! target (`fuzz/`, cargo-fuzz) and the bounded fuzz test (`tests/wire_fuzz.rs`).
+//!
+//! [`Harness::feed`] does with one message exactly what a connection does: the same bounded
+//! decode as `Connection::recv`, then, for a request, the same dispatch as the connection
+//! handler, on a registry of its own in a temporary directory. The reply is returned as the
+//! connection would send it; descriptors in it are counted and closed.
+//!
+//! [`Harness::run`] takes a fuzzer's input: a script of messages from several clients, and
+//! checks after every message that the reply fits in a message and matches the request, and
+//! that the registry agrees with the files on disk and stays within its limits. It panics
+//! on a violation, so a fuzzer reports it as a crash and a test fails.
+//!
+//! Not covered: the connection's own state (the Hello-first rule, timeouts, the malformed
+//! message count), descriptor passing, several connections at once, a descriptor keeper.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mmshare::proto::{
+    self, ArrayInfo, Backing, ErrorKind, MAX_MESSAGE, ObjectInfo, OpenAccess, Request, Response,
+    StreamInfo, StreamRole,
+};
+
+use crate::connection::{Incoming, classify, encode_reply};
+use crate::registry::{Creds, Limits, Registry};
+
+/// The harness's `--max-bytes`: what all its arrays and streams may take together. Large
+/// requests are refused by this quota before any file is made, so a fuzzer cannot fill the
+/// disk (or, on `/dev/shm`, the memory).
+pub const MAX_BYTES: u64 = 64 << 20;
+
+/// The harness's `--max-arrays`: arrays and streams together.
+pub const MAX_OBJECTS: usize = 64;
+
+/// What separates the messages of a [`Harness::run`] script.
+pub const SEPARATOR: &[u8] = b"\xfeMM\xfd";
+
+/// The clients a script's messages come from, chosen by each message's first byte (modulo 4):
+/// a user (uid 1000, gid 1000), another user of the same group (1001), a user of another group
+/// (1002, gid 1002), and root. The pid is 0 ("unknown"): no pid of a real process, which the
+/// daemon would otherwise watch.
+pub fn creds(selector: u8) -> Creds {
+    let (uid, gid) = match selector % 4 {
+        0 => (1000, 1000),
+        1 => (1001, 1000),
+        2 => (1002, 1002),
+        _ => (0, 0),
+    };
+    Creds { uid, gid, pid: 0 }
+}
+
+/// Builds a [`Harness::run`] script from messages, each with its client selector.
+pub fn script<'a>(messages: impl IntoIterator<Item = (u8, &'a [u8])>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, (selector, message)) in messages.into_iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(SEPARATOR);
+        }
+        out.push(selector);
+        out.extend_from_slice(message);
+    }
+    out
+}
+
+/// Splits a script into its messages: (client selector, message bytes). Empty parts are
+/// skipped; a part of one byte is an empty message.
+pub fn split_script(input: &[u8]) -> Vec<(u8, &[u8])> {
+    let mut parts = Vec::new();
+    let mut rest = input;
+    loop {
+        let end = rest
+            .windows(SEPARATOR.len())
+            .position(|w| w == SEPARATOR)
+            .unwrap_or(rest.len());
+        if let Some((&selector, message)) = rest[..end].split_first() {
+            parts.push((selector, message));
+        }
+        if end == rest.len() {
+            return parts;
+        }
+        rest = &rest[end + SEPARATOR.len()..];
+    }
+}
+
+/// What the daemon did with one message.
+#[derive(Debug)]
+pub struct Fed {
+    /// The request the bytes decoded to, if they did.
+    pub request: Option<Request>,
+    /// The reply.
+    pub response: Response,
+    /// Descriptors the reply carried (closed already).
+    pub descriptors: usize,
+    /// The array or stream the connection now holds write access to, or is attached to.
+    pub lease: Option<String>,
+}
+
+/// A registry of the daemon's in a temporary directory (removed on drop), with small limits
+/// ([`MAX_BYTES`], [`MAX_OBJECTS`]) and no descriptor keeper.
+#[derive(Debug)]
+pub struct Harness {
+    registry: Registry,
+    scratch: Scratch,
+}
+
+impl Harness {
+    /// A harness in `/dev/shm` when it can make a directory there (tmpfs: creates cost no
+    /// disk writes), else in the system's temporary directory.
+    ///
+    /// # Errors
+    /// No temporary directory can be made, or the registry cannot be loaded in it.
+    pub fn new() -> io::Result<Harness> {
+        Harness::in_dir(Path::new("/dev/shm")).or_else(|_| Harness::in_dir(&std::env::temp_dir()))
+    }
+
+    /// A harness in a new directory under `parent`. Directories that harnesses of processes
+    /// that no longer run left there (a crash found by a fuzzer aborts the process) are
+    /// removed first.
+    ///
+    /// # Errors
+    /// The directory cannot be made, or the registry cannot be loaded in it.
+    pub fn in_dir(parent: &Path) -> io::Result<Harness> {
+        sweep_stale(parent);
+        let scratch = Scratch::new(parent)?;
+        let (storage, memory) = (scratch.storage(), scratch.memory());
+        std::fs::DirBuilder::new().mode(0o700).create(&storage)?;
+        std::fs::DirBuilder::new().mode(0o700).create(&memory)?;
+        let limits = Limits {
+            max_arrays: MAX_OBJECTS,
+            max_bytes: Some(MAX_BYTES),
+        };
+        let registry = Registry::load(storage, memory, limits, None)?;
+        Ok(Harness { registry, scratch })
+    }
+
+    /// The storage directory (`Backing::File`).
+    pub fn storage_dir(&self) -> PathBuf {
+        self.scratch.storage()
+    }
+
+    /// The memory directory (`Backing::Memory`).
+    pub fn memory_dir(&self) -> PathBuf {
+        self.scratch.memory()
+    }
+
+    /// Handles one message from a client with `creds`, as a connection that has said Hello
+    /// does: a message longer than the connection's receive buffer (`MAX_MESSAGE + 1`) is cut
+    /// to it as the kernel would, the bytes are decoded as `Connection::recv` decodes them, and
+    /// a request is served as the connection handler serves it. Write access it grants is not
+    /// recorded as a lease (see [`Harness::run`]).
+    pub fn feed(&self, message: &[u8], creds: Creds) -> Fed {
+        let truncated = message.len() > MAX_MESSAGE + 1;
+        let received = &message[..message.len().min(MAX_MESSAGE + 1)];
+        match classify(received, truncated) {
+            Incoming::Request(request) => {
+                let (response, files, lease) =
+                    crate::server::handle_request(&self.registry, creds, request.clone());
+                Fed {
+                    request: Some(request),
+                    response,
+                    descriptors: files.len(),
+                    lease,
+                }
+            }
+            // What the connection handler replies to a malformed message.
+            Incoming::Bad(e) => Fed {
+                request: None,
+                response: Response::Error {
+                    kind: ErrorKind::ProtocolError,
+                    message: e.to_string(),
+                },
+                descriptors: 0,
+                lease: None,
+            },
+            Incoming::Closed => unreachable!("classify never reports a close"),
+        }
+    }
+
+    /// Runs a fuzzer's input: messages separated by [`SEPARATOR`], each starting with a byte
+    /// that chooses its client ([`creds`]). After each message it checks the reply
+    /// ([`check_reply`]) and the registry ([`Harness::check`]); write access that replies
+    /// grant is recorded as leases, as the connection handler records it. At the end the
+    /// clients disconnect (their leases are recovered and released, as when a connection
+    /// closes) and the periodic recovery pass runs, and the registry is checked again.
+    ///
+    /// # Panics
+    /// On any violation, with the message number, the request and what is wrong.
+    pub fn run(&self, input: &[u8]) {
+        let mut leases = BTreeSet::new();
+        for (i, (selector, message)) in split_script(input).into_iter().enumerate() {
+            let who = creds(selector);
+            let fed = self.feed(message, who);
+            if let Err(e) = check_reply(&fed, who).and_then(|()| self.check()) {
+                panic!(
+                    "message {i} (client {selector}, {} bytes): request {:?}, reply {:?}: {e}",
+                    message.len(),
+                    fed.request,
+                    fed.response
+                );
+            }
+            if let Some(name) = fed.lease
+                && leases.len() < 1024
+                && !leases.contains(&name)
+            {
+                self.registry.add_lease(&name, who.pid);
+                leases.insert(name);
+            }
+        }
+        let names: Vec<String> = leases.into_iter().collect();
+        self.registry.recover_after_close(&names, 0);
+        self.registry.release_leases(&names, 0);
+        self.registry.recover_all();
+        if let Err(e) = self.check() {
+            panic!("after the clients disconnected: {e}");
+        }
+    }
+
+    /// Checks the registry: nothing is being created, it is within its limits, root's
+    /// `ListAll` pages list every object once and in order, every object has its file (of the
+    /// size its description implies) in its directory and there is no other file (no
+    /// temporary file left behind), and the bytes counted against the quota are the bytes of
+    /// those files (plus each stream's control state).
+    ///
+    /// # Errors
+    /// What is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        let (objects, pending, bytes) = self.registry.usage();
+        if pending != 0 {
+            return Err(format!("{pending} names still reserved by a create"));
+        }
+        if objects > MAX_OBJECTS {
+            return Err(format!(
+                "{objects} objects, over the limit of {MAX_OBJECTS}"
+            ));
+        }
+        if bytes > MAX_BYTES {
+            return Err(format!(
+                "{bytes} bytes counted, over the limit of {MAX_BYTES}"
+            ));
+        }
+        let listed = self.list_everything()?;
+        if listed.len() != objects {
+            return Err(format!(
+                "root lists {} objects, the registry counts {objects}",
+                listed.len()
+            ));
+        }
+        let mut expected_bytes = 0u64;
+        let mut expected_files = BTreeSet::new();
+        for object in &listed {
+            let (backing, path, len, extra) = match object {
+                ObjectInfo::Array(a) => (a.backing, PathBuf::from(&a.path), array_len(a), 0),
+                ObjectInfo::Stream(s) => (
+                    s.backing,
+                    Path::new(&s.path).join(mmshare::DATA_FILE),
+                    stream_len(s),
+                    4096 + 256 * u64::from(s.max_subscribers),
+                ),
+            };
+            let dir = match backing {
+                Backing::File => self.storage_dir(),
+                Backing::Memory => self.memory_dir(),
+            };
+            let entry = dir.join(object.name());
+            if !path.starts_with(&entry) {
+                return Err(format!(
+                    "{:?} has path {}, not in {}",
+                    object.name(),
+                    path.display(),
+                    entry.display()
+                ));
+            }
+            let on_disk = std::fs::symlink_metadata(&path)
+                .map_err(|e| format!("{:?}: {}: {e}", object.name(), path.display()))?;
+            if !on_disk.is_file() || on_disk.len() != len {
+                return Err(format!(
+                    "{:?}: {} is {} bytes (file: {}), its description implies {len}",
+                    object.name(),
+                    path.display(),
+                    on_disk.len(),
+                    on_disk.is_file()
+                ));
+            }
+            expected_bytes += len + extra;
+            expected_files.insert(entry);
+        }
+        if bytes != expected_bytes {
+            return Err(format!(
+                "{bytes} bytes counted against the quota, but the objects take {expected_bytes}"
+            ));
+        }
+        let mut found = BTreeSet::new();
+        for dir in [self.storage_dir(), self.memory_dir()] {
+            let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+                found.insert(entry.path());
+            }
+        }
+        if found != expected_files {
+            let extra: Vec<_> = found.difference(&expected_files).collect();
+            let missing: Vec<_> = expected_files.difference(&found).collect();
+            return Err(format!(
+                "files on disk differ from the objects: not objects {extra:?}, missing {missing:?}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every object, by root's `ListAll` pages; checks the pages on the way.
+    fn list_everything(&self) -> Result<Vec<ObjectInfo>, String> {
+        let root = creds(3);
+        let mut all: Vec<ObjectInfo> = Vec::new();
+        loop {
+            let after = all.last().map(|o| o.name().to_owned());
+            let request = Request::ListAll {
+                prefix: String::new(),
+                after: after.clone(),
+            };
+            let (response, files, lease) =
+                crate::server::handle_request(&self.registry, root, request.clone());
+            let fed = Fed {
+                request: Some(request),
+                response,
+                descriptors: files.len(),
+                lease,
+            };
+            check_reply(&fed, root).map_err(|e| format!("root's ListAll after {after:?}: {e}"))?;
+            let Response::Objects { objects, more } = fed.response else {
+                unreachable!("check_reply checked the variant");
+            };
+            if more && objects.is_empty() {
+                return Err(format!(
+                    "an empty ListAll page after {after:?} says more follow"
+                ));
+            }
+            all.extend(objects);
+            if !more {
+                return Ok(all);
+            }
+        }
+    }
+}
+
+/// Checks a reply against the request it answers: it is sent whole (it fits in a message and
+/// decodes back to itself, unless it is an error whose message had to be shortened), its
+/// variant answers the request, it carries the descriptors it should, list pages are in
+/// order within the prefix, what it describes `who` may see (the daemon's permission rule),
+/// and it is no `Internal` error (nothing fails inside the daemon on a private directory).
+///
+/// # Errors
+/// What is wrong.
+pub fn check_reply(fed: &Fed, who: Creds) -> Result<(), String> {
+    let bytes = encode_reply(&fed.response).map_err(|e| format!("reply not sendable: {e}"))?;
+    if bytes.len() > MAX_MESSAGE {
+        return Err(format!("reply of {} bytes", bytes.len()));
+    }
+    let back: Response =
+        proto::decode(&bytes).map_err(|e| format!("reply does not decode: {e}"))?;
+    match (&back, &fed.response) {
+        (a, b) if a == b => {}
+        (Response::Error { kind: a, .. }, Response::Error { kind: b, .. }) if a == b => {}
+        _ => return Err(format!("reply decodes to {back:?}")),
+    }
+    let files = fed.descriptors;
+    let ok = match (&fed.request, &fed.response) {
+        (_, Response::Error { kind, .. }) if *kind == ErrorKind::Internal => {
+            return Err("an Internal error".into());
+        }
+        (_, Response::Error { .. }) => files == 0,
+        (None, _) => false,
+        (Some(Request::Hello { .. }), Response::Hello { .. }) => files == 0,
+        (Some(Request::Create { .. }), Response::Array(a)) => {
+            files >= 1 && may(a.owner_uid, a.owner_gid, a.mode, who, 2)
+        }
+        (Some(Request::Open { access, .. }), Response::Array(a)) => {
+            let need = if *access == OpenAccess::Write { 2 } else { 4 };
+            files >= 1 && may(a.owner_uid, a.owner_gid, a.mode, who, need)
+        }
+        (Some(Request::Stat { .. }), Response::Array(a)) => {
+            files == 0 && may(a.owner_uid, a.owner_gid, a.mode, who, 4)
+        }
+        (Some(Request::Stat { .. } | Request::CreateStream { .. }), Response::Stream(s)) => {
+            files == 0 && may(s.owner_uid, s.owner_gid, s.mode, who, 4)
+        }
+        (Some(Request::OpenStream { role, .. }), Response::Stream(s)) => {
+            let need = if *role == StreamRole::Publish { 2 } else { 4 };
+            files == 2 && may(s.owner_uid, s.owner_gid, s.mode, who, need)
+        }
+        (Some(Request::Delete { .. }), Response::Deleted) => files == 0,
+        (Some(Request::List { prefix, after }), Response::List { arrays, .. }) => {
+            let names = arrays.iter().map(|a| a.name.as_str());
+            page_in_order(names, prefix, after.as_deref())?;
+            files == 0
+                && arrays
+                    .iter()
+                    .all(|a| may(a.owner_uid, a.owner_gid, a.mode, who, 4))
+        }
+        (Some(Request::ListAll { prefix, after }), Response::Objects { objects, .. }) => {
+            page_in_order(
+                objects.iter().map(ObjectInfo::name),
+                prefix,
+                after.as_deref(),
+            )?;
+            files == 0
+                && objects.iter().all(|o| match o {
+                    ObjectInfo::Array(a) => may(a.owner_uid, a.owner_gid, a.mode, who, 4),
+                    ObjectInfo::Stream(s) => may(s.owner_uid, s.owner_gid, s.mode, who, 4),
+                })
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "the reply (with {files} descriptors) does not answer the request, or shows what the client may not see"
+        ))
+    }
+}
+
+/// The daemon's permission rule, written out again: root and the owner may do anything;
+/// others need `bit` (4 read, 2 write) in the group or the other bits.
+fn may(owner_uid: u32, owner_gid: u32, mode: u32, who: Creds, bit: u32) -> bool {
+    let bits = if who.gid == owner_gid {
+        mode >> 3
+    } else {
+        mode
+    };
+    who.uid == 0 || who.uid == owner_uid || bits & bit != 0
+}
+
+/// Names of a list page: strictly increasing, each within `prefix` and after `after`.
+fn page_in_order<'a>(
+    names: impl Iterator<Item = &'a str>,
+    prefix: &str,
+    after: Option<&str>,
+) -> Result<(), String> {
+    let mut last = after;
+    for name in names {
+        if !name.starts_with(prefix) || last.is_some_and(|l| name <= l) {
+            return Err(format!(
+                "list page with prefix {prefix:?} after {after:?} has {name:?} after {last:?}"
+            ));
+        }
+        last = Some(name);
+    }
+    Ok(())
+}
+
+/// An array file's length: the header page and the data padded to 8 bytes (docs/FORMAT.md).
+fn array_len(a: &ArrayInfo) -> u64 {
+    a.data_offset + a.data_len.next_multiple_of(8)
+}
+
+/// A stream data file's length: up to the end of its last slot.
+fn stream_len(s: &StreamInfo) -> u64 {
+    s.data_offset + s.slot_stride * u64::from(s.slots)
+}
+
+const SCRATCH_PREFIX: &str = "mmshare-harness-";
+
+/// A directory `mmshare-harness-PID-N` holding `storage/` and `memory/`, removed on drop.
+#[derive(Debug)]
+struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    fn new(parent: &Path) -> io::Result<Scratch> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path = parent.join(format!("{SCRATCH_PREFIX}{}-{n}", std::process::id()));
+            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => return Ok(Scratch { path }),
+                // Left by an earlier process of the same pid: take the next number.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn storage(&self) -> PathBuf {
+        self.path.join("storage")
+    }
+
+    fn memory(&self) -> PathBuf {
+        self.path.join("memory")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Removes, once per process and parent, the scratch directories in `parent` of this user's
+/// processes that no longer run.
+fn sweep_stale(parent: &Path) {
+    static SWEPT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    {
+        let mut swept = SWEPT.lock().unwrap_or_else(|p| p.into_inner());
+        if swept.iter().any(|p| p == parent) {
+            return;
+        }
+        swept.push(parent.to_owned());
+    }
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let me = rustix::process::geteuid().as_raw();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SCRATCH_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let ours = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == me);
+        let gone = !Path::new("/proc").join(pid.to_string()).exists();
+        if ours && gone && Path::new("/proc/self").exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(r: &Request) -> Vec<u8> {
+        proto::encode(r).unwrap()
+    }
+
+    #[test]
+    fn scripts_split_into_their_messages() {
+        let s = script([(0, &b"ab"[..]), (3, &b""[..]), (1, &b"c"[..])]);
+        assert_eq!(
+            split_script(&s),
+            vec![(0, &b"ab"[..]), (3, &b""[..]), (1, &b"c"[..])]
+        );
+        assert!(split_script(b"").is_empty());
+        let mut empty_parts = SEPARATOR.to_vec();
+        empty_parts.extend_from_slice(SEPARATOR);
+        assert!(split_script(&empty_parts).is_empty());
+    }
+
+    #[test]
+    fn a_create_open_delete_script_passes_every_check() {
+        let h = Harness::new().unwrap();
+        let create = encode(&Request::Create {
+            name: "a".into(),
+            dtype: "<f4".into(),
+            shape: vec![3, 4],
+            order: proto::WireOrder::C,
+            backing: Backing::Memory,
+            mode: 0o640,
+            exist_ok: false,
+        });
+        let stream = encode(&Request::CreateStream {
+            name: "s".into(),
+            dtype: "u1".into(),
+            shape: vec![10],
+            order: proto::WireOrder::C,
+            slots: 4,
+            max_subscribers: 2,
+            backing: Backing::File,
+            mode: 0o600,
+            exist_ok: false,
+        });
+        let open = encode(&Request::Open {
+            name: "a".into(),
+            access: OpenAccess::Write,
+        });
+        h.run(&script([
+            (0, &create[..]),
+            (0, &stream[..]),
+            (1, &open[..]),
+            (2, &open[..]),
+            (3, &open[..]),
+        ]));
+        assert_eq!(h.registry.usage().0, 2);
+        // The group member may not write (0o640), the stranger may not either.
+        let fed = h.feed(&open, creds(1));
+        assert!(matches!(
+            fed.response,
+            Response::Error {
+                kind: ErrorKind::PermissionDenied,
+                ..
+            }
+        ));
+        let delete = encode(&Request::Delete { name: "a".into() });
+        let fed = h.feed(&delete, creds(3));
+        assert_eq!(fed.response, Response::Deleted);
+        h.check().unwrap();
+    }
+
+    #[test]
+    fn oversized_and_empty_messages_get_protocol_errors() {
+        let h = Harness::new().unwrap();
+        for len in [0, MAX_MESSAGE + 1, MAX_MESSAGE + 2, 3 * MAX_MESSAGE] {
+            let fed = h.feed(&vec![3u8; len], creds(0));
+            assert!(
+                matches!(
+                    fed.response,
+                    Response::Error {
+                        kind: ErrorKind::ProtocolError,
+                        ..
+                    }
+                ),
+                "{len}: {:?}",
+                fed.response
+            );
+            check_reply(&fed, creds(0)).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_quota_stops_large_creates_before_any_file_is_made() {
+        let h = Harness::new().unwrap();
+        let create = encode(&Request::Create {
+            name: "big".into(),
+            dtype: "u1".into(),
+            shape: vec![MAX_BYTES],
+            order: proto::WireOrder::C,
+            backing: Backing::File,
+            mode: 0o600,
+            exist_ok: false,
+        });
+        let fed = h.feed(&create, creds(0));
+        assert!(matches!(
+            fed.response,
+            Response::Error {
+                kind: ErrorKind::QuotaExceeded,
+                ..
+            }
+        ));
+        h.check().unwrap();
+    }
+
+    #[test]
+    fn a_scratch_directory_is_removed_on_drop() {
+        let h = Harness::new().unwrap();
+        let dir = h.scratch.path.clone();
+        assert!(dir.is_dir());
+        drop(h);
+        assert!(!dir.exists());
+    }
+}
