@@ -187,10 +187,13 @@ impl Harness {
     /// clients disconnect (their leases are recovered and released, as when a connection
     /// closes) and the periodic recovery pass runs, and the registry is checked again.
     ///
+    /// Returns what happened to each message.
+    ///
     /// # Panics
     /// On any violation, with the message number, the request and what is wrong.
-    pub fn run(&self, input: &[u8]) {
+    pub fn run(&self, input: &[u8]) -> Vec<Fed> {
         let mut leases = BTreeSet::new();
+        let mut done = Vec::new();
         for (i, (selector, message)) in split_script(input).into_iter().enumerate() {
             let who = creds(selector);
             let fed = self.feed(message, who);
@@ -202,13 +205,14 @@ impl Harness {
                     fed.response
                 );
             }
-            if let Some(name) = fed.lease
+            if let Some(name) = &fed.lease
                 && leases.len() < 1024
-                && !leases.contains(&name)
+                && !leases.contains(name)
             {
-                self.registry.add_lease(&name, who.pid);
-                leases.insert(name);
+                self.registry.add_lease(name, who.pid);
+                leases.insert(name.clone());
             }
+            done.push(fed);
         }
         let names: Vec<String> = leases.into_iter().collect();
         self.registry.recover_after_close(&names, 0);
@@ -217,6 +221,7 @@ impl Harness {
         if let Err(e) = self.check() {
             panic!("after the clients disconnected: {e}");
         }
+        done
     }
 
     /// Checks the registry: nothing is being created, it is within its limits, root's

@@ -1,0 +1,476 @@
+//! The bounded wire fuzz run of `./scripts/test`, and the fuzz target's seed corpus.
+//!
+//! `mutated_scripts_never_break_decoding_or_dispatch` feeds 20,000 scripts (messages from
+//! several clients, see `mmshare_daemon::fuzzing`) to the daemon's decoder and dispatch: the
+//! protocol vectors of docs/PROTOCOL.md mutated (bit flips, interesting bytes, truncation,
+//! splices, inserted and overwritten varint extremes, random bytes) and well-formed requests
+//! with random fields, from a fixed seed, so every run is the same. A panic or a broken
+//! invariant fails it and writes the session as a reproducer the libFuzzer target replays
+//! (docs/TESTING.md, "Fuzzing"). The longer, coverage-guided run is `fuzz/` (cargo-fuzz).
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+
+use mmshare::proto::{self, Backing, OpenAccess, Request, Response, StreamRole, WireOrder};
+use mmshare_daemon::fuzzing::{Harness, SEPARATOR, script};
+
+/// The request vectors of docs/protocol_vectors.json: (name, bytes).
+fn request_vectors() -> Vec<(String, Vec<u8>)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/protocol_vectors.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let all: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    all.into_iter()
+        .filter(|v| v["type"] == "Request")
+        .map(|v| {
+            let hex = v["hex"].as_str().unwrap();
+            let bytes = hex
+                .split_whitespace()
+                .map(|b| u8::from_str_radix(b, 16).unwrap())
+                .collect();
+            (v["name"].as_str().unwrap().to_owned(), bytes)
+        })
+        .collect()
+}
+
+/// The seed corpus: every request vector alone (from client 0), and scripts that use them
+/// together (create, open and look from every client, delete), named `seed-NN-what`.
+fn seeds() -> BTreeMap<String, Vec<u8>> {
+    let vectors = request_vectors();
+    let get = |name: &str| -> &[u8] {
+        &vectors
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no vector {name:?}"))
+            .1
+    };
+    let mut out = BTreeMap::new();
+    for (i, (name, bytes)) in vectors.iter().enumerate() {
+        out.insert(
+            format!("seed-{i:02}-{}", slug(name)),
+            script([(0, bytes.as_slice())]),
+        );
+    }
+    let arrays = script([
+        (0, get("Create request")),
+        (1, get("Open request (write)")),
+        (2, get("Open request (read)")),
+        (3, get("Stat request")),
+        (1, get("List request, first page")),
+        (2, get("ListAll request, first page")),
+        (1, get("Delete request")),
+        (0, get("Delete request")),
+        (
+            0,
+            get("Create request (File backing, order F, 0-d shape, exist_ok false)"),
+        ),
+        (
+            0,
+            get("Create request (File backing, order F, 0-d shape, exist_ok false)"),
+        ),
+    ]);
+    out.insert("seed-90-arrays-script".into(), arrays);
+    let streams = script([
+        (0, get("CreateStream request")),
+        (0, get("OpenStream request (publish)")),
+        (1, get("OpenStream request (subscribe)")),
+        (3, get("OpenStream request (publish)")),
+        (2, get("Stat request")),
+        (0, get("ListAll request, next page")),
+        (0, get("Create request")),
+        (0, get("Open request (write)")),
+        (3, get("Delete request")),
+        (
+            2,
+            get(
+                "CreateStream request (File backing, order F, 4096 slots, 1024 subscribers, exist_ok true)",
+            ),
+        ),
+    ]);
+    out.insert("seed-91-streams-script".into(), streams);
+    out
+}
+
+fn slug(name: &str) -> String {
+    let mut s = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            s.push(c.to_ascii_lowercase());
+        } else if !s.ends_with('-') {
+            s.push('-');
+        }
+    }
+    s.trim_end_matches('-').chars().take(60).collect()
+}
+
+fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/wire")
+}
+
+/// fuzz/corpus/wire holds exactly these seeds under `seed-*` (the fuzzer adds files of its
+/// own, named by hash, which this ignores). `MMSHARE_UPDATE_SEEDS=1` rewrites them.
+#[test]
+fn the_seed_corpus_is_the_protocol_vectors() {
+    let want = seeds();
+    let dir = corpus_dir();
+    if std::env::var_os("MMSHARE_UPDATE_SEEDS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("seed-")
+            {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+        for (name, bytes) in &want {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+    let mut have = BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("seed-") {
+            have.insert(name, std::fs::read(&path).unwrap());
+        }
+    }
+    assert!(
+        have == want,
+        "fuzz/corpus/wire/seed-* differ from docs/protocol_vectors.json: run \
+         MMSHARE_UPDATE_SEEDS=1 cargo test -p mmshare-daemon --test wire_fuzz"
+    );
+}
+
+/// Every seed passes the harness's checks as it is.
+#[test]
+fn every_seed_passes_the_checks() {
+    for (name, bytes) in seeds() {
+        let h = Harness::new().unwrap();
+        let fed = h.run(&bytes);
+        assert!(!fed.is_empty(), "{name}");
+    }
+}
+
+/// xorshift64*: small, fast, and the same on every machine.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn chance(&mut self, one_in: usize) -> bool {
+        self.below(one_in) == 0
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+/// Varint encodings at the edges: u32::MAX, u64::MAX, u32::MAX + 1, non-minimal zero and one,
+/// an unterminated run, and one more byte than any varint may have.
+const VARINTS: &[&[u8]] = &[
+    &[0xff, 0xff, 0xff, 0xff, 0x0f],
+    &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+    &[0x80, 0x80, 0x80, 0x80, 0x10],
+    &[0x80, 0x00],
+    &[0x81, 0x80, 0x00],
+    &[0x80, 0x80, 0x80],
+    &[0xff; 11],
+    &[0x7f],
+    &[0x80, 0x01],
+];
+
+fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>, pool: &[Vec<u8>]) {
+    for _ in 0..1 + rng.below(3) {
+        let at = rng.below(bytes.len() + 1);
+        let last = bytes.len().saturating_sub(1);
+        match rng.below(10) {
+            0 if !bytes.is_empty() => bytes[at.min(last)] ^= 1 << rng.below(8),
+            1 if !bytes.is_empty() => {
+                bytes[at.min(last)] = *rng.pick(&[0, 1, 2, 0x7f, 0x80, 0xfe, 0xff])
+            }
+            2 => bytes.truncate(at),
+            3 => {
+                for _ in 0..1 + rng.below(16) {
+                    bytes.push(rng.next() as u8);
+                }
+            }
+            4 => {
+                let v = rng.pick(VARINTS);
+                bytes.splice(at..at, v.iter().copied());
+            }
+            5 => {
+                let v = rng.pick(VARINTS);
+                let end = (at + v.len()).min(bytes.len());
+                bytes.splice(at..end, v.iter().copied());
+            }
+            6 => {
+                let other = rng.pick(pool);
+                let from = rng.below(other.len() + 1);
+                bytes.truncate(at);
+                bytes.extend_from_slice(&other[from..]);
+            }
+            7 if at < bytes.len() => {
+                let end = at + rng.below(bytes.len() - at) + 1;
+                let copy = bytes[at..end].to_vec();
+                bytes.splice(at..at, copy);
+            }
+            8 if at < bytes.len() => {
+                let end = at + rng.below(bytes.len() - at) + 1;
+                bytes.drain(at..end);
+            }
+            _ => {
+                bytes.clear();
+                for _ in 0..rng.below(48) {
+                    bytes.push(rng.next() as u8);
+                }
+            }
+        }
+    }
+}
+
+/// A well-formed request with fields from the values the daemon treats differently: good and
+/// bad names, dtypes and modes, shapes from empty to over the quota and past `u64`, ring
+/// geometries at and beyond their limits.
+fn request(rng: &mut Rng) -> Request {
+    const NAMES: &[&str] = &[
+        "frames", "points", "ring", "a", "b", "a.b", "x-1", "ab", "f",
+    ];
+    const DTYPES: &[&str] = &[
+        "<f4", "f8", "u1", "|b1", "<c16", "float64", "int32", ">i2", "<f2", "S10", "<U3", "O", "",
+        "f4 ", "<M8[ns]", "V8", "<i8",
+    ];
+    const DIMS: &[u64] = &[
+        0,
+        1,
+        2,
+        3,
+        7,
+        100,
+        1000,
+        4096,
+        1 << 20,
+        1 << 40,
+        u32::MAX as u64 + 1,
+        u64::MAX,
+    ];
+    const MODES: &[u32] = &[
+        0o600,
+        0o644,
+        0o640,
+        0o604,
+        0o666,
+        0o777,
+        0,
+        0o1777,
+        u32::MAX,
+    ];
+    let name = match rng.below(12) {
+        0 => rng
+            .pick(&["", ".hidden", "a/b", "x.corrupt", "é", "..", "a b"])
+            .to_string(),
+        1 => "n".repeat(255),
+        2 => "n".repeat(256),
+        _ => rng.pick(NAMES).to_string(),
+    };
+    let shape = |rng: &mut Rng| -> Vec<u64> {
+        let dims = if rng.chance(20) {
+            20 + rng.below(20)
+        } else {
+            rng.below(4)
+        };
+        (0..dims)
+            .map(|_| {
+                if rng.chance(3) {
+                    *rng.pick(DIMS)
+                } else {
+                    rng.below(12) as u64
+                }
+            })
+            .collect()
+    };
+    let order = if rng.chance(2) {
+        WireOrder::C
+    } else {
+        WireOrder::F
+    };
+    let backing = if rng.chance(2) {
+        Backing::File
+    } else {
+        Backing::Memory
+    };
+    let prefix = |rng: &mut Rng| rng.pick(&["", "a", "f", "fr", "p", "n", "zz"]).to_string();
+    let after = |rng: &mut Rng| match rng.below(3) {
+        0 => None,
+        _ => Some(
+            rng.pick(&["", "a", "a.b", "frames", "points", "~"])
+                .to_string(),
+        ),
+    };
+    match rng.below(13) {
+        0 => Request::Hello {
+            version: *rng.pick(&[0, 1, 2, u32::MAX]),
+            client: "fuzz".into(),
+        },
+        1..=3 => Request::Create {
+            name,
+            dtype: rng.pick(DTYPES).to_string(),
+            shape: shape(rng),
+            order,
+            backing,
+            mode: *rng.pick(MODES),
+            exist_ok: rng.chance(2),
+        },
+        4 => Request::Open {
+            name,
+            access: if rng.chance(2) {
+                OpenAccess::Read
+            } else {
+                OpenAccess::Write
+            },
+        },
+        5 => Request::Stat { name },
+        6 => Request::List {
+            prefix: prefix(rng),
+            after: after(rng),
+        },
+        7 | 8 => Request::Delete { name },
+        9 | 10 => Request::CreateStream {
+            name,
+            dtype: rng.pick(DTYPES).to_string(),
+            shape: shape(rng),
+            order,
+            slots: *rng.pick(&[0, 2, 3, 4, 8, 4096, 4097, u32::MAX]),
+            max_subscribers: *rng.pick(&[0, 1, 2, 16, 1024, 1025, u32::MAX]),
+            backing,
+            mode: *rng.pick(MODES),
+            exist_ok: rng.chance(2),
+        },
+        11 => Request::OpenStream {
+            name,
+            role: if rng.chance(2) {
+                StreamRole::Publish
+            } else {
+                StreamRole::Subscribe
+            },
+        },
+        _ => Request::ListAll {
+            prefix: prefix(rng),
+            after: after(rng),
+        },
+    }
+}
+
+/// Inputs fed, and scripts per harness (a registry lives through a session, so objects pile
+/// up to the limits).
+const INPUTS: usize = 20_000;
+const SESSION: usize = 100;
+
+#[test]
+fn mutated_scripts_never_break_decoding_or_dispatch() {
+    let pool: Vec<Vec<u8>> = request_vectors().into_iter().map(|(_, b)| b).collect();
+    let mut rng = Rng(0x6d6d_7368_6172_6531);
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    let started = std::time::Instant::now();
+    for session in 0..INPUTS / SESSION {
+        let harness = Harness::new().unwrap();
+        let mut history: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..SESSION {
+            let messages: Vec<(u8, Vec<u8>)> = (0..1 + rng.below(8))
+                .map(|_| {
+                    let selector = rng.below(4) as u8;
+                    let message = match rng.below(20) {
+                        0..=9 => proto::encode(&request(&mut rng)).unwrap(),
+                        10..=16 => {
+                            let mut m = if rng.chance(2) {
+                                rng.pick(&pool).clone()
+                            } else {
+                                proto::encode(&request(&mut rng)).unwrap()
+                            };
+                            mutate(&mut rng, &mut m, &pool);
+                            m
+                        }
+                        17 if rng.chance(50) => {
+                            vec![rng.next() as u8; proto::MAX_MESSAGE + rng.below(3)]
+                        }
+                        _ => rng.pick(&pool).clone(),
+                    };
+                    (selector, message)
+                })
+                .collect();
+            let input = script(messages.iter().map(|(s, m)| (*s, m.as_slice())));
+            history.push(input.clone());
+            match std::panic::catch_unwind(AssertUnwindSafe(|| harness.run(&input))) {
+                Ok(fed) => {
+                    for f in fed {
+                        *outcomes.entry(outcome(&f.response)).or_default() += 1;
+                    }
+                }
+                Err(panic) => {
+                    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wire-fuzz-failure");
+                    std::fs::write(&path, history.join(SEPARATOR)).unwrap();
+                    eprintln!(
+                        "session {session}: the last script failed; the session so far, as one \
+                         script, is in {} (replay: cd fuzz && cargo fuzz run wire -s none {})",
+                        path.display(),
+                        path.display()
+                    );
+                    std::panic::resume_unwind(panic);
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{INPUTS} scripts in {:.1?}; replies: {outcomes:?}",
+        started.elapsed()
+    );
+    // The run reaches the registry, not only the decoder: every kind of success and the
+    // refusals that need state (quota, existing names, permissions) happen.
+    for want in [
+        "Array",
+        "Stream",
+        "Deleted",
+        "List",
+        "Objects",
+        "Hello",
+        "ProtocolError",
+        "QuotaExceeded",
+        "AlreadyExists",
+        "PermissionDenied",
+        "NotFound",
+        "InvalidName",
+        "InvalidDtype",
+        "InvalidShape",
+        "WrongKind",
+    ] {
+        assert!(
+            outcomes.get(want).is_some_and(|&n| n >= 10),
+            "fewer than 10 {want} replies: {outcomes:?}"
+        );
+    }
+}
+
+fn outcome(r: &Response) -> String {
+    match r {
+        Response::Error { kind, .. } => format!("{kind:?}"),
+        Response::Hello { .. } => "Hello".into(),
+        Response::Array(_) => "Array".into(),
+        Response::List { .. } => "List".into(),
+        Response::Deleted => "Deleted".into(),
+        Response::Stream(_) => "Stream".into(),
+        Response::Objects { .. } => "Objects".into(),
+    }
+}
