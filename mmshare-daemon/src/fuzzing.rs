@@ -33,8 +33,9 @@ use crate::registry::{Creds, Limits, Registry};
 /// disk (or, on `/dev/shm`, the memory).
 pub const MAX_BYTES: u64 = 64 << 20;
 
-/// The harness's `--max-arrays`: arrays and streams together.
-pub const MAX_OBJECTS: usize = 64;
+/// The harness's `--max-arrays`: arrays and streams together. Enough objects with long names
+/// for a `List` reply to need more than one page.
+pub const MAX_OBJECTS: usize = 256;
 
 /// What separates the messages of a [`Harness::run`] script.
 pub const SEPARATOR: &[u8] = b"\xfeMM\xfd";

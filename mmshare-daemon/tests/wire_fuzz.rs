@@ -5,15 +5,16 @@
 //! protocol vectors of docs/PROTOCOL.md mutated (bit flips, interesting bytes, truncation,
 //! splices, inserted and overwritten varint extremes, random bytes) and well-formed requests
 //! with random fields, from a fixed seed, so every run is the same. A panic or a broken
-//! invariant fails it and writes the session as a reproducer the libFuzzer target replays
-//! (docs/TESTING.md, "Fuzzing"). The longer, coverage-guided run is `fuzz/` (cargo-fuzz).
+//! invariant fails it and writes the session as a reproducer, which the `replay` test (and
+//! the libFuzzer target) replays (docs/TESTING.md, "Fuzzing"). The longer, coverage-guided
+//! run is `fuzz/` (cargo-fuzz).
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
 use mmshare::proto::{self, Backing, OpenAccess, Request, Response, StreamRole, WireOrder};
-use mmshare_daemon::fuzzing::{Harness, SEPARATOR, script};
+use mmshare_daemon::fuzzing::{Harness, SEPARATOR, check_reply, creds, script};
 
 /// The request vectors of docs/protocol_vectors.json: (name, bytes).
 fn request_vectors() -> Vec<(String, Vec<u8>)> {
@@ -155,6 +156,18 @@ fn every_seed_passes_the_checks() {
     }
 }
 
+/// Replays the script in the file `MMSHARE_FUZZ_REPLAY` names (a libFuzzer artifact, or the
+/// reproducer the bounded run writes) without cargo-fuzz; does nothing without it.
+#[test]
+fn replay() {
+    if let Some(path) = std::env::var_os("MMSHARE_FUZZ_REPLAY") {
+        let input = std::fs::read(&path).unwrap();
+        for fed in Harness::new().unwrap().run(&input) {
+            eprintln!("{:?}\n  -> {:?}", fed.request, fed.response);
+        }
+    }
+}
+
 /// xorshift64*: small, fast, and the same on every machine.
 struct Rng(u64);
 
@@ -245,7 +258,9 @@ fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>, pool: &[Vec<u8>]) {
 /// A well-formed request with fields from the values the daemon treats differently: good and
 /// bad names, dtypes and modes, shapes from empty to over the quota and past `u64`, ring
 /// geometries at and beyond their limits.
-fn request(rng: &mut Rng) -> Request {
+/// `crowd`: most names are long and distinct (and deletes rare), so that objects pile up
+/// until `List` and `ListAll` need more than one page.
+fn request(rng: &mut Rng, crowd: bool) -> Request {
     const NAMES: &[&str] = &[
         "frames", "points", "ring", "a", "b", "a.b", "x-1", "ab", "f",
     ];
@@ -279,6 +294,7 @@ fn request(rng: &mut Rng) -> Request {
         u32::MAX,
     ];
     let name = match rng.below(12) {
+        _ if crowd && !rng.chance(8) => format!("{}{}", "n".repeat(250), rng.below(100_000)),
         0 => rng
             .pick(&["", ".hidden", "a/b", "x.corrupt", "é", "..", "a b"])
             .to_string(),
@@ -320,6 +336,43 @@ fn request(rng: &mut Rng) -> Request {
                 .to_string(),
         ),
     };
+    if crowd && rng.chance(8) {
+        // A listing of the crowd, from the start or from within it.
+        let prefix = rng.pick(&["", "n"]).to_string();
+        let after = rng.chance(2).then(|| name.clone());
+        return if rng.chance(2) {
+            Request::List { prefix, after }
+        } else {
+            Request::ListAll { prefix, after }
+        };
+    }
+    if crowd && rng.below(10) < 8 {
+        // A small array or stream under a long name: hundreds fit in the quota.
+        let shape = vec![1 + rng.below(64) as u64; rng.below(3)];
+        return if rng.chance(6) {
+            Request::CreateStream {
+                name,
+                dtype: "u1".into(),
+                shape,
+                order,
+                slots: 3,
+                max_subscribers: 1,
+                backing,
+                mode: *rng.pick(MODES),
+                exist_ok: rng.chance(2),
+            }
+        } else {
+            Request::Create {
+                name,
+                dtype: "<f8".into(),
+                shape,
+                order,
+                backing,
+                mode: *rng.pick(MODES),
+                exist_ok: rng.chance(2),
+            }
+        };
+    }
     match rng.below(13) {
         0 => Request::Hello {
             version: *rng.pick(&[0, 1, 2, u32::MAX]),
@@ -347,8 +400,8 @@ fn request(rng: &mut Rng) -> Request {
             prefix: prefix(rng),
             after: after(rng),
         },
-        7 | 8 => Request::Delete { name },
-        9 | 10 => Request::CreateStream {
+        7 | 8 if !crowd || rng.chance(4) => Request::Delete { name },
+        7..=10 => Request::CreateStream {
             name,
             dtype: rng.pick(DTYPES).to_string(),
             shape: shape(rng),
@@ -375,64 +428,37 @@ fn request(rng: &mut Rng) -> Request {
 }
 
 /// Inputs fed, and scripts per harness (a registry lives through a session, so objects pile
-/// up to the limits).
+/// up to the limits). Every eighth session is a crowd (`request`).
 const INPUTS: usize = 20_000;
 const SESSION: usize = 100;
+const SEED: u64 = 0x6d6d_7368_6172_6531;
 
 #[test]
 fn mutated_scripts_never_break_decoding_or_dispatch() {
     let pool: Vec<Vec<u8>> = request_vectors().into_iter().map(|(_, b)| b).collect();
-    let mut rng = Rng(0x6d6d_7368_6172_6531);
-    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     let started = std::time::Instant::now();
-    for session in 0..INPUTS / SESSION {
-        let harness = Harness::new().unwrap();
-        let mut history: Vec<Vec<u8>> = Vec::new();
-        for _ in 0..SESSION {
-            let messages: Vec<(u8, Vec<u8>)> = (0..1 + rng.below(8))
-                .map(|_| {
-                    let selector = rng.below(4) as u8;
-                    let message = match rng.below(20) {
-                        0..=9 => proto::encode(&request(&mut rng)).unwrap(),
-                        10..=16 => {
-                            let mut m = if rng.chance(2) {
-                                rng.pick(&pool).clone()
-                            } else {
-                                proto::encode(&request(&mut rng)).unwrap()
-                            };
-                            mutate(&mut rng, &mut m, &pool);
-                            m
-                        }
-                        17 if rng.chance(50) => {
-                            vec![rng.next() as u8; proto::MAX_MESSAGE + rng.below(3)]
-                        }
-                        _ => rng.pick(&pool).clone(),
-                    };
-                    (selector, message)
-                })
-                .collect();
-            let input = script(messages.iter().map(|(s, m)| (*s, m.as_slice())));
-            history.push(input.clone());
-            match std::panic::catch_unwind(AssertUnwindSafe(|| harness.run(&input))) {
-                Ok(fed) => {
-                    for f in fed {
-                        *outcomes.entry(outcome(&f.response)).or_default() += 1;
+    // Sessions are independent (each has its own harness and seed), so two threads share them
+    // out; the run is the same whichever thread runs which.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let outcomes = std::sync::Mutex::new(BTreeMap::<String, usize>::new());
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                loop {
+                    let session = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if session >= INPUTS / SESSION {
+                        return;
+                    }
+                    let counts = run_session(session, &pool);
+                    let mut all = outcomes.lock().unwrap_or_else(|p| p.into_inner());
+                    for (k, n) in counts {
+                        *all.entry(k).or_default() += n;
                     }
                 }
-                Err(panic) => {
-                    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wire-fuzz-failure");
-                    std::fs::write(&path, history.join(SEPARATOR)).unwrap();
-                    eprintln!(
-                        "session {session}: the last script failed; the session so far, as one \
-                         script, is in {} (replay: cd fuzz && cargo fuzz run wire -s none {})",
-                        path.display(),
-                        path.display()
-                    );
-                    std::panic::resume_unwind(panic);
-                }
-            }
+            });
         }
-    }
+    });
+    let outcomes = outcomes.into_inner().unwrap();
     eprintln!(
         "{INPUTS} scripts in {:.1?}; replies: {outcomes:?}",
         started.elapsed()
@@ -444,7 +470,9 @@ fn mutated_scripts_never_break_decoding_or_dispatch() {
         "Stream",
         "Deleted",
         "List",
+        "List (more)",
         "Objects",
+        "Objects (more)",
         "Hello",
         "ProtocolError",
         "QuotaExceeded",
@@ -463,14 +491,114 @@ fn mutated_scripts_never_break_decoding_or_dispatch() {
     }
 }
 
+/// Runs session `session`: `SESSION` scripts on one harness; returns the replies by kind.
+fn run_session(session: usize, pool: &[Vec<u8>]) -> BTreeMap<String, usize> {
+    let mut rng = Rng(SEED ^ (session as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut outcomes = BTreeMap::new();
+    let harness = Harness::new().unwrap();
+    let crowd = session % 8 == 7;
+    let mut history: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..SESSION {
+        let messages: Vec<(u8, Vec<u8>)> = (0..1 + rng.below(8))
+            .map(|_| {
+                let selector = rng.below(4) as u8;
+                // Crowd sessions are mostly well-formed requests (the crowd must grow).
+                let roll = if crowd && rng.chance(2) {
+                    0
+                } else {
+                    rng.below(20)
+                };
+                let message = match roll {
+                    0..=9 => proto::encode(&request(&mut rng, crowd)).unwrap(),
+                    10..=16 => {
+                        let mut m = if rng.chance(2) {
+                            rng.pick(pool).clone()
+                        } else {
+                            proto::encode(&request(&mut rng, crowd)).unwrap()
+                        };
+                        mutate(&mut rng, &mut m, pool);
+                        m
+                    }
+                    17 if rng.chance(50) => {
+                        vec![rng.next() as u8; proto::MAX_MESSAGE + rng.below(3)]
+                    }
+                    _ => rng.pick(pool).clone(),
+                };
+                (selector, message)
+            })
+            .collect();
+        let input = script(messages.iter().map(|(s, m)| (*s, m.as_slice())));
+        history.push(input.clone());
+        match std::panic::catch_unwind(AssertUnwindSafe(|| harness.run(&input))) {
+            Ok(fed) => {
+                for f in fed {
+                    *outcomes.entry(outcome(&f.response)).or_default() += 1;
+                }
+            }
+            Err(panic) => {
+                let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
+                    .join(format!("wire-fuzz-failure-session-{session}"));
+                std::fs::write(&path, history.join(SEPARATOR)).unwrap();
+                eprintln!(
+                    "session {session}: its last script failed; the session so far, as one \
+                     script, is in {} (replay: MMSHARE_FUZZ_REPLAY={} cargo test -p \
+                     mmshare-daemon --test wire_fuzz replay -- --nocapture)",
+                    path.display(),
+                    path.display()
+                );
+                std::panic::resume_unwind(panic);
+            }
+        }
+    }
+    if crowd {
+        page_through(&harness, &mut outcomes);
+    }
+    outcomes
+}
+
+/// Every client pages through `List` and `ListAll` of everything, checking each page.
+fn page_through(harness: &Harness, outcomes: &mut BTreeMap<String, usize>) {
+    for selector in 0..4 {
+        let who = creds(selector);
+        for all in [false, true] {
+            let mut after = None;
+            loop {
+                let prefix = String::new();
+                let request = if all {
+                    Request::ListAll { prefix, after }
+                } else {
+                    Request::List { prefix, after }
+                };
+                let fed = harness.feed(&proto::encode(&request).unwrap(), who);
+                check_reply(&fed, who).unwrap_or_else(|e| panic!("{request:?}: {e}"));
+                *outcomes.entry(outcome(&fed.response)).or_default() += 1;
+                after = match fed.response {
+                    Response::List { arrays, more: true } => arrays.last().map(|a| a.name.clone()),
+                    Response::Objects {
+                        objects,
+                        more: true,
+                    } => objects.last().map(|o| o.name().to_owned()),
+                    _ => break,
+                };
+                assert!(
+                    after.is_some(),
+                    "{request:?}: an empty page with more to come"
+                );
+            }
+        }
+    }
+}
+
 fn outcome(r: &Response) -> String {
     match r {
         Response::Error { kind, .. } => format!("{kind:?}"),
         Response::Hello { .. } => "Hello".into(),
         Response::Array(_) => "Array".into(),
-        Response::List { .. } => "List".into(),
+        Response::List { more: false, .. } => "List".into(),
+        Response::List { more: true, .. } => "List (more)".into(),
         Response::Deleted => "Deleted".into(),
         Response::Stream(_) => "Stream".into(),
-        Response::Objects { .. } => "Objects".into(),
+        Response::Objects { more: false, .. } => "Objects".into(),
+        Response::Objects { more: true, .. } => "Objects (more)".into(),
     }
 }
