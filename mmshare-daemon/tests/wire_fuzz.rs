@@ -157,11 +157,13 @@ fn every_seed_passes_the_checks() {
 }
 
 /// Replays the script in the file `MMSHARE_FUZZ_REPLAY` names (a libFuzzer artifact, or the
-/// reproducer the bounded run writes) without cargo-fuzz; does nothing without it.
+/// reproducer the bounded run writes; a relative path is taken from the repository's root)
+/// without cargo-fuzz; does nothing without it.
 #[test]
 fn replay() {
     if let Some(path) = std::env::var_os("MMSHARE_FUZZ_REPLAY") {
-        let input = std::fs::read(&path).unwrap();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path);
+        let input = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for fed in Harness::new().unwrap().run(&input) {
             eprintln!("{:?}\n  -> {:?}", fed.request, fed.response);
         }
