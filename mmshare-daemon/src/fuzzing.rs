@@ -7,17 +7,19 @@
 //! connection would send it; descriptors in it are counted and closed.
 //!
 //! [`Harness::run`] takes a fuzzer's input: a script of messages from several clients, and
-//! checks after every message that the reply fits in a message and matches the request, and
-//! that the registry agrees with the files on disk and stays within its limits. It panics
-//! on a violation, so a fuzzer reports it as a crash and a test fails.
+//! checks after every message that the reply fits in a message, matches the request and
+//! shows the client nothing it may not know, and that the registry agrees with the files on
+//! disk and stays within its limits, in total and per user. It panics on a violation, so a
+//! fuzzer reports it as a crash and a test fails.
 //!
 //! Not covered: the connection's own state (the Hello-first rule, timeouts, the malformed
 //! message count), descriptor passing, several connections at once, a descriptor keeper.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use mmshare::proto::{
@@ -37,19 +39,39 @@ pub const MAX_BYTES: u64 = 64 << 20;
 /// for a `List` reply to need more than one page.
 pub const MAX_OBJECTS: usize = 256;
 
+/// The harness's `--max-objects-per-user`.
+pub const MAX_OBJECTS_PER_USER: usize = 48;
+
+/// The harness's `--user-share` (the daemon's default), in percent.
+pub const USER_SHARE: u32 = 25;
+
+/// The harness's `--reserve`, in percent: twice the daemon's default, so that three of the
+/// four other users reach it before their own limits (in objects and in bytes).
+pub const RESERVE: u32 = 50;
+
+/// The uid the harness's daemon counts as its own (client 0 of [`creds`]): like root, it is
+/// limited only by the totals.
+pub const DAEMON_UID: u32 = 1000;
+
 /// What separates the messages of a [`Harness::run`] script.
 pub const SEPARATOR: &[u8] = b"\xfeMM\xfd";
 
-/// The clients a script's messages come from, chosen by each message's first byte (modulo 4):
-/// a user (uid 1000, gid 1000), another user of the same group (1001), a user of another group
-/// (1002, gid 1002), and root. The pid is 0 ("unknown"): no pid of a real process, which the
-/// daemon would otherwise watch.
+/// The number of clients [`creds`] tells apart.
+pub const CLIENTS: u8 = 6;
+
+/// The clients a script's messages come from, chosen by each message's first byte (modulo
+/// [`CLIENTS`]): 0 the daemon's user ([`DAEMON_UID`] 1000, gid 1000), 1 another user of the
+/// same group (1001), 2 a user of another group (1002, gid 1002), 3 root, 4 a second user of
+/// that group (1003, gid 1002), 5 a user of a group of its own (1004, gid 1004). The pid is 0
+/// ("unknown"): no pid of a real process, which the daemon would otherwise watch.
 pub fn creds(selector: u8) -> Creds {
-    let (uid, gid) = match selector % 4 {
+    let (uid, gid) = match selector % CLIENTS {
         0 => (1000, 1000),
         1 => (1001, 1000),
         2 => (1002, 1002),
-        _ => (0, 0),
+        3 => (0, 0),
+        4 => (1003, 1002),
+        _ => (1004, 1004),
     };
     Creds { uid, gid, pid: 0 }
 }
@@ -98,14 +120,45 @@ pub struct Fed {
     pub descriptors: usize,
     /// The array or stream the connection now holds write access to, or is attached to.
     pub lease: Option<String>,
+    /// The owner uid, group and mode of the object the request named, as it was before the
+    /// request (`None`: no such object, or a request that names none).
+    pub before: Option<(u32, u32, u32)>,
 }
 
 /// A registry of the daemon's in a temporary directory (removed on drop), with small limits
-/// ([`MAX_BYTES`], [`MAX_OBJECTS`]) and no descriptor keeper.
+/// ([`MAX_BYTES`], [`MAX_OBJECTS`], [`MAX_OBJECTS_PER_USER`]; [`USER_SHARE`] and
+/// [`RESERVE`] as the daemon's defaults) and no descriptor keeper.
 #[derive(Debug)]
 pub struct Harness {
     registry: Registry,
+    /// A registry that stays empty: what a client is told about a name that does not exist.
+    empty: OnceLock<Registry>,
     scratch: Scratch,
+}
+
+fn limits() -> Limits {
+    Limits {
+        max_arrays: MAX_OBJECTS,
+        max_bytes: Some(MAX_BYTES),
+        max_bytes_per_user: None,
+        user_share: USER_SHARE,
+        reserve: RESERVE,
+        max_objects_per_user: MAX_OBJECTS_PER_USER,
+        daemon_uid: DAEMON_UID,
+    }
+}
+
+/// The name a request names, if any.
+fn named(request: &Request) -> Option<&str> {
+    match request {
+        Request::Create { name, .. }
+        | Request::Open { name, .. }
+        | Request::Stat { name }
+        | Request::Delete { name }
+        | Request::CreateStream { name, .. }
+        | Request::OpenStream { name, .. } => Some(name),
+        Request::Hello { .. } | Request::List { .. } | Request::ListAll { .. } => None,
+    }
 }
 
 impl Harness {
@@ -130,12 +183,43 @@ impl Harness {
         let (storage, memory) = (scratch.storage(), scratch.memory());
         std::fs::DirBuilder::new().mode(0o700).create(&storage)?;
         std::fs::DirBuilder::new().mode(0o700).create(&memory)?;
-        let limits = Limits {
-            max_arrays: MAX_OBJECTS,
-            max_bytes: Some(MAX_BYTES),
-        };
-        let registry = Registry::load(storage, memory, limits, None)?;
-        Ok(Harness { registry, scratch })
+        let registry = Registry::load(storage, memory, limits(), None)?;
+        Ok(Harness {
+            registry,
+            empty: OnceLock::new(),
+            scratch,
+        })
+    }
+
+    /// The owner uid, group and mode of the object `name`, as root's `Stat` shows them.
+    fn owner_of(&self, name: &str) -> Option<(u32, u32, u32)> {
+        let stat = Request::Stat { name: name.into() };
+        match crate::server::handle_request(&self.registry, creds(3), stat).0 {
+            Response::Array(a) => Some((a.owner_uid, a.owner_gid, a.mode)),
+            Response::Stream(s) => Some((s.owner_uid, s.owner_gid, s.mode)),
+            _ => None,
+        }
+    }
+
+    /// The reply to `request` from `who` in a registry where nothing exists.
+    fn absent_reply(&self, request: &Request, who: Creds) -> Result<Response, String> {
+        if let Some(empty) = self.empty.get() {
+            return Ok(crate::server::handle_request(empty, who, request.clone()).0);
+        }
+        let (storage, memory) = (
+            self.scratch.path.join("empty-storage"),
+            self.scratch.path.join("empty-memory"),
+        );
+        for dir in [&storage, &memory] {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let empty = Registry::load(storage, memory, limits(), None)
+            .map_err(|e| format!("an empty registry: {e}"))?;
+        let empty = self.empty.get_or_init(|| empty);
+        Ok(crate::server::handle_request(empty, who, request.clone()).0)
     }
 
     /// The storage directory (`Backing::File`).
@@ -158,6 +242,7 @@ impl Harness {
         let received = &message[..message.len().min(MAX_MESSAGE + 1)];
         match classify(received, truncated) {
             Incoming::Request(request) => {
+                let before = named(&request).and_then(|name| self.owner_of(name));
                 let (response, files, lease) =
                     crate::server::handle_request(&self.registry, creds, request.clone());
                 Fed {
@@ -165,6 +250,7 @@ impl Harness {
                     response,
                     descriptors: files.len(),
                     lease,
+                    before,
                 }
             }
             // What the connection handler replies to a malformed message.
@@ -176,6 +262,7 @@ impl Harness {
                 },
                 descriptors: 0,
                 lease: None,
+                before: None,
             },
             Incoming::Closed => unreachable!("classify never reports a close"),
         }
@@ -183,7 +270,11 @@ impl Harness {
 
     /// Runs a fuzzer's input: messages separated by [`SEPARATOR`], each starting with a byte
     /// that chooses its client ([`creds`]). After each message it checks the reply
-    /// ([`check_reply`]) and the registry ([`Harness::check`]); write access that replies
+    /// ([`check_reply`]), that it hides what the client may not read as the daemon promises
+    /// (a request naming such an object is answered exactly as for a name that does not exist;
+    /// a create of it says only that the name is taken; the daemon's directories appear in no
+    /// message to the users who do not see paths), and the registry ([`Harness::check`]);
+    /// write access that replies
     /// grant is recorded as leases, as the connection handler records it. At the end the
     /// clients disconnect (their leases are recovered and released, as when a connection
     /// closes) and the periodic recovery pass runs, and the registry is checked again.
@@ -198,7 +289,10 @@ impl Harness {
         for (i, (selector, message)) in split_script(input).into_iter().enumerate() {
             let who = creds(selector);
             let fed = self.feed(message, who);
-            if let Err(e) = check_reply(&fed, who).and_then(|()| self.check()) {
+            let checked = check_reply(&fed, who)
+                .and_then(|()| self.check_hiding(&fed, who))
+                .and_then(|()| self.check());
+            if let Err(e) = checked {
                 panic!(
                     "message {i} (client {selector}, {} bytes): request {:?}, reply {:?}: {e}",
                     message.len(),
@@ -225,16 +319,71 @@ impl Harness {
         done
     }
 
-    /// Checks the registry: nothing is being created, it is within its limits, root's
+    /// What the daemon promises to hide from `who` (docs/SECURITY.md, "Names").
+    fn check_hiding(&self, fed: &Fed, who: Creds) -> Result<(), String> {
+        let sees_paths = who.uid == 0 || who.uid == rustix::process::geteuid().as_raw();
+        if let Response::Error { message, .. } = &fed.response
+            && !sees_paths
+        {
+            for dir in [self.storage_dir(), self.memory_dir()] {
+                if message.contains(&*dir.to_string_lossy()) {
+                    return Err(format!("the message names {}", dir.display()));
+                }
+            }
+        }
+        let (Some(request), Some((uid, gid, mode))) = (&fed.request, fed.before) else {
+            return Ok(());
+        };
+        if may(uid, gid, mode, who, 4) {
+            return Ok(());
+        }
+        match request {
+            Request::Create { .. } | Request::CreateStream { .. } => {
+                if let Response::Error {
+                    kind: ErrorKind::AlreadyExists,
+                    message,
+                } = &fed.response
+                {
+                    // Only that the name is taken: no owner, mode, shape or dtype (all of
+                    // which would bring digits), nothing but the name quoted.
+                    let name = format!("{:?}", named(request).unwrap_or_default());
+                    let rest = message.replace(&name, "");
+                    if rest.chars().any(|c| c.is_ascii_digit()) {
+                        return Err(format!(
+                            "a create of a name hidden from uid {} says more than that it is taken",
+                            who.uid
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            _ => {
+                let absent = self.absent_reply(request, who)?;
+                if fed.response == absent {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "an object uid {} may not read is answered otherwise than a name that does not exist ({absent:?})",
+                        who.uid
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Checks the registry: nothing is being created, it is within its limits (in total, and
+    /// per user: [`MAX_OBJECTS_PER_USER`], [`USER_SHARE`] of [`MAX_BYTES`] in each directory,
+    /// and all users but the daemon's and root within what [`RESERVE`] leaves them), root's
     /// `ListAll` pages list every object once and in order, every object has its file (of the
     /// size its description implies) in its directory and there is no other file (no
-    /// temporary file left behind), and the bytes counted against the quota are the bytes of
-    /// those files (plus each stream's control state).
+    /// temporary file left behind), and the bytes counted against the limits, in total and
+    /// per owner and directory, are the bytes of those files plus each object's control
+    /// state.
     ///
     /// # Errors
     /// What is wrong.
     pub fn check(&self) -> Result<(), String> {
-        let (objects, pending, bytes) = self.registry.usage();
+        let (objects, pending, bytes, per_uid) = self.registry.usage();
         if pending != 0 {
             return Err(format!("{pending} names still reserved by a create"));
         }
@@ -256,11 +405,19 @@ impl Harness {
             ));
         }
         let mut expected_bytes = 0u64;
+        let mut expected_usage: BTreeMap<u32, ([u64; 2], usize)> = BTreeMap::new();
         let mut expected_files = BTreeSet::new();
         for object in &listed {
-            let (backing, path, len, extra) = match object {
-                ObjectInfo::Array(a) => (a.backing, PathBuf::from(&a.path), array_len(a), 0),
+            let (owner, backing, path, len, control) = match object {
+                ObjectInfo::Array(a) => (
+                    a.owner_uid,
+                    a.backing,
+                    PathBuf::from(&a.path),
+                    array_len(a),
+                    4096,
+                ),
                 ObjectInfo::Stream(s) => (
+                    s.owner_uid,
                     s.backing,
                     Path::new(&s.path).join(mmshare::DATA_FILE),
                     stream_len(s),
@@ -291,12 +448,52 @@ impl Harness {
                     on_disk.is_file()
                 ));
             }
-            expected_bytes += len + extra;
-            expected_files.insert(entry);
+            expected_bytes += len + control;
+            let usage = expected_usage.entry(owner).or_default();
+            usage.0[usize::from(backing == Backing::Memory)] += len + control;
+            usage.1 += 1;
+            // Paths as strings: comparing `PathBuf`s component by component made this check
+            // most of the bounded run's time.
+            expected_files.insert(entry.to_string_lossy().into_owned());
         }
         if bytes != expected_bytes {
             return Err(format!(
                 "{bytes} bytes counted against the quota, but the objects take {expected_bytes}"
+            ));
+        }
+        let counted: BTreeMap<u32, ([u64; 2], usize)> = per_uid
+            .into_iter()
+            .filter(|(_, bytes, objects)| *objects != 0 || *bytes != [0, 0])
+            .map(|(uid, bytes, objects)| (uid, (bytes, objects)))
+            .collect();
+        if counted != expected_usage {
+            return Err(format!(
+                "per owner (bytes in files, in memory; objects) the registry counts {counted:?}, but the objects are {expected_usage:?}"
+            ));
+        }
+        let share = MAX_BYTES * u64::from(USER_SHARE) / 100;
+        let mut others = ([0u64; 2], 0usize);
+        for (uid, (bytes, objects)) in &counted {
+            if *uid == 0 || *uid == DAEMON_UID {
+                continue;
+            }
+            if *objects > MAX_OBJECTS_PER_USER || bytes.iter().any(|b| *b > share) {
+                return Err(format!(
+                    "uid {uid} has {objects} objects and {bytes:?} bytes, over {MAX_OBJECTS_PER_USER} objects or {share} bytes in a directory"
+                ));
+            }
+            others.0[0] += bytes[0];
+            others.0[1] += bytes[1];
+            others.1 += objects;
+        }
+        let (shared_bytes, shared_objects) = (
+            MAX_BYTES * u64::from(100 - RESERVE) / 100,
+            MAX_OBJECTS * (100 - RESERVE as usize) / 100,
+        );
+        if others.1 > shared_objects || others.0.iter().any(|b| *b > shared_bytes) {
+            return Err(format!(
+                "users other than the daemon's and root have {} objects and {:?} bytes, over the {shared_objects} objects or {shared_bytes} bytes in a directory that --reserve leaves them",
+                others.1, others.0
             ));
         }
         let mut found = BTreeSet::new();
@@ -304,7 +501,7 @@ impl Harness {
             let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             for entry in entries {
                 let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
-                found.insert(entry.path());
+                found.insert(entry.path().to_string_lossy().into_owned());
             }
         }
         if found != expected_files {
@@ -334,6 +531,7 @@ impl Harness {
                 response,
                 descriptors: files.len(),
                 lease,
+                before: None,
             };
             check_reply(&fed, root).map_err(|e| format!("root's ListAll after {after:?}: {e}"))?;
             let Response::Objects { objects, more } = fed.response else {
@@ -355,8 +553,11 @@ impl Harness {
 /// Checks a reply against the request it answers: it is sent whole (it fits in a message and
 /// decodes back to itself, unless it is an error whose message had to be shortened), its
 /// variant answers the request, it carries the descriptors it should, list pages are in
-/// order within the prefix, what it describes `who` may see (the daemon's permission rule),
-/// and it is no `Internal` error (nothing fails inside the daemon on a private directory).
+/// order within the prefix, what it describes `who` may see or do (the daemon's permission
+/// rule; a create made the object for `who` or adopted one `who` owns, or any as root; a
+/// delete was of an object `who` may write), `path` fields are filled for root and the
+/// daemon's own uid and empty for everyone else, and it is no `Internal` error (nothing fails
+/// inside the daemon on a private directory).
 ///
 /// # Errors
 /// What is wrong.
@@ -381,7 +582,7 @@ pub fn check_reply(fed: &Fed, who: Creds) -> Result<(), String> {
         (None, _) => false,
         (Some(Request::Hello { .. }), Response::Hello { .. }) => files == 0,
         (Some(Request::Create { .. }), Response::Array(a)) => {
-            files >= 1 && may(a.owner_uid, a.owner_gid, a.mode, who, 2)
+            files >= 1 && made_or_adopted(fed.before, a.owner_uid, who)
         }
         (Some(Request::Open { access, .. }), Response::Array(a)) => {
             let need = if *access == OpenAccess::Write { 2 } else { 4 };
@@ -390,14 +591,19 @@ pub fn check_reply(fed: &Fed, who: Creds) -> Result<(), String> {
         (Some(Request::Stat { .. }), Response::Array(a)) => {
             files == 0 && may(a.owner_uid, a.owner_gid, a.mode, who, 4)
         }
-        (Some(Request::Stat { .. } | Request::CreateStream { .. }), Response::Stream(s)) => {
+        (Some(Request::Stat { .. }), Response::Stream(s)) => {
             files == 0 && may(s.owner_uid, s.owner_gid, s.mode, who, 4)
+        }
+        (Some(Request::CreateStream { .. }), Response::Stream(s)) => {
+            files == 0 && made_or_adopted(fed.before, s.owner_uid, who)
         }
         (Some(Request::OpenStream { role, .. }), Response::Stream(s)) => {
             let need = if *role == StreamRole::Publish { 2 } else { 4 };
             files == 2 && may(s.owner_uid, s.owner_gid, s.mode, who, need)
         }
-        (Some(Request::Delete { .. }), Response::Deleted) => files == 0,
+        (Some(Request::Delete { .. }), Response::Deleted) => {
+            files == 0 && fed.before.is_some_and(|(u, g, m)| may(u, g, m, who, 2))
+        }
         (Some(Request::List { prefix, after }), Response::List { arrays, .. }) => {
             let names = arrays.iter().map(|a| a.name.as_str());
             page_in_order(names, prefix, after.as_deref())?;
@@ -420,12 +626,50 @@ pub fn check_reply(fed: &Fed, who: Creds) -> Result<(), String> {
         }
         _ => false,
     };
+    let sees_paths = who.uid == 0 || who.uid == rustix::process::geteuid().as_raw();
+    if paths(&fed.response).any(|p| p.is_empty() == sees_paths) {
+        return Err(format!(
+            "paths shown to uid {} {}",
+            who.uid,
+            if sees_paths {
+                "are missing"
+            } else {
+                "are not removed"
+            }
+        ));
+    }
     if ok {
         Ok(())
     } else {
         Err(format!(
             "the reply (with {files} descriptors) does not answer the request, or shows what the client may not see"
         ))
+    }
+}
+
+/// Whether a successful create's object is the one it should be: a new object of `who`'s,
+/// or, with `exist_ok`, an existing one (owned by `before`'s uid) that `who` owns or, as root,
+/// may adopt.
+fn made_or_adopted(before: Option<(u32, u32, u32)>, owner: u32, who: Creds) -> bool {
+    match before {
+        None => owner == who.uid,
+        Some((uid, _, _)) => owner == uid && (who.uid == uid || who.uid == 0),
+    }
+}
+
+/// The `path` fields of a reply.
+fn paths(r: &Response) -> Box<dyn Iterator<Item = &str> + '_> {
+    match r {
+        Response::Array(a) => Box::new(std::iter::once(a.path.as_str())),
+        Response::Stream(s) => Box::new(std::iter::once(s.path.as_str())),
+        Response::List { arrays, .. } => Box::new(arrays.iter().map(|a| a.path.as_str())),
+        Response::Objects { objects, .. } => Box::new(objects.iter().map(|o| match o {
+            ObjectInfo::Array(a) => a.path.as_str(),
+            ObjectInfo::Stream(s) => s.path.as_str(),
+        })),
+        Response::Hello { .. } | Response::Deleted | Response::Error { .. } => {
+            Box::new(std::iter::empty())
+        }
     }
 }
 

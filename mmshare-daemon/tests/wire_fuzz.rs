@@ -13,8 +13,10 @@ use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
-use mmshare::proto::{self, Backing, OpenAccess, Request, Response, StreamRole, WireOrder};
-use mmshare_daemon::fuzzing::{Harness, SEPARATOR, check_reply, creds, script};
+use mmshare::proto::{
+    self, Backing, ErrorKind, OpenAccess, Request, Response, StreamRole, WireOrder,
+};
+use mmshare_daemon::fuzzing::{CLIENTS, Harness, SEPARATOR, check_reply, creds, script};
 
 /// The request vectors of docs/protocol_vectors.json: (name, bytes).
 fn request_vectors() -> Vec<(String, Vec<u8>)> {
@@ -257,12 +259,27 @@ fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>, pool: &[Vec<u8>]) {
     }
 }
 
+/// What a session's well-formed requests are like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flavor {
+    /// Everything, evenly.
+    Mixed,
+    /// Mostly creates of small objects under long, distinct names, and listings (deletes are
+    /// rare): objects pile up until `List` and `ListAll` need more than one page, and the
+    /// other users together reach what `--reserve` leaves them.
+    Crowd,
+    /// A crowd that one user (client 1) makes most of: it reaches `--max-objects-per-user`.
+    Hog,
+    /// Mostly creates of arrays of 1 to 4 MiB in memory, mostly by the users other than the
+    /// daemon's and root: they reach their share of the bytes, and together the reserve.
+    Heavy,
+}
+
 /// A well-formed request with fields from the values the daemon treats differently: good and
 /// bad names, dtypes and modes, shapes from empty to over the quota and past `u64`, ring
-/// geometries at and beyond their limits.
-/// `crowd`: most names are long and distinct (and deletes rare), so that objects pile up
-/// until `List` and `ListAll` need more than one page.
-fn request(rng: &mut Rng, crowd: bool) -> Request {
+/// geometries at and beyond their limits; in a session of `flavor`.
+fn request(rng: &mut Rng, flavor: Flavor) -> Request {
+    let crowd = matches!(flavor, Flavor::Crowd | Flavor::Hog);
     const NAMES: &[&str] = &[
         "frames", "points", "ring", "a", "b", "a.b", "x-1", "ab", "f",
     ];
@@ -297,6 +314,7 @@ fn request(rng: &mut Rng, crowd: bool) -> Request {
     ];
     let name = match rng.below(12) {
         _ if crowd && !rng.chance(8) => format!("{}{}", "n".repeat(250), rng.below(100_000)),
+        _ if flavor == Flavor::Heavy && !rng.chance(4) => format!("h{}", rng.below(64)),
         0 => rng
             .pick(&["", ".hidden", "a/b", "x.corrupt", "é", "..", "a b"])
             .to_string(),
@@ -338,6 +356,17 @@ fn request(rng: &mut Rng, crowd: bool) -> Request {
                 .to_string(),
         ),
     };
+    if flavor == Flavor::Heavy && rng.chance(2) {
+        return Request::Create {
+            name,
+            dtype: "u1".into(),
+            shape: vec![(1 + rng.below(4) as u64) << 20],
+            order,
+            backing: Backing::Memory,
+            mode: *rng.pick(MODES),
+            exist_ok: false,
+        };
+    }
     if crowd && rng.chance(8) {
         // A listing of the crowd, from the start or from within it.
         let prefix = rng.pick(&["", "n"]).to_string();
@@ -430,7 +459,7 @@ fn request(rng: &mut Rng, crowd: bool) -> Request {
 }
 
 /// Inputs fed, and scripts per harness (a registry lives through a session, so objects pile
-/// up to the limits). Every eighth session is a crowd (`request`).
+/// up to the limits). Sessions of each `Flavor` but `Mixed` are one in eight each.
 const INPUTS: usize = 20_000;
 const SESSION: usize = 100;
 const SEED: u64 = 0x6d6d_7368_6172_6531;
@@ -477,7 +506,11 @@ fn mutated_scripts_never_break_decoding_or_dispatch() {
         "Objects (more)",
         "Hello",
         "ProtocolError",
-        "QuotaExceeded",
+        "QuotaExceeded --reserve",
+        "QuotaExceeded --reserve --max-arrays",
+        "QuotaExceeded --max-objects-per-user",
+        "QuotaExceeded --user-share",
+        "QuotaExceeded --max-bytes",
         "AlreadyExists",
         "PermissionDenied",
         "NotFound",
@@ -498,25 +531,37 @@ fn run_session(session: usize, pool: &[Vec<u8>]) -> BTreeMap<String, usize> {
     let mut rng = Rng(SEED ^ (session as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut outcomes = BTreeMap::new();
     let harness = Harness::new().unwrap();
-    let crowd = session % 8 == 7;
+    let flavor = match session % 8 {
+        3 => Flavor::Heavy,
+        5 => Flavor::Hog,
+        7 => Flavor::Crowd,
+        _ => Flavor::Mixed,
+    };
+    let crowd = matches!(flavor, Flavor::Crowd | Flavor::Hog);
     let mut history: Vec<Vec<u8>> = Vec::new();
     for _ in 0..SESSION {
         let messages: Vec<(u8, Vec<u8>)> = (0..1 + rng.below(8))
             .map(|_| {
-                let selector = rng.below(4) as u8;
+                let selector = if flavor == Flavor::Hog && !rng.chance(4) {
+                    1
+                } else if flavor == Flavor::Heavy && !rng.chance(4) {
+                    *rng.pick(&[1, 2, 4, 5])
+                } else {
+                    rng.below(usize::from(CLIENTS)) as u8
+                };
                 // Crowd sessions are mostly well-formed requests (the crowd must grow).
-                let roll = if crowd && rng.chance(2) {
+                let roll = if flavor != Flavor::Mixed && rng.chance(2) {
                     0
                 } else {
                     rng.below(20)
                 };
                 let message = match roll {
-                    0..=9 => proto::encode(&request(&mut rng, crowd)).unwrap(),
+                    0..=9 => proto::encode(&request(&mut rng, flavor)).unwrap(),
                     10..=16 => {
                         let mut m = if rng.chance(2) {
                             rng.pick(pool).clone()
                         } else {
-                            proto::encode(&request(&mut rng, crowd)).unwrap()
+                            proto::encode(&request(&mut rng, flavor)).unwrap()
                         };
                         mutate(&mut rng, &mut m, pool);
                         m
@@ -560,7 +605,7 @@ fn run_session(session: usize, pool: &[Vec<u8>]) -> BTreeMap<String, usize> {
 
 /// Every client pages through `List` and `ListAll` of everything, checking each page.
 fn page_through(harness: &Harness, outcomes: &mut BTreeMap<String, usize>) {
-    for selector in 0..4 {
+    for selector in 0..CLIENTS {
         let who = creds(selector);
         for all in [false, true] {
             let mut after = None;
@@ -591,8 +636,30 @@ fn page_through(harness: &Harness, outcomes: &mut BTreeMap<String, usize>) {
     }
 }
 
+/// The limits a quota refusal may name (all it names make its key: the reserve of objects
+/// also names `--max-arrays`, of which it is a share).
+const LIMITS: &[&str] = &[
+    "--reserve",
+    "--max-objects-per-user",
+    "--user-share",
+    "--max-bytes",
+    "--max-arrays",
+];
+
 fn outcome(r: &Response) -> String {
     match r {
+        // A quota refusal names its limit (docs/SECURITY.md): count each limit apart.
+        Response::Error {
+            kind: ErrorKind::QuotaExceeded,
+            message,
+        } => {
+            let named: Vec<&str> = LIMITS
+                .iter()
+                .copied()
+                .filter(|l| message.contains(l))
+                .collect();
+            format!("QuotaExceeded {}", named.join(" "))
+        }
         Response::Error { kind, .. } => format!("{kind:?}"),
         Response::Hello { .. } => "Hello".into(),
         Response::Array(_) => "Array".into(),

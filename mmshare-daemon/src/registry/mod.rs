@@ -289,6 +289,9 @@ impl State {
     }
 }
 
+/// An owner uid, its bytes (file, memory) and its objects, as [`Registry::usage`] reports.
+pub(crate) type UidUsage = (u32, [u64; 2], usize);
+
 /// A connection holding write access to an array.
 #[derive(Clone, Copy, Debug)]
 struct Lease {
@@ -753,12 +756,16 @@ impl Registry {
         self.lock().arrays.len()
     }
 
-    /// What counts against the limits: arrays and streams, names being created, and bytes
-    /// reserved (checked by the fuzzing harness).
-    pub(crate) fn usage(&self) -> (usize, usize, u64) {
+    /// What counts against the limits (checked by the fuzzing harness): arrays and streams,
+    /// names being created, bytes, and per owner uid its bytes (file, memory) and objects.
+    pub(crate) fn usage(&self) -> (usize, usize, u64, Vec<UidUsage>) {
         let state = self.lock();
         let objects = state.arrays.len() + state.streams.len();
-        (objects, state.pending.len(), state.bytes)
+        let per_uid = state
+            .usage
+            .iter()
+            .map(|(uid, u)| (*uid, u.bytes, u.objects));
+        (objects, state.pending.len(), state.bytes, per_uid.collect())
     }
 
     /// The entry for `name`.
