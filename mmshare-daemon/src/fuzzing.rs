@@ -13,7 +13,8 @@
 //! fuzzer reports it as a crash and a test fails.
 //!
 //! Not covered: the connection's own state (the Hello-first rule, timeouts, the malformed
-//! message count), descriptor passing, several connections at once, a descriptor keeper.
+//! message count, connection slots), descriptor passing, several connections at once, a
+//! descriptor keeper.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -126,8 +127,8 @@ pub struct Fed {
 }
 
 /// A registry of the daemon's in a temporary directory (removed on drop), with small limits
-/// ([`MAX_BYTES`], [`MAX_OBJECTS`], [`MAX_OBJECTS_PER_USER`]; [`USER_SHARE`] and
-/// [`RESERVE`] as the daemon's defaults) and no descriptor keeper.
+/// ([`MAX_BYTES`], [`MAX_OBJECTS`], [`MAX_OBJECTS_PER_USER`], [`USER_SHARE`], [`RESERVE`];
+/// its own uid [`DAEMON_UID`]) and no descriptor keeper.
 #[derive(Debug)]
 pub struct Harness {
     registry: Registry,
