@@ -17,11 +17,12 @@
 //! descriptor keeper.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use mmshare::proto::{
     self, ArrayInfo, Backing, ErrorKind, MAX_MESSAGE, ObjectInfo, OpenAccess, Request, Response,
@@ -134,7 +135,23 @@ pub struct Harness {
     registry: Registry,
     /// A registry that stays empty: what a client is told about a name that does not exist.
     empty: OnceLock<Registry>,
+    /// The data files that [`Harness::run`]'s clients hold mapped (with the participant lock),
+    /// until they disconnect.
+    held: Mutex<Vec<Held>>,
     scratch: Scratch,
+}
+
+/// A data file a client holds, as a client that maps it does (with the participant lock), and
+/// what its object is charged.
+#[derive(Debug)]
+struct Held {
+    /// Keeps the participant lock.
+    _file: File,
+    /// Device and inode.
+    id: (u64, u64),
+    owner: u32,
+    backing: Backing,
+    charge: u64,
 }
 
 fn limits() -> Limits {
@@ -188,6 +205,7 @@ impl Harness {
         Ok(Harness {
             registry,
             empty: OnceLock::new(),
+            held: Mutex::new(Vec::new()),
             scratch,
         })
     }
@@ -239,6 +257,11 @@ impl Harness {
     /// a request is served as the connection handler serves it. Write access it grants is not
     /// recorded as a lease (see [`Harness::run`]).
     pub fn feed(&self, message: &[u8], creds: Creds) -> Fed {
+        self.feed_keeping(message, creds).0
+    }
+
+    /// [`Harness::feed`], returning the reply's descriptors too.
+    fn feed_keeping(&self, message: &[u8], creds: Creds) -> (Fed, Vec<File>) {
         let truncated = message.len() > MAX_MESSAGE + 1;
         let received = &message[..message.len().min(MAX_MESSAGE + 1)];
         match classify(received, truncated) {
@@ -246,27 +269,62 @@ impl Harness {
                 let before = named(&request).and_then(|name| self.owner_of(name));
                 let (response, files, lease) =
                     crate::server::handle_request(&self.registry, creds, request.clone());
-                Fed {
+                let fed = Fed {
                     request: Some(request),
                     response,
                     descriptors: files.len(),
                     lease,
                     before,
-                }
+                };
+                (fed, files)
             }
             // What the connection handler replies to a malformed message.
-            Incoming::Bad(e) => Fed {
-                request: None,
-                response: Response::Error {
-                    kind: ErrorKind::ProtocolError,
-                    message: e.to_string(),
-                },
-                descriptors: 0,
-                lease: None,
-                before: None,
-            },
+            Incoming::Bad(e) => {
+                let fed = Fed {
+                    request: None,
+                    response: Response::Error {
+                        kind: ErrorKind::ProtocolError,
+                        message: e.to_string(),
+                    },
+                    descriptors: 0,
+                    lease: None,
+                    before: None,
+                };
+                (fed, Vec::new())
+            }
             Incoming::Closed => unreachable!("classify never reports a close"),
         }
+    }
+
+    /// Holds the data file of a reply that carries one, as a client that maps it does: with
+    /// the participant lock, so that a delete of its object keeps it charged.
+    fn hold(&self, response: &Response, files: Vec<File>) -> Result<(), String> {
+        let (owner, backing, charge) = match response {
+            Response::Array(a) => (a.owner_uid, a.backing, array_len(a) + 4096),
+            Response::Stream(s) => (
+                s.owner_uid,
+                s.backing,
+                stream_len(s) + 4096 + 256 * u64::from(s.max_subscribers),
+            ),
+            _ => return Ok(()),
+        };
+        let Some(file) = files.into_iter().next() else {
+            return Ok(());
+        };
+        mmshare::hold_participant_lock(&file).map_err(|e| format!("participant lock: {e}"))?;
+        let meta = file.metadata().map_err(|e| format!("fstat: {e}"))?;
+        let held = Held {
+            _file: file,
+            id: (meta.dev(), meta.ino()),
+            owner,
+            backing,
+            charge,
+        };
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(held);
+        Ok(())
     }
 
     /// Runs a fuzzer's input: messages separated by [`SEPARATOR`], each starting with a byte
@@ -275,10 +333,12 @@ impl Harness {
     /// (a request naming such an object is answered exactly as for a name that does not exist;
     /// a create of it says only that the name is taken; the daemon's directories appear in no
     /// message to the users who do not see paths), and the registry ([`Harness::check`]);
-    /// write access that replies
-    /// grant is recorded as leases, as the connection handler records it. At the end the
-    /// clients disconnect (their leases are recovered and released, as when a connection
-    /// closes) and the periodic recovery pass runs, and the registry is checked again.
+    /// write access that replies grant is recorded as leases, as the connection handler
+    /// records it, and the clients keep the data files they are sent mapped (with the
+    /// participant lock), so a deleted object they hold stays charged to its owner. At the end
+    /// the clients disconnect (their files are closed, their leases recovered and released, as
+    /// when a connection closes), the periodic recovery pass runs, and the registry is
+    /// checked again: nothing deleted is charged any more.
     ///
     /// Returns what happened to each message.
     ///
@@ -289,9 +349,10 @@ impl Harness {
         let mut done = Vec::new();
         for (i, (selector, message)) in split_script(input).into_iter().enumerate() {
             let who = creds(selector);
-            let fed = self.feed(message, who);
+            let (fed, files) = self.feed_keeping(message, who);
             let checked = check_reply(&fed, who)
                 .and_then(|()| self.check_hiding(&fed, who))
+                .and_then(|()| self.hold(&fed.response, files))
                 .and_then(|()| self.check());
             if let Err(e) = checked {
                 panic!(
@@ -310,6 +371,7 @@ impl Harness {
             }
             done.push(fed);
         }
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).clear();
         let names: Vec<String> = leases.into_iter().collect();
         self.registry.recover_after_close(&names, 0);
         self.registry.release_leases(&names, 0);
@@ -378,8 +440,9 @@ impl Harness {
     /// `ListAll` pages list every object once and in order, every object has its file (of the
     /// size its description implies) in its directory and there is no other file (no
     /// temporary file left behind), and the bytes counted against the limits, in total and
-    /// per owner and directory, are the bytes of those files plus each object's control
-    /// state.
+    /// per owner and directory, and the objects counted per owner, are those of the objects
+    /// (files plus control state) and of the deleted objects whose data files clients of
+    /// [`Harness::run`] still hold.
     ///
     /// # Errors
     /// What is wrong.
@@ -408,6 +471,7 @@ impl Harness {
         let mut expected_bytes = 0u64;
         let mut expected_usage: BTreeMap<u32, ([u64; 2], usize)> = BTreeMap::new();
         let mut expected_files = BTreeSet::new();
+        let mut live = BTreeSet::new();
         for object in &listed {
             let (owner, backing, path, len, control) = match object {
                 ObjectInfo::Array(a) => (
@@ -453,13 +517,24 @@ impl Harness {
             let usage = expected_usage.entry(owner).or_default();
             usage.0[usize::from(backing == Backing::Memory)] += len + control;
             usage.1 += 1;
+            live.insert((on_disk.dev(), on_disk.ino()));
             // Paths as strings: comparing `PathBuf`s component by component made this check
             // most of the bounded run's time.
             expected_files.insert(entry.to_string_lossy().into_owned());
         }
+        // Deleted objects that a client still holds stay charged (once each).
+        let mut retired = BTreeSet::new();
+        for h in self.held.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            if !live.contains(&h.id) && retired.insert(h.id) {
+                expected_bytes += h.charge;
+                let usage = expected_usage.entry(h.owner).or_default();
+                usage.0[usize::from(h.backing == Backing::Memory)] += h.charge;
+                usage.1 += 1;
+            }
+        }
         if bytes != expected_bytes {
             return Err(format!(
-                "{bytes} bytes counted against the quota, but the objects take {expected_bytes}"
+                "{bytes} bytes counted against the quota, but the objects (and the deleted ones still held) take {expected_bytes}"
             ));
         }
         let counted: BTreeMap<u32, ([u64; 2], usize)> = per_uid
@@ -852,6 +927,34 @@ mod tests {
         let delete = encode(&Request::Delete { name: "a".into() });
         let fed = h.feed(&delete, creds(3));
         assert_eq!(fed.response, Response::Deleted);
+        h.check().unwrap();
+    }
+
+    #[test]
+    fn a_deleted_object_a_client_holds_stays_charged_until_it_lets_go() {
+        let h = Harness::new().unwrap();
+        let create = encode(&Request::Create {
+            name: "held".into(),
+            dtype: "u1".into(),
+            shape: vec![100],
+            order: proto::WireOrder::C,
+            backing: Backing::Memory,
+            mode: 0o600,
+            exist_ok: false,
+        });
+        let (fed, files) = h.feed_keeping(&create, creds(2));
+        h.hold(&fed.response, files).unwrap();
+        let charged = h.registry.usage().2;
+        assert_eq!(charged, 4096 + 104 + 4096);
+        let delete = encode(&Request::Delete {
+            name: "held".into(),
+        });
+        assert_eq!(h.feed(&delete, creds(2)).response, Response::Deleted);
+        assert_eq!(h.registry.usage().2, charged, "still mapped: still charged");
+        h.check().unwrap();
+        h.held.lock().unwrap().clear();
+        h.registry.recover_all();
+        assert_eq!(h.registry.usage().2, 0);
         h.check().unwrap();
     }
 
