@@ -89,6 +89,9 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
   map-and-delete SOCKET PREFIX MIB N    N times: create memory array PREFIX-i of MIB MiB, keep
                                         it mapped, delete it; print 'created=K' and
                                         'refused=KIND:MESSAGE' (or 'refused=none')
+  raw-hold SOCKET NAME                  subscribe to stream NAME speaking the protocol raw (no
+                                        library: no participant lock of its own), print
+                                        'holding', keep the descriptors, sleep
   control-attack SOCKET NAME KIND [all] speak the protocol raw: open array NAME read-only (KIND
                                         array) or subscribe to stream NAME (KIND stream), then
                                         try to resize the control descriptor received (every
@@ -196,6 +199,19 @@ fn main() -> ExitCode {
             mib.parse().unwrap_or(1),
             n.parse().unwrap_or(1),
         ),
+        ["raw-hold", socket, name] => raw_request(
+            socket,
+            &mmshare::proto::Request::OpenStream {
+                name: (*name).to_owned(),
+                role: mmshare::proto::StreamRole::Subscribe,
+            },
+        )
+        .map(|(_, fds)| {
+            say("holding");
+            std::thread::sleep(Duration::from_secs(3600));
+            drop(fds);
+            ExitCode::SUCCESS
+        }),
         ["names-probe", socket, hidden, absent] => names_probe(socket, hidden, absent),
         ["create-exist-ok", socket, name, kind] => create_exist_ok(socket, name, kind),
         ["control-attack", socket, name, kind, rest @ ..] => {

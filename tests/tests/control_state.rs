@@ -99,6 +99,30 @@ fn an_array_sleeper_from_before_a_restart_is_seen_by_a_writer_after_it() {
     assert_eq!(waiter.join().unwrap().unwrap(), 1);
 }
 
+/// The daemon marks control state in use on the client's own open file description before it
+/// sends it: a client that never takes the participant lock itself (here one speaking the
+/// protocol raw) still keeps the state with the keeper across a daemon SIGKILL, well past the
+/// keeper's once-a-second check for unused state.
+#[test]
+fn state_sent_to_a_client_counts_as_in_use_before_the_client_locks_it() {
+    let mut d = Daemon::start(&[]);
+    d.client()
+        .create_stream(&StreamOptions::new("held", "u8", &[8]))
+        .unwrap();
+    let mut holder = Worker::spawn(&["raw-hold", &socket(&d), "held"]);
+    holder.expect_line("holding", WATCHDOG);
+    d.kill();
+    // The keeper, with no daemon, drops unused state once a second.
+    std::thread::sleep(Duration::from_millis(2500));
+    d.restart();
+    holder.kill(); // before the assertion, so a failure leaves no process behind
+    assert!(
+        d.log_has("kept the control state a previous daemon left with the keeper"),
+        "{:?}",
+        d.log()
+    );
+}
+
 /// The pid of the descriptor keeper that serves `d`'s memory directory (from its socket's
 /// peer credentials), if one runs.
 fn keeper_pid(d: &Daemon) -> Option<u32> {

@@ -331,10 +331,20 @@ pub struct Registry {
 /// A descriptor for `control` to send to a client: a new open file description of the same
 /// memfd (so that the client's participant lock is its own, visible to the daemon and the
 /// keeper), or, without `/proc`, a duplicate of the daemon's own.
+///
+/// The daemon takes the participant lock on the new description itself, before sending it:
+/// the lock belongs to the description, which the client then holds, so the state counts as
+/// in use from the moment it leaves the daemon (a client stopped between receiving it and
+/// locking it, or one that never locks, is not invisible), and the kernel drops the lock
+/// when the client lets go of it (or when the send fails and the daemon closes its copy).
 pub(crate) fn client_control(control: &File) -> Option<File> {
-    mmshare::reopen(control)
-        .or_else(|_| control.try_clone())
-        .ok()
+    match mmshare::reopen(control) {
+        Ok(own) => {
+            let _ = mmshare::hold_participant_lock(&own);
+            Some(own)
+        }
+        Err(_) => control.try_clone().ok(),
+    }
 }
 
 /// What a permission check is for.
