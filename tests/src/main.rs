@@ -1247,18 +1247,7 @@ fn create_until(socket: &str, prefix: &str, mib: u64, backing: &str) -> Result<E
 /// A writer that abuses its read-write descriptor: truncates the array's file and extends it
 /// again, as fast as it can.
 fn truncate_loop(socket: &str, name: &str, secs: f64) -> Result<ExitCode> {
-    use mmshare::proto::{OpenAccess, Request, Response};
-    let (reply, fds) = raw_request(
-        socket,
-        &Request::Open {
-            name: name.to_owned(),
-            access: OpenAccess::Write,
-        },
-    )?;
-    if let Response::Error { message, .. } = reply {
-        return Err(message.into());
-    }
-    let file = std::fs::File::from(fds.into_iter().next().ok_or("no descriptor")?);
+    let file = raw_open_for_writing(socket, name)?;
     let len = file.metadata()?.len();
     let start = Instant::now();
     let mut rounds = 0u64;
@@ -1273,18 +1262,7 @@ fn truncate_loop(socket: &str, name: &str, secs: f64) -> Result<ExitCode> {
 
 /// A writer that grows its array's file to take memory past its limits.
 fn grow(socket: &str, name: &str, mib: u64) -> Result<ExitCode> {
-    use mmshare::proto::{OpenAccess, Request, Response};
-    let (reply, fds) = raw_request(
-        socket,
-        &Request::Open {
-            name: name.to_owned(),
-            access: OpenAccess::Write,
-        },
-    )?;
-    if let Response::Error { message, .. } = reply {
-        return Err(message.into());
-    }
-    let file = std::fs::File::from(fds.into_iter().next().ok_or("no descriptor")?);
+    let file = raw_open_for_writing(socket, name)?;
     let len = file.metadata()?.len();
     rustix::fs::fallocate(
         &file,
@@ -1326,4 +1304,23 @@ fn map_and_delete(socket: &str, prefix: &str, mib: u64, n: usize) -> Result<Exit
     say(&format!("created={n}"));
     say("refused=none");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens array `name` for writing speaking the protocol raw, and returns its data file: the
+/// read-write descriptor a writer gets.
+fn raw_open_for_writing(socket: &str, name: &str) -> Result<std::fs::File> {
+    use mmshare::proto::{OpenAccess, Request, Response};
+    let (reply, fds) = raw_request(
+        socket,
+        &Request::Open {
+            name: name.to_owned(),
+            access: OpenAccess::Write,
+        },
+    )?;
+    if let Response::Error { message, .. } = reply {
+        return Err(message.into());
+    }
+    Ok(std::fs::File::from(
+        fds.into_iter().next().ok_or("no descriptor")?,
+    ))
 }
