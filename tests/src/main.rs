@@ -1023,7 +1023,7 @@ fn control_attack(socket: &str, name: &str, kind: &str, all: bool) -> Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-fn outcome_of<T>(r: std::result::Result<T, mmshare::ClientError>, name: &str) -> String {
+fn outcome_of<T>(r: &std::result::Result<T, mmshare::ClientError>, name: &str) -> String {
     match r {
         Ok(_) => "ok".to_owned(),
         Err(e) => format!(
@@ -1040,22 +1040,22 @@ fn names_probe(socket: &str, hidden: &str, absent: &str) -> Result<ExitCode> {
     let client = Client::connect(socket)?;
     for (label, name) in [("hidden", hidden), ("absent", absent)] {
         let ops: Vec<(&str, String)> = vec![
-            ("stat", outcome_of(client.stat(name), name)),
-            ("describe", outcome_of(client.describe(name), name)),
+            ("stat", outcome_of(&client.stat(name), name)),
+            ("describe", outcome_of(&client.describe(name), name)),
             (
                 "open_read",
-                outcome_of(client.open_raw(name, Access::Read), name),
+                outcome_of(&client.open_raw(name, Access::Read), name),
             ),
             (
                 "open_write",
-                outcome_of(client.open_raw(name, Access::Write), name),
+                outcome_of(&client.open_raw(name, Access::Write), name),
             ),
             (
                 "subscribe",
-                outcome_of(client.subscribe_bytes(name, Delivery::Lossy, 1), name),
+                outcome_of(&client.subscribe_bytes(name, Delivery::Lossy, 1), name),
             ),
-            ("publish", outcome_of(client.publisher_bytes(name), name)),
-            ("delete", outcome_of(client.delete(name), name)),
+            ("publish", outcome_of(&client.publisher_bytes(name), name)),
+            ("delete", outcome_of(&client.delete(name), name)),
             (
                 "listed",
                 client
@@ -1073,16 +1073,7 @@ fn names_probe(socket: &str, hidden: &str, absent: &str) -> Result<ExitCode> {
         }
         // A create of the name: an absent one is created (and removed again).
         let created = client.create(&CreateOptions::new(name, "u1", &[16]).memory());
-        say(&format!(
-            "create {label}={}",
-            outcome_of(
-                created
-                    .as_ref()
-                    .map(|_| ())
-                    .map_err(|e| mmshare::ClientError::Protocol(e.to_string())),
-                name
-            )
-        ));
+        say(&format!("create {label}={}", outcome_of(&created, name)));
         if created.is_ok() {
             client.delete(name)?;
         }
@@ -1093,13 +1084,7 @@ fn names_probe(socket: &str, hidden: &str, absent: &str) -> Result<ExitCode> {
         );
         say(&format!(
             "create_stream {label}={}",
-            outcome_of(
-                stream
-                    .as_ref()
-                    .map(|_| ())
-                    .map_err(|e| mmshare::ClientError::Protocol(e.to_string())),
-                name
-            )
+            outcome_of(&stream, name)
         ));
         if stream.is_ok() {
             client.delete(name)?;

@@ -620,6 +620,24 @@ impl Registry {
             )
     }
 
+    /// Takes an array whose file is gone from its name out of the registry: its charge stays
+    /// while processes still map it ([`State::retire`]), and the keeper forgets its control
+    /// state. Processes that map it keep their mapping (and its control state); a new array
+    /// of this name gets new ones.
+    fn unregister_array(&self, mut state: MutexGuard<'_, State>, entry: &Entry) {
+        let name = &entry.header.name;
+        state.arrays.remove(name);
+        state.unidentified.remove(name);
+        state.retire(
+            entry.raw.file(),
+            entry.header.owner_uid,
+            entry.backing,
+            array_bytes(&entry.header),
+        );
+        drop(state);
+        self.forget(&entry.key());
+    }
+
     /// Restarts and refills a descriptor keeper that went away (run with the periodic check,
     /// so that state made meanwhile is never missing from it for long).
     fn check_keeper(&self) {
@@ -1077,7 +1095,7 @@ impl Registry {
     pub fn delete(&self, who: Creds, name: &str) -> Result<(), RequestError> {
         validate_name(name)
             .map_err(|e| RequestError::new(ErrorKind::InvalidName, e.to_string()))?;
-        let mut state = self.lock();
+        let state = self.lock();
         if state.streams.contains_key(name) {
             return self.delete_stream(state, who, name);
         }
@@ -1095,18 +1113,7 @@ impl Registry {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(internal("cannot unlink array file", e)),
         }
-        // Processes that map it keep their mapping (and its control state); a new array of
-        // this name gets new ones.
-        state.arrays.remove(name);
-        state.unidentified.remove(name);
-        state.retire(
-            entry.raw.file(),
-            entry.header.owner_uid,
-            entry.backing,
-            array_bytes(&entry.header),
-        );
-        drop(state);
-        self.forget(&entry.key());
+        self.unregister_array(state, &entry);
         info!(name, uid = who.uid, "deleted");
         Ok(())
     }
@@ -1326,7 +1333,7 @@ impl Registry {
             if !entry.intact() {
                 let name = &entry.header.name;
                 error!(name, path = %entry.path.display(), "array file was truncated by a writer: removed");
-                let mut state = self.lock();
+                let state = self.lock();
                 if state
                     .arrays
                     .get(name)
@@ -1335,16 +1342,7 @@ impl Registry {
                     // Removed as Delete removes (the name is free again; processes that map
                     // the file keep what they have).
                     let _ = std::fs::remove_file(&entry.path);
-                    state.arrays.remove(name);
-                    state.unidentified.remove(name);
-                    state.retire(
-                        entry.raw.file(),
-                        entry.header.owner_uid,
-                        entry.backing,
-                        array_bytes(&entry.header),
-                    );
-                    drop(state);
-                    self.forget(&entry.key());
+                    self.unregister_array(state, &entry);
                 }
                 continue;
             }

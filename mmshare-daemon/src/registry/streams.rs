@@ -592,7 +592,7 @@ impl Registry {
     /// Removes a stream whose data file a publisher truncated, as Delete removes it.
     fn retire_stream(&self, entry: &Arc<StreamEntry>) {
         let name = &entry.header.name;
-        let mut state = self.lock();
+        let state = self.lock();
         if !state
             .streams
             .get(name)
@@ -604,7 +604,13 @@ impl Registry {
         if let Err(e) = remove_stream_dir(&entry.path, entry.id.1) {
             warn!(name, "cannot remove the stream's directory: {e}");
         }
-        state.streams.remove(name);
+        self.unregister_stream(state, entry);
+    }
+
+    /// Takes a stream whose directory is gone from its name out of the registry: its charge
+    /// stays while processes still map it, and the keeper forgets its control state.
+    fn unregister_stream(&self, mut state: MutexGuard<'_, State>, entry: &StreamEntry) {
+        state.streams.remove(&entry.header.name);
         state.retire(
             entry.files.data_file(),
             entry.header.owner_uid,
@@ -619,7 +625,7 @@ impl Registry {
     /// removed. Processes that map its files keep streaming on them.
     pub(super) fn delete_stream(
         &self,
-        mut state: MutexGuard<'_, State>,
+        state: MutexGuard<'_, State>,
         who: Creds,
         name: &str,
     ) -> Result<(), RequestError> {
@@ -634,15 +640,7 @@ impl Registry {
         }
         remove_stream_dir(&entry.path, entry.id.1)
             .map_err(|e| internal("cannot remove stream directory", e))?;
-        state.streams.remove(name);
-        state.retire(
-            entry.files.data_file(),
-            entry.header.owner_uid,
-            entry.backing,
-            entry.bytes(),
-        );
-        drop(state);
-        self.forget(&entry.key());
+        self.unregister_stream(state, &entry);
         info!(name, uid = who.uid, "stream deleted");
         Ok(())
     }
