@@ -163,6 +163,7 @@ fn limits() -> Limits {
         reserve: RESERVE,
         max_objects_per_user: MAX_OBJECTS_PER_USER,
         daemon_uid: DAEMON_UID,
+        max_open_objects: MAX_OBJECTS,
     }
 }
 

@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mmshare::proto::{ErrorKind, OpenAccess, PROTOCOL_VERSION, Request, Response};
 use tokio::sync::{Semaphore, mpsc};
@@ -23,7 +23,7 @@ use tracing::{debug, error, info, warn};
 use crate::Config;
 use crate::config::Paths;
 use crate::connection::{Connection, Incoming};
-use crate::registry::{Creds, Limits, Registry, RequestError};
+use crate::registry::{Creds, Limits, Registry, RequestError, descriptor_limit};
 use crate::shutdown::{self, Shutdown};
 use crate::slots::{Slot, SlotLimits, Slots};
 
@@ -77,6 +77,21 @@ pub async fn run(
         StopOn::Handle(rx) => Stop::Handle(rx),
     };
     raise_fd_limit();
+    let budget = DescriptorBudget::for_limit(descriptor_limit().0, config.max_connections)?;
+    if budget.connections < config.max_connections {
+        warn!(
+            "the descriptor limit (RLIMIT_NOFILE {}) allows {} connections, not --max-connections {}: raise it (ulimit -n, or LimitNOFILE= under systemd) to serve that many",
+            descriptor_limit().0,
+            budget.connections,
+            config.max_connections
+        );
+    }
+    info!(
+        limit = descriptor_limit().0,
+        connections = budget.connections,
+        open_objects = budget.open_objects,
+        "descriptor budget"
+    );
     for warning in &paths.warnings {
         warn!("{warning}");
     }
@@ -92,6 +107,7 @@ pub async fn run(
         reserve: config.reserve,
         max_objects_per_user: config.max_objects_per_user,
         daemon_uid: rustix::process::geteuid().as_raw(),
+        max_open_objects: budget.open_objects,
     };
     let keeper = if config.no_fd_keeper {
         None
@@ -184,8 +200,8 @@ pub async fn run(
 
     let slots = Slots::new(
         SlotLimits {
-            total: config.max_connections,
-            reserved: config.reserved_connections.min(config.max_connections),
+            total: budget.connections,
+            reserved: config.reserved_connections.min(budget.connections),
             per_user: config.max_connections_per_user,
         },
         rustix::process::geteuid().as_raw(),
@@ -210,18 +226,45 @@ async fn accept_loop(
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     // Connections being told Busy are bounded too.
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
+    let mut spare = Spare::take();
+    let mut last_warning: Option<Instant> = None;
     loop {
-        let socket = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(s) => s,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning, keep serving.
-                    warn!("accept failed: {e}");
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.wait() => break,
+        };
+        spare.refill();
+        let (socket, refusal) = match accepted {
+            Ok(s) => (s, None),
+            Err(e) => {
+                let out_of_descriptors = matches!(
+                    rustix::io::Errno::from_io_error(&e),
+                    Some(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE)
+                );
+                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    warn!("accept failed: {e} (said once every 10 s at most)");
+                    last_warning = Some(Instant::now());
+                }
+                // Out of descriptors: let the spare go to take the waiting connection and tell
+                // it so, rather than leave it (and every later one) hanging unanswered.
+                if out_of_descriptors && spare.release() {
+                    match listener.accept().await {
+                        Ok(s) => {
+                            let (limit, _) = descriptor_limit();
+                            let why = format!(
+                                "the daemon is out of file descriptors ({e}; RLIMIT_NOFILE \
+                                 {limit}); try again later"
+                            );
+                            (s, Some(why))
+                        }
+                        Err(_) => continue,
+                    }
+                } else {
+                    // Back off instead of spinning; keep serving what is connected.
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
-            },
-            () = shutdown.wait() => break,
+            }
         };
         let creds = match socket.peer_cred() {
             Ok(c) => Creds {
@@ -234,7 +277,11 @@ async fn accept_loop(
                 continue;
             }
         };
-        match slots.take(creds.uid) {
+        let taken = match refusal {
+            Some(why) => Err(why),
+            None => slots.take(creds.uid),
+        };
+        match taken {
             Ok(slot) => {
                 let (registry, shutdown, done) =
                     (registry.clone(), shutdown.clone(), done_tx.clone());
@@ -275,6 +322,29 @@ async fn accept_loop(
     drop(done_tx);
     let _ = done_rx.recv().await;
     Ok(())
+}
+
+/// A descriptor held in reserve (of `/dev/null`): when accepting fails for want of
+/// descriptors, it is let go to accept the waiting connection and tell it Busy, and taken again
+/// afterwards.
+struct Spare(Option<std::fs::File>);
+
+impl Spare {
+    fn take() -> Spare {
+        Spare(std::fs::File::open("/dev/null").ok())
+    }
+
+    /// Lets the spare go; whether there was one.
+    fn release(&mut self) -> bool {
+        self.0.take().is_some()
+    }
+
+    /// Takes the spare again if it was let go (and a descriptor is free).
+    fn refill(&mut self) {
+        if self.0.is_none() {
+            *self = Spare::take();
+        }
+    }
 }
 
 async fn periodic_recovery(registry: Arc<Registry>, mut shutdown: Shutdown) {
@@ -572,6 +642,54 @@ fn dispatch(
             Ok(()) => (Response::Deleted, Vec::new(), None),
             Err(e) => (error_response(e), Vec::new(), None),
         },
+    }
+}
+
+/// How the daemon spends its descriptors: a fixed reserve for its own use (listener, lock
+/// files, keeper, logs, the spare kept for refusing connections), two per connection (its
+/// socket, and a descriptor in flight to it), three per object held open (the data file, the
+/// control state, and the mapping's copy of it). Objects nobody uses cost none, so there is
+/// no bound on how many objects the daemon serves, only on how many are in use at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DescriptorBudget {
+    /// Connections served at once (at most `--max-connections`).
+    pub(crate) connections: usize,
+    /// Objects held open at once.
+    pub(crate) open_objects: usize,
+}
+
+/// Descriptors kept for the daemon's own use.
+const DESCRIPTORS_KEPT: u64 = 64;
+/// Descriptors per connection.
+const DESCRIPTORS_PER_CONNECTION: u64 = 2;
+/// Descriptors per object held open.
+const DESCRIPTORS_PER_OPEN_OBJECT: u64 = 3;
+/// Fewest objects held open at once the daemon starts with.
+const MIN_OPEN_OBJECTS: u64 = 8;
+
+impl DescriptorBudget {
+    /// The budget for `limit` descriptors and `max_connections`: connections get what they
+    /// ask, but never more than half of what is left after the reserve; objects get the rest.
+    ///
+    /// # Errors
+    /// A message for the operator when `limit` is too low to serve even a few objects.
+    pub(crate) fn for_limit(limit: u64, max_connections: usize) -> Result<Self, String> {
+        let least = DESCRIPTORS_KEPT + 2 * MIN_OPEN_OBJECTS * DESCRIPTORS_PER_OPEN_OBJECT;
+        if limit < least {
+            return Err(format!(
+                "the descriptor limit (RLIMIT_NOFILE {limit}) is too low: the daemon needs at \
+                 least {least} (raise it with ulimit -n, or LimitNOFILE= under systemd)"
+            ));
+        }
+        let left = limit - DESCRIPTORS_KEPT;
+        let for_connections = (max_connections as u64 * DESCRIPTORS_PER_CONNECTION).min(left / 2);
+        let connections = for_connections / DESCRIPTORS_PER_CONNECTION;
+        let open_objects =
+            (left - connections * DESCRIPTORS_PER_CONNECTION) / DESCRIPTORS_PER_OPEN_OBJECT;
+        Ok(DescriptorBudget {
+            connections: usize::try_from(connections).unwrap_or(usize::MAX),
+            open_objects: usize::try_from(open_objects).unwrap_or(usize::MAX),
+        })
     }
 }
 

@@ -93,6 +93,7 @@ pub use num_complex::Complex;
 pub use proto::{ArrayInfo, Backing, ErrorKind, ObjectInfo, StreamInfo, SubscriberStat};
 #[cfg(feature = "async")]
 pub use raw::Changed;
+pub use raw::peek_array_state;
 pub use raw::{
     Access, ByteReader, ByteWriter, DEFAULT_TIMEOUT, Finish, RawArray, Recovery, Snapshot,
     WriteSession,
@@ -104,7 +105,7 @@ pub use sleepers::{
 pub use stream::{
     CONTROL_FILE, DATA_FILE, DEFAULT_MAX_HELD, Delivery, LoanToken, MAX_HELD, Publisher, Sample,
     SampleMut, SampleToken, StreamFiles, Subscriber, SubscriberInfo, create_stream_data,
-    create_stream_files, new_stream_control,
+    create_stream_files, new_stream_control, peek_stream_counters,
 };
 #[cfg(feature = "async")]
 pub use stream::{LoanAsync, Recv};

@@ -101,6 +101,9 @@ impl RawArray {
                 source,
             })?;
         let mut raw = Self::from_file_at(file, access, path.to_owned())?;
+        // A participant by path is one too: the daemon, which holds nothing open of an array
+        // nobody uses, looks for this lock to see that someone does (docs/FORMAT.md).
+        let _ = crate::sys::hold_participant_lock(&raw.file);
         raw.control = ArrayControl::open_beside(path);
         Ok(raw)
     }
@@ -1153,6 +1156,33 @@ pub(crate) fn read_up_to(file: &File, buf: &mut [u8]) -> std::io::Result<usize> 
         }
     }
     Ok(got)
+}
+
+/// The little-endian `u64` at byte `at` of `file` (read with `pread`), or 0 past its end.
+pub(crate) fn read_word_at(file: &File, at: u64) -> std::io::Result<u64> {
+    let mut b = [0u8; 8];
+    let mut got = 0;
+    while got < b.len() {
+        match file.read_at(&mut b[got..], at + got as u64) {
+            Ok(0) => return Ok(0),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(u64::from_le_bytes(b))
+}
+
+/// An array file's version and TORN flag, read with `pread` from its header, without mapping
+/// it (the daemon describes arrays nobody uses this way). A momentary value, as
+/// [`RawArray::version`] and [`RawArray::is_torn`] are; the header itself is not validated.
+///
+/// # Errors
+/// The OS error of the read.
+pub fn peek_array_state(file: &File) -> std::io::Result<(u64, bool)> {
+    let sequence = read_word_at(file, offsets::SEQUENCE as u64)?;
+    let flags = read_word_at(file, offsets::FLAGS as u64)? as u32;
+    Ok((sequence / 2, flags & FLAG_TORN != 0))
 }
 
 /// Async waiting for a new version (feature `async`, or `tokio`).

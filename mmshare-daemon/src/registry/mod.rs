@@ -11,6 +11,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,9 @@ use tracing::{error, info, warn};
 
 use crate::keeper::{self, Keeper};
 
+mod held;
 mod streams;
+use held::{Budget, Held, Token};
 pub use streams::StreamEntry;
 
 /// Peer credentials of a connection (SO_PEERCRED).
@@ -75,6 +78,9 @@ pub struct Limits {
     pub max_objects_per_user: usize,
     /// The daemon's own uid, which (with root) per-user limits do not apply to.
     pub daemon_uid: u32,
+    /// Most objects the daemon holds open at once (each costs it three descriptors); set
+    /// from its descriptor limit. Objects nobody uses are not held open.
+    pub max_open_objects: usize,
 }
 
 impl Limits {
@@ -128,12 +134,42 @@ pub struct Entry {
     pub backing: Backing,
     /// Its file.
     pub path: PathBuf,
-    /// The daemon's own read-write mapping: for versions, TORN, and dead-writer recovery.
-    pub raw: RawArray,
     /// Device and inode of the file, to check that a file opened by path is this array.
     pub id: (u64, u64),
+    /// What the daemon holds open of it, only while it is in use (see `held`).
+    held: Held<ArrayOpen>,
+}
+
+/// An array in use, as the daemon holds it open.
+#[derive(Debug)]
+pub struct ArrayOpen {
+    /// The daemon's own read-write mapping: for versions, TORN, and dead-writer recovery.
+    pub raw: RawArray,
     /// Its control state (sleeper count): a sealed memfd, reopened for each client.
     pub control: File,
+    _place: Token,
+}
+
+impl ArrayOpen {
+    /// Whether the file still holds everything `header` declares. An array file is writable
+    /// by its writers, who can truncate it: the daemon checks (fstat) before touching its
+    /// mapping, and a truncation racing with that check is caught by the truncation guard (the
+    /// access reads a zero page instead of raising SIGBUS, and this then says false).
+    pub fn intact(&self, header: &Header) -> bool {
+        !self.raw.truncated_under_guard()
+            && self
+                .raw
+                .file()
+                .metadata()
+                .is_ok_and(|m| m.len() >= header.file_len())
+    }
+
+    /// Whether a process other than the daemon uses the array: holds its control state or
+    /// maps its file (a participant lock on either).
+    fn in_use(&self) -> bool {
+        let locked = |f: &File| mmshare::has_participants(f).unwrap_or(true);
+        locked(&self.control) || locked(self.raw.file())
+    }
 }
 
 fn file_id(file: &File) -> io::Result<(u64, u64)> {
@@ -142,35 +178,14 @@ fn file_id(file: &File) -> io::Result<(u64, u64)> {
 }
 
 impl Entry {
-    /// Whether the file still holds everything its header declares. An array file is writable
-    /// by its writers, who can truncate it: the daemon checks (fstat) before touching its
-    /// mapping, and a truncation racing with that check is caught by the truncation guard (the
-    /// access reads a zero page instead of raising SIGBUS, and this then says false).
-    pub fn intact(&self) -> bool {
-        !self.raw.truncated_under_guard()
-            && self
-                .raw
-                .file()
-                .metadata()
-                .is_ok_and(|m| m.len() >= self.header.file_len())
-    }
-
-    fn new(
-        header: Header,
-        backing: Backing,
-        path: PathBuf,
-        raw: RawArray,
-        control: File,
-    ) -> io::Result<Entry> {
-        let id = file_id(raw.file())?;
-        Ok(Entry {
+    fn new(header: Header, backing: Backing, path: PathBuf, id: (u64, u64)) -> Entry {
+        Entry {
             header,
             backing,
             path,
-            raw,
             id,
-            control,
-        })
+            held: Held::empty(),
+        }
     }
 
     /// The key of its control state in the descriptor keeper.
@@ -178,13 +193,51 @@ impl Entry {
         keeper::key('a', self.id, self.header.created_ns, &self.header.name)
     }
 
+    /// The daemon's open state of it, if it is open now.
+    pub fn open_state(&self) -> Option<Arc<ArrayOpen>> {
+        self.held.get()
+    }
+
+    /// Opens its file (never through a symlink) and checks that it is this array's.
+    fn open_file(&self, write: bool) -> io::Result<File> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&self.path)?;
+        if file_id(&file)? != self.id {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "another file took the array's name",
+            ));
+        }
+        Ok(file)
+    }
+
+    /// Version and TORN: from the daemon's mapping while it holds the array open, else read
+    /// from the file. A file that does not hold its header's bytes
+    /// reads as version 0, torn.
+    fn version_and_torn(&self) -> (u64, bool) {
+        match self.held.get() {
+            Some(open) if open.intact(&self.header) => (open.raw.version(), open.raw.is_torn()),
+            Some(_) => (0, true),
+            None => self
+                .open_file(false)
+                .and_then(|f| {
+                    let whole = f.metadata()?.len() >= self.header.file_len();
+                    Ok(if whole {
+                        mmshare::peek_array_state(&f)?
+                    } else {
+                        (0, true)
+                    })
+                })
+                .unwrap_or((0, true)),
+        }
+    }
+
     /// The description sent to clients.
     pub fn info(&self) -> ArrayInfo {
-        let (version, torn) = if self.intact() {
-            (self.raw.version(), self.raw.is_torn())
-        } else {
-            (0, true)
-        };
+        let (version, torn) = self.version_and_torn();
         ArrayInfo {
             name: self.header.name.clone(),
             dtype: self.header.dtype.descr().to_owned(),
@@ -326,6 +379,13 @@ pub struct Registry {
     keeper: Mutex<Option<Keeper>>,
     /// Control state the keeper handed over at start, by key, until objects claim it.
     adoptable: Mutex<BTreeMap<String, File>>,
+    /// Set when the keeper had to be started again: it is given everything at the next
+    /// periodic check (not at once, from under an object's lock).
+    refill: AtomicBool,
+    /// Objects held open, and how many may be.
+    budget: Arc<Budget>,
+    /// Where the periodic look for by-path users of unopened arrays goes on next.
+    sweep_from: Mutex<String>,
 }
 
 /// A descriptor for `control` to send to a client: a new open file description of the same
@@ -468,6 +528,45 @@ fn internal(context: &str, err: impl std::fmt::Display) -> RequestError {
     RequestError::new(ErrorKind::Internal, format!("{context}: {err}"))
 }
 
+/// The daemon's descriptor limit: (soft, hard).
+pub(crate) fn descriptor_limit() -> (u64, u64) {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    (
+        limit.current.unwrap_or(u64::MAX),
+        limit.maximum.unwrap_or(u64::MAX),
+    )
+}
+
+/// The error for `what` `name` that the daemon could not open because of `e`: Busy, naming
+/// the resource, when the daemon is out of descriptors or memory (a passing state; the
+/// client may try again); NotFound when its file is gone; else Internal.
+pub(crate) fn open_failed(what: &str, name: &str, e: io::Error) -> RequestError {
+    let errno = e.raw_os_error();
+    use rustix::io::Errno;
+    if errno == Some(Errno::MFILE.raw_os_error()) || errno == Some(Errno::NFILE.raw_os_error()) {
+        let (limit, _) = descriptor_limit();
+        warn!(name, "out of file descriptors: {e}");
+        return RequestError::new(
+            ErrorKind::Busy,
+            format!(
+                "cannot open {what} {name:?} now: the daemon is out of file descriptors ({e}; \
+                 RLIMIT_NOFILE {limit}); try again later"
+            ),
+        );
+    }
+    if errno == Some(Errno::NOMEM.raw_os_error()) {
+        warn!(name, "out of memory: {e}");
+        return RequestError::new(
+            ErrorKind::Busy,
+            format!("cannot open {what} {name:?} now: the daemon is out of memory ({e})"),
+        );
+    }
+    if e.kind() == io::ErrorKind::NotFound {
+        return RequestError::new(ErrorKind::NotFound, format!("no {what} named {name:?}"));
+    }
+    internal(&format!("cannot open {what} {name:?}"), e)
+}
+
 /// Checks that `dir` is a directory of the daemon's own (not a symlink, owned by its
 /// effective uid: `/dev/shm` and `/tmp` are writable by all, and a planted
 /// `/dev/shm/mmshare-$UID` must not receive or redirect the daemon's files) and makes it 0700,
@@ -519,6 +618,9 @@ impl Registry {
             state: Mutex::new(State::default()),
             keeper: Mutex::new(keeper),
             adoptable: Mutex::new(held),
+            refill: AtomicBool::new(false),
+            budget: Budget::new(limits.max_open_objects),
+            sweep_from: Mutex::new(String::new()),
         };
         {
             let mut state = registry.lock();
@@ -528,6 +630,7 @@ impl Registry {
                 arrays = state.arrays.len(),
                 streams = state.streams.len(),
                 bytes = state.bytes,
+                open = registry.budget.open(),
                 "registry loaded"
             );
         }
@@ -565,44 +668,43 @@ impl Registry {
         make()
     }
 
-    /// Every object's keeper key and control state.
-    fn all_controls(&self) -> Vec<(String, File)> {
-        let state = self.lock();
-        let arrays = state
-            .arrays
-            .values()
-            .filter_map(|e| Some((e.key(), e.control.try_clone().ok()?)));
-        let streams = state
-            .streams
-            .values()
-            .filter_map(|e| Some((e.key(), e.files.control_file().try_clone().ok()?)));
-        arrays.chain(streams).collect()
-    }
-
-    /// Gives the keeper every object's control state.
+    /// Gives the keeper the control state of every object the daemon holds open.
     fn keep_everything(&self) {
-        let all = self.all_controls();
+        let (arrays, streams) = {
+            let state = self.lock();
+            let arrays: Vec<Arc<Entry>> = state.arrays.values().cloned().collect();
+            let streams: Vec<Arc<StreamEntry>> = state.streams.values().cloned().collect();
+            (arrays, streams)
+        };
+        let arrays = arrays
+            .iter()
+            .filter_map(|e| Some((e.key(), e.open_state()?)))
+            .collect::<Vec<_>>();
+        let streams = streams
+            .iter()
+            .filter_map(|e| Some((e.key(), e.open_state()?)))
+            .collect::<Vec<_>>();
         if let Some(k) = lock(&self.keeper).as_mut() {
-            k.keep_all(all.iter().map(|(key, f)| (key.clone(), f)));
+            let arrays = arrays.iter().map(|(key, o)| (key.clone(), &o.control));
+            let streams = streams
+                .iter()
+                .map(|(key, o)| (key.clone(), o.files.control_file()));
+            k.keep_all(arrays.chain(streams));
         }
     }
 
     /// Tells the keeper to hold `control` under `key`; a keeper that had gone (and was
-    /// started again) is given everything.
+    /// started again) is given everything at the next periodic check.
     pub(crate) fn keep(&self, key: &str, control: &File) {
-        let restarted = match lock(&self.keeper).as_mut().map(|k| k.keep(key, control)) {
-            None | Some(Ok(())) => false,
-            Some(Err(e)) if e.kind() == io::ErrorKind::NotConnected => true,
-            Some(Err(e)) => {
-                warn!(
-                    key,
-                    "cannot hand control state to the descriptor keeper: {e}"
-                );
-                false
+        match lock(&self.keeper).as_mut().map(|k| k.keep(key, control)) {
+            None | Some(Ok(())) => {}
+            Some(Err(e)) if e.kind() == io::ErrorKind::NotConnected => {
+                self.refill.store(true, Ordering::Relaxed);
             }
-        };
-        if restarted {
-            self.keep_everything();
+            Some(Err(e)) => warn!(
+                key,
+                "cannot hand control state to the descriptor keeper: {e}"
+            ),
         }
     }
 
@@ -621,40 +723,51 @@ impl Registry {
     }
 
     /// Takes an array whose file is gone from its name out of the registry: its charge stays
-    /// while processes still map it ([`State::retire`]), and the keeper forgets its control
-    /// state. Processes that map it keep their mapping (and its control state); a new array
-    /// of this name gets new ones.
-    fn unregister_array(&self, mut state: MutexGuard<'_, State>, entry: &Entry) {
+    /// while processes still map it (`data`, a descriptor of its file taken before the name
+    /// went: [`State::retire`]), and the keeper forgets its control state. Processes that map
+    /// it keep their mapping (and its control state); a new array of this name gets new ones.
+    fn unregister_array(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        entry: &Entry,
+        data: Option<File>,
+    ) {
         let name = &entry.header.name;
         state.arrays.remove(name);
         state.unidentified.remove(name);
-        state.retire(
-            entry.raw.file(),
-            entry.header.owner_uid,
-            entry.backing,
-            array_bytes(&entry.header),
-        );
+        let bytes = array_bytes(&entry.header);
+        match data {
+            Some(data) => state.retire(&data, entry.header.owner_uid, entry.backing, bytes),
+            None => state.refund(entry.header.owner_uid, entry.backing, bytes),
+        }
         drop(state);
         self.forget(&entry.key());
+    }
+
+    /// A descriptor of `entry`'s file, for [`Registry::unregister_array`]: the daemon's own
+    /// while it holds the array open, else one opened for it.
+    fn data_of(entry: &Entry) -> Option<File> {
+        match entry.open_state() {
+            Some(open) => open.raw.file().try_clone().ok(),
+            None => entry.open_file(false).ok(),
+        }
     }
 
     /// Restarts and refills a descriptor keeper that went away (run with the periodic check,
     /// so that state made meanwhile is never missing from it for long).
     fn check_keeper(&self) {
         let restarted = lock(&self.keeper).as_mut().is_some_and(Keeper::check);
-        if restarted {
+        if restarted | self.refill.swap(false, Ordering::Relaxed) {
             self.keep_everything();
         }
     }
 
     /// Tells the keeper to drop `key`.
     pub(crate) fn forget(&self, key: &str) {
-        let restarted = match lock(&self.keeper).as_mut().map(|k| k.forget(key)) {
-            None | Some(Ok(())) => false,
-            Some(Err(e)) => e.kind() == io::ErrorKind::NotConnected,
-        };
-        if restarted {
-            self.keep_everything();
+        if let Some(Err(e)) = lock(&self.keeper).as_mut().map(|k| k.forget(key))
+            && e.kind() == io::ErrorKind::NotConnected
+        {
+            self.refill.store(true, Ordering::Relaxed);
         }
     }
 
@@ -715,31 +828,17 @@ impl Registry {
                 warn!(path = %path.display(), "ignoring a file that is not an array");
                 continue;
             }
+            // Validated in full (a read-only mapping made for the check, then let go): the
+            // daemon holds nothing open of an array until someone uses it.
             let opened = open_array_file(&path).and_then(|file| {
                 let id = file_id(&file).map_err(|source| OpenError::Io {
                     path: path.clone(),
                     source,
                 })?;
-                // The creation time from the header (validated in full by `from_files`).
-                let mut page = vec![0u8; mmshare::HEADER_SIZE];
-                let created = streams::read_prefix(&file, &mut page)
-                    .ok()
-                    .and_then(|n| Header::decode(&page[..n]).ok())
-                    .map_or(0, |h| h.created_ns);
-                let control = self
-                    .control_for(
-                        &keeper::key('a', id, created, &name),
-                        |f| is_array_control(f) && f.metadata().is_ok_and(|m| m.len() == 4096),
-                        || new_array_control(&name),
-                    )
-                    .map_err(|source| OpenError::Io {
-                        path: path.clone(),
-                        source,
-                    })?;
-                let raw = RawArray::from_files(file, control.try_clone().ok(), Access::Write)?;
-                Ok((raw, control))
+                let raw = RawArray::from_file(file, Access::Read)?;
+                Ok((raw.header().clone(), id, raw.sequence() % 2 == 1))
             });
-            let (raw, control) = match opened {
+            let (header, id, mid_write) = match opened {
                 Ok(x) => x,
                 Err(OpenError::Format { source, .. }) if from_a_newer_version(&source) => {
                     error!(path = %path.display(), "not serving a file of a newer mmshare (left in place): {source}");
@@ -754,7 +853,6 @@ impl Registry {
                     continue;
                 }
             };
-            let header = raw.header().clone();
             if header.name != name {
                 quarantine(&path, &format!("its header names it {:?}", header.name));
                 continue;
@@ -766,16 +864,132 @@ impl Registry {
                 );
                 continue;
             }
-            let (bytes, owner) = (array_bytes(&header), header.owner_uid);
-            match Entry::new(header, backing, path.clone(), raw, control) {
-                Ok(entry) => {
-                    state.charge(owner, backing, bytes);
-                    state.arrays.insert(name, Arc::new(entry));
+            let entry = Entry::new(header, backing, path.clone(), id);
+            // Opened now only if in use: the keeper kept its control state for participants
+            // of the daemon that ran before, or a write was cut short (recovered next).
+            if mid_write || lock(&self.adoptable).contains_key(&entry.key()) {
+                let mut slot = entry.held.lock();
+                if let Err(e) = self.open_array(&entry, &mut slot) {
+                    warn!(name, "cannot open an array in use: {}", e.message);
                 }
-                Err(e) => error!(path = %path.display(), "cannot stat array file: {e}"),
             }
+            state.charge(entry.header.owner_uid, backing, array_bytes(&entry.header));
+            state.arrays.insert(name, Arc::new(entry));
         }
         Ok(())
+    }
+
+    /// The open state of `entry`, opening it if it is not (`slot` is its slot, locked): its
+    /// file mapped read-write, and its control state (the keeper's copy from before a restart
+    /// when that still fits, else fresh), handed to the keeper.
+    ///
+    /// # Errors
+    /// Busy when the daemon holds as many objects open as it may or is out of descriptors;
+    /// NotFound when the file is gone; Internal.
+    fn open_array(
+        &self,
+        entry: &Entry,
+        slot: &mut Option<Arc<ArrayOpen>>,
+    ) -> Result<Arc<ArrayOpen>, RequestError> {
+        if let Some(open) = slot {
+            return Ok(open.clone());
+        }
+        let name = &entry.header.name;
+        let place = self.place("array", name)?;
+        let failed = |e: io::Error| open_failed("array", name, e);
+        let file = entry.open_file(true).map_err(failed)?;
+        let key = entry.key();
+        let control = self
+            .control_for(
+                &key,
+                |f| is_array_control(f) && f.metadata().is_ok_and(|m| m.len() == 4096),
+                || new_array_control(name),
+            )
+            .map_err(failed)?;
+        let mapped_control = control.try_clone().map_err(failed)?;
+        let raw =
+            RawArray::from_files(file, Some(mapped_control), Access::Write).map_err(
+                |e| match e {
+                    OpenError::Io { source, .. } => failed(source),
+                    other => internal("cannot map array", other),
+                },
+            )?;
+        self.keep(&key, &control);
+        let open = Arc::new(ArrayOpen {
+            raw,
+            control,
+            _place: place,
+        });
+        *slot = Some(open.clone());
+        Ok(open)
+    }
+
+    /// Closes `entry` (its slot `slot`, locked) if nobody uses it and it is whole and between
+    /// writes; returns whether it did.
+    fn close_array_if_unused(&self, entry: &Entry, slot: &mut Option<Arc<ArrayOpen>>) -> bool {
+        let Some(open) = slot.as_ref() else {
+            return false;
+        };
+        if !held::unused(open, ArrayOpen::in_use)
+            || !open.intact(&entry.header)
+            || open.raw.sequence() % 2 == 1
+        {
+            return false;
+        }
+        *slot = None;
+        self.forget(&entry.key());
+        true
+    }
+
+    /// A place in the budget of open objects for `what` `name`; when none is left, closes
+    /// what nobody uses first.
+    ///
+    /// # Errors
+    /// Busy, naming the numbers, when every place is taken by an object in use.
+    fn place(&self, what: &str, name: &str) -> Result<Token, RequestError> {
+        if let Some(place) = self.budget.take() {
+            return Ok(place);
+        }
+        self.close_unused();
+        self.budget.take().ok_or_else(|| {
+            let (limit, _) = descriptor_limit();
+            RequestError::new(
+                ErrorKind::Busy,
+                format!(
+                    "cannot open {what} {name:?} now: the daemon holds {} objects open for \
+                     their users, all that its descriptor limit (RLIMIT_NOFILE {limit}) allows \
+                     ({} at once); try again once some are closed",
+                    self.budget.open(),
+                    self.budget.max()
+                ),
+            )
+        })
+    }
+
+    /// Closes every object nobody uses (skipping any whose slot is busy right now).
+    fn close_unused(&self) -> usize {
+        let (arrays, streams) = {
+            let state = self.lock();
+            let arrays: Vec<Arc<Entry>> = state.arrays.values().cloned().collect();
+            let streams: Vec<Arc<StreamEntry>> = state.streams.values().cloned().collect();
+            (arrays, streams)
+        };
+        let mut closed = 0;
+        for e in arrays {
+            if let Some(mut slot) = e.held.try_lock()
+                && self.close_array_if_unused(&e, &mut slot)
+            {
+                closed += 1;
+            }
+        }
+        for e in streams {
+            if let Some(mut slot) = e.held.try_lock()
+                && self.close_stream_if_unused(&e, &mut slot)
+            {
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// Number of arrays served.
@@ -934,14 +1148,15 @@ impl Registry {
         state.pending.remove(name);
         match result {
             Ok(entry) => {
+                // Taken before the array is visible, so nothing can close it in between: the
+                // participant lock the daemon takes on the client's copy keeps it open.
                 let info = entry.info();
-                let file = OpenOptions::new().read(true).write(true).open(&entry.path);
-                let control = client_control(&entry.control);
-                state.arrays.insert(name.to_owned(), entry.clone());
+                let file = entry.open_file(true);
+                let control = entry.open_state().and_then(|o| client_control(&o.control));
+                state.arrays.insert(name.to_owned(), entry);
                 drop(state);
-                self.keep(&entry.key(), &entry.control);
                 info!(name, uid = who.uid, bytes = len, ?backing, "created");
-                let file = file.map_err(|e| internal("cannot open the new array", e))?;
+                let file = file.map_err(|e| open_failed("array", name, e))?;
                 Ok((info, file, control))
             }
             Err(e) => {
@@ -988,19 +1203,29 @@ impl Registry {
         })?;
         // The file is visible under its name now; if it cannot be served, take it away again
         // rather than leave a name nobody can create or open until a restart.
-        let entry = new_array_control(name)
-            .map_err(|e| e.to_string())
-            .and_then(|control| {
-                let file = open_array_file(&path).map_err(|e| e.to_string())?;
-                let raw = RawArray::from_files(file, control.try_clone().ok(), Access::Write)
-                    .map_err(|e| e.to_string())?;
-                Entry::new(header, backing, path.clone(), raw, control).map_err(|e| e.to_string())
+        let opened = open_array_file(&path)
+            .and_then(|file| {
+                file_id(&file).map_err(|source| OpenError::Io {
+                    path: path.clone(),
+                    source,
+                })
+            })
+            .map_err(|e| match e {
+                OpenError::Io { source, .. } => open_failed("array", name, source),
+                other => internal("cannot open the new array", other),
+            })
+            .and_then(|id| {
+                let entry = Entry::new(header, backing, path.clone(), id);
+                let mut slot = entry.held.lock();
+                self.open_array(&entry, &mut slot)?;
+                drop(slot);
+                Ok(entry)
             });
-        match entry {
+        match opened {
             Ok(entry) => Ok(Arc::new(entry)),
             Err(e) => {
                 let _ = std::fs::remove_file(&path);
-                Err(internal("cannot map the new array", e))
+                Err(e)
             }
         }
     }
@@ -1028,19 +1253,20 @@ impl Registry {
             .read(true)
             .write(access == OpenAccess::Write)
             .open(&entry.path)
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::NotFound {
-                    not_found(name) // deleted between the lookup and the open
-                } else {
-                    internal("cannot open array file", e)
-                }
-            })?;
+            .map_err(|e| open_failed("array", name, e))?; // NotFound: deleted meanwhile
         // The permission check was made on `entry`; make sure the file is that array and not a
         // new one created under the same name in between.
         if file_id(&file).ok() != Some(entry.id) {
             return Err(not_found(name));
         }
-        Ok((entry.info(), file, client_control(&entry.control)))
+        // Under the slot's lock: the daemon's participant lock on the client's copy is taken
+        // before anything can close the array as unused.
+        let control = {
+            let mut slot = entry.held.lock();
+            let open = self.open_array(&entry, &mut slot)?;
+            client_control(&open.control)
+        };
+        Ok((entry.info(), file, control))
     }
 
     /// Describes an array (needs read permission).
@@ -1096,8 +1322,9 @@ impl Registry {
         validate_name(name)
             .map_err(|e| RequestError::new(ErrorKind::InvalidName, e.to_string()))?;
         let state = self.lock();
-        if state.streams.contains_key(name) {
-            return self.delete_stream(state, who, name);
+        if let Some(stream) = state.streams.get(name).cloned() {
+            drop(state);
+            return self.delete_stream(who, stream);
         }
         let entry = state
             .arrays
@@ -1105,15 +1332,27 @@ impl Registry {
             .filter(|e| visible(&e.header, who))
             .cloned()
             .ok_or_else(|| not_found(name))?;
+        drop(state);
         if !permits(&entry.header, who, Perm::Write) {
             return Err(denied(name, who, "delete", &entry.header));
+        }
+        // Taken before the name goes (and outside the registry's lock, as an object's lock is
+        // never waited for under it): who still maps the file decides when its bytes are free.
+        let data = Self::data_of(&entry);
+        let state = self.lock();
+        if !state
+            .arrays
+            .get(name)
+            .is_some_and(|e| Arc::ptr_eq(e, &entry))
+        {
+            return Err(not_found(name)); // deleted by someone else meanwhile
         }
         match std::fs::remove_file(&entry.path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(internal("cannot unlink array file", e)),
         }
-        self.unregister_array(state, &entry);
+        self.unregister_array(state, &entry, data);
         info!(name, uid = who.uid, "deleted");
         Ok(())
     }
@@ -1325,14 +1564,16 @@ impl Registry {
                 .collect()
         };
         for (entry, leased) in entries {
-            cut_back(
-                entry.raw.file(),
-                entry.header.file_len(),
-                &entry.header.name,
-            );
-            if !entry.intact() {
-                let name = &entry.header.name;
+            // An array the daemon holds nothing open of has no user (or one the sweep below
+            // finds): nothing to recover or cut back.
+            let Some(open) = entry.open_state() else {
+                continue;
+            };
+            let name = &entry.header.name;
+            cut_back(open.raw.file(), entry.header.file_len(), name);
+            if !open.intact(&entry.header) {
                 error!(name, path = %entry.path.display(), "array file was truncated by a writer: removed");
+                let data = open.raw.file().try_clone().ok();
                 let state = self.lock();
                 if state
                     .arrays
@@ -1342,14 +1583,63 @@ impl Registry {
                     // Removed as Delete removes (the name is free again; processes that map
                     // the file keep what they have).
                     let _ = std::fs::remove_file(&entry.path);
-                    self.unregister_array(state, &entry);
+                    self.unregister_array(state, &entry, data);
                 }
                 continue;
             }
-            if entry.raw.sequence() % 2 == 1 {
-                self.recover(&entry, None, leased);
+            if open.raw.sequence() % 2 == 1 {
+                self.recover(name, &open.raw, None, leased);
             } else if leased {
-                self.lock().unidentified.remove(&entry.header.name);
+                self.lock().unidentified.remove(name);
+            }
+            drop(open);
+            if let Some(mut slot) = entry.held.try_lock() {
+                self.close_array_if_unused(&entry, &mut slot);
+            }
+        }
+        self.close_unused_streams();
+        self.sweep();
+    }
+
+    /// Looks, a few arrays a pass, for users of arrays the daemon holds nothing open of: a
+    /// process that opened one by path (as the daemon's own uid may) holds a participant lock
+    /// on its file. Such an array is opened, so that a write its user leaves half-done is
+    /// recovered as any other, and closed again once that user is gone.
+    fn sweep(&self) {
+        const PER_PASS: usize = 64;
+        let from = lock(&self.sweep_from).clone();
+        let batch: Vec<Arc<Entry>> = {
+            let state = self.lock();
+            let after = (std::ops::Bound::Excluded(from), std::ops::Bound::Unbounded);
+            let mut batch: Vec<Arc<Entry>> = state
+                .arrays
+                .range(after)
+                .take(PER_PASS)
+                .map(|(_, e)| e.clone())
+                .collect();
+            if batch.is_empty() {
+                batch = state.arrays.values().take(PER_PASS).cloned().collect();
+            }
+            batch
+        };
+        if let Some(last) = batch.last() {
+            *lock(&self.sweep_from) = last.header.name.clone();
+        }
+        for entry in batch {
+            if entry.open_state().is_some() {
+                continue;
+            }
+            let used = entry
+                .open_file(false)
+                .is_ok_and(|f| mmshare::has_participants(&f).unwrap_or(false));
+            if used {
+                let mut slot = entry.held.lock();
+                if let Err(e) = self.open_array(&entry, &mut slot) {
+                    warn!(
+                        name = entry.header.name,
+                        "an array in use by path cannot be opened: {}", e.message
+                    );
+                }
             }
         }
     }
@@ -1364,22 +1654,22 @@ impl Registry {
             self.reclaim_after_close(pid, deadline);
         }
         for name in names {
-            let Some(entry) = self.get(name) else {
+            let Some(open) = self.get(name).and_then(|e| e.open_state()) else {
                 continue;
             };
-            if !entry.intact() {
+            if !open.intact(open.raw.header()) {
                 continue;
             }
             loop {
-                if entry.raw.sequence() % 2 == 0 {
+                if open.raw.sequence() % 2 == 0 {
                     break;
                 }
-                match entry.raw.writer() {
+                match open.raw.writer() {
                     Some(w) if w.pid == pid => {}
                     _ => break, // someone else's write (or not yet identified): periodic check
                 }
                 if matches!(
-                    self.recover(&entry, Some(pid), true),
+                    self.recover(name, &open.raw, Some(pid), true),
                     Some(Recovery::Recovered { .. })
                 ) {
                     break;
@@ -1396,15 +1686,17 @@ impl Registry {
         }
     }
 
-    /// Recovers `entry` if its recorded writer is positively dead; with no writer recorded,
+    /// Recovers the array `name` (mapped by `raw`) if its recorded writer is positively dead; with no writer recorded,
     /// takes the write side over once it has stayed so for `UNIDENTIFIED_GRACE` and no
     /// connection holds write access (`leased`).
-    fn recover(&self, entry: &Entry, closed_pid: Option<u32>, leased: bool) -> Option<Recovery> {
-        let name = &entry.header.name;
-        match entry
-            .raw
-            .recover_dead_writer_judged(|writer| self.judge(name, writer))
-        {
+    fn recover(
+        &self,
+        name: &String,
+        raw: &RawArray,
+        closed_pid: Option<u32>,
+        leased: bool,
+    ) -> Option<Recovery> {
+        match raw.recover_dead_writer_judged(|writer| self.judge(name, writer)) {
             Ok(r @ Recovery::Recovered { writer, version }) => {
                 warn!(
                     name,
@@ -1422,7 +1714,7 @@ impl Registry {
                 self.lock().unidentified.remove(name);
                 None
             }
-            Ok(Recovery::WriterUnknown { .. }) if entry.raw.writer().is_some() => {
+            Ok(Recovery::WriterUnknown { .. }) if raw.writer().is_some() => {
                 // A recorded writer whose liveness cannot be told: never taken over. Any
                 // unidentified stretch seen before is over (a write that is seen unidentified
                 // at its start and again at its publish, 2 s apart, is not one to take over).
@@ -1444,7 +1736,7 @@ impl Registry {
                 }
                 state.unidentified.remove(name);
                 drop(state);
-                match entry.raw.recover_unidentified_writer(sequence) {
+                match raw.recover_unidentified_writer(sequence) {
                     Ok(r @ Recovery::Recovered { version, .. }) => {
                         warn!(
                             name,

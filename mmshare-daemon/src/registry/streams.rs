@@ -1,9 +1,11 @@
 //! The streams the daemon serves: creating them, handing out their two descriptors, listing,
 //! deleting, and reclaiming the records of subscribers that died.
 //!
-//! A stream is a directory `NAME/` with `data` and `control` (see the library's `stream`
-//! module). The daemon keeps both mapped (the data file read-write) to report frames published
-//! and subscribers, and to reclaim dead subscribers' records; it is never on the data path.
+//! A stream is a directory `NAME/` with its `data` file, and control state in a sealed memfd
+//! (see the library's `stream` module). While a stream is in use the daemon keeps both mapped
+//! (the data file read-write) to report frames published and subscribers, and to reclaim dead
+//! subscribers' records; it is never on the data path. A stream nobody uses is not held open
+//! (see `held`).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -24,9 +26,10 @@ use tracing::{error, info, warn};
 
 use crate::keeper;
 
+use super::held::{self, Held, Token};
 use super::{
     Creds, Perm, Registry, RequestError, State, denied, file_id, internal, name_taken, no_space,
-    not_found, owns, permits, quarantine, visible,
+    not_found, open_failed, owns, permits, quarantine, visible,
 };
 
 /// One stream the daemon serves.
@@ -38,10 +41,47 @@ pub struct StreamEntry {
     pub backing: Backing,
     /// Its directory.
     pub path: PathBuf,
-    /// The daemon's own mapping of both files.
-    pub files: StreamFiles,
     /// Device and inode of the data file, to check that files opened by path are this stream.
     pub id: (u64, u64),
+    /// What the daemon holds open of it, only while it is in use (see `held`).
+    pub(super) held: Held<StreamOpen>,
+}
+
+/// A stream in use, as the daemon holds it open.
+#[derive(Debug)]
+pub struct StreamOpen {
+    /// The daemon's own mapping of its data file and control state.
+    pub files: StreamFiles,
+    _place: Token,
+}
+
+impl StreamOpen {
+    /// Whether both files still hold what the daemon maps of them: a publisher could truncate
+    /// the data file (the control state is sealed), and touching a mapped page past the end
+    /// would be SIGBUS. Checked before every access; a truncation racing with the check is
+    /// caught by the truncation guard, and then this says false for good.
+    pub fn intact(&self, header: &Header) -> bool {
+        let long_enough = |file: &File, len: u64| file.metadata().is_ok_and(|m| m.len() >= len);
+        let Kind::Stream {
+            max_subscribers, ..
+        } = header.kind
+        else {
+            return false;
+        };
+        !self.files.truncated_under_guard()
+            && long_enough(self.files.data_file(), header.file_len())
+            && long_enough(
+                self.files.control_file(),
+                4096 + 256 * u64::from(max_subscribers),
+            )
+    }
+
+    /// Whether a process other than the daemon uses the stream: holds its control state or
+    /// maps its data file (a participant lock on either).
+    fn in_use(&self) -> bool {
+        let locked = |f: &File| mmshare::has_participants(f).unwrap_or(true);
+        locked(self.files.control_file()) || locked(self.files.data_file())
+    }
 }
 
 fn wire_order(order: Order) -> WireOrder {
@@ -57,28 +97,51 @@ impl StreamEntry {
         keeper::key('s', self.id, self.header.created_ns, &self.header.name)
     }
 
-    /// Whether both files still hold what the daemon maps of them: a publisher could truncate
-    /// the data file (the control state is sealed), and touching a mapped page past the end
-    /// would be SIGBUS. Checked before every access; a truncation racing with the check is
-    /// caught by the truncation guard, and then this says false for good.
-    pub fn intact(&self) -> bool {
-        let long_enough = |file: &File, len: u64| file.metadata().is_ok_and(|m| m.len() >= len);
-        let Kind::Stream {
-            max_subscribers, ..
-        } = self.header.kind
-        else {
-            return false;
-        };
-        !self.files.truncated_under_guard()
-            && long_enough(self.files.data_file(), self.header.file_len())
-            && long_enough(
-                self.files.control_file(),
-                4096 + 256 * u64::from(max_subscribers),
-            )
+    /// The daemon's open state of it, if it is open now.
+    pub fn open_state(&self) -> Option<Arc<StreamOpen>> {
+        self.held.get()
+    }
+
+    /// Opens its data file (never through a symlink) and checks that it is this stream's.
+    fn open_data(&self, write: bool) -> io::Result<File> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(self.path.join(DATA_FILE))?;
+        if file_id(&file)? != self.id {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "another stream took the name",
+            ));
+        }
+        Ok(file)
+    }
+
+    /// Frames published and the attached publisher: from the daemon's mapping while it holds
+    /// the stream open, else read from the data file. A damaged stream reads as nothing.
+    fn counters(&self) -> (u64, Option<ProcessId>) {
+        match self.held.get() {
+            Some(open) if open.intact(&self.header) => {
+                (open.files.published(), open.files.publisher())
+            }
+            Some(_) => (0, None),
+            None => self
+                .open_data(false)
+                .and_then(|f| {
+                    let whole = f.metadata()?.len() >= self.header.file_len();
+                    Ok(if whole {
+                        mmshare::peek_stream_counters(&f)?
+                    } else {
+                        (0, None)
+                    })
+                })
+                .unwrap_or((0, None)),
+        }
     }
 
     /// The description sent to clients; `subscribers` lists each subscriber (Stat) or none
-    /// (ListAll, to keep pages small).
+    /// (ListAll, to keep pages small). A stream the daemon holds nothing open of has none.
     pub fn info(&self, subscribers: bool) -> StreamInfo {
         let Kind::Stream {
             slots,
@@ -87,9 +150,10 @@ impl StreamEntry {
         else {
             unreachable!("stream entries hold stream headers");
         };
-        let intact = self.intact();
-        let subs = if subscribers && intact {
-            self.files
+        let open = self.held.get().filter(|o| o.intact(&self.header));
+        let subs = match open {
+            Some(open) if subscribers => open
+                .files
                 .subscribers()
                 .into_iter()
                 .map(|s| SubscriberStat {
@@ -100,10 +164,10 @@ impl StreamEntry {
                     missed: s.missed,
                     received: s.received,
                 })
-                .collect()
-        } else {
-            Vec::new()
+                .collect(),
+            _ => Vec::new(),
         };
+        let (published, publisher) = self.counters();
         StreamInfo {
             name: self.header.name.clone(),
             dtype: self.header.dtype.descr().to_owned(),
@@ -114,17 +178,13 @@ impl StreamEntry {
             data_offset: self.header.data_offset,
             frame_len: self.header.data_len,
             slot_stride: self.header.slot_stride(),
-            published: if intact { self.files.published() } else { 0 },
+            published,
             backing: self.backing,
             owner_uid: self.header.owner_uid,
             owner_gid: self.header.owner_gid,
             mode: self.header.mode,
             path: self.path.display().to_string(),
-            publisher: if intact {
-                self.files.publisher().map(|p| p.pid)
-            } else {
-                None
-            },
+            publisher: publisher.map(|p| p.pid),
             subscribers: subs,
         }
     }
@@ -208,17 +268,99 @@ impl Registry {
         }
         match file_id(files.data_file()) {
             Ok(id) => {
+                // Held open only if in use: participants of the daemon that ran before hold
+                // the control state the keeper kept (fresh state has none).
+                let locked = |f: &File| mmshare::has_participants(f).unwrap_or(true);
+                let in_use = locked(files.control_file()) || locked(files.data_file());
+                let open = in_use.then(|| self.budget.take()).flatten();
                 let entry = StreamEntry {
                     header,
                     backing,
                     path,
-                    files,
                     id,
+                    held: match open {
+                        Some(place) => Held::with(StreamOpen {
+                            files,
+                            _place: place,
+                        }),
+                        None => Held::empty(),
+                    },
                 };
                 state.charge(entry.header.owner_uid, backing, entry.bytes());
                 state.streams.insert(name, Arc::new(entry));
             }
             Err(e) => error!(path = %path.display(), "cannot stat stream, not serving it: {e}"),
+        }
+    }
+
+    /// The open state of `entry`, opening it if it is not (`slot` is its slot, locked): its
+    /// data file mapped read-write and its control state (the keeper's copy from before a
+    /// restart when that still fits, else fresh), handed to the keeper.
+    ///
+    /// # Errors
+    /// Busy when the daemon holds as many objects open as it may or is out of descriptors;
+    /// NotFound when the stream is gone; Internal.
+    fn open_stream_state(
+        &self,
+        entry: &StreamEntry,
+        slot: &mut Option<Arc<StreamOpen>>,
+    ) -> Result<Arc<StreamOpen>, RequestError> {
+        if let Some(open) = slot {
+            return Ok(open.clone());
+        }
+        let name = &entry.header.name;
+        let place = self.place("stream", name)?;
+        let files = self.map_stream(&entry.path, name).map_err(|e| match e {
+            StreamError::Open(mmshare::OpenError::Io { source, .. }) => {
+                open_failed("stream", name, source)
+            }
+            other => internal("cannot map stream", other),
+        })?;
+        if file_id(files.data_file()).ok() != Some(entry.id) {
+            return Err(stream_not_found(name));
+        }
+        self.keep(&entry.key(), files.control_file());
+        let open = Arc::new(StreamOpen {
+            files,
+            _place: place,
+        });
+        *slot = Some(open.clone());
+        Ok(open)
+    }
+
+    /// Closes `entry` (its slot `slot`, locked) if nobody uses it; returns whether it did.
+    pub(super) fn close_stream_if_unused(
+        &self,
+        entry: &StreamEntry,
+        slot: &mut Option<Arc<StreamOpen>>,
+    ) -> bool {
+        let Some(open) = slot.as_ref() else {
+            return false;
+        };
+        if !held::unused(open, StreamOpen::in_use) || !open.intact(&entry.header) {
+            return false;
+        }
+        *slot = None;
+        self.forget(&entry.key());
+        true
+    }
+
+    /// Closes every stream nobody uses (run with the periodic check).
+    pub(super) fn close_unused_streams(&self) {
+        let streams: Vec<Arc<StreamEntry>> = self.lock().streams.values().cloned().collect();
+        for entry in streams {
+            if let Some(mut slot) = entry.held.try_lock() {
+                self.close_stream_if_unused(&entry, &mut slot);
+            }
+        }
+    }
+
+    /// A descriptor of `entry`'s data file, taken before its name goes: the daemon's own while
+    /// it holds the stream open, else one opened for it.
+    fn stream_data_of(entry: &StreamEntry) -> Option<File> {
+        match entry.open_state() {
+            Some(open) => open.files.data_file().try_clone().ok(),
+            None => entry.open_data(false).ok(),
         }
     }
 
@@ -379,7 +521,10 @@ impl Registry {
                         "stream {name:?} already exists ({} {:?}, {} slots)",
                         h.dtype.descr(),
                         h.shape,
-                        existing.files.slots()
+                        match h.kind {
+                            Kind::Stream { slots, .. } => slots,
+                            Kind::Array => 0,
+                        }
                     ),
                 ));
             }
@@ -400,9 +545,8 @@ impl Registry {
         match result {
             Ok(entry) => {
                 let info = entry.info(true);
-                state.streams.insert(name.to_owned(), entry.clone());
+                state.streams.insert(name.to_owned(), entry);
                 drop(state);
-                self.keep(&entry.key(), entry.files.control_file());
                 info!(
                     name,
                     uid = who.uid,
@@ -428,7 +572,7 @@ impl Registry {
         backing: Backing,
     ) -> Result<Arc<StreamEntry>, RequestError> {
         let dir = self.dir(backing);
-        let (path, _) = create_stream_data(dir, spec).map_err(|e| match e {
+        let (path, header) = create_stream_data(dir, spec).map_err(|e| match e {
             CreateError::Invalid(other) => {
                 RequestError::new(ErrorKind::InvalidShape, other.to_string())
             }
@@ -439,28 +583,30 @@ impl Registry {
             CreateError::NoSpace { needed, dir } => no_space(name, needed, &dir, backing, who),
             CreateError::Io { .. } => internal("stream create failed", e),
         })?;
-        let mapped = self.map_stream(&path, name).and_then(|files| {
-            let id = file_id(files.data_file()).map_err(|source| {
-                StreamError::Open(mmshare::OpenError::Io {
+        // The directory is visible under its name now; if the stream cannot be served, take
+        // it away again rather than leave a name nobody can create or open until a restart.
+        // It is held open from the start, as the client that made it is about to use it
+        // (closed at the next periodic check if it does not).
+        let made = file_id_at(&path.join(DATA_FILE))
+            .map_err(|e| open_failed("stream", name, e))
+            .and_then(|id| {
+                let entry = StreamEntry {
+                    header: header.clone(),
+                    backing,
                     path: path.clone(),
-                    source,
-                })
-            })?;
-            Ok(StreamEntry {
-                header: files.header().clone(),
-                backing,
-                path: path.clone(),
-                files,
-                id,
-            })
-        });
-        match mapped {
-            // Handed to the keeper by the caller once it is in the registry (a keeper
-            // restarted by that call is given the whole registry, this stream included).
+                    id,
+                    held: Held::empty(),
+                };
+                let mut slot = entry.held.lock();
+                self.open_stream_state(&entry, &mut slot)?;
+                drop(slot);
+                Ok(entry)
+            });
+        match made {
             Ok(entry) => Ok(Arc::new(entry)),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&path);
-                Err(internal("cannot map the new stream", e))
+                Err(e)
             }
         }
     }
@@ -485,9 +631,16 @@ impl Registry {
         if !permits(&entry.header, who, perm) {
             return Err(denied(name, who, what, &entry.header));
         }
+        let data = entry
+            .open_data(role == StreamRole::Publish)
+            .map_err(|e| open_failed("stream", name, e))?;
+        // Under the slot's lock: the daemon's participant lock on the client's copy of the
+        // control state is taken before anything can close the stream as unused.
+        let mut slot = entry.held.lock();
+        let open = self.open_stream_state(&entry, &mut slot)?;
         if role == StreamRole::Publish
-            && entry.intact()
-            && let Some(publisher) = entry.files.publisher()
+            && open.intact(&entry.header)
+            && let Some(publisher) = open.files.publisher()
             && self.judge(name, publisher) != Liveness::Dead
         {
             return Err(RequestError::new(
@@ -498,29 +651,9 @@ impl Registry {
                 ),
             ));
         }
-        let open = |file: &str, write: bool| {
-            OpenOptions::new()
-                .read(true)
-                .write(write)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(entry.path.join(file))
-                .map_err(|e| {
-                    if e.kind() == io::ErrorKind::NotFound {
-                        not_found(name)
-                    } else {
-                        internal("cannot open stream file", e)
-                    }
-                })
-        };
-        let data = open(DATA_FILE, role == StreamRole::Publish)?;
-        // The data file must be this stream's: a delete and a create of the same name between
-        // the lookup and the open would otherwise pair one stream's data with another's
-        // control state.
-        if file_id(&data).ok() != Some(entry.id) {
-            return Err(not_found(name));
-        }
-        let control = super::client_control(entry.files.control_file())
+        let control = super::client_control(open.files.control_file())
             .ok_or_else(|| internal("cannot open stream control state", "no descriptor"))?;
+        drop((open, slot));
         Ok((entry.info(true), data, control))
     }
 
@@ -590,8 +723,9 @@ impl Registry {
     }
 
     /// Removes a stream whose data file a publisher truncated, as Delete removes it.
-    fn retire_stream(&self, entry: &Arc<StreamEntry>) {
+    fn retire_stream(&self, entry: &Arc<StreamEntry>, open: &StreamOpen) {
         let name = &entry.header.name;
+        let data = open.files.data_file().try_clone().ok();
         let state = self.lock();
         if !state
             .streams
@@ -604,19 +738,24 @@ impl Registry {
         if let Err(e) = remove_stream_dir(&entry.path, entry.id.1) {
             warn!(name, "cannot remove the stream's directory: {e}");
         }
-        self.unregister_stream(state, entry);
+        self.unregister_stream(state, entry, data);
     }
 
     /// Takes a stream whose directory is gone from its name out of the registry: its charge
-    /// stays while processes still map it, and the keeper forgets its control state.
-    fn unregister_stream(&self, mut state: MutexGuard<'_, State>, entry: &StreamEntry) {
+    /// stays while processes still map it (`data`, its data file, taken before the name went),
+    /// and the keeper forgets its control state.
+    fn unregister_stream(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        entry: &StreamEntry,
+        data: Option<File>,
+    ) {
         state.streams.remove(&entry.header.name);
-        state.retire(
-            entry.files.data_file(),
-            entry.header.owner_uid,
-            entry.backing,
-            entry.bytes(),
-        );
+        let (owner, bytes) = (entry.header.owner_uid, entry.bytes());
+        match data {
+            Some(data) => state.retire(&data, owner, entry.backing, bytes),
+            None => state.refund(owner, entry.backing, bytes),
+        }
         drop(state);
         self.forget(&entry.key());
     }
@@ -625,22 +764,28 @@ impl Registry {
     /// removed. Processes that map its files keep streaming on them.
     pub(super) fn delete_stream(
         &self,
-        state: MutexGuard<'_, State>,
         who: Creds,
-        name: &str,
+        entry: Arc<StreamEntry>,
     ) -> Result<(), RequestError> {
-        let entry = state
-            .streams
-            .get(name)
-            .filter(|e| visible(&e.header, who))
-            .cloned()
-            .ok_or_else(|| not_found(name))?;
+        let name = &entry.header.name;
+        if !visible(&entry.header, who) {
+            return Err(not_found(name));
+        }
         if !permits(&entry.header, who, Perm::Write) {
             return Err(denied(name, who, "delete", &entry.header));
         }
+        let data = Self::stream_data_of(&entry);
+        let state = self.lock();
+        if !state
+            .streams
+            .get(name)
+            .is_some_and(|e| Arc::ptr_eq(e, &entry))
+        {
+            return Err(not_found(name)); // deleted by someone else meanwhile
+        }
         remove_stream_dir(&entry.path, entry.id.1)
             .map_err(|e| internal("cannot remove stream directory", e))?;
-        self.unregister_stream(state, &entry);
+        self.unregister_stream(state, &entry, data);
         info!(name, uid = who.uid, "stream deleted");
         Ok(())
     }
@@ -651,21 +796,25 @@ impl Registry {
         let streams: Vec<Arc<StreamEntry>> = self.lock().streams.values().cloned().collect();
         let mut freed = 0;
         for entry in streams {
+            // A stream the daemon holds nothing open of has no subscribers.
+            let Some(open) = entry.open_state() else {
+                continue;
+            };
             if pid.is_none() {
                 super::cut_back(
-                    entry.files.data_file(),
+                    open.files.data_file(),
                     entry.header.file_len(),
                     &entry.header.name,
                 );
             }
-            if !entry.intact() {
+            if !open.intact(&entry.header) {
                 if pid.is_none() {
-                    self.retire_stream(&entry);
+                    self.retire_stream(&entry, &open);
                 }
                 continue;
             }
             let name = &entry.header.name;
-            if pid.is_none() && entry.files.repair_control() {
+            if pid.is_none() && open.files.repair_control() {
                 warn!(
                     name,
                     "repaired the stream's control file (someone wrote garbage into it)"
@@ -677,7 +826,7 @@ impl Registry {
                 .get(name)
                 .map(|l| l.iter().map(|h| h.who.pid).collect())
                 .unwrap_or_default();
-            let n = entry.files.reclaim_subscribers(|who: ProcessId| {
+            let n = open.files.reclaim_subscribers(|who: ProcessId| {
                 if pid.is_some_and(|p| p != who.pid) {
                     return Liveness::Unknown;
                 }
@@ -715,6 +864,13 @@ impl Registry {
         }
         self.reclaim_streams(Some(pid));
     }
+}
+
+/// Device and inode of the file at `path` (not followed if a symlink).
+fn file_id_at(path: &Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path)?;
+    Ok((m.dev(), m.ino()))
 }
 
 /// Reads up to `buf.len()` bytes from the start of `file` (fewer only at its end).

@@ -13,7 +13,7 @@ use crate::create::{reserve, temp_name};
 use crate::error::{CreateError, OpenError, StreamError};
 use crate::format::{FormatError, HEADER_SIZE, Header, Kind, StreamSpec, offsets};
 use crate::mapping::Mapping;
-use crate::raw::read_up_to;
+use crate::raw::{read_up_to, read_word_at};
 use crate::sys::ProcessId;
 
 /// The data file's name inside a stream's directory.
@@ -141,6 +141,19 @@ pub fn new_stream_control(name: &str, slots: u32, max_subscribers: u32) -> std::
     )
 }
 
+/// A stream's frames published so far and its attached publisher, read with `pread` from its
+/// data file (for a stream nobody maps: the daemon describes unused streams without mapping
+/// them). A file too short for its header's words reads as nothing published.
+///
+/// # Errors
+/// The OS error of the read.
+pub fn peek_stream_counters(data: &File) -> std::io::Result<(u64, Option<ProcessId>)> {
+    Ok((
+        read_word_at(data, offsets::PUBLISHED as u64)?,
+        ProcessId::from_word(read_word_at(data, offsets::PUBLISHER as u64)?),
+    ))
+}
+
 /// A stream's two files, mapped: the data file read-only (subscribers) or read-write (the
 /// publisher), the control file always read-write.
 pub struct StreamFiles {
@@ -181,6 +194,8 @@ impl StreamFiles {
                 .map_err(|source| OpenError::Io { path: p, source })
         };
         let data = open(DATA_FILE, writable_data)?;
+        // Seen by a daemon as a participant, as a client is (see `RawArray::open`).
+        let _ = crate::sys::hold_participant_lock(&data);
         let control = open(CONTROL_FILE, true)?;
         Self::from_files_at(data, control, writable_data, path.to_owned())
     }

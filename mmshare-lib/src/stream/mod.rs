@@ -219,7 +219,7 @@ mod tests;
 
 pub use files::{
     CONTROL_FILE, DATA_FILE, StreamFiles, SubscriberInfo, create_stream_data, create_stream_files,
-    new_stream_control,
+    new_stream_control, peek_stream_counters,
 };
 pub use layout::MAX_HELD;
 pub(crate) use layout::control_header;

@@ -199,12 +199,24 @@ pub struct Daemon {
     pub root: tempfile::TempDir,
     pub socket: PathBuf,
     pub extra: Vec<String>,
+    /// `RLIMIT_NOFILE` (soft and hard) to start it with, if not inherited.
+    pub nofile: Option<u64>,
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Daemon {
     /// Starts a daemon with its socket and both directories under a new temp dir.
     pub fn start(extra: &[&str]) -> Daemon {
+        Self::start_limited(extra, None)
+    }
+
+    /// Starts a daemon whose descriptor limit, soft and hard, is `nofile` (kept across
+    /// restarts).
+    pub fn start_with_nofile(extra: &[&str], nofile: u64) -> Daemon {
+        Self::start_limited(extra, Some(nofile))
+    }
+
+    fn start_limited(extra: &[&str], nofile: Option<u64>) -> Daemon {
         let root = tempfile::tempdir().expect("tempdir");
         let socket = root.path().join("mmshared.sock");
         let mut d = Daemon {
@@ -212,6 +224,7 @@ impl Daemon {
             root,
             socket,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            nofile,
             log: Default::default(),
         };
         d.launch();
@@ -234,6 +247,21 @@ impl Daemon {
         }
         if !self.extra.iter().any(|a| a == "--mem-dir") {
             cmd.arg("--mem-dir").arg(self.mem_dir());
+        }
+        if let Some(n) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is one system call, async-signal-safe; nothing else runs
+            // between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let limit = rustix::process::Rlimit {
+                        current: Some(n),
+                        maximum: Some(n),
+                    };
+                    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)
+                        .map_err(std::io::Error::from)
+                });
+            }
         }
         let mut child = cmd
             .args(&self.extra)
