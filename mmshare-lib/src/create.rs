@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{CWD, RenameFlags, renameat_with};
 
 use crate::error::CreateError;
+use crate::fault::{Step, step};
 use crate::format::{ArraySpec, Header, now_ns};
 use crate::sys::reserve_space;
 
@@ -97,17 +98,17 @@ pub fn create_array_data(dir: &Path, spec: &ArraySpec) -> Result<(PathBuf, Heade
     let header = Header::new(spec)?;
     let target = dir.join(&header.name);
     let temp = dir.join(temp_name(&header.name));
-    let io_err = |source: io::Error| CreateError::Io {
-        dir: dir.to_owned(),
-        source,
-    };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temp)
-        .map_err(io_err)?;
+    let io_err = failed_in(dir, header.file_len());
+    let file = step(Step::OpenTemp)
+        .and_then(|()| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temp)
+        })
+        .map_err(&io_err)?;
     let result = fill_and_publish(&file, &header, &temp, &target, dir);
     if result.is_err() {
         let _ = std::fs::remove_file(&temp);
@@ -123,31 +124,61 @@ fn fill_and_publish(
     target: &Path,
     dir: &Path,
 ) -> Result<(), CreateError> {
-    let io_err = |source: io::Error| CreateError::Io {
-        dir: dir.to_owned(),
-        source,
-    };
+    let io_err = failed_in(dir, header.file_len());
     reserve(file, header.file_len(), dir)?;
-    file.write_all_at(&header.encode()[..], 0).map_err(io_err)?;
-    file.sync_all().map_err(io_err)?;
-    renameat_with(CWD, temp, CWD, target, RenameFlags::NOREPLACE).map_err(|e| {
-        if e == rustix::io::Errno::EXIST {
-            CreateError::AlreadyExists(target.to_owned())
-        } else {
-            io_err(e.into())
-        }
-    })?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
+    step(Step::WriteHeader)
+        .and_then(|()| file.write_all_at(&header.encode()[..], 0))
+        .map_err(&io_err)?;
+    step(Step::SyncFile)
+        .and_then(|()| file.sync_all())
+        .map_err(&io_err)?;
+    publish(temp, target, dir, header.file_len(), |t| {
+        std::fs::remove_file(t)
+    })
+}
+
+/// Renames `temp` to `target` (never replacing anything) and syncs `dir`, so the new name
+/// survives a crash. A failure after the rename takes the new name away again with `remove`
+/// (the object is then neither under its name nor half-made: the caller removes only the
+/// temporary name, which no longer exists).
+pub(crate) fn publish(
+    temp: &Path,
+    target: &Path,
+    dir: &Path,
+    needed: u64,
+    remove: impl Fn(&Path) -> io::Result<()>,
+) -> Result<(), CreateError> {
+    let io_err = failed_in(dir, needed);
+    step(Step::Rename)
+        .map_err(|e| rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO))
+        .and_then(|()| renameat_with(CWD, temp, CWD, target, RenameFlags::NOREPLACE))
+        .map_err(|e| {
+            if e == rustix::io::Errno::EXIST {
+                CreateError::AlreadyExists(target.to_owned())
+            } else {
+                io_err(e.into())
+            }
+        })?;
+    let synced = step(Step::SyncDir).and_then(|()| File::open(dir).and_then(|d| d.sync_all()));
+    if let Err(e) = synced {
+        let _ = remove(target);
+        let _ = File::open(dir).and_then(|d| d.sync_all());
+        return Err(io_err(e));
+    }
     Ok(())
 }
 
-/// Reserves `needed` bytes for `file` (in `dir`), reporting a full filesystem (`ENOSPC`,
-/// `EDQUOT`, or `EFBIG`: larger than the largest file it allows) as [`CreateError::NoSpace`].
-pub(crate) fn reserve(file: &File, needed: u64, dir: &Path) -> Result<(), CreateError> {
-    reserve_space(file, needed).map_err(|e| {
+/// The error for a step of a create in `dir` of a file of `needed` bytes that failed with
+/// `source`: [`CreateError::NoSpace`] when the filesystem is full or over a quota (a write or
+/// a sync can say so as well as the reservation), else [`CreateError::Io`].
+pub(crate) fn failed_in(dir: &Path, needed: u64) -> impl Fn(io::Error) -> CreateError + '_ {
+    move |source: io::Error| {
         use rustix::io::Errno;
         let no_room = [Errno::NOSPC, Errno::DQUOT, Errno::FBIG].map(Errno::raw_os_error);
-        if e.raw_os_error().is_some_and(|code| no_room.contains(&code)) {
+        if source
+            .raw_os_error()
+            .is_some_and(|code| no_room.contains(&code))
+        {
             CreateError::NoSpace {
                 needed,
                 dir: dir.to_owned(),
@@ -155,10 +186,18 @@ pub(crate) fn reserve(file: &File, needed: u64, dir: &Path) -> Result<(), Create
         } else {
             CreateError::Io {
                 dir: dir.to_owned(),
-                source: e,
+                source,
             }
         }
-    })
+    }
+}
+
+/// Reserves `needed` bytes for `file` (in `dir`), reporting a full filesystem (`ENOSPC`,
+/// `EDQUOT`, or `EFBIG`: larger than the largest file it allows) as [`CreateError::NoSpace`].
+pub(crate) fn reserve(file: &File, needed: u64, dir: &Path) -> Result<(), CreateError> {
+    step(Step::Reserve)
+        .and_then(|()| reserve_space(file, needed))
+        .map_err(failed_in(dir, needed))
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
-//! Deliberate seqlock faults, for the tests that prove the torn-read detector works.
+//! Deliberate faults, for tests: seqlock faults that prove the torn-read detector works, and
+//! failing steps of a create that prove no failure leaves half an object behind.
 //!
-//! Compiled in only with the `fault-injection` feature (the cross-process test crate enables
-//! it); without it both checks are constant `false` and vanish. With it, a process breaks its
-//! seqlock only after [`inject`] is called, which only the test worker does on request.
+//! Compiled in only with the `fault-injection` feature (the test crates enable it); without it
+//! every check is a constant and vanishes. With it, a process breaks its seqlock only after
+//! [`inject`] is called, which only the test worker does on request, and a step fails only on
+//! a thread that armed it with [`fail_step`].
 
 /// A way to break the seqlock on purpose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,4 +47,60 @@ pub(crate) fn skip_recheck() -> bool {
 #[inline(always)]
 pub(crate) fn early_publish() -> bool {
     active(Fault::EarlyPublish)
+}
+
+/// A step of making or opening an object that can fail, each checked by a fault-injection
+/// test (`mmshare-daemon/tests/create_faults.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Making a stream's temporary directory.
+    MakeTempDir,
+    /// Creating the temporary data file.
+    OpenTemp,
+    /// Reserving the file's space.
+    Reserve,
+    /// Writing the header.
+    WriteHeader,
+    /// Syncing the file (and a stream's temporary directory).
+    SyncFile,
+    /// Renaming the temporary name to the object's name.
+    Rename,
+    /// Syncing the directory after the rename.
+    SyncDir,
+    /// The daemon opening the object's data file.
+    OpenData,
+    /// The daemon making the object's control state.
+    MakeControl,
+    /// The daemon mapping the object.
+    Map,
+    /// The daemon opening the descriptors it sends the client.
+    ClientFiles,
+}
+
+#[cfg(feature = "fault-injection")]
+thread_local! {
+    static FAIL_AT: std::cell::Cell<Option<(Step, i32)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Makes `step` fail with the OS error `errno` on this thread, every time, until called again
+/// (with `None` to fail nothing).
+#[cfg(feature = "fault-injection")]
+pub fn fail_step(at: Option<(Step, i32)>) {
+    FAIL_AT.with(|f| f.set(at));
+}
+
+/// The armed error if this thread armed `step` to fail.
+#[cfg(feature = "fault-injection")]
+pub fn step(step: Step) -> std::io::Result<()> {
+    match FAIL_AT.with(std::cell::Cell::get) {
+        Some((armed, errno)) if armed == step => Err(std::io::Error::from_raw_os_error(errno)),
+        _ => Ok(()),
+    }
+}
+
+/// Always `Ok` without the `fault-injection` feature.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn step(_step: Step) -> std::io::Result<()> {
+    Ok(())
 }

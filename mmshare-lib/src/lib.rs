@@ -79,7 +79,10 @@ pub use create::{TEMP_PREFIX, create_array_data, create_array_file};
 pub use dtype::{ALL_DTYPES, Bool8, DType, DTypeError, Element};
 pub use error::{CreateError, OpenError, ReadError, StreamError, WaitTimeout, WriteError};
 #[cfg(feature = "fault-injection")]
-pub use fault::{Fault, inject as inject_fault};
+pub use fault::{Fault, fail_step, inject as inject_fault};
+// For the daemon's fault points: `fault_step` is a constant `Ok` without the feature.
+#[doc(hidden)]
+pub use fault::{Step as FaultStep, step as fault_step};
 pub use format::{
     ArraySpec, EXTENSION_CRITICAL, Extension, ExtensionArea, FLAG_TORN, FORMAT_VERSION,
     FORMAT_VERSION_FEATURES, Features, FormatError, HEADER_SIZE, Header, KNOWN_EXTENSION_TAGS,

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use mmshare::proto::{ArrayInfo, Backing, ErrorKind, MAX_MESSAGE, OpenAccess, WireOrder};
 use mmshare::{
-    Access, ArraySpec, CONTROL_DIR, CreateError, DType, FormatError, Header, Liveness, OpenError,
-    Order, ProcessId, RawArray, Recovery, TEMP_PREFIX, create_array_data, data_len,
-    is_array_control, new_array_control, validate_name,
+    Access, ArraySpec, CONTROL_DIR, CreateError, DType, FaultStep, FormatError, Header, Liveness,
+    OpenError, Order, ProcessId, RawArray, Recovery, TEMP_PREFIX, create_array_data, data_len,
+    fault_step, is_array_control, new_array_control, validate_name,
 };
 use tracing::{error, info, warn};
 
@@ -493,11 +493,18 @@ fn denied(name: &str, who: Creds, what: &str, header: &Header) -> RequestError {
     )
 }
 
-/// NoSpace for a file of `needed` bytes (header page and padding included) in `dir`, naming
-/// the limit that was hit: the free space, or else the filesystem's largest file size. The
-/// directory is named only to `who` that [`sees_paths`]; others read "the memory directory"
-/// or "the storage directory".
-fn no_space(name: &str, needed: u64, dir: &Path, backing: Backing, who: Creds) -> RequestError {
+/// NoSpace for `what` ("array" or "stream") `name`, whose file needs `needed` bytes (header
+/// page, and data or slots, padded) in `dir`, naming the limit that was hit: the free space,
+/// or else the filesystem's largest file size. The directory is named only to `who` that
+/// [`sees_paths`]; others read "the memory directory" or "the storage directory".
+fn no_space(
+    what: &str,
+    name: &str,
+    needed: u64,
+    dir: &Path,
+    backing: Backing,
+    who: Creds,
+) -> RequestError {
     let free = rustix::fs::statvfs(dir)
         .ok()
         .map(|s| s.f_bavail.saturating_mul(s.f_frsize));
@@ -509,16 +516,19 @@ fn no_space(name: &str, needed: u64, dir: &Path, backing: Backing, who: Creds) -
             Backing::File => "the daemon's storage directory".to_owned(),
         }
     };
+    let file = match what {
+        "stream" => "its data file needs {needed} bytes (4096-byte header + its slots)",
+        _ => "its file needs {needed} bytes (4096-byte header + data padded to 8 bytes)",
+    }
+    .replace("{needed}", &needed.to_string());
     let message = match free {
         Some(free) if free < needed => format!(
-            "no space for array {name:?}: its file needs {needed} bytes (4096-byte header + data padded to 8 bytes), but the filesystem of {place} has {free} bytes free"
+            "no space for {what} {name:?}: {file}, but the filesystem of {place} has {free} bytes free"
         ),
         Some(free) => format!(
-            "array {name:?} needs a file of {needed} bytes (4096-byte header + data padded to 8 bytes), more than the filesystem of {place} allows for one file or than the daemon's disk quota allows ({free} bytes free)"
+            "{what} {name:?} cannot be made: {file}, more than the filesystem of {place} allows for one file or than the daemon's disk quota allows ({free} bytes free)"
         ),
-        None => format!(
-            "no space for array {name:?}: its file needs {needed} bytes (4096-byte header + data padded to 8 bytes) in {place}"
-        ),
+        None => format!("no space for {what} {name:?}: {file} in {place}"),
     };
     RequestError::new(ErrorKind::NoSpace, message)
 }
@@ -897,16 +907,21 @@ impl Registry {
         let name = &entry.header.name;
         let place = self.place("array", name)?;
         let failed = |e: io::Error| open_failed("array", name, e);
-        let file = entry.open_file(true).map_err(failed)?;
+        let file = fault_step(FaultStep::OpenData)
+            .and_then(|()| entry.open_file(true))
+            .map_err(failed)?;
         let key = entry.key();
-        let control = self
-            .control_for(
-                &key,
-                |f| is_array_control(f) && f.metadata().is_ok_and(|m| m.len() == 4096),
-                || new_array_control(name),
-            )
+        let control = fault_step(FaultStep::MakeControl)
+            .and_then(|()| {
+                self.control_for(
+                    &key,
+                    |f| is_array_control(f) && f.metadata().is_ok_and(|m| m.len() == 4096),
+                    || new_array_control(name),
+                )
+            })
             .map_err(failed)?;
         let mapped_control = control.try_clone().map_err(failed)?;
+        fault_step(FaultStep::Map).map_err(failed)?;
         let raw =
             RawArray::from_files(file, Some(mapped_control), Access::Write).map_err(
                 |e| match e {
@@ -1143,21 +1158,39 @@ impl Registry {
             self.reserve(&mut state, who, backing, "array", name, file_len)?;
             break;
         }
-        let result = self.create_file(who, name, dtype, shape, order, backing, mode);
+        let result = self
+            .create_file(who, name, dtype, shape, order, backing, mode)
+            .and_then(|entry| {
+                // The client's descriptors are made before the array is visible (nothing can
+                // close it in between: the participant lock the daemon takes on the client's
+                // copy of the control state keeps it open), and a failure takes it away again.
+                let handed = fault_step(FaultStep::ClientFiles)
+                    .and_then(|()| entry.open_file(true))
+                    .and_then(|file| {
+                        let control = entry
+                            .open_state()
+                            .and_then(|o| client_control(&o.control))
+                            .ok_or_else(|| io::Error::from_raw_os_error(24))?; // EMFILE
+                        Ok((file, control))
+                    })
+                    .map_err(|e| open_failed("array", name, e));
+                match handed {
+                    Ok(files) => Ok((entry, files)),
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&entry.path);
+                        Err(e)
+                    }
+                }
+            });
         let mut state = self.lock();
         state.pending.remove(name);
         match result {
-            Ok(entry) => {
-                // Taken before the array is visible, so nothing can close it in between: the
-                // participant lock the daemon takes on the client's copy keeps it open.
+            Ok((entry, (file, control))) => {
                 let info = entry.info();
-                let file = entry.open_file(true);
-                let control = entry.open_state().and_then(|o| client_control(&o.control));
                 state.arrays.insert(name.to_owned(), entry);
                 drop(state);
                 info!(name, uid = who.uid, bytes = len, ?backing, "created");
-                let file = file.map_err(|e| open_failed("array", name, e))?;
-                Ok((info, file, control))
+                Ok((info, file, Some(control)))
             }
             Err(e) => {
                 state.refund(who.uid, backing, file_len);
@@ -1198,8 +1231,10 @@ impl Registry {
                 ErrorKind::AlreadyExists,
                 format!("a file for {name:?} already exists at {}", p.display()),
             ),
-            CreateError::NoSpace { needed, dir } => no_space(name, needed, &dir, backing, who),
-            CreateError::Io { .. } => internal("create failed", e),
+            CreateError::NoSpace { needed, dir } => {
+                no_space("array", name, needed, &dir, backing, who)
+            }
+            CreateError::Io { source, .. } => open_failed("array", name, source),
         })?;
         // The file is visible under its name now; if it cannot be served, take it away again
         // rather than leave a name nobody can create or open until a restart.
@@ -1852,10 +1887,10 @@ mod tests {
             .as_raw()
             .wrapping_add(4242)
             .max(1);
-        let theirs = no_space("big", u64::MAX, dir, Backing::Memory, creds(other)).message;
+        let theirs = no_space("array", "big", u64::MAX, dir, Backing::Memory, creds(other)).message;
         assert!(!theirs.contains("/dev/shm"), "{theirs}");
         assert!(theirs.contains("the daemon's memory directory"), "{theirs}");
-        let root = no_space("big", u64::MAX, dir, Backing::Memory, creds(0)).message;
+        let root = no_space("array", "big", u64::MAX, dir, Backing::Memory, creds(0)).message;
         assert!(root.contains("/dev/shm"), "{root}");
     }
 }

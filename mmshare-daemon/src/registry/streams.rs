@@ -374,11 +374,14 @@ impl Registry {
                 source,
             })
         };
-        let data = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&data_path)
+        let data = mmshare::fault_step(mmshare::FaultStep::OpenData)
+            .and_then(|()| {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .open(&data_path)
+            })
             .map_err(io)?;
         let id = file_id(&data).map_err(io)?;
         // The geometry comes from the header, validated in full by `from_files` below.
@@ -402,7 +405,10 @@ impl Registry {
             });
         };
         let len = 4096 + 256 * u64::from(max_subscribers);
-        let fresh = || mmshare::new_stream_control(name, slots, max_subscribers);
+        let fresh = || {
+            mmshare::fault_step(mmshare::FaultStep::MakeControl)
+                .and_then(|()| mmshare::new_stream_control(name, slots, max_subscribers))
+        };
         let control = self
             .control_for(
                 &keeper::key('s', id, header.created_ns, name),
@@ -411,6 +417,7 @@ impl Registry {
             )
             .map_err(io)?;
         let data_again = data.try_clone().map_err(io)?;
+        mmshare::fault_step(mmshare::FaultStep::Map).map_err(io)?;
         match StreamFiles::from_files(data, control, true) {
             // Kept state whose header someone scribbled on (or of another layout version):
             // the stream is fine, its control state is not; start that afresh rather than set
@@ -580,8 +587,10 @@ impl Registry {
                 ErrorKind::AlreadyExists,
                 format!("files for {name:?} already exist at {}", p.display()),
             ),
-            CreateError::NoSpace { needed, dir } => no_space(name, needed, &dir, backing, who),
-            CreateError::Io { .. } => internal("stream create failed", e),
+            CreateError::NoSpace { needed, dir } => {
+                no_space("stream", name, needed, &dir, backing, who)
+            }
+            CreateError::Io { source, .. } => open_failed("stream", name, source),
         })?;
         // The directory is visible under its name now; if the stream cannot be served, take
         // it away again rather than leave a name nobody can create or open until a restart.

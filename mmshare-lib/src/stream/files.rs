@@ -5,12 +5,11 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use rustix::fs::{CWD, RenameFlags, renameat_with};
-
 use super::layout::{self, Record, control_len};
 use super::protocol::{Ring, SlotWords};
-use crate::create::{reserve, temp_name};
+use crate::create::{failed_in, publish, reserve, temp_name};
 use crate::error::{CreateError, OpenError, StreamError};
+use crate::fault::{Step, step};
 use crate::format::{FormatError, HEADER_SIZE, Header, Kind, StreamSpec, offsets};
 use crate::mapping::Mapping;
 use crate::raw::{read_up_to, read_word_at};
@@ -67,23 +66,14 @@ fn create_stream_dir(
     let header = Header::new_stream(spec)?;
     let target = dir.join(&header.name);
     let temp = dir.join(temp_name(&header.name));
-    let io_err = |source: std::io::Error| CreateError::Io {
-        dir: dir.to_owned(),
-        source,
-    };
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&temp)
-        .map_err(io_err)?;
+    let io_err = failed_in(dir, header.file_len());
+    step(Step::MakeTempDir)
+        .and_then(|()| std::fs::DirBuilder::new().mode(0o700).create(&temp))
+        .map_err(&io_err)?;
     let result = fill(&temp, &header, spec, dir, with_control).and_then(|()| {
-        renameat_with(CWD, &temp, CWD, &target, RenameFlags::NOREPLACE).map_err(|e| {
-            if e == rustix::io::Errno::EXIST {
-                CreateError::AlreadyExists(target.clone())
-            } else {
-                io_err(e.into())
-            }
-        })?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)
+        publish(&temp, &target, dir, header.file_len(), |t| {
+            std::fs::remove_dir_all(t)
+        })
     });
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&temp);
@@ -98,32 +88,36 @@ fn fill(
     dir: &Path,
     with_control: bool,
 ) -> Result<(), CreateError> {
-    let io_err = |source: std::io::Error| CreateError::Io {
-        dir: dir.to_owned(),
-        source,
-    };
+    let io_err = failed_in(dir, header.file_len());
     let new_file = |name: &str| {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(temp.join(name))
-            .map_err(io_err)
+        step(Step::OpenTemp)
+            .and_then(|()| {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(temp.join(name))
+            })
+            .map_err(&io_err)
     };
     let data = new_file(DATA_FILE)?;
     reserve(&data, header.file_len(), dir)?;
-    data.write_all_at(&header.encode()[..], 0).map_err(io_err)?;
-    data.sync_all().map_err(io_err)?;
+    step(Step::WriteHeader)
+        .and_then(|()| data.write_all_at(&header.encode()[..], 0))
+        .map_err(&io_err)?;
+    step(Step::SyncFile)
+        .and_then(|()| data.sync_all())
+        .map_err(&io_err)?;
     if with_control {
         let control = new_file(CONTROL_FILE)?;
         reserve(&control, control_len(spec.max_subscribers) as u64, dir)?;
         control
             .write_all_at(&layout::control_header(spec.slots, spec.max_subscribers), 0)
-            .map_err(io_err)?;
-        control.sync_all().map_err(io_err)?;
+            .map_err(&io_err)?;
+        control.sync_all().map_err(&io_err)?;
     }
-    File::open(temp).and_then(|d| d.sync_all()).map_err(io_err)
+    File::open(temp).and_then(|d| d.sync_all()).map_err(&io_err)
 }
 
 /// Makes the control state of stream `name` as the daemon hands it out: a sealed memfd (no
