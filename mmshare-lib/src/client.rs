@@ -186,6 +186,15 @@ pub enum ClientError {
     /// The daemon's reply made no sense, or it speaks another protocol version.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// This process is at its own descriptor limit: the daemon's reply carried descriptors
+    /// (of an object it opened or created) that the kernel could not give this process.
+    #[error(
+        "this process is out of file descriptors (RLIMIT_NOFILE {limit}): it could not receive the descriptors of the daemon's reply; close some, or raise the limit (ulimit -n)"
+    )]
+    OutOfDescriptors {
+        /// The process's soft descriptor limit.
+        limit: u64,
+    },
     /// The daemon refused the request.
     #[error("{kind:?}: {message}")]
     Server {
@@ -321,6 +330,14 @@ impl Connection {
             return Err(ClientError::Protocol(format!(
                 "reply longer than {MAX_MESSAGE} bytes"
             )));
+        }
+        if got.fds_lost {
+            // The daemon did what was asked (an object opened or created), but this process
+            // could not take the descriptors: its own limit, not the daemon's or the protocol's.
+            let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+            return Err(ClientError::OutOfDescriptors {
+                limit: limit.unwrap_or(u64::MAX),
+            });
         }
         let response: Response =
             proto::decode(&buf[..got.len]).map_err(|e| ClientError::Protocol(e.to_string()))?;

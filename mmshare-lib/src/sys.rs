@@ -425,12 +425,14 @@ pub(crate) fn send_message(fd: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// A received message: its length (0 means the peer closed), whether it was longer than the
-/// buffer, and the descriptors attached to it (received close-on-exec; at most 4 are kept,
-/// any others closed at once).
+/// buffer, the descriptors attached to it (received close-on-exec; at most 4 are kept, any
+/// others closed at once), and whether the kernel dropped descriptors it carried
+/// (`MSG_CTRUNC`: this process is at its descriptor limit).
 pub(crate) struct Received {
     pub(crate) len: usize,
     pub(crate) truncated: bool,
     pub(crate) fds: Vec<OwnedFd>,
+    pub(crate) fds_lost: bool,
 }
 
 /// Receives one message into `buf`, with at most a few descriptors.
@@ -459,6 +461,7 @@ pub(crate) fn recv_message(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Received>
         len: msg.bytes,
         truncated: msg.flags.contains(net::ReturnFlags::TRUNC),
         fds: kept,
+        fds_lost: msg.flags.contains(net::ReturnFlags::CTRUNC),
     })
 }
 

@@ -30,6 +30,7 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
   writer PATH SECONDS [early-publish]   fill the u64 array with pattern(version) repeatedly
   client-writer SOCKET NAME SECONDS     the same, on an array opened through the daemon
   client-reader SOCKET NAME SECONDS     like reader, on an array opened through the daemon
+  open-at-fd-limit SOCKET NAME          open NAME with no descriptor free: print the error
   reader PATH SECONDS [skip-recheck]    read snapshots and check each one is consistent
   hold PATH                             take the write side, print 'holding', sleep forever
   scribble PATH                         write patterns back to back forever (to be killed)
@@ -218,6 +219,7 @@ fn main() -> ExitCode {
             control_attack(socket, name, kind, rest.first() == Some(&"all"))
         }
         ["connect-as", target, uid, name] => connect_as(target, uid, name),
+        ["open-at-fd-limit", socket, name] => open_at_fd_limit(socket, name),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -230,6 +232,35 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Connects to `socket`, then lowers this process's descriptor limit so that no descriptor is
+/// free, and opens `name`: prints the error the client reports (`error=KIND message=...`).
+fn open_at_fd_limit(socket: &str, name: &str) -> Result<ExitCode> {
+    let client = Client::connect(socket)?;
+    let highest = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(2);
+    let limit = rustix::process::Rlimit {
+        current: Some(highest + 8),
+        ..rustix::process::getrlimit(rustix::process::Resource::Nofile)
+    };
+    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)?;
+    // Take every descriptor still free.
+    let mut taken = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        taken.push(f);
+    }
+    match client.open_raw(name, Access::Read) {
+        Ok(_) => say("opened"),
+        Err(e @ mmshare::ClientError::OutOfDescriptors { .. }) => {
+            say(&format!("error=OutOfDescriptors message={e}"));
+        }
+        Err(e) => say(&format!("error=other message={e:?}")),
+    }
+    drop(taken);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Connects as a program would (the default socket, or a named one, with or without an

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Daemon;
+use common::{Daemon, Worker};
 use mmshare::{Access, ClientError, CreateOptions, ErrorKind, ObjectInfo, StreamOptions};
 
 const WATCHDOG: Duration = Duration::from_secs(60);
@@ -152,4 +152,34 @@ fn an_array_closed_while_unused_works_when_opened_again() {
     writer.write_bytes(0, &7u64.to_le_bytes()).unwrap();
     let woke = waiter.join().unwrap().expect("woken by the write");
     assert_eq!(woke, from + 1);
+}
+
+/// A client at its own descriptor limit is told so, as a local error naming its limit (not a
+/// protocol error, not a daemon error), and the daemon is none the worse: the array it opened
+/// for that client is closed again once nobody holds it.
+#[test]
+fn a_client_out_of_descriptors_gets_a_local_error() {
+    let mut d = limited_daemon();
+    let c = d.client();
+    c.stat("absent").unwrap_err();
+    let before = d.fd_count();
+    drop(
+        c.create(&CreateOptions::new("x", "u1", &[8]).memory())
+            .unwrap(),
+    );
+    let sock = d.socket.display().to_string();
+    let (status, lines) = Worker::spawn(&["open-at-fd-limit", &sock, "x"]).finish(WATCHDOG);
+    assert!(status.success(), "{status:?} {lines:?}");
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with("error="))
+        .unwrap_or_else(|| panic!("no error reported: {lines:?}"));
+    assert!(
+        line.starts_with("error=OutOfDescriptors") && line.contains("RLIMIT_NOFILE"),
+        "{line}"
+    );
+    assert!(d.is_running());
+    eventually("the daemon closes what the failed client was sent", || {
+        d.fd_count() <= before
+    });
 }

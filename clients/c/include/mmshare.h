@@ -81,6 +81,10 @@
 // uids); nothing was sent to it. See `mms_connect_as`.
 #define MMS_ERR_WRONG_SERVER 17
 
+// This process is out of file descriptors: the daemon did what was asked, but the kernel could
+// not give this process the descriptors of its reply. Close some, or raise `ulimit -n`.
+#define MMS_ERR_NO_DESCRIPTORS 18
+
 // Flag for `mms_create_array` / `mms_create_stream`: back it by the daemon's tmpfs directory
 // (RAM speed, gone at reboot) instead of its storage directory.
 #define MMS_CREATE_MEMORY 1

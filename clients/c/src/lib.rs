@@ -70,6 +70,8 @@ pub const MMS_ERR_INTERNAL: c_int = 16;
 /// The daemon on the socket runs as another user than expected (the message names both
 /// uids); nothing was sent to it. See `mms_connect_as`.
 pub const MMS_ERR_WRONG_SERVER: c_int = 17;
+/// This process is out of file descriptors: it could not receive the ones the daemon sent.
+pub const MMS_ERR_NO_DESCRIPTORS: c_int = 18;
 
 /// Flag for `mms_create_array` / `mms_create_stream`: back it by the daemon's tmpfs directory
 /// (RAM speed, gone at reboot) instead of its storage directory.
@@ -197,6 +199,7 @@ impl From<ClientError> for Failure {
             ClientError::BadServerUid { .. } => MMS_ERR_INVALID_ARGUMENT,
             ClientError::Io(_) => MMS_ERR_IO,
             ClientError::Protocol(_) => MMS_ERR_PROTOCOL,
+            ClientError::OutOfDescriptors { .. } => MMS_ERR_NO_DESCRIPTORS,
             ClientError::Server { kind, .. } => server_code(*kind),
             ClientError::Open(o) => open_code(o),
             ClientError::Stream(s) => stream_code(s),
@@ -448,6 +451,7 @@ pub extern "C" fn mms_status_name(status: c_int) -> *const c_char {
         MMS_ERR_LOST => c"MMS_ERR_LOST",
         MMS_ERR_INTERNAL => c"MMS_ERR_INTERNAL",
         MMS_ERR_WRONG_SERVER => c"MMS_ERR_WRONG_SERVER",
+        MMS_ERR_NO_DESCRIPTORS => c"MMS_ERR_NO_DESCRIPTORS",
         _ => c"MMS_UNKNOWN_STATUS",
     };
     name.as_ptr()

@@ -57,6 +57,10 @@ pub(crate) fn client(py: Python<'_>, e: ClientError) -> PyErr {
         ClientError::BadServerUid { .. } => with_message(py, "ConnectError", e.to_string()),
         ClientError::Io(_) => with_message(py, "ConnectError", e.to_string()),
         ClientError::Protocol(message) => with_message(py, "ProtocolError", message),
+        // The process's own limit: an OSError with EMFILE, as Python's own open() raises.
+        ClientError::OutOfDescriptors { .. } => {
+            pyo3::exceptions::PyOSError::new_err((24, e.to_string()))
+        }
         ClientError::Open(open) => self::open(py, open),
         ClientError::Stream(stream) => crate::stream::error(py, stream),
     }
