@@ -10,6 +10,7 @@ use std::ops::Deref;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::array::Array;
 use crate::dtype::{DType, Element};
@@ -43,6 +44,16 @@ pub fn default_socket_path() -> PathBuf {
 /// `1000`), for clients that connect to another user's daemon; see [`ConnectOptions`].
 pub const SERVER_UID_ENV: &str = "MMSHARE_SERVER_UID";
 
+/// The environment variable with the default wait for the daemon, in seconds (0: no limit):
+/// see [`ConnectOptions::timeout`].
+pub const TIMEOUT_ENV: &str = "MMSHARE_TIMEOUT";
+
+/// How long a client waits for the daemon to accept a connection and to answer a request,
+/// unless told otherwise ([`ConnectOptions::timeout`], [`TIMEOUT_ENV`]). A daemon that is up
+/// answers in microseconds; this only bounds how long a frozen or overloaded one can stall a
+/// caller.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Where the daemon is, and which user it must run as: what [`Client::connect_with`] takes.
 ///
 /// Before it sends anything, a client reads the uid of the process that listens on the socket
@@ -70,6 +81,7 @@ pub struct ConnectOptions {
     path: PathBuf,
     default: bool,
     server_uid: Option<u32>,
+    timeout: Option<Duration>,
 }
 
 impl ConnectOptions {
@@ -80,6 +92,7 @@ impl ConnectOptions {
             path: path.as_ref().to_owned(),
             default: false,
             server_uid: None,
+            timeout: None,
         }
     }
 
@@ -91,6 +104,7 @@ impl ConnectOptions {
             path: default_socket_path(),
             default: true,
             server_uid: None,
+            timeout: None,
         }
     }
 
@@ -98,6 +112,40 @@ impl ConnectOptions {
     pub fn server_uid(mut self, uid: u32) -> Self {
         self.server_uid = Some(uid);
         self
+    }
+
+    /// How long to wait for the daemon to accept the connection, and for each reply, before
+    /// giving up with [`ClientError::Timeout`]; `Duration::ZERO` waits without limit.
+    /// Overrides `$MMSHARE_TIMEOUT` ([`TIMEOUT_ENV`]); the default is
+    /// [`DEFAULT_REQUEST_TIMEOUT`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The wait for the daemon, as [`Client::connect_with`] uses it: [`Self::timeout`], else
+    /// `$MMSHARE_TIMEOUT` (seconds, fractions allowed; 0 for no limit), else
+    /// [`DEFAULT_REQUEST_TIMEOUT`].
+    ///
+    /// # Errors
+    /// [`ClientError::BadTimeout`] when `$MMSHARE_TIMEOUT` is set but not a number of seconds.
+    pub fn request_timeout(&self) -> Result<Duration, ClientError> {
+        if let Some(t) = self.timeout {
+            return Ok(t);
+        }
+        match std::env::var_os(TIMEOUT_ENV).filter(|v| !v.is_empty()) {
+            None => Ok(DEFAULT_REQUEST_TIMEOUT),
+            Some(value) => {
+                let text = value.to_string_lossy();
+                text.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                    .ok_or_else(|| ClientError::BadTimeout {
+                        value: text.into_owned(),
+                    })
+            }
+        }
     }
 
     /// The socket path.
@@ -130,6 +178,21 @@ impl ConnectOptions {
                 });
         }
         Ok(self.default.then(sys::euid))
+    }
+}
+
+/// The request's name, for messages.
+fn request_name(request: &Request) -> &'static str {
+    match request {
+        Request::Hello { .. } => "Hello",
+        Request::Create { .. } => "Create",
+        Request::Open { .. } => "Open",
+        Request::Stat { .. } => "Stat",
+        Request::List { .. } => "List",
+        Request::ListAll { .. } => "ListAll",
+        Request::Delete { .. } => "Delete",
+        Request::CreateStream { .. } => "CreateStream",
+        Request::OpenStream { .. } => "OpenStream",
     }
 }
 
@@ -171,6 +234,30 @@ pub enum ClientError {
         expected: u32,
         /// The uid it runs as (`SO_PEERCRED`).
         actual: u32,
+    },
+    /// The daemon did not accept the connection, or did not answer, within the client's
+    /// timeout ([`ConnectOptions::timeout`]): it is stopped, frozen or overloaded. A request
+    /// that timed out may or may not have been carried out; the connection is dropped and the
+    /// next request dials again.
+    #[error(
+        "mmshared at {} did not {what} within {waited:?} (is it stopped or overloaded? the wait is set with ConnectOptions::timeout or {TIMEOUT_ENV})",
+        path.display()
+    )]
+    Timeout {
+        /// The socket path.
+        path: PathBuf,
+        /// What the client waited for ("accept the connection", "answer Open", ...).
+        what: String,
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// `$MMSHARE_TIMEOUT` is set, but not to a number of seconds.
+    #[error(
+        "{TIMEOUT_ENV}={value:?} is not a number of seconds (such as 10 or 0.5; 0 for no limit): fix it or unset it"
+    )]
+    BadTimeout {
+        /// The variable's value.
+        value: String,
     },
     /// `$MMSHARE_SERVER_UID` is set, but not to a uid.
     #[error(
@@ -226,10 +313,11 @@ impl ClientError {
 #[derive(Debug)]
 struct Connection {
     inner: Mutex<(OwnedFd, Vec<u8>)>,
-    /// Where it was made and which daemon uid it expects: to dial again when the daemon
-    /// closed an idle connection.
+    /// Where it was made, which daemon uid it expects and how long it waits: to dial again
+    /// when the daemon closed an idle connection.
     path: PathBuf,
     expected: Option<u32>,
+    timeout: Duration,
 }
 
 /// Whether a send failed because the daemon had already closed the connection: the request
@@ -244,10 +332,24 @@ fn closed_before_send(e: &std::io::Error) -> bool {
 impl Connection {
     /// Connects to `path`, checks the daemon's uid, and says Hello; returns the connection
     /// and the daemon's name.
-    fn dial(path: &Path, expected: Option<u32>) -> Result<(Connection, String), ClientError> {
-        let fd = sys::seqpacket_connect(path).map_err(|source| ClientError::Connect {
-            path: path.to_owned(),
-            source,
+    fn dial(
+        path: &Path,
+        expected: Option<u32>,
+        timeout: Duration,
+    ) -> Result<(Connection, String), ClientError> {
+        let fd = sys::seqpacket_connect(path, timeout).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::TimedOut {
+                ClientError::Timeout {
+                    path: path.to_owned(),
+                    what: "accept the connection".into(),
+                    waited: timeout,
+                }
+            } else {
+                ClientError::Connect {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
         })?;
         if let Some(expected) = expected {
             let actual = sys::peer_uid(&fd)?;
@@ -263,6 +365,7 @@ impl Connection {
             inner: Mutex::new((fd, vec![0u8; MAX_MESSAGE + 1])),
             path: path.to_owned(),
             expected,
+            timeout,
         };
         let server = conn.hello()?;
         Ok((conn, server))
@@ -275,8 +378,8 @@ impl Connection {
         };
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let bytes = proto::encode(&hello).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        sys::send_message(&guard.0, &bytes)?;
-        match Self::receive(&mut guard)? {
+        self.send(&guard, &bytes, "take the handshake")?;
+        match self.receive(&mut guard, "answer the handshake")? {
             (Response::Hello { version, server }, _) if version == PROTOCOL_VERSION => Ok(server),
             (Response::Hello { version, .. }, _) => Err(ClientError::Protocol(format!(
                 "daemon speaks protocol version {version}, this client {PROTOCOL_VERSION}"
@@ -288,38 +391,70 @@ impl Connection {
 
     fn call(&self, request: &Request) -> Result<(Response, Vec<OwnedFd>), ClientError> {
         let bytes = proto::encode(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let what = format!("answer {}", request_name(request));
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let redial = |guard: &mut (OwnedFd, Vec<u8>)| -> Result<(), ClientError> {
-            let (fresh, _) = Connection::dial(&self.path, self.expected)?;
+            let (fresh, _) = Connection::dial(&self.path, self.expected, self.timeout)?;
             *guard = fresh.inner.into_inner().unwrap_or_else(|p| p.into_inner());
-            sys::send_message(&guard.0, &bytes)?;
-            Ok(())
+            self.send(guard, &bytes, &what)
         };
         if let Err(e) = sys::send_message(&guard.0, &bytes) {
             if !closed_before_send(&e) {
-                return Err(e.into());
+                return Err(self.failed(&guard, e, &what));
             }
             // The daemon closed this connection (it closes connections that hold nothing and
             // stay idle): dial again, once, and send the request there.
             redial(&mut guard)?;
-            return Self::receive(&mut guard);
+            return self.receive(&mut guard, &what);
         }
-        match Self::receive(&mut guard) {
+        match self.receive(&mut guard, &what) {
             // The daemon closed the connection with the request unread in it (a reset, not
             // an end of file): it was not carried out, so it is sent again, once.
             Err(ClientError::Io(e))
                 if rustix::io::Errno::from_io_error(&e) == Some(rustix::io::Errno::CONNRESET) =>
             {
                 redial(&mut guard)?;
-                Self::receive(&mut guard)
+                self.receive(&mut guard, &what)
             }
             other => other,
         }
     }
 
-    fn receive(guard: &mut (OwnedFd, Vec<u8>)) -> Result<(Response, Vec<OwnedFd>), ClientError> {
-        let (fd, buf) = guard;
-        let got = sys::recv_message(fd, buf)?;
+    /// Sends `bytes`; a send that waits past the timeout is [`ClientError::Timeout`].
+    fn send(
+        &self,
+        guard: &(OwnedFd, Vec<u8>),
+        bytes: &[u8],
+        what: &str,
+    ) -> Result<(), ClientError> {
+        sys::send_message(&guard.0, bytes).map_err(|e| self.failed(guard, e, what))
+    }
+
+    /// The error for `e` on the connection in `guard` while waiting for the daemon to `what`.
+    /// A timeout leaves the connection out of step (the reply may still come), so it is shut
+    /// down: the next request dials again.
+    fn failed(&self, guard: &(OwnedFd, Vec<u8>), e: std::io::Error, what: &str) -> ClientError {
+        if sys::timed_out(&e) {
+            let _ = rustix::net::shutdown(&guard.0, rustix::net::Shutdown::Both);
+            return ClientError::Timeout {
+                path: self.path.clone(),
+                what: what.to_owned(),
+                waited: self.timeout,
+            };
+        }
+        ClientError::Io(e)
+    }
+
+    fn receive(
+        &self,
+        guard: &mut (OwnedFd, Vec<u8>),
+        what: &str,
+    ) -> Result<(Response, Vec<OwnedFd>), ClientError> {
+        let got = match sys::recv_message(&guard.0, &mut guard.1) {
+            Ok(got) => got,
+            Err(e) => return Err(self.failed(guard, e, what)),
+        };
+        let buf = &guard.1;
         if got.len == 0 {
             return Err(ClientError::Io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
@@ -523,7 +658,7 @@ impl Client {
     pub fn connect_with(options: &ConnectOptions) -> Result<Client, ClientError> {
         let path = options.path.clone();
         let expected = options.expected_server_uid()?;
-        let (conn, server) = Connection::dial(&path, expected)?;
+        let (conn, server) = Connection::dial(&path, expected, options.request_timeout()?)?;
         Ok(Client {
             conn: Arc::new(conn),
             path,

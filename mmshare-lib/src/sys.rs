@@ -384,20 +384,59 @@ pub fn has_participants(file: &File) -> io::Result<bool> {
     Ok(found.l_type != libc::F_UNLCK as libc::c_short)
 }
 
-/// Connects a close-on-exec SOCK_SEQPACKET Unix socket to `path`.
+/// Connects a close-on-exec SOCK_SEQPACKET Unix socket to `path`, waiting at most `timeout`
+/// while the listener's queue is full (a frozen or overloaded daemon accepts nothing, and a
+/// blocking connect would wait for it for ever). The connected socket then waits at most
+/// `timeout` for each send and receive (`SO_SNDTIMEO`, `SO_RCVTIMEO`), which then fail with
+/// `EAGAIN`. `Duration::ZERO` waits without limit.
 ///
 /// # Errors
-/// The OS error (`ENOENT`, `ECONNREFUSED`, `EACCES`, ...).
-pub(crate) fn seqpacket_connect(path: &std::path::Path) -> io::Result<OwnedFd> {
+/// The OS error (`ENOENT`, `ECONNREFUSED`, `EACCES`, ...); `ErrorKind::TimedOut` when the
+/// queue stayed full for `timeout`.
+pub(crate) fn seqpacket_connect(
+    path: &std::path::Path,
+    timeout: std::time::Duration,
+) -> io::Result<OwnedFd> {
+    use std::time::{Duration, Instant};
     let fd = net::socket_with(
         net::AddressFamily::UNIX,
         net::SocketType::SEQPACKET,
-        net::SocketFlags::CLOEXEC,
+        net::SocketFlags::CLOEXEC | net::SocketFlags::NONBLOCK,
         None,
     )?;
     let addr = net::SocketAddrUnix::new(path)?;
-    net::connect(&fd, &addr)?;
+    let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match net::connect(&fd, &addr) {
+            Ok(()) => break,
+            Err(rustix::io::Errno::INTR) => {}
+            // A Unix socket's queue is full: the listener accepts nothing right now.
+            Err(rustix::io::Errno::AGAIN) => {
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the daemon accepted no connection",
+                    ));
+                }
+                let left = deadline.map_or(pause, |d| d - now);
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    rustix::io::ioctl_fionbio(&fd, false)?;
+    let limit = (!timeout.is_zero()).then_some(timeout);
+    net::sockopt::set_socket_timeout(&fd, net::sockopt::Timeout::Recv, limit)?;
+    net::sockopt::set_socket_timeout(&fd, net::sockopt::Timeout::Send, limit)?;
     Ok(fd)
+}
+
+/// Whether `e` is the expiry of a socket's send or receive timeout.
+pub(crate) fn timed_out(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut
 }
 
 /// The effective uid of the process at the other end of the connected Unix socket `fd`

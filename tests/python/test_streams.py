@@ -389,3 +389,25 @@ def test_send_converts_any_frame_to_the_streams_dtype_and_order(daemon):
                 pub._native.send(bad, None)
             assert why in str(e.value), (bad, str(e.value))
         assert pub.next_number == 5
+
+
+def test_a_publisher_held_back_by_a_frozen_subscriber_times_out_by_default(daemon):
+    """`loan` and `send` wait a finite time by default (10 s, as Rust's publisher), so a
+    lossless subscriber that stops reading never blocks a publisher for good unless it asks
+    for that (`timeout=None`); `receive` waits without limit by default, as `queue.get`."""
+    import inspect
+    for method in (mmshare.Publisher.loan, mmshare.Publisher.send):
+        assert inspect.signature(method).parameters["timeout"].default == 10.0
+    assert inspect.signature(mmshare.Subscriber.receive).parameters["timeout"].default is None
+    c = mmshare.connect(daemon.socket)
+    stream(c, "frozen", slots=3)
+    pub = c.publisher("frozen")
+    sub = c.subscribe("frozen", lossless=True, max_held=1)  # never reads
+    for n in range(3):
+        pub.send(pattern(n))
+    with pytest.raises(mmshare.Timeout):
+        pub.send(pattern(3), timeout=0.2)
+    with pytest.raises(mmshare.Timeout):
+        with pub.loan(timeout=0.2):
+            pass
+    sub.close()

@@ -196,7 +196,10 @@ impl From<ClientError> for Failure {
         let code = match &e {
             ClientError::Connect { .. } => MMS_ERR_CONNECT,
             ClientError::WrongServer { .. } => MMS_ERR_WRONG_SERVER,
-            ClientError::BadServerUid { .. } => MMS_ERR_INVALID_ARGUMENT,
+            ClientError::BadServerUid { .. } | ClientError::BadTimeout { .. } => {
+                MMS_ERR_INVALID_ARGUMENT
+            }
+            ClientError::Timeout { .. } => MMS_ERR_TIMEOUT,
             ClientError::Io(_) => MMS_ERR_IO,
             ClientError::Protocol(_) => MMS_ERR_PROTOCOL,
             ClientError::OutOfDescriptors { .. } => MMS_ERR_NO_DESCRIPTORS,
@@ -591,6 +594,55 @@ pub unsafe extern "C" fn mms_connect_as(
         needed(out, "out")?;
         // SAFETY: NULL or NUL-terminated (the contract).
         let options = unsafe { connect_options(socket_path) }?.server_uid(server_uid);
+        let client = Client::connect_with(&options)?;
+        // SAFETY: checked non-NULL; valid for a write (the contract).
+        unsafe { put(out, boxed(client)) };
+        Ok(())
+    })
+}
+
+/// Connects like `mms_connect`, as the arguments say: `server_uid` the uid the daemon must run
+/// as (or root), or -1 for the default check; `timeout_ms` how long to wait for the daemon to
+/// accept the connection and to answer each request (`MMS_ERR_TIMEOUT` after it), 0 for no
+/// limit, or -1 for the default (`$MMSHARE_TIMEOUT` in seconds if set, else 10 seconds).
+///
+/// # Safety
+/// `socket_path` is NULL or a NUL-terminated string; `out` is valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_connect_with(
+    socket_path: *const c_char,
+    server_uid: i64,
+    timeout_ms: i64,
+    out: *mut *mut mms_client,
+) -> c_int {
+    ffi(|| {
+        needed(out, "out")?;
+        // SAFETY: NULL or NUL-terminated (the contract).
+        let mut options = unsafe { connect_options(socket_path) }?;
+        match server_uid {
+            -1 => {}
+            uid => {
+                let uid = u32::try_from(uid).map_err(|_| {
+                    Failure::new(
+                        MMS_ERR_INVALID_ARGUMENT,
+                        format!("server_uid {uid} is not a uid (0 .. 2^32-1) or -1"),
+                    )
+                })?;
+                options = options.server_uid(uid);
+            }
+        }
+        match timeout_ms {
+            -1 => {}
+            ms => {
+                let ms = u64::try_from(ms).map_err(|_| {
+                    Failure::new(
+                        MMS_ERR_INVALID_ARGUMENT,
+                        format!("timeout_ms {ms} is negative (0: no limit, -1: the default)"),
+                    )
+                })?;
+                options = options.timeout(std::time::Duration::from_millis(ms));
+            }
+        }
         let client = Client::connect_with(&options)?;
         // SAFETY: checked non-NULL; valid for a write (the contract).
         unsafe { put(out, boxed(client)) };

@@ -44,6 +44,8 @@ pub struct Target {
     pub default_socket: bool,
     /// `--server-uid`: the uid the daemon must run as (or root).
     pub server_uid: Option<u32>,
+    /// `--timeout`: how long to wait for the daemon.
+    pub timeout: Option<std::time::Duration>,
 }
 
 static TARGET: std::sync::OnceLock<Target> = std::sync::OnceLock::new();
@@ -70,6 +72,9 @@ fn connect_options(socket: &Path) -> ConnectOptions {
     };
     if let Some(uid) = target.server_uid {
         options = options.server_uid(uid);
+    }
+    if let Some(wait) = target.timeout {
+        options = options.timeout(wait);
     }
     options
 }

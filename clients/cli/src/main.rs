@@ -32,6 +32,10 @@ struct Cli {
     /// uid; with --socket, no check]
     #[arg(long, global = true, value_name = "UID")]
     server_uid: Option<u32>,
+    /// Seconds to wait for the daemon to accept the connection and to answer each request
+    /// (0: no limit) [default: $MMSHARE_TIMEOUT, else 10]
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = parse_wait)]
+    timeout: Option<std::time::Duration>,
     #[command(subcommand)]
     command: Command,
 }
@@ -232,6 +236,7 @@ fn main() -> ExitCode {
     commands::set_target(commands::Target {
         default_socket: cli.socket.is_none(),
         server_uid: cli.server_uid,
+        timeout: cli.timeout,
     });
     let socket = cli.socket.unwrap_or_else(mmshare::default_socket_path);
     let result = match cli.command {
@@ -364,4 +369,13 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 fn cli_socket_given(_socket: &std::path::Path) -> bool {
     std::env::args().any(|a| a == "--socket" || a.starts_with("--socket="))
         || std::env::var_os(mmshare::SOCKET_ENV).is_some_and(|v| !v.is_empty())
+}
+
+/// `--timeout`: a number of seconds, fractions allowed.
+fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("{text:?} is not a number of seconds (such as 10 or 0.5)"))
 }

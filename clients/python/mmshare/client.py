@@ -54,15 +54,22 @@ class Client:
     and raises `errors.WrongServer` naming both uids if it is not the expected one; root is
     always accepted. Expected: `server_uid` if given, else `$MMSHARE_SERVER_UID` if set, else,
     on the default socket (`path=None`, which includes `$MMSHARE_SOCKET`), this user; a
-    `path` given with neither is not checked."""
+    `path` given with neither is not checked.
 
-    def __init__(self, path=None, *, server_uid=None):
+    `timeout` (seconds) bounds the wait for the daemon to accept the connection and to answer
+    each request; a daemon that is stopped or overloaded then raises `errors.Timeout` naming
+    the socket and the wait (the next request connects again). Default: `$MMSHARE_TIMEOUT`
+    if set, else 10 seconds; 0 waits without limit."""
+
+    def __init__(self, path=None, *, server_uid=None, timeout=None):
         if server_uid is not None:
             server_uid = int(server_uid)
             if not 0 <= server_uid < 2**32:
                 raise ValueError(f"server_uid {server_uid} is not a uid (0 .. 2**32 - 1)")
+        if timeout is not None:
+            timeout = float(timeout)
         self._conn = _native.Connection(os.fspath(path) if path is not None else None,
-                                        server_uid)
+                                        server_uid, timeout)
         self.path = os.fspath(self._conn.path)
         self.server = self._conn.server
 
@@ -145,8 +152,9 @@ class Client:
         self.close()
 
 
-def connect(path=None, *, server_uid=None) -> Client:
+def connect(path=None, *, server_uid=None, timeout=None) -> Client:
     """Connects to the daemon at `path` (default: `default_socket_path()`, whose daemon must
     run as this user or root). With `server_uid`, the daemon must run as that uid or root;
-    `errors.WrongServer` otherwise (see `Client`)."""
-    return Client(path, server_uid=server_uid)
+    `errors.WrongServer` otherwise. `timeout`: seconds to wait for the daemon (see
+    `Client`)."""
+    return Client(path, server_uid=server_uid, timeout=timeout)

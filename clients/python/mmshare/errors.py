@@ -107,7 +107,9 @@ class LostWriteSide(MmshareError):
 
 
 class Timeout(MmshareError, TimeoutError):
-    """A read, write or wait did not complete in time."""
+    """A read, write or wait did not complete in time, or the daemon did not accept a
+    connection or answer a request within the client's `timeout` (it is stopped or
+    overloaded; the next request connects again)."""
 
 
 class HoldLimit(MmshareError):

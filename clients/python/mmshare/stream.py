@@ -26,6 +26,9 @@ import numpy as np
 from . import errors
 from .array import _Pages
 
+#: How long `Publisher.loan` and `Publisher.send` wait for a free slot by default (seconds).
+LOAN_TIMEOUT = 10.0
+
 
 class Loan:
     """A loaned slot of a publisher. As a context manager it yields a writable ndarray over
@@ -96,15 +99,16 @@ class Publisher(_Handle):
         """The number the next published frame gets (= frames published so far)."""
         return self._native.next_number
 
-    def loan(self, timeout=None) -> Loan:
+    def loan(self, timeout=LOAN_TIMEOUT) -> Loan:
         """A free slot to fill in place: `with pub.loan() as frame: frame[...] = ...`. Waits
-        (up to `timeout` seconds; None: no limit) only while a lossless subscriber is a whole
-        ring behind; raises `Timeout` then."""
+        only while a lossless subscriber is a whole ring behind, up to `timeout` seconds
+        (default 10, as Rust's `Publisher::loan`; None: no limit), and raises `Timeout` then:
+        a frozen subscriber never stalls a publisher for good unless it asks for that."""
         return Loan(self, timeout)
 
-    def send(self, frame, timeout=None) -> int:
+    def send(self, frame, timeout=LOAN_TIMEOUT) -> int:
         """Copies `frame` (any array of the stream's shape, converted to its dtype) into a
-        loaned slot and publishes it; returns its number."""
+        loaned slot and publishes it; returns its number. Waits for a slot as `loan` does."""
         frame = np.asarray(frame)
         if frame.shape != self.shape:
             raise ValueError(f"frame shape {frame.shape} is not the stream's {self.shape}")
@@ -242,7 +246,8 @@ class Subscriber(_Handle):
         return self._native.next_number
 
     def receive(self, timeout=None) -> Sample:
-        """The next frame, waiting up to `timeout` seconds (None: no limit) with the GIL
+        """The next frame, waiting up to `timeout` seconds (None, the default: no limit, as
+        `queue.Queue.get` waits; a publisher that stops publishing is not an error) with the GIL
         released; raises `Timeout` (a `TimeoutError`) if none comes."""
         return Sample(self, self._native.receive(timeout))
 

@@ -149,16 +149,30 @@ fn parse_order(order: &str) -> PyResult<Order> {
 impl Connection {
     /// Connects to the daemon at `path` (None: the default socket, whose daemon must run as
     /// this user or root) and checks its protocol version; with `server_uid`, the daemon must
-    /// run as that uid or root (`ConnectOptions` in mmshare-lib).
+    /// run as that uid or root (`ConnectOptions` in mmshare-lib); with `timeout` (seconds,
+    /// 0 for no limit), the wait for the daemon to accept and to answer each request.
     #[new]
-    #[pyo3(signature = (path, server_uid=None))]
-    fn new(py: Python<'_>, path: Option<PathBuf>, server_uid: Option<u32>) -> PyResult<Self> {
+    #[pyo3(signature = (path, server_uid=None, timeout=None))]
+    fn new(
+        py: Python<'_>,
+        path: Option<PathBuf>,
+        server_uid: Option<u32>,
+        timeout: Option<f64>,
+    ) -> PyResult<Self> {
         let mut options = match path {
             Some(path) => ConnectOptions::new(path),
             None => ConnectOptions::default_socket(),
         };
         if let Some(uid) = server_uid {
             options = options.server_uid(uid);
+        }
+        if let Some(seconds) = timeout {
+            let wait = std::time::Duration::try_from_secs_f64(seconds).map_err(|_| {
+                pyo3::exceptions::PyValueError::new_err(format!(
+                    "timeout {seconds} is not a number of seconds >= 0 (0 for no limit)"
+                ))
+            })?;
+            options = options.timeout(wait);
         }
         let client = py
             .detach(|| Client::connect_with(&options))

@@ -54,7 +54,10 @@ pub(crate) fn client(py: Python<'_>, e: ClientError) -> PyErr {
             let message = e.to_string();
             raise(py, "WrongServer", (message, path.clone(), expected, actual))
         }
-        ClientError::BadServerUid { .. } => with_message(py, "ConnectError", e.to_string()),
+        ClientError::BadServerUid { .. } | ClientError::BadTimeout { .. } => {
+            with_message(py, "ConnectError", e.to_string())
+        }
+        ClientError::Timeout { .. } => with_message(py, "Timeout", e.to_string()),
         ClientError::Io(_) => with_message(py, "ConnectError", e.to_string()),
         ClientError::Protocol(message) => with_message(py, "ProtocolError", message),
         // The process's own limit: an OSError with EMFILE, as Python's own open() raises.
