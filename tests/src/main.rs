@@ -31,6 +31,7 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
   client-writer SOCKET NAME SECONDS     the same, on an array opened through the daemon
   client-reader SOCKET NAME SECONDS     like reader, on an array opened through the daemon
   open-at-fd-limit SOCKET NAME          open NAME with no descriptor free: print the error
+  hold-many SOCKET PREFIX N             create N memory arrays and hold them open
   reader PATH SECONDS [skip-recheck]    read snapshots and check each one is consistent
   hold PATH                             take the write side, print 'holding', sleep forever
   scribble PATH                         write patterns back to back forever (to be killed)
@@ -220,6 +221,7 @@ fn main() -> ExitCode {
         }
         ["connect-as", target, uid, name] => connect_as(target, uid, name),
         ["open-at-fd-limit", socket, name] => open_at_fd_limit(socket, name),
+        ["hold-many", socket, prefix, n] => hold_many(socket, prefix, n.parse().unwrap_or(1)),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -231,6 +233,27 @@ fn main() -> ExitCode {
             eprintln!("mmshare-test-worker: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Creates up to `n` small memory arrays `PREFIX-I` and keeps each open; prints
+/// `refused kind=KIND message=...` at the first refusal, then `held=K`, and holds them until
+/// killed.
+fn hold_many(socket: &str, prefix: &str, n: usize) -> Result<ExitCode> {
+    let client = Client::connect(socket)?;
+    let mut held = Vec::new();
+    for i in 0..n {
+        match client.create(&CreateOptions::new(format!("{prefix}-{i}"), "u1", &[8]).memory()) {
+            Ok(a) => held.push(a),
+            Err(e) => {
+                say(&format!("refused kind={:?} message={e}", e.kind()));
+                break;
+            }
+        }
+    }
+    say(&format!("held={}", held.len()));
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
     }
 }
 

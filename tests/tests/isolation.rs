@@ -606,3 +606,47 @@ fn deleting_what_one_still_maps_does_not_free_ones_share() {
     };
     assert_eq!(created, 25);
 }
+
+/// No user can take every place the daemon has for open objects by holding objects open: a
+/// user stops at its share of them (`--user-share`, here 25 % of 53 places under a 256
+/// descriptor limit: 13) with QuotaExceeded naming it, and the daemon's owner still opens its
+/// own objects.
+#[test]
+fn one_user_cannot_hold_every_open_place() {
+    if !can_switch_uid() {
+        return;
+    }
+    let d = Daemon::start_with_nofile(
+        &[
+            "--socket-mode",
+            "0666",
+            "--max-connections",
+            "16",
+            "--reserved-connections",
+            "4",
+        ],
+        256,
+    );
+    std::fs::set_permissions(d.root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut hog = Worker::spawn_as(MALLORY, &["hold-many", &socket(&d), "hog", "40"]);
+    let refused = hog.expect_line("refused", WATCHDOG);
+    assert!(
+        refused.contains("QuotaExceeded")
+            && refused.contains(&format!("uid {MALLORY} already has 13 objects held open"))
+            && refused.contains("--user-share 25%"),
+        "{refused}"
+    );
+    assert_eq!(hog.expect_line("held=", WATCHDOG), "held=13");
+    // The owner opens 30 objects of its own while the hog holds its share.
+    let c = d.client();
+    let mine: Vec<_> = (0..30)
+        .map(|i| {
+            c.create(&CreateOptions::new(format!("mine-{i}"), "u1", &[8]).memory())
+                .unwrap_or_else(|e| {
+                    panic!("the owner's create {i} while a user holds its share: {e}")
+                })
+        })
+        .collect();
+    drop(mine);
+    hog.kill();
+}

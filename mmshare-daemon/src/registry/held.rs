@@ -18,37 +18,88 @@
 //! object's lock, and under it the keeper's. Taking other objects' locks while holding one
 //! only ever uses `try_lock`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// How many objects the daemon may hold open at once, and how many it does.
+/// How many objects the daemon may hold open at once, and how many it does, in all and for
+/// each uid whose request opened them.
 #[derive(Debug)]
 pub(crate) struct Budget {
-    open: AtomicUsize,
     max: usize,
+    counts: Mutex<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    open: usize,
+    per_uid: HashMap<u32, usize>,
+    /// Of `open`, those opened for users that a [`Share`] limits.
+    shared: usize,
+}
+
+/// What a user other than the daemon's own and root may take of the places: at most
+/// `per_user` for its own requests, and all such users together at most `together`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Share {
+    pub(crate) per_user: usize,
+    pub(crate) together: usize,
+}
+
+/// Why no place was given: every one is taken, or the user's share or the users' share is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    Full,
+    User { holds: usize, cap: usize },
+    Together { holds: usize, cap: usize },
 }
 
 impl Budget {
     pub(crate) fn new(max: usize) -> Arc<Budget> {
         Arc::new(Budget {
-            open: AtomicUsize::new(0),
             max,
+            counts: Mutex::new(Counts::default()),
         })
     }
 
-    /// A place for one more open object, or `None` when all `max` are taken.
-    pub(crate) fn take(self: &Arc<Self>) -> Option<Token> {
-        self.open
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < self.max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Token(self.clone()))
+    fn counts(&self) -> MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A place for one more open object, opened for `uid` (limited by `share` unless `None`:
+    /// the daemon's own uid and root).
+    pub(crate) fn take(self: &Arc<Self>, uid: u32, share: Option<Share>) -> Result<Token, Refused> {
+        let mut c = self.counts();
+        if c.open >= self.max {
+            return Err(Refused::Full);
+        }
+        if let Some(share) = share {
+            let holds = c.per_uid.get(&uid).copied().unwrap_or(0);
+            if holds >= share.per_user {
+                return Err(Refused::User {
+                    holds,
+                    cap: share.per_user,
+                });
+            }
+            if c.shared >= share.together {
+                return Err(Refused::Together {
+                    holds: c.shared,
+                    cap: share.together,
+                });
+            }
+            c.shared += 1;
+        }
+        c.open += 1;
+        *c.per_uid.entry(uid).or_default() += 1;
+        Ok(Token {
+            budget: self.clone(),
+            uid,
+            shared: share.is_some(),
+        })
     }
 
     /// Objects held open now.
     pub(crate) fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
+        self.counts().open
     }
 
     /// Most objects held open at once.
@@ -60,11 +111,25 @@ impl Budget {
 /// One open object's place in the [`Budget`], given back when the object is closed (when the
 /// last reference to its open state goes, which may be after the registry let go of it).
 #[derive(Debug)]
-pub(crate) struct Token(Arc<Budget>);
+pub(crate) struct Token {
+    budget: Arc<Budget>,
+    uid: u32,
+    shared: bool,
+}
 
 impl Drop for Token {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        let mut c = self.budget.counts();
+        c.open = c.open.saturating_sub(1);
+        if self.shared {
+            c.shared = c.shared.saturating_sub(1);
+        }
+        if let Some(n) = c.per_uid.get_mut(&self.uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.per_uid.remove(&self.uid);
+            }
+        }
     }
 }
 
@@ -125,15 +190,43 @@ mod tests {
     #[test]
     fn a_budget_gives_out_at_most_its_places_and_takes_them_back() {
         let budget = Budget::new(2);
-        let a = budget.take().expect("first");
-        let b = budget.take().expect("second");
-        assert!(budget.take().is_none(), "a third place out of two");
+        let a = budget.take(0, None).expect("first");
+        let b = budget.take(0, None).expect("second");
+        assert_eq!(budget.take(0, None).unwrap_err(), Refused::Full);
         assert_eq!(budget.open(), 2);
         drop(a);
         assert_eq!(budget.open(), 1);
-        let c = budget.take().expect("the place given back");
+        let c = budget.take(0, None).expect("the place given back");
         drop((b, c));
         assert_eq!(budget.open(), 0);
+    }
+
+    #[test]
+    fn a_user_takes_at_most_its_share_and_users_together_theirs() {
+        let budget = Budget::new(10);
+        let share = Some(Share {
+            per_user: 2,
+            together: 3,
+        });
+        let mine = [
+            budget.take(7, share).unwrap(),
+            budget.take(7, share).unwrap(),
+        ];
+        assert_eq!(
+            budget.take(7, share).unwrap_err(),
+            Refused::User { holds: 2, cap: 2 }
+        );
+        let theirs = budget.take(8, share).unwrap();
+        assert_eq!(
+            budget.take(9, share).unwrap_err(),
+            Refused::Together { holds: 3, cap: 3 }
+        );
+        // The daemon's own uid and root are limited only by the total.
+        let own: Vec<Token> = (0..7).map(|_| budget.take(0, None).unwrap()).collect();
+        assert_eq!(budget.take(0, None).unwrap_err(), Refused::Full);
+        drop((mine, theirs, own));
+        assert_eq!(budget.open(), 0);
+        assert!(budget.take(7, share).is_ok());
     }
 
     #[test]

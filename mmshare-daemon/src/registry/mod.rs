@@ -27,7 +27,7 @@ use crate::keeper::{self, Keeper};
 
 mod held;
 mod streams;
-use held::{Budget, Held, Token};
+use held::{Budget, Held, Refused, Share, Token};
 pub use streams::StreamEntry;
 
 /// Peer credentials of a connection (SO_PEERCRED).
@@ -879,7 +879,7 @@ impl Registry {
             // of the daemon that ran before, or a write was cut short (recovered next).
             if mid_write || lock(&self.adoptable).contains_key(&entry.key()) {
                 let mut slot = entry.held.lock();
-                if let Err(e) = self.open_array(&entry, &mut slot) {
+                if let Err(e) = self.open_array(&entry, &mut slot, self.limits.daemon_uid) {
                     warn!(name, "cannot open an array in use: {}", e.message);
                 }
             }
@@ -900,12 +900,13 @@ impl Registry {
         &self,
         entry: &Entry,
         slot: &mut Option<Arc<ArrayOpen>>,
+        uid: u32,
     ) -> Result<Arc<ArrayOpen>, RequestError> {
         if let Some(open) = slot {
             return Ok(open.clone());
         }
         let name = &entry.header.name;
-        let place = self.place("array", name)?;
+        let place = self.place("array", name, uid)?;
         let failed = |e: io::Error| open_failed("array", name, e);
         let file = fault_step(FaultStep::OpenData)
             .and_then(|()| entry.open_file(true))
@@ -956,28 +957,62 @@ impl Registry {
         true
     }
 
-    /// A place in the budget of open objects for `what` `name`; when none is left, closes
-    /// what nobody uses first.
+    /// A place in the budget of open objects for `what` `name`, opened for a request of
+    /// `uid`; when none is left, closes what nobody uses first. A uid other than the daemon's
+    /// own and root may cause at most `--user-share` percent of the places to be taken, and
+    /// all such users together what `--reserve` leaves them, so that no user can take every
+    /// place by holding objects open.
     ///
     /// # Errors
-    /// Busy, naming the numbers, when every place is taken by an object in use.
-    fn place(&self, what: &str, name: &str) -> Result<Token, RequestError> {
-        if let Some(place) = self.budget.take() {
-            return Ok(place);
-        }
-        self.close_unused();
-        self.budget.take().ok_or_else(|| {
-            let (limit, _) = descriptor_limit();
-            RequestError::new(
+    /// Busy, naming the numbers, when every place is taken by an object in use;
+    /// QuotaExceeded, naming the share, when the user's (or the users') share is.
+    fn place(&self, what: &str, name: &str, uid: u32) -> Result<Token, RequestError> {
+        let max = self.budget.max();
+        let share = (!self.limits.privileged(uid)).then(|| Share {
+            per_user: (percent(max as u64, self.limits.user_share) as usize).max(1),
+            together: (percent(max as u64, 100u32.saturating_sub(self.limits.reserve)) as usize)
+                .max(1),
+        });
+        let refused = match self.budget.take(uid, share) {
+            Ok(place) => return Ok(place),
+            Err(_) => {
+                self.close_unused();
+                match self.budget.take(uid, share) {
+                    Ok(place) => return Ok(place),
+                    Err(refused) => refused,
+                }
+            }
+        };
+        let (limit, _) = descriptor_limit();
+        let cannot = format!("cannot open {what} {name:?} now");
+        Err(match refused {
+            Refused::Full => RequestError::new(
                 ErrorKind::Busy,
                 format!(
-                    "cannot open {what} {name:?} now: the daemon holds {} objects open for \
-                     their users, all that its descriptor limit (RLIMIT_NOFILE {limit}) allows \
-                     ({} at once); try again once some are closed",
+                    "{cannot}: the daemon holds {} objects open for their users, all that its \
+                     descriptor limit (RLIMIT_NOFILE {limit}) allows ({max} at once); try again \
+                     once some are closed",
                     self.budget.open(),
-                    self.budget.max()
                 ),
-            )
+            ),
+            Refused::User { holds, cap } => RequestError::new(
+                ErrorKind::QuotaExceeded,
+                format!(
+                    "{cannot}: uid {uid} already has {holds} objects held open by the daemon, \
+                     its share of the {max} it may hold at once (--user-share {}%: {cap}); \
+                     close some",
+                    self.limits.user_share
+                ),
+            ),
+            Refused::Together { holds: _, cap } => RequestError::new(
+                ErrorKind::QuotaExceeded,
+                format!(
+                    "{cannot}: users other than the daemon's own and root already have all the \
+                     open objects that --reserve {}% of the {max} the daemon may hold at once \
+                     leaves them ({cap}); try again later",
+                    self.limits.reserve
+                ),
+            ),
         })
     }
 
@@ -1252,7 +1287,7 @@ impl Registry {
             .and_then(|id| {
                 let entry = Entry::new(header, backing, path.clone(), id);
                 let mut slot = entry.held.lock();
-                self.open_array(&entry, &mut slot)?;
+                self.open_array(&entry, &mut slot, who.uid)?;
                 drop(slot);
                 Ok(entry)
             });
@@ -1298,7 +1333,7 @@ impl Registry {
         // before anything can close the array as unused.
         let control = {
             let mut slot = entry.held.lock();
-            let open = self.open_array(&entry, &mut slot)?;
+            let open = self.open_array(&entry, &mut slot, who.uid)?;
             client_control(&open.control)
         };
         Ok((entry.info(), file, control))
@@ -1669,7 +1704,7 @@ impl Registry {
                 .is_ok_and(|f| mmshare::has_participants(&f).unwrap_or(false));
             if used {
                 let mut slot = entry.held.lock();
-                if let Err(e) = self.open_array(&entry, &mut slot) {
+                if let Err(e) = self.open_array(&entry, &mut slot, self.limits.daemon_uid) {
                     warn!(
                         name = entry.header.name,
                         "an array in use by path cannot be opened: {}", e.message

@@ -272,7 +272,10 @@ impl Registry {
                 // the control state the keeper kept (fresh state has none).
                 let locked = |f: &File| mmshare::has_participants(f).unwrap_or(true);
                 let in_use = locked(files.control_file()) || locked(files.data_file());
-                let open = in_use.then(|| self.budget.take()).flatten();
+                let daemon = self.limits.daemon_uid;
+                let open = in_use
+                    .then(|| self.budget.take(daemon, None).ok())
+                    .flatten();
                 let entry = StreamEntry {
                     header,
                     backing,
@@ -304,12 +307,13 @@ impl Registry {
         &self,
         entry: &StreamEntry,
         slot: &mut Option<Arc<StreamOpen>>,
+        uid: u32,
     ) -> Result<Arc<StreamOpen>, RequestError> {
         if let Some(open) = slot {
             return Ok(open.clone());
         }
         let name = &entry.header.name;
-        let place = self.place("stream", name)?;
+        let place = self.place("stream", name, uid)?;
         let files = self.map_stream(&entry.path, name).map_err(|e| match e {
             StreamError::Open(mmshare::OpenError::Io { source, .. }) => {
                 open_failed("stream", name, source)
@@ -607,7 +611,7 @@ impl Registry {
                     held: Held::empty(),
                 };
                 let mut slot = entry.held.lock();
-                self.open_stream_state(&entry, &mut slot)?;
+                self.open_stream_state(&entry, &mut slot, who.uid)?;
                 drop(slot);
                 Ok(entry)
             });
@@ -646,7 +650,7 @@ impl Registry {
         // Under the slot's lock: the daemon's participant lock on the client's copy of the
         // control state is taken before anything can close the stream as unused.
         let mut slot = entry.held.lock();
-        let open = self.open_stream_state(&entry, &mut slot)?;
+        let open = self.open_stream_state(&entry, &mut slot, who.uid)?;
         if role == StreamRole::Publish
             && open.intact(&entry.header)
             && let Some(publisher) = open.files.publisher()
