@@ -81,8 +81,7 @@
 // uids); nothing was sent to it. See `mms_connect_as`.
 #define MMS_ERR_WRONG_SERVER 17
 
-// This process is out of file descriptors: the daemon did what was asked, but the kernel could
-// not give this process the descriptors of its reply. Close some, or raise `ulimit -n`.
+// This process is out of file descriptors: it could not receive the ones the daemon sent.
 #define MMS_ERR_NO_DESCRIPTORS 18
 
 // Flag for `mms_create_array` / `mms_create_stream`: back it by the daemon's tmpfs directory
@@ -177,13 +176,16 @@ int mms_connect(const char *socket_path, struct mms_client **out);
 // `socket_path` is NULL or a NUL-terminated string; `out` is valid for a write.
 int mms_connect_as(const char *socket_path, uint32_t server_uid, struct mms_client **out);
 
-// Connects like `mms_connect`, as the arguments say: `server_uid` is the uid the daemon must
-// run as (or root), or -1 for the default check; `timeout_ms` is how long to wait for the
-// daemon to accept the connection and to answer each request (`MMS_ERR_TIMEOUT` after it,
-// with `mms_last_error()` naming the socket and the wait), 0 for no limit, or -1 for the
-// default (`$MMSHARE_TIMEOUT` in seconds if set, else 10 seconds). `mms_connect` and
-// `mms_connect_as` use the default.
-int mms_connect_with(const char *socket_path, int64_t server_uid, int64_t timeout_ms,
+// Connects like `mms_connect`, as the arguments say: `server_uid` the uid the daemon must run
+// as (or root), or -1 for the default check; `timeout_ms` how long to wait for the daemon to
+// accept the connection and to answer each request (`MMS_ERR_TIMEOUT` after it), 0 for no
+// limit, or -1 for the default (`$MMSHARE_TIMEOUT` in seconds if set, else 10 seconds).
+//
+// # Safety
+// `socket_path` is NULL or a NUL-terminated string; `out` is valid for a write.
+int mms_connect_with(const char *socket_path,
+                     int64_t server_uid,
+                     int64_t timeout_ms,
                      struct mms_client **out);
 
 // Closes the connection (arrays and streams opened through it stay usable).
