@@ -314,10 +314,60 @@ impl ClientError {
 struct Connection {
     inner: Mutex<(OwnedFd, Vec<u8>)>,
     /// Where it was made, which daemon uid it expects and how long it waits: to dial again
-    /// when the daemon closed an idle connection.
+    /// when the daemon closed an idle connection, or after a daemon restart.
     path: PathBuf,
     expected: Option<u32>,
     timeout: Duration,
+    /// The leases the client's live handles hold through this connection, taken again on
+    /// every connection it dials anew.
+    leases: Mutex<Vec<LeaseRecord>>,
+    next_lease: std::sync::atomic::AtomicU64,
+}
+
+/// A lease as the client remembers it: the request that took it (`Open` for writing, or
+/// `OpenStream` in a role) and the device and inode of the data file it is for, which a
+/// request taking it again must find (else the object is gone, or another took its name).
+#[derive(Clone, Debug)]
+struct LeaseRecord {
+    id: u64,
+    request: Request,
+    file: (u64, u64),
+}
+
+/// A lease held through a client's connection (write access to an array, or a role on a
+/// stream) for as long as the handle holding this lives: the connection stays open, and a
+/// connection the client dials anew (after a daemon restart, or after the daemon closed an
+/// idle one) takes the lease again before it carries anything else. Dropping it stops that
+/// (the daemon keeps the lease until the connection closes, as it always did).
+#[derive(Debug)]
+pub(crate) struct Lease {
+    conn: Arc<Connection>,
+    id: u64,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.conn
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|r| r.id != self.id);
+    }
+}
+
+/// Device and inode of `file`.
+fn file_id(file: &std::fs::File) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Whether connecting failed because no daemon listens right now (it is restarting): worth
+/// trying again for a while.
+fn daemon_away(e: &std::io::Error) -> bool {
+    matches!(
+        rustix::io::Errno::from_io_error(e),
+        Some(rustix::io::Errno::CONNREFUSED | rustix::io::Errno::NOENT)
+    )
 }
 
 /// Whether a send failed because the daemon had already closed the connection: the request
@@ -366,6 +416,8 @@ impl Connection {
             path: path.to_owned(),
             expected,
             timeout,
+            leases: Mutex::new(Vec::new()),
+            next_lease: std::sync::atomic::AtomicU64::new(0),
         };
         let server = conn.hello()?;
         Ok((conn, server))
@@ -394,8 +446,7 @@ impl Connection {
         let what = format!("answer {}", request_name(request));
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let redial = |guard: &mut (OwnedFd, Vec<u8>)| -> Result<(), ClientError> {
-            let (fresh, _) = Connection::dial(&self.path, self.expected, self.timeout)?;
-            *guard = fresh.inner.into_inner().unwrap_or_else(|p| p.into_inner());
+            self.reconnect(guard)?;
             self.send(guard, &bytes, &what)
         };
         if let Err(e) = sys::send_message(&guard.0, &bytes) {
@@ -417,6 +468,96 @@ impl Connection {
                 self.receive(&mut guard, &what)
             }
             other => other,
+        }
+    }
+
+    /// Remembers the lease that `request` took (for the data file `file`), to take it again on
+    /// every new connection; it is forgotten when the returned [`Lease`] drops.
+    fn lease(self: &Arc<Self>, request: Request, file: &std::fs::File) -> Lease {
+        let id = self
+            .next_lease
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(file) = file_id(file) {
+            self.leases
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(LeaseRecord { id, request, file });
+        }
+        Lease {
+            conn: self.clone(),
+            id,
+        }
+    }
+
+    /// Dials the daemon anew in place of the connection in `guard` (which it closed, or
+    /// which died with it), trying again with a growing pause while no daemon listens (it is
+    /// restarting) until the timeout has passed (10 s if it is 0), and takes every lease
+    /// again on the new connection.
+    fn reconnect(&self, guard: &mut (OwnedFd, Vec<u8>)) -> Result<(), ClientError> {
+        let patience = if self.timeout.is_zero() {
+            DEFAULT_REQUEST_TIMEOUT
+        } else {
+            self.timeout
+        };
+        let deadline = std::time::Instant::now() + patience;
+        let mut pause = Duration::from_millis(10);
+        let fresh = loop {
+            match Connection::dial(&self.path, self.expected, self.timeout) {
+                Ok((fresh, _)) => break fresh,
+                Err(ClientError::Connect { source, .. })
+                    if daemon_away(&source) && std::time::Instant::now() + pause < deadline =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        *guard = fresh.inner.into_inner().unwrap_or_else(|p| p.into_inner());
+        self.retake_leases(guard);
+        Ok(())
+    }
+
+    /// Takes every remembered lease again on the new connection in `guard`. A lease whose
+    /// object is gone, or whose name now holds another object, is forgotten (its handle keeps
+    /// its mapping, without a lease); one the daemon refuses for now (it did not answer, say)
+    /// is kept for the next connection.
+    fn retake_leases(&self, guard: &mut (OwnedFd, Vec<u8>)) {
+        let records = self
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for record in records {
+            let Ok(bytes) = proto::encode(&record.request) else {
+                continue;
+            };
+            let what = format!("answer {}", request_name(&record.request));
+            if self.send(guard, &bytes, &what).is_err() {
+                return;
+            }
+            let same = match self.receive(guard, &what) {
+                Ok((Response::Array(_) | Response::Stream(_), fds)) => {
+                    fds.into_iter()
+                        .next()
+                        .map(std::fs::File::from)
+                        .and_then(|f| file_id(&f))
+                        == Some(record.file)
+                }
+                Ok((Response::Error { kind, .. }, _))
+                    if kind == ErrorKind::Busy || kind == ErrorKind::Internal =>
+                {
+                    continue;
+                }
+                Ok(_) => false,
+                Err(_) => return,
+            };
+            if !same {
+                self.leases
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|r| r.id != record.id);
+            }
         }
     }
 
@@ -723,8 +864,14 @@ impl Client {
         // The data file is marked too: the daemon keeps counting a deleted array's memory
         // against its owner while someone still maps it.
         let _ = sys::hold_participant_lock(&data);
+        let lease = (access == Access::Write).then(|| {
+            let again = Request::Open {
+                name: info.name.clone(),
+                access: OpenAccess::Write,
+            };
+            self.conn.lease(again, &data)
+        });
         let raw = RawArray::from_files(data, control, access)?;
-        let lease = (access == Access::Write).then(|| self.conn.clone());
         Ok(Shared {
             array: raw,
             info,
@@ -899,7 +1046,7 @@ impl Client {
         &self,
         name: &str,
         role: StreamRole,
-    ) -> Result<(StreamFiles, Arc<Connection>), ClientError> {
+    ) -> Result<(StreamFiles, Arc<Lease>), ClientError> {
         let request = Request::OpenStream {
             name: name.to_owned(),
             role,
@@ -923,8 +1070,9 @@ impl Client {
         let data = std::fs::File::from(data);
         // As for arrays: a deleted stream's memory stays counted while someone maps it.
         let _ = sys::hold_participant_lock(&data);
+        let lease = self.conn.lease(request, &data);
         let files = StreamFiles::from_files(data, control, role == StreamRole::Publish)?;
-        Ok((files, self.conn.clone()))
+        Ok((files, Arc::new(lease)))
     }
 
     /// Attaches as the publisher of stream `name` (needs write permission). The connection
@@ -1044,7 +1192,7 @@ fn program_name() -> String {
 pub struct Shared<A> {
     array: A,
     info: ArrayInfo,
-    _lease: Option<Arc<Connection>>,
+    _lease: Option<Lease>,
 }
 
 impl<A> Deref for Shared<A> {

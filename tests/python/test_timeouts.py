@@ -5,6 +5,7 @@ once the daemon runs (it connects again)."""
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -12,11 +13,24 @@ import mmshare
 from test_c_api import c_program  # noqa: F401 (the fixture that compiles tests/c programs)
 
 
+def _all_stopped(pid):
+    """Whether every thread of `pid` is stopped (the state after the command's ')')."""
+    tasks = os.listdir(f"/proc/{pid}/task")
+    return all(open(f"/proc/{pid}/task/{t}/stat").read().rsplit(") ", 1)[1][0] in "Tt"
+               for t in tasks)
+
+
 @pytest.fixture
 def stopped(daemon):
-    """The daemon, stopped for the test's body and continued afterwards."""
+    """The daemon, stopped for the test's body (once `stop()` is called: SIGSTOP is
+    delivered asynchronously, so it waits until every thread is stopped) and continued
+    afterwards."""
     def stop():
         os.kill(daemon.proc.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 20
+        while not _all_stopped(daemon.proc.pid):
+            assert time.monotonic() < deadline, "the daemon did not stop"
+            time.sleep(0.001)
     yield daemon, stop
     os.kill(daemon.proc.pid, signal.SIGCONT)
 

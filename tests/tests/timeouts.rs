@@ -10,13 +10,8 @@ use std::time::Duration;
 
 use common::Daemon;
 use mmshare::{Client, ClientError, ConnectOptions};
-use rustix::process::{Pid, Signal, kill_process};
 
 const WAIT: Duration = Duration::from_millis(300);
-
-fn signal(d: &Daemon, sig: Signal) {
-    kill_process(Pid::from_raw(d.pid() as i32).unwrap(), sig).unwrap();
-}
 
 fn expect_timeout<T: std::fmt::Debug>(
     result: Result<T, ClientError>,
@@ -42,12 +37,12 @@ fn a_stopped_daemon_times_requests_and_connects_out_and_the_client_recovers() {
     let d = Daemon::start(&[]);
     let client = Client::connect_with(&ConnectOptions::new(&d.socket).timeout(WAIT)).unwrap();
     assert!(client.list("").unwrap().is_empty());
-    signal(&d, Signal::STOP);
+    d.freeze();
     let message = expect_timeout(client.stat("x"), &d, "a request");
     assert!(message.contains("answer Stat"), "{message}");
     let fresh = Client::connect_with(&ConnectOptions::new(&d.socket).timeout(WAIT));
     expect_timeout(fresh, &d, "a new connection");
-    signal(&d, Signal::CONT);
+    d.thaw();
     // The same client object: its timed-out connection was dropped, the next request dials.
     assert!(client.list("").unwrap().is_empty());
 }
@@ -57,7 +52,7 @@ fn a_stopped_daemon_times_requests_and_connects_out_and_the_client_recovers() {
 fn the_cli_gives_up_on_a_stopped_daemon_after_its_timeout() {
     let d = Daemon::start(&[]);
     let cli = std::path::Path::new(common::worker_path()).with_file_name("mmshare");
-    signal(&d, Signal::STOP);
+    d.freeze();
     for (flag, env) in [(Some("0.3"), None), (None, Some("0.3"))] {
         let mut cmd = Command::new(&cli);
         cmd.arg("--socket").arg(&d.socket);
@@ -75,5 +70,5 @@ fn the_cli_gives_up_on_a_stopped_daemon_after_its_timeout() {
             "{stderr}"
         );
     }
-    signal(&d, Signal::CONT);
+    d.thaw();
 }

@@ -651,9 +651,13 @@ impl Registry {
         // control state is taken before anything can close the stream as unused.
         let mut slot = entry.held.lock();
         let open = self.open_stream_state(&entry, &mut slot, who.uid)?;
+        // The attached publisher's own process may open the stream to publish again: a client
+        // takes its leases again that way on a new connection (after a daemon restart); a
+        // second publisher in that process is still refused by the attach itself.
         if role == StreamRole::Publish
             && open.intact(&entry.header)
             && let Some(publisher) = open.files.publisher()
+            && !(who.pid != 0 && publisher.pid == who.pid)
             && self.judge(name, publisher) != Liveness::Dead
         {
             return Err(RequestError::new(

@@ -327,6 +327,45 @@ impl Daemon {
         self.child.as_ref().expect("running").id()
     }
 
+    /// Stops the daemon (SIGSTOP) and waits until every thread of it is stopped: the signal
+    /// is delivered asynchronously, and a request sent right after `kill` may still be
+    /// answered.
+    pub fn freeze(&self) {
+        let pid = self.pid();
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid as i32).expect("pid"),
+            rustix::process::Signal::STOP,
+        )
+        .expect("SIGSTOP");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let stopped = || {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|tasks| {
+                    tasks.filter_map(Result::ok).all(|t| {
+                        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                            // The state follows the command name's closing parenthesis.
+                            stat.rsplit_once(") ")
+                                .is_some_and(|(_, rest)| rest.starts_with(['T', 't']))
+                        })
+                    })
+                })
+                .unwrap_or(false)
+        };
+        while !stopped() {
+            assert!(Instant::now() < deadline, "watchdog: mmshared did not stop");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Lets a frozen daemon run again (SIGCONT).
+    pub fn thaw(&self) {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(self.pid() as i32).expect("pid"),
+            rustix::process::Signal::CONT,
+        )
+        .expect("SIGCONT");
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
