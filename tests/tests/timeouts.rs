@@ -47,7 +47,7 @@ fn a_stopped_daemon_times_requests_and_connects_out_and_the_client_recovers() {
     assert!(client.list("").unwrap().is_empty());
 }
 
-/// The CLI's `--timeout`, and `$MMSHARE_TIMEOUT` under it: a clear error, exit status 1.
+/// The CLI's `--daemon-timeout`, and `$MMSHARE_TIMEOUT` under it: a clear error, exit status 1.
 #[test]
 fn the_cli_gives_up_on_a_stopped_daemon_after_its_timeout() {
     let d = Daemon::start(&[]);
@@ -57,7 +57,7 @@ fn the_cli_gives_up_on_a_stopped_daemon_after_its_timeout() {
         let mut cmd = Command::new(&cli);
         cmd.arg("--socket").arg(&d.socket);
         if let Some(f) = flag {
-            cmd.args(["--timeout", f]);
+            cmd.args(["--daemon-timeout", f]);
         }
         if let Some(e) = env {
             cmd.env("MMSHARE_TIMEOUT", e);

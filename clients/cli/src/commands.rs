@@ -44,7 +44,7 @@ pub struct Target {
     pub default_socket: bool,
     /// `--server-uid`: the uid the daemon must run as (or root).
     pub server_uid: Option<u32>,
-    /// `--timeout`: how long to wait for the daemon.
+    /// `--daemon-timeout`: how long to wait for the daemon.
     pub timeout: Option<std::time::Duration>,
 }
 

@@ -35,7 +35,7 @@ struct Cli {
     /// Seconds to wait for the daemon to accept the connection and to answer each request
     /// (0: no limit) [default: $MMSHARE_TIMEOUT, else 10]
     #[arg(long, global = true, value_name = "SECONDS", value_parser = parse_wait)]
-    timeout: Option<std::time::Duration>,
+    daemon_timeout: Option<std::time::Duration>,
     #[command(subcommand)]
     command: Command,
 }
@@ -236,7 +236,7 @@ fn main() -> ExitCode {
     commands::set_target(commands::Target {
         default_socket: cli.socket.is_none(),
         server_uid: cli.server_uid,
-        timeout: cli.timeout,
+        timeout: cli.daemon_timeout,
     });
     let socket = cli.socket.unwrap_or_else(mmshare::default_socket_path);
     let result = match cli.command {
@@ -371,11 +371,43 @@ fn cli_socket_given(_socket: &std::path::Path) -> bool {
         || std::env::var_os(mmshare::SOCKET_ENV).is_some_and(|v| !v.is_empty())
 }
 
-/// `--timeout`: a number of seconds, fractions allowed.
+/// `--daemon-timeout`: a number of seconds, fractions allowed.
 fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
     text.trim()
         .parse::<f64>()
         .ok()
         .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
         .ok_or_else(|| format!("{text:?} is not a number of seconds (such as 10 or 0.5)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap's own consistency checks of the whole command line (a global flag and a
+    /// subcommand's flag of the same name, say, which only fails when it is parsed).
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_subcommand_parses_with_the_global_flags() {
+        let parsed = Cli::try_parse_from([
+            "mmshare",
+            "--daemon-timeout",
+            "0.5",
+            "get",
+            "x",
+            "x.npy",
+            "--timeout",
+            "2",
+        ]);
+        let cli = parsed.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cli.daemon_timeout,
+            Some(std::time::Duration::from_millis(500))
+        );
+    }
 }
