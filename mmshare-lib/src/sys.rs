@@ -333,12 +333,21 @@ pub fn reopen(file: &File) -> io::Result<File> {
 const PARTICIPANT_BYTE: i64 = 0;
 
 fn ofd_lock(file: &File, cmd: libc::c_int, kind: libc::c_int) -> io::Result<libc::flock> {
+    ofd_lock_at(file, PARTICIPANT_BYTE, cmd, kind)
+}
+
+fn ofd_lock_at(
+    file: &File,
+    byte: libc::off_t,
+    cmd: libc::c_int,
+    kind: libc::c_int,
+) -> io::Result<libc::flock> {
     use std::os::fd::AsRawFd;
     // SAFETY: `flock` is a plain C struct for which all-zero bytes are a valid value.
     let mut lock: libc::flock = unsafe { std::mem::zeroed() };
     lock.l_type = kind as libc::c_short;
     lock.l_whence = libc::SEEK_SET as libc::c_short;
-    lock.l_start = PARTICIPANT_BYTE;
+    lock.l_start = byte;
     lock.l_len = 1;
     // l_pid must be 0 for the OFD commands.
     loop {
@@ -381,6 +390,41 @@ pub fn hold_participant_lock(file: &File) -> io::Result<()> {
 /// The OS error (`EINVAL` on a kernel without OFD locks, before 3.15).
 pub fn has_participants(file: &File) -> io::Result<bool> {
     let found = ofd_lock(file, libc::F_OFD_GETLK, libc::F_WRLCK)?;
+    Ok(found.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// A liveness lock: an exclusive open-file-description lock on one byte of a control file,
+/// which a participant holds for as long as it is a subscriber (the byte of its record) or
+/// the publisher (`PUBLISHER_LOCK_BYTE`). The kernel drops it when the description goes: at
+/// death, at `exec`, or when the handle closes and unmaps the file; a `fork()`ed child shares
+/// it. So "the byte is locked" is the kernel's word that the participant lives, with no pid
+/// involved (right across pid namespaces, not fooled by pid reuse or by `exec`).
+///
+/// Takes the lock on `byte` through `file`'s description; `Ok(false)` if another description
+/// holds a lock on it.
+///
+/// # Errors
+/// The OS error (`EINVAL` on a kernel without OFD locks, before 3.15).
+pub(crate) fn try_lock_byte(file: &File, byte: u64) -> io::Result<bool> {
+    match ofd_lock_at(file, byte as libc::off_t, libc::F_OFD_SETLK, libc::F_WRLCK) {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Gives up the lock [`try_lock_byte`] took on `byte` (nothing if there was none).
+pub(crate) fn unlock_byte(file: &File, byte: u64) {
+    let _ = ofd_lock_at(file, byte as libc::off_t, libc::F_OFD_SETLK, libc::F_UNLCK);
+}
+
+/// Whether a description other than `file`'s holds a lock on `byte` (`F_OFD_GETLK`: asks,
+/// takes nothing).
+///
+/// # Errors
+/// The OS error.
+pub(crate) fn byte_locked(file: &File, byte: u64) -> io::Result<bool> {
+    let found = ofd_lock_at(file, byte as libc::off_t, libc::F_OFD_GETLK, libc::F_WRLCK)?;
     Ok(found.l_type != libc::F_UNLCK as libc::c_short)
 }
 

@@ -32,6 +32,8 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
   client-reader SOCKET NAME SECONDS     like reader, on an array opened through the daemon
   open-at-fd-limit SOCKET NAME          open NAME with no descriptor free: print the error
   hold-many SOCKET PREFIX N             create N memory arrays and hold them open
+  path-sub PATH COUNT                   subscribe by path, losslessly; check COUNT frames
+  subscribe-then-exec SOCKET NAME       subscribe losslessly, then exec sleep
   reader PATH SECONDS [skip-recheck]    read snapshots and check each one is consistent
   hold PATH                             take the write side, print 'holding', sleep forever
   scribble PATH                         write patterns back to back forever (to be killed)
@@ -222,6 +224,8 @@ fn main() -> ExitCode {
         ["connect-as", target, uid, name] => connect_as(target, uid, name),
         ["open-at-fd-limit", socket, name] => open_at_fd_limit(socket, name),
         ["hold-many", socket, prefix, n] => hold_many(socket, prefix, n.parse().unwrap_or(1)),
+        ["path-sub", path, count] => path_sub(path, count.parse().unwrap_or(1)),
+        ["subscribe-then-exec", socket, name] => subscribe_then_exec(socket, name),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -234,6 +238,39 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Subscribes losslessly by path (no daemon) to the stream at `path`, says `subscribed`, and
+/// checks `count` frames in order (`received=N missed=M`).
+fn path_sub(path: &str, count: u64) -> Result<ExitCode> {
+    let subscriber = mmshare::Subscriber::<u64>::open(path, Delivery::Lossless)?;
+    say("subscribed");
+    let mut next = subscriber.next_number();
+    for _ in 0..count {
+        let sample = subscriber.receive_timeout(Duration::from_secs(30))?;
+        if sample.number() != next || sample[0] != pattern(next, 0) {
+            return Err(format!("got frame {} expecting {next}", sample.number()).into());
+        }
+        next += 1;
+    }
+    say(&format!(
+        "received={} missed={}",
+        subscriber.received(),
+        subscriber.missed()
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Subscribes losslessly to `name` through the daemon, says `subscribed`, then execs
+/// `sleep 3600`: the same process (pid and start time) goes on as another program.
+fn subscribe_then_exec(socket: &str, name: &str) -> Result<ExitCode> {
+    use std::os::unix::process::CommandExt;
+    let client = Client::connect(socket)?;
+    let subscriber = client.subscribe::<u64>(name, Delivery::Lossless)?;
+    say("subscribed");
+    let e = std::process::Command::new("sleep").arg("3600").exec();
+    drop(subscriber);
+    Err(format!("exec: {e}").into())
 }
 
 /// Creates up to `n` small memory arrays `PREFIX-I` and keeps each open; prints

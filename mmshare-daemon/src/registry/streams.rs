@@ -654,11 +654,16 @@ impl Registry {
         // The attached publisher's own process may open the stream to publish again: a client
         // takes its leases again that way on a new connection (after a daemon restart); a
         // second publisher in that process is still refused by the attach itself.
+        // Whether a publisher is attached is the kernel's word (its liveness lock), else
+        // (no OFD locks) the daemon's judgement of the process the stream records.
         if role == StreamRole::Publish
             && open.intact(&entry.header)
             && let Some(publisher) = open.files.publisher()
             && !(who.pid != 0 && publisher.pid == who.pid)
-            && self.judge(name, publisher) != Liveness::Dead
+            && open
+                .files
+                .publisher_attached()
+                .unwrap_or_else(|| self.judge(name, publisher) != Liveness::Dead)
         {
             return Err(RequestError::new(
                 ErrorKind::Busy,

@@ -13,7 +13,7 @@ use crate::fault::{Step, step};
 use crate::format::{FormatError, HEADER_SIZE, Header, Kind, StreamSpec, offsets};
 use crate::mapping::Mapping;
 use crate::raw::{read_up_to, read_word_at};
-use crate::sys::ProcessId;
+use crate::sys::{self, ProcessId};
 
 /// The data file's name inside a stream's directory.
 pub const DATA_FILE: &str = "data";
@@ -333,7 +333,15 @@ impl StreamFiles {
             .iter()
             .filter_map(|r| {
                 // Relaxed: statistics, read without synchronization.
-                let who = owner_of(r.owner.load(Ordering::Relaxed))?;
+                let owner = r.owner.load(Ordering::Relaxed);
+                if owner == 0 || owner == layout::OWNER_RECLAIMING {
+                    return None;
+                }
+                let who =
+                    ProcessId::from_word(r.who.load(Ordering::Relaxed)).unwrap_or(ProcessId {
+                        pid: 0,
+                        start_time: 0,
+                    });
                 let cursor = r.cursor.load(Ordering::Relaxed);
                 let config = r.config.load(Ordering::Relaxed);
                 Some(SubscriberInfo {
@@ -348,19 +356,48 @@ impl StreamFiles {
             .collect()
     }
 
-    /// Reclaims the records of subscribers that `judge` says are dead (positive evidence
-    /// only: see [`crate::Liveness`]); returns how many it freed. Their holds and lossless
-    /// cursors stop holding the publisher back (a publisher waiting for them is woken), their
-    /// budget returns, and a sleeper count they left behind is taken out.
+    /// Reclaims the records of subscribers that are gone; returns how many it freed. Their
+    /// holds and lossless cursors stop holding the publisher back (a publisher waiting for
+    /// them is woken), their budget returns, and a sleeper count they left behind is taken
+    /// out.
+    ///
+    /// A record's owner is gone when nobody holds the liveness lock on the record's byte
+    /// ([`layout::record_lock_byte`]): the kernel drops it when its holder dies or execs, in
+    /// any pid namespace. This call takes that lock itself before it frees the record (so no
+    /// subscriber can claim it meanwhile) and gives it back after. Only a record marked as
+    /// having no lock (a kernel without OFD locks) is judged by `judge` from the process
+    /// identity it records (positive evidence only: see [`crate::Liveness`]). A record whose
+    /// owner word is garbage (a scribble) and that nobody locks is freed the same way.
     pub fn reclaim_subscribers(&self, judge: impl Fn(ProcessId) -> crate::Liveness) -> usize {
         let _one_at_a_time = RECLAIMS.lock().unwrap_or_else(|p| p.into_inner());
         let ring = self.ring();
         let mut freed = 0;
         for r in 0..self.max_subscribers {
-            let owner = ring.records[r].owner.load(Ordering::Relaxed);
-            if owner_of(owner).is_some_and(|who| judge(who) == crate::Liveness::Dead)
-                && let Some(found) = super::protocol::reclaim(&ring, r, owner, me(), reclaimer_gone)
-            {
+            let rec = &ring.records[r];
+            let owner = rec.owner.load(Ordering::Relaxed);
+            if owner == 0 {
+                continue;
+            }
+            let unlocked = rec.config.load(Ordering::Relaxed) & layout::CONFIG_UNLOCKED != 0;
+            let found = if unlocked && owner != layout::OWNER_RECLAIMING {
+                ProcessId::from_word(rec.who.load(Ordering::Relaxed))
+                    .filter(|who| judge(*who) == crate::Liveness::Dead)
+                    .and_then(|_| super::protocol::reclaim(&ring, r, owner, me(), reclaimer_gone))
+            } else {
+                let byte = layout::record_lock_byte(r);
+                match sys::try_lock_byte(&self.control_file, byte) {
+                    Ok(true) => {
+                        // Nobody holds the record: its owner (or a freer) is gone.
+                        let found =
+                            super::protocol::free_record(&ring, r, owner, me(), reclaimer_gone);
+                        sys::unlock_byte(&self.control_file, byte);
+                        found
+                    }
+                    // Held: its owner lives (or is claiming it, or a freer is at work).
+                    Ok(false) | Err(_) => None,
+                }
+            };
+            if let Some(found) = found {
                 self.forget_sleeper(found);
                 freed += 1;
             }
@@ -369,6 +406,33 @@ impl StreamFiles {
             super::publisher::wake_publisher_side(self);
         }
         freed
+    }
+
+    /// Takes the liveness lock on record `r`'s byte for a subscriber claiming it: `Ok(false)`
+    /// if someone else holds it.
+    pub(crate) fn lock_record(&self, r: usize) -> std::io::Result<bool> {
+        sys::try_lock_byte(&self.control_file, layout::record_lock_byte(r))
+    }
+
+    /// Gives up the liveness lock on record `r`'s byte.
+    pub(crate) fn unlock_record(&self, r: usize) {
+        sys::unlock_byte(&self.control_file, layout::record_lock_byte(r));
+    }
+
+    /// Takes the publisher's liveness lock: `Ok(false)` if a live publisher holds it.
+    pub(crate) fn lock_publisher(&self) -> std::io::Result<bool> {
+        sys::try_lock_byte(&self.control_file, layout::PUBLISHER_LOCK_BYTE)
+    }
+
+    /// Gives up the publisher's liveness lock.
+    pub(crate) fn unlock_publisher(&self) {
+        sys::unlock_byte(&self.control_file, layout::PUBLISHER_LOCK_BYTE);
+    }
+
+    /// Whether a publisher is attached, as the kernel tells (another description than this
+    /// handle's holds the publisher's liveness lock); `None` if it cannot tell (no OFD locks).
+    pub fn publisher_attached(&self) -> Option<bool> {
+        sys::byte_locked(&self.control_file, layout::PUBLISHER_LOCK_BYTE).ok()
     }
 
     /// Takes a dead subscriber's registration out of `SLEEPERS`.
@@ -389,7 +453,6 @@ impl StreamFiles {
     /// maximum. Live records are left alone. The daemon runs it periodically. Returns whether
     /// anything was repaired.
     pub fn repair_control(&self) -> bool {
-        let _one_at_a_time = RECLAIMS.lock().unwrap_or_else(|p| p.into_inner());
         let mut repaired = false;
         let Kind::Stream {
             slots,
@@ -400,6 +463,7 @@ impl StreamFiles {
         };
         let want = layout::control_header(slots, max_subscribers);
         let mut have = [0u8; 64];
+        let guard = RECLAIMS.lock().unwrap_or_else(|p| p.into_inner());
         if self.control_file.read_exact_at(&mut have, 0).is_ok()
             && have[..offsets_fixed_end()] != want[..offsets_fixed_end()]
         {
@@ -408,19 +472,14 @@ impl StreamFiles {
                 .write_all_at(&want[..offsets_fixed_end()], 0)
                 .is_ok();
         }
-        let ring = self.ring();
-        for (r, record) in ring.records.iter().enumerate() {
-            let owner = record.owner.load(Ordering::Relaxed);
-            let garbage =
-                owner != 0 && owner != layout::OWNER_RECLAIMING && owner_of(owner).is_none();
-            if (garbage || owner == layout::OWNER_RECLAIMING)
-                && let Some(found) =
-                    super::protocol::free_record(&ring, r, owner, me(), reclaimer_gone)
-            {
-                self.forget_sleeper(found);
-                repaired = true;
-            }
+        drop(guard);
+        // Records whose owner word is garbage, or that a freer left marked: nobody holds
+        // their liveness lock, so `reclaim_subscribers` frees them.
+        if self.reclaim_subscribers(|_| crate::Liveness::Unknown) > 0 {
+            repaired = true;
         }
+        let _one_at_a_time = RECLAIMS.lock().unwrap_or_else(|p| p.into_inner());
+        let ring = self.ring();
         let capacity = self.slots as u64 - 2;
         let used = ring.budget.load(Ordering::Relaxed);
         if used > capacity {
@@ -510,6 +569,22 @@ fn me() -> u64 {
     ProcessId::current().to_word()
 }
 
+/// A new subscription's owner word: random, so that a record freed and claimed again (by a
+/// sibling subscriber of the same process, say) never carries the word an earlier owner
+/// still checks for; never 0 (free) or `OWNER_RECLAIMING`.
+pub(crate) fn subscription_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(ProcessId::current().to_word());
+    h.write_u64(COUNT.fetch_add(1, Ordering::Relaxed));
+    h.write_u64(crate::format::now_ns());
+    match h.finish() {
+        0 | layout::OWNER_RECLAIMING => 1,
+        n => n,
+    }
+}
+
 /// Whether a record's `reclaimer` word names a process that will not finish its work: this
 /// very process (which frees one record at a time, so a mark of its own is a leftover), no
 /// possible process, a process positively dead, or one whose liveness cannot be told and that
@@ -531,9 +606,9 @@ const fn offsets_fixed_end() -> usize {
     layout::offsets::RECORDS_OFFSET + 4
 }
 
-/// The process a record's owner word names, if it names one: not free, not being reclaimed,
-/// and a pid that can exist (anyone can write the control file; a pid of 0 or above 2^31 - 1
-/// would mean "every process" or nothing to `kill(pid, 0)`).
+/// The process a reclaimer word names, if it names one: not 0, not `OWNER_RECLAIMING`, and a
+/// pid that can exist (anyone can write the control file; a pid of 0 or above 2^31 - 1 would
+/// mean "every process" or nothing to `kill(pid, 0)`).
 fn owner_of(word: u64) -> Option<ProcessId> {
     if word == layout::OWNER_RECLAIMING {
         return None;

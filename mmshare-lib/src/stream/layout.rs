@@ -47,6 +47,19 @@ pub const MAX_HELD: usize = 16;
 pub(crate) const CONFIG_HELD_MASK: u64 = 0xFF;
 /// `config` bit 8: the subscriber is lossless.
 pub(crate) const CONFIG_LOSSLESS: u64 = 1 << 8;
+/// `config` bit 9: the subscriber holds no liveness lock on its record's byte (the kernel has
+/// no OFD locks); it is judged by the process identity in `who` instead.
+pub(crate) const CONFIG_UNLOCKED: u64 = 1 << 9;
+
+/// The control file's byte that the attached publisher holds an exclusive OFD lock on for as
+/// long as it is attached (see `sys::try_lock_byte`). Byte 0 is the participant lock's.
+pub(crate) const PUBLISHER_LOCK_BYTE: u64 = 1;
+
+/// The control file's byte that the subscriber of record `r` holds an exclusive OFD lock on
+/// for as long as the record is its own: the record's first byte.
+pub(crate) const fn record_lock_byte(r: usize) -> u64 {
+    (offsets::RECORDS + RECORD_SIZE * r) as u64
+}
 
 /// `owner` while a record is being freed (reclaimed, or left): not free, not anyone's.
 pub(crate) const OWNER_RECLAIMING: u64 = u64::MAX;
@@ -63,9 +76,10 @@ pub(crate) const fn control_len(max_subscribers: u32) -> usize {
 ///
 /// | offset | field | meaning |
 /// |---|---|---|
-/// | 0 | `owner` | 0 = free; else the subscriber's pid and start time (as the data file's writer word); `u64::MAX` while being freed |
-/// | 8 | `config` | bits 0–7: holds granted; bit 8: lossless |
+/// | 0 | `owner` | 0 = free; else the subscription's nonce (a random word, never 0 or `u64::MAX`, new for every subscription); `u64::MAX` while being freed |
+/// | 8 | `config` | bits 0–7: holds granted; bit 8: lossless; bit 9: no liveness lock (judge by `who`) |
 /// | 16 | `reclaimer` | 0, or the identity of the process freeing the record (set before `owner` is marked, cleared after it is 0) |
+/// | 24 | `who` | the subscribing process's pid and start time (as the data file's writer word), for display and for records without a liveness lock |
 /// | 64 | `cursor` | the next frame number this subscriber wants |
 /// | 72 | `missed` | frames it skipped so far |
 /// | 80 | `received` | frames it received so far |
@@ -76,7 +90,8 @@ pub(crate) struct Record<W> {
     pub(crate) owner: W,
     pub(crate) config: W,
     pub(crate) reclaimer: W,
-    _line0: [W; 5],
+    pub(crate) who: W,
+    _line0: [W; 4],
     pub(crate) cursor: W,
     pub(crate) missed: W,
     pub(crate) received: W,
@@ -93,6 +108,7 @@ impl<W> Record<W> {
             owner: new(),
             config: new(),
             reclaimer: new(),
+            who: new(),
             _line0: std::array::from_fn(|_| new()),
             cursor: new(),
             missed: new(),

@@ -321,13 +321,38 @@ const ATTEMPTS: usize = 64;
 const LATEST_ATTEMPTS: usize = 1 << 16;
 
 /// Claims a free record for `owner` (a process identity word, never 0).
+#[cfg(test)]
 pub(crate) fn claim_record<W: Word>(ring: &Ring<'_, W>, owner: u64) -> Option<usize> {
-    ring.records.iter().position(|record| {
-        record.owner.load(Relaxed) == 0
-            // AcqRel: Acquire pairs with the Release that freed the record (its previous
-            // owner's stores are done); Release is not needed but harmless.
-            && record.owner.compare_exchange(0, owner, AcqRel, Relaxed).is_ok()
-    })
+    claim_record_locked(ring, owner, |_| true, |_| {})
+}
+
+/// [`claim_record`], taking each candidate's liveness lock first (`lock(r)`: false if someone
+/// else holds it, a subscriber still claiming or a reclaimer at work) and giving it back
+/// (`unlock(r)`) if the record was taken meanwhile. A record is thus never owned without its
+/// owner's lock held from before the claim: a reclaimer that gets the lock knows the owner is
+/// gone.
+pub(crate) fn claim_record_locked<W: Word>(
+    ring: &Ring<'_, W>,
+    owner: u64,
+    lock: impl Fn(usize) -> bool,
+    unlock: impl Fn(usize),
+) -> Option<usize> {
+    for (r, record) in ring.records.iter().enumerate() {
+        if record.owner.load(Relaxed) != 0 || !lock(r) {
+            continue;
+        }
+        // AcqRel: Acquire pairs with the Release that freed the record (its previous owner's
+        // stores are done); Release is not needed but harmless.
+        if record
+            .owner
+            .compare_exchange(0, owner, AcqRel, Relaxed)
+            .is_ok()
+        {
+            return Some(r);
+        }
+        unlock(r);
+    }
+    None
 }
 
 /// Takes up to `want` holds from the budget of `capacity`; returns how many were granted
@@ -362,11 +387,23 @@ pub(crate) fn return_budget<W: Word>(ring: &Ring<'_, W>, holds: u64) {
 
 /// Starts subscriber `record` (already claimed) with `holds` granted holds; returns its first
 /// cursor: the first frame published after this call.
+#[cfg(test)]
 pub(crate) fn subscribe<W: Word>(
     ring: &Ring<'_, W>,
     record: usize,
     holds: u64,
     lossless: bool,
+) -> u64 {
+    subscribe_with(ring, record, holds, lossless, 0)
+}
+
+/// [`subscribe`], with `extra` bits in the record's `config` (`CONFIG_UNLOCKED`).
+pub(crate) fn subscribe_with<W: Word>(
+    ring: &Ring<'_, W>,
+    record: usize,
+    holds: u64,
+    lossless: bool,
+    extra: u64,
 ) -> u64 {
     let rec = &ring.records[record];
     for h in &rec.held {
@@ -379,7 +416,7 @@ pub(crate) fn subscribe<W: Word>(
     rec.cursor.store(load_acquire(ring.published), Relaxed);
     let lossless_bit = if lossless { CONFIG_LOSSLESS } else { 0 };
     rec.config
-        .store(holds.min(MAX_HELD as u64) | lossless_bit, Release);
+        .store(holds.min(MAX_HELD as u64) | lossless_bit | extra, Release);
     // Pairs with the publisher's fence after a publish (and in `attach`): either its next
     // loan sees this record, or the load below sees its newest PUBLISHED.
     W::fence(SeqCst);

@@ -120,10 +120,22 @@ impl<T: Element> Publisher<T> {
         }
         let me = ProcessId::current().to_word();
         let word = files.publisher_word();
+        // The publisher's liveness lock: held by a live publisher (whatever its pid
+        // namespace), dropped by the kernel when it dies or execs. Without OFD locks, the
+        // recorded publisher's liveness is judged from `/proc` instead.
+        let locked = files.lock_publisher();
+        if let Ok(false) = locked {
+            return Err(StreamError::PublisherBusy {
+                name: files.header().name.clone(),
+                pid: word.load(Acquire) as u32,
+            });
+        }
         loop {
             let current = word.load(Acquire);
             let free = match ProcessId::from_word(current) {
                 None => true,
+                // We hold the lock: whoever the word names is not attached any more.
+                Some(_) if locked.is_ok() => true,
                 Some(other) => current != me && other.liveness() == Liveness::Dead,
             };
             if !free {
@@ -419,6 +431,7 @@ impl<T: Element> Drop for Publisher<T> {
             .files
             .publisher_word()
             .compare_exchange(self.me, 0, Release, Relaxed);
+        self.files.unlock_publisher();
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use ndarray::{ArrayViewD, IxDyn, ShapeBuilder};
 
 use super::files::StreamFiles;
-use super::layout::MAX_HELD;
+use super::layout::{self, MAX_HELD};
 use super::protocol::{self, SubscriberState, Taken};
 use super::publisher::{check_element, wake_publisher_side};
 use crate::backoff::{Backoff, Step};
@@ -53,7 +53,10 @@ pub struct Subscriber<T: Element> {
     delivery: Delivery,
     /// Frames are handled as bytes whatever the dtype (`attach_bytes`).
     bytes: bool,
+    /// The subscription's owner word (its record's `owner`).
     me: u64,
+    /// The process that subscribed (a forked child, another process, drops without freeing).
+    process: u64,
     timeout: Duration,
     /// What must live as long as this handle (the daemon connection that is its lease).
     lease: Option<Arc<dyn std::fmt::Debug + Send + Sync>>,
@@ -108,17 +111,36 @@ impl<T: Element> Subscriber<T> {
                 max: MAX_HELD,
             });
         }
-        let me = ProcessId::current().to_word();
+        let process = ProcessId::current().to_word();
+        let me = super::files::subscription_nonce();
         let ring = files.ring();
         let name = || files.header().name.clone();
-        let record = protocol::claim_record(&ring, me).ok_or_else(|| StreamError::NoRecord {
+        // The record's liveness lock is taken before the claim and held while the record is
+        // ours (see `StreamFiles::reclaim_subscribers`); without OFD locks the record is
+        // marked as judged by its process identity instead.
+        let unlocked = Cell::new(false);
+        let record = protocol::claim_record_locked(
+            &ring,
+            me,
+            |r| match files.lock_record(r) {
+                Ok(taken) => taken,
+                Err(_) => {
+                    unlocked.set(true);
+                    true
+                }
+            },
+            |r| files.unlock_record(r),
+        )
+        .ok_or_else(|| StreamError::NoRecord {
             name: name(),
             max_subscribers: ring.records.len() as u32,
         })?;
+        ring.records[record].who.store(process, Relaxed);
         let budget = files.slots() as u64 - 2;
         let granted = protocol::take_budget(&ring, max_held as u64, budget);
         if granted == 0 {
             protocol::unsubscribe(&ring, record, me, super::files::reclaimer_gone);
+            files.unlock_record(record);
             return Err(StreamError::NoHoldBudget {
                 name: name(),
                 slots: files.slots() as u32,
@@ -126,7 +148,12 @@ impl<T: Element> Subscriber<T> {
             });
         }
         let lossless = delivery == Delivery::Lossless;
-        let cursor = protocol::subscribe(&ring, record, granted, lossless);
+        let extra = if unlocked.get() {
+            layout::CONFIG_UNLOCKED
+        } else {
+            0
+        };
+        let cursor = protocol::subscribe_with(&ring, record, granted, lossless, extra);
         Ok(Subscriber {
             files,
             state: RefCell::new(SubscriberState {
@@ -144,6 +171,7 @@ impl<T: Element> Subscriber<T> {
             delivery,
             bytes,
             me,
+            process,
             timeout: DEFAULT_TIMEOUT,
             lease: None,
             _element: PhantomData,
@@ -223,7 +251,13 @@ impl<T: Element> Subscriber<T> {
         )
     }
 
-    fn record(&self) -> usize {
+    /// The subscription's owner word (tests).
+    #[cfg(test)]
+    pub(crate) fn owner_word(&self) -> u64 {
+        self.me
+    }
+
+    pub(crate) fn record(&self) -> usize {
         self.state.borrow().record
     }
 
@@ -405,7 +439,7 @@ impl<T: Element> Drop for Subscriber<T> {
         // A forked child that drops its copy must not free the parent's record, and a
         // subscriber that lost its record (it was judged dead) must not free it again: the
         // record may belong to another subscriber of this process now.
-        if ProcessId::current().to_word() != self.me || self.state.borrow().lost {
+        if ProcessId::current().to_word() != self.process || self.state.borrow().lost {
             return;
         }
         // Samples borrow the subscriber, so none is alive here.
@@ -415,6 +449,8 @@ impl<T: Element> Drop for Subscriber<T> {
             self.me,
             super::files::reclaimer_gone,
         );
+        // Only once the record is free: a reclaimer must never find it owned and unlocked.
+        self.files.unlock_record(self.record());
         wake_publisher_side(&self.files);
     }
 }

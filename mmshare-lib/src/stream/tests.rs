@@ -857,3 +857,76 @@ fn byte_handles_and_tokens_move_frames_of_any_dtype() {
     bytes.release_token(held);
     assert_eq!(bytes.receive().unwrap().expect("frame 1").number(), 1);
 }
+
+/// Two subscribers of one process: when one's record is reclaimed (here its liveness lock is
+/// dropped by hand, as the kernel drops it at death) and a third subscriber of the same
+/// process claims that record, the first one's drop leaves the new owner's record alone: the
+/// owner word is a per-subscription nonce, not the process's identity.
+#[test]
+fn a_reclaimed_subscriber_never_disturbs_a_sibling_that_took_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 6, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let first = Subscriber::<u64>::open(&path, Delivery::Lossy).unwrap();
+    let second = Subscriber::<u64>::open(&path, Delivery::Lossy).unwrap();
+    let record = first.record();
+    first.files().unlock_record(record);
+    assert_eq!(
+        publisher.reclaim_dead_subscribers(),
+        1,
+        "only the unlocked one"
+    );
+    let third = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
+    assert_eq!(third.record(), record, "the freed record is reused");
+    drop(first);
+    let ring = publisher.files().ring();
+    assert_eq!(ring.records[record].owner.load(Relaxed), third.owner_word());
+    assert_eq!(publisher.files().subscribers().len(), 2);
+    let n = send(&mut publisher);
+    assert_eq!(third.receive().unwrap().unwrap().number(), n);
+    assert!(second.receive().unwrap().is_some());
+    assert_eq!(
+        publisher.reclaim_dead_subscribers(),
+        0,
+        "both live ones are locked"
+    );
+}
+
+/// A live subscriber is never reclaimed, whatever its recorded identity says: the kernel's
+/// lock, not `/proc`, tells. (Here the identity is made to name a dead process.)
+#[test]
+fn a_live_subscriber_is_not_reclaimed_whatever_its_identity_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 5, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    let record = subscriber.record();
+    let ring = publisher.files().ring();
+    ring.records[record]
+        .who
+        .store(ProcessId { pid, start_time: 1 }.to_word(), Relaxed);
+    assert_eq!(publisher.reclaim_dead_subscribers(), 0);
+    let n = send(&mut publisher);
+    assert_eq!(subscriber.receive().unwrap().unwrap().number(), n);
+}
+
+/// A second publisher is refused while the first lives, and attaches once it is gone, by the
+/// publisher's liveness lock.
+#[test]
+fn the_publisher_lock_admits_one_publisher_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let first = Publisher::<u64>::open(&path).unwrap();
+    assert!(matches!(
+        Publisher::<u64>::open(&path),
+        Err(StreamError::PublisherBusy { .. })
+    ));
+    let files = StreamFiles::open(&path, false).unwrap();
+    assert_eq!(files.publisher_attached(), Some(true));
+    drop(first);
+    assert_eq!(files.publisher_attached(), Some(false));
+    Publisher::<u64>::open(&path).unwrap();
+}

@@ -1,0 +1,110 @@
+//! Whether a subscriber or publisher lives is the kernel's word, not `/proc`'s: each holds an
+//! exclusive OFD lock on a byte of the stream's control state (its record's, or the
+//! publisher's) that the kernel drops when it dies or execs. These tests put real processes
+//! where `/proc` misleads: in another pid namespace, and after an `exec`.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Daemon, Worker};
+use mmshare::{DType, Publisher, StreamOptions, StreamSpec};
+
+const WATCHDOG: Duration = Duration::from_secs(60);
+
+fn unshare_works() -> bool {
+    let ok = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: `unshare --pid --fork --mount-proc` does not work here (needs root)");
+    }
+    ok
+}
+
+/// A subscriber in another pid namespace (with its own /proc: its pid means another process
+/// here) is not reclaimed while it lives, and gets every frame. Judged from `/proc`, its
+/// record named a process that is not it, and the publisher's reclaim freed it at once.
+#[test]
+fn a_subscriber_in_another_pid_namespace_is_not_reclaimed_while_alive() {
+    if !unshare_works() {
+        return;
+    }
+    const FRAMES: u64 = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) =
+        mmshare::create_stream_files(dir.path(), &StreamSpec::new("ns", DType::U64, vec![64]))
+            .unwrap();
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let path_arg = path.display().to_string();
+    let mut sub = Worker::spawn_program(
+        Path::new("unshare"),
+        &[
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            common::worker_path(),
+            "path-sub",
+            &path_arg,
+            &FRAMES.to_string(),
+        ],
+        &[],
+    );
+    sub.expect_line("subscribed", WATCHDOG);
+    assert_eq!(
+        publisher.reclaim_dead_subscribers(),
+        0,
+        "a live subscriber in another pid namespace was reclaimed"
+    );
+    for _ in 0..FRAMES {
+        let mut loan = publisher.loan().unwrap();
+        let n = loan.number();
+        for (i, x) in loan.iter_mut().enumerate() {
+            *x = common::pattern(n, i);
+        }
+        loan.publish();
+    }
+    let (status, lines) = sub.finish(WATCHDOG);
+    assert!(status.success(), "subscriber: {status:?} {lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == &format!("received={FRAMES} missed=0")),
+        "{lines:?}"
+    );
+}
+
+/// A subscriber whose process execs another program (same pid, same start time) is gone as a
+/// subscriber: the daemon reclaims its record. Judged from `/proc`, it lived for ever and its
+/// lossless cursor held the publisher back for good.
+#[test]
+fn a_subscriber_that_execs_is_reclaimed() {
+    let d = Daemon::start(&[]);
+    let sock = d.socket.display().to_string();
+    let c = d.client();
+    c.create_stream(&StreamOptions::new("x", "<u8", &[8]).slots(4).memory())
+        .unwrap();
+    let mut sub = Worker::spawn(&["subscribe-then-exec", &sock, "x"]);
+    sub.expect_line("subscribed", WATCHDOG);
+    let subscribers = || match c.describe("x").unwrap() {
+        mmshare::ObjectInfo::Stream(info) => info.subscribers.len(),
+        other => panic!("{other:?}"),
+    };
+    let deadline = std::time::Instant::now() + WATCHDOG;
+    while subscribers() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watchdog: the exec'd subscriber's record was never reclaimed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The publisher is not held back by it.
+    let mut publisher = c.publisher::<u64>("x").unwrap();
+    publisher.set_timeout(WATCHDOG);
+    for _ in 0..20 {
+        publisher.loan().unwrap().publish();
+    }
+    sub.kill();
+}
