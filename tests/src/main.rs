@@ -245,13 +245,12 @@ fn main() -> ExitCode {
 fn path_sub(path: &str, count: u64) -> Result<ExitCode> {
     let subscriber = mmshare::Subscriber::<u64>::open(path, Delivery::Lossless)?;
     say("subscribed");
-    let mut next = subscriber.next_number();
-    for _ in 0..count {
+    let first = subscriber.next_number();
+    for next in first..first + count {
         let sample = subscriber.receive_timeout(Duration::from_secs(30))?;
         if sample.number() != next || sample[0] != pattern(next, 0) {
             return Err(format!("got frame {} expecting {next}", sample.number()).into());
         }
-        next += 1;
     }
     say(&format!(
         "received={} missed={}",
