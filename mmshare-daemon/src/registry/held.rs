@@ -14,9 +14,12 @@
 //! what fresh state says. The check and the handing out of control state happen under the
 //! object's own lock, so a client can never receive state the daemon is about to drop.
 //!
-//! Lock order: the registry's state, released before any object's lock is taken; then one
-//! object's lock, and under it the keeper's. Taking other objects' locks while holding one
-//! only ever uses `try_lock`.
+//! Lock order: an object's lock, then under it the registry's state lock or the keeper's
+//! (opening an object may close others to make room, which looks them up in the state; a
+//! publisher check judges with the leases in it). Nobody waits for an object's lock while
+//! holding the state lock: the state lock is released before any object's lock is taken,
+//! except for objects that are not visible yet (a create, the load). Other objects' locks
+//! are only ever taken with `try_lock` while holding one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -95,6 +98,19 @@ impl Budget {
             uid,
             shared: share.is_some(),
         })
+    }
+
+    /// A place whatever the limits say (for objects in use found at start, whose participants
+    /// need their state): counted, so that later opens wait until enough are closed.
+    pub(crate) fn take_over(self: &Arc<Self>, uid: u32) -> Token {
+        let mut c = self.counts();
+        c.open += 1;
+        *c.per_uid.entry(uid).or_default() += 1;
+        Token {
+            budget: self.clone(),
+            uid,
+            shared: false,
+        }
     }
 
     /// Objects held open now.

@@ -108,10 +108,11 @@ fn backing_index(backing: Backing) -> usize {
 }
 
 /// A deleted object still in use: the daemon's own descriptor of its data file (for the
-/// participant check), and what it is charged.
+/// participant check, with its place in the descriptor budget), and what it is charged.
 #[derive(Debug)]
 struct Retired {
     file: File,
+    _place: Token,
     owner: u32,
     backing: Backing,
     bytes: u64,
@@ -304,12 +305,22 @@ impl State {
     }
 
     /// Gives back what a deleted object was charged, or, while some process still maps its
-    /// data file (a participant lock on it), keeps charging it until none does.
-    fn retire(&mut self, data: &File, owner: u32, backing: Backing, bytes: u64) {
-        match data.try_clone() {
-            Ok(file) if mmshare::has_participants(&file).unwrap_or(false) => {
+    /// data file (a participant lock on it), keeps charging it until none does. Keeping it
+    /// takes a descriptor, so a place in the descriptor budget (`place`): without one the
+    /// charge is given back at once.
+    fn retire(
+        &mut self,
+        data: &File,
+        place: Option<Token>,
+        owner: u32,
+        backing: Backing,
+        bytes: u64,
+    ) {
+        match (data.try_clone(), place) {
+            (Ok(file), Some(place)) if mmshare::has_participants(&file).unwrap_or(false) => {
                 self.retired.push(Retired {
                     file,
+                    _place: place,
                     owner,
                     backing,
                     bytes,
@@ -386,6 +397,10 @@ pub struct Registry {
     budget: Arc<Budget>,
     /// Where the periodic look for by-path users of unopened arrays goes on next.
     sweep_from: Mutex<String>,
+    /// Set while the registry is loaded: objects in use are opened then whatever the budget
+    /// says (their participants need their state; the registry's lock is held, so nothing
+    /// could be closed to make room).
+    loading: AtomicBool,
 }
 
 /// A descriptor for `control` to send to a client: a new open file description of the same
@@ -397,14 +412,24 @@ pub struct Registry {
 /// in use from the moment it leaves the daemon (a client stopped between receiving it and
 /// locking it, or one that never locks, is not invisible), and the kernel drops the lock
 /// when the client lets go of it (or when the send fails and the daemon closes its copy).
+///
+/// Without a reopen (no `/proc`, or out of descriptors) there is none: a duplicate would
+/// share the daemon's own description, where the client's locks (its participant lock, a
+/// subscriber's record lock) are the daemon's own and invisible to it. An array is then
+/// served without control state (its waits re-check every 50 ms); a stream is refused.
 pub(crate) fn client_control(control: &File) -> Option<File> {
-    match mmshare::reopen(control) {
-        Ok(own) => {
-            let _ = mmshare::hold_participant_lock(&own);
-            Some(own)
-        }
-        Err(_) => control.try_clone().ok(),
-    }
+    let own = mmshare::reopen(control).ok()?;
+    let _ = mmshare::hold_participant_lock(&own);
+    Some(own)
+}
+
+/// Marks a data descriptor about to be sent to a client as in use, on the client's own open
+/// file description, before it leaves the daemon (as [`client_control`] does for control
+/// state): the object is not closed as unused, nor a deleted object's bytes refunded, in the
+/// moment before the client maps it and takes the lock itself.
+pub(crate) fn client_data(data: File) -> File {
+    let _ = mmshare::hold_participant_lock(&data);
+    data
 }
 
 /// What a permission check is for.
@@ -631,6 +656,7 @@ impl Registry {
             refill: AtomicBool::new(false),
             budget: Budget::new(limits.max_open_objects),
             sweep_from: Mutex::new(String::new()),
+            loading: AtomicBool::new(true),
         };
         {
             let mut state = registry.lock();
@@ -644,12 +670,34 @@ impl Registry {
                 "registry loaded"
             );
         }
-        let unclaimed = std::mem::take(&mut *lock(&registry.adoptable));
+        // State the keeper holds for an object that could not be opened at start stays
+        // adoptable (its next open takes it: participants still use it); state of objects
+        // that are gone is forgotten.
+        let known: HashSet<String> = {
+            let state = registry.lock();
+            let arrays = state.arrays.values().map(|e| e.key());
+            arrays
+                .chain(state.streams.values().map(|e| e.key()))
+                .collect()
+        };
+        let stale: Vec<String> = {
+            let mut adoptable = lock(&registry.adoptable);
+            let stale: Vec<String> = adoptable
+                .keys()
+                .filter(|k| !known.contains(*k))
+                .cloned()
+                .collect();
+            for key in &stale {
+                adoptable.remove(key);
+            }
+            stale
+        };
         if let Some(k) = lock(&registry.keeper).as_mut() {
-            for key in unclaimed.keys() {
+            for key in &stale {
                 let _ = k.forget(key);
             }
         }
+        registry.loading.store(false, Ordering::Relaxed);
         registry.keep_everything();
         Ok(registry)
     }
@@ -747,7 +795,13 @@ impl Registry {
         state.unidentified.remove(name);
         let bytes = array_bytes(&entry.header);
         match data {
-            Some(data) => state.retire(&data, entry.header.owner_uid, entry.backing, bytes),
+            Some(data) => state.retire(
+                &data,
+                self.budget.take(self.limits.daemon_uid, None).ok(),
+                entry.header.owner_uid,
+                entry.backing,
+                bytes,
+            ),
             None => state.refund(entry.header.owner_uid, entry.backing, bytes),
         }
         drop(state);
@@ -967,6 +1021,9 @@ impl Registry {
     /// Busy, naming the numbers, when every place is taken by an object in use;
     /// QuotaExceeded, naming the share, when the user's (or the users') share is.
     fn place(&self, what: &str, name: &str, uid: u32) -> Result<Token, RequestError> {
+        if self.loading.load(Ordering::Relaxed) {
+            return Ok(self.budget.take_over(uid));
+        }
         let max = self.budget.max();
         let share = (!self.limits.privileged(uid)).then(|| Share {
             per_user: (percent(max as u64, self.limits.user_share) as usize).max(1),
@@ -1201,18 +1258,16 @@ impl Registry {
                 // copy of the control state keeps it open), and a failure takes it away again.
                 let handed = fault_step(FaultStep::ClientFiles)
                     .and_then(|()| entry.open_file(true))
-                    .and_then(|file| {
-                        let control = entry
-                            .open_state()
-                            .and_then(|o| client_control(&o.control))
-                            .ok_or_else(|| io::Error::from_raw_os_error(24))?; // EMFILE
-                        Ok((file, control))
+                    .map(|file| {
+                        let control = entry.open_state().and_then(|o| client_control(&o.control));
+                        (client_data(file), control)
                     })
                     .map_err(|e| open_failed("array", name, e));
                 match handed {
                     Ok(files) => Ok((entry, files)),
                     Err(e) => {
                         let _ = std::fs::remove_file(&entry.path);
+                        self.forget(&entry.key());
                         Err(e)
                     }
                 }
@@ -1225,7 +1280,7 @@ impl Registry {
                 state.arrays.insert(name.to_owned(), entry);
                 drop(state);
                 info!(name, uid = who.uid, bytes = len, ?backing, "created");
-                Ok((info, file, Some(control)))
+                Ok((info, file, control))
             }
             Err(e) => {
                 state.refund(who.uid, backing, file_len);
@@ -1336,7 +1391,7 @@ impl Registry {
             let open = self.open_array(&entry, &mut slot, who.uid)?;
             client_control(&open.control)
         };
-        Ok((entry.info(), file, control))
+        Ok((entry.info(), client_data(file), control))
     }
 
     /// Describes an array (needs read permission).
@@ -1635,8 +1690,10 @@ impl Registry {
         };
         for (entry, leased) in entries {
             // An array the daemon holds nothing open of has no user (or one the sweep below
-            // finds): nothing to recover or cut back.
+            // finds): nothing to recover, but its size is checked as an open one's is (a
+            // client may keep a read-write descriptor without a lock on it).
             let Some(open) = entry.open_state() else {
+                self.check_closed_array(&entry);
                 continue;
             };
             let name = &entry.header.name;
@@ -1669,6 +1726,37 @@ impl Registry {
         }
         self.close_unused_streams();
         self.sweep();
+    }
+
+    /// The size check of an array the daemon holds nothing open of, by path (no descriptor
+    /// unless there is something to do): a file grown past its size is cut back, a file cut
+    /// short is removed as Delete removes it, as for open arrays.
+    fn check_closed_array(&self, entry: &Arc<Entry>) {
+        let Ok(meta) = std::fs::symlink_metadata(&entry.path) else {
+            return;
+        };
+        if (meta.dev(), meta.ino()) != entry.id {
+            return;
+        }
+        let len = entry.header.file_len();
+        if meta.len() > len {
+            if let Ok(file) = entry.open_file(true) {
+                cut_back(&file, len, &entry.header.name);
+            }
+        } else if meta.len() < len {
+            let name = &entry.header.name;
+            error!(name, path = %entry.path.display(), "array file was truncated by a writer: removed");
+            let data = entry.open_file(false).ok();
+            let state = self.lock();
+            if state
+                .arrays
+                .get(name)
+                .is_some_and(|e| Arc::ptr_eq(e, entry))
+            {
+                let _ = std::fs::remove_file(&entry.path);
+                self.unregister_array(state, entry, data);
+            }
+        }
     }
 
     /// Looks, a few arrays a pass, for users of arrays the daemon holds nothing open of: a
@@ -1908,6 +1996,104 @@ fn quarantine(path: &Path, reason: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn small_limits(max_open_objects: usize) -> Limits {
+        Limits {
+            max_arrays: 1000,
+            max_bytes: None,
+            max_bytes_per_user: None,
+            user_share: 25,
+            reserve: 25,
+            max_objects_per_user: 512,
+            daemon_uid: rustix::process::geteuid().as_raw(),
+            max_open_objects,
+        }
+    }
+
+    fn dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let root = tempfile::tempdir().unwrap();
+        let (file_dir, mem_dir) = (root.path().join("data"), root.path().join("mem"));
+        std::fs::create_dir(&file_dir).unwrap();
+        std::fs::create_dir(&mem_dir).unwrap();
+        (root, file_dir, mem_dir)
+    }
+
+    /// More arrays in use at start (here: left mid-write) than the budget has places: the
+    /// load opens them all (over the budget) instead of waiting for itself to close some.
+    #[test]
+    fn a_load_with_more_objects_in_use_than_places_finishes() {
+        use std::os::unix::fs::FileExt;
+        let (_root, file_dir, mem_dir) = dirs();
+        for i in 0..10 {
+            let spec = ArraySpec::new(format!("a{i}"), DType::U8, vec![8]);
+            let (path, _) = mmshare::create_array_data(&file_dir, &spec).unwrap();
+            let f = OpenOptions::new().write(true).open(path).unwrap();
+            f.write_all_at(&1u64.to_le_bytes(), mmshare::offsets::SEQUENCE as u64)
+                .unwrap();
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = Registry::load(file_dir, mem_dir, small_limits(8), None);
+            let _ = tx.send(r.map(|r| (r.len(), r.budget.open())));
+        });
+        let loaded = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("watchdog: the load hangs")
+            .unwrap();
+        assert_eq!(loaded, (10, 10));
+    }
+
+    /// A file grown through a descriptor without a participant lock, of an array the daemon
+    /// holds nothing open of, is cut back by the periodic pass; one cut short is removed.
+    #[test]
+    fn the_periodic_pass_checks_the_size_of_closed_arrays() {
+        let (_root, file_dir, mem_dir) = dirs();
+        let registry = Registry::load(file_dir, mem_dir, small_limits(8), None).unwrap();
+        let who = Creds {
+            uid: rustix::process::geteuid().as_raw(),
+            gid: 0,
+            pid: 0,
+        };
+        for name in ["grown", "cut"] {
+            let (_, file, _) = registry
+                .create(
+                    who,
+                    name,
+                    "u1",
+                    &[8],
+                    WireOrder::C,
+                    Backing::File,
+                    0o600,
+                    false,
+                )
+                .unwrap();
+            drop(file);
+        }
+        registry.recover_all();
+        assert_eq!(registry.budget.open(), 0, "unused arrays are closed");
+        let grown = registry.get("grown").unwrap();
+        let len = grown.header.file_len();
+        OpenOptions::new()
+            .write(true)
+            .open(&grown.path)
+            .unwrap()
+            .set_len(len + (8 << 20))
+            .unwrap();
+        let cut = registry.get("cut").unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&cut.path)
+            .unwrap()
+            .set_len(100)
+            .unwrap();
+        registry.recover_all();
+        assert_eq!(std::fs::metadata(&grown.path).unwrap().len(), len);
+        assert!(
+            registry.get("cut").is_none(),
+            "the truncated array is removed"
+        );
+        assert!(!cut.path.exists());
+    }
 
     /// A NoSpace message names the directory only to root and the daemon's own uid.
     #[test]

@@ -272,10 +272,9 @@ impl Registry {
                 // the control state the keeper kept (fresh state has none).
                 let locked = |f: &File| mmshare::has_participants(f).unwrap_or(true);
                 let in_use = locked(files.control_file()) || locked(files.data_file());
+                // Over the budget if need be: its participants need this state.
                 let daemon = self.limits.daemon_uid;
-                let open = in_use
-                    .then(|| self.budget.take(daemon, None).ok())
-                    .flatten();
+                let open = in_use.then(|| self.budget.take_over(daemon));
                 let entry = StreamEntry {
                     header,
                     backing,
@@ -673,10 +672,17 @@ impl Registry {
                 ),
             ));
         }
-        let control = super::client_control(open.files.control_file())
-            .ok_or_else(|| internal("cannot open stream control state", "no descriptor"))?;
+        let control = super::client_control(open.files.control_file()).ok_or_else(|| {
+            open_failed(
+                "stream",
+                name,
+                io::Error::other(
+                    "its control state cannot be reopened for the client (is /proc mounted?)",
+                ),
+            )
+        })?;
         drop((open, slot));
-        Ok((entry.info(true), data, control))
+        Ok((entry.info(true), super::client_data(data), control))
     }
 
     /// Describes a stream (needs read permission); `None` if `name` is not a stream.
@@ -744,6 +750,39 @@ impl Registry {
         (page, false)
     }
 
+    /// The size check of a stream the daemon holds nothing open of (see
+    /// `Registry::check_closed_array`).
+    fn check_closed_stream(&self, entry: &Arc<StreamEntry>) {
+        let data_path = entry.path.join(DATA_FILE);
+        let Ok(meta) = std::fs::symlink_metadata(&data_path) else {
+            return;
+        };
+        if file_id_of(&meta) != entry.id {
+            return;
+        }
+        let len = entry.header.file_len();
+        if meta.len() > len {
+            if let Ok(file) = entry.open_data(true) {
+                super::cut_back(&file, len, &entry.header.name);
+            }
+        } else if meta.len() < len {
+            let name = &entry.header.name;
+            let data = entry.open_data(false).ok();
+            let state = self.lock();
+            if state
+                .streams
+                .get(name)
+                .is_some_and(|e| Arc::ptr_eq(e, entry))
+            {
+                error!(name, path = %entry.path.display(), "stream data file was truncated by its publisher: removed");
+                if let Err(e) = remove_stream_dir(&entry.path, entry.id.1) {
+                    warn!(name, "cannot remove the stream's directory: {e}");
+                }
+                self.unregister_stream(state, entry, data);
+            }
+        }
+    }
+
     /// Removes a stream whose data file a publisher truncated, as Delete removes it.
     fn retire_stream(&self, entry: &Arc<StreamEntry>, open: &StreamOpen) {
         let name = &entry.header.name;
@@ -775,7 +814,13 @@ impl Registry {
         state.streams.remove(&entry.header.name);
         let (owner, bytes) = (entry.header.owner_uid, entry.bytes());
         match data {
-            Some(data) => state.retire(&data, owner, entry.backing, bytes),
+            Some(data) => state.retire(
+                &data,
+                self.budget.take(self.limits.daemon_uid, None).ok(),
+                owner,
+                entry.backing,
+                bytes,
+            ),
             None => state.refund(owner, entry.backing, bytes),
         }
         drop(state);
@@ -818,8 +863,12 @@ impl Registry {
         let streams: Vec<Arc<StreamEntry>> = self.lock().streams.values().cloned().collect();
         let mut freed = 0;
         for entry in streams {
-            // A stream the daemon holds nothing open of has no subscribers.
+            // A stream the daemon holds nothing open of has no subscribers; its data file's
+            // size is checked by path, as an open one's is.
             let Some(open) = entry.open_state() else {
+                if pid.is_none() {
+                    self.check_closed_stream(&entry);
+                }
                 continue;
             };
             if pid.is_none() {
@@ -890,9 +939,13 @@ impl Registry {
 
 /// Device and inode of the file at `path` (not followed if a symlink).
 fn file_id_at(path: &Path) -> io::Result<(u64, u64)> {
+    Ok(file_id_of(&std::fs::symlink_metadata(path)?))
+}
+
+/// Device and inode of `meta`.
+fn file_id_of(meta: &std::fs::Metadata) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
-    let m = std::fs::symlink_metadata(path)?;
-    Ok((m.dev(), m.ino()))
+    (meta.dev(), meta.ino())
 }
 
 /// Reads up to `buf.len()` bytes from the start of `file` (fewer only at its end).

@@ -22,6 +22,17 @@ pub struct Worker {
     seen: Vec<String>,
 }
 
+/// A worker a test lets go of (a panic, a forgotten `finish`) is killed: a stray process
+/// would hold the test's output pipes open, and the test run would never end.
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Worker {
     /// Starts `mmshare-test-worker ARGS...`.
     pub fn spawn(args: &[&str]) -> Worker {
@@ -144,7 +155,7 @@ impl Worker {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
             self.seen.push(line);
         }
-        (status, self.seen)
+        (status, std::mem::take(&mut self.seen))
     }
 
     /// SIGKILLs the process and reaps it.
