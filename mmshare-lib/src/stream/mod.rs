@@ -159,10 +159,9 @@
 //! waits until its loan times out), zero `SLEEPERS` (sleepers then wake by the sleep's 50 ms
 //! re-check instead of at once), or take every record and the whole budget (new subscribers get
 //! a clear error). A sleep never lasts more than 50 ms and every wait has a timeout. The
-//! daemon repairs what would otherwise last for good: the control file's fixed header, owner
-//! words that name no possible process, records left half-freed by a freer that is gone, a
-//! budget above its maximum, and records of owners it cannot judge that hold no lease on the
-//! stream.
+//! daemon repairs what would otherwise last for good: the control file's fixed header, records
+//! whose owner word nobody's liveness lock backs (a scribble) or left half-freed by a freer
+//! that is gone, and a budget above its maximum.
 //!
 //! Two things are beyond that. **Truncating** the control file makes every process that maps
 //! it fault (SIGBUS) at its next access, as truncating an array file does to its readers; the
@@ -176,31 +175,33 @@
 //!
 //! # Crashes
 //!
-//! * **A subscriber dies.** Its record still shows its holds and cursor. Whoever can prove it
-//!   is dead (pid gone, or reused with another start time; never a guess) reclaims the record:
-//!   the daemon does it for the connections it leased the stream to, and
-//!   [`Publisher::reclaim_dead_subscribers`] does it for file-only use. (One exception to
-//!   "never a guess": an owner word that cannot be judged and carries no start time, which
-//!   every running process records, is taken for garbage unless a connection of that pid
-//!   holds the stream.) Freeing a record (reclaiming it, or leaving) first records who frees
-//!   it (`reclaimer`, a CAS), then marks the owner word (a CAS) and fences (SeqCst), clears
-//!   the record with Release stores, and unmarks with CASes: it never clears a record someone
-//!   else owns, and one left half-freed by a freer that is gone (dead, or a start-time-less
-//!   scribble) is finished by the next freer. A subscriber that was reclaimed while alive
-//!   (misjudged) finds out at its next hold (it re-checks its owner word after the hold's
+//! * **A subscriber dies.** Its record still shows its holds and cursor. Whether it lives is
+//!   the kernel's word, not a guess from pids: a subscriber holds an exclusive
+//!   open-file-description lock on its record's byte of the control file from before it
+//!   claims the record until after it has freed it, and the kernel drops that lock when the
+//!   process dies or execs, in whatever pid namespace it runs (`sys::try_lock_byte`). A freer
+//!   (the daemon's periodic check, [`Publisher::reclaim_dead_subscribers`] for file-only use)
+//!   reclaims a record only after taking that lock itself, so it never meets a live owner or a
+//!   subscriber claiming the record. The owner word is a per-subscription nonce, so an owner
+//!   whose record was freed (only possible without OFD locks) never mistakes a later
+//!   subscription of its own process for itself. Without OFD locks (before Linux 3.15) a
+//!   record is marked and judged from the process identity it records, with positive evidence
+//!   of death only. Freeing a record (reclaiming it, or leaving) first records who frees it
+//!   (`reclaimer`, a CAS), then marks the owner word (a CAS) and fences (SeqCst), clears the
+//!   record with Release stores, and unmarks with CASes: it never clears a record someone else
+//!   owns, and one left half-freed by a freer that is gone is finished by the next freer. A
+//!   subscriber whose record was freed while it was alive (a misjudgment without locks, or a
+//!   scribbler) finds out at its next hold (it re-checks its owner word after the hold's
 //!   fence) and stops with `SubscriptionLost`, and its `Drop` then leaves the record alone.
-//!   Until it finds out, what it writes into the record (a hold, a release, its cursor) may
-//!   land in a record another subscriber has claimed since and disturb that one (its hold
-//!   erased, its lossless cursor moved): the price of a misjudgment, which the daemon avoids by
-//!   judging with its connection leases.
 //! * **The publisher dies mid-loan.** The slot it was filling has tag 0, so nothing
 //!   half-written is ever delivered. A new publisher reads `PUBLISHED` and the tags and
 //!   continues the numbering: if the old one died between storing a tag and storing
 //!   `PUBLISHED`, the new one counts that complete frame as published.
 //! * **The daemon dies.** It is not on the data path: publisher and subscribers go on.
-//! * **A publisher is misjudged dead** (file-only use across pid namespaces): another may
-//!   attach; the first finds out at its next loan (`PublisherLost`), but a publish already
-//!   under way completes. Through the daemon, whose leases tell, this does not happen.
+//! * **Two publishers.** The attached publisher holds an exclusive lock on byte 1 of the
+//!   control file; another that cannot take it is refused, and one that can knows the
+//!   recorded publisher is gone. Without OFD locks a publisher misjudged dead (across pid
+//!   namespaces) can be replaced; it finds out at its next loan (`PublisherLost`).
 //!
 //! # Layout
 //! - `layout`: byte offsets of the control file and the shared record type.
