@@ -66,20 +66,20 @@ impl Backoff {
         &mut self,
         futex: &AtomicU32,
         seen: u32,
-        sleepers: Option<&AtomicU32>,
+        sleepers: Option<&crate::sleepers::ArrayControl>,
     ) -> bool {
         match self.step() {
             Step::TimedOut => false,
             Step::Sleep(at_most) => {
                 match sleepers {
-                    Some(count) => {
-                        count.fetch_add(1, Ordering::Relaxed);
+                    Some(control) => {
+                        control.sleep_begin();
                         // Pairs with the writer's fence between bumping the futex word and
                         // reading the count: it sees us, or the kernel's check of the futex
                         // word inside FUTEX_WAIT (after this fence) sees its bump.
                         fence(Ordering::SeqCst);
                         sys::futex_wait(futex, seen, at_most);
-                        count.fetch_sub(1, Ordering::Relaxed);
+                        control.sleep_end();
                     }
                     None => sys::futex_wait(futex, seen, at_most),
                 }

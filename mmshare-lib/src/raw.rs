@@ -119,7 +119,7 @@ impl RawArray {
         access: Access,
     ) -> Result<RawArray, OpenError> {
         let mut raw = Self::from_file(file, access)?;
-        raw.control = control.as_ref().and_then(ArrayControl::map);
+        raw.control = control.and_then(ArrayControl::map);
         Ok(raw)
     }
 
@@ -138,6 +138,16 @@ impl RawArray {
 
     fn sleepers(&self) -> Option<&AtomicU32> {
         self.control.as_ref().map(ArrayControl::sleepers)
+    }
+
+    /// Takes back the sleeper count of waiters that died asleep: `SLEEPERS` is set to 0 when
+    /// no process holds the sleepers' presence lock (module `sleepers`), so that writes stop
+    /// calling `FUTEX_WAKE` for nobody. Returns whether it changed anything. The daemon runs
+    /// it with its periodic check.
+    pub fn heal_sleepers(&self) -> bool {
+        self.control
+            .as_ref()
+            .is_some_and(ArrayControl::heal_sleepers)
     }
 
     /// Maps an already open array file (for example a descriptor received from the daemon).
@@ -357,7 +367,7 @@ impl RawArray {
             let s = match read_begin(self.seq()) {
                 Ok(s) => s,
                 Err(odd) => {
-                    if !backoff.pause(self.futex(), futex_seen, self.sleepers()) {
+                    if !backoff.pause(self.futex(), futex_seen, self.control.as_ref()) {
                         return Err(self.read_timeout(&backoff, odd, retries));
                     }
                     continue;
@@ -394,7 +404,7 @@ impl RawArray {
                     now: self.sequence(),
                 });
             }
-            if !backoff.pause(self.futex(), futex_seen, self.sleepers()) {
+            if !backoff.pause(self.futex(), futex_seen, self.control.as_ref()) {
                 return Err(self.read_timeout(&backoff, self.sequence(), retries));
             }
         }
@@ -513,7 +523,7 @@ impl RawArray {
                     return Ok((s, me.to_word()));
                 }
                 Err(seen) if seen & 1 == 1 => {
-                    if !backoff.pause(self.futex(), futex_seen, self.sleepers()) {
+                    if !backoff.pause(self.futex(), futex_seen, self.control.as_ref()) {
                         return Err(WriteError::Timeout {
                             waited: backoff.elapsed(),
                             sequence: seen,
@@ -587,7 +597,7 @@ impl RawArray {
                 return Err(lost(now));
             }
             let futex_seen = self.futex_snapshot();
-            if !backoff.pause(self.futex(), futex_seen, self.sleepers()) {
+            if !backoff.pause(self.futex(), futex_seen, self.control.as_ref()) {
                 // A recoverer claimed the word and stopped there (it died): leave the write
                 // side to the recovery of that recoverer.
                 return Err(lost(now));
@@ -697,7 +707,7 @@ impl RawArray {
             {
                 return Ok(s / 2);
             }
-            if !backoff.pause(self.futex(), futex_seen, self.sleepers()) {
+            if !backoff.pause(self.futex(), futex_seen, self.control.as_ref()) {
                 return Err(WaitTimeout {
                     newer_than,
                     current: self.version(),
@@ -1230,9 +1240,9 @@ impl Changed<'_> {
 
     fn uncount(&mut self) {
         if std::mem::take(&mut self.counted)
-            && let Some(count) = self.array.sleepers()
+            && let Some(control) = self.array.control.as_ref()
         {
-            count.fetch_sub(1, Ordering::Relaxed);
+            control.sleep_end();
         }
     }
 }
@@ -1254,8 +1264,8 @@ impl std::future::Future for Changed<'_> {
             return std::task::Poll::Ready(v);
         }
         if !this.counted {
-            if let Some(count) = this.array.sleepers() {
-                count.fetch_add(1, Ordering::Relaxed);
+            if let Some(control) = this.array.control.as_ref() {
+                control.sleep_begin();
             }
             this.counted = true;
         }

@@ -13,6 +13,13 @@
 //!   zero. Either the writer sees the sleeper, or the kernel's check inside `FUTEX_WAIT` sees
 //!   the bumped word and does not sleep: no wake-up is lost.
 //!
+//! A waiter killed while counted would leave `SLEEPERS` too high for good, and every later
+//! write would call `FUTEX_WAKE` for nobody. So each process with a waiter counted holds a
+//! shared OFD lock on byte 2 of the control state (taken before it counts itself, given up
+//! after its last waiter took itself out; the kernel drops it when the process dies or
+//! execs), and the daemon's periodic check sets `SLEEPERS` back to 0 when it counts waiters
+//! that no such lock backs (`ArrayControl::heal_sleepers`).
+//!
 //! Like a stream's control file, nothing in it is trusted: a process that zeroes `SLEEPERS`
 //! makes sleepers wake by their 50 ms re-check instead of at once; one that raises it makes
 //! writers call `FUTEX_WAKE` needlessly. Neither can corrupt data. A handle opened without the
@@ -101,22 +108,33 @@ pub fn is_array_control(file: &File) -> bool {
         && head == control_header(0, 0)[..8]
 }
 
-/// A mapped array control file.
+/// The control file's byte that every process with a waiter counted in `SLEEPERS` holds a
+/// shared OFD lock on (see [`ArrayControl::sleep_begin`]). Byte 0 is the participant lock's.
+const SLEEPER_LOCK_BYTE: u64 = 2;
+
+/// A mapped array control file, and its descriptor (for the sleepers' presence lock).
 #[derive(Debug)]
 pub(crate) struct ArrayControl {
     map: Mapping,
+    file: File,
+    /// Waiters of this handle counted in `SLEEPERS` now: the presence lock is held while
+    /// there is one (an OFD lock belongs to the description, shared by the handle's threads).
+    asleep: std::sync::Mutex<u32>,
 }
 
 impl ArrayControl {
     /// Maps `file` if it is an array control file (at least 4096 bytes, the right magic);
     /// `None` otherwise (the handle then works without one).
-    pub(crate) fn map(file: &File) -> Option<ArrayControl> {
-        if !is_array_control(file) {
+    pub(crate) fn map(file: File) -> Option<ArrayControl> {
+        if !is_array_control(&file) {
             return None;
         }
-        Mapping::map(file, CONTROL_LEN, true)
-            .ok()
-            .map(|map| ArrayControl { map })
+        let map = Mapping::map(&file, CONTROL_LEN, true).ok()?;
+        Some(ArrayControl {
+            map,
+            file,
+            asleep: std::sync::Mutex::new(0),
+        })
     }
 
     /// Opens and maps the control file of the array file at `array`, if there is one.
@@ -126,11 +144,66 @@ impl ArrayControl {
             .write(true)
             .open(control_path(array))
             .ok()?;
-        Self::map(&file)
+        Self::map(file)
     }
 
     /// The sleeper count.
     pub(crate) fn sleepers(&self) -> &AtomicU32 {
         self.map.u32_at(SLEEPERS)
+    }
+
+    /// Counts a waiter of this handle in `SLEEPERS`, after marking the handle's presence with
+    /// a shared lock on [`SLEEPER_LOCK_BYTE`] (the first of its waiters takes it). The kernel
+    /// drops that lock when the process dies or execs, so a count that no presence lock
+    /// backs belongs to waiters that are gone, and [`ArrayControl::heal_sleepers`] takes it
+    /// back: a waiter killed asleep does not leave every later write with a `FUTEX_WAKE`.
+    pub(crate) fn sleep_begin(&self) {
+        let mut asleep = self.asleep.lock().unwrap_or_else(|p| p.into_inner());
+        if *asleep == 0 {
+            let _ = crate::sys::lock_shared_byte(&self.file, SLEEPER_LOCK_BYTE);
+        }
+        *asleep += 1;
+        self.sleepers()
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Takes a waiter counted by [`ArrayControl::sleep_begin`] out again (never below 0: a
+    /// healing may have taken it out already), and the presence lock with the last one.
+    pub(crate) fn sleep_end(&self) {
+        let mut asleep = self.asleep.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = self.sleepers().fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |n| Some(n.saturating_sub(1)),
+        );
+        *asleep = asleep.saturating_sub(1);
+        if *asleep == 0 {
+            crate::sys::unlock_byte(&self.file, SLEEPER_LOCK_BYTE);
+        }
+    }
+
+    /// Sets `SLEEPERS` back to 0 when it counts waiters although no process holds the
+    /// presence lock (they died asleep); returns whether it did. The count is read between
+    /// two checks of the lock, and cleared only if it did not change: a waiter that counts
+    /// itself meanwhile holds the lock by then, or changed the count. (One that locks, counts
+    /// and is taken out again between the two checks is not sleeping any more.)
+    pub(crate) fn heal_sleepers(&self) -> bool {
+        let count = self.sleepers();
+        let absent = || crate::sys::byte_locked(&self.file, SLEEPER_LOCK_BYTE).ok() == Some(false);
+        let seen = count.load(std::sync::atomic::Ordering::Relaxed);
+        if seen == 0 || !absent() {
+            return false;
+        }
+        let again = count.load(std::sync::atomic::Ordering::Relaxed);
+        again == seen
+            && absent()
+            && count
+                .compare_exchange(
+                    seen,
+                    0,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok()
     }
 }

@@ -413,6 +413,15 @@ pub(crate) fn try_lock_byte(file: &File, byte: u64) -> io::Result<bool> {
     }
 }
 
+/// Takes a shared lock on `byte` through `file`'s description (as many descriptions may hold
+/// one at once; see [`try_lock_byte`] for what the kernel does with it).
+///
+/// # Errors
+/// The OS error (`EAGAIN` if someone holds an exclusive lock there).
+pub(crate) fn lock_shared_byte(file: &File, byte: u64) -> io::Result<()> {
+    ofd_lock_at(file, byte as libc::off_t, libc::F_OFD_SETLK, libc::F_RDLCK).map(|_| ())
+}
+
 /// Gives up the lock [`try_lock_byte`] took on `byte` (nothing if there was none).
 pub(crate) fn unlock_byte(file: &File, byte: u64) {
     let _ = ofd_lock_at(file, byte as libc::off_t, libc::F_OFD_SETLK, libc::F_UNLCK);

@@ -33,6 +33,7 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
   open-at-fd-limit SOCKET NAME          open NAME with no descriptor free: print the error
   hold-many SOCKET PREFIX N             create N memory arrays and hold them open
   path-sub PATH COUNT                   subscribe by path, losslessly; check COUNT frames
+  client-wait SOCKET NAME               wait (through the daemon) for NAME's next version
   subscribe-then-exec SOCKET NAME       subscribe losslessly, then exec sleep
   reader PATH SECONDS [skip-recheck]    read snapshots and check each one is consistent
   hold PATH                             take the write side, print 'holding', sleep forever
@@ -225,6 +226,7 @@ fn main() -> ExitCode {
         ["open-at-fd-limit", socket, name] => open_at_fd_limit(socket, name),
         ["hold-many", socket, prefix, n] => hold_many(socket, prefix, n.parse().unwrap_or(1)),
         ["path-sub", path, count] => path_sub(path, count.parse().unwrap_or(1)),
+        ["client-wait", socket, name] => client_wait(socket, name),
         ["subscribe-then-exec", socket, name] => subscribe_then_exec(socket, name),
         _ => {
             eprintln!("{USAGE}");
@@ -238,6 +240,18 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Opens `name` for reading through the daemon, says `waiting`, and waits (up to an hour)
+/// for a version newer than the current one.
+fn client_wait(socket: &str, name: &str) -> Result<ExitCode> {
+    let client = Client::connect(socket)?;
+    let array = client.open_raw(name, Access::Read)?;
+    let v = array.version();
+    say("waiting");
+    let got = array.wait_for_version(v, Duration::from_secs(3600))?;
+    say(&format!("woken version={got}"));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Subscribes losslessly by path (no daemon) to the stream at `path`, says `subscribed`, and

@@ -113,3 +113,47 @@ fn a_subscriber_that_execs_is_reclaimed() {
     drop(ours);
     sub.kill();
 }
+
+/// A reader killed while asleep (counted in the array's sleeper count) does not leave every
+/// later write with a `FUTEX_WAKE` system call: its presence lock went with it, and the
+/// daemon's periodic check takes the count back. Judged by this process's count of wake
+/// calls (a watchdog is only the failure condition).
+#[test]
+fn a_reader_killed_asleep_leaves_writes_without_system_calls() {
+    let d = Daemon::start(&[]);
+    let sock = d.socket.display().to_string();
+    let c = d.client();
+    let writer = c
+        .create(&mmshare::CreateOptions::new("x", "<u8", &[1]).memory())
+        .unwrap();
+    let mut saw_the_sleeper = false;
+    for _attempt in 0..5 {
+        let mut reader = Worker::spawn(&["client-wait", &sock, "x"]);
+        reader.expect_line("waiting", WATCHDOG);
+        // Past its spinning and yielding: asleep, counted.
+        std::thread::sleep(Duration::from_millis(300));
+        reader.kill();
+        let before = mmshare::futex_wake_calls();
+        writer.write_bytes(0, &[1]).unwrap();
+        saw_the_sleeper |= mmshare::futex_wake_calls() > before;
+        let deadline = std::time::Instant::now() + WATCHDOG;
+        loop {
+            let before = mmshare::futex_wake_calls();
+            for _ in 0..10 {
+                writer.write_bytes(0, &[2]).unwrap();
+            }
+            if mmshare::futex_wake_calls() == before {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "watchdog: writes still call FUTEX_WAKE for a reader killed asleep"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if saw_the_sleeper {
+            return;
+        }
+    }
+    panic!("the killed reader was never seen counted as a sleeper: the test proved nothing");
+}

@@ -1719,6 +1719,12 @@ impl Registry {
             } else if leased {
                 self.lock().unidentified.remove(name);
             }
+            if open.raw.heal_sleepers() {
+                info!(
+                    name,
+                    "waiters that died asleep were taken out of the sleeper count"
+                );
+            }
             drop(open);
             if let Some(mut slot) = entry.held.try_lock() {
                 self.close_array_if_unused(&entry, &mut slot);
