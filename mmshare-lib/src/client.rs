@@ -871,7 +871,10 @@ impl Client {
             };
             self.conn.lease(again, &data)
         });
-        let raw = RawArray::from_files(data, control, access)?;
+        let mut raw = RawArray::from_files(data, control, access)?;
+        if access == Access::Write {
+            raw.register_writer();
+        }
         Ok(Shared {
             array: raw,
             info,

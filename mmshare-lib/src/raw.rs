@@ -105,7 +105,23 @@ impl RawArray {
         // nobody uses, looks for this lock to see that someone does (docs/FORMAT.md).
         let _ = crate::sys::hold_participant_lock(&raw.file);
         raw.control = ArrayControl::open_beside(path);
+        if access == Access::Write {
+            raw.register_writer();
+        }
         Ok(raw)
+    }
+
+    /// Registers this write handle in the array's control state (a slot and its liveness
+    /// lock, held until the handle goes), so that a recovery tells whether a writer lives by
+    /// the kernel's word rather than by `/proc` (right across pid namespaces, and after an
+    /// `exec`: docs/FORMAT.md, "A writer that dies mid-write"). Clients do it for every
+    /// handle opened for writing; without control state it does nothing.
+    pub fn register_writer(&mut self) {
+        if self.map.writable()
+            && let Some(control) = self.control.as_mut()
+        {
+            control.register_writer(ProcessId::current().to_word());
+        }
     }
 
     /// Maps an already open array file and its control file (as the daemon hands them out).
@@ -759,7 +775,10 @@ impl RawArray {
             let Some(writer) = ProcessId::from_word(word) else {
                 return Ok(Recovery::WriterUnknown { sequence: s });
             };
-            match judge(writer) {
+            // The writer's registration, when it made one, is the kernel's word; `judge` only
+            // for writers that wrote unregistered.
+            let registered = self.control.as_ref().and_then(|c| c.writer_liveness(word));
+            match registered.unwrap_or_else(|| judge(writer)) {
                 Liveness::Alive => return Ok(Recovery::WriterAlive(writer)),
                 Liveness::Unknown => return Ok(Recovery::WriterUnknown { sequence: s }),
                 Liveness::Dead => {}

@@ -34,6 +34,7 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
   hold-many SOCKET PREFIX N             create N memory arrays and hold them open
   path-sub PATH COUNT                   subscribe by path, losslessly; check COUNT frames
   client-wait SOCKET NAME               wait (through the daemon) for NAME's next version
+  hold-then-exec SOCKET NAME            take NAME's write side, then exec sleep
   subscribe-then-exec SOCKET NAME       subscribe losslessly, then exec sleep
   reader PATH SECONDS [skip-recheck]    read snapshots and check each one is consistent
   hold PATH                             take the write side, print 'holding', sleep forever
@@ -227,6 +228,7 @@ fn main() -> ExitCode {
         ["hold-many", socket, prefix, n] => hold_many(socket, prefix, n.parse().unwrap_or(1)),
         ["path-sub", path, count] => path_sub(path, count.parse().unwrap_or(1)),
         ["client-wait", socket, name] => client_wait(socket, name),
+        ["hold-then-exec", socket, name] => hold_then_exec(socket, name),
         ["subscribe-then-exec", socket, name] => subscribe_then_exec(socket, name),
         _ => {
             eprintln!("{USAGE}");
@@ -240,6 +242,20 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Opens `name` for writing through the daemon, takes the write side (a write left
+/// half-done), says `holding`, then execs `sleep 3600`: the writer's process (pid and start
+/// time) goes on as another program, its write never finished.
+fn hold_then_exec(socket: &str, name: &str) -> Result<ExitCode> {
+    use std::os::unix::process::CommandExt;
+    let client = Client::connect(socket)?;
+    let array = client.open_raw(name, Access::Write)?;
+    let session = array.begin_write()?;
+    say(&format!("holding version={}", session.version()));
+    let e = std::process::Command::new("sleep").arg("3600").exec();
+    drop((session, array));
+    Err(format!("exec: {e}").into())
 }
 
 /// Opens `name` for reading through the daemon, says `waiting`, and waits (up to an hour)

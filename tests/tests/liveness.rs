@@ -157,3 +157,33 @@ fn a_reader_killed_asleep_leaves_writes_without_system_calls() {
     }
     panic!("the killed reader was never seen counted as a sleeper: the test proved nothing");
 }
+
+/// A writer whose process execs in the middle of a write (same pid, same start time) is gone
+/// as a writer: its write handle's registration lock went with the exec, and the daemon
+/// recovers the write (TORN, a new version). Judged from `/proc`, it lived for ever and the
+/// array stayed mid-write.
+#[test]
+fn a_writer_that_execs_mid_write_is_recovered() {
+    let d = Daemon::start(&[]);
+    let sock = d.socket.display().to_string();
+    let c = d.client();
+    drop(
+        c.create(&mmshare::CreateOptions::new("w", "<u8", &[4]).memory())
+            .unwrap(),
+    );
+    let mut writer = Worker::spawn(&["hold-then-exec", &sock, "w"]);
+    writer.expect_line("holding", WATCHDOG);
+    let deadline = std::time::Instant::now() + WATCHDOG;
+    loop {
+        let info = c.stat("w").unwrap();
+        if info.torn && info.version >= 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watchdog: the write of a writer that exec'd was never recovered: {info:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    writer.kill();
+}
