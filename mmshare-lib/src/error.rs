@@ -206,6 +206,21 @@ pub enum WriteError {
         /// The sequence found when publishing.
         found: u64,
     },
+    /// A durable write could not make its data or its commit reach the disk (`msync` failed):
+    /// the version is published in memory (`version`, 0 if nothing was written), but a machine
+    /// crash may lose it; the file then shows the write as torn at the next open.
+    #[error(
+        "the write (version {version}) is published but not known to be on disk: {stage} failed: {error}"
+    )]
+    NotDurable {
+        /// The version published, or 0 when the write did not start.
+        version: u64,
+        /// Which sync failed ("the sync of the header before the data", "the sync of the
+        /// data", "the sync of the commit").
+        stage: &'static str,
+        /// The OS error, as text.
+        error: String,
+    },
 }
 
 /// No newer version was published in time.

@@ -75,22 +75,27 @@ pub enum Step {
     Map,
     /// The daemon opening the descriptors it sends the client.
     ClientFiles,
+    /// An `msync` of a durable write.
+    Sync,
+    /// A durable write, right after it synced its data and before it commits: the test
+    /// "crashes" there (the write returns as if the machine had stopped).
+    CrashBeforeCommit,
 }
 
-#[cfg(feature = "fault-injection")]
+#[cfg(any(test, feature = "fault-injection"))]
 thread_local! {
     static FAIL_AT: std::cell::Cell<Option<(Step, i32)>> = const { std::cell::Cell::new(None) };
 }
 
 /// Makes `step` fail with the OS error `errno` on this thread, every time, until called again
 /// (with `None` to fail nothing).
-#[cfg(feature = "fault-injection")]
+#[cfg(any(test, feature = "fault-injection"))]
 pub fn fail_step(at: Option<(Step, i32)>) {
     FAIL_AT.with(|f| f.set(at));
 }
 
 /// The armed error if this thread armed `step` to fail.
-#[cfg(feature = "fault-injection")]
+#[cfg(any(test, feature = "fault-injection"))]
 pub fn step(step: Step) -> std::io::Result<()> {
     match FAIL_AT.with(std::cell::Cell::get) {
         Some((armed, errno)) if armed == step => Err(std::io::Error::from_raw_os_error(errno)),
@@ -99,7 +104,7 @@ pub fn step(step: Step) -> std::io::Result<()> {
 }
 
 /// Always `Ok` without the `fault-injection` feature.
-#[cfg(not(feature = "fault-injection"))]
+#[cfg(not(any(test, feature = "fault-injection")))]
 #[inline(always)]
 pub fn step(_step: Step) -> std::io::Result<()> {
     Ok(())

@@ -167,11 +167,66 @@ impl Mapping {
         unsafe { self.base.add(HEADER_SIZE) }
     }
 
+    /// Writes the dirty pages of bytes `offset..offset + len` back to the file and waits
+    /// (msync of the pages that hold them). A no-op for read-only mappings.
+    pub(crate) fn flush_range(&self, offset: usize, len: usize) -> io::Result<()> {
+        crate::fault::step(crate::fault::Step::Sync)?;
+        #[cfg(test)]
+        mirror::copy(self, offset, len);
+        match &self._map {
+            MapKind::ReadWrite(m) => m.flush_range(offset, len),
+            MapKind::ReadOnly(_) => Ok(()),
+        }
+    }
+
     /// Writes dirty pages back to the file and waits (msync). A no-op for read-only mappings.
     pub(crate) fn flush(&self) -> io::Result<()> {
         match &self._map {
             MapKind::ReadWrite(m) => m.flush(),
             MapKind::ReadOnly(_) => Ok(()),
         }
+    }
+}
+
+/// Tests of what reaches the disk: while a thread has a mirror file set, every
+/// [`Mapping::flush_range`] of it also copies the bytes it syncs into the mirror at the same
+/// offsets. The mirror is then the disk as a machine crash would leave it (only what was
+/// synced), without crashing the machine.
+#[cfg(test)]
+pub(crate) mod mirror {
+    use std::cell::RefCell;
+    use std::fs::File;
+    use std::os::unix::fs::FileExt;
+
+    thread_local! {
+        static MIRROR: RefCell<Option<File>> = const { RefCell::new(None) };
+        static LOG: RefCell<Vec<(usize, usize, u64)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Mirrors this thread's syncs into `file` (or stops, with `None`), and starts a new log.
+    pub(crate) fn set(file: Option<File>) {
+        MIRROR.with(|m| *m.borrow_mut() = file);
+        LOG.with(|l| l.borrow_mut().clear());
+    }
+
+    /// The syncs mirrored since the last [`set`] or `take_log`, in order: offset, length, and
+    /// the header's sequence word at the time.
+    pub(crate) fn take_log() -> Vec<(usize, usize, u64)> {
+        LOG.with(|l| std::mem::take(&mut *l.borrow_mut()))
+    }
+
+    pub(super) fn copy(map: &super::Mapping, offset: usize, len: usize) {
+        MIRROR.with(|m| {
+            if let Some(file) = m.borrow().as_ref() {
+                let sequence = map
+                    .u64_at(crate::format::offsets::SEQUENCE)
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                LOG.with(|l| l.borrow_mut().push((offset, len, sequence)));
+                // SAFETY: `offset..offset + len` is inside the mapping (the caller's range).
+                let bytes = unsafe { std::slice::from_raw_parts(map.base.add(offset), len) };
+                file.write_all_at(bytes, offset as u64)
+                    .expect("mirror write");
+            }
+        });
     }
 }

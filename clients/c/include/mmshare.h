@@ -269,6 +269,20 @@ int mms_array_read(struct mms_array *array, void *dst, size_t len, uint64_t *ver
 // valid for a write.
 int mms_array_write(struct mms_array *array, const void *src, size_t len, uint64_t *version);
 
+// Writes the whole array from `src` as `mms_array_write` does, **durably**: when it returns
+// `MMS_OK` the new version is on disk, and a machine crash before that leaves the array either
+// at the old version or marked torn at the next open, never a committed version next to
+// half-written data (the header is synced as mid-write before the data, the data before the
+// commit, the commit after it: three `msync`s). `MMS_ERR_IO` when a sync fails: the version
+// may be published but not on disk.
+//
+// # Safety
+// As `mms_array_write`.
+int mms_array_write_durable(struct mms_array *array,
+                            const void *src,
+                            size_t len,
+                            uint64_t *version);
+
 // Starts a write in place: takes the write side and gives the data's first byte (`data`)
 // and length (`len`); readers wait (or retry) until `mms_array_commit` or
 // `mms_array_abort`. Write only there, only until then.

@@ -236,6 +236,7 @@ impl From<WriteError> for Failure {
             WriteError::ReadOnly => MMS_ERR_PERMISSION,
             WriteError::Timeout { .. } => MMS_ERR_TIMEOUT,
             WriteError::LostWriteSide { .. } => MMS_ERR_LOST,
+            WriteError::NotDurable { .. } => MMS_ERR_IO,
             _ => MMS_ERR_INVALID_ARGUMENT,
         };
         Failure::new(code, e.to_string())
@@ -979,6 +980,44 @@ pub unsafe extern "C" fn mms_array_write(
         // SAFETY: checked non-NULL; valid for `len` bytes of reads (the contract).
         let buf = unsafe { std::slice::from_raw_parts(src.cast::<u8>(), len) };
         let v = a.array.write_bytes(0, buf)?;
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe { put(version, v) };
+        Ok(())
+    })
+}
+
+/// Writes the whole array from `src` as `mms_array_write` does, **durably**: when it returns
+/// `MMS_OK` the new version is on disk, and a machine crash before that leaves the array either
+/// at the old version or marked torn at the next open, never a committed version next to
+/// half-written data (the header is synced as mid-write before the data, the data before the
+/// commit, the commit after it: three `msync`s). `MMS_ERR_IO` when a sync fails: the version
+/// may be published but not on disk.
+///
+/// # Safety
+/// As `mms_array_write`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_array_write_durable(
+    array: *mut mms_array,
+    src: *const c_void,
+    len: usize,
+    version: *mut u64,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let a = unsafe { live(array) }?;
+        if src.is_null() {
+            return Err(Failure::invalid("src is NULL"));
+        }
+        whole(a, len, "src")?;
+        if a.session.is_some() {
+            return Err(Failure::new(
+                MMS_ERR_BUSY,
+                "this handle has a write open (mms_array_begin_write): commit or abort it first",
+            ));
+        }
+        // SAFETY: checked non-NULL; valid for `len` bytes of reads (the contract).
+        let buf = unsafe { std::slice::from_raw_parts(src.cast::<u8>(), len) };
+        let v = a.array.write_bytes_durable(0, buf)?;
         // SAFETY: NULL or valid for a write (the contract).
         unsafe { put(version, v) };
         Ok(())

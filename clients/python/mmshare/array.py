@@ -193,7 +193,7 @@ class SharedArray:
     # -- writing ----------------------------------------------------------------------------
 
     @contextmanager
-    def write(self, timeout: float = 10.0, repair: bool = False):
+    def write(self, timeout: float = 10.0, repair: bool = False, durable: bool = False):
         """Takes the write side, yields a writable view of the array, publishes a new version
         on exit.
 
@@ -208,6 +208,12 @@ class SharedArray:
         body runs publishes the untouched array as it was. A write that replaces the whole
         array can pass `repair=True` to clear an earlier TORN mark.
 
+        With `durable=True` (a file-backed array whose data must survive a power loss), the
+        version is on disk when the block ends: the header is synced as "mid-write" before the
+        body runs, the data is synced before the commit, and the commit is synced after it; a
+        machine crash in between leaves the array marked torn at the next open, never a
+        committed version next to half-written data. Three `msync`s a write.
+
         Raises `LostWriteSide` if the write side was taken from this writer (a recovery judged
         it dead) before it published: nothing is published as this write, and the array ends
         up TORN (this writer takes the write side again, within `timeout`, to mark it so, since
@@ -218,7 +224,7 @@ class SharedArray:
         if not self.writable:
             raise errors.PermissionDenied(f"{self.name} is open read-only; open it with mode 'r+'")
         self._check_open()
-        token = self._native.begin_write(timeout)
+        token = self._native.begin_write(timeout, durable)
         view = self._rw.view()
         ok = False
         try:

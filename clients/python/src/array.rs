@@ -230,13 +230,27 @@ impl NativeArray {
     }
 
     /// Takes the write side (waiting with the GIL released); the token publishes.
-    fn begin_write(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<WriteToken> {
+    #[pyo3(signature = (timeout, durable=false))]
+    fn begin_write(
+        &self,
+        py: Python<'_>,
+        timeout: Option<f64>,
+        durable: bool,
+    ) -> PyResult<WriteToken> {
         let array = self.live(py)?;
         let timeout = duration(timeout)?;
         // Not sliced: the wait for a recovery's claim on the writer word inside it decides
         // "lost" by the timeout, so it must see the whole of it.
         let session = py
-            .detach(|| array.with_timeout(timeout, || array.begin_write()))
+            .detach(|| {
+                array.with_timeout(timeout, || {
+                    if durable {
+                        array.begin_write_durable()
+                    } else {
+                        array.begin_write()
+                    }
+                })
+            })
             .map_err(|e| errors::write(py, self.name(), e))?;
         Ok(WriteToken {
             array: Arc::clone(&self.array),
