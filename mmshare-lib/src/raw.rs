@@ -1460,13 +1460,12 @@ mod tests {
         let on_disk = |want: u8| {
             let d = RawArray::open(&disk, Access::Read).unwrap();
             let mut got = vec![0u8; 4096];
-            d.read_bytes(0, &mut got).map(|snap| {
-                assert!(
-                    got.iter().all(|&b| b == want),
-                    "disk data is not all {want}"
-                );
-                snap
-            })
+            let snap = d.read_bytes(0, &mut got);
+            assert!(
+                got.iter().all(|&b| b == want),
+                "disk data is not all {want}"
+            );
+            snap
         };
 
         let v1 = w.write_bytes_durable(0, &[1u8; 4096]).unwrap();
