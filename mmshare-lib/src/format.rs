@@ -158,6 +158,9 @@ pub mod offsets {
     pub const WRITE_COUNT: usize = 0x500;
     /// `u64` time of the last completed write, ns since the Unix epoch.
     pub const LAST_WRITE_NS: usize = 0x508;
+    /// Writer registrations: 64 `u64`, each 0 or the identity word (as `WRITER`) of the
+    /// process whose write handle holds an exclusive OFD lock on that slot's first byte.
+    pub const WRITER_SLOTS: usize = 0x600;
     /// Reserved for per-stripe sequences: 32 `u64`, one per 64-byte line, from here to 0x1000.
     pub const STRIPES: usize = 0x800;
 

@@ -84,6 +84,9 @@ pub struct RawArray {
     retries: AtomicU64,
     /// The array's control file (sleeper count), when there is one.
     control: Option<ArrayControl>,
+    /// The writer registration this handle holds (slot, and the identity word of the process
+    /// that registered: a forked child's copy leaves it alone).
+    writer_slot: Option<(usize, u64)>,
 }
 
 impl RawArray {
@@ -113,17 +116,68 @@ impl RawArray {
         Ok(raw)
     }
 
-    /// Registers this write handle in the array's control state (a slot and its liveness
-    /// lock, held until the handle goes), so that a recovery tells whether a writer lives by
-    /// the kernel's word rather than by `/proc` (right across pid namespaces, and after an
-    /// `exec`: docs/FORMAT.md, "A writer that dies mid-write"). Clients do it for every
-    /// handle opened for writing; without control state it does nothing.
+    /// Registers this write handle as a writer of its process (docs/FORMAT.md, "A writer
+    /// that dies mid-write"): an exclusive OFD lock on the byte of a free registration slot of
+    /// the header (`WRITER_SLOTS`), then the process's identity word in that slot, both kept
+    /// until the handle goes. Only a read-write description can take an exclusive lock and
+    /// only writers map the header read-write, so no reader can forge a registration. A
+    /// recovery then tells whether a recorded writer lives by the kernel's word rather than by
+    /// `/proc`: right across pid namespaces, and after an `exec`. Clients do it for every
+    /// handle opened for writing. Nothing happens for a read-only handle, when every slot is
+    /// taken, without OFD locks, or without a start time in the process's identity.
     pub fn register_writer(&mut self) {
-        if self.map.writable()
-            && let Some(control) = self.control.as_mut()
-        {
-            control.register_writer(ProcessId::current().to_word());
+        let me = ProcessId::current();
+        if !self.map.writable() || self.writer_slot.is_some() || me.start_time == 0 {
+            return;
         }
+        for k in 0..WRITER_SLOT_COUNT {
+            match crate::sys::try_lock_byte(&self.file, writer_slot_offset(k) as u64) {
+                Ok(true) => {
+                    self.writer_slot_word(k)
+                        .store(me.to_word(), Ordering::Release);
+                    self.writer_slot = Some((k, me.to_word()));
+                    return;
+                }
+                Ok(false) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn writer_slot_word(&self, k: usize) -> &AtomicU64 {
+        self.map.u64_at(writer_slot_offset(k))
+    }
+
+    /// What the writer registrations say of the process whose identity word is `writer`:
+    /// alive if a slot names it and a writer's exclusive lock is held on it (by another
+    /// description than this handle's, or by this handle itself); dead if slots name it and
+    /// none is locked (every write handle of that process is gone: it died, or exec'd); `None`
+    /// if no slot names it (it wrote unregistered), if its identity has no start time, or if
+    /// the locks cannot be told (no OFD locks, or a reader's shared lock on the byte).
+    fn writer_liveness(&self, writer: u64) -> Option<Liveness> {
+        if ProcessId::from_word(writer).is_none_or(|w| w.start_time == 0) {
+            return None;
+        }
+        let mut named = false;
+        for k in 0..WRITER_SLOT_COUNT {
+            if self.writer_slot_word(k).load(Ordering::Acquire) != writer {
+                continue;
+            }
+            if self.writer_slot.is_some_and(|(own, _)| own == k) {
+                return Some(Liveness::Alive);
+            }
+            match crate::sys::write_locked(&self.file, writer_slot_offset(k) as u64) {
+                Ok(Some(true)) => return Some(Liveness::Alive),
+                // Unlocked, and still naming it: a handle that goes clears its slot before it
+                // unlocks, so a slot seen unlocked while it still names `writer` is one whose
+                // handle died with its process.
+                Ok(Some(false)) => {
+                    named |= self.writer_slot_word(k).load(Ordering::Acquire) == writer;
+                }
+                Ok(None) | Err(_) => return None,
+            }
+        }
+        named.then_some(Liveness::Dead)
     }
 
     /// Maps an already open array file and its control file (as the daemon hands them out).
@@ -220,6 +274,7 @@ impl RawArray {
             accept_torn: false,
             retries: AtomicU64::new(0),
             control: None,
+            writer_slot: None,
         })
     }
 
@@ -779,7 +834,7 @@ impl RawArray {
             };
             // The writer's registration, when it made one, is the kernel's word; `judge` only
             // for writers that wrote unregistered.
-            let registered = self.control.as_ref().and_then(|c| c.writer_liveness(word));
+            let registered = self.writer_liveness(word);
             match registered.unwrap_or_else(|| judge(writer)) {
                 Liveness::Alive => return Ok(Recovery::WriterAlive(writer)),
                 Liveness::Unknown => return Ok(Recovery::WriterUnknown { sequence: s }),
@@ -1293,6 +1348,33 @@ pub(crate) fn read_up_to(file: &File, buf: &mut [u8]) -> std::io::Result<usize> 
     Ok(got)
 }
 
+/// Writer registration slots in the header's mutable part (docs/FORMAT.md).
+const WRITER_SLOT_COUNT: usize = 64;
+
+/// Byte offset of writer registration slot `k` (a `u64`), which is also the byte its holder
+/// locks.
+const fn writer_slot_offset(k: usize) -> usize {
+    offsets::WRITER_SLOTS + 8 * k
+}
+
+impl Drop for RawArray {
+    fn drop(&mut self) {
+        // Only in the process that registered (a forked child's copy leaves the parent's
+        // registration alone); the slot is cleared before it is unlocked.
+        if let Some((k, me)) = self.writer_slot
+            && ProcessId::current().to_word() == me
+        {
+            let _ = self.writer_slot_word(k).compare_exchange(
+                me,
+                0,
+                Ordering::Release,
+                Ordering::Relaxed,
+            );
+            crate::sys::unlock_byte(&self.file, writer_slot_offset(k) as u64);
+        }
+    }
+}
+
 /// The little-endian `u64` at byte `at` of `file` (read with `pread`), or 0 past its end.
 pub(crate) fn read_word_at(file: &File, at: u64) -> std::io::Result<u64> {
     let mut b = [0u8; 8];
@@ -1442,6 +1524,38 @@ mod tests {
             .0
     }
 
+    /// Writer registrations live where only writers write (the header of the data file) and
+    /// need an exclusive lock, which only a read-write description can take: a reader can
+    /// neither take one nor, with a shared lock on a slot's byte, make a dead writer look
+    /// alive (the registration then tells nothing, and the judge decides).
+    #[test]
+    fn a_reader_cannot_forge_a_writer_registration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), 8);
+        let reader = File::open(&path).unwrap();
+        assert!(crate::sys::try_lock_byte(&reader, writer_slot_offset(0) as u64).is_err());
+        let w = RawArray::open(&path, Access::Write).unwrap();
+        assert_eq!(w.writer_slot.map(|(k, _)| k), Some(0));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let dead = ProcessId { pid, start_time: 1 }.to_word();
+        w.writer_slot_word(5).store(dead, Ordering::Release);
+        assert_eq!(w.writer_liveness(dead), Some(Liveness::Dead));
+        crate::sys::lock_shared_byte(&reader, writer_slot_offset(5) as u64).unwrap();
+        assert_eq!(
+            w.writer_liveness(dead),
+            None,
+            "a reader's lock is no writer's"
+        );
+        crate::sys::unlock_byte(&reader, writer_slot_offset(5) as u64);
+        assert_eq!(w.writer_liveness(dead), Some(Liveness::Dead));
+        assert_eq!(
+            w.writer_liveness(ProcessId::current().to_word()),
+            Some(Liveness::Alive)
+        );
+    }
+
     /// What a machine crash leaves on disk during a durable write, seen through the sync
     /// mirror (a copy of the file that receives exactly the bytes each `msync` writes back):
     /// a write that completes is on disk, committed; one cut off after its data sync and
@@ -1498,7 +1612,17 @@ mod tests {
         );
         // The disk: the new data, under an odd sequence (mid-write) that a recovery after the
         // crash (its writer is gone) turns into a TORN version.
-        let d = RawArray::open(&disk, Access::Write).unwrap();
+        // Opened without registering (after a reboot nobody would hold a lock on it; this
+        // process would otherwise register under the same identity as the crashed writer).
+        let d = RawArray::from_file(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&disk)
+                .unwrap(),
+            Access::Write,
+        )
+        .unwrap();
         assert_eq!(
             d.sequence() % 2,
             1,

@@ -112,25 +112,6 @@ pub fn is_array_control(file: &File) -> bool {
 /// shared OFD lock on (see [`ArrayControl::sleep_begin`]). Byte 0 is the participant lock's.
 const SLEEPER_LOCK_BYTE: u64 = 2;
 
-/// Offset of the writer registrations: `WRITER_SLOTS` words, each 0 or the identity (as the
-/// data file's `writer` word) of the process whose write handle holds the slot.
-const WRITERS: usize = 0x100;
-/// Writer registrations in the control state.
-const WRITER_SLOTS: usize = 64;
-/// The byte whose exclusive OFD lock a write handle holding slot `k` keeps: `WRITER_LOCKS + k`
-/// (past the end of the 4096 bytes: a lock needs no bytes behind it).
-const WRITER_LOCKS: u64 = 0x1000;
-
-impl Drop for ArrayControl {
-    fn drop(&mut self) {
-        if let Some(k) = self.writer_slot {
-            self.writer_word(k)
-                .store(0, std::sync::atomic::Ordering::Release);
-            crate::sys::unlock_byte(&self.file, WRITER_LOCKS + k as u64);
-        }
-    }
-}
-
 /// A mapped array control file, and its descriptor (for the sleepers' presence lock).
 #[derive(Debug)]
 pub(crate) struct ArrayControl {
@@ -139,8 +120,6 @@ pub(crate) struct ArrayControl {
     /// Waiters of this handle counted in `SLEEPERS` now: the presence lock is held while
     /// there is one (an OFD lock belongs to the description, shared by the handle's threads).
     asleep: std::sync::Mutex<u32>,
-    /// The writer slot this (write) handle holds, if it registered.
-    writer_slot: Option<usize>,
 }
 
 impl ArrayControl {
@@ -155,7 +134,6 @@ impl ArrayControl {
             map,
             file,
             asleep: std::sync::Mutex::new(0),
-            writer_slot: None,
         })
     }
 
@@ -172,64 +150,6 @@ impl ArrayControl {
     /// The sleeper count.
     pub(crate) fn sleepers(&self) -> &AtomicU32 {
         self.map.u32_at(SLEEPERS)
-    }
-
-    fn writer_word(&self, k: usize) -> &std::sync::atomic::AtomicU64 {
-        self.map.u64_at(WRITERS + 8 * k)
-    }
-
-    /// Registers this handle as a writer of process `me` (its identity word, as recorded in
-    /// the data file's `writer` word when it writes): takes the exclusive lock on a free
-    /// slot's byte, then writes `me` into the slot (a slot whose lock is free is free,
-    /// whatever word a gone handle left in it: identity words are never reused, as they carry
-    /// the process's start time). Held until the handle goes (the kernel
-    /// drops the lock when the process dies or execs). No slot free, or no OFD locks: the
-    /// handle writes unregistered, and a recovery judges it from `/proc`.
-    pub(crate) fn register_writer(&mut self, me: u64) {
-        for k in 0..WRITER_SLOTS {
-            match crate::sys::try_lock_byte(&self.file, WRITER_LOCKS + k as u64) {
-                Ok(true) => {
-                    self.writer_word(k)
-                        .store(me, std::sync::atomic::Ordering::Release);
-                    self.writer_slot = Some(k);
-                    return;
-                }
-                Ok(false) => {}
-                Err(_) => return,
-            }
-        }
-    }
-
-    /// What the writer registrations say of the process whose identity word is `writer`:
-    /// alive if a slot names it and its lock is held (by another description: a write handle
-    /// of that process, in whatever pid namespace, that has not died or exec'd); dead if
-    /// slots name it but none is locked (every write handle of it is gone); `None` if none
-    /// names it (it wrote without registering: judge it otherwise) or locks cannot be asked.
-    pub(crate) fn writer_liveness(&self, writer: u64) -> Option<crate::Liveness> {
-        if writer == 0 {
-            return None;
-        }
-        let mut named = false;
-        for k in 0..WRITER_SLOTS {
-            if self
-                .writer_word(k)
-                .load(std::sync::atomic::Ordering::Acquire)
-                != writer
-            {
-                continue;
-            }
-            named = true;
-            // This handle's own lock is not reported to it (it is on its own description).
-            if self.writer_slot == Some(k) {
-                return Some(crate::Liveness::Alive);
-            }
-            match crate::sys::byte_locked(&self.file, WRITER_LOCKS + k as u64) {
-                Ok(true) => return Some(crate::Liveness::Alive),
-                Ok(false) => {}
-                Err(_) => return None,
-            }
-        }
-        named.then_some(crate::Liveness::Dead)
     }
 
     /// Counts a waiter of this handle in `SLEEPERS`, after marking the handle's presence with

@@ -437,6 +437,21 @@ pub(crate) fn byte_locked(file: &File, byte: u64) -> io::Result<bool> {
     Ok(found.l_type != libc::F_UNLCK as libc::c_short)
 }
 
+/// Whether a description other than `file`'s holds an **exclusive** lock on `byte`:
+/// `Some(true)` if so, `Some(false)` if nobody holds a lock there, `None` if someone holds a
+/// shared one (a reader's, which tells nothing of a writer).
+///
+/// # Errors
+/// The OS error.
+pub(crate) fn write_locked(file: &File, byte: u64) -> io::Result<Option<bool>> {
+    let found = ofd_lock_at(file, byte as libc::off_t, libc::F_OFD_GETLK, libc::F_WRLCK)?;
+    Ok(match found.l_type as libc::c_int {
+        libc::F_UNLCK => Some(false),
+        libc::F_WRLCK => Some(true),
+        _ => None,
+    })
+}
+
 /// Connects a close-on-exec SOCK_SEQPACKET Unix socket to `path`, waiting at most `timeout`
 /// while the listener's queue is full (a frozen or overloaded daemon accepts nothing, and a
 /// blocking connect would wait for it for ever). The connected socket then waits at most

@@ -419,20 +419,34 @@ impl StreamFiles {
         sys::unlock_byte(&self.control_file, layout::record_lock_byte(r));
     }
 
-    /// Takes the publisher's liveness lock: `Ok(false)` if a live publisher holds it.
-    pub(crate) fn lock_publisher(&self) -> std::io::Result<bool> {
-        sys::try_lock_byte(&self.control_file, layout::PUBLISHER_LOCK_BYTE)
+    /// Takes the publisher's liveness lock: an exclusive lock on the `PUBLISHER` word's first
+    /// byte of the **data file**, which only a publisher (the one participant with a
+    /// read-write description of it) can take. `Ok(Some(false))` if a live publisher holds
+    /// it; `Ok(None)` if a subscriber's shared lock is in the way (which tells nothing).
+    pub(crate) fn lock_publisher(&self) -> std::io::Result<Option<bool>> {
+        let byte = offsets::PUBLISHER as u64;
+        if sys::try_lock_byte(&self.data_file, byte)? {
+            return Ok(Some(true));
+        }
+        Ok(match sys::write_locked(&self.data_file, byte)? {
+            Some(true) => Some(false),
+            // Gone between the two calls, or a shared lock: cannot tell.
+            Some(false) | None => None,
+        })
     }
 
     /// Gives up the publisher's liveness lock.
     pub(crate) fn unlock_publisher(&self) {
-        sys::unlock_byte(&self.control_file, layout::PUBLISHER_LOCK_BYTE);
+        sys::unlock_byte(&self.data_file, offsets::PUBLISHER as u64);
     }
 
     /// Whether a publisher is attached, as the kernel tells (another description than this
-    /// handle's holds the publisher's liveness lock); `None` if it cannot tell (no OFD locks).
+    /// handle's holds the publisher's exclusive lock on the data file); `None` if it cannot
+    /// tell (no OFD locks, or a subscriber's shared lock on that byte).
     pub fn publisher_attached(&self) -> Option<bool> {
-        sys::byte_locked(&self.control_file, layout::PUBLISHER_LOCK_BYTE).ok()
+        sys::write_locked(&self.data_file, offsets::PUBLISHER as u64)
+            .ok()
+            .flatten()
     }
 
     /// Takes a dead subscriber's registration out of `SLEEPERS`.

@@ -51,10 +51,6 @@ pub(crate) const CONFIG_LOSSLESS: u64 = 1 << 8;
 /// no OFD locks); it is judged by the process identity in `who` instead.
 pub(crate) const CONFIG_UNLOCKED: u64 = 1 << 9;
 
-/// The control file's byte that the attached publisher holds an exclusive OFD lock on for as
-/// long as it is attached (see `sys::try_lock_byte`). Byte 0 is the participant lock's.
-pub(crate) const PUBLISHER_LOCK_BYTE: u64 = 1;
-
 /// The control file's byte that the subscriber of record `r` holds an exclusive OFD lock on
 /// for as long as the record is its own: the record's first byte.
 pub(crate) const fn record_lock_byte(r: usize) -> u64 {

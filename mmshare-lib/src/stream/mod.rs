@@ -198,8 +198,9 @@
 //!   continues the numbering: if the old one died between storing a tag and storing
 //!   `PUBLISHED`, the new one counts that complete frame as published.
 //! * **The daemon dies.** It is not on the data path: publisher and subscribers go on.
-//! * **Two publishers.** The attached publisher holds an exclusive lock on byte 1 of the
-//!   control file; another that cannot take it is refused, and one that can knows the
+//! * **Two publishers.** The attached publisher holds an exclusive lock on the first byte of
+//!   the data file's `PUBLISHER` word (only a read-write description, so only a publisher,
+//!   can take one); another that cannot take it is refused, and one that can knows the
 //!   recorded publisher is gone. Without OFD locks a publisher misjudged dead (across pid
 //!   namespaces) can be replaced; it finds out at its next loan (`PublisherLost`).
 //!

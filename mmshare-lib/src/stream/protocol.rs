@@ -515,6 +515,7 @@ pub(crate) fn unsubscribe<W: Word>(
     ring: &Ring<'_, W>,
     record: usize,
     owner: u64,
+    me: u64,
     reclaimer_gone: impl Fn(u64) -> bool,
 ) {
     // A registered reclaimer that is still at work (it judged us dead) frees the record
@@ -523,7 +524,7 @@ pub(crate) fn unsubscribe<W: Word>(
     // record claimed in that moment may see it: look again a few times while the record is
     // still ours.
     for _ in 0..1000 {
-        if free_record(ring, record, owner, owner, &reclaimer_gone).is_some()
+        if free_record(ring, record, owner, me, &reclaimer_gone).is_some()
             || ring.records[record].owner.load(Acquire) != owner
         {
             return;
@@ -1108,7 +1109,7 @@ mod model_tests {
                 read_taken(&m, taken);
                 release(&ring, record, 0, taken.slot);
             }
-            unsubscribe(&ring, record, 7, |_| true);
+            unsubscribe(&ring, record, 7, 7, |_| true);
             publisher.join().unwrap();
         });
     }

@@ -123,8 +123,8 @@ impl<T: Element> Publisher<T> {
         // The publisher's liveness lock: held by a live publisher (whatever its pid
         // namespace), dropped by the kernel when it dies or execs. Without OFD locks, the
         // recorded publisher's liveness is judged from `/proc` instead.
-        let locked = files.lock_publisher();
-        if let Ok(false) = locked {
+        let locked = files.lock_publisher().ok().flatten();
+        if locked == Some(false) {
             return Err(StreamError::PublisherBusy {
                 name: files.header().name.clone(),
                 pid: word.load(Acquire) as u32,
@@ -135,7 +135,7 @@ impl<T: Element> Publisher<T> {
             let free = match ProcessId::from_word(current) {
                 None => true,
                 // We hold the lock: whoever the word names is not attached any more.
-                Some(_) if locked.is_ok() => true,
+                Some(_) if locked == Some(true) => true,
                 Some(other) => current != me && other.liveness() == Liveness::Dead,
             };
             if !free {

@@ -118,14 +118,15 @@ impl<T: Element> Subscriber<T> {
         // The record's liveness lock is taken before the claim and held while the record is
         // ours (see `StreamFiles::reclaim_subscribers`); without OFD locks the record is
         // marked as judged by its process identity instead.
-        let unlocked = Cell::new(false);
+        // The record whose lock could not be asked (no OFD locks): claimed without one.
+        let unlocked = Cell::new(None);
         let record = protocol::claim_record_locked(
             &ring,
             me,
             |r| match files.lock_record(r) {
                 Ok(taken) => taken,
                 Err(_) => {
-                    unlocked.set(true);
+                    unlocked.set(Some(r));
                     true
                 }
             },
@@ -139,7 +140,7 @@ impl<T: Element> Subscriber<T> {
         let budget = files.slots() as u64 - 2;
         let granted = protocol::take_budget(&ring, max_held as u64, budget);
         if granted == 0 {
-            protocol::unsubscribe(&ring, record, me, super::files::reclaimer_gone);
+            protocol::unsubscribe(&ring, record, me, process, super::files::reclaimer_gone);
             files.unlock_record(record);
             return Err(StreamError::NoHoldBudget {
                 name: name(),
@@ -148,7 +149,7 @@ impl<T: Element> Subscriber<T> {
             });
         }
         let lossless = delivery == Delivery::Lossless;
-        let extra = if unlocked.get() {
+        let extra = if unlocked.get() == Some(record) {
             layout::CONFIG_UNLOCKED
         } else {
             0
@@ -447,6 +448,7 @@ impl<T: Element> Drop for Subscriber<T> {
             &self.files.ring(),
             self.record(),
             self.me,
+            self.process,
             super::files::reclaimer_gone,
         );
         // Only once the record is free: a reclaimer must never find it owned and unlocked.
