@@ -1,4 +1,4 @@
-/* Creates an int32 3x4 array, writes 0..11 from a buffer, then 100..111 in place; prints
+/* Creates an int32 3x4 array, writes 0..11 from a buffer (durably), then 100..111 in place; prints
  * both versions. */
 #include "check.h"
 
@@ -12,7 +12,7 @@ int main(int argc, char **argv) {
     int32_t values[12];
     for (int i = 0; i < 12; i++) values[i] = i;
     uint64_t v1, v2;
-    CHECK(mms_array_write(a, values, sizeof values, &v1));
+    CHECK(mms_array_write_durable(a, values, sizeof values, &v1));
     void *data;
     size_t len;
     CHECK(mms_array_begin_write(a, &data, &len));

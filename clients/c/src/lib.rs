@@ -964,26 +964,8 @@ pub unsafe extern "C" fn mms_array_write(
     len: usize,
     version: *mut u64,
 ) -> c_int {
-    ffi(|| {
-        // SAFETY: a live handle of this type, used by this thread only (the contract).
-        let a = unsafe { live(array) }?;
-        if src.is_null() {
-            return Err(Failure::invalid("src is NULL"));
-        }
-        whole(a, len, "src")?;
-        if a.session.is_some() {
-            return Err(Failure::new(
-                MMS_ERR_BUSY,
-                "this handle has a write open (mms_array_begin_write): commit or abort it first",
-            ));
-        }
-        // SAFETY: checked non-NULL; valid for `len` bytes of reads (the contract).
-        let buf = unsafe { std::slice::from_raw_parts(src.cast::<u8>(), len) };
-        let v = a.array.write_bytes(0, buf)?;
-        // SAFETY: NULL or valid for a write (the contract).
-        unsafe { put(version, v) };
-        Ok(())
-    })
+    // SAFETY: the caller's contract, passed on.
+    unsafe { write_whole(array, src, len, version, false) }
 }
 
 /// Writes the whole array from `src` as `mms_array_write` does, **durably**: when it returns
@@ -1002,6 +984,21 @@ pub unsafe extern "C" fn mms_array_write_durable(
     len: usize,
     version: *mut u64,
 ) -> c_int {
+    // SAFETY: the caller's contract, passed on.
+    unsafe { write_whole(array, src, len, version, true) }
+}
+
+/// `mms_array_write` and `mms_array_write_durable`.
+///
+/// # Safety
+/// As `mms_array_write`.
+unsafe fn write_whole(
+    array: *mut mms_array,
+    src: *const c_void,
+    len: usize,
+    version: *mut u64,
+    durable: bool,
+) -> c_int {
     ffi(|| {
         // SAFETY: a live handle of this type, used by this thread only (the contract).
         let a = unsafe { live(array) }?;
@@ -1017,7 +1014,11 @@ pub unsafe extern "C" fn mms_array_write_durable(
         }
         // SAFETY: checked non-NULL; valid for `len` bytes of reads (the contract).
         let buf = unsafe { std::slice::from_raw_parts(src.cast::<u8>(), len) };
-        let v = a.array.write_bytes_durable(0, buf)?;
+        let v = if durable {
+            a.array.write_bytes_durable(0, buf)?
+        } else {
+            a.array.write_bytes(0, buf)?
+        };
         // SAFETY: NULL or valid for a write (the contract).
         unsafe { put(version, v) };
         Ok(())
