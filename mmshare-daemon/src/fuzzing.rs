@@ -903,6 +903,7 @@ mod tests {
             backing: Backing::File,
             mode: 0o600,
             exist_ok: false,
+            stall: Default::default(),
         });
         let open = encode(&Request::Open {
             name: "a".into(),

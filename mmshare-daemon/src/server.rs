@@ -611,6 +611,7 @@ fn dispatch(
             backing,
             mode,
             exist_ok,
+            stall,
         } => match registry.create_stream(
             who,
             &name,
@@ -622,6 +623,7 @@ fn dispatch(
             backing,
             mode,
             exist_ok,
+            stall.into(),
         ) {
             Ok(info) => (Response::Stream(info), Vec::new(), None),
             Err(e) => (error_response(e), Vec::new(), None),

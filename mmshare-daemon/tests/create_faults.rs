@@ -59,6 +59,7 @@ fn create(kind: &str, name: &str, backing: Backing) -> Request {
             backing,
             mode: 0o600,
             exist_ok: false,
+            stall: Default::default(),
         },
     }
 }

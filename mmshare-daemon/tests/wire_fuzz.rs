@@ -278,6 +278,16 @@ enum Flavor {
 /// A well-formed request with fields from the values the daemon treats differently: good and
 /// bad names, dtypes and modes, shapes from empty to over the quota and past `u64`, ring
 /// geometries at and beyond their limits; in a session of `flavor`.
+/// A stall policy: mostly the default, else either kind with any wait.
+fn random_stall(rng: &mut Rng) -> proto::WireStall {
+    let after_ms = *rng.pick(&[0, 1, 200, u32::MAX]);
+    match rng.below(4) {
+        0 => proto::WireStall::Demote { after_ms },
+        1 => proto::WireStall::Evict { after_ms },
+        _ => proto::WireStall::Block,
+    }
+}
+
 fn request(rng: &mut Rng, flavor: Flavor) -> Request {
     let crowd = matches!(flavor, Flavor::Crowd | Flavor::Hog);
     const NAMES: &[&str] = &[
@@ -391,6 +401,7 @@ fn request(rng: &mut Rng, flavor: Flavor) -> Request {
                 backing,
                 mode: *rng.pick(MODES),
                 exist_ok: rng.chance(2),
+                stall: random_stall(rng),
             }
         } else {
             Request::Create {
@@ -442,6 +453,7 @@ fn request(rng: &mut Rng, flavor: Flavor) -> Request {
             backing,
             mode: *rng.pick(MODES),
             exist_ok: rng.chance(2),
+            stall: random_stall(rng),
         },
         11 => Request::OpenStream {
             name,

@@ -724,6 +724,8 @@ pub struct StreamOptions {
     pub mode: u32,
     /// Succeed if an identical stream exists (default false).
     pub exist_ok: bool,
+    /// What the publisher does about a lossless subscriber that stalls it (default Block).
+    pub stall: crate::StallPolicy,
 }
 
 impl StreamOptions {
@@ -739,7 +741,16 @@ impl StreamOptions {
             backing: Backing::File,
             mode: 0o600,
             exist_ok: false,
+            stall: crate::StallPolicy::Block,
         }
+    }
+
+    /// What the publisher does about a lossless subscriber that keeps it waiting for a slot:
+    /// wait (`StallPolicy::Block`, the default), or after a while make it lossy (`Demote`) or
+    /// evict it (`Evict`).
+    pub fn on_stall(mut self, policy: crate::StallPolicy) -> Self {
+        self.stall = policy;
+        self
     }
 
     /// Frames in the ring.
@@ -1038,6 +1049,7 @@ impl Client {
             backing: options.backing,
             mode: options.mode,
             exist_ok: options.exist_ok,
+            stall: options.stall.into(),
         };
         match self.call(&request)? {
             (Response::Stream(info), _) => Ok(info),

@@ -368,6 +368,16 @@ pub enum StreamError {
         /// The stream's name.
         name: String,
     },
+    /// The publisher evicted this subscriber: it was lossless and stalled the stream for
+    /// longer than the stream's stall policy allows. It receives nothing more; it may
+    /// subscribe again.
+    #[error(
+        "stream {name:?}: this subscriber was evicted for stalling the publisher (the stream's stall policy); subscribe again to go on"
+    )]
+    Evicted {
+        /// The stream's name.
+        name: String,
+    },
     /// No free slot within the timeout: lossless subscribers are a whole ring behind.
     #[error(
         "no free slot within {}: the slowest lossless subscriber is {lag} frames behind ({slots} slots)",

@@ -38,9 +38,79 @@ pub const KNOWN_INCOMPAT: u32 = 0;
 /// Read-only-compatible features this code knows: a file with any other bit set in
 /// [`Features::ro_compat`] may be read but never written (none are defined yet).
 pub const KNOWN_RO_COMPAT: u32 = 0;
-/// Extension record tags this code knows (none are defined yet). A record whose tag has bit 15
-/// set is *critical*: a reader that does not know it refuses the file; other records it skips.
-pub const KNOWN_EXTENSION_TAGS: &[u16] = &[];
+/// Extension record tags this code knows. A record whose tag has bit 15 set is *critical*: a
+/// reader that does not know it refuses the file; other records it skips.
+pub const KNOWN_EXTENSION_TAGS: &[u16] = &[EXTENSION_STALL_POLICY];
+
+/// Extension tag 1 (not critical): a stream's [`StallPolicy`], 8 bytes: `u8` kind (0 block,
+/// 1 demote, 2 evict), 3 zero bytes, `u32` milliseconds (little endian). A publisher that
+/// does not know it blocks, as a stream without it does.
+pub const EXTENSION_STALL_POLICY: u16 = 0x0001;
+
+/// What a stream's publisher does when a lossless subscriber keeps it waiting for a free slot
+/// (the subscriber is a whole ring behind: stopped, frozen, or too slow).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum StallPolicy {
+    /// Wait, up to the loan's timeout (the default): a lossless subscriber gets every frame,
+    /// and a stalled one stalls the pipeline.
+    #[default]
+    Block,
+    /// After waiting `after` on them, make the lossless subscribers that hold the publisher
+    /// back lossy: the publisher goes on; each such subscriber learns it
+    /// (`Subscriber::demoted`) and counts the frames it misses, as any lossy subscriber does.
+    Demote {
+        /// How long the publisher waits for them first.
+        after: std::time::Duration,
+    },
+    /// As `Demote`, and the subscriber's next receive fails with `StreamError::Evicted`
+    /// (it keeps what it holds until it drops; it may subscribe again).
+    Evict {
+        /// How long the publisher waits for them first.
+        after: std::time::Duration,
+    },
+}
+
+impl StallPolicy {
+    /// How long the publisher waits before acting, and whether it evicts (`None` for Block).
+    pub fn acts_after(&self) -> Option<(std::time::Duration, bool)> {
+        match *self {
+            StallPolicy::Block => None,
+            StallPolicy::Demote { after } => Some((after, false)),
+            StallPolicy::Evict { after } => Some((after, true)),
+        }
+    }
+
+    /// The extension record that stores it (none for Block, which is the default).
+    pub fn to_extension(&self) -> Option<Extension> {
+        let (after, evict) = self.acts_after()?;
+        let ms = u32::try_from(after.as_millis()).unwrap_or(u32::MAX);
+        let mut value = vec![if evict { 2 } else { 1 }, 0, 0, 0];
+        value.extend_from_slice(&ms.to_le_bytes());
+        Some(Extension {
+            tag: EXTENSION_STALL_POLICY,
+            value,
+        })
+    }
+
+    /// The policy a file's extension records give (Block without one, or for a value this
+    /// code does not understand: blocking loses nothing).
+    pub fn from_extensions(records: &[Extension]) -> StallPolicy {
+        let Some(r) = records.iter().find(|r| r.tag == EXTENSION_STALL_POLICY) else {
+            return StallPolicy::Block;
+        };
+        let (Some(&kind), Some(ms)) = (r.value.first(), r.value.get(4..8)) else {
+            return StallPolicy::Block;
+        };
+        let after = std::time::Duration::from_millis(u64::from(u32::from_le_bytes(
+            ms.try_into().expect("4 bytes"),
+        )));
+        match kind {
+            1 => StallPolicy::Demote { after },
+            2 => StallPolicy::Evict { after },
+            _ => StallPolicy::Block,
+        }
+    }
+}
 
 /// What a version-2 file says about the features it uses, ext4-style: `incompat` bits a
 /// reader must know to read the file at all, `ro_compat` bits it must know to write it, and
@@ -295,6 +365,8 @@ pub struct StreamSpec {
     pub slots: u32,
     /// Subscriber records, `1..=`[`MAX_SUBSCRIBERS`].
     pub max_subscribers: u32,
+    /// What the publisher does about a lossless subscriber that stalls it.
+    pub stall: StallPolicy,
 }
 
 impl StreamSpec {
@@ -305,7 +377,13 @@ impl StreamSpec {
             frame: ArraySpec::new(name, dtype, frame_shape),
             slots: 8,
             max_subscribers: 16,
+            stall: StallPolicy::Block,
         }
+    }
+
+    /// The stream's extension records (its stall policy, unless it is the default).
+    pub fn extensions(&self) -> Vec<Extension> {
+        self.stall.to_extension().into_iter().collect()
     }
 }
 
@@ -507,7 +585,15 @@ impl Header {
             slots: spec.slots,
             max_subscribers: spec.max_subscribers,
         };
-        let header = Self::build(&spec.frame, kind)?;
+        let mut header = Self::build(&spec.frame, kind)?;
+        let records = spec.extensions();
+        if !records.is_empty() {
+            let (area, crc) = encode_extensions(&records);
+            header.extension = ExtensionArea {
+                len: area.len() as u32,
+                crc,
+            };
+        }
         header.check_stream_geometry()?;
         Ok(header)
     }

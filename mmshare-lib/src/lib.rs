@@ -84,10 +84,10 @@ pub use fault::{Fault, fail_step, inject as inject_fault};
 #[doc(hidden)]
 pub use fault::{Step as FaultStep, step as fault_step};
 pub use format::{
-    ArraySpec, EXTENSION_CRITICAL, Extension, ExtensionArea, FLAG_TORN, FORMAT_VERSION,
-    FORMAT_VERSION_FEATURES, Features, FormatError, HEADER_SIZE, Header, KNOWN_EXTENSION_TAGS,
-    KNOWN_INCOMPAT, KNOWN_RO_COMPAT, Kind, MAGIC, MAX_SLOTS, MAX_SUBSCRIBERS, MIN_SLOTS,
-    StreamSpec, decode_extensions, encode_extensions, offsets, padded_len,
+    ArraySpec, EXTENSION_CRITICAL, EXTENSION_STALL_POLICY, Extension, ExtensionArea, FLAG_TORN,
+    FORMAT_VERSION, FORMAT_VERSION_FEATURES, Features, FormatError, HEADER_SIZE, Header,
+    KNOWN_EXTENSION_TAGS, KNOWN_INCOMPAT, KNOWN_RO_COMPAT, Kind, MAGIC, MAX_SLOTS, MAX_SUBSCRIBERS,
+    MIN_SLOTS, StallPolicy, StreamSpec, decode_extensions, encode_extensions, offsets, padded_len,
 };
 pub use guard::guard_mappings_against_truncation;
 pub use half::f16;

@@ -38,9 +38,11 @@ def encode_request(value):
     if variant == "Delete":
         return _proto.encode_delete(f["name"])
     if variant == "CreateStream":
+        on_stall, after_ms = stall(f.get("stall", "Block"))
         return _proto.encode_create_stream(f["name"], f["dtype"], f["shape"], f["order"],
                                            f["slots"], f["max_subscribers"],
-                                           f["backing"] == "Memory", f["mode"], f["exist_ok"])
+                                           f["backing"] == "Memory", f["mode"], f["exist_ok"],
+                                           on_stall, after_ms)
     if variant == "OpenStream":
         return _proto.encode_open_stream(f["name"], f["role"].lower())
     if variant == "ListAll":
@@ -56,14 +58,25 @@ def info(v):
         mode=v["mode"], torn=v["torn"], path=v["path"])
 
 
+def stall(v):
+    """A WireStall as the vector file writes it ("Block", or {"Demote": {"after_ms": N}}):
+    (on_stall, after_ms)."""
+    if v == "Block":
+        return "block", 0
+    (kind, fields), = v.items()
+    return kind.lower(), fields["after_ms"]
+
+
 def stream_info(v):
+    on_stall, after_ms = stall(v.get("stall", "Block"))
     return _proto.StreamInfo(
         name=v["name"], dtype=v["dtype"], shape=tuple(v["shape"]), order=v["order"],
         slots=v["slots"], max_subscribers=v["max_subscribers"], data_offset=v["data_offset"],
         frame_len=v["frame_len"], slot_stride=v["slot_stride"], published=v["published"],
         backing=v["backing"].lower(), owner_uid=v["owner_uid"], owner_gid=v["owner_gid"],
         mode=v["mode"], path=v["path"], publisher=v["publisher"],
-        subscribers=tuple(_proto.SubscriberStat(**s) for s in v["subscribers"]))
+        subscribers=tuple(_proto.SubscriberStat(**s) for s in v["subscribers"]),
+        on_stall=on_stall, stall_after=after_ms / 1000)
 
 
 def object_info(v):

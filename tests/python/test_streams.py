@@ -411,3 +411,37 @@ def test_a_publisher_held_back_by_a_frozen_subscriber_times_out_by_default(daemo
         with pub.loan(timeout=0.2):
             pass
     sub.close()
+
+
+def test_the_stall_policy_demotes_or_evicts_a_lossless_subscriber_that_stalls(daemon):
+    """`on_stall="demote"`: a lossless subscriber that stops reading no longer holds the
+    publisher back once it has waited `stall_after`; it is told (`demoted`) and counts what it
+    missed. `on_stall="evict"`: its next receive raises `Evicted`."""
+    c = mmshare.connect(daemon.socket)
+    info = stream(c, "demoting", slots=4, on_stall="demote", stall_after=0.05)
+    assert (info.on_stall, info.stall_after) == ("demote", 0.05)
+    pub = c.publisher("demoting")
+    sub = c.subscribe("demoting", lossless=True, max_held=1)  # does not read for now
+    for n in range(20):
+        pub.send(pattern(n), timeout=10)  # would wait for the subscriber under "block"
+    assert sub.demoted
+    received = 0
+    while True:
+        try:
+            with sub.receive(timeout=0) as s:
+                received += 1
+                last = s.number
+        except mmshare.Timeout:
+            break
+    assert last == 19 and received + sub.missed == 20 and sub.missed > 0
+    assert c.describe("demoting").subscribers[0].lossless is False
+
+    stream(c, "evicting", slots=4, on_stall="evict", stall_after=0.05)
+    pub = c.publisher("evicting")
+    sub = c.subscribe("evicting", lossless=True, max_held=1)
+    for n in range(20):
+        pub.send(pattern(n), timeout=10)
+    with pytest.raises(mmshare.Evicted):
+        sub.receive(timeout=1)
+    with pytest.raises(ValueError):
+        stream(c, "bad", on_stall="sometimes")

@@ -902,6 +902,14 @@ fn stream_sub(socket: &str, name: &str, mode: &str, last: u64, delay_us: u64) ->
         let sample = match subscriber.receive_timeout(Duration::from_secs(10)) {
             Ok(sample) => sample,
             Err(StreamError::ReceiveTimeout { .. }) => return Ok(ExitCode::from(4)),
+            Err(StreamError::Evicted { .. }) => {
+                say(&format!(
+                    "evicted received={} missed={}",
+                    subscriber.received(),
+                    subscriber.missed()
+                ));
+                return Ok(ExitCode::from(5));
+            }
             Err(e) => return Err(e.into()),
         };
         let n = sample.number();
@@ -915,7 +923,9 @@ fn stream_sub(socket: &str, name: &str, mode: &str, last: u64, delay_us: u64) ->
             ));
             return Ok(ExitCode::from(3));
         }
-        if delivery == Delivery::Lossless && sample.missed_before() != 0 {
+        // A lossless subscriber misses nothing, unless the publisher demoted it (the
+        // stream's stall policy): then it is lossy and counts what it misses.
+        if delivery == Delivery::Lossless && sample.missed_before() != 0 && !subscriber.demoted() {
             say(&format!(
                 "lossless subscriber missed {} before {n}",
                 sample.missed_before()
@@ -932,10 +942,11 @@ fn stream_sub(socket: &str, name: &str, mode: &str, last: u64, delay_us: u64) ->
         }
     }
     say(&format!(
-        "received={} missed={} last={} torn={torn}",
+        "received={} missed={} last={} torn={torn} demoted={}",
         subscriber.received(),
         subscriber.missed(),
-        expected - 1
+        expected - 1,
+        subscriber.demoted()
     ));
     Ok(if torn == 0 {
         ExitCode::SUCCESS

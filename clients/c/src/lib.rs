@@ -179,7 +179,9 @@ fn stream_code(e: &StreamError) -> c_int {
         StreamError::Open(o) => open_code(o),
         StreamError::WrongKind { .. } => MMS_ERR_WRONG_KIND,
         StreamError::PublisherBusy { .. } | StreamError::LoanOutstanding { .. } => MMS_ERR_BUSY,
-        StreamError::PublisherLost { .. } | StreamError::SubscriptionLost { .. } => MMS_ERR_LOST,
+        StreamError::PublisherLost { .. }
+        | StreamError::SubscriptionLost { .. }
+        | StreamError::Evicted { .. } => MMS_ERR_LOST,
         StreamError::NoRecord { .. }
         | StreamError::NoHoldBudget { .. }
         | StreamError::HoldLimit { .. } => MMS_ERR_QUOTA,

@@ -289,7 +289,7 @@ pub fn create_stream(
     mode: Option<&str>,
     order: &str,
     exist_ok: bool,
-    (slots, max_subscribers): (u32, u32),
+    (slots, max_subscribers, on_stall): (u32, u32, mmshare::StallPolicy),
 ) -> Result {
     let (shape, _, mode_bits, order) = parse_create_args(shape, mode, order)?;
     crate::streams::create(
@@ -303,6 +303,7 @@ pub fn create_stream(
         exist_ok,
         slots,
         max_subscribers,
+        on_stall,
     )
 }
 

@@ -75,6 +75,11 @@ enum Command {
         /// With --stream: subscribers that may be attached at once
         #[arg(long, default_value_t = 16, requires = "stream")]
         max_subscribers: u32,
+        /// With --stream: what the publisher does about a lossless subscriber that keeps it
+        /// waiting for a slot: block (wait for it), demote:MS (after MS milliseconds make it
+        /// lossy: it misses frames, counted) or evict:MS (the same, and its next receive fails)
+        #[arg(long, default_value = "block", requires = "stream", value_parser = parse_stall)]
+        on_stall: mmshare::StallPolicy,
     },
     /// List arrays and streams
     Ls {
@@ -251,6 +256,7 @@ fn main() -> ExitCode {
             stream,
             slots,
             max_subscribers,
+            on_stall,
         } => {
             if stream {
                 commands::create_stream(
@@ -262,7 +268,7 @@ fn main() -> ExitCode {
                     mode.as_deref(),
                     &order,
                     exist_ok,
-                    (slots, max_subscribers),
+                    (slots, max_subscribers, on_stall),
                 )
             } else {
                 commands::create(
@@ -369,6 +375,23 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 fn cli_socket_given(_socket: &std::path::Path) -> bool {
     std::env::args().any(|a| a == "--socket" || a.starts_with("--socket="))
         || std::env::var_os(mmshare::SOCKET_ENV).is_some_and(|v| !v.is_empty())
+}
+
+/// `--on-stall`: block, demote:MS or evict:MS.
+fn parse_stall(text: &str) -> Result<mmshare::StallPolicy, String> {
+    let bad = || format!("{text:?} is not block, demote:MS or evict:MS (MS in milliseconds)");
+    let (kind, ms) = text.split_once(':').unwrap_or((text, ""));
+    let after = || {
+        ms.parse::<u32>()
+            .map(|ms| std::time::Duration::from_millis(u64::from(ms)))
+            .map_err(|_| bad())
+    };
+    match kind {
+        "block" if ms.is_empty() => Ok(mmshare::StallPolicy::Block),
+        "demote" => Ok(mmshare::StallPolicy::Demote { after: after()? }),
+        "evict" => Ok(mmshare::StallPolicy::Evict { after: after()? }),
+        _ => Err(bad()),
+    }
 }
 
 /// `--daemon-timeout`: a number of seconds, fractions allowed.

@@ -61,11 +61,13 @@ pub fn create(
     exist_ok: bool,
     slots: u32,
     max_subscribers: u32,
+    on_stall: mmshare::StallPolicy,
 ) -> Result {
     let options = |exist_ok: bool| {
         let o = StreamOptions::new(name, dtype, shape)
             .slots(slots)
             .max_subscribers(max_subscribers)
+            .on_stall(on_stall)
             .mode(mode_bits)
             .order(order)
             .exist_ok(exist_ok);
@@ -108,6 +110,17 @@ pub fn info(info: &StreamInfo, as_json: bool) -> Result {
     emit(&format!("order:       {}", order_name(info.order)))?;
     emit(&format!("frame bytes: {}", info.frame_len))?;
     emit(&format!("slots:       {}", info.slots))?;
+    emit(&format!(
+        "on stall:    {}",
+        match info.stall {
+            mmshare::proto::WireStall::Block =>
+                "block (wait for a stalled lossless subscriber)".to_owned(),
+            mmshare::proto::WireStall::Demote { after_ms } =>
+                format!("demote a lossless subscriber that stalls the publisher for {after_ms} ms"),
+            mmshare::proto::WireStall::Evict { after_ms } =>
+                format!("evict a lossless subscriber that stalls the publisher for {after_ms} ms"),
+        }
+    ))?;
     emit(&format!("published:   {}", info.published))?;
     emit(&format!(
         "publisher:   {}",

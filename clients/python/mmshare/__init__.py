@@ -21,7 +21,7 @@
 from ._proto import PROTOCOL_VERSION, ArrayInfo, StreamInfo, SubscriberStat
 from .array import SharedArray
 from .client import Client, connect, default_socket_path
-from .errors import (AlreadyExists, Busy, ConnectError, FormatError, HoldLimit, Internal,
+from .errors import (AlreadyExists, Busy, ConnectError, Evicted, FormatError, HoldLimit, Internal,
                      InvalidDtype, InvalidName, InvalidShape, LostWriteSide, MmshareError,
                      NoSpace, NotFound, PermissionDenied, ProtocolError, QuotaExceeded, Timeout,
                      Torn, WrongKind, WrongServer)
@@ -30,7 +30,7 @@ from .stream import Loan, Publisher, Sample, Subscriber
 __all__ = [
     "PROTOCOL_VERSION", "ArrayInfo", "StreamInfo", "SubscriberStat", "SharedArray", "Client",
     "connect", "default_socket_path", "Loan", "Publisher", "Sample", "Subscriber",
-    "AlreadyExists", "Busy", "ConnectError", "FormatError", "HoldLimit", "Internal",
+    "AlreadyExists", "Busy", "ConnectError", "Evicted", "FormatError", "HoldLimit", "Internal",
     "InvalidDtype", "InvalidName", "InvalidShape", "LostWriteSide", "MmshareError", "NoSpace",
     "NotFound", "PermissionDenied", "ProtocolError", "QuotaExceeded", "Timeout", "Torn",
     "WrongKind", "WrongServer",

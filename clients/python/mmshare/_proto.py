@@ -78,6 +78,10 @@ class StreamInfo:
     path: str
     publisher: Optional[int]
     subscribers: Tuple[SubscriberStat, ...]
+    #: "block", "demote" or "evict" (what the publisher does about a stalling lossless
+    #: subscriber), and after how many seconds of waiting.
+    on_stall: str = "block"
+    stall_after: float = 0.0
 
 
 def _varint(n: int) -> bytes:
@@ -145,10 +149,25 @@ def _shape(shape) -> bytes:
     return _varint(len(shape)) + b"".join(_varint(d) for d in shape)
 
 
+STALLS = ("block", "demote", "evict")
+
+
+def _stall(on_stall: str, after_ms: int) -> bytes:
+    """WireStall: the variant index, then (Demote, Evict) `after_ms` as a u32 varint."""
+    if on_stall not in STALLS:
+        raise ValueError(f"on_stall must be one of {STALLS}, not {on_stall!r}")
+    if on_stall == "block":
+        return _varint(0)
+    if not 0 <= after_ms < 1 << 32:
+        raise ValueError(f"after_ms {after_ms} does not fit in an unsigned 32-bit integer")
+    return _varint(STALLS.index(on_stall)) + _varint(after_ms)
+
+
 def encode_create_stream(name: str, dtype: str, shape, order: str, slots: int,
-                         max_subscribers: int, memory: bool, mode: int, exist_ok: bool) -> bytes:
+                         max_subscribers: int, memory: bool, mode: int, exist_ok: bool,
+                         on_stall: str = "block", after_ms: int = 0) -> bytes:
     """Request::CreateStream: `shape`, `dtype` and `order` are one frame's. Note the wire order:
-    slots and max_subscribers come before the backing."""
+    slots and max_subscribers come before the backing; the stall policy comes last."""
     if order not in ORDERS:
         raise ValueError(f"order must be 'C' or 'F', not {order!r}")
     for what, v in (("slots", slots), ("max_subscribers", max_subscribers), ("mode", mode)):
@@ -156,7 +175,7 @@ def encode_create_stream(name: str, dtype: str, shape, order: str, slots: int,
             raise ValueError(f"{what} {v} does not fit in an unsigned 32-bit integer")
     body = _string(name) + _string(dtype) + _shape(shape) + _varint(ORDERS.index(order))
     body += _varint(slots) + _varint(max_subscribers) + _varint(1 if memory else 0)
-    body += _varint(mode) + _bool(exist_ok)
+    body += _varint(mode) + _bool(exist_ok) + _stall(on_stall, after_ms)
     return _varint(6) + body
 
 
@@ -275,12 +294,14 @@ class _Reader:
         path = self.string()
         publisher = self.varint(32) if self.option_tag("publisher") else None
         subscribers = tuple(self.subscriber() for _ in range(self.count("subscribers")))
+        on_stall = self.index(STALLS, "WireStall")
+        after_ms = self.varint(32) if on_stall != "block" else 0
         return StreamInfo(
             name=name, dtype=dtype, shape=shape, order=order, slots=slots,
             max_subscribers=max_subscribers, data_offset=data_offset, frame_len=frame_len,
             slot_stride=slot_stride, published=published, backing=backing, owner_uid=owner_uid,
             owner_gid=owner_gid, mode=mode, path=path, publisher=publisher,
-            subscribers=subscribers)
+            subscribers=subscribers, on_stall=on_stall, stall_after=after_ms / 1000)
 
     def object_info(self):
         """ObjectInfo: an ArrayInfo (variant 0) or a StreamInfo (variant 1)."""

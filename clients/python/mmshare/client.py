@@ -114,14 +114,20 @@ class Client:
         return [_info(kind, info) for kind, info in self._c.list_all(prefix)]
 
     def create_stream(self, name, dtype, shape, slots=8, memory=False, mode=0o600,
-                      exist_ok=False, max_subscribers=16, order="C") -> StreamInfo:
+                      exist_ok=False, max_subscribers=16, order="C", on_stall="block",
+                      stall_after=1.0) -> StreamInfo:
         """Creates a stream of `slots` frames, each of `dtype` and `shape`, for at most
-        `max_subscribers` subscribers at once; returns its description."""
+        `max_subscribers` subscribers at once; returns its description.
+
+        `on_stall` says what the publisher does about a lossless subscriber that keeps it
+        waiting for a slot: "block" (wait for it: the default), "demote" (after `stall_after`
+        seconds of waiting, make it lossy: it misses frames, each counted, and its `demoted`
+        says so) or "evict" (the same, and its next receive raises `Evicted`)."""
         if order not in ("C", "F"):
             raise ValueError(f"order must be 'C' or 'F', not {order!r}")
         return _info("stream", self._c.create_stream(
             name, _dtype_text(dtype), _shape(shape), order, int(slots), int(max_subscribers),
-            bool(memory), int(mode), bool(exist_ok)))
+            bool(memory), int(mode), bool(exist_ok), str(on_stall), float(stall_after)))
 
     def publisher(self, name) -> Publisher:
         """Attaches as the publisher of stream `name` (one at a time: `Busy` otherwise); needs

@@ -92,6 +92,12 @@ class Torn(MmshareError):
         self.version = version
 
 
+class Evicted(MmshareError):
+    """The publisher evicted this subscriber: it was lossless and stalled the stream longer
+    than the stream's stall policy (`on_stall="evict"`) allows. It receives nothing more;
+    subscribe again to go on."""
+
+
 class LostWriteSide(MmshareError):
     """The write side was taken from this writer before it could publish (a recovery judged it
     dead, or it stalled so long that its write was released). Nothing was published as this

@@ -242,6 +242,13 @@ class Subscriber(_Handle):
         return self._native.received
 
     @property
+    def demoted(self) -> bool:
+        """Whether the publisher made this lossless subscriber lossy, because it stalled the
+        stream longer than the stream's stall policy (`on_stall`) allows: from then on it may
+        miss frames, each counted in `missed`."""
+        return self._native.demoted
+
+    @property
     def next_number(self) -> int:
         return self._native.next_number
 

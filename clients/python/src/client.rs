@@ -96,6 +96,13 @@ pub(crate) fn stream_info<'py>(py: Python<'py>, info: &StreamInfo) -> PyResult<B
         })
         .collect::<PyResult<Vec<_>>>()?;
     d.set_item("subscribers", subscribers)?;
+    let (on_stall, after_ms) = match info.stall {
+        mmshare::proto::WireStall::Block => ("block", 0),
+        mmshare::proto::WireStall::Demote { after_ms } => ("demote", after_ms),
+        mmshare::proto::WireStall::Evict { after_ms } => ("evict", after_ms),
+    };
+    d.set_item("on_stall", on_stall)?;
+    d.set_item("stall_after", f64::from(after_ms) / 1000.0)?;
     Ok(d)
 }
 
@@ -268,13 +275,31 @@ impl Connection {
         memory: bool,
         mode: u32,
         exist_ok: bool,
+        on_stall: &str,
+        stall_after: f64,
     ) -> PyResult<Bound<'py, PyDict>> {
+        let after = std::time::Duration::try_from_secs_f64(stall_after).map_err(|_| {
+            pyo3::exceptions::PyValueError::new_err(format!(
+                "stall_after {stall_after} is not a number of seconds >= 0"
+            ))
+        })?;
+        let stall = match on_stall {
+            "block" => mmshare::StallPolicy::Block,
+            "demote" => mmshare::StallPolicy::Demote { after },
+            "evict" => mmshare::StallPolicy::Evict { after },
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "on_stall must be 'block', 'demote' or 'evict', not {other:?}"
+                )));
+            }
+        };
         let mut options = StreamOptions::new(name, dtype, &shape)
             .order(parse_order(order)?)
             .slots(slots)
             .max_subscribers(max_subscribers)
             .mode(mode)
-            .exist_ok(exist_ok);
+            .exist_ok(exist_ok)
+            .on_stall(stall);
         if memory {
             options = options.memory();
         }

@@ -38,6 +38,7 @@ pub(crate) fn error(py: Python<'_>, e: StreamError) -> PyErr {
         StreamError::ReceiveTimeout { .. } | StreamError::LoanTimeout { .. } => "Timeout",
         StreamError::PublisherBusy { .. } => "Busy",
         StreamError::HoldLimit { .. } => "HoldLimit",
+        StreamError::Evicted { .. } => "Evicted",
         StreamError::NoRecord { .. } | StreamError::NoHoldBudget { .. } => "QuotaExceeded",
         StreamError::BadMaxHeld { .. } | StreamError::LengthMismatch { .. } => {
             return pyo3::exceptions::PyValueError::new_err(e.to_string());
@@ -375,6 +376,12 @@ impl NativeSubscriber {
     #[getter]
     fn missed(&self) -> u64 {
         self.with(Subscriber::missed)
+    }
+
+    /// Whether the publisher demoted it to lossy (the stream's stall policy).
+    #[getter]
+    fn demoted(&self) -> bool {
+        self.with(Subscriber::demoted)
     }
 
     /// Frames received so far.

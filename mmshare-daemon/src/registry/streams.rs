@@ -19,7 +19,7 @@ use mmshare::proto::{
 };
 use mmshare::{
     CONTROL_FILE, CreateError, DATA_FILE, DType, FormatError, Header, Kind, Liveness, Order,
-    ProcessId, StreamError, StreamFiles, StreamSpec, TEMP_PREFIX, create_stream_data,
+    ProcessId, StallPolicy, StreamError, StreamFiles, StreamSpec, TEMP_PREFIX, create_stream_data,
     validate_name,
 };
 use tracing::{error, info, warn};
@@ -43,6 +43,8 @@ pub struct StreamEntry {
     pub path: PathBuf,
     /// Device and inode of the data file, to check that files opened by path are this stream.
     pub id: (u64, u64),
+    /// Its stall policy (an extension record of the data file).
+    pub stall: StallPolicy,
     /// What the daemon holds open of it, only while it is in use (see `held`).
     pub(super) held: Held<StreamOpen>,
 }
@@ -186,6 +188,7 @@ impl StreamEntry {
             path: self.path.display().to_string(),
             publisher: publisher.map(|p| p.pid),
             subscribers: subs,
+            stall: self.stall.into(),
         }
     }
 
@@ -280,6 +283,7 @@ impl Registry {
                     backing,
                     path,
                     id,
+                    stall: files.stall_policy(),
                     held: match open {
                         Some(place) => Held::with(StreamOpen {
                             files,
@@ -474,6 +478,7 @@ impl Registry {
         backing: Backing,
         mode: u32,
         exist_ok: bool,
+        stall: StallPolicy,
     ) -> Result<StreamInfo, RequestError> {
         validate_name(name)
             .map_err(|e| RequestError::new(ErrorKind::InvalidName, e.to_string()))?;
@@ -496,6 +501,7 @@ impl Registry {
         spec.frame.mode = mode;
         spec.slots = slots;
         spec.max_subscribers = max_subscribers;
+        spec.stall = stall;
         let header = Header::new_stream(&spec).map_err(|e| {
             let kind = match e {
                 FormatError::BadName(_) => ErrorKind::InvalidName,
@@ -515,6 +521,7 @@ impl Registry {
                     && h.shape == shape
                     && h.order == order
                     && h.kind == header.kind
+                    && existing.stall == stall
                     && existing.backing == backing;
                 if exist_ok && same {
                     drop(state);
@@ -607,6 +614,7 @@ impl Registry {
                     backing,
                     path: path.clone(),
                     id,
+                    stall: spec.stall,
                     held: Held::empty(),
                 };
                 let mut slot = entry.held.lock();

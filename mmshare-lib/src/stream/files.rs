@@ -10,7 +10,7 @@ use super::protocol::{Ring, SlotWords};
 use crate::create::{failed_in, publish, reserve, temp_name};
 use crate::error::{CreateError, OpenError, StreamError};
 use crate::fault::{Step, step};
-use crate::format::{FormatError, HEADER_SIZE, Header, Kind, StreamSpec, offsets};
+use crate::format::{FormatError, HEADER_SIZE, Header, Kind, StallPolicy, StreamSpec, offsets};
 use crate::mapping::Mapping;
 use crate::raw::{read_up_to, read_word_at};
 use crate::sys::{self, ProcessId};
@@ -106,6 +106,12 @@ fn fill(
     step(Step::WriteHeader)
         .and_then(|()| data.write_all_at(&header.encode()[..], 0))
         .map_err(&io_err)?;
+    let records = spec.extensions();
+    if !records.is_empty() {
+        let (area, _) = crate::format::encode_extensions(&records);
+        data.write_all_at(&area, header.extension_offset())
+            .map_err(&io_err)?;
+    }
     step(Step::SyncFile)
         .and_then(|()| data.sync_all())
         .map_err(&io_err)?;
@@ -152,6 +158,7 @@ pub fn peek_stream_counters(data: &File) -> std::io::Result<(u64, Option<Process
 /// publisher), the control file always read-write.
 pub struct StreamFiles {
     header: Header,
+    stall: StallPolicy,
     slots: usize,
     max_subscribers: usize,
     data: Mapping,
@@ -237,7 +244,8 @@ impl StreamFiles {
             });
         };
         header.check_file_len(size).map_err(format_err)?;
-        header.read_extensions(&data).map_err(format_err)?;
+        let stall =
+            StallPolicy::from_extensions(&header.read_extensions(&data).map_err(format_err)?);
         let unknown = header.features.unknown_ro_compat();
         if writable_data && unknown != 0 {
             return Err(StreamError::Open(format_err(
@@ -279,6 +287,7 @@ impl StreamFiles {
         let control_map = Mapping::map(&control, needed, true).map_err(io_err(&control_path))?;
         Ok(StreamFiles {
             header,
+            stall,
             slots: slots as usize,
             max_subscribers: max_subscribers as usize,
             data: data_map,
@@ -293,6 +302,12 @@ impl StreamFiles {
     /// someone truncated a file under these mappings. Always false without the guard.
     pub fn truncated_under_guard(&self) -> bool {
         self.data.truncated() || self.control.truncated()
+    }
+
+    /// What the publisher does about a lossless subscriber that stalls it (the data file's
+    /// extension record; Block without one).
+    pub fn stall_policy(&self) -> StallPolicy {
+        self.stall
     }
 
     /// The data file's header: name, dtype, frame shape, order, slots, owner, mode.

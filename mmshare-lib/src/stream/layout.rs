@@ -50,6 +50,10 @@ pub(crate) const CONFIG_LOSSLESS: u64 = 1 << 8;
 /// `config` bit 9: the subscriber holds no liveness lock on its record's byte (the kernel has
 /// no OFD locks); it is judged by the process identity in `who` instead.
 pub(crate) const CONFIG_UNLOCKED: u64 = 1 << 9;
+/// `config` bit 10: the publisher demoted this lossless subscriber to lossy (its stall policy).
+pub(crate) const CONFIG_DEMOTED: u64 = 1 << 10;
+/// `config` bit 11: the publisher evicted this subscriber (its stall policy).
+pub(crate) const CONFIG_EVICTED: u64 = 1 << 11;
 
 /// The control file's byte that the subscriber of record `r` holds an exclusive OFD lock on
 /// for as long as the record is its own: the record's first byte.
@@ -73,7 +77,7 @@ pub(crate) const fn control_len(max_subscribers: u32) -> usize {
 /// | offset | field | meaning |
 /// |---|---|---|
 /// | 0 | `owner` | 0 = free; else the subscription's nonce (a random word, never 0 or `u64::MAX`, new for every subscription); `u64::MAX` while being freed |
-/// | 8 | `config` | bits 0–7: holds granted; bit 8: lossless; bit 9: no liveness lock (judge by `who`) |
+/// | 8 | `config` | bits 0–7: holds granted; bit 8: lossless; bit 9: no liveness lock (judge by `who`); bit 10: demoted by the publisher; bit 11: evicted by it |
 /// | 16 | `reclaimer` | 0, or the identity of the process freeing the record (set before `owner` is marked, cleared after it is 0) |
 /// | 24 | `who` | the subscribing process's pid and start time (as the data file's writer word), for display and for records without a liveness lock |
 /// | 64 | `cursor` | the next frame number this subscriber wants |

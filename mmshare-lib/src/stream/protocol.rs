@@ -7,7 +7,10 @@
 
 use std::sync::atomic::Ordering::{self, AcqRel, Acquire, Relaxed, Release, SeqCst};
 
-use super::layout::{CONFIG_HELD_MASK, CONFIG_LOSSLESS, MAX_HELD, OWNER_RECLAIMING, Record};
+use super::layout::{
+    CONFIG_DEMOTED, CONFIG_EVICTED, CONFIG_HELD_MASK, CONFIG_LOSSLESS, MAX_HELD, OWNER_RECLAIMING,
+    Record,
+};
 
 /// Whether a record's owner word is still `me` (checked again after a hold's fence: a
 /// subscriber that was reclaimed while alive must not use what is now someone else's record).
@@ -353,6 +356,33 @@ pub(crate) fn claim_record_locked<W: Word>(
         unlock(r);
     }
     None
+}
+
+/// The publisher's stall policy at work: makes the lossless subscribers whose cursor holds it
+/// back (the lowest one) lossy, marking them demoted (and evicted, with `evict`) in their
+/// `config` with a compare-and-swap (a record freed or changed meanwhile is left alone).
+/// Returns how many it demoted. The next loan's floor no longer counts them, and their own
+/// receives are the lossy ones they always were: a frame taken back under them is skipped
+/// and counted as missed.
+pub(crate) fn demote_laggards<W: Word>(ring: &Ring<'_, W>, evict: bool) -> usize {
+    let floor = lossless_floor(ring);
+    if floor == u64::MAX {
+        return 0;
+    }
+    let mark = CONFIG_DEMOTED | if evict { CONFIG_EVICTED } else { 0 };
+    ring.records
+        .iter()
+        .filter(|rec| {
+            let config = rec.config.load(Relaxed);
+            rec.owner.load(Relaxed) != 0
+                && config & CONFIG_LOSSLESS != 0
+                && rec.cursor.load(Relaxed) == floor
+                && rec
+                    .config
+                    .compare_exchange(config, (config & !CONFIG_LOSSLESS) | mark, Relaxed, Relaxed)
+                    .is_ok()
+        })
+        .count()
 }
 
 /// Takes up to `want` holds from the budget of `capacity`; returns how many were granted

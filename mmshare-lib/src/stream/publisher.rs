@@ -320,7 +320,19 @@ impl<T: Element> Publisher<T> {
         // Patient: a lossless subscriber that holds the publisher back is usually reading a
         // frame at this moment, and will free a slot within that frame's reading time.
         let mut backoff = Backoff::patient(timeout);
+        let policy = self.files.stall_policy().acts_after();
         loop {
+            // The stream's stall policy: past its wait, the lossless subscribers that hold us
+            // back become lossy (or are evicted), and the loan is tried again at once.
+            if let Some((after, evict)) = policy
+                && backoff.elapsed() >= after
+                && protocol::demote_laggards(&self.files.ring(), evict) > 0
+            {
+                if let Some(slot) = protocol::try_loan(&self.files.ring(), &mut self.state) {
+                    return Ok(slot);
+                }
+                continue;
+            }
             match backoff.step() {
                 Step::Spun => {}
                 Step::TimedOut => {

@@ -190,9 +190,14 @@ impl<T: Element> Subscriber<T> {
         &self.files
     }
 
-    /// Lossy or lossless.
+    /// Lossy or lossless: lossy once the publisher demoted a lossless subscriber
+    /// ([`Subscriber::demoted`]).
     pub fn delivery(&self) -> Delivery {
-        self.delivery
+        if self.delivery == Delivery::Lossless && self.demoted() {
+            Delivery::Lossy
+        } else {
+            self.delivery
+        }
     }
 
     /// Samples this subscriber may hold at once (what it asked for, or less if the stream's
@@ -263,15 +268,33 @@ impl<T: Element> Subscriber<T> {
     }
 
     fn check_record(&self) -> Result<(), StreamError> {
-        // Relaxed: only detects a reclaim.
-        let owner = self.files.ring().records[self.record()].owner.load(Relaxed);
-        if owner == self.me {
-            Ok(())
-        } else {
-            Err(StreamError::SubscriptionLost {
+        // Relaxed: only detects a reclaim, or an eviction.
+        let record = &self.files.ring().records[self.record()];
+        let owner = record.owner.load(Relaxed);
+        if owner != self.me {
+            return Err(StreamError::SubscriptionLost {
                 name: self.files.header().name.clone(),
-            })
+            });
         }
+        if record.config.load(Relaxed) & layout::CONFIG_EVICTED != 0 {
+            return Err(StreamError::Evicted {
+                name: self.files.header().name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the publisher demoted this lossless subscriber to lossy (the stream's stall
+    /// policy, after it stalled the publisher): from then on it may miss frames, each counted
+    /// ([`Subscriber::missed`], [`Sample::missed_before`]), and [`Subscriber::delivery`] says
+    /// Lossy.
+    pub fn demoted(&self) -> bool {
+        // Relaxed: a status; what it changes is the publisher's, not ours.
+        self.files.ring().records[self.record()]
+            .config
+            .load(Relaxed)
+            & layout::CONFIG_DEMOTED
+            != 0
     }
 
     fn free_entry(&self) -> Result<usize, StreamError> {
