@@ -46,6 +46,13 @@ pub(crate) trait Word: Sync {
         Self::fence(SeqCst);
     }
 
+    /// A new subscriber's fence between recording its mode and cursor and reading
+    /// `PUBLISHED` for its starting point.
+    #[inline]
+    fn fence_in_subscribe() {
+        Self::fence(SeqCst);
+    }
+
     /// Whether the publisher scans the holds at all (false only in a model test).
     const SCAN_HOLDS: bool = true;
 
@@ -449,7 +456,7 @@ pub(crate) fn subscribe_with<W: Word>(
         .store(holds.min(MAX_HELD as u64) | lossless_bit | extra, Release);
     // Pairs with the publisher's fence after a publish (and in `attach`): either its next
     // loan sees this record, or the load below sees its newest PUBLISHED.
-    W::fence(SeqCst);
+    W::fence_in_subscribe();
     let start = load_acquire(ring.published);
     rec.cursor.store(start, Release);
     start
@@ -808,6 +815,7 @@ mod model_tests {
     const HOLD_SCAN: u8 = 4;
     const LOSSLESS_FLOOR: u8 = 8;
     const RECLAIM_IN_ONE_STEP: u8 = 16;
+    const SUBSCRIBE_FENCE: u8 = 32;
 
     /// Loom's atomics, with the pieces named in `DROP` removed from the protocol.
     struct Mutant<const DROP: u8>(LoomU64);
@@ -832,6 +840,11 @@ mod model_tests {
         }
         fn fence_after_take_back() {
             if DROP & TAKE_BACK_FENCE == 0 {
+                Self::fence(SeqCst);
+            }
+        }
+        fn fence_in_subscribe() {
+            if DROP & SUBSCRIBE_FENCE == 0 {
                 Self::fence(SeqCst);
             }
         }
@@ -1186,11 +1199,33 @@ mod model_tests {
     /// from its starting point on, none missed.
     #[test]
     fn model_a_lossless_subscriber_joining_mid_stream_misses_nothing() {
-        bounded(2).check(|| {
-            let m = Model::<Mutant<0>>::new(3, 1);
+        check_joiner::<0, 2>();
+    }
+
+    /// The same for one that joins before the first frame, while the publisher publishes
+    /// four frames through three slots (explored with one preemption: with two it takes
+    /// minutes, and the schedule that breaks it without the fence needs none).
+    #[test]
+    fn model_a_lossless_subscriber_joining_at_the_start_misses_nothing() {
+        check_joiner::<0, 0>();
+    }
+
+    /// Without the fence in `subscribe`, the publisher may not see the new lossless record
+    /// while the subscriber reads a `PUBLISHED` older than what it takes back: the joiner from
+    /// frame 0 misses frames.
+    #[test]
+    fn model_catches_a_missing_fence_in_subscribe() {
+        expect_rejected(check_joiner::<SUBSCRIBE_FENCE, 0>, "missed frames");
+    }
+
+    /// A lossless subscriber joins after `ALREADY` frames while the publisher publishes up to
+    /// frame 3 in a 3-slot ring; it must get every frame from its start on.
+    fn check_joiner<const DROP: u8, const ALREADY: u64>() {
+        bounded(if ALREADY == 0 { 1 } else { 2 }).check(|| {
+            let m = Model::<Mutant<DROP>>::new(3, 1);
             let ring = m.ring();
             let mut state = attach(&ring);
-            publish_frames(&m, &mut state, 2);
+            publish_frames(&m, &mut state, ALREADY);
             let publisher = {
                 let m = m.clone();
                 loom::thread::spawn(move || publish_frames(&m, &mut state, 4))
