@@ -786,7 +786,13 @@ fn array_len(a: &ArrayInfo) -> u64 {
 
 /// A stream data file's length: up to the end of its last slot.
 fn stream_len(s: &StreamInfo) -> u64 {
-    s.data_offset + s.slot_stride * u64::from(s.slots)
+    // A stall policy other than Block is an extension record after the last slot.
+    let extensions = mmshare::StallPolicy::from(s.stall)
+        .to_extension()
+        .map_or(0, |r| {
+            mmshare::padded_len(mmshare::encode_extensions(&[r]).0.len() as u64)
+        });
+    s.data_offset + s.slot_stride * u64::from(s.slots) + extensions
 }
 
 const SCRATCH_PREFIX: &str = "mmshare-harness-";
