@@ -55,6 +55,14 @@ pub(crate) const CONFIG_DEMOTED: u64 = 1 << 10;
 /// `config` bit 11: the publisher evicted this subscriber (its stall policy).
 pub(crate) const CONFIG_EVICTED: u64 = 1 << 11;
 
+/// `config` bits 16 to 63: the low 48 bits of the subscription's nonce, so that the
+/// publisher's compare-and-swap of a `config` it read (a demotion) can only succeed on the
+/// subscription it read it from, never on a new one that claimed the freed record with the
+/// same mode and holds.
+pub(crate) const fn config_tag(nonce: u64) -> u64 {
+    nonce << 16
+}
+
 /// The control file's byte that the subscriber of record `r` holds an exclusive OFD lock on
 /// for as long as the record is its own: the record's first byte.
 pub(crate) const fn record_lock_byte(r: usize) -> u64 {
@@ -77,7 +85,7 @@ pub(crate) const fn control_len(max_subscribers: u32) -> usize {
 /// | offset | field | meaning |
 /// |---|---|---|
 /// | 0 | `owner` | 0 = free; else the subscription's nonce (a random word, never 0 or `u64::MAX`, new for every subscription); `u64::MAX` while being freed |
-/// | 8 | `config` | bits 0–7: holds granted; bit 8: lossless; bit 9: no liveness lock (judge by `who`); bit 10: demoted by the publisher; bit 11: evicted by it |
+/// | 8 | `config` | bits 0–7: holds granted; bit 8: lossless; bit 9: no liveness lock (judge by `who`); bit 10: demoted by the publisher; bit 11: evicted by it; bits 16–63: the nonce's low 48 bits |
 /// | 16 | `reclaimer` | 0, or the identity of the process freeing the record (set before `owner` is marked, cleared after it is 0) |
 /// | 24 | `who` | the subscribing process's pid and start time (as the data file's writer word), for display and for records without a liveness lock |
 /// | 64 | `cursor` | the next frame number this subscriber wants |

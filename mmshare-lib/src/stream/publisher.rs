@@ -322,16 +322,21 @@ impl<T: Element> Publisher<T> {
         let mut backoff = Backoff::patient(timeout);
         let policy = self.files.stall_policy().acts_after();
         loop {
-            // The stream's stall policy: past its wait, the lossless subscribers that hold us
-            // back become lossy (or are evicted), and the loan is tried again at once.
+            // The stream's stall policy: past its wait (checked at least every 50 ms, the
+            // longest sleep), and only if a loan still fails, the lossless subscribers that
+            // hold us back become lossy (or are evicted), and the loan is tried again at once.
             if let Some((after, evict)) = policy
                 && backoff.elapsed() >= after
-                && protocol::demote_laggards(&self.files.ring(), evict) > 0
             {
                 if let Some(slot) = protocol::try_loan(&self.files.ring(), &mut self.state) {
                     return Ok(slot);
                 }
-                continue;
+                if protocol::demote_laggards(&self.files.ring(), evict) > 0 {
+                    if let Some(slot) = protocol::try_loan(&self.files.ring(), &mut self.state) {
+                        return Ok(slot);
+                    }
+                    continue;
+                }
             }
             match backoff.step() {
                 Step::Spun => {}

@@ -153,7 +153,7 @@ impl<T: Element> Subscriber<T> {
             layout::CONFIG_UNLOCKED
         } else {
             0
-        };
+        } | layout::config_tag(me);
         let cursor = protocol::subscribe_with(&ring, record, granted, lossless, extra);
         Ok(Subscriber {
             files,
@@ -267,11 +267,17 @@ impl<T: Element> Subscriber<T> {
         self.state.borrow().record
     }
 
+    /// Whether the record is still this subscription's (not reclaimed: an evicted one still
+    /// owns its record, its holds and its sleeper count until it drops).
+    fn owns_record(&self) -> bool {
+        // Relaxed: only detects a reclaim.
+        self.files.ring().records[self.record()].owner.load(Relaxed) == self.me
+    }
+
     fn check_record(&self) -> Result<(), StreamError> {
         // Relaxed: only detects a reclaim, or an eviction.
         let record = &self.files.ring().records[self.record()];
-        let owner = record.owner.load(Relaxed);
-        if owner != self.me {
+        if !self.owns_record() {
             return Err(StreamError::SubscriptionLost {
                 name: self.files.header().name.clone(),
             });
@@ -289,12 +295,14 @@ impl<T: Element> Subscriber<T> {
     /// ([`Subscriber::missed`], [`Sample::missed_before`]), and [`Subscriber::delivery`] says
     /// Lossy.
     pub fn demoted(&self) -> bool {
-        // Relaxed: a status; what it changes is the publisher's, not ours.
-        self.files.ring().records[self.record()]
-            .config
-            .load(Relaxed)
-            & layout::CONFIG_DEMOTED
-            != 0
+        // Relaxed: a status; what it changes is the publisher's, not ours. Only while the
+        // record is ours (after a reclaim its config is someone else's).
+        self.owns_record()
+            && self.files.ring().records[self.record()]
+                .config
+                .load(Relaxed)
+                & layout::CONFIG_DEMOTED
+                != 0
     }
 
     fn free_entry(&self) -> Result<usize, StreamError> {
@@ -679,7 +687,7 @@ impl<'a, T: Element> Recv<'a, T> {
         // `sleeping` flag and count are not ours to clear.
         if std::mem::take(&mut self.counted)
             && let Some(s) = self.subscriber.as_deref()
-            && s.check_record().is_ok()
+            && s.owns_record()
         {
             s.uncount_sleeping();
         }

@@ -930,3 +930,25 @@ fn the_publisher_lock_admits_one_publisher_at_a_time() {
     assert_eq!(files.publisher_attached(), Some(false));
     Publisher::<u64>::open(&path).unwrap();
 }
+
+/// A subscription's `config` carries part of its nonce: a demotion the publisher computed from
+/// one subscription's `config` (a compare-and-swap from that value) can never land on a new
+/// subscription that claimed the freed record with the same mode and holds.
+#[test]
+fn a_demotion_read_from_one_subscription_never_lands_on_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 1);
+    let publisher = Publisher::<u64>::open(&path).unwrap();
+    let first = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
+    let record = first.record();
+    let ring = publisher.files().ring();
+    let seen = ring.records[record].config.load(Relaxed);
+    drop(first);
+    let next = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
+    assert_eq!(next.record(), record, "the only record, claimed again");
+    let now = ring.records[record].config.load(Relaxed);
+    assert_eq!(now & 0x1FF, seen & 0x1FF, "same holds and mode");
+    assert_ne!(now, seen, "but not the same config word");
+    assert_eq!(protocol::demote_laggards(&ring, false), 1);
+    assert!(next.demoted(), "a demotion computed now applies to it");
+}
