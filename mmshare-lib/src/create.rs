@@ -99,16 +99,7 @@ pub fn create_array_data(dir: &Path, spec: &ArraySpec) -> Result<(PathBuf, Heade
     let target = dir.join(&header.name);
     let temp = dir.join(temp_name(&header.name));
     let io_err = failed_in(dir, header.file_len());
-    let file = step(Step::OpenTemp)
-        .and_then(|()| {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&temp)
-        })
-        .map_err(&io_err)?;
+    let file = new_temp_file(&temp).map_err(&io_err)?;
     let result = fill_and_publish(&file, &header, &temp, &target, dir);
     if result.is_err() {
         let _ = std::fs::remove_file(&temp);
@@ -166,6 +157,18 @@ pub(crate) fn publish(
         return Err(io_err(e));
     }
     Ok(())
+}
+
+/// Creates the temporary file `path` of a create: read-write, mode 0600, never an existing
+/// file (a fault point of the tests).
+pub(crate) fn new_temp_file(path: &Path) -> io::Result<File> {
+    step(Step::OpenTemp)?;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// The error for a step of a create in `dir` of a file of `needed` bytes that failed with

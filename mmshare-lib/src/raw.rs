@@ -413,6 +413,18 @@ impl RawArray {
         self.map.flush()
     }
 
+    /// The start of a write of `len` bytes at `offset`, and whether it covers the whole data.
+    fn write_range(&self, offset: u64, len: usize) -> Result<(usize, bool), WriteError> {
+        let start = self
+            .check_bytes(offset, len as u64)
+            .ok_or(WriteError::OutOfBounds {
+                start: offset,
+                end: offset.saturating_add(len as u64),
+                len: self.header.data_len,
+            })?;
+        Ok((start, offset == 0 && len as u64 == self.header.data_len))
+    }
+
     fn check_bytes(&self, offset: u64, len: u64) -> Option<usize> {
         let end = offset.checked_add(len)?;
         (end <= self.header.data_len).then_some(offset as usize)
@@ -557,14 +569,7 @@ impl RawArray {
     /// [`WriteError::ReadOnly`], [`WriteError::OutOfBounds`] (in bytes), or
     /// [`WriteError::Timeout`] when the write side stays held.
     pub fn write_bytes(&self, offset: u64, src: &[u8]) -> Result<u64, WriteError> {
-        let start = self
-            .check_bytes(offset, src.len() as u64)
-            .ok_or(WriteError::OutOfBounds {
-                start: offset,
-                end: offset.saturating_add(src.len() as u64),
-                len: self.header.data_len,
-            })?;
-        let full = offset == 0 && src.len() as u64 == self.header.data_len;
+        let (start, full) = self.write_range(offset, src.len())?;
         self.write_protocol(full, |scope| {
             // SAFETY: the range is inside the writable data area and we hold the write side.
             unsafe { seqlock::store_bytes(scope.data_ptr(), start, src) };
@@ -1086,14 +1091,7 @@ impl RawArray {
     /// # Errors
     /// As [`RawArray::write_bytes`]; [`WriteError::NotDurable`] when a sync fails.
     pub fn write_bytes_durable(&self, offset: u64, src: &[u8]) -> Result<u64, WriteError> {
-        let start = self
-            .check_bytes(offset, src.len() as u64)
-            .ok_or(WriteError::OutOfBounds {
-                start: offset,
-                end: offset.saturating_add(src.len() as u64),
-                len: self.header.data_len,
-            })?;
-        let full = offset == 0 && src.len() as u64 == self.header.data_len;
+        let (start, full) = self.write_range(offset, src.len())?;
         let session = self.begin_write_durable()?;
         // SAFETY: the range is inside the writable data area and the session holds the write
         // side.

@@ -173,6 +173,23 @@ impl ArrayOpen {
     }
 }
 
+/// Opens the file at `path` (never through a symlink), read-only or read-write, and checks
+/// that it is the object's (device and inode `id`): `NotFound` if another file took the name.
+pub(super) fn open_checked(path: &Path, id: (u64, u64), write: bool) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
+    if file_id(&file)? != id {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "another file took the object's name",
+        ));
+    }
+    Ok(file)
+}
+
 fn file_id(file: &File) -> io::Result<(u64, u64)> {
     let m = file.metadata()?;
     Ok((m.dev(), m.ino()))
@@ -201,18 +218,7 @@ impl Entry {
 
     /// Opens its file (never through a symlink) and checks that it is this array's.
     fn open_file(&self, write: bool) -> io::Result<File> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(write)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&self.path)?;
-        if file_id(&file)? != self.id {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "another file took the array's name",
-            ));
-        }
-        Ok(file)
+        open_checked(&self.path, self.id, write)
     }
 
     /// Version and TORN: from the daemon's mapping while it holds the array open, else read

@@ -106,18 +106,7 @@ impl StreamEntry {
 
     /// Opens its data file (never through a symlink) and checks that it is this stream's.
     fn open_data(&self, write: bool) -> io::Result<File> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(write)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(self.path.join(DATA_FILE))?;
-        if file_id(&file)? != self.id {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "another stream took the name",
-            ));
-        }
-        Ok(file)
+        super::open_checked(&self.path.join(DATA_FILE), self.id, write)
     }
 
     /// Frames published and the attached publisher: from the daemon's mapping while it holds

@@ -1,13 +1,13 @@
 //! A stream's two files: crash-safe creation, opening, mapping, and the shared words in them.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::layout::{self, Record, control_len};
 use super::protocol::{Ring, SlotWords};
-use crate::create::{failed_in, publish, reserve, temp_name};
+use crate::create::{failed_in, new_temp_file, publish, reserve, temp_name};
 use crate::error::{CreateError, OpenError, StreamError};
 use crate::fault::{Step, step};
 use crate::format::{FormatError, HEADER_SIZE, Header, Kind, StallPolicy, StreamSpec, offsets};
@@ -89,18 +89,7 @@ fn fill(
     with_control: bool,
 ) -> Result<(), CreateError> {
     let io_err = failed_in(dir, header.file_len());
-    let new_file = |name: &str| {
-        step(Step::OpenTemp)
-            .and_then(|()| {
-                OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(temp.join(name))
-            })
-            .map_err(&io_err)
-    };
+    let new_file = |name: &str| new_temp_file(&temp.join(name)).map_err(&io_err);
     let data = new_file(DATA_FILE)?;
     reserve(&data, header.file_len(), dir)?;
     step(Step::WriteHeader)
