@@ -1056,6 +1056,77 @@ mod model_tests {
         check_lossless::<0>();
     }
 
+    /// The stall policy at work: a lossless subscriber that wants frame 0 while the publisher
+    /// publishes frames 2 to 4 through three slots; the publisher, whenever a loan fails,
+    /// demotes it (as `wait_for_slot` does past the policy's wait) and loans again. The
+    /// subscriber, demoted at any point of its receive, never reads a rewritten frame, gets
+    /// frames in order, and accounts for every frame as received or missed.
+    fn check_demotion<const DROP: u8>() {
+        // One preemption: with two the model takes minutes; the twin below is rejected with
+        // one.
+        bounded(1).check(|| {
+            let m = Model::<Mutant<DROP>>::new(3, 1);
+            let ring = m.ring();
+            let record = claim_record(&ring, 7).unwrap();
+            assert_eq!(take_budget(&ring, 1, 1), 1);
+            assert_eq!(subscribe(&ring, record, 1, true), 0);
+            let mut state = attach(&ring);
+            publish_frames(&m, &mut state, 2);
+            let publisher = {
+                let m = m.clone();
+                loom::thread::spawn(move || {
+                    let ring = m.ring();
+                    while state.next < 5 {
+                        let slot = loop {
+                            match try_loan(&ring, &mut state) {
+                                Some(slot) => break slot,
+                                None => {
+                                    demote_laggards(&ring, false);
+                                    loom::thread::yield_now();
+                                }
+                            }
+                        };
+                        let n = state.next;
+                        // SAFETY: loom checks this access against the subscriber's reads.
+                        m.data[slot].with_mut(|p| unsafe { *p = n });
+                        assert_eq!(publish(&ring, &mut state, slot, 0), n);
+                    }
+                })
+            };
+            let mut sub = subscriber(record, 0);
+            let mut got = Vec::new();
+            while sub.cursor < 5 {
+                match receive(&ring, &mut sub, 0) {
+                    Some(taken) => {
+                        read_taken(&m, taken);
+                        got.push(taken.number);
+                        release(&ring, record, 0, taken.slot);
+                    }
+                    None => loom::thread::yield_now(),
+                }
+            }
+            publisher.join().unwrap();
+            assert!(got.windows(2).all(|w| w[0] < w[1]), "out of order: {got:?}");
+            assert_eq!(
+                got.len() as u64 + sub.missed,
+                5,
+                "frames unaccounted for: {got:?}"
+            );
+        });
+    }
+
+    #[test]
+    fn model_a_lossless_subscriber_demoted_mid_stream_stays_safe_and_counts_its_misses() {
+        check_demotion::<0>();
+    }
+
+    /// The same model catches a subscriber without its fence after the hold: demotion does
+    /// not make the hold protocol unnecessary.
+    #[test]
+    fn model_catches_a_demoted_subscriber_without_the_hold_fence() {
+        expect_rejected(check_demotion::<HOLD_FENCE>, "a held frame was overwritten");
+    }
+
     #[test]
     fn model_catches_a_publisher_that_ignores_lossless_cursors() {
         expect_rejected(
