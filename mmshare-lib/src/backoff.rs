@@ -133,3 +133,36 @@ thread_local! {
     pub(crate) static BEFORE_SLEEP: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
         std::cell::RefCell::new(None);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sleep never asks for more than what is left of the timeout (nor more than the
+    /// longest sleep), so a wait ends at its deadline, not up to a sleep later. Judged from
+    /// the durations the schedule asks for, not from a clock.
+    #[test]
+    fn a_sleep_never_outlasts_the_time_left() {
+        let timeout = Duration::from_millis(20);
+        let mut backoff = Backoff::new(timeout);
+        let mut sleeps = 0;
+        loop {
+            // Read before the step: the step's own reading is later, so what it may ask for is
+            // at most this much.
+            let left = timeout.saturating_sub(backoff.elapsed());
+            match backoff.step() {
+                Step::Spun => {}
+                Step::Sleep(d) => {
+                    assert!(
+                        d <= left && d <= MAX_SLEEP,
+                        "asked to sleep {d:?} with {left:?} left"
+                    );
+                    sleeps += 1;
+                    std::thread::sleep(d);
+                }
+                Step::TimedOut => break,
+            }
+        }
+        assert!(sleeps > 0, "the schedule never got to sleeping");
+    }
+}
