@@ -922,6 +922,28 @@ mod model_tests {
         assert_eq!(value, taken.number, "a held frame was overwritten");
     }
 
+    /// Receives (reading each frame in place, then releasing it) until the subscriber's cursor
+    /// reaches `until`; returns the frame numbers received.
+    fn take_until<const DROP: u8>(
+        m: &Model<Mutant<DROP>>,
+        ring: &Ring<'_, Mutant<DROP>>,
+        sub: &mut SubscriberState,
+        until: u64,
+    ) -> Vec<u64> {
+        let mut got = Vec::new();
+        while sub.cursor < until {
+            match receive(ring, sub, 0) {
+                Some(taken) => {
+                    read_taken(m, taken);
+                    got.push(taken.number);
+                    release(ring, sub.record, 0, taken.slot);
+                }
+                None => loom::thread::yield_now(),
+            }
+        }
+        got
+    }
+
     fn subscriber(record: usize, cursor: u64) -> SubscriberState {
         SubscriberState {
             record,
@@ -1034,17 +1056,7 @@ mod model_tests {
                 loom::thread::spawn(move || publish_frames(&m, &mut state, 4))
             };
             let mut sub = subscriber(record, 0);
-            let mut got = Vec::new();
-            while sub.cursor < 4 {
-                match receive(&ring, &mut sub, 0) {
-                    Some(taken) => {
-                        read_taken(&m, taken);
-                        got.push(taken.number);
-                        release(&ring, record, 0, taken.slot);
-                    }
-                    None => loom::thread::yield_now(),
-                }
-            }
+            let got = take_until(&m, &ring, &mut sub, 4);
             publisher.join().unwrap();
             assert_eq!(got, [0, 1, 2, 3], "lossless delivery missed or reordered");
             assert_eq!(sub.missed, 0);
@@ -1094,17 +1106,7 @@ mod model_tests {
                 })
             };
             let mut sub = subscriber(record, 0);
-            let mut got = Vec::new();
-            while sub.cursor < 5 {
-                match receive(&ring, &mut sub, 0) {
-                    Some(taken) => {
-                        read_taken(&m, taken);
-                        got.push(taken.number);
-                        release(&ring, record, 0, taken.slot);
-                    }
-                    None => loom::thread::yield_now(),
-                }
-            }
+            let got = take_until(&m, &ring, &mut sub, 5);
             publisher.join().unwrap();
             assert!(got.windows(2).all(|w| w[0] < w[1]), "out of order: {got:?}");
             assert_eq!(
@@ -1305,17 +1307,7 @@ mod model_tests {
             assert_eq!(take_budget(&ring, 1, 1), 1);
             let start = subscribe(&ring, record, 1, true);
             let mut sub = subscriber(record, start);
-            let mut got = Vec::new();
-            while sub.cursor < 4 {
-                match receive(&ring, &mut sub, 0) {
-                    Some(taken) => {
-                        read_taken(&m, taken);
-                        got.push(taken.number);
-                        release(&ring, record, 0, taken.slot);
-                    }
-                    None => loom::thread::yield_now(),
-                }
-            }
+            let got = take_until(&m, &ring, &mut sub, 4);
             publisher.join().unwrap();
             assert_eq!(sub.missed, 0, "missed frames: got {got:?} from {start}");
             assert_eq!(got, (start..4).collect::<Vec<_>>());
