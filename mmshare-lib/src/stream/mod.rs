@@ -207,14 +207,19 @@
 //! # Layout
 //! - `layout`: byte offsets of the control file and the shared record type.
 //! - `protocol`: the algorithm above, generic over its atomic words so that loom checks it.
+//! - `sleep`: the sleep handshake of either side (Sleeping, below), generic in the same way.
+//! - `model_tests`: the loom models of both, each with twins that loom must reject.
 //! - `files`: creating a stream's files, opening and mapping them.
 //! - `publisher`: [`Publisher`] and its loans, [`SampleMut`].
 //! - `subscriber`: [`Subscriber`] and its samples, [`Sample`].
 
 mod files;
 mod layout;
+#[cfg(test)]
+mod model_tests;
 mod protocol;
 mod publisher;
+mod sleep;
 mod subscriber;
 #[cfg(test)]
 mod tests;

@@ -53,6 +53,20 @@ pub(crate) trait Word: Sync {
         Self::fence(SeqCst);
     }
 
+    /// The publisher's fence at the end of a publish, before it reads `SLEEPERS` (the
+    /// waker's fence of the sleep handshake, module `sleep`) and before its next loan reads
+    /// cursors (pairing with `fence_in_subscribe`).
+    #[inline]
+    fn fence_after_publish() {
+        Self::fence(SeqCst);
+    }
+
+    /// A reclaimer's fence between marking a record as being freed and clearing its holds.
+    #[inline]
+    fn fence_in_free() {
+        Self::fence(SeqCst);
+    }
+
     /// Whether the publisher scans the holds at all (false only in a model test).
     const SCAN_HOLDS: bool = true;
 
@@ -283,7 +297,7 @@ pub(crate) fn publish<W: Word>(
     ring.published.store(tag, Release);
     state.tags[slot] = tag;
     state.next = tag;
-    W::fence(SeqCst);
+    W::fence_after_publish();
     frame
 }
 
@@ -519,10 +533,13 @@ pub(crate) fn free_record<W: Word>(
         return None;
     }
     // SeqCst: pairs with the fence a subscriber makes after storing a hold, before it
-    // re-checks that the record is still its own: either it sees our mark and undoes its
-    // hold, or our clears below come after its hold in that word's order (without this fence
-    // the C++ model allows both to miss each other; loom shows it).
-    W::fence(SeqCst);
+    // re-checks that the record is still its own (`hold`): either it sees our mark and undoes
+    // its hold, or our clears below come after its hold in that word's order. So no hold
+    // outlives the free. Without the fence (the C++ model allows it; loom shows it) a hold
+    // could land after our clear while its subscriber still read its own owner word: it
+    // would then sit in a record that is free, and soon someone else's, as a phantom hold, or
+    // overwriting that owner's own hold and leaving the frame it reads unprotected.
+    W::fence_in_free();
     let holds = rec.config.load(Relaxed) & CONFIG_HELD_MASK;
     // Only whoever clears the flag takes the sleeper out of SLEEPERS: a live subscriber
     // reclaimed while asleep must not take itself out a second time when it wakes.
@@ -712,6 +729,12 @@ pub(crate) fn receive<W: Word>(
     None
 }
 
+/// Whether a frame after `cursor` (the next frame a subscriber wants) is published: a
+/// sleeping subscriber's last check (module `sleep`), whose Acquire fence precedes it.
+pub(crate) fn newer_than<W: Word>(ring: &Ring<'_, W>, cursor: u64) -> bool {
+    ring.published.load(Relaxed) > cursor
+}
+
 /// Takes the newest published frame into hold `entry`, counting the frames between the
 /// cursor and it as missed. `None` before the first publish.
 pub(crate) fn latest<W: Word>(
@@ -794,523 +817,4 @@ pub(crate) fn still_intact<W: Word>(
     W::fence(Acquire);
     ring.records[record].held[entry].load(Relaxed) == slot as u64 + 1
         && load_acquire(&ring.slots[slot].tag) & !TAKEN_BACK == tag
-}
-
-/// The slot protocol above, run by the loom model checker on loom's atomics. Frame data lives
-/// in loom's `UnsafeCell`s, so loom reports any write by the publisher that is not ordered
-/// after a subscriber's read of the same slot (or the other way round) as a causality
-/// violation: exactly the overwrite of a held frame the protocol exists to prevent. Each model
-/// has a twin with one piece of the protocol removed, which loom must reject.
-#[cfg(test)]
-mod model_tests {
-    use super::*;
-    use crate::stream::layout::CONFIG_LOSSLESS;
-    use loom::cell::UnsafeCell;
-    use loom::sync::Arc;
-    use loom::sync::atomic::AtomicU64 as LoomU64;
-
-    /// Which piece of the protocol a [`Mutant`] word removes.
-    const HOLD_FENCE: u8 = 1;
-    const TAKE_BACK_FENCE: u8 = 2;
-    const HOLD_SCAN: u8 = 4;
-    const LOSSLESS_FLOOR: u8 = 8;
-    const RECLAIM_IN_ONE_STEP: u8 = 16;
-    const SUBSCRIBE_FENCE: u8 = 32;
-
-    /// Loom's atomics, with the pieces named in `DROP` removed from the protocol.
-    struct Mutant<const DROP: u8>(LoomU64);
-
-    impl<const DROP: u8> Word for Mutant<DROP> {
-        fn load(&self, order: Ordering) -> u64 {
-            self.0.load(order)
-        }
-        fn store(&self, value: u64, order: Ordering) {
-            self.0.store(value, order);
-        }
-        fn compare_exchange(&self, c: u64, n: u64, s: Ordering, f: Ordering) -> Result<u64, u64> {
-            self.0.compare_exchange(c, n, s, f)
-        }
-        fn fence(order: Ordering) {
-            loom::sync::atomic::fence(order);
-        }
-        fn fence_after_hold() {
-            if DROP & HOLD_FENCE == 0 {
-                Self::fence(SeqCst);
-            }
-        }
-        fn fence_after_take_back() {
-            if DROP & TAKE_BACK_FENCE == 0 {
-                Self::fence(SeqCst);
-            }
-        }
-        fn fence_in_subscribe() {
-            if DROP & SUBSCRIBE_FENCE == 0 {
-                Self::fence(SeqCst);
-            }
-        }
-        const SCAN_HOLDS: bool = DROP & HOLD_SCAN == 0;
-        const KEEP_LOSSLESS: bool = DROP & LOSSLESS_FLOOR == 0;
-        const RECLAIM_MARKS_FIRST: bool = DROP & RECLAIM_IN_ONE_STEP == 0;
-    }
-
-    /// A whole stream in loom's memory: `SLOTS` slots of one word of data each.
-    struct Model<W> {
-        published: W,
-        slots: Vec<SlotWords<W>>,
-        records: Vec<Record<W>>,
-        budget: W,
-        data: Vec<UnsafeCell<u64>>,
-    }
-
-    // SAFETY: (for the model only) every access to `data` goes through loom's UnsafeCell,
-    // which checks it against the happens-before order; that is the point of the model.
-    unsafe impl<W: Sync> Sync for Model<W> {}
-
-    impl<const DROP: u8> Model<Mutant<DROP>> {
-        fn new(slots: usize, records: usize) -> Arc<Self> {
-            let w = || Mutant::<DROP>(LoomU64::new(0));
-            Arc::new(Model {
-                published: w(),
-                slots: (0..slots)
-                    .map(|_| SlotWords {
-                        tag: w(),
-                        time: w(),
-                    })
-                    .collect(),
-                records: (0..records).map(|_| Record::new_with(w)).collect(),
-                budget: w(),
-                data: (0..slots).map(|_| UnsafeCell::new(u64::MAX)).collect(),
-            })
-        }
-
-        fn ring(&self) -> Ring<'_, Mutant<DROP>> {
-            Ring {
-                published: &self.published,
-                slots: &self.slots,
-                records: &self.records,
-                budget: &self.budget,
-            }
-        }
-    }
-
-    /// The publisher: frames `state.next..until`, each slot's data set to its frame number.
-    /// Waits (by yielding) when no slot is free.
-    fn publish_frames<const DROP: u8>(
-        m: &Model<Mutant<DROP>>,
-        state: &mut PublisherState,
-        until: u64,
-    ) {
-        let ring = m.ring();
-        while state.next < until {
-            let slot = loop {
-                match try_loan(&ring, state) {
-                    Some(slot) => break slot,
-                    None => loom::thread::yield_now(),
-                }
-            };
-            let n = state.next;
-            // SAFETY: loom checks this access against the subscriber's reads.
-            m.data[slot].with_mut(|p| unsafe { *p = n });
-            assert_eq!(publish(&ring, state, slot, 0), n);
-        }
-    }
-
-    /// Reads a taken frame's data: it must be the frame the protocol says it is.
-    fn read_taken<const DROP: u8>(m: &Model<Mutant<DROP>>, taken: Taken) {
-        // SAFETY: loom checks this access against the publisher's writes.
-        let value = m.data[taken.slot].with(|p| unsafe { *p });
-        assert_eq!(value, taken.number, "a held frame was overwritten");
-    }
-
-    /// Receives (reading each frame in place, then releasing it) until the subscriber's cursor
-    /// reaches `until`; returns the frame numbers received.
-    fn take_until<const DROP: u8>(
-        m: &Model<Mutant<DROP>>,
-        ring: &Ring<'_, Mutant<DROP>>,
-        sub: &mut SubscriberState,
-        until: u64,
-    ) -> Vec<u64> {
-        let mut got = Vec::new();
-        while sub.cursor < until {
-            match receive(ring, sub, 0) {
-                Some(taken) => {
-                    read_taken(m, taken);
-                    got.push(taken.number);
-                    release(ring, sub.record, 0, taken.slot);
-                }
-                None => loom::thread::yield_now(),
-            }
-        }
-        got
-    }
-
-    fn subscriber(record: usize, cursor: u64) -> SubscriberState {
-        SubscriberState {
-            record,
-            cursor,
-            pending_missed: 0,
-            missed: 0,
-            received: 0,
-            dropped_a_hold: false,
-            me: 7,
-            lost: false,
-        }
-    }
-
-    /// Runs `model` under loom, and requires that loom rejects it: with a causality violation
-    /// (a frame written while read) or the model's own assertion. Any other panic (a broken
-    /// harness) fails the test.
-    fn expect_rejected(model: fn(), assertion: &str) {
-        let panic = std::panic::catch_unwind(model).expect_err("loom accepted a broken protocol");
-        let message = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        assert!(
-            message.contains("Causality violation") || message.contains(assertion),
-            "rejected for another reason: {message}"
-        );
-    }
-
-    fn builder() -> loom::model::Builder {
-        bounded(3)
-    }
-
-    /// A builder exploring schedules with at most `preemptions` preemptions (the models
-    /// whose threads spin are explored with 2, so that the suite stays within minutes).
-    fn bounded(preemptions: usize) -> loom::model::Builder {
-        let mut builder = loom::model::Builder::new();
-        builder.preemption_bound = Some(preemptions);
-        builder
-    }
-
-    /// Frames 0 and 1 are in slots 0 and 1 of a 3-slot ring and a lossy subscriber wants
-    /// frame 0 when the publisher publishes frames 2 and 3; the loan for frame 3 wants slot 0
-    /// back. The subscriber never reads a frame being rewritten, every frame it gets is the
-    /// one numbered, and received + missed covers all four.
-    fn check_lossy<const DROP: u8>() {
-        builder().check(|| {
-            let m = Model::<Mutant<DROP>>::new(3, 1);
-            let ring = m.ring();
-            let record = claim_record(&ring, 7).unwrap();
-            assert_eq!(take_budget(&ring, 1, 1), 1);
-            let start = subscribe(&ring, record, 1, false);
-            let mut state = attach(&ring);
-            publish_frames(&m, &mut state, 2);
-            let publisher = {
-                let m = m.clone();
-                loom::thread::spawn(move || publish_frames(&m, &mut state, 4))
-            };
-            let mut sub = subscriber(record, start);
-            if let Some(taken) = receive(&ring, &mut sub, 0) {
-                read_taken(&m, taken);
-                release(&ring, record, 0, taken.slot);
-            }
-            publisher.join().unwrap();
-            while let Some(taken) = receive(&ring, &mut sub, 0) {
-                read_taken(&m, taken);
-                release(&ring, record, 0, taken.slot);
-            }
-            assert_eq!(sub.received + sub.missed, 4);
-        });
-    }
-
-    #[test]
-    fn model_lossy_subscriber_never_reads_a_rewritten_frame() {
-        check_lossy::<0>();
-    }
-
-    #[test]
-    fn model_catches_a_missing_fence_after_the_hold() {
-        expect_rejected(check_lossy::<HOLD_FENCE>, "a held frame was overwritten");
-    }
-
-    #[test]
-    fn model_catches_a_missing_fence_after_the_take_back() {
-        expect_rejected(
-            check_lossy::<TAKE_BACK_FENCE>,
-            "a held frame was overwritten",
-        );
-    }
-
-    #[test]
-    fn model_catches_a_publisher_that_ignores_holds() {
-        expect_rejected(check_lossy::<HOLD_SCAN>, "a held frame was overwritten");
-    }
-
-    /// A lossless subscriber that has not taken frame 0 yet, with frames 0 and 1 published
-    /// in a 3-slot ring: while the publisher publishes frames 2 and 3 (it must wait for the
-    /// subscriber), the subscriber gets all four, in order, none missed.
-    fn check_lossless<const DROP: u8>() {
-        bounded(2).check(|| {
-            let m = Model::<Mutant<DROP>>::new(3, 1);
-            let ring = m.ring();
-            let record = claim_record(&ring, 7).unwrap();
-            assert_eq!(take_budget(&ring, 1, 1), 1);
-            assert_eq!(subscribe(&ring, record, 1, true), 0);
-            let mut state = attach(&ring);
-            publish_frames(&m, &mut state, 2);
-            let publisher = {
-                let m = m.clone();
-                loom::thread::spawn(move || publish_frames(&m, &mut state, 4))
-            };
-            let mut sub = subscriber(record, 0);
-            let got = take_until(&m, &ring, &mut sub, 4);
-            publisher.join().unwrap();
-            assert_eq!(got, [0, 1, 2, 3], "lossless delivery missed or reordered");
-            assert_eq!(sub.missed, 0);
-        });
-    }
-
-    #[test]
-    fn model_lossless_subscriber_gets_every_frame_in_order() {
-        check_lossless::<0>();
-    }
-
-    /// The stall policy at work: a lossless subscriber that wants frame 0 while the publisher
-    /// publishes frames 2 to 4 through three slots; the publisher, whenever a loan fails,
-    /// demotes it (as `wait_for_slot` does past the policy's wait) and loans again. The
-    /// subscriber, demoted at any point of its receive, never reads a rewritten frame, gets
-    /// frames in order, and accounts for every frame as received or missed.
-    fn check_demotion<const DROP: u8>() {
-        // One preemption: with two the model takes minutes; the twin below is rejected with
-        // one.
-        bounded(1).check(|| {
-            let m = Model::<Mutant<DROP>>::new(3, 1);
-            let ring = m.ring();
-            let record = claim_record(&ring, 7).unwrap();
-            assert_eq!(take_budget(&ring, 1, 1), 1);
-            assert_eq!(subscribe(&ring, record, 1, true), 0);
-            let mut state = attach(&ring);
-            publish_frames(&m, &mut state, 2);
-            let publisher = {
-                let m = m.clone();
-                loom::thread::spawn(move || {
-                    let ring = m.ring();
-                    while state.next < 5 {
-                        let slot = loop {
-                            match try_loan(&ring, &mut state) {
-                                Some(slot) => break slot,
-                                None => {
-                                    demote_laggards(&ring, false);
-                                    loom::thread::yield_now();
-                                }
-                            }
-                        };
-                        let n = state.next;
-                        // SAFETY: loom checks this access against the subscriber's reads.
-                        m.data[slot].with_mut(|p| unsafe { *p = n });
-                        assert_eq!(publish(&ring, &mut state, slot, 0), n);
-                    }
-                })
-            };
-            let mut sub = subscriber(record, 0);
-            let got = take_until(&m, &ring, &mut sub, 5);
-            publisher.join().unwrap();
-            assert!(got.windows(2).all(|w| w[0] < w[1]), "out of order: {got:?}");
-            assert_eq!(
-                got.len() as u64 + sub.missed,
-                5,
-                "frames unaccounted for: {got:?}"
-            );
-        });
-    }
-
-    #[test]
-    fn model_a_lossless_subscriber_demoted_mid_stream_stays_safe_and_counts_its_misses() {
-        check_demotion::<0>();
-    }
-
-    /// The same model catches a subscriber without its fence after the hold: demotion does
-    /// not make the hold protocol unnecessary.
-    #[test]
-    fn model_catches_a_demoted_subscriber_without_the_hold_fence() {
-        expect_rejected(check_demotion::<HOLD_FENCE>, "a held frame was overwritten");
-    }
-
-    #[test]
-    fn model_catches_a_publisher_that_ignores_lossless_cursors() {
-        expect_rejected(
-            check_lossless::<LOSSLESS_FLOOR>,
-            "lossless delivery missed or reordered",
-        );
-    }
-
-    /// Record 1 was left by a dead lossless subscriber that wants frame 0; record 0 belongs
-    /// to an idle live subscriber; frames 0, 1 and 2 fill the 3-slot ring, so no slot is free
-    /// until record 1 is reclaimed. Concurrently: one thread reclaims record 1, the publisher
-    /// tries one loan for frame 3 (and publishes it if it gets one), and a new subscriber
-    /// tries to claim a record and, if it gets record 1, reads the oldest frame, the one the
-    /// loan wants back. The new subscriber never reads a rewritten frame (the reclaim's
-    /// clean-up never erases its hold), and once the reclaim is done the publisher goes on.
-    fn check_reclaim<const DROP: u8>() {
-        builder().check(|| {
-            let m = Model::<Mutant<DROP>>::new(3, 2);
-            let ring = m.ring();
-            ring.records[0].owner.store(5, Relaxed);
-            let mut state = attach(&ring);
-            publish_frames(&m, &mut state, 3);
-            let dead = 0xDEAD;
-            let stale = &ring.records[1];
-            stale.owner.store(dead, Relaxed);
-            stale.config.store(1 | CONFIG_LOSSLESS, Relaxed);
-            let reclaimer = {
-                let m = m.clone();
-                loom::thread::spawn(move || {
-                    assert!(reclaim(&m.ring(), 1, dead, 0x5EED, |_| false).is_some());
-                })
-            };
-            let publisher = {
-                let m = m.clone();
-                loom::thread::spawn(move || {
-                    let ring = m.ring();
-                    if let Some(slot) = try_loan(&ring, &mut state) {
-                        // SAFETY: loom checks this access against the subscriber's reads.
-                        m.data[slot].with_mut(|p| unsafe { *p = 3 });
-                        publish(&ring, &mut state, slot, 0);
-                    }
-                    state
-                })
-            };
-            if let Some(record) = claim_record(&ring, 7) {
-                assert_eq!(record, 1);
-                subscribe(&ring, record, 1, false);
-                // It wants the oldest frame (as if it had subscribed before frame 0).
-                let mut sub = subscriber(record, 0);
-                if let Some(taken) = receive(&ring, &mut sub, 0) {
-                    read_taken(&m, taken);
-                    release(&ring, record, 0, taken.slot);
-                }
-            }
-            reclaimer.join().unwrap();
-            let mut state = publisher.join().unwrap();
-            publish_frames(&m, &mut state, 4);
-        });
-    }
-
-    #[test]
-    fn model_a_dead_subscribers_record_is_reclaimed_while_the_publisher_loans() {
-        check_reclaim::<0>();
-    }
-
-    #[test]
-    fn model_catches_a_reclaim_that_frees_the_record_before_clearing_it() {
-        expect_rejected(
-            check_reclaim::<RECLAIM_IN_ONE_STEP>,
-            "a held frame was overwritten",
-        );
-    }
-
-    /// A lossy subscriber takes frame 0, reads it, releases it and unsubscribes while the
-    /// publisher loans for frames 2 and 3 (the loan for 3 wants slot 0 back): the publisher's
-    /// rewrite of slot 0 is ordered after the subscriber's read (the unsubscribe's clears are
-    /// Release stores; with Relaxed ones loom reports the race).
-    #[test]
-    fn model_unsubscribe_racing_a_loan_never_races_a_read() {
-        builder().check(|| {
-            let m = Model::<Mutant<0>>::new(3, 1);
-            let ring = m.ring();
-            let record = claim_record(&ring, 7).unwrap();
-            assert_eq!(take_budget(&ring, 1, 1), 1);
-            let start = subscribe(&ring, record, 1, false);
-            let mut state = attach(&ring);
-            publish_frames(&m, &mut state, 2);
-            let publisher = {
-                let m = m.clone();
-                loom::thread::spawn(move || publish_frames(&m, &mut state, 4))
-            };
-            let mut sub = subscriber(record, start);
-            if let Some(taken) = receive(&ring, &mut sub, 0) {
-                read_taken(&m, taken);
-                release(&ring, record, 0, taken.slot);
-            }
-            unsubscribe(&ring, record, 7, 7, |_| true);
-            publisher.join().unwrap();
-        });
-    }
-
-    /// Only a lossy subscriber with one hold (the budget of a 3-slot ring), frames 0, 1, 2
-    /// filling the ring: while the subscriber moves its hold from frame 0 to frame 1, one
-    /// `try_loan` still finds a slot (its second look at taken-back slots).
-    #[test]
-    fn model_try_loan_never_fails_with_only_lossy_subscribers() {
-        builder().check(|| {
-            let m = Model::<Mutant<0>>::new(3, 1);
-            let ring = m.ring();
-            let record = claim_record(&ring, 7).unwrap();
-            assert_eq!(take_budget(&ring, 1, 1), 1);
-            let _ = subscribe(&ring, record, 1, false);
-            let mut state = attach(&ring);
-            publish_frames(&m, &mut state, 3);
-            let publisher = {
-                let m = m.clone();
-                loom::thread::spawn(move || {
-                    let ring = m.ring();
-                    let slot = try_loan(&ring, &mut state);
-                    assert!(
-                        slot.is_some(),
-                        "try_loan failed with only a lossy subscriber"
-                    );
-                    let slot = slot.unwrap();
-                    // SAFETY: loom checks this access against the subscriber's reads.
-                    m.data[slot].with_mut(|p| unsafe { *p = 3 });
-                })
-            };
-            let mut sub = subscriber(record, 0);
-            for _ in 0..2 {
-                if let Some(taken) = receive(&ring, &mut sub, 0) {
-                    read_taken(&m, taken);
-                    release(&ring, record, 0, taken.slot);
-                }
-            }
-            publisher.join().unwrap();
-        });
-    }
-
-    /// A lossless subscriber that subscribes while the publisher publishes gets every frame
-    /// from its starting point on, none missed.
-    #[test]
-    fn model_a_lossless_subscriber_joining_mid_stream_misses_nothing() {
-        check_joiner::<0, 2>();
-    }
-
-    /// The same for one that joins before the first frame, while the publisher publishes
-    /// four frames through three slots (explored with one preemption: with two it takes
-    /// minutes, and the schedule that breaks it without the fence needs none).
-    #[test]
-    fn model_a_lossless_subscriber_joining_at_the_start_misses_nothing() {
-        check_joiner::<0, 0>();
-    }
-
-    /// Without the fence in `subscribe`, the publisher may not see the new lossless record
-    /// while the subscriber reads a `PUBLISHED` older than what it takes back: the joiner from
-    /// frame 0 misses frames.
-    #[test]
-    fn model_catches_a_missing_fence_in_subscribe() {
-        expect_rejected(check_joiner::<SUBSCRIBE_FENCE, 0>, "missed frames");
-    }
-
-    /// A lossless subscriber joins after `ALREADY` frames while the publisher publishes up to
-    /// frame 3 in a 3-slot ring; it must get every frame from its start on.
-    fn check_joiner<const DROP: u8, const ALREADY: u64>() {
-        bounded(if ALREADY == 0 { 1 } else { 2 }).check(|| {
-            let m = Model::<Mutant<DROP>>::new(3, 1);
-            let ring = m.ring();
-            let mut state = attach(&ring);
-            publish_frames(&m, &mut state, ALREADY);
-            let publisher = {
-                let m = m.clone();
-                loom::thread::spawn(move || publish_frames(&m, &mut state, 4))
-            };
-            let record = claim_record(&ring, 7).unwrap();
-            assert_eq!(take_budget(&ring, 1, 1), 1);
-            let start = subscribe(&ring, record, 1, true);
-            let mut sub = subscriber(record, start);
-            let got = take_until(&m, &ring, &mut sub, 4);
-            publisher.join().unwrap();
-            assert_eq!(sub.missed, 0, "missed frames: got {got:?} from {start}");
-            assert_eq!(got, (start..4).collect::<Vec<_>>());
-        });
-    }
 }

@@ -4,21 +4,21 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
-use std::sync::atomic::fence;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::time::Duration;
 
 use ndarray::{ArrayViewMutD, IxDyn, ShapeBuilder};
 
 use super::files::StreamFiles;
 use super::protocol::{self, PublisherState};
+use super::sleep::{self, Futex};
 use crate::backoff::{Backoff, Step};
 use crate::dtype::Element;
 use crate::error::{OpenError, StreamError};
 use crate::format::now_ns;
 use crate::raw::DEFAULT_TIMEOUT;
 use crate::shape::Order;
-use crate::sys::{self, Liveness, ProcessId};
+use crate::sys::{Liveness, ProcessId};
 
 /// The publishing side of a stream: loans a free slot, lets the caller fill it in place,
 /// publishes it as the next frame.
@@ -357,18 +357,18 @@ impl<T: Element> Publisher<T> {
                 }
                 Step::Sleep(at_most) => {
                     let (sleepers, futex) = (self.files.pub_sleepers(), self.files.pub_futex());
-                    sleepers.fetch_add(1, Relaxed);
-                    // Pairs with the fence a subscriber makes after releasing a hold or moving
-                    // its cursor, before it reads PUB_SLEEPERS: it sees us, or we see its
-                    // progress in the loan attempt below.
-                    fence(SeqCst);
-                    let seen = futex.load(Relaxed);
-                    // Acquire: a bump we saw comes with the progress made before it.
-                    fence(Acquire);
-                    let got = protocol::try_loan(&self.files.ring(), &mut self.state);
-                    if got.is_none() {
-                        sys::futex_wait(futex, seen, at_most);
-                    }
+                    let ring = self.files.ring();
+                    let state = &mut self.state;
+                    // Counted in PUB_SLEEPERS, a subscriber that releases a hold or moves its
+                    // cursor wakes us (module `sleep`); the loan attempt is the last check.
+                    let got = sleep::sleep_unless(
+                        futex,
+                        || {
+                            sleepers.fetch_add(1, Relaxed);
+                        },
+                        || protocol::try_loan(&ring, state),
+                        |seen| Futex::wait(futex, seen, at_most),
+                    );
                     sleepers.fetch_sub(1, Relaxed);
                     if let Some(slot) = got {
                         return Ok(slot);
@@ -414,13 +414,8 @@ impl<T: Element> Publisher<T> {
 
     fn publish_slot(&mut self, slot: usize) -> u64 {
         let number = protocol::publish(&self.files.ring(), &mut self.state, slot, now_ns());
-        // `publish` ended with the SeqCst fence that pairs with a sleeping subscriber's fence
-        // after it registered: it sees the new frame, or we see it here.
-        if self.files.sleepers().load(Relaxed) != 0 {
-            // Release: a subscriber that sees the bump (and fences Acquire) sees the frame.
-            self.files.futex().fetch_add(1, Release);
-            sys::futex_wake_all(self.files.futex());
-        }
+        // `publish` ended with the fence of the waker's half of the sleep handshake.
+        sleep::wake_after_fence(self.files.sleepers(), self.files.futex());
         number
     }
 }
@@ -428,12 +423,7 @@ impl<T: Element> Publisher<T> {
 /// Wakes the publisher if it sleeps waiting for a slot (after a hold was released or a
 /// lossless cursor moved). Only a system call when it does sleep.
 pub(super) fn wake_publisher_side(files: &StreamFiles) {
-    // Pairs with the publisher's fence after it counted itself in PUB_SLEEPERS.
-    fence(SeqCst);
-    if files.pub_sleepers().load(Relaxed) != 0 {
-        files.pub_futex().fetch_add(1, Release);
-        sys::futex_wake_all(files.pub_futex());
-    }
+    sleep::wake(files.pub_sleepers(), files.pub_futex());
 }
 
 impl<T: Element> Drop for Publisher<T> {
@@ -520,25 +510,12 @@ pub struct LoanAsync<'a, T: Element> {
 
 #[cfg(feature = "async")]
 impl<'a, T: Element> LoanAsync<'a, T> {
-    /// A slot, an error, or nothing yet.
-    fn attempt(&mut self) -> Option<Result<SampleMut<'a, T>, StreamError>> {
-        let p = self
-            .publisher
-            .as_deref_mut()
-            .expect("polled after it resolved");
-        let got = p
-            .check_attached()
-            .and_then(|()| p.check_no_token())
-            .map(|()| protocol::try_loan(&p.files.ring(), &mut p.state));
-        let got = match got {
-            Ok(None) => return None,
-            Ok(Some(slot)) => Ok(slot),
-            Err(e) => Err(e),
-        };
+    /// Resolves with a loaned slot or an error.
+    fn finish(&mut self, got: Result<usize, StreamError>) -> Result<SampleMut<'a, T>, StreamError> {
         self.registration = None;
         self.uncount();
         let p = self.publisher.take().expect("not yet resolved");
-        Some(got.map(|slot| SampleMut::new(p, slot)))
+        got.map(|slot| SampleMut::new(p, slot))
     }
 
     fn uncount(&mut self) {
@@ -566,31 +543,45 @@ impl<'a, T: Element> std::future::Future for LoanAsync<'a, T> {
     ) -> std::task::Poll<Self::Output> {
         let this = &mut *self;
         this.registration = None;
-        if let Some(done) = this.attempt() {
-            return std::task::Poll::Ready(done);
+        let p = this
+            .publisher
+            .as_deref_mut()
+            .expect("polled after it resolved");
+        if let Err(e) = p.check_attached().and_then(|()| p.check_no_token()) {
+            return std::task::Poll::Ready(this.finish(Err(e)));
         }
-        let p = this.publisher.as_deref().expect("not yet resolved");
-        if !this.counted {
-            p.files.pub_sleepers().fetch_add(1, Relaxed);
-            this.counted = true;
+        let Publisher { files, state, .. } = p;
+        let ring = files.ring();
+        let mut counted = this.counted;
+        let mut registration = None;
+        // The sleep handshake of `wait_for_slot` (module `sleep`), whose sleep is the waiter
+        // thread's: counted in PUB_SLEEPERS once, until the future resolves or is dropped.
+        let got = protocol::try_loan(&ring, state).or_else(|| {
+            sleep::sleep_unless(
+                files.pub_futex(),
+                || {
+                    if !counted {
+                        files.pub_sleepers().fetch_add(1, Relaxed);
+                        counted = true;
+                    }
+                },
+                || protocol::try_loan(&ring, state),
+                |seen| {
+                    registration = Some(crate::waiter::register(
+                        files.control_file(),
+                        super::layout::offsets::PUB_FUTEX,
+                        seen,
+                        cx.waker(),
+                    ));
+                },
+            )
+        });
+        this.counted = counted;
+        this.registration = registration;
+        match got {
+            Some(slot) => std::task::Poll::Ready(this.finish(Ok(slot))),
+            None => std::task::Poll::Pending,
         }
-        // As `wait_for_slot`: pairs with the fence a subscriber makes after releasing a hold
-        // or moving its cursor, before it reads PUB_SLEEPERS; it sees us, or the attempt
-        // below sees its progress.
-        fence(SeqCst);
-        let seen = p.files.pub_futex().load(Relaxed);
-        fence(Acquire);
-        if let Some(done) = this.attempt() {
-            return std::task::Poll::Ready(done);
-        }
-        let p = this.publisher.as_deref().expect("not yet resolved");
-        this.registration = Some(crate::waiter::register(
-            p.files.control_file(),
-            super::layout::offsets::PUB_FUTEX,
-            seen,
-            cx.waker(),
-        ));
-        std::task::Poll::Pending
     }
 }
 

@@ -5,8 +5,7 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
-use std::sync::atomic::fence;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use ndarray::{ArrayViewD, IxDyn, ShapeBuilder};
@@ -15,12 +14,13 @@ use super::files::StreamFiles;
 use super::layout::{self, MAX_HELD};
 use super::protocol::{self, SubscriberState, Taken};
 use super::publisher::{check_element, wake_publisher_side};
+use super::sleep::{self, Futex};
 use crate::backoff::{Backoff, Step};
 use crate::dtype::Element;
 use crate::error::StreamError;
 use crate::raw::DEFAULT_TIMEOUT;
 use crate::shape::Order;
-use crate::sys::{self, ProcessId};
+use crate::sys::ProcessId;
 
 /// How a subscriber takes frames.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -405,20 +405,17 @@ impl<T: Element> Subscriber<T> {
     }
 
     /// Sleeps until the next publish (or `at_most`), registered as a sleeper so that the
-    /// publisher knows to wake us.
+    /// publisher knows to wake us (module `sleep`).
     fn sleep(&self, at_most: Duration) {
         let futex = self.files.futex();
-        self.count_sleeping();
-        // Pairs with the fence at the end of `protocol::publish`: the publisher sees us in
-        // SLEEPERS, or we see its PUBLISHED below.
-        fence(SeqCst);
-        let seen = futex.load(Relaxed);
-        // Acquire: a bump we saw comes with the frame published before it.
-        fence(Acquire);
-        let published = self.files.ring().published.load(Relaxed);
-        if published <= self.next_number() {
-            sys::futex_wait(futex, seen, at_most);
-        }
+        let ring = self.files.ring();
+        let cursor = self.next_number();
+        sleep::sleep_unless(
+            futex,
+            || self.count_sleeping(),
+            || protocol::newer_than(&ring, cursor).then_some(()),
+            |seen| Futex::wait(futex, seen, at_most),
+        );
         self.uncount_sleeping();
     }
 
@@ -729,28 +726,39 @@ impl<'a, T: Element> std::future::Future for Recv<'a, T> {
         if let Some(done) = this.resolve(got) {
             return std::task::Poll::Ready(done);
         }
+        // The sleep handshake of `Subscriber::sleep` (module `sleep`), whose sleep is the
+        // waiter thread's: counted in SLEEPERS once, until the future resolves or is dropped.
         let sub = this.subscriber.as_deref().expect("not yet resolved");
-        if !this.counted {
-            sub.count_sleeping();
-            this.counted = true;
-        }
-        // As `Subscriber::sleep`: pairs with the fence at the end of `protocol::publish`; the
-        // publisher sees us in SLEEPERS, or the receive below sees its frame.
-        fence(SeqCst);
-        let futex = sub.files.futex();
-        let seen = futex.load(Relaxed);
-        fence(Acquire);
-        let got = attempt(sub);
-        if let Some(done) = this.resolve(got) {
+        let mut counted = this.counted;
+        let mut registration = None;
+        let got = sleep::sleep_unless(
+            sub.files.futex(),
+            || {
+                if !counted {
+                    sub.count_sleeping();
+                    counted = true;
+                }
+            },
+            || match attempt(sub) {
+                Ok(None) => None,
+                got => Some(got),
+            },
+            |seen| {
+                registration = Some(crate::waiter::register(
+                    sub.files.data_file(),
+                    crate::format::offsets::FUTEX,
+                    seen,
+                    cx.waker(),
+                ));
+            },
+        );
+        this.counted = counted;
+        this.registration = registration;
+        if let Some(got) = got
+            && let Some(done) = this.resolve(got)
+        {
             return std::task::Poll::Ready(done);
         }
-        let sub = this.subscriber.as_deref().expect("not yet resolved");
-        this.registration = Some(crate::waiter::register(
-            sub.files.data_file(),
-            crate::format::offsets::FUTEX,
-            seen,
-            cx.waker(),
-        ));
         std::task::Poll::Pending
     }
 }

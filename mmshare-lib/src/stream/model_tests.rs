@@ -1,0 +1,918 @@
+//! The slot protocol (`protocol`) and the sleep handshake (`sleep`), run by the loom model
+//! checker on loom's atomics.
+//!
+//! Frame data lives in loom's `UnsafeCell`s, so loom reports any write by the publisher that is
+//! not ordered after a subscriber's read of the same slot (or the other way round) as a
+//! causality violation: exactly the overwrite of a held frame the protocol exists to prevent.
+//! The futex words sleep on a loom condition variable with no timeout, so a lost wake-up
+//! leaves a thread asleep for good, which loom reports as a deadlock. Each model has a twin
+//! with one piece of the protocol removed (or one step moved), which loom must reject.
+
+use super::layout::{CONFIG_HELD_MASK, CONFIG_LOSSLESS, Record};
+use super::protocol::*;
+use super::sleep::{self, Futex};
+use loom::cell::UnsafeCell;
+use loom::sync::atomic::AtomicU32 as LoomU32;
+use loom::sync::atomic::AtomicU64 as LoomU64;
+use loom::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::Ordering::{self, Relaxed, SeqCst};
+use std::time::Duration;
+
+/// Which piece of the protocol a [`Mutant`] (or [`ModelFutex`]) word removes or moves.
+const HOLD_FENCE: u16 = 1;
+const TAKE_BACK_FENCE: u16 = 2;
+const HOLD_SCAN: u16 = 4;
+const LOSSLESS_FLOOR: u16 = 8;
+const RECLAIM_IN_ONE_STEP: u16 = 16;
+const SUBSCRIBE_FENCE: u16 = 32;
+/// The fence that ends `publish` (before the publisher reads `SLEEPERS`).
+const PUBLISH_FENCE: u16 = 64;
+/// The waiter's fence after it registered as a sleeper (`sleep_unless`).
+const SLEEP_FENCE: u16 = 128;
+/// The waker's fence before it reads the sleeper count (`sleep::wake`).
+const WAKE_FENCE: u16 = 256;
+/// The waiter registers after its last check instead of before.
+const REGISTER_LATE: u16 = 512;
+/// The waiter reads the futex word after its last check instead of before.
+const READ_WORD_LATE: u16 = 1024;
+/// The waker wakes without bumping the futex word.
+const NO_BUMP: u16 = 2048;
+/// The reclaimer's fence between marking a record and clearing it (`free_record`).
+const FREE_FENCE: u16 = 4096;
+
+/// Loom's atomics, with the pieces named in `DROP` removed from the protocol.
+struct Mutant<const DROP: u16>(LoomU64);
+
+/// Runs a `SeqCst` fence unless `DROP` names `piece`.
+fn fence_unless<const DROP: u16>(piece: u16) {
+    if DROP & piece == 0 {
+        loom::sync::atomic::fence(SeqCst);
+    }
+}
+
+impl<const DROP: u16> Word for Mutant<DROP> {
+    fn load(&self, order: Ordering) -> u64 {
+        self.0.load(order)
+    }
+    fn store(&self, value: u64, order: Ordering) {
+        self.0.store(value, order);
+    }
+    fn compare_exchange(&self, c: u64, n: u64, s: Ordering, f: Ordering) -> Result<u64, u64> {
+        self.0.compare_exchange(c, n, s, f)
+    }
+    fn fence(order: Ordering) {
+        loom::sync::atomic::fence(order);
+    }
+    fn fence_after_hold() {
+        fence_unless::<DROP>(HOLD_FENCE);
+    }
+    fn fence_after_take_back() {
+        fence_unless::<DROP>(TAKE_BACK_FENCE);
+    }
+    fn fence_in_subscribe() {
+        fence_unless::<DROP>(SUBSCRIBE_FENCE);
+    }
+    fn fence_after_publish() {
+        fence_unless::<DROP>(PUBLISH_FENCE);
+    }
+    fn fence_in_free() {
+        fence_unless::<DROP>(FREE_FENCE);
+    }
+    const SCAN_HOLDS: bool = DROP & HOLD_SCAN == 0;
+    const KEEP_LOSSLESS: bool = DROP & LOSSLESS_FLOOR == 0;
+    const RECLAIM_MARKS_FIRST: bool = DROP & RECLAIM_IN_ONE_STEP == 0;
+}
+
+/// A futex word (or a sleeper count) in loom's memory. Its sleep is the kernel's, as far as
+/// the handshake can tell: the value is compared under the lock that a wake takes too, so a
+/// waker whose bump came before the comparison is seen by it, and one that comes after finds
+/// the sleeper waiting. There is no timeout and no spurious wake-up.
+///
+/// A lost wake-up would leave the sleeper asleep for good, which loom reports as a deadlock
+/// but cannot unwind from cleanly (its runtime panics again in a destructor). So the side
+/// that does the waking `close`s the word once it is done: a sleeper still waiting then, with
+/// no wake since it fell asleep, would have slept until its timeout, and fails the model.
+struct ModelFutex<const DROP: u16> {
+    word: LoomU32,
+    kernel: Mutex<Kernel>,
+    asleep: Condvar,
+}
+
+/// What the model's "kernel" keeps about a futex word's sleepers.
+#[derive(Default)]
+struct Kernel {
+    /// Wake calls so far.
+    wakes: u64,
+    /// The waker is done: no wake will come any more.
+    closed: bool,
+}
+
+/// What a model fails with when a wake-up was lost.
+const LOST_WAKE_UP: &str = "a wake-up was lost";
+
+impl<const DROP: u16> ModelFutex<DROP> {
+    fn new() -> Self {
+        ModelFutex {
+            word: LoomU32::new(0),
+            kernel: Mutex::new(Kernel::default()),
+            asleep: Condvar::new(),
+        }
+    }
+
+    /// Takes one sleeper out of the count (never below 0: with `REGISTER_LATE` a waiter that
+    /// found what it wanted never registered).
+    fn unregister(&self) {
+        let _ = self
+            .word
+            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+    }
+
+    /// No wake will come any more (the waking side is done).
+    fn close(&self) {
+        self.kernel.lock().unwrap().closed = true;
+        self.asleep.notify_all();
+    }
+}
+
+impl<const DROP: u16> Futex for ModelFutex<DROP> {
+    fn load(&self, order: Ordering) -> u32 {
+        self.word.load(order)
+    }
+    fn fetch_add(&self, value: u32, order: Ordering) -> u32 {
+        self.word.fetch_add(value, order)
+    }
+    fn fence(order: Ordering) {
+        loom::sync::atomic::fence(order);
+    }
+    fn wait(&self, seen: u32, _at_most: Duration) {
+        let mut kernel = self.kernel.lock().unwrap();
+        if self.word.load(Relaxed) != seen {
+            return;
+        }
+        let since = kernel.wakes;
+        while kernel.wakes == since {
+            assert!(
+                !kernel.closed,
+                "{LOST_WAKE_UP}: asleep with nobody left to wake it"
+            );
+            kernel = self.asleep.wait(kernel).unwrap();
+        }
+    }
+    fn wake_all(&self) {
+        self.kernel.lock().unwrap().wakes += 1;
+        self.asleep.notify_all();
+    }
+    fn fence_after_register() {
+        fence_unless::<DROP>(SLEEP_FENCE);
+    }
+    fn fence_before_count() {
+        fence_unless::<DROP>(WAKE_FENCE);
+    }
+    const REGISTER_FIRST: bool = DROP & REGISTER_LATE == 0;
+    const READ_WORD_FIRST: bool = DROP & READ_WORD_LATE == 0;
+    const BUMP: bool = DROP & NO_BUMP == 0;
+}
+
+/// A whole stream in loom's memory: `SLOTS` slots of one word of data each, and both sides'
+/// sleeper counts and futex words.
+struct Model<const DROP: u16> {
+    published: Mutant<DROP>,
+    slots: Vec<SlotWords<Mutant<DROP>>>,
+    records: Vec<Record<Mutant<DROP>>>,
+    budget: Mutant<DROP>,
+    data: Vec<UnsafeCell<u64>>,
+    /// `SLEEPERS` and `FUTEX`: subscribers waiting for a frame.
+    sleepers: ModelFutex<DROP>,
+    futex: ModelFutex<DROP>,
+    /// `PUB_SLEEPERS` and `PUB_FUTEX`: the publisher waiting for a slot.
+    pub_sleepers: ModelFutex<DROP>,
+    pub_futex: ModelFutex<DROP>,
+}
+
+// SAFETY: (for the model only) every access to `data` goes through loom's UnsafeCell,
+// which checks it against the happens-before order; that is the point of the model.
+unsafe impl<const DROP: u16> Sync for Model<DROP> {}
+
+impl<const DROP: u16> Model<DROP> {
+    fn new(slots: usize, records: usize) -> Arc<Self> {
+        let w = || Mutant::<DROP>(LoomU64::new(0));
+        Arc::new(Model {
+            published: w(),
+            slots: (0..slots)
+                .map(|_| SlotWords {
+                    tag: w(),
+                    time: w(),
+                })
+                .collect(),
+            records: (0..records).map(|_| Record::new_with(w)).collect(),
+            budget: w(),
+            data: (0..slots).map(|_| UnsafeCell::new(u64::MAX)).collect(),
+            sleepers: ModelFutex::new(),
+            futex: ModelFutex::new(),
+            pub_sleepers: ModelFutex::new(),
+            pub_futex: ModelFutex::new(),
+        })
+    }
+
+    fn ring(&self) -> Ring<'_, Mutant<DROP>> {
+        Ring {
+            published: &self.published,
+            slots: &self.slots,
+            records: &self.records,
+            budget: &self.budget,
+        }
+    }
+}
+
+/// The publisher: frames `state.next..until`, each slot's data set to its frame number.
+/// Waits (by yielding) when no slot is free.
+fn publish_frames<const DROP: u16>(m: &Model<DROP>, state: &mut PublisherState, until: u64) {
+    let ring = m.ring();
+    while state.next < until {
+        let slot = loop {
+            match try_loan(&ring, state) {
+                Some(slot) => break slot,
+                None => loom::thread::yield_now(),
+            }
+        };
+        let n = state.next;
+        // SAFETY: loom checks this access against the subscriber's reads.
+        m.data[slot].with_mut(|p| unsafe { *p = n });
+        assert_eq!(publish(&ring, state, slot, 0), n);
+    }
+}
+
+/// Reads a taken frame's data: it must be the frame the protocol says it is.
+fn read_taken<const DROP: u16>(m: &Model<DROP>, taken: Taken) {
+    // SAFETY: loom checks this access against the publisher's writes.
+    let value = m.data[taken.slot].with(|p| unsafe { *p });
+    assert_eq!(value, taken.number, "a held frame was overwritten");
+}
+
+/// Receives (reading each frame in place, then releasing it) until the subscriber's cursor
+/// reaches `until`; returns the frame numbers received.
+fn take_until<const DROP: u16>(
+    m: &Model<DROP>,
+    ring: &Ring<'_, Mutant<DROP>>,
+    sub: &mut SubscriberState,
+    until: u64,
+) -> Vec<u64> {
+    let mut got = Vec::new();
+    while sub.cursor < until {
+        match receive(ring, sub, 0) {
+            Some(taken) => {
+                read_taken(m, taken);
+                got.push(taken.number);
+                release(ring, sub.record, 0, taken.slot);
+            }
+            None => loom::thread::yield_now(),
+        }
+    }
+    got
+}
+
+fn subscriber(record: usize, cursor: u64) -> SubscriberState {
+    SubscriberState {
+        record,
+        cursor,
+        pending_missed: 0,
+        missed: 0,
+        received: 0,
+        dropped_a_hold: false,
+        me: 7,
+        lost: false,
+    }
+}
+
+/// Runs `model` under loom, and requires that loom rejects it: with a causality violation
+/// (a frame written while read) or the model's own assertion. Any other panic (a broken
+/// harness) fails the test.
+fn expect_rejected(model: impl Fn() + std::panic::UnwindSafe, assertion: &str) {
+    let message = rejection(model);
+    assert!(
+        message.contains("Causality violation") || message.contains(assertion),
+        "rejected for another reason: {message}"
+    );
+}
+
+/// [`expect_rejected`], accepting only the model's own assertion `assertion`.
+fn expect_failing_with(model: impl Fn() + std::panic::UnwindSafe, assertion: &str) {
+    let message = rejection(model);
+    assert!(
+        message.contains(assertion),
+        "rejected for another reason: {message}"
+    );
+}
+
+/// The panic message with which loom rejects `model` (the test fails if it accepts it).
+fn rejection(model: impl Fn() + std::panic::UnwindSafe) -> String {
+    let panic = std::panic::catch_unwind(model).expect_err("loom accepted a broken protocol");
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default()
+}
+
+fn builder() -> loom::model::Builder {
+    bounded(3)
+}
+
+/// A builder exploring schedules with at most `preemptions` preemptions (the models
+/// whose threads spin are explored with 2, so that the suite stays within minutes).
+fn bounded(preemptions: usize) -> loom::model::Builder {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(preemptions);
+    builder
+}
+
+/// Frames 0 and 1 are in slots 0 and 1 of a 3-slot ring and a lossy subscriber wants
+/// frame 0 when the publisher publishes frames 2 and 3; the loan for frame 3 wants slot 0
+/// back. The subscriber never reads a frame being rewritten, every frame it gets is the
+/// one numbered, and received + missed covers all four.
+fn check_lossy<const DROP: u16>() {
+    builder().check(|| {
+        let m = Model::<DROP>::new(3, 1);
+        let ring = m.ring();
+        let record = claim_record(&ring, 7).unwrap();
+        assert_eq!(take_budget(&ring, 1, 1), 1);
+        let start = subscribe(&ring, record, 1, false);
+        let mut state = attach(&ring);
+        publish_frames(&m, &mut state, 2);
+        let publisher = {
+            let m = m.clone();
+            loom::thread::spawn(move || publish_frames(&m, &mut state, 4))
+        };
+        let mut sub = subscriber(record, start);
+        if let Some(taken) = receive(&ring, &mut sub, 0) {
+            read_taken(&m, taken);
+            release(&ring, record, 0, taken.slot);
+        }
+        publisher.join().unwrap();
+        while let Some(taken) = receive(&ring, &mut sub, 0) {
+            read_taken(&m, taken);
+            release(&ring, record, 0, taken.slot);
+        }
+        assert_eq!(sub.received + sub.missed, 4);
+    });
+}
+
+#[test]
+fn model_lossy_subscriber_never_reads_a_rewritten_frame() {
+    check_lossy::<0>();
+}
+
+#[test]
+fn model_catches_a_missing_fence_after_the_hold() {
+    expect_rejected(check_lossy::<HOLD_FENCE>, "a held frame was overwritten");
+}
+
+#[test]
+fn model_catches_a_missing_fence_after_the_take_back() {
+    expect_rejected(
+        check_lossy::<TAKE_BACK_FENCE>,
+        "a held frame was overwritten",
+    );
+}
+
+#[test]
+fn model_catches_a_publisher_that_ignores_holds() {
+    expect_rejected(check_lossy::<HOLD_SCAN>, "a held frame was overwritten");
+}
+
+/// A lossless subscriber that has not taken frame 0 yet, with frames 0 and 1 published
+/// in a 3-slot ring: while the publisher publishes frames 2 and 3 (it must wait for the
+/// subscriber), the subscriber gets all four, in order, none missed.
+fn check_lossless<const DROP: u16>() {
+    bounded(2).check(|| {
+        let m = Model::<DROP>::new(3, 1);
+        let ring = m.ring();
+        let record = claim_record(&ring, 7).unwrap();
+        assert_eq!(take_budget(&ring, 1, 1), 1);
+        assert_eq!(subscribe(&ring, record, 1, true), 0);
+        let mut state = attach(&ring);
+        publish_frames(&m, &mut state, 2);
+        let publisher = {
+            let m = m.clone();
+            loom::thread::spawn(move || publish_frames(&m, &mut state, 4))
+        };
+        let mut sub = subscriber(record, 0);
+        let got = take_until(&m, &ring, &mut sub, 4);
+        publisher.join().unwrap();
+        assert_eq!(got, [0, 1, 2, 3], "lossless delivery missed or reordered");
+        assert_eq!(sub.missed, 0);
+    });
+}
+
+#[test]
+fn model_lossless_subscriber_gets_every_frame_in_order() {
+    check_lossless::<0>();
+}
+
+/// The stall policy at work: a lossless subscriber that wants frame 0 while the publisher
+/// publishes frames 2 to 4 through three slots; the publisher, whenever a loan fails,
+/// demotes it (as `wait_for_slot` does past the policy's wait) and loans again. The
+/// subscriber, demoted at any point of its receive, never reads a rewritten frame, gets
+/// frames in order, and accounts for every frame as received or missed.
+fn check_demotion<const DROP: u16>() {
+    // One preemption: with two the model takes minutes; the twin below is rejected with
+    // one.
+    bounded(1).check(|| {
+        let m = Model::<DROP>::new(3, 1);
+        let ring = m.ring();
+        let record = claim_record(&ring, 7).unwrap();
+        assert_eq!(take_budget(&ring, 1, 1), 1);
+        assert_eq!(subscribe(&ring, record, 1, true), 0);
+        let mut state = attach(&ring);
+        publish_frames(&m, &mut state, 2);
+        let publisher = {
+            let m = m.clone();
+            loom::thread::spawn(move || {
+                let ring = m.ring();
+                while state.next < 5 {
+                    let slot = loop {
+                        match try_loan(&ring, &mut state) {
+                            Some(slot) => break slot,
+                            None => {
+                                demote_laggards(&ring, false);
+                                loom::thread::yield_now();
+                            }
+                        }
+                    };
+                    let n = state.next;
+                    // SAFETY: loom checks this access against the subscriber's reads.
+                    m.data[slot].with_mut(|p| unsafe { *p = n });
+                    assert_eq!(publish(&ring, &mut state, slot, 0), n);
+                }
+            })
+        };
+        let mut sub = subscriber(record, 0);
+        let got = take_until(&m, &ring, &mut sub, 5);
+        publisher.join().unwrap();
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "out of order: {got:?}");
+        assert_eq!(
+            got.len() as u64 + sub.missed,
+            5,
+            "frames unaccounted for: {got:?}"
+        );
+    });
+}
+
+#[test]
+fn model_a_lossless_subscriber_demoted_mid_stream_stays_safe_and_counts_its_misses() {
+    check_demotion::<0>();
+}
+
+/// The same model catches a subscriber without its fence after the hold: demotion does
+/// not make the hold protocol unnecessary.
+#[test]
+fn model_catches_a_demoted_subscriber_without_the_hold_fence() {
+    expect_rejected(check_demotion::<HOLD_FENCE>, "a held frame was overwritten");
+}
+
+#[test]
+fn model_catches_a_publisher_that_ignores_lossless_cursors() {
+    expect_rejected(
+        check_lossless::<LOSSLESS_FLOOR>,
+        "lossless delivery missed or reordered",
+    );
+}
+
+/// Record 1 was left by a dead lossless subscriber that wants frame 0; record 0 belongs
+/// to an idle live subscriber; frames 0, 1 and 2 fill the 3-slot ring, so no slot is free
+/// until record 1 is reclaimed. Concurrently: one thread reclaims record 1, the publisher
+/// tries one loan for frame 3 (and publishes it if it gets one), and a new subscriber
+/// tries to claim a record and, if it gets record 1, reads the oldest frame, the one the
+/// loan wants back. The new subscriber never reads a rewritten frame (the reclaim's
+/// clean-up never erases its hold), and once the reclaim is done the publisher goes on.
+fn check_reclaim<const DROP: u16>() {
+    builder().check(|| {
+        let m = Model::<DROP>::new(3, 2);
+        let ring = m.ring();
+        ring.records[0].owner.store(5, Relaxed);
+        let mut state = attach(&ring);
+        publish_frames(&m, &mut state, 3);
+        let dead = 0xDEAD;
+        let stale = &ring.records[1];
+        stale.owner.store(dead, Relaxed);
+        stale.config.store(1 | CONFIG_LOSSLESS, Relaxed);
+        let reclaimer = {
+            let m = m.clone();
+            loom::thread::spawn(move || {
+                assert!(reclaim(&m.ring(), 1, dead, 0x5EED, |_| false).is_some());
+            })
+        };
+        let publisher = {
+            let m = m.clone();
+            loom::thread::spawn(move || {
+                let ring = m.ring();
+                if let Some(slot) = try_loan(&ring, &mut state) {
+                    // SAFETY: loom checks this access against the subscriber's reads.
+                    m.data[slot].with_mut(|p| unsafe { *p = 3 });
+                    publish(&ring, &mut state, slot, 0);
+                }
+                state
+            })
+        };
+        if let Some(record) = claim_record(&ring, 7) {
+            assert_eq!(record, 1);
+            subscribe(&ring, record, 1, false);
+            // It wants the oldest frame (as if it had subscribed before frame 0).
+            let mut sub = subscriber(record, 0);
+            if let Some(taken) = receive(&ring, &mut sub, 0) {
+                read_taken(&m, taken);
+                release(&ring, record, 0, taken.slot);
+            }
+        }
+        reclaimer.join().unwrap();
+        let mut state = publisher.join().unwrap();
+        publish_frames(&m, &mut state, 4);
+    });
+}
+
+#[test]
+fn model_a_dead_subscribers_record_is_reclaimed_while_the_publisher_loans() {
+    check_reclaim::<0>();
+}
+
+#[test]
+fn model_catches_a_reclaim_that_frees_the_record_before_clearing_it() {
+    expect_rejected(
+        check_reclaim::<RECLAIM_IN_ONE_STEP>,
+        "a held frame was overwritten",
+    );
+}
+
+/// A lossy subscriber takes frame 0, reads it, releases it and unsubscribes while the
+/// publisher loans for frames 2 and 3 (the loan for 3 wants slot 0 back): the publisher's
+/// rewrite of slot 0 is ordered after the subscriber's read (the unsubscribe's clears are
+/// Release stores; with Relaxed ones loom reports the race).
+#[test]
+fn model_unsubscribe_racing_a_loan_never_races_a_read() {
+    builder().check(|| {
+        let m = Model::<0>::new(3, 1);
+        let ring = m.ring();
+        let record = claim_record(&ring, 7).unwrap();
+        assert_eq!(take_budget(&ring, 1, 1), 1);
+        let start = subscribe(&ring, record, 1, false);
+        let mut state = attach(&ring);
+        publish_frames(&m, &mut state, 2);
+        let publisher = {
+            let m = m.clone();
+            loom::thread::spawn(move || publish_frames(&m, &mut state, 4))
+        };
+        let mut sub = subscriber(record, start);
+        if let Some(taken) = receive(&ring, &mut sub, 0) {
+            read_taken(&m, taken);
+            release(&ring, record, 0, taken.slot);
+        }
+        unsubscribe(&ring, record, 7, 7, |_| true);
+        publisher.join().unwrap();
+    });
+}
+
+/// Only a lossy subscriber with one hold (the budget of a 3-slot ring), frames 0, 1, 2
+/// filling the ring: while the subscriber moves its hold from frame 0 to frame 1, one
+/// `try_loan` still finds a slot (its second look at taken-back slots).
+#[test]
+fn model_try_loan_never_fails_with_only_lossy_subscribers() {
+    builder().check(|| {
+        let m = Model::<0>::new(3, 1);
+        let ring = m.ring();
+        let record = claim_record(&ring, 7).unwrap();
+        assert_eq!(take_budget(&ring, 1, 1), 1);
+        let _ = subscribe(&ring, record, 1, false);
+        let mut state = attach(&ring);
+        publish_frames(&m, &mut state, 3);
+        let publisher = {
+            let m = m.clone();
+            loom::thread::spawn(move || {
+                let ring = m.ring();
+                let slot = try_loan(&ring, &mut state);
+                assert!(
+                    slot.is_some(),
+                    "try_loan failed with only a lossy subscriber"
+                );
+                let slot = slot.unwrap();
+                // SAFETY: loom checks this access against the subscriber's reads.
+                m.data[slot].with_mut(|p| unsafe { *p = 3 });
+            })
+        };
+        let mut sub = subscriber(record, 0);
+        for _ in 0..2 {
+            if let Some(taken) = receive(&ring, &mut sub, 0) {
+                read_taken(&m, taken);
+                release(&ring, record, 0, taken.slot);
+            }
+        }
+        publisher.join().unwrap();
+    });
+}
+
+/// A lossless subscriber that subscribes while the publisher publishes gets every frame
+/// from its starting point on, none missed.
+#[test]
+fn model_a_lossless_subscriber_joining_mid_stream_misses_nothing() {
+    check_joiner::<0, 2>();
+}
+
+/// The same for one that joins before the first frame, while the publisher publishes
+/// four frames through three slots (explored with one preemption: with two it takes
+/// minutes, and the schedule that breaks it without the fence needs none).
+#[test]
+fn model_a_lossless_subscriber_joining_at_the_start_misses_nothing() {
+    check_joiner::<0, 0>();
+}
+
+/// Without the fence in `subscribe`, the publisher may not see the new lossless record
+/// while the subscriber reads a `PUBLISHED` older than what it takes back: the joiner from
+/// frame 0 misses frames.
+#[test]
+fn model_catches_a_missing_fence_in_subscribe() {
+    expect_rejected(check_joiner::<SUBSCRIBE_FENCE, 0>, "missed frames");
+}
+
+/// A lossless subscriber joins after `ALREADY` frames while the publisher publishes up to
+/// frame 3 in a 3-slot ring; it must get every frame from its start on.
+fn check_joiner<const DROP: u16, const ALREADY: u64>() {
+    bounded(if ALREADY == 0 { 1 } else { 2 }).check(|| {
+        let m = Model::<DROP>::new(3, 1);
+        let ring = m.ring();
+        let mut state = attach(&ring);
+        publish_frames(&m, &mut state, ALREADY);
+        let publisher = {
+            let m = m.clone();
+            loom::thread::spawn(move || publish_frames(&m, &mut state, 4))
+        };
+        let record = claim_record(&ring, 7).unwrap();
+        assert_eq!(take_budget(&ring, 1, 1), 1);
+        let start = subscribe(&ring, record, 1, true);
+        let mut sub = subscriber(record, start);
+        let got = take_until(&m, &ring, &mut sub, 4);
+        publisher.join().unwrap();
+        assert_eq!(sub.missed, 0, "missed frames: got {got:?} from {start}");
+        assert_eq!(got, (start..4).collect::<Vec<_>>());
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sleep handshake (module `sleep`)
+
+/// The publisher of the sleep models: frames `state.next..until`, each followed by the
+/// waker's half as `Publisher::publish_slot` runs it. When no slot is free it waits by the
+/// sleep handshake, as `Publisher::wait_for_slot` does once its spinning is over (with no
+/// timeout: a lost wake-up is a deadlock).
+fn publish_and_wake<const DROP: u16>(m: &Model<DROP>, state: &mut PublisherState, until: u64) {
+    let ring = m.ring();
+    while state.next < until {
+        let slot = loop {
+            if let Some(slot) = try_loan(&ring, state) {
+                break slot;
+            }
+            let got = sleep::sleep_unless(
+                &m.pub_futex,
+                || {
+                    m.pub_sleepers.fetch_add(1, Relaxed);
+                },
+                || try_loan(&ring, state),
+                |seen| m.pub_futex.wait(seen, Duration::MAX),
+            );
+            m.pub_sleepers.unregister();
+            if let Some(slot) = got {
+                break slot;
+            }
+        };
+        let n = state.next;
+        // SAFETY: loom checks this access against the subscriber's reads.
+        m.data[slot].with_mut(|p| unsafe { *p = n });
+        assert_eq!(publish(&ring, state, slot, 0), n);
+        sleep::wake_after_fence(&m.sleepers, &m.futex);
+    }
+}
+
+/// How the subscriber of a sleep model waits when a receive finds nothing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Waits {
+    /// As `Subscriber::receive_timeout` once its spinning is over: its last check is
+    /// `newer_than`, and it receives after it wakes.
+    Blocking,
+    /// As `Recv::poll`: its last check is a whole receive (and its sleep the waiter
+    /// thread's, here the futex's own).
+    Polling,
+}
+
+/// The subscriber of the sleep models: receives frames until its cursor reaches `until`,
+/// releasing each and waking the publisher's side after every receive and release (as
+/// `Subscriber` does for a lossless subscriber); waits by the sleep handshake when there is
+/// nothing new. Returns the frame numbers received.
+fn receive_or_sleep<const DROP: u16>(
+    m: &Model<DROP>,
+    sub: &mut SubscriberState,
+    until: u64,
+    waits: Waits,
+) -> Vec<u64> {
+    let ring = m.ring();
+    let mut got = Vec::new();
+    while sub.cursor < until {
+        let mut taken = receive(&ring, sub, 0);
+        if taken.is_none() {
+            let cursor = sub.cursor;
+            taken = sleep::sleep_unless(
+                &m.futex,
+                || {
+                    m.sleepers.fetch_add(1, Relaxed);
+                },
+                || match waits {
+                    Waits::Blocking => newer_than(&ring, cursor).then_some(None),
+                    Waits::Polling => receive(&ring, sub, 0).map(Some),
+                },
+                |seen| m.futex.wait(seen, Duration::MAX),
+            )
+            .flatten();
+            m.sleepers.unregister();
+        }
+        if let Some(taken) = taken {
+            sleep::wake(&m.pub_sleepers, &m.pub_futex);
+            read_taken(m, taken);
+            got.push(taken.number);
+            release(&ring, sub.record, 0, taken.slot);
+            sleep::wake(&m.pub_sleepers, &m.pub_futex);
+        }
+    }
+    got
+}
+
+/// A subscriber waits for frames 0 and 1 while the publisher publishes them (three slots:
+/// the publisher never waits). Every wake-up it needs reaches it: it gets both frames.
+fn check_sleeping_subscriber<const DROP: u16>(waits: Waits) {
+    bounded(2).check(move || {
+        let m = Model::<DROP>::new(3, 1);
+        let ring = m.ring();
+        let record = claim_record(&ring, 7).unwrap();
+        assert_eq!(take_budget(&ring, 1, 1), 1);
+        let start = subscribe(&ring, record, 1, false);
+        let mut state = attach(&ring);
+        let publisher = {
+            let m = m.clone();
+            loom::thread::spawn(move || {
+                publish_and_wake(&m, &mut state, 2);
+                m.futex.close();
+            })
+        };
+        let mut sub = subscriber(record, start);
+        let got = receive_or_sleep(&m, &mut sub, 2, waits);
+        publisher.join().unwrap();
+        assert_eq!(got, [0, 1]);
+    });
+}
+
+#[test]
+fn model_a_sleeping_subscriber_is_woken_by_every_publish() {
+    check_sleeping_subscriber::<0>(Waits::Blocking);
+}
+
+#[test]
+fn model_an_async_subscriber_is_woken_by_every_publish() {
+    check_sleeping_subscriber::<0>(Waits::Polling);
+}
+
+#[test]
+fn model_catches_a_sleeper_without_its_fence() {
+    expect_failing_with(
+        || check_sleeping_subscriber::<SLEEP_FENCE>(Waits::Blocking),
+        LOST_WAKE_UP,
+    );
+}
+
+#[test]
+fn model_catches_an_async_sleeper_without_its_fence() {
+    expect_failing_with(
+        || check_sleeping_subscriber::<SLEEP_FENCE>(Waits::Polling),
+        LOST_WAKE_UP,
+    );
+}
+
+#[test]
+fn model_catches_a_publish_without_its_closing_fence() {
+    expect_failing_with(
+        || check_sleeping_subscriber::<PUBLISH_FENCE>(Waits::Blocking),
+        LOST_WAKE_UP,
+    );
+}
+
+#[test]
+fn model_catches_a_sleeper_that_registers_after_its_check() {
+    expect_failing_with(
+        || check_sleeping_subscriber::<REGISTER_LATE>(Waits::Blocking),
+        LOST_WAKE_UP,
+    );
+}
+
+#[test]
+fn model_catches_a_sleeper_that_reads_the_futex_word_after_its_check() {
+    expect_failing_with(
+        || check_sleeping_subscriber::<READ_WORD_LATE>(Waits::Blocking),
+        LOST_WAKE_UP,
+    );
+}
+
+#[test]
+fn model_catches_a_publish_that_wakes_without_bumping_the_futex_word() {
+    expect_failing_with(
+        || check_sleeping_subscriber::<NO_BUMP>(Waits::Blocking),
+        LOST_WAKE_UP,
+    );
+}
+
+/// A lossless subscriber wants frame 0 with frames 0 and 1 published in a 3-slot ring; it
+/// takes frame 0 and stops, while the publisher publishes frames 2 and 3: the loan for frame 3
+/// needs slot 0 back, so the publisher may have to sleep until the subscriber has moved past
+/// frame 0 and released it. Every wake-up it needs reaches it. (A subscriber that went on
+/// would hide a missing fence in its wake: the fence after its next hold would stand in.)
+fn check_sleeping_publisher<const DROP: u16>() {
+    bounded(2).check(|| {
+        let m = Model::<DROP>::new(3, 1);
+        let ring = m.ring();
+        let record = claim_record(&ring, 7).unwrap();
+        assert_eq!(take_budget(&ring, 1, 1), 1);
+        assert_eq!(subscribe(&ring, record, 1, true), 0);
+        let mut state = attach(&ring);
+        publish_frames(&m, &mut state, 2);
+        let publisher = {
+            let m = m.clone();
+            loom::thread::spawn(move || {
+                publish_and_wake(&m, &mut state, 4);
+                m.futex.close();
+                state.next
+            })
+        };
+        let mut sub = subscriber(record, 0);
+        let got = receive_or_sleep(&m, &mut sub, 1, Waits::Blocking);
+        m.pub_futex.close();
+        assert_eq!(publisher.join().unwrap(), 4);
+        assert_eq!(got, [0]);
+    });
+}
+
+#[test]
+fn model_a_publisher_waiting_for_a_slot_is_woken_by_the_subscriber() {
+    check_sleeping_publisher::<0>();
+}
+
+#[test]
+fn model_catches_a_waiting_publisher_without_its_fence() {
+    expect_failing_with(check_sleeping_publisher::<SLEEP_FENCE>, LOST_WAKE_UP);
+}
+
+#[test]
+fn model_catches_a_subscriber_that_wakes_the_publisher_without_a_fence() {
+    expect_failing_with(check_sleeping_publisher::<WAKE_FENCE>, LOST_WAKE_UP);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Freeing a record whose subscriber is still at work
+
+/// A reclaimer frees the record of a subscriber it judged dead although it is alive and
+/// taking frame 0 (a misjudgement the protocol tolerates: that subscriber is told its
+/// subscription is lost, or reads a frame whose hold was erased, which `Sample::is_intact`
+/// reports). Whatever the interleaving, no hold outlives the free: the subscriber either sees
+/// the mark and takes its hold back, or the reclaimer's clear comes after the hold. A hold
+/// that survived could land in the record's next owner's entries.
+fn check_free_during_hold<const DROP: u16>() {
+    builder().check(|| {
+        let m = Model::<DROP>::new(3, 1);
+        let ring = m.ring();
+        let record = claim_record(&ring, 7).unwrap();
+        assert_eq!(take_budget(&ring, 1, 1), 1);
+        let start = subscribe(&ring, record, 1, false);
+        let mut state = attach(&ring);
+        publish_frames(&m, &mut state, 1);
+        let reclaimer = {
+            let m = m.clone();
+            loom::thread::spawn(move || reclaim(&m.ring(), record, 7, 0x5EED, |_| false))
+        };
+        let mut sub = subscriber(record, start);
+        let _ = receive(&ring, &mut sub, 0);
+        assert!(reclaimer.join().unwrap().is_some());
+        let rec = &ring.records[record];
+        assert_eq!(rec.owner.load(Relaxed), 0);
+        assert!(
+            rec.held.iter().all(|h| h.load(Relaxed) == 0),
+            "a hold outlived the free of its record"
+        );
+        assert_eq!(rec.config.load(Relaxed) & CONFIG_HELD_MASK, 0);
+    });
+}
+
+#[test]
+fn model_no_hold_outlives_the_free_of_its_record() {
+    check_free_during_hold::<0>();
+}
+
+#[test]
+fn model_catches_a_free_without_its_fence() {
+    expect_failing_with(
+        check_free_during_hold::<FREE_FENCE>,
+        "a hold outlived the free of its record",
+    );
+}
