@@ -148,6 +148,12 @@
 //! `PUB_SLEEPERS` says it sleeps (a publisher that attaches resets it: one that died asleep
 //! left itself counted).
 //!
+//! Both sides run this handshake through one function pair (`sleep::sleep_unless` and
+//! `sleep::wake`), blocking or async (an async waiter's sleep is the waiter thread's), and the
+//! loom models run that same code: each step removed or moved (either fence, the fence that
+//! ends a publish, registering after the check, reading `FUTEX` after it, waking without the
+//! bump) leaves a sleeper asleep for good, and the models fail.
+//!
 //! # What a scribbler can do
 //!
 //! Anything that can write the control file can write any of its bytes. It cannot touch frame

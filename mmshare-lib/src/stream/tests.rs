@@ -1,6 +1,6 @@
 //! Streams in one process: publisher and subscribers on real files and real mappings, in
 //! threads. The cross-process, crash and scribbler tests live in the workspace's `tests`
-//! crate; the protocol's interleavings are checked by loom in `protocol::model_tests`.
+//! crate; the protocol's interleavings are checked by loom in `model_tests`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
