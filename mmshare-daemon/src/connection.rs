@@ -9,7 +9,7 @@
 use std::io;
 use std::os::fd::AsFd;
 
-use mmshare::proto::{self, MAX_MESSAGE, ProtoError, Request, Response};
+use mmshare::internal::proto::{self, MAX_MESSAGE, ProtoError, Request, Response};
 use tokio_seqpacket::UnixSeqpacket;
 use tokio_seqpacket::ancillary::AncillaryMessageWriter;
 

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use mmshare::proto::{
+use mmshare::internal::proto::{
     self, ArrayInfo, Backing, ErrorKind, MAX_MESSAGE, ObjectInfo, OpenAccess, Request, Response,
     StreamInfo, StreamRole,
 };
@@ -312,7 +312,8 @@ impl Harness {
         let Some(file) = files.into_iter().next() else {
             return Ok(());
         };
-        mmshare::hold_participant_lock(&file).map_err(|e| format!("participant lock: {e}"))?;
+        mmshare::internal::hold_participant_lock(&file)
+            .map_err(|e| format!("participant lock: {e}"))?;
         let meta = file.metadata().map_err(|e| format!("fstat: {e}"))?;
         let held = Held {
             _file: file,
@@ -485,7 +486,7 @@ impl Harness {
                 ObjectInfo::Stream(s) => (
                     s.owner_uid,
                     s.backing,
-                    Path::new(&s.path).join(mmshare::DATA_FILE),
+                    Path::new(&s.path).join(mmshare::internal::DATA_FILE),
                     stream_len(s),
                     4096 + 256 * u64::from(s.max_subscribers),
                 ),
@@ -790,7 +791,7 @@ fn stream_len(s: &StreamInfo) -> u64 {
     let extensions = mmshare::StallPolicy::from(s.stall)
         .to_extension()
         .map_or(0, |r| {
-            mmshare::padded_len(mmshare::encode_extensions(&[r]).0.len() as u64)
+            mmshare::format::padded_len(mmshare::format::encode_extensions(&[r]).0.len() as u64)
         });
     s.data_offset + s.slot_stride * u64::from(s.slots) + extensions
 }

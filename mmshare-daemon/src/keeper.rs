@@ -22,7 +22,7 @@
 //!
 //! While a daemon is connected the keeper only stores. While none is, it checks once a second
 //! which of its descriptors still have a live participant (the participant lock on byte 0,
-//! `mmshare::has_participants`), drops the others, and exits when it holds nothing: so it
+//! `mmshare::internal::has_participants`), drops the others, and exits when it holds nothing: so it
 //! lingers after a daemon stops only while some process still uses state that a next daemon
 //! must find, and a daemon that is simply stopped leaves no process behind once its
 //! participants are gone.
@@ -433,7 +433,7 @@ fn serve(socket: &Path) -> io::Result<()> {
         if daemon.is_none() && last_check.elapsed() >= IDLE_CHECK {
             last_check = Instant::now();
             // A kernel without OFD locks cannot tell: then nothing is kept for a next daemon.
-            held.retain(|_, file| mmshare::has_participants(file).unwrap_or(false));
+            held.retain(|_, file| mmshare::internal::has_participants(file).unwrap_or(false));
             if held.is_empty() {
                 // Only remove the socket if it is still ours (a later keeper may have bound a
                 // new one after this one was given up on).

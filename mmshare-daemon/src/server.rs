@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
-use mmshare::proto::{ErrorKind, OpenAccess, PROTOCOL_VERSION, Request, Response};
+use mmshare::internal::proto::{ErrorKind, OpenAccess, PROTOCOL_VERSION, Request, Response};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_seqpacket::{UnixSeqpacket, UnixSeqpacketListener};
 use tracing::{debug, error, info, warn};
@@ -123,8 +123,8 @@ pub async fn run(
             Ok((keeper, held)) => {
                 // Each client must get its own open file description of control state (a
                 // reopen through /proc), or its participant lock is invisible to the keeper.
-                let reopens = mmshare::sealed_memfd("mmshare-probe", 4096, &[])
-                    .and_then(|f| mmshare::reopen(&f));
+                let reopens = mmshare::internal::sealed_memfd("mmshare-probe", 4096, &[])
+                    .and_then(|f| mmshare::internal::reopen(&f));
                 if let Err(e) = reopens {
                     error!(
                         "cannot reopen a memfd through /proc ({e}): the keeper will not see \
@@ -528,7 +528,7 @@ pub(crate) fn handle_request(
 /// Empties every `path` field of `reply`: the daemon's directories are its own business, and
 /// only its uid and root could open a path in them anyway.
 fn redact_paths(reply: &mut Response) {
-    use mmshare::proto::ObjectInfo;
+    use mmshare::internal::proto::ObjectInfo;
     match reply {
         Response::Array(info) => info.path.clear(),
         Response::Stream(info) => info.path.clear(),

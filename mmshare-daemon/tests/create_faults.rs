@@ -6,8 +6,9 @@
 //! the resource, with the object's kind and name; afterwards the name is free (NotFound, and
 //! a create succeeds), no file is left in either directory and nothing stays charged.
 
-use mmshare::proto::{self, Backing, ErrorKind, Request, Response, WireOrder};
-use mmshare::{FaultStep, fail_step};
+use mmshare::fail_step;
+use mmshare::internal::FaultStep;
+use mmshare::internal::proto::{self, Backing, ErrorKind, Request, Response, WireOrder};
 use mmshare_daemon::fuzzing::{Harness, creds};
 
 const EMFILE: i32 = 24;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
-use mmshare::proto::{
+use mmshare::internal::proto::{
     self, Backing, ErrorKind, OpenAccess, Request, Response, StreamRole, WireOrder,
 };
 use mmshare_daemon::fuzzing::{CLIENTS, Harness, SEPARATOR, check_reply, creds, script};

@@ -24,9 +24,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use mmshare::internal::futex_wake_calls;
 use mmshare::{
     Access, Array, ArraySpec, DType, Delivery, Publisher, StreamSpec, Subscriber,
-    create_array_file, create_stream_files, futex_wake_calls,
+    create_array_file, create_stream_files,
 };
 
 const ROUND_TRIPS: usize = 20_000;

@@ -213,6 +213,7 @@ fn wrong_server_message(path: &Path, expected: u32, actual: u32) -> String {
 
 /// A client request that failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The daemon's socket could not be reached.
     #[error(
@@ -1267,7 +1268,7 @@ mod tests {
             .unwrap();
         plain.set_len(4096).unwrap();
         assert!(adopt_control(plain).is_none());
-        let daemons = crate::new_array_control("sealed").unwrap();
+        let daemons = crate::sleepers::new_array_control("sealed").unwrap();
         assert!(!sys::has_participants(&daemons).unwrap());
         let clients = adopt_control(sys::reopen(&daemons).unwrap()).expect("sealed state");
         assert!(sys::has_participants(&daemons).unwrap());

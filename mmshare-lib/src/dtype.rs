@@ -16,6 +16,7 @@ use bytemuck::{Pod, Zeroable};
 
 /// The element type of an array.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum DType {
     /// NumPy `bool` (`|b1`): one byte, 0 is false, anything else is true.
     Bool,
@@ -67,6 +68,7 @@ pub const ALL_DTYPES: [DType; 14] = [
 
 /// A dtype string that mmshare does not accept.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DTypeError {
     /// Not a dtype name mmshare knows.
     #[error("unknown dtype {0:?} (expected a NumPy name such as '<f4', 'f4', 'float32', 'u1')")]

@@ -13,6 +13,7 @@ use crate::sys::ProcessId;
 
 /// Opening an array file failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpenError {
     /// The file could not be opened, read or mapped.
     #[error("cannot open array file {path}: {source}")]
@@ -66,6 +67,7 @@ pub enum OpenError {
 
 /// Creating an array file failed; no file was left behind.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CreateError {
     /// The name, shape or mode is invalid.
     #[error("{0}")]
@@ -93,6 +95,7 @@ pub enum CreateError {
 
 /// A consistent read did not produce a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReadError {
     /// A writer died in the middle of a write: the data may be half-written. Use
     /// `set_accept_torn(true)` to read it anyway.
@@ -161,6 +164,7 @@ pub enum ReadError {
 
 /// A write did not happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum WriteError {
     /// The handle was opened read-only.
     #[error("array is open read-only; open it with write access to write")]
@@ -280,6 +284,7 @@ mod tests {
 
 /// A stream operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StreamError {
     /// The stream's files could not be opened or are not valid.
     #[error(transparent)]

@@ -50,6 +50,7 @@ pub const EXTENSION_STALL_POLICY: u16 = 0x0001;
 /// What a stream's publisher does when a lossless subscriber keeps it waiting for a free slot
 /// (the subscriber is a whole ring behind: stopped, frozen, or too slow).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum StallPolicy {
     /// Wait, up to the loan's timeout (the default): a lossless subscriber gets every frame,
     /// and a stalled one stalls the pipeline.
@@ -389,6 +390,7 @@ impl StreamSpec {
 
 /// Why a header (or the file around it) is not a valid v1 array file.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FormatError {
     /// Fewer bytes than a header page: the file is truncated (or not ours).
     #[error("file is {len} bytes, shorter than the {HEADER_SIZE}-byte header")]

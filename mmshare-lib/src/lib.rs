@@ -32,7 +32,10 @@
 //! - `raw`: [`RawArray`], byte-level consistent reads and writes, waiting, recovery.
 //! - `array`: [`Array<T>`], typed handles, zero-copy views, closure-scoped writes.
 //! - `create`: crash-safe creation of array files.
-//! - `proto`: the wire protocol (postcard messages; docs/PROTOCOL.md is its prose twin).
+//! - `proto`: the wire protocol (postcard messages; docs/PROTOCOL.md is its prose twin),
+//!   public as `internal::proto` for the daemon.
+//! - `internal`: what the daemon, the command line and the bindings of the same version use
+//!   (the wire protocol, control files, process liveness, diagnostics). No stability promise.
 //! - `stream`: streams, rings of frames written and read in place ([`Publisher`],
 //!   [`Subscriber`]); the slot protocol is documented there.
 //! - `client`: the synchronous client of the daemon, and typed handles on what it hands out.
@@ -41,6 +44,7 @@
 //! - `fault`: deliberate seqlock faults for tests (compiled out unless `fault-injection`).
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(not(all(
     target_os = "linux",
@@ -56,11 +60,13 @@ mod create;
 mod dtype;
 mod error;
 mod fault;
-mod format;
+pub mod format;
 mod guard;
+#[doc(hidden)]
+pub mod internal;
 mod mapping;
 mod name;
-pub mod proto;
+mod proto;
 mod raw;
 mod seqlock;
 mod shape;
@@ -70,25 +76,19 @@ mod sys;
 #[cfg(feature = "async")]
 mod waiter;
 
+// The user-facing API. The file format's constants and codecs are in [`format`]; what only the
+// daemon, the command line and the bindings of the same version use is in `internal`.
 pub use array::{Array, ReadView, WriteView};
 pub use client::{
-    Client, ClientError, ConnectOptions, CreateOptions, SERVER_UID_ENV, SOCKET_ENV, Shared,
-    StreamOptions, default_socket_path,
+    Client, ClientError, ConnectOptions, CreateOptions, DEFAULT_REQUEST_TIMEOUT, SERVER_UID_ENV,
+    SOCKET_ENV, Shared, StreamOptions, TIMEOUT_ENV, default_socket_path,
 };
-pub use create::{TEMP_PREFIX, create_array_data, create_array_file};
-pub use dtype::{ALL_DTYPES, Bool8, DType, DTypeError, Element};
+pub use create::create_array_file;
+pub use dtype::{Bool8, DType, DTypeError, Element};
 pub use error::{CreateError, OpenError, ReadError, StreamError, WaitTimeout, WriteError};
 #[cfg(feature = "fault-injection")]
 pub use fault::{Fault, fail_step, inject as inject_fault};
-// For the daemon's fault points: `fault_step` is a constant `Ok` without the feature.
-#[doc(hidden)]
-pub use fault::{Step as FaultStep, step as fault_step};
-pub use format::{
-    ArraySpec, EXTENSION_CRITICAL, EXTENSION_STALL_POLICY, Extension, ExtensionArea, FLAG_TORN,
-    FORMAT_VERSION, FORMAT_VERSION_FEATURES, Features, FormatError, HEADER_SIZE, Header,
-    KNOWN_EXTENSION_TAGS, KNOWN_INCOMPAT, KNOWN_RO_COMPAT, Kind, MAGIC, MAX_SLOTS, MAX_SUBSCRIBERS,
-    MIN_SLOTS, StallPolicy, StreamSpec, decode_extensions, encode_extensions, offsets, padded_len,
-};
+pub use format::{ArraySpec, FormatError, StallPolicy, StreamSpec};
 pub use guard::guard_mappings_against_truncation;
 pub use half::f16;
 pub use name::{MAX_NAME_LEN, NameError, validate_name};
@@ -96,27 +96,15 @@ pub use num_complex::Complex;
 pub use proto::{ArrayInfo, Backing, ErrorKind, ObjectInfo, StreamInfo, SubscriberStat};
 #[cfg(feature = "async")]
 pub use raw::Changed;
-pub use raw::peek_array_state;
 pub use raw::{
     Access, ByteReader, ByteWriter, DEFAULT_TIMEOUT, Finish, RawArray, Recovery, Snapshot,
     WriteSession,
 };
-pub use shape::{MAX_DATA_LEN, MAX_NDIM, Order, ShapeError, data_len, element_count, parse_shape};
-pub use sleepers::{
-    CONTROL_DIR, control_path, create_control, is_array_control, new_array_control,
-};
+pub use shape::{MAX_NDIM, Order, ShapeError};
 pub use stream::{
-    CONTROL_FILE, DATA_FILE, DEFAULT_MAX_HELD, Delivery, LoanToken, MAX_HELD, Publisher, Sample,
-    SampleMut, SampleToken, StreamFiles, Subscriber, SubscriberInfo, create_stream_data,
-    create_stream_files, new_stream_control, peek_stream_counters,
+    DEFAULT_MAX_HELD, Delivery, LoanToken, MAX_HELD, Publisher, Sample, SampleMut, SampleToken,
+    StreamFiles, Subscriber, SubscriberInfo, create_stream_files,
 };
 #[cfg(feature = "async")]
 pub use stream::{LoanAsync, Recv};
-pub use sys::{
-    CONTROL_SEALS, Liveness, ProcessId, futex_wake_calls, futex_wakeups, has_participants,
-    hold_participant_lock, is_sealed, reopen, reserve_space, sealed_memfd,
-};
-#[cfg(feature = "async")]
-pub use waiter::{
-    WORDS_PER_THREAD, registered_waiters, waiter_polls, waiter_threads, waiter_wakeups,
-};
+pub use sys::{Liveness, ProcessId};

@@ -6,6 +6,7 @@ pub const MAX_NAME_LEN: usize = 255;
 /// A name that is not allowed, with the reason.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid array name {name:?}: {reason}")]
+#[non_exhaustive]
 pub struct NameError {
     /// The name as given (lossily decoded if it was not UTF-8).
     pub name: String,

@@ -310,6 +310,7 @@ pub struct ArrayInfo {
 
 /// The kind of a failed request; mirrored by the Python client's exceptions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// No array or stream with that name.
     NotFound,

@@ -68,6 +68,7 @@ impl FromStr for Order {
 
 /// A shape that cannot describe an array.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ShapeError {
     /// More than [`MAX_NDIM`] dimensions.
     #[error("shape has {ndim} dimensions; at most {MAX_NDIM} are allowed")]

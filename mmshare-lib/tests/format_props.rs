@@ -1,7 +1,9 @@
 //! Property tests of the v1 header: every valid header round-trips, and no byte string, however
 //! mangled, makes the decoder panic or accept a header that disagrees with itself.
 
-use mmshare::{ALL_DTYPES, ArraySpec, FormatError, HEADER_SIZE, Header, Order, data_len, offsets};
+use mmshare::format::{HEADER_SIZE, Header, offsets};
+use mmshare::internal::{ALL_DTYPES, data_len};
+use mmshare::{ArraySpec, FormatError, Order};
 use proptest::prelude::*;
 
 fn spec_strategy() -> impl Strategy<Value = ArraySpec> {
@@ -95,10 +97,8 @@ fn crc32(bytes: &[u8]) -> u32 {
 /// is refused outright; a damaged extension area is refused with its own error.
 #[test]
 fn files_of_a_newer_version_open_as_far_as_their_features_allow() {
-    use mmshare::{
-        Access, DType, Extension, ExtensionArea, OpenError, RawArray, create_array_file,
-        encode_extensions,
-    };
+    use mmshare::format::{Extension, ExtensionArea, encode_extensions};
+    use mmshare::{Access, DType, OpenError, RawArray, create_array_file};
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();
     let (path, mut header) =

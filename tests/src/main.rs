@@ -11,9 +11,10 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use mmshare::internal::parse_shape;
 use mmshare::{
     Access, Array, ArraySpec, Client, Complex, CreateOptions, DType, Delivery, Fault, Order,
-    RawArray, ReadError, StreamError, f16, inject_fault, parse_shape,
+    RawArray, ReadError, StreamError, f16, inject_fault,
 };
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -179,9 +180,9 @@ fn main() -> ExitCode {
             .and_then(|f| stream_scribble(&f, secs.parse().unwrap_or(1.0))),
         ["stream-scribble-fd", socket, name, secs] => raw_request(
             socket,
-            &mmshare::proto::Request::OpenStream {
+            &mmshare::internal::proto::Request::OpenStream {
                 name: (*name).to_owned(),
-                role: mmshare::proto::StreamRole::Subscribe,
+                role: mmshare::internal::proto::StreamRole::Subscribe,
             },
         )
         .and_then(|(_, fds)| {
@@ -207,9 +208,9 @@ fn main() -> ExitCode {
         ),
         ["raw-hold", socket, name] => raw_request(
             socket,
-            &mmshare::proto::Request::OpenStream {
+            &mmshare::internal::proto::Request::OpenStream {
                 name: (*name).to_owned(),
-                role: mmshare::proto::StreamRole::Subscribe,
+                role: mmshare::internal::proto::StreamRole::Subscribe,
             },
         )
         .map(|(_, fds)| {
@@ -565,7 +566,7 @@ fn wait(path: &str, newer_than: u64, ms: u64) -> Result<ExitCode> {
         Ok(v) => {
             say(&format!(
                 "version={v} futex_wakeups={}",
-                mmshare::futex_wakeups()
+                mmshare::internal::futex_wakeups()
             ));
             Ok(ExitCode::SUCCESS)
         }
@@ -609,6 +610,7 @@ fn sample(dir: &str, name: &str, dtype: &str, shape: &str, order: &str) -> Resul
         DType::F64 => fill(raw, n, |i| f64::from(v(i)))?,
         DType::Complex64 => fill(raw, n, |i| Complex::new(f32::from(v(i)), -f32::from(v(i))))?,
         DType::Complex128 => fill(raw, n, |i| Complex::new(f64::from(v(i)), -f64::from(v(i))))?,
+        other => return Err(format!("no sample values for dtype {}", other.descr()).into()),
     };
     say(&format!("path={} version={version}", path.display()));
     Ok(ExitCode::SUCCESS)
@@ -1037,9 +1039,12 @@ fn stream_scribble(f: &std::fs::File, secs: f64) -> Result<ExitCode> {
 /// checks in between), and returns the reply with the descriptors attached to it.
 fn raw_request(
     socket: &str,
-    request: &mmshare::proto::Request,
-) -> Result<(mmshare::proto::Response, Vec<std::os::fd::OwnedFd>)> {
-    use mmshare::proto::{self, Request};
+    request: &mmshare::internal::proto::Request,
+) -> Result<(
+    mmshare::internal::proto::Response,
+    Vec<std::os::fd::OwnedFd>,
+)> {
+    use mmshare::internal::proto::{self, Request};
     use rustix::net;
     let fd = net::socket_with(
         net::AddressFamily::UNIX,
@@ -1078,7 +1083,7 @@ fn raw_request(
 /// truncate to 0, grow by truncation, grow by fallocate (2 GiB), and the same through a
 /// reopened `/proc/self/fd` path.
 fn control_attack(socket: &str, name: &str, kind: &str, all: bool) -> Result<ExitCode> {
-    use mmshare::proto::{OpenAccess, Request, StreamRole};
+    use mmshare::internal::proto::{OpenAccess, Request, StreamRole};
     use std::os::fd::AsRawFd as _;
     let request = match kind {
         "array" => Request::Open {
@@ -1091,7 +1096,7 @@ fn control_attack(socket: &str, name: &str, kind: &str, all: bool) -> Result<Exi
         },
     };
     let (reply, fds) = raw_request(socket, &request)?;
-    if let mmshare::proto::Response::Error { kind, message } = reply {
+    if let mmshare::internal::proto::Response::Error { kind, message } = reply {
         say(&format!("refused={kind:?} {message}"));
         return Ok(ExitCode::from(1));
     }
@@ -1270,7 +1275,7 @@ fn create_exist_ok(socket: &str, name: &str, kind: &str) -> Result<ExitCode> {
 
 /// Opens `n` connections that each say Hello and then nothing, as an idle client would.
 fn hold_connections(socket: &str, n: usize, secs: f64) -> Result<ExitCode> {
-    use mmshare::proto::{self, Request, Response};
+    use mmshare::internal::proto::{self, Request, Response};
     use rustix::net;
     let mut held = Vec::new();
     let (mut busy, mut busy_message) = (0, String::new());
@@ -1425,7 +1430,7 @@ fn map_and_delete(socket: &str, prefix: &str, mib: u64, n: usize) -> Result<Exit
 /// Opens array `name` for writing speaking the protocol raw, and returns its data file: the
 /// read-write descriptor a writer gets.
 fn raw_open_for_writing(socket: &str, name: &str) -> Result<std::fs::File> {
-    use mmshare::proto::{OpenAccess, Request, Response};
+    use mmshare::internal::proto::{OpenAccess, Request, Response};
     let (reply, fds) = raw_request(
         socket,
         &Request::Open {

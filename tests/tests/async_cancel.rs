@@ -30,7 +30,7 @@ fn dropped_futures_lose_nothing_and_loans_wait_for_lossless_subscribers() {
     let mut spec = StreamSpec::new("s", DType::U64, vec![4]);
     spec.slots = 3;
     let stream = create_stream_files(dir.path(), &spec).expect("stream").0;
-    let control = stream.join(mmshare::CONTROL_FILE);
+    let control = stream.join(mmshare::internal::CONTROL_FILE);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -42,7 +42,7 @@ fn dropped_futures_lose_nothing_and_loans_wait_for_lossless_subscribers() {
         let mut sub = Subscriber::<u64>::open(&stream, Delivery::Lossless).expect("subscribe");
         let mut publisher = Publisher::<u64>::open(&stream).expect("publisher");
         assert!(tokio::time::timeout(short, sub.recv()).await.is_err());
-        assert_eq!(mmshare::registered_waiters(), 0);
+        assert_eq!(mmshare::internal::registered_waiters(), 0);
         assert_eq!(word(&control, 0x40), 0, "SLEEPERS back to 0");
         publisher.send(&[7, 7, 7, 7]).expect("send");
         let s = sub.recv().await.expect("frame 0");
@@ -57,8 +57,8 @@ fn dropped_futures_lose_nothing_and_loans_wait_for_lossless_subscribers() {
                 .await
                 .is_err()
         );
-        assert_eq!(mmshare::registered_waiters(), 0);
-        assert_eq!(word(&mmshare::control_path(&array_path), 0x40), 0);
+        assert_eq!(mmshare::internal::registered_waiters(), 0);
+        assert_eq!(word(&mmshare::internal::control_path(&array_path), 0x40), 0);
         writer.write_all(&[1, 2, 3, 4]).expect("write");
         assert_eq!(reader.changed(0).await, 1);
         assert_eq!(
@@ -94,7 +94,7 @@ fn dropped_futures_lose_nothing_and_loans_wait_for_lossless_subscribers() {
                 .await
                 .is_err()
         );
-        assert_eq!(mmshare::registered_waiters(), 0);
+        assert_eq!(mmshare::internal::registered_waiters(), 0);
         assert_eq!(word(&control, 0x80), 0, "PUB_SLEEPERS back to 0");
         go.send(()).expect("reader");
         let mut loan = tokio::time::timeout(Duration::from_secs(10), publisher.loan_async())
@@ -116,7 +116,7 @@ fn dropped_futures_lose_nothing_and_loans_wait_for_lossless_subscribers() {
             "every frame, in order"
         );
     });
-    assert_eq!(mmshare::registered_waiters(), 0);
+    assert_eq!(mmshare::internal::registered_waiters(), 0);
     // Cancelled futures whose words the waiter slept on never made it fall back to polling.
-    assert!(!mmshare::waiter_polls());
+    assert!(!mmshare::internal::waiter_polls());
 }

@@ -35,7 +35,7 @@ fn sleepers(control: &Path) -> u32 {
 }
 
 fn stream_control(stream: &Path) -> PathBuf {
-    stream.join(mmshare::CONTROL_FILE)
+    stream.join(mmshare::internal::CONTROL_FILE)
 }
 
 #[test]
@@ -95,11 +95,11 @@ fn a_thousand_tasks_on_a_hundred_arrays_and_streams_need_one_waiter_thread() {
         }
         // Every task registered with the waiter thread(s).
         let deadline = Instant::now() + Duration::from_secs(30);
-        while mmshare::registered_waiters() < tasks.len() {
+        while mmshare::internal::registered_waiters() < tasks.len() {
             assert!(
                 Instant::now() < deadline,
                 "only {} registered",
-                mmshare::registered_waiters()
+                mmshare::internal::registered_waiters()
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -116,20 +116,23 @@ fn a_thousand_tasks_on_a_hundred_arrays_and_streams_need_one_waiter_thread() {
             tasks.len()
         );
         assert_eq!(
-            mmshare::waiter_threads(),
+            mmshare::internal::waiter_threads(),
             1,
             "100 words fit one waiter thread"
         );
         // Every waiting task is counted where writers look (a write wakes only if someone is).
         for a in &arrays2 {
-            assert_eq!(sleepers(&mmshare::control_path(a)), TASKS_EACH as u32);
+            assert_eq!(
+                sleepers(&mmshare::internal::control_path(a)),
+                TASKS_EACH as u32
+            );
         }
         for s in &streams2 {
             assert_eq!(sleepers(&stream_control(s)), TASKS_EACH as u32);
         }
 
         // Another process writes every array and publishes a frame to every stream.
-        let woken_before = mmshare::waiter_wakeups();
+        let woken_before = mmshare::internal::waiter_wakeups();
         let targets: Vec<String> = arrays2
             .iter()
             .map(|p| format!("a:{}", p.display()))
@@ -156,11 +159,20 @@ fn a_thousand_tasks_on_a_hundred_arrays_and_streams_need_one_waiter_thread() {
             assert_eq!((n, &values), (expected, &want), "task {i}");
         }
         // The writers saw the sleepers and woke the waiter thread (not only its rescans).
-        assert!(mmshare::waiter_wakeups() > woken_before);
+        assert!(mmshare::internal::waiter_wakeups() > woken_before);
     });
-    assert_eq!(mmshare::registered_waiters(), 0, "nothing left registered");
+    assert_eq!(
+        mmshare::internal::registered_waiters(),
+        0,
+        "nothing left registered"
+    );
     for a in &arrays {
-        assert_eq!(sleepers(&mmshare::control_path(a)), 0, "{}", a.display());
+        assert_eq!(
+            sleepers(&mmshare::internal::control_path(a)),
+            0,
+            "{}",
+            a.display()
+        );
     }
     for s in &streams {
         assert_eq!(sleepers(&stream_control(s)), 0, "{}", s.display());

@@ -52,7 +52,7 @@ fn without_futex_waitv_the_polling_waiter_wakes_every_task() {
         assert_eq!(v, 1);
         let sample = sample.expect("a frame");
         assert_eq!((sample.number(), &sample[..]), (0, &[1u64, 2][..]));
-        assert!(mmshare::waiter_polls(), "the waiter polled");
+        assert!(mmshare::internal::waiter_polls(), "the waiter polled");
     });
-    assert_eq!(mmshare::registered_waiters(), 0);
+    assert_eq!(mmshare::internal::registered_waiters(), 0);
 }

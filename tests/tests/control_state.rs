@@ -89,10 +89,10 @@ fn an_array_sleeper_from_before_a_restart_is_seen_by_a_writer_after_it() {
     d.restart();
     let writer = d.client().open_raw("a", mmshare::Access::Write).unwrap();
     assert!(writer.has_control());
-    let before = mmshare::futex_wake_calls();
+    let before = mmshare::internal::futex_wake_calls();
     writer.write_bytes(0, &[1; 32]).unwrap();
     assert_eq!(
-        mmshare::futex_wake_calls() - before,
+        mmshare::internal::futex_wake_calls() - before,
         1,
         "the writer did not see the sleeper registered before the restart"
     );

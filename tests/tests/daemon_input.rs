@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use common::{Daemon, Worker};
-use mmshare::proto::{self, Request, Response};
+use mmshare::internal::proto::{self, Request, Response};
 use mmshare::{Access, Client, CreateOptions, ErrorKind};
 use rustix::net;
 

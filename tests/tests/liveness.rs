@@ -133,16 +133,16 @@ fn a_reader_killed_asleep_leaves_writes_without_system_calls() {
         // Past its spinning and yielding: asleep, counted.
         std::thread::sleep(Duration::from_millis(300));
         reader.kill();
-        let before = mmshare::futex_wake_calls();
+        let before = mmshare::internal::futex_wake_calls();
         writer.write_bytes(0, &[1]).unwrap();
-        saw_the_sleeper |= mmshare::futex_wake_calls() > before;
+        saw_the_sleeper |= mmshare::internal::futex_wake_calls() > before;
         let deadline = std::time::Instant::now() + WATCHDOG;
         loop {
-            let before = mmshare::futex_wake_calls();
+            let before = mmshare::internal::futex_wake_calls();
             for _ in 0..10 {
                 writer.write_bytes(0, &[2]).unwrap();
             }
-            if mmshare::futex_wake_calls() == before {
+            if mmshare::internal::futex_wake_calls() == before {
                 break;
             }
             assert!(

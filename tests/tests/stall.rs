@@ -87,7 +87,7 @@ fn a_stopped_lossless_subscriber_is_demoted_and_counts_what_it_missed() {
             );
             assert_eq!(
                 info.stall,
-                mmshare::proto::WireStall::Demote { after_ms: 200 }
+                mmshare::internal::proto::WireStall::Demote { after_ms: 200 }
             );
         }
         other => panic!("{other:?}"),
@@ -138,7 +138,7 @@ fn the_policy_is_kept_in_the_file_and_compared_by_exist_ok() {
         .unwrap();
     assert_eq!(
         info.stall,
-        mmshare::proto::WireStall::Evict { after_ms: 1500 }
+        mmshare::internal::proto::WireStall::Evict { after_ms: 1500 }
     );
     let other = d
         .client()

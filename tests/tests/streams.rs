@@ -316,12 +316,12 @@ fn a_subscriber_killed_asleep_leaves_no_sleeper_counted() {
     });
     let client = daemon.client();
     let mut publisher = client.publisher::<u64>("quiet").unwrap();
-    let before = mmshare::futex_wake_calls();
+    let before = mmshare::internal::futex_wake_calls();
     for _ in 0..100 {
         publish(&mut publisher);
     }
     assert_eq!(
-        mmshare::futex_wake_calls() - before,
+        mmshare::internal::futex_wake_calls() - before,
         0,
         "a dead sleeper is still counted: every publish wakes"
     );

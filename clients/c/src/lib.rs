@@ -164,6 +164,8 @@ fn server_code(kind: ErrorKind) -> c_int {
         ErrorKind::WrongKind => MMS_ERR_WRONG_KIND,
         ErrorKind::ProtocolError => MMS_ERR_PROTOCOL,
         ErrorKind::Internal => MMS_ERR_INTERNAL,
+        // A kind newer than this binding: none while it is built with the library.
+        _ => MMS_ERR_INTERNAL,
     }
 }
 
@@ -208,6 +210,8 @@ impl From<ClientError> for Failure {
             ClientError::Server { kind, .. } => server_code(*kind),
             ClientError::Open(o) => open_code(o),
             ClientError::Stream(s) => stream_code(s),
+            // An error newer than this binding: none while it is built with the library.
+            _ => MMS_ERR_INTERNAL,
         };
         Failure::new(code, e.to_string())
     }
@@ -498,14 +502,14 @@ fn info_base(
     kind: c_int,
     dtype: &str,
     shape: &[u64],
-    order: mmshare::proto::WireOrder,
+    order: mmshare::internal::proto::WireOrder,
 ) -> mms_info {
     let mut info = mms_info {
         kind,
         dtype: [0; MMS_DTYPE_LEN],
         ndim: shape.len() as u32,
         shape: [0; MMS_MAX_NDIM],
-        order: if order == mmshare::proto::WireOrder::F {
+        order: if order == mmshare::internal::proto::WireOrder::F {
             b'F' as c_char
         } else {
             b'C' as c_char
@@ -1445,7 +1449,7 @@ type SharedSubscriber = Arc<SubscriberState>;
 
 /// A subscriber and the releases waiting for it. A sample released from another thread while
 /// `mms_receive` waits must not wait for that receive: its token is queued and released by
-/// whoever holds the subscriber next (a receive waits in slices of [`RECEIVE_SLICE`] and
+/// whoever holds the subscriber next (a receive waits in slices of `RECEIVE_SLICE` and
 /// carries out queued releases between them), or at once if nobody holds it.
 #[derive(Debug)]
 pub struct SubscriberState {

@@ -113,11 +113,11 @@ pub fn info(info: &StreamInfo, as_json: bool) -> Result {
     emit(&format!(
         "on stall:    {}",
         match info.stall {
-            mmshare::proto::WireStall::Block =>
+            mmshare::internal::proto::WireStall::Block =>
                 "block (wait for a stalled lossless subscriber)".to_owned(),
-            mmshare::proto::WireStall::Demote { after_ms } =>
+            mmshare::internal::proto::WireStall::Demote { after_ms } =>
                 format!("demote a lossless subscriber that stalls the publisher for {after_ms} ms"),
-            mmshare::proto::WireStall::Evict { after_ms } =>
+            mmshare::internal::proto::WireStall::Evict { after_ms } =>
                 format!("evict a lossless subscriber that stalls the publisher for {after_ms} ms"),
         }
     ))?;
@@ -201,7 +201,7 @@ pub fn publish(socket: &Path, name: &str, path: &Path, rate: Option<f64>, loopin
             path.display()
         ));
     }
-    if multi_d && info.order == mmshare::proto::WireOrder::F {
+    if multi_d && info.order == mmshare::internal::proto::WireOrder::F {
         return Err(format!(
             "stream {name} is in Fortran order; a C-order .npy stack cannot fill its frames"
         ));
@@ -280,7 +280,7 @@ pub fn subscribe(
         .subscribe_bytes(name, delivery, 1)
         .map_err(|e| e.to_string())?;
     let stop = stop_flag();
-    let fortran = info.order == mmshare::proto::WireOrder::F;
+    let fortran = info.order == mmshare::internal::proto::WireOrder::F;
     let stack_shape = |n: u64| {
         let mut s = vec![n];
         s.extend(&info.shape);

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use mmshare::proto::WireOrder;
+use mmshare::internal::proto::WireOrder;
 use mmshare::{
     Access, ArrayInfo, Backing, Client, ConnectOptions, CreateOptions, Delivery, ObjectInfo, Order,
     StreamInfo, StreamOptions,
@@ -97,9 +97,9 @@ pub(crate) fn stream_info<'py>(py: Python<'py>, info: &StreamInfo) -> PyResult<B
         .collect::<PyResult<Vec<_>>>()?;
     d.set_item("subscribers", subscribers)?;
     let (on_stall, after_ms) = match info.stall {
-        mmshare::proto::WireStall::Block => ("block", 0),
-        mmshare::proto::WireStall::Demote { after_ms } => ("demote", after_ms),
-        mmshare::proto::WireStall::Evict { after_ms } => ("evict", after_ms),
+        mmshare::internal::proto::WireStall::Block => ("block", 0),
+        mmshare::internal::proto::WireStall::Demote { after_ms } => ("demote", after_ms),
+        mmshare::internal::proto::WireStall::Evict { after_ms } => ("evict", after_ms),
     };
     d.set_item("on_stall", on_stall)?;
     d.set_item("stall_after", f64::from(after_ms) / 1000.0)?;
@@ -120,7 +120,10 @@ fn object_info<'py>(
 /// Checks that the stream attached is the one described (Python builds its frame views from
 /// the description): a stream deleted and created again between the two requests, with
 /// another dtype or shape, must not be viewed with the old one.
-fn check_same(info: &ObjectInfo, header: &mmshare::Header) -> Result<(), mmshare::ClientError> {
+fn check_same(
+    info: &ObjectInfo,
+    header: &mmshare::format::Header,
+) -> Result<(), mmshare::ClientError> {
     let same = match info {
         ObjectInfo::Stream(s) => {
             s.dtype == header.dtype.descr()

@@ -38,6 +38,8 @@ fn kind_class(kind: ErrorKind) -> &'static str {
         ErrorKind::ProtocolError => "ProtocolError",
         ErrorKind::Internal => "Internal",
         ErrorKind::WrongKind => "WrongKind",
+        // A kind newer than this binding: none while it is built with the library.
+        _ => "MmshareError",
     }
 }
 
@@ -66,6 +68,7 @@ pub(crate) fn client(py: Python<'_>, e: ClientError) -> PyErr {
         }
         ClientError::Open(open) => self::open(py, open),
         ClientError::Stream(stream) => crate::stream::error(py, stream),
+        other => with_message(py, "MmshareError", other.to_string()),
     }
 }
 

@@ -133,7 +133,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream::NativeLoan>()?;
     m.add_class::<stream::NativeSubscriber>()?;
     m.add_class::<stream::NativeSample>()?;
-    m.add("PROTOCOL_VERSION", mmshare::proto::PROTOCOL_VERSION)?;
+    m.add(
+        "PROTOCOL_VERSION",
+        mmshare::internal::proto::PROTOCOL_VERSION,
+    )?;
     m.add_function(wrap_pyfunction!(client::default_socket_path, m)?)?;
     Ok(())
 }

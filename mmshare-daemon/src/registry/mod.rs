@@ -15,11 +15,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use mmshare::proto::{ArrayInfo, Backing, ErrorKind, MAX_MESSAGE, OpenAccess, WireOrder};
+use mmshare::format::Header;
+use mmshare::internal::proto::{ArrayInfo, Backing, ErrorKind, MAX_MESSAGE, OpenAccess, WireOrder};
+use mmshare::internal::{
+    CONTROL_DIR, FaultStep, TEMP_PREFIX, create_array_data, data_len, fault_step, is_array_control,
+    new_array_control,
+};
 use mmshare::{
-    Access, ArraySpec, CONTROL_DIR, CreateError, DType, FaultStep, FormatError, Header, Liveness,
-    OpenError, Order, ProcessId, RawArray, Recovery, TEMP_PREFIX, create_array_data, data_len,
-    fault_step, is_array_control, new_array_control, validate_name,
+    Access, ArraySpec, CreateError, DType, FormatError, Liveness, OpenError, Order, ProcessId,
+    RawArray, Recovery, validate_name,
 };
 use tracing::{error, info, warn};
 
@@ -168,7 +172,7 @@ impl ArrayOpen {
     /// Whether a process other than the daemon uses the array: holds its control state or
     /// maps its file (a participant lock on either).
     fn in_use(&self) -> bool {
-        let locked = |f: &File| mmshare::has_participants(f).unwrap_or(true);
+        let locked = |f: &File| mmshare::internal::has_participants(f).unwrap_or(true);
         locked(&self.control) || locked(self.raw.file())
     }
 }
@@ -233,7 +237,7 @@ impl Entry {
                 .and_then(|f| {
                     let whole = f.metadata()?.len() >= self.header.file_len();
                     Ok(if whole {
-                        mmshare::peek_array_state(&f)?
+                        mmshare::internal::peek_array_state(&f)?
                     } else {
                         (0, true)
                     })
@@ -323,7 +327,9 @@ impl State {
         bytes: u64,
     ) {
         match (data.try_clone(), place) {
-            (Ok(file), Some(place)) if mmshare::has_participants(&file).unwrap_or(false) => {
+            (Ok(file), Some(place))
+                if mmshare::internal::has_participants(&file).unwrap_or(false) =>
+            {
                 self.retired.push(Retired {
                     file,
                     _place: place,
@@ -340,7 +346,7 @@ impl State {
     fn release_retired(&mut self) {
         let (gone, kept): (Vec<Retired>, Vec<Retired>) = std::mem::take(&mut self.retired)
             .into_iter()
-            .partition(|r| !mmshare::has_participants(&r.file).unwrap_or(false));
+            .partition(|r| !mmshare::internal::has_participants(&r.file).unwrap_or(false));
         self.retired = kept;
         for r in gone {
             self.refund(r.owner, r.backing, r.bytes);
@@ -424,8 +430,8 @@ pub struct Registry {
 /// subscriber's record lock) are the daemon's own and invisible to it. An array is then
 /// served without control state (its waits re-check every 50 ms); a stream is refused.
 pub(crate) fn client_control(control: &File) -> Option<File> {
-    let own = mmshare::reopen(control).ok()?;
-    let _ = mmshare::hold_participant_lock(&own);
+    let own = mmshare::internal::reopen(control).ok()?;
+    let _ = mmshare::internal::hold_participant_lock(&own);
     Some(own)
 }
 
@@ -434,7 +440,7 @@ pub(crate) fn client_control(control: &File) -> Option<File> {
 /// state): the object is not closed as unused, nor a deleted object's bytes refunded, in the
 /// moment before the client maps it and takes the lock itself.
 pub(crate) fn client_data(data: File) -> File {
-    let _ = mmshare::hold_participant_lock(&data);
+    let _ = mmshare::internal::hold_participant_lock(&data);
     data
 }
 
@@ -717,7 +723,7 @@ impl Registry {
         make: impl FnOnce() -> io::Result<File>,
     ) -> io::Result<File> {
         if let Some(held) = lock(&self.adoptable).remove(key) {
-            if mmshare::is_sealed(&held) && fits(&held) {
+            if mmshare::internal::is_sealed(&held) && fits(&held) {
                 info!(
                     key,
                     "kept the control state a previous daemon left with the keeper"
@@ -1331,6 +1337,7 @@ impl Registry {
                 no_space("array", name, needed, &dir, backing, who)
             }
             CreateError::Io { source, .. } => open_failed("array", name, source),
+            other => RequestError::new(ErrorKind::Internal, other.to_string()),
         })?;
         // The file is visible under its name now; if it cannot be served, take it away again
         // rather than leave a name nobody can create or open until a restart.
@@ -1435,7 +1442,7 @@ impl Registry {
             .filter(|e| permits(&e.header, who, Perm::Read))
         {
             let info = entry.info();
-            let size = mmshare::proto::encode(&info).map_or(budget, |b| b.len());
+            let size = mmshare::internal::proto::encode(&info).map_or(budget, |b| b.len());
             if used + size > budget {
                 return (page, true);
             }
@@ -1801,7 +1808,7 @@ impl Registry {
             }
             let used = entry
                 .open_file(false)
-                .is_ok_and(|f| mmshare::has_participants(&f).unwrap_or(false));
+                .is_ok_and(|f| mmshare::internal::has_participants(&f).unwrap_or(false));
             if used {
                 let mut slot = entry.held.lock();
                 if let Err(e) = self.open_array(&entry, &mut slot, self.limits.daemon_uid) {
@@ -2038,10 +2045,13 @@ mod tests {
         let (_root, file_dir, mem_dir) = dirs();
         for i in 0..10 {
             let spec = ArraySpec::new(format!("a{i}"), DType::U8, vec![8]);
-            let (path, _) = mmshare::create_array_data(&file_dir, &spec).unwrap();
+            let (path, _) = mmshare::internal::create_array_data(&file_dir, &spec).unwrap();
             let f = OpenOptions::new().write(true).open(path).unwrap();
-            f.write_all_at(&1u64.to_le_bytes(), mmshare::offsets::SEQUENCE as u64)
-                .unwrap();
+            f.write_all_at(
+                &1u64.to_le_bytes(),
+                mmshare::format::offsets::SEQUENCE as u64,
+            )
+            .unwrap();
         }
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

@@ -14,13 +14,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
-use mmshare::proto::{
+use mmshare::format::{Header, Kind};
+use mmshare::internal::proto::{
     Backing, ErrorKind, MAX_MESSAGE, ObjectInfo, StreamInfo, StreamRole, SubscriberStat, WireOrder,
 };
+use mmshare::internal::{CONTROL_FILE, DATA_FILE, TEMP_PREFIX, create_stream_data};
 use mmshare::{
-    CONTROL_FILE, CreateError, DATA_FILE, DType, FormatError, Header, Kind, Liveness, Order,
-    ProcessId, StallPolicy, StreamError, StreamFiles, StreamSpec, TEMP_PREFIX, create_stream_data,
-    validate_name,
+    CreateError, DType, FormatError, Liveness, Order, ProcessId, StallPolicy, StreamError,
+    StreamFiles, StreamSpec, validate_name,
 };
 use tracing::{error, info, warn};
 
@@ -81,7 +82,7 @@ impl StreamOpen {
     /// Whether a process other than the daemon uses the stream: holds its control state or
     /// maps its data file (a participant lock on either).
     fn in_use(&self) -> bool {
-        let locked = |f: &File| mmshare::has_participants(f).unwrap_or(true);
+        let locked = |f: &File| mmshare::internal::has_participants(f).unwrap_or(true);
         locked(self.files.control_file()) || locked(self.files.data_file())
     }
 }
@@ -122,7 +123,7 @@ impl StreamEntry {
                 .and_then(|f| {
                     let whole = f.metadata()?.len() >= self.header.file_len();
                     Ok(if whole {
-                        mmshare::peek_stream_counters(&f)?
+                        mmshare::internal::peek_stream_counters(&f)?
                     } else {
                         (0, None)
                     })
@@ -262,7 +263,7 @@ impl Registry {
             Ok(id) => {
                 // Held open only if in use: participants of the daemon that ran before hold
                 // the control state the keeper kept (fresh state has none).
-                let locked = |f: &File| mmshare::has_participants(f).unwrap_or(true);
+                let locked = |f: &File| mmshare::internal::has_participants(f).unwrap_or(true);
                 let in_use = locked(files.control_file()) || locked(files.data_file());
                 // Over the budget if need be: its participants need this state.
                 let daemon = self.limits.daemon_uid;
@@ -370,7 +371,7 @@ impl Registry {
                 source,
             })
         };
-        let data = mmshare::fault_step(mmshare::FaultStep::OpenData)
+        let data = mmshare::internal::fault_step(mmshare::internal::FaultStep::OpenData)
             .and_then(|()| {
                 OpenOptions::new()
                     .read(true)
@@ -381,7 +382,7 @@ impl Registry {
             .map_err(io)?;
         let id = file_id(&data).map_err(io)?;
         // The geometry comes from the header, validated in full by `from_files` below.
-        let mut page = vec![0u8; mmshare::HEADER_SIZE];
+        let mut page = vec![0u8; mmshare::format::HEADER_SIZE];
         let got = read_prefix(&data, &mut page).map_err(io)?;
         let header = Header::decode(&page[..got]).map_err(|source| {
             StreamError::Open(mmshare::OpenError::Format {
@@ -402,8 +403,8 @@ impl Registry {
         };
         let len = 4096 + 256 * u64::from(max_subscribers);
         let fresh = || {
-            mmshare::fault_step(mmshare::FaultStep::MakeControl)
-                .and_then(|()| mmshare::new_stream_control(name, slots, max_subscribers))
+            mmshare::internal::fault_step(mmshare::internal::FaultStep::MakeControl)
+                .and_then(|()| mmshare::internal::new_stream_control(name, slots, max_subscribers))
         };
         let control = self
             .control_for(
@@ -413,7 +414,7 @@ impl Registry {
             )
             .map_err(io)?;
         let data_again = data.try_clone().map_err(io)?;
-        mmshare::fault_step(mmshare::FaultStep::Map).map_err(io)?;
+        mmshare::internal::fault_step(mmshare::internal::FaultStep::Map).map_err(io)?;
         match StreamFiles::from_files(data, control, true) {
             // Kept state whose header someone scribbled on (or of another layout version):
             // the stream is fine, its control state is not; start that afresh rather than set
@@ -590,6 +591,7 @@ impl Registry {
                 no_space("stream", name, needed, &dir, backing, who)
             }
             CreateError::Io { source, .. } => open_failed("stream", name, source),
+            other => RequestError::new(ErrorKind::Internal, other.to_string()),
         })?;
         // The directory is visible under its name now; if the stream cannot be served, take
         // it away again rather than leave a name nobody can create or open until a restart.
@@ -737,7 +739,7 @@ impl Registry {
                 }
                 _ => continue,
             };
-            let size = mmshare::proto::encode(&info).map_or(budget, |b| b.len());
+            let size = mmshare::internal::proto::encode(&info).map_or(budget, |b| b.len());
             if used + size > budget {
                 return (page, true);
             }

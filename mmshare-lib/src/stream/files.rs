@@ -366,13 +366,13 @@ impl StreamFiles {
     /// out.
     ///
     /// A record's owner is gone when nobody holds the liveness lock on the record's byte
-    /// ([`layout::record_lock_byte`]): the kernel drops it when its holder dies or execs, in
+    /// (byte 0x1000 + 256 × record of the control file): the kernel drops it when its holder dies or execs, in
     /// any pid namespace. This call takes that lock itself before it frees the record (so no
     /// subscriber can claim it meanwhile) and gives it back after. Only a record marked as
     /// having no lock (a kernel without OFD locks) is judged by `judge` from the process
-    /// identity it records (positive evidence only: see [`crate::Liveness`]). A record whose
+    /// identity it records (positive evidence only: see [`crate::sys::Liveness`]). A record whose
     /// owner word is garbage (a scribble) and that nobody locks is freed the same way.
-    pub fn reclaim_subscribers(&self, judge: impl Fn(ProcessId) -> crate::Liveness) -> usize {
+    pub fn reclaim_subscribers(&self, judge: impl Fn(ProcessId) -> crate::sys::Liveness) -> usize {
         let _one_at_a_time = RECLAIMS.lock().unwrap_or_else(|p| p.into_inner());
         let ring = self.ring();
         let mut freed = 0;
@@ -385,7 +385,7 @@ impl StreamFiles {
             let unlocked = rec.config.load(Ordering::Relaxed) & layout::CONFIG_UNLOCKED != 0;
             let found = if unlocked && owner != layout::OWNER_RECLAIMING {
                 ProcessId::from_word(rec.who.load(Ordering::Relaxed))
-                    .filter(|who| judge(*who) == crate::Liveness::Dead)
+                    .filter(|who| judge(*who) == crate::sys::Liveness::Dead)
                     .and_then(|_| super::protocol::reclaim(&ring, r, owner, me(), reclaimer_gone))
             } else {
                 let byte = layout::record_lock_byte(r);
@@ -493,7 +493,7 @@ impl StreamFiles {
         drop(guard);
         // Records whose owner word is garbage, or that a freer left marked: nobody holds
         // their liveness lock, so `reclaim_subscribers` frees them.
-        if self.reclaim_subscribers(|_| crate::Liveness::Unknown) > 0 {
+        if self.reclaim_subscribers(|_| crate::sys::Liveness::Unknown) > 0 {
             repaired = true;
         }
         let _one_at_a_time = RECLAIMS.lock().unwrap_or_else(|p| p.into_inner());
@@ -613,9 +613,9 @@ pub(crate) fn subscription_nonce() -> u64 {
 pub(crate) fn reclaimer_gone(word: u64) -> bool {
     word == me()
         || owner_of(word).is_none_or(|who| match who.liveness() {
-            crate::Liveness::Alive => false,
-            crate::Liveness::Dead => true,
-            crate::Liveness::Unknown => who.start_time == 0,
+            crate::sys::Liveness::Alive => false,
+            crate::sys::Liveness::Dead => true,
+            crate::sys::Liveness::Unknown => who.start_time == 0,
         })
 }
 

@@ -24,6 +24,7 @@ use crate::sys::ProcessId;
 
 /// How a subscriber takes frames.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Delivery {
     /// Never slows the publisher; a subscriber that falls more than a ring behind skips
     /// ahead, and counts exactly what it skipped ([`Subscriber::missed`],
