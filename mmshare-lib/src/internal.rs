@@ -18,7 +18,6 @@ pub use crate::dtype::ALL_DTYPES;
 // For the daemon's fault points: `fault_step` is a constant `Ok` without the feature.
 pub use crate::fault::{Step as FaultStep, step as fault_step};
 pub use crate::raw::peek_array_state;
-pub use crate::shape::{MAX_DATA_LEN, data_len, element_count, parse_shape};
 pub use crate::sleepers::{
     CONTROL_DIR, control_path, create_control, is_array_control, new_array_control,
 };

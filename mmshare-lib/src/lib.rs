@@ -100,7 +100,7 @@ pub use raw::{
     Access, ByteReader, ByteWriter, DEFAULT_TIMEOUT, Finish, RawArray, Recovery, Snapshot,
     WriteSession,
 };
-pub use shape::{MAX_NDIM, Order, ShapeError};
+pub use shape::{MAX_DATA_LEN, MAX_NDIM, Order, ShapeError, data_len, element_count, parse_shape};
 pub use stream::{
     DEFAULT_MAX_HELD, Delivery, LoanToken, MAX_HELD, Publisher, Sample, SampleMut, SampleToken,
     StreamFiles, Subscriber, SubscriberInfo, create_stream_files,

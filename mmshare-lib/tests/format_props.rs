@@ -1,8 +1,9 @@
 //! Property tests of the v1 header: every valid header round-trips, and no byte string, however
 //! mangled, makes the decoder panic or accept a header that disagrees with itself.
 
+use mmshare::data_len;
 use mmshare::format::{HEADER_SIZE, Header, offsets};
-use mmshare::internal::{ALL_DTYPES, data_len};
+use mmshare::internal::ALL_DTYPES;
 use mmshare::{ArraySpec, FormatError, Order};
 use proptest::prelude::*;
 

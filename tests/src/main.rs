@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use mmshare::internal::parse_shape;
+use mmshare::parse_shape;
 use mmshare::{
     Access, Array, ArraySpec, Client, Complex, CreateOptions, DType, Delivery, Fault, Order,
     RawArray, ReadError, StreamError, f16, inject_fault,

@@ -187,7 +187,7 @@ fn holder_text(writer: Option<ProcessId>) -> String {
     }
 }
 
-/// `--shape` as the user typed it: like `mmshare::internal::parse_shape`, but an empty dimension
+/// `--shape` as the user typed it: like `mmshare::parse_shape`, but an empty dimension
 /// (`3,,4`, `3,4,`, `,3`) is a typo to report, not something to skip. `7,` and `(7,)` stay
 /// valid: that is how Python writes a 1-d shape.
 fn parse_shape_arg(text: &str) -> Result<Vec<u64>> {
@@ -207,7 +207,7 @@ fn parse_shape_arg(text: &str) -> Result<Vec<u64>> {
             ));
         }
     }
-    mmshare::internal::parse_shape(text)
+    mmshare::parse_shape(text)
 }
 
 /// `--shape`, `--mode` and `--order` of `create` (arrays and streams alike): the shape, the
@@ -508,8 +508,7 @@ pub fn put(
         (Box::new(f), size)
     };
     let header = npy::read_header(&mut file).map_err(|e| format!("{}: {e}", path.display()))?;
-    let nbytes =
-        mmshare::internal::data_len(header.dtype, &header.shape).map_err(|e| e.to_string())?;
+    let nbytes = mmshare::data_len(header.dtype, &header.shape).map_err(|e| e.to_string())?;
     if let Some(size) = regular
         && size < header.data_offset + nbytes
     {

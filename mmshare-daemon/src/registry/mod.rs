@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 use mmshare::format::Header;
 use mmshare::internal::proto::{ArrayInfo, Backing, ErrorKind, MAX_MESSAGE, OpenAccess, WireOrder};
 use mmshare::internal::{
-    CONTROL_DIR, FaultStep, TEMP_PREFIX, create_array_data, data_len, fault_step, is_array_control,
+    CONTROL_DIR, FaultStep, TEMP_PREFIX, create_array_data, fault_step, is_array_control,
     new_array_control,
 };
 use mmshare::{
     Access, ArraySpec, CreateError, DType, FormatError, Liveness, OpenError, Order, ProcessId,
-    RawArray, Recovery, validate_name,
+    RawArray, Recovery, data_len, validate_name,
 };
 use tracing::{error, info, warn};
 
