@@ -163,8 +163,9 @@
 //! reuse a held slot, and the holder reads a newer frame's bytes: `Sample::is_intact` reports
 //! it, because a held slot keeps its frame's tag, taken back or not, until it is reused), lower or raise cursors (lossless subscribers miss frames, counted; or the publisher
 //! waits until its loan times out), zero `SLEEPERS` (sleepers then wake by the sleep's 50 ms
-//! re-check instead of at once), or take every record and the whole budget (new subscribers get
-//! a clear error). A sleep never lasts more than 50 ms and every wait has a timeout. The
+//! re-check instead of at once; async ones by the waiter thread's full re-check, once a second),
+//! or take every record and the whole budget (new subscribers get a clear error). A blocking
+//! sleep never lasts more than 50 ms and every wait has a timeout. The
 //! daemon repairs what would otherwise last for good: the control file's fixed header, records
 //! whose owner word nobody's liveness lock backs (a scribble) or left half-freed by a freer
 //! that is gone, and a budget above its maximum.

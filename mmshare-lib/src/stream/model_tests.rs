@@ -15,7 +15,7 @@ use loom::cell::UnsafeCell;
 use loom::sync::atomic::AtomicU32 as LoomU32;
 use loom::sync::atomic::AtomicU64 as LoomU64;
 use loom::sync::{Arc, Condvar, Mutex};
-use std::sync::atomic::Ordering::{self, Relaxed, SeqCst};
+use std::sync::atomic::Ordering::{self, Acquire, Relaxed, SeqCst};
 use std::time::Duration;
 
 /// Which piece of the protocol a [`Mutant`] (or [`ModelFutex`]) word removes or moves.
@@ -39,6 +39,8 @@ const READ_WORD_LATE: u16 = 1024;
 const NO_BUMP: u16 = 2048;
 /// The reclaimer's fence between marking a record and clearing it (`free_record`).
 const FREE_FENCE: u16 = 4096;
+/// The waiter's Acquire fence between reading the futex word and its last check.
+const READ_FENCE: u16 = 8192;
 
 /// Loom's atomics, with the pieces named in `DROP` removed from the protocol.
 struct Mutant<const DROP: u16>(LoomU64);
@@ -164,6 +166,11 @@ impl<const DROP: u16> Futex for ModelFutex<DROP> {
     }
     fn fence_after_register() {
         fence_unless::<DROP>(SLEEP_FENCE);
+    }
+    fn fence_after_read() {
+        if DROP & READ_FENCE == 0 {
+            loom::sync::atomic::fence(Acquire);
+        }
     }
     fn fence_before_count() {
         fence_unless::<DROP>(WAKE_FENCE);
@@ -854,6 +861,52 @@ fn check_sleeping_publisher<const DROP: u16>() {
     });
 }
 
+/// The other steps of the handshake, each removed or moved in turn: every one leaves a sleeper
+/// that nobody is left to wake, whichever side sleeps (an async subscriber's last check is a
+/// whole receive, whose own Acquire load stands in for the read fence, so that twin is not
+/// one of its).
+#[test]
+fn model_catches_every_other_broken_step_of_the_handshake() {
+    type Check = fn();
+    let twins: [(&str, Check); 9] = [
+        ("blocking, no read fence", || {
+            check_sleeping_subscriber::<READ_FENCE>(Waits::Blocking);
+        }),
+        ("async, no publish fence", || {
+            check_sleeping_subscriber::<PUBLISH_FENCE>(Waits::Polling);
+        }),
+        ("async, registering late", || {
+            check_sleeping_subscriber::<REGISTER_LATE>(Waits::Polling);
+        }),
+        ("async, reading the word late", || {
+            check_sleeping_subscriber::<READ_WORD_LATE>(Waits::Polling);
+        }),
+        ("async, no bump", || {
+            check_sleeping_subscriber::<NO_BUMP>(Waits::Polling);
+        }),
+        (
+            "publisher, no read fence",
+            check_sleeping_publisher::<READ_FENCE>,
+        ),
+        (
+            "publisher, registering late",
+            check_sleeping_publisher::<REGISTER_LATE>,
+        ),
+        (
+            "publisher, reading the word late",
+            check_sleeping_publisher::<READ_WORD_LATE>,
+        ),
+        ("publisher, no bump", check_sleeping_publisher::<NO_BUMP>),
+    ];
+    for (name, twin) in twins {
+        let message = rejection(twin);
+        assert!(
+            message.contains(LOST_WAKE_UP),
+            "{name}: rejected for another reason: {message}"
+        );
+    }
+}
+
 #[test]
 fn model_a_publisher_waiting_for_a_slot_is_woken_by_the_subscriber() {
     check_sleeping_publisher::<0>();
@@ -913,6 +966,15 @@ fn model_no_hold_outlives_the_free_of_its_record() {
 fn model_catches_a_free_without_its_fence() {
     expect_failing_with(
         check_free_during_hold::<FREE_FENCE>,
+        "a hold outlived the free of its record",
+    );
+}
+
+/// The other side of the same pairing: a subscriber without its fence after the hold.
+#[test]
+fn model_catches_a_hold_that_outlives_a_free_without_the_hold_fence() {
+    expect_failing_with(
+        check_free_during_hold::<HOLD_FENCE>,
         "a hold outlived the free of its record",
     );
 }

@@ -538,7 +538,12 @@ pub(crate) fn free_record<W: Word>(
     // outlives the free. Without the fence (the C++ model allows it; loom shows it) a hold
     // could land after our clear while its subscriber still read its own owner word: it
     // would then sit in a record that is free, and soon someone else's, as a phantom hold, or
-    // overwriting that owner's own hold and leaving the frame it reads unprotected.
+    // overwriting that owner's own hold and leaving the frame it reads unprotected. (What the
+    // fence cannot prevent: a subscriber misjudged dead keeps storing its cursor and counters
+    // into the record until it sees the mark, and its undo of a hold, a compare-and-swap on
+    // the slot alone, could erase a next owner's hold of the same slot in the same entry if
+    // the record was freed and claimed again in between. Both need the daemon to misjudge a
+    // live subscriber, which the liveness locks rule out short of a scribbler.)
     W::fence_in_free();
     let holds = rec.config.load(Relaxed) & CONFIG_HELD_MASK;
     // Only whoever clears the flag takes the sleeper out of SLEEPERS: a live subscriber

@@ -369,7 +369,7 @@ impl<T: Element> Publisher<T> {
                         || protocol::try_loan(&ring, state),
                         |seen| Futex::wait(futex, seen, at_most),
                     );
-                    sleepers.fetch_sub(1, Relaxed);
+                    self.uncount_waiting();
                     if let Some(slot) = got {
                         return Ok(slot);
                     }
@@ -381,6 +381,18 @@ impl<T: Element> Publisher<T> {
             if let Some(slot) = protocol::try_loan(&self.files.ring(), &mut self.state) {
                 return Ok(slot);
             }
+        }
+    }
+
+    /// Takes a waiter of this publisher out of PUB_SLEEPERS again. Not once another publisher
+    /// took the stream over: it reset the count when it attached, and the count is its
+    /// waiters' now. Saturating: the word is untrusted.
+    fn uncount_waiting(&self) {
+        if self.check_attached().is_ok() {
+            let _ = self
+                .files
+                .pub_sleepers()
+                .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
         }
     }
 
@@ -519,16 +531,10 @@ impl<'a, T: Element> LoanAsync<'a, T> {
     }
 
     fn uncount(&mut self) {
-        // Not once another publisher took the stream over: it reset the count when it
-        // attached, and the count is its waiters' now. Saturating: the word is untrusted.
         if std::mem::take(&mut self.counted)
             && let Some(p) = self.publisher.as_deref()
-            && p.check_attached().is_ok()
         {
-            let _ = p
-                .files
-                .pub_sleepers()
-                .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+            p.uncount_waiting();
         }
     }
 }
@@ -547,22 +553,27 @@ impl<'a, T: Element> std::future::Future for LoanAsync<'a, T> {
             .publisher
             .as_deref_mut()
             .expect("polled after it resolved");
+        // Checked once per poll, before both attempts: a take-over between this check and a
+        // loan is a race the check never closed (it only detects one), and the loaned slot's
+        // publish then reports `PublisherLost`.
         if let Err(e) = p.check_attached().and_then(|()| p.check_no_token()) {
             return std::task::Poll::Ready(this.finish(Err(e)));
         }
         let Publisher { files, state, .. } = p;
         let ring = files.ring();
-        let mut counted = this.counted;
+        let counted = &mut this.counted;
         let mut registration = None;
         // The sleep handshake of `wait_for_slot` (module `sleep`), whose sleep is the waiter
-        // thread's: counted in PUB_SLEEPERS once, until the future resolves or is dropped.
+        // thread's: counted in PUB_SLEEPERS once, until the future resolves or is dropped. The
+        // flag is set as the count is taken, so a panic in the attempt leaves no count that
+        // `Drop` would not give back.
         let got = protocol::try_loan(&ring, state).or_else(|| {
             sleep::sleep_unless(
                 files.pub_futex(),
                 || {
-                    if !counted {
+                    if !*counted {
                         files.pub_sleepers().fetch_add(1, Relaxed);
-                        counted = true;
+                        *counted = true;
                     }
                 },
                 || protocol::try_loan(&ring, state),
@@ -576,7 +587,6 @@ impl<'a, T: Element> std::future::Future for LoanAsync<'a, T> {
                 },
             )
         });
-        this.counted = counted;
         this.registration = registration;
         match got {
             Some(slot) => std::task::Poll::Ready(this.finish(Ok(slot))),

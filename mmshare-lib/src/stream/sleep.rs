@@ -28,6 +28,8 @@
 //!
 //! * without the waiter's fence, its check may miss the progress while the waker misses its
 //!   count;
+//! * without the Acquire fence after the read of `FUTEX`, a waiter that read the bump may
+//!   still check with a stale view, and sleep on the bumped value;
 //! * without the waker's fence (for a publish: the one that ends `protocol::publish`), the
 //!   same from the other side;
 //! * registering after the check leaves a window where the check missed the progress and the
@@ -38,8 +40,9 @@
 //!   `FUTEX_WAIT`: the kernel's check sees an unchanged word and nobody wakes it.
 //!
 //! With nobody asleep a waker's cost is one fence and one load: no system call. In the real
-//! code every sleep is also bounded (50 ms at most, the `backoff` schedule), so a count that a
-//! scribbler zeroed costs latency, never a waiter for good.
+//! code every sleep is also bounded, so a count that a scribbler zeroed costs latency, never a
+//! waiter for good: a blocking wait sleeps 50 ms at most (the `backoff` schedule), and the
+//! async waiter thread wakes every registered task once a second to check in full.
 
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::{self, Acquire, Relaxed, Release, SeqCst};
@@ -67,6 +70,12 @@ pub(crate) trait Futex: Sync {
     #[inline]
     fn fence_after_register() {
         Self::fence(SeqCst);
+    }
+
+    /// The waiter's Acquire fence between reading the futex word and its last check.
+    #[inline]
+    fn fence_after_read() {
+        Self::fence(Acquire);
     }
 
     /// The waker's fence between its progress and reading the sleeper count (callers whose
@@ -129,8 +138,9 @@ pub(crate) fn sleep_unless<F: Futex, T>(
     // Pairs with the waker's fence (`wake`): it sees our count, or we see its progress below.
     F::fence_after_register();
     let early = F::READ_WORD_FIRST.then(|| word.load(Relaxed));
-    // Acquire: a bump we read comes with the progress made before it.
-    F::fence(Acquire);
+    // Acquire: a bump we read comes with the progress made before it (the checks are Relaxed
+    // loads, `protocol::newer_than` for one).
+    F::fence_after_read();
     let found = check();
     if found.is_none() {
         if let Some(register) = register {
@@ -147,7 +157,8 @@ pub(crate) fn sleep_unless<F: Futex, T>(
 pub(crate) fn wake_after_fence<F: Futex>(sleepers: &F, word: &F) {
     if sleepers.load(Relaxed) != 0 {
         if F::BUMP {
-            // Release: a waiter that reads the bump (and fences Acquire) sees our progress.
+            // What orders our progress before the bump, for a waiter that reads the bump and
+            // fences Acquire, is the SeqCst fence before the count; Release says so again.
             word.fetch_add(1, Release);
         }
         word.wake_all();

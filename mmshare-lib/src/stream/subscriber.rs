@@ -417,7 +417,11 @@ impl<T: Element> Subscriber<T> {
             || protocol::newer_than(&ring, cursor).then_some(()),
             |seen| Futex::wait(futex, seen, at_most),
         );
-        self.uncount_sleeping();
+        // Not once the record was reclaimed: it may be another subscriber's by now, and its
+        // `sleeping` flag and count are not ours to clear.
+        if self.owns_record() {
+            self.uncount_sleeping();
+        }
     }
 
     /// Counts this subscriber in SLEEPERS and flags its record as asleep: counted first,
@@ -729,15 +733,17 @@ impl<'a, T: Element> std::future::Future for Recv<'a, T> {
         }
         // The sleep handshake of `Subscriber::sleep` (module `sleep`), whose sleep is the
         // waiter thread's: counted in SLEEPERS once, until the future resolves or is dropped.
+        // The flag is set as the count is taken, so a panic in the attempt leaves no count that
+        // `Drop` would not give back.
         let sub = this.subscriber.as_deref().expect("not yet resolved");
-        let mut counted = this.counted;
+        let counted = &mut this.counted;
         let mut registration = None;
         let got = sleep::sleep_unless(
             sub.files.futex(),
             || {
-                if !counted {
+                if !*counted {
                     sub.count_sleeping();
-                    counted = true;
+                    *counted = true;
                 }
             },
             || match attempt(sub) {
@@ -753,7 +759,6 @@ impl<'a, T: Element> std::future::Future for Recv<'a, T> {
                 ));
             },
         );
-        this.counted = counted;
         this.registration = registration;
         if let Some(got) = got
             && let Some(done) = this.resolve(got)
