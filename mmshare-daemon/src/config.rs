@@ -374,6 +374,9 @@ pub(crate) struct Paths {
     pub(crate) memory: PathBuf,
     /// Warnings for the log (written once logging is set up).
     pub(crate) warnings: Vec<String>,
+    /// The listening socket the service manager passed (socket activation), bound to
+    /// `socket`: used instead of binding one, and left in place at exit.
+    pub(crate) passed: Option<std::os::fd::OwnedFd>,
     /// The storage and memory directories' locks.
     _locks: [DirLock; 2],
 }
@@ -443,16 +446,24 @@ impl Config {
     /// # Errors
     /// That line.
     pub(crate) fn prepare_paths(&self) -> Result<Paths, String> {
-        let socket = self.socket_path();
+        self.prepare_paths_with(None)
+    }
+
+    /// [`Config::prepare_paths`], with the path of a socket the service manager passed
+    /// (socket activation): the daemon listens there, and leaves that socket's directory, which
+    /// the service manager made and owns, unchecked.
+    pub(crate) fn prepare_paths_with(&self, passed: Option<&Path>) -> Result<Paths, String> {
+        let socket = passed.map_or_else(|| self.socket_path(), Path::to_owned);
         let socket_dir = parent_of(&socket);
         let flag = if self.socket.is_some() {
             "--socket"
         } else {
             "$MMSHARE_SOCKET"
         };
-        let named = self.socket.is_some()
+        let named = passed.is_some()
+            || self.socket.is_some()
             || (self.home.is_none() && env_path(mmshare::SOCKET_ENV).is_some());
-        if named {
+        if named && passed.is_none() {
             match std::fs::metadata(socket_dir) {
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => {
@@ -515,6 +526,7 @@ impl Config {
             storage: storage_path,
             memory: memory.path().to_owned(),
             warnings,
+            passed: None,
             _locks: [storage_lock, memory_lock],
         })
     }

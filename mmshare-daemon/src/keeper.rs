@@ -239,14 +239,19 @@ impl Keeper {
         // Nobody listens: a stale socket file (the directory is the daemon's own and locked
         // by it, so no other keeper of this directory can be starting) is removed by the
         // keeper itself before it binds.
-        let mut child = std::process::Command::new(&self.launch.program)
+        let mut command = std::process::Command::new(&self.launch.program);
+        command
             .args(&self.launch.args)
             .arg(&self.socket)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
-            .process_group(0)
-            .spawn()?;
+            .process_group(0);
+        // Socket activation's variables name descriptors and a pid that are not the keeper's.
+        for var in crate::activation::SERVICE_MANAGER_VARS {
+            command.env_remove(var);
+        }
+        let mut child = command.spawn()?;
         info!(pid = child.id(), socket = %self.socket.display(), "started a descriptor keeper");
         let deadline = Instant::now() + IO_TIMEOUT;
         loop {

@@ -14,9 +14,12 @@
 //! - `keeper`: the descriptor keeper, a small process that holds control memfds across
 //!   daemon restarts.
 //! - [`fuzzing`]: request decoding and dispatch without a socket, for fuzzing and tests.
-#![forbid(unsafe_code)]
+// Denied, not forbidden: `activation` takes ownership of the descriptor systemd passes, the one
+// operation here that needs `unsafe`.
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+mod activation;
 mod config;
 mod connection;
 mod dirs;
@@ -44,13 +47,22 @@ use tracing_subscriber::EnvFilter;
 /// Runs the daemon with `config` (logging to stderr) and returns the process exit code:
 /// 0 after a clean shutdown, 1 when it could not start.
 pub fn main_with(config: Config) -> ExitCode {
-    let paths = match config.prepare_paths() {
+    // A socket passed by systemd's socket activation replaces the one the daemon would bind.
+    let passed = match activation::passed_socket(config.socket.as_deref()) {
+        Ok(passed) => passed,
+        Err(message) => {
+            eprintln!("mmshared: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut paths = match config.prepare_paths_with(passed.as_ref().map(|p| p.path.as_path())) {
         Ok(paths) => paths,
         Err(message) => {
             eprintln!("mmshared: {message}");
             return ExitCode::FAILURE;
         }
     };
+    paths.passed = passed.map(|p| p.listener);
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));

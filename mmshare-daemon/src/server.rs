@@ -65,10 +65,12 @@ enum Stop {
 /// set up.
 pub async fn run(
     config: Config,
-    paths: Paths,
+    mut paths: Paths,
     stop: StopOn,
     ready: Option<SyncSender<()>>,
 ) -> Result<(), String> {
+    // Only `mmshared` itself talks to a service manager, not a daemon embedded in a program.
+    let managed = matches!(stop, StopOn::Signals);
     let stop = match stop {
         StopOn::Signals => Stop::Signals(
             shutdown::Signals::install()
@@ -98,7 +100,12 @@ pub async fn run(
     let socket_path = paths.socket.clone();
     let storage = paths.storage.clone();
     let memory = paths.memory.clone();
-    check_socket_free(&socket_path)?;
+    // A socket the service manager passed is its own: no stale file to clear, none to remove.
+    let passed = paths.passed.take();
+    let activated = passed.is_some();
+    if !activated {
+        check_socket_free(&socket_path)?;
+    }
     let limits = Limits {
         max_arrays: config.max_arrays,
         max_bytes: config.max_bytes,
@@ -164,14 +171,30 @@ pub async fn run(
         let r = registry.clone();
         let _ = tokio::task::spawn_blocking(move || r.recover_all()).await;
     }
-    let listener = bind(&socket_path, config.socket_mode)?;
+    let listener = match passed {
+        Some(fd) => UnixSeqpacketListener::try_from(fd).map_err(|e| {
+            format!(
+                "cannot use the socket the service manager passed ({}): {e}",
+                socket_path.display()
+            )
+        })?,
+        None => bind(&socket_path, config.socket_mode)?,
+    };
     info!(
         storage = %storage.display(),
         memory = %memory.display(),
         arrays = registry.len(),
+        activated,
         "listening on {}",
         socket_path.display()
     );
+    if managed {
+        crate::activation::notify_ready(&format!(
+            "serving {} objects on {}",
+            registry.len(),
+            socket_path.display()
+        ));
+    }
 
     if let Some(ready) = ready {
         let _ = ready.send(());
@@ -182,6 +205,7 @@ pub async fn run(
             Stop::Signals(mut signals) => {
                 let name = signals.recv().await;
                 info!("{name}: shutting down (again to exit at once)");
+                crate::activation::notify_stopping();
                 let second = tokio::spawn(async move {
                     let name = signals.recv().await;
                     warn!("{name} again: exiting without waiting for connections");
@@ -208,7 +232,9 @@ pub async fn run(
     );
     let idle = (config.idle_timeout > 0).then(|| Duration::from_secs(config.idle_timeout));
     let result = accept_loop(listener, registry, slots, idle, shutdown).await;
-    let _ = std::fs::remove_file(&socket_path);
+    if !activated {
+        let _ = std::fs::remove_file(&socket_path);
+    }
     info!("stopped");
     // The directories' locks are held until here.
     drop(paths);
