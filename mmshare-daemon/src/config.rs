@@ -7,6 +7,15 @@ use clap::Parser;
 
 use crate::dirs::{self, DirError, DirLock, LockError, OwnDir};
 
+/// How the daemon writes its log (to stderr).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line per event, for people.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
 /// `mmshared`: owns named shared-memory arrays and hands out file descriptors to them.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "mmshared", version, about)]
@@ -82,6 +91,15 @@ pub struct Config {
     /// filters; RUST_LOG overrides it
     #[arg(long, default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,
+    /// Log format: text (one line per event), or json (one JSON object per line, for log
+    /// collectors)
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Serve metrics in the Prometheus text format at ADDR: a Unix socket path (mode 0600: the
+    /// daemon's user only), or a loopback address such as 127.0.0.1:9464 (GET /metrics). Off by
+    /// default: they show object names and uids to whoever can connect there
+    #[arg(long, value_name = "ADDR", value_parser = crate::metrics::parse_endpoint)]
+    pub metrics: Option<crate::metrics::Endpoint>,
     /// Do not keep control state in a descriptor keeper: the daemon then starts with fresh
     /// control state for every object, so processes that were using an object when it
     /// restarted no longer see the processes that attach after it (for throw-away daemons)

@@ -25,6 +25,7 @@ mod connection;
 mod dirs;
 pub mod fuzzing;
 mod keeper;
+pub mod metrics;
 mod registry;
 mod server;
 mod shutdown;
@@ -66,11 +67,15 @@ pub fn main_with(config: Config) -> ExitCode {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let logger = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        config::LogFormat::Text => logger
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        config::LogFormat::Json => logger.json().try_init(),
+    };
     // Writers hold data files read-write and can truncate them under the daemon's mappings:
     // turn what would be SIGBUS into zero pages the daemon notices (mmshare-lib's `guard`).
     // Room for every object's mappings (a stream has two) and some to spare. Only in the

@@ -171,6 +171,12 @@ pub async fn run(
         let r = registry.clone();
         let _ = tokio::task::spawn_blocking(move || r.recover_all()).await;
     }
+    // The metrics endpoint is bound before the daemon says it is ready: one that cannot be
+    // bound stops the start.
+    let metrics_listener = match &config.metrics {
+        Some(endpoint) => Some((endpoint, crate::metrics::bind(endpoint).await?)),
+        None => None,
+    };
     let listener = match passed {
         Some(fd) => UnixSeqpacketListener::try_from(fd).map_err(|e| {
             format!(
@@ -231,7 +237,17 @@ pub async fn run(
         rustix::process::geteuid().as_raw(),
     );
     let idle = (config.idle_timeout > 0).then(|| Duration::from_secs(config.idle_timeout));
-    let result = accept_loop(listener, registry, slots, idle, shutdown).await;
+    let counters = Arc::new(crate::metrics::Counters::default());
+    if let Some((endpoint, bound)) = metrics_listener {
+        let metrics = crate::metrics::registry(&counters, registry.clone(), slots.clone());
+        crate::metrics::announce(endpoint);
+        tokio::spawn(crate::metrics::serve(
+            bound,
+            Arc::new(metrics),
+            shutdown.clone(),
+        ));
+    }
+    let result = accept_loop(listener, registry, slots, idle, shutdown, counters).await;
     if !activated {
         let _ = std::fs::remove_file(&socket_path);
     }
@@ -241,12 +257,22 @@ pub async fn run(
     result
 }
 
+/// Counts a refused connection, and takes a place among the connections being told so.
+fn refused(
+    counters: &crate::metrics::Counters,
+    refusals: &Arc<Semaphore>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::TryAcquireError> {
+    counters.refused();
+    refusals.clone().try_acquire_owned()
+}
+
 async fn accept_loop(
     mut listener: UnixSeqpacketListener,
     registry: Arc<Registry>,
     slots: Slots,
     idle: Option<Duration>,
     mut shutdown: Shutdown,
+    counters: Arc<crate::metrics::Counters>,
 ) -> Result<(), String> {
     // Every connection task holds a clone of `done_tx`; when all are dropped, `recv` ends.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
@@ -309,14 +335,19 @@ async fn accept_loop(
         };
         match taken {
             Ok(slot) => {
-                let (registry, shutdown, done) =
-                    (registry.clone(), shutdown.clone(), done_tx.clone());
+                let (registry, shutdown, done, counters) = (
+                    registry.clone(),
+                    shutdown.clone(),
+                    done_tx.clone(),
+                    counters.clone(),
+                );
                 tokio::spawn(async move {
-                    handle_connection(socket, creds, slot, registry, idle, shutdown).await;
+                    handle_connection(socket, creds, slot, registry, idle, shutdown, counters)
+                        .await;
                     drop(done);
                 });
             }
-            Err(why) => match refusals.clone().try_acquire_owned() {
+            Err(why) => match refused(&counters, &refusals) {
                 // Read the client's first message before replying Busy and closing: closing a
                 // socket with an unread message resets it, and the client would lose the reply.
                 Ok(permit) => {
@@ -405,6 +436,7 @@ async fn handle_connection(
     registry: Arc<Registry>,
     idle: Option<Duration>,
     mut shutdown: Shutdown,
+    counters: Arc<crate::metrics::Counters>,
 ) {
     let mut conn = Connection::new(socket);
     let mut greeted = false;
@@ -447,6 +479,7 @@ async fn handle_connection(
             }
         };
         bad = 0;
+        counters.request(&request);
         if !greeted {
             let reply = match request {
                 Request::Hello { version, client } if version == PROTOCOL_VERSION => {
@@ -468,6 +501,7 @@ async fn handle_connection(
                     message: "the first message on a connection must be Hello".into(),
                 },
             };
+            counters.reply(&reply);
             if !send_within(&conn, &reply, &[]).await || !greeted {
                 break;
             }
@@ -507,6 +541,7 @@ async fn handle_connection(
             registry.add_lease(&name, creds.pid);
             leases.insert(name);
         }
+        counters.reply(&reply);
         let attached: Vec<&File> = files.iter().collect();
         if !send_within(&conn, &reply, &attached).await {
             debug!(pid = creds.pid, "reply not delivered: closing");

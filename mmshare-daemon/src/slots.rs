@@ -69,6 +69,19 @@ impl Slots {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The limits.
+    pub fn limits(&self) -> SlotLimits {
+        self.limits
+    }
+
+    /// Connections held now: in all, and per uid (sorted by uid).
+    pub fn counts(&self) -> (usize, Vec<(u32, usize)>) {
+        let t = self.lock();
+        let mut per_uid: Vec<(u32, usize)> = t.per_uid.iter().map(|(u, n)| (*u, *n)).collect();
+        per_uid.sort_unstable();
+        (t.total, per_uid)
+    }
+
     /// Whether `uid` is one the reserved slots are for.
     pub fn privileged(&self, uid: u32) -> bool {
         uid == 0 || uid == self.daemon_uid

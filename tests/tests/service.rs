@@ -441,3 +441,43 @@ fn the_system_units_command_line_serves_on_the_units_socket() {
     drop(client);
     assert_eq!(daemon.stop(), Some(0), "log: {:?}", daemon.log());
 }
+
+/// `--log-format json`: every line the daemon logs is one JSON object, with the level, the
+/// message and the event's fields (a log collector's input).
+#[test]
+fn a_json_log_is_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("json.sock");
+    let mut command = Command::new(daemon_path());
+    command
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--home")
+        .arg(dir.path().join("home"))
+        .arg("--mem-dir")
+        .arg(dir.path().join("mem"))
+        .args(["--no-fd-keeper", "--log-format", "json"]);
+    let mut daemon = Running::spawn(&mut command);
+    connect(&socket).list("").unwrap();
+    assert_eq!(daemon.stop(), Some(0));
+    let log = daemon.log();
+    assert!(log.len() >= 3, "{log:?}");
+    for line in &log {
+        let event: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
+        assert!(
+            event["level"].is_string() && event["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+    let listening = log
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| {
+            e["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("listening on"))
+        })
+        .expect("the listening line");
+    assert_eq!(listening["fields"]["activated"], false);
+}

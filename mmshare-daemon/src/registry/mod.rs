@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use mmshare::format::Header;
-use mmshare::internal::proto::{ArrayInfo, Backing, ErrorKind, MAX_MESSAGE, OpenAccess, WireOrder};
+use mmshare::internal::proto::{
+    ArrayInfo, Backing, ErrorKind, MAX_MESSAGE, ObjectInfo, OpenAccess, WireOrder,
+};
 use mmshare::internal::{
     CONTROL_DIR, FaultStep, TEMP_PREFIX, create_array_data, fault_step, is_array_control,
     new_array_control,
@@ -290,6 +292,17 @@ struct State {
     /// as the daemon sees it (pid in the daemon's namespace, start time), one entry per
     /// connection.
     leases: HashMap<String, Vec<Lease>>,
+    /// Dead writers recovered, per array name, since the daemon started (for its metrics).
+    recoveries: HashMap<String, u64>,
+}
+
+/// What [`Registry::metrics_snapshot`] returns.
+#[derive(Debug)]
+pub(crate) struct MetricsSnapshot {
+    pub(crate) objects: Vec<ObjectInfo>,
+    pub(crate) recoveries: HashMap<String, u64>,
+    pub(crate) usage: Vec<UidUsage>,
+    pub(crate) bytes: u64,
 }
 
 impl State {
@@ -805,6 +818,7 @@ impl Registry {
         let name = &entry.header.name;
         state.arrays.remove(name);
         state.unidentified.remove(name);
+        state.recoveries.remove(name);
         let bytes = array_bytes(&entry.header);
         match data {
             Some(data) => state.retire(
@@ -1537,28 +1551,18 @@ impl Registry {
             // What the daemon could hold in this directory: the size of its filesystem (and,
             // with --max-bytes, no more than that). Not its free space: a limit that moved
             // with others' usage would tell every user how much the others hold.
-            let mut room = rustix::fs::statvfs(self.dir(backing))
-                .map(|s| s.f_blocks.saturating_mul(s.f_frsize))
-                .unwrap_or(0);
-            if let Some(max) = self.limits.max_bytes {
-                room = room.min(max);
-            }
+            let room = self.room(backing);
             let mine = state
                 .usage
                 .get(&who.uid)
                 .map_or(0, |u| u.bytes[backing_index(backing)]);
-            let (cap, rule) = match self.limits.max_bytes_per_user {
-                Some(cap) => (cap, format!("--max-bytes-per-user {cap}")),
-                None => {
-                    let cap = percent(room, self.limits.user_share);
-                    (
-                        cap,
-                        format!(
-                            "--user-share {}% of the {room} bytes the daemon may hold in {place}",
-                            self.limits.user_share
-                        ),
-                    )
-                }
+            let cap = self.user_byte_cap(backing);
+            let rule = match self.limits.max_bytes_per_user {
+                Some(cap) => format!("--max-bytes-per-user {cap}"),
+                None => format!(
+                    "--user-share {}% of the {room} bytes the daemon may hold in {place}",
+                    self.limits.user_share
+                ),
             };
             if mine.saturating_add(bytes) > cap {
                 return quota(format!(
@@ -1577,6 +1581,61 @@ impl Registry {
         state.pending.insert(name.to_owned());
         state.charge(who.uid, backing, bytes);
         Ok(())
+    }
+
+    /// What the daemon may hold in the directory of `backing`: the size of its filesystem (and,
+    /// with --max-bytes, no more than that). Not its free space: a limit that moved with
+    /// others' usage would tell every user how much the others hold.
+    fn room(&self, backing: Backing) -> u64 {
+        let room = rustix::fs::statvfs(self.dir(backing))
+            .map(|s| s.f_blocks.saturating_mul(s.f_frsize))
+            .unwrap_or(0);
+        self.limits.max_bytes.map_or(room, |max| room.min(max))
+    }
+
+    /// The most bytes one user other than the daemon's own and root may have in the directory
+    /// of `backing`.
+    pub(crate) fn user_byte_cap(&self, backing: Backing) -> u64 {
+        self.limits
+            .max_bytes_per_user
+            .unwrap_or_else(|| percent(self.room(backing), self.limits.user_share))
+    }
+
+    /// The limits the daemon enforces.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Everything the metrics endpoint shows about objects and users, read at scrape time:
+    /// every object (streams with their subscribers), the recoveries of dead writers per
+    /// array, per uid its bytes (file, memory) and objects, and the total bytes.
+    pub(crate) fn metrics_snapshot(&self) -> MetricsSnapshot {
+        let (arrays, streams, recoveries, usage, bytes) = {
+            let state = self.lock();
+            (
+                state.arrays.values().cloned().collect::<Vec<_>>(),
+                state.streams.values().cloned().collect::<Vec<_>>(),
+                state.recoveries.clone(),
+                state
+                    .usage
+                    .iter()
+                    .map(|(uid, u)| (*uid, u.bytes, u.objects))
+                    .collect(),
+                state.bytes,
+            )
+        };
+        // The infos outside the lock: an array's reads its mapping or its file.
+        let objects = arrays
+            .iter()
+            .map(|e| ObjectInfo::Array(e.info()))
+            .chain(streams.iter().map(|e| ObjectInfo::Stream(e.info(true))))
+            .collect();
+        MetricsSnapshot {
+            objects,
+            recoveries,
+            usage,
+            bytes,
+        }
     }
 
     /// Refuses a new name when the daemon holds `--max-arrays` arrays and streams already, or
@@ -1881,7 +1940,9 @@ impl Registry {
                     version,
                     "writer died mid-write: array marked TORN and released"
                 );
-                self.lock().unidentified.remove(name);
+                let mut state = self.lock();
+                state.unidentified.remove(name);
+                *state.recoveries.entry(name.clone()).or_default() += 1;
                 Some(r)
             }
             Ok(Recovery::WriterUnknown { .. }) if leased => {
@@ -1920,6 +1981,7 @@ impl Registry {
                             version,
                             "a write stayed unidentified for 2 s: marked TORN and released"
                         );
+                        *self.lock().recoveries.entry(name.clone()).or_default() += 1;
                         Some(r)
                     }
                     Ok(other) => Some(other),
