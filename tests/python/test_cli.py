@@ -3,8 +3,10 @@ change nothing, --json output, clear one-line errors, and the demo."""
 
 import json
 import os
+import pathlib
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -78,7 +80,7 @@ def test_mismatched_put_is_an_error_and_changes_nothing(cli_bin, daemon, tmp_pat
     for bad in [np.zeros((2, 3), "<f8"), np.zeros((3, 2), "<f4"), np.zeros((2, 3), "<f4", order="F")]:
         np.save(tmp_path / "bad.npy", bad)
         p = run(cli_bin, "put", "m", str(tmp_path / "bad.npy"), socket=daemon.socket, check=False)
-        assert p.returncode == 1
+        assert p.returncode == 2  # bad input
         assert p.stderr.count("\n") == 1 and "nothing was written" in p.stderr, p.stderr
     after = json.loads(run(cli_bin, "info", "m", "--json", socket=daemon.socket).stdout)
     assert after["version"] == before
@@ -150,10 +152,10 @@ def test_streams_from_the_shell_create_pub_sub_info_ls(cli_bin, daemon, tmp_path
     # A stack of the wrong frame shape publishes nothing, with one clear line.
     np.save(tmp_path / "bad.npy", sample("<i2", (4, 5, 3)))
     bad = run(cli_bin, "pub", "cam", str(tmp_path / "bad.npy"), socket=sock, check=False)
-    assert bad.returncode == 1 and "nothing was published" in bad.stderr
+    assert bad.returncode == 2 and "nothing was published" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
     wrong = run(cli_bin, "pub", "plain", str(stack), socket=sock, check=False)
-    assert wrong.returncode == 1 and "not a stream" in wrong.stderr
+    assert wrong.returncode == 2 and "not a stream" in wrong.stderr
 
 
 def test_sub_of_a_lossy_stream_reports_what_it_missed(cli_bin, daemon, tmp_path):
@@ -219,19 +221,21 @@ def test_top_json_and_watch_of_a_stream_show_rates_and_subscribers(cli_bin, daem
     del sub
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["info", "ghost"], 'no array named "ghost"'),
-    (["rm", "ghost"], 'no array named "ghost"'),
-    (["get", "ghost", "/tmp/never.npy"], 'no array named "ghost"'),
-    (["create", "x", "--dtype", "float33", "--shape", "2"], "float33"),
-    (["create", "x", "--dtype", ">f4", "--shape", "2"], ">f4"),
-    (["create", "x", "--dtype", "f4", "--shape", "2,-1"], "-1"),
-    (["create", "x", "--dtype", "f4", "--shape", ",".join(["1"] * 33)], "33 dimensions"),
-    (["create", "../x", "--dtype", "f4", "--shape", "2"], "../x"),
+@pytest.mark.parametrize("args,needle,status", [
+    (["info", "ghost"], 'no array named "ghost"', 3),
+    (["rm", "ghost"], 'no array named "ghost"', 3),
+    (["get", "ghost", "/tmp/never.npy"], 'no array named "ghost"', 3),
+    (["put", "ghost", "/nonexistent/in.npy"], "/nonexistent/in.npy", 3),
+    (["create", "x", "--dtype", "float33", "--shape", "2"], "float33", 2),
+    (["create", "x", "--dtype", ">f4", "--shape", "2"], ">f4", 2),
+    (["create", "x", "--dtype", "f4", "--shape", "2,-1"], "-1", 2),
+    (["create", "x", "--dtype", "f4", "--shape", ",".join(["1"] * 33)], "33 dimensions", 2),
+    (["create", "../x", "--dtype", "f4", "--shape", "2"], "../x", 2),
 ])
-def test_cli_errors_are_one_clear_line(cli_bin, daemon, args, needle):
+def test_cli_errors_are_one_clear_line(cli_bin, daemon, args, needle, status):
+    """One line, and the exit status of its class (listed in `mmshare --help`)."""
     p = run(cli_bin, *args, socket=daemon.socket, check=False)
-    assert p.returncode == 1
+    assert p.returncode == status, p
     assert p.stderr.startswith("mmshare: ") and p.stderr.count("\n") == 1, p.stderr
     assert needle in p.stderr, p.stderr
     assert "panicked" not in p.stderr and "backtrace" not in p.stderr.lower()
@@ -240,7 +244,7 @@ def test_cli_errors_are_one_clear_line(cli_bin, daemon, args, needle):
 def test_no_daemon_names_the_socket(cli_bin, tmp_path):
     sock = str(tmp_path / "nobody-home.sock")
     p = run(cli_bin, "ls", socket=sock, check=False)
-    assert p.returncode == 1 and p.stderr.count("\n") == 1
+    assert p.returncode == 8 and p.stderr.count("\n") == 1  # no daemon answers
     assert sock in p.stderr and "mmshared" in p.stderr, p.stderr
 
 
@@ -307,7 +311,7 @@ def test_rm_takes_several_names_and_reports_each_failure(cli_bin, daemon):
     for n in ["r1", "r2", "r3"]:
         run(cli_bin, "create", n, "--dtype", "u1", "--shape", "1", socket=daemon.socket)
     p = run(cli_bin, "rm", "r1", "ghost", "r3", socket=daemon.socket, check=False)
-    assert p.returncode == 1
+    assert p.returncode == 3  # the failure's class: not found
     assert p.stdout.split("\n")[:2] == ["deleted r1", "deleted r3"], p.stdout
     assert p.stderr.count("\n") == 1 and 'no array named "ghost"' in p.stderr, p.stderr
     assert [a.name for a in mmshare.connect(daemon.socket).list()] == ["r2"]
@@ -327,7 +331,7 @@ def test_info_shows_the_access_mode_and_the_file_mode(cli_bin, daemon):
 def test_shape_with_an_empty_dimension_is_refused(cli_bin, daemon, shape):
     p = run(cli_bin, "create", "s", "--dtype", "u1", "--shape", shape, socket=daemon.socket,
             check=False)
-    assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
     assert repr(shape).strip("'") in p.stderr and "empty dimension" in p.stderr, p.stderr
     assert mmshare.connect(daemon.socket).list() == []
 
@@ -354,7 +358,7 @@ def test_create_exist_ok_says_exists_and_refuses_a_different_array(cli_bin, daem
                           (["--dtype", "f4", "--shape", "4,3", "--memory"], "(4, 3)")]:
         base = ["create", "e", "--exist-ok"]
         p = run(cli_bin, *base, *other, socket=daemon.socket, check=False)
-        assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
+        assert p.returncode == 9 and p.stderr.count("\n") == 1, p.stderr  # the name is taken
         assert "already exists as <f4 (3, 4) order C in memory" in p.stderr and needle in p.stderr, p.stderr
     assert mmshare.connect(daemon.socket).stat("e").backing == "memory"
 
@@ -384,7 +388,7 @@ def test_a_held_write_side_is_reported_with_its_pid_and_seconds(cli_bin, daemon,
         for args, what in [(["put", "h", str(tmp_path / "in.npy")], "nothing was written"),
                            (["get", "h", str(tmp_path / "out.npy")], "nothing was saved")]:
             p = run(cli_bin, *args, "--timeout", "0.5", socket=daemon.socket, check=False)
-            assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
+            assert p.returncode == 5 and p.stderr.count("\n") == 1, p.stderr  # timed out
             assert f"held by pid {os.getpid()} for 0.5 s" in p.stderr and what in p.stderr, p.stderr
         p = run(cli_bin, "get", "h", "x.npy", "--timeout", "soon", socket=daemon.socket, check=False)
         assert p.returncode == 2 and "soon" in p.stderr
@@ -524,7 +528,7 @@ def test_watch_stops_when_the_array_is_deleted_and_follows_a_recreated_one(cli_b
         b.close()
         c.delete("w")
         assert "was deleted" in err.expect("was deleted")
-        assert p.wait(timeout=30) == 1
+        assert p.wait(timeout=30) == 3  # not found any more
     finally:
         p.kill()
         p.wait()
@@ -613,3 +617,62 @@ def test_examples_readme_builds_the_examples():
     text = (REPO / "mmshare-lib" / "examples" / "README.md").read_text()
     builds = re.findall(r"^cargo build[^\n]*$", text, re.M)
     assert builds and all("--examples" in b for b in builds), builds
+
+
+def test_the_exit_status_names_a_busy_stream_and_a_reached_limit(cli_bin, daemon_bin, tmp_path):
+    """Busy (6): a second publisher while one is attached. Limit (7): a create past
+    --max-arrays. Both listed in `mmshare --help`."""
+    from conftest import Daemon
+    d = Daemon(daemon_bin, tmp_path, "--max-arrays", "1")
+    try:
+        c = mmshare.connect(d.socket)
+        c.create_stream("busy", "u1", (4,))
+        pub = c.publisher("busy")
+        np.save(tmp_path / "frames.npy", np.zeros((2, 4), "u1"))
+        p = run(cli_bin, "pub", "busy", str(tmp_path / "frames.npy"), socket=d.socket, check=False)
+        assert p.returncode == 6 and p.stderr.count("\n") == 1, p
+        p = run(cli_bin, "create", "more", "--dtype", "u1", "--shape", "1", socket=d.socket,
+                check=False)
+        assert p.returncode == 7 and "--max-arrays 1" in p.stderr, p
+        del pub
+    finally:
+        d.stop()
+    help_text = run(cli_bin, "--help").stdout
+    for line in ["3    no such array, stream or file", "6    busy", "7    a limit is reached"]:
+        assert line in help_text, help_text
+
+
+def test_completions_complete_subcommands_and_flags_in_bash(cli_bin):
+    """The bash script, sourced into a real bash, completes a subcommand and a flag; the
+    other shells' scripts are generated for the right command."""
+    def complete(*words):
+        script = (f'source <("{cli_bin}" completions bash); COMP_WORDS=({" ".join(words)}); '
+                  f'COMP_CWORD={len(words) - 1}; _mmshare mmshare "{words[-1]}" "{words[-2]}"; '
+                  'echo "${COMPREPLY[@]}"')
+        return subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                              timeout=60, check=True).stdout.split()
+    assert "create" in complete("mmshare", "cr")
+    assert complete("mmshare", "create", "x", "--dt") == ["--dtype"]
+    assert "#compdef mmshare" in run(cli_bin, "completions", "zsh").stdout
+    assert "complete -c mmshare" in run(cli_bin, "completions", "fish").stdout
+    assert "#compdef mmshared" in run(cli_bin, "completions", "zsh", "--daemon").stdout
+    bad = run(cli_bin, "completions", "tcsh", check=False)
+    assert bad.returncode == 2 and "tcsh" in bad.stderr
+
+
+def test_man_pages_are_written_for_every_command_and_render_cleanly(cli_bin, tmp_path):
+    out = run(cli_bin, "man", str(tmp_path / "man1")).stdout.split()
+    names = sorted(pathlib.Path(p).name for p in out)
+    assert {"mmshare.1", "mmshare-create.1", "mmshare-sub.1", "mmshare-completions.1",
+            "mmshared.1"} <= set(names), names
+    assert not any("__demo" in n for n in names), names
+    for page in out:
+        assert pathlib.Path(page).read_text().startswith(".ie"), page
+    if shutil.which("groff"):
+        # -ww: every warning; -z: no output. A clean page says nothing.
+        lint = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", *out],
+                              capture_output=True, text=True, timeout=60)
+        assert lint.returncode == 0 and lint.stderr == "", lint.stderr
+        text = subprocess.run(["groff", "-man", "-Tutf8", str(tmp_path / "man1" / "mmshare.1")],
+                              capture_output=True, text=True, timeout=60).stdout
+        assert "Exit status:" in text and "no daemon answers at the socket" in text

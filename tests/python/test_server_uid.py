@@ -122,7 +122,7 @@ def test_the_cli_takes_the_daemons_uid_with_server_uid_and_refuses_another(forei
                               env={**env, **extra}, timeout=60)
 
     wrong = cli("--socket", socket, "--server-uid", str(uid + 1), "ls")
-    assert wrong.returncode == 1, wrong
+    assert wrong.returncode == 4, wrong  # permission: not the daemon it must be
     assert f"the daemon at {socket} runs as uid {uid}, not as uid {uid + 1}" in wrong.stderr
     assert wrong.stderr.count("\n") == 1, wrong.stderr
     assert cli("--socket", socket, "--server-uid", str(uid), "ls").returncode == 0
@@ -132,7 +132,7 @@ def test_the_cli_takes_the_daemons_uid_with_server_uid_and_refuses_another(forei
     if uid == os.geteuid():
         assert default.returncode == 0, default
     else:
-        assert default.returncode == 1, default
+        assert default.returncode == 4, default
         assert f"not as uid {os.geteuid()} (this user) or root" in default.stderr
         assert cli("--server-uid", str(uid), "ls", MMSHARE_SOCKET=socket).returncode == 0
         assert cli("ls", MMSHARE_SOCKET=socket, MMSHARE_SERVER_UID=str(uid)).returncode == 0

@@ -15,9 +15,10 @@ use mmshare::{
 };
 use serde_json::json;
 
+use crate::failure::{Class, Failure};
 use crate::npy;
 
-pub type Result<T = ()> = std::result::Result<T, String>;
+pub type Result<T = ()> = std::result::Result<T, Failure>;
 
 /// Streaming chunk size for put/get.
 const CHUNK: usize = 8 << 20;
@@ -31,7 +32,7 @@ pub fn emit(line: &str) -> Result {
     match writeln!(out, "{line}").and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
-        Err(e) => Err(format!("cannot write to standard output: {e}")),
+        Err(e) => Err(format!("cannot write to standard output: {e}").into()),
     }
 }
 
@@ -86,7 +87,7 @@ pub fn try_connect(socket: &Path) -> std::result::Result<Client, ClientError> {
 
 /// [`try_connect`], its error as the line to print.
 pub fn connect(socket: &Path) -> Result<Client> {
-    try_connect(socket).map_err(|e| e.to_string())
+    Ok(try_connect(socket)?)
 }
 
 fn order_name(info: &ArrayInfo) -> &'static str {
@@ -202,12 +203,12 @@ fn parse_shape_arg(text: &str) -> Result<Vec<u64>> {
             _ => &parts[..],
         };
         if parts.iter().any(|p| p.is_empty()) {
-            return Err(format!(
+            return Err(Failure::bad_input(format!(
                 "bad shape {text:?}: it has an empty dimension (write it like 3,4)"
-            ));
+            )));
         }
     }
-    mmshare::parse_shape(text)
+    mmshare::parse_shape(text).map_err(Failure::bad_input)
 }
 
 /// `--shape`, `--mode` and `--order` of `create` (arrays and streams alike): the shape, the
@@ -221,9 +222,7 @@ fn parse_create_args<'a>(
     let mode_text = mode.unwrap_or("0600");
     let mode_bits = u32::from_str_radix(mode_text.trim_start_matches("0o"), 8)
         .map_err(|_| format!("bad mode {mode_text:?}: expected octal digits such as 0644"))?;
-    let order: Order = order
-        .parse()
-        .map_err(|e: mmshare::ShapeError| e.to_string())?;
+    let order: Order = order.parse()?;
     Ok((shape, mode_text, mode_bits, order))
 }
 
@@ -251,11 +250,10 @@ pub fn create(
     // that it has the same dtype, shape, order and backing), so the output can say which.
     let (array, verb) = match client.create(&options(false)) {
         Ok(array) => (array, "created"),
-        Err(e) if exist_ok && e.kind() == Some(ErrorKind::AlreadyExists) => (
-            client.create(&options(true)).map_err(|e| e.to_string())?,
-            "exists",
-        ),
-        Err(e) => return Err(e.to_string()),
+        Err(e) if exist_ok && e.kind() == Some(ErrorKind::AlreadyExists) => {
+            (client.create(&options(true))?, "exists")
+        }
+        Err(e) => return Err(e.into()),
     };
     let info = array.info();
     emit(&format!(
@@ -308,9 +306,7 @@ pub fn create_stream(
 }
 
 pub fn ls(socket: &Path, prefix: &str, json: bool) -> Result {
-    let objects = connect(socket)?
-        .list_all(prefix)
-        .map_err(|e| e.to_string())?;
+    let objects = connect(socket)?.list_all(prefix)?;
     if json {
         let list: Vec<_> = objects
             .iter()
@@ -367,7 +363,7 @@ pub fn ls(socket: &Path, prefix: &str, json: bool) -> Result {
 
 pub fn info(socket: &Path, name: &str, json: bool) -> Result {
     let client = connect(socket)?;
-    let info = match client.describe(name).map_err(|e| e.to_string())? {
+    let info = match client.describe(name)? {
         ObjectInfo::Array(info) => info,
         ObjectInfo::Stream(info) => return crate::streams::info(&info, json),
     };
@@ -409,16 +405,16 @@ pub fn info(socket: &Path, name: &str, json: bool) -> Result {
 }
 
 /// Deletes each name in turn; one that fails does not stop the others. Every failure is one
-/// line on stderr, and the exit status is 1 if any failed.
+/// line on stderr, and the exit status is that of the last failure if any failed.
 pub fn rm(socket: &Path, names: &[String]) -> Result {
     let client = connect(socket)?;
-    let mut failed: Option<String> = None;
+    let mut failed: Option<Failure> = None;
     for name in names {
         match client.delete(name) {
             Ok(()) => emit(&format!("deleted {name}"))?,
             Err(e) => {
-                if let Some(previous) = failed.replace(e.to_string()) {
-                    eprintln!("mmshare: {previous}");
+                if let Some(previous) = failed.replace(Failure::from(e)) {
+                    eprintln!("mmshare: {}", previous.message);
                 }
             }
         }
@@ -500,23 +496,31 @@ pub fn put(
     let (mut file, regular): (Box<dyn Read>, Option<u64>) = if path.as_os_str() == "-" {
         (Box::new(std::io::stdin().lock()), None)
     } else {
-        let f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let meta = f
-            .metadata()
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let f = File::open(path).map_err(|e| {
+            Failure::new(
+                crate::failure::io_class(&e),
+                format!("cannot open {}: {e}", path.display()),
+            )
+        })?;
+        let meta = f.metadata().map_err(|e| {
+            Failure::new(
+                crate::failure::io_class(&e),
+                format!("cannot open {}: {e}", path.display()),
+            )
+        })?;
         let size = meta.is_file().then_some(meta.len());
         (Box::new(f), size)
     };
     let header = npy::read_header(&mut file).map_err(|e| format!("{}: {e}", path.display()))?;
-    let nbytes = mmshare::data_len(header.dtype, &header.shape).map_err(|e| e.to_string())?;
+    let nbytes = mmshare::data_len(header.dtype, &header.shape)?;
     if let Some(size) = regular
         && size < header.data_offset + nbytes
     {
-        return Err(format!(
+        return Err(Failure::bad_input(format!(
             "{} is truncated: its header promises {nbytes} bytes of data, the file holds {}",
             path.display(),
             size.saturating_sub(header.data_offset)
-        ));
+        )));
     }
     let order = if header.fortran { Order::F } else { Order::C };
     let client = connect(socket)?;
@@ -534,13 +538,12 @@ pub fn put(
             client.create(&options)
         }
         other => other,
-    }
-    .map_err(|e| e.to_string())?;
+    }?;
     let h = array.header().clone();
     // Order only matters when more than one dimension is longer than 1.
     let same_layout = h.order == order || h.shape.iter().filter(|&&d| d > 1).count() <= 1;
     if h.dtype != header.dtype || h.shape != header.shape || !same_layout {
-        return Err(format!(
+        return Err(Failure::bad_input(format!(
             "{} holds {} {} order {}, but array {name} is {} {} order {}; nothing was written",
             path.display(),
             header.dtype,
@@ -549,7 +552,7 @@ pub fn put(
             h.dtype,
             shape_text(&h.shape),
             h.order
-        ));
+        )));
     }
     if INTERRUPTED.load(Ordering::SeqCst) {
         interrupted(&format!("nothing was written to {name}"));
@@ -591,16 +594,19 @@ pub fn put(
                 }
                 let waited = start.elapsed();
                 if waited >= timeout {
-                    return Err(format!(
-                        "array {name}: the write side is held by {} for {} (--timeout); nothing was written",
-                        holder_text(writer),
-                        seconds_text(waited)
+                    return Err(Failure::new(
+                        Class::Timeout,
+                        format!(
+                            "array {name}: the write side is held by {} for {} (--timeout); nothing was written",
+                            holder_text(writer),
+                            seconds_text(waited)
+                        ),
                     ));
                 }
                 let left = timeout - waited;
                 array.handle_mut().set_timeout(WAIT_SLICE.min(left));
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(Failure::new(crate::failure::write_class(&e), e.to_string())),
         }
     };
     bar.finish_and_clear();
@@ -620,7 +626,8 @@ pub fn put(
                 "reading {} failed midway ({e}); array {name} is marked TORN (repair it with: mmshare put {name} {})",
                 path.display(),
                 path.display()
-            ));
+            )
+            .into());
         }
     };
     emit(&format!(
@@ -653,9 +660,7 @@ fn read_error_text(name: &str, e: &ReadError, timeout: Duration) -> String {
 pub fn get(socket: &Path, name: &str, path: &Path, allow_torn: bool, timeout: Duration) -> Result {
     on_interrupt_clean_get();
     let client = connect(socket)?;
-    let mut array = client
-        .open_raw(name, Access::Read)
-        .map_err(|e| e.to_string())?;
+    let mut array = client.open_raw(name, Access::Read)?;
     let h = array.header().clone();
     array.handle_mut().set_accept_torn(allow_torn);
     array.handle_mut().set_timeout(timeout);
@@ -683,7 +688,12 @@ pub fn get(socket: &Path, name: &str, path: &Path, allow_torn: bool, timeout: Du
             }
             out.flush()
         })
-        .map_err(|e| read_error_text(name, &e, timeout))?;
+        .map_err(|e| {
+            Failure::new(
+                crate::failure::read_class(&e),
+                read_error_text(name, &e, timeout),
+            )
+        })?;
     bar.finish_and_clear();
     written.map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     target.deliver(tmp)?;
@@ -713,7 +723,12 @@ struct TempOut {
 impl TempOut {
     fn new_in(dir: &Path) -> Result<TempOut> {
         use rustix::fs::{Mode, OFlags};
-        let cant = |e: &dyn std::fmt::Display| format!("cannot write in {}: {e}", dir.display());
+        let cant = |e: &std::io::Error| {
+            Failure::new(
+                crate::failure::io_class(e),
+                format!("cannot write in {}: {e}", dir.display()),
+            )
+        };
         match rustix::fs::open(
             dir,
             OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
@@ -804,10 +819,10 @@ impl OutputTarget {
                     .map_err(|e| format!("{}: {e}", path.display()))?,
                 mode: m.permissions().mode() & 0o7777,
             }),
-            Ok(m) if m.is_dir() => Err(format!(
+            Ok(m) if m.is_dir() => Err(Failure::bad_input(format!(
                 "{} is a directory; give a file name",
                 path.display()
-            )),
+            ))),
             Ok(_) => Ok(OutputTarget::Special(path.to_owned())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // A new file gets the usual permissions: 0666 minus the umask.
@@ -818,7 +833,10 @@ impl OutputTarget {
                     mode: 0o666 & !umask.as_raw_mode(),
                 })
             }
-            Err(e) => Err(format!("cannot write {}: {e}", path.display())),
+            Err(e) => Err(Failure::new(
+                crate::failure::io_class(&e),
+                format!("cannot write {}: {e}", path.display()),
+            )),
         }
     }
 
@@ -837,10 +855,15 @@ impl OutputTarget {
         use std::os::unix::fs::PermissionsExt;
         let mut copy_into = |mut out: Box<dyn Write>, what: &str| -> Result {
             let file = &mut tmp.file;
-            file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+            file.seek(SeekFrom::Start(0))?;
             std::io::copy(file, &mut out)
                 .and_then(|_| out.flush())
-                .map_err(|e| format!("cannot write {what}: {e}"))
+                .map_err(|e| {
+                    Failure::new(
+                        crate::failure::io_class(&e),
+                        format!("cannot write {what}: {e}"),
+                    )
+                })
         };
         match self {
             OutputTarget::Stdout => {
@@ -858,7 +881,7 @@ impl OutputTarget {
                     .set_permissions(std::fs::Permissions::from_mode(*mode))
                     .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
                 tmp.persist(path)
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))
+                    .map_err(|e| Failure::from(format!("cannot write {}: {e}", path.display())))
             }
         }
     }
@@ -920,9 +943,7 @@ pub fn watch(socket: &Path, name: &str, json: bool) -> Result {
     if let Ok(ObjectInfo::Stream(_)) = first.describe(name) {
         return crate::streams::watch(socket, name, json);
     }
-    let mut array = first
-        .open_raw(name, Access::Read)
-        .map_err(|e| e.to_string())?;
+    let mut array = first.open_raw(name, Access::Read)?;
     let mut client = Some(first);
     let mut id = file_id(&array);
     let mut seen = array.version();
@@ -976,8 +997,9 @@ pub fn watch(socket: &Path, name: &str, json: bool) -> Result {
         match name_now(c, name, id) {
             NameNow::Same => {}
             NameNow::Deleted => {
-                return Err(format!(
-                    "array {name} was deleted (last version {seen}); stopped watching"
+                return Err(Failure::new(
+                    Class::NotFound,
+                    format!("array {name} was deleted (last version {seen}); stopped watching"),
                 ));
             }
             NameNow::Replaced(new) => {

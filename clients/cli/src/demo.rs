@@ -19,6 +19,7 @@ use mmshare::{ClientError, Delivery, StreamError, StreamOptions};
 use serde_json::json;
 
 use crate::commands::{Result, connect, emit, shape_text, try_connect};
+use crate::failure::Failure;
 
 /// The demo's child processes, for the Ctrl-C handler to stop.
 static CHILDREN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
@@ -38,10 +39,10 @@ fn now_ns() -> u64 {
 
 pub fn run(socket_given: bool, socket: &Path, seconds: f64, fps: f64) -> Result {
     if !(seconds > 0.0 && seconds <= 86_400.0) {
-        return Err(format!("--seconds {seconds} must be between 0 and 86400"));
+        return Err(format!("--seconds {seconds} must be between 0 and 86400").into());
     }
     if !(fps > 0.0 && fps <= 100_000.0) {
-        return Err(format!("--fps {fps} must be between 0 and 100000"));
+        return Err(format!("--fps {fps} must be between 0 and 100000").into());
     }
     // Keep the temp dir and the embedded daemon alive until the end.
     let mut _temp = None;
@@ -50,7 +51,7 @@ pub fn run(socket_given: bool, socket: &Path, seconds: f64, fps: f64) -> Result 
         Ok(_) => socket.to_owned(),
         // A daemon of another user on the default socket is reported, not worked around.
         Err(e) if socket_given || matches!(e, ClientError::WrongServer { .. }) => {
-            return Err(e.to_string());
+            return Err(e.to_string().into());
         }
         Err(_) => {
             let dir = tempfile::Builder::new()
@@ -80,7 +81,7 @@ pub fn run(socket_given: bool, socket: &Path, seconds: f64, fps: f64) -> Result 
                 // A throw-away daemon: nothing has to outlive it.
                 "--no-fd-keeper".as_ref(),
             ])
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Failure::from(e.to_string()))?;
             let daemon = mmshare_daemon::EmbeddedDaemon::start(config)?;
             emit(&format!(
                 "no daemon was running: started one inside this process ({})",
@@ -117,14 +118,12 @@ pub fn run(socket_given: bool, socket: &Path, seconds: f64, fps: f64) -> Result 
             std::process::exit(130);
         });
     }
-    let info = client
-        .create_stream(
-            &StreamOptions::new(&name, "u1", &SHAPE)
-                .slots(SLOTS)
-                .memory()
-                .mode(0o644),
-        )
-        .map_err(|e| e.to_string())?;
+    let info = client.create_stream(
+        &StreamOptions::new(&name, "u1", &SHAPE)
+            .slots(SLOTS)
+            .memory()
+            .mode(0o644),
+    )?;
     emit(&format!(
         "created stream {name}: {SLOTS} slots of {} uint8 ({:.2} MB per frame) in RAM",
         shape_text(&SHAPE),
@@ -144,7 +143,7 @@ pub fn run(socket_given: bool, socket: &Path, seconds: f64, fps: f64) -> Result 
     emit(&format!(
         "a producer publishes {fps} frames/s; a lossless consumer takes every frame, a lossy one works slowly and skips (counting what it misses), a viewer takes latest() 30 times a second; each in its own process:"
     ))?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe()?;
     let spawn = |args: &[&str]| {
         let mut command = Command::new(&exe);
         command.arg("--socket").arg(&socket);
@@ -174,7 +173,7 @@ pub fn run(socket_given: bool, socket: &Path, seconds: f64, fps: f64) -> Result 
         let mut lines = BufReader::new(out).lines();
         match lines.next() {
             Some(Ok(line)) if line == "ready" => {}
-            other => return Err(format!("the {role} consumer did not start: {other:?}")),
+            other => return Err(format!("the {role} consumer did not start: {other:?}").into()),
         }
         let latest = Arc::clone(&latest);
         let role = role.to_string();
@@ -213,7 +212,7 @@ pub fn run(socket_given: bool, socket: &Path, seconds: f64, fps: f64) -> Result 
     let started = Instant::now();
     let status = loop {
         std::thread::sleep(Duration::from_millis(1000));
-        let done = producer.try_wait().map_err(|e| e.to_string())?;
+        let done = producer.try_wait()?;
         let line = live_line(&latest.lock().expect("not poisoned"), started.elapsed());
         if terminal {
             print!("\r\x1b[2K{line}");
@@ -227,7 +226,7 @@ pub fn run(socket_given: bool, socket: &Path, seconds: f64, fps: f64) -> Result 
     };
     let mut failed = !status.success();
     for (_, child) in &mut children {
-        failed |= !child.wait().map_err(|e| e.to_string())?.success();
+        failed |= !child.wait()?.success();
     }
     for r in readers {
         let _ = r.join();
@@ -307,7 +306,7 @@ fn summary(stats: &std::collections::HashMap<String, serde_json::Value>, failed:
             "the demo's pipeline failed ({bad} frames not whole, lossless consumer {} of {published} frames{})",
             lossless.map_or(0, |c| u(c, "received")),
             if failed { ", a process failed" } else { "" }
-        ));
+        ).into());
     }
     Ok(())
 }
@@ -316,14 +315,14 @@ fn summary(stats: &std::collections::HashMap<String, serde_json::Value>, failed:
 /// u64::MAX). Each frame: its number in bytes 0..8, then every byte = number mod 256.
 pub fn producer(socket: &Path, name: &str, seconds: f64, fps: f64) -> Result {
     let client = connect(socket)?;
-    let mut publisher = client.publisher::<u8>(name).map_err(|e| e.to_string())?;
+    let mut publisher = client.publisher::<u8>(name)?;
     let period = Duration::from_secs_f64(1.0 / fps);
     let start = Instant::now();
     let mut published = 0u64;
     let mut window = (Instant::now(), 0u64);
     let bytes = publisher.frame_len() as f64;
     while start.elapsed().as_secs_f64() < seconds {
-        let mut loan = publisher.loan().map_err(|e| e.to_string())?;
+        let mut loan = publisher.loan()?;
         let n = loan.number();
         loan[8..].fill(n as u8);
         loan[..8].copy_from_slice(&n.to_le_bytes());
@@ -345,7 +344,7 @@ pub fn producer(socket: &Path, name: &str, seconds: f64, fps: f64) -> Result {
             std::thread::sleep(wait);
         }
     }
-    let mut end = publisher.loan().map_err(|e| e.to_string())?;
+    let mut end = publisher.loan()?;
     end[..8].copy_from_slice(&u64::MAX.to_le_bytes());
     end.publish();
     let secs = start.elapsed().as_secs_f64();
@@ -369,9 +368,7 @@ pub fn consumer(socket: &Path, name: &str, role: &str) -> Result {
     } else {
         Delivery::Lossy
     };
-    let subscriber = client
-        .subscribe_with::<u8>(name, delivery, 1)
-        .map_err(|e| e.to_string())?;
+    let subscriber = client.subscribe_with::<u8>(name, delivery, 1)?;
     emit("ready")?;
     let (mut received, mut bad) = (0u64, 0u64);
     let mut all = Vec::new();
@@ -404,7 +401,7 @@ pub fn consumer(socket: &Path, name: &str, role: &str) -> Result {
     loop {
         let sample = if role == "latest" {
             std::thread::sleep(Duration::from_millis(33));
-            match subscriber.latest().map_err(|e| e.to_string())? {
+            match subscriber.latest()? {
                 Some(s) => s,
                 None => continue,
             }
@@ -412,9 +409,9 @@ pub fn consumer(socket: &Path, name: &str, role: &str) -> Result {
             match subscriber.receive_timeout(Duration::from_secs(30)) {
                 Ok(s) => s,
                 Err(StreamError::ReceiveTimeout { .. }) => {
-                    return Err(format!("{role} consumer: no frame for 30 s"));
+                    return Err(format!("{role} consumer: no frame for 30 s").into());
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e.to_string().into()),
             }
         };
         let latency = now_ns().saturating_sub(sample.published_ns());

@@ -9,6 +9,8 @@
 
 mod commands;
 mod demo;
+mod docs;
+mod failure;
 mod npy;
 mod streams;
 mod top;
@@ -21,8 +23,8 @@ use clap::{Parser, Subcommand};
 
 /// Shared-memory N-dimensional arrays, from the shell.
 #[derive(Debug, Parser)]
-#[command(name = "mmshare", version, about)]
-struct Cli {
+#[command(name = "mmshare", version, about, after_help = failure::EXIT_STATUS_HELP)]
+pub(crate) struct Cli {
     /// The daemon's socket [default: $MMSHARE_SOCKET, else $XDG_RUNTIME_DIR/mmshare/mmshared.sock,
     /// else /tmp/mmshare-$UID/mmshared.sock]
     #[arg(long, global = true)]
@@ -192,6 +194,21 @@ enum Command {
         #[arg(long, default_value_t = 500.0)]
         fps: f64,
     },
+    /// Print a shell completion script for mmshare (or, with --daemon, for mmshared): e.g.
+    /// `mmshare completions bash > ~/.local/share/bash-completion/completions/mmshare`
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+        /// For the daemon, mmshared, instead
+        #[arg(long)]
+        daemon: bool,
+    },
+    /// Write the manual pages (mmshare.1, one per subcommand, and mmshared.1) into DIR:
+    /// e.g. `mmshare man ~/.local/share/man/man1`
+    Man {
+        /// Directory to write them into (created if missing)
+        dir: PathBuf,
+    },
     /// (internal) the demo's producer process
     #[command(hide = true, name = "__demo-producer")]
     DemoProducer {
@@ -343,12 +360,14 @@ fn main() -> ExitCode {
             demo::producer(&socket, &name, seconds, fps)
         }
         Command::DemoConsumer { name, role } => demo::consumer(&socket, &name, &role),
+        Command::Completions { shell, daemon } => docs::completions(shell, daemon),
+        Command::Man { dir } => docs::man_pages(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mmshare: {e}");
-            ExitCode::FAILURE
+            eprintln!("mmshare: {}", e.message);
+            ExitCode::from(e.status())
         }
     }
 }

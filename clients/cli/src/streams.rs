@@ -18,6 +18,7 @@ use serde_json::json;
 use crate::commands::{
     Result, backing_name, connect, emit, shape_text, wire_order_name as order_name,
 };
+use crate::failure::{Class, Failure};
 use crate::npy;
 
 /// The `--json` form of a stream description.
@@ -76,13 +77,10 @@ pub fn create(
     let client = connect(socket)?;
     let (info, verb) = match client.create_stream(&options(false)) {
         Ok(info) => (info, "created"),
-        Err(e) if exist_ok && e.kind() == Some(ErrorKind::AlreadyExists) => (
-            client
-                .create_stream(&options(true))
-                .map_err(|e| e.to_string())?,
-            "exists",
-        ),
-        Err(e) => return Err(e.to_string()),
+        Err(e) if exist_ok && e.kind() == Some(ErrorKind::AlreadyExists) => {
+            (client.create_stream(&options(true))?, "exists")
+        }
+        Err(e) => return Err(e.to_string().into()),
     };
     emit(&format!(
         "{verb} stream {} {} frames of {} order {}, {} slots, up to {} subscribers ({}) mode {:04o} at {}",
@@ -159,16 +157,21 @@ fn stop_flag() -> Arc<AtomicBool> {
 /// `pub NAME FILE [--rate HZ] [--loop]`: publishes the frames of a .npy stack (first axis =
 /// frames), each read from the file straight into a loaned slot.
 pub fn publish(socket: &Path, name: &str, path: &Path, rate: Option<f64>, looping: bool) -> Result {
-    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let file = File::open(path).map_err(|e| {
+        Failure::new(
+            crate::failure::io_class(&e),
+            format!("cannot open {}: {e}", path.display()),
+        )
+    })?;
     let mut file = BufReader::with_capacity(1 << 20, file);
     let header = npy::read_header(&mut file).map_err(|e| format!("{}: {e}", path.display()))?;
     let client = connect(socket)?;
-    let info = match client.describe(name).map_err(|e| e.to_string())? {
+    let info = match client.describe(name)? {
         mmshare::ObjectInfo::Stream(info) => info,
         mmshare::ObjectInfo::Array(_) => {
-            return Err(format!(
+            return Err(Failure::bad_input(format!(
                 "{name} is an array, not a stream (use `mmshare put`)"
-            ));
+            )));
         }
     };
     let (frames, frame_shape) = match header.shape.split_first() {
@@ -177,7 +180,8 @@ pub fn publish(socket: &Path, name: &str, path: &Path, rate: Option<f64>, loopin
             return Err(format!(
                 "{} holds a 0-d array, not a stack of frames",
                 path.display()
-            ));
+            )
+            .into());
         }
     };
     let dtype: DType = info
@@ -185,31 +189,33 @@ pub fn publish(socket: &Path, name: &str, path: &Path, rate: Option<f64>, loopin
         .parse()
         .map_err(|e: mmshare::DTypeError| e.to_string())?;
     if header.dtype != dtype || frame_shape != info.shape.as_slice() {
-        return Err(format!(
+        return Err(Failure::bad_input(format!(
             "{} holds frames of {} {}, but stream {name} takes {} {}; nothing was published",
             path.display(),
             header.dtype,
             shape_text(frame_shape),
             info.dtype,
             shape_text(&info.shape)
-        ));
+        )));
     }
     let multi_d = info.shape.iter().filter(|&&d| d > 1).count() > 1;
     if header.fortran && frames > 1 {
         return Err(format!(
             "{} is in Fortran order: its frames are not contiguous; save the stack in C order",
             path.display()
-        ));
+        )
+        .into());
     }
     if multi_d && info.order == mmshare::internal::proto::WireOrder::F {
         return Err(format!(
             "stream {name} is in Fortran order; a C-order .npy stack cannot fill its frames"
-        ));
+        )
+        .into());
     }
     if frames == 0 {
-        return Err(format!("{} holds no frames", path.display()));
+        return Err(format!("{} holds no frames", path.display()).into());
     }
-    let mut publisher = client.publisher_bytes(name).map_err(|e| e.to_string())?;
+    let mut publisher = client.publisher_bytes(name)?;
     let stop = stop_flag();
     let period = rate.map(|hz| Duration::from_secs_f64(1.0 / hz));
     let start = Instant::now();
@@ -226,7 +232,7 @@ pub fn publish(socket: &Path, name: &str, path: &Path, rate: Option<f64>, loopin
                     std::thread::sleep(wait);
                 }
             }
-            let mut loan = publisher.loan().map_err(|e| e.to_string())?;
+            let mut loan = publisher.loan()?;
             file.read_exact(&mut loan)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             loan.publish();
@@ -259,12 +265,12 @@ pub fn subscribe(
     timeout: Option<Duration>,
 ) -> Result {
     let client = connect(socket)?;
-    let info = match client.describe(name).map_err(|e| e.to_string())? {
+    let info = match client.describe(name)? {
         mmshare::ObjectInfo::Stream(info) => info,
         mmshare::ObjectInfo::Array(_) => {
-            return Err(format!(
+            return Err(Failure::bad_input(format!(
                 "{name} is an array, not a stream (use `mmshare watch`)"
-            ));
+            )));
         }
     };
     let dtype: DType = info
@@ -276,9 +282,7 @@ pub fn subscribe(
     } else {
         Delivery::Lossy
     };
-    let subscriber = client
-        .subscribe_bytes(name, delivery, 1)
-        .map_err(|e| e.to_string())?;
+    let subscriber = client.subscribe_bytes(name, delivery, 1)?;
     let stop = stop_flag();
     let fortran = info.order == mmshare::internal::proto::WireOrder::F;
     let stack_shape = |n: u64| {
@@ -293,7 +297,8 @@ pub fn subscribe(
             if fortran && info.shape.iter().filter(|&&d| d > 1).count() > 1 {
                 return Err(format!(
                     "stream {name} is in Fortran order; a .npy stack of its frames would not be"
-                ));
+                )
+                .into());
             }
             let tmp = temp_path(path);
             let f =
@@ -308,7 +313,7 @@ pub fn subscribe(
     let started = Instant::now();
     let mut received = 0u64;
     let mut first = None;
-    let result = loop {
+    let result: std::result::Result<(), String> = loop {
         if stop.load(Ordering::Relaxed) || count.is_some_and(|c| received >= c) {
             break Ok(());
         }
@@ -359,7 +364,7 @@ pub fn subscribe(
             first.map_or_else(String::new, |f| format!(" ({f}..{})", f + received)),
         ))?;
     }
-    result
+    Ok(result?)
 }
 
 /// A temporary name beside `path` (renamed to it once the stack is complete).
@@ -373,14 +378,22 @@ fn temp_path(path: &Path) -> PathBuf {
 /// mode, lag and misses; stops when the stream is deleted.
 pub fn watch(socket: &Path, name: &str, as_json: bool) -> Result {
     let client = connect(socket)?;
-    let describe = |client: &mmshare::Client| match client.describe(name) {
-        Ok(mmshare::ObjectInfo::Stream(info)) => Ok(Some(info)),
-        Ok(mmshare::ObjectInfo::Array(_)) => Err(format!("{name} is now an array")),
-        Err(e) if e.kind() == Some(ErrorKind::NotFound) => Ok(None),
-        Err(e) => Err(e.to_string()),
+    let describe = |client: &mmshare::Client| -> Result<Option<mmshare::StreamInfo>> {
+        match client.describe(name) {
+            Ok(mmshare::ObjectInfo::Stream(info)) => Ok(Some(info)),
+            Ok(mmshare::ObjectInfo::Array(_)) => Err(Failure::new(
+                Class::NotFound,
+                format!("{name} is now an array"),
+            )),
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     };
     let Some(mut last) = describe(&client)? else {
-        return Err(format!("no stream named {name:?}"));
+        return Err(Failure::new(
+            Class::NotFound,
+            format!("no stream named {name:?}"),
+        ));
     };
     if !as_json {
         eprintln!(
@@ -395,7 +408,8 @@ pub fn watch(socket: &Path, name: &str, as_json: bool) -> Result {
             return Err(format!(
                 "stream {name} was deleted ({} frames published); stopped watching",
                 last.published
-            ));
+            )
+            .into());
         };
         let now = Instant::now();
         let secs = now.duration_since(at).as_secs_f64();

@@ -54,13 +54,13 @@ fn sample(
 ) -> Result<Vec<Row>> {
     if before.is_empty() {
         let now = Instant::now();
-        for o in client.list_all("").map_err(|e| e.to_string())? {
+        for o in client.list_all("")? {
             before.insert(o.name().to_string(), (counter(&o).0, now));
         }
         std::thread::sleep(interval);
     }
     let now = Instant::now();
-    let objects = client.list_all("").map_err(|e| e.to_string())?;
+    let objects = client.list_all("")?;
     let mut rows = Vec::with_capacity(objects.len());
     for o in &objects {
         let (count, unit) = counter(o);
