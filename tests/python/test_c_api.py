@@ -178,3 +178,46 @@ def test_the_cpp_wrapper_owns_handles_and_throws_errors(daemon):
     out = subprocess.run([str(exe), daemon.socket], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "c++ ok"
+
+
+def test_a_cmake_project_finds_the_installed_package_and_links_it(daemon, tmp_path):
+    """scripts/install-c installs a CMake package: a project that does find_package(mmshare 0.1)
+    builds against mmshare::mmshare (the shared library, by its SONAME) and
+    mmshare::mmshare_static, and its programs see the same version in the header as in the
+    library. A request for a version the package does not satisfy fails."""
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        pytest.fail("cmake is needed to test the CMake package (apt-get install cmake)")
+    prefix = tmp_path / "prefix"
+    subprocess.run([str(REPO / "scripts" / "install-c"), "--from", str(_lib_dir()), str(prefix)],
+                   check=True, capture_output=True)
+    lib = prefix / "lib"
+    assert os.readlink(lib / "libmmshare_c.so.0") == "libmmshare_c.so.0.1.0"
+    soname = subprocess.run(["readelf", "-d", str(lib / "libmmshare_c.so.0.1.0")],
+                            capture_output=True, text=True, check=True).stdout
+    assert "Library soname: [libmmshare_c.so.0]" in soname, soname
+    build = tmp_path / "build"
+    configure = subprocess.run([cmake, "-S", str(SOURCES / "cmake"), "-B", str(build),
+                                f"-DCMAKE_PREFIX_PATH={prefix}"],
+                               capture_output=True, text=True, timeout=300)
+    assert configure.returncode == 0, configure.stdout + configure.stderr
+    made = subprocess.run([cmake, "--build", str(build)], capture_output=True, text=True,
+                          timeout=600)
+    assert made.returncode == 0, made.stdout + made.stderr
+    for program in ["version_check", "version_check_static"]:
+        out = subprocess.run([str(build / program), daemon.socket], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert out.stdout == "header 0.1.0 library 0.1.0 number 100\nconnected\n", out.stdout
+    needed = subprocess.run(["readelf", "-d", str(build / "version_check")],
+                            capture_output=True, text=True, check=True).stdout
+    assert "Shared library: [libmmshare_c.so.0]" in needed, needed
+    # A version the package does not satisfy is refused at configure time.
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    (newer / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.16)\nproject(n C)\nfind_package(mmshare 0.2 REQUIRED)\n")
+    refused = subprocess.run([cmake, "-S", str(newer), "-B", str(newer / "b"),
+                              f"-DCMAKE_PREFIX_PATH={prefix}"],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "0.1.0" in refused.stderr, refused.stderr

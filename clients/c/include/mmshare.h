@@ -25,6 +25,19 @@
 #include <stdint.h>
 #include <stdbool.h>
 
+// The version of mmshare this header belongs to (compare with `mms_version()`, the library's,
+// to catch a header and a library of different releases).
+#define MMS_VERSION_MAJOR 0
+
+// See `MMS_VERSION_MAJOR`.
+#define MMS_VERSION_MINOR 1
+
+// See `MMS_VERSION_MAJOR`.
+#define MMS_VERSION_PATCH 0
+
+// The version as one number, MAJOR * 10000 + MINOR * 100 + PATCH, for `#if`.
+#define MMS_VERSION_NUMBER 100
+
 // Success.
 #define MMS_OK 0
 
@@ -150,6 +163,12 @@ typedef struct mms_info {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+// The library's version, "MAJOR.MINOR.PATCH" (static; never freed).
+const char *mms_version(void);
+
+// The library's version as `MMS_VERSION_NUMBER` computes it.
+int mms_version_number(void);
 
 // The message of the calling thread's last failure ("" before any); valid until the next
 // failing call on this thread.

@@ -30,6 +30,46 @@ use mmshare::{
 };
 
 // ---------------------------------------------------------------------------------------------
+// Version
+
+/// The version of mmshare this header belongs to (compare with `mms_version()`, the library's,
+/// to catch a header and a library of different releases).
+pub const MMS_VERSION_MAJOR: c_int = 0;
+/// See `MMS_VERSION_MAJOR`.
+pub const MMS_VERSION_MINOR: c_int = 1;
+/// See `MMS_VERSION_MAJOR`.
+pub const MMS_VERSION_PATCH: c_int = 0;
+/// The version as one number, MAJOR * 10000 + MINOR * 100 + PATCH, for `#if`.
+pub const MMS_VERSION_NUMBER: c_int = 100;
+
+/// The library's version, "MAJOR.MINOR.PATCH" (static; never freed).
+#[unsafe(no_mangle)]
+pub extern "C" fn mms_version() -> *const c_char {
+    VERSION.as_ptr()
+}
+
+/// The library's version as `MMS_VERSION_NUMBER` computes it.
+#[unsafe(no_mangle)]
+pub extern "C" fn mms_version_number() -> c_int {
+    version_number(
+        env!("CARGO_PKG_VERSION_MAJOR"),
+        env!("CARGO_PKG_VERSION_MINOR"),
+        env!("CARGO_PKG_VERSION_PATCH"),
+    )
+}
+
+const VERSION: &CStr =
+    match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+        Ok(v) => v,
+        Err(_) => c"",
+    };
+
+fn version_number(major: &str, minor: &str, patch: &str) -> c_int {
+    let n = |s: &str| s.parse::<c_int>().unwrap_or(0);
+    n(major) * 10_000 + n(minor) * 100 + n(patch)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Status codes
 
 /// Success.

@@ -130,3 +130,19 @@ fn bad_strings_shapes_and_flags_say_what_was_wrong() {
     assert_eq!(limit(0), Some(Duration::ZERO));
     assert_eq!(limit(1500), Some(Duration::from_millis(1500)));
 }
+
+/// The header's version macros are the crate's version (cbindgen needs literals, so they are
+/// written out: this catches a release that forgets them), and `mms_version` says the same.
+#[test]
+fn the_version_macros_and_functions_are_the_crates_version() {
+    let version = format!("{MMS_VERSION_MAJOR}.{MMS_VERSION_MINOR}.{MMS_VERSION_PATCH}");
+    assert_eq!(version, env!("CARGO_PKG_VERSION"));
+    // SAFETY: mms_version returns a static NUL-terminated string.
+    let from_c = unsafe { CStr::from_ptr(mms_version()) };
+    assert_eq!(from_c.to_str().unwrap(), version);
+    assert_eq!(mms_version_number(), MMS_VERSION_NUMBER);
+    assert_eq!(
+        MMS_VERSION_NUMBER,
+        MMS_VERSION_MAJOR * 10_000 + MMS_VERSION_MINOR * 100 + MMS_VERSION_PATCH
+    );
+}
