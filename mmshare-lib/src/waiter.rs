@@ -169,6 +169,20 @@ pub fn waiter_polls() -> bool {
         .is_some_and(|r| r.poll.load(Ordering::Relaxed))
 }
 
+/// `at` plus `period` (less than a second), normalized: `tv_nsec` stays below 10^9, as
+/// `futex_waitv` requires of an absolute deadline.
+fn later_by(at: rustix::time::Timespec, period: Duration) -> rustix::time::Timespec {
+    let mut until = rustix::time::Timespec {
+        tv_sec: at.tv_sec,
+        tv_nsec: at.tv_nsec + i64::from(period.subsec_nanos()),
+    };
+    if until.tv_nsec >= 1_000_000_000 {
+        until.tv_sec += 1;
+        until.tv_nsec -= 1_000_000_000;
+    }
+    until
+}
+
 /// How many times a waiter thread was woken by a `FUTEX_WAKE` on a watched word (rather than
 /// by a rescan, a registration or a value that had already moved). A diagnostic: tests use it
 /// to prove that writers wake the waiter thread, not only its periodic scans.
@@ -414,14 +428,7 @@ impl Reactor {
         }
         if !self.poll.load(Ordering::Relaxed) {
             let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-            let mut until = rustix::time::Timespec {
-                tv_sec: now.tv_sec,
-                tv_nsec: now.tv_nsec + i64::from(RESCAN.subsec_nanos()),
-            };
-            if until.tv_nsec >= 1_000_000_000 {
-                until.tv_sec += 1;
-                until.tv_nsec -= 1_000_000_000;
-            }
+            let until = later_by(now, RESCAN);
             match futex::waitv(
                 waits,
                 futex::WaitvFlags::empty(),
@@ -454,6 +461,24 @@ pub(crate) static TEST_LOCK: Mutex<()> = Mutex::new(());
 
 #[cfg(test)]
 mod tests {
+
+    /// The thread's deadline: a period later, carried into the seconds at the nanosecond
+    /// boundary (cargo-mutants found the carry untested: a wrong one makes an invalid or past
+    /// deadline, and the thread spins instead of sleeping).
+    #[test]
+    fn a_deadline_a_period_later_is_normalized() {
+        use rustix::time::Timespec;
+        let at = |tv_sec, tv_nsec| Timespec { tv_sec, tv_nsec };
+        let ms = Duration::from_millis;
+        let got = later_by(at(10, 100), ms(50));
+        assert_eq!((got.tv_sec, got.tv_nsec), (10, 50_000_100));
+        let got = later_by(at(10, 980_000_000), ms(50));
+        assert_eq!((got.tv_sec, got.tv_nsec), (11, 30_000_000));
+        let got = later_by(at(10, 950_000_000), ms(50));
+        assert_eq!((got.tv_sec, got.tv_nsec), (11, 0));
+        let got = later_by(at(10, 949_999_999), ms(50));
+        assert_eq!((got.tv_sec, got.tv_nsec), (10, 999_999_999));
+    }
     use super::*;
     use std::sync::atomic::AtomicUsize;
     use std::task::Wake;

@@ -361,9 +361,12 @@ fn writer_in_a_child_pid_namespace_is_judged_correctly() {
     );
     let a = d.client().open::<u8>("ns", Access::Read).unwrap();
     assert_eq!(a.sequence() % 2, 1, "write side still held");
+    // Read before the kill: the recovery can publish before this thread runs again, and a
+    // wait for a version newer than the recovered one would wait for nothing.
+    let before = a.version();
     holder.kill().unwrap(); // unshare dies; --kill-child takes the worker with it
     holder.wait().unwrap();
-    let v = a.wait_for_version(a.version(), WATCHDOG).unwrap();
+    let v = a.wait_for_version(before, WATCHDOG).unwrap();
     assert!(v > 0);
     assert!(matches!(a.read_to_vec(), Err(ReadError::Torn { .. })));
 }
