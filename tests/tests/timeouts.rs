@@ -47,7 +47,8 @@ fn a_stopped_daemon_times_requests_and_connects_out_and_the_client_recovers() {
     assert!(client.list("").unwrap().is_empty());
 }
 
-/// The CLI's `--daemon-timeout`, and `$MMSHARE_TIMEOUT` under it: a clear error, exit status 1.
+/// The CLI's `--daemon-timeout`, and `$MMSHARE_TIMEOUT` under it: a clear error, and the exit
+/// status of a timeout (5, listed in `mmshare --help`).
 #[test]
 fn the_cli_gives_up_on_a_stopped_daemon_after_its_timeout() {
     let d = Daemon::start(&[]);
@@ -64,7 +65,7 @@ fn the_cli_gives_up_on_a_stopped_daemon_after_its_timeout() {
         }
         let out = cmd.arg("ls").output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(out.status.code(), Some(5), "{stderr}");
         assert!(
             stderr.contains("did not") && stderr.contains("300ms"),
             "{stderr}"
