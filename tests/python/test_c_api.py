@@ -19,12 +19,20 @@ SOURCES = REPO / "tests" / "c"
 
 
 def _lib_dir() -> pathlib.Path:
-    """Where libmmshare_c.so is (MMSHARE_C_LIB_DIR, else target/debug after building it)."""
+    """Where libmmshare_c.so is (MMSHARE_C_LIB_DIR, else target/debug after building it), with
+    the `libmmshare_c.so.0` link beside it that programs linked against it load by its SONAME
+    (cargo makes only the `.so`; scripts/install-c makes both)."""
     path = os.environ.get("MMSHARE_C_LIB_DIR")
     if path:
-        return pathlib.Path(path)
-    subprocess.run(["cargo", "build", "--quiet", "-p", "mmshare-c"], cwd=REPO, check=True)
-    return pathlib.Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "debug"
+        lib = pathlib.Path(path)
+    else:
+        subprocess.run(["cargo", "build", "--quiet", "-p", "mmshare-c"], cwd=REPO, check=True)
+        lib = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "debug"
+    soname = lib / "libmmshare_c.so.0"
+    if not soname.exists():
+        soname.unlink(missing_ok=True)  # a dangling link
+        soname.symlink_to("libmmshare_c.so")
+    return lib
 
 
 @pytest.fixture(scope="session")
