@@ -156,6 +156,22 @@ fn activated(
     Running::spawn(&mut command)
 }
 
+/// `mmshared` binding its own socket (no socket activation, no keeper), everything else in
+/// `dir`, with `extra` flags.
+fn own_daemon(dir: &Path, socket: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(daemon_path());
+    command
+        .arg("--socket")
+        .arg(socket)
+        .arg("--home")
+        .arg(dir.join("home"))
+        .arg("--mem-dir")
+        .arg(dir.join("mem"))
+        .arg("--no-fd-keeper")
+        .args(extra);
+    command
+}
+
 fn connect(socket: &Path) -> Client {
     let deadline = Instant::now() + WAIT;
     loop {
@@ -304,17 +320,8 @@ fn a_daemon_notifies_readiness_only_once_it_listens() {
     let dir = tempfile::tempdir().unwrap();
     let notify = Notifications::bind(dir.path());
     let socket = dir.path().join("own.sock");
-    let mut command = Command::new(daemon_path());
-    command
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--home")
-        .arg(dir.path().join("home"))
-        .arg("--mem-dir")
-        .arg(dir.path().join("mem"))
-        .arg("--no-fd-keeper")
-        .env("NOTIFY_SOCKET", &notify.path);
-    let mut daemon = Running::spawn(&mut command);
+    let mut daemon =
+        Running::spawn(own_daemon(dir.path(), &socket, &[]).env("NOTIFY_SOCKET", &notify.path));
     let ready = notify.expect("READY=1");
     assert!(ready.contains("STATUS=serving 0 objects"), "{ready:?}");
     Client::connect_with(&ConnectOptions::new(&socket).timeout(Duration::from_secs(5)))
@@ -448,16 +455,11 @@ fn the_system_units_command_line_serves_on_the_units_socket() {
 fn a_json_log_is_one_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("json.sock");
-    let mut command = Command::new(daemon_path());
-    command
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--home")
-        .arg(dir.path().join("home"))
-        .arg("--mem-dir")
-        .arg(dir.path().join("mem"))
-        .args(["--no-fd-keeper", "--log-format", "json"]);
-    let mut daemon = Running::spawn(&mut command);
+    let mut daemon = Running::spawn(&mut own_daemon(
+        dir.path(),
+        &socket,
+        &["--log-format", "json"],
+    ));
     connect(&socket).list("").unwrap();
     assert_eq!(daemon.stop(), Some(0));
     let log = daemon.log();
