@@ -149,26 +149,11 @@ fn parse_octal(s: &str) -> Result<u32, String> {
 }
 
 fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a byte count (e.g. 1048576, 512M, 64G)"))?;
-    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "K" | "KB" | "KIB" => 1 << 10,
-        "M" | "MB" | "MIB" => 1 << 20,
-        "G" | "GB" | "GIB" => 1 << 30,
-        "T" | "TB" | "TIB" => 1 << 40,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {s:?} (use K, M, G or T)"
-            ));
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} overflows 64 bits"))
+    // Binary units whether written K or KiB (512M is 512 MiB), fractions allowed (1.5G).
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(s.trim())
+        .map_err(|e| format!("{s:?} is not a byte count such as 1048576, 512M or 64G ({e})"))
 }
 
 fn uid() -> u32 {
@@ -552,6 +537,22 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    /// Binary units however they are written, fractions, plain counts; and errors that
+    /// name the value.
+    #[test]
+    fn byte_counts_parse_in_binary_units() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("1M"), Ok(1 << 20));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("64G"), Ok(64 << 30));
+        assert_eq!(parse_bytes(" 1.5 GB "), Ok(3 << 29));
+        assert_eq!(parse_bytes("2T"), Ok(2 << 40));
+        for bad in ["", "12Q", "-1", "G", "99999999999999999999"] {
+            let e = parse_bytes(bad).unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use hdrhistogram::Histogram;
 use mmshare::{ClientError, Delivery, StreamError, StreamOptions};
 use serde_json::json;
 
@@ -351,11 +352,15 @@ pub fn producer(socket: &Path, name: &str, seconds: f64, fps: f64) -> Result {
     emit(&json!({"rate": published as f64 / secs, "gbps": published as f64 * bytes / secs / 1e9, "published": published}).to_string())
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    sorted
-        .get(((sorted.len().max(1) - 1) as f64 * p) as usize)
-        .copied()
-        .unwrap_or(0)
+/// A latency histogram, in nanoseconds: 1 ns to 60 s with three significant digits, in
+/// bounded memory however long the demo runs.
+fn latencies() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Percentile `q` (0..1) of `h`, in microseconds (0 when empty).
+fn micros(h: &Histogram<u64>, q: f64) -> u64 {
+    h.value_at_quantile(q) / 1000
 }
 
 /// A consumer: `lossless` takes every frame, `lossy` takes frames slowly (a 3 ms job after
@@ -371,30 +376,27 @@ pub fn consumer(socket: &Path, name: &str, role: &str) -> Result {
     let subscriber = client.subscribe_with::<u8>(name, delivery, 1)?;
     emit("ready")?;
     let (mut received, mut bad) = (0u64, 0u64);
-    let mut all = Vec::new();
-    let mut window: Vec<u64> = Vec::new();
+    let mut all = latencies();
+    let mut window = latencies();
     let mut since = (Instant::now(), 0u64);
     let report = |received: u64,
                   bad: u64,
                   missed: u64,
-                  window: &mut Vec<u64>,
-                  all: &[u64],
+                  window: &mut Histogram<u64>,
+                  all: &Histogram<u64>,
                   since: &mut (Instant, u64)| {
-        window.sort_unstable();
-        let mut sorted_all = all.to_vec();
-        sorted_all.sort_unstable();
         let secs = since.0.elapsed().as_secs_f64().max(1e-9);
         let line = json!({
             "rate": (received - since.1) as f64 / secs,
-            "p50_us": percentile(window, 0.5) / 1000,
-            "p99_us": percentile(window, 0.99) / 1000,
-            "total_p50_us": percentile(&sorted_all, 0.5) / 1000,
-            "total_p99_us": percentile(&sorted_all, 0.99) / 1000,
+            "p50_us": micros(window, 0.5),
+            "p99_us": micros(window, 0.99),
+            "total_p50_us": micros(all, 0.5),
+            "total_p99_us": micros(all, 0.99),
             "received": received,
             "missed": missed,
             "bad": bad,
         });
-        window.clear();
+        window.reset();
         *since = (Instant::now(), received);
         emit(&line.to_string())
     };
@@ -423,8 +425,9 @@ pub fn consumer(socket: &Path, name: &str, role: &str) -> Result {
             bad += 1;
         }
         received += 1;
-        window.push(latency);
-        all.push(latency);
+        // Saturating: a latency beyond the histogram's 60 s counts as 60 s.
+        window.saturating_record(latency);
+        all.saturating_record(latency);
         drop(sample);
         if role == "lossy" {
             // A job slower than the frame period: this consumer falls behind and skips.
