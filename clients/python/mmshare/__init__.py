@@ -21,15 +21,25 @@
 from ._proto import PROTOCOL_VERSION, ArrayInfo, StreamInfo, SubscriberStat
 from .array import SharedArray
 from .client import Client, connect, default_socket_path
+from .daemon import Daemon, find_program, start_daemon
 from .errors import (AlreadyExists, Busy, ConnectError, Evicted, FormatError, HoldLimit, Internal,
                      InvalidDtype, InvalidName, InvalidShape, LostWriteSide, MmshareError,
                      NoSpace, NotFound, PermissionDenied, ProtocolError, QuotaExceeded, Timeout,
                      Torn, WrongKind, WrongServer)
 from .stream import Loan, Publisher, Sample, Subscriber
 
+from importlib.metadata import PackageNotFoundError as _NotInstalled
+from importlib.metadata import version as _version
+
+try:
+    __version__ = _version("mmshare")
+except _NotInstalled:  # imported from the source tree, not installed
+    __version__ = "0.0.0+unknown"
+
 __all__ = [
     "PROTOCOL_VERSION", "ArrayInfo", "StreamInfo", "SubscriberStat", "SharedArray", "Client",
-    "connect", "default_socket_path", "Loan", "Publisher", "Sample", "Subscriber",
+    "connect", "default_socket_path", "Daemon", "find_program", "start_daemon", "__version__",
+    "Loan", "Publisher", "Sample", "Subscriber",
     "AlreadyExists", "Busy", "ConnectError", "Evicted", "FormatError", "HoldLimit", "Internal",
     "InvalidDtype", "InvalidName", "InvalidShape", "LostWriteSide", "MmshareError", "NoSpace",
     "NotFound", "PermissionDenied", "ProtocolError", "QuotaExceeded", "Timeout", "Torn",
