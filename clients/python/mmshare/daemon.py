@@ -82,7 +82,8 @@ class Daemon:
         return f"<mmshare.Daemon pid={self.pid} socket={self.socket!r} {state}>"
 
 
-def start_daemon(home=None, *args: str, timeout: float = 30.0, keeper: bool = False) -> Daemon:
+def start_daemon(home=None, *args: str, timeout: float = 30.0, keeper: bool = False,
+                 program: str | None = None) -> Daemon:
     """Starts `mmshared` with everything in `home` (a new temporary directory, removed when it
     stops, if None) and returns once it serves: it waits for the daemon's own readiness
     notification (`READY=1`, the systemd protocol), not for a log line or a sleep.
@@ -91,9 +92,11 @@ def start_daemon(home=None, *args: str, timeout: float = 30.0, keeper: bool = Fa
     without its descriptor keeper (`keeper=False`): a throw-away daemon for a test or a
     notebook leaves no process behind. The daemon's log goes to this process's stderr.
 
+    `program` is the `mmshared` to run (default: `find_program("mmshared")`).
+
     Raises FileNotFoundError if `mmshared` is not installed, RuntimeError (with the
     daemon's exit status) if it stops before it is ready, TimeoutError after `timeout`."""
-    program = find_program("mmshared")
+    program = program or find_program("mmshared")
     owns_home = home is None
     home = pathlib.Path(tempfile.mkdtemp(prefix="mmshare-") if owns_home else home).absolute()
     # The readiness notification comes on a datagram socket of our own, in a directory only
