@@ -10,8 +10,11 @@
 //! (the daemon's user only), and a TCP address must be a loopback one.
 //!
 //! The HTTP side is a few lines on purpose: one `GET /metrics` per connection, a request of at
-//! most 8 KiB read within 5 s, at most 4 scrapes at once, the answer, and close. A web
-//! framework would bring a server this endpoint does not need.
+//! most 8 KiB read within 2 s, at most 4 scrapes at once, the answer, and close. A web
+//! framework would bring a server this endpoint does not need. The text is rendered on a
+//! blocking thread (reading every object's state may touch thousands of files, which must not
+//! hold up the workers that serve clients), one render at a time, and reused for a second, so
+//! scrapes in a burst cost one render.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -318,41 +321,55 @@ impl Collector for Snapshot {
                 (s_labels(s), gauge(lag))
             }),
         )?;
+        // Per subscriber, labelled by the pid it recorded and its mode. Two subscriptions of
+        // one process in one mode share those labels: they are summed (the lag is the larger),
+        // since Prometheus refuses two samples of one series.
+        let mut per_subscriber: std::collections::BTreeMap<(String, u32, bool), (u64, u64, u64)> =
+            std::collections::BTreeMap::new();
+        for s in &streams {
+            for x in &s.subscribers {
+                let entry = per_subscriber
+                    .entry((s.name.clone(), x.pid, x.lossless))
+                    .or_default();
+                entry.0 = entry.0.max(x.lag);
+                entry.1 = entry.1.saturating_add(x.missed);
+                entry.2 = entry.2.saturating_add(x.received);
+            }
+        }
         let subscribers = || {
-            streams.iter().flat_map(|s| {
-                s.subscribers.iter().map(move |x| {
-                    let labels: Labels = vec![
-                        ("name", s.name.clone()),
-                        ("pid", x.pid.to_string()),
-                        (
-                            "delivery",
-                            if x.lossless { "lossless" } else { "lossy" }.to_owned(),
-                        ),
-                    ];
-                    (labels, x)
-                })
+            per_subscriber.iter().map(|((name, pid, lossless), v)| {
+                let labels: Labels = vec![
+                    ("name", name.clone()),
+                    ("pid", pid.to_string()),
+                    (
+                        "delivery",
+                        if *lossless { "lossless" } else { "lossy" }.to_owned(),
+                    ),
+                ];
+                (labels, *v)
             })
         };
         family(
             &mut e,
             "subscriber_lag_frames",
-            "Frames published that a subscriber has yet to take (pid as the daemon sees it)",
+            "Frames published that a subscriber has yet to take (pid: the one the subscriber \
+             recorded in its record)",
             G,
-            subscribers().map(|(l, x)| (l, gauge(x.lag))),
+            subscribers().map(|(l, v)| (l, gauge(v.0))),
         )?;
         family(
             &mut e,
             "subscriber_missed_frames",
             "Frames a subscriber skipped (taken back before it took them)",
             C,
-            subscribers().map(|(l, x)| (l, counter(x.missed))),
+            subscribers().map(|(l, v)| (l, counter(v.1))),
         )?;
         family(
             &mut e,
             "subscriber_received_frames",
             "Frames a subscriber took",
             C,
-            subscribers().map(|(l, x)| (l, counter(x.received))),
+            subscribers().map(|(l, v)| (l, counter(v.2))),
         )?;
 
         // Users, against their limits (the daemon's own uid and root have none of their own).
@@ -460,7 +477,7 @@ impl Collector for Snapshot {
 }
 
 /// The text the endpoint answers with.
-pub(crate) fn render(registry: &prometheus_client::registry::Registry) -> String {
+fn render(registry: &prometheus_client::registry::Registry) -> String {
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut text, registry) {
         warn!("cannot encode the metrics: {e}");
@@ -468,11 +485,45 @@ pub(crate) fn render(registry: &prometheus_client::registry::Registry) -> String
     text
 }
 
+/// How long a rendered text is served again.
+const REUSE_FOR: Duration = Duration::from_secs(1);
+
+/// The metrics registry, and its last rendering.
+#[derive(Debug)]
+pub(crate) struct Exporter {
+    registry: prometheus_client::registry::Registry,
+    last: std::sync::Mutex<Option<(std::time::Instant, Arc<String>)>>,
+}
+
+impl Exporter {
+    pub(crate) fn new(registry: prometheus_client::registry::Registry) -> Exporter {
+        Exporter {
+            registry,
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The text: the last rendering if it is recent, else a new one. Blocking (it reads every
+    /// object's state): call it off the async workers. One render at a time: a scrape that
+    /// comes during one waits for it and gets its text.
+    fn text(&self) -> Arc<String> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, text)) = last.as_ref()
+            && at.elapsed() < REUSE_FOR
+        {
+            return text.clone();
+        }
+        let text = Arc::new(render(&self.registry));
+        *last = Some((std::time::Instant::now(), text.clone()));
+        text
+    }
+}
+
 /// Most scrapes answered at once.
 const MAX_SCRAPES: usize = 4;
 /// The longest request read, and how long it may take.
 const MAX_REQUEST: usize = 8192;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Binds the endpoint: a Unix socket is made mode 0600 (a stale one is replaced, a live one
 /// refused).
@@ -482,6 +533,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) async fn bind(endpoint: &Endpoint) -> Result<Listener, String> {
     match endpoint {
         Endpoint::Unix(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                crate::dirs::check_socket_dir(dir).map_err(|e| {
+                    format!(
+                        "--metrics {}: its directory {}: refusing to listen there",
+                        path.display(),
+                        e.explain(dir)
+                    )
+                })?;
+            }
             replace_stale(path)?;
             let listener = tokio::net::UnixListener::bind(path)
                 .map_err(|e| format!("--metrics {}: cannot listen: {e}", path.display()))?;
@@ -505,13 +565,23 @@ fn replace_stale(path: &Path) -> Result<(), String> {
             "--metrics {}: exists and is not a socket; refusing to replace it",
             path.display()
         )),
+        // Only "connection refused" proves nobody listens (a listener of another kind answers a
+        // stream connect with EPROTOTYPE; one we may not reach, with EACCES): anything else is
+        // left alone.
         Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::CONNREFUSED.raw_os_error()) => {
+                std::fs::remove_file(path)
+                    .map_err(|e| format!("--metrics {}: cannot remove: {e}", path.display()))
+            }
             Ok(_) => Err(format!(
                 "--metrics {}: another process listens there",
                 path.display()
             )),
-            Err(_) => std::fs::remove_file(path)
-                .map_err(|e| format!("--metrics {}: cannot remove: {e}", path.display())),
+            Err(e) => Err(format!(
+                "--metrics {}: a socket is there and its owner is unknown ({e}); refusing to \
+                 replace it",
+                path.display()
+            )),
         },
     }
 }
@@ -524,11 +594,7 @@ pub(crate) enum Listener {
 }
 
 /// Answers scrapes until `shutdown`; removes its Unix socket then.
-pub(crate) async fn serve(
-    listener: Listener,
-    registry: Arc<prometheus_client::registry::Registry>,
-    mut shutdown: Shutdown,
-) {
+pub(crate) async fn serve(listener: Listener, registry: Arc<Exporter>, mut shutdown: Shutdown) {
     let permits = Arc::new(Semaphore::new(MAX_SCRAPES));
     loop {
         let accepted: std::io::Result<Box<dyn Stream>> = tokio::select! {
@@ -559,13 +625,22 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 async fn accept(listener: &Listener) -> std::io::Result<Box<dyn Stream>> {
     Ok(match listener {
-        Listener::Unix(l, _) => Box::new(l.accept().await?.0),
+        Listener::Unix(l, _) => {
+            let (stream, _) = l.accept().await?;
+            // The socket is made 0600 only after it listens: a connection of another user made
+            // in that moment is refused here, by its credentials.
+            let me = rustix::process::geteuid().as_raw();
+            match stream.peer_cred() {
+                Ok(c) if c.uid() == me || c.uid() == 0 => Box::new(stream),
+                _ => return Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied)),
+            }
+        }
         Listener::Tcp(l) => Box::new(l.accept().await?.0),
     })
 }
 
 /// Reads one request (bounded in size and time) and answers it.
-async fn answer(mut stream: Box<dyn Stream>, registry: &prometheus_client::registry::Registry) {
+async fn answer(mut stream: Box<dyn Stream>, registry: &Arc<Exporter>) {
     let mut request = Vec::new();
     let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
         let mut buf = [0u8; 1024];
@@ -600,11 +675,21 @@ async fn answer(mut stream: Box<dyn Stream>, registry: &prometheus_client::regis
     let mut parts = line.split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, content_type, body) = match (method, target.split('?').next()) {
-        ("GET", Some("/metrics")) => (
-            "200 OK",
-            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-            render(registry),
-        ),
+        ("GET", Some("/metrics")) => {
+            let exporter = registry.clone();
+            match tokio::task::spawn_blocking(move || exporter.text()).await {
+                Ok(text) => (
+                    "200 OK",
+                    prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+                    text.to_string(),
+                ),
+                Err(_) => (
+                    "500 Internal Server Error",
+                    "text/plain",
+                    "the metrics could not be rendered; see the daemon's log\n".to_owned(),
+                ),
+            }
+        }
         ("GET", _) => (
             "404 Not Found",
             "text/plain",

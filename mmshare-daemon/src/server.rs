@@ -243,7 +243,7 @@ pub async fn run(
         crate::metrics::announce(endpoint);
         tokio::spawn(crate::metrics::serve(
             bound,
-            Arc::new(metrics),
+            Arc::new(crate::metrics::Exporter::new(metrics)),
             shutdown.clone(),
         ));
     }

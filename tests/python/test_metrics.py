@@ -5,6 +5,7 @@ must be valid Prometheus exposition format, not merely look like it."""
 import os
 import socket
 import stat
+import time
 
 import numpy as np
 import pytest
@@ -28,6 +29,13 @@ def scrape(path: str, request: bytes = b"GET /metrics HTTP/1.1\r\nHost: mmshared
     headers = dict(line.split(": ", 1) for line in lines[1:])
     assert int(headers["Content-Length"]) == len(body)
     return lines[0], headers, body.decode()
+
+
+def fresh_scrape(path: str):
+    """A scrape after the endpoint's reuse period (it serves one rendering for a second, so a
+    burst of scrapes costs one): what changed since the last scrape shows."""
+    time.sleep(1.1)
+    return scrape(path)
 
 
 def samples(text: str) -> dict:
@@ -97,13 +105,13 @@ def test_a_scrape_shows_frames_and_a_stalled_subscribers_lag(metered):
 
     with pytest.raises(mmshare.NotFound):
         c.open("nothing")
-    got = samples(scrape(metered.metrics)[2])
+    got = samples(fresh_scrape(metered.metrics)[2])
     assert got[("mmshare_errors_total", frozenset({("kind", "not_found")}))] == 1
     # The stalled subscriber catches up: its lag is 0 again.
     for _ in range(5):
         with stalled.receive(timeout=10):
             pass
-    got = samples(scrape(metered.metrics)[2])
+    got = samples(fresh_scrape(metered.metrics)[2])
     assert got[("mmshare_subscriber_lag_frames", lossless)] == 0
     assert got[("mmshare_subscriber_received_frames_total", lossless)] == 5
 
@@ -137,3 +145,33 @@ def test_a_non_loopback_metrics_address_is_refused(daemon_bin, tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2
     assert "0.0.0.0:9464 is not a loopback address" in out.stderr, out.stderr
+
+
+def test_two_subscriptions_of_one_process_are_one_series(metered):
+    """Prometheus refuses two samples of one series: two lossy subscriptions of this process
+    on one stream are summed (the lag is the larger)."""
+    c = mmshare.connect(metered.socket)
+    c.create_stream("twice", "<u4", (2,), slots=8)
+    pub = c.publisher("twice")
+    reading, idle = c.subscribe("twice"), c.subscribe("twice")
+    for n in range(3):
+        pub.send(np.full(2, n, dtype=np.uint32))
+        with reading.receive(timeout=10):
+            pass
+    status, _, body = scrape(metered.metrics)
+    lossy = frozenset({("name", "twice"), ("pid", str(os.getpid())), ("delivery", "lossy")})
+    got = samples(body)  # the parser keeps one value per series: count them in the text too
+    assert body.count('mmshare_subscriber_lag_frames{name="twice"') == 1, body
+    assert got[("mmshare_subscriber_received_frames_total", lossy)] == 3
+    assert got[("mmshare_subscriber_lag_frames", lossy)] == 3
+    del idle
+
+
+def test_a_metrics_path_that_is_not_a_stale_socket_is_left_alone(daemon_bin, tmp_path):
+    import subprocess
+    taken = tmp_path / "metrics.sock"
+    taken.write_text("not a socket")
+    out = subprocess.run([daemon_bin, "--home", str(tmp_path / "h"), "--no-fd-keeper",
+                          "--metrics", str(taken)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "exists and is not a socket" in out.stderr, out.stderr
+    assert taken.read_text() == "not a socket"

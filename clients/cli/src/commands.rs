@@ -220,8 +220,11 @@ fn parse_create_args<'a>(
 ) -> Result<(Vec<u64>, &'a str, u32, Order)> {
     let shape = parse_shape_arg(shape)?;
     let mode_text = mode.unwrap_or("0600");
-    let mode_bits = u32::from_str_radix(mode_text.trim_start_matches("0o"), 8)
-        .map_err(|_| format!("bad mode {mode_text:?}: expected octal digits such as 0644"))?;
+    let mode_bits = u32::from_str_radix(mode_text.trim_start_matches("0o"), 8).map_err(|_| {
+        Failure::bad_input(format!(
+            "bad mode {mode_text:?}: expected octal digits such as 0644"
+        ))
+    })?;
     let order: Order = order.parse()?;
     Ok((shape, mode_text, mode_bits, order))
 }
@@ -511,7 +514,8 @@ pub fn put(
         let size = meta.is_file().then_some(meta.len());
         (Box::new(f), size)
     };
-    let header = npy::read_header(&mut file).map_err(|e| format!("{}: {e}", path.display()))?;
+    let header = npy::read_header(&mut file)
+        .map_err(|e| Failure::bad_input(format!("{}: {e}", path.display())))?;
     let nbytes = mmshare::data_len(header.dtype, &header.shape)?;
     if let Some(size) = regular
         && size < header.data_offset + nbytes

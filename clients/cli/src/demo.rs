@@ -40,10 +40,14 @@ fn now_ns() -> u64 {
 
 pub fn run(socket_given: bool, socket: &Path, seconds: f64, fps: f64) -> Result {
     if !(seconds > 0.0 && seconds <= 86_400.0) {
-        return Err(format!("--seconds {seconds} must be between 0 and 86400").into());
+        return Err(Failure::bad_input(format!(
+            "--seconds {seconds} must be between 0 and 86400"
+        )));
     }
     if !(fps > 0.0 && fps <= 100_000.0) {
-        return Err(format!("--fps {fps} must be between 0 and 100000").into());
+        return Err(Failure::bad_input(format!(
+            "--fps {fps} must be between 0 and 100000"
+        )));
     }
     // Keep the temp dir and the embedded daemon alive until the end.
     let mut _temp = None;
@@ -52,7 +56,7 @@ pub fn run(socket_given: bool, socket: &Path, seconds: f64, fps: f64) -> Result 
         Ok(_) => socket.to_owned(),
         // A daemon of another user on the default socket is reported, not worked around.
         Err(e) if socket_given || matches!(e, ClientError::WrongServer { .. }) => {
-            return Err(e.to_string().into());
+            return Err(e.into());
         }
         Err(_) => {
             let dir = tempfile::Builder::new()

@@ -175,7 +175,11 @@ pub fn client_class(e: &ClientError) -> Class {
 pub fn stream_class(e: &StreamError) -> Class {
     match e {
         StreamError::LoanTimeout { .. } | StreamError::ReceiveTimeout { .. } => Class::Timeout,
-        StreamError::LengthMismatch { .. } => Class::BadInput,
+        StreamError::LengthMismatch { .. }
+        | StreamError::BadMaxHeld { .. }
+        | StreamError::WrongKind { .. } => Class::BadInput,
+        StreamError::PublisherBusy { .. } => Class::Busy,
+        StreamError::NoRecord { .. } | StreamError::NoHoldBudget { .. } => Class::Limit,
         _ => Class::Other,
     }
 }

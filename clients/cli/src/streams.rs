@@ -80,7 +80,7 @@ pub fn create(
         Err(e) if exist_ok && e.kind() == Some(ErrorKind::AlreadyExists) => {
             (client.create_stream(&options(true))?, "exists")
         }
-        Err(e) => return Err(e.to_string().into()),
+        Err(e) => return Err(e.into()),
     };
     emit(&format!(
         "{verb} stream {} {} frames of {} order {}, {} slots, up to {} subscribers ({}) mode {:04o} at {}",
@@ -164,7 +164,8 @@ pub fn publish(socket: &Path, name: &str, path: &Path, rate: Option<f64>, loopin
         )
     })?;
     let mut file = BufReader::with_capacity(1 << 20, file);
-    let header = npy::read_header(&mut file).map_err(|e| format!("{}: {e}", path.display()))?;
+    let header = npy::read_header(&mut file)
+        .map_err(|e| Failure::bad_input(format!("{}: {e}", path.display())))?;
     let client = connect(socket)?;
     let info = match client.describe(name)? {
         mmshare::ObjectInfo::Stream(info) => info,
@@ -177,11 +178,10 @@ pub fn publish(socket: &Path, name: &str, path: &Path, rate: Option<f64>, loopin
     let (frames, frame_shape) = match header.shape.split_first() {
         Some((&n, rest)) => (n, rest),
         None => {
-            return Err(format!(
+            return Err(Failure::bad_input(format!(
                 "{} holds a 0-d array, not a stack of frames",
                 path.display()
-            )
-            .into());
+            )));
         }
     };
     let dtype: DType = info
@@ -200,20 +200,21 @@ pub fn publish(socket: &Path, name: &str, path: &Path, rate: Option<f64>, loopin
     }
     let multi_d = info.shape.iter().filter(|&&d| d > 1).count() > 1;
     if header.fortran && frames > 1 {
-        return Err(format!(
+        return Err(Failure::bad_input(format!(
             "{} is in Fortran order: its frames are not contiguous; save the stack in C order",
             path.display()
-        )
-        .into());
+        )));
     }
     if multi_d && info.order == mmshare::internal::proto::WireOrder::F {
-        return Err(format!(
+        return Err(Failure::bad_input(format!(
             "stream {name} is in Fortran order; a C-order .npy stack cannot fill its frames"
-        )
-        .into());
+        )));
     }
     if frames == 0 {
-        return Err(format!("{} holds no frames", path.display()).into());
+        return Err(Failure::bad_input(format!(
+            "{} holds no frames",
+            path.display()
+        )));
     }
     let mut publisher = client.publisher_bytes(name)?;
     let stop = stop_flag();
@@ -381,10 +382,9 @@ pub fn watch(socket: &Path, name: &str, as_json: bool) -> Result {
     let describe = |client: &mmshare::Client| -> Result<Option<mmshare::StreamInfo>> {
         match client.describe(name) {
             Ok(mmshare::ObjectInfo::Stream(info)) => Ok(Some(info)),
-            Ok(mmshare::ObjectInfo::Array(_)) => Err(Failure::new(
-                Class::NotFound,
-                format!("{name} is now an array"),
-            )),
+            Ok(mmshare::ObjectInfo::Array(_)) => {
+                Err(Failure::bad_input(format!("{name} is now an array")))
+            }
             Err(e) if e.kind() == Some(ErrorKind::NotFound) => Ok(None),
             Err(e) => Err(e.into()),
         }

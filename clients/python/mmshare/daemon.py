@@ -39,11 +39,13 @@ class Daemon:
     on `stop()`, or when the interpreter exits."""
 
     def __init__(self, process: subprocess.Popen, home: pathlib.Path, socket_path: str,
-                 owns_home: bool):
+                 cleanup: list, notify: socket.socket):
         self.process = process
         self.home = home
         self.socket = socket_path
-        self._owns_home = owns_home
+        self._cleanup = cleanup
+        # Kept open while the daemon runs: it says STOPPING=1 there when it stops.
+        self._notify = notify
 
     @property
     def pid(self) -> int:
@@ -59,7 +61,8 @@ class Daemon:
 
     def stop(self, timeout: float = 30.0) -> int:
         """Stops the daemon (SIGTERM, then SIGKILL after `timeout` seconds); returns its exit
-        status. Removes the home directory if `start_daemon` made it."""
+        status. Removes what `start_daemon` made: a temporary home, and the memory directory
+        that goes with it."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -67,8 +70,10 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self._owns_home:
-            shutil.rmtree(self.home, ignore_errors=True)
+        self._notify.close()
+        for path in self._cleanup:
+            shutil.rmtree(path, ignore_errors=True)
+        atexit.unregister(self.stop)
         return self.process.returncode
 
     def __enter__(self) -> "Daemon":
@@ -82,47 +87,59 @@ class Daemon:
         return f"<mmshare.Daemon pid={self.pid} socket={self.socket!r} {state}>"
 
 
-def start_daemon(home=None, *args: str, timeout: float = 30.0, keeper: bool = False,
+def start_daemon(home=None, flags=(), *, timeout: float = 30.0, keeper: bool = False,
                  program: str | None = None) -> Daemon:
-    """Starts `mmshared` with everything in `home` (a new temporary directory, removed when it
-    stops, if None) and returns once it serves: it waits for the daemon's own readiness
-    notification (`READY=1`, the systemd protocol), not for a log line or a sleep.
+    """Starts `mmshared` with its socket and arrays in `home` and returns once it serves: it
+    waits for the daemon's own readiness notification (`READY=1`, the systemd protocol), not
+    for a log line or a sleep.
 
-    `args` are more `mmshared` flags (`"--max-arrays", "10"`). By default the daemon runs
+    With `home=None` everything is temporary: a new home, and a memory directory of its own
+    in /dev/shm, both removed when the daemon stops. A `home` you give is kept, and its memory
+    arrays are found again by the next daemon on it.
+
+    `flags` are more `mmshared` flags (`["--max-arrays", "10"]`). By default the daemon runs
     without its descriptor keeper (`keeper=False`): a throw-away daemon for a test or a
-    notebook leaves no process behind. The daemon's log goes to this process's stderr.
-
-    `program` is the `mmshared` to run (default: `find_program("mmshared")`).
+    notebook leaves no process behind. `program` is the `mmshared` to run (default:
+    `find_program("mmshared")`). The daemon's log goes to this process's stderr.
 
     Raises FileNotFoundError if `mmshared` is not installed, RuntimeError (with the
     daemon's exit status) if it stops before it is ready, TimeoutError after `timeout`."""
+    if isinstance(flags, str):
+        raise TypeError("flags is a list of mmshared flags, such as ['--max-arrays', '10']")
+    flags = list(flags)
     program = program or find_program("mmshared")
-    owns_home = home is None
-    home = pathlib.Path(tempfile.mkdtemp(prefix="mmshare-") if owns_home else home).absolute()
-    # The readiness notification comes on a datagram socket of our own, in a directory only
-    # this user can enter.
+    cleanup = []
+    process = None
     notify_dir = tempfile.mkdtemp(prefix="mmshare-notify-")
-    notify_path = os.path.join(notify_dir, "notify")
+    cleanup.append(notify_dir)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
+        if home is None:
+            home = tempfile.mkdtemp(prefix="mmshare-")
+            cleanup.append(home)
+            if "--mem-dir" not in flags and os.path.isdir("/dev/shm"):
+                memory = tempfile.mkdtemp(prefix="mmshare-mem-", dir="/dev/shm")
+                cleanup.append(memory)
+                flags += ["--mem-dir", memory]
+        home = pathlib.Path(home).absolute()
+        socket_path = str(home / "mmshared.sock")
+        if "--socket" in flags[:-1]:
+            socket_path = flags[flags.index("--socket") + 1]
+        # The readiness notification comes on a datagram socket of our own, in a directory
+        # only this user can enter.
+        notify_path = os.path.join(notify_dir, "notify")
         listener.bind(notify_path)
-        flags = ["--home", str(home)]
-        if not keeper:
-            flags.append("--no-fd-keeper")
+        args = [program, "--home", str(home), *([] if keeper else ["--no-fd-keeper"]), *flags]
         env = dict(os.environ, NOTIFY_SOCKET=notify_path)
-        process = subprocess.Popen([program, *flags, *args], env=env, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while True:
-            left = deadline - time.monotonic()
             if process.poll() is not None:
-                if owns_home:
-                    shutil.rmtree(home, ignore_errors=True)
                 raise RuntimeError(
                     f"mmshared exited with status {process.returncode} before it was ready "
                     "(its log is above)")
+            left = deadline - time.monotonic()
             if left <= 0:
-                process.kill()
-                process.wait()
                 raise TimeoutError(f"mmshared was not ready within {timeout} s")
             listener.settimeout(min(left, 0.1))
             try:
@@ -131,9 +148,15 @@ def start_daemon(home=None, *args: str, timeout: float = 30.0, keeper: bool = Fa
                 continue
             if "READY=1" in message.splitlines():
                 break
-    finally:
+    except BaseException:
+        # Whatever stopped the start (an error, Ctrl-C): nothing is left behind.
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
         listener.close()
-        shutil.rmtree(notify_dir, ignore_errors=True)
-    daemon = Daemon(process, home, str(home / "mmshared.sock"), owns_home)
+        for path in cleanup:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    daemon = Daemon(process, home, socket_path, cleanup, listener)
     atexit.register(daemon.stop)
     return daemon

@@ -1942,7 +1942,10 @@ impl Registry {
                 );
                 let mut state = self.lock();
                 state.unidentified.remove(name);
-                *state.recoveries.entry(name.clone()).or_default() += 1;
+                // Not for a name deleted meanwhile: a later array of that name starts at 0.
+                if state.arrays.contains_key(name) {
+                    *state.recoveries.entry(name.clone()).or_default() += 1;
+                }
                 Some(r)
             }
             Ok(Recovery::WriterUnknown { .. }) if leased => {
@@ -1981,7 +1984,10 @@ impl Registry {
                             version,
                             "a write stayed unidentified for 2 s: marked TORN and released"
                         );
-                        *self.lock().recoveries.entry(name.clone()).or_default() += 1;
+                        let mut state = self.lock();
+                        if state.arrays.contains_key(name) {
+                            *state.recoveries.entry(name.clone()).or_default() += 1;
+                        }
                         Some(r)
                     }
                     Ok(other) => Some(other),
