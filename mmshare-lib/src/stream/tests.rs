@@ -952,3 +952,113 @@ fn a_demotion_read_from_one_subscription_never_lands_on_the_next() {
     assert_eq!(protocol::demote_laggards(&ring, false), 1);
     assert!(next.demoted(), "a demotion computed now applies to it");
 }
+
+/// The stall policy demotes only the lossless subscribers that hold the publisher back: a lossy
+/// subscriber at the same cursor is left alone (cargo-mutants: a mask turned into `|` made
+/// every subscriber at the floor "demoted", and, under Evict, evicted a lossy one).
+#[test]
+fn demotion_touches_only_the_lossless_subscribers_at_the_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let files = StreamFiles::open(&path, false).unwrap();
+    let ring = files.ring();
+    let lossless = protocol::claim_record(&ring, 7).unwrap();
+    protocol::subscribe(&ring, lossless, 1, true);
+    let lossy = protocol::claim_record(&ring, 8).unwrap();
+    protocol::subscribe(&ring, lossy, 1, false);
+    let lossy_config = ring.records[lossy].config.load(Relaxed);
+    assert_eq!(protocol::demote_laggards(&ring, true), 1);
+    assert_eq!(ring.records[lossy].config.load(Relaxed), lossy_config);
+    let demoted = ring.records[lossless].config.load(Relaxed);
+    assert_eq!(demoted & layout::CONFIG_LOSSLESS, 0);
+    assert_ne!(demoted & layout::CONFIG_DEMOTED, 0);
+    assert_ne!(demoted & layout::CONFIG_EVICTED, 0);
+    assert_eq!(
+        protocol::demote_laggards(&ring, true),
+        0,
+        "nothing lossless is left"
+    );
+}
+
+/// Freeing a record gives back exactly the holds it was granted and reports whether its owner
+/// was counted asleep (cargo-mutants: the hold mask and the sleeper test could be mutated
+/// without a test failing: the budget then leaks or over-returns, and SLEEPERS drifts).
+#[test]
+fn freeing_a_record_returns_its_holds_and_says_whether_it_slept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 8, 4);
+    let files = StreamFiles::open(&path, false).unwrap();
+    let ring = files.ring();
+    // Another subscriber's hold stays in the budget: a free that gives back more than its
+    // own would take it too.
+    let other = protocol::claim_record(&ring, 5).unwrap();
+    assert_eq!(protocol::take_budget(&ring, 1, 6), 1);
+    protocol::subscribe(&ring, other, 1, false);
+    for (holds, asleep) in [(3u64, true), (2, false)] {
+        let record = protocol::claim_record(&ring, 7).unwrap();
+        assert_eq!(protocol::take_budget(&ring, holds, 6), holds);
+        protocol::subscribe(&ring, record, holds, true);
+        ring.records[record]
+            .sleeping
+            .store(u64::from(asleep), Relaxed);
+        let budget = ring.budget.load(Relaxed);
+        let freed = protocol::reclaim(&ring, record, 7, 0x5EED, |_| false).unwrap();
+        assert_eq!(freed.was_sleeping, asleep);
+        assert_eq!(ring.budget.load(Relaxed), budget - holds);
+        assert_eq!(
+            ring.budget.load(Relaxed),
+            1,
+            "the other subscriber's hold is still counted"
+        );
+        assert_eq!(ring.records[record].owner.load(Relaxed), 0);
+        assert_eq!(ring.records[record].config.load(Relaxed), 0);
+        assert_eq!(ring.records[record].sleeping.load(Relaxed), 0);
+    }
+}
+
+/// A record that another freer is at work on is left to it while that freer lives, and taken
+/// over once it is dead; a record stuck half-freed (owner word OWNER_RECLAIMING) is finished
+/// only from that state (cargo-mutants: the liveness test of the registered freer and the
+/// stuck-state check could be inverted without a test failing).
+#[test]
+fn a_live_freer_is_left_alone_and_a_dead_ones_work_is_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let files = StreamFiles::open(&path, false).unwrap();
+    let ring = files.ring();
+    let record = protocol::claim_record(&ring, 7).unwrap();
+    assert_eq!(protocol::take_budget(&ring, 1, 2), 1);
+    protocol::subscribe(&ring, record, 1, false);
+    let rec = &ring.records[record];
+    // Another freer (0xF1) registered itself and died after marking the owner word.
+    rec.reclaimer.store(0xF1, Relaxed);
+    rec.owner.store(layout::OWNER_RECLAIMING, Relaxed);
+    let alive = |who: u64| who != 0xF1;
+    let dead = |who: u64| who == 0xF1;
+    assert_eq!(
+        protocol::free_record(&ring, record, layout::OWNER_RECLAIMING, 0x5EED, alive),
+        None,
+        "a freer that lives is not overtaken"
+    );
+    assert_eq!(rec.reclaimer.load(Relaxed), 0xF1);
+    assert_eq!(
+        protocol::free_record(&ring, record, 7, 0x5EED, dead),
+        None,
+        "the owner word is no longer 7: not ours to free as 7's"
+    );
+    assert!(protocol::free_record(&ring, record, layout::OWNER_RECLAIMING, 0x5EED, dead).is_some());
+    assert_eq!(rec.owner.load(Relaxed), 0);
+    assert_eq!(rec.reclaimer.load(Relaxed), 0);
+    assert_eq!(
+        ring.budget.load(Relaxed),
+        0,
+        "its hold went back to the budget"
+    );
+    // A record that is not stuck is not finished as if it were.
+    let record = protocol::claim_record(&ring, 9).unwrap();
+    assert_eq!(
+        protocol::free_record(&ring, record, layout::OWNER_RECLAIMING, 0x5EED, dead),
+        None
+    );
+    assert_eq!(ring.records[record].owner.load(Relaxed), 9);
+}
