@@ -1062,3 +1062,27 @@ fn a_live_freer_is_left_alone_and_a_dead_ones_work_is_finished() {
     );
     assert_eq!(ring.records[record].owner.load(Relaxed), 9);
 }
+
+/// A subscriber that leaves while another freer is registered on its record keeps looking
+/// until that freer is gone, then frees the record itself (cargo-mutants: the "still ours"
+/// test of the loop inverted made it give up at once, leaving the record to a later reclaim).
+#[test]
+fn unsubscribe_waits_out_a_registered_freer_and_then_frees_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let files = StreamFiles::open(&path, false).unwrap();
+    let ring = files.ring();
+    let record = protocol::claim_record(&ring, 7).unwrap();
+    protocol::subscribe(&ring, record, 0, false);
+    ring.records[record].reclaimer.store(0xF1, Relaxed);
+    // The registered freer is seen alive the first few looks, then gone.
+    let looks = std::cell::Cell::new(0);
+    protocol::unsubscribe(&ring, record, 7, 7, |who| {
+        assert_eq!(who, 0xF1);
+        looks.set(looks.get() + 1);
+        looks.get() > 3
+    });
+    assert!(looks.get() > 3, "it gave up before the freer was gone");
+    assert_eq!(ring.records[record].owner.load(Relaxed), 0);
+    assert_eq!(ring.records[record].reclaimer.load(Relaxed), 0);
+}
