@@ -1086,3 +1086,63 @@ fn unsubscribe_waits_out_a_registered_freer_and_then_frees_the_record() {
     assert_eq!(ring.records[record].owner.load(Relaxed), 0);
     assert_eq!(ring.records[record].reclaimer.load(Relaxed), 0);
 }
+
+/// `latest` skips to the newest frame and counts exactly the frames it skipped (cargo-mutants:
+/// the count's subtraction turned into `+` or `/` survived the unit tests).
+#[test]
+fn latest_counts_exactly_the_frames_it_skips() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 6, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossy).unwrap();
+    for _ in 0..3 {
+        send(&mut publisher);
+    }
+    let newest = subscriber.latest().unwrap().unwrap();
+    assert_eq!((newest.number(), newest.missed_before()), (2, 2));
+    drop(newest);
+    assert_eq!((subscriber.missed(), subscriber.received()), (2, 1));
+    for _ in 0..4 {
+        send(&mut publisher);
+    }
+    let newest = subscriber.latest().unwrap().unwrap();
+    assert_eq!((newest.number(), newest.missed_before()), (6, 3));
+    drop(newest);
+    assert_eq!(subscriber.missed(), 5);
+}
+
+/// `Sample::is_intact` tells a frame whose slot was reused (after a scribbler erased the hold
+/// that protected it) from one that is still whole (cargo-mutants: `still_intact` returning
+/// true, or its `&&` turned into `||`, survived the unit tests).
+#[test]
+fn a_sample_whose_hold_was_erased_and_slot_reused_is_not_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 3, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossy).unwrap();
+    send(&mut publisher);
+    let sample = subscriber.receive().unwrap().unwrap();
+    assert!(sample.is_intact());
+    // Other frames pass: the held slot is not reused while the hold is there.
+    for _ in 0..4 {
+        send(&mut publisher);
+    }
+    assert!(sample.is_intact() && is_frame(&sample, 0));
+    // A scribbler erases every hold of the record; the next loans reuse the slot.
+    let ring = subscriber.files().ring();
+    for held in &ring.records[subscriber.record()].held {
+        held.store(0, Relaxed);
+    }
+    // Unprotected from now on, so no longer vouched for, although not rewritten yet.
+    assert!(
+        !sample.is_intact(),
+        "a frame without its hold passed for protected"
+    );
+    for _ in 0..4 {
+        send(&mut publisher);
+    }
+    assert!(
+        !sample.is_intact(),
+        "a reused slot passed for the frame it held"
+    );
+}
