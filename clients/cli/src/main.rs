@@ -434,6 +434,24 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// `mmshare --help`'s first line names every command there is (it once left out `pub`,
+    /// `sub` and `top`).
+    #[test]
+    fn the_first_line_of_the_help_names_every_command() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let about = cli.get_about().map(ToString::to_string).unwrap_or_default();
+        for sub in cli.get_subcommands().filter(|s| !s.is_hide_set()) {
+            assert!(
+                about.contains(&format!(" {},", sub.get_name()))
+                    || about.contains(&format!(" {})", sub.get_name()))
+                    || about.contains(&format!("({},", sub.get_name())),
+                "{} is not in: {about}",
+                sub.get_name()
+            );
+        }
+    }
+
     #[test]
     fn every_subcommand_parses_with_the_global_flags() {
         let parsed = Cli::try_parse_from([
