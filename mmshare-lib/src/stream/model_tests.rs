@@ -279,16 +279,7 @@ fn take_until<const DROP: u16>(
 }
 
 fn subscriber(record: usize, cursor: u64) -> SubscriberState {
-    SubscriberState {
-        record,
-        cursor,
-        pending_missed: 0,
-        missed: 0,
-        received: 0,
-        dropped_a_hold: false,
-        me: 7,
-        lost: false,
-    }
+    SubscriberState::new(record, cursor, 7)
 }
 
 /// Runs `model` under loom, and requires that loom rejects it: with a causality violation

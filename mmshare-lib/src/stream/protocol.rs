@@ -326,6 +326,23 @@ pub(crate) struct SubscriberState {
     pub(crate) lost: bool,
 }
 
+impl SubscriberState {
+    /// A subscriber of `record` (its identity word `me`) whose next frame is `cursor`, with
+    /// nothing taken, missed or lost yet.
+    pub(crate) fn new(record: usize, cursor: u64, me: u64) -> SubscriberState {
+        SubscriberState {
+            record,
+            cursor,
+            pending_missed: 0,
+            missed: 0,
+            received: 0,
+            dropped_a_hold: false,
+            me,
+            lost: false,
+        }
+    }
+}
+
 /// A frame a subscriber now holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Taken {

@@ -158,16 +158,7 @@ impl<T: Element> Subscriber<T> {
         let cursor = protocol::subscribe_with(&ring, record, granted, lossless, extra);
         Ok(Subscriber {
             files,
-            state: RefCell::new(SubscriberState {
-                record,
-                cursor,
-                pending_missed: 0,
-                missed: 0,
-                received: 0,
-                dropped_a_hold: false,
-                me,
-                lost: false,
-            }),
+            state: RefCell::new(SubscriberState::new(record, cursor, me)),
             in_use: Cell::new(0),
             max_held: granted as usize,
             delivery,

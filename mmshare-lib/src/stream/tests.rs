@@ -725,16 +725,7 @@ fn a_subscriber_that_lost_its_record_takes_nothing() {
     send(&mut publisher);
     // Reclaimed and reused by owner 8 between our last check and our hold.
     ring.records[record].owner.store(8, Relaxed);
-    let mut state = protocol::SubscriberState {
-        record,
-        cursor,
-        pending_missed: 0,
-        missed: 0,
-        received: 0,
-        dropped_a_hold: false,
-        me: 7,
-        lost: false,
-    };
+    let mut state = protocol::SubscriberState::new(record, cursor, 7);
     assert_eq!(protocol::receive(&ring, &mut state, 0), None);
     assert!(state.lost);
     assert_eq!(ring.records[record].held[0].load(Relaxed), 0);
