@@ -162,7 +162,8 @@
 //! access memory out of bounds. It can: erase its own or others' holds (the publisher may then
 //! reuse a held slot, and the holder reads a newer frame's bytes: `Sample::is_intact` reports
 //! it, because a held slot keeps its frame's tag, taken back or not, until it is reused), lower or raise cursors (lossless subscribers miss frames, counted; or the publisher
-//! waits until its loan times out), zero `SLEEPERS` (sleepers then wake by the sleep's 50 ms
+//! waits until its loan times out), set a record's demoted or evicted mark (that subscriber
+//! becomes lossy, or its next receive fails with `StreamError::Evicted`), zero `SLEEPERS` (sleepers then wake by the sleep's 50 ms
 //! re-check instead of at once; async ones by the waiter thread's full re-check, once a second),
 //! or take every record and the whole budget (new subscribers get a clear error). A blocking
 //! sleep never lasts more than 50 ms and every wait has a timeout. The
