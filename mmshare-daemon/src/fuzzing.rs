@@ -787,12 +787,14 @@ fn array_len(a: &ArrayInfo) -> u64 {
 
 /// A stream data file's length: up to the end of its last slot.
 fn stream_len(s: &StreamInfo) -> u64 {
-    // A stall policy other than Block is an extension record after the last slot.
-    let extensions = mmshare::StallPolicy::from(s.stall)
-        .to_extension()
-        .map_or(0, |r| {
-            mmshare::format::padded_len(mmshare::format::encode_extensions(&[r]).0.len() as u64)
-        });
+    // A stall policy other than Block, and a history, are extension records after the last
+    // slot.
+    let records = mmshare::format::stream_extensions(s.stall.into(), s.history);
+    let extensions = if records.is_empty() {
+        0
+    } else {
+        mmshare::format::padded_len(mmshare::format::encode_extensions(&records).0.len() as u64)
+    };
     s.data_offset + s.slot_stride * u64::from(s.slots) + extensions
 }
 
@@ -911,6 +913,7 @@ mod tests {
             mode: 0o600,
             exist_ok: false,
             stall: Default::default(),
+            history: 0,
         });
         let open = encode(&Request::Open {
             name: "a".into(),

@@ -673,6 +673,7 @@ fn dispatch(
             mode,
             exist_ok,
             stall,
+            history,
         } => match registry.create_stream(
             who,
             &name,
@@ -685,6 +686,7 @@ fn dispatch(
             mode,
             exist_ok,
             stall.into(),
+            history,
         ) {
             Ok(info) => (Response::Stream(info), Vec::new(), None),
             Err(e) => (error_response(e), Vec::new(), None),

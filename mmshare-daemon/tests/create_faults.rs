@@ -61,6 +61,7 @@ fn create(kind: &str, name: &str, backing: Backing) -> Request {
             mode: 0o600,
             exist_ok: false,
             stall: Default::default(),
+            history: 0,
         },
     }
 }

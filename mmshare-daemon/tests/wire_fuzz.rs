@@ -402,6 +402,7 @@ fn request(rng: &mut Rng, flavor: Flavor) -> Request {
                 mode: *rng.pick(MODES),
                 exist_ok: rng.chance(2),
                 stall: random_stall(rng),
+                history: *rng.pick(&[0, 0, 0, 0, 0, 0, 0, 1, 2]),
             }
         } else {
             Request::Create {
@@ -454,6 +455,7 @@ fn request(rng: &mut Rng, flavor: Flavor) -> Request {
             mode: *rng.pick(MODES),
             exist_ok: rng.chance(2),
             stall: random_stall(rng),
+            history: *rng.pick(&[0, 0, 1, 2, 6, 7, u32::MAX]),
         },
         11 => Request::OpenStream {
             name,

@@ -221,8 +221,7 @@ fn child_count(path: &str, frames: u64, cpu: usize) {
     pin(cpu);
     let subscriber = Subscriber::<u64>::attach(
         mmshare::StreamFiles::open(path, false).unwrap(),
-        Delivery::Lossless,
-        1,
+        mmshare::SubscribeOptions::new(Delivery::Lossless).max_held(1),
     )
     .unwrap();
     println!("ready");

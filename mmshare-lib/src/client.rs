@@ -727,6 +727,8 @@ pub struct StreamOptions {
     pub exist_ok: bool,
     /// What the publisher does about a lossless subscriber that stalls it (default Block).
     pub stall: crate::StallPolicy,
+    /// The newest frames kept offered for subscribers that join late (default 0).
+    pub history: u32,
 }
 
 impl StreamOptions {
@@ -743,7 +745,17 @@ impl StreamOptions {
             mode: 0o600,
             exist_ok: false,
             stall: crate::StallPolicy::Block,
+            history: 0,
         }
+    }
+
+    /// Keeps the newest `frames` offered for subscribers that join late or resume
+    /// ([`crate::StartAt`]), at most `slots - 2`. The hold budget shrinks by as much: the
+    /// subscribers together may hold `slots - 1 - max(history, 1)` frames at once, so give
+    /// the ring `history` + the holds wanted + 1 slots.
+    pub fn history(mut self, frames: u32) -> Self {
+        self.history = frames;
+        self
     }
 
     /// What the publisher does about a lossless subscriber that keeps it waiting for a slot:
@@ -1051,6 +1063,7 @@ impl Client {
             mode: options.mode,
             exist_ok: options.exist_ok,
             stall: options.stall.into(),
+            history: options.history,
         };
         match self.call(&request)? {
             (Response::Stream(info), _) => Ok(info),
@@ -1103,7 +1116,8 @@ impl Client {
     }
 
     /// Subscribes to stream `name` (needs read permission), holding at most
-    /// [`crate::DEFAULT_MAX_HELD`] samples at once.
+    /// [`crate::DEFAULT_MAX_HELD`] samples at once, starting where `delivery` starts by
+    /// default ([`crate::SubscribeOptions::start_at`]).
     ///
     /// # Errors
     /// As [`Client::subscribe_with`].
@@ -1112,12 +1126,13 @@ impl Client {
         name: &str,
         delivery: Delivery,
     ) -> Result<Subscriber<T>, ClientError> {
-        self.subscribe_with(name, delivery, crate::DEFAULT_MAX_HELD)
+        self.subscribe_with(name, delivery)
     }
 
-    /// Subscribes to stream `name`, holding at most `max_held` samples at once (fewer if the
-    /// stream's hold budget is short). The connection stays open while the subscriber lives,
-    /// so the daemon reclaims its record if the process dies.
+    /// Subscribes to stream `name` with `options` (a [`Delivery`], or
+    /// [`crate::SubscribeOptions`]: the samples held at once, fewer if the stream's hold
+    /// budget is short, and where to start). The connection stays open while the subscriber
+    /// lives, so the daemon reclaims its record if the process dies.
     ///
     /// # Errors
     /// `NotFound`, `WrongKind`, `PermissionDenied` from the daemon; [`StreamError`]
@@ -1125,11 +1140,10 @@ impl Client {
     pub fn subscribe_with<T: Element>(
         &self,
         name: &str,
-        delivery: Delivery,
-        max_held: usize,
+        options: impl Into<crate::SubscribeOptions>,
     ) -> Result<Subscriber<T>, ClientError> {
         let (files, conn) = self.open_stream(name, StreamRole::Subscribe)?;
-        Ok(Subscriber::attach(files, delivery, max_held)?.with_lease(conn))
+        Ok(Subscriber::attach(files, options)?.with_lease(conn))
     }
 
     /// [`Client::publisher`] for a stream of any dtype, handling frames as bytes
@@ -1150,11 +1164,10 @@ impl Client {
     pub fn subscribe_bytes(
         &self,
         name: &str,
-        delivery: Delivery,
-        max_held: usize,
+        options: impl Into<crate::SubscribeOptions>,
     ) -> Result<Subscriber<u8>, ClientError> {
         let (files, conn) = self.open_stream(name, StreamRole::Subscribe)?;
-        Ok(Subscriber::attach_bytes(files, delivery, max_held)?.with_lease(conn))
+        Ok(Subscriber::attach_bytes(files, options)?.with_lease(conn))
     }
 
     /// Deletes an array. Processes that map it keep working; the name is free at once.

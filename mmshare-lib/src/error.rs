@@ -334,16 +334,17 @@ pub enum StreamError {
         /// Its subscriber limit.
         max_subscribers: u32,
     },
-    /// The hold budget (`slots - 2` held samples over all subscribers) is used up.
+    /// The hold budget (`slots - 1 - max(history, 1)` held samples over all subscribers) is
+    /// used up.
     #[error(
-        "stream {name:?} cannot grant any more held samples: its {slots} slots allow {budget} over all subscribers, and they are taken; create it with more slots or subscribe with a smaller max_held"
+        "stream {name:?} cannot grant any more held samples: its {slots} slots (less one on loan and the newest frames it keeps) allow {budget} over all subscribers, and they are taken; create it with more slots (or a shorter history) or subscribe with a smaller max_held"
     )]
     NoHoldBudget {
         /// The stream's name.
         name: String,
         /// Its slot count.
         slots: u32,
-        /// Its budget, `slots - 2`.
+        /// Its budget, `slots - 1 - max(history, 1)`.
         budget: u64,
     },
     /// `max_held` outside `1..=MAX_HELD`.

@@ -40,12 +40,81 @@ pub const KNOWN_INCOMPAT: u32 = 0;
 pub const KNOWN_RO_COMPAT: u32 = 0;
 /// Extension record tags this code knows. A record whose tag has bit 15 set is *critical*: a
 /// reader that does not know it refuses the file; other records it skips.
-pub const KNOWN_EXTENSION_TAGS: &[u16] = &[EXTENSION_STALL_POLICY];
+pub const KNOWN_EXTENSION_TAGS: &[u16] = &[EXTENSION_STALL_POLICY, EXTENSION_HISTORY];
 
 /// Extension tag 1 (not critical): a stream's [`StallPolicy`], 8 bytes: `u8` kind (0 block,
 /// 1 demote, 2 evict), 3 zero bytes, `u32` milliseconds (little endian). A publisher that
 /// does not know it blocks, as a stream without it does.
 pub const EXTENSION_STALL_POLICY: u16 = 0x0001;
+
+/// Extension tag `0x8002` (critical): a stream's history, 4 bytes: `u32` frames, little
+/// endian, `1..=slots - 2`. Critical because an older publisher would reuse the slots the
+/// history keeps and an older subscriber would take holds it needs.
+pub const EXTENSION_HISTORY: u16 = 0x8002;
+
+/// The newest frames a stream with `history` keeps offered, whatever else happens: its
+/// history, and at least 1 (the newest frame is always kept, for `latest()`).
+pub fn frames_kept(history: u32) -> u64 {
+    u64::from(history.max(1))
+}
+
+/// Holds all of a stream's subscribers may have at once: every slot but the one on loan and
+/// the [`frames_kept`] newest ones (`slots - 2` without history).
+pub fn hold_capacity(slots: u32, history: u32) -> u64 {
+    u64::from(slots).saturating_sub(1 + frames_kept(history))
+}
+
+/// The largest history a ring of `slots` may keep: `slots - 2`, which leaves one hold.
+pub fn max_history(slots: u32) -> u32 {
+    slots.saturating_sub(2)
+}
+
+/// The history a stream's extension records give (0 without the record).
+///
+/// # Errors
+/// [`FormatError::BadHistory`] when the record is not 4 bytes or its value is 0 or more than
+/// `slots - 2`.
+pub fn history_from_extensions(records: &[Extension], slots: u32) -> Result<u32, FormatError> {
+    let Some(r) = records.iter().find(|r| r.tag == EXTENSION_HISTORY) else {
+        return Ok(0);
+    };
+    let value: [u8; 4] = r.value.as_slice().try_into().map_err(|_| {
+        FormatError::BadExtensions(format!(
+            "the history record (tag 0x8002) is {} bytes, not 4",
+            r.value.len()
+        ))
+    })?;
+    let history = u32::from_le_bytes(value);
+    check_history(history, slots)?;
+    if history == 0 {
+        return Err(FormatError::BadExtensions(
+            "the history record (tag 0x8002) holds 0; a stream without history has no record"
+                .into(),
+        ));
+    }
+    Ok(history)
+}
+
+/// A stream's extension records: its stall policy, unless it is Block, and its history,
+/// unless it is 0.
+pub fn stream_extensions(stall: StallPolicy, history: u32) -> Vec<Extension> {
+    let history = (history != 0).then(|| Extension {
+        tag: EXTENSION_HISTORY,
+        value: history.to_le_bytes().to_vec(),
+    });
+    stall.to_extension().into_iter().chain(history).collect()
+}
+
+/// Checks a stream's history against its slot count.
+///
+/// # Errors
+/// [`FormatError::BadHistory`] above `slots - 2`.
+pub fn check_history(history: u32, slots: u32) -> Result<(), FormatError> {
+    if history > max_history(slots) {
+        return Err(FormatError::BadHistory { history, slots });
+    }
+    Ok(())
+}
 
 /// What a stream's publisher does when a lossless subscriber keeps it waiting for a free slot
 /// (the subscriber is a whole ring behind: stopped, frozen, or too slow).
@@ -368,6 +437,8 @@ pub struct StreamSpec {
     pub max_subscribers: u32,
     /// What the publisher does about a lossless subscriber that stalls it.
     pub stall: StallPolicy,
+    /// The newest frames kept offered for subscribers that join late, `0..=slots - 2`.
+    pub history: u32,
 }
 
 impl StreamSpec {
@@ -379,12 +450,14 @@ impl StreamSpec {
             slots: 8,
             max_subscribers: 16,
             stall: StallPolicy::Block,
+            history: 0,
         }
     }
 
-    /// The stream's extension records (its stall policy, unless it is the default).
+    /// The stream's extension records (its stall policy, unless it is the default; its
+    /// history, unless it is 0).
     pub fn extensions(&self) -> Vec<Extension> {
-        self.stall.to_extension().into_iter().collect()
+        stream_extensions(self.stall, self.history)
     }
 }
 
@@ -514,6 +587,17 @@ pub enum FormatError {
     /// A stream's slot count is outside [`MIN_SLOTS`]`..=`[`MAX_SLOTS`].
     #[error("a stream has {MIN_SLOTS} to {MAX_SLOTS} slots, not {0}")]
     BadSlots(u32),
+    /// A stream's history is more than its slots minus 2.
+    #[error(
+        "a stream of {slots} slots keeps a history of at most {} frames (slots - 2: one slot is on loan and one must stay free for a hold), not {history}",
+        max_history(*slots)
+    )]
+    BadHistory {
+        /// History asked for.
+        history: u32,
+        /// Slots of the ring.
+        slots: u32,
+    },
     /// A stream's subscriber limit is outside `1..=`[`MAX_SUBSCRIBERS`].
     #[error("a stream has 1 to {MAX_SUBSCRIBERS} subscriber records, not {0}")]
     BadMaxSubscribers(u32),
@@ -580,14 +664,17 @@ impl Header {
     /// count, the subscriber limit and the ring's size.
     ///
     /// # Errors
-    /// As [`Header::new`], plus [`FormatError::BadSlots`], [`FormatError::BadMaxSubscribers`]
-    /// and [`FormatError::StreamTooLarge`].
+    /// As [`Header::new`], plus [`FormatError::BadSlots`], [`FormatError::BadMaxSubscribers`],
+    /// [`FormatError::BadHistory`] and [`FormatError::StreamTooLarge`].
     pub fn new_stream(spec: &StreamSpec) -> Result<Header, FormatError> {
         let kind = Kind::Stream {
             slots: spec.slots,
             max_subscribers: spec.max_subscribers,
         };
         let mut header = Self::build(&spec.frame, kind)?;
+        if (MIN_SLOTS..=MAX_SLOTS).contains(&spec.slots) {
+            check_history(spec.history, spec.slots)?;
+        }
         let records = spec.extensions();
         if !records.is_empty() {
             let (area, crc) = encode_extensions(&records);

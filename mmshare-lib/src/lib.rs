@@ -103,7 +103,7 @@ pub use raw::{
 pub use shape::{MAX_DATA_LEN, MAX_NDIM, Order, ShapeError, data_len, element_count, parse_shape};
 pub use stream::{
     DEFAULT_MAX_HELD, Delivery, LoanToken, MAX_HELD, Publisher, Sample, SampleMut, SampleToken,
-    StreamFiles, Subscriber, SubscriberInfo, create_stream_files,
+    StartAt, StreamFiles, SubscribeOptions, Subscriber, SubscriberInfo, create_stream_files,
 };
 #[cfg(feature = "async")]
 pub use stream::{LoanAsync, Recv};

@@ -121,6 +121,9 @@ pub enum Request {
         /// What the publisher does about a lossless subscriber that stalls it.
         #[serde(default)]
         stall: WireStall,
+        /// The newest frames kept offered for late subscribers (`0..=slots - 2`).
+        #[serde(default)]
+        history: u32,
     },
     /// Attach to a stream as its publisher or as a subscriber. The reply
     /// (`Response::Stream`) carries two descriptors: the data file (read-write for the
@@ -189,6 +192,9 @@ pub struct StreamInfo {
     /// What the publisher does about a lossless subscriber that stalls it.
     #[serde(default)]
     pub stall: WireStall,
+    /// The newest frames kept offered for late subscribers.
+    #[serde(default)]
+    pub history: u32,
 }
 
 /// A stream's stall policy on the wire (`crate::StallPolicy`): postcard encodes the variant
@@ -542,6 +548,7 @@ const REQUEST: &[(&str, Fields)] = &[
             ("mode", Ty::U32),
             ("exist_ok", Ty::Bool),
             ("stall", STALL),
+            ("history", Ty::U32),
         ],
     ),
     ("OpenStream", &[("name", Ty::Str), ("role", ROLE)]),
@@ -576,6 +583,7 @@ const STREAM_INFO: Fields = &[
     ("publisher", Ty::OptU32),
     ("subscribers", Ty::Structs(SUBSCRIBER)),
     ("stall", STALL),
+    ("history", Ty::U32),
 ];
 
 const OBJECT: &[(&str, Fields)] = &[
@@ -1076,7 +1084,7 @@ mod tests {
             assert_eq!(h.data_len, s.frame_len, "{}: frame_len", s.name);
             assert_eq!(h.slot_stride(), s.slot_stride, "{}: slot_stride", s.name);
             assert_eq!(s.slot_stride % 4096, 0);
-            let budget = u64::from(s.slots) - 2;
+            let budget = crate::format::hold_capacity(s.slots, s.history);
             let held: u64 = s.subscribers.iter().map(|x| u64::from(x.max_held)).sum();
             assert!(
                 held <= budget,

@@ -42,7 +42,7 @@ def encode_request(value):
         return _proto.encode_create_stream(f["name"], f["dtype"], f["shape"], f["order"],
                                            f["slots"], f["max_subscribers"],
                                            f["backing"] == "Memory", f["mode"], f["exist_ok"],
-                                           on_stall, after_ms)
+                                           on_stall, after_ms, f.get("history", 0))
     if variant == "OpenStream":
         return _proto.encode_open_stream(f["name"], f["role"].lower())
     if variant == "ListAll":
@@ -76,7 +76,7 @@ def stream_info(v):
         backing=v["backing"].lower(), owner_uid=v["owner_uid"], owner_gid=v["owner_gid"],
         mode=v["mode"], path=v["path"], publisher=v["publisher"],
         subscribers=tuple(_proto.SubscriberStat(**s) for s in v["subscribers"]),
-        on_stall=on_stall, stall_after=after_ms / 1000)
+        on_stall=on_stall, stall_after=after_ms / 1000, history=v.get("history", 0))
 
 
 def object_info(v):

@@ -445,3 +445,69 @@ def test_the_stall_policy_demotes_or_evicts_a_lossless_subscriber_that_stalls(da
         sub.receive(timeout=1)
     with pytest.raises(ValueError):
         stream(c, "bad", on_stall="sometimes")
+
+
+def test_history_and_start_points_from_python(daemon, worker):
+    """A stream that keeps 8 frames: a Rust publisher publishes 100, then a Python subscriber
+    that starts at the oldest frame gets at least the last 8 (bytes checked), one that resumes
+    from a frame that is gone learns exactly how many it lost, and the default lossy one starts
+    at the next frame."""
+    c = mmshare.connect(daemon.socket)
+    info = stream(c, "hist", slots=12, history=8)
+    assert info.history == 8
+    assert c.describe("hist").history == 8
+    out = subprocess.run([worker, "stream-pub", daemon.socket, "hist", "100"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out
+
+    oldest = c.subscribe("hist", start="oldest")
+    got = []
+    while True:
+        try:
+            s = oldest.receive(timeout=0.2)
+        except mmshare.Timeout:
+            break
+        assert np.array_equal(s.array, pattern(s.number))
+        got.append(s.number)
+        s.release()
+    assert len(got) >= 8 and got[-1] == 99 and got == list(range(got[0], 100)), got
+    assert oldest.missed == 0 and oldest.first_frame == got[0]
+    oldest.close()
+
+    resumed = c.subscribe("hist", lossless=True, start=50)
+    first = resumed.receive(timeout=5)
+    # 12 slots hold frames 88..99 at most; the history guarantees 92..99.
+    assert 88 <= first.number <= 92 and first.missed_before == first.number - 50
+    assert np.array_equal(first.array, pattern(first.number))
+    first.release()
+    resumed.close()
+
+    later = c.subscribe("hist")
+    assert later.first_frame == 100
+    with pytest.raises(mmshare.Timeout):
+        later.receive(timeout=0.1)
+    later.close()
+
+    for bad in ("newest", -1, 1.5, True):
+        with pytest.raises(ValueError, match="start must be"):
+            c.subscribe("hist", start=bad)
+    with pytest.raises(mmshare.InvalidShape, match="at most 10"):
+        stream(c, "too-much-history", slots=12, history=11)
+
+
+def test_stat_of_a_stream_describes_it(daemon):
+    """`Client.stat` of a stream's name gives its StreamInfo (it raised ProtocolError)."""
+    c = mmshare.connect(daemon.socket)
+    stream(c, "statme")
+    info = c.stat("statme")
+    assert isinstance(info, mmshare.StreamInfo) and info.slots == 8
+
+
+def test_help_shows_the_mode_in_octal_words(daemon):
+    """`help(Client.create)` must not show `mode=384`: the default is None, documented as
+    0o600."""
+    import inspect
+    for f in (mmshare.Client.create, mmshare.Client.create_stream):
+        sig = str(inspect.signature(f))
+        assert "384" not in sig and "mode=None" in sig, sig
+        assert "0o600" in f.__doc__

@@ -158,8 +158,14 @@ fn main() -> ExitCode {
             ms.parse().unwrap_or(100),
         ),
         ["stream-pub", socket, name, frames] => {
-            stream_pub(socket, name, frames.parse().unwrap_or(0))
+            stream_pub(socket, name, frames.parse().unwrap_or(0), 0)
         }
+        ["stream-pub-paced", socket, name, frames, every_us] => stream_pub(
+            socket,
+            name,
+            frames.parse().unwrap_or(0),
+            every_us.parse().unwrap_or(0),
+        ),
         ["stream-sub", socket, name, mode, last, rest @ ..] => stream_sub(
             socket,
             name,
@@ -861,11 +867,28 @@ fn slow_writes(socket: &str, name: &str, n: u32, hold_ms: u64) -> Result<ExitCod
 }
 
 fn delivery(mode: &str) -> Result<Delivery> {
-    match mode {
-        "lossless" => Ok(Delivery::Lossless),
-        "lossy" => Ok(Delivery::Lossy),
-        other => Err(format!("mode must be lossless or lossy, not {other:?}").into()),
-    }
+    Ok(subscribe_options(mode)?.delivery())
+}
+
+/// `lossless` or `lossy` (each starting where it does by default), or either with `-next`
+/// (starting at the next frame published).
+fn subscribe_options(mode: &str) -> Result<mmshare::SubscribeOptions> {
+    let (mode, next) = match mode.strip_suffix("-next") {
+        Some(mode) => (mode, true),
+        None => (mode, false),
+    };
+    let options = match mode {
+        "lossless" => mmshare::SubscribeOptions::new(Delivery::Lossless),
+        "lossy" => mmshare::SubscribeOptions::new(Delivery::Lossy),
+        other => {
+            return Err(format!("mode must be lossless or lossy (-next), not {other:?}").into());
+        }
+    };
+    Ok(if next {
+        options.start(mmshare::StartAt::Next)
+    } else {
+        options
+    })
 }
 
 /// Whether `frame` is frame `n`'s pattern.
@@ -873,12 +896,19 @@ fn is_frame(frame: &[u64], n: u64) -> bool {
     frame.iter().enumerate().all(|(i, &x)| x == pattern(n, i))
 }
 
-fn stream_pub(socket: &str, name: &str, frames: u64) -> Result<ExitCode> {
+/// Publishes `frames` frames of the test pattern, one every `every_us` microseconds (0: as
+/// fast as the ring allows).
+fn stream_pub(socket: &str, name: &str, frames: u64, every_us: u64) -> Result<ExitCode> {
     let client = Client::connect(socket)?;
     let mut publisher = client.publisher::<u64>(name)?;
     publisher.set_timeout(Duration::from_secs(10));
     let first = publisher.next_number();
-    for _ in 0..frames {
+    let start = Instant::now();
+    for k in 0..frames {
+        if every_us > 0 {
+            let due = start + Duration::from_micros(k * every_us);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
         let mut loan = publisher.loan()?;
         let n = loan.number();
         for (i, x) in loan.iter_mut().enumerate() {
@@ -895,10 +925,12 @@ fn stream_pub(socket: &str, name: &str, frames: u64) -> Result<ExitCode> {
 
 fn stream_sub(socket: &str, name: &str, mode: &str, last: u64, delay_us: u64) -> Result<ExitCode> {
     let client = Client::connect(socket)?;
-    let delivery = delivery(mode)?;
-    let subscriber = client.subscribe_with::<u64>(name, delivery, 1)?;
+    let options = subscribe_options(mode)?.max_held(1);
+    let delivery = options.delivery();
+    let subscriber = client.subscribe_with::<u64>(name, options)?;
     say(&format!("subscribed next={}", subscriber.next_number()));
     let mut expected = subscriber.next_number();
+    let mut first = true;
     let mut torn = 0u64;
     loop {
         let sample = match subscriber.receive_timeout(Duration::from_secs(10)) {
@@ -926,8 +958,14 @@ fn stream_sub(socket: &str, name: &str, mode: &str, last: u64, delay_us: u64) ->
             return Ok(ExitCode::from(3));
         }
         // A lossless subscriber misses nothing, unless the publisher demoted it (the
-        // stream's stall policy): then it is lossy and counts what it misses.
-        if delivery == Delivery::Lossless && sample.missed_before() != 0 && !subscriber.demoted() {
+        // stream's stall policy): then it is lossy and counts what it misses. Its first
+        // frame may count the frames published before it joined that the ring no longer
+        // has (it starts at frame 0 unless told `-next`).
+        if delivery == Delivery::Lossless
+            && sample.missed_before() != 0
+            && !subscriber.demoted()
+            && !first
+        {
             say(&format!(
                 "lossless subscriber missed {} before {n}",
                 sample.missed_before()
@@ -935,6 +973,7 @@ fn stream_sub(socket: &str, name: &str, mode: &str, last: u64, delay_us: u64) ->
             return Ok(ExitCode::from(3));
         }
         expected = n + 1;
+        first = false;
         drop(sample);
         if delay_us > 0 {
             std::thread::sleep(Duration::from_micros(delay_us));
@@ -959,7 +998,10 @@ fn stream_sub(socket: &str, name: &str, mode: &str, last: u64, delay_us: u64) ->
 
 fn stream_hold(socket: &str, name: &str, mode: &str) -> Result<ExitCode> {
     let client = Client::connect(socket)?;
-    let subscriber = client.subscribe_with::<u64>(name, delivery(mode)?, 1)?;
+    let subscriber = client.subscribe_with::<u64>(
+        name,
+        mmshare::SubscribeOptions::new(delivery(mode)?).max_held(1),
+    )?;
     say(&format!("subscribed next={}", subscriber.next_number()));
     let sample = subscriber.receive_timeout(Duration::from_secs(30))?;
     say(&format!("holding {}", sample.number()));
@@ -1188,7 +1230,13 @@ fn names_probe(socket: &str, hidden: &str, absent: &str) -> Result<ExitCode> {
             ),
             (
                 "subscribe",
-                outcome_of(&client.subscribe_bytes(name, Delivery::Lossy, 1), name),
+                outcome_of(
+                    &client.subscribe_bytes(
+                        name,
+                        mmshare::SubscribeOptions::new(Delivery::Lossy).max_held(1),
+                    ),
+                    name,
+                ),
             ),
             ("publish", outcome_of(&client.publisher_bytes(name), name)),
             ("delete", outcome_of(&client.delete(name), name)),
@@ -1331,8 +1379,12 @@ fn hold_connections(socket: &str, n: usize, secs: f64) -> Result<ExitCode> {
 fn churn(socket: &str, name: &str, n: usize) -> Result<ExitCode> {
     let (mut ok, mut busy) = (0, 0);
     for _ in 0..n {
-        let attached = Client::connect(socket)
-            .and_then(|c| c.subscribe_bytes(name, mmshare::Delivery::Lossy, 1));
+        let attached = Client::connect(socket).and_then(|c| {
+            c.subscribe_bytes(
+                name,
+                mmshare::SubscribeOptions::new(mmshare::Delivery::Lossy).max_held(1),
+            )
+        });
         match attached {
             Ok(handle) => {
                 ok += 1;

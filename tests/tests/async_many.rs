@@ -85,8 +85,11 @@ fn a_thousand_tasks_on_a_hundred_arrays_and_streams_need_one_waiter_thread() {
         for path in &streams2 {
             for _ in 0..TASKS_EACH {
                 let files = mmshare::StreamFiles::open(path, false).expect("stream files");
-                let mut sub =
-                    Subscriber::<u64>::attach(files, Delivery::Lossless, 1).expect("subscribe");
+                let mut sub = Subscriber::<u64>::attach(
+                    files,
+                    mmshare::SubscribeOptions::new(Delivery::Lossless).max_held(1),
+                )
+                .expect("subscribe");
                 tasks.push(tokio::task::spawn_local(async move {
                     let sample = sub.recv().await.expect("a frame");
                     (sample.number(), sample.to_vec())

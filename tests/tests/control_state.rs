@@ -44,7 +44,7 @@ fn a_subscriber_joining_after_a_restart_gets_every_frame() {
     assert_eq!(info.subscribers.len(), 1, "{info:?}");
     // Slower than the early one: with state the publisher did not share, it would be
     // overtaken and miss frames.
-    let mut late = Worker::spawn(&["stream-sub", &sock, "live", "lossless", &last, "200"]);
+    let mut late = Worker::spawn(&["stream-sub", &sock, "live", "lossless-next", &last, "200"]);
     let joined = late.expect_line("subscribed next=", WATCHDOG);
     let next: u64 = joined["subscribed next=".len()..].parse().unwrap();
     assert!(

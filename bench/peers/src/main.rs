@@ -902,8 +902,7 @@ fn consumer_child(kind: &str, a: &str, b: &str, size: usize, frames: u64, cpu: u
         "stream" | "stream-copy" => {
             let sub = Subscriber::<u8>::attach(
                 mmshare::StreamFiles::open(a, false).map_err(|e| e.to_string())?,
-                Delivery::Lossless,
-                1,
+                mmshare::SubscribeOptions::new(Delivery::Lossless).max_held(1),
             )
             .map_err(|e| e.to_string())?;
             ready()?;

@@ -1598,7 +1598,10 @@ pub unsafe extern "C" fn mms_subscribe(
         } else {
             max_held as usize
         };
-        let s = c.subscribe_bytes(name, delivery, held)?;
+        let s = c.subscribe_bytes(
+            name,
+            mmshare::SubscribeOptions::new(delivery).max_held(held),
+        )?;
         let state = SubscriberState {
             subscriber: Mutex::new(s),
             released: Mutex::new(Vec::new()),

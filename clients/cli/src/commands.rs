@@ -290,21 +290,11 @@ pub fn create_stream(
     mode: Option<&str>,
     order: &str,
     exist_ok: bool,
-    (slots, max_subscribers, on_stall): (u32, u32, mmshare::StallPolicy),
+    ring: crate::streams::Ring,
 ) -> Result {
     let (shape, _, mode_bits, order) = parse_create_args(shape, mode, order)?;
     crate::streams::create(
-        socket,
-        name,
-        dtype,
-        &shape,
-        memory,
-        mode_bits,
-        order,
-        exist_ok,
-        slots,
-        max_subscribers,
-        on_stall,
+        socket, name, dtype, &shape, memory, mode_bits, order, exist_ok, ring,
     )
 }
 

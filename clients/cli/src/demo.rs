@@ -377,7 +377,12 @@ pub fn consumer(socket: &Path, name: &str, role: &str) -> Result {
     } else {
         Delivery::Lossy
     };
-    let subscriber = client.subscribe_with::<u8>(name, delivery, 1)?;
+    let subscriber = client.subscribe_with::<u8>(
+        name,
+        mmshare::SubscribeOptions::new(delivery)
+            .max_held(1)
+            .start(mmshare::StartAt::Next),
+    )?;
     emit("ready")?;
     let (mut received, mut bad) = (0u64, 0u64);
     let mut all = latencies();

@@ -82,6 +82,10 @@ enum Command {
         /// lossy: it misses frames, counted) or evict:MS (the same, and its next receive fails)
         #[arg(long, default_value = "block", requires = "stream", value_parser = parse_stall)]
         on_stall: mmshare::StallPolicy,
+        /// With --stream: keep the newest N frames for subscribers that join late or resume
+        /// (`sub --from oldest`), at most slots - 2
+        #[arg(long, value_name = "N", default_value_t = 0, requires = "stream")]
+        history: u32,
     },
     /// List arrays and streams
     Ls {
@@ -155,6 +159,11 @@ enum Command {
         /// Every frame, in order (the publisher waits for this subscriber); default: lossy
         #[arg(long)]
         lossless: bool,
+        /// Where to start: next (the next frame published), oldest (the oldest frame the
+        /// stream still has: its history), or a frame number N (frames from N that are gone
+        /// are counted as missed) [default: next; with --lossless, 0]
+        #[arg(long = "from", value_name = "next|oldest|N", value_parser = parse_start)]
+        start: Option<mmshare::StartAt>,
         /// Stop after this many frames (default: at Ctrl-C)
         #[arg(long)]
         count: Option<u64>,
@@ -274,6 +283,7 @@ fn main() -> ExitCode {
             slots,
             max_subscribers,
             on_stall,
+            history,
         } => {
             if stream {
                 commands::create_stream(
@@ -285,7 +295,12 @@ fn main() -> ExitCode {
                     mode.as_deref(),
                     &order,
                     exist_ok,
-                    (slots, max_subscribers, on_stall),
+                    streams::Ring {
+                        slots,
+                        max_subscribers,
+                        on_stall,
+                        history,
+                    },
                 )
             } else {
                 commands::create(
@@ -309,6 +324,7 @@ fn main() -> ExitCode {
         Command::Sub {
             name,
             lossless,
+            start,
             count,
             output,
             seconds,
@@ -316,6 +332,7 @@ fn main() -> ExitCode {
             &socket,
             &name,
             lossless,
+            start,
             count,
             output.as_deref(),
             seconds.map(Duration::from_secs_f64),
@@ -397,6 +414,16 @@ fn cli_socket_given(_socket: &std::path::Path) -> bool {
 }
 
 /// `--on-stall`: block, demote:MS or evict:MS.
+fn parse_start(text: &str) -> Result<mmshare::StartAt, String> {
+    match text {
+        "next" => Ok(mmshare::StartAt::Next),
+        "oldest" => Ok(mmshare::StartAt::Oldest),
+        n => n.parse().map(mmshare::StartAt::Frame).map_err(|_| {
+            format!("{n:?} is not a start point: give next, oldest or a frame number")
+        }),
+    }
+}
+
 fn parse_stall(text: &str) -> Result<mmshare::StallPolicy, String> {
     let bad = || format!("{text:?} is not block, demote:MS or evict:MS (MS in milliseconds)");
     let (kind, ms) = text.split_once(':').unwrap_or((text, ""));

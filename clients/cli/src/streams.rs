@@ -30,6 +30,7 @@ pub fn stream_json(info: &StreamInfo) -> serde_json::Value {
         "shape": info.shape,
         "order": order_name(info.order),
         "slots": info.slots,
+        "history": info.history,
         "max_subscribers": info.max_subscribers,
         "frame_nbytes": info.frame_len,
         "published": info.published,
@@ -49,6 +50,15 @@ pub fn stream_json(info: &StreamInfo) -> serde_json::Value {
     })
 }
 
+/// The ring of `create --stream`.
+#[derive(Clone, Copy, Debug)]
+pub struct Ring {
+    pub slots: u32,
+    pub max_subscribers: u32,
+    pub on_stall: mmshare::StallPolicy,
+    pub history: u32,
+}
+
 /// `create --stream`.
 #[allow(clippy::too_many_arguments)]
 pub fn create(
@@ -60,15 +70,14 @@ pub fn create(
     mode_bits: u32,
     order: Order,
     exist_ok: bool,
-    slots: u32,
-    max_subscribers: u32,
-    on_stall: mmshare::StallPolicy,
+    ring: Ring,
 ) -> Result {
     let options = |exist_ok: bool| {
         let o = StreamOptions::new(name, dtype, shape)
-            .slots(slots)
-            .max_subscribers(max_subscribers)
-            .on_stall(on_stall)
+            .slots(ring.slots)
+            .max_subscribers(ring.max_subscribers)
+            .on_stall(ring.on_stall)
+            .history(ring.history)
             .mode(mode_bits)
             .order(order)
             .exist_ok(exist_ok);
@@ -83,12 +92,17 @@ pub fn create(
         Err(e) => return Err(e.into()),
     };
     emit(&format!(
-        "{verb} stream {} {} frames of {} order {}, {} slots, up to {} subscribers ({}) mode {:04o} at {}",
+        "{verb} stream {} {} frames of {} order {}, {} slots{}, up to {} subscribers ({}) mode {:04o} at {}",
         info.name,
         info.dtype,
         shape_text(&info.shape),
         order_name(info.order),
         info.slots,
+        if info.history > 0 {
+            format!(" keeping the newest {}", info.history)
+        } else {
+            String::new()
+        },
         info.max_subscribers,
         backing_name(info.backing),
         info.mode,
@@ -108,6 +122,17 @@ pub fn info(info: &StreamInfo, as_json: bool) -> Result {
     emit(&format!("order:       {}", order_name(info.order)))?;
     emit(&format!("frame bytes: {}", info.frame_len))?;
     emit(&format!("slots:       {}", info.slots))?;
+    emit(&format!(
+        "history:     {}",
+        if info.history == 0 {
+            "none (a subscriber that joins late starts at the newest frame)".to_owned()
+        } else {
+            format!(
+                "the newest {} frames are kept for late subscribers",
+                info.history
+            )
+        }
+    ))?;
     emit(&format!(
         "on stall:    {}",
         match info.stall {
@@ -261,6 +286,7 @@ pub fn subscribe(
     socket: &Path,
     name: &str,
     lossless: bool,
+    start: Option<mmshare::StartAt>,
     count: Option<u64>,
     out: Option<&Path>,
     timeout: Option<Duration>,
@@ -283,7 +309,11 @@ pub fn subscribe(
     } else {
         Delivery::Lossy
     };
-    let subscriber = client.subscribe_bytes(name, delivery, 1)?;
+    let mut options = mmshare::SubscribeOptions::new(delivery).max_held(1);
+    if let Some(start) = start {
+        options = options.start(start);
+    }
+    let subscriber = client.subscribe_bytes(name, options)?;
     let stop = stop_flag();
     let fortran = info.order == mmshare::internal::proto::WireOrder::F;
     let stack_shape = |n: u64| {

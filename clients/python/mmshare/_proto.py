@@ -82,6 +82,8 @@ class StreamInfo:
     #: subscriber), and after how many seconds of waiting.
     on_stall: str = "block"
     stall_after: float = 0.0
+    #: The newest frames kept offered for subscribers that join late (0: none).
+    history: int = 0
 
 
 def _varint(n: int) -> bytes:
@@ -165,17 +167,20 @@ def _stall(on_stall: str, after_ms: int) -> bytes:
 
 def encode_create_stream(name: str, dtype: str, shape, order: str, slots: int,
                          max_subscribers: int, memory: bool, mode: int, exist_ok: bool,
-                         on_stall: str = "block", after_ms: int = 0) -> bytes:
+                         on_stall: str = "block", after_ms: int = 0,
+                         history: int = 0) -> bytes:
     """Request::CreateStream: `shape`, `dtype` and `order` are one frame's. Note the wire order:
-    slots and max_subscribers come before the backing; the stall policy comes last."""
+    slots and max_subscribers come before the backing; the stall policy and the history come
+    last."""
     if order not in ORDERS:
         raise ValueError(f"order must be 'C' or 'F', not {order!r}")
-    for what, v in (("slots", slots), ("max_subscribers", max_subscribers), ("mode", mode)):
+    for what, v in (("slots", slots), ("max_subscribers", max_subscribers), ("mode", mode),
+                    ("history", history)):
         if not 0 <= v < 1 << 32:
             raise ValueError(f"{what} {v} does not fit in an unsigned 32-bit integer")
     body = _string(name) + _string(dtype) + _shape(shape) + _varint(ORDERS.index(order))
     body += _varint(slots) + _varint(max_subscribers) + _varint(1 if memory else 0)
-    body += _varint(mode) + _bool(exist_ok) + _stall(on_stall, after_ms)
+    body += _varint(mode) + _bool(exist_ok) + _stall(on_stall, after_ms) + _varint(history)
     return _varint(6) + body
 
 
@@ -296,12 +301,14 @@ class _Reader:
         subscribers = tuple(self.subscriber() for _ in range(self.count("subscribers")))
         on_stall = self.index(STALLS, "WireStall")
         after_ms = self.varint(32) if on_stall != "block" else 0
+        history = self.varint(32)
         return StreamInfo(
             name=name, dtype=dtype, shape=shape, order=order, slots=slots,
             max_subscribers=max_subscribers, data_offset=data_offset, frame_len=frame_len,
             slot_stride=slot_stride, published=published, backing=backing, owner_uid=owner_uid,
             owner_gid=owner_gid, mode=mode, path=path, publisher=publisher,
-            subscribers=subscribers, on_stall=on_stall, stall_after=after_ms / 1000)
+            subscribers=subscribers, on_stall=on_stall, stall_after=after_ms / 1000,
+            history=history)
 
     def object_info(self):
         """ObjectInfo: an ArrayInfo (variant 0) or a StreamInfo (variant 1)."""

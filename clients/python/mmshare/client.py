@@ -83,9 +83,11 @@ class Client:
         info, native = reply
         return SharedArray(ArrayInfo(**info), native, lease=self if native.writable else None)
 
-    def create(self, name, dtype, shape, memory=False, mode=0o600, order="C",
+    def create(self, name, dtype, shape, memory=False, mode=None, order="C",
                exist_ok=False) -> SharedArray:
-        """Creates an array (owned by this uid) and returns it opened "r+"."""
+        """Creates an array (owned by this uid) and returns it opened "r+". `mode`: who may
+        open it through the daemon, permission bits (default 0o600: only this uid)."""
+        mode = 0o600 if mode is None else mode
         if order not in ("C", "F"):
             raise ValueError(f"order must be 'C' or 'F', not {order!r}")
         return self._array(self._c.create(name, _dtype_text(dtype), _shape(shape), order,
@@ -97,8 +99,9 @@ class Client:
             raise ValueError(f"mode must be 'r' or 'r+', not {mode!r}")
         return self._array(self._c.open(name, mode == "r+"))
 
-    def stat(self, name) -> ArrayInfo:
-        return ArrayInfo(**self._c.stat(name))
+    def stat(self, name):
+        """An array's `ArrayInfo` or a stream's `StreamInfo` (as `describe`)."""
+        return self.describe(name)
 
     def list(self, prefix="") -> list:
         """Every array (that this uid may read) whose name starts with `prefix`."""
@@ -113,11 +116,16 @@ class Client:
         as `ArrayInfo` and `StreamInfo`, in name order."""
         return [_info(kind, info) for kind, info in self._c.list_all(prefix)]
 
-    def create_stream(self, name, dtype, shape, slots=8, memory=False, mode=0o600,
+    def create_stream(self, name, dtype, shape, slots=8, memory=False, mode=None,
                       exist_ok=False, max_subscribers=16, order="C", on_stall="block",
-                      stall_after=1.0) -> StreamInfo:
+                      stall_after=1.0, history=0) -> StreamInfo:
         """Creates a stream of `slots` frames, each of `dtype` and `shape`, for at most
-        `max_subscribers` subscribers at once; returns its description.
+        `max_subscribers` subscribers at once; returns its description. `mode`: permission
+        bits (default 0o600).
+
+        `history` keeps the newest frames offered for subscribers that join late or resume
+        (`subscribe(..., start="oldest")`), at most `slots - 2`; the subscribers together may
+        then hold `slots - 1 - max(history, 1)` samples at once.
 
         `on_stall` says what the publisher does about a lossless subscriber that keeps it
         waiting for a slot: "block" (wait for it: the default), "demote" (after `stall_after`
@@ -125,9 +133,11 @@ class Client:
         says so) or "evict" (the same, and its next receive raises `Evicted`)."""
         if order not in ("C", "F"):
             raise ValueError(f"order must be 'C' or 'F', not {order!r}")
+        mode = 0o600 if mode is None else mode
         return _info("stream", self._c.create_stream(
             name, _dtype_text(dtype), _shape(shape), order, int(slots), int(max_subscribers),
-            bool(memory), int(mode), bool(exist_ok), str(on_stall), float(stall_after)))
+            bool(memory), int(mode), bool(exist_ok), str(on_stall), float(stall_after),
+            int(history)))
 
     def publisher(self, name) -> Publisher:
         """Attaches as the publisher of stream `name` (one at a time: `Busy` otherwise); needs
@@ -135,11 +145,27 @@ class Client:
         info, native = self._c.publisher(name)
         return Publisher(_info("stream", info), native, lease=self)
 
-    def subscribe(self, name, lossless=False, max_held=2) -> Subscriber:
+    def subscribe(self, name, lossless=False, max_held=2, start=None) -> Subscriber:
         """Subscribes to stream `name` (needs read permission): lossy by default (never
         slows the publisher, counts what it skips), or `lossless` (every frame, in order).
-        It may hold `max_held` samples at once (fewer if the stream's budget is short)."""
-        info, native = self._c.subscribe(name, bool(lossless), int(max_held))
+        It may hold `max_held` samples at once (fewer if the stream's budget is short).
+
+        `start` says where it starts: "next" (the next frame published; the default when
+        lossy), "oldest" (the oldest frame the stream still has: its history), or a frame
+        number `n` (resuming: the frames from `n` that are gone are counted in `missed` at
+        the first receive). A lossless subscriber starts at frame 0 by default: it gets
+        every frame still offered and counts the earlier ones as missed."""
+        if start is None:
+            kind, frame = "default", 0
+        elif isinstance(start, str):
+            if start not in ("next", "oldest"):
+                raise ValueError(f"start must be 'next', 'oldest' or a frame number, not {start!r}")
+            kind, frame = start, 0
+        elif isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ValueError(f"start must be 'next', 'oldest' or a frame number, not {start!r}")
+        else:
+            kind, frame = "frame", start
+        info, native = self._c.subscribe(name, bool(lossless), int(max_held), kind, frame)
         return Subscriber(_info("stream", info), native, lease=self)
 
     def delete(self, name) -> None:

@@ -233,9 +233,15 @@ class Subscriber(_Handle):
 
     @property
     def missed(self) -> int:
-        """Frames skipped so far (exact: received + missed == frames published since it
-        subscribed)."""
+        """Frames skipped so far (exact: received + missed == the frames from `first_frame`
+        up to the last one taken)."""
         return self._native.missed
+
+    @property
+    def first_frame(self) -> int:
+        """The frame it started at (`start` of `subscribe`): frames before it were published
+        before it subscribed and are not counted as missed."""
+        return self._native.first_frame
 
     @property
     def received(self) -> int:

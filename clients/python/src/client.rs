@@ -102,6 +102,7 @@ pub(crate) fn stream_info<'py>(py: Python<'py>, info: &StreamInfo) -> PyResult<B
         mmshare::internal::proto::WireStall::Evict { after_ms } => ("evict", after_ms),
     };
     d.set_item("on_stall", on_stall)?;
+    d.set_item("history", info.history)?;
     d.set_item("stall_after", f64::from(after_ms) / 1000.0)?;
     Ok(d)
 }
@@ -280,6 +281,7 @@ impl Connection {
         exist_ok: bool,
         on_stall: &str,
         stall_after: f64,
+        history: u32,
     ) -> PyResult<Bound<'py, PyDict>> {
         let after = std::time::Duration::try_from_secs_f64(stall_after).map_err(|_| {
             pyo3::exceptions::PyValueError::new_err(format!(
@@ -302,7 +304,8 @@ impl Connection {
             .max_subscribers(max_subscribers)
             .mode(mode)
             .exist_ok(exist_ok)
-            .on_stall(stall);
+            .on_stall(stall)
+            .history(history);
         if memory {
             options = options.memory();
         }
@@ -337,16 +340,30 @@ impl Connection {
         name: String,
         lossless: bool,
         max_held: usize,
+        start: &str,
+        frame: u64,
     ) -> PyResult<(Bound<'py, PyDict>, NativeSubscriber)> {
         let delivery = if lossless {
             Delivery::Lossless
         } else {
             Delivery::Lossy
         };
+        let mut options = mmshare::SubscribeOptions::new(delivery).max_held(max_held);
+        match start {
+            "default" => {}
+            "next" => options = options.start(mmshare::StartAt::Next),
+            "oldest" => options = options.start(mmshare::StartAt::Oldest),
+            "frame" => options = options.start(mmshare::StartAt::Frame(frame)),
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "start must be 'next', 'oldest' or a frame number, not {other:?}"
+                )));
+            }
+        }
         let (info, subscriber) = py
             .detach(|| {
                 let info = self.client.describe(&name)?;
-                let subscriber = self.client.subscribe_bytes(&name, delivery, max_held)?;
+                let subscriber = self.client.subscribe_bytes(&name, options)?;
                 check_same(&info, subscriber.files().header())?;
                 Ok((info, subscriber))
             })

@@ -396,6 +396,12 @@ impl NativeSubscriber {
         self.with(Subscriber::next_number)
     }
 
+    /// The frame it started at.
+    #[getter]
+    fn first_frame(&self) -> u64 {
+        self.with(Subscriber::first_frame)
+    }
+
     /// The next frame, waiting up to `timeout` (GIL released, interruptible): spinning
     /// briefly, then asleep on the stream's futex, registered so that the publisher wakes it.
     fn receive(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<NativeSample> {

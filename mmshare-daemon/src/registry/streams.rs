@@ -46,8 +46,62 @@ pub struct StreamEntry {
     pub id: (u64, u64),
     /// Its stall policy (an extension record of the data file).
     pub stall: StallPolicy,
+    /// Its history (an extension record of the data file; 0 without one).
+    pub history: u32,
     /// What the daemon holds open of it, only while it is in use (see `held`).
     pub(super) held: Held<StreamOpen>,
+}
+
+/// What makes `existing` another stream than the one `asked` (a header built from a
+/// `CreateStream` request) describes, each as "what (existing, asked VALUE)"; empty when they
+/// are the same stream. The mode is not compared.
+fn stream_differences(
+    existing: &StreamEntry,
+    asked: &Header,
+    backing: Backing,
+    stall: StallPolicy,
+    history: u32,
+) -> Vec<String> {
+    let h = &existing.header;
+    let mut differs = Vec::new();
+    let mut differ = |what: &str, have: String, want: String| {
+        if have != want {
+            differs.push(format!("{what} {have} (asked {want})"));
+        }
+    };
+    differ("dtype", h.dtype.descr().into(), asked.dtype.descr().into());
+    differ(
+        "shape",
+        format!("{:?}", h.shape),
+        format!("{:?}", asked.shape),
+    );
+    differ(
+        "order",
+        format!("{:?}", h.order),
+        format!("{:?}", asked.order),
+    );
+    let geometry = |k: Kind| match k {
+        Kind::Stream {
+            slots,
+            max_subscribers,
+        } => (slots, max_subscribers),
+        Kind::Array => (0, 0),
+    };
+    let (have, want) = (geometry(h.kind), geometry(asked.kind));
+    differ("slots", have.0.to_string(), want.0.to_string());
+    differ("max_subscribers", have.1.to_string(), want.1.to_string());
+    differ(
+        "backing",
+        format!("{:?}", existing.backing).to_lowercase(),
+        format!("{backing:?}").to_lowercase(),
+    );
+    differ(
+        "on_stall",
+        format!("{:?}", existing.stall),
+        format!("{stall:?}"),
+    );
+    differ("history", existing.history.to_string(), history.to_string());
+    differs
 }
 
 /// A stream in use, as the daemon holds it open.
@@ -179,6 +233,7 @@ impl StreamEntry {
             publisher: publisher.map(|p| p.pid),
             subscribers: subs,
             stall: self.stall.into(),
+            history: self.history,
         }
     }
 
@@ -274,6 +329,7 @@ impl Registry {
                     path,
                     id,
                     stall: files.stall_policy(),
+                    history: files.history(),
                     held: match open {
                         Some(place) => Held::with(StreamOpen {
                             files,
@@ -469,6 +525,7 @@ impl Registry {
         mode: u32,
         exist_ok: bool,
         stall: StallPolicy,
+        history: u32,
     ) -> Result<StreamInfo, RequestError> {
         validate_name(name)
             .map_err(|e| RequestError::new(ErrorKind::InvalidName, e.to_string()))?;
@@ -492,6 +549,7 @@ impl Registry {
         spec.slots = slots;
         spec.max_subscribers = max_subscribers;
         spec.stall = stall;
+        spec.history = history;
         let header = Header::new_stream(&spec).map_err(|e| {
             let kind = match e {
                 FormatError::BadName(_) => ErrorKind::InvalidName,
@@ -507,13 +565,8 @@ impl Registry {
                 if !visible(h, who) {
                     return Err(name_taken(name, h, who, "a stream"));
                 }
-                let same = h.dtype == dtype
-                    && h.shape == shape
-                    && h.order == order
-                    && h.kind == header.kind
-                    && existing.stall == stall
-                    && existing.backing == backing;
-                if exist_ok && same {
+                let differs = stream_differences(&existing, &header, backing, stall, history);
+                if exist_ok && differs.is_empty() {
                     drop(state);
                     // Only the owner adopts: another user's stream under this name (created
                     // first, perhaps on purpose) is never taken for one's own.
@@ -522,18 +575,23 @@ impl Registry {
                     }
                     return Ok(existing.info(true));
                 }
-                return Err(RequestError::new(
-                    ErrorKind::AlreadyExists,
+                let message = if differs.is_empty() {
                     format!(
-                        "stream {name:?} already exists ({} {:?}, {} slots)",
+                        "stream {name:?} already exists ({} {:?}, {} slots; pass exist_ok to use it)",
                         h.dtype.descr(),
                         h.shape,
                         match h.kind {
                             Kind::Stream { slots, .. } => slots,
                             Kind::Array => 0,
                         }
-                    ),
-                ));
+                    )
+                } else {
+                    format!(
+                        "stream {name:?} already exists and differs from the one asked for: {}",
+                        differs.join(", ")
+                    )
+                };
+                return Err(RequestError::new(ErrorKind::AlreadyExists, message));
             }
             if let Some(array) = state.arrays.get(name) {
                 if !visible(&array.header, who) {
@@ -606,6 +664,7 @@ impl Registry {
                     path: path.clone(),
                     id,
                     stall: spec.stall,
+                    history: spec.history,
                     held: Held::empty(),
                 };
                 let mut slot = entry.held.lock();

@@ -148,6 +148,7 @@ pub fn peek_stream_counters(data: &File) -> std::io::Result<(u64, Option<Process
 pub struct StreamFiles {
     header: Header,
     stall: StallPolicy,
+    history: u32,
     slots: usize,
     max_subscribers: usize,
     data: Mapping,
@@ -233,8 +234,10 @@ impl StreamFiles {
             });
         };
         header.check_file_len(size).map_err(format_err)?;
-        let stall =
-            StallPolicy::from_extensions(&header.read_extensions(&data).map_err(format_err)?);
+        let records = header.read_extensions(&data).map_err(format_err)?;
+        let stall = StallPolicy::from_extensions(&records);
+        let history =
+            crate::format::history_from_extensions(&records, slots).map_err(format_err)?;
         let unknown = header.features.unknown_ro_compat();
         if writable_data && unknown != 0 {
             return Err(StreamError::Open(format_err(
@@ -277,6 +280,7 @@ impl StreamFiles {
         Ok(StreamFiles {
             header,
             stall,
+            history,
             slots: slots as usize,
             max_subscribers: max_subscribers as usize,
             data: data_map,
@@ -297,6 +301,17 @@ impl StreamFiles {
     /// extension record; Block without one).
     pub fn stall_policy(&self) -> StallPolicy {
         self.stall
+    }
+
+    /// The newest frames the publisher keeps offered for subscribers that join late (the
+    /// data file's history record; 0 without one).
+    pub fn history(&self) -> u32 {
+        self.history
+    }
+
+    /// Holds all subscribers together may have at once: `slots - 1 - max(history, 1)`.
+    pub fn hold_capacity(&self) -> u64 {
+        crate::format::hold_capacity(self.slots as u32, self.history)
     }
 
     /// The data file's header: name, dtype, frame shape, order, slots, owner, mode.
@@ -498,7 +513,7 @@ impl StreamFiles {
         }
         let _one_at_a_time = RECLAIMS.lock().unwrap_or_else(|p| p.into_inner());
         let ring = self.ring();
-        let capacity = self.slots as u64 - 2;
+        let capacity = self.hold_capacity();
         let used = ring.budget.load(Ordering::Relaxed);
         if used > capacity {
             let granted: u64 = ring

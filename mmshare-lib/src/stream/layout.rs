@@ -31,7 +31,7 @@ pub(crate) mod offsets {
     pub(crate) const PUB_SLEEPERS: usize = 0x080;
     /// `u32` futex word the waiting publisher sleeps on; bumped by subscribers that wake it.
     pub(crate) const PUB_FUTEX: usize = 0x0C0;
-    /// `u64` holds granted to subscribers, out of `slots - 2` (own line).
+    /// `u64` holds granted to subscribers, out of the hold capacity `slots - 1 - max(history, 1)` (own line).
     pub(crate) const BUDGET: usize = 0x100;
     /// Record 0.
     pub(crate) const RECORDS: usize = 0x1000;

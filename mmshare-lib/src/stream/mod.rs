@@ -53,7 +53,8 @@
 //!     floor = lowest CURSOR of the lossless subscribers (Relaxed loads, then fence(Acquire))
 //!     for each slot i that offers a frame, oldest frame first (ring order from next % slots):
 //!         TAG[i] = g + 1:
-//!         skip if g = next - 1         // the newest frame stays readable (latest())
+//!         skip if g + keep >= next     // the newest `keep` frames stay readable: the
+//!                                      //   history, at least 1 (latest())
 //!         skip if g >= floor           // a lossless subscriber has not taken it yet
 //!         TAG[i].store(TAKEN_BACK | (g + 1), Relaxed)       // take it back
 //!         fence(SeqCst)                // pairs with the subscriber's fence after its hold
@@ -104,10 +105,18 @@
 //! frame at or above a lossless subscriber's cursor. A lossless subscriber stores its hold
 //! before it advances its cursor (Release), so a publisher that sees the advanced cursor
 //! (Acquire) also finds the hold in its scan. A new subscriber records its mode and a cursor
-//! no higher than `PUBLISHED` first, then fences (SeqCst) and reads `PUBLISHED` again for its
-//! starting point; the publisher fences (SeqCst) after every publish before it reads cursors.
-//! So either the publisher sees the new subscriber, or the subscriber starts after every frame
-//! the publisher might be taking back.
+//! no higher than any frame it may start at first (`PUBLISHED` to start at the next frame, 0
+//! to start at the oldest one still offered, `n` to resume at frame `n`), then fences
+//! (SeqCst) and only then finds its starting point (reads `PUBLISHED` again, or scans the
+//! tags for the oldest frame offered); the publisher fences (SeqCst) after every publish
+//! before it reads cursors. So either the publisher sees the new subscriber, or the
+//! subscriber starts after every frame the publisher might be taking back; only the loan
+//! already under way can still take back frames the subscriber found, which it then counts
+//! as missed (`model_a_lossless_subscriber_starting_at_the_oldest_frame_keeps_it`).
+//!
+//! **History.** A stream may keep its newest `history` frames offered (`keep = max(history,
+//! 1)` above), whatever order the other slots are reused in, for subscribers that join late
+//! or resume. It costs hold budget: see below.
 //!
 //! **`latest()`** takes the frame `PUBLISHED - 1` the same way. It never starves: the
 //! publisher never takes back its newest frame, so the frame can only go away once a newer
@@ -118,10 +127,11 @@
 //! # Why a free slot always exists for lossy subscribers
 //!
 //! Each subscriber holds at most `max_held` samples. Subscribing takes `max_held` from the
-//! stream's **hold budget** of `slots - 2` (one slot is on loan, one keeps the newest frame);
-//! when the budget is short the subscriber gets what is left, and when nothing is left the
-//! subscribe fails with a clear error. With the budget respected, at most `slots - 2` slots are
-//! held, so at every instant some slot is neither held, nor newest, nor on loan, unless a
+//! stream's **hold budget** of `slots - 1 - keep` (one slot is on loan, `keep` keep the newest
+//! frames: `slots - 2` without history); when the budget is short the subscriber gets what is
+//! left, and when nothing is left the subscribe fails with a clear error. With the budget
+//! respected, at most that many slots are held, so at every instant some slot is neither held,
+//! nor among the newest `keep`, nor on loan, unless a
 //! lossless subscriber still needs it; the loan's second look at the slots it took back finds
 //! it even while a lossy subscriber moves its hold from slot to slot under the first scan
 //! (`model_try_loan_never_fails_with_only_lossy_subscribers`). Lossy subscribers therefore
@@ -243,4 +253,6 @@ pub use publisher::LoanAsync;
 pub use publisher::{LoanToken, Publisher, SampleMut};
 #[cfg(feature = "async")]
 pub use subscriber::Recv;
-pub use subscriber::{DEFAULT_MAX_HELD, Delivery, Sample, SampleToken, Subscriber};
+pub use subscriber::{
+    DEFAULT_MAX_HELD, Delivery, Sample, SampleToken, StartAt, SubscribeOptions, Subscriber,
+};

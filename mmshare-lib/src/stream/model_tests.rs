@@ -41,6 +41,8 @@ const NO_BUMP: u16 = 2048;
 const FREE_FENCE: u16 = 4096;
 /// The waiter's Acquire fence between reading the futex word and its last check.
 const READ_FENCE: u16 = 8192;
+/// A subscriber starting at the oldest frame records `PUBLISHED` as its first cursor.
+const HIGH_FIRST_CURSOR: u16 = 16384;
 
 /// Loom's atomics, with the pieces named in `DROP` removed from the protocol.
 struct Mutant<const DROP: u16>(LoomU64);
@@ -83,6 +85,7 @@ impl<const DROP: u16> Word for Mutant<DROP> {
     const SCAN_HOLDS: bool = DROP & HOLD_SCAN == 0;
     const KEEP_LOSSLESS: bool = DROP & LOSSLESS_FLOOR == 0;
     const RECLAIM_MARKS_FIRST: bool = DROP & RECLAIM_IN_ONE_STEP == 0;
+    const LOW_FIRST_CURSOR: bool = DROP & HIGH_FIRST_CURSOR == 0;
 }
 
 /// A futex word (or a sleeper count) in loom's memory. Its sleep is the kernel's, as far as
@@ -405,6 +408,73 @@ fn check_lossless<const DROP: u16>() {
 #[test]
 fn model_lossless_subscriber_gets_every_frame_in_order() {
     check_lossless::<0>();
+}
+
+/// A lossless subscriber joins a 4-slot ring with a history of 2 (hold capacity 1), full of
+/// frames 0 to 3, starting at the oldest frame, while the publisher tries twice to loan a slot
+/// and publish (frames 4 and 5). A loan that read the cursors before the subscriber's fence
+/// may still take back one frame the subscriber found (counted as missed when it gets there);
+/// every loan after that keeps every frame from the subscriber's start. So at most one frame
+/// from the start on is lost, and the newest 2 frames are always offered.
+fn check_oldest_start<const DROP: u16>() {
+    builder().check(|| {
+        let m = Model::<DROP>::new(4, 1);
+        let ring = m.ring();
+        let mut state = attach(&ring).keeping(2);
+        publish_frames(&m, &mut state, 4);
+        let publisher = {
+            let m = m.clone();
+            loom::thread::spawn(move || {
+                // One attempt each: once the subscriber's cursor counts, a loan finds no slot
+                // (it wants every frame in the ring), and nothing here receives.
+                let ring = m.ring();
+                for _ in 0..2 {
+                    if let Some(slot) = try_loan(&ring, &mut state) {
+                        let n = state.next;
+                        // SAFETY: loom checks this access against any other.
+                        m.data[slot].with_mut(|p| unsafe { *p = n });
+                        publish(&ring, &mut state, slot, 0);
+                    }
+                }
+                state
+            })
+        };
+        let record = claim_record(&ring, 7).unwrap();
+        assert_eq!(take_budget(&ring, 1, 1), 1);
+        let first = subscribe_with(&ring, record, 1, true, 0, StartAt::Oldest);
+        let state = publisher.join().unwrap();
+        let newest = state.next - 1;
+        let offered: Vec<u64> = ring
+            .slots
+            .iter()
+            .map(|s| s.tag.load(Relaxed))
+            .filter(|&t| t != 0 && t & TAKEN_BACK == 0)
+            .map(|t| t - 1)
+            .collect();
+        assert!(
+            offered.contains(&newest) && offered.contains(&(newest - 1)),
+            "history lost: {offered:?}"
+        );
+        assert!(first < newest - 1, "started at {first}, within the history");
+        let lost: Vec<u64> = (first..=newest).filter(|f| !offered.contains(f)).collect();
+        assert!(
+            lost.len() <= 1,
+            "loans after the subscription took back frames {lost:?} (start {first})"
+        );
+    });
+}
+
+#[test]
+fn model_a_lossless_subscriber_starting_at_the_oldest_frame_keeps_it() {
+    check_oldest_start::<0>();
+}
+
+#[test]
+fn model_catches_an_oldest_start_that_records_a_high_first_cursor() {
+    expect_failing_with(
+        check_oldest_start::<HIGH_FIRST_CURSOR>,
+        "loans after the subscription took back frames",
+    );
 }
 
 /// The stall policy at work: a lossless subscriber that wants frame 0 while the publisher

@@ -76,6 +76,10 @@ pub(crate) trait Word: Sync {
     /// Whether a reclaim marks the record as being reclaimed while it clears it (false only
     /// in a model test, where the record is freed first and cleared after).
     const RECLAIM_MARKS_FIRST: bool = true;
+
+    /// Whether a subscriber starting at the oldest frame records cursor 0 before its fence
+    /// (false only in a model test, where it records `PUBLISHED` as a `Next` start does).
+    const LOW_FIRST_CURSOR: bool = true;
 }
 
 impl Word for std::sync::atomic::AtomicU64 {
@@ -116,7 +120,7 @@ pub(crate) struct Ring<'a, W> {
     pub(crate) slots: &'a [SlotWords<W>],
     /// Subscriber records (control file).
     pub(crate) records: &'a [Record<W>],
-    /// Holds granted out of `slots - 2` (control file).
+    /// Holds granted out of the hold capacity (control file).
     pub(crate) budget: &'a W,
 }
 
@@ -143,6 +147,17 @@ fn load_acquire<W: Word>(word: &W) -> u64 {
 pub(crate) struct PublisherState {
     pub(crate) next: u64,
     pub(crate) tags: Vec<u64>,
+    /// The newest frames it never takes back: the stream's history, at least 1.
+    pub(crate) keep: u64,
+}
+
+impl PublisherState {
+    /// The same publisher, keeping the newest `history` frames offered (at least the newest
+    /// one, which every stream keeps).
+    pub(crate) fn keeping(mut self, history: u32) -> PublisherState {
+        self.keep = crate::format::frames_kept(history);
+        self
+    }
 }
 
 /// Takes over the publishing side of `ring` (the caller owns the publisher word). The
@@ -164,7 +179,11 @@ pub(crate) fn attach<W: Word>(ring: &Ring<'_, W>) -> PublisherState {
     // Pairs with a new lossless subscriber's fence (see `subscribe`): from here on, our reads
     // of cursors see it, or it starts after every frame we could take back.
     W::fence(SeqCst);
-    PublisherState { next, tags }
+    PublisherState {
+        next,
+        tags,
+        keep: 1,
+    }
 }
 
 /// The lowest cursor among the lossless subscribers (`u64::MAX` when there are none): frames
@@ -201,9 +220,9 @@ fn is_held<W: Word>(ring: &Ring<'_, W>, slot: usize) -> bool {
     held
 }
 
-/// Finds a free slot for the next frame, or `None` when every slot is held, newest, or still
-/// needed by a lossless subscriber: first a slot that offers no frame, then the oldest
-/// frame's. Slots whose tags it takes back stay empty (a frame a lossless subscriber needs is
+/// Finds a free slot for the next frame, or `None` when every slot is held, among the newest
+/// `keep` (the history), or still needed by a lossless subscriber: first a slot that offers
+/// no frame, then the oldest frame's. Slots whose tags it takes back stay empty (a frame a lossless subscriber needs is
 /// never taken back).
 pub(crate) fn try_loan<W: Word>(ring: &Ring<'_, W>, state: &mut PublisherState) -> Option<usize> {
     // A slot that offers no frame (never used, a dropped loan's, or one taken back while it
@@ -226,7 +245,10 @@ pub(crate) fn try_loan<W: Word>(ring: &Ring<'_, W>, state: &mut PublisherState) 
             continue;
         }
         let frame = tag - 1;
-        if tag >= next || (W::KEEP_LOSSLESS && frame >= floor) {
+        // The newest `keep` frames stay offered: the history, and the newest frame that
+        // `latest()` takes. (`frame + keep >= next`, without overflow: a scribbled tag cannot
+        // reach here, since only this publisher stores tags.)
+        if frame.saturating_add(state.keep) >= next || (W::KEEP_LOSSLESS && frame >= floor) {
             continue;
         }
         // Relaxed: ordered before the hold scan by the SeqCst fence below.
@@ -342,6 +364,9 @@ impl SubscriberState {
         }
     }
 }
+
+/// Where a new subscriber starts.
+pub use super::subscriber::StartAt;
 
 /// A frame a subscriber now holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -462,16 +487,23 @@ pub(crate) fn subscribe<W: Word>(
     holds: u64,
     lossless: bool,
 ) -> u64 {
-    subscribe_with(ring, record, holds, lossless, 0)
+    subscribe_with(ring, record, holds, lossless, 0, StartAt::Next)
 }
 
-/// [`subscribe`], with `extra` bits in the record's `config` (`CONFIG_UNLOCKED`).
+/// [`subscribe`], with `extra` bits in the record's `config` (`CONFIG_UNLOCKED`), starting at
+/// `start`: returns the first frame it will take (its cursor).
+///
+/// A lossless subscriber's first cursor is the lowest frame it may want (`PUBLISHED` for
+/// `Next`, 0 for `Oldest`, `n` for `Frame(n)`), stored before the mode and the fence: a loan
+/// whose floor read follows the fence keeps every frame from there, so what the subscriber
+/// finds offered after the fence stays offered for it.
 pub(crate) fn subscribe_with<W: Word>(
     ring: &Ring<'_, W>,
     record: usize,
     holds: u64,
     lossless: bool,
     extra: u64,
+    start: StartAt,
 ) -> u64 {
     let rec = &ring.records[record];
     for h in &rec.held {
@@ -481,16 +513,40 @@ pub(crate) fn subscribe_with<W: Word>(
     rec.received.store(0, Relaxed);
     // A cursor no higher than any frame the publisher might still keep for us, before the
     // mode that makes the publisher respect it.
-    rec.cursor.store(load_acquire(ring.published), Relaxed);
+    let lowest = match start {
+        StartAt::Next => load_acquire(ring.published),
+        StartAt::Oldest if W::LOW_FIRST_CURSOR => 0,
+        StartAt::Oldest => load_acquire(ring.published),
+        StartAt::Frame(n) => n,
+    };
+    rec.cursor.store(lowest, Relaxed);
     let lossless_bit = if lossless { CONFIG_LOSSLESS } else { 0 };
     rec.config
         .store(holds.min(MAX_HELD as u64) | lossless_bit | extra, Release);
     // Pairs with the publisher's fence after a publish (and in `attach`): either its next
-    // loan sees this record, or the load below sees its newest PUBLISHED.
+    // loan sees this record, or the load below sees its newest PUBLISHED (and the scan for
+    // the oldest frame sees every tag that loan could still take back).
     W::fence_in_subscribe();
-    let start = load_acquire(ring.published);
-    rec.cursor.store(start, Release);
-    start
+    let cursor = match start {
+        StartAt::Next => load_acquire(ring.published),
+        StartAt::Oldest => oldest_offered(ring),
+        StartAt::Frame(n) => n,
+    };
+    rec.cursor.store(cursor, Release);
+    cursor
+}
+
+/// The oldest frame still offered (not taken back, at most the `PUBLISHED` read), or
+/// `PUBLISHED` when none is: where a subscriber starting at the oldest frame starts.
+pub(crate) fn oldest_offered<W: Word>(ring: &Ring<'_, W>) -> u64 {
+    let published = load_acquire(ring.published);
+    ring.slots
+        .iter()
+        .map(|s| s.tag.load(Relaxed))
+        .filter(|&t| t != 0 && t & TAKEN_BACK == 0 && t <= published)
+        .map(|t| t - 1)
+        .min()
+        .unwrap_or(published)
 }
 
 /// What freeing a record found in it.

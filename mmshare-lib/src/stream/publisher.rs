@@ -153,7 +153,7 @@ impl<T: Element> Publisher<T> {
         // A publisher killed while it slept waiting for a slot left itself counted; nobody
         // else counts there (one publisher at a time).
         files.pub_sleepers().store(0, Relaxed);
-        let state = protocol::attach(&files.ring());
+        let state = protocol::attach(&files.ring()).keeping(files.history());
         Ok(Publisher {
             files,
             state,

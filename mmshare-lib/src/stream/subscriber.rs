@@ -41,6 +41,93 @@ pub enum Delivery {
 /// Samples a subscriber may hold at once unless it asks otherwise.
 pub const DEFAULT_MAX_HELD: usize = 2;
 
+/// Where a new subscriber starts.
+///
+/// Frames published before a subscriber joins are kept for it only by the stream's history
+/// (`StreamOptions::history`) and by slots the publisher has not reused yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StartAt {
+    /// The next frame published after it subscribes: nothing earlier, and nothing counted as
+    /// missed for it. The default for lossy subscribers.
+    Next,
+    /// The oldest frame still offered when it subscribes (the history, and older frames whose
+    /// slots were not reused yet); frames older than that are not counted as missed.
+    Oldest,
+    /// Frame `n` (resuming after a restart: the frame after the last one it handled). The
+    /// frames from `n` on that are no longer offered are skipped and counted as missed at
+    /// the first receive ([`Sample::missed_before`], [`Subscriber::missed`]), so the
+    /// subscriber learns exactly how many it lost. A number above the frames published waits
+    /// for that frame. `Frame(0)`, every frame the stream ever published, is the default for
+    /// lossless subscribers: one that joins late gets what is still offered and counts the
+    /// rest as missed, rather than starting late without a word.
+    Frame(u64),
+}
+
+/// How to subscribe: the delivery, the samples held at once, and where to start.
+///
+/// ```
+/// use mmshare::{Delivery, StartAt, SubscribeOptions};
+/// let options = SubscribeOptions::new(Delivery::Lossless).max_held(4).start(StartAt::Oldest);
+/// assert_eq!(options.start_at(), StartAt::Oldest);
+/// assert_eq!(SubscribeOptions::from(Delivery::Lossless).start_at(), StartAt::Frame(0));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SubscribeOptions {
+    delivery: Delivery,
+    max_held: usize,
+    start: Option<StartAt>,
+}
+
+impl SubscribeOptions {
+    /// `delivery`, [`DEFAULT_MAX_HELD`] samples, and the default start of that delivery.
+    pub fn new(delivery: Delivery) -> SubscribeOptions {
+        SubscribeOptions {
+            delivery,
+            max_held: DEFAULT_MAX_HELD,
+            start: None,
+        }
+    }
+
+    /// Samples it may hold at once, 1 to 16 (fewer are granted if the stream's hold budget
+    /// is short).
+    pub fn max_held(mut self, max_held: usize) -> SubscribeOptions {
+        self.max_held = max_held;
+        self
+    }
+
+    /// Where it starts.
+    pub fn start(mut self, start: StartAt) -> SubscribeOptions {
+        self.start = Some(start);
+        self
+    }
+
+    /// The delivery asked for.
+    pub fn delivery(&self) -> Delivery {
+        self.delivery
+    }
+
+    /// The samples asked for.
+    pub fn held(&self) -> usize {
+        self.max_held
+    }
+
+    /// Where it starts: as set, or [`StartAt::Next`] for a lossy subscriber and
+    /// [`StartAt::Frame`]`(0)` for a lossless one.
+    pub fn start_at(&self) -> StartAt {
+        self.start.unwrap_or(match self.delivery {
+            Delivery::Lossy => StartAt::Next,
+            Delivery::Lossless => StartAt::Frame(0),
+        })
+    }
+}
+
+impl From<Delivery> for SubscribeOptions {
+    fn from(delivery: Delivery) -> SubscribeOptions {
+        SubscribeOptions::new(delivery)
+    }
+}
+
 /// The receiving side of a stream.
 ///
 /// Not `Sync`: one thread receives (samples borrow the subscriber). Dropping it frees its
@@ -56,6 +143,8 @@ pub struct Subscriber<T: Element> {
     bytes: bool,
     /// The subscription's owner word (its record's `owner`).
     me: u64,
+    /// The frame it started at (its first cursor).
+    first: u64,
     /// The process that subscribed (a forked child, another process, drops without freeing).
     process: u64,
     timeout: Duration,
@@ -75,37 +164,41 @@ impl<T: Element> std::fmt::Debug for Subscriber<T> {
 }
 
 impl<T: Element> Subscriber<T> {
-    /// Subscribes to the stream directory `path`, holding at most [`DEFAULT_MAX_HELD`]
-    /// samples at once. It receives the frames published from now on.
+    /// Subscribes to the stream directory `path` (`options`: a [`Delivery`], or
+    /// [`SubscribeOptions`]).
     ///
     /// # Errors
     /// As [`Subscriber::attach`].
-    pub fn open(path: impl AsRef<Path>, delivery: Delivery) -> Result<Subscriber<T>, StreamError> {
-        Self::attach(StreamFiles::open(path, false)?, delivery, DEFAULT_MAX_HELD)
+    pub fn open(
+        path: impl AsRef<Path>,
+        options: impl Into<SubscribeOptions>,
+    ) -> Result<Subscriber<T>, StreamError> {
+        Self::attach(StreamFiles::open(path, false)?, options)
     }
 
-    /// Subscribes through already mapped stream files, holding at most `max_held` samples at
-    /// once (fewer if the stream's hold budget is short: see [`Subscriber::max_held`]).
+    /// Subscribes through already mapped stream files, holding at most
+    /// [`SubscribeOptions::max_held`] samples at once (fewer if the stream's hold budget is
+    /// short: see [`Subscriber::max_held`]), starting where the options say.
     ///
     /// # Errors
     /// [`StreamError::BadMaxHeld`] outside `1..=16`; [`StreamError::NoRecord`] when every
-    /// subscriber record is taken; [`StreamError::NoHoldBudget`] when the stream's `slots - 2`
-    /// holds are all granted; a dtype mismatch in [`StreamError::Open`].
+    /// subscriber record is taken; [`StreamError::NoHoldBudget`] when the stream's hold
+    /// capacity ([`StreamFiles::hold_capacity`]) is all granted; a dtype mismatch in
+    /// [`StreamError::Open`].
     pub fn attach(
         files: StreamFiles,
-        delivery: Delivery,
-        max_held: usize,
+        options: impl Into<SubscribeOptions>,
     ) -> Result<Subscriber<T>, StreamError> {
         check_element::<T>(&files)?;
-        Self::attach_checked(files, delivery, max_held, false)
+        Self::attach_checked(files, options.into(), false)
     }
 
     fn attach_checked(
         files: StreamFiles,
-        delivery: Delivery,
-        max_held: usize,
+        options: SubscribeOptions,
         bytes: bool,
     ) -> Result<Subscriber<T>, StreamError> {
+        let (delivery, max_held) = (options.delivery, options.max_held);
         if !(1..=MAX_HELD).contains(&max_held) {
             return Err(StreamError::BadMaxHeld {
                 given: max_held,
@@ -138,7 +231,7 @@ impl<T: Element> Subscriber<T> {
             max_subscribers: ring.records.len() as u32,
         })?;
         ring.records[record].who.store(process, Relaxed);
-        let budget = files.slots() as u64 - 2;
+        let budget = files.hold_capacity();
         let granted = protocol::take_budget(&ring, max_held as u64, budget);
         if granted == 0 {
             protocol::unsubscribe(&ring, record, me, process, super::files::reclaimer_gone);
@@ -155,7 +248,12 @@ impl<T: Element> Subscriber<T> {
         } else {
             0
         } | layout::config_tag(me);
-        let cursor = protocol::subscribe_with(&ring, record, granted, lossless, extra);
+        let cursor =
+            protocol::subscribe_with(&ring, record, granted, lossless, extra, options.start_at());
+        if lossless {
+            // A publisher waiting for a slot may have seen our lower first cursor.
+            wake_publisher_side(&files);
+        }
         Ok(Subscriber {
             files,
             state: RefCell::new(SubscriberState::new(record, cursor, me)),
@@ -164,6 +262,7 @@ impl<T: Element> Subscriber<T> {
             delivery,
             bytes,
             me,
+            first: cursor,
             process,
             timeout: DEFAULT_TIMEOUT,
             lease: None,
@@ -206,6 +305,12 @@ impl<T: Element> Subscriber<T> {
     /// Frames received so far.
     pub fn received(&self) -> u64 {
         self.state.borrow().received
+    }
+
+    /// The frame it started at: the first it wanted ([`StartAt`]). Frames before it were
+    /// published before it subscribed and are not counted as missed.
+    pub fn first_frame(&self) -> u64 {
+        self.first
     }
 
     /// The number of the next frame it will receive.
@@ -490,10 +595,9 @@ impl Subscriber<u8> {
     /// As [`Subscriber::attach`], without the dtype check.
     pub fn attach_bytes(
         files: StreamFiles,
-        delivery: Delivery,
-        max_held: usize,
+        options: impl Into<SubscribeOptions>,
     ) -> Result<Subscriber<u8>, StreamError> {
-        Self::attach_checked(files, delivery, max_held, true)
+        Self::attach_checked(files, options.into(), true)
     }
 }
 

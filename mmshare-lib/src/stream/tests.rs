@@ -202,7 +202,9 @@ fn lossless_frames_arrive_whole_and_in_order_across_threads() {
         .into_iter()
         .map(|mode| {
             let sub = StreamFiles::open(&path, false).unwrap();
-            let sub = Subscriber::<u64>::attach(sub, mode, 1).unwrap();
+            let sub =
+                Subscriber::<u64>::attach(sub, crate::SubscribeOptions::new(mode).max_held(1))
+                    .unwrap();
             std::thread::spawn(move || {
                 let mut next = 0;
                 let mut received = 0;
@@ -266,8 +268,7 @@ fn holds_are_limited_per_subscriber_and_by_the_budget() {
     let open = |max_held| {
         Subscriber::<u64>::attach(
             StreamFiles::open(&path, false).unwrap(),
-            Delivery::Lossy,
-            max_held,
+            crate::SubscribeOptions::new(Delivery::Lossy).max_held(max_held),
         )
     };
     let first = open(2).unwrap();
@@ -351,7 +352,11 @@ fn a_second_publisher_is_refused_and_a_new_one_continues_the_numbering() {
     send(&mut publisher);
     send(&mut publisher);
     drop(publisher);
-    let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
+    let subscriber = Subscriber::<u64>::open(
+        &path,
+        SubscribeOptions::new(Delivery::Lossless).start(StartAt::Next),
+    )
+    .unwrap();
     let mut publisher = Publisher::<u64>::open(&path).unwrap();
     assert_eq!(publisher.next_number(), 2);
     // Frame 2 written and tagged, then the publisher "dies" before storing PUBLISHED.
@@ -666,8 +671,11 @@ fn a_frame_taken_back_while_held_goes_to_nobody_else() {
     let path = make(dir.path(), 4, 4);
     let mut publisher = Publisher::<u64>::open(&path).unwrap();
     let open = || {
-        Subscriber::<u64>::attach(StreamFiles::open(&path, false).unwrap(), Delivery::Lossy, 1)
-            .unwrap()
+        Subscriber::<u64>::attach(
+            StreamFiles::open(&path, false).unwrap(),
+            crate::SubscribeOptions::new(Delivery::Lossy).max_held(1),
+        )
+        .unwrap()
     };
     let (holder, other) = (open(), open());
     let slots = send_recording_slots(&mut publisher, 4);
@@ -693,9 +701,11 @@ fn holds_beyond_the_granted_count_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let path = make(dir.path(), 4, 4);
     let mut publisher = Publisher::<u64>::open(&path).unwrap();
-    let subscriber =
-        Subscriber::<u64>::attach(StreamFiles::open(&path, false).unwrap(), Delivery::Lossy, 1)
-            .unwrap();
+    let subscriber = Subscriber::<u64>::attach(
+        StreamFiles::open(&path, false).unwrap(),
+        crate::SubscribeOptions::new(Delivery::Lossy).max_held(1),
+    )
+    .unwrap();
     let slots = send_recording_slots(&mut publisher, 4);
     let ring = subscriber.files().ring();
     let record = ring
@@ -760,9 +770,11 @@ fn a_held_empty_slot_is_not_loaned() {
     let dir = tempfile::tempdir().unwrap();
     let path = make(dir.path(), 4, 4);
     let mut publisher = Publisher::<u64>::open(&path).unwrap();
-    let subscriber =
-        Subscriber::<u64>::attach(StreamFiles::open(&path, false).unwrap(), Delivery::Lossy, 1)
-            .unwrap();
+    let subscriber = Subscriber::<u64>::attach(
+        StreamFiles::open(&path, false).unwrap(),
+        crate::SubscribeOptions::new(Delivery::Lossy).max_held(1),
+    )
+    .unwrap();
     let slots = send_recording_slots(&mut publisher, 3);
     let empty = publisher.loan().unwrap().slot();
     let ring = subscriber.files().ring();
@@ -790,8 +802,7 @@ fn byte_handles_and_tokens_move_frames_of_any_dtype() {
     let typed = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
     let bytes = Subscriber::<u8>::attach_bytes(
         StreamFiles::open(&path, false).unwrap(),
-        Delivery::Lossy,
-        1,
+        crate::SubscribeOptions::new(Delivery::Lossy).max_held(1),
     )
     .unwrap();
     assert_eq!(bytes.frame_len(), ELEMS * 8);
@@ -1136,4 +1147,268 @@ fn a_sample_whose_hold_was_erased_and_slot_reused_is_not_intact() {
         !sample.is_intact(),
         "a reused slot passed for the frame it held"
     );
+}
+
+fn make_with_history(dir: &Path, slots: u32, history: u32) -> PathBuf {
+    let mut spec = StreamSpec::new("h", DType::U64, vec![ELEMS as u64]);
+    spec.slots = slots;
+    spec.max_subscribers = 4;
+    spec.history = history;
+    create_stream_files(dir, &spec).unwrap().0
+}
+
+/// Takes every frame `subscriber` can get now; returns their numbers (checking each frame's
+/// bytes).
+fn drain(subscriber: &Subscriber<u64>) -> Vec<u64> {
+    let mut got = Vec::new();
+    while let Some(sample) = subscriber.receive().unwrap() {
+        assert!(is_frame(&sample, sample.number()));
+        got.push(sample.number());
+    }
+    got
+}
+
+/// With history `h`, a subscriber that joins late finds exactly the newest `h` frames (the
+/// publisher reused every older slot), whatever start it asks for below them; without
+/// history, only the newest one.
+#[test]
+fn history_keeps_the_newest_frames_for_a_late_subscriber() {
+    for (slots, history) in [(8, 0), (8, 1), (8, 3), (8, 6), (3, 1), (16, 8)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make_with_history(dir.path(), slots, history);
+        let mut publisher = Publisher::<u64>::open(&path).unwrap();
+        assert_eq!(publisher.files().history(), history);
+        for _ in 0..100 {
+            send(&mut publisher);
+        }
+        let kept = u64::from(history.max(1));
+        let oldest = Subscriber::<u64>::open(
+            &path,
+            SubscribeOptions::new(Delivery::Lossy).start(StartAt::Oldest),
+        )
+        .unwrap();
+        // The ring offers every slot but the one the last loan took; the history is the
+        // guarantee, the rest is what the publisher has not reused yet.
+        let got = drain(&oldest);
+        assert!(got.len() as u64 >= kept, "{slots}/{history}: {got:?}");
+        assert_eq!(*got.last().unwrap(), 99);
+        assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "{got:?}");
+        assert_eq!(
+            oldest.missed(),
+            0,
+            "frames older than the oldest are not missed"
+        );
+        assert_eq!(oldest.first_frame(), got[0]);
+        drop(oldest);
+
+        let next = Subscriber::<u64>::open(&path, Delivery::Lossy).unwrap();
+        assert_eq!(next.first_frame(), 100);
+        assert!(
+            drain(&next).is_empty(),
+            "the default lossy start is the next frame"
+        );
+    }
+}
+
+/// The newest `history` frames stay offered while the publisher keeps publishing and a
+/// lossy subscriber holds frames: checked from the tags after every publish.
+#[test]
+fn history_frames_are_never_taken_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_with_history(dir.path(), 8, 5);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let holder =
+        Subscriber::<u64>::open(&path, SubscribeOptions::new(Delivery::Lossy).max_held(2)).unwrap();
+    assert_eq!(holder.max_held(), 2, "capacity 8 - 1 - 5 = 2");
+    let mut held = Vec::new();
+    for n in 0..200u64 {
+        send(&mut publisher);
+        if n % 7 == 0 {
+            held.clear();
+            if let Some(s) = holder.latest().unwrap() {
+                held.push(s);
+            }
+        }
+        let ring = publisher.files().ring();
+        for back in 0..5.min(n + 1) {
+            let frame = n - back;
+            assert!(
+                ring.slots.iter().any(|s| s.tag.load(Relaxed) == frame + 1),
+                "frame {frame} is within the history of 5 after frame {n} and must be offered"
+            );
+        }
+    }
+}
+
+/// The hold budget shrinks with the history: `slots - 1 - max(history, 1)`.
+#[test]
+fn history_shrinks_the_hold_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_with_history(dir.path(), 8, 4);
+    let files = StreamFiles::open(&path, false).unwrap();
+    assert_eq!(files.hold_capacity(), 3);
+    let a =
+        Subscriber::<u64>::open(&path, SubscribeOptions::new(Delivery::Lossy).max_held(2)).unwrap();
+    let b =
+        Subscriber::<u64>::open(&path, SubscribeOptions::new(Delivery::Lossy).max_held(2)).unwrap();
+    assert_eq!((a.max_held(), b.max_held()), (2, 1));
+    let e = Subscriber::<u64>::open(&path, Delivery::Lossy).unwrap_err();
+    assert!(
+        matches!(e, StreamError::NoHoldBudget { budget: 3, .. }),
+        "{e}"
+    );
+}
+
+/// Resuming at a frame number: a frame still offered is delivered first; one that is gone
+/// is reported as exactly the frames missed, at the first receive.
+#[test]
+fn resuming_at_a_frame_number_reports_the_exact_gap() {
+    for delivery in [Delivery::Lossy, Delivery::Lossless] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make_with_history(dir.path(), 8, 4);
+        let mut publisher = Publisher::<u64>::open(&path).unwrap();
+        for _ in 0..50 {
+            send(&mut publisher);
+        }
+        // Still offered: 47 is within the history of 4 (46..=49).
+        let s = Subscriber::<u64>::open(
+            &path,
+            SubscribeOptions::new(delivery).start(StartAt::Frame(47)),
+        )
+        .unwrap();
+        assert_eq!(s.first_frame(), 47);
+        let first = s.receive().unwrap().unwrap();
+        assert_eq!((first.number(), first.missed_before()), (47, 0));
+        drop(first);
+        assert_eq!(drain(&s), vec![48, 49]);
+        assert_eq!(s.missed(), 0);
+        drop(s);
+
+        // Gone: frames 10.. up to the oldest still offered were reused.
+        let s = Subscriber::<u64>::open(
+            &path,
+            SubscribeOptions::new(delivery).start(StartAt::Frame(10)),
+        )
+        .unwrap();
+        let first = s.receive().unwrap().unwrap();
+        let oldest = first.number();
+        // The ring's 8 slots hold 42..=49 (the loan of 49 reused 41's); the history keeps
+        // 46..=49 whatever the reuse order.
+        assert!((42..=46).contains(&oldest), "oldest offered {oldest}");
+        assert_eq!(
+            first.missed_before(),
+            oldest - 10,
+            "exactly the frames gone"
+        );
+        drop(first);
+        let rest = drain(&s);
+        assert_eq!(rest, (oldest + 1..50).collect::<Vec<_>>());
+        assert_eq!(s.missed() + s.received(), 50 - 10);
+        drop(s);
+
+        // Ahead: waits for that frame, and the ones before it are not missed.
+        let s = Subscriber::<u64>::open(
+            &path,
+            SubscribeOptions::new(delivery).start(StartAt::Frame(52)),
+        )
+        .unwrap();
+        assert!(s.receive().unwrap().is_none());
+        send(&mut publisher);
+        send(&mut publisher);
+        assert!(
+            s.receive().unwrap().is_none(),
+            "50 and 51 come before the start"
+        );
+        send(&mut publisher);
+        assert_eq!(drain(&s), vec![52]);
+        assert_eq!(s.missed(), 0);
+    }
+}
+
+/// A lossless subscriber starts at frame 0 unless it asks otherwise: joining late, it gets
+/// every frame still offered and counts every earlier one as missed, so it never starts late
+/// without a word. Asked to start at the next frame, it counts nothing.
+#[test]
+fn a_late_lossless_subscriber_reports_what_it_did_not_get() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_with_history(dir.path(), 8, 3);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    for _ in 0..30 {
+        send(&mut publisher);
+    }
+    let late = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
+    assert_eq!(late.first_frame(), 0);
+    let got = drain(&late);
+    assert!(got.len() >= 3 && *got.last().unwrap() == 29, "{got:?}");
+    assert_eq!(late.missed(), got[0], "frames 0..{} counted", got[0]);
+    assert_eq!(late.missed() + late.received(), 30);
+    // From now on, every frame: the publisher waits for it.
+    for n in 30..60 {
+        send(&mut publisher);
+        assert_eq!(drain(&late), vec![n]);
+    }
+    assert_eq!(late.missed() + late.received(), 60);
+
+    let next = Subscriber::<u64>::open(
+        &path,
+        SubscribeOptions::new(Delivery::Lossless).start(StartAt::Next),
+    )
+    .unwrap();
+    assert_eq!(next.first_frame(), 60);
+    send(&mut publisher);
+    assert_eq!(drain(&next), vec![60]);
+    assert_eq!(next.missed(), 0);
+}
+
+/// A history larger than `slots - 2` is refused at create, naming both values; a data file
+/// whose history record says so is refused at open.
+#[test]
+fn a_history_the_ring_cannot_keep_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = StreamSpec::new("big", DType::U64, vec![4]);
+    spec.slots = 8;
+    spec.history = 7;
+    let e = create_stream_files(dir.path(), &spec)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at most 6") && e.contains("not 7"), "{e}");
+    spec.history = 6;
+    create_stream_files(dir.path(), &spec).unwrap();
+}
+
+/// The history holds whatever order the slots are reused in: a ring whose oldest slot in
+/// ring order holds a frame of the history (as a restart, or another reuse order, can leave
+/// it) still loses none of the newest `history` frames.
+#[test]
+fn history_holds_whatever_order_the_ring_is_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_with_history(dir.path(), 6, 3);
+    {
+        // Frames 0..=5, arranged so that slot 0 (= 6 mod 6, where an oldest-first scan
+        // starts) holds frame 4 and slot 1 frame 5; the oldest frames sit in slots 2..=5.
+        let files = StreamFiles::open(&path, true).unwrap();
+        let ring = files.ring();
+        for (slot, frame) in [(0, 4u64), (1, 5), (2, 0), (3, 1), (4, 2), (5, 3)] {
+            ring.slots[slot].tag.store(frame + 1, Relaxed);
+        }
+        ring.published.store(6, Relaxed);
+    }
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let loan = publisher.try_loan().unwrap().expect("a slot is free");
+    let view = StreamFiles::open(&path, false).unwrap();
+    let ring = view.ring();
+    let offered: Vec<u64> = ring
+        .slots
+        .iter()
+        .map(|s| s.tag.load(Relaxed))
+        .filter(|&t| t != 0 && t & protocol::TAKEN_BACK == 0)
+        .map(|t| t - 1)
+        .collect();
+    for frame in 3..=5 {
+        assert!(
+            offered.contains(&frame),
+            "frame {frame} of the history: {offered:?}"
+        );
+    }
+    let _ = loan;
 }
