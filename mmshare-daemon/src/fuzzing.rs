@@ -26,7 +26,7 @@ use std::sync::{Mutex, OnceLock};
 
 use mmshare::internal::proto::{
     self, ArrayInfo, Backing, ErrorKind, MAX_MESSAGE, ObjectInfo, OpenAccess, Request, Response,
-    StreamInfo, StreamRole,
+    StreamInfo, StreamRole, WatchEvent,
 };
 
 use crate::connection::{Incoming, classify, encode_reply};
@@ -175,8 +175,12 @@ fn named(request: &Request) -> Option<&str> {
         | Request::Stat { name }
         | Request::Delete { name }
         | Request::CreateStream { name, .. }
-        | Request::OpenStream { name, .. } => Some(name),
-        Request::Hello { .. } | Request::List { .. } | Request::ListAll { .. } => None,
+        | Request::OpenStream { name, .. }
+        | Request::WaitFor { name, .. } => Some(name),
+        Request::Hello { .. }
+        | Request::List { .. }
+        | Request::ListAll { .. }
+        | Request::Watch { .. } => None,
     }
 }
 
@@ -669,9 +673,13 @@ pub fn check_reply(fed: &Fed, who: Creds) -> Result<(), String> {
         (Some(Request::Stat { .. }), Response::Array(a)) => {
             files == 0 && may(a.owner_uid, a.owner_gid, a.mode, who, 4)
         }
-        (Some(Request::Stat { .. }), Response::Stream(s)) => {
+        (Some(Request::Stat { .. } | Request::WaitFor { .. }), Response::Stream(s)) => {
             files == 0 && may(s.owner_uid, s.owner_gid, s.mode, who, 4)
         }
+        (Some(Request::WaitFor { .. }), Response::Array(a)) => {
+            files == 0 && may(a.owner_uid, a.owner_gid, a.mode, who, 4)
+        }
+        (Some(Request::Watch { .. }), Response::Event(WatchEvent::Ready)) => files == 0,
         (Some(Request::CreateStream { .. }), Response::Stream(s)) => {
             files == 0 && made_or_adopted(fed.before, s.owner_uid, who)
         }
@@ -745,9 +753,10 @@ fn paths(r: &Response) -> Box<dyn Iterator<Item = &str> + '_> {
             ObjectInfo::Array(a) => a.path.as_str(),
             ObjectInfo::Stream(s) => s.path.as_str(),
         })),
-        Response::Hello { .. } | Response::Deleted | Response::Error { .. } => {
-            Box::new(std::iter::empty())
-        }
+        Response::Hello { .. }
+        | Response::Deleted
+        | Response::Error { .. }
+        | Response::Event(_) => Box::new(std::iter::empty()),
     }
 }
 

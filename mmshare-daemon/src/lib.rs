@@ -26,6 +26,7 @@ mod dirs;
 pub mod fuzzing;
 mod keeper;
 pub mod metrics;
+mod presence;
 mod registry;
 mod server;
 mod shutdown;

@@ -89,6 +89,7 @@ pub struct Counters {
     requests: Family<Kind, Counter>,
     errors: Family<Kind, Counter>,
     refused: Counter,
+    rechecks: Counter,
 }
 
 impl Counters {
@@ -104,6 +105,8 @@ impl Counters {
             Request::CreateStream { .. } => "create_stream",
             Request::OpenStream { .. } => "open_stream",
             Request::ListAll { .. } => "list_all",
+            Request::WaitFor { .. } => "wait_for",
+            Request::Watch { .. } => "watch",
         };
         self.requests.get_or_create(&Kind { kind }).inc();
     }
@@ -117,6 +120,12 @@ impl Counters {
                 })
                 .inc();
         }
+    }
+
+    /// Counts a `WaitFor` that looked again after it was woken (by the creation of its
+    /// name, or after it fell behind the changes).
+    pub(crate) fn recheck(&self) {
+        self.rechecks.inc();
     }
 
     /// Counts a connection refused for want of a slot or a descriptor.
@@ -139,6 +148,7 @@ fn error_name(kind: ErrorKind) -> &'static str {
         ErrorKind::ProtocolError => "protocol_error",
         ErrorKind::Internal => "internal",
         ErrorKind::WrongKind => "wrong_kind",
+        ErrorKind::Timeout => "timeout",
         _ => "other",
     }
 }
@@ -164,6 +174,12 @@ pub(crate) fn registry(
         "connections_refused",
         "Connections refused at once (no slot for the user, or no descriptor)",
         counters.refused.clone(),
+    );
+    r.register(
+        "wait_rechecks",
+        "Times a WaitFor looked for its name again: once per creation of that name (it is \
+         woken by the creation, it does not poll)",
+        counters.rechecks.clone(),
     );
     r.register_collector(Box::new(Snapshot { objects, slots }));
     r

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
-use mmshare::internal::proto::{ErrorKind, OpenAccess, PROTOCOL_VERSION, Request, Response};
+use mmshare::internal::proto::{
+    ErrorKind, OpenAccess, PROTOCOL_VERSION, Request, Response, WatchEvent,
+};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_seqpacket::{UnixSeqpacket, UnixSeqpacketListener};
 use tracing::{debug, error, info, warn};
@@ -227,6 +229,16 @@ pub async fn run(
         trigger.fire();
     });
     tokio::spawn(periodic_recovery(registry.clone(), shutdown.clone()));
+    // The watch's subscriber counts (module `presence`): a thread of its own, asleep on the
+    // streams' futex words (or on its own while nobody watches).
+    let presence = registry.presence.clone();
+    let monitor = {
+        let (registry, presence) = (registry.clone(), presence.clone());
+        std::thread::Builder::new()
+            .name("presence".into())
+            .spawn(move || crate::presence::monitor(registry, presence))
+            .map_err(|e| format!("cannot start the presence thread: {e}"))?
+    };
 
     let slots = Slots::new(
         SlotLimits {
@@ -248,6 +260,8 @@ pub async fn run(
         ));
     }
     let result = accept_loop(listener, registry, slots, idle, shutdown, counters).await;
+    presence.stop();
+    let _ = tokio::task::spawn_blocking(move || monitor.join()).await;
     if !activated {
         let _ = std::fs::remove_file(&socket_path);
     }
@@ -507,6 +521,31 @@ async fn handle_connection(
             }
             continue;
         }
+        // The two requests that wait: each keeps the connection until it is done (a watch
+        // for good), and ends it if the client closes it or sends anything meanwhile.
+        let request = match request {
+            Request::WaitFor { name, timeout_ms } => {
+                let wait = Wait {
+                    name: &name,
+                    timeout_ms,
+                    counters: &counters,
+                };
+                let Some(reply) = wait_for(&registry, creds, &mut conn, wait, &mut shutdown).await
+                else {
+                    break;
+                };
+                counters.reply(&reply);
+                if !send_within(&conn, &reply, &[]).await {
+                    break;
+                }
+                continue;
+            }
+            Request::Watch { prefix } => {
+                watch(&registry, creds, &mut conn, &prefix, &mut shutdown).await;
+                break;
+            }
+            other => other,
+        };
         // Create may reserve gigabytes (fallocate) and fsyncs: run it off the async workers.
         // Everything else is a map lookup and at most one open(2) of a local file, cheaper
         // than the two thread hand-offs a blocking task costs (measured in benches/open.rs).
@@ -560,6 +599,111 @@ async fn handle_connection(
     }
 }
 
+/// The longest `WaitFor` waits (the client asks for at most this).
+const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// `WaitFor`: `Stat`'s reply once `name` exists and `who` may read it, at once if it does;
+/// else woken by each creation of that name (and after a lost change) to look again, until
+/// `timeout_ms`. `None` when the connection must end: the client closed it or sent a request
+/// before the answer (one request at a time), or the daemon stops.
+struct Wait<'a> {
+    name: &'a str,
+    timeout_ms: u64,
+    counters: &'a crate::metrics::Counters,
+}
+
+async fn wait_for(
+    registry: &Registry,
+    who: Creds,
+    conn: &mut Connection,
+    wait: Wait<'_>,
+    shutdown: &mut Shutdown,
+) -> Option<Response> {
+    let Wait {
+        name,
+        timeout_ms,
+        counters,
+    } = wait;
+    let timeout = Duration::from_millis(timeout_ms).min(MAX_WAIT);
+    let deadline = tokio::time::Instant::now() + timeout;
+    // Subscribed before the first look: a creation after it is in the channel.
+    let mut changes = registry.presence.subscribe();
+    loop {
+        let stat = Request::Stat {
+            name: name.to_owned(),
+        };
+        let (reply, _, _) = handle_request(registry, who, stat);
+        if !matches!(
+            reply,
+            Response::Error {
+                kind: ErrorKind::NotFound,
+                ..
+            }
+        ) {
+            return Some(reply);
+        }
+        loop {
+            tokio::select! {
+                biased;
+                _ = conn.recv() => return None,
+                () = shutdown.wait() => return None,
+                () = tokio::time::sleep_until(deadline) => {
+                    return Some(Response::Error {
+                        kind: ErrorKind::Timeout,
+                        message: format!(
+                            "no array or stream named {name:?} appeared within {} s",
+                            timeout.as_secs_f64()
+                        ),
+                    });
+                }
+                change = changes.recv() => match change {
+                    Ok(c) if c.name() == name
+                        && matches!(c.event, WatchEvent::Created { .. }) => break,
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                },
+            }
+        }
+        counters.recheck();
+    }
+}
+
+/// `Watch`: `Event(Ready)`, then every change of an object under `prefix` that `who` may
+/// read, until the client closes the connection (or sends anything), a send fails, or the
+/// daemon stops.
+async fn watch(
+    registry: &Registry,
+    who: Creds,
+    conn: &mut Connection,
+    prefix: &str,
+    shutdown: &mut Shutdown,
+) {
+    let mut changes = registry.presence.subscribe();
+    let _counted = registry.presence.watching();
+    if !send_within(conn, &Response::Event(WatchEvent::Ready), &[]).await {
+        return;
+    }
+    loop {
+        let event = tokio::select! {
+            biased;
+            _ = conn.recv() => return,
+            () = shutdown.wait() => return,
+            change = changes.recv() => match change {
+                Ok(c) if c.name().starts_with(prefix) && c.visible_to(who) => c.event,
+                Ok(_) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    WatchEvent::Lost { events: n }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        if !send_within(conn, &Response::Event(event), &[]).await {
+            return;
+        }
+    }
+}
+
 /// Sends a reply unless the client has not made room for it within [`SEND_TIMEOUT`].
 async fn send_within(conn: &Connection, reply: &Response, files: &[&File]) -> bool {
     matches!(
@@ -602,7 +746,10 @@ fn redact_paths(reply: &mut Response) {
                 }
             }
         }
-        Response::Hello { .. } | Response::Deleted | Response::Error { .. } => {}
+        Response::Hello { .. }
+        | Response::Deleted
+        | Response::Error { .. }
+        | Response::Event(_) => {}
     }
 }
 
@@ -699,6 +846,27 @@ fn dispatch(
             let (objects, more) = registry.list_all(who, &prefix, after.as_deref());
             (Response::Objects { objects, more }, Vec::new(), None)
         }
+        // The connection handler waits for these (`wait_for`, `watch`); here, where nothing
+        // waits (the wire fuzz harness), they are answered as at their first look.
+        Request::WaitFor { name, .. } => match dispatch(registry, who, Request::Stat { name }) {
+            (
+                Response::Error {
+                    kind: ErrorKind::NotFound,
+                    message,
+                },
+                files,
+                lease,
+            ) => (
+                Response::Error {
+                    kind: ErrorKind::Timeout,
+                    message,
+                },
+                files,
+                lease,
+            ),
+            other => other,
+        },
+        Request::Watch { .. } => (Response::Event(WatchEvent::Ready), Vec::new(), None),
         Request::OpenStream { name, role } => match registry.open_stream(who, &name, role) {
             Ok((info, data, control)) => (Response::Stream(info), vec![data, control], Some(name)),
             Err(e) => (error_response(e), Vec::new(), None),

@@ -465,6 +465,13 @@ fn request(rng: &mut Rng, flavor: Flavor) -> Request {
                 StreamRole::Subscribe
             },
         },
+        12 if rng.chance(3) => Request::WaitFor {
+            name,
+            timeout_ms: *rng.pick(&[0, 1, u64::MAX]),
+        },
+        12 if rng.chance(3) => Request::Watch {
+            prefix: prefix(rng),
+        },
         _ => Request::ListAll {
             prefix: prefix(rng),
             after: after(rng),
@@ -683,5 +690,6 @@ fn outcome(r: &Response) -> String {
         Response::Stream(_) => "Stream".into(),
         Response::Objects { more: false, .. } => "Objects".into(),
         Response::Objects { more: true, .. } => "Objects (more)".into(),
+        Response::Event(_) => "Event".into(),
     }
 }

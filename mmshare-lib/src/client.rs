@@ -17,7 +17,7 @@ use crate::dtype::{DType, Element};
 use crate::error::{OpenError, StreamError};
 use crate::proto::{
     self, ArrayInfo, Backing, ErrorKind, MAX_MESSAGE, ObjectInfo, OpenAccess, PROTOCOL_VERSION,
-    Request, Response, StreamInfo, StreamRole, WireOrder,
+    Request, Response, StreamInfo, StreamRole, WatchEvent, WireOrder,
 };
 use crate::raw::{Access, RawArray};
 use crate::shape::Order;
@@ -193,6 +193,8 @@ fn request_name(request: &Request) -> &'static str {
         Request::Delete { .. } => "Delete",
         Request::CreateStream { .. } => "CreateStream",
         Request::OpenStream { .. } => "OpenStream",
+        Request::WaitFor { .. } => "WaitFor",
+        Request::Watch { .. } => "Watch",
     }
 }
 
@@ -596,29 +598,89 @@ impl Connection {
             Ok(got) => got,
             Err(e) => return Err(self.failed(guard, e, what)),
         };
-        let buf = &guard.1;
-        if got.len == 0 {
-            return Err(ClientError::Io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "mmshared closed the connection",
-            )));
+        parse_reply(&guard.1, got)
+    }
+}
+
+/// A reply received into `buf` (`got` says how it came), decoded and checked.
+fn parse_reply(buf: &[u8], got: sys::Received) -> Result<(Response, Vec<OwnedFd>), ClientError> {
+    if got.len == 0 {
+        return Err(ClientError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "mmshared closed the connection",
+        )));
+    }
+    if got.truncated || got.len > MAX_MESSAGE {
+        return Err(ClientError::Protocol(format!(
+            "reply longer than {MAX_MESSAGE} bytes"
+        )));
+    }
+    if got.fds_lost {
+        // The daemon did what was asked (an object opened or created), but this process
+        // could not take the descriptors: its own limit, not the daemon's or the protocol's.
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        return Err(ClientError::OutOfDescriptors {
+            limit: limit.unwrap_or(u64::MAX),
+        });
+    }
+    let response: Response =
+        proto::decode(&buf[..got.len]).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    Ok((response, got.fds))
+}
+
+/// The longest [`Client::wait_for`] waits: a day.
+pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// A watch of the daemon's objects ([`Client::watch`]): an iterator of [`WatchEvent`]s that
+/// blocks until the next one, or [`Watch::next_timeout`].
+#[derive(Debug)]
+pub struct Watch {
+    conn: Connection,
+}
+
+impl Watch {
+    /// The next event, waiting at most `timeout` (`None`: without limit); `Ok(None)` when
+    /// none came in time.
+    ///
+    /// # Errors
+    /// The daemon closed the connection (it stopped), or a malformed message.
+    pub fn next_timeout(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<WatchEvent>, ClientError> {
+        let mut guard = self.conn.inner.lock().unwrap_or_else(|p| p.into_inner());
+        // A receive timeout of its own for each call (0 is no limit to the kernel).
+        let limit = timeout.map(|t| t.max(Duration::from_micros(1)));
+        rustix::net::sockopt::set_socket_timeout(
+            &guard.0,
+            rustix::net::sockopt::Timeout::Recv,
+            limit,
+        )
+        .map_err(|e| ClientError::Io(e.into()))?;
+        let (fd, buf) = &mut *guard;
+        let got = match sys::recv_message(fd, buf) {
+            Err(e) if sys::timed_out(&e) => return Ok(None),
+            Err(e) => return Err(ClientError::Io(e)),
+            Ok(got) => got,
+        };
+        match parse_reply(buf, got)? {
+            (Response::Event(event), _) => Ok(Some(event)),
+            (other, _) => Err(unexpected(&other)),
         }
-        if got.truncated || got.len > MAX_MESSAGE {
-            return Err(ClientError::Protocol(format!(
-                "reply longer than {MAX_MESSAGE} bytes"
-            )));
+    }
+}
+
+impl Iterator for Watch {
+    type Item = Result<WatchEvent, ClientError>;
+
+    /// The next event, waiting for it without limit; `None` once the daemon closed the watch
+    /// (it stopped).
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.next_timeout(None) {
+            Ok(event) => event.map(Ok),
+            Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => None,
+            Err(e) => Some(Err(e)),
         }
-        if got.fds_lost {
-            // The daemon did what was asked (an object opened or created), but this process
-            // could not take the descriptors: its own limit, not the daemon's or the protocol's.
-            let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
-            return Err(ClientError::OutOfDescriptors {
-                limit: limit.unwrap_or(u64::MAX),
-            });
-        }
-        let response: Response =
-            proto::decode(&buf[..got.len]).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        Ok((response, got.fds))
     }
 }
 
@@ -1002,6 +1064,94 @@ impl Client {
                 }
                 (other, _) => return Err(unexpected(&other)),
             }
+        }
+    }
+
+    /// Waits until an array or a stream named `name` exists (and this uid may read it), at
+    /// most `timeout` (a day at most); returns its description. The daemon answers when it
+    /// creates the object (it is woken by the creation; nothing polls), or at once if the
+    /// object is there. The wait has a connection of its own, so other requests through this
+    /// client go on meanwhile.
+    ///
+    /// # Errors
+    /// [`ClientError::Server`] with `ErrorKind::Timeout` naming the name and the wait;
+    /// `InvalidName`; connection errors.
+    pub fn wait_for(&self, name: &str, timeout: Duration) -> Result<ObjectInfo, ClientError> {
+        self.wait_for_until(name, timeout, &mut || false)?
+            .ok_or_else(|| ClientError::Protocol("a wait that cannot stop stopped".into()))
+    }
+
+    /// [`Client::wait_for`] that calls `stop` about every 100 ms while it waits and gives up
+    /// (`Ok(None)`) when it says so: for bindings that must let a signal handler run (Python's
+    /// Ctrl-C). One request all the same: the daemon is not asked again.
+    #[doc(hidden)]
+    pub fn wait_for_until(
+        &self,
+        name: &str,
+        timeout: Duration,
+        stop: &mut dyn FnMut() -> bool,
+    ) -> Result<Option<ObjectInfo>, ClientError> {
+        let timeout = timeout.min(MAX_WAIT);
+        let (conn, _) = Connection::dial(&self.conn.path, self.conn.expected, self.conn.timeout)?;
+        let request = Request::WaitFor {
+            name: name.to_owned(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        let bytes = proto::encode(&request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let mut guard = conn.inner.lock().unwrap_or_else(|p| p.into_inner());
+        conn.send(&guard, &bytes, "take WaitFor")?;
+        // Room for the daemon's answer after the wait: the connection's usual timeout again.
+        let patience = (!self.conn.timeout.is_zero()).then(|| timeout + self.conn.timeout);
+        let started = std::time::Instant::now();
+        let (fd, buf) = &mut *guard;
+        let got = loop {
+            rustix::net::sockopt::set_socket_timeout(
+                &*fd,
+                rustix::net::sockopt::Timeout::Recv,
+                Some(Duration::from_millis(100)),
+            )
+            .map_err(|e| ClientError::Io(e.into()))?;
+            match sys::recv_message(fd, buf) {
+                Ok(got) => break got,
+                Err(e) if sys::timed_out(&e) => {
+                    if stop() {
+                        return Ok(None);
+                    }
+                    if patience.is_some_and(|p| started.elapsed() > p) {
+                        return Err(ClientError::Timeout {
+                            path: self.conn.path.clone(),
+                            what: "answer WaitFor".into(),
+                            waited: started.elapsed(),
+                        });
+                    }
+                }
+                Err(e) => return Err(ClientError::Io(e)),
+            }
+        };
+        match parse_reply(buf, got)? {
+            (Response::Array(info), _) => Ok(Some(ObjectInfo::Array(info))),
+            (Response::Stream(info), _) => Ok(Some(ObjectInfo::Stream(info))),
+            (Response::Error { kind, message }, _) => Err(ClientError::Server { kind, message }),
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    /// Watches the arrays and streams whose names start with `prefix` (that this uid may
+    /// read): each one created or deleted, and each change of a stream's subscribers, as the
+    /// daemon sees them, from the moment this returns. A connection of its own carries the
+    /// events; dropping the [`Watch`] ends it.
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn watch(&self, prefix: &str) -> Result<Watch, ClientError> {
+        let (conn, _) = Connection::dial(&self.conn.path, self.conn.expected, self.conn.timeout)?;
+        let request = Request::Watch {
+            prefix: prefix.to_owned(),
+        };
+        match conn.call(&request)? {
+            (Response::Event(WatchEvent::Ready), _) => Ok(Watch { conn }),
+            (Response::Error { kind, message }, _) => Err(ClientError::Server { kind, message }),
+            (other, _) => Err(unexpected(&other)),
         }
     }
 

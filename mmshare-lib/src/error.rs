@@ -405,6 +405,21 @@ pub enum StreamError {
         /// The frame number it waited for.
         next: u64,
     },
+    /// Fewer subscribers than waited for were attached when the time was up.
+    #[error(
+        "stream {name:?} has {attached} subscribers after waiting {} for {wanted}",
+        seconds(*.waited)
+    )]
+    SubscribersTimeout {
+        /// The stream's name.
+        name: String,
+        /// Subscribers waited for.
+        wanted: usize,
+        /// Subscribers attached when the time was up.
+        attached: usize,
+        /// How long it waited.
+        waited: Duration,
+    },
     /// `send` was given a frame of the wrong number of elements.
     #[error("frame has {given} elements, but the stream's frames have {expected}")]
     LengthMismatch {

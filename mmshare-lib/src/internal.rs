@@ -25,8 +25,9 @@ pub use crate::stream::{
     CONTROL_FILE, DATA_FILE, create_stream_data, new_stream_control, peek_stream_counters,
 };
 pub use crate::sys::{
-    CONTROL_SEALS, futex_wake_calls, futex_wakeups, has_participants, hold_participant_lock,
-    is_sealed, reopen, reserve_space, sealed_memfd,
+    CONTROL_SEALS, futex_wait_any, futex_wait_calls, futex_wake_all, futex_wake_calls,
+    futex_wakeups, has_participants, hold_participant_lock, is_sealed, reopen, reserve_space,
+    sealed_memfd,
 };
 #[cfg(feature = "async")]
 pub use crate::waiter::{

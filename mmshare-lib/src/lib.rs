@@ -80,8 +80,8 @@ mod waiter;
 // daemon, the command line and the bindings of the same version use is in `internal`.
 pub use array::{Array, ReadView, WriteView};
 pub use client::{
-    Client, ClientError, ConnectOptions, CreateOptions, DEFAULT_REQUEST_TIMEOUT, SERVER_UID_ENV,
-    SOCKET_ENV, Shared, StreamOptions, TIMEOUT_ENV, default_socket_path,
+    Client, ClientError, ConnectOptions, CreateOptions, DEFAULT_REQUEST_TIMEOUT, MAX_WAIT,
+    SERVER_UID_ENV, SOCKET_ENV, Shared, StreamOptions, TIMEOUT_ENV, Watch, default_socket_path,
 };
 pub use create::create_array_file;
 pub use dtype::{Bool8, DType, DTypeError, Element};
@@ -93,7 +93,9 @@ pub use guard::guard_mappings_against_truncation;
 pub use half::f16;
 pub use name::{MAX_NAME_LEN, NameError, validate_name};
 pub use num_complex::Complex;
-pub use proto::{ArrayInfo, Backing, ErrorKind, ObjectInfo, StreamInfo, SubscriberStat};
+pub use proto::{
+    ArrayInfo, Backing, ErrorKind, ObjectInfo, StreamInfo, SubscriberStat, WatchEvent,
+};
 #[cfg(feature = "async")]
 pub use raw::Changed;
 pub use raw::{

@@ -141,6 +141,55 @@ pub enum Request {
         /// Continue after this name, or from the start.
         after: Option<String>,
     },
+    /// Wait until an array or a stream named `name` exists (and the caller may read it), at
+    /// most `timeout_ms` milliseconds; the reply is `Stat`'s, or `Error{Timeout}`. The daemon
+    /// is woken by the creation: it does not poll.
+    WaitFor {
+        /// Array or stream name.
+        name: String,
+        /// How long to wait, in milliseconds (at most a day).
+        timeout_ms: u64,
+    },
+    /// Turn this connection into a watch: the reply is `Event(Ready)`, then one `Event` per
+    /// change of the objects whose names start with `prefix` (created, deleted, a stream's
+    /// subscribers joining or leaving) until the client closes the connection. The client
+    /// sends nothing more on it.
+    Watch {
+        /// Name prefix ("" for all).
+        prefix: String,
+    },
+}
+
+/// What a watch reports (`Request::Watch`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum WatchEvent {
+    /// The watch is set up: every change from here on is reported.
+    Ready,
+    /// An array or a stream was created.
+    Created {
+        /// Its name.
+        name: String,
+        /// A stream (true) or an array.
+        stream: bool,
+    },
+    /// An array or a stream was deleted.
+    Deleted {
+        /// Its name.
+        name: String,
+    },
+    /// A stream's attached subscribers changed: this many now.
+    Subscribers {
+        /// The stream's name.
+        name: String,
+        /// Subscribers attached.
+        count: u32,
+    },
+    /// The client fell behind and this many events were dropped: list again to catch up.
+    Lost {
+        /// Events dropped.
+        events: u64,
+    },
 }
 
 /// Which side of a stream `OpenStream` attaches to.
@@ -342,6 +391,8 @@ pub enum ErrorKind {
     Internal,
     /// The name belongs to an array where a stream was asked for, or the other way round.
     WrongKind,
+    /// A wait (`WaitFor`) ran out of time.
+    Timeout,
 }
 
 /// The daemon's reply.
@@ -381,6 +432,8 @@ pub enum Response {
         /// More follow: ask again with `after` = the last name.
         more: bool,
     },
+    /// A watch's report (`Request::Watch`).
+    Event(WatchEvent),
 }
 
 /// A message that could not be encoded or decoded.
@@ -505,6 +558,7 @@ const ERROR_KIND: Ty = Ty::Small(
         "ProtocolError",
         "Internal",
         "WrongKind",
+        "Timeout",
     ],
 );
 const ROLE: Ty = Ty::Small("StreamRole", &["Publish", "Subscribe"]);
@@ -553,7 +607,20 @@ const REQUEST: &[(&str, Fields)] = &[
     ),
     ("OpenStream", &[("name", Ty::Str), ("role", ROLE)]),
     ("ListAll", &[("prefix", Ty::Str), ("after", Ty::OptStr)]),
+    ("WaitFor", &[("name", Ty::Str), ("timeout_ms", Ty::U64)]),
+    ("Watch", &[("prefix", Ty::Str)]),
 ];
+
+const EVENT: Ty = Ty::Enum(
+    "WatchEvent",
+    &[
+        ("Ready", &[]),
+        ("Created", &[("name", Ty::Str), ("stream", Ty::Bool)]),
+        ("Deleted", &[("name", Ty::Str)]),
+        ("Subscribers", &[("name", Ty::Str), ("count", Ty::U32)]),
+        ("Lost", &[("events", Ty::U64)]),
+    ],
+);
 
 const SUBSCRIBER: Fields = &[
     ("pid", Ty::U32),
@@ -621,6 +688,7 @@ const RESPONSE: &[(&str, Fields)] = &[
             ("more", Ty::Bool),
         ],
     ),
+    ("Event", &[("event", EVENT)]),
 ];
 
 fn hex_bytes(b: &[u8]) -> String {
@@ -1037,9 +1105,9 @@ mod tests {
                 }
             }
         }
-        assert_eq!(requests.len(), 9, "every Request variant");
-        assert_eq!(responses.len(), 7, "every Response variant");
-        assert_eq!(kinds.len(), 12, "every ErrorKind: {kinds:?}");
+        assert_eq!(requests.len(), 11, "every Request variant");
+        assert_eq!(responses.len(), 8, "every Response variant");
+        assert_eq!(kinds.len(), 13, "every ErrorKind: {kinds:?}");
         assert!(file && read && no_exist_ok && zero_d && more && torn && long_len);
         assert_eq!(roles.len(), 2, "both StreamRoles");
         assert!(stream_file && stream_f && stream_exist_ok);
@@ -1163,9 +1231,10 @@ mod tests {
         assert!(m.starts_with("unknown Request variant 99 at byte 0"), "{m}");
         assert!(m.contains("5 Delete"), "{m}");
         assert!(m.contains("8 ListAll"), "{m}");
-        // Request variant 9 is the first unknown one.
-        let m = malformed(&[9, 0, 0]);
-        assert!(m.starts_with("unknown Request variant 9 at byte 0"), "{m}");
+        assert!(m.contains("10 Watch"), "{m}");
+        // Request variant 11 is the first unknown one.
+        let m = malformed(&[11, 0, 0]);
+        assert!(m.starts_with("unknown Request variant 11 at byte 0"), "{m}");
         // OpenStream { name: "x", role: 2 }
         let m = malformed(&[7, 1, b'x', 2]);
         assert_eq!(
@@ -1206,10 +1275,17 @@ mod tests {
                 ..
             })
         ));
-        match decode::<Response>(&unhex("04 0c 00")) {
+        assert!(matches!(
+            decode::<Response>(&unhex("04 0c 00")),
+            Ok(Response::Error {
+                kind: ErrorKind::Timeout,
+                ..
+            })
+        ));
+        match decode::<Response>(&unhex("04 0d 00")) {
             Err(ProtoError::Malformed(m)) => {
                 assert!(
-                    m.contains("ErrorKind value 12 for Error.kind at byte 1"),
+                    m.contains("ErrorKind value 13 for Error.kind at byte 1"),
                     "{m}"
                 )
             }

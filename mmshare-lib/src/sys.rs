@@ -30,9 +30,11 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     // EAGAIN (value changed), EINTR and ETIMEDOUT all mean "look again"; there is nothing else
     // a valid, aligned, mapped word can produce. Success means another thread or process woke
     // us with FUTEX_WAKE: counted, so tests can prove wakes cross process boundaries.
+    FUTEX_WAIT_CALLS.with(|n| n.set(n.get() + 1));
     match futex::wait(word, futex::Flags::empty(), expected, Some(&ts)) {
         Ok(()) => {
             FUTEX_WAKEUPS.fetch_add(1, Ordering::Relaxed);
+            FUTEX_WOKEN.with(|n| n.set(n.get() + 1));
         }
         // The word had already moved on: the publish this waiter was about to sleep through
         // happened between its check and its sleep (the lost-wake-up window), and the bumped
@@ -55,6 +57,47 @@ pub(crate) fn futex_wait_private(word: &AtomicU32, expected: u32, timeout: Optio
     let _ = futex::wait(word, futex::Flags::PRIVATE, expected, ts.as_ref());
 }
 
+/// Sleeps until one of `words` no longer holds its value (shared futexes, `futex_waitv`,
+/// Linux 5.16 and later), a wake on one of them, or `timeout`; at most 128 words.
+///
+/// # Errors
+/// `ENOSYS` on an older kernel (the caller falls back to sleeping), `EINVAL` for more than
+/// 128 words. A changed value, a wake, a timeout and a signal are all `Ok`: look again.
+pub fn futex_wait_any(words: &[(&AtomicU32, u32)], timeout: Duration) -> io::Result<()> {
+    let waiters: Vec<futex::Wait> = words
+        .iter()
+        .map(|&(word, val)| {
+            let mut w = futex::Wait::new();
+            w.val = u64::from(val);
+            w.uaddr = futex::WaitPtr::new(word.as_ptr().cast());
+            w.flags = futex::WaitFlags::SIZE_U32;
+            w
+        })
+        .collect();
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let end = Duration::new(now.tv_sec.max(0) as u64, now.tv_nsec as u32) + timeout;
+    let deadline = rustix::time::Timespec {
+        tv_sec: i64::try_from(end.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(end.subsec_nanos()),
+    };
+    FUTEX_WAIT_CALLS.with(|n| n.set(n.get() + 1));
+    match futex::waitv(
+        &waiters,
+        futex::WaitvFlags::empty(),
+        Some(&deadline),
+        rustix::time::ClockId::Monotonic,
+    ) {
+        Ok(_) => {
+            FUTEX_WOKEN.with(|n| n.set(n.get() + 1));
+            Ok(())
+        }
+        Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR | rustix::io::Errno::TIMEDOUT) => {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 static FUTEX_WAKEUPS: AtomicU64 = AtomicU64::new(0);
 static FUTEX_ALREADY_CHANGED: AtomicU64 = AtomicU64::new(0);
 
@@ -73,13 +116,25 @@ pub fn futex_wakeups() -> u64 {
 }
 
 /// Wakes every waiter on the shared futex `word`.
-pub(crate) fn futex_wake_all(word: &AtomicU32) {
+pub fn futex_wake_all(word: &AtomicU32) {
     FUTEX_WAKE_CALLS.with(|n| n.set(n.get() + 1));
     let _ = futex::wake(word, futex::Flags::empty(), i32::MAX as u32);
 }
 
 thread_local! {
     static FUTEX_WAKE_CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static FUTEX_WAIT_CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static FUTEX_WOKEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many shared-futex sleeps (`FUTEX_WAIT`) the calling thread has started, and how many of
+/// them a `FUTEX_WAKE` ended. A diagnostic: tests use it to tell a waiter that was woken from
+/// one that polled or ran out its sleep.
+pub fn futex_wait_calls() -> (u64, u64) {
+    (
+        FUTEX_WAIT_CALLS.with(std::cell::Cell::get),
+        FUTEX_WOKEN.with(std::cell::Cell::get),
+    )
 }
 
 /// How many `FUTEX_WAKE` system calls the calling thread has made. A diagnostic: tests use it

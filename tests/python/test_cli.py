@@ -676,3 +676,93 @@ def test_man_pages_are_written_for_every_command_and_render_cleanly(cli_bin, tmp
         text = subprocess.run(["groff", "-man", "-Tutf8", str(tmp_path / "man1" / "mmshare.1")],
                               capture_output=True, text=True, timeout=60).stdout
         assert "Exit status:" in text and "no daemon answers at the socket" in text
+
+
+def test_sub_wait_pub_wait_subscribers_and_ls_watch(cli_bin, daemon, tmp_path):
+    """`sub --wait` subscribes once the stream exists; `pub --wait-subscribers 1` publishes
+    once that subscriber is attached, so a lossless `sub` started before the stream gets every
+    frame; `ls --watch` lists, then prints each change (JSON lines with --json)."""
+    sock = daemon.socket
+    watch = subprocess.Popen([cli_bin, "--socket", sock, "ls", "--watch", "--json", "cam"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert json.loads(watch.stdout.readline()) == []  # the listing: nothing yet
+    rec = tmp_path / "rec.npy"
+    sub = subprocess.Popen([cli_bin, "--socket", sock, "sub", "cam", "--lossless", "--wait", "60",
+                            "--count", "20", "-o", str(rec)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run(cli_bin, "create", "cam", "--stream", "--dtype", "u1", "--shape", "8", "--history", "4",
+        socket=sock)
+    frames = sample("|u1", (20, 8), seed=3)
+    np.save(tmp_path / "f.npy", frames)
+    out = run(cli_bin, "pub", "cam", str(tmp_path / "f.npy"), "--wait-subscribers", "1",
+              socket=sock).stdout
+    assert out.startswith("published 20 frames (0..20)"), out
+    stdout, stderr = sub.communicate(timeout=60)
+    assert sub.returncode == 0, stderr
+    assert "received 20 frames (0..20) from cam, missed 0" in stdout, stdout
+    np.testing.assert_array_equal(np.load(rec), frames)
+    run(cli_bin, "rm", "cam", socket=sock)
+    events = [json.loads(watch.stdout.readline()) for _ in range(4)]
+    assert events == [
+        {"event": "created", "name": "cam", "detail": "stream"},
+        {"event": "subscribers", "name": "cam", "detail": 1},
+        {"event": "subscribers", "name": "cam", "detail": 0},
+        {"event": "deleted", "name": "cam", "detail": None},
+    ], events
+    watch.send_signal(signal.SIGINT)
+    watch.communicate(timeout=30)
+    assert watch.returncode == 0
+    # --wait that runs out: the timeout exit status, naming the stream.
+    late = run(cli_bin, "sub", "nothing", "--wait", "0.2", socket=sock, check=False)
+    assert late.returncode == 5 and '"nothing"' in late.stderr, late.stderr
+
+
+def test_history_and_start_points_from_the_shell(cli_bin, daemon, tmp_path):
+    """`create --history`, shown by `info`; `sub --from oldest` records the kept frames,
+    `--from N` resumes and reports what it missed."""
+    sock = daemon.socket
+    run(cli_bin, "create", "h", "--stream", "--dtype", "<u2", "--shape", "4", "--slots", "8",
+        "--history", "5", socket=sock)
+    info = json.loads(run(cli_bin, "info", "h", "--json", socket=sock).stdout)
+    assert info["history"] == 5
+    assert "the newest 5 frames are kept" in run(cli_bin, "info", "h", socket=sock).stdout
+    frames = sample("<u2", (30, 4), seed=5)
+    np.save(tmp_path / "f.npy", frames)
+    run(cli_bin, "pub", "h", str(tmp_path / "f.npy"), socket=sock)
+    out = run(cli_bin, "sub", "h", "--from", "oldest", "--seconds", "0.5",
+              "-o", str(tmp_path / "old.npy"), socket=sock).stdout
+    got = np.load(tmp_path / "old.npy")
+    assert len(got) >= 5, out
+    np.testing.assert_array_equal(got, frames[30 - len(got):])
+    out = run(cli_bin, "sub", "h", "--from", "10", "--seconds", "0.5", socket=sock).stdout
+    first = int(re.search(r"\((\d+)\.\.30\)", out).group(1))
+    assert f"missed {first - 10}" in out, out
+    bad = run(cli_bin, "sub", "h", "--from", "newest", socket=sock, check=False)
+    assert bad.returncode == 2 and "next, oldest or a frame number" in bad.stderr
+    too_much = run(cli_bin, "create", "h2", "--stream", "--dtype", "u1", "--shape", "4",
+                   "--slots", "4", "--history", "3", socket=sock, check=False)
+    assert too_much.returncode == 2 and "at most 2" in too_much.stderr, too_much.stderr
+
+
+def test_fortran_order_streams_pub_and_sub_with_the_frames_on_the_last_axis(cli_bin, daemon,
+                                                                            tmp_path):
+    """A Fortran-order stream of (3, 4) frames takes a Fortran-order stack of shape (3, 4, N)
+    and records one; a C-order stack is refused with a message that says what to give."""
+    sock = daemon.socket
+    run(cli_bin, "create", "fs", "--stream", "--dtype", "<f4", "--shape", "3,4", "--order", "F",
+        socket=sock)
+    frames = sample("<f4", (6, 3, 4), seed=9)
+    stack = np.asfortranarray(np.stack(list(frames), axis=-1))
+    np.save(tmp_path / "f.npy", stack)
+    np.save(tmp_path / "c.npy", frames)
+    bad = run(cli_bin, "pub", "fs", str(tmp_path / "c.npy"), socket=sock, check=False)
+    assert bad.returncode == 2 and "(3, 4, 6)" in bad.stderr and "axis=-1" in bad.stderr, bad.stderr
+    sub = subprocess.Popen([cli_bin, "--socket", sock, "sub", "fs", "--lossless", "--count", "6",
+                            "-o", str(tmp_path / "rec.npy")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run(cli_bin, "pub", "fs", str(tmp_path / "f.npy"), "--wait-subscribers", "1", socket=sock)
+    _, stderr = sub.communicate(timeout=60)
+    assert sub.returncode == 0, stderr
+    rec = np.load(tmp_path / "rec.npy")
+    assert rec.shape == (3, 4, 6) and rec.flags.f_contiguous
+    np.testing.assert_array_equal(rec, stack)

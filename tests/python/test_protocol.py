@@ -47,6 +47,10 @@ def encode_request(value):
         return _proto.encode_open_stream(f["name"], f["role"].lower())
     if variant == "ListAll":
         return _proto.encode_list_all(f["prefix"], f["after"])
+    if variant == "WaitFor":
+        return _proto.encode_wait_for(f["name"], f["timeout_ms"])
+    if variant == "Watch":
+        return _proto.encode_watch(f["prefix"])
     raise AssertionError(f"unknown request variant {variant}")
 
 
@@ -100,6 +104,11 @@ def expected_reply(value):
         return ("stream", stream_info(f))
     if variant == "Objects":
         return ("objects", ([object_info(o) for o in f["objects"]], f["more"]))
+    if variant == "Event":
+        if f == "Ready":
+            return ("event", ("Ready", {}))
+        (kind, fields), = f.items()
+        return ("event", (kind, fields))
     assert variant == "Error"
     return None
 
@@ -113,9 +122,12 @@ def test_the_vectors_cover_every_message_and_error_kind():
     assert len(REQUESTS) >= 17 and len(RESPONSES) >= 25
     assert {variant(e) for e in REQUESTS} == {
         "Hello", "Create", "Open", "Stat", "List", "Delete", "CreateStream", "OpenStream",
-        "ListAll"}
+        "ListAll", "WaitFor", "Watch"}
     assert {variant(e) for e in RESPONSES} == {
-        "Hello", "Array", "List", "Deleted", "Error", "Stream", "Objects"}
+        "Hello", "Array", "List", "Deleted", "Error", "Stream", "Objects", "Event"}
+    events = {e["value"]["Event"] if isinstance(e["value"]["Event"], str)
+              else next(iter(e["value"]["Event"])) for e in RESPONSES if variant(e) == "Event"}
+    assert events == set(_proto.EVENTS)
     kinds = {e["value"]["Error"]["kind"] for e in RESPONSES if "Error" in e["value"]}
     assert kinds == {cls.kind for cls in errors.BY_INDEX}
     roles = {e["value"]["OpenStream"]["role"] for e in REQUESTS if variant(e) == "OpenStream"}
@@ -194,8 +206,10 @@ def test_damaged_replies_are_protocol_errors_not_crashes():
         if "Error" not in entry["value"]:
             with pytest.raises(mmshare.ProtocolError):
                 _proto.decode_response(raw + b"\x00")
-    with pytest.raises(mmshare.ProtocolError, match="unknown Response variant 7"):
-        _proto.decode_response(b"\x07")
+    with pytest.raises(mmshare.ProtocolError, match="unknown Response variant 8"):
+        _proto.decode_response(b"\x08")
+    with pytest.raises(mmshare.ProtocolError, match="WatchEvent"):
+        _proto.decode_response(b"\x07\x05")
     with pytest.raises(mmshare.ProtocolError):
         _proto.decode_response(b"\x09")
     with pytest.raises(mmshare.ProtocolError):
@@ -230,6 +244,8 @@ def test_bad_stream_replies_are_refused_by_name():
     raw[at] = 2
     with pytest.raises(mmshare.ProtocolError, match="bad Option tag 2 for publisher"):
         _proto.decode_response(bytes(raw))
-    # ErrorKind 12 does not exist (11 is WrongKind).
-    with pytest.raises(mmshare.ProtocolError, match="unknown error kind 12"):
+    # ErrorKind 13 does not exist (12 is Timeout).
+    with pytest.raises(mmshare.Timeout):
         _proto.decode_response(bytes.fromhex("04 0c 00"))
+    with pytest.raises(mmshare.ProtocolError, match="unknown error kind 13"):
+        _proto.decode_response(bytes.fromhex("04 0d 00"))

@@ -511,3 +511,45 @@ def test_help_shows_the_mode_in_octal_words(daemon):
         sig = str(inspect.signature(f))
         assert "384" not in sig and "mode=None" in sig, sig
         assert "0o600" in f.__doc__
+
+
+def test_presence_from_python(daemon, worker):
+    """`wait_for` returns when another process creates the stream (and raises Timeout when
+    none comes); `wait_for_subscribers` returns when a Rust subscriber process joins; a
+    watch reports the creation, the subscriber joining and leaving, and the deletion."""
+    import threading
+    c = mmshare.connect(daemon.socket)
+    with pytest.raises(mmshare.Timeout, match='"pres"'):
+        c.wait_for("pres", timeout=0.2)
+    watch = c.watch("pres")
+    found = {}
+    t = threading.Thread(target=lambda: found.update(info=c.wait_for("pres", timeout=60)))
+    t.start()
+    subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import mmshare
+        mmshare.connect({daemon.socket!r}).create_stream("pres", "<u8", ({ELEMS},))
+        """)], check=True, timeout=60)
+    t.join(60)
+    assert isinstance(found["info"], mmshare.StreamInfo) and found["info"].name == "pres"
+    assert watch.next(60) == mmshare.WatchEvent("created", "pres", "stream")
+
+    pub = c.publisher("pres")
+    assert pub.subscriber_count == 0
+    sub = subprocess.Popen([worker, "stream-sub", daemon.socket, "pres", "lossless", "4"],
+                           stdout=subprocess.PIPE, text=True)
+    assert pub.wait_for_subscribers(1, timeout=60) == 1
+    for n in range(5):
+        with pub.loan() as frame:
+            frame[:] = pattern(n)
+    out, _ = sub.communicate(timeout=60)
+    assert sub.returncode == 0 and "received=5 missed=0" in out, out
+    events = [watch.next(60), watch.next(60)]
+    assert events == [mmshare.WatchEvent("subscribers", "pres", count=1),
+                      mmshare.WatchEvent("subscribers", "pres", count=0)], events
+    with pytest.raises(mmshare.Timeout, match="has 0 subscribers"):
+        pub.wait_for_subscribers(1, timeout=0.2)
+    pub.close()
+    c.delete("pres")
+    assert watch.next(60) == mmshare.WatchEvent("deleted", "pres")
+    assert watch.next(0.2) is None
+    watch.close()

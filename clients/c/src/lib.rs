@@ -202,6 +202,7 @@ fn server_code(kind: ErrorKind) -> c_int {
         ErrorKind::QuotaExceeded | ErrorKind::NoSpace => MMS_ERR_QUOTA,
         ErrorKind::Busy => MMS_ERR_BUSY,
         ErrorKind::WrongKind => MMS_ERR_WRONG_KIND,
+        ErrorKind::Timeout => MMS_ERR_TIMEOUT,
         ErrorKind::ProtocolError => MMS_ERR_PROTOCOL,
         ErrorKind::Internal => MMS_ERR_INTERNAL,
         // A kind newer than this binding: none while it is built with the library.
@@ -230,7 +231,9 @@ fn stream_code(e: &StreamError) -> c_int {
         StreamError::BadMaxHeld { .. } | StreamError::LengthMismatch { .. } => {
             MMS_ERR_INVALID_ARGUMENT
         }
-        StreamError::LoanTimeout { .. } | StreamError::ReceiveTimeout { .. } => MMS_ERR_TIMEOUT,
+        StreamError::LoanTimeout { .. }
+        | StreamError::ReceiveTimeout { .. }
+        | StreamError::SubscribersTimeout { .. } => MMS_ERR_TIMEOUT,
         _ => MMS_ERR_IO,
     }
 }

@@ -153,6 +153,7 @@ pub fn kind_class(kind: ErrorKind) -> Class {
         ErrorKind::PermissionDenied => Class::Permission,
         ErrorKind::QuotaExceeded | ErrorKind::NoSpace => Class::Limit,
         ErrorKind::Busy => Class::Busy,
+        ErrorKind::Timeout => Class::Timeout,
         _ => Class::Other,
     }
 }
@@ -174,7 +175,9 @@ pub fn client_class(e: &ClientError) -> Class {
 /// The class of a stream operation's failure.
 pub fn stream_class(e: &StreamError) -> Class {
     match e {
-        StreamError::LoanTimeout { .. } | StreamError::ReceiveTimeout { .. } => Class::Timeout,
+        StreamError::LoanTimeout { .. }
+        | StreamError::ReceiveTimeout { .. }
+        | StreamError::SubscribersTimeout { .. } => Class::Timeout,
         StreamError::LengthMismatch { .. }
         | StreamError::BadMaxHeld { .. }
         | StreamError::WrongKind { .. } => Class::BadInput,

@@ -94,6 +94,11 @@ enum Command {
         /// Print JSON
         #[arg(long)]
         json: bool,
+        /// After the listing, print each change as the daemon reports it (an object created
+        /// or deleted, a stream's subscribers joining or leaving), one line each (a JSON line
+        /// with --json), until Ctrl-C
+        #[arg(long)]
+        watch: bool,
     },
     /// Describe an array or a stream
     Info {
@@ -151,6 +156,10 @@ enum Command {
         /// Start over at the first frame after the last, until Ctrl-C
         #[arg(long = "loop")]
         looping: bool,
+        /// Before the first frame, wait until N subscribers are attached (so that ones started
+        /// alongside miss nothing)
+        #[arg(long, value_name = "N")]
+        wait_subscribers: Option<usize>,
     },
     /// Receive a stream's frames; report them, or record them into a .npy stack
     Sub {
@@ -173,6 +182,10 @@ enum Command {
         /// Stop after this many seconds
         #[arg(long, value_parser = parse_seconds)]
         seconds: Option<f64>,
+        /// Wait for the stream to exist, up to SECONDS (without a value: until Ctrl-C)
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "86400",
+              value_parser = parse_seconds)]
+        wait: Option<f64>,
     },
     /// Print every new version of an array (or, for a stream, its rate and subscribers every
     /// second), until Ctrl-C or until it is deleted
@@ -320,7 +333,8 @@ fn main() -> ExitCode {
             file,
             rate,
             looping,
-        } => streams::publish(&socket, &name, &file, rate, looping),
+            wait_subscribers,
+        } => streams::publish(&socket, &name, &file, rate, looping, wait_subscribers),
         Command::Sub {
             name,
             lossless,
@@ -328,17 +342,41 @@ fn main() -> ExitCode {
             count,
             output,
             seconds,
+            wait,
         } => streams::subscribe(
             &socket,
             &name,
-            lossless,
-            start,
+            {
+                let delivery = if lossless {
+                    mmshare::Delivery::Lossless
+                } else {
+                    mmshare::Delivery::Lossy
+                };
+                let options = mmshare::SubscribeOptions::new(delivery).max_held(1);
+                match start {
+                    Some(start) => options.start(start),
+                    None => options,
+                }
+            },
             count,
             output.as_deref(),
             seconds.map(Duration::from_secs_f64),
+            wait.map(Duration::from_secs_f64),
         ),
-        Command::Ls { prefix, json } => {
-            commands::ls(&socket, prefix.as_deref().unwrap_or(""), json)
+        Command::Ls {
+            prefix,
+            json,
+            watch,
+        } => {
+            let prefix = prefix.as_deref().unwrap_or("");
+            if watch {
+                // The watch first: a change between the listing and the watch is not lost.
+                streams::watch_changes(&socket, prefix, json, || {
+                    commands::ls(&socket, prefix, json)
+                })
+            } else {
+                commands::ls(&socket, prefix, json)
+            }
         }
         Command::Info { name, json } => commands::info(&socket, &name, json),
         Command::Rm { names } => commands::rm(&socket, &names),

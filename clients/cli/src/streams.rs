@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use mmshare::{DType, Delivery, ErrorKind, Order, StreamError, StreamInfo, StreamOptions};
+use mmshare::{DType, ErrorKind, Order, StreamError, StreamInfo, StreamOptions, WatchEvent};
 use serde_json::json;
 
 use crate::commands::{
@@ -171,6 +171,12 @@ pub fn info(info: &StreamInfo, as_json: bool) -> Result {
 }
 
 /// Sets the returned flag on Ctrl-C (or SIGTERM), so a loop can stop cleanly.
+/// Ctrl-C during a wait: say so and exit 130, as a shell does for SIGINT.
+fn interrupted(what: &str) -> ! {
+    eprintln!("mmshare: {what}");
+    std::process::exit(130);
+}
+
 fn stop_flag() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
@@ -181,7 +187,14 @@ fn stop_flag() -> Arc<AtomicBool> {
 
 /// `pub NAME FILE [--rate HZ] [--loop]`: publishes the frames of a .npy stack (first axis =
 /// frames), each read from the file straight into a loaned slot.
-pub fn publish(socket: &Path, name: &str, path: &Path, rate: Option<f64>, looping: bool) -> Result {
+pub fn publish(
+    socket: &Path,
+    name: &str,
+    path: &Path,
+    rate: Option<f64>,
+    looping: bool,
+    wait_subscribers: Option<usize>,
+) -> Result {
     let file = File::open(path).map_err(|e| {
         Failure::new(
             crate::failure::io_class(&e),
@@ -200,7 +213,17 @@ pub fn publish(socket: &Path, name: &str, path: &Path, rate: Option<f64>, loopin
             )));
         }
     };
-    let (frames, frame_shape) = match header.shape.split_first() {
+    // A Fortran-order stream's frames (of more than one dimension that is not 1) are
+    // contiguous in a Fortran-order stack whose *last* axis counts them; every other stack
+    // counts them along its first axis, in C order.
+    let fortran_frames = info.order == mmshare::internal::proto::WireOrder::F
+        && info.shape.iter().filter(|&&d| d > 1).count() > 1;
+    let split = if fortran_frames {
+        header.shape.split_last()
+    } else {
+        header.shape.split_first()
+    };
+    let (frames, frame_shape) = match split {
         Some((&n, rest)) => (n, rest),
         None => {
             return Err(Failure::bad_input(format!(
@@ -209,6 +232,24 @@ pub fn publish(socket: &Path, name: &str, path: &Path, rate: Option<f64>, loopin
             )));
         }
     };
+    let file_multi_d = header.shape.iter().filter(|&&d| d > 1).count() > 1;
+    if fortran_frames && !header.fortran && file_multi_d {
+        let n = header.shape.first().copied().unwrap_or(0);
+        return Err(Failure::bad_input(format!(
+            "stream {name} is in Fortran order: give a Fortran-order .npy whose last axis \
+             counts the frames, shape {} (np.asfortranarray(np.stack(frames, axis=-1))), not \
+             {} in C order; nothing was published",
+            shape_text(&[info.shape.as_slice(), &[n]].concat()),
+            shape_text(&header.shape)
+        )));
+    }
+    if !fortran_frames && header.fortran && file_multi_d {
+        return Err(Failure::bad_input(format!(
+            "{} is in Fortran order, so its frames (along the first axis) are not contiguous; \
+             save the stack in C order (np.ascontiguousarray); nothing was published",
+            path.display()
+        )));
+    }
     let dtype: DType = info
         .dtype
         .parse()
@@ -223,18 +264,6 @@ pub fn publish(socket: &Path, name: &str, path: &Path, rate: Option<f64>, loopin
             shape_text(&info.shape)
         )));
     }
-    let multi_d = info.shape.iter().filter(|&&d| d > 1).count() > 1;
-    if header.fortran && frames > 1 {
-        return Err(Failure::bad_input(format!(
-            "{} is in Fortran order: its frames are not contiguous; save the stack in C order",
-            path.display()
-        )));
-    }
-    if multi_d && info.order == mmshare::internal::proto::WireOrder::F {
-        return Err(Failure::bad_input(format!(
-            "stream {name} is in Fortran order; a C-order .npy stack cannot fill its frames"
-        )));
-    }
     if frames == 0 {
         return Err(Failure::bad_input(format!(
             "{} holds no frames",
@@ -243,6 +272,20 @@ pub fn publish(socket: &Path, name: &str, path: &Path, rate: Option<f64>, loopin
     }
     let mut publisher = client.publisher_bytes(name)?;
     let stop = stop_flag();
+    if let Some(n) = wait_subscribers {
+        eprintln!("waiting for {n} subscribers of {name} (Ctrl-C to stop)");
+        // In one-second sleeps, each woken at once by a join, so that Ctrl-C is seen.
+        loop {
+            match publisher.wait_for_subscribers(n, Duration::from_secs(1)) {
+                Ok(_) => break,
+                Err(StreamError::SubscribersTimeout { .. }) if !stop.load(Ordering::Relaxed) => {}
+                Err(StreamError::SubscribersTimeout { attached, .. }) => interrupted(&format!(
+                    "stopped waiting: {attached} of {n} subscribers attached"
+                )),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
     let period = rate.map(|hz| Duration::from_secs_f64(1.0 / hz));
     let start = Instant::now();
     let first = publisher.next_number();
@@ -285,13 +328,20 @@ pub fn publish(socket: &Path, name: &str, path: &Path, rate: Option<f64>, loopin
 pub fn subscribe(
     socket: &Path,
     name: &str,
-    lossless: bool,
-    start: Option<mmshare::StartAt>,
+    options: mmshare::SubscribeOptions,
     count: Option<u64>,
     out: Option<&Path>,
     timeout: Option<Duration>,
+    wait: Option<Duration>,
 ) -> Result {
     let client = connect(socket)?;
+    let stop = stop_flag();
+    if let Some(wait) = wait {
+        let found = client.wait_for_until(name, wait, &mut || stop.load(Ordering::Relaxed))?;
+        if found.is_none() {
+            interrupted(&format!("stopped waiting for {name}"));
+        }
+    }
     let info = match client.describe(name)? {
         mmshare::ObjectInfo::Stream(info) => info,
         mmshare::ObjectInfo::Array(_) => {
@@ -304,33 +354,23 @@ pub fn subscribe(
         .dtype
         .parse()
         .map_err(|e: mmshare::DTypeError| e.to_string())?;
-    let delivery = if lossless {
-        Delivery::Lossless
-    } else {
-        Delivery::Lossy
-    };
-    let mut options = mmshare::SubscribeOptions::new(delivery).max_held(1);
-    if let Some(start) = start {
-        options = options.start(start);
-    }
     let subscriber = client.subscribe_bytes(name, options)?;
-    let stop = stop_flag();
-    let fortran = info.order == mmshare::internal::proto::WireOrder::F;
+    // A Fortran-order stream's frames go into a Fortran-order stack along its last axis,
+    // where each is contiguous (`pub` reads such a stack back); every other stream's along
+    // the first axis, in C order.
+    let fortran = info.order == mmshare::internal::proto::WireOrder::F
+        && info.shape.iter().filter(|&&d| d > 1).count() > 1;
     let stack_shape = |n: u64| {
-        let mut s = vec![n];
-        s.extend(&info.shape);
-        s
+        if fortran {
+            [info.shape.as_slice(), &[n]].concat()
+        } else {
+            [&[n], info.shape.as_slice()].concat()
+        }
     };
     // The header for the most frames a stack could hold: the real one is padded to its size.
-    let placeholder = npy::header_bytes(dtype, false, &stack_shape(u64::MAX));
+    let placeholder = npy::header_bytes(dtype, fortran, &stack_shape(u64::MAX));
     let mut file = match out {
         Some(path) => {
-            if fortran && info.shape.iter().filter(|&&d| d > 1).count() > 1 {
-                return Err(format!(
-                    "stream {name} is in Fortran order; a .npy stack of its frames would not be"
-                )
-                .into());
-            }
             let tmp = temp_path(path);
             let f =
                 File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
@@ -370,8 +410,12 @@ pub fn subscribe(
             let mut f = w
                 .into_inner()
                 .map_err(|e| format!("cannot write {}: {}", tmp.display(), e.error()))?;
-            let header =
-                npy::header_bytes_at_least(dtype, false, &stack_shape(received), placeholder.len());
+            let header = npy::header_bytes_at_least(
+                dtype,
+                fortran,
+                &stack_shape(received),
+                placeholder.len(),
+            );
             debug_assert_eq!(header.len(), placeholder.len());
             f.seek(SeekFrom::Start(0))
                 .and_then(|_| f.write_all(&header))
@@ -396,6 +440,58 @@ pub fn subscribe(
         ))?;
     }
     Ok(result?)
+}
+
+/// `ls --watch`: `listing` once the watch is set up, then one line per change until Ctrl-C
+/// (or until the daemon stops).
+pub fn watch_changes(
+    socket: &Path,
+    prefix: &str,
+    as_json: bool,
+    listing: impl FnOnce() -> Result,
+) -> Result {
+    let client = connect(socket)?;
+    let mut watch = client.watch(prefix)?;
+    listing()?;
+    let stop = stop_flag();
+    while !stop.load(Ordering::Relaxed) {
+        let Some(event) = watch.next_timeout(Some(Duration::from_millis(200)))? else {
+            continue;
+        };
+        let (what, name, detail) = match &event {
+            WatchEvent::Created { name, stream } => (
+                "created",
+                name.as_str(),
+                json!(if *stream { "stream" } else { "array" }),
+            ),
+            WatchEvent::Deleted { name } => ("deleted", name.as_str(), json!(null)),
+            WatchEvent::Subscribers { name, count } => ("subscribers", name.as_str(), json!(count)),
+            WatchEvent::Lost { events } => ("lost", "", json!(events)),
+            _ => continue,
+        };
+        if as_json {
+            emit(&json!({"event": what, "name": name, "detail": detail}).to_string())?;
+        } else {
+            let text = match &event {
+                WatchEvent::Created { name, stream } => {
+                    format!(
+                        "created {} {name}",
+                        if *stream { "stream" } else { "array" }
+                    )
+                }
+                WatchEvent::Deleted { name } => format!("deleted {name}"),
+                WatchEvent::Subscribers { name, count } => {
+                    format!("subscribers {name}: {count}")
+                }
+                WatchEvent::Lost { events } => {
+                    format!("lost {events} changes (this watch fell behind): list again")
+                }
+                _ => continue,
+            };
+            emit(&text)?;
+        }
+    }
+    Ok(())
 }
 
 /// A temporary name beside `path` (renamed to it once the stack is complete).

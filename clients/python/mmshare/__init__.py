@@ -20,7 +20,7 @@
 
 from ._proto import PROTOCOL_VERSION, ArrayInfo, StreamInfo, SubscriberStat
 from .array import SharedArray
-from .client import Client, connect, default_socket_path
+from .client import Client, Watch, WatchEvent, connect, default_socket_path
 from .daemon import Daemon, find_program, start_daemon
 from .errors import (AlreadyExists, Busy, ConnectError, Evicted, FormatError, HoldLimit, Internal,
                      InvalidDtype, InvalidName, InvalidShape, LostWriteSide, MmshareError,
@@ -38,6 +38,7 @@ except _NotInstalled:  # imported from the source tree, not installed
 
 __all__ = [
     "PROTOCOL_VERSION", "ArrayInfo", "StreamInfo", "SubscriberStat", "SharedArray", "Client",
+    "Watch", "WatchEvent",
     "connect", "default_socket_path", "Daemon", "find_program", "start_daemon", "__version__",
     "Loan", "Publisher", "Sample", "Subscriber",
     "AlreadyExists", "Busy", "ConnectError", "Evicted", "FormatError", "HoldLimit", "Internal",

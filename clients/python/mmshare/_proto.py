@@ -184,6 +184,19 @@ def encode_create_stream(name: str, dtype: str, shape, order: str, slots: int,
     return _varint(6) + body
 
 
+def encode_wait_for(name: str, timeout_ms: int) -> bytes:
+    """Request::WaitFor: the reply comes when `name` exists (Stat's), or Error{Timeout}."""
+    return _varint(9) + _string(name) + _varint(timeout_ms)
+
+
+def encode_watch(prefix: str) -> bytes:
+    """Request::Watch: the connection then carries Event replies until it is closed."""
+    return _varint(10) + _string(prefix)
+
+
+EVENTS = ("Ready", "Created", "Deleted", "Subscribers", "Lost")
+
+
 def encode_open_stream(name: str, role: str) -> bytes:
     """Request::OpenStream with role "publish" or "subscribe" (the reply carries two
     descriptors: the data file, then the control file)."""
@@ -323,8 +336,8 @@ class _Reader:
 def decode_response(buf: bytes):
     """Decodes a reply into ("hello", (version, server)), ("array", ArrayInfo),
     ("list", ([ArrayInfo], more)), ("deleted", None), ("stream", StreamInfo) or
-    ("objects", ([ArrayInfo or StreamInfo], more)); an Error reply is raised as the matching
-    exception."""
+    ("objects", ([ArrayInfo or StreamInfo], more)) or ("event", (kind, {fields})); an Error
+    reply is raised as the matching exception."""
     r = _Reader(buf)
     tag = r.varint(32)
     if tag == 0:
@@ -344,6 +357,19 @@ def decode_response(buf: bytes):
     elif tag == 6:
         objects = [r.object_info() for _ in range(r.count("objects"))]
         out = ("objects", (objects, r.boolean()))
+    elif tag == 7:
+        event = r.index(EVENTS, "WatchEvent")
+        if event == "Ready":
+            fields = {}
+        elif event == "Created":
+            fields = {"name": r.string(), "stream": r.boolean()}
+        elif event == "Deleted":
+            fields = {"name": r.string()}
+        elif event == "Subscribers":
+            fields = {"name": r.string(), "count": r.varint(32)}
+        else:
+            fields = {"events": r.varint()}
+        out = ("event", (event, fields))
     elif tag == 4:
         kind = r.varint(32)
         message = r.string()

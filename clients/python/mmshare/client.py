@@ -3,6 +3,7 @@ GIL released, and a request is never split by a KeyboardInterrupt (it is raised 
 request is over, so the connection stays usable)."""
 
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -168,6 +169,20 @@ class Client:
         info, native = self._c.subscribe(name, bool(lossless), int(max_held), kind, frame)
         return Subscriber(_info("stream", info), native, lease=self)
 
+    def wait_for(self, name, timeout=None):
+        """Waits until an array or a stream named `name` exists (and this uid may read it),
+        up to `timeout` seconds (None: a day); returns its `ArrayInfo` or `StreamInfo`, or
+        raises `Timeout`. One request: the daemon answers when it creates the object (nothing
+        polls), at once if it exists. Ctrl-C interrupts it."""
+        return _info(*self._c.wait_for(name, timeout))
+
+    def watch(self, prefix="") -> "Watch":
+        """Watches the arrays and streams whose names start with `prefix` (that this uid may
+        read): an iterator of `WatchEvent`s (created, deleted, a stream's subscribers
+        changing), from the moment this returns. `watch.next(timeout)` waits at most that
+        long (None when nothing came). Close it (or use `with`) to end it."""
+        return Watch(self._c.watch(prefix))
+
     def delete(self, name) -> None:
         """Unlinks the array or stream: mappings keep working, the name is free at once."""
         self._c.delete(name)
@@ -176,6 +191,52 @@ class Client:
         """Drops this handle on the connection; it closes once no array opened for writing
         through it (whose lease it is) is left."""
         self._conn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class WatchEvent(NamedTuple):
+    """One change a `Watch` reports. `kind`: "created" (an object; `object` is "array" or
+    "stream"), "deleted", "subscribers" (a stream's attached subscribers are now `count`),
+    or "lost" (`count` events were dropped because the watcher fell behind: list again)."""
+    kind: str
+    name: str = ""
+    object: str = ""
+    count: int = 0
+
+
+class Watch:
+    """A watch of the daemon's objects (`Client.watch`): iterate it (blocking), or call
+    `next(timeout)`. Ends when closed, or when the daemon stops."""
+
+    def __init__(self, native):
+        self._native = native
+
+    def next(self, timeout=None):
+        """The next `WatchEvent`, waiting up to `timeout` seconds (None: without limit);
+        None when none came in time, or once the watch ended."""
+        got = self._native.next(timeout)
+        if got is None:
+            return None
+        kind, f = got
+        return WatchEvent(kind, f.get("name", ""), f.get("kind", ""),
+                          f.get("count", f.get("events", 0)))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> WatchEvent:
+        event = self.next(None)
+        if event is None:
+            raise StopIteration
+        return event
+
+    def close(self):
+        self._native.close()
 
     def __enter__(self):
         return self

@@ -113,9 +113,13 @@ class LostWriteSide(MmshareError):
 
 
 class Timeout(MmshareError, TimeoutError):
-    """A read, write or wait did not complete in time, or the daemon did not accept a
-    connection or answer a request within the client's `timeout` (it is stopped or
-    overloaded; the next request connects again)."""
+    """A read, write or wait did not complete in time (`wait_for`, `wait_for_subscribers`
+    included), or the daemon did not accept a connection or answer a request within the
+    client's `timeout` (it is stopped or overloaded; the next request connects again)."""
+    kind = "Timeout"
+
+
+BY_INDEX.append(Timeout)  # ErrorKind 12, defined after the classes above
 
 
 class HoldLimit(MmshareError):

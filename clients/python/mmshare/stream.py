@@ -99,6 +99,18 @@ class Publisher(_Handle):
         """The number the next published frame gets (= frames published so far)."""
         return self._native.next_number
 
+    @property
+    def subscriber_count(self) -> int:
+        """Subscribers attached now (any process)."""
+        return self._native.subscriber_count
+
+    def wait_for_subscribers(self, n=1, timeout=None) -> int:
+        """Waits until at least `n` subscribers are attached, up to `timeout` seconds (None:
+        no limit); returns how many are, or raises `Timeout` naming how many came. Woken by
+        each join (no polling): call it before the first frame so that subscribers started
+        alongside miss nothing."""
+        return self._native.wait_for_subscribers(int(n), timeout)
+
     def loan(self, timeout=LOAN_TIMEOUT) -> Loan:
         """A free slot to fill in place: `with pub.loan() as frame: frame[...] = ...`. Waits
         only while a lossless subscriber is a whole ring behind, up to `timeout` seconds

@@ -372,6 +372,46 @@ impl Connection {
         Ok((info, NativeSubscriber::new(subscriber)))
     }
 
+    /// Waits (GIL released, interruptible) until an array or a stream named `name` exists;
+    /// its kind and description. One request: the daemon answers when it creates it.
+    fn wait_for<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        timeout: Option<f64>,
+    ) -> PyResult<(&'static str, Bound<'py, PyDict>)> {
+        let limit = crate::duration(timeout)?.min(mmshare::MAX_WAIT);
+        let client = &self.client;
+        // Pending signals are looked at every 100 ms, with the GIL taken back for that only.
+        let mut interrupted = None;
+        let got = py.detach(|| {
+            client.wait_for_until(&name, limit, &mut || {
+                Python::attach(|py| match py.check_signals() {
+                    Ok(()) => false,
+                    Err(e) => {
+                        interrupted = Some(e);
+                        true
+                    }
+                })
+            })
+        });
+        if let Some(e) = interrupted {
+            return Err(e);
+        }
+        match got.map_err(|e| errors::client(py, e))? {
+            Some(info) => object_info(py, &info),
+            None => Err(pyo3::exceptions::PyRuntimeError::new_err("wait stopped")),
+        }
+    }
+
+    /// Watches the objects whose names start with `prefix`.
+    fn watch(&self, py: Python<'_>, prefix: String) -> PyResult<crate::watch::NativeWatch> {
+        let watch = py
+            .detach(|| self.client.watch(&prefix))
+            .map_err(|e| errors::client(py, e))?;
+        Ok(crate::watch::NativeWatch::new(watch))
+    }
+
     /// Describes an array or a stream: its kind ("array" or "stream") and description.
     fn describe<'py>(
         &self,

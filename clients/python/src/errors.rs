@@ -38,6 +38,7 @@ fn kind_class(kind: ErrorKind) -> &'static str {
         ErrorKind::ProtocolError => "ProtocolError",
         ErrorKind::Internal => "Internal",
         ErrorKind::WrongKind => "WrongKind",
+        ErrorKind::Timeout => "Timeout",
         // A kind newer than this binding: none while it is built with the library.
         _ => "MmshareError",
     }

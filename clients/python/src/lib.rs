@@ -15,6 +15,7 @@ mod array;
 mod client;
 mod errors;
 mod stream;
+mod watch;
 
 use std::time::{Duration, Instant};
 
@@ -133,6 +134,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream::NativeLoan>()?;
     m.add_class::<stream::NativeSubscriber>()?;
     m.add_class::<stream::NativeSample>()?;
+    m.add_class::<watch::NativeWatch>()?;
     m.add(
         "PROTOCOL_VERSION",
         mmshare::internal::proto::PROTOCOL_VERSION,

@@ -35,7 +35,9 @@ fn locked<T: Send, R: Send>(m: &Mutex<T>, f: impl FnOnce(&mut T) -> R + Send) ->
 /// A stream error as the matching `mmshare.errors` exception.
 pub(crate) fn error(py: Python<'_>, e: StreamError) -> PyErr {
     let class = match &e {
-        StreamError::ReceiveTimeout { .. } | StreamError::LoanTimeout { .. } => "Timeout",
+        StreamError::ReceiveTimeout { .. }
+        | StreamError::LoanTimeout { .. }
+        | StreamError::SubscribersTimeout { .. } => "Timeout",
         StreamError::PublisherBusy { .. } => "Busy",
         StreamError::HoldLimit { .. } => "HoldLimit",
         StreamError::Evicted { .. } => "Evicted",
@@ -76,6 +78,51 @@ impl NativePublisher {
     #[getter]
     fn next_number(&self) -> u64 {
         locked(&self.publisher, |p| p.next_number())
+    }
+
+    /// Subscribers attached now.
+    #[getter]
+    fn subscriber_count(&self) -> usize {
+        locked(&self.publisher, |p| p.subscriber_count())
+    }
+
+    /// Waits (GIL released, interruptible) until at least `n` subscribers are attached;
+    /// returns how many are. Woken by each join: the slices between signal checks are the
+    /// futex sleeps themselves, not polls.
+    fn wait_for_subscribers(
+        &self,
+        py: Python<'_>,
+        n: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<usize> {
+        let limit = duration(timeout)?;
+        let publisher = &self.publisher;
+        // The publisher's lock is taken for one slice at a time: a loan from another thread
+        // goes on between slices.
+        let got = sliced(
+            py,
+            limit,
+            |slice| lock(publisher).wait_for_subscribers(n, slice),
+            |e| matches!(e, StreamError::SubscribersTimeout { .. }),
+        )?;
+        match got {
+            Ok(count) => Ok(count),
+            Err(StreamError::SubscribersTimeout {
+                name,
+                wanted,
+                attached,
+                ..
+            }) => Err(error(
+                py,
+                StreamError::SubscribersTimeout {
+                    name,
+                    wanted,
+                    attached,
+                    waited: limit,
+                },
+            )),
+            Err(e) => Err(error(py, e)),
+        }
     }
 
     /// Loans a slot, waiting (GIL released, interruptible) while lossless subscribers are a

@@ -426,6 +426,9 @@ pub struct Registry {
     /// says (their participants need their state; the registry's lock is held, so nothing
     /// could be closed to make room).
     loading: AtomicBool,
+    /// Objects created and deleted, and streams' subscribers changing: for `WaitFor` and
+    /// `Watch` (module `presence`).
+    pub(crate) presence: Arc<crate::presence::Presence>,
 }
 
 /// A descriptor for `control` to send to a client: a new open file description of the same
@@ -682,6 +685,7 @@ impl Registry {
             budget: Budget::new(limits.max_open_objects),
             sweep_from: Mutex::new(String::new()),
             loading: AtomicBool::new(true),
+            presence: Arc::new(crate::presence::Presence::new()),
         };
         {
             let mut state = registry.lock();
@@ -817,6 +821,7 @@ impl Registry {
     ) {
         let name = &entry.header.name;
         state.arrays.remove(name);
+        self.presence.deleted(&entry.header);
         state.unidentified.remove(name);
         state.recoveries.remove(name);
         let bytes = array_bytes(&entry.header);
@@ -1303,6 +1308,7 @@ impl Registry {
         match result {
             Ok((entry, (file, control))) => {
                 let info = entry.info();
+                self.presence.created(&entry.header, false);
                 state.arrays.insert(name.to_owned(), entry);
                 drop(state);
                 info!(name, uid = who.uid, bytes = len, ?backing, "created");

@@ -399,6 +399,16 @@ impl Registry {
     }
 
     /// Closes every stream nobody uses (run with the periodic check).
+    /// Every stream held open now (in use by some process).
+    pub(crate) fn open_streams(&self) -> Vec<Arc<StreamOpen>> {
+        let state = self.lock();
+        state
+            .streams
+            .values()
+            .filter_map(|entry| entry.open_state())
+            .collect()
+    }
+
     pub(super) fn close_unused_streams(&self) {
         let streams: Vec<Arc<StreamEntry>> = self.lock().streams.values().cloned().collect();
         for entry in streams {
@@ -610,6 +620,7 @@ impl Registry {
         match result {
             Ok(entry) => {
                 let info = entry.info(true);
+                self.presence.created(&entry.header, true);
                 state.streams.insert(name.to_owned(), entry);
                 drop(state);
                 info!(
@@ -740,6 +751,9 @@ impl Registry {
             )
         })?;
         drop((open, slot));
+        // A watch's monitor looks at the streams again: this one is open now, and a
+        // subscriber is about to join it.
+        self.presence.kick();
         Ok((entry.info(true), super::client_data(data), control))
     }
 
@@ -870,6 +884,7 @@ impl Registry {
         data: Option<File>,
     ) {
         state.streams.remove(&entry.header.name);
+        self.presence.deleted(&entry.header);
         let (owner, bytes) = (entry.header.owner_uid, entry.bytes());
         match data {
             Some(data) => state.retire(

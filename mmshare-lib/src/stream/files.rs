@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::layout::{self, Record, control_len};
 use super::protocol::{Ring, SlotWords};
+use super::sleep;
 use crate::create::{failed_in, new_temp_file, publish, reserve, temp_name};
 use crate::error::{CreateError, OpenError, StreamError};
 use crate::fault::{Step, step};
@@ -14,6 +15,7 @@ use crate::format::{FormatError, HEADER_SIZE, Header, Kind, StallPolicy, StreamS
 use crate::mapping::Mapping;
 use crate::raw::{read_up_to, read_word_at};
 use crate::sys::{self, ProcessId};
+use std::time::Duration;
 
 /// The data file's name inside a stream's directory.
 pub const DATA_FILE: &str = "data";
@@ -423,8 +425,69 @@ impl StreamFiles {
         }
         if freed > 0 {
             super::publisher::wake_publisher_side(self);
+            self.announce_membership();
         }
         freed
+    }
+
+    /// Subscriber records in use: subscribers attached (a record being freed is not counted).
+    pub fn subscriber_count(&self) -> usize {
+        self.ring()
+            .records
+            .iter()
+            .filter(|r| {
+                let owner = r.owner.load(Ordering::Relaxed);
+                owner != 0 && owner != layout::OWNER_RECLAIMING
+            })
+            .count()
+    }
+
+    /// Wakes whoever waits for the subscribers to change ([`StreamFiles::wait_for_members`]):
+    /// called after a record is claimed (and its subscription started) or freed. No system
+    /// call when nobody waits.
+    pub(crate) fn announce_membership(&self) {
+        sleep::wake(self.member_sleepers(), self.member_futex());
+    }
+
+    /// Waits until `done(subscriber_count)` holds, at most `timeout`: woken by every claim and
+    /// free of a record (no polling), and looking again at least once a second (a process
+    /// that writes the control file can zero the sleeper count). `Ok` with the count that
+    /// satisfied it, or `Err` with the last count seen when the time is up. Returns at once
+    /// if it holds already.
+    pub fn wait_for_members(
+        &self,
+        timeout: Duration,
+        done: impl Fn(usize) -> bool,
+    ) -> Result<usize, usize> {
+        let deadline = std::time::Instant::now() + timeout;
+        let (sleepers, futex) = (self.member_sleepers(), self.member_futex());
+        loop {
+            let found = sleep::sleep_unless(
+                futex,
+                || {
+                    sleepers.fetch_add(1, Ordering::Relaxed);
+                },
+                || {
+                    let n = self.subscriber_count();
+                    done(n).then_some(n)
+                },
+                |seen| {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if !left.is_zero() {
+                        sleep::Futex::wait(futex, seen, left.min(MEMBER_RECHECK));
+                    }
+                },
+            );
+            let _ = sleepers.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
+            if let Some(n) = found {
+                return Ok(n);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(self.subscriber_count());
+            }
+        }
     }
 
     /// Takes the liveness lock on record `r`'s byte for a subscriber claiming it: `Ok(false)`
@@ -579,6 +642,23 @@ impl StreamFiles {
         self.control.u32_word(layout::offsets::PUB_FUTEX)
     }
 
+    /// The control state's membership sleeper count and futex word, for a waiter that
+    /// watches many streams at once (the daemon's watch): count itself in the first, fence
+    /// (SeqCst), read the second, look at [`StreamFiles::subscriber_count`], and sleep while
+    /// the word holds what it read.
+    #[doc(hidden)]
+    pub fn member_words(&self) -> (&AtomicU32, &AtomicU32) {
+        (self.member_sleepers(), self.member_futex())
+    }
+
+    pub(crate) fn member_sleepers(&self) -> &AtomicU32 {
+        self.control.u32_word(layout::offsets::MEMBER_SLEEPERS)
+    }
+
+    pub(crate) fn member_futex(&self) -> &AtomicU32 {
+        self.control.u32_word(layout::offsets::MEMBER_FUTEX)
+    }
+
     /// Start of slot `slot`'s frame: page aligned, `header.data_len` bytes.
     pub(crate) fn slot_ptr(&self, slot: usize) -> *mut u8 {
         assert!(slot < self.slots);
@@ -596,6 +676,11 @@ impl StreamFiles {
 /// Reclaims and repairs in this process, one at a time: a record's `reclaimer` names a
 /// process, so two threads of one process must not free records concurrently.
 static RECLAIMS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The longest a wait for the subscribers to change sleeps before it looks again: the
+/// sleeper count is in the control file, which any participant can write (a zeroed count
+/// costs a waiter at most this much delay).
+const MEMBER_RECHECK: Duration = Duration::from_secs(1);
 
 /// This process, as a reclaimer.
 fn me() -> u64 {

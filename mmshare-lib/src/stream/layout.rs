@@ -31,8 +31,15 @@ pub(crate) mod offsets {
     pub(crate) const PUB_SLEEPERS: usize = 0x080;
     /// `u32` futex word the waiting publisher sleeps on; bumped by subscribers that wake it.
     pub(crate) const PUB_FUTEX: usize = 0x0C0;
-    /// `u64` holds granted to subscribers, out of the hold capacity `slots - 1 - max(history, 1)` (own line).
+    /// `u64` holds granted to subscribers, out of the hold capacity
+    /// `slots - 1 - max(history, 1)` (own line).
     pub(crate) const BUDGET: usize = 0x100;
+    /// `u32` processes asleep (or about to sleep) waiting for the subscribers to change
+    /// (`wait_for_subscribers`, the daemon's watch) (own line).
+    pub(crate) const MEMBER_SLEEPERS: usize = 0x140;
+    /// `u32` futex word they sleep on; bumped by whoever claims or frees a record while
+    /// `MEMBER_SLEEPERS` is not 0 (own line).
+    pub(crate) const MEMBER_FUTEX: usize = 0x180;
     /// Record 0.
     pub(crate) const RECORDS: usize = 0x1000;
 }

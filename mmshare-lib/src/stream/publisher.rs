@@ -186,6 +186,31 @@ impl<T: Element> Publisher<T> {
         }
     }
 
+    /// Subscribers attached now (records in use, whoever subscribed: this process or
+    /// another).
+    pub fn subscriber_count(&self) -> usize {
+        self.files.subscriber_count()
+    }
+
+    /// Waits until at least `n` subscribers are attached, at most `timeout`; returns how many
+    /// are. Woken by each subscriber that joins (a futex in the stream's control state, no
+    /// polling); returns at once if they are there already. Use it before publishing the
+    /// first frame so that lossless subscribers started alongside miss nothing.
+    ///
+    /// # Errors
+    /// [`StreamError::SubscribersTimeout`] naming how many came.
+    pub fn wait_for_subscribers(&self, n: usize, timeout: Duration) -> Result<usize, StreamError> {
+        let started = std::time::Instant::now();
+        self.files
+            .wait_for_members(timeout, |count| count >= n)
+            .map_err(|attached| StreamError::SubscribersTimeout {
+                name: self.files.header().name.clone(),
+                wanted: n,
+                attached,
+                waited: started.elapsed(),
+            })
+    }
+
     /// The number the next published frame gets (= frames published so far).
     pub fn next_number(&self) -> u64 {
         self.state.next

@@ -254,6 +254,7 @@ impl<T: Element> Subscriber<T> {
             // A publisher waiting for a slot may have seen our lower first cursor.
             wake_publisher_side(&files);
         }
+        files.announce_membership();
         Ok(Subscriber {
             files,
             state: RefCell::new(SubscriberState::new(record, cursor, me)),
@@ -583,6 +584,7 @@ impl<T: Element> Drop for Subscriber<T> {
         // Only once the record is free: a reclaimer must never find it owned and unlocked.
         self.files.unlock_record(self.record());
         wake_publisher_side(&self.files);
+        self.files.announce_membership();
     }
 }
 

@@ -1412,3 +1412,71 @@ fn history_holds_whatever_order_the_ring_is_in() {
     }
     let _ = loan;
 }
+
+/// `wait_for_subscribers` sleeps until a subscriber joins and is woken by it (one futex sleep,
+/// ended by a wake, not by its timeout); it returns at once when they are there already; and
+/// it times out cleanly, having slept a few long sleeps rather than polled.
+#[test]
+fn waiting_for_subscribers_is_woken_by_the_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let publisher = Publisher::<u64>::open(&path).unwrap();
+    assert_eq!(publisher.subscriber_count(), 0);
+    let joiner = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            let s = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            drop(s);
+        })
+    };
+    let (waits, woken) = crate::sys::futex_wait_calls();
+    let n = publisher
+        .wait_for_subscribers(1, Duration::from_secs(30))
+        .unwrap();
+    let (waits_after, woken_after) = crate::sys::futex_wait_calls();
+    assert_eq!(n, 1);
+    assert_eq!(
+        (waits_after - waits, woken_after - woken),
+        (1, 1),
+        "one sleep, ended by the subscriber's wake"
+    );
+    // Already there: no sleep at all.
+    assert_eq!(
+        publisher.wait_for_subscribers(1, Duration::ZERO).unwrap(),
+        1
+    );
+    assert_eq!(crate::sys::futex_wait_calls().0, waits_after);
+    // Leaving wakes a waiter too.
+    publisher
+        .files()
+        .wait_for_members(Duration::from_secs(30), |n| n == 0)
+        .unwrap();
+    joiner.join().unwrap();
+
+    let (waits, _) = crate::sys::futex_wait_calls();
+    let e = publisher
+        .wait_for_subscribers(2, Duration::from_millis(2500))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            StreamError::SubscribersTimeout {
+                wanted: 2,
+                attached: 0,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("has 0 subscribers after waiting"),
+        "{e}"
+    );
+    let slept = crate::sys::futex_wait_calls().0 - waits;
+    assert!(
+        (1..=4).contains(&slept),
+        "{slept} sleeps in 2.5 s: it polled"
+    );
+}
