@@ -111,7 +111,8 @@ impl Connection {
 /// [`Connection::recv`] and the fuzzing harness, so both decode exactly alike.
 pub(crate) fn classify(message: &[u8], truncated: bool) -> Incoming {
     if truncated || message.len() > MAX_MESSAGE {
-        return Incoming::Bad(ProtoError::TooLarge { len: message.len() });
+        // The buffer holds one byte more than the limit: all a longer message shows of itself.
+        return Incoming::Bad(ProtoError::Oversized);
     }
     match proto::decode::<Request>(message) {
         Ok(req) => Incoming::Request(req),

@@ -445,6 +445,10 @@ pub enum ProtoError {
         /// Its length.
         len: usize,
     },
+    /// A message received cut off at [`MAX_MESSAGE`] + 1 bytes: longer than the limit, by how
+    /// much the receiver cannot tell.
+    #[error("message of more than {MAX_MESSAGE} bytes exceeds the {MAX_MESSAGE}-byte limit")]
+    Oversized,
     /// Not a valid encoding (truncated, unknown variant, bad UTF-8, trailing bytes, ...).
     #[error("malformed message: {0}")]
     Malformed(String),

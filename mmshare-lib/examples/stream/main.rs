@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use mmshare::{Client, Delivery, ErrorKind, StreamError, StreamOptions};
+use mmshare::{Client, Delivery, StartAt, StreamError, StreamOptions, SubscribeOptions};
 
 const NAME: &str = "demo.camera";
 const SHAPE: [u64; 2] = [480, 640];
@@ -38,6 +38,12 @@ fn publish(client: &Client, frames: u64) -> Result<(), Box<dyn std::error::Error
         .exist_ok(true);
     client.create_stream(&options)?;
     let mut publisher = client.publisher::<u8>(NAME)?;
+    // Give a subscriber started alongside up to 5 s to attach, so it misses nothing (it is
+    // woken by the join, no polling); then publish whoever is there.
+    match publisher.wait_for_subscribers(1, Duration::from_secs(5)) {
+        Ok(n) => println!("{n} subscriber(s) attached"),
+        Err(_) => println!("no subscriber yet; publishing anyway"),
+    }
     let started = Instant::now();
     for _ in 0..frames {
         // Loan a free slot and fill it in place: a plain &mut [u8] over shared memory.
@@ -66,12 +72,12 @@ fn subscribe(client: &Client, lossless: bool) -> Result<(), Box<dyn std::error::
     } else {
         Delivery::Lossy
     };
-    let subscriber = match client.subscribe::<u8>(NAME, delivery) {
-        Err(e) if e.kind() == Some(ErrorKind::NotFound) => {
-            return Err(format!("no stream {NAME:?} yet: start the publisher first").into());
-        }
-        other => other?,
-    };
+    // Started before the publisher? Wait for the stream (the daemon answers when it is
+    // created), then take the frames published from now on.
+    println!("waiting for stream {NAME:?} (up to 60 s)");
+    client.wait_for(NAME, Duration::from_secs(60))?;
+    let options = SubscribeOptions::new(delivery).start(StartAt::Next);
+    let subscriber = client.subscribe_with::<u8>(NAME, options)?;
     println!("subscribed ({delivery:?}), waiting for frames");
     loop {
         let sample = match subscriber.receive_timeout(Duration::from_secs(5)) {
