@@ -240,7 +240,9 @@ def test_send_checks_the_shape_and_receive_times_out_on_an_idle_stream(daemon):
         sub.receive(timeout=0.05)
     assert isinstance(timeout.value, TimeoutError)
     assert sub.try_receive() is None
-    assert pub.send(np.arange(ELEMS)) == 0
+    with pytest.raises(TypeError, match="int64 values into stream 'idle' of uint64"):
+        pub.send(np.arange(ELEMS))      # signed into unsigned is not 'same_kind' for NumPy
+    assert pub.send(np.arange(ELEMS, dtype=np.uint64)) == 0
     got = sub.try_receive()
     assert got is not None and got.array.tolist() == list(range(ELEMS))
 
@@ -301,9 +303,9 @@ def test_a_published_frame_gives_no_new_writable_view(daemon):
     pub, sub = c.publisher("sealed"), c.subscribe("sealed")
     with pub.loan() as frame:
         frame[:] = pattern(0)
-    assert not frame.flags.writeable
+    assert not frame.flags.writeable and not frame.base.flags.writeable
     with pytest.raises(mmshare.MmshareError, match="no new views"):
-        np.asarray(frame.base)
+        np.asarray(frame.base.base)         # the pages under the (checked) view
     with sub.receive(timeout=10) as s:
         np.testing.assert_array_equal(s.array, pattern(0))
 
@@ -372,12 +374,14 @@ def test_send_converts_any_frame_to_the_streams_dtype_and_order(daemon):
     for order in ("C", "F"):
         c.create_stream(f"conv{order}", "<i4", (3, 4), slots=4, order=order)
         pub, sub = c.publisher(f"conv{order}"), c.subscribe(f"conv{order}")
-        # C-ordered, Fortran-ordered, strided, another dtype, a list: each arrives as `want`.
+        # C-ordered, Fortran-ordered, strided, another integer dtype, a list, floats with
+        # casting='unsafe': each arrives as `want`.
         strided = np.zeros((3, 8), "<i4")
         strided[:, ::2] = want
-        for frame in (want, np.asfortranarray(want), strided[:, ::2], want.astype(np.float64),
-                      want.tolist()):
-            pub.send(frame)
+        for frame, casting in ((want, "same_kind"), (np.asfortranarray(want), "same_kind"),
+                               (strided[:, ::2], "same_kind"), (want.astype(np.int64), "same_kind"),
+                               (want.tolist(), "same_kind"), (want.astype(np.float64), "unsafe")):
+            pub.send(frame, casting=casting)
             with sub.receive(timeout=10) as s:
                 np.testing.assert_array_equal(s.array, want)
                 assert s.array.flags.f_contiguous == (order == "F")
@@ -388,7 +392,7 @@ def test_send_converts_any_frame_to_the_streams_dtype_and_order(daemon):
             with pytest.raises(ValueError, match="frame must be a C-contiguous buffer of 48") as e:
                 pub._native.send(bad, None)
             assert why in str(e.value), (bad, str(e.value))
-        assert pub.next_number == 5
+        assert pub.next_number == 6
 
 
 def test_a_publisher_held_back_by_a_frozen_subscriber_times_out_by_default(daemon):
@@ -553,3 +557,55 @@ def test_presence_from_python(daemon, worker):
     assert watch.next(60) == mmshare.WatchEvent("deleted", "pres")
     assert watch.next(0.2) is None
     watch.close()
+
+
+def test_writes_follow_numpys_same_kind_casting_unless_told_otherwise(daemon):
+    """A float into a u1 stream or array is refused by default, naming both dtypes (it used to
+    store 300.7 as 44 and -1.5 as 255); integers in range, and NumPy's own in-place rules,
+    still work; casting='unsafe' restores NumPy's plain assignment. Loan.number is known
+    inside the block."""
+    c = mmshare.connect(daemon.socket)
+    c.create_stream("u8s", "u1", (4,), slots=4)
+    sub = c.subscribe("u8s", lossless=True)
+    pub = c.publisher("u8s")
+    with pytest.raises(TypeError, match=r"float64 values into stream 'u8s' of uint8"):
+        pub.send(np.full(4, 300.7))
+    with pytest.raises(TypeError, match="uint8"):
+        with pub.loan() as frame:
+            frame[:] = -1.5
+    with pytest.raises(TypeError):
+        with pub.loan() as frame:
+            frame[1:3] = np.array([1.0, 2.0])   # a slice checks as its parent does
+    with pytest.raises(TypeError):
+        with pub.loan() as frame:
+            frame.fill(2.5)
+    with pytest.raises(OverflowError):
+        with pub.loan() as frame:
+            frame[:] = 300                      # NumPy's own check for Python ints
+    with pytest.raises(mmshare.Timeout):
+        sub.receive(timeout=0.05)               # none of those was published
+    loan = pub.loan()
+    with loan as frame:
+        assert loan.number == 0
+        frame[:] = [1, 2, 3, 4]
+        frame += np.uint8(1)
+    assert pub.send(np.full(4, 7.9), casting="unsafe") == 1
+    with pub.loan(casting="unsafe") as frame:
+        frame[:] = 9.99
+    got = [sub.receive(timeout=5) for _ in range(3)]
+    assert [list(s.array) for s in got] == [[2, 3, 4, 5], [7] * 4, [9] * 4]
+    for s in got:
+        s.release()
+    with pytest.raises(ValueError, match="casting must be"):
+        pub.loan(casting="sloppy")
+
+    a = c.create("f4s", "f4", (3,))
+    with a.write() as v:
+        v[:] = [1, 2, 3]                        # ints into floats: same kind is fine
+        v[0] = np.float64(0.5)
+    with pytest.raises(TypeError, match="complex128 values into array 'f4s' of float32"):
+        with a.write() as v:
+            v[:] = 1j
+    with a.write(casting="unsafe", repair=True) as v:
+        v[:] = np.array([1.9, 2.9, 3.9])
+    np.testing.assert_array_equal(a.read(), np.array([1.9, 2.9, 3.9], np.float32))

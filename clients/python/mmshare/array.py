@@ -23,6 +23,73 @@ import numpy as np
 from . import errors
 
 
+CASTINGS = ("no", "equiv", "safe", "same_kind", "unsafe")
+# Booleans, integers (signed or not), floats, complex numbers: what 'same_kind' lets a
+# Python number go into.
+_KIND_RANK = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
+
+
+def check_cast(value, dtype: np.dtype, casting: str, what: str) -> None:
+    """Raises TypeError unless NumPy's `casting` rule lets `value` be written into elements of
+    `dtype` (the rule of `np.copyto`): by default 'same_kind', so a float is never silently
+    truncated into an integer array, nor a complex into a real one."""
+    if casting == "unsafe":
+        return
+    if isinstance(value, (np.ndarray, np.generic)):
+        src = value.dtype
+        ok = np.can_cast(src, dtype, casting=casting)
+    else:
+        # Python numbers (and lists of them) are "weak", as NumPy treats them: an int fits any
+        # integer dtype (NumPy itself raises OverflowError for one out of range), a float any
+        # floating dtype; only the kind counts under 'same_kind'.
+        src = np.asarray(value).dtype
+        if casting == "same_kind" and src.kind in _KIND_RANK and dtype.kind in _KIND_RANK:
+            ok = _KIND_RANK[src.kind] <= _KIND_RANK[dtype.kind]
+        else:
+            ok = np.can_cast(src, dtype, casting=casting)
+    if not ok:
+        raise TypeError(
+            f"cannot write {src} values into {what} of {dtype} with casting={casting!r}: "
+            f"convert them first (np.round(x).astype({str(dtype)!r}), say) or pass "
+            f"casting='unsafe'")
+
+
+def _check_casting(casting: str) -> str:
+    if casting not in CASTINGS:
+        raise ValueError(f"casting must be one of {CASTINGS}, not {casting!r}")
+    return casting
+
+
+class CheckedView(np.ndarray):
+    """A writable view over shared memory (a `write()` block's, a loaned frame's) whose item
+    assignment and `fill` follow NumPy's casting rule `casting` ('same_kind' unless asked
+    otherwise), as `np.copyto` and in-place ufuncs already do: `view[:] = 300.7` into a `u1`
+    array raises TypeError instead of storing 44. Slices of it check the same way."""
+
+    _casting = "same_kind"
+    _what = "this array"
+
+    def __array_finalize__(self, obj):
+        self._casting = getattr(obj, "_casting", "same_kind")
+        self._what = getattr(obj, "_what", "this array")
+
+    def __setitem__(self, key, value):
+        check_cast(value, self.dtype, self._casting, self._what)
+        super().__setitem__(key, value)
+
+    def fill(self, value):
+        check_cast(value, self.dtype, self._casting, self._what)
+        super().fill(value)
+
+
+def checked(view: np.ndarray, casting: str, what: str) -> np.ndarray:
+    """`view` as a `CheckedView` that applies `casting` to what is written into it."""
+    out = view.view(CheckedView)
+    out._casting = _check_casting(casting)
+    out._what = what
+    return out
+
+
 class _Pages:
     """The object NumPy keeps as a view's `base`: it describes the elements of `shape` at
     `address` (default: the native handle's data address), and keeps `owner` (the native
@@ -193,9 +260,15 @@ class SharedArray:
     # -- writing ----------------------------------------------------------------------------
 
     @contextmanager
-    def write(self, timeout: float = 10.0, repair: bool = False, durable: bool = False):
+    def write(self, timeout: float = 10.0, repair: bool = False, durable: bool = False,
+              casting: str = "same_kind"):
         """Takes the write side, yields a writable view of the array, publishes a new version
         on exit.
+
+        Assignments into the view follow NumPy's `casting` rule ('same_kind' by default, as
+        `np.copyto` does): a float written into an integer array raises TypeError naming
+        both dtypes instead of being truncated; pass `casting='unsafe'` for NumPy's plain
+        assignment.
 
         The view is the only writable one there is (`array` is read-only) and it is made
         read-only when the block ends, however it ends: keep writing to it afterwards and
@@ -224,8 +297,9 @@ class SharedArray:
         if not self.writable:
             raise errors.PermissionDenied(f"{self.name} is open read-only; open it with mode 'r+'")
         self._check_open()
+        _check_casting(casting)
         token = self._native.begin_write(timeout, durable)
-        view = self._rw.view()
+        view = checked(self._rw.view(), casting, f"array {self.name!r}")
         ok = False
         try:
             try:

@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 from . import errors
-from .array import _Pages
+from .array import _Pages, _check_casting, check_cast, checked
 
 #: How long `Publisher.loan` and `Publisher.send` wait for a free slot by default (seconds).
 LOAN_TIMEOUT = 10.0
@@ -35,9 +35,10 @@ class Loan:
     the slot, publishes the frame when the block ends normally and discards it when the block
     raises; `number` is the frame's number (set by the publish)."""
 
-    def __init__(self, publisher, timeout):
+    def __init__(self, publisher, timeout, casting="same_kind"):
         self._publisher = publisher
         self._timeout = timeout
+        self._casting = casting
         self._native = None
         self._view = None
         self.number = None
@@ -47,7 +48,11 @@ class Loan:
             raise errors.MmshareError("a loan is entered once; take a new loan for each frame")
         p = self._publisher
         self._native = p._native.loan(self._timeout)
-        self._view = np.asarray(_Pages.at(self._native, p._template, self._native.address, True))
+        # Known from the loan on (as Rust's `number()` before publish).
+        self.number = self._native.number
+        self._pages = _Pages.at(self._native, p._template, self._native.address, True)
+        self._view = checked(np.asarray(self._pages), self._casting,
+                             f"a frame of stream {p.name!r}")
         return self._view
 
     def __exit__(self, exc_type, exc, tb):
@@ -58,11 +63,14 @@ class Loan:
             # new view can be made from its base. (Views sliced from it inside the block stay
             # writable, as NumPy cannot revoke them: do not keep them past the block.)
             view.flags.writeable = False
-            view.base.finished = True
+            view.base.flags.writeable = False
+            self._pages.finished = True
+            self._pages = None
         if exc_type is None:
             self.number = native.publish()
         else:
             native.abandon()
+            self.number = None
         return False
 
 
@@ -111,19 +119,24 @@ class Publisher(_Handle):
         alongside miss nothing."""
         return self._native.wait_for_subscribers(int(n), timeout)
 
-    def loan(self, timeout=LOAN_TIMEOUT) -> Loan:
+    def loan(self, timeout=LOAN_TIMEOUT, casting="same_kind") -> Loan:
         """A free slot to fill in place: `with pub.loan() as frame: frame[...] = ...`. Waits
         only while a lossless subscriber is a whole ring behind, up to `timeout` seconds
         (default 10, as Rust's `Publisher::loan`; None: no limit), and raises `Timeout` then:
         a frozen subscriber never stalls a publisher for good unless it asks for that."""
-        return Loan(self, timeout)
+        _check_casting(casting)
+        return Loan(self, timeout, casting)
 
-    def send(self, frame, timeout=LOAN_TIMEOUT) -> int:
-        """Copies `frame` (any array of the stream's shape, converted to its dtype) into a
-        loaned slot and publishes it; returns its number. Waits for a slot as `loan` does."""
+    def send(self, frame, timeout=LOAN_TIMEOUT, casting="same_kind") -> int:
+        """Copies `frame` (any array of the stream's shape, converted to its dtype under
+        NumPy's `casting` rule: 'same_kind' by default, so floats into an integer stream raise
+        TypeError naming both dtypes; 'unsafe' converts as `astype` does) into a loaned slot
+        and publishes it; returns its number. Waits for a slot as `loan` does."""
+        given = frame
         frame = np.asarray(frame)
         if frame.shape != self.shape:
             raise ValueError(f"frame shape {frame.shape} is not the stream's {self.shape}")
+        check_cast(given, self.dtype, _check_casting(casting), f"stream {self.name!r}")
         # The frame's bytes in the stream's dtype and memory order (a copy only if they are
         # not already), copied into the slot by the native core: no view is made. The native
         # side takes a C-contiguous buffer: a Fortran-ordered frame's transpose is one.
