@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mmshare::format::Header;
+use mmshare::internal::Membership;
 use mmshare::internal::proto::WatchEvent;
 use tokio::sync::broadcast;
 use tracing::{debug, warn};
@@ -39,6 +40,10 @@ const RECHECK: Duration = Duration::from_secs(1);
 const FALLBACK: Duration = Duration::from_millis(250);
 /// Words one `futex_waitv` can wait on; one of them is the monitor's own.
 const MAX_WORDS: usize = 128;
+/// The shortest time between two looks.
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
+/// Joins or leaves reported one by one per look, at most (more: the count alone).
+const MAX_STEPS: u64 = 64;
 
 /// One change, with what decides who may see it: the object's owner and mode (a change of an
 /// object a user may not read is not reported to that user, as `List` leaves it out).
@@ -145,99 +150,169 @@ impl Drop for WatchGuard {
     }
 }
 
+/// One open stream the monitor watches: its own mapping of the stream's control state, and
+/// what it saw there last.
+struct Watched {
+    header: Header,
+    membership: Membership,
+    /// Subscribers, subscriptions started and ended, at the last look (`None` before it).
+    last: Option<(u32, u64, u64)>,
+}
+
 /// The monitor: reports the subscriber counts of open streams while watches are open (module
 /// docs). Runs until [`Presence::stop`].
 pub(crate) fn monitor(registry: Arc<Registry>, presence: Arc<Presence>) {
-    // Subscribers per stream at the last look (streams with none are left out).
-    let mut last: BTreeMap<String, (u32, Change)> = BTreeMap::new();
+    // By the control state's device and inode: a stream deleted and made again is another.
+    let mut watched: BTreeMap<(u64, u64), Watched> = BTreeMap::new();
     let mut waitv = true;
+    // The first look once watches are open takes what is there as the starting point: a
+    // watch reports changes, not the state it began in (a listing shows that).
+    let mut baseline = true;
     while !presence.stopping.load(Ordering::SeqCst) {
         let kicked = presence.kick.load(Ordering::SeqCst);
         if presence.watches.load(Ordering::SeqCst) == 0 {
-            last.clear();
+            watched.clear();
+            baseline = true;
             let _ = mmshare::internal::futex_wait_any(&[(&presence.kick, kicked)], RECHECK);
             continue;
         }
-        let mut streams = registry.open_streams();
-        if streams.len() > MAX_WORDS - 1 {
-            // More than one wait can hold: the rest are looked at every second.
-            streams.sort_by_key(|s| std::cmp::Reverse(s.files.subscriber_count()));
+        refresh(&registry, &presence, &mut watched);
+        // At most `MAX_WORDS - 1` streams are slept on; the others are looked at every second.
+        let slept: Vec<&Watched> = watched.values().take(MAX_WORDS - 1).collect();
+        for w in &slept {
+            w.membership.words().0.fetch_add(1, Ordering::Relaxed);
         }
-        let watched = streams.len().min(MAX_WORDS - 1);
-        for s in &streams[..watched] {
-            s.files.member_words().0.fetch_add(1, Ordering::Relaxed);
-        }
-        // Pairs with the fence of a subscriber that claimed or freed a record before it reads
-        // the sleeper count (`StreamFiles::announce_membership`): it sees us counted, or we
-        // see its record below.
+        // Pairs with the fence of a subscriber that started or ended before it reads the
+        // sleeper count (`announce_membership`): it sees us counted, or we see its record.
         std::sync::atomic::fence(Ordering::SeqCst);
-        let seen: Vec<u32> = streams[..watched]
+        let seen: Vec<u32> = slept
             .iter()
-            .map(|s| s.files.member_words().1.load(Ordering::Relaxed))
+            .map(|w| w.membership.words().1.load(Ordering::Relaxed))
             .collect();
         std::sync::atomic::fence(Ordering::Acquire);
-        let mut now = BTreeMap::new();
-        for s in &streams {
-            let header = s.files.header();
-            let count = u32::try_from(s.files.subscriber_count()).unwrap_or(u32::MAX);
-            if count > 0 {
-                let event = WatchEvent::Subscribers {
-                    name: header.name.clone(),
-                    count,
-                };
-                now.insert(header.name.clone(), (count, Change::new(event, header)));
-            }
+        drop(slept);
+        for w in watched.values_mut() {
+            look(&presence, w, baseline);
         }
-        report_changes(&presence, &last, &now);
-        last = now;
+        baseline = false;
         let mut words: Vec<(&AtomicU32, u32)> = vec![(&presence.kick, kicked)];
         words.extend(
-            streams[..watched]
-                .iter()
+            watched
+                .values()
+                .take(MAX_WORDS - 1)
                 .zip(&seen)
-                .map(|(s, &v)| (s.files.member_words().1, v)),
+                .map(|(w, &v)| (w.membership.words().1, v)),
         );
         if waitv {
             if let Err(e) = mmshare::internal::futex_wait_any(&words, RECHECK) {
-                warn!("futex_waitv: {e}; the watch of subscribers looks every {FALLBACK:?}");
-                waitv = false;
+                if e.raw_os_error() == Some(rustix::io::Errno::NOSYS.raw_os_error()) {
+                    warn!(
+                        "no futex_waitv (Linux 5.16): the watch of subscribers looks every {FALLBACK:?}"
+                    );
+                    waitv = false;
+                } else {
+                    debug!("futex_waitv: {e}");
+                    std::thread::sleep(FALLBACK);
+                }
             }
         } else {
             std::thread::sleep(FALLBACK);
         }
-        for s in &streams[..watched] {
+        for w in watched.values().take(MAX_WORDS - 1) {
             let _ =
-                s.files
-                    .member_words()
+                w.membership
+                    .words()
                     .0
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                         Some(n.saturating_sub(1))
                     });
         }
+        // Subscribers joining and leaving in a burst (or a participant bumping the word on
+        // purpose) are looked at together, not one look each.
+        std::thread::sleep(MIN_INTERVAL);
     }
     debug!("presence monitor stopped");
 }
 
-/// Sends a `Subscribers` change for every stream whose count differs between `before` and
-/// `after` (a stream missing from one has 0 there).
-fn report_changes(
-    presence: &Presence,
-    before: &BTreeMap<String, (u32, Change)>,
-    after: &BTreeMap<String, (u32, Change)>,
-) {
-    for (name, (count, change)) in after {
-        if before.get(name).map(|(c, _)| *c) != Some(*count) {
-            let _ = presence.changes.send(change.clone());
+/// Brings `watched` up to the streams open now: maps the new ones (holding nothing of the
+/// daemon's own: a stream nobody uses is closed as ever), and forgets the closed ones, whose
+/// subscribers are gone (reported as 0).
+fn refresh(registry: &Registry, presence: &Presence, watched: &mut BTreeMap<(u64, u64), Watched>) {
+    let mut open = std::collections::BTreeSet::new();
+    for stream in registry.open_streams() {
+        let files = &stream.files;
+        let Ok(meta) = files.control_file().metadata() else {
+            continue;
+        };
+        let key = (
+            std::os::unix::fs::MetadataExt::dev(&meta),
+            std::os::unix::fs::MetadataExt::ino(&meta),
+        );
+        open.insert(key);
+        if watched.contains_key(&key) {
+            continue;
+        }
+        let max = files.max_subscribers() as u32;
+        match Membership::map(files.control_file(), max) {
+            Ok(membership) => {
+                watched.insert(
+                    key,
+                    Watched {
+                        header: files.header().clone(),
+                        membership,
+                        last: None,
+                    },
+                );
+            }
+            Err(e) => debug!(stream = files.header().name, "cannot watch: {e}"),
         }
     }
-    for (name, (_, change)) in before {
-        if !after.contains_key(name) {
-            let mut gone = change.clone();
-            gone.event = WatchEvent::Subscribers {
-                name: name.clone(),
-                count: 0,
-            };
-            let _ = presence.changes.send(gone);
+    watched.retain(|key, w| {
+        let keep = open.contains(key);
+        if !keep && w.last.is_some_and(|(count, ..)| count > 0) {
+            send(presence, &w.header, 0);
+        }
+        keep
+    });
+}
+
+/// Reports what changed in `w` since the last look: a join or a leave each when the
+/// statistics add up (joins first, then leaves, within one look), else the new count. A
+/// stream first seen at the `baseline` look reports nothing; one that opened since reports
+/// the subscribers it has (they joined since).
+fn look(presence: &Presence, w: &mut Watched, baseline: bool) {
+    let count = u32::try_from(w.membership.count()).unwrap_or(u32::MAX);
+    let (joins, leaves) = w.membership.joins_and_leaves();
+    match w.last {
+        None if count > 0 && !baseline => send(presence, &w.header, count),
+        None => {}
+        Some((before, j, l)) => {
+            let (dj, dl) = (joins.wrapping_sub(j), leaves.wrapping_sub(l));
+            let adds_up = dj <= MAX_STEPS
+                && dl <= MAX_STEPS
+                && u64::from(before) + dj == u64::from(count) + dl;
+            if adds_up {
+                let mut now = u64::from(before);
+                for _ in 0..dj {
+                    now += 1;
+                    send(presence, &w.header, now as u32);
+                }
+                for _ in 0..dl {
+                    now -= 1;
+                    send(presence, &w.header, now as u32);
+                }
+            } else if count != before {
+                send(presence, &w.header, count);
+            }
         }
     }
+    w.last = Some((count, joins, leaves));
+}
+
+fn send(presence: &Presence, header: &Header, count: u32) {
+    let event = WatchEvent::Subscribers {
+        name: header.name.clone(),
+        count,
+    };
+    let _ = presence.changes.send(Change::new(event, header));
 }

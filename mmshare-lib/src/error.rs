@@ -347,6 +347,14 @@ pub enum StreamError {
         /// Its budget, `slots - 1 - max(history, 1)`.
         budget: u64,
     },
+    /// A start frame no stream can reach (frame numbers stay below 2^63 - 1).
+    #[error("a subscriber cannot start at frame {given}: frame numbers go up to {max}")]
+    BadStart {
+        /// The frame asked for.
+        given: u64,
+        /// The largest frame number there can be.
+        max: u64,
+    },
     /// `max_held` outside `1..=MAX_HELD`.
     #[error("max_held must be 1 to {max}, not {given}")]
     BadMaxHeld {

@@ -22,7 +22,8 @@ pub use crate::sleepers::{
     CONTROL_DIR, control_path, create_control, is_array_control, new_array_control,
 };
 pub use crate::stream::{
-    CONTROL_FILE, DATA_FILE, create_stream_data, new_stream_control, peek_stream_counters,
+    CONTROL_FILE, DATA_FILE, Membership, create_stream_data, new_stream_control,
+    peek_stream_counters,
 };
 pub use crate::sys::{
     CONTROL_SEALS, futex_wait_any, futex_wait_calls, futex_wake_all, futex_wake_calls,

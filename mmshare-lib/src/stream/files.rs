@@ -331,6 +331,11 @@ impl StreamFiles {
         &self.control_file
     }
 
+    /// Subscriber records (the data file's header).
+    pub fn max_subscribers(&self) -> usize {
+        self.max_subscribers
+    }
+
     /// Slots in the ring.
     pub fn slots(&self) -> usize {
         self.slots
@@ -420,6 +425,9 @@ impl StreamFiles {
             };
             if let Some(found) = found {
                 self.forget_sleeper(found);
+                if found.was_started {
+                    self.count_leave();
+                }
                 freed += 1;
             }
         }
@@ -430,16 +438,24 @@ impl StreamFiles {
         freed
     }
 
-    /// Subscriber records in use: subscribers attached (a record being freed is not counted).
+    /// Subscribers attached: records in use whose subscription has started (its start
+    /// found; a record being claimed or freed is not counted).
     pub fn subscriber_count(&self) -> usize {
-        self.ring()
-            .records
-            .iter()
-            .filter(|r| {
-                let owner = r.owner.load(Ordering::Relaxed);
-                owner != 0 && owner != layout::OWNER_RECLAIMING
-            })
-            .count()
+        count_started(self.records())
+    }
+
+    /// Counts a subscription that started (`JOINS`, for watchers).
+    pub(crate) fn count_join(&self) {
+        self.control
+            .u64_at(layout::offsets::JOINS)
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a started subscription that ended (`LEAVES`, for watchers).
+    pub(crate) fn count_leave(&self) {
+        self.control
+            .u64_at(layout::offsets::LEAVES)
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Wakes whoever waits for the subscribers to change ([`StreamFiles::wait_for_members`]):
@@ -642,15 +658,6 @@ impl StreamFiles {
         self.control.u32_word(layout::offsets::PUB_FUTEX)
     }
 
-    /// The control state's membership sleeper count and futex word, for a waiter that
-    /// watches many streams at once (the daemon's watch): count itself in the first, fence
-    /// (SeqCst), read the second, look at [`StreamFiles::subscriber_count`], and sleep while
-    /// the word holds what it read.
-    #[doc(hidden)]
-    pub fn member_words(&self) -> (&AtomicU32, &AtomicU32) {
-        (self.member_sleepers(), self.member_futex())
-    }
-
     pub(crate) fn member_sleepers(&self) -> &AtomicU32 {
         self.control.u32_word(layout::offsets::MEMBER_SLEEPERS)
     }
@@ -676,6 +683,19 @@ impl StreamFiles {
 /// Reclaims and repairs in this process, one at a time: a record's `reclaimer` names a
 /// process, so two threads of one process must not free records concurrently.
 static RECLAIMS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Records in use whose subscription has started.
+fn count_started(records: &[Record<AtomicU64>]) -> usize {
+    records
+        .iter()
+        .filter(|r| {
+            let owner = r.owner.load(Ordering::Relaxed);
+            owner != 0
+                && owner != layout::OWNER_RECLAIMING
+                && r.config.load(Ordering::Relaxed) & layout::CONFIG_STARTED != 0
+        })
+        .count()
+}
 
 /// The longest a wait for the subscribers to change sleeps before it looks again: the
 /// sleeper count is in the control file, which any participant can write (a zeroed count
@@ -749,4 +769,74 @@ pub struct SubscriberInfo {
     pub missed: u64,
     /// Frames it took.
     pub received: u64,
+}
+
+/// A stream's membership as a watcher sees it (the daemon's presence thread): a mapping of
+/// its control state of its own, so that the watcher keeps no hold on the stream itself (the
+/// daemon closes streams nobody uses) and the mapping lasts as long as it needs it.
+pub struct Membership {
+    control: Mapping,
+    max_subscribers: usize,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("max_subscribers", &self.max_subscribers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Membership {
+    /// Maps the control state `control` of a stream of `max_subscribers` records (the data
+    /// file's value: [`StreamFiles`] has checked the state's size against it).
+    ///
+    /// # Errors
+    /// The mapping fails, or the file is shorter than that.
+    pub fn map(control: &File, max_subscribers: u32) -> std::io::Result<Membership> {
+        let len = control_len(max_subscribers);
+        if control.metadata()?.len() < len as u64 {
+            return Err(std::io::Error::other(format!(
+                "the control state is shorter than {len} bytes"
+            )));
+        }
+        Ok(Membership {
+            control: Mapping::map(control, len, true)?,
+            max_subscribers: max_subscribers as usize,
+        })
+    }
+
+    /// The sleeper count and the futex word of the membership handshake: count yourself in
+    /// the first, fence (SeqCst), read the second, then look ([`Membership::count`]), and
+    /// sleep while the word holds what you read; take yourself out after (never below 0).
+    pub fn words(&self) -> (&AtomicU32, &AtomicU32) {
+        (
+            self.control.u32_word(layout::offsets::MEMBER_SLEEPERS),
+            self.control.u32_word(layout::offsets::MEMBER_FUTEX),
+        )
+    }
+
+    /// Subscribers attached (started subscriptions).
+    pub fn count(&self) -> usize {
+        // SAFETY: `Record<AtomicU64>` is `repr(C)` and made only of `AtomicU64`s; the mapping
+        // holds `max_subscribers` records from `RECORDS` (`Membership::map`).
+        let records: &[Record<AtomicU64>] = unsafe {
+            self.control
+                .atomic_structs(layout::offsets::RECORDS, self.max_subscribers)
+        };
+        count_started(records)
+    }
+
+    /// Subscriptions started and ended so far (`JOINS`, `LEAVES`: statistics any participant
+    /// can write).
+    pub fn joins_and_leaves(&self) -> (u64, u64) {
+        (
+            self.control
+                .u64_at(layout::offsets::JOINS)
+                .load(Ordering::Relaxed),
+            self.control
+                .u64_at(layout::offsets::LEAVES)
+                .load(Ordering::Relaxed),
+        )
+    }
 }

@@ -40,6 +40,11 @@ pub(crate) mod offsets {
     /// `u32` futex word they sleep on; bumped by whoever claims or frees a record while
     /// `MEMBER_SLEEPERS` is not 0 (own line).
     pub(crate) const MEMBER_FUTEX: usize = 0x180;
+    /// `u64` subscriptions started so far (a statistic: added to once per subscription, when
+    /// it has started) (own line).
+    pub(crate) const JOINS: usize = 0x1C0;
+    /// `u64` started subscriptions ended so far (left, or their record freed) (own line).
+    pub(crate) const LEAVES: usize = 0x200;
     /// Record 0.
     pub(crate) const RECORDS: usize = 0x1000;
 }
@@ -61,6 +66,9 @@ pub(crate) const CONFIG_UNLOCKED: u64 = 1 << 9;
 pub(crate) const CONFIG_DEMOTED: u64 = 1 << 10;
 /// `config` bit 11: the publisher evicted this subscriber (its stall policy).
 pub(crate) const CONFIG_EVICTED: u64 = 1 << 11;
+/// `config` bit 12: the subscription has started: its cursor is where it starts (set after
+/// the last cursor store of `subscribe`). Only started records count as subscribers.
+pub(crate) const CONFIG_STARTED: u64 = 1 << 12;
 
 /// `config` bits 16 to 63: the low 48 bits of the subscription's nonce, so that the
 /// publisher's compare-and-swap of a `config` it read (a demotion) can only succeed on the

@@ -243,8 +243,8 @@ mod subscriber;
 mod tests;
 
 pub use files::{
-    CONTROL_FILE, DATA_FILE, StreamFiles, SubscriberInfo, create_stream_data, create_stream_files,
-    new_stream_control, peek_stream_counters,
+    CONTROL_FILE, DATA_FILE, Membership, StreamFiles, SubscriberInfo, create_stream_data,
+    create_stream_files, new_stream_control, peek_stream_counters,
 };
 pub use layout::MAX_HELD;
 pub(crate) use layout::control_header;

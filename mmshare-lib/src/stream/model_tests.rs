@@ -441,7 +441,7 @@ fn check_oldest_start<const DROP: u16>() {
         };
         let record = claim_record(&ring, 7).unwrap();
         assert_eq!(take_budget(&ring, 1, 1), 1);
-        let first = subscribe_with(&ring, record, 1, true, 0, StartAt::Oldest);
+        let first = subscribe_with(&ring, record, 1, true, 0, StartAt::Oldest).cursor;
         let state = publisher.join().unwrap();
         let newest = state.next - 1;
         let offered: Vec<u64> = ring

@@ -8,8 +8,8 @@
 use std::sync::atomic::Ordering::{self, AcqRel, Acquire, Relaxed, Release, SeqCst};
 
 use super::layout::{
-    CONFIG_DEMOTED, CONFIG_EVICTED, CONFIG_HELD_MASK, CONFIG_LOSSLESS, MAX_HELD, OWNER_RECLAIMING,
-    Record,
+    CONFIG_DEMOTED, CONFIG_EVICTED, CONFIG_HELD_MASK, CONFIG_LOSSLESS, CONFIG_STARTED, MAX_HELD,
+    OWNER_RECLAIMING, Record,
 };
 
 /// Whether a record's owner word is still `me` (checked again after a hold's fence: a
@@ -487,16 +487,33 @@ pub(crate) fn subscribe<W: Word>(
     holds: u64,
     lossless: bool,
 ) -> u64 {
-    subscribe_with(ring, record, holds, lossless, 0, StartAt::Next)
+    subscribe_with(ring, record, holds, lossless, 0, StartAt::Next).cursor
 }
 
+/// Where a new subscription starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Started {
+    /// The first frame it will take.
+    pub(crate) cursor: u64,
+    /// Frames from the one it asked for (`StartAt::Frame`) that were no longer offered: its
+    /// first misses, reported with its first frame.
+    pub(crate) skipped: u64,
+}
+
+/// The largest frame number a subscriber may start at: frame numbers, and so tags (frame
+/// number + 1), stay below bit 63 (`TAKEN_BACK`).
+pub(crate) const MAX_START: u64 = TAKEN_BACK - 2;
+
 /// [`subscribe`], with `extra` bits in the record's `config` (`CONFIG_UNLOCKED`), starting at
-/// `start`: returns the first frame it will take (its cursor).
+/// `start` (a `Frame(n)` with `n <= MAX_START`: the caller checks).
 ///
 /// A lossless subscriber's first cursor is the lowest frame it may want (`PUBLISHED` for
 /// `Next`, 0 for `Oldest`, `n` for `Frame(n)`), stored before the mode and the fence: a loan
 /// whose floor read follows the fence keeps every frame from there, so what the subscriber
-/// finds offered after the fence stays offered for it.
+/// finds offered after the fence stays offered for it. Its final cursor is never below the
+/// oldest frame offered then (a `Frame(n)` older than that counts the frames between as
+/// skipped), so that its cursor does not hold the publisher back for frames that are gone
+/// (nor make it the laggard a stall policy demotes). Last, it marks the record started.
 pub(crate) fn subscribe_with<W: Word>(
     ring: &Ring<'_, W>,
     record: usize,
@@ -504,7 +521,7 @@ pub(crate) fn subscribe_with<W: Word>(
     lossless: bool,
     extra: u64,
     start: StartAt,
-) -> u64 {
+) -> Started {
     let rec = &ring.records[record];
     for h in &rec.held {
         h.store(0, Relaxed);
@@ -527,13 +544,41 @@ pub(crate) fn subscribe_with<W: Word>(
     // loan sees this record, or the load below sees its newest PUBLISHED (and the scan for
     // the oldest frame sees every tag that loan could still take back).
     W::fence_in_subscribe();
-    let cursor = match start {
-        StartAt::Next => load_acquire(ring.published),
-        StartAt::Oldest => oldest_offered(ring),
-        StartAt::Frame(n) => n,
+    let started = match start {
+        StartAt::Next => Started {
+            cursor: load_acquire(ring.published),
+            skipped: 0,
+        },
+        StartAt::Oldest => Started {
+            cursor: oldest_offered(ring),
+            skipped: 0,
+        },
+        StartAt::Frame(n) => {
+            let oldest = oldest_offered(ring);
+            Started {
+                cursor: n.max(oldest),
+                skipped: oldest.saturating_sub(n),
+            }
+        }
     };
-    rec.cursor.store(cursor, Release);
-    cursor
+    rec.cursor.store(started.cursor, Release);
+    if started.skipped > 0 {
+        rec.missed.store(started.skipped, Relaxed);
+    }
+    // Release: whoever counts started records (and reads their cursors) sees the final one.
+    // A compare-and-swap loop, not a store: the publisher may demote the record meanwhile.
+    let mut config = rec.config.load(Relaxed);
+    // 0: a freer cleared the record (we were judged dead): nothing to mark.
+    while config != 0 {
+        match rec
+            .config
+            .compare_exchange(config, config | CONFIG_STARTED, Release, Relaxed)
+        {
+            Ok(_) => break,
+            Err(now) => config = now,
+        }
+    }
+    started
 }
 
 /// The oldest frame still offered (not taken back, at most the `PUBLISHED` read), or
@@ -554,6 +599,8 @@ pub(crate) fn oldest_offered<W: Word>(ring: &Ring<'_, W>) -> u64 {
 pub(crate) struct Freed {
     /// It was counted in `SLEEPERS` (its owner died asleep): the caller takes it out.
     pub(crate) was_sleeping: bool,
+    /// Its subscription had started (`CONFIG_STARTED`): the caller counts a leave.
+    pub(crate) was_started: bool,
 }
 
 /// Frees `record` if its owner word is still `owner` (or, with `owner ==
@@ -618,7 +665,8 @@ pub(crate) fn free_record<W: Word>(
     // the record was freed and claimed again in between. Both need the daemon to misjudge a
     // live subscriber, which the liveness locks rule out short of a scribbler.)
     W::fence_in_free();
-    let holds = rec.config.load(Relaxed) & CONFIG_HELD_MASK;
+    let config = rec.config.load(Relaxed);
+    let holds = config & CONFIG_HELD_MASK;
     // Only whoever clears the flag takes the sleeper out of SLEEPERS: a live subscriber
     // reclaimed while asleep must not take itself out a second time when it wakes.
     let seen = rec.sleeping.load(Relaxed);
@@ -638,7 +686,10 @@ pub(crate) fn free_record<W: Word>(
     }
     give_up();
     return_budget(ring, holds);
-    Some(Freed { was_sleeping })
+    Some(Freed {
+        was_sleeping,
+        was_started: config & CONFIG_STARTED != 0,
+    })
 }
 
 /// Frees this subscriber's own `record` (which holds nothing any more). Does nothing if the
@@ -649,20 +700,22 @@ pub(crate) fn unsubscribe<W: Word>(
     owner: u64,
     me: u64,
     reclaimer_gone: impl Fn(u64) -> bool,
-) {
+) -> Option<Freed> {
     // A registered reclaimer that is still at work (it judged us dead) frees the record
     // itself; one that is gone (or a scribble) is ours to take over. A freer stays
     // registered for a few instructions after it has put the owner word back to 0, so a
     // record claimed in that moment may see it: look again a few times while the record is
     // still ours.
     for _ in 0..1000 {
-        if free_record(ring, record, owner, me, &reclaimer_gone).is_some()
-            || ring.records[record].owner.load(Acquire) != owner
-        {
-            return;
+        if let Some(freed) = free_record(ring, record, owner, me, &reclaimer_gone) {
+            return Some(freed);
+        }
+        if ring.records[record].owner.load(Acquire) != owner {
+            return None;
         }
         std::thread::yield_now();
     }
+    None
 }
 
 /// Frees the record of a subscriber known to be dead, if its owner word is still `owner`.
@@ -771,7 +824,10 @@ pub(crate) fn receive<W: Word>(
     // which spares reading PUBLISHED's cache line.
     let want = state.cursor.wrapping_add(1);
     let hint = (state.cursor % ring.slots.len() as u64) as usize;
-    if load_acquire(&ring.slots[hint].tag) == want {
+    // A cursor past the last possible frame (a tag of 0, or with the taken-back bit) must
+    // never match a slot on loan or taken back: `subscribe` refuses such starts, this makes
+    // sure.
+    if want != 0 && want & TAKEN_BACK == 0 && load_acquire(&ring.slots[hint].tag) == want {
         match hold(ring, state, entry, hint, want) {
             Hold::Held => return Some(take(ring, state, hint)),
             Hold::Gone => state.dropped_a_hold = true,

@@ -205,6 +205,14 @@ impl<T: Element> Subscriber<T> {
                 max: MAX_HELD,
             });
         }
+        if let StartAt::Frame(n) = options.start_at()
+            && n > protocol::MAX_START
+        {
+            return Err(StreamError::BadStart {
+                given: n,
+                max: protocol::MAX_START,
+            });
+        }
         let process = ProcessId::current().to_word();
         let me = super::files::subscription_nonce();
         let ring = files.ring();
@@ -248,22 +256,31 @@ impl<T: Element> Subscriber<T> {
         } else {
             0
         } | layout::config_tag(me);
-        let cursor =
-            protocol::subscribe_with(&ring, record, granted, lossless, extra, options.start_at());
+        let start = options.start_at();
+        let started = protocol::subscribe_with(&ring, record, granted, lossless, extra, start);
         if lossless {
             // A publisher waiting for a slot may have seen our lower first cursor.
             wake_publisher_side(&files);
         }
+        files.count_join();
         files.announce_membership();
+        let mut state = SubscriberState::new(record, started.cursor, me);
+        // Frames from the one asked for that are gone: reported with the first sample.
+        state.missed = started.skipped;
+        state.pending_missed = started.skipped;
+        let first = match start {
+            StartAt::Frame(n) => n,
+            _ => started.cursor,
+        };
         Ok(Subscriber {
             files,
-            state: RefCell::new(SubscriberState::new(record, cursor, me)),
+            state: RefCell::new(state),
             in_use: Cell::new(0),
             max_held: granted as usize,
             delivery,
             bytes,
             me,
-            first: cursor,
+            first,
             process,
             timeout: DEFAULT_TIMEOUT,
             lease: None,
@@ -574,13 +591,16 @@ impl<T: Element> Drop for Subscriber<T> {
             return;
         }
         // Samples borrow the subscriber, so none is alive here.
-        protocol::unsubscribe(
+        let freed = protocol::unsubscribe(
             &self.files.ring(),
             self.record(),
             self.me,
             self.process,
             super::files::reclaimer_gone,
         );
+        if freed.is_some_and(|f| f.was_started) {
+            self.files.count_leave();
+        }
         // Only once the record is free: a reclaimer must never find it owned and unlocked.
         self.files.unlock_record(self.record());
         wake_publisher_side(&self.files);

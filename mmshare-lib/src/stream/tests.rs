@@ -1480,3 +1480,82 @@ fn waiting_for_subscribers_is_woken_by_the_join() {
         "{slept} sleeps in 2.5 s: it polled"
     );
 }
+
+/// A start no frame number can reach is refused (a cursor of 2^63 - 1 or more would make a
+/// wanted tag of 0, a loaned slot's, or one with the taken-back bit); the last possible frame
+/// is accepted, and waits.
+#[test]
+fn a_start_beyond_every_possible_frame_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    for bad in [u64::MAX, 1 << 63, (1 << 63) - 1] {
+        let e = Subscriber::<u64>::open(
+            &path,
+            SubscribeOptions::new(Delivery::Lossy).start(StartAt::Frame(bad)),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, StreamError::BadStart { given, .. } if given == bad),
+            "{e}"
+        );
+    }
+    let last = Subscriber::<u64>::open(
+        &path,
+        SubscribeOptions::new(Delivery::Lossy).start(StartAt::Frame(protocol::MAX_START)),
+    )
+    .unwrap();
+    // A loan's slot has tag 0 and is never taken for a frame: not even by a cursor that got
+    // past the check (the receive itself refuses a wanted tag of 0 or with bit 63).
+    let view = StreamFiles::open(&path, false).unwrap();
+    let ring = view.ring();
+    let record = protocol::claim_record(&ring, 99).unwrap();
+    protocol::subscribe(&ring, record, 1, false);
+    let loan = publisher.loan().unwrap();
+    assert!(last.receive().unwrap().is_none());
+    for cursor in [u64::MAX, (1 << 63) - 1, 1 << 63] {
+        let mut state = protocol::SubscriberState::new(record, cursor, 99);
+        assert_eq!(
+            protocol::receive(&ring, &mut state, 0),
+            None,
+            "cursor {cursor}"
+        );
+    }
+    let _ = loan;
+    assert_eq!(publisher.subscriber_count(), 2);
+}
+
+/// Only a started subscription counts as a subscriber: a record claimed but not yet started
+/// (its cursor not final) is not, so `wait_for_subscribers` never returns before a
+/// subscriber's start is settled. A late lossless subscriber's cursor is the oldest frame
+/// offered, not the frame it asked for (its lag shows it).
+#[test]
+fn only_started_subscriptions_count_and_a_late_cursor_is_the_oldest_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 8, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let ring = publisher.files().ring();
+    let record = protocol::claim_record(&ring, 77).unwrap();
+    assert_eq!(publisher.subscriber_count(), 0, "claimed, not started");
+    protocol::subscribe(&ring, record, 1, false);
+    assert_eq!(publisher.subscriber_count(), 1);
+    for _ in 0..100 {
+        send(&mut publisher);
+    }
+    let late = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
+    assert_eq!(late.first_frame(), 0);
+    let lag = publisher
+        .files()
+        .subscribers()
+        .iter()
+        .find(|s| s.lossless)
+        .unwrap()
+        .lag;
+    assert!(
+        lag <= 8,
+        "the late subscriber's cursor is within the ring: lag {lag}"
+    );
+    let first = late.receive().unwrap().unwrap();
+    assert_eq!(first.missed_before(), first.number());
+    assert_eq!(publisher.subscriber_count(), 2);
+}
