@@ -82,6 +82,9 @@ pub(crate) struct Presence {
     kick: AtomicU32,
     /// Set when the daemon stops: the monitor ends.
     stopping: AtomicBool,
+    /// Streams created while watches are open that the monitor has not looked at yet: their
+    /// subscriber statistics start at 0 (a stream created earlier has a past to leave out).
+    fresh: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Presence {
@@ -91,6 +94,7 @@ impl Presence {
             watches: AtomicUsize::new(0),
             kick: AtomicU32::new(0),
             stopping: AtomicBool::new(false),
+            fresh: Default::default(),
         }
     }
 
@@ -101,6 +105,12 @@ impl Presence {
 
     /// Reports that the object of `header` was created (a stream or an array).
     pub(crate) fn created(&self, header: &Header, stream: bool) {
+        if stream && self.watches.load(Ordering::SeqCst) > 0 {
+            self.fresh
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(header.name.clone());
+        }
         let event = WatchEvent::Created {
             name: header.name.clone(),
             stream,
@@ -172,6 +182,11 @@ pub(crate) fn monitor(registry: Arc<Registry>, presence: Arc<Presence>) {
         let kicked = presence.kick.load(Ordering::SeqCst);
         if presence.watches.load(Ordering::SeqCst) == 0 {
             watched.clear();
+            presence
+                .fresh
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
             baseline = true;
             let _ = mmshare::internal::futex_wait_any(&[(&presence.kick, kicked)], RECHECK);
             continue;
@@ -255,12 +270,19 @@ fn refresh(registry: &Registry, presence: &Presence, watched: &mut BTreeMap<(u64
         let max = files.max_subscribers() as u32;
         match Membership::map(files.control_file(), max) {
             Ok(membership) => {
+                // A stream created since the watches began: everything in its statistics
+                // happened since, from nothing.
+                let fresh = presence
+                    .fresh
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&files.header().name);
                 watched.insert(
                     key,
                     Watched {
                         header: files.header().clone(),
                         membership,
-                        last: None,
+                        last: fresh.then_some((0, 0, 0)),
                     },
                 );
             }

@@ -685,3 +685,33 @@ mod tests {
         assert_eq!(unnameable.liveness(), Liveness::Unknown);
     }
 }
+
+#[cfg(test)]
+mod wait_any_tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    /// `futex_wait_any` sleeps on several words and a wake on any one of them ends it (counted
+    /// as woken, not as a timeout); a word that no longer holds its value returns at once.
+    #[test]
+    fn a_wake_on_any_word_ends_the_wait() {
+        static A: AtomicU32 = AtomicU32::new(0);
+        static B: AtomicU32 = AtomicU32::new(0);
+        let waker = std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            B.fetch_add(1, Ordering::SeqCst);
+            super::futex_wake_all(&B);
+        });
+        let (_, woken) = super::futex_wait_calls();
+        super::futex_wait_any(&[(&A, 0), (&B, 0)], Duration::from_secs(30)).unwrap();
+        assert_eq!(
+            super::futex_wait_calls().1,
+            woken + 1,
+            "woken, not timed out"
+        );
+        waker.join().unwrap();
+        // B holds 1 now: a wait for 0 returns at once, without a wake.
+        super::futex_wait_any(&[(&A, 0), (&B, 0)], Duration::from_secs(30)).unwrap();
+        assert_eq!(super::futex_wait_calls().1, woken + 1);
+    }
+}

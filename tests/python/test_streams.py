@@ -495,6 +495,8 @@ def test_history_and_start_points_from_python(daemon, worker):
     for bad in ("newest", -1, 1.5, True):
         with pytest.raises(ValueError, match="start must be"):
             c.subscribe("hist", start=bad)
+    with pytest.raises(ValueError, match="cannot start at frame 18446744073709551615"):
+        c.subscribe("hist", start=2**64 - 1)
     with pytest.raises(mmshare.InvalidShape, match="at most 10"):
         stream(c, "too-much-history", slots=12, history=11)
 
@@ -592,10 +594,11 @@ def test_writes_follow_numpys_same_kind_casting_unless_told_otherwise(daemon):
     assert pub.send(np.full(4, 7.9), casting="unsafe") == 1
     with pub.loan(casting="unsafe") as frame:
         frame[:] = 9.99
-    got = [sub.receive(timeout=5) for _ in range(3)]
-    assert [list(s.array) for s in got] == [[2, 3, 4, 5], [7] * 4, [9] * 4]
-    for s in got:
-        s.release()
+    got = []
+    for _ in range(3):
+        with sub.receive(timeout=5) as s:
+            got.append(list(s.array))
+    assert got == [[2, 3, 4, 5], [7] * 4, [9] * 4]
     with pytest.raises(ValueError, match="casting must be"):
         pub.loan(casting="sloppy")
 

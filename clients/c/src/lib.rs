@@ -228,9 +228,9 @@ fn stream_code(e: &StreamError) -> c_int {
         StreamError::NoRecord { .. }
         | StreamError::NoHoldBudget { .. }
         | StreamError::HoldLimit { .. } => MMS_ERR_QUOTA,
-        StreamError::BadMaxHeld { .. } | StreamError::LengthMismatch { .. } => {
-            MMS_ERR_INVALID_ARGUMENT
-        }
+        StreamError::BadMaxHeld { .. }
+        | StreamError::BadStart { .. }
+        | StreamError::LengthMismatch { .. } => MMS_ERR_INVALID_ARGUMENT,
         StreamError::LoanTimeout { .. }
         | StreamError::ReceiveTimeout { .. }
         | StreamError::SubscribersTimeout { .. } => MMS_ERR_TIMEOUT,

@@ -180,6 +180,7 @@ pub fn stream_class(e: &StreamError) -> Class {
         | StreamError::SubscribersTimeout { .. } => Class::Timeout,
         StreamError::LengthMismatch { .. }
         | StreamError::BadMaxHeld { .. }
+        | StreamError::BadStart { .. }
         | StreamError::WrongKind { .. } => Class::BadInput,
         StreamError::PublisherBusy { .. } => Class::Busy,
         StreamError::NoRecord { .. } | StreamError::NoHoldBudget { .. } => Class::Limit,

@@ -42,7 +42,9 @@ pub(crate) fn error(py: Python<'_>, e: StreamError) -> PyErr {
         StreamError::HoldLimit { .. } => "HoldLimit",
         StreamError::Evicted { .. } => "Evicted",
         StreamError::NoRecord { .. } | StreamError::NoHoldBudget { .. } => "QuotaExceeded",
-        StreamError::BadMaxHeld { .. } | StreamError::LengthMismatch { .. } => {
+        StreamError::BadMaxHeld { .. }
+        | StreamError::BadStart { .. }
+        | StreamError::LengthMismatch { .. } => {
             return pyo3::exceptions::PyValueError::new_err(e.to_string());
         }
         _ => "MmshareError",
