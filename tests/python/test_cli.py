@@ -766,3 +766,78 @@ def test_fortran_order_streams_pub_and_sub_with_the_frames_on_the_last_axis(cli_
     rec = np.load(tmp_path / "rec.npy")
     assert rec.shape == (3, 4, 6) and rec.flags.f_contiguous
     np.testing.assert_array_equal(rec, stack)
+
+
+def _ffmpeg():
+    path = shutil.which("ffmpeg")
+    assert path, "ffmpeg is needed (Debian: apt-get install ffmpeg; ./scripts/test installs it)"
+    return path
+
+
+def test_ffmpeg_to_pub_raw_to_sub_raw_to_ffmpeg_carries_every_frame(cli_bin, daemon, tmp_path):
+    """A generated test video (ffmpeg's testsrc) piped as rgb24 into `pub NAME -`, and `sub
+    --raw -o -` piped into an ffmpeg that encodes it losslessly (FFV1): the encoded video has
+    every frame, each identical to the source's (ffmpeg's per-frame MD5s)."""
+    ffmpeg = _ffmpeg()
+    sock = daemon.socket
+    frames = 60
+    run(cli_bin, "create", "video", "--stream", "--dtype", "u1", "--shape", "240,320,3",
+        "--slots", "8", socket=sock)
+    src = ["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-frames:v", str(frames)]
+    out = tmp_path / "out.mkv"
+    sub = subprocess.Popen([cli_bin, "--socket", sock, "sub", "video", "--lossless", "--wait",
+                            "60", "--count", str(frames), "--raw", "-o", "-"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    enc = subprocess.Popen([ffmpeg, "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt",
+                            "rgb24", "-s", "320x240", "-r", "25", "-i", "-", "-c:v", "ffv1",
+                            str(out)], stdin=sub.stdout, stderr=subprocess.PIPE)
+    sub.stdout.close()
+    gen = subprocess.Popen([ffmpeg, "-loglevel", "error", *src, "-f", "rawvideo", "-pix_fmt",
+                            "rgb24", "-"], stdout=subprocess.PIPE)
+    pub = subprocess.run([cli_bin, "--socket", sock, "pub", "video", "-", "--wait-subscribers",
+                          "1"], stdin=gen.stdout, capture_output=True, text=True, timeout=120)
+    gen.stdout.close()
+    assert gen.wait(60) == 0
+    assert pub.returncode == 0, pub.stderr
+    assert f"published {frames} frames (0..{frames})" in pub.stderr, pub.stderr
+    assert enc.wait(120) == 0, enc.stderr.read()
+    assert sub.wait(60) == 0
+    report = sub.stderr.read().decode()
+    assert f"received {frames} frames (0..{frames}) from video, missed 0" in report, report
+
+    def md5s(*args):
+        got = subprocess.run([ffmpeg, "-loglevel", "error", *args, "-f", "framemd5",
+                              "-pix_fmt", "rgb24", "-"], capture_output=True, text=True,
+                             check=True).stdout
+        return [line.rsplit(",", 1)[1].strip() for line in got.splitlines()
+                if line and not line.startswith("#")]
+
+    want = md5s(*src)
+    assert len(want) == frames
+    assert md5s("-i", str(out)) == want
+
+
+def test_raw_pub_and_sub_files_and_their_errors(cli_bin, daemon, tmp_path):
+    """`pub --raw FILE` and `sub --raw -o FILE` round trip; input that ends mid-frame publishes
+    the whole frames before it and says where it ended; `-o -` without --raw is refused."""
+    sock = daemon.socket
+    run(cli_bin, "create", "r", "--stream", "--dtype", "<u2", "--shape", "3,4", socket=sock)
+    frames = sample("<u2", (7, 3, 4), seed=11)
+    (tmp_path / "in.raw").write_bytes(frames.tobytes())
+    sub = subprocess.Popen([cli_bin, "--socket", sock, "sub", "r", "--lossless", "--count", "7",
+                            "--raw", "-o", str(tmp_path / "out.raw")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run(cli_bin, "pub", "r", str(tmp_path / "in.raw"), "--raw", "--wait-subscribers", "1",
+        socket=sock)
+    out, err = sub.communicate(timeout=60)
+    assert sub.returncode == 0, err
+    assert (tmp_path / "out.raw").read_bytes() == frames.tobytes()
+    (tmp_path / "cut.raw").write_bytes(frames.tobytes()[:24 * 2 + 5])
+    cut = run(cli_bin, "pub", "r", str(tmp_path / "cut.raw"), "--raw", socket=sock, check=False)
+    assert cut.returncode == 2 and "in the middle of frame 9: 5 of its 24 bytes" in cut.stderr, \
+        cut.stderr
+    assert json.loads(run(cli_bin, "info", "r", "--json", socket=sock).stdout)["published"] == 9
+    npy = run(cli_bin, "sub", "r", "-o", "-", socket=sock, check=False)
+    assert npy.returncode == 2 and "add --raw" in npy.stderr
+    loop = run(cli_bin, "pub", "r", "-", "--loop", socket=sock, check=False)
+    assert loop.returncode == 2 and "standard input cannot be read twice" in loop.stderr

@@ -144,12 +144,17 @@ enum Command {
         #[arg(long, default_value_t = 60.0, value_parser = parse_seconds)]
         timeout: f64,
     },
-    /// Publish the frames of a .npy stack (first axis = frames) into a stream
+    /// Publish the frames of a .npy stack (first axis = frames), or raw frames, into a stream
     Pub {
         /// Stream name
         name: String,
-        /// The .npy file: frames along its first axis, each of the stream's dtype and shape
+        /// The .npy file: frames along its first axis, each of the stream's dtype and shape;
+        /// `-` reads raw frames from standard input (as --raw)
         file: PathBuf,
+        /// FILE holds raw frames back to back: each exactly a frame's bytes, in the stream's
+        /// dtype, shape and order (what `sub --raw` writes; ffmpeg's `-f rawvideo`)
+        #[arg(long)]
+        raw: bool,
         /// Frames per second (default: as fast as the ring allows)
         #[arg(long, value_parser = parse_rate)]
         rate: Option<f64>,
@@ -176,9 +181,14 @@ enum Command {
         /// Stop after this many frames (default: at Ctrl-C)
         #[arg(long)]
         count: Option<u64>,
-        /// Record the frames into this .npy file (written as they come, not held in RAM)
+        /// Record the frames into this .npy file (written as they come, not held in RAM); with
+        /// --raw, write them back to back instead (`-`: to standard output, for a pipe)
         #[arg(short = 'o', long = "output")]
         output: Option<PathBuf>,
+        /// With -o: raw frames, each exactly a frame's bytes in the stream's dtype, shape and
+        /// order, back to back (what `pub --raw` and ffmpeg's `-f rawvideo` read)
+        #[arg(long, requires = "output")]
+        raw: bool,
         /// Stop after this many seconds
         #[arg(long, value_parser = parse_seconds)]
         seconds: Option<f64>,
@@ -331,16 +341,25 @@ fn main() -> ExitCode {
         Command::Pub {
             name,
             file,
+            raw,
             rate,
             looping,
             wait_subscribers,
-        } => streams::publish(&socket, &name, &file, rate, looping, wait_subscribers),
+        } => streams::publish(
+            &socket,
+            &name,
+            &file,
+            raw,
+            streams::Pace { rate, looping },
+            wait_subscribers,
+        ),
         Command::Sub {
             name,
             lossless,
             start,
             count,
             output,
+            raw,
             seconds,
             wait,
         } => streams::subscribe(
@@ -359,7 +378,13 @@ fn main() -> ExitCode {
                 }
             },
             count,
-            output.as_deref(),
+            output.as_deref().map(|path| {
+                if raw {
+                    streams::Recording::Raw(path)
+                } else {
+                    streams::Recording::Npy(path)
+                }
+            }),
             seconds.map(Duration::from_secs_f64),
             wait.map(Duration::from_secs_f64),
         ),

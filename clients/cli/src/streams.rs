@@ -191,19 +191,10 @@ pub fn publish(
     socket: &Path,
     name: &str,
     path: &Path,
-    rate: Option<f64>,
-    looping: bool,
+    raw: bool,
+    pace: Pace,
     wait_subscribers: Option<usize>,
 ) -> Result {
-    let file = File::open(path).map_err(|e| {
-        Failure::new(
-            crate::failure::io_class(&e),
-            format!("cannot open {}: {e}", path.display()),
-        )
-    })?;
-    let mut file = BufReader::with_capacity(1 << 20, file);
-    let header = npy::read_header(&mut file)
-        .map_err(|e| Failure::bad_input(format!("{}: {e}", path.display())))?;
     let client = connect(socket)?;
     let info = match client.describe(name)? {
         mmshare::ObjectInfo::Stream(info) => info,
@@ -213,63 +204,17 @@ pub fn publish(
             )));
         }
     };
-    // A Fortran-order stream's frames (of more than one dimension that is not 1) are
-    // contiguous in a Fortran-order stack whose *last* axis counts them; every other stack
-    // counts them along its first axis, in C order.
-    let fortran_frames = info.order == mmshare::internal::proto::WireOrder::F
-        && info.shape.iter().filter(|&&d| d > 1).count() > 1;
-    let split = if fortran_frames {
-        header.shape.split_last()
-    } else {
-        header.shape.split_first()
-    };
-    let (frames, frame_shape) = match split {
-        Some((&n, rest)) => (n, rest),
-        None => {
-            return Err(Failure::bad_input(format!(
-                "{} holds a 0-d array, not a stack of frames",
-                path.display()
-            )));
+    let stdin = path == Path::new("-");
+    let mut source = if raw || stdin {
+        if pace.looping && stdin {
+            return Err(Failure::bad_input(
+                "--loop needs a file to start over: standard input cannot be read twice",
+            ));
         }
+        Source::raw(path)?
+    } else {
+        Source::npy(path, name, &info)?
     };
-    let file_multi_d = header.shape.iter().filter(|&&d| d > 1).count() > 1;
-    if fortran_frames && !header.fortran && file_multi_d {
-        let n = header.shape.first().copied().unwrap_or(0);
-        return Err(Failure::bad_input(format!(
-            "stream {name} is in Fortran order: give a Fortran-order .npy whose last axis \
-             counts the frames, shape {} (np.asfortranarray(np.stack(frames, axis=-1))), not \
-             {} in C order; nothing was published",
-            shape_text(&[info.shape.as_slice(), &[n]].concat()),
-            shape_text(&header.shape)
-        )));
-    }
-    if !fortran_frames && header.fortran && file_multi_d {
-        return Err(Failure::bad_input(format!(
-            "{} is in Fortran order, so its frames (along the first axis) are not contiguous; \
-             save the stack in C order (np.ascontiguousarray); nothing was published",
-            path.display()
-        )));
-    }
-    let dtype: DType = info
-        .dtype
-        .parse()
-        .map_err(|e: mmshare::DTypeError| e.to_string())?;
-    if header.dtype != dtype || frame_shape != info.shape.as_slice() {
-        return Err(Failure::bad_input(format!(
-            "{} holds frames of {} {}, but stream {name} takes {} {}; nothing was published",
-            path.display(),
-            header.dtype,
-            shape_text(frame_shape),
-            info.dtype,
-            shape_text(&info.shape)
-        )));
-    }
-    if frames == 0 {
-        return Err(Failure::bad_input(format!(
-            "{} holds no frames",
-            path.display()
-        )));
-    }
     let mut publisher = client.publisher_bytes(name)?;
     let stop = stop_flag();
     if let Some(n) = wait_subscribers {
@@ -286,12 +231,12 @@ pub fn publish(
             }
         }
     }
-    let period = rate.map(|hz| Duration::from_secs_f64(1.0 / hz));
+    let period = pace.rate.map(|hz| Duration::from_secs_f64(1.0 / hz));
     let start = Instant::now();
     let first = publisher.next_number();
     let mut sent = 0u64;
     'outer: loop {
-        for _ in 0..frames {
+        loop {
             if stop.load(Ordering::Relaxed) {
                 break 'outer;
             }
@@ -302,24 +247,234 @@ pub fn publish(
                 }
             }
             let mut loan = publisher.loan()?;
-            file.read_exact(&mut loan)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            // A loan dropped unpublished (at the end of the input) is given back: the next
+            // frame takes its number.
+            if !source.next_frame(&mut loan, first + sent)? {
+                break;
+            }
             loan.publish();
             sent += 1;
         }
-        if !looping {
+        if !pace.looping {
             break;
         }
-        file.seek(SeekFrom::Start(header.data_offset))
-            .map_err(|e| format!("cannot rewind {}: {e}", path.display()))?;
+        source.rewind()?;
     }
     let secs = start.elapsed().as_secs_f64();
-    emit(&format!(
+    // Standard output may be a pipe of frames elsewhere: the report goes to standard error
+    // when the frames came from standard input.
+    let report = format!(
         "published {sent} frames ({}..{}) to {name} in {secs:.2} s ({:.0} frames/s)",
         first,
         first + sent,
         sent as f64 / secs.max(1e-9)
-    ))
+    );
+    if stdin {
+        eprintln!("{report}");
+        Ok(())
+    } else {
+        emit(&report)
+    }
+}
+
+/// How `pub` paces its frames.
+#[derive(Clone, Copy, Debug)]
+pub struct Pace {
+    /// Frames per second, or as fast as the ring allows.
+    pub rate: Option<f64>,
+    /// Start over at the first frame after the last, until Ctrl-C.
+    pub looping: bool,
+}
+
+/// Where `pub` reads frames: a .npy stack, or raw frames back to back (a file, or standard
+/// input).
+enum Source {
+    Npy {
+        file: BufReader<File>,
+        path: PathBuf,
+        frames: u64,
+        left: u64,
+        data_offset: u64,
+    },
+    Raw {
+        reader: Box<dyn Read>,
+        /// The file, to start over (`--loop`); none for standard input.
+        file: Option<File>,
+        what: String,
+    },
+}
+
+impl Source {
+    /// Raw frames from `path` (`-`: standard input).
+    fn raw(path: &Path) -> Result<Source> {
+        if path == Path::new("-") {
+            return Ok(Source::Raw {
+                reader: Box::new(BufReader::with_capacity(1 << 20, std::io::stdin().lock())),
+                file: None,
+                what: "standard input".into(),
+            });
+        }
+        let file = open_input(path)?;
+        let reader = file
+            .try_clone()
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Ok(Source::Raw {
+            reader: Box::new(BufReader::with_capacity(1 << 20, reader)),
+            file: Some(file),
+            what: path.display().to_string(),
+        })
+    }
+
+    /// The frames of the .npy stack at `path`, checked against stream `name`'s frames.
+    fn npy(path: &Path, name: &str, info: &StreamInfo) -> Result<Source> {
+        let mut file = BufReader::with_capacity(1 << 20, open_input(path)?);
+        let header = npy::read_header(&mut file)
+            .map_err(|e| Failure::bad_input(format!("{}: {e}", path.display())))?;
+        // A Fortran-order stream's frames (of more than one dimension that is not 1) are
+        // contiguous in a Fortran-order stack whose *last* axis counts them; every other stack
+        // counts them along its first axis, in C order.
+        let fortran_frames = info.order == mmshare::internal::proto::WireOrder::F
+            && info.shape.iter().filter(|&&d| d > 1).count() > 1;
+        let split = if fortran_frames {
+            header.shape.split_last()
+        } else {
+            header.shape.split_first()
+        };
+        let (frames, frame_shape) = match split {
+            Some((&n, rest)) => (n, rest),
+            None => {
+                return Err(Failure::bad_input(format!(
+                    "{} holds a 0-d array, not a stack of frames",
+                    path.display()
+                )));
+            }
+        };
+        let file_multi_d = header.shape.iter().filter(|&&d| d > 1).count() > 1;
+        if fortran_frames && !header.fortran && file_multi_d {
+            let n = header.shape.first().copied().unwrap_or(0);
+            return Err(Failure::bad_input(format!(
+                "stream {name} is in Fortran order: give a Fortran-order .npy whose last axis \
+                 counts the frames, shape {} (np.asfortranarray(np.stack(frames, axis=-1))), \
+                 not {} in C order; nothing was published",
+                shape_text(&[info.shape.as_slice(), &[n]].concat()),
+                shape_text(&header.shape)
+            )));
+        }
+        if !fortran_frames && header.fortran && file_multi_d {
+            return Err(Failure::bad_input(format!(
+                "{} is in Fortran order, so its frames (along the first axis) are not \
+                 contiguous; save the stack in C order (np.ascontiguousarray); nothing was \
+                 published",
+                path.display()
+            )));
+        }
+        let dtype: DType = info
+            .dtype
+            .parse()
+            .map_err(|e: mmshare::DTypeError| e.to_string())?;
+        if header.dtype != dtype || frame_shape != info.shape.as_slice() {
+            return Err(Failure::bad_input(format!(
+                "{} holds frames of {} {}, but stream {name} takes {} {}; nothing was published",
+                path.display(),
+                header.dtype,
+                shape_text(frame_shape),
+                info.dtype,
+                shape_text(&info.shape)
+            )));
+        }
+        if frames == 0 {
+            return Err(Failure::bad_input(format!(
+                "{} holds no frames",
+                path.display()
+            )));
+        }
+        Ok(Source::Npy {
+            file,
+            path: path.to_path_buf(),
+            frames,
+            left: frames,
+            data_offset: header.data_offset,
+        })
+    }
+
+    /// Fills `frame` with the next frame (number `n`, for messages); false at the end.
+    fn next_frame(&mut self, frame: &mut [u8], n: u64) -> Result<bool> {
+        match self {
+            Source::Npy {
+                file, path, left, ..
+            } => {
+                if *left == 0 {
+                    return Ok(false);
+                }
+                file.read_exact(frame)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                *left -= 1;
+                Ok(true)
+            }
+            Source::Raw { reader, what, .. } => {
+                let mut got = 0;
+                while got < frame.len() {
+                    match reader.read(&mut frame[got..]) {
+                        Ok(0) => break,
+                        Ok(k) => got += k,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(format!("cannot read {what}: {e}").into()),
+                    }
+                }
+                if got == 0 && !frame.is_empty() {
+                    return Ok(false);
+                }
+                if got < frame.len() {
+                    return Err(Failure::bad_input(format!(
+                        "{what} ended in the middle of frame {n}: {got} of its {} bytes \
+                         (frames of raw input are the stream's frames exactly, back to back); \
+                         the frames before it were published",
+                        frame.len()
+                    )));
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Back to the first frame (`--loop`).
+    fn rewind(&mut self) -> Result {
+        match self {
+            Source::Npy {
+                file,
+                path,
+                frames,
+                left,
+                data_offset,
+            } => {
+                file.seek(SeekFrom::Start(*data_offset))
+                    .map_err(|e| format!("cannot rewind {}: {e}", path.display()))?;
+                *left = *frames;
+                Ok(())
+            }
+            Source::Raw {
+                reader, file, what, ..
+            } => {
+                let file = file.as_mut().ok_or("standard input cannot be read twice")?;
+                file.seek(SeekFrom::Start(0))
+                    .map_err(|e| format!("cannot rewind {what}: {e}"))?;
+                let again = file
+                    .try_clone()
+                    .map_err(|e| format!("cannot read {what}: {e}"))?;
+                *reader = Box::new(BufReader::with_capacity(1 << 20, again));
+                Ok(())
+            }
+        }
+    }
+}
+
+fn open_input(path: &Path) -> Result<File> {
+    File::open(path).map_err(|e| {
+        Failure::new(
+            crate::failure::io_class(&e),
+            format!("cannot open {}: {e}", path.display()),
+        )
+    })
 }
 
 /// `sub NAME [--lossless] [--count N] [-o FILE]`: receives frames and reports them; with `-o`,
@@ -330,7 +485,7 @@ pub fn subscribe(
     name: &str,
     options: mmshare::SubscribeOptions,
     count: Option<u64>,
-    out: Option<&Path>,
+    out: Option<Recording<'_>>,
     timeout: Option<Duration>,
     wait: Option<Duration>,
 ) -> Result {
@@ -354,33 +509,8 @@ pub fn subscribe(
         .dtype
         .parse()
         .map_err(|e: mmshare::DTypeError| e.to_string())?;
+    let mut sink = Sink::open(out, dtype, &info)?;
     let subscriber = client.subscribe_bytes(name, options)?;
-    // A Fortran-order stream's frames go into a Fortran-order stack along its last axis,
-    // where each is contiguous (`pub` reads such a stack back); every other stream's along
-    // the first axis, in C order.
-    let fortran = info.order == mmshare::internal::proto::WireOrder::F
-        && info.shape.iter().filter(|&&d| d > 1).count() > 1;
-    let stack_shape = |n: u64| {
-        if fortran {
-            [info.shape.as_slice(), &[n]].concat()
-        } else {
-            [&[n], info.shape.as_slice()].concat()
-        }
-    };
-    // The header for the most frames a stack could hold: the real one is padded to its size.
-    let placeholder = npy::header_bytes(dtype, fortran, &stack_shape(u64::MAX));
-    let mut file = match out {
-        Some(path) => {
-            let tmp = temp_path(path);
-            let f =
-                File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-            let mut w = BufWriter::with_capacity(1 << 20, f);
-            w.write_all(&placeholder)
-                .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-            Some((w, tmp, path.to_path_buf()))
-        }
-        None => None,
-    };
     let started = Instant::now();
     let mut received = 0u64;
     let mut first = None;
@@ -396,50 +526,227 @@ pub fn subscribe(
             Err(StreamError::ReceiveTimeout { .. }) => continue,
             Err(e) => break Err(e.to_string()),
         };
-        first.get_or_insert(sample.number());
-        if let Some((w, tmp, _)) = &mut file
-            && let Err(e) = w.write_all(&sample)
-        {
-            break Err(format!("cannot write {}: {e}", tmp.display()));
+        match sink.write(&sample) {
+            Ok(true) => {}
+            // The reader at the other end of the pipe is gone (ffmpeg done, `head`): stop.
+            Ok(false) => break Ok(()),
+            Err(e) => break Err(e),
         }
+        first.get_or_insert(sample.number());
         received += 1;
     };
     let missed = subscriber.missed();
-    if let Some((w, tmp, path)) = file {
-        let finished = result.clone().and_then(|()| {
-            let mut f = w
-                .into_inner()
-                .map_err(|e| format!("cannot write {}: {}", tmp.display(), e.error()))?;
-            let header = npy::header_bytes_at_least(
-                dtype,
-                fortran,
-                &stack_shape(received),
-                placeholder.len(),
-            );
-            debug_assert_eq!(header.len(), placeholder.len());
-            f.seek(SeekFrom::Start(0))
-                .and_then(|_| f.write_all(&header))
-                .and_then(|()| f.sync_all())
-                .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-            std::fs::rename(&tmp, &path)
-                .map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))
-        });
-        if finished.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        finished?;
-        emit(&format!(
-            "received {received} frames{} from {name}, missed {missed}; saved to {}",
-            first.map_or_else(String::new, |f| format!(" ({f}..{})", f + received)),
-            path.display()
-        ))?;
+    let to_stdout = matches!(sink, Sink::Stdout(_));
+    let saved = sink.finish(result.is_ok(), received)?;
+    let report = format!(
+        "received {received} frames{} from {name}, missed {missed}{}",
+        first.map_or_else(String::new, |f| format!(" ({f}..{})", f + received)),
+        saved.map_or_else(String::new, |p| format!("; saved to {}", p.display())),
+    );
+    // With the frames on standard output, the report goes to standard error.
+    if to_stdout {
+        eprintln!("{report}");
     } else {
-        emit(&format!(
-            "received {received} frames{} from {name}, missed {missed}",
-            first.map_or_else(String::new, |f| format!(" ({f}..{})", f + received)),
-        ))?;
+        emit(&report)?;
     }
     Ok(result?)
+}
+
+/// What `sub -o` records into.
+#[derive(Clone, Copy, Debug)]
+pub enum Recording<'a> {
+    /// A .npy stack at this path.
+    Npy(&'a Path),
+    /// Raw frames back to back at this path (`-`: standard output).
+    Raw(&'a Path),
+}
+
+/// Where `sub` writes the frames it receives.
+enum Sink {
+    None,
+    /// A .npy stack, written under a temporary name with a placeholder header that the real
+    /// one replaces at the end (its frame count is known only then).
+    Npy {
+        w: BufWriter<File>,
+        tmp: PathBuf,
+        path: PathBuf,
+        dtype: DType,
+        fortran: bool,
+        shape: Vec<u64>,
+        header_len: usize,
+    },
+    /// Raw frames into a file, under a temporary name until complete.
+    Raw {
+        w: BufWriter<File>,
+        tmp: PathBuf,
+        path: PathBuf,
+    },
+    /// Raw frames to standard output.
+    Stdout(BufWriter<std::io::Stdout>),
+}
+
+impl Sink {
+    fn open(out: Option<Recording<'_>>, dtype: DType, info: &StreamInfo) -> Result<Sink> {
+        let create = |path: &Path| -> Result<(BufWriter<File>, PathBuf)> {
+            let tmp = temp_path(path);
+            let f =
+                File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+            Ok((BufWriter::with_capacity(1 << 20, f), tmp))
+        };
+        match out {
+            None => Ok(Sink::None),
+            Some(Recording::Raw(path)) if path == Path::new("-") => Ok(Sink::Stdout(
+                BufWriter::with_capacity(1 << 20, std::io::stdout()),
+            )),
+            Some(Recording::Raw(path)) => {
+                let (w, tmp) = create(path)?;
+                Ok(Sink::Raw {
+                    w,
+                    tmp,
+                    path: path.to_path_buf(),
+                })
+            }
+            Some(Recording::Npy(path)) if path == Path::new("-") => Err(Failure::bad_input(
+                "a .npy stack needs a file (its header, written last, holds the frame count); \
+                 add --raw to write the frames to standard output",
+            )),
+            Some(Recording::Npy(path)) => {
+                // A Fortran-order stream's frames go into a Fortran-order stack along its last
+                // axis, where each is contiguous (`pub` reads such a stack back); every other
+                // stream's along the first axis, in C order.
+                let fortran = info.order == mmshare::internal::proto::WireOrder::F
+                    && info.shape.iter().filter(|&&d| d > 1).count() > 1;
+                // The header for the most frames a stack could hold: the real one is padded
+                // to its size.
+                let placeholder =
+                    npy::header_bytes(dtype, fortran, &stack_shape(&info.shape, fortran, u64::MAX));
+                let (mut w, tmp) = create(path)?;
+                w.write_all(&placeholder)
+                    .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+                Ok(Sink::Npy {
+                    w,
+                    tmp,
+                    path: path.to_path_buf(),
+                    dtype,
+                    fortran,
+                    shape: info.shape.clone(),
+                    header_len: placeholder.len(),
+                })
+            }
+        }
+    }
+
+    /// Writes one frame; false when standard output's reader is gone.
+    fn write(&mut self, frame: &[u8]) -> std::result::Result<bool, String> {
+        match self {
+            Sink::None => Ok(true),
+            Sink::Npy { w, tmp, .. } | Sink::Raw { w, tmp, .. } => w
+                .write_all(frame)
+                .map(|()| true)
+                .map_err(|e| format!("cannot write {}: {e}", tmp.display())),
+            Sink::Stdout(w) => match w.write_all(frame) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+                Err(e) => Err(format!("cannot write to standard output: {e}")),
+            },
+        }
+    }
+
+    /// Completes the recording of `received` frames (or removes it when `ok` is false);
+    /// returns the path it is saved at.
+    fn finish(self, ok: bool, received: u64) -> Result<Option<PathBuf>> {
+        let name_it = |tmp: &Path, path: &Path| {
+            std::fs::rename(tmp, path)
+                .map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))
+        };
+        match self {
+            Sink::None => Ok(None),
+            Sink::Stdout(mut w) => {
+                match w.flush() {
+                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                        return Err(format!("cannot write to standard output: {e}").into());
+                    }
+                    _ => {}
+                }
+                Ok(None)
+            }
+            Sink::Raw { w, tmp, path } => {
+                let done = (|| -> std::result::Result<(), String> {
+                    if !ok {
+                        return Err(String::new());
+                    }
+                    let f = w
+                        .into_inner()
+                        .map_err(|e| format!("cannot write {}: {}", tmp.display(), e.error()))?;
+                    f.sync_all()
+                        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+                    name_it(&tmp, &path)
+                })();
+                match done {
+                    Ok(()) => Ok(Some(path)),
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&tmp);
+                        if e.is_empty() {
+                            Ok(None)
+                        } else {
+                            Err(e.into())
+                        }
+                    }
+                }
+            }
+            Sink::Npy {
+                w,
+                tmp,
+                path,
+                dtype,
+                fortran,
+                shape,
+                header_len,
+            } => {
+                let done = (|| -> std::result::Result<(), String> {
+                    if !ok {
+                        return Err(String::new());
+                    }
+                    let mut f = w
+                        .into_inner()
+                        .map_err(|e| format!("cannot write {}: {}", tmp.display(), e.error()))?;
+                    let header = npy::header_bytes_at_least(
+                        dtype,
+                        fortran,
+                        &stack_shape(&shape, fortran, received),
+                        header_len,
+                    );
+                    debug_assert_eq!(header.len(), header_len);
+                    f.seek(SeekFrom::Start(0))
+                        .and_then(|_| f.write_all(&header))
+                        .and_then(|()| f.sync_all())
+                        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+                    name_it(&tmp, &path)
+                })();
+                match done {
+                    Ok(()) => Ok(Some(path)),
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&tmp);
+                        if e.is_empty() {
+                            Ok(None)
+                        } else {
+                            Err(e.into())
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The shape of a stack of `n` frames of `frame`: along the first axis, or, for a
+/// Fortran-order stack, the last.
+fn stack_shape(frame: &[u64], fortran: bool, n: u64) -> Vec<u64> {
+    if fortran {
+        [frame, &[n]].concat()
+    } else {
+        [&[n], frame].concat()
+    }
 }
 
 /// `ls --watch`: `listing` once the watch is set up, then one line per change until Ctrl-C
