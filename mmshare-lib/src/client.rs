@@ -198,6 +198,25 @@ fn request_name(request: &Request) -> &'static str {
     }
 }
 
+impl std::fmt::Debug for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let variant = match self {
+            ClientError::Connect { .. } => "Connect",
+            ClientError::Server { .. } => "Server",
+            ClientError::Timeout { .. } => "Timeout",
+            ClientError::WrongServer { .. } => "WrongServer",
+            ClientError::BadTimeout { .. } => "BadTimeout",
+            ClientError::BadServerUid { .. } => "BadServerUid",
+            ClientError::Io(_) => "Io",
+            ClientError::Protocol(_) => "Protocol",
+            ClientError::OutOfDescriptors { .. } => "OutOfDescriptors",
+            ClientError::Open(_) => "Open",
+            ClientError::Stream(_) => "Stream",
+        };
+        write!(f, "{variant}: {self}")
+    }
+}
+
 /// The message of [`ClientError::WrongServer`].
 fn wrong_server_message(path: &Path, expected: u32, actual: u32) -> String {
     let who = if expected == sys::euid() {
@@ -214,7 +233,11 @@ fn wrong_server_message(path: &Path, expected: u32, actual: u32) -> String {
 }
 
 /// A client request that failed.
-#[derive(Debug, thiserror::Error)]
+///
+/// Its `Debug` form is its message (what `main() -> Result<(), Box<dyn Error>>` prints when it
+/// returns one: "Error: cannot connect to mmshared at ..."), with the variant named in front;
+/// match on the variants, not on either text.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
     /// The daemon's socket could not be reached.

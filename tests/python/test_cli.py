@@ -253,14 +253,18 @@ def test_demo_with_a_running_daemon(cli_bin, daemon):
     assert "import mmshare" in p.stdout and "client.subscribe(" in p.stdout
     published = int(re.search(r"producer: published (\d+) frames", p.stdout).group(1))
     assert published > 0
-    lossless = re.search(r"lossless: received (\d+) frames, missed (\d+), (\d+) not whole",
+    lossless = re.search(r"lossless: received (\d+) frames, missed (\d+) \(.*?\); (\d+) damaged",
                          p.stdout)
     assert lossless and lossless.groups() == (str(published), "0", "0"), p.stdout
-    lossy = re.search(r"lossy: received (\d+) frames, missed (\d+), (\d+) not whole", p.stdout)
+    lossy = re.search(r"lossy: received (\d+) frames, missed (\d+) \(.*?\); (\d+) damaged",
+                      p.stdout)
     assert lossy and lossy.group(3) == "0", p.stdout
     # The slow consumer accounts for every frame (the end-of-stream frame aside).
     assert int(lossy.group(1)) + int(lossy.group(2)) == published, p.stdout
-    assert re.search(r"latest: received \d+ frames, missed \d+, 0 not whole", p.stdout)
+    assert re.search(r"latest: received \d+ frames, missed \d+ \(skipped by design.*?\); 0 damaged",
+                     p.stdout)
+    # No empty status line while the processes start.
+    assert not re.search(r"^\s*\d+ s$", p.stdout, re.M), p.stdout
     assert "p50" in p.stdout and "frames/s" in p.stdout
     assert mmshare.connect(daemon.socket).list_all() == []  # it cleaned up
 
@@ -270,7 +274,7 @@ def test_demo_starts_its_own_daemon_when_none_is_running(cli_bin, tmp_path):
     env.pop("MMSHARE_SOCKET", None)
     p = run(cli_bin, "demo", "--seconds", "1", "--fps", "100", env=env)
     assert "started one inside this process" in p.stdout
-    assert re.search(r"lossless: received \d+ frames, missed 0, 0 not whole", p.stdout)
+    assert re.search(r"lossless: received \d+ frames, missed 0 \(.*?\); 0 damaged", p.stdout)
 
 
 def test_get_follows_symlinks_and_writes_to_stdout(cli_bin, daemon, tmp_path):
@@ -841,3 +845,24 @@ def test_raw_pub_and_sub_files_and_their_errors(cli_bin, daemon, tmp_path):
     assert npy.returncode == 2 and "add --raw" in npy.stderr
     loop = run(cli_bin, "pub", "r", "-", "--loop", socket=sock, check=False)
     assert loop.returncode == 2 and "standard input cannot be read twice" in loop.stderr
+
+
+def test_pub_timeout_is_the_loans_wait_for_a_stalled_lossless_subscriber(cli_bin, daemon,
+                                                                         tmp_path, worker):
+    """`pub --timeout S`: a lossless subscriber that stops taking frames makes `pub` give up
+    after S seconds with exit status 5 and a message naming how far behind it is."""
+    sock = daemon.socket
+    run(cli_bin, "create", "stall", "--stream", "--dtype", "<u8", "--shape", "64", "--slots", "3",
+        socket=sock)
+    holder = subprocess.Popen([worker, "stream-hold", sock, "stall", "lossless"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().startswith("subscribed")
+        np.save(tmp_path / "f.npy", np.zeros((10, 64), np.uint64))
+        p = run(cli_bin, "pub", "stall", str(tmp_path / "f.npy"), "--timeout", "0.3",
+                socket=sock, check=False)
+        assert p.returncode == 5, p.stderr
+        assert "frames behind" in p.stderr, p.stderr
+    finally:
+        holder.kill()
+        holder.wait()

@@ -218,7 +218,12 @@ pub fn run(socket_given: bool, socket: &Path, seconds: f64, fps: f64) -> Result 
     let status = loop {
         std::thread::sleep(Duration::from_millis(1000));
         let done = producer.try_wait()?;
-        let line = live_line(&latest.lock().expect("not poisoned"), started.elapsed());
+        let stats = latest.lock().expect("not poisoned").clone();
+        // Nothing to show before the first reports (the processes are starting).
+        if stats.is_empty() && done.is_none() {
+            continue;
+        }
+        let line = live_line(&stats, started.elapsed());
         if terminal {
             print!("\r\x1b[2K{line}");
             let _ = std::io::stdout().flush();
@@ -292,8 +297,15 @@ fn summary(stats: &std::collections::HashMap<String, serde_json::Value>, failed:
     let mut bad = 0;
     for role in CONSUMERS {
         if let Some(c) = stats.get(role) {
+            // Why each one misses what it misses.
+            let why = match role {
+                "lossless" => "every frame, or the publisher waits",
+                "lossy" => "skipped while busy: it never slows the publisher",
+                _ => "skipped by design: latest() jumps to the newest frame",
+            };
             emit(&format!(
-                "{role}: received {} frames, missed {}, {} not whole; latency publish -> receive over the run p50 {} µs, p99 {} µs",
+                "{role}: received {} frames, missed {} ({why}); {} damaged (each frame's number \
+                 and bytes checked); latency publish -> receive over the run p50 {} µs, p99 {} µs",
                 u(c, "received"),
                 u(c, "missed"),
                 u(c, "bad"),
@@ -308,7 +320,7 @@ fn summary(stats: &std::collections::HashMap<String, serde_json::Value>, failed:
         lossless.is_some_and(|c| u(c, "missed") == 0 && u(c, "received") == published);
     if failed || bad > 0 || !lossless_ok {
         return Err(format!(
-            "the demo's pipeline failed ({bad} frames not whole, lossless consumer {} of {published} frames{})",
+            "the demo's pipeline failed ({bad} frames damaged, lossless consumer {} of {published} frames{})",
             lossless.map_or(0, |c| u(c, "received")),
             if failed { ", a process failed" } else { "" }
         ).into());

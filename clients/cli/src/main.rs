@@ -165,6 +165,10 @@ enum Command {
         /// alongside miss nothing)
         #[arg(long, value_name = "N")]
         wait_subscribers: Option<usize>,
+        /// Seconds to wait for a free slot while a lossless subscriber is a whole ring behind,
+        /// before giving up (exit status 5)
+        #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = parse_seconds)]
+        timeout: f64,
     },
     /// Receive a stream's frames; report them, or record them into a .npy stack
     Sub {
@@ -345,12 +349,17 @@ fn main() -> ExitCode {
             rate,
             looping,
             wait_subscribers,
+            timeout,
         } => streams::publish(
             &socket,
             &name,
             &file,
             raw,
-            streams::Pace { rate, looping },
+            streams::Pace {
+                rate,
+                looping,
+                loan_timeout: Duration::from_secs_f64(timeout),
+            },
             wait_subscribers,
         ),
         Command::Sub {

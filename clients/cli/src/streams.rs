@@ -216,6 +216,7 @@ pub fn publish(
         Source::npy(path, name, &info)?
     };
     let mut publisher = client.publisher_bytes(name)?;
+    publisher.set_timeout(pace.loan_timeout);
     let stop = stop_flag();
     if let Some(n) = wait_subscribers {
         eprintln!("waiting for {n} subscribers of {name} (Ctrl-C to stop)");
@@ -284,6 +285,8 @@ pub struct Pace {
     pub rate: Option<f64>,
     /// Start over at the first frame after the last, until Ctrl-C.
     pub looping: bool,
+    /// How long a loan waits for a free slot.
+    pub loan_timeout: Duration,
 }
 
 /// Where `pub` reads frames: a .npy stack, or raw frames back to back (a file, or standard
