@@ -4,6 +4,7 @@ written by Rust (the CLI), a C writer read by Python, a C lossless subscriber of
 publisher, and bad input refused with the documented statuses."""
 
 import os
+import re
 import pathlib
 import shutil
 import subprocess
@@ -229,3 +230,23 @@ def test_a_cmake_project_finds_the_installed_package_and_links_it(daemon, tmp_pa
                               f"-DCMAKE_PREFIX_PATH={prefix}"],
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and "0.1.0" in refused.stderr, refused.stderr
+
+
+def test_history_start_points_and_presence_from_c(daemon, c_program):
+    """A C program creates a stream with a history (the options builder), waits for a Python
+    subscriber, publishes, then subscribes from the oldest frame kept and from a frame that is
+    gone: every frame checked, the history delivered, the gap exact."""
+    c = mmshare.connect(daemon.socket)
+    prog = subprocess.Popen([c_program("presence"), daemon.socket, "hist"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert prog.stdout.readline().strip() == "ready", prog.stderr.read()
+    assert c.describe("hist").history == 4
+    sub = c.subscribe("hist")  # lossy: the C publisher waits for it, never behind it
+    first = sub.receive(timeout=30)
+    # Lossy and slow to look: it may have been lapped, and counts exactly what it skipped.
+    assert first.missed_before == first.number
+    first.release()
+    out, err = prog.communicate(timeout=60)
+    assert prog.returncode == 0, err
+    history, gap = re.search(r"ok history=(\d+) gap=(\d+)", out).groups()
+    assert int(history) >= 4 and int(gap) >= 2, out

@@ -107,6 +107,35 @@
 // Flag: an existing object with the same dtype, shape and order is not an error.
 #define MMS_CREATE_EXIST_OK 4
 
+// For [`mms_stream_options_set`]: frames in the ring (default 8).
+#define MMS_OPTION_SLOTS 1
+
+// For [`mms_stream_options_set`]: subscriber records (default 16).
+#define MMS_OPTION_MAX_SUBSCRIBERS 2
+
+// For [`mms_stream_options_set`]: permission bits (default 0600).
+#define MMS_OPTION_MODE 3
+
+// For [`mms_stream_options_set`]: the newest frames kept for late subscribers (default 0).
+#define MMS_OPTION_HISTORY 4
+
+// For [`mms_stream_options_set`]: `MMS_CREATE_*` flags (default 0).
+#define MMS_OPTION_FLAGS 5
+
+// For [`mms_subscribe_from`]: where the subscriber starts by default (the next frame if
+// lossy, frame 0 if lossless).
+#define MMS_START_DEFAULT 0
+
+// For [`mms_subscribe_from`]: the next frame published.
+#define MMS_START_NEXT 1
+
+// For [`mms_subscribe_from`]: the oldest frame still offered (the stream's history).
+#define MMS_START_OLDEST 2
+
+// For [`mms_subscribe_from`]: the frame number given (resuming; the frames from it that are
+// gone are counted as missed).
+#define MMS_START_FRAME 3
+
 // `mms_info.kind` of an array.
 #define MMS_KIND_ARRAY 1
 
@@ -130,6 +159,10 @@ typedef struct mms_publisher mms_publisher;
 
 // A received frame, held (its slot is not reused) until `mms_sample_release`.
 typedef struct mms_sample mms_sample;
+
+// What [`mms_create_stream_with`] creates: a stream's name, dtype and frame shape, and the
+// ring's settings, set one by one (so that settings added later need no new function).
+typedef struct mms_stream_options mms_stream_options;
 
 // The receiving side of a stream.
 typedef struct mms_subscriber mms_subscriber;
@@ -363,6 +396,46 @@ int mms_create_stream(struct mms_client *client,
                       uint32_t flags,
                       uint32_t mode);
 
+// New stream options: `name`, `dtype` and the frame shape (`ndim` dimensions at `shape`), 8
+// slots, 16 subscribers, file-backed, C order, mode 0600, no history. Free with
+// [`mms_stream_options_free`].
+//
+// # Safety
+// `name` and `dtype` are NUL-terminated strings; `shape` points at `ndim` values; `out` is
+// valid for a write.
+int mms_stream_options_new(const char *name,
+                           const char *dtype,
+                           uint32_t ndim,
+                           const uint64_t *shape,
+                           struct mms_stream_options **out);
+
+// Sets one of the options: `slots` (frames in the ring), `max_subscribers`, `mode`
+// (permission bits), `history` (the newest frames kept for late subscribers, at most
+// `slots - 2`), `flags` (`MMS_CREATE_*`).
+//
+// # Safety
+// `options` is a live options handle.
+int mms_stream_options_set(struct mms_stream_options *options, int what, uint64_t value);
+
+// Frees stream options.
+//
+// # Safety
+// `options` is NULL or a live options handle, not used after.
+void mms_stream_options_free(struct mms_stream_options *options);
+
+// Creates the stream `options` describe.
+//
+// # Safety
+// `client` is a live client handle; `options` a live options handle.
+int mms_create_stream_with(struct mms_client *client, struct mms_stream_options *options);
+
+// Waits until an array or a stream named `name` exists (and this user may read it), at most
+// `timeout_ms` (`MMS_ERR_TIMEOUT` then): the daemon answers when it creates it.
+//
+// # Safety
+// `client` is a live client handle; `name` a NUL-terminated string.
+int mms_wait_for(struct mms_client *client, const char *name, int64_t timeout_ms);
+
 // Attaches as the publisher of stream `name` (`MMS_ERR_BUSY` if another is attached).
 //
 // # Safety
@@ -414,6 +487,16 @@ int mms_publisher_send(struct mms_publisher *publisher,
 // `publisher` is a live publisher handle; `out` valid for a write.
 int mms_publisher_next_number(struct mms_publisher *publisher, uint64_t *out);
 
+// Waits until at least `n` subscribers are attached, at most `timeout_ms` (negative: no
+// limit; `MMS_ERR_TIMEOUT` then), woken by each join; `count` (may be NULL) gets how many are.
+//
+// # Safety
+// `publisher` is a live publisher handle; `count` NULL or valid for a write.
+int mms_publisher_wait_for_subscribers(struct mms_publisher *publisher,
+                                       uint32_t n,
+                                       int64_t timeout_ms,
+                                       uint32_t *count);
+
 // Detaches the publisher (an outstanding loan is abandoned); another may attach.
 //
 // # Safety
@@ -428,7 +511,8 @@ void mms_publisher_free(struct mms_publisher *publisher);
 
 // Subscribes to stream `name`: lossless (`lossless` true: every frame in order; the
 // publisher waits for this subscriber) or lossy (never slows the publisher; every skipped
-// frame is counted). `max_held` (0: 2) is how many samples it may hold at once.
+// frame is counted). `max_held` (0: 2) is how many samples it may hold at once. It starts
+// where [`MMS_START_DEFAULT`] says; [`mms_subscribe_from`] chooses.
 //
 // # Safety
 // `client` is a live client handle; `name` a NUL-terminated string; `out` valid for a write.
@@ -437,6 +521,26 @@ int mms_subscribe(struct mms_client *client,
                   bool lossless,
                   uint32_t max_held,
                   struct mms_subscriber **out);
+
+// [`mms_subscribe`], starting at `start` (`MMS_START_*`; `frame` is the frame number for
+// [`MMS_START_FRAME`], and is ignored otherwise).
+//
+// # Safety
+// `client` is a live client handle; `name` a NUL-terminated string; `out` valid for a write.
+int mms_subscribe_from(struct mms_client *client,
+                       const char *name,
+                       bool lossless,
+                       uint32_t max_held,
+                       int start,
+                       uint64_t frame,
+                       struct mms_subscriber **out);
+
+// The frame the subscriber started at (the one it asked for: frames before it are not
+// counted as missed).
+//
+// # Safety
+// `subscriber` is a live subscriber handle; `out` valid for a write.
+int mms_subscriber_first_frame(struct mms_subscriber *subscriber, uint64_t *out);
 
 // Receives the next frame (lossless: the next in order; lossy: the oldest still there),
 // waiting at most `timeout_ms` (`MMS_ERR_TIMEOUT` if none comes; 0 does not wait).

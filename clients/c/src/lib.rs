@@ -121,6 +121,28 @@ pub const MMS_CREATE_ORDER_F: u32 = 2;
 /// Flag: an existing object with the same dtype, shape and order is not an error.
 pub const MMS_CREATE_EXIST_OK: u32 = 4;
 
+/// For [`mms_stream_options_set`]: frames in the ring (default 8).
+pub const MMS_OPTION_SLOTS: c_int = 1;
+/// For [`mms_stream_options_set`]: subscriber records (default 16).
+pub const MMS_OPTION_MAX_SUBSCRIBERS: c_int = 2;
+/// For [`mms_stream_options_set`]: permission bits (default 0600).
+pub const MMS_OPTION_MODE: c_int = 3;
+/// For [`mms_stream_options_set`]: the newest frames kept for late subscribers (default 0).
+pub const MMS_OPTION_HISTORY: c_int = 4;
+/// For [`mms_stream_options_set`]: `MMS_CREATE_*` flags (default 0).
+pub const MMS_OPTION_FLAGS: c_int = 5;
+
+/// For [`mms_subscribe_from`]: where the subscriber starts by default (the next frame if
+/// lossy, frame 0 if lossless).
+pub const MMS_START_DEFAULT: c_int = 0;
+/// For [`mms_subscribe_from`]: the next frame published.
+pub const MMS_START_NEXT: c_int = 1;
+/// For [`mms_subscribe_from`]: the oldest frame still offered (the stream's history).
+pub const MMS_START_OLDEST: c_int = 2;
+/// For [`mms_subscribe_from`]: the frame number given (resuming; the frames from it that are
+/// gone are counted as missed).
+pub const MMS_START_FRAME: c_int = 3;
+
 /// `mms_info.kind` of an array.
 pub const MMS_KIND_ARRAY: c_int = 1;
 /// `mms_info.kind` of a stream.
@@ -1261,6 +1283,140 @@ pub unsafe extern "C" fn mms_create_stream(
     })
 }
 
+/// What [`mms_create_stream_with`] creates: a stream's name, dtype and frame shape, and the
+/// ring's settings, set one by one (so that settings added later need no new function).
+#[derive(Debug)]
+pub struct mms_stream_options(Option<StreamOptions>);
+handle!(mms_stream_options, StreamOptions, "stream options");
+
+/// New stream options: `name`, `dtype` and the frame shape (`ndim` dimensions at `shape`), 8
+/// slots, 16 subscribers, file-backed, C order, mode 0600, no history. Free with
+/// [`mms_stream_options_free`].
+///
+/// # Safety
+/// `name` and `dtype` are NUL-terminated strings; `shape` points at `ndim` values; `out` is
+/// valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_stream_options_new(
+    name: *const c_char,
+    dtype: *const c_char,
+    ndim: u32,
+    shape: *const u64,
+    out: *mut *mut mms_stream_options,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: NULL or a NUL-terminated string (the contract).
+        let name = unsafe { text(name, "name") }?;
+        // SAFETY: NULL or a NUL-terminated string (the contract).
+        let dtype = unsafe { text(dtype, "dtype") }?;
+        // SAFETY: NULL or `ndim` readable values (the contract).
+        let shape = unsafe { dims(shape, ndim) }?;
+        needed(out, "out")?;
+        let options = StreamOptions::new(name, dtype, shape);
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe { put(out, boxed(options)) };
+        Ok(())
+    })
+}
+
+/// Sets one of the options: `slots` (frames in the ring), `max_subscribers`, `mode`
+/// (permission bits), `history` (the newest frames kept for late subscribers, at most
+/// `slots - 2`), `flags` (`MMS_CREATE_*`).
+///
+/// # Safety
+/// `options` is a live options handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_stream_options_set(
+    options: *mut mms_stream_options,
+    what: c_int,
+    value: u64,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let o = unsafe { live(options) }?;
+        let small = || {
+            u32::try_from(value)
+                .map_err(|_| Failure::invalid(format!("the value {value} does not fit in 32 bits")))
+        };
+        let taken = std::mem::replace(o, StreamOptions::new("", "", &[]));
+        *o = match what {
+            MMS_OPTION_SLOTS => taken.slots(small()?),
+            MMS_OPTION_MAX_SUBSCRIBERS => taken.max_subscribers(small()?),
+            MMS_OPTION_MODE => taken.mode(small()?),
+            MMS_OPTION_HISTORY => taken.history(small()?),
+            MMS_OPTION_FLAGS => {
+                let (backing, order, exist_ok) = create_flags(small()?)?;
+                let t = taken.order(order).exist_ok(exist_ok);
+                if backing == Backing::Memory {
+                    t.memory()
+                } else {
+                    t
+                }
+            }
+            other => {
+                *o = taken;
+                return Err(Failure::invalid(format!("{other} is not an MMS_OPTION_*")));
+            }
+        };
+        Ok(())
+    })
+}
+
+/// Frees stream options.
+///
+/// # Safety
+/// `options` is NULL or a live options handle, not used after.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_stream_options_free(options: *mut mms_stream_options) {
+    // SAFETY: the contract.
+    unsafe { free(options) }
+}
+
+/// Creates the stream `options` describe.
+///
+/// # Safety
+/// `client` is a live client handle; `options` a live options handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_create_stream_with(
+    client: *mut mms_client,
+    options: *mut mms_stream_options,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let c = unsafe { live(client) }?;
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let o = unsafe { live(options) }?;
+        c.create_stream(o)?;
+        Ok(())
+    })
+}
+
+/// Waits until an array or a stream named `name` exists (and this user may read it), at most
+/// `timeout_ms` (`MMS_ERR_TIMEOUT` then): the daemon answers when it creates it.
+///
+/// # Safety
+/// `client` is a live client handle; `name` a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_wait_for(
+    client: *mut mms_client,
+    name: *const c_char,
+    timeout_ms: i64,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let c = unsafe { live(client) }?;
+        // SAFETY: NULL or a NUL-terminated string (the contract).
+        let name = unsafe { text(name, "name") }?;
+        // A negative timeout: as long as it takes (a day at a time).
+        waiting(
+            timeout_ms,
+            |d| c.wait_for(name, d),
+            |e| e.kind() == Some(mmshare::ErrorKind::Timeout),
+        )?;
+        Ok(())
+    })
+}
+
 /// The open state of a publisher handle.
 #[derive(Debug)]
 pub struct PublisherState {
@@ -1452,6 +1608,34 @@ pub unsafe extern "C" fn mms_publisher_next_number(
     })
 }
 
+/// Waits until at least `n` subscribers are attached, at most `timeout_ms` (negative: no
+/// limit; `MMS_ERR_TIMEOUT` then), woken by each join; `count` (may be NULL) gets how many are.
+///
+/// # Safety
+/// `publisher` is a live publisher handle; `count` NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_publisher_wait_for_subscribers(
+    publisher: *mut mms_publisher,
+    n: u32,
+    timeout_ms: i64,
+    count: *mut u32,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let p = unsafe { live(publisher) }?;
+        let got = waiting(
+            timeout_ms,
+            |d| p.publisher.wait_for_subscribers(n as usize, d),
+            |e| matches!(e, StreamError::SubscribersTimeout { .. }),
+        )?;
+        if !count.is_null() {
+            // SAFETY: valid for a write (the contract).
+            unsafe { put(count, u32::try_from(got).unwrap_or(u32::MAX)) };
+        }
+        Ok(())
+    })
+}
+
 /// Detaches the publisher (an outstanding loan is abandoned); another may attach.
 ///
 /// # Safety
@@ -1573,7 +1757,8 @@ pub struct mms_sample {
 
 /// Subscribes to stream `name`: lossless (`lossless` true: every frame in order; the
 /// publisher waits for this subscriber) or lossy (never slows the publisher; every skipped
-/// frame is counted). `max_held` (0: 2) is how many samples it may hold at once.
+/// frame is counted). `max_held` (0: 2) is how many samples it may hold at once. It starts
+/// where [`MMS_START_DEFAULT`] says; [`mms_subscribe_from`] chooses.
 ///
 /// # Safety
 /// `client` is a live client handle; `name` a NUL-terminated string; `out` valid for a write.
@@ -1583,6 +1768,25 @@ pub unsafe extern "C" fn mms_subscribe(
     name: *const c_char,
     lossless: bool,
     max_held: u32,
+    out: *mut *mut mms_subscriber,
+) -> c_int {
+    // SAFETY: the contract, passed on.
+    unsafe { mms_subscribe_from(client, name, lossless, max_held, MMS_START_DEFAULT, 0, out) }
+}
+
+/// [`mms_subscribe`], starting at `start` (`MMS_START_*`; `frame` is the frame number for
+/// [`MMS_START_FRAME`], and is ignored otherwise).
+///
+/// # Safety
+/// `client` is a live client handle; `name` a NUL-terminated string; `out` valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_subscribe_from(
+    client: *mut mms_client,
+    name: *const c_char,
+    lossless: bool,
+    max_held: u32,
+    start: c_int,
+    frame: u64,
     out: *mut *mut mms_subscriber,
 ) -> c_int {
     ffi(|| {
@@ -1601,16 +1805,44 @@ pub unsafe extern "C" fn mms_subscribe(
         } else {
             max_held as usize
         };
-        let s = c.subscribe_bytes(
-            name,
-            mmshare::SubscribeOptions::new(delivery).max_held(held),
-        )?;
+        let options = mmshare::SubscribeOptions::new(delivery).max_held(held);
+        let options = match start {
+            MMS_START_DEFAULT => options,
+            MMS_START_NEXT => options.start(mmshare::StartAt::Next),
+            MMS_START_OLDEST => options.start(mmshare::StartAt::Oldest),
+            MMS_START_FRAME => options.start(mmshare::StartAt::Frame(frame)),
+            other => {
+                return Err(Failure::invalid(format!("{other} is not an MMS_START_*")));
+            }
+        };
+        let s = c.subscribe_bytes(name, options)?;
         let state = SubscriberState {
             subscriber: Mutex::new(s),
             released: Mutex::new(Vec::new()),
         };
         // SAFETY: NULL or valid for a write (the contract).
         unsafe { put(out, boxed(Arc::new(state))) };
+        Ok(())
+    })
+}
+
+/// The frame the subscriber started at (the one it asked for: frames before it are not
+/// counted as missed).
+///
+/// # Safety
+/// `subscriber` is a live subscriber handle; `out` valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_subscriber_first_frame(
+    subscriber: *mut mms_subscriber,
+    out: *mut u64,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let shared = unsafe { live(subscriber) }?;
+        needed(out, "out")?;
+        let first = shared.with(Subscriber::first_frame);
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe { put(out, first) };
         Ok(())
     })
 }
