@@ -82,9 +82,11 @@ pub(crate) struct Presence {
     kick: AtomicU32,
     /// Set when the daemon stops: the monitor ends.
     stopping: AtomicBool,
-    /// Streams created while watches are open that the monitor has not looked at yet: their
-    /// subscriber statistics start at 0 (a stream created earlier has a past to leave out).
-    fresh: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Streams handed to the monitor as they were created or opened while watches are open
+    /// (their own mappings of the control state): the monitor looks at each at least once,
+    /// even if it is closed again before the monitor gets to it (a subscriber that came and
+    /// went in a moment is still reported).
+    adopted: std::sync::Mutex<Vec<((u64, u64), Watched)>>,
 }
 
 impl Presence {
@@ -94,7 +96,7 @@ impl Presence {
             watches: AtomicUsize::new(0),
             kick: AtomicU32::new(0),
             stopping: AtomicBool::new(false),
-            fresh: Default::default(),
+            adopted: Default::default(),
         }
     }
 
@@ -105,12 +107,6 @@ impl Presence {
 
     /// Reports that the object of `header` was created (a stream or an array).
     pub(crate) fn created(&self, header: &Header, stream: bool) {
-        if stream && self.watches.load(Ordering::SeqCst) > 0 {
-            self.fresh
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(header.name.clone());
-        }
         let event = WatchEvent::Created {
             name: header.name.clone(),
             stream,
@@ -143,6 +139,44 @@ impl Presence {
         }
     }
 
+    /// Hands the monitor stream `files` (just created, `fresh`: its statistics start at
+    /// zero; or just opened for a client) and wakes it. Nothing while no watch is open.
+    pub(crate) fn adopt(&self, files: &mmshare::StreamFiles, fresh: bool) {
+        if self.watches.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let Some(key) = control_key(files) else {
+            return;
+        };
+        match Membership::map(files.control_file(), files.max_subscribers() as u32) {
+            Ok(membership) => {
+                // Where its statistics stand now, before the client that opens it joins: every
+                // change from here on is reported.
+                let last = if fresh {
+                    (0, 0, 0)
+                } else {
+                    let (joins, leaves) = membership.joins_and_leaves();
+                    let count = u32::try_from(membership.count()).unwrap_or(u32::MAX);
+                    (count, joins, leaves)
+                };
+                self.adopted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((
+                        key,
+                        Watched {
+                            header: files.header().clone(),
+                            membership,
+                            last: Some(last),
+                            looked: false,
+                        },
+                    ));
+            }
+            Err(e) => debug!(stream = files.header().name, "cannot watch: {e}"),
+        }
+        self.kick();
+    }
+
     /// Ends the monitor.
     pub(crate) fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
@@ -162,11 +196,23 @@ impl Drop for WatchGuard {
 
 /// One open stream the monitor watches: its own mapping of the stream's control state, and
 /// what it saw there last.
-struct Watched {
+#[derive(Debug)]
+pub(crate) struct Watched {
     header: Header,
     membership: Membership,
     /// Subscribers, subscriptions started and ended, at the last look (`None` before it).
     last: Option<(u32, u64, u64)>,
+    /// Looked at once at least (only then may it be forgotten).
+    looked: bool,
+}
+
+/// Device and inode of a stream's control state: a stream deleted and made again is another.
+fn control_key(files: &mmshare::StreamFiles) -> Option<(u64, u64)> {
+    let meta = files.control_file().metadata().ok()?;
+    Some((
+        std::os::unix::fs::MetadataExt::dev(&meta),
+        std::os::unix::fs::MetadataExt::ino(&meta),
+    ))
 }
 
 /// The monitor: reports the subscriber counts of open streams while watches are open (module
@@ -183,7 +229,7 @@ pub(crate) fn monitor(registry: Arc<Registry>, presence: Arc<Presence>) {
         if presence.watches.load(Ordering::SeqCst) == 0 {
             watched.clear();
             presence
-                .fresh
+                .adopted
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clear();
@@ -191,7 +237,7 @@ pub(crate) fn monitor(registry: Arc<Registry>, presence: Arc<Presence>) {
             let _ = mmshare::internal::futex_wait_any(&[(&presence.kick, kicked)], RECHECK);
             continue;
         }
-        refresh(&registry, &presence, &mut watched);
+        let open = refresh(&registry, &presence, &mut watched);
         // At most `MAX_WORDS - 1` streams are slept on; the others are looked at every second.
         let slept: Vec<&Watched> = watched.values().take(MAX_WORDS - 1).collect();
         for w in &slept {
@@ -210,6 +256,14 @@ pub(crate) fn monitor(registry: Arc<Registry>, presence: Arc<Presence>) {
             look(&presence, w, baseline);
         }
         baseline = false;
+        // Streams closed since (nobody uses them: their subscribers are gone), once looked at.
+        watched.retain(|key, w| {
+            let keep = open.contains(key) || !w.looked;
+            if !keep && w.last.is_some_and(|(count, ..)| count > 0) {
+                send(&presence, &w.header, 0);
+            }
+            keep
+        });
         let mut words: Vec<(&AtomicU32, u32)> = vec![(&presence.kick, kicked)];
         words.extend(
             watched
@@ -249,53 +303,45 @@ pub(crate) fn monitor(registry: Arc<Registry>, presence: Arc<Presence>) {
     debug!("presence monitor stopped");
 }
 
-/// Brings `watched` up to the streams open now: maps the new ones (holding nothing of the
-/// daemon's own: a stream nobody uses is closed as ever), and forgets the closed ones, whose
-/// subscribers are gone (reported as 0).
-fn refresh(registry: &Registry, presence: &Presence, watched: &mut BTreeMap<(u64, u64), Watched>) {
+/// Adds to `watched` the streams handed over (`Presence::adopt`) and every stream open now that
+/// it lacks (mapped for the monitor: it holds nothing of the daemon's own, so a stream nobody
+/// uses is closed as ever); returns the keys of the streams open now.
+fn refresh(
+    registry: &Registry,
+    presence: &Presence,
+    watched: &mut BTreeMap<(u64, u64), Watched>,
+) -> std::collections::BTreeSet<(u64, u64)> {
+    let handed: Vec<_> =
+        std::mem::take(&mut *presence.adopted.lock().unwrap_or_else(|p| p.into_inner()));
+    for (key, w) in handed {
+        watched.entry(key).or_insert(w);
+    }
     let mut open = std::collections::BTreeSet::new();
     for stream in registry.open_streams() {
         let files = &stream.files;
-        let Ok(meta) = files.control_file().metadata() else {
+        let Some(key) = control_key(files) else {
             continue;
         };
-        let key = (
-            std::os::unix::fs::MetadataExt::dev(&meta),
-            std::os::unix::fs::MetadataExt::ino(&meta),
-        );
         open.insert(key);
         if watched.contains_key(&key) {
             continue;
         }
-        let max = files.max_subscribers() as u32;
-        match Membership::map(files.control_file(), max) {
+        match Membership::map(files.control_file(), files.max_subscribers() as u32) {
             Ok(membership) => {
-                // A stream created since the watches began: everything in its statistics
-                // happened since, from nothing.
-                let fresh = presence
-                    .fresh
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&files.header().name);
                 watched.insert(
                     key,
                     Watched {
                         header: files.header().clone(),
                         membership,
-                        last: fresh.then_some((0, 0, 0)),
+                        last: None,
+                        looked: false,
                     },
                 );
             }
             Err(e) => debug!(stream = files.header().name, "cannot watch: {e}"),
         }
     }
-    watched.retain(|key, w| {
-        let keep = open.contains(key);
-        if !keep && w.last.is_some_and(|(count, ..)| count > 0) {
-            send(presence, &w.header, 0);
-        }
-        keep
-    });
+    open
 }
 
 /// Reports what changed in `w` since the last look: a join or a leave each when the
@@ -329,6 +375,7 @@ fn look(presence: &Presence, w: &mut Watched, baseline: bool) {
         }
     }
     w.last = Some((count, joins, leaves));
+    w.looked = true;
 }
 
 fn send(presence: &Presence, header: &Header, count: u32) {

@@ -4,6 +4,7 @@ daemon on a temporary directory."""
 import os
 import pathlib
 import subprocess
+import threading
 import time
 
 import pytest
@@ -52,6 +53,10 @@ class Daemon:
                 break
         else:
             raise RuntimeError("mmshared did not start")
+        # Keep reading its log, so that a test that makes it log a lot never fills the pipe
+        # (the daemon would block on its next log line).
+        self.log = []
+        threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True).start()
 
     def stop(self):
         self.proc.kill()

