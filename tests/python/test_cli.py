@@ -718,7 +718,7 @@ def test_sub_wait_pub_wait_subscribers_and_ls_watch(cli_bin, daemon, tmp_path):
     assert len(events) == 4, events
     assert events[0] == {"event": "created", "name": "cam", "detail": "stream"}, events
     assert [e["detail"] for e in events if e["event"] == "subscribers"] == [1, 0], events
-    assert {"event": "deleted", "name": "cam", "detail": None} in events[2:], events
+    assert {"event": "deleted", "name": "cam", "detail": None} in events[1:], events
     watch.send_signal(signal.SIGINT)
     watch.communicate(timeout=30)
     assert watch.returncode == 0

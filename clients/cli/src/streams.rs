@@ -658,10 +658,6 @@ impl Sink {
     /// Completes the recording of `received` frames (or removes it when `ok` is false);
     /// returns the path it is saved at.
     fn finish(self, ok: bool, received: u64) -> Result<Option<PathBuf>> {
-        let name_it = |tmp: &Path, path: &Path| {
-            std::fs::rename(tmp, path)
-                .map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))
-        };
         match self {
             Sink::None => Ok(None),
             Sink::Stdout(mut w) => {
@@ -673,30 +669,7 @@ impl Sink {
                 }
                 Ok(None)
             }
-            Sink::Raw { w, tmp, path } => {
-                let done = (|| -> std::result::Result<(), String> {
-                    if !ok {
-                        return Err(String::new());
-                    }
-                    let f = w
-                        .into_inner()
-                        .map_err(|e| format!("cannot write {}: {}", tmp.display(), e.error()))?;
-                    f.sync_all()
-                        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-                    name_it(&tmp, &path)
-                })();
-                match done {
-                    Ok(()) => Ok(Some(path)),
-                    Err(e) => {
-                        let _ = std::fs::remove_file(&tmp);
-                        if e.is_empty() {
-                            Ok(None)
-                        } else {
-                            Err(e.into())
-                        }
-                    }
-                }
-            }
+            Sink::Raw { w, tmp, path } => complete(w, &tmp, path, ok, |f| f.sync_all()),
             Sink::Npy {
                 w,
                 tmp,
@@ -705,39 +678,50 @@ impl Sink {
                 fortran,
                 shape,
                 header_len,
-            } => {
-                let done = (|| -> std::result::Result<(), String> {
-                    if !ok {
-                        return Err(String::new());
-                    }
-                    let mut f = w
-                        .into_inner()
-                        .map_err(|e| format!("cannot write {}: {}", tmp.display(), e.error()))?;
-                    let header = npy::header_bytes_at_least(
-                        dtype,
-                        fortran,
-                        &stack_shape(&shape, fortran, received),
-                        header_len,
-                    );
-                    debug_assert_eq!(header.len(), header_len);
-                    f.seek(SeekFrom::Start(0))
-                        .and_then(|_| f.write_all(&header))
-                        .and_then(|()| f.sync_all())
-                        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-                    name_it(&tmp, &path)
-                })();
-                match done {
-                    Ok(()) => Ok(Some(path)),
-                    Err(e) => {
-                        let _ = std::fs::remove_file(&tmp);
-                        if e.is_empty() {
-                            Ok(None)
-                        } else {
-                            Err(e.into())
-                        }
-                    }
-                }
-            }
+            } => complete(w, &tmp, path, ok, |f| {
+                let header = npy::header_bytes_at_least(
+                    dtype,
+                    fortran,
+                    &stack_shape(&shape, fortran, received),
+                    header_len,
+                );
+                debug_assert_eq!(header.len(), header_len);
+                f.seek(SeekFrom::Start(0))?;
+                f.write_all(&header)?;
+                f.sync_all()
+            }),
+        }
+    }
+}
+
+/// Completes a recording written under the temporary name `tmp`: `finish` ends the file (its
+/// header, a sync), then the file takes `path`'s name. When `ok` is false (the recording
+/// failed), or on any failure here, `tmp` is removed instead: a recording appears under its
+/// name only complete.
+fn complete(
+    w: BufWriter<File>,
+    tmp: &Path,
+    path: PathBuf,
+    ok: bool,
+    finish: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<Option<PathBuf>> {
+    if !ok {
+        let _ = std::fs::remove_file(tmp);
+        return Ok(None);
+    }
+    let done = (|| -> std::result::Result<(), String> {
+        let mut f = w
+            .into_inner()
+            .map_err(|e| format!("cannot write {}: {}", tmp.display(), e.error()))?;
+        finish(&mut f).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        std::fs::rename(tmp, &path)
+            .map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))
+    })();
+    match done {
+        Ok(()) => Ok(Some(path)),
+        Err(e) => {
+            let _ = std::fs::remove_file(tmp);
+            Err(e.into())
         }
     }
 }
