@@ -684,17 +684,9 @@ impl StreamFiles {
 /// process, so two threads of one process must not free records concurrently.
 static RECLAIMS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Records in use whose subscription has started.
+/// Records in use whose subscription has started ([`super::protocol::started_subscribers`]).
 fn count_started(records: &[Record<AtomicU64>]) -> usize {
-    records
-        .iter()
-        .filter(|r| {
-            let owner = r.owner.load(Ordering::Relaxed);
-            owner != 0
-                && owner != layout::OWNER_RECLAIMING
-                && r.config.load(Ordering::Relaxed) & layout::CONFIG_STARTED != 0
-        })
-        .count()
+    super::protocol::started_subscribers(records)
 }
 
 /// The longest a wait for the subscribers to change sleeps before it looks again: the

@@ -197,6 +197,9 @@ struct Model<const DROP: u16> {
     /// `PUB_SLEEPERS` and `PUB_FUTEX`: the publisher waiting for a slot.
     pub_sleepers: ModelFutex<DROP>,
     pub_futex: ModelFutex<DROP>,
+    /// `MEMBER_SLEEPERS` and `MEMBER_FUTEX`: waiting for the subscribers to change.
+    member_sleepers: ModelFutex<DROP>,
+    member_futex: ModelFutex<DROP>,
 }
 
 // SAFETY: (for the model only) every access to `data` goes through loom's UnsafeCell,
@@ -221,6 +224,8 @@ impl<const DROP: u16> Model<DROP> {
             futex: ModelFutex::new(),
             pub_sleepers: ModelFutex::new(),
             pub_futex: ModelFutex::new(),
+            member_sleepers: ModelFutex::new(),
+            member_futex: ModelFutex::new(),
         })
     }
 
@@ -981,6 +986,75 @@ fn model_catches_a_waiting_publisher_without_its_fence() {
 #[test]
 fn model_catches_a_subscriber_that_wakes_the_publisher_without_a_fence() {
     expect_failing_with(check_sleeping_publisher::<WAKE_FENCE>, LOST_WAKE_UP);
+}
+
+/// A publisher waits for its first subscriber (`wait_for_subscribers`): counted in
+/// `MEMBER_SLEEPERS`, it looks for a started subscription and sleeps on `MEMBER_FUTEX`, while
+/// a subscriber claims a record, starts its subscription and announces it
+/// (`announce_membership`). The waiter always ends up seeing it: no wake-up is lost.
+fn check_waiting_for_a_subscriber<const DROP: u16>() {
+    bounded(2).check(|| {
+        let m = Model::<DROP>::new(3, 1);
+        let joiner = {
+            let m = m.clone();
+            loom::thread::spawn(move || {
+                let ring = m.ring();
+                let record = claim_record(&ring, 7).unwrap();
+                assert_eq!(take_budget(&ring, 1, 1), 1);
+                subscribe_with(&ring, record, 1, false, 0, StartAt::Next);
+                sleep::wake(&m.member_sleepers, &m.member_futex);
+                m.member_futex.close();
+            })
+        };
+        let ring = m.ring();
+        loop {
+            let found = sleep::sleep_unless(
+                &m.member_futex,
+                || {
+                    m.member_sleepers.fetch_add(1, Relaxed);
+                },
+                || (started_subscribers(ring.records) >= 1).then_some(()),
+                |seen| m.member_futex.wait(seen, Duration::MAX),
+            );
+            m.member_sleepers.unregister();
+            if found.is_some() {
+                break;
+            }
+        }
+        joiner.join().unwrap();
+    });
+}
+
+#[test]
+fn model_a_publisher_waiting_for_a_subscriber_is_woken_by_its_join() {
+    check_waiting_for_a_subscriber::<0>();
+}
+
+#[test]
+fn model_catches_a_broken_step_of_the_membership_handshake() {
+    type Check = fn();
+    let twins: [(&str, Check); 4] = [
+        (
+            "no waiter fence",
+            check_waiting_for_a_subscriber::<SLEEP_FENCE>,
+        ),
+        (
+            "no announcer fence",
+            check_waiting_for_a_subscriber::<WAKE_FENCE>,
+        ),
+        (
+            "registering late",
+            check_waiting_for_a_subscriber::<REGISTER_LATE>,
+        ),
+        ("no bump", check_waiting_for_a_subscriber::<NO_BUMP>),
+    ];
+    for (name, twin) in twins {
+        let message = rejection(twin);
+        assert!(
+            message.contains(LOST_WAKE_UP),
+            "{name}: rejected for another reason: {message}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

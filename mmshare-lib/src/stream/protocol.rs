@@ -490,6 +490,19 @@ pub(crate) fn subscribe<W: Word>(
     subscribe_with(ring, record, holds, lossless, 0, StartAt::Next).cursor
 }
 
+/// Subscribers attached: records in use whose subscription has started (`CONFIG_STARTED`; a
+/// record being claimed or freed is not counted). Relaxed loads: a waiter's look after its
+/// fences (module `sleep`), a statistic otherwise.
+pub(crate) fn started_subscribers<W: Word>(records: &[Record<W>]) -> usize {
+    records
+        .iter()
+        .filter(|r| {
+            let owner = r.owner.load(Relaxed);
+            owner != 0 && owner != OWNER_RECLAIMING && r.config.load(Relaxed) & CONFIG_STARTED != 0
+        })
+        .count()
+}
+
 /// Where a new subscription starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Started {
