@@ -932,10 +932,11 @@ fn name_now(client: &Client, name: &str, id: Option<(u64, u64)>) -> NameNow {
 /// How often `watch` checks that the name still means the array it maps.
 const NAME_CHECK: Duration = Duration::from_secs(1);
 
-pub fn watch(socket: &Path, name: &str, json: bool) -> Result {
+pub fn watch(socket: &Path, name: &str, json: bool, seconds: Option<Duration>) -> Result {
+    let started = Instant::now();
     let first = connect(socket)?;
     if let Ok(ObjectInfo::Stream(_)) = first.describe(name) {
-        return crate::streams::watch(socket, name, json);
+        return crate::streams::watch(socket, name, json, seconds);
     }
     let mut array = first.open_raw(name, Access::Read)?;
     let mut client = Some(first);
@@ -947,6 +948,9 @@ pub fn watch(socket: &Path, name: &str, json: bool) -> Result {
     let mut window: std::collections::VecDeque<Instant> = Default::default();
     let mut checked = Instant::now();
     loop {
+        if seconds.is_some_and(|s| started.elapsed() >= s) {
+            return Ok(());
+        }
         if let Ok(v) = array.wait_for_version(seen, NAME_CHECK) {
             let now = Instant::now();
             window.push_back(now);

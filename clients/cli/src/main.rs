@@ -209,6 +209,9 @@ enum Command {
         /// Print JSON lines
         #[arg(long)]
         json: bool,
+        /// Stop after this many seconds (default: at Ctrl-C, or when the object is deleted)
+        #[arg(long, value_parser = parse_seconds)]
+        seconds: Option<f64>,
     },
     /// A live table of every array and stream: update rate, GB/s, writer or publisher,
     /// subscribers and their lag (Ctrl-C to stop)
@@ -440,7 +443,11 @@ fn main() -> ExitCode {
             allow_torn,
             Duration::from_secs_f64(timeout),
         ),
-        Command::Watch { name, json } => commands::watch(&socket, &name, json),
+        Command::Watch {
+            name,
+            json,
+            seconds,
+        } => commands::watch(&socket, &name, json, seconds.map(Duration::from_secs_f64)),
         Command::Top { json, interval } => top::run(&socket, json, interval),
         Command::Demo { seconds, fps } => {
             demo::run(cli_socket_given(&socket), &socket, seconds, fps)

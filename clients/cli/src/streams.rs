@@ -797,7 +797,8 @@ fn temp_path(path: &Path) -> PathBuf {
 
 /// `watch` of a stream: once a second, the frames published, the rate, and each subscriber's
 /// mode, lag and misses; stops when the stream is deleted.
-pub fn watch(socket: &Path, name: &str, as_json: bool) -> Result {
+pub fn watch(socket: &Path, name: &str, as_json: bool, seconds: Option<Duration>) -> Result {
+    let started = Instant::now();
     let client = connect(socket)?;
     let describe = |client: &mmshare::Client| -> Result<Option<mmshare::StreamInfo>> {
         match client.describe(name) {
@@ -823,6 +824,9 @@ pub fn watch(socket: &Path, name: &str, as_json: bool) -> Result {
     }
     let mut at = Instant::now();
     loop {
+        if seconds.is_some_and(|s| started.elapsed() >= s) {
+            return Ok(());
+        }
         std::thread::sleep(Duration::from_secs(1));
         let Some(info) = describe(&client)? else {
             return Err(format!(
