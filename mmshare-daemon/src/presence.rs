@@ -44,6 +44,8 @@ const MAX_WORDS: usize = 128;
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
 /// Joins or leaves reported one by one per look, at most (more: the count alone).
 const MAX_STEPS: u64 = 64;
+/// Streams handed to the monitor and not taken yet, at most.
+const MAX_ADOPTED: usize = 1024;
 
 /// One change, with what decides who may see it: the object's owner and mode (a change of an
 /// object a user may not read is not reported to that user, as `List` leaves it out).
@@ -87,6 +89,9 @@ pub(crate) struct Presence {
     /// even if it is closed again before the monitor gets to it (a subscriber that came and
     /// went in a moment is still reported).
     adopted: std::sync::Mutex<Vec<((u64, u64), Watched)>>,
+    /// The streams the monitor watches already (their control states' keys): not mapped
+    /// again when they are opened again.
+    known: std::sync::Mutex<std::collections::BTreeSet<(u64, u64)>>,
 }
 
 impl Presence {
@@ -97,6 +102,7 @@ impl Presence {
             kick: AtomicU32::new(0),
             stopping: AtomicBool::new(false),
             adopted: Default::default(),
+            known: Default::default(),
         }
     }
 
@@ -148,6 +154,20 @@ impl Presence {
         let Some(key) = control_key(files) else {
             return;
         };
+        {
+            // Watched, or handed over already (or too many waiting: the monitor is behind and
+            // finds open streams itself): only a look is needed.
+            let adopted = self.adopted.lock().unwrap_or_else(|p| p.into_inner());
+            let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            if known.contains(&key)
+                || adopted.len() >= MAX_ADOPTED
+                || adopted.iter().any(|(k, _)| *k == key)
+            {
+                drop((adopted, known));
+                self.kick();
+                return;
+            }
+        }
         match Membership::map(files.control_file(), files.max_subscribers() as u32) {
             Ok(membership) => {
                 // Where its statistics stand now, before the client that opens it joins: every
@@ -229,6 +249,11 @@ pub(crate) fn monitor(registry: Arc<Registry>, presence: Arc<Presence>) {
         if presence.watches.load(Ordering::SeqCst) == 0 {
             watched.clear();
             presence
+                .known
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+            presence
                 .adopted
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -239,7 +264,10 @@ pub(crate) fn monitor(registry: Arc<Registry>, presence: Arc<Presence>) {
         }
         let open = refresh(&registry, &presence, &mut watched);
         // At most `MAX_WORDS - 1` streams are slept on; the others are looked at every second.
-        let slept: Vec<&Watched> = watched.values().take(MAX_WORDS - 1).collect();
+        // The same streams are registered in, slept on and taken out of again: none is added
+        // or removed until they are.
+        let slept_keys: Vec<(u64, u64)> = watched.keys().take(MAX_WORDS - 1).copied().collect();
+        let slept: Vec<&Watched> = slept_keys.iter().map(|k| &watched[k]).collect();
         for w in &slept {
             w.membership.words().0.fetch_add(1, Ordering::Relaxed);
         }
@@ -256,21 +284,12 @@ pub(crate) fn monitor(registry: Arc<Registry>, presence: Arc<Presence>) {
             look(&presence, w, baseline);
         }
         baseline = false;
-        // Streams closed since (nobody uses them: their subscribers are gone), once looked at.
-        watched.retain(|key, w| {
-            let keep = open.contains(key) || !w.looked;
-            if !keep && w.last.is_some_and(|(count, ..)| count > 0) {
-                send(&presence, &w.header, 0);
-            }
-            keep
-        });
         let mut words: Vec<(&AtomicU32, u32)> = vec![(&presence.kick, kicked)];
         words.extend(
-            watched
-                .values()
-                .take(MAX_WORDS - 1)
+            slept_keys
+                .iter()
                 .zip(&seen)
-                .map(|(w, &v)| (w.membership.words().1, v)),
+                .map(|(k, &v)| (watched[k].membership.words().1, v)),
         );
         if waitv {
             if let Err(e) = mmshare::internal::futex_wait_any(&words, RECHECK) {
@@ -287,15 +306,23 @@ pub(crate) fn monitor(registry: Arc<Registry>, presence: Arc<Presence>) {
         } else {
             std::thread::sleep(FALLBACK);
         }
-        for w in watched.values().take(MAX_WORDS - 1) {
-            let _ =
-                w.membership
-                    .words()
-                    .0
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                        Some(n.saturating_sub(1))
-                    });
+        for k in &slept_keys {
+            let _ = watched[k].membership.words().0.fetch_update(
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+                |n| Some(n.saturating_sub(1)),
+            );
         }
+        // Streams closed since (nobody uses them: their subscribers are gone), once looked at.
+        watched.retain(|key, w| {
+            let keep = open.contains(key) || !w.looked;
+            if !keep && w.last.is_some_and(|(count, ..)| count > 0) {
+                send(&presence, &w.header, 0);
+            }
+            keep
+        });
+        *presence.known.lock().unwrap_or_else(|p| p.into_inner()) =
+            watched.keys().copied().collect();
         // Subscribers joining and leaving in a burst (or a participant bumping the word on
         // purpose) are looked at together, not one look each.
         std::thread::sleep(MIN_INTERVAL);

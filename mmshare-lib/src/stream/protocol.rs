@@ -437,8 +437,11 @@ pub(crate) fn demote_laggards<W: Word>(ring: &Ring<'_, W>, evict: bool) -> usize
         .iter()
         .filter(|rec| {
             let config = rec.config.load(Relaxed);
+            // A subscription still starting has a provisional, low cursor: it is not the
+            // laggard (it raises the cursor in a moment).
             rec.owner.load(Relaxed) != 0
                 && config & CONFIG_LOSSLESS != 0
+                && config & CONFIG_STARTED != 0
                 && rec.cursor.load(Relaxed) == floor
                 && rec
                     .config
@@ -511,6 +514,8 @@ pub(crate) struct Started {
     /// Frames from the one it asked for (`StartAt::Frame`) that were no longer offered: its
     /// first misses, reported with its first frame.
     pub(crate) skipped: u64,
+    /// The record was marked started (false: it was freed meanwhile, we were judged dead).
+    pub(crate) marked: bool,
 }
 
 /// The largest frame number a subscriber may start at: frame numbers, and so tags (frame
@@ -561,33 +566,44 @@ pub(crate) fn subscribe_with<W: Word>(
         StartAt::Next => Started {
             cursor: load_acquire(ring.published),
             skipped: 0,
+            marked: false,
         },
         StartAt::Oldest => Started {
             cursor: oldest_offered(ring),
             skipped: 0,
+            marked: false,
         },
         StartAt::Frame(n) => {
             let oldest = oldest_offered(ring);
             Started {
                 cursor: n.max(oldest),
                 skipped: oldest.saturating_sub(n),
+                marked: false,
             }
         }
     };
+    let mut started = started;
     rec.cursor.store(started.cursor, Release);
     if started.skipped > 0 {
         rec.missed.store(started.skipped, Relaxed);
     }
     // Release: whoever counts started records (and reads their cursors) sees the final one.
     // A compare-and-swap loop, not a store: the publisher may demote the record meanwhile.
-    let mut config = rec.config.load(Relaxed);
-    // 0: a freer cleared the record (we were judged dead): nothing to mark.
-    while config != 0 {
+    let stored = rec.config.load(Relaxed);
+    let mut config = stored;
+    // Only the publisher's demotion may have changed the record meanwhile (the mode bits);
+    // anything else means a freer cleared it (we were judged dead), perhaps for a new owner
+    // already: then nothing is marked.
+    let ours = |c: u64| (c ^ stored) & !(CONFIG_LOSSLESS | CONFIG_DEMOTED | CONFIG_EVICTED) == 0;
+    while ours(config) {
         match rec
             .config
             .compare_exchange(config, config | CONFIG_STARTED, Release, Relaxed)
         {
-            Ok(_) => break,
+            Ok(_) => {
+                started.marked = true;
+                break;
+            }
             Err(now) => config = now,
         }
     }
@@ -678,7 +694,9 @@ pub(crate) fn free_record<W: Word>(
     // the record was freed and claimed again in between. Both need the daemon to misjudge a
     // live subscriber, which the liveness locks rule out short of a scribbler.)
     W::fence_in_free();
-    let config = rec.config.load(Relaxed);
+    // Read and cleared in one step (below), so that a subscription marking itself started
+    // meanwhile is not missed.
+    let mut config = rec.config.load(Relaxed);
     let holds = config & CONFIG_HELD_MASK;
     // Only whoever clears the flag takes the sleeper out of SLEEPERS: a live subscriber
     // reclaimed while asleep must not take itself out a second time when it wakes.
@@ -688,7 +706,9 @@ pub(crate) fn free_record<W: Word>(
             .sleeping
             .compare_exchange(seen, 0, Relaxed, Relaxed)
             .is_ok();
-    rec.config.store(0, Release);
+    while let Err(now) = rec.config.compare_exchange(config, 0, Release, Relaxed) {
+        config = now;
+    }
     for h in &rec.held {
         h.store(0, Release);
     }

@@ -262,8 +262,10 @@ impl<T: Element> Subscriber<T> {
             // A publisher waiting for a slot may have seen our lower first cursor.
             wake_publisher_side(&files);
         }
-        files.count_join();
-        files.announce_membership();
+        if started.marked {
+            files.count_join();
+            files.announce_membership();
+        }
         let mut state = SubscriberState::new(record, started.cursor, me);
         // Frames from the one asked for that are gone: reported with the first sample.
         state.missed = started.skipped;

@@ -1559,3 +1559,32 @@ fn only_started_subscriptions_count_and_a_late_cursor_is_the_oldest_frame() {
     assert_eq!(first.missed_before(), first.number());
     assert_eq!(publisher.subscriber_count(), 2);
 }
+
+/// A lossless subscription still starting (its cursor provisional, not yet marked started) is
+/// never the one a stall policy demotes; once started, a laggard at the floor is.
+#[test]
+fn a_subscription_still_starting_is_not_demoted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let publisher = Publisher::<u64>::open(&path).unwrap();
+    let ring = publisher.files().ring();
+    let starting = protocol::claim_record(&ring, 11).unwrap();
+    // What `subscribe_with` has stored before its fence: the lowest cursor and the mode.
+    ring.records[starting].cursor.store(0, Relaxed);
+    ring.records[starting]
+        .config
+        .store(1 | layout::CONFIG_LOSSLESS, Relaxed);
+    assert_eq!(protocol::demote_laggards(&ring, true), 0);
+    assert_eq!(
+        ring.records[starting].config.load(Relaxed) & layout::CONFIG_EVICTED,
+        0
+    );
+    let laggard = protocol::claim_record(&ring, 12).unwrap();
+    protocol::subscribe(&ring, laggard, 1, true);
+    ring.records[starting].cursor.store(5, Relaxed);
+    assert_eq!(protocol::demote_laggards(&ring, true), 1);
+    assert_ne!(
+        ring.records[laggard].config.load(Relaxed) & layout::CONFIG_EVICTED,
+        0
+    );
+}
