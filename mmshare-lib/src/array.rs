@@ -45,7 +45,7 @@ pub struct Array<T: Element> {
 impl<T: Element> fmt::Debug for Array<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Array")
-            .field("element", &T::DTYPE)
+            .field("element", &T::dtype().ok())
             .field("raw", &self.raw)
             .finish()
     }
@@ -73,25 +73,10 @@ impl<T: Element> Array<T> {
     /// [`OpenError::DTypeMismatch`] when the array's dtype is not `T`'s;
     /// [`OpenError::ElementLayout`] if `T`'s size is not its dtype's size or it needs more than
     /// 8-byte alignment (impossible for the sealed [`Element`] types; checked because every
-    /// index below relies on it).
+    /// index below relies on it); [`OpenError::ElementDType`] for a record type whose fields
+    /// are not a valid record.
     pub fn from_raw(raw: RawArray) -> Result<Array<T>, OpenError> {
-        let found = raw.header().dtype;
-        if found != T::DTYPE {
-            return Err(OpenError::DTypeMismatch {
-                expected: T::DTYPE,
-                found,
-            });
-        }
-        // Indexing multiplies by `size_of::<T>()` within `data_len = count * dtype.size()`
-        // bytes, and the data area is page-aligned: both hold only if these do.
-        if size_of::<T>() != T::DTYPE.size() || align_of::<T>() > 8 {
-            return Err(OpenError::ElementLayout {
-                dtype: T::DTYPE,
-                size: size_of::<T>(),
-                align: align_of::<T>(),
-                expected: T::DTYPE.size(),
-            });
-        }
+        crate::error::check_element::<T>(&raw.header().dtype)?;
         Ok(Array {
             raw,
             _element: PhantomData,
@@ -113,9 +98,9 @@ impl<T: Element> Array<T> {
         &self.raw.header().shape
     }
 
-    /// The element type (always `T::DTYPE`).
-    pub fn dtype(&self) -> DType {
-        T::DTYPE
+    /// The element type (always `T::dtype()`).
+    pub fn dtype(&self) -> &DType {
+        &self.raw.header().dtype
     }
 
     /// The memory order of the dimensions.
@@ -487,7 +472,7 @@ mod tests {
     fn make<T: Element>(shape: Vec<u64>) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let (path, _) =
-            create_array_file(dir.path(), &ArraySpec::new("a", T::DTYPE, shape)).unwrap();
+            create_array_file(dir.path(), &ArraySpec::new("a", T::dtype().unwrap(), shape)).unwrap();
         (dir, path)
     }
 
@@ -551,7 +536,9 @@ mod tests {
     struct Big([u64; 512]);
     impl crate::dtype::sealed::Sealed for Big {}
     impl Element for Big {
-        const DTYPE: DType = DType::U8;
+        fn dtype() -> Result<DType, crate::DTypeError> {
+            Ok(DType::U8)
+        }
     }
 
     /// A typed handle whose element size disagrees with the dtype is refused at open, so

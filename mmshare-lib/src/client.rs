@@ -1019,7 +1019,8 @@ impl Client {
         name: &str,
         shape: &[u64],
     ) -> Result<Shared<Array<T>>, ClientError> {
-        self.create(&CreateOptions::new(name, T::DTYPE.descr(), shape))?
+        let dtype = T::dtype().map_err(OpenError::ElementDType)?;
+        self.create(&CreateOptions::new(name, dtype.descr(), shape))?
             .typed()
     }
 
@@ -1431,7 +1432,7 @@ impl Shared<RawArray> {
 
     /// The array's dtype.
     pub fn dtype(&self) -> DType {
-        self.array.header().dtype
+        self.array.header().dtype.clone()
     }
 }
 

@@ -120,12 +120,26 @@ fn fill_and_publish(
     step(Step::WriteHeader)
         .and_then(|()| file.write_all_at(&header.encode()[..], 0))
         .map_err(&io_err)?;
+    write_array_extensions(file, header).map_err(&io_err)?;
     step(Step::SyncFile)
         .and_then(|()| file.sync_all())
         .map_err(&io_err)?;
     publish(temp, target, dir, header.file_len(), |t| {
         std::fs::remove_file(t)
     })
+}
+
+/// Writes an array's extension area (its record descr, for a record dtype) where its header
+/// says it is; nothing for an array without one.
+pub fn write_array_extensions(file: &File, header: &Header) -> io::Result<()> {
+    let records: Vec<_> = crate::format::dtype_extension(&header.dtype)
+        .into_iter()
+        .collect();
+    if records.is_empty() {
+        return Ok(());
+    }
+    let (area, _) = crate::format::encode_extensions(&records);
+    file.write_all_at(&area, header.extension_offset())
 }
 
 /// Renames `temp` to `target` (never replacing anything) and syncs `dir`, so the new name

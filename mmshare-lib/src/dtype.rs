@@ -1,21 +1,101 @@
 //! Element types, named the way NumPy names them.
 //!
 //! A [`DType`] is stored in the file header as its NumPy array-protocol descriptor (`<f4`, `|u1`,
-//! `<c16`, ...), so any language that knows NumPy's spelling can read it. Parsing also accepts
-//! the usual aliases (`f4`, `float32`, `uint8`, `bool`, ...). Everything is little-endian: the
-//! data is native-endian on the little-endian machines mmshare supports, and big-endian, object,
-//! string and structured dtypes are refused by name.
+//! `<c16`, `<M8[ns]`, ...), so any language that knows NumPy's spelling can read it. Parsing
+//! also accepts the usual aliases (`f4`, `float32`, `uint8`, `bool`, `datetime64[ns]`, ...).
+//! A record (structured) dtype does not fit the header's 16 bytes: the header says `|V` and its
+//! itemsize, and the full descr is an extension record of the file (module `record`).
+//! Everything is little-endian: the data is native-endian on the little-endian machines mmshare
+//! supports, and big-endian, object and string dtypes are refused by name.
 //!
 //! [`Element`] ties a Rust type to its `DType` so typed handles can check, at open time, that the
 //! array holds what the program expects.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 use std::str::FromStr;
 
 use bytemuck::{Pod, Zeroable};
 
-/// The element type of an array.
+use crate::record::{MAX_ITEMSIZE, RecordType};
+
+/// The unit of a `datetime64` or `timedelta64` dtype, as NumPy spells it in brackets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimeUnit {
+    /// `Y`
+    Years,
+    /// `M`
+    Months,
+    /// `W`
+    Weeks,
+    /// `D`
+    Days,
+    /// `h`
+    Hours,
+    /// `m`
+    Minutes,
+    /// `s`
+    Seconds,
+    /// `ms`
+    Millis,
+    /// `us`
+    Micros,
+    /// `ns`
+    Nanos,
+    /// `ps`
+    Picos,
+    /// `fs`
+    Femtos,
+    /// `as`
+    Attos,
+}
+
+/// Every time unit, longest first.
+pub const ALL_TIME_UNITS: [TimeUnit; 13] = [
+    TimeUnit::Years,
+    TimeUnit::Months,
+    TimeUnit::Weeks,
+    TimeUnit::Days,
+    TimeUnit::Hours,
+    TimeUnit::Minutes,
+    TimeUnit::Seconds,
+    TimeUnit::Millis,
+    TimeUnit::Micros,
+    TimeUnit::Nanos,
+    TimeUnit::Picos,
+    TimeUnit::Femtos,
+    TimeUnit::Attos,
+];
+
+impl TimeUnit {
+    /// NumPy's code for the unit (`ns`, `s`, `D`, ...).
+    pub const fn code(self) -> &'static str {
+        match self {
+            TimeUnit::Years => "Y",
+            TimeUnit::Months => "M",
+            TimeUnit::Weeks => "W",
+            TimeUnit::Days => "D",
+            TimeUnit::Hours => "h",
+            TimeUnit::Minutes => "m",
+            TimeUnit::Seconds => "s",
+            TimeUnit::Millis => "ms",
+            TimeUnit::Micros => "us",
+            TimeUnit::Nanos => "ns",
+            TimeUnit::Picos => "ps",
+            TimeUnit::Femtos => "fs",
+            TimeUnit::Attos => "as",
+        }
+    }
+
+    /// The unit for a code, if it is one.
+    pub fn from_code(code: &str) -> Option<TimeUnit> {
+        ALL_TIME_UNITS.into_iter().find(|u| u.code() == code)
+    }
+}
+
+/// The element type of an array.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DType {
     /// NumPy `bool` (`|b1`): one byte, 0 is false, anything else is true.
@@ -46,9 +126,18 @@ pub enum DType {
     Complex64,
     /// `<c16`: two `f64`, real part first.
     Complex128,
+    /// `<M8[unit]`: NumPy `datetime64[unit]`, an `i64` count of units since the Unix epoch
+    /// (`i64::MIN` is NaT, "not a time").
+    DateTime64(TimeUnit),
+    /// `<m8[unit]`: NumPy `timedelta64[unit]`, an `i64` count of units (`i64::MIN` is NaT).
+    TimeDelta64(TimeUnit),
+    /// `|V{n}`: `n` opaque bytes (NumPy `void`), 1 to 2^31 − 1.
+    Void(u32),
+    /// A record (structured) dtype: named fields at fixed offsets.
+    Record(RecordType),
 }
 
-/// Every dtype, in a fixed order (useful for tests and for listing).
+/// Every numeric dtype, in a fixed order (useful for tests and for listing).
 pub const ALL_DTYPES: [DType; 14] = [
     DType::Bool,
     DType::I8,
@@ -76,17 +165,34 @@ pub enum DTypeError {
     /// A big-endian descriptor.
     #[error("big-endian dtype {0:?} is not supported: mmshare stores little-endian data")]
     BigEndian(String),
-    /// Object, string, datetime, void, long double or structured dtypes.
+    /// Object, string, long double, generic-unit time or subarray dtypes.
     #[error(
-        "dtype {0:?} is not supported: elements must be bool, 1- to 8-byte integers, float16/32/64 or complex64/128"
+        "dtype {0:?} is not supported: elements must be bool, 1- to 8-byte integers, float16/32/64, complex64/128, datetime64/timedelta64 with a unit, void or records of these"
     )]
     Unsupported(String),
+    /// A record descr that is malformed or describes a layout mmshare does not take.
+    #[error("{}", bad_record(descr, reason))]
+    BadRecord {
+        /// The descr as given (at most 120 characters of it); empty for a record built in code.
+        descr: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn bad_record(descr: &str, reason: &str) -> String {
+    if descr.is_empty() {
+        format!("bad record dtype: {reason}")
+    } else {
+        format!("bad record dtype {descr:?}: {reason}")
+    }
 }
 
 impl DType {
-    /// The canonical NumPy descriptor, as stored in the header (`<f4`, `|u1`, ...).
-    pub const fn descr(self) -> &'static str {
-        match self {
+    /// The canonical NumPy descriptor (`<f4`, `|u1`, `<M8[ns]`, ...; for a record, its list
+    /// as Python prints `repr(dtype.descr)`).
+    pub fn descr(&self) -> Cow<'static, str> {
+        let scalar = match self {
             DType::Bool => "|b1",
             DType::I8 => "|i1",
             DType::I16 => "<i2",
@@ -101,23 +207,45 @@ impl DType {
             DType::F64 => "<f8",
             DType::Complex64 => "<c8",
             DType::Complex128 => "<c16",
+            DType::DateTime64(u) => return format!("<M8[{}]", u.code()).into(),
+            DType::TimeDelta64(u) => return format!("<m8[{}]", u.code()).into(),
+            DType::Void(n) => return format!("|V{n}").into(),
+            DType::Record(r) => return r.descr().to_owned().into(),
+        };
+        Cow::Borrowed(scalar)
+    }
+
+    /// What the file header's 16-byte dtype field holds: the descr, except for a record,
+    /// which is `|V` and its itemsize there (its full descr is an extension record).
+    pub fn header_descr(&self) -> Cow<'static, str> {
+        match self {
+            DType::Record(r) => format!("|V{}", r.itemsize()).into(),
+            other => other.descr(),
         }
     }
 
-    /// Size of one element in bytes (a power of two from 1 to 16).
-    pub const fn size(self) -> usize {
+    /// Size of one element in bytes.
+    pub fn size(&self) -> usize {
         match self {
             DType::Bool | DType::I8 | DType::U8 => 1,
             DType::I16 | DType::U16 | DType::F16 => 2,
             DType::I32 | DType::U32 | DType::F32 => 4,
-            DType::I64 | DType::U64 | DType::F64 | DType::Complex64 => 8,
+            DType::I64
+            | DType::U64
+            | DType::F64
+            | DType::Complex64
+            | DType::DateTime64(_)
+            | DType::TimeDelta64(_) => 8,
             DType::Complex128 => 16,
+            DType::Void(n) => *n as usize,
+            DType::Record(r) => r.itemsize(),
         }
     }
 
-    /// The NumPy type name (`float32`, `uint8`, ...), for messages and the CLI.
-    pub const fn numpy_name(self) -> &'static str {
-        match self {
+    /// The NumPy type name (`float32`, `uint8`, `datetime64[ns]`, `void96`, ...; a record's
+    /// descr), for messages and the CLI.
+    pub fn numpy_name(&self) -> Cow<'static, str> {
+        let name = match self {
             DType::Bool => "bool",
             DType::I8 => "int8",
             DType::I16 => "int16",
@@ -132,6 +260,19 @@ impl DType {
             DType::F64 => "float64",
             DType::Complex64 => "complex64",
             DType::Complex128 => "complex128",
+            DType::DateTime64(u) => return format!("datetime64[{}]", u.code()).into(),
+            DType::TimeDelta64(u) => return format!("timedelta64[{}]", u.code()).into(),
+            DType::Void(n) => return format!("void{}", u64::from(*n) * 8).into(),
+            DType::Record(r) => return r.descr().to_owned().into(),
+        };
+        Cow::Borrowed(name)
+    }
+
+    /// The record layout, for a record dtype.
+    pub fn as_record(&self) -> Option<&RecordType> {
+        match self {
+            DType::Record(r) => Some(r),
+            _ => None,
         }
     }
 
@@ -162,21 +303,92 @@ impl DType {
     /// # Ok::<(), mmshare::DTypeError>(())
     /// ```
     pub fn parse(input: &str) -> Result<DType, DTypeError> {
-        if let Some(&(_, dtype)) = DTYPE_NAMES.iter().find(|(n, _)| *n == input) {
+        if input.starts_with('[') {
+            return crate::record::parse_record(input).map(DType::Record);
+        }
+        if let Some(dtype) = DTYPE_NAMES.iter().find(|(n, _)| *n == input) {
+            return Ok(dtype.1.clone());
+        }
+        if let Some(dtype) = parse_time_name(input)? {
             return Ok(dtype);
         }
         let (prefix, code) = match input.as_bytes().first() {
             Some(b'<' | b'>' | b'=' | b'|' | b'!') => input.split_at(1),
             _ => ("", input),
         };
+        let big = prefix == ">" || prefix == "!";
+        if let Some(dtype) = parse_void_or_time_code(input, code)? {
+            return match dtype {
+                // Byte order means nothing for bytes: NumPy maps `>V8` to `|V8`.
+                DType::Void(_) if prefix != "!" => Ok(dtype),
+                _ if big => Err(DTypeError::BigEndian(input.to_owned())),
+                _ => Ok(dtype),
+            };
+        }
         match DTYPE_CODES.iter().find(|(c, _)| *c == code) {
-            Some(&(_, dtype)) if prefix != ">" && prefix != "!" => Ok(dtype),
+            Some((_, dtype)) if !big => Ok(dtype.clone()),
             // Byte order means nothing for one byte: NumPy maps `>u1` to `|u1`.
-            Some(&(_, dtype)) if prefix == ">" && dtype.size() == 1 => Ok(dtype),
+            Some((_, dtype)) if prefix == ">" && dtype.size() == 1 => Ok(dtype.clone()),
             Some(_) => Err(DTypeError::BigEndian(input.to_owned())),
             None => Err(unsupported_or_unknown(input, code)),
         }
     }
+}
+
+/// `datetime64[unit]` and `timedelta64[unit]` (names take no byte-order prefix).
+fn parse_time_name(input: &str) -> Result<Option<DType>, DTypeError> {
+    for (name, make) in [
+        ("datetime64", DType::DateTime64 as fn(TimeUnit) -> DType),
+        ("timedelta64", DType::TimeDelta64),
+    ] {
+        if let Some(rest) = input.strip_prefix(name) {
+            if rest.is_empty() {
+                return Err(DTypeError::Unsupported(input.to_owned()));
+            }
+            return time_unit(input, rest).map(|u| Some(make(u)));
+        }
+    }
+    Ok(None)
+}
+
+/// `V{n}`, `M8[unit]` and `m8[unit]` after the byte-order prefix.
+fn parse_void_or_time_code(input: &str, code: &str) -> Result<Option<DType>, DTypeError> {
+    if let Some(digits) = code.strip_prefix('V') {
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Ok(None);
+        }
+        return match digits.parse::<u32>() {
+            Ok(n) if n > 0 && n as usize <= MAX_ITEMSIZE => Ok(Some(DType::Void(n))),
+            _ => Err(DTypeError::Unsupported(input.to_owned())),
+        };
+    }
+    for (kind, make) in [
+        ("M8", DType::DateTime64 as fn(TimeUnit) -> DType),
+        ("m8", DType::TimeDelta64),
+    ] {
+        if let Some(rest) = code.strip_prefix(kind) {
+            if rest.is_empty() {
+                return Err(DTypeError::Unsupported(input.to_owned()));
+            }
+            return time_unit(input, rest).map(|u| Some(make(u)));
+        }
+    }
+    Ok(None)
+}
+
+/// The unit of `[unit]`; a missing, generic or multiplied unit (`[10ms]`) is refused.
+fn time_unit(input: &str, bracketed: &str) -> Result<TimeUnit, DTypeError> {
+    let unit = bracketed
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .ok_or_else(|| DTypeError::Unknown(input.to_owned()))?;
+    TimeUnit::from_code(unit).ok_or_else(|| {
+        if unit.starts_with(|c: char| c.is_ascii_digit()) || unit == "generic" {
+            DTypeError::Unsupported(input.to_owned())
+        } else {
+            DTypeError::Unknown(input.to_owned())
+        }
+    })
 }
 
 /// Type names `np.dtype()` accepts for the supported types (NumPy 2, x86-64 Linux, where C
@@ -294,7 +506,7 @@ fn unsupported_or_unknown(input: &str, body: &str) -> DTypeError {
 
 impl fmt::Display for DType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.descr())
+        f.write_str(&self.descr())
     }
 }
 
@@ -329,14 +541,13 @@ impl From<bool> for Bool8 {
 
 /// A Rust type that can be an array element.
 ///
-/// Implemented for the integer and float primitives, [`half::f16`], [`Bool8`] and
-/// [`num_complex::Complex`] of `f32`/`f64`, and for nothing else: the trait is *sealed*.
-/// Typed handles index the mapping by `size_of::<T>()` and trust `T::DTYPE` to describe the
-/// bytes, so a foreign implementation with a wrong size would reach past the mapping from safe
-/// code. Every implementor is [`Pod`] (any bit pattern is a valid value, which is what makes
-/// reading bytes another process wrote sound) and has exactly its dtype's size. Typed handles
-/// re-check the size and alignment when they open an array, so even a mistake here is an error,
-/// not an out-of-bounds access.
+/// Implemented for the integer and float primitives, [`half::f16`], [`Bool8`],
+/// [`num_complex::Complex`] of `f32`/`f64`, [`DateTime64`] and [`TimeDelta64`], and for every
+/// [`Record`](crate::Record) struct; for nothing else: the trait is *sealed*. Typed handles
+/// index the mapping by `size_of::<T>()`, so every implementor is [`Pod`] (any bit pattern is a
+/// valid value, which is what makes reading bytes another process wrote sound), and typed
+/// handles check, when they open an array, that the file's dtype is `T::dtype()` and that
+/// `size_of::<T>()` is its itemsize: a mismatch is an error, not an out-of-bounds access.
 ///
 /// Code outside this crate cannot implement it:
 ///
@@ -345,7 +556,9 @@ impl From<bool> for Bool8 {
 /// #[repr(transparent)]
 /// struct Big([u64; 512]);
 /// impl mmshare::Element for Big {
-///     const DTYPE: mmshare::DType = mmshare::DType::U8;
+///     fn dtype() -> Result<mmshare::DType, mmshare::DTypeError> {
+///         Ok(mmshare::DType::U8)
+///     }
 /// }
 /// ```
 ///
@@ -359,12 +572,16 @@ impl From<bool> for Bool8 {
 /// ```
 pub trait Element: sealed::Sealed + Pod + Send + Sync + 'static {
     /// The dtype an array must have to be opened with this element type.
-    const DTYPE: DType;
+    ///
+    /// # Errors
+    /// Only for a [`Record`](crate::Record) whose fields do not make a valid record dtype.
+    fn dtype() -> Result<DType, DTypeError>;
 }
 
 /// The seal: a public trait in a private module, so no other crate can name it.
 pub(crate) mod sealed {
-    /// Implemented exactly for the types the `element!` list below names.
+    /// Implemented exactly for the types the `element!` list below names, the time types and
+    /// every `Record`.
     pub trait Sealed {}
 }
 
@@ -372,7 +589,11 @@ macro_rules! element {
     ($($t:ty => $d:ident),* $(,)?) => {
         $(
             impl sealed::Sealed for $t {}
-            impl Element for $t { const DTYPE: DType = DType::$d; }
+            impl Element for $t {
+                fn dtype() -> Result<DType, DTypeError> {
+                    Ok(DType::$d)
+                }
+            }
         )*
     };
 }
@@ -386,6 +607,180 @@ element! {
     num_complex::Complex<f64> => Complex128,
 }
 
+/// Marker types naming a [`TimeUnit`] in a Rust type: `DateTime64<units::Nanos>` is NumPy's
+/// `datetime64[ns]`.
+pub mod units {
+    use super::TimeUnit;
+
+    /// A unit marker.
+    pub trait Unit: Copy + Send + Sync + 'static {
+        /// The unit it names.
+        const UNIT: TimeUnit;
+    }
+
+    macro_rules! units {
+        ($($name:ident),* $(,)?) => {
+            $(
+                #[doc = concat!("The unit [`TimeUnit::", stringify!($name), "`].")]
+                #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+                pub struct $name;
+                impl Unit for $name {
+                    const UNIT: TimeUnit = TimeUnit::$name;
+                }
+            )*
+        };
+    }
+
+    units!(
+        Years, Months, Weeks, Days, Hours, Minutes, Seconds, Millis, Micros, Nanos, Picos, Femtos,
+        Attos
+    );
+}
+
+macro_rules! time_type {
+    ($(#[$doc:meta])* $name:ident, $variant:ident, $numpy:literal) => {
+        $(#[$doc])*
+        #[repr(transparent)]
+        pub struct $name<U: units::Unit> {
+            /// The count of units (`i64::MIN` is NaT).
+            pub value: i64,
+            unit: PhantomData<U>,
+        }
+
+        impl<U: units::Unit> $name<U> {
+            /// NumPy's NaT ("not a time"), `i64::MIN`.
+            pub const NAT: Self = Self::new(i64::MIN);
+
+            /// `value` units.
+            pub const fn new(value: i64) -> Self {
+                $name {
+                    value,
+                    unit: PhantomData,
+                }
+            }
+
+            /// True for NaT.
+            pub const fn is_nat(self) -> bool {
+                self.value == i64::MIN
+            }
+        }
+
+        impl<U: units::Unit> Clone for $name<U> {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+        impl<U: units::Unit> Copy for $name<U> {}
+        impl<U: units::Unit> PartialEq for $name<U> {
+            fn eq(&self, other: &Self) -> bool {
+                self.value == other.value
+            }
+        }
+        impl<U: units::Unit> Eq for $name<U> {}
+        impl<U: units::Unit> std::hash::Hash for $name<U> {
+            fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+                self.value.hash(h);
+            }
+        }
+        impl<U: units::Unit> PartialOrd for $name<U> {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+        impl<U: units::Unit> Ord for $name<U> {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                self.value.cmp(&other.value)
+            }
+        }
+        impl<U: units::Unit> Default for $name<U> {
+            fn default() -> Self {
+                Self::new(0)
+            }
+        }
+        impl<U: units::Unit> fmt::Debug for $name<U> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                if self.is_nat() {
+                    write!(f, "{}[{}](NaT)", $numpy, U::UNIT.code())
+                } else {
+                    write!(f, "{}[{}]({})", $numpy, U::UNIT.code(), self.value)
+                }
+            }
+        }
+        // SAFETY: `repr(transparent)` over an `i64` (the marker is a zero-sized `PhantomData`),
+        // so every bit pattern is a valid value, all zeroes included, and there is no padding.
+        unsafe impl<U: units::Unit> Zeroable for $name<U> {}
+        // SAFETY: as above; `U: Copy + 'static` makes the type `Copy + 'static`.
+        unsafe impl<U: units::Unit> Pod for $name<U> {}
+        impl<U: units::Unit> sealed::Sealed for $name<U> {}
+        impl<U: units::Unit> Element for $name<U> {
+            fn dtype() -> Result<DType, DTypeError> {
+                Ok(DType::$variant(U::UNIT))
+            }
+        }
+    };
+}
+
+time_type!(
+    /// NumPy `datetime64[unit]`: a count of `U` since 1970-01-01T00:00:00 (`i64::MIN` is NaT).
+    ///
+    /// ```
+    /// use mmshare::{DType, DateTime64, Element, TimeUnit, units::Nanos};
+    /// assert_eq!(DateTime64::<Nanos>::dtype()?, DType::DateTime64(TimeUnit::Nanos));
+    /// let t = DateTime64::<Nanos>::from_system_time(std::time::SystemTime::UNIX_EPOCH);
+    /// assert_eq!(t.value, 0);
+    /// # Ok::<(), mmshare::DTypeError>(())
+    /// ```
+    DateTime64,
+    DateTime64,
+    "datetime64"
+);
+
+time_type!(
+    /// NumPy `timedelta64[unit]`: a count of `U` (`i64::MIN` is NaT).
+    TimeDelta64,
+    TimeDelta64,
+    "timedelta64"
+);
+
+impl<U: units::Unit> DateTime64<U> {
+    /// The time `t`, truncated toward the epoch to whole units; NaT if it does not fit in an
+    /// `i64` count, or the unit has no fixed length (years, months).
+    pub fn from_system_time(t: std::time::SystemTime) -> Self {
+        let Some(per_second) = attos_per_unit(U::UNIT) else {
+            return Self::NAT;
+        };
+        let (sign, d) = match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => (1i128, d),
+            Err(e) => (-1, e.duration()),
+        };
+        let attos = i128::from(d.as_secs()) * 1_000_000_000_000_000_000
+            + i128::from(d.subsec_nanos()) * 1_000_000_000;
+        i64::try_from(sign * (attos / per_second))
+            .ok()
+            .filter(|&v| v != i64::MIN)
+            .map_or(Self::NAT, Self::new)
+    }
+}
+
+/// Attoseconds in one unit, for the units of a fixed length.
+fn attos_per_unit(unit: TimeUnit) -> Option<i128> {
+    const S: i128 = 1_000_000_000_000_000_000;
+    Some(match unit {
+        TimeUnit::Years | TimeUnit::Months => return None,
+        TimeUnit::Weeks => 7 * 86_400 * S,
+        TimeUnit::Days => 86_400 * S,
+        TimeUnit::Hours => 3_600 * S,
+        TimeUnit::Minutes => 60 * S,
+        TimeUnit::Seconds => S,
+        TimeUnit::Millis => S / 1_000,
+        TimeUnit::Micros => S / 1_000_000,
+        TimeUnit::Nanos => S / 1_000_000_000,
+        TimeUnit::Picos => S / 1_000_000_000_000,
+        TimeUnit::Femtos => S / 1_000_000_000_000_000,
+        TimeUnit::Attos => 1,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,15 +788,16 @@ mod tests {
     #[test]
     fn every_descr_parses_back_to_itself() {
         for d in ALL_DTYPES {
-            assert_eq!(DType::parse(d.descr()), Ok(d));
-            assert_eq!(DType::parse(d.numpy_name()), Ok(d));
+            assert_eq!(DType::parse(&d.descr()), Ok(d.clone()));
+            assert_eq!(DType::parse(&d.numpy_name()), Ok(d));
         }
     }
 
     #[test]
     fn element_sizes_match_dtype_sizes() {
         fn check<T: Element>() {
-            assert_eq!(size_of::<T>(), T::DTYPE.size(), "{}", T::DTYPE);
+            let dtype = T::dtype().unwrap();
+            assert_eq!(size_of::<T>(), dtype.size(), "{dtype}");
         }
         check::<Bool8>();
         check::<i8>();
@@ -467,6 +863,17 @@ mod tests {
         rows
     }
 
+    /// FORMAT.md's rule for void: `V` and a size of at least 1 (leading zeros allowed), after
+    /// at most one of `<`, `>`, `=`, `|`.
+    fn is_void_spelling(s: &str) -> bool {
+        let body = s.strip_prefix(['<', '>', '=', '|']).unwrap_or(s);
+        body.strip_prefix('V').is_some_and(|digits| {
+            !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && digits.parse::<u64>().is_ok_and(|n| n >= 1)
+        })
+    }
+
     /// `DType::parse` accepts exactly the spellings FORMAT.md tables (which
     /// tests/python/test_format_numpy.py checks against `np.dtype()`), each as its descr.
     #[test]
@@ -475,7 +882,7 @@ mod tests {
         assert_eq!(table.len(), 179, "spellings in the table");
         for (spelling, descr) in &table {
             match DType::parse(spelling) {
-                Ok(d) => assert_eq!(d.descr(), descr, "{spelling:?}"),
+                Ok(d) => assert_eq!(d.descr(), descr.as_str(), "{spelling:?}"),
                 Err(e) => panic!("{spelling:?} in the table is refused: {e}"),
             }
         }
@@ -511,7 +918,7 @@ mod tests {
                         tried += 1;
                         assert_eq!(
                             DType::parse(&s).is_ok(),
-                            listed.contains(s.as_str()),
+                            listed.contains(s.as_str()) || is_void_spelling(&s),
                             "{s:?}"
                         );
                     }
@@ -533,8 +940,8 @@ mod tests {
             Err(DTypeError::Unsupported("|S10".into()))
         );
         assert_eq!(
-            DType::parse("[('a', '<f4')]"),
-            Err(DTypeError::Unsupported("[('a', '<f4')]".into()))
+            DType::parse("[('a', '>f4')]").unwrap_err().to_string(),
+            "bad record dtype \"[('a', '>f4')]\": field \"a\": big-endian dtype \">f4\" is not supported: mmshare stores little-endian data"
         );
         assert_eq!(DType::parse("f3"), Err(DTypeError::Unknown("f3".into())));
         assert_eq!(DType::parse(""), Err(DTypeError::Unknown("".into())));
@@ -562,5 +969,198 @@ mod tests {
         }
         let msg = DType::parse("float33").unwrap_err().to_string();
         assert!(msg.contains("float33"), "{msg}");
+    }
+
+    #[test]
+    fn times_parse_in_every_spelling_numpy_gives_them() {
+        for unit in ALL_TIME_UNITS {
+            let u = unit.code();
+            let dt = DType::DateTime64(unit);
+            let td = DType::TimeDelta64(unit);
+            assert_eq!(TimeUnit::from_code(u), Some(unit));
+            for (spellings, want) in [
+                (["M8", "<M8", "=M8", "|M8", "datetime64"], &dt),
+                (["m8", "<m8", "=m8", "|m8", "timedelta64"], &td),
+            ] {
+                for s in spellings {
+                    assert_eq!(DType::parse(&format!("{s}[{u}]")).as_ref(), Ok(want), "{s}[{u}]");
+                }
+            }
+            assert_eq!(dt.descr(), format!("<M8[{u}]"));
+            assert_eq!(td.descr(), format!("<m8[{u}]"));
+            assert_eq!(dt.numpy_name(), format!("datetime64[{u}]"));
+            assert_eq!((dt.size(), td.size()), (8, 8));
+            assert_eq!(DType::parse(&dt.header_descr()), Ok(dt.clone()));
+            assert!(dt.header_descr().len() <= 16);
+            assert_eq!(
+                DType::parse(&format!(">M8[{u}]")),
+                Err(DTypeError::BigEndian(format!(">M8[{u}]")))
+            );
+        }
+        // No unit (NumPy's generic unit), a multiple, or a unit NumPy does not know.
+        for unsupported in ["M8", "<m8", "datetime64", "M8[10ms]", "m8[generic]"] {
+            assert_eq!(
+                DType::parse(unsupported),
+                Err(DTypeError::Unsupported(unsupported.into())),
+                "{unsupported}"
+            );
+        }
+        for unknown in ["M8[B]", "M8[ns", "M8[ns] ", "datetime64[NS]", "M8ns"] {
+            assert_eq!(
+                DType::parse(unknown),
+                Err(DTypeError::Unknown(unknown.into())),
+                "{unknown}"
+            );
+        }
+    }
+
+    #[test]
+    fn void_is_a_number_of_opaque_bytes() {
+        assert_eq!(DType::parse("V12"), Ok(DType::Void(12)));
+        assert_eq!(DType::parse(">V12"), Ok(DType::Void(12)));
+        assert_eq!(DType::parse("V012"), Ok(DType::Void(12)));
+        assert_eq!(DType::Void(12).descr(), "|V12");
+        assert_eq!(DType::Void(12).numpy_name(), "void96");
+        assert_eq!(DType::Void(12).size(), 12);
+        assert_eq!(
+            DType::parse("V2147483647"),
+            Ok(DType::Void(i32::MAX as u32))
+        );
+        for refused in ["V0", "V", "void", "V2147483648", "V99999999999999999999"] {
+            assert!(DType::parse(refused).is_err(), "{refused}");
+        }
+        assert_eq!(DType::parse("!V8"), Err(DTypeError::BigEndian("!V8".into())));
+    }
+
+    fn rec(text: &str) -> crate::record::RecordType {
+        match DType::parse(text) {
+            Ok(DType::Record(r)) => r,
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    /// The layouts and canonical texts NumPy 2 gives (`repr(np.dtype(...).descr)`, checked
+    /// with NumPy 2.4; tests/python/test_records.py checks the same against NumPy itself).
+    #[test]
+    fn records_parse_to_numpys_layout_and_print_as_numpy_does() {
+        let r = rec("[('x', '<f4'), ('pad', '|V4'), ('t', '<M8[ns]'), ('m', '<f8', (2, 3)), \
+                     ('n', [('a', '|u1'), ('b', '<i2')], (2,))]");
+        assert_eq!(r.itemsize(), 4 + 4 + 8 + 48 + 6);
+        let offsets: Vec<_> = r.fields().iter().map(|f| (f.name.as_str(), f.offset)).collect();
+        assert_eq!(offsets, [("x", 0), ("pad", 4), ("t", 8), ("m", 16), ("n", 64)]);
+        assert_eq!(r.fields()[3].shape, [2, 3]);
+        assert_eq!(r.fields()[4].shape, [2]);
+        assert_eq!(r.fields()[4].dtype.size(), 3);
+        assert_eq!(
+            r.descr(),
+            "[('x', '<f4'), ('pad', '|V4'), ('t', '<M8[ns]'), ('m', '<f8', (2, 3)), ('n', [('a', '|u1'), ('b', '<i2')], (2,))]"
+        );
+        // Padding: gaps and a trailing one, exactly NumPy's descr of
+        // {'names': ['x', 'y'], 'formats': ['<f4', '<u8'], 'offsets': [0, 8], 'itemsize': 24}.
+        let padded = rec("[('x', '<f4'), ('', '|V4'), ('y', '<u8'), ('', '|V8')]");
+        assert_eq!(padded.itemsize(), 24);
+        assert_eq!(padded.field("y").map(|f| f.offset), Some(8));
+        assert_eq!(
+            padded.descr(),
+            "[('x', '<f4'), ('', '|V4'), ('y', '<u8'), ('', '|V8')]"
+        );
+        // Any spelling a user may type reads as the same layout: double quotes, aliases, no
+        // spaces, trailing commas, a bare number as a 1-d shape, two paddings in a row.
+        let loose = rec("[(\"x\",'f4',),('','V2'),('','V2'),('y','uint64'),('','V8')]");
+        assert_eq!(loose, padded);
+        assert_eq!(DType::Record(loose.clone()).descr(), padded.descr());
+        assert_eq!(
+            rec("[('a', 'f4', 3)]").descr(),
+            "[('a', '<f4', (3,))]"
+        );
+        assert_eq!(rec("[('a', 'f4', (1,))]").fields()[0].shape, [1]);
+        let d = DType::Record(padded);
+        assert_eq!(d.header_descr(), "|V24");
+        assert_eq!(d.size(), 24);
+        assert_eq!(d.to_string(), d.descr());
+    }
+
+    #[test]
+    fn bad_records_are_refused_with_what_is_wrong() {
+        let why = |text: &str| match DType::parse(text) {
+            Err(DTypeError::BadRecord { reason, descr }) => {
+                assert_eq!(descr, text.chars().take(120).collect::<String>() + if text.chars().count() > 120 { "..." } else { "" });
+                reason
+            }
+            other => panic!("{text}: {other:?}"),
+        };
+        for (text, expected) in [
+            ("[]", "at least one field"),
+            ("[('a', '<f4'), ('a', '<u1')]", "appears twice"),
+            ("[('', '<f4')]", "unnamed entry must be padding"),
+            ("[('x', '|V0')]", "not supported"),
+            ("[('it''s', '<f4')]", "expected ',' or ')'"),
+            ("[('a\\b', '<f4')]", "backslash"),
+            ("[('\u{e9}', '<f4')]", "printable ASCII"),
+            ("[('a', '<f4', (0,))]", "at least 1"),
+            ("[('a', '<f4', (2, 'x'))]", "not a number"),
+            ("[('a', 'O')]", "not supported"),
+            ("[('a', '|S8')]", "not supported"),
+            ("[(('title', 'a'), '<f4')]", "titles"),
+            ("[('a', '<f4', (3,), 1)]", "not 2 or 3"),
+            ("[('a', '<f4')] x", "after the list"),
+            ("[('a', '<f4')", "unexpected end"),
+            ("[('a', '<f4'),, ]", "expected a string"),
+            ("[('a', '<u1', (65536, 65536))]", "ends past 2147483647 bytes"),
+            ("[('a', '<u1', 99999999999999999999999)]", "too large"),
+            ("[('a', [])]", "at least one field"),
+            ("[('a', '<f4')] [('b', '<f4')]", "after the list"),
+        ] {
+            let reason = why(text);
+            assert!(reason.contains(expected), "{text}: {reason}");
+        }
+        let long_name = format!("[('{}', '<f4')]", "n".repeat(256));
+        assert!(why(&long_name).contains("at most 255"));
+        // Bounds: nesting, field count, text length; each refused, never a deep recursion.
+        let mut nested = "[('x', '<f4')]".to_owned();
+        for _ in 0..crate::record::MAX_RECORD_DEPTH {
+            nested = format!("[('n', {nested})]");
+        }
+        assert!(why(&nested).contains("nested"), "{}", why(&nested));
+        let deep = "[".repeat(100_000);
+        assert!(why(&deep).contains("at most"));
+        let brackets = "[(".repeat(1000) + "'a', 'f4'" + &")]".repeat(1000);
+        assert!(why(&brackets).contains("nested too deep"), "{}", why(&brackets));
+        let many: Vec<String> = (0..=crate::record::MAX_RECORD_FIELDS)
+            .map(|i| format!("('f{i}','u1')"))
+            .collect();
+        let many = format!("[{}]", many.join(","));
+        assert!(why(&many).contains("fields"), "{}", why(&many));
+        // A bare error message names the record as given (abbreviated).
+        let msg = DType::parse(&long_name).unwrap_err().to_string();
+        assert!(msg.starts_with("bad record dtype \"[('nnnn"), "{msg}");
+        assert!(msg.contains("..."), "{msg}");
+    }
+
+    #[test]
+    fn built_records_are_checked_as_parsed_ones_are() {
+        use crate::record::{RecordField, RecordType};
+        let ok = RecordType::new(
+            vec![
+                RecordField::new("x", 0, DType::F32),
+                RecordField::new("v", 8, DType::U16).with_shape(vec![2]),
+            ],
+            16,
+        )
+        .unwrap();
+        assert_eq!(ok.descr(), "[('x', '<f4'), ('', '|V4'), ('v', '<u2', (2,)), ('', '|V4')]");
+        assert_eq!(rec(ok.descr()), ok);
+        let overlap = RecordType::new(
+            vec![RecordField::new("x", 0, DType::F32), RecordField::new("y", 2, DType::F32)],
+            8,
+        );
+        assert!(overlap.unwrap_err().to_string().contains("overlaps"));
+        let past = RecordType::new(vec![RecordField::new("x", 6, DType::F32)], 8);
+        assert!(past.unwrap_err().to_string().contains("past the itemsize"));
+        let unordered = RecordType::new(
+            vec![RecordField::new("y", 4, DType::F32), RecordField::new("x", 0, DType::F32)],
+            8,
+        );
+        assert!(unordered.unwrap_err().to_string().contains("offset order"));
     }
 }

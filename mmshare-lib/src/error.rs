@@ -7,7 +7,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::dtype::DType;
+use crate::dtype::{DType, DTypeError};
 use crate::format::FormatError;
 use crate::sys::ProcessId;
 
@@ -63,6 +63,32 @@ pub enum OpenError {
         /// The dtype's element size.
         expected: usize,
     },
+    /// The program's element type (a `Record` struct) does not describe a valid dtype.
+    #[error("the element type has no valid dtype: {0}")]
+    ElementDType(#[source] DTypeError),
+}
+
+/// Checks that an object of dtype `found` can be handled as `T` elements: `T`'s dtype is
+/// `found`, and `T` has the size and alignment the element arithmetic relies on.
+pub(crate) fn check_element<T: crate::dtype::Element>(found: &DType) -> Result<(), OpenError> {
+    let expected = T::dtype().map_err(OpenError::ElementDType)?;
+    if *found != expected {
+        return Err(OpenError::DTypeMismatch {
+            expected,
+            found: found.clone(),
+        });
+    }
+    // Indexing multiplies by `size_of::<T>()` within `data_len = count * dtype.size()` bytes,
+    // and the data area (every frame) is page-aligned: both hold only if these do.
+    if size_of::<T>() != expected.size() || align_of::<T>() > 8 {
+        return Err(OpenError::ElementLayout {
+            size: size_of::<T>(),
+            align: align_of::<T>(),
+            expected: expected.size(),
+            dtype: expected,
+        });
+    }
+    Ok(())
 }
 
 /// Creating an array file failed; no file was left behind.

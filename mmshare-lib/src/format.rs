@@ -40,7 +40,11 @@ pub const KNOWN_INCOMPAT: u32 = 0;
 pub const KNOWN_RO_COMPAT: u32 = 0;
 /// Extension record tags this code knows. A record whose tag has bit 15 set is *critical*: a
 /// reader that does not know it refuses the file; other records it skips.
-pub const KNOWN_EXTENSION_TAGS: &[u16] = &[EXTENSION_STALL_POLICY, EXTENSION_HISTORY];
+pub const KNOWN_EXTENSION_TAGS: &[u16] = &[
+    EXTENSION_STALL_POLICY,
+    EXTENSION_HISTORY,
+    EXTENSION_RECORD_DTYPE,
+];
 
 /// Extension tag 1 (not critical): a stream's [`StallPolicy`], 8 bytes: `u8` kind (0 block,
 /// 1 demote, 2 evict), 3 zero bytes, `u32` milliseconds (little endian). A publisher that
@@ -51,6 +55,21 @@ pub const EXTENSION_STALL_POLICY: u16 = 0x0001;
 /// endian, `1..=slots - 2`. Critical because an older publisher would reuse the slots the
 /// history keeps and an older subscriber would take holds it needs.
 pub const EXTENSION_HISTORY: u16 = 0x8002;
+
+/// Extension tag `0x8003` (critical): the full descr of a record dtype, as ASCII text in
+/// NumPy's `repr(dtype.descr)` form (`[('x', '<f4'), ('id', '<u4')]`), at most
+/// [`crate::MAX_DESCR_LEN`] bytes. The header's dtype field then holds `|V` and the itemsize.
+/// Critical because a reader that ignored it would see opaque bytes where the writer meant
+/// fields.
+pub const EXTENSION_RECORD_DTYPE: u16 = 0x8003;
+
+/// The extension record that carries `dtype`, if it is a record dtype.
+pub fn dtype_extension(dtype: &DType) -> Option<Extension> {
+    dtype.as_record().map(|r| Extension {
+        tag: EXTENSION_RECORD_DTYPE,
+        value: r.descr().as_bytes().to_vec(),
+    })
+}
 
 /// The newest frames a stream with `history` keeps offered, whatever else happens: its
 /// history, and at least 1 (the newest frame is always kept, for `latest()`).
@@ -424,6 +443,11 @@ impl ArraySpec {
             mode: 0o600,
         }
     }
+
+    /// The array's extension records: its record descr, for a record dtype.
+    pub fn extensions(&self) -> Vec<Extension> {
+        dtype_extension(&self.dtype).into_iter().collect()
+    }
 }
 
 /// What a caller specifies to create a stream; the rest of the [`Header`] is derived.
@@ -455,9 +479,11 @@ impl StreamSpec {
     }
 
     /// The stream's extension records (its stall policy, unless it is the default; its
-    /// history, unless it is 0).
+    /// history, unless it is 0; its record descr, for a record dtype).
     pub fn extensions(&self) -> Vec<Extension> {
-        stream_extensions(self.stall, self.history)
+        let mut records = stream_extensions(self.stall, self.history);
+        records.extend(self.frame.extensions());
+        records
     }
 }
 
@@ -657,7 +683,9 @@ impl Header {
     /// # Errors
     /// [`FormatError::BadName`], [`FormatError::BadShape`] or [`FormatError::BadMode`].
     pub fn new(spec: &ArraySpec) -> Result<Header, FormatError> {
-        Self::build(spec, Kind::Array)
+        let mut header = Self::build(spec, Kind::Array)?;
+        header.set_extensions(&spec.extensions());
+        Ok(header)
     }
 
     /// Builds the header for a new stream, validating what [`Header::new`] does plus the slot
@@ -675,27 +703,68 @@ impl Header {
         if (MIN_SLOTS..=MAX_SLOTS).contains(&spec.slots) {
             check_history(spec.history, spec.slots)?;
         }
-        let records = spec.extensions();
-        if !records.is_empty() {
-            let (area, crc) = encode_extensions(&records);
-            header.extension = ExtensionArea {
-                len: area.len() as u32,
-                crc,
-            };
-        }
+        header.set_extensions(&spec.extensions());
         header.check_stream_geometry()?;
         Ok(header)
     }
 
+    /// Locates `records` as the file's extension area (none when empty).
+    fn set_extensions(&mut self, records: &[Extension]) {
+        if !records.is_empty() {
+            let (area, crc) = encode_extensions(records);
+            self.extension = ExtensionArea {
+                len: area.len() as u32,
+                crc,
+            };
+        }
+    }
+
+    /// Completes a decoded header with what its extension records say about it: a record
+    /// dtype's fields (the header's dtype field holds only `|V` and the itemsize).
+    ///
+    /// # Errors
+    /// [`FormatError::BadExtensions`] when the record descr is not a valid record, or its
+    /// itemsize is not the one the dtype field gives.
+    pub fn apply_extensions(&mut self, records: &[Extension]) -> Result<(), FormatError> {
+        let Some(r) = records.iter().find(|r| r.tag == EXTENSION_RECORD_DTYPE) else {
+            return Ok(());
+        };
+        let bad = |why: String| FormatError::BadExtensions(format!("the record dtype (tag 0x8003) {why}"));
+        let text = std::str::from_utf8(&r.value)
+            .ok()
+            .filter(|t| t.is_ascii())
+            .ok_or_else(|| bad("is not ASCII text".into()))?;
+        let record = match DType::parse(text) {
+            Ok(DType::Record(record)) => record,
+            Ok(other) => return Err(bad(format!("is {other}, not a record"))),
+            Err(e) => return Err(bad(format!("is not valid: {e}"))),
+        };
+        if record.descr() != text {
+            return Err(bad(format!(
+                "is not in canonical form (it would be {:?})",
+                record.descr()
+            )));
+        }
+        if self.dtype != DType::Void(record.itemsize() as u32) {
+            return Err(bad(format!(
+                "has itemsize {}, but the header's dtype is {}",
+                record.itemsize(),
+                self.dtype
+            )));
+        }
+        self.dtype = DType::Record(record);
+        Ok(())
+    }
+
     fn build(spec: &ArraySpec, kind: Kind) -> Result<Header, FormatError> {
         validate_name(&spec.name)?;
-        let data_len = data_len(spec.dtype, &spec.shape)?;
+        let data_len = data_len(&spec.dtype, &spec.shape)?;
         if spec.mode & !0o777 != 0 {
             return Err(FormatError::BadMode(spec.mode));
         }
         Ok(Header {
             name: spec.name.clone(),
-            dtype: spec.dtype,
+            dtype: spec.dtype.clone(),
             shape: spec.shape.clone(),
             order: spec.order,
             kind,
@@ -850,8 +919,8 @@ impl Header {
         put_u32(p, offsets::ORDER, self.order.code());
         put_u32(p, offsets::NDIM, self.shape.len() as u32);
         put_u32(p, offsets::NAME_LEN, self.name.len() as u32);
-        let descr = self.dtype.descr().as_bytes();
-        p[offsets::DTYPE..offsets::DTYPE + descr.len()].copy_from_slice(descr);
+        let descr = self.dtype.header_descr();
+        p[offsets::DTYPE..offsets::DTYPE + descr.len()].copy_from_slice(descr.as_bytes());
         put_u64(p, offsets::CREATED_NS, self.created_ns);
         put_u32(p, offsets::OWNER_UID, self.owner_uid);
         put_u32(p, offsets::OWNER_GID, self.owner_gid);
@@ -1003,7 +1072,7 @@ impl Header {
             }
         }
         let declared = u64_at(page, offsets::DATA_LEN);
-        let expected = data_len(dtype, &shape)?;
+        let expected = data_len(&dtype, &shape)?;
         if declared != expected {
             return Err(FormatError::LengthMismatch {
                 declared,
@@ -1139,6 +1208,10 @@ fn decode_dtype(field: &[u8]) -> Result<DType, FormatError> {
     }
     let text = std::str::from_utf8(text).map_err(|_| FormatError::BadDTypeBytes(field.to_vec()))?;
     let dtype = DType::parse(text)?;
+    // A record's descr is an extension record; the field holds `|V` and the itemsize.
+    if dtype.as_record().is_some() {
+        return Err(FormatError::BadDType(DTypeError::Unknown(text.to_owned())));
+    }
     // Only canonical descrs are written; accepting aliases here would make two spellings of one
     // file valid, and other-language readers would have to know every alias.
     if dtype.descr() != text {

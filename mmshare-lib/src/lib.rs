@@ -21,6 +21,7 @@
 //!
 //! # Layout
 //! - `dtype`: element types named as NumPy names them, and the [`Element`] trait.
+//! - `record`: record (structured) dtypes, their descr text, and the [`Record`] trait.
 //! - `shape`: shapes, memory order, checked byte sizes.
 //! - `name`: which array names are allowed (they become file names).
 //! - `format`: the v1 file header, byte for byte (docs/FORMAT.md is its prose twin).
@@ -68,6 +69,7 @@ mod mapping;
 mod name;
 mod proto;
 mod raw;
+mod record;
 mod seqlock;
 mod shape;
 mod sleepers;
@@ -84,7 +86,9 @@ pub use client::{
     SERVER_UID_ENV, SOCKET_ENV, Shared, StreamOptions, TIMEOUT_ENV, Watch, default_socket_path,
 };
 pub use create::create_array_file;
-pub use dtype::{Bool8, DType, DTypeError, Element};
+pub use dtype::{
+    ALL_TIME_UNITS, Bool8, DType, DTypeError, DateTime64, Element, TimeDelta64, TimeUnit, units,
+};
 pub use error::{CreateError, OpenError, ReadError, StreamError, WaitTimeout, WriteError};
 #[cfg(feature = "fault-injection")]
 pub use fault::{Fault, fail_step, inject as inject_fault};
@@ -98,6 +102,13 @@ pub use proto::{
 };
 #[cfg(feature = "async")]
 pub use raw::Changed;
+pub use record::{
+    FieldType, MAX_DESCR_LEN, MAX_FIELD_NAME_LEN, MAX_FIELD_NDIM, MAX_ITEMSIZE, MAX_RECORD_DEPTH,
+    MAX_RECORD_FIELDS, Record, RecordField, RecordType,
+};
+/// `#[derive(Record)]`: implements [`Record`] for a `#[repr(C)]` struct (feature `derive`).
+#[cfg(feature = "derive")]
+pub use mmshare_derive::Record;
 pub use raw::{
     Access, ByteReader, ByteWriter, DEFAULT_TIMEOUT, Finish, RawArray, Recovery, Snapshot,
     WriteSession,

@@ -246,7 +246,7 @@ impl RawArray {
         let size = file.metadata().map_err(io_err)?.len();
         let mut page = vec![0u8; HEADER_SIZE];
         let got = read_up_to(&file, &mut page).map_err(io_err)?;
-        let header = Header::decode(&page[..got]).map_err(format_err)?;
+        let mut header = Header::decode(&page[..got]).map_err(format_err)?;
         if header.kind != Kind::Array {
             return Err(OpenError::NotAnArray {
                 path,
@@ -254,7 +254,8 @@ impl RawArray {
             });
         }
         header.check_file_len(size).map_err(format_err)?;
-        header.read_extensions(&file).map_err(format_err)?;
+        let records = header.read_extensions(&file).map_err(format_err)?;
+        header.apply_extensions(&records).map_err(format_err)?;
         let unknown = header.features.unknown_ro_compat();
         if access == Access::Write && unknown != 0 {
             return Err(format_err(FormatError::ReadOnlyFeatures { unknown }));

@@ -105,19 +105,19 @@ pub fn element_count(shape: &[u64]) -> Option<u64> {
 /// # Example
 /// ```
 /// use mmshare::{data_len, DType};
-/// assert_eq!(data_len(DType::F32, &[1080, 1920, 3])?, 1080 * 1920 * 3 * 4);
-/// assert_eq!(data_len(DType::F64, &[])?, 8); // a 0-d array holds one element
-/// assert_eq!(data_len(DType::F64, &[0, 5])?, 0);
-/// assert!(data_len(DType::U8, &[1 << 32, 1 << 32]).is_err());
+/// assert_eq!(data_len(&DType::F32, &[1080, 1920, 3])?, 1080 * 1920 * 3 * 4);
+/// assert_eq!(data_len(&DType::F64, &[])?, 8); // a 0-d array holds one element
+/// assert_eq!(data_len(&DType::F64, &[0, 5])?, 0);
+/// assert!(data_len(&DType::U8, &[1 << 32, 1 << 32]).is_err());
 /// # Ok::<(), mmshare::ShapeError>(())
 /// ```
-pub fn data_len(dtype: DType, shape: &[u64]) -> Result<u64, ShapeError> {
+pub fn data_len(dtype: &DType, shape: &[u64]) -> Result<u64, ShapeError> {
     if shape.len() > MAX_NDIM {
         return Err(ShapeError::TooManyDims { ndim: shape.len() });
     }
     let overflow = || ShapeError::Overflow {
         shape: shape.to_vec(),
-        dtype,
+        dtype: dtype.clone(),
     };
     // A zero dimension makes the array empty, whatever the others are; NumPy agrees.
     if shape.contains(&0) {
@@ -163,13 +163,13 @@ mod tests {
 
     #[test]
     fn overflow_names_the_shape() {
-        let err = data_len(DType::U8, &[1 << 32, 1 << 32]).unwrap_err();
+        let err = data_len(&DType::U8, &[1 << 32, 1 << 32]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "shape [4294967296, 4294967296] of |u1 elements is too large: the data may be at most 9223372036854771704 bytes (2^63 - 4104), so that the whole file (4096-byte header + data padded to 8 bytes) fits in 2^63 - 1 bytes"
         );
-        assert!(data_len(DType::F64, &[1 << 61]).is_err());
-        assert!(data_len(DType::U8, &[u64::MAX, 0]).is_ok());
+        assert!(data_len(&DType::F64, &[1 << 61]).is_err());
+        assert!(data_len(&DType::U8, &[u64::MAX, 0]).is_ok());
     }
 
     /// The limit counts the header page and the padding: the largest accepted array still has
@@ -177,22 +177,22 @@ mod tests {
     #[test]
     fn the_size_limit_counts_header_and_padding() {
         assert_eq!(MAX_DATA_LEN, (1 << 63) - 4104);
-        let largest = data_len(DType::U8, &[MAX_DATA_LEN]).unwrap();
+        let largest = data_len(&DType::U8, &[MAX_DATA_LEN]).unwrap();
         let file_len = 4096 + crate::format::padded_len(largest);
         assert!(file_len <= i64::MAX as u64, "{file_len}");
         for too_big in [MAX_DATA_LEN + 1, (1 << 63) - 4096, (1 << 63) - 1, 1 << 63] {
-            let e = data_len(DType::U8, &[too_big]).unwrap_err();
+            let e = data_len(&DType::U8, &[too_big]).unwrap_err();
             assert!(e.to_string().contains("9223372036854771704"), "{e}");
         }
-        assert!(data_len(DType::U16, &[MAX_DATA_LEN / 2]).is_ok());
-        assert!(data_len(DType::U16, &[MAX_DATA_LEN / 2 + 1]).is_err());
+        assert!(data_len(&DType::U16, &[MAX_DATA_LEN / 2]).is_ok());
+        assert!(data_len(&DType::U16, &[MAX_DATA_LEN / 2 + 1]).is_err());
     }
 
     #[test]
     fn at_most_32_dimensions() {
-        assert!(data_len(DType::U8, &[1; 32]).is_ok());
+        assert!(data_len(&DType::U8, &[1; 32]).is_ok());
         assert_eq!(
-            data_len(DType::U8, &[1; 33]),
+            data_len(&DType::U8, &[1; 33]),
             Err(ShapeError::TooManyDims { ndim: 33 })
         );
     }

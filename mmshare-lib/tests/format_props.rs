@@ -64,7 +64,7 @@ proptest! {
         let crc = crc32(&body[..offsets::IMMUTABLE_END]);
         body[offsets::CRC..offsets::CRC + 4].copy_from_slice(&crc.to_le_bytes());
         if let Ok(h) = Header::decode(&body) {
-            prop_assert_eq!(data_len(h.dtype, &h.shape).unwrap(), h.data_len);
+            prop_assert_eq!(data_len(&h.dtype, &h.shape).unwrap(), h.data_len);
         }
     }
 

@@ -595,7 +595,7 @@ fn write_u8(path: &str, byte: u8) -> Result<ExitCode> {
 /// compute the same values with NumPy and compare through a raw `np.memmap`.
 fn sample(dir: &str, name: &str, dtype: &str, shape: &str, order: &str) -> Result<ExitCode> {
     let dtype = DType::parse(dtype)?;
-    let mut spec = ArraySpec::new(name, dtype, parse_shape(shape)?);
+    let mut spec = ArraySpec::new(name, dtype.clone(), parse_shape(shape)?);
     spec.order = order.parse::<Order>()?;
     let (path, header) = mmshare::create_array_file(Path::new(dir), &spec)?;
     let raw = RawArray::open(&path, Access::Write)?;

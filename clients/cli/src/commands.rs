@@ -506,7 +506,7 @@ pub fn put(
     };
     let header = npy::read_header(&mut file)
         .map_err(|e| Failure::bad_input(format!("{}: {e}", path.display())))?;
-    let nbytes = mmshare::data_len(header.dtype, &header.shape)?;
+    let nbytes = mmshare::data_len(&header.dtype, &header.shape)?;
     if let Some(size) = regular
         && size < header.data_offset + nbytes
     {
@@ -661,7 +661,7 @@ pub fn get(socket: &Path, name: &str, path: &Path, allow_torn: bool, timeout: Du
     let target = OutputTarget::of(path)?;
     let dir = target.temp_dir();
     let mut tmp = TempOut::new_in(&dir)?;
-    let head = npy::header_bytes(h.dtype, h.order == Order::F, &h.shape);
+    let head = npy::header_bytes(&h.dtype, h.order == Order::F, &h.shape);
     let bar = progress(h.data_len, "get");
     let mut buf = vec![0u8; CHUNK.min(h.data_len as usize).max(1)];
     let (written, snap) = array

@@ -58,13 +58,16 @@ pub fn read_header(r: &mut impl Read) -> Result<NpyHeader, String> {
         .map_err(|_| ".npy header is truncated".to_string())?;
     let text = String::from_utf8(text).map_err(|_| ".npy header is not text".to_string())?;
     let descr = dict_value(&text, "descr")?;
-    let descr = descr
-        .strip_prefix('\'')
-        .and_then(|d| d.strip_suffix('\''))
-        .or_else(|| descr.strip_prefix('"').and_then(|d| d.strip_suffix('"')))
-        .ok_or_else(|| {
-            format!("unsupported .npy dtype {descr} (structured dtypes are not supported)")
-        })?;
+    // A scalar dtype is a quoted string, a record dtype its list of fields.
+    let descr = if descr.starts_with('[') {
+        descr.as_str()
+    } else {
+        descr
+            .strip_prefix('\'')
+            .and_then(|d| d.strip_suffix('\''))
+            .or_else(|| descr.strip_prefix('"').and_then(|d| d.strip_suffix('"')))
+            .ok_or_else(|| format!("unsupported .npy dtype {descr}"))?
+    };
     let dtype = DType::parse(descr).map_err(|e| e.to_string())?;
     let fortran = match dict_value(&text, "fortran_order")?.as_str() {
         "True" => true,
@@ -122,7 +125,7 @@ fn dict_value(text: &str, key: &str) -> Result<String, String> {
 }
 
 /// A version 1.0 (or 2.0 if needed) header for an array, data 64-byte aligned.
-pub fn header_bytes(dtype: DType, fortran: bool, shape: &[u64]) -> Vec<u8> {
+pub fn header_bytes(dtype: &DType, fortran: bool, shape: &[u64]) -> Vec<u8> {
     header_bytes_at_least(dtype, fortran, shape, 0)
 }
 
@@ -130,7 +133,7 @@ pub fn header_bytes(dtype: DType, fortran: bool, shape: &[u64]) -> Vec<u8> {
 /// a header written before a stream of unknown length is rewritten in place once the length
 /// is known, in the same number of bytes.
 pub fn header_bytes_at_least(
-    dtype: DType,
+    dtype: &DType,
     fortran: bool,
     shape: &[u64],
     min_len: usize,
@@ -146,9 +149,12 @@ pub fn header_bytes_at_least(
                 .join(", ")
         ),
     };
+    let descr = match dtype {
+        DType::Record(r) => r.descr().to_owned(),
+        other => format!("'{other}'"),
+    };
     let dict = format!(
-        "{{'descr': '{}', 'fortran_order': {}, 'shape': {shape_text}, }}",
-        dtype.descr(),
+        "{{'descr': {descr}, 'fortran_order': {}, 'shape': {shape_text}, }}",
         if fortran { "True" } else { "False" }
     );
     let build = |prefix: usize| {
@@ -187,7 +193,7 @@ mod tests {
             (DType::Complex128, false, vec![]),
             (DType::Bool, false, vec![0, 4]),
         ] {
-            let bytes = header_bytes(dtype, fortran, &shape);
+            let bytes = header_bytes(&dtype, fortran, &shape);
             assert_eq!(bytes.len() % 64, 0);
             let h = read_header(&mut &bytes[..]).unwrap();
             assert_eq!(

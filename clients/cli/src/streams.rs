@@ -622,7 +622,7 @@ impl Sink {
                 // The header for the most frames a stack could hold: the real one is padded
                 // to its size.
                 let placeholder =
-                    npy::header_bytes(dtype, fortran, &stack_shape(&info.shape, fortran, u64::MAX));
+                    npy::header_bytes(&dtype, fortran, &stack_shape(&info.shape, fortran, u64::MAX));
                 let (mut w, tmp) = create(path)?;
                 w.write_all(&placeholder)
                     .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
@@ -680,7 +680,7 @@ impl Sink {
                 header_len,
             } => complete(w, &tmp, path, ok, |f| {
                 let header = npy::header_bytes_at_least(
-                    dtype,
+                    &dtype,
                     fortran,
                     &stack_shape(&shape, fortran, received),
                     header_len,

@@ -253,7 +253,7 @@ impl Entry {
         let (version, torn) = self.version_and_torn();
         ArrayInfo {
             name: self.header.name.clone(),
-            dtype: self.header.dtype.descr().to_owned(),
+            dtype: self.header.dtype.descr().into_owned(),
             shape: self.header.shape.clone(),
             order: match self.header.order {
                 Order::C => WireOrder::C,
@@ -1197,7 +1197,7 @@ impl Registry {
             .map_err(|e| RequestError::new(ErrorKind::InvalidName, e.to_string()))?;
         let dtype = DType::parse(dtype)
             .map_err(|e| RequestError::new(ErrorKind::InvalidDtype, e.to_string()))?;
-        let len = data_len(dtype, shape)
+        let len = data_len(&dtype, shape)
             .map_err(|e| RequestError::new(ErrorKind::InvalidShape, e.to_string()))?;
         if mode & !0o777 != 0 {
             return Err(RequestError::new(
@@ -1209,7 +1209,7 @@ impl Registry {
             WireOrder::C => Order::C,
             WireOrder::F => Order::F,
         };
-        let file_len = Header::new(&ArraySpec::new("x", dtype, shape.to_vec()))
+        let file_len = Header::new(&ArraySpec::new("x", dtype.clone(), shape.to_vec()))
             .map(|h| array_bytes(&h))
             .unwrap_or(len);
         let wait_until = Instant::now() + Duration::from_secs(5);
@@ -1248,7 +1248,7 @@ impl Registry {
                         other => return other,
                     }
                 }
-                let describe = |dtype: DType, shape: &[u64], order: Order, backing: Backing| {
+                let describe = |dtype: &DType, shape: &[u64], order: Order, backing: Backing| {
                     let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
                     let dims = match dims.as_slice() {
                         [one] => format!("({one},)"),
@@ -1260,11 +1260,11 @@ impl Registry {
                     };
                     format!("{} {dims} order {order} {place}", dtype.descr())
                 };
-                let have = describe(h.dtype, &h.shape, h.order, existing.backing);
+                let have = describe(&h.dtype, &h.shape, h.order, existing.backing);
                 let message = if exist_ok {
                     format!(
                         "array {name:?} already exists as {have}, not {}; delete it first or ask for the same",
-                        describe(dtype, shape, order, backing)
+                        describe(&dtype, shape, order, backing)
                     )
                 } else {
                     format!("array {name:?} already exists ({have})")

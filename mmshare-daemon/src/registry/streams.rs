@@ -216,7 +216,7 @@ impl StreamEntry {
         let (published, publisher) = self.counters();
         StreamInfo {
             name: self.header.name.clone(),
-            dtype: self.header.dtype.descr().to_owned(),
+            dtype: self.header.dtype.descr().into_owned(),
             shape: self.header.shape.clone(),
             order: wire_order(self.header.order),
             slots,

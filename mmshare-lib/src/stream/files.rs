@@ -223,7 +223,7 @@ impl StreamFiles {
         let size = data.metadata().map_err(io_err(&data_path))?.len();
         let mut page = vec![0u8; HEADER_SIZE];
         let got = read_up_to(&data, &mut page).map_err(io_err(&data_path))?;
-        let header = Header::decode(&page[..got]).map_err(format_err)?;
+        let mut header = Header::decode(&page[..got]).map_err(format_err)?;
         let Kind::Stream {
             slots,
             max_subscribers,
@@ -237,6 +237,7 @@ impl StreamFiles {
         };
         header.check_file_len(size).map_err(format_err)?;
         let records = header.read_extensions(&data).map_err(format_err)?;
+        header.apply_extensions(&records).map_err(format_err)?;
         let stall = StallPolicy::from_extensions(&records);
         let history =
             crate::format::history_from_extensions(&records, slots).map_err(format_err)?;

@@ -67,24 +67,7 @@ impl<T: Element> std::fmt::Debug for Publisher<T> {
 
 /// Checks that `T` is the stream's element type, with the layout the slot arithmetic needs.
 pub(super) fn check_element<T: Element>(files: &StreamFiles) -> Result<(), StreamError> {
-    let found = files.header().dtype;
-    if found != T::DTYPE {
-        return Err(OpenError::DTypeMismatch {
-            expected: T::DTYPE,
-            found,
-        }
-        .into());
-    }
-    if size_of::<T>() != T::DTYPE.size() || align_of::<T>() > 8 {
-        return Err(OpenError::ElementLayout {
-            dtype: T::DTYPE,
-            size: size_of::<T>(),
-            align: align_of::<T>(),
-            expected: T::DTYPE.size(),
-        }
-        .into());
-    }
-    Ok(())
+    Ok(crate::error::check_element::<T>(&files.header().dtype)?)
 }
 
 impl<T: Element> Publisher<T> {
