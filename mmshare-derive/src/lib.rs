@@ -4,7 +4,7 @@
 //! Use it through mmshare's `derive` feature, as `mmshare::Record`, next to bytemuck's `Pod`
 //! and `Zeroable` (a record must be plain old data, with no implicit padding):
 //!
-//! ```ignore
+//! ```
 //! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, mmshare::Record)]
 //! #[repr(C)]
 //! struct Point {
@@ -28,6 +28,81 @@
 //! The struct must be `#[repr(C)]` (so its layout is the same for every build that reads the
 //! data) and not generic. Field names must be what NumPy and mmshare accept: printable ASCII
 //! without `'` or `\`, 1 to 255 bytes, each once; the derive checks that at compile time.
+//!
+//! This compiles:
+//!
+//! ```
+//! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, mmshare::Record)]
+//! #[repr(C)]
+//! struct Sample {
+//!     #[mmshare(rename = "time stamp")]
+//!     t: u64,
+//!     v: [f32; 2],
+//! }
+//! use mmshare::Element;
+//! assert_eq!(
+//!     Sample::dtype().unwrap().descr(),
+//!     "[('time stamp', '<u8'), ('v', '<f4', (2,))]"
+//! );
+//! ```
+//!
+//! and each of these is refused at compile time: without `#[repr(C)]`,
+//!
+//! ```compile_fail
+//! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, mmshare::Record)]
+//! #[repr(transparent)]
+//! struct Sample { t: u64 }
+//! ```
+//!
+//! a generic struct,
+//!
+//! ```compile_fail
+//! #[derive(Clone, Copy, bytemuck::Zeroable, mmshare::Record)]
+//! #[repr(C)]
+//! struct Sample<T: Copy + 'static> { t: T }
+//! ```
+//!
+//! a name NumPy's descr cannot hold, or one used twice,
+//!
+//! ```compile_fail
+//! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, mmshare::Record)]
+//! #[repr(C)]
+//! struct Sample {
+//!     #[mmshare(rename = "it's")]
+//!     t: u64,
+//! }
+//! ```
+//!
+//! ```compile_fail
+//! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, mmshare::Record)]
+//! #[repr(C)]
+//! struct Sample {
+//!     #[mmshare(rename = "v")]
+//!     t: u64,
+//!     v: u64,
+//! }
+//! ```
+//!
+//! a field type that is no dtype,
+//!
+//! ```compile_fail
+//! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, mmshare::Record)]
+//! #[repr(C)]
+//! struct Sample {
+//!     t: usize,
+//! }
+//! ```
+//!
+//! and a struct with implicit padding (bytemuck's `Pod` refuses it; mark it explicitly):
+//!
+//! ```compile_fail
+//! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, mmshare::Record)]
+//! #[repr(C)]
+//! struct Sample {
+//!     a: u32,
+//!     t: u64,
+//! }
+//! ```
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
