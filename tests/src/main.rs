@@ -104,6 +104,11 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
                                         try to resize the control descriptor received (every
                                         descriptor with 'all'); print 'fds=N' and
                                         'fdI_WHAT=ok|ERRNO' lines
+  records-pub SOCKET NAME FRAMES        wait for record stream NAME and a subscriber, publish
+                                        FRAMES frames of Detection records, print 'published N'
+  records-check SOCKET NAME FRAMES      subscribe losslessly to record stream NAME, print
+                                        'subscribed', check FRAMES frames of Detection records,
+                                        print 'ok frames=N'
   poke [a:ARRAY | s:STREAM]...          write every element of each u64 array with its index
                                         + 1; publish one frame of each u64 stream, element k =
                                         k + 1; print 'poked N'
@@ -174,6 +179,12 @@ fn main() -> ExitCode {
             rest.first().and_then(|us| us.parse().ok()).unwrap_or(0),
         ),
         ["stream-hold", socket, name, mode] => stream_hold(socket, name, mode),
+        ["records-pub", socket, name, frames] => {
+            records_pub(socket, name, frames.parse().unwrap_or(0))
+        }
+        ["records-check", socket, name, frames] => {
+            records_check(socket, name, frames.parse().unwrap_or(0))
+        }
         ["stream-loan-hold", socket, name] => stream_loan_hold(socket, name),
         ["stream-latest", socket, name, count] => {
             stream_latest(socket, name, count.parse().unwrap_or(1000))
@@ -898,6 +909,77 @@ fn is_frame(frame: &[u64], n: u64) -> bool {
 
 /// Publishes `frames` frames of the test pattern, one every `every_us` microseconds (0: as
 /// fast as the ring allows).
+/// The record the cross-language record tests share: in NumPy,
+/// `np.dtype({'names': ['x', 'y', 'id', 't', 'box'], 'formats': ['<f4', '<f4', '<u4',
+/// '<M8[ns]', ('<f4', (2, 2))], 'offsets': [0, 4, 8, 16, 24], 'itemsize': 40})`.
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable, mmshare::Record)]
+#[repr(C)]
+struct Detection {
+    x: f32,
+    y: f32,
+    id: u32,
+    #[mmshare(padding)]
+    _pad: [u8; 4],
+    t: mmshare::DateTime64<mmshare::units::Nanos>,
+    #[mmshare(rename = "box")]
+    bbox: [[f32; 2]; 2],
+}
+
+/// Record `i` of frame `n` of the record tests (tests/python/test_records.py builds the same).
+fn detection(n: u64, i: u64) -> Detection {
+    Detection {
+        x: (n + i) as f32,
+        y: -((n * 2 + i) as f32),
+        id: (n * 10 + i) as u32,
+        _pad: [0; 4],
+        t: mmshare::DateTime64::new(1_700_000_000_000_000_000 + (n * 1000 + i) as i64),
+        bbox: [[i as f32, n as f32], [1.5, -2.5]],
+    }
+}
+
+/// Waits for the record stream NAME and one subscriber, publishes FRAMES frames of
+/// `detection` records, prints 'published N'.
+fn records_pub(socket: &str, name: &str, frames: u64) -> Result<ExitCode> {
+    let client = Client::connect(socket)?;
+    client.wait_for(name, Duration::from_secs(60))?;
+    let mut publisher = client.publisher::<Detection>(name)?;
+    publisher.wait_for_subscribers(1, Duration::from_secs(60))?;
+    for _ in 0..frames {
+        let mut loan = publisher.loan()?;
+        let n = loan.number();
+        for (i, r) in loan.iter_mut().enumerate() {
+            *r = detection(n, i as u64);
+        }
+        loan.publish();
+    }
+    say(&format!("published {frames}"));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Subscribes (lossless, from frame 0) to the record stream NAME, prints 'subscribed', and
+/// checks FRAMES frames record by record; prints 'ok frames=N' or exits 1 naming the first
+/// record that differs.
+fn records_check(socket: &str, name: &str, frames: u64) -> Result<ExitCode> {
+    let client = Client::connect(socket)?;
+    let subscriber = client.subscribe::<Detection>(name, mmshare::Delivery::Lossless)?;
+    say("subscribed");
+    for expected in 0..frames {
+        let sample = subscriber.receive_timeout(Duration::from_secs(30))?;
+        if sample.number() != expected {
+            say(&format!("frame {} instead of {expected}", sample.number()));
+            return Ok(ExitCode::FAILURE);
+        }
+        for (i, r) in sample.iter().enumerate() {
+            if *r != detection(expected, i as u64) {
+                say(&format!("frame {expected} record {i} is {r:?}"));
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    say(&format!("ok frames={frames}"));
+    Ok(ExitCode::SUCCESS)
+}
+
 fn stream_pub(socket: &str, name: &str, frames: u64, every_us: u64) -> Result<ExitCode> {
     let client = Client::connect(socket)?;
     let mut publisher = client.publisher::<u64>(name)?;

@@ -16,6 +16,7 @@ and scalar indexes (which copy as they are applied) return the copy that was val
 read-only when its block ends.
 """
 
+import ast
 from contextlib import contextmanager
 
 import numpy as np
@@ -29,12 +30,43 @@ CASTINGS = ("no", "equiv", "safe", "same_kind", "unsafe")
 _KIND_RANK = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
 
 
+def numpy_dtype(text: str) -> np.dtype:
+    """The NumPy dtype of a dtype as the daemon names it: a descr string (`'<f4'`,
+    `'<M8[ns]'`), or a record's descr list (`"[('x', '<f4'), ('', '|V4'), ('t', '<u8')]"`),
+    read as the `.npy` format reads it, unnamed `|Vn` entries being padding."""
+    if text.startswith("["):
+        return np.lib.format.descr_to_dtype(ast.literal_eval(text))
+    return np.dtype(text)
+
+
+def dtype_text(dtype) -> str:
+    """What the daemon is sent for `dtype`: a string as given (the daemon parses and names
+    it), else NumPy's descr: `'<f4'`, or a record's field list with every offset and the
+    itemsize spelled out (padding as unnamed `|Vn` entries), as `.npy` headers hold it."""
+    if isinstance(dtype, str):
+        return dtype
+    dtype = np.dtype(dtype)
+    if dtype.names is not None:
+        return repr(np.lib.format.dtype_to_descr(dtype))
+    return dtype.str
+
+
 def check_cast(value, dtype: np.dtype, casting: str, what: str) -> None:
     """Raises TypeError unless NumPy's `casting` rule lets `value` be written into elements of
     `dtype` (the rule of `np.copyto`): by default 'same_kind', so a float is never silently
-    truncated into an integer array, nor a complex into a real one."""
+    truncated into an integer array, nor a complex into a real one. A record takes a tuple
+    (or a list of tuples), each item checked against its field; a time takes dates and
+    strings NumPy converts exactly."""
     if casting == "unsafe":
         return
+    if dtype.names is not None and not isinstance(value, (np.ndarray, np.generic)):
+        _check_record(value, dtype, casting, what)
+        return
+    if dtype.kind in "Mm" and not isinstance(value, (np.ndarray, np.generic)):
+        src = np.asarray(value).dtype
+        if src.kind in "OUS":
+            np.asarray(value, dtype=dtype)  # raises for what is not a date
+            return
     if isinstance(value, (np.ndarray, np.generic)):
         src = value.dtype
         ok = np.can_cast(src, dtype, casting=casting)
@@ -52,6 +84,36 @@ def check_cast(value, dtype: np.dtype, casting: str, what: str) -> None:
             f"cannot write {src} values into {what} of {dtype} with casting={casting!r}: "
             f"convert them first (np.round(x).astype({str(dtype)!r}), say) or pass "
             f"casting='unsafe'")
+
+
+def as_bytes(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous array's bytes, as a flat `u1` view of the same memory: what the native
+    side is given, since NumPy gives no buffer for times (and a structured one only with a
+    format string nobody needs here)."""
+    return a.reshape(-1).view(np.uint8)
+
+
+def _check_record(value, dtype: np.dtype, casting: str, what: str) -> None:
+    """check_cast for Python values written into records: a tuple is one record (an item
+    per field), a list holds records, anything else goes into every field."""
+    if isinstance(value, list):
+        for item in value:
+            _check_record(item, dtype, casting, what)
+        return
+    if isinstance(value, tuple):
+        if len(value) != len(dtype.names):
+            raise TypeError(
+                f"a record of {what} has {len(dtype.names)} fields {dtype.names}, "
+                f"not the {len(value)} given")
+        for name, item in zip(dtype.names, value):
+            field = dtype.fields[name][0]
+            check_cast(item, field.base if field.subdtype else field, casting,
+                       f"field {name!r} of {what}")
+        return
+    for name in dtype.names:
+        field = dtype.fields[name][0]
+        check_cast(value, field.base if field.subdtype else field, casting,
+                   f"field {name!r} of {what}")
 
 
 def _check_casting(casting: str) -> str:
@@ -95,7 +157,7 @@ class _Pages:
     `address` (default: the native handle's data address), and keeps `owner` (the native
     handle, loan or sample that owns those pages) alive."""
 
-    __slots__ = ("owner", "_interface", "finished")
+    __slots__ = ("owner", "_interface", "finished", "dtype")
 
     def __init__(self, owner, dtype: np.dtype, shape, order: str, writable: bool,
                  address=None):
@@ -103,6 +165,7 @@ class _Pages:
         self.finished = False
         if address is None:
             address = owner.data_address
+        self.dtype = dtype
         self._interface = _Pages.located(_Pages.template(dtype, shape, order), address,
                                          writable)
 
@@ -125,11 +188,25 @@ class _Pages:
                 strides.append(step)
                 step *= n
             strides = tuple(strides)
-        return {"version": 3, "shape": tuple(shape), "typestr": dtype.str, "strides": strides}
+        # A record is described as opaque bytes of its itemsize ('|V40'), made a record by
+        # `array()`: the interface's `descr` would turn padding into fields named 'f3'.
+        return {"version": 3, "shape": tuple(shape), "typestr": dtype.str, "strides": strides,
+                "dtype": dtype}
+
+    def array(self) -> np.ndarray:
+        """The ndarray over these pages, of the template's dtype. A record's is a view of an
+        opaque-bytes array, which is made read-only (the view keeps its own flag), so that
+        `frame.base` gives no writable way around a loan's end."""
+        raw = np.asarray(self)
+        if self.dtype.names is None:
+            return raw
+        out = raw.view(self.dtype)
+        raw.flags.writeable = False
+        return out
 
     @staticmethod
     def located(template: dict, address: int, writable: bool) -> dict:
-        interface = dict(template)
+        interface = {k: v for k, v in template.items() if k != "dtype"}
         # An empty array has no data to point at, but NumPy wants a non-null address.
         interface["data"] = (address or 8, not writable)
         return interface
@@ -141,6 +218,7 @@ class _Pages:
         pages = cls.__new__(cls)
         pages.owner = owner
         pages.finished = False
+        pages.dtype = template["dtype"]
         pages._interface = cls.located(template, address, writable)
         return pages
 
@@ -158,18 +236,18 @@ class SharedArray:
         self._native = native
         self.writable = native.writable
         self._lease = lease  # a write handle keeps its connection open: the writer's lease
-        self.dtype = np.dtype(info.dtype)
+        self.dtype = numpy_dtype(info.dtype)
         self.shape = tuple(info.shape)
         self.order = info.order
         self.name = info.name
         self.path = info.path
         # `.array` is read-only down to its base, so its WRITEABLE flag cannot be turned back
         # on: NumPy code cannot write around the seqlock.
-        self._array = np.asarray(_Pages(native, self.dtype, self.shape, self.order, False))
+        self._array = _Pages(native, self.dtype, self.shape, self.order, False).array()
         self._nbytes = native.data_len
         # The writable pages: write() yields a new view of them per block (made read-only when
         # the block ends), so each block's view is its own.
-        self._rw = (np.asarray(_Pages(native, self.dtype, self.shape, self.order, True))
+        self._rw = (_Pages(native, self.dtype, self.shape, self.order, True).array()
                     if native.writable else None)
 
     # -- state ------------------------------------------------------------------------------
@@ -232,7 +310,8 @@ class SharedArray:
                     f"{self.dtype.str} and shape {self.shape}")
             # The native side takes a C-contiguous buffer: a Fortran-ordered array's
             # transpose is one, over the same bytes.
-            self._native.read_into(out.T if self.order == "F" else out, timeout, allow_torn)
+            self._native.read_into(as_bytes(out.T if self.order == "F" else out), timeout,
+                                   allow_torn)
             return out
         if index is None:
             raw = np.empty(self._nbytes, dtype=np.uint8)

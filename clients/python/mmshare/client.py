@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _native, errors
 from ._proto import ArrayInfo, StreamInfo, SubscriberStat
-from .array import SharedArray
+from .array import SharedArray, dtype_text
 from .stream import Publisher, Subscriber
 
 SOCKET_ENV = "MMSHARE_SOCKET"
@@ -22,10 +22,7 @@ def default_socket_path() -> str:
     return os.fspath(_native.default_socket_path())
 
 
-def _dtype_text(dtype) -> str:
-    if isinstance(dtype, str):
-        return dtype  # the daemon parses (and names) it
-    return np.dtype(dtype).str
+_dtype_text = dtype_text
 
 
 def _shape(shape) -> list:

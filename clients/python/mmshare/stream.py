@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 from . import errors
-from .array import _Pages, _check_casting, check_cast, checked
+from .array import _Pages, _check_casting, as_bytes, check_cast, checked, numpy_dtype
 
 #: How long `Publisher.loan` and `Publisher.send` wait for a free slot by default (seconds).
 LOAN_TIMEOUT = 10.0
@@ -51,7 +51,7 @@ class Loan:
         # Known from the loan on (as Rust's `number()` before publish).
         self.number = self._native.number
         self._pages = _Pages.at(self._native, p._template, self._native.address, True)
-        self._view = checked(np.asarray(self._pages), self._casting,
+        self._view = checked(self._pages.array(), self._casting,
                              f"a frame of stream {p.name!r}")
         return self._view
 
@@ -83,7 +83,7 @@ class _Handle:
         self._native = native
         self._lease = lease
         self.name = info.name
-        self.dtype = np.dtype(info.dtype)
+        self.dtype = numpy_dtype(info.dtype)
         self.shape = tuple(info.shape)
         self.order = info.order
         self._template = _Pages.template(self.dtype, self.shape, self.order)
@@ -133,6 +133,10 @@ class Publisher(_Handle):
         TypeError naming both dtypes; 'unsafe' converts as `astype` does) into a loaned slot
         and publishes it; returns its number. Waits for a slot as `loan` does."""
         given = frame
+        if self.dtype.names is not None and not isinstance(frame, np.ndarray):
+            # Tuples are records: checked field by field, then converted as records.
+            check_cast(given, self.dtype, _check_casting(casting), f"stream {self.name!r}")
+            frame = np.asarray(frame, dtype=self.dtype)
         frame = np.asarray(frame)
         if frame.shape != self.shape:
             raise ValueError(f"frame shape {frame.shape} is not the stream's {self.shape}")
@@ -144,7 +148,7 @@ class Publisher(_Handle):
             frame = np.asfortranarray(frame, dtype=self.dtype).T
         else:
             frame = np.ascontiguousarray(frame, dtype=self.dtype)
-        return self._native.send(frame, timeout)
+        return self._native.send(as_bytes(frame), timeout)
 
     def close(self):
         """Detaches (another publisher may attach) once no loan of it, or view of a loaned
@@ -237,13 +241,15 @@ class Subscriber(_Handle):
             view, pages = reuse
             pages.owner = native
             return view
-        return np.asarray(_Pages.at(native, self._template, native.address, False))
+        return _Pages.at(native, self._template, native.address, False).array()
 
     def _recycle(self, view) -> None:
         """Takes back a released sample's view if nothing else refers to it or to its base
         (no view of it was kept): its base lets go of the sample, and the view waits for the
         next sample in its slot."""
         pages = view.base
+        if not isinstance(pages, _Pages):
+            return  # a record's view, over an opaque-bytes array: made afresh each time
         # References: the caller's local and getrefcount's argument (the view); the view's
         # base, the local and the argument (the pages).
         if sys.getrefcount(view) == 3 and sys.getrefcount(pages) == 3:
