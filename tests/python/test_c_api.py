@@ -250,3 +250,17 @@ def test_history_start_points_and_presence_from_c(daemon, c_program):
     assert prog.returncode == 0, err
     history, gap = re.search(r"ok history=(\d+) gap=(\d+)", out).groups()
     assert int(history) >= 4 and int(gap) >= 2, out
+
+
+def test_a_c_program_writes_records_python_reads_by_field(daemon, c_program):
+    """A record dtype from C: created by its descr, its itemsize in mms_info, its fields from
+    mms_array_descr/mms_stat_descr, written as a C struct of the same layout; NumPy reads the
+    fields, padding skipped."""
+    out = subprocess.run([c_program("records"), daemon.socket, "pts"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+    a = mmshare.connect(daemon.socket).open("pts")
+    assert a.dtype.names == ("x", "id") and a.dtype.fields["id"][1] == 8
+    assert a.read()["x"].tolist() == [0.5, 1.5, 2.5]
+    assert a.read()["id"].tolist() == [1000, 1001, 1002]

@@ -171,7 +171,9 @@ typedef struct mms_subscriber mms_subscriber;
 typedef struct mms_info {
   // `MMS_KIND_ARRAY` or `MMS_KIND_STREAM`.
   int kind;
-  // NumPy dtype string, NUL-terminated ("<f4", "|u1", ...).
+  // NumPy dtype string, NUL-terminated ("<f4", "|u1", "<M8[ns]", ...). A record
+  // (structured) dtype is "|V" and its itemsize here ("|V40"); `mms_stat_descr` and
+  // `mms_array_descr` give its fields.
   char dtype[MMS_DTYPE_LEN];
   // Dimensions used in `shape` (an array's, or one frame's).
   uint32_t ndim;
@@ -258,6 +260,18 @@ void mms_client_free(struct mms_client *client);
 // `client` is a live client handle; `name` a NUL-terminated string; `out` valid for a write.
 int mms_stat(struct mms_client *client, const char *name, struct mms_info *out);
 
+// The full NumPy descr of the dtype of array or stream `name`: the same string as
+// `mms_info.dtype` for a plain dtype, the field list for a record ("[('x', '<f4'), ('', '|V4'),
+// ('id', '<u8')]", every offset and the itemsize implied by the order and the unnamed `|Vn`
+// padding, as NumPy's `dtype.descr` writes it; at most 16384 bytes). Written into `buf`
+// (`cap` bytes, NUL-terminated, cut short if it does not fit: compare `*len` with `cap`);
+// `*len` gets its full length without the NUL (`len` may be NULL).
+//
+// # Safety
+// `client` is a live client handle; `name` a NUL-terminated string; `buf` NULL (with `cap`
+// 0) or valid for `cap` bytes; `len` NULL or valid for a write.
+int mms_stat_descr(struct mms_client *client, const char *name, char *buf, size_t cap, size_t *len);
+
 // Deletes the array or stream `name` (processes that have it mapped keep working).
 //
 // # Safety
@@ -297,6 +311,13 @@ int mms_open_array(struct mms_client *client,
 // # Safety
 // `array` is a live array handle; `out` valid for a write.
 int mms_array_info(struct mms_array *array, struct mms_info *out);
+
+// The full NumPy descr of the array's dtype, as `mms_stat_descr` gives it.
+//
+// # Safety
+// `array` is a live array handle; `buf` NULL (with `cap` 0) or valid for `cap` bytes; `len`
+// NULL or valid for a write.
+int mms_array_descr(struct mms_array *array, char *buf, size_t cap, size_t *len);
 
 // How long reads and writes wait for a writer (10 s unless set); negative: no limit.
 //

@@ -541,7 +541,9 @@ pub extern "C" fn mms_status_name(status: c_int) -> *const c_char {
 pub struct mms_info {
     /// `MMS_KIND_ARRAY` or `MMS_KIND_STREAM`.
     pub kind: c_int,
-    /// NumPy dtype string, NUL-terminated ("<f4", "|u1", ...).
+    /// NumPy dtype string, NUL-terminated ("<f4", "|u1", "<M8[ns]", ...). A record
+    /// (structured) dtype is "|V" and its itemsize here ("|V40"); `mms_stat_descr` and
+    /// `mms_array_descr` give its fields.
     pub dtype: [c_char; MMS_DTYPE_LEN],
     /// Dimensions used in `shape` (an array's, or one frame's).
     pub ndim: u32,
@@ -586,10 +588,15 @@ fn info_base(
         slots: 0,
         max_subscribers: 0,
     };
+    // A record's descr does not fit: its header form (`|V` and the itemsize) always does.
+    let short = mmshare::DType::parse(dtype).map_or_else(
+        |_| dtype.to_owned(),
+        |d| d.header_descr().into_owned(),
+    );
     for (to, from) in info
         .dtype
         .iter_mut()
-        .zip(dtype.bytes().take(MMS_DTYPE_LEN - 1))
+        .zip(short.bytes().take(MMS_DTYPE_LEN - 1))
     {
         *to = from as c_char;
     }
@@ -783,6 +790,62 @@ pub unsafe extern "C" fn mms_stat(
     })
 }
 
+/// Copies `descr` into `buf` (`cap` bytes; NUL-terminated, cut short if it does not fit; `buf`
+/// may be NULL when `cap` is 0) and its full length (without the NUL) into `len` (may be
+/// NULL).
+///
+/// # Safety
+/// `buf` is NULL or valid for `cap` bytes of writes; `len` NULL or valid for a write.
+unsafe fn put_text(descr: &str, buf: *mut c_char, cap: usize, len: *mut usize) -> Result {
+    if cap > 0 {
+        needed(buf, "buf")?;
+        let n = descr.len().min(cap - 1);
+        // SAFETY: `buf` is valid for `cap > n` bytes (the contract); `descr` for `n` reads;
+        // they do not overlap (one is the caller's, the other ours).
+        unsafe {
+            std::ptr::copy_nonoverlapping(descr.as_ptr(), buf.cast::<u8>(), n);
+            *buf.add(n) = 0;
+        }
+    }
+    if !len.is_null() {
+        // SAFETY: valid for a write (the contract).
+        unsafe { *len = descr.len() };
+    }
+    Ok(())
+}
+
+/// The full NumPy descr of the dtype of array or stream `name`: the same string as
+/// `mms_info.dtype` for a plain dtype, the field list for a record ("[('x', '<f4'), ('', '|V4'),
+/// ('id', '<u8')]", every offset and the itemsize implied by the order and the unnamed `|Vn`
+/// padding, as NumPy's `dtype.descr` writes it; at most 16384 bytes). Written into `buf`
+/// (`cap` bytes, NUL-terminated, cut short if it does not fit: compare `*len` with `cap`);
+/// `*len` gets its full length without the NUL (`len` may be NULL).
+///
+/// # Safety
+/// `client` is a live client handle; `name` a NUL-terminated string; `buf` NULL (with `cap`
+/// 0) or valid for `cap` bytes; `len` NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_stat_descr(
+    client: *mut mms_client,
+    name: *const c_char,
+    buf: *mut c_char,
+    cap: usize,
+    len: *mut usize,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let c = unsafe { live(client) }?;
+        // SAFETY: NULL or a NUL-terminated string (the contract).
+        let name = unsafe { text(name, "name") }?;
+        let descr = match c.describe(name)? {
+            ObjectInfo::Array(a) => a.dtype,
+            ObjectInfo::Stream(s) => s.dtype,
+        };
+        // SAFETY: as the contract says.
+        unsafe { put_text(&descr, buf, cap, len) }
+    })
+}
+
 /// Deletes the array or stream `name` (processes that have it mapped keep working).
 ///
 /// # Safety
@@ -936,6 +999,26 @@ pub unsafe extern "C" fn mms_array_info(array: *mut mms_array, out: *mut mms_inf
         // SAFETY: NULL or valid for a write (the contract).
         unsafe { put(out, info) };
         Ok(())
+    })
+}
+
+/// The full NumPy descr of the array's dtype, as `mms_stat_descr` gives it.
+///
+/// # Safety
+/// `array` is a live array handle; `buf` NULL (with `cap` 0) or valid for `cap` bytes; `len`
+/// NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_array_descr(
+    array: *mut mms_array,
+    buf: *mut c_char,
+    cap: usize,
+    len: *mut usize,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let a = unsafe { live(array) }?;
+        // SAFETY: as the contract says.
+        unsafe { put_text(&a.array.info().dtype, buf, cap, len) }
     })
 }
 
