@@ -872,3 +872,46 @@ def test_pub_timeout_is_the_loans_wait_for_a_stalled_lossless_subscriber(cli_bin
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_record_and_time_dtypes_from_the_shell(cli_bin, daemon, tmp_path):
+    """A record array made from a .npy of records (`put --create`: padding, a subarray and a
+    time field kept), saved back by `get`; a record stream fed by `pub` and recorded by
+    `sub -o` as a .npy of records; times by name; `ls` cuts a long descr, `info` shows it."""
+    sock = daemon.socket
+    dt = np.dtype({"names": ["x", "v", "t"],
+                   "formats": ["<f4", ("<u2", (3,)), "<M8[us]"],
+                   "offsets": [0, 6, 16], "itemsize": 32})
+    data = np.zeros((4, 2), dt)
+    data["x"] = np.arange(8).reshape(4, 2) / 2
+    data["v"] = np.arange(24).reshape(4, 2, 3)
+    data["t"] = np.datetime64("2026-12-05T16:00:00", "us") + np.arange(8).reshape(4, 2)
+    np.save(tmp_path / "in.npy", data)
+    run(cli_bin, "put", "recs", str(tmp_path / "in.npy"), "--create", socket=sock)
+    run(cli_bin, "get", "recs", str(tmp_path / "out.npy"), socket=sock)
+    out = np.load(tmp_path / "out.npy")
+    assert out.dtype == dt
+    for name in dt.names:
+        np.testing.assert_array_equal(out[name], data[name])
+    descr = repr(np.lib.format.dtype_to_descr(dt))
+    assert f"dtype:       {descr}" in run(cli_bin, "info", "recs", socket=sock).stdout
+    row = next(l for l in run(cli_bin, "ls", socket=sock).stdout.splitlines()
+               if l.startswith("recs "))
+    assert descr[:29] + "..." in row
+
+    run(cli_bin, "create", "frames", "--stream", "--dtype", descr, "--shape", "2",
+        "--history", "4", socket=sock)
+    run(cli_bin, "pub", "frames", str(tmp_path / "in.npy"), socket=sock)
+    run(cli_bin, "sub", "frames", "--from", "oldest", "--seconds", "0.5",
+        "-o", str(tmp_path / "got.npy"), socket=sock)
+    got = np.load(tmp_path / "got.npy")
+    assert got.dtype == dt and got.shape == (4, 2)
+    for name in dt.names:
+        np.testing.assert_array_equal(got[name], data[name])
+
+    run(cli_bin, "create", "when", "--dtype", "datetime64[ns]", "--shape", "2", socket=sock)
+    assert json.loads(run(cli_bin, "info", "when", "--json", socket=sock).stdout)["dtype"] \
+        == "<M8[ns]"
+    bad = run(cli_bin, "create", "bad", "--dtype", "[('a', '<f4'), ('a', '<f4')]",
+              "--shape", "1", socket=sock, check=False)
+    assert bad.returncode != 0 and "appears twice" in bad.stderr, bad.stderr

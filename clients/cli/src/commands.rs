@@ -317,17 +317,21 @@ pub fn ls(socket: &Path, prefix: &str, json: bool) -> Result {
             .collect();
         return emit(&serde_json::Value::Array(list).to_string());
     }
+    let width = dtype_width(objects.iter().map(|o| match o {
+        ObjectInfo::Array(a) => a.dtype.as_str(),
+        ObjectInfo::Stream(s) => s.dtype.as_str(),
+    }));
     emit(&format!(
-        "{:<24} {:<6} {:<5} {:<18} {:<5} {:<7} {:>10} {:>8} {:>5} TORN",
+        "{:<24} {:<6} {:<width$} {:<18} {:<5} {:<7} {:>10} {:>8} {:>5} TORN",
         "NAME", "KIND", "DTYPE", "SHAPE", "ORDER", "BACKING", "SIZE", "VERSION", "MODE"
     ))?;
     for o in &objects {
         match o {
             ObjectInfo::Array(a) => emit(&format!(
-                "{:<24} {:<6} {:<5} {:<18} {:<5} {:<7} {:>10} {:>8} {:>5} {}",
+                "{:<24} {:<6} {:<width$} {:<18} {:<5} {:<7} {:>10} {:>8} {:>5} {}",
                 a.name,
                 "array",
-                a.dtype,
+                dtype_cell(&a.dtype),
                 shape_text(&a.shape),
                 order_name(a),
                 backing_name(a.backing),
@@ -338,10 +342,10 @@ pub fn ls(socket: &Path, prefix: &str, json: bool) -> Result {
             ))?,
             // For a stream: one frame's shape, the ring's size, and frames published.
             ObjectInfo::Stream(s) => emit(&format!(
-                "{:<24} {:<6} {:<5} {:<18} {:<5} {:<7} {:>10} {:>8} {:>5} -",
+                "{:<24} {:<6} {:<width$} {:<18} {:<5} {:<7} {:>10} {:>8} {:>5} -",
                 s.name,
                 "stream",
-                s.dtype,
+                dtype_cell(&s.dtype),
                 shape_text(&s.shape),
                 wire_order_name(s.order),
                 backing_name(s.backing),
@@ -352,6 +356,28 @@ pub fn ls(socket: &Path, prefix: &str, json: bool) -> Result {
         }
     }
     Ok(())
+}
+
+/// Longest dtype a table cell shows whole; a longer record descr is cut (`info` shows it all).
+const DTYPE_CELL: usize = 32;
+
+/// A dtype as a table shows it: whole, or a long record's descr cut to [`DTYPE_CELL`]
+/// characters ending in `...`.
+pub fn dtype_cell(dtype: &str) -> String {
+    if dtype.chars().count() <= DTYPE_CELL {
+        return dtype.to_owned();
+    }
+    let cut: String = dtype.chars().take(DTYPE_CELL - 3).collect();
+    format!("{cut}...")
+}
+
+/// The width of a table's DTYPE column: its heading's, or the widest cell's.
+pub fn dtype_width<'a>(dtypes: impl Iterator<Item = &'a str>) -> usize {
+    dtypes
+        .map(|d| dtype_cell(d).chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("DTYPE".len())
 }
 
 pub fn info(socket: &Path, name: &str, json: bool) -> Result {

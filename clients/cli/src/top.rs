@@ -140,8 +140,9 @@ fn row_json(r: &Row) -> serde_json::Value {
 }
 
 fn table(rows: &[Row]) -> Vec<String> {
+    let width = crate::commands::dtype_width(rows.iter().map(|r| r.dtype.as_str()));
     let mut lines = vec![format!(
-        "{:<24} {:<6} {:<5} {:<16} {:>10} {:>8} {:>12} {:>8} {:>5} {:>8} {:>8}",
+        "{:<24} {:<6} {:<width$} {:<16} {:>10} {:>8} {:>12} {:>8} {:>5} {:>8} {:>8}",
         "NAME",
         "KIND",
         "DTYPE",
@@ -157,10 +158,10 @@ fn table(rows: &[Row]) -> Vec<String> {
     for r in rows {
         let dash = |v: u64, show: bool| if show { v.to_string() } else { "-".into() };
         lines.push(format!(
-            "{:<24} {:<6} {:<5} {:<16} {:>10.0} {:>8.3} {:>12} {:>8} {:>5} {:>8} {:>8}",
+            "{:<24} {:<6} {:<width$} {:<16} {:>10.0} {:>8.3} {:>12} {:>8} {:>5} {:>8} {:>8}",
             r.name,
             r.kind,
-            r.dtype,
+            crate::commands::dtype_cell(&r.dtype),
             shape_text(&r.shape),
             r.rate,
             r.bytes_per_s / 1e9,
