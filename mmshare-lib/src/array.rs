@@ -472,7 +472,8 @@ mod tests {
     fn make<T: Element>(shape: Vec<u64>) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let (path, _) =
-            create_array_file(dir.path(), &ArraySpec::new("a", T::dtype().unwrap(), shape)).unwrap();
+            create_array_file(dir.path(), &ArraySpec::new("a", T::dtype().unwrap(), shape))
+                .unwrap();
         (dir, path)
     }
 

@@ -983,7 +983,11 @@ mod tests {
                 (["m8", "<m8", "=m8", "|m8", "timedelta64"], &td),
             ] {
                 for s in spellings {
-                    assert_eq!(DType::parse(&format!("{s}[{u}]")).as_ref(), Ok(want), "{s}[{u}]");
+                    assert_eq!(
+                        DType::parse(&format!("{s}[{u}]")).as_ref(),
+                        Ok(want),
+                        "{s}[{u}]"
+                    );
                 }
             }
             assert_eq!(dt.descr(), format!("<M8[{u}]"));
@@ -1029,7 +1033,10 @@ mod tests {
         for refused in ["V0", "V", "void", "V2147483648", "V99999999999999999999"] {
             assert!(DType::parse(refused).is_err(), "{refused}");
         }
-        assert_eq!(DType::parse("!V8"), Err(DTypeError::BigEndian("!V8".into())));
+        assert_eq!(
+            DType::parse("!V8"),
+            Err(DTypeError::BigEndian("!V8".into()))
+        );
     }
 
     fn rec(text: &str) -> crate::record::RecordType {
@@ -1043,11 +1050,20 @@ mod tests {
     /// with NumPy 2.4; tests/python/test_records.py checks the same against NumPy itself).
     #[test]
     fn records_parse_to_numpys_layout_and_print_as_numpy_does() {
-        let r = rec("[('x', '<f4'), ('pad', '|V4'), ('t', '<M8[ns]'), ('m', '<f8', (2, 3)), \
-                     ('n', [('a', '|u1'), ('b', '<i2')], (2,))]");
+        let r = rec(
+            "[('x', '<f4'), ('pad', '|V4'), ('t', '<M8[ns]'), ('m', '<f8', (2, 3)), \
+                     ('n', [('a', '|u1'), ('b', '<i2')], (2,))]",
+        );
         assert_eq!(r.itemsize(), 4 + 4 + 8 + 48 + 6);
-        let offsets: Vec<_> = r.fields().iter().map(|f| (f.name.as_str(), f.offset)).collect();
-        assert_eq!(offsets, [("x", 0), ("pad", 4), ("t", 8), ("m", 16), ("n", 64)]);
+        let offsets: Vec<_> = r
+            .fields()
+            .iter()
+            .map(|f| (f.name.as_str(), f.offset))
+            .collect();
+        assert_eq!(
+            offsets,
+            [("x", 0), ("pad", 4), ("t", 8), ("m", 16), ("n", 64)]
+        );
         assert_eq!(r.fields()[3].shape, [2, 3]);
         assert_eq!(r.fields()[4].shape, [2]);
         assert_eq!(r.fields()[4].dtype.size(), 3);
@@ -1069,10 +1085,7 @@ mod tests {
         let loose = rec("[(\"x\",'f4',),('','V2'),('','V2'),('y','uint64'),('','V8')]");
         assert_eq!(loose, padded);
         assert_eq!(DType::Record(loose.clone()).descr(), padded.descr());
-        assert_eq!(
-            rec("[('a', 'f4', 3)]").descr(),
-            "[('a', '<f4', (3,))]"
-        );
+        assert_eq!(rec("[('a', 'f4', 3)]").descr(), "[('a', '<f4', (3,))]");
         assert_eq!(rec("[('a', 'f4', (1,))]").fields()[0].shape, [1]);
         let d = DType::Record(padded);
         assert_eq!(d.header_descr(), "|V24");
@@ -1084,7 +1097,15 @@ mod tests {
     fn bad_records_are_refused_with_what_is_wrong() {
         let why = |text: &str| match DType::parse(text) {
             Err(DTypeError::BadRecord { reason, descr }) => {
-                assert_eq!(descr, text.chars().take(120).collect::<String>() + if text.chars().count() > 120 { "..." } else { "" });
+                assert_eq!(
+                    descr,
+                    text.chars().take(120).collect::<String>()
+                        + if text.chars().count() > 120 {
+                            "..."
+                        } else {
+                            ""
+                        }
+                );
                 reason
             }
             other => panic!("{text}: {other:?}"),
@@ -1106,7 +1127,10 @@ mod tests {
             ("[('a', '<f4')] x", "after the list"),
             ("[('a', '<f4')", "unexpected end"),
             ("[('a', '<f4'),, ]", "expected a string"),
-            ("[('a', '<u1', (65536, 65536))]", "ends past 2147483647 bytes"),
+            (
+                "[('a', '<u1', (65536, 65536))]",
+                "ends past 2147483647 bytes",
+            ),
             ("[('a', '<u1', 99999999999999999999999)]", "too large"),
             ("[('a', [])]", "at least one field"),
             ("[('a', '<f4')] [('b', '<f4')]", "after the list"),
@@ -1125,7 +1149,11 @@ mod tests {
         let deep = "[".repeat(100_000);
         assert!(why(&deep).contains("at most"));
         let brackets = "[(".repeat(1000) + "'a', 'f4'" + &")]".repeat(1000);
-        assert!(why(&brackets).contains("nested too deep"), "{}", why(&brackets));
+        assert!(
+            why(&brackets).contains("nested too deep"),
+            "{}",
+            why(&brackets)
+        );
         let many: Vec<String> = (0..=crate::record::MAX_RECORD_FIELDS)
             .map(|i| format!("('f{i}','u1')"))
             .collect();
@@ -1148,17 +1176,26 @@ mod tests {
             16,
         )
         .unwrap();
-        assert_eq!(ok.descr(), "[('x', '<f4'), ('', '|V4'), ('v', '<u2', (2,)), ('', '|V4')]");
+        assert_eq!(
+            ok.descr(),
+            "[('x', '<f4'), ('', '|V4'), ('v', '<u2', (2,)), ('', '|V4')]"
+        );
         assert_eq!(rec(ok.descr()), ok);
         let overlap = RecordType::new(
-            vec![RecordField::new("x", 0, DType::F32), RecordField::new("y", 2, DType::F32)],
+            vec![
+                RecordField::new("x", 0, DType::F32),
+                RecordField::new("y", 2, DType::F32),
+            ],
             8,
         );
         assert!(overlap.unwrap_err().to_string().contains("overlaps"));
         let past = RecordType::new(vec![RecordField::new("x", 6, DType::F32)], 8);
         assert!(past.unwrap_err().to_string().contains("past the itemsize"));
         let unordered = RecordType::new(
-            vec![RecordField::new("y", 4, DType::F32), RecordField::new("x", 0, DType::F32)],
+            vec![
+                RecordField::new("y", 4, DType::F32),
+                RecordField::new("x", 0, DType::F32),
+            ],
             8,
         );
         assert!(unordered.unwrap_err().to_string().contains("offset order"));

@@ -729,7 +729,9 @@ impl Header {
         let Some(r) = records.iter().find(|r| r.tag == EXTENSION_RECORD_DTYPE) else {
             return Ok(());
         };
-        let bad = |why: String| FormatError::BadExtensions(format!("the record dtype (tag 0x8003) {why}"));
+        let bad = |why: String| {
+            FormatError::BadExtensions(format!("the record dtype (tag 0x8003) {why}"))
+        };
         let text = std::str::from_utf8(&r.value)
             .ok()
             .filter(|t| t.is_ascii())

@@ -95,6 +95,9 @@ pub use fault::{Fault, fail_step, inject as inject_fault};
 pub use format::{ArraySpec, FormatError, StallPolicy, StreamSpec};
 pub use guard::guard_mappings_against_truncation;
 pub use half::f16;
+/// `#[derive(Record)]`: implements [`Record`] for a `#[repr(C)]` struct (feature `derive`).
+#[cfg(feature = "derive")]
+pub use mmshare_derive::Record;
 pub use name::{MAX_NAME_LEN, NameError, validate_name};
 pub use num_complex::Complex;
 pub use proto::{
@@ -102,16 +105,13 @@ pub use proto::{
 };
 #[cfg(feature = "async")]
 pub use raw::Changed;
-pub use record::{
-    FieldType, MAX_DESCR_LEN, MAX_FIELD_NAME_LEN, MAX_FIELD_NDIM, MAX_ITEMSIZE, MAX_RECORD_DEPTH,
-    MAX_RECORD_FIELDS, Record, RecordField, RecordType,
-};
-/// `#[derive(Record)]`: implements [`Record`] for a `#[repr(C)]` struct (feature `derive`).
-#[cfg(feature = "derive")]
-pub use mmshare_derive::Record;
 pub use raw::{
     Access, ByteReader, ByteWriter, DEFAULT_TIMEOUT, Finish, RawArray, Recovery, Snapshot,
     WriteSession,
+};
+pub use record::{
+    FieldType, MAX_DESCR_LEN, MAX_FIELD_NAME_LEN, MAX_FIELD_NDIM, MAX_ITEMSIZE, MAX_RECORD_DEPTH,
+    MAX_RECORD_FIELDS, Record, RecordField, RecordType,
 };
 pub use shape::{MAX_DATA_LEN, MAX_NDIM, Order, ShapeError, data_len, element_count, parse_shape};
 pub use stream::{

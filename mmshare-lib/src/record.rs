@@ -523,7 +523,9 @@ pub(crate) fn parse_record(input: &str) -> Result<RecordType, DTypeError> {
         return Err(bad(parser.error("unexpected text after the list")));
     }
     let Lit::List(entries) = lit else {
-        return Err(bad("a record descr is a list of (name, format) tuples".into()));
+        return Err(bad(
+            "a record descr is a list of (name, format) tuples".into()
+        ));
     };
     record_from(&entries).map_err(|e| match e {
         DTypeError::BadRecord { reason, .. } => bad(reason),
@@ -556,18 +558,22 @@ fn record_from(entries: &[Lit<'_>]) -> Result<RecordType, DTypeError> {
         };
         let name = match name {
             Lit::Str(s) => *s,
-            Lit::Tuple(_) => return Err(bad("field titles ((title, name)) are not supported".into())),
+            Lit::Tuple(_) => {
+                return Err(bad("field titles ((title, name)) are not supported".into()));
+            }
             other => return Err(bad(format!("field name {other:?} is not a string"))),
         };
         let dtype = match format {
-            Lit::Str(s) => {
-                DType::parse(s).map_err(|e| bad(format!("field {name:?}: {e}")))?
-            }
+            Lit::Str(s) => DType::parse(s).map_err(|e| bad(format!("field {name:?}: {e}")))?,
             Lit::List(nested) => DType::Record(record_from(nested).map_err(|e| match e {
                 DTypeError::BadRecord { reason, .. } => bad(format!("in field {name:?}: {reason}")),
                 other => other,
             })?),
-            other => return Err(bad(format!("field {name:?}: format {other:?} is not a string or a list"))),
+            other => {
+                return Err(bad(format!(
+                    "field {name:?}: format {other:?} is not a string or a list"
+                )));
+            }
         };
         let shape = match shape {
             None => Vec::new(),
@@ -576,16 +582,24 @@ fn record_from(entries: &[Lit<'_>]) -> Result<RecordType, DTypeError> {
                 .iter()
                 .map(|d| match d {
                     Lit::Int(n) => to_usize(*n),
-                    other => Err(bad(format!("field {name:?}: shape entry {other:?} is not a number"))),
+                    other => Err(bad(format!(
+                        "field {name:?}: shape entry {other:?} is not a number"
+                    ))),
                 })
                 .collect::<Result<_, _>>()?,
-            Some(other) => return Err(bad(format!("field {name:?}: shape {other:?} is not a tuple"))),
+            Some(other) => {
+                return Err(bad(format!(
+                    "field {name:?}: shape {other:?} is not a tuple"
+                )));
+            }
         };
         if name.is_empty() {
             // NumPy's padding: an unnamed void entry, only advancing the offset.
             match (&dtype, shape.is_empty()) {
                 (DType::Void(n), true) => {
-                    offset = offset.checked_add(*n as usize).ok_or_else(|| bad("too large".into()))?;
+                    offset = offset
+                        .checked_add(*n as usize)
+                        .ok_or_else(|| bad("too large".into()))?;
                     continue;
                 }
                 _ => {

@@ -617,6 +617,23 @@ def test_readme_rust_quick_start_is_the_compiled_example():
     assert "fn main() -> Result<" in block
 
 
+def test_every_whole_rust_program_in_the_readme_is_a_compiled_example():
+    """Each ```rust block of README.md with a `main` is the body of an example between its
+    `// README: begin` and `// README: end` markers, which `cargo test` compiles."""
+    readme = (REPO / "README.md").read_text()
+    programs = [b for b in re.findall(r"```rust\n(.*?)```", readme, re.S) if "fn main" in b]
+    bodies = []
+    for path in (REPO / "mmshare-lib" / "examples").glob("*/main.rs"):
+        text = path.read_text()
+        for begin, end in [("// README: begin\n", "// README: end"),
+                           ("// README quick start: begin\n", "// README quick start: end")]:
+            if begin in text:
+                bodies.append(text[text.index(begin) + len(begin):text.index(end)])
+    assert len(programs) >= 3
+    for program in programs:
+        assert program in bodies, f"not an example's marked body:\n{program}"
+
+
 def test_examples_readme_builds_the_examples():
     text = (REPO / "mmshare-lib" / "examples" / "README.md").read_text()
     builds = re.findall(r"^cargo build[^\n]*$", text, re.M)

@@ -191,3 +191,18 @@ def test_bad_records_are_refused_by_the_daemon_with_the_reason(daemon):
                             "offsets": [0, 2]})
     with pytest.raises(ValueError):
         c.create("bad", overlapping, (1,))
+
+
+def test_the_daemon_names_every_time_unit_and_void_as_numpy_does(daemon):
+    c = mmshare.connect(daemon.socket)
+    for i, unit in enumerate(["Y", "M", "W", "D", "h", "m", "s", "ms", "us", "ns", "ps", "fs",
+                              "as"]):
+        for kind, name in [("M8", "datetime64"), ("m8", "timedelta64")]:
+            given = f"{name}[{unit}]" if i % 2 else f"{kind}[{unit}]"
+            a = c.create(f"t{kind}{i}", given, (1,))
+            assert c.stat(f"t{kind}{i}").dtype == np.dtype(given).str
+            assert a.dtype == np.dtype(given)
+    for given in ["V7", "<V7", ">V7", "|V07"]:
+        c.create("v", given, (2,))
+        assert c.stat("v").dtype == np.dtype(given).str == "|V7"
+        c.delete("v")

@@ -74,10 +74,7 @@ fn derived_layouts_are_numpys() {
         DateTime64::<Micros>::dtype().unwrap(),
         DType::DateTime64(TimeUnit::Micros)
     );
-    assert_eq!(
-        TimeDelta64::<Nanos>::dtype().unwrap().descr(),
-        "<m8[ns]"
-    );
+    assert_eq!(TimeDelta64::<Nanos>::dtype().unwrap().descr(), "<m8[ns]");
 }
 
 fn detection(i: u32) -> Detection {
@@ -165,8 +162,11 @@ fn the_descr_is_an_extension_record_checked_at_open() {
             crc,
         };
         file.set_len(h.file_len()).unwrap();
-        file.write_all_at(&h.encode()[..mmshare::format::offsets::IMMUTABLE_END + 4], 0)
-            .unwrap();
+        file.write_all_at(
+            &h.encode()[..mmshare::format::offsets::IMMUTABLE_END + 4],
+            0,
+        )
+        .unwrap();
         file.write_all_at(&area, h.extension_offset()).unwrap();
     };
     rewrite("[('x', '<f4'), ('y', '<f8'), ('z', '<f4')]");
@@ -185,8 +185,11 @@ fn the_descr_is_an_extension_record_checked_at_open() {
     // No extension area at all: opaque bytes.
     let mut h = header.clone();
     h.extension = mmshare::format::ExtensionArea::default();
-    file.write_all_at(&h.encode()[..mmshare::format::offsets::IMMUTABLE_END + 4], 0)
-        .unwrap();
+    file.write_all_at(
+        &h.encode()[..mmshare::format::offsets::IMMUTABLE_END + 4],
+        0,
+    )
+    .unwrap();
     let raw = mmshare::RawArray::open(&path, Access::Read).unwrap();
     assert_eq!(raw.header().dtype, DType::Void(12));
     assert!(Array::<Point>::open(&path, Access::Read).is_err());
@@ -247,7 +250,11 @@ fn records_and_times_through_the_daemon() {
         assert_eq!(sample.number(), u64::from(i));
         assert_eq!(&sample[..], &frame[..]);
     }
-    assert!(client.subscribe::<Renamed>("points", Delivery::Lossy).is_err());
+    assert!(
+        client
+            .subscribe::<Renamed>("points", Delivery::Lossy)
+            .is_err()
+    );
 
     let times = client
         .create_array::<DateTime64<Nanos>>("times", &[2])

@@ -589,10 +589,8 @@ fn info_base(
         max_subscribers: 0,
     };
     // A record's descr does not fit: its header form (`|V` and the itemsize) always does.
-    let short = mmshare::DType::parse(dtype).map_or_else(
-        |_| dtype.to_owned(),
-        |d| d.header_descr().into_owned(),
-    );
+    let short = mmshare::DType::parse(dtype)
+        .map_or_else(|_| dtype.to_owned(), |d| d.header_descr().into_owned());
     for (to, from) in info
         .dtype
         .iter_mut()

@@ -621,8 +621,11 @@ impl Sink {
                     && info.shape.iter().filter(|&&d| d > 1).count() > 1;
                 // The header for the most frames a stack could hold: the real one is padded
                 // to its size.
-                let placeholder =
-                    npy::header_bytes(&dtype, fortran, &stack_shape(&info.shape, fortran, u64::MAX));
+                let placeholder = npy::header_bytes(
+                    &dtype,
+                    fortran,
+                    &stack_shape(&info.shape, fortran, u64::MAX),
+                );
                 let (mut w, tmp) = create(path)?;
                 w.write_all(&placeholder)
                     .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;

@@ -136,8 +136,20 @@ class CheckedView(np.ndarray):
         self._what = getattr(obj, "_what", "this array")
 
     def __setitem__(self, key, value):
-        check_cast(value, self.dtype, self._casting, self._what)
+        check_cast(value, self._target(key), self._casting, self._what)
         super().__setitem__(key, value)
+
+    def _target(self, key) -> np.dtype:
+        """The dtype `self[key] = ...` writes: a record's field (`view["x"]`, its element
+        dtype for a subarray field) or fields (`view[["x", "y"]]`), else the view's own."""
+        names = self.dtype.names
+        if names is not None:
+            if isinstance(key, str) and key in names:
+                field = self.dtype.fields[key][0]
+                return field.base if field.subdtype else field
+            if isinstance(key, list) and key and all(isinstance(k, str) for k in key):
+                return self.dtype[key]
+        return self.dtype
 
     def fill(self, value):
         check_cast(value, self.dtype, self._casting, self._what)
