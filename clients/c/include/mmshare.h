@@ -171,7 +171,7 @@ typedef struct mms_subscriber mms_subscriber;
 typedef struct mms_info {
   // `MMS_KIND_ARRAY` or `MMS_KIND_STREAM`.
   int kind;
-  // NumPy dtype string, NUL-terminated ("<f4", "|u1", "<M8[ns]", ...). A record
+  // NumPy dtype string, NUL-terminated (`"<f4"`, `"|u1"`, `"<M8[ns]"`, ...). A record
   // (structured) dtype is "|V" and its itemsize here ("|V40"); `mms_stat_descr` and
   // `mms_array_descr` give its fields.
   char dtype[MMS_DTYPE_LEN];

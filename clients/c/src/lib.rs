@@ -541,7 +541,7 @@ pub extern "C" fn mms_status_name(status: c_int) -> *const c_char {
 pub struct mms_info {
     /// `MMS_KIND_ARRAY` or `MMS_KIND_STREAM`.
     pub kind: c_int,
-    /// NumPy dtype string, NUL-terminated ("<f4", "|u1", "<M8[ns]", ...). A record
+    /// NumPy dtype string, NUL-terminated (`"<f4"`, `"|u1"`, `"<M8[ns]"`, ...). A record
     /// (structured) dtype is "|V" and its itemsize here ("|V40"); `mms_stat_descr` and
     /// `mms_array_descr` give its fields.
     pub dtype: [c_char; MMS_DTYPE_LEN],
