@@ -821,6 +821,8 @@ fn dispatch(
             exist_ok,
             stall,
             history,
+            header,
+            variable,
         } => match registry.create_stream(
             who,
             &name,
@@ -834,6 +836,8 @@ fn dispatch(
             exist_ok,
             stall.into(),
             history,
+            &header,
+            variable,
         ) {
             Ok(info) => (Response::Stream(info), Vec::new(), None),
             Err(e) => (error_response(e), Vec::new(), None),

@@ -814,6 +814,10 @@ pub struct StreamOptions {
     pub stall: crate::StallPolicy,
     /// The newest frames kept offered for subscribers that join late (default 0).
     pub history: u32,
+    /// The dtype of each frame's header, as a dtype string (default: none).
+    pub header: Option<String>,
+    /// Whether frames vary in length along axis 0 (default false).
+    pub variable: bool,
 }
 
 impl StreamOptions {
@@ -831,7 +835,26 @@ impl StreamOptions {
             exist_ok: false,
             stall: crate::StallPolicy::Block,
             history: 0,
+            header: None,
+            variable: false,
         }
+    }
+
+    /// Gives every frame a header of `dtype` (a dtype string: a number, a time, a record's
+    /// descr): one element, written in the loan ([`crate::SampleMut::header_mut`]) and read in
+    /// the sample ([`crate::Sample::header`]) with the frame's guarantees. At most 65528
+    /// bytes.
+    pub fn header(mut self, dtype: impl Into<String>) -> Self {
+        self.header = Some(dtype.into());
+        self
+    }
+
+    /// Frames that vary in length along axis 0: the shape is the largest frame's, and each
+    /// frame has its own rows ([`crate::SampleMut::set_rows`], [`crate::Sample::rows`]). C
+    /// order, at least one dimension.
+    pub fn variable(mut self, yes: bool) -> Self {
+        self.variable = yes;
+        self
     }
 
     /// Keeps the newest `frames` offered for subscribers that join late or resume
@@ -1238,6 +1261,8 @@ impl Client {
             exist_ok: options.exist_ok,
             stall: options.stall.into(),
             history: options.history,
+            header: options.header.clone().unwrap_or_default(),
+            variable: options.variable,
         };
         match self.call(&request)? {
             (Response::Stream(info), _) => Ok(info),

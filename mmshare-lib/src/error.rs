@@ -454,6 +454,33 @@ pub enum StreamError {
         /// How long it waited.
         waited: Duration,
     },
+    /// The per-frame header was asked for as a type that is not its dtype's, or the stream's
+    /// frames carry none.
+    #[error("stream {name:?}: per-frame header: {reason}")]
+    FrameHeader {
+        /// The stream's name.
+        name: String,
+        /// What does not fit.
+        reason: String,
+    },
+    /// A frame was given more rows than the stream's largest frame has.
+    #[error("a frame of {rows} rows is larger than the stream's largest, {max} rows")]
+    TooManyRows {
+        /// Rows asked for.
+        rows: u64,
+        /// The first dimension of the stream's shape.
+        max: u64,
+    },
+    /// A frame of a stream whose frames do not vary was given other rows than its shape's.
+    #[error(
+        "the stream's frames do not vary in length: each has {max} rows, not {rows} (create it variable to publish shorter frames)"
+    )]
+    FixedSize {
+        /// Rows asked for.
+        rows: u64,
+        /// The rows every frame has.
+        max: u64,
+    },
     /// `send` was given a frame of the wrong number of elements.
     #[error("frame has {given} elements, but the stream's frames have {expected}")]
     LengthMismatch {

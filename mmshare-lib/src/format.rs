@@ -32,9 +32,18 @@ pub const FORMAT_VERSION: u32 = 1;
 /// "Versions, features and extensions"). This code reads both.
 pub const FORMAT_VERSION_FEATURES: u32 = 2;
 
+/// Incompatible feature bit 0: the stream's slot table is followed by a frame-info table of
+/// [`Header::frame_info_stride`] bytes per slot (each frame's rows, then its per-frame header),
+/// and the frames start after it.
+pub const FEATURE_FRAME_INFO: u32 = 1;
+/// Incompatible feature bit 1: the stream's frames vary in length along axis 0 (their rows
+/// are in the frame-info table); requires [`FEATURE_FRAME_INFO`].
+pub const FEATURE_VARIABLE_FRAMES: u32 = 2;
 /// Incompatible features this code knows: a file with any other bit set in
-/// [`Features::incompat`] is refused (none are defined yet).
-pub const KNOWN_INCOMPAT: u32 = 0;
+/// [`Features::incompat`] is refused.
+pub const KNOWN_INCOMPAT: u32 = FEATURE_FRAME_INFO | FEATURE_VARIABLE_FRAMES;
+/// Largest per-frame header, in bytes (its frame-info entry is then 65536 bytes).
+pub const MAX_FRAME_HEADER: usize = 65528;
 /// Read-only-compatible features this code knows: a file with any other bit set in
 /// [`Features::ro_compat`] may be read but never written (none are defined yet).
 pub const KNOWN_RO_COMPAT: u32 = 0;
@@ -44,7 +53,19 @@ pub const KNOWN_EXTENSION_TAGS: &[u16] = &[
     EXTENSION_STALL_POLICY,
     EXTENSION_HISTORY,
     EXTENSION_RECORD_DTYPE,
+    EXTENSION_FRAME_HEADER,
 ];
+
+/// Extension tag `0x8004` (critical): a stream's per-frame header dtype, as its canonical
+/// descr text (any dtype; a record's full descr list). Critical because a reader that ignored
+/// it would not know where the frames are.
+pub const EXTENSION_FRAME_HEADER: u16 = 0x8004;
+
+/// The bytes per frame-info entry of a stream whose per-frame header is `header_len` bytes:
+/// the row count (8 bytes) and the header, rounded up to whole 64-byte lines.
+pub fn frame_info_stride(header_len: usize) -> u32 {
+    (8 + header_len).next_multiple_of(64) as u32
+}
 
 /// Extension tag 1 (not critical): a stream's [`StallPolicy`], 8 bytes: `u8` kind (0 block,
 /// 1 demote, 2 evict), 3 zero bytes, `u32` milliseconds (little endian). A publisher that
@@ -294,6 +315,8 @@ pub mod offsets {
     pub const EXT_OFFSET: usize = 0x070;
     /// Version 2: `u32` CRC-32 of the extension area.
     pub const EXT_CRC: usize = 0x078;
+    /// Version 2, streams with the frame-info feature: `u32` bytes per frame-info entry.
+    pub const FRAME_INFO_STRIDE: usize = 0x07C;
     /// `[u64; 32]` shape; entries past `ndim` are zero.
     pub const SHAPE: usize = 0x080;
     /// `[u8; 256]` name, NUL padded.
@@ -409,6 +432,11 @@ pub struct Header {
     pub features: Features,
     /// The extension area (none in a version-1 file).
     pub extension: ExtensionArea,
+    /// Streams with [`FEATURE_FRAME_INFO`]: bytes per frame-info entry (0 otherwise).
+    pub frame_info_stride: u32,
+    /// Streams: the per-frame header's dtype, if frames carry one (from extension record
+    /// `0x8004`; set by [`Header::apply_extensions`]).
+    pub frame_header: Option<DType>,
 }
 
 /// What a caller specifies to create an array; the rest of the [`Header`] is derived.
@@ -463,6 +491,10 @@ pub struct StreamSpec {
     pub stall: StallPolicy,
     /// The newest frames kept offered for subscribers that join late, `0..=slots - 2`.
     pub history: u32,
+    /// The dtype of each frame's header (one element of it), if frames carry one.
+    pub header: Option<DType>,
+    /// Whether frames vary in length along axis 0 (the shape is the largest frame's).
+    pub variable: bool,
 }
 
 impl StreamSpec {
@@ -475,6 +507,8 @@ impl StreamSpec {
             max_subscribers: 16,
             stall: StallPolicy::Block,
             history: 0,
+            header: None,
+            variable: false,
         }
     }
 
@@ -483,6 +517,10 @@ impl StreamSpec {
     pub fn extensions(&self) -> Vec<Extension> {
         let mut records = stream_extensions(self.stall, self.history);
         records.extend(self.frame.extensions());
+        records.extend(self.header.as_ref().map(|h| Extension {
+            tag: EXTENSION_FRAME_HEADER,
+            value: h.descr().as_bytes().to_vec(),
+        }));
         records
     }
 }
@@ -539,6 +577,9 @@ pub enum FormatError {
     /// Unknown order code.
     #[error("unknown order code {0}")]
     BadOrder(u32),
+    /// The frame-info table (per-frame headers, variable-size frames) is inconsistent.
+    #[error("bad frame-info table: {0}")]
+    BadFrameInfo(String),
     /// The dtype field is not a supported descr.
     #[error("bad dtype field: {0}")]
     BadDType(#[from] DTypeError),
@@ -703,9 +744,64 @@ impl Header {
         if (MIN_SLOTS..=MAX_SLOTS).contains(&spec.slots) {
             check_history(spec.history, spec.slots)?;
         }
+        if spec.header.is_some() || spec.variable {
+            let header_len = spec.header.as_ref().map_or(0, DType::size);
+            if header_len > MAX_FRAME_HEADER {
+                return Err(FormatError::BadFrameInfo(format!(
+                    "the per-frame header is {header_len} bytes; at most {MAX_FRAME_HEADER} are allowed"
+                )));
+            }
+            header.features.incompat |= FEATURE_FRAME_INFO;
+            if spec.variable {
+                header.features.incompat |= FEATURE_VARIABLE_FRAMES;
+            }
+            header.frame_info_stride = frame_info_stride(header_len);
+            header.frame_header.clone_from(&spec.header);
+            header.check_frame_info()?;
+            header.data_offset = stream_data_offset(spec.slots, header.frame_info_stride);
+        }
         header.set_extensions(&spec.extensions());
         header.check_stream_geometry()?;
         Ok(header)
+    }
+
+    /// The per-frame header's dtype from record `0x8004`, checked against the frame-info
+    /// stride the header gives.
+    fn apply_frame_header(&mut self, records: &[Extension]) -> Result<(), FormatError> {
+        let bad = |why: String| {
+            FormatError::BadExtensions(format!("the per-frame header (tag 0x8004) {why}"))
+        };
+        let dtype = match records.iter().find(|r| r.tag == EXTENSION_FRAME_HEADER) {
+            None => None,
+            Some(_) if self.frame_info_stride == 0 => {
+                return Err(bad("is in a file without a frame-info table".into()));
+            }
+            Some(r) => {
+                let text = std::str::from_utf8(&r.value)
+                    .ok()
+                    .filter(|t| t.is_ascii())
+                    .ok_or_else(|| bad("is not ASCII text".into()))?;
+                let dtype = DType::parse(text).map_err(|e| bad(format!("is not valid: {e}")))?;
+                if dtype.descr() != text {
+                    return Err(bad(format!(
+                        "is not in canonical form (it would be {:?})",
+                        dtype.descr()
+                    )));
+                }
+                Some(dtype)
+            }
+        };
+        let len = dtype.as_ref().map_or(0, DType::size);
+        if self.frame_info_stride != 0
+            && (len > MAX_FRAME_HEADER || frame_info_stride(len) != self.frame_info_stride)
+        {
+            return Err(bad(format!(
+                "of {len} bytes does not fit the frame-info stride {}",
+                self.frame_info_stride
+            )));
+        }
+        self.frame_header = dtype;
+        Ok(())
     }
 
     /// Locates `records` as the file's extension area (none when empty).
@@ -726,6 +822,7 @@ impl Header {
     /// [`FormatError::BadExtensions`] when the record descr is not a valid record, or its
     /// itemsize is not the one the dtype field gives.
     pub fn apply_extensions(&mut self, records: &[Extension]) -> Result<(), FormatError> {
+        self.apply_frame_header(records)?;
         let Some(r) = records.iter().find(|r| r.tag == EXTENSION_RECORD_DTYPE) else {
             return Ok(());
         };
@@ -778,7 +875,73 @@ impl Header {
             mode: spec.mode,
             features: Features::default(),
             extension: ExtensionArea::default(),
+            frame_info_stride: 0,
+            frame_header: None,
         })
+    }
+
+    /// Whether the stream's frames vary in length ([`FEATURE_VARIABLE_FRAMES`]).
+    pub fn is_variable(&self) -> bool {
+        self.features.incompat & FEATURE_VARIABLE_FRAMES != 0
+    }
+
+    /// Streams with [`FEATURE_FRAME_INFO`]: where the frame-info table starts.
+    pub fn frame_info_offset(&self) -> Option<u64> {
+        match self.kind {
+            Kind::Stream { slots, .. } if self.frame_info_stride != 0 => {
+                Some(offsets::SLOT_TABLE as u64 + (16 * u64::from(slots)).next_multiple_of(64))
+            }
+            _ => None,
+        }
+    }
+
+    /// Bytes of one frame's header (0 without one).
+    pub fn frame_header_len(&self) -> usize {
+        self.frame_header.as_ref().map_or(0, DType::size)
+    }
+
+    /// Bytes of one row of a frame (a slice along axis 0): the frame length divided by its
+    /// first dimension (the whole frame for a 0-d frame; 0 for an empty one).
+    pub fn row_len(&self) -> u64 {
+        match self.shape.first() {
+            Some(0) => 0,
+            Some(&rows) => self.data_len / rows,
+            None => self.data_len,
+        }
+    }
+
+    /// The frame-info feature's invariants: variable frames need a first dimension, C order,
+    /// and the frame-info feature; a stride only with that feature.
+    fn check_frame_info(&self) -> Result<(), FormatError> {
+        let bad = |why: &str| Err(FormatError::BadFrameInfo(why.to_owned()));
+        let info = self.features.incompat & FEATURE_FRAME_INFO != 0;
+        if !matches!(self.kind, Kind::Stream { .. }) && (info || self.is_variable()) {
+            return bad("an array has no frame-info table");
+        }
+        if self.is_variable() && !info {
+            return bad("variable-size frames need the frame-info feature");
+        }
+        if info != (self.frame_info_stride != 0) {
+            return bad("a frame-info stride goes with the frame-info feature, and only with it");
+        }
+        if info
+            && (self.frame_info_stride % 64 != 0
+                || self.frame_info_stride as usize > 8 + MAX_FRAME_HEADER)
+        {
+            return Err(FormatError::BadFrameInfo(format!(
+                "a frame-info stride of {} bytes is not a multiple of 64 up to 65536",
+                self.frame_info_stride
+            )));
+        }
+        if self.is_variable() && self.shape.is_empty() {
+            return bad("variable-size frames need at least one dimension (their rows)");
+        }
+        if self.is_variable() && self.order == Order::F && self.shape.len() > 1 {
+            return bad(
+                "Fortran-order frames cannot vary in length: their rows are not contiguous",
+            );
+        }
+        Ok(())
     }
 
     /// Number of elements.
@@ -905,6 +1068,7 @@ impl Header {
             put_u32(p, offsets::FEATURES_RO_COMPAT, self.features.ro_compat);
             put_u32(p, offsets::FEATURES_COMPAT, self.features.compat);
             put_u32(p, offsets::EXT_LEN, self.extension.len);
+            put_u32(p, offsets::FRAME_INFO_STRIDE, self.frame_info_stride);
             if self.extension.len > 0 {
                 put_u64(p, offsets::EXT_OFFSET, self.extension_offset());
                 put_u32(p, offsets::EXT_CRC, self.extension.crc);
@@ -991,8 +1155,18 @@ impl Header {
                 return Err(FormatError::BadMaxSubscribers(max_subscribers));
             }
         }
+        let frame_info_stride = if version == FORMAT_VERSION_FEATURES {
+            u32_at(page, offsets::FRAME_INFO_STRIDE)
+        } else {
+            0
+        };
         let data_offset = u64_at(page, offsets::DATA_OFFSET);
-        let expected = data_offset_of(kind);
+        let expected = match kind {
+            Kind::Stream { slots, .. } if frame_info_stride != 0 => {
+                stream_data_offset(slots, frame_info_stride)
+            }
+            _ => data_offset_of(kind),
+        };
         if data_offset != expected {
             return Err(FormatError::MisalignedDataOffset {
                 offset: data_offset,
@@ -1051,7 +1225,7 @@ impl Header {
                 extension,
                 [
                     (reserved_from, offsets::FEATURES_INCOMPAT),
-                    (offsets::EXT_CRC + 4, offsets::SHAPE),
+                    (offsets::FRAME_INFO_STRIDE + 4, offsets::SHAPE),
                 ],
             )
         } else {
@@ -1097,7 +1271,10 @@ impl Header {
             mode,
             features,
             extension,
+            frame_info_stride,
+            frame_header: None,
         };
+        header.check_frame_info()?;
         header.check_stream_geometry()?;
         if version == FORMAT_VERSION_FEATURES {
             let at = u64_at(page, offsets::EXT_OFFSET);
@@ -1131,6 +1308,14 @@ impl Header {
 
 /// Where the data starts: right after the header page for arrays; for streams after the
 /// header page and the slot table (16 bytes per slot), on a page boundary.
+/// Where the frames of a stream with a frame-info table of `stride` bytes per slot start:
+/// after the slot table (rounded to 64 bytes) and the table, on a page boundary.
+fn stream_data_offset(slots: u32, stride: u32) -> u64 {
+    let page = HEADER_SIZE as u64;
+    let table = (16 * u64::from(slots)).next_multiple_of(64) + u64::from(slots) * u64::from(stride);
+    page + table.next_multiple_of(page)
+}
+
 fn data_offset_of(kind: Kind) -> u64 {
     let page = HEADER_SIZE as u64;
     match kind {

@@ -130,6 +130,13 @@ impl Mapping {
         unsafe { AtomicU32::from_ptr(self.base.add(offset).cast()) }
     }
 
+    /// The 8-byte word at `offset` (anywhere in the mapping).
+    pub(crate) fn u64_word(&self, offset: usize) -> &AtomicU64 {
+        assert!(offset.is_multiple_of(8) && offset + 8 <= self.len);
+        // SAFETY: as for `u32_word`, with 8-byte alignment.
+        unsafe { AtomicU64::from_ptr(self.base.add(offset).cast()) }
+    }
+
     /// `count` values of `R` from `offset`.
     ///
     /// # Safety

@@ -124,6 +124,12 @@ pub enum Request {
         /// The newest frames kept offered for late subscribers (`0..=slots - 2`).
         #[serde(default)]
         history: u32,
+        /// The dtype of each frame's header (a dtype string); empty: frames carry none.
+        #[serde(default)]
+        header: String,
+        /// Whether frames vary in length along axis 0 (`shape` is the largest frame's).
+        #[serde(default)]
+        variable: bool,
     },
     /// Attach to a stream as its publisher or as a subscriber. The reply
     /// (`Response::Stream`) carries two descriptors: the data file (read-write for the
@@ -244,6 +250,12 @@ pub struct StreamInfo {
     /// The newest frames kept offered for late subscribers.
     #[serde(default)]
     pub history: u32,
+    /// The canonical dtype of each frame's header; empty when frames carry none.
+    #[serde(default)]
+    pub header: String,
+    /// Whether frames vary in length along axis 0 (`shape` is the largest frame's).
+    #[serde(default)]
+    pub variable: bool,
 }
 
 /// A stream's stall policy on the wire (`crate::StallPolicy`): postcard encodes the variant
@@ -607,6 +619,8 @@ const REQUEST: &[(&str, Fields)] = &[
             ("exist_ok", Ty::Bool),
             ("stall", STALL),
             ("history", Ty::U32),
+            ("header", Ty::Str),
+            ("variable", Ty::Bool),
         ],
     ),
     ("OpenStream", &[("name", Ty::Str), ("role", ROLE)]),
@@ -655,6 +669,8 @@ const STREAM_INFO: Fields = &[
     ("subscribers", Ty::Structs(SUBSCRIBER)),
     ("stall", STALL),
     ("history", Ty::U32),
+    ("header", Ty::Str),
+    ("variable", Ty::Bool),
 ];
 
 const OBJECT: &[(&str, Fields)] = &[

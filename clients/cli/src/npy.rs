@@ -229,14 +229,22 @@ mod tests {
         file.extend((text.len() as u16).to_le_bytes());
         file.extend(text.as_bytes());
         assert!(read_header(&mut &file[..]).unwrap_err().contains(">f4"));
-        let text = "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (3,), }\n";
-        let mut file = b"\x93NUMPY\x01\x00".to_vec();
-        file.extend((text.len() as u16).to_le_bytes());
-        file.extend(text.as_bytes());
-        assert!(
-            read_header(&mut &file[..])
-                .unwrap_err()
-                .contains("structured")
+        let npy = |text: &str| {
+            let mut file = b"\x93NUMPY\x01\x00".to_vec();
+            file.extend((text.len() as u16).to_le_bytes());
+            file.extend(text.as_bytes());
+            file
+        };
+        // Records are read (their descr is the dtype); fields NumPy's descr cannot give
+        // mmshare (objects, strings) are refused by name.
+        let file = npy(
+            "{'descr': [('a', '<f4'), ('', '|V4')], 'fortran_order': False, 'shape': (3,), }\n",
         );
+        let h = read_header(&mut &file[..]).unwrap();
+        assert_eq!(h.dtype.descr(), "[('a', '<f4'), ('', '|V4')]");
+        assert_eq!(h.dtype.size(), 8);
+        let file = npy("{'descr': [('a', 'O')], 'fortran_order': False, 'shape': (3,), }\n");
+        let err = read_header(&mut &file[..]).unwrap_err();
+        assert!(err.contains("'O'") || err.contains("\"O\""), "{err}");
     }
 }

@@ -101,6 +101,17 @@ fn stream_differences(
         format!("{stall:?}"),
     );
     differ("history", existing.history.to_string(), history.to_string());
+    let header_of = |h: &Header| {
+        h.frame_header
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |d| d.descr().into_owned())
+    };
+    differ("per-frame header", header_of(h), header_of(asked));
+    differ(
+        "variable-size frames",
+        h.is_variable().to_string(),
+        asked.is_variable().to_string(),
+    );
     differs
 }
 
@@ -234,6 +245,13 @@ impl StreamEntry {
             subscribers: subs,
             stall: self.stall.into(),
             history: self.history,
+            header: self
+                .header
+                .frame_header
+                .as_ref()
+                .map(|d| d.descr().into_owned())
+                .unwrap_or_default(),
+            variable: self.header.is_variable(),
         }
     }
 
@@ -536,11 +554,22 @@ impl Registry {
         exist_ok: bool,
         stall: StallPolicy,
         history: u32,
+        frame_header: &str,
+        variable: bool,
     ) -> Result<StreamInfo, RequestError> {
         validate_name(name)
             .map_err(|e| RequestError::new(ErrorKind::InvalidName, e.to_string()))?;
         let dtype = DType::parse(dtype)
             .map_err(|e| RequestError::new(ErrorKind::InvalidDtype, e.to_string()))?;
+        let frame_header = match frame_header {
+            "" => None,
+            text => Some(DType::parse(text).map_err(|e| {
+                RequestError::new(
+                    ErrorKind::InvalidDtype,
+                    format!("per-frame header dtype: {e}"),
+                )
+            })?),
+        };
         if mode & !0o777 != 0 {
             return Err(RequestError::new(
                 ErrorKind::ProtocolError,
@@ -560,6 +589,8 @@ impl Registry {
         spec.max_subscribers = max_subscribers;
         spec.stall = stall;
         spec.history = history;
+        spec.header = frame_header;
+        spec.variable = variable;
         let header = Header::new_stream(&spec).map_err(|e| {
             let kind = match e {
                 FormatError::BadName(_) => ErrorKind::InvalidName,

@@ -675,6 +675,45 @@ impl StreamFiles {
         self.data.ptr_at(offset as usize)
     }
 
+    /// Slot `slot`'s row count word (`ROWS[slot]` of the frame-info table), if the stream has
+    /// the table. Only the publisher stores it, while the slot is on loan.
+    pub(crate) fn rows_word(&self, slot: usize) -> Option<&AtomicU64> {
+        assert!(slot < self.slots);
+        let table = self.header.frame_info_offset()?;
+        let offset = table + u64::from(self.header.frame_info_stride) * slot as u64;
+        // 64-byte aligned (the table and its stride are), inside the mapping (checked at open:
+        // the frames start after the whole table).
+        Some(self.data.u64_word(offset as usize))
+    }
+
+    /// Start of slot `slot`'s per-frame header (`header.frame_header_len()` bytes, 8-byte
+    /// aligned), if the stream has one.
+    pub(crate) fn header_ptr(&self, slot: usize) -> Option<*mut u8> {
+        assert!(slot < self.slots);
+        self.header.frame_header.as_ref()?;
+        let table = self.header.frame_info_offset()?;
+        let offset = table + u64::from(self.header.frame_info_stride) * slot as u64 + 8;
+        Some(self.data.ptr_at(offset as usize))
+    }
+
+    /// The most rows a frame has: its first dimension (1 for a 0-d frame).
+    pub(crate) fn max_rows(&self) -> u64 {
+        self.header.shape.first().copied().unwrap_or(1)
+    }
+
+    /// The rows the frame in slot `slot` has: `ROWS[slot]` (at most the maximum: a larger value
+    /// someone wrote reads as the maximum) for a variable-size stream, else the maximum. Read
+    /// only while the slot is held.
+    pub(crate) fn rows_of(&self, slot: usize) -> u64 {
+        let max = self.max_rows();
+        if !self.header.is_variable() {
+            return max;
+        }
+        self.rows_word(slot).map_or(max, |w| {
+            w.load(std::sync::atomic::Ordering::Relaxed).min(max)
+        })
+    }
+
     /// Whether the data file is mapped read-write.
     pub(crate) fn data_writable(&self) -> bool {
         self.data.writable()

@@ -49,6 +49,8 @@ pub struct Publisher<T: Element> {
     bytes: bool,
     /// The slot of a loan made by `loan_token` and not yet published or abandoned.
     outstanding: Option<usize>,
+    /// The Rust type last checked against the per-frame header's dtype (`header_mut`).
+    header_type: Option<std::any::TypeId>,
     me: u64,
     timeout: Duration,
     /// What must live as long as this handle (the daemon connection that is its lease).
@@ -68,6 +70,38 @@ impl<T: Element> std::fmt::Debug for Publisher<T> {
 /// Checks that `T` is the stream's element type, with the layout the slot arithmetic needs.
 pub(super) fn check_element<T: Element>(files: &StreamFiles) -> Result<(), StreamError> {
     Ok(crate::error::check_element::<T>(&files.header().dtype)?)
+}
+
+/// `rows` for a frame of a stream that varies (`variable`) or not, at most `max`.
+fn checked_rows(variable: bool, rows: u64, max: u64) -> Result<u64, StreamError> {
+    if rows > max {
+        return Err(StreamError::TooManyRows { rows, max });
+    }
+    if !variable && rows != max {
+        return Err(StreamError::FixedSize { rows, max });
+    }
+    Ok(rows)
+}
+
+/// Checks that `H` is the element type of `files`' per-frame header, with the size and
+/// alignment its place needs.
+pub(super) fn check_header_type<H: Element>(files: &StreamFiles) -> Result<(), StreamError> {
+    let header = files.header();
+    let Some(dtype) = header.frame_header.as_ref() else {
+        return Err(StreamError::FrameHeader {
+            name: header.name.clone(),
+            reason: "its frames carry no header".into(),
+        });
+    };
+    crate::error::check_element::<H>(dtype).map_err(|e| StreamError::FrameHeader {
+        name: header.name.clone(),
+        reason: match e {
+            OpenError::DTypeMismatch { expected, found } => {
+                format!("it is {found}, and the type asked for is {expected}")
+            }
+            other => format!("the type asked for does not fit it: {other}"),
+        },
+    })
 }
 
 impl<T: Element> Publisher<T> {
@@ -142,6 +176,7 @@ impl<T: Element> Publisher<T> {
             state,
             bytes,
             outstanding: None,
+            header_type: None,
             me,
             timeout: DEFAULT_TIMEOUT,
             lease: None,
@@ -160,13 +195,49 @@ impl<T: Element> Publisher<T> {
         &self.files
     }
 
-    /// Elements per frame (bytes per frame for a handle made by `attach_bytes`).
+    /// Elements per frame (bytes per frame for a handle made by `attach_bytes`); for
+    /// variable-size frames, the largest frame's.
     pub fn frame_len(&self) -> usize {
         if self.bytes {
             self.files.header().data_len as usize
         } else {
             self.files.header().len() as usize
         }
+    }
+
+    /// Elements per row, a slice along axis 0 (bytes for a handle made by `attach_bytes`).
+    pub fn row_len(&self) -> usize {
+        let bytes = self.files.header().row_len() as usize;
+        if self.bytes {
+            bytes
+        } else {
+            bytes / size_of::<T>()
+        }
+    }
+
+    /// The most rows a frame has (its first dimension; 1 for a 0-d frame).
+    pub fn max_rows(&self) -> u64 {
+        self.files.max_rows()
+    }
+
+    /// Whether the stream's frames vary in length along axis 0 (`StreamOptions::variable`).
+    pub fn is_variable(&self) -> bool {
+        self.files.header().is_variable()
+    }
+
+    /// The dtype of each frame's header, if the stream's frames carry one.
+    pub fn header_dtype(&self) -> Option<&crate::DType> {
+        self.files.header().frame_header.as_ref()
+    }
+
+    /// Checks (once per type) that `H` is the per-frame header's element type.
+    fn check_header<H: Element>(&mut self) -> Result<(), StreamError> {
+        let id = std::any::TypeId::of::<H>();
+        if self.header_type != Some(id) {
+            check_header_type::<H>(&self.files)?;
+            self.header_type = Some(id);
+        }
+        Ok(())
     }
 
     /// Subscribers attached now (records in use, whoever subscribed: this process or
@@ -278,10 +349,31 @@ impl<T: Element> Publisher<T> {
             None => self.wait_for_slot(timeout)?,
         };
         self.outstanding = Some(slot);
+        self.start_loan(slot);
         Ok(LoanToken {
             slot,
             number: self.state.next,
+            rows: self.files.max_rows(),
+            max_rows: self.files.max_rows(),
+            variable: self.is_variable(),
         })
+    }
+
+    /// A new loan of `slot`: its header zeroed (a loan never shows the previous frame's).
+    fn start_loan(&self, slot: usize) {
+        if let Some(ptr) = self.files.header_ptr(slot) {
+            // SAFETY: the header is inside the read-write mapping (the frame-info table is
+            // checked at open), and the slot is on loan to this publisher: no subscriber
+            // reads it (module docs), and this process writes it only through this loan.
+            unsafe { ptr.write_bytes(0, self.files.header().frame_header_len()) };
+        }
+    }
+
+    /// The first byte of the per-frame header of the frame `token` loans (writable,
+    /// [`Publisher::header_dtype`]'s size, 8-byte aligned), if the stream's frames carry one.
+    /// For the holder of the token only, until it publishes or abandons it.
+    pub fn header_ptr(&self, token: &LoanToken) -> Option<*mut u8> {
+        self.files.header_ptr(token.slot)
     }
 
     /// The first byte of the frame `token` loans (writable, `frame_len` elements, page
@@ -307,7 +399,7 @@ impl<T: Element> Publisher<T> {
         );
         self.outstanding = None;
         self.check_attached()?;
-        Ok(self.publish_slot(token.slot))
+        Ok(self.publish_slot(token.slot, token.rows))
     }
 
     /// Gives the loan of `token` back unpublished: nothing is delivered, and the next loan
@@ -404,20 +496,58 @@ impl<T: Element> Publisher<T> {
         }
     }
 
-    /// Copies `frame` into a loaned slot and publishes it; returns its frame number.
+    /// Copies `frame` into a loaned slot and publishes it; returns its frame number. For
+    /// variable-size frames, `frame` may hold any whole number of rows up to the maximum.
     ///
     /// # Errors
     /// [`StreamError::LengthMismatch`], and as [`Publisher::loan`].
     pub fn send(&mut self, frame: &[T]) -> Result<u64, StreamError> {
-        if frame.len() != self.frame_len() {
-            return Err(StreamError::LengthMismatch {
-                given: frame.len(),
-                expected: self.frame_len(),
-            });
-        }
+        let rows = self.rows_of_len(frame.len())?;
         let mut slot = self.loan()?;
+        slot.set_rows(rows)?;
         slot.copy_from_slice(frame);
         Ok(slot.publish())
+    }
+
+    /// [`Publisher::send`] with the frame's per-frame header.
+    ///
+    /// # Errors
+    /// As [`Publisher::send`]; [`StreamError::FrameHeader`] when `H` is not the stream's
+    /// per-frame header dtype (or the stream has none).
+    pub fn send_with_header<H: Element>(
+        &mut self,
+        frame: &[T],
+        header: &H,
+    ) -> Result<u64, StreamError> {
+        let rows = self.rows_of_len(frame.len())?;
+        self.check_header::<H>()?;
+        let mut slot = self.loan()?;
+        slot.set_rows(rows)?;
+        slot.copy_from_slice(frame);
+        *slot.header_mut::<H>()? = *header;
+        Ok(slot.publish())
+    }
+
+    /// The rows a frame of `len` elements has: the maximum's length for a fixed-size stream,
+    /// any whole number of rows up to it for a variable-size one.
+    fn rows_of_len(&self, len: usize) -> Result<u64, StreamError> {
+        let (row, max) = (self.row_len(), self.frame_len());
+        let whole = if self.is_variable() && row > 0 {
+            len <= max && len % row == 0
+        } else {
+            len == max
+        };
+        if !whole {
+            return Err(StreamError::LengthMismatch {
+                given: len,
+                expected: max,
+            });
+        }
+        Ok(if self.is_variable() && row > 0 {
+            (len / row) as u64
+        } else {
+            self.max_rows()
+        })
     }
 
     /// Frees the records of subscribers that are positively dead (their pid is gone or was
@@ -432,7 +562,12 @@ impl<T: Element> Publisher<T> {
         self.files.reclaim_subscribers(|who| who.liveness())
     }
 
-    fn publish_slot(&mut self, slot: usize) -> u64 {
+    fn publish_slot(&mut self, slot: usize, rows: u64) -> u64 {
+        if let Some(word) = self.files.rows_word(slot) {
+            // Relaxed: the tag's Release store in `publish` orders it before any subscriber's
+            // Acquire of that tag, with the frame's bytes.
+            word.store(rows, Relaxed);
+        }
         let number = protocol::publish(&self.files.ring(), &mut self.state, slot, now_ns());
         // `publish` ended with the fence of the waker's half of the sleep handshake.
         sleep::wake_after_fence(self.files.sleepers(), self.files.futex());
@@ -481,9 +616,28 @@ impl Publisher<u8> {
 pub struct LoanToken {
     slot: usize,
     number: u64,
+    rows: u64,
+    max_rows: u64,
+    variable: bool,
 }
 
 impl LoanToken {
+    /// The rows the frame has when published: the maximum, unless [`LoanToken::set_rows`]
+    /// shrank it.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Gives the frame `rows` rows (variable-size streams only; at most the maximum).
+    ///
+    /// # Errors
+    /// [`StreamError::FixedSize`] for a stream whose frames do not vary;
+    /// [`StreamError::TooManyRows`] above the maximum.
+    pub fn set_rows(&mut self, rows: u64) -> Result<(), StreamError> {
+        self.rows = checked_rows(self.variable, rows, self.max_rows)?;
+        Ok(())
+    }
+
     /// The number the frame gets when published.
     pub fn number(&self) -> u64 {
         self.number
@@ -616,6 +770,7 @@ impl<T: Element> Drop for LoanAsync<'_, T> {
 pub struct SampleMut<'a, T: Element> {
     publisher: &'a mut Publisher<T>,
     slot: usize,
+    rows: u64,
 }
 
 impl<T: Element> std::fmt::Debug for SampleMut<'_, T> {
@@ -629,7 +784,62 @@ impl<T: Element> std::fmt::Debug for SampleMut<'_, T> {
 
 impl<'a, T: Element> SampleMut<'a, T> {
     fn new(publisher: &'a mut Publisher<T>, slot: usize) -> Self {
-        SampleMut { publisher, slot }
+        publisher.start_loan(slot);
+        let rows = publisher.max_rows();
+        SampleMut {
+            publisher,
+            slot,
+            rows,
+        }
+    }
+
+    /// The rows the frame has (the maximum unless [`SampleMut::set_rows`] shrank it).
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Gives the frame `rows` rows, at most the maximum (variable-size streams only): the
+    /// slice and the published frame are then its first `rows` rows.
+    ///
+    /// # Errors
+    /// [`StreamError::FixedSize`] for a stream whose frames do not vary (unless `rows` is the
+    /// maximum); [`StreamError::TooManyRows`] above the maximum.
+    pub fn set_rows(&mut self, rows: u64) -> Result<(), StreamError> {
+        let max = self.publisher.max_rows();
+        self.rows = checked_rows(self.publisher.is_variable(), rows, max)?;
+        Ok(())
+    }
+
+    /// The frame's header bytes (empty if the stream's frames carry none), zeroed when the
+    /// loan began.
+    pub fn header_bytes_mut(&mut self) -> &mut [u8] {
+        let len = self.publisher.files.header().frame_header_len();
+        match self.publisher.files.header_ptr(self.slot) {
+            // SAFETY: inside the read-write mapping (checked at open), `len` bytes, and only
+            // this loan accesses it (as for the frame: see `deref`).
+            Some(ptr) => unsafe { std::slice::from_raw_parts_mut(ptr, len) },
+            None => &mut [],
+        }
+    }
+
+    /// The frame's header as `H`, the Rust type of the stream's per-frame header dtype
+    /// (checked: its dtype must be exactly the stream's).
+    ///
+    /// # Errors
+    /// [`StreamError::FrameHeader`] when the stream has no per-frame header or `H` is not its
+    /// type.
+    pub fn header_mut<H: Element>(&mut self) -> Result<&mut H, StreamError> {
+        self.publisher.check_header::<H>()?;
+        let ptr = self
+            .publisher
+            .files
+            .header_ptr(self.slot)
+            .expect("checked: the stream has a per-frame header");
+        // SAFETY: `check_header` proved that `H`'s dtype is the header's and that its size is
+        // the header's length, with alignment at most 8 (the header is 8-byte aligned); the
+        // bytes are this loan's alone (see `header_bytes_mut`), and every bit pattern is a
+        // valid `H` (`Pod`).
+        Ok(unsafe { &mut *ptr.cast::<H>() })
     }
 
     /// The number this frame gets when published.
@@ -651,17 +861,27 @@ impl<'a, T: Element> SampleMut<'a, T> {
             .expect("the slot holds exactly shape-many elements")
     }
 
-    /// Publishes the frame; returns its number.
+    /// Publishes the frame (its first [`SampleMut::rows`] rows, and its header); returns its
+    /// number.
     pub fn publish(self) -> u64 {
-        let slot = self.slot;
-        self.publisher.publish_slot(slot)
+        let (slot, rows) = (self.slot, self.rows);
+        self.publisher.publish_slot(slot, rows)
+    }
+
+    /// Elements of the frame as it stands: its rows' worth.
+    fn len(&self) -> usize {
+        if self.publisher.is_variable() {
+            self.publisher.row_len() * self.rows as usize
+        } else {
+            self.publisher.frame_len()
+        }
     }
 }
 
 impl<T: Element> Deref for SampleMut<'_, T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        let len = self.publisher.frame_len();
+        let len = self.len();
         let ptr = self.publisher.files.slot_ptr(self.slot).cast::<T>();
         // SAFETY: the slot is inside the read-write mapping (checked at open), page aligned
         // (enough for any `Element`, checked in `check_element`), and holds `len` elements
@@ -675,7 +895,7 @@ impl<T: Element> Deref for SampleMut<'_, T> {
 
 impl<T: Element> DerefMut for SampleMut<'_, T> {
     fn deref_mut(&mut self) -> &mut [T] {
-        let len = self.publisher.frame_len();
+        let len = self.len();
         let ptr = self.publisher.files.slot_ptr(self.slot).cast::<T>();
         // SAFETY: as for `deref`, and `&mut self` makes this the only reference in this
         // process; the mapping is writable (the publisher maps the data file read-write).

@@ -137,6 +137,8 @@ pub struct Subscriber<T: Element> {
     state: RefCell<SubscriberState>,
     /// Bit `k` set = held entry `k` is in use by a live [`Sample`].
     in_use: Cell<u32>,
+    /// The Rust type last checked against the per-frame header's dtype (`Sample::header`).
+    header_type: Cell<Option<std::any::TypeId>>,
     max_held: usize,
     delivery: Delivery,
     /// Frames are handled as bytes whatever the dtype (`attach_bytes`).
@@ -278,6 +280,7 @@ impl<T: Element> Subscriber<T> {
             files,
             state: RefCell::new(state),
             in_use: Cell::new(0),
+            header_type: Cell::new(None),
             max_held: granted as usize,
             delivery,
             bytes,
@@ -356,6 +359,41 @@ impl<T: Element> Subscriber<T> {
     /// only), valid until the token is released.
     pub fn frame_ptr(&self, token: &SampleToken) -> *const u8 {
         self.files.slot_ptr(token.slot).cast_const()
+    }
+
+    /// The first byte of the per-frame header of the frame `token` holds (read-only, the
+    /// header dtype's size), if the stream's frames carry one; valid while it is held.
+    pub fn header_ptr(&self, token: &SampleToken) -> Option<*const u8> {
+        self.files.header_ptr(token.slot).map(<*mut u8>::cast_const)
+    }
+
+    /// Elements per row, a slice along axis 0 (bytes for a handle made by `attach_bytes`).
+    pub fn row_len(&self) -> usize {
+        let bytes = self.files.header().row_len() as usize;
+        if self.bytes {
+            bytes
+        } else {
+            bytes / size_of::<T>()
+        }
+    }
+
+    /// The elements (bytes, for `attach_bytes`) of a held frame of `rows` rows.
+    fn len_of(&self, rows: u64) -> usize {
+        if self.files.header().is_variable() {
+            self.row_len() * rows as usize
+        } else {
+            self.frame_len()
+        }
+    }
+
+    /// Checks (once per type) that `H` is the per-frame header's element type.
+    fn check_header<H: Element>(&self) -> Result<(), StreamError> {
+        let id = std::any::TypeId::of::<H>();
+        if self.header_type.get() != Some(id) {
+            super::publisher::check_header_type::<H>(&self.files)?;
+            self.header_type.set(Some(id));
+        }
+        Ok(())
     }
 
     /// Releases the hold of `token` (as dropping its sample does).
@@ -476,6 +514,8 @@ impl<T: Element> Subscriber<T> {
             number: taken.number,
             missed_before: taken.missed_before,
             published_ns,
+            // Read once, while held: the frame's length cannot change under the sample.
+            rows: self.files.rows_of(taken.slot),
         }))
     }
 
@@ -637,9 +677,15 @@ pub struct SampleToken {
     number: u64,
     missed_before: u64,
     published_ns: u64,
+    rows: u64,
 }
 
 impl SampleToken {
+    /// As [`Sample::rows`].
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
     /// As [`Sample::number`].
     pub fn number(&self) -> u64 {
         self.number
@@ -665,6 +711,7 @@ pub struct Sample<'a, T: Element> {
     number: u64,
     missed_before: u64,
     published_ns: u64,
+    rows: u64,
 }
 
 impl<T: Element> std::fmt::Debug for Sample<'_, T> {
@@ -694,10 +741,58 @@ impl<T: Element> Sample<'_, T> {
         self.published_ns
     }
 
-    /// The frame as an N-dimensional view in the stream's shape and order.
+    /// The rows the frame has: its length along axis 0 (the stream's first dimension unless
+    /// its frames vary).
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// The frame's shape: the stream's, with [`Sample::rows`] as its first dimension.
+    pub fn shape(&self) -> Vec<u64> {
+        let mut shape = self.subscriber.files.header().shape.clone();
+        if let Some(first) = shape.first_mut() {
+            *first = self.rows;
+        }
+        shape
+    }
+
+    /// The frame's header bytes (empty if the stream's frames carry none): published with
+    /// the frame, held with it.
+    pub fn header_bytes(&self) -> &[u8] {
+        let files = &self.subscriber.files;
+        let len = files.header().frame_header_len();
+        match files.header_ptr(self.slot) {
+            // SAFETY: inside the mapping (checked at open), `len` bytes, not rewritten while
+            // the frame is held (as the frame itself: see `deref`).
+            Some(ptr) => unsafe { std::slice::from_raw_parts(ptr, len) },
+            None => &[],
+        }
+    }
+
+    /// The frame's header as `H`, the Rust type of the stream's per-frame header dtype
+    /// (checked: its dtype must be exactly the stream's).
+    ///
+    /// # Errors
+    /// [`StreamError::FrameHeader`] when the stream has no per-frame header or `H` is not its
+    /// type.
+    pub fn header<H: Element>(&self) -> Result<&H, StreamError> {
+        self.subscriber.check_header::<H>()?;
+        let ptr = self
+            .subscriber
+            .files
+            .header_ptr(self.slot)
+            .expect("checked: the stream has a per-frame header");
+        // SAFETY: `check_header` proved that `H`'s dtype is the header's and its size the
+        // header's length, alignment at most 8 (the header is 8-byte aligned); held, so not
+        // rewritten (see `header_bytes`); every bit pattern is a valid `H` (`Pod`).
+        Ok(unsafe { &*ptr.cast_const().cast::<H>() })
+    }
+
+    /// The frame as an N-dimensional view in its shape ([`Sample::shape`]) and the stream's
+    /// order.
     pub fn view(&self) -> ArrayViewD<'_, T> {
         let header = self.subscriber.files.header();
-        let dims: Vec<usize> = header.shape.iter().map(|&d| d as usize).collect();
+        let dims: Vec<usize> = self.shape().iter().map(|&d| d as usize).collect();
         let fortran = header.order == Order::F;
         ArrayViewD::from_shape(IxDyn(&dims).set_f(fortran), &self[..])
             .expect("the slot holds exactly shape-many elements")
@@ -730,6 +825,7 @@ impl<T: Element> Sample<'_, T> {
             number: me.number,
             missed_before: me.missed_before,
             published_ns: me.published_ns,
+            rows: me.rows,
         }
     }
 }
@@ -744,8 +840,9 @@ impl<T: Element> Deref for Sample<'_, T> {
         // bit pattern is a valid `T`. The publisher does not write it while we hold it: our
         // hold was recorded and the tag re-validated after a SeqCst fence, so its loan scan
         // sees the hold (`protocol` module docs). A process that erases holds in the control
-        // file can break that; `is_intact` then reports it.
-        unsafe { std::slice::from_raw_parts(ptr, sub.frame_len()) }
+        // file can break that; `is_intact` then reports it. `len_of` is at most `frame_len`
+        // (`rows_of` caps the rows at the maximum).
+        unsafe { std::slice::from_raw_parts(ptr, sub.len_of(self.rows)) }
     }
 }
 
@@ -760,6 +857,7 @@ impl<'a, T: Element> Sample<'a, T> {
             number: token.number,
             missed_before: token.missed_before,
             published_ns: token.published_ns,
+            rows: token.rows,
         }
     }
 }

@@ -1588,3 +1588,207 @@ fn a_subscription_still_starting_is_not_demoted() {
         0
     );
 }
+
+fn make_framed(dir: &Path, header: Option<DType>, variable: bool, shape: Vec<u64>) -> PathBuf {
+    let mut spec = StreamSpec::new("framed", DType::U32, shape);
+    spec.slots = 4;
+    spec.header = header;
+    spec.variable = variable;
+    create_stream_files(dir, &spec).unwrap().0
+}
+
+/// A per-frame header travels with its frame: written in the loan (zeroed at its start),
+/// read in the sample, each frame's own, also in a slot reused for a later frame; as typed
+/// values (checked against the dtype) and as bytes.
+#[test]
+fn per_frame_headers_travel_with_their_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_framed(dir.path(), Some(DType::U64), false, vec![3]);
+    let mut publisher = Publisher::<u32>::open(&path).unwrap();
+    let subscriber = Subscriber::<u32>::open(&path, Delivery::Lossless).unwrap();
+    assert_eq!(publisher.header_dtype(), Some(&DType::U64));
+    for n in 0..10u64 {
+        let mut loan = publisher.loan().unwrap();
+        assert_eq!(
+            loan.header_bytes_mut(),
+            &[0u8; 8],
+            "a loan starts with a zeroed header"
+        );
+        if n % 2 == 0 {
+            *loan.header_mut::<u64>().unwrap() = 1000 + n;
+        } else {
+            loan.header_bytes_mut()
+                .copy_from_slice(&(1000 + n).to_le_bytes());
+        }
+        loan.copy_from_slice(&[n as u32; 3]);
+        loan.publish();
+        let sample = subscriber.receive().unwrap().unwrap();
+        assert_eq!(sample.number(), n);
+        assert_eq!(*sample.header::<u64>().unwrap(), 1000 + n);
+        assert_eq!(sample.header_bytes(), (1000 + n).to_le_bytes());
+        assert_eq!(&sample[..], &[n as u32; 3]);
+    }
+    publisher.send_with_header(&[7, 7, 7], &77u64).unwrap();
+    let sample = subscriber.receive().unwrap().unwrap();
+    assert_eq!((*sample.header::<u64>().unwrap(), sample[0]), (77, 7));
+    // Another type is refused, however the bytes would fit.
+    let err = sample.header::<i64>().unwrap_err();
+    assert!(matches!(err, StreamError::FrameHeader { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("it is <u8, and the type asked for is <i8"),
+        "{err}"
+    );
+    drop(sample);
+    let mut loan = publisher.loan().unwrap();
+    assert!(loan.header_mut::<f64>().is_err());
+    drop(loan);
+
+    // A stream without headers has none to give.
+    let plain = make(dir.path(), 4, 4);
+    let mut publisher = Publisher::<u64>::open(&plain).unwrap();
+    let mut loan = publisher.loan().unwrap();
+    assert!(loan.header_bytes_mut().is_empty());
+    let err = loan.header_mut::<u64>().unwrap_err();
+    assert!(err.to_string().contains("carry no header"), "{err}");
+}
+
+/// Variable-size frames: a loan starts whole and may be shrunk (never past the maximum);
+/// the sample has the published rows, as a slice and as a view of the actual shape; `send`
+/// takes any whole number of rows. A stream whose frames do not vary refuses other rows.
+#[test]
+fn variable_size_frames_have_the_rows_they_were_published_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_framed(dir.path(), None, true, vec![5, 2]);
+    let mut publisher = Publisher::<u32>::open(&path).unwrap();
+    let subscriber = Subscriber::<u32>::open(&path, Delivery::Lossless).unwrap();
+    assert!(publisher.is_variable());
+    assert_eq!((publisher.max_rows(), publisher.row_len()), (5, 2));
+    for rows in [5u64, 0, 3, 1, 5, 2] {
+        let mut loan = publisher.loan().unwrap();
+        assert_eq!(loan.rows(), 5);
+        assert_eq!(loan.len(), 10);
+        loan.set_rows(rows).unwrap();
+        assert_eq!(loan.len(), 2 * rows as usize);
+        for (i, x) in loan.iter_mut().enumerate() {
+            *x = rows as u32 * 100 + i as u32;
+        }
+        loan.publish();
+        let sample = subscriber.receive().unwrap().unwrap();
+        assert_eq!(sample.rows(), rows);
+        assert_eq!(sample.shape(), vec![rows, 2]);
+        assert_eq!(sample.view().shape(), &[rows as usize, 2]);
+        let want: Vec<u32> = (0..2 * rows as u32)
+            .map(|i| rows as u32 * 100 + i)
+            .collect();
+        assert_eq!(&sample[..], &want[..]);
+    }
+    let mut loan = publisher.loan().unwrap();
+    assert!(matches!(
+        loan.set_rows(6),
+        Err(StreamError::TooManyRows { rows: 6, max: 5 })
+    ));
+    drop(loan);
+    publisher.send(&[1, 2, 3, 4]).unwrap();
+    assert_eq!(subscriber.receive().unwrap().unwrap().rows(), 2);
+    for bad in [vec![1u32; 3], vec![1u32; 12]] {
+        assert!(matches!(
+            publisher.send(&bad),
+            Err(StreamError::LengthMismatch { .. })
+        ));
+    }
+
+    let sub = dir.path().join("f");
+    std::fs::create_dir(&sub).unwrap();
+    let fixed = make_framed(&sub, None, false, vec![5, 2]);
+    let mut publisher = Publisher::<u32>::open(&fixed).unwrap();
+    assert!(!publisher.is_variable());
+    let mut loan = publisher.loan().unwrap();
+    assert!(matches!(
+        loan.set_rows(3),
+        Err(StreamError::FixedSize { rows: 3, max: 5 })
+    ));
+    loan.set_rows(5).unwrap();
+    drop(loan);
+    assert!(publisher.send(&[1, 2, 3, 4]).is_err());
+}
+
+/// The row count is in a file the publisher writes, and the publisher is as much a suspect
+/// as anyone: a count above the maximum reads as the maximum, never past the slot.
+#[test]
+fn a_damaged_row_count_never_reads_past_the_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_framed(dir.path(), Some(DType::U16), true, vec![4]);
+    let mut publisher = Publisher::<u32>::open(&path).unwrap();
+    let subscriber = Subscriber::<u32>::open(&path, Delivery::Lossless).unwrap();
+    let mut loan = publisher.loan().unwrap();
+    loan.set_rows(2).unwrap();
+    let slot = loan.slot();
+    loan.publish();
+    publisher
+        .files()
+        .rows_word(slot)
+        .unwrap()
+        .store(u64::MAX, Relaxed);
+    let sample = subscriber.receive().unwrap().unwrap();
+    assert_eq!(sample.rows(), 4);
+    assert_eq!(sample.len(), 4);
+}
+
+/// The frame-info table's place in the file: after the slot table, described by feature bits
+/// and the stride in the header and the header's dtype in extension record 0x8004; the frames
+/// move after it, page aligned. A plain stream stays version 1, byte for byte as before.
+#[test]
+fn the_frame_info_table_is_described_by_the_header() {
+    use crate::format::{FEATURE_FRAME_INFO, FEATURE_VARIABLE_FRAMES, Header};
+    let dir = tempfile::tempdir().unwrap();
+    let record =
+        DType::parse("[('t', '<M8[ns]'), ('exposure', '<f4'), ('roi', '<u2', (4,))]").unwrap();
+    let path = make_framed(dir.path(), Some(record.clone()), true, vec![100, 3]);
+    let files = StreamFiles::open(&path, false).unwrap();
+    let h: &Header = files.header();
+    assert_eq!(h.format_version(), 2);
+    assert_eq!(
+        h.features.incompat,
+        FEATURE_FRAME_INFO | FEATURE_VARIABLE_FRAMES
+    );
+    assert_eq!(h.frame_info_stride, 64, "8 + 20 bytes, one line");
+    assert_eq!(h.frame_header.as_ref(), Some(&record));
+    assert_eq!(h.frame_info_offset(), Some(0x1000 + 64));
+    assert_eq!(h.data_offset, 4096 + 4096);
+    assert_eq!(h.data_offset % 4096, 0);
+    let big = DType::Void(5000);
+    let sub = dir.path().join("b");
+    std::fs::create_dir(&sub).unwrap();
+    let path = make_framed(&sub, Some(big), false, vec![1]);
+    let h = StreamFiles::open(&path, false).unwrap().header().clone();
+    assert_eq!(h.frame_info_stride, 5056);
+    assert_eq!(h.features.incompat, FEATURE_FRAME_INFO);
+    assert_eq!(
+        h.data_offset,
+        4096 + (64 + 4 * 5056u64).next_multiple_of(4096)
+    );
+    let plain = make(dir.path(), 4, 4);
+    let h = StreamFiles::open(&plain, false).unwrap().header().clone();
+    assert_eq!((h.format_version(), h.frame_info_stride), (1, 0));
+
+    // What cannot vary, or is too large, is refused at create.
+    for (header, variable, shape, order, says) in [
+        (None, true, vec![], Order::C, "at least one dimension"),
+        (None, true, vec![4, 2], Order::F, "Fortran"),
+        (
+            Some(DType::Void(65529)),
+            false,
+            vec![4],
+            Order::C,
+            "at most 65528",
+        ),
+    ] {
+        let mut spec = StreamSpec::new("bad", DType::U8, shape);
+        spec.header = header;
+        spec.variable = variable;
+        spec.frame.order = order;
+        let err = Header::new_stream(&spec).unwrap_err();
+        assert!(err.to_string().contains(says), "{err}");
+    }
+}
