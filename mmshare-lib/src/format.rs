@@ -925,7 +925,7 @@ impl Header {
             return bad("a frame-info stride goes with the frame-info feature, and only with it");
         }
         if info
-            && (self.frame_info_stride % 64 != 0
+            && (!self.frame_info_stride.is_multiple_of(64)
                 || self.frame_info_stride as usize > 8 + MAX_FRAME_HEADER)
         {
             return Err(FormatError::BadFrameInfo(format!(

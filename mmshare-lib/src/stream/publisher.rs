@@ -533,7 +533,7 @@ impl<T: Element> Publisher<T> {
     fn rows_of_len(&self, len: usize) -> Result<u64, StreamError> {
         let (row, max) = (self.row_len(), self.frame_len());
         let whole = if self.is_variable() && row > 0 {
-            len <= max && len % row == 0
+            len <= max && len.is_multiple_of(row)
         } else {
             len == max
         };
