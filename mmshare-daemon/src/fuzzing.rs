@@ -789,22 +789,41 @@ fn page_in_order<'a>(
     Ok(())
 }
 
-/// An array file's length: the header page and the data padded to 8 bytes (docs/FORMAT.md).
+/// An array file's length: the header page, the data padded to 8 bytes, and a record
+/// dtype's extension area (docs/FORMAT.md).
 fn array_len(a: &ArrayInfo) -> u64 {
-    a.data_offset + a.data_len.next_multiple_of(8)
+    let records = mmshare::DType::parse(&a.dtype)
+        .ok()
+        .and_then(|d| mmshare::format::dtype_extension(&d));
+    a.data_offset + a.data_len.next_multiple_of(8) + extensions_len(records.into_iter().collect())
+}
+
+/// The bytes an extension area of `records` takes in the file.
+fn extensions_len(records: Vec<mmshare::format::Extension>) -> u64 {
+    if records.is_empty() {
+        0
+    } else {
+        mmshare::format::padded_len(mmshare::format::encode_extensions(&records).0.len() as u64)
+    }
 }
 
 /// A stream data file's length: up to the end of its last slot.
 fn stream_len(s: &StreamInfo) -> u64 {
-    // A stall policy other than Block, and a history, are extension records after the last
-    // slot.
-    let records = mmshare::format::stream_extensions(s.stall.into(), s.history);
-    let extensions = if records.is_empty() {
-        0
-    } else {
-        mmshare::format::padded_len(mmshare::format::encode_extensions(&records).0.len() as u64)
-    };
-    s.data_offset + s.slot_stride * u64::from(s.slots) + extensions
+    // A stall policy other than Block, a history, a record dtype and a per-frame header are
+    // extension records after the last slot, in this order.
+    let mut records = mmshare::format::stream_extensions(s.stall.into(), s.history);
+    records.extend(
+        mmshare::DType::parse(&s.dtype)
+            .ok()
+            .and_then(|d| mmshare::format::dtype_extension(&d)),
+    );
+    if !s.header.is_empty() {
+        records.push(mmshare::format::Extension {
+            tag: mmshare::format::EXTENSION_FRAME_HEADER,
+            value: s.header.as_bytes().to_vec(),
+        });
+    }
+    s.data_offset + s.slot_stride * u64::from(s.slots) + extensions_len(records)
 }
 
 const SCRATCH_PREFIX: &str = "mmshare-harness-";
@@ -923,6 +942,8 @@ mod tests {
             exist_ok: false,
             stall: Default::default(),
             history: 0,
+            header: String::new(),
+            variable: false,
         });
         let open = encode(&Request::Open {
             name: "a".into(),
