@@ -62,6 +62,9 @@ fn create(kind: &str, name: &str, backing: Backing) -> Request {
             exist_ok: false,
             stall: Default::default(),
             history: 0,
+            // A frame-info table too, so that its part of the file is made under the faults.
+            header: "<u8".into(),
+            variable: true,
         },
     }
 }

@@ -295,7 +295,19 @@ fn request(rng: &mut Rng, flavor: Flavor) -> Request {
     ];
     const DTYPES: &[&str] = &[
         "<f4", "f8", "u1", "|b1", "<c16", "float64", "int32", ">i2", "<f2", "S10", "<U3", "O", "",
-        "f4 ", "<M8[ns]", "V8", "<i8",
+        "f4 ", "<M8[ns]", "V8", "<i8", "m8[us]", "V0", "M8",
+        "[('x', '<f4'), ('', '|V4'), ('id', '<u8')]",
+        "[('p', [('x', 'f4'), ('y', 'f4')], (2,)), ('t', 'M8[ns]')]",
+        "[('a', 'f4'), ('a', 'f4')]",
+        "[('a', 'O')]",
+        "[('a', 'f4', (65536, 65536))]",
+        "[[[[[[[[[[[[[[[[[[[[[[[[",
+        "[('a', '<f4')",
+    ];
+    // Per-frame header dtypes: none, plain, a record, refused ones, one too large.
+    const HEADERS: &[&str] = &[
+        "", "", "", "<u8", "[('t', '<M8[ns]'), ('exposure', '<f4')]", "O", "V65529", "V65528",
+        "[('a', 'f4')",
     ];
     const DIMS: &[u64] = &[
         0,
@@ -403,6 +415,8 @@ fn request(rng: &mut Rng, flavor: Flavor) -> Request {
                 exist_ok: rng.chance(2),
                 stall: random_stall(rng),
                 history: *rng.pick(&[0, 0, 0, 0, 0, 0, 0, 1, 2]),
+                header: rng.pick(HEADERS).to_string(),
+                variable: rng.chance(3),
             }
         } else {
             Request::Create {
@@ -456,6 +470,8 @@ fn request(rng: &mut Rng, flavor: Flavor) -> Request {
             exist_ok: rng.chance(2),
             stall: random_stall(rng),
             history: *rng.pick(&[0, 0, 1, 2, 6, 7, u32::MAX]),
+            header: rng.pick(HEADERS).to_string(),
+            variable: rng.chance(3),
         },
         11 => Request::OpenStream {
             name,

@@ -122,6 +122,10 @@
 // For [`mms_stream_options_set`]: `MMS_CREATE_*` flags (default 0).
 #define MMS_OPTION_FLAGS 5
 
+// `mms_stream_options_set`: whether frames vary in length along axis 0 (1) or not (0, the
+// default); the shape is then the largest frame's.
+#define MMS_OPTION_VARIABLE 6
+
 // For [`mms_subscribe_from`]: where the subscriber starts by default (the next frame if
 // lossy, frame 0 if lossless).
 #define MMS_START_DEFAULT 0
@@ -432,11 +436,18 @@ int mms_stream_options_new(const char *name,
 
 // Sets one of the options: `slots` (frames in the ring), `max_subscribers`, `mode`
 // (permission bits), `history` (the newest frames kept for late subscribers, at most
-// `slots - 2`), `flags` (`MMS_CREATE_*`).
+// `slots - 2`), `flags` (`MMS_CREATE_*`), `variable` (frames that vary in length: 1).
 //
 // # Safety
 // `options` is a live options handle.
 int mms_stream_options_set(struct mms_stream_options *options, int what, uint64_t value);
+
+// Gives every frame a header of `dtype` (a dtype string; a record's descr list included):
+// written through `mms_publisher_header` in a loan, read with `mms_sample_header`.
+//
+// # Safety
+// `options` is a live options handle; `dtype` a NUL-terminated string.
+int mms_stream_options_set_header(struct mms_stream_options *options, const char *dtype);
 
 // Frees stream options.
 //
@@ -477,6 +488,22 @@ int mms_publisher_loan(struct mms_publisher *publisher,
                        size_t *len,
                        uint64_t *number);
 
+// The per-frame header of the outstanding loan: its first byte (`header`, 8-byte aligned,
+// zeroed when the loan began) and its length (`len`, may be NULL). `MMS_ERR_INVALID` when no
+// loan is outstanding or the stream's frames carry no header.
+//
+// # Safety
+// `publisher` is a live publisher handle; `header` valid for a write; `len` NULL or valid for
+// a write.
+int mms_publisher_header(struct mms_publisher *publisher, void **header, size_t *len);
+
+// Publishes the outstanding loan's frame with `rows` rows (variable-size frames; at most the
+// largest frame's first dimension): its first `rows` rows are the frame.
+//
+// # Safety
+// `publisher` is a live publisher handle.
+int mms_publisher_set_rows(struct mms_publisher *publisher, uint64_t rows);
+
 // Publishes the loaned frame; its number goes to `number` (may be NULL).
 //
 // # Safety
@@ -501,6 +528,21 @@ int mms_publisher_send(struct mms_publisher *publisher,
                        size_t len,
                        int64_t timeout_ms,
                        uint64_t *number);
+
+// `mms_publisher_send` with the frame's header (`header_len` bytes at `header`, exactly the
+// stream's header dtype's size). For variable-size frames, `len` may be any whole number of
+// rows up to the largest frame.
+//
+// # Safety
+// `publisher` is a live publisher handle; `src` valid for `len` bytes of reads; `header`
+// valid for `header_len` bytes of reads; `number` NULL or valid for a write.
+int mms_publisher_send_with_header(struct mms_publisher *publisher,
+                                   const void *src,
+                                   size_t len,
+                                   const void *header,
+                                   size_t header_len,
+                                   int64_t timeout_ms,
+                                   uint64_t *number);
 
 // Frames published so far on this stream (the number the next one gets).
 //
@@ -602,11 +644,31 @@ void mms_subscriber_free(struct mms_subscriber *subscriber);
 // `sample` is NULL or a sample not yet released.
 const void *mms_sample_data(const struct mms_sample *sample);
 
-// The frame's length in bytes (0 for NULL).
+// The frame's length in bytes: its rows' worth for variable-size frames (0 for NULL).
 //
 // # Safety
 // As `mms_sample_data`.
 size_t mms_sample_len(const struct mms_sample *sample);
+
+// The rows the frame has, its length along axis 0 (the first dimension of the stream's
+// shape unless its frames vary; 0 for NULL).
+//
+// # Safety
+// As `mms_sample_data`.
+uint64_t mms_sample_rows(const struct mms_sample *sample);
+
+// The frame's header (read-only, valid until the sample is released), or NULL when the
+// stream's frames carry none (or for NULL).
+//
+// # Safety
+// As `mms_sample_data`.
+const void *mms_sample_header(const struct mms_sample *sample);
+
+// The frame header's length in bytes (0 without a header, or for NULL).
+//
+// # Safety
+// As `mms_sample_data`.
+size_t mms_sample_header_len(const struct mms_sample *sample);
 
 // The frame's number (0 for the stream's first frame; 0 for NULL).
 //

@@ -131,6 +131,9 @@ pub const MMS_OPTION_MODE: c_int = 3;
 pub const MMS_OPTION_HISTORY: c_int = 4;
 /// For [`mms_stream_options_set`]: `MMS_CREATE_*` flags (default 0).
 pub const MMS_OPTION_FLAGS: c_int = 5;
+/// `mms_stream_options_set`: whether frames vary in length along axis 0 (1) or not (0, the
+/// default); the shape is then the largest frame's.
+pub const MMS_OPTION_VARIABLE: c_int = 6;
 
 /// For [`mms_subscribe_from`]: where the subscriber starts by default (the next frame if
 /// lossy, frame 0 if lossless).
@@ -1402,7 +1405,7 @@ pub unsafe extern "C" fn mms_stream_options_new(
 
 /// Sets one of the options: `slots` (frames in the ring), `max_subscribers`, `mode`
 /// (permission bits), `history` (the newest frames kept for late subscribers, at most
-/// `slots - 2`), `flags` (`MMS_CREATE_*`).
+/// `slots - 2`), `flags` (`MMS_CREATE_*`), `variable` (frames that vary in length: 1).
 ///
 /// # Safety
 /// `options` is a live options handle.
@@ -1425,6 +1428,7 @@ pub unsafe extern "C" fn mms_stream_options_set(
             MMS_OPTION_MAX_SUBSCRIBERS => taken.max_subscribers(small()?),
             MMS_OPTION_MODE => taken.mode(small()?),
             MMS_OPTION_HISTORY => taken.history(small()?),
+            MMS_OPTION_VARIABLE => taken.variable(value != 0),
             MMS_OPTION_FLAGS => {
                 let (backing, order, exist_ok) = create_flags(small()?)?;
                 let t = taken.order(order).exist_ok(exist_ok);
@@ -1439,6 +1443,26 @@ pub unsafe extern "C" fn mms_stream_options_set(
                 return Err(Failure::invalid(format!("{other} is not an MMS_OPTION_*")));
             }
         };
+        Ok(())
+    })
+}
+
+/// Gives every frame a header of `dtype` (a dtype string; a record's descr list included):
+/// written through `mms_publisher_header` in a loan, read with `mms_sample_header`.
+///
+/// # Safety
+/// `options` is a live options handle; `dtype` a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_stream_options_set_header(
+    options: *mut mms_stream_options,
+    dtype: *const c_char,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let o = unsafe { live(options) }?;
+        // SAFETY: NULL or a NUL-terminated string (the contract).
+        let dtype = unsafe { text(dtype, "dtype") }?;
+        o.header = Some(dtype.to_owned());
         Ok(())
     })
 }
@@ -1588,6 +1612,61 @@ pub unsafe extern "C" fn mms_publisher_loan(
     })
 }
 
+/// The per-frame header of the outstanding loan: its first byte (`header`, 8-byte aligned,
+/// zeroed when the loan began) and its length (`len`, may be NULL). `MMS_ERR_INVALID` when no
+/// loan is outstanding or the stream's frames carry no header.
+///
+/// # Safety
+/// `publisher` is a live publisher handle; `header` valid for a write; `len` NULL or valid for
+/// a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_publisher_header(
+    publisher: *mut mms_publisher,
+    header: *mut *mut c_void,
+    len: *mut usize,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let p = unsafe { live(publisher) }?;
+        needed(header, "header")?;
+        let Some(token) = p.loan.as_ref() else {
+            return Err(Failure::invalid(
+                "no loan is outstanding on this publisher (mms_publisher_loan)",
+            ));
+        };
+        let Some(ptr) = p.publisher.header_ptr(token) else {
+            return Err(Failure::invalid("this stream's frames carry no header"));
+        };
+        let n = p.publisher.header_dtype().map_or(0, mmshare::DType::size);
+        // SAFETY: valid for a write, or NULL (`len`) (the contract).
+        unsafe {
+            put(header, ptr.cast::<c_void>());
+            put(len, n);
+        }
+        Ok(())
+    })
+}
+
+/// Publishes the outstanding loan's frame with `rows` rows (variable-size frames; at most the
+/// largest frame's first dimension): its first `rows` rows are the frame.
+///
+/// # Safety
+/// `publisher` is a live publisher handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_publisher_set_rows(publisher: *mut mms_publisher, rows: u64) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let p = unsafe { live(publisher) }?;
+        let Some(token) = p.loan.as_mut() else {
+            return Err(Failure::invalid(
+                "no loan is outstanding on this publisher (mms_publisher_loan)",
+            ));
+        };
+        token.set_rows(rows)?;
+        Ok(())
+    })
+}
+
 /// Publishes the loaned frame; its number goes to `number` (may be NULL).
 ///
 /// # Safety
@@ -1652,18 +1731,90 @@ pub unsafe extern "C" fn mms_publisher_send(
         if src.is_null() {
             return Err(Failure::invalid("src is NULL"));
         }
-        let want = p.publisher.frame_len();
-        if len != want {
-            return Err(Failure::invalid(format!(
-                "src is {len} bytes; a frame is {want}"
-            )));
+        // SAFETY: `src` holds `len` bytes (the contract); no header.
+        let n = unsafe { send(p, src, len, std::ptr::null(), 0, timeout_ms) }?;
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe { put(number, n) };
+        Ok(())
+    })
+}
+
+/// Copies a frame (`len` bytes at `src`) and, unless `header` is NULL, its header
+/// (`header_len` bytes, exactly the header dtype's size) into a loaned slot and publishes it.
+///
+/// # Safety
+/// `src` holds `len` bytes; `header` is NULL or holds `header_len` bytes.
+unsafe fn send(
+    p: &mut PublisherState,
+    src: *const c_void,
+    len: usize,
+    header: *const c_void,
+    header_len: usize,
+    timeout_ms: i64,
+) -> std::result::Result<u64, Failure> {
+    let (max, row) = (p.publisher.frame_len(), p.publisher.row_len());
+    let variable = p.publisher.is_variable() && row > 0;
+    let fits = if variable {
+        len <= max && len.is_multiple_of(row)
+    } else {
+        len == max
+    };
+    if !fits {
+        return Err(Failure::invalid(if variable {
+            format!("src is {len} bytes; a frame is whole rows of {row} bytes, at most {max}")
+        } else {
+            format!("src is {len} bytes; a frame is {max}")
+        }));
+    }
+    let want = p.publisher.header_dtype().map_or(0, mmshare::DType::size);
+    if !header.is_null() && (want == 0 || header_len != want) {
+        return Err(Failure::invalid(if want == 0 {
+            "this stream's frames carry no header".to_owned()
+        } else {
+            format!("the header is {header_len} bytes; the stream's is {want}")
+        }));
+    }
+    let mut token = loan(p, timeout_ms)?;
+    if variable {
+        token.set_rows((len / row) as u64)?;
+    }
+    // SAFETY: `src` holds `len` bytes (the contract), the loaned slot at least `len` writable
+    // bytes that are ours until published; they do not overlap. The same for the header,
+    // `want` bytes on both sides (checked above).
+    unsafe {
+        std::ptr::copy_nonoverlapping(src.cast::<u8>(), p.publisher.frame_ptr(&token), len);
+        if let Some(to) = p.publisher.header_ptr(&token).filter(|_| !header.is_null()) {
+            std::ptr::copy_nonoverlapping(header.cast::<u8>(), to, want);
         }
-        let token = loan(p, timeout_ms)?;
-        // SAFETY: `src` holds `len` bytes (the contract), the loaned slot `len` writable bytes that are ours until published; they do not overlap.
-        unsafe {
-            std::ptr::copy_nonoverlapping(src.cast::<u8>(), p.publisher.frame_ptr(&token), len)
-        };
-        let n = p.publisher.publish_token(token)?;
+    }
+    Ok(p.publisher.publish_token(token)?)
+}
+
+/// `mms_publisher_send` with the frame's header (`header_len` bytes at `header`, exactly the
+/// stream's header dtype's size). For variable-size frames, `len` may be any whole number of
+/// rows up to the largest frame.
+///
+/// # Safety
+/// `publisher` is a live publisher handle; `src` valid for `len` bytes of reads; `header`
+/// valid for `header_len` bytes of reads; `number` NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_publisher_send_with_header(
+    publisher: *mut mms_publisher,
+    src: *const c_void,
+    len: usize,
+    header: *const c_void,
+    header_len: usize,
+    timeout_ms: i64,
+    number: *mut u64,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let p = unsafe { live(publisher) }?;
+        if src.is_null() || header.is_null() {
+            return Err(Failure::invalid("src or header is NULL"));
+        }
+        // SAFETY: as the contract says.
+        let n = unsafe { send(p, src, len, header, header_len, timeout_ms) }?;
         // SAFETY: NULL or valid for a write (the contract).
         unsafe { put(number, n) };
         Ok(())
@@ -1831,6 +1982,9 @@ pub struct mms_sample {
     token: Option<SampleToken>,
     data: *const u8,
     len: usize,
+    header: *const u8,
+    header_len: usize,
+    rows: u64,
     number: u64,
     missed_before: u64,
     published_ns: u64,
@@ -1941,11 +2095,16 @@ fn sample_of(
                 sample.missed_before(),
                 sample.published_ns(),
             );
+            let len = sample.len();
             let token = sample.into_token();
+            let header_len = s.files().header().frame_header_len();
             Box::into_raw(Box::new(mms_sample {
                 subscriber: Arc::clone(shared),
                 data: s.frame_ptr(&token),
-                len: s.frame_len(),
+                len,
+                header: s.header_ptr(&token).unwrap_or(std::ptr::null()),
+                header_len,
+                rows: token.rows(),
                 token: Some(token),
                 number,
                 missed_before,
@@ -2078,7 +2237,7 @@ pub unsafe extern "C" fn mms_sample_data(sample: *const mms_sample) -> *const c_
     unsafe { sample.as_ref() }.map_or(std::ptr::null(), |s| s.data.cast())
 }
 
-/// The frame's length in bytes (0 for NULL).
+/// The frame's length in bytes: its rows' worth for variable-size frames (0 for NULL).
 ///
 /// # Safety
 /// As `mms_sample_data`.
@@ -2086,6 +2245,38 @@ pub unsafe extern "C" fn mms_sample_data(sample: *const mms_sample) -> *const c_
 pub unsafe extern "C" fn mms_sample_len(sample: *const mms_sample) -> usize {
     // SAFETY: the contract.
     unsafe { sample.as_ref() }.map_or(0, |s| s.len)
+}
+
+/// The rows the frame has, its length along axis 0 (the first dimension of the stream's
+/// shape unless its frames vary; 0 for NULL).
+///
+/// # Safety
+/// As `mms_sample_data`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_sample_rows(sample: *const mms_sample) -> u64 {
+    // SAFETY: the contract.
+    unsafe { sample.as_ref() }.map_or(0, |s| s.rows)
+}
+
+/// The frame's header (read-only, valid until the sample is released), or NULL when the
+/// stream's frames carry none (or for NULL).
+///
+/// # Safety
+/// As `mms_sample_data`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_sample_header(sample: *const mms_sample) -> *const c_void {
+    // SAFETY: the contract.
+    unsafe { sample.as_ref() }.map_or(std::ptr::null(), |s| s.header.cast())
+}
+
+/// The frame header's length in bytes (0 without a header, or for NULL).
+///
+/// # Safety
+/// As `mms_sample_data`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_sample_header_len(sample: *const mms_sample) -> usize {
+    // SAFETY: the contract.
+    unsafe { sample.as_ref() }.map_or(0, |s| s.header_len)
 }
 
 /// The frame's number (0 for the stream's first frame; 0 for NULL).

@@ -84,6 +84,10 @@ class StreamInfo:
     stall_after: float = 0.0
     #: The newest frames kept offered for subscribers that join late (0: none).
     history: int = 0
+    #: The dtype of each frame's header, canonical ("" when frames carry none).
+    header: str = ""
+    #: Whether frames vary in length along axis 0 (`shape` is the largest frame's).
+    variable: bool = False
 
 
 def _varint(n: int) -> bytes:
@@ -168,10 +172,10 @@ def _stall(on_stall: str, after_ms: int) -> bytes:
 def encode_create_stream(name: str, dtype: str, shape, order: str, slots: int,
                          max_subscribers: int, memory: bool, mode: int, exist_ok: bool,
                          on_stall: str = "block", after_ms: int = 0,
-                         history: int = 0) -> bytes:
+                         history: int = 0, header: str = "", variable: bool = False) -> bytes:
     """Request::CreateStream: `shape`, `dtype` and `order` are one frame's. Note the wire order:
-    slots and max_subscribers come before the backing; the stall policy and the history come
-    last."""
+    slots and max_subscribers come before the backing; the stall policy, the history, the
+    per-frame header's dtype and whether frames vary come last."""
     if order not in ORDERS:
         raise ValueError(f"order must be 'C' or 'F', not {order!r}")
     for what, v in (("slots", slots), ("max_subscribers", max_subscribers), ("mode", mode),
@@ -181,6 +185,7 @@ def encode_create_stream(name: str, dtype: str, shape, order: str, slots: int,
     body = _string(name) + _string(dtype) + _shape(shape) + _varint(ORDERS.index(order))
     body += _varint(slots) + _varint(max_subscribers) + _varint(1 if memory else 0)
     body += _varint(mode) + _bool(exist_ok) + _stall(on_stall, after_ms) + _varint(history)
+    body += _string(header) + _bool(variable)
     return _varint(6) + body
 
 
@@ -315,13 +320,15 @@ class _Reader:
         on_stall = self.index(STALLS, "WireStall")
         after_ms = self.varint(32) if on_stall != "block" else 0
         history = self.varint(32)
+        header = self.string()
+        variable = self.boolean()
         return StreamInfo(
             name=name, dtype=dtype, shape=shape, order=order, slots=slots,
             max_subscribers=max_subscribers, data_offset=data_offset, frame_len=frame_len,
             slot_stride=slot_stride, published=published, backing=backing, owner_uid=owner_uid,
             owner_gid=owner_gid, mode=mode, path=path, publisher=publisher,
             subscribers=subscribers, on_stall=on_stall, stall_after=after_ms / 1000,
-            history=history)
+            history=history, header=header, variable=variable)
 
     def object_info(self):
         """ObjectInfo: an ArrayInfo (variant 0) or a StreamInfo (variant 1)."""

@@ -116,7 +116,8 @@ class Client:
 
     def create_stream(self, name, dtype, shape, slots=8, memory=False, mode=None,
                       exist_ok=False, max_subscribers=16, order="C", on_stall="block",
-                      stall_after=1.0, history=0) -> StreamInfo:
+                      stall_after=1.0, history=0, header=None,
+                      variable=False) -> StreamInfo:
         """Creates a stream of `slots` frames, each of `dtype` and `shape`, for at most
         `max_subscribers` subscribers at once; returns its description. `mode`: permission
         bits (default 0o600).
@@ -128,14 +129,21 @@ class Client:
         `on_stall` says what the publisher does about a lossless subscriber that keeps it
         waiting for a slot: "block" (wait for it: the default), "demote" (after `stall_after`
         seconds of waiting, make it lossy: it misses frames, each counted, and its `demoted`
-        says so) or "evict" (the same, and its next receive raises `Evicted`)."""
+        says so) or "evict" (the same, and its next receive raises `Evicted`).
+
+        `header` gives every frame a header of that dtype (one element: a number, a time, a
+        record such as `[("t", "M8[ns]"), ("exposure", "f4")]`), written in the loan
+        (`loan.header`, or `send(..., header=)`) and read in the sample (`sample.header`),
+        with the frame's guarantees. `variable=True` makes frames vary in length along axis 0:
+        `shape` is the largest frame's, and each frame has its own rows (`send` a shorter
+        array, or set `loan.rows`); samples have their actual shape."""
         if order not in ("C", "F"):
             raise ValueError(f"order must be 'C' or 'F', not {order!r}")
         mode = 0o600 if mode is None else mode
         return _info("stream", self._c.create_stream(
             name, _dtype_text(dtype), _shape(shape), order, int(slots), int(max_subscribers),
             bool(memory), int(mode), bool(exist_ok), str(on_stall), float(stall_after),
-            int(history)))
+            int(history), None if header is None else _dtype_text(header), bool(variable)))
 
     def publisher(self, name) -> Publisher:
         """Attaches as the publisher of stream `name` (one at a time: `Busy` otherwise); needs

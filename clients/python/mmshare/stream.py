@@ -33,7 +33,12 @@ LOAN_TIMEOUT = 10.0
 class Loan:
     """A loaned slot of a publisher. As a context manager it yields a writable ndarray over
     the slot, publishes the frame when the block ends normally and discards it when the block
-    raises; `number` is the frame's number (set by the publish)."""
+    raises; `number` is the frame's number (known inside the block).
+
+    Inside the block, `header` is the frame's header (a writable 0-d array of the stream's
+    header dtype, zeroed: `loan.header["t"] = ...`, `loan.header[()] = 7`), and for
+    variable-size frames `rows` says how many rows of the frame are published (the largest
+    frame's unless set)."""
 
     def __init__(self, publisher, timeout, casting="same_kind"):
         self._publisher = publisher
@@ -41,7 +46,29 @@ class Loan:
         self._casting = casting
         self._native = None
         self._view = None
+        self._header = None
+        self._header_pages = None
         self.number = None
+
+    @property
+    def header(self) -> np.ndarray:
+        """The frame's header, writable inside the block (`None` when frames carry none)."""
+        if self._view is None:
+            raise errors.MmshareError("the loan's header exists inside its `with` block only")
+        return self._header
+
+    @property
+    def rows(self) -> int:
+        """The rows the frame is published with."""
+        if self._view is None:
+            raise errors.MmshareError("the loan's rows exist inside its `with` block only")
+        return self._native.rows
+
+    @rows.setter
+    def rows(self, rows: int):
+        if self._view is None:
+            raise errors.MmshareError("the loan's rows exist inside its `with` block only")
+        self._native.set_rows(int(rows))
 
     def __enter__(self) -> np.ndarray:
         if self._native is not None or self.number is not None:
@@ -53,6 +80,11 @@ class Loan:
         self._pages = _Pages.at(self._native, p._template, self._native.address, True)
         self._view = checked(self._pages.array(), self._casting,
                              f"a frame of stream {p.name!r}")
+        if p.header_dtype is not None:
+            self._header_pages = _Pages(self._native, p.header_dtype, (), "C", True,
+                                        address=self._native.header_address)
+            self._header = checked(self._header_pages.array(), self._casting,
+                                   f"the header of a frame of stream {p.name!r}")
         return self._view
 
     def __exit__(self, exc_type, exc, tb):
@@ -66,6 +98,11 @@ class Loan:
             view.base.flags.writeable = False
             self._pages.finished = True
             self._pages = None
+            if self._header is not None:
+                self._header.flags.writeable = False
+                self._header.base.flags.writeable = False
+                self._header_pages.finished = True
+                self._header, self._header_pages = None, None
         if exc_type is None:
             self.number = native.publish()
         else:
@@ -86,6 +123,10 @@ class _Handle:
         self.dtype = numpy_dtype(info.dtype)
         self.shape = tuple(info.shape)
         self.order = info.order
+        #: The dtype of each frame's header, or None when frames carry none.
+        self.header_dtype = numpy_dtype(info.header) if info.header else None
+        #: Whether frames vary in length along axis 0 (`shape` is the largest frame's).
+        self.variable = info.variable
         self._template = _Pages.template(self.dtype, self.shape, self.order)
 
     def close(self):
@@ -127,20 +168,36 @@ class Publisher(_Handle):
         _check_casting(casting)
         return Loan(self, timeout, casting)
 
-    def send(self, frame, timeout=LOAN_TIMEOUT, casting="same_kind") -> int:
+    def send(self, frame, timeout=LOAN_TIMEOUT, casting="same_kind", header=None) -> int:
         """Copies `frame` (any array of the stream's shape, converted to its dtype under
         NumPy's `casting` rule: 'same_kind' by default, so floats into an integer stream raise
         TypeError naming both dtypes; 'unsafe' converts as `astype` does) into a loaned slot
-        and publishes it; returns its number. Waits for a slot as `loan` does."""
+        and publishes it; returns its number. Waits for a slot as `loan` does. For
+        variable-size frames, `frame` may have fewer rows than the largest frame. `header`: the
+        frame's header (a value of the stream's header dtype: a number, a tuple for a record),
+        checked under the same casting rule."""
         given = frame
+        _check_casting(casting)
         if self.dtype.names is not None and not isinstance(frame, np.ndarray):
             # Tuples are records: checked field by field, then converted as records.
-            check_cast(given, self.dtype, _check_casting(casting), f"stream {self.name!r}")
+            check_cast(given, self.dtype, casting, f"stream {self.name!r}")
             frame = np.asarray(frame, dtype=self.dtype)
         frame = np.asarray(frame)
-        if frame.shape != self.shape:
+        if self.variable:
+            if (frame.ndim != len(self.shape) or frame.shape[1:] != self.shape[1:]
+                    or frame.shape[0] > self.shape[0]):
+                raise ValueError(
+                    f"frame shape {frame.shape} does not fit the stream's largest frame "
+                    f"{self.shape} (its frames vary in length along axis 0)")
+        elif frame.shape != self.shape:
             raise ValueError(f"frame shape {frame.shape} is not the stream's {self.shape}")
-        check_cast(given, self.dtype, _check_casting(casting), f"stream {self.name!r}")
+        check_cast(given, self.dtype, casting, f"stream {self.name!r}")
+        raw_header = None
+        if header is not None:
+            if self.header_dtype is None:
+                raise ValueError(f"the frames of stream {self.name!r} carry no header")
+            check_cast(header, self.header_dtype, casting, f"the header of stream {self.name!r}")
+            raw_header = as_bytes(np.array(header, dtype=self.header_dtype))
         # The frame's bytes in the stream's dtype and memory order (a copy only if they are
         # not already), copied into the slot by the native core: no view is made. The native
         # side takes a C-contiguous buffer: a Fortran-ordered frame's transpose is one.
@@ -148,7 +205,7 @@ class Publisher(_Handle):
             frame = np.asfortranarray(frame, dtype=self.dtype).T
         else:
             frame = np.ascontiguousarray(frame, dtype=self.dtype)
-        return self._native.send(as_bytes(frame), timeout)
+        return self._native.send(as_bytes(frame), timeout, raw_header)
 
     def close(self):
         """Detaches (another publisher may attach) once no loan of it, or view of a loaned
@@ -170,7 +227,23 @@ class Sample:
         self.number = native.number
         self.missed_before = native.missed_before
         self.published_ns = native.published_ns
+        #: The rows the frame has (its length along axis 0).
+        self.rows = native.rows
         self._array = subscriber._view_of(native)
+        self._header = None
+        if subscriber.header_dtype is not None:
+            self._header = _Pages(native, subscriber.header_dtype, (), "C", False,
+                                  address=native.header_address).array()
+
+    @property
+    def header(self) -> np.ndarray:
+        """The frame's header: a read-only 0-d array of the stream's header dtype (None when
+        frames carry none), valid while the sample is held, as the frame."""
+        if self._native is None:
+            raise errors.MmshareError(
+                f"sample {self.number} was released; copy the header (sample.header.copy()) "
+                "to use it after the release")
+        return self._header
 
     @property
     def array(self) -> np.ndarray:
@@ -195,6 +268,7 @@ class Sample:
         """Lets the frame go: the sample is unusable from here on, and the slot returns to the
         publisher once no view of it is left."""
         view, self._array = self._array, None
+        self._header = None
         self._native = None
         subscriber, self._subscriber = self._subscriber, None
         if view is not None and subscriber is not None:
@@ -236,6 +310,11 @@ class Subscriber(_Handle):
         Building a view from `__array_interface__` costs microseconds, so a released sample's
         view that nothing else referred to is kept (its base owning nothing) and reused for the
         next sample in the same slot."""
+        if self.variable and native.rows != self.shape[0]:
+            # A shorter frame: a view of its own shape, made for it.
+            shape = (native.rows,) + self.shape[1:]
+            return _Pages(native, self.dtype, shape, self.order, False,
+                          address=native.address).array()
         reuse = self._free_views.pop(native.address, None)
         if reuse is not None:
             view, pages = reuse

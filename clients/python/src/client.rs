@@ -103,6 +103,8 @@ pub(crate) fn stream_info<'py>(py: Python<'py>, info: &StreamInfo) -> PyResult<B
     };
     d.set_item("on_stall", on_stall)?;
     d.set_item("history", info.history)?;
+    d.set_item("header", &info.header)?;
+    d.set_item("variable", info.variable)?;
     d.set_item("stall_after", f64::from(after_ms) / 1000.0)?;
     Ok(d)
 }
@@ -282,6 +284,8 @@ impl Connection {
         on_stall: &str,
         stall_after: f64,
         history: u32,
+        header: Option<String>,
+        variable: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         let after = std::time::Duration::try_from_secs_f64(stall_after).map_err(|_| {
             pyo3::exceptions::PyValueError::new_err(format!(
@@ -305,7 +309,11 @@ impl Connection {
             .mode(mode)
             .exist_ok(exist_ok)
             .on_stall(stall)
-            .history(history);
+            .history(history)
+            .variable(variable);
+        if let Some(header) = header {
+            options = options.header(header);
+        }
         if memory {
             options = options.memory();
         }

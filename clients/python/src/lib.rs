@@ -65,10 +65,22 @@ impl Bytes {
         writable: bool,
         what: &str,
     ) -> PyResult<Bytes> {
+        Self::borrow_where(obj, writable, what, &format!("of {len} bytes"), |got| got == len)
+    }
+
+    /// Borrows `obj`'s buffer as `borrow` does, of any length `fits` accepts (`wanted` says
+    /// which, for the error).
+    pub(crate) fn borrow_where(
+        obj: &Bound<'_, PyAny>,
+        writable: bool,
+        what: &str,
+        wanted_len: &str,
+        fits: impl Fn(usize) -> bool,
+    ) -> PyResult<Bytes> {
         use pyo3::ffi;
         let wanted = || {
             format!(
-                "the {what} must be a C-contiguous{} buffer of {len} bytes",
+                "the {what} must be a C-contiguous{} buffer {wanted_len}",
                 if writable { ", writable" } else { "" }
             )
         };
@@ -85,8 +97,8 @@ impl Bytes {
         }
         // SAFETY: `PyObject_GetBuffer` succeeded, so it filled `view` in.
         let bytes = Bytes(unsafe { Box::from_raw(Box::into_raw(view).cast::<ffi::Py_buffer>()) });
-        let got = usize::try_from(bytes.0.len).unwrap_or(0);
-        if got != len {
+        let got = bytes.len();
+        if !fits(got) {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
                 "{} (got {got} bytes)",
                 wanted()
@@ -98,6 +110,11 @@ impl Bytes {
     /// The first byte; valid for `len` bytes while this lives.
     pub(crate) fn address(&self) -> usize {
         self.0.buf as usize
+    }
+
+    /// Its length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        usize::try_from(self.0.len).unwrap_or(0)
     }
 }
 

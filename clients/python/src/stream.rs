@@ -44,7 +44,9 @@ pub(crate) fn error(py: Python<'_>, e: StreamError) -> PyErr {
         StreamError::NoRecord { .. } | StreamError::NoHoldBudget { .. } => "QuotaExceeded",
         StreamError::BadMaxHeld { .. }
         | StreamError::BadStart { .. }
-        | StreamError::LengthMismatch { .. } => {
+        | StreamError::LengthMismatch { .. }
+        | StreamError::TooManyRows { .. }
+        | StreamError::FixedSize { .. } => {
             return pyo3::exceptions::PyValueError::new_err(e.to_string());
         }
         _ => "MmshareError",
@@ -57,12 +59,18 @@ pub(crate) fn error(py: Python<'_>, e: StreamError) -> PyErr {
 pub(crate) struct NativePublisher {
     publisher: Arc<Mutex<Publisher<u8>>>,
     frame_bytes: usize,
+    row_bytes: usize,
+    header_bytes: usize,
+    variable: bool,
 }
 
 impl NativePublisher {
     pub(crate) fn new(publisher: Publisher<u8>) -> NativePublisher {
         NativePublisher {
             frame_bytes: publisher.frame_len(),
+            row_bytes: publisher.row_len(),
+            header_bytes: publisher.header_dtype().map_or(0, mmshare::DType::size),
+            variable: publisher.is_variable(),
             publisher: Arc::new(Mutex::new(publisher)),
         }
     }
@@ -70,10 +78,22 @@ impl NativePublisher {
 
 #[pymethods]
 impl NativePublisher {
-    /// Bytes per frame.
+    /// Bytes per frame (the largest frame, for variable-size frames).
     #[getter]
     fn frame_bytes(&self) -> usize {
         self.frame_bytes
+    }
+
+    /// Bytes per row (a slice along axis 0).
+    #[getter]
+    fn row_bytes(&self) -> usize {
+        self.row_bytes
+    }
+
+    /// Bytes of each frame's header (0 when frames carry none).
+    #[getter]
+    fn header_bytes(&self) -> usize {
+        self.header_bytes
     }
 
     /// The number the next published frame gets.
@@ -139,11 +159,12 @@ impl NativePublisher {
                 let mut p = lock(publisher);
                 let token = p.loan_token(slice)?;
                 let address = p.frame_ptr(&token) as usize;
-                Ok::<_, StreamError>((token, address))
+                let header = p.header_ptr(&token).map_or(0, |h| h as usize);
+                Ok::<_, StreamError>((token, address, header))
             },
             |e| matches!(e, StreamError::LoanTimeout { .. }),
         )?;
-        let (token, address) = match got {
+        let (token, address, header_address) = match got {
             Ok(got) => got,
             Err(StreamError::LoanTimeout { lag, slots, .. }) => {
                 return Err(errors::with_message(
@@ -160,6 +181,7 @@ impl NativePublisher {
         Ok(NativeLoan {
             number: token.number(),
             address,
+            header_address,
             publisher: Arc::clone(&self.publisher),
             token: Mutex::new(Some(token)),
         })
@@ -172,24 +194,74 @@ impl NativePublisher {
     /// The fast path (a free slot, nobody else using this publisher) never releases the GIL
     /// for small frames: releasing and taking it back costs more than the copy. The publisher's
     /// lock is only tried then, never waited for, so the rule above holds.
-    fn send(&self, py: Python<'_>, src: Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<u64> {
+    ///
+    /// For variable-size frames, `src` may hold any whole number of rows up to the largest
+    /// frame's; `header` (the per-frame header's bytes, exactly its size) is copied in too.
+    #[pyo3(signature = (src, timeout, header=None))]
+    fn send(
+        &self,
+        py: Python<'_>,
+        src: Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        header: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<u64> {
         /// Frames from this size on are copied with the GIL released.
         const DETACH_FROM: usize = 64 << 10;
-        let len = self.frame_bytes;
-        let src = Bytes::borrow(&src, len, false, "frame")?;
-        let from = src.address();
-        let copy = move |to: usize| {
+        let (max, row) = (self.frame_bytes, self.row_bytes);
+        let src = if self.variable && row > 0 {
+            Bytes::borrow_where(
+                &src,
+                false,
+                "frame",
+                &format!("of whole rows ({row} bytes each) up to {max} bytes"),
+                |got| got <= max && got.is_multiple_of(row),
+            )?
+        } else {
+            Bytes::borrow(&src, max, false, "frame")?
+        };
+        let len = src.len();
+        let rows = if self.variable && row > 0 {
+            Some((len / row) as u64)
+        } else {
+            None
+        };
+        let header = match header {
+            Some(h) if self.header_bytes > 0 => {
+                Some(Bytes::borrow(&h, self.header_bytes, false, "header")?)
+            }
+            Some(_) => {
+                return Err(errors::with_message(
+                    py,
+                    "MmshareError",
+                    "this stream's frames carry no header".to_owned(),
+                ));
+            }
+            None => None,
+        };
+        let (from, header_from) = (src.address(), header.as_ref().map(Bytes::address));
+        let header_len = self.header_bytes;
+        let copy = move |to: usize, header_to: usize| {
             // SAFETY: `from` is the borrowed source's `len` bytes, kept by `src` for this
-            // call; `to` is the loaned slot's `len` bytes, ours until published. They do not
-            // overlap (one is the caller's memory, the other the stream's mapping).
-            unsafe { std::ptr::copy_nonoverlapping(from as *const u8, to as *mut u8, len) };
+            // call; `to` is the loaned slot's frame, at least `len` bytes, ours until
+            // published. They do not overlap (one is the caller's memory, the other the
+            // stream's mapping). The same for the header: `header_len` bytes on both sides.
+            unsafe {
+                std::ptr::copy_nonoverlapping(from as *const u8, to as *mut u8, len);
+                if let Some(h) = header_from {
+                    std::ptr::copy_nonoverlapping(h as *const u8, header_to as *mut u8, header_len);
+                }
+            }
         };
         if len < DETACH_FROM
             && let Ok(mut p) = self.publisher.try_lock()
         {
             match p.loan_token(std::time::Duration::ZERO) {
-                Ok(token) => {
-                    copy(p.frame_ptr(&token) as usize);
+                Ok(mut token) => {
+                    let header_to = p.header_ptr(&token).map_or(0, |h| h as usize);
+                    copy(p.frame_ptr(&token) as usize, header_to);
+                    if let Some(rows) = rows {
+                        token.set_rows(rows).map_err(|e| error(py, e))?;
+                    }
                     return p.publish_token(token).map_err(|e| error(py, e));
                 }
                 Err(StreamError::LoanTimeout { .. }) => {} // full: wait below
@@ -197,11 +269,14 @@ impl NativePublisher {
             }
         }
         let loan = self.loan(py, timeout)?;
-        let to = loan.address;
+        let (to, header_to) = (loan.address, loan.header_address);
         if len < DETACH_FROM {
-            copy(to);
+            copy(to, header_to);
         } else {
-            py.detach(|| copy(to));
+            py.detach(|| copy(to, header_to));
+        }
+        if let Some(rows) = rows {
+            loan.set_rows(py, rows)?;
         }
         loan.publish(py)
     }
@@ -215,6 +290,7 @@ pub(crate) struct NativeLoan {
     token: Mutex<Option<LoanToken>>,
     number: u64,
     address: usize,
+    header_address: usize,
 }
 
 #[pymethods]
@@ -231,10 +307,35 @@ impl NativeLoan {
         self.address
     }
 
+    /// Address of the frame's header (0 when frames carry none; writable until published).
+    #[getter]
+    fn header_address(&self) -> usize {
+        self.header_address
+    }
+
     /// Whether it was published or abandoned.
     #[getter]
     fn finished(&self) -> bool {
         lock(&self.token).is_none()
+    }
+
+    /// The rows the frame will be published with.
+    #[getter]
+    fn rows(&self) -> u64 {
+        lock(&self.token).as_ref().map_or(0, LoanToken::rows)
+    }
+
+    /// Publishes the frame with `rows` rows (variable-size frames only; at most the
+    /// largest frame's).
+    fn set_rows(&self, py: Python<'_>, rows: u64) -> PyResult<()> {
+        match lock(&self.token).as_mut() {
+            Some(token) => token.set_rows(rows).map_err(|e| error(py, e)),
+            None => Err(errors::with_message(
+                py,
+                "MmshareError",
+                format!("frame {} was already published or abandoned", self.number),
+            )),
+        }
     }
 
     /// Publishes the frame; returns its number. A second call raises.
@@ -366,12 +467,14 @@ impl NativeSubscriber {
         }
     }
 
-    fn sample(&self, token: SampleToken, address: usize) -> NativeSample {
+    fn sample(&self, (token, address, header_address): Held) -> NativeSample {
         NativeSample {
             number: token.number(),
             missed_before: token.missed_before(),
             published_ns: token.published_ns(),
+            rows: token.rows(),
             address,
+            header_address,
             shared: Arc::clone(&self.shared),
             token: Mutex::new(Some(token)),
         }
@@ -384,23 +487,27 @@ impl NativeSubscriber {
     }
 }
 
-/// Takes a sample with `how` and detaches it: the token and the frame's address.
+/// A detached sample: its token, its frame's address and its header's (0 if none).
+type Held = (SampleToken, usize, usize);
+
+/// Takes a sample with `how` and detaches it.
 fn detached(
     shared: &Shared,
     how: impl FnOnce(&Subscriber<u8>) -> Result<Option<mmshare::Sample<'_, u8>>, StreamError>,
-) -> Result<Option<(SampleToken, usize)>, StreamError> {
+) -> Result<Option<Held>, StreamError> {
     taken(&shared.take(), how)
 }
 
-/// `how` on a subscriber already taken; the sample as its token and frame address.
+/// `how` on a subscriber already taken; the sample detached.
 fn taken(
     s: &Taken<'_>,
     how: impl FnOnce(&Subscriber<u8>) -> Result<Option<mmshare::Sample<'_, u8>>, StreamError>,
-) -> Result<Option<(SampleToken, usize)>, StreamError> {
+) -> Result<Option<Held>, StreamError> {
     Ok(how(s)?.map(|sample| {
         let token = sample.into_token();
         let address = s.frame_ptr(&token) as usize;
-        (token, address)
+        let header = s.header_ptr(&token).map_or(0, |h| h as usize);
+        (token, address, header)
     }))
 }
 
@@ -463,7 +570,7 @@ impl NativeSubscriber {
             |e| matches!(e, StreamError::ReceiveTimeout { .. }),
         )?;
         match got {
-            Ok(Some((token, address))) => Ok(self.sample(token, address)),
+            Ok(Some(held)) => Ok(self.sample(held)),
             Ok(None) => unreachable!("receive_timeout returns a sample or an error"),
             Err(StreamError::ReceiveTimeout { next, .. }) => Err(errors::with_message(
                 py,
@@ -487,7 +594,7 @@ impl NativeSubscriber {
             Some(s) => taken(&s, Subscriber::receive),
             None => py.detach(|| detached(shared, Subscriber::receive)),
         };
-        got.map(|got| got.map(|(token, address)| self.sample(token, address)))
+        got.map(|got| got.map(|held| self.sample(held)))
             .map_err(|e| error(py, e))
     }
 
@@ -495,7 +602,7 @@ impl NativeSubscriber {
     fn latest(&self, py: Python<'_>) -> PyResult<Option<NativeSample>> {
         let shared = &self.shared;
         py.detach(|| detached(shared, Subscriber::latest))
-            .map(|got| got.map(|(token, address)| self.sample(token, address)))
+            .map(|got| got.map(|held| self.sample(held)))
             .map_err(|e| error(py, e))
     }
 }
@@ -509,11 +616,25 @@ pub(crate) struct NativeSample {
     number: u64,
     missed_before: u64,
     published_ns: u64,
+    rows: u64,
     address: usize,
+    header_address: usize,
 }
 
 #[pymethods]
 impl NativeSample {
+    /// The rows the frame has.
+    #[getter]
+    fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Address of the frame's header (0 when frames carry none; read-only, valid while held).
+    #[getter]
+    fn header_address(&self) -> usize {
+        self.header_address
+    }
+
     #[getter]
     fn number(&self) -> u64 {
         self.number

@@ -1642,7 +1642,7 @@ fn per_frame_headers_travel_with_their_frames() {
     drop(sample);
     let mut loan = publisher.loan().unwrap();
     assert!(loan.header_mut::<f64>().is_err());
-    drop(loan);
+    let _ = loan;
 
     // A stream without headers has none to give.
     let plain = make(dir.path(), 4, 4);
@@ -1688,7 +1688,7 @@ fn variable_size_frames_have_the_rows_they_were_published_with() {
         loan.set_rows(6),
         Err(StreamError::TooManyRows { rows: 6, max: 5 })
     ));
-    drop(loan);
+    let _ = loan;
     publisher.send(&[1, 2, 3, 4]).unwrap();
     assert_eq!(subscriber.receive().unwrap().unwrap().rows(), 2);
     for bad in [vec![1u32; 3], vec![1u32; 12]] {
@@ -1709,7 +1709,7 @@ fn variable_size_frames_have_the_rows_they_were_published_with() {
         Err(StreamError::FixedSize { rows: 3, max: 5 })
     ));
     loan.set_rows(5).unwrap();
-    drop(loan);
+    let _ = loan;
     assert!(publisher.send(&[1, 2, 3, 4]).is_err());
 }
 
