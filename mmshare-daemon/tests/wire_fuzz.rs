@@ -294,8 +294,26 @@ fn request(rng: &mut Rng, flavor: Flavor) -> Request {
         "frames", "points", "ring", "a", "b", "a.b", "x-1", "ab", "f",
     ];
     const DTYPES: &[&str] = &[
-        "<f4", "f8", "u1", "|b1", "<c16", "float64", "int32", ">i2", "<f2", "S10", "<U3", "O", "",
-        "f4 ", "<M8[ns]", "V8", "<i8", "m8[us]", "V0", "M8",
+        "<f4",
+        "f8",
+        "u1",
+        "|b1",
+        "<c16",
+        "float64",
+        "int32",
+        ">i2",
+        "<f2",
+        "S10",
+        "<U3",
+        "O",
+        "",
+        "f4 ",
+        "<M8[ns]",
+        "V8",
+        "<i8",
+        "m8[us]",
+        "V0",
+        "M8",
         "[('x', '<f4'), ('', '|V4'), ('id', '<u8')]",
         "[('p', [('x', 'f4'), ('y', 'f4')], (2,)), ('t', 'M8[ns]')]",
         "[('a', 'f4'), ('a', 'f4')]",
@@ -306,7 +324,14 @@ fn request(rng: &mut Rng, flavor: Flavor) -> Request {
     ];
     // Per-frame header dtypes: none, plain, a record, refused ones, one too large.
     const HEADERS: &[&str] = &[
-        "", "", "", "<u8", "[('t', '<M8[ns]'), ('exposure', '<f4')]", "O", "V65529", "V65528",
+        "",
+        "",
+        "",
+        "<u8",
+        "[('t', '<M8[ns]'), ('exposure', '<f4')]",
+        "O",
+        "V65529",
+        "V65528",
         "[('a', 'f4')",
     ];
     const DIMS: &[u64] = &[

@@ -109,6 +109,12 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
   records-check SOCKET NAME FRAMES      subscribe losslessly to record stream NAME, print
                                         'subscribed', check FRAMES frames of Detection records,
                                         print 'ok frames=N'
+  frames-pub SOCKET NAME FRAMES         wait for stream NAME (u2 frames of up to 6x4, variable,
+                                        with a FrameHeader per frame) and a subscriber, publish
+                                        FRAMES frames of `frame_rows(n)` rows, print 'published N'
+  frames-check SOCKET NAME FRAMES       subscribe losslessly to that stream, print 'subscribed',
+                                        check FRAMES frames (rows, data, header), print
+                                        'ok frames=N'
   poke [a:ARRAY | s:STREAM]...          write every element of each u64 array with its index
                                         + 1; publish one frame of each u64 stream, element k =
                                         k + 1; print 'poked N'
@@ -184,6 +190,12 @@ fn main() -> ExitCode {
         }
         ["records-check", socket, name, frames] => {
             records_check(socket, name, frames.parse().unwrap_or(0))
+        }
+        ["frames-pub", socket, name, frames] => {
+            frames_pub(socket, name, frames.parse().unwrap_or(0))
+        }
+        ["frames-check", socket, name, frames] => {
+            frames_check(socket, name, frames.parse().unwrap_or(0))
         }
         ["stream-loan-hold", socket, name] => stream_loan_hold(socket, name),
         ["stream-latest", socket, name, count] => {
@@ -974,6 +986,92 @@ fn records_check(socket: &str, name: &str, frames: u64) -> Result<ExitCode> {
                 say(&format!("frame {expected} record {i} is {r:?}"));
                 return Ok(ExitCode::FAILURE);
             }
+        }
+    }
+    say(&format!("ok frames={frames}"));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The per-frame header of the frame tests (tests/python/test_frame_info.py and
+/// tests/c/frames.c build the same): in NumPy, `[('t', '<u8'), ('exposure', '<f4'),
+/// ('roi', '<u2', (4,)), ('', '|V4')]`.
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable, mmshare::Record)]
+#[repr(C)]
+struct FrameHeader {
+    t: u64,
+    exposure: f32,
+    roi: [u16; 4],
+    #[mmshare(padding)]
+    _pad: [u8; 4],
+}
+
+/// Frame `n` of the frame tests: `n % 7` rows (0 to 6) of 4 `u2`, element `(r, c)` =
+/// `n * 100 + r * 4 + c`, and its header.
+fn frame_rows(n: u64) -> u64 {
+    n % 7
+}
+
+fn frame_value(n: u64, i: usize) -> u16 {
+    (n * 100 + i as u64) as u16
+}
+
+fn frame_header(n: u64) -> FrameHeader {
+    FrameHeader {
+        t: 1_000_000 + n,
+        exposure: n as f32 * 0.5,
+        roi: [n as u16, n as u16 + 1, n as u16 + 2, n as u16 + 3],
+        _pad: [0; 4],
+    }
+}
+
+/// Waits for the frame stream NAME and one subscriber, publishes FRAMES frames (shrunk loans
+/// with headers), prints 'published N'.
+fn frames_pub(socket: &str, name: &str, frames: u64) -> Result<ExitCode> {
+    let client = Client::connect(socket)?;
+    client.wait_for(name, Duration::from_secs(60))?;
+    let mut publisher = client.publisher::<u16>(name)?;
+    publisher.wait_for_subscribers(1, Duration::from_secs(60))?;
+    for _ in 0..frames {
+        let mut loan = publisher.loan()?;
+        let n = loan.number();
+        loan.set_rows(frame_rows(n))?;
+        for (i, x) in loan.iter_mut().enumerate() {
+            *x = frame_value(n, i);
+        }
+        *loan.header_mut::<FrameHeader>()? = frame_header(n);
+        loan.publish();
+    }
+    say(&format!("published {frames}"));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Subscribes (lossless, from frame 0) to the frame stream NAME, prints 'subscribed', checks
+/// FRAMES frames: rows, every element, the header; prints 'ok frames=N' or exits 1 naming
+/// what differs.
+fn frames_check(socket: &str, name: &str, frames: u64) -> Result<ExitCode> {
+    let client = Client::connect(socket)?;
+    let subscriber = client.subscribe::<u16>(name, mmshare::Delivery::Lossless)?;
+    say("subscribed");
+    for expected in 0..frames {
+        let sample = subscriber.receive_timeout(Duration::from_secs(30))?;
+        let n = sample.number();
+        let want: Vec<u16> = (0..4 * frame_rows(n) as usize)
+            .map(|i| frame_value(n, i))
+            .collect();
+        let header = *sample.header::<FrameHeader>()?;
+        if n != expected || sample.rows() != frame_rows(n) || sample[..] != want[..] {
+            say(&format!(
+                "frame {n} (expected {expected}): rows {} data {:?}",
+                sample.rows(),
+                &sample[..]
+            ));
+            return Ok(ExitCode::FAILURE);
+        }
+        // The fields: padding bytes are nobody's.
+        let want = frame_header(n);
+        if (header.t, header.exposure, header.roi) != (want.t, want.exposure, want.roi) {
+            say(&format!("frame {n}: header {header:?}"));
+            return Ok(ExitCode::FAILURE);
         }
     }
     say(&format!("ok frames={frames}"));

@@ -255,7 +255,10 @@ fn stream_code(e: &StreamError) -> c_int {
         | StreamError::HoldLimit { .. } => MMS_ERR_QUOTA,
         StreamError::BadMaxHeld { .. }
         | StreamError::BadStart { .. }
-        | StreamError::LengthMismatch { .. } => MMS_ERR_INVALID_ARGUMENT,
+        | StreamError::LengthMismatch { .. }
+        | StreamError::TooManyRows { .. }
+        | StreamError::FixedSize { .. }
+        | StreamError::FrameHeader { .. } => MMS_ERR_INVALID_ARGUMENT,
         StreamError::LoanTimeout { .. }
         | StreamError::ReceiveTimeout { .. }
         | StreamError::SubscribersTimeout { .. } => MMS_ERR_TIMEOUT,

@@ -197,7 +197,10 @@ class Publisher(_Handle):
             if self.header_dtype is None:
                 raise ValueError(f"the frames of stream {self.name!r} carry no header")
             check_cast(header, self.header_dtype, casting, f"the header of stream {self.name!r}")
-            raw_header = as_bytes(np.array(header, dtype=self.header_dtype))
+            # Zeros first, so that a record's padding is zero rather than whatever was there.
+            value = np.zeros((), self.header_dtype)
+            value[()] = header
+            raw_header = as_bytes(value)
         # The frame's bytes in the stream's dtype and memory order (a copy only if they are
         # not already), copied into the slot by the native core: no view is made. The native
         # side takes a C-contiguous buffer: a Fortran-ordered frame's transpose is one.
@@ -327,8 +330,10 @@ class Subscriber(_Handle):
         (no view of it was kept): its base lets go of the sample, and the view waits for the
         next sample in its slot."""
         pages = view.base
-        if not isinstance(pages, _Pages):
-            return  # a record's view, over an opaque-bytes array: made afresh each time
+        if not isinstance(pages, _Pages) or view.shape != self.shape:
+            # A record's view (over an opaque-bytes array) or a shorter frame's: made afresh
+            # each time.
+            return
         # References: the caller's local and getrefcount's argument (the view); the view's
         # base, the local and the argument (the pages).
         if sys.getrefcount(view) == 3 and sys.getrefcount(pages) == 3:

@@ -65,7 +65,9 @@ impl Bytes {
         writable: bool,
         what: &str,
     ) -> PyResult<Bytes> {
-        Self::borrow_where(obj, writable, what, &format!("of {len} bytes"), |got| got == len)
+        Self::borrow_where(obj, writable, what, &format!("of {len} bytes"), |got| {
+            got == len
+        })
     }
 
     /// Borrows `obj`'s buffer as `borrow` does, of any length `fits` accepts (`wanted` says
