@@ -83,6 +83,16 @@
 //! }
 //! ```
 //!
+//! alignment beyond 8 bytes (elements are placed at most 8-byte aligned),
+//!
+//! ```compile_fail
+//! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, mmshare::Record)]
+//! #[repr(C, align(16))]
+//! struct Sample {
+//!     t: [u64; 2],
+//! }
+//! ```
+//!
 //! a field type that is no dtype,
 //!
 //! ```compile_fail
@@ -200,8 +210,19 @@ fn check_repr_c(input: &DeriveInput) -> syn::Result<()> {
         attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("C") {
                 c = true;
+            } else if meta.path.is_ident("align") {
+                // Typed handles place elements at most 8-byte aligned (frames and data start
+                // on pages, elements follow one another): more would fail at every open.
+                let content;
+                syn::parenthesized!(content in meta.input);
+                let n: syn::LitInt = content.parse()?;
+                if n.base10_parse::<u64>()? > 8 {
+                    return Err(meta.error(
+                        "#[derive(Record)] takes alignment up to 8: mmshare places elements at most 8-byte aligned",
+                    ));
+                }
             } else if meta.input.peek(syn::token::Paren) {
-                // `packed(N)`, `align(N)`: allowed beside C.
+                // `packed(N)`: allowed beside C.
                 let _args: TokenStream2 = meta.input.parse()?;
             }
             Ok(())

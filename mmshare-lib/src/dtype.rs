@@ -1133,6 +1133,7 @@ mod tests {
             ),
             ("[('a', '<u1', 99999999999999999999999)]", "too large"),
             ("[('a', [])]", "at least one field"),
+            ("[('n', \"[('a', 'f4')]\")]", "not a string"),
             ("[('a', '<f4')] [('b', '<f4')]", "after the list"),
         ] {
             let reason = why(text);
@@ -1191,6 +1192,10 @@ mod tests {
         assert!(overlap.unwrap_err().to_string().contains("overlaps"));
         let past = RecordType::new(vec![RecordField::new("x", 6, DType::F32)], 8);
         assert!(past.unwrap_err().to_string().contains("past the itemsize"));
+        let void0 = RecordType::new(vec![RecordField::new("x", 0, DType::Void(0))], 8);
+        assert!(void0.unwrap_err().to_string().contains("|V0"));
+        let spec = crate::format::ArraySpec::new("v", DType::Void(0), vec![1]);
+        assert!(crate::format::Header::new(&spec).is_err());
         let unordered = RecordType::new(
             vec![
                 RecordField::new("y", 4, DType::F32),

@@ -262,6 +262,9 @@ pub struct Extension {
     pub value: Vec<u8>,
 }
 
+/// Largest extension area, in bytes: a reader never allocates more to read one.
+pub const MAX_EXTENSION_LEN: u32 = 1 << 20;
+
 /// Bit 15 of an extension tag: a reader that does not know the tag must refuse the file.
 pub const EXTENSION_CRITICAL: u16 = 0x8000;
 
@@ -857,6 +860,14 @@ impl Header {
 
     fn build(spec: &ArraySpec, kind: Kind) -> Result<Header, FormatError> {
         validate_name(&spec.name)?;
+        // What `DType::parse` refuses cannot be written either: the file would not open.
+        if let DType::Void(n) = spec.dtype
+            && (n == 0 || n as usize > crate::record::MAX_ITEMSIZE)
+        {
+            return Err(FormatError::BadDType(DTypeError::Unsupported(format!(
+                "|V{n}"
+            ))));
+        }
         let data_len = data_len(&spec.dtype, &spec.shape)?;
         if spec.mode & !0o777 != 0 {
             return Err(FormatError::BadMode(spec.mode));
@@ -1220,6 +1231,12 @@ impl Header {
                 len: u32_at(page, offsets::EXT_LEN),
                 crc: u32_at(page, offsets::EXT_CRC),
             };
+            if extension.len > MAX_EXTENSION_LEN {
+                return Err(FormatError::BadExtensions(format!(
+                    "the extension area is {} bytes; at most {MAX_EXTENSION_LEN} are allowed",
+                    extension.len
+                )));
+            }
             (
                 features,
                 extension,
@@ -1377,6 +1394,12 @@ pub fn decode_extensions(area: &[u8], crc: u32) -> Result<Vec<Extension>, Format
         };
         if tag & EXTENSION_CRITICAL != 0 && !KNOWN_EXTENSION_TAGS.contains(&tag) {
             return Err(FormatError::UnknownExtension { tag });
+        }
+        // Two critical records of one tag would let readers disagree on which one counts.
+        if tag & EXTENSION_CRITICAL != 0 && records.iter().any(|r: &Extension| r.tag == tag) {
+            return Err(FormatError::BadExtensions(format!(
+                "record {tag:#06x} appears twice"
+            )));
         }
         records.push(Extension {
             tag,
@@ -1627,6 +1650,24 @@ mod tests {
             decode_extensions(&[0x01, 0x80, 0, 0], crc32fast::hash(&[0x01, 0x80, 0, 0])),
             Err(FormatError::UnknownExtension { tag: 0x8001 })
         );
+        // A critical record twice: readers could disagree on which one counts.
+        let twice = [0x02, 0x80, 4, 0, 1, 0, 0, 0, 0x02, 0x80, 4, 0, 2, 0, 0, 0];
+        assert!(matches!(
+            decode_extensions(&twice, crc32fast::hash(&twice)),
+            Err(FormatError::BadExtensions(m)) if m.contains("appears twice")
+        ));
+    }
+
+    /// An extension area larger than 1 MiB is refused before anything is read or allocated.
+    #[test]
+    fn a_huge_extension_area_is_refused_at_decode() {
+        let mut h = sample();
+        h.extension = ExtensionArea {
+            len: MAX_EXTENSION_LEN + 1,
+            crc: 0,
+        };
+        let err = Header::decode(&h.encode()[..]).unwrap_err();
+        assert!(err.to_string().contains("at most 1048576"), "{err}");
     }
 
     #[test]

@@ -126,6 +126,14 @@ impl RecordType {
         }
         for f in &fields {
             check_field_name(&f.name).map_err(&bad)?;
+            if let DType::Void(n) = f.dtype
+                && (n == 0 || n as usize > MAX_ITEMSIZE)
+            {
+                return Err(bad(format!(
+                    "field {:?} is |V{n}, not 1 to {MAX_ITEMSIZE} bytes",
+                    f.name
+                )));
+            }
             if !names.insert(f.name.as_str()) {
                 return Err(bad(format!("field name {:?} appears twice", f.name)));
             }
@@ -564,6 +572,12 @@ fn record_from(entries: &[Lit<'_>]) -> Result<RecordType, DTypeError> {
             other => return Err(bad(format!("field name {other:?} is not a string"))),
         };
         let dtype = match format {
+            // A nested record is a list, never a quoted one (NumPy refuses that too).
+            Lit::Str(s) if s.starts_with('[') => {
+                return Err(bad(format!(
+                    "field {name:?}: a nested record is a list of fields, not a string"
+                )));
+            }
             Lit::Str(s) => DType::parse(s).map_err(|e| bad(format!("field {name:?}: {e}")))?,
             Lit::List(nested) => DType::Record(record_from(nested).map_err(|e| match e {
                 DTypeError::BadRecord { reason, .. } => bad(format!("in field {name:?}: {reason}")),

@@ -143,7 +143,7 @@ fn files_of_a_newer_version_open_as_far_as_their_features_allow() {
             ..
         })
     ));
-    header.features.incompat = 1;
+    header.features.incompat = 1 << 20;
     write(&header, &area);
     let e = RawArray::open(&path, Access::Read).unwrap_err();
     assert!(e.to_string().contains("newer mmshare"), "{e}");

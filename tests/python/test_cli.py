@@ -932,3 +932,35 @@ def test_record_and_time_dtypes_from_the_shell(cli_bin, daemon, tmp_path):
     bad = run(cli_bin, "create", "bad", "--dtype", "[('a', '<f4'), ('a', '<f4')]",
               "--shape", "1", socket=sock, check=False)
     assert bad.returncode != 0 and "appears twice" in bad.stderr, bad.stderr
+
+
+def test_frame_headers_and_variable_frames_from_the_shell(cli_bin, daemon, tmp_path):
+    """`create --stream --header DTYPE --variable`, shown by `info`; `sub -o` saves the frames'
+    rows back to back, with `NAME.rows.npy` (rows per frame) and `NAME.headers.npy` (each
+    frame's header) beside them, so `np.split` gives back every frame."""
+    sock = daemon.socket
+    header = "[('t', '<u8'), ('exposure', '<f4')]"
+    out = run(cli_bin, "create", "cam", "--stream", "--dtype", "u2", "--shape", "5,3",
+              "--header", header, "--variable", "--history", "6", socket=sock).stdout
+    assert "up to (5, 3) with a [('t', '<u8'), ('exposure', '<f4')] header" in out, out
+    info = json.loads(run(cli_bin, "info", "cam", "--json", socket=sock).stdout)
+    assert info["header"] == header and info["variable"] is True
+    text = run(cli_bin, "info", "cam", socket=sock).stdout
+    assert f"header:      {header}" in text and "frames vary in length" in text
+    c = mmshare.connect(sock)
+    pub = c.publisher("cam")
+    rows = [3, 0, 5, 1, 2]
+    frames = [np.arange(r * 3, dtype="<u2").reshape(r, 3) + 100 * n for n, r in enumerate(rows)]
+    for n, frame in enumerate(frames):
+        pub.send(frame, header=(1000 + n, n / 4))
+    run(cli_bin, "sub", "cam", "--from", "oldest", "--seconds", "0.5",
+        "-o", str(tmp_path / "rec.npy"), socket=sock)
+    got_rows = np.load(tmp_path / "rec.rows.npy")
+    assert got_rows.tolist() == rows
+    stacked = np.load(tmp_path / "rec.npy")
+    assert stacked.shape == (sum(rows), 3)
+    for frame, got in zip(frames, np.split(stacked, np.cumsum(got_rows)[:-1])):
+        np.testing.assert_array_equal(got, frame)
+    headers = np.load(tmp_path / "rec.headers.npy")
+    assert headers["t"].tolist() == [1000 + n for n in range(5)]
+    assert headers["exposure"].tolist() == [n / 4 for n in range(5)]

@@ -206,3 +206,22 @@ def test_the_daemon_names_every_time_unit_and_void_as_numpy_does(daemon):
         c.create("v", given, (2,))
         assert c.stat("v").dtype == np.dtype(given).str == "|V7"
         c.delete("v")
+
+
+def test_one_record_of_a_view_is_checked_and_names_must_match(daemon):
+    c = mmshare.connect(daemon.socket)
+    a = c.create("pts", [("x", "<f4"), ("id", "<u4")], (3,))
+    with a.write() as w:
+        with pytest.raises(TypeError, match="field 'id'|uint32"):
+            w[0]["id"] = 0.7
+        w[0]["id"] = 7
+        w[1] = (2.5, 8)
+        swapped = np.zeros(3, [("id", "<u4"), ("x", "<f4")])
+        with pytest.raises(TypeError, match="cannot write"):
+            w[...] = swapped
+        same = np.zeros(3, [("x", "<f4"), ("id", "<u4")])
+        same["id"] = [1, 2, 3]
+        w[2:] = same[2:]
+    assert a.read()["id"].tolist() == [7, 8, 3]
+    with pytest.raises(ValueError, match="subarray dtype"):
+        c.create("sub", np.dtype(("<f4", (3,))), (2,))

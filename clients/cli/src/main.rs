@@ -86,6 +86,15 @@ enum Command {
         /// (`sub --from oldest`), at most slots - 2
         #[arg(long, value_name = "N", default_value_t = 0, requires = "stream")]
         history: u32,
+        /// With --stream: give every frame a header of this dtype (a number, a time, a
+        /// record's descr such as "[('t', '<M8[ns]'), ('exposure', '<f4')]"); `sub -o` saves
+        /// the headers beside the frames
+        #[arg(long, value_name = "DTYPE", requires = "stream")]
+        header: Option<String>,
+        /// With --stream: frames vary in length along the first axis (the shape is the
+        /// largest frame's); `sub -o` saves their rows back to back and each frame's rows
+        #[arg(long, requires = "stream")]
+        variable: bool,
     },
     /// List arrays and streams
     Ls {
@@ -314,6 +323,8 @@ fn main() -> ExitCode {
             max_subscribers,
             on_stall,
             history,
+            header,
+            variable,
         } => {
             if stream {
                 commands::create_stream(
@@ -330,6 +341,8 @@ fn main() -> ExitCode {
                         max_subscribers,
                         on_stall,
                         history,
+                        header,
+                        variable,
                     },
                 )
             } else {

@@ -105,8 +105,17 @@ fn dict_value(text: &str, key: &str) -> Result<String, String> {
     let rest = text[start..].trim_start();
     let mut depth = 0i32;
     let mut end = rest.len();
+    // Brackets inside quoted text (a record's field names) are not structure.
+    let mut quote = None;
     for (i, c) in rest.char_indices() {
+        if let Some(q) = quote {
+            if c == q {
+                quote = None;
+            }
+            continue;
+        }
         match c {
+            '\'' | '"' => quote = Some(c),
             '(' | '[' | '{' => depth += 1,
             ')' | ']' => depth -= 1,
             '}' if depth == 0 => {
@@ -243,6 +252,14 @@ mod tests {
         let h = read_header(&mut &file[..]).unwrap();
         assert_eq!(h.dtype.descr(), "[('a', '<f4'), ('', '|V4')]");
         assert_eq!(h.dtype.size(), 8);
+        // Brackets and commas in field names are names, not structure.
+        let file =
+            npy("{'descr': [('a (x, y]', '<f4')], 'fortran_order': False, 'shape': (3,), }\n");
+        let h = read_header(&mut &file[..]).unwrap();
+        assert_eq!(
+            (h.dtype.descr().as_ref(), h.shape.as_slice()),
+            ("[('a (x, y]', '<f4')]", &[3][..])
+        );
         let file = npy("{'descr': [('a', 'O')], 'fortran_order': False, 'shape': (3,), }\n");
         let err = read_header(&mut &file[..]).unwrap_err();
         assert!(err.contains("'O'") || err.contains("\"O\""), "{err}");

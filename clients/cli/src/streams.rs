@@ -31,6 +31,8 @@ pub fn stream_json(info: &StreamInfo) -> serde_json::Value {
         "order": order_name(info.order),
         "slots": info.slots,
         "history": info.history,
+        "header": (!info.header.is_empty()).then_some(&info.header),
+        "variable": info.variable,
         "max_subscribers": info.max_subscribers,
         "frame_nbytes": info.frame_len,
         "published": info.published,
@@ -50,13 +52,15 @@ pub fn stream_json(info: &StreamInfo) -> serde_json::Value {
     })
 }
 
-/// The ring of `create --stream`.
-#[derive(Clone, Copy, Debug)]
+/// The ring of `create --stream`, and what its frames carry.
+#[derive(Clone, Debug)]
 pub struct Ring {
     pub slots: u32,
     pub max_subscribers: u32,
     pub on_stall: mmshare::StallPolicy,
     pub history: u32,
+    pub header: Option<String>,
+    pub variable: bool,
 }
 
 /// `create --stream`.
@@ -78,9 +82,14 @@ pub fn create(
             .max_subscribers(ring.max_subscribers)
             .on_stall(ring.on_stall)
             .history(ring.history)
+            .variable(ring.variable)
             .mode(mode_bits)
             .order(order)
             .exist_ok(exist_ok);
+        let o = match &ring.header {
+            Some(h) => o.header(h.clone()),
+            None => o,
+        };
         if memory { o.memory() } else { o }
     };
     let client = connect(socket)?;
@@ -92,10 +101,16 @@ pub fn create(
         Err(e) => return Err(e.into()),
     };
     emit(&format!(
-        "{verb} stream {} {} frames of {} order {}, {} slots{}, up to {} subscribers ({}) mode {:04o} at {}",
+        "{verb} stream {} {} frames of {}{}{} order {}, {} slots{}, up to {} subscribers ({}) mode {:04o} at {}",
         info.name,
         info.dtype,
+        if info.variable { "up to " } else { "" },
         shape_text(&info.shape),
+        if info.header.is_empty() {
+            String::new()
+        } else {
+            format!(" with a {} header", info.header)
+        },
         order_name(info.order),
         info.slots,
         if info.history > 0 {
@@ -118,7 +133,23 @@ pub fn info(info: &StreamInfo, as_json: bool) -> Result {
     emit(&format!("name:        {}", info.name))?;
     emit("kind:        stream")?;
     emit(&format!("dtype:       {}", info.dtype))?;
-    emit(&format!("frame shape: {}", shape_text(&info.shape)))?;
+    emit(&format!(
+        "frame shape: {}{}",
+        shape_text(&info.shape),
+        if info.variable {
+            " (the largest: frames vary in length along the first axis)"
+        } else {
+            ""
+        }
+    ))?;
+    emit(&format!(
+        "header:      {}",
+        if info.header.is_empty() {
+            "none"
+        } else {
+            &info.header
+        }
+    ))?;
     emit(&format!("order:       {}", order_name(info.order)))?;
     emit(&format!("frame bytes: {}", info.frame_len))?;
     emit(&format!("slots:       {}", info.slots))?;
@@ -513,6 +544,27 @@ pub fn subscribe(
         .parse()
         .map_err(|e: mmshare::DTypeError| e.to_string())?;
     let mut sink = Sink::open(out, dtype, &info)?;
+    // Beside a .npy stack: the frames' headers, and the rows of variable-size frames, each a
+    // .npy of one element per frame (`NAME.headers.npy`, `NAME.rows.npy`).
+    let mut companions = Vec::new();
+    if let Some(Recording::Npy(path)) = out {
+        if !info.header.is_empty() {
+            let header: DType = info
+                .header
+                .parse()
+                .map_err(|e: mmshare::DTypeError| e.to_string())?;
+            companions.push((
+                Companion::Headers,
+                Sink::npy(&sibling(path, "headers"), header, false, vec![])?,
+            ));
+        }
+        if info.variable {
+            companions.push((
+                Companion::Rows,
+                Sink::npy(&sibling(path, "rows"), DType::U64, false, vec![])?,
+            ));
+        }
+    }
     let subscriber = client.subscribe_bytes(name, options)?;
     let started = Instant::now();
     let mut received = 0u64;
@@ -529,22 +581,45 @@ pub fn subscribe(
             Err(StreamError::ReceiveTimeout { .. }) => continue,
             Err(e) => break Err(e.to_string()),
         };
-        match sink.write(&sample) {
+        let units = if info.variable { sample.rows() } else { 1 };
+        match sink.write(&sample, units) {
             Ok(true) => {}
             // The reader at the other end of the pipe is gone (ffmpeg done, `head`): stop.
             Ok(false) => break Ok(()),
             Err(e) => break Err(e),
+        }
+        let wrote = companions.iter_mut().try_for_each(|(what, c)| {
+            let rows = sample.rows().to_le_bytes();
+            let bytes = match what {
+                Companion::Headers => sample.header_bytes(),
+                Companion::Rows => &rows[..],
+            };
+            c.write(bytes, 1).map(drop)
+        });
+        if let Err(e) = wrote {
+            break Err(e);
         }
         first.get_or_insert(sample.number());
         received += 1;
     };
     let missed = subscriber.missed();
     let to_stdout = matches!(sink, Sink::Stdout(_));
-    let saved = sink.finish(result.is_ok(), received)?;
+    let saved = sink.finish(result.is_ok())?;
+    let mut beside = Vec::new();
+    for (_, c) in companions {
+        if let Some(p) = c.finish(result.is_ok())? {
+            beside.push(p.display().to_string());
+        }
+    }
     let report = format!(
-        "received {received} frames{} from {name}, missed {missed}{}",
+        "received {received} frames{} from {name}, missed {missed}{}{}",
         first.map_or_else(String::new, |f| format!(" ({f}..{})", f + received)),
         saved.map_or_else(String::new, |p| format!("; saved to {}", p.display())),
+        if beside.is_empty() {
+            String::new()
+        } else {
+            format!(" (and {})", beside.join(", "))
+        }
     );
     // With the frames on standard output, the report goes to standard error.
     if to_stdout {
@@ -564,6 +639,21 @@ pub enum Recording<'a> {
     Raw(&'a Path),
 }
 
+/// What a companion file of a .npy recording holds, one element per frame.
+#[derive(Clone, Copy, Debug)]
+enum Companion {
+    /// Each frame's header (`NAME.headers.npy`).
+    Headers,
+    /// Each frame's rows, for variable-size frames (`NAME.rows.npy`).
+    Rows,
+}
+
+/// `rec.npy` → `rec.WHAT.npy`, beside it.
+fn sibling(path: &Path, what: &str) -> PathBuf {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!("{stem}.{what}.npy"))
+}
+
 /// Where `sub` writes the frames it receives.
 enum Sink {
     None,
@@ -575,8 +665,11 @@ enum Sink {
         path: PathBuf,
         dtype: DType,
         fortran: bool,
+        /// One unit's shape: a frame's, or a row's (variable-size frames).
         shape: Vec<u64>,
         header_len: usize,
+        /// Units written so far.
+        count: u64,
     },
     /// Raw frames into a file, under a temporary name until complete.
     Raw {
@@ -616,37 +709,56 @@ impl Sink {
             Some(Recording::Npy(path)) => {
                 // A Fortran-order stream's frames go into a Fortran-order stack along its last
                 // axis, where each is contiguous (`pub` reads such a stack back); every other
-                // stream's along the first axis, in C order.
+                // stream's along the first axis, in C order. Variable-size frames (C order)
+                // are stacked row by row: the stack is their rows, back to back.
                 let fortran = info.order == mmshare::internal::proto::WireOrder::F
                     && info.shape.iter().filter(|&&d| d > 1).count() > 1;
-                // The header for the most frames a stack could hold: the real one is padded
-                // to its size.
-                let placeholder = npy::header_bytes(
-                    &dtype,
-                    fortran,
-                    &stack_shape(&info.shape, fortran, u64::MAX),
-                );
-                let (mut w, tmp) = create(path)?;
-                w.write_all(&placeholder)
-                    .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-                Ok(Sink::Npy {
-                    w,
-                    tmp,
-                    path: path.to_path_buf(),
-                    dtype,
-                    fortran,
-                    shape: info.shape.clone(),
-                    header_len: placeholder.len(),
-                })
+                let unit = if info.variable {
+                    info.shape[1..].to_vec()
+                } else {
+                    info.shape.clone()
+                };
+                Sink::npy(path, dtype, fortran, unit)
             }
         }
     }
 
-    /// Writes one frame; false when standard output's reader is gone.
-    fn write(&mut self, frame: &[u8]) -> std::result::Result<bool, String> {
+    /// A .npy stack at `path` of elements of `dtype` in `unit`'s shape, with a placeholder
+    /// header (the real one, written at the end, has the count).
+    fn npy(path: &Path, dtype: DType, fortran: bool, unit: Vec<u64>) -> Result<Sink> {
+        let tmp = temp_path(path);
+        let f = File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        let mut w = BufWriter::with_capacity(1 << 20, f);
+        // The header for the most units a stack could hold: the real one is padded to its
+        // size.
+        let placeholder =
+            npy::header_bytes(&dtype, fortran, &stack_shape(&unit, fortran, u64::MAX));
+        w.write_all(&placeholder)
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        Ok(Sink::Npy {
+            w,
+            tmp,
+            path: path.to_path_buf(),
+            dtype,
+            fortran,
+            shape: unit,
+            header_len: placeholder.len(),
+            count: 0,
+        })
+    }
+
+    /// Writes one frame of `units` units (rows, for a stack of variable-size frames; else 1);
+    /// false when standard output's reader is gone.
+    fn write(&mut self, frame: &[u8], units: u64) -> std::result::Result<bool, String> {
         match self {
             Sink::None => Ok(true),
-            Sink::Npy { w, tmp, .. } | Sink::Raw { w, tmp, .. } => w
+            Sink::Npy { w, tmp, count, .. } => {
+                *count += units;
+                w.write_all(frame)
+                    .map(|()| true)
+                    .map_err(|e| format!("cannot write {}: {e}", tmp.display()))
+            }
+            Sink::Raw { w, tmp, .. } => w
                 .write_all(frame)
                 .map(|()| true)
                 .map_err(|e| format!("cannot write {}: {e}", tmp.display())),
@@ -658,9 +770,9 @@ impl Sink {
         }
     }
 
-    /// Completes the recording of `received` frames (or removes it when `ok` is false);
-    /// returns the path it is saved at.
-    fn finish(self, ok: bool, received: u64) -> Result<Option<PathBuf>> {
+    /// Completes the recording (or removes it when `ok` is false); returns the path it is
+    /// saved at.
+    fn finish(self, ok: bool) -> Result<Option<PathBuf>> {
         match self {
             Sink::None => Ok(None),
             Sink::Stdout(mut w) => {
@@ -681,11 +793,12 @@ impl Sink {
                 fortran,
                 shape,
                 header_len,
+                count,
             } => complete(w, &tmp, path, ok, |f| {
                 let header = npy::header_bytes_at_least(
                     &dtype,
                     fortran,
-                    &stack_shape(&shape, fortran, received),
+                    &stack_shape(&shape, fortran, count),
                     header_len,
                 );
                 debug_assert_eq!(header.len(), header_len);

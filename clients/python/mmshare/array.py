@@ -46,6 +46,10 @@ def dtype_text(dtype) -> str:
     if isinstance(dtype, str):
         return dtype
     dtype = np.dtype(dtype)
+    if dtype.subdtype is not None:
+        raise ValueError(
+            f"dtype {dtype} is a subarray dtype: give its element dtype "
+            f"({dtype.subdtype[0]}) and put {dtype.subdtype[1]} into the shape")
     if dtype.names is not None:
         return repr(np.lib.format.dtype_to_descr(dtype))
     return dtype.str
@@ -55,8 +59,8 @@ def check_cast(value, dtype: np.dtype, casting: str, what: str) -> None:
     """Raises TypeError unless NumPy's `casting` rule lets `value` be written into elements of
     `dtype` (the rule of `np.copyto`): by default 'same_kind', so a float is never silently
     truncated into an integer array, nor a complex into a real one. A record takes a tuple
-    (or a list of tuples), each item checked against its field; a time takes dates and
-    strings NumPy converts exactly."""
+    (or a list of tuples), each item checked against its field, or records with the same
+    field names; a time takes dates and strings, converted as NumPy converts them."""
     if casting == "unsafe":
         return
     if dtype.names is not None and not isinstance(value, (np.ndarray, np.generic)):
@@ -69,7 +73,9 @@ def check_cast(value, dtype: np.dtype, casting: str, what: str) -> None:
             return
     if isinstance(value, (np.ndarray, np.generic)):
         src = value.dtype
-        ok = np.can_cast(src, dtype, casting=casting)
+        # NumPy casts records to records field by field *by position*: other names would
+        # land in the wrong fields.
+        ok = np.can_cast(src, dtype, casting=casting) and src.names == dtype.names
     else:
         # Python numbers (and lists of them) are "weak", as NumPy treats them: an int fits any
         # integer dtype (NumPy itself raises OverflowError for one out of range), a float any
@@ -138,6 +144,15 @@ class CheckedView(np.ndarray):
     def __setitem__(self, key, value):
         check_cast(value, self._target(key), self._casting, self._what)
         super().__setitem__(key, value)
+
+    def __getitem__(self, key):
+        got = super().__getitem__(key)
+        if isinstance(got, np.void) and self.dtype.names is not None:
+            # One record: NumPy gives a live `np.void`, whose writes no check sees (and which
+            # stays writable after the view is made read-only). A 0-d view of it is checked.
+            return super().__getitem__((*key, Ellipsis) if isinstance(key, tuple)
+                                       else (key, Ellipsis))
+        return got
 
     def _target(self, key) -> np.dtype:
         """The dtype `self[key] = ...` writes: a record's field (`view["x"]`, its element
