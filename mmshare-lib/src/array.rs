@@ -484,7 +484,7 @@ mod tests {
         let err = Array::<f64>::open(&path, Access::Read).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "array holds <f4 elements, but the program asked for <f8"
+            "its elements are <f4, but the program asked for <f8"
         );
     }
 

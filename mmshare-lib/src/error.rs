@@ -39,8 +39,8 @@ pub enum OpenError {
         /// What it holds.
         kind: &'static str,
     },
-    /// A typed handle was asked for a different element type than the array holds.
-    #[error("array holds {found} elements, but the program asked for {expected}")]
+    /// A typed handle was asked for a different element type than the array or stream holds.
+    #[error("its elements are {found}, but the program asked for {expected}")]
     DTypeMismatch {
         /// The Rust element type's dtype.
         expected: DType,

@@ -258,7 +258,7 @@ fn typed_open_of_another_dtype_is_a_clear_error() {
     let err = client.open::<f64>("f", Access::Read).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "array holds <f4 elements, but the program asked for <f8"
+        "its elements are <f4, but the program asked for <f8"
     );
     let arr = client
         .open::<f32>("f", Access::Read)

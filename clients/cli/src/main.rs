@@ -86,9 +86,9 @@ enum Command {
         /// (`sub --from oldest`), at most slots - 2
         #[arg(long, value_name = "N", default_value_t = 0, requires = "stream")]
         history: u32,
-        /// With --stream: give every frame a header of this dtype (a number, a time, a
-        /// record's descr such as "[('t', '<M8[ns]'), ('exposure', '<f4')]"); `sub -o` saves
-        /// the headers beside the frames
+        /// With --stream: give every frame a header of this dtype (a number, a time, or a
+        /// record's field list as NumPy's dtype.descr prints it); `sub -o` saves the headers
+        /// beside the frames
         #[arg(long, value_name = "DTYPE", requires = "stream")]
         header: Option<String>,
         /// With --stream: frames vary in length along the first axis (the shape is the
