@@ -850,8 +850,8 @@ impl StreamOptions {
     }
 
     /// Frames that vary in length along axis 0: the shape is the largest frame's, and each
-    /// frame has its own rows ([`crate::SampleMut::set_rows`], [`crate::Sample::rows`]). C
-    /// order, at least one dimension.
+    /// frame has its own rows ([`crate::SampleMut::set_rows`], [`crate::Sample::rows`]). At
+    /// least one dimension; C order unless it has only one.
     pub fn variable(mut self, yes: bool) -> Self {
         self.variable = yes;
         self

@@ -481,6 +481,19 @@ pub enum StreamError {
         /// The rows every frame has.
         max: u64,
     },
+    /// `send` to a stream of variable-size frames was given a length that is not a whole
+    /// number of rows up to the largest frame.
+    #[error(
+        "frame has {given} elements; a frame of this stream is whole rows of {row} elements, at most {max}"
+    )]
+    NotWholeRows {
+        /// Elements given.
+        given: usize,
+        /// Elements per row.
+        row: usize,
+        /// Elements of the largest frame.
+        max: usize,
+    },
     /// `send` was given a frame of the wrong number of elements.
     #[error("frame has {given} elements, but the stream's frames have {expected}")]
     LengthMismatch {

@@ -747,6 +747,9 @@ impl Header {
         if (MIN_SLOTS..=MAX_SLOTS).contains(&spec.slots) {
             check_history(spec.history, spec.slots)?;
         }
+        if let Some(h) = &spec.header {
+            check_writable_dtype(h)?;
+        }
         if spec.header.is_some() || spec.variable {
             let header_len = spec.header.as_ref().map_or(0, DType::size);
             if header_len > MAX_FRAME_HEADER {
@@ -860,14 +863,7 @@ impl Header {
 
     fn build(spec: &ArraySpec, kind: Kind) -> Result<Header, FormatError> {
         validate_name(&spec.name)?;
-        // What `DType::parse` refuses cannot be written either: the file would not open.
-        if let DType::Void(n) = spec.dtype
-            && (n == 0 || n as usize > crate::record::MAX_ITEMSIZE)
-        {
-            return Err(FormatError::BadDType(DTypeError::Unsupported(format!(
-                "|V{n}"
-            ))));
-        }
+        check_writable_dtype(&spec.dtype)?;
         let data_len = data_len(&spec.dtype, &spec.shape)?;
         if spec.mode & !0o777 != 0 {
             return Err(FormatError::BadMode(spec.mode));
@@ -1325,6 +1321,17 @@ impl Header {
 
 /// Where the data starts: right after the header page for arrays; for streams after the
 /// header page and the slot table (16 bytes per slot), on a page boundary.
+/// What `DType::parse` refuses cannot be written either (the file would not open): a void
+/// of 0 bytes or more than [`crate::MAX_ITEMSIZE`].
+fn check_writable_dtype(dtype: &DType) -> Result<(), FormatError> {
+    match *dtype {
+        DType::Void(n) if n == 0 || n as usize > crate::record::MAX_ITEMSIZE => Err(
+            FormatError::BadDType(DTypeError::Unsupported(format!("|V{n}"))),
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Where the frames of a stream with a frame-info table of `stride` bytes per slot start:
 /// after the slot table (rounded to 64 bytes) and the table, on a page boundary.
 fn stream_data_offset(slots: u32, stride: u32) -> u64 {

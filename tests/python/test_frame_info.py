@@ -165,3 +165,40 @@ def test_headers_and_rows_are_checked(daemon):
         c.create_stream("bad", "<u2", SHAPE, header="V65529")
     with pytest.raises(mmshare.InvalidShape, match="Fortran"):
         c.create_stream("bad", "<u2", SHAPE, order="F", variable=True)
+
+
+def test_format_md_reads_a_frame_its_rows_and_header_with_numpy_alone(daemon):
+    """FORMAT.md's "Reading a frame with NumPy" code, run as written on a stream with the
+    frame-info table, then its row count and header read at the places the text gives, while
+    this subscriber holds the frame."""
+    import pathlib
+    import re
+    import struct
+    text = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md").read_text()
+    raw = text.split("## Reading it from NumPy, raw")[1]
+    namespace = {}
+    exec(re.search(r"```python\n(.*?)\ndtype, shape, order, data_offset = read_header",
+                   raw, re.S).group(1), namespace)
+    section = text.split("### Reading a frame with NumPy")[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    c = mmshare.connect(daemon.socket)
+    create(c, "raw")
+    pub, sub = c.publisher("raw"), c.subscribe("raw", lossless=True)
+    data_path = daemon.root / "data" / "raw" / "data"
+    page = data_path.read_bytes()[:4096]
+    slots, = struct.unpack_from("<I", page, 0x54)
+    stride, = struct.unpack_from("<I", page, 0x7C)
+    frame_info = 0x1000 + -(-16 * slots // 64) * 64
+    for n in range(5):
+        pub.send(frame_of(n), header=header_of(n))
+        with sub.receive(timeout=10) as held:
+            tags = np.fromfile(data_path, "<u8", count=2 * slots, offset=0x1000)[::2]
+            slot = int(np.flatnonzero(tags == n + 1)[0])
+            ns = dict(namespace, data_path=data_path, slot=slot, np=np)
+            exec(code, ns)
+            at = frame_info + slot * stride
+            rows, = struct.unpack_from("<Q", data_path.read_bytes(), at)
+            header = np.frombuffer(data_path.read_bytes(), HEADER, count=1, offset=at + 8)[0]
+            assert rows == held.rows == rows_of(n)
+            np.testing.assert_array_equal(ns["frame"][:rows], frame_of(n))
+            assert int(header["t"]) == 1_000_000 + n and header["roi"].tolist() == header_of(n)[2]

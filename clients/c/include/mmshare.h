@@ -489,16 +489,18 @@ int mms_publisher_loan(struct mms_publisher *publisher,
                        uint64_t *number);
 
 // The per-frame header of the outstanding loan: its first byte (`header`, 8-byte aligned,
-// zeroed when the loan began) and its length (`len`, may be NULL). `MMS_ERR_INVALID` when no
+// zeroed when the loan began) and its length (`len`, may be NULL). `MMS_ERR_INVALID_ARGUMENT` when no
 // loan is outstanding or the stream's frames carry no header.
 //
 // # Safety
 // `publisher` is a live publisher handle; `header` valid for a write; `len` NULL or valid for
 // a write.
-int mms_publisher_header(struct mms_publisher *publisher, void **header, size_t *len);
+int mms_publisher_header(struct mms_publisher *publisher,
+                         void **header,
+                         size_t *len);
 
-// Publishes the outstanding loan's frame with `rows` rows (variable-size frames; at most the
-// largest frame's first dimension): its first `rows` rows are the frame.
+// Sets the rows the outstanding loan's frame is published with (variable-size frames; at
+// most the largest frame's first dimension): its first `rows` rows are the frame.
 //
 // # Safety
 // `publisher` is a live publisher handle.

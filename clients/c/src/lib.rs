@@ -256,6 +256,7 @@ fn stream_code(e: &StreamError) -> c_int {
         StreamError::BadMaxHeld { .. }
         | StreamError::BadStart { .. }
         | StreamError::LengthMismatch { .. }
+        | StreamError::NotWholeRows { .. }
         | StreamError::TooManyRows { .. }
         | StreamError::FixedSize { .. }
         | StreamError::FrameHeader { .. } => MMS_ERR_INVALID_ARGUMENT,
@@ -1616,7 +1617,7 @@ pub unsafe extern "C" fn mms_publisher_loan(
 }
 
 /// The per-frame header of the outstanding loan: its first byte (`header`, 8-byte aligned,
-/// zeroed when the loan began) and its length (`len`, may be NULL). `MMS_ERR_INVALID` when no
+/// zeroed when the loan began) and its length (`len`, may be NULL). `MMS_ERR_INVALID_ARGUMENT` when no
 /// loan is outstanding or the stream's frames carry no header.
 ///
 /// # Safety
@@ -1650,8 +1651,8 @@ pub unsafe extern "C" fn mms_publisher_header(
     })
 }
 
-/// Publishes the outstanding loan's frame with `rows` rows (variable-size frames; at most the
-/// largest frame's first dimension): its first `rows` rows are the frame.
+/// Sets the rows the outstanding loan's frame is published with (variable-size frames; at
+/// most the largest frame's first dimension): its first `rows` rows are the frame.
 ///
 /// # Safety
 /// `publisher` is a live publisher handle.
@@ -1778,8 +1779,10 @@ unsafe fn send(
         }));
     }
     let mut token = loan(p, timeout_ms)?;
-    if variable {
-        token.set_rows((len / row) as u64)?;
+    if variable && let Err(e) = token.set_rows((len / row) as u64) {
+        // Never outstanding past an error: the next loan must not find it.
+        p.publisher.abandon_token(token);
+        return Err(e.into());
     }
     // SAFETY: `src` holds `len` bytes (the contract), the loaned slot at least `len` writable
     // bytes that are ours until published; they do not overlap. The same for the header,

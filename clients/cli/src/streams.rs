@@ -543,6 +543,22 @@ pub fn subscribe(
         .dtype
         .parse()
         .map_err(|e: mmshare::DTypeError| e.to_string())?;
+    if matches!(out, Some(Recording::Raw(_))) && (info.variable || !info.header.is_empty()) {
+        // Raw frames are their bytes back to back, nothing else.
+        eprintln!(
+            "note: raw frames carry {}; record into a .npy (without --raw) to keep {}",
+            match (info.variable, info.header.is_empty()) {
+                (true, true) => "no row counts (each frame's rows are its bytes)",
+                (false, false) => "no headers",
+                _ => "no headers and no row counts (each frame's rows are its bytes)",
+            },
+            if info.header.is_empty() {
+                "them"
+            } else {
+                "the headers"
+            }
+        );
+    }
     let mut sink = Sink::open(out, dtype, &info)?;
     // Beside a .npy stack: the frames' headers, and the rows of variable-size frames, each a
     // .npy of one element per frame (`NAME.headers.npy`, `NAME.rows.npy`).

@@ -125,6 +125,12 @@ class _Handle:
         self.order = info.order
         #: The dtype of each frame's header, or None when frames carry none.
         self.header_dtype = numpy_dtype(info.header) if info.header else None
+        # Views are sized by the dtype the daemon named; the mapping by what the file says.
+        header_len = 0 if self.header_dtype is None else self.header_dtype.itemsize
+        if header_len != native.header_bytes:
+            raise errors.MmshareError(
+                f"stream {self.name!r}: its header is {native.header_bytes} bytes in the file, "
+                f"but {header_len} as the daemon describes it")
         #: Whether frames vary in length along axis 0 (`shape` is the largest frame's).
         self.variable = info.variable
         self._template = _Pages.template(self.dtype, self.shape, self.order)
@@ -208,7 +214,8 @@ class Publisher(_Handle):
             frame = np.asfortranarray(frame, dtype=self.dtype).T
         else:
             frame = np.ascontiguousarray(frame, dtype=self.dtype)
-        return self._native.send(as_bytes(frame), timeout, raw_header)
+        rows = frame.shape[0] if self.variable else None
+        return self._native.send(as_bytes(frame), timeout, raw_header, rows)
 
     def close(self):
         """Detaches (another publisher may attach) once no loan of it, or view of a loaned

@@ -45,6 +45,7 @@ pub(crate) fn error(py: Python<'_>, e: StreamError) -> PyErr {
         StreamError::BadMaxHeld { .. }
         | StreamError::BadStart { .. }
         | StreamError::LengthMismatch { .. }
+        | StreamError::NotWholeRows { .. }
         | StreamError::TooManyRows { .. }
         | StreamError::FixedSize { .. } => {
             return pyo3::exceptions::PyValueError::new_err(e.to_string());
@@ -197,13 +198,16 @@ impl NativePublisher {
     ///
     /// For variable-size frames, `src` may hold any whole number of rows up to the largest
     /// frame's; `header` (the per-frame header's bytes, exactly its size) is copied in too.
-    #[pyo3(signature = (src, timeout, header=None))]
+    /// `rows`: the frame's rows, for variable-size frames whose rows have no bytes (otherwise
+    /// counted from the length).
+    #[pyo3(signature = (src, timeout, header=None, rows=None))]
     fn send(
         &self,
         py: Python<'_>,
         src: Bound<'_, PyAny>,
         timeout: Option<f64>,
         header: Option<Bound<'_, PyAny>>,
+        rows: Option<u64>,
     ) -> PyResult<u64> {
         /// Frames from this size on are copied with the GIL released.
         const DETACH_FROM: usize = 64 << 10;
@@ -220,10 +224,10 @@ impl NativePublisher {
             Bytes::borrow(&src, max, false, "frame")?
         };
         let len = src.len();
-        let rows = if self.variable && row > 0 {
-            Some((len / row) as u64)
-        } else {
-            None
+        let rows = match (self.variable, rows) {
+            (true, Some(rows)) => Some(rows),
+            (true, None) if row > 0 => Some((len / row) as u64),
+            _ => None,
         };
         let header = match header {
             Some(h) if self.header_bytes > 0 => {
@@ -257,11 +261,15 @@ impl NativePublisher {
         {
             match p.loan_token(std::time::Duration::ZERO) {
                 Ok(mut token) => {
+                    if let Some(rows) = rows
+                        && let Err(e) = token.set_rows(rows)
+                    {
+                        // Never outstanding past an error: the next loan must not find it.
+                        p.abandon_token(token);
+                        return Err(error(py, e));
+                    }
                     let header_to = p.header_ptr(&token).map_or(0, |h| h as usize);
                     copy(p.frame_ptr(&token) as usize, header_to);
-                    if let Some(rows) = rows {
-                        token.set_rows(rows).map_err(|e| error(py, e))?;
-                    }
                     return p.publish_token(token).map_err(|e| error(py, e));
                 }
                 Err(StreamError::LoanTimeout { .. }) => {} // full: wait below
@@ -269,14 +277,14 @@ impl NativePublisher {
             }
         }
         let loan = self.loan(py, timeout)?;
+        if let Some(rows) = rows {
+            loan.set_rows(py, rows)?; // on an error the loan is dropped: abandoned
+        }
         let (to, header_to) = (loan.address, loan.header_address);
         if len < DETACH_FROM {
             copy(to, header_to);
         } else {
             py.detach(|| copy(to, header_to));
-        }
-        if let Some(rows) = rows {
-            loan.set_rows(py, rows)?;
         }
         loan.publish(py)
     }
@@ -452,6 +460,7 @@ impl Drop for Taken<'_> {
 pub(crate) struct NativeSubscriber {
     shared: Arc<Shared>,
     frame_bytes: usize,
+    header_bytes: usize,
     lossless: bool,
 }
 
@@ -459,6 +468,7 @@ impl NativeSubscriber {
     pub(crate) fn new(subscriber: Subscriber<u8>) -> NativeSubscriber {
         NativeSubscriber {
             frame_bytes: subscriber.frame_len(),
+            header_bytes: subscriber.files().header().frame_header_len(),
             lossless: subscriber.delivery() == Delivery::Lossless,
             shared: Arc::new(Shared {
                 subscriber: Mutex::new(subscriber),
@@ -521,6 +531,12 @@ impl NativeSubscriber {
     #[getter]
     fn lossless(&self) -> bool {
         self.lossless
+    }
+
+    /// Bytes of each frame's header (0 when frames carry none).
+    #[getter]
+    fn header_bytes(&self) -> usize {
+        self.header_bytes
     }
 
     #[getter]

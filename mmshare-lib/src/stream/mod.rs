@@ -7,8 +7,10 @@
 //! A stream named `NAME` is a directory `NAME/` holding two files:
 //!
 //! * `data`: a v1 header page of kind *stream* (dtype, frame shape, order, `slots`,
-//!   `max_subscribers`), then the **slot table** (one tag and one publish time per slot), then
-//!   `slots` frames, each starting on a page boundary. Only the publisher may write it;
+//!   `max_subscribers`), then the **slot table** (one tag and one publish time per slot), then,
+//!   for streams with per-frame headers or variable-size frames, the **frame-info table** (each
+//!   slot's row count and header, written under the loan and read under the hold exactly as the
+//!   frame), then `slots` frames, each starting on a page boundary. Only the publisher may write it;
 //!   subscribers map it read-only (they receive an `O_RDONLY` descriptor), so frame data, frame
 //!   numbers and publish times are protected by the kernel from everyone but the publisher.
 //! * `control`: what subscribers must write. A small header (sleeper counters, the hold

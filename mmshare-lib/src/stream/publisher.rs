@@ -399,7 +399,9 @@ impl<T: Element> Publisher<T> {
         );
         self.outstanding = None;
         self.check_attached()?;
-        Ok(self.publish_slot(token.slot, token.rows))
+        // Capped: a token of another publisher's stream could carry more.
+        let rows = token.rows.min(self.max_rows());
+        Ok(self.publish_slot(token.slot, rows))
     }
 
     /// Gives the loan of `token` back unpublished: nothing is delivered, and the next loan
@@ -529,7 +531,9 @@ impl<T: Element> Publisher<T> {
     }
 
     /// The rows a frame of `len` elements has: the maximum's length for a fixed-size stream,
-    /// any whole number of rows up to it for a variable-size one.
+    /// any whole number of rows up to it for a variable-size one (rows of no elements, as in
+    /// a shape `(n, 0)`, cannot be counted from a length: such frames are sent whole, with
+    /// the most rows; loan one and [`SampleMut::set_rows`] for fewer).
     fn rows_of_len(&self, len: usize) -> Result<u64, StreamError> {
         let (row, max) = (self.row_len(), self.frame_len());
         let whole = if self.is_variable() && row > 0 {
@@ -537,6 +541,13 @@ impl<T: Element> Publisher<T> {
         } else {
             len == max
         };
+        if !whole && self.is_variable() && row > 0 {
+            return Err(StreamError::NotWholeRows {
+                given: len,
+                row,
+                max,
+            });
+        }
         if !whole {
             return Err(StreamError::LengthMismatch {
                 given: len,
@@ -852,10 +863,14 @@ impl<'a, T: Element> SampleMut<'a, T> {
         self.slot
     }
 
-    /// The frame as an N-dimensional view in the stream's shape and order.
+    /// The frame as an N-dimensional view in its shape (the stream's, with
+    /// [`SampleMut::rows`] as the first dimension) and the stream's order.
     pub fn view_mut(&mut self) -> ArrayViewMutD<'_, T> {
         let header = self.publisher.files.header();
-        let dims: Vec<usize> = header.shape.iter().map(|&d| d as usize).collect();
+        let mut dims: Vec<usize> = header.shape.iter().map(|&d| d as usize).collect();
+        if let Some(first) = dims.first_mut() {
+            *first = self.rows as usize;
+        }
         let fortran = header.order == Order::F;
         ArrayViewMutD::from_shape(IxDyn(&dims).set_f(fortran), &mut self[..])
             .expect("the slot holds exactly shape-many elements")

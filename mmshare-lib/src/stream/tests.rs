@@ -1684,6 +1684,8 @@ fn variable_size_frames_have_the_rows_they_were_published_with() {
         assert_eq!(&sample[..], &want[..]);
     }
     let mut loan = publisher.loan().unwrap();
+    loan.set_rows(2).unwrap();
+    assert_eq!(loan.view_mut().shape(), &[2, 2]);
     assert!(matches!(
         loan.set_rows(6),
         Err(StreamError::TooManyRows { rows: 6, max: 5 })
@@ -1692,10 +1694,23 @@ fn variable_size_frames_have_the_rows_they_were_published_with() {
     publisher.send(&[1, 2, 3, 4]).unwrap();
     assert_eq!(subscriber.receive().unwrap().unwrap().rows(), 2);
     for bad in [vec![1u32; 3], vec![1u32; 12]] {
-        assert!(matches!(
-            publisher.send(&bad),
-            Err(StreamError::LengthMismatch { .. })
-        ));
+        let err = publisher.send(&bad).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StreamError::NotWholeRows {
+                    row: 2,
+                    max: 10,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("whole rows of 2 elements, at most 10"),
+            "{err}"
+        );
     }
 
     let sub = dir.path().join("f");
