@@ -337,11 +337,15 @@ impl DType {
 
 /// `datetime64[unit]` and `timedelta64[unit]` (names take no byte-order prefix).
 fn parse_time_name(input: &str) -> Result<Option<DType>, DTypeError> {
-    for (name, make) in [
-        ("datetime64", DType::DateTime64 as fn(TimeUnit) -> DType),
-        ("timedelta64", DType::TimeDelta64),
-    ] {
-        if let Some(rest) = input.strip_prefix(name) {
+    time_of(input, input, ["datetime64", "timedelta64"])
+}
+
+/// The time `text` (part of `input`) names if it starts with the datetime or the timedelta
+/// spelling of `kinds` and a bracketed unit; `None` if it starts with neither.
+fn time_of(input: &str, text: &str, kinds: [&str; 2]) -> Result<Option<DType>, DTypeError> {
+    let makers: [fn(TimeUnit) -> DType; 2] = [DType::DateTime64, DType::TimeDelta64];
+    for (kind, make) in kinds.into_iter().zip(makers) {
+        if let Some(rest) = text.strip_prefix(kind) {
             if rest.is_empty() {
                 return Err(DTypeError::Unsupported(input.to_owned()));
             }
@@ -362,18 +366,7 @@ fn parse_void_or_time_code(input: &str, code: &str) -> Result<Option<DType>, DTy
             _ => Err(DTypeError::Unsupported(input.to_owned())),
         };
     }
-    for (kind, make) in [
-        ("M8", DType::DateTime64 as fn(TimeUnit) -> DType),
-        ("m8", DType::TimeDelta64),
-    ] {
-        if let Some(rest) = code.strip_prefix(kind) {
-            if rest.is_empty() {
-                return Err(DTypeError::Unsupported(input.to_owned()));
-            }
-            return time_unit(input, rest).map(|u| Some(make(u)));
-        }
-    }
-    Ok(None)
+    time_of(input, code, ["M8", "m8"])
 }
 
 /// The unit of `[unit]`; a missing, generic or multiplied unit (`[10ms]`) is refused.

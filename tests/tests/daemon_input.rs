@@ -109,7 +109,18 @@ fn bad_names_dtypes_and_shapes_get_their_own_errors() {
         expect_err(client.delete(name), ErrorKind::InvalidName, shown);
         assert!(bystander.stat("ok").is_ok());
     }
-    for dtype in [">f4", "object", "f3", "|S10", "", "[('a','<f4')]"] {
+    for dtype in [
+        ">f4",
+        "object",
+        "f3",
+        "|S10",
+        "",
+        "M8",
+        "V0",
+        "[('a','<f4'),('a','<f4')]",
+        "[('a','O')]",
+        "[('a','<f4')",
+    ] {
         expect_err(
             client.create(&CreateOptions::new("t", dtype, &[2])),
             ErrorKind::InvalidDtype,

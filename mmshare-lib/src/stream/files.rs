@@ -696,6 +696,13 @@ impl StreamFiles {
         Some(self.data.ptr_at(offset as usize))
     }
 
+    /// Units per row, a slice along axis 0: bytes if `bytes` (a handle made by
+    /// `attach_bytes`), else elements of `elem_size` bytes.
+    pub(crate) fn row_units(&self, bytes: bool, elem_size: usize) -> usize {
+        let row = self.header.row_len() as usize;
+        if bytes { row } else { row / elem_size }
+    }
+
     /// The most rows a frame has: its first dimension (1 for a 0-d frame).
     pub(crate) fn max_rows(&self) -> u64 {
         self.header.shape.first().copied().unwrap_or(1)

@@ -207,12 +207,7 @@ impl<T: Element> Publisher<T> {
 
     /// Elements per row, a slice along axis 0 (bytes for a handle made by `attach_bytes`).
     pub fn row_len(&self) -> usize {
-        let bytes = self.files.header().row_len() as usize;
-        if self.bytes {
-            bytes
-        } else {
-            bytes / size_of::<T>()
-        }
+        self.files.row_units(self.bytes, size_of::<T>())
     }
 
     /// The most rows a frame has (its first dimension; 1 for a 0-d frame).

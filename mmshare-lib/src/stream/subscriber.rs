@@ -369,12 +369,7 @@ impl<T: Element> Subscriber<T> {
 
     /// Elements per row, a slice along axis 0 (bytes for a handle made by `attach_bytes`).
     pub fn row_len(&self) -> usize {
-        let bytes = self.files.header().row_len() as usize;
-        if self.bytes {
-            bytes
-        } else {
-            bytes / size_of::<T>()
-        }
+        self.files.row_units(self.bytes, size_of::<T>())
     }
 
     /// The elements (bytes, for `attach_bytes`) of a held frame of `rows` rows.
