@@ -120,4 +120,6 @@ pub use stream::{
 };
 #[cfg(feature = "async")]
 pub use stream::{LoanAsync, Recv};
+#[cfg(feature = "async")]
+pub use waiter::AsyncWait;
 pub use sys::{Liveness, ProcessId};

@@ -1416,8 +1416,73 @@ impl RawArray {
         Changed {
             array: self,
             newer_than,
-            registration: None,
-            counted: false,
+            wait: crate::waiter::AsyncWait::new(),
+        }
+    }
+
+    /// The version, if one newer than `newer_than` is published (the wait ended); otherwise
+    /// registers `waker` with the process's waiter thread (counted among the array's sleepers,
+    /// so a write wakes it) and returns `Pending`: poll again once woken, with the same `wait`.
+    /// For bindings whose event loop keeps the wait between calls (Python's asyncio);
+    /// [`RawArray::changed`] is built on it. End an abandoned wait with
+    /// [`RawArray::end_wait`].
+    pub fn poll_changed(
+        &self,
+        newer_than: u64,
+        wait: &mut crate::waiter::AsyncWait,
+        waker: &std::task::Waker,
+    ) -> std::task::Poll<u64> {
+        let newer = || {
+            read_begin(self.seq())
+                .ok()
+                .map(|s| s / 2)
+                .filter(|&v| v > newer_than)
+        };
+        // A registration from an earlier poll goes: it may hold another waker, and the word's
+        // value is read afresh below.
+        wait.registration = None;
+        if let Some(v) = newer() {
+            self.end_wait(wait);
+            return std::task::Poll::Ready(v);
+        }
+        if !wait.counted {
+            if let Some(control) = self.control.as_ref() {
+                control.sleep_begin();
+            }
+            wait.counted = true;
+        }
+        // As a blocking waiter before it sleeps (module `sleepers`): pairs with the writer's
+        // fence between bumping the futex word and reading the count. Either the writer sees
+        // us counted, or the check below (after the futex read) sees its version.
+        fence(Ordering::SeqCst);
+        let seen = self.futex_snapshot();
+        if let Some(v) = newer() {
+            self.end_wait(wait);
+            return std::task::Poll::Ready(v);
+        }
+        // Test hook: a write here, after the last check and before the registration, lands
+        // inside the window the order above guards (`seen` is older than the write).
+        #[cfg(test)]
+        if let Some(hook) = crate::backoff::BEFORE_SLEEP.with(|h| h.borrow_mut().take()) {
+            hook();
+        }
+        wait.registration = Some(crate::waiter::register(
+            &self.file,
+            offsets::FUTEX,
+            seen,
+            waker,
+        ));
+        std::task::Poll::Pending
+    }
+
+    /// Ends a wait of [`RawArray::poll_changed`]: its registration goes and its sleeper count
+    /// is given back (nothing if it had none).
+    pub fn end_wait(&self, wait: &mut crate::waiter::AsyncWait) {
+        wait.registration = None;
+        if std::mem::take(&mut wait.counted)
+            && let Some(control) = self.control.as_ref()
+        {
+            control.sleep_end();
         }
     }
 }
@@ -1429,28 +1494,7 @@ impl RawArray {
 pub struct Changed<'a> {
     array: &'a RawArray,
     newer_than: u64,
-    registration: Option<crate::waiter::Registration>,
-    /// Counted in the control file's sleepers (from the first unmet check until it resolves
-    /// or is dropped), as a blocking waiter is while it sleeps.
-    counted: bool,
-}
-
-#[cfg(feature = "async")]
-impl Changed<'_> {
-    fn newer(&self) -> Option<u64> {
-        read_begin(self.array.seq())
-            .ok()
-            .map(|s| s / 2)
-            .filter(|&v| v > self.newer_than)
-    }
-
-    fn uncount(&mut self) {
-        if std::mem::take(&mut self.counted)
-            && let Some(control) = self.array.control.as_ref()
-        {
-            control.sleep_end();
-        }
-    }
+    wait: crate::waiter::AsyncWait,
 }
 
 #[cfg(feature = "async")]
@@ -1462,50 +1506,15 @@ impl std::future::Future for Changed<'_> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<u64> {
         let this = &mut *self;
-        // A registration from an earlier poll goes: it may hold another waker, and the word's
-        // value is read afresh below.
-        this.registration = None;
-        if let Some(v) = this.newer() {
-            this.uncount();
-            return std::task::Poll::Ready(v);
-        }
-        if !this.counted {
-            if let Some(control) = this.array.control.as_ref() {
-                control.sleep_begin();
-            }
-            this.counted = true;
-        }
-        // As a blocking waiter before it sleeps (module `sleepers`): pairs with the writer's
-        // fence between bumping the futex word and reading the count. Either the writer sees
-        // us counted, or the check below (after the futex read) sees its version.
-        fence(Ordering::SeqCst);
-        let seen = self.array.futex_snapshot();
-        let this = &mut *self;
-        if let Some(v) = this.newer() {
-            this.uncount();
-            return std::task::Poll::Ready(v);
-        }
-        // Test hook: a write here, after the last check and before the registration, lands
-        // inside the window the order above guards (`seen` is older than the write).
-        #[cfg(test)]
-        if let Some(hook) = crate::backoff::BEFORE_SLEEP.with(|h| h.borrow_mut().take()) {
-            hook();
-        }
-        this.registration = Some(crate::waiter::register(
-            &this.array.file,
-            offsets::FUTEX,
-            seen,
-            cx.waker(),
-        ));
-        std::task::Poll::Pending
+        this.array
+            .poll_changed(this.newer_than, &mut this.wait, cx.waker())
     }
 }
 
 #[cfg(feature = "async")]
 impl Drop for Changed<'_> {
     fn drop(&mut self) {
-        self.registration = None;
-        self.uncount();
+        self.array.end_wait(&mut self.wait);
     }
 }
 

@@ -85,6 +85,32 @@ const RECHECK_ALL: Duration = if cfg!(test) {
 /// The scan period without `futex_waitv`.
 const POLL_TICK: Duration = Duration::from_millis(1);
 
+/// One pending wait between polls: its registration with a waiter thread, and whether it is
+/// counted among the sleepers of the word it waits on. The crate's futures keep one; so do
+/// bindings whose event loop keeps a wait across calls (Python's asyncio, through
+/// `Subscriber::poll_receive_token`, `RawArray::poll_changed`, `Publisher::poll_loan_token`).
+/// The handle it belongs to ends it (`end_wait`); a wait that is dropped unended leaves its
+/// sleeper count behind (a cost: a `FUTEX_WAKE` per publish for nobody), never a lost wake-up.
+#[derive(Debug, Default)]
+pub struct AsyncWait {
+    pub(crate) registration: Option<Registration>,
+    pub(crate) counted: bool,
+}
+
+impl AsyncWait {
+    /// A wait that has not begun.
+    pub fn new() -> AsyncWait {
+        AsyncWait::default()
+    }
+
+    /// Whether it is counted among its word's sleepers (it has found its condition unmet at
+    /// least once and was not ended since).
+    pub fn is_counted(&self) -> bool {
+        self.counted
+    }
+}
+
+
 /// Registers `waker` to be woken once the shared futex word at `offset` in `file` no longer
 /// holds `seen` (or at the latest within [`RECHECK_ALL`]).
 pub(crate) fn register(

@@ -670,71 +670,35 @@ impl<T: Element> Publisher<T> {
     pub fn loan_async(&mut self) -> LoanAsync<'_, T> {
         LoanAsync {
             publisher: Some(self),
-            registration: None,
-            counted: false,
+            wait: crate::waiter::AsyncWait::new(),
         }
     }
-}
 
-/// The future of [`Publisher::loan_async`].
-#[cfg(feature = "async")]
-#[derive(Debug)]
-#[must_use = "futures do nothing unless awaited"]
-pub struct LoanAsync<'a, T: Element> {
-    /// `None` once resolved.
-    publisher: Option<&'a mut Publisher<T>>,
-    registration: Option<crate::waiter::Registration>,
-    /// Counted in PUB_SLEEPERS from the first failed attempt until it resolves or is dropped.
-    counted: bool,
-}
-
-#[cfg(feature = "async")]
-impl<'a, T: Element> LoanAsync<'a, T> {
-    /// Resolves with a loaned slot or an error.
-    fn finish(&mut self, got: Result<usize, StreamError>) -> Result<SampleMut<'a, T>, StreamError> {
-        self.registration = None;
-        self.uncount();
-        let p = self.publisher.take().expect("not yet resolved");
-        got.map(|slot| SampleMut::new(p, slot))
-    }
-
-    fn uncount(&mut self) {
-        if std::mem::take(&mut self.counted)
-            && let Some(p) = self.publisher.as_deref()
-        {
-            p.uncount_waiting();
-        }
-    }
-}
-
-#[cfg(feature = "async")]
-impl<'a, T: Element> std::future::Future for LoanAsync<'a, T> {
-    type Output = Result<SampleMut<'a, T>, StreamError>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let this = &mut *self;
-        this.registration = None;
-        let p = this
-            .publisher
-            .as_deref_mut()
-            .expect("polled after it resolved");
+    /// A free slot if there is one (the wait ended); otherwise registers `waker` with the
+    /// process's waiter thread (counted in the stream's publisher sleepers, so a subscriber's
+    /// progress wakes it) and returns `Pending`: poll again once woken, with the same `wait`.
+    /// [`Publisher::loan_async`] is built on it.
+    fn poll_slot(
+        &mut self,
+        wait: &mut crate::waiter::AsyncWait,
+        waker: &std::task::Waker,
+    ) -> std::task::Poll<Result<usize, StreamError>> {
+        wait.registration = None;
         // Checked once per poll, before both attempts: a take-over between this check and a
         // loan is a race the check never closed (it only detects one), and the loaned slot's
         // publish then reports `PublisherLost`.
-        if let Err(e) = p.check_attached().and_then(|()| p.check_no_token()) {
-            return std::task::Poll::Ready(this.finish(Err(e)));
+        if let Err(e) = self.check_attached().and_then(|()| self.check_no_token()) {
+            self.end_wait(wait);
+            return std::task::Poll::Ready(Err(e));
         }
-        let Publisher { files, state, .. } = p;
+        let Publisher { files, state, .. } = self;
         let ring = files.ring();
-        let counted = &mut this.counted;
+        let counted = &mut wait.counted;
         let mut registration = None;
         // The sleep handshake of `wait_for_slot` (module `sleep`), whose sleep is the waiter
-        // thread's: counted in PUB_SLEEPERS once, until the future resolves or is dropped. The
-        // flag is set as the count is taken, so a panic in the attempt leaves no count that
-        // `Drop` would not give back.
+        // thread's: counted in PUB_SLEEPERS once, until the wait ends. The flag is set as the
+        // count is taken, so a panic in the attempt leaves no count that `end_wait` would not
+        // give back.
         let got = protocol::try_loan(&ring, state).or_else(|| {
             sleep::sleep_unless(
                 files.pub_futex(),
@@ -750,15 +714,84 @@ impl<'a, T: Element> std::future::Future for LoanAsync<'a, T> {
                         files.control_file(),
                         super::layout::offsets::PUB_FUTEX,
                         seen,
-                        cx.waker(),
+                        waker,
                     ));
                 },
             )
         });
-        this.registration = registration;
+        wait.registration = registration;
         match got {
-            Some(slot) => std::task::Poll::Ready(this.finish(Ok(slot))),
+            Some(slot) => {
+                self.end_wait(wait);
+                std::task::Poll::Ready(Ok(slot))
+            }
             None => std::task::Poll::Pending,
+        }
+    }
+
+    /// [`Publisher::loan_token`] polled: a token for a free slot if there is one (the wait
+    /// ended), else `Pending` with `waker` registered as [`Publisher::poll_slot`] does. For
+    /// bindings whose event loop keeps the wait between calls (Python's asyncio). End an
+    /// abandoned wait with [`Publisher::end_wait`].
+    pub fn poll_loan_token(
+        &mut self,
+        wait: &mut crate::waiter::AsyncWait,
+        waker: &std::task::Waker,
+    ) -> std::task::Poll<Result<LoanToken, StreamError>> {
+        self.poll_slot(wait, waker).map(|got| {
+            got.map(|slot| {
+                self.outstanding = Some(slot);
+                self.start_loan(slot);
+                LoanToken {
+                    slot,
+                    number: self.state.next,
+                    rows: self.files.max_rows(),
+                    max_rows: self.files.max_rows(),
+                    variable: self.is_variable(),
+                }
+            })
+        })
+    }
+
+    /// Ends a wait of [`Publisher::poll_loan_token`]: its registration goes and its sleeper
+    /// count is given back (nothing if it had none).
+    pub fn end_wait(&self, wait: &mut crate::waiter::AsyncWait) {
+        wait.registration = None;
+        if std::mem::take(&mut wait.counted) {
+            self.uncount_waiting();
+        }
+    }
+}
+
+/// The future of [`Publisher::loan_async`].
+#[cfg(feature = "async")]
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct LoanAsync<'a, T: Element> {
+    /// `None` once resolved.
+    publisher: Option<&'a mut Publisher<T>>,
+    wait: crate::waiter::AsyncWait,
+}
+
+#[cfg(feature = "async")]
+impl<'a, T: Element> std::future::Future for LoanAsync<'a, T> {
+    type Output = Result<SampleMut<'a, T>, StreamError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = &mut *self;
+        let p = this
+            .publisher
+            .as_deref_mut()
+            .expect("polled after it resolved");
+        match p.poll_slot(&mut this.wait, cx.waker()) {
+            std::task::Poll::Pending => std::task::Poll::Pending,
+            std::task::Poll::Ready(got) => {
+                let p = this.publisher.take().expect("not yet resolved");
+                std::task::Poll::Ready(got.map(|slot| SampleMut::new(p, slot)))
+            }
         }
     }
 }
@@ -766,8 +799,9 @@ impl<'a, T: Element> std::future::Future for LoanAsync<'a, T> {
 #[cfg(feature = "async")]
 impl<T: Element> Drop for LoanAsync<'_, T> {
     fn drop(&mut self) {
-        self.registration = None;
-        self.uncount();
+        if let Some(p) = self.publisher.as_deref() {
+            p.end_wait(&mut self.wait);
+        }
     }
 }
 

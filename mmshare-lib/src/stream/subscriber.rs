@@ -875,8 +875,7 @@ impl<T: Element> Subscriber<T> {
     pub fn recv(&mut self) -> Recv<'_, T> {
         Recv {
             subscriber: Some(self),
-            registration: None,
-            counted: false,
+            wait: crate::waiter::AsyncWait::new(),
         }
     }
 }
@@ -888,39 +887,75 @@ impl<T: Element> Subscriber<T> {
 pub struct Recv<'a, T: Element> {
     /// `None` once resolved.
     subscriber: Option<&'a mut Subscriber<T>>,
-    registration: Option<crate::waiter::Registration>,
-    /// Counted in SLEEPERS (and flagged asleep) from the first empty check until it resolves
-    /// or is dropped.
-    counted: bool,
+    wait: crate::waiter::AsyncWait,
 }
 
+/// Polled receiving, for bindings whose event loop keeps the wait between calls (Python's
+/// asyncio); [`Subscriber::recv`] is built on it.
 #[cfg(feature = "async")]
-impl<'a, T: Element> Recv<'a, T> {
-    fn uncount(&mut self) {
-        // Not once the record was reclaimed: it may be another subscriber's by now, and its
-        // `sleeping` flag and count are not ours to clear.
-        if std::mem::take(&mut self.counted)
-            && let Some(s) = self.subscriber.as_deref()
-            && s.owns_record()
-        {
-            s.uncount_sleeping();
-        }
+impl<T: Element> Subscriber<T> {
+    /// The next frame if there is one (the wait ended); otherwise registers `waker` with the
+    /// process's waiter thread (counted among the stream's sleepers, so a publish wakes it)
+    /// and returns `Pending`: poll again once woken, with the same `wait`. End the wait with
+    /// [`Subscriber::end_wait`] if it is abandoned (a cancelled await): it then takes nothing
+    /// and leaves nothing registered.
+    pub fn poll_receive_token(
+        &self,
+        wait: &mut crate::waiter::AsyncWait,
+        waker: &std::task::Waker,
+    ) -> std::task::Poll<Result<SampleToken, StreamError>> {
+        wait.registration = None;
+        let attempt = |s: &Subscriber<T>| s.receive().map(|got| got.map(Sample::into_token));
+        let got = match attempt(self) {
+            Ok(None) => {
+                // The sleep handshake of `Subscriber::sleep` (module `sleep`), whose sleep is
+                // the waiter thread's: counted in SLEEPERS once, until the wait ends. The flag
+                // is set as the count is taken, so a panic in the attempt leaves no count that
+                // `end_wait` would not give back.
+                let counted = &mut wait.counted;
+                let mut registration = None;
+                let got = sleep::sleep_unless(
+                    self.files.futex(),
+                    || {
+                        if !*counted {
+                            self.count_sleeping();
+                            *counted = true;
+                        }
+                    },
+                    || match attempt(self) {
+                        Ok(None) => None,
+                        got => Some(got),
+                    },
+                    |seen| {
+                        registration = Some(crate::waiter::register(
+                            self.files.data_file(),
+                            crate::format::offsets::FUTEX,
+                            seen,
+                            waker,
+                        ));
+                    },
+                );
+                wait.registration = registration;
+                match got {
+                    Some(got) => got,
+                    None => return std::task::Poll::Pending,
+                }
+            }
+            got => got,
+        };
+        self.end_wait(wait);
+        std::task::Poll::Ready(got.map(|t| t.expect("a receive that gave something")))
     }
 
-    /// Resolves with what a receive attempt gave; `None` if it gave nothing.
-    fn resolve(
-        &mut self,
-        got: Result<Option<SampleToken>, StreamError>,
-    ) -> Option<Result<Sample<'a, T>, StreamError>> {
-        let got = match got {
-            Ok(None) => return None,
-            Ok(Some(token)) => Ok(token),
-            Err(e) => Err(e),
-        };
-        self.registration = None;
-        self.uncount();
-        let subscriber: &'a Subscriber<T> = self.subscriber.take().expect("not yet resolved");
-        Some(got.map(|token| Sample::from_token(subscriber, token)))
+    /// Ends a wait of [`Subscriber::poll_receive_token`]: its registration goes and its
+    /// sleeper count is given back (nothing if it had none).
+    pub fn end_wait(&self, wait: &mut crate::waiter::AsyncWait) {
+        wait.registration = None;
+        // Not once the record was reclaimed: it may be another subscriber's by now, and its
+        // `sleeping` flag and count are not ours to clear.
+        if std::mem::take(&mut wait.counted) && self.owns_record() {
+            self.uncount_sleeping();
+        }
     }
 }
 
@@ -933,59 +968,27 @@ impl<'a, T: Element> std::future::Future for Recv<'a, T> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         let this = &mut *self;
-        this.registration = None;
-        let attempt = |s: &Subscriber<T>| s.receive().map(|got| got.map(Sample::into_token));
         let sub = this
             .subscriber
             .as_deref()
             .expect("polled after it resolved");
-        let got = attempt(sub);
-        if let Some(done) = this.resolve(got) {
-            return std::task::Poll::Ready(done);
+        match sub.poll_receive_token(&mut this.wait, cx.waker()) {
+            std::task::Poll::Pending => std::task::Poll::Pending,
+            std::task::Poll::Ready(got) => {
+                let subscriber: &'a Subscriber<T> =
+                    this.subscriber.take().expect("not yet resolved");
+                std::task::Poll::Ready(got.map(|token| Sample::from_token(subscriber, token)))
+            }
         }
-        // The sleep handshake of `Subscriber::sleep` (module `sleep`), whose sleep is the
-        // waiter thread's: counted in SLEEPERS once, until the future resolves or is dropped.
-        // The flag is set as the count is taken, so a panic in the attempt leaves no count that
-        // `Drop` would not give back.
-        let sub = this.subscriber.as_deref().expect("not yet resolved");
-        let counted = &mut this.counted;
-        let mut registration = None;
-        let got = sleep::sleep_unless(
-            sub.files.futex(),
-            || {
-                if !*counted {
-                    sub.count_sleeping();
-                    *counted = true;
-                }
-            },
-            || match attempt(sub) {
-                Ok(None) => None,
-                got => Some(got),
-            },
-            |seen| {
-                registration = Some(crate::waiter::register(
-                    sub.files.data_file(),
-                    crate::format::offsets::FUTEX,
-                    seen,
-                    cx.waker(),
-                ));
-            },
-        );
-        this.registration = registration;
-        if let Some(got) = got
-            && let Some(done) = this.resolve(got)
-        {
-            return std::task::Poll::Ready(done);
-        }
-        std::task::Poll::Pending
     }
 }
 
 #[cfg(feature = "async")]
 impl<T: Element> Drop for Recv<'_, T> {
     fn drop(&mut self) {
-        self.registration = None;
-        self.uncount();
+        if let Some(s) = self.subscriber.as_deref() {
+            s.end_wait(&mut self.wait);
+        }
     }
 }
 
