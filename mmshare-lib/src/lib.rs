@@ -120,6 +120,6 @@ pub use stream::{
 };
 #[cfg(feature = "async")]
 pub use stream::{LoanAsync, Recv};
+pub use sys::{Liveness, ProcessId};
 #[cfg(feature = "async")]
 pub use waiter::AsyncWait;
-pub use sys::{Liveness, ProcessId};

@@ -110,7 +110,6 @@ impl AsyncWait {
     }
 }
 
-
 /// Registers `waker` to be woken once the shared futex word at `offset` in `file` no longer
 /// holds `seen` (or at the latest within [`RECHECK_ALL`]).
 pub(crate) fn register(

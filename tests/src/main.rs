@@ -115,6 +115,8 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
   frames-check SOCKET NAME FRAMES       subscribe losslessly to that stream, print 'subscribed',
                                         check FRAMES frames (rows, data, header), print
                                         'ok frames=N'
+  client-poke SOCKET NAME...            through the daemon, publish one frame of each u64
+                                        stream, element k = k + 1; print 'poked N'
   poke [a:ARRAY | s:STREAM]...          write every element of each u64 array with its index
                                         + 1; publish one frame of each u64 stream, element k =
                                         k + 1; print 'poked N'
@@ -141,6 +143,7 @@ fn main() -> ExitCode {
             .and_then(|c| Ok(c.open::<u64>(name, Access::Read)?))
             .and_then(|a| check_patterns(&a, secs.parse().unwrap_or(1.0))),
         ["poke", targets @ ..] => poke(targets),
+        ["client-poke", socket, names @ ..] => client_poke(socket, names),
         ["hold", path] => hold(path),
         ["scribble", path] => scribble(path),
         ["expect-torn", path, ms] => expect_torn(path, ms.parse().unwrap_or(10_000)),
@@ -424,6 +427,22 @@ fn connect_as(target: &str, uid: &str, name: &str) -> Result<ExitCode> {
 }
 
 /// Wakes async waiters from another process: one write per array, one frame per stream.
+/// Through the daemon at `socket`: publishes one frame of each u64 stream `names`, element k
+/// = k + 1; prints 'poked N'.
+fn client_poke(socket: &str, names: &[&str]) -> Result<ExitCode> {
+    let client = Client::connect(socket)?;
+    for name in names {
+        let mut p = client.publisher::<u64>(name)?;
+        let mut loan = p.loan()?;
+        for (k, x) in loan.iter_mut().enumerate() {
+            *x = k as u64 + 1;
+        }
+        loan.publish();
+    }
+    say(&format!("poked {}", names.len()));
+    Ok(ExitCode::SUCCESS)
+}
+
 fn poke(targets: &[&str]) -> Result<ExitCode> {
     for target in targets {
         match target.split_once(':') {

@@ -363,6 +363,23 @@ class SharedArray:
             newer_than = self.version
         return self._native.wait(int(newer_than), timeout)
 
+    async def await_version(self, newer_than=None, timeout=None) -> int:
+        """`wait`, awaited on the running asyncio loop without a thread: returns the first
+        version newer than `newer_than` (default: the current one) once a write publishes it.
+        `timeout` in seconds (None: no limit) raises `Timeout`. Cancel-safe."""
+        from . import aio
+        self._check_open()
+        if newer_than is None:
+            newer_than = self.version
+        native, newer_than = self._native, int(newer_than)
+        return await aio.poll_until(lambda w: native.poll_changed(newer_than, w),
+                                    native.end_wait, timeout,
+                                    f"no version of array {self.name!r} newer than {newer_than}")
+
+    async def changed(self, newer_than=None, timeout=None) -> int:
+        """The same as `await_version` (the name of Rust's `Array::changed`)."""
+        return await self.await_version(newer_than, timeout)
+
     # -- writing ----------------------------------------------------------------------------
 
     @contextmanager

@@ -40,10 +40,12 @@ class Loan:
     variable-size frames `rows` says how many rows of the frame are published (the largest
     frame's unless set)."""
 
-    def __init__(self, publisher, timeout, casting="same_kind"):
+    def __init__(self, publisher, timeout, casting="same_kind", native=None):
         self._publisher = publisher
         self._timeout = timeout
         self._casting = casting
+        # A slot already loaned (`aloan`), else one is loaned when the block is entered.
+        self._loaned = native
         self._native = None
         self._view = None
         self._header = None
@@ -74,7 +76,7 @@ class Loan:
         if self._native is not None or self.number is not None:
             raise errors.MmshareError("a loan is entered once; take a new loan for each frame")
         p = self._publisher
-        self._native = p._native.loan(self._timeout)
+        self._native, self._loaned = self._loaned or p._native.loan(self._timeout), None
         # Known from the loan on (as Rust's `number()` before publish).
         self.number = self._native.number
         self._pages = _Pages.at(self._native, p._template, self._native.address, True)
@@ -173,6 +175,18 @@ class Publisher(_Handle):
         a frozen subscriber never stalls a publisher for good unless it asks for that."""
         _check_casting(casting)
         return Loan(self, timeout, casting)
+
+    async def aloan(self, timeout=LOAN_TIMEOUT, casting="same_kind") -> Loan:
+        """A free slot, awaited on the running asyncio loop without a thread while lossless
+        subscribers are a whole ring behind (the core wakes the loop when one moves on); then
+        `with loan as frame:` fills and publishes it as `loan()` does. `timeout` in seconds
+        (None: no limit) raises `Timeout`. Cancel-safe: a cancelled await has loaned nothing."""
+        from . import aio
+        _check_casting(casting)
+        native = self._native
+        got = await aio.poll_until(native.poll_loan, native.end_wait, timeout,
+                                   f"no free slot of stream {self.name!r}")
+        return Loan(self, timeout, casting, native=got)
 
     def send(self, frame, timeout=LOAN_TIMEOUT, casting="same_kind", header=None) -> int:
         """Copies `frame` (any array of the stream's shape, converted to its dtype under
@@ -404,6 +418,29 @@ class Subscriber(_Handle):
                 self._current.release()
             self._current = self.receive()
             yield self._current
+
+    async def areceive(self, timeout=None) -> "Sample":
+        """The next frame, awaited on the running asyncio loop without a thread: the core's
+        waiter thread wakes the loop when a publish comes (see `mmshare.aio`). `timeout` in
+        seconds (None: no limit) raises `Timeout`. Cancel-safe: a cancelled await has taken no
+        frame and leaves nothing registered."""
+        from . import aio
+        native = self._native
+        got = await aio.poll_until(native.poll_receive, native.end_wait, timeout,
+                                   f"no frame of stream {self.name!r}")
+        return Sample(self, got)
+
+    def __aiter__(self):
+        """`async for sample in sub`: every frame as it arrives (awaited as `areceive`), each
+        sample released when the next is taken."""
+        return self
+
+    async def __anext__(self) -> "Sample":
+        if self._current is not None:
+            self._current.release()
+            self._current = None
+        self._current = await self.areceive()
+        return self._current
 
     def close(self):
         """Unsubscribes once its samples (and their views) are gone."""

@@ -108,6 +108,29 @@ impl NativeArray {
         Ok(self.live(py)?.is_torn())
     }
 
+    /// The version if one newer than `newer_than` is published; otherwise `None`, with `wait`
+    /// registered so that its notifier is told when a write may have published one (asyncio's
+    /// `await_version`).
+    fn poll_changed(
+        &self,
+        py: Python<'_>,
+        newer_than: u64,
+        wait: &crate::aio::NativeWait,
+    ) -> PyResult<Option<u64>> {
+        let a = self.live(py)?;
+        Ok(
+            wait.with(|w, waker| match a.poll_changed(newer_than, w, waker) {
+                std::task::Poll::Ready(v) => Some(v),
+                std::task::Poll::Pending => None,
+            }),
+        )
+    }
+
+    /// Ends a wait of `poll_changed` (a cancelled await): nothing stays registered or counted.
+    fn end_wait(&self, wait: &crate::aio::NativeWait) {
+        wait.with(|w, _| self.array.end_wait(w));
+    }
+
     /// Copies that a concurrent write invalidated, so far.
     #[getter]
     fn retries(&self) -> u64 {

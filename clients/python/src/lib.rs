@@ -11,6 +11,7 @@
 //! alive, so a view can never outlive its pages. Every wait and every copy made by Rust runs
 //! with the GIL released.
 
+mod aio;
 mod array;
 mod client;
 mod errors;
@@ -154,6 +155,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream::NativeSubscriber>()?;
     m.add_class::<stream::NativeSample>()?;
     m.add_class::<watch::NativeWatch>()?;
+    m.add_class::<aio::Notifier>()?;
+    m.add_class::<aio::NativeWait>()?;
     m.add(
         "PROTOCOL_VERSION",
         mmshare::internal::proto::PROTOCOL_VERSION,

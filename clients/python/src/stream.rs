@@ -21,6 +21,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use mmshare::{Delivery, LoanToken, Publisher, SampleToken, StreamError, Subscriber};
 use pyo3::prelude::*;
 
+use std::task::Poll;
+
+use crate::aio::NativeWait;
 use crate::{Bytes, duration, errors, seconds_text, sliced};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -186,6 +189,40 @@ impl NativePublisher {
             publisher: Arc::clone(&self.publisher),
             token: Mutex::new(Some(token)),
         })
+    }
+
+    /// A loan if a slot is free now; otherwise `None`, with `wait` registered so that its
+    /// notifier is told when a subscriber's progress may have freed one (asyncio's `aloan`).
+    fn poll_loan(&self, py: Python<'_>, wait: &NativeWait) -> PyResult<Option<NativeLoan>> {
+        let publisher = &self.publisher;
+        let got = py.detach(|| {
+            let mut p = lock(publisher);
+            wait.with(|w, waker| match p.poll_loan_token(w, waker) {
+                Poll::Pending => Ok(None),
+                Poll::Ready(Ok(token)) => {
+                    let address = p.frame_ptr(&token) as usize;
+                    let header = p.header_ptr(&token).map_or(0, |h| h as usize);
+                    Ok(Some((token, address, header)))
+                }
+                Poll::Ready(Err(e)) => Err(e),
+            })
+        });
+        match got {
+            Ok(Some((token, address, header_address))) => Ok(Some(NativeLoan {
+                number: token.number(),
+                address,
+                header_address,
+                publisher: Arc::clone(&self.publisher),
+                token: Mutex::new(Some(token)),
+            })),
+            Ok(None) => Ok(None),
+            Err(e) => Err(error(py, e)),
+        }
+    }
+
+    /// Ends a wait of `poll_loan` (a cancelled `aloan`): nothing stays registered or counted.
+    fn end_wait(&self, wait: &NativeWait) {
+        locked(&self.publisher, |p| wait.with(|w, _| p.end_wait(w)));
     }
 
     /// Copies `src` (a C-contiguous buffer of the frame's bytes in the stream's layout: an
@@ -598,6 +635,32 @@ impl NativeSubscriber {
             )),
             Err(e) => Err(error(py, e)),
         }
+    }
+
+    /// The next frame if there is one; otherwise `None`, with `wait` registered so that its
+    /// notifier is told when a publish may have brought one (asyncio's `areceive`).
+    fn poll_receive(&self, py: Python<'_>, wait: &NativeWait) -> PyResult<Option<NativeSample>> {
+        let shared = &self.shared;
+        let got = py.detach(|| {
+            let s = shared.take();
+            wait.with(|w, waker| match s.poll_receive_token(w, waker) {
+                Poll::Pending => Ok(None),
+                Poll::Ready(Ok(token)) => {
+                    let address = s.frame_ptr(&token) as usize;
+                    let header = s.header_ptr(&token).map_or(0, |h| h as usize);
+                    Ok(Some((token, address, header)))
+                }
+                Poll::Ready(Err(e)) => Err(e),
+            })
+        });
+        got.map(|got| got.map(|held| self.sample(held)))
+            .map_err(|e| error(py, e))
+    }
+
+    /// Ends a wait of `poll_receive` (a cancelled `areceive`): nothing taken, nothing left
+    /// registered or counted.
+    fn end_wait(&self, wait: &NativeWait) {
+        self.with(|s| wait.with(|w, _| s.end_wait(w)));
     }
 
     /// The next frame if one is there, else None; never waits for a frame (only, briefly, for

@@ -1,0 +1,96 @@
+"""asyncio support: waits that an event loop keeps, woken by the Rust core.
+
+Each event loop gets one `_native.Notifier`: an eventfd that the loop watches with
+`add_reader`. An `await` of a handle (`Subscriber.areceive`, `SharedArray.await_version`,
+`Publisher.aloan`) polls the handle; when nothing is there yet, the poll registers the wait with
+the core's waiter thread (one OS thread per process sleeps on the shared futex words of every
+waiting handle, whatever the number of waits) and the coroutine awaits a future. When a publish
+or a write moves the word, the waiter thread writes the eventfd and records the wait; the
+loop's reader resolves its future and the coroutine polls again.
+
+A cancelled await (a timeout, `task.cancel()`) ends its wait: it has taken nothing, and nothing
+stays registered or counted. Works on any asyncio loop with `add_reader` (uvloop included).
+"""
+
+import asyncio
+import weakref
+
+from . import _native, errors
+
+__all__ = ["Wait"]
+
+
+class _LoopWaits:
+    """One event loop's notifier, and the futures of its pending waits by id."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.notifier = _native.Notifier()
+        self.futures: dict = {}
+        # Ids woken while their coroutine was not awaiting (it was polling): their next
+        # `woken()` returns at once, so no wake-up is lost.
+        self.early: set = set()
+        loop.add_reader(self.notifier.fileno(), self._on_ready)
+
+    def _on_ready(self) -> None:
+        for wait_id in self.notifier.drain():
+            future = self.futures.get(wait_id)
+            if future is None:
+                self.early.add(wait_id)
+            elif not future.done():
+                future.set_result(None)
+
+
+_BY_LOOP: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWaits]" = (
+    weakref.WeakKeyDictionary())
+
+
+def _loop_waits() -> _LoopWaits:
+    loop = asyncio.get_running_loop()
+    waits = _BY_LOOP.get(loop)
+    if waits is None:
+        waits = _BY_LOOP[loop] = _LoopWaits(loop)
+    return waits
+
+
+class Wait:
+    """One pending await: `native` is polled by a handle's `poll_*` and ended by its
+    `end_wait`; `woken()` returns once the core says the awaited word moved."""
+
+    __slots__ = ("_waits", "native")
+
+    def __init__(self):
+        self._waits = _loop_waits()
+        self.native = self._waits.notifier.new_wait()
+
+    async def woken(self) -> None:
+        waits, wait_id = self._waits, self.native.id
+        if wait_id in waits.early:
+            waits.early.discard(wait_id)
+            return
+        future = asyncio.get_running_loop().create_future()
+        waits.futures[wait_id] = future
+        try:
+            await future
+        finally:
+            waits.futures.pop(wait_id, None)
+            waits.early.discard(wait_id)
+
+
+async def poll_until(poll, end, timeout, what: str):
+    """Polls `poll(native_wait)` until it gives something other than None, awaiting the
+    core's wake-up in between, for at most `timeout` seconds (None: no limit; `Timeout` then).
+    `end(native_wait)` ends the wait however it finishes."""
+    wait = Wait()
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                got = poll(wait.native)
+                if got is not None:
+                    return got
+                await wait.woken()
+    except TimeoutError as e:
+        if isinstance(e, errors.Timeout):
+            raise
+        raise errors.Timeout(f"{what} within {timeout} s") from None
+    finally:
+        end(wait.native)
