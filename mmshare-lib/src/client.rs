@@ -691,6 +691,83 @@ impl Watch {
             (other, _) => Err(unexpected(&other)),
         }
     }
+
+    /// The watch's socket, for an event loop to watch for reading (then [`Watch::try_next`]).
+    #[doc(hidden)]
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.conn
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .as_raw_fd()
+    }
+
+    /// The next event if one has arrived; never waits.
+    ///
+    /// # Errors
+    /// As [`Watch::next_timeout`].
+    #[doc(hidden)]
+    pub fn try_next(&mut self) -> Result<Option<WatchEvent>, ClientError> {
+        let mut guard = self.conn.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (fd, buf) = &mut *guard;
+        let got = match sys::try_recv_message(fd, buf) {
+            Err(e) if sys::timed_out(&e) => return Ok(None),
+            Err(e) => return Err(ClientError::Io(e)),
+            Ok(got) => got,
+        };
+        match parse_reply(buf, got)? {
+            (Response::Event(event), _) => Ok(Some(event)),
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+}
+
+/// A `wait_for` request sent on a connection of its own, whose reply the caller's event loop
+/// awaits: watch [`PendingWaitFor::fd`] for reading, then [`PendingWaitFor::try_take`].
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct PendingWaitFor {
+    conn: Connection,
+}
+
+impl PendingWaitFor {
+    /// The connection's socket.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.conn
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .as_raw_fd()
+    }
+
+    /// The answer if it has arrived (the object, or the daemon's error: `Timeout` when the wait
+    /// ran out); `Ok(None)` if not yet. Never waits.
+    ///
+    /// # Errors
+    /// As [`Client::wait_for`].
+    pub fn try_take(&self) -> Result<Option<ObjectInfo>, ClientError> {
+        let mut guard = self.conn.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (fd, buf) = &mut *guard;
+        match sys::try_recv_message(fd, buf) {
+            Err(e) if sys::timed_out(&e) => Ok(None),
+            Err(e) => Err(ClientError::Io(e)),
+            Ok(got) => wait_for_reply(buf, got).map(Some),
+        }
+    }
+}
+
+/// The object a `WaitFor` reply names, or its error.
+fn wait_for_reply(buf: &[u8], got: sys::Received) -> Result<ObjectInfo, ClientError> {
+    match parse_reply(buf, got)? {
+        (Response::Array(info), _) => Ok(ObjectInfo::Array(info)),
+        (Response::Stream(info), _) => Ok(ObjectInfo::Stream(info)),
+        (Response::Error { kind, message }, _) => Err(ClientError::Server { kind, message }),
+        (other, _) => Err(unexpected(&other)),
+    }
 }
 
 impl Iterator for Watch {
@@ -1139,14 +1216,8 @@ impl Client {
         stop: &mut dyn FnMut() -> bool,
     ) -> Result<Option<ObjectInfo>, ClientError> {
         let timeout = timeout.min(MAX_WAIT);
-        let (conn, _) = Connection::dial(&self.conn.path, self.conn.expected, self.conn.timeout)?;
-        let request = Request::WaitFor {
-            name: name.to_owned(),
-            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-        };
-        let bytes = proto::encode(&request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let conn = self.send_wait_for(name, timeout)?;
         let mut guard = conn.inner.lock().unwrap_or_else(|p| p.into_inner());
-        conn.send(&guard, &bytes, "take WaitFor")?;
         // Room for the daemon's answer after the wait: the connection's usual timeout again.
         let patience = (!self.conn.timeout.is_zero()).then(|| timeout + self.conn.timeout);
         let started = std::time::Instant::now();
@@ -1175,12 +1246,40 @@ impl Client {
                 Err(e) => return Err(ClientError::Io(e)),
             }
         };
-        match parse_reply(buf, got)? {
-            (Response::Array(info), _) => Ok(Some(ObjectInfo::Array(info))),
-            (Response::Stream(info), _) => Ok(Some(ObjectInfo::Stream(info))),
-            (Response::Error { kind, message }, _) => Err(ClientError::Server { kind, message }),
-            (other, _) => Err(unexpected(&other)),
+        wait_for_reply(buf, got).map(Some)
+    }
+
+    /// Sends a `WaitFor` request on a connection of its own, and returns the connection.
+    fn send_wait_for(&self, name: &str, timeout: Duration) -> Result<Connection, ClientError> {
+        let (conn, _) = Connection::dial(&self.conn.path, self.conn.expected, self.conn.timeout)?;
+        let request = Request::WaitFor {
+            name: name.to_owned(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        let bytes = proto::encode(&request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        {
+            let guard = conn.inner.lock().unwrap_or_else(|p| p.into_inner());
+            conn.send(&guard, &bytes, "take WaitFor")?;
         }
+        Ok(conn)
+    }
+
+    /// [`Client::wait_for`] for an event loop: sends the request on a connection of its own
+    /// and returns at once; the loop watches [`PendingWaitFor::fd`] and takes the answer with
+    /// [`PendingWaitFor::try_take`]. Dropping it closes the connection (the daemon stops
+    /// waiting).
+    ///
+    /// # Errors
+    /// Connecting, or sending the request.
+    #[doc(hidden)]
+    pub fn start_wait_for(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<PendingWaitFor, ClientError> {
+        Ok(PendingWaitFor {
+            conn: self.send_wait_for(name, timeout.min(MAX_WAIT))?,
+        })
     }
 
     /// Watches the arrays and streams whose names start with `prefix` (that this uid may

@@ -81,6 +81,8 @@ mod waiter;
 // The user-facing API. The file format's constants and codecs are in [`format`]; what only the
 // daemon, the command line and the bindings of the same version use is in `internal`.
 pub use array::{Array, ReadView, WriteView};
+#[doc(hidden)]
+pub use client::PendingWaitFor;
 pub use client::{
     Client, ClientError, ConnectOptions, CreateOptions, DEFAULT_REQUEST_TIMEOUT, MAX_WAIT,
     SERVER_UID_ENV, SOCKET_ENV, Shared, StreamOptions, TIMEOUT_ENV, Watch, default_socket_path,

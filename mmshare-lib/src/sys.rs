@@ -599,11 +599,25 @@ pub(crate) struct Received {
 
 /// Receives one message into `buf`, with at most a few descriptors.
 pub(crate) fn recv_message(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Received> {
+    recv_message_with(fd, buf, net::RecvFlags::empty())
+}
+
+/// [`recv_message`] that never waits: `WouldBlock` when no message is there.
+pub(crate) fn try_recv_message(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Received> {
+    recv_message_with(fd, buf, net::RecvFlags::DONTWAIT)
+}
+
+fn recv_message_with(fd: &OwnedFd, buf: &mut [u8], flags: net::RecvFlags) -> io::Result<Received> {
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
     let mut control = net::RecvAncillaryBuffer::new(&mut space);
     let mut iov = [io::IoSliceMut::new(buf)];
     let msg = loop {
-        match net::recvmsg(fd, &mut iov, &mut control, net::RecvFlags::CMSG_CLOEXEC) {
+        match net::recvmsg(
+            fd,
+            &mut iov,
+            &mut control,
+            net::RecvFlags::CMSG_CLOEXEC | flags,
+        ) {
             Err(rustix::io::Errno::INTR) => continue,
             other => break other?,
         }

@@ -168,3 +168,44 @@ def test_the_asyncio_example_serves_the_newest_frame(daemon):
     finally:
         server.kill()
         server.wait()
+
+
+def test_presence_is_awaited(daemon, worker):
+    """`await_for` answers when the stream is created (one request, no thread), and times out
+    cleanly; `await_for_subscribers` is woken by a subscriber in another process; `async for`
+    over a watch sees the creation, the subscriber and the deletion."""
+    c = mmshare.connect(daemon.socket)
+
+    async def main():
+        watch = c.watch("pres")  # returns once the daemon has it in place
+        assert await watch.anext(0.05) is None
+        waiter = asyncio.create_task(c.await_for("pres.s", timeout=30))
+        await asyncio.sleep(0.2)
+        assert not waiter.done()
+        before = threads()
+        c.create_stream("pres.s", "<u8", (4,), slots=8)
+        info = await waiter
+        assert info.name == "pres.s" and threads() == before
+        with pytest.raises(mmshare.Timeout):
+            await c.await_for("pres.never", timeout=0.2)
+        pub = c.publisher("pres.s")
+        joined = asyncio.create_task(pub.await_for_subscribers(1, timeout=30))
+        await asyncio.sleep(0.1)
+        assert not joined.done()
+        sub = subprocess.Popen([worker, "stream-sub", daemon.socket, "pres.s", "lossless", "0"],
+                               stdout=subprocess.PIPE, text=True)
+        assert await joined == 1
+        with pytest.raises(mmshare.Timeout):
+            await pub.await_for_subscribers(2, timeout=0.2)
+        sub.kill()
+        sub.wait()
+        seen = []
+        async for event in watch:
+            seen.append((event.kind, event.name))
+            if event.kind == "subscribers" and event.count == 1:
+                break
+        assert ("created", "pres.s") in seen
+        watch.close()
+        assert await watch.anext(1) is None
+
+    asyncio.run(main())

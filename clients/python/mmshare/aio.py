@@ -17,7 +17,7 @@ import weakref
 
 from . import _native, errors
 
-__all__ = ["Wait"]
+__all__ = ["Wait", "readable", "poll_until"]
 
 
 class _LoopWaits:
@@ -94,3 +94,20 @@ async def poll_until(poll, end, timeout, what: str):
         raise errors.Timeout(f"{what} within {timeout} s") from None
     finally:
         end(wait.native)
+
+
+async def readable(fd: int) -> None:
+    """Returns once `fd` is readable (the running loop's `add_reader`, removed again however
+    this ends)."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def ready() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    loop.add_reader(fd, ready)
+    try:
+        await future
+    finally:
+        loop.remove_reader(fd)

@@ -2,6 +2,7 @@
 GIL released, and a request is never split by a KeyboardInterrupt (it is raised once the
 request is over, so the connection stays usable)."""
 
+import asyncio
 import os
 from typing import NamedTuple
 
@@ -181,6 +182,19 @@ class Client:
         polls), at once if it exists. Ctrl-C interrupts it."""
         return _info(*self._c.wait_for(name, timeout))
 
+    async def await_for(self, name, timeout=None):
+        """`wait_for` on the running asyncio loop: one request on a connection of its own,
+        whose answer the loop awaits (no thread waits). Returns the `ArrayInfo` or
+        `StreamInfo`; raises `Timeout` when `timeout` seconds (None: a day) pass. Cancel-safe:
+        a cancelled await closes its connection, and the daemon stops waiting."""
+        from . import aio
+        pending = self._c.start_wait_for(name, timeout)
+        while True:
+            got = pending.try_take()
+            if got is not None:
+                return _info(*got)
+            await aio.readable(pending.fileno())
+
     def watch(self, prefix="") -> "Watch":
         """Watches the arrays and streams whose names start with `prefix` (that this uid may
         read): an iterator of `WatchEvent`s (created, deleted, a stream's subscribers
@@ -238,6 +252,38 @@ class Watch:
         event = self.next(None)
         if event is None:
             raise StopIteration
+        return event
+
+    async def anext(self, timeout=None):
+        """`next` on the running asyncio loop (no thread waits): the next `WatchEvent`, or
+        None when `timeout` seconds pass first or once the watch ended."""
+        from . import aio
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    got = self._native.try_next()
+                    if got is not None:
+                        kind, f = got
+                        if kind == "end":
+                            return None
+                        return WatchEvent(kind, f.get("name", ""), f.get("kind", ""),
+                                          f.get("count", f.get("events", 0)))
+                    fd = self._native.fileno()
+                    if fd < 0:
+                        return None
+                    await aio.readable(fd)
+        except TimeoutError:
+            return None
+
+    def __aiter__(self):
+        """`async for event in client.watch(...)`: every event, awaited on the loop; ends
+        when the watch does."""
+        return self
+
+    async def __anext__(self) -> WatchEvent:
+        event = await self.anext(None)
+        if event is None:
+            raise StopAsyncIteration
         return event
 
     def close(self):

@@ -176,6 +176,16 @@ class Publisher(_Handle):
         _check_casting(casting)
         return Loan(self, timeout, casting)
 
+    async def await_for_subscribers(self, n=1, timeout=None) -> int:
+        """`wait_for_subscribers` on the running asyncio loop: returns the subscriber count
+        once at least `n` are attached, woken by each join (no thread waits, nothing polls).
+        `timeout` in seconds (None: no limit) raises `Timeout`. Cancel-safe."""
+        from . import aio
+        native, n = self._native, int(n)
+        return await aio.poll_until(lambda w: native.poll_subscribers(n, w),
+                                    native.end_subscribers_wait, timeout,
+                                    f"fewer than {n} subscribers of stream {self.name!r}")
+
     async def aloan(self, timeout=LOAN_TIMEOUT, casting="same_kind") -> Loan:
         """A free slot, awaited on the running asyncio loop without a thread while lossless
         subscribers are a whole ring behind (the core wakes the loop when one moves on); then

@@ -412,6 +412,21 @@ impl Connection {
         }
     }
 
+    /// Sends a `WaitFor` request on a connection of its own and returns at once: the event
+    /// loop watches its `fileno()` and takes the answer with `try_take()`.
+    fn start_wait_for(
+        &self,
+        py: Python<'_>,
+        name: String,
+        timeout: Option<f64>,
+    ) -> PyResult<PendingWaitFor> {
+        let limit = crate::duration(timeout)?.min(mmshare::MAX_WAIT);
+        let pending = py
+            .detach(|| self.client.start_wait_for(&name, limit))
+            .map_err(|e| errors::client(py, e))?;
+        Ok(PendingWaitFor(pending))
+    }
+
     /// Watches the objects whose names start with `prefix`.
     fn watch(&self, py: Python<'_>, prefix: String) -> PyResult<crate::watch::NativeWatch> {
         let watch = py
@@ -448,5 +463,29 @@ impl Connection {
     fn delete(&self, py: Python<'_>, name: String) -> PyResult<()> {
         py.detach(|| self.client.delete(&name))
             .map_err(|e| errors::client(py, e))
+    }
+}
+
+/// A `WaitFor` request in flight (asyncio's `await_for`).
+#[pyclass(frozen, module = "mmshare._native")]
+pub(crate) struct PendingWaitFor(mmshare::PendingWaitFor);
+
+#[pymethods]
+impl PendingWaitFor {
+    /// The connection's socket, for `add_reader`.
+    fn fileno(&self) -> i32 {
+        self.0.fd()
+    }
+
+    /// The object's kind and description if the answer has arrived, else None; the daemon's
+    /// error (`Timeout` when the wait ran out) raised.
+    fn try_take<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<Option<(&'static str, Bound<'py, PyDict>)>> {
+        match self.0.try_take().map_err(|e| errors::client(py, e))? {
+            Some(info) => object_info(py, &info).map(Some),
+            None => Ok(None),
+        }
     }
 }

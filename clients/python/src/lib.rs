@@ -157,6 +157,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<watch::NativeWatch>()?;
     m.add_class::<aio::Notifier>()?;
     m.add_class::<aio::NativeWait>()?;
+    m.add_class::<client::PendingWaitFor>()?;
     m.add(
         "PROTOCOL_VERSION",
         mmshare::internal::proto::PROTOCOL_VERSION,

@@ -220,6 +220,29 @@ impl NativePublisher {
         }
     }
 
+    /// The subscriber count if at least `n` are attached; otherwise `None`, with `wait`
+    /// registered so that its notifier is told when one joins or leaves (asyncio's
+    /// `await_for_subscribers`).
+    fn poll_subscribers(&self, py: Python<'_>, n: usize, wait: &NativeWait) -> Option<usize> {
+        let publisher = &self.publisher;
+        py.detach(|| {
+            let p = lock(publisher);
+            wait.with(
+                |w, waker| match p.files().poll_members(|c| c >= n, w, waker) {
+                    Poll::Ready(count) => Some(count),
+                    Poll::Pending => None,
+                },
+            )
+        })
+    }
+
+    /// Ends a wait of `poll_subscribers`: nothing stays registered or counted.
+    fn end_subscribers_wait(&self, wait: &NativeWait) {
+        locked(&self.publisher, |p| {
+            wait.with(|w, _| p.files().end_member_wait(w))
+        });
+    }
+
     /// Ends a wait of `poll_loan` (a cancelled `aloan`): nothing stays registered or counted.
     fn end_wait(&self, wait: &NativeWait) {
         locked(&self.publisher, |p| wait.with(|w, _| p.end_wait(w)));

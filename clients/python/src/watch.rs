@@ -82,6 +82,38 @@ impl NativeWatch {
         }
     }
 
+    /// The watch's socket, for an event loop's `add_reader` (-1 once closed).
+    fn fileno(&self) -> i32 {
+        self.watch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(-1, Watch::fd)
+    }
+
+    /// The next event if one has arrived (never waits); ("end", {}) once the watch ended
+    /// (closed, or the daemon stopped).
+    fn try_next<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<Option<(&'static str, Bound<'py, PyDict>)>> {
+        let got = {
+            let mut guard = self.watch.lock().unwrap_or_else(|p| p.into_inner());
+            match guard.as_mut() {
+                Some(w) => w.try_next(),
+                None => return Ok(Some(("end", PyDict::new(py)))),
+            }
+        };
+        match got {
+            Ok(Some(e)) => event(py, e).map(Some),
+            Ok(None) => Ok(None),
+            Err(mmshare::ClientError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Ok(Some(("end", PyDict::new(py))))
+            }
+            Err(e) => Err(errors::client(py, e)),
+        }
+    }
+
     /// Ends the watch (closes its connection).
     fn close(&self) {
         self.watch.lock().unwrap_or_else(|p| p.into_inner()).take();

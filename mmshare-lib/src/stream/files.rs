@@ -507,6 +507,68 @@ impl StreamFiles {
         }
     }
 
+    /// [`StreamFiles::wait_for_members`] polled: the subscriber count if `done` holds for it
+    /// (the wait ended); otherwise registers `waker` with the process's waiter thread (counted
+    /// in `MEMBER_SLEEPERS`, so every claim and free of a record wakes it; the thread's
+    /// periodic re-check wakes it too) and returns `Pending`. For bindings whose event loop
+    /// keeps the wait (Python's asyncio). End an abandoned wait with
+    /// [`StreamFiles::end_member_wait`].
+    #[cfg(feature = "async")]
+    pub fn poll_members(
+        &self,
+        done: impl Fn(usize) -> bool,
+        wait: &mut crate::waiter::AsyncWait,
+        waker: &std::task::Waker,
+    ) -> std::task::Poll<usize> {
+        wait.registration = None;
+        let (sleepers, futex) = (self.member_sleepers(), self.member_futex());
+        let counted = &mut wait.counted;
+        let mut registration = None;
+        let found = sleep::sleep_unless(
+            futex,
+            || {
+                if !*counted {
+                    sleepers.fetch_add(1, Ordering::Relaxed);
+                    *counted = true;
+                }
+            },
+            || {
+                let n = self.subscriber_count();
+                done(n).then_some(n)
+            },
+            |seen| {
+                registration = Some(crate::waiter::register(
+                    &self.control_file,
+                    layout::offsets::MEMBER_FUTEX,
+                    seen,
+                    waker,
+                ));
+            },
+        );
+        wait.registration = registration;
+        match found {
+            Some(n) => {
+                self.end_member_wait(wait);
+                std::task::Poll::Ready(n)
+            }
+            None => std::task::Poll::Pending,
+        }
+    }
+
+    /// Ends a wait of [`StreamFiles::poll_members`]: its registration goes and its count in
+    /// `MEMBER_SLEEPERS` is given back (nothing if it had none).
+    #[cfg(feature = "async")]
+    pub fn end_member_wait(&self, wait: &mut crate::waiter::AsyncWait) {
+        wait.registration = None;
+        if std::mem::take(&mut wait.counted) {
+            let _ =
+                self.member_sleepers()
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                        Some(n.saturating_sub(1))
+                    });
+        }
+    }
+
     /// Takes the liveness lock on record `r`'s byte for a subscriber claiming it: `Ok(false)`
     /// if someone else holds it.
     pub(crate) fn lock_record(&self, r: usize) -> std::io::Result<bool> {
