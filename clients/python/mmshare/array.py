@@ -128,6 +128,27 @@ def _check_casting(casting: str) -> str:
     return casting
 
 
+def dlpack_export(array: np.ndarray, what: str, stream=None, max_version=None, dl_device=None,
+                  copy=None):
+    """`__dlpack__` of read-only shared memory: zero-copy and marked read-only for consumers
+    of DLPack 1.0 or later (`max_version=(1, 0)`: NumPy 2's `np.from_dlpack`, PyTorch 2.4+);
+    older consumers cannot be told an export is read-only, so they get a **copy** (and so does
+    `copy=True`)."""
+    if stream is not None:
+        raise BufferError(f"{what} is host memory: stream must be None, not {stream!r}")
+    if dl_device is not None and tuple(dl_device) != (1, 0):
+        raise BufferError(f"{what} is host memory (kDLCPU, 0), not device {dl_device!r}")
+    modern = max_version is not None and tuple(max_version)[0] >= 1
+    if copy is True or not modern:
+        if copy is False:
+            raise BufferError(
+                f"{what} is read-only shared memory: without DLPack 1.0 (max_version) it can "
+                "only be exported as a copy")
+        array = np.array(array, copy=True)
+        return array.__dlpack__() if not modern else array.__dlpack__(max_version=max_version)
+    return array.__dlpack__(max_version=max_version, copy=False)
+
+
 class CheckedView(np.ndarray):
     """A writable view over shared memory (a `write()` block's, a loaned frame's) whose item
     assignment and `fill` follow NumPy's casting rule `casting` ('same_kind' unless asked
@@ -169,6 +190,13 @@ class CheckedView(np.ndarray):
     def fill(self, value):
         check_cast(value, self.dtype, self._casting, self._what)
         super().fill(value)
+
+    def __dlpack__(self, *args, **kwargs):
+        # A loaned frame (or a write() view) is the publisher's only until the block ends;
+        # an export would let a consumer write into it after it was published.
+        raise BufferError(
+            f"{self._what} is writable only inside its block and cannot be exported through "
+            "DLPack: export the published frame (a Sample) or a copy (np.array(view))")
 
 
 def checked(view: np.ndarray, casting: str, what: str) -> np.ndarray:
@@ -277,6 +305,15 @@ class SharedArray:
         self._rw = (_Pages(native, self.dtype, self.shape, self.order, True).array()
                     if native.writable else None)
 
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        """DLPack export of the live read-only view (`.array`, not synchronized: see
+        `dlpack_export` for what consumers before DLPack 1.0 get)."""
+        return dlpack_export(self.array, f"array {self.name!r}", stream, max_version,
+                             dl_device, copy)
+
+    def __dlpack_device__(self):
+        return (1, 0)  # kDLCPU, device 0
+
     # -- state ------------------------------------------------------------------------------
 
     @property
@@ -289,6 +326,20 @@ class SharedArray:
     def _check_open(self):
         if self._native.closed:
             raise errors.MmshareError(f"array {self.name} is closed")
+
+    def __array__(self, dtype=None, copy=None):
+        """NumPy's array protocol (`np.asarray(shared)`, `np.mean(shared)`, ufuncs): a
+        **consistent copy** (`read()`, validated by the seqlock) unless the caller asks for
+        no copy (`np.asarray(shared, copy=False)`, NumPy 2), which gives the live read-only
+        view (`.array`: zero-copy, not synchronized)."""
+        if copy is False:
+            if dtype is not None and np.dtype(dtype) != self.dtype:
+                raise ValueError(
+                    f"array {self.name!r} is {self.dtype}; a view of it as {np.dtype(dtype)} "
+                    "would need a copy")
+            return self.array
+        data = self.read()
+        return data if dtype is None else data.astype(dtype, copy=False)
 
     def _seq(self) -> int:
         """The seqlock sequence (odd while a write is in progress), for diagnostics."""

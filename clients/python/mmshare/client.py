@@ -72,6 +72,10 @@ class Client:
         self.path = os.fspath(self._conn.path)
         self.server = self._conn.server
 
+    def __repr__(self):
+        state = "closed" if self._conn is None else "connected"
+        return f"<mmshare.Client {self.path} {state}>"
+
     @property
     def _c(self):
         if self._conn is None:
@@ -234,6 +238,10 @@ class Watch:
 
     def __init__(self, native):
         self._native = native
+
+    def __repr__(self):
+        state = "closed" if self._native.fileno() < 0 else "open"
+        return f"<mmshare.Watch {state}>"
 
     def next(self, timeout=None):
         """The next `WatchEvent`, waiting up to `timeout` seconds (None: without limit);

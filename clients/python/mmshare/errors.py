@@ -9,11 +9,15 @@ class MmshareError(Exception):
     kind = None
 
 
-class NotFound(MmshareError):
+class NotFound(MmshareError, FileNotFoundError):
+    """No array or stream of that name (that this uid may see). Also a `FileNotFoundError`,
+    so `except FileNotFoundError` catches it as it would a missing file. (Not a `KeyError`:
+    a client is not a mapping, and `KeyError` would quote the message.)"""
     kind = "NotFound"
 
 
-class AlreadyExists(MmshareError):
+class AlreadyExists(MmshareError, FileExistsError):
+    """An array or stream of that name exists. Also a `FileExistsError`."""
     kind = "AlreadyExists"
 
 

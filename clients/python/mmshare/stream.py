@@ -52,6 +52,17 @@ class Loan:
         self._header_pages = None
         self.number = None
 
+    def __repr__(self):
+        if self._view is not None:
+            state = f"frame {self.number} on loan"
+        elif self.number is not None:
+            state = f"published frame {self.number}"
+        elif self._loaned is not None:
+            state = f"frame {self._loaned.number} loaned, not entered"
+        else:
+            state = "not entered"
+        return f"<mmshare.Loan of {self._publisher.name}: {state}>"
+
     @property
     def header(self) -> np.ndarray:
         """The frame's header, writable inside the block (`None` when frames carry none)."""
@@ -292,6 +303,28 @@ class Sample:
     @property
     def released(self) -> bool:
         return self._native is None
+
+    def __array__(self, dtype=None, copy=None):
+        """NumPy's array protocol (`np.asarray(sample)`, ufuncs): the frame itself, zero-copy
+        and read-only (held, so it is consistent), or a copy when asked (`copy=True`) or when
+        `dtype` differs."""
+        array = self.array
+        if dtype is not None and np.dtype(dtype) != array.dtype:
+            if copy is False:
+                raise ValueError(f"the frame is {array.dtype}; as {np.dtype(dtype)} it needs a copy")
+            return array.astype(dtype)
+        return np.array(array, copy=True) if copy else array
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        """DLPack export of the frame: zero-copy and read-only for DLPack 1.0 consumers
+        (NumPy 2's `np.from_dlpack`, PyTorch 2.4+), a copy for older ones (who cannot be told
+        it is read-only). The export keeps the sample held for as long as it lives."""
+        from .array import dlpack_export
+        return dlpack_export(self.array, f"frame {self.number}", stream, max_version,
+                             dl_device, copy)
+
+    def __dlpack_device__(self):
+        return (1, 0)  # kDLCPU, device 0
 
     def is_intact(self) -> bool:
         """Whether the slot still holds this frame (false only if another process erased the
