@@ -6,6 +6,8 @@ import pytest
 
 import mmshare
 
+NUMPY_2 = int(np.__version__.split(".")[0]) >= 2
+
 
 def test_refusals_are_the_builtin_exceptions_they_mean(daemon):
     c = mmshare.connect(daemon.socket)
@@ -50,13 +52,15 @@ def test_numpy_takes_arrays_as_consistent_copies_and_frames_as_themselves(daemon
     assert copy.tolist() == [1, 2, 3, 4] and not np.shares_memory(copy, a.array)
     assert np.mean(a) == 2.5 and np.add(a, 1).tolist() == [2, 3, 4, 5]
     assert np.asarray(a, dtype="f4").dtype == np.float32
-    live = np.asarray(a, copy=False)
+    live = a.__array__(copy=False)  # np.asarray(a, copy=False) on NumPy 2
     assert np.shares_memory(live, a.array) and not live.flags.writeable
     with a.write() as w:
         w[:] = 0
     assert copy.tolist() == [1, 2, 3, 4] and live.tolist() == [0, 0, 0, 0]
     with pytest.raises(ValueError, match="would need a copy"):
-        np.asarray(a, dtype="f4", copy=False)
+        a.__array__(dtype="f4", copy=False)
+    if NUMPY_2:
+        assert np.shares_memory(np.asarray(a, copy=False), a.array)
 
     c.create_stream("n.s", "u2", (3,), slots=4)
     pub, sub = c.publisher("n.s"), c.subscribe("n.s", lossless=True)
@@ -88,8 +92,12 @@ def test_dlpack_exports_frames_read_only_and_never_a_loan(daemon):
     pub.send(np.eye(2, dtype=np.float32))
     with sub.receive(timeout=5) as sample:
         assert sample.__dlpack_device__() == (1, 0)
-        zero_copy = np.from_dlpack(sample)  # DLPack 1.0: read-only, in place
-        assert np.shares_memory(zero_copy, sample.array) and not zero_copy.flags.writeable
+        # NumPy 2 asks for DLPack 1.0 (read-only, in place); NumPy 1 cannot, and gets a copy.
+        exported = np.from_dlpack(sample)
+        assert np.shares_memory(exported, sample.array) == NUMPY_2
+        assert exported.tolist() == [[1, 0], [0, 1]]
+        if NUMPY_2:
+            assert not exported.flags.writeable
         legacy = np.from_dlpack(LegacyConsumer(sample))  # cannot be told: a copy
         assert not np.shares_memory(legacy, sample.array)
         assert legacy.tolist() == [[1, 0], [0, 1]]
@@ -98,7 +106,7 @@ def test_dlpack_exports_frames_read_only_and_never_a_loan(daemon):
         with pytest.raises(BufferError, match="only be exported as a copy"):
             sample.__dlpack__(copy=False)
     a = c.create("d.a", "i4", (3,))
-    assert np.shares_memory(np.from_dlpack(a), a.array)
+    assert np.shares_memory(np.from_dlpack(a), a.array) == NUMPY_2
     with pub.loan() as frame:
         with pytest.raises(BufferError, match="cannot be exported through DLPack"):
             np.from_dlpack(frame)

@@ -80,7 +80,16 @@ def check_cast(value, dtype: np.dtype, casting: str, what: str) -> None:
         # Python numbers (and lists of them) are "weak", as NumPy treats them: an int fits any
         # integer dtype (NumPy itself raises OverflowError for one out of range), a float any
         # floating dtype; only the kind counts under 'same_kind'.
-        src = np.asarray(value).dtype
+        given = np.asarray(value)
+        src = given.dtype
+        if src.kind in "iu" and dtype.kind in "iu" and given.size:
+            # NumPy 2 raises OverflowError for a Python int out of the dtype's range; NumPy 1
+            # wraps it around. The same refusal on both.
+            info = np.iinfo(dtype)
+            low, high = int(given.min()), int(given.max())
+            if low < info.min or high > info.max:
+                bad = low if low < info.min else high
+                raise OverflowError(f"Python integer {bad} out of bounds for {dtype}")
         if casting == "same_kind" and src.kind in _KIND_RANK and dtype.kind in _KIND_RANK:
             ok = _KIND_RANK[src.kind] <= _KIND_RANK[dtype.kind]
         else:
