@@ -25,7 +25,7 @@ from .daemon import Daemon, find_program, start_daemon
 from .errors import (AlreadyExists, Busy, ConnectError, Evicted, FormatError, HoldLimit, Internal,
                      InvalidDtype, InvalidName, InvalidShape, LostWriteSide, MmshareError,
                      NoSpace, NotFound, PermissionDenied, ProtocolError, QuotaExceeded, Timeout,
-                     Torn, WrongKind, WrongServer)
+                     Torn, WrongKind, WrongProcess, WrongServer)
 from .stream import Loan, Publisher, Sample, Subscriber
 
 from importlib.metadata import PackageNotFoundError as _NotInstalled
@@ -44,5 +44,5 @@ __all__ = [
     "AlreadyExists", "Busy", "ConnectError", "Evicted", "FormatError", "HoldLimit", "Internal",
     "InvalidDtype", "InvalidName", "InvalidShape", "LostWriteSide", "MmshareError", "NoSpace",
     "NotFound", "PermissionDenied", "ProtocolError", "QuotaExceeded", "Timeout", "Torn",
-    "WrongKind", "WrongServer",
+    "WrongKind", "WrongProcess", "WrongServer",
 ]

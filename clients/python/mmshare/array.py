@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import errors
+from . import _fork, errors
 
 
 CASTINGS = ("no", "equiv", "safe", "same_kind", "unsafe")
@@ -287,7 +287,7 @@ class _Pages:
         return pages
 
 
-class SharedArray:
+class SharedArray(_fork.Owned):
     """An array handed out by the daemon, mapped into this process.
 
     `array` is a zero-copy, read-only view of the live pages (whatever the mode); `read()`
@@ -296,6 +296,8 @@ class SharedArray:
     """
 
     def __init__(self, info, native, lease=None):
+        self._born()
+        self._origin = None  # how to open it again: (client args, name, mode)
         self.info = info
         self._native = native
         self.writable = native.writable
@@ -333,8 +335,19 @@ class SharedArray:
         return self._array
 
     def _check_open(self):
+        self._check_process()
         if self._native.closed:
             raise errors.MmshareError(f"array {self.name} is closed")
+
+    def __reduce__(self):
+        """Pickled, an array is its name and mode: the receiving process opens it again
+        through a connection of its own (a write handle is a write handle there too)."""
+        if self._origin is None:
+            raise TypeError(f"array {self.name!r} was not opened through a Client: open it by "
+                            "name in the other process")
+        from .client import _open_again
+        args, name, mode = self._origin
+        return (_open_again, ("array", args, name, mode))
 
     def __array__(self, dtype=None, copy=None):
         """NumPy's array protocol (`np.asarray(shared)`, `np.mean(shared)`, ufuncs): a

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _native, errors
+from . import _fork, _native, errors
 from ._proto import ArrayInfo, StreamInfo, SubscriberStat
 from .array import SharedArray, dtype_text
 from .stream import Publisher, Subscriber
@@ -67,10 +67,17 @@ class Client:
                 raise ValueError(f"server_uid {server_uid} is not a uid (0 .. 2**32 - 1)")
         if timeout is not None:
             timeout = float(timeout)
-        self._conn = _native.Connection(os.fspath(path) if path is not None else None,
-                                        server_uid, timeout)
+        self._args = (os.fspath(path) if path is not None else None, server_uid, timeout)
+        self._conn = _native.Connection(*self._args)
+        self._generation = _fork.generation
         self.path = os.fspath(self._conn.path)
         self.server = self._conn.server
+
+    def __reduce__(self):
+        """Pickled, a client is how to connect (socket, expected daemon uid, timeout): the
+        receiving process connects anew."""
+        path, server_uid, timeout = self._args
+        return (_connect_again, (path, server_uid, timeout))
 
     def __repr__(self):
         state = "closed" if self._conn is None else "connected"
@@ -80,11 +87,20 @@ class Client:
     def _c(self):
         if self._conn is None:
             raise errors.ConnectError(f"the client of {self.path} is closed; connect again")
+        if self._generation != _fork.generation:
+            # A forked child: the inherited connection is the parent's (its replies would go
+            # to whichever process reads first). The child connects on its own; the parent's
+            # connection object is kept, unused, so that nothing is sent or closed on it.
+            self._inherited = getattr(self, "_inherited", []) + [self._conn]
+            self._conn = _native.Connection(*self._args)
+            self._generation = _fork.generation
         return self._conn
 
-    def _array(self, reply) -> SharedArray:
+    def _array(self, reply, mode) -> SharedArray:
         info, native = reply
-        return SharedArray(ArrayInfo(**info), native, lease=self if native.writable else None)
+        array = SharedArray(ArrayInfo(**info), native, lease=self if native.writable else None)
+        array._origin = (self._args, info["name"], mode)
+        return array
 
     def create(self, name, dtype, shape, memory=False, mode=None, order="C",
                exist_ok=False) -> SharedArray:
@@ -94,13 +110,13 @@ class Client:
         if order not in ("C", "F"):
             raise ValueError(f"order must be 'C' or 'F', not {order!r}")
         return self._array(self._c.create(name, _dtype_text(dtype), _shape(shape), order,
-                                             bool(memory), int(mode), bool(exist_ok)))
+                                             bool(memory), int(mode), bool(exist_ok)), "r+")
 
     def open(self, name, mode="r") -> SharedArray:
         """Opens an array: mode "r" maps it read-only, "r+" read-write."""
         if mode not in ("r", "r+"):
             raise ValueError(f"mode must be 'r' or 'r+', not {mode!r}")
-        return self._array(self._c.open(name, mode == "r+"))
+        return self._array(self._c.open(name, mode == "r+"), mode)
 
     def stat(self, name):
         """An array's `ArrayInfo` or a stream's `StreamInfo` (as `describe`)."""
@@ -154,7 +170,9 @@ class Client:
         """Attaches as the publisher of stream `name` (one at a time: `Busy` otherwise); needs
         write permission. The connection stays open while it is attached (its lease)."""
         info, native = self._c.publisher(name)
-        return Publisher(_info("stream", info), native, lease=self)
+        publisher = Publisher(_info("stream", info), native, lease=self)
+        publisher._origin = (self._args, name, {})
+        return publisher
 
     def subscribe(self, name, lossless=False, max_held=2, start=None) -> Subscriber:
         """Subscribes to stream `name` (needs read permission): lossy by default (never
@@ -177,7 +195,11 @@ class Client:
         else:
             kind, frame = "frame", start
         info, native = self._c.subscribe(name, bool(lossless), int(max_held), kind, frame)
-        return Subscriber(_info("stream", info), native, lease=self)
+        subscriber = Subscriber(_info("stream", info), native, lease=self)
+        subscriber._origin = (self._args, name,
+                              {"lossless": bool(lossless), "max_held": int(max_held),
+                               "start": start})
+        return subscriber
 
     def wait_for(self, name, timeout=None):
         """Waits until an array or a stream named `name` exists (and this uid may read it),
@@ -310,3 +332,19 @@ def connect(path=None, *, server_uid=None, timeout=None) -> Client:
     `errors.WrongServer` otherwise. `timeout`: seconds to wait for the daemon (see
     `Client`)."""
     return Client(path, server_uid=server_uid, timeout=timeout)
+
+
+def _connect_again(path, server_uid, timeout) -> Client:
+    """A pickled `Client` in the receiving process."""
+    return Client(path, server_uid=server_uid, timeout=timeout)
+
+
+def _open_again(kind, client_args, name, options):
+    """A pickled array, publisher or subscriber in the receiving process: opened by name
+    again, through a connection of its own."""
+    client = _connect_again(*client_args)
+    if kind == "array":
+        return client.open(name, options)
+    if kind == "publisher":
+        return client.publisher(name)
+    return client.subscribe(name, **options)

@@ -134,3 +134,8 @@ class HoldLimit(MmshareError):
 
 class FormatError(MmshareError):
     """The mapped file is not a valid mmshare array file."""
+
+
+class WrongProcess(MmshareError):
+    """A handle was used in a process `fork()` made after it was opened: it is its opener's
+    participant. Open it again in the child (or pass it pickled: it reopens by name)."""

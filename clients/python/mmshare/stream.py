@@ -23,7 +23,7 @@ import sys
 
 import numpy as np
 
-from . import errors
+from . import _fork, errors
 from .array import _Pages, _check_casting, as_bytes, check_cast, checked, numpy_dtype
 
 #: How long `Publisher.loan` and `Publisher.send` wait for a free slot by default (seconds).
@@ -124,11 +124,13 @@ class Loan:
         return False
 
 
-class _Handle:
+class _Handle(_fork.Owned):
     """What a publisher and a subscriber share: the stream's description, the native handle,
     the connection that is its lease, the frame layout, and `with` support."""
 
     def __init__(self, info, native, lease):
+        self._born()
+        self._origin = None  # how to open it again: (client args, name, options)
         self.info = info
         self._native = native
         self._lease = lease
@@ -151,6 +153,19 @@ class _Handle:
     def close(self):
         self._native = None
         self._lease = None
+
+    def __reduce__(self):
+        """Pickled, a publisher or a subscriber is its stream's name (and a subscriber its
+        options): the receiving process attaches anew through a connection of its own. A
+        subscriber there is a **new subscription** (its own cursor and holds; a lossless one
+        starts where its options say, not where this one is); a publisher can attach only
+        once this one is closed (one publisher at a time: `Busy` otherwise)."""
+        if self._origin is None:
+            raise TypeError(f"stream handle {self.name!r} was not opened through a Client")
+        from .client import _open_again
+        args, name, options = self._origin
+        kind = "publisher" if isinstance(self, Publisher) else "subscriber"
+        return (_open_again, (kind, args, name, options))
 
     def __enter__(self):
         return self
@@ -177,6 +192,7 @@ class Publisher(_Handle):
         no limit); returns how many are, or raises `Timeout` naming how many came. Woken by
         each join (no polling): call it before the first frame so that subscribers started
         alongside miss nothing."""
+        self._check_process()
         return self._native.wait_for_subscribers(int(n), timeout)
 
     def loan(self, timeout=LOAN_TIMEOUT, casting="same_kind") -> Loan:
@@ -184,6 +200,7 @@ class Publisher(_Handle):
         only while a lossless subscriber is a whole ring behind, up to `timeout` seconds
         (default 10, as Rust's `Publisher::loan`; None: no limit), and raises `Timeout` then:
         a frozen subscriber never stalls a publisher for good unless it asks for that."""
+        self._check_process()
         _check_casting(casting)
         return Loan(self, timeout, casting)
 
@@ -191,6 +208,7 @@ class Publisher(_Handle):
         """`wait_for_subscribers` on the running asyncio loop: returns the subscriber count
         once at least `n` are attached, woken by each join (no thread waits, nothing polls).
         `timeout` in seconds (None: no limit) raises `Timeout`. Cancel-safe."""
+        self._check_process()
         from . import aio
         native, n = self._native, int(n)
         return await aio.poll_until(lambda w: native.poll_subscribers(n, w),
@@ -202,6 +220,7 @@ class Publisher(_Handle):
         subscribers are a whole ring behind (the core wakes the loop when one moves on); then
         `with loan as frame:` fills and publishes it as `loan()` does. `timeout` in seconds
         (None: no limit) raises `Timeout`. Cancel-safe: a cancelled await has loaned nothing."""
+        self._check_process()
         from . import aio
         _check_casting(casting)
         native = self._native
@@ -217,6 +236,7 @@ class Publisher(_Handle):
         variable-size frames, `frame` may have fewer rows than the largest frame. `header`: the
         frame's header (a value of the stream's header dtype: a number, a tuple for a record),
         checked under the same casting rule."""
+        self._check_process()
         given = frame
         _check_casting(casting)
         if self.dtype.names is not None and not isinstance(frame, np.ndarray):
@@ -441,16 +461,19 @@ class Subscriber(_Handle):
         """The next frame, waiting up to `timeout` seconds (None, the default: no limit, as
         `queue.Queue.get` waits; a publisher that stops publishing is not an error) with the GIL
         released; raises `Timeout` (a `TimeoutError`) if none comes."""
+        self._check_process()
         return Sample(self, self._native.receive(timeout))
 
     def try_receive(self):
         """The next frame if one is there, else None; never waits."""
+        self._check_process()
         got = self._native.try_receive()
         return None if got is None else Sample(self, got)
 
     def latest(self):
         """The newest published frame (None before the first), skipping older ones (counted
         as missed); the same frame again if it was already received."""
+        self._check_process()
         got = self._native.latest()
         return None if got is None else Sample(self, got)
 
@@ -467,6 +490,7 @@ class Subscriber(_Handle):
         waiter thread wakes the loop when a publish comes (see `mmshare.aio`). `timeout` in
         seconds (None: no limit) raises `Timeout`. Cancel-safe: a cancelled await has taken no
         frame and leaves nothing registered."""
+        self._check_process()
         from . import aio
         native = self._native
         got = await aio.poll_until(native.poll_receive, native.end_wait, timeout,

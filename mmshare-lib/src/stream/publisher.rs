@@ -730,7 +730,7 @@ impl<T: Element> Publisher<T> {
     }
 
     /// [`Publisher::loan_token`] polled: a token for a free slot if there is one (the wait
-    /// ended), else `Pending` with `waker` registered as [`Publisher::poll_slot`] does. For
+    /// ended), else `Pending` with `waker` registered (counted among the publisher sleepers). For
     /// bindings whose event loop keeps the wait between calls (Python's asyncio). End an
     /// abandoned wait with [`Publisher::end_wait`].
     pub fn poll_loan_token(
