@@ -10,6 +10,7 @@ HTTP request gets the newest frame it has seen, as text. Ctrl-C stops it.
 
 import asyncio
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,7 @@ import mmshare
 async def main(stream: str, host: str = "127.0.0.1", port: int = 8080) -> None:
     client = mmshare.connect()
     subscriber = client.subscribe(stream)
-    latest = {"number": None, "frame": None}
+    latest: dict[str, Any] = {"number": None, "frame": None}
 
     async def follow() -> None:
         async for sample in subscriber:
@@ -52,6 +53,8 @@ if __name__ == "__main__":
     if not args:
         sys.exit(__doc__)
     try:
-        asyncio.run(main(args[0], *(args[1:2] or []), *(int(a) for a in args[2:3])))
+        host = args[1] if len(args) > 1 else "127.0.0.1"
+        port = int(args[2]) if len(args) > 2 else 8080
+        asyncio.run(main(args[0], host, port))
     except KeyboardInterrupt:
         pass

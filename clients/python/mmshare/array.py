@@ -19,6 +19,8 @@ read-only when its block ends.
 import ast
 from contextlib import contextmanager
 
+import types
+
 import numpy as np
 
 from . import _fork, errors
@@ -294,6 +296,9 @@ class SharedArray(_fork.Owned):
     takes a consistent copy; `write()` takes the write side, yields the only writable view,
     and publishes a new version.
     """
+
+    # `Class[np.float32]` in annotations at run time too (the generics of the stubs).
+    __class_getitem__ = classmethod(types.GenericAlias)
 
     def __init__(self, info, native, lease=None):
         self._born()

@@ -58,7 +58,21 @@ class Client:
     `timeout` (seconds) bounds the wait for the daemon to accept the connection and to answer
     each request; a daemon that is stopped or overloaded then raises `errors.Timeout` naming
     the socket and the wait (the next request connects again). Default: `$MMSHARE_TIMEOUT`
-    if set, else 10 seconds; 0 waits without limit."""
+    if set, else 10 seconds; 0 waits without limit.
+
+    >>> import numpy as np, mmshare
+    >>> daemon = mmshare.start_daemon()        # a throw-away daemon (tests, notebooks)
+    >>> client = daemon.connect()              # or mmshare.connect() for the user's daemon
+    >>> frame = client.create("doc.frame", np.float32, (2, 3))
+    >>> with frame.write() as view:            # the write side, published on exit
+    ...     view[:] = 1.5
+    >>> float(frame.read().sum()), frame.version
+    (9.0, 1)
+    >>> client.open("doc.frame").array.shape   # another handle: the same pages
+    (2, 3)
+    >>> daemon.stop()
+    0
+    """
 
     def __init__(self, path=None, *, server_uid=None, timeout=None):
         if server_uid is not None:
@@ -157,7 +171,21 @@ class Client:
         (`loan.header`, or `send(..., header=)`) and read in the sample (`sample.header`),
         with the frame's guarantees. `variable=True` makes frames vary in length along axis 0:
         `shape` is the largest frame's, and each frame has its own rows (`send` a shorter
-        array, or set `loan.rows`); samples have their actual shape."""
+        array, or set `loan.rows`); samples have their actual shape.
+
+        >>> import numpy as np, mmshare
+        >>> daemon = mmshare.start_daemon()
+        >>> client = daemon.connect()
+        >>> info = client.create_stream("doc.ticks", "<u4", (2,), slots=4)
+        >>> pub, sub = client.publisher("doc.ticks"), client.subscribe("doc.ticks", lossless=True)
+        >>> pub.send(np.array([1, 2], np.uint32))
+        0
+        >>> with sub.receive(timeout=5) as sample:
+        ...     sample.number, sample.array.tolist()
+        (0, [1, 2])
+        >>> daemon.stop()
+        0
+        """
         if order not in ("C", "F"):
             raise ValueError(f"order must be 'C' or 'F', not {order!r}")
         mode = 0o600 if mode is None else mode
@@ -276,6 +304,7 @@ class Watch:
                           f.get("count", f.get("events", 0)))
 
     def __iter__(self):
+        """Every event, waiting for each without limit; ends when the watch does."""
         return self
 
     def __next__(self) -> WatchEvent:
@@ -317,6 +346,7 @@ class Watch:
         return event
 
     def close(self):
+        """Ends the watch (closes its connection)."""
         self._native.close()
 
     def __enter__(self):

@@ -49,6 +49,7 @@ class Daemon:
 
     @property
     def pid(self) -> int:
+        """The daemon's process id."""
         return self.process.pid
 
     def connect(self, **options):
@@ -57,6 +58,7 @@ class Daemon:
         return connect(self.socket, **options)
 
     def running(self) -> bool:
+        """Whether the daemon process is still running."""
         return self.process.poll() is None
 
     def stop(self, timeout: float = 30.0) -> int:

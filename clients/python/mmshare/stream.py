@@ -21,6 +21,8 @@ therefore never shows a frame the publisher has reused. Views that are kept coun
 
 import sys
 
+import types
+
 import numpy as np
 
 from . import _fork, errors
@@ -39,6 +41,9 @@ class Loan:
     header dtype, zeroed: `loan.header["t"] = ...`, `loan.header[()] = 7`), and for
     variable-size frames `rows` says how many rows of the frame are published (the largest
     frame's unless set)."""
+
+    # `Class[np.float32]` in annotations at run time too (the generics of the stubs).
+    __class_getitem__ = classmethod(types.GenericAlias)
 
     def __init__(self, publisher, timeout, casting="same_kind", native=None):
         self._publisher = publisher
@@ -127,6 +132,9 @@ class Loan:
 class _Handle(_fork.Owned):
     """What a publisher and a subscriber share: the stream's description, the native handle,
     the connection that is its lease, the frame layout, and `with` support."""
+
+    # `Class[np.float32]` in annotations at run time too (the generics of the stubs).
+    __class_getitem__ = classmethod(types.GenericAlias)
 
     def __init__(self, info, native, lease):
         self._born()
@@ -286,6 +294,9 @@ class Sample:
     this subscriber missed just before it), `published_ns` (publish time, ns since the Unix
     epoch). A context manager that releases it."""
 
+    # `Class[np.float32]` in annotations at run time too (the generics of the stubs).
+    __class_getitem__ = classmethod(types.GenericAlias)
+
     def __init__(self, subscriber, native):
         self._native = native
         self._subscriber = subscriber
@@ -322,6 +333,7 @@ class Sample:
 
     @property
     def released(self) -> bool:
+        """Whether the sample was released (its frame may be reused since)."""
         return self._native is None
 
     def __array__(self, dtype=None, copy=None):
@@ -444,6 +456,7 @@ class Subscriber(_Handle):
 
     @property
     def received(self) -> int:
+        """Frames received so far."""
         return self._native.received
 
     @property
@@ -455,6 +468,7 @@ class Subscriber(_Handle):
 
     @property
     def next_number(self) -> int:
+        """The number of the next frame it will receive."""
         return self._native.next_number
 
     def receive(self, timeout=None) -> Sample:
@@ -489,7 +503,22 @@ class Subscriber(_Handle):
         """The next frame, awaited on the running asyncio loop without a thread: the core's
         waiter thread wakes the loop when a publish comes (see `mmshare.aio`). `timeout` in
         seconds (None: no limit) raises `Timeout`. Cancel-safe: a cancelled await has taken no
-        frame and leaves nothing registered."""
+        frame and leaves nothing registered.
+
+        >>> import asyncio, numpy as np, mmshare
+        >>> daemon = mmshare.start_daemon()
+        >>> client = daemon.connect()
+        >>> _ = client.create_stream("doc.async", "u1", (1,), slots=4)
+        >>> sub = client.subscribe("doc.async", lossless=True)
+        >>> async def first():
+        ...     client.publisher("doc.async").send(np.array([7], np.uint8))
+        ...     with await sub.areceive(timeout=5) as sample:
+        ...         return int(sample.array[0])
+        >>> asyncio.run(first())
+        7
+        >>> daemon.stop()
+        0
+        """
         self._check_process()
         from . import aio
         native = self._native
