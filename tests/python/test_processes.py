@@ -104,3 +104,26 @@ def test_a_lossless_subscriber_inherited_by_fork_never_delivers_a_frame_twice(da
         assert sample.number == 0 and sample.missed_before == 0
     assert sub.try_receive() is None
     assert repr(pickle.loads(pickle.dumps(c))).startswith("<mmshare.Client")
+
+
+def test_a_loan_inherited_by_fork_is_never_published_from_the_child(daemon):
+    c = mmshare.connect(daemon.socket)
+    c.create_stream("forked.loan", "u1", (1,), slots=4)
+    pub, sub = c.publisher("forked.loan"), c.subscribe("forked.loan", lossless=True)
+    loan = pub.loan()
+    with loan as frame:
+        frame[:] = 1
+        pid = os.fork()
+        if pid == 0:
+            try:
+                loan.__exit__(None, None, None)
+                os._exit(1)  # published from the child
+            except mmshare.WrongProcess:
+                os._exit(0)
+            except BaseException:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    with sub.receive(timeout=5) as sample:  # published once, by the parent
+        assert sample.number == 0 and sample.array.tolist() == [1]
+    assert sub.try_receive() is None

@@ -92,6 +92,7 @@ class Loan:
         if self._native is not None or self.number is not None:
             raise errors.MmshareError("a loan is entered once; take a new loan for each frame")
         p = self._publisher
+        p._check_process()
         self._native, self._loaned = self._loaned or p._native.loan(self._timeout), None
         # Known from the loan on (as Rust's `number()` before publish).
         self.number = self._native.number
@@ -106,6 +107,8 @@ class Loan:
         return self._view
 
     def __exit__(self, exc_type, exc, tb):
+        # A loan inherited by a forked child is its parent's: never published from the child.
+        self._publisher._check_process()
         native, view = self._native, self._view
         self._view = None
         if view is not None:
