@@ -95,6 +95,8 @@ const POLL_TICK: Duration = Duration::from_millis(1);
 pub struct AsyncWait {
     pub(crate) registration: Option<Registration>,
     pub(crate) counted: bool,
+    /// When it first found its condition unmet (a publisher's stall policy counts from it).
+    pub(crate) since: Option<std::time::Instant>,
 }
 
 impl AsyncWait {

@@ -209,3 +209,99 @@ def test_presence_is_awaited(daemon, worker):
         assert await watch.anext(1) is None
 
     asyncio.run(main())
+
+
+def held_entries(name: str) -> int:
+    """Holds recorded in the stream's subscriber records (control state, records from 0x1000,
+    256 bytes each, held entries at +128)."""
+    state = control_state(name)
+    count = 0
+    for at in range(0x1000, len(state), 256):
+        count += sum(1 for k in range(16)
+                     if ctypes.c_uint64.from_buffer(state, at + 128 + 8 * k).value)
+    return count
+
+
+def test_several_waits_of_one_subscriber_count_it_once(daemon):
+    """Two awaits and a blocking receive in another thread, all on one subscriber: the stream
+    counts it asleep once, and not at all once every wait ended (one was cancelled)."""
+    import threading
+    c = mmshare.connect(daemon.socket)
+    c.create_stream("twice", "u1", (1,), slots=8)
+    sub = c.subscribe("twice", lossless=True, max_held=4)
+    pub = c.publisher("twice")
+
+    async def main():
+        first = asyncio.create_task(sub.areceive(timeout=30))
+        second = asyncio.create_task(sub.areceive(timeout=30))
+        blocked = threading.Thread(target=lambda: sub.receive(timeout=30).release())
+        blocked.start()
+        await asyncio.sleep(0.2)
+        assert sleepers("twice") == 1
+        second.cancel()
+        await asyncio.sleep(0.05)
+        assert sleepers("twice") == 1  # the others still wait
+        pub.send(np.array([1], np.uint8))
+        pub.send(np.array([2], np.uint8))
+        (await first).release()
+        await asyncio.to_thread(blocked.join, 30)
+
+    asyncio.run(main())
+    assert sleepers("twice") == 0
+
+
+def test_a_stall_policy_acts_for_an_awaited_loan(daemon):
+    """`aloan` applies the stream's stall policy as `loan` does: a lossless subscriber that
+    takes nothing is demoted after `stall_after`, and the loan goes on."""
+    c = mmshare.connect(daemon.socket)
+    c.create_stream("stall", "u1", (1,), slots=3, on_stall="demote", stall_after=0.2)
+    sub = c.subscribe("stall", lossless=True, max_held=1)
+    pub = c.publisher("stall")
+    for n in range(3):
+        pub.send(np.array([n], np.uint8))
+
+    async def main():
+        loan = await pub.aloan(timeout=10)
+        with loan as frame:
+            frame[:] = 9
+        return loan.number
+
+    assert asyncio.run(main()) == 3
+    assert sub.demoted
+
+
+def test_one_reader_per_watch_and_close_ends_a_pending_one(daemon):
+    c = mmshare.connect(daemon.socket)
+
+    async def main():
+        watch = c.watch("w.")
+        pending = asyncio.create_task(watch.anext(30))
+        await asyncio.sleep(0.05)
+        with pytest.raises(RuntimeError, match="one reader at a time"):
+            await watch.anext(1)
+        watch.close()
+        assert await asyncio.wait_for(pending, 5) is None
+
+    asyncio.run(main())
+
+
+def test_a_sample_inherited_by_fork_keeps_its_hold_in_the_parent(daemon):
+    """A child that releases (or drops) a sample it inherited does not free the parent's hold."""
+    import gc
+    c = mmshare.connect(daemon.socket)
+    c.create_stream("heldfork", "u1", (1,), slots=4)
+    sub = c.subscribe("heldfork", lossless=True)
+    c.publisher("heldfork").send(np.array([1], np.uint8))
+    sample = sub.receive(timeout=5)
+    assert held_entries("heldfork") == 1
+    pid = os.fork()
+    if pid == 0:
+        try:
+            sample.release()
+            gc.collect()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert held_entries("heldfork") == 1
+    sample.release()
+    assert held_entries("heldfork") == 0

@@ -26,17 +26,16 @@ class _LoopWaits:
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.notifier = _native.Notifier()
         self.futures: dict = {}
-        # Ids woken while their coroutine was not awaiting (it was polling): their next
-        # `woken()` returns at once, so no wake-up is lost.
-        self.early: set = set()
         loop.add_reader(self.notifier.fileno(), self._on_ready)
 
     def _on_ready(self) -> None:
+        # A wake-up of a wait without a future is one that ended (or a stale one): nothing
+        # awaits it. A live wait always has its future by the time this runs: a coroutine
+        # registers it right after its poll, with no suspension in between, and this
+        # callback runs only when the loop gets control back.
         for wait_id in self.notifier.drain():
             future = self.futures.get(wait_id)
-            if future is None:
-                self.early.add(wait_id)
-            elif not future.done():
+            if future is not None and not future.done():
                 future.set_result(None)
 
 
@@ -64,16 +63,12 @@ class Wait:
 
     async def woken(self) -> None:
         waits, wait_id = self._waits, self.native.id
-        if wait_id in waits.early:
-            waits.early.discard(wait_id)
-            return
         future = asyncio.get_running_loop().create_future()
         waits.futures[wait_id] = future
         try:
             await future
         finally:
             waits.futures.pop(wait_id, None)
-            waits.early.discard(wait_id)
 
 
 async def poll_until(poll, end, timeout, what: str):

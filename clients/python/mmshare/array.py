@@ -84,7 +84,8 @@ def check_cast(value, dtype: np.dtype, casting: str, what: str) -> None:
         # floating dtype; only the kind counts under 'same_kind'.
         given = np.asarray(value)
         src = given.dtype
-        if src.kind in "iu" and dtype.kind in "iu" and given.size:
+        python_ints = isinstance(value, (int, list, tuple)) and not isinstance(value, bool)
+        if python_ints and src.kind in "iu" and dtype.kind in "iu" and given.size:
             # NumPy 2 raises OverflowError for a Python int out of the dtype's range; NumPy 1
             # wraps it around. The same refusal on both.
             info = np.iinfo(dtype)

@@ -282,12 +282,15 @@ class WatchEvent(NamedTuple):
     count: int = 0
 
 
-class Watch:
+class Watch(_fork.Owned):
     """A watch of the daemon's objects (`Client.watch`): iterate it (blocking), or call
     `next(timeout)`. Ends when closed, or when the daemon stops."""
 
     def __init__(self, native):
+        self._born()
         self._native = native
+        # The one `anext` awaiting the socket, and its loop (`close` ends it).
+        self._waiting = None
 
     def __repr__(self):
         state = "closed" if self._native.fileno() < 0 else "open"
@@ -296,6 +299,7 @@ class Watch:
     def next(self, timeout=None):
         """The next `WatchEvent`, waiting up to `timeout` seconds (None: without limit);
         None when none came in time, or once the watch ended."""
+        self._check_process()
         got = self._native.next(timeout)
         if got is None:
             return None
@@ -316,7 +320,10 @@ class Watch:
     async def anext(self, timeout=None):
         """`next` on the running asyncio loop (no thread waits): the next `WatchEvent`, or
         None when `timeout` seconds pass first or once the watch ended."""
-        from . import aio
+        self._check_process()
+        if self._waiting is not None:
+            raise RuntimeError("another task awaits this watch already: one reader at a time")
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
                 while True:
@@ -330,9 +337,26 @@ class Watch:
                     fd = self._native.fileno()
                     if fd < 0:
                         return None
-                    await aio.readable(fd)
-        except TimeoutError:
+                    future = loop.create_future()
+                    self._waiting = (loop, fd, future)
+                    loop.add_reader(fd, lambda: future.done() or future.set_result(None))
+                    try:
+                        await future
+                    finally:
+                        self._stop_waiting()
+        except TimeoutError as e:
+            if isinstance(e, errors.Timeout):
+                raise
             return None
+
+    def _stop_waiting(self) -> None:
+        """Ends the pending `anext`'s watch of the socket (before the socket is closed)."""
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            loop, fd, future = waiting
+            loop.remove_reader(fd)
+            if not future.done():
+                future.set_result(None)
 
     def __aiter__(self):
         """`async for event in client.watch(...)`: every event, awaited on the loop; ends
@@ -346,7 +370,8 @@ class Watch:
         return event
 
     def close(self):
-        """Ends the watch (closes its connection)."""
+        """Ends the watch (closes its connection); a pending `anext` then returns None."""
+        self._stop_waiting()
         self._native.close()
 
     def __enter__(self):

@@ -496,6 +496,7 @@ class Subscriber(_Handle):
 
     def __iter__(self):
         """Every frame as it arrives, each sample released when the next is taken."""
+        self._check_process()
         while True:
             if self._current is not None:
                 self._current.release()
@@ -535,6 +536,7 @@ class Subscriber(_Handle):
         return self
 
     async def __anext__(self) -> "Sample":
+        self._check_process()
         if self._current is not None:
             self._current.release()
             self._current = None
@@ -543,9 +545,9 @@ class Subscriber(_Handle):
 
     def close(self):
         """Unsubscribes once its samples (and their views) are gone."""
-        if self._current is not None:
+        if self._current is not None and self._generation == _fork.generation:
             self._current.release()
-            self._current = None
+        self._current = None
         super().close()
 
     def __repr__(self):

@@ -108,6 +108,7 @@ impl Notifier {
                 id,
             })),
             wait: Mutex::new(AsyncWait::new()),
+            pid: std::process::id(),
         }
     }
 }
@@ -119,9 +120,16 @@ pub(crate) struct NativeWait {
     id: u64,
     pub(crate) waker: Waker,
     pub(crate) wait: Mutex<AsyncWait>,
+    /// The process that made it (a forked child's copy counts nothing of its own).
+    pid: u32,
 }
 
 impl NativeWait {
+    /// Whether this is a forked child's copy of a wait its parent made.
+    pub(crate) fn foreign(&self) -> bool {
+        std::process::id() != self.pid
+    }
+
     /// Runs `f` on the core's wait state and the waker.
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut AsyncWait, &Waker) -> R) -> R {
         f(

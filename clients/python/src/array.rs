@@ -128,6 +128,9 @@ impl NativeArray {
 
     /// Ends a wait of `poll_changed` (a cancelled await): nothing stays registered or counted.
     fn end_wait(&self, wait: &crate::aio::NativeWait) {
+        if wait.foreign() {
+            return; // a forked child's copy: the count is the parent's
+        }
         wait.with(|w, _| self.array.end_wait(w));
     }
 
@@ -280,6 +283,7 @@ impl NativeArray {
             session: std::sync::Mutex::new(Some(session)),
             started: AtomicBool::new(false),
             timeout,
+            pid: std::process::id(),
         })
     }
 
@@ -313,6 +317,8 @@ pub(crate) struct WriteToken {
     /// publishes TORN, not an untouched write.
     started: AtomicBool,
     timeout: Duration,
+    /// The writing process: a forked child's copy never finishes the parent's write.
+    pid: u32,
 }
 
 impl WriteToken {
@@ -368,6 +374,12 @@ impl WriteToken {
 
 impl Drop for WriteToken {
     fn drop(&mut self) {
+        if std::process::id() != self.pid {
+            // Inherited through fork(): the write is the parent's to finish (a session that is
+            // not finished publishes nothing).
+            drop(self.take());
+            return;
+        }
         if let Some(session) = self.take() {
             let how = if self.started.load(Ordering::Relaxed) {
                 Finish::Torn

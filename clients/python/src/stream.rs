@@ -238,6 +238,9 @@ impl NativePublisher {
 
     /// Ends a wait of `poll_subscribers`: nothing stays registered or counted.
     fn end_subscribers_wait(&self, wait: &NativeWait) {
+        if wait.foreign() {
+            return; // a forked child's copy: the count is the parent's
+        }
         locked(&self.publisher, |p| {
             wait.with(|w, _| p.files().end_member_wait(w))
         });
@@ -245,6 +248,9 @@ impl NativePublisher {
 
     /// Ends a wait of `poll_loan` (a cancelled `aloan`): nothing stays registered or counted.
     fn end_wait(&self, wait: &NativeWait) {
+        if wait.foreign() {
+            return; // a forked child's copy: the count is the parent's
+        }
         locked(&self.publisher, |p| wait.with(|w, _| p.end_wait(w)));
     }
 
@@ -545,6 +551,7 @@ impl NativeSubscriber {
             rows: token.rows(),
             address,
             header_address,
+            pid: std::process::id(),
             shared: Arc::clone(&self.shared),
             token: Mutex::new(Some(token)),
         }
@@ -683,6 +690,9 @@ impl NativeSubscriber {
     /// Ends a wait of `poll_receive` (a cancelled `areceive`): nothing taken, nothing left
     /// registered or counted.
     fn end_wait(&self, wait: &NativeWait) {
+        if wait.foreign() {
+            return; // a forked child's copy: the count is the parent's
+        }
         self.with(|s| wait.with(|w, _| s.end_wait(w)));
     }
 
@@ -721,6 +731,10 @@ pub(crate) struct NativeSample {
     rows: u64,
     address: usize,
     header_address: usize,
+    /// The process that took it: a child `fork()` made inherits the object but not the hold
+    /// (the hold is the parent's: releasing it from the child would free a slot the parent
+    /// still reads).
+    pid: u32,
 }
 
 #[pymethods]
@@ -772,10 +786,13 @@ impl NativeSample {
         })
     }
 
-    /// Lets go of the hold (nothing if already let go). Never waits for the subscriber.
+    /// Lets go of the hold (nothing if already let go, or in a forked child: the hold is the
+    /// parent's). Never waits for the subscriber.
     fn release(&self) {
         let token = lock(&self.token).take();
-        if let Some(token) = token {
+        if let Some(token) = token
+            && std::process::id() == self.pid
+        {
             self.shared.release(token);
         }
     }

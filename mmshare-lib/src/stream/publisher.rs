@@ -699,26 +699,40 @@ impl<T: Element> Publisher<T> {
         // thread's: counted in PUB_SLEEPERS once, until the wait ends. The flag is set as the
         // count is taken, so a panic in the attempt leaves no count that `end_wait` would not
         // give back.
-        let got = protocol::try_loan(&ring, state).or_else(|| {
-            sleep::sleep_unless(
-                files.pub_futex(),
-                || {
-                    if !*counted {
-                        files.pub_sleepers().fetch_add(1, Relaxed);
-                        *counted = true;
-                    }
-                },
-                || protocol::try_loan(&ring, state),
-                |seen| {
-                    registration = Some(crate::waiter::register(
-                        files.control_file(),
-                        super::layout::offsets::PUB_FUTEX,
-                        seen,
-                        waker,
-                    ));
-                },
-            )
-        });
+        // The stream's stall policy, as `wait_for_slot` applies it: once the wait has lasted
+        // its time, and a loan still fails, the lossless subscribers that hold us back become
+        // lossy (or are evicted). Polled waits are re-polled at least every second (the waiter
+        // thread's full re-check), so the policy acts at most that late.
+        let since = *wait.since.get_or_insert_with(std::time::Instant::now);
+        let stalled = |ring: &_, state: &mut _| {
+            let (after, evict) = files.stall_policy().acts_after()?;
+            if since.elapsed() < after || protocol::demote_laggards(ring, evict) == 0 {
+                return None;
+            }
+            protocol::try_loan(ring, state)
+        };
+        let got = protocol::try_loan(&ring, state)
+            .or_else(|| stalled(&ring, state))
+            .or_else(|| {
+                sleep::sleep_unless(
+                    files.pub_futex(),
+                    || {
+                        if !*counted {
+                            files.pub_sleepers().fetch_add(1, Relaxed);
+                            *counted = true;
+                        }
+                    },
+                    || protocol::try_loan(&ring, state),
+                    |seen| {
+                        registration = Some(crate::waiter::register(
+                            files.control_file(),
+                            super::layout::offsets::PUB_FUTEX,
+                            seen,
+                            waker,
+                        ));
+                    },
+                )
+            });
         wait.registration = registration;
         match got {
             Some(slot) => {
@@ -757,6 +771,7 @@ impl<T: Element> Publisher<T> {
     /// count is given back (nothing if it had none).
     pub fn end_wait(&self, wait: &mut crate::waiter::AsyncWait) {
         wait.registration = None;
+        wait.since = None;
         if std::mem::take(&mut wait.counted) {
             self.uncount_waiting();
         }

@@ -137,6 +137,10 @@ pub struct Subscriber<T: Element> {
     state: RefCell<SubscriberState>,
     /// Bit `k` set = held entry `k` is in use by a live [`Sample`].
     in_use: Cell<u32>,
+    /// Waits of this handle counted as asleep now (a blocking receive, polled waits): the
+    /// record's one `sleeping` flag and one SLEEPERS count stand for all of them, taken when
+    /// the first begins and given back when the last ends.
+    sleeps: Cell<u32>,
     /// The Rust type last checked against the per-frame header's dtype (`Sample::header`).
     header_type: Cell<Option<std::any::TypeId>>,
     max_held: usize,
@@ -280,6 +284,7 @@ impl<T: Element> Subscriber<T> {
             files,
             state: RefCell::new(state),
             in_use: Cell::new(0),
+            sleeps: Cell::new(0),
             header_type: Cell::new(None),
             max_held: granted as usize,
             delivery,
@@ -580,14 +585,25 @@ impl<T: Element> Subscriber<T> {
     /// reclaims our record if we die asleep takes us out of SLEEPERS exactly when the flag is
     /// set.
     fn count_sleeping(&self) {
+        let n = self.sleeps.get();
+        self.sleeps.set(n + 1);
+        if n > 0 {
+            return; // counted already, by another wait of this handle
+        }
         self.files.sleepers().fetch_add(1, Relaxed);
         self.files.ring().records[self.record()]
             .sleeping
             .store(1, Relaxed);
     }
 
-    /// Takes us out of SLEEPERS, only if nobody (a reclaimer that judged us dead) did it.
+    /// Takes us out of SLEEPERS once the last wait of this handle ends, only if nobody (a
+    /// reclaimer that judged us dead) did it.
     fn uncount_sleeping(&self) {
+        let n = self.sleeps.get();
+        self.sleeps.set(n.saturating_sub(1));
+        if n != 1 {
+            return; // another wait of this handle still sleeps (or none was counted)
+        }
         let sleeping = &self.files.ring().records[self.record()].sleeping;
         if sleeping.compare_exchange(1, 0, Relaxed, Relaxed).is_ok() {
             let _ = self
