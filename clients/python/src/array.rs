@@ -377,7 +377,7 @@ impl Drop for WriteToken {
         if std::process::id() != self.pid {
             // Inherited through fork(): the write is the parent's to finish (a session that is
             // not finished publishes nothing).
-            drop(self.take());
+            let _ = self.take();
             return;
         }
         if let Some(session) = self.take() {
