@@ -305,3 +305,31 @@ def test_a_sample_inherited_by_fork_keeps_its_hold_in_the_parent(daemon):
     assert held_entries("heldfork") == 1
     sample.release()
     assert held_entries("heldfork") == 0
+
+
+def test_closing_a_handle_ends_its_pending_awaits(daemon):
+    """`close()` during a pending `areceive` or `aloan` ends it with an error at once (the
+    subscription then goes, as a closed handle's does); nothing stays counted."""
+    c = mmshare.connect(daemon.socket)
+    c.create_stream("closing", "u1", (1,), slots=4)
+    sub = c.subscribe("closing", lossless=True, max_held=1)
+    pub = c.publisher("closing")
+
+    async def main():
+        pending = asyncio.create_task(sub.areceive(timeout=30))
+        await asyncio.sleep(0.1)
+        sub.close()
+        with pytest.raises(mmshare.MmshareError, match="was closed meanwhile"):
+            await asyncio.wait_for(pending, 5)
+        other = c.subscribe("closing", lossless=True, max_held=1)
+        for n in range(4):  # a whole ring the lossless subscriber has not taken
+            pub.send(np.array([n], np.uint8))
+        blocked = asyncio.create_task(pub.aloan(timeout=30))
+        await asyncio.sleep(0.1)
+        pub.close()
+        with pytest.raises(mmshare.MmshareError, match="was closed meanwhile"):
+            await asyncio.wait_for(blocked, 5)
+        other.close()
+
+    asyncio.run(main())
+    assert sleepers("closing") == 0

@@ -55,30 +55,49 @@ class Wait:
     """One pending await: `native` is polled by a handle's `poll_*` and ended by its
     `end_wait`; `woken()` returns once the core says the awaited word moved."""
 
-    __slots__ = ("_waits", "native")
+    __slots__ = ("_waits", "native", "_loop", "_future")
 
     def __init__(self):
         self._waits = _loop_waits()
         self.native = self._waits.notifier.new_wait()
+        self._loop = asyncio.get_running_loop()
+        self._future = None
+
+    def interrupt(self) -> None:
+        """Ends a pending `woken()` early (from any thread): its handle was closed."""
+        def wake() -> None:
+            if self._future is not None and not self._future.done():
+                self._future.set_result(None)
+        try:
+            self._loop.call_soon_threadsafe(wake)
+        except RuntimeError:
+            pass  # the loop is closed: nothing awaits
 
     async def woken(self) -> None:
         waits, wait_id = self._waits, self.native.id
         future = asyncio.get_running_loop().create_future()
         waits.futures[wait_id] = future
+        self._future = future
         try:
             await future
         finally:
+            self._future = None
             waits.futures.pop(wait_id, None)
 
 
-async def poll_until(poll, end, timeout, what: str):
+async def poll_until(poll, end, timeout, what: str, handle=None):
     """Polls `poll(native_wait)` until it gives something other than None, awaiting the
     core's wake-up in between, for at most `timeout` seconds (None: no limit; `Timeout` then).
-    `end(native_wait)` ends the wait however it finishes."""
+    `end(native_wait)` ends the wait however it finishes. With `handle` (whose `_waits` set
+    it joins), closing the handle ends the await with `MmshareError`."""
     wait = Wait()
+    if handle is not None:
+        handle._waits.add(wait)
     try:
         async with asyncio.timeout(timeout):
             while True:
+                if handle is not None and handle._native is None:
+                    raise errors.MmshareError(f"{what}: {handle.name!r} was closed meanwhile")
                 got = poll(wait.native)
                 if got is not None:
                     return got
@@ -88,6 +107,8 @@ async def poll_until(poll, end, timeout, what: str):
             raise
         raise errors.Timeout(f"{what} within {timeout} s") from None
     finally:
+        if handle is not None:
+            handle._waits.discard(wait)
         end(wait.native)
 
 

@@ -142,6 +142,7 @@ class _Handle(_fork.Owned):
     def __init__(self, info, native, lease):
         self._born()
         self._origin = None  # how to open it again: (client args, name, options)
+        self._waits = set()  # pending awaits (`mmshare.aio.Wait`), ended by `close`
         self.info = info
         self._native = native
         self._lease = lease
@@ -164,6 +165,9 @@ class _Handle(_fork.Owned):
     def close(self):
         self._native = None
         self._lease = None
+        # Pending awaits (areceive, aloan, await_for_subscribers) end with an error.
+        for wait in list(self._waits):
+            wait.interrupt()
 
     def __reduce__(self):
         """Pickled, a publisher or a subscriber is its stream's name (and a subscriber its
@@ -224,7 +228,7 @@ class Publisher(_Handle):
         native, n = self._native, int(n)
         return await aio.poll_until(lambda w: native.poll_subscribers(n, w),
                                     native.end_subscribers_wait, timeout,
-                                    f"fewer than {n} subscribers of stream {self.name!r}")
+                                    f"fewer than {n} subscribers of stream {self.name!r}", self)
 
     async def aloan(self, timeout=LOAN_TIMEOUT, casting="same_kind") -> Loan:
         """A free slot, awaited on the running asyncio loop without a thread while lossless
@@ -236,7 +240,7 @@ class Publisher(_Handle):
         _check_casting(casting)
         native = self._native
         got = await aio.poll_until(native.poll_loan, native.end_wait, timeout,
-                                   f"no free slot of stream {self.name!r}")
+                                   f"no free slot of stream {self.name!r}", self)
         return Loan(self, timeout, casting, native=got)
 
     def send(self, frame, timeout=LOAN_TIMEOUT, casting="same_kind", header=None) -> int:
@@ -527,7 +531,7 @@ class Subscriber(_Handle):
         from . import aio
         native = self._native
         got = await aio.poll_until(native.poll_receive, native.end_wait, timeout,
-                                   f"no frame of stream {self.name!r}")
+                                   f"no frame of stream {self.name!r}", self)
         return Sample(self, got)
 
     def __aiter__(self):
