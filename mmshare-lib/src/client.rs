@@ -681,15 +681,8 @@ impl Watch {
         )
         .map_err(|e| ClientError::Io(e.into()))?;
         let (fd, buf) = &mut *guard;
-        let got = match sys::recv_message(fd, buf) {
-            Err(e) if sys::timed_out(&e) => return Ok(None),
-            Err(e) => return Err(ClientError::Io(e)),
-            Ok(got) => got,
-        };
-        match parse_reply(buf, got)? {
-            (Response::Event(event), _) => Ok(Some(event)),
-            (other, _) => Err(unexpected(&other)),
-        }
+        let got = sys::recv_message(fd, buf);
+        event_reply(buf, got)
     }
 
     /// The watch's socket, for an event loop to watch for reading (then [`Watch::try_next`]).
@@ -712,15 +705,24 @@ impl Watch {
     pub fn try_next(&mut self) -> Result<Option<WatchEvent>, ClientError> {
         let mut guard = self.conn.inner.lock().unwrap_or_else(|p| p.into_inner());
         let (fd, buf) = &mut *guard;
-        let got = match sys::try_recv_message(fd, buf) {
-            Err(e) if sys::timed_out(&e) => return Ok(None),
-            Err(e) => return Err(ClientError::Io(e)),
-            Ok(got) => got,
-        };
-        match parse_reply(buf, got)? {
-            (Response::Event(event), _) => Ok(Some(event)),
-            (other, _) => Err(unexpected(&other)),
-        }
+        let got = sys::try_recv_message(fd, buf);
+        event_reply(buf, got)
+    }
+}
+
+/// The event a watch's receive gave (`None` when none came in time).
+fn event_reply(
+    buf: &[u8],
+    got: std::io::Result<sys::Received>,
+) -> Result<Option<WatchEvent>, ClientError> {
+    let got = match got {
+        Err(e) if sys::timed_out(&e) => return Ok(None),
+        Err(e) => return Err(ClientError::Io(e)),
+        Ok(got) => got,
+    };
+    match parse_reply(buf, got)? {
+        (Response::Event(event), _) => Ok(Some(event)),
+        (other, _) => Err(unexpected(&other)),
     }
 }
 
