@@ -922,7 +922,7 @@ mod tests {
     }
 
     #[test]
-    fn big_endian_object_and_structured_dtypes_are_refused_by_name() {
+    fn big_endian_object_and_malformed_record_dtypes_are_refused_by_name() {
         assert_eq!(
             DType::parse(">f4"),
             Err(DTypeError::BigEndian(">f4".into()))
