@@ -341,6 +341,24 @@ pub enum StreamError {
         /// The attached publisher's pid.
         pid: u32,
     },
+    /// Every publisher lane of the stream has a live publisher attached.
+    #[error(
+        "stream {name:?} already has {max_publishers} publishers attached, its limit (max_publishers)"
+    )]
+    PublishersFull {
+        /// The stream's name.
+        name: String,
+        /// Its publisher limit.
+        max_publishers: u32,
+    },
+    /// The lanes given for a stream with several publishers are not its lanes.
+    #[error("stream {name:?}: wrong lanes: {reason}")]
+    Lanes {
+        /// The stream's name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// This publisher's attachment was taken over (it was judged dead); it publishes nothing
     /// more.
     #[error("stream {name:?}: this publisher was replaced by pid {by} and may not publish")]

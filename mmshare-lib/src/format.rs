@@ -39,9 +39,16 @@ pub const FEATURE_FRAME_INFO: u32 = 1;
 /// Incompatible feature bit 1: the stream's frames vary in length along axis 0 (their rows
 /// are in the frame-info table); requires [`FEATURE_FRAME_INFO`].
 pub const FEATURE_VARIABLE_FRAMES: u32 = 2;
+/// Incompatible feature bit 2: the stream has several publishers, one ring ("lane") each,
+/// in files of their own (docs/FORMAT.md, "Lanes"); this file is lane [`Header::lane`] of
+/// [`Header::lanes`]. Requires [`FEATURE_FRAME_INFO`]: each frame-info entry then holds the
+/// identity of the publisher that published the frame after its rows.
+pub const FEATURE_LANES: u32 = 4;
 /// Incompatible features this code knows: a file with any other bit set in
 /// [`Features::incompat`] is refused.
-pub const KNOWN_INCOMPAT: u32 = FEATURE_FRAME_INFO | FEATURE_VARIABLE_FRAMES;
+pub const KNOWN_INCOMPAT: u32 = FEATURE_FRAME_INFO | FEATURE_VARIABLE_FRAMES | FEATURE_LANES;
+/// Most publishers (lanes) a stream may have.
+pub const MAX_PUBLISHERS: u32 = 16;
 /// Largest per-frame header, in bytes (its frame-info entry is then 65536 bytes).
 pub const MAX_FRAME_HEADER: usize = 65528;
 /// Read-only-compatible features this code knows: a file with any other bit set in
@@ -62,9 +69,16 @@ pub const KNOWN_EXTENSION_TAGS: &[u16] = &[
 pub const EXTENSION_FRAME_HEADER: u16 = 0x8004;
 
 /// The bytes per frame-info entry of a stream whose per-frame header is `header_len` bytes:
-/// the row count (8 bytes) and the header, rounded up to whole 64-byte lines.
-pub fn frame_info_stride(header_len: usize) -> u32 {
-    (8 + header_len).next_multiple_of(64) as u32
+/// the row count (8 bytes), the publisher word (8 bytes, streams with lanes only) and the
+/// header, rounded up to whole 64-byte lines.
+pub fn frame_info_stride(header_len: usize, lanes: bool) -> u32 {
+    (frame_header_offset(lanes) + header_len).next_multiple_of(64) as u32
+}
+
+/// Where the per-frame header starts in a frame-info entry: after the row count, and after
+/// the publisher word in a stream with lanes.
+pub const fn frame_header_offset(lanes: bool) -> usize {
+    if lanes { 16 } else { 8 }
 }
 
 /// Extension tag 1 (not critical): a stream's [`StallPolicy`], 8 bytes: `u8` kind (0 block,
@@ -305,6 +319,10 @@ pub mod offsets {
     /// 36 reserved bytes (zero); in a version-2 file the feature words and the extension
     /// area's locator below, the rest reserved.
     pub const RESERVED: usize = 0x05C;
+    /// Streams with [`super::FEATURE_LANES`]: `u16` lanes (publishers), `2..=16`.
+    pub const STREAM_LANES: usize = 0x05C;
+    /// Streams with [`super::FEATURE_LANES`]: `u16` this file's lane, `0..lanes`.
+    pub const STREAM_LANE: usize = 0x05E;
     /// Version 2: `u32` incompatible feature bits.
     pub const FEATURES_INCOMPAT: usize = 0x060;
     /// Version 2: `u32` read-only-compatible feature bits.
@@ -355,6 +373,9 @@ pub mod offsets {
     /// Streams: `u64` identity of the attached publisher (pid and start time as for
     /// [`WRITER`]), 0 when none.
     pub const PUBLISHER: usize = WRITER;
+    /// Streams: `u64` publishers attached to this ring so far (each attach adds one first:
+    /// the publisher's attach number, part of the identity it tags its frames with).
+    pub const ATTACHES: usize = WRITE_COUNT;
     /// Streams: the slot table starts on the page after the header: for each slot, its tag
     /// (`u64`, 0 = no frame or on loan, else frame number + 1, with bit 63 set once the frame
     /// is taken back for reuse) then its publish time (`u64`, ns since the Unix epoch), 16
@@ -440,6 +461,11 @@ pub struct Header {
     /// Streams: the per-frame header's dtype, if frames carry one (from extension record
     /// `0x8004`; set by [`Header::apply_extensions`]).
     pub frame_header: Option<DType>,
+    /// Streams: how many publishers it may have, one lane each (1 without
+    /// [`FEATURE_LANES`]).
+    pub lanes: u32,
+    /// Streams: which lane this file is, `0..lanes`.
+    pub lane: u32,
 }
 
 /// What a caller specifies to create an array; the rest of the [`Header`] is derived.
@@ -498,6 +524,8 @@ pub struct StreamSpec {
     pub header: Option<DType>,
     /// Whether frames vary in length along axis 0 (the shape is the largest frame's).
     pub variable: bool,
+    /// Publishers it may have at once, `1..=`[`MAX_PUBLISHERS`], one ring (lane) each.
+    pub max_publishers: u32,
 }
 
 impl StreamSpec {
@@ -512,6 +540,7 @@ impl StreamSpec {
             history: 0,
             header: None,
             variable: false,
+            max_publishers: 1,
         }
     }
 
@@ -668,6 +697,17 @@ pub enum FormatError {
         /// Slots of the ring.
         slots: u32,
     },
+    /// A stream's publisher limit (its lanes) is outside `1..=`[`MAX_PUBLISHERS`], or a
+    /// lane's index is not below it.
+    #[error(
+        "a stream has 1 to {MAX_PUBLISHERS} publishers (lanes), and each lane's index is below that: not lane {lane} of {lanes}"
+    )]
+    BadLanes {
+        /// The lanes (publishers) given.
+        lanes: u32,
+        /// The lane given.
+        lane: u32,
+    },
     /// A stream's subscriber limit is outside `1..=`[`MAX_SUBSCRIBERS`].
     #[error("a stream has 1 to {MAX_SUBSCRIBERS} subscriber records, not {0}")]
     BadMaxSubscribers(u32),
@@ -750,9 +790,16 @@ impl Header {
         if let Some(h) = &spec.header {
             check_writable_dtype(h)?;
         }
-        if spec.header.is_some() || spec.variable {
+        if !(1..=MAX_PUBLISHERS).contains(&spec.max_publishers) {
+            return Err(FormatError::BadLanes {
+                lanes: spec.max_publishers,
+                lane: 0,
+            });
+        }
+        let lanes = spec.max_publishers > 1;
+        if spec.header.is_some() || spec.variable || lanes {
             let header_len = spec.header.as_ref().map_or(0, DType::size);
-            if header_len > MAX_FRAME_HEADER {
+            if frame_header_offset(lanes) + header_len > 8 + MAX_FRAME_HEADER {
                 return Err(FormatError::BadFrameInfo(format!(
                     "the per-frame header is {header_len} bytes; at most {MAX_FRAME_HEADER} are allowed"
                 )));
@@ -761,7 +808,11 @@ impl Header {
             if spec.variable {
                 header.features.incompat |= FEATURE_VARIABLE_FRAMES;
             }
-            header.frame_info_stride = frame_info_stride(header_len);
+            if lanes {
+                header.features.incompat |= FEATURE_LANES;
+                header.lanes = spec.max_publishers;
+            }
+            header.frame_info_stride = frame_info_stride(header_len, lanes);
             header.frame_header.clone_from(&spec.header);
             header.check_frame_info()?;
             header.data_offset = stream_data_offset(spec.slots, header.frame_info_stride);
@@ -799,7 +850,8 @@ impl Header {
         };
         let len = dtype.as_ref().map_or(0, DType::size);
         if self.frame_info_stride != 0
-            && (len > MAX_FRAME_HEADER || frame_info_stride(len) != self.frame_info_stride)
+            && (len > MAX_FRAME_HEADER
+                || frame_info_stride(len, self.has_lanes()) != self.frame_info_stride)
         {
             return Err(bad(format!(
                 "of {len} bytes does not fit the frame-info stride {}",
@@ -884,7 +936,27 @@ impl Header {
             extension: ExtensionArea::default(),
             frame_info_stride: 0,
             frame_header: None,
+            lanes: 1,
+            lane: 0,
         })
+    }
+
+    /// Whether the stream has several publishers, one lane each ([`FEATURE_LANES`]).
+    pub fn has_lanes(&self) -> bool {
+        self.features.incompat & FEATURE_LANES != 0
+    }
+
+    /// The header of lane `lane` of this stream: the same but for the lane field (and the
+    /// creation time, which stays the stream's).
+    ///
+    /// # Panics
+    /// If `lane` is not below [`Header::lanes`].
+    pub fn for_lane(&self, lane: u32) -> Header {
+        assert!(lane < self.lanes, "lane {lane} of {}", self.lanes);
+        Header {
+            lane,
+            ..self.clone()
+        }
     }
 
     /// Whether the stream's frames vary in length ([`FEATURE_VARIABLE_FRAMES`]).
@@ -931,8 +1003,23 @@ impl Header {
         if info != (self.frame_info_stride != 0) {
             return bad("a frame-info stride goes with the frame-info feature, and only with it");
         }
+        if self.has_lanes() && !info {
+            return bad("lanes need the frame-info feature (their frames' publisher words)");
+        }
+        let lanes_ok = if self.has_lanes() {
+            (2..=MAX_PUBLISHERS).contains(&self.lanes)
+        } else {
+            self.lanes == 1
+        };
+        if !lanes_ok || self.lane >= self.lanes {
+            return Err(FormatError::BadLanes {
+                lanes: self.lanes,
+                lane: self.lane,
+            });
+        }
         if info
             && (!self.frame_info_stride.is_multiple_of(64)
+                || (self.frame_info_stride as usize) < frame_header_offset(self.has_lanes())
                 || self.frame_info_stride as usize > 8 + MAX_FRAME_HEADER)
         {
             return Err(FormatError::BadFrameInfo(format!(
@@ -1088,6 +1175,12 @@ impl Header {
         {
             put_u32(p, offsets::STREAM_SLOTS, slots);
             put_u32(p, offsets::STREAM_MAX_SUBSCRIBERS, max_subscribers);
+            if self.has_lanes() {
+                p[offsets::STREAM_LANES..offsets::STREAM_LANES + 2]
+                    .copy_from_slice(&(self.lanes as u16).to_le_bytes());
+                p[offsets::STREAM_LANE..offsets::STREAM_LANE + 2]
+                    .copy_from_slice(&(self.lane as u16).to_le_bytes());
+            }
         }
         put_u32(p, offsets::ORDER, self.order.code());
         put_u32(p, offsets::NDIM, self.shape.len() as u32);
@@ -1233,6 +1326,13 @@ impl Header {
                     extension.len
                 )));
             }
+            // Lanes: the stream's reserved word holds the lane count and index.
+            let reserved_from =
+                if features.incompat & FEATURE_LANES != 0 && matches!(kind, Kind::Stream { .. }) {
+                    offsets::FEATURES_INCOMPAT
+                } else {
+                    reserved_from
+                };
             (
                 features,
                 extension,
@@ -1270,7 +1370,7 @@ impl Header {
                 shape,
             });
         }
-        let header = Header {
+        let mut header = Header {
             name,
             dtype,
             shape,
@@ -1286,7 +1386,14 @@ impl Header {
             extension,
             frame_info_stride,
             frame_header: None,
+            lanes: 1,
+            lane: 0,
         };
+        if header.has_lanes() && matches!(kind, Kind::Stream { .. }) {
+            let u16_at = |off: usize| u32::from(u16::from_le_bytes([page[off], page[off + 1]]));
+            header.lanes = u16_at(offsets::STREAM_LANES);
+            header.lane = u16_at(offsets::STREAM_LANE);
+        }
         header.check_frame_info()?;
         header.check_stream_geometry()?;
         if version == FORMAT_VERSION_FEATURES {
@@ -1505,7 +1612,7 @@ mod tests {
         ));
         let (h, a) = with(
             Features {
-                incompat: 0x4,
+                incompat: 0x8,
                 ..Features::default()
             },
             &[],

@@ -94,7 +94,7 @@ pub use dtype::{
 pub use error::{CreateError, OpenError, ReadError, StreamError, WaitTimeout, WriteError};
 #[cfg(feature = "fault-injection")]
 pub use fault::{Fault, fail_step, inject as inject_fault};
-pub use format::{ArraySpec, FormatError, StallPolicy, StreamSpec};
+pub use format::{ArraySpec, FormatError, MAX_PUBLISHERS, StallPolicy, StreamSpec};
 pub use guard::guard_mappings_against_truncation;
 pub use half::f16;
 /// `#[derive(Record)]`: implements [`Record`] for a `#[repr(C)]` struct (feature `derive`).
@@ -117,8 +117,9 @@ pub use record::{
 };
 pub use shape::{MAX_DATA_LEN, MAX_NDIM, Order, ShapeError, data_len, element_count, parse_shape};
 pub use stream::{
-    DEFAULT_MAX_HELD, Delivery, LoanToken, MAX_HELD, Publisher, Sample, SampleMut, SampleToken,
-    StartAt, StreamFiles, SubscribeOptions, Subscriber, SubscriberInfo, create_stream_files,
+    DEFAULT_MAX_HELD, Delivery, LaneStats, LoanToken, MAX_HELD, Publisher, PublisherId, Sample,
+    SampleMut, SampleToken, StartAt, StreamFiles, SubscribeOptions, Subscriber, SubscriberInfo,
+    create_stream_files, lane_file,
 };
 #[cfg(feature = "async")]
 pub use stream::{LoanAsync, Recv};

@@ -94,6 +94,9 @@ const POLL_TICK: Duration = Duration::from_millis(1);
 #[derive(Debug, Default)]
 pub struct AsyncWait {
     pub(crate) registration: Option<Registration>,
+    /// The registrations on further words (a subscriber of several lanes sleeps on each
+    /// lane's word).
+    pub(crate) more: Vec<Registration>,
     pub(crate) counted: bool,
     /// When it first found its condition unmet (a publisher's stall policy counts from it).
     pub(crate) since: Option<std::time::Instant>,

@@ -22,6 +22,51 @@ pub const DATA_FILE: &str = "data";
 /// The control file's name inside a stream's directory.
 pub const CONTROL_FILE: &str = "control";
 
+/// The name of lane `lane`'s data file (`data`, then `data.1`, `data.2`, ...) or control
+/// file (`base` [`CONTROL_FILE`]) in a stream's directory: lane 0's are the files of a
+/// stream with one publisher.
+pub fn lane_file(base: &str, lane: u32) -> String {
+    if lane == 0 {
+        base.to_owned()
+    } else {
+        format!("{base}.{lane}")
+    }
+}
+
+/// Checks that `lanes` are all the lanes of one stream, in lane order.
+pub(crate) fn check_lanes(lanes: &[StreamFiles]) -> Result<(), StreamError> {
+    let Some(first) = lanes.first() else {
+        return Err(StreamError::Lanes {
+            name: String::new(),
+            reason: "no lane was given".into(),
+        });
+    };
+    let head = first.header();
+    let bad = |reason: String| {
+        Err(StreamError::Lanes {
+            name: head.name.clone(),
+            reason,
+        })
+    };
+    if lanes.len() != head.lanes as usize {
+        return bad(format!(
+            "it has {} lanes (publishers); {} were given",
+            head.lanes,
+            lanes.len()
+        ));
+    }
+    for (k, lane) in lanes.iter().enumerate() {
+        let h = lane.header();
+        if h.lane != k as u32 || *h != head.for_lane(k as u32) {
+            return bad(format!(
+                "the files given as lane {k} are lane {} of stream {:?} created at {} ns, not of this one",
+                h.lane, h.name, h.created_ns
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Creates the stream `dir/NAME/` (its data and control files) crash-safely and returns the
 /// directory's path and the data file's header.
 ///
@@ -92,27 +137,29 @@ fn fill(
 ) -> Result<(), CreateError> {
     let io_err = failed_in(dir, header.file_len());
     let new_file = |name: &str| new_temp_file(&temp.join(name)).map_err(&io_err);
-    let data = new_file(DATA_FILE)?;
-    reserve(&data, header.file_len(), dir)?;
-    step(Step::WriteHeader)
-        .and_then(|()| data.write_all_at(&header.encode()[..], 0))
-        .map_err(&io_err)?;
-    let records = spec.extensions();
-    if !records.is_empty() {
-        let (area, _) = crate::format::encode_extensions(&records);
-        data.write_all_at(&area, header.extension_offset())
+    for lane in 0..header.lanes {
+        let data = new_file(&lane_file(DATA_FILE, lane))?;
+        reserve(&data, header.file_len(), dir)?;
+        step(Step::WriteHeader)
+            .and_then(|()| data.write_all_at(&header.for_lane(lane).encode()[..], 0))
             .map_err(&io_err)?;
-    }
-    step(Step::SyncFile)
-        .and_then(|()| data.sync_all())
-        .map_err(&io_err)?;
-    if with_control {
-        let control = new_file(CONTROL_FILE)?;
-        reserve(&control, control_len(spec.max_subscribers) as u64, dir)?;
-        control
-            .write_all_at(&layout::control_header(spec.slots, spec.max_subscribers), 0)
+        let records = spec.extensions();
+        if !records.is_empty() {
+            let (area, _) = crate::format::encode_extensions(&records);
+            data.write_all_at(&area, header.extension_offset())
+                .map_err(&io_err)?;
+        }
+        step(Step::SyncFile)
+            .and_then(|()| data.sync_all())
             .map_err(&io_err)?;
-        control.sync_all().map_err(&io_err)?;
+        if with_control {
+            let control = new_file(&lane_file(CONTROL_FILE, lane))?;
+            reserve(&control, control_len(spec.max_subscribers) as u64, dir)?;
+            control
+                .write_all_at(&layout::control_header(spec.slots, spec.max_subscribers), 0)
+                .map_err(&io_err)?;
+            control.sync_all().map_err(&io_err)?;
+        }
     }
     File::open(temp).and_then(|d| d.sync_all()).map_err(&io_err)
 }
@@ -177,6 +224,39 @@ impl StreamFiles {
     /// [`StreamError::Open`] when a file cannot be opened or its header is invalid;
     /// [`StreamError::WrongKind`] for an array; [`StreamError::BadControl`].
     pub fn open(path: impl AsRef<Path>, writable_data: bool) -> Result<StreamFiles, StreamError> {
+        Self::open_lane(path, 0, writable_data)
+    }
+
+    /// Opens every lane of the stream directory `path`, in lane order (one for a stream
+    /// with one publisher).
+    ///
+    /// # Errors
+    /// As [`StreamFiles::open`]; [`StreamError::Lanes`] when a lane's files are not the
+    /// stream's.
+    pub fn open_lanes(
+        path: impl AsRef<Path>,
+        writable_data: bool,
+    ) -> Result<Vec<StreamFiles>, StreamError> {
+        let path = path.as_ref();
+        let first = Self::open_lane(path, 0, writable_data)?;
+        let mut lanes = vec![first];
+        for lane in 1..lanes[0].header.lanes {
+            lanes.push(Self::open_lane(path, lane, writable_data)?);
+        }
+        check_lanes(&lanes)?;
+        Ok(lanes)
+    }
+
+    /// Opens lane `lane` of the stream directory `path` (its files `data.LANE` and
+    /// `control.LANE`; `data` and `control` for lane 0).
+    ///
+    /// # Errors
+    /// As [`StreamFiles::open`].
+    pub fn open_lane(
+        path: impl AsRef<Path>,
+        lane: u32,
+        writable_data: bool,
+    ) -> Result<StreamFiles, StreamError> {
         let path = path.as_ref();
         let open = |name: &str, write: bool| {
             let p = path.join(name);
@@ -186,10 +266,10 @@ impl StreamFiles {
                 .open(&p)
                 .map_err(|source| OpenError::Io { path: p, source })
         };
-        let data = open(DATA_FILE, writable_data)?;
+        let data = open(&lane_file(DATA_FILE, lane), writable_data)?;
         // Seen by a daemon as a participant, as a client is (see `RawArray::open`).
         let _ = crate::sys::hold_participant_lock(&data);
-        let control = open(CONTROL_FILE, true)?;
+        let control = open(&lane_file(CONTROL_FILE, lane), true)?;
         Self::from_files_at(data, control, writable_data, path.to_owned())
     }
 
@@ -704,6 +784,16 @@ impl StreamFiles {
         self.data.u64_at(offsets::PUBLISHER)
     }
 
+    /// The lane's publisher attaches so far (only an attaching publisher stores it).
+    pub(crate) fn attaches_word(&self) -> &AtomicU64 {
+        self.data.u64_at(offsets::ATTACHES)
+    }
+
+    /// Which lane (publisher ring) of its stream these files are: 0 for a stream with one.
+    pub fn lane(&self) -> u32 {
+        self.header.lane
+    }
+
     /// Subscribers sleep on this (data file); the publisher bumps it.
     pub(crate) fn futex(&self) -> &AtomicU32 {
         self.data.u32_at(offsets::FUTEX)
@@ -754,8 +844,23 @@ impl StreamFiles {
         assert!(slot < self.slots);
         self.header.frame_header.as_ref()?;
         let table = self.header.frame_info_offset()?;
-        let offset = table + u64::from(self.header.frame_info_stride) * slot as u64 + 8;
+        let offset = table
+            + u64::from(self.header.frame_info_stride) * slot as u64
+            + crate::format::frame_header_offset(self.header.has_lanes()) as u64;
         Some(self.data.ptr_at(offset as usize))
+    }
+
+    /// Slot `slot`'s publisher word (`PUBLISHER[slot]` of the frame-info table: who published
+    /// the frame, see [`PublisherId`]), if the stream has lanes. Only the publisher stores it,
+    /// while the slot is on loan.
+    pub(crate) fn publisher_of_word(&self, slot: usize) -> Option<&AtomicU64> {
+        assert!(slot < self.slots);
+        if !self.header.has_lanes() {
+            return None;
+        }
+        let table = self.header.frame_info_offset()?;
+        let offset = table + u64::from(self.header.frame_info_stride) * slot as u64 + 8;
+        Some(self.data.u64_word(offset as usize))
     }
 
     /// Units per row, a slice along axis 0: bytes if `bytes` (a handle made by

@@ -246,7 +246,7 @@ mod tests;
 
 pub use files::{
     CONTROL_FILE, DATA_FILE, Membership, StreamFiles, SubscriberInfo, create_stream_data,
-    create_stream_files, new_stream_control, peek_stream_counters,
+    create_stream_files, lane_file, new_stream_control, peek_stream_counters,
 };
 pub use layout::MAX_HELD;
 pub(crate) use layout::control_header;
@@ -256,5 +256,6 @@ pub use publisher::{LoanToken, Publisher, SampleMut};
 #[cfg(feature = "async")]
 pub use subscriber::Recv;
 pub use subscriber::{
-    DEFAULT_MAX_HELD, Delivery, Sample, SampleToken, StartAt, SubscribeOptions, Subscriber,
+    DEFAULT_MAX_HELD, Delivery, LaneStats, PublisherId, Sample, SampleToken, StartAt,
+    SubscribeOptions, Subscriber,
 };

@@ -99,6 +99,13 @@ impl<const DROP: u16> Word for Mutant<DROP> {
 /// no wake since it fell asleep, would have slept until its timeout, and fails the model.
 struct ModelFutex<const DROP: u16> {
     word: LoomU32,
+    /// The "kernel" of the word: shared by words that one waiter sleeps on at once
+    /// ([`ModelFutex::sharing`]), as `futex_waitv` sleeps on several.
+    sleep: Arc<Sleep>,
+}
+
+/// A futex "kernel": its bookkeeping and the condition variable its sleepers wait on.
+struct Sleep {
     kernel: Mutex<Kernel>,
     asleep: Condvar,
 }
@@ -110,6 +117,8 @@ struct Kernel {
     wakes: u64,
     /// The waker is done: no wake will come any more.
     closed: bool,
+    /// Wakers of a shared kernel that are done so far ([`ModelFutex::finish`]).
+    done: u32,
 }
 
 /// What a model fails with when a wake-up was lost.
@@ -119,8 +128,29 @@ impl<const DROP: u16> ModelFutex<DROP> {
     fn new() -> Self {
         ModelFutex {
             word: LoomU32::new(0),
-            kernel: Mutex::new(Kernel::default()),
-            asleep: Condvar::new(),
+            sleep: Arc::new(Sleep {
+                kernel: Mutex::new(Kernel::default()),
+                asleep: Condvar::new(),
+            }),
+        }
+    }
+
+    /// A word of its own whose sleepers share `other`'s kernel, so that one waiter can sleep
+    /// on both at once ([`Futex::wait_any`]).
+    fn sharing(other: &Self) -> Self {
+        ModelFutex {
+            word: LoomU32::new(0),
+            sleep: other.sleep.clone(),
+        }
+    }
+
+    /// One of `wakers` wakers of a shared kernel is done; the last closes it.
+    fn finish(&self, wakers: u32) {
+        let mut kernel = self.sleep.kernel.lock().unwrap();
+        kernel.done += 1;
+        if kernel.done == wakers {
+            kernel.closed = true;
+            self.sleep.asleep.notify_all();
         }
     }
 
@@ -134,8 +164,7 @@ impl<const DROP: u16> ModelFutex<DROP> {
 
     /// No wake will come any more (the waking side is done).
     fn close(&self) {
-        self.kernel.lock().unwrap().closed = true;
-        self.asleep.notify_all();
+        self.finish(1);
     }
 }
 
@@ -149,9 +178,17 @@ impl<const DROP: u16> Futex for ModelFutex<DROP> {
     fn fence(order: Ordering) {
         loom::sync::atomic::fence(order);
     }
-    fn wait(&self, seen: u32, _at_most: Duration) {
-        let mut kernel = self.kernel.lock().unwrap();
-        if self.word.load(Relaxed) != seen {
+    fn wait(&self, seen: u32, at_most: Duration) {
+        Self::wait_any(&[(self, seen)], at_most);
+    }
+    fn wait_any(words: &[(&Self, u32)], _at_most: Duration) {
+        let sleep = &words[0].0.sleep;
+        assert!(
+            words.iter().all(|(w, _)| Arc::ptr_eq(&w.sleep, sleep)),
+            "a model waits only on words that share a kernel"
+        );
+        let mut kernel = sleep.kernel.lock().unwrap();
+        if words.iter().any(|(w, seen)| w.word.load(Relaxed) != *seen) {
             return;
         }
         let since = kernel.wakes;
@@ -160,12 +197,12 @@ impl<const DROP: u16> Futex for ModelFutex<DROP> {
                 !kernel.closed,
                 "{LOST_WAKE_UP}: asleep with nobody left to wake it"
             );
-            kernel = self.asleep.wait(kernel).unwrap();
+            kernel = sleep.asleep.wait(kernel).unwrap();
         }
     }
     fn wake_all(&self) {
-        self.kernel.lock().unwrap().wakes += 1;
-        self.asleep.notify_all();
+        self.sleep.kernel.lock().unwrap().wakes += 1;
+        self.sleep.asleep.notify_all();
     }
     fn fence_after_register() {
         fence_unless::<DROP>(SLEEP_FENCE);
@@ -222,6 +259,33 @@ impl<const DROP: u16> Model<DROP> {
             data: (0..slots).map(|_| UnsafeCell::new(u64::MAX)).collect(),
             sleepers: ModelFutex::new(),
             futex: ModelFutex::new(),
+            pub_sleepers: ModelFutex::new(),
+            pub_futex: ModelFutex::new(),
+            member_sleepers: ModelFutex::new(),
+            member_futex: ModelFutex::new(),
+        })
+    }
+
+    /// Another lane of the same stream: a ring of its own whose futex word shares `first`'s
+    /// kernel, so that a subscriber of both lanes sleeps on both words at once.
+    fn another_lane(first: &Self) -> Arc<Self> {
+        let w = || Mutant::<DROP>(LoomU64::new(0));
+        let slots = first.slots.len();
+        Arc::new(Model {
+            published: w(),
+            slots: (0..slots)
+                .map(|_| SlotWords {
+                    tag: w(),
+                    time: w(),
+                })
+                .collect(),
+            records: (0..first.records.len())
+                .map(|_| Record::new_with(w))
+                .collect(),
+            budget: w(),
+            data: (0..slots).map(|_| UnsafeCell::new(u64::MAX)).collect(),
+            sleepers: ModelFutex::new(),
+            futex: ModelFutex::sharing(&first.futex),
             pub_sleepers: ModelFutex::new(),
             pub_futex: ModelFutex::new(),
             member_sleepers: ModelFutex::new(),
@@ -1111,5 +1175,140 @@ fn model_catches_a_hold_that_outlives_a_free_without_the_hold_fence() {
     expect_failing_with(
         check_free_during_hold::<HOLD_FENCE>,
         "a hold outlived the free of its record",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several publishers: one lane (ring) each, one subscriber merging them
+
+/// How the subscriber of the lane models registers before it sleeps.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Registers {
+    /// In every lane's `SLEEPERS`, as `Subscriber::count_sleeping` does.
+    EveryLane,
+    /// In lane 0's only: the twin that loom must reject.
+    FirstLaneOnly,
+}
+
+/// Two publishers publish frames 0 and 1 each into a lane of their own while one lossless
+/// subscriber of both lanes receives, merging by `next_publish_time` as `Subscriber::receive`
+/// does, and sleeps on both lanes' futex words at once when neither has a frame
+/// (`sleep_unless_any`, the futex words sharing a kernel as `futex_waitv` does). Each
+/// publisher runs the waker's half on its own lane only. The subscriber gets every frame of
+/// each lane exactly once, in that lane's order, and no wake-up is lost.
+fn check_two_lanes<const DROP: u16>(registers: Registers) {
+    bounded(1).check(move || {
+        let lanes = {
+            let first = Model::<DROP>::new(3, 1);
+            let second = Model::another_lane(&first);
+            [first, second]
+        };
+        let mut subs = Vec::new();
+        let mut publishers = Vec::new();
+        for m in &lanes {
+            let ring = m.ring();
+            let record = claim_record(&ring, 7).unwrap();
+            assert_eq!(take_budget(&ring, 1, 1), 1);
+            let start = subscribe(&ring, record, 1, true);
+            subs.push(subscriber(record, start));
+            let mut state = attach(&ring);
+            let m = m.clone();
+            publishers.push(loom::thread::spawn(move || {
+                publish_and_wake(&m, &mut state, 2);
+                m.futex.finish(2);
+            }));
+        }
+        let mut got = [Vec::new(), Vec::new()];
+        while subs.iter().any(|s| s.cursor < 2) {
+            // The merge: the lane whose next frame was published first (ties: lane order).
+            let mut order: Vec<(u64, usize)> = (0..2)
+                .filter_map(|i| Some((next_publish_time(&lanes[i].ring(), subs[i].cursor)?, i)))
+                .collect();
+            order.sort_unstable();
+            let taken = order
+                .iter()
+                .find_map(|&(_, i)| receive(&lanes[i].ring(), &mut subs[i], 0).map(|t| (i, t)));
+            if let Some((i, taken)) = taken {
+                let m = &lanes[i];
+                sleep::wake(&m.pub_sleepers, &m.pub_futex);
+                read_taken(m, taken);
+                got[i].push(taken.number);
+                release(&m.ring(), subs[i].record, 0, taken.slot);
+                sleep::wake(&m.pub_sleepers, &m.pub_futex);
+                continue;
+            }
+            let cursors = [subs[0].cursor, subs[1].cursor];
+            let registered = match registers {
+                Registers::EveryLane => &lanes[..],
+                Registers::FirstLaneOnly => &lanes[..1],
+            };
+            sleep::sleep_unless_any(
+                &[&lanes[0].futex, &lanes[1].futex],
+                || {
+                    for m in registered {
+                        m.sleepers.fetch_add(1, Relaxed);
+                    }
+                },
+                || {
+                    (0..2)
+                        .any(|i| newer_than(&lanes[i].ring(), cursors[i]))
+                        .then_some(())
+                },
+                |seen| {
+                    Futex::wait_any(
+                        &[(&lanes[0].futex, seen[0]), (&lanes[1].futex, seen[1])],
+                        Duration::MAX,
+                    );
+                },
+            );
+            for m in registered {
+                m.sleepers.unregister();
+            }
+        }
+        for p in publishers {
+            p.join().unwrap();
+        }
+        assert_eq!(
+            got,
+            [vec![0, 1], vec![0, 1]],
+            "each lane's frames, once, in order"
+        );
+    });
+}
+
+#[test]
+fn model_a_subscriber_of_two_lanes_gets_every_frame_of_each_and_every_wake_up() {
+    check_two_lanes::<0>(Registers::EveryLane);
+}
+
+#[test]
+fn model_catches_a_subscriber_of_two_lanes_registered_in_one_only() {
+    expect_failing_with(
+        || check_two_lanes::<0>(Registers::FirstLaneOnly),
+        LOST_WAKE_UP,
+    );
+}
+
+#[test]
+fn model_catches_a_subscriber_of_two_lanes_without_its_sleep_fence() {
+    expect_failing_with(
+        || check_two_lanes::<SLEEP_FENCE>(Registers::EveryLane),
+        LOST_WAKE_UP,
+    );
+}
+
+#[test]
+fn model_catches_two_lanes_whose_publishers_wake_without_bumping() {
+    expect_failing_with(
+        || check_two_lanes::<NO_BUMP>(Registers::EveryLane),
+        LOST_WAKE_UP,
+    );
+}
+
+#[test]
+fn model_catches_a_subscriber_of_two_lanes_that_reads_the_words_after_its_check() {
+    expect_failing_with(
+        || check_two_lanes::<READ_WORD_LATE>(Registers::EveryLane),
+        LOST_WAKE_UP,
     );
 }

@@ -896,6 +896,37 @@ pub(crate) fn receive<W: Word>(
     None
 }
 
+/// When the next frame of a subscriber at `cursor` was published, if it is published: the
+/// key by which a subscriber of several lanes picks the lane to take from next (the oldest
+/// publish first). Read without a hold, so only a hint: a slot reused meanwhile shows a later
+/// time, and the receive that follows validates everything it takes. `Some(0)` when that
+/// frame is no longer offered (the subscriber fell behind in this lane and skips ahead at
+/// once); `None` when nothing after `cursor` is published.
+pub(crate) fn next_publish_time<W: Word>(ring: &Ring<'_, W>, cursor: u64) -> Option<u64> {
+    let want = cursor.wrapping_add(1);
+    if want == 0 || want & TAKEN_BACK != 0 {
+        return None;
+    }
+    let published = load_acquire(ring.published);
+    if cursor >= published {
+        return None;
+    }
+    match find(ring, want, false, published) {
+        Some((slot, tag)) if tag == want => Some(ring.slots[slot].time.load(Relaxed)),
+        _ => Some(0),
+    }
+}
+
+/// When the newest published frame was published (`None` before the first): the key by
+/// which `latest()` picks among lanes. A hint, as [`next_publish_time`].
+pub(crate) fn newest_publish_time<W: Word>(ring: &Ring<'_, W>) -> Option<u64> {
+    let published = load_acquire(ring.published);
+    if published == 0 {
+        return None;
+    }
+    find(ring, published, true, published).map(|(slot, _)| ring.slots[slot].time.load(Relaxed))
+}
+
 /// Whether a frame after `cursor` (the next frame a subscriber wants) is published: a
 /// sleeping subscriber's last check (module `sleep`), whose Acquire fence precedes it.
 pub(crate) fn newer_than<W: Word>(ring: &Ring<'_, W>, cursor: u64) -> bool {

@@ -12,6 +12,7 @@ use ndarray::{ArrayViewMutD, IxDyn, ShapeBuilder};
 use super::files::StreamFiles;
 use super::protocol::{self, PublisherState};
 use super::sleep::{self, Futex};
+use super::subscriber::PublisherId;
 use crate::backoff::{Backoff, Step};
 use crate::dtype::Element;
 use crate::error::{OpenError, StreamError};
@@ -52,6 +53,8 @@ pub struct Publisher<T: Element> {
     /// The Rust type last checked against the per-frame header's dtype (`header_mut`).
     header_type: Option<std::any::TypeId>,
     me: u64,
+    /// Who it is, as its frames say (streams with several publishers).
+    id: PublisherId,
     timeout: Duration,
     /// What must live as long as this handle (the daemon connection that is its lease).
     lease: Option<Arc<dyn std::fmt::Debug + Send + Sync>>,
@@ -112,7 +115,40 @@ impl<T: Element> Publisher<T> {
     /// [`StreamError::PublisherBusy`] while another publisher is attached and not positively
     /// dead.
     pub fn open(path: impl AsRef<Path>) -> Result<Publisher<T>, StreamError> {
-        Self::attach(StreamFiles::open(path, true)?)
+        Self::attach_any(StreamFiles::open_lanes(path, true)?)
+    }
+
+    /// Attaches as a publisher of a stream with several publishers, in the first lane of
+    /// `lanes` that has none ([`StreamFiles::open_lanes`], data files read-write); the lanes
+    /// not taken are closed.
+    ///
+    /// # Errors
+    /// As [`Publisher::attach`]; [`StreamError::PublishersFull`] when every lane has a live
+    /// publisher (for a stream with one lane: [`StreamError::PublisherBusy`]).
+    pub fn attach_any(lanes: Vec<StreamFiles>) -> Result<Publisher<T>, StreamError> {
+        if let Some(first) = lanes.first() {
+            check_element::<T>(first)?;
+        }
+        Self::attach_first_free(lanes, false)
+    }
+
+    fn attach_first_free(
+        lanes: Vec<StreamFiles>,
+        bytes: bool,
+    ) -> Result<Publisher<T>, StreamError> {
+        super::files::check_lanes(&lanes)?;
+        let count = lanes.len() as u32;
+        let name = lanes[0].header().name.clone();
+        for files in lanes {
+            match Self::attach_checked(files, bytes) {
+                Err(StreamError::PublisherBusy { .. }) if count > 1 => continue,
+                got => return got,
+            }
+        }
+        Err(StreamError::PublishersFull {
+            name,
+            max_publishers: count,
+        })
     }
 
     /// Attaches as the publisher of already mapped stream files (data file read-write).
@@ -170,6 +206,10 @@ impl<T: Element> Publisher<T> {
         // A publisher killed while it slept waiting for a slot left itself counted; nobody
         // else counts there (one publisher at a time).
         files.pub_sleepers().store(0, Relaxed);
+        // Only the lane's attached publisher stores it: our attach number.
+        let attach = files.attaches_word().load(Relaxed).wrapping_add(1);
+        files.attaches_word().store(attach, Relaxed);
+        let id = PublisherId::new(files.lane(), attach as u32, me as u32);
         let state = protocol::attach(&files.ring()).keeping(files.history());
         Ok(Publisher {
             files,
@@ -178,6 +218,7 @@ impl<T: Element> Publisher<T> {
             outstanding: None,
             header_type: None,
             me,
+            id,
             timeout: DEFAULT_TIMEOUT,
             lease: None,
             _element: PhantomData,
@@ -190,9 +231,16 @@ impl<T: Element> Publisher<T> {
         self
     }
 
-    /// The stream's files (header, statistics, subscribers).
+    /// The stream's files (header, statistics, subscribers): its lane's, for a stream with
+    /// several publishers.
     pub fn files(&self) -> &StreamFiles {
         &self.files
+    }
+
+    /// Who it is: its lane and attach number, and its pid; the frames of a stream with
+    /// several publishers carry it ([`crate::Sample::publisher`]).
+    pub fn id(&self) -> PublisherId {
+        self.id
     }
 
     /// Elements per frame (bytes per frame for a handle made by `attach_bytes`); for
@@ -574,6 +622,10 @@ impl<T: Element> Publisher<T> {
             // Acquire of that tag, with the frame's bytes.
             word.store(rows, Relaxed);
         }
+        if let Some(word) = self.files.publisher_of_word(slot) {
+            // Relaxed, as the rows.
+            word.store(self.id.word(), Relaxed);
+        }
         let number = protocol::publish(&self.files.ring(), &mut self.state, slot, now_ns());
         // `publish` ended with the fence of the waker's half of the sleep handshake.
         sleep::wake_after_fence(self.files.sleepers(), self.files.futex());
@@ -613,6 +665,14 @@ impl Publisher<u8> {
     /// As [`Publisher::open`], without the dtype check.
     pub fn attach_bytes(files: StreamFiles) -> Result<Publisher<u8>, StreamError> {
         Self::attach_checked(files, true)
+    }
+
+    /// [`Publisher::attach_any`], handling frames as bytes ([`Publisher::attach_bytes`]).
+    ///
+    /// # Errors
+    /// As [`Publisher::attach_any`], without the dtype check.
+    pub fn attach_any_bytes(lanes: Vec<StreamFiles>) -> Result<Publisher<u8>, StreamError> {
+        Self::attach_first_free(lanes, true)
     }
 }
 

@@ -63,6 +63,12 @@ pub(crate) trait Futex: Sync {
     /// reason (callers look again).
     fn wait(&self, seen: u32, at_most: Duration);
 
+    /// Sleeps while every word of `words` holds its value, at most `at_most` (a wake on any
+    /// one ends it); may return early for any reason (callers look again).
+    fn wait_any(words: &[(&Self, u32)], at_most: Duration)
+    where
+        Self: Sized;
+
     /// Wakes every process sleeping on the word.
     fn wake_all(&self);
 
@@ -112,6 +118,19 @@ impl Futex for AtomicU32 {
     fn wait(&self, seen: u32, at_most: Duration) {
         crate::sys::futex_wait(self, seen, at_most);
     }
+    fn wait_any(words: &[(&Self, u32)], at_most: Duration) {
+        match words {
+            [] => {}
+            [(word, seen)] => word.wait(*seen, at_most),
+            [(first, seen), ..] => {
+                // `futex_waitv` needs Linux 5.16; before it, a short sleep on one word and a
+                // look at all of them again.
+                if crate::sys::futex_wait_any(words, at_most).is_err() {
+                    first.wait(*seen, at_most.min(Duration::from_millis(1)));
+                }
+            }
+        }
+    }
     fn wake_all(&self) {
         crate::sys::futex_wake_all(self);
     }
@@ -129,6 +148,36 @@ pub(crate) fn sleep_unless<F: Futex, T>(
     check: impl FnOnce() -> Option<T>,
     sleep: impl FnOnce(u32),
 ) -> Option<T> {
+    sleep_unless_any(&[word], register, check, |seen| sleep(seen[0]))
+}
+
+/// Most words one waiter sleeps on at once: a subscriber of a stream with several publishers
+/// sleeps on every lane's futex word (`format::MAX_PUBLISHERS`).
+pub(crate) const MAX_WORDS: usize = crate::format::MAX_PUBLISHERS as usize;
+
+/// [`sleep_unless`] on several words at once (a subscriber of several lanes): `register`
+/// counts the waiter in the sleeper count of every word's waker, and `sleep` gets the values
+/// read from `words`, in order, to sleep until one of them changes. Each word's waker runs
+/// [`wake`] on its own word alone, and the argument of the module docs holds for each pair
+/// of a waker and its word: either that waker sees the count, or the check sees its
+/// progress; and a bump after the read of its word ends the sleep on all of them.
+///
+/// # Panics
+/// With more than [`MAX_WORDS`] words.
+pub(crate) fn sleep_unless_any<F: Futex, T>(
+    words: &[&F],
+    register: impl FnOnce(),
+    check: impl FnOnce() -> Option<T>,
+    sleep: impl FnOnce(&[u32]),
+) -> Option<T> {
+    assert!(words.len() <= MAX_WORDS, "{} futex words", words.len());
+    let mut seen = [0u32; MAX_WORDS];
+    let seen = &mut seen[..words.len()];
+    let read = |seen: &mut [u32]| {
+        for (value, word) in seen.iter_mut().zip(words) {
+            *value = word.load(Relaxed);
+        }
+    };
     let mut register = Some(register);
     if F::REGISTER_FIRST
         && let Some(register) = register.take()
@@ -137,7 +186,9 @@ pub(crate) fn sleep_unless<F: Futex, T>(
     }
     // Pairs with the waker's fence (`wake`): it sees our count, or we see its progress below.
     F::fence_after_register();
-    let early = F::READ_WORD_FIRST.then(|| word.load(Relaxed));
+    if F::READ_WORD_FIRST {
+        read(seen);
+    }
     // Acquire: a bump we read comes with the progress made before it (the checks are Relaxed
     // loads, `protocol::newer_than` for one).
     F::fence_after_read();
@@ -146,7 +197,10 @@ pub(crate) fn sleep_unless<F: Futex, T>(
         if let Some(register) = register {
             register();
         }
-        sleep(early.unwrap_or_else(|| word.load(Relaxed)));
+        if !F::READ_WORD_FIRST {
+            read(seen);
+        }
+        sleep(seen);
     }
     found
 }

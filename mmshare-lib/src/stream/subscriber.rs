@@ -130,9 +130,32 @@ impl From<Delivery> for SubscribeOptions {
 
 /// The receiving side of a stream.
 ///
+/// A stream with several publishers has one ring (lane) per publisher; a subscriber holds a
+/// record in each and merges them: [`Subscriber::receive`] takes, among the lanes whose next
+/// frame is published, the one published first (module docs, "Several publishers"). Lossy
+/// or lossless, missed counts, `max_held` and the stall policy all apply per lane.
+///
 /// Not `Sync`: one thread receives (samples borrow the subscriber). Dropping it frees its
-/// record for another subscriber.
+/// records for another subscriber.
 pub struct Subscriber<T: Element> {
+    /// One per lane, in lane order (one for a stream with one publisher).
+    lanes: Vec<Lane>,
+    /// The lane the merge looks at first when publish times tie (turns round, so that no
+    /// lane is always last).
+    turn: Cell<usize>,
+    /// The Rust type last checked against the per-frame header's dtype (`Sample::header`).
+    header_type: Cell<Option<std::any::TypeId>>,
+    delivery: Delivery,
+    /// Frames are handled as bytes whatever the dtype (`attach_bytes`).
+    bytes: bool,
+    timeout: Duration,
+    /// What must live as long as this handle (the daemon connection that is its lease).
+    lease: Option<Arc<dyn std::fmt::Debug + Send + Sync>>,
+    _element: PhantomData<fn() -> T>,
+}
+
+/// A subscription's part in one lane: its record there and what it keeps about it.
+struct Lane {
     files: StreamFiles,
     state: RefCell<SubscriberState>,
     /// Bit `k` set = held entry `k` is in use by a live [`Sample`].
@@ -141,84 +164,49 @@ pub struct Subscriber<T: Element> {
     /// record's one `sleeping` flag and one SLEEPERS count stand for all of them, taken when
     /// the first begins and given back when the last ends.
     sleeps: Cell<u32>,
-    /// The Rust type last checked against the per-frame header's dtype (`Sample::header`).
-    header_type: Cell<Option<std::any::TypeId>>,
     max_held: usize,
     delivery: Delivery,
-    /// Frames are handled as bytes whatever the dtype (`attach_bytes`).
-    bytes: bool,
     /// The subscription's owner word (its record's `owner`).
     me: u64,
     /// The frame it started at (its first cursor).
     first: u64,
     /// The process that subscribed (a forked child, another process, drops without freeing).
     process: u64,
-    timeout: Duration,
-    /// What must live as long as this handle (the daemon connection that is its lease).
-    lease: Option<Arc<dyn std::fmt::Debug + Send + Sync>>,
-    _element: PhantomData<fn() -> T>,
 }
 
 impl<T: Element> std::fmt::Debug for Subscriber<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let states: Vec<_> = self.lanes.iter().map(|l| l.state.borrow()).collect();
         f.debug_struct("Subscriber")
-            .field("stream", &self.files.header().name)
+            .field("stream", &self.files().header().name)
             .field("delivery", &self.delivery)
-            .field("state", &self.state)
+            .field("lanes", &states)
             .finish_non_exhaustive()
     }
 }
 
-impl<T: Element> Subscriber<T> {
-    /// Subscribes to the stream directory `path` (`options`: a [`Delivery`], or
-    /// [`SubscribeOptions`]).
-    ///
-    /// # Errors
-    /// As [`Subscriber::attach`].
-    pub fn open(
-        path: impl AsRef<Path>,
-        options: impl Into<SubscribeOptions>,
-    ) -> Result<Subscriber<T>, StreamError> {
-        Self::attach(StreamFiles::open(path, false)?, options)
-    }
+/// What a subscriber knows of one lane (one publisher's ring): [`Subscriber::lane_stats`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct LaneStats {
+    /// The lane's index.
+    pub lane: u32,
+    /// Frames of this lane it skipped so far.
+    pub missed: u64,
+    /// Frames of this lane it received so far.
+    pub received: u64,
+    /// The lane's frame number it wants next.
+    pub next_number: u64,
+    /// The lane's frame number it started at.
+    pub first_frame: u64,
+    /// Samples it may hold from this lane at once.
+    pub max_held: usize,
+}
 
-    /// Subscribes through already mapped stream files, holding at most
-    /// [`SubscribeOptions::max_held`] samples at once (fewer if the stream's hold budget is
-    /// short: see [`Subscriber::max_held`]), starting where the options say.
-    ///
-    /// # Errors
-    /// [`StreamError::BadMaxHeld`] outside `1..=16`; [`StreamError::NoRecord`] when every
-    /// subscriber record is taken; [`StreamError::NoHoldBudget`] when the stream's hold
-    /// capacity ([`StreamFiles::hold_capacity`]) is all granted; a dtype mismatch in
-    /// [`StreamError::Open`].
-    pub fn attach(
-        files: StreamFiles,
-        options: impl Into<SubscribeOptions>,
-    ) -> Result<Subscriber<T>, StreamError> {
-        check_element::<T>(&files)?;
-        Self::attach_checked(files, options.into(), false)
-    }
-
-    fn attach_checked(
-        files: StreamFiles,
-        options: SubscribeOptions,
-        bytes: bool,
-    ) -> Result<Subscriber<T>, StreamError> {
+impl Lane {
+    /// Takes a record in `files`' control file, as `options` say.
+    fn attach(files: StreamFiles, options: SubscribeOptions) -> Result<Lane, StreamError> {
         let (delivery, max_held) = (options.delivery, options.max_held);
-        if !(1..=MAX_HELD).contains(&max_held) {
-            return Err(StreamError::BadMaxHeld {
-                given: max_held,
-                max: MAX_HELD,
-            });
-        }
-        if let StartAt::Frame(n) = options.start_at()
-            && n > protocol::MAX_START
-        {
-            return Err(StreamError::BadStart {
-                given: n,
-                max: protocol::MAX_START,
-            });
-        }
         let process = ProcessId::current().to_word();
         let me = super::files::subscription_nonce();
         let ring = files.ring();
@@ -280,146 +268,25 @@ impl<T: Element> Subscriber<T> {
             StartAt::Frame(n) => n,
             _ => started.cursor,
         };
-        Ok(Subscriber {
+        Ok(Lane {
             files,
             state: RefCell::new(state),
             in_use: Cell::new(0),
             sleeps: Cell::new(0),
-            header_type: Cell::new(None),
             max_held: granted as usize,
             delivery,
-            bytes,
             me,
             first,
             process,
-            timeout: DEFAULT_TIMEOUT,
-            lease: None,
-            _element: PhantomData,
         })
     }
 
-    /// Keeps `lease` alive as long as this handle (the client's daemon connection).
-    pub(crate) fn with_lease(mut self, lease: Arc<dyn std::fmt::Debug + Send + Sync>) -> Self {
-        self.lease = Some(lease);
-        self
-    }
-
-    /// The stream's files (header, statistics, subscribers).
-    pub fn files(&self) -> &StreamFiles {
-        &self.files
-    }
-
-    /// Lossy or lossless: lossy once the publisher demoted a lossless subscriber
-    /// ([`Subscriber::demoted`]).
-    pub fn delivery(&self) -> Delivery {
-        if self.delivery == Delivery::Lossless && self.demoted() {
-            Delivery::Lossy
-        } else {
-            self.delivery
-        }
-    }
-
-    /// Samples this subscriber may hold at once (what it asked for, or less if the stream's
-    /// hold budget was short).
-    pub fn max_held(&self) -> usize {
-        self.max_held
-    }
-
-    /// Frames skipped so far (lossy subscribers that fell behind, or `latest()` jumps).
-    pub fn missed(&self) -> u64 {
-        self.state.borrow().missed
-    }
-
-    /// Frames received so far.
-    pub fn received(&self) -> u64 {
-        self.state.borrow().received
-    }
-
-    /// The frame it started at: the first it wanted ([`StartAt`]). Frames before it were
-    /// published before it subscribed and are not counted as missed.
-    pub fn first_frame(&self) -> u64 {
-        self.first
-    }
-
-    /// The number of the next frame it will receive.
-    pub fn next_number(&self) -> u64 {
-        self.state.borrow().cursor
-    }
-
-    /// How long [`Subscriber::receive_timeout`] waits by default in iteration (10 s).
-    pub fn set_timeout(&mut self, timeout: Duration) {
-        self.timeout = timeout;
-    }
-
-    /// Elements per frame (bytes per frame for a handle made by `attach_bytes`).
-    pub fn frame_len(&self) -> usize {
-        if self.bytes {
-            self.files.header().data_len as usize
-        } else {
-            self.files.header().len() as usize
-        }
-    }
-
-    /// The first byte of the frame `token` holds (`frame_len` elements, page aligned, read
-    /// only), valid until the token is released.
-    pub fn frame_ptr(&self, token: &SampleToken) -> *const u8 {
-        self.files.slot_ptr(token.slot).cast_const()
-    }
-
-    /// The first byte of the per-frame header of the frame `token` holds (read-only, the
-    /// header dtype's size), if the stream's frames carry one; valid while it is held.
-    pub fn header_ptr(&self, token: &SampleToken) -> Option<*const u8> {
-        self.files.header_ptr(token.slot).map(<*mut u8>::cast_const)
-    }
-
-    /// Elements per row, a slice along axis 0 (bytes for a handle made by `attach_bytes`).
-    pub fn row_len(&self) -> usize {
-        self.files.row_units(self.bytes, size_of::<T>())
-    }
-
-    /// The elements (bytes, for `attach_bytes`) of a held frame of `rows` rows.
-    fn len_of(&self, rows: u64) -> usize {
-        if self.files.header().is_variable() {
-            self.row_len() * rows as usize
-        } else {
-            self.frame_len()
-        }
-    }
-
-    /// Checks (once per type) that `H` is the per-frame header's element type.
-    fn check_header<H: Element>(&self) -> Result<(), StreamError> {
-        let id = std::any::TypeId::of::<H>();
-        if self.header_type.get() != Some(id) {
-            super::publisher::check_header_type::<H>(&self.files)?;
-            self.header_type.set(Some(id));
-        }
-        Ok(())
-    }
-
-    /// Releases the hold of `token` (as dropping its sample does).
-    pub fn release_token(&self, token: SampleToken) {
-        self.release(token.entry, token.slot);
-    }
-
-    /// [`Sample::is_intact`] for a token.
-    pub fn token_is_intact(&self, token: &SampleToken) -> bool {
-        protocol::still_intact(
-            &self.files.ring(),
-            self.record(),
-            token.entry,
-            token.slot,
-            token.number.wrapping_add(1),
-        )
-    }
-
-    /// The subscription's owner word (tests).
-    #[cfg(test)]
-    pub(crate) fn owner_word(&self) -> u64 {
-        self.me
-    }
-
-    pub(crate) fn record(&self) -> usize {
+    fn record(&self) -> usize {
         self.state.borrow().record
+    }
+
+    fn cursor(&self) -> u64 {
+        self.state.borrow().cursor
     }
 
     /// Whether the record is still this subscription's (not reclaimed: an evicted one still
@@ -445,11 +312,7 @@ impl<T: Element> Subscriber<T> {
         Ok(())
     }
 
-    /// Whether the publisher demoted this lossless subscriber to lossy (the stream's stall
-    /// policy, after it stalled the publisher): from then on it may miss frames, each counted
-    /// ([`Subscriber::missed`], [`Sample::missed_before`]), and [`Subscriber::delivery`] says
-    /// Lossy.
-    pub fn demoted(&self) -> bool {
+    fn demoted(&self) -> bool {
         // Relaxed: a status; what it changes is the publisher's, not ours. Only while the
         // record is ours (after a reclaim its config is someone else's).
         self.owns_record()
@@ -471,14 +334,8 @@ impl<T: Element> Subscriber<T> {
         Ok(entry)
     }
 
-    fn take(
-        &self,
-        how: fn(
-            &protocol::Ring<'_, std::sync::atomic::AtomicU64>,
-            &mut SubscriberState,
-            usize,
-        ) -> Option<Taken>,
-    ) -> Result<Option<Sample<'_, T>>, StreamError> {
+    /// Takes a frame the way `how` does into a free held entry.
+    fn take(&self, how: Take) -> Result<Option<(usize, Taken)>, StreamError> {
         self.check_record()?;
         let entry = self.free_entry()?;
         let ring = self.files.ring();
@@ -500,41 +357,432 @@ impl<T: Element> Subscriber<T> {
             return Ok(None);
         };
         self.in_use.set(self.in_use.get() | 1 << entry);
-        // Relaxed: the tag's Acquire validation in `protocol::hold` made it visible, and the
-        // hold keeps it from changing.
-        let published_ns = ring.slots[taken.slot].time.load(Relaxed);
         if self.delivery == Delivery::Lossless {
             // Our cursor moved: a publisher waiting for us may go on.
             wake_publisher_side(&self.files);
         }
+        Ok(Some((entry, taken)))
+    }
+
+    /// Counts this subscriber in SLEEPERS and flags its record as asleep: counted first,
+    /// flagged second (and unflagged before uncounted, `uncount_sleeping`), so whoever
+    /// reclaims our record if we die asleep takes us out of SLEEPERS exactly when the flag is
+    /// set.
+    fn count_sleeping(&self) {
+        let n = self.sleeps.get();
+        self.sleeps.set(n + 1);
+        if n > 0 {
+            return; // counted already, by another wait of this handle
+        }
+        self.files.sleepers().fetch_add(1, Relaxed);
+        self.files.ring().records[self.record()]
+            .sleeping
+            .store(1, Relaxed);
+    }
+
+    /// Takes us out of SLEEPERS once the last wait of this handle ends, only if nobody (a
+    /// reclaimer that judged us dead) did it. Not once the record was reclaimed: it may be
+    /// another subscriber's by now, and its `sleeping` flag and count are not ours to clear.
+    fn uncount_sleeping(&self) {
+        let n = self.sleeps.get();
+        self.sleeps.set(n.saturating_sub(1));
+        if n != 1 || !self.owns_record() {
+            return; // another wait of this handle still sleeps (or none was counted)
+        }
+        let sleeping = &self.files.ring().records[self.record()].sleeping;
+        if sleeping.compare_exchange(1, 0, Relaxed, Relaxed).is_ok() {
+            let _ = self
+                .files
+                .sleepers()
+                .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        }
+    }
+
+    fn release(&self, entry: usize, slot: usize) {
+        protocol::release(&self.files.ring(), self.record(), entry, slot);
+        self.in_use.set(self.in_use.get() & !(1 << entry));
+        wake_publisher_side(&self.files);
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        // A forked child that drops its copy must not free the parent's record, and a
+        // subscriber that lost its record (it was judged dead) must not free it again: the
+        // record may belong to another subscriber of this process now.
+        if ProcessId::current().to_word() != self.process || self.state.borrow().lost {
+            return;
+        }
+        // Samples borrow the subscriber, so none is alive here.
+        let freed = protocol::unsubscribe(
+            &self.files.ring(),
+            self.record(),
+            self.me,
+            self.process,
+            super::files::reclaimer_gone,
+        );
+        if freed.is_some_and(|f| f.was_started) {
+            self.files.count_leave();
+        }
+        // Only once the record is free: a reclaimer must never find it owned and unlocked.
+        self.files.unlock_record(self.record());
+        wake_publisher_side(&self.files);
+        self.files.announce_membership();
+    }
+}
+
+/// How a lane's frame is taken: `protocol::receive` or `protocol::latest`.
+type Take = fn(
+    &protocol::Ring<'_, std::sync::atomic::AtomicU64>,
+    &mut SubscriberState,
+    usize,
+) -> Option<Taken>;
+
+impl<T: Element> Subscriber<T> {
+    /// Subscribes to the stream directory `path` (`options`: a [`Delivery`], or
+    /// [`SubscribeOptions`]): to every lane of a stream with several publishers.
+    ///
+    /// # Errors
+    /// As [`Subscriber::attach`].
+    pub fn open(
+        path: impl AsRef<Path>,
+        options: impl Into<SubscribeOptions>,
+    ) -> Result<Subscriber<T>, StreamError> {
+        Self::attach_lanes(StreamFiles::open_lanes(path, false)?, options)
+    }
+
+    /// Subscribes through already mapped stream files, holding at most
+    /// [`SubscribeOptions::max_held`] samples at once (fewer if the stream's hold budget is
+    /// short: see [`Subscriber::max_held`]), starting where the options say.
+    ///
+    /// # Errors
+    /// [`StreamError::BadMaxHeld`] outside `1..=16`; [`StreamError::NoRecord`] when every
+    /// subscriber record is taken; [`StreamError::NoHoldBudget`] when the stream's hold
+    /// capacity ([`StreamFiles::hold_capacity`]) is all granted; a dtype mismatch in
+    /// [`StreamError::Open`]; [`StreamError::Lanes`] for a stream with several publishers
+    /// (use [`Subscriber::attach_lanes`]).
+    pub fn attach(
+        files: StreamFiles,
+        options: impl Into<SubscribeOptions>,
+    ) -> Result<Subscriber<T>, StreamError> {
+        Self::attach_lanes(vec![files], options)
+    }
+
+    /// Subscribes to every lane of a stream with several publishers, given the mapped files
+    /// of each lane in lane order ([`StreamFiles::open_lanes`]; one for a stream with one
+    /// publisher).
+    ///
+    /// # Errors
+    /// As [`Subscriber::attach`]; [`StreamError::Lanes`] when `lanes` are not all the lanes
+    /// of one stream, in order.
+    pub fn attach_lanes(
+        lanes: Vec<StreamFiles>,
+        options: impl Into<SubscribeOptions>,
+    ) -> Result<Subscriber<T>, StreamError> {
+        if let Some(first) = lanes.first() {
+            check_element::<T>(first)?;
+        }
+        Self::attach_checked(lanes, options.into(), false)
+    }
+
+    fn attach_checked(
+        lanes: Vec<StreamFiles>,
+        options: SubscribeOptions,
+        bytes: bool,
+    ) -> Result<Subscriber<T>, StreamError> {
+        let max_held = options.max_held;
+        if !(1..=MAX_HELD).contains(&max_held) {
+            return Err(StreamError::BadMaxHeld {
+                given: max_held,
+                max: MAX_HELD,
+            });
+        }
+        if let StartAt::Frame(n) = options.start_at()
+            && n > protocol::MAX_START
+        {
+            return Err(StreamError::BadStart {
+                given: n,
+                max: protocol::MAX_START,
+            });
+        }
+        super::files::check_lanes(&lanes)?;
+        // A lane attached before one that fails is dropped, and its record freed.
+        let lanes = lanes
+            .into_iter()
+            .map(|files| Lane::attach(files, options))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Subscriber {
+            lanes,
+            turn: Cell::new(0),
+            header_type: Cell::new(None),
+            delivery: options.delivery,
+            bytes,
+            timeout: DEFAULT_TIMEOUT,
+            lease: None,
+            _element: PhantomData,
+        })
+    }
+
+    /// Keeps `lease` alive as long as this handle (the client's daemon connection).
+    pub(crate) fn with_lease(mut self, lease: Arc<dyn std::fmt::Debug + Send + Sync>) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// The stream's files (header, statistics, subscribers): those of lane 0 for a stream with
+    /// several publishers ([`Subscriber::lane_files`] for the others).
+    pub fn files(&self) -> &StreamFiles {
+        &self.lanes[0].files
+    }
+
+    /// The files of lane `lane` (`None` past the last).
+    pub fn lane_files(&self, lane: usize) -> Option<&StreamFiles> {
+        self.lanes.get(lane).map(|l| &l.files)
+    }
+
+    /// The lanes it receives from: the stream's publisher limit (1 for most streams).
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// What it knows of lane `lane` (`None` past the last): its own counts there.
+    pub fn lane_stats(&self, lane: usize) -> Option<LaneStats> {
+        let l = self.lanes.get(lane)?;
+        let state = l.state.borrow();
+        Some(LaneStats {
+            lane: lane as u32,
+            missed: state.missed,
+            received: state.received,
+            next_number: state.cursor,
+            first_frame: l.first,
+            max_held: l.max_held,
+        })
+    }
+
+    /// Lossy or lossless: lossy once the publisher demoted a lossless subscriber
+    /// ([`Subscriber::demoted`]).
+    pub fn delivery(&self) -> Delivery {
+        if self.delivery == Delivery::Lossless && self.demoted() {
+            Delivery::Lossy
+        } else {
+            self.delivery
+        }
+    }
+
+    /// Samples this subscriber may hold at once from each publisher (what it asked for, or
+    /// less if the stream's hold budget was short: the least of its lanes').
+    pub fn max_held(&self) -> usize {
+        self.lanes.iter().map(|l| l.max_held).min().unwrap_or(0)
+    }
+
+    /// Frames skipped so far (lossy subscribers that fell behind, or `latest()` jumps), of
+    /// every publisher.
+    pub fn missed(&self) -> u64 {
+        self.lanes.iter().map(|l| l.state.borrow().missed).sum()
+    }
+
+    /// Frames received so far, of every publisher.
+    pub fn received(&self) -> u64 {
+        self.lanes.iter().map(|l| l.state.borrow().received).sum()
+    }
+
+    /// The frame it started at: the first it wanted ([`StartAt`]). Frames before it were
+    /// published before it subscribed and are not counted as missed. Lane 0's, for a stream
+    /// with several publishers ([`Subscriber::lane_stats`]).
+    pub fn first_frame(&self) -> u64 {
+        self.lanes[0].first
+    }
+
+    /// The number of the next frame it will receive (lane 0's, for a stream with several
+    /// publishers: [`Subscriber::lane_stats`]).
+    pub fn next_number(&self) -> u64 {
+        self.lanes[0].cursor()
+    }
+
+    /// How long [`Subscriber::receive_timeout`] waits by default in iteration (10 s).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Elements per frame (bytes per frame for a handle made by `attach_bytes`).
+    pub fn frame_len(&self) -> usize {
+        if self.bytes {
+            self.files().header().data_len as usize
+        } else {
+            self.files().header().len() as usize
+        }
+    }
+
+    /// The first byte of the frame `token` holds (`frame_len` elements, page aligned, read
+    /// only), valid until the token is released.
+    pub fn frame_ptr(&self, token: &SampleToken) -> *const u8 {
+        self.lanes[token.lane]
+            .files
+            .slot_ptr(token.slot)
+            .cast_const()
+    }
+
+    /// The first byte of the per-frame header of the frame `token` holds (read-only, the
+    /// header dtype's size), if the stream's frames carry one; valid while it is held.
+    pub fn header_ptr(&self, token: &SampleToken) -> Option<*const u8> {
+        self.lanes[token.lane]
+            .files
+            .header_ptr(token.slot)
+            .map(<*mut u8>::cast_const)
+    }
+
+    /// Elements per row, a slice along axis 0 (bytes for a handle made by `attach_bytes`).
+    pub fn row_len(&self) -> usize {
+        self.files().row_units(self.bytes, size_of::<T>())
+    }
+
+    /// The elements (bytes, for `attach_bytes`) of a held frame of `rows` rows.
+    fn len_of(&self, rows: u64) -> usize {
+        if self.files().header().is_variable() {
+            self.row_len() * rows as usize
+        } else {
+            self.frame_len()
+        }
+    }
+
+    /// Checks (once per type) that `H` is the per-frame header's element type.
+    fn check_header<H: Element>(&self) -> Result<(), StreamError> {
+        let id = std::any::TypeId::of::<H>();
+        if self.header_type.get() != Some(id) {
+            super::publisher::check_header_type::<H>(self.files())?;
+            self.header_type.set(Some(id));
+        }
+        Ok(())
+    }
+
+    /// Releases the hold of `token` (as dropping its sample does).
+    pub fn release_token(&self, token: SampleToken) {
+        self.lanes[token.lane].release(token.entry, token.slot);
+    }
+
+    /// [`Sample::is_intact`] for a token.
+    pub fn token_is_intact(&self, token: &SampleToken) -> bool {
+        let lane = &self.lanes[token.lane];
+        protocol::still_intact(
+            &lane.files.ring(),
+            lane.record(),
+            token.entry,
+            token.slot,
+            token.number.wrapping_add(1),
+        )
+    }
+
+    /// The subscription's owner word in lane 0 (tests).
+    #[cfg(test)]
+    pub(crate) fn owner_word(&self) -> u64 {
+        self.lanes[0].me
+    }
+
+    /// Its record in lane 0.
+    #[cfg(test)]
+    pub(crate) fn record(&self) -> usize {
+        self.lanes[0].record()
+    }
+
+    /// Whether a publisher demoted this lossless subscriber to lossy (the stream's stall
+    /// policy, after it stalled the publisher): from then on it may miss frames of that
+    /// publisher, each counted ([`Subscriber::missed`], [`Sample::missed_before`]), and
+    /// [`Subscriber::delivery`] says Lossy.
+    pub fn demoted(&self) -> bool {
+        self.lanes.iter().any(Lane::demoted)
+    }
+
+    /// Takes a frame from lane `lane` the way `how` does.
+    fn take_from(&self, lane: usize, how: Take) -> Result<Option<Sample<'_, T>>, StreamError> {
+        let l = &self.lanes[lane];
+        let Some((entry, taken)) = l.take(how)? else {
+            return Ok(None);
+        };
+        // Relaxed: the tag's Acquire validation in `protocol::hold` made them visible, and the
+        // hold keeps them from changing.
+        let published_ns = l.files.ring().slots[taken.slot].time.load(Relaxed);
+        let publisher = l.files.publisher_of_word(taken.slot).map(|w| PublisherId {
+            lane: lane as u32,
+            word: w.load(Relaxed),
+        });
         Ok(Some(Sample {
             subscriber: self,
+            lane,
             slot: taken.slot,
             entry,
             number: taken.number,
             missed_before: taken.missed_before,
             published_ns,
+            publisher,
             // Read once, while held: the frame's length cannot change under the sample.
-            rows: self.files.rows_of(taken.slot),
+            rows: l.files.rows_of(taken.slot),
         }))
     }
 
-    /// The next frame, if one was published since the last one taken; never waits.
+    /// The lanes in the order the merge tries them: by `key` (lanes without one left out),
+    /// ties from the current turn on.
+    fn lanes_by(&self, key: impl Fn(&Lane) -> Option<u64>, newest: bool) -> Vec<usize> {
+        let n = self.lanes.len();
+        let turn = self.turn.get() % n;
+        let mut order: Vec<(u64, usize, usize)> = (0..n)
+            .filter_map(|i| {
+                let k = key(&self.lanes[i])?;
+                let k = if newest { u64::MAX - k } else { k };
+                Some((k, (i + n - turn) % n, i))
+            })
+            .collect();
+        order.sort_unstable();
+        self.turn.set(turn + 1);
+        order.into_iter().map(|(_, _, i)| i).collect()
+    }
+
+    /// The next frame, if one was published since the last one taken; never waits. With
+    /// several publishers: of the lanes whose next frame is published, the one published
+    /// first (module docs, "Several publishers").
     ///
     /// # Errors
-    /// [`StreamError::HoldLimit`] while `max_held` samples are alive;
-    /// [`StreamError::SubscriptionLost`].
+    /// [`StreamError::HoldLimit`] while `max_held` samples of the lane it would take from
+    /// are alive; [`StreamError::SubscriptionLost`].
     pub fn receive(&self) -> Result<Option<Sample<'_, T>>, StreamError> {
-        self.take(protocol::receive)
+        if self.lanes.len() == 1 {
+            return self.take_from(0, protocol::receive);
+        }
+        let order = self.lanes_by(
+            |l| protocol::next_publish_time(&l.files.ring(), l.cursor()),
+            false,
+        );
+        for lane in order {
+            if let Some(sample) = self.take_from(lane, protocol::receive)? {
+                return Ok(Some(sample));
+            }
+        }
+        Ok(None)
     }
 
     /// The newest published frame (`None` before the first), skipping older ones (counted as
-    /// missed). Returns the newest frame again if it was already received.
+    /// missed). Returns the newest frame again if it was already received. With several
+    /// publishers: the newest by publish time across them, skipping only within its lane.
     ///
     /// # Errors
     /// As [`Subscriber::receive`].
     pub fn latest(&self) -> Result<Option<Sample<'_, T>>, StreamError> {
-        self.take(protocol::latest)
+        if self.lanes.len() == 1 {
+            return self.take_from(0, protocol::latest);
+        }
+        let order = self.lanes_by(|l| protocol::newest_publish_time(&l.files.ring()), true);
+        for lane in order {
+            if let Some(sample) = self.take_from(lane, protocol::latest)? {
+                return Ok(Some(sample));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether some lane has a frame after its cursor (the last check before a sleep).
+    fn anything_new(&self) -> bool {
+        self.lanes
+            .iter()
+            .any(|l| protocol::newer_than(&l.files.ring(), l.cursor()))
     }
 
     /// The next frame, waiting up to `timeout`: spinning briefly, then yielding, then asleep
@@ -561,55 +809,36 @@ impl<T: Element> Subscriber<T> {
         }
     }
 
-    /// Sleeps until the next publish (or `at_most`), registered as a sleeper so that the
-    /// publisher knows to wake us (module `sleep`).
+    /// The futex words of every lane.
+    fn futexes(&self) -> Vec<&std::sync::atomic::AtomicU32> {
+        self.lanes.iter().map(|l| l.files.futex()).collect()
+    }
+
+    /// Sleeps until the next publish of any lane (or `at_most`), registered as a sleeper in
+    /// every lane so that each publisher knows to wake us (module `sleep`).
     fn sleep(&self, at_most: Duration) {
-        let futex = self.files.futex();
-        let ring = self.files.ring();
-        let cursor = self.next_number();
-        sleep::sleep_unless(
-            futex,
+        let words = self.futexes();
+        sleep::sleep_unless_any(
+            &words,
             || self.count_sleeping(),
-            || protocol::newer_than(&ring, cursor).then_some(()),
-            |seen| Futex::wait(futex, seen, at_most),
+            || self.anything_new().then_some(()),
+            |seen| {
+                let pairs: Vec<_> = words.iter().copied().zip(seen.iter().copied()).collect();
+                Futex::wait_any(&pairs, at_most);
+            },
         );
-        // Not once the record was reclaimed: it may be another subscriber's by now, and its
-        // `sleeping` flag and count are not ours to clear.
-        if self.owns_record() {
-            self.uncount_sleeping();
-        }
+        self.uncount_sleeping();
     }
 
-    /// Counts this subscriber in SLEEPERS and flags its record as asleep: counted first,
-    /// flagged second (and unflagged before uncounted, `uncount_sleeping`), so whoever
-    /// reclaims our record if we die asleep takes us out of SLEEPERS exactly when the flag is
-    /// set.
     fn count_sleeping(&self) {
-        let n = self.sleeps.get();
-        self.sleeps.set(n + 1);
-        if n > 0 {
-            return; // counted already, by another wait of this handle
+        for lane in &self.lanes {
+            lane.count_sleeping();
         }
-        self.files.sleepers().fetch_add(1, Relaxed);
-        self.files.ring().records[self.record()]
-            .sleeping
-            .store(1, Relaxed);
     }
 
-    /// Takes us out of SLEEPERS once the last wait of this handle ends, only if nobody (a
-    /// reclaimer that judged us dead) did it.
     fn uncount_sleeping(&self) {
-        let n = self.sleeps.get();
-        self.sleeps.set(n.saturating_sub(1));
-        if n != 1 {
-            return; // another wait of this handle still sleeps (or none was counted)
-        }
-        let sleeping = &self.files.ring().records[self.record()].sleeping;
-        if sleeping.compare_exchange(1, 0, Relaxed, Relaxed).is_ok() {
-            let _ = self
-                .files
-                .sleepers()
-                .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        for lane in &self.lanes {
+            lane.uncount_sleeping();
         }
     }
 
@@ -627,38 +856,6 @@ impl<T: Element> Subscriber<T> {
             Some(next)
         })
     }
-
-    fn release(&self, entry: usize, slot: usize) {
-        protocol::release(&self.files.ring(), self.record(), entry, slot);
-        self.in_use.set(self.in_use.get() & !(1 << entry));
-        wake_publisher_side(&self.files);
-    }
-}
-
-impl<T: Element> Drop for Subscriber<T> {
-    fn drop(&mut self) {
-        // A forked child that drops its copy must not free the parent's record, and a
-        // subscriber that lost its record (it was judged dead) must not free it again: the
-        // record may belong to another subscriber of this process now.
-        if ProcessId::current().to_word() != self.process || self.state.borrow().lost {
-            return;
-        }
-        // Samples borrow the subscriber, so none is alive here.
-        let freed = protocol::unsubscribe(
-            &self.files.ring(),
-            self.record(),
-            self.me,
-            self.process,
-            super::files::reclaimer_gone,
-        );
-        if freed.is_some_and(|f| f.was_started) {
-            self.files.count_leave();
-        }
-        // Only once the record is free: a reclaimer must never find it owned and unlocked.
-        self.files.unlock_record(self.record());
-        wake_publisher_side(&self.files);
-        self.files.announce_membership();
-    }
 }
 
 impl Subscriber<u8> {
@@ -672,7 +869,75 @@ impl Subscriber<u8> {
         files: StreamFiles,
         options: impl Into<SubscribeOptions>,
     ) -> Result<Subscriber<u8>, StreamError> {
-        Self::attach_checked(files, options.into(), true)
+        Self::attach_checked(vec![files], options.into(), true)
+    }
+
+    /// [`Subscriber::attach_bytes`] for every lane of a stream ([`Subscriber::attach_lanes`]).
+    ///
+    /// # Errors
+    /// As [`Subscriber::attach_lanes`], without the dtype check.
+    pub fn attach_lanes_bytes(
+        lanes: Vec<StreamFiles>,
+        options: impl Into<SubscribeOptions>,
+    ) -> Result<Subscriber<u8>, StreamError> {
+        Self::attach_checked(lanes, options.into(), true)
+    }
+}
+
+/// Who published a frame of a stream with several publishers ([`Sample::publisher`]): its
+/// lane, and the publisher's identity word, recorded by the publisher with the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PublisherId {
+    lane: u32,
+    word: u64,
+}
+
+impl PublisherId {
+    pub(crate) fn new(lane: u32, attach: u32, pid: u32) -> PublisherId {
+        PublisherId {
+            lane,
+            word: u64::from(attach) << 32 | u64::from(pid),
+        }
+    }
+
+    /// The lane (ring) it publishes in, `0..max_publishers`.
+    pub fn lane(&self) -> u32 {
+        self.lane
+    }
+
+    /// Its process id (in the publisher's pid namespace).
+    pub fn pid(&self) -> u32 {
+        self.word as u32
+    }
+
+    /// Which attach of its lane it is (1 for the lane's first publisher, then 2, ...): a
+    /// publisher that replaces a dead one in its lane gets the next.
+    pub fn attach(&self) -> u32 {
+        (self.word >> 32) as u32
+    }
+
+    /// One number for the publisher, stable for its life and never reused by a later
+    /// publisher of the stream (while attaches stay below 2^32): its attach and lane.
+    pub fn id(&self) -> u64 {
+        u64::from(self.attach()) << 16 | u64::from(self.lane)
+    }
+
+    /// The word the publisher writes with each frame (frame-info entry, bytes 8..16).
+    pub(crate) fn word(&self) -> u64 {
+        self.word
+    }
+}
+
+impl std::fmt::Display for PublisherId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "publisher {} (lane {}, attach {}, pid {})",
+            self.id(),
+            self.lane,
+            self.attach(),
+            self.pid()
+        )
     }
 }
 
@@ -683,8 +948,10 @@ impl Subscriber<u8> {
 #[derive(Debug)]
 #[must_use = "a sample token holds its slot until released"]
 pub struct SampleToken {
+    lane: usize,
     slot: usize,
     entry: usize,
+    publisher: Option<PublisherId>,
     number: u64,
     missed_before: u64,
     published_ns: u64,
@@ -711,17 +978,29 @@ impl SampleToken {
     pub fn published_ns(&self) -> u64 {
         self.published_ns
     }
+
+    /// As [`Sample::publisher`].
+    pub fn publisher(&self) -> Option<PublisherId> {
+        self.publisher
+    }
+
+    /// As [`Sample::lane`].
+    pub fn lane(&self) -> usize {
+        self.lane
+    }
 }
 
 /// A received frame: a plain `&[T]` over shared memory, never rewritten while it is held.
 /// Dropping it releases the slot.
 pub struct Sample<'a, T: Element> {
     subscriber: &'a Subscriber<T>,
+    lane: usize,
     slot: usize,
     entry: usize,
     number: u64,
     missed_before: u64,
     published_ns: u64,
+    publisher: Option<PublisherId>,
     rows: u64,
 }
 
@@ -731,20 +1010,38 @@ impl<T: Element> std::fmt::Debug for Sample<'_, T> {
             .field("number", &self.number)
             .field("missed_before", &self.missed_before)
             .field("published_ns", &self.published_ns)
+            .field("lane", &self.lane)
             .field("slot", &self.slot)
             .finish()
     }
 }
 
 impl<T: Element> Sample<'_, T> {
-    /// The frame's number (0 for the first frame ever published on the stream).
+    /// The frame's number (0 for the first frame ever published on the stream; with several
+    /// publishers, on its lane: each publisher's frames are numbered in its own order).
     pub fn number(&self) -> u64 {
         self.number
     }
 
-    /// Frames this subscriber skipped just before this one.
+    /// Frames this subscriber skipped just before this one (of the same lane).
     pub fn missed_before(&self) -> u64 {
         self.missed_before
+    }
+
+    /// The lane (publisher ring) it came from: 0 for a stream with one publisher.
+    pub fn lane(&self) -> usize {
+        self.lane
+    }
+
+    /// Who published it, for a stream with several publishers (`None` for a stream with one:
+    /// its frames carry no publisher word).
+    pub fn publisher(&self) -> Option<PublisherId> {
+        self.publisher
+    }
+
+    /// The stream files of its lane.
+    fn files(&self) -> &StreamFiles {
+        &self.subscriber.lanes[self.lane].files
     }
 
     /// When it was published, ns since the Unix epoch.
@@ -760,7 +1057,7 @@ impl<T: Element> Sample<'_, T> {
 
     /// The frame's shape: the stream's, with [`Sample::rows`] as its first dimension.
     pub fn shape(&self) -> Vec<u64> {
-        let mut shape = self.subscriber.files.header().shape.clone();
+        let mut shape = self.files().header().shape.clone();
         if let Some(first) = shape.first_mut() {
             *first = self.rows;
         }
@@ -770,7 +1067,7 @@ impl<T: Element> Sample<'_, T> {
     /// The frame's header bytes (empty if the stream's frames carry none): published with
     /// the frame, held with it.
     pub fn header_bytes(&self) -> &[u8] {
-        let files = &self.subscriber.files;
+        let files = self.files();
         let len = files.header().frame_header_len();
         match files.header_ptr(self.slot) {
             // SAFETY: inside the mapping (checked at open), `len` bytes, not rewritten while
@@ -789,8 +1086,7 @@ impl<T: Element> Sample<'_, T> {
     pub fn header<H: Element>(&self) -> Result<&H, StreamError> {
         self.subscriber.check_header::<H>()?;
         let ptr = self
-            .subscriber
-            .files
+            .files()
             .header_ptr(self.slot)
             .expect("checked: the stream has a per-frame header");
         // SAFETY: `check_header` proved that `H`'s dtype is the header's and its size the
@@ -802,7 +1098,7 @@ impl<T: Element> Sample<'_, T> {
     /// The frame as an N-dimensional view in its shape ([`Sample::shape`]) and the stream's
     /// order.
     pub fn view(&self) -> ArrayViewD<'_, T> {
-        let header = self.subscriber.files.header();
+        let header = self.files().header();
         let dims: Vec<usize> = self.shape().iter().map(|&d| d as usize).collect();
         let fortran = header.order == Order::F;
         ArrayViewD::from_shape(IxDyn(&dims).set_f(fortran), &self[..])
@@ -813,10 +1109,10 @@ impl<T: Element> Sample<'_, T> {
     /// if someone erased the hold in the control file and the publisher reused the slot, in
     /// which case the bytes read may belong to a newer frame.
     pub fn is_intact(&self) -> bool {
-        let sub = self.subscriber;
+        let lane = &self.subscriber.lanes[self.lane];
         protocol::still_intact(
-            &sub.files.ring(),
-            sub.record(),
+            &lane.files.ring(),
+            lane.record(),
             self.entry,
             self.slot,
             self.number.wrapping_add(1),
@@ -831,8 +1127,10 @@ impl<T: Element> Sample<'_, T> {
     pub fn into_token(self) -> SampleToken {
         let me = std::mem::ManuallyDrop::new(self);
         SampleToken {
+            lane: me.lane,
             slot: me.slot,
             entry: me.entry,
+            publisher: me.publisher,
             number: me.number,
             missed_before: me.missed_before,
             published_ns: me.published_ns,
@@ -845,7 +1143,7 @@ impl<T: Element> Deref for Sample<'_, T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
         let sub = self.subscriber;
-        let ptr = sub.files.slot_ptr(self.slot).cast::<T>();
+        let ptr = self.files().slot_ptr(self.slot).cast::<T>();
         // SAFETY: the slot is inside the mapping, page aligned and holds `frame_len`
         // elements (checked at open; element layout checked in `check_element`), and every
         // bit pattern is a valid `T`. The publisher does not write it while we hold it: our
@@ -863,8 +1161,10 @@ impl<'a, T: Element> Sample<'a, T> {
     fn from_token(subscriber: &'a Subscriber<T>, token: SampleToken) -> Sample<'a, T> {
         Sample {
             subscriber,
+            lane: token.lane,
             slot: token.slot,
             entry: token.entry,
+            publisher: token.publisher,
             number: token.number,
             missed_before: token.missed_before,
             published_ns: token.published_ns,
@@ -921,6 +1221,7 @@ impl<T: Element> Subscriber<T> {
         waker: &std::task::Waker,
     ) -> std::task::Poll<Result<SampleToken, StreamError>> {
         wait.registration = None;
+        wait.more.clear();
         let attempt = |s: &Subscriber<T>| s.receive().map(|got| got.map(Sample::into_token));
         let got = match attempt(self) {
             Ok(None) => {
@@ -929,9 +1230,9 @@ impl<T: Element> Subscriber<T> {
                 // is set as the count is taken, so a panic in the attempt leaves no count that
                 // `end_wait` would not give back.
                 let counted = &mut wait.counted;
-                let mut registration = None;
-                let got = sleep::sleep_unless(
-                    self.files.futex(),
+                let mut registrations = Vec::new();
+                let got = sleep::sleep_unless_any(
+                    &self.futexes(),
                     || {
                         if !*counted {
                             self.count_sleeping();
@@ -943,15 +1244,24 @@ impl<T: Element> Subscriber<T> {
                         got => Some(got),
                     },
                     |seen| {
-                        registration = Some(crate::waiter::register(
-                            self.files.data_file(),
-                            crate::format::offsets::FUTEX,
-                            seen,
-                            waker,
-                        ));
+                        registrations = self
+                            .lanes
+                            .iter()
+                            .zip(seen)
+                            .map(|(lane, &seen)| {
+                                crate::waiter::register(
+                                    lane.files.data_file(),
+                                    crate::format::offsets::FUTEX,
+                                    seen,
+                                    waker,
+                                )
+                            })
+                            .collect();
                     },
                 );
-                wait.registration = registration;
+                let mut registrations = registrations.into_iter();
+                wait.registration = registrations.next();
+                wait.more.extend(registrations);
                 match got {
                     Some(got) => got,
                     None => return std::task::Poll::Pending,
@@ -963,13 +1273,12 @@ impl<T: Element> Subscriber<T> {
         std::task::Poll::Ready(got.map(|t| t.expect("a receive that gave something")))
     }
 
-    /// Ends a wait of [`Subscriber::poll_receive_token`]: its registration goes and its
+    /// Ends a wait of [`Subscriber::poll_receive_token`]: its registrations go and its
     /// sleeper count is given back (nothing if it had none).
     pub fn end_wait(&self, wait: &mut crate::waiter::AsyncWait) {
         wait.registration = None;
-        // Not once the record was reclaimed: it may be another subscriber's by now, and its
-        // `sleeping` flag and count are not ours to clear.
-        if std::mem::take(&mut wait.counted) && self.owns_record() {
+        wait.more.clear();
+        if std::mem::take(&mut wait.counted) {
             self.uncount_sleeping();
         }
     }
@@ -1010,6 +1319,6 @@ impl<T: Element> Drop for Recv<'_, T> {
 
 impl<T: Element> Drop for Sample<'_, T> {
     fn drop(&mut self) {
-        self.subscriber.release(self.entry, self.slot);
+        self.subscriber.lanes[self.lane].release(self.entry, self.slot);
     }
 }

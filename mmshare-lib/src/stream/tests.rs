@@ -1807,3 +1807,244 @@ fn the_frame_info_table_is_described_by_the_header() {
         assert!(err.to_string().contains(says), "{err}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Several publishers: one lane each
+
+fn make_lanes(dir: &Path, publishers: u32, slots: u32) -> PathBuf {
+    let mut spec = StreamSpec::new("fan_in", DType::U64, vec![ELEMS as u64]);
+    spec.slots = slots;
+    spec.max_publishers = publishers;
+    create_stream_files(dir, &spec).unwrap().0
+}
+
+/// A stream of 3 publishers has a data and a control file per lane, each lane's header says
+/// which it is, and a stream of one keeps today's layout (no lane bit, no lane files).
+#[test]
+fn a_stream_of_several_publishers_has_one_lane_of_files_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_lanes(dir.path(), 3, 4);
+    let mut names: Vec<String> = std::fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "control",
+            "control.1",
+            "control.2",
+            "data",
+            "data.1",
+            "data.2"
+        ]
+    );
+    let lanes = StreamFiles::open_lanes(&path, false).unwrap();
+    for (k, lane) in lanes.iter().enumerate() {
+        assert_eq!((lane.lane(), lane.header().lanes), (k as u32, 3));
+        assert!(lane.header().has_lanes());
+    }
+    let single = make(dir.path(), 4, 4);
+    let files = StreamFiles::open(&single, false).unwrap();
+    assert!(!files.header().has_lanes());
+    assert_eq!(
+        files.header().format_version(),
+        1,
+        "today's files unchanged"
+    );
+    assert!(!single.join("data.1").exists());
+}
+
+/// Lane files swapped between two streams, or given in the wrong order, are refused with
+/// the reason.
+#[test]
+fn lanes_of_another_stream_or_out_of_order_are_refused() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let pa = make_lanes(a.path(), 2, 4);
+    let pb = make_lanes(b.path(), 2, 4);
+    let mut mixed = vec![StreamFiles::open_lane(&pa, 0, false).unwrap()];
+    mixed.push(StreamFiles::open_lane(&pb, 1, false).unwrap());
+    let err = Subscriber::<u64>::attach_lanes(mixed, Delivery::Lossy).unwrap_err();
+    assert!(
+        matches!(&err, StreamError::Lanes { reason, .. } if reason.contains("lane 1")),
+        "{err}"
+    );
+    let mut swapped = StreamFiles::open_lanes(&pa, false).unwrap();
+    swapped.reverse();
+    let err = Subscriber::<u64>::attach_lanes(swapped, Delivery::Lossy).unwrap_err();
+    assert!(matches!(err, StreamError::Lanes { .. }), "{err}");
+    let one = vec![StreamFiles::open_lane(&pa, 0, false).unwrap()];
+    let err = Subscriber::<u64>::attach_lanes(one, Delivery::Lossy).unwrap_err();
+    assert!(err.to_string().contains("it has 2 lanes"), "{err}");
+}
+
+/// Three publishers attach to three lanes; a fourth is refused with the limit named; a
+/// lane freed by a publisher that leaves is taken by the next, whose frames say it is a
+/// later attach of that lane.
+#[test]
+fn each_publisher_takes_a_free_lane_and_the_limit_is_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_lanes(dir.path(), 3, 4);
+    let mut publishers: Vec<Publisher<u64>> =
+        (0..3).map(|_| Publisher::open(&path).unwrap()).collect();
+    let lanes: Vec<u32> = publishers.iter().map(|p| p.id().lane()).collect();
+    assert_eq!(lanes, [0, 1, 2]);
+    let err = Publisher::<u64>::open(&path).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StreamError::PublishersFull {
+                max_publishers: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("max_publishers"), "{err}");
+    let first = publishers.remove(1).id();
+    assert_eq!((first.attach(), first.pid()), (1, std::process::id()));
+    let again = Publisher::<u64>::open(&path).unwrap();
+    assert_eq!((again.id().lane(), again.id().attach()), (1, 2));
+    assert_ne!(again.id().id(), first.id(), "a new publisher gets a new id");
+}
+
+/// Every frame of every publisher reaches a lossless subscriber exactly once, in each
+/// publisher's order, tagged with its publisher; lane stats count per publisher.
+#[test]
+fn a_lossless_subscriber_gets_every_frame_of_every_publisher_in_each_ones_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_lanes(dir.path(), 3, 4);
+    let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
+    assert_eq!(subscriber.lanes(), 3);
+    const FRAMES: u64 = 2_000;
+    let ids = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                let path = path.clone();
+                scope.spawn(move || {
+                    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+                    for _ in 0..FRAMES {
+                        send(&mut publisher);
+                    }
+                    publisher.id()
+                })
+            })
+            .collect();
+        let mut next = [0u64; 3];
+        let mut seen = std::collections::HashSet::new();
+        while next.iter().any(|&n| n < FRAMES) {
+            let sample = subscriber.receive_timeout(Duration::from_secs(30)).unwrap();
+            let lane = sample.lane();
+            assert_eq!(sample.number(), next[lane], "lane {lane} in order");
+            assert!(is_frame(&sample, sample.number()));
+            assert_eq!(sample.missed_before(), 0);
+            let id = sample.publisher().expect("lanes tag their frames");
+            assert_eq!(id.lane() as usize, lane);
+            seen.insert(id);
+            next[lane] += 1;
+        }
+        let ids: Vec<PublisherId> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(
+            seen,
+            ids.iter().copied().collect(),
+            "tagged by who sent them"
+        );
+        ids
+    });
+    assert_eq!(ids.len(), 3);
+    assert_eq!(
+        (subscriber.received(), subscriber.missed()),
+        (3 * FRAMES, 0)
+    );
+    for lane in 0..3 {
+        let stats = subscriber.lane_stats(lane).unwrap();
+        assert_eq!((stats.received, stats.next_number), (FRAMES, FRAMES));
+    }
+    assert!(subscriber.receive().unwrap().is_none());
+}
+
+/// The merge takes the frame published first among the lanes' next ones, and `latest()`
+/// the newest across lanes.
+#[test]
+fn receive_merges_lanes_by_publish_time_and_latest_is_the_newest_of_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_lanes(dir.path(), 2, 4);
+    let mut a = Publisher::<u64>::open(&path).unwrap();
+    let mut b = Publisher::<u64>::open(&path).unwrap();
+    let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
+    let latest_of = |s: &Subscriber<u64>| s.latest().unwrap().map(|x| (x.lane(), x.number()));
+    assert_eq!(latest_of(&subscriber), None, "nothing published");
+    // b, a, a, b: by publish time (each publish reads the clock after the one before).
+    send(&mut b);
+    std::thread::sleep(Duration::from_millis(2));
+    send(&mut a);
+    std::thread::sleep(Duration::from_millis(2));
+    send(&mut a);
+    std::thread::sleep(Duration::from_millis(2));
+    send(&mut b);
+    let got: Vec<(usize, u64)> = std::iter::from_fn(|| {
+        subscriber
+            .receive()
+            .unwrap()
+            .map(|s| (s.lane(), s.number()))
+    })
+    .collect();
+    assert_eq!(got, [(1, 0), (0, 0), (0, 1), (1, 1)]);
+    assert_eq!(latest_of(&subscriber), Some((1, 1)));
+    std::thread::sleep(Duration::from_millis(2));
+    send(&mut a);
+    assert_eq!(latest_of(&subscriber), Some((0, 2)));
+}
+
+/// A subscriber asleep on every lane is woken by a publish in any lane.
+#[test]
+fn a_subscriber_asleep_is_woken_by_a_publish_in_any_lane() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_lanes(dir.path(), 3, 4);
+    let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossy).unwrap();
+    let mut publishers: Vec<Publisher<u64>> =
+        (0..3).map(|_| Publisher::open(&path).unwrap()).collect();
+    for lane in [2, 0, 1] {
+        let got = std::thread::scope(|scope| {
+            let publisher = &mut publishers[lane];
+            scope.spawn(move || {
+                // Long enough for the receive to be asleep (the backoff sleeps after ~1 ms).
+                std::thread::sleep(Duration::from_millis(100));
+                send(publisher);
+            });
+            let sample = subscriber.receive_timeout(Duration::from_secs(30)).unwrap();
+            sample.lane()
+        });
+        assert_eq!(got, lane);
+    }
+    for lane in 0..3 {
+        let files = subscriber.lane_files(lane).unwrap();
+        assert_eq!(files.sleepers().load(Relaxed), 0, "lane {lane}: uncounted");
+    }
+}
+
+/// Dropping a subscriber of several lanes frees its record in every lane; a subscriber that
+/// cannot get a record in some lane gives back the ones it took.
+#[test]
+fn a_subscriber_of_several_lanes_frees_all_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = StreamSpec::new("full", DType::U64, vec![4]);
+    spec.max_publishers = 2;
+    spec.max_subscribers = 1;
+    let (path, _) = create_stream_files(dir.path(), &spec).unwrap();
+    // Someone holds lane 1's only record.
+    let lane1 = StreamFiles::open_lane(&path, 1, false).unwrap();
+    let ring = lane1.ring();
+    assert!(protocol::claim_record(&ring, 99).is_some());
+    let err = Subscriber::<u64>::open(&path, Delivery::Lossy).unwrap_err();
+    assert!(matches!(err, StreamError::NoRecord { .. }), "{err}");
+    let lane0 = StreamFiles::open_lane(&path, 0, false).unwrap();
+    assert_eq!(lane0.subscribers().len(), 0, "lane 0's record given back");
+    ring.records[0].owner.store(0, Relaxed);
+    let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossy).unwrap();
+    assert_eq!((lane0.subscriber_count(), lane1.subscriber_count()), (1, 1));
+    drop(subscriber);
+    assert_eq!((lane0.subscriber_count(), lane1.subscriber_count()), (0, 0));
+}
