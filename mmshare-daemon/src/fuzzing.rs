@@ -309,7 +309,7 @@ impl Harness {
             Response::Stream(s) => (
                 s.owner_uid,
                 s.backing,
-                stream_len(s) + 4096 + 256 * u64::from(s.max_subscribers),
+                (stream_len(s) + 4096 + 256 * u64::from(s.max_subscribers)) * lanes(s),
             ),
             _ => return Ok(()),
         };
@@ -479,6 +479,10 @@ impl Harness {
         let mut expected_files = BTreeSet::new();
         let mut live = BTreeSet::new();
         for object in &listed {
+            let lanes = match object {
+                ObjectInfo::Array(_) => 1,
+                ObjectInfo::Stream(s) => lanes(s),
+            };
             let (owner, backing, path, len, control) = match object {
                 ObjectInfo::Array(a) => (
                     a.owner_uid,
@@ -519,9 +523,21 @@ impl Harness {
                     on_disk.is_file()
                 ));
             }
-            expected_bytes += len + control;
+            // The other lanes of a stream with several publishers: files of their own, as long.
+            for lane in 1..lanes as u32 {
+                let other = entry.join(mmshare::lane_file(mmshare::internal::DATA_FILE, lane));
+                let size = std::fs::symlink_metadata(&other).map(|m| m.len());
+                if size.as_ref().ok() != Some(&len) {
+                    return Err(format!(
+                        "{:?}: lane {lane}'s {} is {size:?} bytes, its description implies {len}",
+                        object.name(),
+                        other.display(),
+                    ));
+                }
+            }
+            expected_bytes += (len + control) * lanes;
             let usage = expected_usage.entry(owner).or_default();
-            usage.0[usize::from(backing == Backing::Memory)] += len + control;
+            usage.0[usize::from(backing == Backing::Memory)] += (len + control) * lanes;
             usage.1 += 1;
             live.insert((on_disk.dev(), on_disk.ino()));
             // Paths as strings: comparing `PathBuf`s component by component made this check
@@ -685,7 +701,7 @@ pub fn check_reply(fed: &Fed, who: Creds) -> Result<(), String> {
         }
         (Some(Request::OpenStream { role, .. }), Response::Stream(s)) => {
             let need = if *role == StreamRole::Publish { 2 } else { 4 };
-            files == 2 && may(s.owner_uid, s.owner_gid, s.mode, who, need)
+            files as u64 == 2 * lanes(s) && may(s.owner_uid, s.owner_gid, s.mode, who, need)
         }
         (Some(Request::Delete { .. }), Response::Deleted) => {
             files == 0 && fed.before.is_some_and(|(u, g, m)| may(u, g, m, who, 2))
@@ -805,6 +821,11 @@ fn extensions_len(records: Vec<mmshare::format::Extension>) -> u64 {
     } else {
         mmshare::format::padded_len(mmshare::format::encode_extensions(&records).0.len() as u64)
     }
+}
+
+/// The lanes (one per publisher it may have) of a stream.
+fn lanes(s: &StreamInfo) -> u64 {
+    u64::from(s.max_publishers.max(1))
 }
 
 /// A stream data file's length: up to the end of its last slot.
@@ -944,6 +965,7 @@ mod tests {
             history: 0,
             header: String::new(),
             variable: false,
+            max_publishers: 2,
         });
         let open = encode(&Request::Open {
             name: "a".into(),

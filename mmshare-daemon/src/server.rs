@@ -823,6 +823,7 @@ fn dispatch(
             history,
             header,
             variable,
+            max_publishers,
         } => match registry.create_stream(
             who,
             &name,
@@ -838,6 +839,7 @@ fn dispatch(
             history,
             &header,
             variable,
+            max_publishers.max(1),
         ) {
             Ok(info) => (Response::Stream(info), Vec::new(), None),
             Err(e) => (error_response(e), Vec::new(), None),
@@ -872,7 +874,7 @@ fn dispatch(
         },
         Request::Watch { .. } => (Response::Event(WatchEvent::Ready), Vec::new(), None),
         Request::OpenStream { name, role } => match registry.open_stream(who, &name, role) {
-            Ok((info, data, control)) => (Response::Stream(info), vec![data, control], Some(name)),
+            Ok((info, fds)) => (Response::Stream(info), fds, Some(name)),
             Err(e) => (error_response(e), Vec::new(), None),
         },
         Request::Delete { name } => match registry.delete(who, &name) {

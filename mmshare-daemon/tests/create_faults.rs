@@ -65,6 +65,8 @@ fn create(kind: &str, name: &str, backing: Backing) -> Request {
             // A frame-info table too, so that its part of the file is made under the faults.
             header: "<u8".into(),
             variable: true,
+            // Two lanes: each lane's files are made (and cleaned up) under the faults too.
+            max_publishers: 2,
         },
     }
 }

@@ -442,6 +442,7 @@ fn request(rng: &mut Rng, flavor: Flavor) -> Request {
                 history: *rng.pick(&[0, 0, 0, 0, 0, 0, 0, 1, 2]),
                 header: rng.pick(HEADERS).to_string(),
                 variable: rng.chance(3),
+                max_publishers: 1,
             }
         } else {
             Request::Create {
@@ -497,6 +498,7 @@ fn request(rng: &mut Rng, flavor: Flavor) -> Request {
             history: *rng.pick(&[0, 0, 1, 2, 6, 7, u32::MAX]),
             header: rng.pick(HEADERS).to_string(),
             variable: rng.chance(3),
+            max_publishers: *rng.pick(&[0, 1, 1, 1, 1, 1, 1, 2, 3, 17, u32::MAX]),
         },
         11 => Request::OpenStream {
             name,
@@ -606,7 +608,8 @@ fn run_session(session: usize, pool: &[Vec<u8>]) -> BTreeMap<String, usize> {
             .map(|_| {
                 let selector = if flavor == Flavor::Hog && !rng.chance(4) {
                     1
-                } else if flavor == Flavor::Heavy && !rng.chance(4) {
+                } else if matches!(flavor, Flavor::Heavy | Flavor::Crowd) && !rng.chance(4) {
+                    // Mostly the users `--reserve` limits: a crowd of them reaches it.
                     *rng.pick(&[1, 2, 4, 5])
                 } else {
                     rng.below(usize::from(CLIENTS)) as u8

@@ -897,6 +897,8 @@ pub struct StreamOptions {
     pub header: Option<String>,
     /// Whether frames vary in length along axis 0 (default false).
     pub variable: bool,
+    /// Publishers it may have at once, one ring (lane) each (default 1, at most 16).
+    pub max_publishers: u32,
 }
 
 impl StreamOptions {
@@ -916,7 +918,18 @@ impl StreamOptions {
             history: 0,
             header: None,
             variable: false,
+            max_publishers: 1,
         }
+    }
+
+    /// Lets `n` publishers publish at once (1 to [`crate::MAX_PUBLISHERS`]; default 1): each
+    /// gets a ring (lane) of its own, so they never wait for each other, and subscribers
+    /// receive the frames of all of them, each publisher's in its order
+    /// ([`crate::Sample::publisher`] says whose). Every lane has `slots` slots, so the stream
+    /// takes `n` times the space.
+    pub fn max_publishers(mut self, n: u32) -> Self {
+        self.max_publishers = n;
+        self
     }
 
     /// Gives every frame a header of `dtype` (a dtype string: a number, a time, a record's
@@ -1364,6 +1377,7 @@ impl Client {
             history: options.history,
             header: options.header.clone().unwrap_or_default(),
             variable: options.variable,
+            max_publishers: options.max_publishers,
         };
         match self.call(&request)? {
             (Response::Stream(info), _) => Ok(info),
@@ -1375,32 +1389,46 @@ impl Client {
         &self,
         name: &str,
         role: StreamRole,
-    ) -> Result<(StreamFiles, Arc<Lease>), ClientError> {
+    ) -> Result<(Vec<StreamFiles>, Arc<Lease>), ClientError> {
         let request = Request::OpenStream {
             name: name.to_owned(),
             role,
         };
-        let (_, fds) = match self.call(&request)? {
+        let (info, fds) = match self.call(&request)? {
             (Response::Stream(info), fds) => (info, fds),
             (other, _) => return Err(unexpected(&other)),
         };
-        let mut fds = fds.into_iter();
-        let (Some(data), Some(control)) = (fds.next(), fds.next()) else {
-            return Err(ClientError::Protocol(
-                "a stream reply must carry two file descriptors".into(),
-            ));
-        };
-        let Some(control) = adopt_control(std::fs::File::from(control)) else {
+        let lanes = info.max_publishers.max(1) as usize;
+        if fds.len() != 2 * lanes {
             return Err(ClientError::Protocol(format!(
-                "the daemon sent stream {name:?}'s control state in a file whose size anyone \
-                 holding it could change (not a sealed memfd); refusing to map it"
+                "a reply for a stream of {lanes} lanes must carry {} file descriptors, not {}",
+                2 * lanes,
+                fds.len()
             )));
-        };
-        let data = std::fs::File::from(data);
-        // As for arrays: a deleted stream's memory stays counted while someone maps it.
-        let _ = sys::hold_participant_lock(&data);
-        let lease = self.conn.lease(request, &data);
-        let files = StreamFiles::from_files(data, control, role == StreamRole::Publish)?;
+        }
+        let mut fds = fds.into_iter();
+        let mut files = Vec::with_capacity(lanes);
+        let mut lease = None;
+        while let (Some(data), Some(control)) = (fds.next(), fds.next()) {
+            let Some(control) = adopt_control(std::fs::File::from(control)) else {
+                return Err(ClientError::Protocol(format!(
+                    "the daemon sent stream {name:?}'s control state in a file whose size anyone \
+                     holding it could change (not a sealed memfd); refusing to map it"
+                )));
+            };
+            let data = std::fs::File::from(data);
+            // As for arrays: a deleted stream's memory stays counted while someone maps it.
+            let _ = sys::hold_participant_lock(&data);
+            if lease.is_none() {
+                lease = Some(self.conn.lease(request.clone(), &data));
+            }
+            files.push(StreamFiles::from_files(
+                data,
+                control,
+                role == StreamRole::Publish,
+            )?);
+        }
+        let lease = lease.expect("at least one lane");
         Ok((files, Arc::new(lease)))
     }
 
@@ -1412,7 +1440,7 @@ impl Client {
     /// from the daemon; [`StreamError`] from the files (a dtype mismatch included).
     pub fn publisher<T: Element>(&self, name: &str) -> Result<Publisher<T>, ClientError> {
         let (files, conn) = self.open_stream(name, StreamRole::Publish)?;
-        Ok(Publisher::attach(files)?.with_lease(conn))
+        Ok(Publisher::attach_any(files)?.with_lease(conn))
     }
 
     /// Subscribes to stream `name` (needs read permission), holding at most
@@ -1443,7 +1471,7 @@ impl Client {
         options: impl Into<crate::SubscribeOptions>,
     ) -> Result<Subscriber<T>, ClientError> {
         let (files, conn) = self.open_stream(name, StreamRole::Subscribe)?;
-        Ok(Subscriber::attach(files, options)?.with_lease(conn))
+        Ok(Subscriber::attach_lanes(files, options)?.with_lease(conn))
     }
 
     /// [`Client::publisher`] for a stream of any dtype, handling frames as bytes
@@ -1453,7 +1481,7 @@ impl Client {
     /// As [`Client::publisher`], without the dtype check.
     pub fn publisher_bytes(&self, name: &str) -> Result<Publisher<u8>, ClientError> {
         let (files, conn) = self.open_stream(name, StreamRole::Publish)?;
-        Ok(Publisher::attach_bytes(files)?.with_lease(conn))
+        Ok(Publisher::attach_any_bytes(files)?.with_lease(conn))
     }
 
     /// [`Client::subscribe_with`] for a stream of any dtype, handling frames as bytes
@@ -1467,7 +1495,7 @@ impl Client {
         options: impl Into<crate::SubscribeOptions>,
     ) -> Result<Subscriber<u8>, ClientError> {
         let (files, conn) = self.open_stream(name, StreamRole::Subscribe)?;
-        Ok(Subscriber::attach_bytes(files, options)?.with_lease(conn))
+        Ok(Subscriber::attach_lanes_bytes(files, options)?.with_lease(conn))
     }
 
     /// Deletes an array. Processes that map it keep working; the name is free at once.

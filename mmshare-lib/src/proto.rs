@@ -130,10 +130,15 @@ pub enum Request {
         /// Whether frames vary in length along axis 0 (`shape` is the largest frame's).
         #[serde(default)]
         variable: bool,
+        /// Publishers it may have at once, one lane each (1..=16; 0 is read as 1).
+        #[serde(default)]
+        max_publishers: u32,
     },
-    /// Attach to a stream as its publisher or as a subscriber. The reply
-    /// (`Response::Stream`) carries two descriptors: the data file (read-write for the
-    /// publisher, read-only for a subscriber), then the control file (read-write).
+    /// Attach to a stream as a publisher or as a subscriber. The reply
+    /// (`Response::Stream`) carries two descriptors per lane (one lane per publisher the
+    /// stream may have, `StreamInfo::max_publishers`), in lane order: the lane's data file
+    /// (read-write for a publisher, read-only for a subscriber), then its control state
+    /// (read-write).
     OpenStream {
         /// Stream name.
         name: String,
@@ -256,6 +261,12 @@ pub struct StreamInfo {
     /// Whether frames vary in length along axis 0 (`shape` is the largest frame's).
     #[serde(default)]
     pub variable: bool,
+    /// Publishers it may have at once (its lanes).
+    #[serde(default)]
+    pub max_publishers: u32,
+    /// The pids of the publishers attached now, in lane order.
+    #[serde(default)]
+    pub publishers: Vec<u32>,
 }
 
 /// A stream's stall policy on the wire (`crate::StallPolicy`): postcard encodes the variant
@@ -534,6 +545,8 @@ enum Ty {
     Str,
     /// `Vec<u64>`.
     Shape,
+    /// `Vec<u32>`.
+    U32s,
     /// `Option<String>`.
     OptStr,
     /// An enum without fields: its name and its variants, by index.
@@ -621,6 +634,7 @@ const REQUEST: &[(&str, Fields)] = &[
             ("history", Ty::U32),
             ("header", Ty::Str),
             ("variable", Ty::Bool),
+            ("max_publishers", Ty::U32),
         ],
     ),
     ("OpenStream", &[("name", Ty::Str), ("role", ROLE)]),
@@ -671,6 +685,8 @@ const STREAM_INFO: Fields = &[
     ("history", Ty::U32),
     ("header", Ty::Str),
     ("variable", Ty::Bool),
+    ("max_publishers", Ty::U32),
+    ("publishers", Ty::U32s),
 ];
 
 const OBJECT: &[(&str, Fields)] = &[
@@ -787,6 +803,10 @@ impl<'a> Walk<'a> {
                 // Every element takes at least one byte.
                 let n = self.count(what, "elements", 1)?;
                 (0..n).try_for_each(|i| self.varint(&format!("{what}[{i}]"), 64).map(drop))
+            }
+            Ty::U32s => {
+                let n = self.count(what, "elements", 1)?;
+                (0..n).try_for_each(|i| self.varint(&format!("{what}[{i}]"), 32).map(drop))
             }
             Ty::Small(name, variants) => {
                 let at = self.pos;

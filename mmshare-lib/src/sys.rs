@@ -586,9 +586,13 @@ pub(crate) fn send_message(fd: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Most descriptors one received message keeps: two per lane of a stream with the most
+/// publishers (its data file and control state), and two to spare.
+pub(crate) const MAX_RECEIVED_FDS: usize = 2 * crate::format::MAX_PUBLISHERS as usize + 2;
+
 /// A received message: its length (0 means the peer closed), whether it was longer than the
-/// buffer, the descriptors attached to it (received close-on-exec; at most 4 are kept, any
-/// others closed at once), and whether the kernel dropped descriptors it carried
+/// buffer, the descriptors attached to it (received close-on-exec; at most
+/// [`MAX_RECEIVED_FDS`] are kept, any others closed at once), and whether the kernel dropped descriptors it carried
 /// (`MSG_CTRUNC`: this process is at its descriptor limit).
 pub(crate) struct Received {
     pub(crate) len: usize,
@@ -608,7 +612,8 @@ pub(crate) fn try_recv_message(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Recei
 }
 
 fn recv_message_with(fd: &OwnedFd, buf: &mut [u8], flags: net::RecvFlags) -> io::Result<Received> {
-    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    let mut space =
+        [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_RECEIVED_FDS))];
     let mut control = net::RecvAncillaryBuffer::new(&mut space);
     let mut iov = [io::IoSliceMut::new(buf)];
     let msg = loop {
@@ -627,7 +632,7 @@ fn recv_message_with(fd: &OwnedFd, buf: &mut [u8], flags: net::RecvFlags) -> io:
         if let net::RecvAncillaryMessage::ScmRights(fds) = m {
             for received in fds {
                 // Dropping the ones beyond the limit closes them.
-                if kept.len() < 4 {
+                if kept.len() < MAX_RECEIVED_FDS {
                     kept.push(received);
                 }
             }

@@ -706,7 +706,7 @@ impl Registry {
             let state = registry.lock();
             let arrays = state.arrays.values().map(|e| e.key());
             arrays
-                .chain(state.streams.values().map(|e| e.key()))
+                .chain(state.streams.values().flat_map(|e| e.keys()))
                 .collect()
         };
         let stale: Vec<String> = {
@@ -769,13 +769,15 @@ impl Registry {
             .collect::<Vec<_>>();
         let streams = streams
             .iter()
-            .filter_map(|e| Some((e.key(), e.open_state()?)))
+            .filter_map(|e| Some((e.keys(), e.open_state()?)))
             .collect::<Vec<_>>();
         if let Some(k) = lock(&self.keeper).as_mut() {
             let arrays = arrays.iter().map(|(key, o)| (key.clone(), &o.control));
-            let streams = streams
-                .iter()
-                .map(|(key, o)| (key.clone(), o.files.control_file()));
+            let streams = streams.iter().flat_map(|(keys, o)| {
+                keys.iter()
+                    .cloned()
+                    .zip(o.lanes().map(mmshare::StreamFiles::control_file))
+            });
             k.keep_all(arrays.chain(streams));
         }
     }

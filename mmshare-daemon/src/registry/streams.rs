@@ -19,6 +19,7 @@ use mmshare::internal::proto::{
     Backing, ErrorKind, MAX_MESSAGE, ObjectInfo, StreamInfo, StreamRole, SubscriberStat, WireOrder,
 };
 use mmshare::internal::{CONTROL_FILE, DATA_FILE, TEMP_PREFIX, create_stream_data};
+use mmshare::lane_file;
 use mmshare::{
     CreateError, DType, FormatError, Liveness, Order, ProcessId, StallPolicy, StreamError,
     StreamFiles, StreamSpec, validate_name,
@@ -112,14 +113,23 @@ fn stream_differences(
         h.is_variable().to_string(),
         asked.is_variable().to_string(),
     );
+    differ(
+        "max_publishers",
+        h.lanes.to_string(),
+        asked.lanes.to_string(),
+    );
     differs
 }
 
 /// A stream in use, as the daemon holds it open.
 #[derive(Debug)]
 pub struct StreamOpen {
-    /// The daemon's own mapping of its data file and control state.
+    /// The daemon's own mapping of its data file and control state (lane 0's, for a stream
+    /// with several publishers: every subscriber has a record there, so its membership is
+    /// the stream's).
     pub files: StreamFiles,
+    /// Lanes 1 and up of a stream with several publishers.
+    pub more: Vec<StreamFiles>,
     _place: Token,
 }
 
@@ -136,19 +146,27 @@ impl StreamOpen {
         else {
             return false;
         };
-        !self.files.truncated_under_guard()
-            && long_enough(self.files.data_file(), header.file_len())
-            && long_enough(
-                self.files.control_file(),
-                4096 + 256 * u64::from(max_subscribers),
-            )
+        self.lanes().all(|files| {
+            !files.truncated_under_guard()
+                && long_enough(files.data_file(), header.file_len())
+                && long_enough(
+                    files.control_file(),
+                    4096 + 256 * u64::from(max_subscribers),
+                )
+        })
+    }
+
+    /// Every lane's files, lane 0 first.
+    pub fn lanes(&self) -> impl Iterator<Item = &StreamFiles> {
+        std::iter::once(&self.files).chain(&self.more)
     }
 
     /// Whether a process other than the daemon uses the stream: holds its control state or
-    /// maps its data file (a participant lock on either).
+    /// maps its data file (a participant lock on either), in any lane.
     fn in_use(&self) -> bool {
         let locked = |f: &File| mmshare::internal::has_participants(f).unwrap_or(true);
-        locked(self.files.control_file()) || locked(self.files.data_file())
+        self.lanes()
+            .any(|files| locked(files.control_file()) || locked(files.data_file()))
     }
 }
 
@@ -160,9 +178,15 @@ fn wire_order(order: Order) -> WireOrder {
 }
 
 impl StreamEntry {
-    /// The key of its control state in the descriptor keeper.
-    pub(super) fn key(&self) -> String {
-        keeper::key('s', self.id, self.header.created_ns, &self.header.name)
+    /// The key of lane `lane`'s control state in the descriptor keeper: lane 0's is a
+    /// stream's of one publisher; the others add `#LANE` to the name (never part of a name).
+    pub(super) fn lane_key(&self, lane: u32) -> String {
+        lane_key(self.id, &self.header, lane)
+    }
+
+    /// The keys of every lane's control state.
+    pub(super) fn keys(&self) -> Vec<String> {
+        (0..self.header.lanes).map(|k| self.lane_key(k)).collect()
     }
 
     /// The daemon's open state of it, if it is open now.
@@ -175,25 +199,62 @@ impl StreamEntry {
         super::open_checked(&self.path.join(DATA_FILE), self.id, write)
     }
 
-    /// Frames published and the attached publisher: from the daemon's mapping while it holds
-    /// the stream open, else read from the data file. A damaged stream reads as nothing.
-    fn counters(&self) -> (u64, Option<ProcessId>) {
+    /// Opens lane `lane`'s data file (lane 0: [`StreamEntry::open_data`]), never through a
+    /// symlink, and checks that its header is this stream's lane `lane`.
+    fn open_lane_data(&self, lane: u32, write: bool) -> io::Result<File> {
+        if lane == 0 {
+            return self.open_data(write);
+        }
+        let path = self.path.join(lane_file(DATA_FILE, lane));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&path)?;
+        let mut page = vec![0u8; mmshare::format::HEADER_SIZE];
+        let got = read_prefix(&file, &mut page)?;
+        // The whole immutable part, byte for byte (the entry's header has its extension
+        // records applied; a decoded one has not).
+        let end = mmshare::format::offsets::CRC + 4;
+        match Header::decode(&page[..got]) {
+            Ok(h) if h.encode()[..end] == self.header.for_lane(lane).encode()[..end] => Ok(file),
+            _ => Err(io::Error::other(format!(
+                "{} is not lane {lane} of this stream",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Frames published (by every publisher) and the attached publishers, in lane order:
+    /// from the daemon's mapping while it holds the stream open, else read from the data
+    /// files. A damaged stream reads as nothing.
+    fn counters(&self) -> (u64, Vec<ProcessId>) {
         match self.held.get() {
             Some(open) if open.intact(&self.header) => {
-                (open.files.published(), open.files.publisher())
-            }
-            Some(_) => (0, None),
-            None => self
-                .open_data(false)
-                .and_then(|f| {
-                    let whole = f.metadata()?.len() >= self.header.file_len();
-                    Ok(if whole {
-                        mmshare::internal::peek_stream_counters(&f)?
-                    } else {
-                        (0, None)
+                open.lanes()
+                    .fold((0, Vec::new()), |(published, mut publishers), files| {
+                        publishers.extend(files.publisher());
+                        (published + files.published(), publishers)
                     })
+            }
+            Some(_) => (0, Vec::new()),
+            None => (0..self.header.lanes)
+                .map(|lane| {
+                    self.open_lane_data(lane, false)
+                        .and_then(|f| {
+                            let whole = f.metadata()?.len() >= self.header.file_len();
+                            Ok(if whole {
+                                mmshare::internal::peek_stream_counters(&f)?
+                            } else {
+                                (0, None)
+                            })
+                        })
+                        .unwrap_or((0, None))
                 })
-                .unwrap_or((0, None)),
+                .fold((0, Vec::new()), |(published, mut publishers), (n, p)| {
+                    publishers.extend(p);
+                    (published + n, publishers)
+                }),
         }
     }
 
@@ -209,22 +270,23 @@ impl StreamEntry {
         };
         let open = self.held.get().filter(|o| o.intact(&self.header));
         let subs = match open {
-            Some(open) if subscribers => open
-                .files
-                .subscribers()
-                .into_iter()
-                .map(|s| SubscriberStat {
-                    pid: s.who.pid,
-                    lossless: s.lossless,
-                    max_held: s.max_held as u32,
-                    lag: s.lag,
-                    missed: s.missed,
-                    received: s.received,
-                })
-                .collect(),
+            Some(open) if subscribers => {
+                StreamFiles::lane_subscribers(&open.lanes().collect::<Vec<_>>())
+            }
             _ => Vec::new(),
         };
-        let (published, publisher) = self.counters();
+        let subs = subs
+            .into_iter()
+            .map(|s| SubscriberStat {
+                pid: s.who.pid,
+                lossless: s.lossless,
+                max_held: s.max_held as u32,
+                lag: s.lag,
+                missed: s.missed,
+                received: s.received,
+            })
+            .collect();
+        let (published, publishers) = self.counters();
         StreamInfo {
             name: self.header.name.clone(),
             dtype: self.header.dtype.descr().into_owned(),
@@ -241,7 +303,7 @@ impl StreamEntry {
             owner_gid: self.header.owner_gid,
             mode: self.header.mode,
             path: self.path.display().to_string(),
-            publisher: publisher.map(|p| p.pid),
+            publisher: publishers.first().map(|p| p.pid),
             subscribers: subs,
             stall: self.stall.into(),
             history: self.history,
@@ -252,6 +314,8 @@ impl StreamEntry {
                 .map(|d| d.descr().into_owned())
                 .unwrap_or_default(),
             variable: self.header.is_variable(),
+            max_publishers: self.header.lanes,
+            publishers: publishers.iter().map(|p| p.pid).collect(),
         }
     }
 
@@ -271,6 +335,18 @@ fn stream_bytes(header: &Header) -> u64 {
     header
         .file_len()
         .saturating_add(4096 + 256 * u64::from(max_subscribers))
+        .saturating_mul(u64::from(header.lanes))
+}
+
+/// The keeper's key of lane `lane`'s control state of the stream whose lane-0 data file is
+/// `id` and whose header is `header`.
+fn lane_key(id: (u64, u64), header: &Header, lane: u32) -> String {
+    let name = if lane == 0 {
+        header.name.clone()
+    } else {
+        format!("{}#{lane}", header.name)
+    };
+    keeper::key('s', id, header.created_ns, &name)
 }
 
 fn stream_not_found(name: &str) -> RequestError {
@@ -299,8 +375,8 @@ impl Registry {
         if std::fs::remove_file(path.join(CONTROL_FILE)).is_ok() {
             info!(path = %path.display(), "removed an older daemon's control file");
         }
-        let files = match self.map_stream(&path, &name) {
-            Ok(files) => files,
+        let (files, more) = match self.map_stream(&path, &name) {
+            Ok(lanes) => lanes,
             Err(StreamError::Open(mmshare::OpenError::Format { source, .. }))
                 if super::from_a_newer_version(&source) =>
             {
@@ -337,7 +413,9 @@ impl Registry {
                 // Held open only if in use: participants of the daemon that ran before hold
                 // the control state the keeper kept (fresh state has none).
                 let locked = |f: &File| mmshare::internal::has_participants(f).unwrap_or(true);
-                let in_use = locked(files.control_file()) || locked(files.data_file());
+                let in_use = std::iter::once(&files)
+                    .chain(&more)
+                    .any(|f| locked(f.control_file()) || locked(f.data_file()));
                 // Over the budget if need be: its participants need this state.
                 let daemon = self.limits.daemon_uid;
                 let open = in_use.then(|| self.budget.take_over(daemon));
@@ -351,6 +429,7 @@ impl Registry {
                     held: match open {
                         Some(place) => Held::with(StreamOpen {
                             files,
+                            more,
                             _place: place,
                         }),
                         None => Held::empty(),
@@ -381,7 +460,7 @@ impl Registry {
         }
         let name = &entry.header.name;
         let place = self.place("stream", name, uid)?;
-        let files = self.map_stream(&entry.path, name).map_err(|e| match e {
+        let (files, more) = self.map_stream(&entry.path, name).map_err(|e| match e {
             StreamError::Open(mmshare::OpenError::Io { source, .. }) => {
                 open_failed("stream", name, source)
             }
@@ -390,9 +469,12 @@ impl Registry {
         if file_id(files.data_file()).ok() != Some(entry.id) {
             return Err(stream_not_found(name));
         }
-        self.keep(&entry.key(), files.control_file());
+        for (k, lane) in std::iter::once(&files).chain(&more).enumerate() {
+            self.keep(&entry.lane_key(k as u32), lane.control_file());
+        }
         let open = Arc::new(StreamOpen {
             files,
+            more,
             _place: place,
         });
         *slot = Some(open.clone());
@@ -412,7 +494,9 @@ impl Registry {
             return false;
         }
         *slot = None;
-        self.forget(&entry.key());
+        for key in entry.keys() {
+            self.forget(&key);
+        }
         true
     }
 
@@ -445,10 +529,32 @@ impl Registry {
         }
     }
 
-    /// Maps the stream directory `path` for the daemon: its data file read-write, with the
+    /// Maps the stream directory `path` for the daemon, every lane of it (lane 0, then the
+    /// others of a stream with several publishers): its data files read-write, each with the
     /// control state the keeper still holds for it when that fits, else fresh state.
-    fn map_stream(&self, path: &Path, name: &str) -> Result<StreamFiles, StreamError> {
-        let data_path = path.join(DATA_FILE);
+    fn map_stream(
+        &self,
+        path: &Path,
+        name: &str,
+    ) -> Result<(StreamFiles, Vec<StreamFiles>), StreamError> {
+        let first = self.map_lane(path, name, 0, None)?;
+        let mut more = Vec::new();
+        for lane in 1..first.header().lanes {
+            more.push(self.map_lane(path, name, lane, Some(&first))?);
+        }
+        Ok((first, more))
+    }
+
+    /// Maps lane `lane` of the stream directory `path` (`first`: lane 0, whose header the
+    /// lane's must match).
+    fn map_lane(
+        &self,
+        path: &Path,
+        name: &str,
+        lane: u32,
+        first: Option<&StreamFiles>,
+    ) -> Result<StreamFiles, StreamError> {
+        let data_path = path.join(lane_file(DATA_FILE, lane));
         let io = |source| {
             StreamError::Open(mmshare::OpenError::Io {
                 path: data_path.clone(),
@@ -465,6 +571,8 @@ impl Registry {
             })
             .map_err(io)?;
         let id = file_id(&data).map_err(io)?;
+        // The keeper's key is lane 0's data file's identity, with the lane.
+        let key_id = first.map_or(Ok(id), |f| file_id(f.data_file()).map_err(io))?;
         // The geometry comes from the header, validated in full by `from_files` below.
         let mut page = vec![0u8; mmshare::format::HEADER_SIZE];
         let got = read_prefix(&data, &mut page).map_err(io)?;
@@ -492,14 +600,14 @@ impl Registry {
         };
         let control = self
             .control_for(
-                &keeper::key('s', id, header.created_ns, name),
+                &lane_key(key_id, &header, lane),
                 |f| f.metadata().is_ok_and(|m| m.len() == len),
                 fresh,
             )
             .map_err(io)?;
         let data_again = data.try_clone().map_err(io)?;
         mmshare::internal::fault_step(mmshare::internal::FaultStep::Map).map_err(io)?;
-        match StreamFiles::from_files(data, control, true) {
+        let files = match StreamFiles::from_files(data, control, true) {
             // Kept state whose header someone scribbled on (or of another layout version):
             // the stream is fine, its control state is not; start that afresh rather than set
             // the stream aside.
@@ -511,7 +619,28 @@ impl Registry {
                 StreamFiles::from_files(data_again, fresh().map_err(io)?, true)
             }
             other => other,
+        }?;
+        if let Some(first) = first
+            && *files.header() != first.header().for_lane(lane)
+        {
+            return Err(StreamError::Open(mmshare::OpenError::Format {
+                path: data_path,
+                source: FormatError::BadLanes {
+                    lanes: files.header().lanes,
+                    lane: files.header().lane,
+                },
+            }));
         }
+        if first.is_none() && files.header().lane != 0 {
+            return Err(StreamError::Open(mmshare::OpenError::Format {
+                path: data_path,
+                source: FormatError::BadLanes {
+                    lanes: files.header().lanes,
+                    lane: files.header().lane,
+                },
+            }));
+        }
+        Ok(files)
     }
 
     /// The stream `name` as `who` may know it: an object `who` may not read is answered as a
@@ -556,6 +685,7 @@ impl Registry {
         history: u32,
         frame_header: &str,
         variable: bool,
+        max_publishers: u32,
     ) -> Result<StreamInfo, RequestError> {
         validate_name(name)
             .map_err(|e| RequestError::new(ErrorKind::InvalidName, e.to_string()))?;
@@ -591,6 +721,7 @@ impl Registry {
         spec.history = history;
         spec.header = frame_header;
         spec.variable = variable;
+        spec.max_publishers = max_publishers;
         let header = Header::new_stream(&spec).map_err(|e| {
             let kind = match e {
                 FormatError::BadName(_) => ErrorKind::InvalidName,
@@ -738,7 +869,7 @@ impl Registry {
         who: Creds,
         name: &str,
         role: StreamRole,
-    ) -> Result<(StreamInfo, File, File), RequestError> {
+    ) -> Result<(StreamInfo, Vec<File>), RequestError> {
         let entry = self.lookup_stream(name, who)?;
         let (perm, what) = match role {
             StreamRole::Publish => (Perm::Write, "publish to"),
@@ -747,8 +878,9 @@ impl Registry {
         if !permits(&entry.header, who, perm) {
             return Err(denied(name, who, what, &entry.header));
         }
-        let data = entry
-            .open_data(role == StreamRole::Publish)
+        let datas = (0..entry.header.lanes)
+            .map(|lane| entry.open_lane_data(lane, role == StreamRole::Publish))
+            .collect::<io::Result<Vec<File>>>()
             .map_err(|e| open_failed("stream", name, e))?;
         // Under the slot's lock: the daemon's participant lock on the client's copy of the
         // control state is taken before anything can close the stream as unused.
@@ -759,37 +891,51 @@ impl Registry {
         // second publisher in that process is still refused by the attach itself.
         // Whether a publisher is attached is the kernel's word (its liveness lock), else
         // (no OFD locks) the daemon's judgement of the process the stream records.
-        if role == StreamRole::Publish
-            && open.intact(&entry.header)
-            && let Some(publisher) = open.files.publisher()
-            && !(who.pid != 0 && publisher.pid == who.pid)
-            && open
-                .files
-                .publisher_attached()
-                .unwrap_or_else(|| self.judge(name, publisher) != Liveness::Dead)
-        {
-            return Err(RequestError::new(
-                ErrorKind::Busy,
-                format!(
-                    "stream {name:?} already has a publisher (pid {}); a stream has one at a time",
-                    publisher.pid
-                ),
-            ));
+        // With several publishers, only a stream whose every lane is taken is busy.
+        let taken = |files: &StreamFiles| {
+            files.publisher().filter(|publisher| {
+                !(who.pid != 0 && publisher.pid == who.pid)
+                    && files
+                        .publisher_attached()
+                        .unwrap_or_else(|| self.judge(name, *publisher) != Liveness::Dead)
+            })
+        };
+        if role == StreamRole::Publish && open.intact(&entry.header) {
+            let busy: Vec<u32> = open.lanes().filter_map(taken).map(|p| p.pid).collect();
+            if busy.len() == entry.header.lanes as usize {
+                let message = if busy.len() == 1 {
+                    format!(
+                        "stream {name:?} already has a publisher (pid {}); a stream has one at a time unless it is created with max_publishers",
+                        busy[0]
+                    )
+                } else {
+                    format!(
+                        "stream {name:?} already has {} publishers attached (pids {busy:?}), its limit (max_publishers)",
+                        busy.len()
+                    )
+                };
+                return Err(RequestError::new(ErrorKind::Busy, message));
+            }
         }
-        let control = super::client_control(open.files.control_file()).ok_or_else(|| {
-            open_failed(
-                "stream",
-                name,
-                io::Error::other(
-                    "its control state cannot be reopened for the client (is /proc mounted?)",
-                ),
-            )
-        })?;
+        let mut fds = Vec::with_capacity(2 * datas.len());
+        for (data, files) in datas.into_iter().zip(open.lanes()) {
+            let control = super::client_control(files.control_file()).ok_or_else(|| {
+                open_failed(
+                    "stream",
+                    name,
+                    io::Error::other(
+                        "its control state cannot be reopened for the client (is /proc mounted?)",
+                    ),
+                )
+            })?;
+            fds.push(super::client_data(data));
+            fds.push(control);
+        }
         // A watch's monitor looks at it at once: a subscriber is about to join (or a
         // publisher to publish to subscribers about to join).
         self.presence.adopt(&open.files, false);
         drop((open, slot));
-        Ok((entry.info(true), super::client_data(data), control))
+        Ok((entry.info(true), fds))
     }
 
     /// Describes a stream (needs read permission); `None` if `name` is not a stream.
@@ -932,7 +1078,9 @@ impl Registry {
             None => state.refund(owner, entry.backing, bytes),
         }
         drop(state);
-        self.forget(&entry.key());
+        for key in entry.keys() {
+            self.forget(&key);
+        }
     }
 
     /// Deletes a stream: its directory is renamed aside (so the name is free at once) and
@@ -980,11 +1128,13 @@ impl Registry {
                 continue;
             };
             if pid.is_none() {
-                super::cut_back(
-                    open.files.data_file(),
-                    entry.header.file_len(),
-                    &entry.header.name,
-                );
+                for files in open.lanes() {
+                    super::cut_back(
+                        files.data_file(),
+                        entry.header.file_len(),
+                        &entry.header.name,
+                    );
+                }
             }
             if !open.intact(&entry.header) {
                 if pid.is_none() {
@@ -993,7 +1143,7 @@ impl Registry {
                 continue;
             }
             let name = &entry.header.name;
-            if pid.is_none() && open.files.repair_control() {
+            if pid.is_none() && open.lanes().fold(false, |any, f| f.repair_control() | any) {
                 warn!(
                     name,
                     "repaired the stream's control file (someone wrote garbage into it)"
@@ -1005,7 +1155,7 @@ impl Registry {
                 .get(name)
                 .map(|l| l.iter().map(|h| h.who.pid).collect())
                 .unwrap_or_default();
-            let n = open.files.reclaim_subscribers(|who: ProcessId| {
+            let judge = |who: ProcessId| {
                 if pid.is_some_and(|p| p != who.pid) {
                     return Liveness::Unknown;
                 }
@@ -1021,7 +1171,11 @@ impl Registry {
                     }
                     other => other,
                 }
-            });
+            };
+            let n: usize = open
+                .lanes()
+                .map(|files| files.reclaim_subscribers(judge))
+                .sum();
             if n > 0 {
                 warn!(
                     name,

@@ -435,6 +435,32 @@ impl StreamFiles {
 
     /// Every subscriber record in use: who, in which mode, how far behind, how much missed.
     pub fn subscribers(&self) -> Vec<SubscriberInfo> {
+        self.owned_records().into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// The subscribers of a stream with several publishers, given its lanes in order: each
+    /// once, as lane 0's records list them (every subscription has one record in each lane,
+    /// all with its nonce as their owner), with lag, missed and received summed over the
+    /// lanes.
+    pub fn lane_subscribers(lanes: &[&StreamFiles]) -> Vec<SubscriberInfo> {
+        let Some((first, rest)) = lanes.split_first() else {
+            return Vec::new();
+        };
+        let mut all = first.owned_records();
+        for lane in rest {
+            for (owner, other) in lane.owned_records() {
+                if let Some((_, s)) = all.iter_mut().find(|(o, _)| *o == owner) {
+                    s.lag = s.lag.saturating_add(other.lag);
+                    s.missed = s.missed.saturating_add(other.missed);
+                    s.received = s.received.saturating_add(other.received);
+                }
+            }
+        }
+        all.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// The records in use, with their owner words.
+    fn owned_records(&self) -> Vec<(u64, SubscriberInfo)> {
         let published = self.published();
         self.records()
             .iter()
@@ -451,14 +477,17 @@ impl StreamFiles {
                     });
                 let cursor = r.cursor.load(Ordering::Relaxed);
                 let config = r.config.load(Ordering::Relaxed);
-                Some(SubscriberInfo {
-                    who,
-                    lossless: config & layout::CONFIG_LOSSLESS != 0,
-                    max_held: (config & layout::CONFIG_HELD_MASK) as usize,
-                    lag: published.saturating_sub(cursor),
-                    missed: r.missed.load(Ordering::Relaxed),
-                    received: r.received.load(Ordering::Relaxed),
-                })
+                Some((
+                    owner,
+                    SubscriberInfo {
+                        who,
+                        lossless: config & layout::CONFIG_LOSSLESS != 0,
+                        max_held: (config & layout::CONFIG_HELD_MASK) as usize,
+                        lag: published.saturating_sub(cursor),
+                        missed: r.missed.load(Ordering::Relaxed),
+                        received: r.received.load(Ordering::Relaxed),
+                    },
+                ))
             })
             .collect()
     }

@@ -204,11 +204,12 @@ pub struct LaneStats {
 }
 
 impl Lane {
-    /// Takes a record in `files`' control file, as `options` say.
-    fn attach(files: StreamFiles, options: SubscribeOptions) -> Result<Lane, StreamError> {
+    /// Takes a record in `files`' control file, as `options` say, owned by `me` (the
+    /// subscription's nonce: the same in every lane, so that its records can be told apart
+    /// from others' and put together, `files::lane_subscribers`).
+    fn attach(files: StreamFiles, options: SubscribeOptions, me: u64) -> Result<Lane, StreamError> {
         let (delivery, max_held) = (options.delivery, options.max_held);
         let process = ProcessId::current().to_word();
-        let me = super::files::subscription_nonce();
         let ring = files.ring();
         let name = || files.header().name.clone();
         // The record's liveness lock is taken before the claim and held while the record is
@@ -506,10 +507,11 @@ impl<T: Element> Subscriber<T> {
             });
         }
         super::files::check_lanes(&lanes)?;
+        let me = super::files::subscription_nonce();
         // A lane attached before one that fails is dropped, and its record freed.
         let lanes = lanes
             .into_iter()
-            .map(|files| Lane::attach(files, options))
+            .map(|files| Lane::attach(files, options, me))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Subscriber {
             lanes,
