@@ -64,7 +64,16 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
                                         per frame; print 'received=R missed=M last=L'
   stream-hold SOCKET NAME MODE          subscribe, take one frame, print 'holding N', sleep
   stream-loan-hold SOCKET NAME          attach as publisher, loan a slot, half fill it with
-                                        garbage, print 'loaned N', sleep
+                                        garbage, print 'loaned N lane=L', sleep
+  fan-in-pub SOCKET NAME FRAMES        attach as one of the publishers of stream NAME (u64
+                                        frames), print 'lane=L id=ID', publish FRAMES frames
+                                        (element i of frame n of lane L is
+                                        pattern(n + L * 2^40, i)); print 'published N' (or
+                                        'refused kind=K message=M', exit 2)
+  fan-in-sub SOCKET NAME COUNTS         subscribe losslessly, print 'subscribed', take frames
+                                        until lane k gave COUNTS[k] (comma separated), checking
+                                        each is the lane's next, whole, and tagged with its
+                                        lane; print 'received=R missed=M publishers=ID,...'
   stream-latest SOCKET NAME COUNT       call latest() until it returned COUNT frames (30 s at
                                         most), checking each; print 'latest=COUNT newest=N'
                                         and the rate
@@ -201,6 +210,8 @@ fn main() -> ExitCode {
             frames_check(socket, name, frames.parse().unwrap_or(0))
         }
         ["stream-loan-hold", socket, name] => stream_loan_hold(socket, name),
+        ["fan-in-pub", socket, name, frames] => fan_in_pub(socket, name, frames),
+        ["fan-in-sub", socket, name, counts] => fan_in_sub(socket, name, counts),
         ["stream-latest", socket, name, count] => {
             stream_latest(socket, name, count.parse().unwrap_or(1000))
         }
@@ -1214,14 +1225,101 @@ fn stream_hold(socket: &str, name: &str, mode: &str) -> Result<ExitCode> {
 fn stream_loan_hold(socket: &str, name: &str) -> Result<ExitCode> {
     let client = Client::connect(socket)?;
     let mut publisher = client.publisher::<u64>(name)?;
+    let publisher_lane = publisher.id().lane();
     let mut loan = publisher.loan()?;
     let half = loan.len() / 2;
     loan[..half].fill(0xBAD0_BAD0_BAD0_BAD0);
-    say(&format!("loaned {}", loan.number()));
+    say(&format!("loaned {} lane={}", loan.number(), publisher_lane));
     loop {
         std::thread::sleep(Duration::from_secs(1));
         std::hint::black_box(&loan);
     }
+}
+
+/// The tag a frame of lane `lane` numbered `n` is filled from (`fan-in-pub`).
+fn fan_in_tag(lane: u32, n: u64) -> u64 {
+    n + (u64::from(lane) << 40)
+}
+
+fn fan_in_pub(socket: &str, name: &str, frames: &str) -> Result<ExitCode> {
+    let frames: u64 = frames.parse()?;
+    let client = Client::connect(socket)?;
+    let mut publisher = match client.publisher::<u64>(name) {
+        Ok(publisher) => publisher,
+        Err(e) => {
+            say(&format!("refused kind={:?} message={e}", e.kind()));
+            return Ok(ExitCode::from(2));
+        }
+    };
+    publisher.set_timeout(Duration::from_secs(30));
+    let id = publisher.id();
+    say(&format!("lane={} id={}", id.lane(), id.id()));
+    for _ in 0..frames {
+        let mut loan = publisher.loan()?;
+        let tag = fan_in_tag(id.lane(), loan.number());
+        for (i, x) in loan.iter_mut().enumerate() {
+            *x = pattern(tag, i);
+        }
+        loan.publish();
+    }
+    say(&format!("published {frames}"));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fan_in_sub(socket: &str, name: &str, counts: &str) -> Result<ExitCode> {
+    let want: Vec<u64> = counts
+        .split(',')
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()?;
+    let client = Client::connect(socket)?;
+    let options = mmshare::SubscribeOptions::new(Delivery::Lossless).max_held(1);
+    let subscriber = client.subscribe_with::<u64>(name, options)?;
+    if subscriber.lanes() != want.len() {
+        say(&format!(
+            "lanes={} expected={}",
+            subscriber.lanes(),
+            want.len()
+        ));
+        return Ok(ExitCode::from(3));
+    }
+    say("subscribed");
+    let mut next = vec![0u64; want.len()];
+    let mut publishers = std::collections::BTreeSet::new();
+    while next.iter().zip(&want).any(|(n, w)| n < w) {
+        let sample = match subscriber.receive_timeout(Duration::from_secs(30)) {
+            Ok(sample) => sample,
+            Err(StreamError::ReceiveTimeout { .. }) => {
+                say(&format!("timeout next={next:?}"));
+                return Ok(ExitCode::from(4));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let lane = sample.lane();
+        let n = sample.number();
+        let id = sample.publisher();
+        let tag = fan_in_tag(lane as u32, n);
+        let whole = sample
+            .iter()
+            .enumerate()
+            .all(|(i, &x)| x == pattern(tag, i));
+        if n != next[lane] || !whole || id.map(|p| p.lane() as usize) != Some(lane) {
+            say(&format!(
+                "bad frame: lane {lane} number {n} (expected {}), whole {whole}, publisher {id:?}",
+                next[lane]
+            ));
+            return Ok(ExitCode::from(3));
+        }
+        publishers.extend(id.map(|p| p.id()));
+        next[lane] += 1;
+    }
+    let ids: Vec<String> = publishers.iter().map(u64::to_string).collect();
+    say(&format!(
+        "received={} missed={} publishers={}",
+        subscriber.received(),
+        subscriber.missed(),
+        ids.join(",")
+    ));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn stream_latest(socket: &str, name: &str, want: u64) -> Result<ExitCode> {
