@@ -42,7 +42,9 @@ def encode_request(value):
         return _proto.encode_create_stream(f["name"], f["dtype"], f["shape"], f["order"],
                                            f["slots"], f["max_subscribers"],
                                            f["backing"] == "Memory", f["mode"], f["exist_ok"],
-                                           on_stall, after_ms, f.get("history", 0))
+                                           on_stall, after_ms, f.get("history", 0),
+                                           f.get("header", ""), f.get("variable", False),
+                                           f.get("max_publishers", 0))
     if variant == "OpenStream":
         return _proto.encode_open_stream(f["name"], f["role"].lower())
     if variant == "ListAll":
@@ -80,7 +82,9 @@ def stream_info(v):
         backing=v["backing"].lower(), owner_uid=v["owner_uid"], owner_gid=v["owner_gid"],
         mode=v["mode"], path=v["path"], publisher=v["publisher"],
         subscribers=tuple(_proto.SubscriberStat(**s) for s in v["subscribers"]),
-        on_stall=on_stall, stall_after=after_ms / 1000, history=v.get("history", 0))
+        on_stall=on_stall, stall_after=after_ms / 1000, history=v.get("history", 0),
+        header=v.get("header", ""), variable=v.get("variable", False),
+        max_publishers=v.get("max_publishers", 0), publishers=tuple(v.get("publishers", ())))
 
 
 def object_info(v):

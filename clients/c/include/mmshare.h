@@ -126,6 +126,10 @@
 // default); the shape is then the largest frame's.
 #define MMS_OPTION_VARIABLE 6
 
+// `mms_stream_options_set`: how many publishers may publish at once, each in a ring (lane)
+// of its own (1, the default, to 16); subscribers get the frames of all of them.
+#define MMS_OPTION_MAX_PUBLISHERS 7
+
 // For [`mms_subscribe_from`]: where the subscriber starts by default (the next frame if
 // lossy, frame 0 if lossless).
 #define MMS_START_DEFAULT 0
@@ -436,7 +440,8 @@ int mms_stream_options_new(const char *name,
 
 // Sets one of the options: `slots` (frames in the ring), `max_subscribers`, `mode`
 // (permission bits), `history` (the newest frames kept for late subscribers, at most
-// `slots - 2`), `flags` (`MMS_CREATE_*`), `variable` (frames that vary in length: 1).
+// `slots - 2`), `flags` (`MMS_CREATE_*`), `variable` (frames that vary in length: 1),
+// `max_publishers` (publishers at once, one ring each: 1 to 16).
 //
 // # Safety
 // `options` is a live options handle.
@@ -468,7 +473,8 @@ int mms_create_stream_with(struct mms_client *client, struct mms_stream_options 
 // `client` is a live client handle; `name` a NUL-terminated string.
 int mms_wait_for(struct mms_client *client, const char *name, int64_t timeout_ms);
 
-// Attaches as the publisher of stream `name` (`MMS_ERR_BUSY` if another is attached).
+// Attaches as a publisher of stream `name` (`MMS_ERR_BUSY` if another is attached, or as
+// many as the stream's `max_publishers`).
 //
 // # Safety
 // `client` is a live client handle; `name` a NUL-terminated string; `out` valid for a write.
@@ -545,6 +551,14 @@ int mms_publisher_send_with_header(struct mms_publisher *publisher,
                                    size_t header_len,
                                    int64_t timeout_ms,
                                    uint64_t *number);
+
+// This publisher's id and lane: what the frames of a stream of several publishers carry
+// (`mms_sample_publisher`). `lane` may be NULL.
+//
+// # Safety
+// `publisher` is a live publisher handle; `id` valid for a write; `lane` NULL or valid for
+// a write.
+int mms_publisher_id(struct mms_publisher *publisher, uint64_t *id, uint32_t *lane);
 
 // Frames published so far on this stream (the number the next one gets).
 //
@@ -672,11 +686,28 @@ const void *mms_sample_header(const struct mms_sample *sample);
 // As `mms_sample_data`.
 size_t mms_sample_header_len(const struct mms_sample *sample);
 
-// The frame's number (0 for the stream's first frame; 0 for NULL).
+// The frame's number (0 for the stream's first frame; 0 for NULL). On a stream of several
+// publishers, its number in its lane (each publisher's frames are numbered in its order).
 //
 // # Safety
 // As `mms_sample_data`.
 uint64_t mms_sample_number(const struct mms_sample *sample);
+
+// The lane (publisher ring) the frame came from: 0 on a stream of one publisher (0 for
+// NULL).
+//
+// # Safety
+// As `mms_sample_data`.
+uint32_t mms_sample_lane(const struct mms_sample *sample);
+
+// Who published the frame, on a stream of several publishers: the publisher's id (one
+// number for its life, never another's: `(attach << 16) | lane`, never 0), and its pid in
+// `pid` (may be NULL). 0 (and pid 0) on a stream of one publisher, whose frames carry no
+// publisher, or for NULL.
+//
+// # Safety
+// As `mms_sample_data`; `pid` NULL or valid for a write.
+uint64_t mms_sample_publisher(const struct mms_sample *sample, uint32_t *pid);
 
 // Frames this subscriber missed just before this one (0 for NULL).
 //

@@ -134,6 +134,9 @@ pub const MMS_OPTION_FLAGS: c_int = 5;
 /// `mms_stream_options_set`: whether frames vary in length along axis 0 (1) or not (0, the
 /// default); the shape is then the largest frame's.
 pub const MMS_OPTION_VARIABLE: c_int = 6;
+/// `mms_stream_options_set`: how many publishers may publish at once, each in a ring (lane)
+/// of its own (1, the default, to 16); subscribers get the frames of all of them.
+pub const MMS_OPTION_MAX_PUBLISHERS: c_int = 7;
 
 /// For [`mms_subscribe_from`]: where the subscriber starts by default (the next frame if
 /// lossy, frame 0 if lossless).
@@ -246,7 +249,10 @@ fn stream_code(e: &StreamError) -> c_int {
     match e {
         StreamError::Open(o) => open_code(o),
         StreamError::WrongKind { .. } => MMS_ERR_WRONG_KIND,
-        StreamError::PublisherBusy { .. } | StreamError::LoanOutstanding { .. } => MMS_ERR_BUSY,
+        StreamError::PublisherBusy { .. }
+        | StreamError::PublishersFull { .. }
+        | StreamError::LoanOutstanding { .. } => MMS_ERR_BUSY,
+        StreamError::Lanes { .. } => MMS_ERR_INVALID_ARGUMENT,
         StreamError::PublisherLost { .. }
         | StreamError::SubscriptionLost { .. }
         | StreamError::Evicted { .. } => MMS_ERR_LOST,
@@ -1409,7 +1415,8 @@ pub unsafe extern "C" fn mms_stream_options_new(
 
 /// Sets one of the options: `slots` (frames in the ring), `max_subscribers`, `mode`
 /// (permission bits), `history` (the newest frames kept for late subscribers, at most
-/// `slots - 2`), `flags` (`MMS_CREATE_*`), `variable` (frames that vary in length: 1).
+/// `slots - 2`), `flags` (`MMS_CREATE_*`), `variable` (frames that vary in length: 1),
+/// `max_publishers` (publishers at once, one ring each: 1 to 16).
 ///
 /// # Safety
 /// `options` is a live options handle.
@@ -1433,6 +1440,7 @@ pub unsafe extern "C" fn mms_stream_options_set(
             MMS_OPTION_MODE => taken.mode(small()?),
             MMS_OPTION_HISTORY => taken.history(small()?),
             MMS_OPTION_VARIABLE => taken.variable(value != 0),
+            MMS_OPTION_MAX_PUBLISHERS => taken.max_publishers(small()?),
             MMS_OPTION_FLAGS => {
                 let (backing, order, exist_ok) = create_flags(small()?)?;
                 let t = taken.order(order).exist_ok(exist_ok);
@@ -1538,7 +1546,8 @@ pub struct PublisherState {
 pub struct mms_publisher(Option<PublisherState>);
 handle!(mms_publisher, PublisherState, "publisher");
 
-/// Attaches as the publisher of stream `name` (`MMS_ERR_BUSY` if another is attached).
+/// Attaches as a publisher of stream `name` (`MMS_ERR_BUSY` if another is attached, or as
+/// many as the stream's `max_publishers`).
 ///
 /// # Safety
 /// `client` is a live client handle; `name` a NUL-terminated string; `out` valid for a write.
@@ -1827,6 +1836,32 @@ pub unsafe extern "C" fn mms_publisher_send_with_header(
     })
 }
 
+/// This publisher's id and lane: what the frames of a stream of several publishers carry
+/// (`mms_sample_publisher`). `lane` may be NULL.
+///
+/// # Safety
+/// `publisher` is a live publisher handle; `id` valid for a write; `lane` NULL or valid for
+/// a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_publisher_id(
+    publisher: *mut mms_publisher,
+    id: *mut u64,
+    lane: *mut u32,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let p = unsafe { live(publisher) }?;
+        needed(id, "id")?;
+        let me = p.publisher.id();
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe {
+            put(id, me.id());
+            put(lane, me.lane());
+        }
+        Ok(())
+    })
+}
+
 /// Frames published so far on this stream (the number the next one gets).
 ///
 /// # Safety
@@ -1994,6 +2029,8 @@ pub struct mms_sample {
     number: u64,
     missed_before: u64,
     published_ns: u64,
+    lane: u32,
+    publisher: Option<mmshare::PublisherId>,
 }
 
 /// Subscribes to stream `name`: lossless (`lossless` true: every frame in order; the
@@ -2111,6 +2148,8 @@ fn sample_of(
                 header: s.header_ptr(&token).unwrap_or(std::ptr::null()),
                 header_len,
                 rows: token.rows(),
+                lane: token.lane() as u32,
+                publisher: token.publisher(),
                 token: Some(token),
                 number,
                 missed_before,
@@ -2285,7 +2324,8 @@ pub unsafe extern "C" fn mms_sample_header_len(sample: *const mms_sample) -> usi
     unsafe { sample.as_ref() }.map_or(0, |s| s.header_len)
 }
 
-/// The frame's number (0 for the stream's first frame; 0 for NULL).
+/// The frame's number (0 for the stream's first frame; 0 for NULL). On a stream of several
+/// publishers, its number in its lane (each publisher's frames are numbered in its order).
 ///
 /// # Safety
 /// As `mms_sample_data`.
@@ -2293,6 +2333,33 @@ pub unsafe extern "C" fn mms_sample_header_len(sample: *const mms_sample) -> usi
 pub unsafe extern "C" fn mms_sample_number(sample: *const mms_sample) -> u64 {
     // SAFETY: the contract.
     unsafe { sample.as_ref() }.map_or(0, |s| s.number)
+}
+
+/// The lane (publisher ring) the frame came from: 0 on a stream of one publisher (0 for
+/// NULL).
+///
+/// # Safety
+/// As `mms_sample_data`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_sample_lane(sample: *const mms_sample) -> u32 {
+    // SAFETY: the contract.
+    unsafe { sample.as_ref() }.map_or(0, |s| s.lane)
+}
+
+/// Who published the frame, on a stream of several publishers: the publisher's id (one
+/// number for its life, never another's: `(attach << 16) | lane`, never 0), and its pid in
+/// `pid` (may be NULL). 0 (and pid 0) on a stream of one publisher, whose frames carry no
+/// publisher, or for NULL.
+///
+/// # Safety
+/// As `mms_sample_data`; `pid` NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_sample_publisher(sample: *const mms_sample, pid: *mut u32) -> u64 {
+    // SAFETY: the contract.
+    let id = unsafe { sample.as_ref() }.and_then(|s| s.publisher);
+    // SAFETY: NULL or valid for a write (the contract).
+    unsafe { put(pid, id.map_or(0, |p| p.pid())) };
+    id.map_or(0, |p| p.id())
 }
 
 /// Frames this subscriber missed just before this one (0 for NULL).

@@ -182,7 +182,7 @@ pub fn stream_class(e: &StreamError) -> Class {
         | StreamError::BadMaxHeld { .. }
         | StreamError::BadStart { .. }
         | StreamError::WrongKind { .. } => Class::BadInput,
-        StreamError::PublisherBusy { .. } => Class::Busy,
+        StreamError::PublisherBusy { .. } | StreamError::PublishersFull { .. } => Class::Busy,
         StreamError::NoRecord { .. } | StreamError::NoHoldBudget { .. } => Class::Limit,
         _ => Class::Other,
     }

@@ -95,6 +95,10 @@ enum Command {
         /// largest frame's); `sub -o` saves their rows back to back and each frame's rows
         #[arg(long, requires = "stream")]
         variable: bool,
+        /// With --stream: let N publishers publish at once, each in a ring of its own (1 to
+        /// 16); subscribers get the frames of all of them
+        #[arg(long, value_name = "N", default_value_t = 1, requires = "stream")]
+        max_publishers: u32,
     },
     /// List arrays and streams
     Ls {
@@ -325,6 +329,7 @@ fn main() -> ExitCode {
             history,
             header,
             variable,
+            max_publishers,
         } => {
             if stream {
                 commands::create_stream(
@@ -343,6 +348,7 @@ fn main() -> ExitCode {
                         history,
                         header,
                         variable,
+                        max_publishers,
                     },
                 )
             } else {

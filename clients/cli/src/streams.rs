@@ -37,6 +37,8 @@ pub fn stream_json(info: &StreamInfo) -> serde_json::Value {
         "frame_nbytes": info.frame_len,
         "published": info.published,
         "publisher": info.publisher,
+        "max_publishers": info.max_publishers.max(1),
+        "publishers": info.publishers,
         "subscribers": info.subscribers.iter().map(|s| json!({
             "pid": s.pid,
             "mode": if s.lossless { "lossless" } else { "lossy" },
@@ -61,6 +63,7 @@ pub struct Ring {
     pub history: u32,
     pub header: Option<String>,
     pub variable: bool,
+    pub max_publishers: u32,
 }
 
 /// `create --stream`.
@@ -83,6 +86,7 @@ pub fn create(
             .on_stall(ring.on_stall)
             .history(ring.history)
             .variable(ring.variable)
+            .max_publishers(ring.max_publishers)
             .mode(mode_bits)
             .order(order)
             .exist_ok(exist_ok);
@@ -101,7 +105,7 @@ pub fn create(
         Err(e) => return Err(e.into()),
     };
     emit(&format!(
-        "{verb} stream {} {} frames of {}{}{} order {}, {} slots{}, up to {} subscribers ({}) mode {:04o} at {}",
+        "{verb} stream {} {} frames of {}{}{} order {}, {} slots{}{}, up to {} subscribers ({}) mode {:04o} at {}",
         info.name,
         info.dtype,
         if info.variable { "up to " } else { "" },
@@ -115,6 +119,11 @@ pub fn create(
         info.slots,
         if info.history > 0 {
             format!(" keeping the newest {}", info.history)
+        } else {
+            String::new()
+        },
+        if info.max_publishers > 1 {
+            format!(" for each of up to {} publishers", info.max_publishers)
         } else {
             String::new()
         },
@@ -176,11 +185,22 @@ pub fn info(info: &StreamInfo, as_json: bool) -> Result {
         }
     ))?;
     emit(&format!("published:   {}", info.published))?;
-    emit(&format!(
-        "publisher:   {}",
-        info.publisher
-            .map_or_else(|| "none".to_string(), |p| format!("pid {p}"))
-    ))?;
+    if info.max_publishers > 1 {
+        let pids: Vec<String> = info.publishers.iter().map(|p| format!("pid {p}")).collect();
+        emit(&format!(
+            "publishers:  {} of at most {}{}{}",
+            info.publishers.len(),
+            info.max_publishers,
+            if pids.is_empty() { "" } else { ": " },
+            pids.join(", ")
+        ))?;
+    } else {
+        emit(&format!(
+            "publisher:   {}",
+            info.publisher
+                .map_or_else(|| "none".to_string(), |p| format!("pid {p}"))
+        ))?;
+    }
     emit(&format!(
         "subscribers: {} (of at most {})",
         info.subscribers.len(),
@@ -580,6 +600,12 @@ pub fn subscribe(
                 Sink::npy(&sibling(path, "rows"), DType::U64, false, vec![])?,
             ));
         }
+        if info.max_publishers > 1 {
+            companions.push((
+                Companion::Lanes,
+                Sink::npy(&sibling(path, "lanes"), DType::U64, false, vec![2])?,
+            ));
+        }
     }
     let subscriber = client.subscribe_bytes(name, options)?;
     let started = Instant::now();
@@ -606,9 +632,13 @@ pub fn subscribe(
         }
         let wrote = companions.iter_mut().try_for_each(|(what, c)| {
             let rows = sample.rows().to_le_bytes();
+            let mut lane = [0u8; 16];
+            lane[..8].copy_from_slice(&(sample.lane() as u64).to_le_bytes());
+            lane[8..].copy_from_slice(&sample.number().to_le_bytes());
             let bytes = match what {
                 Companion::Headers => sample.header_bytes(),
                 Companion::Rows => &rows[..],
+                Companion::Lanes => &lane[..],
             };
             c.write(bytes, 1).map(drop)
         });
@@ -662,6 +692,9 @@ enum Companion {
     Headers,
     /// Each frame's rows, for variable-size frames (`NAME.rows.npy`).
     Rows,
+    /// Each frame's lane and its number in it, for streams of several publishers
+    /// (`NAME.lanes.npy`, two `u64` per frame).
+    Lanes,
 }
 
 /// `rec.npy` → `rec.WHAT.npy`, beside it.

@@ -26,7 +26,7 @@ from .errors import (AlreadyExists, Busy, ConnectError, Evicted, FormatError, Ho
                      InvalidDtype, InvalidName, InvalidShape, LostWriteSide, MmshareError,
                      NoSpace, NotFound, PermissionDenied, ProtocolError, QuotaExceeded, Timeout,
                      Torn, WrongKind, WrongProcess, WrongServer)
-from .stream import Loan, Publisher, Sample, Subscriber
+from .stream import Loan, Publisher, PublisherId, Sample, Subscriber
 
 from importlib.metadata import PackageNotFoundError as _NotInstalled
 from importlib.metadata import version as _version
@@ -40,7 +40,7 @@ __all__ = [
     "PROTOCOL_VERSION", "ArrayInfo", "StreamInfo", "SubscriberStat", "SharedArray", "Client",
     "Watch", "WatchEvent",
     "connect", "default_socket_path", "Daemon", "find_program", "start_daemon", "__version__",
-    "Loan", "Publisher", "Sample", "Subscriber",
+    "Loan", "Publisher", "PublisherId", "Sample", "Subscriber",
     "AlreadyExists", "Busy", "ConnectError", "Evicted", "FormatError", "HoldLimit", "Internal",
     "InvalidDtype", "InvalidName", "InvalidShape", "LostWriteSide", "MmshareError", "NoSpace",
     "NotFound", "PermissionDenied", "ProtocolError", "QuotaExceeded", "Timeout", "Torn",

@@ -88,6 +88,10 @@ class StreamInfo:
     header: str = ""
     #: Whether frames vary in length along axis 0 (`shape` is the largest frame's).
     variable: bool = False
+    #: Publishers it may have at once (one ring, a lane, each).
+    max_publishers: int = 1
+    #: The pids of the publishers attached now, in lane order.
+    publishers: Tuple[int, ...] = ()
 
 
 def _varint(n: int) -> bytes:
@@ -172,20 +176,21 @@ def _stall(on_stall: str, after_ms: int) -> bytes:
 def encode_create_stream(name: str, dtype: str, shape, order: str, slots: int,
                          max_subscribers: int, memory: bool, mode: int, exist_ok: bool,
                          on_stall: str = "block", after_ms: int = 0,
-                         history: int = 0, header: str = "", variable: bool = False) -> bytes:
+                         history: int = 0, header: str = "", variable: bool = False,
+                         max_publishers: int = 1) -> bytes:
     """Request::CreateStream: `shape`, `dtype` and `order` are one frame's. Note the wire order:
     slots and max_subscribers come before the backing; the stall policy, the history, the
-    per-frame header's dtype and whether frames vary come last."""
+    per-frame header's dtype, whether frames vary and the publisher limit come last."""
     if order not in ORDERS:
         raise ValueError(f"order must be 'C' or 'F', not {order!r}")
     for what, v in (("slots", slots), ("max_subscribers", max_subscribers), ("mode", mode),
-                    ("history", history)):
+                    ("history", history), ("max_publishers", max_publishers)):
         if not 0 <= v < 1 << 32:
             raise ValueError(f"{what} {v} does not fit in an unsigned 32-bit integer")
     body = _string(name) + _string(dtype) + _shape(shape) + _varint(ORDERS.index(order))
     body += _varint(slots) + _varint(max_subscribers) + _varint(1 if memory else 0)
     body += _varint(mode) + _bool(exist_ok) + _stall(on_stall, after_ms) + _varint(history)
-    body += _string(header) + _bool(variable)
+    body += _string(header) + _bool(variable) + _varint(max_publishers)
     return _varint(6) + body
 
 
@@ -322,13 +327,16 @@ class _Reader:
         history = self.varint(32)
         header = self.string()
         variable = self.boolean()
+        max_publishers = self.varint(32)
+        publishers = tuple(self.varint(32) for _ in range(self.count("publishers")))
         return StreamInfo(
             name=name, dtype=dtype, shape=shape, order=order, slots=slots,
             max_subscribers=max_subscribers, data_offset=data_offset, frame_len=frame_len,
             slot_stride=slot_stride, published=published, backing=backing, owner_uid=owner_uid,
             owner_gid=owner_gid, mode=mode, path=path, publisher=publisher,
             subscribers=subscribers, on_stall=on_stall, stall_after=after_ms / 1000,
-            history=history, header=header, variable=variable)
+            history=history, header=header, variable=variable,
+            max_publishers=max_publishers, publishers=publishers)
 
     def object_info(self):
         """ObjectInfo: an ArrayInfo (variant 0) or a StreamInfo (variant 1)."""

@@ -152,7 +152,7 @@ class Client:
     def create_stream(self, name, dtype, shape, slots=8, memory=False, mode=None,
                       exist_ok=False, max_subscribers=16, order="C", on_stall="block",
                       stall_after=1.0, history=0, header=None,
-                      variable=False) -> StreamInfo:
+                      variable=False, max_publishers=1) -> StreamInfo:
         """Creates a stream of `slots` frames, each of `dtype` and `shape`, for at most
         `max_subscribers` subscribers at once; returns its description. `mode`: permission
         bits (default 0o600).
@@ -173,6 +173,12 @@ class Client:
         `shape` is the largest frame's, and each frame has its own rows (`send` a shorter
         array, or set `loan.rows`); samples have their actual shape.
 
+        `max_publishers` lets that many publishers publish at once, each in a ring (lane) of
+        its own, so that none waits for another: every subscriber gets the frames of all of
+        them (a lossless one every frame of each, in each one's order), merged by publish
+        time, and `sample.publisher` says whose each is. The stream takes `max_publishers`
+        times the space.
+
         >>> import numpy as np, mmshare
         >>> daemon = mmshare.start_daemon()
         >>> client = daemon.connect()
@@ -192,11 +198,13 @@ class Client:
         return _info("stream", self._c.create_stream(
             name, _dtype_text(dtype), _shape(shape), order, int(slots), int(max_subscribers),
             bool(memory), int(mode), bool(exist_ok), str(on_stall), float(stall_after),
-            int(history), None if header is None else _dtype_text(header), bool(variable)))
+            int(history), None if header is None else _dtype_text(header), bool(variable),
+            int(max_publishers)))
 
     def publisher(self, name) -> Publisher:
-        """Attaches as the publisher of stream `name` (one at a time: `Busy` otherwise); needs
-        write permission. The connection stays open while it is attached (its lease)."""
+        """Attaches as a publisher of stream `name` (as many at a time as the stream's
+        `max_publishers`, 1 unless created with more: `Busy` past that); needs write
+        permission. The connection stays open while it is attached (its lease)."""
         info, native = self._c.publisher(name)
         publisher = Publisher(_info("stream", info), native, lease=self)
         publisher._origin = (self._args, name, {})

@@ -91,6 +91,7 @@ class Client:
         history: int = 0,
         header: npt.DTypeLike | None = None,
         variable: bool = False,
+        max_publishers: int = 1,
     ) -> StreamInfo: ...
     def publisher(self, name: str) -> Publisher[Any]: ...
     def subscribe(

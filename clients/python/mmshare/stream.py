@@ -22,6 +22,7 @@ therefore never shows a frame the publisher has reused. Views that are kept coun
 import sys
 
 import types
+from typing import NamedTuple
 
 import numpy as np
 
@@ -189,8 +190,25 @@ class _Handle(_fork.Owned):
         self.close()
 
 
+class PublisherId(NamedTuple):
+    """Who published a frame of a stream of several publishers (`Sample.publisher`,
+    `Publisher.id`): `id`, one number for the publisher's life, never another's; its `lane`
+    (ring); its `attach` (1 for its lane's first publisher, then 2 for the one that replaced
+    it, ...); its `pid`."""
+    id: int
+    lane: int
+    attach: int
+    pid: int
+
+
 class Publisher(_Handle):
-    """The publishing side of a stream (one at a time: another gets `Busy`)."""
+    """The publishing side of a stream (as many at a time as its `max_publishers`: another
+    gets `Busy`)."""
+
+    @property
+    def id(self) -> PublisherId:
+        """Who it is: the identity its frames carry on a stream of several publishers."""
+        return PublisherId(*self._native.identity)
 
     @property
     def next_number(self) -> int:
@@ -308,6 +326,10 @@ class Sample:
         self._native = native
         self._subscriber = subscriber
         self.number = native.number
+        #: The lane (publisher ring) it came from: 0 on a stream of one publisher.
+        self.lane = native.lane
+        #: Who published it (a `PublisherId`), on a stream of several publishers; else None.
+        self.publisher = None if native.publisher is None else PublisherId(*native.publisher)
         self.missed_before = native.missed_before
         self.published_ns = native.published_ns
         #: The rows the frame has (its length along axis 0).

@@ -1,5 +1,5 @@
 from types import TracebackType
-from typing import Any, AsyncIterator, Generic, Iterator, Literal, TypeVar
+from typing import Any, AsyncIterator, Generic, Iterator, Literal, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -10,6 +10,12 @@ _S = TypeVar("_S", bound=np.generic)
 _Casting = Literal["no", "equiv", "safe", "same_kind", "unsafe"]
 
 LOAN_TIMEOUT: float
+
+class PublisherId(NamedTuple):
+    id: int
+    lane: int
+    attach: int
+    pid: int
 
 class Loan(Generic[_S]):
     number: int | None
@@ -39,6 +45,8 @@ class _Handle(Generic[_S]):
 
 class Publisher(_Handle[_S]):
     @property
+    def id(self) -> PublisherId: ...
+    @property
     def next_number(self) -> int: ...
     @property
     def subscriber_count(self) -> int: ...
@@ -65,6 +73,8 @@ class Publisher(_Handle[_S]):
 
 class Sample(Generic[_S]):
     number: int
+    lane: int
+    publisher: PublisherId | None
     missed_before: int
     published_ns: int
     rows: int

@@ -105,6 +105,8 @@ pub(crate) fn stream_info<'py>(py: Python<'py>, info: &StreamInfo) -> PyResult<B
     d.set_item("history", info.history)?;
     d.set_item("header", &info.header)?;
     d.set_item("variable", info.variable)?;
+    d.set_item("max_publishers", info.max_publishers.max(1))?;
+    d.set_item("publishers", PyTuple::new(py, &info.publishers)?)?;
     d.set_item("stall_after", f64::from(after_ms) / 1000.0)?;
     Ok(d)
 }
@@ -286,6 +288,7 @@ impl Connection {
         history: u32,
         header: Option<String>,
         variable: bool,
+        max_publishers: u32,
     ) -> PyResult<Bound<'py, PyDict>> {
         let after = std::time::Duration::try_from_secs_f64(stall_after).map_err(|_| {
             pyo3::exceptions::PyValueError::new_err(format!(
@@ -310,7 +313,8 @@ impl Connection {
             .exist_ok(exist_ok)
             .on_stall(stall)
             .history(history)
-            .variable(variable);
+            .variable(variable)
+            .max_publishers(max_publishers);
         if let Some(header) = header {
             options = options.header(header);
         }

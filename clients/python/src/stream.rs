@@ -41,7 +41,7 @@ pub(crate) fn error(py: Python<'_>, e: StreamError) -> PyErr {
         StreamError::ReceiveTimeout { .. }
         | StreamError::LoanTimeout { .. }
         | StreamError::SubscribersTimeout { .. } => "Timeout",
-        StreamError::PublisherBusy { .. } => "Busy",
+        StreamError::PublisherBusy { .. } | StreamError::PublishersFull { .. } => "Busy",
         StreamError::HoldLimit { .. } => "HoldLimit",
         StreamError::Evicted { .. } => "Evicted",
         StreamError::NoRecord { .. } | StreamError::NoHoldBudget { .. } => "QuotaExceeded",
@@ -66,11 +66,13 @@ pub(crate) struct NativePublisher {
     row_bytes: usize,
     header_bytes: usize,
     variable: bool,
+    id: mmshare::PublisherId,
 }
 
 impl NativePublisher {
     pub(crate) fn new(publisher: Publisher<u8>) -> NativePublisher {
         NativePublisher {
+            id: publisher.id(),
             frame_bytes: publisher.frame_len(),
             row_bytes: publisher.row_len(),
             header_bytes: publisher.header_dtype().map_or(0, mmshare::DType::size),
@@ -80,8 +82,22 @@ impl NativePublisher {
     }
 }
 
+/// A publisher's identity as Python sees it: `(id, lane, attach, pid)`.
+type PublisherTuple = (u64, u32, u32, u32);
+
+fn publisher_tuple(id: mmshare::PublisherId) -> PublisherTuple {
+    (id.id(), id.lane(), id.attach(), id.pid())
+}
+
 #[pymethods]
 impl NativePublisher {
+    /// Who it is: `(id, lane, attach, pid)` (module docs of the Rust `stream` module,
+    /// "Several publishers").
+    #[getter]
+    fn identity(&self) -> PublisherTuple {
+        publisher_tuple(self.id)
+    }
+
     /// Bytes per frame (the largest frame, for variable-size frames).
     #[getter]
     fn frame_bytes(&self) -> usize {
@@ -545,6 +561,8 @@ impl NativeSubscriber {
 
     fn sample(&self, (token, address, header_address): Held) -> NativeSample {
         NativeSample {
+            lane: token.lane(),
+            publisher: token.publisher().map(publisher_tuple),
             number: token.number(),
             missed_before: token.missed_before(),
             published_ns: token.published_ns(),
@@ -725,6 +743,8 @@ impl NativeSubscriber {
 pub(crate) struct NativeSample {
     shared: Arc<Shared>,
     token: Mutex<Option<SampleToken>>,
+    lane: usize,
+    publisher: Option<PublisherTuple>,
     number: u64,
     missed_before: u64,
     published_ns: u64,
@@ -754,6 +774,18 @@ impl NativeSample {
     #[getter]
     fn number(&self) -> u64 {
         self.number
+    }
+
+    /// The lane (publisher ring) it came from.
+    #[getter]
+    fn lane(&self) -> usize {
+        self.lane
+    }
+
+    /// Who published it, `(id, lane, attach, pid)`, for a stream of several publishers.
+    #[getter]
+    fn publisher(&self) -> Option<PublisherTuple> {
+        self.publisher
     }
 
     #[getter]

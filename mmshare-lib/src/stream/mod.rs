@@ -1,6 +1,6 @@
 //! Streams: a ring of frames that one publisher fills in place and any number of subscribers
 //! read in place, every frame delivered (or every miss counted), with no system call on the
-//! fast path.
+//! fast path; and streams of several publishers, one such ring each ("Several publishers").
 //!
 //! # The pieces
 //!
@@ -139,6 +139,50 @@
 //! (`model_try_loan_never_fails_with_only_lossy_subscribers`). Lossy subscribers therefore
 //! never make the publisher wait.
 //!
+//! # Several publishers: one ring per publisher
+//!
+//! A stream created with `max_publishers` P > 1 is P of the rings above under one name, one
+//! **lane** per publisher: lane 0 is `data` and `control`, lane k is `data.k` and `control.k`
+//! (control state in sealed memfds through the daemon, as for lane 0). Each lane is the
+//! single-publisher ring of this essay, word for word, so each publisher keeps the fast path
+//! above and no publisher ever waits for another: there is no word, lock or line that two
+//! publishers share. Every lane's data header carries the same stream (feature bit `LANES`,
+//! the lane count and its own index: docs/FORMAT.md, "Lanes"), and whoever opens the lanes
+//! checks that they are one stream's, in order.
+//!
+//! * **A publisher** attaches to the first lane it can take, exactly as a lone publisher
+//!   takes a stream (the `PUBLISHER` word and its liveness lock); past the limit it gets
+//!   `StreamError::PublishersFull`. Each attach bumps the lane's `ATTACHES` word, and the
+//!   publisher writes its identity (its pid, and that attach number) into each frame's
+//!   frame-info entry while it holds the loan, as it writes the rows: a subscriber reads it
+//!   under its hold with the frame ([`Sample::publisher`]). A publisher that dies is found
+//!   and replaced per lane as above; its replacement continues the lane's numbering, so a
+//!   frame's number is its number *in its lane*.
+//! * **A subscriber** holds one record in every lane (all with the same nonce, so that the
+//!   daemon can list it once), and everything of this essay holds per lane: its cursor, its
+//!   holds, its `max_held` (per lane), lossless or lossy, its missed counts
+//!   ([`Subscriber::lane_stats`]), history and the stall policy (a publisher applies its
+//!   stream's policy to the subscriber's record in its own lane). A lossless subscriber
+//!   therefore gets every frame of every publisher, in each publisher's order, exactly once;
+//!   a slow one holds back each publisher only in its own lane.
+//! * **Merging.** `receive` looks at each lane's next frame (its tag and publish time, read
+//!   without a hold: `protocol::next_publish_time`) and takes from the lane whose next frame
+//!   was published first, then validates the take as above; a lane that fell behind
+//!   (its next frame no longer offered) goes first, and ties go round the lanes. Publish
+//!   times are `CLOCK_REALTIME` readings taken just before each publish, so the order across
+//!   publishers is their order of arrival as far as the clocks of one machine tell; within a
+//!   publisher it is exact. `latest()` takes the newest frame by publish time across lanes
+//!   and skips (and counts) only within that lane.
+//! * **Sleeping.** A subscriber that finds nothing in any lane registers in every lane's
+//!   `SLEEPERS`, fences once, reads every lane's `FUTEX`, checks every lane, and sleeps on all
+//!   the futex words at once (`futex_waitv`, Linux 5.16; before it, 1 ms naps). Each
+//!   publisher runs the waker's half on its own lane only. The argument of "Sleeping" below
+//!   holds for each pair of a publisher and its lane's words, so a publish in any lane wakes
+//!   it, and a publish nobody sleeps on still makes no system call
+//!   (`model_a_subscriber_of_two_lanes_gets_every_frame_of_each_and_every_wake_up`, with
+//!   twins that register in one lane only, drop the fence, read the words late, or wake
+//!   without the bump).
+//!
 //! # Sleeping, and why a publish makes no system call when nobody sleeps
 //!
 //! Waiters spin briefly, then yield, then sleep on a futex (the `backoff` module's schedule;
@@ -218,7 +262,7 @@
 //!   continues the numbering: if the old one died between storing a tag and storing
 //!   `PUBLISHED`, the new one counts that complete frame as published.
 //! * **The daemon dies.** It is not on the data path: publisher and subscribers go on.
-//! * **Two publishers.** The attached publisher holds an exclusive lock on the first byte of
+//! * **Two publishers** on one ring (lane). The attached publisher holds an exclusive lock on the first byte of
 //!   the data file's `PUBLISHER` word (only a read-write description, so only a publisher,
 //!   can take one); another that cannot take it is refused, and one that can knows the
 //!   recorded publisher is gone. Without OFD locks a publisher misjudged dead (across pid
