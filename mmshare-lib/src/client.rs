@@ -1045,8 +1045,9 @@ impl Client {
         &self.path
     }
 
-    /// The daemon's name and version, from the handshake.
-    pub fn server(&self) -> &str {
+    /// The daemon's name and version, from the handshake. (`Client::server` attaches a
+    /// service's server.)
+    pub fn server_name(&self) -> &str {
         &self.server
     }
 
@@ -1385,7 +1386,9 @@ impl Client {
         }
     }
 
-    fn open_stream(
+    /// Opens stream `name` in `role` through the daemon: every lane's files, and the lease
+    /// that must live as long as the handles made from them.
+    pub(crate) fn open_stream_files(
         &self,
         name: &str,
         role: StreamRole,
@@ -1439,7 +1442,7 @@ impl Client {
     /// `NotFound`, `WrongKind`, `PermissionDenied`, `Busy` (another publisher is attached)
     /// from the daemon; [`StreamError`] from the files (a dtype mismatch included).
     pub fn publisher<T: Element>(&self, name: &str) -> Result<Publisher<T>, ClientError> {
-        let (files, conn) = self.open_stream(name, StreamRole::Publish)?;
+        let (files, conn) = self.open_stream_files(name, StreamRole::Publish)?;
         Ok(Publisher::attach_any(files)?.with_lease(conn))
     }
 
@@ -1470,7 +1473,7 @@ impl Client {
         name: &str,
         options: impl Into<crate::SubscribeOptions>,
     ) -> Result<Subscriber<T>, ClientError> {
-        let (files, conn) = self.open_stream(name, StreamRole::Subscribe)?;
+        let (files, conn) = self.open_stream_files(name, StreamRole::Subscribe)?;
         Ok(Subscriber::attach_lanes(files, options)?.with_lease(conn))
     }
 
@@ -1480,7 +1483,7 @@ impl Client {
     /// # Errors
     /// As [`Client::publisher`], without the dtype check.
     pub fn publisher_bytes(&self, name: &str) -> Result<Publisher<u8>, ClientError> {
-        let (files, conn) = self.open_stream(name, StreamRole::Publish)?;
+        let (files, conn) = self.open_stream_files(name, StreamRole::Publish)?;
         Ok(Publisher::attach_any_bytes(files)?.with_lease(conn))
     }
 
@@ -1494,7 +1497,7 @@ impl Client {
         name: &str,
         options: impl Into<crate::SubscribeOptions>,
     ) -> Result<Subscriber<u8>, ClientError> {
-        let (files, conn) = self.open_stream(name, StreamRole::Subscribe)?;
+        let (files, conn) = self.open_stream_files(name, StreamRole::Subscribe)?;
         Ok(Subscriber::attach_lanes_bytes(files, options)?.with_lease(conn))
     }
 

@@ -71,6 +71,7 @@ mod proto;
 mod raw;
 mod record;
 mod seqlock;
+mod service;
 mod shape;
 mod sleepers;
 mod stream;
@@ -114,6 +115,10 @@ pub use raw::{
 pub use record::{
     FieldType, MAX_DESCR_LEN, MAX_FIELD_NAME_LEN, MAX_FIELD_NDIM, MAX_ITEMSIZE, MAX_RECORD_DEPTH,
     MAX_RECORD_FIELDS, Record, RecordField, RecordType,
+};
+pub use service::{
+    CALL_HEADER, Request, RequestMut, Requester, Response, ResponseMut, Server, ServiceError,
+    ServiceInfo, ServiceOptions, request_stream, response_stream,
 };
 pub use shape::{MAX_DATA_LEN, MAX_NDIM, Order, ShapeError, data_len, element_count, parse_shape};
 pub use stream::{

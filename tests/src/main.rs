@@ -74,6 +74,16 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
                                         until lane k gave COUNTS[k] (comma separated), checking
                                         each is the lane's next, whole, and tagged with its
                                         lane; print 'received=R missed=M publishers=ID,...'
+  service-serve SOCKET NAME MODE        serve service NAME (requests and responses of 8 u64): print
+                                        'serving slot=S', answer each request r with
+                                        service_answer(r) until no request came for 3 s
+                                        (MODE serve), or take requests and answer none, printing
+                                        'holding N' after each (MODE stall); print 'served N'
+  service-call SOCKET NAME N INFLIGHT   a requester of service NAME: print 'requester slot=R',
+                                        send N requests (element i of request id is
+                                        pattern(R << 32 | id, i)) with at most INFLIGHT
+                                        unanswered, check every response (id, content); print
+                                        'called N bad=B' (or 'lost server=S pending=K', exit 3)
   stream-latest SOCKET NAME COUNT       call latest() until it returned COUNT frames (30 s at
                                         most), checking each; print 'latest=COUNT newest=N'
                                         and the rate
@@ -212,6 +222,8 @@ fn main() -> ExitCode {
         ["stream-loan-hold", socket, name] => stream_loan_hold(socket, name),
         ["fan-in-pub", socket, name, frames] => fan_in_pub(socket, name, frames),
         ["fan-in-sub", socket, name, counts] => fan_in_sub(socket, name, counts),
+        ["service-serve", socket, name, mode] => service_serve(socket, name, mode),
+        ["service-call", socket, name, n, inflight] => service_call(socket, name, n, inflight),
         ["stream-latest", socket, name, count] => {
             stream_latest(socket, name, count.parse().unwrap_or(1000))
         }
@@ -1234,6 +1246,95 @@ fn stream_loan_hold(socket: &str, name: &str) -> Result<ExitCode> {
         std::thread::sleep(Duration::from_secs(1));
         std::hint::black_box(&loan);
     }
+}
+
+/// What a server of the test services answers to `request` (element-wise).
+fn service_answer(request: u64) -> u64 {
+    request.rotate_left(17) ^ 0x5555_5555_5555_5555
+}
+
+fn service_serve(socket: &str, name: &str, mode: &str) -> Result<ExitCode> {
+    let client = Client::connect(socket)?;
+    let server = client.server::<u64, u64>(name)?;
+    say(&format!("serving slot={}", server.slot()));
+    let mut served = 0u64;
+    let mut held = Vec::new();
+    loop {
+        let request = match server.receive_timeout(Duration::from_secs(3)) {
+            Ok(request) => request,
+            Err(mmshare::ServiceError::Stream(StreamError::ReceiveTimeout { .. }))
+                if mode == "serve" && served > 0 =>
+            {
+                break;
+            }
+            Err(mmshare::ServiceError::Stream(StreamError::ReceiveTimeout { .. })) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if mode == "stall" {
+            held.push(request.id());
+            say(&format!("holding {}", held.len()));
+            continue;
+        }
+        let mut response = server.loan_response(&request)?;
+        for (out, &x) in response.iter_mut().zip(request.iter()) {
+            *out = service_answer(x);
+        }
+        response.send()?;
+        served += 1;
+    }
+    say(&format!("served {served}"));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn service_call(socket: &str, name: &str, n: &str, inflight: &str) -> Result<ExitCode> {
+    let (n, inflight): (u64, usize) = (n.parse()?, inflight.parse()?);
+    let client = Client::connect(socket)?;
+    let mut requester = client.requester::<u64, u64>(name)?;
+    requester.set_timeout(Duration::from_secs(30));
+    let slot = u64::from(requester.slot());
+    say(&format!("requester slot={slot}"));
+    let mut sent = 0u64;
+    let mut answered = 0u64;
+    let mut bad = 0u64;
+    while answered < n {
+        while sent < n && requester.pending() < inflight {
+            let mut request = requester.loan()?;
+            let tag = slot << 32 | request.id();
+            for (i, x) in request.iter_mut().enumerate() {
+                *x = pattern(tag, i);
+            }
+            let id = request.send()?;
+            if id != sent {
+                bad += 1;
+            }
+            sent += 1;
+        }
+        match requester.receive_timeout(Duration::from_secs(30)) {
+            Ok(response) => {
+                let tag = slot << 32 | response.id();
+                let right = response
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &x)| x == service_answer(pattern(tag, i)));
+                if !right || response.id() >= sent {
+                    bad += 1;
+                }
+                answered += 1;
+            }
+            Err(mmshare::ServiceError::ServerLost {
+                server, pending, ..
+            }) => {
+                say(&format!(
+                    "lost server={server} pending={} answered={answered}",
+                    pending.len()
+                ));
+                return Ok(ExitCode::from(3));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    say(&format!("called {answered} bad={bad}"));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The tag a frame of lane `lane` numbered `n` is filled from (`fan-in-pub`).

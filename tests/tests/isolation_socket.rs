@@ -615,7 +615,7 @@ fn a_client_given_the_daemons_uid_connects_and_one_given_another_is_refused_nami
         }
         other => panic!(
             "expected WrongServer, got {:?}",
-            other.map(|c| c.server().to_owned())
+            other.map(|c| c.server_name().to_owned())
         ),
     }
     // A path the program names, with no uid to check against: no check.

@@ -204,7 +204,7 @@ impl Connection {
     /// The daemon's name and version, from its hello.
     #[getter]
     fn server(&self) -> String {
-        self.client.server().to_owned()
+        self.client.server_name().to_owned()
     }
 
     /// Creates an array; returns its description and a read-write handle.

@@ -288,6 +288,7 @@ mod subscriber;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use files::subscription_nonce;
 pub use files::{
     CONTROL_FILE, DATA_FILE, Membership, StreamFiles, SubscriberInfo, create_stream_data,
     create_stream_files, lane_file, new_stream_control, peek_stream_counters,

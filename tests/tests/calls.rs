@@ -1,0 +1,252 @@
+//! Request/response across real processes and a real daemon: four requester processes and
+//! two server processes, every response to the right requester with the right id and
+//! content; a server killed with requests pending fails them with a clear error; and, in
+//! one process, the zero-copy loans, the slot limits, a dead requester's slot taken again,
+//! and bad input.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Daemon, Worker, field, pattern};
+use mmshare::{ServiceError, ServiceOptions};
+
+const WATCHDOG: Duration = Duration::from_secs(120);
+
+fn socket(daemon: &Daemon) -> String {
+    daemon.socket.display().to_string()
+}
+
+/// A service of requests and responses of 8 u64 (what the workers use).
+fn create(daemon: &Daemon, name: &str, requesters: u32, servers: u32) {
+    daemon
+        .client()
+        .create_service(
+            &ServiceOptions::new(name, "<u8", &[8], "<u8", &[8])
+                .max_requesters(requesters)
+                .max_servers(servers)
+                .memory(),
+        )
+        .unwrap();
+}
+
+/// The workers' server answer (tests/src/main.rs `service_answer`).
+fn answer(x: u64) -> u64 {
+    x.rotate_left(17) ^ 0x5555_5555_5555_5555
+}
+
+/// Four requester processes send 10,000 requests each (up to 4 in flight) to two server
+/// processes: every requester gets exactly its 10,000 responses, each with the id of a
+/// request it sent and the content computed from that request (checked by the worker); the
+/// servers answered 40,000 between them, each a share.
+#[test]
+fn four_requester_processes_and_two_server_processes_get_every_answer_right() {
+    const CALLS: u64 = 10_000;
+    let daemon = Daemon::start(&[]);
+    create(&daemon, "calc", 4, 2);
+    let sock = socket(&daemon);
+    let mut servers: Vec<Worker> = (0..2)
+        .map(|_| Worker::spawn(&["service-serve", &sock, "calc", "serve"]))
+        .collect();
+    let mut slots: Vec<u64> = servers
+        .iter_mut()
+        .map(|s| field(&s.expect_line("serving", WATCHDOG), "slot"))
+        .collect();
+    slots.sort_unstable();
+    assert_eq!(slots, [0, 1]);
+    let requesters: Vec<Worker> = (0..4)
+        .map(|_| Worker::spawn(&["service-call", &sock, "calc", &CALLS.to_string(), "4"]))
+        .collect();
+    let mut requester_slots = Vec::new();
+    for requester in requesters {
+        let (status, lines) = requester.finish(WATCHDOG);
+        assert!(status.success(), "requester: {status:?} {lines:?}");
+        requester_slots.push(field(&lines[0], "slot"));
+        assert_eq!(lines.last().unwrap(), &format!("called {CALLS} bad=0"));
+    }
+    requester_slots.sort_unstable();
+    assert_eq!(requester_slots, [0, 1, 2, 3]);
+    let mut served = Vec::new();
+    for server in servers {
+        let (status, lines) = server.finish(WATCHDOG);
+        assert!(status.success(), "server: {status:?} {lines:?}");
+        let last = lines.last().unwrap();
+        served.push(last.trim_start_matches("served ").parse::<u64>().unwrap());
+    }
+    assert_eq!(served.iter().sum::<u64>(), 4 * CALLS);
+    assert!(
+        served.iter().all(|&n| n > 0),
+        "both servers served: {served:?}"
+    );
+}
+
+/// A server that took three requests and answered none is SIGKILLed: the requester's wait
+/// ends with `ServerLost` naming exactly those three ids (not a timeout), and a new server
+/// in the freed slot answers the next request.
+#[test]
+fn a_server_killed_with_requests_pending_fails_them_clearly() {
+    let daemon = Daemon::start(&[]);
+    create(&daemon, "fragile", 2, 1);
+    let sock = socket(&daemon);
+    let mut stalled = Worker::spawn(&["service-serve", &sock, "fragile", "stall"]);
+    stalled.expect_line("serving slot=0", WATCHDOG);
+    let client = daemon.client();
+    let mut requester = client.requester::<u64, u64>("fragile").unwrap();
+    for k in 0..3u64 {
+        assert_eq!(requester.send(&[k; 8]).unwrap(), k);
+    }
+    stalled.expect_line("holding 3", WATCHDOG);
+    assert!(matches!(requester.try_receive(), Ok(None)));
+    stalled.kill();
+    let err = requester
+        .receive_timeout(Duration::from_secs(60))
+        .unwrap_err();
+    match &err {
+        ServiceError::ServerLost {
+            server, pending, ..
+        } => {
+            assert_eq!((*server, pending.as_slice()), (0, &[0, 1, 2][..]));
+        }
+        other => panic!("expected ServerLost, got {other}"),
+    }
+    assert!(err.to_string().contains("send them again"), "{err}");
+    assert_eq!(requester.pending(), 0);
+    // A new server takes the slot; the next request is answered.
+    let mut fresh = Worker::spawn(&["service-serve", &sock, "fragile", "serve"]);
+    fresh.expect_line("serving slot=0", WATCHDOG);
+    let request: Vec<u64> = (0..8).map(|i| pattern(99, i)).collect();
+    let response = requester.call(&request).unwrap();
+    assert_eq!(response.id(), 3);
+    let expected: Vec<u64> = request.iter().map(|&x| answer(x)).collect();
+    assert_eq!(&response[..], &expected[..]);
+}
+
+/// In one process: a request loaned and filled in place, a response loaned and filled in
+/// place from the request (both zero-copy), correlation ids in order, responses that come
+/// in any order, the slot limits, and requests of the wrong length.
+#[test]
+fn calls_in_place_with_ids_limits_and_bad_input() {
+    let daemon = Daemon::start(&[]);
+    let client = daemon.client();
+    let info = client
+        .create_service(
+            &ServiceOptions::new("echo", "<u4", &[4], "<u4", &[2])
+                .max_requesters(2)
+                .max_servers(1)
+                .memory(),
+        )
+        .unwrap();
+    assert_eq!((info.max_requesters, info.max_servers), (2, 1));
+    assert_eq!(
+        (
+            info.requests.shape.as_slice(),
+            info.responses.shape.as_slice()
+        ),
+        (&[4][..], &[2][..])
+    );
+    let server = client.server::<u32, u32>("echo").unwrap();
+    let full = client.server::<u32, u32>("echo").unwrap_err();
+    assert!(
+        matches!(
+            full,
+            ServiceError::Full {
+                what: "servers",
+                max: 1,
+                ..
+            }
+        ),
+        "{full}"
+    );
+    let mut a = client.requester::<u32, u32>("echo").unwrap();
+    let b = client.requester::<u32, u32>("echo").unwrap();
+    assert_eq!((a.slot(), b.slot()), (0, 1));
+    assert!(matches!(
+        client.requester::<u32, u32>("echo").unwrap_err(),
+        ServiceError::Full {
+            what: "requesters",
+            ..
+        }
+    ));
+    drop(b);
+    let _b = client.requester::<u32, u32>("echo").unwrap();
+    // Two requests in flight, answered in reverse order: each response says which it is.
+    for k in 0..2u32 {
+        let mut request = a.loan().unwrap();
+        assert_eq!(request.id(), u64::from(k));
+        request.copy_from_slice(&[k, k + 1, k + 2, k + 3]);
+        request.send().unwrap();
+    }
+    let first = server.receive_timeout(Duration::from_secs(10)).unwrap();
+    let second = server.receive_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!((first.id(), second.id(), first.requester_slot()), (0, 1, 0));
+    assert_eq!(first.requester_pid(), Some(std::process::id()));
+    for request in [&second, &first] {
+        let mut response = server.loan_response(request).unwrap();
+        response[0] = request[0] + request[3];
+        response[1] = request[1] * request[2];
+        response.send().unwrap();
+    }
+    drop((first, second));
+    let got: Vec<(u64, Vec<u32>)> = (0..2)
+        .map(|_| {
+            let r = a.receive_timeout(Duration::from_secs(10)).unwrap();
+            (r.id(), r.to_vec())
+        })
+        .collect();
+    assert_eq!(got, [(1, vec![5, 6]), (0, vec![3, 2])]);
+    assert_eq!(a.pending(), 0);
+    let wrong = a.send(&[1, 2, 3]).unwrap_err();
+    assert!(
+        matches!(
+            wrong,
+            ServiceError::WrongLength {
+                given: 3,
+                expected: 4,
+                ..
+            }
+        ),
+        "{wrong}"
+    );
+    // A dtype other than the service's is refused at attach.
+    assert!(client.requester::<f64, u32>("echo").is_err());
+    // Deleting the service deletes its streams.
+    client.delete_service("echo").unwrap();
+    assert!(client.describe("echo.req.0").is_err());
+}
+
+/// A requester process that dies frees its slot for the next one, and a response meant for
+/// it is never delivered to the requester that takes its slot.
+#[test]
+fn a_dead_requesters_slot_is_taken_again_and_its_answers_go_nowhere() {
+    let daemon = Daemon::start(&[]);
+    create(&daemon, "once", 1, 1);
+    let sock = socket(&daemon);
+    let client = daemon.client();
+    let server = client.server::<u64, u64>("once").unwrap();
+    let mut doomed = Worker::spawn(&["service-call", &sock, "once", "1", "1"]);
+    doomed.expect_line("requester slot=0", WATCHDOG);
+    let request = server.receive_timeout(Duration::from_secs(30)).unwrap();
+    doomed.kill();
+    // The slot is free again (its record's holder is gone: the kernel's word).
+    let mut heir = client.requester::<u64, u64>("once").unwrap();
+    assert_eq!(heir.slot(), 0);
+    // The dead one's answer goes to the slot's ring, and the heir does not take it.
+    server.respond(&request, &[7; 8]).unwrap();
+    drop(request);
+    let err = heir
+        .receive_timeout(Duration::from_millis(300))
+        .unwrap_err();
+    assert!(
+        matches!(err, ServiceError::Timeout { pending: 0, .. }),
+        "{err}"
+    );
+    let id = heir.send(&[1; 8]).unwrap();
+    assert_eq!(id, 0, "ids are the heir's own");
+    server
+        .serve_one(Duration::from_secs(10), |req, resp| {
+            resp.copy_from_slice(&req[..]);
+        })
+        .unwrap();
+    let response = heir.receive_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!((response.id(), &response[..]), (0, &[1u64; 8][..]));
+}
