@@ -120,6 +120,8 @@ pub use service::{
     CALL_HEADER, Request, RequestMut, Requester, Response, ResponseMut, Server, ServiceError,
     ServiceInfo, ServiceOptions, request_stream, response_stream,
 };
+#[cfg(feature = "async")]
+pub use service::{LoanRequest, RecvRequest, RecvResponse};
 pub use shape::{MAX_DATA_LEN, MAX_NDIM, Order, ShapeError, data_len, element_count, parse_shape};
 pub use stream::{
     DEFAULT_MAX_HELD, Delivery, LaneStats, LoanToken, MAX_HELD, Publisher, PublisherId, Sample,

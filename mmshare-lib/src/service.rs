@@ -1221,3 +1221,286 @@ impl<Resp: Element> Drop for ResponseMut<'_, Resp> {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Async (feature `async`)
+
+#[cfg(feature = "async")]
+mod asynchronous {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::*;
+    use crate::waiter::AsyncWait;
+
+    impl<Req: Element, Resp: Element> Requester<Req, Resp> {
+        /// The next response, awaited without blocking a thread: woken by the server's
+        /// publish (one wake-up), and by the waiter thread's check once a second, which also
+        /// finds a server that died ([`ServiceError::ServerLost`], after the responses it
+        /// published). No timeout of its own (wrap it in the runtime's). Cancel-safe: a
+        /// dropped future took no response. `&mut self`, so that the future is `Send`.
+        pub fn recv(&mut self) -> RecvResponse<'_, Req, Resp> {
+            RecvResponse {
+                requester: std::ptr::NonNull::from(self),
+                done: false,
+                wait: AsyncWait::new(),
+                _borrow: PhantomData,
+            }
+        }
+
+        /// A request slot, awaited without blocking a thread: while no server is attached
+        /// (woken when one joins), and while the chosen server is a whole ring of requests
+        /// behind (woken when it takes one). No timeout of its own. Cancel-safe.
+        pub fn loan_async(&mut self) -> LoanRequest<'_, Req, Resp> {
+            let joins = (0..self.to.len()).map(|_| AsyncWait::new()).collect();
+            LoanRequest {
+                requester: Some(self),
+                server: None,
+                joins,
+                wait: AsyncWait::new(),
+            }
+        }
+    }
+
+    /// The future of [`Requester::recv`].
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct RecvResponse<'a, Req: Element, Resp: Element> {
+        /// The requester, borrowed exclusively for `'a` (`_borrow`): the future hands out
+        /// shared references of `'a` from it (the response it resolves to borrows the
+        /// requester for `'a`), which a `&'a mut` field could not do without giving itself up
+        /// on every poll.
+        requester: std::ptr::NonNull<Requester<Req, Resp>>,
+        /// Resolved: the wait is ended and the response handed out.
+        done: bool,
+        wait: AsyncWait,
+        _borrow: PhantomData<&'a mut Requester<Req, Resp>>,
+    }
+
+    // SAFETY: the future has the requester to itself for `'a` (it holds the exclusive
+    // borrow), so moving it to another thread moves that exclusive access with it, as
+    // `&'a mut Requester` would: `Send` exactly when the requester is.
+    unsafe impl<Req: Element, Resp: Element> Send for RecvResponse<'_, Req, Resp> where
+        Requester<Req, Resp>: Send
+    {
+    }
+
+    impl<'a, Req: Element, Resp: Element> RecvResponse<'a, Req, Resp> {
+        fn requester(&self) -> &'a Requester<Req, Resp> {
+            // SAFETY: made from a `&'a mut Requester` that this future holds for `'a`, and
+            // only shared references are made from it.
+            unsafe { self.requester.as_ref() }
+        }
+    }
+
+    impl<Req: Element, Resp: Element> std::fmt::Debug for RecvResponse<'_, Req, Resp> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("RecvResponse")
+                .field("done", &self.done)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl<'a, Req: Element, Resp: Element> std::future::Future for RecvResponse<'a, Req, Resp> {
+        type Output = Result<Response<'a, Resp>, ServiceError>;
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            assert!(!self.done, "polled after it resolved");
+            let requester = self.requester();
+            let this = &mut *self;
+            let got = loop {
+                match requester.try_receive() {
+                    Ok(None) => {}
+                    other => break other.map(|r| r.expect("matched Some")),
+                }
+                if let Some(server) = requester.dead_server() {
+                    // Its responses published before it died come first.
+                    break match requester.try_receive() {
+                        Ok(Some(response)) => Ok(response),
+                        Ok(None) => Err(requester.lose(server)),
+                        Err(e) => Err(e),
+                    };
+                }
+                match requester
+                    .from
+                    .poll_receive_token(&mut this.wait, cx.waker())
+                {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => break Err(e.into()),
+                    Poll::Ready(Ok(token)) => {
+                        let sample = Sample::from_token(&requester.from, token);
+                        if let Some(response) = requester.accept(sample) {
+                            break Ok(response);
+                        }
+                        // An earlier requester's: dropped; look again.
+                    }
+                }
+            };
+            requester.from.end_wait(&mut this.wait);
+            this.done = true;
+            Poll::Ready(got)
+        }
+    }
+
+    impl<Req: Element, Resp: Element> Drop for RecvResponse<'_, Req, Resp> {
+        fn drop(&mut self) {
+            if !self.done {
+                let requester = self.requester();
+                requester.from.end_wait(&mut self.wait);
+            }
+        }
+    }
+
+    /// The future of [`Requester::loan_async`].
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct LoanRequest<'a, Req: Element, Resp: Element> {
+        requester: Option<&'a mut Requester<Req, Resp>>,
+        /// The server chosen, once one is present.
+        server: Option<usize>,
+        /// Waits for a server to join, one per server slot.
+        joins: Vec<AsyncWait>,
+        /// The wait for room in the chosen server's ring.
+        wait: AsyncWait,
+    }
+
+    impl<Req: Element, Resp: Element> std::fmt::Debug for LoanRequest<'_, Req, Resp> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("LoanRequest")
+                .field("server", &self.server)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl<Req: Element, Resp: Element> LoanRequest<'_, Req, Resp> {
+        fn end_waits(&mut self) {
+            if let Some(r) = self.requester.as_deref() {
+                for (to, wait) in r.to.iter().zip(&mut self.joins) {
+                    to.files().end_member_wait(wait);
+                }
+                if let Some(s) = self.server {
+                    r.to[s].end_wait(&mut self.wait);
+                }
+            }
+        }
+    }
+
+    impl<'a, Req: Element, Resp: Element> std::future::Future for LoanRequest<'a, Req, Resp> {
+        type Output = Result<RequestMut<'a, Req, Resp>, ServiceError>;
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let this = &mut *self;
+            if this.server.is_none() {
+                let requester = this
+                    .requester
+                    .as_deref_mut()
+                    .expect("polled after it resolved");
+                let n = requester.to.len();
+                let start = requester.last_server.map_or(0, |s| s + 1);
+                let mut found = None;
+                for k in 0..n {
+                    let s = (start + k) % n;
+                    // Registers for the join of a server in each slot, or finds one there.
+                    let joined = requester.to[s].files().poll_members(
+                        |count| count > 0,
+                        &mut this.joins[s],
+                        cx.waker(),
+                    );
+                    if joined.is_ready() && found.is_none() {
+                        found = Some(s);
+                    }
+                }
+                let Some(s) = found else {
+                    return Poll::Pending;
+                };
+                for (to, wait) in requester.to.iter().zip(&mut this.joins) {
+                    to.files().end_member_wait(wait);
+                }
+                requester.last_server = Some(s);
+                this.server = Some(s);
+            }
+            let server = this.server.expect("chosen above");
+            let requester = this
+                .requester
+                .as_deref_mut()
+                .expect("polled after it resolved");
+            match requester.to[server].poll_loan_token(&mut this.wait, cx.waker()) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    this.requester = None;
+                    Poll::Ready(Err(e.into()))
+                }
+                Poll::Ready(Ok(token)) => {
+                    let requester = this.requester.take().expect("not yet resolved");
+                    let id = requester.next_id;
+                    Poll::Ready(Ok(RequestMut {
+                        requester,
+                        server,
+                        token: Some(token),
+                        id,
+                    }))
+                }
+            }
+        }
+    }
+
+    impl<Req: Element, Resp: Element> Drop for LoanRequest<'_, Req, Resp> {
+        fn drop(&mut self) {
+            self.end_waits();
+        }
+    }
+
+    impl<Req: Element, Resp: Element> Server<Req, Resp> {
+        /// The next request, awaited without blocking a thread (woken by the requester's
+        /// publish). No timeout of its own. Cancel-safe. `&self`, so that the server can
+        /// answer the request while it holds it ([`Server::loan_response`]); the future is
+        /// therefore not `Send` (run a server on a current-thread runtime, or a `LocalSet`).
+        pub fn recv(&self) -> RecvRequest<'_, Req, Resp> {
+            RecvRequest {
+                server: Some(self),
+                wait: AsyncWait::new(),
+            }
+        }
+    }
+
+    /// The future of [`Server::recv`].
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct RecvRequest<'a, Req: Element, Resp: Element> {
+        server: Option<&'a Server<Req, Resp>>,
+        wait: AsyncWait,
+    }
+
+    impl<Req: Element, Resp: Element> std::fmt::Debug for RecvRequest<'_, Req, Resp> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("RecvRequest").finish_non_exhaustive()
+        }
+    }
+
+    impl<'a, Req: Element, Resp: Element> std::future::Future for RecvRequest<'a, Req, Resp> {
+        type Output = Result<Request<'a, Req>, ServiceError>;
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let this = &mut *self;
+            let server = this.server.expect("polled after it resolved");
+            match server.from.poll_receive_token(&mut this.wait, cx.waker()) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(got) => {
+                    this.server = None;
+                    Poll::Ready(
+                        got.map(|token| Request::new(Sample::from_token(&server.from, token)))
+                            .map_err(ServiceError::from),
+                    )
+                }
+            }
+        }
+    }
+
+    impl<Req: Element, Resp: Element> Drop for RecvRequest<'_, Req, Resp> {
+        fn drop(&mut self) {
+            if let Some(s) = self.server {
+                s.from.end_wait(&mut self.wait);
+            }
+        }
+    }
+}
+
+#[cfg(feature = "async")]
+pub use asynchronous::{LoanRequest, RecvRequest, RecvResponse};

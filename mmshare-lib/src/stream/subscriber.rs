@@ -1160,7 +1160,7 @@ impl<T: Element> Deref for Sample<'_, T> {
 impl<'a, T: Element> Sample<'a, T> {
     /// The sample again from its token (the hold and the in-use entry are the token's).
     #[cfg(feature = "async")]
-    fn from_token(subscriber: &'a Subscriber<T>, token: SampleToken) -> Sample<'a, T> {
+    pub(crate) fn from_token(subscriber: &'a Subscriber<T>, token: SampleToken) -> Sample<'a, T> {
         Sample {
             subscriber,
             lane: token.lane,
