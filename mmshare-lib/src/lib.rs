@@ -117,8 +117,9 @@ pub use record::{
     MAX_RECORD_FIELDS, Record, RecordField, RecordType,
 };
 pub use service::{
-    CALL_HEADER, Request, RequestMut, Requester, Response, ResponseMut, Server, ServiceError,
-    ServiceInfo, ServiceOptions, request_stream, response_stream,
+    CALL_HEADER, Request, RequestMut, RequestToken, Requester, Response, ResponseMut,
+    ResponseToken, Server, ServiceError, ServiceInfo, ServiceOptions, request_stream,
+    response_stream,
 };
 #[cfg(feature = "async")]
 pub use service::{LoanRequest, RecvRequest, RecvResponse};

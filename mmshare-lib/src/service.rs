@@ -794,6 +794,65 @@ impl<Req: Element, Resp: Element> Requester<Req, Resp> {
         }
     }
 
+    /// [`Requester::receive_timeout`] for bindings: the response's correlation id and its
+    /// sample, held until [`Requester::release_response`].
+    ///
+    /// # Errors
+    /// As [`Requester::receive_timeout`].
+    pub fn receive_token(
+        &self,
+        timeout: Duration,
+    ) -> Result<(u64, crate::stream::SampleToken), ServiceError> {
+        let response = self.receive_timeout(timeout)?;
+        Ok((response.id, response.sample.into_token()))
+    }
+
+    /// The first byte of the response `token` holds (read-only, valid until released).
+    pub fn response_ptr(&self, token: &crate::stream::SampleToken) -> *const u8 {
+        self.from.frame_ptr(token)
+    }
+
+    /// Releases the response of `token`.
+    pub fn release_response(&self, token: crate::stream::SampleToken) {
+        self.from.release_token(token);
+    }
+
+    /// [`Requester::loan`] for bindings: a request loan `(server, id, token)`, until
+    /// [`Requester::send_token`] or [`Requester::abandon_token`].
+    ///
+    /// # Errors
+    /// As [`Requester::loan`].
+    pub fn loan_token(&mut self) -> Result<(u32, u64, LoanToken), ServiceError> {
+        let mut loan = self.loan()?;
+        let token = loan.token.take().expect("just loaned");
+        Ok((loan.server as u32, loan.id, token))
+    }
+
+    /// The first byte of the request loan `token` of server `server` (writable until sent).
+    pub fn request_ptr(&self, server: u32, token: &LoanToken) -> *mut u8 {
+        self.to[server as usize].frame_ptr(token)
+    }
+
+    /// Sends the request loan `token` (made by [`Requester::loan_token`] for `server`);
+    /// returns its correlation id.
+    ///
+    /// # Errors
+    /// As [`RequestMut::send`].
+    pub fn send_token(&mut self, server: u32, token: LoanToken) -> Result<u64, ServiceError> {
+        RequestMut {
+            id: self.next_id,
+            requester: self,
+            server: server as usize,
+            token: Some(token),
+        }
+        .send()
+    }
+
+    /// Gives the request loan `token` of `server` back unsent.
+    pub fn abandon_token(&mut self, server: u32, token: LoanToken) {
+        self.to[server as usize].abandon_token(token);
+    }
+
     /// Sends `request` and waits (up to the requester's timeout) for its response, taking
     /// only that one (responses to other requests it has pending stay for later receives).
     ///
@@ -951,6 +1010,8 @@ pub struct Server<Req: Element, Resp: Element> {
     slot: u32,
     client: Client,
     attach: AttachLane<Resp>,
+    /// Bytes per response (from the response streams' description).
+    response_nbytes: usize,
     /// Its request stream (lane r: requester slot r's requests).
     from: Subscriber<Req>,
     /// Lane `slot` of each requester's response stream, attached at the first response.
@@ -979,7 +1040,12 @@ impl<Req: Element, Resp: Element> Server<Req, Resp> {
         let Some((slot, from)) = take_slot(client, slots, subscribe)? else {
             return Err(full(name, "servers", servers));
         };
+        let response_nbytes = match client.describe(&response_stream(name, 0))? {
+            crate::proto::ObjectInfo::Stream(info) => info.frame_len as usize,
+            crate::proto::ObjectInfo::Array(_) => 0,
+        };
         Ok(Server {
+            response_nbytes,
             name: name.to_owned(),
             slot,
             client: client.clone(),
@@ -1046,7 +1112,23 @@ impl<Req: Element, Resp: Element> Server<Req, Resp> {
         &self,
         request: &Request<'_, Req>,
     ) -> Result<ResponseMut<'_, Resp>, ServiceError> {
-        let mut publisher = self.responder(request.requester_slot() as usize)?;
+        let (publisher, token) =
+            self.loan_for(request.requester_slot() as usize, request.id, request.nonce)?;
+        Ok(ResponseMut {
+            publisher,
+            token: Some(token),
+        })
+    }
+
+    /// A response loan for the request `id` of requester `nonce` in slot `requester`, its
+    /// header written.
+    fn loan_for(
+        &self,
+        requester: usize,
+        id: u64,
+        nonce: u64,
+    ) -> Result<(RefMut<'_, Publisher<Resp>>, LoanToken), ServiceError> {
+        let mut publisher = self.responder(requester)?;
         let deadline = Instant::now() + self.timeout;
         let token = loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -1064,12 +1146,88 @@ impl<Req: Element, Resp: Element> Server<Req, Resp> {
         };
         if let Some(header) = publisher.header_ptr(&token) {
             // SAFETY: the loaned slot's header, 16 bytes of CALL_HEADER, ours until published.
-            unsafe { write_header(header, request.id, request.nonce) };
+            unsafe { write_header(header, id, nonce) };
         }
-        Ok(ResponseMut {
-            publisher,
-            token: Some(token),
+        Ok((publisher, token))
+    }
+
+    /// [`Server::receive_timeout`] for bindings whose requests outlive a call: the request
+    /// detached from the borrow of the server, held until [`Server::release_request`].
+    ///
+    /// # Errors
+    /// As [`Server::receive_timeout`].
+    pub fn receive_token(&self, timeout: Duration) -> Result<RequestToken, ServiceError> {
+        Ok(self.receive_timeout(timeout)?.into_token())
+    }
+
+    /// The first byte of the request `token` holds (read-only, valid until released).
+    pub fn request_ptr(&self, token: &RequestToken) -> *const u8 {
+        self.from.frame_ptr(&token.sample)
+    }
+
+    /// Releases the request of `token`.
+    pub fn release_request(&self, token: RequestToken) {
+        self.from.release_token(token.sample);
+    }
+
+    /// [`Server::loan_response`] for bindings: the response to the request of `request`
+    /// (which may have been released), loaned until [`Server::send_response`] or
+    /// [`Server::abandon_response`].
+    ///
+    /// # Errors
+    /// As [`Server::loan_response`].
+    pub fn loan_response_token(
+        &self,
+        request: &RequestToken,
+    ) -> Result<ResponseToken, ServiceError> {
+        let (publisher, token) =
+            self.loan_for(request.requester as usize, request.id, request.nonce)?;
+        drop(publisher);
+        Ok(ResponseToken {
+            requester: request.requester as usize,
+            token,
         })
+    }
+
+    /// The first byte of the response `token` holds (writable until sent or abandoned).
+    pub fn response_ptr(&self, token: &ResponseToken) -> *mut u8 {
+        let publisher = self.to[token.requester].borrow();
+        publisher
+            .as_ref()
+            .expect("a loaned response's publisher is attached")
+            .frame_ptr(&token.token)
+    }
+
+    /// Sends the response of `token` to its requester.
+    ///
+    /// # Errors
+    /// As [`ResponseMut::send`].
+    pub fn send_response(&self, token: ResponseToken) -> Result<(), ServiceError> {
+        let mut publisher = self.to[token.requester].borrow_mut();
+        publisher
+            .as_mut()
+            .expect("a loaned response's publisher is attached")
+            .publish_token(token.token)?;
+        Ok(())
+    }
+
+    /// Gives the response loan of `token` back unsent.
+    pub fn abandon_response(&self, token: ResponseToken) {
+        let mut publisher = self.to[token.requester].borrow_mut();
+        publisher
+            .as_mut()
+            .expect("a loaned response's publisher is attached")
+            .abandon_token(token.token);
+    }
+
+    /// Elements per request (bytes, for a byte handle).
+    pub fn request_len(&self) -> usize {
+        self.from.frame_len()
+    }
+
+    /// Bytes per response.
+    pub fn response_nbytes(&self) -> usize {
+        self.response_nbytes
     }
 
     /// Answers `request` with `response` (copied into a loaned slot).
@@ -1144,6 +1302,54 @@ impl<'a, Req: Element> Request<'a, Req> {
     pub fn sample(&self) -> &Sample<'a, Req> {
         &self.sample
     }
+
+    /// Keeps the request held but ends its borrow of the server (for bindings):
+    /// [`Server::release_request`] releases it.
+    pub fn into_token(self) -> RequestToken {
+        RequestToken {
+            requester: self.requester_slot(),
+            pid: self.requester_pid().unwrap_or(0),
+            id: self.id,
+            nonce: self.nonce,
+            sample: self.sample.into_token(),
+        }
+    }
+}
+
+/// A held request detached from the borrow of its server ([`Request::into_token`]).
+#[derive(Debug)]
+#[must_use = "a request token holds its slot until released"]
+pub struct RequestToken {
+    sample: crate::stream::SampleToken,
+    requester: u32,
+    pid: u32,
+    id: u64,
+    nonce: u64,
+}
+
+impl RequestToken {
+    /// As [`Request::id`].
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// As [`Request::requester_slot`].
+    pub fn requester_slot(&self) -> u32 {
+        self.requester
+    }
+
+    /// As [`Request::requester_pid`] (0 if unknown).
+    pub fn requester_pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+/// A response loan detached from the borrow of its server ([`Server::loan_response_token`]).
+#[derive(Debug)]
+#[must_use = "a response loan must be sent or abandoned"]
+pub struct ResponseToken {
+    requester: usize,
+    token: LoanToken,
 }
 
 impl<Req: Element> Deref for Request<'_, Req> {

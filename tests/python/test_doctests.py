@@ -9,10 +9,12 @@ import pytest
 
 import mmshare.array
 import mmshare.client
+import mmshare.service
 import mmshare.stream
 
 
-@pytest.mark.parametrize("module", [mmshare.client, mmshare.stream, mmshare.array])
+@pytest.mark.parametrize(
+    "module", [mmshare.client, mmshare.stream, mmshare.array, mmshare.service])
 def test_docstring_examples_run(module, daemon_bin, monkeypatch):
     monkeypatch.setenv("PATH", f"{pathlib.Path(daemon_bin).parent}{os.pathsep}{os.environ['PATH']}")
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

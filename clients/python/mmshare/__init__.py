@@ -24,8 +24,9 @@ from .client import Client, Watch, WatchEvent, connect, default_socket_path
 from .daemon import Daemon, find_program, start_daemon
 from .errors import (AlreadyExists, Busy, ConnectError, Evicted, FormatError, HoldLimit, Internal,
                      InvalidDtype, InvalidName, InvalidShape, LostWriteSide, MmshareError,
-                     NoSpace, NotFound, PermissionDenied, ProtocolError, QuotaExceeded, Timeout,
-                     Torn, WrongKind, WrongProcess, WrongServer)
+                     NoSpace, NotFound, PermissionDenied, ProtocolError, QuotaExceeded, ServerLost,
+                     Timeout, Torn, WrongKind, WrongProcess, WrongServer)
+from .service import Request, Requester, Response, Server, ServiceInfo
 from .stream import Loan, Publisher, PublisherId, Sample, Subscriber
 
 from importlib.metadata import PackageNotFoundError as _NotInstalled
@@ -41,6 +42,7 @@ __all__ = [
     "Watch", "WatchEvent",
     "connect", "default_socket_path", "Daemon", "find_program", "start_daemon", "__version__",
     "Loan", "Publisher", "PublisherId", "Sample", "Subscriber",
+    "Request", "Requester", "Response", "Server", "ServiceInfo", "ServerLost",
     "AlreadyExists", "Busy", "ConnectError", "Evicted", "FormatError", "HoldLimit", "Internal",
     "InvalidDtype", "InvalidName", "InvalidShape", "LostWriteSide", "MmshareError", "NoSpace",
     "NotFound", "PermissionDenied", "ProtocolError", "QuotaExceeded", "Timeout", "Torn",

@@ -11,6 +11,7 @@ import numpy as np
 from . import _fork, _native, errors
 from ._proto import ArrayInfo, StreamInfo, SubscriberStat
 from .array import SharedArray, dtype_text
+from .service import Requester, Server, ServiceInfo
 from .stream import Publisher, Subscriber
 
 SOCKET_ENV = "MMSHARE_SOCKET"
@@ -85,7 +86,8 @@ class Client:
         self._conn = _native.Connection(*self._args)
         self._generation = _fork.generation
         self.path = os.fspath(self._conn.path)
-        self.server = self._conn.server
+        #: The daemon's name and version, from its hello.
+        self.server_name = self._conn.server_name
 
     def __reduce__(self):
         """Pickled, a client is how to connect (socket, expected daemon uid, timeout): the
@@ -200,6 +202,43 @@ class Client:
             bool(memory), int(mode), bool(exist_ok), str(on_stall), float(stall_after),
             int(history), None if header is None else _dtype_text(header), bool(variable),
             int(max_publishers)))
+
+    def create_service(self, name, request, response, max_requesters=8, max_servers=2,
+                       slots=4, memory=False, mode=None, exist_ok=False) -> ServiceInfo:
+        """Creates a service that takes requests of `request` (a `(dtype, shape)` pair) and
+        answers with responses of `response`, for `max_requesters` requesters and
+        `max_servers` servers at once (each at most 16); `slots`: requests one requester may
+        have in flight to one server (and responses one server to one requester) before it
+        waits. A service is streams `NAME.req.S` and `NAME.resp.R` (the Rust `service` module
+        docs); `delete_service` removes them."""
+        (rd, rs), (sd, ss) = request, response
+        mode = 0o600 if mode is None else mode
+        requests, responses, nr, ns = self._c.create_service(
+            name, (_dtype_text(rd), _shape(rs)), (_dtype_text(sd), _shape(ss)),
+            int(max_requesters), int(max_servers), int(slots), bool(memory), int(mode),
+            bool(exist_ok))
+        return ServiceInfo(name, nr, ns, _info("stream", requests), _info("stream", responses))
+
+    def delete_service(self, name) -> None:
+        """Deletes every stream of service `name` (processes using them keep working)."""
+        self._c.delete_service(name)
+
+    def requester(self, name) -> Requester:
+        """Attaches as a requester of service `name` (needs read and write permission), in the
+        first free requester slot (`Busy` when all are taken)."""
+        native = self._c.requester(name)
+        requests, responses = self._service_streams(name)
+        return Requester(native, requests, responses, lease=self)
+
+    def server(self, name) -> Server:
+        """Attaches as a server of service `name` (needs read and write permission), in the
+        first free server slot (`Busy` when all are taken)."""
+        native = self._c.server(name)
+        requests, responses = self._service_streams(name)
+        return Server(native, requests, responses, lease=self)
+
+    def _service_streams(self, name):
+        return (self.describe(f"{name}.req.0"), self.describe(f"{name}.resp.0"))
 
     def publisher(self, name) -> Publisher:
         """Attaches as a publisher of stream `name` (as many at a time as the stream's

@@ -7,6 +7,7 @@ import numpy.typing as npt
 
 from ._proto import ArrayInfo, StreamInfo
 from .array import SharedArray
+from .service import Requester, Server, ServiceInfo
 from .stream import Publisher, Subscriber
 
 _S = TypeVar("_S", bound=np.generic)
@@ -44,7 +45,7 @@ class Watch:
 
 class Client:
     path: str
-    server: int
+    server_name: str
     def __init__(
         self, path: _Path = None, *, server_uid: int | None = None, timeout: float | None = None
     ) -> None: ...
@@ -93,6 +94,21 @@ class Client:
         variable: bool = False,
         max_publishers: int = 1,
     ) -> StreamInfo: ...
+    def create_service(
+        self,
+        name: str,
+        request: tuple[npt.DTypeLike, _Shape],
+        response: tuple[npt.DTypeLike, _Shape],
+        max_requesters: int = 8,
+        max_servers: int = 2,
+        slots: int = 4,
+        memory: bool = False,
+        mode: int | None = None,
+        exist_ok: bool = False,
+    ) -> ServiceInfo: ...
+    def delete_service(self, name: str) -> None: ...
+    def requester(self, name: str) -> Requester: ...
+    def server(self, name: str) -> Server: ...
     def publisher(self, name: str) -> Publisher[Any]: ...
     def subscribe(
         self,

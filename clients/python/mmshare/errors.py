@@ -102,6 +102,17 @@ class Evicted(MmshareError):
     subscribe again to go on."""
 
 
+class ServerLost(MmshareError):
+    """The server of a service that had these requests died before it answered them: they
+    will never be answered (send them again). `server` is its slot, `pending` the correlation
+    ids of the requests it had. Mirrors the Rust `ServiceError::ServerLost`."""
+
+    def __init__(self, message, server=None, pending=()):
+        super().__init__(message)
+        self.server = server
+        self.pending = tuple(pending)
+
+
 class LostWriteSide(MmshareError):
     """The write side was taken from this writer before it could publish (a recovery judged it
     dead, or it stalled so long that its write was released). Nothing was published as this

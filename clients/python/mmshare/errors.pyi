@@ -1,3 +1,5 @@
+from typing import Iterable
+
 class MmshareError(Exception):
     kind: str | None
 
@@ -34,6 +36,13 @@ class Torn(MmshareError):
     def __init__(self, version: int) -> None: ...
 
 class Evicted(MmshareError): ...
+
+class ServerLost(MmshareError):
+    server: int | None
+    pending: tuple[int, ...]
+    def __init__(
+        self, message: str, server: int | None = None, pending: Iterable[int] = ()
+    ) -> None: ...
 class LostWriteSide(MmshareError):
     sequence: int
     found: int

@@ -203,7 +203,7 @@ impl Connection {
 
     /// The daemon's name and version, from its hello.
     #[getter]
-    fn server(&self) -> String {
+    fn server_name(&self) -> String {
         self.client.server_name().to_owned()
     }
 
@@ -325,6 +325,59 @@ impl Connection {
             .detach(|| self.client.create_stream(&options))
             .map_err(|e| errors::client(py, e))?;
         stream_info(py, &info)
+    }
+
+    /// Creates a service; returns the descriptions of its first request and response
+    /// streams and its slots.
+    #[allow(clippy::too_many_arguments)]
+    fn create_service<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        request: (String, Vec<u64>),
+        response: (String, Vec<u64>),
+        max_requesters: u32,
+        max_servers: u32,
+        slots: u32,
+        memory: bool,
+        mode: u32,
+        exist_ok: bool,
+    ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>, u32, u32)> {
+        let mut options =
+            mmshare::ServiceOptions::new(name, request.0, &request.1, response.0, &response.1)
+                .max_requesters(max_requesters)
+                .max_servers(max_servers)
+                .slots(slots)
+                .mode(mode)
+                .exist_ok(exist_ok);
+        if memory {
+            options = options.memory();
+        }
+        let info = py
+            .detach(|| self.client.create_service(&options))
+            .map_err(|e| errors::client(py, e))?;
+        Ok((
+            stream_info(py, &info.requests)?,
+            stream_info(py, &info.responses)?,
+            info.max_requesters,
+            info.max_servers,
+        ))
+    }
+
+    /// Deletes a service's streams.
+    fn delete_service(&self, py: Python<'_>, name: String) -> PyResult<()> {
+        py.detach(|| self.client.delete_service(&name))
+            .map_err(|e| errors::client(py, e))
+    }
+
+    /// Attaches as a requester of a service.
+    fn requester(&self, py: Python<'_>, name: String) -> PyResult<crate::service::NativeRequester> {
+        crate::service::requester(py, &self.client, &name)
+    }
+
+    /// Attaches as a server of a service.
+    fn server(&self, py: Python<'_>, name: String) -> PyResult<crate::service::NativeServer> {
+        crate::service::server(py, &self.client, &name)
     }
 
     /// Attaches as the publisher of a stream; returns its description too.

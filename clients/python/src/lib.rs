@@ -15,6 +15,7 @@ mod aio;
 mod array;
 mod client;
 mod errors;
+mod service;
 mod stream;
 mod watch;
 
@@ -154,6 +155,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream::NativeLoan>()?;
     m.add_class::<stream::NativeSubscriber>()?;
     m.add_class::<stream::NativeSample>()?;
+    m.add_class::<service::NativeRequester>()?;
+    m.add_class::<service::NativeResponse>()?;
+    m.add_class::<service::NativeServer>()?;
+    m.add_class::<service::NativeRequest>()?;
     m.add_class::<watch::NativeWatch>()?;
     m.add_class::<aio::Notifier>()?;
     m.add_class::<aio::NativeWait>()?;
