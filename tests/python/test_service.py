@@ -12,6 +12,8 @@ import pytest
 
 import mmshare
 
+from test_c_api import c_program  # noqa: F401  (the fixture that compiles tests/c/*.c)
+
 
 def answer(x: np.ndarray) -> np.ndarray:
     """The Rust worker's server answer (tests/src/main.rs `service_answer`), on uint64."""
@@ -126,3 +128,45 @@ def test_limits_and_bad_input(daemon):
         c.describe("small.req.0")
     with pytest.raises(mmshare.InvalidShape):
         c.create_service("big", request=("u1", (1,)), response=("u1", (1,)), max_servers=17)
+
+
+def test_call_from_the_shell(cli_bin, daemon, worker, tmp_path):
+    """`mmshare call NAME request.npy -o response.npy`: one request, or a stack of them along
+    a first axis; the responses in the same stacking. A request of the wrong shape or dtype
+    is refused with both named."""
+    from test_cli import run
+    c = mmshare.connect(daemon.socket)
+    make(c, "calc.sh")
+    rust = subprocess.Popen([worker, "service-serve", daemon.socket, "calc.sh", "serve"],
+                            stdout=subprocess.PIPE, text=True)
+    assert rust.stdout.readline().strip() == "serving slot=0"
+    one = pattern(7)
+    np.save(tmp_path / "one.npy", one)
+    out = run(cli_bin, "call", "calc.sh", str(tmp_path / "one.npy"), "-o",
+              str(tmp_path / "answer.npy"), socket=daemon.socket).stdout
+    assert "called calc.sh 1 time(s)" in out, out
+    np.testing.assert_array_equal(np.load(tmp_path / "answer.npy"), answer(one))
+    stack = np.stack([pattern(k) for k in range(5)])
+    np.save(tmp_path / "stack.npy", stack)
+    run(cli_bin, "call", "calc.sh", str(tmp_path / "stack.npy"), "-o",
+        str(tmp_path / "answers.npy"), socket=daemon.socket)
+    got = np.load(tmp_path / "answers.npy")
+    assert got.shape == (5, 8)
+    np.testing.assert_array_equal(got, answer(stack))
+    np.save(tmp_path / "bad.npy", np.zeros((3,), np.uint64))
+    bad = run(cli_bin, "call", "calc.sh", str(tmp_path / "bad.npy"), "-o",
+              str(tmp_path / "x.npy"), socket=daemon.socket, check=False)
+    assert bad.returncode == 2 and "(3,)" in bad.stderr.replace("[3]", "(3,)"), bad.stderr
+    np.save(tmp_path / "f.npy", np.zeros((8,), np.float32))
+    bad = run(cli_bin, "call", "calc.sh", str(tmp_path / "f.npy"), "-o",
+              str(tmp_path / "x.npy"), socket=daemon.socket, check=False)
+    assert bad.returncode == 2 and "<f4" in bad.stderr and "<u8" in bad.stderr, bad.stderr
+    rust.kill()
+
+
+def test_a_service_from_c(daemon, c_program):  # noqa: F811
+    """tests/c/service.c: creates a service, serves it and calls it, every answer checked."""
+    out = subprocess.run([c_program("service"), daemon.socket], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "ok calls=300"

@@ -156,6 +156,21 @@
 // The longest dtype string, with its terminating NUL.
 #define MMS_DTYPE_LEN 16
 
+// `mms_service_options_set`: requesters at once (1 to 16; default 8).
+#define MMS_SERVICE_MAX_REQUESTERS 1
+
+// `mms_service_options_set`: servers at once (1 to 16; default 2).
+#define MMS_SERVICE_MAX_SERVERS 2
+
+// `mms_service_options_set`: requests (and responses) each ring holds (default 4).
+#define MMS_SERVICE_SLOTS 3
+
+// `mms_service_options_set`: permission bits (default 0600).
+#define MMS_SERVICE_MODE 4
+
+// `mms_service_options_set`: `MMS_CREATE_MEMORY` and `MMS_CREATE_EXIST_OK`.
+#define MMS_SERVICE_FLAGS 5
+
 // An array mapped into this process.
 typedef struct mms_array mms_array;
 
@@ -165,8 +180,23 @@ typedef struct mms_client mms_client;
 // The publishing side of a stream (one per stream at a time).
 typedef struct mms_publisher mms_publisher;
 
+// A request, held (read in place) until `mms_request_release`.
+typedef struct mms_request mms_request;
+
+// The calling side of a service (`mms_requester_open`).
+typedef struct mms_requester mms_requester;
+
+// A response, held (read in place) until `mms_response_release`.
+typedef struct mms_response mms_response;
+
 // A received frame, held (its slot is not reused) until `mms_sample_release`.
 typedef struct mms_sample mms_sample;
+
+// The serving side of a service (`mms_server_open`).
+typedef struct mms_server mms_server;
+
+// What `mms_create_service` creates.
+typedef struct mms_service_options mms_service_options;
 
 // What [`mms_create_stream_with`] creates: a stream's name, dtype and frame shape, and the
 // ring's settings, set one by one (so that settings added later need no new function).
@@ -726,6 +756,167 @@ uint64_t mms_sample_published_ns(const struct mms_sample *sample);
 // # Safety
 // `sample` is NULL or a sample from `mms_receive` / `mms_latest`, not used after.
 void mms_sample_release(struct mms_sample *sample);
+
+// New service options: requests of `request_dtype` and shape (`request_ndim` dimensions at
+// `request_shape`), responses of `response_dtype` and shape; 8 requesters, 2 servers, rings
+// of 4, file-backed, mode 0600. Free with [`mms_service_options_free`].
+//
+// # Safety
+// The names and dtypes are NUL-terminated strings; the shapes point at their `ndim` values;
+// `out` is valid for a write.
+int mms_service_options_new(const char *name,
+                            const char *request_dtype,
+                            uint32_t request_ndim,
+                            const uint64_t *request_shape,
+                            const char *response_dtype,
+                            uint32_t response_ndim,
+                            const uint64_t *response_shape,
+                            struct mms_service_options **out);
+
+// Sets one of the options (`MMS_SERVICE_*`).
+//
+// # Safety
+// `options` is a live options handle.
+int mms_service_options_set(struct mms_service_options *options, int what, uint64_t value);
+
+// Frees service options.
+//
+// # Safety
+// `options` is NULL or a live options handle, not used after.
+void mms_service_options_free(struct mms_service_options *options);
+
+// Creates the service `options` describe (its request and response streams).
+//
+// # Safety
+// `client` and `options` are live handles.
+int mms_create_service(struct mms_client *client, struct mms_service_options *options);
+
+// Deletes every stream of service `name`.
+//
+// # Safety
+// `client` is a live client handle; `name` a NUL-terminated string.
+int mms_delete_service(struct mms_client *client, const char *name);
+
+// Attaches as a requester of service `name`, in its first free requester slot
+// (`MMS_ERR_BUSY` when all are taken).
+//
+// # Safety
+// `client` is a live client handle; `name` a NUL-terminated string; `out` valid for a write.
+int mms_requester_open(struct mms_client *client, const char *name, struct mms_requester **out);
+
+// Sends a request (`len` bytes at `src`: exactly a request), waiting up to `timeout_ms` (-1:
+// no limit) for a server and for room; its correlation id goes to `id` (may be NULL).
+//
+// # Safety
+// `requester` is a live requester handle; `src` holds `len` bytes; `id` NULL or valid for a
+// write.
+int mms_requester_send(struct mms_requester *requester,
+                       const void *src,
+                       size_t len,
+                       int64_t timeout_ms,
+                       uint64_t *id);
+
+// Receives the next response to one of this requester's requests, waiting up to
+// `timeout_ms` (-1: no limit): `MMS_ERR_TIMEOUT`, or `MMS_ERR_LOST` (with the request ids in
+// `mms_last_error`) when the server they went to died.
+//
+// # Safety
+// `requester` is a live requester handle that outlives the response; `out` valid for a
+// write.
+int mms_requester_receive(struct mms_requester *requester,
+                          int64_t timeout_ms,
+                          struct mms_response **out);
+
+// The response's bytes (read-only, valid until released); NULL for NULL.
+//
+// # Safety
+// `response` is NULL or a live response.
+const void *mms_response_data(const struct mms_response *response);
+
+// The response's length in bytes (0 for NULL).
+//
+// # Safety
+// As `mms_response_data`.
+size_t mms_response_len(const struct mms_response *response);
+
+// The correlation id of the request it answers (0 for NULL).
+//
+// # Safety
+// As `mms_response_data`.
+uint64_t mms_response_id(const struct mms_response *response);
+
+// Releases a response (NULL: nothing).
+//
+// # Safety
+// `response` is NULL or a live response whose requester is still live; not used after.
+void mms_response_release(struct mms_response *response);
+
+// Frees a requester (its slot is free again). Release its responses first.
+//
+// # Safety
+// `requester` is NULL or a live requester handle, not used after.
+void mms_requester_free(struct mms_requester *requester);
+
+// Attaches as a server of service `name`, in its first free server slot (`MMS_ERR_BUSY` when
+// all are taken).
+//
+// # Safety
+// `client` is a live client handle; `name` a NUL-terminated string; `out` valid for a write.
+int mms_server_open(struct mms_client *client, const char *name, struct mms_server **out);
+
+// Receives the next request, waiting up to `timeout_ms` (-1: no limit; `MMS_ERR_TIMEOUT`).
+//
+// # Safety
+// `server` is a live server handle that outlives the request; `out` valid for a write.
+int mms_server_receive(struct mms_server *server, int64_t timeout_ms, struct mms_request **out);
+
+// The request's bytes (read-only, valid until released); NULL for NULL.
+//
+// # Safety
+// `request` is NULL or a live request.
+const void *mms_request_data(const struct mms_request *request);
+
+// The request's length in bytes (0 for NULL).
+//
+// # Safety
+// As `mms_request_data`.
+size_t mms_request_len(const struct mms_request *request);
+
+// The request's correlation id (its requester's; 0 for NULL).
+//
+// # Safety
+// As `mms_request_data`.
+uint64_t mms_request_id(const struct mms_request *request);
+
+// The requester slot it came from (0 for NULL).
+//
+// # Safety
+// As `mms_request_data`.
+uint32_t mms_request_requester(const struct mms_request *request);
+
+// Answers `request` with a response of `len` bytes at `src` (exactly a response), sent to
+// its requester only; waits up to the server's timeout (10 s) while that requester is a
+// whole ring of responses behind.
+//
+// # Safety
+// `server` is the live server handle `request` came from; `request` a live request; `src`
+// holds `len` bytes.
+int mms_request_respond(struct mms_server *server,
+                        const struct mms_request *request,
+                        const void *src,
+                        size_t len);
+
+// Releases a request (NULL: nothing). Answer it first.
+//
+// # Safety
+// `request` is NULL or a live request whose server is still live; not used after.
+void mms_request_release(struct mms_request *request);
+
+// Frees a server (its slot is free again). Release its requests first.
+//
+// # Safety
+// `server` is NULL or a live server handle, not used after.
+void mms_server_free(struct mms_server *server);
 
 #ifdef __cplusplus
 }  // extern "C"

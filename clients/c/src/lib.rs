@@ -2400,5 +2400,517 @@ pub unsafe extern "C" fn mms_sample_release(sample: *mut mms_sample) {
     }));
 }
 
+// ---------------------------------------------------------------------------------------------
+// Services: request/response
+
+/// `mms_service_options_set`: requesters at once (1 to 16; default 8).
+pub const MMS_SERVICE_MAX_REQUESTERS: c_int = 1;
+/// `mms_service_options_set`: servers at once (1 to 16; default 2).
+pub const MMS_SERVICE_MAX_SERVERS: c_int = 2;
+/// `mms_service_options_set`: requests (and responses) each ring holds (default 4).
+pub const MMS_SERVICE_SLOTS: c_int = 3;
+/// `mms_service_options_set`: permission bits (default 0600).
+pub const MMS_SERVICE_MODE: c_int = 4;
+/// `mms_service_options_set`: `MMS_CREATE_MEMORY` and `MMS_CREATE_EXIST_OK`.
+pub const MMS_SERVICE_FLAGS: c_int = 5;
+
+impl From<mmshare::ServiceError> for Failure {
+    fn from(e: mmshare::ServiceError) -> Failure {
+        use mmshare::ServiceError as E;
+        match e {
+            E::Client(c) => c.into(),
+            E::Stream(s) => s.into(),
+            e @ (E::Timeout { .. } | E::NoServer { .. }) => {
+                Failure::new(MMS_ERR_TIMEOUT, e.to_string())
+            }
+            e @ E::ServerLost { .. } => Failure::new(MMS_ERR_LOST, e.to_string()),
+            e @ E::Full { .. } => Failure::new(MMS_ERR_BUSY, e.to_string()),
+            e @ E::WrongLength { .. } => Failure::invalid(e.to_string()),
+            other => Failure::new(MMS_ERR_INTERNAL, other.to_string()),
+        }
+    }
+}
+
+/// What `mms_create_service` creates.
+#[derive(Debug)]
+pub struct mms_service_options(Option<mmshare::ServiceOptions>);
+handle!(
+    mms_service_options,
+    mmshare::ServiceOptions,
+    "service options"
+);
+
+/// New service options: requests of `request_dtype` and shape (`request_ndim` dimensions at
+/// `request_shape`), responses of `response_dtype` and shape; 8 requesters, 2 servers, rings
+/// of 4, file-backed, mode 0600. Free with [`mms_service_options_free`].
+///
+/// # Safety
+/// The names and dtypes are NUL-terminated strings; the shapes point at their `ndim` values;
+/// `out` is valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_service_options_new(
+    name: *const c_char,
+    request_dtype: *const c_char,
+    request_ndim: u32,
+    request_shape: *const u64,
+    response_dtype: *const c_char,
+    response_ndim: u32,
+    response_shape: *const u64,
+    out: *mut *mut mms_service_options,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: NULL or NUL-terminated strings, shapes of their `ndim` values (the contract).
+        let (name, rd, rs, sd, ss) = unsafe {
+            (
+                text(name, "name")?,
+                text(request_dtype, "request_dtype")?,
+                dims(request_shape, request_ndim)?,
+                text(response_dtype, "response_dtype")?,
+                dims(response_shape, response_ndim)?,
+            )
+        };
+        needed(out, "out")?;
+        let options = mmshare::ServiceOptions::new(name, rd, rs, sd, ss);
+        // SAFETY: valid for a write (the contract).
+        unsafe { put(out, boxed(options)) };
+        Ok(())
+    })
+}
+
+/// Sets one of the options (`MMS_SERVICE_*`).
+///
+/// # Safety
+/// `options` is a live options handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_service_options_set(
+    options: *mut mms_service_options,
+    what: c_int,
+    value: u64,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let o = unsafe { live(options) }?;
+        let small = u32::try_from(value)
+            .map_err(|_| Failure::invalid(format!("the value {value} does not fit in 32 bits")))?;
+        let taken = std::mem::replace(o, mmshare::ServiceOptions::new("", "", &[], "", &[]));
+        *o = match what {
+            MMS_SERVICE_MAX_REQUESTERS => taken.max_requesters(small),
+            MMS_SERVICE_MAX_SERVERS => taken.max_servers(small),
+            MMS_SERVICE_SLOTS => taken.slots(small),
+            MMS_SERVICE_MODE => taken.mode(small),
+            MMS_SERVICE_FLAGS => {
+                let (backing, order, exist_ok) = create_flags(small)?;
+                if order != Order::C {
+                    *o = taken;
+                    return Err(Failure::invalid("a service's requests are in C order"));
+                }
+                let t = taken.exist_ok(exist_ok);
+                if backing == Backing::Memory {
+                    t.memory()
+                } else {
+                    t
+                }
+            }
+            other => {
+                *o = taken;
+                return Err(Failure::invalid(format!("{other} is not an MMS_SERVICE_*")));
+            }
+        };
+        Ok(())
+    })
+}
+
+/// Frees service options.
+///
+/// # Safety
+/// `options` is NULL or a live options handle, not used after.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_service_options_free(options: *mut mms_service_options) {
+    // SAFETY: the contract.
+    unsafe { free(options) }
+}
+
+/// Creates the service `options` describe (its request and response streams).
+///
+/// # Safety
+/// `client` and `options` are live handles.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_create_service(
+    client: *mut mms_client,
+    options: *mut mms_service_options,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: live handles of these types, used by this thread only (the contract).
+        let (c, o) = unsafe { (live(client)?, live(options)?) };
+        c.create_service(o)?;
+        Ok(())
+    })
+}
+
+/// Deletes every stream of service `name`.
+///
+/// # Safety
+/// `client` is a live client handle; `name` a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_delete_service(client: *mut mms_client, name: *const c_char) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle; a NUL-terminated string (the contract).
+        let (c, name) = unsafe { (live(client)?, text(name, "name")?) };
+        c.delete_service(name)?;
+        Ok(())
+    })
+}
+
+/// The calling side of a service (`mms_requester_open`).
+#[derive(Debug)]
+pub struct mms_requester(Option<mmshare::Requester<u8, u8>>);
+handle!(mms_requester, mmshare::Requester<u8, u8>, "requester");
+
+/// Attaches as a requester of service `name`, in its first free requester slot
+/// (`MMS_ERR_BUSY` when all are taken).
+///
+/// # Safety
+/// `client` is a live client handle; `name` a NUL-terminated string; `out` valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_requester_open(
+    client: *mut mms_client,
+    name: *const c_char,
+    out: *mut *mut mms_requester,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle; a NUL-terminated string (the contract).
+        let (c, name) = unsafe { (live(client)?, text(name, "name")?) };
+        needed(out, "out")?;
+        let r = c.requester_bytes(name)?;
+        // SAFETY: valid for a write (the contract).
+        unsafe { put(out, boxed(r)) };
+        Ok(())
+    })
+}
+
+/// Sends a request (`len` bytes at `src`: exactly a request), waiting up to `timeout_ms` (-1:
+/// no limit) for a server and for room; its correlation id goes to `id` (may be NULL).
+///
+/// # Safety
+/// `requester` is a live requester handle; `src` holds `len` bytes; `id` NULL or valid for a
+/// write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_requester_send(
+    requester: *mut mms_requester,
+    src: *const c_void,
+    len: usize,
+    timeout_ms: i64,
+    id: *mut u64,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let r = unsafe { live(requester) }?;
+        if src.is_null() {
+            return Err(Failure::invalid("src is NULL"));
+        }
+        r.set_timeout(limit(timeout_ms).unwrap_or(mmshare::MAX_WAIT));
+        // SAFETY: `len` readable bytes (the contract).
+        let request = unsafe { std::slice::from_raw_parts(src.cast::<u8>(), len) };
+        let sent = r.send(request)?;
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe { put(id, sent) };
+        Ok(())
+    })
+}
+
+/// A response, held (read in place) until `mms_response_release`.
+#[derive(Debug)]
+pub struct mms_response {
+    requester: *const mms_requester,
+    token: Option<SampleToken>,
+    data: *const u8,
+    len: usize,
+    id: u64,
+}
+
+/// Receives the next response to one of this requester's requests, waiting up to
+/// `timeout_ms` (-1: no limit): `MMS_ERR_TIMEOUT`, or `MMS_ERR_LOST` (with the request ids in
+/// `mms_last_error`) when the server they went to died.
+///
+/// # Safety
+/// `requester` is a live requester handle that outlives the response; `out` valid for a
+/// write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_requester_receive(
+    requester: *mut mms_requester,
+    timeout_ms: i64,
+    out: *mut *mut mms_response,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let r = unsafe { live(requester) }?;
+        needed(out, "out")?;
+        let (id, token) = waiting(
+            timeout_ms,
+            |d| r.receive_token(d),
+            |e| matches!(e, mmshare::ServiceError::Timeout { .. }),
+        )?;
+        let response = mms_response {
+            requester: requester.cast_const(),
+            data: r.response_ptr(&token),
+            len: r.response_len(),
+            id,
+            token: Some(token),
+        };
+        // SAFETY: valid for a write (the contract).
+        unsafe { put(out, Box::into_raw(Box::new(response))) };
+        Ok(())
+    })
+}
+
+/// The response's bytes (read-only, valid until released); NULL for NULL.
+///
+/// # Safety
+/// `response` is NULL or a live response.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_response_data(response: *const mms_response) -> *const c_void {
+    // SAFETY: the contract.
+    unsafe { response.as_ref() }.map_or(std::ptr::null(), |r| r.data.cast())
+}
+
+/// The response's length in bytes (0 for NULL).
+///
+/// # Safety
+/// As `mms_response_data`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_response_len(response: *const mms_response) -> usize {
+    // SAFETY: the contract.
+    unsafe { response.as_ref() }.map_or(0, |r| r.len)
+}
+
+/// The correlation id of the request it answers (0 for NULL).
+///
+/// # Safety
+/// As `mms_response_data`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_response_id(response: *const mms_response) -> u64 {
+    // SAFETY: the contract.
+    unsafe { response.as_ref() }.map_or(0, |r| r.id)
+}
+
+/// Releases a response (NULL: nothing).
+///
+/// # Safety
+/// `response` is NULL or a live response whose requester is still live; not used after.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_response_release(response: *mut mms_response) {
+    if response.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: made by `mms_requester_receive`, released once (the contract).
+        let mut r = unsafe { Box::from_raw(response) };
+        // SAFETY: the requester outlives its responses (the contract).
+        if let (Some(token), Some(h)) = (r.token.take(), unsafe { r.requester.as_ref() })
+            && let Some(requester) = h.0.as_ref()
+        {
+            requester.release_response(token);
+        }
+    }));
+}
+
+/// Frees a requester (its slot is free again). Release its responses first.
+///
+/// # Safety
+/// `requester` is NULL or a live requester handle, not used after.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_requester_free(requester: *mut mms_requester) {
+    // SAFETY: the contract.
+    unsafe { free(requester) }
+}
+
+/// The serving side of a service (`mms_server_open`).
+#[derive(Debug)]
+pub struct mms_server(Option<mmshare::Server<u8, u8>>);
+handle!(mms_server, mmshare::Server<u8, u8>, "server");
+
+/// Attaches as a server of service `name`, in its first free server slot (`MMS_ERR_BUSY` when
+/// all are taken).
+///
+/// # Safety
+/// `client` is a live client handle; `name` a NUL-terminated string; `out` valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_server_open(
+    client: *mut mms_client,
+    name: *const c_char,
+    out: *mut *mut mms_server,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle; a NUL-terminated string (the contract).
+        let (c, name) = unsafe { (live(client)?, text(name, "name")?) };
+        needed(out, "out")?;
+        let s = c.server_bytes(name)?;
+        // SAFETY: valid for a write (the contract).
+        unsafe { put(out, boxed(s)) };
+        Ok(())
+    })
+}
+
+/// A request, held (read in place) until `mms_request_release`.
+#[derive(Debug)]
+pub struct mms_request {
+    server: *const mms_server,
+    token: Option<mmshare::RequestToken>,
+    data: *const u8,
+    len: usize,
+    id: u64,
+    requester: u32,
+}
+
+/// Receives the next request, waiting up to `timeout_ms` (-1: no limit; `MMS_ERR_TIMEOUT`).
+///
+/// # Safety
+/// `server` is a live server handle that outlives the request; `out` valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_server_receive(
+    server: *mut mms_server,
+    timeout_ms: i64,
+    out: *mut *mut mms_request,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let s = unsafe { live(server) }?;
+        needed(out, "out")?;
+        let token = waiting(
+            timeout_ms,
+            |d| s.receive_token(d),
+            |e| {
+                matches!(
+                    e,
+                    mmshare::ServiceError::Stream(StreamError::ReceiveTimeout { .. })
+                )
+            },
+        )?;
+        let request = mms_request {
+            server: server.cast_const(),
+            data: s.request_ptr(&token),
+            len: s.request_len(),
+            id: token.id(),
+            requester: token.requester_slot(),
+            token: Some(token),
+        };
+        // SAFETY: valid for a write (the contract).
+        unsafe { put(out, Box::into_raw(Box::new(request))) };
+        Ok(())
+    })
+}
+
+/// The request's bytes (read-only, valid until released); NULL for NULL.
+///
+/// # Safety
+/// `request` is NULL or a live request.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_request_data(request: *const mms_request) -> *const c_void {
+    // SAFETY: the contract.
+    unsafe { request.as_ref() }.map_or(std::ptr::null(), |r| r.data.cast())
+}
+
+/// The request's length in bytes (0 for NULL).
+///
+/// # Safety
+/// As `mms_request_data`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_request_len(request: *const mms_request) -> usize {
+    // SAFETY: the contract.
+    unsafe { request.as_ref() }.map_or(0, |r| r.len)
+}
+
+/// The request's correlation id (its requester's; 0 for NULL).
+///
+/// # Safety
+/// As `mms_request_data`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_request_id(request: *const mms_request) -> u64 {
+    // SAFETY: the contract.
+    unsafe { request.as_ref() }.map_or(0, |r| r.id)
+}
+
+/// The requester slot it came from (0 for NULL).
+///
+/// # Safety
+/// As `mms_request_data`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_request_requester(request: *const mms_request) -> u32 {
+    // SAFETY: the contract.
+    unsafe { request.as_ref() }.map_or(0, |r| r.requester)
+}
+
+/// Answers `request` with a response of `len` bytes at `src` (exactly a response), sent to
+/// its requester only; waits up to the server's timeout (10 s) while that requester is a
+/// whole ring of responses behind.
+///
+/// # Safety
+/// `server` is the live server handle `request` came from; `request` a live request; `src`
+/// holds `len` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_request_respond(
+    server: *mut mms_server,
+    request: *const mms_request,
+    src: *const c_void,
+    len: usize,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let s = unsafe { live(server) }?;
+        // SAFETY: NULL or a live request (the contract).
+        let Some(req) = (unsafe { request.as_ref() }) else {
+            return Err(Failure::invalid("request is NULL"));
+        };
+        let Some(token) = req.token.as_ref() else {
+            return Err(Failure::invalid("the request was released"));
+        };
+        if src.is_null() {
+            return Err(Failure::invalid("src is NULL"));
+        }
+        if len != s.response_nbytes() {
+            return Err(Failure::invalid(format!(
+                "a response of {len} bytes; the service's are {}",
+                s.response_nbytes()
+            )));
+        }
+        let loan = s.loan_response_token(token)?;
+        // SAFETY: the loaned slot holds `len` bytes, ours until sent; `src` holds `len`.
+        unsafe { std::ptr::copy_nonoverlapping(src.cast::<u8>(), s.response_ptr(&loan), len) };
+        s.send_response(loan)?;
+        Ok(())
+    })
+}
+
+/// Releases a request (NULL: nothing). Answer it first.
+///
+/// # Safety
+/// `request` is NULL or a live request whose server is still live; not used after.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_request_release(request: *mut mms_request) {
+    if request.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: made by `mms_server_receive`, released once (the contract).
+        let mut r = unsafe { Box::from_raw(request) };
+        // SAFETY: the server outlives its requests (the contract).
+        if let (Some(token), Some(h)) = (r.token.take(), unsafe { r.server.as_ref() })
+            && let Some(server) = h.0.as_ref()
+        {
+            server.release_request(token);
+        }
+    }));
+}
+
+/// Frees a server (its slot is free again). Release its requests first.
+///
+/// # Safety
+/// `server` is NULL or a live server handle, not used after.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_server_free(server: *mut mms_server) {
+    // SAFETY: the contract.
+    unsafe { free(server) }
+}
+
 #[cfg(test)]
 mod tests;

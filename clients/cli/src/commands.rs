@@ -1056,3 +1056,104 @@ mod tests {
         assert_eq!(utc(951_782_400_000_000_000), "2000-02-29T00:00:00.000Z");
     }
 }
+
+/// `call`: sends the request in `request` (a .npy of the service's request shape, or a stack
+/// of them along a first axis) to service `name`, one at a time, and saves the responses (in
+/// the same stacking) as a .npy at `out` (`-`: standard output).
+pub fn call(socket: &Path, name: &str, request: &Path, out: &Path, timeout: Duration) -> Result {
+    let client = connect(socket)?;
+    let describe = |stream: String| -> Result<mmshare::StreamInfo> {
+        match client.describe(&stream)? {
+            mmshare::ObjectInfo::Stream(info) => Ok(info),
+            mmshare::ObjectInfo::Array(_) => Err(Failure::bad_input(format!(
+                "{stream:?} is an array: {name:?} is not a service"
+            ))),
+        }
+    };
+    let (wants, gives) = (
+        describe(mmshare::request_stream(name, 0))?,
+        describe(mmshare::response_stream(name, 0))?,
+    );
+    let mut file = std::io::BufReader::new(File::open(request).map_err(|e| {
+        Failure::new(
+            crate::failure::io_class(&e),
+            format!("cannot read {}: {e}", request.display()),
+        )
+    })?);
+    let header = npy::read_header(&mut file)
+        .map_err(|e| Failure::bad_input(format!("{}: {e}", request.display())))?;
+    if header.dtype.descr() != wants.dtype {
+        return Err(Failure::bad_input(format!(
+            "{} holds {}; service {name:?} takes requests of {}",
+            request.display(),
+            header.dtype.descr(),
+            wants.dtype
+        )));
+    }
+    let (count, stacked) = if header.shape == wants.shape {
+        (1, false)
+    } else if header.shape.len() == wants.shape.len() + 1 && header.shape[1..] == wants.shape[..] {
+        (header.shape[0], true)
+    } else {
+        return Err(Failure::bad_input(format!(
+            "{} has shape {:?}; service {name:?} takes requests of shape {:?}, or a stack of \
+             them (N, {})",
+            request.display(),
+            header.shape,
+            wants.shape,
+            wants
+                .shape
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    };
+    if header.fortran && header.shape.iter().filter(|&&d| d > 1).count() > 1 {
+        return Err(Failure::bad_input(format!(
+            "{} is in Fortran order; save it in C order (np.ascontiguousarray)",
+            request.display()
+        )));
+    }
+    let mut requester = client.requester_bytes(name)?;
+    requester.set_timeout(timeout);
+    let out_dtype: mmshare::DType = gives
+        .dtype
+        .parse()
+        .map_err(|e: mmshare::DTypeError| Failure::new(Class::Other, e.to_string()))?;
+    let mut out_shape = gives.shape.clone();
+    if stacked {
+        out_shape.insert(0, count);
+    }
+    let target = OutputTarget::of(out)?;
+    let mut tmp = TempOut::new_in(&target.temp_dir())?;
+    let write_err = |e: std::io::Error| format!("cannot write {}: {e}", out.display());
+    {
+        let mut w = BufWriter::new(&mut tmp.file);
+        w.write_all(&npy::header_bytes(&out_dtype, false, &out_shape))
+            .map_err(write_err)?;
+        for k in 0..count {
+            let mut loan = requester.loan()?;
+            file.read_exact(&mut loan).map_err(|e| {
+                Failure::bad_input(format!(
+                    "{}: request {k} is cut short: {e}",
+                    request.display()
+                ))
+            })?;
+            let id = loan.send()?;
+            let response = requester.receive_timeout(timeout)?;
+            debug_assert_eq!(response.id(), id);
+            w.write_all(&response).map_err(write_err)?;
+        }
+        w.flush().map_err(write_err)?;
+    }
+    target.deliver(tmp)?;
+    if !matches!(target, OutputTarget::Stdout) {
+        emit(&format!(
+            "called {name} {count} time(s); saved the response{} to {}",
+            if count == 1 { "" } else { "s" },
+            out.display()
+        ))?;
+    }
+    Ok(())
+}

@@ -89,6 +89,22 @@ impl From<ClientError> for Failure {
     }
 }
 
+impl From<mmshare::ServiceError> for Failure {
+    fn from(e: mmshare::ServiceError) -> Failure {
+        use mmshare::ServiceError as E;
+        match e {
+            E::Client(c) => c.into(),
+            E::Stream(s) => s.into(),
+            e @ (E::Timeout { .. } | E::NoServer { .. }) => {
+                Failure::new(Class::Timeout, e.to_string())
+            }
+            e @ E::Full { .. } => Failure::new(Class::Busy, e.to_string()),
+            e @ E::WrongLength { .. } => Failure::bad_input(e.to_string()),
+            other => Failure::new(Class::Other, other.to_string()),
+        }
+    }
+}
+
 impl From<StreamError> for Failure {
     fn from(e: StreamError) -> Failure {
         Failure::new(stream_class(&e), e.to_string())

@@ -157,6 +157,20 @@ enum Command {
         #[arg(long, default_value_t = 60.0, value_parser = parse_seconds)]
         timeout: f64,
     },
+    /// Call a service: send the request(s) of a .npy file, save the responses as a .npy
+    Call {
+        /// Service name
+        name: String,
+        /// The request: a .npy of the service's request dtype and shape, or a stack of
+        /// requests along a first axis (answered one after the other)
+        request: PathBuf,
+        /// Where to save the response(s), in the same stacking (`-`: standard output)
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Seconds to wait for a server, for room, and for each response
+        #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
+        timeout: f64,
+    },
     /// Publish the frames of a .npy stack (first axis = frames), or raw frames, into a stream
     Pub {
         /// Stream name
@@ -436,6 +450,18 @@ fn main() -> ExitCode {
         }
         Command::Info { name, json } => commands::info(&socket, &name, json),
         Command::Rm { names } => commands::rm(&socket, &names),
+        Command::Call {
+            name,
+            request,
+            output,
+            timeout,
+        } => commands::call(
+            &socket,
+            &name,
+            &request,
+            &output,
+            Duration::from_secs_f64(timeout),
+        ),
         Command::Put {
             name,
             file,
