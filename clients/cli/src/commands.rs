@@ -1045,18 +1045,6 @@ pub fn watch(socket: &Path, name: &str, json: bool, seconds: Option<Duration>) -
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utc_formats_known_instants() {
-        assert_eq!(utc(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(utc(1_795_686_401_123_000_000), "2026-11-26T09:46:41.123Z");
-        assert_eq!(utc(951_782_400_000_000_000), "2000-02-29T00:00:00.000Z");
-    }
-}
-
 /// `call`: sends the request in `request` (a .npy of the service's request shape, or a stack
 /// of them along a first axis) to service `name`, one at a time, and saves the responses (in
 /// the same stacking) as a .npy at `out` (`-`: standard output).
@@ -1156,4 +1144,16 @@ pub fn call(socket: &Path, name: &str, request: &Path, out: &Path, timeout: Dura
         ))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(utc(1_795_686_401_123_000_000), "2026-11-26T09:46:41.123Z");
+        assert_eq!(utc(951_782_400_000_000_000), "2000-02-29T00:00:00.000Z");
+    }
 }
