@@ -217,6 +217,52 @@ def tables(rust, py, info, run_info):
               f"{r['seqlock_writes_per_s']:,.0f} / {r['rwlock_writes_per_s']:,.0f} |")
         w("")
 
+    rpc = rust.get("rpc", [])
+    if rpc:
+        w("### Request → response round trip\n")
+        w("A requester (CPU 0) fills a request of the size and sends it; a server process "
+          "(CPU 1) receives it, reads every byte, fills a response of the same size and sends it "
+          "back to that requester only; the requester reads every byte of it. Both sides "
+          "busy-poll. The figure is the whole round trip (not halved), percentiles over the "
+          "rounds after a tenth as many unmeasured. mmshare: a service of one requester and one "
+          "server through a daemon (loans filled in place both ways); iceoryx2: request-response "
+          "with one client, one server, one active request, response buffer 1; the Unix socket "
+          "writes the request and reads the response.\n")
+        for size in sorted({r["size"] for r in rpc}):
+            rows = [r for r in rpc if r["size"] == size]
+            ours = next(r for r in rows if r["case"] == "mmshare service")["p50_ns"]
+            w(f"#### {size_text(size)} ({rows[0]['samples']} calls)\n")
+            w("| case | p50 | p99 | p99.9 | p50 ÷ mmshare service |")
+            w("|---|---|---|---|---|")
+            for r in rows:
+                w(f"| {r['case']} | {us(r['p50_ns'])} | {us(r['p99_ns'])} | {us(r['p999_ns'])} | "
+                  f"{ratio(r['p50_ns'] / ours, r['case'], flag_below=1)} |")
+            w("")
+
+    fan = rust.get("fan_in", [])
+    if fan:
+        w("### Fan-in: several publisher processes into one lossless subscriber\n")
+        w(f"N publisher processes each publish {fan[0]['frames_each']:,} frames of "
+          f"{size_text(fan[0]['size'])}, filled in place, into one stream that one lossless "
+          "subscriber (CPU 0) drains, reading every byte; frames/s over all publishers, from "
+          "their start signal to the last frame taken. mmshare: a stream created with "
+          "`max_publishers` N (a ring per publisher: no publisher waits for another); iceoryx2: "
+          "a publish-subscribe service with `max_publishers` N and a lossless subscriber "
+          f"(buffer 8, no safe overflow, publishers retrying until delivered). The publishers "
+          f"run on the CPUs beside the subscriber's ({rust['cpus'] - 1} here), sharing them when "
+          "they outnumber them: on a small machine the rows show the cost of the merge and of "
+          "the contention, not parallel publishing.\n")
+        w("| publishers | case | frames/s | GB/s | frames/s ÷ mmshare |")
+        w("|---|---|---|---|---|")
+        for n in sorted({r["publishers"] for r in fan}):
+            group = [r for r in fan if r["publishers"] == n]
+            ours = next(r for r in group if r["case"].startswith("mmshare"))["frames_per_s"]
+            for r in group:
+                fps = r["frames_per_s"]
+                w(f"| {n} | {r['case']} | {fps:,.0f} | {fps * r['size'] / 1e9:.2f} | "
+                  f"{ratio(fps / ours, r['case'], flag_above=1)} |")
+        w("")
+
     rows = py["rows"]
     if rows:
         rust_p50 = {r["size"]: r["p50_ns"] for r in rust["latency"] if r["case"] == OURS_LATENCY}

@@ -39,6 +39,8 @@
 //!   (the wire protocol, control files, process liveness, diagnostics). No stability promise.
 //! - `stream`: streams, rings of frames written and read in place ([`Publisher`],
 //!   [`Subscriber`]); the slot protocol is documented there.
+//! - `service`: request/response ([`Requester`], [`Server`]), built of streams of several
+//!   publishers; its design is documented there.
 //! - `client`: the synchronous client of the daemon, and typed handles on what it hands out.
 //! - `sys`: the Linux system calls (shared futex, process identity, space reservation).
 //! - `error`: typed errors, one per operation.

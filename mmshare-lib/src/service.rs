@@ -101,9 +101,9 @@ pub struct ServiceOptions {
     pub response_dtype: String,
     /// A response's shape.
     pub response_shape: Vec<u64>,
-    /// Requesters at once (default 8, at most [`MAX_SLOTS`]).
+    /// Requesters at once (default 8, at most 16 ([`crate::MAX_PUBLISHERS`])).
     pub max_requesters: u32,
-    /// Servers at once (default 2, at most [`MAX_SLOTS`]).
+    /// Servers at once (default 2, at most 16 ([`crate::MAX_PUBLISHERS`])).
     pub max_servers: u32,
     /// Requests (and responses) each ring holds: how many a requester may have in flight to
     /// one server, and a server to one requester, before it waits (default 4).
@@ -373,7 +373,7 @@ impl Client {
     ///
     /// # Errors
     /// As [`Client::create_stream`] for each stream (nothing is left behind: streams made
-    /// before a failure are deleted again); `InvalidShape` for 0 or more than [`MAX_SLOTS`]
+    /// before a failure are deleted again); `InvalidShape` for 0 or more than 16 ([`crate::MAX_PUBLISHERS`])
     /// requesters or servers.
     pub fn create_service(&self, options: &ServiceOptions) -> Result<ServiceInfo, ClientError> {
         for (what, n) in [

@@ -23,8 +23,9 @@
 //!   receive: each side blocks in a socket read).
 //!
 //! **Blocking receive**, **throughput** to 1..N consumer processes (Redis: `SET` of a key per
-//! frame, `GET` polled by each consumer) and **reader scaling** are described where they are
-//! implemented, below.
+//! frame, `GET` polled by each consumer), **reader scaling**, **request/response round
+//! trips** and **fan-in** from several publishers are described where they are implemented,
+//! below.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -1362,6 +1363,447 @@ fn latency_figure(d: &Dist) -> String {
     )
 }
 
+// ---------------------------------------------------------------------------------------------
+// Request → response round trips
+//
+// The requester (this process, CPU 0) fills a request of the size and sends it; the server
+// (a child, CPU 1) receives it, reads every byte, fills a response of the same size and sends
+// it back to that requester; the requester receives it and reads every byte. The figure is
+// the whole round trip (not halved). Both sides busy-poll:
+// - mmshare service (one requester, one server, rings of 4, through a daemon this run starts):
+//   `Requester::loan` + fill in place + `send` / `Server::try_receive`, `loan_response` + fill
+//   + `send` / `Requester::try_receive` + read in place;
+// - iceoryx2 0.10 request-response (one client, one server, one active request, response
+//   buffer 1): `loan_slice_uninit` + fill + `send` / `Server::receive`, `loan_slice_uninit` +
+//   fill + `send` / `PendingResponse::receive`;
+// - a Unix stream socket: the request written, the response read (`write_all` / `read_exact`).
+
+/// A daemon of this run's own (for the cases that go through one), killed on drop.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path) -> Result<Daemon> {
+        let exe = std::env::var_os("MMSHARE_BENCH_DAEMON").map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/mmshared"),
+            PathBuf::from,
+        );
+        let socket = dir.join("mmshared.sock");
+        let child = Command::new(&exe)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--dir")
+            .arg(dir.join("daemon-data"))
+            .arg("--mem-dir")
+            .arg(dir.join("daemon-mem"))
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+        let start = Instant::now();
+        while mmshare::Client::connect(&socket).is_err() {
+            if start.elapsed().as_secs() > 30 {
+                return Err("the daemon did not come up".into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(Daemon { child, socket })
+    }
+
+    fn client(&self) -> Result<mmshare::Client> {
+        mmshare::Client::connect(&self.socket).map_err(|e| e.to_string())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Times `rounds` round trips of `round` after a tenth as many unmeasured; whole round trips.
+fn round_trips(rounds: usize, mut round: impl FnMut(u64) -> Result) -> Result<Dist> {
+    let warm = rounds / 10;
+    let mut times = Vec::with_capacity(rounds);
+    for i in 0..(warm + rounds) as u64 {
+        let t = Instant::now();
+        round(i + 1)?;
+        if i as usize >= warm {
+            times.push(t.elapsed().as_nanos() as f64);
+        }
+    }
+    Ok(Dist::new(times))
+}
+
+fn service_err(e: mmshare::ServiceError) -> String {
+    e.to_string()
+}
+
+fn child_rpc_mmshare(socket: &str, name: &str, rounds: u64) -> Result {
+    pin(1);
+    let client = mmshare::Client::connect(socket).map_err(|e| e.to_string())?;
+    let server = client.server_bytes(name).map_err(service_err)?;
+    ready()?;
+    for i in 1..=rounds {
+        let request = loop {
+            if let Some(r) = server.try_receive().map_err(service_err)? {
+                break r;
+            }
+            std::hint::spin_loop();
+        };
+        std::hint::black_box(touch(&request));
+        let mut response = server.loan_response(&request).map_err(service_err)?;
+        fill(&mut response, i);
+        response.send().map_err(service_err)?;
+    }
+    Ok(())
+}
+
+fn rpc_mmshare(daemon: &Daemon, size: usize, rounds: usize) -> Result<Dist> {
+    let client = daemon.client()?;
+    let name = format!("bench.rpc{size}");
+    client
+        .create_service(
+            &mmshare::ServiceOptions::new(
+                name.as_str(),
+                "u1",
+                &[size as u64],
+                "u1",
+                &[size as u64],
+            )
+            .max_requesters(1)
+            .max_servers(1)
+            .memory(),
+        )
+        .map_err(|e| e.to_string())?;
+    let total = (rounds + rounds / 10) as u64;
+    let sock = daemon.socket.to_str().expect("utf-8");
+    let mut child = spawn(&["__rpc_mmshare", sock, &name, &total.to_string()])?;
+    wait_ready(&mut child)?;
+    let mut requester = client.requester_bytes(&name).map_err(service_err)?;
+    let r = round_trips(rounds, |i| {
+        let mut request = requester.loan().map_err(service_err)?;
+        fill(&mut request, i);
+        request.send().map_err(service_err)?;
+        let response = loop {
+            if let Some(r) = requester.try_receive().map_err(service_err)? {
+                break r;
+            }
+            std::hint::spin_loop();
+        };
+        std::hint::black_box(touch(&response));
+        Ok(())
+    })?;
+    drop(requester);
+    finish(child)?;
+    let _ = client.delete_service(&name);
+    Ok(r)
+}
+
+type IoxRpc = iceoryx2::service::port_factory::request_response::PortFactory<
+    ipc::Service,
+    [u8],
+    (),
+    [u8],
+    (),
+>;
+
+fn iox_rpc_service(node: &Node<ipc::Service>, name: &str) -> Result<IoxRpc> {
+    node.service_builder(&ServiceName::new(name).map_err(|e| format!("{e:?}"))?)
+        .request_response::<[u8], [u8]>()
+        .max_clients(1)
+        .max_servers(1)
+        .max_active_requests_per_client(1)
+        .max_response_buffer_size(1)
+        .open_or_create()
+        .map_err(|e| format!("iceoryx2 service {name}: {e:?}"))
+}
+
+/// Fills an uninitialized iceoryx2 payload eight bytes at a time, as `fill` does.
+fn fill_uninit(payload: &mut [core::mem::MaybeUninit<u8>], round: u64) {
+    let base = payload.as_mut_ptr().cast::<u8>();
+    for k in 0..payload.len() / 8 {
+        // SAFETY: word `k` lies inside the payload; unaligned writes of plain bytes into it
+        // initialize it.
+        unsafe {
+            base.add(8 * k)
+                .cast::<[u8; 8]>()
+                .write_unaligned(round.to_le_bytes())
+        };
+    }
+}
+
+fn child_rpc_iox(name: &str, size: usize, rounds: u64) -> Result {
+    pin(1);
+    set_log_level(LogLevel::Error);
+    let node = NodeBuilder::new()
+        .create::<ipc::Service>()
+        .map_err(|e| format!("iceoryx2 node: {e:?}"))?;
+    let server = iox_rpc_service(&node, name)?
+        .server_builder()
+        .initial_max_slice_len(size)
+        .create()
+        .map_err(|e| format!("iceoryx2 server: {e:?}"))?;
+    ready()?;
+    for i in 1..=rounds {
+        let active = loop {
+            if let Some(a) = server
+                .receive()
+                .map_err(|e| format!("iceoryx2 receive: {e:?}"))?
+            {
+                break a;
+            }
+            std::hint::spin_loop();
+        };
+        std::hint::black_box(touch(active.payload()));
+        let mut response = active
+            .loan_slice_uninit(size)
+            .map_err(|e| format!("iceoryx2 loan: {e:?}"))?;
+        fill_uninit(response.payload_mut(), i);
+        // SAFETY: every byte was written above (sizes here are multiples of 8).
+        let response = unsafe { response.assume_init() };
+        response
+            .send()
+            .map_err(|e| format!("iceoryx2 send: {e:?}"))?;
+    }
+    Ok(())
+}
+
+fn rpc_iox(size: usize, rounds: usize) -> Result<Dist> {
+    let name = format!("mmshare-bench/{}/rpc{size}", std::process::id());
+    let node = NodeBuilder::new()
+        .create::<ipc::Service>()
+        .map_err(|e| format!("iceoryx2 node: {e:?}"))?;
+    let service = iox_rpc_service(&node, &name)?;
+    let total = (rounds + rounds / 10) as u64;
+    let mut child = spawn(&["__rpc_iox", &name, &size.to_string(), &total.to_string()])?;
+    wait_ready(&mut child)?;
+    let client = service
+        .client_builder()
+        .initial_max_slice_len(size)
+        .create()
+        .map_err(|e| format!("iceoryx2 client: {e:?}"))?;
+    // Let the ports see each other.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let r = round_trips(rounds, |i| {
+        let mut request = client
+            .loan_slice_uninit(size)
+            .map_err(|e| format!("iceoryx2 loan: {e:?}"))?;
+        fill_uninit(request.payload_mut(), i);
+        // SAFETY: every byte was written above.
+        let request = unsafe { request.assume_init() };
+        let pending = request
+            .send()
+            .map_err(|e| format!("iceoryx2 send: {e:?}"))?;
+        loop {
+            if let Some(response) = pending
+                .receive()
+                .map_err(|e| format!("iceoryx2 receive: {e:?}"))?
+            {
+                std::hint::black_box(touch(response.payload()));
+                return Ok(());
+            }
+            std::hint::spin_loop();
+        }
+    })?;
+    finish(child)?;
+    Ok(r)
+}
+
+fn rpc_socket(dir: &Path, size: usize, rounds: usize) -> Result<Dist> {
+    let path = dir.join(format!("rpc{size}"));
+    let listener = UnixListener::bind(&path).map_err(|e| e.to_string())?;
+    let total = (rounds + rounds / 10) as u64;
+    let child = spawn(&[
+        "__socket",
+        path.to_str().expect("utf-8"),
+        &size.to_string(),
+        &total.to_string(),
+    ])?;
+    let (mut s, _) = listener.accept().map_err(|e| e.to_string())?;
+    let (mut msg, mut buf) = (vec![0u8; size], vec![0u8; size]);
+    let r = round_trips(rounds, |i| {
+        fill(&mut msg, i);
+        s.write_all(&msg).map_err(|e| e.to_string())?;
+        s.read_exact(&mut buf).map_err(|e| e.to_string())?;
+        std::hint::black_box(touch(&buf));
+        Ok(())
+    })?;
+    finish(child)?;
+    Ok(r)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fan-in: several publisher processes into one lossless subscriber
+//
+// N publisher processes (on CPUs 1, 2, ..., sharing them when there are fewer) each publish
+// `frames` frames of 4 KiB, filled in place, as fast as the one lossless subscriber (this
+// process, CPU 0) takes them; the subscriber reads every byte of every frame, and yields its
+// CPU when no ring has a frame. The figure is frames per second over
+// all publishers, from the moment they are told to start (a file they wait for) to the last
+// frame taken:
+// - mmshare stream created with `max_publishers` N (one ring per publisher), lossless
+//   subscriber holding one sample at a time;
+// - iceoryx2 0.10 publish-subscribe with `max_publishers` N, a lossless subscriber (buffer 8,
+//   no safe overflow, publishers blocking when it is full).
+
+fn wait_go(go: &str) {
+    while !Path::new(go).exists() {
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+}
+
+fn child_fan_in(kind: &str, path: &str, go: &str, frames: u64, cpu: usize) -> Result {
+    pin(cpu);
+    const SIZE: usize = 4096;
+    match kind {
+        "stream" => {
+            let mut publisher = Publisher::<u8>::open(path).map_err(|e| e.to_string())?;
+            ready()?;
+            wait_go(go);
+            for i in 1..=frames {
+                let mut loan = publisher.loan().map_err(|e| e.to_string())?;
+                fill(&mut loan, i);
+                loan.publish();
+            }
+        }
+        _ => {
+            set_log_level(LogLevel::Error);
+            let node = NodeBuilder::new()
+                .create::<ipc::Service>()
+                .map_err(|e| format!("iceoryx2 node: {e:?}"))?;
+            let publisher = iox_fan_in(&node, path, 4)?
+                .publisher_builder()
+                .initial_max_slice_len(SIZE)
+                .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+                .create()
+                .map_err(|e| format!("iceoryx2 publisher: {e:?}"))?;
+            ready()?;
+            wait_go(go);
+            for i in 1..=frames {
+                let mut sample = publisher
+                    .loan_slice_uninit(SIZE)
+                    .map_err(|e| format!("iceoryx2 loan: {e:?}"))?;
+                fill_uninit(sample.payload_mut(), i);
+                // SAFETY: every byte was written above.
+                let sample = unsafe { sample.assume_init() };
+                sample.send().map_err(|e| format!("iceoryx2 send: {e:?}"))?;
+            }
+            // iceoryx2's samples live in the publisher's memory: stay until they are taken.
+            wait_go(&format!("{go}.done"));
+        }
+    }
+    Ok(())
+}
+
+fn iox_fan_in(
+    node: &Node<ipc::Service>,
+    name: &str,
+    publishers: usize,
+) -> Result<iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, [u8], ()>>
+{
+    node.service_builder(&ServiceName::new(name).map_err(|e| format!("{e:?}"))?)
+        .publish_subscribe::<[u8]>()
+        .max_publishers(publishers)
+        .max_subscribers(1)
+        .history_size(0)
+        .subscriber_max_buffer_size(8)
+        .enable_safe_overflow(false)
+        .open_or_create()
+        .map_err(|e| format!("iceoryx2 service {name}: {e:?}"))
+}
+
+fn fan_in(dir: &Path, kind: &str, publishers: usize, frames: usize, cpus: usize) -> Result<f64> {
+    const SIZE: usize = 4096;
+    let go = dir.join(format!("go-{kind}-{publishers}"));
+    let _ = std::fs::remove_file(&go);
+    let _ = std::fs::remove_file(dir.join(format!("go-{kind}-{publishers}.done")));
+    let total = publishers * frames;
+    let (name, take): (String, Box<dyn FnMut() -> Result<bool>>) = if kind == "stream" {
+        let mut spec = StreamSpec::new(format!("fan{publishers}"), DType::U8, vec![SIZE as u64]);
+        spec.slots = 8;
+        spec.max_publishers = publishers as u32;
+        let (path, _) = create_stream_files(dir, &spec).map_err(|e| e.to_string())?;
+        let subscriber = Subscriber::<u8>::open(
+            &path,
+            mmshare::SubscribeOptions::new(Delivery::Lossless).max_held(1),
+        )
+        .map_err(|e| e.to_string())?;
+        let take = move || -> Result<bool> {
+            match subscriber.receive().map_err(|e| e.to_string())? {
+                Some(sample) => {
+                    std::hint::black_box(touch(&sample));
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        };
+        (path.to_str().expect("utf-8").to_owned(), Box::new(take))
+    } else {
+        let name = format!("mmshare-bench/{}/fan{publishers}", std::process::id());
+        let node = NodeBuilder::new()
+            .create::<ipc::Service>()
+            .map_err(|e| format!("iceoryx2 node: {e:?}"))?;
+        let subscriber = iox_fan_in(&node, &name, 4)?
+            .subscriber_builder()
+            .create()
+            .map_err(|e| format!("iceoryx2 subscriber: {e:?}"))?;
+        let take = move || -> Result<bool> {
+            let _node = &node;
+            match subscriber
+                .receive()
+                .map_err(|e| format!("iceoryx2 receive: {e:?}"))?
+            {
+                Some(sample) => {
+                    std::hint::black_box(touch(sample.payload()));
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        };
+        (name, Box::new(take))
+    };
+    let mut take = take;
+    let mut children = Vec::new();
+    for k in 0..publishers {
+        // Beside the subscriber's CPU: on a machine of 2, every publisher shares CPU 1.
+        let cpu = 1 + k % (cpus.max(2) - 1);
+        let mut child = spawn(&[
+            "__fan_in",
+            kind,
+            &name,
+            go.to_str().expect("utf-8"),
+            &frames.to_string(),
+            &cpu.to_string(),
+        ])?;
+        wait_ready(&mut child)?;
+        children.push(child);
+    }
+    // iceoryx2's ports connect a moment after they are made.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    std::fs::write(&go, b"").map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let mut got = 0;
+    while got < total {
+        if take()? {
+            got += 1;
+        } else {
+            // Nothing in any ring: let a publisher that shares the CPU run (the same for both).
+            std::thread::yield_now();
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let done = dir.join(format!("go-{kind}-{publishers}.done"));
+    std::fs::write(&done, b"").map_err(|e| e.to_string())?;
+    for child in children {
+        finish(child)?;
+    }
+    let _ = std::fs::remove_file(&done);
+    Ok(total as f64 / elapsed)
+}
+
 fn run(quick: bool, out: &Path) -> Result {
     pin(0);
     // iceoryx2 warns on stdout that it found no config file (defaults are what we want).
@@ -1471,10 +1913,49 @@ fn run(quick: bool, out: &Path) -> Result {
             "seqlock_writes_per_s": our_writes, "rwlock_writes_per_s": their_writes,
         }));
     }
+    let daemon = Daemon::start(d)?;
+    let mut rpc_rows = Vec::new();
+    for (size, rounds) in [(64usize, 20_000usize), (4096, 20_000), (1 << 20, 2_000)] {
+        let rounds = (rounds / scale).max(20);
+        let cases: Vec<(&str, Dist)> = vec![
+            ("mmshare service", rpc_mmshare(&daemon, size, rounds)?),
+            ("iceoryx2 0.10 request-response", rpc_iox(size, rounds)?),
+            ("Unix socket RPC", rpc_socket(d, size, rounds)?),
+        ];
+        for (case, dist) in &cases {
+            progress("request/response", size, case, &latency_figure(dist));
+            let mut row = dist.json();
+            row["case"] = (*case).into();
+            row["size"] = size.into();
+            rpc_rows.push(row);
+        }
+    }
+    drop(daemon);
+    let mut fan_in_rows = Vec::new();
+    let fan_frames = (50_000 / scale).max(100);
+    for publishers in 2..=4 {
+        for (case, kind) in [
+            ("mmshare stream (max_publishers)", "stream"),
+            ("iceoryx2 0.10 (max_publishers, lossless)", "iceoryx2"),
+        ] {
+            let fps = fan_in(d, kind, publishers, fan_frames, cpus)?;
+            progress(
+                "fan-in",
+                4096,
+                case,
+                &format!("{publishers} publishers: {fps:.0} frames/s"),
+            );
+            fan_in_rows.push(serde_json::json!({
+                "case": case, "size": 4096, "publishers": publishers,
+                "frames_each": fan_frames, "frames_per_s": fps,
+            }));
+        }
+    }
     let results = serde_json::json!({
         "quick": quick, "cpus": cpus, "floor": floor.json(), "latency": latency,
         "blocking": blocking_rows, "blocking_gap_ms": GAP.as_millis() as u64,
         "throughput": throughput_rows, "scaling": scaling_rows,
+        "rpc": rpc_rows, "fan_in": fan_in_rows,
     });
     std::fs::write(out, results.to_string())
         .map_err(|e| format!("cannot write {}: {e}", out.display()))
@@ -1499,6 +1980,9 @@ fn main() {
             arg(5).parse().unwrap_or(1.0),
             num(6) as usize,
         ),
+        "__rpc_mmshare" => child_rpc_mmshare(arg(2), arg(3), num(4)),
+        "__rpc_iox" => child_rpc_iox(arg(2), num(3) as usize, num(4)),
+        "__fan_in" => child_fan_in(arg(2), arg(3), arg(4), num(5), num(6) as usize),
         "__consumer" => consumer_child(
             arg(2),
             arg(3),

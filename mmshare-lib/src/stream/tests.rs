@@ -1998,7 +1998,9 @@ fn receive_merges_lanes_by_publish_time_and_latest_is_the_newest_of_all() {
     assert_eq!(latest_of(&subscriber), Some((0, 2)));
 }
 
-/// A subscriber asleep on every lane is woken by a publish in any lane.
+/// A subscriber asleep on every lane is woken by a publish in any lane: woken by the
+/// publisher's `FUTEX_WAKE` (this thread's count of wake-ups grows), not found by its sleep's
+/// periodic re-check (a subscriber counted as a sleeper in some lanes only would be).
 #[test]
 fn a_subscriber_asleep_is_woken_by_a_publish_in_any_lane() {
     let dir = tempfile::tempdir().unwrap();
@@ -2014,7 +2016,10 @@ fn a_subscriber_asleep_is_woken_by_a_publish_in_any_lane() {
                 std::thread::sleep(Duration::from_millis(100));
                 send(publisher);
             });
+            let (_, woken) = crate::sys::futex_wait_calls();
             let sample = subscriber.receive_timeout(Duration::from_secs(30)).unwrap();
+            let (_, woken_after) = crate::sys::futex_wait_calls();
+            assert!(woken_after > woken, "lane {lane}: woken by its publisher");
             sample.lane()
         });
         assert_eq!(got, lane);
