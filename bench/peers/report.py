@@ -248,10 +248,13 @@ def tables(rust, py, info, run_info):
           "their start signal to the last frame taken. mmshare: a stream created with "
           "`max_publishers` N (a ring per publisher: no publisher waits for another); iceoryx2: "
           "a publish-subscribe service with `max_publishers` N and a lossless subscriber "
-          f"(buffer 8, no safe overflow, publishers retrying until delivered). The publishers "
-          f"run on the CPUs beside the subscriber's ({rust['cpus'] - 1} here), sharing them when "
-          "they outnumber them: on a small machine the rows show the cost of the merge and of "
-          "the contention, not parallel publishing.\n")
+          f"(buffer 8, no safe overflow, publishers retrying until delivered; the subscriber "
+          "updates its connections whenever it finds nothing, as iceoryx2's examples do). "
+          "Each publisher has a CPU of its own beside the subscriber's when the machine has "
+          f"enough ({rust['cpus']} CPUs here); otherwise none is pinned (pinned to one shared "
+          "CPU, iceoryx2's publishers hung) and they run where the scheduler puts them, so on "
+          "a small machine the rows show the cost of the merge and of the contention, not "
+          "parallel publishing.\n")
         w("| publishers | case | frames/s | GB/s | frames/s ÷ mmshare |")
         w("|---|---|---|---|---|")
         for n in sorted({r["publishers"] for r in fan}):
@@ -259,8 +262,11 @@ def tables(rust, py, info, run_info):
             ours = next(r for r in group if r["case"].startswith("mmshare"))["frames_per_s"]
             for r in group:
                 fps = r["frames_per_s"]
-                w(f"| {n} | {r['case']} | {fps:,.0f} | {fps * r['size'] / 1e9:.2f} | "
-                  f"{ratio(fps / ours, r['case'], flag_above=1)} |")
+                if fps is None:
+                    w(f"| {n} | {r['case']} | did not finish ({r.get('error')}; killed) | – | – |")
+                    continue
+                vs = ratio(fps / ours, r["case"], flag_above=1) if ours else "–"
+                w(f"| {n} | {r['case']} | {fps:,.0f} | {fps * r['size'] / 1e9:.2f} | {vs} |")
         w("")
 
     rows = py["rows"]

@@ -1638,7 +1638,8 @@ fn rpc_socket(dir: &Path, size: usize, rounds: usize) -> Result<Dist> {
 // ---------------------------------------------------------------------------------------------
 // Fan-in: several publisher processes into one lossless subscriber
 //
-// N publisher processes (on CPUs 1, 2, ..., sharing them when there are fewer) each publish
+// N publisher processes (on CPUs 1, 2, ..., or where the scheduler puts them when there are
+// fewer CPUs beside the subscriber's than publishers) each publish
 // `frames` frames of 4 KiB, filled in place, as fast as the one lossless subscriber (this
 // process, CPU 0) takes them; the subscriber reads every byte of every frame, and yields its
 // CPU when no ring has a frame. The figure is frames per second over
@@ -1656,7 +1657,11 @@ fn wait_go(go: &str) {
 }
 
 fn child_fan_in(kind: &str, path: &str, go: &str, frames: u64, cpu: usize) -> Result {
-    pin(cpu);
+    // Pinned only where each publisher has a CPU of its own beside the subscriber's: several
+    // publishers pinned to one CPU starve each other (iceoryx2's then hang for good).
+    if cpu != 0 {
+        pin(cpu);
+    }
     const SIZE: usize = 4096;
     match kind {
         "stream" => {
@@ -1680,6 +1685,10 @@ fn child_fan_in(kind: &str, path: &str, go: &str, frames: u64, cpu: usize) -> Re
                 .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
                 .create()
                 .map_err(|e| format!("iceoryx2 publisher: {e:?}"))?;
+            // Connected to the subscriber before the first frame (a frame sent before the
+            // publisher sees it reaches nobody).
+            iceoryx2::port::update_connections::UpdateConnections::update_connections(&publisher)
+                .map_err(|e| format!("iceoryx2 connections: {e:?}"))?;
             ready()?;
             wait_go(go);
             for i in 1..=frames {
@@ -1715,12 +1724,11 @@ fn iox_fan_in(
         .map_err(|e| format!("iceoryx2 service {name}: {e:?}"))
 }
 
-fn fan_in(dir: &Path, kind: &str, publishers: usize, frames: usize, cpus: usize) -> Result<f64> {
+fn fan_in(dir: &Path, kind: &str, publishers: usize, frames: usize) -> Result<f64> {
     const SIZE: usize = 4096;
     let go = dir.join(format!("go-{kind}-{publishers}"));
     let _ = std::fs::remove_file(&go);
     let _ = std::fs::remove_file(dir.join(format!("go-{kind}-{publishers}.done")));
-    let total = publishers * frames;
     let (name, take): (String, Box<dyn FnMut() -> Result<bool>>) = if kind == "stream" {
         let mut spec = StreamSpec::new(format!("fan{publishers}"), DType::U8, vec![SIZE as u64]);
         spec.slots = 8;
@@ -1760,24 +1768,76 @@ fn fan_in(dir: &Path, kind: &str, publishers: usize, frames: usize, cpus: usize)
                     std::hint::black_box(touch(sample.payload()));
                     Ok(true)
                 }
-                None => Ok(false),
+                None => {
+                    // A publisher that came after our last look is connected here (as
+                    // iceoryx2's own examples do between receives).
+                    iceoryx2::port::update_connections::UpdateConnections::update_connections(
+                        &subscriber,
+                    )
+                    .map_err(|e| format!("iceoryx2 connections: {e:?}"))?;
+                    Ok(false)
+                }
             }
         };
         (name, Box::new(take))
     };
     let mut take = take;
+    // A case that hangs (a child that never says it is ready, or never exits) is killed after
+    // 90 s and reported as not finished, rather than hanging the run.
+    let pids = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = {
+        let (pids, finished) = (pids.clone(), finished.clone());
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while !finished.load(Ordering::Relaxed) {
+                if start.elapsed().as_secs() > 90 {
+                    for &pid in pids.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                        // SAFETY: kill(2) on a child of ours (a plain system call).
+                        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                    }
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        })
+    };
+    let outcome = fan_in_run(&mut take, kind, &name, &go, dir, publishers, frames, &pids);
+    finished.store(true, Ordering::Relaxed);
+    let _ = watchdog.join();
+    outcome
+}
+
+/// The timed part of [`fan_in`]: the publisher processes, the start signal, the frames.
+#[allow(clippy::too_many_arguments)]
+fn fan_in_run(
+    take: &mut dyn FnMut() -> Result<bool>,
+    kind: &str,
+    name: &str,
+    go: &Path,
+    dir: &Path,
+    publishers: usize,
+    frames: usize,
+    pids: &std::sync::Mutex<Vec<u32>>,
+) -> Result<f64> {
+    let cpus = cpus();
+    let total = publishers * frames;
     let mut children = Vec::new();
     for k in 0..publishers {
-        // Beside the subscriber's CPU: on a machine of 2, every publisher shares CPU 1.
-        let cpu = 1 + k % (cpus.max(2) - 1);
+        // A CPU of its own beside the subscriber's, or (0) left to the scheduler when there
+        // are not enough.
+        let cpu = if publishers < cpus { 1 + k } else { 0 };
         let mut child = spawn(&[
             "__fan_in",
             kind,
-            &name,
+            name,
             go.to_str().expect("utf-8"),
             &frames.to_string(),
             &cpu.to_string(),
         ])?;
+        pids.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(child.id());
         wait_ready(&mut child)?;
         children.push(child);
     }
@@ -1787,6 +1847,9 @@ fn fan_in(dir: &Path, kind: &str, publishers: usize, frames: usize, cpus: usize)
     let start = Instant::now();
     let mut got = 0;
     while got < total {
+        if start.elapsed().as_secs() > 60 {
+            return Err(format!("{got} of {total} frames came within 60 s"));
+        }
         if take()? {
             got += 1;
         } else {
@@ -1938,16 +2001,22 @@ fn run(quick: bool, out: &Path) -> Result {
             ("mmshare stream (max_publishers)", "stream"),
             ("iceoryx2 0.10 (max_publishers, lossless)", "iceoryx2"),
         ] {
-            let fps = fan_in(d, kind, publishers, fan_frames, cpus)?;
+            let (fps, error) = match fan_in(d, kind, publishers, fan_frames) {
+                Ok(fps) => (Some(fps), None),
+                Err(e) => (None, Some(e)),
+            };
             progress(
                 "fan-in",
                 4096,
                 case,
-                &format!("{publishers} publishers: {fps:.0} frames/s"),
+                &match (fps, &error) {
+                    (Some(fps), _) => format!("{publishers} publishers: {fps:.0} frames/s"),
+                    (None, e) => format!("{publishers} publishers: did not finish: {e:?}"),
+                },
             );
             fan_in_rows.push(serde_json::json!({
                 "case": case, "size": 4096, "publishers": publishers,
-                "frames_each": fan_frames, "frames_per_s": fps,
+                "frames_each": fan_frames, "frames_per_s": fps, "error": error,
             }));
         }
     }
@@ -1982,6 +2051,13 @@ fn main() {
         ),
         "__rpc_mmshare" => child_rpc_mmshare(arg(2), arg(3), num(4)),
         "__rpc_iox" => child_rpc_iox(arg(2), num(3) as usize, num(4)),
+        "__fan_in_only" => (|| {
+            pin(0);
+            let dir = tempfile::tempdir_in("/dev/shm").map_err(|e| e.to_string())?;
+            let fps = fan_in(dir.path(), arg(2), num(3) as usize, num(4) as usize)?;
+            println!("{fps:.0} frames/s");
+            Ok(())
+        })(),
         "__fan_in" => child_fan_in(arg(2), arg(3), arg(4), num(5), num(6) as usize),
         "__consumer" => consumer_child(
             arg(2),
