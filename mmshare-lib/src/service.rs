@@ -548,8 +548,10 @@ pub struct Requester<Req: Element, Resp: Element> {
     next_id: u64,
     /// The server the last request went to.
     last_server: Option<usize>,
-    /// Requests sent and not answered yet, with their server slot.
-    pending: RefCell<std::collections::BTreeMap<u64, u32>>,
+    /// Requests sent and not answered yet, with their server slot and that server (the owner
+    /// word of its record when the request was sent: a server that replaced it in the slot
+    /// never saw the request).
+    pending: RefCell<std::collections::BTreeMap<u64, (u32, u64)>>,
     timeout: Duration,
     _types: PhantomData<fn() -> (Req, Resp)>,
 }
@@ -664,9 +666,21 @@ impl<Req: Element, Resp: Element> Requester<Req, Resp> {
     /// server is a whole ring of requests behind.
     pub fn loan(&mut self) -> Result<RequestMut<'_, Req, Resp>, ServiceError> {
         let deadline = Instant::now() + self.timeout;
-        let server = self.pick_server(deadline)?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        let token = self.to[server].loan_token(left)?;
+        let (server, token) = loop {
+            let server = self.pick_server(deadline)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.to[server].loan_token(left.min(LIVENESS_CHECK)) {
+                Ok(token) => break (server, token),
+                // Its ring is full: it may be dead with our requests in it (its record then
+                // goes, the kernel's word, and the next pick takes another server), or slow.
+                Err(StreamError::LoanTimeout { .. }) if left > LIVENESS_CHECK => {
+                    self.to[server]
+                        .files()
+                        .reclaim_subscribers(|_| crate::sys::Liveness::Unknown);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let id = self.next_id;
         Ok(RequestMut {
             requester: self,
@@ -763,25 +777,27 @@ impl<Req: Element, Resp: Element> Requester<Req, Resp> {
         Some(Response { sample, id })
     }
 
-    /// A server slot with requests of ours pending whose server is gone: its record's
-    /// liveness lock is free (the kernel's word; the record is freed on the way).
-    fn dead_server(&self) -> Option<u32> {
-        let servers: std::collections::BTreeSet<u32> =
+    /// A server with requests of ours pending that is gone: its record's liveness lock is
+    /// free (the kernel's word; the record is freed on the way), or another server holds its
+    /// slot now (which started after our requests, and never sees them).
+    fn dead_server(&self) -> Option<(u32, u64)> {
+        let servers: std::collections::BTreeSet<(u32, u64)> =
             self.pending.borrow().values().copied().collect();
-        servers.into_iter().find(|&server| {
+        servers.into_iter().find(|&(server, owner)| {
             let to = &self.to[server as usize];
             to.files()
                 .reclaim_subscribers(|_| crate::sys::Liveness::Unknown);
-            to.subscriber_count() == 0
+            !to.files().started_owners().contains(&owner)
         })
     }
 
-    /// Forgets the requests pending at `server` and says they are lost.
-    fn lose(&self, server: u32) -> ServiceError {
+    /// Forgets the requests pending at `server` (that server, `owner`) and says they are
+    /// lost.
+    fn lose(&self, (server, owner): (u32, u64)) -> ServiceError {
         let mut pending = self.pending.borrow_mut();
         let lost: Vec<u64> = pending
             .iter()
-            .filter(|&(_, &s)| s == server)
+            .filter(|&(_, &s)| s == (server, owner))
             .map(|(&id, _)| id)
             .collect();
         for id in &lost {
@@ -914,11 +930,19 @@ impl<Req: Element, Resp: Element> RequestMut<'_, Req, Resp> {
             // SAFETY: the loaned slot's header, 16 bytes of CALL_HEADER, ours until published.
             unsafe { write_header(header, self.id, self.requester.nonce) };
         }
+        // The server this request goes to, before it is published: if it is replaced before
+        // it takes the request, the request is lost with it (and reported so).
+        let server = publisher
+            .files()
+            .started_owners()
+            .first()
+            .copied()
+            .unwrap_or(0);
         publisher.publish_token(token)?;
         self.requester
             .pending
             .borrow_mut()
-            .insert(self.id, self.server as u32);
+            .insert(self.id, (self.server as u32, server));
         self.requester.next_id += 1;
         Ok(self.id)
     }
@@ -1012,10 +1036,12 @@ pub struct Server<Req: Element, Resp: Element> {
     attach: AttachLane<Resp>,
     /// Bytes per response (from the response streams' description).
     response_nbytes: usize,
+    /// Lane `slot` of each requester's response stream, attached at the first response.
+    /// Declared (so dropped) before `from`: the slot is given up last, so a server that
+    /// takes it next finds these lanes free.
+    to: Vec<RefCell<Option<Publisher<Resp>>>>,
     /// Its request stream (lane r: requester slot r's requests).
     from: Subscriber<Req>,
-    /// Lane `slot` of each requester's response stream, attached at the first response.
-    to: Vec<RefCell<Option<Publisher<Resp>>>>,
     timeout: Duration,
 }
 
@@ -1092,7 +1118,12 @@ impl<Req: Element, Resp: Element> Server<Req, Resp> {
                 reason: format!("no requester slot {requester}"),
             })
         })?;
-        let mut slot = cell.borrow_mut();
+        let mut slot = cell.try_borrow_mut().map_err(|_| {
+            // A response to this requester is loaned already (one loan per ring at a time).
+            ServiceError::Stream(StreamError::LoanOutstanding {
+                name: response_stream(&self.name, requester as u32),
+            })
+        })?;
         if slot.is_none() {
             let name = response_stream(&self.name, requester as u32);
             *slot = Some(lane_publisher(&self.client, &name, self.slot, self.attach)?);
@@ -1190,34 +1221,31 @@ impl<Req: Element, Resp: Element> Server<Req, Resp> {
     }
 
     /// The first byte of the response `token` holds (writable until sent or abandoned).
-    pub fn response_ptr(&self, token: &ResponseToken) -> *mut u8 {
-        let publisher = self.to[token.requester].borrow();
-        publisher
-            .as_ref()
-            .expect("a loaned response's publisher is attached")
-            .frame_ptr(&token.token)
+    ///
+    /// # Errors
+    /// `LoanOutstanding` while a [`ResponseMut`] to the same requester is alive.
+    pub fn response_ptr(&self, token: &ResponseToken) -> Result<*mut u8, ServiceError> {
+        Ok(self.responder(token.requester)?.frame_ptr(&token.token))
     }
 
     /// Sends the response of `token` to its requester.
     ///
     /// # Errors
-    /// As [`ResponseMut::send`].
+    /// As [`ResponseMut::send`]; `LoanOutstanding` while a [`ResponseMut`] to the same
+    /// requester is alive.
     pub fn send_response(&self, token: ResponseToken) -> Result<(), ServiceError> {
-        let mut publisher = self.to[token.requester].borrow_mut();
-        publisher
-            .as_mut()
-            .expect("a loaned response's publisher is attached")
+        self.responder(token.requester)?
             .publish_token(token.token)?;
         Ok(())
     }
 
     /// Gives the response loan of `token` back unsent.
-    pub fn abandon_response(&self, token: ResponseToken) {
-        let mut publisher = self.to[token.requester].borrow_mut();
-        publisher
-            .as_mut()
-            .expect("a loaned response's publisher is attached")
-            .abandon_token(token.token);
+    ///
+    /// # Errors
+    /// `LoanOutstanding` while a [`ResponseMut`] to the same requester is alive.
+    pub fn abandon_response(&self, token: ResponseToken) -> Result<(), ServiceError> {
+        self.responder(token.requester)?.abandon_token(token.token);
+        Ok(())
     }
 
     /// Elements per request (bytes, for a byte handle).
@@ -1481,6 +1509,12 @@ mod asynchronous {
         wait: AsyncWait,
         _borrow: PhantomData<&'a mut Requester<Req, Resp>>,
     }
+
+    // The `Send` below claims nothing about the wait: it is `Send` itself (checked here).
+    const _: fn() = || {
+        fn send<T: Send>() {}
+        send::<AsyncWait>();
+    };
 
     // SAFETY: the future has the requester to itself for `'a` (it holds the exclusive
     // borrow), so moving it to another thread moves that exclusive access with it, as

@@ -80,9 +80,10 @@ fn four_requester_processes_and_two_server_processes_get_every_answer_right() {
     );
 }
 
-/// A server that took three requests and answered none is SIGKILLed: the requester's wait
-/// ends with `ServerLost` naming exactly those three ids (not a timeout), and a new server
-/// in the freed slot answers the next request.
+/// A server that took three requests and answered none is SIGKILLed, and a new server takes
+/// its slot at once (before the requester looks): the requester's wait still ends with
+/// `ServerLost` naming exactly those three ids (the new server never saw them; not a
+/// timeout), and the new server answers the next request.
 #[test]
 fn a_server_killed_with_requests_pending_fails_them_clearly() {
     let daemon = Daemon::start(&[]);
@@ -98,6 +99,8 @@ fn a_server_killed_with_requests_pending_fails_them_clearly() {
     stalled.expect_line("holding 3", WATCHDOG);
     assert!(matches!(requester.try_receive(), Ok(None)));
     stalled.kill();
+    let mut fresh = Worker::spawn(&["service-serve", &sock, "fragile", "serve"]);
+    fresh.expect_line("serving slot=0", WATCHDOG);
     let err = requester
         .receive_timeout(Duration::from_secs(60))
         .unwrap_err();
@@ -111,9 +114,7 @@ fn a_server_killed_with_requests_pending_fails_them_clearly() {
     }
     assert!(err.to_string().contains("send them again"), "{err}");
     assert_eq!(requester.pending(), 0);
-    // A new server takes the slot; the next request is answered.
-    let mut fresh = Worker::spawn(&["service-serve", &sock, "fragile", "serve"]);
-    fresh.expect_line("serving slot=0", WATCHDOG);
+    // The new server answers the next request.
     let request: Vec<u64> = (0..8).map(|i| pattern(99, i)).collect();
     let response = requester.call(&request).unwrap();
     assert_eq!(response.id(), 3);
@@ -180,6 +181,18 @@ fn calls_in_place_with_ids_limits_and_bad_input() {
     let second = server.receive_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!((first.id(), second.id(), first.requester_slot()), (0, 1, 0));
     assert_eq!(first.requester_pid(), Some(std::process::id()));
+    // One response loan per requester ring at a time: a second is refused, not a panic.
+    {
+        let _loaned = server.loan_response(&first).unwrap();
+        let again = server.loan_response(&second).unwrap_err();
+        assert!(
+            matches!(
+                again,
+                ServiceError::Stream(mmshare::StreamError::LoanOutstanding { .. })
+            ),
+            "{again}"
+        );
+    }
     for request in [&second, &first] {
         let mut response = server.loan_response(request).unwrap();
         response[0] = request[0] + request[3];

@@ -2874,8 +2874,15 @@ pub unsafe extern "C" fn mms_request_respond(
             )));
         }
         let loan = s.loan_response_token(token)?;
+        let dst = match s.response_ptr(&loan) {
+            Ok(dst) => dst,
+            Err(e) => {
+                let _ = s.abandon_response(loan);
+                return Err(e.into());
+            }
+        };
         // SAFETY: the loaned slot holds `len` bytes, ours until sent; `src` holds `len`.
-        unsafe { std::ptr::copy_nonoverlapping(src.cast::<u8>(), s.response_ptr(&loan), len) };
+        unsafe { std::ptr::copy_nonoverlapping(src.cast::<u8>(), dst, len) };
         s.send_response(loan)?;
         Ok(())
     })

@@ -357,7 +357,13 @@ impl NativeRequest {
                 }));
             };
             let loan = s.loan_response_token(request)?;
-            let address = s.response_ptr(&loan) as usize;
+            let address = match s.response_ptr(&loan) {
+                Ok(ptr) => ptr as usize,
+                Err(e) => {
+                    let _ = s.abandon_response(loan);
+                    return Err(e);
+                }
+            };
             *response = Some(loan);
             Ok(address)
         })
@@ -381,7 +387,8 @@ impl NativeRequest {
     /// Gives the loaned response back unsent (nothing if none).
     fn abandon_response(&self) {
         if let Some(loan) = lock(&self.response).take() {
-            lock(&self.shared).abandon_response(loan);
+            // Nothing else holds the server's responders here (the lock): it cannot fail.
+            let _ = lock(&self.shared).abandon_response(loan);
         }
     }
 

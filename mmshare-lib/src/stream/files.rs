@@ -720,7 +720,7 @@ impl StreamFiles {
     }
 
     /// Takes a dead subscriber's registration out of `SLEEPERS`.
-    fn forget_sleeper(&self, found: super::protocol::Freed) {
+    pub(crate) fn forget_sleeper(&self, found: super::protocol::Freed) {
         if found.was_sleeping {
             let _ = self
                 .sleepers()
@@ -807,6 +807,22 @@ impl StreamFiles {
             self.control
                 .atomic_structs(layout::offsets::RECORDS, self.max_subscribers)
         }
+    }
+
+    /// The owner words (subscription nonces) of the started subscriptions: who they are, as
+    /// the kernel-backed liveness of their records keeps them (a service's requester tells
+    /// its server from the one that replaced it by this).
+    pub(crate) fn started_owners(&self) -> Vec<u64> {
+        self.records()
+            .iter()
+            .filter(|r| {
+                let owner = r.owner.load(Ordering::Relaxed);
+                owner != 0
+                    && owner != layout::OWNER_RECLAIMING
+                    && r.config.load(Ordering::Relaxed) & layout::CONFIG_STARTED != 0
+            })
+            .map(|r| r.owner.load(Ordering::Relaxed))
+            .collect()
     }
 
     pub(crate) fn publisher_word(&self) -> &AtomicU64 {

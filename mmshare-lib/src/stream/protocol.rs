@@ -899,8 +899,9 @@ pub(crate) fn receive<W: Word>(
 /// When the next frame of a subscriber at `cursor` was published, if it is published: the
 /// key by which a subscriber of several lanes picks the lane to take from next (the oldest
 /// publish first). Read without a hold, so only a hint: a slot reused meanwhile shows a later
-/// time, and the receive that follows validates everything it takes. `Some(0)` when that
-/// frame is no longer offered (the subscriber fell behind in this lane and skips ahead at
+/// time, and the receive that follows validates everything it takes. When that frame is no
+/// longer offered (a lossy subscriber fell behind in this lane), the time of the frame it
+/// will skip to; `Some(0)` if none could be found (taken back while we looked: look again at
 /// once); `None` when nothing after `cursor` is published.
 pub(crate) fn next_publish_time<W: Word>(ring: &Ring<'_, W>, cursor: u64) -> Option<u64> {
     let want = cursor.wrapping_add(1);
@@ -911,9 +912,12 @@ pub(crate) fn next_publish_time<W: Word>(ring: &Ring<'_, W>, cursor: u64) -> Opt
     if cursor >= published {
         return None;
     }
+    // The frame it will take: the one it wants, or (gone) the one it will skip to, whose
+    // publish time is what it competes with (not 0: a lane that keeps overrunning a slow
+    // subscriber would then always come first and starve the others).
     match find(ring, want, false, published) {
-        Some((slot, tag)) if tag == want => Some(ring.slots[slot].time.load(Relaxed)),
-        _ => Some(0),
+        Some((slot, _)) => Some(ring.slots[slot].time.load(Relaxed)),
+        None => Some(0),
     }
 }
 

@@ -372,8 +372,10 @@ impl Lane {
     fn count_sleeping(&self) {
         let n = self.sleeps.get();
         self.sleeps.set(n + 1);
-        if n > 0 {
-            return; // counted already, by another wait of this handle
+        if n > 0 || !self.owns_record() {
+            // Counted already, by another wait of this handle; or the record is not ours any
+            // more (its `sleeping` flag is its new owner's).
+            return;
         }
         self.files.sleepers().fetch_add(1, Relaxed);
         self.files.ring().records[self.record()]
@@ -422,8 +424,12 @@ impl Drop for Lane {
             self.process,
             super::files::reclaimer_gone,
         );
-        if freed.is_some_and(|f| f.was_started) {
-            self.files.count_leave();
+        if let Some(freed) = freed {
+            if freed.was_started {
+                self.files.count_leave();
+            }
+            // A wait left counted (an async wait dropped unended) goes with the record.
+            self.files.forget_sleeper(freed);
         }
         // Only once the record is free: a reclaimer must never find it owned and unlocked.
         self.files.unlock_record(self.record());
@@ -618,16 +624,25 @@ impl<T: Element> Subscriber<T> {
     /// The first byte of the frame `token` holds (`frame_len` elements, page aligned, read
     /// only), valid until the token is released.
     pub fn frame_ptr(&self, token: &SampleToken) -> *const u8 {
-        self.lanes[token.lane]
-            .files
-            .slot_ptr(token.slot)
-            .cast_const()
+        match self.lane_of(token) {
+            Some(lane) => lane.files.slot_ptr(token.slot).cast_const(),
+            None => std::ptr::null(),
+        }
+    }
+
+    /// The lane of `token`, if it is this subscriber's token (`None` for another's).
+    fn lane_of(&self, token: &SampleToken) -> Option<&Lane> {
+        if token.owner != self.lanes[0].me {
+            return None;
+        }
+        self.lanes.get(token.lane)
     }
 
     /// The first byte of the per-frame header of the frame `token` holds (read-only, the
     /// header dtype's size), if the stream's frames carry one; valid while it is held.
+    /// `None` for another subscriber's token.
     pub fn header_ptr(&self, token: &SampleToken) -> Option<*const u8> {
-        self.lanes[token.lane]
+        self.lane_of(token)?
             .files
             .header_ptr(token.slot)
             .map(<*mut u8>::cast_const)
@@ -657,14 +672,21 @@ impl<T: Element> Subscriber<T> {
         Ok(())
     }
 
-    /// Releases the hold of `token` (as dropping its sample does).
+    /// Releases the hold of `token` (as dropping its sample does); a token of another
+    /// subscriber is ignored.
     pub fn release_token(&self, token: SampleToken) {
-        self.lanes[token.lane].release(token.entry, token.slot);
+        // Another subscriber's token is not ours to release: its entry here may be one of our
+        // live samples' (it would lose its hold while it is read).
+        if let Some(lane) = self.lane_of(&token) {
+            lane.release(token.entry, token.slot);
+        }
     }
 
-    /// [`Sample::is_intact`] for a token.
+    /// [`Sample::is_intact`] for a token (false for another subscriber's).
     pub fn token_is_intact(&self, token: &SampleToken) -> bool {
-        let lane = &self.lanes[token.lane];
+        let Some(lane) = self.lane_of(token) else {
+            return false;
+        };
         protocol::still_intact(
             &lane.files.ring(),
             lane.record(),
@@ -806,7 +828,14 @@ impl<T: Element> Subscriber<T> {
                         next: self.next_number(),
                     });
                 }
-                Step::Sleep(at_most) => self.sleep(at_most),
+                Step::Sleep(at_most) => {
+                    // A lane whose record was lost is reported now, not when it next
+                    // publishes (and is not counted as a sleeper meanwhile).
+                    for lane in &self.lanes {
+                        lane.check_record()?;
+                    }
+                    self.sleep(at_most);
+                }
             }
         }
     }
@@ -950,6 +979,9 @@ impl std::fmt::Display for PublisherId {
 #[derive(Debug)]
 #[must_use = "a sample token holds its slot until released"]
 pub struct SampleToken {
+    /// The subscription it belongs to (its nonce): a token is only ever used on its own
+    /// subscriber (another's is ignored, never released there).
+    owner: u64,
     lane: usize,
     slot: usize,
     entry: usize,
@@ -1129,6 +1161,7 @@ impl<T: Element> Sample<'_, T> {
     pub fn into_token(self) -> SampleToken {
         let me = std::mem::ManuallyDrop::new(self);
         SampleToken {
+            owner: me.subscriber.lanes[0].me,
             lane: me.lane,
             slot: me.slot,
             entry: me.entry,

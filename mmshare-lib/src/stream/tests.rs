@@ -2053,3 +2053,54 @@ fn a_subscriber_of_several_lanes_frees_all_its_records() {
     drop(subscriber);
     assert_eq!((lane0.subscriber_count(), lane1.subscriber_count()), (0, 0));
 }
+
+/// A lossy subscriber that fell behind in a busy lane still takes another lane's older frame
+/// first: the busy lane competes with the frame it will skip to, not as "behind, first".
+#[test]
+fn a_lane_that_overruns_a_lossy_subscriber_does_not_starve_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_lanes(dir.path(), 2, 4);
+    let mut busy = Publisher::<u64>::open(&path).unwrap();
+    let mut quiet = Publisher::<u64>::open(&path).unwrap();
+    let subscriber = Subscriber::<u64>::open(
+        &path,
+        SubscribeOptions::new(Delivery::Lossy).start(StartAt::Frame(0)),
+    )
+    .unwrap();
+    send(&mut quiet);
+    std::thread::sleep(Duration::from_millis(2));
+    for _ in 0..10 {
+        send(&mut busy); // overruns the subscriber in this lane: frame 0 is long gone
+    }
+    let first = subscriber.receive().unwrap().unwrap();
+    assert_eq!(
+        (first.lane(), first.number()),
+        (quiet.id().lane() as usize, 0),
+        "the quiet lane's frame was published first"
+    );
+    drop(first);
+    let next = subscriber.receive().unwrap().unwrap();
+    assert_eq!(next.lane(), busy.id().lane() as usize);
+    assert!(
+        next.missed_before() > 0,
+        "the busy lane's skipped frames are counted"
+    );
+}
+
+/// A token is only ever released on the subscriber that made it: another subscriber's token
+/// (same lane, slot and entry) leaves this one's hold alone.
+#[test]
+fn another_subscribers_token_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 6, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let x = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
+    let y = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
+    send(&mut publisher);
+    let xt = x.receive().unwrap().unwrap().into_token();
+    let yt = y.receive().unwrap().unwrap().into_token();
+    assert!(y.frame_ptr(&xt).is_null() && !y.token_is_intact(&xt));
+    y.release_token(xt);
+    assert!(y.token_is_intact(&yt), "y's own hold is still there");
+    y.release_token(yt);
+}
