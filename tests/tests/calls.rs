@@ -260,3 +260,80 @@ fn a_dead_requesters_slot_is_taken_again_and_its_answers_go_nowhere() {
     let response = heir.receive_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!((response.id(), &response[..]), (0, &[1u64; 8][..]));
 }
+
+/// The cost of a call in system calls: none when both sides busy-poll (no `FUTEX_WAIT`, no
+/// `FUTEX_WAKE` on either side), and one wake-up each way when both sleep (each side's
+/// publish wakes the other, once). Counted per thread by the library, never timed.
+#[test]
+fn a_call_makes_no_system_call_when_both_poll_and_one_wake_each_way_when_both_sleep() {
+    use mmshare::internal::{futex_wait_calls, futex_wake_calls};
+    const CALLS: u64 = 300;
+    let daemon = Daemon::start(&[]);
+    create(&daemon, "cost", 1, 1);
+    let client = daemon.client();
+    let server = client.server::<u64, u64>("cost").unwrap();
+    let mut requester = client.requester::<u64, u64>("cost").unwrap();
+    // Busy-polling on both sides.
+    let serving = std::thread::spawn(move || {
+        let before = (futex_wake_calls(), futex_wait_calls().0);
+        let mut answered = 0;
+        while answered < CALLS {
+            if let Some(request) = server.try_receive().unwrap() {
+                let value = request[0];
+                server.respond(&request, &[value + 1; 8]).unwrap();
+                answered += 1;
+            }
+        }
+        let after = (futex_wake_calls(), futex_wait_calls().0);
+        (server, (after.0 - before.0, after.1 - before.1))
+    });
+    let before = (futex_wake_calls(), futex_wait_calls().0);
+    for k in 0..CALLS {
+        requester.send(&[k; 8]).unwrap();
+        let response = loop {
+            if let Some(r) = requester.try_receive().unwrap() {
+                break r;
+            }
+        };
+        assert_eq!(response[0], k + 1);
+    }
+    let polled = (
+        futex_wake_calls() - before.0,
+        futex_wait_calls().0 - before.1,
+    );
+    let (server, server_polled) = serving.join().unwrap();
+    assert_eq!(polled, (0, 0), "the requester made no futex call");
+    assert_eq!(server_polled, (0, 0), "the server made no futex call");
+    // Both asleep between calls: the request wakes the server, the response the requester.
+    let serving = std::thread::spawn(move || {
+        let before = futex_wake_calls();
+        for _ in 0..20 {
+            let request = server.receive_timeout(Duration::from_secs(30)).unwrap();
+            let value = request[0];
+            // Long enough for the requester to be asleep in its receive.
+            std::thread::sleep(Duration::from_millis(20));
+            server.respond(&request, &[value + 1; 8]).unwrap();
+        }
+        futex_wake_calls() - before
+    });
+    let before = futex_wake_calls();
+    for k in 0..20u64 {
+        // Long enough for the server to be asleep again (its backoff sleeps after ~1 ms).
+        std::thread::sleep(Duration::from_millis(20));
+        requester.send(&[k; 8]).unwrap();
+        let response = requester.receive_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(response[0], k + 1);
+    }
+    let requester_wakes = futex_wake_calls() - before;
+    let server_wakes = serving.join().unwrap();
+    // At most one each way per call (exactly one when the other side was asleep, which the
+    // pauses make the rule; a side still awake when the message came needs none).
+    assert!(
+        (1..=20).contains(&requester_wakes),
+        "at most one wake per request, of the sleeping server: {requester_wakes}"
+    );
+    assert!(
+        (1..=20).contains(&server_wakes),
+        "at most one wake per response, of the sleeping requester: {server_wakes}"
+    );
+}
