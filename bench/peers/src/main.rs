@@ -109,14 +109,19 @@ impl Dist {
 }
 
 /// Times `rounds` round trips of `round` after a tenth as many unmeasured; one-way figures.
-fn one_way(rounds: usize, mut round: impl FnMut(u64) -> Result) -> Result<Dist> {
+fn one_way(rounds: usize, round: impl FnMut(u64) -> Result) -> Result<Dist> {
+    timed(rounds, 2.0, round)
+}
+
+/// Times `rounds` rounds of `round` after a tenth as many unmeasured, each divided by `per`.
+fn timed(rounds: usize, per: f64, mut round: impl FnMut(u64) -> Result) -> Result<Dist> {
     let warm = rounds / 10;
     let mut times = Vec::with_capacity(rounds);
     for i in 0..(warm + rounds) as u64 {
         let t = Instant::now();
         round(i + 1)?;
         if i as usize >= warm {
-            times.push(t.elapsed().as_nanos() as f64 / 2.0);
+            times.push(t.elapsed().as_nanos() as f64 / per);
         }
     }
     Ok(Dist::new(times))
@@ -484,7 +489,13 @@ fn child_socket(path: &str, size: usize, rounds: u64) -> Result {
 }
 
 fn socket(dir: &Path, size: usize, rounds: usize) -> Result<Dist> {
-    let path = dir.join(format!("sock{size}"));
+    socket_timed(dir, &format!("sock{size}"), size, rounds, 2.0)
+}
+
+/// The socket ping-pong on `dir/name`, each round trip divided by `per` (2: one-way; 1: an
+/// RPC's whole round trip).
+fn socket_timed(dir: &Path, name: &str, size: usize, rounds: usize, per: f64) -> Result<Dist> {
+    let path = dir.join(name);
     let listener = UnixListener::bind(&path).map_err(|e| e.to_string())?;
     let total = (rounds + rounds / 10) as u64;
     let child = spawn(&[
@@ -495,7 +506,7 @@ fn socket(dir: &Path, size: usize, rounds: usize) -> Result<Dist> {
     ])?;
     let (mut s, _) = listener.accept().map_err(|e| e.to_string())?;
     let (mut msg, mut buf) = (vec![0u8; size], vec![0u8; size]);
-    let r = one_way(rounds, |i| {
+    let r = timed(rounds, per, |i| {
         fill(&mut msg, i);
         s.write_all(&msg).map_err(|e| e.to_string())?;
         s.read_exact(&mut buf).map_err(|e| e.to_string())?;
@@ -1424,17 +1435,8 @@ impl Drop for Daemon {
 }
 
 /// Times `rounds` round trips of `round` after a tenth as many unmeasured; whole round trips.
-fn round_trips(rounds: usize, mut round: impl FnMut(u64) -> Result) -> Result<Dist> {
-    let warm = rounds / 10;
-    let mut times = Vec::with_capacity(rounds);
-    for i in 0..(warm + rounds) as u64 {
-        let t = Instant::now();
-        round(i + 1)?;
-        if i as usize >= warm {
-            times.push(t.elapsed().as_nanos() as f64);
-        }
-    }
-    Ok(Dist::new(times))
+fn round_trips(rounds: usize, round: impl FnMut(u64) -> Result) -> Result<Dist> {
+    timed(rounds, 1.0, round)
 }
 
 fn service_err(e: mmshare::ServiceError) -> String {
@@ -1613,26 +1615,7 @@ fn rpc_iox(size: usize, rounds: usize) -> Result<Dist> {
 }
 
 fn rpc_socket(dir: &Path, size: usize, rounds: usize) -> Result<Dist> {
-    let path = dir.join(format!("rpc{size}"));
-    let listener = UnixListener::bind(&path).map_err(|e| e.to_string())?;
-    let total = (rounds + rounds / 10) as u64;
-    let child = spawn(&[
-        "__socket",
-        path.to_str().expect("utf-8"),
-        &size.to_string(),
-        &total.to_string(),
-    ])?;
-    let (mut s, _) = listener.accept().map_err(|e| e.to_string())?;
-    let (mut msg, mut buf) = (vec![0u8; size], vec![0u8; size]);
-    let r = round_trips(rounds, |i| {
-        fill(&mut msg, i);
-        s.write_all(&msg).map_err(|e| e.to_string())?;
-        s.read_exact(&mut buf).map_err(|e| e.to_string())?;
-        std::hint::black_box(touch(&buf));
-        Ok(())
-    })?;
-    finish(child)?;
-    Ok(r)
+    socket_timed(dir, &format!("rpc{size}"), size, rounds, 1.0)
 }
 
 // ---------------------------------------------------------------------------------------------
