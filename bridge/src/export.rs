@@ -1,0 +1,365 @@
+//! Exporting: a local stream's frames, or an array's versions, put on Zenoh.
+//!
+//! # A stream
+//!
+//! The exporter subscribes to the stream (lossless, or lossy with `--export-lossy`) while at
+//! least one Zenoh subscriber matches its key, and puts each frame as one message
+//! ([`crate::message`]) on `P/frames/NAME`: lossless with `CongestionControl::Block` (a full
+//! link blocks the put, the exporter stops taking frames, and the local publisher waits, as
+//! for any slow lossless subscriber), lossy with `CongestionControl::Drop`. While nothing
+//! matches it holds no subscription, so an absent remote side never holds the local
+//! publisher back; it remembers the next frame it owes and subscribes from there
+//! ([`StartAt::Frame`]) when a subscriber appears. Frames the stream no longer offers by then
+//! (older than its ring and its history) are counted as lost.
+//!
+//! An importer that finds a gap in the numbers (frames that were in flight when a link or a
+//! bridge died) asks for them on `P/resume/NAME?from=N`; the exporter subscribes again from
+//! frame `N` and marks the first frame it then sends [`message::RESUMED`], so the importer
+//! knows that whatever is missing between `N` and that frame is gone for good.
+//!
+//! The frame's bytes are not copied by the bridge: the message is the head and per-frame
+//! header (a small buffer) followed by a Zenoh buffer that points into the mapped slot. The
+//! sample stays held until Zenoh has let go of that buffer (its transport copies it into its
+//! own batches), so the slot cannot be reused under it.
+//!
+//! # An array
+//!
+//! The exporter waits for each new version, reads it whole (the seqlock read: one copy,
+//! which a consistent snapshot needs) and puts it on `P/versions/NAME` (reliable, blocking).
+//! Versions that come faster than the link takes them are coalesced: after each put the
+//! exporter reads the newest. The last one put is also the answer to `P/latest/NAME`, which an
+//! importer asks when it starts or when this bridge comes back after a disconnection.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mmshare::{Access, Client, Delivery, ObjectInfo, StartAt, SubscribeOptions};
+use zenoh::Wait;
+use zenoh::bytes::ZBytes;
+use zenoh::qos::CongestionControl;
+
+use crate::message::{self, HEAD, Head};
+use crate::stats::{self, Stats, word};
+use crate::{Result, connect};
+
+/// No resume asked for.
+const NONE: u64 = u64::MAX;
+
+/// What one export needs.
+pub struct Export {
+    pub session: zenoh::Session,
+    pub socket: Option<String>,
+    pub prefix: String,
+    pub name: String,
+    pub lossy: bool,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// The description an importer makes its local object from (`P/meta/NAME`).
+fn meta(info: &ObjectInfo, lossy: bool) -> String {
+    match info {
+        ObjectInfo::Stream(s) => serde_json::json!({
+            "kind": "stream", "dtype": s.dtype, "shape": s.shape,
+            "order": format!("{:?}", s.order), "slots": s.slots, "history": s.history,
+            "header": s.header, "variable": s.variable, "max_publishers": s.max_publishers,
+            "lossy": lossy,
+        }),
+        ObjectInfo::Array(a) => serde_json::json!({
+            "kind": "array", "dtype": a.dtype, "shape": a.shape,
+            "order": format!("{:?}", a.order),
+        }),
+    }
+    .to_string()
+}
+
+/// Answers `P/meta/NAME` for as long as the returned queryable lives.
+fn declare_meta(
+    session: &zenoh::Session,
+    key: String,
+    text: String,
+) -> Result<zenoh::query::Queryable<()>> {
+    session
+        .declare_queryable(key.clone())
+        .callback({
+            let key = key.clone();
+            move |query| {
+                // Answered with this object's own key: the query may have been a pattern.
+                let _ = query.reply(key.clone(), text.clone()).wait();
+            }
+        })
+        .wait()
+        .map_err(|e| format!("zenoh queryable {key}: {e}"))
+}
+
+/// Exports one object until it is deleted (`stop`) or the daemon goes away.
+pub fn run(export: Export) -> Result {
+    let client = connect(export.socket.as_deref())?;
+    let info = client
+        .describe(&export.name)
+        .map_err(|e| format!("{}: {e}", export.name))?;
+    let _meta = declare_meta(
+        &export.session,
+        format!("{}/meta/{}", export.prefix, export.name),
+        meta(&info, export.lossy),
+    )?;
+    match info {
+        ObjectInfo::Stream(s) => stream(&export, &client, s.max_publishers <= 1),
+        ObjectInfo::Array(_) => array(&export, &client),
+    }
+}
+
+/// A frame lent to Zenoh: it points into a held sample's slot; dropping it (when Zenoh is
+/// done with it) tells the exporter it may release the sample.
+struct Lent {
+    ptr: *const u8,
+    len: usize,
+    done: Arc<AtomicBool>,
+}
+
+// SAFETY: `Lent` is only a view of mapped memory that stays mapped and unchanged (the sample
+// is held) until `done` is set, which happens when the last reference to it is dropped; the
+// exporter waits for that before it releases the sample.
+unsafe impl Send for Lent {}
+
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: see `unsafe impl Send for Lent`: the bytes stay valid while `self` lives.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Release);
+    }
+}
+
+/// Waits until Zenoh has dropped every reference to a lent frame.
+fn wait_returned(done: &AtomicBool) {
+    let mut pause = Duration::from_micros(5);
+    while !done.load(Ordering::Acquire) {
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(1));
+    }
+}
+
+fn stream(export: &Export, client: &Client, one_lane: bool) -> Result {
+    let name = &export.name;
+    let (mut stats, _) = Stats::open(client, "out", name);
+    let resume = Arc::new(AtomicU64::new(NONE));
+    let asked = resume.clone();
+    let resume_key = format!("{}/resume/{name}", export.prefix);
+    let _resume = export
+        .session
+        .declare_queryable(resume_key.clone())
+        .callback(move |query| {
+            let from = query.parameters().get("from").and_then(|f| f.parse().ok());
+            if let Some(from) = from.filter(|&f| f != NONE) {
+                asked.store(from, Ordering::Release);
+                let _ = query.reply(resume_key.clone(), "ok").wait();
+            } else {
+                let _ = query.reply_err("give from=FRAME").wait();
+            }
+        })
+        .wait()
+        .map_err(|e| format!("zenoh queryable: {e}"))?;
+    let publisher = export
+        .session
+        .declare_publisher(format!("{}/frames/{name}", export.prefix))
+        .congestion_control(if export.lossy {
+            CongestionControl::Drop
+        } else {
+            CongestionControl::Block
+        })
+        .wait()
+        .map_err(|e| format!("zenoh publisher: {e}"))?;
+    let matching = Arc::new(AtomicBool::new(false));
+    let seen = matching.clone();
+    let _listener = publisher
+        .matching_listener()
+        .callback(move |status| seen.store(status.matching(), Ordering::Release))
+        .wait()
+        .map_err(|e| format!("zenoh matching listener: {e}"))?;
+    let delivery = if export.lossy {
+        Delivery::Lossy
+    } else {
+        Delivery::Lossless
+    };
+    eprintln!(
+        "mmshare-bridge: exporting stream {name} as {}/frames/{name} ({})",
+        export.prefix,
+        if export.lossy { "lossy" } else { "lossless" }
+    );
+    let mut subscriber = None;
+    // The next frame owed to the remote side (a stream of one publisher only: numbers are
+    // per lane), and whether the first frame sent from here answers a resume.
+    let mut owed: Option<u64> = None;
+    let mut resumed_from: Option<u64> = None;
+    let mut was_matching = false;
+    let mut ever_matched = false;
+    let mut head = Vec::with_capacity(HEAD + 256);
+    while !export.stop.load(Ordering::Acquire) {
+        stats.tick();
+        let now_matching = matching.load(Ordering::Acquire);
+        if now_matching != was_matching {
+            was_matching = now_matching;
+            stats.w[word::CONNECTED] = u64::from(now_matching);
+            if now_matching && ever_matched {
+                stats.add(word::RECONNECTS, 1);
+            }
+            ever_matched |= now_matching;
+            stats.flush();
+        }
+        let from = resume.swap(NONE, Ordering::AcqRel);
+        if from != NONE && one_lane {
+            subscriber = None;
+            owed = Some(from);
+            resumed_from = Some(from);
+            stats.add(word::RESUMES, 1);
+        }
+        if !now_matching {
+            subscriber = None;
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        if subscriber.is_none() {
+            let start = owed.map_or(StartAt::Next, StartAt::Frame);
+            let options = SubscribeOptions::new(delivery).max_held(1).start(start);
+            subscriber = Some(
+                client
+                    .subscribe_bytes(name, options)
+                    .map_err(|e| format!("{name}: {e}"))?,
+            );
+        }
+        let sub = subscriber.as_ref().expect("subscribed above");
+        let sample = match sub.receive_timeout(Duration::from_millis(100)) {
+            Ok(sample) => sample,
+            Err(mmshare::StreamError::ReceiveTimeout { .. }) => continue,
+            Err(e) => return Err(format!("{name}: {e}")),
+        };
+        stats.add(word::LOST, sample.missed_before());
+        let header = sample.header_bytes();
+        let mut flags = if export.lossy { message::LOSSY } else { 0 };
+        if resumed_from.is_some() {
+            flags |= message::RESUMED;
+        }
+        head.clear();
+        head.extend_from_slice(
+            &Head {
+                flags,
+                number: sample.number(),
+                published_ns: sample.published_ns(),
+                rows: sample.rows(),
+                publisher: sample.publisher().map_or(0, |p| p.id()),
+                lane: sample.lane() as u32,
+                header_len: header.len() as u32,
+                resumed_from: resumed_from.unwrap_or(0),
+            }
+            .encode(),
+        );
+        head.extend_from_slice(header);
+        let done = Arc::new(AtomicBool::new(false));
+        let frame: &[u8] = &sample;
+        let lent = Lent {
+            ptr: frame.as_ptr(),
+            len: frame.len(),
+            done: done.clone(),
+        };
+        let mut payload = ZBytes::writer();
+        payload.append(ZBytes::from(head.clone()));
+        payload.append(ZBytes::from(bytes::Bytes::from_owner(lent)));
+        let sent = publisher.put(payload.finish()).wait();
+        // Whether or not the put went out, the sample is held until Zenoh lets go of it.
+        wait_returned(&done);
+        if !sample.is_intact() {
+            // The slot was reused under the hold (only a process scribbling on the control
+            // file can do that): what went out may be torn.
+            stats.add(word::DROPPED, 1);
+        }
+        sent.map_err(|e| format!("zenoh put: {e}"))?;
+        stats.add(word::FRAMES, 1);
+        stats.add(word::BYTES, (frame.len() + header.len()) as u64);
+        stats.add(word::COPIED, header.len() as u64);
+        if one_lane {
+            owed = Some(sample.number() + 1);
+            stats.w[word::NEXT] = sample.number() + 1;
+        }
+        resumed_from = None;
+    }
+    stats.flush();
+    Ok(())
+}
+
+fn array(export: &Export, client: &Client) -> Result {
+    let name = &export.name;
+    let (mut stats, _) = Stats::open(client, "out", name);
+    let array = client
+        .open_raw(name, Access::Read)
+        .map_err(|e| format!("{name}: {e}"))?;
+    let latest: Arc<Mutex<Option<ZBytes>>> = Arc::default();
+    let answer = latest.clone();
+    let latest_key = format!("{}/latest/{name}", export.prefix);
+    let _latest = export
+        .session
+        .declare_queryable(latest_key.clone())
+        .callback(move |query| {
+            let last = answer.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(last) = last {
+                let _ = query.reply(latest_key.clone(), last).wait();
+            }
+        })
+        .wait()
+        .map_err(|e| format!("zenoh queryable: {e}"))?;
+    let publisher = export
+        .session
+        .declare_publisher(format!("{}/versions/{name}", export.prefix))
+        .congestion_control(CongestionControl::Block)
+        .wait()
+        .map_err(|e| format!("zenoh publisher: {e}"))?;
+    eprintln!(
+        "mmshare-bridge: exporting array {name} as {}/versions/{name}",
+        export.prefix
+    );
+    let len = array.info().data_len as usize;
+    let mut sent = 0u64;
+    while !export.stop.load(Ordering::Acquire) {
+        stats.tick();
+        if array.version() == sent {
+            let _ = array.wait_for_version(sent, Duration::from_millis(100));
+            continue;
+        }
+        let mut message = vec![0u8; HEAD + len];
+        let snapshot = match array.read_bytes(0, &mut message[HEAD..]) {
+            Ok(s) => s,
+            Err(e) => {
+                // Torn (a writer died mid-write) or a read that kept racing writers: the next
+                // version is sent when there is one.
+                eprintln!("mmshare-bridge: {name}: version not sent: {e}");
+                stats.add(word::DROPPED, 1);
+                sent = array.version();
+                continue;
+            }
+        };
+        let head = Head {
+            flags: message::ARRAY,
+            number: snapshot.version,
+            published_ns: stats::now_ns(),
+            ..Head::default()
+        };
+        message[..HEAD].copy_from_slice(&head.encode());
+        let payload = ZBytes::from(message);
+        *latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(payload.clone());
+        publisher
+            .put(payload)
+            .wait()
+            .map_err(|e| format!("zenoh put: {e}"))?;
+        sent = snapshot.version;
+        stats.add(word::FRAMES, 1);
+        stats.add(word::BYTES, len as u64);
+        stats.add(word::COPIED, len as u64);
+        stats.w[word::NEXT] = sent + 1;
+    }
+    stats.flush();
+    Ok(())
+}

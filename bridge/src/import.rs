@@ -1,0 +1,538 @@
+//! Importing: remote streams and arrays written into local ones of the same description.
+//!
+//! `--import REMOTE/GLOB` subscribes to `REMOTE/*/GLOB` (frames and array versions) and asks
+//! `REMOTE/meta/GLOB` for the descriptions of what is exported already, so the local objects
+//! exist before their first frame and local subscribers can attach to them early. A name first
+//! seen in a frame is described on the spot. A local object that exists with another dtype,
+//! shape or frame layout is left alone, and its frames are dropped with one message.
+//!
+//! # Frames, in order and once
+//!
+//! A stream of one publisher is numbered without gaps at the source, so the importer knows
+//! which remote frame it wants next. A frame below that number is a duplicate (sent again
+//! around a resume) and dropped; a frame above it means frames went missing in flight (a
+//! link or the exporting bridge went down with frames queued): the importer asks the exporter
+//! to resume from the missing number (`REMOTE/resume/NAME?from=N`) and drops frames until
+//! the first one sent in answer (flag `RESUMED`). That frame is delivered, and whatever still
+//! lies between `N` and it (frames the source no longer offers) is counted as lost. A lossy
+//! export is not asked to resume: its gaps are counted as lost.
+//!
+//! The mapping from remote numbers to the local stream's own numbers (a constant offset,
+//! changed only after a loss) is written to the stats array before the first frame that
+//! uses it is published, so an importer that is killed and started again derives the next
+//! remote frame it wants from the local stream and that offset, and asks for exactly that.
+//!
+//! A stream of several publishers is imported into one local publisher (its frames keep their
+//! order within each remote lane, and their per-frame headers, but not their lane or publisher
+//! id); gaps are counted per lane and are not resumed.
+//!
+//! # Copies
+//!
+//! A frame's bytes are copied once, from Zenoh's receive buffers into the loaned local slot,
+//! slice by slice; an array version once, into the array under its seqlock.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use mmshare::{Client, CreateOptions, Publisher, RawArray, Shared, StreamOptions};
+use zenoh::Wait;
+use zenoh::bytes::ZBytes;
+use zenoh::sample::SampleKind;
+
+use crate::message::{self, BadMessage, HEAD, Head};
+use crate::stats::{Stats, word};
+use crate::{Result, connect, glob_key, glob_matches};
+
+/// How long an unanswered resume request waits before it is asked again.
+const RESUME_AGAIN: Duration = Duration::from_secs(1);
+
+/// A local stream fed from a remote one.
+struct StreamIn {
+    publisher: Publisher<u8>,
+    stats: Stats,
+    /// The remote number wanted next (a stream of one publisher), once known.
+    next: Option<u64>,
+    /// Per remote lane, the number expected next (several publishers).
+    lanes: HashMap<u32, u64>,
+    one_lane: bool,
+    lossy: bool,
+    /// When a resume was last asked for, while its answer has not come.
+    asked: Option<Instant>,
+}
+
+/// A local array fed from a remote one.
+struct ArrayIn {
+    array: Shared<RawArray>,
+    stats: Stats,
+    /// The newest remote version written.
+    version: u64,
+}
+
+enum Local {
+    Stream(Box<StreamIn>),
+    Array(Box<ArrayIn>),
+    /// Not imported, for the reason given once.
+    Refused,
+}
+
+/// One `--import`.
+pub struct Import {
+    pub session: zenoh::Session,
+    pub socket: Option<String>,
+    pub remote: String,
+    pub glob: String,
+}
+
+/// Applies the first `skip` bytes of `payload` elsewhere and hands every later byte to
+/// `out(offset, bytes)`, slice by slice, offsets counted from `skip`.
+fn for_each_after(payload: &ZBytes, skip: usize, mut out: impl FnMut(usize, &[u8])) {
+    let mut at = 0usize;
+    for slice in payload.slices() {
+        let start = skip.saturating_sub(at).min(slice.len());
+        if start < slice.len() {
+            out(at + start - skip, &slice[start..]);
+        }
+        at += slice.len();
+    }
+}
+
+/// The head and the per-frame header of a message (copied: a few dozen bytes).
+fn read_head(payload: &ZBytes) -> std::result::Result<(Head, Vec<u8>), BadMessage> {
+    let total = payload.len();
+    let mut first = [0u8; HEAD];
+    let mut got = 0;
+    for slice in payload.slices() {
+        let n = (HEAD - got).min(slice.len());
+        first[got..got + n].copy_from_slice(&slice[..n]);
+        got += n;
+        if got == HEAD {
+            break;
+        }
+    }
+    let head = Head::decode(&first[..got], total)?;
+    let mut header = vec![0u8; head.header_len as usize];
+    let end = HEAD + header.len();
+    for_each_after(payload, HEAD, |at, bytes| {
+        if at < header.len() {
+            let n = bytes.len().min(header.len() - at);
+            header[at..at + n].copy_from_slice(&bytes[..n]);
+        }
+    });
+    debug_assert!(end <= total);
+    Ok((head, header))
+}
+
+impl Import {
+    /// Runs the import until the daemon goes away.
+    pub fn run(self) -> Result {
+        let client = connect(self.socket.as_deref())?;
+        let (events, arrivals) = mpsc::channel();
+        let _alive = self
+            .session
+            .liveliness()
+            .declare_subscriber(format!("{}/bridge", self.remote))
+            .history(true)
+            .callback(move |sample| {
+                let _ = events.send(sample.kind() == SampleKind::Put);
+            })
+            .wait()
+            .map_err(|e| format!("zenoh liveliness: {e}"))?;
+        let key = format!("{}/*/{}", self.remote, glob_key(&self.glob));
+        let subscriber = self
+            .session
+            .declare_subscriber(&key)
+            .wait()
+            .map_err(|e| format!("zenoh subscriber {key}: {e}"))?;
+        eprintln!("mmshare-bridge: importing {key}");
+        let mut locals: HashMap<String, Local> = HashMap::new();
+        let mut seen_remote = false;
+        self.discover(&client, &mut locals);
+        loop {
+            while let Ok(up) = arrivals.try_recv() {
+                if up {
+                    if seen_remote {
+                        for local in locals.values_mut() {
+                            if let Local::Stream(s) = local {
+                                s.stats.add(word::RECONNECTS, 1);
+                            } else if let Local::Array(a) = local {
+                                a.stats.add(word::RECONNECTS, 1);
+                            }
+                        }
+                    }
+                    seen_remote = true;
+                    self.discover(&client, &mut locals);
+                }
+                for local in locals.values_mut() {
+                    match local {
+                        Local::Stream(s) => s.stats.w[word::CONNECTED] = u64::from(up),
+                        Local::Array(a) => a.stats.w[word::CONNECTED] = u64::from(up),
+                        Local::Refused => {}
+                    }
+                }
+            }
+            for local in locals.values_mut() {
+                match local {
+                    Local::Stream(s) => s.stats.tick(),
+                    Local::Array(a) => a.stats.tick(),
+                    Local::Refused => {}
+                }
+            }
+            let sample = match subscriber.recv_timeout(Duration::from_millis(100)) {
+                Ok(Some(sample)) => sample,
+                Ok(None) => continue,
+                Err(e) => return Err(format!("zenoh: {e}")),
+            };
+            let key = sample.key_expr().as_str();
+            let Some((kind, name)) = key
+                .strip_prefix(&format!("{}/", self.remote))
+                .and_then(|rest| rest.split_once('/'))
+            else {
+                continue;
+            };
+            if !matches!(kind, "frames" | "versions") || !glob_matches(&self.glob, name) {
+                continue;
+            }
+            let name = name.to_owned();
+            if !locals.contains_key(&name) {
+                let made = self.describe_and_make(&client, &name);
+                locals.insert(name.clone(), made);
+            }
+            let payload = sample.payload();
+            match locals.get_mut(&name).expect("inserted above") {
+                Local::Stream(s) => self.frame(&name, s, payload),
+                Local::Array(a) => version(&name, a, payload),
+                Local::Refused => {}
+            }
+        }
+    }
+
+    /// Asks for the descriptions of everything exported that matches, makes what is
+    /// missing, and asks each array's newest version.
+    fn discover(&self, client: &Client, locals: &mut HashMap<String, Local>) {
+        let key = format!("{}/meta/{}", self.remote, glob_key(&self.glob));
+        for (name, meta) in self.ask_meta(&key) {
+            if !glob_matches(&self.glob, &name) {
+                continue;
+            }
+            if !locals.contains_key(&name) {
+                let made = make(client, &self.remote, &name, &meta);
+                locals.insert(name.clone(), made);
+            }
+            if let Some(Local::Array(a)) = locals.get_mut(&name) {
+                let key = format!("{}/latest/{name}", self.remote);
+                if let Ok(replies) = self
+                    .session
+                    .get(&key)
+                    .timeout(Duration::from_secs(5))
+                    .wait()
+                {
+                    while let Ok(reply) = replies.recv() {
+                        if let Ok(sample) = reply.result() {
+                            version(&name, a, sample.payload());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The (name, description) replies to a `meta` query.
+    fn ask_meta(&self, key: &str) -> Vec<(String, serde_json::Value)> {
+        let mut found = Vec::new();
+        let Ok(replies) = self.session.get(key).timeout(Duration::from_secs(5)).wait() else {
+            return found;
+        };
+        while let Ok(reply) = replies.recv() {
+            let Ok(sample) = reply.result() else { continue };
+            let Some(name) = sample
+                .key_expr()
+                .as_str()
+                .strip_prefix(&format!("{}/meta/", self.remote))
+            else {
+                continue;
+            };
+            let text = sample.payload().to_bytes();
+            match serde_json::from_slice(&text) {
+                Ok(meta) => found.push((name.to_owned(), meta)),
+                Err(e) => eprintln!("mmshare-bridge: {key}: a description that is not JSON: {e}"),
+            }
+        }
+        found
+    }
+
+    fn describe_and_make(&self, client: &Client, name: &str) -> Local {
+        let key = format!("{}/meta/{name}", self.remote);
+        match self.ask_meta(&key).into_iter().find(|(n, _)| n == name) {
+            Some((_, meta)) => make(client, &self.remote, name, &meta),
+            None => {
+                eprintln!(
+                    "mmshare-bridge: no description of {name} came from {key}; its frames are dropped"
+                );
+                Local::Refused
+            }
+        }
+    }
+
+    /// Asks the exporter to send again from frame `from`.
+    fn ask_resume(&self, name: &str, from: u64, s: &mut StreamIn) {
+        let key = format!("{}/resume/{name}?from={from}", self.remote);
+        let _ = self.session.get(key).callback(|_| {}).wait();
+        s.asked = Some(Instant::now());
+        s.stats.add(word::RESUMES, 1);
+    }
+
+    fn frame(&self, name: &str, s: &mut StreamIn, payload: &ZBytes) {
+        let (head, header) = match read_head(payload) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("mmshare-bridge: {name}: a message dropped: {e}");
+                s.stats.add(word::DROPPED, 1);
+                return;
+            }
+        };
+        let n = head.number;
+        if !s.one_lane || head.lane != 0 {
+            let expected = s.lanes.entry(head.lane).or_insert(n);
+            if n < *expected {
+                s.stats.add(word::DUPLICATES, 1);
+                return;
+            }
+            s.stats.add(word::LOST, n - *expected);
+            *expected = n + 1;
+        } else if let Some(next) = s.next {
+            if n < next {
+                s.stats.add(word::DUPLICATES, 1);
+                return;
+            }
+            if n > next {
+                let answered = head.flags & message::RESUMED != 0 && head.resumed_from <= next;
+                if s.lossy || answered {
+                    s.stats.add(word::LOST, n - next);
+                } else {
+                    if s.asked.is_none_or(|t| t.elapsed() >= RESUME_AGAIN) {
+                        self.ask_resume(name, next, s);
+                    }
+                    s.stats.add(word::DUPLICATES, 1);
+                    return;
+                }
+            }
+        }
+        s.asked = None;
+        if self.publish(name, s, &head, &header, payload) && s.one_lane && head.lane == 0 {
+            s.next = Some(n + 1);
+            s.stats.w[word::NEXT] = n + 1;
+        }
+    }
+
+    /// Writes one frame into a loaned local slot and publishes it; false if it was dropped.
+    fn publish(
+        &self,
+        name: &str,
+        s: &mut StreamIn,
+        head: &Head,
+        header: &[u8],
+        payload: &ZBytes,
+    ) -> bool {
+        let data_len = head.data_len(payload.len());
+        // The number mapping is written before the frame that uses it is published.
+        let offset = head.number.wrapping_sub(s.publisher.next_number());
+        if s.one_lane && head.lane == 0 && offset != s.stats.w[word::OFFSET] {
+            s.stats.w[word::OFFSET] = offset;
+            s.stats.flush();
+        }
+        let variable = s.publisher.is_variable();
+        let mut loan = loop {
+            match s.publisher.loan() {
+                Ok(loan) => break loan,
+                Err(mmshare::StreamError::LoanTimeout { .. }) => continue,
+                Err(e) => {
+                    eprintln!("mmshare-bridge: {name}: no slot: {e}");
+                    s.stats.add(word::DROPPED, 1);
+                    return false;
+                }
+            }
+        };
+        if variable && let Err(e) = loan.set_rows(head.rows) {
+            eprintln!("mmshare-bridge: {name}: frame {}: {e}", head.number);
+            s.stats.add(word::DROPPED, 1);
+            return false;
+        }
+        if loan.len() != data_len {
+            eprintln!(
+                "mmshare-bridge: {name}: frame {} has {data_len} bytes, the local stream's {}; dropped",
+                head.number,
+                loan.len()
+            );
+            s.stats.add(word::DROPPED, 1);
+            return false;
+        }
+        let slot = loan.header_bytes_mut();
+        if slot.len() == header.len() {
+            slot.copy_from_slice(header);
+        }
+        let skip = HEAD + header.len();
+        let frame: &mut [u8] = &mut loan;
+        for_each_after(payload, skip, |at, bytes| {
+            frame[at..at + bytes.len()].copy_from_slice(bytes);
+        });
+        loan.publish();
+        s.stats.add(word::FRAMES, 1);
+        s.stats.add(word::BYTES, (data_len + header.len()) as u64);
+        s.stats.add(word::COPIED, (data_len + header.len()) as u64);
+        true
+    }
+}
+
+/// Writes an array version, unless an equal or newer one was written already.
+fn version(name: &str, a: &mut ArrayIn, payload: &ZBytes) {
+    let head = match read_head(payload) {
+        Ok((head, _)) if head.flags & message::ARRAY != 0 => head,
+        Ok(_) => return,
+        Err(e) => {
+            eprintln!("mmshare-bridge: {name}: a message dropped: {e}");
+            a.stats.add(word::DROPPED, 1);
+            return;
+        }
+    };
+    if head.number <= a.version {
+        a.stats.add(word::DUPLICATES, 1);
+        return;
+    }
+    let len = head.data_len(payload.len());
+    if len as u64 != a.array.info().data_len {
+        eprintln!(
+            "mmshare-bridge: {name}: a version of {len} bytes, the local array's is {}; dropped",
+            a.array.info().data_len
+        );
+        a.stats.add(word::DROPPED, 1);
+        return;
+    }
+    let skip = HEAD + head.header_len as usize;
+    let written = a.array.write_stream(|w| {
+        for_each_after(payload, skip, |at, bytes| w.write_at(at as u64, bytes));
+    });
+    if let Err(e) = written {
+        eprintln!(
+            "mmshare-bridge: {name}: version {} not written: {e}",
+            head.number
+        );
+        a.stats.add(word::DROPPED, 1);
+        return;
+    }
+    if a.version != 0 && head.number > a.version + 1 {
+        // Versions coalesced at the source or on the way: not lost frames, but counted.
+        a.stats.add(word::LOST, head.number - a.version - 1);
+    }
+    a.version = head.number;
+    a.stats.add(word::FRAMES, 1);
+    a.stats.add(word::BYTES, len as u64);
+    a.stats.add(word::COPIED, len as u64);
+    a.stats.w[word::NEXT] = head.number + 1;
+}
+
+fn u64_list(v: &serde_json::Value) -> Option<Vec<u64>> {
+    v.as_array()?
+        .iter()
+        .map(serde_json::Value::as_u64)
+        .collect()
+}
+
+/// Makes (or opens) the local object described by `meta`.
+fn make(client: &Client, remote: &str, name: &str, meta: &serde_json::Value) -> Local {
+    match try_make(client, name, meta) {
+        Ok(local) => {
+            eprintln!("mmshare-bridge: importing {remote}/{name} into {name}");
+            local
+        }
+        Err(e) => {
+            eprintln!("mmshare-bridge: {name} not imported: {e}");
+            Local::Refused
+        }
+    }
+}
+
+fn try_make(client: &Client, name: &str, meta: &serde_json::Value) -> Result<Local> {
+    let dtype = meta["dtype"]
+        .as_str()
+        .ok_or("a description without a dtype")?;
+    let shape = u64_list(&meta["shape"]).ok_or("a description without a shape")?;
+    let order = if meta["order"] == "F" {
+        mmshare::Order::F
+    } else {
+        mmshare::Order::C
+    };
+    match meta["kind"].as_str() {
+        Some("array") => {
+            let array = client
+                .create(
+                    &CreateOptions::new(name, dtype, &shape)
+                        .order(order)
+                        .exist_ok(true),
+                )
+                .map_err(|e| e.to_string())?;
+            if array.info().dtype != dtype || array.info().shape != shape {
+                return Err(format!(
+                    "the local array is {} {:?}, the remote one {dtype} {shape:?}",
+                    array.info().dtype,
+                    array.info().shape
+                ));
+            }
+            let (stats, _) = Stats::open(client, "in", name);
+            Ok(Local::Array(Box::new(ArrayIn {
+                array,
+                stats,
+                version: 0,
+            })))
+        }
+        Some("stream") => {
+            let mut options = StreamOptions::new(name, dtype, &shape)
+                .order(order)
+                .slots(meta["slots"].as_u64().unwrap_or(8) as u32)
+                .history(meta["history"].as_u64().unwrap_or(0) as u32)
+                .variable(meta["variable"].as_bool().unwrap_or(false))
+                .exist_ok(true);
+            if let Some(h) = meta["header"].as_str().filter(|h| !h.is_empty()) {
+                options = options.header(h);
+            }
+            client.create_stream(&options).map_err(|e| e.to_string())?;
+            let publisher = client.publisher_bytes(name).map_err(|e| e.to_string())?;
+            let one_lane = meta["max_publishers"].as_u64().unwrap_or(1) <= 1;
+            let (mut stats, previous) = Stats::open(client, "in", name);
+            let mut next = None;
+            if let Some(p) = previous {
+                // Counters carry on from the previous run; the next remote frame follows
+                // from the local stream and the number mapping it wrote.
+                for i in [
+                    word::FRAMES,
+                    word::BYTES,
+                    word::LOST,
+                    word::RECONNECTS,
+                    word::DUPLICATES,
+                    word::RESUMES,
+                    word::COPIED,
+                    word::DROPPED,
+                ] {
+                    stats.w[i] = p[i];
+                }
+                if one_lane && p[word::NEXT] != 0 {
+                    stats.w[word::OFFSET] = p[word::OFFSET];
+                    let n = publisher.next_number().wrapping_add(p[word::OFFSET]);
+                    next = Some(n);
+                    stats.w[word::NEXT] = n;
+                }
+                stats.flush();
+            }
+            Ok(Local::Stream(Box::new(StreamIn {
+                publisher,
+                stats,
+                next,
+                lanes: HashMap::new(),
+                one_lane,
+                lossy: meta["lossy"].as_bool().unwrap_or(false),
+                asked: None,
+            })))
+        }
+        other => Err(format!("unknown kind {other:?}")),
+    }
+}
