@@ -196,6 +196,7 @@ fn stream(export: &Export, client: &Client, one_lane: bool) -> Result {
     // per lane), and whether the first frame sent from here answers a resume.
     let mut owed: Option<u64> = None;
     let mut resumed_from: Option<u64> = None;
+    let mut highest_sent: Option<u64> = None;
     let mut was_matching = false;
     let mut ever_matched = false;
     let mut head = Vec::with_capacity(HEAD + 256);
@@ -213,6 +214,7 @@ fn stream(export: &Export, client: &Client, one_lane: bool) -> Result {
         }
         let from = resume.swap(NONE, Ordering::AcqRel);
         if from != NONE && one_lane {
+            eprintln!("mmshare-bridge: {name}: sending again from frame {from}, as asked");
             subscriber = None;
             owed = Some(from);
             resumed_from = Some(from);
@@ -238,7 +240,14 @@ fn stream(export: &Export, client: &Client, one_lane: bool) -> Result {
             Err(mmshare::StreamError::ReceiveTimeout { .. }) => continue,
             Err(e) => return Err(format!("{name}: {e}")),
         };
-        stats.add(word::LOST, sample.missed_before());
+        // Frames skipped before this one, counted once even when a resume goes back over
+        // numbers already counted.
+        let skipped_from = sample.number() - sample.missed_before().min(sample.number());
+        let counted_to = highest_sent.map_or(0, |h| h + 1);
+        stats.add(
+            word::LOST,
+            sample.number().saturating_sub(skipped_from.max(counted_to)),
+        );
         let header = sample.header_bytes();
         let mut flags = if export.lossy { message::LOSSY } else { 0 };
         if resumed_from.is_some() {
@@ -277,7 +286,19 @@ fn stream(export: &Export, client: &Client, one_lane: bool) -> Result {
             // file can do that): what went out may be torn.
             stats.add(word::DROPPED, 1);
         }
-        sent.map_err(|e| format!("zenoh put: {e}"))?;
+        if let Err(e) = sent {
+            // The session is going down (the link or the other side is gone): the frame is
+            // still owed, and sent again once someone matches.
+            eprintln!(
+                "mmshare-bridge: {name}: frame {} not sent: {e}",
+                sample.number()
+            );
+            drop(sample);
+            subscriber = None;
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        highest_sent = highest_sent.max(Some(sample.number()));
         stats.add(word::FRAMES, 1);
         stats.add(word::BYTES, (frame.len() + header.len()) as u64);
         stats.add(word::COPIED, header.len() as u64);

@@ -123,21 +123,25 @@ fn read_head(payload: &ZBytes) -> std::result::Result<(Head, Vec<u8>), BadMessag
     Ok((head, header))
 }
 
+/// What the discovery thread tells the frame loop.
+enum Found {
+    /// The remote bridge came (true) or went (false).
+    Remote(bool),
+    /// An exported object and its description.
+    Object(String, serde_json::Value),
+    /// An array's newest version, as asked for.
+    Latest(String, ZBytes),
+}
+
+/// How often the importer asks again what the remote side exports (new arrays that never
+/// change would not be seen otherwise; new streams are also seen at their first frame).
+const DISCOVER_EVERY: Duration = Duration::from_secs(1);
+
 impl Import {
     /// Runs the import until the daemon goes away.
     pub fn run(self) -> Result {
         let client = connect(self.socket.as_deref())?;
-        let (events, arrivals) = mpsc::channel();
-        let _alive = self
-            .session
-            .liveliness()
-            .declare_subscriber(format!("{}/bridge", self.remote))
-            .history(true)
-            .callback(move |sample| {
-                let _ = events.send(sample.kind() == SampleKind::Put);
-            })
-            .wait()
-            .map_err(|e| format!("zenoh liveliness: {e}"))?;
+        let (found, arrivals) = mpsc::channel();
         let key = format!("{}/*/{}", self.remote, glob_key(&self.glob));
         let subscriber = self
             .session
@@ -145,29 +149,42 @@ impl Import {
             .wait()
             .map_err(|e| format!("zenoh subscriber {key}: {e}"))?;
         eprintln!("mmshare-bridge: importing {key}");
+        let discovery = Discovery {
+            session: self.session.clone(),
+            remote: self.remote.clone(),
+            glob: self.glob.clone(),
+        };
+        std::thread::spawn(move || discovery.run(&found));
         let mut locals: HashMap<String, Local> = HashMap::new();
         let mut seen_remote = false;
-        self.discover(&client, &mut locals);
+        let mut asked_meta: HashMap<String, Instant> = HashMap::new();
         loop {
-            while let Ok(up) = arrivals.try_recv() {
-                if up {
-                    if seen_remote {
+            while let Ok(news) = arrivals.try_recv() {
+                match news {
+                    Found::Remote(up) => {
                         for local in locals.values_mut() {
-                            if let Local::Stream(s) = local {
-                                s.stats.add(word::RECONNECTS, 1);
-                            } else if let Local::Array(a) = local {
-                                a.stats.add(word::RECONNECTS, 1);
+                            let stats = match local {
+                                Local::Stream(s) => &mut s.stats,
+                                Local::Array(a) => &mut a.stats,
+                                Local::Refused => continue,
+                            };
+                            if up && seen_remote {
+                                stats.add(word::RECONNECTS, 1);
                             }
+                            stats.w[word::CONNECTED] = u64::from(up);
                         }
+                        seen_remote |= up;
                     }
-                    seen_remote = true;
-                    self.discover(&client, &mut locals);
-                }
-                for local in locals.values_mut() {
-                    match local {
-                        Local::Stream(s) => s.stats.w[word::CONNECTED] = u64::from(up),
-                        Local::Array(a) => a.stats.w[word::CONNECTED] = u64::from(up),
-                        Local::Refused => {}
+                    Found::Object(name, meta) => {
+                        let remote = &self.remote;
+                        locals
+                            .entry(name)
+                            .or_insert_with_key(|name| make(&client, remote, name, &meta));
+                    }
+                    Found::Latest(name, payload) => {
+                        if let Some(Local::Array(a)) = locals.get_mut(&name) {
+                            version(&name, a, &payload);
+                        }
                     }
                 }
             }
@@ -195,7 +212,21 @@ impl Import {
             }
             let name = name.to_owned();
             if !locals.contains_key(&name) {
-                let made = self.describe_and_make(&client, &name);
+                // A frame of an object not described yet: ask for its description (at most
+                // once a second; the discovery thread asks too). Until then its frames are
+                // dropped, and a lossless stream's are asked for again once it is made.
+                if asked_meta
+                    .get(&name)
+                    .is_some_and(|t| t.elapsed() < DISCOVER_EVERY)
+                {
+                    continue;
+                }
+                asked_meta.insert(name.clone(), Instant::now());
+                let key = format!("{}/meta/{name}", self.remote);
+                let Some((_, meta)) = ask_meta(&self.session, &self.remote, &key).pop() else {
+                    continue;
+                };
+                let made = make(&client, &self.remote, &name, &meta);
                 locals.insert(name.clone(), made);
             }
             let payload = sample.payload();
@@ -207,76 +238,10 @@ impl Import {
         }
     }
 
-    /// Asks for the descriptions of everything exported that matches, makes what is
-    /// missing, and asks each array's newest version.
-    fn discover(&self, client: &Client, locals: &mut HashMap<String, Local>) {
-        let key = format!("{}/meta/{}", self.remote, glob_key(&self.glob));
-        for (name, meta) in self.ask_meta(&key) {
-            if !glob_matches(&self.glob, &name) {
-                continue;
-            }
-            if !locals.contains_key(&name) {
-                let made = make(client, &self.remote, &name, &meta);
-                locals.insert(name.clone(), made);
-            }
-            if let Some(Local::Array(a)) = locals.get_mut(&name) {
-                let key = format!("{}/latest/{name}", self.remote);
-                if let Ok(replies) = self
-                    .session
-                    .get(&key)
-                    .timeout(Duration::from_secs(5))
-                    .wait()
-                {
-                    while let Ok(reply) = replies.recv() {
-                        if let Ok(sample) = reply.result() {
-                            version(&name, a, sample.payload());
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// The (name, description) replies to a `meta` query.
-    fn ask_meta(&self, key: &str) -> Vec<(String, serde_json::Value)> {
-        let mut found = Vec::new();
-        let Ok(replies) = self.session.get(key).timeout(Duration::from_secs(5)).wait() else {
-            return found;
-        };
-        while let Ok(reply) = replies.recv() {
-            let Ok(sample) = reply.result() else { continue };
-            let Some(name) = sample
-                .key_expr()
-                .as_str()
-                .strip_prefix(&format!("{}/meta/", self.remote))
-            else {
-                continue;
-            };
-            let text = sample.payload().to_bytes();
-            match serde_json::from_slice(&text) {
-                Ok(meta) => found.push((name.to_owned(), meta)),
-                Err(e) => eprintln!("mmshare-bridge: {key}: a description that is not JSON: {e}"),
-            }
-        }
-        found
-    }
-
-    fn describe_and_make(&self, client: &Client, name: &str) -> Local {
-        let key = format!("{}/meta/{name}", self.remote);
-        match self.ask_meta(&key).into_iter().find(|(n, _)| n == name) {
-            Some((_, meta)) => make(client, &self.remote, name, &meta),
-            None => {
-                eprintln!(
-                    "mmshare-bridge: no description of {name} came from {key}; its frames are dropped"
-                );
-                Local::Refused
-            }
-        }
-    }
-
     /// Asks the exporter to send again from frame `from`.
     fn ask_resume(&self, name: &str, from: u64, s: &mut StreamIn) {
         let key = format!("{}/resume/{name}?from={from}", self.remote);
+        eprintln!("mmshare-bridge: {name}: a gap before frame {from}: asking {key}");
         let _ = self.session.get(key).callback(|_| {}).wait();
         s.asked = Some(Instant::now());
         s.stats.add(word::RESUMES, 1);
@@ -308,6 +273,12 @@ impl Import {
             if n > next {
                 let answered = head.flags & message::RESUMED != 0 && head.resumed_from <= next;
                 if s.lossy || answered {
+                    if !s.lossy {
+                        eprintln!(
+                            "mmshare-bridge: {name}: frames {next}..{n} are no longer offered \
+                             at the source: lost"
+                        );
+                    }
                     s.stats.add(word::LOST, n - next);
                 } else {
                     if s.asked.is_none_or(|t| t.elapsed() >= RESUME_AGAIN) {
@@ -337,8 +308,12 @@ impl Import {
         let data_len = head.data_len(payload.len());
         // The number mapping is written before the frame that uses it is published.
         let offset = head.number.wrapping_sub(s.publisher.next_number());
-        if s.one_lane && head.lane == 0 && offset != s.stats.w[word::OFFSET] {
+        if s.one_lane
+            && head.lane == 0
+            && (offset != s.stats.w[word::OFFSET] || s.stats.w[word::MAPPED] == 0)
+        {
             s.stats.w[word::OFFSET] = offset;
+            s.stats.w[word::MAPPED] = 1;
             s.stats.flush();
         }
         let variable = s.publisher.is_variable();
@@ -382,6 +357,107 @@ impl Import {
         s.stats.add(word::COPIED, (data_len + header.len()) as u64);
         true
     }
+}
+
+/// Watches the remote bridge come and go, and asks what it exports.
+struct Discovery {
+    session: zenoh::Session,
+    remote: String,
+    glob: String,
+}
+
+impl Discovery {
+    fn run(self, found: &mpsc::Sender<Found>) {
+        let (events, changes) = mpsc::channel();
+        let alive = self
+            .session
+            .liveliness()
+            .declare_subscriber(format!("{}/bridge", self.remote))
+            .history(true)
+            .callback(move |sample| {
+                let _ = events.send(sample.kind() == SampleKind::Put);
+            })
+            .wait();
+        if let Err(e) = &alive {
+            eprintln!("mmshare-bridge: zenoh liveliness: {e}; reconnects are not counted");
+        }
+        let mut known: HashMap<String, bool> = HashMap::new();
+        loop {
+            let mut came_back = false;
+            match changes.recv_timeout(DISCOVER_EVERY) {
+                Ok(up) => {
+                    came_back = up;
+                    if found.send(Found::Remote(up)).is_err() {
+                        return;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(DISCOVER_EVERY);
+                }
+            }
+            let key = format!("{}/meta/{}", self.remote, glob_key(&self.glob));
+            for (name, meta) in ask_meta(&self.session, &self.remote, &key) {
+                if !glob_matches(&self.glob, &name) {
+                    continue;
+                }
+                let is_array = meta["kind"] == "array";
+                let new = !known.contains_key(&name);
+                known.insert(name.clone(), is_array);
+                if new && found.send(Found::Object(name.clone(), meta)).is_err() {
+                    return;
+                }
+                // An array's newest version: when it is first seen, and after the remote
+                // bridge came back (versions put while the link was down never arrived).
+                if is_array && (new || came_back) {
+                    for payload in ask(&self.session, &format!("{}/latest/{name}", self.remote)) {
+                        if found.send(Found::Latest(name.clone(), payload)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The payloads of the replies to a query, waiting at most a few seconds.
+fn ask(session: &zenoh::Session, key: &str) -> Vec<ZBytes> {
+    ask_keyed(session, key)
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect()
+}
+
+fn ask_keyed(session: &zenoh::Session, key: &str) -> Vec<(String, ZBytes)> {
+    let mut got = Vec::new();
+    let Ok(replies) = session.get(key).timeout(Duration::from_secs(3)).wait() else {
+        return got;
+    };
+    while let Ok(reply) = replies.recv() {
+        if let Ok(sample) = reply.result() {
+            got.push((
+                sample.key_expr().as_str().to_owned(),
+                sample.payload().clone(),
+            ));
+        }
+    }
+    got
+}
+
+/// The (name, description) replies to a `meta` query.
+fn ask_meta(session: &zenoh::Session, remote: &str, key: &str) -> Vec<(String, serde_json::Value)> {
+    let mut found = Vec::new();
+    for (reply_key, payload) in ask_keyed(session, key) {
+        let Some(name) = reply_key.strip_prefix(&format!("{remote}/meta/")) else {
+            continue;
+        };
+        match serde_json::from_slice(&payload.to_bytes()) {
+            Ok(meta) => found.push((name.to_owned(), meta)),
+            Err(e) => eprintln!("mmshare-bridge: {key}: a description that is not JSON: {e}"),
+        }
+    }
+    found
 }
 
 /// Writes an array version, unless an equal or newer one was written already.
@@ -515,8 +591,9 @@ fn try_make(client: &Client, name: &str, meta: &serde_json::Value) -> Result<Loc
                 ] {
                     stats.w[i] = p[i];
                 }
-                if one_lane && p[word::NEXT] != 0 {
+                if one_lane && p[word::MAPPED] == 1 {
                     stats.w[word::OFFSET] = p[word::OFFSET];
+                    stats.w[word::MAPPED] = 1;
                     let n = publisher.next_number().wrapping_add(p[word::OFFSET]);
                     next = Some(n);
                     stats.w[word::NEXT] = n;

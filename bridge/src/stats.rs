@@ -24,7 +24,7 @@
 //! | 12 | when these words were last written, ns since the Unix epoch |
 //! | 13 | frames that were torn or did not fit, dropped |
 //! | 14 | 1 while the other side is connected |
-//! | 15 | 0 (reserved) |
+//! | 15 | importer: 1 once word 8 holds the mapping of a frame it published |
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -53,6 +53,7 @@ pub mod word {
     pub const UPDATED: usize = 12;
     pub const DROPPED: usize = 13;
     pub const CONNECTED: usize = 14;
+    pub const MAPPED: usize = 15;
 }
 
 /// The name of the stats array for `name` carried in `direction` (`"in"` or `"out"`).

@@ -146,3 +146,325 @@ fn ten_thousand_frames_arrive_in_order_exactly_once() {
         "lost, duplicates, dropped"
     );
 }
+
+/// Publishes `range` on host A from a thread, paced (a pause every few frames) so that the
+/// test can act mid-stream.
+fn publish_paced(
+    hosts: &Hosts,
+    name: &str,
+    range: std::ops::Range<u64>,
+    pause: Duration,
+) -> std::thread::JoinHandle<()> {
+    let socket = hosts.a.socket.clone();
+    let name = name.to_owned();
+    std::thread::spawn(move || {
+        publish(
+            &Client::connect(socket).unwrap(),
+            &name,
+            range,
+            Some((5, pause)),
+        );
+    })
+}
+
+/// Receives on host B until frame `last` of host A arrives.
+fn receive_until(sub: &Subscriber<u64>, last: u64) -> Vec<u64> {
+    let mut got = Vec::new();
+    loop {
+        let i = receive(sub, 1)[0];
+        got.push(i);
+        if i == last {
+            return got;
+        }
+    }
+}
+
+#[test]
+fn a_lossy_export_counts_every_frame_it_does_not_deliver() {
+    if !hosts::can_run("lossy_counts") {
+        return;
+    }
+    let mut hosts = Hosts::new();
+    let a = hosts.a.client();
+    make_stream(&a, "fast", 16, 0);
+    bridge_pair(&mut hosts, "fast", "--export-lossy", None);
+    let b = hosts.b.client();
+    // Lossless on host B: whatever the importer publishes, this subscriber gets.
+    let sub = subscribe(&b, "fast", Delivery::Lossless);
+    exporter_ready(&a, "fast");
+    const LAST: u64 = 20_000;
+    publish(&a, "fast", 0..LAST, None);
+    // Whatever was dropped at the end, a frame sent after a pause arrives and closes the count.
+    std::thread::sleep(Duration::from_millis(500));
+    publish(&a, "fast", LAST..LAST + 1, None);
+    let got = receive_until(&sub, LAST);
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "frames out of order");
+    let out = eventually("the exporter's counters", WAIT, || {
+        let w = hosts.a.stats("out", "fast");
+        (w[9] == LAST + 1).then_some(w)
+    });
+    let inn = eventually("the importer's counters", WAIT, || {
+        let w = hosts.b.stats("in", "fast");
+        (w[9] == LAST + 1).then_some(w)
+    });
+    // Every frame is either carried or counted lost, on each side.
+    assert_eq!(
+        out[2] + out[4],
+        LAST + 1,
+        "exporter: carried {} + lost {}",
+        out[2],
+        out[4]
+    );
+    assert_eq!(
+        inn[2],
+        got.len() as u64,
+        "importer: frames published on host B"
+    );
+    assert_eq!(
+        inn[2] + inn[4],
+        LAST + 1 - got[0],
+        "importer: carried {} + lost {} from frame {}",
+        inn[2],
+        inn[4],
+        got[0]
+    );
+    eprintln!(
+        "lossy: {} of {} frames delivered; exporter lost {}, importer lost {}",
+        got.len(),
+        LAST + 1,
+        out[4],
+        inn[4]
+    );
+}
+
+/// Drops 1 % of the packets leaving each end of the link (nftables, `numgen random`).
+fn drop_one_percent(hosts: &Hosts) -> bool {
+    if std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return false;
+    }
+    for host in [&hosts.a, &hosts.b] {
+        host.exec(&["nft", "add", "table", "inet", "lossy"]);
+        host.exec(&[
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            "lossy",
+            "out",
+            "{ type filter hook output priority 0 ; }",
+        ]);
+        host.exec(&[
+            "nft", "add", "rule", "inet", "lossy", "out", "oifname", &host.veth, "numgen",
+            "random", "mod", "100", "<", "1", "drop",
+        ]);
+    }
+    true
+}
+
+#[test]
+fn a_lossless_stream_crosses_a_link_that_drops_one_packet_in_a_hundred() {
+    if !hosts::can_run("one_percent_loss") {
+        return;
+    }
+    let mut hosts = Hosts::new();
+    assert!(
+        drop_one_percent(&hosts),
+        "no `nft` command: install Debian's nftables (./scripts/test does, as root)"
+    );
+    let a = hosts.a.client();
+    make_stream(&a, "cam", 64, 0);
+    bridge_pair(&mut hosts, "cam", "--export", None);
+    let b = hosts.b.client();
+    let sub = subscribe(&b, "cam", Delivery::Lossless);
+    exporter_ready(&a, "cam");
+    let publishing = std::thread::spawn({
+        let socket = hosts.a.socket.clone();
+        move || publish(&Client::connect(socket).unwrap(), "cam", 0..10_000, None)
+    });
+    let got = receive(&sub, 10_000);
+    publishing.join().unwrap();
+    assert_eq!(got, (0..10_000).collect::<Vec<_>>());
+    let dropped = String::from_utf8_lossy(
+        &std::process::Command::new("ip")
+            .args(["netns", "exec", &hosts.a.ns, "nft", "list", "ruleset"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    eprintln!("{dropped}");
+}
+
+/// A stream with a long history: frames a bridge missed while it was down are still offered.
+fn restart_test(which: char) {
+    let mut hosts = Hosts::new();
+    let a = hosts.a.client();
+    make_stream(&a, "cam", 4096, 4000);
+    bridge_pair(&mut hosts, "cam", "--export", None);
+    let b = hosts.b.client();
+    let sub = subscribe(&b, "cam", Delivery::Lossless);
+    exporter_ready(&a, "cam");
+    // About 1,000 frames a second: the 4,000 frames of history last 4 s.
+    let publishing = publish_paced(&hosts, "cam", 0..10_000, Duration::from_millis(5));
+    let mut got = receive(&sub, 2_000);
+    let host = if which == 'A' {
+        &mut hosts.a
+    } else {
+        &mut hosts.b
+    };
+    host.kill_bridge();
+    std::thread::sleep(Duration::from_millis(300));
+    if which == 'A' {
+        hosts.a.start_bridge(
+            "hostA",
+            &["--export", "cam", "--listen", "tcp/10.77.0.1:7447"],
+        );
+    } else {
+        hosts.b.start_bridge(
+            "hostB",
+            &["--import", "hostA/*", "--connect", "tcp/10.77.0.1:7447"],
+        );
+    }
+    got.extend(receive(&sub, 8_000));
+    publishing.join().unwrap();
+    assert_eq!(
+        got,
+        (0..10_000).collect::<Vec<_>>(),
+        "every frame once, in order"
+    );
+    let inn = hosts.b.stats("in", "cam");
+    assert_eq!(inn[4], 0, "frames lost");
+    assert!(inn[7] >= 1, "the importer asked to resume: {inn:?}");
+}
+
+#[test]
+fn the_importing_bridge_killed_and_restarted_resumes_where_it_stopped() {
+    if hosts::can_run("importer_restart") {
+        restart_test('B');
+    }
+}
+
+#[test]
+fn the_exporting_bridge_killed_and_restarted_resumes_where_it_stopped() {
+    if hosts::can_run("exporter_restart") {
+        restart_test('A');
+    }
+}
+
+#[test]
+fn frames_the_source_no_longer_has_are_exactly_the_ones_reported_lost() {
+    if !hosts::can_run("reported_lost") {
+        return;
+    }
+    let mut hosts = Hosts::new();
+    let a = hosts.a.client();
+    make_stream(&a, "cam", 16, 0);
+    bridge_pair(&mut hosts, "cam", "--export", None);
+    let b = hosts.b.client();
+    let sub = subscribe(&b, "cam", Delivery::Lossless);
+    exporter_ready(&a, "cam");
+    publish(&a, "cam", 0..1_000, None);
+    let mut got = receive(&sub, 1_000);
+    hosts.b.kill_bridge();
+    // While host B's bridge is down, 1,000 frames go by a ring of 16.
+    publish(&a, "cam", 1_000..2_000, None);
+    hosts.b.start_bridge(
+        "hostB",
+        &["--import", "hostA/*", "--connect", "tcp/10.77.0.1:7447"],
+    );
+    exporter_ready(&a, "cam");
+    publish(&a, "cam", 2_000..3_000, None);
+    got.extend(receive_until(&sub, 2_999));
+    // What arrived: 0..1000, then from some frame g on, everything; g - 1000 counted lost.
+    let g = got[1_000];
+    assert!((1_000..3_000).contains(&g), "resumed at {g}");
+    let expected: Vec<u64> = (0..1_000).chain(g..3_000).collect();
+    assert_eq!(got, expected);
+    let inn = eventually("the importer's counters", WAIT, || {
+        let w = hosts.b.stats("in", "cam");
+        (w[9] == 3_000).then_some(w)
+    });
+    assert_eq!(inn[4], g - 1_000, "frames reported lost: {inn:?}");
+    eprintln!("lost frames 1000..{g}, as reported");
+}
+
+#[test]
+fn a_stream_carries_on_after_the_link_goes_down_and_up() {
+    if !hosts::can_run("link_down_up") {
+        return;
+    }
+    let mut hosts = Hosts::new();
+    let config = hosts.short_lease_config();
+    let a = hosts.a.client();
+    make_stream(&a, "cam", 4096, 4000);
+    bridge_pair(&mut hosts, "cam", "--export", Some(&config));
+    let b = hosts.b.client();
+    let sub = subscribe(&b, "cam", Delivery::Lossless);
+    exporter_ready(&a, "cam");
+    // About 500 frames a second: the 4,000 frames of history last 8 s, more than the link
+    // is down, the lease runs out and host B's bridge takes to connect again.
+    let publishing = publish_paced(&hosts, "cam", 0..10_000, Duration::from_millis(10));
+    let mut got = receive(&sub, 2_000);
+    hosts.link(false);
+    // Longer than the lease: both sides close the session; host B's bridge connects again.
+    std::thread::sleep(Duration::from_millis(2500));
+    hosts.link(true);
+    got.extend(receive(&sub, 8_000));
+    publishing.join().unwrap();
+    assert_eq!(
+        got,
+        (0..10_000).collect::<Vec<_>>(),
+        "every frame once, in order"
+    );
+    let inn = hosts.b.stats("in", "cam");
+    assert_eq!(inn[4], 0, "frames lost");
+    assert!(inn[5] >= 1, "a reconnect was counted: {inn:?}");
+}
+
+#[test]
+fn an_arrays_newest_version_reaches_the_other_host() {
+    if !hosts::can_run("array_newest") {
+        return;
+    }
+    let mut hosts = Hosts::new();
+    let a = hosts.a.client();
+    let array = a
+        .create_array::<f64>("state", &[256, 256])
+        .expect("array on host A");
+    array.write_all(&vec![1.0; 256 * 256]).unwrap();
+    // Written before either bridge starts: host B gets it by asking for the newest version.
+    hosts.a.start_bridge(
+        "hostA",
+        &["--export", "state", "--listen", "tcp/10.77.0.1:7447"],
+    );
+    hosts.b.start_bridge(
+        "hostB",
+        &["--import", "hostA/*", "--connect", "tcp/10.77.0.1:7447"],
+    );
+    let b = hosts.b.client();
+    let first = eventually("the array on host B", WAIT, || {
+        let local = b.open::<f64>("state", mmshare::Access::Read).ok()?;
+        let data = local.read_to_vec().ok()?;
+        (data[0] == 1.0).then_some(data)
+    });
+    assert!(first.iter().all(|&x| x == 1.0));
+    // Fifty versions in a burst: the last one arrives (earlier ones may be coalesced).
+    for v in 2..=51 {
+        array.write_all(&vec![v as f64; 256 * 256]).unwrap();
+    }
+    let last = eventually("version 51's data on host B", WAIT, || {
+        let local = b.open::<f64>("state", mmshare::Access::Read).ok()?;
+        let data = local.read_to_vec().ok()?;
+        (data[0] == 51.0).then_some(data)
+    });
+    assert!(last.iter().all(|&x| x == 51.0), "a torn or mixed version");
+    let inn = eventually("the importer's counters", WAIT, || {
+        let w = hosts.b.stats("in", "state");
+        (w[9] == 52).then_some(w)
+    });
+    assert!(inn[2] >= 2 && inn[2] <= 51, "versions written: {inn:?}");
+}

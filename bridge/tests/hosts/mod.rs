@@ -131,6 +131,28 @@ impl Host {
     }
 }
 
+impl Host {
+    /// Every stats array on this host: (direction, object, words).
+    pub fn all_stats(&self) -> Vec<(String, String, Vec<u64>)> {
+        let Ok(client) = Client::connect(&self.socket) else {
+            return Vec::new();
+        };
+        let mut all = Vec::new();
+        for info in client.list("mmshare-bridge.").unwrap_or_default() {
+            let rest = &info.name["mmshare-bridge.".len()..];
+            let Some((dir, object)) = rest.split_once('.') else {
+                continue;
+            };
+            if let Ok(a) = client.open::<u64>(&info.name, mmshare::Access::Read)
+                && let Ok(words) = a.read_to_vec()
+            {
+                all.push((dir.to_owned(), object.to_owned(), words));
+            }
+        }
+        all
+    }
+}
+
 impl Drop for Host {
     fn drop(&mut self) {
         self.kill_bridge();
@@ -226,6 +248,7 @@ impl Hosts {
         std::fs::write(
             &path,
             "{ scouting: { multicast: { enabled: false } },\n  \
+             connect: { retry: { period_init_ms: 100, period_max_ms: 500 } },\n  \
              transport: { link: { tx: { lease: 1000, keep_alive: 4 } } } }\n",
         )
         .expect("zenoh config");
@@ -245,8 +268,12 @@ impl Drop for Hosts {
         self.a.kill_bridge();
         self.b.kill_bridge();
         if std::thread::panicking() {
-            eprintln!("--- bridge log, host A\n{}", self.a.log());
-            eprintln!("--- bridge log, host B\n{}", self.b.log());
+            for (host, name) in [(&self.a, "A"), (&self.b, "B")] {
+                eprintln!("--- bridge log, host {name}\n{}", host.log());
+                for (dir, object, words) in host.all_stats() {
+                    eprintln!("--- host {name} {dir} {object}: {words:?}");
+                }
+            }
         }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.a.ns])
