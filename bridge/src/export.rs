@@ -42,6 +42,7 @@ use zenoh::qos::CongestionControl;
 use crate::message::{self, HEAD, Head};
 use crate::stats::{self, Stats, word};
 use crate::{Result, connect};
+use mmshare::bridge_stats::Direction;
 
 /// No resume asked for.
 const NONE: u64 = u64::MAX;
@@ -146,7 +147,7 @@ fn wait_returned(done: &AtomicBool) {
 
 fn stream(export: &Export, client: &Client, one_lane: bool) -> Result {
     let name = &export.name;
-    let (mut stats, _) = Stats::open(client, "out", name);
+    let (mut stats, _) = Stats::open(client, Direction::Out, name);
     let resume = Arc::new(AtomicU64::new(NONE));
     let asked = resume.clone();
     let resume_key = format!("{}/resume/{name}", export.prefix);
@@ -314,7 +315,7 @@ fn stream(export: &Export, client: &Client, one_lane: bool) -> Result {
 
 fn array(export: &Export, client: &Client) -> Result {
     let name = &export.name;
-    let (mut stats, _) = Stats::open(client, "out", name);
+    let (mut stats, _) = Stats::open(client, Direction::Out, name);
     let array = client
         .open_raw(name, Access::Read)
         .map_err(|e| format!("{name}: {e}"))?;

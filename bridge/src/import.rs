@@ -43,6 +43,7 @@ use zenoh::sample::SampleKind;
 use crate::message::{self, BadMessage, HEAD, Head};
 use crate::stats::{Stats, word};
 use crate::{Result, connect, glob_key, glob_matches};
+use mmshare::bridge_stats::Direction;
 
 /// How long an unanswered resume request waits before it is asked again.
 const RESUME_AGAIN: Duration = Duration::from_secs(1);
@@ -157,6 +158,7 @@ impl Import {
         std::thread::spawn(move || discovery.run(&found));
         let mut locals: HashMap<String, Local> = HashMap::new();
         let mut seen_remote = false;
+        let mut remote_up = false;
         let mut asked_meta: HashMap<String, Instant> = HashMap::new();
         loop {
             while let Ok(news) = arrivals.try_recv() {
@@ -174,12 +176,13 @@ impl Import {
                             stats.w[word::CONNECTED] = u64::from(up);
                         }
                         seen_remote |= up;
+                        remote_up = up;
                     }
                     Found::Object(name, meta) => {
                         let remote = &self.remote;
-                        locals
-                            .entry(name)
-                            .or_insert_with_key(|name| make(&client, remote, name, &meta));
+                        locals.entry(name).or_insert_with_key(|name| {
+                            connected(make(&client, remote, name, &meta), remote_up)
+                        });
                     }
                     Found::Latest(name, payload) => {
                         if let Some(Local::Array(a)) = locals.get_mut(&name) {
@@ -227,7 +230,7 @@ impl Import {
                     continue;
                 };
                 let made = make(&client, &self.remote, &name, &meta);
-                locals.insert(name.clone(), made);
+                locals.insert(name.clone(), connected(made, remote_up));
             }
             let payload = sample.payload();
             match locals.get_mut(&name).expect("inserted above") {
@@ -507,6 +510,16 @@ fn version(name: &str, a: &mut ArrayIn, payload: &ZBytes) {
     a.stats.w[word::NEXT] = head.number + 1;
 }
 
+/// A new local object, its counters told whether the remote bridge is there.
+fn connected(mut local: Local, up: bool) -> Local {
+    match &mut local {
+        Local::Stream(s) => s.stats.w[word::CONNECTED] = u64::from(up),
+        Local::Array(a) => a.stats.w[word::CONNECTED] = u64::from(up),
+        Local::Refused => {}
+    }
+    local
+}
+
 fn u64_list(v: &serde_json::Value) -> Option<Vec<u64>> {
     v.as_array()?
         .iter()
@@ -554,7 +567,7 @@ fn try_make(client: &Client, name: &str, meta: &serde_json::Value) -> Result<Loc
                     array.info().shape
                 ));
             }
-            let (stats, _) = Stats::open(client, "in", name);
+            let (stats, _) = Stats::open(client, Direction::In, name);
             Ok(Local::Array(Box::new(ArrayIn {
                 array,
                 stats,
@@ -574,7 +587,7 @@ fn try_make(client: &Client, name: &str, meta: &serde_json::Value) -> Result<Loc
             client.create_stream(&options).map_err(|e| e.to_string())?;
             let publisher = client.publisher_bytes(name).map_err(|e| e.to_string())?;
             let one_lane = meta["max_publishers"].as_u64().unwrap_or(1) <= 1;
-            let (mut stats, previous) = Stats::open(client, "in", name);
+            let (mut stats, previous) = Stats::open(client, Direction::In, name);
             let mut next = None;
             if let Some(p) = previous {
                 // Counters carry on from the previous run; the next remote frame follows

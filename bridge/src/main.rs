@@ -169,7 +169,7 @@ struct Exports {
 impl Exports {
     /// Whether `name` is exported, and lossy.
     fn wanted(&self, name: &str) -> Option<bool> {
-        if name.starts_with("mmshare-bridge.") {
+        if name.starts_with(mmshare::bridge_stats::PREFIX) {
             return None;
         }
         let m = |patterns: &[String]| patterns.iter().any(|p| glob_matches(p, name));

@@ -145,6 +145,37 @@ fn ten_thousand_frames_arrive_in_order_exactly_once() {
         (0, 0, 0, 0),
         "lost, duplicates, dropped"
     );
+    // The same counters on each host's metrics endpoint and in `mmshare top`.
+    let a_metrics = hosts.a.metrics();
+    let b_metrics = hosts.b.metrics();
+    for (text, direction) in [(&a_metrics, "out"), (&b_metrics, "in")] {
+        let line = format!(
+            "mmshare_bridge_frames_total{{object=\"cam\",direction=\"{direction}\"}} 10000"
+        );
+        assert!(text.contains(&line), "{line} not in\n{text}");
+        assert!(text.contains(&format!(
+            "mmshare_bridge_lost_frames_total{{object=\"cam\",direction=\"{direction}\"}} 0"
+        )));
+    }
+    assert!(b_metrics.contains(&format!(
+        "mmshare_bridge_copied_bytes_total{{object=\"cam\",direction=\"in\"}} {}",
+        10_000 * (frame_bytes + 8)
+    )));
+    let top = hosts.b.top();
+    let rows = top.as_array().expect("a list");
+    let bridged: Vec<_> = rows.iter().filter(|r| r["kind"] == "bridged").collect();
+    assert_eq!(bridged.len(), 1, "{top}");
+    assert_eq!(bridged[0]["object"], "cam");
+    assert_eq!(bridged[0]["direction"], "in");
+    assert_eq!(bridged[0]["frames"], 10_000);
+    assert_eq!(bridged[0]["connected"], true);
+    assert!(
+        rows.iter().all(|r| !r["name"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("mmshare-bridge.")),
+        "the counter arrays are not listed as arrays: {top}"
+    );
 }
 
 /// Publishes `range` on host A from a thread, paced (a pause every few frames) so that the

@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mmshare::ObjectInfo;
 use mmshare::internal::proto::{Backing, ErrorKind, Request, Response};
+use mmshare::{Access, ObjectInfo, RawArray, bridge_stats};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -205,6 +205,19 @@ fn family<L: EncodeLabelSet, M: EncodeMetric>(
         value.encode(metric.encode_family(&labels)?)?;
     }
     Ok(())
+}
+
+/// The counters of a bridge's stats array, read through a mapping of its own with a short
+/// timeout (its writer is a client: a seqlock it leaves odd must not hold up a scrape).
+fn bridge_words(a: &mmshare::ArrayInfo) -> Option<[u64; bridge_stats::WORDS]> {
+    let mut bytes = [0u8; bridge_stats::WORDS * 8];
+    if a.dtype != "<u8" || a.data_len != bytes.len() as u64 {
+        return None;
+    }
+    let mut raw = RawArray::open(&a.path, Access::Read).ok()?;
+    raw.set_timeout(Duration::from_millis(20));
+    raw.read_bytes(0, &mut bytes).ok()?;
+    bridge_stats::from_bytes(&bytes)
 }
 
 fn gauge(v: u64) -> ConstGauge {
@@ -487,6 +500,78 @@ impl Collector for Snapshot {
             "Bytes all objects take",
             G,
             [(Labels::new(), gauge(snap.bytes))],
+        )?;
+        // What mmshare-bridge carries to and from other hosts, from the counter arrays it
+        // keeps here (mmshare::bridge_stats); an array of such a name that does not hold
+        // that layout is skipped.
+        let bridged: Vec<(Labels, [u64; bridge_stats::WORDS])> = arrays
+            .iter()
+            .filter_map(|a| {
+                let (direction, object) = bridge_stats::parse_name(&a.name)?;
+                let words = bridge_words(a)?;
+                let labels = vec![
+                    ("object", object.to_owned()),
+                    ("direction", direction.as_str().to_owned()),
+                ];
+                Some((labels, words))
+            })
+            .collect();
+        for (name, help, i) in [
+            (
+                "bridge_frames",
+                "Frames (array versions) a bridge carried to or from another host; rate() is \
+                 frames per second",
+                bridge_stats::word::FRAMES,
+            ),
+            (
+                "bridge_bytes",
+                "Bytes a bridge carried (frame data and per-frame headers); rate() is bytes \
+                 per second",
+                bridge_stats::word::BYTES,
+            ),
+            (
+                "bridge_lost_frames",
+                "Frames a bridge could not deliver: skipped numbers, counted, never delivered",
+                bridge_stats::word::LOST,
+            ),
+            (
+                "bridge_reconnects",
+                "Times the other side of a bridge came back after it had been seen",
+                bridge_stats::word::RECONNECTS,
+            ),
+            (
+                "bridge_resumes",
+                "Resumes a bridge asked for (importing) or served (exporting) after a gap",
+                bridge_stats::word::RESUMES,
+            ),
+            (
+                "bridge_dropped_frames",
+                "Frames a bridge dropped as torn, malformed or not fitting the local object",
+                bridge_stats::word::DROPPED,
+            ),
+            (
+                "bridge_copied_bytes",
+                "Bytes a bridge copied itself (sending: per-frame headers only; receiving: \
+                 each byte once, into the local slot)",
+                bridge_stats::word::COPIED,
+            ),
+        ] {
+            family(
+                &mut e,
+                name,
+                help,
+                C,
+                bridged.iter().map(|(l, w)| (l.clone(), counter(w[i]))),
+            )?;
+        }
+        family(
+            &mut e,
+            "bridge_connected",
+            "1 while the other side of a bridge is connected",
+            G,
+            bridged
+                .iter()
+                .map(|(l, w)| (l.clone(), gauge(w[bridge_stats::word::CONNECTED]))),
         )?;
         Ok(())
     }

@@ -58,6 +58,7 @@ compile_error!("mmshare supports little-endian Linux with 64-bit atomics");
 
 mod array;
 mod backoff;
+pub mod bridge_stats;
 mod client;
 mod create;
 mod dtype;

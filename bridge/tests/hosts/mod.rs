@@ -118,6 +118,33 @@ impl Host {
         std::fs::read_to_string(self.dir.join("bridge.log")).unwrap_or_default()
     }
 
+    /// One scrape of the daemon's metrics endpoint.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut c = std::os::unix::net::UnixStream::connect(self.dir.join("metrics.sock"))
+            .expect("the metrics endpoint");
+        c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        c.read_to_string(&mut text).unwrap();
+        text
+    }
+
+    /// `mmshare top --json` on this host.
+    pub fn top(&self) -> serde_json::Value {
+        let out = Command::new(workspace_bin("mmshare", "MMSHARE_CLI"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["top", "--json", "--interval", "0.2"])
+            .output()
+            .expect("mmshare top");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("top's JSON")
+    }
+
     /// The 16 counter words the bridge keeps for `name` (`dir` "in" or "out").
     pub fn stats(&self, dir: &str, name: &str) -> Vec<u64> {
         let array = self
@@ -214,6 +241,8 @@ impl Hosts {
                 .arg(dir.join("data"))
                 .arg("--mem-dir")
                 .arg(dir.join("mem"))
+                .arg("--metrics")
+                .arg(dir.join("metrics.sock"))
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
