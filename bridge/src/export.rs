@@ -20,7 +20,9 @@
 //! The frame's bytes are not copied by the bridge: the message is the head and per-frame
 //! header (a small buffer) followed by a Zenoh buffer that points into the mapped slot. The
 //! sample stays held until Zenoh has let go of that buffer (its transport copies it into its
-//! own batches), so the slot cannot be reused under it.
+//! own batches), so the slot cannot be reused under it. Up to 8 frames are lent at once (at
+//! most half of the stream's hold budget), so that Zenoh's transport has the next frame
+//! while it still sends one.
 //!
 //! # An array
 //!
@@ -30,11 +32,14 @@
 //! exporter reads the newest. The last one put is also the answer to `P/latest/NAME`, which an
 //! importer asks when it starts or when this bridge comes back after a disconnection.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mmshare::{Access, Client, Delivery, ObjectInfo, StartAt, SubscribeOptions};
+use mmshare::{
+    Access, Client, Delivery, ObjectInfo, SampleToken, StartAt, SubscribeOptions, Subscriber,
+};
 use zenoh::Wait;
 use zenoh::bytes::ZBytes;
 use zenoh::qos::CongestionControl;
@@ -105,7 +110,13 @@ pub fn run(export: Export) -> Result {
         meta(&info, export.lossy),
     )?;
     match info {
-        ObjectInfo::Stream(s) => stream(&export, &client, s.max_publishers <= 1),
+        ObjectInfo::Stream(s) => {
+            // Frames lent to Zenoh at once: up to 8, and at most half of what the stream's
+            // subscribers may hold together, leaving the rest to local ones.
+            let budget = s.slots.saturating_sub(1 + s.history.max(1)) as usize;
+            let window = (budget / 2).clamp(1, 8);
+            stream(&export, &client, s.max_publishers <= 1, window)
+        }
         ObjectInfo::Array(_) => array(&export, &client),
     }
 }
@@ -136,6 +147,45 @@ impl Drop for Lent {
     }
 }
 
+/// A subscription whose frames are lent to Zenoh, up to `window` at once. A frame stays held
+/// until Zenoh has dropped its view of it; dropping a `Lending` waits for every lent frame
+/// first, so the subscriber's mapping outlives every view into it.
+struct Lending {
+    sub: Subscriber<u8>,
+    lent: VecDeque<(SampleToken, Arc<AtomicBool>)>,
+    window: usize,
+}
+
+impl Lending {
+    /// Releases the frames Zenoh is done with, oldest first; when `window` frames are lent,
+    /// waits for the oldest. Returns how many released frames were found torn (a slot reused
+    /// under a hold: only a process scribbling on the control file can do that).
+    fn settle(&mut self) -> u64 {
+        let mut torn = 0;
+        while let Some((_, done)) = self.lent.front() {
+            if !done.load(Ordering::Acquire) {
+                if self.lent.len() < self.window {
+                    break;
+                }
+                wait_returned(done);
+            }
+            let (token, _) = self.lent.pop_front().expect("a front");
+            torn += u64::from(!self.sub.token_is_intact(&token));
+            self.sub.release_token(token);
+        }
+        torn
+    }
+}
+
+impl Drop for Lending {
+    fn drop(&mut self) {
+        for (token, done) in self.lent.drain(..) {
+            wait_returned(&done);
+            self.sub.release_token(token);
+        }
+    }
+}
+
 /// Waits until Zenoh has dropped every reference to a lent frame.
 fn wait_returned(done: &AtomicBool) {
     let mut pause = Duration::from_micros(5);
@@ -145,7 +195,7 @@ fn wait_returned(done: &AtomicBool) {
     }
 }
 
-fn stream(export: &Export, client: &Client, one_lane: bool) -> Result {
+fn stream(export: &Export, client: &Client, one_lane: bool, window: usize) -> Result {
     let name = &export.name;
     let (mut stats, _) = Stats::open(client, Direction::Out, name);
     let resume = Arc::new(AtomicU64::new(NONE));
@@ -192,7 +242,7 @@ fn stream(export: &Export, client: &Client, one_lane: bool) -> Result {
         export.prefix,
         if export.lossy { "lossy" } else { "lossless" }
     );
-    let mut subscriber = None;
+    let mut subscriber: Option<Lending> = None;
     // The next frame owed to the remote side (a stream of one publisher only: numbers are
     // per lane), and whether the first frame sent from here answers a resume.
     let mut owed: Option<u64> = None;
@@ -228,28 +278,37 @@ fn stream(export: &Export, client: &Client, one_lane: bool) -> Result {
         }
         if subscriber.is_none() {
             let start = owed.map_or(StartAt::Next, StartAt::Frame);
-            let options = SubscribeOptions::new(delivery).max_held(1).start(start);
-            subscriber = Some(
-                client
-                    .subscribe_bytes(name, options)
-                    .map_err(|e| format!("{name}: {e}"))?,
-            );
+            let options = SubscribeOptions::new(delivery).start(start);
+            // The window shrinks to one frame if local subscribers hold the rest.
+            let sub = client
+                .subscribe_bytes(name, options.max_held(window))
+                .or_else(|_| client.subscribe_bytes(name, options.max_held(1)))
+                .map_err(|e| format!("{name}: {e}"))?;
+            let window = sub.max_held();
+            subscriber = Some(Lending {
+                sub,
+                lent: VecDeque::new(),
+                window,
+            });
         }
-        let sub = subscriber.as_ref().expect("subscribed above");
-        let sample = match sub.receive_timeout(Duration::from_millis(100)) {
+        let lending = subscriber.as_mut().expect("subscribed above");
+        stats.add(word::DROPPED, lending.settle());
+        let sample = match lending.sub.receive_timeout(Duration::from_millis(100)) {
             Ok(sample) => sample,
             Err(mmshare::StreamError::ReceiveTimeout { .. }) => continue,
             Err(e) => return Err(format!("{name}: {e}")),
         };
         // Frames skipped before this one, counted once even when a resume goes back over
         // numbers already counted.
-        let skipped_from = sample.number() - sample.missed_before().min(sample.number());
+        let number = sample.number();
+        let skipped_from = number - sample.missed_before().min(number);
         let counted_to = highest_sent.map_or(0, |h| h + 1);
         stats.add(
             word::LOST,
-            sample.number().saturating_sub(skipped_from.max(counted_to)),
+            number.saturating_sub(skipped_from.max(counted_to)),
         );
         let header = sample.header_bytes();
+        let header_len = header.len();
         let mut flags = if export.lossy { message::LOSSY } else { 0 };
         if resumed_from.is_some() {
             flags |= message::RESUMED;
@@ -258,12 +317,12 @@ fn stream(export: &Export, client: &Client, one_lane: bool) -> Result {
         head.extend_from_slice(
             &Head {
                 flags,
-                number: sample.number(),
+                number,
                 published_ns: sample.published_ns(),
                 rows: sample.rows(),
                 publisher: sample.publisher().map_or(0, |p| p.id()),
                 lane: sample.lane() as u32,
-                header_len: header.len() as u32,
+                header_len: header_len as u32,
                 resumed_from: resumed_from.unwrap_or(0),
             }
             .encode(),
@@ -271,41 +330,32 @@ fn stream(export: &Export, client: &Client, one_lane: bool) -> Result {
         head.extend_from_slice(header);
         let done = Arc::new(AtomicBool::new(false));
         let frame: &[u8] = &sample;
+        let frame_len = frame.len();
         let lent = Lent {
             ptr: frame.as_ptr(),
-            len: frame.len(),
+            len: frame_len,
             done: done.clone(),
         };
+        // From here the frame is held by its token until Zenoh lets go of it.
+        lending.lent.push_back((sample.into_token(), done));
         let mut payload = ZBytes::writer();
         payload.append(ZBytes::from(head.clone()));
         payload.append(ZBytes::from(bytes::Bytes::from_owner(lent)));
-        let sent = publisher.put(payload.finish()).wait();
-        // Whether or not the put went out, the sample is held until Zenoh lets go of it.
-        wait_returned(&done);
-        if !sample.is_intact() {
-            // The slot was reused under the hold (only a process scribbling on the control
-            // file can do that): what went out may be torn.
-            stats.add(word::DROPPED, 1);
-        }
-        if let Err(e) = sent {
+        if let Err(e) = publisher.put(payload.finish()).wait() {
             // The session is going down (the link or the other side is gone): the frame is
             // still owed, and sent again once someone matches.
-            eprintln!(
-                "mmshare-bridge: {name}: frame {} not sent: {e}",
-                sample.number()
-            );
-            drop(sample);
+            eprintln!("mmshare-bridge: {name}: frame {number} not sent: {e}");
             subscriber = None;
             std::thread::sleep(Duration::from_millis(100));
             continue;
         }
-        highest_sent = highest_sent.max(Some(sample.number()));
+        highest_sent = highest_sent.max(Some(number));
         stats.add(word::FRAMES, 1);
-        stats.add(word::BYTES, (frame.len() + header.len()) as u64);
-        stats.add(word::COPIED, header.len() as u64);
+        stats.add(word::BYTES, (frame_len + header_len) as u64);
+        stats.add(word::COPIED, header_len as u64);
         if one_lane {
-            owed = Some(sample.number() + 1);
-            stats.w[word::NEXT] = sample.number() + 1;
+            owed = Some(number + 1);
+            stats.w[word::NEXT] = number + 1;
         }
         resumed_from = None;
     }
