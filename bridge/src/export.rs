@@ -69,11 +69,11 @@ fn meta(info: &ObjectInfo, lossy: bool) -> String {
             "kind": "stream", "dtype": s.dtype, "shape": s.shape,
             "order": format!("{:?}", s.order), "slots": s.slots, "history": s.history,
             "header": s.header, "variable": s.variable, "max_publishers": s.max_publishers,
-            "lossy": lossy,
+            "lossy": lossy, "memory": s.backing == mmshare::Backing::Memory,
         }),
         ObjectInfo::Array(a) => serde_json::json!({
             "kind": "array", "dtype": a.dtype, "shape": a.shape,
-            "order": format!("{:?}", a.order),
+            "order": format!("{:?}", a.order), "memory": a.backing == mmshare::Backing::Memory,
         }),
     }
     .to_string()

@@ -551,15 +551,17 @@ fn try_make(client: &Client, name: &str, meta: &serde_json::Value) -> Result<Loc
     } else {
         mmshare::Order::C
     };
+    // Memory-backed at the source (the daemon's memory directory): memory-backed here too.
+    let memory = meta["memory"].as_bool().unwrap_or(false);
     match meta["kind"].as_str() {
         Some("array") => {
-            let array = client
-                .create(
-                    &CreateOptions::new(name, dtype, &shape)
-                        .order(order)
-                        .exist_ok(true),
-                )
-                .map_err(|e| e.to_string())?;
+            let mut options = CreateOptions::new(name, dtype, &shape)
+                .order(order)
+                .exist_ok(true);
+            if memory {
+                options = options.memory();
+            }
+            let array = client.create(&options).map_err(|e| e.to_string())?;
             if array.info().dtype != dtype || array.info().shape != shape {
                 return Err(format!(
                     "the local array is {} {:?}, the remote one {dtype} {shape:?}",
@@ -583,6 +585,9 @@ fn try_make(client: &Client, name: &str, meta: &serde_json::Value) -> Result<Loc
                 .exist_ok(true);
             if let Some(h) = meta["header"].as_str().filter(|h| !h.is_empty()) {
                 options = options.header(h);
+            }
+            if memory {
+                options = options.memory();
             }
             client.create_stream(&options).map_err(|e| e.to_string())?;
             let publisher = client.publisher_bytes(name).map_err(|e| e.to_string())?;

@@ -104,6 +104,7 @@ struct Tally {
     got: usize,
     ages: Vec<u64>,
     sum: u64,
+    timed_from: usize,
 }
 
 impl Tally {
@@ -116,6 +117,7 @@ impl Tally {
             got: 0,
             ages: Vec::with_capacity(role.count),
             sum: 0,
+            timed_from: 0,
         }
     }
 
@@ -130,7 +132,12 @@ impl Tally {
                 self.ages.push(now_ns().saturating_sub(sent));
             }
         }
-        self.first.get_or_insert(now);
+        // Throughput is timed from the tenth of the frames on: the first ones warm the path
+        // (pages of the rings and of Zenoh's buffers touched for the first time).
+        if self.got == self.count / 10 {
+            self.first = Some(now);
+            self.timed_from = self.got;
+        }
         self.last = Some(now);
         self.got += 1;
         self.got >= self.count
@@ -153,7 +160,7 @@ impl Tally {
             "{}",
             serde_json::json!({
                 "frames": self.got,
-                "per_s": if secs > 0.0 { (self.got - 1) as f64 / secs } else { 0.0 },
+                "per_s": if secs > 0.0 { (self.got - 1 - self.timed_from) as f64 / secs } else { 0.0 },
                 "p50_us": pct(0.5), "p99_us": pct(0.99), "sum": self.sum,
             })
         );
@@ -428,7 +435,7 @@ fn case(kind: &str, role: &Role, at_a: &str, at_b: &str) -> serde_json::Value {
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
@@ -472,8 +479,12 @@ fn run(args: &[String]) {
     ];
     let a = mmshare::Client::connect(sock("a")).unwrap();
     for (size, _, name, slots, ..) in sizes {
-        a.create_stream(&mmshare::StreamOptions::new(name, "<u1", &[size as u64]).slots(slots))
-            .unwrap();
+        a.create_stream(
+            &mmshare::StreamOptions::new(name, "<u1", &[size as u64])
+                .slots(slots)
+                .memory(),
+        )
+        .unwrap();
     }
     let listen = format!("tcp/{A_ADDR}:{BRIDGE_PORT}");
     let connect = listen.clone();
@@ -518,12 +529,30 @@ fn run(args: &[String]) {
     for (_, _, name, ..) in sizes {
         b.wait_for(name, Duration::from_secs(60)).unwrap();
     }
+    // --only 8m,mm,thr: only the sizes (4k, 1m, 8m), paths (mm, zenoh, tcp) and measures
+    // (thr, lat) named.
+    let only: Vec<String> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let wanted = |what: &str, all: &[&str]| {
+        !all.iter().any(|a| only.iter().any(|o| o == a)) || only.iter().any(|o| o == what)
+    };
     let rounds = if quick { 1 } else { 3 };
     let scale = if quick { 5 } else { 1 };
     let mut rows = Vec::new();
     for (size, label, name, _, thr_count, lat_count, pace_us) in sizes {
+        let short = &name["bench".len()..];
+        if !wanted(short, &["4k", "1m", "8m"]) {
+            continue;
+        }
         let mut figures = Vec::new();
         for kind in ["mm", "zenoh", "tcp"] {
+            if !wanted(kind, &["mm", "zenoh", "tcp"]) {
+                continue;
+            }
             let (at_a, at_b) = match kind {
                 "mm" => (sock("a"), sock("b")),
                 "zenoh" => (
@@ -547,8 +576,17 @@ fn run(args: &[String]) {
                     at: String::new(),
                     name: name.into(),
                 };
-                let r = case(kind, &thr, &at_a, &at_b);
-                per_s.push(r["per_s"].as_f64().unwrap());
+                if wanted("thr", &["thr", "lat"]) {
+                    let r = case(kind, &thr, &at_a, &at_b);
+                    per_s.push(r["per_s"].as_f64().unwrap());
+                } else {
+                    per_s.push(f64::NAN);
+                }
+                if !wanted("lat", &["thr", "lat"]) {
+                    p50.push(f64::NAN);
+                    p99.push(f64::NAN);
+                    continue;
+                }
                 let lat = Role {
                     latency: true,
                     count: lat_count / scale,
@@ -572,7 +610,11 @@ fn run(args: &[String]) {
         rows.push((label, size, figures));
     }
     drop(net);
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        eprintln!("logs kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     let table = report(&rows, quick);
     println!("{table}");
     if docs {
@@ -599,7 +641,10 @@ fn report(rows: &[(&str, usize, Figures<'_>)], quick: bool) -> String {
     t += "| frame | path | frames/s | MB/s | × Zenoh | p50 µs | p99 µs | p50 × Zenoh |\n";
     t += "|---|---|---:|---:|---:|---:|---:|---:|\n";
     for (label, size, figures) in rows {
-        let zenoh = figures.iter().find(|(k, _)| *k == "zenoh").unwrap().1;
+        let zenoh = figures
+            .iter()
+            .find(|(k, _)| *k == "zenoh")
+            .map_or((f64::NAN, f64::NAN, f64::NAN), |f| f.1);
         for (kind, (per_s, p50, p99)) in figures {
             let path = match *kind {
                 "mm" => "mmshare → bridge → Zenoh → bridge → mmshare",
