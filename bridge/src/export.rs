@@ -20,9 +20,14 @@
 //! The frame's bytes are not copied by the bridge: the message is the head and per-frame
 //! header (a small buffer) followed by a Zenoh buffer that points into the mapped slot. The
 //! sample stays held until Zenoh has let go of that buffer (its transport copies it into its
-//! own batches), so the slot cannot be reused under it. Up to 8 frames are lent at once (at
+//! own batches), so the slot cannot be reused under it. Up to 32 frames are lent at once (at
 //! most half of the stream's hold budget), so that Zenoh's transport has the next frame
 //! while it still sends one.
+//!
+//! Frames published faster than they go out are batched: a message takes the frames already
+//! waiting behind the first, while it is under 64 KiB and the window allows, so a stream of
+//! small frames costs one Zenoh put per batch rather than per frame. A lone frame is sent at
+//! once (batching never waits).
 //!
 //! # An array
 //!
@@ -48,6 +53,10 @@ use crate::message::{self, HEAD, Head};
 use crate::stats::{self, Stats, word};
 use crate::{Result, connect};
 use mmshare::bridge_stats::Direction;
+
+/// A message takes more frames while it is smaller than this (one Zenoh batch): small frames
+/// published faster than they are sent go out several to a message, larger ones one each.
+const BATCH_BYTES: usize = 64 << 10;
 
 /// No resume asked for.
 const NONE: u64 = u64::MAX;
@@ -111,10 +120,10 @@ pub fn run(export: Export) -> Result {
     )?;
     match info {
         ObjectInfo::Stream(s) => {
-            // Frames lent to Zenoh at once: up to 8, and at most half of what the stream's
+            // Frames lent to Zenoh at once: up to 32, and at most half of what the stream's
             // subscribers may hold together, leaving the rest to local ones.
             let budget = s.slots.saturating_sub(1 + s.history.max(1)) as usize;
-            let window = (budget / 2).clamp(1, 8);
+            let window = (budget / 2).clamp(1, 32);
             stream(&export, &client, s.max_publishers <= 1, window)
         }
         ObjectInfo::Array(_) => array(&export, &client),
@@ -250,7 +259,6 @@ fn stream(export: &Export, client: &Client, one_lane: bool, window: usize) -> Re
     let mut highest_sent: Option<u64> = None;
     let mut was_matching = false;
     let mut ever_matched = false;
-    let mut head = Vec::with_capacity(HEAD + 256);
     while !export.stop.load(Ordering::Acquire) {
         stats.tick();
         let now_matching = matching.load(Ordering::Acquire);
@@ -293,69 +301,96 @@ fn stream(export: &Export, client: &Client, one_lane: bool, window: usize) -> Re
         }
         let lending = subscriber.as_mut().expect("subscribed above");
         stats.add(word::DROPPED, lending.settle());
-        let sample = match lending.sub.receive_timeout(Duration::from_millis(100)) {
-            Ok(sample) => sample,
-            Err(mmshare::StreamError::ReceiveTimeout { .. }) => continue,
-            Err(e) => return Err(format!("{name}: {e}")),
-        };
-        // Frames skipped before this one, counted once even when a resume goes back over
-        // numbers already counted.
-        let number = sample.number();
-        let skipped_from = number - sample.missed_before().min(number);
-        let counted_to = highest_sent.map_or(0, |h| h + 1);
-        stats.add(
-            word::LOST,
-            number.saturating_sub(skipped_from.max(counted_to)),
-        );
-        let header = sample.header_bytes();
-        let header_len = header.len();
-        let mut flags = if export.lossy { message::LOSSY } else { 0 };
-        if resumed_from.is_some() {
-            flags |= message::RESUMED;
-        }
-        head.clear();
-        head.extend_from_slice(
-            &Head {
-                flags,
-                number,
-                published_ns: sample.published_ns(),
-                rows: sample.rows(),
-                publisher: sample.publisher().map_or(0, |p| p.id()),
-                lane: sample.lane() as u32,
-                header_len: header_len as u32,
-                resumed_from: resumed_from.unwrap_or(0),
-            }
-            .encode(),
-        );
-        head.extend_from_slice(header);
-        let done = Arc::new(AtomicBool::new(false));
-        let frame: &[u8] = &sample;
-        let frame_len = frame.len();
-        let lent = Lent {
-            ptr: frame.as_ptr(),
-            len: frame_len,
-            done: done.clone(),
-        };
-        // From here the frame is held by its token until Zenoh lets go of it.
-        lending.lent.push_back((sample.into_token(), done));
+        // One message: the first frame (waited for), then the frames already published
+        // behind it, while the window and the batch size allow.
         let mut payload = ZBytes::writer();
-        payload.append(ZBytes::from(head.clone()));
-        payload.append(ZBytes::from(bytes::Bytes::from_owner(lent)));
+        let mut batch: Vec<(u64, usize, usize)> = Vec::new();
+        let mut batch_bytes = 0usize;
+        loop {
+            let sample = if batch.is_empty() {
+                match lending.sub.receive_timeout(Duration::from_millis(100)) {
+                    Ok(sample) => sample,
+                    Err(mmshare::StreamError::ReceiveTimeout { .. }) => break,
+                    Err(e) => return Err(format!("{name}: {e}")),
+                }
+            } else {
+                match lending.sub.receive() {
+                    Ok(Some(sample)) => sample,
+                    Ok(None) => break,
+                    Err(e) => return Err(format!("{name}: {e}")),
+                }
+            };
+            // Frames skipped before this one, counted once even when a resume goes back
+            // over numbers already counted.
+            let number = sample.number();
+            let skipped_from = number - sample.missed_before().min(number);
+            let counted_to = highest_sent.map_or(0, |h| h + 1);
+            stats.add(
+                word::LOST,
+                number.saturating_sub(skipped_from.max(counted_to)),
+            );
+            let header = sample.header_bytes();
+            let frame: &[u8] = &sample;
+            let mut flags = if export.lossy { message::LOSSY } else { 0 };
+            if resumed_from.is_some() && batch.is_empty() {
+                flags |= message::RESUMED;
+            }
+            let mut head = Vec::with_capacity(HEAD + header.len());
+            head.extend_from_slice(
+                &Head {
+                    flags,
+                    number,
+                    published_ns: sample.published_ns(),
+                    rows: sample.rows(),
+                    publisher: sample.publisher().map_or(0, |p| p.id()),
+                    lane: sample.lane() as u32,
+                    header_len: header.len() as u32,
+                    resumed_from: resumed_from.unwrap_or(0),
+                    data_len: frame.len() as u64,
+                }
+                .encode(),
+            );
+            head.extend_from_slice(header);
+            let done = Arc::new(AtomicBool::new(false));
+            let lent = Lent {
+                ptr: frame.as_ptr(),
+                len: frame.len(),
+                done: done.clone(),
+            };
+            batch.push((number, frame.len(), header.len()));
+            batch_bytes += HEAD + header.len() + frame.len();
+            // From here the frame is held by its token until Zenoh lets go of it.
+            lending.lent.push_back((sample.into_token(), done));
+            payload.append(ZBytes::from(head));
+            payload.append(ZBytes::from(bytes::Bytes::from_owner(lent)));
+            if lending.lent.len() >= lending.window || batch_bytes >= BATCH_BYTES {
+                break;
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
         if let Err(e) = publisher.put(payload.finish()).wait() {
-            // The session is going down (the link or the other side is gone): the frame is
-            // still owed, and sent again once someone matches.
-            eprintln!("mmshare-bridge: {name}: frame {number} not sent: {e}");
+            // The session is going down (the link or the other side is gone): the frames
+            // are still owed, and sent again once someone matches.
+            eprintln!(
+                "mmshare-bridge: {name}: frames {}..={} not sent: {e}",
+                batch[0].0,
+                batch[batch.len() - 1].0
+            );
             subscriber = None;
             std::thread::sleep(Duration::from_millis(100));
             continue;
         }
-        highest_sent = highest_sent.max(Some(number));
-        stats.add(word::FRAMES, 1);
-        stats.add(word::BYTES, (frame_len + header_len) as u64);
-        stats.add(word::COPIED, header_len as u64);
-        if one_lane {
-            owed = Some(number + 1);
-            stats.w[word::NEXT] = number + 1;
+        for (number, frame_len, header_len) in batch {
+            highest_sent = highest_sent.max(Some(number));
+            stats.add(word::FRAMES, 1);
+            stats.add(word::BYTES, (frame_len + header_len) as u64);
+            stats.add(word::COPIED, header_len as u64);
+            if one_lane {
+                owed = Some(number + 1);
+                stats.w[word::NEXT] = number + 1;
+            }
         }
         resumed_from = None;
     }
@@ -417,6 +452,7 @@ fn array(export: &Export, client: &Client) -> Result {
             flags: message::ARRAY,
             number: snapshot.version,
             published_ns: stats::now_ns(),
+            data_len: len as u64,
             ..Head::default()
         };
         message[..HEAD].copy_from_slice(&head.encode());

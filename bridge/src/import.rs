@@ -85,42 +85,38 @@ pub struct Import {
     pub glob: String,
 }
 
-/// Applies the first `skip` bytes of `payload` elsewhere and hands every later byte to
-/// `out(offset, bytes)`, slice by slice, offsets counted from `skip`.
-fn for_each_after(payload: &ZBytes, skip: usize, mut out: impl FnMut(usize, &[u8])) {
+/// Hands the bytes `[start, start + len)` of `payload` to `out(offset, bytes)`, slice by
+/// slice, offsets counted from `start`.
+fn for_each_in(payload: &ZBytes, start: usize, len: usize, mut out: impl FnMut(usize, &[u8])) {
+    let end = start + len;
     let mut at = 0usize;
     for slice in payload.slices() {
-        let start = skip.saturating_sub(at).min(slice.len());
-        if start < slice.len() {
-            out(at + start - skip, &slice[start..]);
+        let (from, to) = (start.max(at), end.min(at + slice.len()));
+        if from < to {
+            out(from - start, &slice[from - at..to - at]);
         }
         at += slice.len();
-    }
-}
-
-/// The head and the per-frame header of a message (copied: a few dozen bytes).
-fn read_head(payload: &ZBytes) -> std::result::Result<(Head, Vec<u8>), BadMessage> {
-    let total = payload.len();
-    let mut first = [0u8; HEAD];
-    let mut got = 0;
-    for slice in payload.slices() {
-        let n = (HEAD - got).min(slice.len());
-        first[got..got + n].copy_from_slice(&slice[..n]);
-        got += n;
-        if got == HEAD {
+        if at >= end {
             break;
         }
     }
-    let head = Head::decode(&first[..got], total)?;
-    let mut header = vec![0u8; head.header_len as usize];
-    let end = HEAD + header.len();
-    for_each_after(payload, HEAD, |at, bytes| {
-        if at < header.len() {
-            let n = bytes.len().min(header.len() - at);
-            header[at..at + n].copy_from_slice(&bytes[..n]);
-        }
+}
+
+/// The head of the frame at byte `at` of a message, and its per-frame header (copied: a few
+/// dozen bytes).
+fn read_head(payload: &ZBytes, at: usize) -> std::result::Result<(Head, Vec<u8>), BadMessage> {
+    let left = payload.len().saturating_sub(at);
+    let mut first = [0u8; HEAD];
+    let mut got = 0;
+    for_each_in(payload, at, HEAD.min(left), |o, bytes| {
+        first[o..o + bytes.len()].copy_from_slice(bytes);
+        got = o + bytes.len();
     });
-    debug_assert!(end <= total);
+    let head = Head::decode(&first[..got], left)?;
+    let mut header = vec![0u8; head.header_len as usize];
+    for_each_in(payload, at + HEAD, header.len(), |o, bytes| {
+        header[o..o + bytes.len()].copy_from_slice(bytes);
+    });
     Ok((head, header))
 }
 
@@ -234,7 +230,7 @@ impl Import {
             }
             let payload = sample.payload();
             match locals.get_mut(&name).expect("inserted above") {
-                Local::Stream(s) => self.frame(&name, s, payload),
+                Local::Stream(s) => self.message(&name, s, payload),
                 Local::Array(a) => version(&name, a, payload),
                 Local::Refused => {}
             }
@@ -250,15 +246,34 @@ impl Import {
         s.stats.add(word::RESUMES, 1);
     }
 
-    fn frame(&self, name: &str, s: &mut StreamIn, payload: &ZBytes) {
-        let (head, header) = match read_head(payload) {
-            Ok(h) => h,
-            Err(e) => {
-                eprintln!("mmshare-bridge: {name}: a message dropped: {e}");
-                s.stats.add(word::DROPPED, 1);
-                return;
+    /// Every frame of a message, in order.
+    fn message(&self, name: &str, s: &mut StreamIn, payload: &ZBytes) {
+        let mut at = 0;
+        while at < payload.len() {
+            match read_head(payload, at) {
+                Ok((head, header)) => {
+                    self.frame(name, s, &head, &header, payload, at + HEAD + header.len());
+                    at += head.len();
+                }
+                Err(e) => {
+                    eprintln!("mmshare-bridge: {name}: the rest of a message dropped: {e}");
+                    s.stats.add(word::DROPPED, 1);
+                    return;
+                }
             }
-        };
+        }
+    }
+
+    /// One frame, whose bytes start at byte `data` of the message.
+    fn frame(
+        &self,
+        name: &str,
+        s: &mut StreamIn,
+        head: &Head,
+        header: &[u8],
+        payload: &ZBytes,
+        data: usize,
+    ) {
         let n = head.number;
         if !s.one_lane || head.lane != 0 {
             let expected = s.lanes.entry(head.lane).or_insert(n);
@@ -293,7 +308,7 @@ impl Import {
             }
         }
         s.asked = None;
-        if self.publish(name, s, &head, &header, payload) && s.one_lane && head.lane == 0 {
+        if self.publish(name, s, head, header, payload, data) && s.one_lane && head.lane == 0 {
             s.next = Some(n + 1);
             s.stats.w[word::NEXT] = n + 1;
         }
@@ -307,8 +322,9 @@ impl Import {
         head: &Head,
         header: &[u8],
         payload: &ZBytes,
+        data: usize,
     ) -> bool {
-        let data_len = head.data_len(payload.len());
+        let data_len = head.data_len as usize;
         // The number mapping is written before the frame that uses it is published.
         let offset = head.number.wrapping_sub(s.publisher.next_number());
         if s.one_lane
@@ -349,9 +365,8 @@ impl Import {
         if slot.len() == header.len() {
             slot.copy_from_slice(header);
         }
-        let skip = HEAD + header.len();
         let frame: &mut [u8] = &mut loan;
-        for_each_after(payload, skip, |at, bytes| {
+        for_each_in(payload, data, data_len, |at, bytes| {
             frame[at..at + bytes.len()].copy_from_slice(bytes);
         });
         loan.publish();
@@ -465,7 +480,7 @@ fn ask_meta(session: &zenoh::Session, remote: &str, key: &str) -> Vec<(String, s
 
 /// Writes an array version, unless an equal or newer one was written already.
 fn version(name: &str, a: &mut ArrayIn, payload: &ZBytes) {
-    let head = match read_head(payload) {
+    let head = match read_head(payload, 0) {
         Ok((head, _)) if head.flags & message::ARRAY != 0 => head,
         Ok(_) => return,
         Err(e) => {
@@ -478,7 +493,7 @@ fn version(name: &str, a: &mut ArrayIn, payload: &ZBytes) {
         a.stats.add(word::DUPLICATES, 1);
         return;
     }
-    let len = head.data_len(payload.len());
+    let len = head.data_len as usize;
     if len as u64 != a.array.info().data_len {
         eprintln!(
             "mmshare-bridge: {name}: a version of {len} bytes, the local array's is {}; dropped",
@@ -487,9 +502,9 @@ fn version(name: &str, a: &mut ArrayIn, payload: &ZBytes) {
         a.stats.add(word::DROPPED, 1);
         return;
     }
-    let skip = HEAD + head.header_len as usize;
+    let data = HEAD + head.header_len as usize;
     let written = a.array.write_stream(|w| {
-        for_each_after(payload, skip, |at, bytes| w.write_at(at as u64, bytes));
+        for_each_in(payload, data, len, |at, bytes| w.write_at(at as u64, bytes));
     });
     if let Err(e) = written {
         eprintln!(
@@ -629,5 +644,58 @@ fn try_make(client: &Client, name: &str, meta: &serde_json::Value) -> Result<Loc
             })))
         }
         other => Err(format!("unknown kind {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A message of two frames, cut into slices at awkward places (inside the heads too),
+    /// as Zenoh may hand it over.
+    #[test]
+    fn frames_are_read_across_slice_boundaries() {
+        let frame = |number: u64, header: &[u8], data: &[u8]| {
+            let head = Head {
+                number,
+                header_len: header.len() as u32,
+                data_len: data.len() as u64,
+                ..Head::default()
+            };
+            [&head.encode()[..], header, data].concat()
+        };
+        let bytes = [frame(7, b"hh", b"abcdef"), frame(8, b"", b"xyz")].concat();
+        for cuts in [vec![], vec![3], vec![1, 70], vec![63, 64, 65, 66, 75, 76]] {
+            let mut writer = ZBytes::writer();
+            let mut last = 0;
+            for &c in cuts.iter().chain(std::iter::once(&bytes.len())) {
+                writer.append(ZBytes::from(bytes[last..c].to_vec()));
+                last = c;
+            }
+            let payload = writer.finish();
+            let (first, header) = read_head(&payload, 0).expect("first head");
+            assert_eq!(
+                (first.number, &header[..]),
+                (7, &b"hh"[..]),
+                "cuts {cuts:?}"
+            );
+            let mut data = vec![0u8; 6];
+            for_each_in(&payload, HEAD + 2, 6, |o, b| {
+                data[o..o + b.len()].copy_from_slice(b)
+            });
+            assert_eq!(data, b"abcdef");
+            let (second, header) = read_head(&payload, first.len()).expect("second head");
+            assert_eq!((second.number, header.len()), (8, 0));
+            let mut data = Vec::new();
+            for_each_in(&payload, first.len() + HEAD, 3, |_, b| {
+                data.extend_from_slice(b)
+            });
+            assert_eq!(data, b"xyz");
+            assert_eq!(first.len() + second.len(), payload.len());
+            assert!(
+                read_head(&payload, payload.len() - 3).is_err(),
+                "a cut head"
+            );
+        }
     }
 }

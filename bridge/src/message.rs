@@ -1,7 +1,7 @@
-//! The message that carries one frame (or one array version) between bridges.
+//! The message that carries frames (or one array version) between bridges.
 //!
-//! Little-endian; a fixed head of [`HEAD`] bytes, then the frame's per-frame header, then its
-//! bytes:
+//! A message is one or more frames back to back, each little-endian: a fixed head of [`HEAD`]
+//! bytes, then the frame's per-frame header, then its bytes:
 //!
 //! | offset | size | field |
 //! |---|---|---|
@@ -15,14 +15,16 @@
 //! | 40 | 4 | lane |
 //! | 44 | 4 | per-frame header length in bytes |
 //! | 48 | 8 | with flag 2, the frame the exporter was asked to resume from |
+//! | 56 | 8 | frame bytes after the per-frame header |
 //!
 //! A message is untrusted input to the importer: [`Head::decode`] checks the magic, the
-//! version and that the lengths fit the message, and says what is wrong otherwise.
+//! version and that the lengths fit what is left of the message, and says what is wrong
+//! otherwise.
 
 use std::fmt;
 
 /// Bytes before the per-frame header.
-pub const HEAD: usize = 56;
+pub const HEAD: usize = 64;
 const MAGIC: &[u8; 4] = b"MMBR";
 const VERSION: u16 = 1;
 
@@ -52,6 +54,8 @@ pub struct Head {
     pub header_len: u32,
     /// With [`RESUMED`]: the frame the importer asked for.
     pub resumed_from: u64,
+    /// Frame bytes after the per-frame header.
+    pub data_len: u64,
 }
 
 /// Why a message was refused.
@@ -78,18 +82,19 @@ impl Head {
         b[40..44].copy_from_slice(&self.lane.to_le_bytes());
         b[44..48].copy_from_slice(&self.header_len.to_le_bytes());
         b[48..56].copy_from_slice(&self.resumed_from.to_le_bytes());
+        b[56..64].copy_from_slice(&self.data_len.to_le_bytes());
         b
     }
 
-    /// Reads a head from the first [`HEAD`] bytes of a message of `total` bytes.
+    /// Reads a head from the first [`HEAD`] bytes of `b`, where `total` bytes are left in
+    /// the message from the head on.
     ///
     /// # Errors
-    /// The message is too short, has another magic or version, or its header length does
-    /// not fit.
+    /// Too few bytes, another magic or version, or a frame longer than what is left.
     pub fn decode(b: &[u8], total: usize) -> Result<Head, BadMessage> {
         if b.len() < HEAD || total < HEAD {
             return Err(BadMessage(format!(
-                "a message of {total} bytes is shorter than the {HEAD}-byte head"
+                "{total} bytes left in a message, fewer than the {HEAD}-byte head"
             )));
         }
         if &b[0..4] != MAGIC {
@@ -116,19 +121,23 @@ impl Head {
             lane: u32_at(40),
             header_len: u32_at(44),
             resumed_from: u64_at(48),
+            data_len: u64_at(56),
         };
-        if head.header_len as usize > total - HEAD {
+        let body = u64::from(head.header_len).checked_add(head.data_len);
+        if body.is_none_or(|b| b > (total - HEAD) as u64) {
             return Err(BadMessage(format!(
-                "a per-frame header of {} bytes does not fit a message of {total} bytes",
-                head.header_len
+                "a frame of {} header and {} data bytes does not fit the {} bytes left",
+                head.header_len,
+                head.data_len,
+                total - HEAD
             )));
         }
         Ok(head)
     }
 
-    /// Bytes of frame data in a message of `total` bytes.
-    pub fn data_len(&self, total: usize) -> usize {
-        total - HEAD - self.header_len as usize
+    /// Bytes of this frame in the message, head included.
+    pub fn len(&self) -> usize {
+        HEAD + self.header_len as usize + self.data_len as usize
     }
 }
 
@@ -147,29 +156,37 @@ mod tests {
             lane: 5,
             header_len: 16,
             resumed_from: 99,
+            data_len: 8,
         };
         let bytes = head.encode();
         assert_eq!(&bytes[0..4], b"MMBR");
         assert_eq!(Head::decode(&bytes, HEAD + 16 + 8), Ok(head));
-        assert_eq!(head.data_len(HEAD + 16 + 8), 8);
+        assert_eq!(head.len(), HEAD + 16 + 8);
     }
 
     #[test]
     fn a_bad_message_is_refused_with_the_reason() {
         let good = Head {
             header_len: 4,
+            data_len: 8,
             ..Head::default()
         }
         .encode();
         let err = |b: &[u8], total| Head::decode(b, total).unwrap_err().0;
-        assert!(err(&good[..10], 10).contains("shorter than the 56-byte head"));
+        assert!(err(&good[..10], 10).contains("fewer than the 64-byte head"));
         let mut magic = good;
         magic[0] = b'X';
-        assert!(err(&magic, HEAD + 4).contains("\"XMBR\""));
+        assert!(err(&magic, HEAD + 12).contains("\"XMBR\""));
         let mut version = good;
         version[4] = 9;
-        assert!(err(&version, HEAD + 4).contains("version 9"));
-        assert!(err(&good, HEAD + 3).contains("header of 4 bytes does not fit"));
-        assert!(Head::decode(&good, HEAD + 4).is_ok());
+        assert!(err(&version, HEAD + 12).contains("version 9"));
+        assert!(err(&good, HEAD + 11).contains("4 header and 8 data bytes does not fit the 11"));
+        assert!(Head::decode(&good, HEAD + 12).is_ok());
+        let mut huge = good;
+        huge[56..64].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(
+            err(&huge, HEAD + 12).contains("does not fit"),
+            "no overflow"
+        );
     }
 }
