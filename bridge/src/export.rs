@@ -20,7 +20,7 @@
 //! The frame's bytes are not copied by the bridge: the message is the head and per-frame
 //! header (a small buffer) followed by a Zenoh buffer that points into the mapped slot. The
 //! sample stays held until Zenoh has let go of that buffer (its transport copies it into its
-//! own batches), so the slot cannot be reused under it. Up to 32 frames are lent at once (at
+//! own batches), so the slot cannot be reused under it. Up to 16 frames are lent at once (at
 //! most half of the stream's hold budget), so that Zenoh's transport has the next frame
 //! while it still sends one.
 //!
@@ -53,6 +53,9 @@ use crate::message::{self, HEAD, Head};
 use crate::stats::{self, Stats, word};
 use crate::{Result, connect};
 use mmshare::bridge_stats::Direction;
+
+/// Frames lent at once, at most: the most a subscriber may hold.
+const MAX_WINDOW: usize = 16;
 
 /// A message takes more frames while it is smaller than this (one Zenoh batch): small frames
 /// published faster than they are sent go out several to a message, larger ones one each.
@@ -120,10 +123,10 @@ pub fn run(export: Export) -> Result {
     )?;
     match info {
         ObjectInfo::Stream(s) => {
-            // Frames lent to Zenoh at once: up to 32, and at most half of what the stream's
+            // Frames lent to Zenoh at once: up to 16, and at most half of what the stream's
             // subscribers may hold together, leaving the rest to local ones.
             let budget = s.slots.saturating_sub(1 + s.history.max(1)) as usize;
-            let window = (budget / 2).clamp(1, 32);
+            let window = (budget / 2).clamp(1, MAX_WINDOW);
             stream(&export, &client, s.max_publishers <= 1, window)
         }
         ObjectInfo::Array(_) => array(&export, &client),
@@ -215,8 +218,9 @@ fn stream(export: &Export, client: &Client, one_lane: bool, window: usize) -> Re
         .declare_queryable(resume_key.clone())
         .callback(move |query| {
             let from = query.parameters().get("from").and_then(|f| f.parse().ok());
-            if let Some(from) = from.filter(|&f| f != NONE) {
-                asked.store(from, Ordering::Release);
+            if let Some(from) = from.filter(|&f| f < message::MAX_NUMBER) {
+                // Several importers asking at once: the earliest frame serves them all.
+                asked.fetch_min(from, Ordering::AcqRel);
                 let _ = query.reply(resume_key.clone(), "ok").wait();
             } else {
                 let _ = query.reply_err("give from=FRAME").wait();
@@ -257,6 +261,8 @@ fn stream(export: &Export, client: &Client, one_lane: bool, window: usize) -> Re
     let mut owed: Option<u64> = None;
     let mut resumed_from: Option<u64> = None;
     let mut highest_sent: Option<u64> = None;
+    // Frames below this were counted lost already (or sent).
+    let mut lost_counted_to = 0u64;
     let mut was_matching = false;
     let mut ever_matched = false;
     while !export.stop.load(Ordering::Acquire) {
@@ -273,11 +279,24 @@ fn stream(export: &Export, client: &Client, one_lane: bool, window: usize) -> Re
         }
         let from = resume.swap(NONE, Ordering::AcqRel);
         if from != NONE && one_lane {
-            eprintln!("mmshare-bridge: {name}: sending again from frame {from}, as asked");
-            subscriber = None;
-            owed = Some(from);
-            resumed_from = Some(from);
-            stats.add(word::RESUMES, 1);
+            // A request from any Zenoh peer: frames not published yet are refused (the
+            // subscription would wait for them, and every importer with it).
+            let published = match client.describe(name) {
+                Ok(ObjectInfo::Stream(s)) => s.published,
+                _ => 0,
+            };
+            if from > published {
+                eprintln!(
+                    "mmshare-bridge: {name}: a request to send again from frame {from} \
+                     refused: {published} frames published"
+                );
+            } else {
+                eprintln!("mmshare-bridge: {name}: sending again from frame {from}, as asked");
+                subscriber = None;
+                owed = Some(from);
+                resumed_from = Some(from);
+                stats.add(word::RESUMES, 1);
+            }
         }
         if !now_matching {
             subscriber = None;
@@ -288,10 +307,18 @@ fn stream(export: &Export, client: &Client, one_lane: bool, window: usize) -> Re
             let start = owed.map_or(StartAt::Next, StartAt::Frame);
             let options = SubscribeOptions::new(delivery).start(start);
             // The window shrinks to one frame if local subscribers hold the rest.
-            let sub = client
+            let sub = match client
                 .subscribe_bytes(name, options.max_held(window))
                 .or_else(|_| client.subscribe_bytes(name, options.max_held(1)))
-                .map_err(|e| format!("{name}: {e}"))?;
+            {
+                Ok(sub) => sub,
+                Err(e) => {
+                    eprintln!("mmshare-bridge: {name}: cannot subscribe ({e}); trying again");
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            stats.w[word::SOURCE] = sub.files().header().created_ns;
             let window = sub.max_held();
             subscriber = Some(Lending {
                 sub,
@@ -303,6 +330,8 @@ fn stream(export: &Export, client: &Client, one_lane: bool, window: usize) -> Re
         stats.add(word::DROPPED, lending.settle());
         // One message: the first frame (waited for), then the frames already published
         // behind it, while the window and the batch size allow.
+        let source = lending.sub.files().header().created_ns;
+        let mut failed = None;
         let mut payload = ZBytes::writer();
         let mut batch: Vec<(u64, usize, usize)> = Vec::new();
         let mut batch_bytes = 0usize;
@@ -311,24 +340,30 @@ fn stream(export: &Export, client: &Client, one_lane: bool, window: usize) -> Re
                 match lending.sub.receive_timeout(Duration::from_millis(100)) {
                     Ok(sample) => sample,
                     Err(mmshare::StreamError::ReceiveTimeout { .. }) => break,
-                    Err(e) => return Err(format!("{name}: {e}")),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
                 }
             } else {
                 match lending.sub.receive() {
                     Ok(Some(sample)) => sample,
                     Ok(None) => break,
-                    Err(e) => return Err(format!("{name}: {e}")),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
                 }
             };
             // Frames skipped before this one, counted once even when a resume goes back
             // over numbers already counted.
             let number = sample.number();
             let skipped_from = number - sample.missed_before().min(number);
-            let counted_to = highest_sent.map_or(0, |h| h + 1);
             stats.add(
                 word::LOST,
-                number.saturating_sub(skipped_from.max(counted_to)),
+                number.saturating_sub(skipped_from.max(lost_counted_to)),
             );
+            lost_counted_to = lost_counted_to.max(number + 1);
             let header = sample.header_bytes();
             let frame: &[u8] = &sample;
             let mut flags = if export.lossy { message::LOSSY } else { 0 };
@@ -347,6 +382,7 @@ fn stream(export: &Export, client: &Client, one_lane: bool, window: usize) -> Re
                     header_len: header.len() as u32,
                     resumed_from: resumed_from.unwrap_or(0),
                     data_len: frame.len() as u64,
+                    source,
                 }
                 .encode(),
             );
@@ -366,6 +402,16 @@ fn stream(export: &Export, client: &Client, one_lane: bool, window: usize) -> Re
             if lending.lent.len() >= lending.window || batch_bytes >= BATCH_BYTES {
                 break;
             }
+        }
+        if let Some(e) = failed {
+            // Whatever went wrong with the subscription (the publisher evicted it, its files
+            // were damaged), a new one starts from the frame owed. The frames taken for this
+            // message are not sent (still owed); their views go before the subscription does.
+            eprintln!("mmshare-bridge: {name}: {e}; subscribing again");
+            drop(payload);
+            subscriber = None;
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
         }
         if batch.is_empty() {
             continue;
@@ -453,15 +499,21 @@ fn array(export: &Export, client: &Client) -> Result {
             number: snapshot.version,
             published_ns: stats::now_ns(),
             data_len: len as u64,
+            source: array.header().created_ns,
             ..Head::default()
         };
         message[..HEAD].copy_from_slice(&head.encode());
         let payload = ZBytes::from(message);
         *latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(payload.clone());
-        publisher
-            .put(payload)
-            .wait()
-            .map_err(|e| format!("zenoh put: {e}"))?;
+        if let Err(e) = publisher.put(payload).wait() {
+            // Sent again (or a newer version) once Zenoh takes puts again.
+            eprintln!(
+                "mmshare-bridge: {name}: version {} not sent: {e}",
+                snapshot.version
+            );
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
         sent = snapshot.version;
         stats.add(word::FRAMES, 1);
         stats.add(word::BYTES, len as u64);

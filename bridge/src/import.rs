@@ -60,6 +60,9 @@ struct StreamIn {
     lossy: bool,
     /// When a resume was last asked for, while its answer has not come.
     asked: Option<Instant>,
+    /// The remote stream's creation time, once a frame said it: a stream deleted and made
+    /// again under the name is numbered afresh.
+    source: Option<u64>,
 }
 
 /// A local array fed from a remote one.
@@ -68,6 +71,8 @@ struct ArrayIn {
     stats: Stats,
     /// The newest remote version written.
     version: u64,
+    /// The remote array's creation time, once a version said it.
+    source: Option<u64>,
 }
 
 enum Local {
@@ -156,6 +161,8 @@ impl Import {
         let mut seen_remote = false;
         let mut remote_up = false;
         let mut asked_meta: HashMap<String, Instant> = HashMap::new();
+        // Per object not made yet: the first frame seen (number, source).
+        let mut first_seen: HashMap<String, (u64, u64)> = HashMap::new();
         loop {
             while let Ok(news) = arrivals.try_recv() {
                 match news {
@@ -176,8 +183,10 @@ impl Import {
                     }
                     Found::Object(name, meta) => {
                         let remote = &self.remote;
+                        let first = first_seen.remove(&name);
                         locals.entry(name).or_insert_with_key(|name| {
-                            connected(make(&client, remote, name, &meta), remote_up)
+                            let made = connected(make(&client, remote, name, &meta), remote_up);
+                            from_first(made, first)
                         });
                     }
                     Found::Latest(name, payload) => {
@@ -213,7 +222,15 @@ impl Import {
             if !locals.contains_key(&name) {
                 // A frame of an object not described yet: ask for its description (at most
                 // once a second; the discovery thread asks too). Until then its frames are
-                // dropped, and a lossless stream's are asked for again once it is made.
+                // dropped; the first one's number is kept, so that a lossless stream asks for
+                // them again once it is made (and a lossy one counts them lost).
+                if kind == "frames"
+                    && let Ok((head, _)) = read_head(sample.payload(), 0)
+                {
+                    first_seen
+                        .entry(name.clone())
+                        .or_insert((head.number, head.source));
+                }
                 if asked_meta
                     .get(&name)
                     .is_some_and(|t| t.elapsed() < DISCOVER_EVERY)
@@ -226,7 +243,8 @@ impl Import {
                     continue;
                 };
                 let made = make(&client, &self.remote, &name, &meta);
-                locals.insert(name.clone(), connected(made, remote_up));
+                let first = first_seen.remove(&name);
+                locals.insert(name.clone(), from_first(connected(made, remote_up), first));
             }
             let payload = sample.payload();
             match locals.get_mut(&name).expect("inserted above") {
@@ -275,6 +293,30 @@ impl Import {
         data: usize,
     ) {
         let n = head.number;
+        if s.source != Some(head.source) {
+            if let Some(was) = s.source {
+                // The remote stream was deleted and made again: its numbers start over, and
+                // the mapping to local numbers with them.
+                eprintln!(
+                    "mmshare-bridge: {name}: the remote stream was made again (created at {} ns, \
+                     was {was} ns); numbering afresh from its frame 0",
+                    head.source
+                );
+                s.next = Some(0);
+                s.lanes.clear();
+                s.stats.w[word::MAPPED] = 0;
+            }
+            s.source = Some(head.source);
+            s.stats.w[word::SOURCE] = head.source;
+        }
+        if head.lane as usize >= mmshare::MAX_PUBLISHERS as usize {
+            eprintln!(
+                "mmshare-bridge: {name}: a frame of lane {}: dropped",
+                head.lane
+            );
+            s.stats.add(word::DROPPED, 1);
+            return;
+        }
         if !s.one_lane || head.lane != 0 {
             let expected = s.lanes.entry(head.lane).or_insert(n);
             if n < *expected {
@@ -325,16 +367,6 @@ impl Import {
         data: usize,
     ) -> bool {
         let data_len = head.data_len as usize;
-        // The number mapping is written before the frame that uses it is published.
-        let offset = head.number.wrapping_sub(s.publisher.next_number());
-        if s.one_lane
-            && head.lane == 0
-            && (offset != s.stats.w[word::OFFSET] || s.stats.w[word::MAPPED] == 0)
-        {
-            s.stats.w[word::OFFSET] = offset;
-            s.stats.w[word::MAPPED] = 1;
-            s.stats.flush();
-        }
         let variable = s.publisher.is_variable();
         let mut loan = loop {
             match s.publisher.loan() {
@@ -362,13 +394,41 @@ impl Import {
             return false;
         }
         let slot = loan.header_bytes_mut();
-        if slot.len() == header.len() {
-            slot.copy_from_slice(header);
+        if slot.len() != header.len() {
+            eprintln!(
+                "mmshare-bridge: {name}: frame {} has a {}-byte per-frame header, the local \
+                 stream's is {}; dropped",
+                head.number,
+                header.len(),
+                slot.len()
+            );
+            s.stats.add(word::DROPPED, 1);
+            return false;
         }
+        slot.copy_from_slice(header);
         let frame: &mut [u8] = &mut loan;
         for_each_in(payload, data, data_len, |at, bytes| {
             frame[at..at + bytes.len()].copy_from_slice(bytes);
         });
+        // The number mapping is written before the frame that uses it is published: a
+        // restarted importer must never take a frame it published for one it did not.
+        let offset = head.number.wrapping_sub(loan.number());
+        if s.one_lane
+            && head.lane == 0
+            && (offset != s.stats.w[word::OFFSET] || s.stats.w[word::MAPPED] == 0)
+        {
+            s.stats.w[word::OFFSET] = offset;
+            s.stats.w[word::MAPPED] = 1;
+            if !s.stats.flush() {
+                eprintln!(
+                    "mmshare-bridge: {name}: frame {} dropped: its mapping was not saved",
+                    head.number
+                );
+                s.stats.w[word::MAPPED] = 0;
+                s.stats.add(word::DROPPED, 1);
+                return false;
+            }
+        }
         loan.publish();
         s.stats.add(word::FRAMES, 1);
         s.stats.add(word::BYTES, (data_len + header.len()) as u64);
@@ -489,6 +549,14 @@ fn version(name: &str, a: &mut ArrayIn, payload: &ZBytes) {
             return;
         }
     };
+    if a.source != Some(head.source) {
+        if a.source.is_some() {
+            eprintln!("mmshare-bridge: {name}: the remote array was made again; versions afresh");
+        }
+        a.version = 0;
+        a.source = Some(head.source);
+        a.stats.w[word::SOURCE] = head.source;
+    }
     if head.number <= a.version {
         a.stats.add(word::DUPLICATES, 1);
         return;
@@ -523,6 +591,19 @@ fn version(name: &str, a: &mut ArrayIn, payload: &ZBytes) {
     a.stats.add(word::BYTES, len as u64);
     a.stats.add(word::COPIED, len as u64);
     a.stats.w[word::NEXT] = head.number + 1;
+}
+
+/// A new local stream that knows no next frame yet starts from the first frame seen before it
+/// was made (so the frames dropped meanwhile are asked for again, or counted lost).
+fn from_first(mut local: Local, first: Option<(u64, u64)>) -> Local {
+    if let (Local::Stream(s), Some((number, source))) = (&mut local, first)
+        && s.next.is_none()
+        && s.one_lane
+    {
+        s.next = Some(number);
+        s.source = Some(source);
+    }
+    local
 }
 
 /// A new local object, its counters told whether the remote bridge is there.
@@ -589,6 +670,7 @@ fn try_make(client: &Client, name: &str, meta: &serde_json::Value) -> Result<Loc
                 array,
                 stats,
                 version: 0,
+                source: None,
             })))
         }
         Some("stream") => {
@@ -607,32 +689,22 @@ fn try_make(client: &Client, name: &str, meta: &serde_json::Value) -> Result<Loc
             client.create_stream(&options).map_err(|e| e.to_string())?;
             let publisher = client.publisher_bytes(name).map_err(|e| e.to_string())?;
             let one_lane = meta["max_publishers"].as_u64().unwrap_or(1) <= 1;
+            // Counters carry on from the previous run (Stats::open); the next remote frame
+            // follows from the local stream and the number mapping that run saved, for the
+            // remote stream it was about (checked at the first frame).
             let (mut stats, previous) = Stats::open(client, Direction::In, name);
             let mut next = None;
-            if let Some(p) = previous {
-                // Counters carry on from the previous run; the next remote frame follows
-                // from the local stream and the number mapping it wrote.
-                for i in [
-                    word::FRAMES,
-                    word::BYTES,
-                    word::LOST,
-                    word::RECONNECTS,
-                    word::DUPLICATES,
-                    word::RESUMES,
-                    word::COPIED,
-                    word::DROPPED,
-                ] {
-                    stats.w[i] = p[i];
-                }
-                if one_lane && p[word::MAPPED] == 1 {
-                    stats.w[word::OFFSET] = p[word::OFFSET];
-                    stats.w[word::MAPPED] = 1;
+            let mut source = None;
+            match previous {
+                Some(p) if one_lane && p[word::MAPPED] == 1 => {
                     let n = publisher.next_number().wrapping_add(p[word::OFFSET]);
                     next = Some(n);
+                    source = Some(p[word::SOURCE]);
                     stats.w[word::NEXT] = n;
                 }
-                stats.flush();
+                _ => stats.w[word::MAPPED] = 0,
             }
+            stats.flush();
             Ok(Local::Stream(Box::new(StreamIn {
                 publisher,
                 stats,
@@ -641,6 +713,7 @@ fn try_make(client: &Client, name: &str, meta: &serde_json::Value) -> Result<Loc
                 one_lane,
                 lossy: meta["lossy"].as_bool().unwrap_or(false),
                 asked: None,
+                source,
             })))
         }
         other => Err(format!("unknown kind {other:?}")),

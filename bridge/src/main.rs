@@ -205,6 +205,26 @@ impl Exports {
         self.running.insert(name.to_owned(), (stop, thread));
     }
 
+    /// Starts again the exports whose thread ended on its own (an error it could not ride
+    /// out), if the object is still there; called about once a second.
+    fn revive(&mut self, client: &Client) {
+        let ended: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(_, (stop, thread))| thread.is_finished() && !stop.load(Ordering::Acquire))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in ended {
+            if let Some((_, thread)) = self.running.remove(&name) {
+                let _ = thread.join();
+            }
+            if client.describe(&name).is_ok() {
+                eprintln!("mmshare-bridge: starting the export of {name} again");
+                self.start(&name);
+            }
+        }
+    }
+
     fn stop(&mut self, name: &str) {
         if let Some((stop, thread)) = self.running.remove(name) {
             stop.store(true, Ordering::Release);
@@ -275,6 +295,7 @@ fn run() -> Result {
         let event = watch
             .next_timeout(Some(Duration::from_secs(1)))
             .map_err(|e| format!("mmshared: {e}"))?;
+        exports.revive(&client);
         match event {
             Some(WatchEvent::Created { name, .. }) => exports.start(&name),
             Some(WatchEvent::Deleted { name }) => exports.stop(&name),

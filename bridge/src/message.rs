@@ -16,15 +16,19 @@
 //! | 44 | 4 | per-frame header length in bytes |
 //! | 48 | 8 | with flag 2, the frame the exporter was asked to resume from |
 //! | 56 | 8 | frame bytes after the per-frame header |
+//! | 64 | 8 | the source object's creation time (ns since the Unix epoch): a stream or array deleted and made again under the same name is another source, numbered afresh |
 //!
 //! A message is untrusted input to the importer: [`Head::decode`] checks the magic, the
-//! version and that the lengths fit what is left of the message, and says what is wrong
-//! otherwise.
+//! version, that the lengths fit what is left of the message and that the number is one a
+//! stream can reach (below 2^63), and says what is wrong otherwise.
 
 use std::fmt;
 
 /// Bytes before the per-frame header.
-pub const HEAD: usize = 64;
+pub const HEAD: usize = 72;
+/// Frame numbers (and versions) at or above this are refused: no stream gets there, and
+/// one more would overflow.
+pub const MAX_NUMBER: u64 = 1 << 63;
 const MAGIC: &[u8; 4] = b"MMBR";
 const VERSION: u16 = 1;
 
@@ -56,6 +60,8 @@ pub struct Head {
     pub resumed_from: u64,
     /// Frame bytes after the per-frame header.
     pub data_len: u64,
+    /// The source object's creation time (its identity under its name).
+    pub source: u64,
 }
 
 /// Why a message was refused.
@@ -83,6 +89,7 @@ impl Head {
         b[44..48].copy_from_slice(&self.header_len.to_le_bytes());
         b[48..56].copy_from_slice(&self.resumed_from.to_le_bytes());
         b[56..64].copy_from_slice(&self.data_len.to_le_bytes());
+        b[64..72].copy_from_slice(&self.source.to_le_bytes());
         b
     }
 
@@ -122,7 +129,14 @@ impl Head {
             header_len: u32_at(44),
             resumed_from: u64_at(48),
             data_len: u64_at(56),
+            source: u64_at(64),
         };
+        if head.number >= MAX_NUMBER || head.resumed_from >= MAX_NUMBER {
+            return Err(BadMessage(format!(
+                "frame number {} (resumed from {}) is out of range",
+                head.number, head.resumed_from
+            )));
+        }
         let body = u64::from(head.header_len).checked_add(head.data_len);
         if body.is_none_or(|b| b > (total - HEAD) as u64) {
             return Err(BadMessage(format!(
@@ -157,6 +171,7 @@ mod tests {
             header_len: 16,
             resumed_from: 99,
             data_len: 8,
+            source: 1234,
         };
         let bytes = head.encode();
         assert_eq!(&bytes[0..4], b"MMBR");
@@ -173,7 +188,7 @@ mod tests {
         }
         .encode();
         let err = |b: &[u8], total| Head::decode(b, total).unwrap_err().0;
-        assert!(err(&good[..10], 10).contains("fewer than the 64-byte head"));
+        assert!(err(&good[..10], 10).contains("fewer than the 72-byte head"));
         let mut magic = good;
         magic[0] = b'X';
         assert!(err(&magic, HEAD + 12).contains("\"XMBR\""));

@@ -28,8 +28,10 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Opens (or makes) the stats array; the words it held before (a previous run's) are
-    /// returned in `previous` when their layout is this bridge's.
+    /// Opens (or makes) the stats array. Counters carry on from the words a previous run left
+    /// there (read even if that run died mid-write: each word is whole, old or new), as do the
+    /// importer's number mapping and source; the caller decides whether the mapping still
+    /// holds. Those previous words are also returned.
     pub fn open(
         client: &Client,
         direction: Direction,
@@ -39,21 +41,26 @@ impl Stats {
         let options = CreateOptions::new(&array_name, "<u8", &[WORDS as u64])
             .mode(0o644)
             .exist_ok(true);
-        let array = match client.create(&options).and_then(|a| a.typed::<u64>()) {
+        let mut array = match client.create(&options).and_then(|a| a.typed::<u64>()) {
             Ok(a) => Some(a),
             Err(e) => {
                 eprintln!("mmshare-bridge: no stats array {array_name} ({e}); counting in memory");
                 None
             }
         };
-        let previous = array.as_ref().and_then(|a| {
+        let previous = array.as_mut().and_then(|a| {
+            a.handle_mut().raw_mut().set_accept_torn(true);
             let words = a.read_to_vec().ok()?;
             mmshare::bridge_stats::check(&words).copied()
         });
         let mut w = [0u64; WORDS];
+        if let Some(p) = previous {
+            w = p;
+        }
         w[0] = LAYOUT;
         w[word::PID] = u64::from(std::process::id());
         w[word::STARTED] = now_ns();
+        w[word::CONNECTED] = 0;
         let mut stats = Stats {
             w,
             array,
@@ -75,14 +82,20 @@ impl Stats {
         }
     }
 
-    /// Writes the words now.
-    pub fn flush(&mut self) {
+    /// Writes the words now; false if they could not be written (said each time). Without a
+    /// stats array (it could not be made) there is nothing to write, and that is not a failure.
+    pub fn flush(&mut self) -> bool {
         self.w[word::UPDATED] = now_ns();
         self.written = Instant::now();
-        if let Some(a) = &self.array
-            && let Err(e) = a.write_all(&self.w)
-        {
-            eprintln!("mmshare-bridge: stats not written: {e}");
+        match &self.array {
+            Some(a) => match a.write_all(&self.w) {
+                Ok(_) => true,
+                Err(e) => {
+                    eprintln!("mmshare-bridge: stats not written: {e}");
+                    false
+                }
+            },
+            None => true,
         }
     }
 }

@@ -333,9 +333,12 @@ fn a_lossless_stream_crosses_a_link_that_drops_one_packet_in_a_hundred() {
 /// A stream with a long history: frames a bridge missed while it was down are still offered.
 fn restart_test(which: char) {
     let mut hosts = Hosts::new();
+    // Host B's bridge connects again within half a second (Zenoh's own default backs off to
+    // several seconds, longer than the history lasts here).
+    let config = hosts.short_lease_config();
     let a = hosts.a.client();
     make_stream(&a, "cam", 4096, 4000);
-    bridge_pair(&mut hosts, "cam", "--export", None);
+    bridge_pair(&mut hosts, "cam", "--export", Some(&config));
     let b = hosts.b.client();
     let sub = subscribe(&b, "cam", Delivery::Lossless);
     exporter_ready(&a, "cam");
@@ -352,12 +355,26 @@ fn restart_test(which: char) {
     if which == 'A' {
         hosts.a.start_bridge(
             "hostA",
-            &["--export", "cam", "--listen", "tcp/10.77.0.1:7447"],
+            &[
+                "--export",
+                "cam",
+                "--listen",
+                "tcp/10.77.0.1:7447",
+                "--config",
+                &config,
+            ],
         );
     } else {
         hosts.b.start_bridge(
             "hostB",
-            &["--import", "hostA/*", "--connect", "tcp/10.77.0.1:7447"],
+            &[
+                "--import",
+                "hostA/*",
+                "--connect",
+                "tcp/10.77.0.1:7447",
+                "--config",
+                &config,
+            ],
         );
     }
     got.extend(receive(&sub, 8_000));
@@ -498,4 +515,33 @@ fn an_arrays_newest_version_reaches_the_other_host() {
         (w[9] == 52).then_some(w)
     });
     assert!(inn[2] >= 2 && inn[2] <= 51, "versions written: {inn:?}");
+}
+
+#[test]
+fn a_stream_deleted_and_made_again_is_imported_afresh() {
+    if !hosts::can_run("made_again") {
+        return;
+    }
+    let mut hosts = Hosts::new();
+    let a = hosts.a.client();
+    make_stream(&a, "cam", 64, 0);
+    bridge_pair(&mut hosts, "cam", "--export", None);
+    let b = hosts.b.client();
+    let sub = subscribe(&b, "cam", Delivery::Lossless);
+    exporter_ready(&a, "cam");
+    publish(&a, "cam", 0..500, None);
+    let mut got = receive(&sub, 500);
+    // The same name, another stream: numbered from 0 again.
+    a.delete("cam").expect("delete on host A");
+    make_stream(&a, "cam", 64, 0);
+    exporter_ready(&a, "cam");
+    publish(&a, "cam", 0..500, None);
+    got.extend(receive(&sub, 500));
+    let expected: Vec<u64> = (0..500).chain(0..500).collect();
+    assert_eq!(got, expected);
+    assert!(
+        hosts.b.log().contains("was made again"),
+        "{}",
+        hosts.b.log()
+    );
 }

@@ -3,7 +3,7 @@
 //!
 //! The bridge keeps them in ordinary arrays of the local daemon, one per object and
 //! direction: `mmshare-bridge.out.NAME` for an object it exports, `mmshare-bridge.in.NAME`
-//! for one it imports; 16 little-endian u64 words, dtype `<u8`, rewritten a few times a
+//! for one it imports; 24 little-endian u64 words, dtype `<u8`, rewritten a few times a
 //! second. Being arrays, they cost the bridge a few stores and outlive it (a restarted
 //! importer reads its own back).
 //!
@@ -25,11 +25,13 @@
 //! | 13 | frames that were torn, malformed or did not fit, dropped |
 //! | 14 | 1 while the other side is connected |
 //! | 15 | importer: 1 once word 8 holds the mapping of a frame it published |
+//! | 16 | the source object's creation time (ns since the Unix epoch): which incarnation of the name the mapping (words 8, 9, 15) is about |
+//! | 17–23 | 0 (reserved) |
 
 /// Word 0 of a stats array in this layout.
-pub const LAYOUT: u64 = 0x4d4d_4252_0000_0001;
+pub const LAYOUT: u64 = 0x4d4d_4252_0000_0002;
 /// Words in a stats array.
-pub const WORDS: usize = 16;
+pub const WORDS: usize = 24;
 /// The name every stats array starts with.
 pub const PREFIX: &str = "mmshare-bridge.";
 
@@ -51,6 +53,7 @@ pub mod word {
     pub const DROPPED: usize = 13;
     pub const CONNECTED: usize = 14;
     pub const MAPPED: usize = 15;
+    pub const SOURCE: usize = 16;
 }
 
 /// Which way an object is carried.
@@ -131,9 +134,9 @@ mod tests {
         assert!(check(&words).is_none(), "another layout");
         words[0] = LAYOUT;
         assert_eq!(check(&words), Some(&words));
-        assert!(check(&words[..15]).is_none());
+        assert!(check(&words[..WORDS - 1]).is_none());
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
         assert_eq!(from_bytes(&bytes), Some(words));
-        assert_eq!(from_bytes(&bytes[..120]), None);
+        assert_eq!(from_bytes(&bytes[..WORDS * 8 - 8]), None);
     }
 }

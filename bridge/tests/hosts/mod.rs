@@ -192,7 +192,25 @@ impl Drop for Host {
 pub struct Hosts {
     pub a: Host,
     pub b: Host,
+    /// Dropped last: the daemons (in `a` and `b`) are stopped before the namespaces and the
+    /// directory go.
+    net: Net,
+}
+
+/// The namespaces and the temporary directory, removed on drop (also when setting up the
+/// hosts failed half-way).
+struct Net {
+    ns: Vec<String>,
     tmp: PathBuf,
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in &self.ns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.tmp);
+    }
 }
 
 static SERIAL: AtomicU32 = AtomicU32::new(0);
@@ -206,8 +224,14 @@ impl Hosts {
         std::fs::create_dir_all(&tmp).expect("temporary directory");
         let (ns_a, ns_b) = (format!("mmbA{tag}"), format!("mmbB{tag}"));
         let (v_a, v_b) = (format!("vA{tag}"), format!("vB{tag}"));
+        let mut net = Net {
+            ns: Vec::new(),
+            tmp: tmp.clone(),
+        };
         run(&["ip", "netns", "add", &ns_a]);
+        net.ns.push(ns_a.clone());
         run(&["ip", "netns", "add", &ns_b]);
+        net.ns.push(ns_b.clone());
         run(&[
             "ip", "link", "add", &v_a, "type", "veth", "peer", "name", &v_b,
         ]);
@@ -267,13 +291,13 @@ impl Hosts {
         };
         let a = host(ns_a, v_a, A_ADDR, "a");
         let b = host(ns_b, v_b, B_ADDR, "b");
-        Hosts { a, b, tmp }
+        Hosts { a, b, net }
     }
 
     /// A Zenoh configuration file with a short lease (a dead link is noticed in about a
     /// second) and no multicast scouting: the hosts meet through the endpoints given.
     pub fn short_lease_config(&self) -> String {
-        let path = self.tmp.join("zenoh.json5");
+        let path = self.net.tmp.join("zenoh.json5");
         std::fs::write(
             &path,
             "{ scouting: { multicast: { enabled: false } },\n  \
@@ -304,13 +328,6 @@ impl Drop for Hosts {
                 }
             }
         }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.a.ns])
-            .status();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.b.ns])
-            .status();
-        let _ = std::fs::remove_dir_all(&self.tmp);
     }
 }
 
