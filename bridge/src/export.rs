@@ -25,7 +25,7 @@
 //! while it still sends one.
 //!
 //! Frames published faster than they go out are batched: a message takes the frames already
-//! waiting behind the first, while it is under 64 KiB and the window allows, so a stream of
+//! waiting behind the first, while it fits one Zenoh batch and the window allows, so a stream of
 //! small frames costs one Zenoh put per batch rather than per frame. A lone frame is sent at
 //! once (batching never waits).
 //!
@@ -57,9 +57,11 @@ use mmshare::bridge_stats::Direction;
 /// Frames lent at once, at most: the most a subscriber may hold.
 const MAX_WINDOW: usize = 16;
 
-/// A message takes more frames while it is smaller than this (one Zenoh batch): small frames
-/// published faster than they are sent go out several to a message, larger ones one each.
-const BATCH_BYTES: usize = 64 << 10;
+/// A message takes more frames while another like the last would keep it within this: one
+/// Zenoh batch (at most 65,535 bytes, less its own framing), so that a message of several
+/// frames is never fragmented. Small frames published faster than they are sent go out
+/// several to a message, larger ones one each.
+const BATCH_BYTES: usize = 65_000;
 
 /// No resume asked for.
 const NONE: u64 = u64::MAX;
@@ -399,7 +401,9 @@ fn stream(export: &Export, client: &Client, one_lane: bool, window: usize) -> Re
             lending.lent.push_back((sample.into_token(), done));
             payload.append(ZBytes::from(head));
             payload.append(ZBytes::from(bytes::Bytes::from_owner(lent)));
-            if lending.lent.len() >= lending.window || batch_bytes >= BATCH_BYTES {
+            // Another frame like this one would not fit: stop here.
+            let this = HEAD + batch.last().map_or(0, |b| b.1 + b.2);
+            if lending.lent.len() >= lending.window || batch_bytes + this > BATCH_BYTES {
                 break;
             }
         }
