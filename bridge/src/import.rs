@@ -325,25 +325,25 @@ impl Import {
             }
             s.stats.add(word::LOST, n - *expected);
             *expected = n + 1;
-        } else if let Some(next) = s.next {
-            if n < next {
-                s.stats.add(word::DUPLICATES, 1);
-                return;
-            }
-            if n > next {
-                let answered = head.flags & message::RESUMED != 0 && head.resumed_from <= next;
-                if s.lossy || answered {
-                    if !s.lossy {
+        } else {
+            let asked_lately = s.asked.is_some_and(|t| t.elapsed() < RESUME_AGAIN);
+            match judge(s.next, head, s.lossy, asked_lately) {
+                Verdict::Take { lost } => {
+                    if lost > 0 && !s.lossy {
                         eprintln!(
-                            "mmshare-bridge: {name}: frames {next}..{n} are no longer offered \
-                             at the source: lost"
+                            "mmshare-bridge: {name}: frames {}..{n} are no longer offered at \
+                             the source: lost",
+                            n - lost
                         );
                     }
-                    s.stats.add(word::LOST, n - next);
-                } else {
-                    if s.asked.is_none_or(|t| t.elapsed() >= RESUME_AGAIN) {
-                        self.ask_resume(name, next, s);
-                    }
+                    s.stats.add(word::LOST, lost);
+                }
+                Verdict::Duplicate | Verdict::Await => {
+                    s.stats.add(word::DUPLICATES, 1);
+                    return;
+                }
+                Verdict::AskResume(from) => {
+                    self.ask_resume(name, from, s);
                     s.stats.add(word::DUPLICATES, 1);
                     return;
                 }
@@ -593,6 +593,44 @@ fn version(name: &str, a: &mut ArrayIn, payload: &ZBytes) {
     a.stats.w[word::NEXT] = head.number + 1;
 }
 
+/// What the importer does with a frame of a stream of one publisher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Publish it; `lost` frames before it will never come (counted).
+    Take { lost: u64 },
+    /// Drop it: delivered already.
+    Duplicate,
+    /// Drop it and ask the exporter to send again from this frame.
+    AskResume(u64),
+    /// Drop it: a resume was asked for lately, and this frame is not its answer.
+    Await,
+}
+
+/// The rule for frame `head` when `next` is the frame wanted (`None`: any, the first seen).
+///
+/// A frame below `next` is a duplicate. One above it means frames went missing: a lossy
+/// stream counts them lost; a lossless one asks to resume from `next` (unless it asked
+/// lately) and drops frames until the answer, the first frame the exporter sent after
+/// subscribing again from at most `next` (flag RESUMED): whatever that frame skips is no
+/// longer offered at the source, and is counted lost.
+fn judge(next: Option<u64>, head: &Head, lossy: bool, asked_lately: bool) -> Verdict {
+    let n = head.number;
+    let Some(next) = next else {
+        return Verdict::Take { lost: 0 };
+    };
+    if n < next {
+        return Verdict::Duplicate;
+    }
+    let answered = head.flags & message::RESUMED != 0 && head.resumed_from <= next;
+    if n == next || lossy || answered {
+        Verdict::Take { lost: n - next }
+    } else if asked_lately {
+        Verdict::Await
+    } else {
+        Verdict::AskResume(next)
+    }
+}
+
 /// A new local stream that knows no next frame yet starts from the first frame seen before it
 /// was made (so the frames dropped meanwhile are asked for again, or counted lost).
 fn from_first(mut local: Local, first: Option<(u64, u64)>) -> Local {
@@ -723,6 +761,60 @@ fn try_make(client: &Client, name: &str, meta: &serde_json::Value) -> Result<Loc
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_frame_is_taken_dropped_or_asked_for_by_the_rule() {
+        let head = |number, flags, resumed_from| Head {
+            number,
+            flags,
+            resumed_from,
+            ..Head::default()
+        };
+        let take = |lost| Verdict::Take { lost };
+        // Nothing known yet: the first frame is taken.
+        assert_eq!(judge(None, &head(57, 0, 0), false, false), take(0));
+        // In order; a duplicate; a gap in a lossless stream asks once, then waits.
+        assert_eq!(judge(Some(10), &head(10, 0, 0), false, false), take(0));
+        assert_eq!(
+            judge(Some(10), &head(9, 0, 0), false, false),
+            Verdict::Duplicate
+        );
+        assert_eq!(
+            judge(Some(10), &head(9, message::RESUMED, 0), false, false),
+            Verdict::Duplicate
+        );
+        assert_eq!(
+            judge(Some(10), &head(12, 0, 0), false, false),
+            Verdict::AskResume(10)
+        );
+        assert_eq!(
+            judge(Some(10), &head(12, 0, 0), false, true),
+            Verdict::Await
+        );
+        // The answer: sent again from at most 10, starting at 12: 10 and 11 are gone.
+        assert_eq!(
+            judge(Some(10), &head(12, message::RESUMED, 10), false, true),
+            take(2)
+        );
+        assert_eq!(
+            judge(Some(10), &head(12, message::RESUMED, 4), false, true),
+            take(2)
+        );
+        // An answer to another importer's later request is not ours.
+        assert_eq!(
+            judge(Some(10), &head(12, message::RESUMED, 11), false, true),
+            Verdict::Await
+        );
+        // A lossy stream counts its gaps and never asks.
+        assert_eq!(
+            judge(Some(10), &head(15, message::LOSSY, 0), true, false),
+            take(5)
+        );
+        assert_eq!(
+            judge(Some(10), &head(3, message::LOSSY, 0), true, false),
+            Verdict::Duplicate
+        );
+    }
 
     /// A message of two frames, cut into slices at awkward places (inside the heads too),
     /// as Zenoh may hand it over.
