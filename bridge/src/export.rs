@@ -201,11 +201,24 @@ impl Drop for Lending {
 }
 
 /// Waits until Zenoh has dropped every reference to a lent frame.
+///
+/// There is no deadline: releasing the frame while Zenoh may read it is not an option. Zenoh
+/// 1.10 copies a message into its send batches inside `put`, so this returns at once; if a
+/// view is held longer (a subscriber to the bridge's own keys in the same session keeping a
+/// sample), the wait is said after five seconds, once.
 fn wait_returned(done: &AtomicBool) {
+    let started = std::time::Instant::now();
+    let mut said = false;
     let mut pause = Duration::from_micros(5);
     while !done.load(Ordering::Acquire) {
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(1));
+        if !said && started.elapsed() > Duration::from_secs(5) {
+            eprintln!(
+                "mmshare-bridge: Zenoh has held a lent frame for 5 s; the stream waits for it"
+            );
+            said = true;
+        }
     }
 }
 
