@@ -46,6 +46,24 @@ fn bridge_pair(hosts: &mut Hosts, name: &str, export: &str, config: Option<&str>
     });
 }
 
+/// A stream `name` of `(slots, history)` on host A, exported (`export` is `--export` or
+/// `--export-lossy`) to host B and imported there, and a lossless subscriber to it on host B;
+/// returns when host A's exporter has subscribed.
+fn carried(
+    hosts: &mut Hosts,
+    name: &str,
+    (slots, history): (u32, u32),
+    export: &str,
+    config: Option<&str>,
+) -> (Client, Subscriber<u64>) {
+    let a = hosts.a.client();
+    make_stream(&a, name, slots, history);
+    bridge_pair(hosts, name, export, config);
+    let sub = subscribe(&hosts.b.client(), name, Delivery::Lossless);
+    exporter_ready(&a, name);
+    (a, sub)
+}
+
 /// Publishes frames `range` on host A, each with its number as header.
 fn publish(
     client: &Client,
@@ -107,12 +125,7 @@ fn ten_thousand_frames_arrive_in_order_exactly_once() {
         return;
     }
     let mut hosts = Hosts::new();
-    let a = hosts.a.client();
-    make_stream(&a, "cam", 64, 0);
-    bridge_pair(&mut hosts, "cam", "--export", None);
-    let b = hosts.b.client();
-    let sub = subscribe(&b, "cam", Delivery::Lossless);
-    exporter_ready(&a, "cam");
+    let (_, sub) = carried(&mut hosts, "cam", (64, 0), "--export", None);
     let publishing = std::thread::spawn({
         let socket = hosts.a.socket.clone();
         move || publish(&Client::connect(socket).unwrap(), "cam", 0..10_000, None)
@@ -216,13 +229,8 @@ fn a_lossy_export_counts_every_frame_it_does_not_deliver() {
         return;
     }
     let mut hosts = Hosts::new();
-    let a = hosts.a.client();
-    make_stream(&a, "fast", 16, 0);
-    bridge_pair(&mut hosts, "fast", "--export-lossy", None);
-    let b = hosts.b.client();
     // Lossless on host B: whatever the importer publishes, this subscriber gets.
-    let sub = subscribe(&b, "fast", Delivery::Lossless);
-    exporter_ready(&a, "fast");
+    let (a, sub) = carried(&mut hosts, "fast", (16, 0), "--export-lossy", None);
     const LAST: u64 = 20_000;
     publish(&a, "fast", 0..LAST, None);
     // Whatever was dropped at the end, a frame sent after a pause arrives and closes the count.
@@ -306,12 +314,7 @@ fn a_lossless_stream_crosses_a_link_that_drops_one_packet_in_a_hundred() {
         drop_one_percent(&hosts),
         "no `nft` command: install Debian's nftables (./scripts/test does, as root)"
     );
-    let a = hosts.a.client();
-    make_stream(&a, "cam", 64, 0);
-    bridge_pair(&mut hosts, "cam", "--export", None);
-    let b = hosts.b.client();
-    let sub = subscribe(&b, "cam", Delivery::Lossless);
-    exporter_ready(&a, "cam");
+    let (_, sub) = carried(&mut hosts, "cam", (64, 0), "--export", None);
     let publishing = std::thread::spawn({
         let socket = hosts.a.socket.clone();
         move || publish(&Client::connect(socket).unwrap(), "cam", 0..10_000, None)
@@ -336,12 +339,7 @@ fn restart_test(which: char) {
     // Host B's bridge connects again within half a second (Zenoh's own default backs off to
     // several seconds, longer than the history lasts here).
     let config = hosts.short_lease_config();
-    let a = hosts.a.client();
-    make_stream(&a, "cam", 4096, 4000);
-    bridge_pair(&mut hosts, "cam", "--export", Some(&config));
-    let b = hosts.b.client();
-    let sub = subscribe(&b, "cam", Delivery::Lossless);
-    exporter_ready(&a, "cam");
+    let (_, sub) = carried(&mut hosts, "cam", (4096, 4000), "--export", Some(&config));
     // About 1,000 frames a second: the 4,000 frames of history last 4 s.
     let publishing = publish_paced(&hosts, "cam", 0..10_000, Duration::from_millis(5));
     let mut got = receive(&sub, 2_000);
@@ -409,12 +407,7 @@ fn frames_the_source_no_longer_has_are_exactly_the_ones_reported_lost() {
         return;
     }
     let mut hosts = Hosts::new();
-    let a = hosts.a.client();
-    make_stream(&a, "cam", 16, 0);
-    bridge_pair(&mut hosts, "cam", "--export", None);
-    let b = hosts.b.client();
-    let sub = subscribe(&b, "cam", Delivery::Lossless);
-    exporter_ready(&a, "cam");
+    let (a, sub) = carried(&mut hosts, "cam", (16, 0), "--export", None);
     publish(&a, "cam", 0..1_000, None);
     let mut got = receive(&sub, 1_000);
     hosts.b.kill_bridge();
@@ -447,12 +440,7 @@ fn a_stream_carries_on_after_the_link_goes_down_and_up() {
     }
     let mut hosts = Hosts::new();
     let config = hosts.short_lease_config();
-    let a = hosts.a.client();
-    make_stream(&a, "cam", 4096, 4000);
-    bridge_pair(&mut hosts, "cam", "--export", Some(&config));
-    let b = hosts.b.client();
-    let sub = subscribe(&b, "cam", Delivery::Lossless);
-    exporter_ready(&a, "cam");
+    let (_, sub) = carried(&mut hosts, "cam", (4096, 4000), "--export", Some(&config));
     // About 500 frames a second: the 4,000 frames of history last 8 s, more than the link
     // is down, the lease runs out and host B's bridge takes to connect again.
     let publishing = publish_paced(&hosts, "cam", 0..10_000, Duration::from_millis(10));
@@ -523,12 +511,7 @@ fn a_stream_deleted_and_made_again_is_imported_afresh() {
         return;
     }
     let mut hosts = Hosts::new();
-    let a = hosts.a.client();
-    make_stream(&a, "cam", 64, 0);
-    bridge_pair(&mut hosts, "cam", "--export", None);
-    let b = hosts.b.client();
-    let sub = subscribe(&b, "cam", Delivery::Lossless);
-    exporter_ready(&a, "cam");
+    let (a, sub) = carried(&mut hosts, "cam", (64, 0), "--export", None);
     publish(&a, "cam", 0..500, None);
     let mut got = receive(&sub, 500);
     // The same name, another stream: numbered from 0 again.
