@@ -24,8 +24,14 @@ VERSION = "0.1.0"
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
-    subprocess.run([str(REPO / "scripts" / "build-wheel"), "--dev", str(out)], check=True,
-                   timeout=1800)
+    build = subprocess.run([str(REPO / "scripts" / "build-wheel"), "--dev", str(out)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=1800)
+    # The end of the build's own output is what tells why it failed (pytest's report of a
+    # fixture's captured output is long, and a CI log keeps only its tail).
+    assert build.returncode == 0, (f"scripts/build-wheel exited with {build.returncode}; "
+                                   f"disk: {shutil.disk_usage(out).free >> 20} MiB free; "
+                                   f"its output ends:\n{build.stdout[-4000:]}")
     wheels = sorted(out.glob("*.whl"))
     assert [w.name for w in wheels] == [f"mmshare-{VERSION}-cp311-abi3-manylinux_2_28_x86_64.whl"]
     sdists = sorted(out.glob("*.tar.gz"))
