@@ -61,12 +61,12 @@ impl Backoff {
     /// has passed (the caller reports its timeout error), `true` to try again.
     ///
     /// With `sleepers` (an array's control file), the sleep is registered there first, so
-    /// that the writer knows to wake us (module `sleepers`).
+    /// that the writer knows to wake us (module `array::control`).
     pub(crate) fn pause(
         &mut self,
         futex: &AtomicU32,
         seen: u32,
-        sleepers: Option<&crate::sleepers::ArrayControl>,
+        sleepers: Option<&crate::array::control::ArrayControl>,
     ) -> bool {
         match self.step() {
             Step::TimedOut => false,

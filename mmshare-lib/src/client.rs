@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::array::Array;
+use crate::array::raw::{Access, RawArray};
 use crate::dtype::{DType, Element};
 use crate::error::{OpenError, StreamError};
 use crate::proto::{
     self, ArrayInfo, Backing, ErrorKind, MAX_MESSAGE, ObjectInfo, OpenAccess, PROTOCOL_VERSION,
     Request, Response, StreamInfo, StreamRole, WatchEvent, WireOrder,
 };
-use crate::raw::{Access, RawArray};
 use crate::shape::Order;
 use crate::stream::{Delivery, Publisher, StreamFiles, Subscriber};
 use crate::sys;
@@ -1612,7 +1612,7 @@ mod tests {
             .unwrap();
         plain.set_len(4096).unwrap();
         assert!(adopt_control(plain).is_none());
-        let daemons = crate::sleepers::new_array_control("sealed").unwrap();
+        let daemons = crate::array::control::new_array_control("sealed").unwrap();
         assert!(!sys::has_participants(&daemons).unwrap());
         let clients = adopt_control(sys::reopen(&daemons).unwrap()).expect("sealed state");
         assert!(sys::has_participants(&daemons).unwrap());

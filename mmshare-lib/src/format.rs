@@ -19,10 +19,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::dtype::{DType, DTypeError};
 use crate::name::{NameError, validate_name};
-use crate::shape::{MAX_NDIM, Order, ShapeError, data_len};
+use crate::shape::{MAX_DATA_LEN, MAX_FILE_LEN, MAX_NDIM, Order, ShapeError, data_len};
 
 /// Size of the header page, and the data offset of every v1 file.
 pub const HEADER_SIZE: usize = 4096;
+// The shape module's size limit assumes this header size (it cannot name it: shapes come
+// before the format).
+const _: () = assert!(MAX_DATA_LEN == (MAX_FILE_LEN - HEADER_SIZE as u64) & !7);
 /// First bytes of every array file.
 pub const MAGIC: [u8; 8] = *b"MMSHARE\0";
 /// The format version of a file that uses no feature flag and no extension area: every file

@@ -230,7 +230,7 @@ fn pass_on(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::Mapping;
+    use crate::array::mapping::Mapping;
 
     /// A guarded mapping whose file is truncated under it reads zeros instead of killing the
     /// process, and says it was truncated; an untouched one does not.

@@ -13,14 +13,15 @@ pub mod proto {
     pub use crate::proto::*;
 }
 
-pub use crate::create::{TEMP_PREFIX, create_array_data};
+pub use crate::array::create::create_array_data;
 pub use crate::dtype::ALL_DTYPES;
+pub use crate::files::TEMP_PREFIX;
 // For the daemon's fault points: `fault_step` is a constant `Ok` without the feature.
-pub use crate::fault::{Step as FaultStep, step as fault_step};
-pub use crate::raw::peek_array_state;
-pub use crate::sleepers::{
+pub use crate::array::control::{
     CONTROL_DIR, control_path, create_control, is_array_control, new_array_control,
 };
+pub use crate::array::raw::peek_array_state;
+pub use crate::fault::{Step as FaultStep, step as fault_step};
 pub use crate::stream::{
     CONTROL_FILE, DATA_FILE, Membership, create_stream_data, new_stream_control,
     peek_stream_counters,

@@ -60,23 +60,20 @@ mod array;
 mod backoff;
 pub mod bridge_stats;
 mod client;
-mod create;
+mod control_file;
 mod dtype;
 mod error;
 mod fault;
+mod files;
 pub mod format;
 mod guard;
 #[doc(hidden)]
 pub mod internal;
-mod mapping;
 mod name;
 mod proto;
-mod raw;
 mod record;
-mod seqlock;
 mod service;
 mod shape;
-mod sleepers;
 mod stream;
 mod sys;
 #[cfg(feature = "async")]
@@ -84,6 +81,13 @@ mod waiter;
 
 // The user-facing API. The file format's constants and codecs are in [`format`]; what only the
 // daemon, the command line and the bindings of the same version use is in `internal`.
+pub use array::create::create_array_file;
+#[cfg(feature = "async")]
+pub use array::raw::Changed;
+pub use array::raw::{
+    Access, ByteReader, ByteWriter, DEFAULT_TIMEOUT, Finish, RawArray, Recovery, Snapshot,
+    WriteSession,
+};
 pub use array::{Array, ReadView, WriteView};
 #[doc(hidden)]
 pub use client::PendingWaitFor;
@@ -91,7 +95,6 @@ pub use client::{
     Client, ClientError, ConnectOptions, CreateOptions, DEFAULT_REQUEST_TIMEOUT, MAX_WAIT,
     SERVER_UID_ENV, SOCKET_ENV, Shared, StreamOptions, TIMEOUT_ENV, Watch, default_socket_path,
 };
-pub use create::create_array_file;
 pub use dtype::{
     ALL_TIME_UNITS, Bool8, DType, DTypeError, DateTime64, Element, TimeDelta64, TimeUnit, units,
 };
@@ -108,12 +111,6 @@ pub use name::{MAX_NAME_LEN, NameError, validate_name};
 pub use num_complex::Complex;
 pub use proto::{
     ArrayInfo, Backing, ErrorKind, ObjectInfo, StreamInfo, SubscriberStat, WatchEvent,
-};
-#[cfg(feature = "async")]
-pub use raw::Changed;
-pub use raw::{
-    Access, ByteReader, ByteWriter, DEFAULT_TIMEOUT, Finish, RawArray, Recovery, Snapshot,
-    WriteSession,
 };
 pub use record::{
     FieldType, MAX_DESCR_LEN, MAX_FIELD_NAME_LEN, MAX_FIELD_NDIM, MAX_ITEMSIZE, MAX_RECORD_DEPTH,

@@ -591,7 +591,7 @@ impl<Req: Element, Resp: Element> Requester<Req, Resp> {
             next_id: 0,
             last_server: None,
             pending: RefCell::new(std::collections::BTreeMap::new()),
-            timeout: crate::raw::DEFAULT_TIMEOUT,
+            timeout: crate::array::raw::DEFAULT_TIMEOUT,
             _types: PhantomData,
         })
     }
@@ -1078,7 +1078,7 @@ impl<Req: Element, Resp: Element> Server<Req, Resp> {
             attach,
             from,
             to: (0..requesters).map(|_| RefCell::new(None)).collect(),
-            timeout: crate::raw::DEFAULT_TIMEOUT,
+            timeout: crate::array::raw::DEFAULT_TIMEOUT,
         })
     }
 

@@ -4,7 +4,7 @@
 //! # Why a thread at all
 //! An array's or a stream's "something happened" signal is a futex word in a shared mapping,
 //! bumped by a writer or publisher in another process (and woken with `FUTEX_WAKE` only if the
-//! control file counts a sleeper, module `sleepers`). Nothing turns a futex word into a file
+//! control file counts a sleeper, module `array::control`). Nothing turns a futex word into a file
 //! descriptor that an async runtime's epoll could watch, so some thread must sleep in the
 //! kernel on the words. Blocking waiters each sleep on their own word (`Backoff`), a thread
 //! per waiter; here one thread sleeps on up to [`WORDS_PER_THREAD`] words at once with

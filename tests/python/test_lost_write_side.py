@@ -1,5 +1,5 @@
 """A Python writer that loses its write side behaves as the Rust writer (it is the Rust writer:
-mmshare-lib/src/raw.rs `acquire_write_as`, `record_writer`, `publish`, `mark_torn_after_loss`,
+mmshare-lib/src/array/raw.rs `acquire_write_as`, `record_writer`, `publish`, `mark_torn_after_loss`,
 run by `mmshare._native`): it raises `LostWriteSide`, never moves the sequence backwards, never
 publishes a write that is not its own, and leaves the array TORN.
 

@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use super::layout::{self, Record, control_len};
 use super::protocol::{Ring, SlotWords};
 use super::sleep;
-use crate::create::{failed_in, new_temp_file, publish, reserve, temp_name};
+use crate::array::mapping::Mapping;
+use crate::array::raw::{read_up_to, read_word_at};
 use crate::error::{CreateError, OpenError, StreamError};
 use crate::fault::{Step, step};
+use crate::files::{failed_in, new_temp_file, publish, reserve, temp_name};
 use crate::format::{FormatError, HEADER_SIZE, Header, Kind, StallPolicy, StreamSpec, offsets};
-use crate::mapping::Mapping;
-use crate::raw::{read_up_to, read_word_at};
 use crate::sys::{self, ProcessId};
 use std::time::Duration;
 

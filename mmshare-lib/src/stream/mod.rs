@@ -294,7 +294,6 @@ pub use files::{
     create_stream_files, lane_file, new_stream_control, peek_stream_counters,
 };
 pub use layout::MAX_HELD;
-pub(crate) use layout::control_header;
 #[cfg(feature = "async")]
 pub use publisher::LoanAsync;
 pub use publisher::{LoanToken, Publisher, SampleMut};

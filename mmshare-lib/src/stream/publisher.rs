@@ -13,11 +13,11 @@ use super::files::StreamFiles;
 use super::protocol::{self, PublisherState};
 use super::sleep::{self, Futex};
 use super::subscriber::PublisherId;
+use crate::array::raw::DEFAULT_TIMEOUT;
 use crate::backoff::{Backoff, Step};
 use crate::dtype::Element;
 use crate::error::{OpenError, StreamError};
 use crate::format::now_ns;
-use crate::raw::DEFAULT_TIMEOUT;
 use crate::shape::Order;
 use crate::sys::{Liveness, ProcessId};
 

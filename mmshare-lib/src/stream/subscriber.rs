@@ -15,10 +15,10 @@ use super::layout::{self, MAX_HELD};
 use super::protocol::{self, SubscriberState, Taken};
 use super::publisher::{check_element, wake_publisher_side};
 use super::sleep::{self, Futex};
+use crate::array::raw::DEFAULT_TIMEOUT;
 use crate::backoff::{Backoff, Step};
 use crate::dtype::Element;
 use crate::error::StreamError;
-use crate::raw::DEFAULT_TIMEOUT;
 use crate::shape::Order;
 use crate::sys::ProcessId;
 

@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use super::*;
+use crate::array::raw::{Access, RawArray};
 use crate::dtype::DType;
 use crate::error::{OpenError, StreamError};
 use crate::format::StreamSpec;
-use crate::raw::{Access, RawArray};
 use crate::shape::Order;
 use crate::sys::{ProcessId, futex_wake_calls};
 
@@ -521,7 +521,7 @@ fn kinds_and_element_types_are_checked_at_open() {
         matches!(err, OpenError::NotAnArray { kind: "stream", .. }),
         "{err}"
     );
-    let (array, _) = crate::create::create_array_file(
+    let (array, _) = crate::array::create::create_array_file(
         dir.path(),
         &crate::format::ArraySpec::new("a", DType::U64, vec![4]),
     )

@@ -6,10 +6,10 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::path::Path;
 
+use crate::array::raw::{Access, RawArray, Snapshot, WriteScope};
+use crate::array::seqlock;
 use crate::dtype::{DType, Element};
 use crate::error::{OpenError, ReadError, WriteError};
-use crate::raw::{Access, RawArray, Snapshot, WriteScope};
-use crate::seqlock;
 use crate::shape::Order;
 
 /// A typed handle on a mapped array of `T`.
@@ -465,9 +465,9 @@ impl<T> fmt::Debug for WriteView<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::create::create_array_file;
+    use crate::array::create::create_array_file;
+    use crate::array::raw::Access;
     use crate::format::ArraySpec;
-    use crate::raw::Access;
 
     fn make<T: Element>(shape: Vec<u64>) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();

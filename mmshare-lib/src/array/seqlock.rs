@@ -33,7 +33,7 @@
 //! SEQUENCE.compare_exchange(s + 1, s + 2, Release)   // publish: everything above
 //!                                              //   happens-before; fails if taken over: lost
 //! FUTEX.fetch_add(1, Release); fence(SeqCst)
-//! if SLEEPERS != 0 (the array's control file; module `sleepers`): futex_wake(FUTEX, all)
+//! if SLEEPERS != 0 (the array's control file; module `array::control`): futex_wake(FUTEX, all)
 //! lost: take the write side again and publish TORN (the stores made after losing it may
 //!       have landed on a version someone else published); report `LostWriteSide`
 //! ```

@@ -7,15 +7,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use std::time::Duration;
 
+use crate::array::control::ArrayControl;
+use crate::array::mapping::Mapping;
+use crate::array::seqlock::{self, end_write, read_begin, read_validate, try_begin_write};
 use crate::backoff::Backoff;
 use crate::error::{OpenError, ReadError, WaitTimeout, WriteError};
 use crate::fault;
 use crate::format::{
     FLAG_TORN, FormatError, HEADER_SIZE, Header, Kind, now_ns, offsets, padded_len,
 };
-use crate::mapping::Mapping;
-use crate::seqlock::{self, end_write, read_begin, read_validate, try_begin_write};
-use crate::sleepers::ArrayControl;
 use crate::sys::{Liveness, ProcessId};
 
 /// Default bound on how long a read or a write waits for the other side.
@@ -213,7 +213,7 @@ impl RawArray {
     }
 
     /// Takes back the sleeper count of waiters that died asleep: `SLEEPERS` is set to 0 when
-    /// no process holds the sleepers' presence lock (module `sleepers`), so that writes stop
+    /// no process holds the sleepers' presence lock (module `array::control`), so that writes stop
     /// calling `FUTEX_WAKE` for nobody. Returns whether it changed anything. The daemon runs
     /// it with its periodic check.
     pub fn heal_sleepers(&self) -> bool {
@@ -1451,7 +1451,7 @@ impl RawArray {
             }
             wait.counted = true;
         }
-        // As a blocking waiter before it sleeps (module `sleepers`): pairs with the writer's
+        // As a blocking waiter before it sleeps (module `array::control`): pairs with the writer's
         // fence between bumping the futex word and reading the count. Either the writer sees
         // us counted, or the check below (after the futex read) sees its version.
         fence(Ordering::SeqCst);
@@ -1521,7 +1521,7 @@ impl Drop for Changed<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::create::create_array_file;
+    use crate::array::create::create_array_file;
     use crate::dtype::DType;
     use crate::format::ArraySpec;
 
@@ -1578,7 +1578,9 @@ mod tests {
         let disk = dir.path().join("disk");
         std::fs::copy(&path, &disk).unwrap(); // the create synced everything
         let w = RawArray::open(&path, Access::Write).unwrap();
-        crate::mapping::mirror::set(Some(OpenOptions::new().write(true).open(&disk).unwrap()));
+        crate::array::mapping::mirror::set(Some(
+            OpenOptions::new().write(true).open(&disk).unwrap(),
+        ));
         let on_disk = |want: u8| {
             let d = RawArray::open(&disk, Access::Read).unwrap();
             let mut got = vec![0u8; 4096];
@@ -1599,7 +1601,7 @@ mod tests {
         // The order: the header saying "mid-write" (odd), then the data, then the commit.
         let odd = 2 * v1 - 1;
         assert_eq!(
-            crate::mapping::mirror::take_log(),
+            crate::array::mapping::mirror::take_log(),
             [(0, 4096, odd), (4096, 4096, odd), (0, 4096, 2 * v1)]
         );
 
@@ -1613,7 +1615,7 @@ mod tests {
         fail_step(Some((Step::CrashBeforeCommit, 5)));
         let crashed = w.write_bytes_durable(0, &[3u8; 4096]);
         fail_step(None);
-        crate::mapping::mirror::set(None);
+        crate::array::mapping::mirror::set(None);
         assert!(
             matches!(crashed, Err(WriteError::NotDurable { .. })),
             "{crashed:?}"
@@ -2459,7 +2461,7 @@ mod tests {
     fn a_write_with_nobody_asleep_makes_no_system_call() {
         let dir = tempfile::tempdir().unwrap();
         let path = make(dir.path(), 64);
-        assert!(crate::sleepers::control_path(&path).is_file());
+        assert!(crate::array::control::control_path(&path).is_file());
         let writer = RawArray::open(&path, Access::Write).unwrap();
         assert!(writer.has_control());
         let before = crate::sys::futex_wake_calls();
@@ -2479,7 +2481,7 @@ mod tests {
                 (version, crate::sys::futex_wakeups() - woken)
             })
         };
-        let control = crate::sleepers::ArrayControl::open_beside(&path).unwrap();
+        let control = crate::array::control::ArrayControl::open_beside(&path).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while control.sleepers().load(Ordering::Relaxed) == 0 {
             assert!(

@@ -33,8 +33,8 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU32;
 
-use crate::mapping::Mapping;
-use crate::stream::control_header;
+use crate::array::mapping::Mapping;
+use crate::control_file::control_header;
 
 /// The directory beside the arrays that holds their control files.
 pub const CONTROL_DIR: &str = ".control";
@@ -63,7 +63,7 @@ pub fn create_control(array: &Path) -> io::Result<PathBuf> {
         Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
         _ => {}
     }
-    let temp = dir.join(crate::create::temp_name(
+    let temp = dir.join(crate::files::temp_name(
         &path.file_name().unwrap_or_default().to_string_lossy(),
     ));
     let file = OpenOptions::new()
