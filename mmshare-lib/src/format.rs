@@ -64,7 +64,107 @@ pub const KNOWN_EXTENSION_TAGS: &[u16] = &[
     EXTENSION_HISTORY,
     EXTENSION_RECORD_DTYPE,
     EXTENSION_FRAME_HEADER,
+    EXTENSION_STRIPES,
 ];
+
+/// Extension tag `0x8005` (critical): a striped array's stripe size, 8 bytes: `u64` bytes
+/// per stripe (little endian), a non-zero multiple of 64 that makes the data area 2 to
+/// [`MAX_STRIPES`] stripes. Critical because a reader that validated only the array's
+/// sequence (in a striped array, its generation) would accept a half-written region.
+pub const EXTENSION_STRIPES: u16 = 0x8005;
+
+/// Most stripes an array may have: the header's stripe table (0x800..0x1000) has 32 lines.
+pub const MAX_STRIPES: u32 = 32;
+
+/// The number of stripes of `stripe_bytes` bytes in `data_len` bytes (the last may be
+/// shorter); 1 for an array that is not striped (`stripe_bytes` 0).
+pub fn stripe_count(data_len: u64, stripe_bytes: u64) -> u64 {
+    if stripe_bytes == 0 {
+        1
+    } else {
+        data_len.div_ceil(stripe_bytes)
+    }
+}
+
+/// The stripe size that divides an array into at most `wanted` stripes of whole slabs along
+/// its outermost axis in memory (axis 0 in C order, the last axis in F order), each a multiple
+/// of 64 bytes; 0 (not striped) when that gives fewer than 2 stripes.
+///
+/// Slabs of the outermost axis keep a stripe's bytes contiguous, so that a region of those
+/// slabs takes only the stripes it covers. Rounding to 64 bytes keeps stripe boundaries on
+/// cache lines, and so on 8-byte words: no word belongs to two stripes.
+pub fn choose_stripe_bytes(dtype: &DType, shape: &[u64], order: Order, wanted: u32) -> u64 {
+    let Ok(data_len) = data_len(dtype, shape) else {
+        return 0;
+    };
+    let outer = match order {
+        Order::C => shape.first(),
+        Order::F => shape.last(),
+    };
+    let slabs = outer.copied().unwrap_or(0);
+    if wanted < 2 || slabs < 2 || data_len == 0 {
+        return 0;
+    }
+    let slab = data_len / slabs;
+    // Slabs per stripe: as many as split the array into `wanted`, then rounded up so that a
+    // stripe is a multiple of 64 bytes.
+    let per_line = 64 / gcd(slab, 64);
+    let per_stripe = slabs
+        .div_ceil(u64::from(wanted.min(MAX_STRIPES)))
+        .next_multiple_of(per_line);
+    let bytes = per_stripe.saturating_mul(slab);
+    if stripe_count(data_len, bytes) < 2 {
+        0
+    } else {
+        bytes
+    }
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// The stripe size a striped array's extension records give (0 without the record).
+///
+/// # Errors
+/// [`FormatError::BadExtensions`] when the record is not 8 bytes, the size is not a non-zero
+/// multiple of 64, it makes fewer than 2 or more than [`MAX_STRIPES`] stripes of `data_len`,
+/// or the object is not an array.
+pub fn stripes_from_extensions(
+    records: &[Extension],
+    kind: Kind,
+    data_len: u64,
+) -> Result<u64, FormatError> {
+    let Some(r) = records.iter().find(|r| r.tag == EXTENSION_STRIPES) else {
+        return Ok(0);
+    };
+    let bad =
+        |why: String| FormatError::BadExtensions(format!("the stripe size (tag 0x8005) {why}"));
+    let bytes: [u8; 8] = r
+        .value
+        .as_slice()
+        .try_into()
+        .map_err(|_| bad(format!("is {} bytes, not 8", r.value.len())))?;
+    let stripe_bytes = u64::from_le_bytes(bytes);
+    if kind != Kind::Array {
+        return Err(bad("is in a stream; only arrays are striped".into()));
+    }
+    if stripe_bytes == 0 || !stripe_bytes.is_multiple_of(64) {
+        return Err(bad(format!(
+            "is {stripe_bytes}, which is not a non-zero multiple of 64"
+        )));
+    }
+    let count = stripe_count(data_len, stripe_bytes);
+    if !(2..=u64::from(MAX_STRIPES)).contains(&count) {
+        return Err(bad(format!(
+            "{stripe_bytes} makes {count} stripes of {data_len} bytes; 2 to {MAX_STRIPES} are allowed"
+        )));
+    }
+    Ok(stripe_bytes)
+}
 
 /// Extension tag `0x8004` (critical): a stream's per-frame header dtype, as its canonical
 /// descr text (any dtype; a record's full descr list). Critical because a reader that ignored
@@ -367,8 +467,20 @@ pub mod offsets {
     /// Writer registrations: 64 `u64`, each 0 or the identity word (as `WRITER`) of the
     /// process whose write handle holds an exclusive OFD lock on that slot's first byte.
     pub const WRITER_SLOTS: usize = 0x600;
-    /// Reserved for per-stripe sequences: 32 `u64`, one per 64-byte line, from here to 0x1000.
+    /// Striped arrays: the stripe table, one 64-byte line per stripe from here to 0x1000
+    /// (zero in arrays that are not striped). Stripe `k`'s line is at
+    /// `STRIPES + k * STRIPE_LINE`, its words at the `STRIPE_*` offsets within it.
     pub const STRIPES: usize = 0x800;
+    /// Bytes per stripe line.
+    pub const STRIPE_LINE: usize = 64;
+    /// In a stripe line: `u64` the stripe's sequence (even = stable, odd = held).
+    pub const STRIPE_SEQ: usize = 0;
+    /// In a stripe line: `u64` identity of the stripe's holder (as [`WRITER`]), 0 when none.
+    pub const STRIPE_WRITER: usize = 8;
+    /// In a stripe line: `u32` futex word, bumped after each publish of the stripe.
+    pub const STRIPE_FUTEX: usize = 16;
+    /// In a stripe line: `u32` flags; bit 0 = TORN.
+    pub const STRIPE_FLAGS: usize = 20;
 
     /// Streams: `u64` frames published so far, which is also the number the next frame gets.
     /// Only the publisher writes it (the array's sequence line; streams have no sequence).
@@ -469,6 +581,9 @@ pub struct Header {
     pub lanes: u32,
     /// Streams: which lane this file is, `0..lanes`.
     pub lane: u32,
+    /// Striped arrays: bytes per stripe (from extension record `0x8005`; set by
+    /// [`Header::apply_extensions`]); 0 for an array with one sequence.
+    pub stripe_bytes: u64,
 }
 
 /// What a caller specifies to create an array; the rest of the [`Header`] is derived.
@@ -488,6 +603,10 @@ pub struct ArraySpec {
     pub owner_gid: u32,
     /// Permission bits, `0o777` mask.
     pub mode: u32,
+    /// Stripes wanted, each with a sequence of its own so that writers of disjoint regions
+    /// run at once: 0 or 1 for one sequence, at most [`MAX_STRIPES`]. The array may get fewer
+    /// ([`choose_stripe_bytes`]), and none if it is too small to divide.
+    pub stripes: u32,
 }
 
 impl ArraySpec {
@@ -501,12 +620,21 @@ impl ArraySpec {
             owner_uid: rustix::process::getuid().as_raw(),
             owner_gid: rustix::process::getgid().as_raw(),
             mode: 0o600,
+            stripes: 1,
         }
     }
 
-    /// The array's extension records: its record descr, for a record dtype.
+    /// The array's extension records: its record descr, for a record dtype; its stripe size,
+    /// if it is striped.
     pub fn extensions(&self) -> Vec<Extension> {
-        dtype_extension(&self.dtype).into_iter().collect()
+        let stripe_bytes = choose_stripe_bytes(&self.dtype, &self.shape, self.order, self.stripes);
+        dtype_extension(&self.dtype)
+            .into_iter()
+            .chain((stripe_bytes != 0).then(|| Extension {
+                tag: EXTENSION_STRIPES,
+                value: stripe_bytes.to_le_bytes().to_vec(),
+            }))
+            .collect()
     }
 }
 
@@ -636,6 +764,9 @@ pub enum FormatError {
     /// Mode bits outside 0o777.
     #[error("mode {0:#o} has bits outside 0o777")]
     BadMode(u32),
+    /// More stripes asked for than the header's stripe table holds.
+    #[error("{0} stripes asked for; an array has at most {MAX_STRIPES}")]
+    BadStripes(u32),
     /// A reserved field is not zero.
     #[error("reserved header bytes at {offset:#x} are not zero")]
     ReservedNotZero {
@@ -771,7 +902,12 @@ impl Header {
     /// [`FormatError::BadName`], [`FormatError::BadShape`] or [`FormatError::BadMode`].
     pub fn new(spec: &ArraySpec) -> Result<Header, FormatError> {
         let mut header = Self::build(spec, Kind::Array)?;
-        header.set_extensions(&spec.extensions());
+        if spec.stripes > MAX_STRIPES {
+            return Err(FormatError::BadStripes(spec.stripes));
+        }
+        let records = spec.extensions();
+        header.stripe_bytes = stripes_from_extensions(&records, header.kind, header.data_len)?;
+        header.set_extensions(&records);
         Ok(header)
     }
 
@@ -884,6 +1020,7 @@ impl Header {
     /// itemsize is not the one the dtype field gives.
     pub fn apply_extensions(&mut self, records: &[Extension]) -> Result<(), FormatError> {
         self.apply_frame_header(records)?;
+        self.stripe_bytes = stripes_from_extensions(records, self.kind, self.data_len)?;
         let Some(r) = records.iter().find(|r| r.tag == EXTENSION_RECORD_DTYPE) else {
             return Ok(());
         };
@@ -941,6 +1078,7 @@ impl Header {
             frame_header: None,
             lanes: 1,
             lane: 0,
+            stripe_bytes: 0,
         })
     }
 
@@ -1391,6 +1529,7 @@ impl Header {
             frame_header: None,
             lanes: 1,
             lane: 0,
+            stripe_bytes: 0,
         };
         if header.has_lanes() && matches!(kind, Kind::Stream { .. }) {
             let u16_at = |off: usize| u32::from(u16::from_le_bytes([page[off], page[off + 1]]));
@@ -1550,6 +1689,100 @@ fn decode_dtype(field: &[u8]) -> Result<DType, FormatError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Stripes are whole slabs of the outermost axis in memory, 64-byte multiples, at most
+    /// the number asked for (and never more than 32); too small an array is not striped.
+    #[test]
+    fn stripe_sizes_are_whole_slabs_of_whole_lines() {
+        let c = |dtype: DType, shape: &[u64], wanted| {
+            choose_stripe_bytes(&dtype, shape, Order::C, wanted)
+        };
+        // 1000 rows of 1024 bytes into 4: 250 rows each.
+        assert_eq!(c(DType::F64, &[1000, 128], 4), 250 * 1024);
+        // Rows of 24 bytes: a multiple of 8 rows per stripe (8 * 24 = 192 = 3 lines).
+        assert_eq!(c(DType::U8, &[100, 24], 4), 32 * 24);
+        assert_eq!(stripe_count(2400, 32 * 24), 4);
+        // Rows of 3 bytes: a multiple of 64 rows.
+        assert_eq!(c(DType::U8, &[1000, 3], 8), 128 * 3);
+        // Not divisible: one row, no rows, a 0-d array, a zero-size dtype, one stripe wanted.
+        assert_eq!(c(DType::F64, &[1, 1 << 20], 8), 0);
+        assert_eq!(c(DType::F64, &[0, 8], 8), 0);
+        assert_eq!(c(DType::F64, &[], 8), 0);
+        assert_eq!(c(DType::Void(0), &[100], 8), 0);
+        assert_eq!(c(DType::F64, &[1000, 128], 1), 0);
+        // Too small for two stripes of a line each.
+        assert_eq!(c(DType::U8, &[64], 4), 0);
+        // More than 32 wanted: 32.
+        assert_eq!(stripe_count(1 << 20, c(DType::U8, &[1 << 20], 1000)), 32);
+        // F order: slabs along the last axis.
+        assert_eq!(
+            choose_stripe_bytes(&DType::F64, &[128, 1000], Order::F, 4),
+            250 * 1024
+        );
+        for rows in 2..300u64 {
+            for wanted in 2..=33 {
+                let b = c(DType::U8, &[rows, 24], wanted);
+                if b != 0 {
+                    assert_eq!(b % 64, 0);
+                    assert_eq!(b % 24, 0, "whole rows");
+                    let n = stripe_count(rows * 24, b);
+                    assert!(
+                        (2..=u64::from(wanted.min(32))).contains(&n),
+                        "{rows} {wanted}: {n}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A striped array's header carries its stripe size in record 0x8005 through encode,
+    /// decode and the extension area; hostile sizes are refused with the value.
+    #[test]
+    fn the_stripe_record_round_trips_and_bad_ones_are_refused() {
+        let mut spec = ArraySpec::new("s", DType::F32, vec![4096, 16]);
+        spec.stripes = 8;
+        let header = Header::new(&spec).unwrap();
+        assert_eq!(header.stripe_bytes, 512 * 64);
+        assert_eq!(
+            header.features,
+            Features::default(),
+            "no feature bit: the record is critical"
+        );
+        let page = header.encode();
+        let mut decoded = Header::decode(&page[..]).unwrap();
+        let (area, crc) = encode_extensions(&spec.extensions());
+        decoded
+            .apply_extensions(&decode_extensions(&area, crc).unwrap())
+            .unwrap();
+        assert_eq!(decoded, header);
+
+        let record = |value: Vec<u8>| {
+            vec![Extension {
+                tag: EXTENSION_STRIPES,
+                value,
+            }]
+        };
+        let len = header.data_len;
+        for (value, why) in [
+            (0u64.to_le_bytes().to_vec(), "is 0, which is not"),
+            (100u64.to_le_bytes().to_vec(), "is 100, which is not"),
+            (64u64.to_le_bytes().to_vec(), "makes 4096 stripes"),
+            (len.to_le_bytes().to_vec(), "makes 1 stripes"),
+            (vec![0; 4], "is 4 bytes, not 8"),
+        ] {
+            let e = stripes_from_extensions(&record(value), Kind::Array, len).unwrap_err();
+            assert!(e.to_string().contains(why), "{e}");
+        }
+        let stream = Kind::Stream {
+            slots: 8,
+            max_subscribers: 1,
+        };
+        let e = stripes_from_extensions(&record(4096u64.to_le_bytes().to_vec()), stream, len)
+            .unwrap_err();
+        assert!(e.to_string().contains("only arrays"), "{e}");
+        spec.stripes = 33;
+        assert_eq!(Header::new(&spec).unwrap_err(), FormatError::BadStripes(33));
+    }
 
     fn sample() -> Header {
         let mut spec = ArraySpec::new("frames", DType::F32, vec![2, 3, 4]);

@@ -26,6 +26,7 @@ fn spec_strategy() -> impl Strategy<Value = ArraySpec> {
             owner_uid: uid,
             owner_gid: gid,
             mode,
+            stripes: 1,
         })
 }
 

@@ -1342,6 +1342,7 @@ impl Registry {
             owner_uid: who.uid,
             owner_gid: who.gid,
             mode,
+            stripes: 1,
         };
         let dir = self.dir(backing);
         let (path, header) = create_array_data(dir, &spec).map_err(|e| match e {

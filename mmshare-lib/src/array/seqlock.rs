@@ -106,6 +106,110 @@
 //!   unknown rather than guessing; the daemon resolves it from the connection that held write
 //!   access.
 //!
+//! # Stripes: one seqlock per region
+//!
+//! With one sequence, a writer of one row excludes every other writer and makes every reader
+//! retry. A *striped* array divides its data area into stripes of `stripe_bytes` bytes (a
+//! multiple of 64; the last stripe may be shorter), 2 to 32 of them, and gives each stripe the
+//! seqlock above. Writers of disjoint regions then run at once; readers validate only the
+//! stripes they copy. The code is module `stripes`; docs/FORMAT.md gives the bytes.
+//!
+//! Shared state: the array's header words keep their places, and stripe `k` owns the 64-byte
+//! line `0x800 + 64k` of the header page:
+//!
+//! * `SEQ_k` (u64): stripe `k`'s sequence, exactly as `SEQUENCE` above (even = stable);
+//! * `WRITER_k` (u64): the identity of its holder, as `WRITER` above;
+//! * `FUTEX_k` (u32): bumped after each publish of the stripe;
+//! * `FLAGS_k` (u32): bit 0, TORN: this stripe may be half written.
+//!
+//! The array's `SEQUENCE` becomes its **generation**: always even, it goes up by 2 for every
+//! write of any region (and every recovery), so `version() = generation / 2` still counts
+//! writes and "wait for a new version" keeps its meaning. The array's `WRITER` stays 0 and its
+//! TORN bit unused (a stripe's says it); `FUTEX` is still bumped by every publish.
+//!
+//! **Which stripes a region takes.** The bytes `start..end` touch the 8-byte words
+//! `[floor8(start), ceil8(end))`; a region takes the stripes of those words. A stripe boundary
+//! is a multiple of 64, so no word belongs to two stripes: a writer's read-merge-store of a
+//! partial word never touches another writer's stripe.
+//!
+//! **Writers** of the stripes `i..=j`:
+//!
+//! ```text
+//! for k in i..=j, ascending:                     // ascending: no cycle of waiters can form
+//!     take stripe k as try_begin_write takes SEQUENCE (CAS even s_k -> s_k + 1, Acquire;
+//!         fence(Release))
+//!     WRITER_k.compare_exchange(0, me)           // at once: a writer that dies waiting for a
+//!                                                //   later stripe is known on those it holds
+//!     if k is held by another: either wait for it holding i..k-1, or step back: publish
+//!         i..k-1 unwritten (a null publish, below), sleep on FUTEX_k, start again at i
+//! write the region with Relaxed 8-byte atomic stores, inside the held stripes only
+//! GENERATION.fetch_add(2, Release)               // while still holding (see readers)
+//! WRITE_COUNT.fetch_add(1); LAST_WRITE_NS.fetch_max(now)   // several writers at once
+//! for k in i..=j: WRITER_k.compare_exchange(me, 0); FLAGS_k &= !TORN if the write replaced
+//!     all of stripe k; SEQ_k.compare_exchange(s_k + 1, s_k + 2, Release)   // publish
+//! FUTEX_k.fetch_add(1) for each k; FUTEX.fetch_add(1); fence(SeqCst); wake sleepers
+//! ```
+//!
+//! * *Deadlock.* Every writer takes stripes in ascending order, so in any chain of writers
+//!   waiting for each other the holder of the highest stripe waits for nobody. (The model
+//!   `model_catches_taking_stripes_in_descending_order` shows two writers deadlocking
+//!   otherwise.)
+//! * *Stepping back.* A writer that finds a stripe held first hands back the ones it took,
+//!   so that it does not make readers of those wait for a write elsewhere; after a few rounds
+//!   it holds and waits instead, so that wide writers are not starved by narrow ones.
+//! * *Null publish.* Handing back a stripe unwritten moves `SEQ_k` from `s_k + 1` to `s_k + 2`
+//!   like a publish, without counting a write: sequences only grow (a revert to `s_k` would let
+//!   two holdings look alike to recovery), and readers of the stripe retry once.
+//! * *One region at a time.* A handle holding a region of an array cannot take another of the
+//!   same array: holding stripe 3 and then taking stripe 1 would break the order.
+//! * *A whole-array write* takes every stripe: up to 32 compare-and-swaps more than a single
+//!   seqlock, against a copy of at least 64 bytes per stripe.
+//!
+//! **Readers** of the stripes `i..=j`:
+//!
+//! ```text
+//! g1 = GENERATION.load(Relaxed); fence(Acquire)
+//! for k in i..=j: s_k = SEQ_k.load(Relaxed); fence(Acquire); if odd: back off, start over
+//! copy the region (Relaxed 8-byte atomic loads) and FLAGS_i..FLAGS_j
+//! for k in i..=j: fence(Acquire); if SEQ_k.load(Relaxed) != s_k: retry
+//! whole-array reads only: fence(Acquire); if GENERATION.load(Relaxed) != g1: retry
+//! the copy holds every write counted in g1; a whole-array copy is exactly version g1 / 2
+//! ```
+//!
+//! * *Why a region copy is consistent.* Any store the copy observed lies in some stripe `k`
+//!   of the region and was made by a writer holding `k`, after that writer's Release fence,
+//!   which follows its CAS of `SEQ_k` to odd. The Acquire fence before the re-check of `SEQ_k`
+//!   synchronizes with that fence, so the re-check sees the odd value or a later one. This
+//!   needs the re-check of **every** stripe the copy touched: one left out is a torn copy
+//!   accepted (`model_catches_validating_too_few_stripes`).
+//! * *Why the version is a lower bound.* A writer counts itself in the generation while it
+//!   still holds its stripes. A reader whose load of `g1` sees that count (Acquire, through the
+//!   writer's fences) then sees each of the writer's stripes odd or published, never from
+//!   before the write: every write `g1` counts is in the copy. A region copy may also hold
+//!   later writes; a consumer that waits for versions newer than the one it read never misses
+//!   a change. Loading the generation after the copy instead would report writes the copy does
+//!   not hold (`model_catches_a_region_read_that_reports_a_late_generation`).
+//! * *Why a whole-array copy is exact.* Every write moves some stripe of a whole-array read
+//!   and the generation; with both unchanged across the copy, it holds exactly the writes
+//!   counted in `g1`. The re-check of the generation, and counting before publishing, are
+//!   both needed (two models, one mutation each).
+//! * *Starvation.* A whole-array reader under steady writers of disjoint regions retries
+//!   while any stripe moves during its copy, as a reader of a plain array does under one
+//!   writer; it times out rather than spins forever.
+//! * *TORN* is per stripe. A region read fails with the torn error if any of its stripes is
+//!   torn (unless the caller accepts torn data); a write that replaces all of a stripe clears
+//!   that stripe's mark.
+//!
+//! **Dead writers.** Recovery works per stripe exactly as above per array: for each odd
+//! `SEQ_k` whose `WRITER_k` is proven dead, claim `WRITER_k`, take `SEQ_k` from `s` to
+//! `s + 2`, set `TORN_k`, publish `s + 3`, add 2 to the generation, bump `FUTEX_k` and `FUTEX`
+//! and wake. A writer that died holding several stripes is recorded on each and they are
+//! recovered one by one; each is marked torn, even one it had not written yet (nothing tells,
+//! and the rule stays simple). An odd stripe with no identity (a writer that died in the few
+//! instructions between its CAS and recording itself) is taken over once it has stayed so for
+//! 2 s, whether or not write access is leased: several writers at once are the normal case of
+//! a striped array, so a lease says nothing about which of them it was.
+//!
 //! The code below is generic over [`SeqWord`], the sequence counter's operations, so that the
 //! loom model checker can run the exact same algorithm on its own atomics.
 
@@ -124,6 +228,8 @@ pub(crate) trait SeqWord {
         failure: Ordering,
     ) -> Result<u64, u64>;
     fn fence(order: Ordering);
+    /// Adds `v` (wrapping): a striped array's generation word (module `stripes`).
+    fn fetch_add(&self, v: u64, order: Ordering) -> u64;
 
     /// The Acquire fence after a reader's first sequence load (`read_begin`). A separate
     /// method only so that the model tests can remove this one fence alone.
@@ -157,6 +263,10 @@ impl SeqWord for AtomicU64 {
     #[inline]
     fn fence(order: Ordering) {
         fence(order);
+    }
+    #[inline]
+    fn fetch_add(&self, v: u64, order: Ordering) -> u64 {
+        AtomicU64::fetch_add(self, v, order)
     }
 }
 
@@ -469,7 +579,7 @@ mod tests {
 /// The seqlock algorithm above, run by the loom model checker on loom's atomics, which explores
 /// every interleaving and every value a Relaxed load may legally return.
 #[cfg(test)]
-mod model_tests {
+pub(crate) mod model_tests {
     use super::*;
     use loom::sync::Arc;
     use loom::sync::atomic::AtomicU64 as LoomU64;
@@ -484,16 +594,19 @@ mod model_tests {
         fn fence(order: Ordering) {
             loom::sync::atomic::fence(order);
         }
+        fn fetch_add(&self, v: u64, order: Ordering) -> u64 {
+            LoomU64::fetch_add(self, v, order)
+        }
     }
 
     /// Which fence a [`Fenceless`] word drops.
-    const BEGIN: u8 = 1;
-    const VALIDATE: u8 = 2;
-    const TAKE: u8 = 4;
+    pub(crate) const BEGIN: u8 = 1;
+    pub(crate) const VALIDATE: u8 = 2;
+    pub(crate) const TAKE: u8 = 4;
 
     /// Loom's atomics with some of the protocol's fences removed (a bit set of `BEGIN`,
     /// `VALIDATE`, `TAKE`): the broken seqlocks the checker must reject.
-    struct Fenceless<const DROP: u8>(LoomU64);
+    pub(crate) struct Fenceless<const DROP: u8>(pub(crate) LoomU64);
 
     impl<const DROP: u8> SeqWord for Fenceless<DROP> {
         fn load(&self, order: Ordering) -> u64 {
@@ -504,6 +617,9 @@ mod model_tests {
         }
         fn fence(order: Ordering) {
             loom::sync::atomic::fence(order);
+        }
+        fn fetch_add(&self, v: u64, order: Ordering) -> u64 {
+            self.0.fetch_add(v, order)
         }
         fn fence_after_begin() {
             if DROP & BEGIN == 0 {
