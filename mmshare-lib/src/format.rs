@@ -908,7 +908,20 @@ impl Header {
         let records = spec.extensions();
         header.stripe_bytes = stripes_from_extensions(&records, header.kind, header.data_len)?;
         header.set_extensions(&records);
+        debug_assert_eq!(records, header.array_extensions());
         Ok(header)
+    }
+
+    /// An array's extension records, as its header describes them: its record descr, for a
+    /// record dtype; its stripe size, if it is striped.
+    pub fn array_extensions(&self) -> Vec<Extension> {
+        dtype_extension(&self.dtype)
+            .into_iter()
+            .chain((self.stripe_bytes != 0).then(|| Extension {
+                tag: EXTENSION_STRIPES,
+                value: self.stripe_bytes.to_le_bytes().to_vec(),
+            }))
+            .collect()
     }
 
     /// Builds the header for a new stream, validating what [`Header::new`] does plus the slot

@@ -102,12 +102,10 @@ fn fill_and_publish(
     })
 }
 
-/// Writes an array's extension area (its record descr, for a record dtype) where its header
-/// says it is; nothing for an array without one.
+/// Writes an array's extension area (its record descr, for a record dtype; its stripe size,
+/// if striped) where its header says it is; nothing for an array without one.
 pub fn write_array_extensions(file: &File, header: &Header) -> io::Result<()> {
-    let records: Vec<_> = crate::format::dtype_extension(&header.dtype)
-        .into_iter()
-        .collect();
+    let records = header.array_extensions();
     if records.is_empty() {
         return Ok(());
     }

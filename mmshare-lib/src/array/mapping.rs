@@ -114,6 +114,16 @@ impl Mapping {
         unsafe { AtomicU64::from_ptr(self.base.add(offset).cast()) }
     }
 
+    /// The first `n` lines of the header's stripe table.
+    pub(crate) fn stripe_lines(&self, n: usize) -> &[super::stripes::StripeLine] {
+        use crate::format::offsets::{STRIPE_LINE, STRIPES};
+        assert!(STRIPES + n * STRIPE_LINE <= HEADER_SIZE);
+        // SAFETY: as for `u64_at`: the lines lie in the mapped header page, 64-aligned in a
+        // page-aligned mapping, and `StripeLine` is only atomics, accessed atomically by every
+        // process (Relaxed loads only through a read-only mapping).
+        unsafe { std::slice::from_raw_parts(self.base.add(STRIPES).cast(), n) }
+    }
+
     /// The 4-byte header word at `offset`.
     pub(crate) fn u32_at(&self, offset: usize) -> &AtomicU32 {
         assert!(offset.is_multiple_of(4) && offset + 4 <= HEADER_SIZE);

@@ -2,7 +2,8 @@
 //! number of processes under the seqlock in its header page.
 //!
 //! - [`seqlock`]: the protocol, with the essay that justifies it and its model checks;
-//! - [`stripes`]: the same protocol per stripe, for arrays whose regions are written apart;
+//! - [`stripes`]: the same protocol per stripe, for arrays whose regions are written apart,
+//!   and `striped`, the raw handle's reads and writes of them;
 //! - [`mapping`]: the shared mapping of an array file and typed access to its header words;
 //! - [`raw`]: [`RawArray`](raw::RawArray), the untyped handle that runs the protocol over bytes
 //!   (reads, writes, waits, dead-writer recovery);
@@ -17,8 +18,7 @@ pub(crate) mod create;
 pub(crate) mod mapping;
 pub(crate) mod raw;
 pub(crate) mod seqlock;
-// Not used outside its tests until the raw handle runs striped arrays (in progress).
-#[allow(dead_code)]
+mod striped;
 pub(crate) mod stripes;
 mod typed;
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::array::control::ArrayControl;
 use crate::array::mapping::Mapping;
 use crate::array::seqlock::{self, end_write, read_begin, read_validate, try_begin_write};
+use crate::array::striped::StripedHold;
 use crate::backoff::Backoff;
 use crate::error::{OpenError, ReadError, WaitTimeout, WriteError};
 use crate::fault;
@@ -320,7 +321,7 @@ impl RawArray {
     }
 
     /// The timeout in force for this handle on this thread.
-    fn timeout(&self) -> Duration {
+    pub(super) fn timeout(&self) -> Duration {
         let me = std::ptr::from_ref(self) as usize;
         match TIMEOUT_OVERRIDE.with(std::cell::Cell::get) {
             Some((handle, timeout)) if handle == me => timeout,
@@ -339,7 +340,7 @@ impl RawArray {
         self.retries.load(Ordering::Relaxed)
     }
 
-    fn seq(&self) -> &AtomicU64 {
+    pub(super) fn seq(&self) -> &AtomicU64 {
         self.map.u64_at(offsets::SEQUENCE)
     }
 
@@ -347,11 +348,32 @@ impl RawArray {
         self.map.u32_at(offsets::FUTEX)
     }
 
+    pub(super) fn mapping(&self) -> &Mapping {
+        &self.map
+    }
+
+    /// One step of `backoff` while waiting for the array's futex word to leave `futex_seen`:
+    /// false once the time is up.
+    pub(super) fn pause(&self, backoff: &mut Backoff, futex_seen: u32) -> bool {
+        backoff.pause(self.futex(), futex_seen, self.control.as_ref())
+    }
+
+    pub(super) fn count_retries(&self, retries: u64) {
+        if retries > 0 {
+            self.retries.fetch_add(retries, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn accepts_torn(&self) -> bool {
+        self.accept_torn
+    }
+
     fn flags(&self) -> &AtomicU32 {
         self.map.u32_at(offsets::FLAGS)
     }
 
-    /// The raw sequence counter (odd while a write is in progress).
+    /// The raw sequence counter (odd while a write is in progress). In a striped array it is
+    /// the generation, which is always even: each stripe has its own sequence.
     pub fn sequence(&self) -> u64 {
         // Relaxed: a momentary value for display and polling; consistent reads use the seqlock.
         self.seq().load(Ordering::Relaxed)
@@ -364,6 +386,9 @@ impl RawArray {
 
     /// Whether the array is marked TORN right now.
     pub fn is_torn(&self) -> bool {
+        if self.is_striped() {
+            return self.any_stripe_torn();
+        }
         // Relaxed: an instantaneous status; reads check TORN inside the seqlock.
         self.flags().load(Ordering::Relaxed) & FLAG_TORN != 0
     }
@@ -386,6 +411,9 @@ impl RawArray {
 
     /// The process recorded as holding the write side, if any.
     pub fn writer(&self) -> Option<ProcessId> {
+        if self.is_striped() {
+            return self.first_stripe_writer();
+        }
         // Relaxed: advisory, for error messages (recovery claims it with a CAS).
         ProcessId::from_word(self.writer_word().load(Ordering::Relaxed))
     }
@@ -396,7 +424,7 @@ impl RawArray {
 
     /// The futex word's value, read before the sequence: if a publish happens after this read,
     /// the word differs and a futex sleep on this value returns at once.
-    fn futex_snapshot(&self) -> u32 {
+    pub(super) fn futex_snapshot(&self) -> u32 {
         let f = self.futex().load(Ordering::Relaxed);
         // Acquire fence: keeps the sequence load that follows after this load even on weakly
         // ordered CPUs; otherwise a waiter could pair an old odd sequence with an already
@@ -446,6 +474,9 @@ impl RawArray {
         once: bool,
         mut attempt: impl FnMut(*const u8, u64) -> R,
     ) -> Result<(R, Snapshot), ReadError> {
+        if self.is_striped() {
+            return self.read_stripes(once, 0..self.header.data_len, attempt);
+        }
         let mut backoff = Backoff::new(self.timeout());
         let mut retries = 0u64;
         loop {
@@ -496,7 +527,7 @@ impl RawArray {
         }
     }
 
-    fn read_timeout(&self, backoff: &Backoff, sequence: u64, retries: u64) -> ReadError {
+    pub(super) fn read_timeout(&self, backoff: &Backoff, sequence: u64, retries: u64) -> ReadError {
         self.retries.fetch_add(retries, Ordering::Relaxed);
         ReadError::Timeout {
             waited: backoff.elapsed(),
@@ -521,11 +552,18 @@ impl RawArray {
                 end: offset.saturating_add(dst.len() as u64),
                 len: self.header.data_len,
             })?;
-        let (_, snap) = self.read_protocol(false, |data, _| {
+        let end = offset + dst.len() as u64;
+        let copy = |data, _| {
             // SAFETY: the data area is mapped for `padded_len(data_len)` bytes (checked at open)
             // and the range is inside `data_len`; all shared accesses are atomic words.
             unsafe { seqlock::load_bytes(data, start, dst) }
-        })?;
+        };
+        // A striped array's read takes only the stripes of the range.
+        let (_, snap) = if self.is_striped() {
+            self.read_stripes(false, offset..end, copy)?
+        } else {
+            self.read_protocol(false, copy)?
+        };
         Ok(snap)
     }
 
@@ -537,13 +575,25 @@ impl RawArray {
         full: bool,
         body: impl FnOnce(&WriteScope<'_>) -> R,
     ) -> Result<R, WriteError> {
+        self.write_protocol_in(0..self.header.data_len, full, body)
+    }
+
+    /// [`RawArray::write_protocol`] for a write of the bytes `bytes` only: in a striped array
+    /// it takes only their stripes (and `full` clears TORN only on the stripes they cover
+    /// whole); an array with one sequence takes it whole.
+    pub(crate) fn write_protocol_in<R>(
+        &self,
+        bytes: std::ops::Range<u64>,
+        full: bool,
+        body: impl FnOnce(&WriteScope<'_>) -> R,
+    ) -> Result<R, WriteError> {
         if !self.map.writable() {
             return Err(WriteError::ReadOnly);
         }
-        let (s, holder) = self.acquire_write()?;
+        let (hold, holder) = self.acquire(bytes)?;
         let scope = WriteScope {
             array: self,
-            sequence: s,
+            hold,
             holder,
             clear_torn: std::cell::Cell::new(full),
             mark_torn: std::cell::Cell::new(false),
@@ -556,9 +606,38 @@ impl RawArray {
         match scope.publish(false) {
             Ok(_) => Ok(value),
             Err(lost) => {
-                self.mark_torn_after_loss();
+                if !self.is_striped() {
+                    self.mark_torn_after_loss();
+                }
                 Err(lost)
             }
+        }
+    }
+
+    /// Takes the write side of the bytes `bytes`: the array's sequence, or in a striped array
+    /// the stripes of those bytes. Returns the holding and the identity word recorded.
+    fn acquire(&self, bytes: std::ops::Range<u64>) -> Result<(Hold, u64), WriteError> {
+        if self.is_striped() {
+            // Before taking anything: the first call reads /proc.
+            let me = ProcessId::current();
+            let hold = self.acquire_stripes(bytes, me)?;
+            return Ok((Hold::Stripes(hold), me.to_word()));
+        }
+        let (s, holder) = self.acquire_write()?;
+        Ok((Hold::Whole(s), holder))
+    }
+
+    /// Publishes the write held by `hold` (see [`RawArray::publish`]).
+    fn publish_hold(
+        &self,
+        hold: &Hold,
+        clear_torn: bool,
+        mark_torn: bool,
+        holder: u64,
+    ) -> Result<u64, WriteError> {
+        match hold {
+            Hold::Whole(s) => self.publish(*s, clear_torn, mark_torn, holder),
+            Hold::Stripes(h) => self.publish_stripes(h, clear_torn, mark_torn, holder),
         }
     }
 
@@ -570,8 +649,12 @@ impl RawArray {
     /// [`WriteError::ReadOnly`], [`WriteError::OutOfBounds`] (in bytes), or
     /// [`WriteError::Timeout`] when the write side stays held.
     pub fn write_bytes(&self, offset: u64, src: &[u8]) -> Result<u64, WriteError> {
-        let (start, full) = self.write_range(offset, src.len())?;
-        self.write_protocol(full, |scope| {
+        let (start, _) = self.write_range(offset, src.len())?;
+        // The range replaces all of its own bytes: in a striped array, that clears TORN on the
+        // stripes it covers whole; with one sequence, only a write of everything does.
+        let bytes = offset..offset + src.len() as u64;
+        let full = self.is_striped() || bytes == (0..self.header.data_len);
+        self.write_protocol_in(bytes, full, |scope| {
             // SAFETY: the range is inside the writable data area and we hold the write side.
             unsafe { seqlock::store_bytes(scope.data_ptr(), start, src) };
             scope.version()
@@ -753,7 +836,7 @@ impl RawArray {
         }
     }
 
-    fn wake(&self) {
+    pub(super) fn wake(&self) {
         // Release: a waiter that sees the new futex value also sees the new sequence. Pairs
         // with the Acquire fence in `futex_snapshot`.
         self.futex().fetch_add(1, Ordering::Release);
@@ -981,8 +1064,8 @@ impl RawArray {
 #[derive(Debug)]
 #[must_use = "a write session holds the write side until finish_write"]
 pub struct WriteSession {
-    /// The even sequence the write replaced.
-    sequence: u64,
+    /// What the write holds.
+    hold: Hold,
     /// The identity word recorded as the holder.
     holder: u64,
     /// The mapping it belongs to (checked by `finish_write`).
@@ -1000,7 +1083,7 @@ unsafe impl Sync for WriteSession {}
 impl WriteSession {
     /// The version the write will publish.
     pub fn version(&self) -> u64 {
-        self.sequence / 2 + 1
+        self.hold.version()
     }
 }
 
@@ -1028,9 +1111,9 @@ impl RawArray {
         if !self.map.writable() {
             return Err(WriteError::ReadOnly);
         }
-        let (sequence, holder) = self.acquire_write()?;
+        let (hold, holder) = self.acquire(0..self.header.data_len)?;
         Ok(WriteSession {
-            sequence,
+            hold,
             holder,
             data: self.map.data_ptr(),
             durable: false,
@@ -1135,18 +1218,16 @@ impl RawArray {
                 error: String::new(),
             });
         }
-        let version = match self.publish(
-            session.sequence,
-            how == Finish::Repair,
-            torn,
-            session.holder,
-        ) {
-            Ok(version) => version,
-            Err(lost) => {
-                self.mark_torn_after_loss();
-                return Err(lost);
-            }
-        };
+        let version =
+            match self.publish_hold(&session.hold, how == Finish::Repair, torn, session.holder) {
+                Ok(version) => version,
+                Err(lost) => {
+                    if !self.is_striped() {
+                        self.mark_torn_after_loss();
+                    }
+                    return Err(lost);
+                }
+            };
         if !session.durable {
             return Ok(version);
         }
@@ -1286,10 +1367,32 @@ impl ByteWriter<'_> {
     }
 }
 
+/// What a writer holds: the array's sequence, or some of a striped array's stripes.
+// A hold lives on the stack (or in a session) for one write; boxing the striped one would
+// allocate on every write.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum Hold {
+    /// The even sequence the write replaced.
+    Whole(u64),
+    /// The stripes taken (module `striped`).
+    Stripes(StripedHold),
+}
+
+impl Hold {
+    /// The version the write publishes.
+    fn version(&self) -> u64 {
+        match self {
+            Hold::Whole(s) => s / 2 + 1,
+            Hold::Stripes(h) => h.version(),
+        }
+    }
+}
+
 /// The write side while held: gives write bodies the data pointer and finishes the write.
 pub(crate) struct WriteScope<'a> {
     array: &'a RawArray,
-    sequence: u64,
+    hold: Hold,
     holder: u64,
     clear_torn: std::cell::Cell<bool>,
     mark_torn: std::cell::Cell<bool>,
@@ -1302,7 +1405,7 @@ impl WriteScope<'_> {
 
     /// The version this write will publish.
     pub(crate) fn version(&self) -> u64 {
-        self.sequence / 2 + 1
+        self.hold.version()
     }
 
     pub(crate) fn set_clear_torn(&self) {
@@ -1315,8 +1418,8 @@ impl WriteScope<'_> {
 
     fn publish(&self, panicking: bool) -> Result<u64, WriteError> {
         let torn = panicking || self.mark_torn.get();
-        self.array.publish(
-            self.sequence,
+        self.array.publish_hold(
+            &self.hold,
             self.clear_torn.get() && !torn,
             torn,
             self.holder,

@@ -141,9 +141,10 @@
 //!     WRITER_k.compare_exchange(0, me)           // at once: a writer that dies waiting for a
 //!                                                //   later stripe is known on those it holds
 //!     if k is held by another: either wait for it holding i..k-1, or step back: publish
-//!         i..k-1 unwritten (a null publish, below), sleep on FUTEX_k, start again at i
+//!         i..k-1 unwritten (a null publish, below), wait until k is free, start again at i
+//! v = (GENERATION.fetch_add(2, Release) + 2) / 2 // while holding every stripe (see readers):
+//!                                                //   the write's version, known as it writes
 //! write the region with Relaxed 8-byte atomic stores, inside the held stripes only
-//! GENERATION.fetch_add(2, Release)               // while still holding (see readers)
 //! WRITE_COUNT.fetch_add(1); LAST_WRITE_NS.fetch_max(now)   // several writers at once
 //! for k in i..=j: WRITER_k.compare_exchange(me, 0); FLAGS_k &= !TORN if the write replaced
 //!     all of stripe k; SEQ_k.compare_exchange(s_k + 1, s_k + 2, Release)   // publish

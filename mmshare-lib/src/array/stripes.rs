@@ -14,12 +14,55 @@
 //! for the single seqlock.
 
 use std::ops::Range;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::seqlock::{SeqWord, end_write, read_begin, read_validate, try_begin_write};
+use crate::format::offsets;
 
 /// Most stripes an array may have: the header's stripe table has 32 lines.
-pub(crate) const MAX_STRIPES: usize = 32;
+pub(crate) const MAX_STRIPES: usize = crate::format::MAX_STRIPES as usize;
+
+/// One stripe's line of the header's stripe table (docs/FORMAT.md, "Striped arrays"), as
+/// the mapping holds it: only ever accessed through its atomics.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub(crate) struct StripeLine {
+    /// The stripe's sequence: even = stable, odd = held.
+    pub(crate) seq: AtomicU64,
+    /// The holder's identity word, 0 when none.
+    pub(crate) writer: AtomicU64,
+    /// Bumped after each publish of the stripe.
+    pub(crate) futex: AtomicU32,
+    /// Bit 0: TORN.
+    pub(crate) flags: AtomicU32,
+    _reserved: [AtomicU64; 5],
+}
+
+const _: () = assert!(size_of::<StripeLine>() == offsets::STRIPE_LINE);
+const _: () = assert!(std::mem::offset_of!(StripeLine, seq) == offsets::STRIPE_SEQ);
+const _: () = assert!(std::mem::offset_of!(StripeLine, writer) == offsets::STRIPE_WRITER);
+const _: () = assert!(std::mem::offset_of!(StripeLine, futex) == offsets::STRIPE_FUTEX);
+const _: () = assert!(std::mem::offset_of!(StripeLine, flags) == offsets::STRIPE_FLAGS);
+
+/// A stripe line is the seqlock word of its stripe.
+impl SeqWord for StripeLine {
+    #[inline]
+    fn load(&self, order: Ordering) -> u64 {
+        self.seq.load(order)
+    }
+    #[inline]
+    fn compare_exchange(&self, c: u64, n: u64, s: Ordering, f: Ordering) -> Result<u64, u64> {
+        self.seq.compare_exchange(c, n, s, f)
+    }
+    #[inline]
+    fn fence(order: Ordering) {
+        std::sync::atomic::fence(order);
+    }
+    #[inline]
+    fn fetch_add(&self, v: u64, order: Ordering) -> u64 {
+        self.seq.fetch_add(v, order)
+    }
+}
 
 /// The stripes that the bytes `start..end` of the data area touch, for stripes of
 /// `stripe_bytes` bytes (a non-zero multiple of 8).
@@ -91,6 +134,7 @@ impl Held {
     }
 
     /// Whether every stripe wanted is held.
+    #[cfg(test)]
     pub(crate) fn is_complete(&self) -> bool {
         self.count == self.stripes.len()
     }
@@ -126,8 +170,9 @@ impl Held {
         Ok(())
     }
 
-    /// Publishes every stripe held (`s + 1` to `s + 2`, a Release compare-and-swap each) and
-    /// holds nothing afterwards.
+    /// Publishes every stripe held but those in `skip` (bit `k` for stripe `k`: stripes whose
+    /// identity a recovery claimed, which it now owns), `s + 1` to `s + 2` with a Release
+    /// compare-and-swap each. The holding is spent: the caller drops it.
     ///
     /// The same call hands stripes back unwritten (a *null publish*: after a timeout, or a
     /// writer stepping back): sequences only ever grow, and readers of a stripe published
@@ -136,14 +181,13 @@ impl Held {
     /// Returns the stripes whose publish failed because a recovery had taken them over (bit
     /// `k` for stripe `k`): those are left as the recovery left them. The others are
     /// published regardless: a stripe lost to a recovery must not keep the rest held.
-    pub(crate) fn publish<W: SeqWord>(&mut self, seqs: &[W]) -> u32 {
-        let mut lost = 0u32;
+    pub(crate) fn publish<W: SeqWord>(&self, seqs: &[W], skip: u32) -> u32 {
+        let mut lost = skip;
         for (k, s) in self.held() {
-            if end_write(&seqs[k], s).is_err() {
+            if skip & (1 << k) == 0 && end_write(&seqs[k], s).is_err() {
                 lost |= 1 << k;
             }
         }
-        self.count = 0;
         lost
     }
 }
@@ -180,17 +224,18 @@ pub(crate) fn read_validate_stripes<W: SeqWord>(
         .all(|k| read_validate(&seqs[k], seen[k]))
 }
 
-/// A writer counts its write in the generation word: adds 2 while it still holds its stripes,
-/// after its data stores and before it publishes them.
+/// A writer counts its write in the generation word: adds 2 while it holds its stripes, once
+/// it holds all of them and before it publishes any.
 ///
 /// Counting while holding is what makes a reader's generation a lower bound: a reader whose
 /// Acquire load of the generation sees this count also sees the stripe taken (odd) or
 /// published, never the data from before it.
-pub(crate) fn count_write<W: SeqWord>(generation: &W) {
+/// Returns the new generation: the write's version is half of it.
+pub(crate) fn count_write<W: SeqWord>(generation: &W) -> u64 {
     // Release: the stripe CASes before it are visible to whoever acquires the new value. (The
     // Release fence after the last take already orders them before this store, so Relaxed
     // would do as well: a mutation to Relaxed survives the models for that reason.)
-    generation.fetch_add(2, Ordering::Release);
+    generation.fetch_add(2, Ordering::Release).wrapping_add(2)
 }
 
 #[cfg(test)]
@@ -235,8 +280,7 @@ mod tests {
         assert!(held.is_complete());
         assert_eq!(held.held().collect::<Vec<_>>(), [(0, 0), (1, 4)]);
         assert_eq!(seqs[0].load(Ordering::Relaxed), 1);
-        assert_eq!(held.publish(&seqs), 0);
-        assert!(held.is_empty());
+        assert_eq!(held.publish(&seqs, 0), 0);
         assert_eq!(seqs[0].load(Ordering::Relaxed), 2);
         assert_eq!(seqs[1].load(Ordering::Relaxed), 6);
 
@@ -244,7 +288,7 @@ mod tests {
         held.take_next(&seqs).unwrap();
         assert_eq!(held.take_next(&seqs), Err(1), "stripe 2 is held");
         assert_eq!(held.held().collect::<Vec<_>>(), [(1, 6)]);
-        assert_eq!(held.publish(&seqs), 0, "a null publish of stripe 1");
+        assert_eq!(held.publish(&seqs, 0), 0, "a null publish of stripe 1");
         assert_eq!(seqs[1].load(Ordering::Relaxed), 8);
         assert_eq!(
             seqs[2].load(Ordering::Relaxed),
@@ -262,7 +306,7 @@ mod tests {
             held.take_next(&seqs).unwrap();
         }
         seqs[1].store(3, Ordering::Relaxed); // taken over: 1 -> 3
-        assert_eq!(held.publish(&seqs), 0b010);
+        assert_eq!(held.publish(&seqs, 0), 0b010);
         let now: Vec<u64> = seqs.iter().map(|s| s.load(Ordering::Relaxed)).collect();
         assert_eq!(now, [2, 3, 2]);
     }
@@ -337,15 +381,17 @@ mod model_tests {
                 loom::thread::yield_now();
             }
         }
+        // Counted as soon as every stripe is held, as the library does (so that the write's
+        // version is known while it writes).
+        if how != Writer::CountsAfterPublish {
+            count_write(&m.generation);
+        }
         for k in held.stripes() {
             for word in &m.data[k] {
                 word.store(value, Ordering::Relaxed);
             }
         }
-        if how != Writer::CountsAfterPublish {
-            count_write(&m.generation);
-        }
-        assert_eq!(held.publish(&m.seqs), 0, "no recovery in the model");
+        assert_eq!(held.publish(&m.seqs, 0), 0, "no recovery in the model");
         if how == Writer::CountsAfterPublish {
             count_write(&m.generation);
         }
@@ -579,10 +625,10 @@ mod model_tests {
                     let m = m.clone();
                     loom::thread::spawn(move || write(&m, 0..1, 1, Writer::Correct))
                 };
-                if let Some((g, copy)) = read(&m, 0..1, reader) {
-                    if g >= 2 {
-                        assert_eq!(copy[0], [1, 1], "version {} without its write", g / 2);
-                    }
+                if let Some((g, copy)) = read(&m, 0..1, reader)
+                    && g >= 2
+                {
+                    assert_eq!(copy[0], [1, 1], "version {} without its write", g / 2);
                 }
                 writer.join().unwrap();
             },
