@@ -203,8 +203,10 @@
 //!
 //! **Dead writers.** Recovery works per stripe exactly as above per array: for each odd
 //! `SEQ_k` whose `WRITER_k` is proven dead, claim `WRITER_k`, take `SEQ_k` from `s` to
-//! `s + 2`, set `TORN_k`, publish `s + 3`, add 2 to the generation, bump `FUTEX_k` and `FUTEX`
-//! and wake. A writer that died holding several stripes is recorded on each and they are
+//! `s + 2`, set `TORN_k`, add 2 to the generation (while holding `s + 2`: counting after
+//! publishing is the mutation the models reject), publish `s + 3`, bump `FUTEX_k` and `FUTEX`
+//! and wake. A writer whose identity CAS on a stripe fails waits, as for the array's word, to
+//! see whether the claim becomes a takeover (lost) or is handed back (it goes on). A writer that died holding several stripes is recorded on each and they are
 //! recovered one by one; each is marked torn, even one it had not written yet (nothing tells,
 //! and the rule stays simple). An odd stripe with no identity (a writer that died in the few
 //! instructions between its CAS and recording itself) is taken over once it has stayed so for

@@ -168,18 +168,12 @@ impl RawArray {
             match held.take_next(lines) {
                 Ok(()) => {
                     // At once, not after the last stripe: a writer that dies waiting for a
-                    // later stripe is known on every stripe it holds. The word is 0 whenever
-                    // the stripe is even, so this fails only while a recovery claims it (on a
-                    // stale look); that recovery then owns the stripe.
-                    if lines[k]
-                        .writer
-                        .compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
-                        .is_err()
-                    {
-                        let found = lines[k].seq.load(Ordering::Relaxed);
+                    // later stripe is known on every stripe it holds.
+                    let s = held.held().last().map_or(0, |(_, s)| s);
+                    if let Err(found) = self.record_stripe_writer(&lines[k], s, me) {
                         self.hand_back(&held, me, 1 << k);
                         return Err(WriteError::LostWriteSide {
-                            sequence: found,
+                            sequence: s.wrapping_add(1),
                             found,
                         });
                     }
@@ -216,6 +210,61 @@ impl RawArray {
         })
     }
 
+    /// Records `me` as the holder of stripe `line`, just taken from even `s`, as
+    /// `record_writer` does for the array's sequence: the identity word is 0 whenever the
+    /// stripe is even, so the CAS fails only while a recovery has claimed it (see
+    /// [`RawArray::swap_stripe_identity`]); and a writer that stalled between its take and
+    /// here for as long as the unidentified-stripe rule waits finds the stripe taken over:
+    /// it gives the word back and reports what it found.
+    fn record_stripe_writer(&self, line: &StripeLine, s: u64, me: u64) -> Result<(), u64> {
+        self.swap_stripe_identity(line, s, 0, me)?;
+        let now = line.seq.load(Ordering::Relaxed);
+        if now != s.wrapping_add(1) {
+            let _ = line
+                .writer
+                .compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed);
+            return Err(now);
+        }
+        Ok(())
+    }
+
+    /// The holder of stripe `line` at odd `s + 1` moves its identity word from `from` to `to`
+    /// by CAS. A failure means a recovery claimed the word; a claim is followed either by a
+    /// takeover (the stripe's sequence leaves `s + 1`: lost, `Err` with what it found) or,
+    /// when the claim was made on a stale look, by the word handed back, after which the CAS
+    /// succeeds. So wait, within the handle's timeout, to see which: deciding "lost" at the
+    /// first failure would leave the stripe held by nobody.
+    fn swap_stripe_identity(
+        &self,
+        line: &StripeLine,
+        s: u64,
+        from: u64,
+        to: u64,
+    ) -> Result<(), u64> {
+        let held = s.wrapping_add(1);
+        let mut backoff = Backoff::new(self.timeout());
+        loop {
+            // AcqRel: the word's modification order decides who owns the stripe.
+            if line
+                .writer
+                .compare_exchange(from, to, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Ok(());
+            }
+            let now = line.seq.load(Ordering::Relaxed);
+            if now != held {
+                return Err(now);
+            }
+            let futex_seen = self.futex_snapshot();
+            if !self.pause(&mut backoff, futex_seen) {
+                // The recoverer claimed the word and stopped there: leave the stripe to the
+                // recovery of that recoverer.
+                return Err(now);
+            }
+        }
+    }
+
     /// Waits (within the back-off's time) until stripe `line` is not held; false on timeout.
     fn wait_for_stripe(&self, line: &StripeLine, backoff: &mut Backoff) -> bool {
         loop {
@@ -231,15 +280,13 @@ impl RawArray {
     }
 
     /// Hands back the stripes of `held` unwritten (a null publish: identity cleared, sequence
-    /// on by 2, sleepers woken), all but those in `skip`, which a recovery owns.
-    fn hand_back(&self, held: &Held, me: u64, skip: u32) {
+    /// on by 2, sleepers woken), all but those in `skip` and those whose identity a recovery
+    /// took over, which belong to it.
+    fn hand_back(&self, held: &Held, me: u64, mut skip: u32) {
         let lines = self.lines();
-        for (k, _) in held.held() {
-            if skip & (1 << k) == 0 {
-                let _ =
-                    lines[k]
-                        .writer
-                        .compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed);
+        for (k, s) in held.held() {
+            if skip & (1 << k) == 0 && self.swap_stripe_identity(&lines[k], s, me, 0).is_err() {
+                skip |= 1 << k;
             }
         }
         held.publish(lines, skip);
@@ -309,14 +356,10 @@ impl RawArray {
                 .fetch_max(now_ns(), Ordering::Relaxed);
         }
         let mut skip = 0u32;
-        for (k, _) in hold.held.held() {
-            // AcqRel, as for the array's identity word: its modification order decides who
-            // owns the stripe, this writer or a recoverer.
-            if lines[k]
-                .writer
-                .compare_exchange(holder, 0, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-            {
+        for (k, s) in hold.held.held() {
+            // Give the identity up first: a recovery claims this word before it takes the
+            // stripe over, so exactly one of the two wins; if it did, the stripe is its.
+            if self.swap_stripe_identity(&lines[k], s, holder, 0).is_err() {
                 skip |= 1 << k;
                 continue;
             }
@@ -541,6 +584,34 @@ mod tests {
             "stripe 1 left to the claim"
         );
         assert_eq!(a.lines()[1].writer.load(Ordering::Relaxed), 12345);
+    }
+
+    /// A claim made on a stale look and handed back (the recoverer found the stripe moved on)
+    /// does not cost the writer its stripe: it waits for the word and publishes as usual.
+    #[test]
+    fn a_claim_handed_back_leaves_the_write_to_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Arc::new(striped(dir.path()));
+        let me = ProcessId::current().to_word();
+        let version = a
+            .write_protocol_in(0..2 * STRIPE, true, |scope| {
+                a.lines()[1].writer.store(12345, Ordering::Relaxed);
+                let a = a.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(50));
+                    a.lines()[1].writer.store(me, Ordering::Relaxed);
+                });
+                scope.version()
+            })
+            .unwrap();
+        assert_eq!(version, 1);
+        assert_eq!(
+            a.lines()[1].seq.load(Ordering::Relaxed),
+            2,
+            "stripe 1 published"
+        );
+        assert_eq!(a.lines()[1].writer.load(Ordering::Relaxed), 0);
+        assert!(!a.is_torn());
     }
 
     /// Regions in every position map to the stripes of their first and last byte, and reads
