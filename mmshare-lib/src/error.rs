@@ -186,6 +186,52 @@ pub enum ReadError {
         /// The array's shape.
         shape: Vec<u64>,
     },
+    /// The region asked for is not one of the array.
+    #[error(transparent)]
+    Region(#[from] RegionError),
+}
+
+/// A region (one range of indices per leading axis) that does not fit the array, or data that
+/// does not fit the region.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegionError {
+    /// More ranges than the array has axes.
+    #[error("region gives {given} ranges but the array has {ndim} axes")]
+    TooManyAxes {
+        /// Ranges given.
+        given: usize,
+        /// Axes of the array.
+        ndim: usize,
+    },
+    /// A range that runs backwards or past its axis.
+    #[error("region's range {start}..{end} on axis {axis} is not inside 0..{len}")]
+    OutOfBounds {
+        /// The axis.
+        axis: usize,
+        /// The range's start.
+        start: u64,
+        /// The range's end.
+        end: u64,
+        /// The axis' length.
+        len: u64,
+    },
+    /// A region made for another array (of another shape or order).
+    #[error("region was made for an array of shape {made_for:?}, not this one of shape {shape:?}")]
+    OtherArray {
+        /// The shape it was made for.
+        made_for: Vec<u64>,
+        /// This array's shape.
+        shape: Vec<u64>,
+    },
+    /// A buffer of another size than the region.
+    #[error("buffer holds {got} elements but the region has {expected}")]
+    LengthMismatch {
+        /// Elements in the region.
+        expected: u64,
+        /// Elements given.
+        got: u64,
+    },
 }
 
 /// A write did not happen.
@@ -251,6 +297,9 @@ pub enum WriteError {
         /// The OS error, as text.
         error: String,
     },
+    /// The region given is not one of the array.
+    #[error(transparent)]
+    Region(#[from] RegionError),
 }
 
 /// No newer version was published in time.

@@ -17,6 +17,9 @@ pub enum Fault {
     SkipRecheck = 1,
     /// Writers publish the even sequence before writing the data.
     EarlyPublish = 2,
+    /// Writers do not look at the sequence again after recording their identity, so one
+    /// that stalled there past a takeover writes into a version it no longer holds.
+    SkipIdentityRecheck = 3,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -47,6 +50,11 @@ pub(crate) fn skip_recheck() -> bool {
 #[inline(always)]
 pub(crate) fn early_publish() -> bool {
     active(Fault::EarlyPublish)
+}
+
+#[inline(always)]
+pub(crate) fn skip_identity_recheck() -> bool {
+    active(Fault::SkipIdentityRecheck)
 }
 
 /// A step of making or opening an object that can fail, each checked by a fault-injection

@@ -88,7 +88,7 @@ pub use array::raw::{
     Access, ByteReader, ByteWriter, DEFAULT_TIMEOUT, Finish, RawArray, Recovery, Snapshot,
     WriteSession,
 };
-pub use array::{Array, ReadView, WriteView};
+pub use array::{Array, ReadView, Region, RegionRanges, RegionView, WriteView};
 #[doc(hidden)]
 pub use client::PendingWaitFor;
 pub use client::{
@@ -98,7 +98,9 @@ pub use client::{
 pub use dtype::{
     ALL_TIME_UNITS, Bool8, DType, DTypeError, DateTime64, Element, TimeDelta64, TimeUnit, units,
 };
-pub use error::{CreateError, OpenError, ReadError, StreamError, WaitTimeout, WriteError};
+pub use error::{
+    CreateError, OpenError, ReadError, RegionError, StreamError, WaitTimeout, WriteError,
+};
 #[cfg(feature = "fault-injection")]
 pub use fault::{Fault, fail_step, inject as inject_fault};
 pub use format::{ArraySpec, FormatError, MAX_PUBLISHERS, StallPolicy, StreamSpec};

@@ -239,7 +239,7 @@ impl Entry {
                 .and_then(|f| {
                     let whole = f.metadata()?.len() >= self.header.file_len();
                     Ok(if whole {
-                        mmshare::internal::peek_array_state(&f)?
+                        mmshare::internal::peek_array_state(&f, &self.header)?
                     } else {
                         (0, true)
                     })
@@ -286,8 +286,9 @@ struct State {
     /// Deleted objects that processes still map: their memory or disk is still taken, so it
     /// stays counted against their owners until no participant holds their data file.
     retired: Vec<Retired>,
-    /// Odd sequences seen with no writer recorded: name -> (sequence, first seen).
-    unidentified: HashMap<String, (u64, Instant)>,
+    /// Odd sequences seen with no writer recorded: (name, stripe) -> (sequence, first seen).
+    /// Stripe 0 of an array with one sequence is the array.
+    unidentified: HashMap<(String, u64), (u64, Instant)>,
     /// Open connections holding write access, per array name: each connection's peer process
     /// as the daemon sees it (pid in the daemon's namespace, start time), one entry per
     /// connection.
@@ -824,7 +825,7 @@ impl Registry {
         let name = &entry.header.name;
         state.arrays.remove(name);
         self.presence.deleted(&entry.header);
-        state.unidentified.remove(name);
+        state.unidentified.retain(|(n, _), _| n != name);
         state.recoveries.remove(name);
         let bytes = array_bytes(&entry.header);
         match data {
@@ -933,7 +934,7 @@ impl Registry {
                     source,
                 })?;
                 let raw = RawArray::from_file(file, Access::Read)?;
-                Ok((raw.header().clone(), id, raw.sequence() % 2 == 1))
+                Ok((raw.header().clone(), id, raw.write_in_progress()))
             });
             let (header, id, mid_write) = match opened {
                 Ok(x) => x,
@@ -1035,7 +1036,7 @@ impl Registry {
         };
         if !held::unused(open, ArrayOpen::in_use)
             || !open.intact(&entry.header)
-            || open.raw.sequence() % 2 == 1
+            || open.raw.write_in_progress()
         {
             return false;
         }
@@ -1795,10 +1796,10 @@ impl Registry {
                 }
                 continue;
             }
-            if open.raw.sequence() % 2 == 1 {
+            if open.raw.write_in_progress() {
                 self.recover(name, &open.raw, None, leased);
-            } else if leased {
-                self.lock().unidentified.remove(name);
+            } else {
+                self.lock().unidentified.retain(|(n, _), _| n != name);
             }
             if open.raw.heal_sleepers() {
                 info!(
@@ -1905,18 +1906,20 @@ impl Registry {
             if !open.intact(open.raw.header()) {
                 continue;
             }
+            // Only stripes that process is recorded on: someone else's write, or one not yet
+            // identified, is the periodic check's.
+            let held_by_it = |raw: &RawArray| {
+                (0..raw.stripes()).any(|k| {
+                    raw.stripe_state(k)
+                        .is_some_and(|(s, w)| s & 1 == 1 && w.is_some_and(|w| w.pid == pid))
+                })
+            };
             loop {
-                if open.raw.sequence() % 2 == 0 {
+                if !held_by_it(&open.raw) {
                     break;
                 }
-                match open.raw.writer() {
-                    Some(w) if w.pid == pid => {}
-                    _ => break, // someone else's write (or not yet identified): periodic check
-                }
-                if matches!(
-                    self.recover(name, &open.raw, Some(pid), true),
-                    Some(Recovery::Recovered { .. })
-                ) {
+                self.recover(name, &open.raw, Some(pid), true);
+                if !held_by_it(&open.raw) {
                     break;
                 }
                 if Instant::now() >= deadline {
@@ -1931,9 +1934,10 @@ impl Registry {
         }
     }
 
-    /// Recovers the array `name` (mapped by `raw`) if its recorded writer is positively dead; with no writer recorded,
-    /// takes the write side over once it has stayed so for `UNIDENTIFIED_GRACE` and no
-    /// connection holds write access (`leased`).
+    /// Recovers the array `name` (mapped by `raw`) where its recorded writer is positively
+    /// dead, stripe by stripe on a striped array (stripe 0 of an array with one sequence is
+    /// the array); only stripes recorded for `closed_pid` when it is given. Returns a
+    /// recovery if one was made, else the first other outcome.
     fn recover(
         &self,
         name: &String,
@@ -1941,41 +1945,75 @@ impl Registry {
         closed_pid: Option<u32>,
         leased: bool,
     ) -> Option<Recovery> {
-        match raw.recover_dead_writer_judged(|writer| self.judge(name, writer)) {
+        let mut outcome = None;
+        for k in 0..raw.stripes() {
+            let Some((s, writer)) = raw.stripe_state(k) else {
+                break;
+            };
+            if s & 1 == 0 || closed_pid.is_some_and(|pid| writer.is_none_or(|w| w.pid != pid)) {
+                continue;
+            }
+            match self.recover_stripe(name, raw, k, closed_pid, leased) {
+                Some(r @ Recovery::Recovered { .. }) => outcome = Some(r),
+                other => outcome = outcome.or(other),
+            }
+        }
+        // An unidentified stretch is over once its stripe is published.
+        self.lock()
+            .unidentified
+            .retain(|(n, k), _| n != name || raw.stripe_state(*k).is_some_and(|(s, _)| s & 1 == 1));
+        outcome
+    }
+
+    /// Recovers stripe `k` of the array `name` if its recorded writer is positively dead; with
+    /// no writer recorded, takes it over once it has stayed so for `UNIDENTIFIED_GRACE` and,
+    /// on an array with one sequence, no connection holds write access (`leased`). On a
+    /// striped array several writers at once are the normal case, so a lease says nothing
+    /// about which of them an unidentified stripe is: the grace period alone decides (a
+    /// writer stopped in that window loses its write, and finds out when it records itself).
+    fn recover_stripe(
+        &self,
+        name: &String,
+        raw: &RawArray,
+        k: u64,
+        closed_pid: Option<u32>,
+        leased: bool,
+    ) -> Option<Recovery> {
+        let key = (name.clone(), k);
+        let stripe = raw.is_striped().then_some(k);
+        match raw.recover_stripe_judged(k, |writer| self.judge(name, writer)) {
             Ok(r @ Recovery::Recovered { writer, version }) => {
                 warn!(
                     name,
+                    ?stripe,
                     writer_pid = writer.pid,
                     version,
-                    "writer died mid-write: array marked TORN and released"
+                    "writer died mid-write: marked TORN and released"
                 );
-                let mut state = self.lock();
-                state.unidentified.remove(name);
-                // Not for a name deleted meanwhile: a later array of that name starts at 0.
-                if state.arrays.contains_key(name) {
-                    *state.recoveries.entry(name.clone()).or_default() += 1;
-                }
+                self.count_recovery(name, &key);
                 Some(r)
             }
-            Ok(Recovery::WriterUnknown { .. }) if leased => {
+            Ok(Recovery::WriterUnknown { .. }) if leased && !raw.is_striped() => {
                 // A connected client holds write access: an unidentified write is most likely
                 // its own, between taking the write side and recording itself. Start the
                 // grace period afresh once the lease is gone.
-                self.lock().unidentified.remove(name);
+                self.lock().unidentified.remove(&key);
                 None
             }
-            Ok(Recovery::WriterUnknown { .. }) if raw.writer().is_some() => {
+            Ok(Recovery::WriterUnknown { .. })
+                if raw.stripe_state(k).is_some_and(|(_, w)| w.is_some()) =>
+            {
                 // A recorded writer whose liveness cannot be told: never taken over. Any
                 // unidentified stretch seen before is over (a write that is seen unidentified
                 // at its start and again at its publish, 2 s apart, is not one to take over).
-                self.lock().unidentified.remove(name);
+                self.lock().unidentified.remove(&key);
                 None
             }
             Ok(Recovery::WriterUnknown { sequence }) if closed_pid.is_none() => {
                 let mut state = self.lock();
                 let first = state
                     .unidentified
-                    .entry(name.clone())
+                    .entry(key.clone())
                     .or_insert((sequence, Instant::now()));
                 if first.0 != sequence {
                     *first = (sequence, Instant::now());
@@ -1984,19 +2022,17 @@ impl Registry {
                 if first.1.elapsed() < UNIDENTIFIED_GRACE {
                     return None;
                 }
-                state.unidentified.remove(name);
+                state.unidentified.remove(&key);
                 drop(state);
-                match raw.recover_unidentified_writer(sequence) {
+                match raw.recover_unidentified_stripe(k, sequence) {
                     Ok(r @ Recovery::Recovered { version, .. }) => {
                         warn!(
                             name,
+                            ?stripe,
                             version,
                             "a write stayed unidentified for 2 s: marked TORN and released"
                         );
-                        let mut state = self.lock();
-                        if state.arrays.contains_key(name) {
-                            *state.recoveries.entry(name.clone()).or_default() += 1;
-                        }
+                        self.count_recovery(name, &key);
                         Some(r)
                     }
                     Ok(other) => Some(other),
@@ -2007,13 +2043,23 @@ impl Registry {
                 }
             }
             Ok(other) => {
-                self.lock().unidentified.remove(name);
+                self.lock().unidentified.remove(&key);
                 Some(other)
             }
             Err(e) => {
                 error!(name, "recovery failed: {e}");
                 None
             }
+        }
+    }
+
+    /// Counts a recovery of `name` (stripe `key.1`) in its statistics.
+    fn count_recovery(&self, name: &String, key: &(String, u64)) {
+        let mut state = self.lock();
+        state.unidentified.remove(key);
+        // Not for a name deleted meanwhile: a later array of that name starts at 0.
+        if state.arrays.contains_key(name) {
+            *state.recoveries.entry(name.clone()).or_default() += 1;
         }
     }
 }

@@ -7,6 +7,7 @@
 //! - [`mapping`]: the shared mapping of an array file and typed access to its header words;
 //! - [`raw`]: [`RawArray`](raw::RawArray), the untyped handle that runs the protocol over bytes
 //!   (reads, writes, waits, dead-writer recovery);
+//! - [`region`]: boxes of an array's index space and where their bytes lie;
 //! - [`typed`]: [`Array<T>`](typed::Array), the typed handle users hold;
 //! - [`control`]: the array's control file, where sleepers count themselves;
 //! - [`create`]: making an array file (and its control file) atomically.
@@ -17,9 +18,11 @@ pub(crate) mod control;
 pub(crate) mod create;
 pub(crate) mod mapping;
 pub(crate) mod raw;
+pub(crate) mod region;
 pub(crate) mod seqlock;
 mod striped;
 pub(crate) mod stripes;
 mod typed;
 
-pub use typed::{Array, ReadView, WriteView};
+pub use region::{Region, RegionRanges};
+pub use typed::{Array, ReadView, RegionView, WriteView};

@@ -587,10 +587,26 @@ impl RawArray {
         full: bool,
         body: impl FnOnce(&WriteScope<'_>) -> R,
     ) -> Result<R, WriteError> {
+        self.write_protocol_covering(bytes, full, u32::MAX, body)
+    }
+
+    /// [`RawArray::write_protocol_in`], with `covered` limiting the stripes whose TORN mark
+    /// the write may clear to those it replaces whole (bit `k` for stripe `k`; a region with
+    /// gaps replaces fewer stripes than its span touches).
+    pub(crate) fn write_protocol_covering<R>(
+        &self,
+        bytes: std::ops::Range<u64>,
+        full: bool,
+        covered: u32,
+        body: impl FnOnce(&WriteScope<'_>) -> R,
+    ) -> Result<R, WriteError> {
         if !self.map.writable() {
             return Err(WriteError::ReadOnly);
         }
-        let (hold, holder) = self.acquire(bytes)?;
+        let (mut hold, holder) = self.acquire(bytes)?;
+        if let Hold::Stripes(h) = &mut hold {
+            h.restrict_covered(covered);
+        }
         let scope = WriteScope {
             array: self,
             hold,
@@ -705,64 +721,89 @@ impl RawArray {
     /// Release publish), so the CAS from 0 fails only while a recovery has claimed the word:
     /// see [`RawArray::swap_identity`].
     fn record_writer(&self, s: u64, me: ProcessId) -> Result<(), WriteError> {
-        self.swap_identity(s, 0, me.to_word())?;
-        // A writer that stalled between its sequence CAS and here for the 2 s after which an
-        // unidentified write is taken over finds the word free again once that recovery has
-        // published: the sequence tells. Hand the word back and stop before writing.
-        let now = self.sequence();
-        if now != s.wrapping_add(1) {
-            let _ = self.writer_word().compare_exchange(
-                me.to_word(),
-                0,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
-            return Err(WriteError::LostWriteSide {
+        self.record_writer_on(self.writer_word(), self.seq(), s, me.to_word())
+            .map_err(|found| WriteError::LostWriteSide {
                 sequence: s.wrapping_add(1),
-                found: now,
-            });
+                found,
+            })
+    }
+
+    /// Records identity `me` in `writer` for the sequence word `seq` (the array's or a
+    /// stripe's) just taken from even `s`; `Err` with the sequence found if the write side was
+    /// lost before that.
+    ///
+    /// A writer that stalled between its sequence CAS and here for the 2 s after which an
+    /// unidentified write is taken over finds the word free again once that recovery has
+    /// published: the sequence tells. It hands the word back and stops before writing.
+    pub(super) fn record_writer_on(
+        &self,
+        writer: &AtomicU64,
+        seq: &AtomicU64,
+        s: u64,
+        me: u64,
+    ) -> Result<(), u64> {
+        self.swap_identity_on(writer, seq, s, 0, me)?;
+        // Relaxed: the CAS above ordered this after the claim it could have lost to.
+        let now = seq.load(Ordering::Relaxed);
+        if now != s.wrapping_add(1) && !fault::skip_identity_recheck() {
+            let _ = writer.compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed);
+            return Err(now);
         }
         Ok(())
     }
 
     /// The holder of odd `s + 1` moves the identity word from `from` to `to` by CAS.
+    fn swap_identity(&self, s: u64, from: u64, to: u64) -> Result<(), WriteError> {
+        self.swap_identity_on(self.writer_word(), self.seq(), s, from, to)
+            .map_err(|found| WriteError::LostWriteSide {
+                sequence: s.wrapping_add(1),
+                found,
+            })
+    }
+
+    /// The holder of a sequence word `seq` (the array's, or a stripe's) at odd `s + 1` moves
+    /// its identity word `writer` from `from` to `to` by CAS; `Err` with the sequence found
+    /// when the write side was lost.
     ///
     /// The CAS fails only while a recovery has claimed the word. A claim is always followed
     /// by one of two things, so wait (within the handle's timeout) to see which:
     /// - the recovery takes the write side over (the sequence leaves `s + 1`): this writer
-    ///   lost it, and gets [`WriteError::LostWriteSide`];
+    ///   lost it;
     /// - the recovery finds the sequence moved (it claimed on a stale look: the same identity
     ///   word recorded again by a later write of the same process, an ABA) and hands the word
     ///   back as it found it: the CAS then succeeds.
     ///
     /// Deciding "lost" on the first failure would leave `s + 1` held by nobody.
-    fn swap_identity(&self, s: u64, from: u64, to: u64) -> Result<(), WriteError> {
+    pub(super) fn swap_identity_on(
+        &self,
+        writer: &AtomicU64,
+        seq: &AtomicU64,
+        s: u64,
+        from: u64,
+        to: u64,
+    ) -> Result<(), u64> {
         let held = s.wrapping_add(1);
-        let lost = |found| WriteError::LostWriteSide {
-            sequence: held,
-            found,
-        };
         let mut backoff = Backoff::new(self.timeout());
         loop {
             // AcqRel: the word's modification order decides who owns the write side (this
             // writer or a recoverer); the Release half also keeps this write's data stores
             // before a recoverer's successful claim of the word after our hand-over.
-            if self
-                .writer_word()
+            if writer
                 .compare_exchange(from, to, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
                 return Ok(());
             }
-            let now = self.sequence();
+            // Relaxed: the claim's outcome shows in the sequence; the CAS above decides.
+            let now = seq.load(Ordering::Relaxed);
             if now != held {
-                return Err(lost(now));
+                return Err(now);
             }
             let futex_seen = self.futex_snapshot();
-            if !backoff.pause(self.futex(), futex_seen, self.control.as_ref()) {
+            if !self.pause(&mut backoff, futex_seen) {
                 // A recoverer claimed the word and stopped there (it died): leave the write
                 // side to the recovery of that recoverer.
-                return Err(lost(now));
+                return Err(now);
             }
         }
     }
@@ -887,6 +928,12 @@ impl RawArray {
     /// disturbed), records itself as writer, sets TORN, and publishes `s + 3`, waking all
     /// waiters.
     ///
+    /// On a striped array this is done for every stripe held by a dead writer (each one marked
+    /// TORN, as [`RawArray::recover_stripe_judged`] does), and the answer sums them up: the
+    /// last recovery if there was one, else the first stripe whose writer is unknown (with
+    /// that stripe's sequence), else the first live writer, else [`Recovery::NotHeld`]. A
+    /// caller that watches unidentified stripes asks stripe by stripe instead.
+    ///
     /// # Errors
     /// [`WriteError::ReadOnly`] on a read-only handle.
     pub fn recover_dead_writer(&self) -> Result<Recovery, WriteError> {
@@ -904,20 +951,51 @@ impl RawArray {
         &self,
         judge: impl Fn(ProcessId) -> Liveness,
     ) -> Result<Recovery, WriteError> {
+        if !self.is_striped() {
+            return self.recover_stripe_judged(0, &judge);
+        }
+        let (mut recovered, mut unknown, mut alive) = (None, None, None);
+        for k in 0..self.stripes() {
+            match self.recover_stripe_judged(k, &judge)? {
+                r @ Recovery::Recovered { .. } => recovered = Some(r),
+                r @ Recovery::WriterUnknown { .. } => unknown = unknown.or(Some(r)),
+                r @ Recovery::WriterAlive(_) => alive = alive.or(Some(r)),
+                Recovery::NotHeld => {}
+            }
+        }
+        Ok(recovered.or(unknown).or(alive).unwrap_or(Recovery::NotHeld))
+    }
+
+    /// [`RawArray::recover_dead_writer_judged`] for one stripe of a striped array (for an
+    /// array with one sequence, stripe 0 is the array): if stripe `stripe` is held by a
+    /// writer `judge` finds dead, takes it over, marks it TORN, counts the recovery as a new
+    /// version and publishes the stripe. [`Recovery::WriterUnknown`] carries the stripe's own
+    /// sequence. A stripe number past the last is [`Recovery::NotHeld`].
+    ///
+    /// # Errors
+    /// [`WriteError::ReadOnly`] on a read-only handle.
+    pub fn recover_stripe_judged(
+        &self,
+        stripe: u64,
+        judge: impl Fn(ProcessId) -> Liveness,
+    ) -> Result<Recovery, WriteError> {
         if !self.map.writable() {
             return Err(WriteError::ReadOnly);
         }
+        let Some((seq, writer_word)) = self.stripe_words(stripe) else {
+            return Ok(Recovery::NotHeld);
+        };
         let me = ProcessId::current();
         // A lost race below means the state changed under us; look again (a few times at most:
         // each retry means another process made progress).
         for _ in 0..4 {
             // Acquire: synchronizes with the last publish (the holder's CAS continues its release
             // sequence), so the writer word below is the holder's or 0, never an older one.
-            let s = self.seq().load(Ordering::Acquire);
+            let s = seq.load(Ordering::Acquire);
             if s & 1 == 0 {
                 return Ok(Recovery::NotHeld);
             }
-            let word = self.writer_word().load(Ordering::Acquire);
+            let word = writer_word.load(Ordering::Acquire);
             let Some(writer) = ProcessId::from_word(word) else {
                 return Ok(Recovery::WriterUnknown { sequence: s });
             };
@@ -929,52 +1007,81 @@ impl RawArray {
                 Liveness::Unknown => return Ok(Recovery::WriterUnknown { sequence: s }),
                 Liveness::Dead => {}
             }
-            if let Some(version) = self.take_over(s, word, me) {
+            if let Some(version) = self.take_over(stripe, s, word, me) {
                 return Ok(Recovery::Recovered { writer, version });
             }
         }
         Ok(Recovery::WriterUnknown {
-            sequence: self.sequence(),
+            sequence: seq.load(Ordering::Relaxed),
         })
     }
 
-    /// The recovery itself, once the holder of odd `s` (identity `word`, 0 if none) is judged
-    /// gone: claims the identity word, takes the write side over (`s` to `s + 2`), marks TORN
-    /// and publishes `s + 3`. Returns the published version, or `None` if the state changed
-    /// first (another recoverer claimed the word, or the holder recorded itself or published).
-    fn take_over(&self, s: u64, word: u64, me: ProcessId) -> Option<u64> {
+    /// The sequence and identity words of stripe `stripe` (of the array itself when it has
+    /// one sequence and `stripe` is 0); `None` past the last stripe.
+    fn stripe_words(&self, stripe: u64) -> Option<(&AtomicU64, &AtomicU64)> {
+        if !self.is_striped() {
+            return (stripe == 0).then(|| (self.seq(), self.writer_word()));
+        }
+        let line = self.lines().get(usize::try_from(stripe).ok()?)?;
+        Some((&line.seq, &line.writer))
+    }
+
+    /// Stripe `stripe`'s sequence (odd while held) and recorded holder, right now; for an
+    /// array with one sequence, stripe 0 is the array's sequence and writer. `None` past the
+    /// last stripe.
+    pub fn stripe_state(&self, stripe: u64) -> Option<(u64, Option<ProcessId>)> {
+        let (seq, writer) = self.stripe_words(stripe)?;
+        // Relaxed: a momentary value, for deciding whether to look closer.
+        Some((
+            seq.load(Ordering::Relaxed),
+            ProcessId::from_word(writer.load(Ordering::Relaxed)),
+        ))
+    }
+
+    /// Whether a write is in progress right now: the sequence is odd, or, on a striped
+    /// array, some stripe's is.
+    pub fn write_in_progress(&self) -> bool {
+        (0..self.stripes()).any(|k| self.stripe_state(k).is_some_and(|(s, _)| s & 1 == 1))
+    }
+
+    /// The recovery itself, once the holder of stripe `stripe` at odd `s` (identity `word`, 0
+    /// if none) is judged gone: claims the identity word, takes the write side over (`s` to
+    /// `s + 2`), marks TORN, and publishes `s + 3`; on a striped array it counts the
+    /// recovery in the generation before publishing. Returns the published version, or
+    /// `None` if the state changed first (another recoverer claimed the word, or the holder
+    /// recorded itself or published).
+    fn take_over(&self, stripe: u64, s: u64, word: u64, me: ProcessId) -> Option<u64> {
+        let (seq, writer) = self.stripe_words(stripe)?;
         // Claim the identity: of several recoverers, exactly one replaces it with its own; the
         // others then see a live recoverer and leave it alone. The holder's own CASes on this
         // word (recording itself, giving it up before publishing) fail from now on, so it can
         // no longer publish or change the flags.
-        self.writer_word()
+        writer
             .compare_exchange(word, me.to_word(), Ordering::AcqRel, Ordering::Relaxed)
             .ok()?;
         // Take the write side over: odd `s` to odd `s + 2`. Only the claimant gets here and the
         // holder cannot publish any more, so this fails only if the sequence moved before the
         // claim (the holder published): then there is nothing to recover. Acquire: see the
         // holder's stores before overwriting state.
-        if self
-            .seq()
+        if seq
             .compare_exchange(s, s.wrapping_add(2), Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
             // The claim was made on a stale look (the holder published, and the word we
             // claimed may already be a later holder's: the same process records the same
             // word). Hand it back exactly as found; that holder waits for this in
-            // `swap_identity`.
-            let _ = self.writer_word().compare_exchange(
-                me.to_word(),
-                word,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
+            // `swap_identity_on`.
+            let _ =
+                writer.compare_exchange(me.to_word(), word, Ordering::AcqRel, Ordering::Relaxed);
             return None;
         }
         // Release fence: the TORN store below cannot become visible before `s + 2`, so a reader
         // that validated an older version never sees it (pairs with the reader's Acquire fence
         // in `read_validate`, as for writers).
         fence(Ordering::Release);
+        if self.is_striped() {
+            return Some(self.publish_recovered_stripe(stripe as usize, s, me.to_word()));
+        }
         // Only the claimant publishes `s + 3`: it holds the identity word and `s + 2`.
         self.publish(s.wrapping_add(1), false, true, me.to_word())
             .ok()
@@ -991,23 +1098,47 @@ impl RawArray {
     ///
     /// Does nothing (returns [`Recovery::NotHeld`]) unless the sequence still equals
     /// `sequence` and no writer is recorded; if a writer recorded itself meanwhile, defers to
-    /// [`RawArray::recover_dead_writer`].
+    /// [`RawArray::recover_dead_writer`]. On a striped array, whose stripes each have a
+    /// sequence, use [`RawArray::recover_unidentified_stripe`]; this returns `NotHeld`.
     ///
     /// # Errors
     /// [`WriteError::ReadOnly`] on a read-only handle.
     pub fn recover_unidentified_writer(&self, sequence: u64) -> Result<Recovery, WriteError> {
+        if self.is_striped() {
+            if !self.map.writable() {
+                return Err(WriteError::ReadOnly);
+            }
+            return Ok(Recovery::NotHeld);
+        }
+        self.recover_unidentified_stripe(0, sequence)
+    }
+
+    /// [`RawArray::recover_unidentified_writer`] for stripe `stripe` of a striped array (for
+    /// an array with one sequence, stripe 0 is the array), whose own sequence the caller saw
+    /// at `sequence` with no writer recorded.
+    ///
+    /// # Errors
+    /// [`WriteError::ReadOnly`] on a read-only handle.
+    pub fn recover_unidentified_stripe(
+        &self,
+        stripe: u64,
+        sequence: u64,
+    ) -> Result<Recovery, WriteError> {
         if !self.map.writable() {
             return Err(WriteError::ReadOnly);
         }
-        if sequence & 1 == 0 || self.seq().load(Ordering::Acquire) != sequence {
+        let Some((seq, writer)) = self.stripe_words(stripe) else {
+            return Ok(Recovery::NotHeld);
+        };
+        if sequence & 1 == 0 || seq.load(Ordering::Acquire) != sequence {
             return Ok(Recovery::NotHeld);
         }
         // A writer recorded itself after all: its liveness is for the caller to judge
         // (`recover_dead_writer` or the `_judged` variant), not for this unconditional takeover.
-        if self.writer_word().load(Ordering::Acquire) != 0 {
+        if writer.load(Ordering::Acquire) != 0 {
             return Ok(Recovery::WriterUnknown { sequence });
         }
-        match self.take_over(sequence, 0, ProcessId::current()) {
+        match self.take_over(stripe, sequence, 0, ProcessId::current()) {
             Some(version) => Ok(Recovery::Recovered {
                 writer: ProcessId {
                     pid: 0,
@@ -1016,7 +1147,9 @@ impl RawArray {
                 version,
             }),
             // The holder recorded itself (its liveness is the caller's to judge) or published.
-            None if self.sequence() == sequence => Ok(Recovery::WriterUnknown { sequence }),
+            None if seq.load(Ordering::Relaxed) == sequence => {
+                Ok(Recovery::WriterUnknown { sequence })
+            }
             None => Ok(Recovery::NotHeld),
         }
     }
@@ -1492,16 +1625,30 @@ pub(crate) fn read_word_at(file: &File, at: u64) -> std::io::Result<u64> {
     Ok(u64::from_le_bytes(b))
 }
 
-/// An array file's version and TORN flag, read with `pread` from its header, without mapping
-/// it (the daemon describes arrays nobody uses this way). A momentary value, as
+/// An array file's version and TORN flag (any stripe's, when `header`, the file's own, is
+/// striped), read with `pread` from its header, without mapping it (the daemon describes
+/// arrays nobody uses this way). A momentary value, as
 /// [`RawArray::version`] and [`RawArray::is_torn`] are; the header itself is not validated.
 ///
 /// # Errors
 /// The OS error of the read.
-pub fn peek_array_state(file: &File) -> std::io::Result<(u64, bool)> {
+pub fn peek_array_state(file: &File, header: &Header) -> std::io::Result<(u64, bool)> {
     let sequence = read_word_at(file, offsets::SEQUENCE as u64)?;
-    let flags = read_word_at(file, offsets::FLAGS as u64)? as u32;
-    Ok((sequence / 2, flags & FLAG_TORN != 0))
+    let stripes = crate::format::stripe_count(header.data_len, header.stripe_bytes);
+    let torn = if header.stripe_bytes == 0 {
+        read_word_at(file, offsets::FLAGS as u64)? as u32 & FLAG_TORN != 0
+    } else {
+        // Each stripe's TORN bit, in its line of the stripe table: the little-endian word at
+        // STRIPE_FUTEX holds FUTEX_k (low half) and FLAGS_k (high half).
+        let mut torn = false;
+        for k in 0..stripes {
+            let line = (offsets::STRIPES + k as usize * offsets::STRIPE_LINE) as u64;
+            let word = read_word_at(file, line + offsets::STRIPE_FUTEX as u64)?;
+            torn |= (word >> 32) as u32 & FLAG_TORN != 0;
+        }
+        torn
+    };
+    Ok((sequence / 2, torn))
 }
 
 /// Async waiting for a new version (feature `async`, or `tokio`).
@@ -1951,7 +2098,7 @@ mod tests {
         let (s, holder) = live.acquire_write_as(a).unwrap();
         assert_eq!((s, live.sequence()), (0, 1));
         // What `recover_dead_writer` does once liveness says Dead.
-        assert_eq!(recoverer.take_over(1, holder, b), Some(2));
+        assert_eq!(recoverer.take_over(0, 1, holder, b), Some(2));
         assert_eq!(live.sequence(), 4);
         assert!(live.is_torn());
         // A third writer takes the write side and is mid-write when the live one publishes.
@@ -1994,7 +2141,7 @@ mod tests {
                 pid: 1,
                 start_time: 7,
             };
-            assert_eq!(other.take_over(1, holder, recoverer), Some(2));
+            assert_eq!(other.take_over(0, 1, holder, recoverer), Some(2));
             seen.push(other.sequence());
             // A whole write by someone else clears TORN while the loser still "writes".
             other.write_bytes(0, &[5; 16]).unwrap();
@@ -2039,7 +2186,7 @@ mod tests {
         assert_eq!(w.publish(s0, true, false, h), Ok(1));
         let (s1, h1) = w.acquire_write_as(a).unwrap();
         assert_eq!((h1, w.sequence()), (h, 3));
-        assert_eq!(recoverer.take_over(stale, h, b), None);
+        assert_eq!(recoverer.take_over(0, stale, h, b), None);
         assert_eq!(w.writer(), Some(a), "the claimed word was not handed back");
         assert_eq!(w.publish(s1, true, false, h1), Ok(2));
         assert_eq!((w.sequence(), w.writer()), (4, None));
@@ -2100,6 +2247,7 @@ mod tests {
         assert_eq!(try_begin_write(w.seq()), Ok(0));
         assert_eq!(
             recoverer.take_over(
+                0,
                 1,
                 0,
                 ProcessId {
@@ -2128,10 +2276,10 @@ mod tests {
         let path = make(dir.path(), 8);
         let w = RawArray::open(&path, Access::Write).unwrap();
         let (s, holder) = w.acquire_write().unwrap();
-        assert_eq!(w.take_over(1, holder ^ 1, ProcessId::current()), None);
+        assert_eq!(w.take_over(0, 1, holder ^ 1, ProcessId::current()), None);
         assert_eq!(w.sequence(), 1);
         assert_eq!(w.publish(s, true, false, holder), Ok(1));
-        assert_eq!(w.take_over(1, 0, ProcessId::current()), None);
+        assert_eq!(w.take_over(0, 1, 0, ProcessId::current()), None);
         assert_eq!((w.sequence(), w.writer()), (2, None));
         assert!(!w.is_torn());
     }
@@ -2205,7 +2353,7 @@ mod tests {
             pid: 1,
             start_time: 7,
         };
-        assert_eq!(w.take_over(5, holder, recoverer), Some(4));
+        assert_eq!(w.take_over(0, 5, holder, recoverer), Some(4));
         assert!(w.is_torn(), "a recovery of a torn array cleared TORN");
         w.write_stream(|bw| {
             bw.write_at(0, &[1; 8]);
@@ -2274,7 +2422,7 @@ mod tests {
             pid: 1,
             start_time: 7,
         };
-        assert_eq!(w.take_over(3, holder, recoverer), Some(3));
+        assert_eq!(w.take_over(0, 3, holder, recoverer), Some(3));
         assert_eq!(w.futex().load(Ordering::Relaxed), before.wrapping_add(2));
     }
 

@@ -7,6 +7,7 @@ use std::ops::Deref;
 use std::path::Path;
 
 use crate::array::raw::{Access, RawArray, Snapshot, WriteScope};
+use crate::array::region::{Region, RegionRanges};
 use crate::array::seqlock;
 use crate::dtype::{DType, Element};
 use crate::error::{OpenError, ReadError, WriteError};
@@ -288,6 +289,126 @@ impl<T: Element> Array<T> {
     }
 }
 
+/// Regions: boxes of the index space, one range per leading axis (axes left out are whole),
+/// as NumPy's `a[100:200, :]`: `&[100..200, 0..4]`, or `100..200` for rows (see
+/// [`RegionRanges`]). In a striped array (created with stripes) a region's read
+/// validates, and its write takes, only the stripes the region lies in, so readers and writers
+/// of other regions do not wait for each other; in any array they copy only the region.
+impl<T: Element> Array<T> {
+    /// A consistent copy of `region`, shaped as the region (in this array's memory order),
+    /// and what it saw: the version is a lower bound in a striped array (every write it counts
+    /// is in the copy; see [`RawArray::read_region_bytes`]).
+    ///
+    /// # Example
+    /// ```
+    /// use mmshare::{create_array_file, Access, Array, ArraySpec, DType};
+    /// let dir = tempfile::tempdir()?;
+    /// let mut spec = ArraySpec::new("m", DType::U32, vec![1024, 16]);
+    /// spec.stripes = 8; // 128 rows per stripe
+    /// let (path, _) = create_array_file(dir.path(), &spec)?;
+    /// let a = Array::<u32>::open(&path, Access::Write)?;
+    /// a.write_region(100..200, |rows| {
+    ///     for i in 0..rows.len() {
+    ///         rows.set(i, i as u32);
+    ///     }
+    /// })?;
+    /// let (block, _) = a.read_region(&[150..152, 4..6])?;
+    /// assert_eq!(block.shape(), [2, 2]);
+    /// assert_eq!(block[[1, 0]], 16 * 51 + 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`ReadError::Region`] for a region not inside the array, [`ReadError::OutOfMemory`],
+    /// [`ReadError::ShapeTooLarge`], [`ReadError::Torn`], [`ReadError::Timeout`].
+    pub fn read_region(
+        &self,
+        region: impl RegionRanges,
+    ) -> Result<(ndarray::ArrayD<T>, Snapshot), ReadError> {
+        use ndarray::ShapeBuilder;
+        let region = self.raw.region(region)?;
+        let too_large = || ReadError::ShapeTooLarge {
+            shape: region.shape().to_vec(),
+        };
+        let dims = region
+            .shape()
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| too_large()))
+            .collect::<Result<Vec<usize>, _>>()?;
+        let n = usize::try_from(region.len()).map_err(|_| too_large())?;
+        let mut v = Vec::new();
+        v.try_reserve_exact(n).map_err(|_| ReadError::OutOfMemory {
+            bytes: region.byte_len(),
+        })?;
+        v.resize(n, T::zeroed());
+        let snap = self
+            .raw
+            .read_region_bytes(&region, bytemuck::cast_slice_mut(&mut v))?;
+        let shape = ndarray::IxDyn(&dims).set_f(self.order() == Order::F);
+        let data = ndarray::ArrayD::from_shape_vec(shape, v).map_err(|_| too_large())?;
+        Ok((data, snap))
+    }
+
+    /// Copies `region` into `dst` (its elements in this array's memory order) as one
+    /// consistent snapshot.
+    ///
+    /// # Errors
+    /// [`ReadError::Region`] for a region not inside the array or a `dst` of another size,
+    /// [`ReadError::Torn`], [`ReadError::Timeout`].
+    pub fn read_region_into(
+        &self,
+        region: impl RegionRanges,
+        dst: &mut [T],
+    ) -> Result<Snapshot, ReadError> {
+        let region = self.raw.region(region)?;
+        self.raw
+            .read_region_bytes(&region, bytemuck::cast_slice_mut(dst))
+    }
+
+    /// Takes the write side of `region` only (in a striped array: its stripes), runs `f` on
+    /// a view of its elements, and publishes a new version. Element `i` of the view is the
+    /// region's `i`-th element in this array's memory order.
+    ///
+    /// As for [`Array::write_with`]: a panic in `f` publishes the region's stripes TORN, and
+    /// the write clears TORN (on the stripes the region covers whole) only if `f` calls
+    /// [`RegionView::clear_torn`] or [`RegionView::fill`].
+    ///
+    /// # Errors
+    /// [`WriteError::Region`] for a region not inside the array, [`WriteError::ReadOnly`],
+    /// [`WriteError::Timeout`]; `f` did not run. [`WriteError::LostWriteSide`]: it ran, and
+    /// was not published.
+    pub fn write_region<R>(
+        &self,
+        region: impl RegionRanges,
+        f: impl FnOnce(&RegionView<'_, T>) -> R,
+    ) -> Result<R, WriteError> {
+        let region = self.raw.region(region)?;
+        self.raw.write_region_protocol(&region, false, |scope| {
+            f(&RegionView {
+                scope,
+                region: &region,
+                len: region.len() as usize,
+                _element: PhantomData,
+            })
+        })
+    }
+
+    /// Replaces `region` with `src` (its elements in this array's memory order) and
+    /// publishes; clears TORN on the stripes it replaces whole. Returns the version.
+    ///
+    /// # Errors
+    /// [`WriteError::Region`], [`WriteError::ReadOnly`], [`WriteError::Timeout`].
+    pub fn write_region_from(
+        &self,
+        region: impl RegionRanges,
+        src: &[T],
+    ) -> Result<u64, WriteError> {
+        let region = self.raw.region(region)?;
+        self.raw
+            .write_region_bytes(&region, bytemuck::cast_slice(src))
+    }
+}
+
 /// A read-only view of the live mapping inside [`Array::read_with`]. Each `get` is an atomic
 /// load; nothing here is a reference into shared memory.
 pub struct ReadView<'a, T> {
@@ -459,6 +580,123 @@ impl<T: Element> WriteView<'_, T> {
 impl<T> fmt::Debug for WriteView<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WriteView").field("len", &self.len).finish()
+    }
+}
+
+/// A writable view of a region inside [`Array::write_region`]: element `i` is the region's
+/// `i`-th in the array's memory order. Each access is atomic; nothing here is a reference into
+/// shared memory.
+pub struct RegionView<'a, T> {
+    scope: &'a WriteScope<'a>,
+    region: &'a Region,
+    len: usize,
+    _element: PhantomData<fn() -> T>,
+}
+
+impl<T: Element> RegionView<'_, T> {
+    /// Number of elements in the region.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the region is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The region's extent on each axis.
+    pub fn shape(&self) -> &[u64] {
+        self.region.shape()
+    }
+
+    /// The version this write will publish.
+    pub fn version(&self) -> u64 {
+        self.scope.version()
+    }
+
+    /// Calls `f` with each piece of the elements `start..start + count` that lies in one run:
+    /// its data offset and its first element's index.
+    fn pieces(&self, start: usize, count: usize, mut f: impl FnMut(usize, usize, usize)) {
+        assert!(
+            start.checked_add(count).is_some_and(|e| e <= self.len),
+            "range {start}..{} out of bounds for a region of {} elements",
+            start.saturating_add(count),
+            self.len
+        );
+        let size = size_of::<T>();
+        // A run holds whole elements: it is a whole number of steps of an axis.
+        let per_run = (self.region.run_len() as usize / size.max(1)).max(1);
+        let (mut i, end) = (start, start + count);
+        while i < end {
+            let (run, within) = (i / per_run, i % per_run);
+            let n = (per_run - within).min(end - i);
+            let at = self.region.run_start(run as u64) as usize + within * size;
+            f(at, i, n);
+            i += n;
+        }
+    }
+
+    /// Element `i` as it is now (this write's stores included).
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn get(&self, i: usize) -> T {
+        let mut v = T::zeroed();
+        self.pieces(i, 1, |at, _, _| {
+            // SAFETY: inside the region, which lies in the data area; its stripes are held.
+            unsafe {
+                seqlock::load_bytes(self.scope.data_ptr(), at, bytemuck::bytes_of_mut(&mut v))
+            };
+        });
+        v
+    }
+
+    /// Sets element `i`.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn set(&self, i: usize, value: T) {
+        self.copy_from(i, std::slice::from_ref(&value));
+    }
+
+    /// Writes `src` at elements `start..start + src.len()` of the region.
+    ///
+    /// # Panics
+    /// If the range is out of bounds.
+    pub fn copy_from(&self, start: usize, src: &[T]) {
+        self.pieces(start, src.len(), |at, i, n| {
+            let part = &src[i - start..i - start + n];
+            // SAFETY: as for `get`; the region's stripes are held for writing.
+            unsafe { seqlock::store_bytes(self.scope.data_ptr(), at, bytemuck::cast_slice(part)) };
+        });
+    }
+
+    /// Sets every element of the region to `value`, and clears TORN on the stripes it
+    /// replaces whole.
+    pub fn fill(&self, value: T) {
+        const CHUNK: usize = 4096;
+        let buf = vec![value; CHUNK.min(self.len)];
+        let mut start = 0;
+        while start < self.len {
+            let n = CHUNK.min(self.len - start);
+            self.copy_from(start, &buf[..n]);
+            start += n;
+        }
+        self.clear_torn();
+    }
+
+    /// Declares that this write replaced every element of the region, so publishing it clears
+    /// the TORN marks of the stripes it covers whole.
+    pub fn clear_torn(&self) {
+        self.scope.set_clear_torn();
+    }
+}
+
+impl<T> fmt::Debug for RegionView<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegionView")
+            .field("shape", &self.region.shape())
+            .finish()
     }
 }
 
