@@ -808,10 +808,16 @@ fn page_in_order<'a>(
 /// An array file's length: the header page, the data padded to 8 bytes, and a record
 /// dtype's extension area (docs/FORMAT.md).
 fn array_len(a: &ArrayInfo) -> u64 {
+    // A record dtype, then the stripe size of a striped array.
     let records = mmshare::DType::parse(&a.dtype)
         .ok()
-        .and_then(|d| mmshare::format::dtype_extension(&d));
-    a.data_offset + a.data_len.next_multiple_of(8) + extensions_len(records.into_iter().collect())
+        .and_then(|d| mmshare::format::dtype_extension(&d))
+        .into_iter()
+        .chain((a.stripe_bytes != 0).then(|| mmshare::format::Extension {
+            tag: mmshare::format::EXTENSION_STRIPES,
+            value: a.stripe_bytes.to_le_bytes().to_vec(),
+        }));
+    a.data_offset + a.data_len.next_multiple_of(8) + extensions_len(records.collect())
 }
 
 /// The bytes an extension area of `records` takes in the file.
@@ -950,6 +956,7 @@ mod tests {
             backing: Backing::Memory,
             mode: 0o640,
             exist_ok: false,
+            stripes: 0,
         });
         let stream = encode(&Request::CreateStream {
             name: "s".into(),
@@ -1005,6 +1012,7 @@ mod tests {
             backing: Backing::Memory,
             mode: 0o600,
             exist_ok: false,
+            stripes: 0,
         });
         let (fed, files) = h.feed_keeping(&create, creds(2));
         h.hold(&fed.response, files).unwrap();
@@ -1053,6 +1061,7 @@ mod tests {
             backing: Backing::File,
             mode: 0o600,
             exist_ok: false,
+            stripes: 0,
         });
         let fed = h.feed(&create, creds(0));
         assert!(matches!(

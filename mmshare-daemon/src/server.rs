@@ -785,7 +785,10 @@ fn dispatch(
             backing,
             mode,
             exist_ok,
-        } => match registry.create(who, &name, &dtype, &shape, order, backing, mode, exist_ok) {
+            stripes,
+        } => match registry.create(
+            who, &name, &dtype, &shape, order, backing, mode, exist_ok, stripes,
+        ) {
             Ok((info, file, control)) => (
                 Response::Array(info),
                 std::iter::once(file).chain(control).collect(),

@@ -49,6 +49,7 @@ fn create(kind: &str, name: &str, backing: Backing) -> Request {
             backing,
             mode: 0o600,
             exist_ok: false,
+            stripes: 2,
         },
         _ => Request::CreateStream {
             name: name.into(),

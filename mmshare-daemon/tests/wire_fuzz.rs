@@ -412,6 +412,8 @@ fn request(rng: &mut Rng, flavor: Flavor) -> Request {
             backing: Backing::Memory,
             mode: *rng.pick(MODES),
             exist_ok: false,
+            // Striped, or the daemon's choice (striped too at these sizes).
+            stripes: *rng.pick(&[0, 2, 32]),
         };
     }
     if crowd && rng.chance(8) {
@@ -453,6 +455,7 @@ fn request(rng: &mut Rng, flavor: Flavor) -> Request {
                 backing,
                 mode: *rng.pick(MODES),
                 exist_ok: rng.chance(2),
+                stripes: *rng.pick(&[0, 1, 4]),
             }
         };
     }
@@ -469,6 +472,8 @@ fn request(rng: &mut Rng, flavor: Flavor) -> Request {
             backing,
             mode: *rng.pick(MODES),
             exist_ok: rng.chance(2),
+            // Out of range (33, u32::MAX) included: refused by name.
+            stripes: *rng.pick(&[0, 0, 1, 2, 7, 32, 33, u32::MAX]),
         },
         4 => Request::Open {
             name,

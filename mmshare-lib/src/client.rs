@@ -820,6 +820,8 @@ pub struct CreateOptions {
     pub mode: u32,
     /// Return the existing array if one with the same dtype, shape and order exists.
     pub exist_ok: bool,
+    /// Stripes (default 0: the daemon chooses from the size; see [`CreateOptions::stripes`]).
+    pub stripes: u32,
 }
 
 impl CreateOptions {
@@ -833,7 +835,19 @@ impl CreateOptions {
             backing: Backing::File,
             mode: 0o600,
             exist_ok: false,
+            stripes: 0,
         }
+    }
+
+    /// How many stripes, each with its own seqlock, the array is divided into along its
+    /// outermost axis in memory, so that writers of different regions run at once and
+    /// readers of a region are not held up by writes elsewhere: 1 for one sequence, 2 to 32
+    /// for that many (whole slabs each: an array may get fewer), 0 (the default) to let the
+    /// daemon choose (one sequence below 1 MiB; above, stripes of at least 64 KiB, up to 32).
+    /// `exist_ok` does not compare it.
+    pub fn stripes(mut self, stripes: u32) -> Self {
+        self.stripes = stripes;
+        self
     }
 
     /// Backed by the daemon's tmpfs directory instead of its storage directory.
@@ -1121,6 +1135,7 @@ impl Client {
             backing: options.backing,
             mode: options.mode,
             exist_ok: options.exist_ok,
+            stripes: options.stripes,
         };
         let (info, fd, control) = self.call_for_array(&request)?;
         self.shared(info, (fd, control), Access::Write)

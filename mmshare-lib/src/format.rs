@@ -120,6 +120,23 @@ pub fn choose_stripe_bytes(dtype: &DType, shape: &[u64], order: Order, wanted: u
     }
 }
 
+/// Below this size an array gets one sequence unless its creator asks for stripes.
+pub const STRIPED_FROM_BYTES: u64 = 1 << 20;
+
+/// The smallest stripe the default choice makes.
+pub const MIN_DEFAULT_STRIPE: u64 = 64 << 10;
+
+/// The stripe count a creator that does not choose gets for `data_len` bytes: 1 below
+/// [`STRIPED_FROM_BYTES`]; above, as many as make stripes of at least [`MIN_DEFAULT_STRIPE`],
+/// up to [`MAX_STRIPES`]. A striped whole-array write costs a compare-and-swap per stripe more
+/// than a single seqlock, nothing against copying a mebibyte.
+pub fn default_stripes(data_len: u64) -> u32 {
+    if data_len < STRIPED_FROM_BYTES {
+        return 1;
+    }
+    (data_len / MIN_DEFAULT_STRIPE).min(u64::from(MAX_STRIPES)) as u32
+}
+
 fn gcd(mut a: u64, mut b: u64) -> u64 {
     while b != 0 {
         (a, b) = (b, a % b);
@@ -855,6 +872,16 @@ pub enum FormatError {
         /// Bytes per frame.
         frame_len: u64,
     },
+    /// An array whose header, data and extension records together do not fit in a file.
+    #[error(
+        "{data_len} bytes of data and {records} bytes of extension records (a stripe size, a record descr) do not fit in a file of at most 2^63 - 1 bytes with the 4096-byte header; ask for one sequence (stripes 1) or a smaller shape"
+    )]
+    ArrayTooLarge {
+        /// Bytes of data.
+        data_len: u64,
+        /// Bytes the extension area takes.
+        records: u64,
+    },
     /// The file is shorter than the data it declares.
     #[error(
         "file is {size} bytes but its header needs {needed} (data offset + padded data length)"
@@ -899,7 +926,9 @@ impl Header {
     /// Builds the header for a new array, validating name, shape and mode.
     ///
     /// # Errors
-    /// [`FormatError::BadName`], [`FormatError::BadShape`] or [`FormatError::BadMode`].
+    /// [`FormatError::BadName`], [`FormatError::BadShape`], [`FormatError::BadMode`],
+    /// [`FormatError::BadStripes`], or [`FormatError::ArrayTooLarge`] when the extension
+    /// records push the file past 2^63 - 1 bytes.
     pub fn new(spec: &ArraySpec) -> Result<Header, FormatError> {
         let mut header = Self::build(spec, Kind::Array)?;
         if spec.stripes > MAX_STRIPES {
@@ -909,6 +938,17 @@ impl Header {
         header.stripe_bytes = stripes_from_extensions(&records, header.kind, header.data_len)?;
         header.set_extensions(&records);
         debug_assert_eq!(records, header.array_extensions());
+        let area = padded_len(u64::from(header.extension.len));
+        if header
+            .extension_offset()
+            .checked_add(area)
+            .is_none_or(|end| end > MAX_FILE_LEN)
+        {
+            return Err(FormatError::ArrayTooLarge {
+                data_len: header.data_len,
+                records: area,
+            });
+        }
         Ok(header)
     }
 

@@ -72,6 +72,12 @@ pub enum Request {
         mode: u32,
         /// Succeed (and open it read-write) if an identical array exists.
         exist_ok: bool,
+        /// Stripes, each with its own seqlock, so that regions are written and read apart
+        /// (docs/FORMAT.md, "Striped arrays"): 0 lets the daemon choose from the size, 1 is
+        /// one sequence for the whole array, 2 to 32 ask for that many (whole slabs of the
+        /// outermost axis each, so an array may get fewer).
+        #[serde(default)]
+        stripes: u32,
     },
     /// Open an existing array; the reply carries the descriptor.
     Open {
@@ -384,6 +390,9 @@ pub struct ArrayInfo {
     /// Path of the file: for `np.memmap` by the daemon's own uid (the directories are 0700),
     /// and for diagnostics. Other users go through the descriptor.
     pub path: String,
+    /// Bytes per stripe, 0 for an array with one sequence (docs/FORMAT.md, "Striped arrays").
+    #[serde(default)]
+    pub stripe_bytes: u64,
 }
 
 /// The kind of a failed request; mirrored by the Python client's exceptions.
@@ -612,6 +621,7 @@ const REQUEST: &[(&str, Fields)] = &[
             ("backing", BACKING),
             ("mode", Ty::U32),
             ("exist_ok", Ty::Bool),
+            ("stripes", Ty::U32),
         ],
     ),
     ("Open", &[("name", Ty::Str), ("access", ACCESS)]),
@@ -708,6 +718,7 @@ const INFO: Fields = &[
     ("mode", Ty::U32),
     ("torn", Ty::Bool),
     ("path", Ty::Str),
+    ("stripe_bytes", Ty::U64),
 ];
 
 const RESPONSE: &[(&str, Fields)] = &[
@@ -1288,7 +1299,7 @@ mod tests {
             "unknown Access value 7 for Open.access at byte 3 (expected 0 = Read, 1 = Write)"
         );
         // Create with order 5, then backing 9.
-        let mut create = unhex("01 01 78 02 75 31 01 02 00 01 80 03 00");
+        let mut create = unhex("01 01 78 02 75 31 01 02 00 01 80 03 00 00");
         create[8] = 5;
         let m = malformed(&create);
         assert!(
@@ -1303,7 +1314,7 @@ mod tests {
             "{m}"
         );
         // exist_ok = 2, List.after tag = 3.
-        let m = malformed(&unhex("01 01 78 02 75 31 01 02 00 01 80 03 02"));
+        let m = malformed(&unhex("01 01 78 02 75 31 01 02 00 01 80 03 02 00"));
         assert!(m.contains("bool Create.exist_ok at byte 12 is 0x02"), "{m}");
         let m = malformed(&unhex("04 00 03"));
         assert!(m.contains("Option tag List.after at byte 2 is 0x03"), "{m}");
@@ -1395,14 +1406,14 @@ mod tests {
             m.contains("Request variant index at byte 0 (83 00) is not minimal"),
             "{m}"
         );
-        let m = malformed(&unhex("01 01 78 02 75 31 01 80 00 00 01 80 03 00"));
+        let m = malformed(&unhex("01 01 78 02 75 31 01 80 00 00 01 80 03 00 00"));
         assert!(
             m.contains("Create.shape[0] at byte 7 (80 00) is not minimal"),
             "{m}"
         );
         // Postcard alone accepts that last one; the check is what refuses it.
         assert!(
-            postcard::from_bytes::<Request>(&unhex("01 01 78 02 75 31 01 80 00 00 01 80 03 00"))
+            postcard::from_bytes::<Request>(&unhex("01 01 78 02 75 31 01 80 00 00 01 80 03 00 00"))
                 .is_ok()
         );
     }

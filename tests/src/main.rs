@@ -44,6 +44,17 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
   wait PATH NEWER_THAN TIMEOUT_MS       wait for a newer version; print version and wakeups
   sample DIR NAME DTYPE SHAPE ORDER     create an array with element i = i % 251 (per dtype)
   write-u8 PATH BYTE                    fill a u8 array with BYTE
+  region-writer PATH SECS A..B [early-publish]
+                                        write rows A..B ('all': every row) of a 2-d u64 array
+                                        with pattern(version) repeatedly; print 'writes=N'
+  region-reader PATH SECS B0,B1,.. [skip-recheck]
+                                        read random row ranges; rows Bk..Bk+1 must each come
+                                        from one write (exit 3 if not); whole copies exact
+  region-hold PATH A..B                 take the write side of rows A..B, print 'holding',
+                                        sleep forever
+  client-region-hold SOCKET NAME A..B   the same, on an array opened through the daemon
+  client-region-writer SOCKET NAME SECS A..B
+                                        region-writer on an array opened through the daemon
   client-write SOCKET NAME BYTE         open NAME (u8) for writing through the daemon, fill it
   client-hold SOCKET NAME               open NAME for writing through the daemon, hold the write side
   create-loop SOCKET PREFIX MIB         create PREFIX-0, PREFIX-1, ... of MIB MiB each, forever
@@ -173,6 +184,18 @@ fn main() -> ExitCode {
         ),
         ["sample", dir, name, dtype, shape, order] => sample(dir, name, dtype, shape, order),
         ["write-u8", path, byte] => write_u8(path, byte.parse().unwrap_or(0)),
+        ["region-writer", path, secs, rows, rest @ ..] => {
+            region_writer(path, secs.parse().unwrap_or(1.0), rows, rest)
+        }
+        ["region-reader", path, secs, blocks, rest @ ..] => {
+            region_reader(path, secs.parse().unwrap_or(1.0), blocks, rest)
+        }
+        ["region-hold", path, rows] => region_hold(path, rows),
+        ["client-region-hold", socket, name, rows] => client_region_hold(socket, name, rows),
+        ["client-region-writer", socket, name, secs, rows] => Client::connect(socket)
+            .map_err(Into::into)
+            .and_then(|c| Ok(c.open::<u64>(name, Access::Write)?))
+            .and_then(|a| write_region_patterns(&a, secs.parse().unwrap_or(1.0), rows)),
         ["client-write", socket, name, byte] => {
             client_write(socket, name, byte.parse().unwrap_or(0))
         }
@@ -1894,4 +1917,183 @@ fn raw_open_for_writing(socket: &str, name: &str) -> Result<std::fs::File> {
     Ok(std::fs::File::from(
         fds.into_iter().next().ok_or("no descriptor")?,
     ))
+}
+
+/// Rows `a..b` from `"a..b"` ("all" for every row).
+fn rows_of(text: &str, a: &Array<u64>) -> Result<std::ops::Range<u64>> {
+    if text == "all" {
+        return Ok(0..a.shape()[0]);
+    }
+    let (start, end) = text.split_once("..").ok_or("rows are given as a..b")?;
+    Ok(start.parse()?..end.parse()?)
+}
+
+/// Writes `rows` of a 2-d u64 array over and over for `secs`: every element of a write is
+/// `pattern(v, i)`, `v` the write's version and `i` the element's index in the array, so a
+/// reader can tell which write each block it copied came from.
+fn region_writer(path: &str, secs: f64, rows: &str, rest: &[&str]) -> Result<ExitCode> {
+    if rest == ["early-publish"] {
+        inject_fault(Fault::EarlyPublish);
+    }
+    let a = Array::<u64>::open(path, Access::Write)?;
+    write_region_patterns(&a, secs, rows)
+}
+
+fn write_region_patterns(a: &Array<u64>, secs: f64, rows: &str) -> Result<ExitCode> {
+    let rows = rows_of(rows, a)?;
+    let cols = a.shape()[1] as usize;
+    let first = rows.start as usize * cols;
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut writes = 0u64;
+    let mut buf = Vec::new();
+    loop {
+        a.write_region(rows.clone(), |v| {
+            let version = v.version();
+            buf.clear();
+            buf.extend((0..v.len()).map(|i| pattern(version, first + i)));
+            v.copy_from(0, &buf);
+            v.clear_torn();
+        })?;
+        writes += 1;
+        if Instant::now() >= deadline {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    say(&format!("writes={writes}"));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads random row ranges of a 2-d u64 array for `secs` and checks each copy: `blocks`
+/// ("0,256,768,...": row boundaries) are the regions each written by one writer at a time,
+/// so inside each block the copy must come from one write (one version, or never written);
+/// a copy of the whole array must hold no write its version does not count, and whole
+/// versions never go back. Exits 3 on the first bad copy.
+fn region_reader(path: &str, secs: f64, blocks: &str, rest: &[&str]) -> Result<ExitCode> {
+    if rest == ["skip-recheck"] {
+        inject_fault(Fault::SkipRecheck);
+    }
+    let a = Array::<u64>::open(path, Access::Read)?;
+    let rows = a.shape()[0];
+    let cols = a.shape()[1] as usize;
+    let bounds: Vec<u64> = blocks
+        .split(',')
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()?;
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut seed = u64::from(std::process::id());
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let (mut reads, mut whole_reads, mut last_whole) = (0u64, 0u64, 0u64);
+    let mut buf = vec![0u64; rows as usize * cols];
+    while Instant::now() < deadline {
+        // A block, two neighbouring blocks, a random range, or everything.
+        let (r0, r1) = match next(4) {
+            0 => {
+                let b = next(bounds.len() as u64 - 1) as usize;
+                (bounds[b], bounds[b + 1])
+            }
+            1 => {
+                let b = next(bounds.len() as u64 - 2) as usize;
+                (bounds[b], bounds[b + 2])
+            }
+            2 => {
+                let (x, y) = (next(rows), next(rows));
+                (x.min(y), x.max(y) + 1)
+            }
+            _ => (0, rows),
+        };
+        let n = (r1 - r0) as usize * cols;
+        let snap = a.read_region_into(r0..r1, &mut buf[..n])?;
+        reads += 1;
+        let whole = (r0, r1) == (0, rows);
+        for w in bounds.windows(2) {
+            let (b0, b1) = (w[0].max(r0), w[1].min(r1));
+            if b0 >= b1 {
+                continue;
+            }
+            let at = |row: u64| (row - r0) as usize * cols;
+            let block = &buf[at(b0)..at(b1)];
+            let first = b0 as usize * cols;
+            let unwritten = block.iter().all(|&x| x == 0);
+            // The version of the block's first element, then every element of that version.
+            let version = block[0].wrapping_sub(first as u64).wrapping_mul(K_INVERSE);
+            let one_write = block
+                .iter()
+                .enumerate()
+                .all(|(i, &x)| x == pattern(version, first + i));
+            if !(unwritten || one_write) {
+                say(&format!(
+                    "torn region accepted: rows {b0}..{b1} of a copy of rows {r0}..{r1} (version {}) mix writes",
+                    snap.version
+                ));
+                return Ok(ExitCode::from(3));
+            }
+            if whole && one_write && version > snap.version {
+                say(&format!(
+                    "a whole copy of version {} holds rows {b0}..{b1} of version {version}",
+                    snap.version
+                ));
+                return Ok(ExitCode::from(3));
+            }
+        }
+        if whole {
+            if snap.version < last_whole {
+                say(&format!(
+                    "version went back: {last_whole} -> {}",
+                    snap.version
+                ));
+                return Ok(ExitCode::from(3));
+            }
+            last_whole = snap.version;
+            whole_reads += 1;
+        }
+    }
+    say(&format!(
+        "reads={reads} whole={whole_reads} retries={} last={last_whole}",
+        a.retries()
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The inverse of `K` modulo 2^64: `pattern(v, i) - i` times it is `v`.
+const K_INVERSE: u64 = {
+    // Newton's iteration for the inverse of an odd number modulo 2^64.
+    let mut x = K;
+    let mut n = 0;
+    while n < 6 {
+        x = x.wrapping_mul(2u64.wrapping_sub(K.wrapping_mul(x)));
+        n += 1;
+    }
+    x
+};
+const _: () = assert!(K.wrapping_mul(K_INVERSE) == 1);
+
+/// Takes the write side of `rows` of a 2-d u64 array, stores into its first element, says so,
+/// and stops there forever: the state a SIGKILL in the middle of a region write leaves.
+fn region_hold(path: &str, rows: &str) -> Result<ExitCode> {
+    let a = Array::<u64>::open(path, Access::Write)?;
+    hold_region(&a, rows)
+}
+
+fn client_region_hold(socket: &str, name: &str, rows: &str) -> Result<ExitCode> {
+    let client = Client::connect(socket)?;
+    let a = client.open::<u64>(name, Access::Write)?;
+    hold_region(&a, rows)
+}
+
+fn hold_region(a: &Array<u64>, rows: &str) -> Result<ExitCode> {
+    let rows = rows_of(rows, a)?;
+    a.write_region(rows, |v| {
+        v.set(0, 12345);
+        say(&format!("holding pid={}", std::process::id()));
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -37,6 +37,8 @@ class ArrayInfo:
     mode: int
     torn: bool
     path: str
+    #: Bytes per stripe, each with its own seqlock (0: one sequence for the whole array).
+    stripe_bytes: int = 0
 
     @property
     def nbytes(self) -> int:
@@ -122,7 +124,7 @@ def encode_hello(client: str, version: int = PROTOCOL_VERSION) -> bytes:
 
 
 def encode_create(name: str, dtype: str, shape, order: str, memory: bool, mode: int,
-                  exist_ok: bool) -> bytes:
+                  exist_ok: bool, stripes: int = 0) -> bytes:
     if order not in ORDERS:
         raise ValueError(f"order must be 'C' or 'F', not {order!r}")
     shape = tuple(int(d) for d in shape)
@@ -131,7 +133,9 @@ def encode_create(name: str, dtype: str, shape, order: str, memory: bool, mode: 
     body = _string(name) + _string(dtype) + _varint(len(shape))
     body += b"".join(_varint(d) for d in shape)
     body += _varint(ORDERS.index(order)) + _varint(1 if memory else 0)
-    body += _varint(mode) + _bool(exist_ok)
+    if not 0 <= stripes < 2**32:
+        raise ValueError(f"stripes must be 0 to 32, not {stripes}")
+    body += _varint(mode) + _bool(exist_ok) + _varint(stripes)
     return _varint(1) + body
 
 
@@ -302,7 +306,8 @@ class _Reader:
             name=name, dtype=dtype, shape=shape, order=self.index(ORDERS, "Order"),
             data_offset=self.varint(), data_len=self.varint(), version=self.varint(),
             backing=self.index(BACKINGS, "Backing"), owner_uid=self.varint(32), owner_gid=self.varint(32),
-            mode=self.varint(32), torn=self.boolean(), path=self.string())
+            mode=self.varint(32), torn=self.boolean(), path=self.string(),
+            stripe_bytes=self.varint())
 
     def subscriber(self) -> SubscriberStat:
         return SubscriberStat(pid=self.varint(32), lossless=self.boolean(),

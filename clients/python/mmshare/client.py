@@ -119,14 +119,24 @@ class Client:
         return array
 
     def create(self, name, dtype, shape, memory=False, mode=None, order="C",
-               exist_ok=False) -> SharedArray:
+               exist_ok=False, stripes=0) -> SharedArray:
         """Creates an array (owned by this uid) and returns it opened "r+". `mode`: who may
-        open it through the daemon, permission bits (default 0o600: only this uid)."""
+        open it through the daemon, permission bits (default 0o600: only this uid).
+
+        `stripes` divides the array along its outermost axis in memory into that many
+        regions (at most 32, whole rows each for C order), each with its own lock, so that
+        writers of different regions (`with a.write(np.s_[0:100]) as v:`) run at once and a
+        reader of a region (`a.read(np.s_[200:300])`) is not held up by writes elsewhere: 1
+        for one lock, 0 (the default) lets the daemon choose from the size (one lock below
+        1 MiB). `exist_ok` does not compare it; `info.stripe_bytes` says what was made."""
         mode = 0o600 if mode is None else mode
         if order not in ("C", "F"):
             raise ValueError(f"order must be 'C' or 'F', not {order!r}")
+        if not isinstance(stripes, int) or isinstance(stripes, bool) or not 0 <= stripes <= 32:
+            raise ValueError(f"stripes must be an int from 0 to 32, not {stripes!r}")
         return self._array(self._c.create(name, _dtype_text(dtype), _shape(shape), order,
-                                             bool(memory), int(mode), bool(exist_ok)), "r+")
+                                             bool(memory), int(mode), bool(exist_ok),
+                                             stripes), "r+")
 
     def open(self, name, mode="r") -> SharedArray:
         """Opens an array: mode "r" maps it read-only, "r+" read-write."""

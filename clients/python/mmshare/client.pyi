@@ -59,6 +59,7 @@ class Client:
         mode: int | None = None,
         order: _Order = "C",
         exist_ok: bool = False,
+        stripes: int = 0,
     ) -> SharedArray[_S]: ...
     @overload
     def create(
@@ -70,6 +71,7 @@ class Client:
         mode: int | None = None,
         order: _Order = "C",
         exist_ok: bool = False,
+        stripes: int = 0,
     ) -> SharedArray[Any]: ...
     def open(self, name: str, mode: Literal["r", "r+"] = "r") -> SharedArray[Any]: ...
     def stat(self, name: str) -> ArrayInfo | StreamInfo: ...

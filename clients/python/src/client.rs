@@ -59,6 +59,7 @@ pub(crate) fn array_info<'py>(py: Python<'py>, info: &ArrayInfo) -> PyResult<Bou
     d.set_item("mode", info.mode)?;
     d.set_item("torn", info.torn)?;
     d.set_item("path", &info.path)?;
+    d.set_item("stripe_bytes", info.stripe_bytes)?;
     Ok(d)
 }
 
@@ -219,11 +220,13 @@ impl Connection {
         memory: bool,
         mode: u32,
         exist_ok: bool,
+        stripes: u32,
     ) -> PyResult<(Bound<'py, PyDict>, NativeArray)> {
         let mut options = CreateOptions::new(name, dtype, &shape)
             .order(parse_order(order)?)
             .mode(mode)
-            .exist_ok(exist_ok);
+            .exist_ok(exist_ok)
+            .stripes(stripes);
         if memory {
             options = options.memory();
         }

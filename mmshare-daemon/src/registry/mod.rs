@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use mmshare::format::Header;
+use mmshare::format::{Header, MAX_STRIPES, default_stripes};
 use mmshare::internal::proto::{
     ArrayInfo, Backing, ErrorKind, MAX_MESSAGE, ObjectInfo, OpenAccess, WireOrder,
 };
@@ -268,6 +268,7 @@ impl Entry {
             mode: self.header.mode,
             torn,
             path: self.path.display().to_string(),
+            stripe_bytes: self.header.stripe_bytes,
         }
     }
 }
@@ -548,13 +549,15 @@ fn denied(name: &str, who: Creds, what: &str, header: &Header) -> RequestError {
 }
 
 /// NoSpace for `what` ("array" or "stream") `name`, whose file needs `needed` bytes (header
-/// page, and data or slots, padded) in `dir`, naming the limit that was hit: the free space,
+/// page, data or slots, padded, and `records` bytes of an array's extension records) in
+/// `dir`, naming the limit that was hit: the free space,
 /// or else the filesystem's largest file size. The directory is named only to `who` that
 /// [`sees_paths`]; others read "the memory directory" or "the storage directory".
 fn no_space(
     what: &str,
     name: &str,
     needed: u64,
+    records: u64,
     dir: &Path,
     backing: Backing,
     who: Creds,
@@ -571,10 +574,12 @@ fn no_space(
         }
     };
     let file = match what {
-        "stream" => "its data file needs {needed} bytes (4096-byte header + its slots)",
-        _ => "its file needs {needed} bytes (4096-byte header + data padded to 8 bytes)",
-    }
-    .replace("{needed}", &needed.to_string());
+        "stream" => format!("its data file needs {needed} bytes (4096-byte header + its slots)"),
+        _ if records > 0 => format!(
+            "its file needs {needed} bytes (4096-byte header + data padded to 8 bytes + {records} bytes of extension records)"
+        ),
+        _ => format!("its file needs {needed} bytes (4096-byte header + data padded to 8 bytes)"),
+    };
     let message = match free {
         Some(free) if free < needed => format!(
             "no space for {what} {name:?}: {file}, but the filesystem of {place} has {free} bytes free"
@@ -1195,6 +1200,7 @@ impl Registry {
         backing: Backing,
         mode: u32,
         exist_ok: bool,
+        stripes: u32,
     ) -> Result<(ArrayInfo, File, Option<File>), RequestError> {
         validate_name(name)
             .map_err(|e| RequestError::new(ErrorKind::InvalidName, e.to_string()))?;
@@ -1212,9 +1218,25 @@ impl Registry {
             WireOrder::C => Order::C,
             WireOrder::F => Order::F,
         };
-        let file_len = Header::new(&ArraySpec::new("x", dtype.clone(), shape.to_vec()))
-            .map(|h| array_bytes(&h))
-            .unwrap_or(len);
+        if stripes > MAX_STRIPES {
+            return Err(RequestError::new(
+                ErrorKind::InvalidShape,
+                format!("{stripes} stripes asked for; an array has at most {MAX_STRIPES}"),
+            ));
+        }
+        let mut spec = ArraySpec::new("x", dtype.clone(), shape.to_vec());
+        spec.order = order;
+        spec.stripes = match stripes {
+            0 => default_stripes(len),
+            n => n,
+        };
+        // The daemon's own choice never makes an array too large: the largest arrays, whose
+        // stripe record would not fit in a file, get one sequence.
+        if stripes == 0 && matches!(Header::new(&spec), Err(FormatError::ArrayTooLarge { .. })) {
+            spec.stripes = 1;
+        }
+        let stripes = spec.stripes;
+        let file_len = Header::new(&spec).map(|h| array_bytes(&h)).unwrap_or(len);
         let wait_until = Instant::now() + Duration::from_secs(5);
         loop {
             let mut state = self.lock();
@@ -1285,7 +1307,7 @@ impl Registry {
             break;
         }
         let result = self
-            .create_file(who, name, dtype, shape, order, backing, mode)
+            .create_file(who, name, dtype, shape, order, backing, mode, stripes)
             .and_then(|entry| {
                 // The client's descriptors are made before the array is visible (nothing can
                 // close it in between: the participant lock the daemon takes on the client's
@@ -1334,6 +1356,7 @@ impl Registry {
         order: Order,
         backing: Backing,
         mode: u32,
+        stripes: u32,
     ) -> Result<Arc<Entry>, RequestError> {
         let spec = ArraySpec {
             name: name.to_owned(),
@@ -1343,7 +1366,7 @@ impl Registry {
             owner_uid: who.uid,
             owner_gid: who.gid,
             mode,
-            stripes: 1,
+            stripes,
         };
         let dir = self.dir(backing);
         let (path, header) = create_array_data(dir, &spec).map_err(|e| match e {
@@ -1358,7 +1381,11 @@ impl Registry {
                 format!("a file for {name:?} already exists at {}", p.display()),
             ),
             CreateError::NoSpace { needed, dir } => {
-                no_space("array", name, needed, &dir, backing, who)
+                // What is not header or data: the extension records (a striped array's
+                // stripe size, a record dtype's descr).
+                let data = data_len(&spec.dtype, &spec.shape).map_or(0, |n| n.next_multiple_of(8));
+                let records = needed.saturating_sub(4096 + data);
+                no_space("array", name, needed, records, &dir, backing, who)
             }
             CreateError::Io { source, .. } => open_failed("array", name, source),
             other => RequestError::new(ErrorKind::Internal, other.to_string()),
@@ -2210,6 +2237,7 @@ mod tests {
                     Backing::File,
                     0o600,
                     false,
+                    0,
                 )
                 .unwrap();
             drop(file);
@@ -2253,10 +2281,19 @@ mod tests {
             .as_raw()
             .wrapping_add(4242)
             .max(1);
-        let theirs = no_space("array", "big", u64::MAX, dir, Backing::Memory, creds(other)).message;
+        let theirs = no_space(
+            "array",
+            "big",
+            u64::MAX,
+            0,
+            dir,
+            Backing::Memory,
+            creds(other),
+        )
+        .message;
         assert!(!theirs.contains("/dev/shm"), "{theirs}");
         assert!(theirs.contains("the daemon's memory directory"), "{theirs}");
-        let root = no_space("array", "big", u64::MAX, dir, Backing::Memory, creds(0)).message;
+        let root = no_space("array", "big", u64::MAX, 0, dir, Backing::Memory, creds(0)).message;
         assert!(root.contains("/dev/shm"), "{root}");
     }
 }

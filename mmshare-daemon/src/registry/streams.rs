@@ -823,7 +823,7 @@ impl Registry {
                 format!("files for {name:?} already exist at {}", p.display()),
             ),
             CreateError::NoSpace { needed, dir } => {
-                no_space("stream", name, needed, &dir, backing, who)
+                no_space("stream", name, needed, 0, &dir, backing, who)
             }
             CreateError::Io { source, .. } => open_failed("stream", name, source),
             other => RequestError::new(ErrorKind::Internal, other.to_string()),
