@@ -290,6 +290,40 @@ class _Pages:
         return pages
 
 
+def _basic_parts(index):
+    """`index` as a tuple, if it is a NumPy *basic* index (integers, slices, `...`,
+    `np.newaxis`): one whose result is a view of the pages; None otherwise (integer or boolean
+    arrays, lists: NumPy copies for those)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    for p in parts:
+        if p is None or p is Ellipsis or isinstance(p, slice):
+            continue
+        if isinstance(p, (int, np.integer)) and not isinstance(p, (bool, np.bool_)):
+            continue
+        return None
+    return parts
+
+
+def _region_view(pages: np.ndarray, parts: tuple) -> np.ndarray:
+    """The view of `pages` that the basic index `parts` selects, always an ndarray (an index
+    of every axis by integers gives a 0-d view, not a scalar)."""
+    if not any(p is Ellipsis for p in parts):
+        parts = parts + (Ellipsis,)
+    return pages[parts]
+
+
+def _span(view: np.ndarray, base: int):
+    """The data bytes `(start, end)` a view of the pages starting at address `base` reads or
+    writes: from its lowest to its highest byte. A striped array takes (or validates) only
+    the stripes of those bytes."""
+    start = view.__array_interface__["data"][0] - base
+    if view.size == 0:
+        return start, start
+    low = sum(s * (n - 1) for s, n in zip(view.strides, view.shape) if s < 0)
+    high = sum(s * (n - 1) for s, n in zip(view.strides, view.shape) if s > 0)
+    return start + low, start + high + view.itemsize
+
+
 class SharedArray(_fork.Owned):
     """An array handed out by the daemon, mapped into this process.
 
@@ -399,6 +433,11 @@ class SharedArray(_fork.Owned):
         validated. Raises `Torn` if a write did not complete (unless `allow_torn`), `Timeout`
         if no consistent copy could be taken within `timeout` seconds (None: no limit).
 
+        In a striped array (created with `stripes`), a *basic* index (`np.s_[100:200]`,
+        `np.s_[:, 3]`, integers and slices) is a region: only the stripes it lies in are
+        validated, so writes elsewhere do not make the read retry or wait, and `Torn` is
+        raised only if one of its own stripes is torn.
+
         `out` (whole reads only): an ndarray of the array's dtype and shape, contiguous in its
         order, to copy into instead of a new array (no allocation: the fastest way to take
         copies again and again); it is returned.
@@ -424,6 +463,11 @@ class SharedArray(_fork.Owned):
             self._native.read_into(raw, timeout, allow_torn)
             return raw.view(self.dtype).reshape(self.shape, order=self.order)
         live = self._array
+        parts = _basic_parts(index)
+        span = None
+        if parts is not None:
+            # Made once, outside the protocol: a view reads nothing until it is copied.
+            span = _span(_region_view(live, parts), self._native.data_address)
 
         def attempt():
             got = live[index]
@@ -431,7 +475,7 @@ class SharedArray(_fork.Owned):
                 return got  # a fancy or boolean index copied: that copy is this attempt's
             return np.array(got, copy=True)  # a view of the pages (basic index) or a scalar
 
-        return self._native.read_with(attempt, timeout, allow_torn)
+        return self._native.read_with(attempt, timeout, allow_torn, span)
 
     def wait(self, newer_than=None, timeout=None) -> int:
         """Waits until a version newer than `newer_than` (default: the current one) is
@@ -462,10 +506,16 @@ class SharedArray(_fork.Owned):
     # -- writing ----------------------------------------------------------------------------
 
     @contextmanager
-    def write(self, timeout: float = 10.0, repair: bool = False, durable: bool = False,
-              casting: str = "same_kind"):
+    def write(self, region=None, timeout: float = 10.0, repair: bool = False,
+              durable: bool = False, casting: str = "same_kind"):
         """Takes the write side, yields a writable view of the array, publishes a new version
         on exit.
+
+        `region`, a NumPy basic index (`np.s_[100:200]`, `np.s_[:, 0:4]`: integers and
+        slices), writes only that part: the view yielded is `array[region]`, and in a striped
+        array only the stripes it lies in are taken, so writers of other regions write at the
+        same time and readers of other regions are not held up. `repair=True` then clears
+        TORN on the stripes the region replaces whole. Other indexes raise ValueError.
 
         Assignments into the view follow NumPy's `casting` rule ('same_kind' by default, as
         `np.copyto` does): a float written into an integer array raises TypeError naming
@@ -500,8 +550,20 @@ class SharedArray(_fork.Owned):
             raise errors.PermissionDenied(f"{self.name} is open read-only; open it with mode 'r+'")
         self._check_open()
         _check_casting(casting)
-        token = self._native.begin_write(timeout, durable)
-        view = checked(self._rw.view(), casting, f"array {self.name!r}")
+        if region is None:
+            token = self._native.begin_write(timeout, durable)
+            view = self._rw.view()
+        else:
+            parts = _basic_parts(region)
+            if parts is None:
+                raise ValueError(
+                    f"a write region is a basic index (integers and slices, as np.s_[100:200]), "
+                    f"not {region!r}")
+            view = _region_view(self._rw.view(), parts)  # IndexError for a bad one, first
+            start, end = _span(view, self._native.data_address)
+            token = self._native.begin_write(timeout, durable, (start, end),
+                                             end - start == view.nbytes)
+        view = checked(view, casting, f"array {self.name!r}")
         ok = False
         try:
             try:

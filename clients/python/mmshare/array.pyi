@@ -1,4 +1,5 @@
 from contextlib import AbstractContextManager
+import types
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
@@ -9,6 +10,9 @@ from ._proto import ArrayInfo
 
 _S = TypeVar("_S", bound=np.generic)
 _Casting = Literal["no", "equiv", "safe", "same_kind", "unsafe"]
+# A NumPy basic index: integers, slices, `...` and `None`, alone or in a tuple.
+_Basic = int | np.integer[Any] | slice | types.EllipsisType | None
+_Index = _Basic | tuple[_Basic, ...]
 
 CASTINGS: tuple[str, ...]
 
@@ -45,6 +49,7 @@ class SharedArray(Generic[_S]):
     async def changed(self, newer_than: int | None = None, timeout: float | None = None) -> int: ...
     def write(
         self,
+        region: _Index | None = None,
         timeout: float = 10.0,
         repair: bool = False,
         durable: bool = False,

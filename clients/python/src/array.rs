@@ -181,12 +181,16 @@ impl NativeArray {
     /// Runs `attempt()` (which copies out of the live pages, for example NumPy applying an
     /// index) inside the seqlock read protocol, until a copy validates; returns that copy.
     /// An exception from an attempt that a write overlapped is thrown away with its copy.
+    /// `span`, the data bytes `(start, end)` the attempt reads (a basic index's view), lets a
+    /// striped array validate only their stripes.
+    #[pyo3(signature = (attempt, timeout, allow_torn, span=None))]
     fn read_with(
         &self,
         py: Python<'_>,
         attempt: Bound<'_, PyAny>,
         timeout: Option<f64>,
         allow_torn: bool,
+        span: Option<(u64, u64)>,
     ) -> PyResult<Py<PyAny>> {
         let array = self.live(py)?;
         let timeout = duration(timeout)?;
@@ -201,12 +205,14 @@ impl NativeArray {
             py,
             timeout,
             |slice| {
-                // SAFETY: `attempt` only reads the data area (through NumPy views of it) and
-                // its result is used only after `read_raw` validated it; a copy that
+                let bytes = span.map_or(0..array.header().data_len, |(a, b)| a..b);
+                // SAFETY: `attempt` only reads the data area (through NumPy views of it),
+                // inside `span` when one is given (the caller's view of those bytes), and
+                // its result is used only after `read_raw_span` validated it; a copy that
                 // overlapped a write, and any exception it raised, is dropped and the attempt
                 // made again.
                 array.with_timeout(slice, || unsafe {
-                    array.read_raw(|_| {
+                    array.read_raw_span(bytes.clone(), |_| {
                         Python::attach(|py| {
                             if lock(&interrupt).is_some() {
                                 return Ok(py.None());
@@ -255,13 +261,17 @@ impl NativeArray {
         })
     }
 
-    /// Takes the write side (waiting with the GIL released); the token publishes.
-    #[pyo3(signature = (timeout, durable=false))]
+    /// Takes the write side (waiting with the GIL released); the token publishes. `span`, the
+    /// data bytes `(start, end)` the write may store into (a basic index's view), makes a
+    /// striped array take only their stripes; `contiguous` says the view covers all of them.
+    #[pyo3(signature = (timeout, durable=false, span=None, contiguous=true))]
     fn begin_write(
         &self,
         py: Python<'_>,
         timeout: Option<f64>,
         durable: bool,
+        span: Option<(u64, u64)>,
+        contiguous: bool,
     ) -> PyResult<WriteToken> {
         let array = self.live(py)?;
         let timeout = duration(timeout)?;
@@ -269,12 +279,10 @@ impl NativeArray {
         // "lost" by the timeout, so it must see the whole of it.
         let session = py
             .detach(|| {
-                array.with_timeout(timeout, || {
-                    if durable {
-                        array.begin_write_durable()
-                    } else {
-                        array.begin_write()
-                    }
+                array.with_timeout(timeout, || match span {
+                    Some((a, b)) => array.begin_write_span(a..b, contiguous, durable),
+                    None if durable => array.begin_write_durable(),
+                    None => array.begin_write(),
                 })
             })
             .map_err(|e| errors::write(py, self.name(), e))?;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::array::control::ArrayControl;
 use crate::array::mapping::Mapping;
+use crate::array::region::Region;
 use crate::array::seqlock::{self, end_write, read_begin, read_validate, try_begin_write};
 use crate::array::striped::StripedHold;
 use crate::backoff::Backoff;
@@ -1205,6 +1206,10 @@ pub struct WriteSession {
     data: *mut u8,
     /// Made by [`RawArray::begin_write_durable`]: `finish_write` syncs.
     durable: bool,
+    /// Whether [`Finish::Repair`] may clear TORN: the write covers every byte it holds (in a
+    /// striped array the hold itself says which stripes; with one sequence, only a write of
+    /// the whole array may).
+    repairs: bool,
 }
 
 // SAFETY: a session is plain numbers (the pointer is only compared, never dereferenced); the
@@ -1244,12 +1249,78 @@ impl RawArray {
         if !self.map.writable() {
             return Err(WriteError::ReadOnly);
         }
-        let (hold, holder) = self.acquire(0..self.header.data_len)?;
+        self.begin_write_covering(0..self.header.data_len, u32::MAX, true)
+    }
+
+    /// [`RawArray::begin_write`] for a region only: in a striped array it takes only the
+    /// stripes of the region's span, so writers of other stripes go on at once. Write only
+    /// inside the region (its runs, through [`RawArray::data_ptr`]). [`Finish::Repair`] clears
+    /// TORN on the stripes the region covers whole; with one sequence, only if the region is
+    /// the whole array.
+    ///
+    /// # Errors
+    /// [`WriteError::Region`] for a region of another array, and the errors of
+    /// [`RawArray::begin_write`].
+    pub fn begin_write_region(&self, region: &Region) -> Result<WriteSession, WriteError> {
+        region.check_for(&self.header)?;
+        let covered = self.stripes_within(|stripe| region.covers(stripe));
+        let full = region.byte_len() == self.header.data_len;
+        self.begin_write_covering(region.span(), covered, full)
+    }
+
+    /// [`RawArray::begin_write`] for the data bytes `bytes` only, for bindings whose region is
+    /// a foreign view (a NumPy basic index): `contiguous` says the write covers every byte of
+    /// `bytes` (so [`Finish::Repair`] may clear TORN on the stripes inside them), `durable` as
+    /// [`RawArray::begin_write_durable`]. Write only inside `bytes`.
+    ///
+    /// # Errors
+    /// [`WriteError::OutOfBounds`] (in bytes) and the errors of [`RawArray::begin_write`] (and
+    /// of [`RawArray::begin_write_durable`]).
+    pub fn begin_write_span(
+        &self,
+        bytes: std::ops::Range<u64>,
+        contiguous: bool,
+        durable: bool,
+    ) -> Result<WriteSession, WriteError> {
+        if bytes.start > bytes.end || bytes.end > self.header.data_len {
+            return Err(WriteError::OutOfBounds {
+                start: bytes.start,
+                end: bytes.end,
+                len: self.header.data_len,
+            });
+        }
+        let covered = if contiguous {
+            self.stripes_within(|s| bytes.start <= s.start && s.end <= bytes.end)
+        } else {
+            0
+        };
+        let full = contiguous && bytes == (0..self.header.data_len);
+        let session = self.begin_write_covering(bytes, covered, full)?;
+        if durable {
+            return self.make_durable(session);
+        }
+        Ok(session)
+    }
+
+    fn begin_write_covering(
+        &self,
+        bytes: std::ops::Range<u64>,
+        covered: u32,
+        full: bool,
+    ) -> Result<WriteSession, WriteError> {
+        if !self.map.writable() {
+            return Err(WriteError::ReadOnly);
+        }
+        let (mut hold, holder) = self.acquire(bytes)?;
+        if let Hold::Stripes(h) = &mut hold {
+            h.restrict_covered(covered);
+        }
         Ok(WriteSession {
             hold,
             holder,
             data: self.map.data_ptr(),
             durable: false,
+            repairs: self.is_striped() || full,
         })
     }
 
@@ -1270,7 +1341,13 @@ impl RawArray {
     /// As [`RawArray::begin_write`]; [`WriteError::NotDurable`] (version 0) when the header
     /// cannot be synced: nothing is written, and the write side is given back.
     pub fn begin_write_durable(&self) -> Result<WriteSession, WriteError> {
-        let mut session = self.begin_write()?;
+        let session = self.begin_write()?;
+        self.make_durable(session)
+    }
+
+    /// Makes `session` durable: syncs the header page ("mid-write") before anything is
+    /// written; gives the write side back if that fails.
+    fn make_durable(&self, mut session: WriteSession) -> Result<WriteSession, WriteError> {
         session.durable = true;
         if let Err(e) = self.sync_header() {
             // Nothing written: the version goes out unchanged but for its number.
@@ -1351,16 +1428,16 @@ impl RawArray {
                 error: String::new(),
             });
         }
-        let version =
-            match self.publish_hold(&session.hold, how == Finish::Repair, torn, session.holder) {
-                Ok(version) => version,
-                Err(lost) => {
-                    if !self.is_striped() {
-                        self.mark_torn_after_loss();
-                    }
-                    return Err(lost);
+        let repair = how == Finish::Repair && session.repairs;
+        let version = match self.publish_hold(&session.hold, repair, torn, session.holder) {
+            Ok(version) => version,
+            Err(lost) => {
+                if !self.is_striped() {
+                    self.mark_torn_after_loss();
                 }
-            };
+                return Err(lost);
+            }
+        };
         if !session.durable {
             return Ok(version);
         }
@@ -1399,6 +1476,36 @@ impl RawArray {
         attempt: impl FnMut(*const u8) -> R,
     ) -> Result<(R, Snapshot), ReadError> {
         let mut attempt = attempt;
+        self.read_protocol(false, |data, _| attempt(data))
+    }
+
+    /// [`RawArray::read_raw`] for an attempt that reads only the data bytes `bytes` (a NumPy
+    /// basic index's view): in a striped array only their stripes are validated, so writes
+    /// elsewhere do not make it retry. The version is then a lower bound, as for
+    /// [`RawArray::read_region_bytes`].
+    ///
+    /// # Safety
+    /// As [`RawArray::read_raw`], reading only inside `bytes`.
+    ///
+    /// # Errors
+    /// [`ReadError::OutOfBounds`] (in bytes), [`ReadError::Torn`] (unless accepted) or
+    /// [`ReadError::Timeout`].
+    pub unsafe fn read_raw_span<R>(
+        &self,
+        bytes: std::ops::Range<u64>,
+        attempt: impl FnMut(*const u8) -> R,
+    ) -> Result<(R, Snapshot), ReadError> {
+        if bytes.start > bytes.end || bytes.end > self.header.data_len {
+            return Err(ReadError::OutOfBounds {
+                start: bytes.start,
+                end: bytes.end,
+                len: self.header.data_len,
+            });
+        }
+        let mut attempt = attempt;
+        if self.is_striped() {
+            return self.read_stripes(false, bytes, |data, _| attempt(data));
+        }
         self.read_protocol(false, |data, _| attempt(data))
     }
 }
