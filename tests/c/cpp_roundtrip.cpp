@@ -25,6 +25,30 @@ int main(int argc, char **argv) {
     }
     auto back = grid.read<int32_t>();
     REQUIRE(back.size() == 6 && back[5] == 50);
+    // Regions of a striped array: a region held in place, another written and read meanwhile.
+    {
+        auto tiles = client.create_array("cpp.tiles", "<u4", {256, 16},
+                                         MMS_CREATE_MEMORY | (4u << MMS_CREATE_STRIPES_SHIFT));
+        REQUIRE(tiles.info().stripe_bytes == 64 * 16 * 4);
+        auto other = client.open_array("cpp.tiles", true);
+        auto held = tiles.begin_write_region({0}, {64});
+        for (size_t i = 0; i < 64 * 16; i++) held.as<uint32_t>()[i] = 5;
+        std::vector<uint32_t> block(2 * 16, 9), got(2 * 16);
+        other.write_region({200}, {202}, block.data(), block.size() * 4);
+        other.read_region({200}, {202}, got.data(), got.size() * 4);
+        REQUIRE(got == block);
+        held.commit();
+        uint32_t two[2];
+        other.read_region({63, 14}, {64, 16}, two, sizeof two);
+        REQUIRE(two[0] == 5 && two[1] == 5);
+        try {
+            other.read_region({63, 15}, {64, 17}, two, sizeof two);
+            REQUIRE(false);
+        } catch (const mmshare::Error &e) {
+            REQUIRE(e.status() == MMS_ERR_INVALID_ARGUMENT &&
+                    std::strstr(e.what(), "15..17 on axis 1") != nullptr);
+        }
+    }
     REQUIRE(grid.info().version == 1);
     // An exception inside the write aborts it: the array is torn, reads say so.
     try {

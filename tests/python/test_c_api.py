@@ -95,6 +95,20 @@ def test_a_c_writer_is_read_by_python(daemon, c_program):
     np.testing.assert_array_equal(raw, 100 + np.arange(12).reshape(3, 4))
 
 
+def test_regions_of_a_striped_array_from_c(daemon, c_program):
+    out = subprocess.run([c_program("regions"), daemon.socket, "tiles"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "ok stripe_bytes=65536" in out.stdout, out.stdout
+    # What C saw as refusals, it saw for the documented reasons.
+    assert "33 stripes asked for" in out.stdout, out.stdout
+    assert "no consistent read" in out.stdout, out.stdout
+    a = mmshare.connect(daemon.socket).open("tiles")
+    np.testing.assert_array_equal(a.read(np.s_[:128]), 1)
+    np.testing.assert_array_equal(a.read(np.s_[512:640, 3:5]), 7)
+    assert not a.torn
+
+
 def test_a_c_lossless_subscriber_gets_every_frame_of_a_python_publisher(daemon, c_program):
     frames, elems = 3000, 256
     c = mmshare.connect(daemon.socket)

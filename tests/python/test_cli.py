@@ -71,6 +71,43 @@ def test_zero_d_empty_and_fortran_round_trip(cli_bin, daemon, tmp_path, shape, o
     np.testing.assert_array_equal(out, data)
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_create_with_stripes_and_get_rows(cli_bin, daemon, tmp_path, order):
+    out = run(cli_bin, "create", "tiles", "--dtype", "u4", "--shape", "1024,16", "--order",
+              order, "--stripes", "8", socket=daemon.socket).stdout
+    assert ", 8 stripes)" in out, out
+    info = json.loads(run(cli_bin, "info", "tiles", "--json", socket=daemon.socket).stdout)
+    assert info["stripe_bytes"] == (128 * 16 * 4 if order == "C" else 2 * 1024 * 4)
+    text = run(cli_bin, "info", "tiles", socket=daemon.socket).stdout
+    assert "stripes:     8 of" in text, text
+    data = np.asarray(np.arange(1024 * 16, dtype="<u4").reshape(1024, 16), order=order)
+    a = mmshare.connect(daemon.socket).open("tiles", "r+")
+    with a.write() as v:
+        v[...] = data
+    for rows, want in [("100:200", data[100:200]), (":3", data[:3]), ("1000:", data[1000:]),
+                       ("5:5", data[5:5])]:
+        got = run(cli_bin, "get", "tiles", str(tmp_path / "r.npy"), "--rows", rows,
+                  socket=daemon.socket).stdout
+        a0, b0 = rows.split(":")
+        assert f"saved rows {a0 or 0}:{b0 or 1024} of tiles version 1 " in got, got
+        out = np.load(tmp_path / "r.npy")
+        assert out.shape == want.shape and out.dtype == want.dtype
+        np.testing.assert_array_equal(out, want)
+        assert out.flags.f_contiguous if order == "F" and want.size else True
+    for rows, message in [("10:2000", "0..2000"), ("x", "not a range of rows"),
+                          ("3:1", "3..1")]:
+        p = run(cli_bin, "get", "tiles", str(tmp_path / "r.npy"), "--rows", rows,
+                socket=daemon.socket, check=False)
+        assert p.returncode != 0 and message in p.stderr, p.stderr
+    p = run(cli_bin, "create", "bad", "--dtype", "u1", "--shape", "8", "--stripes", "40",
+            socket=daemon.socket, check=False)
+    assert p.returncode != 0 and "40 stripes asked for" in p.stderr, p.stderr
+    # No --stripes: the daemon's choice (one lock below 1 MiB).
+    out = run(cli_bin, "create", "small", "--dtype", "u1", "--shape", "1000",
+              socket=daemon.socket).stdout
+    assert " stripes)" not in out, out
+
+
 def test_mismatched_put_is_an_error_and_changes_nothing(cli_bin, daemon, tmp_path):
     run(cli_bin, "create", "m", "--dtype", "f4", "--shape", "2,3", socket=daemon.socket)
     good = np.arange(6, dtype="<f4").reshape(2, 3)

@@ -107,6 +107,16 @@
 // Flag: an existing object with the same dtype, shape and order is not an error.
 #define MMS_CREATE_EXIST_OK 4
 
+// `mms_create_array`: the stripe count goes in the flags' bits 8..14, as
+// `n << MMS_CREATE_STRIPES_SHIFT`: 0 lets the daemon choose from the size (one lock below 1
+// MiB), 1 is one lock for the whole array, 2 to 32 divide it along its outermost axis into
+// at most that many stripes, each with its own lock, so that writers of different regions
+// (`mms_array_begin_write_region`) run at once.
+#define MMS_CREATE_STRIPES_SHIFT 8
+
+// The bits of the flags that hold the stripe count.
+#define MMS_CREATE_STRIPES_MASK (63 << MMS_CREATE_STRIPES_SHIFT)
+
 // For [`mms_stream_options_set`]: frames in the ring (default 8).
 #define MMS_OPTION_SLOTS 1
 
@@ -231,6 +241,8 @@ typedef struct mms_info {
   uint32_t slots;
   // A stream's subscriber limit (0 for an array).
   uint32_t max_subscribers;
+  // An array's bytes per stripe, each with its own lock (0: one lock for the whole array).
+  uint64_t stripe_bytes;
 } mms_info;
 
 #ifdef __cplusplus
@@ -401,6 +413,57 @@ int mms_array_write_durable(struct mms_array *array,
 // # Safety
 // `array` is a live array handle; `data` and `len` valid for a write.
 int mms_array_begin_write(struct mms_array *array, void **data, size_t *len);
+
+// A consistent copy of a region of the array into `dst`: rows `starts[k]..ends[k]` of each
+// leading axis `k < nranges` (the other axes whole), its elements in the array's memory
+// order (`len` must be their size in bytes). In an array with stripes only the region's
+// stripes are validated, so writes elsewhere do not make it retry or wait. The version goes
+// to `version` (may be NULL); `MMS_ERR_TORN`: one of the region's stripes was left torn (the
+// bytes were copied as they are).
+//
+// # Safety
+// `array` is a live array handle; `starts`, `ends` valid for `nranges` reads; `dst` valid
+// for `len` bytes of writes; `version` NULL or valid for a write.
+int mms_array_read_region(struct mms_array *array,
+                          uint32_t nranges,
+                          const uint64_t *starts,
+                          const uint64_t *ends,
+                          void *dst,
+                          size_t len,
+                          uint64_t *version);
+
+// Writes a region of the array (as `mms_array_read_region` names it) from `src`, its
+// elements in the array's memory order (`len` bytes, the region's size), and publishes; it
+// clears the torn mark of the stripes the region replaces whole. In an array with stripes
+// only the region's stripes are taken: writers of other regions write at the same time.
+// The new version goes to `version` (may be NULL).
+//
+// # Safety
+// `array` is a live array handle; `starts`, `ends` valid for `nranges` reads; `src` valid
+// for `len` bytes of reads; `version` NULL or valid for a write.
+int mms_array_write_region(struct mms_array *array,
+                           uint32_t nranges,
+                           const uint64_t *starts,
+                           const uint64_t *ends,
+                           const void *src,
+                           size_t len,
+                           uint64_t *version);
+
+// Starts a write in place of a region only (as `mms_array_read_region` names it): takes the
+// write side of the region's stripes (of the whole array if it has one lock), and gives the
+// data's first byte (`data`) and length (`len`), as `mms_array_begin_write` does. Write only
+// inside the region, only until `mms_array_commit` or `mms_array_abort`; writers of other
+// stripes write meanwhile, and readers of other stripes do not wait.
+//
+// # Safety
+// `array` is a live array handle; `starts`, `ends` valid for `nranges` reads; `data` and
+// `len` valid for a write.
+int mms_array_begin_write_region(struct mms_array *array,
+                                 uint32_t nranges,
+                                 const uint64_t *starts,
+                                 const uint64_t *ends,
+                                 void **data,
+                                 size_t *len);
 
 // Publishes the write started by `mms_array_begin_write`; the new version goes to
 // `version` (may be NULL).

@@ -74,6 +74,19 @@ public:
     explicit WriteGuard(mms_array *a) : a_(a), uncaught_(std::uncaught_exceptions()) {
         detail::check(mms_array_begin_write(a_, &data_, &len_));
     }
+    /// A write of a region only (`Region`): `data()` is still the array's first byte; write
+    /// inside the region only.
+    WriteGuard(mms_array *a, const std::vector<uint64_t> &starts, const std::vector<uint64_t> &ends)
+        : a_(a), uncaught_(std::uncaught_exceptions()) {
+        detail::check(mms_array_begin_write_region(a_, region_len(starts, ends), starts.data(),
+                                                   ends.data(), &data_, &len_));
+    }
+    static uint32_t region_len(const std::vector<uint64_t> &starts,
+                               const std::vector<uint64_t> &ends) {
+        if (starts.size() != ends.size())
+            throw Error(MMS_ERR_INVALID_ARGUMENT, "a region needs as many starts as ends");
+        return static_cast<uint32_t>(starts.size());
+    }
     WriteGuard(WriteGuard &&o) noexcept
         : a_(std::exchange(o.a_, nullptr)), data_(o.data_), len_(o.len_), uncaught_(o.uncaught_) {}
     WriteGuard(const WriteGuard &) = delete;
@@ -132,6 +145,30 @@ public:
         return v;
     }
     WriteGuard begin_write() { return WriteGuard(a_.get()); }
+    /// A region: rows `starts[k]..ends[k]` of each leading axis `k` (the rest whole). Its
+    /// copy (elements in the array's memory order, `len` = its bytes); returns its version. In
+    /// an array with stripes only the region's stripes are validated.
+    uint64_t read_region(const std::vector<uint64_t> &starts, const std::vector<uint64_t> &ends,
+                         void *dst, size_t len) const {
+        uint64_t v = 0;
+        detail::check(mms_array_read_region(a_.get(), WriteGuard::region_len(starts, ends),
+                                            starts.data(), ends.data(), dst, len, &v));
+        return v;
+    }
+    /// Writes a region from `src` (its elements in memory order); returns the new version.
+    /// In an array with stripes only the region's stripes are taken.
+    uint64_t write_region(const std::vector<uint64_t> &starts, const std::vector<uint64_t> &ends,
+                          const void *src, size_t len) {
+        uint64_t v = 0;
+        detail::check(mms_array_write_region(a_.get(), WriteGuard::region_len(starts, ends),
+                                             starts.data(), ends.data(), src, len, &v));
+        return v;
+    }
+    /// A write in place of a region only.
+    WriteGuard begin_write_region(const std::vector<uint64_t> &starts,
+                                  const std::vector<uint64_t> &ends) {
+        return WriteGuard(a_.get(), starts, ends);
+    }
     /// Waits (at most `timeout_ms`; negative: no limit) for a version above `newer_than`.
     uint64_t wait(uint64_t newer_than, int64_t timeout_ms) const {
         uint64_t v = 0;

@@ -120,6 +120,14 @@ pub const MMS_CREATE_MEMORY: u32 = 1;
 pub const MMS_CREATE_ORDER_F: u32 = 2;
 /// Flag: an existing object with the same dtype, shape and order is not an error.
 pub const MMS_CREATE_EXIST_OK: u32 = 4;
+/// `mms_create_array`: the stripe count goes in the flags' bits 8..14, as
+/// `n << MMS_CREATE_STRIPES_SHIFT`: 0 lets the daemon choose from the size (one lock below 1
+/// MiB), 1 is one lock for the whole array, 2 to 32 divide it along its outermost axis into
+/// at most that many stripes, each with its own lock, so that writers of different regions
+/// (`mms_array_begin_write_region`) run at once.
+pub const MMS_CREATE_STRIPES_SHIFT: u32 = 8;
+/// The bits of the flags that hold the stripe count.
+pub const MMS_CREATE_STRIPES_MASK: u32 = 0x3F << MMS_CREATE_STRIPES_SHIFT;
 
 /// For [`mms_stream_options_set`]: frames in the ring (default 8).
 pub const MMS_OPTION_SLOTS: c_int = 1;
@@ -431,6 +439,17 @@ fn waiting<R, E>(
     }
 }
 
+/// The stripe count in `mms_create_array`'s flags.
+fn stripes_flag(flags: u32) -> Result<u32> {
+    let n = (flags & MMS_CREATE_STRIPES_MASK) >> MMS_CREATE_STRIPES_SHIFT;
+    if n > 32 {
+        return Err(Failure::invalid(format!(
+            "{n} stripes asked for (flags {flags:#x}); an array has at most 32"
+        )));
+    }
+    Ok(n)
+}
+
 fn create_flags(flags: u32) -> Result<(Backing, Order, bool)> {
     let known = MMS_CREATE_MEMORY | MMS_CREATE_ORDER_F | MMS_CREATE_EXIST_OK;
     if flags & !known != 0 {
@@ -576,6 +595,8 @@ pub struct mms_info {
     pub slots: u32,
     /// A stream's subscriber limit (0 for an array).
     pub max_subscribers: u32,
+    /// An array's bytes per stripe, each with its own lock (0: one lock for the whole array).
+    pub stripe_bytes: u64,
 }
 
 fn info_base(
@@ -600,6 +621,7 @@ fn info_base(
         torn: false,
         slots: 0,
         max_subscribers: 0,
+        stripe_bytes: 0,
     };
     // A record's descr does not fit: its header form (`|V` and the itemsize) always does.
     let short = mmshare::DType::parse(dtype)
@@ -623,6 +645,7 @@ fn array_info(a: &ArrayInfo) -> mms_info {
     info.data_len = a.data_len;
     info.version = a.version;
     info.torn = a.torn;
+    info.stripe_bytes = a.stripe_bytes;
     info
 }
 
@@ -915,10 +938,12 @@ pub unsafe extern "C" fn mms_create_array(
         let dtype = unsafe { text(dtype, "dtype") }?;
         // SAFETY: NULL or `ndim` readable values (the contract).
         let shape = unsafe { dims(shape, ndim) }?;
-        let (backing, order, exist_ok) = create_flags(flags)?;
+        let stripes = stripes_flag(flags)?;
+        let (backing, order, exist_ok) = create_flags(flags & !MMS_CREATE_STRIPES_MASK)?;
         let mut options = CreateOptions::new(name, dtype, shape)
             .order(order)
             .exist_ok(exist_ok)
+            .stripes(stripes)
             .mode(if mode == 0 { 0o600 } else { mode });
         if backing == Backing::Memory {
             options = options.memory();
@@ -1214,6 +1239,171 @@ pub unsafe extern "C" fn mms_array_begin_write(
             ));
         }
         let session = a.array.begin_write()?;
+        let n = a.array.header().data_len as usize;
+        a.session = Some(session);
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe {
+            put(data, a.array.data_ptr().cast::<c_void>());
+            put(len, n);
+        }
+        Ok(())
+    })
+}
+
+/// The region `nranges` ranges give: rows `starts[k]..ends[k]` of axis `k` for each leading
+/// axis `k` (axes past `nranges` are whole).
+///
+/// # Safety
+/// `starts` and `ends` NULL (with `nranges` 0) or valid for `nranges` reads.
+unsafe fn region_of(
+    a: &ArrayState,
+    nranges: u32,
+    starts: *const u64,
+    ends: *const u64,
+) -> Result<mmshare::Region> {
+    // SAFETY: NULL (with 0) or `nranges` readable values (the contract).
+    let starts = unsafe { dims(starts, nranges) }?;
+    // SAFETY: as above.
+    let ends = unsafe { dims(ends, nranges) }?;
+    let ranges: Vec<std::ops::Range<u64>> = starts.iter().zip(ends).map(|(&s, &e)| s..e).collect();
+    a.array
+        .region(&ranges[..])
+        .map_err(|e| Failure::invalid(e.to_string()))
+}
+
+/// A consistent copy of a region of the array into `dst`: rows `starts[k]..ends[k]` of each
+/// leading axis `k < nranges` (the other axes whole), its elements in the array's memory
+/// order (`len` must be their size in bytes). In an array with stripes only the region's
+/// stripes are validated, so writes elsewhere do not make it retry or wait. The version goes
+/// to `version` (may be NULL); `MMS_ERR_TORN`: one of the region's stripes was left torn (the
+/// bytes were copied as they are).
+///
+/// # Safety
+/// `array` is a live array handle; `starts`, `ends` valid for `nranges` reads; `dst` valid
+/// for `len` bytes of writes; `version` NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_array_read_region(
+    array: *mut mms_array,
+    nranges: u32,
+    starts: *const u64,
+    ends: *const u64,
+    dst: *mut c_void,
+    len: usize,
+    version: *mut u64,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let a = unsafe { live(array) }?;
+        // SAFETY: the contract, passed on.
+        let region = unsafe { region_of(a, nranges, starts, ends) }?;
+        no_open_write(a)?;
+        if region.byte_len() != len as u64 {
+            return Err(Failure::invalid(format!(
+                "dst is {len} bytes; the region holds {}",
+                region.byte_len()
+            )));
+        }
+        let buf: &mut [u8] = if len == 0 {
+            &mut []
+        } else {
+            needed(dst, "dst")?;
+            // SAFETY: checked non-NULL; valid for `len` bytes of writes (the contract).
+            unsafe { std::slice::from_raw_parts_mut(dst.cast::<u8>(), len) }
+        };
+        let snapshot = a.array.read_region_bytes(&region, buf)?;
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe { put(version, snapshot.version) };
+        if snapshot.torn {
+            return Err(Failure::new(
+                MMS_ERR_TORN,
+                format!(
+                    "a stripe of this region of array {} is torn (a writer died mid-write; version {}); the bytes were copied as it left them",
+                    a.array.info().name,
+                    snapshot.version
+                ),
+            ));
+        }
+        Ok(())
+    })
+}
+
+/// Writes a region of the array (as `mms_array_read_region` names it) from `src`, its
+/// elements in the array's memory order (`len` bytes, the region's size), and publishes; it
+/// clears the torn mark of the stripes the region replaces whole. In an array with stripes
+/// only the region's stripes are taken: writers of other regions write at the same time.
+/// The new version goes to `version` (may be NULL).
+///
+/// # Safety
+/// `array` is a live array handle; `starts`, `ends` valid for `nranges` reads; `src` valid
+/// for `len` bytes of reads; `version` NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_array_write_region(
+    array: *mut mms_array,
+    nranges: u32,
+    starts: *const u64,
+    ends: *const u64,
+    src: *const c_void,
+    len: usize,
+    version: *mut u64,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let a = unsafe { live(array) }?;
+        // SAFETY: the contract, passed on.
+        let region = unsafe { region_of(a, nranges, starts, ends) }?;
+        no_open_write(a)?;
+        if region.byte_len() != len as u64 {
+            return Err(Failure::invalid(format!(
+                "src is {len} bytes; the region holds {}",
+                region.byte_len()
+            )));
+        }
+        let buf: &[u8] = if len == 0 {
+            &[]
+        } else {
+            needed(src.cast_mut(), "src")?;
+            // SAFETY: checked non-NULL; valid for `len` bytes of reads (the contract).
+            unsafe { std::slice::from_raw_parts(src.cast::<u8>(), len) }
+        };
+        let v = a.array.write_region_bytes(&region, buf)?;
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe { put(version, v) };
+        Ok(())
+    })
+}
+
+/// Starts a write in place of a region only (as `mms_array_read_region` names it): takes the
+/// write side of the region's stripes (of the whole array if it has one lock), and gives the
+/// data's first byte (`data`) and length (`len`), as `mms_array_begin_write` does. Write only
+/// inside the region, only until `mms_array_commit` or `mms_array_abort`; writers of other
+/// stripes write meanwhile, and readers of other stripes do not wait.
+///
+/// # Safety
+/// `array` is a live array handle; `starts`, `ends` valid for `nranges` reads; `data` and
+/// `len` valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_array_begin_write_region(
+    array: *mut mms_array,
+    nranges: u32,
+    starts: *const u64,
+    ends: *const u64,
+    data: *mut *mut c_void,
+    len: *mut usize,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let a = unsafe { live(array) }?;
+        // SAFETY: the contract, passed on.
+        let region = unsafe { region_of(a, nranges, starts, ends) }?;
+        needed(data, "data")?;
+        needed(len, "len")?;
+        if a.session.is_some() {
+            return Err(Failure::new(
+                MMS_ERR_BUSY,
+                "this handle has a write open already: commit or abort it first",
+            ));
+        }
+        let session = a.array.begin_write_region(&region)?;
         let n = a.array.header().data_len as usize;
         a.session = Some(session);
         // SAFETY: NULL or valid for a write (the contract).

@@ -127,6 +127,7 @@ pub fn info_json(info: &ArrayInfo) -> serde_json::Value {
         "mode": format!("{:04o}", info.mode),
         "file_mode": file_mode(info, None).map(|m| format!("{m:04o}")),
         "torn": info.torn,
+        "stripe_bytes": info.stripe_bytes,
     })
 }
 
@@ -239,13 +240,15 @@ pub fn create(
     mode: Option<&str>,
     order: &str,
     exist_ok: bool,
+    stripes: u32,
 ) -> Result {
     let (shape, mode_text, mode_bits, order) = parse_create_args(shape, mode, order)?;
     let options = |exist_ok: bool| {
         let o = CreateOptions::new(name, dtype, &shape)
             .mode(mode_bits)
             .order(order)
-            .exist_ok(exist_ok);
+            .exist_ok(exist_ok)
+            .stripes(stripes);
         if memory { o.memory() } else { o }
     };
     let client = connect(socket)?;
@@ -260,13 +263,14 @@ pub fn create(
     };
     let info = array.info();
     emit(&format!(
-        "{verb} {} {} {} order {} ({}, {}) mode {:04o} at {}",
+        "{verb} {} {} {} order {} ({}, {}{}) mode {:04o} at {}",
         info.name,
         info.dtype,
         shape_text(&info.shape),
         order_name(info),
         human_bytes(info.data_len),
         backing_name(info.backing),
+        stripes_text(info),
         info.mode,
         info.path
     ))?;
@@ -420,7 +424,29 @@ pub fn info(socket: &Path, name: &str, json: bool) -> Result {
         file_mode.map_or_else(|| "unknown".to_string(), |m| format!("{m:04o}"))
     ))?;
     emit(&format!("torn:        {}", info.torn))?;
+    emit(&format!(
+        "stripes:     {}",
+        match info.stripe_bytes {
+            0 => "1 (one lock for the whole array)".to_string(),
+            b => format!(
+                "{} of {} ({b} bytes), each with its own lock",
+                mmshare::format::stripe_count(info.data_len, b),
+                human_bytes(b)
+            ),
+        }
+    ))?;
     Ok(())
+}
+
+/// ", 8 stripes" for a striped array, nothing for one with one lock.
+fn stripes_text(info: &ArrayInfo) -> String {
+    match info.stripe_bytes {
+        0 => String::new(),
+        b => format!(
+            ", {} stripes",
+            mmshare::format::stripe_count(info.data_len, b)
+        ),
+    }
 }
 
 /// Deletes each name in turn; one that fails does not stop the others. Every failure is one
@@ -677,55 +703,89 @@ fn read_error_text(name: &str, e: &ReadError, timeout: Duration) -> String {
     }
 }
 
-pub fn get(socket: &Path, name: &str, path: &Path, allow_torn: bool, timeout: Duration) -> Result {
+pub fn get(
+    socket: &Path,
+    name: &str,
+    path: &Path,
+    allow_torn: bool,
+    timeout: Duration,
+    rows: Option<(Option<u64>, Option<u64>)>,
+) -> Result {
     on_interrupt_clean_get();
     let client = connect(socket)?;
     let mut array = client.open_raw(name, Access::Read)?;
     let h = array.header().clone();
     array.handle_mut().set_accept_torn(allow_torn);
     array.handle_mut().set_timeout(timeout);
+    // The rows asked for, as a region of the first axis (the whole array without --rows).
+    let rows = match rows {
+        None => None,
+        Some(_) if h.shape.is_empty() => {
+            return Err(format!("{name} is 0-dimensional: it has no rows for --rows").into());
+        }
+        Some((a, b)) => Some((a.unwrap_or(0), b.unwrap_or(h.shape[0]))),
+    };
+    let region = match rows {
+        None => None,
+        Some((a, b)) => Some(
+            array
+                .region(a..b)
+                .map_err(|e| format!("--rows {a}:{b}: {e}"))?,
+        ),
+    };
+    let shape = region
+        .as_ref()
+        .map_or(h.shape.clone(), |r| r.shape().to_vec());
+    let len = region.as_ref().map_or(h.data_len, |r| r.byte_len());
     let target = OutputTarget::of(path)?;
     let dir = target.temp_dir();
     let mut tmp = TempOut::new_in(&dir)?;
-    let head = npy::header_bytes(&h.dtype, h.order == Order::F, &h.shape);
-    let bar = progress(h.data_len, "get");
-    let mut buf = vec![0u8; CHUNK.min(h.data_len as usize).max(1)];
-    let (written, snap) = array
-        .read_stream(|r| -> std::io::Result<()> {
-            // Each attempt starts the file over; only a validated attempt is kept.
-            let f = &mut tmp.file;
-            f.set_len(0)?;
-            f.seek(SeekFrom::Start(0))?;
-            let mut out = BufWriter::new(f);
-            out.write_all(&head)?;
-            let mut offset = 0u64;
-            while offset < r.len() {
-                let n = ((r.len() - offset) as usize).min(buf.len());
-                r.read_at(offset, &mut buf[..n]);
-                out.write_all(&buf[..n])?;
-                offset += n as u64;
-                bar.set_position(offset);
-            }
-            out.flush()
-        })
-        .map_err(|e| {
-            Failure::new(
-                crate::failure::read_class(&e),
-                read_error_text(name, &e, timeout),
-            )
-        })?;
+    let head = npy::header_bytes(&h.dtype, h.order == Order::F, &shape);
+    let bar = progress(len, "get");
+    let mut buf = vec![0u8; CHUNK.min(len as usize).max(1)];
+    let mut save = |r: &mmshare::ByteReader<'_>| -> std::io::Result<()> {
+        // Each attempt starts the file over; only a validated attempt is kept.
+        let f = &mut tmp.file;
+        f.set_len(0)?;
+        f.seek(SeekFrom::Start(0))?;
+        let mut out = BufWriter::new(f);
+        out.write_all(&head)?;
+        let mut offset = 0u64;
+        while offset < r.len() {
+            let n = ((r.len() - offset) as usize).min(buf.len());
+            r.read_at(offset, &mut buf[..n]);
+            out.write_all(&buf[..n])?;
+            offset += n as u64;
+            bar.set_position(offset);
+        }
+        out.flush()
+    };
+    let (written, snap) = match &region {
+        None => array.read_stream(&mut save),
+        Some(region) => array.read_region_stream(region, &mut save),
+    }
+    .map_err(|e| {
+        Failure::new(
+            crate::failure::read_class(&e),
+            read_error_text(name, &e, timeout),
+        )
+    })?;
     bar.finish_and_clear();
     written.map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     target.deliver(tmp)?;
     if matches!(target, OutputTarget::Stdout) {
         return Ok(());
     }
+    let what = match rows {
+        None => name.to_string(),
+        Some((a, b)) => format!("rows {a}:{b} of {name}"),
+    };
     emit(&format!(
-        "saved {name} version {}{} to {} ({})",
+        "saved {what} version {}{} to {} ({})",
         snap.version,
         if snap.torn { " (TORN)" } else { "" },
         path.display(),
-        human_bytes(h.data_len)
+        human_bytes(len)
     ))?;
     Ok(())
 }

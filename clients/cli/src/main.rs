@@ -68,6 +68,12 @@ enum Command {
         /// backing exists; refuse one that differs
         #[arg(long)]
         exist_ok: bool,
+        /// Divide the array along its outermost axis into at most N stripes (2 to 32), each
+        /// with its own lock, so that writers of different regions run at once and readers
+        /// of a region are not held up by writes elsewhere; 1: one lock [default: one lock
+        /// below 1 MiB, else stripes of at least 64 KiB]
+        #[arg(long, value_name = "N", conflicts_with = "stream")]
+        stripes: Option<u32>,
         /// Create a stream: a ring of frames of this dtype and shape (one frame's shape)
         #[arg(long)]
         stream: bool,
@@ -156,6 +162,10 @@ enum Command {
         /// overwriting it
         #[arg(long, default_value_t = 60.0, value_parser = parse_seconds)]
         timeout: f64,
+        /// Save only rows A to B (exclusive) of the first axis, as A:B (A: or :B leave a side
+        /// open); in an array with stripes only their stripes are read and validated
+        #[arg(long, value_name = "A:B", value_parser = parse_rows)]
+        rows: Option<(Option<u64>, Option<u64>)>,
     },
     /// Call a service: send the request(s) of a .npy file, save the responses as a .npy
     Call {
@@ -336,6 +346,7 @@ fn main() -> ExitCode {
             mode,
             order,
             exist_ok,
+            stripes,
             stream,
             slots,
             max_subscribers,
@@ -375,6 +386,7 @@ fn main() -> ExitCode {
                     mode.as_deref(),
                     &order,
                     exist_ok,
+                    stripes.unwrap_or(0),
                 )
             }
         }
@@ -481,12 +493,14 @@ fn main() -> ExitCode {
             file,
             allow_torn,
             timeout,
+            rows,
         } => commands::get(
             &socket,
             &name,
             &file,
             allow_torn,
             Duration::from_secs_f64(timeout),
+            rows,
         ),
         Command::Watch {
             name,
@@ -520,6 +534,22 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
         .ok()
         .filter(|v| *v > 0.0 && *v <= 86_400.0)
         .ok_or_else(|| format!("{s:?} is not a number of seconds between 0 and 86400"))
+}
+
+/// `get --rows A:B`: the first axis' rows from A to B (exclusive); either side may be left
+/// open (`A:`, `:B`). Checked against the array's shape once it is known.
+fn parse_rows(s: &str) -> Result<(Option<u64>, Option<u64>), String> {
+    let bad = || format!("{s:?} is not a range of rows A:B (A: and :B leave a side open)");
+    let (a, b) = s.split_once(':').ok_or_else(bad)?;
+    let side = |t: &str| -> Result<Option<u64>, String> {
+        let t = t.trim();
+        if t.is_empty() {
+            Ok(None)
+        } else {
+            t.parse().map(Some).map_err(|_| bad())
+        }
+    };
+    Ok((side(a)?, side(b)?))
 }
 
 /// Frames per second for `pub --rate`: positive, at most a million.

@@ -1173,9 +1173,39 @@ impl RawArray {
             f(&ByteReader {
                 data,
                 len,
+                region: None,
                 _life: std::marker::PhantomData,
             })
         })
+    }
+
+    /// [`RawArray::read_stream`] for a region: `f` pulls the region's bytes (in the array's
+    /// memory order) through a [`ByteReader`]; in a striped array only the region's stripes
+    /// are validated. As there, `f` may run again from the start.
+    ///
+    /// # Errors
+    /// [`ReadError::Region`] for a region of another array, [`ReadError::Torn`] (unless
+    /// accepted) or [`ReadError::Timeout`].
+    pub fn read_region_stream<R>(
+        &self,
+        region: &Region,
+        mut f: impl FnMut(&ByteReader<'_>) -> R,
+    ) -> Result<(R, Snapshot), ReadError> {
+        region.check_for(&self.header)?;
+        let len = region.byte_len();
+        let attempt = |data, _| {
+            f(&ByteReader {
+                data,
+                len,
+                region: Some(region),
+                _life: std::marker::PhantomData,
+            })
+        };
+        if self.is_striped() {
+            self.read_stripes(false, region.span(), attempt)
+        } else {
+            self.read_protocol(false, attempt)
+        }
     }
 
     /// A write of any size, streamed: takes the write side, lets `f` write bytes through a
@@ -1510,30 +1540,56 @@ impl RawArray {
     }
 }
 
-/// Byte access to the live data inside [`RawArray::read_stream`].
+/// Byte access to the live data inside [`RawArray::read_stream`] (the whole data area) and
+/// [`RawArray::read_region_stream`] (a region's bytes, in the array's memory order).
 #[derive(Debug)]
 pub struct ByteReader<'a> {
     data: *const u8,
     len: u64,
+    region: Option<&'a Region>,
     _life: std::marker::PhantomData<&'a ()>,
 }
 
 impl ByteReader<'_> {
-    /// Data length in bytes.
+    /// Length in bytes: the data's, or the region's.
     pub fn len(&self) -> u64 {
         self.len
     }
 
-    /// True for an empty array.
+    /// True for an empty array or region.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    /// Copies `dst.len()` bytes from `offset` (atomic 8-byte loads).
+    /// Copies `dst.len()` bytes from `offset` (atomic 8-byte loads); in a region reader,
+    /// `offset` counts the region's bytes in memory order.
     ///
     /// # Panics
-    /// If the range is outside the data.
+    /// If the range is outside the data (or the region).
     pub fn read_at(&self, offset: u64, dst: &mut [u8]) {
+        if let Some(region) = self.region {
+            assert!(
+                offset
+                    .checked_add(dst.len() as u64)
+                    .is_some_and(|e| e <= self.len),
+                "read of {} bytes at {offset} is outside the region's {} bytes",
+                dst.len(),
+                self.len
+            );
+            let run = region.run_len();
+            let mut done = 0;
+            while done < dst.len() {
+                let at = offset + done as u64;
+                let (k, within) = (at / run, at % run);
+                let n = ((run - within) as usize).min(dst.len() - done);
+                let from = (region.run_start(k) + within) as usize;
+                // SAFETY: a run of a region checked against this array lies in the mapped data
+                // area, kept mapped by the handle this reader borrows.
+                unsafe { seqlock::load_bytes(self.data, from, &mut dst[done..done + n]) };
+                done += n;
+            }
+            return;
+        }
         assert!(
             offset
                 .checked_add(dst.len() as u64)
