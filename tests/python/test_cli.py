@@ -129,7 +129,8 @@ def test_info_and_ls_json_fields(cli_bin, daemon):
         socket=daemon.socket)
     info = json.loads(run(cli_bin, "info", "j", "--json", socket=daemon.socket).stdout)
     assert set(info) == {"kind", "name", "dtype", "shape", "order", "nbytes", "data_offset",
-                         "path", "version", "backing", "owner_uid", "mode", "file_mode", "torn"}
+                         "path", "version", "backing", "owner_uid", "mode", "file_mode", "torn",
+                         "stripe_bytes"}
     assert info["kind"] == "array"
     # Modes are octal text, as people write them; the file's own mode is shown next to the
     # access mode the daemon checks (the file stays 0600: raw mapping is for its owner).

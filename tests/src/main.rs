@@ -76,7 +76,7 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
   stream-hold SOCKET NAME MODE          subscribe, take one frame, print 'holding N', sleep
   stream-loan-hold SOCKET NAME          attach as publisher, loan a slot, half fill it with
                                         garbage, print 'loaned N lane=L', sleep
-  fan-in-pub SOCKET NAME FRAMES        attach as one of the publishers of stream NAME (u64
+  fan-in-pub SOCKET NAME FRAMES [GATE] attach as one of the publishers of stream NAME (u64
                                         frames), print 'lane=L id=ID', publish FRAMES frames
                                         (element i of frame n of lane L is
                                         pattern(n + L * 2^40, i)); print 'published N' (or
@@ -243,7 +243,8 @@ fn main() -> ExitCode {
             frames_check(socket, name, frames.parse().unwrap_or(0))
         }
         ["stream-loan-hold", socket, name] => stream_loan_hold(socket, name),
-        ["fan-in-pub", socket, name, frames] => fan_in_pub(socket, name, frames),
+        ["fan-in-pub", socket, name, frames] => fan_in_pub(socket, name, frames, None),
+        ["fan-in-pub", socket, name, frames, gate] => fan_in_pub(socket, name, frames, Some(gate)),
         ["fan-in-sub", socket, name, counts] => fan_in_sub(socket, name, counts),
         ["service-serve", socket, name, mode] => service_serve(socket, name, mode),
         ["service-call", socket, name, n, inflight] => service_call(socket, name, n, inflight),
@@ -1365,7 +1366,7 @@ fn fan_in_tag(lane: u32, n: u64) -> u64 {
     n + (u64::from(lane) << 40)
 }
 
-fn fan_in_pub(socket: &str, name: &str, frames: &str) -> Result<ExitCode> {
+fn fan_in_pub(socket: &str, name: &str, frames: &str, gate: Option<&str>) -> Result<ExitCode> {
     let frames: u64 = frames.parse()?;
     let client = Client::connect(socket)?;
     let mut publisher = match client.publisher::<u64>(name) {
@@ -1378,6 +1379,13 @@ fn fan_in_pub(socket: &str, name: &str, frames: &str) -> Result<ExitCode> {
     publisher.set_timeout(Duration::from_secs(30));
     let id = publisher.id();
     say(&format!("lane={} id={}", id.lane(), id.id()));
+    // Publishing only once the gate file exists: a publisher that finished and went before
+    // another attached would hand that one its lane.
+    while let Some(gate) = gate
+        && !Path::new(gate).exists()
+    {
+        std::thread::sleep(Duration::from_millis(2));
+    }
     for _ in 0..frames {
         let mut loan = publisher.loan()?;
         let tag = fan_in_tag(id.lane(), loan.number());

@@ -64,9 +64,17 @@ fn three_publisher_processes_reach_two_lossless_subscribers_whole_and_in_order()
         2,
         "each subscriber once: {listed:?}"
     );
-    let publishers: Vec<Worker> = (0..3)
-        .map(|_| Worker::spawn(&["fan-in-pub", &sock, "fan", &FRAMES.to_string()]))
+    // All three attached before any publishes (a lane is reused once free).
+    let gate_dir = tempfile::tempdir().unwrap();
+    let gate = gate_dir.path().join("go");
+    let gate = gate.to_str().unwrap();
+    let mut publishers: Vec<Worker> = (0..3)
+        .map(|_| Worker::spawn(&["fan-in-pub", &sock, "fan", &FRAMES.to_string(), gate]))
         .collect();
+    for publisher in &mut publishers {
+        publisher.expect_line("lane=", WATCHDOG);
+    }
+    std::fs::write(gate, b"").unwrap();
     let mut lanes = Vec::new();
     let mut ids = Vec::new();
     for publisher in publishers {

@@ -515,7 +515,9 @@ class SharedArray(_fork.Owned):
         slices), writes only that part: the view yielded is `array[region]`, and in a striped
         array only the stripes it lies in are taken, so writers of other regions write at the
         same time and readers of other regions are not held up. `repair=True` then clears
-        TORN on the stripes the region replaces whole. Other indexes raise ValueError.
+        TORN on the stripes the region replaces whole. Other indexes raise ValueError. Inside
+        a write, do not start another write of the same array (through any handle): it waits
+        for the first, which cannot end, until its timeout.
 
         Assignments into the view follow NumPy's `casting` rule ('same_kind' by default, as
         `np.copyto` does): a float written into an integer array raises TypeError naming

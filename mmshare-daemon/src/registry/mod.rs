@@ -1783,8 +1783,9 @@ impl Registry {
     /// connections are open: a connected client may have forked the worker that died, and the
     /// client's lease says nothing about that worker. A write lease protects only what cannot
     /// be judged: a write whose writer is not yet recorded, which is taken over after
-    /// `UNIDENTIFIED_GRACE` only while no connection holds write access. A recorded writer
-    /// whose liveness is `Unknown` is never taken over.
+    /// `UNIDENTIFIED_GRACE` only while no connection holds write access (a stripe of a
+    /// striped array whatever the leases: see `recover_stripe`). A recorded writer whose
+    /// liveness is `Unknown` is never taken over.
     pub fn recover_all(&self) {
         self.check_keeper();
         self.lock().release_retired();
@@ -1973,6 +1974,8 @@ impl Registry {
         leased: bool,
     ) -> Option<Recovery> {
         let mut outcome = None;
+        // The stripes recovered, per dead writer: one log line and one count each.
+        let mut dead: Vec<(ProcessId, Vec<u64>, u64)> = Vec::new();
         for k in 0..raw.stripes() {
             let Some((s, writer)) = raw.stripe_state(k) else {
                 break;
@@ -1981,8 +1984,44 @@ impl Registry {
                 continue;
             }
             match self.recover_stripe(name, raw, k, closed_pid, leased) {
-                Some(r @ Recovery::Recovered { .. }) => outcome = Some(r),
+                Some(r @ Recovery::Recovered { writer, version }) => {
+                    match dead
+                        .iter_mut()
+                        .find(|(w, ..)| *w == writer && writer.pid != 0)
+                    {
+                        Some((_, stripes, last)) => {
+                            stripes.push(k);
+                            *last = version;
+                        }
+                        None => dead.push((writer, vec![k], version)),
+                    }
+                    outcome = Some(r);
+                }
                 other => outcome = outcome.or(other),
+            }
+        }
+        for (writer, stripes, version) in dead {
+            let stripes = raw.is_striped().then_some(stripes);
+            if writer.pid == 0 {
+                warn!(
+                    name,
+                    ?stripes,
+                    version,
+                    "a write stayed unidentified for 2 s: marked TORN and released"
+                );
+            } else {
+                warn!(
+                    name,
+                    ?stripes,
+                    writer_pid = writer.pid,
+                    version,
+                    "writer died mid-write: marked TORN and released"
+                );
+            }
+            let mut state = self.lock();
+            // Not for a name deleted meanwhile: a later array of that name starts at 0.
+            if state.arrays.contains_key(name) {
+                *state.recoveries.entry(name.clone()).or_default() += 1;
             }
         }
         // An unidentified stretch is over once its stripe is published.
@@ -2007,17 +2046,9 @@ impl Registry {
         leased: bool,
     ) -> Option<Recovery> {
         let key = (name.clone(), k);
-        let stripe = raw.is_striped().then_some(k);
         match raw.recover_stripe_judged(k, |writer| self.judge(name, writer)) {
-            Ok(r @ Recovery::Recovered { writer, version }) => {
-                warn!(
-                    name,
-                    ?stripe,
-                    writer_pid = writer.pid,
-                    version,
-                    "writer died mid-write: marked TORN and released"
-                );
-                self.count_recovery(name, &key);
+            Ok(r @ Recovery::Recovered { .. }) => {
+                self.lock().unidentified.remove(&key);
                 Some(r)
             }
             Ok(Recovery::WriterUnknown { .. }) if leased && !raw.is_striped() => {
@@ -2052,16 +2083,6 @@ impl Registry {
                 state.unidentified.remove(&key);
                 drop(state);
                 match raw.recover_unidentified_stripe(k, sequence) {
-                    Ok(r @ Recovery::Recovered { version, .. }) => {
-                        warn!(
-                            name,
-                            ?stripe,
-                            version,
-                            "a write stayed unidentified for 2 s: marked TORN and released"
-                        );
-                        self.count_recovery(name, &key);
-                        Some(r)
-                    }
                     Ok(other) => Some(other),
                     Err(e) => {
                         error!(name, "recovery failed: {e}");
@@ -2077,16 +2098,6 @@ impl Registry {
                 error!(name, "recovery failed: {e}");
                 None
             }
-        }
-    }
-
-    /// Counts a recovery of `name` (stripe `key.1`) in its statistics.
-    fn count_recovery(&self, name: &String, key: &(String, u64)) {
-        let mut state = self.lock();
-        state.unidentified.remove(key);
-        // Not for a name deleted meanwhile: a later array of that name starts at 0.
-        if state.arrays.contains_key(name) {
-            *state.recoveries.entry(name.clone()).or_default() += 1;
         }
     }
 }

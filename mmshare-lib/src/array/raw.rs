@@ -380,6 +380,20 @@ impl RawArray {
         self.seq().load(Ordering::Relaxed)
     }
 
+    /// The sequence with acquire ordering if no write holds the array (`Err` with the odd
+    /// value while one does); in a striped array the generation, whose low bit means nothing
+    /// (a write is counted in it while it holds its stripes, and a scribbled odd value must not
+    /// stall every reader and waiter for good).
+    pub(super) fn stable_sequence(&self) -> Result<u64, u64> {
+        if self.is_striped() {
+            let g = self.seq().load(Ordering::Relaxed);
+            // Acquire fence: as in `read_begin`, valid on read-only memory.
+            fence(Ordering::Acquire);
+            return Ok(g);
+        }
+        read_begin(self.seq())
+    }
+
     /// The current version: `sequence / 2`, the number of completed writes and recoveries.
     pub fn version(&self) -> u64 {
         self.sequence() / 2
@@ -906,7 +920,7 @@ impl RawArray {
         let mut backoff = Backoff::new(timeout);
         loop {
             let futex_seen = self.futex_snapshot();
-            if let Ok(s) = read_begin(self.seq())
+            if let Ok(s) = self.stable_sequence()
                 && s / 2 > newer_than
             {
                 return Ok(s / 2);
@@ -1727,8 +1741,9 @@ impl Drop for WriteScope<'_> {
     /// Reached only when the write body panicked (success paths `forget` the scope): the data
     /// may be half-written, so publish it as TORN rather than leave the lock held.
     fn drop(&mut self) {
-        // If the write side was lost meanwhile, the recovery that took it marked the array
-        // TORN; nothing more can be done while unwinding without blocking.
+        // If the write side was lost meanwhile, the recovery that took it marked it TORN. With
+        // one sequence that stands; a striped write takes the stripes it lost again, one at a
+        // time, to mark them (waiting at most the handle's timeout for each, as any write).
         let _ = self.publish(true);
     }
 }
@@ -1846,7 +1861,7 @@ impl RawArray {
         waker: &std::task::Waker,
     ) -> std::task::Poll<u64> {
         let newer = || {
-            read_begin(self.seq())
+            self.stable_sequence()
                 .ok()
                 .map(|s| s / 2)
                 .filter(|&v| v > newer_than)

@@ -161,8 +161,12 @@
 //! * *Null publish.* Handing back a stripe unwritten moves `SEQ_k` from `s_k + 1` to `s_k + 2`
 //!   like a publish, without counting a write: sequences only grow (a revert to `s_k` would let
 //!   two holdings look alike to recovery), and readers of the stripe retry once.
-//! * *One region at a time.* A handle holding a region of an array cannot take another of the
-//!   same array: holding stripe 3 and then taking stripe 1 would break the order.
+//! * *One write at a time per thread.* A thread that holds a write of an array must not take
+//!   another write of the same array, through any handle: with one sequence it would wait for
+//!   itself; with stripes, holding stripe 3 and then taking stripe 1 breaks the order, and two
+//!   threads doing so can wait for each other. Both end at the writers' timeouts, with an
+//!   error; nothing refuses the second write up front (a write session may be finished on
+//!   another thread, so the library cannot tell whose it is).
 //! * *A whole-array write* takes every stripe: up to 32 compare-and-swaps more than a single
 //!   seqlock, against a copy of at least 64 bytes per stripe.
 //!
@@ -203,10 +207,14 @@
 //!
 //! **Dead writers.** Recovery works per stripe exactly as above per array: for each odd
 //! `SEQ_k` whose `WRITER_k` is proven dead, claim `WRITER_k`, take `SEQ_k` from `s` to
-//! `s + 2`, set `TORN_k`, add 2 to the generation (while holding `s + 2`: counting after
-//! publishing is the mutation the models reject), publish `s + 3`, bump `FUTEX_k` and `FUTEX`
-//! and wake. A writer whose identity CAS on a stripe fails waits, as for the array's word, to
-//! see whether the claim becomes a takeover (lost) or is handed back (it goes on). A writer that died holding several stripes is recorded on each and they are
+//! `s + 2`, set `TORN_k`, add 2 to the generation (while holding `s + 2`, for the reason the
+//! writers count while holding: a whole-array reader must not see the stripe move without the
+//! generation; the models check that rule for writers, `model_catches_counting_a_write_after_publishing`,
+//! and the recovery is the same code shape), publish `s + 3`, bump `FUTEX_k` and `FUTEX` and
+//! wake. A writer whose identity CAS on a stripe fails waits, as for the array's word, to see
+//! whether the claim becomes a takeover (lost) or is handed back (it goes on). Writers publish
+//! stripe by stripe (flags, identity, sequence), so that no stripe sits odd with no identity
+//! while its writer is busy with another. A writer that died holding several stripes is recorded on each and they are
 //! recovered one by one; each is marked torn, even one it had not written yet (nothing tells,
 //! and the rule stays simple). An odd stripe with no identity (a writer that died in the few
 //! instructions between its CAS and recording itself) is taken over once it has stayed so for

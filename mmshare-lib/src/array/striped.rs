@@ -9,7 +9,7 @@ use std::ops::Range;
 use std::sync::atomic::Ordering;
 
 use super::raw::RawArray;
-use super::seqlock::{end_write, read_begin, read_validate};
+use super::seqlock::{end_write, read_validate};
 use super::stripes::{
     Held, MAX_STRIPES, StripeLine, count_write, read_begin_stripes, read_validate_stripes,
     stripes_of,
@@ -112,11 +112,10 @@ impl RawArray {
         let mut retries = 0u64;
         loop {
             let futex_seen = self.futex_snapshot();
-            // The generation is never odd in a striped array; a scribbled odd value only makes
-            // this reader wait for its timeout, like a stripe held by a writer that never ends.
-            let begun = read_begin(generation)
-                .map_err(|odd| (usize::MAX, odd))
-                .and_then(|g| read_begin_stripes(lines, stripes.clone(), &mut seen).map(|()| g));
+            // The generation first, its low bit ignored: writers keep it even, and a scribbled
+            // odd value must not stall every reader (`stable_sequence`).
+            let (Ok(g) | Err(g)) = self.stable_sequence();
+            let begun = read_begin_stripes(lines, stripes.clone(), &mut seen).map(|()| g);
             let g = match begun {
                 Ok(g) => g,
                 Err((_, odd)) => {
@@ -273,16 +272,25 @@ impl RawArray {
     /// Hands back the stripes of `held` unwritten (a null publish: identity cleared, sequence
     /// on by 2, sleepers woken), all but those in `skip` and those whose identity a recovery
     /// took over, which belong to it.
-    fn hand_back(&self, held: &Held, me: u64, mut skip: u32) {
+    fn hand_back(&self, held: &Held, me: u64, skip: u32) {
         let lines = self.lines();
         for (k, s) in held.held() {
-            if skip & (1 << k) == 0 && self.swap_stripe_identity(&lines[k], s, me, 0).is_err() {
-                skip |= 1 << k;
+            if skip & (1 << k) == 0 {
+                self.release_stripe(&lines[k], s, me);
             }
         }
-        held.publish(lines, skip);
         self.bump_stripe_futexes(held);
         self.wake();
+    }
+
+    /// Gives up the identity of stripe `line`, held at odd `s + 1` by `me`, and at once
+    /// publishes `s + 2`; false if a recovery took the stripe over (it is the recovery's).
+    /// Stripe by stripe, not every identity first: a stripe left odd with no identity while
+    /// this writer waits on another would look like a writer that died unidentified.
+    fn release_stripe(&self, line: &StripeLine, s: u64, me: u64) -> bool {
+        // Give the identity up first: a recovery claims this word before it takes the stripe
+        // over, so exactly one of the two wins; if it did, the stripe is its.
+        self.swap_stripe_identity(line, s, me, 0).is_ok() && end_write(line, s).is_ok()
     }
 
     fn bump_stripe_futexes(&self, held: &Held) {
@@ -349,27 +357,21 @@ impl RawArray {
             self.wake();
             return 0;
         }
-        let mut skip = 0u32;
+        let mut lost = 0u32;
         for (k, s) in hold.held.held() {
-            // Give the identity up first: a recovery claims this word before it takes the
-            // stripe over, so exactly one of the two wins; if it did, the stripe is its.
-            if self.swap_stripe_identity(&lines[k], s, holder, 0).is_err() {
-                skip |= 1 << k;
-                continue;
+            // The flags while this writer still holds the identity (a recovery claims the
+            // identity before it touches them), as read-modify-writes, so that a recovery's
+            // TORN that lands anyway is not overwritten by a stale value. Relaxed: published by
+            // the stripe's Release compare-and-swap.
+            if mark_torn {
+                lines[k].flags.fetch_or(FLAG_TORN, Ordering::Relaxed);
+            } else if clear_torn && hold.covered & (1 << k) != 0 {
+                lines[k].flags.fetch_and(!FLAG_TORN, Ordering::Relaxed);
             }
-            let whole = hold.covered & (1 << k) != 0;
-            let flags = lines[k].flags.load(Ordering::Relaxed);
-            let new = if mark_torn {
-                flags | FLAG_TORN
-            } else if clear_torn && whole {
-                flags & !FLAG_TORN
-            } else {
-                flags
-            };
-            // Relaxed: published by the stripe's Release compare-and-swap below.
-            lines[k].flags.store(new, Ordering::Relaxed);
+            if !self.release_stripe(&lines[k], s, holder) {
+                lost |= 1 << k;
+            }
         }
-        let lost = hold.held.publish(lines, skip);
         self.bump_stripe_futexes(&hold.held);
         self.wake();
         lost
@@ -810,5 +812,22 @@ mod tests {
             before + 6,
             "the write, the recovery and the retake"
         );
+    }
+
+    /// A generation scribbled odd (writers keep it even) stalls no reader or waiter: its low
+    /// bit is ignored, and writes go on counting in it.
+    #[test]
+    fn a_scribbled_odd_generation_stalls_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = striped(dir.path());
+        a.write_bytes(0, &[1]).unwrap();
+        a.seq().store(7, Ordering::Relaxed);
+        let mut got = [0u8; 4];
+        assert_eq!(a.read_bytes(0, &mut got).unwrap().version, 3);
+        let mut all = vec![0u8; 4 * STRIPE as usize];
+        assert_eq!(a.read_bytes(0, &mut all).unwrap().version, 3);
+        assert_eq!(a.wait_for_version(2, Duration::from_millis(10)), Ok(3));
+        assert_eq!(a.write_bytes(STRIPE, &[2]).unwrap(), 4);
+        assert_eq!(a.wait_for_version(3, Duration::from_millis(10)), Ok(4));
     }
 }

@@ -1919,12 +1919,16 @@ fn a_lossless_subscriber_gets_every_frame_of_every_publisher_in_each_ones_order(
     let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
     assert_eq!(subscriber.lanes(), 3);
     const FRAMES: u64 = 2_000;
+    // All three attached before any publishes: a publisher that finished and went before
+    // another attached would hand that one its lane (a lane is reused once free).
+    let attached = std::sync::Barrier::new(3);
     let ids = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..3)
             .map(|_| {
-                let path = path.clone();
+                let (path, attached) = (path.clone(), &attached);
                 scope.spawn(move || {
                     let mut publisher = Publisher::<u64>::open(&path).unwrap();
+                    attached.wait();
                     for _ in 0..FRAMES {
                         send(&mut publisher);
                     }
@@ -2103,4 +2107,33 @@ fn another_subscribers_token_is_ignored() {
     y.release_token(xt);
     assert!(y.token_is_intact(&yt), "y's own hold is still there");
     y.release_token(yt);
+}
+
+/// Publishers attaching at once, from threads of one process, each get a lane of their own.
+#[test]
+fn publishers_attaching_at_once_get_lanes_of_their_own() {
+    for round in 0..200 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make_lanes(dir.path(), 3, 4);
+        let _subscriber = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
+        let barrier = std::sync::Barrier::new(3);
+        let lanes: Vec<u32> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..3)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), &barrier);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        let p = Publisher::<u64>::open(&path).unwrap();
+                        let lane = p.id().lane();
+                        barrier.wait();
+                        lane
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut sorted = lanes.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, [0, 1, 2], "round {round}: {lanes:?}");
+    }
 }
