@@ -66,6 +66,15 @@ int main(int argc, char **argv) {
     static uint64_t stripes[256 * COLS];
     CHECK(mms_array_write_region(a, 1, s4, e4, stripes, sizeof stripes, NULL));
     CHECK(mms_array_read_region(b, 1, s3, e3, hundred, sizeof hundred, NULL));
+    /* A wait for rows 0..128 times out under writes of rows 512..640, and ends on its own. */
+    uint64_t stamp, after;
+    CHECK(mms_array_region_stamp(b, 1, s0, e0, &stamp));
+    CHECK(mms_array_write_region(a, 2, s1, e1, block, sizeof block, NULL));
+    EXPECT(mms_array_wait_region(b, 1, s0, e0, stamp, 30, &after), MMS_ERR_TIMEOUT);
+    CHECK(mms_array_write_region(a, 1, s2, e2, one, sizeof one, NULL));
+    CHECK(mms_array_wait_region(b, 1, s0, e0, stamp, 1000, &after));
+    if (after != stamp + 1) { fprintf(stderr, "stamp %llu -> %llu\n",
+        (unsigned long long)stamp, (unsigned long long)after); return 1; }
     printf("ok stripe_bytes=%llu\n", (unsigned long long)info.stripe_bytes);
     mms_array_free(b);
     mms_array_free(a);

@@ -115,6 +115,35 @@ def test_region_writes_land_where_numpy_indexes_and_repair_by_stripe(daemon):
     assert not a.torn
 
 
+def test_a_wait_for_a_region_ends_on_a_write_of_that_region_only(daemon, worker):
+    _, a = make(daemon)
+    mine = np.s_[0:STRIPE_ROWS]
+    stamp = a.stamp(mine)
+    # A Rust writer of another region, flat out for half a second: the wait does not end.
+    busy = subprocess.Popen([worker, "region-writer", a.path, "0.5", "1280..1792"],
+                            stdout=subprocess.PIPE, text=True)
+    with pytest.raises(mmshare.Timeout):
+        a.wait(stamp, timeout=0.3, region=mine)
+    assert busy.wait(30) == 0
+    assert a.version > 10, "the other region was written meanwhile"
+    assert a.stamp(mine) == stamp
+    # A write of the region ends it, from another process.
+    got = []
+    t = threading.Thread(target=lambda: got.append(a.wait(stamp, timeout=30, region=mine)))
+    t.start()
+    time.sleep(0.1)
+    assert not got
+    subprocess.run([worker, "region-writer", a.path, "0.001", "100..101"], check=True,
+                   capture_output=True)
+    t.join(30)
+    assert got and got[0] > stamp
+    # The default: from now; a region across stripes counts both.
+    with pytest.raises(mmshare.Timeout):
+        a.wait(timeout=0.05, region=np.s_[STRIPE_ROWS - 1:STRIPE_ROWS + 1])
+    with pytest.raises(ValueError, match="a region is a basic index"):
+        a.stamp([1, 2])
+
+
 def one_write(block, first):
     """Whether `block` (u64, flat, starting at element `first`) is all zeros or every element
     of one version of the pattern; that version (0 for zeros)."""

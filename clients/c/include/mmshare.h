@@ -465,6 +465,35 @@ int mms_array_begin_write_region(struct mms_array *array,
                                  void **data,
                                  size_t *len);
 
+// The stamp of a region (as `mms_array_read_region` names it) into `stamp`: a number that
+// grows with every write published to the region; in an array with stripes, writes
+// elsewhere leave it (with one lock it is the version). Take it before reading the region,
+// then `mms_array_wait_region` with it: no change is missed.
+//
+// # Safety
+// `array` is a live array handle; `starts`, `ends` valid for `nranges` reads; `stamp`
+// valid for a write.
+int mms_array_region_stamp(struct mms_array *array,
+                           uint32_t nranges,
+                           const uint64_t *starts,
+                           const uint64_t *ends,
+                           uint64_t *stamp);
+
+// Waits (at most `timeout_ms`; negative: no limit) until the region's stamp is above
+// `newer_than` (`mms_array_region_stamp`); the new stamp goes to `stamp` (may be NULL). In an
+// array with stripes, writes elsewhere do not end the wait.
+//
+// # Safety
+// `array` is a live array handle; `starts`, `ends` valid for `nranges` reads; `stamp` NULL
+// or valid for a write.
+int mms_array_wait_region(struct mms_array *array,
+                          uint32_t nranges,
+                          const uint64_t *starts,
+                          const uint64_t *ends,
+                          uint64_t newer_than,
+                          int64_t timeout_ms,
+                          uint64_t *stamp);
+
 // Publishes the write started by `mms_array_begin_write`; the new version goes to
 // `version` (may be NULL).
 //

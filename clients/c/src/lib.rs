@@ -1415,6 +1415,68 @@ pub unsafe extern "C" fn mms_array_begin_write_region(
     })
 }
 
+/// The stamp of a region (as `mms_array_read_region` names it) into `stamp`: a number that
+/// grows with every write published to the region; in an array with stripes, writes
+/// elsewhere leave it (with one lock it is the version). Take it before reading the region,
+/// then `mms_array_wait_region` with it: no change is missed.
+///
+/// # Safety
+/// `array` is a live array handle; `starts`, `ends` valid for `nranges` reads; `stamp`
+/// valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_array_region_stamp(
+    array: *mut mms_array,
+    nranges: u32,
+    starts: *const u64,
+    ends: *const u64,
+    stamp: *mut u64,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let a = unsafe { live(array) }?;
+        // SAFETY: the contract, passed on.
+        let region = unsafe { region_of(a, nranges, starts, ends) }?;
+        needed(stamp, "stamp")?;
+        // SAFETY: checked non-NULL; valid for a write (the contract).
+        unsafe { put(stamp, a.array.region_stamp(&region)) };
+        Ok(())
+    })
+}
+
+/// Waits (at most `timeout_ms`; negative: no limit) until the region's stamp is above
+/// `newer_than` (`mms_array_region_stamp`); the new stamp goes to `stamp` (may be NULL). In an
+/// array with stripes, writes elsewhere do not end the wait.
+///
+/// # Safety
+/// `array` is a live array handle; `starts`, `ends` valid for `nranges` reads; `stamp` NULL
+/// or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mms_array_wait_region(
+    array: *mut mms_array,
+    nranges: u32,
+    starts: *const u64,
+    ends: *const u64,
+    newer_than: u64,
+    timeout_ms: i64,
+    stamp: *mut u64,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: a live handle of this type, used by this thread only (the contract).
+        let a = unsafe { live(array) }?;
+        // SAFETY: the contract, passed on.
+        let region = unsafe { region_of(a, nranges, starts, ends) }?;
+        no_open_write(a)?;
+        let v = waiting(
+            timeout_ms,
+            |d| a.array.wait_for_region(&region, newer_than, d),
+            |_| true,
+        )?;
+        // SAFETY: NULL or valid for a write (the contract).
+        unsafe { put(stamp, v) };
+        Ok(())
+    })
+}
+
 /// Publishes the write started by `mms_array_begin_write`; the new version goes to
 /// `version` (may be NULL).
 ///

@@ -477,14 +477,40 @@ class SharedArray(_fork.Owned):
 
         return self._native.read_with(attempt, timeout, allow_torn, span)
 
-    def wait(self, newer_than=None, timeout=None) -> int:
+    def wait(self, newer_than=None, timeout=None, region=None) -> int:
         """Waits until a version newer than `newer_than` (default: the current one) is
         published and returns it. Sleeps on the shared futex (the GIL released), so a quiet
-        array costs no CPU. Raises `Timeout`."""
+        array costs no CPU. Raises `Timeout`.
+
+        With `region` (a basic index, as `np.s_[100:200]`), waits for a change *of that
+        region*: `newer_than` is then the region's `stamp` (default: the current one), and
+        the new stamp is returned; in a striped array, writes elsewhere do not end the wait.
+        Take the stamp before reading the region, then wait with it: a write in between makes
+        the wait return at once, so no change is missed."""
         self._check_open()
+        if region is not None:
+            span = self._span_of(region)
+            if newer_than is None:
+                newer_than = self._native.span_stamp(span)
+            return self._native.wait_span(span, int(newer_than), timeout)
         if newer_than is None:
             newer_than = self.version
         return self._native.wait(int(newer_than), timeout)
+
+    def stamp(self, region) -> int:
+        """A number that grows with every write published to `region` (a basic index): in a
+        striped array, writes elsewhere leave it; with one lock it is the version. For
+        `wait(newer_than=..., region=...)`."""
+        self._check_open()
+        return self._native.span_stamp(self._span_of(region))
+
+    def _span_of(self, region):
+        parts = _basic_parts(region)
+        if parts is None:
+            raise ValueError(
+                f"a region is a basic index (integers and slices, as np.s_[100:200]), "
+                f"not {region!r}")
+        return _span(_region_view(self._array, parts), self._native.data_address)
 
     async def await_version(self, newer_than=None, timeout=None) -> int:
         """`wait`, awaited on the running asyncio loop without a thread: returns the first

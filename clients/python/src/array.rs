@@ -261,6 +261,36 @@ impl NativeArray {
         })
     }
 
+    /// The stamp of the data bytes `(start, end)` (a basic index's view): grows with every
+    /// publish of their stripes (of the array, with one lock).
+    fn span_stamp(&self, py: Python<'_>, span: (u64, u64)) -> PyResult<u64> {
+        Ok(self.live(py)?.span_stamp(span.0..span.1))
+    }
+
+    /// Waits (GIL released, asleep on the shared futex) until the stamp of the data bytes
+    /// `span` is above `newer_than`; returns it. Writes elsewhere wake the wait, not end it.
+    fn wait_span(
+        &self,
+        py: Python<'_>,
+        span: (u64, u64),
+        newer_than: u64,
+        timeout: Option<f64>,
+    ) -> PyResult<u64> {
+        let array = self.live(py)?;
+        let limit = duration(timeout)?;
+        let started = std::time::Instant::now();
+        sliced(
+            py,
+            limit,
+            |slice| array.wait_for_span(span.0..span.1, newer_than, slice),
+            |_| true,
+        )?
+        .map_err(|mut e| {
+            e.waited = started.elapsed();
+            errors::wait(py, self.name(), &e)
+        })
+    }
+
     /// Takes the write side (waiting with the GIL released); the token publishes. `span`, the
     /// data bytes `(start, end)` the write may store into (a basic index's view), makes a
     /// striped array take only their stripes; `contiguous` says the view covers all of them.

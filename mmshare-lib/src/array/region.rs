@@ -16,7 +16,7 @@ use std::ops::Range;
 
 use super::raw::{RawArray, Snapshot, WriteScope};
 use super::seqlock;
-use crate::error::{ReadError, RegionError, WriteError};
+use crate::error::{ReadError, RegionError, WaitTimeout, WriteError};
 use crate::format::Header;
 use crate::shape::Order;
 
@@ -323,6 +323,78 @@ impl RawArray {
             });
             scope.version()
         })
+    }
+
+    /// A number that grows each time a write (or a recovery) of `region` is published, and
+    /// not for writes elsewhere in a striped array: how many times its stripes were published
+    /// (for an array with one sequence, the version). Take it *before* reading the region,
+    /// then [`RawArray::wait_for_region`] with it: a write between the two makes the wait
+    /// return at once, so no change is missed. A writer that hands a stripe back unwritten
+    /// (stepping back for another writer) also moves it: a wait may return with nothing new.
+    pub fn region_stamp(&self, region: &Region) -> u64 {
+        self.span_stamp(region.span())
+    }
+
+    /// [`RawArray::region_stamp`] for the data bytes `bytes` (a binding's view of a region);
+    /// an empty or out-of-range span counts the stripes it falls in, if any.
+    pub fn span_stamp(&self, bytes: Range<u64>) -> u64 {
+        let stamp = if self.is_striped() {
+            let lines = self.lines();
+            let end = bytes.end.min(self.header().data_len);
+            self.stripes_of(bytes.start.min(end), end)
+                .map(|k| lines[k].seq.load(std::sync::atomic::Ordering::Relaxed) / 2)
+                .fold(0u64, u64::wrapping_add)
+        } else {
+            self.sequence() / 2
+        };
+        // Acquire: what follows (the caller's read of the region) is ordered after it.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        stamp
+    }
+
+    /// Waits until `region` changes: until [`RawArray::region_stamp`] is above `newer_than`,
+    /// and returns it. Writes to other stripes of a striped array wake the waiter (every
+    /// publish bumps the array's futex word) but do not end the wait. Works on read-only
+    /// handles.
+    ///
+    /// # Errors
+    /// [`WaitTimeout`] (its versions are stamps) when `timeout` passes first.
+    pub fn wait_for_region(
+        &self,
+        region: &Region,
+        newer_than: u64,
+        timeout: std::time::Duration,
+    ) -> Result<u64, WaitTimeout> {
+        self.wait_for_span(region.span(), newer_than, timeout)
+    }
+
+    /// [`RawArray::wait_for_region`] for the data bytes `bytes` (a binding's view of a region).
+    ///
+    /// # Errors
+    /// As [`RawArray::wait_for_region`].
+    pub fn wait_for_span(
+        &self,
+        bytes: Range<u64>,
+        newer_than: u64,
+        timeout: std::time::Duration,
+    ) -> Result<u64, WaitTimeout> {
+        let mut backoff = crate::backoff::Backoff::new(timeout);
+        loop {
+            // The futex word first: a publish after this read changes it, so the sleep below
+            // returns at once (as in `wait_for_version`).
+            let futex_seen = self.futex_snapshot();
+            let stamp = self.span_stamp(bytes.clone());
+            if stamp > newer_than {
+                return Ok(stamp);
+            }
+            if !self.pause(&mut backoff, futex_seen) {
+                return Err(WaitTimeout {
+                    newer_than,
+                    current: stamp,
+                    waited: backoff.elapsed(),
+                });
+            }
+        }
     }
 
     /// Takes the write side of `region` (its span's stripes, or the array), runs `body`,
@@ -644,5 +716,47 @@ mod tests {
             matches!(e, ReadError::Torn { .. }),
             "stripe 0 is still torn: {e}"
         );
+    }
+
+    /// A wait for a region ends on a write of that region, not on writes elsewhere (which
+    /// only wake it), and a stamp taken before a write makes the wait return at once.
+    #[test]
+    fn a_region_wait_ends_on_its_own_region_only() {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let a = open(dir.path(), &[64, 8], Order::C, 4);
+        let mine = a.region(0..16).unwrap();
+        let stamp = a.region_stamp(&mine);
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(|| {
+                for _ in 0..20 {
+                    a.write_region(32..48, |v| v.fill(1)).unwrap();
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                a.write_region(8..9, |v| v.fill(2)).unwrap();
+            });
+            let got = a
+                .wait_for_region(&mine, stamp, Duration::from_secs(10))
+                .unwrap();
+            writer.join().unwrap();
+            assert_eq!(got, stamp + 1, "woken by the write of row 8 only");
+        });
+        assert_eq!(a.read_region(8..9).unwrap().0[[0, 0]], 2);
+        let e = a
+            .wait_for_region(&mine, stamp + 1, Duration::from_millis(20))
+            .unwrap_err();
+        assert_eq!((e.newer_than, e.current), (stamp + 1, stamp + 1));
+        // A stamp taken before a write: the wait returns at once.
+        let before = a.region_stamp(&mine);
+        a.write_region(0..1, |v| v.fill(3)).unwrap();
+        assert_eq!(
+            a.wait_for_region(&mine, before, Duration::ZERO),
+            Ok(before + 1)
+        );
+        // With one sequence the stamp is the version.
+        let one = open(dir.path(), &[64, 8], Order::F, 1);
+        let r = one.region(0..16).unwrap();
+        one.write_region(40..41, |v| v.fill(1)).unwrap();
+        assert_eq!(one.region_stamp(&r), one.version());
     }
 }
