@@ -957,6 +957,7 @@ mod tests {
             mode: 0o640,
             exist_ok: false,
             stripes: 0,
+            sparse: false,
         });
         let stream = encode(&Request::CreateStream {
             name: "s".into(),
@@ -1013,6 +1014,7 @@ mod tests {
             mode: 0o600,
             exist_ok: false,
             stripes: 0,
+            sparse: false,
         });
         let (fed, files) = h.feed_keeping(&create, creds(2));
         h.hold(&fed.response, files).unwrap();
@@ -1062,6 +1064,7 @@ mod tests {
             mode: 0o600,
             exist_ok: false,
             stripes: 0,
+            sparse: false,
         });
         let fed = h.feed(&create, creds(0));
         assert!(matches!(

@@ -786,8 +786,9 @@ fn dispatch(
             mode,
             exist_ok,
             stripes,
+            sparse,
         } => match registry.create(
-            who, &name, &dtype, &shape, order, backing, mode, exist_ok, stripes,
+            who, &name, &dtype, &shape, order, backing, mode, exist_ok, stripes, sparse,
         ) {
             Ok((info, file, control)) => (
                 Response::Array(info),

@@ -50,6 +50,7 @@ fn create(kind: &str, name: &str, backing: Backing) -> Request {
             mode: 0o600,
             exist_ok: false,
             stripes: 2,
+            sparse: false,
         },
         _ => Request::CreateStream {
             name: name.into(),

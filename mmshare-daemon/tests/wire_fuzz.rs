@@ -414,6 +414,8 @@ fn request(rng: &mut Rng, flavor: Flavor) -> Request {
             exist_ok: false,
             // Striped, or the daemon's choice (striped too at these sizes).
             stripes: *rng.pick(&[0, 2, 32]),
+            // Sparse or not: the limits count the apparent size either way.
+            sparse: rng.chance(2),
         };
     }
     if crowd && rng.chance(8) {
@@ -456,6 +458,7 @@ fn request(rng: &mut Rng, flavor: Flavor) -> Request {
                 mode: *rng.pick(MODES),
                 exist_ok: rng.chance(2),
                 stripes: *rng.pick(&[0, 1, 4]),
+                sparse: rng.chance(4),
             }
         };
     }
@@ -474,6 +477,7 @@ fn request(rng: &mut Rng, flavor: Flavor) -> Request {
             exist_ok: rng.chance(2),
             // Out of range (33, u32::MAX) included: refused by name.
             stripes: *rng.pick(&[0, 0, 1, 2, 7, 32, 33, u32::MAX]),
+            sparse: rng.chance(3),
         },
         4 => Request::Open {
             name,

@@ -822,6 +822,8 @@ pub struct CreateOptions {
     pub exist_ok: bool,
     /// Stripes (default 0: the daemon chooses from the size; see [`CreateOptions::stripes`]).
     pub stripes: u32,
+    /// A sparse file (default `false`; see [`CreateOptions::sparse`]).
+    pub sparse: bool,
 }
 
 impl CreateOptions {
@@ -836,7 +838,18 @@ impl CreateOptions {
             mode: 0o600,
             exist_ok: false,
             stripes: 0,
+            sparse: false,
         }
+    }
+
+    /// A **sparse** file: only its header is allocated at create, and each write allocates
+    /// the file range it writes first, so a full disk is an error of that write (never a
+    /// SIGBUS). For arrays larger than the disk's free space, or than will ever be written
+    /// (a 64 GiB array written here and there). The daemon's limits count its apparent size.
+    /// `exist_ok` does not compare it.
+    pub fn sparse(mut self, yes: bool) -> Self {
+        self.sparse = yes;
+        self
     }
 
     /// How many stripes, each with its own seqlock, the array is divided into along its
@@ -1136,6 +1149,7 @@ impl Client {
             mode: options.mode,
             exist_ok: options.exist_ok,
             stripes: options.stripes,
+            sparse: options.sparse,
         };
         let (info, fd, control) = self.call_for_array(&request)?;
         self.shared(info, (fd, control), Access::Write)

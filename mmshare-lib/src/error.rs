@@ -109,6 +109,16 @@ pub enum CreateError {
         /// Target directory.
         dir: PathBuf,
     },
+    /// A sparse array asked for in a memory filesystem (tmpfs, ramfs), where a read of a page
+    /// never written allocates memory, so that on a full filesystem a reader would be killed
+    /// (SIGBUS): a sparse array lives on a disk filesystem.
+    #[error(
+        "a sparse array cannot live in {dir}, a memory filesystem: reading a page it never wrote takes memory there, and on a full filesystem that kills the reader; create it in a directory on disk, or not sparse"
+    )]
+    SparseInMemory {
+        /// Target directory.
+        dir: PathBuf,
+    },
     /// Any other I/O failure.
     #[error("cannot create array file in {dir}: {source}")]
     Io {
@@ -300,6 +310,19 @@ pub enum WriteError {
     /// The region given is not one of the array.
     #[error(transparent)]
     Region(#[from] RegionError),
+    /// A sparse array's file range for this write could not be allocated (the disk is full,
+    /// or a quota): nothing was written.
+    #[error(
+        "cannot allocate {len} bytes at data offset {offset} of this sparse array for the write ({error}): nothing was written"
+    )]
+    NoSpace {
+        /// Where the write starts in the data area.
+        offset: u64,
+        /// Bytes it needed.
+        len: u64,
+        /// The OS error, as text.
+        error: String,
+    },
 }
 
 /// No newer version was published in time.

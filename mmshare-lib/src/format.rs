@@ -54,9 +54,14 @@ pub const KNOWN_INCOMPAT: u32 = FEATURE_FRAME_INFO | FEATURE_VARIABLE_FRAMES | F
 pub const MAX_PUBLISHERS: u32 = 16;
 /// Largest per-frame header, in bytes (its frame-info entry is then 65536 bytes).
 pub const MAX_FRAME_HEADER: usize = 65528;
+/// Read-only-compatible feature bit 0: the array's data area is **sparse**, allocated region
+/// by region: a writer must allocate (`fallocate`) the file range of what it writes before it
+/// writes it, so that a full disk is an error at that write, never a SIGBUS. A writer that
+/// does not know this bit would store into holes: it may only read the file.
+pub const FEATURE_RO_SPARSE: u32 = 1;
 /// Read-only-compatible features this code knows: a file with any other bit set in
-/// [`Features::ro_compat`] may be read but never written (none are defined yet).
-pub const KNOWN_RO_COMPAT: u32 = 0;
+/// [`Features::ro_compat`] may be read but never written.
+pub const KNOWN_RO_COMPAT: u32 = FEATURE_RO_SPARSE;
 /// Extension record tags this code knows. A record whose tag has bit 15 set is *critical*: a
 /// reader that does not know it refuses the file; other records it skips.
 pub const KNOWN_EXTENSION_TAGS: &[u16] = &[
@@ -624,6 +629,11 @@ pub struct ArraySpec {
     /// run at once: 0 or 1 for one sequence, at most [`MAX_STRIPES`]. The array may get fewer
     /// ([`choose_stripe_bytes`]), and none if it is too small to divide.
     pub stripes: u32,
+    /// A sparse data area ([`FEATURE_RO_SPARSE`]): only the header is allocated at create,
+    /// and each write allocates what it writes first (a full disk is then that write's
+    /// error). For arrays larger than the disk's free space or than what will ever be
+    /// written. Default `false`: the whole file is allocated at create.
+    pub sparse: bool,
 }
 
 impl ArraySpec {
@@ -638,6 +648,7 @@ impl ArraySpec {
             owner_gid: rustix::process::getgid().as_raw(),
             mode: 0o600,
             stripes: 1,
+            sparse: false,
         }
     }
 
@@ -937,6 +948,9 @@ impl Header {
         let records = spec.extensions();
         header.stripe_bytes = stripes_from_extensions(&records, header.kind, header.data_len)?;
         header.set_extensions(&records);
+        if spec.sparse {
+            header.features.ro_compat |= FEATURE_RO_SPARSE;
+        }
         debug_assert_eq!(records, header.array_extensions());
         let area = padded_len(u64::from(header.extension.len));
         if header
@@ -950,6 +964,12 @@ impl Header {
             });
         }
         Ok(header)
+    }
+
+    /// Whether the array's data area is sparse ([`FEATURE_RO_SPARSE`]): writers allocate what
+    /// they write first.
+    pub fn is_sparse(&self) -> bool {
+        self.kind == Kind::Array && self.features.ro_compat & FEATURE_RO_SPARSE != 0
     }
 
     /// An array's extension records, as its header describes them: its record descr, for a

@@ -78,6 +78,10 @@ pub enum Request {
         /// outermost axis each, so an array may get fewer).
         #[serde(default)]
         stripes: u32,
+        /// A sparse file: only the header is allocated at create, each write allocates what it
+        /// writes (a full disk is that write's error). Limits count the apparent size.
+        #[serde(default)]
+        sparse: bool,
     },
     /// Open an existing array; the reply carries the descriptor.
     Open {
@@ -393,6 +397,9 @@ pub struct ArrayInfo {
     /// Bytes per stripe, 0 for an array with one sequence (docs/FORMAT.md, "Striped arrays").
     #[serde(default)]
     pub stripe_bytes: u64,
+    /// Whether the file is sparse (allocated region by region as it is written).
+    #[serde(default)]
+    pub sparse: bool,
 }
 
 /// The kind of a failed request; mirrored by the Python client's exceptions.
@@ -622,6 +629,7 @@ const REQUEST: &[(&str, Fields)] = &[
             ("mode", Ty::U32),
             ("exist_ok", Ty::Bool),
             ("stripes", Ty::U32),
+            ("sparse", Ty::Bool),
         ],
     ),
     ("Open", &[("name", Ty::Str), ("access", ACCESS)]),
@@ -719,6 +727,7 @@ const INFO: Fields = &[
     ("torn", Ty::Bool),
     ("path", Ty::Str),
     ("stripe_bytes", Ty::U64),
+    ("sparse", Ty::Bool),
 ];
 
 const RESPONSE: &[(&str, Fields)] = &[
@@ -1299,7 +1308,7 @@ mod tests {
             "unknown Access value 7 for Open.access at byte 3 (expected 0 = Read, 1 = Write)"
         );
         // Create with order 5, then backing 9.
-        let mut create = unhex("01 01 78 02 75 31 01 02 00 01 80 03 00 00");
+        let mut create = unhex("01 01 78 02 75 31 01 02 00 01 80 03 00 00 00");
         create[8] = 5;
         let m = malformed(&create);
         assert!(
@@ -1314,7 +1323,7 @@ mod tests {
             "{m}"
         );
         // exist_ok = 2, List.after tag = 3.
-        let m = malformed(&unhex("01 01 78 02 75 31 01 02 00 01 80 03 02 00"));
+        let m = malformed(&unhex("01 01 78 02 75 31 01 02 00 01 80 03 02 00 00"));
         assert!(m.contains("bool Create.exist_ok at byte 12 is 0x02"), "{m}");
         let m = malformed(&unhex("04 00 03"));
         assert!(m.contains("Option tag List.after at byte 2 is 0x03"), "{m}");
@@ -1406,15 +1415,17 @@ mod tests {
             m.contains("Request variant index at byte 0 (83 00) is not minimal"),
             "{m}"
         );
-        let m = malformed(&unhex("01 01 78 02 75 31 01 80 00 00 01 80 03 00 00"));
+        let m = malformed(&unhex("01 01 78 02 75 31 01 80 00 00 01 80 03 00 00 00"));
         assert!(
             m.contains("Create.shape[0] at byte 7 (80 00) is not minimal"),
             "{m}"
         );
         // Postcard alone accepts that last one; the check is what refuses it.
         assert!(
-            postcard::from_bytes::<Request>(&unhex("01 01 78 02 75 31 01 80 00 00 01 80 03 00 00"))
-                .is_ok()
+            postcard::from_bytes::<Request>(&unhex(
+                "01 01 78 02 75 31 01 80 00 00 01 80 03 00 00 00"
+            ))
+            .is_ok()
         );
     }
 

@@ -27,6 +27,7 @@ fn spec_strategy() -> impl Strategy<Value = ArraySpec> {
             owner_gid: gid,
             mode,
             stripes: 1,
+            sparse: false,
         })
 }
 

@@ -22,7 +22,7 @@ int main(int argc, char **argv) {
     EXPECT(mms_create_array(c, "a", "not-a-dtype", 1, shape, 0, 0, &a), MMS_ERR_DTYPE);
     EXPECT(mms_create_array(c, "../escape", "<f8", 1, shape, 0, 0, &a), MMS_ERR_INVALID_ARGUMENT);
     EXPECT(mms_create_array(c, "a", "<f8", 1, shape, 0x10000, 0, &a), MMS_ERR_INVALID_ARGUMENT);
-    EXPECT(mms_create_array(c, "a", "<f8", 1, shape, 0x8, 0, &a), MMS_ERR_INVALID_ARGUMENT);
+    EXPECT(mms_create_array(c, "a", "<f8", 1, shape, 0x10, 0, &a), MMS_ERR_INVALID_ARGUMENT);
     EXPECT(mms_create_array(c, "a", "<f8", 1, shape, 33u << MMS_CREATE_STRIPES_SHIFT, 0, &a),
            MMS_ERR_INVALID_ARGUMENT);
     EXPECT(mms_array_read(NULL, NULL, 0, NULL), MMS_ERR_INVALID_ARGUMENT);

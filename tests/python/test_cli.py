@@ -102,6 +102,11 @@ def test_create_with_stripes_and_get_rows(cli_bin, daemon, tmp_path, order):
     p = run(cli_bin, "create", "bad", "--dtype", "u1", "--shape", "8", "--stripes", "40",
             socket=daemon.socket, check=False)
     assert p.returncode != 0 and "40 stripes asked for" in p.stderr, p.stderr
+    out = run(cli_bin, "create", "holes", "--dtype", "u1", "--shape", "65536,65536",
+              "--sparse", socket=daemon.socket).stdout
+    assert "(4.0 GiB, file, 32 stripes, sparse)" in out, out
+    assert json.loads(run(cli_bin, "info", "holes", "--json",
+                          socket=daemon.socket).stdout)["sparse"] is True
     # No --stripes: the daemon's choice (one lock below 1 MiB).
     out = run(cli_bin, "create", "small", "--dtype", "u1", "--shape", "1000",
               socket=daemon.socket).stdout
@@ -130,7 +135,7 @@ def test_info_and_ls_json_fields(cli_bin, daemon):
     info = json.loads(run(cli_bin, "info", "j", "--json", socket=daemon.socket).stdout)
     assert set(info) == {"kind", "name", "dtype", "shape", "order", "nbytes", "data_offset",
                          "path", "version", "backing", "owner_uid", "mode", "file_mode", "torn",
-                         "stripe_bytes"}
+                         "stripe_bytes", "sparse"}
     assert info["kind"] == "array"
     # Modes are octal text, as people write them; the file's own mode is shown next to the
     # access mode the daemon checks (the file stays 0600: raw mapping is for its owner).

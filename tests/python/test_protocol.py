@@ -29,7 +29,7 @@ def encode_request(value):
     if variant == "Create":
         return _proto.encode_create(f["name"], f["dtype"], f["shape"], f["order"],
                                     f["backing"] == "Memory", f["mode"], f["exist_ok"],
-                                    f.get("stripes", 0))
+                                    f.get("stripes", 0), f.get("sparse", False))
     if variant == "Open":
         return _proto.encode_open(f["name"], f["access"] == "Write")
     if variant == "Stat":
@@ -62,7 +62,8 @@ def info(v):
         name=v["name"], dtype=v["dtype"], shape=tuple(v["shape"]), order=v["order"],
         data_offset=v["data_offset"], data_len=v["data_len"], version=v["version"],
         backing=v["backing"].lower(), owner_uid=v["owner_uid"], owner_gid=v["owner_gid"],
-        mode=v["mode"], torn=v["torn"], path=v["path"], stripe_bytes=v.get("stripe_bytes", 0))
+        mode=v["mode"], torn=v["torn"], path=v["path"], stripe_bytes=v.get("stripe_bytes", 0),
+        sparse=v.get("sparse", False))
 
 
 def stall(v):

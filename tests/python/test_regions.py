@@ -144,6 +144,21 @@ def test_a_wait_for_a_region_ends_on_a_write_of_that_region_only(daemon, worker)
         a.stamp([1, 2])
 
 
+def test_a_sparse_array_is_allocated_as_it_is_written(daemon):
+    import os
+    c = mmshare.connect(daemon.socket)
+    a = c.create("sparse", "<u8", (1 << 16, 1 << 14), stripes=32, sparse=True)  # 8 GiB
+    assert a.info.sparse and c.describe("sparse").sparse
+    assert os.stat(a.path).st_size > 8 << 30
+    assert os.stat(a.path).st_blocks * 512 < 1 << 20
+    with a.write(np.s_[1000:1002]) as v:
+        v[...] = 7
+    np.testing.assert_array_equal(a.read(np.s_[999:1003, :2]), [[0, 0], [7, 7], [7, 7], [0, 0]])
+    assert os.stat(a.path).st_blocks * 512 < 2 << 20, "only what was written is allocated"
+    with pytest.raises(mmshare.InvalidShape, match="cannot be sparse in memory"):
+        c.create("mem", "<u8", (1024,), memory=True, sparse=True)
+
+
 def one_write(block, first):
     """Whether `block` (u64, flat, starting at element `first`) is all zeros or every element
     of one version of the pattern; that version (0 for zeros)."""

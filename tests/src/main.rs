@@ -50,6 +50,11 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
   region-reader PATH SECS B0,B1,.. [skip-recheck]
                                         read random row ranges; rows Bk..Bk+1 must each come
                                         from one write (exit 3 if not); whole copies exact
+  huge-io PATH OPS SEED release|keep    OPS times: write a random row of a 2-d u8 array (one
+                                        region), read it back, read another row, checking
+                                        each; 'release' drops pages after each; print ops,
+                                        bytes touched, peak resident memory (hwm_kib) and the
+                                        mean time of a write and of a read in µs
   region-hold PATH A..B                 take the write side of rows A..B, print 'holding',
                                         sleep forever
   client-region-hold SOCKET NAME A..B   the same, on an array opened through the daemon
@@ -191,6 +196,12 @@ fn main() -> ExitCode {
             region_reader(path, secs.parse().unwrap_or(1.0), blocks, rest)
         }
         ["region-hold", path, rows] => region_hold(path, rows),
+        ["huge-io", path, ops, seed, pages] => huge_io(
+            path,
+            ops.parse().unwrap_or(1),
+            seed.parse().unwrap_or(1),
+            *pages == "release",
+        ),
         ["client-region-hold", socket, name, rows] => client_region_hold(socket, name, rows),
         ["client-region-writer", socket, name, secs, rows] => Client::connect(socket)
             .map_err(Into::into)
@@ -2103,5 +2114,73 @@ fn hold_region(a: &Array<u64>, rows: &str) -> Result<ExitCode> {
             std::thread::sleep(Duration::from_secs(3600));
         }
     })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `huge-io`: region writes and reads at random rows of a (large, sparse) 2-d u8 array, with
+/// the peak resident memory they cost. Row `r` written in op `n` holds bytes
+/// `tag, tag + 1, ...` (wrapping), `tag` from the seed and op; a row never written reads as
+/// zeros.
+fn huge_io(path: &str, ops: u64, seed: u64, release: bool) -> Result<ExitCode> {
+    let mut raw = RawArray::open(path, Access::Write)?;
+    raw.set_release_pages(release);
+    let a = Array::<u8>::from_raw(raw)?;
+    let (rows, row_len) = (a.shape()[0], a.shape()[1] as usize);
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let consistent = |row: &[u8]| {
+        row.iter().all(|&b| b == 0)
+            || row
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == row[0].wrapping_add(i as u8))
+    };
+    let (mut buf, mut back) = (vec![0u8; row_len], vec![0u8; row_len]);
+    let (mut touched, mut write_ns, mut read_ns) = (0u64, 0u128, 0u128);
+    for op in 0..ops {
+        let r = next(rows);
+        let tag = (seed.wrapping_mul(131).wrapping_add(op) % 251) as u8 + 1;
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = tag.wrapping_add(i as u8);
+        }
+        let t = Instant::now();
+        a.write_region_from(r..r + 1, &buf)?;
+        write_ns += t.elapsed().as_nanos();
+        let t = Instant::now();
+        a.read_region_into(r..r + 1, &mut back)?;
+        read_ns += t.elapsed().as_nanos();
+        if !consistent(&back) {
+            say(&format!("row {r} read back inconsistent after op {op}"));
+            return Ok(ExitCode::from(3));
+        }
+        let other = next(rows);
+        a.read_region_into(other..other + 1, &mut back)?;
+        if !consistent(&back) {
+            say(&format!("row {other} inconsistent"));
+            return Ok(ExitCode::from(3));
+        }
+        touched += 3 * row_len as u64;
+    }
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kib = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    let ops = ops.max(1);
+    say(&format!(
+        "ops={ops} touched={touched} hwm_kib={} rss_kib={} write_us={} read_us={}",
+        kib("VmHWM:"),
+        kib("VmRSS:"),
+        write_ns / 1000 / u128::from(ops),
+        read_ns / 1000 / u128::from(ops),
+    ));
     Ok(ExitCode::SUCCESS)
 }

@@ -107,6 +107,11 @@
 // Flag: an existing object with the same dtype, shape and order is not an error.
 #define MMS_CREATE_EXIST_OK 4
 
+// Flag for `mms_create_array`: a sparse file, allocated region by region as it is written
+// (only the header at create); a write on a full disk then fails with `MMS_ERR_QUOTA`
+// instead of crashing the writer. For arrays larger than the free disk.
+#define MMS_CREATE_SPARSE 8
+
 // `mms_create_array`: the stripe count goes in the flags' bits 8..14, as
 // `n << MMS_CREATE_STRIPES_SHIFT`: 0 lets the daemon choose from the size (one lock below 1
 // MiB), 1 is one lock for the whole array, 2 to 32 divide it along its outermost axis into

@@ -120,6 +120,10 @@ pub const MMS_CREATE_MEMORY: u32 = 1;
 pub const MMS_CREATE_ORDER_F: u32 = 2;
 /// Flag: an existing object with the same dtype, shape and order is not an error.
 pub const MMS_CREATE_EXIST_OK: u32 = 4;
+/// Flag for `mms_create_array`: a sparse file, allocated region by region as it is written
+/// (only the header at create); a write on a full disk then fails with `MMS_ERR_QUOTA`
+/// instead of crashing the writer. For arrays larger than the free disk.
+pub const MMS_CREATE_SPARSE: u32 = 8;
 /// `mms_create_array`: the stripe count goes in the flags' bits 8..14, as
 /// `n << MMS_CREATE_STRIPES_SHIFT`: 0 lets the daemon choose from the size (one lock below 1
 /// MiB), 1 is one lock for the whole array, 2 to 32 divide it along its outermost axis into
@@ -329,6 +333,7 @@ impl From<WriteError> for Failure {
             WriteError::Timeout { .. } => MMS_ERR_TIMEOUT,
             WriteError::LostWriteSide { .. } => MMS_ERR_LOST,
             WriteError::NotDurable { .. } => MMS_ERR_IO,
+            WriteError::NoSpace { .. } => MMS_ERR_QUOTA,
             _ => MMS_ERR_INVALID_ARGUMENT,
         };
         Failure::new(code, e.to_string())
@@ -939,11 +944,14 @@ pub unsafe extern "C" fn mms_create_array(
         // SAFETY: NULL or `ndim` readable values (the contract).
         let shape = unsafe { dims(shape, ndim) }?;
         let stripes = stripes_flag(flags)?;
-        let (backing, order, exist_ok) = create_flags(flags & !MMS_CREATE_STRIPES_MASK)?;
+        let sparse = flags & MMS_CREATE_SPARSE != 0;
+        let (backing, order, exist_ok) =
+            create_flags(flags & !(MMS_CREATE_STRIPES_MASK | MMS_CREATE_SPARSE))?;
         let mut options = CreateOptions::new(name, dtype, shape)
             .order(order)
             .exist_ok(exist_ok)
             .stripes(stripes)
+            .sparse(sparse)
             .mode(if mode == 0 { 0o600 } else { mode });
         if backing == Backing::Memory {
             options = options.memory();

@@ -128,6 +128,7 @@ pub fn info_json(info: &ArrayInfo) -> serde_json::Value {
         "file_mode": file_mode(info, None).map(|m| format!("{m:04o}")),
         "torn": info.torn,
         "stripe_bytes": info.stripe_bytes,
+        "sparse": info.sparse,
     })
 }
 
@@ -241,6 +242,7 @@ pub fn create(
     order: &str,
     exist_ok: bool,
     stripes: u32,
+    sparse: bool,
 ) -> Result {
     let (shape, mode_text, mode_bits, order) = parse_create_args(shape, mode, order)?;
     let options = |exist_ok: bool| {
@@ -248,7 +250,8 @@ pub fn create(
             .mode(mode_bits)
             .order(order)
             .exist_ok(exist_ok)
-            .stripes(stripes);
+            .stripes(stripes)
+            .sparse(sparse);
         if memory { o.memory() } else { o }
     };
     let client = connect(socket)?;
@@ -438,14 +441,20 @@ pub fn info(socket: &Path, name: &str, json: bool) -> Result {
     Ok(())
 }
 
-/// ", 8 stripes" for a striped array, nothing for one with one lock.
+/// ", 8 stripes" for a striped array, nothing for one with one lock; ", sparse" for a
+/// sparse file.
 fn stripes_text(info: &ArrayInfo) -> String {
-    match info.stripe_bytes {
+    let stripes = match info.stripe_bytes {
         0 => String::new(),
         b => format!(
             ", {} stripes",
             mmshare::format::stripe_count(info.data_len, b)
         ),
+    };
+    if info.sparse {
+        stripes + ", sparse"
+    } else {
+        stripes
     }
 }
 

@@ -74,6 +74,10 @@ enum Command {
         /// below 1 MiB, else stripes of at least 64 KiB]
         #[arg(long, value_name = "N", conflicts_with = "stream")]
         stripes: Option<u32>,
+        /// A sparse file: only the header is allocated now, each write allocates what it
+        /// writes (a full disk fails that write); for arrays larger than the free disk
+        #[arg(long, conflicts_with = "stream")]
+        sparse: bool,
         /// Create a stream: a ring of frames of this dtype and shape (one frame's shape)
         #[arg(long)]
         stream: bool,
@@ -347,6 +351,7 @@ fn main() -> ExitCode {
             order,
             exist_ok,
             stripes,
+            sparse,
             stream,
             slots,
             max_subscribers,
@@ -387,6 +392,7 @@ fn main() -> ExitCode {
                     &order,
                     exist_ok,
                     stripes.unwrap_or(0),
+                    sparse,
                 )
             }
         }

@@ -39,6 +39,8 @@ class ArrayInfo:
     path: str
     #: Bytes per stripe, each with its own seqlock (0: one sequence for the whole array).
     stripe_bytes: int = 0
+    #: Whether the file is sparse (allocated region by region as it is written).
+    sparse: bool = False
 
     @property
     def nbytes(self) -> int:
@@ -124,7 +126,7 @@ def encode_hello(client: str, version: int = PROTOCOL_VERSION) -> bytes:
 
 
 def encode_create(name: str, dtype: str, shape, order: str, memory: bool, mode: int,
-                  exist_ok: bool, stripes: int = 0) -> bytes:
+                  exist_ok: bool, stripes: int = 0, sparse: bool = False) -> bytes:
     if order not in ORDERS:
         raise ValueError(f"order must be 'C' or 'F', not {order!r}")
     shape = tuple(int(d) for d in shape)
@@ -135,7 +137,7 @@ def encode_create(name: str, dtype: str, shape, order: str, memory: bool, mode: 
     body += _varint(ORDERS.index(order)) + _varint(1 if memory else 0)
     if not 0 <= stripes < 2**32:
         raise ValueError(f"stripes must be 0 to 32, not {stripes}")
-    body += _varint(mode) + _bool(exist_ok) + _varint(stripes)
+    body += _varint(mode) + _bool(exist_ok) + _varint(stripes) + _bool(sparse)
     return _varint(1) + body
 
 
@@ -307,7 +309,7 @@ class _Reader:
             data_offset=self.varint(), data_len=self.varint(), version=self.varint(),
             backing=self.index(BACKINGS, "Backing"), owner_uid=self.varint(32), owner_gid=self.varint(32),
             mode=self.varint(32), torn=self.boolean(), path=self.string(),
-            stripe_bytes=self.varint())
+            stripe_bytes=self.varint(), sparse=self.boolean())
 
     def subscriber(self) -> SubscriberStat:
         return SubscriberStat(pid=self.varint(32), lossless=self.boolean(),

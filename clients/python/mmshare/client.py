@@ -119,7 +119,7 @@ class Client:
         return array
 
     def create(self, name, dtype, shape, memory=False, mode=None, order="C",
-               exist_ok=False, stripes=0) -> SharedArray:
+               exist_ok=False, stripes=0, sparse=False) -> SharedArray:
         """Creates an array (owned by this uid) and returns it opened "r+". `mode`: who may
         open it through the daemon, permission bits (default 0o600: only this uid).
 
@@ -128,7 +128,12 @@ class Client:
         writers of different regions (`with a.write(np.s_[0:100]) as v:`) run at once and a
         reader of a region (`a.read(np.s_[200:300])`) is not held up by writes elsewhere: 1
         for one lock, 0 (the default) lets the daemon choose from the size (one lock below
-        1 MiB). `exist_ok` does not compare it; `info.stripe_bytes` says what was made."""
+        1 MiB). `exist_ok` does not compare it; `info.stripe_bytes` says what was made.
+
+        `sparse=True` allocates only the header at create; each write allocates what it
+        writes first, so a full disk raises `NoSpace` at that write (never a crash): for
+        arrays larger than the free disk, written here and there. The daemon's limits count
+        the apparent size."""
         mode = 0o600 if mode is None else mode
         if order not in ("C", "F"):
             raise ValueError(f"order must be 'C' or 'F', not {order!r}")
@@ -136,7 +141,7 @@ class Client:
             raise ValueError(f"stripes must be an int from 0 to 32, not {stripes!r}")
         return self._array(self._c.create(name, _dtype_text(dtype), _shape(shape), order,
                                              bool(memory), int(mode), bool(exist_ok),
-                                             stripes), "r+")
+                                             stripes, bool(sparse)), "r+")
 
     def open(self, name, mode="r") -> SharedArray:
         """Opens an array: mode "r" maps it read-only, "r+" read-write."""

@@ -60,6 +60,7 @@ class Client:
         order: _Order = "C",
         exist_ok: bool = False,
         stripes: int = 0,
+        sparse: bool = False,
     ) -> SharedArray[_S]: ...
     @overload
     def create(
@@ -72,6 +73,7 @@ class Client:
         order: _Order = "C",
         exist_ok: bool = False,
         stripes: int = 0,
+        sparse: bool = False,
     ) -> SharedArray[Any]: ...
     def open(self, name: str, mode: Literal["r", "r+"] = "r") -> SharedArray[Any]: ...
     def stat(self, name: str) -> ArrayInfo | StreamInfo: ...

@@ -60,6 +60,7 @@ pub(crate) fn array_info<'py>(py: Python<'py>, info: &ArrayInfo) -> PyResult<Bou
     d.set_item("torn", info.torn)?;
     d.set_item("path", &info.path)?;
     d.set_item("stripe_bytes", info.stripe_bytes)?;
+    d.set_item("sparse", info.sparse)?;
     Ok(d)
 }
 
@@ -221,12 +222,14 @@ impl Connection {
         mode: u32,
         exist_ok: bool,
         stripes: u32,
+        sparse: bool,
     ) -> PyResult<(Bound<'py, PyDict>, NativeArray)> {
         let mut options = CreateOptions::new(name, dtype, &shape)
             .order(parse_order(order)?)
             .mode(mode)
             .exist_ok(exist_ok)
-            .stripes(stripes);
+            .stripes(stripes)
+            .sparse(sparse);
         if memory {
             options = options.memory();
         }

@@ -99,6 +99,7 @@ pub(crate) fn write(py: Python<'_>, name: &str, e: WriteError) -> PyErr {
             format!("{name} is open read-only; open it with mode 'r+'"),
         ),
         WriteError::Timeout { .. } => with_message(py, "Timeout", format!("array {name}: {e}")),
+        WriteError::NoSpace { .. } => with_message(py, "NoSpace", format!("array {name}: {e}")),
         other => with_message(py, "MmshareError", format!("array {name}: {other}")),
     }
 }

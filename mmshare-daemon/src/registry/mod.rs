@@ -269,6 +269,7 @@ impl Entry {
             torn,
             path: self.path.display().to_string(),
             stripe_bytes: self.header.stripe_bytes,
+            sparse: self.header.is_sparse(),
         }
     }
 }
@@ -1201,6 +1202,7 @@ impl Registry {
         mode: u32,
         exist_ok: bool,
         stripes: u32,
+        sparse: bool,
     ) -> Result<(ArrayInfo, File, Option<File>), RequestError> {
         validate_name(name)
             .map_err(|e| RequestError::new(ErrorKind::InvalidName, e.to_string()))?;
@@ -1224,8 +1226,17 @@ impl Registry {
                 format!("{stripes} stripes asked for; an array has at most {MAX_STRIPES}"),
             ));
         }
+        if sparse && backing == Backing::Memory {
+            return Err(RequestError::new(
+                ErrorKind::InvalidShape,
+                format!(
+                    "array {name:?} cannot be sparse in memory: reading a page it never wrote takes memory, and on a full memory directory that kills the reader; make it file-backed, or not sparse"
+                ),
+            ));
+        }
         let mut spec = ArraySpec::new("x", dtype.clone(), shape.to_vec());
         spec.order = order;
+        spec.sparse = sparse;
         spec.stripes = match stripes {
             0 => default_stripes(len),
             n => n,
@@ -1307,7 +1318,9 @@ impl Registry {
             break;
         }
         let result = self
-            .create_file(who, name, dtype, shape, order, backing, mode, stripes)
+            .create_file(
+                who, name, dtype, shape, order, backing, mode, stripes, sparse,
+            )
             .and_then(|entry| {
                 // The client's descriptors are made before the array is visible (nothing can
                 // close it in between: the participant lock the daemon takes on the client's
@@ -1357,6 +1370,7 @@ impl Registry {
         backing: Backing,
         mode: u32,
         stripes: u32,
+        sparse: bool,
     ) -> Result<Arc<Entry>, RequestError> {
         let spec = ArraySpec {
             name: name.to_owned(),
@@ -1367,6 +1381,7 @@ impl Registry {
             owner_gid: who.gid,
             mode,
             stripes,
+            sparse,
         };
         let dir = self.dir(backing);
         let (path, header) = create_array_data(dir, &spec).map_err(|e| match e {
@@ -1388,6 +1403,12 @@ impl Registry {
                 no_space("array", name, needed, records, &dir, backing, who)
             }
             CreateError::Io { source, .. } => open_failed("array", name, source),
+            CreateError::SparseInMemory { .. } => RequestError::new(
+                ErrorKind::InvalidShape,
+                format!(
+                    "array {name:?} cannot be sparse in memory: reading a page it never wrote takes memory, and on a full memory directory that kills the reader; make it file-backed, or not sparse"
+                ),
+            ),
             other => RequestError::new(ErrorKind::Internal, other.to_string()),
         })?;
         // The file is visible under its name now; if it cannot be served, take it away again
@@ -2249,6 +2270,7 @@ mod tests {
                     0o600,
                     false,
                     0,
+                    false,
                 )
                 .unwrap();
             drop(file);

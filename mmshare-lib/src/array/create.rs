@@ -4,7 +4,9 @@
 //!    directory (module `files`). Only a prefix of the name goes into it, so the temporary name
 //!    stays within the 255-byte file-name limit for every valid array name.
 //! 2. Reserve the full size with `fallocate`, so the file is never sparse and a full disk is an
-//!    error now (`NoSpace`) rather than a SIGBUS in some writer later.
+//!    error now (`NoSpace`) rather than a SIGBUS in some writer later. A *sparse* array
+//!    (`ArraySpec::sparse`) gets its apparent size and only its header page: its writers
+//!    allocate each region before they write it, so a full disk is that write's error.
 //! 3. Write the header page and fsync the file.
 //! 4. Rename it to NAME with `RENAME_NOREPLACE` (an existing array is never replaced), then
 //!    fsync the directory so the name survives a machine crash.
@@ -69,6 +71,11 @@ pub fn create_array_file(dir: &Path, spec: &ArraySpec) -> Result<(PathBuf, Heade
 /// As [`create_array_file`].
 pub fn create_array_data(dir: &Path, spec: &ArraySpec) -> Result<(PathBuf, Header), CreateError> {
     let header = Header::new(spec)?;
+    if header.is_sparse() && in_memory(dir) {
+        return Err(CreateError::SparseInMemory {
+            dir: dir.to_owned(),
+        });
+    }
     let target = dir.join(&header.name);
     let temp = dir.join(temp_name(&header.name));
     let io_err = failed_in(dir, header.file_len());
@@ -89,7 +96,13 @@ fn fill_and_publish(
     dir: &Path,
 ) -> Result<(), CreateError> {
     let io_err = failed_in(dir, header.file_len());
-    reserve(file, header.file_len(), dir)?;
+    if header.is_sparse() {
+        // The apparent size only, and the header page: each write allocates what it writes.
+        file.set_len(header.file_len()).map_err(&io_err)?;
+        reserve(file, crate::format::HEADER_SIZE as u64, dir)?;
+    } else {
+        reserve(file, header.file_len(), dir)?;
+    }
     step(Step::WriteHeader)
         .and_then(|()| file.write_all_at(&header.encode()[..], 0))
         .map_err(&io_err)?;
@@ -99,6 +112,17 @@ fn fill_and_publish(
         .map_err(&io_err)?;
     publish(temp, target, dir, header.file_len(), |t| {
         std::fs::remove_file(t)
+    })
+}
+
+/// Whether `dir` is on a memory filesystem (tmpfs, ramfs), where a sparse file's holes are
+/// allocated by the first read fault of a shared mapping.
+fn in_memory(dir: &Path) -> bool {
+    const TMPFS_MAGIC: u64 = 0x0102_1994;
+    const RAMFS_MAGIC: u64 = 0x8584_58f6;
+    rustix::fs::statfs(dir).is_ok_and(|s| {
+        let kind = s.f_type as u64;
+        kind == TMPFS_MAGIC || kind == RAMFS_MAGIC
     })
 }
 

@@ -196,6 +196,33 @@ impl Mapping {
         }
     }
 
+    /// Drops this process's page-table entries for the pages that hold bytes
+    /// `offset..offset + len` (`MADV_DONTNEED`), so they no longer count in its resident
+    /// memory. The mapping is shared and file-backed: nothing is lost (dirty pages are in the
+    /// page cache, bound for the file), and the next access maps them again from the cache.
+    pub(crate) fn release(&self, offset: usize, len: usize) {
+        const PAGE: usize = 4096;
+        let start = offset / PAGE * PAGE;
+        let end = offset
+            .saturating_add(len)
+            .min(self.len)
+            .next_multiple_of(PAGE)
+            .min(self.len);
+        if end <= start {
+            return;
+        }
+        // SAFETY: the range lies inside this mapping (clamped to its length, page aligned from
+        // its page-aligned base); MADV_DONTNEED on a shared file mapping only drops page-table
+        // entries, every access through atomics re-faults the page from the page cache.
+        let _ = unsafe {
+            rustix::mm::madvise(
+                self.base.add(start).cast(),
+                end - start,
+                rustix::mm::Advice::LinuxDontNeed,
+            )
+        };
+    }
+
     /// Writes dirty pages back to the file and waits (msync). A no-op for read-only mappings.
     pub(crate) fn flush(&self) -> io::Result<()> {
         match &self._map {

@@ -83,6 +83,9 @@ pub struct RawArray {
     file: File,
     timeout: Duration,
     accept_torn: bool,
+    /// Drop the pages of each range read or written from resident memory afterwards
+    /// ([`RawArray::set_release_pages`]).
+    release_pages: bool,
     retries: AtomicU64,
     /// The array's control file (sleeper count), when there is one.
     control: Option<ArrayControl>,
@@ -275,6 +278,7 @@ impl RawArray {
             file,
             timeout: DEFAULT_TIMEOUT,
             accept_torn: false,
+            release_pages: false,
             retries: AtomicU64::new(0),
             control: None,
             writer_slot: None,
@@ -552,6 +556,29 @@ impl RawArray {
         }
     }
 
+    /// After each read or write of a range or region through this handle (`read_bytes`,
+    /// `write_bytes`, the region calls, the typed handle's region calls), drop the pages it
+    /// touched from this process's resident memory (`MADV_DONTNEED`; nothing is lost: the
+    /// mapping is shared and file-backed). For arrays larger than RAM read and written by
+    /// region: resident memory then stays near one region's size, whatever the bytes touched,
+    /// at the cost of mapping a page again when a range is touched again. Off by default.
+    pub fn set_release_pages(&mut self, release: bool) {
+        self.release_pages = release;
+    }
+
+    /// Drops the pages of the data bytes `bytes` from resident memory, if this handle was
+    /// asked to ([`RawArray::set_release_pages`]); passes `result` on.
+    pub(super) fn released<R>(&self, bytes: std::ops::Range<u64>, result: R) -> R {
+        if self.release_pages {
+            let offset = self.header.data_offset + bytes.start;
+            self.map.release(
+                offset as usize,
+                bytes.end.saturating_sub(bytes.start) as usize,
+            );
+        }
+        result
+    }
+
     /// Copies `dst.len()` bytes starting at byte `offset` of the data into `dst`, as one
     /// consistent snapshot.
     ///
@@ -574,12 +601,12 @@ impl RawArray {
             unsafe { seqlock::load_bytes(data, start, dst) }
         };
         // A striped array's read takes only the stripes of the range.
-        let (_, snap) = if self.is_striped() {
-            self.read_stripes(false, offset..end, copy)?
+        let got = if self.is_striped() {
+            self.read_stripes(false, offset..end, copy)
         } else {
-            self.read_protocol(false, copy)?
+            self.read_protocol(false, copy)
         };
-        Ok(snap)
+        self.released(offset..end, got).map(|(_, snap)| snap)
     }
 
     /// Takes the write side, runs `body`, then publishes. The building block of every write.
@@ -648,14 +675,65 @@ impl RawArray {
     /// Takes the write side of the bytes `bytes`: the array's sequence, or in a striped array
     /// the stripes of those bytes. Returns the holding and the identity word recorded.
     fn acquire(&self, bytes: std::ops::Range<u64>) -> Result<(Hold, u64), WriteError> {
-        if self.is_striped() {
+        let (hold, holder) = if self.is_striped() {
             // Before taking anything: the first call reads /proc.
             let me = ProcessId::current();
-            let hold = self.acquire_stripes(bytes, me)?;
-            return Ok((Hold::Stripes(hold), me.to_word()));
+            let hold = self.acquire_stripes(bytes.clone(), me)?;
+            (Hold::Stripes(hold), me.to_word())
+        } else {
+            let (s, holder) = self.acquire_write()?;
+            (Hold::Whole(s), holder)
+        };
+        if self.header.is_sparse()
+            && let Err(e) = self.fill_holes(&bytes)
+        {
+            // Nothing was written: published unchanged (sequences only grow), not torn.
+            let _ = self.publish_hold(&hold, false, false, holder);
+            return Err(e);
         }
-        let (s, holder) = self.acquire_write()?;
-        Ok((Hold::Whole(s), holder))
+        Ok((hold, holder))
+    }
+
+    /// Fills the holes among the data bytes `bytes` of a sparse array with zeros written by
+    /// `pwrite`, so that the write about to store into them through the mapping finds its
+    /// blocks allocated: a full disk is then this write's error, never a SIGBUS in the middle
+    /// of it. (`fallocate` is not enough: a store into an allocated but unwritten extent may
+    /// still need a block of the filesystem's own, on ext4 for one, and fail with SIGBUS.)
+    ///
+    /// Called with the bytes' write side held, so nobody else writes them meanwhile; a hole
+    /// holds zeros, so writing zeros changes nothing readers can see. Ranges already
+    /// allocated cost one `lseek`.
+    fn fill_holes(&self, bytes: &std::ops::Range<u64>) -> Result<(), WriteError> {
+        use rustix::fs::{SeekFrom, seek};
+        static ZEROS: [u8; 65536] = [0; 65536];
+        let base = self.header.data_offset;
+        let (start, end) = (base + bytes.start, base + bytes.end);
+        let no_space = |at: u64, e: std::io::Error| WriteError::NoSpace {
+            offset: at - base,
+            len: end - at,
+            error: e.to_string(),
+        };
+        let mut at = start;
+        while at < end {
+            let hole = seek(&self.file, SeekFrom::Hole(at)).map_err(|e| no_space(at, e.into()))?;
+            if hole >= end {
+                break;
+            }
+            // The hole ends where data starts again (ENXIO: at the end of the file).
+            let data = seek(&self.file, SeekFrom::Data(hole))
+                .unwrap_or(end)
+                .min(end);
+            let mut off = hole;
+            while off < data {
+                let n = ((data - off) as usize).min(ZEROS.len());
+                self.file
+                    .write_all_at(&ZEROS[..n], off)
+                    .map_err(|e| no_space(off, e))?;
+                off += n as u64;
+            }
+            at = data;
+        }
+        Ok(())
     }
 
     /// Publishes the write held by `hold` (see [`RawArray::publish`]).
@@ -685,11 +763,12 @@ impl RawArray {
         // stripes it covers whole; with one sequence, only a write of everything does.
         let bytes = offset..offset + src.len() as u64;
         let full = self.is_striped() || bytes == (0..self.header.data_len);
-        self.write_protocol_in(bytes, full, |scope| {
+        let written = self.write_protocol_in(bytes.clone(), full, |scope| {
             // SAFETY: the range is inside the writable data area and we hold the write side.
             unsafe { seqlock::store_bytes(scope.data_ptr(), start, src) };
             scope.version()
-        })
+        });
+        self.released(bytes, written)
     }
 
     /// Takes the write side: returns the even sequence it replaced and the identity word it
@@ -1215,11 +1294,12 @@ impl RawArray {
                 _life: std::marker::PhantomData,
             })
         };
-        if self.is_striped() {
+        let got = if self.is_striped() {
             self.read_stripes(false, region.span(), attempt)
         } else {
             self.read_protocol(false, attempt)
-        }
+        };
+        self.released(region.span(), got)
     }
 
     /// A write of any size, streamed: takes the write side, lets `f` write bytes through a

@@ -287,12 +287,12 @@ impl RawArray {
                 unsafe { seqlock::load_bytes(data, at, &mut dst[into..into + len]) };
             });
         };
-        let (_, snap) = if self.is_striped() {
-            self.read_stripes(false, region.span(), copy)?
+        let got = if self.is_striped() {
+            self.read_stripes(false, region.span(), copy)
         } else {
-            self.read_protocol(false, copy)?
+            self.read_protocol(false, copy)
         };
-        Ok(snap)
+        self.released(region.span(), got).map(|(_, snap)| snap)
     }
 
     /// Writes `src` (the region's bytes in the array's memory order) into `region` and
@@ -412,12 +412,13 @@ impl RawArray {
         } else {
             0
         };
-        self.write_protocol_covering(
+        let written = self.write_protocol_covering(
             region.span(),
             restores && (full || covered != 0),
             covered,
             body,
-        )
+        );
+        self.released(region.span(), written)
     }
 }
 
