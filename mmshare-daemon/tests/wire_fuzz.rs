@@ -414,8 +414,8 @@ fn request(rng: &mut Rng, flavor: Flavor) -> Request {
             exist_ok: false,
             // Striped, or the daemon's choice (striped too at these sizes).
             stripes: *rng.pick(&[0, 2, 32]),
-            // Sparse or not: the limits count the apparent size either way.
-            sparse: rng.chance(2),
+            // Memory-backed: never sparse (that is refused; the crowd and the rest ask).
+            sparse: false,
         };
     }
     if crowd && rng.chance(8) {
@@ -458,7 +458,8 @@ fn request(rng: &mut Rng, flavor: Flavor) -> Request {
                 mode: *rng.pick(MODES),
                 exist_ok: rng.chance(2),
                 stripes: *rng.pick(&[0, 1, 4]),
-                sparse: rng.chance(4),
+                // Sparse only where it may be: the crowd is for listings.
+                sparse: backing == Backing::File && rng.chance(4),
             }
         };
     }
