@@ -52,6 +52,12 @@ impl Backoff {
         }
     }
 
+    /// Starts the clock if it has not started, and tells whether time is left: for a caller
+    /// that found its condition met again and retries at once, without a pause.
+    pub(crate) fn time_left(&mut self) -> bool {
+        self.started.get_or_insert_with(Instant::now).elapsed() < self.timeout
+    }
+
     /// Time since the first pause (zero before it).
     pub(crate) fn elapsed(&self) -> Duration {
         self.started.map_or(Duration::ZERO, |s| s.elapsed())

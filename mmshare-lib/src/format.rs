@@ -503,6 +503,14 @@ pub mod offsets {
     pub const STRIPE_FUTEX: usize = 16;
     /// In a stripe line: `u32` flags; bit 0 = TORN.
     pub const STRIPE_FLAGS: usize = 20;
+    /// In a stripe line: `u64` completed writes whose first stripe this is (a statistic,
+    /// written only by the stripe's holder: an array's write count is `WRITE_COUNT` plus
+    /// these).
+    pub const STRIPE_WRITES: usize = 24;
+    /// In a stripe line: `u64` time of the last completed write whose first stripe this is,
+    /// ns since the Unix epoch (an array's last write is the latest of these and
+    /// `LAST_WRITE_NS`).
+    pub const STRIPE_LAST_WRITE_NS: usize = 32;
 
     /// Streams: `u64` frames published so far, which is also the number the next frame gets.
     /// Only the publisher writes it (the array's sequence line; streams have no sequence).

@@ -412,20 +412,38 @@ impl RawArray {
         self.flags().load(Ordering::Relaxed) & FLAG_TORN != 0
     }
 
-    /// Completed writes (a statistic; not part of the consistency protocol).
+    /// Completed writes (a statistic; not part of the consistency protocol). In a striped
+    /// array, each write counts in its first stripe's line: the sum of those and the header's.
     pub fn write_count(&self) -> u64 {
         // Relaxed: statistic only.
-        self.map
+        let header = self
+            .map
             .u64_at(offsets::WRITE_COUNT)
-            .load(Ordering::Relaxed)
+            .load(Ordering::Relaxed);
+        if !self.is_striped() {
+            return header;
+        }
+        self.lines()
+            .iter()
+            .map(|l| l.writes.load(Ordering::Relaxed))
+            .fold(header, u64::wrapping_add)
     }
 
-    /// Time of the last completed write, ns since the Unix epoch (0 if never written).
+    /// Time of the last completed write, ns since the Unix epoch (0 if never written); in a
+    /// striped array the latest of its stripes' and the header's.
     pub fn last_write_ns(&self) -> u64 {
         // Relaxed: statistic only.
-        self.map
+        let header = self
+            .map
             .u64_at(offsets::LAST_WRITE_NS)
-            .load(Ordering::Relaxed)
+            .load(Ordering::Relaxed);
+        if !self.is_striped() {
+            return header;
+        }
+        self.lines()
+            .iter()
+            .map(|l| l.last_write_ns.load(Ordering::Relaxed))
+            .fold(header, u64::max)
     }
 
     /// The process recorded as holding the write side, if any.

@@ -16,7 +16,7 @@ use super::stripes::{
 };
 use crate::backoff::Backoff;
 use crate::error::{ReadError, WriteError};
-use crate::format::{FLAG_TORN, now_ns, offsets, stripe_count};
+use crate::format::{FLAG_TORN, now_ns, stripe_count};
 use crate::sys::ProcessId;
 
 /// Rounds a writer that finds a stripe of its region held steps back (hands back the stripes
@@ -111,7 +111,6 @@ impl RawArray {
         let mut backoff = Backoff::new(self.timeout());
         let mut retries = 0u64;
         loop {
-            let futex_seen = self.futex_snapshot();
             // The generation first, its low bit ignored: writers keep it even, and a scribbled
             // odd value must not stall every reader (`stable_sequence`).
             let (Ok(g) | Err(g)) = self.stable_sequence();
@@ -119,7 +118,7 @@ impl RawArray {
             let g = match begun {
                 Ok(g) => g,
                 Err((_, odd)) => {
-                    if !self.pause(&mut backoff, futex_seen) {
+                    if !self.pause_on(&mut backoff, lines, stripes.clone()) {
                         return Err(self.read_timeout(&backoff, odd, retries));
                     }
                     continue;
@@ -157,10 +156,28 @@ impl RawArray {
                     now: self.sequence(),
                 });
             }
-            if !self.pause(&mut backoff, futex_seen) {
+            if !self.pause_on(&mut backoff, lines, stripes.clone()) {
                 return Err(self.read_timeout(&backoff, self.sequence(), retries));
             }
         }
+    }
+
+    /// One pause of a reader or writer that found a stripe of `stripes` held (or a copy that
+    /// moved). The futex word is read only now, not on every attempt: every publish of any
+    /// stripe writes its cache line, so reading it up front would cost a fast-path reader or
+    /// writer a cache miss per writer elsewhere. The stripes are looked at again after that
+    /// read, so a publish between the failure and the read is never slept through: if they
+    /// are free now, try again at once. False once the time is up.
+    fn pause_on(&self, backoff: &mut Backoff, lines: &[StripeLine], stripes: Range<usize>) -> bool {
+        let futex_seen = self.futex_snapshot();
+        // Relaxed: a hint; the protocol's own loads decide.
+        if stripes
+            .clone()
+            .all(|k| lines[k].seq.load(Ordering::Relaxed) & 1 == 0)
+        {
+            return backoff.time_left();
+        }
+        self.pause(backoff, futex_seen)
     }
 
     /// Takes the stripes of `bytes` for a write by `me` (ascending, each with its identity
@@ -181,7 +198,6 @@ impl RawArray {
         let mut backoff = Backoff::new(self.timeout());
         let mut rounds = 0;
         while let Some(k) = held.next() {
-            let futex_seen = self.futex_snapshot();
             match held.take_next(lines) {
                 Ok(()) => {
                     // At once, not after the last stripe: a writer that dies waiting for a
@@ -210,7 +226,7 @@ impl RawArray {
                         }
                         continue;
                     }
-                    if !self.pause(&mut backoff, futex_seen) {
+                    if !self.pause_on(&mut backoff, lines, k..k + 1) {
                         self.hand_back(&held, me, 0);
                         return Err(out_of_time(&backoff));
                     }
@@ -342,15 +358,15 @@ impl RawArray {
         holder: u64,
     ) -> u32 {
         let lines = self.lines();
-        if !mark_torn {
-            // Relaxed, and read-modify-writes: statistics, which writers of other stripes
-            // update at the same time.
-            self.mapping()
-                .u64_at(offsets::WRITE_COUNT)
-                .fetch_add(1, Ordering::Relaxed);
-            self.mapping()
-                .u64_at(offsets::LAST_WRITE_NS)
-                .fetch_max(now_ns(), Ordering::Relaxed);
+        if !mark_torn && let Some((first, _)) = hold.held.held().next() {
+            // The statistics go in the first held stripe's own line, which this writer holds
+            // (so plain stores, and no cache line shared with writers of other stripes: the
+            // header's counters would be one more line every parallel write fights for).
+            // Relaxed: statistics; published with the stripe.
+            let line = &lines[first];
+            let writes = line.writes.load(Ordering::Relaxed);
+            line.writes.store(writes.wrapping_add(1), Ordering::Relaxed);
+            line.last_write_ns.store(now_ns(), Ordering::Relaxed);
         }
         if crate::fault::early_publish() {
             // The broken writer of the fault tests published before writing.

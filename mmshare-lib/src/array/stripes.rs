@@ -35,7 +35,11 @@ pub(crate) struct StripeLine {
     pub(crate) futex: AtomicU32,
     /// Bit 0: TORN.
     pub(crate) flags: AtomicU32,
-    _reserved: [AtomicU64; 5],
+    /// Completed writes whose first stripe this is (a statistic; written by the holder only).
+    pub(crate) writes: AtomicU64,
+    /// When the last of those completed, ns since the Unix epoch.
+    pub(crate) last_write_ns: AtomicU64,
+    _reserved: [AtomicU64; 3],
 }
 
 const _: () = assert!(size_of::<StripeLine>() == offsets::STRIPE_LINE);
@@ -43,6 +47,9 @@ const _: () = assert!(std::mem::offset_of!(StripeLine, seq) == offsets::STRIPE_S
 const _: () = assert!(std::mem::offset_of!(StripeLine, writer) == offsets::STRIPE_WRITER);
 const _: () = assert!(std::mem::offset_of!(StripeLine, futex) == offsets::STRIPE_FUTEX);
 const _: () = assert!(std::mem::offset_of!(StripeLine, flags) == offsets::STRIPE_FLAGS);
+const _: () = assert!(std::mem::offset_of!(StripeLine, writes) == offsets::STRIPE_WRITES);
+const _: () =
+    assert!(std::mem::offset_of!(StripeLine, last_write_ns) == offsets::STRIPE_LAST_WRITE_NS);
 
 /// A stripe line is the seqlock word of its stripe.
 impl SeqWord for StripeLine {
