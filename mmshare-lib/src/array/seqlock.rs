@@ -145,7 +145,7 @@
 //! v = (GENERATION.fetch_add(2, Release) + 2) / 2 // while holding every stripe (see readers):
 //!                                                //   the write's version, known as it writes
 //! write the region with Relaxed 8-byte atomic stores, inside the held stripes only
-//! WRITE_COUNT.fetch_add(1); LAST_WRITE_NS.fetch_max(now)   // several writers at once
+//! first held stripe's line: WRITES += 1; LAST_WRITE_NS = now  // its holder's own line
 //! for k in i..=j: WRITER_k.compare_exchange(me, 0); FLAGS_k &= !TORN if the write replaced
 //!     all of stripe k; SEQ_k.compare_exchange(s_k + 1, s_k + 2, Release)   // publish
 //! FUTEX_k.fetch_add(1) for each k; FUTEX.fetch_add(1); fence(SeqCst); wake sleepers
