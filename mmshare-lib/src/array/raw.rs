@@ -697,7 +697,7 @@ impl RawArray {
             // Before taking anything: the first call reads /proc.
             let me = ProcessId::current();
             let hold = self.acquire_stripes(bytes.clone(), me)?;
-            (Hold::Stripes(hold), me.to_word())
+            (Hold::Stripes(Box::new(hold)), me.to_word())
         } else {
             let (s, holder) = self.acquire_write()?;
             (Hold::Whole(s), holder)
@@ -895,7 +895,9 @@ impl RawArray {
         to: u64,
     ) -> Result<(), u64> {
         let held = s.wrapping_add(1);
-        let mut backoff = Backoff::new(self.timeout());
+        // Made only once a CAS failed: the common case is one CAS, and reading the handle's
+        // timeout (a thread-local override first) is not free on a write of a few bytes.
+        let mut backoff: Option<Backoff> = None;
         loop {
             // AcqRel: the word's modification order decides who owns the write side (this
             // writer or a recoverer); the Release half also keeps this write's data stores
@@ -906,13 +908,14 @@ impl RawArray {
             {
                 return Ok(());
             }
+            let backoff = backoff.get_or_insert_with(|| Backoff::new(self.timeout()));
             // Relaxed: the claim's outcome shows in the sequence; the CAS above decides.
             let now = seq.load(Ordering::Relaxed);
             if now != held {
                 return Err(now);
             }
             let futex_seen = self.futex_snapshot();
-            if !self.pause(&mut backoff, futex_seen) {
+            if !self.pause(backoff, futex_seen) {
                 // A recoverer claimed the word and stopped there (it died): leave the write
                 // side to the recovery of that recoverer.
                 return Err(now);
@@ -1776,15 +1779,15 @@ impl ByteWriter<'_> {
 }
 
 /// What a writer holds: the array's sequence, or some of a striped array's stripes.
-// A hold lives on the stack (or in a session) for one write; boxing the striped one would
-// allocate on every write.
-#[allow(clippy::large_enum_variant)]
+// The striped holding is boxed: it records a sequence per stripe (about 300 bytes), and moved
+// around unboxed with every write it cost a write of an array with one sequence 25 ns more
+// (64 B: 160 -> 185 ns, `scripts/bench-stripes`). A striped write pays an allocation instead.
 #[derive(Debug)]
 pub(crate) enum Hold {
     /// The even sequence the write replaced.
     Whole(u64),
     /// The stripes taken (module `striped`).
-    Stripes(StripedHold),
+    Stripes(Box<StripedHold>),
 }
 
 impl Hold {
