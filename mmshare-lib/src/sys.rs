@@ -245,29 +245,61 @@ impl ProcessId {
         })
     }
 
-    /// The calling process. Cached per pid, so it stays right across `fork`.
+    /// The calling process. Cached per fork, so it stays right across `fork`.
     ///
     /// The pid is the one `/proc` shows (field 1 of `/proc/self/stat`), not `getpid()`: in a
     /// child pid namespace that still shares the host's `/proc` (`unshare --pid`), `getpid()`
     /// is a namespace-local number (often 1) that would name another process to the daemon,
     /// while `/proc` speaks the daemon's language. Without a readable `/proc`, the start time is
     /// 0, which recovery treats as "cannot tell" and never as dead.
+    ///
+    /// Called on every write, so it makes no system call once known: the identity is kept
+    /// with the number of forks this process image has been through (counted by a
+    /// `pthread_atfork` child handler), and read again only in a forked child. (`getpid`
+    /// on every write cost a 64-byte write about a third of its time.)
     pub fn current() -> ProcessId {
-        static CACHE: OnceLock<(u32, ProcessId)> = OnceLock::new();
-        let local = std::process::id();
-        let read = || {
-            Self::read_self().unwrap_or(ProcessId {
-                pid: local,
-                start_time: 0,
-            })
-        };
-        let cached = CACHE.get_or_init(|| (local, read()));
-        if cached.0 == local {
-            cached.1
-        } else {
-            // A forked child inherits the parent's cache; read its own identity.
-            read()
+        /// Bumped in every child right after `fork` (libc's, which every way of forking
+        /// without `exec` in Rust and Python goes through).
+        static FORKS: AtomicU64 = AtomicU64::new(0);
+        extern "C" fn forked() {
+            // Async-signal-safe: one atomic add.
+            FORKS.fetch_add(1, Ordering::Relaxed);
         }
+        static REGISTERED: OnceLock<()> = OnceLock::new();
+        // The process's identity for a fork count: shared, consulted when a thread's own copy
+        // is missing or from before a fork.
+        static SHARED: std::sync::Mutex<Option<(u64, ProcessId)>> = std::sync::Mutex::new(None);
+        thread_local! {
+            static MINE: std::cell::Cell<Option<(u64, ProcessId)>> =
+                const { std::cell::Cell::new(None) };
+        }
+        REGISTERED.get_or_init(|| {
+            // SAFETY: registers a child handler that only does an atomic add; the handler is
+            // a plain `extern "C" fn` that lives for the whole program.
+            let _ = unsafe { libc::pthread_atfork(None, None, Some(forked)) };
+        });
+        let forks = FORKS.load(Ordering::Relaxed);
+        if let Some((seen, id)) = MINE.get()
+            && seen == forks
+        {
+            return id;
+        }
+        let mut shared = SHARED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let id = match *shared {
+            Some((seen, id)) if seen == forks => id,
+            _ => {
+                let id = Self::read_self().unwrap_or(ProcessId {
+                    pid: std::process::id(),
+                    start_time: 0,
+                });
+                *shared = Some((forks, id));
+                id
+            }
+        };
+        MINE.set(Some((forks, id)));
+        id
     }
 
     fn read_self() -> Option<ProcessId> {
@@ -732,5 +764,38 @@ mod wait_any_tests {
         // B holds 1 now: a wait for 0 returns at once, without a wake.
         super::futex_wait_any(&[(&A, 0), (&B, 0)], Duration::from_secs(30)).unwrap();
         assert_eq!(super::futex_wait_calls().1, woken + 1);
+    }
+
+    /// The identity is cached, and a forked child gets its own, not its parent's (the cache
+    /// is from before the fork), from the thread that forked as from a thread it starts.
+    #[test]
+    fn a_forked_child_knows_it_is_not_its_parent() {
+        use crate::sys::ProcessId;
+        let parent = ProcessId::current();
+        assert_eq!(parent.pid, std::process::id());
+        assert_eq!(ProcessId::current(), parent, "cached");
+        // SAFETY: the child only calls async-signal-safe-enough code of this crate (reading
+        // /proc, a mutex nobody else holds: this test's threads do not touch it meanwhile)
+        // and exits with `_exit`.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0);
+        if child == 0 {
+            let me = ProcessId::current();
+            let from_thread = std::thread::spawn(ProcessId::current).join().ok();
+            let ok = me.pid == std::process::id()
+                && me != parent
+                && me.start_time != 0
+                && from_thread == Some(me);
+            // SAFETY: ends the child without running the parent's test harness teardown.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        unsafe { libc::waitpid(child, &mut status, 0) };
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "status {status}"
+        );
+        assert_eq!(ProcessId::current(), parent, "the parent's stays");
     }
 }
