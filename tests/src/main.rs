@@ -55,6 +55,9 @@ const USAGE: &str = "usage: mmshare-test-worker <command> ...
                                         each; 'release' drops pages after each; print ops,
                                         bytes touched, peak resident memory (hwm_kib) and the
                                         mean time of a write and of a read in µs
+  region-wait-read PATH A..B            print 'waiting', read rows A..B of a 2-d u64 array
+                                        (blocked while a writer holds them); print the version
+                                        and the futex wake-ups that ended its sleeps
   region-hold PATH A..B                 take the write side of rows A..B, print 'holding',
                                         sleep forever
   client-region-hold SOCKET NAME A..B   the same, on an array opened through the daemon
@@ -196,6 +199,7 @@ fn main() -> ExitCode {
             region_reader(path, secs.parse().unwrap_or(1.0), blocks, rest)
         }
         ["region-hold", path, rows] => region_hold(path, rows),
+        ["region-wait-read", path, rows] => region_wait_read(path, rows),
         ["huge-io", path, ops, seed, pages] => huge_io(
             path,
             ops.parse().unwrap_or(1),
@@ -2181,6 +2185,21 @@ fn huge_io(path: &str, ops: u64, seed: u64, release: bool) -> Result<ExitCode> {
         kib("VmRSS:"),
         write_ns / 1000 / u128::from(ops),
         read_ns / 1000 / u128::from(ops),
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `region-wait-read`: a region read that has to wait for a writer holding its stripes.
+fn region_wait_read(path: &str, rows: &str) -> Result<ExitCode> {
+    let mut a = Array::<u64>::open(path, Access::Read)?;
+    a.raw_mut().set_timeout(Duration::from_secs(20));
+    let rows = rows_of(rows, &a)?;
+    say("waiting");
+    let (_, snap) = a.read_region(rows)?;
+    say(&format!(
+        "version={} futex_wakeups={}",
+        snap.version,
+        mmshare::internal::futex_wakeups()
     ));
     Ok(ExitCode::SUCCESS)
 }

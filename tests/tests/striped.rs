@@ -207,3 +207,41 @@ fn the_daemon_recovers_only_a_killed_clients_stripes() {
     }
     assert!(client.stat("tiles").unwrap().torn);
 }
+
+/// A reader of a region whose stripe a writer holds sleeps (it is seen asleep, not spinning)
+/// and is woken through the futex when that stripe is published, not by its periodic re-check:
+/// the wait of a striped reader reads the futex word only when it must wait
+/// (`pause_on`), and must still never sleep through the publish it waits for.
+#[test]
+fn a_region_reader_waiting_for_a_held_stripe_sleeps_and_is_woken_by_the_publish() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path());
+    let a = mmshare::RawArray::open(&path, Access::Write).unwrap();
+    let region = a.region(600..700).unwrap();
+    let session = a.begin_write_region(&region).unwrap();
+    let mut reader = Worker::spawn(&["region-wait-read", &path, "650..651"]);
+    reader.expect_line("waiting", WATCHDOG);
+    let deadline = std::time::Instant::now() + WATCHDOG;
+    while std::fs::read_to_string(format!("/proc/{}/stat", reader.pid()))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with('S'))
+        })
+        != Some(true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reader never slept"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    a.finish_write(session, mmshare::Finish::Complete).unwrap();
+    let (status, lines) = reader.finish(WATCHDOG);
+    assert!(status.success(), "{lines:?}");
+    let line = lines.iter().find(|l| l.starts_with("version=")).unwrap();
+    assert!(
+        field(line, "futex_wakeups") >= 1,
+        "woken by polling, not by the futex: {line}"
+    );
+}
