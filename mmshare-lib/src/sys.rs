@@ -265,7 +265,7 @@ impl ProcessId {
             // Async-signal-safe: one atomic add.
             FORKS.fetch_add(1, Ordering::Relaxed);
         }
-        static REGISTERED: OnceLock<()> = OnceLock::new();
+        static REGISTERED: OnceLock<bool> = OnceLock::new();
         // The process's identity for a fork count: shared, consulted when a thread's own copy
         // is missing or from before a fork.
         static SHARED: std::sync::Mutex<Option<(u64, ProcessId)>> = std::sync::Mutex::new(None);
@@ -273,31 +273,43 @@ impl ProcessId {
             static MINE: std::cell::Cell<Option<(u64, ProcessId)>> =
                 const { std::cell::Cell::new(None) };
         }
-        REGISTERED.get_or_init(|| {
+        let registered = *REGISTERED.get_or_init(|| {
             // SAFETY: registers a child handler that only does an atomic add; the handler is
             // a plain `extern "C" fn` that lives for the whole program.
-            let _ = unsafe { libc::pthread_atfork(None, None, Some(forked)) };
+            unsafe { libc::pthread_atfork(None, None, Some(forked)) == 0 }
         });
+        if !registered {
+            // No fork count: read the identity every time, as a forked child must.
+            return Self::read_self().unwrap_or(ProcessId {
+                pid: std::process::id(),
+                start_time: 0,
+            });
+        }
         let forks = FORKS.load(Ordering::Relaxed);
         if let Some((seen, id)) = MINE.get()
             && seen == forks
         {
             return id;
         }
-        let mut shared = SHARED
+        // The lock is never held across the /proc read: a thread forking while another holds
+        // it would leave the child's lock held forever.
+        let known = match *SHARED
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let id = match *shared {
-            Some((seen, id)) if seen == forks => id,
-            _ => {
-                let id = Self::read_self().unwrap_or(ProcessId {
-                    pid: std::process::id(),
-                    start_time: 0,
-                });
-                *shared = Some((forks, id));
-                id
-            }
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            Some((seen, id)) if seen == forks => Some(id),
+            _ => None,
         };
+        let id = known.unwrap_or_else(|| {
+            let id = Self::read_self().unwrap_or(ProcessId {
+                pid: std::process::id(),
+                start_time: 0,
+            });
+            *SHARED
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((forks, id));
+            id
+        });
         MINE.set(Some((forks, id)));
         id
     }

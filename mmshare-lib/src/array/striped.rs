@@ -175,6 +175,7 @@ impl RawArray {
             .clone()
             .all(|k| lines[k].seq.load(Ordering::Relaxed) & 1 == 0)
         {
+            std::hint::spin_loop();
             return backoff.time_left();
         }
         self.pause(backoff, futex_seen)
@@ -304,9 +305,25 @@ impl RawArray {
     /// Stripe by stripe, not every identity first: a stripe left odd with no identity while
     /// this writer waits on another would look like a writer that died unidentified.
     fn release_stripe(&self, line: &StripeLine, s: u64, me: u64) -> bool {
+        self.release_stripe_then(line, s, me, || {})
+    }
+
+    /// [`RawArray::release_stripe`], running `between` after the identity is given up (so
+    /// the stripe was still this writer's) and before the sequence is published.
+    fn release_stripe_then(
+        &self,
+        line: &StripeLine,
+        s: u64,
+        me: u64,
+        between: impl FnOnce(),
+    ) -> bool {
         // Give the identity up first: a recovery claims this word before it takes the stripe
         // over, so exactly one of the two wins; if it did, the stripe is its.
-        self.swap_stripe_identity(line, s, me, 0).is_ok() && end_write(line, s).is_ok()
+        if self.swap_stripe_identity(line, s, me, 0).is_err() {
+            return false;
+        }
+        between();
+        end_write(line, s).is_ok()
     }
 
     fn bump_stripe_futexes(&self, held: &Held) {
@@ -358,16 +375,7 @@ impl RawArray {
         holder: u64,
     ) -> u32 {
         let lines = self.lines();
-        if !mark_torn && let Some((first, _)) = hold.held.held().next() {
-            // The statistics go in the first held stripe's own line, which this writer holds
-            // (so plain stores, and no cache line shared with writers of other stripes: the
-            // header's counters would be one more line every parallel write fights for).
-            // Relaxed: statistics; published with the stripe.
-            let line = &lines[first];
-            let writes = line.writes.load(Ordering::Relaxed);
-            line.writes.store(writes.wrapping_add(1), Ordering::Relaxed);
-            line.last_write_ns.store(now_ns(), Ordering::Relaxed);
-        }
+        let first = hold.held.held().next().map(|(k, _)| k);
         if crate::fault::early_publish() {
             // The broken writer of the fault tests published before writing.
             self.wake();
@@ -384,7 +392,20 @@ impl RawArray {
             } else if clear_torn && hold.covered & (1 << k) != 0 {
                 lines[k].flags.fetch_and(!FLAG_TORN, Ordering::Relaxed);
             }
-            if !self.release_stripe(&lines[k], s, holder) {
+            // The statistics go in the first held stripe's own line (plain stores, and no
+            // cache line shared with writers of other stripes: the header's counters would be
+            // one more line every parallel write fights for), once the identity swap has shown
+            // the stripe is still this writer's, and before it is published.
+            let count = !mark_torn && first == Some(k);
+            if !self.release_stripe_then(&lines[k], s, holder, || {
+                if count {
+                    // Relaxed: statistics; only the stripe's holder writes them.
+                    let line = &lines[k];
+                    let writes = line.writes.load(Ordering::Relaxed);
+                    line.writes.store(writes.wrapping_add(1), Ordering::Relaxed);
+                    line.last_write_ns.store(now_ns(), Ordering::Relaxed);
+                }
+            }) {
                 lost |= 1 << k;
             }
         }
