@@ -210,7 +210,7 @@ def test_region_reads_under_rust_writers_are_never_torn(daemon, worker):
             reads += 1
     for p in procs:
         assert p.wait(60) == 0
-    assert reads > 50
+    assert reads >= 20, reads
     assert a.retries > 0, "no read overlapped a write: nothing was tested"
 
 
@@ -320,7 +320,8 @@ def test_a_reader_written_from_the_format_document_reads_regions_consistently(da
     _, a = make(daemon)
     reads, retries, error = run_format_reader(a.path, worker, True, 3.0)
     assert error is None, error
-    assert reads > 50 and retries > 0, (reads, retries)
+    # Some reads, and some that overlapped writes (how many depends on the machine's load).
+    assert reads >= 20 and retries > 0, (reads, retries)
 
 
 def test_the_format_reader_without_its_rechecks_is_caught(daemon, worker):
