@@ -29,7 +29,10 @@ const SIZES: [(u64, &str); 3] = [
 ];
 /// Runs of each measurement; the median is reported.
 const RUNS: usize = 5;
-/// Bytes each process moves per run (at least one region).
+/// How long each worker process works per run: long enough that the start (a gate file every
+/// worker polls) and the scheduler's slices are small beside it, whatever the region size.
+const RUN_TIME: Duration = Duration::from_millis(400);
+/// Bytes moved per timed call in the in-process tables (at least one call).
 const BYTES_PER_RUN: u64 = 1 << 30;
 
 fn main() {
@@ -46,9 +49,9 @@ fn main() {
     .unwrap();
     println!("striped arrays: command: cargo bench -p mmshare --bench stripes");
     println!(
-        "({} CPUs; medians of {RUNS} runs; {} MiB per process per run)\n",
+        "({} CPUs; medians of {RUNS} runs; each worker process works {} ms per run)\n",
         cpus(),
-        BYTES_PER_RUN >> 20
+        RUN_TIME.as_millis()
     );
     parallel_writers(shm.path());
     reader_under_writer(shm.path());
@@ -76,9 +79,10 @@ fn array(dir: &Path, name: &str, size: u64, regions: u64, stripes: u32) -> PathB
     path
 }
 
-/// Starts `n` worker processes doing `mode` on regions `0..n` of `path`, each `iters` times,
-/// all released at once; returns the wall time from release to the last one's end.
-fn run_workers(path: &Path, mode: &str, n: u64, iters: u64, extra: &[(&str, String)]) -> Duration {
+/// Starts `n` worker processes doing `mode` on regions `0..n` of `path` for `RUN_TIME`, all
+/// released at once; returns the aggregate bytes per second: the sum of what each one moved
+/// divided by the time it measured itself working.
+fn run_workers(path: &Path, mode: &str, n: u64) -> f64 {
     let gate = path.with_extension(format!("gate-{mode}-{n}"));
     let _ = std::fs::remove_file(&gate);
     let children: Vec<Child> = (0..n)
@@ -86,35 +90,46 @@ fn run_workers(path: &Path, mode: &str, n: u64, iters: u64, extra: &[(&str, Stri
             let mut cmd = Command::new(std::env::current_exe().unwrap());
             cmd.env(
                 "MMSHARE_STRIPES_WORKER",
-                format!("{mode} {} {k} {iters} {}", path.display(), gate.display()),
+                format!(
+                    "{mode} {} {k} {} {}",
+                    path.display(),
+                    RUN_TIME.as_millis(),
+                    gate.display()
+                ),
             )
             .stdout(Stdio::piped());
-            for (key, value) in extra {
-                cmd.env(key, value);
-            }
             cmd.spawn().unwrap()
         })
         .collect();
     // Let every worker open and map the array before the start.
     std::thread::sleep(Duration::from_millis(150));
-    let start = Instant::now();
     std::fs::write(&gate, b"").unwrap();
-    for mut child in children {
-        assert!(child.wait().unwrap().success(), "a worker failed");
+    let mut rate = 0.0;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "a worker failed");
+        // Each worker prints `BYTES NANOSECONDS`.
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().unwrap());
+        let (bytes, nanos) = (fields.next().unwrap(), fields.next().unwrap());
+        rate += bytes / (nanos / 1e9);
     }
-    start.elapsed()
+    std::fs::remove_file(&gate).unwrap();
+    rate
 }
 
-/// A worker: `MODE PATH REGION ITERS GATE`. Waits for the gate file, then does its job ITERS
-/// times on its region: `write` (a region write through the protocol), `memcpy` (a plain copy
-/// into the mapping), `read` (a region read through the protocol), or `hammer` (region writes
-/// until the file `PATH.stop` exists).
+/// A worker: `MODE PATH REGION MILLIS GATE`. Waits for the gate file, then does its job on its
+/// region for MILLIS ms and prints the bytes it moved and the nanoseconds it took: `write` (a
+/// region write through the protocol), `memcpy` (a plain copy into the mapping), `read` (a
+/// region read through the protocol); or, printing nothing, `hammer` / `hammer-memcpy`
+/// (region writes through the protocol, or plain copies, until the file `PATH.stop` exists).
 fn worker(job: &str) {
     let parts: Vec<&str> = job.split(' ').collect();
-    let [mode, path, region, iters, gate] = parts[..] else {
+    let [mode, path, region, millis, gate] = parts[..] else {
         panic!("bad job {job:?}");
     };
-    let (region, iters): (u64, u64) = (region.parse().unwrap(), iters.parse().unwrap());
+    let (region, millis): (u64, u64) = (region.parse().unwrap(), millis.parse().unwrap());
+    let run_time = Duration::from_millis(millis);
     let access = if mode == "read" {
         Access::Read
     } else {
@@ -123,36 +138,47 @@ fn worker(job: &str) {
     let a = RawArray::open(path, access).unwrap();
     let size = a.header().shape[1];
     let r = a.region(region..region + 1).unwrap();
-    let mut buf = vec![region as u8 + 2; size as usize];
+    let buf = vec![region as u8 + 2; size as usize];
     while !Path::new(gate).exists() {
         std::thread::sleep(Duration::from_micros(200));
     }
+    // Runs `op` until `run_time` has passed (the clock read once per call: a call moves at
+    // least 64 KiB, tens of microseconds beside a clock read's tens of nanoseconds).
+    let timed = |op: &mut dyn FnMut()| {
+        let start = Instant::now();
+        let mut calls = 0u64;
+        loop {
+            op();
+            calls += 1;
+            let spent = start.elapsed();
+            if spent >= run_time {
+                println!("{} {}", calls * size, spent.as_nanos());
+                return;
+            }
+        }
+    };
+    let at = (region * size) as usize;
     match mode {
-        "write" => {
-            for _ in 0..iters {
-                a.write_region_bytes(&r, &buf).unwrap();
+        "write" => timed(&mut || {
+            a.write_region_bytes(&r, &buf).unwrap();
+        }),
+        "memcpy" => timed(&mut || {
+            // SAFETY: the benchmark's baseline: a plain copy into this process's own region of
+            // the mapping, which no other worker touches; no reader runs.
+            unsafe {
+                std::ptr::copy_nonoverlapping(buf.as_ptr(), a.data_ptr().add(at), buf.len());
             }
-        }
-        "memcpy" => {
-            let at = (region * size) as usize;
-            for _ in 0..iters {
-                // SAFETY: the benchmark's baseline: a plain copy into this process's own
-                // region of the mapping, which no other worker touches; no reader runs.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(buf.as_ptr(), a.data_ptr().add(at), buf.len());
-                }
-                std::hint::black_box(a.data_ptr());
-            }
-        }
+            std::hint::black_box(a.data_ptr());
+        }),
         "read" => {
-            for _ in 0..iters {
-                a.read_region_bytes(&r, &mut buf).unwrap();
-                std::hint::black_box(&buf);
-            }
+            let mut back = buf.clone();
+            timed(&mut || {
+                a.read_region_bytes(&r, &mut back).unwrap();
+                std::hint::black_box(&back);
+            })
         }
         "hammer" | "hammer-memcpy" => {
             let stop = PathBuf::from(format!("{path}.stop"));
-            let at = (region * size) as usize;
             while !stop.exists() {
                 for _ in 0..64 {
                     if mode == "hammer" {
@@ -179,19 +205,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn gbps(bytes: f64, d: f64) -> f64 {
-    bytes / d / 1e9
-}
-
-/// Aggregate GB/s of `n` processes doing `mode` on regions of `size` bytes.
-fn aggregate(path: &Path, mode: &str, size: u64, n: u64) -> f64 {
-    let iters = (BYTES_PER_RUN / size).max(1);
+/// Aggregate GB/s of `n` processes doing `mode` on their regions: the median of `RUNS` runs.
+fn aggregate(path: &Path, mode: &str, n: u64) -> f64 {
     median(
         (0..RUNS)
-            .map(|_| {
-                let t = run_workers(path, mode, n, iters, &[]).as_secs_f64();
-                gbps((n * iters * size) as f64, t)
-            })
+            .map(|_| run_workers(path, mode, n) / 1e9)
             .collect(),
     )
 }
@@ -206,8 +224,8 @@ fn parallel_writers(dir: &Path) {
         let path = array(dir, &format!("writers-{size}"), size, 4, 4);
         let (mut base_m, mut base_w) = (0.0, 0.0);
         for n in [1u64, 2, 4] {
-            let m = aggregate(&path, "memcpy", size, n);
-            let w = aggregate(&path, "write", size, n);
+            let m = aggregate(&path, "memcpy", n);
+            let w = aggregate(&path, "write", n);
             if n == 1 {
                 (base_m, base_w) = (m, w);
             }
@@ -234,12 +252,7 @@ fn reader_under_writer(dir: &Path) {
     println!("|---|---|---|---|---|---|");
     for (size, label) in SIZES {
         let path = array(dir, &format!("reader-{size}"), size, 4, 4);
-        let iters = (BYTES_PER_RUN / size).max(1);
-        let read = |p: &Path| {
-            let t = run_workers(p, "read", 1, iters, &[]).as_secs_f64();
-            gbps((iters * size) as f64, t)
-        };
-        let alone = median((0..RUNS).map(|_| read(&path)).collect());
+        let alone = aggregate(&path, "read", 1);
         // The writer writes region 2: start it, let it run, measure the reader, stop it.
         let under = |mode: &str| {
             let stop = PathBuf::from(format!("{}.stop", path.display()));
@@ -254,7 +267,7 @@ fn reader_under_writer(dir: &Path) {
                 .spawn()
                 .unwrap();
             std::thread::sleep(Duration::from_millis(200));
-            let got = median((0..RUNS).map(|_| read(&path)).collect());
+            let got = aggregate(&path, "read", 1);
             std::fs::write(&stop, b"").unwrap();
             assert!(hammer.wait().unwrap().success());
             got
