@@ -6,6 +6,12 @@
 //! spinning for a short while (a stream of frequent updates is then seen at spin latency), then
 //! yields, then sleeps on the shared futex word so that a quiet array costs no CPU. Every wait
 //! has a deadline.
+//!
+//! Spinning only helps when the process waited for runs on another CPU: on the waiter's own
+//! CPU it cannot run while the waiter spins, and every spin delays the very store it waits for
+//! by the whole spin. A waiter that knows the other side last ran on its own CPU (a stream's
+//! CPU hints, module `stream::files`) skips the spin and yields from the start
+//! ([`Backoff::without_spin`]), which hands the CPU over at once.
 
 use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::time::{Duration, Instant};
@@ -28,6 +34,7 @@ pub(crate) struct Backoff {
     started: Option<Instant>,
     timeout: Duration,
     yield_until: Duration,
+    spin_for: Duration,
 }
 
 impl Backoff {
@@ -36,7 +43,15 @@ impl Backoff {
             started: None,
             timeout,
             yield_until: YIELD_UNTIL,
+            spin_for: SPIN_FOR,
         }
+    }
+
+    /// Drops the spin phase (from now on, if the wait has started): the next steps yield, then
+    /// sleep, on the usual schedule. For a waiter that shares its CPU with the process it
+    /// waits for.
+    pub(crate) fn without_spin(&mut self) {
+        self.spin_for = Duration::ZERO;
     }
 
     /// A wait that is expected to end soon because the other side is at work right now (a
@@ -104,7 +119,9 @@ impl Backoff {
         if elapsed >= self.timeout {
             return Step::TimedOut;
         }
-        if elapsed < SPIN_FOR {
+        if elapsed < self.spin_for {
+            #[cfg(test)]
+            SPINS.with(|n| n.set(n.get() + 1));
             for _ in 0..32 {
                 std::hint::spin_loop();
             }
@@ -134,6 +151,9 @@ pub(crate) enum Step {
 
 #[cfg(test)]
 thread_local! {
+    /// Test counter: the spin steps this thread has taken.
+    pub(crate) static SPINS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+
     /// Test hook: runs once, in the waiting thread, just before its next futex sleep, that is
     /// inside the window between a waiter's last check and its sleep.
     pub(crate) static BEFORE_SLEEP: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =

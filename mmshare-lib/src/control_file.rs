@@ -46,6 +46,10 @@ pub(crate) mod offsets {
     pub(crate) const JOINS: usize = 0x1C0;
     /// `u64` started subscriptions ended so far (left, or their record freed) (own line).
     pub(crate) const LEAVES: usize = 0x200;
+    /// `u32` a hint: the CPU the stream's publisher last published from, plus one (0:
+    /// unknown); written by the publisher when it changes, read by a subscriber that starts
+    /// waiting, to skip spinning on a CPU it shares with the publisher (own line).
+    pub(crate) const PUB_CPU: usize = 0x240;
     /// Record 0.
     pub(crate) const RECORDS: usize = 0x1000;
 }

@@ -362,6 +362,17 @@ impl ProcessId {
     }
 }
 
+/// The CPU this thread runs on right now, plus one (0 when the kernel cannot say): the form of
+/// the CPU hints in a stream's control file, where 0 means "unknown".
+///
+/// glibc answers from the thread's restartable-sequences area when the kernel keeps one (a
+/// memory read), else through the vDSO; either way no system call on the paths that ask.
+pub(crate) fn cpu_hint() -> u32 {
+    // SAFETY: `sched_getcpu` takes no arguments and touches no memory of ours.
+    let cpu = unsafe { libc::sched_getcpu() };
+    u32::try_from(cpu).map_or(0, |c| c.wrapping_add(1))
+}
+
 /// Reserves `len` bytes of real disk space for `file`, so later writes through a mapping cannot
 /// hit a full disk (which would be a SIGBUS, not an error).
 ///

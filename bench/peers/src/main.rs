@@ -347,6 +347,66 @@ fn array(dir: &Path, size: usize, rounds: usize) -> Result<Dist> {
     Ok(r)
 }
 
+/// The array ping-pong with a `fork()`ed child instead of a spawned process: the parent opens
+/// both sides' handles, forks, and the child plays its side with the handles it inherited
+/// (what a `multiprocessing` worker does on Linux, where Python forks by default before 3.14).
+fn array_forked(dir: &Path, size: usize, rounds: usize) -> Result<Dist> {
+    let make = |name: String| {
+        create_array_file(dir, &ArraySpec::new(name, DType::U8, vec![size as u64]))
+            .map(|(p, _)| p)
+            .map_err(|e| e.to_string())
+    };
+    let (ping, pong) = (make(format!("fping{size}"))?, make(format!("fpong{size}"))?);
+    let writer = Array::<u8>::open(&ping, Access::Write).map_err(|e| e.to_string())?;
+    let replies = Array::<u8>::open(&pong, Access::Read).map_err(|e| e.to_string())?;
+    let child_in = Array::<u8>::open(&ping, Access::Read).map_err(|e| e.to_string())?;
+    let child_out = Array::<u8>::open(&pong, Access::Write).map_err(|e| e.to_string())?;
+    let total = (rounds + rounds / 10) as u64;
+    let (mut msg, mut buf) = (vec![0u8; size], vec![0u8; size]);
+    let mut reply = vec![0u8; size];
+    // SAFETY: the child runs only the loop below (no locks another thread could hold: its
+    // buffers were allocated before the fork) and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: asks the kernel to kill this child if the parent dies (no memory touched).
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        pin(1);
+        let mut seen = 0;
+        let mut ok = true;
+        for i in 1..=total {
+            seen = spin_for_version(&child_in, seen);
+            ok &= child_in.read_into(&mut buf).is_ok();
+            std::hint::black_box(touch(&buf));
+            fill(&mut reply, i);
+            ok &= child_out.write_all(&reply).is_ok();
+        }
+        // SAFETY: ends the child without running the parent's destructors or atexit handlers.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    drop((child_in, child_out));
+    let mut seen = 0;
+    let r = one_way(rounds, |i| {
+        fill(&mut msg, i);
+        writer.write_all(&msg).map_err(|e| e.to_string())?;
+        seen = spin_for_version(&replies, seen);
+        replies.read_into(&mut buf).map_err(|e| e.to_string())?;
+        std::hint::black_box(touch(&buf));
+        Ok(())
+    })?;
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid
+        || !libc::WIFEXITED(status)
+        || libc::WEXITSTATUS(status) != 0
+    {
+        return Err(format!("the forked child failed (status {status:#x})"));
+    }
+    Ok(r)
+}
+
 // ---------------------------------------------------------------------------------------------
 // iceoryx2
 
@@ -1011,15 +1071,16 @@ fn iox_lossless(
         .map_err(|e| format!("iceoryx2 service {name}: {e:?}"))
 }
 
+/// Consumers `first..first + n`, consumer `i` pinned to CPU `1 + i` (modulo the CPUs).
 fn spawn_consumers(
     kind: &str,
-    a: &str,
-    b: &str,
+    (a, b): (&str, &str),
     size: usize,
     frames: usize,
+    first: usize,
     n: usize,
 ) -> Result<Vec<Child>> {
-    (0..n)
+    (first..first + n)
         .map(|i| {
             spawn(&[
                 "__consumer",
@@ -1054,7 +1115,7 @@ fn throughput(
                 .0;
             let mut publisher = Publisher::<u8>::open(&path).map_err(|e| e.to_string())?;
             let mut cs =
-                spawn_consumers(kind, path.to_str().expect("utf-8"), "-", size, frames, n)?;
+                spawn_consumers(kind, (path.to_str().expect("utf-8"), "-"), size, frames, 0, n)?;
             for c in &mut cs {
                 wait_ready(c)?;
             }
@@ -1079,7 +1140,7 @@ fn throughput(
                 .max_loaned_samples(1)
                 .create()
                 .map_err(|e| format!("iceoryx2 publisher: {e:?}"))?;
-            let mut cs = spawn_consumers(kind, &name, &n.to_string(), size, frames, n)?;
+            let mut cs = spawn_consumers(kind, (&name, &n.to_string()), size, frames, 0, n)?;
             for c in &mut cs {
                 wait_ready(c)?;
             }
@@ -1113,7 +1174,7 @@ fn throughput(
                 .get_connection()
                 .map_err(|e| format!("redis: {e}"))?;
             let prefix = format!("mmshare-bench-{}-{tag}", std::process::id());
-            let mut cs = spawn_consumers(kind, socket, &prefix, size, frames, n)?;
+            let mut cs = spawn_consumers(kind, (socket, &prefix), size, frames, 0, n)?;
             for c in &mut cs {
                 wait_ready(c)?;
             }
@@ -1142,12 +1203,13 @@ fn throughput(
             for i in 0..n {
                 let path = dir.join(format!("t{tag}-{i}.sock"));
                 let listener = UnixListener::bind(&path).map_err(|e| e.to_string())?;
+                // Consumer i on its own CPU as in the other cases (1 + i, modulo the CPUs).
                 cs.extend(spawn_consumers(
                     kind,
-                    path.to_str().expect("utf-8"),
-                    "-",
+                    (path.to_str().expect("utf-8"), "-"),
                     size,
                     frames,
+                    i,
                     1,
                 )?);
                 sockets.push(listener.accept().map_err(|e| e.to_string())?.0);
@@ -1882,6 +1944,10 @@ fn run(quick: bool, out: &Path) -> Result {
         let mut cases: Vec<(&str, Dist)> = vec![
             ("mmshare stream", stream(d, size, rounds)?),
             ("mmshare array", array(d, size, rounds)?),
+            (
+                "mmshare array, fork()ed child",
+                array_forked(d, size, rounds)?,
+            ),
             ("iceoryx2 0.10 pub-sub", iceoryx2(size, rounds)?),
             ("Unix socket", socket(d, size, rounds)?),
         ];
@@ -2039,6 +2105,49 @@ fn main() {
             let dir = tempfile::tempdir_in("/dev/shm").map_err(|e| e.to_string())?;
             let fps = fan_in(dir.path(), arg(2), num(3) as usize, num(4) as usize)?;
             println!("{fps:.0} frames/s");
+            Ok(())
+        })(),
+        // One throughput case alone: KIND SIZE FRAMES CONSUMERS (for profiling and tuning).
+        "__throughput_only" => (|| {
+            pin(0);
+            let dir = tempfile::tempdir_in("/dev/shm").map_err(|e| e.to_string())?;
+            let fps = throughput(
+                dir.path(),
+                None,
+                arg(2),
+                num(3) as usize,
+                num(4) as usize,
+                num(5) as usize,
+            )?;
+            println!("{fps:.0} frames/s");
+            Ok(())
+        })(),
+        // Reader scaling alone: READERS SECONDS (seqlock and rwlock, same run).
+        "__scaling_only" => (|| {
+            pin(0);
+            let dir = tempfile::tempdir_in("/dev/shm").map_err(|e| e.to_string())?;
+            let secs = arg(3).parse().unwrap_or(1.0);
+            for kind in ["seqlock", "rwlock"] {
+                let (reads, writes) = scaling(dir.path(), kind, num(2) as usize, secs, cpus())?;
+                println!("{kind}: {reads:.0} reads/s, {writes:.0} writes/s");
+            }
+            Ok(())
+        })(),
+        // One latency case alone: CASE SIZE ROUNDS, CASE one of stream, array, array-forked,
+        // iceoryx2 (p50 and p99 in ns).
+        "__latency_only" => (|| {
+            pin(0);
+            let dir = tempfile::tempdir_in("/dev/shm").map_err(|e| e.to_string())?;
+            let (d, size, rounds) = (dir.path(), num(3) as usize, num(4) as usize);
+            let dist = match arg(2) {
+                "stream" => stream(d, size, rounds)?,
+                "array" => array(d, size, rounds)?,
+                "array-forked" => array_forked(d, size, rounds)?,
+                "iceoryx2" => iceoryx2(size, rounds)?,
+                "floor" => raw(d, rounds)?,
+                other => return Err(format!("unknown case {other}")),
+            };
+            println!("p50 {:.0} ns, p99 {:.0} ns", dist.at(0.5), dist.at(0.99));
             Ok(())
         })(),
         "__fan_in" => child_fan_in(arg(2), arg(3), arg(4), num(5), num(6) as usize),

@@ -74,12 +74,16 @@
 //! stale `s1` and accept a half-written copy; `seqlock::model_tests` shows the model checker
 //! finding exactly that.
 //!
-//! Every shared access is an atomic operation, so racing with a writer is never undefined
-//! behaviour: a reader may *copy* torn bytes, but it never forms a `&T` or `&[T]` over them and
-//! throws the copy away unless the re-check passes. Readers use Relaxed loads plus fences rather
-//! than Acquire loads because the Rust memory model only promises that register-sized Relaxed
-//! loads work on read-only memory. All data accesses are aligned 8-byte words, never mixed
-//! sizes: ranges that start or end inside a word load or merge the whole word.
+//! Every shared access is an atomic operation or the CPU's own (an `asm!` block), so racing
+//! with a writer is never undefined behaviour: a reader may *copy* torn bytes, but it never forms
+//! a `&T` or `&[T]` over them and throws the copy away unless the re-check passes. Readers use
+//! Relaxed loads plus fences rather than Acquire loads because the Rust memory model only
+//! promises that register-sized Relaxed loads work on read-only memory. In Rust, data accesses
+//! are aligned 8-byte words, never mixed sizes: ranges that start or end inside a word load or
+//! merge the whole word. On x86-64 with AVX2 the body of a reader's copy is 32-byte vector
+//! loads in an `asm!` block (`vector_copy`), which the compiler sees as an opaque call
+//! between the two fences and which moves data at the speed of `memcpy`; a writer's stores
+//! are the same block's 32-byte stores, between taking the write side and publishing.
 //!
 //! # What goes wrong, and what it costs
 //!
@@ -399,7 +403,8 @@ pub(crate) unsafe fn load_bytes(base: *const u8, offset: usize, dst: &mut [u8]) 
 /// is better left in cache for the caller).
 const NON_TEMPORAL_FROM: usize = 4 << 20;
 
-/// Copies `dst.len() / 8` words from `src` into `dst` with Relaxed atomic loads.
+/// Copies `dst.len() / 8` words from `src` into `dst`: with vector loads in an `asm!` block
+/// where the CPU has them ([`vector_copy`]), else with Relaxed atomic loads.
 ///
 /// # Safety
 /// `src` is 8-aligned, valid for `dst.len()` bytes of reads, and only accessed atomically by
@@ -407,24 +412,46 @@ const NON_TEMPORAL_FROM: usize = 4 << 20;
 #[inline]
 unsafe fn copy_words_out(src: *const u8, dst: &mut [u8]) {
     debug_assert_eq!(dst.len() % 8, 0);
-    let words = dst.len() / 8;
     #[cfg(target_arch = "x86_64")]
-    if dst.len() >= NON_TEMPORAL_FROM {
-        use std::arch::x86_64::{_mm_sfence, _mm_stream_si64};
-        let out = dst.as_mut_ptr().cast::<i64>();
-        for i in 0..words {
-            // SAFETY: word `i` is in the shared range the caller vouches for.
-            let w = unsafe { load_word(src, 8 * i) };
-            // SAFETY: `out + i` is inside `dst` (i < words); MOVNTI has no alignment
-            // requirement and SSE2 is part of x86-64.
-            unsafe { _mm_stream_si64(out.add(i), w as i64) };
+    {
+        let non_temporal = dst.len() >= NON_TEMPORAL_FROM;
+        // SAFETY: `src` is valid for `dst.len()` bytes of reads (the caller's promise) and
+        // `dst` for as many writes.
+        let done = unsafe { vector_copy(src, dst.as_mut_ptr(), dst.len(), non_temporal) };
+        if done > 0 {
+            // SAFETY: as above, for what is left.
+            unsafe { copy_words_out_scalar(src.add(done), &mut dst[done..]) };
+            return;
         }
-        // Non-temporal stores are weakly ordered: fence them before `dst` is used (and before
-        // the seqlock's own fences and re-check).
-        // SAFETY: SSE is part of x86-64.
-        unsafe { _mm_sfence() };
-        return;
+        if non_temporal {
+            use std::arch::x86_64::{_mm_sfence, _mm_stream_si64};
+            let out = dst.as_mut_ptr().cast::<i64>();
+            for i in 0..dst.len() / 8 {
+                // SAFETY: word `i` is in the shared range the caller vouches for.
+                let w = unsafe { load_word(src, 8 * i) };
+                // SAFETY: `out + i` is inside `dst`; MOVNTI has no alignment requirement and
+                // SSE2 is part of x86-64.
+                unsafe { _mm_stream_si64(out.add(i), w as i64) };
+            }
+            // Non-temporal stores are weakly ordered: fence them before `dst` is used (and
+            // before the seqlock's own fences and re-check).
+            // SAFETY: SSE is part of x86-64.
+            unsafe { _mm_sfence() };
+            return;
+        }
     }
+    // SAFETY: the caller's promise, passed on.
+    unsafe { copy_words_out_scalar(src, dst) }
+}
+
+/// [`copy_words_out`] with 8-byte atomic loads only (any architecture; the tail of the
+/// vector copy).
+///
+/// # Safety
+/// As for [`copy_words_out`].
+#[inline]
+unsafe fn copy_words_out_scalar(src: *const u8, dst: &mut [u8]) {
+    let words = dst.len() / 8;
     let mut chunks = dst.chunks_exact_mut(32);
     for (c, chunk) in (&mut chunks).enumerate() {
         // SAFETY: words 4c..4c+4 are in the shared range.
@@ -445,6 +472,149 @@ unsafe fn copy_words_out(src: *const u8, dst: &mut [u8]) {
         let w = unsafe { load_word(src, 8 * (done + i)) };
         chunk.copy_from_slice(&w.to_ne_bytes());
     }
+}
+
+/// Copies the longest multiple of 32 bytes of `len` from `src` to `dst` with vector loads and
+/// stores, in an `asm!` block; returns the bytes copied (0 when the CPU lacks AVX2, or for
+/// fewer than 32 bytes: the caller copies the rest). One side is the shared mapping, the other
+/// private memory: a reader's copy out (`src` shared) or a writer's copy in (`dst` shared).
+/// With `non_temporal` (copies bigger than the caches) and a 32-byte aligned `dst`, the stores
+/// bypass the cache and are fenced (`sfence`) before the block ends.
+///
+/// Why assembly: the words being copied may be stored to by a writer at the same time. That is
+/// the seqlock's design (the reader copies, then validates, and throws a racy copy away), but a
+/// plain Rust or intrinsic load of such memory is a data race, undefined in the Rust memory
+/// model even when the value is discarded; and a writer's plain stores race the readers' loads
+/// the same way. Relaxed 8-byte atomic loads are defined, and are
+/// what the rest of this module uses, but no atomic type is 32 bytes wide, so an atomic copy
+/// moves 8 bytes per load where `memcpy` moves 32. An `asm!` block is outside the model: the
+/// compiler treats it as an opaque call that may read `src` and write `dst`, and the loads are
+/// the CPU's, whose behaviour under a concurrent store is defined by the architecture: a vector
+/// load racing a store may return old and new bytes mixed, which is exactly what the
+/// validation catches. The ordering is unchanged: a reader's Acquire fence in `read_begin`
+/// comes before the block and the one in `read_validate` after it (compiler barriers on
+/// x86-64, whose loads are not reordered with other loads); a writer's block comes after its
+/// Release fence in `try_begin_write` and before its Release compare-and-swap that publishes
+/// (x86-64 does not reorder stores with older stores, and the non-temporal ones are fenced
+/// inside the block). The block never touches memory outside `src..src + len` and
+/// `dst..dst + len`.
+///
+/// # Safety
+/// `src` is valid for reads and `dst` for writes of `len` bytes, and they do not overlap.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+unsafe fn vector_copy(src: *const u8, dst: *mut u8, len: usize, non_temporal: bool) -> usize {
+    if len < 32 || !std::arch::is_x86_feature_detected!("avx2") {
+        return 0;
+    }
+    // SAFETY: AVX2 is present (checked above); the pointers as the caller promises.
+    unsafe {
+        if non_temporal && (dst as usize).is_multiple_of(32) {
+            vector_copy_avx2_nt(src, dst, len)
+        } else {
+            vector_copy_avx2(src, dst, len)
+        }
+    }
+}
+
+/// The AVX2 body of [`vector_copy`]: 128 bytes per iteration, then 32 at a time.
+///
+/// # Safety
+/// As for [`vector_copy`], and the CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn vector_copy_avx2(src: *const u8, dst: *mut u8, len: usize) -> usize {
+    let (blocks, singles) = (len / 128, len % 128 / 32);
+    // SAFETY: reads `src..src + 128 * blocks + 32 * singles` and writes the same range of
+    // `dst`, both within `len` bytes (the caller's promise); unaligned vector moves; touches
+    // no stack; ymm0-3 are declared clobbered and their upper halves cleared at the end.
+    unsafe {
+        std::arch::asm!(
+            "test {blocks}, {blocks}",
+            "jz 3f",
+            "2:",
+            "vmovdqu ymm0, ymmword ptr [{src}]",
+            "vmovdqu ymm1, ymmword ptr [{src} + 32]",
+            "vmovdqu ymm2, ymmword ptr [{src} + 64]",
+            "vmovdqu ymm3, ymmword ptr [{src} + 96]",
+            "vmovdqu ymmword ptr [{dst}], ymm0",
+            "vmovdqu ymmword ptr [{dst} + 32], ymm1",
+            "vmovdqu ymmword ptr [{dst} + 64], ymm2",
+            "vmovdqu ymmword ptr [{dst} + 96], ymm3",
+            "add {src}, 128",
+            "add {dst}, 128",
+            "dec {blocks}",
+            "jnz 2b",
+            "3:",
+            "test {singles}, {singles}",
+            "jz 5f",
+            "4:",
+            "vmovdqu ymm0, ymmword ptr [{src}]",
+            "vmovdqu ymmword ptr [{dst}], ymm0",
+            "add {src}, 32",
+            "add {dst}, 32",
+            "dec {singles}",
+            "jnz 4b",
+            "5:",
+            "vzeroupper",
+            src = inout(reg) src => _,
+            dst = inout(reg) dst => _,
+            blocks = inout(reg) blocks => _,
+            singles = inout(reg) singles => _,
+            out("ymm0") _,
+            out("ymm1") _,
+            out("ymm2") _,
+            out("ymm3") _,
+            options(nostack),
+        );
+    }
+    128 * blocks + 32 * singles
+}
+
+/// [`vector_copy_avx2`] with non-temporal stores (the destination is not read into the
+/// cache first; for copies bigger than the caches, as `memcpy` does), 128 bytes at a time,
+/// then fenced so that the copy is complete before the caller's validation and use of `dst`.
+///
+/// # Safety
+/// As for [`vector_copy`], the CPU has AVX2, and `dst` is 32-byte aligned.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn vector_copy_avx2_nt(src: *const u8, dst: *mut u8, len: usize) -> usize {
+    let blocks = len / 128;
+    // SAFETY: reads `src..src + 128 * blocks`, writes the same range of `dst` (aligned, as
+    // VMOVNTDQ needs), both within `len` bytes; `sfence` orders the weakly ordered stores
+    // before everything after the block; ymm0-3 clobbered, upper halves cleared.
+    unsafe {
+        std::arch::asm!(
+            "test {blocks}, {blocks}",
+            "jz 3f",
+            "2:",
+            "vmovdqu ymm0, ymmword ptr [{src}]",
+            "vmovdqu ymm1, ymmword ptr [{src} + 32]",
+            "vmovdqu ymm2, ymmword ptr [{src} + 64]",
+            "vmovdqu ymm3, ymmword ptr [{src} + 96]",
+            "vmovntdq ymmword ptr [{dst}], ymm0",
+            "vmovntdq ymmword ptr [{dst} + 32], ymm1",
+            "vmovntdq ymmword ptr [{dst} + 64], ymm2",
+            "vmovntdq ymmword ptr [{dst} + 96], ymm3",
+            "add {src}, 128",
+            "add {dst}, 128",
+            "dec {blocks}",
+            "jnz 2b",
+            "3:",
+            "sfence",
+            "vzeroupper",
+            src = inout(reg) src => _,
+            dst = inout(reg) dst => _,
+            blocks = inout(reg) blocks => _,
+            out("ymm0") _,
+            out("ymm1") _,
+            out("ymm2") _,
+            out("ymm3") _,
+            options(nostack),
+        );
+    }
+    128 * blocks
 }
 
 /// Stores `src` at `offset` bytes into the data area at `base` with Relaxed 8-byte atomic
@@ -475,10 +645,24 @@ pub(crate) unsafe fn store_bytes(base: *mut u8, offset: usize, src: &[u8]) {
         inp += n;
     }
     let body_words = (end - pos) / 8;
-    for (i, chunk) in src[inp..inp + body_words * 8].chunks_exact(8).enumerate() {
+    let body = &src[inp..inp + body_words * 8];
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `base + pos` starts `body.len()` bytes of the writable data area (see above);
+    // `body` is the caller's own memory, which does not overlap the mapping.
+    let done = unsafe {
+        vector_copy(
+            body.as_ptr(),
+            base.add(pos),
+            body.len(),
+            body.len() >= NON_TEMPORAL_FROM,
+        )
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    for (i, chunk) in body[done..].chunks_exact(8).enumerate() {
         let word = u64::from_le_bytes(chunk.try_into().expect("8-byte chunk"));
         // SAFETY: see above.
-        unsafe { store_word(base, pos + 8 * i, word) };
+        unsafe { store_word(base, pos + done + 8 * i, word) };
     }
     pos += body_words * 8;
     inp += body_words * 8;
@@ -566,6 +750,94 @@ mod tests {
         assert_eq!(seq.load(Ordering::Relaxed), 6);
     }
 
+    /// Copies long enough for the vector path (whole 128-byte blocks, then 32-byte ones, then
+    /// words and bytes) give the source's bytes at every start and length up to three blocks
+    /// and a bit, into destinations at every alignment, and write nothing past their end.
+    #[test]
+    fn vector_copies_match_plain_copies() {
+        let backing: Vec<u64> = (0..64u64)
+            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .collect();
+        let base = backing.as_ptr().cast::<u8>();
+        let source: &[u8] = bytemuck::cast_slice(&backing);
+        for offset in 0..9 {
+            for len in 0..=(3 * 128 + 72) {
+                for shift in [0, 1, 7, 32] {
+                    let mut out = vec![0x5Au8; shift + len + 8];
+                    // SAFETY: `backing` is 512 aligned bytes, private; offset + len <= 464.
+                    unsafe { load_bytes(base, offset, &mut out[shift..shift + len]) };
+                    assert!(
+                        out[shift..shift + len] == source[offset..offset + len],
+                        "offset {offset} len {len} shift {shift}"
+                    );
+                    assert!(
+                        out[..shift]
+                            .iter()
+                            .chain(&out[shift + len..])
+                            .all(|&b| b == 0x5A),
+                        "bytes outside the destination written: offset {offset} len {len}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Stores long enough for the vector path land every byte where it belongs, at every start
+    /// and length up to three blocks and a bit, from sources at every alignment, and leave the
+    /// bytes around them alone.
+    #[test]
+    fn vector_stores_match_plain_copies() {
+        let pattern: Vec<u8> = (0..600u32).map(|i| (i * 7 + 3) as u8).collect();
+        for offset in 0..9 {
+            for len in 0..=(3 * 128 + 72) {
+                for shift in [0, 1, 7, 32] {
+                    let mut backing = vec![0xA5A5_A5A5_A5A5_A5A5u64; 64];
+                    let base = backing.as_mut_ptr().cast::<u8>();
+                    let src = &pattern[shift..shift + len];
+                    // SAFETY: `backing` is 512 aligned bytes, private; offset + len <= 464.
+                    unsafe { store_bytes(base, offset, src) };
+                    let bytes: &[u8] = bytemuck::cast_slice(&backing);
+                    assert!(
+                        bytes[offset..offset + len] == *src,
+                        "offset {offset} len {len} shift {shift}"
+                    );
+                    assert!(
+                        bytes[..offset]
+                            .iter()
+                            .chain(&bytes[offset + len..])
+                            .all(|&b| b == 0xA5),
+                        "bytes outside the range written: offset {offset} len {len}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Big stores take the non-temporal path (at an aligned start) or the cached one: the same
+    /// bytes either way, nothing around them touched.
+    #[test]
+    fn big_stores_match_plain_copies() {
+        let len = NON_TEMPORAL_FROM + 200;
+        let src: Vec<u8> = (0..len as u64)
+            .map(|i| (i.wrapping_mul(31) >> 3) as u8)
+            .collect();
+        for offset in [0, 3, 8, 32] {
+            let mut backing = vec![0u64; (len + 64) / 8];
+            let base = backing.as_mut_ptr().cast::<u8>();
+            // SAFETY: `backing` is aligned, private, and covers offset + len.
+            unsafe { store_bytes(base, offset, &src) };
+            let bytes: &[u8] = bytemuck::cast_slice(&backing);
+            assert!(bytes[offset..offset + len] == src[..], "offset {offset}");
+            assert!(
+                bytes[..offset]
+                    .iter()
+                    .chain(&bytes[offset + len..])
+                    .all(|&b| b == 0),
+                "bytes outside the range written: offset {offset}"
+            );
+        }
+    }
+
     /// Big copies take the non-temporal path; they must produce the same bytes.
     #[test]
     fn big_copies_match_plain_copies() {
@@ -574,7 +846,15 @@ mod tests {
             .map(|i| i.wrapping_mul(0x9E37_79B9))
             .collect();
         let base = backing.as_ptr().cast::<u8>();
-        for (offset, len) in [(0, words * 8), (3, words * 8 - 11), (8, NON_TEMPORAL_FROM)] {
+        let cases = [
+            (0, words * 8),
+            (3, words * 8 - 11),
+            (8, NON_TEMPORAL_FROM),
+            (16, NON_TEMPORAL_FROM + 200),
+        ];
+        for (offset, len) in cases {
+            // Big allocations are page aligned: the aligned cases take the non-temporal
+            // vector path (with a tail of 72 bytes in the last one), the unaligned one not.
             let mut out = vec![0u8; len];
             // SAFETY: `backing` is aligned, private to this thread, and covers the range.
             unsafe { load_bytes(base, offset, &mut out) };

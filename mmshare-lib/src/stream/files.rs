@@ -856,6 +856,49 @@ impl StreamFiles {
         self.control.u32_word(layout::offsets::PUB_FUTEX)
     }
 
+    /// Notes the CPU this publisher runs on in the control file's hint, when it moved (a
+    /// load, and a store only on a change, so the line stays shared with the subscribers that
+    /// read it).
+    pub(crate) fn note_publisher_cpu(&self) {
+        let word = self.control.u32_word(layout::offsets::PUB_CPU);
+        let cpu = crate::sys::cpu_hint();
+        // Relaxed: a hint, read without synchronization; a wrong one costs a spin or a yield.
+        if word.load(Ordering::Relaxed) != cpu {
+            word.store(cpu, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether this lane's publisher last published from CPU `cpu` (a [`crate::sys::cpu_hint`],
+    /// not 0): a subscriber there that spins keeps it from publishing.
+    pub(crate) fn publisher_on(&self, cpu: u32) -> bool {
+        cpu != 0
+            && self
+                .control
+                .u32_word(layout::offsets::PUB_CPU)
+                .load(Ordering::Relaxed)
+                == cpu
+    }
+
+    /// Notes CPU `cpu` in record `r`'s hint (a subscriber that starts waiting), when it moved.
+    pub(crate) fn note_subscriber_cpu(&self, r: usize, cpu: u32) {
+        let word = &self.records()[r].cpu;
+        if word.load(Ordering::Relaxed) != u64::from(cpu) {
+            word.store(u64::from(cpu), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a started lossless subscriber last started waiting on CPU `cpu` (not 0): a
+    /// publisher there that spins waiting for a slot keeps that subscriber from freeing one.
+    pub(crate) fn lossless_subscriber_on(&self, cpu: u32) -> bool {
+        let started_lossless = layout::CONFIG_STARTED | layout::CONFIG_LOSSLESS;
+        cpu != 0
+            && self.records().iter().any(|r| {
+                // Relaxed: hints; the records may change meanwhile, which costs a spin at most.
+                r.config.load(Ordering::Relaxed) & started_lossless == started_lossless
+                    && r.cpu.load(Ordering::Relaxed) == u64::from(cpu)
+            })
+    }
+
     pub(crate) fn member_sleepers(&self) -> &AtomicU32 {
         self.control.u32_word(layout::offsets::MEMBER_SLEEPERS)
     }

@@ -62,6 +62,7 @@ pub(crate) const fn control_len(max_subscribers: u32) -> usize {
 /// | 72 | `missed` | frames it skipped so far |
 /// | 80 | `received` | frames it received so far |
 /// | 88 | `sleeping` | 1 while the subscriber is counted in `SLEEPERS` |
+/// | 96 | `cpu` | a hint: the CPU the subscriber last started waiting on, plus one (0: unknown) |
 /// | 128 | `held[16]` | 0 = free, else slot index + 1 |
 #[repr(C)]
 pub(crate) struct Record<W> {
@@ -74,7 +75,8 @@ pub(crate) struct Record<W> {
     pub(crate) missed: W,
     pub(crate) received: W,
     pub(crate) sleeping: W,
-    _line1: [W; 4],
+    pub(crate) cpu: W,
+    _line1: [W; 3],
     pub(crate) held: [W; MAX_HELD],
 }
 
@@ -92,6 +94,7 @@ impl<W> Record<W> {
             missed: new(),
             received: new(),
             sleeping: new(),
+            cpu: new(),
             _line1: std::array::from_fn(|_| new()),
             held: std::array::from_fn(|_| new()),
         }

@@ -189,6 +189,12 @@
 //! a publisher waiting for a lossless subscriber yields for up to 2 ms before it sleeps, since
 //! that subscriber is usually reading a frame right then, and a wake-up per frame would cost
 //! a pipeline of large frames more than half its throughput).
+//! A waiter skips the spin and yields at once when the side it waits for last ran on its own
+//! CPU: while it spins there, that side cannot run. Each side leaves a hint of its CPU in the
+//! control file for this (`PUB_CPU`, written by the publisher after a publish when it moved;
+//! a record's `cpu`, written by a subscriber when it starts waiting), read only by a waiter
+//! at the start of its wait. Two consumers and a producer on two CPUs, one consumer beside the
+//! producer, otherwise spend most of each frame spinning at each other.
 //! Before sleeping, a subscriber adds itself to `SLEEPERS` (control file) and then sets the
 //! `sleeping` flag of its record (cleared before it takes itself out again: a subscriber
 //! that dies asleep is taken out of `SLEEPERS` by whoever reclaims its record), fences (SeqCst),
@@ -221,7 +227,8 @@
 //! waits until its loan times out), set a record's demoted or evicted mark (that subscriber
 //! becomes lossy, or its next receive fails with `StreamError::Evicted`), zero `SLEEPERS` (sleepers then wake by the sleep's 50 ms
 //! re-check instead of at once; async ones by the waiter thread's full re-check, once a second),
-//! or take every record and the whole budget (new subscribers get a clear error). A blocking
+//! or take every record and the whole budget (new subscribers get a clear error), or write
+//! false CPU hints (a waiter then spins where it should have yielded, or the reverse). A blocking
 //! sleep never lasts more than 50 ms and every wait has a timeout. The
 //! daemon repairs what would otherwise last for good: the control file's fixed header, records
 //! whose owner word nobody's liveness lock backs (a scribble) or left half-freed by a freer

@@ -452,15 +452,17 @@ fn model_catches_a_publisher_that_ignores_holds() {
 
 /// A lossless subscriber that has not taken frame 0 yet, with frames 0 and 1 published
 /// in a 3-slot ring: while the publisher publishes frames 2 and 3 (it must wait for the
-/// subscriber), the subscriber gets all four, in order, none missed.
-fn check_lossless<const DROP: u16>() {
-    bounded(2).check(|| {
+/// subscriber), the subscriber gets all four, in order, none missed. With `newest_first`, the
+/// loans take the newest free frame's slot (`loan_newest_free`), so frames stop landing in
+/// slot `number % slots` and the subscriber must find them by scanning.
+fn check_lossless<const DROP: u16>(newest_first: bool) {
+    bounded(2).check(move || {
         let m = Model::<DROP>::new(3, 1);
         let ring = m.ring();
         let record = claim_record(&ring, 7).unwrap();
         assert_eq!(take_budget(&ring, 1, 1), 1);
         assert_eq!(subscribe(&ring, record, 1, true), 0);
-        let mut state = attach(&ring);
+        let mut state = attach(&ring).newest_first(newest_first);
         publish_frames(&m, &mut state, 2);
         let publisher = {
             let m = m.clone();
@@ -476,7 +478,28 @@ fn check_lossless<const DROP: u16>() {
 
 #[test]
 fn model_lossless_subscriber_gets_every_frame_in_order() {
-    check_lossless::<0>();
+    check_lossless::<0>(false);
+}
+
+#[test]
+fn model_lossless_subscriber_gets_every_frame_in_order_from_newest_first_loans() {
+    check_lossless::<0>(true);
+}
+
+#[test]
+fn model_catches_a_newest_first_loan_that_ignores_lossless_cursors() {
+    expect_rejected(
+        || check_lossless::<LOSSLESS_FLOOR>(true),
+        "lossless delivery missed or reordered",
+    );
+}
+
+#[test]
+fn model_catches_a_newest_first_loan_that_ignores_holds() {
+    expect_rejected(
+        || check_lossless::<HOLD_SCAN>(true),
+        "a held frame was overwritten",
+    );
 }
 
 /// A lossless subscriber joins a 4-slot ring with a history of 2 (hold capacity 1), full of
@@ -610,7 +633,7 @@ fn model_catches_a_demoted_subscriber_without_the_hold_fence() {
 #[test]
 fn model_catches_a_publisher_that_ignores_lossless_cursors() {
     expect_rejected(
-        check_lossless::<LOSSLESS_FLOOR>,
+        || check_lossless::<LOSSLESS_FLOOR>(false),
         "lossless delivery missed or reordered",
     );
 }

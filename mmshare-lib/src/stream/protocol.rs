@@ -149,6 +149,10 @@ pub(crate) struct PublisherState {
     pub(crate) tags: Vec<u64>,
     /// The newest frames it never takes back: the stream's history, at least 1.
     pub(crate) keep: u64,
+    /// Loans reuse the slot of the *newest* frame nobody can want any more, rather than the
+    /// oldest's, when the stream keeps no history and has no lossy subscriber (see
+    /// [`try_loan`]).
+    pub(crate) newest_first: bool,
 }
 
 impl PublisherState {
@@ -156,6 +160,12 @@ impl PublisherState {
     /// one, which every stream keeps).
     pub(crate) fn keeping(mut self, history: u32) -> PublisherState {
         self.keep = crate::format::frames_kept(history);
+        self
+    }
+
+    /// The same publisher, reusing the newest free frame's slot first when it may.
+    pub(crate) fn newest_first(mut self, yes: bool) -> PublisherState {
+        self.newest_first = yes;
         self
     }
 }
@@ -183,23 +193,30 @@ pub(crate) fn attach<W: Word>(ring: &Ring<'_, W>) -> PublisherState {
         next,
         tags,
         keep: 1,
+        newest_first: false,
     }
 }
 
 /// The lowest cursor among the lossless subscribers (`u64::MAX` when there are none): frames
-/// at or above it must not be taken back.
-fn lossless_floor<W: Word>(ring: &Ring<'_, W>) -> u64 {
+/// at or above it must not be taken back. And whether a lossy subscriber is there (one that
+/// may still want the oldest frames offered).
+fn lossless_floor<W: Word>(ring: &Ring<'_, W>) -> (u64, bool) {
     let mut floor = u64::MAX;
+    let mut lossy = false;
     for record in ring.records {
         // Relaxed: the fence below orders these before everything the loan does next.
-        if record.owner.load(Relaxed) != 0 && record.config.load(Relaxed) & CONFIG_LOSSLESS != 0 {
-            floor = floor.min(record.cursor.load(Relaxed));
+        if record.owner.load(Relaxed) != 0 {
+            if record.config.load(Relaxed) & CONFIG_LOSSLESS != 0 {
+                floor = floor.min(record.cursor.load(Relaxed));
+            } else {
+                lossy = true;
+            }
         }
     }
     // Acquire: pairs with the Release store of a lossless subscriber's cursor, so a cursor
     // past frame g comes with the hold that subscriber stored before advancing it.
     W::fence(Acquire);
-    floor
+    (floor, lossy)
 }
 
 /// Whether any subscriber records a hold on `slot`.
@@ -232,46 +249,96 @@ pub(crate) fn try_loan<W: Word>(ring: &Ring<'_, W>, state: &mut PublisherState) 
     }
     let slots = state.tags.len();
     let next = state.next;
-    let floor = lossless_floor(ring);
+    let (floor, lossy) = lossless_floor(ring);
+    if state.newest_first && state.keep == 1 && !lossy {
+        return loan_newest_free(ring, state, floor).or_else(|| loan_unoffered(ring, state));
+    }
     // In steady state slot `next % slots` holds the oldest frame; ring order from there is
     // oldest first.
     let start = (next % slots as u64) as usize;
     for k in 0..slots {
         let slot = (start + k) % slots;
-        let tag = state.tags[slot];
-        if tag == 0 || tag & TAKEN_BACK != 0 {
-            // Offers no frame: `loan_unoffered` looked at it just before, and looks again
-            // after the scan.
-            continue;
+        if let Some(slot) = take_back_for_loan(ring, state, slot, floor) {
+            return Some(slot);
         }
-        let frame = tag - 1;
-        // The newest `keep` frames stay offered: the history, and the newest frame that
-        // `latest()` takes. (`frame + keep >= next`, without overflow: a scribbled tag cannot
-        // reach here, since only this publisher stores tags.)
-        if frame.saturating_add(state.keep) >= next || (W::KEEP_LOSSLESS && frame >= floor) {
-            continue;
-        }
-        // Relaxed: ordered before the hold scan by the SeqCst fence below.
-        ring.slots[slot].tag.store(tag | TAKEN_BACK, Relaxed);
-        state.tags[slot] = tag | TAKEN_BACK;
-        // Pairs with `fence_after_hold`: a subscriber that stored its hold before this fence
-        // is seen below; one that stores it after sees the taken-back tag and lets go.
-        W::fence_after_take_back();
-        if W::SCAN_HOLDS && is_held(ring, slot) {
-            // Still held: it stays taken back (and its holder's frame intact) for now.
-            continue;
-        }
-        // On loan: tag 0 from here until the publish. The Release fence orders it before
-        // the frame's writes, for `Sample::is_intact` of a holder whose hold was erased.
-        ring.slots[slot].tag.store(0, Relaxed);
-        W::fence(Release);
-        state.tags[slot] = 0;
-        return Some(slot);
     }
     // The scan looks at one slot at a time, so a lossy subscriber moving its hold from slot
     // to slot can make every check fail although a slot was free at every instant. Slots
     // taken back above can only be held transiently now: one more look at them.
     loan_unoffered(ring, state)
+}
+
+/// With no history and no lossy subscriber, the oldest frame is of no more use than any
+/// other frame every lossless subscriber has passed: the loan takes the slot of the *newest*
+/// such frame. A pipeline that keeps up then cycles through two or three slots instead of all
+/// of them, and a frame of megabytes is written where the last one was just read, in the
+/// caches, instead of where one was read a whole ring ago. Tries the candidates newest first,
+/// as [`try_loan`]'s scan tries them oldest first.
+fn loan_newest_free<W: Word>(
+    ring: &Ring<'_, W>,
+    state: &mut PublisherState,
+    floor: u64,
+) -> Option<usize> {
+    let mut below = u64::MAX;
+    loop {
+        // The newest frame below `below` that may be taken back (the same conditions as in
+        // `take_back_for_loan`; tags are the publisher's own copies).
+        let (slot, frame) = state
+            .tags
+            .iter()
+            .enumerate()
+            .filter(|&(_, &tag)| tag != 0 && tag & TAKEN_BACK == 0)
+            .map(|(slot, &tag)| (slot, tag - 1))
+            .filter(|&(_, frame)| frame < below)
+            .filter(|&(_, frame)| frame.saturating_add(state.keep) < state.next)
+            .filter(|&(_, frame)| !W::KEEP_LOSSLESS || frame < floor)
+            .max_by_key(|&(_, frame)| frame)?;
+        if let Some(slot) = take_back_for_loan(ring, state, slot, floor) {
+            return Some(slot);
+        }
+        below = frame;
+    }
+}
+
+/// Takes back the frame in `slot` and loans the slot, if the frame may go: it is not among
+/// the newest `keep`, every lossless subscriber is past it (`floor`), and nobody holds it. A
+/// frame that is still held stays taken back (offered to nobody) until its holder lets go.
+fn take_back_for_loan<W: Word>(
+    ring: &Ring<'_, W>,
+    state: &mut PublisherState,
+    slot: usize,
+    floor: u64,
+) -> Option<usize> {
+    let next = state.next;
+    let tag = state.tags[slot];
+    if tag == 0 || tag & TAKEN_BACK != 0 {
+        // Offers no frame: `loan_unoffered` looked at it just before, and looks again
+        // after the scan.
+        return None;
+    }
+    let frame = tag - 1;
+    // The newest `keep` frames stay offered: the history, and the newest frame that
+    // `latest()` takes. (`frame + keep >= next`, without overflow: a scribbled tag cannot
+    // reach here, since only this publisher stores tags.)
+    if frame.saturating_add(state.keep) >= next || (W::KEEP_LOSSLESS && frame >= floor) {
+        return None;
+    }
+    // Relaxed: ordered before the hold scan by the SeqCst fence below.
+    ring.slots[slot].tag.store(tag | TAKEN_BACK, Relaxed);
+    state.tags[slot] = tag | TAKEN_BACK;
+    // Pairs with `fence_after_hold`: a subscriber that stored its hold before this fence
+    // is seen below; one that stores it after sees the taken-back tag and lets go.
+    W::fence_after_take_back();
+    if W::SCAN_HOLDS && is_held(ring, slot) {
+        // Still held: it stays taken back (and its holder's frame intact) for now.
+        return None;
+    }
+    // On loan: tag 0 from here until the publish. The Release fence orders it before
+    // the frame's writes, for `Sample::is_intact` of a holder whose hold was erased.
+    ring.slots[slot].tag.store(0, Relaxed);
+    W::fence(Release);
+    state.tags[slot] = 0;
+    Some(slot)
 }
 
 /// Loans a slot whose tag is 0 or taken back (it offers no frame) and that nobody holds.
@@ -428,7 +495,7 @@ pub(crate) fn claim_record_locked<W: Word>(
 /// receives are the lossy ones they always were: a frame taken back under them is skipped
 /// and counted as missed.
 pub(crate) fn demote_laggards<W: Word>(ring: &Ring<'_, W>, evict: bool) -> usize {
-    let floor = lossless_floor(ring);
+    let (floor, _) = lossless_floor(ring);
     if floor == u64::MAX {
         return 0;
     }

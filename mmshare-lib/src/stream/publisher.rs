@@ -21,6 +21,13 @@ use crate::format::now_ns;
 use crate::shape::Order;
 use crate::sys::{Liveness, ProcessId};
 
+/// Frames of at least this many bytes are loaned the newest free slot first (when the stream
+/// keeps no history and has no lossy subscriber: `protocol::try_loan`), so a pipeline of big
+/// frames reuses the slots still in the caches. Below it the oldest-first order is kept: it
+/// puts frame `n` in slot `n % slots`, where a subscriber looks for it first (for small frames
+/// that saves the scan of the slot table, a real part of a receive).
+const NEWEST_FIRST_FROM: u64 = 64 << 10;
+
 /// The publishing side of a stream: loans a free slot, lets the caller fill it in place,
 /// publishes it as the next frame.
 ///
@@ -210,7 +217,9 @@ impl<T: Element> Publisher<T> {
         let attach = files.attaches_word().load(Relaxed).wrapping_add(1);
         files.attaches_word().store(attach, Relaxed);
         let id = PublisherId::new(files.lane(), attach as u32, me as u32);
-        let state = protocol::attach(&files.ring()).keeping(files.history());
+        let state = protocol::attach(&files.ring())
+            .keeping(files.history())
+            .newest_first(files.header().data_len >= NEWEST_FIRST_FROM);
         Ok(Publisher {
             files,
             state,
@@ -465,6 +474,10 @@ impl<T: Element> Publisher<T> {
         // Patient: a lossless subscriber that holds the publisher back is usually reading a
         // frame at this moment, and will free a slot within that frame's reading time.
         let mut backoff = Backoff::patient(timeout);
+        // A lossless subscriber on this CPU cannot free a slot while we spin here.
+        if self.files.lossless_subscriber_on(crate::sys::cpu_hint()) {
+            backoff.without_spin();
+        }
         let policy = self.files.stall_policy().acts_after();
         loop {
             // The stream's stall policy: past its wait (checked at least every 50 ms, the
@@ -629,6 +642,7 @@ impl<T: Element> Publisher<T> {
         let number = protocol::publish(&self.files.ring(), &mut self.state, slot, now_ns());
         // `publish` ended with the fence of the waker's half of the sleep handshake.
         sleep::wake_after_fence(self.files.sleepers(), self.files.futex());
+        self.files.note_publisher_cpu();
         number
     }
 }

@@ -816,9 +816,13 @@ impl<T: Element> Subscriber<T> {
     /// [`StreamError::ReceiveTimeout`], and as [`Subscriber::receive`].
     pub fn receive_timeout(&self, timeout: Duration) -> Result<Sample<'_, T>, StreamError> {
         let mut backoff = Backoff::new(timeout);
+        let mut first_miss = true;
         loop {
             if let Some(sample) = self.receive()? {
                 return Ok(sample);
+            }
+            if std::mem::take(&mut first_miss) && self.shares_cpu_with_a_publisher() {
+                backoff.without_spin();
             }
             match backoff.step() {
                 Step::Spun => {}
@@ -838,6 +842,19 @@ impl<T: Element> Subscriber<T> {
                 }
             }
         }
+    }
+
+    /// Notes the CPU this subscriber waits on in its records (for a publisher waiting for
+    /// it), and tells whether a lane's publisher last published from that CPU: then spinning
+    /// here would only keep it from publishing.
+    fn shares_cpu_with_a_publisher(&self) -> bool {
+        let cpu = crate::sys::cpu_hint();
+        let mut shared = false;
+        for lane in &self.lanes {
+            lane.files.note_subscriber_cpu(lane.record(), cpu);
+            shared |= lane.files.publisher_on(cpu);
+        }
+        shared
     }
 
     /// The futex words of every lane.

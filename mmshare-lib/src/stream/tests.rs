@@ -2137,3 +2137,100 @@ fn publishers_attaching_at_once_get_lanes_of_their_own() {
         assert_eq!(sorted, [0, 1, 2], "round {round}: {lanes:?}");
     }
 }
+
+/// Pins this thread to the CPU it runs on now and returns that CPU's hint (CPU + 1).
+fn pin_here() -> u32 {
+    let hint = crate::sys::cpu_hint();
+    assert_ne!(hint, 0, "sched_getcpu failed");
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(hint as usize - 1);
+    rustix::thread::sched_setaffinity(None, &set).unwrap();
+    crate::sys::cpu_hint()
+}
+
+fn control_u32(files: &StreamFiles, at: u64) -> u32 {
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 4];
+    files.control_file().read_exact_at(&mut b, at).unwrap();
+    u32::from_le_bytes(b)
+}
+
+/// The CPU hints sit where docs/FORMAT.md puts them (`PUB_CPU` at 0x240, a record's `CPU` at
+/// +96), and a waiter whose other side last ran on its own CPU never spins: the subscriber
+/// waiting for a frame from a publisher on its CPU, and the publisher waiting for a slot that
+/// a lossless subscriber on its CPU holds. With the other side's hint on another CPU, both
+/// spin first as before.
+#[test]
+fn a_waiter_on_the_other_sides_cpu_yields_instead_of_spinning() {
+    use crate::backoff::SPINS;
+    use std::os::unix::fs::FileExt;
+    let here = pin_here();
+    let elsewhere = here + 1;
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 3, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
+    send(&mut publisher);
+    assert_eq!(control_u32(publisher.files(), 0x240), here, "PUB_CPU");
+
+    drop(subscriber.receive().unwrap().unwrap());
+    let spins = |wait: &dyn Fn()| {
+        SPINS.with(|n| n.set(0));
+        wait();
+        SPINS.with(std::cell::Cell::get)
+    };
+    let receive_nothing = || {
+        assert!(matches!(
+            subscriber.receive_timeout(Duration::from_millis(2)),
+            Err(StreamError::ReceiveTimeout { .. })
+        ));
+    };
+    assert_eq!(spins(&receive_nothing), 0, "spun on the publisher's CPU");
+    let record_cpu = 0x1000 + 256 * subscriber.record() as u64 + 96;
+    assert_eq!(
+        control_u32(subscriber.files(), record_cpu),
+        here,
+        "record CPU"
+    );
+    let files = publisher.files();
+    files
+        .control_file()
+        .write_all_at(&elsewhere.to_le_bytes(), 0x240)
+        .unwrap();
+    assert!(
+        spins(&receive_nothing) > 0,
+        "never spun for a publisher elsewhere"
+    );
+
+    // Fill the ring (3 slots, the newest kept) until the lossless subscriber holds it back.
+    while publisher
+        .loan_timeout(Duration::ZERO)
+        .is_ok_and(|mut loan| {
+            fill(&mut loan, 0);
+            loan.publish();
+            true
+        })
+    {}
+    let loan_nothing = |publisher: &mut Publisher<u64>| {
+        assert!(matches!(
+            publisher.loan_timeout(Duration::from_millis(2)),
+            Err(StreamError::LoanTimeout { .. })
+        ));
+    };
+    let mut publisher = std::cell::RefCell::new(publisher);
+    assert_eq!(
+        spins(&|| loan_nothing(&mut publisher.borrow_mut())),
+        0,
+        "spun on a lossless subscriber's CPU"
+    );
+    publisher
+        .get_mut()
+        .files()
+        .control_file()
+        .write_all_at(&u64::from(elsewhere).to_le_bytes(), record_cpu)
+        .unwrap();
+    assert!(
+        spins(&|| loan_nothing(&mut publisher.borrow_mut())) > 0,
+        "never spun for a subscriber elsewhere"
+    );
+}
