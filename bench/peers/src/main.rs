@@ -1114,8 +1114,14 @@ fn throughput(
                 .map_err(|e| e.to_string())?
                 .0;
             let mut publisher = Publisher::<u8>::open(&path).map_err(|e| e.to_string())?;
-            let mut cs =
-                spawn_consumers(kind, (path.to_str().expect("utf-8"), "-"), size, frames, 0, n)?;
+            let mut cs = spawn_consumers(
+                kind,
+                (path.to_str().expect("utf-8"), "-"),
+                size,
+                frames,
+                0,
+                n,
+            )?;
             for c in &mut cs {
                 wait_ready(c)?;
             }
