@@ -1894,7 +1894,7 @@ fn fan_in_run(
     }
     // iceoryx2's ports connect a moment after they are made.
     std::thread::sleep(std::time::Duration::from_millis(100));
-    std::fs::write(&go, b"").map_err(|e| e.to_string())?;
+    std::fs::write(go, b"").map_err(|e| e.to_string())?;
     let start = Instant::now();
     let mut got = 0;
     while got < total {
