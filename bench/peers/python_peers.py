@@ -2,8 +2,11 @@
 
 One-way latency (round trip / 2) of a ping-pong between two processes pinned to CPUs 0 and 1,
 each side writing every byte of its message and reading every byte of the other's:
-- mmshare stream from Python: `send()` (copied into a loaned slot by the native core) /
-  `try_receive()` in a busy loop, read in place, release;
+- mmshare stream from Python, copied out: `send()` (copied into a loaned slot by the native
+  core) / `try_receive_into(out)` in a busy loop (the frame copied into the caller's array and
+  released in the same call), then `out` read: the same work as the `shared_memory` case;
+- mmshare stream from Python, read in place: `send()` / `try_receive()` in a busy loop, the
+  sample's view read in place, released;
 - `multiprocessing.shared_memory` + `multiprocessing.Lock`: the writer copies its message into
   the block and bumps a sequence word under the lock; the reader busy-polls the word, then
   copies the message out under the lock (a consistent copy, as mmshare's);
@@ -58,24 +61,29 @@ def touch(a):
 
 # -- mmshare stream ------------------------------------------------------------------------------
 
-def mmshare_child(socket, ping, pong, size, total, ready):
+def mmshare_child(socket, ping, pong, size, total, ready, copy):
     pin(1)
     c = mmshare.connect(socket)
     sub = c.subscribe(ping, lossless=True, max_held=1)
     pub = c.publisher(pong)
-    msg = np.full(size, 1, np.uint8)
+    msg, out = np.full(size, 1, np.uint8), np.empty(size, np.uint8)
     ready.set()
     for _ in range(total):
-        while True:
-            s = sub.try_receive()
-            if s is not None:
-                break
-        with s:
-            touch(s.array)
+        if copy:
+            while sub.try_receive_into(out) is None:
+                pass
+            touch(out)
+        else:
+            while True:
+                s = sub.try_receive()
+                if s is not None:
+                    break
+            with s:
+                touch(s.array)
         pub.send(msg)
 
 
-def mmshare_case(socket, size, rounds):
+def mmshare_case(socket, size, rounds, copy):
     c = mmshare.connect(socket)
     tag = f"py{os.getpid()}-{size}"
     ping, pong = f"{tag}.ping", f"{tag}.pong"
@@ -85,13 +93,19 @@ def mmshare_case(socket, size, rounds):
     replies = c.subscribe(pong, lossless=True, max_held=1)
     ready = mp.Event()
     total = rounds + rounds // 10
-    child = mp.Process(target=mmshare_child, args=(socket, ping, pong, size, total, ready))
+    child = mp.Process(target=mmshare_child,
+                       args=(socket, ping, pong, size, total, ready, copy))
     child.start()
     ready.wait(60)
-    msg = np.full(size, 2, np.uint8)
+    msg, out = np.full(size, 2, np.uint8), np.empty(size, np.uint8)
 
     def one(_):
         pub.send(msg)
+        if copy:
+            while replies.try_receive_into(out) is None:
+                pass
+            touch(out)
+            return
         while True:
             s = replies.try_receive()
             if s is not None:
@@ -222,7 +236,10 @@ def main():
     for size, rounds in SIZES:
         rounds = max(rounds // (10 if quick else 1), 20)
         cases = [
-            ("mmshare stream from Python (send / try_receive)", mmshare_case(socket, size, rounds)),
+            ("mmshare stream from Python (send / try_receive_into)",
+             mmshare_case(socket, size, rounds, copy=True)),
+            ("mmshare stream from Python (send / try_receive, in place)",
+             mmshare_case(socket, size, rounds, copy=False)),
             ("multiprocessing.shared_memory + Lock (consistent copy)", shm_case(size, rounds)),
             ("multiprocessing.Queue of NumPy arrays", queue_case(size, rounds)),
         ]

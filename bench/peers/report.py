@@ -28,7 +28,7 @@ END = "<!-- bench-peers: end -->"
 
 OURS_LATENCY = "mmshare stream"
 OURS_THROUGHPUT = "mmshare stream, read in place"
-OURS_PYTHON = "mmshare stream from Python (send / try_receive)"
+OURS_PYTHON = "mmshare stream from Python (send / try_receive_into)"
 
 
 def size_text(size):
@@ -161,6 +161,12 @@ def tables(rust, py, info, run_info):
             w(f"| {r['case']} | {us(r['p50_ns'])} | {us(r['p99_ns'])} | {us(r['p999_ns'])} | "
               f"{vs_floor} | {ratio(r['p50_ns'] / ours, r['case'], flag_below=1)} |")
         w("")
+        spawned = next((r for r in rows if r["case"] == "mmshare array"), None)
+        forked = next((r for r in rows if r["case"] == "mmshare array, fork()ed child"), None)
+        if spawned and forked:
+            w(f"The array ping-pong with a `fork()`ed child (the handles inherited, as a "
+              f"`multiprocessing` worker has them) against a spawned process: p50 "
+              f"{forked['p50_ns'] / spawned['p50_ns']:.2f}× the spawned one's.\n")
 
     w(f"### Blocking receive: send → wake-up\n")
     w(f"A stamped message every {rust['blocking_gap_ms']} ms to a receiver asleep in its API's "
@@ -275,8 +281,11 @@ def tables(rust, py, info, run_info):
         w("### Python: one-way latency between two Python processes\n")
         w("The same ping-pong between two Python processes (CPUs 0 and 1), each side writing "
           "every byte of its NumPy message and reading every byte of the one it gets. mmshare "
-          "sends with `send()` (copied into a loaned slot by the native core) and receives with "
-          "`try_receive()` in a busy loop, reading in place; `shared_memory` + `Lock`: the "
+          "sends with `send()` (copied into a loaned slot by the native core) and receives "
+          "either with `try_receive_into(out)` in a busy loop (the frame copied into the "
+          "caller's array and released in one call, then read: the same work as the "
+          "`shared_memory` case) or with `try_receive()`, reading the sample in place; "
+          "`shared_memory` + `Lock`: the "
           "writer copies its message into the block and bumps a sequence word under the lock, "
           "the reader busy-polls the word and copies the message out under the lock (a "
           "consistent copy, as mmshare gives); `Queue`: arrays pickled through a pipe, the "
@@ -314,6 +323,8 @@ def plots(rust, py):
     palette = [
         ("mmshare stream, copied out", "#6baed6"),
         ("mmshare stream from Rust", "#6baed6"),
+        ("mmshare stream from Python (send / try_receive, in place)", "#9ecae1"),
+        ("mmshare array, fork()ed child", "#fdae6b"),
         ("mmshare array", "#ff7f0e"),
         ("mmshare", "#1f77b4"),
         ("iceoryx2", "#2ca02c"),

@@ -73,6 +73,91 @@ def test_rust_publisher_to_a_python_lossless_subscriber(daemon, worker):
         sub.receive(timeout=0.05)
 
 
+def test_frames_copied_into_the_callers_buffer_arrive_whole_and_in_order(daemon, worker):
+    """10 000 frames from a Rust publisher, copied by a lossless Python subscriber into one
+    buffer it owns, half by `receive_into`, half by polling `try_receive_into`: each one
+    whole, in order, none missed; nothing is held afterwards (each frame was released at
+    once: a subscriber allowed one hold never runs out of them)."""
+    c = mmshare.connect(daemon.socket)
+    stream(c, "into")
+    sub = c.subscribe("into", lossless=True, max_held=1)
+    pub = subprocess.Popen([worker, "stream-pub", daemon.socket, "into", "10000"],
+                           stdout=subprocess.PIPE, text=True)
+    out = np.empty(ELEMS, np.uint64)
+    for n in range(10_000):
+        out[:] = 0
+        if n % 2:
+            got = None
+            while got is None:
+                got = sub.try_receive_into(out)
+        else:
+            got = sub.receive_into(out, timeout=30)
+        assert got == n
+        np.testing.assert_array_equal(out, pattern(n))
+    text, _ = pub.communicate(timeout=60)
+    assert pub.returncode == 0 and "published 10000" in text, text
+    assert (sub.received, sub.missed) == (10_000, 0)
+    out[:] = 7
+    assert sub.try_receive_into(out) is None
+    assert (out == 7).all(), "an empty poll wrote into the buffer"
+    with pytest.raises(mmshare.Timeout, match="no frame within"):
+        sub.receive_into(out, timeout=0.05)
+    # Any C-contiguous writable buffer of the frame's bytes takes the bytes as they are.
+    raw = bytearray(ELEMS * 8)
+    pub = c.publisher("into")
+    pub.send(pattern(10_000))
+    assert sub.receive_into(raw, timeout=5) == 10_000
+    np.testing.assert_array_equal(np.frombuffer(raw, np.uint64), pattern(10_000))
+
+
+def test_receive_into_refuses_what_cannot_hold_the_frame(daemon):
+    """Wrong sizes, read-only and non-contiguous buffers, and variable-size streams are clear
+    errors naming what was wanted; nothing is taken from the stream meanwhile."""
+    c = mmshare.connect(daemon.socket)
+    stream(c, "into-bad")
+    pub, sub = c.publisher("into-bad"), c.subscribe("into-bad", lossless=True)
+    pub.send(pattern(0))
+    with pytest.raises(ValueError, match=f"of {ELEMS * 8} bytes \\(got {(ELEMS - 1) * 8} bytes"):
+        sub.try_receive_into(np.empty(ELEMS - 1, np.uint64))
+    frozen = np.empty(ELEMS, np.uint64)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="writable"):
+        sub.receive_into(frozen, timeout=1)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        sub.try_receive_into(np.empty(2 * ELEMS, np.uint64)[::2])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        sub.try_receive_into(b"x" * (ELEMS * 8))      # bytes: read-only
+    out = np.empty(ELEMS, np.uint64)
+    assert sub.try_receive_into(out) == 0, "a refused call took the frame"
+    np.testing.assert_array_equal(out, pattern(0))
+    c.create_stream("into-var", "<u2", (8, 4), slots=4, variable=True)
+    vsub = c.subscribe("into-var")
+    with pytest.raises(mmshare.MmshareError, match="fixed-size frames only"):
+        vsub.try_receive_into(np.empty((8, 4), np.uint16))
+
+
+def test_send_takes_a_ready_frame_as_it_is_and_converts_anything_else(daemon):
+    """A frame that already is the stream's (dtype, shape, C-contiguous; owning its memory or a
+    view) and one that is not (strided, another byte order) arrive the same; a bad casting rule is refused either
+    way."""
+    c = mmshare.connect(daemon.socket)
+    stream(c, "send-paths")
+    pub, sub = c.publisher("send-paths"), c.subscribe("send-paths", lossless=True)
+    ready = pattern(1)
+    strided = np.repeat(pattern(2), 2)[::2]
+    assert not strided.flags.c_contiguous
+    view = np.concatenate([pattern(4), pattern(5)])[:ELEMS]      # a view, contiguous
+    frames = [ready, strided, pattern(3).astype(">u8"), view]
+    for frame in frames:
+        pub.send(frame)
+    out = np.empty(ELEMS, np.uint64)
+    for n in range(1, 5):
+        sub.receive_into(out, timeout=5)
+        np.testing.assert_array_equal(out, pattern(n))
+    with pytest.raises(ValueError, match="casting must be one of"):
+        pub.send(ready, casting="sometimes")
+
+
 def test_a_slow_lossy_python_subscriber_counts_every_frame_it_misses(daemon, worker):
     c = mmshare.connect(daemon.socket)
     stream(c, "slow", slots=4)

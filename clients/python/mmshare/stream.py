@@ -27,7 +27,8 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _fork, errors
-from .array import _Pages, _check_casting, as_bytes, check_cast, checked, numpy_dtype
+from .array import (CASTINGS as _CASTINGS, _Pages, _check_casting, as_bytes, check_cast,
+                    checked, numpy_dtype)
 
 #: How long `Publisher.loan` and `Publisher.send` wait for a free slot by default (seconds).
 LOAN_TIMEOUT = 10.0
@@ -162,6 +163,9 @@ class _Handle(_fork.Owned):
         #: Whether frames vary in length along axis 0 (`shape` is the largest frame's).
         self.variable = info.variable
         self._template = _Pages.template(self.dtype, self.shape, self.order)
+        # Frames of a plain numeric dtype in C order and of one size: an ndarray that already
+        # is one (dtype, shape, contiguous) goes to the native side as it is (`send`).
+        self._plain = self.order == "C" and not self.variable and self.dtype.kind in "biufc"
 
     def close(self):
         self._native = None
@@ -269,6 +273,18 @@ class Publisher(_Handle):
         variable-size frames, `frame` may have fewer rows than the largest frame. `header`: the
         frame's header (a value of the stream's header dtype: a number, a tuple for a record),
         checked under the same casting rule."""
+        if (header is None and self._plain and type(frame) is np.ndarray
+                and frame.dtype is self.dtype and frame.shape == self.shape
+                and casting in _CASTINGS and self._generation == _fork.generation):
+            # Already the frame's dtype and shape: nothing to check or convert (any casting
+            # rule allows a dtype to itself). The common case, and a per-frame cost from
+            # Python, so every check here is one of the cheapest: the native side takes only a
+            # C-contiguous buffer of the frame's bytes, and refuses anything else with a
+            # ValueError, which sends a strided frame the converting way below.
+            try:
+                return self._native.send(frame, timeout)
+            except ValueError:
+                pass
         self._check_process()
         given = frame
         _check_casting(casting)
@@ -512,6 +528,26 @@ class Subscriber(_Handle):
         self._check_process()
         got = self._native.try_receive()
         return None if got is None else Sample(self, got)
+
+    def receive_into(self, out, timeout=None) -> int:
+        """Copies the next frame into `out` and returns its number, waiting up to `timeout`
+        seconds as `receive` does (None: no limit; raises `Timeout`). The frame is released at
+        once: no sample, no view, one call per frame. `out`: any C-contiguous writable buffer
+        of exactly the frame's bytes (an ndarray of the stream's dtype and shape, usually;
+        the bytes are copied as they are). Fixed-size frames only; the per-frame header, if
+        the stream has one, is not copied (`receive` has it)."""
+        if self._generation != _fork.generation:
+            self._check_process()
+        return self._native.receive_into(out, timeout)
+
+    def try_receive_into(self, out):
+        """Copies the next frame into `out` as `receive_into` does, if one is there, and
+        returns its number; None (and `out` untouched) when none is. Never waits: the
+        cheapest way to poll for copies from Python (the GIL is kept for frames below
+        64 KiB)."""
+        if self._generation != _fork.generation:
+            self._check_process()
+        return self._native.try_receive_into(out)
 
     def latest(self):
         """The newest published frame (None before the first), skipping older ones (counted

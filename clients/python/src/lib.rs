@@ -67,25 +67,27 @@ impl Bytes {
         writable: bool,
         what: &str,
     ) -> PyResult<Bytes> {
-        Self::borrow_where(obj, writable, what, &format!("of {len} bytes"), |got| {
+        // The wanted length is formatted only for an error: this runs on every send.
+        Self::borrow_where(obj, writable, what, &|| format!("of {len} bytes"), |got| {
             got == len
         })
     }
 
-    /// Borrows `obj`'s buffer as `borrow` does, of any length `fits` accepts (`wanted` says
-    /// which, for the error).
+    /// Borrows `obj`'s buffer as `borrow` does, of any length `fits` accepts (`wanted_len`
+    /// says which, for the error).
     pub(crate) fn borrow_where(
         obj: &Bound<'_, PyAny>,
         writable: bool,
         what: &str,
-        wanted_len: &str,
+        wanted_len: &dyn Fn() -> String,
         fits: impl Fn(usize) -> bool,
     ) -> PyResult<Bytes> {
         use pyo3::ffi;
         let wanted = || {
             format!(
-                "the {what} must be a C-contiguous{} buffer {wanted_len}",
-                if writable { ", writable" } else { "" }
+                "the {what} must be a C-contiguous{} buffer {}",
+                if writable { ", writable" } else { "" },
+                wanted_len()
             )
         };
         let mut view = Box::new(std::mem::MaybeUninit::<ffi::Py_buffer>::zeroed());

@@ -291,15 +291,13 @@ impl NativePublisher {
         header: Option<Bound<'_, PyAny>>,
         rows: Option<u64>,
     ) -> PyResult<u64> {
-        /// Frames from this size on are copied with the GIL released.
-        const DETACH_FROM: usize = 64 << 10;
         let (max, row) = (self.frame_bytes, self.row_bytes);
         let src = if self.variable && row > 0 {
             Bytes::borrow_where(
                 &src,
                 false,
                 "frame",
-                &format!("of whole rows ({row} bytes each) up to {max} bytes"),
+                &|| format!("of whole rows ({row} bytes each) up to {max} bytes"),
                 |got| got <= max && got.is_multiple_of(row),
             )?
         } else {
@@ -371,6 +369,10 @@ impl NativePublisher {
         loan.publish(py)
     }
 }
+
+/// Frames from this size on are copied (into a loan, or out of a sample) with the GIL
+/// released; below it, releasing and taking the GIL back costs more than the copy.
+const DETACH_FROM: usize = 64 << 10;
 
 /// A loaned slot: written through its address, then published or abandoned (dropping it
 /// unpublished abandons it: nothing is delivered).
@@ -544,11 +546,13 @@ pub(crate) struct NativeSubscriber {
     frame_bytes: usize,
     header_bytes: usize,
     lossless: bool,
+    variable: bool,
 }
 
 impl NativeSubscriber {
     pub(crate) fn new(subscriber: Subscriber<u8>) -> NativeSubscriber {
         NativeSubscriber {
+            variable: subscriber.files().header().is_variable(),
             frame_bytes: subscriber.frame_len(),
             header_bytes: subscriber.files().header().frame_header_len(),
             lossless: subscriber.delivery() == Delivery::Lossless,
@@ -557,6 +561,22 @@ impl NativeSubscriber {
                 released: Mutex::new(Vec::new()),
             }),
         }
+    }
+
+    /// The frame's bytes as a destination for a copy out: `dst` borrowed (C-contiguous,
+    /// writable, exactly the frame's bytes). Only fixed-size frames: a variable-size frame
+    /// has its own length, which a copy into a fixed buffer would not tell.
+    fn destination(&self, py: Python<'_>, dst: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+        if self.variable {
+            return Err(errors::with_message(
+                py,
+                "MmshareError",
+                "receive_into takes fixed-size frames only: this stream's frames vary in \
+                 length (use receive(), whose sample has the frame's rows)"
+                    .to_owned(),
+            ));
+        }
+        Bytes::borrow(dst, self.frame_bytes, true, "destination")
     }
 
     fn sample(&self, (token, address, header_address): Held) -> NativeSample {
@@ -580,6 +600,29 @@ impl NativeSubscriber {
         let shared = &self.shared;
         Python::attach(|py| py.detach(|| f(&shared.take())))
     }
+}
+
+/// Takes the next frame of `s` if there is one, copies its `len` bytes to `to` and releases
+/// it; its number.
+fn copy_next(s: &Subscriber<u8>, to: usize, len: usize) -> Result<Option<u64>, StreamError> {
+    Ok(s.receive()?.map(|sample| {
+        // SAFETY: `to` is the start of the caller's borrowed, writable `len`-byte buffer,
+        // kept alive (borrowed) for the whole call that reaches here.
+        unsafe { copy_out(&sample, to, len) };
+        sample.number()
+    }))
+}
+
+/// Copies a held sample's bytes (a fixed-size frame: `len` bytes) to `to`.
+///
+/// # Safety
+/// `to` is valid for writes of `len` bytes for the call and does not overlap the mapping.
+unsafe fn copy_out(sample: &mmshare::Sample<'_, u8>, to: usize, len: usize) {
+    let frame: &[u8] = sample;
+    debug_assert_eq!(frame.len(), len);
+    // SAFETY: the frame is held (the sample lives) and is `len` bytes of a fixed-size
+    // stream; `to` as the caller promises.
+    unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), to as *mut u8, len.min(frame.len())) };
 }
 
 /// A detached sample: its token, its frame's address and its header's (0 if none).
@@ -726,6 +769,63 @@ impl NativeSubscriber {
         };
         got.map(|got| got.map(|held| self.sample(held)))
             .map_err(|e| error(py, e))
+    }
+
+    /// Copies the next frame into `dst` (a C-contiguous writable buffer of exactly the
+    /// frame's bytes) and releases it at once; returns its number, or None when none is
+    /// there. Never waits for a frame. No sample object: for a caller that polls and wants a
+    /// copy, this is one call per frame, with the GIL kept for frames below 64 KiB.
+    fn try_receive_into(&self, py: Python<'_>, dst: Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+        let dst = self.destination(py, &dst)?;
+        let (to, len) = (dst.address(), dst.len());
+        let copy = move |s: &Subscriber<u8>| copy_next(s, to, len);
+        let shared = &self.shared;
+        let got = match shared.try_take() {
+            Some(s) if len < DETACH_FROM => copy(&s),
+            busy_or_big => {
+                drop(busy_or_big);
+                py.detach(|| copy(&shared.take()))
+            }
+        };
+        got.map_err(|e| error(py, e))
+    }
+
+    /// Copies the next frame into `dst` as `try_receive_into` does, waiting up to `timeout`
+    /// for it as `receive` does (GIL released, interruptible); returns its number.
+    fn receive_into(
+        &self,
+        py: Python<'_>,
+        dst: Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<u64> {
+        let dst = self.destination(py, &dst)?;
+        let (to, len) = (dst.address(), dst.len());
+        let limit = duration(timeout)?;
+        let shared = &self.shared;
+        let got = sliced(
+            py,
+            limit,
+            |slice| {
+                let s = shared.take();
+                let sample = s.receive_timeout(slice)?;
+                // SAFETY: as in `copy_next`.
+                unsafe { copy_out(&sample, to, len) };
+                Ok(sample.number())
+            },
+            |e| matches!(e, StreamError::ReceiveTimeout { .. }),
+        )?;
+        match got {
+            Ok(number) => Ok(number),
+            Err(StreamError::ReceiveTimeout { next, .. }) => Err(errors::with_message(
+                py,
+                "Timeout",
+                format!(
+                    "no frame within {} (next expected frame {next})",
+                    seconds_text(limit)
+                ),
+            )),
+            Err(e) => Err(error(py, e)),
+        }
     }
 
     /// The newest frame (None before the first), skipping older ones (counted as missed).
