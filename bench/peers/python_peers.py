@@ -10,7 +10,11 @@ each side writing every byte of its message and reading every byte of the other'
 - `multiprocessing.shared_memory` + `multiprocessing.Lock`: the writer copies its message into
   the block and bumps a sequence word under the lock; the reader busy-polls the word, then
   copies the message out under the lock (a consistent copy, as mmshare's);
-- `multiprocessing.Queue` of NumPy arrays (pickled through a pipe; the reader blocks in get).
+- `multiprocessing.Queue` of NumPy arrays (pickled through a pipe; the reader blocks in get);
+- pyzmq over `ipc://`: a PAIR socket each way, the NumPy message sent with
+  `send(msg, copy=False)` (zero-copy on the sending side), received with `recv(copy=False)`
+  into a `zmq.Frame` read through `np.frombuffer` (no copy out), the reader blocking in `recv`
+  (pyzmq's usual use; its polling would cost an exception per empty poll).
 
 Usage: python_peers.py SOCKET --json FILE [--quick]; SOCKET is a running mmshared's; the figures
 go to FILE (report.py makes the tables, with mmshare's Rust figure beside them).
@@ -190,6 +194,60 @@ def shm_case(size, rounds):
     return r
 
 
+# -- pyzmq ---------------------------------------------------------------------------------------
+
+def zmq_child(ping_addr, pong_addr, size, total, ready):
+    import zmq
+    pin(1)
+    ctx = zmq.Context()
+    sin, sout = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    sin.connect(ping_addr)
+    sout.connect(pong_addr)
+    msg = np.full(size, 1, np.uint8)
+    ready.set()
+    for _ in range(total):
+        touch(np.frombuffer(sin.recv(copy=False).buffer, np.uint8))
+        sout.send(msg, copy=False)
+    sin.close(linger=1000)
+    sout.close(linger=1000)
+    ctx.term()
+
+
+def zmq_case(size, rounds):
+    import tempfile
+
+    import zmq
+    d = tempfile.mkdtemp(prefix="mmshare-zmq-")
+    ping_addr, pong_addr = f"ipc://{d}/ping", f"ipc://{d}/pong"
+    ctx = zmq.Context()
+    sout, sin = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    sout.bind(ping_addr)
+    sin.bind(pong_addr)
+    ready = mp.Event()
+    total = rounds + rounds // 10
+    child = mp.Process(target=zmq_child, args=(ping_addr, pong_addr, size, total, ready))
+    child.start()
+    ready.wait(60)
+    msg = np.full(size, 2, np.uint8)
+
+    def one(_):
+        sout.send(msg, copy=False)
+        touch(np.frombuffer(sin.recv(copy=False).buffer, np.uint8))
+
+    r = timed(rounds, one)
+    child.join(60)
+    sout.close(linger=0)
+    sin.close(linger=0)
+    ctx.term()
+    for name in ("ping", "pong"):
+        try:
+            os.unlink(os.path.join(d, name))
+        except OSError:
+            pass
+    os.rmdir(d)
+    return r
+
+
 # -- multiprocessing.Queue -----------------------------------------------------------------------
 
 def queue_child(qin, qout, size, total, ready):
@@ -242,6 +300,7 @@ def main():
              mmshare_case(socket, size, rounds, copy=False)),
             ("multiprocessing.shared_memory + Lock (consistent copy)", shm_case(size, rounds)),
             ("multiprocessing.Queue of NumPy arrays", queue_case(size, rounds)),
+            ("pyzmq PAIR over ipc:// (send / recv, copy=False)", zmq_case(size, rounds)),
         ]
         for name, (p50, p99, p999) in cases:
             print(f"python      {size:>7} B  {name:<56} p50 {fmt(p50)}  p99 {fmt(p99)}  "

@@ -289,7 +289,10 @@ def tables(rust, py, info, run_info):
           "writer copies its message into the block and bumps a sequence word under the lock, "
           "the reader busy-polls the word and copies the message out under the lock (a "
           "consistent copy, as mmshare gives); `Queue`: arrays pickled through a pipe, the "
-          "reader blocks in `get()`.\n")
+          "reader blocks in `get()`; pyzmq: a PAIR socket each way over `ipc://`, the array "
+          "sent with `send(msg, copy=False)` and received with `recv(copy=False)` (a "
+          "`zmq.Frame` read in place through `np.frombuffer`), the reader blocking in `recv` "
+          "(polling with `NOBLOCK` costs an exception per empty poll).\n")
         for size in sorted({r["size"] for r in rows}):
             group = [r for r in rows if r["size"] == size]
             ours = next(r for r in group if r["case"] == OURS_PYTHON)["p50_ns"]
@@ -332,6 +335,7 @@ def plots(rust, py):
         ("Redis", "#9467bd"),
         ("multiprocessing.shared_memory", "#8c564b"),
         ("multiprocessing.Queue", "#7f7f7f"),
+        ("pyzmq", "#e377c2"),
     ]
 
     def color(case):

@@ -535,7 +535,9 @@ class Subscriber(_Handle):
         once: no sample, no view, one call per frame. `out`: any C-contiguous writable buffer
         of exactly the frame's bytes (an ndarray of the stream's dtype and shape, usually;
         the bytes are copied as they are). Fixed-size frames only; the per-frame header, if
-        the stream has one, is not copied (`receive` has it)."""
+        the stream has one, is not copied (`receive` has it). Raises `MmshareError` if the
+        frame's slot was reused while it was copied (possible only if someone erased this
+        subscriber's hold in the stream's control file)."""
         if self._generation != _fork.generation:
             self._check_process()
         return self._native.receive_into(out, timeout)

@@ -603,26 +603,54 @@ impl NativeSubscriber {
 }
 
 /// Takes the next frame of `s` if there is one, copies its `len` bytes to `to` and releases
-/// it; its number.
-fn copy_next(s: &Subscriber<u8>, to: usize, len: usize) -> Result<Option<u64>, StreamError> {
+/// it; its number, and whether the copy is the frame's (`copy_out`).
+fn copy_next(
+    s: &Subscriber<u8>,
+    to: usize,
+    len: usize,
+) -> Result<Option<(u64, bool)>, StreamError> {
     Ok(s.receive()?.map(|sample| {
         // SAFETY: `to` is the start of the caller's borrowed, writable `len`-byte buffer,
         // kept alive (borrowed) for the whole call that reaches here.
-        unsafe { copy_out(&sample, to, len) };
-        sample.number()
+        let intact = unsafe { copy_out(&sample, to, len) };
+        (sample.number(), intact)
     }))
 }
 
-/// Copies a held sample's bytes (a fixed-size frame: `len` bytes) to `to`.
+/// Copies a held sample's bytes (a fixed-size frame: exactly `len` bytes, which
+/// `NativeSubscriber::destination` made sure of) to `to`; whether the slot still held the
+/// frame when the copy ended (`Sample::is_intact`: false only if someone erased the hold in
+/// the control file and the publisher reused the slot meanwhile).
 ///
 /// # Safety
 /// `to` is valid for writes of `len` bytes for the call and does not overlap the mapping.
-unsafe fn copy_out(sample: &mmshare::Sample<'_, u8>, to: usize, len: usize) {
+unsafe fn copy_out(sample: &mmshare::Sample<'_, u8>, to: usize, len: usize) -> bool {
     let frame: &[u8] = sample;
-    debug_assert_eq!(frame.len(), len);
-    // SAFETY: the frame is held (the sample lives) and is `len` bytes of a fixed-size
-    // stream; `to` as the caller promises.
-    unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), to as *mut u8, len.min(frame.len())) };
+    assert_eq!(
+        frame.len(),
+        len,
+        "a fixed-size frame is the destination's size"
+    );
+    // SAFETY: the frame is held (the sample lives) and is `len` bytes; `to` as the caller
+    // promises.
+    unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), to as *mut u8, len) };
+    sample.is_intact()
+}
+
+/// The number of a frame copied out, or the error that its copy is not the frame's.
+fn intact_or_error(py: Python<'_>, number: u64, intact: bool) -> PyResult<u64> {
+    if intact {
+        return Ok(number);
+    }
+    Err(errors::with_message(
+        py,
+        "MmshareError",
+        format!(
+            "frame {number} was overwritten while it was copied: this subscriber's hold was \
+             erased in the stream's control file and the publisher reused the slot; the \
+             destination holds bytes of a newer frame"
+        ),
+    ))
 }
 
 /// A detached sample: its token, its frame's address and its header's (0 if none).
@@ -787,7 +815,11 @@ impl NativeSubscriber {
                 py.detach(|| copy(&shared.take()))
             }
         };
-        got.map_err(|e| error(py, e))
+        match got {
+            Ok(Some((number, intact))) => intact_or_error(py, number, intact).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(error(py, e)),
+        }
     }
 
     /// Copies the next frame into `dst` as `try_receive_into` does, waiting up to `timeout`
@@ -809,13 +841,13 @@ impl NativeSubscriber {
                 let s = shared.take();
                 let sample = s.receive_timeout(slice)?;
                 // SAFETY: as in `copy_next`.
-                unsafe { copy_out(&sample, to, len) };
-                Ok(sample.number())
+                let intact = unsafe { copy_out(&sample, to, len) };
+                Ok((sample.number(), intact))
             },
             |e| matches!(e, StreamError::ReceiveTimeout { .. }),
         )?;
         match got {
-            Ok(number) => Ok(number),
+            Ok((number, intact)) => intact_or_error(py, number, intact),
             Err(StreamError::ReceiveTimeout { next, .. }) => Err(errors::with_message(
                 py,
                 "Timeout",

@@ -27,7 +27,7 @@
 //! fence(Release)                               // the stores below stay after s + 1
 //! WRITER.compare_exchange(0, me)               // fails only if a recovery claimed it: lost,
 //!                                              //   stop before writing anything
-//! write the data with Relaxed 8-byte atomic stores
+//! write the data (Relaxed 8-byte atomic stores, or vector stores in asm: below)
 //! WRITER.compare_exchange(me, 0, AcqRel)       // fails if a recovery claimed it: lost
 //! WRITE_COUNT += 1; LAST_WRITE_NS = now; FLAGS &= !TORN if the write replaced everything
 //! SEQUENCE.compare_exchange(s + 1, s + 2, Release)   // publish: everything above
@@ -59,7 +59,7 @@
 //!                   SLEEPERS -= 1: a publish after the load of f changed FUTEX, so the sleep
 //!                   returns at once, and a writer that bumped FUTEX after our fence sees us
 //!                   in SLEEPERS and wakes us; no wake-up can be lost)
-//!     copy the data with Relaxed 8-byte atomic loads (and read FLAGS)
+//!     copy the data (Relaxed 8-byte atomic loads, or vector loads in asm) and read FLAGS
 //!     fence(Acquire)                                // keeps the copy before the re-check
 //!     s2 = SEQUENCE.load(Relaxed)
 //!     if s1 == s2: the copy is a snapshot of version s1 / 2; done
@@ -148,7 +148,7 @@
 //!         i..k-1 unwritten (a null publish, below), wait until k is free, start again at i
 //! v = (GENERATION.fetch_add(2, Release) + 2) / 2 // while holding every stripe (see readers):
 //!                                                //   the write's version, known as it writes
-//! write the region with Relaxed 8-byte atomic stores, inside the held stripes only
+//! write the region (as a whole write does), inside the held stripes only
 //! first held stripe's line: WRITES += 1; LAST_WRITE_NS = now  // its holder's own line
 //! for k in i..=j: WRITER_k.compare_exchange(me, 0); FLAGS_k &= !TORN if the write replaced
 //!     all of stripe k; SEQ_k.compare_exchange(s_k + 1, s_k + 2, Release)   // publish
@@ -179,7 +179,7 @@
 //! ```text
 //! g1 = GENERATION.load(Relaxed); fence(Acquire)
 //! for k in i..=j: s_k = SEQ_k.load(Relaxed); fence(Acquire); if odd: back off, start over
-//! copy the region (Relaxed 8-byte atomic loads) and FLAGS_i..FLAGS_j
+//! copy the region (as a whole read does) and FLAGS_i..FLAGS_j
 //! for k in i..=j: fence(Acquire); if SEQ_k.load(Relaxed) != s_k: retry
 //! whole-array reads only: fence(Acquire); if GENERATION.load(Relaxed) != g1: retry
 //! the copy holds every write counted in g1; a whole-array copy is exactly version g1 / 2
@@ -354,14 +354,15 @@ pub(crate) fn read_validate<W: SeqWord>(seq: &W, s: u64) -> bool {
     seq.load(Ordering::Relaxed) == s
 }
 
-/// Copies `dst.len()` bytes starting `offset` bytes into the data area at `base`, with Relaxed
-/// 8-byte atomic loads only.
+/// Copies `dst.len()` bytes starting `offset` bytes into the data area at `base`: whole
+/// aligned 8-byte words with Relaxed atomic loads, or (the body of a copy of 32 bytes or more,
+/// on x86-64 with AVX2) vector loads in an `asm!` block ([`vector_copy`]).
 ///
 /// # Safety
 /// - `base` is 8-byte aligned and valid for reads of `padded_len(offset + dst.len())` bytes for
 ///   the duration of the call (the mapping is alive and covers the padded data area).
-/// - Other processes or threads access those bytes only through atomic operations of 8 bytes
-///   (or not at all while this runs).
+/// - Other processes or threads access those bytes only through 8-byte atomic operations or
+///   this module's `asm!` copies (or not at all while this runs).
 #[inline]
 pub(crate) unsafe fn load_bytes(base: *const u8, offset: usize, dst: &mut [u8]) {
     debug_assert_eq!(base as usize % 8, 0);
@@ -474,12 +475,12 @@ unsafe fn copy_words_out_scalar(src: *const u8, dst: &mut [u8]) {
     }
 }
 
-/// Copies the longest multiple of 32 bytes of `len` from `src` to `dst` with vector loads and
-/// stores, in an `asm!` block; returns the bytes copied (0 when the CPU lacks AVX2, or for
-/// fewer than 32 bytes: the caller copies the rest). One side is the shared mapping, the other
-/// private memory: a reader's copy out (`src` shared) or a writer's copy in (`dst` shared).
-/// With `non_temporal` (copies bigger than the caches) and a 32-byte aligned `dst`, the stores
-/// bypass the cache and are fenced (`sfence`) before the block ends.
+/// Copies most of `len` bytes from `src` to `dst` with vector loads and stores, in `asm!`
+/// blocks; returns how many bytes from the start it copied, a multiple of 8 (0 when the CPU
+/// lacks AVX2, or for fewer than 32 bytes): the caller copies the rest. One side is the shared
+/// mapping, the other private memory: a reader's copy out (`src` shared) or a writer's copy in
+/// (`dst` shared). With `non_temporal` (copies bigger than the caches), all but the first 32
+/// bytes are stored around the cache, and fenced (`sfence`) before the block ends.
 ///
 /// Why assembly: the words being copied may be stored to by a writer at the same time. That is
 /// the seqlock's design (the reader copies, then validates, and throws a racy copy away), but a
@@ -507,14 +508,32 @@ unsafe fn vector_copy(src: *const u8, dst: *mut u8, len: usize, non_temporal: bo
     if len < 32 || !std::arch::is_x86_feature_detected!("avx2") {
         return 0;
     }
-    // SAFETY: AVX2 is present (checked above); the pointers as the caller promises.
-    unsafe {
-        if non_temporal && (dst as usize).is_multiple_of(32) {
-            vector_copy_avx2_nt(src, dst, len)
-        } else {
-            vector_copy_avx2(src, dst, len)
-        }
+    if !non_temporal {
+        // SAFETY: AVX2 is present (checked above); the pointers as the caller promises.
+        return unsafe { vector_copy_avx2(src, dst, len) };
     }
+    #[cfg(test)]
+    NON_TEMPORAL_COPIES.with(|n| n.set(n.get() + 1));
+    // Non-temporal stores need a 32-byte aligned destination (a big `malloc` block starts 16
+    // bytes into its page): the first 32 bytes go by an unaligned copy, and the aligned rest
+    // from where that copy reached the next 32-byte boundary (a few bytes are copied twice,
+    // the same bytes for a writer, and bytes the validation covers for a reader).
+    let head = (dst as usize).wrapping_neg() % 32;
+    // SAFETY: AVX2 is present; `len` is at least 32 (checked above), so the first copy is in
+    // bounds, and the second starts `head < 32` bytes in, at an aligned `dst + head`, for the
+    // `len - head` bytes left.
+    let done = unsafe {
+        vector_copy_avx2(src, dst, 32);
+        head + vector_copy_avx2_nt(src.add(head), dst.add(head), len - head)
+    };
+    // The callers go on with whole words from here (their shared side is 8-aligned).
+    done.max(32) & !7
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test counter: the copies that took the non-temporal path.
+    pub(crate) static NON_TEMPORAL_COPIES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// The AVX2 body of [`vector_copy`]: 128 bytes per iteration, then 32 at a time.
@@ -527,7 +546,8 @@ unsafe fn vector_copy_avx2(src: *const u8, dst: *mut u8, len: usize) -> usize {
     let (blocks, singles) = (len / 128, len % 128 / 32);
     // SAFETY: reads `src..src + 128 * blocks + 32 * singles` and writes the same range of
     // `dst`, both within `len` bytes (the caller's promise); unaligned vector moves; touches
-    // no stack; ymm0-3 are declared clobbered and their upper halves cleared at the end.
+    // no stack; every ymm register is declared clobbered (ymm0-3 are used, and the upper
+    // halves of all of them are cleared at the end).
     unsafe {
         std::arch::asm!(
             "test {blocks}, {blocks}",
@@ -561,10 +581,23 @@ unsafe fn vector_copy_avx2(src: *const u8, dst: *mut u8, len: usize) -> usize {
             dst = inout(reg) dst => _,
             blocks = inout(reg) blocks => _,
             singles = inout(reg) singles => _,
+            // ymm0-3 are used, and `vzeroupper` zeroes the upper half of every ymm register.
             out("ymm0") _,
             out("ymm1") _,
             out("ymm2") _,
             out("ymm3") _,
+            out("ymm4") _,
+            out("ymm5") _,
+            out("ymm6") _,
+            out("ymm7") _,
+            out("ymm8") _,
+            out("ymm9") _,
+            out("ymm10") _,
+            out("ymm11") _,
+            out("ymm12") _,
+            out("ymm13") _,
+            out("ymm14") _,
+            out("ymm15") _,
             options(nostack),
         );
     }
@@ -583,7 +616,7 @@ unsafe fn vector_copy_avx2_nt(src: *const u8, dst: *mut u8, len: usize) -> usize
     let blocks = len / 128;
     // SAFETY: reads `src..src + 128 * blocks`, writes the same range of `dst` (aligned, as
     // VMOVNTDQ needs), both within `len` bytes; `sfence` orders the weakly ordered stores
-    // before everything after the block; ymm0-3 clobbered, upper halves cleared.
+    // before everything after the block; every ymm register clobbered, as above.
     unsafe {
         std::arch::asm!(
             "test {blocks}, {blocks}",
@@ -607,18 +640,32 @@ unsafe fn vector_copy_avx2_nt(src: *const u8, dst: *mut u8, len: usize) -> usize
             src = inout(reg) src => _,
             dst = inout(reg) dst => _,
             blocks = inout(reg) blocks => _,
+            // ymm0-3 are used, and `vzeroupper` zeroes the upper half of every ymm register.
             out("ymm0") _,
             out("ymm1") _,
             out("ymm2") _,
             out("ymm3") _,
+            out("ymm4") _,
+            out("ymm5") _,
+            out("ymm6") _,
+            out("ymm7") _,
+            out("ymm8") _,
+            out("ymm9") _,
+            out("ymm10") _,
+            out("ymm11") _,
+            out("ymm12") _,
+            out("ymm13") _,
+            out("ymm14") _,
+            out("ymm15") _,
             options(nostack),
         );
     }
     128 * blocks
 }
 
-/// Stores `src` at `offset` bytes into the data area at `base` with Relaxed 8-byte atomic
-/// stores; bytes of a partial first or last word outside the range are preserved.
+/// Stores `src` at `offset` bytes into the data area at `base`: Relaxed 8-byte atomic stores,
+/// or for the body of 32 bytes or more on x86-64 with AVX2, vector stores in an `asm!` block
+/// ([`vector_copy`]); bytes of a partial first or last word outside the range are preserved.
 ///
 /// # Safety
 /// - As for [`load_bytes`], with the mapping writable.
@@ -821,11 +868,21 @@ mod tests {
         let src: Vec<u8> = (0..len as u64)
             .map(|i| (i.wrapping_mul(31) >> 3) as u8)
             .collect();
-        for offset in [0, 3, 8, 32] {
+        // Every start modulo 32 that a store's body can have (the mapping's data area is
+        // page aligned; bodies start at a multiple of 8): the aligned one, and those whose
+        // non-temporal copy must first reach a 32-byte boundary.
+        for offset in [0, 3, 8, 16, 24, 32] {
             let mut backing = vec![0u64; (len + 64) / 8];
             let base = backing.as_mut_ptr().cast::<u8>();
+            let before = NON_TEMPORAL_COPIES.with(std::cell::Cell::get);
             // SAFETY: `backing` is aligned, private, and covers offset + len.
             unsafe { store_bytes(base, offset, &src) };
+            if std::arch::is_x86_feature_detected!("avx2") {
+                assert!(
+                    NON_TEMPORAL_COPIES.with(std::cell::Cell::get) > before,
+                    "offset {offset}: the non-temporal path did not run"
+                );
+            }
             let bytes: &[u8] = bytemuck::cast_slice(&backing);
             assert!(bytes[offset..offset + len] == src[..], "offset {offset}");
             assert!(
@@ -852,17 +909,36 @@ mod tests {
             (8, NON_TEMPORAL_FROM),
             (16, NON_TEMPORAL_FROM + 200),
         ];
+        let expect: &[u8] = bytemuck::cast_slice(&backing);
+        // Destinations at every alignment modulo 32 (a big `malloc` block starts 16 bytes into
+        // its page), each into a buffer with a guard around it.
+        let mut out = vec![0u64; (words * 8 + 128) / 8];
         for (offset, len) in cases {
-            // Big allocations are page aligned: the aligned cases take the non-temporal
-            // vector path (with a tail of 72 bytes in the last one), the unaligned one not.
-            let mut out = vec![0u8; len];
-            // SAFETY: `backing` is aligned, private to this thread, and covers the range.
-            unsafe { load_bytes(base, offset, &mut out) };
-            let expect: &[u8] = bytemuck::cast_slice(&backing);
-            assert!(
-                out == expect[offset..offset + len],
-                "offset {offset} len {len}"
-            );
+            for shift in [0, 8, 16, 24, 5] {
+                let room: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
+                let at = (32 - room.as_ptr() as usize % 32) % 32 + shift;
+                room.fill(0xEE);
+                let before = NON_TEMPORAL_COPIES.with(std::cell::Cell::get);
+                // SAFETY: `backing` is aligned, private to this thread, and covers the range.
+                unsafe { load_bytes(base, offset, &mut room[at..at + len]) };
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    assert!(
+                        NON_TEMPORAL_COPIES.with(std::cell::Cell::get) > before,
+                        "offset {offset} shift {shift}: the non-temporal path did not run"
+                    );
+                }
+                assert!(
+                    room[at..at + len] == expect[offset..offset + len],
+                    "offset {offset} len {len} shift {shift}"
+                );
+                assert!(
+                    room[..at]
+                        .iter()
+                        .chain(&room[at + len..])
+                        .all(|&b| b == 0xEE),
+                    "bytes outside the destination written: offset {offset} shift {shift}"
+                );
+            }
         }
     }
 }

@@ -242,6 +242,14 @@ fn is_held<W: Word>(ring: &Ring<'_, W>, slot: usize) -> bool {
 /// no frame, then the oldest frame's. Slots whose tags it takes back stay empty (a frame a lossless subscriber needs is
 /// never taken back).
 pub(crate) fn try_loan<W: Word>(ring: &Ring<'_, W>, state: &mut PublisherState) -> Option<usize> {
+    if state.newest_first && state.keep == 1 {
+        let (floor, lossy) = lossless_floor(ring);
+        if !lossy {
+            // The slots that offer no frame are the cold ones here (see `loan_newest_free`):
+            // they come last.
+            return loan_newest_free(ring, state, floor).or_else(|| loan_unoffered(ring, state));
+        }
+    }
     // A slot that offers no frame (never used, a dropped loan's, or one taken back while it
     // was held) costs nobody a frame: it goes first, if no hold names it.
     if let Some(slot) = loan_unoffered(ring, state) {
@@ -249,10 +257,7 @@ pub(crate) fn try_loan<W: Word>(ring: &Ring<'_, W>, state: &mut PublisherState) 
     }
     let slots = state.tags.len();
     let next = state.next;
-    let (floor, lossy) = lossless_floor(ring);
-    if state.newest_first && state.keep == 1 && !lossy {
-        return loan_newest_free(ring, state, floor).or_else(|| loan_unoffered(ring, state));
-    }
+    let (floor, _) = lossless_floor(ring);
     // In steady state slot `next % slots` holds the oldest frame; ring order from there is
     // oldest first.
     let start = (next % slots as u64) as usize;
@@ -274,30 +279,52 @@ pub(crate) fn try_loan<W: Word>(ring: &Ring<'_, W>, state: &mut PublisherState) 
 /// of them, and a frame of megabytes is written where the last one was just read, in the
 /// caches, instead of where one was read a whole ring ago. Tries the candidates newest first,
 /// as [`try_loan`]'s scan tries them oldest first.
+///
+/// The frames older than the one loaned that could go as well are taken back at the same
+/// time (not loaned: their slots keep their bytes until a later loan finds no offered frame
+/// free and takes one of them, after the usual hold scan). Nobody can want them, and left
+/// offered they would stay in the slots this order no longer cycles through, so that a
+/// subscriber starting at the oldest frame offered would start at frames from long ago, with
+/// a gap after them: the frames offered stay consecutive, as oldest-first loans keep them.
 fn loan_newest_free<W: Word>(
     ring: &Ring<'_, W>,
     state: &mut PublisherState,
     floor: u64,
 ) -> Option<usize> {
+    // The frame a tag offers, if a loan may take it back (the conditions of
+    // `take_back_for_loan`; tags are the publisher's own copies).
+    let may_go = |state: &PublisherState, tag: u64| -> Option<u64> {
+        if tag == 0 || tag & TAKEN_BACK != 0 {
+            return None;
+        }
+        let frame = tag - 1;
+        (frame.saturating_add(state.keep) < state.next && (!W::KEEP_LOSSLESS || frame < floor))
+            .then_some(frame)
+    };
     let mut below = u64::MAX;
-    loop {
-        // The newest frame below `below` that may be taken back (the same conditions as in
-        // `take_back_for_loan`; tags are the publisher's own copies).
+    let (slot, loaned) = loop {
         let (slot, frame) = state
             .tags
             .iter()
             .enumerate()
-            .filter(|&(_, &tag)| tag != 0 && tag & TAKEN_BACK == 0)
-            .map(|(slot, &tag)| (slot, tag - 1))
+            .filter_map(|(slot, &tag)| may_go(state, tag).map(|frame| (slot, frame)))
             .filter(|&(_, frame)| frame < below)
-            .filter(|&(_, frame)| frame.saturating_add(state.keep) < state.next)
-            .filter(|&(_, frame)| !W::KEEP_LOSSLESS || frame < floor)
             .max_by_key(|&(_, frame)| frame)?;
         if let Some(slot) = take_back_for_loan(ring, state, slot, floor) {
-            return Some(slot);
+            break (slot, frame);
         }
         below = frame;
+    };
+    for other in 0..state.tags.len() {
+        let tag = state.tags[other];
+        if may_go(state, tag).is_some_and(|frame| frame < loaned) {
+            // Relaxed, as every take-back: a subscriber's hold re-check sees it, or the
+            // hold scan of the loan that reuses the slot (after its fence) sees the hold.
+            ring.slots[other].tag.store(tag | TAKEN_BACK, Relaxed);
+            state.tags[other] = tag | TAKEN_BACK;
+        }
     }
+    Some(slot)
 }
 
 /// Takes back the frame in `slot` and loans the slot, if the frame may go: it is not among

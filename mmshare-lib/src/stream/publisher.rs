@@ -52,7 +52,7 @@ const NEWEST_FIRST_FROM: u64 = 64 << 10;
 /// ```
 pub struct Publisher<T: Element> {
     files: StreamFiles,
-    state: PublisherState,
+    pub(super) state: PublisherState,
     /// Frames are handled as bytes whatever the dtype (`attach_bytes`).
     bytes: bool,
     /// The slot of a loan made by `loan_token` and not yet published or abandoned.

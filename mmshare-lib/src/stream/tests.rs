@@ -2234,3 +2234,108 @@ fn a_waiter_on_the_other_sides_cpu_yields_instead_of_spinning() {
         "never spun for a subscriber elsewhere"
     );
 }
+
+/// A stream of 64 KiB frames, `slots` slots, no history.
+fn make_big(dir: &Path, slots: u32) -> PathBuf {
+    let mut spec = StreamSpec::new("big", DType::U64, vec![8192]);
+    spec.slots = slots;
+    create_stream_files(dir, &spec).unwrap().0
+}
+
+/// A lossless subscriber allowed one hold, starting at `start`.
+fn lossless_one_hold(path: &Path, start: crate::StartAt) -> Subscriber<u64> {
+    let options = crate::SubscribeOptions::new(Delivery::Lossless)
+        .max_held(1)
+        .start(start);
+    Subscriber::<u64>::attach(StreamFiles::open(path, false).unwrap(), options).unwrap()
+}
+
+/// Frames of 64 KiB with no history and only lossless subscribers are loaned newest first:
+/// two lossless subscribers in threads get all 3 000 frames whole and in order, none missed,
+/// while the publisher reuses the slot of the newest frame both have passed.
+#[test]
+fn newest_first_loans_deliver_every_frame_whole_and_in_order() {
+    const FRAMES: u64 = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_big(dir.path(), 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    assert!(
+        publisher.state.newest_first,
+        "64 KiB frames are loaned newest first"
+    );
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let sub = lossless_one_hold(&path, crate::StartAt::Frame(0));
+            std::thread::spawn(move || {
+                for n in 0..FRAMES {
+                    let sample = sub.receive_timeout(Duration::from_secs(20)).unwrap();
+                    assert_eq!((sample.number(), sample.missed_before()), (n, 0));
+                    assert!(is_frame(&sample, n), "frame {n} rewritten while held");
+                }
+                sub.missed()
+            })
+        })
+        .collect();
+    for _ in 0..FRAMES {
+        send(&mut publisher);
+    }
+    for reader in readers {
+        assert_eq!(reader.join().unwrap(), 0);
+    }
+}
+
+/// Newest-first loans take the older frames nobody can want out of the offer, so the frames
+/// offered stay consecutive: a subscriber that starts at the oldest frame offered starts at
+/// the newest frames, not at frames 0 and 1 left in slots the loans no longer cycle through,
+/// and misses nothing after it.
+#[test]
+fn newest_first_loans_keep_the_offered_frames_consecutive() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_big(dir.path(), 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let keeping_up = lossless_one_hold(&path, crate::StartAt::Frame(0));
+    // The ring filled first (the subscriber behind), so every slot has held a frame; then in
+    // step, where the loans cycle through the two slots most recently read.
+    for n in 0..4 {
+        assert_eq!(send(&mut publisher), n);
+    }
+    for _ in 0..4 {
+        drop(keeping_up.receive().unwrap().unwrap());
+    }
+    for n in 4..20 {
+        assert_eq!(send(&mut publisher), n);
+        drop(keeping_up.receive().unwrap().unwrap());
+    }
+    let offered: Vec<u64> = {
+        let ring = publisher.files().ring();
+        let mut frames: Vec<u64> = ring
+            .slots
+            .iter()
+            .map(|s| s.tag.load(Relaxed))
+            .filter(|&t| t != 0 && t & protocol::TAKEN_BACK == 0)
+            .map(|t| t - 1)
+            .collect();
+        frames.sort_unstable();
+        frames
+    };
+    assert!(
+        offered.windows(2).all(|w| w[1] == w[0] + 1) && offered.last() == Some(&19),
+        "frames offered: {offered:?}"
+    );
+    let late = lossless_one_hold(&path, crate::StartAt::Oldest);
+    send(&mut publisher);
+    let first = late.receive().unwrap().unwrap();
+    assert_eq!(
+        (first.number(), first.missed_before()),
+        (offered[0], 0),
+        "started at the oldest frame offered"
+    );
+    assert!(first.number() >= 18, "started at frame {}", first.number());
+    drop(first);
+    let mut n = offered[0] + 1;
+    while let Some(sample) = late.receive().unwrap() {
+        assert_eq!((sample.number(), sample.missed_before()), (n, 0));
+        n += 1;
+    }
+    assert_eq!(n, 21);
+}
