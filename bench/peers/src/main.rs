@@ -316,15 +316,27 @@ fn spin_for_version(array: &Array<u8>, seen: u64) -> u64 {
     }
 }
 
-fn array(dir: &Path, size: usize, rounds: usize) -> Result<Dist> {
+/// The two arrays of an array ping-pong (`PREFIXping`, `PREFIXpong`), and the parent's
+/// handles: the writer of ping and the reader of pong.
+type ArrayPair = (PathBuf, PathBuf, Array<u8>, Array<u8>);
+
+fn array_pair(dir: &Path, prefix: &str, size: usize) -> Result<ArrayPair> {
     let make = |name: String| {
         create_array_file(dir, &ArraySpec::new(name, DType::U8, vec![size as u64]))
             .map(|(p, _)| p)
             .map_err(|e| e.to_string())
     };
-    let (ping, pong) = (make(format!("aping{size}"))?, make(format!("apong{size}"))?);
+    let (ping, pong) = (
+        make(format!("{prefix}ping{size}"))?,
+        make(format!("{prefix}pong{size}"))?,
+    );
     let writer = Array::<u8>::open(&ping, Access::Write).map_err(|e| e.to_string())?;
     let replies = Array::<u8>::open(&pong, Access::Read).map_err(|e| e.to_string())?;
+    Ok((ping, pong, writer, replies))
+}
+
+fn array(dir: &Path, size: usize, rounds: usize) -> Result<Dist> {
+    let (ping, pong, writer, replies) = array_pair(dir, "a", size)?;
     let total = (rounds + rounds / 10) as u64;
     let mut child = spawn(&[
         "__array",
@@ -351,14 +363,7 @@ fn array(dir: &Path, size: usize, rounds: usize) -> Result<Dist> {
 /// both sides' handles, forks, and the child plays its side with the handles it inherited
 /// (what a `multiprocessing` worker does on Linux, where Python forks by default before 3.14).
 fn array_forked(dir: &Path, size: usize, rounds: usize) -> Result<Dist> {
-    let make = |name: String| {
-        create_array_file(dir, &ArraySpec::new(name, DType::U8, vec![size as u64]))
-            .map(|(p, _)| p)
-            .map_err(|e| e.to_string())
-    };
-    let (ping, pong) = (make(format!("fping{size}"))?, make(format!("fpong{size}"))?);
-    let writer = Array::<u8>::open(&ping, Access::Write).map_err(|e| e.to_string())?;
-    let replies = Array::<u8>::open(&pong, Access::Read).map_err(|e| e.to_string())?;
+    let (ping, pong, writer, replies) = array_pair(dir, "f", size)?;
     let child_in = Array::<u8>::open(&ping, Access::Read).map_err(|e| e.to_string())?;
     let child_out = Array::<u8>::open(&pong, Access::Write).map_err(|e| e.to_string())?;
     let total = (rounds + rounds / 10) as u64;

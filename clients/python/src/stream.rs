@@ -602,6 +602,22 @@ impl NativeSubscriber {
     }
 }
 
+/// A failed receive as Python sees it: a timeout says how long it waited and which frame it
+/// waited for.
+fn receive_error(py: Python<'_>, e: StreamError, limit: std::time::Duration) -> PyErr {
+    match e {
+        StreamError::ReceiveTimeout { next, .. } => errors::with_message(
+            py,
+            "Timeout",
+            format!(
+                "no frame within {} (next expected frame {next})",
+                seconds_text(limit)
+            ),
+        ),
+        e => error(py, e),
+    }
+}
+
 /// Takes the next frame of `s` if there is one, copies its `len` bytes to `to` and releases
 /// it; its number, and whether the copy is the frame's (`copy_out`).
 fn copy_next(
@@ -744,15 +760,7 @@ impl NativeSubscriber {
         match got {
             Ok(Some(held)) => Ok(self.sample(held)),
             Ok(None) => unreachable!("receive_timeout returns a sample or an error"),
-            Err(StreamError::ReceiveTimeout { next, .. }) => Err(errors::with_message(
-                py,
-                "Timeout",
-                format!(
-                    "no frame within {} (next expected frame {next})",
-                    seconds_text(limit)
-                ),
-            )),
-            Err(e) => Err(error(py, e)),
+            Err(e) => Err(receive_error(py, e, limit)),
         }
     }
 
@@ -848,15 +856,7 @@ impl NativeSubscriber {
         )?;
         match got {
             Ok((number, intact)) => intact_or_error(py, number, intact),
-            Err(StreamError::ReceiveTimeout { next, .. }) => Err(errors::with_message(
-                py,
-                "Timeout",
-                format!(
-                    "no frame within {} (next expected frame {next})",
-                    seconds_text(limit)
-                ),
-            )),
-            Err(e) => Err(error(py, e)),
+            Err(e) => Err(receive_error(py, e, limit)),
         }
     }
 
