@@ -335,6 +335,26 @@ fn array_pair(dir: &Path, prefix: &str, size: usize) -> Result<ArrayPair> {
     Ok((ping, pong, writer, replies))
 }
 
+/// The parent's side of an array ping-pong, timed: write ping, wait for pong's next version,
+/// copy it and read every byte.
+fn array_parent(
+    writer: &Array<u8>,
+    replies: &Array<u8>,
+    size: usize,
+    rounds: usize,
+) -> Result<Dist> {
+    let (mut msg, mut buf) = (vec![0u8; size], vec![0u8; size]);
+    let mut seen = 0;
+    one_way(rounds, |i| {
+        fill(&mut msg, i);
+        writer.write_all(&msg).map_err(|e| e.to_string())?;
+        seen = spin_for_version(replies, seen);
+        replies.read_into(&mut buf).map_err(|e| e.to_string())?;
+        std::hint::black_box(touch(&buf));
+        Ok(())
+    })
+}
+
 fn array(dir: &Path, size: usize, rounds: usize) -> Result<Dist> {
     let (ping, pong, writer, replies) = array_pair(dir, "a", size)?;
     let total = (rounds + rounds / 10) as u64;
@@ -345,16 +365,7 @@ fn array(dir: &Path, size: usize, rounds: usize) -> Result<Dist> {
         &total.to_string(),
     ])?;
     wait_ready(&mut child)?;
-    let (mut msg, mut buf) = (vec![0u8; size], vec![0u8; size]);
-    let mut seen = 0;
-    let r = one_way(rounds, |i| {
-        fill(&mut msg, i);
-        writer.write_all(&msg).map_err(|e| e.to_string())?;
-        seen = spin_for_version(&replies, seen);
-        replies.read_into(&mut buf).map_err(|e| e.to_string())?;
-        std::hint::black_box(touch(&buf));
-        Ok(())
-    })?;
+    let r = array_parent(&writer, &replies, size, rounds)?;
     finish(child)?;
     Ok(r)
 }
@@ -367,8 +378,7 @@ fn array_forked(dir: &Path, size: usize, rounds: usize) -> Result<Dist> {
     let child_in = Array::<u8>::open(&ping, Access::Read).map_err(|e| e.to_string())?;
     let child_out = Array::<u8>::open(&pong, Access::Write).map_err(|e| e.to_string())?;
     let total = (rounds + rounds / 10) as u64;
-    let (mut msg, mut buf) = (vec![0u8; size], vec![0u8; size]);
-    let mut reply = vec![0u8; size];
+    let (mut buf, mut reply) = (vec![0u8; size], vec![0u8; size]);
     // SAFETY: the child runs only the loop below (no locks another thread could hold: its
     // buffers were allocated before the fork) and leaves with `_exit`.
     let pid = unsafe { libc::fork() };
@@ -392,15 +402,7 @@ fn array_forked(dir: &Path, size: usize, rounds: usize) -> Result<Dist> {
         unsafe { libc::_exit(if ok { 0 } else { 1 }) };
     }
     drop((child_in, child_out));
-    let mut seen = 0;
-    let r = one_way(rounds, |i| {
-        fill(&mut msg, i);
-        writer.write_all(&msg).map_err(|e| e.to_string())?;
-        seen = spin_for_version(&replies, seen);
-        replies.read_into(&mut buf).map_err(|e| e.to_string())?;
-        std::hint::black_box(touch(&buf));
-        Ok(())
-    })?;
+    let r = array_parent(&writer, &replies, size, rounds)?;
     let mut status = 0;
     // SAFETY: waits for the child forked above.
     if unsafe { libc::waitpid(pid, &mut status, 0) } != pid
