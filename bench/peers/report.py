@@ -81,11 +81,11 @@ def machine(py):
     versions = {}
     try:
         text = open(lock).read()
-        for crate in ("iceoryx2", "redis"):
+        for crate in ("iceoryx2", "redis", "zenoh"):
             m = re.search(rf'name = "{crate}"\nversion = "([^"]+)"', text)
             versions[crate] = m.group(1) if m else "?"
     except OSError:
-        versions = {"iceoryx2": "?", "redis": "?"}
+        versions = {"iceoryx2": "?", "redis": "?", "zenoh": "?"}
     redis_server = run("redis-server", "--version")
     m = re.search(r"v=(\S+)", redis_server)
     return {
@@ -95,6 +95,7 @@ def machine(py):
         "kernel": platform.release(),
         "rustc": run("rustc", "--version"),
         "iceoryx2": versions["iceoryx2"],
+        "zenoh": versions["zenoh"],
         "redis_crate": versions["redis"],
         "redis_server": m.group(1) if m else redis_server,
         "python": py.get("python", "?"),
@@ -135,7 +136,7 @@ def tables(rust, py, info, run_info):
       f"{run_info['committed']} UTC), made by `{run_info['command']}` "
       f"(the plots beside it come from the same run).\n")
     w(f"Machine: {info['cpu']}, {info['cpus']} CPUs, {info['mem']} RAM, Linux {info['kernel']}; "
-      f"{info['rustc']}; iceoryx2 {info['iceoryx2']}; redis-server {info['redis_server']} "
+      f"{info['rustc']}; iceoryx2 {info['iceoryx2']}; zenoh {info['zenoh']}; redis-server {info['redis_server']} "
       f"(client: the `redis` crate {info['redis_crate']}); Python {info['python']}, "
       f"NumPy {info['numpy']}.\n")
     w("In every \"÷ mmshare\" column a peer's figure is divided by mmshare's from the same run; "
@@ -148,7 +149,9 @@ def tables(rust, py, info, run_info):
       "trip / 2, percentiles over the rounds after a tenth as many unmeasured. The floor is a "
       f"raw cache-line ping-pong (no payload): p50 {us(floor['p50_ns'])}, p99 "
       f"{us(floor['p99_ns'])}, p99.9 {us(floor['p999_ns'])}. Redis has no busy-wait receive: "
-      "both of its sides block in a socket read.\n")
+      "both of its sides block in a socket read. Nor has Zenoh across processes: its requester "
+      "blocks in the subscriber channel's `recv`, its echoing side replies from the "
+      "subscriber's callback.\n")
     for size in sorted({r["size"] for r in rust["latency"]}):
         rows = [r for r in rust["latency"] if r["size"] == size]
         ours = next(r for r in rows if r["case"] == OURS_LATENCY)["p50_ns"]
@@ -331,6 +334,7 @@ def plots(rust, py):
         ("mmshare array", "#ff7f0e"),
         ("mmshare", "#1f77b4"),
         ("iceoryx2", "#2ca02c"),
+        ("Zenoh", "#bcbd22"),
         ("Unix socket", "#d62728"),
         ("Redis", "#9467bd"),
         ("multiprocessing.shared_memory", "#8c564b"),

@@ -17,6 +17,8 @@
 //!   (one publisher, one subscriber, history 0, subscriber buffer 1, safe overflow, the slice
 //!   length set on the publisher): `loan_slice_uninit` + `write_from_slice` + `send` /
 //!   `receive` + read the payload;
+//! - Zenoh 1.10 publish-subscribe over its shared-memory transport (module `zenoh_shm`: how
+//!   it is configured, and why its receivers block);
 //! - a Unix stream socket: `write_all` / `read_exact` into a buffer;
 //! - Redis pub/sub through a redis-server on a private Unix socket (persistence off), with the
 //!   `redis` crate: `PUBLISH` / a subscribed connection's next message (Redis has no busy-wait
@@ -39,6 +41,8 @@ use mmshare::{
     Access, Array, ArraySpec, DType, Delivery, Publisher, StreamSpec, Subscriber,
     create_array_file, create_stream_files,
 };
+
+mod zenoh_shm;
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -1022,6 +1026,7 @@ fn consumer_child(kind: &str, a: &str, b: &str, size: usize, frames: u64, cpu: u
                 }
             }
         }
+        "zenoh" => sum = zenoh_shm::consumer(a, frames)?,
         "redis" => {
             // `a` is the server's socket, `b` the key prefix; frame i is the value of `b:i`.
             let mut conn = redis_client(a)?
@@ -1110,6 +1115,9 @@ fn throughput(
     frames: usize,
     n: usize,
 ) -> Result<f64> {
+    if kind == "zenoh" {
+        return zenoh_shm::throughput(dir, size, frames, n);
+    }
     let tag = format!("{kind}{size}x{n}");
     let start;
     let children;
@@ -1962,6 +1970,10 @@ fn run(quick: bool, out: &Path) -> Result {
                 array_forked(d, size, rounds)?,
             ),
             ("iceoryx2 0.10 pub-sub", iceoryx2(size, rounds)?),
+            (
+                "Zenoh 1.10 SHM pub-sub",
+                zenoh_shm::latency(d, size, rounds)?,
+            ),
             ("Unix socket", socket(d, size, rounds)?),
         ];
         if let Some(socket) = &redis_socket {
@@ -1996,6 +2008,7 @@ fn run(quick: bool, out: &Path) -> Result {
                 ("mmshare stream, read in place", "stream"),
                 ("mmshare stream, copied out", "stream-copy"),
                 ("iceoryx2 0.10 (lossless)", "iceoryx2"),
+                ("Zenoh 1.10 SHM (reliable, blocking)", "zenoh"),
                 ("Unix socket (one per consumer)", "socket"),
             ];
             if redis_socket.is_some() {
@@ -2101,6 +2114,7 @@ fn main() {
         "__stream" => child_stream(arg(2), arg(3), num(4)),
         "__array" => child_array(arg(2), arg(3), num(4)),
         "__iox" => child_iox(arg(2), arg(3), num(4) as usize, num(5)),
+        "__zenoh" => zenoh_shm::child_latency(arg(2), num(3) as usize, num(4)),
         "__socket" => child_socket(arg(2), num(3) as usize, num(4)),
         "__redis" => child_redis(arg(2), arg(3), arg(4), num(5) as usize, num(6)),
         "__blocking" => blocking_child(arg(2), arg(3), arg(4), num(5) as usize),
@@ -2146,7 +2160,7 @@ fn main() {
             }
             Ok(())
         })(),
-        // One latency case alone: CASE SIZE ROUNDS, CASE one of stream, array, array-forked,
+        // One latency case alone: CASE SIZE ROUNDS, CASE one of stream, array, array-forked, zenoh,
         // iceoryx2 (p50 and p99 in ns).
         "__latency_only" => (|| {
             pin(0);
@@ -2157,6 +2171,7 @@ fn main() {
                 "array" => array(d, size, rounds)?,
                 "array-forked" => array_forked(d, size, rounds)?,
                 "iceoryx2" => iceoryx2(size, rounds)?,
+                "zenoh" => zenoh_shm::latency(d, size, rounds)?,
                 "floor" => raw(d, rounds)?,
                 other => return Err(format!("unknown case {other}")),
             };
