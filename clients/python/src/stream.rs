@@ -811,12 +811,21 @@ impl NativeSubscriber {
     /// frame's bytes) and releases it at once; returns its number, or None when none is
     /// there. Never waits for a frame. No sample object: for a caller that polls and wants a
     /// copy, this is one call per frame, with the GIL kept for frames below 64 KiB.
+    ///
+    /// A poll that finds nothing (most calls of a polling loop) returns before the
+    /// destination's buffer is borrowed: `dst` is checked whenever a frame is there for it.
     fn try_receive_into(&self, py: Python<'_>, dst: Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+        let shared = &self.shared;
+        // Taken once, for the look and for the copy (the destination is borrowed meanwhile:
+        // a C-level call that runs no subscriber code).
+        let taken = shared.try_take();
+        if !self.variable && taken.as_ref().is_some_and(|s| !s.has_new()) {
+            return Ok(None);
+        }
         let dst = self.destination(py, &dst)?;
         let (to, len) = (dst.address(), dst.len());
         let copy = move |s: &Subscriber<u8>| copy_next(s, to, len);
-        let shared = &self.shared;
-        let got = match shared.try_take() {
+        let got = match taken {
             Some(s) if len < DETACH_FROM => copy(&s),
             busy_or_big => {
                 drop(busy_or_big);

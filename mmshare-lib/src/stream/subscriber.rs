@@ -802,6 +802,15 @@ impl<T: Element> Subscriber<T> {
         Ok(None)
     }
 
+    /// Whether a frame after this subscriber's cursor is published, in any lane: what a
+    /// polling caller can ask before it gets ready to take one (a read of each lane's
+    /// `PUBLISHED` word; no system call, nothing written). A hint: a lossy subscriber may
+    /// still find nothing when that frame was taken back meanwhile, and a frame published just
+    /// after the answer is not counted.
+    pub fn has_new(&self) -> bool {
+        self.anything_new()
+    }
+
     /// Whether some lane has a frame after its cursor (the last check before a sleep).
     fn anything_new(&self) -> bool {
         self.lanes

@@ -2339,3 +2339,31 @@ fn newest_first_loans_keep_the_offered_frames_consecutive() {
     }
     assert_eq!(n, 21);
 }
+
+/// `has_new` says whether a receive would find a frame: false before a publish and after
+/// everything was received, true once any lane has a frame after the cursor.
+#[test]
+fn has_new_tells_whether_a_frame_is_waiting_in_any_lane() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
+    assert!(!subscriber.has_new(), "nothing published yet");
+    send(&mut publisher);
+    send(&mut publisher);
+    assert!(subscriber.has_new());
+    drop(subscriber.receive().unwrap().unwrap());
+    assert!(subscriber.has_new(), "one of two received");
+    drop(subscriber.receive().unwrap().unwrap());
+    assert!(!subscriber.has_new(), "both received");
+
+    let path = make_lanes(dir.path(), 2, 4);
+    let _a = Publisher::<u64>::open(&path).unwrap();
+    let mut b = Publisher::<u64>::open(&path).unwrap();
+    let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
+    assert!(!subscriber.has_new());
+    send(&mut b);
+    assert!(subscriber.has_new(), "a frame in the second lane counts");
+    drop(subscriber.receive().unwrap().unwrap());
+    assert!(!subscriber.has_new());
+}
