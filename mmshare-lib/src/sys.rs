@@ -373,6 +373,25 @@ pub(crate) fn cpu_hint() -> u32 {
     u32::try_from(cpu).map_or(0, |c| c.wrapping_add(1))
 }
 
+/// How many CPUs this process may run on (its affinity and any cgroup quota), read once per
+/// process: how many busy-waiting participants can run at the same time. A thread's
+/// [`CPUS_FOR_TEST`] stands in for it in tests.
+pub(crate) fn usable_cpus() -> usize {
+    #[cfg(test)]
+    if let Some(n) = CPUS_FOR_TEST.with(std::cell::Cell::get) {
+        return n;
+    }
+    static CPUS: OnceLock<usize> = OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The CPU count [`usable_cpus`] answers on this thread, when set (tests).
+    pub(crate) static CPUS_FOR_TEST: std::cell::Cell<Option<usize>> =
+        const { std::cell::Cell::new(None) };
+}
+
 /// Reserves `len` bytes of real disk space for `file`, so later writes through a mapping cannot
 /// hit a full disk (which would be a SIGBUS, not an error).
 ///

@@ -2178,6 +2178,14 @@ fn main() {
             println!("p50 {:.0} ns, p99 {:.0} ns", dist.at(0.5), dist.at(0.99));
             Ok(())
         })(),
+        // One fan-in case alone: KIND (stream, iceoryx2) PUBLISHERS FRAMES (frames/s).
+        "__fan_in_only" => (|| {
+            pin(0);
+            let dir = tempfile::tempdir_in("/dev/shm").map_err(|e| e.to_string())?;
+            let fps = fan_in(dir.path(), arg(2), num(3) as usize, num(4) as usize)?;
+            println!("{fps:.0} frames/s");
+            Ok(())
+        })(),
         "__fan_in" => child_fan_in(arg(2), arg(3), arg(4), num(5), num(6) as usize),
         "__consumer" => consumer_child(
             arg(2),

@@ -868,6 +868,18 @@ impl StreamFiles {
         }
     }
 
+    /// Whether more processes may be busy-waiting on this stream than the CPUs this process
+    /// may use: its publishers (one per lane it allows) and the subscribers started in this
+    /// lane. Then some waiter surely shares its CPU with someone it waits for, and a spin
+    /// there delays that one by the whole spin: waiters yield from the start instead. (A
+    /// count of what could be running, not of what runs; the cost of a wrong answer is a
+    /// spin or a yield.)
+    pub(crate) fn crowded(&self) -> bool {
+        let publishers = self.header.lanes.max(1) as usize;
+        let subscribers = super::protocol::started_subscribers(self.records());
+        publishers + subscribers > crate::sys::usable_cpus()
+    }
+
     /// Whether this lane's publisher last published from CPU `cpu` (a [`crate::sys::cpu_hint`],
     /// not 0): a subscriber there that spins keeps it from publishing.
     pub(crate) fn publisher_on(&self, cpu: u32) -> bool {

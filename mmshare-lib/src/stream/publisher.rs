@@ -474,8 +474,9 @@ impl<T: Element> Publisher<T> {
         // Patient: a lossless subscriber that holds the publisher back is usually reading a
         // frame at this moment, and will free a slot within that frame's reading time.
         let mut backoff = Backoff::patient(timeout);
-        // A lossless subscriber on this CPU cannot free a slot while we spin here.
-        if self.files.lossless_subscriber_on(crate::sys::cpu_hint()) {
+        // A lossless subscriber on this CPU cannot free a slot while we spin here; with more
+        // participants than CPUs, one probably is.
+        if self.files.crowded() || self.files.lossless_subscriber_on(crate::sys::cpu_hint()) {
             backoff.without_spin();
         }
         let policy = self.files.stall_policy().acts_after();

@@ -830,7 +830,9 @@ impl<T: Element> Subscriber<T> {
             if let Some(sample) = self.receive()? {
                 return Ok(sample);
             }
-            if std::mem::take(&mut first_miss) && self.shares_cpu_with_a_publisher() {
+            if std::mem::take(&mut first_miss)
+                && (self.shares_cpu_with_a_publisher() || self.files().crowded())
+            {
                 backoff.without_spin();
             }
             match backoff.step() {

@@ -2367,3 +2367,88 @@ fn has_new_tells_whether_a_frame_is_waiting_in_any_lane() {
     drop(subscriber.receive().unwrap().unwrap());
     assert!(!subscriber.has_new());
 }
+
+/// With more participants than CPUs (publishers and started subscribers), a waiting publisher
+/// and a waiting subscriber yield from the start instead of spinning: one of them surely
+/// shares a CPU with someone it waits for. With CPUs enough, they spin first as before.
+#[test]
+fn waiters_yield_instead_of_spinning_when_participants_outnumber_the_cpus() {
+    use crate::backoff::SPINS;
+    use crate::sys::CPUS_FOR_TEST;
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let subscriber = lossless_one_hold(&path, crate::StartAt::Next);
+    let spins = |cpus: usize, wait: &mut dyn FnMut()| {
+        CPUS_FOR_TEST.with(|c| c.set(Some(cpus)));
+        SPINS.with(|n| n.set(0));
+        wait();
+        CPUS_FOR_TEST.with(|c| c.set(None));
+        SPINS.with(std::cell::Cell::get)
+    };
+    let mut receive_nothing = || {
+        assert!(matches!(
+            subscriber.receive_timeout(Duration::from_millis(2)),
+            Err(StreamError::ReceiveTimeout { .. })
+        ));
+    };
+    // One publisher and one subscriber: crowded on one CPU, not on two.
+    assert_eq!(
+        spins(1, &mut receive_nothing),
+        0,
+        "a subscriber spun on one CPU"
+    );
+    assert!(
+        spins(2, &mut receive_nothing) > 0,
+        "a subscriber never spun on two CPUs"
+    );
+    // The subscriber's CPU hint names this thread's CPU now: make it another one, so that
+    // only the count decides below.
+    let record_cpu = 0x1000 + 256 * subscriber.record() as u64 + 96;
+    publisher
+        .files()
+        .control_file()
+        .write_all_at(&u64::from(pin_here() + 1).to_le_bytes(), record_cpu)
+        .unwrap();
+
+    // Fill the ring (4 slots) until the lossless subscriber holds the publisher back.
+    while publisher
+        .loan_timeout(Duration::ZERO)
+        .is_ok_and(|mut loan| {
+            fill(&mut loan, 0);
+            loan.publish();
+            true
+        })
+    {}
+    let mut loan_nothing = || {
+        assert!(matches!(
+            publisher.loan_timeout(Duration::from_millis(2)),
+            Err(StreamError::LoanTimeout { .. })
+        ));
+    };
+    assert_eq!(
+        spins(1, &mut loan_nothing),
+        0,
+        "a publisher spun on one CPU"
+    );
+    assert!(
+        spins(2, &mut loan_nothing) > 0,
+        "a publisher never spun on two CPUs"
+    );
+    // A second subscriber makes three participants: crowded on two CPUs too.
+    let _second = Subscriber::<u64>::attach(
+        StreamFiles::open(&path, false).unwrap(),
+        crate::SubscribeOptions::new(Delivery::Lossy).max_held(1),
+    )
+    .unwrap();
+    assert_eq!(
+        spins(2, &mut loan_nothing),
+        0,
+        "a publisher spun, 3 participants on 2 CPUs"
+    );
+    assert!(
+        spins(3, &mut loan_nothing) > 0,
+        "a publisher never spun on three CPUs"
+    );
+}
