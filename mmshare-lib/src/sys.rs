@@ -373,16 +373,21 @@ pub(crate) fn cpu_hint() -> u32 {
     u32::try_from(cpu).map_or(0, |c| c.wrapping_add(1))
 }
 
-/// How many CPUs this process may run on (its affinity and any cgroup quota), read once per
-/// process: how many busy-waiting participants can run at the same time. A thread's
-/// [`CPUS_FOR_TEST`] stands in for it in tests.
+/// How many CPUs the machine has online, read once per process: how many busy-waiting
+/// participants can run at the same time. (Not the caller's affinity: a thread pinned to one
+/// CPU would count one, and the other participants are other processes with their own.) A
+/// thread's [`CPUS_FOR_TEST`] stands in for it in tests.
 pub(crate) fn usable_cpus() -> usize {
     #[cfg(test)]
     if let Some(n) = CPUS_FOR_TEST.with(std::cell::Cell::get) {
         return n;
     }
     static CPUS: OnceLock<usize> = OnceLock::new();
-    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+    *CPUS.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+        usize::try_from(online).map_or(1, |n| n.max(1))
+    })
 }
 
 #[cfg(test)]

@@ -1725,8 +1725,16 @@ fn wait_go(go: &str) {
 fn child_fan_in(kind: &str, path: &str, go: &str, frames: u64, cpu: usize) -> Result {
     // Pinned only where each publisher has a CPU of its own beside the subscriber's: several
     // publishers pinned to one CPU starve each other (iceoryx2's then hang for good).
+    // Otherwise free to run on every CPU (not the parent's pin to CPU 0, which a spawned
+    // child inherits).
     if cpu != 0 {
         pin(cpu);
+    } else {
+        let mut every = rustix::thread::CpuSet::new();
+        for c in 0..cpus().min(rustix::thread::CpuSet::MAX_CPU) {
+            every.set(c);
+        }
+        let _ = rustix::thread::sched_setaffinity(None, &every);
     }
     const SIZE: usize = 4096;
     match kind {

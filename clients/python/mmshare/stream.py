@@ -546,8 +546,8 @@ class Subscriber(_Handle):
         """Copies the next frame into `out` as `receive_into` does, if one is there, and
         returns its number; None (and `out` untouched) when none is. Never waits: the
         cheapest way to poll for copies from Python (the GIL is kept for frames below
-        64 KiB). A poll that finds nothing returns before looking at `out`: it is checked
-        whenever a frame is there for it."""
+        64 KiB). A poll that finds nothing returns before looking at `out` (it is checked
+        whenever a frame is there for it; a variable-size stream is refused either way)."""
         if self._generation != _fork.generation:
             self._check_process()
         return self._native.try_receive_into(out)

@@ -813,19 +813,25 @@ impl NativeSubscriber {
     /// copy, this is one call per frame, with the GIL kept for frames below 64 KiB.
     ///
     /// A poll that finds nothing (most calls of a polling loop) returns before the
-    /// destination's buffer is borrowed: `dst` is checked whenever a frame is there for it.
+    /// destination's buffer is borrowed: `dst` is checked whenever a frame is there for it
+    /// (a lost or evicted subscription is still reported at once).
     fn try_receive_into(&self, py: Python<'_>, dst: Bound<'_, PyAny>) -> PyResult<Option<u64>> {
         let shared = &self.shared;
-        // Taken once, for the look and for the copy (the destination is borrowed meanwhile:
-        // a C-level call that runs no subscriber code).
-        let taken = shared.try_take();
-        if !self.variable && taken.as_ref().is_some_and(|s| !s.has_new()) {
-            return Ok(None);
+        // The look, with the subscriber let go again before the destination is borrowed
+        // (which may run Python code, and that code may use this subscriber).
+        if !self.variable
+            && let Some(s) = shared.try_take()
+        {
+            match s.has_new() {
+                Ok(false) => return Ok(None),
+                Ok(true) => {}
+                Err(e) => return Err(error(py, e)),
+            }
         }
         let dst = self.destination(py, &dst)?;
         let (to, len) = (dst.address(), dst.len());
         let copy = move |s: &Subscriber<u8>| copy_next(s, to, len);
-        let got = match taken {
+        let got = match shared.try_take() {
             Some(s) if len < DETACH_FROM => copy(&s),
             busy_or_big => {
                 drop(busy_or_big);

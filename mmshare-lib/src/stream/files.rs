@@ -868,9 +868,9 @@ impl StreamFiles {
         }
     }
 
-    /// Whether more processes may be busy-waiting on this stream than the CPUs this process
-    /// may use: its publishers (one per lane it allows) and the subscribers started in this
-    /// lane. Then some waiter surely shares its CPU with someone it waits for, and a spin
+    /// Whether more processes may be busy-waiting on this stream than the machine has CPUs
+    /// online: its publishers (one per lane it allows: its `max_publishers`, attached or not)
+    /// and the subscribers started in this lane. Then some waiter surely shares its CPU with someone it waits for, and a spin
     /// there delays that one by the whole spin: waiters yield from the start instead. (A
     /// count of what could be running, not of what runs; the cost of a wrong answer is a
     /// spin or a yield.)

@@ -807,8 +807,16 @@ impl<T: Element> Subscriber<T> {
     /// `PUBLISHED` word; no system call, nothing written). A hint: a lossy subscriber may
     /// still find nothing when that frame was taken back meanwhile, and a frame published just
     /// after the answer is not counted.
-    pub fn has_new(&self) -> bool {
-        self.anything_new()
+    ///
+    /// # Errors
+    /// [`StreamError::SubscriptionLost`] and [`StreamError::Evicted`], as
+    /// [`Subscriber::receive`] reports them: a polling loop that asks this first still learns
+    /// that its subscription ended.
+    pub fn has_new(&self) -> Result<bool, StreamError> {
+        for lane in &self.lanes {
+            lane.check_record()?;
+        }
+        Ok(self.anything_new())
     }
 
     /// Whether some lane has a frame after its cursor (the last check before a sleep).

@@ -2164,6 +2164,8 @@ fn control_u32(files: &StreamFiles, at: u64) -> u32 {
 fn a_waiter_on_the_other_sides_cpu_yields_instead_of_spinning() {
     use crate::backoff::SPINS;
     use std::os::unix::fs::FileExt;
+    // CPUs enough that only the hints decide (`crowded` is another test's).
+    crate::sys::CPUS_FOR_TEST.with(|c| c.set(Some(64)));
     let here = pin_here();
     let elsewhere = here + 1;
     let dir = tempfile::tempdir().unwrap();
@@ -2348,24 +2350,27 @@ fn has_new_tells_whether_a_frame_is_waiting_in_any_lane() {
     let path = make(dir.path(), 4, 4);
     let mut publisher = Publisher::<u64>::open(&path).unwrap();
     let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
-    assert!(!subscriber.has_new(), "nothing published yet");
+    assert!(!subscriber.has_new().unwrap(), "nothing published yet");
     send(&mut publisher);
     send(&mut publisher);
-    assert!(subscriber.has_new());
+    assert!(subscriber.has_new().unwrap());
     drop(subscriber.receive().unwrap().unwrap());
-    assert!(subscriber.has_new(), "one of two received");
+    assert!(subscriber.has_new().unwrap(), "one of two received");
     drop(subscriber.receive().unwrap().unwrap());
-    assert!(!subscriber.has_new(), "both received");
+    assert!(!subscriber.has_new().unwrap(), "both received");
 
     let path = make_lanes(dir.path(), 2, 4);
     let _a = Publisher::<u64>::open(&path).unwrap();
     let mut b = Publisher::<u64>::open(&path).unwrap();
     let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
-    assert!(!subscriber.has_new());
+    assert!(!subscriber.has_new().unwrap());
     send(&mut b);
-    assert!(subscriber.has_new(), "a frame in the second lane counts");
+    assert!(
+        subscriber.has_new().unwrap(),
+        "a frame in the second lane counts"
+    );
     drop(subscriber.receive().unwrap().unwrap());
-    assert!(!subscriber.has_new());
+    assert!(!subscriber.has_new().unwrap());
 }
 
 /// With more participants than CPUs (publishers and started subscribers), a waiting publisher
