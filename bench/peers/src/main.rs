@@ -2135,6 +2135,7 @@ fn main() {
         ),
         "__rpc_mmshare" => child_rpc_mmshare(arg(2), arg(3), num(4)),
         "__rpc_iox" => child_rpc_iox(arg(2), num(3) as usize, num(4)),
+        // One fan-in case alone: KIND (stream, iceoryx2) PUBLISHERS FRAMES (frames/s).
         "__fan_in_only" => (|| {
             pin(0);
             let dir = tempfile::tempdir_in("/dev/shm").map_err(|e| e.to_string())?;
@@ -2184,14 +2185,6 @@ fn main() {
                 other => return Err(format!("unknown case {other}")),
             };
             println!("p50 {:.0} ns, p99 {:.0} ns", dist.at(0.5), dist.at(0.99));
-            Ok(())
-        })(),
-        // One fan-in case alone: KIND (stream, iceoryx2) PUBLISHERS FRAMES (frames/s).
-        "__fan_in_only" => (|| {
-            pin(0);
-            let dir = tempfile::tempdir_in("/dev/shm").map_err(|e| e.to_string())?;
-            let fps = fan_in(dir.path(), arg(2), num(3) as usize, num(4) as usize)?;
-            println!("{fps:.0} frames/s");
             Ok(())
         })(),
         "__fan_in" => child_fan_in(arg(2), arg(3), arg(4), num(5), num(6) as usize),
