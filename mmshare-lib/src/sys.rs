@@ -373,6 +373,34 @@ pub(crate) fn cpu_hint() -> u32 {
     u32::try_from(cpu).map_or(0, |c| c.wrapping_add(1))
 }
 
+/// Asks the CPU to start loading the cache line at `addr` for reading, and returns at once: a
+/// hint with no effect on what the program sees. Never faults, even on an address that is not
+/// mapped (the load is then dropped), so any address will do.
+///
+/// A subscriber polling for its next frame asks for the frame's first line on each poll: when
+/// the frame arrives, that line is already on its way, beside the tag line the poll reads, so
+/// that a small frame costs one cache miss after its tag instead of two in a row.
+#[inline]
+pub(crate) fn prefetch(addr: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing the program sees and never faults.
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>(addr.cast());
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: as above: `prfm` is a hint that never faults and writes nothing.
+    unsafe {
+        std::arch::asm!(
+            "prfm pldl1keep, [{addr}]",
+            addr = in(reg) addr,
+            options(nostack, readonly, preserves_flags)
+        );
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = addr;
+}
+
 /// How many CPUs the machine has online, read once per process: how many busy-waiting
 /// participants can run at the same time. (Not the caller's affinity: a thread pinned to one
 /// CPU would count one, and the other participants are other processes with their own.) A

@@ -290,6 +290,15 @@ impl Lane {
         self.state.borrow().cursor
     }
 
+    /// Starts loading the first line of the frame slot the next frame is expected in (the
+    /// slot its number hints at, where `protocol::receive` looks first), so that it arrives
+    /// while the poll reads the slot's tag (`sys::prefetch`). One line only: for bigger
+    /// frames, more lines measured no faster (4 KiB) or slower (all 64 of them).
+    fn prefetch_next(&self) {
+        let slot = (self.cursor() % self.files.slots() as u64) as usize;
+        crate::sys::prefetch(self.files.slot_ptr(slot));
+    }
+
     /// Whether the record is still this subscription's (not reclaimed: an evicted one still
     /// owns its record, its holds and its sleeper count until it drops).
     fn owns_record(&self) -> bool {
@@ -769,6 +778,7 @@ impl<T: Element> Subscriber<T> {
     /// are alive; [`StreamError::SubscriptionLost`].
     pub fn receive(&self) -> Result<Option<Sample<'_, T>>, StreamError> {
         if self.lanes.len() == 1 {
+            self.lanes[0].prefetch_next();
             return self.take_from(0, protocol::receive);
         }
         let order = self.lanes_by(
@@ -776,6 +786,7 @@ impl<T: Element> Subscriber<T> {
             false,
         );
         for lane in order {
+            self.lanes[lane].prefetch_next();
             if let Some(sample) = self.take_from(lane, protocol::receive)? {
                 return Ok(Some(sample));
             }
@@ -815,6 +826,8 @@ impl<T: Element> Subscriber<T> {
     pub fn has_new(&self) -> Result<bool, StreamError> {
         for lane in &self.lanes {
             lane.check_record()?;
+            // A caller that asks this in a loop takes the frame as soon as it says yes.
+            lane.prefetch_next();
         }
         Ok(self.anything_new())
     }
