@@ -161,6 +161,84 @@ def test_send_takes_a_ready_frame_as_it_is_and_converts_anything_else(daemon):
         pub.send(ready, casting="sometimes")
 
 
+def test_the_native_send_and_poll_refuse_what_the_python_methods_refuse(daemon):
+    """A handle's `send` and `try_receive_into` are the native core's methods (no Python code
+    runs): they still take only an exact ndarray as it is (a subclass, bytes, another dtype of
+    the same size go the converting way, with its checks and errors), refuse once the handle
+    is closed (a method kept from before included) and in a forked child, and hold no
+    reference back to the handle (dropping it detaches at once, with the cycle collector off)."""
+    import gc
+    c = mmshare.connect(daemon.socket)
+    c.create_stream("native-send", "<u4", (4,), slots=4)
+    pub, sub = c.publisher("native-send"), c.subscribe("native-send", lossless=True)
+    out = np.empty(4, np.uint32)
+
+    class Tagged(np.ndarray):
+        pass
+
+    sent = [
+        (np.arange(4, dtype=np.uint32), None),                      # as it is
+        (np.arange(4, 8, dtype=np.uint32).view(Tagged), None),     # a subclass: converted
+        (np.arange(8, 12, dtype=np.int32), "unsafe"),               # same size, other dtype
+        (np.arange(12, 16, dtype=">u4"), None),                     # other byte order
+    ]
+    for frame, casting in sent:
+        pub.send(frame, casting=casting)  # casting None: the default rule
+    for n in range(4):
+        assert sub.try_receive_into(out) == n
+        np.testing.assert_array_equal(out, np.arange(4 * n, 4 * n + 4))
+    with pytest.raises(TypeError, match="float32"):
+        pub.send(np.zeros(4, np.float32))                  # same size, refused by casting
+    with pytest.raises(ValueError, match=r"frame shape \(\) is not the stream's \(4,\)"):
+        pub.send(bytes(16))                                 # bytes: converted, refused
+    with pytest.raises(ValueError, match=r"frame shape \(2, 2\) is not the stream's \(4,\)"):
+        pub.send(np.zeros((2, 2), np.uint32))               # its bytes, not its shape
+    with pytest.raises(ValueError, match="casting must be one of"):
+        pub.send(np.arange(4, dtype=np.uint32), casting=3)
+    c.create_stream("native-send-u1", "u1", (4,), slots=4)
+    with c.publisher("native-send-u1") as bytes_pub:
+        with pytest.raises(ValueError, match=r"frame shape \(\) is not"):
+            bytes_pub.send(bytes(4))  # its buffer has the frame's format and shape: still not an array
+    assert sub.try_receive_into(out) is None
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: both refused
+        verdict = b""
+        for call in (lambda: pub.send(np.zeros(4, np.uint32)), lambda: sub.try_receive_into(out)):
+            try:
+                call()
+                verdict += b"used "
+            except mmshare.WrongProcess:
+                verdict += b"refused "
+            except BaseException:
+                verdict += b"other "
+        os.write(write, verdict)
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    assert os.read(read, 100) == b"refused refused "
+    assert sub.try_receive_into(out) is None  # nothing was sent from the child
+
+    kept_send, kept_poll = pub.send, sub.try_receive_into
+    pub.close()
+    sub.close()
+    with pytest.raises(mmshare.MmshareError, match="publisher of stream 'native-send' is closed"):
+        kept_send(np.zeros(4, np.uint32))
+    with pytest.raises(mmshare.MmshareError, match="subscriber of stream 'native-send' is closed"):
+        kept_poll(out)
+    del kept_send, kept_poll
+
+    gc.disable()
+    try:
+        pub = c.publisher("native-send")
+        pub.send(np.zeros(4, np.uint32))
+        del pub  # no cycle: the publisher detaches now, not at the next collection
+        c.publisher("native-send").close()
+    finally:
+        gc.enable()
+
+
 def test_a_slow_lossy_python_subscriber_counts_every_frame_it_misses(daemon, worker):
     c = mmshare.connect(daemon.socket)
     stream(c, "slow", slots=4)

@@ -27,8 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _fork, errors
-from .array import (CASTINGS as _CASTINGS, _Pages, _check_casting, as_bytes, check_cast,
-                    checked, numpy_dtype)
+from .array import _Pages, _check_casting, as_bytes, check_cast, checked, numpy_dtype
 
 #: How long `Publisher.loan` and `Publisher.send` wait for a free slot by default (seconds).
 LOAN_TIMEOUT = 10.0
@@ -265,6 +264,18 @@ class Publisher(_Handle):
                                    f"no free slot of stream {self.name!r}", self)
         return Loan(self, timeout, casting, native=got)
 
+    def __init__(self, info, native, lease):
+        super().__init__(info, native, lease)
+        # `send` is the native core's own method on each handle (`_send_converting` below
+        # does what it cannot): the common call, an ndarray that already is a frame, then
+        # runs no Python code at all. It checks what this class's methods check (the process,
+        # and that the handle is open) itself.
+        layout = memoryview(np.empty(0, self.dtype)).format if self._plain else None
+        spec = _FrameSpec(self.name, self.dtype, self.shape, self.order, self.variable,
+                          self.header_dtype)
+        native.direct_sends(np.ndarray, layout, list(self.shape), spec, _send_converting)
+        self.send = native.send_frame
+
     def send(self, frame, timeout=LOAN_TIMEOUT, casting="same_kind", header=None) -> int:
         """Copies `frame` (any array of the stream's shape, converted to its dtype under
         NumPy's `casting` rule: 'same_kind' by default, so floats into an integer stream raise
@@ -272,62 +283,76 @@ class Publisher(_Handle):
         and publishes it; returns its number. Waits for a slot as `loan` does. For
         variable-size frames, `frame` may have fewer rows than the largest frame. `header`: the
         frame's header (a value of the stream's header dtype: a number, a tuple for a record),
-        checked under the same casting rule."""
-        if (header is None and self._plain and type(frame) is np.ndarray
-                and frame.dtype is self.dtype and frame.shape == self.shape
-                and casting in _CASTINGS and self._generation == _fork.generation):
-            # Already the frame's dtype and shape: nothing to check or convert (any casting
-            # rule allows a dtype to itself). The common case, and a per-frame cost from
-            # Python, so every check here is one of the cheapest: the native side takes only a
-            # C-contiguous buffer of the frame's bytes, and refuses anything else with a
-            # ValueError, which sends a strided frame the converting way below.
-            try:
-                return self._native.send(frame, timeout)
-            except ValueError:
-                pass
+        checked under the same casting rule. A frame that already is one (an ndarray of the
+        stream's dtype and shape, C-contiguous) is copied in as it is, without Python code."""
+        # Reached only through the class (`Publisher.send(pub, ...)`) or once closed: a
+        # handle's own `send` is the native method (see `__init__`).
+        if self._native is None:
+            raise errors.MmshareError(f"the publisher of stream {self.name!r} is closed")
         self._check_process()
-        given = frame
-        _check_casting(casting)
-        if self.dtype.names is not None and not isinstance(frame, np.ndarray):
-            # Tuples are records: checked field by field, then converted as records.
-            check_cast(given, self.dtype, casting, f"stream {self.name!r}")
-            frame = np.asarray(frame, dtype=self.dtype)
-        frame = np.asarray(frame)
-        if self.variable:
-            if (frame.ndim != len(self.shape) or frame.shape[1:] != self.shape[1:]
-                    or frame.shape[0] > self.shape[0]):
-                raise ValueError(
-                    f"frame shape {frame.shape} does not fit the stream's largest frame "
-                    f"{self.shape} (its frames vary in length along axis 0)")
-        elif frame.shape != self.shape:
-            raise ValueError(f"frame shape {frame.shape} is not the stream's {self.shape}")
-        check_cast(given, self.dtype, casting, f"stream {self.name!r}")
-        raw_header = None
-        if header is not None:
-            if self.header_dtype is None:
-                raise ValueError(f"the frames of stream {self.name!r} carry no header")
-            check_cast(header, self.header_dtype, casting, f"the header of stream {self.name!r}")
-            # Zeros first, so that a record's padding is zero rather than whatever was there.
-            value = np.zeros((), self.header_dtype)
-            value[()] = header
-            raw_header = as_bytes(value)
-        # The frame's bytes in the stream's dtype and memory order (a copy only if they are
-        # not already), copied into the slot by the native core: no view is made. The native
-        # side takes a C-contiguous buffer: a Fortran-ordered frame's transpose is one.
-        if self.order == "F":
-            frame = np.asfortranarray(frame, dtype=self.dtype).T
-        else:
-            frame = np.ascontiguousarray(frame, dtype=self.dtype)
-        rows = frame.shape[0] if self.variable else None
-        return self._native.send(as_bytes(frame), timeout, raw_header, rows)
+        return self._native.send_frame(frame, timeout, casting, header)
 
     def close(self):
         """Detaches (another publisher may attach) once no loan of it, or view of a loaned
         frame, is left. Frames published stay readable."""
+        if self._native is not None:
+            self._native.close()  # a `send` kept from before refuses from now on
+        self.__dict__.pop("send", None)
         super().close()
 
     def __repr__(self):
         return f"<Publisher {self.name} {self.dtype.str} {self.shape}>"
+
+
+class _FrameSpec(NamedTuple):
+    """What `_send_converting` needs of a publisher (not the handle itself: the native core
+    keeps this, and a reference back to the handle would keep it alive in a cycle)."""
+    name: str
+    dtype: np.dtype
+    shape: tuple
+    order: str
+    variable: bool
+    header_dtype: object
+
+
+def _send_converting(spec, native, frame, timeout, casting, header) -> int:
+    """`Publisher.send` for what the native core does not take as it is: checks `frame` (and
+    `header`) against the stream under NumPy's `casting` rule, converts it and sends its
+    bytes. The native `send_frame` calls it, after its own process and handle checks."""
+    given = frame
+    _check_casting(casting)
+    if spec.dtype.names is not None and not isinstance(frame, np.ndarray):
+        # Tuples are records: checked field by field, then converted as records.
+        check_cast(given, spec.dtype, casting, f"stream {spec.name!r}")
+        frame = np.asarray(frame, dtype=spec.dtype)
+    frame = np.asarray(frame)
+    if spec.variable:
+        if (frame.ndim != len(spec.shape) or frame.shape[1:] != spec.shape[1:]
+                or frame.shape[0] > spec.shape[0]):
+            raise ValueError(
+                f"frame shape {frame.shape} does not fit the stream's largest frame "
+                f"{spec.shape} (its frames vary in length along axis 0)")
+    elif frame.shape != spec.shape:
+        raise ValueError(f"frame shape {frame.shape} is not the stream's {spec.shape}")
+    check_cast(given, spec.dtype, casting, f"stream {spec.name!r}")
+    raw_header = None
+    if header is not None:
+        if spec.header_dtype is None:
+            raise ValueError(f"the frames of stream {spec.name!r} carry no header")
+        check_cast(header, spec.header_dtype, casting, f"the header of stream {spec.name!r}")
+        # Zeros first, so that a record's padding is zero rather than whatever was there.
+        value = np.zeros((), spec.header_dtype)
+        value[()] = header
+        raw_header = as_bytes(value)
+    # The frame's bytes in the stream's dtype and memory order (a copy only if they are not
+    # already), copied into the slot by the native core: no view is made. The native side
+    # takes a C-contiguous buffer: a Fortran-ordered frame's transpose is one.
+    if spec.order == "F":
+        frame = np.asfortranarray(frame, dtype=spec.dtype).T
+    else:
+        frame = np.ascontiguousarray(frame, dtype=spec.dtype)
+    rows = frame.shape[0] if spec.variable else None
+    return native.send(as_bytes(frame), timeout, raw_header, rows)
 
 
 class Sample:
@@ -443,6 +468,9 @@ class Subscriber(_Handle):
     def __init__(self, info, native, lease):
         super().__init__(info, native, lease)
         self.lossless = native.lossless
+        # The polling call is the native core's own method on each handle, as `send` is on a
+        # publisher's (it checks the process and that the handle is open itself).
+        self.try_receive_into = native.try_receive_into
         self._current = None
         # Views of released samples that nothing else refers to, by slot address, ready to be
         # reused for the next sample in that slot (see `_view_of` and `Sample.release`).
@@ -546,10 +574,13 @@ class Subscriber(_Handle):
         """Copies the next frame into `out` as `receive_into` does, if one is there, and
         returns its number; None (and `out` untouched) when none is. Never waits: the
         cheapest way to poll for copies from Python (the GIL is kept for frames below
-        64 KiB). A poll that finds nothing returns before looking at `out` (it is checked
+        64 KiB, and a handle's `try_receive_into` is the native method itself: no Python code
+        runs). A poll that finds nothing returns before looking at `out` (it is checked
         whenever a frame is there for it; a variable-size stream is refused either way)."""
-        if self._generation != _fork.generation:
-            self._check_process()
+        # Reached only through the class or once closed (see `__init__`).
+        if self._native is None:
+            raise errors.MmshareError(f"the subscriber of stream {self.name!r} is closed")
+        self._check_process()
         return self._native.try_receive_into(out)
 
     def latest(self):
@@ -613,6 +644,9 @@ class Subscriber(_Handle):
         if self._current is not None and self._generation == _fork.generation:
             self._current.release()
         self._current = None
+        if self._native is not None:
+            self._native.close()  # a `try_receive_into` kept from before refuses from now on
+        self.__dict__.pop("try_receive_into", None)
         super().close()
 
     def __repr__(self):

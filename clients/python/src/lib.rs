@@ -113,6 +113,45 @@ impl Bytes {
         Ok(bytes)
     }
 
+    /// Borrows `obj`'s buffer, C-contiguous, with its item format and shape, or `None` when it
+    /// exports none that way (the Python error is cleared): the first look of a fast path
+    /// that falls back to the general one.
+    pub(crate) fn borrow_described(obj: &Bound<'_, PyAny>) -> Option<Bytes> {
+        use pyo3::ffi;
+        let mut view = Box::new(std::mem::MaybeUninit::<ffi::Py_buffer>::zeroed());
+        let flags = ffi::PyBUF_C_CONTIGUOUS | ffi::PyBUF_FORMAT;
+        // SAFETY: as in `borrow_where`.
+        if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), flags) } != 0 {
+            drop(PyErr::take(obj.py()));
+            return None;
+        }
+        // SAFETY: `PyObject_GetBuffer` succeeded, so it filled `view` in.
+        Some(Bytes(unsafe {
+            Box::from_raw(Box::into_raw(view).cast::<ffi::Py_buffer>())
+        }))
+    }
+
+    /// The item format (`struct` syntax; "B" when the exporter gave none).
+    pub(crate) fn format(&self) -> &std::ffi::CStr {
+        if self.0.format.is_null() {
+            c"B"
+        } else {
+            // SAFETY: a non-null format of a filled view is a NUL-terminated string that
+            // lives as long as the view.
+            unsafe { std::ffi::CStr::from_ptr(self.0.format) }
+        }
+    }
+
+    /// The shape (one entry per dimension; a 0-d buffer has none).
+    pub(crate) fn shape(&self) -> &[isize] {
+        let ndim = usize::try_from(self.0.ndim).unwrap_or(0);
+        if ndim == 0 || self.0.shape.is_null() {
+            return &[];
+        }
+        // SAFETY: a view filled with PyBUF_ND has `ndim` shape entries, living as long as it.
+        unsafe { std::slice::from_raw_parts(self.0.shape, ndim) }
+    }
+
     /// The first byte; valid for `len` bytes while this lives.
     pub(crate) fn address(&self) -> usize {
         self.0.buf as usize

@@ -16,7 +16,8 @@
 //! the subscriber is free, else by its holder when it lets go. A token's own small lock is
 //! never held while waiting for another.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use mmshare::{Delivery, LoanToken, Publisher, SampleToken, StreamError, Subscriber};
 use pyo3::prelude::*;
@@ -67,18 +68,156 @@ pub(crate) struct NativePublisher {
     header_bytes: usize,
     variable: bool,
     id: mmshare::PublisherId,
+    /// The stream's name, for errors.
+    name: String,
+    /// The process that opened it (its `ProcessId` word and pid): `send_frame` refuses to run
+    /// in a child it forked, as every other method of the Python handle does.
+    opener: (u64, u32),
+    /// What `send_frame` takes as it is, once the Python handle has said (`direct_sends`).
+    direct: OnceLock<Direct>,
+    /// Set when the Python handle is closed: `send_frame`, which a caller may have kept as a
+    /// bound method, refuses from then on.
+    closed: AtomicBool,
 }
+
+/// What `NativePublisher::send_frame` needs to copy a frame in without Python code: the
+/// frames it can take as they are, and the Python function for the others.
+struct Direct {
+    /// `numpy.ndarray`: only an exact ndarray is taken as it is (a subclass may mean more
+    /// than its bytes, so it goes the converting way, as it always did).
+    ndarray: Py<pyo3::types::PyType>,
+    /// The buffer format an ndarray of the stream's dtype exports (`memoryview(a).format`),
+    /// and the frame's shape: an ndarray with both is the frame's bytes already. `None` when
+    /// no frame is taken as it is (not a plain numeric dtype in C order, or variable size).
+    layout: Option<(std::ffi::CString, Vec<isize>)>,
+    /// `mmshare.stream._send_converting(spec, native, frame, timeout, casting, header)`,
+    /// and its `spec`: the general path (conversions, casting checks, headers, errors).
+    converting: Py<PyAny>,
+    spec: Py<PyAny>,
+}
+
+/// Refuses a handle's fast method (one that is the Python handle's own: no Python code runs
+/// before it) once the handle is closed, or in a child forked from its opener, with the errors
+/// the Python methods raise.
+fn usable(
+    py: Python<'_>,
+    side: &str,
+    name: &str,
+    (word, pid): (u64, u32),
+    closed: &AtomicBool,
+) -> PyResult<()> {
+    if closed.load(Ordering::Relaxed) {
+        return Err(errors::with_message(
+            py,
+            "MmshareError",
+            format!("the {side} of stream '{name}' is closed"),
+        ));
+    }
+    if mmshare::ProcessId::current().to_word() != word {
+        return Err(errors::with_message(
+            py,
+            "WrongProcess",
+            format!(
+                "the {side} of stream '{name}' was opened by process {pid}, and this process \
+                 is a child it forked: a handle is one participant and stays its opener's. \
+                 Open it again here (by name, or pass it pickled: it reopens by name in the \
+                 receiver)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The casting rules of NumPy (`mmshare.array.CASTINGS`): any of them allows a dtype to
+/// itself, so a frame already in the stream's dtype is taken under each.
+const CASTINGS: [&str; 5] = ["no", "equiv", "safe", "same_kind", "unsafe"];
 
 impl NativePublisher {
     pub(crate) fn new(publisher: Publisher<u8>) -> NativePublisher {
+        let process = mmshare::ProcessId::current();
         NativePublisher {
             id: publisher.id(),
             frame_bytes: publisher.frame_len(),
             row_bytes: publisher.row_len(),
             header_bytes: publisher.header_dtype().map_or(0, mmshare::DType::size),
             variable: publisher.is_variable(),
+            name: publisher.files().header().name.clone(),
+            opener: (process.to_word(), process.pid),
+            direct: OnceLock::new(),
+            closed: AtomicBool::new(false),
             publisher: Arc::new(Mutex::new(publisher)),
         }
+    }
+
+    /// `frame` as the stream's frame bytes, if it is one as it is: an exact ndarray of the
+    /// stream's dtype (by buffer format) and shape, C-contiguous.
+    fn as_frame(&self, direct: &Direct, frame: &Bound<'_, PyAny>) -> Option<Bytes> {
+        let (format, shape) = direct.layout.as_ref()?;
+        if !frame.get_type().is(direct.ndarray.bind(frame.py())) {
+            return None;
+        }
+        let bytes = Bytes::borrow_described(frame)?;
+        (bytes.format() == format.as_c_str()
+            && bytes.shape() == shape.as_slice()
+            && bytes.len() == self.frame_bytes)
+            .then_some(bytes)
+    }
+
+    /// Copies `src` (and `header`) into a loaned slot and publishes it (`send`).
+    fn send_bytes(
+        &self,
+        py: Python<'_>,
+        src: &Bytes,
+        timeout: Option<f64>,
+        header: Option<&Bytes>,
+        rows: Option<u64>,
+    ) -> PyResult<u64> {
+        let len = src.len();
+        let (from, header_from) = (src.address(), header.map(Bytes::address));
+        let header_len = self.header_bytes;
+        let copy = move |to: usize, header_to: usize| {
+            // SAFETY: `from` is the borrowed source's `len` bytes, kept by the caller's `Bytes`
+            // for this call; `to` is the loaned slot's frame, at least `len` bytes, ours until
+            // published. They do not overlap (one is the caller's memory, the other the
+            // stream's mapping). The same for the header: `header_len` bytes on both sides.
+            unsafe {
+                std::ptr::copy_nonoverlapping(from as *const u8, to as *mut u8, len);
+                if let Some(h) = header_from {
+                    std::ptr::copy_nonoverlapping(h as *const u8, header_to as *mut u8, header_len);
+                }
+            }
+        };
+        if len < DETACH_FROM
+            && let Ok(mut p) = self.publisher.try_lock()
+        {
+            match p.loan_token(std::time::Duration::ZERO) {
+                Ok(mut token) => {
+                    if let Some(rows) = rows
+                        && let Err(e) = token.set_rows(rows)
+                    {
+                        // Never outstanding past an error: the next loan must not find it.
+                        p.abandon_token(token);
+                        return Err(error(py, e));
+                    }
+                    let header_to = p.header_ptr(&token).map_or(0, |h| h as usize);
+                    copy(p.frame_ptr(&token) as usize, header_to);
+                    return p.publish_token(token).map_err(|e| error(py, e));
+                }
+                Err(StreamError::LoanTimeout { .. }) => {} // full: wait below
+                Err(e) => return Err(error(py, e)),
+            }
+        }
+        let loan = self.loan(py, timeout)?;
+        if let Some(rows) = rows {
+            loan.set_rows(py, rows)?; // on an error the loan is dropped: abandoned
+        }
+        let (to, header_to) = (loan.address, loan.header_address);
+        if len < DETACH_FROM {
+            copy(to, header_to);
+        } else {
+            py.detach(|| copy(to, header_to));
+        }
+        loan.publish(py)
     }
 }
 
@@ -322,51 +461,98 @@ impl NativePublisher {
             }
             None => None,
         };
-        let (from, header_from) = (src.address(), header.as_ref().map(Bytes::address));
-        let header_len = self.header_bytes;
-        let copy = move |to: usize, header_to: usize| {
-            // SAFETY: `from` is the borrowed source's `len` bytes, kept by `src` for this
-            // call; `to` is the loaned slot's frame, at least `len` bytes, ours until
-            // published. They do not overlap (one is the caller's memory, the other the
-            // stream's mapping). The same for the header: `header_len` bytes on both sides.
-            unsafe {
-                std::ptr::copy_nonoverlapping(from as *const u8, to as *mut u8, len);
-                if let Some(h) = header_from {
-                    std::ptr::copy_nonoverlapping(h as *const u8, header_to as *mut u8, header_len);
-                }
-            }
+        self.send_bytes(py, &src, timeout, header.as_ref(), rows)
+    }
+
+    /// Tells `send_frame` what it may take as it is (`format` and `shape`: of an ndarray that
+    /// is a frame already; `None` for a stream whose frames always go the converting way)
+    /// and how to send anything else (`converting(spec, self, frame, timeout, casting,
+    /// header)`). Once; a second call changes nothing.
+    fn direct_sends(
+        &self,
+        ndarray: Bound<'_, pyo3::types::PyType>,
+        format: Option<&str>,
+        shape: Vec<isize>,
+        spec: Py<PyAny>,
+        converting: Py<PyAny>,
+    ) -> PyResult<()> {
+        let layout = match format {
+            Some(f) => Some((
+                std::ffi::CString::new(f).map_err(|_| {
+                    pyo3::exceptions::PyValueError::new_err(format!("bad buffer format {f:?}"))
+                })?,
+                shape,
+            )),
+            None => None,
         };
-        if len < DETACH_FROM
-            && let Ok(mut p) = self.publisher.try_lock()
+        let _ = self.direct.set(Direct {
+            ndarray: ndarray.unbind(),
+            layout,
+            converting,
+            spec,
+        });
+        Ok(())
+    }
+
+    /// `Publisher.send` (its documentation is there): what a Python handle's `send` is, so
+    /// that the common call runs no Python code. A frame that already is the stream's frame
+    /// (an ndarray of its dtype and shape, C-contiguous; no header) is copied in here; any
+    /// other goes to the converting path, which checks, converts and sends it as it always
+    /// did. `casting` None means the default, "same_kind".
+    #[pyo3(signature = (frame, timeout=Some(10.0), casting=None, header=None))]
+    fn send_frame(
+        slf: &Bound<'_, Self>,
+        frame: Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        casting: Option<Bound<'_, PyAny>>,
+        header: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        usable(py, "publisher", &this.name, this.opener, &this.closed)?;
+        let Some(direct) = this.direct.get() else {
+            return Err(errors::with_message(
+                py,
+                "MmshareError",
+                "send_frame before direct_sends".to_owned(),
+            ));
+        };
+        let rule_ok = match &casting {
+            None => true,
+            Some(c) => c
+                .cast::<pyo3::types::PyString>()
+                .ok()
+                .and_then(|c| c.to_str().ok().map(|c| CASTINGS.contains(&c)))
+                .unwrap_or(false),
+        };
+        if header.is_none()
+            && rule_ok
+            && let Some(bytes) = this.as_frame(direct, &frame)
         {
-            match p.loan_token(std::time::Duration::ZERO) {
-                Ok(mut token) => {
-                    if let Some(rows) = rows
-                        && let Err(e) = token.set_rows(rows)
-                    {
-                        // Never outstanding past an error: the next loan must not find it.
-                        p.abandon_token(token);
-                        return Err(error(py, e));
-                    }
-                    let header_to = p.header_ptr(&token).map_or(0, |h| h as usize);
-                    copy(p.frame_ptr(&token) as usize, header_to);
-                    return p.publish_token(token).map_err(|e| error(py, e));
-                }
-                Err(StreamError::LoanTimeout { .. }) => {} // full: wait below
-                Err(e) => return Err(error(py, e)),
-            }
+            let number = this.send_bytes(py, &bytes, timeout, None, None)?;
+            return Ok(number.into_pyobject(py)?.into_any().unbind());
         }
-        let loan = self.loan(py, timeout)?;
-        if let Some(rows) = rows {
-            loan.set_rows(py, rows)?; // on an error the loan is dropped: abandoned
-        }
-        let (to, header_to) = (loan.address, loan.header_address);
-        if len < DETACH_FROM {
-            copy(to, header_to);
-        } else {
-            py.detach(|| copy(to, header_to));
-        }
-        loan.publish(py)
+        let casting = match casting {
+            Some(c) => c.unbind(),
+            None => "same_kind".into_pyobject(py)?.into_any().unbind(),
+        };
+        direct.converting.call1(
+            py,
+            (
+                direct.spec.clone_ref(py),
+                slf,
+                frame,
+                timeout,
+                casting,
+                header,
+            ),
+        )
+    }
+
+    /// Marks the handle closed: `send_frame` refuses from now on (the publisher itself
+    /// detaches when this object goes).
+    fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
     }
 }
 
@@ -547,11 +733,22 @@ pub(crate) struct NativeSubscriber {
     header_bytes: usize,
     lossless: bool,
     variable: bool,
+    /// The stream's name, for errors.
+    name: String,
+    /// The process that subscribed (`ProcessId` word and pid): `try_receive_into`, which is
+    /// the Python handle's own method, refuses in a child it forked.
+    opener: (u64, u32),
+    /// Set when the Python handle is closed (`try_receive_into` refuses from then on).
+    closed: AtomicBool,
 }
 
 impl NativeSubscriber {
     pub(crate) fn new(subscriber: Subscriber<u8>) -> NativeSubscriber {
+        let process = mmshare::ProcessId::current();
         NativeSubscriber {
+            name: subscriber.files().header().name.clone(),
+            opener: (process.to_word(), process.pid),
+            closed: AtomicBool::new(false),
             variable: subscriber.files().header().is_variable(),
             frame_bytes: subscriber.frame_len(),
             header_bytes: subscriber.files().header().frame_header_len(),
@@ -705,6 +902,12 @@ impl NativeSubscriber {
         self.lossless
     }
 
+    /// Marks the handle closed: `try_receive_into` refuses from now on (the subscription
+    /// itself ends when this object goes).
+    fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
     /// Bytes of each frame's header (0 when frames carry none).
     #[getter]
     fn header_bytes(&self) -> usize {
@@ -816,6 +1019,7 @@ impl NativeSubscriber {
     /// destination's buffer is borrowed: `dst` is checked whenever a frame is there for it
     /// (a lost or evicted subscription is still reported at once).
     fn try_receive_into(&self, py: Python<'_>, dst: Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+        usable(py, "subscriber", &self.name, self.opener, &self.closed)?;
         let shared = &self.shared;
         // The look, with the subscriber let go again before the destination is borrowed
         // (which may run Python code, and that code may use this subscriber).
