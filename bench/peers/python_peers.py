@@ -16,6 +16,9 @@ each side writing every byte of its message and reading every byte of the other'
   into a `zmq.Frame` read through `np.frombuffer` (no copy out), the reader blocking in `recv`
   (pyzmq's usual use; its polling would cost an exception per empty poll).
 
+And a whole 64 MiB array copied out from one Python process: `read()` beside `np.array(view)`,
+`read(out=)` beside `np.copyto` (`copy_cases`).
+
 Usage: python_peers.py SOCKET --json FILE [--quick]; SOCKET is a running mmshared's; the figures
 go to FILE (report.py makes the tables, with mmshare's Rust figure beside them).
 """
@@ -277,6 +280,54 @@ def queue_case(size, rounds):
     return r
 
 
+# -- copying a whole array out -------------------------------------------------------------------
+
+COPY_BYTES = 64 << 20
+
+
+def copy_cases(socket, quick):
+    """A whole shared array copied out from Python, each mmshare call beside the NumPy copy of
+    the same mapping that does the same work without the seqlock: `read()` (a new array,
+    consistent) against `np.array(view)` (a new array, unsynchronized), and `read(out=)` (into
+    an array used again and again) against `np.copyto(out, view)`. One process, no writer; the
+    calls alternate, and each row is the median of its repetitions."""
+    c = mmshare.connect(socket)
+    name = f"pycopy{os.getpid()}"
+    size = COPY_BYTES >> (3 if quick else 0)
+    shared = c.create(name, "u1", (size,))
+    view = None
+    try:
+        shared.write(np.arange(size // 8, dtype=np.uint64).view(np.uint8))
+        view = shared.array
+        out, plain = np.empty(size, np.uint8), np.empty(size, np.uint8)
+        pairs = [
+            ("mmshare array.read() (a new array, consistent)", lambda: shared.read(),
+             "np.array(view) (a new array, unsynchronized)", lambda: np.array(view)),
+            ("mmshare array.read(out=) (into a reused array, consistent)",
+             lambda: shared.read(out=out),
+             "np.copyto(out, view) (into a reused array, unsynchronized)",
+             lambda: np.copyto(plain, view)),
+        ]
+        reps = 5 if quick else 21
+        rows = []
+        for ours, f, theirs, g in pairs:
+            times = {ours: [], theirs: []}
+            for _ in range(reps + 1):  # the first round warms up, uncounted
+                for case, call in ((ours, f), (theirs, g)):
+                    t = time.perf_counter_ns()
+                    call()
+                    times[case].append(time.perf_counter_ns() - t)
+            for case in (ours, theirs):
+                median = sorted(times[case][1:])[reps // 2]
+                rows.append({"case": case, "bytes": size, "reps": reps, "median_ns": median})
+        np.testing.assert_array_equal(out, plain)
+        return rows
+    finally:
+        del view
+        shared.close()
+        c.delete(name)
+
+
 def fmt(ns):
     if ns >= 10_000:
         return f"{ns / 1e3:.0f} µs"
@@ -307,8 +358,13 @@ def main():
                   f"p99.9 {fmt(p999)}", file=sys.stderr)
             rows.append({"case": name, "size": size, "rounds": rounds, "p50_ns": p50,
                          "p99_ns": p99, "p999_ns": p999})
+    copies = copy_cases(socket, quick)
+    for r in copies:
+        print(f"python      {r['bytes'] >> 20:>5} MiB  {r['case']:<60} median "
+              f"{r['median_ns'] / 1e6:.2f} ms", file=sys.stderr)
     with open(out, "w") as f:
-        json.dump({"python": sys.version.split()[0], "numpy": np.__version__, "rows": rows}, f)
+        json.dump({"python": sys.version.split()[0], "numpy": np.__version__, "rows": rows,
+                   "copies": copies}, f)
 
 
 if __name__ == "__main__":

@@ -309,6 +309,24 @@ def tables(rust, py, info, run_info):
                 w(f"| mmshare stream from Rust (same run) | {us(rust_p50[size])} | | | "
                   f"{rust_p50[size] / ours:.2f}× |")
             w("")
+    copies = py.get("copies", [])
+    if copies:
+        size = copies[0]["bytes"]
+        w(f"### Python: a whole array copied out ({size_text(size)}, one process)\n")
+        w("mmshare's reads take a consistent copy through the seqlock; beside each, NumPy "
+          "copying the same mapping (`shared.array`, the live pages) with no protocol at all, "
+          "in the same process, the calls alternating; each figure is the median of "
+          f"{copies[0]['reps']} repetitions. The last column is NumPy's time ÷ mmshare's: "
+          "above 1, mmshare's consistent copy is the faster.\n")
+        w("| case | median | GB/s | NumPy's time ÷ mmshare's |")
+        w("|---|---|---|---|")
+        for ours, theirs in zip(copies[0::2], copies[1::2]):
+            for r in (ours, theirs):
+                speed = r["bytes"] / r["median_ns"]
+                vs = (ratio(theirs["median_ns"] / ours["median_ns"], theirs["case"],
+                            flag_below=1) if r is theirs else "1.00×")
+                w(f"| {r['case']} | {r['median_ns'] / 1e6:.2f} ms | {speed:.2f} | {vs} |")
+        w("")
     return "\n".join(out)
 
 

@@ -460,7 +460,9 @@ class SharedArray(_fork.Owned):
             return out
         if index is None:
             raw = np.empty(self._nbytes, dtype=np.uint8)
-            self._native.read_into(raw, timeout, allow_torn)
+            # New, untouched memory: the copy stores through the cache, where the kernel
+            # zeroes each new page at its first touch (streaming stores lose there).
+            self._native.read_into(raw, timeout, allow_torn, fresh=True)
             return raw.view(self.dtype).reshape(self.shape, order=self.order)
         live = self._array
         parts = _basic_parts(index)

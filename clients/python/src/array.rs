@@ -142,13 +142,16 @@ impl NativeArray {
 
     /// A consistent copy of the whole data area into `dst`, a C-contiguous, writable buffer
     /// of `data_len` bytes (an ndarray of any dtype, a `bytearray`, ...), copied with the GIL
-    /// released; returns the version it holds.
+    /// released; returns the version it holds. `fresh`: `dst` was just allocated for this
+    /// copy and never touched (`RawArray::read_bytes_fresh`).
+    #[pyo3(signature = (dst, timeout, allow_torn, fresh=false))]
     fn read_into(
         &self,
         py: Python<'_>,
         dst: Bound<'_, PyAny>,
         timeout: Option<f64>,
         allow_torn: bool,
+        fresh: bool,
     ) -> PyResult<u64> {
         let array = self.live(py)?;
         let timeout = duration(timeout)?;
@@ -164,7 +167,13 @@ impl NativeArray {
                 // borrowed (so kept allocated) while this call holds `dst`. Another
                 // thread writing into it meanwhile would only spoil its own copy.
                 let buf = unsafe { std::slice::from_raw_parts_mut(address as *mut u8, len) };
-                array.with_timeout(slice, || array.read_bytes(0, buf))
+                array.with_timeout(slice, || {
+                    if fresh {
+                        array.read_bytes_fresh(0, buf)
+                    } else {
+                        array.read_bytes(0, buf)
+                    }
+                })
             },
             |e| matches!(e, ReadError::Timeout { .. }),
         )?

@@ -605,6 +605,26 @@ impl RawArray {
     /// [`ReadError::Torn`] if the array is torn and the handle does not accept that;
     /// [`ReadError::Timeout`] if no consistent copy could be made in time.
     pub fn read_bytes(&self, offset: u64, dst: &mut [u8]) -> Result<Snapshot, ReadError> {
+        self.read_bytes_to(offset, dst, seqlock::Dest::Reused)
+    }
+
+    /// [`RawArray::read_bytes`] into memory allocated for this copy and not touched yet (a
+    /// new buffer): a big copy then stores through the cache, where the kernel has just
+    /// zeroed each new page, instead of streaming past it as it does into a buffer used
+    /// before. The bytes copied are the same.
+    ///
+    /// # Errors
+    /// As [`RawArray::read_bytes`].
+    pub fn read_bytes_fresh(&self, offset: u64, dst: &mut [u8]) -> Result<Snapshot, ReadError> {
+        self.read_bytes_to(offset, dst, seqlock::Dest::Fresh)
+    }
+
+    fn read_bytes_to(
+        &self,
+        offset: u64,
+        dst: &mut [u8],
+        dest: seqlock::Dest,
+    ) -> Result<Snapshot, ReadError> {
         let start = self
             .check_bytes(offset, dst.len() as u64)
             .ok_or(ReadError::OutOfBounds {
@@ -616,7 +636,7 @@ impl RawArray {
         let copy = |data, _| {
             // SAFETY: the data area is mapped for `padded_len(data_len)` bytes (checked at open)
             // and the range is inside `data_len`; all shared accesses are atomic words.
-            unsafe { seqlock::load_bytes(data, start, dst) }
+            unsafe { seqlock::load_bytes_to(data, start, dst, dest) }
         };
         // A striped array's read takes only the stripes of the range.
         let got = if self.is_striped() {

@@ -170,7 +170,9 @@ impl<T: Element> Array<T> {
                 bytes: self.raw.header().data_len,
             })?;
         v.resize(self.len(), T::zeroed());
-        self.read_range_into(0, &mut v)?;
+        // New memory (its zeroing above is its first touch): stores through the cache.
+        self.raw
+            .read_bytes_fresh(0, bytemuck::cast_slice_mut(&mut v))?;
         Ok(v)
     }
 
