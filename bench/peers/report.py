@@ -4,6 +4,10 @@ Usage:
   report.py --record RUN_JSON --command TEXT     before a run: notes the commit it runs on, the
                                                  day, the command and any uncommitted change
   report.py RUST_JSON PYTHON_JSON RUN_JSON [--docs]
+  report.py --runs RUN_JSON DIR... [--docs]      several runs of one commit (each DIR holds a
+                                                 run's rust.json and python.json): the first's
+                                                 tables, and every ratio of every run with its
+                                                 median
 
 The second form prints the tables (Markdown) to standard output. With --docs it also replaces the
 generated part of docs/BENCHMARKS.md (between the `bench-peers` markers) and writes the plots to
@@ -330,6 +334,150 @@ def tables(rust, py, info, run_info):
     return "\n".join(out)
 
 
+# -- several runs --------------------------------------------------------------------------------
+
+
+def comparisons(rust, py):
+    """Every comparison one run makes, as `(key, label, advantage, peer)`: `advantage` is how
+    many times better mmshare did (above 1: mmshare ahead; below: the other side ahead; None:
+    a case that did not finish); `peer` is False for mmshare's own rows (an array against the
+    stream, a forked child), which are not races against a peer."""
+    found = []
+
+    def add(key, label, advantage, case):
+        found.append((key, label, advantage, not case.startswith("mmshare")))
+
+    for size in sorted({r["size"] for r in rust["latency"]}):
+        rows = [r for r in rust["latency"] if r["size"] == size]
+        ours = next(r for r in rows if r["case"] == OURS_LATENCY)["p50_ns"]
+        for r in rows:
+            if r["case"] != OURS_LATENCY:
+                add(("latency", size, r["case"]), f"one-way {size_text(size)}: {r['case']}",
+                    r["p50_ns"] / ours, r["case"])
+    for size in sorted({r["size"] for r in rust["blocking"]}):
+        rows = [r for r in rust["blocking"] if r["size"] == size]
+        for r in rows[1:]:
+            add(("blocking", size, r["case"]), f"wake-up {size_text(size)}: {r['case']}",
+                r["p50_ns"] / rows[0]["p50_ns"], r["case"])
+    for r in rust["throughput"]:
+        if r["case"] == OURS_THROUGHPUT:
+            continue
+        ours = next(o for o in rust["throughput"] if o["case"] == OURS_THROUGHPUT
+                    and o["size"] == r["size"] and o["consumers"] == r["consumers"])
+        add(("throughput", r["size"], r["consumers"], r["case"]),
+            f"throughput {size_text(r['size'])} × {r['consumers']}: {r['case']}",
+            ours["frames_per_s"] / r["frames_per_s"], r["case"])
+    for r in rust["scaling"]:
+        add(("scaling", r["readers"]), f"reader scaling, {r['readers']} readers: rwlock",
+            r["seqlock_reads_per_s"] / r["rwlock_reads_per_s"], "rwlock")
+    for r in rust.get("rpc", []):
+        if r["case"] == "mmshare service":
+            continue
+        ours = next(o for o in rust["rpc"] if o["case"] == "mmshare service"
+                    and o["size"] == r["size"])
+        add(("rpc", r["size"], r["case"]), f"round trip {size_text(r['size'])}: {r['case']}",
+            r["p50_ns"] / ours["p50_ns"], r["case"])
+    for r in rust.get("fan_in", []):
+        if r["case"].startswith("mmshare"):
+            continue
+        ours = next(o for o in rust["fan_in"] if o["case"].startswith("mmshare")
+                    and o["publishers"] == r["publishers"])
+        fps, mine = r["frames_per_s"], ours["frames_per_s"]
+        add(("fan_in", r["publishers"], r["case"]),
+            f"fan-in, {r['publishers']} publishers: {r['case']}",
+            mine / fps if fps and mine else None, r["case"])
+    for r in py["rows"]:
+        if r["case"] == OURS_PYTHON:
+            continue
+        ours = next(o for o in py["rows"] if o["case"] == OURS_PYTHON and o["size"] == r["size"])
+        add(("python", r["size"], r["case"]), f"Python {size_text(r['size'])}: {r['case']}",
+            r["p50_ns"] / ours["p50_ns"], r["case"])
+    return found
+
+
+def targets(rust, py):
+    """Figures judged against a fixed bound rather than a peer: `(label, value, bound text,
+    met(value))` of one run."""
+    out = []
+    for size in (64, 4096):
+        ours = next((r for r in py["rows"] if r["case"] == OURS_PYTHON and r["size"] == size),
+                    None)
+        shm = next((r for r in py["rows"] if r["size"] == size
+                    and r["case"].startswith("multiprocessing.shared_memory")), None)
+        if ours and shm:
+            out.append((f"Python {size_text(size)}: shared_memory + Lock's p50 ÷ mmshare's",
+                        shm["p50_ns"] / ours["p50_ns"], "≥ 1.5×", lambda v: v >= 1.5))
+    copies = py.get("copies", [])
+    for ours, theirs in zip(copies[0::2], copies[1::2]):
+        what = ours["case"].split(" (")[0].replace("mmshare ", "")
+        out.append((f"{what} ÷ {theirs['case'].split(' (')[0]}, {size_text(ours['bytes'])} "
+                    "(speed: their time ÷ ours)", theirs["median_ns"] / ours["median_ns"],
+                    "≥ 0.9×", lambda v: v >= 0.9))
+    floor = rust["floor"]["p50_ns"]
+    small = next((r for r in rust["latency"] if r["case"] == OURS_LATENCY and r["size"] == 64),
+                 None)
+    if small:
+        out.append(("stream one-way 64 B ÷ the cache-line floor", small["p50_ns"] / floor,
+                    "≤ 2.5×", lambda v: v <= 2.5))
+    for size in sorted({r["size"] for r in rust["latency"]}):
+        rows = {r["case"]: r for r in rust["latency"] if r["size"] == size}
+        spawned, forked = rows.get("mmshare array"), rows.get("mmshare array, fork()ed child")
+        if spawned and forked:
+            out.append((f"forked child ÷ spawned, array {size_text(size)}",
+                        forked["p50_ns"] / spawned["p50_ns"], "≤ 1.10×", lambda v: v <= 1.10))
+    return out
+
+
+def median(values):
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def summary(runs):
+    """The ratios of several runs side by side, each row judged by its median (no best-of)."""
+    out = []
+    w = out.append
+    n = len(runs)
+    w(f"### {n} runs: every comparison, each run and the median\n")
+    w(f"The tables above are run 1's; these are the ratios of all {n} runs of the same code, "
+      "made one after another by the same command. Each comparison is mmshare's advantage: "
+      "the other side's time ÷ mmshare's (latency), or mmshare's rate ÷ the other's "
+      "(throughput), so above 1.00× mmshare is ahead. The median is the figure judged; a "
+      "median where a peer is ahead is in bold. Rows of mmshare's own (an array beside the "
+      "stream, for instance) are not races and are never bold.\n")
+    per_run = [{key: (label, adv, peer) for key, label, adv, peer in comparisons(r, p)}
+               for r, p in runs]
+    keys = [key for key, *_ in comparisons(*runs[0])]
+    w("| comparison | " + " | ".join(f"run {i + 1}" for i in range(n)) + " | median |")
+    w("|---|" + "---|" * (n + 1))
+    for key in keys:
+        label, _, peer = per_run[0][key]
+        advs = [run.get(key, (None, None, None))[1] for run in per_run]
+        known = [a for a in advs if a is not None]
+        cells = [f"{a:.2f}×" if a is not None else "did not finish" for a in advs]
+        if len(known) == n:
+            m = median(known)
+            mtext = f"{m:.2f}×"
+            if peer and float(f"{m:.2f}") < 1:
+                mtext = f"**{mtext} (peer ahead)**"
+        else:
+            mtext = "–"
+        w(f"| {label} | " + " | ".join(cells) + f" | {mtext} |")
+    w("")
+    w("Figures judged against a bound instead of a peer:\n")
+    w("| figure | " + " | ".join(f"run {i + 1}" for i in range(n)) + " | median | bound |")
+    w("|---|" + "---|" * (n + 2))
+    per_run_targets = [targets(r, p) for r, p in runs]
+    for i, (label, _, bound, met) in enumerate(per_run_targets[0]):
+        values = [t[i][1] for t in per_run_targets if len(t) > i]
+        m = median(values)
+        mtext = f"{m:.2f}×" if met(m) else f"**{m:.2f}× (not met)**"
+        w(f"| {label} | " + " | ".join(f"{v:.2f}×" for v in values) + f" | {mtext} | {bound} |")
+    w("")
+    return "\n".join(out)
+
+
 # -- plots ---------------------------------------------------------------------------------------
 
 
@@ -488,12 +636,26 @@ def main():
         record(args[1], args[args.index("--command") + 1])
         return
     docs = "--docs" in args
-    loaded = []
-    for path in args[:3]:
-        with open(path) as f:
-            loaded.append(json.load(f))
-    rust, py, run_info = loaded
+    if args[:1] == ["--runs"]:
+        # --runs RUN_JSON DIR...: each DIR holds one run's rust.json and python.json.
+        with open(args[1]) as f:
+            run_info = json.load(f)
+        runs = []
+        for d in [a for a in args[2:] if a != "--docs"]:
+            with open(os.path.join(d, "rust.json")) as f, \
+                    open(os.path.join(d, "python.json")) as g:
+                runs.append((json.load(f), json.load(g)))
+    else:
+        loaded = []
+        for path in args[:3]:
+            with open(path) as f:
+                loaded.append(json.load(f))
+        rust, py, run_info = loaded
+        runs = [(rust, py)]
+    rust, py = runs[0]
     text = tables(rust, py, machine(py), run_info)
+    if len(runs) > 1:
+        text += "\n" + summary(runs)
     print(text)
     if not docs:
         return
