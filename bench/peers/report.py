@@ -468,12 +468,17 @@ def summary(runs):
     w("Figures judged against a bound instead of a peer:\n")
     w("| figure | " + " | ".join(f"run {i + 1}" for i in range(n)) + " | median | bound |")
     w("|---|" + "---|" * (n + 2))
-    per_run_targets = [targets(r, p) for r, p in runs]
-    for i, (label, _, bound, met) in enumerate(per_run_targets[0]):
-        values = [t[i][1] for t in per_run_targets if len(t) > i]
-        m = median(values)
-        mtext = f"{m:.2f}×" if met(m) else f"**{m:.2f}× (not met)**"
-        w(f"| {label} | " + " | ".join(f"{v:.2f}×" for v in values) + f" | {mtext} | {bound} |")
+    per_run_targets = [{label: value for label, value, _, _ in targets(r, p)} for r, p in runs]
+    for label, _, bound, met in targets(*runs[0]):
+        values = [t.get(label) for t in per_run_targets]
+        cells = [f"{v:.2f}×" if v is not None else "–" for v in values]
+        known = [v for v in values if v is not None]
+        if len(known) == n:
+            m = median(known)
+            mtext = f"{m:.2f}×" if met(m) else f"**{m:.2f}× (not met)**"
+        else:
+            mtext = "–"
+        w(f"| {label} | " + " | ".join(cells) + f" | {mtext} | {bound} |")
     w("")
     return "\n".join(out)
 

@@ -270,11 +270,16 @@ class Publisher(_Handle):
         # does what it cannot): the common call, an ndarray that already is a frame, then
         # runs no Python code at all. It checks what this class's methods check (the process,
         # and that the handle is open) itself.
+        # The native `send` holds the handle's core only weakly: kept by a caller, it neither
+        # keeps the publisher attached after `close()` nor works after it. A subclass that
+        # overrides `send` keeps its own.
         layout = memoryview(np.empty(0, self.dtype)).format if self._plain else None
         spec = _FrameSpec(self.name, self.dtype, self.shape, self.order, self.variable,
                           self.header_dtype)
-        native.direct_sends(np.ndarray, layout, list(self.shape), spec, _send_converting)
-        self.send = native.send_frame
+        self._sender = native.sender(np.ndarray, layout, list(self.shape), spec,
+                                     _send_converting)
+        if type(self).send is Publisher.send:
+            self.send = self._sender.send_frame
 
     def send(self, frame, timeout=LOAN_TIMEOUT, casting="same_kind", header=None) -> int:
         """Copies `frame` (any array of the stream's shape, converted to its dtype under
@@ -283,14 +288,15 @@ class Publisher(_Handle):
         and publishes it; returns its number. Waits for a slot as `loan` does. For
         variable-size frames, `frame` may have fewer rows than the largest frame. `header`: the
         frame's header (a value of the stream's header dtype: a number, a tuple for a record),
-        checked under the same casting rule. A frame that already is one (an ndarray of the
-        stream's dtype and shape, C-contiguous) is copied in as it is, without Python code."""
-        # Reached only through the class (`Publisher.send(pub, ...)`) or once closed: a
-        # handle's own `send` is the native method (see `__init__`).
+        checked under the same casting rule (None: the default, 'same_kind'). A frame that
+        already is one (an ndarray of the stream's dtype and shape, C-contiguous) is copied in
+        as it is, without Python code."""
+        # Reached through the class (`Publisher.send(pub, ...)`, a subclass's `super().send`)
+        # or once closed: a handle's own `send` is the native one (see `__init__`).
         if self._native is None:
             raise errors.MmshareError(f"the publisher of stream {self.name!r} is closed")
         self._check_process()
-        return self._native.send_frame(frame, timeout, casting, header)
+        return self._sender.send_frame(frame, timeout, casting, header)
 
     def close(self):
         """Detaches (another publisher may attach) once no loan of it, or view of a loaned
@@ -469,8 +475,10 @@ class Subscriber(_Handle):
         super().__init__(info, native, lease)
         self.lossless = native.lossless
         # The polling call is the native core's own method on each handle, as `send` is on a
-        # publisher's (it checks the process and that the handle is open itself).
-        self.try_receive_into = native.try_receive_into
+        # publisher's (it checks the process and that the handle is open itself, and holds the
+        # handle's core only weakly). A subclass that overrides it keeps its own.
+        if type(self).try_receive_into is Subscriber.try_receive_into:
+            self.try_receive_into = native.poller().try_receive_into
         self._current = None
         # Views of released samples that nothing else refers to, by slot address, ready to be
         # reused for the next sample in that slot (see `_view_of` and `Sample.release`).

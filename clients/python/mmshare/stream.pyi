@@ -60,7 +60,7 @@ class Publisher(_Handle[_S]):
         self,
         frame: npt.ArrayLike,
         timeout: float | None = ...,
-        casting: _Casting = "same_kind",
+        casting: _Casting | None = "same_kind",
         header: Any = None,
     ) -> int: ...
     def __enter__(self) -> Publisher[_S]: ...

@@ -193,6 +193,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<array::NativeArray>()?;
     m.add_class::<array::WriteToken>()?;
     m.add_class::<stream::NativePublisher>()?;
+    m.add_class::<stream::NativeSender>()?;
+    m.add_class::<stream::NativePoller>()?;
     m.add_class::<stream::NativeLoan>()?;
     m.add_class::<stream::NativeSubscriber>()?;
     m.add_class::<stream::NativeSample>()?;

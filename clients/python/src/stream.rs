@@ -59,9 +59,24 @@ pub(crate) fn error(py: Python<'_>, e: StreamError) -> PyErr {
     errors::with_message(py, class, e.to_string())
 }
 
-/// The publishing side of a stream (one per stream at a time).
+/// The publishing side of a stream (one per stream at a time): the Python handle's. Its
+/// `send` ([`NativeSender`]) holds what it works on only weakly, so that a `send` a caller kept
+/// never keeps the publisher attached once the handle is closed or gone.
 #[pyclass(frozen, module = "mmshare._native")]
 pub(crate) struct NativePublisher {
+    core: Arc<PubCore>,
+}
+
+impl std::ops::Deref for NativePublisher {
+    type Target = PubCore;
+    fn deref(&self) -> &PubCore {
+        &self.core
+    }
+}
+
+/// What a publisher handle's native methods work on. Loans hold the publisher itself (its
+/// `Arc`), not this: the publisher detaches when the handle and its last loan are gone.
+pub(crate) struct PubCore {
     publisher: Arc<Mutex<Publisher<u8>>>,
     frame_bytes: usize,
     row_bytes: usize,
@@ -73,14 +88,14 @@ pub(crate) struct NativePublisher {
     /// The process that opened it (its `ProcessId` word and pid): `send_frame` refuses to run
     /// in a child it forked, as every other method of the Python handle does.
     opener: (u64, u32),
-    /// What `send_frame` takes as it is, once the Python handle has said (`direct_sends`).
+    /// What `send_frame` takes as it is, once the Python handle has said (`sender`).
     direct: OnceLock<Direct>,
-    /// Set when the Python handle is closed: `send_frame`, which a caller may have kept as a
-    /// bound method, refuses from then on.
+    /// Set when the Python handle is closed: its `send` refuses from then on, even while a
+    /// loan keeps the publisher attached.
     closed: AtomicBool,
 }
 
-/// What `NativePublisher::send_frame` needs to copy a frame in without Python code: the
+/// What `NativeSender::send_frame` needs to copy a frame in without Python code: the
 /// frames it can take as they are, and the Python function for the others.
 struct Direct {
     /// `numpy.ndarray`: only an exact ndarray is taken as it is (a subclass may mean more
@@ -135,7 +150,7 @@ const CASTINGS: [&str; 5] = ["no", "equiv", "safe", "same_kind", "unsafe"];
 impl NativePublisher {
     pub(crate) fn new(publisher: Publisher<u8>) -> NativePublisher {
         let process = mmshare::ProcessId::current();
-        NativePublisher {
+        let core = PubCore {
             id: publisher.id(),
             frame_bytes: publisher.frame_len(),
             row_bytes: publisher.row_len(),
@@ -146,9 +161,14 @@ impl NativePublisher {
             direct: OnceLock::new(),
             closed: AtomicBool::new(false),
             publisher: Arc::new(Mutex::new(publisher)),
+        };
+        NativePublisher {
+            core: Arc::new(core),
         }
     }
+}
 
+impl PubCore {
     /// `frame` as the stream's frame bytes, if it is one as it is: an exact ndarray of the
     /// stream's dtype (by buffer format) and shape, C-contiguous.
     fn as_frame(&self, direct: &Direct, frame: &Bound<'_, PyAny>) -> Option<Bytes> {
@@ -161,6 +181,88 @@ impl NativePublisher {
             && bytes.shape() == shape.as_slice()
             && bytes.len() == self.frame_bytes)
             .then_some(bytes)
+    }
+
+    /// A loan, waiting up to `timeout` (the Python handle's `loan`).
+    fn loan_for(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<NativeLoan> {
+        let limit = duration(timeout)?;
+        let publisher = &self.publisher;
+        let got = sliced(
+            py,
+            limit,
+            |slice| {
+                let mut p = lock(publisher);
+                let token = p.loan_token(slice)?;
+                let address = p.frame_ptr(&token) as usize;
+                let header = p.header_ptr(&token).map_or(0, |h| h as usize);
+                Ok::<_, StreamError>((token, address, header))
+            },
+            |e| matches!(e, StreamError::LoanTimeout { .. }),
+        )?;
+        let (token, address, header_address) = match got {
+            Ok(got) => got,
+            Err(StreamError::LoanTimeout { lag, slots, .. }) => {
+                return Err(errors::with_message(
+                    py,
+                    "Timeout",
+                    format!(
+                        "no free slot within {}: the slowest lossless subscriber is {lag} frames behind (the ring has {slots})",
+                        seconds_text(limit)
+                    ),
+                ));
+            }
+            Err(e) => return Err(error(py, e)),
+        };
+        Ok(NativeLoan {
+            number: token.number(),
+            address,
+            header_address,
+            publisher: Arc::clone(&self.publisher),
+            token: Mutex::new(Some(token)),
+        })
+    }
+
+    /// The Python handle's raw `send` (see there).
+    fn send_raw(
+        &self,
+        py: Python<'_>,
+        src: Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        header: Option<Bound<'_, PyAny>>,
+        rows: Option<u64>,
+    ) -> PyResult<u64> {
+        let (max, row) = (self.frame_bytes, self.row_bytes);
+        let src = if self.variable && row > 0 {
+            Bytes::borrow_where(
+                &src,
+                false,
+                "frame",
+                &|| format!("of whole rows ({row} bytes each) up to {max} bytes"),
+                |got| got <= max && got.is_multiple_of(row),
+            )?
+        } else {
+            Bytes::borrow(&src, max, false, "frame")?
+        };
+        let len = src.len();
+        let rows = match (self.variable, rows) {
+            (true, Some(rows)) => Some(rows),
+            (true, None) if row > 0 => Some((len / row) as u64),
+            _ => None,
+        };
+        let header = match header {
+            Some(h) if self.header_bytes > 0 => {
+                Some(Bytes::borrow(&h, self.header_bytes, false, "header")?)
+            }
+            Some(_) => {
+                return Err(errors::with_message(
+                    py,
+                    "MmshareError",
+                    "this stream's frames carry no header".to_owned(),
+                ));
+            }
+            None => None,
+        };
+        self.send_bytes(py, &src, timeout, header.as_ref(), rows)
     }
 
     /// Copies `src` (and `header`) into a loaned slot and publishes it (`send`).
@@ -207,7 +309,7 @@ impl NativePublisher {
                 Err(e) => return Err(error(py, e)),
             }
         }
-        let loan = self.loan(py, timeout)?;
+        let loan = self.loan_for(py, timeout)?;
         if let Some(rows) = rows {
             loan.set_rows(py, rows)?; // on an error the loan is dropped: abandoned
         }
@@ -309,41 +411,7 @@ impl NativePublisher {
     /// Loans a slot, waiting (GIL released, interruptible) while lossless subscribers are a
     /// ring behind.
     fn loan(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<NativeLoan> {
-        let limit = duration(timeout)?;
-        let publisher = &self.publisher;
-        let got = sliced(
-            py,
-            limit,
-            |slice| {
-                let mut p = lock(publisher);
-                let token = p.loan_token(slice)?;
-                let address = p.frame_ptr(&token) as usize;
-                let header = p.header_ptr(&token).map_or(0, |h| h as usize);
-                Ok::<_, StreamError>((token, address, header))
-            },
-            |e| matches!(e, StreamError::LoanTimeout { .. }),
-        )?;
-        let (token, address, header_address) = match got {
-            Ok(got) => got,
-            Err(StreamError::LoanTimeout { lag, slots, .. }) => {
-                return Err(errors::with_message(
-                    py,
-                    "Timeout",
-                    format!(
-                        "no free slot within {}: the slowest lossless subscriber is {lag} frames behind (the ring has {slots})",
-                        seconds_text(limit)
-                    ),
-                ));
-            }
-            Err(e) => return Err(error(py, e)),
-        };
-        Ok(NativeLoan {
-            number: token.number(),
-            address,
-            header_address,
-            publisher: Arc::clone(&self.publisher),
-            token: Mutex::new(Some(token)),
-        })
+        self.loan_for(py, timeout)
     }
 
     /// A loan if a slot is free now; otherwise `None`, with `wait` registered so that its
@@ -430,52 +498,21 @@ impl NativePublisher {
         header: Option<Bound<'_, PyAny>>,
         rows: Option<u64>,
     ) -> PyResult<u64> {
-        let (max, row) = (self.frame_bytes, self.row_bytes);
-        let src = if self.variable && row > 0 {
-            Bytes::borrow_where(
-                &src,
-                false,
-                "frame",
-                &|| format!("of whole rows ({row} bytes each) up to {max} bytes"),
-                |got| got <= max && got.is_multiple_of(row),
-            )?
-        } else {
-            Bytes::borrow(&src, max, false, "frame")?
-        };
-        let len = src.len();
-        let rows = match (self.variable, rows) {
-            (true, Some(rows)) => Some(rows),
-            (true, None) if row > 0 => Some((len / row) as u64),
-            _ => None,
-        };
-        let header = match header {
-            Some(h) if self.header_bytes > 0 => {
-                Some(Bytes::borrow(&h, self.header_bytes, false, "header")?)
-            }
-            Some(_) => {
-                return Err(errors::with_message(
-                    py,
-                    "MmshareError",
-                    "this stream's frames carry no header".to_owned(),
-                ));
-            }
-            None => None,
-        };
-        self.send_bytes(py, &src, timeout, header.as_ref(), rows)
+        self.send_raw(py, src, timeout, header, rows)
     }
 
-    /// Tells `send_frame` what it may take as it is (`format` and `shape`: of an ndarray that
-    /// is a frame already; `None` for a stream whose frames always go the converting way)
-    /// and how to send anything else (`converting(spec, self, frame, timeout, casting,
-    /// header)`). Once; a second call changes nothing.
-    fn direct_sends(
+    /// The handle's `send` ([`NativeSender`]): told what it may take as it is (`format` and
+    /// `shape`: of an ndarray that is a frame already; `None` for a stream whose frames
+    /// always go the converting way) and how to send anything else (`converting(spec,
+    /// sender, frame, timeout, casting, header)`). The first call's description stays.
+    fn sender(
         &self,
         ndarray: Bound<'_, pyo3::types::PyType>,
         format: Option<&str>,
         shape: Vec<isize>,
         spec: Py<PyAny>,
         converting: Py<PyAny>,
-    ) -> PyResult<()> {
+    ) -> PyResult<NativeSender> {
         let layout = match format {
             Some(f) => Some((
                 std::ffi::CString::new(f).map_err(|_| {
@@ -491,14 +528,49 @@ impl NativePublisher {
             converting,
             spec,
         });
-        Ok(())
+        Ok(NativeSender {
+            core: Arc::downgrade(&self.core),
+            name: self.name.clone(),
+        })
     }
 
-    /// `Publisher.send` (its documentation is there): what a Python handle's `send` is, so
-    /// that the common call runs no Python code. A frame that already is the stream's frame
-    /// (an ndarray of its dtype and shape, C-contiguous; no header) is copied in here; any
-    /// other goes to the converting path, which checks, converts and sends it as it always
-    /// did. `casting` None means the default, "same_kind".
+    /// Marks the handle closed: its `send` refuses from now on (the publisher itself
+    /// detaches when this object and its last loan are gone).
+    fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A publisher handle's `send`: what the Python handle's `send` attribute is bound to, so that
+/// the common call runs no Python code. It holds the handle's core weakly: once the handle is
+/// closed or gone it refuses, and it never keeps the publisher attached.
+#[pyclass(frozen, module = "mmshare._native")]
+pub(crate) struct NativeSender {
+    core: std::sync::Weak<PubCore>,
+    /// The stream's name, for the error once the core is gone.
+    name: String,
+}
+
+impl NativeSender {
+    fn core(&self, py: Python<'_>) -> PyResult<Arc<PubCore>> {
+        let core = self.core.upgrade().ok_or_else(|| {
+            errors::with_message(
+                py,
+                "MmshareError",
+                format!("the publisher of stream '{}' is closed", self.name),
+            )
+        })?;
+        usable(py, "publisher", &core.name, core.opener, &core.closed)?;
+        Ok(core)
+    }
+}
+
+#[pymethods]
+impl NativeSender {
+    /// `Publisher.send` (its documentation is there). A frame that already is the stream's
+    /// frame (an exact ndarray of its dtype, by buffer format, and shape, C-contiguous; no
+    /// header) is copied in here; any other goes to the converting path, which checks,
+    /// converts and sends it as it always did. `casting` None means the default, "same_kind".
     #[pyo3(signature = (frame, timeout=Some(10.0), casting=None, header=None))]
     fn send_frame(
         slf: &Bound<'_, Self>,
@@ -508,13 +580,12 @@ impl NativePublisher {
         header: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let this = slf.get();
-        usable(py, "publisher", &this.name, this.opener, &this.closed)?;
-        let Some(direct) = this.direct.get() else {
+        let core = slf.get().core(py)?;
+        let Some(direct) = core.direct.get() else {
             return Err(errors::with_message(
                 py,
                 "MmshareError",
-                "send_frame before direct_sends".to_owned(),
+                "a sender made without its description".to_owned(),
             ));
         };
         let rule_ok = match &casting {
@@ -527,32 +598,33 @@ impl NativePublisher {
         };
         if header.is_none()
             && rule_ok
-            && let Some(bytes) = this.as_frame(direct, &frame)
+            && let Some(bytes) = core.as_frame(direct, &frame)
         {
-            let number = this.send_bytes(py, &bytes, timeout, None, None)?;
+            let number = core.send_bytes(py, &bytes, timeout, None, None)?;
             return Ok(number.into_pyobject(py)?.into_any().unbind());
         }
         let casting = match casting {
             Some(c) => c.unbind(),
             None => "same_kind".into_pyobject(py)?.into_any().unbind(),
         };
-        direct.converting.call1(
-            py,
-            (
-                direct.spec.clone_ref(py),
-                slf,
-                frame,
-                timeout,
-                casting,
-                header,
-            ),
-        )
+        let (converting, spec) = (direct.converting.clone_ref(py), direct.spec.clone_ref(py));
+        // The core is not held across the converting path (Python code that may close the
+        // handle); it is taken again by `send` below.
+        drop(core);
+        converting.call1(py, (spec, slf, frame, timeout, casting, header))
     }
 
-    /// Marks the handle closed: `send_frame` refuses from now on (the publisher itself
-    /// detaches when this object goes).
-    fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
+    /// The handle's raw `send` of a frame's bytes (what the converting path ends with).
+    #[pyo3(signature = (src, timeout, header=None, rows=None))]
+    fn send(
+        &self,
+        py: Python<'_>,
+        src: Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        header: Option<Bound<'_, PyAny>>,
+        rows: Option<u64>,
+    ) -> PyResult<u64> {
+        self.core(py)?.send_raw(py, src, timeout, header, rows)
     }
 }
 
@@ -725,9 +797,24 @@ impl Drop for Taken<'_> {
     }
 }
 
-/// The receiving side of a stream.
+/// The receiving side of a stream: the Python handle's. Its `try_receive_into`
+/// ([`NativePoller`]) holds what it works on only weakly, so that a poll a caller kept never
+/// keeps the subscription alive once the handle is closed or gone.
 #[pyclass(frozen, module = "mmshare._native")]
 pub(crate) struct NativeSubscriber {
+    core: Arc<SubCore>,
+}
+
+impl std::ops::Deref for NativeSubscriber {
+    type Target = SubCore;
+    fn deref(&self) -> &SubCore {
+        &self.core
+    }
+}
+
+/// What a subscriber handle's native methods work on. Samples hold the subscriber itself
+/// (`Shared`), not this: the subscription ends when the handle and its last sample are gone.
+pub(crate) struct SubCore {
     shared: Arc<Shared>,
     frame_bytes: usize,
     header_bytes: usize,
@@ -738,14 +825,15 @@ pub(crate) struct NativeSubscriber {
     /// The process that subscribed (`ProcessId` word and pid): `try_receive_into`, which is
     /// the Python handle's own method, refuses in a child it forked.
     opener: (u64, u32),
-    /// Set when the Python handle is closed (`try_receive_into` refuses from then on).
+    /// Set when the Python handle is closed (its `try_receive_into` refuses from then on,
+    /// even while a sample keeps the subscription).
     closed: AtomicBool,
 }
 
 impl NativeSubscriber {
     pub(crate) fn new(subscriber: Subscriber<u8>) -> NativeSubscriber {
         let process = mmshare::ProcessId::current();
-        NativeSubscriber {
+        let core = SubCore {
             name: subscriber.files().header().name.clone(),
             opener: (process.to_word(), process.pid),
             closed: AtomicBool::new(false),
@@ -757,6 +845,42 @@ impl NativeSubscriber {
                 subscriber: Mutex::new(subscriber),
                 released: Mutex::new(Vec::new()),
             }),
+        };
+        NativeSubscriber {
+            core: Arc::new(core),
+        }
+    }
+}
+
+impl SubCore {
+    /// `try_receive_into` after the handle's checks (see there).
+    fn poll_into(&self, py: Python<'_>, dst: Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+        let shared = &self.shared;
+        // The look, with the subscriber let go again before the destination is borrowed
+        // (which may run Python code, and that code may use this subscriber).
+        if !self.variable
+            && let Some(s) = shared.try_take()
+        {
+            match s.has_new() {
+                Ok(false) => return Ok(None),
+                Ok(true) => {}
+                Err(e) => return Err(error(py, e)),
+            }
+        }
+        let dst = self.destination(py, &dst)?;
+        let (to, len) = (dst.address(), dst.len());
+        let copy = move |s: &Subscriber<u8>| copy_next(s, to, len);
+        let got = match shared.try_take() {
+            Some(s) if len < DETACH_FROM => copy(&s),
+            busy_or_big => {
+                drop(busy_or_big);
+                py.detach(|| copy(&shared.take()))
+            }
+        };
+        match got {
+            Ok(Some((number, intact))) => intact_or_error(py, number, intact).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(error(py, e)),
         }
     }
 
@@ -1020,32 +1144,14 @@ impl NativeSubscriber {
     /// (a lost or evicted subscription is still reported at once).
     fn try_receive_into(&self, py: Python<'_>, dst: Bound<'_, PyAny>) -> PyResult<Option<u64>> {
         usable(py, "subscriber", &self.name, self.opener, &self.closed)?;
-        let shared = &self.shared;
-        // The look, with the subscriber let go again before the destination is borrowed
-        // (which may run Python code, and that code may use this subscriber).
-        if !self.variable
-            && let Some(s) = shared.try_take()
-        {
-            match s.has_new() {
-                Ok(false) => return Ok(None),
-                Ok(true) => {}
-                Err(e) => return Err(error(py, e)),
-            }
-        }
-        let dst = self.destination(py, &dst)?;
-        let (to, len) = (dst.address(), dst.len());
-        let copy = move |s: &Subscriber<u8>| copy_next(s, to, len);
-        let got = match shared.try_take() {
-            Some(s) if len < DETACH_FROM => copy(&s),
-            busy_or_big => {
-                drop(busy_or_big);
-                py.detach(|| copy(&shared.take()))
-            }
-        };
-        match got {
-            Ok(Some((number, intact))) => intact_or_error(py, number, intact).map(Some),
-            Ok(None) => Ok(None),
-            Err(e) => Err(error(py, e)),
+        self.poll_into(py, dst)
+    }
+
+    /// The handle's `try_receive_into` ([`NativePoller`]).
+    fn poller(&self) -> NativePoller {
+        NativePoller {
+            core: Arc::downgrade(&self.core),
+            name: self.name.clone(),
         }
     }
 
@@ -1085,6 +1191,32 @@ impl NativeSubscriber {
         py.detach(|| detached(shared, Subscriber::latest))
             .map(|got| got.map(|held| self.sample(held)))
             .map_err(|e| error(py, e))
+    }
+}
+
+/// A subscriber handle's `try_receive_into`: what the Python handle's attribute is bound to,
+/// so that a polling loop runs no Python code. It holds the handle's core weakly: once the
+/// handle is closed or gone it refuses, and it never keeps the subscription alive.
+#[pyclass(frozen, module = "mmshare._native")]
+pub(crate) struct NativePoller {
+    core: std::sync::Weak<SubCore>,
+    /// The stream's name, for the error once the core is gone.
+    name: String,
+}
+
+#[pymethods]
+impl NativePoller {
+    /// `Subscriber.try_receive_into` (its documentation is there).
+    fn try_receive_into(&self, py: Python<'_>, dst: Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+        let core = self.core.upgrade().ok_or_else(|| {
+            errors::with_message(
+                py,
+                "MmshareError",
+                format!("the subscriber of stream '{}' is closed", self.name),
+            )
+        })?;
+        usable(py, "subscriber", &core.name, core.opener, &core.closed)?;
+        core.poll_into(py, dst)
     }
 }
 

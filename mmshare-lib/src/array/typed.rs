@@ -164,13 +164,13 @@ impl<T: Element> Array<T> {
     /// the errors of [`Array::read_range_into`].
     pub fn read_to_vec(&self) -> Result<Vec<T>, ReadError> {
         // The length comes from a file another process made: ask, do not assume, for memory.
-        let mut v = Vec::new();
-        v.try_reserve_exact(self.len())
-            .map_err(|_| ReadError::OutOfMemory {
+        // Zeroed by the allocator (a big one is fresh pages from the kernel, not yet touched),
+        // so the copy is each page's first touch: it stores through the cache.
+        let mut v = bytemuck::allocation::try_zeroed_vec::<T>(self.len()).map_err(|()| {
+            ReadError::OutOfMemory {
                 bytes: self.raw.header().data_len,
-            })?;
-        v.resize(self.len(), T::zeroed());
-        // New memory (its zeroing above is its first touch): stores through the cache.
+            }
+        })?;
         self.raw
             .read_bytes_fresh(0, bytemuck::cast_slice_mut(&mut v))?;
         Ok(v)
