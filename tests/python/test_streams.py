@@ -227,12 +227,19 @@ def test_the_native_send_and_poll_refuse_what_the_python_methods_refuse(daemon):
         kept_send(np.zeros(4, np.uint32))
     with pytest.raises(mmshare.MmshareError, match="subscriber of stream 'native-send' is closed"):
         kept_poll(out)
-    # Kept, they hold neither: the publisher is detached (another attaches at once) and the
-    # lossless subscription is gone (it does not hold the ring: 8 frames go into 4 slots).
-    with c.publisher("native-send") as again:
-        for n in range(8):
-            again.send(np.full(4, n, np.uint32), timeout=1)
+    # As any bound method, each keeps its handle's resources until it goes: then the
+    # publisher is detached (another attaches) and the lossless subscription is gone (it does
+    # not hold the ring: 8 frames go into 4 slots), with the cycle collector off.
     del kept_send, kept_poll
+    gc.disable()
+    try:
+        with c.publisher("native-send") as again:
+            for n in range(8):
+                again.send(np.full(4, n, np.uint32), timeout=1)
+    finally:
+        gc.enable()
+    # The one-line use: the handle goes at once, its send keeps the publisher for the call.
+    assert c.publisher("native-send").send(np.zeros(4, np.uint32)) == 12  # after 4 + 8
 
     gc.disable()
     try:

@@ -270,8 +270,8 @@ class Publisher(_Handle):
         # does what it cannot): the common call, an ndarray that already is a frame, then
         # runs no Python code at all. It checks what this class's methods check (the process,
         # and that the handle is open) itself.
-        # The native `send` holds the handle's core only weakly: kept by a caller, it neither
-        # keeps the publisher attached after `close()` nor works after it. A subclass that
+        # Kept by a caller, the native `send` refuses once the handle is closed, and (as any
+        # bound method) keeps the publisher attached until it goes too. A subclass that
         # overrides `send` keeps its own.
         layout = memoryview(np.empty(0, self.dtype)).format if self._plain else None
         spec = _FrameSpec(self.name, self.dtype, self.shape, self.order, self.variable,
@@ -304,6 +304,7 @@ class Publisher(_Handle):
         if self._native is not None:
             self._native.close()  # a `send` kept from before refuses from now on
         self.__dict__.pop("send", None)
+        self._sender = None
         super().close()
 
     def __repr__(self):
@@ -475,8 +476,8 @@ class Subscriber(_Handle):
         super().__init__(info, native, lease)
         self.lossless = native.lossless
         # The polling call is the native core's own method on each handle, as `send` is on a
-        # publisher's (it checks the process and that the handle is open itself, and holds the
-        # handle's core only weakly). A subclass that overrides it keeps its own.
+        # publisher's (it checks the process and that the handle is open itself). A subclass
+        # that overrides it keeps its own.
         if type(self).try_receive_into is Subscriber.try_receive_into:
             self.try_receive_into = native.poller().try_receive_into
         self._current = None

@@ -60,8 +60,7 @@ pub(crate) fn error(py: Python<'_>, e: StreamError) -> PyErr {
 }
 
 /// The publishing side of a stream (one per stream at a time): the Python handle's. Its
-/// `send` ([`NativeSender`]) holds what it works on only weakly, so that a `send` a caller kept
-/// never keeps the publisher attached once the handle is closed or gone.
+/// `send` is a [`NativeSender`] over the same core.
 #[pyclass(frozen, module = "mmshare._native")]
 pub(crate) struct NativePublisher {
     core: Arc<PubCore>,
@@ -529,8 +528,7 @@ impl NativePublisher {
             spec,
         });
         Ok(NativeSender {
-            core: Arc::downgrade(&self.core),
-            name: self.name.clone(),
+            core: Arc::clone(&self.core),
         })
     }
 
@@ -542,24 +540,16 @@ impl NativePublisher {
 }
 
 /// A publisher handle's `send`: what the Python handle's `send` attribute is bound to, so that
-/// the common call runs no Python code. It holds the handle's core weakly: once the handle is
-/// closed or gone it refuses, and it never keeps the publisher attached.
+/// the common call runs no Python code. Like any bound method it keeps what it works on alive
+/// (`client.publisher(name).send(frame)` must work); once the handle is closed it refuses.
 #[pyclass(frozen, module = "mmshare._native")]
 pub(crate) struct NativeSender {
-    core: std::sync::Weak<PubCore>,
-    /// The stream's name, for the error once the core is gone.
-    name: String,
+    core: Arc<PubCore>,
 }
 
 impl NativeSender {
-    fn core(&self, py: Python<'_>) -> PyResult<Arc<PubCore>> {
-        let core = self.core.upgrade().ok_or_else(|| {
-            errors::with_message(
-                py,
-                "MmshareError",
-                format!("the publisher of stream '{}' is closed", self.name),
-            )
-        })?;
+    fn core(&self, py: Python<'_>) -> PyResult<&PubCore> {
+        let core = &*self.core;
         usable(py, "publisher", &core.name, core.opener, &core.closed)?;
         Ok(core)
     }
@@ -608,9 +598,6 @@ impl NativeSender {
             None => "same_kind".into_pyobject(py)?.into_any().unbind(),
         };
         let (converting, spec) = (direct.converting.clone_ref(py), direct.spec.clone_ref(py));
-        // The core is not held across the converting path (Python code that may close the
-        // handle); it is taken again by `send` below.
-        drop(core);
         converting.call1(py, (spec, slf, frame, timeout, casting, header))
     }
 
@@ -797,9 +784,8 @@ impl Drop for Taken<'_> {
     }
 }
 
-/// The receiving side of a stream: the Python handle's. Its `try_receive_into`
-/// ([`NativePoller`]) holds what it works on only weakly, so that a poll a caller kept never
-/// keeps the subscription alive once the handle is closed or gone.
+/// The receiving side of a stream: the Python handle's. Its `try_receive_into` is a
+/// [`NativePoller`] over the same core.
 #[pyclass(frozen, module = "mmshare._native")]
 pub(crate) struct NativeSubscriber {
     core: Arc<SubCore>,
@@ -1150,8 +1136,7 @@ impl NativeSubscriber {
     /// The handle's `try_receive_into` ([`NativePoller`]).
     fn poller(&self) -> NativePoller {
         NativePoller {
-            core: Arc::downgrade(&self.core),
-            name: self.name.clone(),
+            core: Arc::clone(&self.core),
         }
     }
 
@@ -1195,26 +1180,18 @@ impl NativeSubscriber {
 }
 
 /// A subscriber handle's `try_receive_into`: what the Python handle's attribute is bound to,
-/// so that a polling loop runs no Python code. It holds the handle's core weakly: once the
-/// handle is closed or gone it refuses, and it never keeps the subscription alive.
+/// so that a polling loop runs no Python code. Like any bound method it keeps what it works on
+/// alive; once the handle is closed it refuses.
 #[pyclass(frozen, module = "mmshare._native")]
 pub(crate) struct NativePoller {
-    core: std::sync::Weak<SubCore>,
-    /// The stream's name, for the error once the core is gone.
-    name: String,
+    core: Arc<SubCore>,
 }
 
 #[pymethods]
 impl NativePoller {
     /// `Subscriber.try_receive_into` (its documentation is there).
     fn try_receive_into(&self, py: Python<'_>, dst: Bound<'_, PyAny>) -> PyResult<Option<u64>> {
-        let core = self.core.upgrade().ok_or_else(|| {
-            errors::with_message(
-                py,
-                "MmshareError",
-                format!("the subscriber of stream '{}' is closed", self.name),
-            )
-        })?;
+        let core = &*self.core;
         usable(py, "subscriber", &core.name, core.opener, &core.closed)?;
         core.poll_into(py, dst)
     }
