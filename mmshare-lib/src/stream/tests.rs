@@ -2392,6 +2392,11 @@ fn waiters_yield_instead_of_spinning_when_participants_outnumber_the_cpus() {
         CPUS_FOR_TEST.with(|c| c.set(None));
         SPINS.with(std::cell::Cell::get)
     };
+    // `who` waiting with `wait` does not spin on `crowded` CPUs, and does on `free` ones.
+    let spins_only_on = |free: usize, crowded: usize, who: &str, wait: &mut dyn FnMut()| {
+        assert_eq!(spins(crowded, wait), 0, "{who} spun on {crowded} CPUs");
+        assert!(spins(free, wait) > 0, "{who} never spun on {free} CPUs");
+    };
     let mut receive_nothing = || {
         assert!(matches!(
             subscriber.receive_timeout(Duration::from_millis(2)),
@@ -2399,15 +2404,7 @@ fn waiters_yield_instead_of_spinning_when_participants_outnumber_the_cpus() {
         ));
     };
     // One publisher and one subscriber: crowded on one CPU, not on two.
-    assert_eq!(
-        spins(1, &mut receive_nothing),
-        0,
-        "a subscriber spun on one CPU"
-    );
-    assert!(
-        spins(2, &mut receive_nothing) > 0,
-        "a subscriber never spun on two CPUs"
-    );
+    spins_only_on(2, 1, "a subscriber", &mut receive_nothing);
     // The subscriber's CPU hint names this thread's CPU now: make it another one, so that
     // only the count decides below.
     let record_cpu = 0x1000 + 256 * subscriber.record() as u64 + 96;
@@ -2432,28 +2429,12 @@ fn waiters_yield_instead_of_spinning_when_participants_outnumber_the_cpus() {
             Err(StreamError::LoanTimeout { .. })
         ));
     };
-    assert_eq!(
-        spins(1, &mut loan_nothing),
-        0,
-        "a publisher spun on one CPU"
-    );
-    assert!(
-        spins(2, &mut loan_nothing) > 0,
-        "a publisher never spun on two CPUs"
-    );
+    spins_only_on(2, 1, "a publisher", &mut loan_nothing);
     // A second subscriber makes three participants: crowded on two CPUs too.
     let _second = Subscriber::<u64>::attach(
         StreamFiles::open(&path, false).unwrap(),
         crate::SubscribeOptions::new(Delivery::Lossy).max_held(1),
     )
     .unwrap();
-    assert_eq!(
-        spins(2, &mut loan_nothing),
-        0,
-        "a publisher spun, 3 participants on 2 CPUs"
-    );
-    assert!(
-        spins(3, &mut loan_nothing) > 0,
-        "a publisher never spun on three CPUs"
-    );
+    spins_only_on(3, 2, "a publisher of 3 participants", &mut loan_nothing);
 }
