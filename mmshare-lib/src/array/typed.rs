@@ -717,6 +717,34 @@ mod tests {
         (dir, path)
     }
 
+    /// A whole read into memory allocated for it (`read_to_vec`) stores through the cache; one
+    /// into a buffer the caller has (`read_into`) streams past it, as big copies do. Both give
+    /// the array's bytes.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn only_reads_into_a_reused_buffer_stream_past_the_cache() {
+        use crate::array::seqlock::NON_TEMPORAL_COPIES;
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return; // no vector copy: neither streams
+        }
+        let n = (4 << 20) + 4096; // past the size from which a reused buffer is streamed to
+        let (_d, path) = make::<u8>(vec![n as u64]);
+        let a = Array::<u8>::open(&path, Access::Write).unwrap();
+        let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        a.write_all(&data).unwrap();
+        let streamed = || NON_TEMPORAL_COPIES.with(std::cell::Cell::get);
+        let before = streamed();
+        assert!(a.read_to_vec().unwrap() == data);
+        assert_eq!(streamed(), before, "read_to_vec streamed into its new Vec");
+        let mut out = vec![0u8; n];
+        a.read_into(&mut out).unwrap();
+        assert!(out == data);
+        assert!(
+            streamed() > before,
+            "read_into did not stream into a buffer it was given"
+        );
+    }
+
     /// Opening with the wrong element type names both dtypes.
     #[test]
     fn open_with_another_element_type_is_a_clear_error() {
