@@ -2205,14 +2205,7 @@ fn a_waiter_on_the_other_sides_cpu_yields_instead_of_spinning() {
     );
 
     // Fill the ring (3 slots, the newest kept) until the lossless subscriber holds it back.
-    while publisher
-        .loan_timeout(Duration::ZERO)
-        .is_ok_and(|mut loan| {
-            fill(&mut loan, 0);
-            loan.publish();
-            true
-        })
-    {}
+    publish_until_held_back(&mut publisher);
     let loan_nothing = |publisher: &mut Publisher<u64>| {
         assert!(matches!(
             publisher.loan_timeout(Duration::from_millis(2)),
@@ -2376,6 +2369,18 @@ fn has_new_tells_whether_a_frame_is_waiting_in_any_lane() {
 /// With more participants than CPUs (publishers and started subscribers), a waiting publisher
 /// and a waiting subscriber yield from the start instead of spinning: one of them surely
 /// shares a CPU with someone it waits for. With CPUs enough, they spin first as before.
+/// Publishes frames until a loan fails at once: a lossless subscriber holds the publisher back.
+fn publish_until_held_back(publisher: &mut Publisher<u64>) {
+    while publisher
+        .loan_timeout(Duration::ZERO)
+        .is_ok_and(|mut loan| {
+            fill(&mut loan, 0);
+            loan.publish();
+            true
+        })
+    {}
+}
+
 #[test]
 fn waiters_yield_instead_of_spinning_when_participants_outnumber_the_cpus() {
     use crate::backoff::SPINS;
@@ -2415,14 +2420,7 @@ fn waiters_yield_instead_of_spinning_when_participants_outnumber_the_cpus() {
         .unwrap();
 
     // Fill the ring (4 slots) until the lossless subscriber holds the publisher back.
-    while publisher
-        .loan_timeout(Duration::ZERO)
-        .is_ok_and(|mut loan| {
-            fill(&mut loan, 0);
-            loan.publish();
-            true
-        })
-    {}
+    publish_until_held_back(&mut publisher);
     let mut loan_nothing = || {
         assert!(matches!(
             publisher.loan_timeout(Duration::from_millis(2)),
