@@ -2366,9 +2366,6 @@ fn has_new_tells_whether_a_frame_is_waiting_in_any_lane() {
     assert!(!subscriber.has_new().unwrap());
 }
 
-/// With more participants than CPUs (publishers and started subscribers), a waiting publisher
-/// and a waiting subscriber yield from the start instead of spinning: one of them surely
-/// shares a CPU with someone it waits for. With CPUs enough, they spin first as before.
 /// Publishes frames until a loan fails at once: a lossless subscriber holds the publisher back.
 fn publish_until_held_back(publisher: &mut Publisher<u64>) {
     while publisher
@@ -2381,6 +2378,9 @@ fn publish_until_held_back(publisher: &mut Publisher<u64>) {
     {}
 }
 
+/// With more participants than CPUs (publishers and started subscribers), a waiting publisher
+/// and a waiting subscriber yield from the start instead of spinning: one of them surely
+/// shares a CPU with someone it waits for. With CPUs enough, they spin first as before.
 #[test]
 fn waiters_yield_instead_of_spinning_when_participants_outnumber_the_cpus() {
     use crate::backoff::SPINS;
