@@ -756,7 +756,9 @@ int mms_subscriber_first_frame(struct mms_subscriber *subscriber, uint64_t *out)
 int mms_receive(struct mms_subscriber *subscriber, int64_t timeout_ms, struct mms_sample **out);
 
 // The newest published frame, skipping older ones (counted as missed); `*out` is NULL
-// before the first frame.
+// before the first frame, and when this subscriber already took the newest frame and the
+// publisher reused its slot (frames of 64 KiB or more, no history, only lossless
+// subscribers: `Subscriber::latest` in the Rust docs).
 //
 // # Safety
 // `subscriber` is a live subscriber handle; `out` valid for a write.

@@ -2471,7 +2471,9 @@ pub unsafe extern "C" fn mms_receive(
 }
 
 /// The newest published frame, skipping older ones (counted as missed); `*out` is NULL
-/// before the first frame.
+/// before the first frame, and when this subscriber already took the newest frame and the
+/// publisher reused its slot (frames of 64 KiB or more, no history, only lossless
+/// subscribers: `Subscriber::latest` in the Rust docs).
 ///
 /// # Safety
 /// `subscriber` is a live subscriber handle; `out` valid for a write.

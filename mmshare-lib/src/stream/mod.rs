@@ -56,7 +56,8 @@
 //!     for each slot i that offers a frame, oldest frame first (ring order from next % slots):
 //!         TAG[i] = g + 1:
 //!         skip if g + keep >= next     // the newest `keep` frames stay readable: the
-//!                                      //   history, at least 1 (latest())
+//!                                      //   history, at least 1 (latest()); but see
+//!                                      //   "Newest first" below
 //!         skip if g >= floor           // a lossless subscriber has not taken it yet
 //!         TAG[i].store(TAKEN_BACK | (g + 1), Relaxed)       // take it back
 //!         fence(SeqCst)                // pairs with the subscriber's fence after its hold
@@ -121,10 +122,24 @@
 //! or resume. It costs hold budget: see below.
 //!
 //! **`latest()`** takes the frame `PUBLISHED - 1` the same way. It never starves: the
-//! publisher never takes back its newest frame, so the frame can only go away once a newer
-//! one is published (and then in the very next loan, if every older slot is held); each
-//! attempt re-reads `PUBLISHED`, so an attempt fails only if the publisher published and
-//! loaned again within the few nanoseconds between our search and our check.
+//! publisher takes back its newest frame only once a newer one is published (and then in
+//! the very next loan, if every older slot is held), or in the newest-first case below,
+//! where the subscriber has taken that frame already; each attempt re-reads `PUBLISHED`, so
+//! an attempt fails only if the publisher published and loaned again within the few
+//! nanoseconds between our search and our check. When the newest frame is gone and
+//! `PUBLISHED` has not moved (read again after the search), the subscriber is past it:
+//! `latest()` returns "nothing" at once.
+//!
+//! **Newest first.** Which slot a loan takes is the publisher's choice, among those the
+//! steps above let go. Frames of 64 KiB or more, in a stream with no history and no lossy
+//! subscriber at the time of the loan (a record being claimed counts as lossy), go into the
+//! slot of the *newest* frame every lossless subscriber is past and nobody holds, the newest
+//! frame of all included (`keep` is 0 there: with no history it is offered only for
+//! `latest()`, and every subscriber has taken it); the older frames that could go are taken
+//! back with it, so the frames offered stay consecutive. A pipeline in step then writes each
+//! frame into the slot just read, in the caches. Each candidate goes through the same
+//! take-back, fence and hold scan as above
+//! (`model_latest_racing_a_newest_first_loan_of_the_newest_frame_stays_safe`).
 //!
 //! # Why a free slot always exists for lossy subscribers
 //!

@@ -502,6 +502,62 @@ fn model_catches_a_newest_first_loan_that_ignores_holds() {
     );
 }
 
+/// Newest-first loans may take back the newest frame itself once every subscriber (all
+/// lossless) is past it, which `latest()` then races: a lossless subscriber that took frame 0
+/// of a 3-slot ring calls `latest()` while the publisher publishes frames 1 and 2, each loan
+/// taking back the frame just taken. It gets an intact frame (0 again, or a newer one with the
+/// frames between counted as missed) or nothing, never a frame being rewritten; then
+/// receives the rest.
+fn check_latest_racing_newest_first<const DROP: u16>() {
+    builder().check(|| {
+        let m = Model::<DROP>::new(3, 1);
+        let ring = m.ring();
+        let record = claim_record(&ring, 7).unwrap();
+        assert_eq!(take_budget(&ring, 1, 1), 1);
+        assert_eq!(subscribe(&ring, record, 1, true), 0);
+        let mut state = attach(&ring).newest_first(true);
+        publish_frames(&m, &mut state, 1);
+        let mut sub = subscriber(record, 0);
+        assert_eq!(take_until(&m, &ring, &mut sub, 1), [0]);
+        let publisher = {
+            let m = m.clone();
+            loom::thread::spawn(move || publish_frames(&m, &mut state, 3))
+        };
+        if let Some(taken) = latest(&ring, &mut sub, 0) {
+            read_taken(&m, taken);
+            release(&ring, record, 0, taken.slot);
+        }
+        take_until(&m, &ring, &mut sub, 3);
+        publisher.join().unwrap();
+        assert_eq!(
+            sub.received + sub.missed,
+            3,
+            "a frame was neither received nor missed"
+        );
+    });
+}
+
+#[test]
+fn model_latest_racing_a_newest_first_loan_of_the_newest_frame_stays_safe() {
+    check_latest_racing_newest_first::<0>();
+}
+
+#[test]
+fn model_catches_a_newest_first_loan_of_the_newest_frame_that_ignores_holds() {
+    expect_rejected(
+        check_latest_racing_newest_first::<HOLD_SCAN>,
+        "a held frame was overwritten",
+    );
+}
+
+#[test]
+fn model_catches_latest_racing_the_newest_frames_loan_without_the_hold_fence() {
+    expect_rejected(
+        check_latest_racing_newest_first::<HOLD_FENCE>,
+        "a held frame was overwritten",
+    );
+}
+
 /// A lossless subscriber joins a 4-slot ring with a history of 2 (hold capacity 1), full of
 /// frames 0 to 3, starting at the oldest frame, while the publisher tries twice to loan a slot
 /// and publish (frames 4 and 5). A loan that read the cursors before the subscriber's fence

@@ -147,7 +147,8 @@ fn load_acquire<W: Word>(word: &W) -> u64 {
 pub(crate) struct PublisherState {
     pub(crate) next: u64,
     pub(crate) tags: Vec<u64>,
-    /// The newest frames it never takes back: the stream's history, at least 1.
+    /// The newest frames it never takes back: the stream's history, at least 1 (but for
+    /// newest-first loans, which may take back even the newest frame: [`try_loan`]).
     pub(crate) keep: u64,
     /// Loans reuse the slot of the *newest* frame nobody can want any more, rather than the
     /// oldest's, when the stream keeps no history and has no lossy subscriber (see
@@ -263,7 +264,7 @@ pub(crate) fn try_loan<W: Word>(ring: &Ring<'_, W>, state: &mut PublisherState) 
     let start = (next % slots as u64) as usize;
     for k in 0..slots {
         let slot = (start + k) % slots;
-        if let Some(slot) = take_back_for_loan(ring, state, slot, floor) {
+        if let Some(slot) = take_back_for_loan(ring, state, slot, floor, state.keep) {
             return Some(slot);
         }
     }
@@ -275,10 +276,12 @@ pub(crate) fn try_loan<W: Word>(ring: &Ring<'_, W>, state: &mut PublisherState) 
 
 /// With no history and no lossy subscriber, the oldest frame is of no more use than any
 /// other frame every lossless subscriber has passed: the loan takes the slot of the *newest*
-/// such frame. A pipeline that keeps up then cycles through two or three slots instead of all
-/// of them, and a frame of megabytes is written where the last one was just read, in the
-/// caches, instead of where one was read a whole ring ago. Tries the candidates newest first,
-/// as [`try_loan`]'s scan tries them oldest first.
+/// such frame. That may be the newest frame of all: with no history it is kept offered only
+/// for `latest()`, and every subscriber there is lossless and has taken it (or skipped it), so
+/// a `latest()` would only give it again. A pipeline that keeps up then writes every frame
+/// into the slot its subscribers just released, in the caches, instead of into one read a
+/// whole ring (or, keeping the newest frame, one frame) ago. Tries the candidates newest
+/// first, as [`try_loan`]'s scan tries them oldest first.
 ///
 /// The frames older than the one loaned that could go as well are taken back at the same
 /// time (not loaned: their slots keep their bytes until a later loan finds no offered frame
@@ -298,8 +301,7 @@ fn loan_newest_free<W: Word>(
             return None;
         }
         let frame = tag - 1;
-        (frame.saturating_add(state.keep) < state.next && (!W::KEEP_LOSSLESS || frame < floor))
-            .then_some(frame)
+        (frame < state.next && (!W::KEEP_LOSSLESS || frame < floor)).then_some(frame)
     };
     let mut below = u64::MAX;
     let (slot, loaned) = loop {
@@ -310,7 +312,7 @@ fn loan_newest_free<W: Word>(
             .filter_map(|(slot, &tag)| may_go(state, tag).map(|frame| (slot, frame)))
             .filter(|&(_, frame)| frame < below)
             .max_by_key(|&(_, frame)| frame)?;
-        if let Some(slot) = take_back_for_loan(ring, state, slot, floor) {
+        if let Some(slot) = take_back_for_loan(ring, state, slot, floor, 0) {
             break (slot, frame);
         }
         below = frame;
@@ -328,13 +330,15 @@ fn loan_newest_free<W: Word>(
 }
 
 /// Takes back the frame in `slot` and loans the slot, if the frame may go: it is not among
-/// the newest `keep`, every lossless subscriber is past it (`floor`), and nobody holds it. A
-/// frame that is still held stays taken back (offered to nobody) until its holder lets go.
+/// the newest `keep` (the state's, or 0 for [`loan_newest_free`]), every lossless subscriber
+/// is past it (`floor`), and nobody holds it. A frame that is still held stays taken back
+/// (offered to nobody) until its holder lets go.
 fn take_back_for_loan<W: Word>(
     ring: &Ring<'_, W>,
     state: &mut PublisherState,
     slot: usize,
     floor: u64,
+    keep: u64,
 ) -> Option<usize> {
     let next = state.next;
     let tag = state.tags[slot];
@@ -347,7 +351,7 @@ fn take_back_for_loan<W: Word>(
     // The newest `keep` frames stay offered: the history, and the newest frame that
     // `latest()` takes. (`frame + keep >= next`, without overflow: a scribbled tag cannot
     // reach here, since only this publisher stores tags.)
-    if frame.saturating_add(state.keep) >= next || (W::KEEP_LOSSLESS && frame >= floor) {
+    if frame.saturating_add(keep) >= next || (W::KEEP_LOSSLESS && frame >= floor) {
         return None;
     }
     // Relaxed: ordered before the hold scan by the SeqCst fence below.
@@ -1032,7 +1036,8 @@ pub(crate) fn newer_than<W: Word>(ring: &Ring<'_, W>, cursor: u64) -> bool {
 }
 
 /// Takes the newest published frame into hold `entry`, counting the frames between the
-/// cursor and it as missed. `None` before the first publish.
+/// cursor and it as missed. `None` before the first publish, and when the subscriber has
+/// taken the newest frame and its slot was reused since (newest-first loans, `try_loan`).
 pub(crate) fn latest<W: Word>(
     ring: &Ring<'_, W>,
     state: &mut SubscriberState,
@@ -1044,6 +1049,13 @@ pub(crate) fn latest<W: Word>(
             return None;
         }
         let Some((slot, tag)) = find(ring, published, true, published) else {
+            // Either a newer frame was published meanwhile (look again), or the newest
+            // frame went with no newer one: only a newest-first loan takes it back, once
+            // every subscriber is past it (we took it: there is nothing for us until the
+            // next publish).
+            if published <= state.cursor && load_acquire(ring.published) == published {
+                return None;
+            }
             continue;
         };
         match hold(ring, state, entry, slot, tag) {

@@ -22,8 +22,8 @@ use crate::shape::Order;
 use crate::sys::{Liveness, ProcessId};
 
 /// Frames of at least this many bytes are loaned the newest free slot first (when the stream
-/// keeps no history and has no lossy subscriber: `protocol::try_loan`), so a pipeline of big
-/// frames reuses the slots still in the caches. Below it the oldest-first order is kept: it
+/// keeps no history, not even of 1 frame, and has no lossy subscriber: `protocol::try_loan`),
+/// so a pipeline of big frames reuses the slots still in the caches. Below it the oldest-first order is kept: it
 /// puts frame `n` in slot `n % slots`, where a subscriber looks for it first (for small frames
 /// that saves the scan of the slot table, a real part of a receive).
 const NEWEST_FIRST_FROM: u64 = 64 << 10;
@@ -219,7 +219,7 @@ impl<T: Element> Publisher<T> {
         let id = PublisherId::new(files.lane(), attach as u32, me as u32);
         let state = protocol::attach(&files.ring())
             .keeping(files.history())
-            .newest_first(files.header().data_len >= NEWEST_FIRST_FROM);
+            .newest_first(files.header().data_len >= NEWEST_FIRST_FROM && files.history() == 0);
         Ok(Publisher {
             files,
             state,

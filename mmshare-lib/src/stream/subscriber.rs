@@ -34,7 +34,7 @@ pub enum Delivery {
     /// Every frame, in order, none twice, through [`Subscriber::receive`]: the publisher
     /// waits (up to its loan timeout) while this subscriber is a whole ring behind.
     /// [`Subscriber::latest`] still jumps to the newest frame (counting the frames it skips
-    /// as missed) and may give the newest frame again.
+    /// as missed) and may give the newest frame again (see there for when it may not).
     Lossless,
 }
 
@@ -795,8 +795,14 @@ impl<T: Element> Subscriber<T> {
     }
 
     /// The newest published frame (`None` before the first), skipping older ones (counted as
-    /// missed). Returns the newest frame again if it was already received. With several
-    /// publishers: the newest by publish time across them, skipping only within its lane.
+    /// missed). Returns the newest frame again if it was already received, while it is still
+    /// offered: it always is, but for one case. In a stream of frames of 64 KiB or more with
+    /// no history and no lossy subscriber, the publisher reuses the newest frame's slot for
+    /// its next loan once every subscriber has taken that frame and let go of it (so that a
+    /// pipeline in step writes where the last frame was just read, in the caches); from then
+    /// until the next publish this returns `None`, at once. A frame not yet received is never
+    /// taken away from a lossless subscriber. With several publishers: the newest by publish
+    /// time across them, skipping only within its lane.
     ///
     /// # Errors
     /// As [`Subscriber::receive`].

@@ -2231,9 +2231,10 @@ fn a_waiter_on_the_other_sides_cpu_yields_instead_of_spinning() {
 }
 
 /// A stream of 64 KiB frames, `slots` slots, no history.
-fn make_big(dir: &Path, slots: u32) -> PathBuf {
-    let mut spec = StreamSpec::new("big", DType::U64, vec![8192]);
+fn make_big(dir: &Path, slots: u32, history: u32) -> PathBuf {
+    let mut spec = StreamSpec::new(format!("big{history}"), DType::U64, vec![8192]);
     spec.slots = slots;
+    spec.history = history;
     create_stream_files(dir, &spec).unwrap().0
 }
 
@@ -2252,7 +2253,7 @@ fn lossless_one_hold(path: &Path, start: crate::StartAt) -> Subscriber<u64> {
 fn newest_first_loans_deliver_every_frame_whole_and_in_order() {
     const FRAMES: u64 = 3_000;
     let dir = tempfile::tempdir().unwrap();
-    let path = make_big(dir.path(), 4);
+    let path = make_big(dir.path(), 4, 0);
     let mut publisher = Publisher::<u64>::open(&path).unwrap();
     assert!(
         publisher.state.newest_first,
@@ -2286,7 +2287,7 @@ fn newest_first_loans_deliver_every_frame_whole_and_in_order() {
 #[test]
 fn newest_first_loans_keep_the_offered_frames_consecutive() {
     let dir = tempfile::tempdir().unwrap();
-    let path = make_big(dir.path(), 4);
+    let path = make_big(dir.path(), 4, 0);
     let mut publisher = Publisher::<u64>::open(&path).unwrap();
     let keeping_up = lossless_one_hold(&path, crate::StartAt::Frame(0));
     // The ring filled first (the subscriber behind), so every slot has held a frame; then in
@@ -2333,6 +2334,69 @@ fn newest_first_loans_keep_the_offered_frames_consecutive() {
         n += 1;
     }
     assert_eq!(n, 21);
+}
+
+/// With no history and only lossless subscribers, a newest-first loan reuses the slot of the
+/// newest frame itself once every subscriber took it and let go, so a pipeline in step
+/// writes every frame where the last one was just read. `latest()` has nothing to give then
+/// (until the next publish), and returns at once. A held newest frame, or a lossy subscriber
+/// (whose `latest()` may want it), or a history of 1 keeps it offered.
+#[test]
+fn newest_first_loans_reuse_the_newest_frames_slot_once_every_subscriber_took_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_big(dir.path(), 4, 0);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let sub = lossless_one_hold(&path, crate::StartAt::Frame(0));
+    let slots = send_recording_slots(&mut publisher, 1);
+    drop(sub.receive().unwrap().unwrap());
+    // In step: every frame in the slot of the one before.
+    for _ in 0..5 {
+        assert_eq!(send_recording_slots(&mut publisher, 1), slots);
+        let sample = sub.receive().unwrap().unwrap();
+        assert!(is_frame(&sample, sample.number()));
+    }
+    assert_eq!(
+        sub.latest().unwrap().unwrap().number(),
+        5,
+        "offered until a loan"
+    );
+    let loan = publisher.loan().unwrap();
+    assert_eq!(loan.slot(), slots[0]);
+    assert!(sub.latest().unwrap().is_none(), "frame 5 is on loan again");
+    // A loan given up leaves its slot offering nothing (frame 5 went with it); the next
+    // loan takes that slot again.
+    assert!(sub.latest().unwrap().is_none());
+
+    // Held: the loan takes another slot, and the held frame stays whole.
+    let six = send_recording_slots(&mut publisher, 1);
+    let held = sub.receive().unwrap().unwrap();
+    assert_eq!(held.number(), 6);
+    assert_ne!(send_recording_slots(&mut publisher, 1), six);
+    assert!(is_frame(&held, 6), "a held frame was rewritten");
+    drop(held);
+    drop(sub.receive().unwrap().unwrap());
+
+    // A lossy subscriber: the newest frame stays offered, for its latest() and ours.
+    let lossy = Subscriber::<u64>::open(&path, Delivery::Lossy).unwrap();
+    let newest = send(&mut publisher);
+    drop(sub.receive().unwrap().unwrap());
+    let _loan = publisher.loan().unwrap();
+    for subscriber in [&lossy, &sub] {
+        let again = subscriber.latest().unwrap().unwrap();
+        assert_eq!(again.number(), newest);
+        assert!(is_frame(&again, newest));
+    }
+
+    // A history of 1 keeps the newest frame offered for late joiners.
+    let path = make_big(dir.path(), 4, 1);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let sub = lossless_one_hold(&path, crate::StartAt::Frame(0));
+    let newest = send(&mut publisher);
+    drop(sub.receive().unwrap().unwrap());
+    let _loan = publisher.loan().unwrap();
+    assert_eq!(sub.latest().unwrap().unwrap().number(), newest);
+    let late = lossless_one_hold(&path, crate::StartAt::Oldest);
+    assert_eq!(late.receive().unwrap().unwrap().number(), newest);
 }
 
 /// `has_new` says whether a receive would find a frame: false before a publish and after
