@@ -108,6 +108,15 @@ def test_frames_copied_into_the_callers_buffer_arrive_whole_and_in_order(daemon,
     pub.send(pattern(10_000))
     assert sub.receive_into(raw, timeout=5) == 10_000
     np.testing.assert_array_equal(np.frombuffer(raw, np.uint64), pattern(10_000))
+    # A poll copies into them too: an exact ndarray is borrowed with the subscriber taken,
+    # anything else (a bytearray, an ndarray subclass) the general way.
+    class Sub(np.ndarray):
+        pass
+    for n, dst in enumerate([bytearray(ELEMS * 8), np.zeros(ELEMS, np.uint64).view(Sub)],
+                            start=10_001):
+        pub.send(pattern(n))
+        assert sub.try_receive_into(dst) == n
+        np.testing.assert_array_equal(np.frombuffer(dst, np.uint64), pattern(n))
 
 
 def test_receive_into_refuses_what_cannot_hold_the_frame(daemon):

@@ -479,7 +479,7 @@ class Subscriber(_Handle):
         # publisher's (it checks the process and that the handle is open itself). A subclass
         # that overrides it keeps its own.
         if type(self).try_receive_into is Subscriber.try_receive_into:
-            self.try_receive_into = native.poller().try_receive_into
+            self.try_receive_into = native.poller(np.ndarray).try_receive_into
         self._current = None
         # Views of released samples that nothing else refers to, by slot address, ready to be
         # reused for the next sample in that slot (see `_view_of` and `Sample.release`).

@@ -16,7 +16,8 @@
 //! the subscriber is free, else by its holder when it lets go. A token's own small lock is
 //! never held while waiting for another.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use mmshare::{Delivery, LoanToken, Publisher, SampleToken, StreamError, Subscriber};
@@ -705,9 +706,20 @@ impl Drop for NativeLoan {
 
 /// What a subscriber's samples share: the subscriber, and the tokens of samples released
 /// while it was busy (released by whoever takes the subscriber next).
+///
+/// No token may stay queued once nobody holds the subscriber (a lossless stream's publisher
+/// would wait for it). A releaser queues its token, sets `queued`, fences and tries the
+/// subscriber; a holder lets the subscriber go, fences and looks at `queued`. The two
+/// `SeqCst` fences order the two sides (a store, a fence, a load on each: Dekker's
+/// pattern): either the releaser's try finds the subscriber free, or the holder sees
+/// `queued`. So a take can skip the queue's lock when `queued` is clear, which it almost
+/// always is: a missed token is the holder's to drain when it lets go.
 struct Shared {
     subscriber: Mutex<Subscriber<u8>>,
     released: Mutex<Vec<SampleToken>>,
+    /// Whether `released` may hold tokens: set with a push, cleared with the drain that
+    /// empties it (both under `released`'s lock).
+    queued: AtomicBool,
 }
 
 impl Shared {
@@ -715,7 +727,7 @@ impl Shared {
     /// while it is held is released when the guard goes.
     fn take(&self) -> Taken<'_> {
         let s = lock(&self.subscriber);
-        Self::drain(&self.released, &s);
+        self.drain(&s);
         Taken {
             shared: self,
             guard: Some(s),
@@ -729,29 +741,37 @@ impl Shared {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
-        Self::drain(&self.released, &s);
+        self.drain(&s);
         Some(Taken {
             shared: self,
             guard: Some(s),
         })
     }
 
-    fn drain(released: &Mutex<Vec<SampleToken>>, s: &Subscriber<u8>) {
-        let tokens = std::mem::take(&mut *lock(released));
+    /// Carries out the queued releases (`s` is the subscriber, held). Relaxed: a token
+    /// queued after this look is drained when the holder lets go (see [`Shared`]).
+    fn drain(&self, s: &Subscriber<u8>) {
+        if !self.queued.load(Relaxed) {
+            return;
+        }
+        let tokens = {
+            let mut released = lock(&self.released);
+            self.queued.store(false, Relaxed);
+            std::mem::take(&mut *released)
+        };
         for token in tokens {
             s.release_token(token);
         }
     }
 
     /// Carries out queued releases if the subscriber is free; if it is not, its holder does
-    /// when it lets go (`Taken::drop`), so no release stays queued once nobody holds it.
+    /// when it lets go (`Taken::drop`), so no release stays queued once nobody holds it. The
+    /// caller fenced (`SeqCst`) since it queued a token or let the subscriber go.
     fn drain_if_free(&self) {
-        while !lock(&self.released).is_empty() {
+        while self.queued.load(Relaxed) {
             match self.subscriber.try_lock() {
-                Ok(s) => Self::drain(&self.released, &s),
-                Err(std::sync::TryLockError::Poisoned(p)) => {
-                    Self::drain(&self.released, &p.into_inner());
-                }
+                Ok(s) => self.drain(&s),
+                Err(std::sync::TryLockError::Poisoned(p)) => self.drain(&p.into_inner()),
                 Err(std::sync::TryLockError::WouldBlock) => break,
             }
         }
@@ -759,7 +779,13 @@ impl Shared {
 
     /// Releases `token` now if the subscriber is free, else queues it for its holder.
     fn release(&self, token: SampleToken) {
-        lock(&self.released).push(token);
+        {
+            let mut released = lock(&self.released);
+            released.push(token);
+            self.queued.store(true, Relaxed);
+        }
+        // Pairs with the holder's fence in `Taken::drop` (see [`Shared`]).
+        fence(SeqCst);
         self.drain_if_free();
     }
 }
@@ -780,6 +806,8 @@ impl std::ops::Deref for Taken<'_> {
 impl Drop for Taken<'_> {
     fn drop(&mut self) {
         drop(self.guard.take());
+        // Pairs with the releaser's fence in `Shared::release`.
+        fence(SeqCst);
         self.shared.drain_if_free();
     }
 }
@@ -830,6 +858,7 @@ impl NativeSubscriber {
             shared: Arc::new(Shared {
                 subscriber: Mutex::new(subscriber),
                 released: Mutex::new(Vec::new()),
+                queued: AtomicBool::new(false),
             }),
         };
         NativeSubscriber {
@@ -839,11 +868,18 @@ impl NativeSubscriber {
 }
 
 impl SubCore {
-    /// `try_receive_into` after the handle's checks (see there).
-    fn poll_into(&self, py: Python<'_>, dst: Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+    /// `try_receive_into` after the handle's checks (see there). `plain`: `dst` is an exact
+    /// `numpy.ndarray`, whose buffer NumPy's C code lends without running Python code.
+    fn poll_into(
+        &self,
+        py: Python<'_>,
+        dst: Bound<'_, PyAny>,
+        plain: bool,
+    ) -> PyResult<Option<u64>> {
         let shared = &self.shared;
         // The look, with the subscriber let go again before the destination is borrowed
-        // (which may run Python code, and that code may use this subscriber).
+        // (which may run Python code, and that code may use this subscriber); but for a
+        // plain ndarray, one take does the look, the borrow and the copy.
         if !self.variable
             && let Some(s) = shared.try_take()
         {
@@ -851,6 +887,13 @@ impl SubCore {
                 Ok(false) => return Ok(None),
                 Ok(true) => {}
                 Err(e) => return Err(error(py, e)),
+            }
+            if plain && self.frame_bytes < DETACH_FROM {
+                let got = self
+                    .destination(py, &dst)
+                    .map(|dst| copy_next(&s, dst.address(), dst.len()));
+                drop(s);
+                return copied(py, got?);
             }
         }
         let dst = self.destination(py, &dst)?;
@@ -863,11 +906,7 @@ impl SubCore {
                 py.detach(|| copy(&shared.take()))
             }
         };
-        match got {
-            Ok(Some((number, intact))) => intact_or_error(py, number, intact).map(Some),
-            Ok(None) => Ok(None),
-            Err(e) => Err(error(py, e)),
-        }
+        copied(py, got)
     }
 
     /// The frame's bytes as a destination for a copy out: `dst` borrowed (C-contiguous,
@@ -958,6 +997,15 @@ unsafe fn copy_out(sample: &mmshare::Sample<'_, u8>, to: usize, len: usize) -> b
     // promises.
     unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), to as *mut u8, len) };
     sample.is_intact()
+}
+
+/// What a poll's copy out (`copy_next`) gives Python: the frame's number, None, or the error.
+fn copied(py: Python<'_>, got: Result<Option<(u64, bool)>, StreamError>) -> PyResult<Option<u64>> {
+    match got {
+        Ok(Some((number, intact))) => intact_or_error(py, number, intact).map(Some),
+        Ok(None) => Ok(None),
+        Err(e) => Err(error(py, e)),
+    }
 }
 
 /// The number of a frame copied out, or the error that its copy is not the frame's.
@@ -1130,13 +1178,14 @@ impl NativeSubscriber {
     /// (a lost or evicted subscription is still reported at once).
     fn try_receive_into(&self, py: Python<'_>, dst: Bound<'_, PyAny>) -> PyResult<Option<u64>> {
         usable(py, "subscriber", &self.name, self.opener, &self.closed)?;
-        self.poll_into(py, dst)
+        self.poll_into(py, dst, false)
     }
 
-    /// The handle's `try_receive_into` ([`NativePoller`]).
-    fn poller(&self) -> NativePoller {
+    /// The handle's `try_receive_into` ([`NativePoller`]); `ndarray` is `numpy.ndarray`.
+    fn poller(&self, ndarray: Py<pyo3::types::PyType>) -> NativePoller {
         NativePoller {
             core: Arc::clone(&self.core),
+            ndarray,
         }
     }
 
@@ -1185,6 +1234,8 @@ impl NativeSubscriber {
 #[pyclass(frozen, module = "mmshare._native")]
 pub(crate) struct NativePoller {
     core: Arc<SubCore>,
+    /// `numpy.ndarray`: an exact one is borrowed with the subscriber taken (`poll_into`).
+    ndarray: Py<pyo3::types::PyType>,
 }
 
 #[pymethods]
@@ -1193,7 +1244,8 @@ impl NativePoller {
     fn try_receive_into(&self, py: Python<'_>, dst: Bound<'_, PyAny>) -> PyResult<Option<u64>> {
         let core = &*self.core;
         usable(py, "subscriber", &core.name, core.opener, &core.closed)?;
-        core.poll_into(py, dst)
+        let plain = dst.get_type().is(self.ndarray.bind(py));
+        core.poll_into(py, dst, plain)
     }
 }
 
