@@ -156,6 +156,19 @@ def tables(rust, py, info, run_info):
       "both of its sides block in a socket read. Nor has Zenoh across processes: its requester "
       "blocks in the subscriber channel's `recv`, its echoing side replies from the "
       "subscriber's callback.\n")
+    placed = rust.get("placements")
+    if placed:
+        fl, st = placed["floor_p50_ns"], placed["stream_p50_ns"]
+        w("**Placements.** How far a cache line travels between the two cores depends on where "
+          "the kernel put its page (which slice of the shared L3 owns the line), so one "
+          "measurement of the floor, or of a 64 B ping-pong, is partly a draw: the floor comes "
+          "out near 135 ns in some placements and near 210 ns in others, on the same machine "
+          f"minutes apart. So both were also measured {len(fl)} times each, alternating, each "
+          f"time in files of their own ({placed['rounds']} round trips each): the floor's p50 "
+          f"{' / '.join(f'{x:.0f}' for x in fl)} ns (median {median(fl):.0f} ns), the mmshare "
+          f"stream's at 64 B {' / '.join(f'{x:.0f}' for x in st)} ns (median {median(st):.0f} "
+          "ns). The bound \"stream 64 B ÷ floor\" below is judged on the ratio of these "
+          "medians; the \"÷ floor\" column of the tables uses the single floor above.\n")
     for size in sorted({r["size"] for r in rust["latency"]}):
         rows = [r for r in rust["latency"] if r["size"] == size]
         ours = next(r for r in rows if r["case"] == OURS_LATENCY)["p50_ns"]
@@ -413,12 +426,19 @@ def targets(rust, py):
         out.append((f"{what} ÷ {theirs['case'].split(' (')[0]}, {size_text(ours['bytes'])} "
                     "(speed: their time ÷ ours)", theirs["median_ns"] / ours["median_ns"],
                     "≥ 0.9×", lambda v: v >= 0.9))
-    floor = rust["floor"]["p50_ns"]
-    small = next((r for r in rust["latency"] if r["case"] == OURS_LATENCY and r["size"] == 64),
-                 None)
-    if small:
-        out.append(("stream one-way 64 B ÷ the cache-line floor", small["p50_ns"] / floor,
+    placed = rust.get("placements")
+    if placed:
+        # Both in several placements of their pages, alternating (bench-peers, `placements`).
+        out.append(("stream one-way 64 B ÷ the cache-line floor, medians over placements",
+                    median(placed["stream_p50_ns"]) / median(placed["floor_p50_ns"]),
                     "≤ 2.5×", lambda v: v <= 2.5))
+    else:
+        floor = rust["floor"]["p50_ns"]
+        small = next((r for r in rust["latency"]
+                      if r["case"] == OURS_LATENCY and r["size"] == 64), None)
+        if small:
+            out.append(("stream one-way 64 B ÷ the cache-line floor", small["p50_ns"] / floor,
+                        "≤ 2.5×", lambda v: v <= 2.5))
     for size in sorted({r["size"] for r in rust["latency"]}):
         rows = {r["case"]: r for r in rust["latency"] if r["size"] == size}
         spawned, forked = rows.get("mmshare array"), rows.get("mmshare array, fork()ed child")
