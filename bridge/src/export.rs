@@ -10,7 +10,9 @@
 //! matches it holds no subscription, so an absent remote side never holds the local
 //! publisher back; it remembers the next frame it owes and subscribes from there
 //! ([`StartAt::Frame`]) when a subscriber appears. Frames the stream no longer offers by then
-//! (older than its ring and its history) are counted as lost.
+//! (older than its ring and its history; with history 0 and frames of 64 KiB or more, which
+//! are loaned newest first, even the newest frame may be gone once every local subscriber is
+//! past it) are counted as lost.
 //!
 //! An importer that finds a gap in the numbers (frames that were in flight when a link or a
 //! bridge died) asks for them on `P/resume/NAME?from=N`; the exporter subscribes again from

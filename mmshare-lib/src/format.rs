@@ -232,7 +232,9 @@ pub fn dtype_extension(dtype: &DType) -> Option<Extension> {
 }
 
 /// The newest frames a stream with `history` keeps offered, whatever else happens: its
-/// history, and at least 1 (the newest frame is always kept, for `latest()`).
+/// history, and at least 1 (the newest frame, for `latest()`; but with history 0, frames of
+/// 64 KiB or more loaned newest first may reuse even the newest frame's slot once every
+/// subscriber is past it: `Subscriber::latest`). The hold budget counts 1 either way.
 pub fn frames_kept(history: u32) -> u64 {
     u64::from(history.max(1))
 }

@@ -756,9 +756,10 @@ int mms_subscriber_first_frame(struct mms_subscriber *subscriber, uint64_t *out)
 int mms_receive(struct mms_subscriber *subscriber, int64_t timeout_ms, struct mms_sample **out);
 
 // The newest published frame, skipping older ones (counted as missed); `*out` is NULL
-// before the first frame, and when this subscriber already took the newest frame and the
-// publisher reused its slot (frames of 64 KiB or more, no history, only lossless
-// subscribers: `Subscriber::latest` in the Rust docs).
+// before the first frame, and while no frame is offered: after the publisher reused the
+// newest frame's slot once every subscriber was past it (frames of 64 KiB or more, no
+// history, only lossless subscribers: `Subscriber::latest` in the Rust docs), until the
+// next publish.
 //
 // # Safety
 // `subscriber` is a live subscriber handle; `out` valid for a write.

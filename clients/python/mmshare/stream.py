@@ -597,7 +597,8 @@ class Subscriber(_Handle):
         as missed); the same frame again if it was already received and is still offered.
         (It is not once reused: in a stream of frames of 64 KiB or more with no history and
         only lossless subscribers, the publisher's next loan reuses the newest frame's slot
-        once every subscriber has taken it. Then None until the next publish.)"""
+        once every subscriber is past it. Then no frame is offered, and this returns None,
+        until the next publish.)"""
         self._check_process()
         got = self._native.latest()
         return None if got is None else Sample(self, got)

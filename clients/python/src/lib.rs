@@ -113,6 +113,27 @@ impl Bytes {
         Ok(bytes)
     }
 
+    /// Borrows `obj`'s buffer as `borrow` does, or `None` when it cannot, making no Python
+    /// object either way: for a caller that holds a lock Python code could want. After a
+    /// `None` the Python error indicator may be set: the caller clears it (`PyErr::take`)
+    /// once it has let go of the lock.
+    pub(crate) fn borrow_quietly(
+        obj: &Bound<'_, PyAny>,
+        len: usize,
+        writable: bool,
+    ) -> Option<Bytes> {
+        use pyo3::ffi;
+        let mut view = Box::new(std::mem::MaybeUninit::<ffi::Py_buffer>::zeroed());
+        let flags = ffi::PyBUF_C_CONTIGUOUS | if writable { ffi::PyBUF_WRITABLE } else { 0 };
+        // SAFETY: as in `borrow_where`.
+        if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), flags) } != 0 {
+            return None;
+        }
+        // SAFETY: `PyObject_GetBuffer` succeeded, so it filled `view` in.
+        let bytes = Bytes(unsafe { Box::from_raw(Box::into_raw(view).cast::<ffi::Py_buffer>()) });
+        (bytes.len() == len).then_some(bytes)
+    }
+
     /// Borrows `obj`'s buffer, C-contiguous, with its item format and shape, or `None` when it
     /// exports none that way (the Python error is cleared): the first look of a fast path
     /// that falls back to the general one.

@@ -774,6 +774,9 @@ impl Shared {
                 Err(std::sync::TryLockError::Poisoned(p)) => self.drain(&p.into_inner()),
                 Err(std::sync::TryLockError::WouldBlock) => break,
             }
+            // We let the subscriber go again: a releaser whose try failed meanwhile counts on
+            // our next look at the flag, as on a holder's (the fence of `Taken::drop`).
+            fence(SeqCst);
         }
     }
 
@@ -889,11 +892,18 @@ impl SubCore {
                 Err(e) => return Err(error(py, e)),
             }
             if plain && self.frame_bytes < DETACH_FROM {
-                let got = self
-                    .destination(py, &dst)
-                    .map(|dst| copy_next(&s, dst.address(), dst.len()));
+                // NumPy lends an exact ndarray's buffer without running Python code, and
+                // nothing here makes a Python object while the subscriber is taken (making
+                // one may run the garbage collector, and a finalizer may want this
+                // subscriber). A buffer that does not fit goes the general way below, which
+                // says what is wrong with it.
+                if let Some(dst) = Bytes::borrow_quietly(&dst, self.frame_bytes, true) {
+                    let got = copy_next(&s, dst.address(), dst.len());
+                    drop(s);
+                    return copied(py, got);
+                }
                 drop(s);
-                return copied(py, got?);
+                drop(PyErr::take(py));
             }
         }
         let dst = self.destination(py, &dst)?;
@@ -1219,7 +1229,8 @@ impl NativeSubscriber {
         }
     }
 
-    /// The newest frame (None before the first), skipping older ones (counted as missed).
+    /// The newest frame (None before the first, or when it was taken and its slot reused:
+    /// `Subscriber::latest`), skipping older ones (counted as missed).
     fn latest(&self, py: Python<'_>) -> PyResult<Option<NativeSample>> {
         let shared = &self.shared;
         py.detach(|| detached(shared, Subscriber::latest))

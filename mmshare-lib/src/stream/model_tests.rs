@@ -43,6 +43,8 @@ const FREE_FENCE: u16 = 4096;
 const READ_FENCE: u16 = 8192;
 /// A subscriber starting at the oldest frame records `PUBLISHED` as its first cursor.
 const HIGH_FIRST_CURSOR: u16 = 16384;
+/// `latest()` re-reads `PUBLISHED` after a failed search without its Acquire fence.
+const LATEST_FENCE: u16 = 32768;
 
 /// Loom's atomics, with the pieces named in `DROP` removed from the protocol.
 struct Mutant<const DROP: u16>(LoomU64);
@@ -81,6 +83,11 @@ impl<const DROP: u16> Word for Mutant<DROP> {
     }
     fn fence_in_free() {
         fence_unless::<DROP>(FREE_FENCE);
+    }
+    fn fence_before_reread() {
+        if DROP & LATEST_FENCE == 0 {
+            loom::sync::atomic::fence(Acquire);
+        }
     }
     const SCAN_HOLDS: bool = DROP & HOLD_SCAN == 0;
     const KEEP_LOSSLESS: bool = DROP & LOSSLESS_FLOOR == 0;
@@ -555,6 +562,47 @@ fn model_catches_latest_racing_the_newest_frames_loan_without_the_hold_fence() {
     expect_rejected(
         check_latest_racing_newest_first::<HOLD_FENCE>,
         "a held frame was overwritten",
+    );
+}
+
+/// With oldest-first loans the newest frame stays offered until a newer one is published, so
+/// `latest()` always finds one: a lossy subscriber that took frames 0 and 1 of a 3-slot ring
+/// calls it while the publisher publishes frames 2 to 4 (the loan for frame 4 takes back
+/// frame 1, the newest when the subscriber started looking). Its search may see that
+/// take-back; its re-read of `PUBLISHED` must then see frame 2's publish, not give up.
+fn check_latest_finds_the_kept_newest_frame<const DROP: u16>() {
+    builder().check(|| {
+        let m = Model::<DROP>::new(3, 1);
+        let ring = m.ring();
+        let record = claim_record(&ring, 7).unwrap();
+        assert_eq!(take_budget(&ring, 1, 1), 1);
+        let start = subscribe(&ring, record, 1, false);
+        let mut state = attach(&ring);
+        publish_frames(&m, &mut state, 2);
+        let mut sub = subscriber(record, start);
+        assert_eq!(take_until(&m, &ring, &mut sub, 2), [0, 1]);
+        let publisher = {
+            let m = m.clone();
+            loom::thread::spawn(move || publish_frames(&m, &mut state, 5))
+        };
+        let taken = latest(&ring, &mut sub, 0);
+        let taken = taken.expect("latest() gave up while a frame was offered");
+        read_taken(&m, taken);
+        release(&ring, record, 0, taken.slot);
+        publisher.join().unwrap();
+    });
+}
+
+#[test]
+fn model_latest_finds_the_kept_newest_frame() {
+    check_latest_finds_the_kept_newest_frame::<0>();
+}
+
+#[test]
+fn model_catches_latest_rereading_published_without_its_fence() {
+    expect_failing_with(
+        check_latest_finds_the_kept_newest_frame::<LATEST_FENCE>,
+        "latest() gave up while a frame was offered",
     );
 }
 

@@ -61,6 +61,13 @@ pub(crate) trait Word: Sync {
         Self::fence(SeqCst);
     }
 
+    /// A `latest()` that did not find the newest frame: its fence between the search's tag
+    /// loads and its re-read of `PUBLISHED`.
+    #[inline]
+    fn fence_before_reread() {
+        Self::fence(Acquire);
+    }
+
     /// A reclaimer's fence between marking a record as being freed and clearing its holds.
     #[inline]
     fn fence_in_free() {
@@ -1051,8 +1058,11 @@ pub(crate) fn latest<W: Word>(
         let Some((slot, tag)) = find(ring, published, true, published) else {
             // Either a newer frame was published meanwhile (look again), or the newest
             // frame went with no newer one: only a newest-first loan takes it back, once
-            // every subscriber is past it (we took it: there is nothing for us until the
-            // next publish).
+            // every subscriber is past it (we are: there is nothing for us until the next
+            // publish). The Acquire fence orders the tag loads of the search before the
+            // re-read: a take-back we saw follows the publisher's fence after its last
+            // publish, so the re-read sees that publish's PUBLISHED.
+            W::fence_before_reread();
             if published <= state.cursor && load_acquire(ring.published) == published {
                 return None;
             }

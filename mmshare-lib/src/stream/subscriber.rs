@@ -798,10 +798,11 @@ impl<T: Element> Subscriber<T> {
     /// missed). Returns the newest frame again if it was already received, while it is still
     /// offered: it always is, but for one case. In a stream of frames of 64 KiB or more with
     /// no history and no lossy subscriber, the publisher reuses the newest frame's slot for
-    /// its next loan once every subscriber has taken that frame and let go of it (so that a
+    /// its next loan once every subscriber is past that frame and nobody holds it (so that a
     /// pipeline in step writes where the last frame was just read, in the caches); from then
-    /// until the next publish this returns `None`, at once. A frame not yet received is never
-    /// taken away from a lossless subscriber. With several publishers: the newest by publish
+    /// until the next publish no frame is offered, and this returns `None` at once (so does
+    /// it for a subscriber that joins meanwhile). A frame not yet received is never taken
+    /// away from a lossless subscriber. With several publishers: the newest by publish
     /// time across them, skipping only within its lane.
     ///
     /// # Errors
