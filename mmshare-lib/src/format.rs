@@ -35,6 +35,11 @@ pub const FORMAT_VERSION: u32 = 1;
 /// "Versions, features and extensions"). This code reads both.
 pub const FORMAT_VERSION_FEATURES: u32 = 2;
 
+/// Incompatible feature bit 3: each entry of the stream's slot table is a 64-byte cache line
+/// (tag, publish time, 48 bytes reserved) instead of 16 bytes; every stream this code makes
+/// has it (docs/FORMAT.md, "Slot lines").
+pub const FEATURE_SLOT_LINES: u32 = 8;
+
 /// Incompatible feature bit 0: the stream's slot table is followed by a frame-info table of
 /// [`Header::frame_info_stride`] bytes per slot (each frame's rows, then its per-frame header),
 /// and the frames start after it.
@@ -49,7 +54,8 @@ pub const FEATURE_VARIABLE_FRAMES: u32 = 2;
 pub const FEATURE_LANES: u32 = 4;
 /// Incompatible features this code knows: a file with any other bit set in
 /// [`Features::incompat`] is refused.
-pub const KNOWN_INCOMPAT: u32 = FEATURE_FRAME_INFO | FEATURE_VARIABLE_FRAMES | FEATURE_LANES;
+pub const KNOWN_INCOMPAT: u32 =
+    FEATURE_FRAME_INFO | FEATURE_VARIABLE_FRAMES | FEATURE_LANES | FEATURE_SLOT_LINES;
 /// Most publishers (lanes) a stream may have.
 pub const MAX_PUBLISHERS: u32 = 16;
 /// Largest per-frame header, in bytes (its frame-info entry is then 65536 bytes).
@@ -1006,6 +1012,9 @@ impl Header {
             max_subscribers: spec.max_subscribers,
         };
         let mut header = Self::build(&spec.frame, kind)?;
+        // Every stream made now has a cache line per slot-table entry.
+        header.features.incompat |= FEATURE_SLOT_LINES;
+        header.data_offset = data_offset_of(kind, header.features.incompat);
         if (MIN_SLOTS..=MAX_SLOTS).contains(&spec.slots) {
             check_history(spec.history, spec.slots)?;
         }
@@ -1037,7 +1046,11 @@ impl Header {
             header.frame_info_stride = frame_info_stride(header_len, lanes);
             header.frame_header.clone_from(&spec.header);
             header.check_frame_info()?;
-            header.data_offset = stream_data_offset(spec.slots, header.frame_info_stride);
+            header.data_offset = stream_data_offset(
+                spec.slots,
+                header.frame_info_stride,
+                header.features.incompat,
+            );
         }
         header.set_extensions(&spec.extensions());
         header.check_stream_geometry()?;
@@ -1149,7 +1162,7 @@ impl Header {
             shape: spec.shape.clone(),
             order: spec.order,
             kind,
-            data_offset: data_offset_of(kind),
+            data_offset: data_offset_of(kind, 0),
             data_len,
             created_ns: now_ns(),
             owner_uid: spec.owner_uid,
@@ -1191,11 +1204,17 @@ impl Header {
     /// Streams with [`FEATURE_FRAME_INFO`]: where the frame-info table starts.
     pub fn frame_info_offset(&self) -> Option<u64> {
         match self.kind {
-            Kind::Stream { slots, .. } if self.frame_info_stride != 0 => {
-                Some(offsets::SLOT_TABLE as u64 + (16 * u64::from(slots)).next_multiple_of(64))
-            }
+            Kind::Stream { slots, .. } if self.frame_info_stride != 0 => Some(
+                offsets::SLOT_TABLE as u64
+                    + (self.slot_entry_len() as u64 * u64::from(slots)).next_multiple_of(64),
+            ),
             _ => None,
         }
+    }
+
+    /// Bytes per slot-table entry: 64 with [`FEATURE_SLOT_LINES`], else 16.
+    pub fn slot_entry_len(&self) -> usize {
+        slot_entry_len(self.features.incompat)
     }
 
     /// Bytes of one frame's header (0 without one).
@@ -1485,11 +1504,17 @@ impl Header {
             0
         };
         let data_offset = u64_at(page, offsets::DATA_OFFSET);
+        // The layout's feature bits (all of them are checked below).
+        let incompat = if version == FORMAT_VERSION_FEATURES {
+            u32_at(page, offsets::FEATURES_INCOMPAT)
+        } else {
+            0
+        };
         let expected = match kind {
             Kind::Stream { slots, .. } if frame_info_stride != 0 => {
-                stream_data_offset(slots, frame_info_stride)
+                stream_data_offset(slots, frame_info_stride, incompat)
             }
-            _ => data_offset_of(kind),
+            _ => data_offset_of(kind, incompat),
         };
         if data_offset != expected {
             return Err(FormatError::MisalignedDataOffset {
@@ -1664,19 +1689,31 @@ fn check_writable_dtype(dtype: &DType) -> Result<(), FormatError> {
     }
 }
 
+/// Bytes per slot-table entry of a stream with incompatible features `incompat`.
+fn slot_entry_len(incompat: u32) -> usize {
+    if incompat & FEATURE_SLOT_LINES != 0 {
+        64
+    } else {
+        16
+    }
+}
+
 /// Where the frames of a stream with a frame-info table of `stride` bytes per slot start:
 /// after the slot table (rounded to 64 bytes) and the table, on a page boundary.
-fn stream_data_offset(slots: u32, stride: u32) -> u64 {
+fn stream_data_offset(slots: u32, stride: u32, incompat: u32) -> u64 {
     let page = HEADER_SIZE as u64;
-    let table = (16 * u64::from(slots)).next_multiple_of(64) + u64::from(slots) * u64::from(stride);
+    let entries = slot_entry_len(incompat) as u64 * u64::from(slots);
+    let table = entries.next_multiple_of(64) + u64::from(slots) * u64::from(stride);
     page + table.next_multiple_of(page)
 }
 
-fn data_offset_of(kind: Kind) -> u64 {
+fn data_offset_of(kind: Kind, incompat: u32) -> u64 {
     let page = HEADER_SIZE as u64;
     match kind {
         Kind::Array => page,
-        Kind::Stream { slots, .. } => page + (16 * u64::from(slots)).next_multiple_of(page),
+        Kind::Stream { slots, .. } => {
+            page + (slot_entry_len(incompat) as u64 * u64::from(slots)).next_multiple_of(page)
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::layout::{self, Record, control_len};
-use super::protocol::{Ring, SlotWords};
+use super::protocol::{Ring, SlotTable};
 use super::sleep;
 use crate::array::mapping::Mapping;
 use crate::array::raw::{read_up_to, read_word_at};
@@ -788,11 +788,13 @@ impl StreamFiles {
     }
 
     pub(crate) fn ring(&self) -> Ring<'_, AtomicU64> {
-        // SAFETY: `SlotWords<AtomicU64>` is `repr(C)` and made only of `AtomicU64`s.
-        let slots = unsafe {
+        let stride = self.header().slot_entry_len() / 8;
+        // SAFETY: the slot table is `slots` entries of `stride` words, all `AtomicU64`s.
+        let words = unsafe {
             self.data
-                .atomic_structs::<SlotWords<AtomicU64>>(offsets::SLOT_TABLE, self.slots)
+                .atomic_structs::<AtomicU64>(offsets::SLOT_TABLE, self.slots * stride)
         };
+        let slots = SlotTable::new(words, stride);
         Ring {
             published: self.data.u64_at(offsets::PUBLISHED),
             slots,

@@ -231,7 +231,9 @@ impl<const DROP: u16> Futex for ModelFutex<DROP> {
 /// sleeper counts and futex words.
 struct Model<const DROP: u16> {
     published: Mutant<DROP>,
-    slots: Vec<SlotWords<Mutant<DROP>>>,
+    /// The slot table's words: a tag and a time per slot (the packed layout: loom explores
+    /// orders, not cache lines).
+    slots: Vec<Mutant<DROP>>,
     records: Vec<Record<Mutant<DROP>>>,
     budget: Mutant<DROP>,
     data: Vec<UnsafeCell<u64>>,
@@ -255,12 +257,7 @@ impl<const DROP: u16> Model<DROP> {
         let w = || Mutant::<DROP>(LoomU64::new(0));
         Arc::new(Model {
             published: w(),
-            slots: (0..slots)
-                .map(|_| SlotWords {
-                    tag: w(),
-                    time: w(),
-                })
-                .collect(),
+            slots: (0..2 * slots).map(|_| w()).collect(),
             records: (0..records).map(|_| Record::new_with(w)).collect(),
             budget: w(),
             data: (0..slots).map(|_| UnsafeCell::new(u64::MAX)).collect(),
@@ -277,15 +274,10 @@ impl<const DROP: u16> Model<DROP> {
     /// kernel, so that a subscriber of both lanes sleeps on both words at once.
     fn another_lane(first: &Self) -> Arc<Self> {
         let w = || Mutant::<DROP>(LoomU64::new(0));
-        let slots = first.slots.len();
+        let slots = first.slots.len() / 2;
         Arc::new(Model {
             published: w(),
-            slots: (0..slots)
-                .map(|_| SlotWords {
-                    tag: w(),
-                    time: w(),
-                })
-                .collect(),
+            slots: (0..2 * slots).map(|_| w()).collect(),
             records: (0..first.records.len())
                 .map(|_| Record::new_with(w))
                 .collect(),
@@ -303,7 +295,7 @@ impl<const DROP: u16> Model<DROP> {
     fn ring(&self) -> Ring<'_, Mutant<DROP>> {
         Ring {
             published: &self.published,
-            slots: &self.slots,
+            slots: SlotTable::new(&self.slots, 2),
             records: &self.records,
             budget: &self.budget,
         }

@@ -118,13 +118,71 @@ pub(crate) struct SlotWords<W> {
     pub(crate) time: W,
 }
 
+/// The slot table: per slot, its tag and publish time, `stride` words from one slot's to the
+/// next's: 2 in the packed table of streams made without `FEATURE_SLOT_LINES` (four slots to a
+/// cache line), 8 with it (a cache line per slot, so that a loan made right after a publish
+/// does not touch the line a subscriber is polling: docs/FORMAT.md, "Slot lines").
+pub(crate) struct SlotTable<'a, W> {
+    words: &'a [W],
+    stride: usize,
+}
+
+impl<W> Clone for SlotTable<'_, W> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<W> Copy for SlotTable<'_, W> {}
+
+impl<'a, W> SlotTable<'a, W> {
+    /// The table of `words.len() / stride` slots.
+    ///
+    /// # Panics
+    /// If `stride` is below 2 or does not divide the words (a bug of the caller: the layout
+    /// is the header's, checked at open).
+    pub(crate) fn new(words: &'a [W], stride: usize) -> SlotTable<'a, W> {
+        assert!(
+            stride >= 2 && words.len().is_multiple_of(stride),
+            "a slot table of {} words with stride {stride}",
+            words.len()
+        );
+        SlotTable { words, stride }
+    }
+
+    /// Slots in the table.
+    pub(crate) fn len(&self) -> usize {
+        self.words.len() / self.stride
+    }
+
+    /// Slot `i`'s tag and time.
+    pub(crate) fn get(&self, i: usize) -> &'a SlotWords<W> {
+        let pair = &self.words[i * self.stride..i * self.stride + 2];
+        // SAFETY: `SlotWords<W>` is `repr(C)` with two `W` fields, laid out as `[W; 2]`;
+        // `pair` is two consecutive `W`s that live as long as `'a`.
+        unsafe { &*pair.as_ptr().cast::<SlotWords<W>>() }
+    }
+
+    /// Every slot's entry, in slot order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &'a SlotWords<W>> + 'a {
+        let table = *self;
+        (0..table.len()).map(move |i| table.get(i))
+    }
+}
+
+impl<'a, W> std::ops::Index<usize> for SlotTable<'a, W> {
+    type Output = SlotWords<W>;
+    fn index(&self, i: usize) -> &SlotWords<W> {
+        self.get(i)
+    }
+}
+
 /// The shared words of one stream. `slots` has one entry per slot; its length is the slot
 /// count, taken from the data file's header.
 pub(crate) struct Ring<'a, W> {
     /// Frames published so far (data file).
     pub(crate) published: &'a W,
     /// Per slot: its tag and publish time (data file).
-    pub(crate) slots: &'a [SlotWords<W>],
+    pub(crate) slots: SlotTable<'a, W>,
     /// Subscriber records (control file).
     pub(crate) records: &'a [Record<W>],
     /// Holds granted out of the hold capacity (control file).
