@@ -1968,7 +1968,7 @@ mod tests {
         ));
         let (h, a) = with(
             Features {
-                incompat: 0x8,
+                incompat: 0x10,
                 ..Features::default()
             },
             &[],

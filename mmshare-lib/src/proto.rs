@@ -1207,7 +1207,7 @@ mod tests {
             assert_eq!(h.data_offset, s.data_offset, "{}: data_offset", s.name);
             assert_eq!(
                 h.data_offset,
-                4096 + (16 * u64::from(s.slots)).next_multiple_of(4096)
+                4096 + (64 * u64::from(s.slots)).next_multiple_of(4096)
             );
             assert_eq!(h.data_len, s.frame_len, "{}: frame_len", s.name);
             assert_eq!(h.slot_stride(), s.slot_stride, "{}: slot_stride", s.name);
