@@ -61,7 +61,7 @@ pub struct Publisher<T: Element> {
     ahead: Option<usize>,
     /// Whether each publish loans the next slot at once: frames below [`NEWEST_FIRST_FROM`]
     /// (loaned oldest first) in a stream whose slot table has a cache line per slot.
-    loans_ahead: bool,
+    pub(super) loans_ahead: bool,
     /// The Rust type last checked against the per-frame header's dtype (`header_mut`).
     header_type: Option<std::any::TypeId>,
     me: u64,

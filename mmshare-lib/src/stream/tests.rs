@@ -652,12 +652,14 @@ fn a_loan_reuses_the_oldest_frames_slot() {
         slots.extend(send_recording_slots(&mut publisher, 1));
         assert_eq!(slots[n], slots[n - 4], "frame {n} replaces frame {}", n - 4);
     }
-    // Frames 0..=4 were taken back; 5..=8 are all still there.
+    // Frames 0..=4 were taken back, and 5 too: the loan made right after frame 8's publish
+    // (`Publisher::loan_ahead`) has its slot; 6..=8 are all still there.
+    assert!(publisher.loans_ahead);
     let first = subscriber.receive().unwrap().unwrap();
-    assert_eq!((first.number(), first.missed_before()), (5, 5));
-    assert!(is_frame(&first, 5));
+    assert_eq!((first.number(), first.missed_before()), (6, 6));
+    assert!(is_frame(&first, 6));
     drop(first);
-    for n in 6..9 {
+    for n in 7..9 {
         let sample = subscriber.receive().unwrap().unwrap();
         assert_eq!((sample.number(), sample.missed_before()), (n, 0));
     }
@@ -670,6 +672,9 @@ fn a_frame_taken_back_while_held_goes_to_nobody_else() {
     let dir = tempfile::tempdir().unwrap();
     let path = make(dir.path(), 4, 4);
     let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    // Holds are placed between a publish and the next loan, after the moment a loan made
+    // ahead (`Publisher::loan_ahead`) would have chosen: this is about the choice itself.
+    publisher.loans_ahead = false;
     let open = || {
         Subscriber::<u64>::attach(
             StreamFiles::open(&path, false).unwrap(),
@@ -701,6 +706,9 @@ fn holds_beyond_the_granted_count_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let path = make(dir.path(), 4, 4);
     let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    // Holds are placed between a publish and the next loan, after the moment a loan made
+    // ahead (`Publisher::loan_ahead`) would have chosen: this is about the choice itself.
+    publisher.loans_ahead = false;
     let subscriber = Subscriber::<u64>::attach(
         StreamFiles::open(&path, false).unwrap(),
         crate::SubscribeOptions::new(Delivery::Lossy).max_held(1),
@@ -770,6 +778,9 @@ fn a_held_empty_slot_is_not_loaned() {
     let dir = tempfile::tempdir().unwrap();
     let path = make(dir.path(), 4, 4);
     let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    // Holds are placed between a publish and the next loan, after the moment a loan made
+    // ahead (`Publisher::loan_ahead`) would have chosen: this is about the choice itself.
+    publisher.loans_ahead = false;
     let subscriber = Subscriber::<u64>::attach(
         StreamFiles::open(&path, false).unwrap(),
         crate::SubscribeOptions::new(Delivery::Lossy).max_held(1),
