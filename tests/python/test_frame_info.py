@@ -188,11 +188,15 @@ def test_format_md_reads_a_frame_its_rows_and_header_with_numpy_alone(daemon):
     page = data_path.read_bytes()[:4096]
     slots, = struct.unpack_from("<I", page, 0x54)
     stride, = struct.unpack_from("<I", page, 0x7C)
-    frame_info = 0x1000 + -(-16 * slots // 64) * 64
+    incompat, = struct.unpack_from("<I", page, 0x60)
+    entry = 64 if incompat & 8 else 16          # SLOT_LINES: a cache line per slot
+    assert entry == 64, "a stream made now has slot lines"
+    frame_info = 0x1000 + -(-entry * slots // 64) * 64
     for n in range(5):
         pub.send(frame_of(n), header=header_of(n))
         with sub.receive(timeout=10) as held:
-            tags = np.fromfile(data_path, "<u8", count=2 * slots, offset=0x1000)[::2]
+            tags = np.fromfile(data_path, "<u8", count=slots * entry // 8,
+                               offset=0x1000)[::entry // 8]
             slot = int(np.flatnonzero(tags == n + 1)[0])
             ns = dict(namespace, data_path=data_path, slot=slot, np=np)
             exec(code, ns)

@@ -30,7 +30,10 @@
 //!   frame, *taken back*: no longer offered, but maybe still held, so not reused yet. Only the
 //!   publisher stores it.
 //! * `TIME[i]` (data file): when the frame in slot `i` was published (ns since the epoch),
-//!   right after `TAG[i]` in the slot table, so that both come with one cache line.
+//!   right after `TAG[i]` in the slot table, so that both come with one cache line. Each
+//!   slot's pair has a cache line of its own (`FEATURE_SLOT_LINES`; streams made before it
+//!   pack four slots to a line), so that a loan never rewrites the line a subscriber polls
+//!   for another slot's frame: see "Loans made ahead" below.
 //! * `HELD[r][k]` (control file): subscriber `r`'s hold `k`: 0 = none, otherwise slot + 1.
 //!   Only subscriber `r` stores it (and whoever reclaims a dead subscriber's record).
 //! * `CURSOR[r]` (control file): the next frame subscriber `r` wants. The publisher reads it
@@ -140,6 +143,13 @@
 //! frame into the slot just read, in the caches. Each candidate goes through the same
 //! take-back, fence and hold scan as above
 //! (`model_latest_racing_a_newest_first_loan_of_the_newest_frame_stays_safe`).
+//!
+//! **Loans made ahead.** For frames below 64 KiB in a stream with slot lines, the publisher
+//! makes its next loan right after each publish (`Publisher::loan_ahead`): the same steps,
+//! run while subscribers read the frame just published instead of on the next frame's way
+//! to them. Only the timing moves: the frame taken back leaves the offer one publish
+//! earlier (a lossy subscriber lagging a whole ring finds one frame fewer), and the hold
+//! budget already counts the slot on loan.
 //!
 //! # Why a free slot always exists for lossy subscribers
 //!

@@ -1763,10 +1763,10 @@ fn a_damaged_row_count_never_reads_past_the_frame() {
 
 /// The frame-info table's place in the file: after the slot table, described by feature bits
 /// and the stride in the header and the header's dtype in extension record 0x8004; the frames
-/// move after it, page aligned. A plain stream stays version 1, byte for byte as before.
+/// move after it, page aligned. A plain stream has one feature bit: its slot lines.
 #[test]
 fn the_frame_info_table_is_described_by_the_header() {
-    use crate::format::{FEATURE_FRAME_INFO, FEATURE_VARIABLE_FRAMES, Header};
+    use crate::format::{FEATURE_FRAME_INFO, FEATURE_SLOT_LINES, FEATURE_VARIABLE_FRAMES, Header};
     let dir = tempfile::tempdir().unwrap();
     let record =
         DType::parse("[('t', '<M8[ns]'), ('exposure', '<f4'), ('roi', '<u2', (4,))]").unwrap();
@@ -1776,11 +1776,15 @@ fn the_frame_info_table_is_described_by_the_header() {
     assert_eq!(h.format_version(), 2);
     assert_eq!(
         h.features.incompat,
-        FEATURE_FRAME_INFO | FEATURE_VARIABLE_FRAMES
+        FEATURE_FRAME_INFO | FEATURE_VARIABLE_FRAMES | FEATURE_SLOT_LINES
     );
     assert_eq!(h.frame_info_stride, 64, "8 + 20 bytes, one line");
     assert_eq!(h.frame_header.as_ref(), Some(&record));
-    assert_eq!(h.frame_info_offset(), Some(0x1000 + 64));
+    assert_eq!(
+        h.frame_info_offset(),
+        Some(0x1000 + 4 * 64),
+        "after 4 slot lines"
+    );
     assert_eq!(h.data_offset, 4096 + 4096);
     assert_eq!(h.data_offset % 4096, 0);
     let big = DType::Void(5000);
@@ -1789,14 +1793,16 @@ fn the_frame_info_table_is_described_by_the_header() {
     let path = make_framed(&sub, Some(big), false, vec![1]);
     let h = StreamFiles::open(&path, false).unwrap().header().clone();
     assert_eq!(h.frame_info_stride, 5056);
-    assert_eq!(h.features.incompat, FEATURE_FRAME_INFO);
+    assert_eq!(h.features.incompat, FEATURE_FRAME_INFO | FEATURE_SLOT_LINES);
     assert_eq!(
         h.data_offset,
-        4096 + (64 + 4 * 5056u64).next_multiple_of(4096)
+        4096 + (4 * 64 + 4 * 5056u64).next_multiple_of(4096)
     );
     let plain = make(dir.path(), 4, 4);
     let h = StreamFiles::open(&plain, false).unwrap().header().clone();
-    assert_eq!((h.format_version(), h.frame_info_stride), (1, 0));
+    // A plain stream has slot lines too: version 2 with that bit only.
+    assert_eq!((h.format_version(), h.frame_info_stride), (2, 0));
+    assert_eq!(h.features.incompat, FEATURE_SLOT_LINES);
 
     // What cannot vary, or is too large, is refused at create.
     for (header, variable, shape, order, says) in [
@@ -1860,11 +1866,51 @@ fn a_stream_of_several_publishers_has_one_lane_of_files_each() {
     let files = StreamFiles::open(&single, false).unwrap();
     assert!(!files.header().has_lanes());
     assert_eq!(
-        files.header().format_version(),
-        1,
-        "today's files unchanged"
+        files.header().features.incompat,
+        crate::format::FEATURE_SLOT_LINES,
+        "a single publisher's stream has no lanes"
     );
     assert!(!single.join("data.1").exists());
+}
+
+/// A stream file of before slot lines (version 1: 16-byte slot-table entries, no
+/// `SLOT_LINES` bit) is still read and written: its frames stream whole and in order, its
+/// tags sit 16 bytes apart, and its publisher makes no loan ahead.
+#[test]
+fn a_stream_file_with_the_packed_slot_table_of_before_still_streams() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    // The same stream in the layout of before: with 4 slots the frames start on the same
+    // page, so only the header changes.
+    let mut h = StreamFiles::open(&path, false).unwrap().header().clone();
+    h.features.incompat &= !crate::format::FEATURE_SLOT_LINES;
+    assert_eq!(h.format_version(), 1);
+    let page = h.encode();
+    let data = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path.join("data"))
+        .unwrap();
+    data.write_all_at(&page[..0x400], 0).unwrap();
+    drop(data);
+    let files = StreamFiles::open(&path, false).unwrap();
+    assert_eq!(files.header().slot_entry_len(), 16);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    assert!(!publisher.loans_ahead, "no loan ahead without slot lines");
+    let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
+    for n in 0..10 {
+        assert_eq!(send(&mut publisher), n);
+        let sample = subscriber.receive().unwrap().unwrap();
+        assert_eq!((sample.number(), sample.missed_before()), (n, 0));
+        assert!(is_frame(&sample, n));
+    }
+    // Frame 9 went into slot 9 % 4 = 1: its tag at 0x1000 + 16.
+    let mut tag = [0u8; 8];
+    std::fs::File::open(path.join("data"))
+        .unwrap()
+        .read_exact_at(&mut tag, 0x1000 + 16)
+        .unwrap();
+    assert_eq!(u64::from_le_bytes(tag), 10);
 }
 
 /// Lane files swapped between two streams, or given in the wrong order, are refused with
