@@ -531,8 +531,9 @@ pub mod offsets {
     pub const ATTACHES: usize = WRITE_COUNT;
     /// Streams: the slot table starts on the page after the header: for each slot, its tag
     /// (`u64`, 0 = no frame or on loan, else frame number + 1, with bit 63 set once the frame
-    /// is taken back for reuse) then its publish time (`u64`, ns since the Unix epoch), 16
-    /// bytes per slot. The frames follow on the next page boundary.
+    /// is taken back for reuse) then its publish time (`u64`, ns since the Unix epoch), in an
+    /// entry of 64 bytes per slot with [`super::FEATURE_SLOT_LINES`] (16 without: streams
+    /// made before it). The frames follow on the next page boundary.
     pub const SLOT_TABLE: usize = 0x1000;
 }
 
@@ -542,7 +543,7 @@ pub const FLAG_TORN: u32 = 1;
 /// Fewest slots a stream may have: one on loan to the publisher, one for the newest frame,
 /// and at least one a subscriber can hold.
 pub const MIN_SLOTS: u32 = 3;
-/// Most slots a stream may have (its slot table is then 64 KiB).
+/// Most slots a stream may have (its slot table is then 256 KiB; 64 KiB without slot lines).
 pub const MAX_SLOTS: u32 = 4096;
 /// Most subscriber records a stream's control file may have.
 pub const MAX_SUBSCRIBERS: u32 = 1024;
@@ -1676,8 +1677,6 @@ impl Header {
     }
 }
 
-/// Where the data starts: right after the header page for arrays; for streams after the
-/// header page and the slot table (16 bytes per slot), on a page boundary.
 /// What `DType::parse` refuses cannot be written either (the file would not open): a void
 /// of 0 bytes or more than [`crate::MAX_ITEMSIZE`].
 fn check_writable_dtype(dtype: &DType) -> Result<(), FormatError> {
@@ -1707,6 +1706,8 @@ fn stream_data_offset(slots: u32, stride: u32, incompat: u32) -> u64 {
     page + table.next_multiple_of(page)
 }
 
+/// Where the data starts: right after the header page for arrays; for streams after the
+/// header page and the slot table ([`slot_entry_len`] bytes per slot), on a page boundary.
 fn data_offset_of(kind: Kind, incompat: u32) -> u64 {
     let page = HEADER_SIZE as u64;
     match kind {

@@ -58,7 +58,7 @@ pub struct Publisher<T: Element> {
     /// The slot of a loan made by `loan_token` and not yet published or abandoned.
     outstanding: Option<usize>,
     /// A slot loaned right after the last publish, for the next loan ([`Publisher::loan_ahead`]).
-    ahead: Option<usize>,
+    pub(super) ahead: Option<usize>,
     /// Whether each publish loans the next slot at once: frames below [`NEWEST_FIRST_FROM`]
     /// (loaned oldest first) in a stream whose slot table has a cache line per slot.
     pub(super) loans_ahead: bool,
@@ -397,7 +397,9 @@ impl<T: Element> Publisher<T> {
     /// published. The frame taken back for it leaves the offer one publish earlier than it
     /// would have: a lossy subscriber lagging by a whole ring finds one frame fewer.
     fn loan_ahead(&mut self) {
-        if self.loans_ahead && self.ahead.is_none() {
+        // Not for a publisher that lost the stream: its copy of the tags is stale, and its
+        // take-backs would hide the new publisher's frames.
+        if self.loans_ahead && self.ahead.is_none() && self.check_attached().is_ok() {
             self.ahead = protocol::try_loan(&self.files.ring(), &mut self.state);
         }
     }
@@ -793,6 +795,12 @@ impl<T: Element> Publisher<T> {
         if let Err(e) = self.check_attached().and_then(|()| self.check_no_token()) {
             self.end_wait(wait);
             return std::task::Poll::Ready(Err(e));
+        }
+        // A slot loaned ahead is the next loan's, this one's too: a loan of its own here would
+        // find that slot free (tag 0, unheld) and hand it out a second time.
+        if let Some(slot) = self.ahead.take() {
+            self.end_wait(wait);
+            return std::task::Poll::Ready(Ok(slot));
         }
         let Publisher { files, state, .. } = self;
         let ring = files.ring();

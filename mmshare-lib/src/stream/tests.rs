@@ -1873,6 +1873,49 @@ fn a_stream_of_several_publishers_has_one_lane_of_files_each() {
     assert!(!single.join("data.1").exists());
 }
 
+/// A loan made ahead is the next loan's however it is asked for: an async loan after a
+/// publish gets that slot, and the loan after it a different one (no slot is handed out
+/// twice); the subscriber gets every frame whole.
+#[cfg(feature = "async")]
+#[test]
+fn an_async_loan_takes_the_slot_loaned_ahead() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    assert!(publisher.loans_ahead);
+    let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
+    send(&mut publisher);
+    let ahead = publisher
+        .ahead
+        .expect("a slot loaned ahead after the publish");
+    let by_async = {
+        let mut future = std::pin::pin!(publisher.loan_async());
+        let Poll::Ready(Ok(mut loan)) = future
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        else {
+            panic!("a free slot was there")
+        };
+        let slot = loan.slot();
+        fill(&mut loan, 1);
+        loan.publish();
+        slot
+    };
+    assert_eq!(by_async, ahead);
+    assert_ne!(
+        send_recording_slots(&mut publisher, 1),
+        [by_async],
+        "a slot handed out twice"
+    );
+    for n in 0..3 {
+        let sample = subscriber.receive().unwrap().unwrap();
+        assert_eq!((sample.number(), sample.missed_before()), (n, 0));
+        assert!(is_frame(&sample, n));
+    }
+}
+
 /// A stream file of before slot lines (version 1: 16-byte slot-table entries, no
 /// `SLOT_LINES` bit) is still read and written: its frames stream whole and in order, its
 /// tags sit 16 bytes apart, and its publisher makes no loan ahead.
