@@ -349,6 +349,14 @@ fn take_until<const DROP: u16>(
     got
 }
 
+/// A record claimed for the model's subscriber (identity 7), with the one hold the hold
+/// budget of capacity 1 grants it.
+fn record_with_one_hold<const DROP: u16>(ring: &Ring<'_, Mutant<DROP>>) -> usize {
+    let record = claim_record(ring, 7).unwrap();
+    assert_eq!(take_budget(ring, 1, 1), 1);
+    record
+}
+
 fn subscriber(record: usize, cursor: u64) -> SubscriberState {
     SubscriberState::new(record, cursor, 7)
 }
@@ -403,8 +411,7 @@ fn check_lossy<const DROP: u16>() {
     builder().check(|| {
         let m = Model::<DROP>::new(3, 1);
         let ring = m.ring();
-        let record = claim_record(&ring, 7).unwrap();
-        assert_eq!(take_budget(&ring, 1, 1), 1);
+        let record = record_with_one_hold(&ring);
         let start = subscribe(&ring, record, 1, false);
         let mut state = attach(&ring);
         publish_frames(&m, &mut state, 2);
@@ -458,8 +465,7 @@ fn check_lossless<const DROP: u16>(newest_first: bool) {
     bounded(2).check(move || {
         let m = Model::<DROP>::new(3, 1);
         let ring = m.ring();
-        let record = claim_record(&ring, 7).unwrap();
-        assert_eq!(take_budget(&ring, 1, 1), 1);
+        let record = record_with_one_hold(&ring);
         assert_eq!(subscribe(&ring, record, 1, true), 0);
         let mut state = attach(&ring).newest_first(newest_first);
         publish_frames(&m, &mut state, 2);
@@ -511,8 +517,7 @@ fn check_latest_racing_newest_first<const DROP: u16>() {
     builder().check(|| {
         let m = Model::<DROP>::new(3, 1);
         let ring = m.ring();
-        let record = claim_record(&ring, 7).unwrap();
-        assert_eq!(take_budget(&ring, 1, 1), 1);
+        let record = record_with_one_hold(&ring);
         assert_eq!(subscribe(&ring, record, 1, true), 0);
         let mut state = attach(&ring).newest_first(true);
         publish_frames(&m, &mut state, 1);
@@ -566,8 +571,7 @@ fn check_latest_finds_the_kept_newest_frame<const DROP: u16>() {
     builder().check(|| {
         let m = Model::<DROP>::new(3, 1);
         let ring = m.ring();
-        let record = claim_record(&ring, 7).unwrap();
-        assert_eq!(take_budget(&ring, 1, 1), 1);
+        let record = record_with_one_hold(&ring);
         let start = subscribe(&ring, record, 1, false);
         let mut state = attach(&ring);
         publish_frames(&m, &mut state, 2);
@@ -627,8 +631,7 @@ fn check_oldest_start<const DROP: u16>() {
                 state
             })
         };
-        let record = claim_record(&ring, 7).unwrap();
-        assert_eq!(take_budget(&ring, 1, 1), 1);
+        let record = record_with_one_hold(&ring);
         let first = subscribe_with(&ring, record, 1, true, 0, StartAt::Oldest).cursor;
         let state = publisher.join().unwrap();
         let newest = state.next - 1;
@@ -676,8 +679,7 @@ fn check_demotion<const DROP: u16>() {
     bounded(1).check(|| {
         let m = Model::<DROP>::new(3, 1);
         let ring = m.ring();
-        let record = claim_record(&ring, 7).unwrap();
-        assert_eq!(take_budget(&ring, 1, 1), 1);
+        let record = record_with_one_hold(&ring);
         assert_eq!(subscribe(&ring, record, 1, true), 0);
         let mut state = attach(&ring);
         publish_frames(&m, &mut state, 2);
@@ -808,8 +810,7 @@ fn model_unsubscribe_racing_a_loan_never_races_a_read() {
     builder().check(|| {
         let m = Model::<0>::new(3, 1);
         let ring = m.ring();
-        let record = claim_record(&ring, 7).unwrap();
-        assert_eq!(take_budget(&ring, 1, 1), 1);
+        let record = record_with_one_hold(&ring);
         let start = subscribe(&ring, record, 1, false);
         let mut state = attach(&ring);
         publish_frames(&m, &mut state, 2);
@@ -835,8 +836,7 @@ fn model_try_loan_never_fails_with_only_lossy_subscribers() {
     builder().check(|| {
         let m = Model::<0>::new(3, 1);
         let ring = m.ring();
-        let record = claim_record(&ring, 7).unwrap();
-        assert_eq!(take_budget(&ring, 1, 1), 1);
+        let record = record_with_one_hold(&ring);
         let _ = subscribe(&ring, record, 1, false);
         let mut state = attach(&ring);
         publish_frames(&m, &mut state, 3);
@@ -900,8 +900,7 @@ fn check_joiner<const DROP: u16, const ALREADY: u64>() {
             let m = m.clone();
             loom::thread::spawn(move || publish_frames(&m, &mut state, 4))
         };
-        let record = claim_record(&ring, 7).unwrap();
-        assert_eq!(take_budget(&ring, 1, 1), 1);
+        let record = record_with_one_hold(&ring);
         let start = subscribe(&ring, record, 1, true);
         let mut sub = subscriber(record, start);
         let got = take_until(&m, &ring, &mut sub, 4);
@@ -1004,8 +1003,7 @@ fn check_sleeping_subscriber<const DROP: u16>(waits: Waits) {
     bounded(2).check(move || {
         let m = Model::<DROP>::new(3, 1);
         let ring = m.ring();
-        let record = claim_record(&ring, 7).unwrap();
-        assert_eq!(take_budget(&ring, 1, 1), 1);
+        let record = record_with_one_hold(&ring);
         let start = subscribe(&ring, record, 1, false);
         let mut state = attach(&ring);
         let publisher = {
@@ -1089,8 +1087,7 @@ fn check_sleeping_publisher<const DROP: u16>() {
     bounded(2).check(|| {
         let m = Model::<DROP>::new(3, 1);
         let ring = m.ring();
-        let record = claim_record(&ring, 7).unwrap();
-        assert_eq!(take_budget(&ring, 1, 1), 1);
+        let record = record_with_one_hold(&ring);
         assert_eq!(subscribe(&ring, record, 1, true), 0);
         let mut state = attach(&ring);
         publish_frames(&m, &mut state, 2);
@@ -1253,8 +1250,7 @@ fn check_free_during_hold<const DROP: u16>() {
     builder().check(|| {
         let m = Model::<DROP>::new(3, 1);
         let ring = m.ring();
-        let record = claim_record(&ring, 7).unwrap();
-        assert_eq!(take_budget(&ring, 1, 1), 1);
+        let record = record_with_one_hold(&ring);
         let start = subscribe(&ring, record, 1, false);
         let mut state = attach(&ring);
         publish_frames(&m, &mut state, 1);
