@@ -133,6 +133,25 @@ def record(path, command):
                    "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}, f)
 
 
+def attempts_note(rows):
+    """A line saying which rows' figures come from a case run again after an attempt failed
+    (Zenoh's: a message that never arrived), with the errors; empty when none did."""
+    again = [r for r in rows if r.get("failed_attempts")]
+    if not again:
+        return ""
+    parts = []
+    for r in again:
+        where = f"{r['consumers']} consumer(s)" if "consumers" in r else size_text(r["size"])
+        errors = "; ".join(r["failed_attempts"])
+        parts.append(f"{r['case']}, {where}: {len(r['failed_attempts'])} attempt(s) failed "
+                     f"({errors})")
+    return ("Run again from the start (fresh sessions, sockets and processes) after an attempt "
+            "failed, the figures above being those of the attempt that finished: "
+            + "; ".join(parts) + ". A message that never arrives, with no error on either side, "
+            "is a known way for Zenoh's SHM path to fail (eclipse-zenoh/zenoh#2628: a buffer in "
+            "transit is invalidated when the receiving thread is descheduled for over 100 ms).\n")
+
+
 def tables(rust, py, info, run_info):
     out = []
     w = out.append
@@ -181,6 +200,8 @@ def tables(rust, py, info, run_info):
             w(f"| {r['case']} | {us(r['p50_ns'])} | {us(r['p99_ns'])} | {us(r['p999_ns'])} | "
               f"{vs_floor} | {ratio(r['p50_ns'] / ours, r['case'], flag_below=1)} |")
         w("")
+        if note := attempts_note(rows):
+            w(note)
         spawned = next((r for r in rows if r["case"] == "mmshare array"), None)
         forked = next((r for r in rows if r["case"] == "mmshare array, fork()ed child"), None)
         if spawned and forked:
@@ -225,6 +246,8 @@ def tables(rust, py, info, run_info):
                 w(f"| {r['case']} | {n} | {fps:,.0f} | {fps * size * n / 1e9:.2f} | "
                   f"{ratio(fps / ours, r['case'], flag_above=1)} |")
         w("")
+        if note := attempts_note(rows):
+            w(note)
 
     sc = rust["scaling"]
     if sc:
@@ -500,6 +523,17 @@ def summary(runs):
             mtext = "–"
         w(f"| {label} | " + " | ".join(cells) + f" | {mtext} | {bound} |")
     w("")
+    again = [(i + 1, r) for i, (rust, _) in enumerate(runs)
+             for r in rust["latency"] + rust["throughput"] if r.get("failed_attempts")]
+    if again:
+        w("Cases run again from the start after an attempt failed (the figures are those of "
+          "the attempt that finished): " + "; ".join(
+              f"run {i}, {r['case']} {size_text(r['size'])}"
+              + (f" to {r['consumers']} consumer(s)" if "consumers" in r else "")
+              + f": {len(r['failed_attempts'])} ({'; '.join(r['failed_attempts'])})"
+              for i, r in again) + ".\n")
+    else:
+        w("No case needed a second attempt in any of the runs.\n")
     return "\n".join(out)
 
 
