@@ -61,6 +61,7 @@ mod backoff;
 pub mod bridge_stats;
 mod client;
 mod control_file;
+mod copy;
 mod dtype;
 mod error;
 mod fault;

@@ -1039,7 +1039,7 @@ fn consumer_child(kind: &str, a: &str, b: &str, size: usize, frames: u64, cpu: u
                 if kind == "stream" {
                     sum = sum.wrapping_add(touch(&s));
                 } else {
-                    buf.copy_from_slice(&s);
+                    s.copy_to(&mut buf);
                     sum = sum.wrapping_add(touch(&buf));
                 }
             }
@@ -2207,6 +2207,20 @@ fn main() {
             let dir = tempfile::tempdir_in("/dev/shm").map_err(|e| e.to_string())?;
             let fps = fan_in(dir.path(), arg(2), num(3) as usize, num(4) as usize)?;
             println!("{fps:.0} frames/s");
+            Ok(())
+        })(),
+        // One request-response case alone: CASE SIZE ROUNDS, CASE mmshare or iceoryx2 (p50 and
+        // p99 of the round trip in ns).
+        "__rpc_only" => (|| {
+            pin(0);
+            let dir = tempfile::tempdir_in("/dev/shm").map_err(|e| e.to_string())?;
+            let (size, rounds) = (num(3) as usize, num(4) as usize);
+            let dist = match arg(2) {
+                "mmshare" => rpc_mmshare(&Daemon::start(dir.path())?, size, rounds)?,
+                "iceoryx2" => rpc_iox(size, rounds)?,
+                other => return Err(format!("unknown case {other}")),
+            };
+            println!("p50 {:.0} ns, p99 {:.0} ns", dist.at(0.5), dist.at(0.99));
             Ok(())
         })(),
         // One throughput case alone: KIND SIZE FRAMES CONSUMERS (for profiling and tuning).

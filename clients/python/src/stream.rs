@@ -997,15 +997,13 @@ fn copy_next(
 /// # Safety
 /// `to` is valid for writes of `len` bytes for the call and does not overlap the mapping.
 unsafe fn copy_out(sample: &mmshare::Sample<'_, u8>, to: usize, len: usize) -> bool {
-    let frame: &[u8] = sample;
     assert_eq!(
-        frame.len(),
+        sample.len(),
         len,
         "a fixed-size frame is the destination's size"
     );
-    // SAFETY: the frame is held (the sample lives) and is `len` bytes; `to` as the caller
-    // promises.
-    unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), to as *mut u8, len) };
+    // SAFETY: `to` as the caller promises (writable for `len` bytes, overlapping no frame).
+    sample.copy_to(unsafe { std::slice::from_raw_parts_mut(to as *mut u8, len) });
     sample.is_intact()
 }
 

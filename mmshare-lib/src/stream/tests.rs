@@ -2600,3 +2600,28 @@ fn waiters_yield_instead_of_spinning_when_participants_outnumber_the_cpus() {
     .unwrap();
     spins_only_on(3, 2, "a publisher of 3 participants", &mut loan_nothing);
 }
+
+/// `Sample::copy_to` gives exactly the frame, below and above the size where it switches to
+/// the CPU's string move, and refuses a destination of another length.
+#[test]
+fn copy_to_copies_exactly_the_frame_and_refuses_another_length() {
+    let dir = tempfile::tempdir().unwrap();
+    for elems in [ELEMS, 4096 + 3] {
+        let mut spec = StreamSpec::new(format!("c{elems}"), DType::U64, vec![elems as u64]);
+        spec.slots = 4;
+        let path = create_stream_files(dir.path(), &spec).unwrap().0;
+        let mut publisher = Publisher::<u64>::open(&path).unwrap();
+        let subscriber = Subscriber::<u64>::open(&path, Delivery::Lossless).unwrap();
+        for _ in 0..3 {
+            let n = send(&mut publisher);
+            let sample = subscriber.receive().unwrap().unwrap();
+            let mut out = vec![u64::MAX; elems];
+            sample.copy_to(&mut out);
+            assert!(is_frame(&out, n), "frame {n} of {elems} elements");
+            let short = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                sample.copy_to(&mut vec![0; elems - 1]);
+            }));
+            assert!(short.is_err(), "a destination one element short is refused");
+        }
+    }
+}
