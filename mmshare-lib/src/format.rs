@@ -842,6 +842,12 @@ pub enum FormatError {
         /// The bits this build knows.
         known: u32,
     },
+    /// An array file with incompatible feature bits that only a stream may have (every one
+    /// this code knows is about a stream's layout): a damaged or forged header.
+    #[error(
+        "the file is an array but has stream feature bits {0:#x} (slot lines, frame info, lanes): a damaged header"
+    )]
+    StreamFeaturesOnArray(u32),
     /// The file uses read-only-compatible features this code does not know, and it was
     /// opened for writing.
     #[error(
@@ -1505,12 +1511,26 @@ impl Header {
             0
         };
         let data_offset = u64_at(page, offsets::DATA_OFFSET);
-        // The layout's feature bits (all of them are checked below).
+        // The layout's feature bits. Unknown ones are refused before anything they may
+        // change is checked: a newer layout (its data elsewhere, say) must be reported as a
+        // file of a newer mmshare, which the daemon leaves alone, not as a damaged one, which
+        // it renames aside.
         let incompat = if version == FORMAT_VERSION_FEATURES {
             u32_at(page, offsets::FEATURES_INCOMPAT)
         } else {
             0
         };
+        let unknown = incompat & !KNOWN_INCOMPAT;
+        if unknown != 0 {
+            return Err(FormatError::UnknownFeatures {
+                unknown,
+                known: KNOWN_INCOMPAT,
+            });
+        }
+        let stream_only = incompat & KNOWN_INCOMPAT;
+        if kind == Kind::Array && stream_only != 0 {
+            return Err(FormatError::StreamFeaturesOnArray(stream_only));
+        }
         let expected = match kind {
             Kind::Stream { slots, .. } if frame_info_stride != 0 => {
                 stream_data_offset(slots, frame_info_stride, incompat)
@@ -1559,13 +1579,6 @@ impl Header {
                 ro_compat: u32_at(page, offsets::FEATURES_RO_COMPAT),
                 compat: u32_at(page, offsets::FEATURES_COMPAT),
             };
-            let unknown = features.incompat & !KNOWN_INCOMPAT;
-            if unknown != 0 {
-                return Err(FormatError::UnknownFeatures {
-                    unknown,
-                    known: KNOWN_INCOMPAT,
-                });
-            }
             let extension = ExtensionArea {
                 len: u32_at(page, offsets::EXT_LEN),
                 crc: u32_at(page, offsets::EXT_CRC),
@@ -2069,6 +2082,42 @@ mod tests {
                 offset: offsets::FEATURES_COMPAT
             })
         );
+    }
+
+    /// A stream of a newer layout (an unknown incompatible bit, and its data elsewhere) is
+    /// reported as a newer mmshare's file, not as a damaged one (the daemon renames those
+    /// aside); an array with a stream's feature bit is a damaged header.
+    #[test]
+    fn an_unknown_layout_is_a_newer_file_and_stream_bits_on_an_array_are_refused() {
+        let stream = Header::new_stream(&StreamSpec::new("s", DType::U8, vec![64])).unwrap();
+        let mut newer = *stream.encode();
+        let bits = u32_at(&newer[..], offsets::FEATURES_INCOMPAT) | 0x10;
+        put_u32(&mut newer[..], offsets::FEATURES_INCOMPAT, bits);
+        put_u64(
+            &mut newer[..],
+            offsets::DATA_OFFSET,
+            stream.data_offset + 4096,
+        );
+        reseal(&mut newer[..]);
+        assert_eq!(
+            Header::decode(&newer[..]),
+            Err(FormatError::UnknownFeatures {
+                unknown: 0x10,
+                known: KNOWN_INCOMPAT
+            })
+        );
+        for bit in [
+            FEATURE_SLOT_LINES,
+            FEATURE_FRAME_INFO,
+            FEATURE_LANES,
+            FEATURE_VARIABLE_FRAMES,
+        ] {
+            let mut array = sample();
+            array.features.incompat = bit;
+            let e = Header::decode(&array.encode()[..]).unwrap_err();
+            assert_eq!(e, FormatError::StreamFeaturesOnArray(bit), "bit {bit:#x}");
+            assert!(e.to_string().contains("array"), "{e}");
+        }
     }
 
     /// Features and an extension area make version 2, which round-trips; an unknown
