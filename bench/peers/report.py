@@ -149,7 +149,9 @@ def attempts_note(rows):
             "failed, the figures above being those of the attempt that finished: "
             + "; ".join(parts) + ". A message that never arrives, with no error on either side, "
             "is a known way for Zenoh's SHM path to fail (eclipse-zenoh/zenoh#2628: a buffer in "
-            "transit is invalidated when the receiving thread is descheduled for over 100 ms).\n")
+            "transit is invalidated when the receiving thread is descheduled for over 100 ms); "
+            "a consumer's error says how many frames had come, which tells a frame lost at the "
+            "start (sent before its subscriber was known) from one lost on the way.\n")
 
 
 def tables(rust, py, info, run_info):

@@ -168,13 +168,20 @@ fn ready() -> Result {
         .map_err(|e| e.to_string())
 }
 
+/// Waits for a child; an error with its own (the `error: ` line a failing child writes to its
+/// standard output, read by us: see `main`) if it failed.
 fn finish(child: Child) -> Result {
     let out = child.wait_with_output().map_err(|e| e.to_string())?;
     if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("the child failed: {}", out.status))
+        return Ok(());
     }
+    let said = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("error: ").map(str::to_owned));
+    Err(match said {
+        Some(e) => format!("the child failed ({}): {e}", out.status),
+        None => format!("the child failed: {}", out.status),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2291,6 +2298,10 @@ fn main() {
     };
     if let Err(e) = result {
         eprintln!("bench-peers: {e}");
+        // A child's standard output goes to its parent (`finish`), which names the error.
+        if arg(1).starts_with("__") {
+            println!("error: {e}");
+        }
         std::process::exit(1);
     }
 }
