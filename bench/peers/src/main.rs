@@ -2113,7 +2113,9 @@ fn run(quick: bool, out: &Path) -> Result {
         .skip_while(|a| a != "--max-readers")
         .nth(1)
         .and_then(|n| n.parse().ok())
-        .unwrap_or(cpus.max(2) - 1);
+        // One per CPU beside the writer's, and at least 3: on a small machine the rows then
+        // also show readers that share CPUs (with the writer, or with each other).
+        .unwrap_or((cpus.max(2) - 1).max(3));
     let secs = if quick { 0.5 } else { 2.0 };
     let mut scaling_rows = Vec::new();
     for n in 1..=max_readers {
