@@ -843,9 +843,11 @@ pub enum FormatError {
         known: u32,
     },
     /// An array file with incompatible feature bits that only a stream may have (every one
-    /// this code knows is about a stream's layout): a damaged or forged header.
+    /// this code knows is about a stream's layout, and none is ever reused for arrays: an
+    /// array feature takes a new bit, which older builds refuse as unknown): a damaged or
+    /// forged header.
     #[error(
-        "the file is an array but has stream feature bits {0:#x} (slot lines, frame info, lanes): a damaged header"
+        "the file is an array but has stream feature bits {0:#x} (slot lines, frame info, variable frames, lanes): a damaged header"
     )]
     StreamFeaturesOnArray(u32),
     /// The file uses read-only-compatible features this code does not know, and it was
@@ -1485,6 +1487,22 @@ impl Header {
         if stored != computed {
             return Err(FormatError::BadChecksum { stored, computed });
         }
+        // The feature bits (covered by the checksum). Unknown ones are refused before
+        // anything they may change is checked (the kind, the slot limits, the data offset):
+        // a newer layout must be reported as a file of a newer mmshare, which the daemon
+        // leaves alone, not as a damaged one, which it renames aside.
+        let incompat = if version == FORMAT_VERSION_FEATURES {
+            u32_at(page, offsets::FEATURES_INCOMPAT)
+        } else {
+            0
+        };
+        let unknown = incompat & !KNOWN_INCOMPAT;
+        if unknown != 0 {
+            return Err(FormatError::UnknownFeatures {
+                unknown,
+                known: KNOWN_INCOMPAT,
+            });
+        }
         let kind = match u32_at(page, offsets::KIND) {
             1 => Kind::Array,
             2 => Kind::Stream {
@@ -1511,22 +1529,6 @@ impl Header {
             0
         };
         let data_offset = u64_at(page, offsets::DATA_OFFSET);
-        // The layout's feature bits. Unknown ones are refused before anything they may
-        // change is checked: a newer layout (its data elsewhere, say) must be reported as a
-        // file of a newer mmshare, which the daemon leaves alone, not as a damaged one, which
-        // it renames aside.
-        let incompat = if version == FORMAT_VERSION_FEATURES {
-            u32_at(page, offsets::FEATURES_INCOMPAT)
-        } else {
-            0
-        };
-        let unknown = incompat & !KNOWN_INCOMPAT;
-        if unknown != 0 {
-            return Err(FormatError::UnknownFeatures {
-                unknown,
-                known: KNOWN_INCOMPAT,
-            });
-        }
         let stream_only = incompat & KNOWN_INCOMPAT;
         if kind == Kind::Array && stream_only != 0 {
             return Err(FormatError::StreamFeaturesOnArray(stream_only));
@@ -2099,13 +2101,20 @@ mod tests {
             stream.data_offset + 4096,
         );
         reseal(&mut newer[..]);
-        assert_eq!(
-            Header::decode(&newer[..]),
-            Err(FormatError::UnknownFeatures {
-                unknown: 0x10,
-                known: KNOWN_INCOMPAT
-            })
-        );
+        let newer_file = Err(FormatError::UnknownFeatures {
+            unknown: 0x10,
+            known: KNOWN_INCOMPAT,
+        });
+        assert_eq!(Header::decode(&newer[..]), newer_file);
+        // The same for more slots than this build allows, or a kind it does not know.
+        let mut more_slots = newer;
+        put_u32(&mut more_slots[..], offsets::STREAM_SLOTS, MAX_SLOTS + 1);
+        reseal(&mut more_slots[..]);
+        assert_eq!(Header::decode(&more_slots[..]), newer_file);
+        let mut new_kind = newer;
+        put_u32(&mut new_kind[..], offsets::KIND, 3);
+        reseal(&mut new_kind[..]);
+        assert_eq!(Header::decode(&new_kind[..]), newer_file);
         for bit in [
             FEATURE_SLOT_LINES,
             FEATURE_FRAME_INFO,

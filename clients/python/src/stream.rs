@@ -995,15 +995,21 @@ fn copy_next(
 /// the control file and the publisher reused the slot meanwhile).
 ///
 /// # Safety
-/// `to` is valid for writes of `len` bytes for the call and does not overlap the mapping.
+/// `to` is valid for writes of `len` bytes for the call, does not overlap the mapping, and
+/// nothing else reads or writes it during the call (another Python thread may run while the
+/// copy runs with the GIL released: using the destination meanwhile is that program's race).
 unsafe fn copy_out(sample: &mmshare::Sample<'_, u8>, to: usize, len: usize) -> bool {
     assert_eq!(
         sample.len(),
         len,
         "a fixed-size frame is the destination's size"
     );
-    // SAFETY: `to` as the caller promises (writable for `len` bytes, overlapping no frame).
-    sample.copy_to(unsafe { std::slice::from_raw_parts_mut(to as *mut u8, len) });
+    // An empty frame: nothing to copy, and an exporter may lend a null address for 0 bytes
+    // (a slice may not have one).
+    if len > 0 {
+        // SAFETY: `to` as the caller promises (non-null: `len` > 0 bytes are writable there).
+        sample.copy_to(unsafe { std::slice::from_raw_parts_mut(to as *mut u8, len) });
+    }
     sample.is_intact()
 }
 
