@@ -249,10 +249,15 @@ fn raw(dir: &Path, rounds: usize) -> Result<Dist> {
 /// the bound is judged on.
 fn placements(dir: &Path, k: usize, rounds: usize) -> Result<serde_json::Value> {
     let (mut floors, mut streams) = (Vec::new(), Vec::new());
+    let (mut arrays, mut forked) = (Vec::new(), Vec::new());
     for _ in 0..k {
         let own = tempfile::tempdir_in(dir).map_err(|e| e.to_string())?;
         floors.push(raw(own.path(), rounds)?.at(0.5));
         streams.push(stream(own.path(), 64, rounds)?.at(0.5));
+        // The array ping-pong with a spawned and with a fork()ed second process: the bound
+        // "forked ÷ spawned" at 64 B is a race of placements as much as the floor is.
+        arrays.push(array(own.path(), 64, rounds)?.at(0.5));
+        forked.push(array_forked(own.path(), 64, rounds)?.at(0.5));
     }
     let text = |v: &[f64]| {
         v.iter()
@@ -272,7 +277,22 @@ fn placements(dir: &Path, k: usize, rounds: usize) -> Result<serde_json::Value> 
         "mmshare stream p50 (ns), alternating",
         &text(&streams),
     );
-    Ok(serde_json::json!({ "rounds": rounds, "floor_p50_ns": floors, "stream_p50_ns": streams }))
+    progress(
+        "placements",
+        64,
+        "mmshare array p50 (ns), alternating",
+        &text(&arrays),
+    );
+    progress(
+        "placements",
+        64,
+        "mmshare array, fork()ed child p50 (ns), alternating",
+        &text(&forked),
+    );
+    Ok(serde_json::json!({
+        "rounds": rounds, "floor_p50_ns": floors, "stream_p50_ns": streams,
+        "array_p50_ns": arrays, "array_forked_p50_ns": forked,
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------
