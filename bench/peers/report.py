@@ -242,7 +242,10 @@ def tables(rust, py, info, run_info):
       "acknowledgement, so producer and consumers overlap as in a pipeline. frames/s = frames ÷ "
       "(first send … last consumer done). GB/s counts the bytes all consumers read. Consumer "
       f"*i* runs on CPU 1 + *i* modulo the {rust['cpus']} CPUs: where consumers outnumber the "
-      "CPUs beside the producer's, they share them.\n")
+      "CPUs beside the producer's, they share them." + (
+          " The cases of each block run in the order of the table in odd runs and in reverse "
+          "in even ones, so that no case always follows the same one."
+          if "throughput_reversed" in rust else "") + "\n")
     for size in sorted({r["size"] for r in rust["throughput"]}):
         rows = [r for r in rust["throughput"] if r["size"] == size]
         w(f"#### {size_text(size)} frames ({rows[0]['frames']} frames)\n")

@@ -2090,6 +2090,11 @@ fn run(quick: bool, out: &Path) -> Result {
     // 1 consumer, and N: one per CPU beside the producer's (at most 4), and at least 2 (on a
     // 2-CPU machine the second shares a CPU, which the tables say).
     let many = (cpus - 1).clamp(2, 4);
+    let run_number: u32 = std::env::var("BENCH_PEERS_RUN")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let reversed = run_number.is_multiple_of(2);
     let mut throughput_rows = Vec::new();
     for (size, frames) in [(4096usize, 50_000usize), (1 << 20, 2_000), (8 << 20, 200)] {
         let frames = (frames / scale).max(20);
@@ -2104,7 +2109,17 @@ fn run(quick: bool, out: &Path) -> Result {
             if redis_socket.is_some() {
                 cases.push(("Redis SET / GET (a key per frame)", "redis"));
             }
-            for (case, kind) in cases {
+            // Each block's cases run in the order listed in odd runs and in reverse in even
+            // ones (`BENCH_PEERS_RUN`, set by ./scripts/bench-peers), so that no case always
+            // follows the same one (the first mmshare case of a block followed the last
+            // block's Redis case in every run); the rows keep the listed order.
+            let mut order: Vec<usize> = (0..cases.len()).collect();
+            if reversed {
+                order.reverse();
+            }
+            let mut rows = vec![serde_json::Value::Null; cases.len()];
+            for k in order {
+                let (case, kind) = cases[k];
                 let (fps, failed) = if kind == "zenoh" {
                     zenoh_shm::again_after_a_loss(
                         &format!("zenoh throughput {size} B to {n}"),
@@ -2122,11 +2137,12 @@ fn run(quick: bool, out: &Path) -> Result {
                     case,
                     &format!("{n} consumer(s): {fps:.0} frames/s"),
                 );
-                throughput_rows.push(serde_json::json!({
+                rows[k] = serde_json::json!({
                     "case": case, "size": size, "consumers": n, "frames": frames,
                     "frames_per_s": fps, "failed_attempts": failed,
-                }));
+                });
             }
+            throughput_rows.extend(rows);
         }
     }
     let max_readers = std::env::args()
@@ -2201,7 +2217,7 @@ fn run(quick: bool, out: &Path) -> Result {
         "quick": quick, "cpus": cpus, "floor": floor.json(), "latency": latency,
         "placements": placements,
         "blocking": blocking_rows, "blocking_gap_ms": GAP.as_millis() as u64,
-        "throughput": throughput_rows, "scaling": scaling_rows,
+        "throughput": throughput_rows, "throughput_reversed": reversed, "scaling": scaling_rows,
         "rpc": rpc_rows, "fan_in": fan_in_rows,
     });
     std::fs::write(out, results.to_string())
