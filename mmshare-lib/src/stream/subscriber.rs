@@ -1213,7 +1213,9 @@ impl<T: Element> Sample<'_, T> {
     /// `<[T]>::copy_from_slice`). The same bytes as `dst.copy_from_slice(&sample)`, with
     /// the copy that measured fastest for a frame another CPU has just written: on x86-64,
     /// from 1 KiB, the CPU's string move instead of `memcpy` (4 KiB frames copied out about
-    /// 8 % faster between two cores).
+    /// 8 % faster between two cores). As for reading in place, a process that erased this
+    /// subscriber's hold in the control file could have the slot reused during the copy:
+    /// [`Sample::is_intact`] afterwards tells (the Python binding's copies check it).
     pub fn copy_to(&self, dst: &mut [T]) {
         crate::copy::copy_fresh(bytemuck::cast_slice_mut(dst), bytemuck::cast_slice(self));
     }
