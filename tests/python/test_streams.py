@@ -148,6 +148,39 @@ def test_receive_into_refuses_what_cannot_hold_the_frame(daemon):
         vsub.try_receive_into(np.empty((8, 4), np.uint16))
 
 
+def test_a_poll_into_an_array_like_one_taken_before_still_checks_it(daemon):
+    """Once a poll has copied a frame into an exact ndarray, later ones of the same dtype and
+    shape skip NumPy's buffer export (they are read straight from the array object); one of
+    them that is read-only or not contiguous is still refused, and nothing is taken. Others of
+    the frame's bytes (another shape, another dtype) take the frame as before."""
+    c = mmshare.connect(daemon.socket)
+    stream(c, "into-known")
+    pub, sub = c.publisher("into-known"), c.subscribe("into-known", lossless=True)
+    out = np.empty(ELEMS, np.uint64)
+    pub.send(pattern(0))
+    assert sub.try_receive_into(out) == 0            # the shape and dtype are known from here
+    pub.send(pattern(1))
+    frozen = np.zeros(ELEMS, np.uint64)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="writable"):
+        sub.try_receive_into(frozen)
+    assert (frozen == 0).all(), "a read-only array was written"
+    backing = np.zeros(2 * ELEMS, np.uint64)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        sub.try_receive_into(backing[::2])
+    assert (backing == 0).all(), "a strided view's memory was written"
+    with pytest.raises(ValueError, match=f"got {(ELEMS - 1) * 8} bytes"):
+        sub.try_receive_into(np.zeros(ELEMS - 1, np.uint64))
+    square = np.empty((8, ELEMS // 8), np.uint64)    # the frame's bytes in another shape
+    assert sub.try_receive_into(square) == 1, "a refused call took the frame"
+    np.testing.assert_array_equal(square.ravel(), pattern(1))
+    for n in range(2, 6):
+        pub.send(pattern(n))
+        dst = np.empty(ELEMS, np.uint64) if n % 2 else np.empty(ELEMS * 8, np.uint8)
+        assert sub.try_receive_into(dst) == n
+        np.testing.assert_array_equal(dst.view(np.uint64), pattern(n))
+
+
 def test_send_takes_a_ready_frame_as_it_is_and_converts_anything_else(daemon):
     """A frame that already is the stream's (dtype, shape, C-contiguous; owning its memory or a
     view) and one that is not (strided, another byte order) arrive the same; a bad casting rule is refused either
@@ -202,6 +235,8 @@ def test_the_native_send_and_poll_refuse_what_the_python_methods_refuse(daemon):
         pub.send(bytes(16))                                 # bytes: converted, refused
     with pytest.raises(ValueError, match=r"frame shape \(2, 2\) is not the stream's \(4,\)"):
         pub.send(np.zeros((2, 2), np.uint32))               # its bytes, not its shape
+    with pytest.raises(ValueError, match=r"frame shape \(3,\) is not the stream's \(4,\)"):
+        pub.send(np.zeros(3, np.uint32))                    # the dtype, fewer elements
     with pytest.raises(ValueError, match="casting must be one of"):
         pub.send(np.arange(4, dtype=np.uint32), casting=3)
     c.create_stream("native-send-u1", "u1", (4,), slots=4)

@@ -15,6 +15,7 @@ mod aio;
 mod array;
 mod client;
 mod errors;
+mod ndarray;
 mod service;
 mod stream;
 mod watch;

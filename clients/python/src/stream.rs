@@ -26,6 +26,7 @@ use pyo3::prelude::*;
 use std::task::Poll;
 
 use crate::aio::NativeWait;
+use crate::ndarray::KnownLayout;
 use crate::{Bytes, duration, errors, seconds_text, sliced};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -109,6 +110,9 @@ struct Direct {
     /// and its `spec`: the general path (conversions, casting checks, headers, errors).
     converting: Py<PyAny>,
     spec: Py<PyAny>,
+    /// The dtype object and shape of an ndarray `as_frame` took: another exact ndarray with
+    /// both is read without the buffer protocol (module `ndarray`).
+    known: KnownLayout,
 }
 
 /// Refuses a handle's fast method (one that is the Python handle's own: no Python code runs
@@ -177,10 +181,14 @@ impl PubCore {
             return None;
         }
         let bytes = Bytes::borrow_described(frame)?;
-        (bytes.format() == format.as_c_str()
+        let fits = bytes.format() == format.as_c_str()
             && bytes.shape() == shape.as_slice()
-            && bytes.len() == self.frame_bytes)
-            .then_some(bytes)
+            && bytes.len() == self.frame_bytes;
+        if fits {
+            // SAFETY: `frame` is an exact ndarray (above); the GIL is held.
+            unsafe { direct.known.remember(frame) };
+        }
+        fits.then_some(bytes)
     }
 
     /// A loan, waiting up to `timeout` (the Python handle's `loan`).
@@ -276,50 +284,100 @@ impl PubCore {
     ) -> PyResult<u64> {
         let len = src.len();
         let (from, header_from) = (src.address(), header.map(Bytes::address));
-        let header_len = self.header_bytes;
-        let copy = move |to: usize, header_to: usize| {
-            // SAFETY: `from` is the borrowed source's `len` bytes, kept by the caller's `Bytes`
-            // for this call; `to` is the loaned slot's frame, at least `len` bytes, ours until
-            // published. They do not overlap (one is the caller's memory, the other the
-            // stream's mapping). The same for the header: `header_len` bytes on both sides.
-            unsafe {
-                std::ptr::copy_nonoverlapping(from as *const u8, to as *mut u8, len);
-                if let Some(h) = header_from {
-                    std::ptr::copy_nonoverlapping(h as *const u8, header_to as *mut u8, header_len);
-                }
-            }
-        };
-        if len < DETACH_FROM
-            && let Ok(mut p) = self.publisher.try_lock()
-        {
-            match p.loan_token(std::time::Duration::ZERO) {
-                Ok(mut token) => {
-                    if let Some(rows) = rows
-                        && let Err(e) = token.set_rows(rows)
-                    {
-                        // Never outstanding past an error: the next loan must not find it.
-                        p.abandon_token(token);
-                        return Err(error(py, e));
-                    }
-                    let header_to = p.header_ptr(&token).map_or(0, |h| h as usize);
-                    copy(p.frame_ptr(&token) as usize, header_to);
-                    return p.publish_token(token).map_err(|e| error(py, e));
-                }
-                Err(StreamError::LoanTimeout { .. }) => {} // full: wait below
-                Err(e) => return Err(error(py, e)),
-            }
+        // SAFETY: `from` and `header_from` are the borrowed buffers, kept by the caller's
+        // `Bytes` for this call, of `len` and (as `send_raw` checked) `header_bytes` bytes.
+        if let Some(sent) = unsafe { self.send_now(py, from, len, header_from, rows) } {
+            return sent;
         }
         let loan = self.loan_for(py, timeout)?;
         if let Some(rows) = rows {
             loan.set_rows(py, rows)?; // on an error the loan is dropped: abandoned
         }
         let (to, header_to) = (loan.address, loan.header_address);
+        let header_len = self.header_bytes;
+        // SAFETY: as above (the borrows outlive the GIL's release: they are released only
+        // when the caller's `Bytes` go); `to` is the loan's frame, at least `len` bytes, ours
+        // until published, and `header_to` its header, of `header_len` bytes. Neither
+        // overlaps the caller's memory.
+        let copy = move || unsafe { copy_in(from, len, header_from, header_len, to, header_to) };
         if len < DETACH_FROM {
-            copy(to, header_to);
+            copy();
         } else {
-            py.detach(|| copy(to, header_to));
+            py.detach(copy);
         }
         loan.publish(py)
+    }
+
+    /// Publishes `len` bytes from `from` (and the frame's header from `header_from`) right
+    /// away, with the GIL kept, if the frame is below [`DETACH_FROM`], nobody else is using
+    /// this publisher and a slot is free (the common case); `None` when it cannot, having
+    /// done nothing (the caller then waits for a loan, with the GIL released).
+    ///
+    /// # Safety
+    /// `from` is valid for reads of `len` bytes, and `header_from` (if any) of the frame
+    /// header's bytes, until this returns.
+    unsafe fn send_now(
+        &self,
+        py: Python<'_>,
+        from: usize,
+        len: usize,
+        header_from: Option<usize>,
+        rows: Option<u64>,
+    ) -> Option<PyResult<u64>> {
+        if len >= DETACH_FROM {
+            return None;
+        }
+        let mut p = self.publisher.try_lock().ok()?;
+        let mut token = match p.loan_token(std::time::Duration::ZERO) {
+            Ok(token) => token,
+            Err(StreamError::LoanTimeout { .. }) => return None, // full: the caller waits
+            Err(e) => return Some(Err(error(py, e))),
+        };
+        if let Some(rows) = rows
+            && let Err(e) = token.set_rows(rows)
+        {
+            // Never outstanding past an error: the next loan must not find it.
+            p.abandon_token(token);
+            return Some(Err(error(py, e)));
+        }
+        let header_to = p.header_ptr(&token).map_or(0, |h| h as usize);
+        // SAFETY: the sources as the caller promises; the loaned slot's frame (at least `len`
+        // bytes: the callers checked the length against the stream's frame) and header, ours
+        // until published, overlap no memory of the caller's.
+        unsafe {
+            copy_in(
+                from,
+                len,
+                header_from,
+                self.header_bytes,
+                p.frame_ptr(&token) as usize,
+                header_to,
+            );
+        }
+        Some(p.publish_token(token).map_err(|e| error(py, e)))
+    }
+}
+
+/// Copies a frame's `len` bytes from `from` to `to`, and its header's `header_len` bytes
+/// from `header_from` (if any) to `header_to`.
+///
+/// # Safety
+/// Each source is valid for reads and each destination for writes of its length, and no
+/// source overlaps a destination.
+unsafe fn copy_in(
+    from: usize,
+    len: usize,
+    header_from: Option<usize>,
+    header_len: usize,
+    to: usize,
+    header_to: usize,
+) {
+    // SAFETY: as the caller promises.
+    unsafe {
+        std::ptr::copy_nonoverlapping(from as *const u8, to as *mut u8, len);
+        if let Some(h) = header_from {
+            std::ptr::copy_nonoverlapping(h as *const u8, header_to as *mut u8, header_len);
+        }
     }
 }
 
@@ -527,6 +585,7 @@ impl NativePublisher {
             layout,
             converting,
             spec,
+            known: KnownLayout::default(),
         });
         Ok(NativeSender {
             core: Arc::clone(&self.core),
@@ -587,6 +646,18 @@ impl NativeSender {
                 .and_then(|c| c.to_str().ok().map(|c| CASTINGS.contains(&c)))
                 .unwrap_or(false),
         };
+        if header.is_none() && rule_ok && frame.get_type().is(direct.ndarray.bind(py)) {
+            // SAFETY: `frame` is an exact ndarray, and its address is used by `send_now`
+            // alone, which keeps the GIL and runs no Python code.
+            if let Some(from) = unsafe { direct.known.address(&frame, false) } {
+                // SAFETY: `from` is the array's data, `frame_bytes` long (the remembered
+                // layout's bytes), readable until `send_now` returns (above).
+                let sent = unsafe { core.send_now(py, from, core.frame_bytes, None, None) };
+                if let Some(sent) = sent {
+                    return Ok(sent?.into_pyobject(py)?.into_any().unbind());
+                }
+            }
+        }
         if header.is_none()
             && rule_ok
             && let Some(bytes) = core.as_frame(direct, &frame)
@@ -845,6 +916,9 @@ pub(crate) struct SubCore {
     /// Set when the Python handle is closed (its `try_receive_into` refuses from then on,
     /// even while a sample keeps the subscription).
     closed: AtomicBool,
+    /// The dtype object and shape of an exact ndarray `try_receive_into` has copied a frame
+    /// into: another with both is written without the buffer protocol (module `ndarray`).
+    known: KnownLayout,
 }
 
 impl NativeSubscriber {
@@ -854,6 +928,7 @@ impl NativeSubscriber {
             name: subscriber.files().header().name.clone(),
             opener: (process.to_word(), process.pid),
             closed: AtomicBool::new(false),
+            known: KnownLayout::default(),
             variable: subscriber.files().header().is_variable(),
             frame_bytes: subscriber.frame_len(),
             header_bytes: subscriber.files().header().frame_header_len(),
@@ -892,13 +967,24 @@ impl SubCore {
                 Err(e) => return Err(error(py, e)),
             }
             if plain && self.frame_bytes < DETACH_FROM {
+                // An exact ndarray of a dtype object and shape taken before is read as it is
+                // (module `ndarray`): the GIL is kept until the copy is done.
+                // SAFETY: `plain`: `dst` is an exact ndarray.
+                if let Some(to) = unsafe { self.known.address(&dst, true) } {
+                    let got = copy_next(&s, to, self.frame_bytes);
+                    drop(s);
+                    return copied(py, got);
+                }
                 // NumPy lends an exact ndarray's buffer without running Python code, and
                 // nothing here makes a Python object while the subscriber is taken (making
                 // one may run the garbage collector, and a finalizer may want this
                 // subscriber). A buffer that does not fit goes the general way below, which
                 // says what is wrong with it.
-                if let Some(dst) = Bytes::borrow_quietly(&dst, self.frame_bytes, true) {
-                    let got = copy_next(&s, dst.address(), dst.len());
+                if let Some(lent) = Bytes::borrow_quietly(&dst, self.frame_bytes, true) {
+                    // SAFETY: as above; the buffer is C-contiguous, writable, of the frame's
+                    // bytes. Remembering makes no Python object.
+                    unsafe { self.known.remember(&dst) };
+                    let got = copy_next(&s, lent.address(), lent.len());
                     drop(s);
                     return copied(py, got);
                 }
