@@ -171,6 +171,31 @@ def test_a_poll_into_an_array_like_one_taken_before_still_checks_it(daemon):
     assert (backing == 0).all(), "a strided view's memory was written"
     with pytest.raises(ValueError, match=f"got {(ELEMS - 1) * 8} bytes"):
         sub.try_receive_into(np.zeros(ELEMS - 1, np.uint64))
+    with pytest.raises(ValueError, match=f"got {ELEMS * 4} bytes"):
+        sub.try_receive_into(np.zeros(ELEMS, np.uint32))    # the shape, another dtype
+    # An array of Python objects has the frame's bytes (8 per reference) and is refused: the
+    # frame would overwrite the references.
+    refs = np.empty(ELEMS, object)
+    with pytest.raises(ValueError, match="plain data, not Python objects"):
+        sub.try_receive_into(refs)
+    assert all(r is None for r in refs)
+    # The native poller reads only a real numpy.ndarray as an array object.
+    with pytest.raises(TypeError, match="expected numpy.ndarray"):
+        sub._native.poller(bytearray)
+    # Only a plain number's dtype is remembered: the item size of a flexible one can be
+    # changed in place (dtype.__setstate__), after which an array of it is smaller than the
+    # frame though its dtype object and shape are the ones taken before.
+    stream(c, "into-void")
+    vpub, vsub = c.publisher("into-void"), c.subscribe("into-void", lossless=True)
+    void = np.dtype(f"V{ELEMS * 8}")
+    vpub.send(pattern(0))
+    assert vsub.try_receive_into(np.empty(1, void)) == 0
+    state = list(void.__reduce__()[2])
+    state[5] = 3                                        # the item size
+    void.__setstate__(tuple(state))
+    vpub.send(pattern(1))
+    with pytest.raises(ValueError, match="got 3 bytes"):
+        vsub.try_receive_into(np.empty(1, void))
     square = np.empty((8, ELEMS // 8), np.uint64)    # the frame's bytes in another shape
     assert sub.try_receive_into(square) == 1, "a refused call took the frame"
     np.testing.assert_array_equal(square.ravel(), pattern(1))
@@ -231,6 +256,8 @@ def test_the_native_send_and_poll_refuse_what_the_python_methods_refuse(daemon):
         np.testing.assert_array_equal(out, np.arange(4 * n, 4 * n + 4))
     with pytest.raises(TypeError, match="float32"):
         pub.send(np.zeros(4, np.float32))                  # same size, refused by casting
+    with pytest.raises(TypeError, match="expected numpy.ndarray"):
+        pub._native.sender(bytearray, None, [4], None, None)  # only NumPy's type is read raw
     with pytest.raises(ValueError, match=r"frame shape \(\) is not the stream's \(4,\)"):
         pub.send(bytes(16))                                 # bytes: converted, refused
     with pytest.raises(ValueError, match=r"frame shape \(2, 2\) is not the stream's \(4,\)"):

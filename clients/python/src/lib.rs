@@ -92,7 +92,9 @@ impl Bytes {
             )
         };
         let mut view = Box::new(std::mem::MaybeUninit::<ffi::Py_buffer>::zeroed());
-        let flags = ffi::PyBUF_C_CONTIGUOUS | if writable { ffi::PyBUF_WRITABLE } else { 0 };
+        let flags = ffi::PyBUF_C_CONTIGUOUS
+            | ffi::PyBUF_FORMAT
+            | if writable { ffi::PyBUF_WRITABLE } else { 0 };
         // SAFETY: `obj` is a live object (we hold the GIL through its `Bound`), `view` is
         // writable memory for one `Py_buffer`, and the flags are the API's own constants.
         if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), flags) } != 0 {
@@ -111,6 +113,12 @@ impl Bytes {
                 wanted()
             )));
         }
+        if bytes.holds_objects() {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "the {what} must hold plain data, not Python objects (its buffer format is {:?})",
+                bytes.format()
+            )));
+        }
         Ok(bytes)
     }
 
@@ -125,14 +133,16 @@ impl Bytes {
     ) -> Option<Bytes> {
         use pyo3::ffi;
         let mut view = Box::new(std::mem::MaybeUninit::<ffi::Py_buffer>::zeroed());
-        let flags = ffi::PyBUF_C_CONTIGUOUS | if writable { ffi::PyBUF_WRITABLE } else { 0 };
+        let flags = ffi::PyBUF_C_CONTIGUOUS
+            | ffi::PyBUF_FORMAT
+            | if writable { ffi::PyBUF_WRITABLE } else { 0 };
         // SAFETY: as in `borrow_where`.
         if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), flags) } != 0 {
             return None;
         }
         // SAFETY: `PyObject_GetBuffer` succeeded, so it filled `view` in.
         let bytes = Bytes(unsafe { Box::from_raw(Box::into_raw(view).cast::<ffi::Py_buffer>()) });
-        (bytes.len() == len).then_some(bytes)
+        (bytes.len() == len && !bytes.holds_objects()).then_some(bytes)
     }
 
     /// Borrows `obj`'s buffer, C-contiguous, with its item format and shape, or `None` when it
@@ -162,6 +172,18 @@ impl Bytes {
             // lives as long as the view.
             unsafe { std::ffi::CStr::from_ptr(self.0.format) }
         }
+    }
+
+    /// Whether the items hold Python objects (an `O` in the format, outside field names): an
+    /// array of references, whose bytes are no frame's and must never be overwritten by one.
+    pub(crate) fn holds_objects(&self) -> bool {
+        let mut in_name = false;
+        self.format().to_bytes().iter().any(|&c| {
+            if c == b':' {
+                in_name = !in_name;
+            }
+            !in_name && c == b'O'
+        })
     }
 
     /// The shape (one entry per dimension; a 0-d buffer has none).
@@ -209,7 +231,9 @@ pub(crate) fn duration(seconds: Option<f64>) -> PyResult<Duration> {
     }
 }
 
-#[pymodule]
+/// `gil_used`: the per-frame fast paths rely on the GIL (module `ndarray`), so a free-threaded
+/// Python turns it on for this module.
+#[pymodule(gil_used = true)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::Connection>()?;
     m.add_class::<array::NativeArray>()?;

@@ -16,23 +16,38 @@
 //! other exporter, goes through the buffer protocol), and only by a caller that holds the GIL
 //! and runs no Python code until it is done with the address: nothing can then resize or free
 //! the array under it. A caller that has to wait with the GIL released borrows the buffer the
-//! usual way first.
+//! usual way first. (The module declares that it needs the GIL: a free-threaded Python turns
+//! the GIL on for it.)
+//!
+//! Only arrays of a plain numeric dtype are remembered: the item size of a flexible or
+//! structured dtype object (`V512`, `S4`, ...) can be changed in place from Python
+//! (`dtype.__setstate__`), that of a builtin number cannot.
 
 use std::ffi::{c_char, c_int};
 use std::sync::OnceLock;
 
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::types::PyType;
 
-/// `PyArrayObject_fields` up to `flags`.
+/// `PyArrayObject_fields` up to `flags` (the fields named with `_` are not read).
 #[repr(C)]
 struct Fields {
-    head: ffi::PyObject,
+    _head: ffi::PyObject,
     data: *mut c_char,
     nd: c_int,
     dimensions: *const ffi::Py_ssize_t,
-    strides: *const ffi::Py_ssize_t,
-    base: *mut ffi::PyObject,
+    _strides: *const ffi::Py_ssize_t,
+    _base: *mut ffi::PyObject,
+    descr: *mut ffi::PyObject,
+    flags: c_int,
+}
+
+/// What is read of an array's `Fields`.
+struct Facts {
+    data: *mut c_char,
+    nd: c_int,
+    dimensions: *const ffi::Py_ssize_t,
     descr: *mut ffi::PyObject,
     flags: c_int,
 }
@@ -64,9 +79,8 @@ impl KnownLayout {
     /// is used only while the caller keeps the GIL and runs no Python code.
     pub(crate) unsafe fn address(&self, array: &Bound<'_, PyAny>, writable: bool) -> Option<usize> {
         let (descr, shape) = self.0.get()?;
-        // SAFETY: an exact ndarray is a `PyArrayObject`, whose first fields are `Fields`; the
-        // GIL is held, so no other thread changes them meanwhile.
-        let f = unsafe { &*array.as_ptr().cast::<Fields>() };
+        // SAFETY: the caller's promise.
+        let f = unsafe { read_fields(array) };
         let mut wanted = C_CONTIGUOUS;
         if writable {
             wanted |= WRITEABLE;
@@ -87,18 +101,19 @@ impl KnownLayout {
         (!f.data.is_null()).then_some(f.data as usize)
     }
 
-    /// Remembers `array`'s dtype object and shape, if nothing is remembered yet: the caller has
-    /// just borrowed its buffer and found it C-contiguous and of the frame's exact bytes (and
-    /// writable, where it must be). Makes no Python object (the dtype's count goes up).
+    /// Remembers `array`'s dtype object and shape, if nothing is remembered yet and `format`
+    /// (its buffer's) is one native number: the caller has just borrowed its buffer and found
+    /// it C-contiguous and of the frame's exact bytes (and writable, where it must be). Makes
+    /// no Python object (the dtype's count goes up).
     ///
     /// # Safety
     /// `array` is an exact `numpy.ndarray`; the caller holds the GIL.
-    pub(crate) unsafe fn remember(&self, array: &Bound<'_, PyAny>) {
-        if self.0.get().is_some() {
+    pub(crate) unsafe fn remember(&self, array: &Bound<'_, PyAny>, format: &std::ffi::CStr) {
+        if self.0.get().is_some() || !plain_number(format) {
             return;
         }
-        // SAFETY: as in `address`.
-        let f = unsafe { &*array.as_ptr().cast::<Fields>() };
+        // SAFETY: the caller's promise.
+        let f = unsafe { read_fields(array) };
         let Ok(nd) = usize::try_from(f.nd) else {
             return;
         };
@@ -111,5 +126,48 @@ impl KnownLayout {
         // SAFETY: an array's `descr` is a live dtype object it holds a reference to.
         let descr = unsafe { Bound::from_borrowed_ptr(array.py(), f.descr) }.unbind();
         let _ = self.0.set((descr, shape));
+    }
+}
+
+/// The fields of `array` this module uses, each read through a raw pointer (no reference is
+/// made to the object, whose header other code changes).
+///
+/// # Safety
+/// `array` is an exact `numpy.ndarray` (a `PyArrayObject`, whose first fields are `Fields`),
+/// and the GIL is held, so no other thread changes them meanwhile.
+unsafe fn read_fields(array: &Bound<'_, PyAny>) -> Facts {
+    let f = array.as_ptr().cast::<Fields>();
+    // SAFETY: as the caller promises: each field lies inside the live object.
+    unsafe {
+        Facts {
+            data: (&raw const (*f).data).read(),
+            nd: (&raw const (*f).nd).read(),
+            dimensions: (&raw const (*f).dimensions).read(),
+            descr: (&raw const (*f).descr).read(),
+            flags: (&raw const (*f).flags).read(),
+        }
+    }
+}
+
+/// Whether a buffer format (struct syntax) is one number in native order and alignment:
+/// `B`, `q`, `d`, `?`, `Zd` (complex), ... as NumPy exports its numeric dtypes.
+fn plain_number(format: &std::ffi::CStr) -> bool {
+    match format.to_bytes() {
+        [c] => b"?bBhHiIlLqQnNefdg".contains(c),
+        [b'Z', c] => b"efdg".contains(c),
+        _ => false,
+    }
+}
+
+/// Checks that `ty` (what the Python layer handed over as `numpy.ndarray`) is that type: the
+/// fast paths read an object of exactly this type as an array object.
+pub(crate) fn check_ndarray(ty: &Bound<'_, PyType>) -> PyResult<()> {
+    let ndarray = ty.py().import("numpy")?.getattr("ndarray")?;
+    if ty.is(&ndarray) {
+        Ok(())
+    } else {
+        Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "expected numpy.ndarray, got {ty}"
+        )))
     }
 }

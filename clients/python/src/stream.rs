@@ -186,7 +186,7 @@ impl PubCore {
             && bytes.len() == self.frame_bytes;
         if fits {
             // SAFETY: `frame` is an exact ndarray (above); the GIL is held.
-            unsafe { direct.known.remember(frame) };
+            unsafe { direct.known.remember(frame, bytes.format()) };
         }
         fits.then_some(bytes)
     }
@@ -328,16 +328,22 @@ impl PubCore {
             return None;
         }
         let mut p = self.publisher.try_lock().ok()?;
+        // Errors are made into Python exceptions only once the publisher is let go: making
+        // one may run Python code (the garbage collector, a finalizer), which may send.
         let mut token = match p.loan_token(std::time::Duration::ZERO) {
             Ok(token) => token,
             Err(StreamError::LoanTimeout { .. }) => return None, // full: the caller waits
-            Err(e) => return Some(Err(error(py, e))),
+            Err(e) => {
+                drop(p);
+                return Some(Err(error(py, e)));
+            }
         };
         if let Some(rows) = rows
             && let Err(e) = token.set_rows(rows)
         {
             // Never outstanding past an error: the next loan must not find it.
             p.abandon_token(token);
+            drop(p);
             return Some(Err(error(py, e)));
         }
         let header_to = p.header_ptr(&token).map_or(0, |h| h as usize);
@@ -354,7 +360,9 @@ impl PubCore {
                 header_to,
             );
         }
-        Some(p.publish_token(token).map_err(|e| error(py, e)))
+        let published = p.publish_token(token);
+        drop(p);
+        Some(published.map_err(|e| error(py, e)))
     }
 }
 
@@ -571,6 +579,7 @@ impl NativePublisher {
         spec: Py<PyAny>,
         converting: Py<PyAny>,
     ) -> PyResult<NativeSender> {
+        crate::ndarray::check_ndarray(&ndarray)?;
         let layout = match format {
             Some(f) => Some((
                 std::ffi::CString::new(f).map_err(|_| {
@@ -983,7 +992,7 @@ impl SubCore {
                 if let Some(lent) = Bytes::borrow_quietly(&dst, self.frame_bytes, true) {
                     // SAFETY: as above; the buffer is C-contiguous, writable, of the frame's
                     // bytes. Remembering makes no Python object.
-                    unsafe { self.known.remember(&dst) };
+                    unsafe { self.known.remember(&dst, lent.format()) };
                     let got = copy_next(&s, lent.address(), lent.len());
                     drop(s);
                     return copied(py, got);
@@ -1282,11 +1291,12 @@ impl NativeSubscriber {
     }
 
     /// The handle's `try_receive_into` ([`NativePoller`]); `ndarray` is `numpy.ndarray`.
-    fn poller(&self, ndarray: Py<pyo3::types::PyType>) -> NativePoller {
-        NativePoller {
+    fn poller(&self, ndarray: Bound<'_, pyo3::types::PyType>) -> PyResult<NativePoller> {
+        crate::ndarray::check_ndarray(&ndarray)?;
+        Ok(NativePoller {
             core: Arc::clone(&self.core),
-            ndarray,
-        }
+            ndarray: ndarray.unbind(),
+        })
     }
 
     /// Copies the next frame into `dst` as `try_receive_into` does, waiting up to `timeout`
