@@ -2268,19 +2268,25 @@ fn main() {
             println!("p50 {:.0} ns, p99 {:.0} ns", dist.at(0.5), dist.at(0.99));
             Ok(())
         })(),
-        // One throughput case alone: KIND SIZE FRAMES CONSUMERS (for profiling and tuning).
+        // Throughput cases alone (for profiling and tuning): KIND[,KIND...] SIZE FRAMES
+        // CONSUMERS, the kinds one after another in this process as a full run's throughput
+        // block runs them (all but Redis, which needs its server).
         "__throughput_only" => (|| {
             pin(0);
             let dir = tempfile::tempdir_in("/dev/shm").map_err(|e| e.to_string())?;
-            let fps = throughput(
-                dir.path(),
-                None,
-                arg(2),
-                num(3) as usize,
-                num(4) as usize,
-                num(5) as usize,
-            )?;
-            println!("{fps:.0} frames/s");
+            for kind in arg(2).split(',') {
+                // Files of their own for each case (a kind may come twice).
+                let case = tempfile::tempdir_in(dir.path()).map_err(|e| e.to_string())?;
+                let fps = throughput(
+                    case.path(),
+                    None,
+                    kind,
+                    num(3) as usize,
+                    num(4) as usize,
+                    num(5) as usize,
+                )?;
+                println!("{kind}: {fps:.0} frames/s");
+            }
             Ok(())
         })(),
         // Reader scaling alone: READERS SECONDS (seqlock and rwlock, same run).
