@@ -794,7 +794,7 @@ impl StreamFiles {
             self.data
                 .atomic_structs::<AtomicU64>(offsets::SLOT_TABLE, self.slots * stride)
         };
-        let slots = SlotTable::new(words, stride);
+        let slots = SlotTable::new(words, stride, self.slots);
         Ring {
             published: self.data.u64_at(offsets::PUBLISHED),
             slots,

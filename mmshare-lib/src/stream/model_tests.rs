@@ -295,7 +295,7 @@ impl<const DROP: u16> Model<DROP> {
     fn ring(&self) -> Ring<'_, Mutant<DROP>> {
         Ring {
             published: &self.published,
-            slots: SlotTable::new(&self.slots, 2),
+            slots: SlotTable::new(&self.slots, 2, self.slots.len() / 2),
             records: &self.records,
             budget: &self.budget,
         }

@@ -125,6 +125,8 @@ pub(crate) struct SlotWords<W> {
 pub(crate) struct SlotTable<'a, W> {
     words: &'a [W],
     stride: usize,
+    /// `words.len() / stride`, kept: a division on every use would cost more than the use.
+    slots: usize,
 }
 
 impl<W> Clone for SlotTable<'_, W> {
@@ -135,23 +137,27 @@ impl<W> Clone for SlotTable<'_, W> {
 impl<W> Copy for SlotTable<'_, W> {}
 
 impl<'a, W> SlotTable<'a, W> {
-    /// The table of `words.len() / stride` slots.
+    /// The table of `slots` slots, `stride` words apart, in `words`.
     ///
     /// # Panics
-    /// If `stride` is below 2 or does not divide the words (a bug of the caller: the layout
-    /// is the header's, checked at open).
-    pub(crate) fn new(words: &'a [W], stride: usize) -> SlotTable<'a, W> {
+    /// If `stride` is below 2 or the words are not `slots` strides (a bug of the caller: the
+    /// layout is the header's, checked at open).
+    pub(crate) fn new(words: &'a [W], stride: usize, slots: usize) -> SlotTable<'a, W> {
         assert!(
-            stride >= 2 && words.len().is_multiple_of(stride),
-            "a slot table of {} words with stride {stride}",
+            stride >= 2 && slots.checked_mul(stride) == Some(words.len()),
+            "a slot table of {} words for {slots} slots of stride {stride}",
             words.len()
         );
-        SlotTable { words, stride }
+        SlotTable {
+            words,
+            stride,
+            slots,
+        }
     }
 
     /// Slots in the table.
     pub(crate) fn len(&self) -> usize {
-        self.words.len() / self.stride
+        self.slots
     }
 
     /// Slot `i`'s tag and time.
