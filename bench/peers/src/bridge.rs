@@ -11,7 +11,11 @@
 //!   importing bridge filled; Zenoh: its payload copied into one buffer, as the bridge copies
 //!   it into a slot; TCP: read into one buffer) and reads every byte (a checksum);
 //! * Zenoh in both the bridge and the Zenoh rows: peer mode, TCP on the veth link, reliable,
-//!   `CongestionControl::Block`, multicast scouting off, everything else its defaults.
+//!   `CongestionControl::Block`, multicast scouting off, everything else its defaults, but
+//!   for shared memory: this workspace builds Zenoh with it (the local peer rows), and it is
+//!   turned off here (two namespaces of one machine could share it; two hosts cannot; the
+//!   bridge is built without it), and the Zenoh subscriber checks every payload came over
+//!   the link.
 //!
 //! The mmshare path is publisher → daemon-less shared memory → exporting bridge → Zenoh →
 //! importing bridge → shared memory → subscriber: two more processes than Zenoh alone.
@@ -177,6 +181,12 @@ fn zenoh_config(listen: Option<&str>, connect: Option<&str>) -> zenoh::Config {
     c.insert_json5("mode", "\"peer\"").unwrap();
     c.insert_json5("scouting/multicast/enabled", "false")
         .unwrap();
+    // This workspace builds Zenoh with its `shared-memory` feature (for the local peer rows),
+    // which by default puts every payload of 3 KiB or more into shared memory whenever both
+    // sides can map it, as two namespaces of one machine can: the frames would never cross
+    // the link. Real hosts share no memory, and the bridge is built without the feature.
+    c.insert_json5("transport/shared_memory/enabled", "false")
+        .unwrap();
     if let Some(l) = listen {
         c.insert_json5("listen/endpoints", &format!("[\"{l}\"]"))
             .unwrap();
@@ -231,6 +241,10 @@ fn zenoh_sub(role: &Role) {
     loop {
         let sample = subscriber.recv().unwrap();
         let payload = sample.payload();
+        assert!(
+            payload.as_shm().is_none(),
+            "a Zenoh payload came through shared memory, not over the link"
+        );
         let mut at = 0;
         for s in payload.slices() {
             buf[at..at + s.len()].copy_from_slice(s);
