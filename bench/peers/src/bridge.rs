@@ -38,6 +38,8 @@ const NS_B: &str = "mmbenchB";
 const ZENOH_PORT: u16 = 7450;
 const TCP_PORT: u16 = 7451;
 const BRIDGE_PORT: u16 = 7452;
+/// Rounds of every case (a full run); the table gives their medians.
+const ROUNDS: usize = 5;
 
 fn now_ns() -> u64 {
     SystemTime::now()
@@ -554,7 +556,7 @@ fn run(args: &[String]) {
     let wanted = |what: &str, all: &[&str]| {
         !all.iter().any(|a| only.iter().any(|o| o == a)) || only.iter().any(|o| o == what)
     };
-    let rounds = if quick { 1 } else { 3 };
+    let rounds = if quick { 1 } else { ROUNDS };
     let scale = if quick { 5 } else { 1 };
     let mut rows = Vec::new();
     for (size, label, name, _, thr_count, lat_count, pace_us) in sizes {
@@ -562,55 +564,63 @@ fn run(args: &[String]) {
         if !wanted(short, &["4k", "1m", "8m"]) {
             continue;
         }
-        let mut figures = Vec::new();
-        for kind in ["mm", "zenoh", "tcp"] {
-            if !wanted(kind, &["mm", "zenoh", "tcp"]) {
-                continue;
-            }
-            let (at_a, at_b) = match kind {
-                "mm" => (sock("a"), sock("b")),
-                "zenoh" => (
-                    format!("tcp/{B_ADDR}:{ZENOH_PORT}"),
-                    format!("tcp/{B_ADDR}:{ZENOH_PORT}"),
-                ),
-                _ => (
-                    format!("{B_ADDR}:{TCP_PORT}"),
-                    format!("{B_ADDR}:{TCP_PORT}"),
-                ),
+        let kinds: Vec<&str> = ["mm", "zenoh", "tcp"]
+            .into_iter()
+            .filter(|k| wanted(k, &["mm", "zenoh", "tcp"]))
+            .collect();
+        let at = |kind: &str| match kind {
+            "mm" => (sock("a"), sock("b")),
+            "zenoh" => (
+                format!("tcp/{B_ADDR}:{ZENOH_PORT}"),
+                format!("tcp/{B_ADDR}:{ZENOH_PORT}"),
+            ),
+            _ => (
+                format!("{B_ADDR}:{TCP_PORT}"),
+                format!("{B_ADDR}:{TCP_PORT}"),
+            ),
+        };
+        // Per path: frames/s, p50 and p99 of each round. The paths take turns within a
+        // round (throughput, then latency), so that a slow spell of this shared machine
+        // falls on all of them rather than on one path's block of rounds.
+        let mut measured = vec![(Vec::new(), Vec::new(), Vec::new()); kinds.len()];
+        for _ in 0..rounds {
+            let thr = Role {
+                latency: false,
+                size,
+                count: thr_count / scale,
+                pace: Duration::ZERO,
+                at: String::new(),
+                name: name.into(),
             };
-            let mut per_s = Vec::new();
-            let mut p50 = Vec::new();
-            let mut p99 = Vec::new();
-            for _ in 0..rounds {
-                let thr = Role {
-                    latency: false,
-                    size,
-                    count: thr_count / scale,
-                    pace: Duration::ZERO,
-                    at: String::new(),
-                    name: name.into(),
-                };
-                if wanted("thr", &["thr", "lat"]) {
-                    let r = case(kind, &thr, &at_a, &at_b);
-                    per_s.push(r["per_s"].as_f64().unwrap());
+            let lat = Role {
+                latency: true,
+                count: lat_count / scale,
+                pace: Duration::from_micros(pace_us),
+                ..thr.clone()
+            };
+            for (k, kind) in kinds.iter().enumerate() {
+                let (at_a, at_b) = at(kind);
+                let per_s = if wanted("thr", &["thr", "lat"]) {
+                    case(kind, &thr, &at_a, &at_b)["per_s"].as_f64().unwrap()
                 } else {
-                    per_s.push(f64::NAN);
-                }
-                if !wanted("lat", &["thr", "lat"]) {
-                    p50.push(f64::NAN);
-                    p99.push(f64::NAN);
-                    continue;
-                }
-                let lat = Role {
-                    latency: true,
-                    count: lat_count / scale,
-                    pace: Duration::from_micros(pace_us),
-                    ..thr
+                    f64::NAN
                 };
-                let r = case(kind, &lat, &at_a, &at_b);
-                p50.push(r["p50_us"].as_f64().unwrap());
-                p99.push(r["p99_us"].as_f64().unwrap());
+                measured[k].0.push(per_s);
             }
+            for (k, kind) in kinds.iter().enumerate() {
+                let (at_a, at_b) = at(kind);
+                let (p50, p99) = if wanted("lat", &["thr", "lat"]) {
+                    let r = case(kind, &lat, &at_a, &at_b);
+                    (r["p50_us"].as_f64().unwrap(), r["p99_us"].as_f64().unwrap())
+                } else {
+                    (f64::NAN, f64::NAN)
+                };
+                measured[k].1.push(p50);
+                measured[k].2.push(p99);
+            }
+        }
+        let mut figures = Vec::new();
+        for (kind, (per_s, p50, p99)) in kinds.into_iter().zip(measured) {
             let f = (median(per_s), median(p50), median(p99));
             eprintln!(
                 "{label:>6} {kind:<6} {:>10.0} frames/s {:>9.1} MB/s  p50 {:>8.1} µs  p99 {:>8.1} µs",
@@ -647,10 +657,11 @@ fn report(rows: &[(&str, usize, Figures<'_>)], quick: bool) -> String {
     let mut t = String::new();
     t += &format!(
         "Run of commit `{commit}` on {} CPUs{}, by `sudo ./scripts/bench-bridge --docs`: \
-         two network namespaces on one veth pair; medians of {} rounds.\n\n",
+         two network namespaces on one veth pair; medians of {} rounds, the paths taking \
+         turns within each round.\n\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         if quick { " (--quick)" } else { "" },
-        if quick { 1 } else { 3 }
+        if quick { 1 } else { ROUNDS }
     );
     t += "| frame | path | frames/s | MB/s | × Zenoh | p50 µs | p99 µs | p50 × Zenoh |\n";
     t += "|---|---|---:|---:|---:|---:|---:|---:|\n";
