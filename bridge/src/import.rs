@@ -26,19 +26,35 @@
 //! order within each remote lane, and their per-frame headers, but not their lane or publisher
 //! id); gaps are counted per lane and are not resumed.
 //!
+//! # Threads
+//!
+//! Frames of a stream up to 64 KiB (with their per-frame header) are written into local
+//! slots on Zenoh's receiving thread, in the subscriber's callback: no hand-over to another
+//! thread, whose wake-up (a context switch, several µs on a busy machine) would otherwise be
+//! paid for every message. Everything else goes through a bounded queue to the importer's
+//! own thread: larger frames, whose copy into a slot would hold up the reception of the
+//! next; array versions; frames of an object not described yet (the thread asks for its
+//! description, a Zenoh query whose answer comes through the receiving thread, so never
+//! with that thread waiting on it). A stream's message is handled in the callback only
+//! while none of its messages wait in the queue, so its messages keep their order either
+//! way. Both paths share the objects under one lock, which neither holds while it waits for
+//! an answer from Zenoh. Either path waiting for a local slot (a lossless local subscriber behind) holds up
+//! Zenoh's receiving thread, directly or through the full queue: backpressure reaches the
+//! link, and the other objects of this import wait too.
+//!
 //! # Copies
 //!
 //! A frame's bytes are copied once, from Zenoh's receive buffers into the loaned local slot,
 //! slice by slice; an array version once, into the array under its seqlock.
 
 use std::collections::HashMap;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
 use mmshare::{Client, CreateOptions, Publisher, RawArray, Shared, StreamOptions};
 use zenoh::Wait;
 use zenoh::bytes::ZBytes;
-use zenoh::sample::SampleKind;
+use zenoh::sample::{Sample, SampleKind};
 
 use crate::message::{self, BadMessage, HEAD, Head};
 use crate::stats::{Stats, word};
@@ -63,6 +79,9 @@ struct StreamIn {
     /// The remote stream's creation time, once a frame said it: a stream deleted and made
     /// again under the name is numbered afresh.
     source: Option<u64>,
+    /// Its frames are small enough to be handled in Zenoh's receive callback
+    /// ([`INLINE_BYTES`]).
+    inline: bool,
 }
 
 /// A local array fed from a remote one.
@@ -139,15 +158,104 @@ enum Found {
 /// change would not be seen otherwise; new streams are also seen at their first frame).
 const DISCOVER_EVERY: Duration = Duration::from_secs(1);
 
+/// Frames of a stream up to this size (per-frame header included) are written into their
+/// local slots on Zenoh's receiving thread, in the subscriber's callback: a message then
+/// costs no hand-over to the importer's thread (a wake-up, on a busy machine a context switch
+/// of several µs). Larger frames go to the importer's thread, so that the copy of one does
+/// not hold up the reception of the next.
+const INLINE_BYTES: u64 = 64 << 10;
+
+/// Messages waiting for the importer's thread, at most: a full queue holds up Zenoh's
+/// receiving thread (and so the link), as Zenoh's own subscriber queue does.
+const QUEUED: usize = 256;
+
+/// The objects being imported: shared by the importer's thread and Zenoh's receive callback.
+#[derive(Default)]
+struct Locals {
+    objects: HashMap<String, Local>,
+    /// Per stream, its messages handed to the importer's thread and not handled yet. The
+    /// callback handles a stream's message itself only when none wait there, so that the
+    /// stream's messages keep their order.
+    queued: HashMap<String, usize>,
+}
+
+fn lock(locals: &Mutex<Locals>) -> MutexGuard<'_, Locals> {
+    locals.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counts one queued message of a stream as handled when dropped (after the handling's own
+/// lock has gone: it takes the lock).
+struct Handled<'a> {
+    locals: &'a Mutex<Locals>,
+    name: Option<String>,
+}
+
+impl Drop for Handled<'_> {
+    fn drop(&mut self) {
+        if let Some(name) = &self.name {
+            let mut l = lock(self.locals);
+            if let Some(n) = l.queued.get_mut(name) {
+                *n -= 1;
+                if *n == 0 {
+                    l.queued.remove(name);
+                }
+            }
+        }
+    }
+}
+
+/// What handling a stream's frames needs of the import.
+struct Ctx {
+    session: zenoh::Session,
+    remote: String,
+}
+
+/// The kind (`frames`, `versions`) and object name of a key under `remote`, if the name
+/// matches `glob`.
+fn parse_key<'k>(remote: &str, glob: &str, key: &'k str) -> Option<(&'k str, &'k str)> {
+    let (kind, name) = key
+        .strip_prefix(remote)?
+        .strip_prefix('/')?
+        .split_once('/')?;
+    (matches!(kind, "frames" | "versions") && glob_matches(glob, name)).then_some((kind, name))
+}
+
 impl Import {
     /// Runs the import until the daemon goes away.
     pub fn run(self) -> Result {
         let client = connect(self.socket.as_deref())?;
         let (found, arrivals) = mpsc::channel();
         let key = format!("{}/*/{}", self.remote, glob_key(&self.glob));
-        let subscriber = self
+        let ctx = Arc::new(Ctx {
+            session: self.session.clone(),
+            remote: self.remote.clone(),
+        });
+        let shared: Arc<Mutex<Locals>> = Arc::default();
+        let (handoff, queue) = mpsc::sync_channel::<Sample>(QUEUED);
+        let _subscriber = self
             .session
             .declare_subscriber(&key)
+            .callback({
+                let (ctx, shared, glob) = (ctx.clone(), shared.clone(), self.glob.clone());
+                move |sample| {
+                    if let Some(("frames", name)) =
+                        parse_key(&ctx.remote, &glob, sample.key_expr().as_str())
+                    {
+                        let mut guard = lock(&shared);
+                        let l = &mut *guard;
+                        if !l.queued.contains_key(name)
+                            && let Some(Local::Stream(s)) = l.objects.get_mut(name)
+                            && s.inline
+                        {
+                            ctx.message(name, s, sample.payload());
+                            return;
+                        }
+                        *l.queued.entry(name.to_owned()).or_default() += 1;
+                    }
+                    // The importer's thread is gone only when the import ends.
+                    let _ = handoff.send(sample);
+                }
+            })
             .wait()
             .map_err(|e| format!("zenoh subscriber {key}: {e}"))?;
         eprintln!("mmshare-bridge: importing {key}");
@@ -157,7 +265,6 @@ impl Import {
             glob: self.glob.clone(),
         };
         std::thread::spawn(move || discovery.run(&found));
-        let mut locals: HashMap<String, Local> = HashMap::new();
         let mut seen_remote = false;
         let mut remote_up = false;
         let mut asked_meta: HashMap<String, Instant> = HashMap::new();
@@ -167,7 +274,7 @@ impl Import {
             while let Ok(news) = arrivals.try_recv() {
                 match news {
                     Found::Remote(up) => {
-                        for local in locals.values_mut() {
+                        for local in lock(&shared).objects.values_mut() {
                             let stats = match local {
                                 Local::Stream(s) => &mut s.stats,
                                 Local::Array(a) => &mut a.stats,
@@ -182,48 +289,53 @@ impl Import {
                         remote_up = up;
                     }
                     Found::Object(name, meta) => {
-                        let remote = &self.remote;
+                        if lock(&shared).objects.contains_key(&name) {
+                            continue;
+                        }
+                        // Made without the lock (the daemon is asked), then put in.
                         let first = first_seen.remove(&name);
-                        locals.entry(name).or_insert_with_key(|name| {
-                            let made = connected(make(&client, remote, name, &meta), remote_up);
-                            from_first(made, first)
-                        });
+                        let made = make(&client, &self.remote, &name, &meta);
+                        let made = from_first(connected(made, remote_up), first);
+                        lock(&shared).objects.entry(name).or_insert(made);
                     }
                     Found::Latest(name, payload) => {
-                        if let Some(Local::Array(a)) = locals.get_mut(&name) {
+                        if let Some(Local::Array(a)) = lock(&shared).objects.get_mut(&name) {
                             version(&name, a, &payload);
                         }
                     }
                 }
             }
-            for local in locals.values_mut() {
+            for local in lock(&shared).objects.values_mut() {
                 match local {
                     Local::Stream(s) => s.stats.tick(),
                     Local::Array(a) => a.stats.tick(),
                     Local::Refused => {}
                 }
             }
-            let sample = match subscriber.recv_timeout(Duration::from_millis(100)) {
-                Ok(Some(sample)) => sample,
-                Ok(None) => continue,
-                Err(e) => return Err(format!("zenoh: {e}")),
+            let sample = match queue.recv_timeout(Duration::from_millis(100)) {
+                Ok(sample) => sample,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err("zenoh: the subscriber is gone".into());
+                }
             };
-            let key = sample.key_expr().as_str();
-            let Some((kind, name)) = key
-                .strip_prefix(&format!("{}/", self.remote))
-                .and_then(|rest| rest.split_once('/'))
+            let Some((kind, name)) =
+                parse_key(&self.remote, &self.glob, sample.key_expr().as_str())
             else {
                 continue;
             };
-            if !matches!(kind, "frames" | "versions") || !glob_matches(&self.glob, name) {
-                continue;
-            }
             let name = name.to_owned();
-            if !locals.contains_key(&name) {
+            let _handled = Handled {
+                locals: &shared,
+                name: (kind == "frames").then(|| name.clone()),
+            };
+            if !lock(&shared).objects.contains_key(&name) {
                 // A frame of an object not described yet: ask for its description (at most
                 // once a second; the discovery thread asks too). Until then its frames are
                 // dropped; the first one's number is kept, so that a lossless stream asks for
-                // them again once it is made (and a lossy one counts them lost).
+                // them again once it is made (and a lossy one counts them lost). Asked
+                // without the lock: the answer comes through Zenoh's receiving thread, whose
+                // callback takes it.
                 if kind == "frames"
                     && let Ok((head, _)) = read_head(sample.payload(), 0)
                 {
@@ -244,17 +356,24 @@ impl Import {
                 };
                 let made = make(&client, &self.remote, &name, &meta);
                 let first = first_seen.remove(&name);
-                locals.insert(name.clone(), from_first(connected(made, remote_up), first));
+                let made = from_first(connected(made, remote_up), first);
+                lock(&shared).objects.entry(name.clone()).or_insert(made);
             }
             let payload = sample.payload();
-            match locals.get_mut(&name).expect("inserted above") {
-                Local::Stream(s) => self.message(&name, s, payload),
+            match lock(&shared)
+                .objects
+                .get_mut(&name)
+                .expect("inserted above")
+            {
+                Local::Stream(s) => ctx.message(&name, s, payload),
                 Local::Array(a) => version(&name, a, payload),
                 Local::Refused => {}
             }
         }
     }
+}
 
+impl Ctx {
     /// Asks the exporter to send again from frame `from`.
     fn ask_resume(&self, name: &str, from: u64, s: &mut StreamIn) {
         let key = format!("{}/resume/{name}?from={from}", self.remote);
@@ -727,6 +846,9 @@ fn try_make(client: &Client, name: &str, meta: &serde_json::Value) -> Result<Loc
             client.create_stream(&options).map_err(|e| e.to_string())?;
             let publisher = client.publisher_bytes(name).map_err(|e| e.to_string())?;
             let one_lane = meta["max_publishers"].as_u64().unwrap_or(1) <= 1;
+            let inline = (publisher.frame_len() + publisher.files().header().frame_header_len())
+                as u64
+                <= INLINE_BYTES;
             // Counters carry on from the previous run (Stats::open); the next remote frame
             // follows from the local stream and the number mapping that run saved, for the
             // remote stream it was about (checked at the first frame).
@@ -752,6 +874,7 @@ fn try_make(client: &Client, name: &str, meta: &serde_json::Value) -> Result<Loc
                 lossy: meta["lossy"].as_bool().unwrap_or(false),
                 asked: None,
                 source,
+                inline,
             })))
         }
         other => Err(format!("unknown kind {other:?}")),

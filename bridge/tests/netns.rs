@@ -191,6 +191,67 @@ fn ten_thousand_frames_arrive_in_order_exactly_once() {
     );
 }
 
+/// Frames of 160 KB, past what the importer writes on Zenoh's receiving thread: they are
+/// handed to the importer's own thread, and each one is a Zenoh message that its transport
+/// cuts into fragments. Every frame arrives whole, once, in order, its header with it.
+#[test]
+fn frames_larger_than_a_zenoh_batch_arrive_whole_in_order_exactly_once() {
+    if !hosts::can_run("large_frames") {
+        return;
+    }
+    const LEN: u64 = 20_000;
+    const N: u64 = 300;
+    let big = |i: u64| -> Vec<u64> { (0..LEN).map(|k| i * 1_000_000 + k).collect() };
+    let mut hosts = Hosts::new();
+    let a = hosts.a.client();
+    a.create_stream(
+        &StreamOptions::new("big", "<u8", &[LEN])
+            .slots(16)
+            .header("<u8"),
+    )
+    .expect("create the stream on host A");
+    bridge_pair(&mut hosts, "big", "--export", None);
+    let sub = subscribe(&hosts.b.client(), "big", Delivery::Lossless);
+    exporter_ready(&a, "big");
+    let publishing = std::thread::spawn({
+        let socket = hosts.a.socket.clone();
+        move || {
+            let client = Client::connect(socket).unwrap();
+            let mut publisher = client.publisher::<u64>("big").expect("publisher on host A");
+            for i in 0..N {
+                publisher.send_with_header(&big(i), &i).expect("publish");
+            }
+        }
+    });
+    for i in 0..N {
+        let sample = sub
+            .receive_timeout(WAIT)
+            .unwrap_or_else(|e| panic!("frame {i} on host B: {e}"));
+        assert_eq!(sample[0], i * 1_000_000, "frame {i} arrived in order");
+        assert!(sample[..] == big(i)[..], "frame {i} arrived changed");
+        assert_eq!(
+            *sample.header::<u64>().expect("header"),
+            i,
+            "frame {i}'s header"
+        );
+    }
+    publishing.join().unwrap();
+    let inn = eventually("the importer's counters", WAIT, || {
+        let w = hosts.b.stats("in", "big");
+        (w[2] == N).then_some(w)
+    });
+    assert_eq!(
+        inn[10],
+        N * (LEN * 8 + 8),
+        "the importer copied each byte once"
+    );
+    assert_eq!(
+        (inn[4], inn[6], inn[13]),
+        (0, 0, 0),
+        "lost, duplicates, dropped"
+    );
+}
+
 /// Publishes `range` on host A from a thread, paced (a pause every few frames) so that the
 /// test can act mid-stream.
 fn publish_paced(
