@@ -28,19 +28,21 @@
 //!
 //! # Threads
 //!
-//! Frames of a stream up to 64 KiB (with their per-frame header) are written into local
-//! slots on Zenoh's receiving thread, in the subscriber's callback: no hand-over to another
-//! thread, whose wake-up (a context switch, several µs on a busy machine) would otherwise be
-//! paid for every message. Everything else goes through a bounded queue to the importer's
-//! own thread: larger frames, whose copy into a slot would hold up the reception of the
-//! next; array versions; frames of an object not described yet (the thread asks for its
-//! description, a Zenoh query whose answer comes through the receiving thread, so never
-//! with that thread waiting on it). A stream's message is handled in the callback only
-//! while none of its messages wait in the queue, so its messages keep their order either
-//! way. Both paths share the objects under one lock, which neither holds while it waits for
-//! an answer from Zenoh. Either path waiting for a local slot (a lossless local subscriber behind) holds up
-//! Zenoh's receiving thread, directly or through the full queue: backpressure reaches the
-//! link, and the other objects of this import wait too.
+//! A stream's messages up to 64 KiB (small frames, one or several to a message) are written
+//! into local slots on Zenoh's receiving thread, in the subscriber's callback: no hand-over
+//! to another thread, whose wake-up (a context switch, several µs on a busy machine) would
+//! otherwise be paid for every message. Everything else goes through a bounded queue to the
+//! importer's own thread: larger messages, whose copy into a slot would hold up the
+//! reception of the next; array versions; frames of an object not described yet, which are
+//! dropped while the thread asks for its description (a Zenoh query it does not wait for:
+//! the answer comes back as news, through the receiving thread, which a thread waiting for
+//! it while the queue fills would hold up). A stream's message is handled in the callback
+//! only while none of its messages wait in the queue, so its messages keep their order
+//! either way. Both paths share the objects under one lock, which neither holds while it
+//! waits for an answer from Zenoh. Either path waiting for a local slot (a lossless local
+//! subscriber behind) holds up Zenoh's receiving thread, directly, through the full queue or
+//! through the lock: backpressure reaches the link, and the other objects of this import wait
+//! too.
 //!
 //! # Copies
 //!
@@ -79,9 +81,6 @@ struct StreamIn {
     /// The remote stream's creation time, once a frame said it: a stream deleted and made
     /// again under the name is numbered afresh.
     source: Option<u64>,
-    /// Its frames are small enough to be handled in Zenoh's receive callback
-    /// ([`INLINE_BYTES`]).
-    inline: bool,
 }
 
 /// A local array fed from a remote one.
@@ -158,11 +157,11 @@ enum Found {
 /// change would not be seen otherwise; new streams are also seen at their first frame).
 const DISCOVER_EVERY: Duration = Duration::from_secs(1);
 
-/// Frames of a stream up to this size (per-frame header included) are written into their
-/// local slots on Zenoh's receiving thread, in the subscriber's callback: a message then
+/// A stream's messages up to this size (one or more frames, with their heads) are written
+/// into local slots on Zenoh's receiving thread, in the subscriber's callback: a message then
 /// costs no hand-over to the importer's thread (a wake-up, on a busy machine a context switch
-/// of several µs). Larger frames go to the importer's thread, so that the copy of one does
-/// not hold up the reception of the next.
+/// of several µs). Larger ones go to the importer's thread, so that the copy of one does not
+/// hold up the reception of the next.
 const INLINE_BYTES: u64 = 64 << 10;
 
 /// Messages waiting for the importer's thread, at most: a full queue holds up Zenoh's
@@ -225,6 +224,7 @@ impl Import {
     pub fn run(self) -> Result {
         let client = connect(self.socket.as_deref())?;
         let (found, arrivals) = mpsc::channel();
+        let describe = found.clone();
         let key = format!("{}/*/{}", self.remote, glob_key(&self.glob));
         let ctx = Arc::new(Ctx {
             session: self.session.clone(),
@@ -243,9 +243,9 @@ impl Import {
                     {
                         let mut guard = lock(&shared);
                         let l = &mut *guard;
-                        if !l.queued.contains_key(name)
+                        if sample.payload().len() as u64 <= INLINE_BYTES
+                            && !l.queued.contains_key(name)
                             && let Some(Local::Stream(s)) = l.objects.get_mut(name)
-                            && s.inline
                         {
                             ctx.message(name, s, sample.payload());
                             return;
@@ -270,6 +270,8 @@ impl Import {
         let mut asked_meta: HashMap<String, Instant> = HashMap::new();
         // Per object not made yet: the first frame seen (number, source).
         let mut first_seen: HashMap<String, (u64, u64)> = HashMap::new();
+        // Per array not made yet: the newest version seen.
+        let mut waiting_version: HashMap<String, ZBytes> = HashMap::new();
         loop {
             while let Ok(news) = arrivals.try_recv() {
                 match news {
@@ -295,7 +297,12 @@ impl Import {
                         // Made without the lock (the daemon is asked), then put in.
                         let first = first_seen.remove(&name);
                         let made = make(&client, &self.remote, &name, &meta);
-                        let made = from_first(connected(made, remote_up), first);
+                        let mut made = from_first(connected(made, remote_up), first);
+                        if let (Local::Array(a), Some(payload)) =
+                            (&mut made, waiting_version.remove(&name))
+                        {
+                            version(&name, a, &payload);
+                        }
                         lock(&shared).objects.entry(name).or_insert(made);
                     }
                     Found::Latest(name, payload) => {
@@ -333,15 +340,21 @@ impl Import {
                 // A frame of an object not described yet: ask for its description (at most
                 // once a second; the discovery thread asks too). Until then its frames are
                 // dropped; the first one's number is kept, so that a lossless stream asks for
-                // them again once it is made (and a lossy one counts them lost). Asked
-                // without the lock: the answer comes through Zenoh's receiving thread, whose
-                // callback takes it.
+                // them again once it is made (and a lossy one counts them lost). The answer
+                // comes back as news (the object is made at the top of the loop): this thread
+                // never waits for it, so it keeps draining the queue, and Zenoh's receiving
+                // thread, which brings the answer, is never held up by a full queue meanwhile.
                 if kind == "frames"
                     && let Ok((head, _)) = read_head(sample.payload(), 0)
                 {
                     first_seen
                         .entry(name.clone())
                         .or_insert((head.number, head.source));
+                }
+                if kind == "versions" {
+                    // An array's version is written once the array is made (the newest one
+                    // seen meanwhile: they replace each other).
+                    waiting_version.insert(name.clone(), sample.payload().clone());
                 }
                 if asked_meta
                     .get(&name)
@@ -351,24 +364,36 @@ impl Import {
                 }
                 asked_meta.insert(name.clone(), Instant::now());
                 let key = format!("{}/meta/{name}", self.remote);
-                let Some((_, meta)) = ask_meta(&self.session, &self.remote, &key).pop() else {
-                    continue;
-                };
-                let made = make(&client, &self.remote, &name, &meta);
-                let first = first_seen.remove(&name);
-                let made = from_first(connected(made, remote_up), first);
-                lock(&shared).objects.entry(name.clone()).or_insert(made);
+                let (describe, remote) = (describe.clone(), self.remote.clone());
+                let asked = self
+                    .session
+                    .get(&key)
+                    .timeout(Duration::from_secs(3))
+                    .callback(move |reply| {
+                        if let Ok(sample) = reply.result()
+                            && let Some((name, meta)) = description(&remote, sample)
+                        {
+                            let _ = describe.send(Found::Object(name, meta));
+                        }
+                    })
+                    .wait();
+                if let Err(e) = asked {
+                    eprintln!("mmshare-bridge: {key}: {e}");
+                }
+                continue;
             }
-            let payload = sample.payload();
-            match lock(&shared)
-                .objects
-                .get_mut(&name)
-                .expect("inserted above")
+            // Handled with the lock, which goes before `_handled` counts the message done
+            // (that takes the lock too).
             {
-                Local::Stream(s) => ctx.message(&name, s, payload),
-                Local::Array(a) => version(&name, a, payload),
-                Local::Refused => {}
+                let mut guard = lock(&shared);
+                let payload = sample.payload();
+                match guard.objects.get_mut(&name) {
+                    Some(Local::Stream(s)) => ctx.message(&name, s, payload),
+                    Some(Local::Array(a)) => version(&name, a, payload),
+                    Some(Local::Refused) | None => {}
+                }
             }
+            drop(_handled);
         }
     }
 }
@@ -646,15 +671,31 @@ fn ask_keyed(session: &zenoh::Session, key: &str) -> Vec<(String, ZBytes)> {
 fn ask_meta(session: &zenoh::Session, remote: &str, key: &str) -> Vec<(String, serde_json::Value)> {
     let mut found = Vec::new();
     for (reply_key, payload) in ask_keyed(session, key) {
-        let Some(name) = reply_key.strip_prefix(&format!("{remote}/meta/")) else {
-            continue;
-        };
-        match serde_json::from_slice(&payload.to_bytes()) {
-            Ok(meta) => found.push((name.to_owned(), meta)),
-            Err(e) => eprintln!("mmshare-bridge: {key}: a description that is not JSON: {e}"),
+        if let Some(described) = described(remote, &reply_key, &payload) {
+            found.push(described);
         }
     }
     found
+}
+
+/// The (name, description) a reply to a `meta` query gives, if it is one.
+fn description(remote: &str, sample: &Sample) -> Option<(String, serde_json::Value)> {
+    described(remote, sample.key_expr().as_str(), sample.payload())
+}
+
+fn described(
+    remote: &str,
+    reply_key: &str,
+    payload: &ZBytes,
+) -> Option<(String, serde_json::Value)> {
+    let name = reply_key.strip_prefix(&format!("{remote}/meta/"))?;
+    match serde_json::from_slice(&payload.to_bytes()) {
+        Ok(meta) => Some((name.to_owned(), meta)),
+        Err(e) => {
+            eprintln!("mmshare-bridge: {reply_key}: a description that is not JSON: {e}");
+            None
+        }
+    }
 }
 
 /// Writes an array version, unless an equal or newer one was written already.
@@ -846,9 +887,6 @@ fn try_make(client: &Client, name: &str, meta: &serde_json::Value) -> Result<Loc
             client.create_stream(&options).map_err(|e| e.to_string())?;
             let publisher = client.publisher_bytes(name).map_err(|e| e.to_string())?;
             let one_lane = meta["max_publishers"].as_u64().unwrap_or(1) <= 1;
-            let inline = (publisher.frame_len() + publisher.files().header().frame_header_len())
-                as u64
-                <= INLINE_BYTES;
             // Counters carry on from the previous run (Stats::open); the next remote frame
             // follows from the local stream and the number mapping that run saved, for the
             // remote stream it was about (checked at the first frame).
@@ -874,7 +912,6 @@ fn try_make(client: &Client, name: &str, meta: &serde_json::Value) -> Result<Loc
                 lossy: meta["lossy"].as_bool().unwrap_or(false),
                 asked: None,
                 source,
-                inline,
             })))
         }
         other => Err(format!("unknown kind {other:?}")),
