@@ -12,6 +12,9 @@
 //! by the whole spin. A waiter that knows the other side last ran on its own CPU (a stream's
 //! CPU hints, module `stream::files`) skips the spin and yields from the start
 //! ([`Backoff::without_spin`]), which hands the CPU over at once.
+//!
+//! A stream publisher waiting for a lossless subscriber to free a slot yields for longer
+//! ([`Backoff::patient`]), unless its own recent waits were long ([`WaitHistory`]).
 
 use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::time::{Duration, Instant};
@@ -24,6 +27,9 @@ const SPIN_FOR: Duration = Duration::from_micros(20);
 const YIELD_UNTIL: Duration = Duration::from_micros(100);
 /// The same for a [`Backoff::patient`] wait.
 const PATIENT_YIELD_UNTIL: Duration = Duration::from_millis(2);
+/// A waiter whose recent waits averaged at least this long takes the usual schedule even where
+/// it would be patient ([`WaitHistory`]).
+const LONG_WAIT: Duration = Duration::from_micros(250);
 /// Longest single futex sleep: waiters re-check their condition at least this often, which
 /// bounds the cost of any wake-up that could be missed (for example a writer in a process that
 /// died after publishing but before waking).
@@ -65,6 +71,23 @@ impl Backoff {
             yield_until: PATIENT_YIELD_UNTIL,
             ..Backoff::new(timeout)
         }
+    }
+
+    /// The schedule for a wait that would be [`Backoff::patient`], given how long the same
+    /// waiter's recent waits lasted: patient while they were short, the usual one once they
+    /// are long ([`WaitHistory::long`]).
+    pub(crate) fn patient_unless(history: &WaitHistory, timeout: Duration) -> Backoff {
+        if history.long() {
+            Backoff::new(timeout)
+        } else {
+            Backoff::patient(timeout)
+        }
+    }
+
+    /// Whether this wait yields for longer than the usual schedule's 100 µs before it sleeps.
+    #[cfg(test)]
+    pub(crate) fn is_patient(&self) -> bool {
+        self.yield_until > YIELD_UNTIL
     }
 
     /// Starts the clock if it has not started, and tells whether time is left: for a caller
@@ -138,6 +161,45 @@ impl Backoff {
     }
 }
 
+/// How long one waiter's recent waits lasted (a moving average over about the last eight), for
+/// a waiter that would be patient: a stream publisher waiting for a lossless subscriber to free
+/// a slot.
+///
+/// Yielding through a wait saves the wake-up a sleep would cost (tens of µs), and costs the
+/// CPU time of the whole wait whenever another thread wants that CPU. For the waits the patient
+/// schedule is made for (a subscriber reading a large frame, a few dozen µs to a few hundred)
+/// the saving is worth it. A subscriber paced by something slower than its reading (a bridge
+/// that sends each frame over a network link) holds the publisher back for most of a
+/// millisecond per frame: yielding through that on a machine with fewer CPUs than busy
+/// processes takes CPU time from the very processes the publisher waits for, while the
+/// wake-up it saves is a few per cent of the wait. Once the recent waits average
+/// [`LONG_WAIT`] or more, the waiter takes the usual schedule (a sleep after 100 µs); once they
+/// are short again, the patient one. The publisher is the faster side whenever it waits for a
+/// slot, so a wake-up's delay costs it nothing the subscribers would notice.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct WaitHistory {
+    /// The moving average, in µs.
+    average_us: u32,
+}
+
+impl WaitHistory {
+    /// Notes a wait that lasted `waited` (one that ended with what it waited for).
+    pub(crate) fn record(&mut self, waited: Duration) {
+        let sample = i64::try_from(waited.as_micros())
+            .unwrap_or(i64::MAX)
+            .min(i64::from(u32::MAX));
+        let average = i64::from(self.average_us);
+        // An eighth of the way to the new sample: about the last eight waits count.
+        let moved = average + (sample - average) / 8;
+        self.average_us = u32::try_from(moved).unwrap_or(u32::MAX);
+    }
+
+    /// Whether the recent waits averaged [`LONG_WAIT`] or more.
+    pub(crate) fn long(&self) -> bool {
+        u128::from(self.average_us) >= LONG_WAIT.as_micros()
+    }
+}
+
 /// What [`Backoff::step`] did or asks for.
 #[derive(Debug)]
 pub(crate) enum Step {
@@ -190,5 +252,49 @@ mod tests {
             }
         }
         assert!(sleeps > 0, "the schedule never got to sleeping");
+    }
+
+    /// The history turns long after a few long waits, not after one, and short again after a
+    /// few short ones; a wait too long for the counter saturates instead of wrapping.
+    #[test]
+    fn a_wait_history_follows_the_recent_waits() {
+        let mut history = WaitHistory::default();
+        assert!(!history.long(), "a new waiter is patient");
+        assert!(Backoff::patient_unless(&history, Duration::from_secs(1)).is_patient());
+        history.record(Duration::from_millis(1));
+        assert!(
+            !history.long(),
+            "one long wait among none before it turned the history"
+        );
+        for _ in 0..8 {
+            history.record(Duration::from_millis(1));
+        }
+        assert!(
+            history.long(),
+            "nine waits of 1 ms did not turn the history long"
+        );
+        assert!(!Backoff::patient_unless(&history, Duration::from_secs(1)).is_patient());
+        // Waits just under the bound keep an average just under it.
+        let mut near = WaitHistory::default();
+        for _ in 0..100 {
+            near.record(LONG_WAIT - Duration::from_micros(1));
+        }
+        assert!(!near.long(), "waits under the bound made the history long");
+        near.record(LONG_WAIT * 20);
+        assert!(
+            near.long(),
+            "a wait far over the bound left the history short"
+        );
+        for _ in 0..20 {
+            history.record(Duration::from_micros(10));
+        }
+        assert!(!history.long(), "twenty short waits left the history long");
+        let mut huge = WaitHistory::default();
+        huge.record(Duration::MAX);
+        assert_eq!(huge.average_us, u32::MAX / 8, "a huge wait wrapped");
+        for _ in 0..100 {
+            huge.record(Duration::MAX);
+        }
+        assert!(huge.long(), "huge waits wrapped around to a short history");
     }
 }

@@ -14,7 +14,7 @@ use super::protocol::{self, PublisherState};
 use super::sleep::{self, Futex};
 use super::subscriber::PublisherId;
 use crate::array::raw::DEFAULT_TIMEOUT;
-use crate::backoff::{Backoff, Step};
+use crate::backoff::{Backoff, Step, WaitHistory};
 use crate::dtype::Element;
 use crate::error::{OpenError, StreamError};
 use crate::format::now_ns;
@@ -64,6 +64,9 @@ pub struct Publisher<T: Element> {
     pub(super) loans_ahead: bool,
     /// The Rust type last checked against the per-frame header's dtype (`header_mut`).
     header_type: Option<std::any::TypeId>,
+    /// How long this publisher's recent waits for a free slot lasted: they choose how
+    /// patient the next one is ([`WaitHistory`]).
+    slot_waits: WaitHistory,
     me: u64,
     /// Who it is, as its frames say (streams with several publishers).
     id: PublisherId,
@@ -235,6 +238,7 @@ impl<T: Element> Publisher<T> {
             ahead: None,
             loans_ahead,
             header_type: None,
+            slot_waits: WaitHistory::default(),
             me,
             id,
             timeout: DEFAULT_TIMEOUT,
@@ -501,8 +505,26 @@ impl<T: Element> Publisher<T> {
 
     fn wait_for_slot(&mut self, timeout: Duration) -> Result<usize, StreamError> {
         // Patient: a lossless subscriber that holds the publisher back is usually reading a
-        // frame at this moment, and will free a slot within that frame's reading time.
-        let mut backoff = Backoff::patient(timeout);
+        // frame at this moment, and will free a slot within that frame's reading time. Unless
+        // this publisher's recent waits were long: then that subscriber is paced by something
+        // else, and yielding through the wait only takes CPU time from others.
+        let mut backoff = Backoff::patient_unless(&self.slot_waits, timeout);
+        #[cfg(test)]
+        PATIENT_WAITS.with(|w| w.borrow_mut().push(backoff.is_patient()));
+        let got = self.wait_for_slot_with(&mut backoff);
+        if got.is_ok() {
+            self.slot_waits.record(backoff.elapsed());
+        }
+        got
+    }
+
+    /// Whether this publisher's recent waits for a free slot were long ([`WaitHistory`]).
+    #[cfg(test)]
+    pub(crate) fn slot_waits_long(&self) -> bool {
+        self.slot_waits.long()
+    }
+
+    fn wait_for_slot_with(&mut self, backoff: &mut Backoff) -> Result<usize, StreamError> {
         // A lossless subscriber on this CPU cannot free a slot while we spin here; with more
         // participants than CPUs, one probably is.
         if self.files.crowded() || self.files.lossless_subscriber_on(crate::sys::cpu_hint()) {
@@ -682,6 +704,13 @@ impl<T: Element> Publisher<T> {
 /// lossless cursor moved). Only a system call when it does sleep.
 pub(super) fn wake_publisher_side(files: &StreamFiles) {
     sleep::wake(files.pub_sleepers(), files.pub_futex());
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test record: for each wait for a free slot this thread began, whether it was patient.
+    pub(crate) static PATIENT_WAITS: std::cell::RefCell<Vec<bool>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl<T: Element> Drop for Publisher<T> {

@@ -2542,6 +2542,63 @@ fn publish_until_held_back(publisher: &mut Publisher<u64>) {
     {}
 }
 
+/// A publisher whose waits for a free slot have lately been long (each here lasts until the
+/// publisher has gone to sleep and 1 ms more) takes the usual schedule instead of the patient
+/// one: its first waits are patient, its last ones are not. Each frame the subscriber takes is
+/// the next.
+#[test]
+fn a_publisher_whose_slot_waits_are_long_stops_being_patient() {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    const WAITS: u64 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), 4, 4);
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let subscriber = lossless_one_hold(&path, crate::StartAt::Next);
+    assert!(
+        !publisher.slot_waits_long(),
+        "a new publisher is not patient"
+    );
+    publish_until_held_back(&mut publisher);
+    super::publisher::PATIENT_WAITS.with(|w| w.borrow_mut().clear());
+    // Loans that have ended so far.
+    let loaned = &AtomicU64::new(0);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let files = StreamFiles::open(&path, false).unwrap();
+            let sleepers = files.pub_sleepers();
+            for n in 0..WAITS {
+                // Until loan `n` has started (the one before it ended) and is asleep (it has
+                // waited 100 µs at least), and 1 ms more: a long wait whatever the scheduler
+                // does.
+                while loaned.load(Relaxed) < n || sleepers.load(Relaxed) == 0 {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+                let frame = subscriber.receive_timeout(Duration::from_secs(5)).unwrap();
+                assert_eq!(frame.number(), n, "frames out of order");
+            }
+        });
+        for n in 0..WAITS {
+            let mut loan = publisher.loan_timeout(Duration::from_secs(5)).unwrap();
+            loaned.fetch_add(1, Relaxed);
+            fill(&mut loan, n);
+            loan.publish();
+        }
+    });
+    assert!(
+        publisher.slot_waits_long(),
+        "{WAITS} waits of over 1 ms left the publisher patient"
+    );
+    let patient = super::publisher::PATIENT_WAITS.with(|w| w.borrow().clone());
+    // The zero-timeout loans that found the ring full began a wait too (and timed out).
+    let waits = &patient[patient.len() - WAITS as usize..];
+    assert!(waits[0], "the first long wait was not patient: {patient:?}");
+    assert!(
+        !waits[WAITS as usize - 1],
+        "the last wait was patient: {patient:?}"
+    );
+}
+
 /// With more participants than CPUs (publishers and started subscribers), a waiting publisher
 /// and a waiting subscriber yield from the start instead of spinning: one of them surely
 /// shares a CPU with someone it waits for. With CPUs enough, they spin first as before.
