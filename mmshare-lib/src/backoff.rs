@@ -30,6 +30,11 @@ const PATIENT_YIELD_UNTIL: Duration = Duration::from_millis(2);
 /// A waiter whose recent waits averaged at least this long takes the usual schedule even where
 /// it would be patient ([`WaitHistory`]).
 const LONG_WAIT: Duration = Duration::from_micros(250);
+/// One wait counts as at most this long in a [`WaitHistory`]: a single wait of seconds (a
+/// subscriber that started late, this process stopped for a while) cannot make the history
+/// long by itself (three waits of 1 ms or more in a row do), and a dozen short waits bring it
+/// back from any history.
+const SAMPLE_CAP: Duration = Duration::from_millis(1);
 /// Longest single futex sleep: waiters re-check their condition at least this often, which
 /// bounds the cost of any wake-up that could be missed (for example a writer in a process that
 /// died after publishing but before waking).
@@ -65,7 +70,9 @@ impl Backoff {
     /// for up to 2 ms before it sleeps. Sleeping there would add a wake-up (tens of µs) to
     /// every frame of a pipeline whose frames take longer than 100 µs to read (1 MiB frames to
     /// one lossless consumer: about 4 000 frames/s with the 100 µs schedule, 11 600 with this
-    /// one, in one quick run of `./scripts/bench-peers --quick`).
+    /// one, in one quick run of `./scripts/bench-peers --quick`, when the publisher was always
+    /// patient). A waiter whose waits have lately been long takes the usual schedule instead
+    /// ([`Backoff::patient_unless`]).
     pub(crate) fn patient(timeout: Duration) -> Backoff {
         Backoff {
             yield_until: PATIENT_YIELD_UNTIL,
@@ -161,21 +168,22 @@ impl Backoff {
     }
 }
 
-/// How long one waiter's recent waits lasted (a moving average over about the last eight), for
-/// a waiter that would be patient: a stream publisher waiting for a lossless subscriber to free
-/// a slot.
+/// How long one waiter's recent waits lasted (a moving average over about the last eight, each
+/// counted as at most 1 ms), for a waiter that would be patient: a stream publisher waiting for
+/// a lossless subscriber to free a slot.
 ///
-/// Yielding through a wait saves the wake-up a sleep would cost (tens of µs), and costs the
-/// CPU time of the whole wait whenever another thread wants that CPU. For the waits the patient
-/// schedule is made for (a subscriber reading a large frame, a few dozen µs to a few hundred)
-/// the saving is worth it. A subscriber paced by something slower than its reading (a bridge
-/// that sends each frame over a network link) holds the publisher back for most of a
-/// millisecond per frame: yielding through that on a machine with fewer CPUs than busy
-/// processes takes CPU time from the very processes the publisher waits for, while the
-/// wake-up it saves is a few per cent of the wait. Once the recent waits average
-/// [`LONG_WAIT`] or more, the waiter takes the usual schedule (a sleep after 100 µs); once they
-/// are short again, the patient one. The publisher is the faster side whenever it waits for a
-/// slot, so a wake-up's delay costs it nothing the subscribers would notice.
+/// Yielding through a wait saves the wake-up a sleep would cost (tens of µs, and the waker's
+/// `FUTEX_WAKE`), and costs the CPU time of the whole wait whenever another thread wants that
+/// CPU. For waits of a few dozen µs to a couple of hundred (a subscriber reading a frame of a
+/// megabyte) the saving is worth it. A subscriber that takes most of a millisecond per frame
+/// (one paced by a network link, like an exporting bridge; or one reading frames of several
+/// megabytes) holds the publisher back that long each time: yielding through that on a machine
+/// with fewer CPUs than busy processes takes CPU time from the very processes the publisher
+/// waits for, while the wake-up it saves is a small part of the wait. Once the recent waits
+/// average [`LONG_WAIT`] or more, the waiter takes the usual schedule (a sleep after 100 µs);
+/// once they are short again, the patient one. A publisher that waits for a slot is ahead of
+/// its subscribers, which have the rest of the ring to read meanwhile, so its later wake-up
+/// costs them nothing unless the ring is so small that they drain it first.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct WaitHistory {
     /// The moving average, in µs.
@@ -183,15 +191,16 @@ pub(crate) struct WaitHistory {
 }
 
 impl WaitHistory {
-    /// Notes a wait that lasted `waited` (one that ended with what it waited for).
+    /// Notes a wait that lasted `waited` (one that ended with what it waited for), counted as
+    /// at most [`SAMPLE_CAP`].
     pub(crate) fn record(&mut self, waited: Duration) {
-        let sample = i64::try_from(waited.as_micros())
-            .unwrap_or(i64::MAX)
-            .min(i64::from(u32::MAX));
+        // At most 1 000 (µs), so neither conversion can fail.
+        let sample = i64::try_from(waited.min(SAMPLE_CAP).as_micros()).unwrap_or(1_000);
         let average = i64::from(self.average_us);
-        // An eighth of the way to the new sample: about the last eight waits count.
+        // An eighth of the way to the new sample: about the last eight waits count. Between
+        // the old average and the sample, so within 0..=1000.
         let moved = average + (sample - average) / 8;
-        self.average_us = u32::try_from(moved).unwrap_or(u32::MAX);
+        self.average_us = u32::try_from(moved).unwrap_or(0);
     }
 
     /// Whether the recent waits averaged [`LONG_WAIT`] or more.
@@ -254,47 +263,47 @@ mod tests {
         assert!(sleeps > 0, "the schedule never got to sleeping");
     }
 
-    /// The history turns long after a few long waits, not after one, and short again after a
-    /// few short ones; a wait too long for the counter saturates instead of wrapping.
+    /// The history turns long after three long waits in a row, not after one however long,
+    /// and short again within a dozen short ones.
     #[test]
     fn a_wait_history_follows_the_recent_waits() {
         let mut history = WaitHistory::default();
         assert!(!history.long(), "a new waiter is patient");
         assert!(Backoff::patient_unless(&history, Duration::from_secs(1)).is_patient());
-        history.record(Duration::from_millis(1));
+        history.record(Duration::MAX);
         assert!(
             !history.long(),
-            "one long wait among none before it turned the history"
+            "one wait, however long, turned the history"
         );
-        for _ in 0..8 {
-            history.record(Duration::from_millis(1));
-        }
+        history.record(Duration::from_millis(1));
+        assert!(!history.long(), "two long waits turned the history");
+        history.record(Duration::from_millis(1));
         assert!(
             history.long(),
-            "nine waits of 1 ms did not turn the history long"
+            "three waits of 1 ms or more left the history short"
         );
         assert!(!Backoff::patient_unless(&history, Duration::from_secs(1)).is_patient());
-        // Waits just under the bound keep an average just under it.
+        for _ in 0..100 {
+            history.record(Duration::from_secs(10));
+        }
+        let mut short_waits = 0;
+        while history.long() {
+            history.record(Duration::from_micros(5));
+            short_waits += 1;
+        }
+        assert!(
+            (8..=12).contains(&short_waits),
+            "{short_waits} short waits to forget the long ones"
+        );
+        // Waits just under the bound keep an average under it; over it, above.
         let mut near = WaitHistory::default();
         for _ in 0..100 {
             near.record(LONG_WAIT - Duration::from_micros(1));
         }
         assert!(!near.long(), "waits under the bound made the history long");
-        near.record(LONG_WAIT * 20);
-        assert!(
-            near.long(),
-            "a wait far over the bound left the history short"
-        );
-        for _ in 0..20 {
-            history.record(Duration::from_micros(10));
-        }
-        assert!(!history.long(), "twenty short waits left the history long");
-        let mut huge = WaitHistory::default();
-        huge.record(Duration::MAX);
-        assert_eq!(huge.average_us, u32::MAX / 8, "a huge wait wrapped");
         for _ in 0..100 {
-            huge.record(Duration::MAX);
+            near.record(LONG_WAIT + Duration::from_micros(10));
         }
-        assert!(huge.long(), "huge waits wrapped around to a short history");
+        assert!(near.long(), "waits over the bound left the history short");
     }
 }

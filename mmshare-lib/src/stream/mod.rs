@@ -214,8 +214,10 @@
 //! a publisher waiting for a lossless subscriber yields for up to 2 ms before it sleeps, since
 //! that subscriber is usually reading a frame right then, and a wake-up per frame would cost
 //! a pipeline of large frames more than half its throughput; but once that publisher's recent
-//! waits averaged 250 µs or more, the subscriber is paced by something else, a network link
-//! say, and the publisher takes the usual schedule: `backoff::WaitHistory`).
+//! waits averaged 250 µs or more (a subscriber paced by a network link, or reading frames of
+//! several megabytes), yielding through them costs other processes more CPU time than the
+//! wake-up it saves, and the publisher takes the usual schedule: `backoff::WaitHistory`. Its
+//! sleeps then end by the time its stall policy acts).
 //! A waiter skips the spin and yields at once when the side it waits for last ran on its own
 //! CPU: while it spins there, that side cannot run. Each side leaves a hint of its CPU in the
 //! control file for this (`PUB_CPU`, written by the publisher after a publish when it moved;

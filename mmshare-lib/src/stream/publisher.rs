@@ -524,6 +524,14 @@ impl<T: Element> Publisher<T> {
         self.slot_waits.long()
     }
 
+    /// Makes this publisher's recent waits for a free slot long, as after a few of 1 ms.
+    #[cfg(test)]
+    pub(crate) fn note_long_slot_waits(&mut self) {
+        for _ in 0..10 {
+            self.slot_waits.record(Duration::from_millis(1));
+        }
+    }
+
     fn wait_for_slot_with(&mut self, backoff: &mut Backoff) -> Result<usize, StreamError> {
         // A lossless subscriber on this CPU cannot free a slot while we spin here; with more
         // participants than CPUs, one probably is.
@@ -566,6 +574,16 @@ impl<T: Element> Publisher<T> {
                     });
                 }
                 Step::Sleep(at_most) => {
+                    // Not past the time the stall policy acts at: it acts on time even when
+                    // the wait sleeps early (the usual schedule sleeps after 100 µs).
+                    let at_most = match policy {
+                        Some((after, _)) if backoff.elapsed() < after => {
+                            at_most.min(after - backoff.elapsed())
+                        }
+                        _ => at_most,
+                    };
+                    #[cfg(test)]
+                    SLOT_SLEEPS.with(|w| w.borrow_mut().push(at_most));
                     let (sleepers, futex) = (self.files.pub_sleepers(), self.files.pub_futex());
                     let ring = self.files.ring();
                     let state = &mut self.state;
@@ -710,6 +728,9 @@ pub(super) fn wake_publisher_side(files: &StreamFiles) {
 thread_local! {
     /// Test record: for each wait for a free slot this thread began, whether it was patient.
     pub(crate) static PATIENT_WAITS: std::cell::RefCell<Vec<bool>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+    /// Test record: the longest sleep each futex sleep of a wait for a free slot asked for.
+    pub(crate) static SLOT_SLEEPS: std::cell::RefCell<Vec<Duration>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 

@@ -2548,7 +2548,10 @@ fn publish_until_held_back(publisher: &mut Publisher<u64>) {
 /// the next.
 #[test]
 fn a_publisher_whose_slot_waits_are_long_stops_being_patient() {
-    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use std::sync::atomic::{
+        AtomicU64,
+        Ordering::{Acquire, Relaxed, Release},
+    };
     const WAITS: u64 = 10;
     let dir = tempfile::tempdir().unwrap();
     let path = make(dir.path(), 4, 4);
@@ -2570,7 +2573,12 @@ fn a_publisher_whose_slot_waits_are_long_stops_being_patient() {
                 // Until loan `n` has started (the one before it ended) and is asleep (it has
                 // waited 100 µs at least), and 1 ms more: a long wait whatever the scheduler
                 // does.
-                while loaned.load(Relaxed) < n || sleepers.load(Relaxed) == 0 {
+                let started = std::time::Instant::now();
+                while loaned.load(Acquire) < n || sleepers.load(Relaxed) == 0 {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(10),
+                        "loan {n} never went to sleep"
+                    );
                     std::thread::sleep(Duration::from_micros(50));
                 }
                 std::thread::sleep(Duration::from_millis(1));
@@ -2580,7 +2588,9 @@ fn a_publisher_whose_slot_waits_are_long_stops_being_patient() {
         });
         for n in 0..WAITS {
             let mut loan = publisher.loan_timeout(Duration::from_secs(5)).unwrap();
-            loaned.fetch_add(1, Relaxed);
+            // Release: a subscriber that sees this count sees this loan's sleeper count
+            // taken out again too.
+            loaned.fetch_add(1, Release);
             fill(&mut loan, n);
             loan.publish();
         }
@@ -2589,13 +2599,43 @@ fn a_publisher_whose_slot_waits_are_long_stops_being_patient() {
         publisher.slot_waits_long(),
         "{WAITS} waits of over 1 ms left the publisher patient"
     );
+    // Every loan waited (each found the ring full): one record each.
     let patient = super::publisher::PATIENT_WAITS.with(|w| w.borrow().clone());
-    // The zero-timeout loans that found the ring full began a wait too (and timed out).
-    let waits = &patient[patient.len() - WAITS as usize..];
-    assert!(waits[0], "the first long wait was not patient: {patient:?}");
+    assert_eq!(patient.len(), WAITS as usize, "{patient:?}");
     assert!(
-        !waits[WAITS as usize - 1],
+        patient[0],
+        "the first long wait was not patient: {patient:?}"
+    );
+    assert!(
+        !patient[WAITS as usize - 1],
         "the last wait was patient: {patient:?}"
+    );
+}
+
+/// A publisher that sleeps early in its wait (its recent waits were long) still acts on the
+/// stall policy on time: no sleep of the wait asks for more than what is left of the policy's
+/// wait (the longest sleep would be 50 ms), and the stalled subscriber is demoted.
+#[test]
+fn a_publisher_that_sleeps_early_acts_on_the_stall_policy_on_time() {
+    let after = Duration::from_millis(5);
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = StreamSpec::new("s", DType::U64, vec![ELEMS as u64]);
+    spec.slots = 4;
+    spec.max_subscribers = 2;
+    spec.stall = crate::StallPolicy::Demote { after };
+    let path = create_stream_files(dir.path(), &spec).unwrap().0;
+    let mut publisher = Publisher::<u64>::open(&path).unwrap();
+    let stalled = lossless_one_hold(&path, crate::StartAt::Next);
+    publish_until_held_back(&mut publisher);
+    publisher.note_long_slot_waits();
+    super::publisher::SLOT_SLEEPS.with(|w| w.borrow_mut().clear());
+    publisher.loan_timeout(Duration::from_secs(10)).unwrap();
+    assert!(stalled.demoted(), "the stalled subscriber was not demoted");
+    let sleeps = super::publisher::SLOT_SLEEPS.with(|w| w.borrow().clone());
+    assert!(!sleeps.is_empty(), "the wait never slept");
+    assert!(
+        sleeps.iter().all(|&d| d <= after),
+        "a sleep past the stall policy's wait of {after:?}: {sleeps:?}"
     );
 }
 
