@@ -489,9 +489,9 @@ fn run(args: &[String]) {
     }
     let sizes: [(usize, &str, &str, u32, usize, usize, u64); 3] = [
         // size, label, stream, slots, throughput frames, latency frames, pace (µs)
-        (4 << 10, "4 KiB", "bench4k", 64, 50_000, 2_000, 1_000),
-        (1 << 20, "1 MiB", "bench1m", 16, 1_000, 300, 5_000),
-        (8 << 20, "8 MiB", "bench8m", 8, 150, 100, 40_000),
+        (4 << 10, "4 KiB", "bench4k", 64, 500_000, 2_000, 1_000),
+        (1 << 20, "1 MiB", "bench1m", 16, 3_000, 300, 5_000),
+        (8 << 20, "8 MiB", "bench8m", 8, 300, 100, 40_000),
     ];
     let a = mmshare::Client::connect(sock("a")).unwrap();
     for (size, _, name, slots, ..) in sizes {
