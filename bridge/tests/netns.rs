@@ -252,6 +252,49 @@ fn frames_larger_than_a_zenoh_batch_arrive_whole_in_order_exactly_once() {
     );
 }
 
+/// A local subscriber on host B slower than the link, now and then: the importer, which writes
+/// small frames on Zenoh's receiving thread, finds its ring full in the middle of a message of
+/// several frames. It must not wait there: the rest of that message, and the stream's next
+/// messages, go to its own thread, which waits for the slots. Every frame arrives once, in
+/// order, none counted lost, duplicated or dropped.
+#[test]
+fn a_slow_local_subscriber_gets_every_frame_once_in_order() {
+    if !hosts::can_run("slow_subscriber") {
+        return;
+    }
+    const N: u64 = 5_000;
+    let mut hosts = Hosts::new();
+    // A ring of 16: the exporter lends up to 7 frames, several to a message.
+    let (_, sub) = carried(&mut hosts, "slow", (16, 0), "--export", None);
+    let publishing = std::thread::spawn({
+        let socket = hosts.a.socket.clone();
+        move || publish(&Client::connect(socket).unwrap(), "slow", 0..N, None)
+    });
+    let mut got = Vec::with_capacity(N as usize);
+    while got.len() < N as usize {
+        got.extend(receive(&sub, 100));
+        // The importer's ring (16 frames) fills while this sleeps.
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    publishing.join().unwrap();
+    assert_eq!(got, (0..N).collect::<Vec<_>>());
+    assert_eq!(sub.missed(), 0);
+    let inn = eventually("the importer's counters", WAIT, || {
+        let w = hosts.b.stats("in", "slow");
+        (w[2] == N).then_some(w)
+    });
+    assert_eq!(
+        (inn[4], inn[6], inn[13]),
+        (0, 0, 0),
+        "lost, duplicates, dropped"
+    );
+    assert_eq!(
+        inn[10],
+        N * ((ROW * 8) as u64 + 8),
+        "the importer copied each byte once"
+    );
+}
+
 /// Publishes `range` on host A from a thread, paced (a pause every few frames) so that the
 /// test can act mid-stream.
 fn publish_paced(
