@@ -1,7 +1,7 @@
 //! The bridge between two hosts made of network namespaces (tests/hosts): every frame of a
-//! lossless stream, exact counts for a lossy one, a lossy link, bridges killed and restarted,
-//! the link taken down and up, and an array's newest version. Root only; each test says
-//! "skipped" and passes otherwise.
+//! lossless stream (small, large, mixed, and behind a slow local subscriber), exact counts
+//! for a lossy one, a lossy link, bridges killed and restarted, the link taken down and up,
+//! and an array's newest version. Root only; each test says "skipped" and passes otherwise.
 
 mod hosts;
 
@@ -295,6 +295,68 @@ fn a_slow_local_subscriber_gets_every_frame_once_in_order() {
     );
 }
 
+/// A stream whose frames vary in size: every even frame is 100 KiB (a message the importer
+/// hands to its own thread), every odd one a row of 64 bytes (a message small enough for
+/// Zenoh's receiving thread), published as fast as they go. A small message that arrives
+/// while the large one before it still waits for the importer's thread must wait too: every
+/// frame arrives whole, once, in order.
+#[test]
+fn small_frames_never_overtake_a_large_one_waiting_for_the_importer() {
+    if !hosts::can_run("order_guard") {
+        return;
+    }
+    const N: u64 = 2_000;
+    const BIG_ROWS: u64 = 1_600;
+    let rows = |i: u64| if i.is_multiple_of(2) { BIG_ROWS } else { 1 };
+    let data = move |i: u64| -> Vec<u64> { (0..rows(i) * 8).map(|k| i * 1_000_000 + k).collect() };
+    let mut hosts = Hosts::new();
+    let a = hosts.a.client();
+    a.create_stream(
+        &StreamOptions::new("mixed", "<u8", &[BIG_ROWS, 8])
+            .variable(true)
+            .slots(16)
+            .header("<u8"),
+    )
+    .expect("create the stream on host A");
+    bridge_pair(&mut hosts, "mixed", "--export", None);
+    let sub = subscribe(&hosts.b.client(), "mixed", Delivery::Lossless);
+    exporter_ready(&a, "mixed");
+    let publishing = std::thread::spawn({
+        let socket = hosts.a.socket.clone();
+        move || {
+            let client = Client::connect(socket).unwrap();
+            let mut publisher = client
+                .publisher::<u64>("mixed")
+                .expect("publisher on host A");
+            for i in 0..N {
+                publisher.send_with_header(&data(i), &i).expect("publish");
+            }
+        }
+    });
+    for i in 0..N {
+        let sample = sub
+            .receive_timeout(WAIT)
+            .unwrap_or_else(|e| panic!("frame {i} on host B: {e}"));
+        assert_eq!(
+            *sample.header::<u64>().expect("header"),
+            i,
+            "frame {i} is not the next to arrive"
+        );
+        assert_eq!(sample.rows(), rows(i), "frame {i}'s rows");
+        assert!(sample[..] == data(i)[..], "frame {i} arrived changed");
+    }
+    publishing.join().unwrap();
+    let inn = eventually("the importer's counters", WAIT, || {
+        let w = hosts.b.stats("in", "mixed");
+        (w[2] == N).then_some(w)
+    });
+    assert_eq!(
+        (inn[4], inn[6], inn[13]),
+        (0, 0, 0),
+        "lost, duplicates, dropped"
+    );
+}
+
 /// Publishes `range` on host A from a thread, paced (a pause every few frames) so that the
 /// test can act mid-stream.
 fn publish_paced(
@@ -336,11 +398,15 @@ fn a_lossy_export_counts_every_frame_it_does_not_deliver() {
     // Lossless on host B: whatever the importer publishes, this subscriber gets.
     let (a, sub) = carried(&mut hosts, "fast", (16, 0), "--export-lossy", None);
     const LAST: u64 = 20_000;
+    // Host B reads while host A publishes. A subscriber that read nothing yet would keep the
+    // importer waiting for a slot and the link full, and the frame after the pause could be
+    // dropped too.
+    let reading = std::thread::spawn(move || receive_until(&sub, LAST));
     publish(&a, "fast", 0..LAST, None);
     // Whatever was dropped at the end, a frame sent after a pause arrives and closes the count.
     std::thread::sleep(Duration::from_millis(500));
     publish(&a, "fast", LAST..LAST + 1, None);
-    let got = receive_until(&sub, LAST);
+    let got = reading.join().expect("host B's reader");
     assert!(got.windows(2).all(|w| w[0] < w[1]), "frames out of order");
     let out = eventually("the exporter's counters", WAIT, || {
         let w = hosts.a.stats("out", "fast");
