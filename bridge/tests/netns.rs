@@ -200,51 +200,59 @@ fn frames_larger_than_a_zenoh_batch_arrive_whole_in_order_exactly_once() {
         return;
     }
     const LEN: u64 = 20_000;
-    const N: u64 = 300;
-    let big = |i: u64| -> Vec<u64> { (0..LEN).map(|k| i * 1_000_000 + k).collect() };
-    let mut hosts = Hosts::new();
+    fn big(i: u64) -> Vec<u64> {
+        (0..LEN).map(|k| i * 1_000_000 + k).collect()
+    }
+    let options = StreamOptions::new("big", "<u8", &[LEN])
+        .slots(16)
+        .header("<u8");
+    carry_whole(&mut Hosts::new(), ("big", &options), 300, big);
+}
+
+/// Publishes frames `data(0..n)` on host A, each with its number as header, into a new stream
+/// of `options` exported to host B; checks on host B that each arrives whole, once and in
+/// order, and that the importer lost, duplicated and dropped none and copied each byte once.
+fn carry_whole(
+    hosts: &mut Hosts,
+    (name, options): (&str, &StreamOptions),
+    n: u64,
+    data: fn(u64) -> Vec<u64>,
+) {
     let a = hosts.a.client();
-    a.create_stream(
-        &StreamOptions::new("big", "<u8", &[LEN])
-            .slots(16)
-            .header("<u8"),
-    )
-    .expect("create the stream on host A");
-    bridge_pair(&mut hosts, "big", "--export", None);
-    let sub = subscribe(&hosts.b.client(), "big", Delivery::Lossless);
-    exporter_ready(&a, "big");
+    a.create_stream(options)
+        .expect("create the stream on host A");
+    bridge_pair(hosts, name, "--export", None);
+    let sub = subscribe(&hosts.b.client(), name, Delivery::Lossless);
+    exporter_ready(&a, name);
     let publishing = std::thread::spawn({
-        let socket = hosts.a.socket.clone();
+        let (socket, name) = (hosts.a.socket.clone(), name.to_owned());
         move || {
             let client = Client::connect(socket).unwrap();
-            let mut publisher = client.publisher::<u64>("big").expect("publisher on host A");
-            for i in 0..N {
-                publisher.send_with_header(&big(i), &i).expect("publish");
+            let mut publisher = client.publisher::<u64>(&name).expect("publisher on host A");
+            for i in 0..n {
+                publisher.send_with_header(&data(i), &i).expect("publish");
             }
         }
     });
-    for i in 0..N {
+    let mut bytes = 0;
+    for i in 0..n {
         let sample = sub
             .receive_timeout(WAIT)
             .unwrap_or_else(|e| panic!("frame {i} on host B: {e}"));
-        assert_eq!(sample[0], i * 1_000_000, "frame {i} arrived in order");
-        assert!(sample[..] == big(i)[..], "frame {i} arrived changed");
         assert_eq!(
             *sample.header::<u64>().expect("header"),
             i,
-            "frame {i}'s header"
+            "frame {i} is not the next to arrive"
         );
+        assert!(sample[..] == data(i)[..], "frame {i} arrived changed");
+        bytes += sample.len() as u64 * 8 + 8;
     }
     publishing.join().unwrap();
     let inn = eventually("the importer's counters", WAIT, || {
-        let w = hosts.b.stats("in", "big");
-        (w[2] == N).then_some(w)
+        let w = hosts.b.stats("in", name);
+        (w[2] == n).then_some(w)
     });
-    assert_eq!(
-        inn[10],
-        N * (LEN * 8 + 8),
-        "the importer copied each byte once"
-    );
+    assert_eq!(inn[10], bytes, "the importer copied each byte once");
     assert_eq!(
         (inn[4], inn[6], inn[13]),
         (0, 0, 0),
@@ -305,56 +313,16 @@ fn small_frames_never_overtake_a_large_one_waiting_for_the_importer() {
     if !hosts::can_run("order_guard") {
         return;
     }
-    const N: u64 = 2_000;
     const BIG_ROWS: u64 = 1_600;
-    let rows = |i: u64| if i.is_multiple_of(2) { BIG_ROWS } else { 1 };
-    let data = move |i: u64| -> Vec<u64> { (0..rows(i) * 8).map(|k| i * 1_000_000 + k).collect() };
-    let mut hosts = Hosts::new();
-    let a = hosts.a.client();
-    a.create_stream(
-        &StreamOptions::new("mixed", "<u8", &[BIG_ROWS, 8])
-            .variable(true)
-            .slots(16)
-            .header("<u8"),
-    )
-    .expect("create the stream on host A");
-    bridge_pair(&mut hosts, "mixed", "--export", None);
-    let sub = subscribe(&hosts.b.client(), "mixed", Delivery::Lossless);
-    exporter_ready(&a, "mixed");
-    let publishing = std::thread::spawn({
-        let socket = hosts.a.socket.clone();
-        move || {
-            let client = Client::connect(socket).unwrap();
-            let mut publisher = client
-                .publisher::<u64>("mixed")
-                .expect("publisher on host A");
-            for i in 0..N {
-                publisher.send_with_header(&data(i), &i).expect("publish");
-            }
-        }
-    });
-    for i in 0..N {
-        let sample = sub
-            .receive_timeout(WAIT)
-            .unwrap_or_else(|e| panic!("frame {i} on host B: {e}"));
-        assert_eq!(
-            *sample.header::<u64>().expect("header"),
-            i,
-            "frame {i} is not the next to arrive"
-        );
-        assert_eq!(sample.rows(), rows(i), "frame {i}'s rows");
-        assert!(sample[..] == data(i)[..], "frame {i} arrived changed");
+    fn mixed(i: u64) -> Vec<u64> {
+        let rows = if i.is_multiple_of(2) { BIG_ROWS } else { 1 };
+        (0..rows * 8).map(|k| i * 1_000_000 + k).collect()
     }
-    publishing.join().unwrap();
-    let inn = eventually("the importer's counters", WAIT, || {
-        let w = hosts.b.stats("in", "mixed");
-        (w[2] == N).then_some(w)
-    });
-    assert_eq!(
-        (inn[4], inn[6], inn[13]),
-        (0, 0, 0),
-        "lost, duplicates, dropped"
-    );
+    let options = StreamOptions::new("mixed", "<u8", &[BIG_ROWS, 8])
+        .variable(true)
+        .slots(16)
+        .header("<u8");
+    carry_whole(&mut Hosts::new(), ("mixed", &options), 2_000, mixed);
 }
 
 /// Publishes `range` on host A from a thread, paced (a pause every few frames) so that the
